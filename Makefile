@@ -1,0 +1,55 @@
+# bpfilter: build, run, test, benchmark.
+#
+#   make            release build: target/release/bpfilter and target/release/libbpfilter.so
+#   make run        build, then run the daemon in the foreground (root)
+#   make test       install what the tests need, then run every test, privileged ones included
+#   make bench      side-by-side benchmarks (see benches/)
+#   make fixtures   re-capture fixtures/ from the real iptables-legacy and the real kernel
+
+CARGO    ?= cargo
+RELEASE  := target/release
+APT_PKGS := iptables libelf-dev zlib1g-dev pkg-config nftables bpftool iproute2 util-linux
+SOCKET   ?= /run/bpfilter/bpfilter.sock
+
+.PHONY: all build run test deps bpffs unit privileged bench fixtures conformance install clean fmt
+
+all: build
+
+build:
+	$(CARGO) build --release --workspace
+
+run: deps build
+	$(RELEASE)/bpfilter daemon --socket $(SOCKET)
+
+# Packages are installed only when missing, so that `make test` works on a fresh machine and
+# costs nothing on a prepared one.
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@$(MAKE) --no-print-directory bpffs
+
+bpffs:
+	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+
+# Every test, unprivileged and privileged. Privileged tests fail rather than skip under CI=true.
+test: deps build
+	$(CARGO) test --release --workspace --no-fail-fast -- --test-threads=1
+
+bench: deps build
+	$(CARGO) bench --workspace
+
+fixtures: deps build
+	./fixtures/capture.sh
+
+install: build
+	install -m 0755 $(RELEASE)/bpfilter /usr/local/sbin/bpfilter
+	install -m 0644 $(RELEASE)/libbpfilter.so /usr/local/lib/libbpfilter.so
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

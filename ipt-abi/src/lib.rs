@@ -1,0 +1,2 @@
+//! The iptables-legacy ABI: kernel struct mirrors, parse, validate, serialize.
+#![forbid(unsafe_code)]

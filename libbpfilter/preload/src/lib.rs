@@ -1,0 +1,1 @@
+//! `libbpfilter.so`: LD_PRELOAD interposer of getsockopt/setsockopt for iptables-legacy.
