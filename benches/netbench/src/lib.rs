@@ -1,0 +1,1 @@
+//! Side-by-side data-path and control-plane benchmarks.

@@ -1,0 +1,1 @@
+//! Fixture capture tools (see fixtures/README.md).
