@@ -1,0 +1,227 @@
+//! `xt-oracle`: asks the real kernel, in the current network namespace, what it says about an
+//! `IPT_SO_*` request. Used by fixtures/capture.sh to record kernel answers (see
+//! fixtures/README.md); it never interprets a blob beyond patching the counters pointer.
+//!
+//! ```text
+//! xt-oracle replace BLOB [--optlen N]       send BLOB as IPT_SO_SET_REPLACE
+//! xt-oracle add-counters BLOB [--optlen N]  send BLOB as IPT_SO_SET_ADD_COUNTERS
+//! xt-oracle get-info TABLE OUT              write the kernel's IPT_SO_GET_INFO answer to OUT
+//! xt-oracle get-entries TABLE OUT           write the kernel's IPT_SO_GET_ENTRIES answer to OUT
+//! xt-oracle dump TABLE DIR                  DIR/get_info.bin and DIR/get_entries.bin
+//! ```
+//! Every command prints one line `ERRNO<TAB>NAME` (`0<TAB>OK` on success) and exits 0 when the
+//! kernel answered, whatever it answered; a non-zero exit means the oracle itself failed.
+
+use std::ffi::c_void;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+const IPT_SO_SET_REPLACE: i32 = 64;
+const IPT_SO_SET_ADD_COUNTERS: i32 = 65;
+const IPT_SO_GET_INFO: i32 = 64;
+const IPT_SO_GET_ENTRIES: i32 = 65;
+/// sizeof(struct ipt_replace) on 64-bit.
+const REPLACE_HDR: usize = 96;
+/// Offset of `ipt_replace.num_counters` and of the `counters` pointer.
+const NUM_COUNTERS_OFF: usize = 84;
+const COUNTERS_PTR_OFF: usize = 88;
+/// sizeof(struct ipt_getinfo).
+const GETINFO_LEN: usize = 84;
+/// sizeof(struct ipt_get_entries) (name[32], size, padding to the 8-byte alignment of entries).
+const GET_ENTRIES_HDR: usize = 40;
+/// Cap on the buffer offered for old counters; the kernel writes it only on success, when
+/// num_counters is the real (small) entry count.
+const MAX_COUNTERS_BUF: usize = 64 << 20;
+
+fn errno_name(e: i32) -> &'static str {
+    match e {
+        0 => "OK",
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EIO => "EIO",
+        libc::E2BIG => "E2BIG",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        libc::ERANGE => "ERANGE",
+        libc::ELOOP => "ELOOP",
+        libc::ENOPROTOOPT => "ENOPROTOOPT",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EOVERFLOW => "EOVERFLOW",
+        _ => "E?",
+    }
+}
+
+fn raw_socket() -> Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket(AF_INET, SOCK_RAW, IPPROTO_RAW)");
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// setsockopt(IPPROTO_IP, optname) with `buf[..optlen]`; returns 0 or the errno.
+fn set(sock: &OwnedFd, optname: i32, buf: &mut [u8], optlen: usize) -> i32 {
+    // SAFETY: buf is valid for buf.len() >= optlen bytes (checked by callers via padding).
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            optname,
+            buf.as_mut_ptr().cast::<c_void>(),
+            optlen as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        last_errno()
+    } else {
+        0
+    }
+}
+
+/// getsockopt(IPPROTO_IP, optname) into `buf`; returns (errno or 0, length written).
+fn get(sock: &OwnedFd, optname: i32, buf: &mut [u8]) -> (i32, usize) {
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf is valid for len bytes; len points to a live socklen_t.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            optname,
+            buf.as_mut_ptr().cast::<c_void>(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        (last_errno(), 0)
+    } else {
+        (0, len as usize)
+    }
+}
+
+fn table_name(name: &str) -> Result<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if name.len() >= 32 {
+        bail!("table name too long: {name}");
+    }
+    out[..name.len()].copy_from_slice(name.as_bytes());
+    Ok(out)
+}
+
+fn parse_optlen(args: &[String]) -> Result<Option<usize>> {
+    match args {
+        [] => Ok(None),
+        [flag, n] if flag == "--optlen" => Ok(Some(n.parse().context("--optlen")?)),
+        _ => bail!("unexpected arguments: {args:?}"),
+    }
+}
+
+fn cmd_replace(blob_path: &Path, optlen: Option<usize>) -> Result<i32> {
+    let blob = std::fs::read(blob_path).with_context(|| format!("read {}", blob_path.display()))?;
+    let optlen = optlen.unwrap_or(blob.len());
+    // The kernel reads the 96-byte header whatever optlen says: pad so it reads our zeros.
+    let mut buf = blob.clone();
+    buf.resize(optlen.max(blob.len()).max(REPLACE_HDR), 0);
+    let num_counters = u32::from_ne_bytes(
+        buf[NUM_COUNTERS_OFF..NUM_COUNTERS_OFF + 4].try_into().context("header")?,
+    ) as usize;
+    let mut counters = vec![0u8; num_counters.saturating_mul(16).clamp(16, MAX_COUNTERS_BUF)];
+    let ptr = counters.as_mut_ptr() as u64;
+    buf[COUNTERS_PTR_OFF..COUNTERS_PTR_OFF + 8].copy_from_slice(&ptr.to_ne_bytes());
+    let sock = raw_socket()?;
+    let e = set(&sock, IPT_SO_SET_REPLACE, &mut buf, optlen);
+    drop(counters);
+    Ok(e)
+}
+
+fn cmd_add_counters(blob_path: &Path, optlen: Option<usize>) -> Result<i32> {
+    let blob = std::fs::read(blob_path).with_context(|| format!("read {}", blob_path.display()))?;
+    let optlen = optlen.unwrap_or(blob.len());
+    let mut buf = blob.clone();
+    // xt_counters_info is 40 bytes (name[32], num_counters, padding).
+    buf.resize(optlen.max(blob.len()).max(40), 0);
+    let sock = raw_socket()?;
+    Ok(set(&sock, IPT_SO_SET_ADD_COUNTERS, &mut buf, optlen))
+}
+
+/// GET_INFO then GET_ENTRIES of `table`; returns (errno, info bytes, entries bytes).
+fn fetch(table: &str) -> Result<(i32, Vec<u8>, Vec<u8>)> {
+    let sock = raw_socket()?;
+    let mut info = vec![0u8; GETINFO_LEN];
+    info[..32].copy_from_slice(&table_name(table)?);
+    let (e, n) = get(&sock, IPT_SO_GET_INFO, &mut info);
+    if e != 0 {
+        return Ok((e, Vec::new(), Vec::new()));
+    }
+    info.truncate(n);
+    // ipt_getinfo: name[32], valid_hooks, hook_entry[5], underflow[5], num_entries, size.
+    let size = u32::from_ne_bytes(info[80..84].try_into().context("getinfo size")?) as usize;
+    let mut entries = vec![0u8; GET_ENTRIES_HDR + size];
+    entries[..32].copy_from_slice(&table_name(table)?);
+    entries[32..36].copy_from_slice(&(size as u32).to_ne_bytes());
+    let (e, n) = get(&sock, IPT_SO_GET_ENTRIES, &mut entries);
+    if e != 0 {
+        return Ok((e, info, Vec::new()));
+    }
+    entries.truncate(n);
+    Ok((0, info, entries))
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("write {}", path.display()))
+}
+
+fn run(args: &[String]) -> Result<i32> {
+    match args {
+        [cmd, blob, rest @ ..] if cmd == "replace" => cmd_replace(Path::new(blob), parse_optlen(rest)?),
+        [cmd, blob, rest @ ..] if cmd == "add-counters" => {
+            cmd_add_counters(Path::new(blob), parse_optlen(rest)?)
+        }
+        [cmd, table, out] if cmd == "get-info" => {
+            let (e, info, _) = fetch(table)?;
+            if e == 0 || !info.is_empty() {
+                write(Path::new(out), &info)?;
+            }
+            Ok(e)
+        }
+        [cmd, table, out] if cmd == "get-entries" => {
+            let (e, _, entries) = fetch(table)?;
+            if e == 0 {
+                write(Path::new(out), &entries)?;
+            }
+            Ok(e)
+        }
+        [cmd, table, dir] if cmd == "dump" => {
+            let (e, info, entries) = fetch(table)?;
+            if e == 0 {
+                write(&Path::new(dir).join("get_info.bin"), &info)?;
+                write(&Path::new(dir).join("get_entries.bin"), &entries)?;
+            }
+            Ok(e)
+        }
+        _ => bail!(
+            "usage: xt-oracle replace BLOB [--optlen N] | add-counters BLOB [--optlen N] | \
+             get-info TABLE OUT | get-entries TABLE OUT | dump TABLE DIR"
+        ),
+    }
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let e = run(&args)?;
+    println!("{e}\t{}", errno_name(e));
+    Ok(())
+}
