@@ -1,1 +1,313 @@
-//! The bpfilter client: wire protocol shared with the daemon, and a Rust client API.
+//! The bpfilter client: the wire protocol shared with the daemon ([`wire`]), and a Rust client
+//! API ([`Client`]) used by the CLI and by the `LD_PRELOAD` interposer (`libbpfilter.so`).
+//!
+//! A [`Client`] sends one request per connection, with the caller's network namespace attached,
+//! and turns the daemon's errno into a [`ClientError`] whose [`ClientError::errno`] is what a
+//! sockopt caller must see.
+#![deny(unsafe_code)]
+
+pub mod wire;
+
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+pub use wire::{Family, Reply, Request, RequestKind, Sockopt, SockoptOp, WireError};
+
+/// Where the daemon listens unless [`SOCKET_ENV`] says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/bpfilter/bpfilter.sock";
+/// Environment variable that overrides the socket path (daemon and clients read the same one).
+pub const SOCKET_ENV: &str = "BPFILTER_SOCKET";
+
+/// The daemon's socket path: `$BPFILTER_SOCKET` if set and non-empty, else [`DEFAULT_SOCKET`].
+pub fn socket_path() -> PathBuf {
+    match std::env::var_os(SOCKET_ENV) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_SOCKET),
+    }
+}
+
+/// Errors of a client call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// connect() to the daemon's socket failed: the daemon is not running, or not reachable.
+    #[error("cannot reach the bpfilter daemon at {}: {} (is 'bpfilter daemon' running?)", path.display(), strip_os_error(source))]
+    Unreachable {
+        /// The socket path tried.
+        path: PathBuf,
+        /// Why connect failed.
+        source: io::Error,
+    },
+    /// The exchange with the daemon failed after connecting (closed early, garbage, ...).
+    #[error("talking to the bpfilter daemon at {}: {source}", path.display())]
+    Wire {
+        /// The socket path.
+        path: PathBuf,
+        /// What went wrong.
+        source: WireError,
+    },
+    /// The daemon answered with an errno (as the kernel would have).
+    #[error("the bpfilter daemon refused the request: {}", strip_os_error(&io::Error::from_raw_os_error(*errno)))]
+    Daemon {
+        /// The positive errno.
+        errno: i32,
+    },
+}
+
+impl ClientError {
+    /// The errno a sockopt caller should see: the daemon's own errno; EPERM when the socket
+    /// refused our credentials (so iptables prints its "you must be root" hint); else
+    /// ECONNREFUSED for an unreachable daemon (ENOENT would read as "table does not exist" or
+    /// "unknown extension" to iptables), or the transport's errno.
+    pub fn errno(&self) -> i32 {
+        match self {
+            ClientError::Daemon { errno } => *errno,
+            ClientError::Unreachable { source, .. } => match source.raw_os_error() {
+                Some(libc::EACCES) | Some(libc::EPERM) => libc::EPERM,
+                _ => libc::ECONNREFUSED,
+            },
+            ClientError::Wire { source, .. } => source.errno(),
+        }
+    }
+
+    /// True if the daemon could not be reached at all.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ClientError::Unreachable { .. })
+    }
+}
+
+/// io::Error's Display appends " (os error N)", which is noise in a one-line user message.
+fn strip_os_error(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+/// A connection to the bpfilter daemon. Each call is one request and one reply on its own
+/// connection, carrying the caller's network namespace.
+#[derive(Debug)]
+pub struct Client {
+    path: PathBuf,
+    /// The connection opened by `connect`, used by the first call.
+    stream: Option<UnixStream>,
+}
+
+impl Client {
+    /// Connects to [`socket_path()`].
+    pub fn connect() -> Result<Client, ClientError> {
+        Client::connect_to(socket_path())
+    }
+
+    /// Connects to the daemon at `path`.
+    pub fn connect_to(path: impl Into<PathBuf>) -> Result<Client, ClientError> {
+        let path = path.into();
+        let stream = open(&path)?;
+        Ok(Client {
+            path,
+            stream: Some(stream),
+        })
+    }
+
+    /// The daemon's socket path this client talks to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sends `req` and returns the daemon's reply as is (a non-zero errno is not an error here).
+    pub fn request(&mut self, req: &Request) -> Result<Reply, ClientError> {
+        let stream = match self.stream.take() {
+            Some(s) => s,
+            None => open(&self.path)?,
+        };
+        let wire_err = |source| ClientError::Wire {
+            path: self.path.clone(),
+            source,
+        };
+        let netns = wire::open_netns().map_err(wire_err)?;
+        wire::write_request(&stream, req, Some(netns.as_fd())).map_err(wire_err)?;
+        wire::read_reply(&stream).map_err(wire_err)
+    }
+
+    /// Sends `req`; a reply with a non-zero errno becomes [`ClientError::Daemon`].
+    pub fn call(&mut self, req: &Request) -> Result<Vec<u8>, ClientError> {
+        let reply = self.request(req)?;
+        if reply.errno != 0 {
+            return Err(ClientError::Daemon { errno: reply.errno });
+        }
+        Ok(reply.payload)
+    }
+
+    /// A getsockopt: `optval_in` is the input part of optval (e.g. the GET_ENTRIES header),
+    /// `optlen` the caller's `*optlen`. Returns the bytes to copy back into optval.
+    pub fn sockopt_get(
+        &mut self,
+        family: Family,
+        optname: u32,
+        optval_in: &[u8],
+        optlen: u32,
+    ) -> Result<Vec<u8>, ClientError> {
+        let n = optval_in.len().min(optlen as usize);
+        self.call(&Request::Sockopt(Sockopt {
+            family,
+            op: SockoptOp::Get,
+            optname,
+            optlen,
+            payload: optval_in[..n].to_vec(),
+        }))
+    }
+
+    /// A setsockopt with the whole optval. Returns the reply payload (for SET_REPLACE, the old
+    /// counters).
+    pub fn sockopt_set(
+        &mut self,
+        family: Family,
+        optname: u32,
+        optval: &[u8],
+    ) -> Result<Vec<u8>, ClientError> {
+        let optlen = u32::try_from(optval.len()).map_err(|_| ClientError::Wire {
+            path: self.path.clone(),
+            source: WireError::TooLarge {
+                what: "setsockopt optval",
+                len: optval.len() as u64,
+                max: u64::from(wire::MAX_PAYLOAD),
+            },
+        })?;
+        self.call(&Request::Sockopt(Sockopt {
+            family,
+            op: SockoptOp::Set,
+            optname,
+            optlen,
+            payload: optval.to_vec(),
+        }))
+    }
+
+    /// The tables the daemon holds for the caller's namespace, as the kernel's
+    /// `/proc/net/ip_tables_names` (or `ip6_tables_names`) would list them.
+    pub fn table_names(&mut self, family: Family) -> Result<Vec<String>, ClientError> {
+        Ok(wire::parse_table_names(
+            &self.call(&Request::TableNames { family })?,
+        ))
+    }
+
+    /// `bpfilter status`; the payloads are defined by the daemon.
+    pub fn status(&mut self, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
+        self.call(&Request::Status {
+            payload: payload.to_vec(),
+        })
+    }
+
+    /// `bpfilter counters`; the payloads are defined by the daemon.
+    pub fn counters(&mut self, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
+        self.call(&Request::Counters {
+            payload: payload.to_vec(),
+        })
+    }
+
+    /// `bpfilter dump [HOOK]`; the payloads are defined by the daemon.
+    pub fn dump(&mut self, hook: Option<&str>, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
+        self.call(&Request::Dump {
+            hook: hook.map(str::to_owned),
+            payload: payload.to_vec(),
+        })
+    }
+
+    /// `bpfilter flush [--all]`; the payloads are defined by the daemon.
+    pub fn flush(&mut self, all: bool, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
+        self.call(&Request::Flush {
+            all,
+            payload: payload.to_vec(),
+        })
+    }
+}
+
+fn open(path: &Path) -> Result<UnixStream, ClientError> {
+    UnixStream::connect(path).map_err(|source| ClientError::Unreachable {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+    use std::thread;
+
+    fn temp_socket(tag: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "libbpfilter-test-{}-{tag}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    #[test]
+    fn unreachable_names_the_socket() {
+        let p = temp_socket("absent");
+        let e = Client::connect_to(&p).expect_err("must fail");
+        assert!(e.is_unreachable());
+        assert_eq!(e.errno(), libc::ECONNREFUSED);
+        let msg = e.to_string();
+        assert!(msg.contains(&p.display().to_string()), "{msg}");
+        assert!(msg.contains("No such file or directory"), "{msg}");
+        assert!(!msg.contains("os error"), "{msg}");
+    }
+
+    #[test]
+    fn calls_round_trip_through_a_fake_daemon() {
+        let p = temp_socket("fake");
+        let listener = UnixListener::bind(&p).expect("bind");
+        let server = thread::spawn(move || {
+            let mut seen = Vec::new();
+            for _ in 0..4 {
+                let (s, _) = listener.accept().expect("accept");
+                let (req, fd) = wire::read_request(&s).expect("read");
+                assert!(fd.is_some(), "every request carries the netns fd");
+                let reply = match &req {
+                    Request::TableNames {
+                        family: Family::Ipv4,
+                    } => Reply::ok(wire::table_names_payload(&["filter", "raw"])),
+                    Request::Sockopt(so) if so.optname == 64 => Reply::ok(vec![7; 84]),
+                    Request::Sockopt(_) => Reply::error(libc::ENOENT),
+                    _ => Reply::ok(b"{\"ok\":true}".to_vec()),
+                };
+                wire::write_reply(&s, &reply).expect("reply");
+                seen.push(req);
+            }
+            seen
+        });
+        let mut c = Client::connect_to(&p).expect("connect");
+        assert_eq!(
+            c.table_names(Family::Ipv4).expect("names"),
+            vec!["filter", "raw"]
+        );
+        assert_eq!(
+            c.sockopt_get(Family::Ipv4, 64, b"filter", 84).expect("get"),
+            vec![7; 84]
+        );
+        let e = c.sockopt_get(Family::Ipv4, 66, &[0; 30], 30).expect_err("must fail");
+        assert_eq!(e.errno(), libc::ENOENT);
+        assert_eq!(c.dump(Some("INPUT"), b"").expect("dump"), b"{\"ok\":true}");
+        let seen = server.join().expect("server");
+        assert_eq!(
+            seen[3],
+            Request::Dump {
+                hook: Some("INPUT".into()),
+                payload: vec![]
+            }
+        );
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn socket_path_default() {
+        // Only checks the fallback when the variable is unset in this test process.
+        if std::env::var_os(SOCKET_ENV).is_none() {
+            assert_eq!(socket_path(), PathBuf::from(DEFAULT_SOCKET));
+        }
+    }
+}

@@ -1,0 +1,1076 @@
+//! The wire protocol between bpfilter clients (the `LD_PRELOAD` interposer, the CLI) and the
+//! daemon.
+//!
+//! # Framing
+//! Every message is one frame on a `SOCK_STREAM` Unix socket:
+//!
+//! | offset | size | field                                                   |
+//! |--------|------|---------------------------------------------------------|
+//! | 0      | 4    | magic, the bytes `"BPFL"`                               |
+//! | 4      | 2    | version, u16 little endian, [`VERSION`]                 |
+//! | 6      | 2    | kind, u16 little endian ([`RequestKind`] or [`REPLY_KIND`]) |
+//! | 8      | 4    | payload length, u32 little endian, at most [`MAX_PAYLOAD`] |
+//! | 12     | len  | payload                                                 |
+//!
+//! Request payloads (all integers little endian):
+//! - `Sockopt`: family u8 (2 = IPv4, 10 = IPv6), op u8 (0 = get, 1 = set), reserved u16 (0),
+//!   optname u32, optlen u32, then the optval bytes. For a get, optlen is the caller's `*optlen`
+//!   and the bytes are the input part of optval (at most optlen bytes: the table name of
+//!   GET_INFO, the 40-byte header of GET_ENTRIES, the 30-byte `xt_get_revision`). For a set,
+//!   optlen equals the number of bytes that follow (the whole optval).
+//! - `TableNames`: family u8, three reserved bytes (0).
+//! - `Status`, `Counters`: an opaque payload the daemon defines.
+//! - `Dump`: flags u8 (bit 0: a hook name follows), reserved u8 (0), hook length u16 (at most
+//!   [`MAX_HOOK_NAME`]), the hook name (UTF-8), then an opaque payload.
+//! - `Flush`: all u8 (0 or 1), three reserved bytes (0), then an opaque payload.
+//!
+//! Reply payload: errno i32 (0 = success, else a positive errno), then the payload: for a
+//! sockopt get, the optval bytes to copy back to the caller (empty for revision queries, which
+//! leave optval untouched); for `IPT_SO_SET_REPLACE`, the old counters (num_counters x 16 bytes);
+//! for `TableNames`, the text of `/proc/net/ip_tables_names` (one name per line, each ending in
+//! `\n`, see [`table_names_payload`]).
+//!
+//! Every request carries the sender's network namespace (an fd of `/proc/self/ns/net`) as
+//! `SCM_RIGHTS` ancillary data on its first bytes. A connection carries any number of
+//! request/reply pairs in sequence; the clients in this crate use one connection per request.
+//!
+//! # Contract
+//! Lengths are checked against [`MAX_PAYLOAD`] before anything is allocated; garbage, short or
+//! oversized frames give a [`WireError`], never a panic. `decode` is the exact inverse of
+//! `encode`.
+#![allow(
+    unsafe_code,
+    reason = "SCM_RIGHTS: adopting received fds needs from_raw_fd"
+)]
+
+use std::io::{self, IoSlice, IoSliceMut, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::errno::Errno;
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+/// Frame magic: the ASCII bytes `BPFL`.
+pub const MAGIC: [u8; 4] = *b"BPFL";
+/// Protocol version carried by every frame; a frame with another version is refused.
+pub const VERSION: u16 = 1;
+/// Size of the frame header (magic, version, kind, length).
+pub const HEADER_LEN: usize = 12;
+/// Largest payload accepted in either direction (256 MiB), checked before allocating.
+pub const MAX_PAYLOAD: u32 = 256 << 20;
+/// Longest hook name in a `Dump` request.
+pub const MAX_HOOK_NAME: usize = 256;
+/// Frame kind of a reply.
+pub const REPLY_KIND: u16 = 0x8000;
+/// Largest errno a reply may carry (the kernel's MAX_ERRNO).
+pub const MAX_ERRNO: i32 = 4095;
+/// Path of the network namespace handle sent with every request.
+pub const NETNS_PATH: &str = "/proc/self/ns/net";
+
+/// Fixed part of a `Sockopt` request payload.
+const SOCKOPT_FIXED: usize = 12;
+/// Fixed part of a `Dump` request payload.
+const DUMP_FIXED: usize = 4;
+/// Bytes of the first chunk the reader asks for when a frame is announced; the rest grows as
+/// data actually arrives, so a peer that announces a huge length and sends nothing costs little.
+const READ_CHUNK: usize = 1 << 20;
+/// How many fds one request may carry; any beyond the first are closed.
+const MAX_FDS: usize = 4;
+
+/// Errors of framing, decoding and transport.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The peer closed the connection cleanly between frames.
+    #[error("connection closed by peer")]
+    Closed,
+    /// A read or write on the socket failed.
+    #[error("socket {op} failed: {source}")]
+    Io {
+        /// The operation that failed ("read", "write", "recvmsg", "sendmsg", "open").
+        op: &'static str,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Fewer bytes than a frame or field needs.
+    #[error("truncated {what}: need {need} bytes, have {have}")]
+    Truncated {
+        /// What was being read.
+        what: &'static str,
+        /// Bytes needed.
+        need: usize,
+        /// Bytes available.
+        have: usize,
+    },
+    /// The frame does not start with [`MAGIC`].
+    #[error("bad magic {0:02x?} (not a bpfilter frame)")]
+    BadMagic([u8; 4]),
+    /// The frame's version is not [`VERSION`].
+    #[error("unsupported protocol version {0} (this side speaks {VERSION})")]
+    BadVersion(u16),
+    /// The kind field names no known request (or a reply where a request was expected).
+    #[error("unknown frame kind {0:#06x}")]
+    UnknownKind(u16),
+    /// A declared length is above a limit.
+    #[error("{what} of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Which length.
+        what: &'static str,
+        /// Declared length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The family byte is neither 2 (IPv4) nor 10 (IPv6).
+    #[error("unknown address family {0}")]
+    UnknownFamily(u8),
+    /// A field holds a value the protocol does not allow.
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// Which field.
+        what: &'static str,
+        /// Why it is refused.
+        detail: String,
+    },
+    /// The frame length and the payload structure disagree.
+    #[error("{extra} trailing bytes after {what}")]
+    Trailing {
+        /// What was decoded.
+        what: &'static str,
+        /// Bytes left over.
+        extra: usize,
+    },
+}
+
+impl WireError {
+    /// The errno that best describes this error to a sockopt caller (always positive).
+    pub fn errno(&self) -> i32 {
+        match self {
+            WireError::Closed => libc::ECONNRESET,
+            WireError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            WireError::TooLarge { .. } => libc::EMSGSIZE,
+            WireError::UnknownFamily(_) => libc::EAFNOSUPPORT,
+            WireError::Truncated { .. }
+            | WireError::BadMagic(_)
+            | WireError::BadVersion(_)
+            | WireError::UnknownKind(_)
+            | WireError::Malformed { .. }
+            | WireError::Trailing { .. } => libc::EPROTO,
+        }
+    }
+
+    fn io(op: &'static str, source: io::Error) -> Self {
+        WireError::Io { op, source }
+    }
+
+    fn errno_io(op: &'static str, errno: Errno) -> Self {
+        WireError::Io {
+            op,
+            source: io::Error::from_raw_os_error(errno as i32),
+        }
+    }
+}
+
+/// Address family of a request: the `NFPROTO_*` / `AF_*` value on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Family {
+    /// iptables (level `IPPROTO_IP`, `ipt_*` structs).
+    Ipv4 = 2,
+    /// ip6tables (level `IPPROTO_IPV6`, `ip6t_*` structs).
+    Ipv6 = 10,
+}
+
+impl Family {
+    /// The wire (and `AF_*`) value.
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// Parses the wire value.
+    pub fn from_u8(v: u8) -> Result<Family, WireError> {
+        match v {
+            2 => Ok(Family::Ipv4),
+            10 => Ok(Family::Ipv6),
+            other => Err(WireError::UnknownFamily(other)),
+        }
+    }
+}
+
+/// Direction of a sockopt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum SockoptOp {
+    /// getsockopt.
+    Get = 0,
+    /// setsockopt.
+    Set = 1,
+}
+
+/// A forwarded getsockopt/setsockopt call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sockopt {
+    /// Which table family (from the sockopt level).
+    pub family: Family,
+    /// get or set.
+    pub op: SockoptOp,
+    /// The optname (`IPT_SO_*` / `IP6T_SO_*`).
+    pub optname: u32,
+    /// For a get: the caller's `*optlen`. For a set: the caller's optlen (= `payload.len()`).
+    pub optlen: u32,
+    /// For a get: the input bytes of optval (a prefix of at most optlen bytes). For a set: all
+    /// of optval.
+    pub payload: Vec<u8>,
+}
+
+/// Kind codes of requests (the frame's kind field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum RequestKind {
+    /// A forwarded sockopt.
+    Sockopt = 1,
+    /// The table names of `/proc/net/ip_tables_names` / `ip6_tables_names`.
+    TableNames = 2,
+    /// Daemon status (CLI).
+    Status = 3,
+    /// Counters (CLI).
+    Counters = 4,
+    /// Dump of programs/rules (CLI).
+    Dump = 5,
+    /// Remove what bpfilter attached (CLI).
+    Flush = 6,
+}
+
+impl RequestKind {
+    /// Parses the frame's kind field.
+    pub fn from_u16(v: u16) -> Result<RequestKind, WireError> {
+        Ok(match v {
+            1 => RequestKind::Sockopt,
+            2 => RequestKind::TableNames,
+            3 => RequestKind::Status,
+            4 => RequestKind::Counters,
+            5 => RequestKind::Dump,
+            6 => RequestKind::Flush,
+            other => return Err(WireError::UnknownKind(other)),
+        })
+    }
+}
+
+/// A request from a client to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// A forwarded getsockopt/setsockopt.
+    Sockopt(Sockopt),
+    /// Which tables exist in the caller's namespace.
+    TableNames {
+        /// IPv4 (`ip_tables_names`) or IPv6 (`ip6_tables_names`).
+        family: Family,
+    },
+    /// `bpfilter status`.
+    Status {
+        /// Opaque, defined by the daemon.
+        payload: Vec<u8>,
+    },
+    /// `bpfilter counters`.
+    Counters {
+        /// Opaque, defined by the daemon.
+        payload: Vec<u8>,
+    },
+    /// `bpfilter dump [HOOK]`.
+    Dump {
+        /// The hook (or program) to dump; None = everything.
+        hook: Option<String>,
+        /// Opaque, defined by the daemon.
+        payload: Vec<u8>,
+    },
+    /// `bpfilter flush [--all]`.
+    Flush {
+        /// Every namespace (true) or only the caller's (false).
+        all: bool,
+        /// Opaque, defined by the daemon.
+        payload: Vec<u8>,
+    },
+}
+
+/// The daemon's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// 0 on success, else the positive errno the caller must see.
+    pub errno: i32,
+    /// What to hand back (see the module doc); usually empty on error.
+    pub payload: Vec<u8>,
+}
+
+impl Reply {
+    /// A successful reply.
+    pub fn ok(payload: Vec<u8>) -> Reply {
+        Reply { errno: 0, payload }
+    }
+
+    /// A failed reply with a positive errno and no payload.
+    pub fn error(errno: i32) -> Reply {
+        Reply {
+            errno,
+            payload: Vec::new(),
+        }
+    }
+
+    /// Serializes the whole frame (header + payload).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(4 + self.payload.len());
+        body.extend_from_slice(&self.errno.to_le_bytes());
+        body.extend_from_slice(&self.payload);
+        frame(REPLY_KIND, body)
+    }
+
+    /// Parses one whole frame (header + payload, nothing after it).
+    pub fn decode(frame: &[u8]) -> Result<Reply, WireError> {
+        let (kind, body) = split_frame(frame)?;
+        if kind != REPLY_KIND {
+            return Err(WireError::UnknownKind(kind));
+        }
+        Reply::decode_body(body)
+    }
+
+    /// Parses a reply payload (after the header).
+    pub fn decode_body(body: &[u8]) -> Result<Reply, WireError> {
+        let errno = i32::from_le_bytes(take::<4>(body, 0, "reply errno")?);
+        if !(0..=MAX_ERRNO).contains(&errno) {
+            return Err(WireError::Malformed {
+                what: "reply errno",
+                detail: format!("{errno} is not 0 or a positive errno"),
+            });
+        }
+        Ok(Reply {
+            errno,
+            payload: body[4..].to_vec(),
+        })
+    }
+}
+
+impl Request {
+    /// The kind code of this request.
+    pub fn kind(&self) -> RequestKind {
+        match self {
+            Request::Sockopt(_) => RequestKind::Sockopt,
+            Request::TableNames { .. } => RequestKind::TableNames,
+            Request::Status { .. } => RequestKind::Status,
+            Request::Counters { .. } => RequestKind::Counters,
+            Request::Dump { .. } => RequestKind::Dump,
+            Request::Flush { .. } => RequestKind::Flush,
+        }
+    }
+
+    /// Serializes the whole frame (header + payload).
+    ///
+    /// Lengths are not checked here (a Dump hook name longer than [`MAX_HOOK_NAME`] or a payload
+    /// above [`MAX_PAYLOAD`] encodes, and the peer refuses it); [`write_request`] checks them.
+    pub fn encode(&self) -> Vec<u8> {
+        let body = match self {
+            Request::Sockopt(s) => {
+                let mut b = Vec::with_capacity(SOCKOPT_FIXED + s.payload.len());
+                b.push(s.family.as_u8());
+                b.push(s.op as u8);
+                b.extend_from_slice(&0u16.to_le_bytes());
+                b.extend_from_slice(&s.optname.to_le_bytes());
+                b.extend_from_slice(&s.optlen.to_le_bytes());
+                b.extend_from_slice(&s.payload);
+                b
+            }
+            Request::TableNames { family } => vec![family.as_u8(), 0, 0, 0],
+            Request::Status { payload } | Request::Counters { payload } => payload.clone(),
+            Request::Dump { hook, payload } => {
+                let name = hook.as_deref().unwrap_or("").as_bytes();
+                let mut b = Vec::with_capacity(DUMP_FIXED + name.len() + payload.len());
+                b.push(u8::from(hook.is_some()));
+                b.push(0);
+                // Oversized names are cut to u16 here and refused by the peer's length check.
+                b.extend_from_slice(&(name.len().min(u16::MAX as usize) as u16).to_le_bytes());
+                b.extend_from_slice(&name[..name.len().min(u16::MAX as usize)]);
+                b.extend_from_slice(payload);
+                b
+            }
+            Request::Flush { all, payload } => {
+                let mut b = Vec::with_capacity(4 + payload.len());
+                b.extend_from_slice(&[u8::from(*all), 0, 0, 0]);
+                b.extend_from_slice(payload);
+                b
+            }
+        };
+        frame(self.kind() as u16, body)
+    }
+
+    /// Parses one whole frame (header + payload, nothing after it). Never panics.
+    pub fn decode(frame: &[u8]) -> Result<Request, WireError> {
+        let (kind, body) = split_frame(frame)?;
+        Request::decode_body(RequestKind::from_u16(kind)?, body)
+    }
+
+    /// Parses a request payload of the given kind (after the header).
+    pub fn decode_body(kind: RequestKind, body: &[u8]) -> Result<Request, WireError> {
+        Ok(match kind {
+            RequestKind::Sockopt => {
+                let head = take::<SOCKOPT_FIXED>(body, 0, "sockopt header")?;
+                let family = Family::from_u8(head[0])?;
+                let op = match head[1] {
+                    0 => SockoptOp::Get,
+                    1 => SockoptOp::Set,
+                    other => {
+                        return Err(WireError::Malformed {
+                            what: "sockopt op",
+                            detail: format!("{other} is neither 0 (get) nor 1 (set)"),
+                        })
+                    }
+                };
+                reserved_zero(&head[2..4], "sockopt reserved")?;
+                let optname = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+                let optlen = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+                let payload = body[SOCKOPT_FIXED..].to_vec();
+                let consistent = match op {
+                    SockoptOp::Get => payload.len() as u64 <= u64::from(optlen),
+                    SockoptOp::Set => payload.len() as u64 == u64::from(optlen),
+                };
+                if !consistent {
+                    return Err(WireError::Malformed {
+                        what: "sockopt optlen",
+                        detail: format!("optlen {optlen} with {} optval bytes", payload.len()),
+                    });
+                }
+                Request::Sockopt(Sockopt {
+                    family,
+                    op,
+                    optname,
+                    optlen,
+                    payload,
+                })
+            }
+            RequestKind::TableNames => {
+                let head = take::<4>(body, 0, "table-names request")?;
+                reserved_zero(&head[1..4], "table-names reserved")?;
+                if body.len() > 4 {
+                    return Err(WireError::Trailing {
+                        what: "table-names request",
+                        extra: body.len() - 4,
+                    });
+                }
+                Request::TableNames {
+                    family: Family::from_u8(head[0])?,
+                }
+            }
+            RequestKind::Status => Request::Status {
+                payload: body.to_vec(),
+            },
+            RequestKind::Counters => Request::Counters {
+                payload: body.to_vec(),
+            },
+            RequestKind::Dump => {
+                let head = take::<DUMP_FIXED>(body, 0, "dump header")?;
+                if head[0] > 1 {
+                    return Err(WireError::Malformed {
+                        what: "dump flags",
+                        detail: format!("{:#04x} has unknown bits", head[0]),
+                    });
+                }
+                reserved_zero(&head[1..2], "dump reserved")?;
+                let len = usize::from(u16::from_le_bytes([head[2], head[3]]));
+                if len > MAX_HOOK_NAME {
+                    return Err(WireError::TooLarge {
+                        what: "dump hook name",
+                        len: len as u64,
+                        max: MAX_HOOK_NAME as u64,
+                    });
+                }
+                let rest = &body[DUMP_FIXED..];
+                if rest.len() < len {
+                    return Err(WireError::Truncated {
+                        what: "dump hook name",
+                        need: len,
+                        have: rest.len(),
+                    });
+                }
+                let name = std::str::from_utf8(&rest[..len]).map_err(|e| WireError::Malformed {
+                    what: "dump hook name",
+                    detail: e.to_string(),
+                })?;
+                let hook = if head[0] & 1 == 1 {
+                    Some(name.to_owned())
+                } else if len == 0 {
+                    None
+                } else {
+                    return Err(WireError::Malformed {
+                        what: "dump hook name",
+                        detail: "name bytes without the hook flag".into(),
+                    });
+                };
+                Request::Dump {
+                    hook,
+                    payload: rest[len..].to_vec(),
+                }
+            }
+            RequestKind::Flush => {
+                let head = take::<4>(body, 0, "flush header")?;
+                let all = match head[0] {
+                    0 => false,
+                    1 => true,
+                    other => {
+                        return Err(WireError::Malformed {
+                            what: "flush all",
+                            detail: format!("{other} is not a boolean"),
+                        })
+                    }
+                };
+                reserved_zero(&head[1..4], "flush reserved")?;
+                Request::Flush {
+                    all,
+                    payload: body[4..].to_vec(),
+                }
+            }
+        })
+    }
+}
+
+/// A decoded frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// The kind field (a [`RequestKind`] code or [`REPLY_KIND`]).
+    pub kind: u16,
+    /// Payload length, already checked against [`MAX_PAYLOAD`].
+    pub len: u32,
+}
+
+impl FrameHeader {
+    /// Checks magic, version and the length bound of a 12-byte header.
+    pub fn parse(h: &[u8; HEADER_LEN]) -> Result<FrameHeader, WireError> {
+        let magic = [h[0], h[1], h[2], h[3]];
+        if magic != MAGIC {
+            return Err(WireError::BadMagic(magic));
+        }
+        let version = u16::from_le_bytes([h[4], h[5]]);
+        if version != VERSION {
+            return Err(WireError::BadVersion(version));
+        }
+        let kind = u16::from_le_bytes([h[6], h[7]]);
+        let len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+        if len > MAX_PAYLOAD {
+            return Err(WireError::TooLarge {
+                what: "frame payload",
+                len: u64::from(len),
+                max: u64::from(MAX_PAYLOAD),
+            });
+        }
+        Ok(FrameHeader { kind, len })
+    }
+}
+
+/// The body of `/proc/net/ip_tables_names` for these tables: one name per line.
+pub fn table_names_payload<S: AsRef<str>>(names: &[S]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for n in names {
+        out.extend_from_slice(n.as_ref().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Splits a `TableNames` reply payload into names (empty lines ignored).
+pub fn parse_table_names(payload: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(payload)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Opens the caller's network namespace (`/proc/self/ns/net`, O_RDONLY | O_CLOEXEC) to send
+/// with a request.
+pub fn open_netns() -> Result<OwnedFd, WireError> {
+    // std opens with O_RDONLY | O_CLOEXEC, which is what SCM_RIGHTS wants.
+    std::fs::File::open(NETNS_PATH)
+        .map(OwnedFd::from)
+        .map_err(|e| WireError::io("open", e))
+}
+
+/// Sends one request, attaching `netns` (the caller's namespace fd) as SCM_RIGHTS.
+/// Refuses (before sending) a payload above [`MAX_PAYLOAD`] or a hook name above [`MAX_HOOK_NAME`].
+pub fn write_request(
+    stream: &UnixStream,
+    req: &Request,
+    netns: Option<BorrowedFd<'_>>,
+) -> Result<(), WireError> {
+    if let Request::Dump { hook: Some(h), .. } = req {
+        if h.len() > MAX_HOOK_NAME {
+            return Err(WireError::TooLarge {
+                what: "dump hook name",
+                len: h.len() as u64,
+                max: MAX_HOOK_NAME as u64,
+            });
+        }
+    }
+    send_frame(stream, &req.encode(), netns)
+}
+
+/// Reads one request and the namespace fd that came with it (None if the client sent none).
+/// A clean close before the first byte gives [`WireError::Closed`].
+pub fn read_request(stream: &UnixStream) -> Result<(Request, Option<OwnedFd>), WireError> {
+    let (header, fd) = recv_header(stream)?;
+    let kind = RequestKind::from_u16(header.kind)?;
+    let body = read_body(stream, header.len)?;
+    Ok((Request::decode_body(kind, &body)?, fd))
+}
+
+/// Sends one reply.
+pub fn write_reply(stream: &UnixStream, reply: &Reply) -> Result<(), WireError> {
+    send_frame(stream, &reply.encode(), None)
+}
+
+/// Reads one reply. Any fds the peer attached are closed.
+pub fn read_reply(stream: &UnixStream) -> Result<Reply, WireError> {
+    let (header, _fd) = recv_header(stream)?;
+    if header.kind != REPLY_KIND {
+        return Err(WireError::UnknownKind(header.kind));
+    }
+    let body = read_body(stream, header.len)?;
+    Reply::decode_body(&body)
+}
+
+fn frame(kind: u16, body: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&kind.to_le_bytes());
+    // A body above u32::MAX cannot be represented; saturating makes the peer refuse it as
+    // too large instead of reading a wrapped length.
+    out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn split_frame(frame: &[u8]) -> Result<(u16, &[u8]), WireError> {
+    let h = take::<HEADER_LEN>(frame, 0, "frame header")?;
+    let header = FrameHeader::parse(&h)?;
+    let body = &frame[HEADER_LEN..];
+    let len = header.len as usize;
+    if body.len() < len {
+        return Err(WireError::Truncated {
+            what: "frame payload",
+            need: len,
+            have: body.len(),
+        });
+    }
+    if body.len() > len {
+        return Err(WireError::Trailing {
+            what: "frame",
+            extra: body.len() - len,
+        });
+    }
+    Ok((header.kind, body))
+}
+
+fn take<const N: usize>(buf: &[u8], at: usize, what: &'static str) -> Result<[u8; N], WireError> {
+    buf.get(at..at + N)
+        .and_then(|s| <[u8; N]>::try_from(s).ok())
+        .ok_or(WireError::Truncated {
+            what,
+            need: at + N,
+            have: buf.len(),
+        })
+}
+
+fn reserved_zero(bytes: &[u8], what: &'static str) -> Result<(), WireError> {
+    if bytes.iter().any(|&b| b != 0) {
+        return Err(WireError::Malformed {
+            what,
+            detail: format!("{bytes:02x?} must be zero"),
+        });
+    }
+    Ok(())
+}
+
+fn send_frame(
+    stream: &UnixStream,
+    bytes: &[u8],
+    netns: Option<BorrowedFd<'_>>,
+) -> Result<(), WireError> {
+    if bytes.len() > HEADER_LEN + MAX_PAYLOAD as usize {
+        return Err(WireError::TooLarge {
+            what: "frame payload",
+            len: (bytes.len() - HEADER_LEN) as u64,
+            max: u64::from(MAX_PAYLOAD),
+        });
+    }
+    let raw = stream.as_fd().as_raw_fd();
+    let fds: Vec<RawFd> = netns.iter().map(|f| f.as_raw_fd()).collect();
+    let mut sent = 0;
+    while sent < bytes.len() {
+        // The fd rides on the first bytes only; MSG_NOSIGNAL so that a daemon that went away
+        // gives EPIPE instead of killing the client (iptables) with SIGPIPE.
+        let cmsgs = [ControlMessage::ScmRights(&fds)];
+        let cmsgs: &[ControlMessage<'_>] = if sent == 0 && !fds.is_empty() {
+            &cmsgs
+        } else {
+            &[]
+        };
+        match sendmsg::<()>(
+            raw,
+            &[IoSlice::new(&bytes[sent..])],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(0) => return Err(WireError::io("sendmsg", io::ErrorKind::WriteZero.into())),
+            Ok(n) => sent += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(WireError::errno_io("sendmsg", e)),
+        }
+    }
+    Ok(())
+}
+
+/// Receives the 12-byte header with recvmsg (the SCM_RIGHTS fd arrives with the first bytes).
+fn recv_header(stream: &UnixStream) -> Result<(FrameHeader, Option<OwnedFd>), WireError> {
+    let raw = stream.as_fd().as_raw_fd();
+    let mut h = [0u8; HEADER_LEN];
+    let mut got = 0;
+    let mut first_fd: Option<OwnedFd> = None;
+    while got < HEADER_LEN {
+        let mut cmsg_buf = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let mut iov = [IoSliceMut::new(&mut h[got..])];
+        let (n, fds) = match recvmsg::<()>(
+            raw,
+            &mut iov,
+            Some(&mut cmsg_buf),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmRights(raw_fds) = c {
+                            fds.extend(raw_fds);
+                        }
+                    }
+                }
+                (msg.bytes, fds)
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(WireError::errno_io("recvmsg", e)),
+        };
+        for fd in fds {
+            // SAFETY: the kernel just installed this fd in our table for this message (SCM_RIGHTS);
+            // nobody else holds it, so we take ownership (extra ones are closed on drop).
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            if first_fd.is_none() {
+                first_fd = Some(owned);
+            }
+        }
+        if n == 0 {
+            return Err(if got == 0 {
+                WireError::Closed
+            } else {
+                WireError::Truncated {
+                    what: "frame header",
+                    need: HEADER_LEN,
+                    have: got,
+                }
+            });
+        }
+        got += n;
+    }
+    Ok((FrameHeader::parse(&h)?, first_fd))
+}
+
+/// Reads exactly `len` payload bytes; allocation grows with the data actually received.
+fn read_body(stream: &UnixStream, len: u32) -> Result<Vec<u8>, WireError> {
+    let len = len as usize;
+    let mut body = Vec::with_capacity(len.min(READ_CHUNK));
+    stream
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .map_err(|e| WireError::io("read", e))?;
+    if body.len() < len {
+        return Err(WireError::Truncated {
+            what: "frame payload",
+            need: len,
+            have: body.len(),
+        });
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+
+    fn family() -> impl Strategy<Value = Family> {
+        prop_oneof![Just(Family::Ipv4), Just(Family::Ipv6)]
+    }
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..300)
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            (family(), any::<bool>(), any::<u32>(), bytes(), 0u32..1000).prop_map(
+                |(family, set, optname, payload, extra)| {
+                    let op = if set { SockoptOp::Set } else { SockoptOp::Get };
+                    let optlen = payload.len() as u32 + if set { 0 } else { extra };
+                    Request::Sockopt(Sockopt {
+                        family,
+                        op,
+                        optname,
+                        optlen,
+                        payload,
+                    })
+                }
+            ),
+            family().prop_map(|family| Request::TableNames { family }),
+            bytes().prop_map(|payload| Request::Status { payload }),
+            bytes().prop_map(|payload| Request::Counters { payload }),
+            (proptest::option::of("[a-zA-Z0-9/_-]{0,40}"), bytes())
+                .prop_map(|(hook, payload)| Request::Dump { hook, payload }),
+            (any::<bool>(), bytes()).prop_map(|(all, payload)| Request::Flush { all, payload }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn request_round_trip(req in request()) {
+            let bytes = req.encode();
+            prop_assert_eq!(Request::decode(&bytes)?, req);
+        }
+
+        #[test]
+        fn reply_round_trip(errno in 0i32..=MAX_ERRNO, payload in bytes()) {
+            let r = Reply { errno, payload };
+            prop_assert_eq!(Reply::decode(&r.encode())?, r);
+        }
+
+        #[test]
+        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Request::decode(&data);
+            let _ = Reply::decode(&data);
+        }
+
+        #[test]
+        fn mutated_frames_never_panic(req in request(), idx in any::<prop::sample::Index>(), b in any::<u8>()) {
+            let mut bytes = req.encode();
+            let i = idx.index(bytes.len());
+            bytes[i] = b;
+            let _ = Request::decode(&bytes);
+        }
+
+        #[test]
+        fn every_truncation_is_an_error(req in request(), cut in any::<prop::sample::Index>()) {
+            let bytes = req.encode();
+            let n = cut.index(bytes.len());
+            prop_assert!(Request::decode(&bytes[..n]).is_err());
+        }
+    }
+
+    fn get_info() -> Request {
+        let mut name = vec![0u8; 32];
+        name[..6].copy_from_slice(b"filter");
+        Request::Sockopt(Sockopt {
+            family: Family::Ipv4,
+            op: SockoptOp::Get,
+            optname: 64,
+            optlen: 84,
+            payload: name,
+        })
+    }
+
+    #[test]
+    fn sockopt_layout_is_documented_one() {
+        let b = get_info().encode();
+        assert_eq!(&b[..4], b"BPFL");
+        assert_eq!(&b[4..6], &[1, 0]);
+        assert_eq!(&b[6..8], &[1, 0]);
+        assert_eq!(u32::from_le_bytes([b[8], b[9], b[10], b[11]]), 12 + 32);
+        assert_eq!(&b[12..16], &[2, 0, 0, 0]);
+        assert_eq!(&b[16..20], &64u32.to_le_bytes());
+        assert_eq!(&b[20..24], &84u32.to_le_bytes());
+        assert_eq!(&b[24..30], b"filter");
+    }
+
+    #[test]
+    fn header_errors() {
+        let mut b = get_info().encode();
+        b[0] = b'X';
+        assert!(matches!(Request::decode(&b), Err(WireError::BadMagic(_))));
+        let mut b = get_info().encode();
+        b[4] = 2;
+        assert!(matches!(Request::decode(&b), Err(WireError::BadVersion(2))));
+        let mut b = get_info().encode();
+        b[6] = 99;
+        assert!(matches!(
+            Request::decode(&b),
+            Err(WireError::UnknownKind(99))
+        ));
+        let mut b = get_info().encode();
+        b[8..12].copy_from_slice(&(MAX_PAYLOAD + 1).to_le_bytes());
+        let e = Request::decode(&b).expect_err("must fail");
+        assert!(matches!(e, WireError::TooLarge { .. }), "{e}");
+        assert_eq!(e.errno(), libc::EMSGSIZE);
+        let mut b = get_info().encode();
+        b.push(0);
+        assert!(matches!(
+            Request::decode(&b),
+            Err(WireError::Trailing { .. })
+        ));
+        // A reply is not a request, and the other way round.
+        assert!(Request::decode(&Reply::ok(vec![]).encode()).is_err());
+        assert!(Reply::decode(&get_info().encode()).is_err());
+    }
+
+    #[test]
+    fn field_errors() {
+        let mut b = get_info().encode();
+        b[12] = 7;
+        assert!(matches!(
+            Request::decode(&b),
+            Err(WireError::UnknownFamily(7))
+        ));
+        let mut b = get_info().encode();
+        b[13] = 2;
+        assert!(matches!(
+            Request::decode(&b),
+            Err(WireError::Malformed { .. })
+        ));
+        let mut b = get_info().encode();
+        b[14] = 1;
+        assert!(matches!(
+            Request::decode(&b),
+            Err(WireError::Malformed { .. })
+        ));
+        // A get whose optval prefix is longer than optlen is inconsistent.
+        let mut b = get_info().encode();
+        b[20..24].copy_from_slice(&8u32.to_le_bytes());
+        assert!(matches!(
+            Request::decode(&b),
+            Err(WireError::Malformed { .. })
+        ));
+        // A set whose optlen differs from the bytes sent.
+        let set = Request::Sockopt(Sockopt {
+            family: Family::Ipv6,
+            op: SockoptOp::Set,
+            optname: 64,
+            optlen: 3,
+            payload: vec![1, 2],
+        });
+        assert!(Request::decode(&set.encode()).is_err());
+        let r = Reply {
+            errno: -1,
+            payload: vec![],
+        };
+        assert!(Reply::decode(&r.encode()).is_err());
+        let r = Reply {
+            errno: 5000,
+            payload: vec![],
+        };
+        assert!(Reply::decode(&r.encode()).is_err());
+        // Dump: a hook name longer than the bound, and a name without the flag.
+        let d = Request::Dump {
+            hook: Some("x".repeat(MAX_HOOK_NAME + 1)),
+            payload: vec![],
+        };
+        assert!(matches!(
+            Request::decode(&d.encode()),
+            Err(WireError::TooLarge { .. })
+        ));
+        let mut b = Request::Dump {
+            hook: Some("INPUT".into()),
+            payload: vec![],
+        }
+        .encode();
+        b[12] = 0;
+        assert!(Request::decode(&b).is_err());
+    }
+
+    #[test]
+    fn table_names_text() {
+        let p = table_names_payload(&["filter", "raw"]);
+        assert_eq!(p, b"filter\nraw\n");
+        assert_eq!(
+            parse_table_names(&p),
+            vec!["filter".to_string(), "raw".to_string()]
+        );
+        assert!(parse_table_names(b"").is_empty());
+    }
+
+    #[test]
+    fn stream_round_trip_with_netns_fd() {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        let ns = open_netns().expect("open netns");
+        let req = get_info();
+        write_request(&a, &req, Some(ns.as_fd())).expect("write");
+        // Without an fd too.
+        write_request(
+            &a,
+            &Request::Status {
+                payload: b"{}".to_vec(),
+            },
+            None,
+        )
+        .expect("write");
+        let (got, fd) = read_request(&b).expect("read");
+        assert_eq!(got, req);
+        let fd = fd.expect("netns fd passed");
+        let mine = std::fs::metadata(NETNS_PATH).expect("stat");
+        let theirs = std::fs::File::from(fd).metadata().expect("fstat");
+        assert_eq!((mine.dev(), mine.ino()), (theirs.dev(), theirs.ino()));
+        let (got, fd) = read_request(&b).expect("read");
+        assert_eq!(
+            got,
+            Request::Status {
+                payload: b"{}".to_vec()
+            }
+        );
+        assert!(fd.is_none());
+
+        write_reply(&b, &Reply::ok(vec![1; 84])).expect("reply");
+        assert_eq!(read_reply(&a).expect("read reply"), Reply::ok(vec![1; 84]));
+        drop(a);
+        assert!(matches!(read_request(&b), Err(WireError::Closed)));
+    }
+
+    #[test]
+    fn stream_errors_are_errors() {
+        // Truncated header.
+        let (mut a, b) = UnixStream::pair().expect("socketpair");
+        a.write_all(b"BPFL\x01").expect("write");
+        drop(a);
+        assert!(matches!(read_request(&b), Err(WireError::Truncated { .. })));
+        // Huge announced length: refused from the header, nothing allocated.
+        let (mut a, b) = UnixStream::pair().expect("socketpair");
+        let mut h = Vec::from(&b"BPFL"[..]);
+        h.extend_from_slice(&1u16.to_le_bytes());
+        h.extend_from_slice(&1u16.to_le_bytes());
+        h.extend_from_slice(&u32::MAX.to_le_bytes());
+        a.write_all(&h).expect("write");
+        assert!(matches!(read_request(&b), Err(WireError::TooLarge { .. })));
+        // Announced length below the limit but the peer stops early.
+        let (mut a, b) = UnixStream::pair().expect("socketpair");
+        let mut frame = get_info().encode();
+        frame.truncate(frame.len() - 5);
+        a.write_all(&frame).expect("write");
+        drop(a);
+        assert!(matches!(read_request(&b), Err(WireError::Truncated { .. })));
+        // Garbage.
+        let (mut a, b) = UnixStream::pair().expect("socketpair");
+        a.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
+        let e = read_request(&b).expect_err("must fail");
+        assert!(matches!(e, WireError::BadMagic(_)));
+        assert_eq!(e.errno(), libc::EPROTO);
+    }
+
+    #[test]
+    fn write_to_closed_peer_is_epipe_not_sigpipe() {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        drop(b);
+        let e = write_request(&a, &get_info(), None).expect_err("must fail");
+        assert_eq!(e.errno(), libc::EPIPE);
+    }
+}
