@@ -1,1 +1,93 @@
 //! The only caller of libbpf-sys: BTF, maps, programs, links, pins, test runs.
+//!
+//! Every unsafe block of the daemon lives here, each with a `// SAFETY:` note. Objects own
+//! their fds (`OwnedFd`): dropping a [`Map`] or [`Program`] closes it (the kernel frees it when
+//! nothing else refers to it), dropping a [`Link`] detaches it unless it is pinned.
+//! Errors keep the kernel's errno ([`SysError::errno`]) so that the daemon can hand it on.
+//!
+//! Kernel facts this module relies on are in /work/shared/KERNEL-FACTS.md (netfilter program
+//! type 32, attach type 45, EBUSY on a used priority, links belong to the creating thread's
+//! network namespace).
+
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        reason = "tests may unwrap; non-test builds still lint"
+    )
+)]
+
+mod btf;
+mod error;
+mod fs;
+mod link;
+mod map;
+mod netns;
+mod prog;
+#[cfg(test)]
+mod testutil;
+
+pub use btf::{Btf, Member, VMLINUX_BTF_FD_IDX};
+pub use error::{Result, SysError};
+pub use fs::{ensure_bpffs, is_bpffs, remove_pins, unpin, BPFFS_MOUNT, BPF_FS_MAGIC};
+pub use link::{Link, LinkInfo, NF_IP_DEFRAG};
+pub use map::{num_possible_cpus, update_flags, Map, MapInfo, MapType};
+pub use netns::{current_netns, in_netns, netns_id, open_netns, NetnsId};
+pub use prog::{LoadStats, ProgInfo, Program, TestRun};
+
+pub(crate) use fs::{obj_get_kind, obj_pin, ObjKind};
+
+/// Longest object name the kernel keeps (BPF_OBJ_NAME_LEN - 1).
+pub const OBJ_NAME_MAX: usize = 15;
+
+/// Checks an object name the way the kernel's bpf_obj_name_cpy does (<= 15 bytes of
+/// `[A-Za-z0-9_.]`) so that the caller gets a clear error instead of a bare EINVAL.
+fn obj_name(name: &str) -> Result<std::ffi::CString> {
+    if name.len() > OBJ_NAME_MAX {
+        return Err(SysError::invalid(format!(
+            "object name {name:?} is longer than {OBJ_NAME_MAX} bytes"
+        )));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    {
+        return Err(SysError::invalid(format!(
+            "object name {name:?} has characters other than [A-Za-z0-9_.]"
+        )));
+    }
+    std::ffi::CString::new(name).map_err(|_| SysError::invalid("object name contains NUL"))
+}
+
+/// A NUL-padded C char array (kernel info names) as a String.
+fn c_chars_to_string(chars: &[libc::c_char]) -> String {
+    let bytes: Vec<u8> = chars
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names() {
+        assert!(obj_name("bpfltr_filter_1").is_ok());
+        assert!(obj_name("a.b_c").is_ok());
+        assert_eq!(
+            obj_name("bpfltr_filter_12").unwrap_err().errno(),
+            libc::EINVAL
+        );
+        assert!(obj_name("bad-name").is_err());
+        let raw: [libc::c_char; 4] = [
+            b'a' as libc::c_char,
+            b'b' as libc::c_char,
+            0,
+            b'x' as libc::c_char,
+        ];
+        assert_eq!(c_chars_to_string(&raw), "ab");
+    }
+}

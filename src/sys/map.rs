@@ -1,0 +1,566 @@
+//! BPF maps: create, element operations with size checks, per-CPU reads, pins and info.
+//!
+//! Buffers are checked against the map's key and value sizes before every syscall: the kernel
+//! reads `key_size` and writes `value_size` (per-CPU maps: `round_up(value_size, 8)` times the
+//! number of possible CPUs) bytes through the pointers it is given, whatever the slice length.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use super::error::{check, Result, SysError};
+use super::obj_name;
+use super::prog::Program;
+
+/// Kind of map (`enum bpf_map_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MapType {
+    /// BPF_MAP_TYPE_HASH.
+    Hash,
+    /// BPF_MAP_TYPE_ARRAY.
+    Array,
+    /// BPF_MAP_TYPE_PROG_ARRAY (values are program fds on update, program ids on lookup).
+    ProgArray,
+    /// BPF_MAP_TYPE_PERCPU_HASH.
+    PercpuHash,
+    /// BPF_MAP_TYPE_PERCPU_ARRAY.
+    PercpuArray,
+    /// BPF_MAP_TYPE_LPM_TRIE (created with BPF_F_NO_PREALLOC, which the kernel requires).
+    LpmTrie,
+    /// BPF_MAP_TYPE_RINGBUF.
+    RingBuf,
+    /// Any other type, by its kernel number (as reported by info()).
+    Other(u32),
+}
+
+impl MapType {
+    /// The kernel's `bpf_map_type` number.
+    pub fn raw(self) -> u32 {
+        match self {
+            MapType::Hash => libbpf_sys::BPF_MAP_TYPE_HASH,
+            MapType::Array => libbpf_sys::BPF_MAP_TYPE_ARRAY,
+            MapType::ProgArray => libbpf_sys::BPF_MAP_TYPE_PROG_ARRAY,
+            MapType::PercpuHash => libbpf_sys::BPF_MAP_TYPE_PERCPU_HASH,
+            MapType::PercpuArray => libbpf_sys::BPF_MAP_TYPE_PERCPU_ARRAY,
+            MapType::LpmTrie => libbpf_sys::BPF_MAP_TYPE_LPM_TRIE,
+            MapType::RingBuf => libbpf_sys::BPF_MAP_TYPE_RINGBUF,
+            MapType::Other(n) => n,
+        }
+    }
+
+    /// The variant for a kernel number.
+    pub fn from_raw(n: u32) -> MapType {
+        [
+            MapType::Hash,
+            MapType::Array,
+            MapType::ProgArray,
+            MapType::PercpuHash,
+            MapType::PercpuArray,
+            MapType::LpmTrie,
+            MapType::RingBuf,
+        ]
+        .into_iter()
+        .find(|t| t.raw() == n)
+        .unwrap_or(MapType::Other(n))
+    }
+
+    /// Whether lookups return one value per possible CPU.
+    pub fn is_percpu(self) -> bool {
+        matches!(self, MapType::PercpuArray | MapType::PercpuHash)
+            || self.raw() == libbpf_sys::BPF_MAP_TYPE_LRU_PERCPU_HASH
+    }
+}
+
+/// Flags for [`Map::update`] (`BPF_ANY`, `BPF_NOEXIST`, `BPF_EXIST`).
+pub mod update_flags {
+    /// Create or replace.
+    pub const ANY: u64 = libbpf_sys::BPF_ANY as u64;
+    /// Create only.
+    pub const NOEXIST: u64 = libbpf_sys::BPF_NOEXIST as u64;
+    /// Replace only.
+    pub const EXIST: u64 = libbpf_sys::BPF_EXIST as u64;
+}
+
+/// What the kernel reports about a map (`struct bpf_map_info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapInfo {
+    /// Map type.
+    pub map_type: MapType,
+    /// Kernel id (stable while the map exists).
+    pub id: u32,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes (per CPU for per-CPU maps).
+    pub value_size: u32,
+    /// Capacity.
+    pub max_entries: u32,
+    /// Creation flags.
+    pub map_flags: u32,
+    /// Name given at creation (up to 15 bytes).
+    pub name: String,
+}
+
+/// Number of possible CPUs (per-CPU values come in this many slots).
+pub fn num_possible_cpus() -> Result<usize> {
+    // SAFETY: no arguments; libbpf reads /sys/devices/system/cpu/possible once and caches it.
+    let n = check("libbpf_num_possible_cpus", unsafe {
+        libbpf_sys::libbpf_num_possible_cpus()
+    })?;
+    usize::try_from(n).map_err(|_| SysError::invalid("negative CPU count"))
+}
+
+/// An owned BPF map.
+#[must_use]
+#[derive(Debug)]
+pub struct Map {
+    fd: OwnedFd,
+    map_type: MapType,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+pub(crate) fn get_info<T: Default>(call: &'static str, fd: BorrowedFd<'_>) -> Result<T> {
+    let mut info = T::default();
+    let mut len =
+        u32::try_from(std::mem::size_of::<T>()).map_err(|_| SysError::invalid("info size"))?;
+    // SAFETY: info is a writable, zeroed T of `len` bytes; the kernel writes at most len bytes
+    // (and reports the size it knows in len); fd is a valid open fd.
+    let ret = unsafe {
+        libbpf_sys::bpf_obj_get_info_by_fd(
+            fd.as_raw_fd(),
+            std::ptr::from_mut(&mut info).cast(),
+            &mut len,
+        )
+    };
+    check(call, ret)?;
+    Ok(info)
+}
+
+/// Takes ownership of a fd a successful libbpf call returned.
+pub(crate) fn owned(fd: libc::c_int) -> OwnedFd {
+    // SAFETY: callers pass only a non-negative fd just returned by the kernel, owned by nobody.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+impl Map {
+    /// Creates a map (`bpf_map_create`). `name` is at most 15 bytes of `[A-Za-z0-9_.]`.
+    pub fn create(
+        map_type: MapType,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        name: &str,
+    ) -> Result<Map> {
+        let cname = obj_name(name)?;
+        let mut opts = libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
+            ..Default::default()
+        };
+        if map_type == MapType::LpmTrie {
+            opts.map_flags = libbpf_sys::BPF_F_NO_PREALLOC;
+        }
+        // SAFETY: cname is NUL-terminated and opts is a properly sized, initialized struct; both
+        // outlive the call.
+        let fd = unsafe {
+            libbpf_sys::bpf_map_create(
+                map_type.raw(),
+                cname.as_ptr(),
+                key_size,
+                value_size,
+                max_entries,
+                &opts,
+            )
+        };
+        let fd = owned(check("bpf_map_create", fd)?);
+        Ok(Map {
+            fd,
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+        })
+    }
+
+    fn from_fd(fd: OwnedFd) -> Result<Map> {
+        let info: libbpf_sys::bpf_map_info = get_info("bpf_map_get_info_by_fd", fd.as_fd())?;
+        Ok(Map {
+            fd,
+            map_type: MapType::from_raw(info.type_),
+            key_size: info.key_size,
+            value_size: info.value_size,
+            max_entries: info.max_entries,
+        })
+    }
+
+    /// Opens a pinned map (`bpf_obj_get`); ENOENT becomes [`SysError::NotFound`].
+    pub fn from_pin(path: impl AsRef<Path>) -> Result<Map> {
+        let path = path.as_ref();
+        let fd = super::obj_get_kind(path, super::ObjKind::Map)?;
+        let map = Map::from_fd(fd)?;
+        Ok(map)
+    }
+
+    /// Opens a map by kernel id (`bpf_map_get_fd_by_id`).
+    pub fn from_id(id: u32) -> Result<Map> {
+        // SAFETY: plain integer argument; returns a new fd or -errno.
+        let fd = unsafe { libbpf_sys::bpf_map_get_fd_by_id(id) };
+        match check("bpf_map_get_fd_by_id", fd) {
+            Ok(fd) => Map::from_fd(owned(fd)),
+            Err(e) if e.errno() == libc::ENOENT => Err(SysError::not_found(format!("map id {id}"))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pins the map at `path` on bpffs (`bpf_obj_pin`); EEXIST if something is there.
+    pub fn pin(&self, path: impl AsRef<Path>) -> Result<()> {
+        super::obj_pin(self.fd.as_fd(), path.as_ref())
+    }
+
+    /// The map fd, e.g. to patch into an `LD_IMM64` (BPF_PSEUDO_MAP_FD) instruction.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// A second owned handle on the same map.
+    pub fn try_clone(&self) -> Result<Map> {
+        let fd = self.fd.try_clone().map_err(|e| SysError::Syscall {
+            call: "fcntl(F_DUPFD_CLOEXEC)",
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        })?;
+        Ok(Map { fd, ..*self })
+    }
+
+    /// Map type.
+    pub fn map_type(&self) -> MapType {
+        self.map_type
+    }
+
+    /// Key size in bytes.
+    pub fn key_size(&self) -> u32 {
+        self.key_size
+    }
+
+    /// Value size in bytes (per CPU for per-CPU maps).
+    pub fn value_size(&self) -> u32 {
+        self.value_size
+    }
+
+    /// Capacity.
+    pub fn max_entries(&self) -> u32 {
+        self.max_entries
+    }
+
+    /// Kernel id of the map.
+    pub fn id(&self) -> Result<u32> {
+        Ok(self.info()?.id)
+    }
+
+    /// What the kernel reports about the map.
+    pub fn info(&self) -> Result<MapInfo> {
+        let i: libbpf_sys::bpf_map_info = get_info("bpf_map_get_info_by_fd", self.fd.as_fd())?;
+        Ok(MapInfo {
+            map_type: MapType::from_raw(i.type_),
+            id: i.id,
+            key_size: i.key_size,
+            value_size: i.value_size,
+            max_entries: i.max_entries,
+            map_flags: i.map_flags,
+            name: super::c_chars_to_string(&i.name),
+        })
+    }
+
+    /// Bytes a lookup writes: value_size, or round_up(value_size, 8) * possible CPUs.
+    pub fn value_buf_len(&self) -> Result<usize> {
+        if self.map_type.is_percpu() {
+            Ok((self.value_size as usize).next_multiple_of(8) * num_possible_cpus()?)
+        } else {
+            Ok(self.value_size as usize)
+        }
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key.len() != self.key_size as usize {
+            return Err(SysError::invalid(format!(
+                "key of {} bytes for a map with key_size {}",
+                key.len(),
+                self.key_size
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<()> {
+        let want = self.value_buf_len()?;
+        if value.len() != want {
+            return Err(SysError::invalid(format!(
+                "value buffer of {} bytes, the map needs {want}",
+                value.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copies the value of `key` into `value` ([`Map::value_buf_len`] bytes). A missing key
+    /// gives [`SysError::NotFound`].
+    pub fn lookup(&self, key: &[u8], value: &mut [u8]) -> Result<()> {
+        self.check_key(key)?;
+        self.check_value(value)?;
+        // SAFETY: key has key_size readable bytes and value has the number of writable bytes the
+        // kernel writes for this map type (both checked above); fd is valid.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_elem(
+                self.fd.as_raw_fd(),
+                key.as_ptr().cast(),
+                value.as_mut_ptr().cast(),
+            )
+        };
+        match check("bpf_map_lookup_elem", ret) {
+            Err(e) if e.errno() == libc::ENOENT => Err(SysError::not_found("map key")),
+            r => r.map(drop),
+        }
+    }
+
+    /// The value of `key` as a new vector, or None if the key is absent.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut v = vec![0u8; self.value_buf_len()?];
+        match self.lookup(key, &mut v) {
+            Ok(()) => Ok(Some(v)),
+            Err(SysError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Per-CPU lookup: one `value_size`-byte value per possible CPU (index = CPU number).
+    pub fn lookup_percpu(&self, key: &[u8]) -> Result<Vec<Vec<u8>>> {
+        if !self.map_type.is_percpu() {
+            return Err(SysError::invalid(format!(
+                "lookup_percpu on a {:?} map",
+                self.map_type
+            )));
+        }
+        let mut buf = vec![0u8; self.value_buf_len()?];
+        self.lookup(key, &mut buf)?;
+        let stride = (self.value_size as usize).next_multiple_of(8);
+        Ok(buf
+            .chunks(stride)
+            .map(|c| c[..self.value_size as usize].to_vec())
+            .collect())
+    }
+
+    /// Writes `value` ([`Map::value_buf_len`] bytes) for `key`; flags from [`update_flags`].
+    pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<()> {
+        self.check_key(key)?;
+        self.check_value(value)?;
+        // SAFETY: key and value have exactly the sizes the kernel reads (checked above).
+        let ret = unsafe {
+            libbpf_sys::bpf_map_update_elem(
+                self.fd.as_raw_fd(),
+                key.as_ptr().cast(),
+                value.as_ptr().cast(),
+                flags,
+            )
+        };
+        check("bpf_map_update_elem", ret).map(drop)
+    }
+
+    /// Removes `key` (for a PROG_ARRAY: empties the slot). A missing key gives NotFound.
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        self.check_key(key)?;
+        // SAFETY: key has key_size readable bytes (checked above).
+        let ret =
+            unsafe { libbpf_sys::bpf_map_delete_elem(self.fd.as_raw_fd(), key.as_ptr().cast()) };
+        match check("bpf_map_delete_elem", ret) {
+            Err(e) if e.errno() == libc::ENOENT => Err(SysError::not_found("map key")),
+            r => r.map(drop),
+        }
+    }
+
+    /// The key after `key` (the first key when `key` is None), None at the end.
+    pub fn next_key(&self, key: Option<&[u8]>) -> Result<Option<Vec<u8>>> {
+        if let Some(k) = key {
+            self.check_key(k)?;
+        }
+        let mut next = vec![0u8; self.key_size as usize];
+        let kp = key.map_or(std::ptr::null(), |k| k.as_ptr().cast());
+        // SAFETY: kp is NULL or key_size readable bytes; next has key_size writable bytes.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_get_next_key(self.fd.as_raw_fd(), kp, next.as_mut_ptr().cast())
+        };
+        match check("bpf_map_get_next_key", ret) {
+            Ok(_) => Ok(Some(next)),
+            Err(e) if e.errno() == libc::ENOENT => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// PROG_ARRAY: puts `prog` into slot `index` (atomic for readers: a tail call sees the old
+    /// or the new program).
+    pub fn set_prog(&self, index: u32, prog: &Program) -> Result<()> {
+        if self.map_type != MapType::ProgArray {
+            return Err(SysError::invalid(format!(
+                "set_prog on a {:?} map",
+                self.map_type
+            )));
+        }
+        let fd =
+            u32::try_from(prog.fd().as_raw_fd()).map_err(|_| SysError::invalid("negative fd"))?;
+        self.update(&index.to_ne_bytes(), &fd.to_ne_bytes(), update_flags::ANY)
+    }
+
+    /// PROG_ARRAY: id of the program in slot `index`, None if empty.
+    pub fn prog_id(&self, index: u32) -> Result<Option<u32>> {
+        if self.map_type != MapType::ProgArray {
+            return Err(SysError::invalid(format!(
+                "prog_id on a {:?} map",
+                self.map_type
+            )));
+        }
+        Ok(self
+            .get(&index.to_ne_bytes())?
+            .map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::testutil::{require_bpf, TempPinDir};
+
+    #[test]
+    fn map_type_numbers() {
+        assert_eq!(MapType::PercpuArray.raw(), 6);
+        assert_eq!(MapType::ProgArray.raw(), 3);
+        assert_eq!(MapType::from_raw(6), MapType::PercpuArray);
+        assert_eq!(MapType::from_raw(999), MapType::Other(999));
+        assert!(MapType::PercpuArray.is_percpu());
+        assert!(!MapType::Array.is_percpu());
+    }
+
+    #[test]
+    fn array_update_lookup_delete() {
+        if !require_bpf() {
+            return;
+        }
+        let m = Map::create(MapType::Hash, 4, 8, 16, "bpfltr_t_hash").unwrap();
+        assert_eq!(m.get(&1u32.to_ne_bytes()).unwrap(), None);
+        m.update(
+            &1u32.to_ne_bytes(),
+            &42u64.to_ne_bytes(),
+            update_flags::NOEXIST,
+        )
+        .unwrap();
+        assert_eq!(
+            m.get(&1u32.to_ne_bytes()).unwrap(),
+            Some(42u64.to_ne_bytes().to_vec())
+        );
+        let e = m
+            .update(
+                &1u32.to_ne_bytes(),
+                &43u64.to_ne_bytes(),
+                update_flags::NOEXIST,
+            )
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::EEXIST);
+        assert_eq!(m.next_key(None).unwrap(), Some(1u32.to_ne_bytes().to_vec()));
+        assert_eq!(m.next_key(Some(&1u32.to_ne_bytes())).unwrap(), None);
+        m.delete(&1u32.to_ne_bytes()).unwrap();
+        assert!(matches!(
+            m.delete(&1u32.to_ne_bytes()),
+            Err(SysError::NotFound { .. })
+        ));
+        // Wrong buffer sizes are refused before the kernel can read past them.
+        assert_eq!(
+            m.update(&[0u8; 2], &[0u8; 8], 0).unwrap_err().errno(),
+            libc::EINVAL
+        );
+        assert_eq!(
+            m.lookup(&[0u8; 4], &mut [0u8; 4]).unwrap_err().errno(),
+            libc::EINVAL
+        );
+        let info = m.info().unwrap();
+        assert_eq!(
+            (
+                info.map_type,
+                info.key_size,
+                info.value_size,
+                info.max_entries
+            ),
+            (MapType::Hash, 4, 8, 16)
+        );
+        assert_eq!(info.name, "bpfltr_t_hash");
+        assert!(info.id > 0);
+        assert_eq!(Map::from_id(info.id).unwrap().id().unwrap(), info.id);
+    }
+
+    #[test]
+    fn percpu_array_values() {
+        if !require_bpf() {
+            return;
+        }
+        let ncpu = num_possible_cpus().unwrap();
+        assert!(ncpu >= 1);
+        let m = Map::create(MapType::PercpuArray, 4, 16, 4, "bpfltr_t_pcpu").unwrap();
+        assert_eq!(m.value_buf_len().unwrap(), 16 * ncpu);
+        let mut vals = Vec::new();
+        for cpu in 0..ncpu as u64 {
+            vals.extend_from_slice(&(cpu + 1).to_ne_bytes());
+            vals.extend_from_slice(&(100 * (cpu + 1)).to_ne_bytes());
+        }
+        m.update(&2u32.to_ne_bytes(), &vals, update_flags::ANY)
+            .unwrap();
+        let per = m.lookup_percpu(&2u32.to_ne_bytes()).unwrap();
+        assert_eq!(per.len(), ncpu);
+        for (cpu, v) in per.iter().enumerate() {
+            assert_eq!(v.len(), 16);
+            assert_eq!(
+                u64::from_ne_bytes(v[..8].try_into().unwrap()),
+                cpu as u64 + 1
+            );
+            assert_eq!(
+                u64::from_ne_bytes(v[8..].try_into().unwrap()),
+                100 * (cpu as u64 + 1)
+            );
+        }
+        // Out of range index of an array: E2BIG on update, ENOENT (NotFound) on lookup.
+        assert!(matches!(
+            m.lookup_percpu(&9u32.to_ne_bytes()),
+            Err(SysError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn pin_and_reopen() {
+        if !require_bpf() {
+            return;
+        }
+        let dir = TempPinDir::new("map");
+        let m = Map::create(MapType::Array, 4, 4, 2, "bpfltr_t_pin").unwrap();
+        m.update(&1u32.to_ne_bytes(), &7u32.to_ne_bytes(), 0)
+            .unwrap();
+        let p = dir.path().join("m");
+        m.pin(&p).unwrap();
+        assert_eq!(m.pin(&p).unwrap_err().errno(), libc::EEXIST);
+        let id = m.id().unwrap();
+        drop(m);
+        let m2 = Map::from_pin(&p).unwrap();
+        assert_eq!(m2.id().unwrap(), id);
+        assert_eq!(
+            (
+                m2.map_type(),
+                m2.key_size(),
+                m2.value_size(),
+                m2.max_entries()
+            ),
+            (MapType::Array, 4, 4, 2)
+        );
+        assert_eq!(
+            m2.get(&1u32.to_ne_bytes()).unwrap(),
+            Some(7u32.to_ne_bytes().to_vec())
+        );
+        crate::sys::unpin(&p).unwrap();
+        assert!(matches!(Map::from_pin(&p), Err(SysError::NotFound { .. })));
+        drop(m2);
+        // Unpinned and closed: the map is gone.
+        assert!(matches!(Map::from_id(id), Err(SysError::NotFound { .. })));
+    }
+}

@@ -1,0 +1,131 @@
+//! Network namespaces: run code on a thread that entered a namespace, and identify namespaces.
+//!
+//! `setns(CLONE_NEWNET)` changes only the calling thread, and everything a thread creates
+//! (sockets, netfilter links) belongs to the namespace the thread is in at that moment. The
+//! caller's own thread never changes namespace: [`in_netns`] uses a short-lived thread.
+
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use super::error::{io_path, Result, SysError};
+
+/// Identity of a network namespace: (st_dev, st_ino) of its nsfs file, as `ip netns identify`
+/// and `bpf_map_info.netns_dev/netns_ino` use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetnsId {
+    /// Device of the nsfs inode.
+    pub dev: u64,
+    /// Inode number (the number in `net:[...]`).
+    pub ino: u64,
+}
+
+impl std::fmt::Display for NetnsId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "net:[{}]", self.ino)
+    }
+}
+
+/// Runs `f` on a new thread that first entered the network namespace `netns` (an fd of
+/// `/proc/PID/ns/net` or `/run/netns/NAME`), and returns its result. A panic in `f` is
+/// propagated to the caller.
+pub fn in_netns<T: Send>(netns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        let handle = std::thread::Builder::new()
+            .name("bpfilter-netns".into())
+            .spawn_scoped(s, move || -> Result<T> {
+                // SAFETY: netns is a valid fd borrowed for the whole scope; setns only changes
+                // this new thread's namespace, which ends with the thread.
+                let ret = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+                if ret != 0 {
+                    return Err(SysError::Syscall {
+                        call: "setns(CLONE_NEWNET)",
+                        errno: super::error::last_errno(),
+                    });
+                }
+                Ok(f())
+            })
+            .map_err(|e| SysError::Syscall {
+                call: "pthread_create",
+                errno: e.raw_os_error().unwrap_or(libc::EAGAIN),
+            })?;
+        match handle.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// The (dev, inode) identity of the namespace behind `fd`.
+pub fn netns_id(fd: BorrowedFd<'_>) -> Result<NetnsId> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: st is writable memory for one struct stat; fd is a valid open fd.
+    let ret = unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) };
+    if ret != 0 {
+        return Err(SysError::Syscall {
+            call: "fstat",
+            errno: super::error::last_errno(),
+        });
+    }
+    // SAFETY: fstat succeeded, so it initialized st.
+    let st = unsafe { st.assume_init() };
+    Ok(NetnsId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+    })
+}
+
+/// Opens a namespace file (`/run/netns/NAME`, `/proc/PID/ns/net`).
+pub fn open_netns(path: impl AsRef<Path>) -> Result<OwnedFd> {
+    let path = path.as_ref();
+    match std::fs::File::open(path) {
+        Ok(f) => Ok(OwnedFd::from(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SysError::not_found(format!(
+            "network namespace {}",
+            path.display()
+        ))),
+        Err(e) => Err(io_path("open", path, &e)),
+    }
+}
+
+/// An fd of the calling thread's network namespace.
+pub fn current_netns() -> Result<OwnedFd> {
+    open_netns("/proc/thread-self/ns/net")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::testutil::{require_netns, TempNetns};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn enter_and_identify() {
+        if !require_netns() {
+            return;
+        }
+        let ns = TempNetns::new("id");
+        let here = netns_id(current_netns().unwrap().as_fd()).unwrap();
+        let there = netns_id(ns.fd()).unwrap();
+        assert_ne!(here, there);
+        // The new thread sees the target namespace; the caller's thread does not move.
+        let seen = in_netns(ns.fd(), || {
+            netns_id(current_netns().unwrap().as_fd()).unwrap()
+        })
+        .unwrap();
+        assert_eq!(seen, there);
+        assert_eq!(netns_id(current_netns().unwrap().as_fd()).unwrap(), here);
+        // Borrowing from the caller works (scoped thread).
+        let v = [1, 2, 3];
+        assert_eq!(in_netns(ns.fd(), || v.iter().sum::<i32>()).unwrap(), 6);
+        // Not a namespace fd: setns fails with EINVAL.
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        assert_eq!(
+            in_netns(f.as_fd(), || ()).unwrap_err().errno(),
+            libc::EINVAL
+        );
+        assert!(matches!(
+            open_netns("/run/netns/bpfltr-none-such"),
+            Err(SysError::NotFound { .. })
+        ));
+    }
+}

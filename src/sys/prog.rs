@@ -1,0 +1,453 @@
+//! BPF_PROG_TYPE_NETFILTER programs: load (with the verifier log on failure), test runs, pins
+//! and introspection.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::error::{check, Result, SysError};
+use super::map::{get_info, owned};
+use super::obj_name;
+
+/// `struct bpf_insn` is 8 bytes.
+const INSN_SIZE: usize = 8;
+/// First log buffer; grown on ENOSPC up to [`LOG_MAX`].
+const LOG_START: usize = 1 << 20;
+/// The kernel refuses log buffers of `UINT_MAX >> 2` bytes or more; stay well below.
+const LOG_MAX: usize = 512 << 20;
+
+/// Figures of one successful load.
+#[derive(Debug, Clone, Default)]
+pub struct LoadStats {
+    /// Instructions the verifier processed (`bpf_prog_info.verified_insns`).
+    pub verified_insns: u32,
+    /// Wall time of the BPF_PROG_LOAD call(s), verifier and JIT included.
+    pub load_time: Duration,
+    /// Instructions after the kernel's rewrites (`xlated_prog_len / 8`).
+    pub xlated_insns: u32,
+    /// Size of the JIT image in bytes.
+    pub jited_bytes: u32,
+    /// The verifier log when `log_level` > 0 (empty otherwise).
+    pub log: String,
+}
+
+/// Result of one BPF_PROG_TEST_RUN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestRun {
+    /// The program's return value (NF_DROP 0 / NF_ACCEPT 1 for netfilter programs).
+    pub retval: u32,
+    /// The kernel's average ns per run.
+    pub duration_ns: u32,
+}
+
+/// What the kernel reports about a program (`struct bpf_prog_info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgInfo {
+    /// Kernel id.
+    pub id: u32,
+    /// Name given at load (up to 15 bytes).
+    pub name: String,
+    /// `enum bpf_prog_type` number (32 = netfilter).
+    pub prog_type: u32,
+    /// The kernel's tag (hash of the instructions), as `bpftool prog` shows it.
+    pub tag: [u8; 8],
+    /// Instructions after the kernel's rewrites.
+    pub xlated_insns: u32,
+    /// JIT image size in bytes.
+    pub jited_bytes: u32,
+    /// Instructions the verifier processed.
+    pub verified_insns: u32,
+    /// Ids of the maps the program uses.
+    pub map_ids: Vec<u32>,
+}
+
+impl ProgInfo {
+    /// The tag as 16 lowercase hex digits (bpftool's format).
+    pub fn tag_hex(&self) -> String {
+        self.tag.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// An owned, loaded BPF program.
+#[must_use]
+#[derive(Debug)]
+pub struct Program {
+    fd: OwnedFd,
+}
+
+/// One BPF_PROG_LOAD attempt; returns the fd or (errno, log, log_true_size).
+fn load_once(
+    prog_type: u32,
+    attach_type: u32,
+    name: &std::ffi::CStr,
+    insns: &[u8],
+    log_level: u32,
+    log: &mut Vec<u8>,
+) -> std::result::Result<OwnedFd, (i32, u32)> {
+    let mut opts = libbpf_sys::bpf_prog_load_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_prog_load_opts>() as libbpf_sys::size_t,
+        expected_attach_type: attach_type,
+        ..Default::default()
+    };
+    if log_level > 0 {
+        log.fill(0);
+        opts.log_level = log_level;
+        opts.log_size = u32::try_from(log.len()).unwrap_or(u32::MAX);
+        opts.log_buf = log.as_mut_ptr().cast();
+    }
+    let license = c"GPL";
+    // The insn slice may not be 8-byte aligned; the kernel copies it with copy_from_user, which
+    // has no alignment needs, so passing the byte pointer as `*const bpf_insn` is fine.
+    let cnt = (insns.len() / INSN_SIZE) as libbpf_sys::size_t;
+    // SAFETY: name and license are NUL-terminated; insns holds cnt * 8 readable bytes; opts
+    // is fully initialized with the correct sz and its log_buf (if set) points to log.len()
+    // writable bytes; everything outlives the call. libbpf's `attempts` default retries EAGAIN.
+    let ret = unsafe {
+        libbpf_sys::bpf_prog_load(
+            prog_type,
+            name.as_ptr(),
+            license.as_ptr(),
+            insns.as_ptr().cast(),
+            cnt,
+            &mut opts,
+        )
+    };
+    match check("bpf_prog_load", ret) {
+        Ok(fd) => Ok(owned(fd)),
+        Err(e) => Err((e.errno(), opts.log_true_size)),
+    }
+}
+
+fn log_text(buf: &[u8]) -> String {
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+impl Program {
+    /// Loads a BPF_PROG_TYPE_NETFILTER program (expected attach type BPF_NETFILTER, license
+    /// "GPL"). `insns` is the kernel's 8-byte instruction encoding; `name` is at most 15 bytes.
+    /// `log_level` 0 keeps no log on success; on failure the load is retried with a log
+    /// (level 1 if 0 was asked) so that the error carries the verifier's explanation.
+    pub fn load_netfilter(
+        name: &str,
+        insns: &[u8],
+        log_level: u32,
+    ) -> Result<(Program, LoadStats)> {
+        Program::load(
+            libbpf_sys::BPF_PROG_TYPE_NETFILTER,
+            libbpf_sys::BPF_NETFILTER,
+            name,
+            insns,
+            log_level,
+        )
+    }
+
+    /// Loads a program of any type (`prog_type`, `expected_attach_type` as the kernel numbers
+    /// them); see [`Program::load_netfilter`].
+    pub fn load(
+        prog_type: u32,
+        expected_attach_type: u32,
+        name: &str,
+        insns: &[u8],
+        log_level: u32,
+    ) -> Result<(Program, LoadStats)> {
+        let cname = obj_name(name)?;
+        if insns.is_empty() || insns.len() % INSN_SIZE != 0 {
+            return Err(SysError::invalid(format!(
+                "{} bytes of instructions, not a multiple of 8",
+                insns.len()
+            )));
+        }
+        let start = Instant::now();
+        let mut log = Vec::new();
+        let mut level = log_level;
+        if level > 0 {
+            log = vec![0u8; LOG_START];
+        }
+        let fd = loop {
+            match load_once(
+                prog_type,
+                expected_attach_type,
+                &cname,
+                insns,
+                level,
+                &mut log,
+            ) {
+                Ok(fd) => break fd,
+                Err((errno, true_size)) => {
+                    if level == 0 {
+                        // Retry with a log so that the error says why.
+                        level = 1;
+                        log = vec![0u8; LOG_START];
+                        continue;
+                    }
+                    if errno == libc::ENOSPC && log.len() < LOG_MAX {
+                        let want = (true_size as usize).max(log.len() * 2).min(LOG_MAX);
+                        log = vec![0u8; want];
+                        continue;
+                    }
+                    return Err(SysError::Load {
+                        errno,
+                        log: log_text(&log),
+                    });
+                }
+            }
+        };
+        let load_time = start.elapsed();
+        let prog = Program { fd };
+        let info: libbpf_sys::bpf_prog_info = get_info("bpf_prog_get_info_by_fd", prog.fd())?;
+        let stats = LoadStats {
+            verified_insns: info.verified_insns,
+            load_time,
+            xlated_insns: info.xlated_prog_len / INSN_SIZE as u32,
+            jited_bytes: info.jited_prog_len,
+            log: if log_level > 0 {
+                log_text(&log)
+            } else {
+                String::new()
+            },
+        };
+        Ok((prog, stats))
+    }
+
+    /// Runs the program once per `repeat` on `data` (BPF_PROG_TEST_RUN). For netfilter
+    /// programs `data` starts at the IP header (hook LOCAL_OUT, pf IPv4) unless `ctx` (a
+    /// 48-byte `struct nf_hook_state` with only hook and pf set) says otherwise.
+    pub fn test_run(&self, data: &[u8], ctx: Option<&[u8]>, repeat: u32) -> Result<TestRun> {
+        let mut opts = libbpf_sys::bpf_test_run_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as libbpf_sys::size_t,
+            data_in: data.as_ptr().cast(),
+            data_size_in: u32::try_from(data.len())
+                .map_err(|_| SysError::invalid("test data over 4 GiB"))?,
+            repeat: i32::try_from(repeat).map_err(|_| SysError::invalid("repeat over i32::MAX"))?,
+            ..Default::default()
+        };
+        if let Some(ctx) = ctx {
+            opts.ctx_in = ctx.as_ptr().cast();
+            opts.ctx_size_in =
+                u32::try_from(ctx.len()).map_err(|_| SysError::invalid("ctx over 4 GiB"))?;
+        }
+        // SAFETY: data_in/ctx_in point to the given slices with their lengths; data_out and
+        // ctx_out are NULL (nothing is copied back); opts has the correct sz.
+        let ret = unsafe { libbpf_sys::bpf_prog_test_run_opts(self.fd.as_raw_fd(), &mut opts) };
+        check("bpf_prog_test_run_opts", ret)?;
+        Ok(TestRun {
+            retval: opts.retval,
+            duration_ns: opts.duration,
+        })
+    }
+
+    /// The program fd.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// A second owned handle on the same program.
+    pub fn try_clone(&self) -> Result<Program> {
+        let fd = self.fd.try_clone().map_err(|e| SysError::Syscall {
+            call: "fcntl(F_DUPFD_CLOEXEC)",
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        })?;
+        Ok(Program { fd })
+    }
+
+    /// Pins the program on bpffs.
+    pub fn pin(&self, path: impl AsRef<Path>) -> Result<()> {
+        super::obj_pin(self.fd.as_fd(), path.as_ref())
+    }
+
+    /// Opens a pinned program; ENOENT becomes NotFound.
+    pub fn from_pin(path: impl AsRef<Path>) -> Result<Program> {
+        Ok(Program {
+            fd: super::obj_get_kind(path.as_ref(), super::ObjKind::Prog)?,
+        })
+    }
+
+    /// Opens a program by kernel id.
+    pub fn from_id(id: u32) -> Result<Program> {
+        // SAFETY: plain integer argument; returns a new fd or -errno.
+        let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
+        match check("bpf_prog_get_fd_by_id", fd) {
+            Ok(fd) => Ok(Program { fd: owned(fd) }),
+            Err(e) if e.errno() == libc::ENOENT => {
+                Err(SysError::not_found(format!("program id {id}")))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Kernel id of the program.
+    pub fn id(&self) -> Result<u32> {
+        let info: libbpf_sys::bpf_prog_info = get_info("bpf_prog_get_info_by_fd", self.fd())?;
+        Ok(info.id)
+    }
+
+    /// What the kernel reports about the program, map ids included.
+    pub fn info(&self) -> Result<ProgInfo> {
+        let first: libbpf_sys::bpf_prog_info = get_info("bpf_prog_get_info_by_fd", self.fd())?;
+        let mut map_ids = vec![0u32; first.nr_map_ids as usize];
+        if !map_ids.is_empty() {
+            let mut info = libbpf_sys::bpf_prog_info {
+                nr_map_ids: first.nr_map_ids,
+                map_ids: map_ids.as_mut_ptr() as u64,
+                ..Default::default()
+            };
+            let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+            // SAFETY: info is a zeroed bpf_prog_info except map_ids/nr_map_ids, which describe a
+            // writable buffer of nr_map_ids u32s that outlives the call; the kernel fills at
+            // most that many.
+            let ret = unsafe {
+                libbpf_sys::bpf_obj_get_info_by_fd(
+                    self.fd.as_raw_fd(),
+                    std::ptr::from_mut(&mut info).cast(),
+                    &mut len,
+                )
+            };
+            check("bpf_prog_get_info_by_fd", ret)?;
+            // The program's map set cannot change after load, but stay safe if it shrank.
+            map_ids.truncate(info.nr_map_ids.min(first.nr_map_ids) as usize);
+        }
+        Ok(ProgInfo {
+            id: first.id,
+            name: super::c_chars_to_string(&first.name),
+            prog_type: first.type_,
+            tag: first.tag,
+            xlated_insns: first.xlated_prog_len / INSN_SIZE as u32,
+            jited_bytes: first.jited_prog_len,
+            verified_insns: first.verified_insns,
+            map_ids,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::map::{update_flags, Map, MapType};
+    use crate::sys::testutil::{insns, ipv4_udp_packet, require_bpf, TempPinDir};
+
+    /// `r0 = ret; exit`.
+    pub(crate) fn ret_prog(ret: i32) -> Vec<u8> {
+        insns(&[(0xb7, 0, 0, 0, ret), (0x95, 0, 0, 0, 0)])
+    }
+
+    #[test]
+    fn load_accept_and_test_run() {
+        if !require_bpf() {
+            return;
+        }
+        let (p, stats) = Program::load_netfilter("bpfltr_t_acc", &ret_prog(1), 0).unwrap();
+        assert_eq!(stats.xlated_insns, 2);
+        assert!(stats.verified_insns >= 2, "{stats:?}");
+        assert!(stats.jited_bytes > 0);
+        assert!(stats.log.is_empty());
+        let r = p.test_run(&ipv4_udp_packet(), None, 100_000).unwrap();
+        assert_eq!(r.retval, 1);
+        assert!(r.duration_ns > 0 && r.duration_ns < 100_000, "{r:?}");
+        let (p0, _) = Program::load_netfilter("bpfltr_t_drop", &ret_prog(0), 0).unwrap();
+        assert_eq!(p0.test_run(&ipv4_udp_packet(), None, 1).unwrap().retval, 0);
+        // Data shorter than an IPv4 header is refused by the kernel.
+        assert_eq!(
+            p.test_run(&[0u8; 10], None, 1).unwrap_err().errno(),
+            libc::EINVAL
+        );
+        // With a context: hook LOCAL_OUT (3), pf IPv4 (2) in a 48-byte nf_hook_state.
+        let mut ctx = [0u8; 48];
+        ctx[0] = 3;
+        ctx[1] = 2;
+        assert_eq!(
+            p.test_run(&ipv4_udp_packet(), Some(&ctx), 1)
+                .unwrap()
+                .retval,
+            1
+        );
+    }
+
+    #[test]
+    fn verifier_error_carries_log() {
+        if !require_bpf() {
+            return;
+        }
+        let e = Program::load_netfilter("bpfltr_t_bad", &ret_prog(2), 0).unwrap_err();
+        let SysError::Load { errno, log } = &e else {
+            panic!("not a load error: {e}")
+        };
+        assert_eq!(*errno, libc::EINVAL);
+        assert!(log.contains("R0"), "log: {log}");
+        assert!(log.contains("exit"), "log: {log}");
+        // log_level > 0: the log of a successful load is returned too.
+        let (_p, stats) = Program::load_netfilter("bpfltr_t_log", &ret_prog(1), 2).unwrap();
+        assert!(stats.log.contains("processed"), "log: {}", stats.log);
+        // Not a multiple of 8 bytes; name too long.
+        assert_eq!(
+            Program::load_netfilter("x", &[0u8; 9], 0)
+                .unwrap_err()
+                .errno(),
+            libc::EINVAL
+        );
+        assert!(matches!(
+            Program::load_netfilter("bpfltr_much_too_long_name", &ret_prog(1), 0),
+            Err(SysError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn info_pin_from_id() {
+        if !require_bpf() {
+            return;
+        }
+        let dir = TempPinDir::new("prog");
+        let (p, _) = Program::load_netfilter("bpfltr_t_info", &ret_prog(1), 0).unwrap();
+        let info = p.info().unwrap();
+        assert_eq!(info.name, "bpfltr_t_info");
+        assert_eq!(info.prog_type, 32);
+        assert_eq!(info.xlated_insns, 2);
+        assert_eq!(info.tag_hex().len(), 16);
+        assert!(info.map_ids.is_empty());
+        let path = dir.path().join("p");
+        p.pin(&path).unwrap();
+        let q = Program::from_pin(&path).unwrap();
+        assert_eq!(q.id().unwrap(), info.id);
+        assert_eq!(
+            Program::from_id(info.id).unwrap().info().unwrap().tag,
+            info.tag
+        );
+        // A map pin is not a program.
+        let m = Map::create(MapType::Array, 4, 4, 1, "bpfltr_t_x").unwrap();
+        m.pin(dir.path().join("m")).unwrap();
+        assert_eq!(
+            Program::from_pin(dir.path().join("m")).unwrap_err().errno(),
+            libc::EINVAL
+        );
+        assert_eq!(Map::from_pin(&path).unwrap_err().errno(), libc::EINVAL);
+    }
+
+    #[test]
+    fn prog_array_tail_call() {
+        if !require_bpf() {
+            return;
+        }
+        // Dispatcher: r6 = ctx; r2 = map; r3 = 0; tail_call; r0 = 1; exit  (empty slot: ACCEPT).
+        let pa = Map::create(MapType::ProgArray, 4, 4, 1, "bpfltr_t_pa").unwrap();
+        let fd = pa.fd().as_raw_fd();
+        let disp = insns(&[
+            (0x18, 2, 1, 0, fd), // r2 = map fd (BPF_PSEUDO_MAP_FD)
+            (0x00, 0, 0, 0, 0),
+            (0xb7, 3, 0, 0, 0),  // r3 = 0
+            (0x85, 0, 0, 0, 12), // call bpf_tail_call
+            (0xb7, 0, 0, 0, 1),  // r0 = 1
+            (0x95, 0, 0, 0, 0),
+        ]);
+        let (d, _) = Program::load_netfilter("bpfltr_t_disp", &disp, 0).unwrap();
+        assert_eq!(d.info().unwrap().map_ids, vec![pa.id().unwrap()]);
+        assert_eq!(d.test_run(&ipv4_udp_packet(), None, 1).unwrap().retval, 1);
+        let (drop_p, _) = Program::load_netfilter("bpfltr_t_drop", &ret_prog(0), 0).unwrap();
+        pa.set_prog(0, &drop_p).unwrap();
+        assert_eq!(pa.prog_id(0).unwrap(), Some(drop_p.id().unwrap()));
+        assert_eq!(d.test_run(&ipv4_udp_packet(), None, 1).unwrap().retval, 0);
+        pa.delete(&0u32.to_ne_bytes()).unwrap();
+        assert_eq!(pa.prog_id(0).unwrap(), None);
+        assert_eq!(d.test_run(&ipv4_udp_packet(), None, 1).unwrap().retval, 1);
+        let _ = update_flags::ANY;
+    }
+}
