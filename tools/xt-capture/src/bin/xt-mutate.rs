@@ -1,0 +1,380 @@
+//! `xt-mutate`: derives the negative fixtures (fixtures/negative/) from captured blobs.
+//!
+//! ```text
+//! xt-mutate list                        one line per mutation: name, base, kind, setup, description
+//! xt-mutate make NAME CAPTURED_DIR OUT  write mutation NAME of its base blob to OUT
+//! ```
+//! `base` names the capture (`CAPTURED_DIR/BASE/replace.bin`, or `add_counters.bin` for kind
+//! `add_counters`); `setup` says how capture.sh prepares the scratch namespace before sending
+//! the mutated blob: `initial` (a bare `iptables -L`, 4 entries, the state every base
+//! SET_REPLACE was captured against) or `restore` (the base ruleset restored). The errno is
+//! never decided here: capture.sh asks the real kernel with xt-oracle.
+//!
+//! Layout facts used (64-bit, include/uapi/linux/netfilter_ipv4/ip_tables.h, x_tables.h):
+//! ipt_replace is 96 bytes (name 0, valid_hooks 32, num_entries 36, size 40, hook_entry 44,
+//! underflow 64, num_counters 84, counters 88); ipt_entry is 112 bytes (ip 0..84 with proto at
+//! 80, flags 82, invflags 83; nfcache 84, target_offset 88, next_offset 90, comefrom 92,
+//! counters 96); match/target headers are 32 bytes (size u16, name[29], revision u8).
+
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+
+const HDR: usize = 96;
+const ENTRY: usize = 112;
+const XT_HDR: usize = 32;
+const H_VALID_HOOKS: usize = 32;
+const H_NUM_ENTRIES: usize = 36;
+const H_SIZE: usize = 40;
+const H_HOOK_ENTRY: usize = 44;
+const H_UNDERFLOW: usize = 64;
+const H_NUM_COUNTERS: usize = 84;
+const NF_INET_LOCAL_IN: usize = 1;
+const NF_INET_FORWARD: usize = 2;
+const NF_INET_LOCAL_OUT: usize = 3;
+
+/// A match or target inside an entry: absolute offset of its header, size, name.
+#[derive(Debug, Clone)]
+struct Ext {
+    off: usize,
+    size: usize,
+    name: String,
+}
+
+/// One entry of the base blob, offsets absolute (from the start of the blob).
+#[derive(Debug, Clone)]
+struct Ent {
+    off: usize,
+    next: usize,
+    matches: Vec<Ext>,
+    target: Ext,
+    /// The standard target's verdict, if this is a standard target.
+    verdict: Option<i32>,
+}
+
+impl Ent {
+    fn rel(&self) -> u32 {
+        (self.off - HDR) as u32
+    }
+    fn match_named(&self, name: &str) -> Option<&Ext> {
+        self.matches.iter().find(|m| m.name == name)
+    }
+    fn verdict_off(&self) -> usize {
+        self.target.off + XT_HDR
+    }
+}
+
+/// The blob being mutated plus the parsed view of the unmutated base.
+#[derive(Debug)]
+struct Blob {
+    b: Vec<u8>,
+    ents: Vec<Ent>,
+}
+
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+impl Blob {
+    fn u16(&self, off: usize) -> u16 {
+        u16::from_ne_bytes([self.b[off], self.b[off + 1]])
+    }
+    fn u32(&self, off: usize) -> u32 {
+        u32::from_ne_bytes([self.b[off], self.b[off + 1], self.b[off + 2], self.b[off + 3]])
+    }
+    fn set_u8(&mut self, off: usize, v: u8) {
+        self.b[off] = v;
+    }
+    fn set_u16(&mut self, off: usize, v: u16) {
+        self.b[off..off + 2].copy_from_slice(&v.to_ne_bytes());
+    }
+    fn set_u32(&mut self, off: usize, v: u32) {
+        self.b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    fn set_i32(&mut self, off: usize, v: i32) {
+        self.b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    fn hook_entry(&self, h: usize) -> u32 {
+        self.u32(H_HOOK_ENTRY + 4 * h)
+    }
+    fn underflow(&self, h: usize) -> u32 {
+        self.u32(H_UNDERFLOW + 4 * h)
+    }
+    fn size(&self) -> u32 {
+        self.u32(H_SIZE)
+    }
+
+    /// Parses a SET_REPLACE blob far enough to find entries, matches and targets.
+    fn replace(b: Vec<u8>) -> Result<Blob> {
+        ensure!(b.len() >= HDR, "short blob");
+        let mut blob = Blob { b, ents: Vec::new() };
+        let size = blob.size() as usize;
+        ensure!(blob.b.len() == HDR + size, "blob length != 96 + size");
+        let mut off = HDR;
+        while off < HDR + size {
+            let to = blob.u16(off + 88) as usize;
+            let next = blob.u16(off + 90) as usize;
+            ensure!(next >= ENTRY && to >= ENTRY && to < next, "bad entry at {off}");
+            let mut matches = Vec::new();
+            let mut m = off + ENTRY;
+            while m < off + to {
+                let size = blob.u16(m) as usize;
+                ensure!(size >= XT_HDR, "bad match at {m}");
+                matches.push(Ext { off: m, size, name: cstr(&blob.b[m + 2..m + 31]) });
+                m += size;
+            }
+            let t = off + to;
+            let target =
+                Ext { off: t, size: blob.u16(t) as usize, name: cstr(&blob.b[t + 2..t + 31]) };
+            let verdict = target.name.is_empty().then(|| blob.u32(t + XT_HDR) as i32);
+            blob.ents.push(Ent { off, next, matches, target, verdict });
+            off += next;
+        }
+        Ok(blob)
+    }
+
+    fn ent(&self, i: usize) -> Result<Ent> {
+        self.ents.get(i).cloned().context("no such entry")
+    }
+    fn last(&self) -> Result<Ent> {
+        self.ents.last().cloned().context("no entries")
+    }
+    fn at_rel(&self, rel: u32) -> Result<Ent> {
+        self.ents.iter().find(|e| e.rel() == rel).cloned().context("no entry at offset")
+    }
+    /// The policy (underflow) entry of hook `h`.
+    fn policy(&self, h: usize) -> Result<Ent> {
+        self.at_rel(self.underflow(h))
+    }
+    fn with_match(&self, name: &str) -> Result<(Ent, Ext)> {
+        self.ents
+            .iter()
+            .find_map(|e| e.match_named(name).map(|m| (e.clone(), m.clone())))
+            .with_context(|| format!("no entry with match {name}"))
+    }
+    fn jumps(&self) -> Vec<Ent> {
+        self.ents.iter().filter(|e| e.verdict.is_some_and(|v| v >= 0)).cloned().collect()
+    }
+    fn first_rule(&self) -> Result<Ent> {
+        // The first entry of INPUT that is not the policy: a real rule.
+        let e = self.at_rel(self.hook_entry(NF_INET_LOCAL_IN))?;
+        ensure!(e.rel() != self.underflow(NF_INET_LOCAL_IN), "INPUT has no rule");
+        Ok(e)
+    }
+
+    /// Inserts `insert` and removes `remove` bytes at absolute `at`, inside entry `e` (before its
+    /// end), and fixes every offset that points past `at`: the entry's next_offset (and
+    /// target_offset when `at` is before the target), the header's size, hook entries,
+    /// underflows and jump verdicts. This keeps the blob well-formed apart from the one thing
+    /// the mutation means to break.
+    fn splice(&mut self, e: &Ent, at: usize, remove: usize, insert: &[u8]) -> Result<()> {
+        ensure!(at >= e.off && at + remove <= e.off + e.next, "splice outside entry");
+        let delta = insert.len() as i64 - remove as i64;
+        let fix = |v: u32, at_rel: u32| -> u32 {
+            if v != u32::MAX && v > at_rel {
+                (i64::from(v) + delta) as u32
+            } else {
+                v
+            }
+        };
+        let at_rel = (at - HDR) as u32;
+        for h in 0..5 {
+            let (he, uf) = (self.hook_entry(h), self.underflow(h));
+            self.set_u32(H_HOOK_ENTRY + 4 * h, fix(he, at_rel));
+            self.set_u32(H_UNDERFLOW + 4 * h, fix(uf, at_rel));
+        }
+        for j in self.jumps() {
+            let v = j.verdict.context("jump")? as u32;
+            self.set_u32(j.verdict_off(), fix(v, at_rel));
+        }
+        let size = (i64::from(self.size()) + delta) as u32;
+        self.set_u32(H_SIZE, size);
+        self.set_u16(e.off + 90, (e.next as i64 + delta) as u16);
+        if at < e.target.off {
+            self.set_u16(e.off + 88, ((e.target.off - e.off) as i64 + delta) as u16);
+        }
+        self.b.splice(at..at + remove, insert.iter().copied());
+        Ok(())
+    }
+}
+
+type MutFn = fn(&mut Blob) -> Result<()>;
+
+/// One negative (or deliberately accepted) case.
+struct Mutation {
+    name: &'static str,
+    base: &'static str,
+    kind: &'static str,
+    setup: &'static str,
+    desc: &'static str,
+    f: MutFn,
+}
+
+macro_rules! m {
+    ($name:literal, $base:literal, $desc:literal, $f:expr) => {
+        Mutation { name: $name, base: $base, kind: "replace", setup: "initial", desc: $desc, f: $f }
+    };
+    ($name:literal, $base:literal, $kind:literal, $setup:literal, $desc:literal, $f:expr) => {
+        Mutation { name: $name, base: $base, kind: $kind, setup: $setup, desc: $desc, f: $f }
+    };
+}
+
+const IPT_INV_PROTO: u8 = 0x40;
+const IPT_INV_SRCIP: u8 = 0x08;
+
+fn set_name(b: &mut Blob, off: usize, len: usize, name: &[u8]) {
+    b.b[off..off + len].fill(0);
+    b.b[off..off + name.len()].copy_from_slice(name);
+}
+
+fn mutations() -> Vec<Mutation> {
+    vec![
+        // Controls: the unmutated base must be accepted, or the harness is wrong.
+        m!("control_empty", "empty", "unmutated base blob (control, must be accepted)", |_| Ok(())),
+        m!("control_nested_jumps", "nested_jumps", "unmutated base blob (control)", |_| Ok(())),
+        m!("control_multiport", "multiport", "unmutated base blob (control)", |_| Ok(())),
+        // Header and lengths.
+        m!("header_short", "empty", "blob cut to 80 bytes, shorter than ipt_replace (oracle pads the kernel's 96-byte read with zeros)", |b| { b.b.truncate(80); Ok(()) }),
+        m!("blob_truncated", "empty", "last 8 bytes cut: optlen < 96 + size", |b| { let n = b.b.len() - 8; b.b.truncate(n); Ok(()) }),
+        m!("blob_trailing_bytes", "empty", "8 zero bytes appended after the entries: optlen > 96 + size", |b| { b.b.extend_from_slice(&[0; 8]); Ok(()) }),
+        m!("size_larger", "empty", "size += 8 with 8 zero bytes appended: a trailing partial entry", |b| { let s = b.size(); b.set_u32(H_SIZE, s + 8); b.b.extend_from_slice(&[0; 8]); Ok(()) }),
+        m!("size_one_entry_short", "empty", "size and blob cut by the last entry (ERROR): num_entries no longer matches", |b| { let l = b.last()?; let s = b.size(); b.set_u32(H_SIZE, s - l.next as u32); b.b.truncate(l.off); Ok(()) }),
+        m!("size_huge", "empty", "size = 0x7ffffff0 (oversized request), blob unchanged", |b| { b.set_u32(H_SIZE, 0x7fff_fff0); Ok(()) }),
+        m!("size_max", "empty", "size = 0xffffffff (overflow of 96 + size), blob unchanged", |b| { b.set_u32(H_SIZE, u32::MAX); Ok(()) }),
+        m!("num_entries_plus1", "empty", "num_entries one more than the entries present", |b| { let n = b.u32(H_NUM_ENTRIES); b.set_u32(H_NUM_ENTRIES, n + 1); Ok(()) }),
+        m!("num_entries_minus1", "empty", "num_entries one less than the entries present", |b| { let n = b.u32(H_NUM_ENTRIES); b.set_u32(H_NUM_ENTRIES, n - 1); Ok(()) }),
+        m!("num_counters_plus1", "empty", "num_counters = current entries + 1", |b| { let n = b.u32(H_NUM_COUNTERS); b.set_u32(H_NUM_COUNTERS, n + 1); Ok(()) }),
+        m!("num_counters_minus1", "user_chains", "num_counters = current entries - 1 (valid new table)", |b| { let n = b.u32(H_NUM_COUNTERS); b.set_u32(H_NUM_COUNTERS, n - 1); Ok(()) }),
+        m!("num_counters_zero", "empty", "num_counters = 0", |b| { b.set_u32(H_NUM_COUNTERS, 0); Ok(()) }),
+        m!("num_counters_huge", "empty", "num_counters = 0x08000000 (>= INT_MAX / 16)", |b| { b.set_u32(H_NUM_COUNTERS, 0x0800_0000); Ok(()) }),
+        // Entry offsets.
+        m!("next_offset_too_small", "empty", "entry 0 next_offset = 112 (< ipt_entry + xt_entry_target)", |b| { let e = b.ent(0)?; b.set_u16(e.off + 90, 112); Ok(()) }),
+        m!("next_offset_zero", "empty", "entry 1 next_offset = 0", |b| { let e = b.ent(1)?; b.set_u16(e.off + 90, 0); Ok(()) }),
+        m!("next_offset_misaligned", "empty", "entry 0 next_offset += 4: entry 1 starts misaligned", |b| { let e = b.ent(0)?; b.set_u16(e.off + 90, e.next as u16 + 4); Ok(()) }),
+        m!("next_offset_past_end", "empty", "last entry next_offset += 8: ends past size", |b| { let e = b.last()?; b.set_u16(e.off + 90, e.next as u16 + 8); Ok(()) }),
+        m!("target_offset_in_entry_header", "empty", "entry 0 target_offset = 104 (< sizeof ipt_entry)", |b| { let e = b.ent(0)?; b.set_u16(e.off + 88, 104); Ok(()) }),
+        m!("target_offset_past_next", "empty", "entry 0 target_offset = next_offset - 8: target header does not fit", |b| { let e = b.ent(0)?; b.set_u16(e.off + 88, e.next as u16 - 8); Ok(()) }),
+        m!("target_offset_misaligned", "tcp_ports", "rule 0 target_offset -= 4 (lands inside the tcp match)", |b| { let e = b.first_rule()?; b.set_u16(e.off + 88, (e.target.off - e.off - 4) as u16); Ok(()) }),
+        m!("target_size_too_small", "empty", "entry 0 standard target_size = 32 (no room for the verdict)", |b| { let e = b.ent(0)?; b.set_u16(e.target.off, 32); Ok(()) }),
+        m!("target_size_past_next", "empty", "entry 0 target_size = 48, beyond next_offset", |b| { let e = b.ent(0)?; b.set_u16(e.target.off, 48); Ok(()) }),
+        m!("standard_target_size_48", "empty", "entry 0 standard target grown to 48 bytes (8 inserted, offsets fixed): wrong size for STANDARD", |b| { let e = b.ent(0)?; b.splice(&e, e.off + e.next, 0, &[0; 8])?; b.set_u16(e.target.off, 48); Ok(()) }),
+        m!("error_target_size_72", "empty", "final ERROR target grown to 72 bytes (offsets fixed): wrong size for ERROR", |b| { let e = b.last()?; b.splice(&e, e.off + e.next, 0, &[0; 8])?; b.set_u16(e.target.off, 72); Ok(()) }),
+        // Hooks and underflows.
+        m!("hook_entry_mid_entry", "empty", "hook_entry[INPUT] += 8: not an entry start", |b| { let v = b.hook_entry(NF_INET_LOCAL_IN); b.set_u32(H_HOOK_ENTRY + 4, v + 8); Ok(()) }),
+        m!("hook_entry_past_end", "empty", "hook_entry[FORWARD] = size + 112", |b| { let s = b.size(); b.set_u32(H_HOOK_ENTRY + 8, s + 112); Ok(()) }),
+        m!("hook_entry_missing", "empty", "hook_entry[OUTPUT] = 0xffffffff", |b| { b.set_u32(H_HOOK_ENTRY + 12, u32::MAX); Ok(()) }),
+        m!("underflow_mid_entry", "empty", "underflow[INPUT] += 8: not an entry start", |b| { let v = b.underflow(NF_INET_LOCAL_IN); b.set_u32(H_UNDERFLOW + 4, v + 8); Ok(()) }),
+        m!("underflow_missing", "empty", "underflow[FORWARD] = 0xffffffff", |b| { b.set_u32(H_UNDERFLOW + 8, u32::MAX); Ok(()) }),
+        m!("underflow_conditional_src", "empty", "INPUT policy entry gets -s 1.2.3.4/32: not unconditional", |b| { let e = b.policy(NF_INET_LOCAL_IN)?; b.b[e.off..e.off + 4].copy_from_slice(&[1, 2, 3, 4]); b.b[e.off + 8..e.off + 12].copy_from_slice(&[255; 4]); Ok(()) }),
+        m!("underflow_inverted_only", "empty", "INPUT policy entry invflags = IPT_INV_SRCIP with zero address/mask: ip part not all zero", |b| { let e = b.policy(NF_INET_LOCAL_IN)?; b.set_u8(e.off + 83, IPT_INV_SRCIP); Ok(()) }),
+        m!("underflow_proto", "empty", "INPUT policy entry proto = 6", |b| { let e = b.policy(NF_INET_LOCAL_IN)?; b.set_u16(e.off + 80, 6); Ok(()) }),
+        m!("underflow_with_match", "empty", "INPUT policy entry gets a comment match (288 bytes inserted, offsets fixed)", |b| { let e = b.policy(NF_INET_LOCAL_IN)?; let mut mt = vec![0u8; 288]; mt[..2].copy_from_slice(&288u16.to_ne_bytes()); mt[2..9].copy_from_slice(b"comment"); b.splice(&e, e.off + ENTRY, 0, &mt)?; Ok(()) }),
+        m!("underflow_return", "empty", "INPUT policy verdict = XT_RETURN (-5)", |b| { let e = b.policy(NF_INET_LOCAL_IN)?; b.set_i32(e.verdict_off(), -5); Ok(()) }),
+        m!("underflow_queue", "empty", "OUTPUT policy verdict = -4 (NF_QUEUE)", |b| { let e = b.policy(NF_INET_LOCAL_OUT)?; b.set_i32(e.verdict_off(), -4); Ok(()) }),
+        m!("underflow_jump", "empty", "FORWARD policy verdict = jump to the OUTPUT policy", |b| { let e = b.policy(NF_INET_FORWARD)?; let o = b.underflow(NF_INET_LOCAL_OUT); b.set_u32(e.verdict_off(), o); Ok(()) }),
+        m!("underflow_error_entry", "empty", "underflow[OUTPUT] = the final ERROR entry", |b| { let l = b.last()?; b.set_u32(H_UNDERFLOW + 12, l.rel()); Ok(()) }),
+        m!("hooks_duplicate", "empty", "hook_entry[INPUT] = underflow[INPUT] = the FORWARD policy entry (two hooks share an entry)", |b| { let v = b.underflow(NF_INET_FORWARD); b.set_u32(H_HOOK_ENTRY + 4, v); b.set_u32(H_UNDERFLOW + 4, v); Ok(()) }),
+        m!("hooks_unsorted", "empty", "hook_entry and underflow of INPUT and OUTPUT swapped (INPUT after OUTPUT)", |b| { let (hi, ui, ho, uo) = (b.hook_entry(1), b.underflow(1), b.hook_entry(3), b.underflow(3)); b.set_u32(H_HOOK_ENTRY + 4, ho); b.set_u32(H_UNDERFLOW + 4, uo); b.set_u32(H_HOOK_ENTRY + 12, hi); b.set_u32(H_UNDERFLOW + 12, ui); Ok(()) }),
+        // Table identity.
+        m!("valid_hooks_plus_prerouting", "empty", "valid_hooks |= PREROUTING with hook_entry/underflow[0] = INPUT's (a duplicate hook entry, and filter has no such hook)", |b| { let (he, uf) = (b.hook_entry(1), b.underflow(1)); b.set_u32(H_HOOK_ENTRY, he); b.set_u32(H_UNDERFLOW, uf); let v = b.u32(H_VALID_HOOKS); b.set_u32(H_VALID_HOOKS, v | 1); Ok(()) }),
+        m!("valid_hooks_minus_forward", "empty", "valid_hooks without FORWARD (0x0a)", |b| { b.set_u32(H_VALID_HOOKS, 0x0a); Ok(()) }),
+        m!("valid_hooks_zero", "empty", "valid_hooks = 0", |b| { b.set_u32(H_VALID_HOOKS, 0); Ok(()) }),
+        m!("table_unknown", "empty", "table name \"nosuchtable\"", |b| { set_name(b, 0, 32, b"nosuchtable"); Ok(()) }),
+        m!("table_name_unterminated", "empty", "table name = 32 x 'f', no NUL", |b| { b.b[..32].fill(b'f'); Ok(()) }),
+        m!("table_nat", "empty", "table name \"nat\" with filter's hooks", |b| { set_name(b, 0, 32, b"nat"); Ok(()) }),
+        m!("table_name_case", "empty", "table name \"FILTER\"", |b| { set_name(b, 0, 32, b"FILTER"); Ok(()) }),
+        // Jumps and verdicts.
+        m!("jump_mid_entry", "user_chains", "first jump verdict += 8: not an entry start", |b| { let j = b.jumps().first().cloned().context("no jump")?; let v = j.verdict.context("v")?; b.set_i32(j.verdict_off(), v + 8); Ok(()) }),
+        m!("jump_past_end", "user_chains", "first jump verdict = size + 112", |b| { let j = b.jumps().first().cloned().context("no jump")?; let s = b.size(); b.set_u32(j.verdict_off(), s + 112); Ok(()) }),
+        m!("jump_into_last_entry_tail", "user_chains", "first jump verdict = size - 8 (inside the ERROR entry)", |b| { let j = b.jumps().first().cloned().context("no jump")?; let s = b.size(); b.set_u32(j.verdict_off(), s - 8); Ok(()) }),
+        m!("jump_to_offset_0", "user_chains", "INPUT rule 0 (offset 0) jumps to itself: verdict 0, which is no valid verdict (a jump to offset 0 cannot be expressed)", |b| { let j = b.jumps().first().cloned().context("no jump")?; ensure!(j.rel() == 0, "first jump not at 0"); b.set_u32(j.verdict_off(), 0); Ok(()) }),
+        m!("jump_self_loop", "user_chains", "INPUT rule 1 (-j web) jumps to itself: loop", |b| { let j = b.jumps().get(1).cloned().context("no 2nd jump")?; ensure!(j.rel() != 0, "jump at 0"); b.set_u32(j.verdict_off(), j.rel()); Ok(()) }),
+        m!("jump_to_base_chain_rule", "user_chains", "ssh chain rule (-j DROP) jumps to INPUT rule 1 (-j web)", |b| { let target = b.jumps().get(1).cloned().context("no 2nd jump")?.rel(); let e = b.ents.iter().find(|e| e.rel() > b.underflow(NF_INET_LOCAL_OUT) && e.verdict == Some(-2)).cloned().context("no DROP in a user chain")?; b.set_u32(e.verdict_off(), target); Ok(()) }),
+        m!("jump_to_next_entry", "tcp_ports", "rule 0 (-j ACCEPT) becomes a jump to the very next entry", |b| { let e = b.first_rule()?; let n = e.rel() + e.next as u32; b.set_u32(e.verdict_off(), n); Ok(()) }),
+        m!("jump_chain_loop", "nested_jumps", "last jump (level3 -> shared) retargeted to level1: level1 -> level3 -> level1 loop", |b| { let js = b.jumps(); let first = js.first().context("no jump")?.verdict.context("v")?; let last = js.last().context("no jump")?.clone(); b.set_i32(last.verdict_off(), first); Ok(()) }),
+        m!("jump_to_error_head", "user_chains", "first jump verdict = the chain's ERROR head entry (instead of its first rule)", |b| { let j = b.jumps().first().cloned().context("no jump")?; let v = j.verdict.context("v")? as u32; let head = b.ents.iter().rev().find(|e| e.rel() < v).cloned().context("no head")?; b.set_u32(j.verdict_off(), head.rel()); Ok(()) }),
+        m!("verdict_minus10", "tcp_ports", "rule 0 verdict = -10", |b| { let e = b.first_rule()?; b.set_i32(e.verdict_off(), -10); Ok(()) }),
+        m!("verdict_int_min", "tcp_ports", "rule 0 verdict = INT_MIN", |b| { let e = b.first_rule()?; b.set_i32(e.verdict_off(), i32::MIN); Ok(()) }),
+        m!("verdict_stolen", "tcp_ports", "rule 0 verdict = -3 (NF_STOLEN)", |b| { let e = b.first_rule()?; b.set_i32(e.verdict_off(), -3); Ok(()) }),
+        m!("verdict_queue", "tcp_ports", "rule 0 verdict = -4 (NF_QUEUE)", |b| { let e = b.first_rule()?; b.set_i32(e.verdict_off(), -4); Ok(()) }),
+        m!("verdict_repeat", "tcp_ports", "rule 0 verdict = -5 (XT_RETURN, valid in a base-chain rule)", |b| { let e = b.first_rule()?; b.set_i32(e.verdict_off(), -5); Ok(()) }),
+        m!("verdict_nf_max", "tcp_ports", "rule 0 verdict = -7 (-NF_MAX_VERDICT - 2)", |b| { let e = b.first_rule()?; b.set_i32(e.verdict_off(), -7); Ok(()) }),
+        // Extensions: names, revisions, sizes.
+        m!("match_unknown", "tcp_ports", "first tcp match renamed \"nosuchmatch\"", |b| { let (_, m) = b.with_match("tcp")?; set_name(b, m.off + 2, 29, b"nosuchmatch"); Ok(()) }),
+        m!("target_unknown", "tcp_ports", "rule 0 target renamed \"NOSUCHTARGET\"", |b| { let e = b.first_rule()?; set_name(b, e.target.off + 2, 29, b"NOSUCHTARGET"); Ok(()) }),
+        m!("target_error_in_rule", "tcp_ports", "rule 0 target renamed \"ERROR\" (40-byte target)", |b| { let e = b.first_rule()?; set_name(b, e.target.off + 2, 29, b"ERROR"); Ok(()) }),
+        m!("match_revision_5", "tcp_ports", "tcp match revision 5", |b| { let (_, m) = b.with_match("tcp")?; b.set_u8(m.off + 31, 5); Ok(()) }),
+        m!("target_revision_1", "tcp_ports", "rule 0 standard target revision 1", |b| { let e = b.first_rule()?; b.set_u8(e.target.off + 31, 1); Ok(()) }),
+        m!("multiport_revision_0", "multiport", "multiport match revision 0 (exists, different layout)", |b| { let (_, m) = b.with_match("multiport")?; b.set_u8(m.off + 31, 0); Ok(()) }),
+        m!("multiport_revision_2", "multiport", "multiport match revision 2", |b| { let (_, m) = b.with_match("multiport")?; b.set_u8(m.off + 31, 2); Ok(()) }),
+        m!("iprange_revision_0", "iprange", "iprange match revision 0", |b| { let (_, m) = b.with_match("iprange")?; b.set_u8(m.off + 31, 0); Ok(()) }),
+        m!("tcp_match_size_short", "tcp_ports", "tcp match shrunk to 40 bytes (8 removed, offsets fixed)", |b| { let (e, m) = b.with_match("tcp")?; b.splice(&e, m.off + m.size - 8, 8, &[])?; b.set_u16(m.off, (m.size - 8) as u16); Ok(()) }),
+        m!("tcp_match_size_long", "tcp_ports", "tcp match grown to 56 bytes (8 inserted, offsets fixed)", |b| { let (e, m) = b.with_match("tcp")?; b.splice(&e, m.off + m.size, 0, &[0; 8])?; b.set_u16(m.off, (m.size + 8) as u16); Ok(()) }),
+        m!("match_size_zero", "tcp_ports", "tcp match_size = 0", |b| { let (_, m) = b.with_match("tcp")?; b.set_u16(m.off, 0); Ok(()) }),
+        m!("match_size_past_target", "tcp_ports", "tcp match_size += 8, overlapping the target", |b| { let (_, m) = b.with_match("tcp")?; b.set_u16(m.off, (m.size + 8) as u16); Ok(()) }),
+        m!("comment_match_size_short", "comment", "comment match shrunk by 8 (offsets fixed)", |b| { let (e, m) = b.with_match("comment")?; b.splice(&e, m.off + m.size - 8, 8, &[])?; b.set_u16(m.off, (m.size - 8) as u16); Ok(()) }),
+        // Extension checks against the ip part.
+        m!("tcp_proto_udp", "tcp_ports", "tcp match on an entry with proto 17", |b| { let (e, _) = b.with_match("tcp")?; b.set_u16(e.off + 80, 17); Ok(()) }),
+        m!("tcp_proto_any", "tcp_ports", "tcp match on an entry with proto 0", |b| { let (e, _) = b.with_match("tcp")?; b.set_u16(e.off + 80, 0); Ok(()) }),
+        m!("tcp_proto_inverted", "tcp_ports", "tcp match on an entry with ! -p tcp (IPT_INV_PROTO)", |b| { let (e, _) = b.with_match("tcp")?; let v = b.b[e.off + 83]; b.set_u8(e.off + 83, v | IPT_INV_PROTO); Ok(()) }),
+        m!("tcp_bad_invflags", "tcp_ports", "tcp invflags = 0x80 (outside XT_TCP_INV_MASK)", |b| { let (_, m) = b.with_match("tcp")?; b.set_u8(m.off + XT_HDR + 11, 0x80); Ok(()) }),
+        m!("udp_proto_tcp", "udp", "udp match on an entry with proto 6", |b| { let (e, _) = b.with_match("udp")?; b.set_u16(e.off + 80, 6); Ok(()) }),
+        m!("udp_bad_invflags", "udp", "udp invflags = 0x04 (outside XT_UDP_INV_MASK)", |b| { let (_, m) = b.with_match("udp")?; b.set_u8(m.off + XT_HDR + 8, 0x04); Ok(()) }),
+        m!("icmp_proto_udp", "icmp", "icmp match on an entry with proto 17", |b| { let (e, _) = b.with_match("icmp")?; b.set_u16(e.off + 80, 17); Ok(()) }),
+        m!("icmp_bad_invflags", "icmp", "icmp invflags = 0x02 (outside IPT_ICMP_INV)", |b| { let (_, m) = b.with_match("icmp")?; b.set_u8(m.off + XT_HDR + 3, 0x02); Ok(()) }),
+        m!("multiport_count16", "multiport", "multiport count = 16 (> XT_MULTI_PORTS)", |b| { let (_, m) = b.with_match("multiport")?; b.set_u8(m.off + XT_HDR + 1, 16); Ok(()) }),
+        m!("multiport_bad_flags", "multiport", "multiport flags = 3 (not SOURCE/DESTINATION/EITHER)", |b| { let (_, m) = b.with_match("multiport")?; b.set_u8(m.off + XT_HDR, 3); Ok(()) }),
+        m!("multiport_proto_icmp", "multiport", "multiport on an entry with proto 1", |b| { let (e, _) = b.with_match("multiport")?; b.set_u16(e.off + 80, 1); Ok(()) }),
+        m!("multiport_proto_inverted", "multiport", "multiport on an entry with IPT_INV_PROTO", |b| { let (e, _) = b.with_match("multiport")?; let v = b.b[e.off + 83]; b.set_u8(e.off + 83, v | IPT_INV_PROTO); Ok(()) }),
+        m!("iprange_bad_flags", "iprange", "iprange flags = 0xf0 (no such bits)", |b| { let (_, m) = b.with_match("iprange")?; b.set_u8(m.off + XT_HDR + 64, 0xf0); Ok(()) }),
+        m!("ip_bad_flags", "tcp_ports", "rule 0 ip.flags = 0x04 (outside IPT_F_MASK)", |b| { let e = b.first_rule()?; b.set_u8(e.off + 82, 0x04); Ok(()) }),
+        m!("ip_bad_invflags", "tcp_ports", "rule 0 ip.invflags = 0x80 (outside IPT_INV_MASK)", |b| { let e = b.first_rule()?; b.set_u8(e.off + 83, 0x80); Ok(()) }),
+        m!("ip_goto_flag_on_accept", "tcp_ports", "rule 0 (-j ACCEPT) with IPT_F_GOTO set", |b| { let e = b.first_rule()?; b.set_u8(e.off + 82, 0x02); Ok(()) }),
+        m!("comment_unterminated", "comment", "comment text filled to 256 bytes without NUL", |b| { let (_, m) = b.with_match("comment")?; b.b[m.off + XT_HDR..m.off + XT_HDR + 256].fill(b'x'); Ok(()) }),
+        // Fields the kernel ignores or overwrites: must be accepted.
+        m!("counters_in_blob", "empty", "non-zero counters inside every entry (the kernel ignores them)", |b| { for e in b.ents.clone() { b.b[e.off + 96..e.off + 112].fill(0x11); } Ok(()) }),
+        m!("comefrom_garbage", "empty", "comefrom = 0xdeadbeef in every entry (the kernel clears it)", |b| { for e in b.ents.clone() { b.set_u32(e.off + 92, 0xdead_beef); } Ok(()) }),
+        m!("nfcache_garbage", "empty", "nfcache = 0xffffffff in every entry", |b| { for e in b.ents.clone() { b.set_u32(e.off + 84, u32::MAX); } Ok(()) }),
+        m!("invalid_hook_offsets_garbage", "empty", "hook_entry/underflow of invalid hooks (PREROUTING, POSTROUTING) = 0x12345678", |b| { for h in [0, 4] { b.set_u32(H_HOOK_ENTRY + 4 * h, 0x1234_5678); b.set_u32(H_UNDERFLOW + 4 * h, 0x1234_5678); } Ok(()) }),
+        // SET_ADD_COUNTERS (the base ruleset restored first, so the entry count is right).
+        m!("addcnt_control", "tcp_ports", "add_counters", "restore", "unmutated ADD_COUNTERS blob (control)", |_| Ok(())),
+        m!("addcnt_len_short", "tcp_ports", "add_counters", "restore", "last 16 bytes cut: length != 40 + 16 * num_counters", |b| { let n = b.b.len() - 16; b.b.truncate(n); Ok(()) }),
+        m!("addcnt_len_long", "tcp_ports", "add_counters", "restore", "16 bytes appended: length != 40 + 16 * num_counters", |b| { b.b.extend_from_slice(&[0; 16]); Ok(()) }),
+        m!("addcnt_count_plus1", "tcp_ports", "add_counters", "restore", "num_counters + 1 and 16 bytes appended: consistent, but not the table's entry count", |b| { let n = b.u32(32); b.set_u32(32, n + 1); b.b.extend_from_slice(&[0; 16]); Ok(()) }),
+        m!("addcnt_header_short", "tcp_ports", "add_counters", "restore", "blob cut to 20 bytes (shorter than xt_counters_info; oracle pads with zeros)", |b| { b.b.truncate(20); Ok(()) }),
+    ]
+}
+
+fn make(name: &str, captured: &Path, out: &Path) -> Result<()> {
+    let all = mutations();
+    let m = all.iter().find(|m| m.name == name).with_context(|| format!("no mutation {name}"))?;
+    let file = if m.kind == "add_counters" { "add_counters.bin" } else { "replace.bin" };
+    let path = captured.join(m.base).join(file);
+    let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+    let mut blob = if m.kind == "add_counters" {
+        Blob { b: bytes, ents: Vec::new() }
+    } else {
+        Blob::replace(bytes).with_context(|| format!("parse {}", path.display()))?
+    };
+    (m.f)(&mut blob).with_context(|| format!("mutation {name}"))?;
+    std::fs::write(out, &blob.b).with_context(|| format!("write {}", out.display()))
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [cmd] if cmd == "list" => {
+            let mut seen = std::collections::HashSet::new();
+            for m in mutations() {
+                if !seen.insert(m.name) {
+                    bail!("duplicate mutation {}", m.name);
+                }
+                println!("{}\t{}\t{}\t{}\t{}", m.name, m.base, m.kind, m.setup, m.desc);
+            }
+            Ok(())
+        }
+        [cmd, name, captured, out] if cmd == "make" => make(name, Path::new(captured), Path::new(out)),
+        _ => bail!("usage: xt-mutate list | xt-mutate make NAME CAPTURED_DIR OUT"),
+    }
+}
