@@ -1,1 +1,14 @@
-//! Side-by-side data-path and control-plane benchmarks.
+//! Side-by-side data-path and control-plane benchmarks of bpfilter, the kernel's
+//! iptables-legacy and nftables, following `shared/BENCH-BASELINE.md`: one sender thread
+//! interleaves every configuration (backend x rule kind x rule count), so that all of them see
+//! the same machine state, and the per-packet cost is the sender's thread CPU time.
+//!
+//! The `netbench` binary drives a run and writes `RESULTS.md` and `plot.svg`.
+
+pub mod backend;
+pub mod netns;
+pub mod progs;
+pub mod report;
+pub mod ruleset;
+pub mod sender;
+pub mod stats;

@@ -1,0 +1,390 @@
+//! `netbench`: per-packet cost (against rule count) and control-plane times of no firewall,
+//! iptables-legacy, nftables and bpfilter, measured interleaved in one run. Writes
+//! `RESULTS.md` and `plot.svg`. Needs root (namespaces, iptables, nft, BPF).
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Parser;
+
+use netbench::backend::{Backend, Daemon, Tools};
+use netbench::netns::{self, Pair, Snmp};
+use netbench::report::{ConfigResult, Report};
+use netbench::ruleset::{self, RuleKind, DPORT, DST, SRC};
+use netbench::sender::{self, Plan};
+use netbench::{progs, stats};
+
+/// Interleaved per-packet cost of firewalls against rule count, plus control-plane times.
+#[derive(Debug, Parser)]
+#[command(name = "netbench")]
+struct Args {
+    /// Development run: N in {0, 100, 1000}, 20 samples.
+    #[arg(long)]
+    quick: bool,
+    /// Rule counts (comma separated); default 0,10,100,1000,10000,50000.
+    #[arg(long, value_delimiter = ',')]
+    counts: Option<Vec<usize>>,
+    /// Kept samples (each one covers every configuration); default 90 (quick: 20).
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Samples thrown away first.
+    #[arg(long, default_value_t = 4)]
+    warmup: usize,
+    /// Sample length in ms.
+    #[arg(long, default_value_t = 500)]
+    sample_ms: u64,
+    /// Minimum time per visit in us.
+    #[arg(long, default_value_t = 300)]
+    visit_us: u64,
+    /// Packets per sendmmsg batch.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Backends to compare with no firewall (comma separated): iptables-legacy, nftables,
+    /// bpfilter.
+    #[arg(long, value_delimiter = ',', default_value = "iptables-legacy,nftables,bpfilter")]
+    backends: Vec<String>,
+    /// Rule kinds (comma separated): addr, port.
+    #[arg(long, value_delimiter = ',', default_value = "addr,port")]
+    kinds: Vec<String>,
+    /// Fail instead of skipping bpfilter when its binary or daemon is not usable.
+    #[arg(long)]
+    require_bpfilter: bool,
+    /// Folder of the `bpfilter` binary (default: the workspace's target/release).
+    #[arg(long, env = "BPFILTER_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Where RESULTS.md and plot.svg go (default: benches/netbench of the workspace).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the results only; write no file.
+    #[arg(long)]
+    no_write: bool,
+}
+
+/// Deletes the namespaces it holds when dropped, so that an error leaves nothing behind.
+struct Namespaces(Vec<Pair>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            p.destroy();
+        }
+    }
+}
+
+/// A configuration ready to be measured.
+struct Live {
+    /// Index into the results.
+    idx: usize,
+    /// Firewall namespace name.
+    firewall: String,
+    /// Connected sending socket (opened in the sender namespace).
+    tx: UdpSocket,
+    /// Bound, never read, receiving socket (opened in the firewall namespace).
+    _rx: UdpSocket,
+    /// Firewall namespace counters.
+    snmp: Snmp,
+    /// InReceives before sending.
+    in0: u64,
+}
+
+fn workspace_root() -> PathBuf {
+    // benches/netbench -> workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let t_run = Instant::now();
+    if !nix::unistd::geteuid().is_root() {
+        bail!("netbench needs root (network namespaces, iptables, nft, BPF)");
+    }
+    let counts = args.counts.clone().unwrap_or_else(|| {
+        if args.quick { vec![0, 100, 1000] } else { vec![0, 10, 100, 1000, 10_000, 50_000] }
+    });
+    if let Some(n) = counts.iter().find(|n| **n > ruleset::MAX_RULES) {
+        bail!("rule count {n} above {}", ruleset::MAX_RULES);
+    }
+    let samples = args.samples.unwrap_or(if args.quick { 20 } else { 90 });
+    let mut backends = Vec::new();
+    for b in &args.backends {
+        match Backend::from_name(b) {
+            Some(Backend::None) => {}
+            Some(b) if !backends.contains(&b) => backends.push(b),
+            Some(_) => {}
+            None => bail!("unknown backend {b:?}"),
+        }
+    }
+    let mut kinds = Vec::new();
+    for k in &args.kinds {
+        match RuleKind::from_name(k) {
+            Some(k) if !kinds.contains(&k) => kinds.push(k),
+            Some(_) => {}
+            None => bail!("unknown rule kind {k:?}"),
+        }
+    }
+    let root = workspace_root();
+    let bin_dir = args.bin_dir.clone().unwrap_or_else(|| root.join("target/release"));
+    let out_dir = args.out.clone().unwrap_or_else(|| root.join("benches/netbench"));
+    let pid = std::process::id();
+    let work = std::env::temp_dir().join(format!("netbench-{pid}"));
+    std::fs::create_dir_all(&work).with_context(|| format!("mkdir {}", work.display()))?;
+    let tools = Tools {
+        bpfilter: bin_dir.join("bpfilter"),
+        socket: PathBuf::from(format!("/run/netbench/bpfilter-{pid}.sock")),
+    };
+    let mut notes = vec![format!(
+        "{} UTC, kernel {}, {} CPUs; {}.",
+        utc_now(),
+        uname_r(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        tool_versions()
+    )];
+
+    let stale = netns::remove_stale()?;
+    if stale > 0 {
+        eprintln!("netbench: removed {stale} stale namespaces");
+    }
+
+    // The benchmark's own bpfilter daemon, with a private socket and bpffs folder.
+    let bpffs = PathBuf::from(format!("/sys/fs/bpf/netbench-{pid}"));
+    let mut daemon = None;
+    if backends.contains(&Backend::Bpfilter) {
+        let started = if tools.bpfilter.exists() {
+            Daemon::start(&tools.bpfilter, &tools.socket, &bpffs, &work.join("bpfilter-daemon.log"))
+        } else {
+            Err(anyhow::anyhow!("{} not found (build it with `make`)", tools.bpfilter.display()))
+        };
+        match started {
+            Ok(d) => daemon = Some(d),
+            Err(e) if !args.require_bpfilter => {
+                eprintln!("netbench: bpfilter skipped: {e:#}");
+                notes.push(format!("bpfilter not measured: {e:#}"));
+                backends.retain(|b| *b != Backend::Bpfilter);
+            }
+            Err(e) => return Err(e.context("bpfilter required")),
+        }
+    }
+
+    let result = run(&args, &tools, &counts, samples, &backends, &kinds, &work, notes, t_run);
+    if let Some(d) = daemon {
+        d.stop(&tools.bpfilter);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    let mut report = result?;
+    report.elapsed = t_run.elapsed();
+    let md = report.markdown();
+    println!("{md}");
+    if !args.no_write {
+        std::fs::create_dir_all(&out_dir)?;
+        let (mdp, svgp) = (out_dir.join("RESULTS.md"), out_dir.join("plot.svg"));
+        std::fs::write(&mdp, &md).with_context(|| format!("write {}", mdp.display()))?;
+        std::fs::write(&svgp, report.svg()).with_context(|| format!("write {}", svgp.display()))?;
+        eprintln!("netbench: wrote {} and {} in {:.0} s", mdp.display(), svgp.display(), report.elapsed.as_secs_f64());
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename these
+fn run(
+    args: &Args,
+    tools: &Tools,
+    counts: &[usize],
+    samples: usize,
+    backends: &[Backend],
+    kinds: &[RuleKind],
+    work: &Path,
+    notes: Vec<String>,
+    t_run: Instant,
+) -> Result<Report> {
+    let mut results = vec![ConfigResult::new(Backend::None, None, 0)];
+    for &k in kinds {
+        for &b in backends {
+            for &n in counts {
+                results.push(ConfigResult::new(b, Some(k), n));
+            }
+        }
+    }
+    let mut nss = Namespaces(Vec::new());
+    let mut live: Vec<Live> = Vec::new();
+    eprintln!("netbench: setting up {} configurations", results.len());
+    for (idx, r) in results.iter_mut().enumerate() {
+        let (b, k, n) = (r.backend, r.kind, r.n);
+        let tag = format!("{}-{}-{n}", b.tag(), k.map(|k| k.name()).unwrap_or("ref"));
+        let t0 = Instant::now();
+        match setup(tools, &tag, b, k, n, work, &mut nss, r) {
+            Ok(l) => live.push(Live { idx, ..l }),
+            Err(e) => {
+                eprintln!("netbench: {tag}: {e:#}");
+                if b == Backend::None {
+                    return Err(e.context("the no-firewall reference could not be set up"));
+                }
+                r.error = Some(format!("{e:#}"));
+            }
+        }
+        eprintln!(
+            "netbench: {tag}: ready in {:.2} s (load {} ms, append {} ms)",
+            t0.elapsed().as_secs_f64(),
+            r.restore.map(|d| format!("{:.1}", d.as_secs_f64() * 1e3)).unwrap_or("-".into()),
+            r.append.map(|d| format!("{:.1}", d.as_secs_f64() * 1e3)).unwrap_or("-".into()),
+        );
+    }
+
+    let plan = Plan {
+        batch: args.batch,
+        visit: Duration::from_micros(args.visit_us),
+        sample: Duration::from_millis(args.sample_ms),
+        warmup: args.warmup,
+        samples,
+        payload: 32,
+    };
+    for l in &mut live {
+        l.in0 = l.snmp.in_receives()?;
+    }
+    eprintln!(
+        "netbench: measuring {} configurations, {} samples of {} ms (setup took {:.0} s)",
+        live.len(),
+        samples,
+        args.sample_ms,
+        t_run.elapsed().as_secs_f64()
+    );
+    let socks: Vec<UdpSocket> = live.iter().map(|l| l.tx.try_clone()).collect::<std::io::Result<_>>()?;
+    let m = sender::measure(&socks, &plan, |done, total| {
+        if done % 10 == 0 || done == total {
+            eprintln!("netbench: sample {done}/{total}");
+        }
+    })?;
+    drop(socks);
+
+    // Checks: every packet reached the firewall namespace and crossed every rule.
+    for (c, l) in live.iter_mut().enumerate() {
+        let r = &mut results[l.idx];
+        let got = l.snmp.in_receives()?.saturating_sub(l.in0);
+        if got != m.sent[c] {
+            r.check_failures.push(format!("Ip InReceives {got} != sent {}", m.sent[c]));
+        }
+        if r.backend != Backend::None {
+            match tools.final_counter(r.backend, &l.firewall, r.n) {
+                Ok(p) if p == m.sent[c] => {}
+                Ok(p) => r.check_failures.push(format!("final rule counter {p} != sent {}", m.sent[c])),
+                Err(e) => r.check_failures.push(format!("final rule counter unreadable: {e:#}")),
+            }
+        }
+    }
+    let ref_pos = live.iter().position(|l| results[l.idx].backend == Backend::None).context("no reference")?;
+    for (c, l) in live.iter().enumerate() {
+        let r = &mut results[l.idx];
+        for s in &m.samples {
+            r.cpu.push(s[c].cpu_per_pkt());
+            r.wall.push(s[c].wall_per_pkt());
+            r.added.push(s[c].cpu_per_pkt() - s[ref_pos].cpu_per_pkt());
+        }
+    }
+    let wall_vs_cpu: Vec<f64> = results
+        .iter()
+        .filter(|r| !r.cpu.is_empty())
+        .map(|r| stats::median(&r.wall) / stats::median(&r.cpu))
+        .collect();
+    let mut notes = notes;
+    notes.push(format!(
+        "Traffic: UDP {SRC} -> {DST}:{DPORT}, 32-byte payload, sendmmsg batches of {}, >= {} us per visit; \
+         wall/CPU time per packet across configurations: {:.3}-{:.3}.",
+        args.batch,
+        args.visit_us,
+        wall_vs_cpu.iter().copied().fold(f64::INFINITY, f64::min),
+        wall_vs_cpu.iter().copied().fold(0.0, f64::max),
+    ));
+    drop(live);
+    eprintln!("netbench: tearing down");
+    drop(nss);
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    Ok(Report {
+        configs: results,
+        counts: counts.to_vec(),
+        backends: backends.to_vec(),
+        kinds: kinds.to_vec(),
+        samples,
+        sample_len: plan.sample,
+        rounds: m.rounds,
+        command: format!("make bench  # = cargo run --release -p netbench -- {}", argv.join(" ")).trim_end().to_string(),
+        notes,
+        elapsed: t_run.elapsed(),
+    })
+}
+
+/// Create one configuration: namespaces, sockets, ruleset (timed), one appended rule (timed).
+#[allow(clippy::too_many_arguments)] // one call site
+fn setup(
+    tools: &Tools,
+    tag: &str,
+    b: Backend,
+    k: Option<RuleKind>,
+    n: usize,
+    work: &Path,
+    nss: &mut Namespaces,
+    r: &mut ConfigResult,
+) -> Result<Live> {
+    let pair = Pair::create(tag)?;
+    nss.0.push(pair.clone());
+    let tx = netns::in_netns(&pair.sender, || {
+        let s = UdpSocket::bind((SRC, 0)).context("bind sender")?;
+        s.connect((DST, DPORT)).context("connect sender")?;
+        Ok(s)
+    })?;
+    let rx = netns::in_netns(&pair.firewall, || UdpSocket::bind((DST, DPORT)).context("bind receiver"))?;
+    let snmp = Snmp::open(&pair.firewall)?;
+    if let Some(k) = k {
+        let rules = ruleset::rules(k, n);
+        let file = match b {
+            Backend::Nft => {
+                let p = work.join(format!("{}-{n}.nft", k.name()));
+                if !p.exists() {
+                    std::fs::write(&p, ruleset::nft_file(&rules))?;
+                }
+                p
+            }
+            _ => {
+                let p = work.join(format!("{}-{n}.save", k.name()));
+                if !p.exists() {
+                    std::fs::write(&p, ruleset::iptables_save(&rules))?;
+                }
+                p
+            }
+        };
+        let before = if b == Backend::Bpfilter { progs::list("bpfltr_")? } else { Vec::new() };
+        r.restore = Some(tools.restore(b, &pair.firewall, &file)?);
+        if b == Backend::Bpfilter {
+            r.progs = progs::new_since(&before, &progs::list("bpfltr_")?);
+        }
+        let mut t = Vec::new();
+        for _ in 0..3 {
+            t.push(tools.append(b, &pair.firewall, &ruleset::appended_rule())?.as_secs_f64());
+        }
+        r.append = Some(Duration::from_secs_f64(stats::median(&t)));
+    }
+    Ok(Live { idx: 0, firewall: pair.firewall.clone(), tx, _rx: rx, snmp, in0: 0 })
+}
+
+fn uname_r() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn tool_versions() -> String {
+    let v = |prog: &str, arg: &str| {
+        std::process::Command::new(prog)
+            .arg(arg)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+            .unwrap_or_default()
+    };
+    format!("{}, {}", v("iptables-legacy", "--version"), v("nft", "--version"))
+}

@@ -1,0 +1,671 @@
+//! Results: per-configuration figures, the summaries the issue asks for (added ns per packet,
+//! ns per rule, ratios to iptables-legacy, control-plane times, program sizes), the markdown
+//! table and the SVG plot.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::backend::Backend;
+use crate::progs::ProgInfo;
+use crate::ruleset::RuleKind;
+use crate::stats::{median, quantile, slope};
+
+/// Everything known about one configuration (backend x rule kind x N).
+#[derive(Debug, Clone)]
+pub struct ConfigResult {
+    /// Firewall.
+    pub backend: Backend,
+    /// Rule kind (None for the no-firewall reference).
+    pub kind: Option<RuleKind>,
+    /// Non-matching rules before the final ACCEPT.
+    pub n: usize,
+    /// Time to load the ruleset into a fresh namespace.
+    pub restore: Option<Duration>,
+    /// Median time to append one rule to it.
+    pub append: Option<Duration>,
+    /// bpfltr_* programs the load created (bpfilter only).
+    pub progs: Vec<ProgInfo>,
+    /// Why the configuration could not be set up (then it is not measured).
+    pub error: Option<String>,
+    /// Failed checks (packets received, final rule counter).
+    pub check_failures: Vec<String>,
+    /// Per kept sample: CPU ns per packet.
+    pub cpu: Vec<f64>,
+    /// Per kept sample: wall ns per packet.
+    pub wall: Vec<f64>,
+    /// Per kept sample: CPU ns per packet minus the no-firewall configuration's in that sample.
+    pub added: Vec<f64>,
+}
+
+impl ConfigResult {
+    /// A configuration not measured yet.
+    pub fn new(backend: Backend, kind: Option<RuleKind>, n: usize) -> ConfigResult {
+        ConfigResult {
+            backend,
+            kind,
+            n,
+            restore: None,
+            append: None,
+            progs: Vec::new(),
+            error: None,
+            check_failures: Vec::new(),
+            cpu: Vec::new(),
+            wall: Vec::new(),
+            added: Vec::new(),
+        }
+    }
+
+    /// Median added ns per packet.
+    pub fn added_median(&self) -> f64 {
+        median(&self.added)
+    }
+}
+
+/// Per-rule cost of one (backend, kind) series.
+#[derive(Debug, Clone, Copy)]
+pub struct Series {
+    /// Median over samples of the per-sample least-squares slope (ns per rule).
+    pub slope: f64,
+    /// Quartiles of the per-sample slope.
+    pub slope_q1: f64,
+    /// Upper quartile.
+    pub slope_q3: f64,
+    /// Slope between the medians at 1,000 and 10,000 rules.
+    pub seg_mid: f64,
+    /// Slope between the medians at 10,000 and the largest N (50,000).
+    pub seg_high: f64,
+    /// Median added ns per packet at N = 0.
+    pub fixed: f64,
+}
+
+/// The whole run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Every configuration, the no-firewall reference first.
+    pub configs: Vec<ConfigResult>,
+    /// Rule counts measured.
+    pub counts: Vec<usize>,
+    /// Backends measured (beside none).
+    pub backends: Vec<Backend>,
+    /// Rule kinds measured.
+    pub kinds: Vec<RuleKind>,
+    /// Kept samples.
+    pub samples: usize,
+    /// Sample length.
+    pub sample_len: Duration,
+    /// Rounds over all configurations.
+    pub rounds: u64,
+    /// Command that reproduces the run.
+    pub command: String,
+    /// Free text about the run (date, kernel, machine, notes such as a skipped backend).
+    pub notes: Vec<String>,
+    /// Total run time.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// The configuration (backend, kind, n), if measured.
+    pub fn get(&self, b: Backend, k: RuleKind, n: usize) -> Option<&ConfigResult> {
+        self.configs.iter().find(|c| c.backend == b && c.kind == Some(k) && c.n == n)
+    }
+
+    /// The no-firewall reference.
+    pub fn reference(&self) -> Option<&ConfigResult> {
+        self.configs.iter().find(|c| c.backend == Backend::None)
+    }
+
+    /// Per-rule figures of one series; None when it has fewer than two measured N.
+    pub fn series(&self, b: Backend, k: RuleKind) -> Option<Series> {
+        let cfgs: Vec<&ConfigResult> = self
+            .counts
+            .iter()
+            .filter_map(|&n| self.get(b, k, n))
+            .filter(|c| !c.added.is_empty())
+            .collect();
+        if cfgs.len() < 2 {
+            return None;
+        }
+        let xs: Vec<f64> = cfgs.iter().map(|c| c.n as f64).collect();
+        let samples = cfgs.iter().map(|c| c.added.len()).min().unwrap_or(0);
+        let per_sample: Vec<f64> = (0..samples)
+            .map(|s| {
+                let ys: Vec<f64> = cfgs.iter().map(|c| c.added[s]).collect();
+                slope(&xs, &ys)
+            })
+            .collect();
+        let at = |n: usize| self.get(b, k, n).map(|c| c.added_median()).unwrap_or(f64::NAN);
+        let max_n = self.counts.iter().copied().max().unwrap_or(0);
+        Some(Series {
+            slope: median(&per_sample),
+            slope_q1: quantile(&per_sample, 0.25),
+            slope_q3: quantile(&per_sample, 0.75),
+            seg_mid: (at(10_000) - at(1_000)) / 9_000.0,
+            seg_high: if max_n > 10_000 { (at(max_n) - at(10_000)) / (max_n - 10_000) as f64 } else { f64::NAN },
+            fixed: at(0),
+        })
+    }
+
+    /// The markdown results file.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "# netbench results\n");
+        let _ = writeln!(s, "Reproduce (as root, from the workspace root): `{}`\n", self.command);
+        for n in &self.notes {
+            let _ = writeln!(s, "- {n}");
+        }
+        if let Some(r) = self.reference() {
+            let _ = writeln!(
+                s,
+                "- {} kept samples of {} ms ({} rounds over {} configurations); no-firewall \
+                 reference: {:.0} ns/packet sender CPU ({:.0} ns wall); run took {:.0} s.",
+                self.samples,
+                self.sample_len.as_millis(),
+                self.rounds,
+                self.configs.iter().filter(|c| c.error.is_none()).count(),
+                median(&r.cpu),
+                median(&r.wall),
+                self.elapsed.as_secs_f64()
+            );
+        }
+        let _ = writeln!(
+            s,
+            "- Method: ../../../shared/BENCH-BASELINE.md (one sender thread, interleaved \
+             configurations, sender thread CPU time per packet, medians of per-sample \
+             differences with the no-firewall configuration). Noise: about +-3 % on slopes \
+             for iptables-legacy, +-9 % for nft, +-15 ns on fixed costs.\n"
+        );
+        self.datapath_tables(&mut s);
+        self.control_tables(&mut s);
+        self.prog_table(&mut s);
+        self.targets(&mut s);
+        self.checks(&mut s);
+        s
+    }
+
+    fn n_header(&self) -> String {
+        self.counts.iter().map(|n| format!(" N={n} |")).collect()
+    }
+
+    fn datapath_tables(&self, s: &mut String) {
+        let _ = writeln!(s, "## Data path: ns per packet added over no firewall (INPUT hook)\n");
+        let _ = writeln!(s, "![ns per packet against N](plot.svg)\n");
+        for &k in &self.kinds {
+            let title = match k {
+                RuleKind::Addr => "Rules failing on the source address (`-s 10.1.x.y/32 -p udp -m udp --dport 5001 -j DROP`)",
+                RuleKind::Port => "Rules failing on the port (`-p udp -m udp --dport P -j DROP`, P != 5001)",
+            };
+            let _ = writeln!(s, "### {title}\n");
+            let _ = writeln!(
+                s,
+                "| backend |{} ns/rule (fit, IQR) | ns/rule 1k-10k | ns/rule 10k-max | per-rule ratio to iptables-legacy | fixed-cost ratio |",
+                self.n_header()
+            );
+            let _ = writeln!(s, "|---|{}---|---|---|---|---|", "---|".repeat(self.counts.len()));
+            let legacy = self.series(Backend::Legacy, k);
+            for &b in &self.backends {
+                let mut row = format!("| {} |", b.name());
+                for &n in &self.counts {
+                    match self.get(b, k, n) {
+                        Some(c) if c.error.is_some() => row.push_str(" failed |"),
+                        Some(c) if !c.added.is_empty() => {
+                            let _ = write!(row, " {:+.0} |", c.added_median());
+                        }
+                        _ => row.push_str(" - |"),
+                    }
+                }
+                match self.series(b, k) {
+                    Some(se) => {
+                        let _ = write!(
+                            row,
+                            " {:.2} ({:.2}-{:.2}) | {} | {} | {} | {} |",
+                            se.slope,
+                            se.slope_q1,
+                            se.slope_q3,
+                            f2(se.seg_mid),
+                            f2(se.seg_high),
+                            legacy.map(|l| ratio(se.slope, l.slope)).unwrap_or_else(|| "-".into()),
+                            legacy.map(|l| ratio(se.fixed, l.fixed)).unwrap_or_else(|| "-".into()),
+                        );
+                    }
+                    None => row.push_str(" - | - | - | - | - |"),
+                }
+                let _ = writeln!(s, "{row}");
+            }
+            let _ = writeln!(s);
+        }
+        let _ = writeln!(s, "Ratio of added ns/packet to iptables-legacy's at the same N:\n");
+        let _ = writeln!(s, "| backend | rules |{}", self.n_header());
+        let _ = writeln!(s, "|---|---|{}", "---|".repeat(self.counts.len()));
+        for &k in &self.kinds {
+            for &b in self.backends.iter().filter(|b| **b != Backend::Legacy) {
+                let mut row = format!("| {} | {} |", b.name(), k.name());
+                for &n in &self.counts {
+                    let v = self.get(b, k, n).map(|c| c.added_median()).unwrap_or(f64::NAN);
+                    let l = self.get(Backend::Legacy, k, n).map(|c| c.added_median()).unwrap_or(f64::NAN);
+                    let _ = write!(row, " {} |", ratio(v, l));
+                }
+                let _ = writeln!(s, "{row}");
+            }
+        }
+        let _ = writeln!(s);
+    }
+
+    fn control_tables(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "## Control plane: ms to load an N-rule ruleset into a fresh namespace / to append one rule to it\n"
+        );
+        let _ = writeln!(
+            s,
+            "Wall time around the whole command (`ip netns exec` and process start, about 3.4 ms, included). \
+             Load: `iptables-legacy-restore FILE`, `nft -f FILE`, `bpfilter iptables-restore FILE`; \
+             append: `-A INPUT ...` / `nft add rule ...` (median of 3).\n"
+        );
+        let _ = writeln!(s, "| backend | rules | op |{}", self.n_header());
+        let _ = writeln!(s, "|---|---|---|{}", "---|".repeat(self.counts.len()));
+        for &b in &self.backends {
+            for &k in &self.kinds {
+                for (op, f) in [
+                    ("load", (|c: &ConfigResult| c.restore) as fn(&ConfigResult) -> Option<Duration>),
+                    ("append", |c: &ConfigResult| c.append),
+                ] {
+                    let mut row = format!("| {} | {} | {op} |", b.name(), k.name());
+                    for &n in &self.counts {
+                        match self.get(b, k, n) {
+                            Some(c) if c.error.is_some() && f(c).is_none() => row.push_str(" failed |"),
+                            Some(c) => match f(c) {
+                                Some(d) => {
+                                    let _ = write!(row, " {:.1} |", ms(d));
+                                }
+                                None => row.push_str(" - |"),
+                            },
+                            None => row.push_str(" - |"),
+                        }
+                    }
+                    let _ = writeln!(s, "{row}");
+                }
+            }
+        }
+        let _ = writeln!(s);
+    }
+
+    fn prog_table(&self, s: &mut String) {
+        let rows: Vec<&ConfigResult> =
+            self.configs.iter().filter(|c| c.backend == Backend::Bpfilter && c.kind.is_some()).collect();
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "## bpfilter programs (new `bpfltr_*` programs after the load, from `bpftool prog show`)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| rules | N | load ms | programs | xlated insns (all) | largest program: name, insns, JIT bytes |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        for c in rows {
+            let total: u64 = c.progs.iter().map(|p| p.insns()).sum();
+            let big = c.progs.iter().max_by_key(|p| p.xlated);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                c.kind.map(|k| k.name()).unwrap_or("-"),
+                c.n,
+                c.restore.map(|d| format!("{:.1}", ms(d))).unwrap_or_else(|| "failed".into()),
+                c.progs.len(),
+                total,
+                big.map(|p| format!("{} {} {}", p.name, p.insns(), p.jited)).unwrap_or_else(|| "-".into())
+            );
+        }
+        let _ = writeln!(s);
+        let errs: Vec<&ConfigResult> = self.configs.iter().filter(|c| c.error.is_some()).collect();
+        if !errs.is_empty() {
+            let _ = writeln!(s, "Configurations that could not be set up:\n");
+            for c in errs {
+                let _ = writeln!(
+                    s,
+                    "- {} {} N={}: {}",
+                    c.backend.name(),
+                    c.kind.map(|k| k.name()).unwrap_or("-"),
+                    c.n,
+                    c.error.as_deref().unwrap_or("").lines().next().unwrap_or("")
+                );
+            }
+            let _ = writeln!(s);
+        }
+    }
+
+    /// The issue's targets for bpfilter, each with its figures and a verdict.
+    pub fn target_rows(&self) -> Vec<(String, String, bool)> {
+        let mut out = Vec::new();
+        let b = Backend::Bpfilter;
+        for (k, limit) in [(RuleKind::Addr, 3.0), (RuleKind::Port, 5.0)] {
+            if let (Some(bs), Some(ls)) = (self.series(b, k), self.series(Backend::Legacy, k)) {
+                out.push((
+                    format!("per-rule cost, {} rules, <= 1/{limit:.0} of iptables-legacy", k.name()),
+                    format!("{:.2} vs {:.2} ns/rule (ratio {:.3}, limit {:.3})", bs.slope, ls.slope, bs.slope / ls.slope, 1.0 / limit),
+                    bs.slope <= ls.slope / limit,
+                ));
+            }
+        }
+        for k in &self.kinds {
+            if let (Some(bs), Some(ls)) = (self.series(b, *k), self.series(Backend::Legacy, *k)) {
+                out.push((
+                    format!("fixed cost (N=0), {} rules, <= iptables-legacy", k.name()),
+                    format!("{:+.0} vs {:+.0} ns/packet", bs.fixed, ls.fixed),
+                    bs.fixed <= ls.fixed + 15.0,
+                ));
+            }
+        }
+        let load = |be: Backend| -> Option<f64> {
+            let v: Vec<f64> = self
+                .kinds
+                .iter()
+                .filter_map(|k| self.get(be, *k, 10_000).and_then(|c| c.restore).map(ms))
+                .collect();
+            if v.is_empty() { None } else { Some(median(&v)) }
+        };
+        if let (Some(bl), Some(ll)) = (load(b), load(Backend::Legacy)) {
+            out.push((
+                "10,000-rule load <= 1/2 of iptables-legacy-restore".to_string(),
+                format!("{bl:.0} vs {ll:.0} ms (ratio {:.2})", bl / ll),
+                bl <= ll / 2.0,
+            ));
+        }
+        let max_n = self.counts.iter().copied().max().unwrap_or(0);
+        if max_n > 10_000 && self.counts.contains(&1_000) && self.counts.contains(&10_000) {
+            for k in &self.kinds {
+                let failed = self.get(b, *k, max_n).is_none_or(|c| c.added.is_empty());
+                if let Some(bs) = self.series(b, *k) {
+                    // A cliff: the marginal cost per rule above 10,000 rules well beyond the
+                    // cost between 1,000 and 10,000 (more than the noise allows).
+                    let ok = !failed && bs.seg_high <= bs.seg_mid * 1.5 + 0.3;
+                    out.push((
+                        format!("no cliff up to {max_n} rules ({} rules)", k.name()),
+                        if failed {
+                            format!("{max_n} rules not measured (load failed)")
+                        } else {
+                            format!("{:.2} ns/rule for 1k-10k, {:.2} for 10k-{}k", bs.seg_mid, bs.seg_high, max_n / 1000)
+                        },
+                        ok,
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    fn targets(&self, s: &mut String) {
+        let rows = self.target_rows();
+        let _ = writeln!(s, "## Targets (bpfilter against iptables-legacy)\n");
+        if rows.is_empty() {
+            let _ = writeln!(s, "bpfilter was not measured in this run.\n");
+            return;
+        }
+        let _ = writeln!(s, "| target | figures | met |");
+        let _ = writeln!(s, "|---|---|---|");
+        for (t, f, ok) in rows {
+            let _ = writeln!(s, "| {t} | {f} | {} |", if ok { "yes" } else { "**no**" });
+        }
+        let _ = writeln!(s);
+    }
+
+    fn checks(&self, s: &mut String) {
+        let _ = writeln!(s, "## Checks\n");
+        let fails: Vec<String> = self
+            .configs
+            .iter()
+            .flat_map(|c| {
+                c.check_failures.iter().map(move |f| {
+                    format!("{} {} N={}: {f}", c.backend.name(), c.kind.map(|k| k.name()).unwrap_or("-"), c.n)
+                })
+            })
+            .collect();
+        if fails.is_empty() {
+            let _ = writeln!(
+                s,
+                "Every measured configuration: `Ip InReceives` in the firewall namespace == packets sent, \
+                 and the final ACCEPT rule's counter == packets sent.\n"
+            );
+        } else {
+            let _ = writeln!(s, "FAILED checks (figures of these configurations are not trustworthy):\n");
+            for f in fails {
+                let _ = writeln!(s, "- {f}");
+            }
+            let _ = writeln!(s);
+        }
+    }
+
+    /// The plot: total sender CPU ns per packet against N, log-log, one panel per rule kind.
+    pub fn svg(&self) -> String {
+        let (pw, ph) = (470.0_f64, 360.0_f64);
+        let (ml, mr, mt, mb) = (70.0, 15.0, 40.0, 50.0);
+        let width = pw * self.kinds.len().max(1) as f64;
+        let height = ph + 40.0;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" \
+             viewBox=\"0 0 {width:.0} {height:.0}\" font-family=\"sans-serif\" font-size=\"12\">"
+        );
+        let _ = writeln!(s, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
+        // Shared y range over every measured point.
+        let mut ys: Vec<f64> = self
+            .configs
+            .iter()
+            .filter(|c| !c.cpu.is_empty())
+            .map(|c| median(&c.cpu))
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .collect();
+        if ys.is_empty() {
+            ys.push(1000.0);
+        }
+        let ymin = ys.iter().copied().fold(f64::INFINITY, f64::min);
+        let ymax = ys.iter().copied().fold(0.0, f64::max);
+        let (ly0, ly1) = ((ymin * 0.8).log10().floor(), (ymax * 1.25).log10().ceil());
+        let ly1 = if ly1 <= ly0 { ly0 + 1.0 } else { ly1 };
+        // x: log10(N) with N = 0 drawn one decade left of the smallest non-zero N.
+        let nz: Vec<usize> = self.counts.iter().copied().filter(|n| *n > 0).collect();
+        let lx_min_nz = nz.iter().map(|n| (*n as f64).log10()).fold(f64::INFINITY, f64::min);
+        let lx_min_nz = if lx_min_nz.is_finite() { lx_min_nz } else { 1.0 };
+        let lx0 = if self.counts.contains(&0) { lx_min_nz - 1.0 } else { lx_min_nz };
+        let lx1 = nz.iter().map(|n| (*n as f64).log10()).fold(lx0 + 1.0, f64::max);
+        let lx = |n: usize| if n == 0 { lx_min_nz - 1.0 } else { (n as f64).log10() };
+        let colors = |b: Backend| match b {
+            Backend::None => "#777777",
+            Backend::Legacy => "#d62728",
+            Backend::Nft => "#1f77b4",
+            Backend::Bpfilter => "#2ca02c",
+        };
+        for (pi, k) in self.kinds.iter().enumerate() {
+            let ox = pi as f64 * pw;
+            let (x0, x1, y0, y1) = (ox + ml, ox + pw - mr, mt, ph - mb + mt - 20.0);
+            let px = |n: usize| x0 + (lx(n) - lx0) / (lx1 - lx0) * (x1 - x0);
+            let py = |v: f64| y1 - (v.log10() - ly0) / (ly1 - ly0) * (y1 - y0);
+            let title = match k {
+                RuleKind::Addr => "rules failing on the address",
+                RuleKind::Port => "rules failing on the port",
+            };
+            let _ = writeln!(s, "<text x=\"{:.1}\" y=\"22\" text-anchor=\"middle\" font-weight=\"bold\">{title}</text>", (x0 + x1) / 2.0);
+            let _ = writeln!(s, "<rect x=\"{x0:.1}\" y=\"{y0:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"none\" stroke=\"black\"/>", x1 - x0, y1 - y0);
+            // y grid: decades and 2x, 5x.
+            let mut d = ly0 as i32;
+            while d as f64 <= ly1 {
+                for m in [1.0, 2.0, 5.0] {
+                    let v = m * 10f64.powi(d);
+                    if v.log10() < ly0 - 1e-9 || v.log10() > ly1 + 1e-9 {
+                        continue;
+                    }
+                    let y = py(v);
+                    let _ = writeln!(s, "<line x1=\"{x0:.1}\" y1=\"{y:.1}\" x2=\"{x1:.1}\" y2=\"{y:.1}\" stroke=\"#dddddd\"/>");
+                    let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>", x0 - 4.0, y + 4.0, human_ns(v));
+                }
+                d += 1;
+            }
+            for &n in &self.counts {
+                let x = px(n);
+                let _ = writeln!(s, "<line x1=\"{x:.1}\" y1=\"{y0:.1}\" x2=\"{x:.1}\" y2=\"{y1:.1}\" stroke=\"#eeeeee\"/>");
+                let _ = writeln!(s, "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>", y1 + 16.0, human_n(n));
+            }
+            let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">rules before the matching one (N)</text>", (x0 + x1) / 2.0, y1 + 34.0);
+            let _ = writeln!(s, "<text transform=\"translate({:.1},{:.1}) rotate(-90)\" text-anchor=\"middle\">sender CPU per packet</text>", ox + 14.0, (y0 + y1) / 2.0);
+            let mut legend_y = y0 + 16.0;
+            let mut series: Vec<(Backend, Vec<(usize, f64)>)> = Vec::new();
+            if let Some(r) = self.reference() {
+                let v = median(&r.cpu);
+                series.push((Backend::None, self.counts.iter().map(|&n| (n, v)).collect()));
+            }
+            for &b in &self.backends {
+                let pts: Vec<(usize, f64)> = self
+                    .counts
+                    .iter()
+                    .filter_map(|&n| self.get(b, *k, n))
+                    .filter(|c| !c.cpu.is_empty())
+                    .map(|c| (c.n, median(&c.cpu)))
+                    .collect();
+                series.push((b, pts));
+            }
+            for (b, pts) in series {
+                if pts.is_empty() {
+                    continue;
+                }
+                let col = colors(b);
+                let path: Vec<String> = pts.iter().map(|(n, v)| format!("{:.1},{:.1}", px(*n), py(*v))).collect();
+                let dash = if b == Backend::None { " stroke-dasharray=\"5,4\"" } else { "" };
+                let _ = writeln!(s, "<polyline points=\"{}\" fill=\"none\" stroke=\"{col}\" stroke-width=\"2\"{dash}/>", path.join(" "));
+                for (n, v) in &pts {
+                    let _ = writeln!(s, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{col}\"/>", px(*n), py(*v));
+                }
+                let _ = writeln!(s, "<line x1=\"{:.1}\" y1=\"{legend_y:.1}\" x2=\"{:.1}\" y2=\"{legend_y:.1}\" stroke=\"{col}\" stroke-width=\"2\"{dash}/>", x0 + 8.0, x0 + 28.0);
+                let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>", x0 + 32.0, legend_y + 4.0, b.name());
+                legend_y += 16.0;
+            }
+        }
+        let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555555\">UDP into INPUT over veth, medians of {} interleaved samples; log-log, N = 0 drawn at the left</text>", width / 2.0, height - 8.0, self.samples);
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn f2(v: f64) -> String {
+    if v.is_finite() { format!("{v:.2}") } else { "-".into() }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && b.abs() > 1e-9 { format!("{:.2}", a / b) } else { "-".into() }
+}
+
+fn human_n(n: usize) -> String {
+    if n >= 1000 && n % 1000 == 0 { format!("{}k", n / 1000) } else { n.to_string() }
+}
+
+fn human_ns(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{} ms", trim(v / 1e6))
+    } else if v >= 1e3 {
+        format!("{} us", trim(v / 1e3))
+    } else {
+        format!("{} ns", trim(v))
+    }
+}
+
+fn trim(v: f64) -> String {
+    let s = format!("{v:.1}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(b: Backend, k: Option<RuleKind>, n: usize, base: f64, per_rule: f64, fixed: f64) -> ConfigResult {
+        let mut c = ConfigResult::new(b, k, n);
+        for s in 0..5 {
+            let jitter = s as f64; // same in every configuration of a sample
+            let added = if b == Backend::None { 0.0 } else { fixed + per_rule * n as f64 };
+            c.cpu.push(base + jitter + added);
+            c.wall.push(base + jitter + added);
+            c.added.push(added);
+        }
+        c.restore = Some(Duration::from_millis(1 + n as u64 / 100));
+        c.append = Some(Duration::from_millis(2));
+        c
+    }
+
+    fn report() -> Report {
+        let counts = vec![0, 10, 100, 1000, 10_000, 50_000];
+        let mut configs = vec![cfg(Backend::None, None, 0, 2900.0, 0.0, 0.0)];
+        for k in [RuleKind::Addr, RuleKind::Port] {
+            for &n in &counts {
+                configs.push(cfg(Backend::Legacy, Some(k), n, 2900.0, 4.5, 98.0));
+                configs.push(cfg(Backend::Bpfilter, Some(k), n, 2900.0, 1.0, 60.0));
+            }
+        }
+        Report {
+            configs,
+            counts,
+            backends: vec![Backend::Legacy, Backend::Bpfilter],
+            kinds: vec![RuleKind::Addr, RuleKind::Port],
+            samples: 5,
+            sample_len: Duration::from_millis(500),
+            rounds: 10,
+            command: "make bench".into(),
+            notes: vec![],
+            elapsed: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn series_slopes_and_segments() {
+        let r = report();
+        let s = r.series(Backend::Legacy, RuleKind::Addr).expect("series");
+        assert!((s.slope - 4.5).abs() < 1e-9);
+        assert!((s.seg_mid - 4.5).abs() < 1e-9);
+        assert!((s.seg_high - 4.5).abs() < 1e-9);
+        assert!((s.fixed - 98.0).abs() < 1e-9);
+        assert!(r.series(Backend::Nft, RuleKind::Addr).is_none());
+    }
+
+    #[test]
+    fn targets_judged() {
+        let r = report();
+        let rows = r.target_rows();
+        // addr: 1.0 <= 4.5/3 met; port: 1.0 > 4.5/5 = 0.9 not met.
+        let addr = rows.iter().find(|r| r.0.contains("addr rules, <= 1/3")).expect("addr");
+        assert!(addr.2);
+        let port = rows.iter().find(|r| r.0.contains("port rules, <= 1/5")).expect("port");
+        assert!(!port.2);
+        assert!(rows.iter().filter(|r| r.0.starts_with("fixed")).all(|r| r.2));
+        assert!(rows.iter().filter(|r| r.0.starts_with("no cliff")).all(|r| r.2));
+        let load = rows.iter().find(|r| r.0.starts_with("10,000-rule load")).expect("load");
+        assert!(!load.2, "same load times: not half");
+    }
+
+    #[test]
+    fn markdown_and_svg_render() {
+        let r = report();
+        let md = r.markdown();
+        assert!(md.contains("| iptables-legacy | +98 | +143 |"), "{md}");
+        assert!(md.contains("| bpfilter | +60 | +70 |"));
+        assert!(md.contains("4.50 (4.50-4.50)"));
+        assert!(md.contains("## Targets"));
+        let svg = r.svg();
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<polyline").count(), 2 * 3);
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_ns(2000.0), "2 us");
+        assert_eq!(human_ns(500.0), "500 ns");
+        assert_eq!(human_ns(1.5e6), "1.5 ms");
+        assert_eq!(human_n(50_000), "50k");
+        assert_eq!(human_n(10), "10");
+    }
+}
