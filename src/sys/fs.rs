@@ -165,6 +165,51 @@ mod tests {
     use crate::sys::testutil::{require_bpf, TempPinDir};
 
     #[test]
+    fn mounts_bpffs_when_missing() {
+        if !crate::sys::testutil::require_netns() {
+            return;
+        }
+        // In a private mount namespace of a helper thread: unmount bpffs there (the host mount
+        // stays), then ensure_bpffs must mount a fresh one. The namespace dies with the thread.
+        let r = std::thread::spawn(|| -> std::result::Result<(bool, bool, bool), String> {
+            // SAFETY: unshare only affects this thread (CLONE_NEWNS implies CLONE_FS, which
+            // gives the thread its own fs_struct); no memory is involved.
+            if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+                return Err(format!("unshare: {}", std::io::Error::last_os_error()));
+            }
+            use nix::mount::{mount, umount2, MntFlags, MsFlags};
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .map_err(|e| format!("make-rprivate: {e}"))?;
+            for _ in 0..8 {
+                if !is_bpffs(BPFFS_MOUNT).map_err(|e| e.to_string())? {
+                    break;
+                }
+                umount2(BPFFS_MOUNT, MntFlags::MNT_DETACH).map_err(|e| format!("umount: {e}"))?;
+            }
+            let before = is_bpffs(BPFFS_MOUNT).map_err(|e| e.to_string())?;
+            let root = Path::new(BPFFS_MOUNT).join("bpfltr-mnt-test/ns");
+            ensure_bpffs(&root).map_err(|e| e.to_string())?;
+            Ok((
+                before,
+                is_bpffs(BPFFS_MOUNT).map_err(|e| e.to_string())?,
+                root.is_dir(),
+            ))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(r, Ok((false, true, true)));
+        // The host's bpffs was not touched.
+        assert!(is_bpffs(BPFFS_MOUNT).unwrap());
+        assert!(!Path::new(BPFFS_MOUNT).join("bpfltr-mnt-test").exists());
+    }
+
+    #[test]
     fn bpffs_root_and_remove_tree() {
         if !require_bpf() {
             return;

@@ -72,6 +72,20 @@ impl Link {
         })
     }
 
+    /// [`Link::netfilter`] in the network namespace `netns` (entered on a helper thread).
+    pub fn netfilter_in(
+        netns: BorrowedFd<'_>,
+        prog: &Program,
+        pf: u32,
+        hooknum: u32,
+        priority: i32,
+        flags: u32,
+    ) -> Result<Link> {
+        super::in_netns(netns, || {
+            Link::netfilter(prog, pf, hooknum, priority, flags)
+        })?
+    }
+
     /// The link fd.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

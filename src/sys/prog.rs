@@ -126,8 +126,10 @@ fn log_text(buf: &[u8]) -> String {
 impl Program {
     /// Loads a BPF_PROG_TYPE_NETFILTER program (expected attach type BPF_NETFILTER, license
     /// "GPL"). `insns` is the kernel's 8-byte instruction encoding; `name` is at most 15 bytes.
-    /// `log_level` 0 keeps no log on success; on failure the load is retried with a log
-    /// (level 1 if 0 was asked) so that the error carries the verifier's explanation.
+    /// `log_level` is the kernel's bit set (1 = verifier trace, 2 = with states, 4 = stats
+    /// only); 0 keeps no log on success. On failure the load is retried with a log (level 1 if
+    /// 0 was asked) so that the error carries the verifier's explanation; a log buffer that
+    /// is too small (ENOSPC) is grown and the load repeated.
     pub fn load_netfilter(
         name: &str,
         insns: &[u8],
@@ -151,6 +153,24 @@ impl Program {
         insns: &[u8],
         log_level: u32,
     ) -> Result<(Program, LoadStats)> {
+        Program::load_with_log_start(
+            prog_type,
+            expected_attach_type,
+            name,
+            insns,
+            log_level,
+            LOG_START,
+        )
+    }
+
+    fn load_with_log_start(
+        prog_type: u32,
+        expected_attach_type: u32,
+        name: &str,
+        insns: &[u8],
+        log_level: u32,
+        log_start: usize,
+    ) -> Result<(Program, LoadStats)> {
         let cname = obj_name(name)?;
         if insns.is_empty() || insns.len() % INSN_SIZE != 0 {
             return Err(SysError::invalid(format!(
@@ -162,7 +182,7 @@ impl Program {
         let mut log = Vec::new();
         let mut level = log_level;
         if level > 0 {
-            log = vec![0u8; LOG_START];
+            log = vec![0u8; log_start];
         }
         let fd = loop {
             match load_once(
@@ -178,7 +198,7 @@ impl Program {
                     if level == 0 {
                         // Retry with a log so that the error says why.
                         level = 1;
-                        log = vec![0u8; LOG_START];
+                        log = vec![0u8; log_start];
                         continue;
                     }
                     if errno == libc::ENOSPC && log.len() < LOG_MAX {
@@ -235,6 +255,31 @@ impl Program {
             retval: opts.retval,
             duration_ns: opts.duration,
         })
+    }
+
+    /// The instructions as the kernel runs them after its rewrites (xlated), 8 bytes each,
+    /// for dumps and disassembly.
+    pub fn xlated(&self) -> Result<Vec<u8>> {
+        let first: libbpf_sys::bpf_prog_info = get_info("bpf_prog_get_info_by_fd", self.fd())?;
+        let mut buf = vec![0u8; first.xlated_prog_len as usize];
+        let mut info = libbpf_sys::bpf_prog_info {
+            xlated_prog_len: first.xlated_prog_len,
+            xlated_prog_insns: buf.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+        // SAFETY: info is zeroed except xlated_prog_insns/len, which describe a writable buffer
+        // of that many bytes that outlives the call; the kernel writes at most that many.
+        let ret = unsafe {
+            libbpf_sys::bpf_obj_get_info_by_fd(
+                self.fd.as_raw_fd(),
+                std::ptr::from_mut(&mut info).cast(),
+                &mut len,
+            )
+        };
+        check("bpf_prog_get_info_by_fd", ret)?;
+        buf.truncate(info.xlated_prog_len.min(first.xlated_prog_len) as usize);
+        Ok(buf)
     }
 
     /// The program fd.
@@ -389,6 +434,54 @@ mod tests {
             Program::load_netfilter("bpfltr_much_too_long_name", &ret_prog(1), 0),
             Err(SysError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn log_buffer_grows_on_enospc() {
+        if !require_bpf() {
+            return;
+        }
+        // 200 moves then exit: the level-2 log is several KiB, far above a 64-byte buffer.
+        let mut list = vec![(0xb7u8, 0u8, 0u8, 0i16, 1i32); 200];
+        list.push((0x95, 0, 0, 0, 0));
+        let code = insns(&list);
+        let (_p, stats) = Program::load_with_log_start(
+            libbpf_sys::BPF_PROG_TYPE_NETFILTER,
+            libbpf_sys::BPF_NETFILTER,
+            "bpfltr_t_grow",
+            &code,
+            2,
+            64,
+        )
+        .unwrap();
+        assert!(stats.log.len() > 1000, "{} bytes", stats.log.len());
+        assert!(stats.log.contains("processed 201 insns"), "{}", stats.log);
+        // Failure with a tiny buffer still returns the whole log.
+        let mut bad = list.clone();
+        bad[199] = (0xb7, 0, 0, 0, 5);
+        let e = Program::load_with_log_start(
+            libbpf_sys::BPF_PROG_TYPE_NETFILTER,
+            libbpf_sys::BPF_NETFILTER,
+            "bpfltr_t_grow",
+            &insns(&bad),
+            0,
+            64,
+        )
+        .unwrap_err();
+        let SysError::Load { log, .. } = e else {
+            panic!("{e}")
+        };
+        assert!(log.contains("At program exit the register R0 has"), "{log}");
+    }
+
+    #[test]
+    fn xlated_dump() {
+        if !require_bpf() {
+            return;
+        }
+        let code = ret_prog(1);
+        let (p, _) = Program::load_netfilter("bpfltr_t_xl", &code, 0).unwrap();
+        assert_eq!(p.xlated().unwrap(), code);
     }
 
     #[test]
