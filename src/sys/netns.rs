@@ -9,22 +9,6 @@ use std::path::Path;
 
 use super::error::{io_path, Result, SysError};
 
-/// Identity of a network namespace: (st_dev, st_ino) of its nsfs file, as `ip netns identify`
-/// and `bpf_map_info.netns_dev/netns_ino` use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NetnsId {
-    /// Device of the nsfs inode.
-    pub dev: u64,
-    /// Inode number (the number in `net:[...]`).
-    pub ino: u64,
-}
-
-impl std::fmt::Display for NetnsId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "net:[{}]", self.ino)
-    }
-}
-
 /// Runs `f` on a new thread that first entered the network namespace `netns` (an fd of
 /// `/proc/PID/ns/net` or `/run/netns/NAME`), and returns its result. A panic in `f` is
 /// propagated to the caller.
@@ -55,8 +39,10 @@ pub fn in_netns<T: Send>(netns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) ->
     })
 }
 
-/// The (dev, inode) identity of the namespace behind `fd`.
-pub fn netns_id(fd: BorrowedFd<'_>) -> Result<NetnsId> {
+/// Identity of the namespace behind `fd`: (st_dev, st_ino) of its nsfs file, the pair
+/// `bpf_map_info.netns_dev/netns_ino` and `ip netns identify` use (the inode is the number in
+/// `net:[...]`).
+pub fn netns_id(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: st is writable memory for one struct stat; fd is a valid open fd.
     let ret = unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) };
@@ -68,10 +54,7 @@ pub fn netns_id(fd: BorrowedFd<'_>) -> Result<NetnsId> {
     }
     // SAFETY: fstat succeeded, so it initialized st.
     let st = unsafe { st.assume_init() };
-    Ok(NetnsId {
-        dev: st.st_dev,
-        ino: st.st_ino,
-    })
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// Opens a namespace file (`/run/netns/NAME`, `/proc/PID/ns/net`).
