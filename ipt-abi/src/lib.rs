@@ -1,2 +1,55 @@
-//! The iptables-legacy ABI: kernel struct mirrors, parse, validate, serialize.
+//! The iptables-legacy ABI, exact to the kernel (Linux 6.18): struct mirrors, parse, validate,
+//! serialize.
+//!
+//! Contract:
+//! - [`abi`] holds zerocopy mirrors of `ipt_*`/`ip6t_*`/`xt_*` structs with compile-time size
+//!   and offset checks (include/uapi/linux/netfilter*/...).
+//! - [`parse_replace`] accepts exactly the IPT_SO_SET_REPLACE requests `do_replace` accepts, and
+//!   for the others returns an [`AbiError`] whose [`AbiError::errno`] is the kernel's, for the
+//!   first failing check in the kernel's order (net/ipv4/netfilter/ip_tables.c `do_replace`,
+//!   `translate_table`, `check_entry_size_and_hooks`, `check_underflow`,
+//!   `mark_source_chains`, `find_check_entry`, `__do_replace`; net/netfilter/x_tables.c
+//!   `xt_check_entry_offsets`, `xt_check_table_hooks`, `xt_check_match`, `xt_check_target`).
+//!   Sizes are checked before anything is allocated. On top of the kernel, extensions bpfilter
+//!   does not implement are refused with ENOENT, as if the kernel lacked them.
+//! - A parsed [`Table`] keeps every byte the kernel would copy back, so [`Table::get_info`] and
+//!   [`Table::get_entries`] are byte-identical to the kernel's `get_info` /
+//!   `copy_entries_to_user` answers (comefrom as `mark_source_chains` computes it, payload
+//!   padding zeroed as `xt_data_to_user`), and `parse_replace(table.replace_blob(..))` gives
+//!   the table back.
+//! - No function here panics on any input; nothing allocates more than the input's size
+//!   warrants.
+//!
+//! IPv6 (ip6tables) has struct mirrors and revision answers; parsing ip6t tables is not built
+//! yet.
 #![forbid(unsafe_code)]
+
+pub mod abi;
+pub mod build;
+mod error;
+pub mod ext;
+mod model;
+mod parse;
+
+pub use abi::XtCounters;
+pub use error::{AbiError, EntryFault};
+pub use model::*;
+pub use parse::*;
+
+/// Address family of a request (iptables or ip6tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// IPv4 (iptables, NFPROTO_IPV4, level IPPROTO_IP).
+    Ipv4,
+    /// IPv6 (ip6tables, NFPROTO_IPV6, level IPPROTO_IPV6).
+    Ipv6,
+}
+
+/// Kind of extension in a revision query or error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExtKind {
+    /// A match (`-m`).
+    Match,
+    /// A target (`-j`).
+    Target,
+}

@@ -1,0 +1,578 @@
+//! 1:1 mirrors of the kernel's user-space ABI structs (native endian, as the kernel sees them).
+//!
+//! Sources: `include/uapi/linux/netfilter/x_tables.h`, `include/uapi/linux/netfilter_ipv4/ip_tables.h`,
+//! `include/uapi/linux/netfilter_ipv6/ip6_tables.h`, `xt_tcpudp.h`, `xt_multiport.h`,
+//! `xt_iprange.h`, `xt_comment.h`. Every size and field offset is checked at compile time.
+//!
+//! The kernel's `xt_entry_match` / `xt_entry_target` are unions whose kernel half holds a
+//! pointer, so the kernel aligns them to 8; these mirrors only carry the user half (alignment 2)
+//! with the same size (32). Padding that C inserts implicitly is an explicit `pad` field here
+//! (zerocopy refuses implicit padding), and it is kept byte for byte where the kernel copies it
+//! back to user space.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// `XT_TABLE_MAXNAMELEN`: table name field size (including the NUL).
+pub const XT_TABLE_MAXNAMELEN: usize = 32;
+/// `XT_EXTENSION_MAXNAMELEN`: match/target name field size (including the NUL).
+pub const XT_EXTENSION_MAXNAMELEN: usize = 29;
+/// `XT_FUNCTION_MAXNAMELEN`: size of the ERROR target's `errorname`.
+pub const XT_FUNCTION_MAXNAMELEN: usize = 30;
+/// `IFNAMSIZ`.
+pub const IFNAMSIZ: usize = 16;
+/// `NF_INET_NUMHOOKS`.
+pub const NF_INET_NUMHOOKS: usize = 5;
+/// `XT_MAX_TABLE_SIZE` (x_tables.c): upper bound of every x_tables allocation.
+pub const XT_MAX_TABLE_SIZE: u64 = 512 * 1024 * 1024;
+/// `sizeof(struct xt_table_info)` on 64-bit kernels (the header `xt_alloc_table_info` adds to `size`).
+pub const XT_TABLE_INFO_SIZE: u64 = 64;
+
+/// `IPT_BASE_CTL`: first iptables sockopt.
+pub const IPT_BASE_CTL: u32 = 64;
+/// `IPT_SO_SET_REPLACE`.
+pub const IPT_SO_SET_REPLACE: u32 = 64;
+/// `IPT_SO_SET_ADD_COUNTERS`.
+pub const IPT_SO_SET_ADD_COUNTERS: u32 = 65;
+/// `IPT_SO_GET_INFO`.
+pub const IPT_SO_GET_INFO: u32 = 64;
+/// `IPT_SO_GET_ENTRIES`.
+pub const IPT_SO_GET_ENTRIES: u32 = 65;
+/// `IPT_SO_GET_REVISION_MATCH`.
+pub const IPT_SO_GET_REVISION_MATCH: u32 = 66;
+/// `IPT_SO_GET_REVISION_TARGET`.
+pub const IPT_SO_GET_REVISION_TARGET: u32 = 67;
+/// `IP6T_SO_GET_REVISION_MATCH`.
+pub const IP6T_SO_GET_REVISION_MATCH: u32 = 68;
+/// `IP6T_SO_GET_REVISION_TARGET`.
+pub const IP6T_SO_GET_REVISION_TARGET: u32 = 69;
+
+/// `IPT_F_FRAG`: the rule only matches non-first fragments (`-f`).
+pub const IPT_F_FRAG: u8 = 0x01;
+/// `IPT_F_GOTO`: the standard target jump is a goto (`-g`).
+pub const IPT_F_GOTO: u8 = 0x02;
+/// `IPT_F_MASK`: all valid `ipt_ip.flags` bits.
+pub const IPT_F_MASK: u8 = 0x03;
+/// `IPT_INV_VIA_IN`: invert `-i`.
+pub const IPT_INV_VIA_IN: u8 = 0x01;
+/// `IPT_INV_VIA_OUT`: invert `-o`.
+pub const IPT_INV_VIA_OUT: u8 = 0x02;
+/// `IPT_INV_TOS`: accepted by the kernel, never used by iptables.
+pub const IPT_INV_TOS: u8 = 0x04;
+/// `IPT_INV_SRCIP`: invert `-s`.
+pub const IPT_INV_SRCIP: u8 = 0x08;
+/// `IPT_INV_DSTIP`: invert `-d`.
+pub const IPT_INV_DSTIP: u8 = 0x10;
+/// `IPT_INV_FRAG`: invert `-f`.
+pub const IPT_INV_FRAG: u8 = 0x20;
+/// `IPT_INV_PROTO` (= `XT_INV_PROTO`): invert `-p`.
+pub const IPT_INV_PROTO: u8 = 0x40;
+/// `IPT_INV_MASK`: all valid `ipt_ip.invflags` bits.
+pub const IPT_INV_MASK: u8 = 0x7f;
+
+/// `XT_TCP_INV_SRCPT`.
+pub const XT_TCP_INV_SRCPT: u8 = 0x01;
+/// `XT_TCP_INV_DSTPT`.
+pub const XT_TCP_INV_DSTPT: u8 = 0x02;
+/// `XT_TCP_INV_FLAGS`.
+pub const XT_TCP_INV_FLAGS: u8 = 0x04;
+/// `XT_TCP_INV_OPTION`.
+pub const XT_TCP_INV_OPTION: u8 = 0x08;
+/// `XT_TCP_INV_MASK`.
+pub const XT_TCP_INV_MASK: u8 = 0x0f;
+/// `XT_UDP_INV_SRCPT`.
+pub const XT_UDP_INV_SRCPT: u8 = 0x01;
+/// `XT_UDP_INV_DSTPT`.
+pub const XT_UDP_INV_DSTPT: u8 = 0x02;
+/// `XT_UDP_INV_MASK`.
+pub const XT_UDP_INV_MASK: u8 = 0x03;
+/// `IPT_ICMP_INV`.
+pub const IPT_ICMP_INV: u8 = 0x01;
+/// `XT_MULTIPORT_SOURCE`.
+pub const XT_MULTIPORT_SOURCE: u8 = 0;
+/// `XT_MULTIPORT_DESTINATION`.
+pub const XT_MULTIPORT_DESTINATION: u8 = 1;
+/// `XT_MULTIPORT_EITHER`.
+pub const XT_MULTIPORT_EITHER: u8 = 2;
+/// `XT_MULTI_PORTS`: maximum number of ports of multiport.
+pub const XT_MULTI_PORTS: usize = 15;
+/// `IPRANGE_SRC`.
+pub const IPRANGE_SRC: u8 = 1 << 0;
+/// `IPRANGE_DST`.
+pub const IPRANGE_DST: u8 = 1 << 1;
+/// `IPRANGE_SRC_INV`.
+pub const IPRANGE_SRC_INV: u8 = 1 << 4;
+/// `IPRANGE_DST_INV`.
+pub const IPRANGE_DST_INV: u8 = 1 << 5;
+/// `XT_MAX_COMMENT_LEN`.
+pub const XT_MAX_COMMENT_LEN: usize = 256;
+
+/// `NF_DROP`.
+pub const NF_DROP: i32 = 0;
+/// `NF_ACCEPT`.
+pub const NF_ACCEPT: i32 = 1;
+/// `NF_QUEUE`.
+pub const NF_QUEUE: i32 = 3;
+/// `NF_REPEAT`.
+pub const NF_REPEAT: i32 = 4;
+/// `XT_RETURN` (= `-NF_REPEAT - 1`): the standard target's RETURN verdict.
+pub const XT_RETURN: i32 = -NF_REPEAT - 1;
+/// Standard target verdict for ACCEPT (`-NF_ACCEPT - 1`).
+pub const VERDICT_ACCEPT: i32 = -NF_ACCEPT - 1;
+/// Standard target verdict for DROP (`-NF_DROP - 1`).
+pub const VERDICT_DROP: i32 = -NF_DROP - 1;
+/// Standard target verdict for QUEUE (`-NF_QUEUE - 1`), valid for the kernel, refused by bpfilter.
+pub const VERDICT_QUEUE: i32 = -NF_QUEUE - 1;
+/// `XT_STANDARD_TARGET`: the standard target's name is the empty string.
+pub const XT_STANDARD_TARGET: &str = "";
+/// `XT_ERROR_TARGET`.
+pub const XT_ERROR_TARGET: &str = "ERROR";
+
+/// `XT_ALIGN`: round up to the alignment of `struct _xt_align` (8 on 64-bit).
+pub const fn xt_align(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// `struct xt_counters`.
+#[doc(alias = "xt_counters")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtCounters {
+    /// Packets.
+    pub pcnt: u64,
+    /// Bytes.
+    pub bcnt: u64,
+}
+
+/// `struct xt_counters_info` (header of IPT_SO_SET_ADD_COUNTERS; the counters follow).
+#[doc(alias = "xt_counters_info")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtCountersInfo {
+    /// Table name.
+    pub name: [u8; XT_TABLE_MAXNAMELEN],
+    /// Number of counters that follow.
+    pub num_counters: u32,
+    /// Implicit C padding before the 8-aligned `counters[]`.
+    pub pad: [u8; 4],
+}
+
+/// `struct xt_get_revision` (IPT_SO_GET_REVISION_MATCH/TARGET request).
+#[doc(alias = "xt_get_revision")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtGetRevision {
+    /// Extension name.
+    pub name: [u8; XT_EXTENSION_MAXNAMELEN],
+    /// Revision asked for.
+    pub revision: u8,
+}
+
+/// `struct xt_entry_match` (user half of the union).
+#[doc(alias = "xt_entry_match")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtEntryMatch {
+    /// Size of header + payload (XT_ALIGN'ed).
+    pub match_size: u16,
+    /// Match name.
+    pub name: [u8; XT_EXTENSION_MAXNAMELEN],
+    /// Match revision.
+    pub revision: u8,
+}
+
+/// `struct xt_entry_target` (user half of the union).
+#[doc(alias = "xt_entry_target")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtEntryTarget {
+    /// Size of header + payload (XT_ALIGN'ed).
+    pub target_size: u16,
+    /// Target name ("" = standard target).
+    pub name: [u8; XT_EXTENSION_MAXNAMELEN],
+    /// Target revision.
+    pub revision: u8,
+}
+
+/// `struct xt_standard_target`.
+#[doc(alias = "xt_standard_target")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtStandardTarget {
+    /// Header.
+    pub target: XtEntryTarget,
+    /// Verdict: negative = `-NF_x - 1` or XT_RETURN, positive = jump offset.
+    pub verdict: i32,
+    /// Implicit C padding to the struct's 8-byte alignment.
+    pub pad: [u8; 4],
+}
+
+/// `struct xt_error_target`.
+#[doc(alias = "xt_error_target")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtErrorTarget {
+    /// Header.
+    pub target: XtEntryTarget,
+    /// Chain name (user chain head) or "ERROR" (table end).
+    pub errorname: [u8; XT_FUNCTION_MAXNAMELEN],
+    /// Implicit C padding to the struct's 8-byte alignment.
+    pub pad: [u8; 2],
+}
+
+/// `struct ipt_ip`.
+#[doc(alias = "ipt_ip")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct IptIp {
+    /// Source address (network order bytes).
+    pub src: [u8; 4],
+    /// Destination address.
+    pub dst: [u8; 4],
+    /// Source mask.
+    pub smsk: [u8; 4],
+    /// Destination mask.
+    pub dmsk: [u8; 4],
+    /// Input interface name.
+    pub iniface: [u8; IFNAMSIZ],
+    /// Output interface name.
+    pub outiface: [u8; IFNAMSIZ],
+    /// Input interface mask.
+    pub iniface_mask: [u8; IFNAMSIZ],
+    /// Output interface mask.
+    pub outiface_mask: [u8; IFNAMSIZ],
+    /// Protocol, 0 = any.
+    pub proto: u16,
+    /// IPT_F_* flags.
+    pub flags: u8,
+    /// IPT_INV_* flags.
+    pub invflags: u8,
+}
+
+/// `struct ipt_entry`.
+#[doc(alias = "ipt_entry")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct IptEntry {
+    /// IP header part of the rule.
+    pub ip: IptIp,
+    /// Unused by the kernel, copied back as given.
+    pub nfcache: u32,
+    /// Offset of the target from the entry start.
+    pub target_offset: u16,
+    /// Size of the entry (offset of the next one).
+    pub next_offset: u16,
+    /// Hook bitmask the kernel computes in mark_source_chains.
+    pub comefrom: u32,
+    /// Packet and byte counters.
+    pub counters: XtCounters,
+}
+
+/// `struct ipt_getinfo` (IPT_SO_GET_INFO).
+#[doc(alias = "ipt_getinfo")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct IptGetinfo {
+    /// Table name.
+    pub name: [u8; XT_TABLE_MAXNAMELEN],
+    /// Bitmask of the hooks the table hooks into.
+    pub valid_hooks: u32,
+    /// Byte offset of each hook's first entry.
+    pub hook_entry: [u32; NF_INET_NUMHOOKS],
+    /// Byte offset of each hook's policy entry.
+    pub underflow: [u32; NF_INET_NUMHOOKS],
+    /// Number of entries.
+    pub num_entries: u32,
+    /// Size of the entries blob.
+    pub size: u32,
+}
+
+/// `struct ipt_get_entries` header (IPT_SO_GET_ENTRIES; the entries follow).
+#[doc(alias = "ipt_get_entries")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct IptGetEntries {
+    /// Table name.
+    pub name: [u8; XT_TABLE_MAXNAMELEN],
+    /// Size of the entries blob.
+    pub size: u32,
+    /// Implicit C padding before the 8-aligned `entrytable[]`.
+    pub pad: [u8; 4],
+}
+
+/// `struct ipt_replace` header (IPT_SO_SET_REPLACE; the entries follow).
+#[doc(alias = "ipt_replace")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct IptReplace {
+    /// Table name.
+    pub name: [u8; XT_TABLE_MAXNAMELEN],
+    /// Bitmask of valid hooks.
+    pub valid_hooks: u32,
+    /// Number of entries.
+    pub num_entries: u32,
+    /// Size of the entries blob.
+    pub size: u32,
+    /// Byte offset of each hook's first entry.
+    pub hook_entry: [u32; NF_INET_NUMHOOKS],
+    /// Byte offset of each hook's policy entry.
+    pub underflow: [u32; NF_INET_NUMHOOKS],
+    /// Number of entries of the table being replaced (size of the old counter array).
+    pub num_counters: u32,
+    /// User pointer where the kernel writes the old counters.
+    pub counters: u64,
+}
+
+/// `struct ip6t_ip6`.
+#[doc(alias = "ip6t_ip6")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct Ip6tIp6 {
+    /// Source address.
+    pub src: [u8; 16],
+    /// Destination address.
+    pub dst: [u8; 16],
+    /// Source mask.
+    pub smsk: [u8; 16],
+    /// Destination mask.
+    pub dmsk: [u8; 16],
+    /// Input interface name.
+    pub iniface: [u8; IFNAMSIZ],
+    /// Output interface name.
+    pub outiface: [u8; IFNAMSIZ],
+    /// Input interface mask.
+    pub iniface_mask: [u8; IFNAMSIZ],
+    /// Output interface mask.
+    pub outiface_mask: [u8; IFNAMSIZ],
+    /// Protocol (0 = any).
+    pub proto: u16,
+    /// TOS to match (unused by the kernel).
+    pub tos: u8,
+    /// IP6T_F_* flags.
+    pub flags: u8,
+    /// IP6T_INV_* flags.
+    pub invflags: u8,
+    /// Implicit C padding (the struct is 4-aligned through `in6_addr`).
+    pub pad: [u8; 3],
+}
+
+/// `struct ip6t_entry`.
+#[doc(alias = "ip6t_entry")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct Ip6tEntry {
+    /// IPv6 header part of the rule.
+    pub ipv6: Ip6tIp6,
+    /// Unused by the kernel.
+    pub nfcache: u32,
+    /// Offset of the target.
+    pub target_offset: u16,
+    /// Size of the entry.
+    pub next_offset: u16,
+    /// Hook bitmask computed by the kernel.
+    pub comefrom: u32,
+    /// Implicit C padding before the 8-aligned counters.
+    pub pad: [u8; 4],
+    /// Counters.
+    pub counters: XtCounters,
+}
+
+/// `struct ip6t_getinfo`: same layout as `ipt_getinfo`.
+#[doc(alias = "ip6t_getinfo")]
+pub type Ip6tGetinfo = IptGetinfo;
+/// `struct ip6t_get_entries`: same header layout as `ipt_get_entries`.
+#[doc(alias = "ip6t_get_entries")]
+pub type Ip6tGetEntries = IptGetEntries;
+/// `struct ip6t_replace`: same header layout as `ipt_replace`.
+#[doc(alias = "ip6t_replace")]
+pub type Ip6tReplace = IptReplace;
+
+/// `struct xt_tcp` (match "tcp", revision 0). Ports in host order.
+#[doc(alias = "xt_tcp")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtTcp {
+    /// Source port range (inclusive).
+    pub spts: [u16; 2],
+    /// Destination port range (inclusive).
+    pub dpts: [u16; 2],
+    /// TCP option kind to look for (0 = none).
+    pub option: u8,
+    /// TCP flags mask.
+    pub flg_mask: u8,
+    /// TCP flags that must be set (within mask).
+    pub flg_cmp: u8,
+    /// XT_TCP_INV_* flags.
+    pub invflags: u8,
+}
+
+/// `struct xt_udp` (match "udp", revision 0). Ports in host order.
+#[doc(alias = "xt_udp")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtUdp {
+    /// Source port range (inclusive).
+    pub spts: [u16; 2],
+    /// Destination port range (inclusive).
+    pub dpts: [u16; 2],
+    /// XT_UDP_INV_* flags.
+    pub invflags: u8,
+    /// Implicit C padding; inside `matchsize`, so the kernel copies it back as given.
+    pub pad: u8,
+}
+
+/// `struct ipt_icmp` (match "icmp", revision 0).
+#[doc(alias = "ipt_icmp")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct IptIcmp {
+    /// ICMP type (0xff = any).
+    pub icmp_type: u8,
+    /// Code range (inclusive).
+    pub code: [u8; 2],
+    /// IPT_ICMP_INV.
+    pub invflags: u8,
+}
+
+/// `struct ip6t_icmp` (match "icmp6", revision 0).
+#[doc(alias = "ip6t_icmp")]
+pub type Ip6tIcmp = IptIcmp;
+
+/// `struct xt_multiport_v1` (match "multiport", revision 1). Ports in host order.
+#[doc(alias = "xt_multiport_v1")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtMultiportV1 {
+    /// XT_MULTIPORT_SOURCE / DESTINATION / EITHER.
+    pub flags: u8,
+    /// Number of ports used.
+    pub count: u8,
+    /// Ports.
+    pub ports: [u16; XT_MULTI_PORTS],
+    /// Non-zero: `ports[i]..=ports[i+1]` is a range.
+    pub pflags: [u8; XT_MULTI_PORTS],
+    /// Invert the result.
+    pub invert: u8,
+}
+
+/// `struct xt_iprange_mtinfo` (match "iprange", revision 1). Addresses are `union nf_inet_addr`.
+#[doc(alias = "xt_iprange_mtinfo")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtIprangeMtinfo {
+    /// Lowest source address (IPv4: first 4 bytes, network order).
+    pub src_min: [u8; 16],
+    /// Highest source address.
+    pub src_max: [u8; 16],
+    /// Lowest destination address.
+    pub dst_min: [u8; 16],
+    /// Highest destination address.
+    pub dst_max: [u8; 16],
+    /// IPRANGE_* flags.
+    pub flags: u8,
+    /// Implicit C padding; inside `matchsize`, so the kernel copies it back as given.
+    pub pad: [u8; 3],
+}
+
+/// `struct xt_comment_info` (match "comment", revision 0).
+#[doc(alias = "xt_comment_info")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtCommentInfo {
+    /// NUL-terminated comment (the kernel copies all 256 bytes back).
+    pub comment: [u8; XT_MAX_COMMENT_LEN],
+}
+
+macro_rules! assert_layout {
+    ($t:ty, $size:expr $(, $field:ident = $off:expr)*) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $size);
+        $(const _: () = assert!(core::mem::offset_of!($t, $field) == $off);)*
+    };
+}
+
+assert_layout!(XtCounters, 16, pcnt = 0, bcnt = 8);
+assert_layout!(XtCountersInfo, 40, name = 0, num_counters = 32);
+assert_layout!(XtGetRevision, 30, name = 0, revision = 29);
+assert_layout!(XtEntryMatch, 32, match_size = 0, name = 2, revision = 31);
+assert_layout!(XtEntryTarget, 32, target_size = 0, name = 2, revision = 31);
+assert_layout!(XtStandardTarget, 40, target = 0, verdict = 32);
+assert_layout!(XtErrorTarget, 64, target = 0, errorname = 32);
+assert_layout!(IptIp, 84, src = 0, dst = 4, smsk = 8, dmsk = 12, iniface = 16, outiface = 32,
+    iniface_mask = 48, outiface_mask = 64, proto = 80, flags = 82, invflags = 83);
+assert_layout!(IptEntry, 112, ip = 0, nfcache = 84, target_offset = 88, next_offset = 90,
+    comefrom = 92, counters = 96);
+assert_layout!(IptGetinfo, 84, name = 0, valid_hooks = 32, hook_entry = 36, underflow = 56,
+    num_entries = 76, size = 80);
+assert_layout!(IptGetEntries, 40, name = 0, size = 32);
+assert_layout!(IptReplace, 96, name = 0, valid_hooks = 32, num_entries = 36, size = 40,
+    hook_entry = 44, underflow = 64, num_counters = 84, counters = 88);
+assert_layout!(Ip6tIp6, 136, src = 0, dst = 16, smsk = 32, dmsk = 48, iniface = 64,
+    outiface = 80, iniface_mask = 96, outiface_mask = 112, proto = 128, tos = 130, flags = 131,
+    invflags = 132);
+assert_layout!(Ip6tEntry, 168, ipv6 = 0, nfcache = 136, target_offset = 140, next_offset = 142,
+    comefrom = 144, counters = 152);
+assert_layout!(XtTcp, 12, spts = 0, dpts = 4, option = 8, flg_mask = 9, flg_cmp = 10, invflags = 11);
+assert_layout!(XtUdp, 10, spts = 0, dpts = 4, invflags = 8);
+assert_layout!(IptIcmp, 4, icmp_type = 0, code = 1, invflags = 3);
+assert_layout!(XtMultiportV1, 48, flags = 0, count = 1, ports = 2, pflags = 32, invert = 47);
+assert_layout!(XtIprangeMtinfo, 68, src_min = 0, src_max = 16, dst_min = 32, dst_max = 48, flags = 64);
+assert_layout!(XtCommentInfo, 256, comment = 0);
+
+/// Size of `struct ipt_entry`.
+pub const IPT_ENTRY_SIZE: usize = core::mem::size_of::<IptEntry>();
+/// Size of `struct ip6t_entry`.
+pub const IP6T_ENTRY_SIZE: usize = core::mem::size_of::<Ip6tEntry>();
+/// Size of `struct xt_entry_match`.
+pub const XT_ENTRY_MATCH_SIZE: usize = core::mem::size_of::<XtEntryMatch>();
+/// Size of `struct xt_entry_target`.
+pub const XT_ENTRY_TARGET_SIZE: usize = core::mem::size_of::<XtEntryTarget>();
+/// Size of `struct xt_standard_target` (already XT_ALIGN'ed).
+pub const XT_STANDARD_TARGET_SIZE: usize = core::mem::size_of::<XtStandardTarget>();
+/// Size of `struct xt_error_target` (already XT_ALIGN'ed).
+pub const XT_ERROR_TARGET_SIZE: usize = core::mem::size_of::<XtErrorTarget>();
+/// Size of the IPT_SO_SET_REPLACE header.
+pub const IPT_REPLACE_SIZE: usize = core::mem::size_of::<IptReplace>();
+/// Size of the IPT_SO_GET_INFO answer.
+pub const IPT_GETINFO_SIZE: usize = core::mem::size_of::<IptGetinfo>();
+/// Size of the IPT_SO_GET_ENTRIES header.
+pub const IPT_GET_ENTRIES_SIZE: usize = core::mem::size_of::<IptGetEntries>();
+/// Size of the IPT_SO_SET_ADD_COUNTERS header.
+pub const XT_COUNTERS_INFO_SIZE: usize = core::mem::size_of::<XtCountersInfo>();
+/// Size of the revision request.
+pub const XT_GET_REVISION_SIZE: usize = core::mem::size_of::<XtGetRevision>();
+
+/// Copy `s` into a fixed, zero-padded C name field (truncated so that a NUL always remains).
+pub fn name_field<const N: usize>(s: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    let n = s.len().min(N.saturating_sub(1));
+    out[..n].copy_from_slice(&s.as_bytes()[..n]);
+    out
+}
+
+/// The C string in a fixed field: bytes up to the first NUL (or the whole field).
+pub fn c_str(field: &[u8]) -> &[u8] {
+    match field.iter().position(|&b| b == 0) {
+        Some(n) => &field[..n],
+        None => field,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn align_and_names() {
+        assert_eq!(xt_align(0), 0);
+        assert_eq!(xt_align(4), 8);
+        assert_eq!(xt_align(10), 16);
+        assert_eq!(xt_align(68), 72);
+        assert_eq!(xt_align(256), 256);
+        let f: [u8; 4] = name_field("abcdef");
+        assert_eq!(&f, b"abc\0");
+        assert_eq!(c_str(b"ab\0cd"), b"ab");
+        assert_eq!(c_str(b"abcd"), b"abcd");
+        assert_eq!(XT_RETURN, -5);
+        assert_eq!(VERDICT_ACCEPT, -2);
+        assert_eq!(VERDICT_DROP, -1);
+    }
+}

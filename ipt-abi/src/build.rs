@@ -1,0 +1,302 @@
+//! Build valid tables the way libiptc lays them out (for tests, benches, fuzz seeds).
+//!
+//! Layout (libiptc's `iptcc_compile_table`): built-in chains in hook order, each its rules then
+//! its policy entry; then user chains sorted by name, each an ERROR head entry (errorname =
+//! chain name), its rules, and an unconditional RETURN entry; then the final ERROR "ERROR"
+//! entry. A jump or goto targets the entry right after the chain's head.
+//!
+//! ```
+//! use ipt_abi::build::{Rule, RuleTarget, TableBuilder};
+//! use ipt_abi::Verdict;
+//! let mut b = TableBuilder::filter();
+//! b.user_chain("blocklist");
+//! b.rule("INPUT", Rule::new(RuleTarget::Jump("blocklist".into())));
+//! b.rule("blocklist", Rule::new(RuleTarget::Drop).src([10, 0, 0, 1], 32).udp_dport(53));
+//! b.policy("FORWARD", Verdict::Drop);
+//! let table = b.build().unwrap();
+//! assert_eq!(table.entries.len(), 8);
+//! let blob = table.replace_blob(4, 0); // SET_REPLACE bytes replacing a 4-entry table
+//! assert_eq!(ipt_abi::parse_replace(&blob, Some(4)).unwrap().table, table);
+//! ```
+
+use std::net::Ipv4Addr;
+
+use zerocopy::IntoBytes;
+
+use crate::abi::*;
+use crate::ext::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use crate::model::*;
+use crate::{parse_replace, AbiError};
+
+/// Where a rule sends matching packets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RuleTarget {
+    /// `-j ACCEPT`.
+    Accept,
+    /// `-j DROP`.
+    Drop,
+    /// `-j RETURN`.
+    Return,
+    /// `-j CHAIN`.
+    Jump(String),
+    /// `-g CHAIN` (sets IPT_F_GOTO).
+    Goto(String),
+}
+
+/// One rule: ip part, matches, target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Rule {
+    /// The ip part (IPT_F_GOTO is set by `RuleTarget::Goto`).
+    pub ip: IpMatch,
+    /// `nfcache` (iptables leaves 0).
+    pub nfcache: u32,
+    /// Matches in order.
+    pub matches: Vec<Match>,
+    /// Target.
+    pub target: RuleTarget,
+}
+
+impl Rule {
+    /// A rule matching everything.
+    pub fn new(target: RuleTarget) -> Self {
+        Rule { ip: IpMatch::default(), nfcache: 0, matches: Vec::new(), target }
+    }
+    /// `-s addr/prefix` (the address is masked, as iptables does).
+    pub fn src(mut self, addr: [u8; 4], prefix: u8) -> Self {
+        let m = prefix_mask(prefix);
+        self.ip.smsk = Ipv4Addr::from(m);
+        self.ip.src = Ipv4Addr::from(u32::from(Ipv4Addr::from(addr)) & m);
+        self
+    }
+    /// `-d addr/prefix`.
+    pub fn dst(mut self, addr: [u8; 4], prefix: u8) -> Self {
+        let m = prefix_mask(prefix);
+        self.ip.dmsk = Ipv4Addr::from(m);
+        self.ip.dst = Ipv4Addr::from(u32::from(Ipv4Addr::from(addr)) & m);
+        self
+    }
+    /// `-p proto`.
+    pub fn proto(mut self, proto: u16) -> Self {
+        self.ip.proto = proto;
+        self
+    }
+    /// Set IPT_INV_* bits.
+    pub fn invert(mut self, bits: u8) -> Self {
+        self.ip.invflags |= bits;
+        self
+    }
+    /// `-f`.
+    pub fn frag(mut self) -> Self {
+        self.ip.flags |= IPT_F_FRAG;
+        self
+    }
+    /// `-i name` (a trailing `+` makes a prefix match, as iptables).
+    pub fn iniface(mut self, name: &str) -> Self {
+        (self.ip.iniface, self.ip.iniface_mask) = parse_interface(name);
+        self
+    }
+    /// `-o name`.
+    pub fn outiface(mut self, name: &str) -> Self {
+        (self.ip.outiface, self.ip.outiface_mask) = parse_interface(name);
+        self
+    }
+    /// Append a match.
+    pub fn with(mut self, m: Match) -> Self {
+        self.matches.push(m);
+        self
+    }
+    /// `-p udp -m udp --dport port`.
+    pub fn udp_dport(self, port: u16) -> Self {
+        self.proto(IPPROTO_UDP).with(Match::Udp(XtUdp { spts: [0, 0xffff], dpts: [port, port], invflags: 0, pad: 0 }))
+    }
+    /// `-p tcp -m tcp --dport port`.
+    pub fn tcp_dport(self, port: u16) -> Self {
+        self.proto(IPPROTO_TCP).with(Match::Tcp(XtTcp { spts: [0, 0xffff], dpts: [port, port], ..Default::default() }))
+    }
+    /// `-p icmp -m icmp --icmp-type type` (0xff = any).
+    pub fn icmp_type(self, icmp_type: u8) -> Self {
+        self.proto(IPPROTO_ICMP).with(Match::Icmp(IptIcmp { icmp_type, code: [0, 0xff], invflags: 0 }))
+    }
+    /// `-m comment --comment text`.
+    pub fn comment(self, text: &str) -> Self {
+        let mut c = XtCommentInfo { comment: [0; XT_MAX_COMMENT_LEN] };
+        let n = text.len().min(XT_MAX_COMMENT_LEN - 1);
+        c.comment[..n].copy_from_slice(&text.as_bytes()[..n]);
+        self.with(Match::Comment(Box::new(c)))
+    }
+}
+
+fn prefix_mask(prefix: u8) -> u32 {
+    match prefix {
+        0 => 0,
+        p if p >= 32 => u32::MAX,
+        p => u32::MAX << (32 - u32::from(p)),
+    }
+}
+
+/// iptables' `xtables_parse_interface`: name bytes and mask (0xff over the name and its NUL,
+/// or over the prefix before a trailing `+`). Names longer than 15 bytes are truncated.
+pub fn parse_interface(name: &str) -> ([u8; IFNAMSIZ], [u8; IFNAMSIZ]) {
+    let via: [u8; IFNAMSIZ] = name_field(name);
+    let len = c_str(&via).len();
+    let mut mask = [0u8; IFNAMSIZ];
+    if len == 0 {
+        return (via, mask);
+    }
+    if via[len - 1] == b'+' {
+        mask[..len - 1].fill(0xff);
+    } else {
+        mask[..(len + 1).min(IFNAMSIZ)].fill(0xff);
+    }
+    (via, mask)
+}
+
+#[derive(Debug, Clone)]
+struct BChain {
+    name: String,
+    hook: Option<usize>,
+    policy: Verdict,
+    rules: Vec<Rule>,
+}
+
+/// Builder of valid tables in libiptc's layout.
+#[derive(Debug, Clone)]
+pub struct TableBuilder {
+    name: String,
+    valid_hooks: u32,
+    chains: Vec<BChain>,
+}
+
+impl TableBuilder {
+    /// The filter table: INPUT, FORWARD, OUTPUT with ACCEPT policies, no rules.
+    pub fn filter() -> Self {
+        let chains = [1usize, 2, 3]
+            .iter()
+            .map(|&h| BChain { name: HOOK_NAMES[h].to_string(), hook: Some(h), policy: Verdict::Accept, rules: Vec::new() })
+            .collect();
+        TableBuilder { name: "filter".to_string(), valid_hooks: FILTER_VALID_HOOKS, chains }
+    }
+
+    /// Set a built-in chain's policy (Accept or Drop). Unknown chain names are ignored.
+    pub fn policy(&mut self, chain: &str, verdict: Verdict) -> &mut Self {
+        if let Some(c) = self.chains.iter_mut().find(|c| c.name == chain && c.hook.is_some()) {
+            c.policy = verdict;
+        }
+        self
+    }
+
+    /// Add an empty user chain (no-op if it exists).
+    pub fn user_chain(&mut self, name: &str) -> &mut Self {
+        if !self.chains.iter().any(|c| c.name == name) {
+            self.chains.push(BChain { name: name.to_string(), hook: None, policy: Verdict::Return, rules: Vec::new() });
+        }
+        self
+    }
+
+    /// Append a rule to a chain (a user chain is created if missing).
+    pub fn rule(&mut self, chain: &str, rule: Rule) -> &mut Self {
+        self.user_chain(chain);
+        if let Some(c) = self.chains.iter_mut().find(|c| c.name == chain) {
+            c.rules.push(rule);
+        }
+        self
+    }
+
+    /// Chains in blob order: built-ins by hook, then user chains sorted by name.
+    fn ordered(&self) -> Vec<&BChain> {
+        let mut v: Vec<&BChain> = self.chains.iter().collect();
+        v.sort_by(|a, b| match (a.hook, b.hook) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.name.as_bytes().cmp(b.name.as_bytes()),
+        });
+        v
+    }
+
+    /// The SET_REPLACE request bytes for this table (not validated; `build` validates).
+    pub fn replace_blob(&self, num_counters: u32) -> Result<Vec<u8>, AbiError> {
+        let chains = self.ordered();
+        let std_entry = IPT_ENTRY_SIZE + XT_STANDARD_TARGET_SIZE;
+        let err_entry = IPT_ENTRY_SIZE + XT_ERROR_TARGET_SIZE;
+        // First pass: offsets of each chain's first entry (after the head for user chains).
+        let mut starts = Vec::with_capacity(chains.len());
+        let mut off = 0usize;
+        for c in &chains {
+            if c.hook.is_none() {
+                off += err_entry;
+            }
+            starts.push(off);
+            for r in &c.rules {
+                off += IPT_ENTRY_SIZE + r.matches.iter().map(Match::match_size).sum::<usize>() + XT_STANDARD_TARGET_SIZE;
+            }
+            off += std_entry;
+        }
+        let size = off + err_entry;
+        let find = |name: &str| {
+            chains
+                .iter()
+                .position(|c| c.name == name)
+                .map(|i| starts[i] as u32)
+                .ok_or_else(|| AbiError::UnknownChain(name.to_string()))
+        };
+        let mut hook_entry = [u32::MAX; NF_INET_NUMHOOKS];
+        let mut underflow = [u32::MAX; NF_INET_NUMHOOKS];
+        let mut entries: Vec<Entry> = Vec::new();
+        let push = |entries: &mut Vec<Entry>, ip, nfcache, matches, target| {
+            let index = entries.len() as u32;
+            let offset = entries.last().map_or(0, |e: &Entry| e.offset + e.next_offset() as u32);
+            entries.push(Entry { index, offset, ip, nfcache, comefrom: 0, matches, target });
+            offset
+        };
+        for c in &chains {
+            if c.hook.is_none() {
+                push(&mut entries, IpMatch::default(), 0, Vec::new(), Target::Error(ErrorName::from(c.name.as_str())));
+            }
+            let mut first = None;
+            for r in &c.rules {
+                let mut ip = r.ip;
+                let verdict = match &r.target {
+                    RuleTarget::Accept => Verdict::Accept,
+                    RuleTarget::Drop => Verdict::Drop,
+                    RuleTarget::Return => Verdict::Return,
+                    RuleTarget::Jump(n) => Verdict::Jump { offset: find(n)?, index: 0 },
+                    RuleTarget::Goto(n) => {
+                        ip.flags |= IPT_F_GOTO;
+                        Verdict::Jump { offset: find(n)?, index: 0 }
+                    }
+                };
+                let o = push(&mut entries, ip, r.nfcache, r.matches.clone(), Target::Standard(verdict));
+                first.get_or_insert(o);
+            }
+            let end = push(&mut entries, IpMatch::default(), 0, Vec::new(), Target::Standard(c.policy));
+            if let Some(h) = c.hook {
+                hook_entry[h] = first.unwrap_or(end);
+                underflow[h] = end;
+            }
+        }
+        push(&mut entries, IpMatch::default(), 0, Vec::new(), Target::Error(ErrorName::from(XT_ERROR_TARGET)));
+        let hdr = IptReplace {
+            name: name_field(&self.name),
+            valid_hooks: self.valid_hooks,
+            num_entries: entries.len() as u32,
+            size: size as u32,
+            hook_entry,
+            underflow,
+            num_counters,
+            counters: 0,
+        };
+        let mut out = Vec::with_capacity(IPT_REPLACE_SIZE + size);
+        out.extend_from_slice(hdr.as_bytes());
+        for e in &entries {
+            e.write(&mut out, XtCounters::default());
+        }
+        Ok(out)
+    }
+
+    /// Lay the table out and validate it as the kernel would.
+    pub fn build(&self) -> Result<Table, AbiError> {
+        let blob = self.replace_blob(1)?;
+        Ok(parse_replace(&blob, None)?.table)
+    }
+}

@@ -1,0 +1,244 @@
+//! The extensions bpfilter supports, and the kernel's lookup and per-extension checks for them.
+//!
+//! Mirrors `xt_request_find_match`/`xt_find_match`, `xt_find_revision`, `xt_check_match`,
+//! `xt_check_target` (net/netfilter/x_tables.c) and the `checkentry` functions of
+//! net/netfilter/xt_tcpudp.c, xt_multiport.c, net/ipv4/netfilter/ip_tables.c (icmp).
+//! xt_iprange.c and xt_comment.c have no checkentry.
+
+use crate::abi::*;
+use crate::{ExtKind, Family};
+
+/// One supported (name, revision) pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Supported {
+    /// Extension name.
+    pub name: &'static str,
+    /// Revision.
+    pub revision: u8,
+    /// Match or target.
+    pub kind: ExtKind,
+    /// `matchsize`/`targetsize` of the kernel's xt_match/xt_target (before XT_ALIGN).
+    pub size: usize,
+    /// `.proto` of the xt_match (0 = any).
+    pub proto: u16,
+}
+
+const fn m(name: &'static str, revision: u8, size: usize, proto: u16) -> Supported {
+    Supported { name, revision, kind: ExtKind::Match, size, proto }
+}
+const fn t(name: &'static str, revision: u8, size: usize) -> Supported {
+    Supported { name, revision, kind: ExtKind::Target, size, proto: 0 }
+}
+
+/// IPPROTO_TCP.
+pub const IPPROTO_TCP: u16 = 6;
+/// IPPROTO_UDP.
+pub const IPPROTO_UDP: u16 = 17;
+/// IPPROTO_ICMP.
+pub const IPPROTO_ICMP: u16 = 1;
+/// IPPROTO_ICMPV6.
+pub const IPPROTO_ICMPV6: u16 = 58;
+/// IPPROTO_UDPLITE.
+pub const IPPROTO_UDPLITE: u16 = 136;
+/// IPPROTO_SCTP.
+pub const IPPROTO_SCTP: u16 = 132;
+/// IPPROTO_DCCP.
+pub const IPPROTO_DCCP: u16 = 33;
+
+/// Extensions bpfilter accepts for IPv4 (iptables).
+pub const SUPPORTED_IPV4: &[Supported] = &[
+    m("tcp", 0, core::mem::size_of::<XtTcp>(), IPPROTO_TCP),
+    m("udp", 0, core::mem::size_of::<XtUdp>(), IPPROTO_UDP),
+    m("icmp", 0, core::mem::size_of::<IptIcmp>(), IPPROTO_ICMP),
+    m("multiport", 1, core::mem::size_of::<XtMultiportV1>(), 0),
+    m("iprange", 1, core::mem::size_of::<XtIprangeMtinfo>(), 0),
+    m("comment", 0, core::mem::size_of::<XtCommentInfo>(), 0),
+    t(XT_STANDARD_TARGET, 0, 4),
+    t(XT_ERROR_TARGET, 0, XT_FUNCTION_MAXNAMELEN),
+];
+
+/// Extensions bpfilter accepts for IPv6 (ip6tables), for revision queries.
+pub const SUPPORTED_IPV6: &[Supported] = &[
+    m("tcp", 0, core::mem::size_of::<XtTcp>(), IPPROTO_TCP),
+    m("udp", 0, core::mem::size_of::<XtUdp>(), IPPROTO_UDP),
+    m("icmp6", 0, core::mem::size_of::<Ip6tIcmp>(), IPPROTO_ICMPV6),
+    m("multiport", 1, core::mem::size_of::<XtMultiportV1>(), 0),
+    m("iprange", 1, core::mem::size_of::<XtIprangeMtinfo>(), 0),
+    m("comment", 0, core::mem::size_of::<XtCommentInfo>(), 0),
+    t(XT_STANDARD_TARGET, 0, 4),
+    t(XT_ERROR_TARGET, 0, XT_FUNCTION_MAXNAMELEN),
+];
+
+/// Extensions the kernel registers for NFPROTO_UNSPEC among ours: a wrong revision of these
+/// makes `xt_find_match` answer EPROTOTYPE instead of ENOENT (the NFPROTO_IPV4 search result is
+/// discarded when it retries the family-independent list).
+const UNSPEC_NAMES: &[&str] = &["comment"];
+
+fn table(family: Family) -> &'static [Supported] {
+    match family {
+        Family::Ipv4 => SUPPORTED_IPV4,
+        Family::Ipv6 => SUPPORTED_IPV6,
+    }
+}
+
+/// Mirror of `xt_request_find_match` / `xt_request_find_target` on a raw 29-byte name field:
+/// EINVAL if the name is not NUL-terminated, ENOENT if unknown (or known to the kernel but not
+/// supported by bpfilter), EPROTOTYPE for a family-independent extension at another revision.
+pub fn xt_request_find(
+    family: Family,
+    kind: ExtKind,
+    name: &[u8; XT_EXTENSION_MAXNAMELEN],
+    revision: u8,
+) -> Result<&'static Supported, (i32, &'static str)> {
+    if !name.contains(&0) {
+        return Err((libc::EINVAL, "name not NUL-terminated"));
+    }
+    let name = c_str(name);
+    let mut same_name = false;
+    for s in table(family) {
+        if s.kind == kind && s.name.as_bytes() == name {
+            if s.revision == revision {
+                return Ok(s);
+            }
+            same_name = true;
+        }
+    }
+    if same_name && kind == ExtKind::Match && UNSPEC_NAMES.iter().any(|n| n.as_bytes() == name) {
+        return Err((libc::EPROTOTYPE, "no such revision"));
+    }
+    Err((libc::ENOENT, "unknown or unsupported extension"))
+}
+
+/// Answer to a revision query, as `xt_find_revision`: Ok for a supported (name, revision),
+/// EPROTONOSUPPORT for a known name at another revision, ENOENT for an unknown name.
+pub fn find_revision(family: Family, kind: ExtKind, name: &str, revision: u8) -> Result<(), i32> {
+    let mut known = false;
+    for s in table(family) {
+        if s.kind == kind && s.name == name {
+            if s.revision == revision {
+                return Ok(());
+            }
+            known = true;
+        }
+    }
+    Err(if known { libc::EPROTONOSUPPORT } else { libc::ENOENT })
+}
+
+/// `xt_check_match`'s generic part: payload size and `.proto` restriction.
+pub fn xt_check_match(
+    ext: &Supported,
+    size: usize,
+    proto: u16,
+    inv_proto: bool,
+) -> Result<(), (i32, &'static str)> {
+    if xt_align(ext.size) != size {
+        return Err((libc::EINVAL, "invalid match size"));
+    }
+    if ext.proto != 0 && (ext.proto != proto || inv_proto) {
+        return Err((libc::EINVAL, "match only valid for its protocol (not inverted)"));
+    }
+    Ok(())
+}
+
+/// `xt_check_target`'s generic part: payload size.
+pub fn xt_check_target(ext: &Supported, size: usize) -> Result<(), (i32, &'static str)> {
+    if xt_align(ext.size) != size {
+        return Err((libc::EINVAL, "invalid target size"));
+    }
+    Ok(())
+}
+
+/// `tcp_mt_check`.
+pub fn tcp_mt_check(info: &XtTcp) -> Result<(), (i32, &'static str)> {
+    if info.invflags & !XT_TCP_INV_MASK != 0 {
+        return Err((libc::EINVAL, "tcp: unknown invflags"));
+    }
+    Ok(())
+}
+
+/// `udp_mt_check`.
+pub fn udp_mt_check(info: &XtUdp) -> Result<(), (i32, &'static str)> {
+    if info.invflags & !XT_UDP_INV_MASK != 0 {
+        return Err((libc::EINVAL, "udp: unknown invflags"));
+    }
+    Ok(())
+}
+
+/// `icmp_checkentry`.
+pub fn icmp_checkentry(info: &IptIcmp) -> Result<(), (i32, &'static str)> {
+    if info.invflags & !IPT_ICMP_INV != 0 {
+        return Err((libc::EINVAL, "icmp: unknown invflags"));
+    }
+    Ok(())
+}
+
+/// `multiport_mt_check` (its `check()` helper): protocol with ports, not inverted, valid flags,
+/// count <= 15.
+pub fn multiport_mt_check(info: &XtMultiportV1, proto: u16, ip_invflags: u8) -> Result<(), (i32, &'static str)> {
+    let proto_ok = matches!(
+        proto,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP | IPPROTO_DCCP
+    );
+    let flags_ok = matches!(
+        info.flags,
+        XT_MULTIPORT_SOURCE | XT_MULTIPORT_DESTINATION | XT_MULTIPORT_EITHER
+    );
+    if !proto_ok
+        || ip_invflags & IPT_INV_PROTO != 0
+        || !flags_ok
+        || usize::from(info.count) > XT_MULTI_PORTS
+    {
+        return Err((libc::EINVAL, "multiport: bad protocol, flags or count"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> [u8; XT_EXTENSION_MAXNAMELEN] {
+        name_field(s)
+    }
+
+    #[test]
+    fn find() {
+        let f = Family::Ipv4;
+        assert!(xt_request_find(f, ExtKind::Match, &n("tcp"), 0).is_ok());
+        assert_eq!(xt_request_find(f, ExtKind::Match, &n("tcp"), 1).map(|_| ()), Err((libc::ENOENT, "unknown or unsupported extension")));
+        assert_eq!(xt_request_find(f, ExtKind::Match, &n("comment"), 1).map_err(|e| e.0), Err(libc::EPROTOTYPE));
+        assert_eq!(xt_request_find(f, ExtKind::Match, &n("limit"), 0).map_err(|e| e.0), Err(libc::ENOENT));
+        assert_eq!(xt_request_find(f, ExtKind::Match, &[b'a'; 29], 0).map_err(|e| e.0), Err(libc::EINVAL));
+        assert!(xt_request_find(f, ExtKind::Target, &n(""), 0).is_ok());
+        assert_eq!(xt_request_find(f, ExtKind::Target, &n("tcp"), 0).map_err(|e| e.0), Err(libc::ENOENT));
+        assert_eq!(xt_request_find(f, ExtKind::Match, &n("icmp6"), 0).map_err(|e| e.0), Err(libc::ENOENT));
+    }
+
+    #[test]
+    fn revisions() {
+        let f = Family::Ipv4;
+        assert_eq!(find_revision(f, ExtKind::Match, "multiport", 1), Ok(()));
+        assert_eq!(find_revision(f, ExtKind::Match, "multiport", 2), Err(libc::EPROTONOSUPPORT));
+        assert_eq!(find_revision(f, ExtKind::Match, "multiport", 0), Err(libc::EPROTONOSUPPORT));
+        assert_eq!(find_revision(f, ExtKind::Match, "iprange", 0), Err(libc::EPROTONOSUPPORT));
+        assert_eq!(find_revision(f, ExtKind::Match, "conntrack", 3), Err(libc::ENOENT));
+        assert_eq!(find_revision(f, ExtKind::Target, "ERROR", 0), Ok(()));
+        assert_eq!(find_revision(f, ExtKind::Target, "LOG", 0), Err(libc::ENOENT));
+        assert_eq!(find_revision(Family::Ipv6, ExtKind::Match, "icmp", 0), Err(libc::ENOENT));
+        assert_eq!(find_revision(Family::Ipv6, ExtKind::Match, "icmp6", 0), Ok(()));
+    }
+
+    #[test]
+    fn checkentries() {
+        assert!(tcp_mt_check(&XtTcp { invflags: 0x0f, ..Default::default() }).is_ok());
+        assert!(tcp_mt_check(&XtTcp { invflags: 0x10, ..Default::default() }).is_err());
+        assert!(udp_mt_check(&XtUdp { invflags: 0x04, ..Default::default() }).is_err());
+        assert!(icmp_checkentry(&IptIcmp { invflags: 2, ..Default::default() }).is_err());
+        let mp = XtMultiportV1 { count: 15, flags: 2, ..Default::default() };
+        assert!(multiport_mt_check(&mp, IPPROTO_TCP, 0).is_ok());
+        assert!(multiport_mt_check(&mp, IPPROTO_ICMP, 0).is_err());
+        assert!(multiport_mt_check(&mp, IPPROTO_TCP, IPT_INV_PROTO).is_err());
+        assert!(multiport_mt_check(&XtMultiportV1 { count: 16, ..mp }, IPPROTO_TCP, 0).is_err());
+        assert!(multiport_mt_check(&XtMultiportV1 { flags: 3, ..mp }, IPPROTO_TCP, 0).is_err());
+    }
+}

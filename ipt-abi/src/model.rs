@@ -1,0 +1,529 @@
+//! The typed table model and its exact serialization (GET_INFO, GET_ENTRIES, SET_REPLACE bytes).
+//!
+//! Serialization mirrors `get_info` and `copy_entries_to_user` (net/ipv4/netfilter/ip_tables.c)
+//! with `xt_match_to_user`/`xt_target_to_user`/`xt_data_to_user` (net/netfilter/x_tables.c):
+//! the entry header as stored (ip part, nfcache, offsets, the kernel-computed comefrom), the
+//! caller's counters, then each match/target header with the kernel's name (NUL-padded here),
+//! revision and `matchsize` payload bytes followed by zeros up to XT_ALIGN(matchsize). None of
+//! our extensions sets `usersize`, so the whole `matchsize` is copied.
+
+use std::net::Ipv4Addr;
+use std::ops::Range;
+
+use zerocopy::IntoBytes;
+
+use crate::abi::*;
+use crate::AbiError;
+
+/// Names of the five netfilter hooks, as iptables prints the built-in chains.
+pub const HOOK_NAMES: [&str; NF_INET_NUMHOOKS] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
+/// `valid_hooks` of the filter table: LOCAL_IN, FORWARD, LOCAL_OUT.
+pub const FILTER_VALID_HOOKS: u32 = (1 << 1) | (1 << 2) | (1 << 3);
+
+/// The `ipt_ip` part of an entry, every field kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpMatch {
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Source mask.
+    pub smsk: Ipv4Addr,
+    /// Destination mask.
+    pub dmsk: Ipv4Addr,
+    /// Input interface name bytes.
+    pub iniface: [u8; IFNAMSIZ],
+    /// Output interface name bytes.
+    pub outiface: [u8; IFNAMSIZ],
+    /// Input interface mask (0xff per compared byte; `eth+` is a prefix mask).
+    pub iniface_mask: [u8; IFNAMSIZ],
+    /// Output interface mask.
+    pub outiface_mask: [u8; IFNAMSIZ],
+    /// Protocol (0 = any).
+    pub proto: u16,
+    /// IPT_F_FRAG | IPT_F_GOTO.
+    pub flags: u8,
+    /// IPT_INV_* bits.
+    pub invflags: u8,
+}
+
+impl Default for IpMatch {
+    fn default() -> Self {
+        Self {
+            src: Ipv4Addr::UNSPECIFIED,
+            dst: Ipv4Addr::UNSPECIFIED,
+            smsk: Ipv4Addr::UNSPECIFIED,
+            dmsk: Ipv4Addr::UNSPECIFIED,
+            iniface: [0; IFNAMSIZ],
+            outiface: [0; IFNAMSIZ],
+            iniface_mask: [0; IFNAMSIZ],
+            outiface_mask: [0; IFNAMSIZ],
+            proto: 0,
+            flags: 0,
+            invflags: 0,
+        }
+    }
+}
+
+impl IpMatch {
+    /// Decode the kernel struct.
+    pub fn from_raw(ip: &IptIp) -> Self {
+        Self {
+            src: Ipv4Addr::from(ip.src),
+            dst: Ipv4Addr::from(ip.dst),
+            smsk: Ipv4Addr::from(ip.smsk),
+            dmsk: Ipv4Addr::from(ip.dmsk),
+            iniface: ip.iniface,
+            outiface: ip.outiface,
+            iniface_mask: ip.iniface_mask,
+            outiface_mask: ip.outiface_mask,
+            proto: ip.proto,
+            flags: ip.flags,
+            invflags: ip.invflags,
+        }
+    }
+    /// Encode to the kernel struct.
+    pub fn to_raw(&self) -> IptIp {
+        IptIp {
+            src: self.src.octets(),
+            dst: self.dst.octets(),
+            smsk: self.smsk.octets(),
+            dmsk: self.dmsk.octets(),
+            iniface: self.iniface,
+            outiface: self.outiface,
+            iniface_mask: self.iniface_mask,
+            outiface_mask: self.outiface_mask,
+            proto: self.proto,
+            flags: self.flags,
+            invflags: self.invflags,
+        }
+    }
+    /// All fields zero (the kernel's `unconditional()` ip part).
+    pub fn is_unconditional(&self) -> bool {
+        *self == IpMatch::default()
+    }
+    /// `-g`: the standard target's jump does not push a return address.
+    pub fn is_goto(&self) -> bool {
+        self.flags & IPT_F_GOTO != 0
+    }
+    /// `-f`: only non-first fragments match (inverted by IPT_INV_FRAG).
+    pub fn is_frag(&self) -> bool {
+        self.flags & IPT_F_FRAG != 0
+    }
+    /// Test one IPT_INV_* bit.
+    pub fn inverted(&self, bit: u8) -> bool {
+        self.invflags & bit != 0
+    }
+    /// Input interface name as text (up to the first NUL).
+    pub fn iniface_name(&self) -> String {
+        String::from_utf8_lossy(c_str(&self.iniface)).into_owned()
+    }
+    /// Output interface name as text (up to the first NUL).
+    pub fn outiface_name(&self) -> String {
+        String::from_utf8_lossy(c_str(&self.outiface)).into_owned()
+    }
+}
+
+/// A match with its typed payload (the kernel struct, padding bytes included).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Match {
+    /// "tcp" revision 0.
+    Tcp(XtTcp),
+    /// "udp" revision 0.
+    Udp(XtUdp),
+    /// "icmp" revision 0.
+    Icmp(IptIcmp),
+    /// "multiport" revision 1.
+    Multiport(XtMultiportV1),
+    /// "iprange" revision 1.
+    IpRange(XtIprangeMtinfo),
+    /// "comment" revision 0.
+    Comment(Box<XtCommentInfo>),
+}
+
+impl Match {
+    /// Extension name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Match::Tcp(_) => "tcp",
+            Match::Udp(_) => "udp",
+            Match::Icmp(_) => "icmp",
+            Match::Multiport(_) => "multiport",
+            Match::IpRange(_) => "iprange",
+            Match::Comment(_) => "comment",
+        }
+    }
+    /// Extension revision.
+    pub fn revision(&self) -> u8 {
+        match self {
+            Match::Multiport(_) | Match::IpRange(_) => 1,
+            _ => 0,
+        }
+    }
+    /// The payload bytes (`matchsize` of them).
+    pub fn payload(&self) -> &[u8] {
+        match self {
+            Match::Tcp(p) => p.as_bytes(),
+            Match::Udp(p) => p.as_bytes(),
+            Match::Icmp(p) => p.as_bytes(),
+            Match::Multiport(p) => p.as_bytes(),
+            Match::IpRange(p) => p.as_bytes(),
+            Match::Comment(p) => p.as_bytes(),
+        }
+    }
+    /// `match_size` in the blob: header + XT_ALIGN(matchsize).
+    pub fn match_size(&self) -> usize {
+        XT_ENTRY_MATCH_SIZE + xt_align(self.payload().len())
+    }
+    /// The comment text of a comment match (up to the first NUL).
+    pub fn comment_text(&self) -> Option<String> {
+        match self {
+            Match::Comment(c) => Some(String::from_utf8_lossy(c_str(&c.comment)).into_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// A standard target verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// NF_ACCEPT (-2).
+    Accept,
+    /// NF_DROP (-1).
+    Drop,
+    /// XT_RETURN (-5).
+    Return,
+    /// Jump (or goto, if the entry's ip flags have IPT_F_GOTO) to the entry at `offset`.
+    Jump {
+        /// Byte offset of the target entry (the raw verdict).
+        offset: u32,
+        /// Index of the target entry.
+        index: u32,
+    },
+}
+
+impl Verdict {
+    /// The raw `int verdict` of xt_standard_target.
+    pub fn raw(&self) -> i32 {
+        match self {
+            Verdict::Accept => VERDICT_ACCEPT,
+            Verdict::Drop => VERDICT_DROP,
+            Verdict::Return => XT_RETURN,
+            // Offsets are below XT_MAX_TABLE_SIZE (checked at parse), so they fit in i32.
+            Verdict::Jump { offset, .. } => *offset as i32,
+        }
+    }
+}
+
+/// The ERROR target's 30-byte `errorname`, kept byte for byte (the kernel copies all of it).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ErrorName(pub [u8; XT_FUNCTION_MAXNAMELEN]);
+
+impl ErrorName {
+    /// The name up to the first NUL.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(c_str(&self.0)).unwrap_or("")
+    }
+}
+impl std::fmt::Debug for ErrorName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(c_str(&self.0)))
+    }
+}
+impl std::fmt::Display for ErrorName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(c_str(&self.0)))
+    }
+}
+impl From<&str> for ErrorName {
+    fn from(s: &str) -> Self {
+        ErrorName(name_field(s))
+    }
+}
+impl PartialEq<str> for ErrorName {
+    fn eq(&self, other: &str) -> bool {
+        c_str(&self.0) == other.as_bytes()
+    }
+}
+impl PartialEq<&str> for ErrorName {
+    fn eq(&self, other: &&str) -> bool {
+        c_str(&self.0) == other.as_bytes()
+    }
+}
+
+/// An entry's target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// The standard target ("" revision 0).
+    Standard(Verdict),
+    /// The ERROR target (revision 0): a user chain head (errorname = chain name) or the table
+    /// end ("ERROR"). Reaching it drops the packet.
+    Error(ErrorName),
+}
+
+impl Target {
+    /// `target_size` in the blob.
+    pub fn target_size(&self) -> usize {
+        match self {
+            Target::Standard(_) => XT_STANDARD_TARGET_SIZE,
+            Target::Error(_) => XT_ERROR_TARGET_SIZE,
+        }
+    }
+}
+
+/// One `ipt_entry` with its matches and target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Entry {
+    /// Entry number, 0-based (also the counter index).
+    pub index: u32,
+    /// Byte offset of the entry in the entries blob.
+    pub offset: u32,
+    /// The ip part.
+    pub ip: IpMatch,
+    /// `nfcache`, unused by the kernel but copied back as given.
+    pub nfcache: u32,
+    /// Hook bitmask computed by `mark_source_chains` (what GET_ENTRIES shows).
+    pub comefrom: u32,
+    /// Matches, in order.
+    pub matches: Vec<Match>,
+    /// Target.
+    pub target: Target,
+}
+
+impl Entry {
+    /// `target_offset`.
+    pub fn target_offset(&self) -> usize {
+        IPT_ENTRY_SIZE + self.matches.iter().map(Match::match_size).sum::<usize>()
+    }
+    /// `next_offset` (the entry's size).
+    pub fn next_offset(&self) -> usize {
+        self.target_offset() + self.target.target_size()
+    }
+    /// The kernel's `unconditional()`: no matches and an all-zero ip part.
+    pub fn is_unconditional(&self) -> bool {
+        self.matches.is_empty() && self.ip.is_unconditional()
+    }
+    /// The standard verdict, if the target is the standard target.
+    pub fn verdict(&self) -> Option<Verdict> {
+        match self.target {
+            Target::Standard(v) => Some(v),
+            Target::Error(_) => None,
+        }
+    }
+    /// Append the entry's bytes as `copy_entries_to_user` writes them, with the given counters.
+    pub fn write(&self, out: &mut Vec<u8>, counters: XtCounters) {
+        let target_offset = self.target_offset();
+        let next_offset = target_offset + self.target.target_size();
+        let hdr = IptEntry {
+            ip: self.ip.to_raw(),
+            nfcache: self.nfcache,
+            // Sizes are bounded by parse/build (u16 fields in the kernel too).
+            target_offset: target_offset as u16,
+            next_offset: next_offset as u16,
+            comefrom: self.comefrom,
+            counters,
+        };
+        out.extend_from_slice(hdr.as_bytes());
+        for m in &self.matches {
+            let payload = m.payload();
+            let size = m.match_size();
+            let h = XtEntryMatch { match_size: size as u16, name: name_field(m.name()), revision: m.revision() };
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(payload);
+            out.resize(out.len() + xt_align(payload.len()) - payload.len(), 0);
+        }
+        match &self.target {
+            Target::Standard(v) => {
+                let t = XtStandardTarget {
+                    target: XtEntryTarget {
+                        target_size: XT_STANDARD_TARGET_SIZE as u16,
+                        name: [0; XT_EXTENSION_MAXNAMELEN],
+                        revision: 0,
+                    },
+                    verdict: v.raw(),
+                    pad: [0; 4],
+                };
+                out.extend_from_slice(t.as_bytes());
+            }
+            Target::Error(name) => {
+                let t = XtErrorTarget {
+                    target: XtEntryTarget {
+                        target_size: XT_ERROR_TARGET_SIZE as u16,
+                        name: name_field(XT_ERROR_TARGET),
+                        revision: 0,
+                    },
+                    errorname: name.0,
+                    pad: [0; 2],
+                };
+                out.extend_from_slice(t.as_bytes());
+            }
+        }
+    }
+}
+
+/// A chain as iptables lays it out in the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainInfo {
+    /// Chain name ("INPUT", ... for built-in chains).
+    pub name: String,
+    /// Hook number for a built-in chain.
+    pub hook: Option<u8>,
+    /// Index of the ERROR entry heading a user chain.
+    pub head: Option<u32>,
+    /// Entry indices of the chain body: its rules and the final policy (built-in) or RETURN
+    /// (user chain) entry.
+    pub entries: Range<u32>,
+}
+
+/// A validated table: what the kernel holds after a successful SET_REPLACE.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Table {
+    /// Table name.
+    pub name: String,
+    /// Bitmask of valid hooks.
+    pub valid_hooks: u32,
+    /// Byte offset of each hook's first entry (0xffffffff for invalid hooks, as the kernel).
+    pub hook_entry: [u32; NF_INET_NUMHOOKS],
+    /// Byte offset of each hook's policy entry (0xffffffff for invalid hooks).
+    pub underflow: [u32; NF_INET_NUMHOOKS],
+    /// Entries in blob order.
+    pub entries: Vec<Entry>,
+}
+
+impl Table {
+    /// The table the kernel creates on first access: for "filter", INPUT/FORWARD/OUTPUT with an
+    /// ACCEPT policy each and the final ERROR entry (`xt_alloc_initial_table`). Other names: ENOENT.
+    pub fn initial(name: &str) -> Result<Table, AbiError> {
+        if name != "filter" {
+            return Err(AbiError::UnknownTable(name.to_string()));
+        }
+        let mut b = crate::build::TableBuilder::filter();
+        b.policy("INPUT", Verdict::Accept);
+        b.policy("FORWARD", Verdict::Accept);
+        b.policy("OUTPUT", Verdict::Accept);
+        b.build()
+    }
+
+    /// Bytes of the entries blob.
+    pub fn size(&self) -> u32 {
+        self.entries.last().map_or(0, |e| e.offset + e.next_offset() as u32)
+    }
+
+    /// Number of entries.
+    pub fn num_entries(&self) -> u32 {
+        self.entries.len() as u32
+    }
+
+    /// IPT_SO_GET_INFO answer (84 bytes), as `get_info` fills it.
+    pub fn get_info(&self) -> Vec<u8> {
+        IptGetinfo {
+            name: name_field(&self.name),
+            valid_hooks: self.valid_hooks,
+            hook_entry: self.hook_entry,
+            underflow: self.underflow,
+            num_entries: self.num_entries(),
+            size: self.size(),
+        }
+        .as_bytes()
+        .to_vec()
+    }
+
+    /// The entries blob with the given per-entry counters (missing ones are zero).
+    pub fn entries_blob(&self, counters: &[XtCounters]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.size() as usize);
+        for (i, e) in self.entries.iter().enumerate() {
+            e.write(&mut out, counters.get(i).copied().unwrap_or_default());
+        }
+        out
+    }
+
+    /// IPT_SO_GET_ENTRIES answer: `ipt_get_entries` header (name, size) then the entries as
+    /// `copy_entries_to_user` writes them, with `counters[i]` in entry i.
+    pub fn get_entries(&self, counters: &[XtCounters]) -> Vec<u8> {
+        let hdr = IptGetEntries { name: name_field(&self.name), size: self.size(), pad: [0; 4] };
+        let mut out = Vec::with_capacity(IPT_GET_ENTRIES_SIZE + self.size() as usize);
+        out.extend_from_slice(hdr.as_bytes());
+        for (i, e) in self.entries.iter().enumerate() {
+            e.write(&mut out, counters.get(i).copied().unwrap_or_default());
+        }
+        out
+    }
+
+    /// An IPT_SO_SET_REPLACE request for this table (header + entries, zero counters), as
+    /// libiptc would send it. For invalid hooks the header carries 0xffffffff.
+    pub fn replace_blob(&self, num_counters: u32, counters_ptr: u64) -> Vec<u8> {
+        let hdr = IptReplace {
+            name: name_field(&self.name),
+            valid_hooks: self.valid_hooks,
+            num_entries: self.num_entries(),
+            size: self.size(),
+            hook_entry: self.hook_entry,
+            underflow: self.underflow,
+            num_counters,
+            counters: counters_ptr,
+        };
+        let mut out = Vec::with_capacity(IPT_REPLACE_SIZE + self.size() as usize);
+        out.extend_from_slice(hdr.as_bytes());
+        for e in &self.entries {
+            e.write(&mut out, XtCounters::default());
+        }
+        out
+    }
+
+    /// Index of the entry starting at byte offset `off`.
+    pub fn entry_at_offset(&self, off: u32) -> Option<u32> {
+        self.entries.binary_search_by_key(&off, |e| e.offset).ok().map(|i| i as u32)
+    }
+
+    /// Index of the first entry of a valid hook.
+    pub fn hook_entry_index(&self, hook: usize) -> Option<u32> {
+        self.hook_valid(hook).then(|| self.entry_at_offset(self.hook_entry[hook])).flatten()
+    }
+
+    /// Index of the policy (underflow) entry of a valid hook.
+    pub fn underflow_index(&self, hook: usize) -> Option<u32> {
+        self.hook_valid(hook).then(|| self.entry_at_offset(self.underflow[hook])).flatten()
+    }
+
+    fn hook_valid(&self, hook: usize) -> bool {
+        hook < NF_INET_NUMHOOKS && self.valid_hooks & (1 << hook) != 0
+    }
+
+    /// The chains in table order: built-in chains from their hook entry to their underflow, and
+    /// user chains from the entry after their ERROR head up to the next chain start. The final
+    /// ERROR "ERROR" entry belongs to no chain.
+    pub fn chains(&self) -> Vec<ChainInfo> {
+        // Chain starts: hook entries and user chain heads, in entry order.
+        let mut starts: Vec<(u32, Option<u8>, Option<u32>, String)> = Vec::new();
+        for hook in 0..NF_INET_NUMHOOKS {
+            if let Some(i) = self.hook_entry_index(hook) {
+                starts.push((i, Some(hook as u8), None, HOOK_NAMES[hook].to_string()));
+            }
+        }
+        let last = self.entries.len().saturating_sub(1);
+        for (i, e) in self.entries.iter().enumerate() {
+            if let Target::Error(name) = &e.target {
+                if i != last {
+                    starts.push((i as u32 + 1, None, Some(i as u32), name.to_string()));
+                }
+            }
+        }
+        starts.sort_by_key(|s| s.0);
+        let mut out = Vec::with_capacity(starts.len());
+        for (k, (first, hook, head, name)) in starts.iter().enumerate() {
+            let end = match hook {
+                Some(h) => self.underflow_index(*h as usize).map_or(*first, |u| u + 1),
+                None => starts
+                    .get(k + 1)
+                    .map_or(last as u32, |next| next.2.unwrap_or(next.0)),
+            };
+            out.push(ChainInfo { name: name.clone(), hook: *hook, head: *head, entries: *first..end.max(*first) });
+        }
+        out
+    }
+
+    /// Name of the chain whose body holds entry `index` (None for heads and the table end).
+    pub fn chain_of(&self, index: u32) -> Option<String> {
+        self.chains().into_iter().find(|c| c.entries.contains(&index)).map(|c| c.name)
+    }
+}

@@ -1,0 +1,632 @@
+//! Decoding and validation of iptables requests, in the kernel's order and with its errno.
+//!
+//! `parse_replace` follows `do_replace` -> `translate_table` -> `__do_replace`
+//! (net/ipv4/netfilter/ip_tables.c, Linux 6.18) check by check. The kernel returns the first
+//! failure it meets, so the order below is the kernel's:
+//! 1. `do_replace`: optlen >= sizeof(ipt_replace) (EINVAL); num_counters < INT_MAX/16 (ENOMEM);
+//!    num_counters != 0 (EINVAL); optlen >= sizeof(ipt_replace) + size (EINVAL);
+//!    `xt_alloc_table_info(size)` within XT_MAX_TABLE_SIZE (ENOMEM).
+//! 2. `translate_table`: `xt_alloc_entry_offsets(num_entries)` (ENOMEM); every entry through
+//!    `check_entry_size_and_hooks` (alignment, bounds, `ip_checkentry`,
+//!    `xt_check_entry_offsets`, hook entry/underflow assignment with `check_underflow`): EINVAL;
+//!    entry count == num_entries (EINVAL); `xt_check_table_hooks` (EINVAL);
+//!    `mark_source_chains` (ELOOP); `find_check_entry` on every entry in order (each match:
+//!    lookup ENOENT/EPROTOTYPE/EINVAL, `xt_check_match` size/proto EINVAL, checkentry; then the
+//!    target likewise).
+//! 3. `__do_replace`: `xt_counters_alloc(num_counters)` (ENOMEM); table lookup (ENOENT);
+//!    valid_hooks equal to the table's (EINVAL); `xt_replace_table`: num_counters equal to the
+//!    installed table's entry count (EAGAIN).
+//!
+//! bpfilter refuses on top (ENOENT, at the point where the kernel looks the extension up)
+//! every extension it does not implement, and the QUEUE verdict.
+
+use zerocopy::FromBytes;
+
+use crate::abi::*;
+use crate::ext::{self, Supported};
+use crate::model::*;
+use crate::{AbiError, EntryFault, ExtKind, Family};
+
+/// A decoded, fully validated IPT_SO_SET_REPLACE request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replace {
+    /// Table name.
+    pub name: String,
+    /// Entry count of the table being replaced (size of the counter array to return).
+    pub num_counters: u32,
+    /// Caller's pointer for the old counters (only meaningful in the caller's address space).
+    pub counters_ptr: u64,
+    /// The new table, as the kernel would hold it.
+    pub table: Table,
+}
+
+/// A decoded IPT_SO_SET_ADD_COUNTERS request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddCounters {
+    /// Table name.
+    pub name: String,
+    /// Counters to add, one per entry.
+    pub counters: Vec<XtCounters>,
+}
+
+impl AddCounters {
+    /// The checks `do_add_counters` makes against the installed table: the name must be the
+    /// table's (ENOENT) and the counter count its entry count (EINVAL).
+    pub fn check_against(&self, table: &Table) -> Result<(), AbiError> {
+        if self.name != table.name {
+            return Err(AbiError::UnknownTable(self.name.clone()));
+        }
+        if self.counters.len() != table.entries.len() {
+            return Err(AbiError::CounterCount { num_counters: self.counters.len() as u32, entries: table.num_entries() });
+        }
+        Ok(())
+    }
+}
+
+/// Table names bpfilter serves, with their valid hooks.
+pub fn table_valid_hooks(name: &str) -> Option<u32> {
+    (name == "filter").then_some(FILTER_VALID_HOOKS)
+}
+
+fn name_string(field: &[u8]) -> String {
+    String::from_utf8_lossy(c_str(field)).into_owned()
+}
+
+/// Decode and validate an IPT_SO_SET_REPLACE request exactly as `do_replace` would.
+/// `current_entries` is the installed table's entry count (None skips the EAGAIN check).
+pub fn parse_replace(blob: &[u8], current_entries: Option<u32>) -> Result<Replace, AbiError> {
+    // do_replace
+    let Ok((hdr, rest)) = IptReplace::read_from_prefix(blob) else {
+        return Err(AbiError::Length { what: "ipt_replace", len: blob.len(), need: IPT_REPLACE_SIZE as u64 });
+    };
+    if u64::from(hdr.num_counters) >= i32::MAX as u64 / core::mem::size_of::<XtCounters>() as u64 {
+        return Err(AbiError::TooManyCounters(hdr.num_counters));
+    }
+    if hdr.num_counters == 0 {
+        return Err(AbiError::ZeroCounters);
+    }
+    let need = u64::from(hdr.size) + IPT_REPLACE_SIZE as u64;
+    if (blob.len() as u64) < need {
+        return Err(AbiError::Length { what: "ipt_replace + entries", len: blob.len(), need });
+    }
+    // The kernel forces a NUL into the last byte of the name.
+    let name = name_string(&hdr.name[..XT_TABLE_MAXNAMELEN - 1]);
+    xt_alloc_table_info(hdr.size)?;
+    let entries = &rest[..hdr.size as usize];
+    let mut table = translate_table(&hdr, entries)?;
+    table.name = name.clone();
+    // __do_replace
+    xt_counters_alloc(hdr.num_counters)?;
+    let Some(valid_hooks) = table_valid_hooks(&name) else {
+        return Err(AbiError::UnknownTable(name));
+    };
+    if hdr.valid_hooks != valid_hooks {
+        return Err(AbiError::ValidHooks { table: name, got: hdr.valid_hooks, want: valid_hooks });
+    }
+    // xt_replace_table
+    if let Some(current) = current_entries {
+        if current != hdr.num_counters {
+            return Err(AbiError::StaleCounters { num_counters: hdr.num_counters, current });
+        }
+    }
+    Ok(Replace { name, num_counters: hdr.num_counters, counters_ptr: hdr.counters, table })
+}
+
+/// `xt_alloc_table_info`: the kernel refuses sizes whose allocation would reach
+/// XT_MAX_TABLE_SIZE (checked before allocating anything).
+pub fn xt_alloc_table_info(size: u32) -> Result<(), AbiError> {
+    if XT_TABLE_INFO_SIZE + u64::from(size) >= XT_MAX_TABLE_SIZE {
+        return Err(AbiError::TableTooBig(size));
+    }
+    Ok(())
+}
+
+/// `xt_alloc_entry_offsets`: at most XT_MAX_TABLE_SIZE / sizeof(unsigned int) entries.
+pub fn xt_alloc_entry_offsets(number: u32) -> Result<(), AbiError> {
+    if u64::from(number) > XT_MAX_TABLE_SIZE / 4 {
+        return Err(AbiError::TooManyEntries(number));
+    }
+    Ok(())
+}
+
+/// `xt_counters_alloc`: at most XT_MAX_TABLE_SIZE bytes of counters.
+pub fn xt_counters_alloc(num_counters: u32) -> Result<(), AbiError> {
+    if u64::from(num_counters) * core::mem::size_of::<XtCounters>() as u64 > XT_MAX_TABLE_SIZE {
+        return Err(AbiError::TooManyCounters(num_counters));
+    }
+    Ok(())
+}
+
+/// What the checks after the size walk need to know about each raw entry.
+#[derive(Debug, Clone, Copy)]
+struct RawEntry {
+    offset: u32,
+    hdr: IptEntry,
+    /// The kernel's `unconditional()`: target_offset == sizeof(ipt_entry) and ip all zero.
+    uncond: bool,
+    /// Target name is XT_STANDARD_TARGET ("").
+    standard: bool,
+    /// First int of the target data (the verdict for the standard target).
+    verdict: i32,
+}
+
+fn read_i32(b: &[u8], off: usize) -> i32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[off..off + 4]);
+    i32::from_ne_bytes(a)
+}
+
+fn read_u16(b: &[u8], off: usize) -> u16 {
+    u16::from_ne_bytes([b[off], b[off + 1]])
+}
+
+/// `translate_table`: walk, check and type every entry of the blob.
+fn translate_table(repl: &IptReplace, blob: &[u8]) -> Result<Table, AbiError> {
+    let mut hook_entry = [u32::MAX; NF_INET_NUMHOOKS];
+    let mut underflow = [u32::MAX; NF_INET_NUMHOOKS];
+    xt_alloc_entry_offsets(repl.num_entries)?;
+    let size = blob.len();
+    // An entry is at least 144 bytes: bound the capacity by the blob, not by the header.
+    let mut raw: Vec<RawEntry> =
+        Vec::with_capacity((repl.num_entries as usize).min(size / (IPT_ENTRY_SIZE + XT_ENTRY_TARGET_SIZE) + 1));
+    let mut pos = 0usize;
+    while pos < size {
+        let index = raw.len() as u32;
+        let r = check_entry_size_and_hooks(blob, pos, index, repl, &mut hook_entry, &mut underflow)?;
+        pos += usize::from(r.hdr.next_offset);
+        raw.push(r);
+    }
+    if raw.len() as u64 != u64::from(repl.num_entries) {
+        return Err(AbiError::EntryCount { found: raw.len() as u32, declared: repl.num_entries });
+    }
+    xt_check_table_hooks(&hook_entry, &underflow, repl.valid_hooks, &raw)?;
+    let offsets: Vec<u32> = raw.iter().map(|r| r.offset).collect();
+    let comefrom = mark_source_chains(&raw, &offsets, &hook_entry, repl.valid_hooks)?;
+    let mut entries = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        entries.push(find_check_entry(blob, r, i as u32, &offsets, comefrom[i])?);
+    }
+    Ok(Table { name: String::new(), valid_hooks: repl.valid_hooks, hook_entry, underflow, entries })
+}
+
+/// `check_entry_size_and_hooks`: bounds, `ip_checkentry`, `xt_check_entry_offsets`, and the
+/// hook entry/underflow assignment (with `check_underflow`) for one entry.
+fn check_entry_size_and_hooks(
+    blob: &[u8],
+    pos: usize,
+    index: u32,
+    repl: &IptReplace,
+    hook_entry: &mut [u32; NF_INET_NUMHOOKS],
+    underflow: &mut [u32; NF_INET_NUMHOOKS],
+) -> Result<RawEntry, AbiError> {
+    let offset = pos as u32;
+    let fail = |fault| AbiError::Entry { index, offset, fault };
+    let limit = blob.len();
+    if pos % 8 != 0 {
+        return Err(fail(EntryFault::Misaligned));
+    }
+    if pos + IPT_ENTRY_SIZE >= limit {
+        return Err(fail(EntryFault::HeaderPastEnd));
+    }
+    let Ok((hdr, _)) = IptEntry::read_from_prefix(&blob[pos..]) else {
+        return Err(fail(EntryFault::HeaderPastEnd));
+    };
+    let next = usize::from(hdr.next_offset);
+    if pos + next > limit {
+        return Err(fail(EntryFault::NextPastEnd));
+    }
+    if next < IPT_ENTRY_SIZE + XT_ENTRY_TARGET_SIZE {
+        return Err(fail(EntryFault::NextTooSmall));
+    }
+    ip_checkentry(&hdr.ip).map_err(fail)?;
+    let e = &blob[pos..pos + next];
+    let (standard, verdict) = xt_check_entry_offsets(e, &hdr).map_err(fail)?;
+    let uncond = usize::from(hdr.target_offset) == IPT_ENTRY_SIZE && IpMatch::from_raw(&hdr.ip).is_unconditional();
+    let r = RawEntry { offset, hdr, uncond, standard, verdict };
+    for h in 0..NF_INET_NUMHOOKS {
+        if repl.valid_hooks & (1 << h) == 0 {
+            continue;
+        }
+        if offset == repl.hook_entry[h] {
+            hook_entry[h] = offset;
+        }
+        if offset == repl.underflow[h] {
+            if !check_underflow(&r) {
+                return Err(AbiError::Underflow { hook: h as u8, index, offset });
+            }
+            underflow[h] = offset;
+        }
+    }
+    Ok(r)
+}
+
+/// `ip_checkentry`: no unknown flag or invflag bits.
+fn ip_checkentry(ip: &IptIp) -> Result<(), EntryFault> {
+    if ip.flags & !IPT_F_MASK != 0 {
+        return Err(EntryFault::UnknownFlags);
+    }
+    if ip.invflags & !IPT_INV_MASK != 0 {
+        return Err(EntryFault::UnknownInvflags);
+    }
+    Ok(())
+}
+
+/// `verdict_ok` (x_tables.c): a positive offset, or ACCEPT, DROP, QUEUE, RETURN.
+fn verdict_ok(verdict: i32) -> bool {
+    verdict > 0 || matches!(verdict, VERDICT_ACCEPT | VERDICT_DROP | VERDICT_QUEUE | XT_RETURN)
+}
+
+/// `xt_check_entry_offsets` on one entry's bytes (`e.len() == next_offset`). Returns whether
+/// the target is the standard target, and its verdict (first int of the target data, 0 when
+/// the target is too short to hold one).
+fn xt_check_entry_offsets(e: &[u8], hdr: &IptEntry) -> Result<(bool, i32), EntryFault> {
+    let to = usize::from(hdr.target_offset);
+    let next = e.len();
+    if to < IPT_ENTRY_SIZE {
+        return Err(EntryFault::TargetInHeader);
+    }
+    if to + XT_ENTRY_TARGET_SIZE > next {
+        return Err(EntryFault::TargetHeaderPastNext);
+    }
+    let tsize = usize::from(read_u16(e, to));
+    if tsize < XT_ENTRY_TARGET_SIZE {
+        return Err(EntryFault::TargetSizeTooSmall);
+    }
+    if to + tsize > next {
+        return Err(EntryFault::TargetPastNext);
+    }
+    let name = &e[to + 2..to + 2 + XT_EXTENSION_MAXNAMELEN];
+    let standard = name[0] == 0;
+    let verdict = if to + XT_ENTRY_TARGET_SIZE + 4 <= next { read_i32(e, to + XT_ENTRY_TARGET_SIZE) } else { 0 };
+    if standard {
+        if xt_align(to + XT_STANDARD_TARGET_SIZE) != next {
+            return Err(EntryFault::StandardTargetSize);
+        }
+        if !verdict_ok(verdict) {
+            return Err(EntryFault::BadVerdict);
+        }
+    } else if c_str(name) == XT_ERROR_TARGET.as_bytes() {
+        // error_tg_ok: exact size and a NUL inside errorname.
+        if tsize != XT_ERROR_TARGET_SIZE {
+            return Err(EntryFault::BadErrorTarget);
+        }
+        let errorname = &e[to + XT_ENTRY_TARGET_SIZE..to + XT_ENTRY_TARGET_SIZE + XT_FUNCTION_MAXNAMELEN];
+        if !errorname.contains(&0) {
+            return Err(EntryFault::BadErrorTarget);
+        }
+    }
+    xt_check_entry_match(e, IPT_ENTRY_SIZE, to)?;
+    Ok((standard, verdict))
+}
+
+/// `xt_check_entry_match`: matches are 8-aligned, at least a header each, and end exactly at
+/// the target. Entry starts are 8-aligned, so alignment relative to the entry is enough.
+fn xt_check_entry_match(e: &[u8], start: usize, target: usize) -> Result<(), EntryFault> {
+    let mut length = target as i64 - start as i64;
+    if length == 0 {
+        return Ok(());
+    }
+    let mut pos = start;
+    loop {
+        if pos % 8 != 0 {
+            return Err(EntryFault::BadMatchSize);
+        }
+        if length < XT_ENTRY_MATCH_SIZE as i64 {
+            return Err(EntryFault::BadMatchSize);
+        }
+        let msize = usize::from(read_u16(e, pos));
+        if msize < XT_ENTRY_MATCH_SIZE {
+            return Err(EntryFault::BadMatchSize);
+        }
+        if msize as i64 > length {
+            return Err(EntryFault::BadMatchSize);
+        }
+        length -= msize as i64;
+        pos += msize;
+        if length <= 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// `check_underflow`: unconditional, standard target, verdict ACCEPT or DROP.
+fn check_underflow(r: &RawEntry) -> bool {
+    r.uncond && r.standard && matches!(r.verdict, VERDICT_ACCEPT | VERDICT_DROP)
+}
+
+/// `xt_check_table_hooks`: every valid hook has an entry and an underflow, and valid hooks'
+/// entries and underflows strictly increase with the hook number.
+fn xt_check_table_hooks(
+    hook_entry: &[u32; NF_INET_NUMHOOKS],
+    underflow: &[u32; NF_INET_NUMHOOKS],
+    valid_hooks: u32,
+    _raw: &[RawEntry],
+) -> Result<(), AbiError> {
+    let mut max_entry = 0u32;
+    let mut max_uflow = 0u32;
+    let mut check = false;
+    for i in 0..NF_INET_NUMHOOKS {
+        if valid_hooks & (1 << i) == 0 {
+            continue;
+        }
+        let hook = i as u8;
+        if hook_entry[i] == u32::MAX {
+            return Err(AbiError::Hooks { hook, reason: "no entry at the hook's entry offset" });
+        }
+        if underflow[i] == u32::MAX {
+            return Err(AbiError::Hooks { hook, reason: "no entry at the hook's underflow offset" });
+        }
+        if check {
+            if max_uflow > underflow[i] {
+                return Err(AbiError::Hooks { hook, reason: "unsorted underflow" });
+            }
+            if max_uflow == underflow[i] {
+                return Err(AbiError::Hooks { hook, reason: "duplicate underflow" });
+            }
+            if max_entry > hook_entry[i] {
+                return Err(AbiError::Hooks { hook, reason: "unsorted entry" });
+            }
+            if max_entry == hook_entry[i] {
+                return Err(AbiError::Hooks { hook, reason: "duplicate entry" });
+            }
+        }
+        max_entry = hook_entry[i];
+        max_uflow = underflow[i];
+        check = true;
+    }
+    Ok(())
+}
+
+const NUMHOOKS_BIT: u32 = 1 << NF_INET_NUMHOOKS;
+
+/// `mark_source_chains`: walk every valid hook's chain graph the kernel's way (the packet
+/// counter slot as back pointer, bit NF_INET_NUMHOOKS of comefrom as "on the current path"),
+/// failing on loops, jumps to offsets that are not entry starts, and falling off the end.
+/// Returns each entry's comefrom (bitmask of hooks that reach it), as GET_ENTRIES shows it.
+fn mark_source_chains(
+    raw: &[RawEntry],
+    offsets: &[u32],
+    hook_entry: &[u32; NF_INET_NUMHOOKS],
+    valid_hooks: u32,
+) -> Result<Vec<u32>, AbiError> {
+    let n = raw.len();
+    let mut comefrom = vec![0u32; n];
+    // Back pointers as entry indices (the kernel stores byte offsets; the mapping is 1:1, and
+    // index 0 is offset 0, which is what the cleared counters hold).
+    let mut back = vec![0usize; n];
+    let idx_of = |off: u32| offsets.binary_search(&off).ok();
+    for hook in 0..NF_INET_NUMHOOKS {
+        if valid_hooks & (1 << hook) == 0 {
+            continue;
+        }
+        let err = |i: usize, reason| AbiError::Loop { hook: hook as u8, index: i as u32, offset: raw[i].offset, reason };
+        let Some(start) = idx_of(hook_entry[hook]) else {
+            continue;
+        };
+        let mut pos = start;
+        back[pos] = pos;
+        // Each entry is entered fresh, left by its jump and moved past at most once per hook,
+        // so a walk takes at most about 3n arrivals; the cap only guards against a bug here.
+        let mut budget = 16 * (n as u64 + 1);
+        'walk: loop {
+            budget -= 1;
+            if budget == 0 {
+                return Err(err(pos, "walk too long"));
+            }
+            let e = &raw[pos];
+            let visited = comefrom[pos] & (1 << hook) != 0;
+            if comefrom[pos] & NUMHOOKS_BIT != 0 {
+                return Err(err(pos, "loop"));
+            }
+            comefrom[pos] |= (1 << hook) | NUMHOOKS_BIT;
+            if (e.uncond && e.standard && e.verdict < 0) || visited {
+                // Return: backtrack through the last big jump.
+                let mut cur = pos;
+                loop {
+                    comefrom[cur] ^= NUMHOOKS_BIT;
+                    let oldpos = cur;
+                    let p = back[cur];
+                    back[cur] = 0;
+                    if p == oldpos {
+                        // Back at the hook's first entry: this hook is done.
+                        break 'walk;
+                    }
+                    cur = p;
+                    if oldpos != cur + 1 {
+                        break;
+                    }
+                }
+                // Move along one, past the jump we came back through.
+                if cur + 1 >= n {
+                    return Err(err(cur, "fell off the end of the table"));
+                }
+                back[cur + 1] = cur;
+                pos = cur + 1;
+            } else {
+                let newpos = if e.standard && e.verdict >= 0 {
+                    match idx_of(e.verdict as u32) {
+                        Some(i) => i,
+                        None => return Err(err(pos, "jump to an offset that is not an entry start")),
+                    }
+                } else {
+                    if pos + 1 >= n {
+                        return Err(err(pos, "fell off the end of the table"));
+                    }
+                    pos + 1
+                };
+                back[newpos] = pos;
+                pos = newpos;
+            }
+        }
+    }
+    Ok(comefrom)
+}
+
+fn ext_err(index: u32, offset: u32, kind: ExtKind, name: &[u8], revision: u8, (errno, reason): (i32, &'static str)) -> AbiError {
+    AbiError::Extension { index, offset, kind, name: name_string(name), revision, reason, errno }
+}
+
+/// `find_check_entry`: look up and check every match (in order), then the target, and build
+/// the typed entry.
+fn find_check_entry(blob: &[u8], r: &RawEntry, index: u32, offsets: &[u32], comefrom: u32) -> Result<Entry, AbiError> {
+    let off = r.offset as usize;
+    let e = &blob[off..off + usize::from(r.hdr.next_offset)];
+    let to = usize::from(r.hdr.target_offset);
+    let ip = IpMatch::from_raw(&r.hdr.ip);
+    let mut matches = Vec::new();
+    let mut pos = IPT_ENTRY_SIZE;
+    while pos < to {
+        let Ok((mh, data)) = XtEntryMatch::read_from_prefix(&e[pos..]) else {
+            // xt_check_entry_match guarantees a full header before the target.
+            break;
+        };
+        let msize = usize::from(mh.match_size);
+        let fail = |x| ext_err(index, r.offset, ExtKind::Match, &mh.name, mh.revision, x);
+        let ext = ext::xt_request_find(Family::Ipv4, ExtKind::Match, &mh.name, mh.revision).map_err(fail)?;
+        let size = msize - XT_ENTRY_MATCH_SIZE;
+        matches.push(check_match(ext, &data[..size], &ip).map_err(fail)?);
+        pos += msize;
+    }
+    let Ok((th, tdata)) = XtEntryTarget::read_from_prefix(&e[to..]) else {
+        return Err(AbiError::Entry { index, offset: r.offset, fault: EntryFault::TargetHeaderPastNext });
+    };
+    let tsize = usize::from(th.target_size);
+    let fail = |x| ext_err(index, r.offset, ExtKind::Target, &th.name, th.revision, x);
+    let ext = ext::xt_request_find(Family::Ipv4, ExtKind::Target, &th.name, th.revision).map_err(fail)?;
+    let data = &tdata[..tsize - XT_ENTRY_TARGET_SIZE];
+    ext::xt_check_target(ext, data.len()).map_err(fail)?;
+    let target = if ext.name == XT_STANDARD_TARGET {
+        let verdict = read_i32(data, 0);
+        Target::Standard(match verdict {
+            VERDICT_ACCEPT => Verdict::Accept,
+            VERDICT_DROP => Verdict::Drop,
+            XT_RETURN => Verdict::Return,
+            v if v > 0 => {
+                let Ok(i) = offsets.binary_search(&(v as u32)) else {
+                    // mark_source_chains only vets jumps it reaches; an unreachable entry may
+                    // jump anywhere. The kernel accepts that; bpfilter cannot represent it.
+                    return Err(fail((libc::ENOENT, "bpfilter: jump from an unreachable entry to a non-entry offset")));
+                };
+                Verdict::Jump { offset: v as u32, index: i as u32 }
+            }
+            _ => return Err(fail((libc::ENOENT, "bpfilter: QUEUE verdict not supported"))),
+        })
+    } else {
+        let mut name = [0u8; XT_FUNCTION_MAXNAMELEN];
+        name.copy_from_slice(&data[..XT_FUNCTION_MAXNAMELEN]);
+        Target::Error(ErrorName(name))
+    };
+    Ok(Entry { index, offset: r.offset, ip, nfcache: r.hdr.nfcache, comefrom, matches, target })
+}
+
+/// `check_match` -> `xt_check_match` (size, protocol) then the extension's checkentry.
+fn check_match(ext: &Supported, data: &[u8], ip: &IpMatch) -> Result<Match, (i32, &'static str)> {
+    ext::xt_check_match(ext, data.len(), ip.proto, ip.invflags & IPT_INV_PROTO != 0)?;
+    // The size check above guarantees data holds the whole struct.
+    const SHORT: (i32, &str) = (libc::EINVAL, "invalid match size");
+    Ok(match ext.name {
+        "tcp" => {
+            let (p, _) = XtTcp::read_from_prefix(data).map_err(|_| SHORT)?;
+            ext::tcp_mt_check(&p)?;
+            Match::Tcp(p)
+        }
+        "udp" => {
+            let (p, _) = XtUdp::read_from_prefix(data).map_err(|_| SHORT)?;
+            ext::udp_mt_check(&p)?;
+            Match::Udp(p)
+        }
+        "icmp" => {
+            let (p, _) = IptIcmp::read_from_prefix(data).map_err(|_| SHORT)?;
+            ext::icmp_checkentry(&p)?;
+            Match::Icmp(p)
+        }
+        "multiport" => {
+            let (p, _) = XtMultiportV1::read_from_prefix(data).map_err(|_| SHORT)?;
+            ext::multiport_mt_check(&p, ip.proto, ip.invflags)?;
+            Match::Multiport(p)
+        }
+        "iprange" => {
+            let (p, _) = XtIprangeMtinfo::read_from_prefix(data).map_err(|_| SHORT)?;
+            Match::IpRange(p)
+        }
+        "comment" => {
+            let (p, _) = XtCommentInfo::read_from_prefix(data).map_err(|_| SHORT)?;
+            Match::Comment(Box::new(p))
+        }
+        _ => return Err((libc::ENOENT, "unknown or unsupported extension")),
+    })
+}
+
+/// Decode an IPT_SO_SET_ADD_COUNTERS request with `xt_copy_counters_from_user`'s checks:
+/// more than the header (EINVAL) and exactly num_counters counters after it (EINVAL).
+/// The table checks (`do_add_counters`) are `AddCounters::check_against`.
+pub fn parse_add_counters(blob: &[u8]) -> Result<AddCounters, AbiError> {
+    if blob.len() <= XT_COUNTERS_INFO_SIZE {
+        return Err(AbiError::Length { what: "xt_counters_info", len: blob.len(), need: XT_COUNTERS_INFO_SIZE as u64 + 1 });
+    }
+    let Ok((hdr, rest)) = XtCountersInfo::read_from_prefix(blob) else {
+        return Err(AbiError::Length { what: "xt_counters_info", len: blob.len(), need: XT_COUNTERS_INFO_SIZE as u64 + 1 });
+    };
+    let need = u64::from(hdr.num_counters) * core::mem::size_of::<XtCounters>() as u64;
+    if need != rest.len() as u64 {
+        return Err(AbiError::Length { what: "xt_counters_info counters", len: rest.len(), need });
+    }
+    let counters = rest
+        .chunks_exact(core::mem::size_of::<XtCounters>())
+        .filter_map(|c| XtCounters::read_from_bytes(c).ok())
+        .collect();
+    Ok(AddCounters { name: name_string(&hdr.name[..XT_TABLE_MAXNAMELEN - 1]), counters })
+}
+
+/// Decode an IPT_SO_GET_REVISION_MATCH/TARGET request (`xt_get_revision`): optlen must be
+/// exactly 30 (EINVAL); the kernel forces a NUL into the last name byte.
+pub fn parse_revision_request(blob: &[u8]) -> Result<(String, u8), AbiError> {
+    let Ok(rev) = XtGetRevision::read_from_bytes(blob) else {
+        return Err(AbiError::Length { what: "xt_get_revision", len: blob.len(), need: XT_GET_REVISION_SIZE as u64 });
+    };
+    Ok((name_string(&rev.name[..XT_EXTENSION_MAXNAMELEN - 1]), rev.revision))
+}
+
+/// Answer a revision query as `xt_find_revision` would for the extensions bpfilter supports:
+/// Ok (the kernel's getsockopt then returns 0), EPROTONOSUPPORT for a supported name at
+/// another revision (iptables then tries a lower one), ENOENT for any other name.
+pub fn query_revision(family: Family, kind: ExtKind, name: &str, revision: u8) -> Result<(), AbiError> {
+    ext::find_revision(family, kind, name, revision)
+        .map_err(|errno| AbiError::Revision { kind, name: name.to_string(), revision, errno })
+}
+
+/// Decode an IPT_SO_GET_INFO request: `optlen` must be 84 (EINVAL); the table name is the
+/// first 32 bytes of `optval` with a forced final NUL. The daemon then answers ENOENT for a
+/// table it does not serve, else `Table::get_info`.
+pub fn parse_get_info_request(optval: &[u8], optlen: u32) -> Result<String, AbiError> {
+    if optlen as usize != IPT_GETINFO_SIZE || optval.len() < XT_TABLE_MAXNAMELEN {
+        return Err(AbiError::Length { what: "ipt_getinfo", len: optlen as usize, need: IPT_GETINFO_SIZE as u64 });
+    }
+    Ok(name_string(&optval[..XT_TABLE_MAXNAMELEN - 1]))
+}
+
+/// Decode an IPT_SO_GET_ENTRIES request: `optlen` >= 40 and == 40 + size (EINVAL). Returns
+/// (table name, size); then use `Table::check_get_entries_size` (EAGAIN on a stale size).
+pub fn parse_get_entries_request(optval: &[u8], optlen: u32) -> Result<(String, u32), AbiError> {
+    let Ok((hdr, _)) = IptGetEntries::read_from_prefix(optval) else {
+        return Err(AbiError::Length { what: "ipt_get_entries", len: optval.len(), need: IPT_GET_ENTRIES_SIZE as u64 });
+    };
+    if (optlen as usize) < IPT_GET_ENTRIES_SIZE {
+        return Err(AbiError::Length { what: "ipt_get_entries", len: optlen as usize, need: IPT_GET_ENTRIES_SIZE as u64 });
+    }
+    let need = IPT_GET_ENTRIES_SIZE as u64 + u64::from(hdr.size);
+    if u64::from(optlen) != need {
+        return Err(AbiError::Length { what: "ipt_get_entries + entries", len: optlen as usize, need });
+    }
+    Ok((name_string(&hdr.name[..XT_TABLE_MAXNAMELEN - 1]), hdr.size))
+}
+
+impl Table {
+    /// `get_entries`: the requested size must be the table's current size, else EAGAIN.
+    pub fn check_get_entries_size(&self, size: u32) -> Result<(), AbiError> {
+        if size != self.size() {
+            return Err(AbiError::StaleSize { requested: size, size: self.size() });
+        }
+        Ok(())
+    }
+}
