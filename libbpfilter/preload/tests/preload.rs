@@ -1,0 +1,729 @@
+//! End-to-end tests of `libbpfilter.so`: a fake daemon (a thread answering canned replies over
+//! the real wire protocol) and real processes run under `LD_PRELOAD`: a small C client
+//! (`probe.c`) and the unmodified `iptables-legacy`, `iptables-legacy-save`.
+//!
+//! The last test is privileged (root, `ip netns`): it captures the real kernel's GET_INFO /
+//! GET_ENTRIES answers in a scratch network namespace and checks that iptables run through the
+//! preload against the fake daemon prints exactly what it prints against the kernel. Without
+//! root it skips, unless CI=true, where it fails.
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use libbpfilter::wire::{self, Family, Reply, Request, Sockopt, SockoptOp, WireError};
+
+struct TestEnv {
+    so: PathBuf,
+    probe: PathBuf,
+    tmp: PathBuf,
+}
+
+/// Builds libbpfilter.so (cargo does not build a cdylib for integration tests) and the probe.
+fn env() -> &'static TestEnv {
+    static ENV: OnceLock<TestEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "bpfilter-preload",
+                "--manifest-path",
+            ])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cargo.arg("--release");
+        }
+        let st = cargo.status().expect("run cargo build");
+        assert!(st.success(), "cargo build -p bpfilter-preload failed");
+        let so = profile_dir.join("libbpfilter.so");
+        assert!(so.exists(), "{} missing", so.display());
+
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("preload");
+        fs::create_dir_all(&tmp).expect("mkdir tmp");
+        let probe = tmp.join("probe");
+        let out = Command::new("cc")
+            .args(["-O1", "-Wall", "-Werror", "-o"])
+            .arg(&probe)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/probe.c"))
+            .output()
+            .expect("run cc");
+        assert!(
+            out.status.success(),
+            "cc failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TestEnv { so, probe, tmp }
+    })
+}
+
+/// One request as the fake daemon saw it, with the (dev, inode) of the netns fd it carried.
+#[derive(Debug, Clone)]
+struct Seen {
+    req: Request,
+    netns: Option<(u64, u64)>,
+}
+
+type Responder = dyn Fn(&Request) -> Reply + Send + Sync;
+
+struct FakeDaemon {
+    path: PathBuf,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeDaemon {
+    fn start(tag: &str, responder: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Self {
+        let path = env().tmp.join(format!("{tag}-{}.sock", std::process::id()));
+        let _ = fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).expect("bind fake daemon");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let responder: Arc<Responder> = Arc::new(responder);
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::Acquire) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                serve(&conn, &*responder, &seen2);
+            }
+        });
+        FakeDaemon {
+            path,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+fn serve(conn: &UnixStream, responder: &Responder, seen: &Mutex<Vec<Seen>>) {
+    loop {
+        match wire::read_request(conn) {
+            Ok((req, fd)) => {
+                let netns = fd.map(|fd| {
+                    let m = fs::File::from(fd).metadata().expect("fstat netns fd");
+                    (m.dev(), m.ino())
+                });
+                let reply = responder(&req);
+                seen.lock().expect("lock").push(Seen { req, netns });
+                if wire::write_reply(conn, &reply).is_err() {
+                    return;
+                }
+            }
+            Err(WireError::Closed) => return,
+            Err(e) => panic!("fake daemon got a bad frame: {e}"),
+        }
+    }
+}
+
+impl Drop for FakeDaemon {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = UnixStream::connect(&self.path); // wakes accept()
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Runs the probe under the preload; returns its key=value lines and its stderr.
+fn probe(socket: &Path, args: &[&str]) -> (Vec<(String, String)>, String) {
+    let e = env();
+    let out = Command::new(&e.probe)
+        .args(args)
+        .env("LD_PRELOAD", &e.so)
+        .env("BPFILTER_SOCKET", socket)
+        .output()
+        .expect("run probe");
+    assert!(out.status.success(), "probe {args:?}: {out:?}");
+    let kv = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    (kv, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn get<'a>(kv: &'a [(String, String)], key: &str) -> &'a str {
+    kv.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| {
+            panic!("no {key} in {kv:?}");
+        })
+}
+
+fn all<'a>(kv: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+    kv.iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn my_netns() -> (u64, u64) {
+    let m = fs::metadata("/proc/self/ns/net").expect("stat netns");
+    (m.dev(), m.ino())
+}
+
+fn name32(s: &str) -> Vec<u8> {
+    let mut v = vec![0u8; 32];
+    v[..s.len()].copy_from_slice(s.as_bytes());
+    v
+}
+
+/// The bytes before the first NUL.
+fn cstr(b: &[u8]) -> &[u8] {
+    &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())]
+}
+
+fn sockopt(req: &Request) -> Option<&Sockopt> {
+    match req {
+        Request::Sockopt(s) => Some(s),
+        _ => None,
+    }
+}
+
+#[test]
+fn get_info_is_forwarded_and_answered() {
+    let info: Vec<u8> = (0..84u8).collect();
+    let canned = info.clone();
+    let d = FakeDaemon::start("info", move |req| match sockopt(req) {
+        Some(s) if s.optname == 64 && s.payload[..6] == *b"filter" => Reply::ok(canned.clone()),
+        _ => Reply::error(libc::ENOENT),
+    });
+    let (kv, stderr) = probe(&d.path, &["info", "filter"]);
+    assert_eq!(get(&kv, "rc"), "0");
+    assert_eq!(get(&kv, "optlen"), "84");
+    assert_eq!(get(&kv, "optval"), hex(&info));
+    assert_eq!(stderr, "");
+    let seen = d.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].req,
+        Request::Sockopt(Sockopt {
+            family: Family::Ipv4,
+            op: SockoptOp::Get,
+            optname: 64,
+            optlen: 84,
+            payload: name32("filter"),
+        })
+    );
+    assert_eq!(
+        seen[0].netns,
+        Some(my_netns()),
+        "the caller's netns fd travels with the request"
+    );
+}
+
+#[test]
+fn daemon_errno_reaches_the_caller() {
+    let d = FakeDaemon::start("errno", |_| Reply::error(libc::ENOENT));
+    let (kv, stderr) = probe(&d.path, &["info", "nosuch"]);
+    assert_eq!(get(&kv, "rc"), "-1");
+    assert_eq!(get(&kv, "errno"), libc::ENOENT.to_string());
+    // optval untouched on error: still the name and zeros.
+    let mut expect = name32("nosuch");
+    expect.resize(84, 0);
+    assert_eq!(get(&kv, "optval"), hex(&expect));
+    assert_eq!(
+        stderr, "",
+        "a daemon errno is not a transport failure: no message"
+    );
+}
+
+#[test]
+fn get_entries_sends_header_and_copies_back() {
+    let answer: Vec<u8> = (0..48u8).map(|i| i ^ 0x5a).collect();
+    let canned = answer.clone();
+    let d = FakeDaemon::start("entries", move |req| match sockopt(req) {
+        Some(s) if s.optname == 65 && s.optlen == 48 => Reply::ok(canned.clone()),
+        _ => Reply::error(libc::EINVAL),
+    });
+    let (kv, _) = probe(&d.path, &["entries", "filter", "8"]);
+    assert_eq!(get(&kv, "rc"), "0");
+    assert_eq!(get(&kv, "optlen"), "48");
+    assert_eq!(get(&kv, "optval"), hex(&answer));
+    let seen = d.seen();
+    let s = sockopt(&seen[0].req).expect("sockopt");
+    // Only the 40-byte ipt_get_entries header is input.
+    assert_eq!(s.payload.len(), 40);
+    assert_eq!(&s.payload[..6], b"filter");
+    assert_eq!(&s.payload[32..36], &8u32.to_ne_bytes());
+}
+
+#[test]
+fn revision_queries_leave_optval_untouched() {
+    let d = FakeDaemon::start("rev", |req| match sockopt(req) {
+        Some(s) if s.optname == 66 && s.payload[..3] == *b"tcp" && s.payload[29] == 0 => {
+            Reply::ok(vec![])
+        }
+        Some(s) if s.optname == 66 && s.payload[..3] == *b"tcp" => {
+            Reply::error(libc::EPROTONOSUPPORT)
+        }
+        _ => Reply::error(libc::ENOENT),
+    });
+    let (kv, _) = probe(&d.path, &["rev", "tcp", "0"]);
+    assert_eq!(
+        (get(&kv, "rc"), get(&kv, "optlen"), get(&kv, "untouched")),
+        ("0", "30", "1")
+    );
+    let (kv, _) = probe(&d.path, &["rev", "tcp", "3"]);
+    assert_eq!(get(&kv, "errno"), libc::EPROTONOSUPPORT.to_string());
+    let (kv, _) = probe(&d.path, &["rev", "nosuch", "0"]);
+    assert_eq!(get(&kv, "errno"), libc::ENOENT.to_string());
+    for s in d.seen() {
+        assert_eq!(sockopt(&s.req).expect("sockopt").payload.len(), 30);
+    }
+}
+
+/// The daemon returns `extra` more counters than asked: only num_counters * 16 bytes may land.
+fn counters_pattern(n: usize) -> Vec<u8> {
+    (0..n * 16).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn set_replace_writes_old_counters_within_bounds() {
+    let d = FakeDaemon::start("replace", |req| match sockopt(req) {
+        // More than asked for: the interposer must stop at num_counters * 16.
+        Some(s) if s.op == SockoptOp::Set && s.optname == 64 => Reply::ok(counters_pattern(5)),
+        _ => Reply::error(libc::EINVAL),
+    });
+    let (kv, stderr) = probe(&d.path, &["replace", "3"]);
+    assert_eq!(get(&kv, "rc"), "0", "{stderr}");
+    let mut expect = counters_pattern(3);
+    expect.extend_from_slice(&[0xaa; 32]);
+    assert_eq!(get(&kv, "counters"), hex(&expect));
+    let seen = d.seen();
+    let s = sockopt(&seen[0].req).expect("sockopt");
+    assert_eq!(
+        (s.optlen, s.payload.len()),
+        (112, 112),
+        "the whole blob is sent"
+    );
+    assert_eq!(&s.payload[84..88], &3u32.to_ne_bytes());
+    assert_eq!(&s.payload[96..], &[0x11; 16]);
+}
+
+#[test]
+fn set_replace_short_reply_and_error() {
+    let d = FakeDaemon::start("replace-short", |_| Reply::ok(counters_pattern(1)));
+    let (kv, _) = probe(&d.path, &["replace", "3"]);
+    assert_eq!(get(&kv, "rc"), "0");
+    let mut expect = counters_pattern(1);
+    expect.extend_from_slice(&[0xaa; 64]);
+    assert_eq!(get(&kv, "counters"), hex(&expect));
+
+    let d = FakeDaemon::start("replace-eagain", |_| Reply::error(libc::EAGAIN));
+    let (kv, _) = probe(&d.path, &["replace", "2"]);
+    assert_eq!(get(&kv, "rc"), "-1");
+    assert_eq!(get(&kv, "errno"), libc::EAGAIN.to_string());
+    assert_eq!(
+        get(&kv, "counters"),
+        hex(&[0xaa; 64]),
+        "nothing written on error"
+    );
+}
+
+#[test]
+fn other_sockopts_go_to_libc() {
+    let d = FakeDaemon::start("other", |_| Reply::error(libc::EBADMSG));
+    let (kv, stderr) = probe(&d.path, &["other"]);
+    assert_eq!(get(&kv, "rcvbuf_rc"), "0,0");
+    // The kernel doubles SO_RCVBUF: proof that libc and the kernel handled it.
+    assert_eq!(get(&kv, "rcvbuf"), "131072");
+    assert_eq!((get(&kv, "ttl_rc"), get(&kv, "ttl")), ("0", "64"));
+    // IPT_SO_GET_INFO on a UDP socket is the kernel's business (unknown table: ENOENT).
+    assert_eq!(get(&kv, "udp_info_rc"), "-1");
+    assert_eq!(get(&kv, "udp_info_errno"), libc::ENOENT.to_string());
+    assert!(
+        d.seen().is_empty(),
+        "nothing reached the daemon: {:?}",
+        d.seen()
+    );
+    assert_eq!(stderr, "");
+}
+
+#[test]
+fn table_names_files_come_from_the_daemon() {
+    let d = FakeDaemon::start("names", |req| match req {
+        Request::TableNames {
+            family: Family::Ipv4,
+        } => Reply::ok(wire::table_names_payload(&["filter", "raw"])),
+        Request::TableNames {
+            family: Family::Ipv6,
+        } => Reply::ok(wire::table_names_payload(&["filter"])),
+        _ => Reply::error(libc::EINVAL),
+    });
+    let (kv, _) = probe(&d.path, &["names4"]);
+    assert_eq!(all(&kv, "name"), ["filter", "raw"]);
+    assert_eq!(all(&kv, "name64"), ["filter", "raw"]);
+    let (kv, _) = probe(&d.path, &["names6"]);
+    assert_eq!(all(&kv, "name"), ["filter"]);
+    assert_eq!(all(&kv, "name64"), ["filter"]);
+    let seen = d.seen();
+    assert_eq!(seen.len(), 4);
+    assert!(seen.iter().all(|s| s.netns == Some(my_netns())));
+}
+
+#[test]
+fn daemon_down_gives_one_line_and_an_errno() {
+    let missing = env()
+        .tmp
+        .join(format!("absent-{}.sock", std::process::id()));
+    let _ = fs::remove_file(&missing);
+    let (kv, stderr) = probe(&missing, &["info", "filter"]);
+    assert_eq!(get(&kv, "rc"), "-1");
+    assert_eq!(get(&kv, "errno"), libc::ECONNREFUSED.to_string());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("bpfilter: cannot reach the bpfilter daemon at "),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+    // Two failing fopens in one process: still one line.
+    let (kv, stderr) = probe(&missing, &["names4"]);
+    assert_eq!(get(&kv, "fopen_errno"), libc::ECONNREFUSED.to_string());
+    assert_eq!(get(&kv, "fopen64_errno"), libc::ECONNREFUSED.to_string());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+// ---- privileged: the real iptables-legacy against canned kernel answers -------------------
+
+/// True if we may run the privileged test; panics under CI=true when we may not.
+fn privileged(what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = Command::new("iptables-legacy")
+        .arg("--version")
+        .output()
+        .is_ok()
+        && Command::new("ip").arg("-V").output().is_ok();
+    if root && tools {
+        return true;
+    }
+    let why = if root {
+        "iptables-legacy or ip missing"
+    } else {
+        "not root"
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{what}: cannot run privileged test under CI: {why}");
+    }
+    eprintln!("skipping {what}: {why}");
+    false
+}
+
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!("bpfl-client-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("ip netns");
+        assert!(out.status.success(), "ip netns add: {out:?}");
+        Netns(name)
+    }
+
+    /// Runs `cmd args` inside the namespace, with `env` set for `cmd` only.
+    fn exec(&self, env: &[(&str, &Path)], cmd: &str, args: &[&str]) -> Output {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, "env"]);
+        for (k, v) in env {
+            c.arg(format!("{k}={}", v.display()));
+        }
+        c.arg(cmd).args(args).output().expect("ip netns exec")
+    }
+
+    fn ok(&self, cmd: &str, args: &[&str]) -> String {
+        let out = self.exec(&[], cmd, args);
+        assert!(out.status.success(), "{cmd} {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn inode(&self) -> (u64, u64) {
+        let m = fs::metadata(format!("/run/netns/{}", self.0)).expect("stat netns");
+        (m.dev(), m.ino())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// The host kernel's answer to a revision query (same kernel, same extensions).
+fn kernel_revision(family: Family, optname: u32, payload: &[u8]) -> Reply {
+    let (af, level) = match family {
+        Family::Ipv4 => (libc::AF_INET, libc::IPPROTO_IP),
+        Family::Ipv6 => (libc::AF_INET6, libc::IPPROTO_IPV6),
+    };
+    let mut buf = [0u8; 30];
+    let n = payload.len().min(30);
+    buf[..n].copy_from_slice(&payload[..n]);
+    let mut len = payload.len() as libc::socklen_t;
+    // SAFETY: plain socket/getsockopt/close on our own fd and our own 30-byte buffer; this test
+    // binary is not preloaded, so these go to the kernel.
+    unsafe {
+        let fd = libc::socket(af, libc::SOCK_RAW, libc::IPPROTO_RAW);
+        assert!(fd >= 0, "raw socket");
+        let rc = libc::getsockopt(fd, level, optname as i32, buf.as_mut_ptr().cast(), &mut len);
+        let errno = if rc < 0 { *libc::__errno_location() } else { 0 };
+        libc::close(fd);
+        Reply {
+            errno,
+            payload: vec![],
+        }
+    }
+}
+
+fn strip_comments(s: &str) -> String {
+    s.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn real_iptables_legacy_through_the_preload() {
+    if !privileged("real_iptables_legacy_through_the_preload") {
+        return;
+    }
+    let e = env();
+    let ns = Netns::new();
+    // A ruleset with a user chain, a goto-able jump, matches with payloads, a policy.
+    for rule in [
+        &["-N", "BLOCK"][..],
+        &["-A", "BLOCK", "-j", "DROP"],
+        &["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
+        &[
+            "-A",
+            "INPUT",
+            "-s",
+            "10.0.0.0/8",
+            "-m",
+            "comment",
+            "--comment",
+            "ten",
+            "-j",
+            "BLOCK",
+        ],
+        &[
+            "-A",
+            "INPUT",
+            "-p",
+            "udp",
+            "-m",
+            "multiport",
+            "--dports",
+            "53,123",
+            "-j",
+            "ACCEPT",
+        ],
+        &[
+            "-A",
+            "OUTPUT",
+            "-o",
+            "eth+",
+            "-p",
+            "icmp",
+            "--icmp-type",
+            "8",
+            "-j",
+            "DROP",
+        ],
+        &["-P", "FORWARD", "DROP"],
+    ] {
+        ns.ok("iptables-legacy", rule);
+    }
+    let cap = e.tmp.join(format!("capture-{}", std::process::id()));
+    fs::create_dir_all(&cap).expect("mkdir");
+    ns.ok(
+        e.probe.to_str().expect("utf8"),
+        &["capture", "filter", cap.to_str().expect("utf8")],
+    );
+    let info = fs::read(cap.join("info.bin")).expect("info.bin");
+    let entries = fs::read(cap.join("entries.bin")).expect("entries.bin");
+    assert_eq!(info.len(), 84);
+    let num_entries = u32::from_ne_bytes(info[76..80].try_into().expect("4 bytes"));
+    let kernel_list = ns.ok(
+        "iptables-legacy",
+        &["-L", "-n", "-v", "-x", "--line-numbers"],
+    );
+    let kernel_rules = ns.ok("iptables-legacy", &["-S"]);
+    let kernel_save = strip_comments(&ns.ok("iptables-legacy-save", &["-c"]));
+    assert!(kernel_list.contains("BLOCK"), "{kernel_list}");
+
+    // Old counters the fake daemon hands back on SET_REPLACE: entry i -> (1000 + i, 100000 + i).
+    let old_counters = |n: u32| -> Vec<u8> {
+        (0..u64::from(n))
+            .flat_map(|i| [(1000 + i).to_ne_bytes(), (100_000 + i).to_ne_bytes()].concat())
+            .collect()
+    };
+    let (info2, entries2) = (info.clone(), entries.clone());
+    let d = FakeDaemon::start("iptables", move |req| match req {
+        Request::Sockopt(s) => match (s.op, s.optname) {
+            // libiptc strcpy()s the name into an uninitialized struct: compare up to the NUL,
+            // as the kernel does.
+            (SockoptOp::Get, 64) if cstr(&s.payload) == b"filter" => Reply::ok(info2.clone()),
+            (SockoptOp::Get, 64) => Reply::error(libc::ENOENT),
+            (SockoptOp::Get, 65) if s.optlen as usize == entries2.len() => {
+                Reply::ok(entries2.clone())
+            }
+            (SockoptOp::Get, 65) => Reply::error(libc::EINVAL),
+            (SockoptOp::Get, 66 | 67) => kernel_revision(s.family, s.optname, &s.payload),
+            (SockoptOp::Set, 64) => {
+                let n = u32::from_ne_bytes(s.payload[84..88].try_into().expect("4 bytes"));
+                Reply::ok(old_counters(n))
+            }
+            (SockoptOp::Set, 65) => Reply::ok(vec![]),
+            _ => Reply::error(libc::EINVAL),
+        },
+        Request::TableNames {
+            family: Family::Ipv4,
+        } => Reply::ok(wire::table_names_payload(&["filter"])),
+        _ => Reply::error(libc::EINVAL),
+    });
+    let preload: [(&str, &Path); 2] = [("LD_PRELOAD", &e.so), ("BPFILTER_SOCKET", &d.path)];
+    let run = |cmd: &str, args: &[&str]| -> String {
+        let out = ns.exec(&preload, cmd, args);
+        assert!(out.status.success(), "preloaded {cmd} {args:?}: {out:?}");
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // The kernel's table lives on only in the fake daemon: flush it, so that a preload that
+    // leaked a sockopt to the kernel would print an empty table and fail the comparison.
+    ns.ok("iptables-legacy", &["-F"]);
+    ns.ok("iptables-legacy", &["-X"]);
+    ns.ok("iptables-legacy", &["-P", "FORWARD", "ACCEPT"]);
+
+    assert_eq!(
+        run(
+            "iptables-legacy",
+            &["-L", "-n", "-v", "-x", "--line-numbers"]
+        ),
+        kernel_list
+    );
+    assert_eq!(run("iptables-legacy", &["-S"]), kernel_rules);
+    // Without -t, save finds the tables through /proc/net/ip_tables_names (fopen64).
+    assert_eq!(
+        strip_comments(&run("iptables-legacy-save", &["-c"])),
+        kernel_save
+    );
+
+    let seen = d.seen();
+    let ops: HashSet<(SockoptOp, u32)> = seen
+        .iter()
+        .filter_map(|s| sockopt(&s.req))
+        .map(|s| (s.op, s.optname))
+        .collect();
+    assert!(ops.contains(&(SockoptOp::Get, 64)) && ops.contains(&(SockoptOp::Get, 65)));
+    assert!(seen.iter().any(|s| matches!(
+        s.req,
+        Request::TableNames {
+            family: Family::Ipv4
+        }
+    )));
+    assert!(
+        seen.iter().all(|s| s.netns == Some(ns.inode())),
+        "every request carries the caller's namespace (the scratch one, not ours)"
+    );
+
+    // A write: GET_INFO, GET_ENTRIES, SET_REPLACE (old counters land in iptables' memory),
+    // SET_ADD_COUNTERS (libiptc adds back the counters it got from SET_REPLACE).
+    let before = d.seen().len();
+    run(
+        "iptables-legacy",
+        &["-A", "INPUT", "-p", "icmp", "-j", "ACCEPT"],
+    );
+    let seen = d.seen();
+    let sequence: Vec<(SockoptOp, u32)> = seen[before..]
+        .iter()
+        .filter_map(|s| sockopt(&s.req))
+        .filter(|s| !matches!((s.op, s.optname), (SockoptOp::Get, 66 | 67)))
+        .map(|s| (s.op, s.optname))
+        .collect();
+    use SockoptOp::{Get, Set};
+    assert_eq!(
+        sequence,
+        [(Get, 64), (Get, 65), (Set, 64), (Set, 65)],
+        "the kernel's write sequence"
+    );
+    let writes: Vec<&Sockopt> = seen[before..]
+        .iter()
+        .filter_map(|s| sockopt(&s.req))
+        .filter(|s| s.op == SockoptOp::Set)
+        .collect();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    let (replace, add) = (writes[0], writes[1]);
+    assert_eq!(replace.optname, 64);
+    let u32_at = |b: &[u8], o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().expect("4"));
+    assert_eq!(
+        u32_at(&replace.payload, 84),
+        num_entries,
+        "num_counters = current entries"
+    );
+    assert_eq!(
+        u32_at(&replace.payload, 36),
+        num_entries + 1,
+        "one entry more"
+    );
+    assert_eq!(add.optname, 65);
+    assert_eq!(&add.payload[..6], b"filter");
+    let returned: HashSet<[u8; 16]> = old_counters(num_entries)
+        .chunks(16)
+        .map(|c| c.try_into().expect("16"))
+        .collect();
+    let added: Vec<[u8; 16]> = add.payload[40..]
+        .chunks(16)
+        .map(|c| c.try_into().expect("16"))
+        .collect();
+    assert_eq!(added.len() as u32, u32_at(&add.payload, 32));
+    let nonzero: Vec<&[u8; 16]> = added.iter().filter(|c| **c != [0; 16]).collect();
+    assert!(
+        !nonzero.is_empty(),
+        "libiptc saw the old counters we returned"
+    );
+    assert!(
+        nonzero.iter().all(|c| returned.contains(*c)),
+        "every counter iptables adds back is one the daemon returned through SET_REPLACE"
+    );
+    let _ = fs::remove_dir_all(&cap);
+}
