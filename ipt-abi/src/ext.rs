@@ -109,19 +109,23 @@ pub fn xt_request_find(
     Err((libc::ENOENT, "unknown or unsupported extension"))
 }
 
-/// Answer to a revision query, as `xt_find_revision`: Ok for a supported (name, revision),
-/// EPROTONOSUPPORT for a known name at another revision, ENOENT for an unknown name.
-pub fn find_revision(family: Family, kind: ExtKind, name: &str, revision: u8) -> Result<(), i32> {
-    let mut known = false;
+/// Answer to a revision query, as `xt_find_revision`: the best (highest) revision of the name
+/// if the asked one is supported, EPROTONOSUPPORT for a known name at another revision, ENOENT
+/// for an unknown name.
+pub fn find_revision(family: Family, kind: ExtKind, name: &str, revision: u8) -> Result<u8, i32> {
+    let mut best: Option<u8> = None;
+    let mut have = false;
     for s in table(family) {
         if s.kind == kind && s.name == name {
-            if s.revision == revision {
-                return Ok(());
-            }
-            known = true;
+            best = Some(best.map_or(s.revision, |b| b.max(s.revision)));
+            have |= s.revision == revision;
         }
     }
-    Err(if known { libc::EPROTONOSUPPORT } else { libc::ENOENT })
+    match best {
+        None => Err(libc::ENOENT),
+        Some(b) if have => Ok(b),
+        Some(_) => Err(libc::EPROTONOSUPPORT),
+    }
 }
 
 /// `xt_check_match`'s generic part: payload size and `.proto` restriction.
@@ -217,15 +221,15 @@ mod tests {
     #[test]
     fn revisions() {
         let f = Family::Ipv4;
-        assert_eq!(find_revision(f, ExtKind::Match, "multiport", 1), Ok(()));
+        assert_eq!(find_revision(f, ExtKind::Match, "multiport", 1), Ok(1));
         assert_eq!(find_revision(f, ExtKind::Match, "multiport", 2), Err(libc::EPROTONOSUPPORT));
         assert_eq!(find_revision(f, ExtKind::Match, "multiport", 0), Err(libc::EPROTONOSUPPORT));
         assert_eq!(find_revision(f, ExtKind::Match, "iprange", 0), Err(libc::EPROTONOSUPPORT));
         assert_eq!(find_revision(f, ExtKind::Match, "conntrack", 3), Err(libc::ENOENT));
-        assert_eq!(find_revision(f, ExtKind::Target, "ERROR", 0), Ok(()));
+        assert_eq!(find_revision(f, ExtKind::Target, "ERROR", 0), Ok(0));
         assert_eq!(find_revision(f, ExtKind::Target, "LOG", 0), Err(libc::ENOENT));
         assert_eq!(find_revision(Family::Ipv6, ExtKind::Match, "icmp", 0), Err(libc::ENOENT));
-        assert_eq!(find_revision(Family::Ipv6, ExtKind::Match, "icmp6", 0), Ok(()));
+        assert_eq!(find_revision(Family::Ipv6, ExtKind::Match, "icmp6", 0), Ok(0));
     }
 
     #[test]

@@ -193,6 +193,9 @@ pub enum Verdict {
     Drop,
     /// XT_RETURN (-5).
     Return,
+    /// NF_QUEUE to queue 0 (-4): valid for the kernel, so it parses; bpfilter cannot queue
+    /// (a BPF netfilter program returns only DROP or ACCEPT), so the translator must refuse it.
+    Queue,
     /// Jump (or goto, if the entry's ip flags have IPT_F_GOTO) to the entry at `offset`.
     Jump {
         /// Byte offset of the target entry (the raw verdict).
@@ -209,6 +212,7 @@ impl Verdict {
             Verdict::Accept => VERDICT_ACCEPT,
             Verdict::Drop => VERDICT_DROP,
             Verdict::Return => XT_RETURN,
+            Verdict::Queue => VERDICT_QUEUE,
             // Offsets are below XT_MAX_TABLE_SIZE (checked at parse), so they fit in i32.
             Verdict::Jump { offset, .. } => *offset as i32,
         }

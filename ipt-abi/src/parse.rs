@@ -68,6 +68,17 @@ pub fn table_valid_hooks(name: &str) -> Option<u32> {
     (name == "filter").then_some(FILTER_VALID_HOOKS)
 }
 
+/// The iptables tables the kernel has (iptable_filter, _nat, _mangle, _raw, _security) and
+/// their valid hooks. For a table bpfilter does not serve, the kernel's valid_hooks check
+/// still decides EINVAL before bpfilter's ENOENT.
+pub const KERNEL_TABLES: &[(&str, u32)] = &[
+    ("filter", FILTER_VALID_HOOKS),
+    ("nat", (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4)),
+    ("mangle", 0x1f),
+    ("raw", (1 << 0) | (1 << 3)),
+    ("security", FILTER_VALID_HOOKS),
+];
+
 fn name_string(field: &[u8]) -> String {
     String::from_utf8_lossy(c_str(field)).into_owned()
 }
@@ -97,11 +108,14 @@ pub fn parse_replace(blob: &[u8], current_entries: Option<u32>) -> Result<Replac
     table.name = name.clone();
     // __do_replace
     xt_counters_alloc(hdr.num_counters)?;
-    let Some(valid_hooks) = table_valid_hooks(&name) else {
+    let Some(&(_, valid_hooks)) = KERNEL_TABLES.iter().find(|(n, _)| *n == name) else {
         return Err(AbiError::UnknownTable(name));
     };
     if hdr.valid_hooks != valid_hooks {
         return Err(AbiError::ValidHooks { table: name, got: hdr.valid_hooks, want: valid_hooks });
+    }
+    if table_valid_hooks(&name).is_none() {
+        return Err(AbiError::UnknownTable(name));
     }
     // xt_replace_table
     if let Some(current) = current_entries {
@@ -501,6 +515,7 @@ fn find_check_entry(blob: &[u8], r: &RawEntry, index: u32, offsets: &[u32], come
             VERDICT_ACCEPT => Verdict::Accept,
             VERDICT_DROP => Verdict::Drop,
             XT_RETURN => Verdict::Return,
+            VERDICT_QUEUE => Verdict::Queue,
             v if v > 0 => {
                 let Ok(i) = offsets.binary_search(&(v as u32)) else {
                     // mark_source_chains only vets jumps it reaches; an unreachable entry may
@@ -509,7 +524,8 @@ fn find_check_entry(blob: &[u8], r: &RawEntry, index: u32, offsets: &[u32], come
                 };
                 Verdict::Jump { offset: v as u32, index: i as u32 }
             }
-            _ => return Err(fail((libc::ENOENT, "bpfilter: QUEUE verdict not supported"))),
+            // xt_check_entry_offsets already refused every other verdict.
+            _ => return Err(AbiError::Entry { index, offset: r.offset, fault: EntryFault::BadVerdict }),
         })
     } else {
         let mut name = [0u8; XT_FUNCTION_MAXNAMELEN];
@@ -588,9 +604,12 @@ pub fn parse_revision_request(blob: &[u8]) -> Result<(String, u8), AbiError> {
 }
 
 /// Answer a revision query as `xt_find_revision` would for the extensions bpfilter supports:
-/// Ok (the kernel's getsockopt then returns 0), EPROTONOSUPPORT for a supported name at
-/// another revision (iptables then tries a lower one), ENOENT for any other name.
-pub fn query_revision(family: Family, kind: ExtKind, name: &str, revision: u8) -> Result<(), AbiError> {
+/// Ok(highest supported revision of that name) when the revision is supported,
+/// EPROTONOSUPPORT for a supported name at another revision (iptables then tries a lower one),
+/// ENOENT for any other name. Note: `xt_find_revision` yields that best revision, but
+/// `ip_getsockopt` turns any non-negative result into a 0 return, so the caller of
+/// getsockopt sees 0 on success.
+pub fn query_revision(family: Family, kind: ExtKind, name: &str, revision: u8) -> Result<u8, AbiError> {
     ext::find_revision(family, kind, name, revision)
         .map_err(|errno| AbiError::Revision { kind, name: name.to_string(), revision, errno })
 }
