@@ -1,0 +1,208 @@
+//! Firewall backends: the kernel's iptables-legacy, or bpfilter (its daemon started by the
+//! harness, the iptables front ends run with its client library preloaded).
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Outcome of loading a ruleset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreOutcome {
+    /// Exit code of iptables-restore.
+    pub code: i32,
+    /// Its stderr (not compared: messages may name different line numbers only when broken).
+    pub stderr: String,
+}
+
+/// Which firewall filters a topology.
+#[derive(Debug)]
+pub enum Backend {
+    /// `iptables-legacy-restore` / `iptables-legacy-save` on the kernel's own tables.
+    Kernel,
+    /// `bpfilter iptables-restore` / `bpfilter iptables-save` against a daemon we started.
+    Bpfilter(Daemon),
+}
+
+impl Backend {
+    /// Short name for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Kernel => "kernel",
+            Backend::Bpfilter(_) => "bpfilter",
+        }
+    }
+
+    fn command(&self, ns: &str, tool: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]);
+        match self {
+            Backend::Kernel => {
+                c.arg(format!("iptables-legacy-{tool}"));
+            }
+            Backend::Bpfilter(d) => {
+                c.arg(d.bin.join("bpfilter")).arg(format!("iptables-{tool}")).env("BPFILTER_SOCKET", &d.socket);
+            }
+        }
+        c
+    }
+
+    /// Loads `text` (iptables-save format) into namespace `ns`; zeroes all counters.
+    pub fn restore(&self, ns: &str, text: &str) -> Result<RestoreOutcome> {
+        let mut child = self
+            .command(ns, "restore")
+            .arg("-w")
+            .arg("10")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawn iptables-restore")?;
+        child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?.write_all(text.as_bytes())?;
+        let out = child.wait_with_output()?;
+        Ok(RestoreOutcome {
+            code: out.status.code().unwrap_or(-1),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// `iptables-save -c -t filter` of namespace `ns`, without the dated comment lines.
+    pub fn save(&self, ns: &str) -> Result<String> {
+        let out = self.command(ns, "save").args(["-c", "-t", "filter"]).stdin(Stdio::null()).output()?;
+        if !out.status.success() {
+            bail!("{} iptables-save failed: {}", self.name(), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(normalize_save(&String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+/// Drops the `# Generated ...` / `# Completed ...` lines, which carry a date.
+pub fn normalize_save(s: &str) -> String {
+    s.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect()
+}
+
+/// A bpfilter daemon started (and stopped) by the harness.
+#[derive(Debug)]
+pub struct Daemon {
+    /// Directory holding `bpfilter` and `libbpfilter.so`.
+    pub bin: PathBuf,
+    /// Its Unix socket.
+    pub socket: PathBuf,
+    /// Its private bpffs pin directory.
+    pub bpffs: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+/// Where the bpfilter binaries are: `$BPFILTER_BIN_DIR`, else `<workspace>/target/release`.
+pub fn bin_dir() -> PathBuf {
+    match std::env::var_os("BPFILTER_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("release"),
+    }
+}
+
+/// Checks that the bpfilter binaries exist; the error says what is missing and how to build it.
+pub fn check_binaries(bin: &Path) -> Result<()> {
+    for f in ["bpfilter", "libbpfilter.so"] {
+        if !bin.join(f).exists() {
+            bail!(
+                "bpfilter binary {} is missing: run `make` (cargo build --release --workspace) first, \
+                 or point BPFILTER_BIN_DIR at the directory holding bpfilter and libbpfilter.so",
+                bin.join(f).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Daemon {
+    /// Starts `bpfilter daemon` from the host mount namespace with a private socket and pin
+    /// directory, and waits until its socket accepts connections.
+    pub fn start(bin: &Path, tag: &str) -> Result<Daemon> {
+        check_binaries(bin)?;
+        let dir = std::env::temp_dir().join(format!("bpfilter-conf-{tag}"));
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("sock");
+        let _ = std::fs::remove_file(&socket);
+        let bpffs = PathBuf::from(format!("/sys/fs/bpf/bpfilter-conf-{tag}"));
+        let log = dir.join("daemon.log");
+        let logf = std::fs::File::create(&log)?;
+        let child = Command::new(bin.join("bpfilter"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("daemon")
+            .arg("--bpffs")
+            .arg(&bpffs)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .context("start bpfilter daemon")?;
+        let mut d = Daemon { bin: bin.to_path_buf(), socket, bpffs, child: Some(child), log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if UnixStream::connect(&d.socket).is_ok() {
+                return Ok(d);
+            }
+            if let Some(c) = d.child.as_mut() {
+                if let Some(st) = c.try_wait()? {
+                    bail!("bpfilter daemon exited ({st}) before accepting: {}", d.log_tail());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("bpfilter daemon did not accept on {} within 20 s", d.socket.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The last lines of the daemon's log.
+    pub fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// True while the daemon process runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Flushes everything it attached, stops it, removes its pins.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new(self.bin.join("bpfilter"))
+                .arg("--socket")
+                .arg(&self.socket)
+                .args(["flush", "--all"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,441 @@
+//! Corpus generators: packets aimed at the values a ruleset mentions (plus random and
+//! malformed ones), and random valid rulesets over the supported features.
+
+use std::net::Ipv4Addr;
+
+use crate::netns::IFACES;
+use crate::packet::{build_ipv4, icmp_header, tcp_header, udp_header, IpSpec, Packet, Path};
+use crate::rng::Rng;
+use crate::ruleset::{Rule, Ruleset, Values};
+
+/// Addresses the harness must not use as a packet's source or destination: the firewall's own
+/// links (they would turn a forward into a local delivery), and martians the kernel drops
+/// before any filter hook.
+fn bad_addr(a: u32, as_dst: bool) -> bool {
+    let o = a.to_be_bytes();
+    o[0] == 0 || o[0] == 127 || o[0] >= 224 || (o[0] == 198 && o[1] == 18 && o[2] == 0) || (as_dst && a == 0)
+}
+
+fn random_unicast(rng: &mut Rng) -> u32 {
+    loop {
+        let a = rng.next_u64() as u32;
+        if !bad_addr(a, true) {
+            return a;
+        }
+    }
+}
+
+fn pick_addr(rng: &mut Rng, v: &Values, as_dst: bool) -> u32 {
+    for _ in 0..4 {
+        let a = if !v.addrs.is_empty() && rng.chance(80) {
+            let base = *rng.pick(&v.addrs);
+            if rng.chance(15) {
+                base ^ (1 << rng.below(32))
+            } else {
+                base
+            }
+        } else {
+            random_unicast(rng)
+        };
+        if !bad_addr(a, as_dst) {
+            return a;
+        }
+    }
+    random_unicast(rng)
+}
+
+fn pick_port(rng: &mut Rng, v: &Values) -> u16 {
+    if !v.ports.is_empty() && rng.chance(75) {
+        *rng.pick(&v.ports)
+    } else {
+        {
+        let r = rng.next_u64() as u16;
+        *rng.pick(&[0u16, 1, 22, 25, 53, 80, 123, 443, 1023, 1024, 8080, 65535, r])
+    }
+    }
+}
+
+const WELL_KNOWN_TCP_OPTS: [&[u8]; 6] = [
+    &[2, 4, 5, 0xb4],
+    &[4, 2],
+    &[3, 3, 7],
+    &[8, 10, 0, 0, 0, 1, 0, 0, 0, 0],
+    &[1],
+    &[0],
+];
+
+fn tcp_options(rng: &mut Rng, v: &Values) -> Vec<u8> {
+    let mut o = Vec::new();
+    for _ in 0..rng.range(1, 3) {
+        if !v.tcp_opts.is_empty() && rng.chance(50) {
+            let k = *rng.pick(&v.tcp_opts);
+            match k {
+                0 | 1 => o.push(k),
+                _ => o.extend([k, *rng.pick(&[2u8, 3, 4, 0, 1, 40])]),
+            }
+            o.resize(o.len() + rng.below(3) as usize, 1);
+        } else {
+            o.extend_from_slice(*rng.pick(&WELL_KNOWN_TCP_OPTS));
+        }
+    }
+    o
+}
+
+/// Builds `n` packets for `rs`: paths, interfaces and header fields drawn from the values the
+/// ruleset mentions and from random ones, with fragments (forward and output only: local
+/// delivery reassembles), IP options, truncated transport headers and unusual protocols.
+pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
+    let mut v = rs.values();
+    v.protos.extend([6, 17, 1]);
+    v.flags.extend([0x02, 0x12, 0x10, 0x11, 0x04, 0x18, 0x00, 0x3f, 0x29]);
+    v.icmp.extend([(8, 0), (0, 0), (3, 3), (11, 0), (3, 4)]);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let path = match rng.below(100) {
+            0..=34 => Path::Input,
+            35..=74 => Path::Forward,
+            _ => Path::Output,
+        };
+        let iface = rng.pick(&IFACES).name.to_string();
+        let src = pick_addr(rng, &v, false);
+        let dst = pick_addr(rng, &v, true);
+        let proto = if rng.chance(88) {
+            *rng.pick(&v.protos)
+        } else {
+            {
+            let r = rng.next_u64() as u8;
+            *rng.pick(&[0u8, 2, 4, 41, 47, 50, 51, 89, 132, 136, 255, r])
+        }
+        };
+        let mut frag = 0u16;
+        if path != Path::Input && rng.chance(10) {
+            frag = match rng.below(4) {
+                0 => 0x2000,
+                1 => 1 | if rng.chance(50) { 0x2000 } else { 0 },
+                2 => 2,
+                _ => rng.range(1, 0x1fff) as u16 | if rng.chance(50) { 0x2000 } else { 0 },
+            };
+        } else if rng.chance(10) {
+            frag = 0x4000;
+        }
+        let options = if rng.chance(6) {
+            match rng.below(5) {
+                0 => vec![1, 1, 1, 1],
+                1 => vec![7, 7, 4, 0, 0, 0, 0, 0],
+                2 => vec![148, 4, 0, 0],
+                3 => vec![68, 12, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                _ => vec![1, 0, 0, 0],
+            }
+        } else {
+            Vec::new()
+        };
+        let ttl = if path == Path::Forward && rng.chance(2) { 1 } else { 64 };
+        let payload: Vec<u8> = (0..rng.below(24)).map(|_| rng.next_u64() as u8).collect();
+        let mut l4 = match proto {
+            6 => {
+                let opts = if rng.chance(25) || (!v.tcp_opts.is_empty() && rng.chance(40)) {
+                    tcp_options(rng, &v)
+                } else {
+                    Vec::new()
+                };
+                let doff = if rng.chance(3) { Some(rng.below(16) as u8) } else { None };
+                let flags = if rng.chance(85) { *rng.pick(&v.flags) } else { rng.next_u64() as u8 };
+                let mut h = tcp_header(pick_port(rng, &v), pick_port(rng, &v), flags, &opts, doff);
+                h.extend_from_slice(&payload);
+                h
+            }
+            17 | 136 => {
+                let mut h = udp_header(pick_port(rng, &v), pick_port(rng, &v), payload.len());
+                h.extend_from_slice(&payload);
+                h
+            }
+            1 => {
+                let (t, c) = if rng.chance(85) { *rng.pick(&v.icmp) } else { (rng.next_u64() as u8, rng.below(16) as u8) };
+                let mut h = icmp_header(if t == 255 { 8 } else { t }, c);
+                h.extend_from_slice(&payload);
+                h
+            }
+            132 | 33 => {
+                // SCTP/DCCP-like: ports first, as multiport reads them.
+                let mut h = udp_header(pick_port(rng, &v), pick_port(rng, &v), 0);
+                h.extend_from_slice(&payload);
+                h
+            }
+            _ => payload.clone(),
+        };
+        if rng.chance(6) {
+            let keep = rng.below(l4.len().min(24) as u64 + 1) as usize;
+            l4.truncate(keep);
+        }
+        let spec = IpSpec { src: Ipv4Addr::from(src), dst: Ipv4Addr::from(dst), proto, ttl, frag, tos: 0, options };
+        out.push(Packet { path, iface, bytes: build_ipv4(&spec, &l4) });
+    }
+    out
+}
+
+const IFACE_WORDS: [&str; 14] =
+    ["eth0", "eth1", "ppp0", "wlan0", "tun0", "eth+", "ppp+", "tun+", "wlan+", "lo", "vpn0", "e+", "+", "eth1+"];
+
+fn addr_word(rng: &mut Rng, nets: &[(u32, u32)]) -> String {
+    let (a, p) = *rng.pick(nets);
+    if rng.chance(5) {
+        let m = (rng.next_u64() as u32) | 0xff00_0000;
+        return format!("{}/{}", Ipv4Addr::from(a & m), Ipv4Addr::from(m));
+    }
+    let p = if rng.chance(20) { rng.range(0, 32) as u32 } else { p };
+    let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+    format!("{}/{}", Ipv4Addr::from(a & mask), p)
+}
+
+fn port_word(rng: &mut Rng, ports: &[u16]) -> String {
+    let a = *rng.pick(ports);
+    match rng.below(6) {
+        0 => {
+            let b = a.saturating_add(rng.below(200) as u16);
+            format!("{a}:{b}")
+        }
+        1 => format!("{a}:"),
+        2 => format!(":{a}"),
+        _ => a.to_string(),
+    }
+}
+
+fn flags_word(rng: &mut Rng) -> String {
+    const N: [&str; 6] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG"];
+    let pick = |rng: &mut Rng, bits: u64| -> String {
+        let v: Vec<&str> = (0..6).filter(|i| bits & (1 << i) != 0).map(|i| N[i]).collect();
+        if v.is_empty() {
+            "NONE".into()
+        } else if v.len() == 6 {
+            "ALL".into()
+        } else {
+            let _ = rng;
+            v.join(",")
+        }
+    };
+    let mask = rng.below(64) | 0x02;
+    let cmp = mask & rng.below(64);
+    let m = pick(rng, mask);
+    let c = pick(rng, cmp);
+    format!("{m} {c}")
+}
+
+fn inv(rng: &mut Rng, args: &mut Vec<String>, pct: u64) {
+    if rng.chance(pct) {
+        args.push("!".into());
+    }
+}
+
+fn push(args: &mut Vec<String>, words: &[&str]) {
+    args.extend(words.iter().map(|s| s.to_string()));
+}
+
+fn random_rule(rng: &mut Rng, chain: &str, later: &[String], nets: &[(u32, u32)], ports: &[u16]) -> Rule {
+    let mut a: Vec<String> = Vec::new();
+    if rng.chance(30) {
+        inv(rng, &mut a, 25);
+        push(&mut a, &["-s", &addr_word(rng, nets)]);
+    }
+    if rng.chance(30) {
+        inv(rng, &mut a, 25);
+        push(&mut a, &["-d", &addr_word(rng, nets)]);
+    }
+    if chain != "OUTPUT" && rng.chance(25) {
+        inv(rng, &mut a, 25);
+        push(&mut a, &["-i", *rng.pick(&IFACE_WORDS)]);
+    }
+    if chain != "INPUT" && rng.chance(25) {
+        inv(rng, &mut a, 25);
+        push(&mut a, &["-o", *rng.pick(&IFACE_WORDS)]);
+    }
+    let mut proto = None;
+    if rng.chance(65) {
+        let p = match rng.below(100) {
+            0..=36 => "tcp",
+            37..=61 => "udp",
+            62..=76 => "icmp",
+            77..=80 => "all",
+            81..=84 => "sctp",
+            85..=88 => "47",
+            89..=92 => "0",
+            _ => *rng.pick(&["2", "50", "51", "255", "136", "89"]),
+        };
+        let inverted = p != "0" && p != "all" && rng.chance(12);
+        if inverted {
+            a.push("!".into());
+        }
+        push(&mut a, &["-p", p]);
+        if !inverted {
+            proto = Some(p);
+        }
+    }
+    if rng.chance(8) {
+        inv(rng, &mut a, 40);
+        a.push("-f".into());
+    }
+    match proto {
+        Some("tcp") if rng.chance(70) => {
+            push(&mut a, &["-m", "tcp"]);
+            if rng.chance(45) {
+                inv(rng, &mut a, 20);
+                push(&mut a, &["--sport", &port_word(rng, ports)]);
+            }
+            if rng.chance(60) {
+                inv(rng, &mut a, 20);
+                push(&mut a, &["--dport", &port_word(rng, ports)]);
+            }
+            match rng.below(10) {
+                0..=2 => {
+                    inv(rng, &mut a, 20);
+                    a.push("--tcp-flags".into());
+                    a.extend(flags_word(rng).split(' ').map(String::from));
+                }
+                3 => {
+                    inv(rng, &mut a, 30);
+                    a.push("--syn".into());
+                }
+                4 => {
+                    inv(rng, &mut a, 25);
+                    push(&mut a, &["--tcp-option", &rng.pick(&[2u8, 3, 4, 8, 1, 5, 30, 255]).to_string()]);
+                }
+                _ => {}
+            }
+        }
+        Some("udp") if rng.chance(70) => {
+            push(&mut a, &["-m", "udp"]);
+            if rng.chance(50) {
+                inv(rng, &mut a, 20);
+                push(&mut a, &["--sport", &port_word(rng, ports)]);
+            }
+            if rng.chance(70) {
+                inv(rng, &mut a, 20);
+                push(&mut a, &["--dport", &port_word(rng, ports)]);
+            }
+        }
+        Some("icmp") if rng.chance(70) => {
+            push(&mut a, &["-m", "icmp"]);
+            inv(rng, &mut a, 20);
+            let t = match rng.below(6) {
+                0 => "any".to_string(),
+                1 => rng.pick(&["echo-request", "echo-reply", "port-unreachable", "time-exceeded", "fragmentation-needed"]).to_string(),
+                2 => format!("{}/{}", rng.pick(&[3u8, 5, 11, 12]), rng.below(6)),
+                _ => rng.pick(&[0u8, 3, 8, 11, 13, 30]).to_string(),
+            };
+            push(&mut a, &["--icmp-type", &t]);
+        }
+        _ => {}
+    }
+    if matches!(proto, Some("tcp") | Some("udp") | Some("sctp")) && rng.chance(30) {
+        push(&mut a, &["-m", "multiport"]);
+        inv(rng, &mut a, 20);
+        let opt = *rng.pick(&["--sports", "--dports", "--ports"]);
+        let mut items = Vec::new();
+        let mut slots = 0;
+        for _ in 0..rng.range(1, 8) {
+            let p = *rng.pick(ports);
+            if rng.chance(30) && slots + 2 <= 15 {
+                // multiport wants lo < hi strictly.
+                let p = p.min(65000);
+                items.push(format!("{p}:{}", p + 1 + rng.below(300) as u16));
+                slots += 2;
+            } else if slots < 15 {
+                items.push(p.to_string());
+                slots += 1;
+            }
+        }
+        push(&mut a, &[opt, &items.join(",")]);
+    }
+    if rng.chance(15) {
+        push(&mut a, &["-m", "iprange"]);
+        for opt in ["--src-range", "--dst-range"] {
+            if rng.chance(60) {
+                inv(rng, &mut a, 25);
+                let (n, p) = *rng.pick(nets);
+                let span = if p >= 32 { 1 } else { 1u32 << (32 - p).min(12) };
+                let lo = n.wrapping_add(rng.below(u64::from(span)) as u32);
+                let hi = lo.saturating_add(rng.below(u64::from(span)) as u32);
+                push(&mut a, &[opt, &format!("{}-{}", Ipv4Addr::from(lo), Ipv4Addr::from(hi))]);
+            }
+        }
+        if a.last().map(String::as_str) == Some("iprange") {
+            push(&mut a, &["--src-range", "10.0.0.1-10.0.0.200"]);
+        }
+    }
+    if rng.chance(10) {
+        let c = format!("rule {}", rng.below(1000));
+        push(&mut a, &["-m", "comment", "--comment", &c]);
+    }
+    match rng.below(100) {
+        0..=29 => push(&mut a, &["-j", "ACCEPT"]),
+        30..=54 => push(&mut a, &["-j", "DROP"]),
+        55..=63 => push(&mut a, &["-j", "RETURN"]),
+        64..=81 if !later.is_empty() => push(&mut a, &["-j", rng.pick(later).as_str()]),
+        82..=89 if !later.is_empty() => push(&mut a, &["-g", rng.pick(later).as_str()]),
+        _ => {}
+    }
+    Rule { chain: chain.to_string(), args: a }
+}
+
+/// A random valid ruleset: random policies, up to four user chains called acyclically (jump
+/// and goto), rules over every supported match with random inversions.
+pub fn random_ruleset(idx: usize, rng: &mut Rng) -> Ruleset {
+    let nets: Vec<(u32, u32)> = (0..rng.range(2, 6))
+        .map(|_| {
+            let p = *rng.pick(&[8u32, 16, 24, 24, 28, 30, 32, 32]);
+            (random_unicast(rng), p)
+        })
+        .collect();
+    let ports: Vec<u16> = (0..rng.range(2, 6))
+        .map(|_| if rng.chance(60) { *rng.pick(&[22u16, 25, 53, 80, 123, 443, 8080, 0, 65535]) } else { rng.next_u64() as u16 })
+        .collect();
+    let n_user = rng.below(5) as usize;
+    let chains: Vec<String> = (0..n_user).map(|i| format!("chain{i}")).collect();
+    let mut rs = Ruleset {
+        name: format!("random-{idx:03}"),
+        policies: std::array::from_fn(|_| if rng.chance(50) { "ACCEPT".to_string() } else { "DROP".to_string() }),
+        chains: chains.clone(),
+        rules: Vec::new(),
+    };
+    for base in ["INPUT", "FORWARD", "OUTPUT"] {
+        for _ in 0..rng.below(13) {
+            rs.rules.push(random_rule(rng, base, &chains, &nets, &ports));
+        }
+    }
+    for (i, c) in chains.iter().enumerate() {
+        for _ in 0..rng.range(0, 8) {
+            rs.rules.push(random_rule(rng, c, &chains[i + 1..], &nets, &ports));
+        }
+    }
+    rs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_rulesets_are_acyclic_and_reproducible() {
+        let a = random_ruleset(1, &mut Rng::new(5));
+        let b = random_ruleset(1, &mut Rng::new(5));
+        assert_eq!(a, b);
+        for s in 0..50 {
+            let rs = random_ruleset(s, &mut Rng::new(s as u64));
+            for r in &rs.rules {
+                if let (Some(t), Some(from)) = (r.chain_target(), r.chain.strip_prefix("chain")) {
+                    let to: usize = t.trim_start_matches("chain").parse().expect("chain number");
+                    assert!(to > from.parse::<usize>().expect("from"), "cycle risk in {}", rs.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packets_have_valid_paths() {
+        let rs = random_ruleset(3, &mut Rng::new(3));
+        let p = packets_for(&rs, 500, &mut Rng::new(9));
+        assert_eq!(p.len(), 500);
+        assert!(p.iter().all(|x| x.path != Path::Input || u16::from_be_bytes([x.bytes[6], x.bytes[7]]) & 0x3fff == 0));
+        assert!(p.iter().any(|x| x.path == Path::Output));
+        assert!(p.iter().any(|x| u16::from_be_bytes([x.bytes[6], x.bytes[7]]) & 0x1fff != 0));
+    }
+}

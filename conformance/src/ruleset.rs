@@ -1,0 +1,381 @@
+//! Rulesets in iptables-save format (filter table only): parsed into chains and rules so that
+//! the minimizer can drop rules and chains, and mined for the values packets should hit.
+
+use anyhow::{bail, Result};
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+/// The built-in chains of the filter table.
+pub const BUILTIN: [&str; 3] = ["INPUT", "FORWARD", "OUTPUT"];
+
+/// One `-A CHAIN ...` line, split into shell words (quotes removed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Chain the rule is appended to.
+    pub chain: String,
+    /// Words after `-A CHAIN`.
+    pub args: Vec<String>,
+}
+
+impl Rule {
+    /// The chain this rule jumps (`-j`) or goes (`-g`) to, if it is a user chain name.
+    pub fn chain_target(&self) -> Option<&str> {
+        let mut it = self.args.iter();
+        while let Some(a) = it.next() {
+            if a == "-j" || a == "-g" || a == "--jump" || a == "--goto" {
+                let t = it.next()?;
+                if !matches!(t.as_str(), "ACCEPT" | "DROP" | "RETURN") {
+                    return Some(t);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A filter-table ruleset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    /// Name in reports (file stem or `random-N`).
+    pub name: String,
+    /// Policies of INPUT, FORWARD, OUTPUT.
+    pub policies: [String; 3],
+    /// User-defined chains in declaration order.
+    pub chains: Vec<String>,
+    /// Rules in file order.
+    pub rules: Vec<Rule>,
+}
+
+/// Splits a line into words the way iptables-restore does (double quotes group, `\"` escapes).
+pub fn split_words(line: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_q = false;
+    let mut have = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if in_q && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' => {
+                in_q = !in_q;
+                have = true;
+            }
+            c if c.is_whitespace() && !in_q => {
+                if have || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                    have = false;
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if in_q {
+        bail!("unterminated quote in {line:?}");
+    }
+    if have || !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+fn quote(w: &str) -> String {
+    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/,+!=@".contains(c)) {
+        w.to_string()
+    } else {
+        format!("\"{}\"", w.replace('"', "\\\""))
+    }
+}
+
+impl Ruleset {
+    /// Parses an iptables-save file holding one `*filter` table.
+    pub fn parse(name: &str, text: &str) -> Result<Ruleset> {
+        let mut rs = Ruleset {
+            name: name.to_string(),
+            policies: ["ACCEPT".into(), "ACCEPT".into(), "ACCEPT".into()],
+            chains: Vec::new(),
+            rules: Vec::new(),
+        };
+        let mut in_filter = false;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(t) = line.strip_prefix('*') {
+                if t != "filter" {
+                    bail!("{name}:{}: only the filter table is supported", n + 1);
+                }
+                in_filter = true;
+            } else if line == "COMMIT" {
+                in_filter = false;
+            } else if !in_filter {
+                bail!("{name}:{}: outside *filter", n + 1);
+            } else if let Some(decl) = line.strip_prefix(':') {
+                let w: Vec<&str> = decl.split_whitespace().collect();
+                let chain = w.first().copied().unwrap_or("");
+                match BUILTIN.iter().position(|b| *b == chain) {
+                    Some(i) => rs.policies[i] = w.get(1).copied().unwrap_or("ACCEPT").to_string(),
+                    None => rs.chains.push(chain.to_string()),
+                }
+            } else {
+                let w = split_words(line)?;
+                if w.len() < 2 || (w[0] != "-A" && w[0] != "--append") {
+                    bail!("{name}:{}: expected -A CHAIN ...", n + 1);
+                }
+                rs.rules.push(Rule { chain: w[1].clone(), args: w[2..].to_vec() });
+            }
+        }
+        Ok(rs)
+    }
+
+    /// The iptables-restore text.
+    pub fn to_text(&self) -> String {
+        let mut s = String::from("*filter\n");
+        for (i, b) in BUILTIN.iter().enumerate() {
+            let _ = writeln!(s, ":{b} {} [0:0]", self.policies[i]);
+        }
+        for c in &self.chains {
+            let _ = writeln!(s, ":{c} - [0:0]");
+        }
+        for r in &self.rules {
+            let _ = write!(s, "-A {}", r.chain);
+            for a in &r.args {
+                let _ = write!(s, " {}", quote(a));
+            }
+            s.push('\n');
+        }
+        s.push_str("COMMIT\n");
+        s
+    }
+
+    /// Removes user chain `c`, its rules and every rule that jumps or goes to it.
+    pub fn remove_chain(&mut self, c: &str) {
+        self.chains.retain(|x| x != c);
+        self.rules.retain(|r| r.chain != c && r.chain_target() != Some(c));
+    }
+
+    /// Values the ruleset mentions, for building packets that hit its rules.
+    pub fn values(&self) -> Values {
+        let mut v = Values::default();
+        for r in &self.rules {
+            let a = &r.args;
+            let mut i = 0;
+            while i < a.len() {
+                let next = a.get(i + 1).map(String::as_str).unwrap_or("");
+                match a[i].as_str() {
+                    "-s" | "--source" | "-d" | "--destination" => {
+                        for part in next.split(',') {
+                            v.add_net(part);
+                        }
+                    }
+                    "--src-range" | "--dst-range" => {
+                        if let Some((x, y)) = next.split_once('-') {
+                            if let (Ok(x), Ok(y)) = (x.parse::<Ipv4Addr>(), y.parse::<Ipv4Addr>()) {
+                                v.add_range(u32::from(x), u32::from(y));
+                            }
+                        }
+                    }
+                    "-p" | "--protocol" => {
+                        if let Some(p) = proto_number(next) {
+                            v.protos.push(p);
+                        }
+                    }
+                    "--sport" | "--dport" | "--source-port" | "--destination-port" | "--sports" | "--dports"
+                    | "--ports" | "--source-ports" | "--destination-ports" => {
+                        for part in next.split(',') {
+                            let (x, y) = part.split_once(':').unwrap_or((part, part));
+                            let x: u16 = x.parse().unwrap_or(0);
+                            let y: u16 = if y.is_empty() { 65535 } else { y.parse().unwrap_or(65535) };
+                            for p in [x, y, x.wrapping_sub(1), y.wrapping_add(1), x.wrapping_add(1)] {
+                                v.ports.push(p);
+                            }
+                        }
+                    }
+                    "--icmp-type" => {
+                        if let Some(tc) = icmp_type(next) {
+                            v.icmp.push(tc);
+                            v.icmp.push((tc.0, tc.1.wrapping_add(1)));
+                        }
+                    }
+                    "--tcp-flags" => {
+                        let m = tcp_flags(next);
+                        let c = tcp_flags(a.get(i + 2).map(String::as_str).unwrap_or(""));
+                        v.flags.extend([c, m, c ^ 0x10, c | (m & !c & 0x3f), 0]);
+                    }
+                    "--syn" => v.flags.extend([0x02, 0x12, 0x03, 0x06]),
+                    "--tcp-option" => {
+                        if let Ok(k) = next.parse::<u8>() {
+                            v.tcp_opts.push(k);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        v.addrs.sort();
+        v.addrs.dedup();
+        v.ports.sort();
+        v.ports.dedup();
+        v.protos.sort();
+        v.protos.dedup();
+        v
+    }
+}
+
+/// Values mined from a ruleset.
+#[derive(Debug, Clone, Default)]
+pub struct Values {
+    /// Addresses at and around every network and range edge.
+    pub addrs: Vec<u32>,
+    /// Ports at and around every port and range edge.
+    pub ports: Vec<u16>,
+    /// Protocol numbers.
+    pub protos: Vec<u8>,
+    /// ICMP (type, code) pairs.
+    pub icmp: Vec<(u8, u8)>,
+    /// TCP flag bytes.
+    pub flags: Vec<u8>,
+    /// TCP option kinds.
+    pub tcp_opts: Vec<u8>,
+}
+
+impl Values {
+    fn add_net(&mut self, s: &str) {
+        let (a, m) = s.split_once('/').unwrap_or((s, "32"));
+        let Ok(addr) = a.parse::<Ipv4Addr>() else { return };
+        let mask = if let Ok(p) = m.parse::<u32>() {
+            if p == 0 {
+                0
+            } else {
+                u32::MAX << (32 - p.min(32))
+            }
+        } else if let Ok(mm) = m.parse::<Ipv4Addr>() {
+            u32::from(mm)
+        } else {
+            return;
+        };
+        let net = u32::from(addr) & mask;
+        let last = net | !mask;
+        self.addrs.extend([net, last, net.wrapping_sub(1), last.wrapping_add(1), net.wrapping_add(1), net ^ 0x0100]);
+    }
+
+    fn add_range(&mut self, x: u32, y: u32) {
+        self.addrs.extend([x, y, x.wrapping_sub(1), y.wrapping_add(1), x.wrapping_add(1)]);
+    }
+}
+
+/// Protocol name or number to number (`all` is 0).
+pub fn proto_number(s: &str) -> Option<u8> {
+    Some(match s {
+        "all" => 0,
+        "icmp" => 1,
+        "igmp" => 2,
+        "tcp" => 6,
+        "udp" => 17,
+        "ipv6" => 41,
+        "gre" => 47,
+        "esp" => 50,
+        "ah" => 51,
+        "ospf" => 89,
+        "sctp" => 132,
+        "udplite" => 136,
+        n => return n.parse().ok(),
+    })
+}
+
+/// ICMP type name or `T[/C]` to (type, code); code 0 when the name carries none.
+pub fn icmp_type(s: &str) -> Option<(u8, u8)> {
+    Some(match s {
+        "any" => (255, 0),
+        "echo-reply" | "pong" => (0, 0),
+        "destination-unreachable" => (3, 0),
+        "network-unreachable" => (3, 0),
+        "host-unreachable" => (3, 1),
+        "protocol-unreachable" => (3, 2),
+        "port-unreachable" => (3, 3),
+        "fragmentation-needed" => (3, 4),
+        "source-route-failed" => (3, 5),
+        "communication-prohibited" => (3, 13),
+        "source-quench" => (4, 0),
+        "redirect" => (5, 0),
+        "echo-request" | "ping" => (8, 0),
+        "router-advertisement" => (9, 0),
+        "router-solicitation" => (10, 0),
+        "time-exceeded" | "ttl-exceeded" => (11, 0),
+        "ttl-zero-during-transit" => (11, 0),
+        "ttl-zero-during-reassembly" => (11, 1),
+        "parameter-problem" => (12, 0),
+        "timestamp-request" => (13, 0),
+        "timestamp-reply" => (14, 0),
+        "address-mask-request" => (17, 0),
+        "address-mask-reply" => (18, 0),
+        n => {
+            let (t, c) = n.split_once('/').unwrap_or((n, "0"));
+            (t.parse().ok()?, c.parse().ok()?)
+        }
+    })
+}
+
+/// TCP flag list (`SYN,ACK`, `ALL`, `NONE`) to the flag byte.
+pub fn tcp_flags(s: &str) -> u8 {
+    let mut f = 0u8;
+    for n in s.split(',') {
+        f |= match n {
+            "FIN" => 0x01,
+            "SYN" => 0x02,
+            "RST" => 0x04,
+            "PSH" => 0x08,
+            "ACK" => 0x10,
+            "URG" => 0x20,
+            "ALL" => 0x3f,
+            _ => 0,
+        };
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:web - [0:0]\n\
+        -A INPUT -s 10.0.0.0/8 -p tcp -m tcp --dport 80 -j web\n\
+        -A INPUT -m comment --comment \"two words\" -j ACCEPT\n\
+        -A web -m iprange --src-range 1.2.3.4-1.2.3.9 -j RETURN\nCOMMIT\n";
+
+    #[test]
+    fn parse_and_print_round_trip() {
+        let rs = Ruleset::parse("t", TEXT).expect("parse");
+        assert_eq!(rs.policies[0], "DROP");
+        assert_eq!(rs.chains, vec!["web"]);
+        assert_eq!(rs.rules.len(), 3);
+        assert_eq!(rs.rules[1].args[3], "two words");
+        let again = Ruleset::parse("t", &rs.to_text()).expect("reparse");
+        assert_eq!(again, rs);
+    }
+
+    #[test]
+    fn remove_chain_drops_jumps() {
+        let mut rs = Ruleset::parse("t", TEXT).expect("parse");
+        rs.remove_chain("web");
+        assert_eq!(rs.rules.len(), 1);
+        assert!(rs.chains.is_empty());
+    }
+
+    #[test]
+    fn values_cover_edges() {
+        let v = Ruleset::parse("t", TEXT).expect("parse").values();
+        assert!(v.addrs.contains(&u32::from(Ipv4Addr::new(10, 0, 0, 0))));
+        assert!(v.addrs.contains(&u32::from(Ipv4Addr::new(11, 0, 0, 0))));
+        assert!(v.addrs.contains(&u32::from(Ipv4Addr::new(1, 2, 3, 10))));
+        assert!(v.ports.contains(&80) && v.ports.contains(&81) && v.ports.contains(&79));
+        assert_eq!(v.protos, vec![6]);
+        assert_eq!(tcp_flags("SYN,ACK"), 0x12);
+        assert_eq!(icmp_type("3/4"), Some((3, 4)));
+        assert_eq!(split_words("a \"b c\" d").expect("words"), vec!["a", "b c", "d"]);
+    }
+}
