@@ -611,10 +611,61 @@ pub fn write_request(
 /// Reads one request and the namespace fd that came with it (None if the client sent none).
 /// A clean close before the first byte gives [`WireError::Closed`].
 pub fn read_request(stream: &UnixStream) -> Result<(Request, Option<OwnedFd>), WireError> {
+    let (req, fd) = read_request_in_sync(stream)?;
+    Ok((req?, fd))
+}
+
+/// Reads one frame. The outer error is fatal for the connection (transport, bad header, short
+/// read); the inner one is a request that did not decode while the stream stays in sync (its
+/// whole payload was consumed), so the server can answer it and go on.
+fn read_request_in_sync(
+    stream: &UnixStream,
+) -> Result<(Result<Request, WireError>, Option<OwnedFd>), WireError> {
     let (header, fd) = recv_header(stream)?;
-    let kind = RequestKind::from_u16(header.kind)?;
     let body = read_body(stream, header.len)?;
-    Ok((Request::decode_body(kind, &body)?, fd))
+    let req = RequestKind::from_u16(header.kind).and_then(|k| Request::decode_body(k, &body));
+    Ok((req, fd))
+}
+
+/// Serves one connection until the peer closes it: `handle` gets every request (with its netns
+/// fd) or the decoding error of a request that arrived whole, and returns the reply to send.
+/// Returns Ok(()) on a clean close, or the error that broke the connection (garbage header,
+/// truncated frame, transport failure); the caller just drops the connection then.
+pub fn serve_connection<F>(stream: &UnixStream, mut handle: F) -> Result<(), WireError>
+where
+    F: FnMut(Result<(Request, Option<OwnedFd>), WireError>) -> Reply,
+{
+    loop {
+        let (req, fd) = match read_request_in_sync(stream) {
+            Ok(r) => r,
+            Err(WireError::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let reply = handle(req.map(|r| (r, fd)));
+        write_reply(stream, &reply)?;
+    }
+}
+
+/// The peer's credentials (SO_PEERCRED), for the daemon's CAP_NET_ADMIN check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    /// Process id of the peer at connect time.
+    pub pid: i32,
+    /// Its effective uid.
+    pub uid: u32,
+    /// Its effective gid.
+    pub gid: u32,
+}
+
+/// Reads SO_PEERCRED of a connected Unix socket.
+pub fn peer_credentials(stream: &UnixStream) -> Result<PeerCred, WireError> {
+    let c = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| WireError::errno_io("getsockopt(SO_PEERCRED)", e))?;
+    Ok(PeerCred {
+        pid: c.pid(),
+        uid: c.uid(),
+        gid: c.gid(),
+    })
 }
 
 /// Sends one reply.
@@ -1064,6 +1115,56 @@ mod tests {
         let e = read_request(&b).expect_err("must fail");
         assert!(matches!(e, WireError::BadMagic(_)));
         assert_eq!(e.errno(), libc::EPROTO);
+    }
+
+    #[test]
+    fn serve_connection_answers_bad_requests_and_goes_on() {
+        let (mut a, b) = UnixStream::pair().expect("socketpair");
+        let server = std::thread::spawn(move || {
+            let mut kinds = Vec::new();
+            let r = serve_connection(&b, |req| match req {
+                Ok((req, _fd)) => {
+                    kinds.push(req.kind());
+                    Reply::ok(vec![9])
+                }
+                Err(e) => Reply::error(e.errno()),
+            });
+            (r, kinds)
+        });
+        write_request(&a, &get_info(), None).expect("write");
+        assert_eq!(read_reply(&a).expect("reply"), Reply::ok(vec![9]));
+        // A whole frame whose body is bad: answered with EPROTO, the connection stays up.
+        let mut bad = get_info().encode();
+        bad[13] = 9;
+        a.write_all(&bad).expect("write");
+        assert_eq!(read_reply(&a).expect("reply"), Reply::error(libc::EPROTO));
+        // Unknown kind: same.
+        let mut bad = get_info().encode();
+        bad[6] = 77;
+        a.write_all(&bad).expect("write");
+        assert_eq!(read_reply(&a).expect("reply"), Reply::error(libc::EPROTO));
+        write_request(
+            &a,
+            &Request::TableNames {
+                family: Family::Ipv6,
+            },
+            None,
+        )
+        .expect("write");
+        assert_eq!(read_reply(&a).expect("reply"), Reply::ok(vec![9]));
+        // Garbage header: the server gives up on the connection.
+        a.write_all(b"garbage garbage").expect("write");
+        let (r, kinds) = server.join().expect("join");
+        assert!(matches!(r, Err(WireError::BadMagic(_))));
+        assert_eq!(kinds, [RequestKind::Sockopt, RequestKind::TableNames]);
+    }
+
+    #[test]
+    fn peer_credentials_are_ours() {
+        let (a, _b) = UnixStream::pair().expect("socketpair");
+        let c = peer_credentials(&a).expect("SO_PEERCRED");
+        assert_eq!(c.pid, std::process::id() as i32);
+        assert_eq!(c.uid, nix::unistd::geteuid().as_raw());
     }
 
     #[test]
