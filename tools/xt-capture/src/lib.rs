@@ -29,8 +29,7 @@ use libc::{c_char, c_int, socklen_t};
 const DIR_ENV: &str = "XT_CAPTURE_DIR";
 
 type SetsockoptFn = unsafe extern "C" fn(c_int, c_int, c_int, *const c_void, socklen_t) -> c_int;
-type GetsockoptFn =
-    unsafe extern "C" fn(c_int, c_int, c_int, *mut c_void, *mut socklen_t) -> c_int;
+type GetsockoptFn = unsafe extern "C" fn(c_int, c_int, c_int, *mut c_void, *mut socklen_t) -> c_int;
 
 static REAL_SET: OnceLock<usize> = OnceLock::new();
 static REAL_GET: OnceLock<usize> = OnceLock::new();
@@ -78,7 +77,11 @@ fn record(op: &str, optname: c_int, input: &[u8], ret: c_int, err: c_int, output
         if ret < 0 { err } else { 0 },
         output.map_or(0, <[u8]>::len),
     );
-    if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(dir.join("calls.tsv")) {
+    if let Ok(mut f) = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("calls.tsv"))
+    {
         let _ = f.write_all(line.as_bytes());
     }
 }

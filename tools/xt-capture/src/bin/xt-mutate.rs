@@ -81,7 +81,12 @@ impl Blob {
         u16::from_ne_bytes([self.b[off], self.b[off + 1]])
     }
     fn u32(&self, off: usize) -> u32 {
-        u32::from_ne_bytes([self.b[off], self.b[off + 1], self.b[off + 2], self.b[off + 3]])
+        u32::from_ne_bytes([
+            self.b[off],
+            self.b[off + 1],
+            self.b[off + 2],
+            self.b[off + 3],
+        ])
     }
     fn set_u8(&mut self, off: usize, v: u8) {
         self.b[off] = v;
@@ -108,27 +113,46 @@ impl Blob {
     /// Parses a SET_REPLACE blob far enough to find entries, matches and targets.
     fn replace(b: Vec<u8>) -> Result<Blob> {
         ensure!(b.len() >= HDR, "short blob");
-        let mut blob = Blob { b, ents: Vec::new() };
+        let mut blob = Blob {
+            b,
+            ents: Vec::new(),
+        };
         let size = blob.size() as usize;
         ensure!(blob.b.len() == HDR + size, "blob length != 96 + size");
         let mut off = HDR;
         while off < HDR + size {
             let to = blob.u16(off + 88) as usize;
             let next = blob.u16(off + 90) as usize;
-            ensure!(next >= ENTRY && to >= ENTRY && to < next, "bad entry at {off}");
+            ensure!(
+                next >= ENTRY && to >= ENTRY && to < next,
+                "bad entry at {off}"
+            );
             let mut matches = Vec::new();
             let mut m = off + ENTRY;
             while m < off + to {
                 let size = blob.u16(m) as usize;
                 ensure!(size >= XT_HDR, "bad match at {m}");
-                matches.push(Ext { off: m, size, name: cstr(&blob.b[m + 2..m + 31]) });
+                matches.push(Ext {
+                    off: m,
+                    size,
+                    name: cstr(&blob.b[m + 2..m + 31]),
+                });
                 m += size;
             }
             let t = off + to;
-            let target =
-                Ext { off: t, size: blob.u16(t) as usize, name: cstr(&blob.b[t + 2..t + 31]) };
+            let target = Ext {
+                off: t,
+                size: blob.u16(t) as usize,
+                name: cstr(&blob.b[t + 2..t + 31]),
+            };
             let verdict = target.name.is_empty().then(|| blob.u32(t + XT_HDR) as i32);
-            blob.ents.push(Ent { off, next, matches, target, verdict });
+            blob.ents.push(Ent {
+                off,
+                next,
+                matches,
+                target,
+                verdict,
+            });
             off += next;
         }
         Ok(blob)
@@ -141,7 +165,11 @@ impl Blob {
         self.ents.last().cloned().context("no entries")
     }
     fn at_rel(&self, rel: u32) -> Result<Ent> {
-        self.ents.iter().find(|e| e.rel() == rel).cloned().context("no entry at offset")
+        self.ents
+            .iter()
+            .find(|e| e.rel() == rel)
+            .cloned()
+            .context("no entry at offset")
     }
     /// The policy (underflow) entry of hook `h`.
     fn policy(&self, h: usize) -> Result<Ent> {
@@ -154,12 +182,19 @@ impl Blob {
             .with_context(|| format!("no entry with match {name}"))
     }
     fn jumps(&self) -> Vec<Ent> {
-        self.ents.iter().filter(|e| e.verdict.is_some_and(|v| v >= 0)).cloned().collect()
+        self.ents
+            .iter()
+            .filter(|e| e.verdict.is_some_and(|v| v >= 0))
+            .cloned()
+            .collect()
     }
     fn first_rule(&self) -> Result<Ent> {
         // The first entry of INPUT that is not the policy: a real rule.
         let e = self.at_rel(self.hook_entry(NF_INET_LOCAL_IN))?;
-        ensure!(e.rel() != self.underflow(NF_INET_LOCAL_IN), "INPUT has no rule");
+        ensure!(
+            e.rel() != self.underflow(NF_INET_LOCAL_IN),
+            "INPUT has no rule"
+        );
         Ok(e)
     }
 
@@ -169,7 +204,10 @@ impl Blob {
     /// underflows and jump verdicts. This keeps the blob well-formed apart from the one thing
     /// the mutation means to break.
     fn splice(&mut self, e: &Ent, at: usize, remove: usize, insert: &[u8]) -> Result<()> {
-        ensure!(at >= e.off && at + remove <= e.off + e.next, "splice outside entry");
+        ensure!(
+            at >= e.off && at + remove <= e.off + e.next,
+            "splice outside entry"
+        );
         let delta = insert.len() as i64 - remove as i64;
         let fix = |v: u32, at_rel: u32| -> u32 {
             if v != u32::MAX && v > at_rel {
@@ -213,10 +251,24 @@ struct Mutation {
 
 macro_rules! m {
     ($name:literal, $base:literal, $desc:literal, $f:expr) => {
-        Mutation { name: $name, base: $base, kind: "replace", setup: "initial", desc: $desc, f: $f }
+        Mutation {
+            name: $name,
+            base: $base,
+            kind: "replace",
+            setup: "initial",
+            desc: $desc,
+            f: $f,
+        }
     };
     ($name:literal, $base:literal, $kind:literal, $setup:literal, $desc:literal, $f:expr) => {
-        Mutation { name: $name, base: $base, kind: $kind, setup: $setup, desc: $desc, f: $f }
+        Mutation {
+            name: $name,
+            base: $base,
+            kind: $kind,
+            setup: $setup,
+            desc: $desc,
+            f: $f,
+        }
     };
 }
 
@@ -348,12 +400,22 @@ fn mutations() -> Vec<Mutation> {
 
 fn make(name: &str, captured: &Path, out: &Path) -> Result<()> {
     let all = mutations();
-    let m = all.iter().find(|m| m.name == name).with_context(|| format!("no mutation {name}"))?;
-    let file = if m.kind == "add_counters" { "add_counters.bin" } else { "replace.bin" };
+    let m = all
+        .iter()
+        .find(|m| m.name == name)
+        .with_context(|| format!("no mutation {name}"))?;
+    let file = if m.kind == "add_counters" {
+        "add_counters.bin"
+    } else {
+        "replace.bin"
+    };
     let path = captured.join(m.base).join(file);
     let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
     let mut blob = if m.kind == "add_counters" {
-        Blob { b: bytes, ents: Vec::new() }
+        Blob {
+            b: bytes,
+            ents: Vec::new(),
+        }
     } else {
         Blob::replace(bytes).with_context(|| format!("parse {}", path.display()))?
     };
@@ -370,11 +432,16 @@ fn main() -> Result<()> {
                 if !seen.insert(m.name) {
                     bail!("duplicate mutation {}", m.name);
                 }
-                println!("{}\t{}\t{}\t{}\t{}", m.name, m.base, m.kind, m.setup, m.desc);
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    m.name, m.base, m.kind, m.setup, m.desc
+                );
             }
             Ok(())
         }
-        [cmd, name, captured, out] if cmd == "make" => make(name, Path::new(captured), Path::new(out)),
+        [cmd, name, captured, out] if cmd == "make" => {
+            make(name, Path::new(captured), Path::new(out))
+        }
         _ => bail!("usage: xt-mutate list | xt-mutate make NAME CAPTURED_DIR OUT"),
     }
 }

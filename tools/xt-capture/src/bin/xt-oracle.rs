@@ -63,14 +63,17 @@ fn raw_socket() -> Result<OwnedFd> {
     // SAFETY: plain socket(2) call; the result is checked before use.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("socket(AF_INET, SOCK_RAW, IPPROTO_RAW)");
+        return Err(std::io::Error::last_os_error())
+            .context("socket(AF_INET, SOCK_RAW, IPPROTO_RAW)");
     }
     // SAFETY: fd is a fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 /// setsockopt(IPPROTO_IP, optname) with `buf[..optlen]`; returns 0 or the errno.
@@ -136,7 +139,9 @@ fn cmd_replace(blob_path: &Path, optlen: Option<usize>) -> Result<i32> {
     let mut buf = blob.clone();
     buf.resize(optlen.max(blob.len()).max(REPLACE_HDR), 0);
     let num_counters = u32::from_ne_bytes(
-        buf[NUM_COUNTERS_OFF..NUM_COUNTERS_OFF + 4].try_into().context("header")?,
+        buf[NUM_COUNTERS_OFF..NUM_COUNTERS_OFF + 4]
+            .try_into()
+            .context("header")?,
     ) as usize;
     let mut counters = vec![0u8; num_counters.saturating_mul(16).clamp(16, MAX_COUNTERS_BUF)];
     let ptr = counters.as_mut_ptr() as u64;
@@ -186,7 +191,9 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn run(args: &[String]) -> Result<i32> {
     match args {
-        [cmd, blob, rest @ ..] if cmd == "replace" => cmd_replace(Path::new(blob), parse_optlen(rest)?),
+        [cmd, blob, rest @ ..] if cmd == "replace" => {
+            cmd_replace(Path::new(blob), parse_optlen(rest)?)
+        }
         [cmd, blob, rest @ ..] if cmd == "add-counters" => {
             cmd_add_counters(Path::new(blob), parse_optlen(rest)?)
         }

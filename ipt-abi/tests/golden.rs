@@ -1,0 +1,287 @@
+//! Golden tests: every ruleset captured from the real iptables-legacy and the real kernel
+//! (fixtures/captured/, see fixtures/README.md) must parse, and serializing the parsed table
+//! must give back the kernel's own GET_INFO and GET_ENTRIES answers byte for byte.
+//!
+//! Fails (never skips) when the fixtures are missing or empty: re-capture with `make fixtures`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ipt_abi::{parse_add_counters, parse_replace, Table, XtCounters};
+
+/// Fewer captured rulesets than this means the fixture tree is broken, not that there is
+/// nothing to test.
+const MIN_RULESETS: usize = 30;
+const EAGAIN: i32 = 11;
+const ENOENT: i32 = 2;
+/// sizeof(struct ipt_get_entries) and sizeof(struct ipt_entry) on 64-bit.
+const GET_ENTRIES_HDR: usize = 40;
+const IPT_ENTRY: usize = 112;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+fn read(dir: &Path, file: &str) -> Vec<u8> {
+    let p = dir.join(file);
+    let b = fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (run `make fixtures`)", p.display()));
+    assert!(!b.is_empty(), "{} is empty", p.display());
+    b
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+
+/// Every captured ruleset directory except `initial/` (which has no request blobs).
+fn rulesets() -> Vec<PathBuf> {
+    let root = fixtures().join("captured");
+    let mut dirs: Vec<PathBuf> = fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `make fixtures`)", root.display()))
+        .map(|d| d.expect("dir entry").path())
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n != "initial"))
+        .collect();
+    dirs.sort();
+    assert!(
+        dirs.len() >= MIN_RULESETS,
+        "only {} captured rulesets under {} (want >= {MIN_RULESETS}): run `make fixtures`",
+        dirs.len(),
+        root.display()
+    );
+    dirs
+}
+
+/// Names the field of an ipt_entry at byte `off` of the entry.
+fn entry_field(off: usize) -> &'static str {
+    match off {
+        0..=3 => "ip.src",
+        4..=7 => "ip.dst",
+        8..=11 => "ip.smsk",
+        12..=15 => "ip.dmsk",
+        16..=31 => "ip.iniface",
+        32..=47 => "ip.outiface",
+        48..=63 => "ip.iniface_mask",
+        64..=79 => "ip.outiface_mask",
+        80..=81 => "ip.proto",
+        82 => "ip.flags",
+        83 => "ip.invflags",
+        84..=87 => "nfcache",
+        88..=89 => "target_offset",
+        90..=91 => "next_offset",
+        92..=95 => "comefrom",
+        96..=111 => "counters",
+        _ => "match/target",
+    }
+}
+
+/// Where `off` falls in a GET_ENTRIES answer, walking the kernel's own bytes.
+fn locate_entries(kernel: &[u8], off: usize) -> String {
+    if off < GET_ENTRIES_HDR {
+        return format!("header byte {off}");
+    }
+    let (mut pos, mut idx) = (GET_ENTRIES_HDR, 0usize);
+    while pos + IPT_ENTRY <= kernel.len() {
+        let next = usize::from(u16::from_ne_bytes([kernel[pos + 90], kernel[pos + 91]]));
+        if next == 0 {
+            break;
+        }
+        if off < pos + next {
+            let inner = off - pos;
+            return format!(
+                "entry {idx} (blob offset {}) + {inner}: {}",
+                pos - GET_ENTRIES_HDR,
+                entry_field(inner)
+            );
+        }
+        pos += next;
+        idx += 1;
+    }
+    "past the kernel's entries".to_string()
+}
+
+fn getinfo_field(off: usize) -> &'static str {
+    match off {
+        0..=31 => "name",
+        32..=35 => "valid_hooks",
+        36..=55 => "hook_entry",
+        56..=75 => "underflow",
+        76..=79 => "num_entries",
+        _ => "size",
+    }
+}
+
+/// None when equal, else a description of the first difference.
+fn diff(ours: &[u8], kernel: &[u8], locate: &dyn Fn(usize) -> String) -> Option<String> {
+    if ours == kernel {
+        return None;
+    }
+    let first = ours.iter().zip(kernel).position(|(a, b)| a != b);
+    let differing = ours.iter().zip(kernel).filter(|(a, b)| a != b).count();
+    Some(match first {
+        Some(off) => format!(
+            "first difference at byte {off} ({}): ours {:#04x}, kernel {:#04x}; {differing} bytes differ; lengths ours {} kernel {}",
+            locate(off), ours[off], kernel[off], ours.len(), kernel.len()
+        ),
+        None => format!("lengths differ: ours {} kernel {} (common prefix equal)", ours.len(), kernel.len()),
+    })
+}
+
+/// Checks one captured ruleset; returns the list of problems found.
+fn check_ruleset(dir: &Path) -> Vec<String> {
+    let mut bad = Vec::new();
+    let replace = read(dir, "replace.bin");
+    let add = read(dir, "add_counters.bin");
+    let info = read(dir, "get_info.bin");
+    let entries = read(dir, "get_entries.bin");
+    assert_eq!(info.len(), 84, "{}: get_info.bin", dir.display());
+    let kernel_num_entries = u32_at(&info, 76);
+    let num_counters = u32_at(&replace, 84);
+
+    let r = match parse_replace(&replace, None) {
+        Ok(r) => r,
+        Err(e) => return vec![format!("parse_replace: {e} (errno {})", e.errno())],
+    };
+    if r.name != "filter" {
+        bad.push(format!("name {:?}, want \"filter\"", r.name));
+    }
+    if r.num_counters != num_counters {
+        bad.push(format!(
+            "num_counters {} want {num_counters}",
+            r.num_counters
+        ));
+    }
+    if r.table.entries.len() != kernel_num_entries as usize {
+        bad.push(format!(
+            "{} entries, kernel has {kernel_num_entries}",
+            r.table.entries.len()
+        ));
+    }
+    if r.table.size() != u32_at(&info, 80) {
+        bad.push(format!(
+            "size {} kernel {}",
+            r.table.size(),
+            u32_at(&info, 80)
+        ));
+    }
+    // The kernel compares num_counters with the table it replaces: same count passes, any
+    // other gives EAGAIN.
+    if let Err(e) = parse_replace(&replace, Some(num_counters)) {
+        bad.push(format!("parse_replace(Some({num_counters})): {e}"));
+    }
+    match parse_replace(&replace, Some(num_counters + 1)) {
+        Ok(_) => bad.push("num_counters mismatch accepted (kernel: EAGAIN)".into()),
+        Err(e) if e.errno() != EAGAIN => bad.push(format!(
+            "num_counters mismatch: errno {} want EAGAIN",
+            e.errno()
+        )),
+        Err(_) => {}
+    }
+
+    let counters: Vec<XtCounters> = match parse_add_counters(&add) {
+        Ok(a) => {
+            if a.name != "filter" {
+                bad.push(format!("add_counters name {:?}", a.name));
+            }
+            if a.counters.len() != kernel_num_entries as usize {
+                bad.push(format!(
+                    "add_counters has {} counters, want {kernel_num_entries}",
+                    a.counters.len()
+                ));
+            }
+            a.counters
+        }
+        Err(e) => {
+            bad.push(format!("parse_add_counters: {e} (errno {})", e.errno()));
+            return bad;
+        }
+    };
+
+    // Nothing flows in the scratch namespace: the kernel's counters are exactly what
+    // SET_ADD_COUNTERS added to the fresh (zeroed) table.
+    if let Some(d) = diff(&r.table.get_info(), &info, &|o| {
+        getinfo_field(o).to_string()
+    }) {
+        bad.push(format!("get_info: {d}"));
+    }
+    if let Some(d) = diff(&r.table.get_entries(&counters), &entries, &|o| {
+        locate_entries(&entries, o)
+    }) {
+        bad.push(format!("get_entries: {d}"));
+    }
+    bad
+}
+
+#[test]
+fn golden_rulesets_match_kernel() {
+    let dirs = rulesets();
+    let mut failures = Vec::new();
+    for dir in &dirs {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for problem in check_ruleset(dir) {
+            failures.push(format!("{name}: {problem}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} problems in {} captured rulesets:\n{}",
+        failures.len(),
+        dirs.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn golden_counters_fixture_has_nonzero_counters() {
+    // Guards the golden test itself: at least one fixture must carry counters, or the
+    // counters path of get_entries would only ever be compared on zeros.
+    let dir = fixtures().join("captured/counters");
+    let add = parse_add_counters(&read(&dir, "add_counters.bin")).expect("parse counters fixture");
+    assert!(
+        add.counters.iter().any(|c| c.pcnt != 0 && c.bcnt != 0),
+        "counters fixture has only zeros"
+    );
+    assert!(
+        add.counters.iter().any(|c| c.pcnt == 1 << 32),
+        "64-bit counter value missing"
+    );
+}
+
+#[test]
+fn golden_big_table() {
+    let dir = fixtures().join("captured/big_10k");
+    let r = parse_replace(&read(&dir, "replace.bin"), Some(4)).expect("10k-rule table parses");
+    // 10,000 rules + 3 policies + the ERROR tail.
+    assert_eq!(r.table.entries.len(), 10_004);
+    for (i, e) in r.table.entries.iter().enumerate() {
+        assert_eq!(e.index as usize, i, "entry index");
+    }
+}
+
+#[test]
+fn golden_initial_table() {
+    let dir = fixtures().join("captured/initial");
+    let info = read(&dir, "get_info.bin");
+    let entries = read(&dir, "get_entries.bin");
+    let t = Table::initial("filter").expect("initial filter table");
+    let zeros = vec![XtCounters { pcnt: 0, bcnt: 0 }; t.entries.len()];
+    if let Some(d) = diff(&t.get_info(), &info, &|o| getinfo_field(o).to_string()) {
+        panic!("initial get_info: {d}");
+    }
+    if let Some(d) = diff(&t.get_entries(&zeros), &entries, &|o| {
+        locate_entries(&entries, o)
+    }) {
+        panic!("initial get_entries: {d}");
+    }
+    assert_eq!(t.entries.len() as u32, u32_at(&info, 76));
+}
+
+#[test]
+fn initial_unknown_table_is_enoent() {
+    match Table::initial("nosuchtable") {
+        Ok(_) => panic!("unknown table accepted (kernel: ENOENT)"),
+        Err(e) => assert_eq!(e.errno(), ENOENT),
+    }
+}

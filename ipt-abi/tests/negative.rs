@@ -1,0 +1,130 @@
+//! Negative tests: every blob in fixtures/negative/ was sent to the real kernel, which
+//! answered the errno recorded in MANIFEST.tsv (see fixtures/README.md). The parser must give
+//! the same answer: the same errno for a refused blob, success for an accepted one.
+//!
+//! Fails (never skips) when the manifest is missing, short, or names a missing blob.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ipt_abi::{parse_add_counters, parse_replace};
+
+/// At least this many refused blobs, or the fixture tree is broken.
+const MIN_NEGATIVE: usize = 25;
+const EINVAL: i32 = 22;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/negative")
+}
+
+/// One MANIFEST.tsv line.
+#[derive(Debug)]
+struct Case {
+    name: String,
+    errno: i32,
+    errno_name: String,
+    kind: String,
+    current_entries: u32,
+    description: String,
+}
+
+fn manifest() -> Vec<Case> {
+    let path = dir().join("MANIFEST.tsv");
+    let text = fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `make fixtures`)", path.display()));
+    let cases: Vec<Case> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f.len(), 6, "bad manifest line: {l}");
+            Case {
+                name: f[0].to_string(),
+                errno: f[1].parse().unwrap_or_else(|_| panic!("bad errno in: {l}")),
+                errno_name: f[2].to_string(),
+                kind: f[3].to_string(),
+                current_entries: f[4]
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad current_entries in: {l}")),
+                description: f[5].to_string(),
+            }
+        })
+        .collect();
+    let refused = cases.iter().filter(|c| c.errno != 0).count();
+    assert!(
+        refused >= MIN_NEGATIVE,
+        "only {refused} negative cases in {} (want >= {MIN_NEGATIVE})",
+        path.display()
+    );
+    cases
+}
+
+/// Returns None when the parser agrees with the kernel, else what went wrong.
+fn check(c: &Case) -> Option<String> {
+    let path = dir().join(format!("{}.bin", c.name));
+    let blob = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let got: Result<(), (i32, String)> = match c.kind.as_str() {
+        "replace" => parse_replace(&blob, Some(c.current_entries))
+            .map(|_| ())
+            .map_err(|e| (e.errno(), e.to_string())),
+        "add_counters" => match parse_add_counters(&blob) {
+            // parse_add_counters cannot know the table; the kernel's own count check
+            // (private->number != num_counters: EINVAL) is applied here with the recorded state.
+            Ok(a) if a.counters.len() != c.current_entries as usize => Err((
+                EINVAL,
+                format!(
+                    "{} counters for {} entries",
+                    a.counters.len(),
+                    c.current_entries
+                ),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err((e.errno(), e.to_string())),
+        },
+        k => panic!("{}: unknown kind {k}", c.name),
+    };
+    match (c.errno, got) {
+        (0, Ok(())) => None,
+        (0, Err((e, msg))) => Some(format!(
+            "kernel accepts, parser refused with errno {e}: {msg}"
+        )),
+        (want, Ok(())) => Some(format!(
+            "kernel refuses with {want} {}, parser accepted",
+            c.errno_name
+        )),
+        (want, Err((e, _))) if e == want => None,
+        (want, Err((e, msg))) => Some(format!(
+            "kernel {want} {}, parser errno {e}: {msg}",
+            c.errno_name
+        )),
+    }
+}
+
+#[test]
+fn negative_fixtures_match_kernel_errno() {
+    let cases = manifest();
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| check(c).map(|why| format!("{} ({}): {why}", c.name, c.description)))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} negative fixtures disagree with the kernel:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn negative_manifest_covers_each_errno_kind() {
+    // The manifest must exercise each errno the kernel's validation produces; a re-capture
+    // that lost one of them is a broken fixture tree.
+    let cases = manifest();
+    for want in ["EINVAL", "ELOOP", "ENOENT", "EAGAIN", "ENOMEM", "OK"] {
+        assert!(
+            cases.iter().any(|c| c.errno_name == want),
+            "no {want} case in MANIFEST.tsv"
+        );
+    }
+}
