@@ -649,3 +649,352 @@ impl Table {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{Rule, RuleTarget, TableBuilder};
+    use libc::{EAGAIN, EINVAL, ELOOP, ENOENT, ENOMEM, EPROTOTYPE};
+
+    const H: usize = IPT_REPLACE_SIZE;
+    // Entry offsets in `base()`.
+    const E_TCP: usize = 0; // INPUT: -p tcp --dport 22 -j ACCEPT (200 bytes)
+    const E_JUMP: usize = 200; // INPUT: -j web
+    const E_IN_POLICY: usize = 352;
+    const E_FWD_POLICY: usize = 504;
+    const E_WEB_HEAD: usize = 808;
+    const E_WEB_UDP: usize = 984; // web: -p udp --dport 53 -j DROP
+    const E_WEB_RETURN: usize = 1184;
+    const E_END: usize = 1336;
+
+    fn base() -> Vec<u8> {
+        let mut b = TableBuilder::filter();
+        b.rule("INPUT", Rule::new(RuleTarget::Accept).tcp_dport(22));
+        b.user_chain("web");
+        b.rule("INPUT", Rule::new(RuleTarget::Jump("web".into())));
+        b.rule("web", Rule::new(RuleTarget::Drop).udp_dport(53));
+        b.replace_blob(4).expect("base blob")
+    }
+
+    fn set16(b: &mut [u8], off: usize, v: u16) {
+        b[off..off + 2].copy_from_slice(&v.to_ne_bytes());
+    }
+    fn set32(b: &mut [u8], off: usize, v: u32) {
+        b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    fn errno_of(b: &[u8]) -> i32 {
+        match parse_replace(b, Some(4)) {
+            Ok(_) => 0,
+            Err(e) => e.errno(),
+        }
+    }
+
+    fn with(f: impl FnOnce(&mut Vec<u8>)) -> i32 {
+        let mut b = base();
+        f(&mut b);
+        errno_of(&b)
+    }
+
+    #[test]
+    fn base_parses_with_kernel_comefrom() {
+        let r = parse_replace(&base(), Some(4)).expect("valid");
+        let t = &r.table;
+        assert_eq!(r.name, "filter");
+        assert_eq!(t.size() as usize, E_END + 176);
+        let offs: Vec<u32> = t.entries.iter().map(|e| e.offset).collect();
+        assert_eq!(offs, [0, 200, 352, 504, 656, 808, 984, 1184, 1336]);
+        let cf: Vec<u32> = t.entries.iter().map(|e| e.comefrom).collect();
+        // INPUT reaches its rules, web's body; FORWARD and OUTPUT their policies; heads and the
+        // end are unreachable.
+        assert_eq!(cf, [2, 2, 2, 4, 8, 0, 2, 2, 0]);
+        assert_eq!(t.hook_entry, [u32::MAX, 0, 504, 656, u32::MAX]);
+        assert_eq!(t.underflow, [u32::MAX, 352, 504, 656, u32::MAX]);
+        assert_eq!(t.entries[1].target, Target::Standard(Verdict::Jump { offset: 984, index: 6 }));
+        assert_eq!(t.entry_at_offset(984), Some(6));
+        assert_eq!(t.entry_at_offset(985), None);
+        assert_eq!(t.hook_entry_index(1), Some(0));
+        assert_eq!(t.underflow_index(3), Some(4));
+        assert_eq!(t.hook_entry_index(0), None);
+        let chains = t.chains();
+        let names: Vec<&str> = chains.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["INPUT", "FORWARD", "OUTPUT", "web"]);
+        assert_eq!(chains[0].entries, 0..3);
+        assert_eq!(chains[3].head, Some(5));
+        assert_eq!(chains[3].entries, 6..8);
+        assert_eq!(t.chain_of(7).as_deref(), Some("web"));
+        assert_eq!(t.chain_of(8), None);
+        // Serializing gives the request back (comefrom aside, which the kernel recomputes).
+        assert_eq!(parse_replace(&t.replace_blob(4, 0), Some(4)).expect("again").table, *t);
+    }
+
+    #[test]
+    fn get_entries_zeroes_padding_and_writes_counters() {
+        let mut b = base();
+        // Garbage in the standard target's padding and the udp payload's XT_ALIGN tail.
+        b[H + E_TCP + 200 - 4] = 0xaa;
+        b[H + E_WEB_UDP + IPT_ENTRY_SIZE + 32 + 12] = 0xbb;
+        let t = parse_replace(&b, None).expect("valid").table;
+        let counters: Vec<XtCounters> = (0..9).map(|i| XtCounters { pcnt: i, bcnt: 100 * i }).collect();
+        let out = t.get_entries(&counters);
+        assert_eq!(out.len(), IPT_GET_ENTRIES_SIZE + t.size() as usize);
+        let ent = &out[IPT_GET_ENTRIES_SIZE..];
+        assert_eq!(ent[E_TCP + 200 - 4], 0);
+        assert_eq!(ent[E_WEB_UDP + IPT_ENTRY_SIZE + 32 + 12], 0);
+        assert_eq!(&ent[E_WEB_UDP + 96..E_WEB_UDP + 104], &6u64.to_ne_bytes());
+        assert_eq!(&ent[E_WEB_UDP + 104..E_WEB_UDP + 112], &600u64.to_ne_bytes());
+        let info = t.get_info();
+        assert_eq!(info.len(), 84);
+        assert_eq!(&info[..7], b"filter\0");
+        assert_eq!(u32::from_ne_bytes(info[76..80].try_into().expect("4")), 9);
+    }
+
+    #[test]
+    fn do_replace_header_checks() {
+        assert_eq!(errno_of(&base()[..95]), EINVAL);
+        assert_eq!(with(|b| set32(b, 84, 0x0800_0000)), ENOMEM);
+        assert_eq!(with(|b| set32(b, 84, 0)), EINVAL);
+        assert_eq!(with(|b| b.truncate(b.len() - 8)), EINVAL);
+        assert_eq!(with(|b| set32(b, 40, u32::MAX)), EINVAL);
+        assert_eq!(with(|b| b.extend_from_slice(&[0; 8])), 0, "trailing bytes are ignored");
+        assert_eq!(xt_alloc_table_info(512 * 1024 * 1024 - 64).map_err(|e| e.errno()), Err(ENOMEM));
+        assert!(xt_alloc_table_info(512 * 1024 * 1024 - 65).is_ok());
+        assert_eq!(xt_alloc_entry_offsets(u32::MAX).map_err(|e| e.errno()), Err(ENOMEM));
+        assert_eq!(xt_counters_alloc(0x0200_0001).map_err(|e| e.errno()), Err(ENOMEM));
+    }
+
+    #[test]
+    fn check_entry_size_and_hooks_rules() {
+        // next_offset misaligned: the following entry starts off the 8-byte grid.
+        assert_eq!(with(|b| set16(b, H + E_TCP + 90, 204)), EINVAL);
+        assert_eq!(with(|b| set16(b, H + E_TCP + 90, 112)), EINVAL);
+        assert_eq!(with(|b| set16(b, H + E_END + 90, 184)), EINVAL);
+        assert_eq!(with(|b| b[H + E_TCP + 82] = 0x04), EINVAL, "ip_checkentry flags");
+        assert_eq!(with(|b| b[H + E_TCP + 83] = 0x80), EINVAL, "ip_checkentry invflags");
+        assert_eq!(with(|b| set16(b, H + E_TCP + 88, 104)), EINVAL, "target in header");
+        assert_eq!(with(|b| set16(b, H + E_TCP + 88, 192)), EINVAL, "target header past next");
+        assert_eq!(with(|b| set16(b, H + E_TCP + 160, 16)), EINVAL, "target_size < 32");
+        assert_eq!(with(|b| set16(b, H + E_TCP + 160, 48)), EINVAL, "target past next");
+        assert_eq!(with(|b| set32(b, H + E_TCP + 192, (-10i32) as u32)), EINVAL, "bad verdict");
+        assert_eq!(with(|b| set32(b, H + E_TCP + 192, 0)), EINVAL, "verdict 0");
+        assert_eq!(with(|b| set32(b, H + E_TCP + 192, (-3i32) as u32)), EINVAL, "NF_STOLEN");
+        assert_eq!(with(|b| b[H + E_END + 144..H + E_END + 174].fill(b'x')), EINVAL, "errorname without NUL");
+        assert_eq!(with(|b| set16(b, H + E_TCP + 112, 24)), EINVAL, "match_size < 32");
+        assert_eq!(with(|b| set16(b, H + E_TCP + 112, 56)), EINVAL, "match past target");
+        // Renaming a rule's standard target to ERROR: 40 bytes is not the ERROR size.
+        assert_eq!(with(|b| b[H + E_TCP + 162..H + E_TCP + 167].copy_from_slice(b"ERROR")), EINVAL);
+    }
+
+    #[test]
+    fn check_underflow_rules() {
+        assert_eq!(with(|b| b[H + E_IN_POLICY] = 1), EINVAL, "not unconditional");
+        assert_eq!(with(|b| b[H + E_IN_POLICY + 83] = IPT_INV_SRCIP), EINVAL, "invflags only");
+        assert_eq!(with(|b| set32(b, H + E_IN_POLICY + 144, XT_RETURN as u32)), EINVAL);
+        assert_eq!(with(|b| set32(b, H + E_IN_POLICY + 144, VERDICT_QUEUE as u32)), EINVAL);
+        assert_eq!(with(|b| set32(b, H + E_IN_POLICY + 144, 656)), EINVAL, "jump");
+        assert_eq!(with(|b| set32(b, H + E_IN_POLICY + 144, VERDICT_DROP as u32)), 0);
+        assert_eq!(with(|b| set32(b, 64 + 4 * 3, E_END as u32)), EINVAL, "underflow on ERROR entry");
+        let e = parse_replace(&{ let mut b = base(); b[H + E_IN_POLICY] = 1; b }, None).expect_err("refused");
+        assert!(matches!(e, AbiError::Underflow { hook: 1, index: 2, offset: 352 }), "{e:?}");
+    }
+
+    #[test]
+    fn translate_table_count_and_hooks() {
+        assert_eq!(with(|b| set32(b, 36, 10)), EINVAL, "num_entries + 1");
+        assert_eq!(with(|b| set32(b, 36, 8)), EINVAL, "num_entries - 1");
+        assert_eq!(with(|b| set32(b, 44 + 4, 8)), EINVAL, "hook entry mid-entry");
+        assert_eq!(with(|b| set32(b, 44 + 12, u32::MAX)), EINVAL, "hook entry missing");
+        assert_eq!(with(|b| set32(b, 64 + 8, u32::MAX)), EINVAL, "underflow missing");
+        // INPUT and OUTPUT swapped: unsorted.
+        assert_eq!(
+            with(|b| {
+                set32(b, 44 + 4, 656);
+                set32(b, 64 + 4, 656);
+                set32(b, 44 + 12, 0);
+                set32(b, 64 + 12, 352);
+            }),
+            EINVAL
+        );
+        assert_eq!(with(|b| set32(b, 32, 0x0a)), EINVAL, "valid_hooks without FORWARD");
+        assert_eq!(with(|b| set32(b, 32, 0)), EINVAL, "no valid hooks: valid_hooks differ");
+        // Garbage for invalid hooks is ignored and reported back as 0xffffffff.
+        let mut b = base();
+        set32(&mut b, 44, 0x1234_5678);
+        let t = parse_replace(&b, None).expect("valid").table;
+        assert_eq!(t.hook_entry[0], u32::MAX);
+    }
+
+    #[test]
+    fn mark_source_chains_rules() {
+        assert_eq!(with(|b| set32(b, H + E_JUMP + 144, 992)), ELOOP, "jump into an entry");
+        assert_eq!(with(|b| set32(b, H + E_JUMP + 144, 5000)), ELOOP, "jump past the end");
+        assert_eq!(with(|b| set32(b, H + E_JUMP + 144, E_JUMP as u32)), ELOOP, "self loop");
+        // web's rule jumps back to INPUT's jump: INPUT -> web -> INPUT loop.
+        assert_eq!(with(|b| set32(b, H + E_WEB_UDP + 192, E_JUMP as u32)), ELOOP);
+        // web's rule jumps into the middle of INPUT's first rule.
+        assert_eq!(with(|b| set32(b, H + E_WEB_UDP + 192, 8)), ELOOP);
+        // A jump to the chain's ERROR head falls through into the chain: fine.
+        assert_eq!(with(|b| set32(b, H + E_JUMP + 144, E_WEB_HEAD as u32)), 0);
+        // web's RETURN turned into a fall-through (jump to the next entry): falls into the
+        // final ERROR entry and off the end.
+        assert_eq!(with(|b| set32(b, H + E_WEB_RETURN + 144, E_END as u32)), ELOOP);
+        let e = parse_replace(&{ let mut b = base(); set32(&mut b, H + E_JUMP + 144, E_JUMP as u32); b }, None)
+            .expect_err("loop");
+        assert!(matches!(e, AbiError::Loop { hook: 1, index: 1, offset: 200, .. }), "{e:?}");
+    }
+
+    #[test]
+    fn find_check_entry_rules() {
+        let m = H + E_TCP + IPT_ENTRY_SIZE; // tcp match header
+        assert_eq!(with(|b| b[m + 2..m + 5].copy_from_slice(b"xyz")), ENOENT, "unknown match");
+        assert_eq!(with(|b| b[m + 31] = 5), ENOENT, "tcp revision 5");
+        assert_eq!(with(|b| b[m + 2..m + 31].fill(b'a')), EINVAL, "unterminated match name");
+        assert_eq!(with(|b| b[H + E_TCP + 162..H + E_TCP + 166].copy_from_slice(b"NOPE")), ENOENT);
+        assert_eq!(with(|b| b[H + E_TCP + 191] = 1), ENOENT, "standard target revision 1");
+        assert_eq!(with(|b| set16(b, H + E_TCP + 80, 17)), EINVAL, "tcp with -p udp");
+        assert_eq!(with(|b| set16(b, H + E_TCP + 80, 0)), EINVAL, "tcp with -p all");
+        assert_eq!(with(|b| b[H + E_TCP + 83] = IPT_INV_PROTO), EINVAL, "tcp with ! -p tcp");
+        assert_eq!(with(|b| b[m + 32 + 11] = 0x10), EINVAL, "tcp invflags");
+        let u = H + E_WEB_UDP + IPT_ENTRY_SIZE;
+        assert_eq!(with(|b| b[u + 32 + 8] = 0x04), EINVAL, "udp invflags");
+        assert_eq!(with(|b| set16(b, H + E_WEB_UDP + 80, 6)), EINVAL, "udp with -p tcp");
+        // comment is family-independent: another revision is EPROTOTYPE.
+        let mut b = TableBuilder::filter();
+        b.rule("INPUT", Rule::new(RuleTarget::Accept).comment("hi"));
+        let mut blob = b.replace_blob(4).expect("blob");
+        blob[H + IPT_ENTRY_SIZE + 31] = 1;
+        assert_eq!(errno_of(&blob), EPROTOTYPE);
+        // The first failing entry decides, in entry order.
+        assert_eq!(
+            with(|b| {
+                b[u + 2..u + 5].copy_from_slice(b"xyz");
+                b[m + 32 + 11] = 0x10;
+            }),
+            EINVAL
+        );
+    }
+
+    fn one_match_rule(proto: u16, invflags: u8, m: Match) -> i32 {
+        let mut b = TableBuilder::filter();
+        b.rule("INPUT", Rule::new(RuleTarget::Accept).proto(proto).invert(invflags).with(m));
+        errno_of(&b.replace_blob(4).expect("blob"))
+    }
+
+    #[test]
+    fn extension_checkentries() {
+        let mp = XtMultiportV1 { flags: XT_MULTIPORT_EITHER, count: 15, ..Default::default() };
+        assert_eq!(one_match_rule(6, 0, Match::Multiport(mp)), 0);
+        assert_eq!(one_match_rule(17, 0, Match::Multiport(mp)), 0);
+        assert_eq!(one_match_rule(1, 0, Match::Multiport(mp)), EINVAL);
+        assert_eq!(one_match_rule(0, 0, Match::Multiport(mp)), EINVAL);
+        assert_eq!(one_match_rule(6, IPT_INV_PROTO, Match::Multiport(mp)), EINVAL);
+        assert_eq!(one_match_rule(6, 0, Match::Multiport(XtMultiportV1 { count: 16, ..mp })), EINVAL);
+        assert_eq!(one_match_rule(6, 0, Match::Multiport(XtMultiportV1 { flags: 3, ..mp })), EINVAL);
+        let icmp = IptIcmp { icmp_type: 8, code: [0, 255], invflags: 1 };
+        assert_eq!(one_match_rule(1, 0, Match::Icmp(icmp)), 0);
+        assert_eq!(one_match_rule(17, 0, Match::Icmp(icmp)), EINVAL);
+        assert_eq!(one_match_rule(1, 0, Match::Icmp(IptIcmp { invflags: 2, ..icmp })), EINVAL);
+        let r = XtIprangeMtinfo { flags: 0xff, ..Default::default() };
+        assert_eq!(one_match_rule(0, IPT_INV_PROTO, Match::IpRange(r)), 0, "iprange has no checkentry");
+        let c = XtCommentInfo { comment: [b'x'; 256] };
+        assert_eq!(one_match_rule(0, 0, Match::Comment(Box::new(c))), 0, "comment has no checkentry");
+    }
+
+    #[test]
+    fn do_replace_table_and_counter_checks() {
+        let named = |n: &str| with(|b| b[..32].copy_from_slice(&name_field::<32>(n)));
+        assert_eq!(named("nosuch"), ENOENT);
+        assert_eq!(named("FILTER"), ENOENT);
+        assert_eq!(named("nat"), EINVAL, "nat exists in the kernel with other hooks");
+        assert_eq!(named("security"), ENOENT, "same hooks as filter, but not served");
+        assert_eq!(with(|b| b[..32].fill(b'f')), ENOENT, "name is cut at 31 bytes");
+        assert_eq!(with(|b| set32(b, 84, 5)), EAGAIN);
+        assert_eq!(with(|b| set32(b, 84, 3)), EAGAIN);
+        assert!(parse_replace(&{ let mut b = base(); set32(&mut b, 84, 3); b }, None).is_ok());
+        // Order: validation errors come before the table lookup and the counter check.
+        assert_eq!(
+            with(|b| {
+                b[..32].copy_from_slice(&name_field::<32>("nosuch"));
+                set32(b, 84, 7);
+                b[H + E_TCP + 82] = 0x04;
+            }),
+            EINVAL
+        );
+        // ELOOP comes before a bad extension later in the table.
+        assert_eq!(
+            with(|b| {
+                set32(b, H + E_JUMP + 144, E_JUMP as u32);
+                b[H + E_TCP + IPT_ENTRY_SIZE + 2] = b'x';
+            }),
+            ELOOP
+        );
+    }
+
+    #[test]
+    fn queue_verdict_parses() {
+        let t = parse_replace(&{ let mut b = base(); set32(&mut b, H + E_TCP + 192, VERDICT_QUEUE as u32); b }, None)
+            .expect("kernel accepts NF_QUEUE");
+        assert_eq!(t.table.entries[0].verdict(), Some(Verdict::Queue));
+    }
+
+    #[test]
+    fn add_counters() {
+        let mut b = vec![0u8; 40 + 32];
+        b[..6].copy_from_slice(b"filter");
+        set32(&mut b, 32, 2);
+        b[40] = 7;
+        let a = parse_add_counters(&b).expect("valid");
+        assert_eq!(a.name, "filter");
+        assert_eq!(a.counters, [XtCounters { pcnt: 7, bcnt: 0 }, XtCounters::default()]);
+        assert_eq!(parse_add_counters(&b[..40]).map_err(|e| e.errno()), Err(EINVAL));
+        assert_eq!(parse_add_counters(&b[..56]).map_err(|e| e.errno()), Err(EINVAL));
+        let t = Table::initial("filter").expect("filter");
+        assert_eq!(a.check_against(&t).map_err(|e| e.errno()), Err(EINVAL));
+        let mut n = b.clone();
+        n[..6].copy_from_slice(b"xilter");
+        assert_eq!(parse_add_counters(&n).expect("ok").check_against(&t).map_err(|e| e.errno()), Err(ENOENT));
+    }
+
+    #[test]
+    fn revision_requests() {
+        let mut b = [0u8; 30];
+        b[..9].copy_from_slice(b"multiport");
+        b[29] = 2;
+        assert_eq!(parse_revision_request(&b).expect("ok"), ("multiport".to_string(), 2));
+        assert_eq!(parse_revision_request(&b[..29]).map_err(|e| e.errno()), Err(EINVAL));
+        let mut full = [b'a'; 30];
+        full[29] = 0;
+        assert_eq!(parse_revision_request(&full).expect("ok").0.len(), 28);
+        assert_eq!(query_revision(Family::Ipv4, ExtKind::Match, "multiport", 2).map_err(|e| e.errno()), Err(libc::EPROTONOSUPPORT));
+        assert_eq!(query_revision(Family::Ipv4, ExtKind::Match, "multiport", 1).ok(), Some(1));
+        assert_eq!(query_revision(Family::Ipv4, ExtKind::Match, "conntrack", 1).map_err(|e| e.errno()), Err(ENOENT));
+        assert_eq!(query_revision(Family::Ipv4, ExtKind::Target, "REJECT", 0).map_err(|e| e.errno()), Err(ENOENT));
+    }
+
+    #[test]
+    fn get_requests() {
+        let mut gi = [0u8; 84];
+        gi[..6].copy_from_slice(b"filter");
+        assert_eq!(parse_get_info_request(&gi, 84).expect("ok"), "filter");
+        assert_eq!(parse_get_info_request(&gi, 80).map_err(|e| e.errno()), Err(EINVAL));
+        let t = Table::initial("filter").expect("filter");
+        let mut ge = [0u8; 40];
+        ge[..6].copy_from_slice(b"filter");
+        set32(&mut ge, 32, t.size());
+        assert_eq!(parse_get_entries_request(&ge, 40 + t.size()).expect("ok"), ("filter".to_string(), 632));
+        assert_eq!(parse_get_entries_request(&ge, 40 + t.size() + 1).map_err(|e| e.errno()), Err(EINVAL));
+        assert_eq!(parse_get_entries_request(&ge[..39], 39).map_err(|e| e.errno()), Err(EINVAL));
+        assert!(t.check_get_entries_size(632).is_ok());
+        assert_eq!(t.check_get_entries_size(600).map_err(|e| e.errno()), Err(EAGAIN));
+    }
+
+    #[test]
+    fn initial_table_layout() {
+        let t = Table::initial("filter").expect("filter");
+        assert_eq!(t.size(), 632);
+        assert_eq!(t.hook_entry, [u32::MAX, 0, 152, 304, u32::MAX]);
+        let cf: Vec<u32> = t.entries.iter().map(|e| e.comefrom).collect();
+        assert_eq!(cf, [2, 4, 8, 0]);
+        assert_eq!(Table::initial("nat").map_err(|e| e.errno()), Err(ENOENT));
+    }
+}
