@@ -445,8 +445,8 @@ fn privileged(what: &str) -> bool {
 struct Netns(String);
 
 impl Netns {
-    fn new() -> Netns {
-        let name = format!("bpfl-client-{}", std::process::id());
+    fn new(tag: &str) -> Netns {
+        let name = format!("bpfl-client-{tag}-{}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         let out = Command::new("ip")
             .args(["netns", "add", &name])
@@ -516,74 +516,84 @@ fn strip_comments(s: &str) -> String {
         .collect()
 }
 
-#[test]
-fn real_iptables_legacy_through_the_preload() {
-    if !privileged("real_iptables_legacy_through_the_preload") {
-        return;
-    }
+/// One family's binaries, ruleset and sockopt numbers.
+struct FamilyCase {
+    family: Family,
+    iptables: &'static str,
+    save: &'static str,
+    capture: &'static str,
+    revisions: [u32; 2],
+    rules: &'static [&'static str],
+    new_rule: &'static str,
+}
+
+const IPV4: FamilyCase = FamilyCase {
+    family: Family::Ipv4,
+    iptables: "iptables-legacy",
+    save: "iptables-legacy-save",
+    capture: "capture",
+    revisions: [66, 67],
+    // A user chain, matches with payloads, an interface wildcard, a policy.
+    rules: &[
+        "-N BLOCK",
+        "-A BLOCK -j DROP",
+        "-A INPUT -p tcp --dport 22 -j ACCEPT",
+        "-A INPUT -s 10.0.0.0/8 -m comment --comment ten -j BLOCK",
+        "-A INPUT -p udp -m multiport --dports 53,123 -j ACCEPT",
+        "-A OUTPUT -o eth+ -p icmp --icmp-type 8 -j DROP",
+        "-P FORWARD DROP",
+    ],
+    new_rule: "-A INPUT -p icmp -j ACCEPT",
+};
+
+const IPV6: FamilyCase = FamilyCase {
+    family: Family::Ipv6,
+    iptables: "ip6tables-legacy",
+    save: "ip6tables-legacy-save",
+    capture: "capture6",
+    revisions: [68, 69],
+    rules: &[
+        "-N BLOCK",
+        "-A BLOCK -j DROP",
+        "-A INPUT -p tcp --dport 22 -j ACCEPT",
+        "-A INPUT -s 2001:db8::/32 -m comment --comment doc -j BLOCK",
+        "-A INPUT -p udp -m multiport --dports 53,123 -j ACCEPT",
+        "-A OUTPUT -o eth+ -p ipv6-icmp --icmpv6-type 128 -j DROP",
+        "-P FORWARD DROP",
+    ],
+    new_rule: "-A INPUT -p ipv6-icmp -j ACCEPT",
+};
+
+fn words(s: &str) -> Vec<&str> {
+    s.split_whitespace().collect()
+}
+
+/// Captures the kernel's answers for `case.rules` in a scratch netns, then checks that the
+/// unmodified iptables binaries, preloaded, print exactly the same against a fake daemon that
+/// replays those answers, and that a write goes through the kernel's sockopt sequence.
+fn real_iptables_through_the_preload(case: &FamilyCase) {
     let e = env();
-    let ns = Netns::new();
-    // A ruleset with a user chain, a goto-able jump, matches with payloads, a policy.
-    for rule in [
-        &["-N", "BLOCK"][..],
-        &["-A", "BLOCK", "-j", "DROP"],
-        &["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
-        &[
-            "-A",
-            "INPUT",
-            "-s",
-            "10.0.0.0/8",
-            "-m",
-            "comment",
-            "--comment",
-            "ten",
-            "-j",
-            "BLOCK",
-        ],
-        &[
-            "-A",
-            "INPUT",
-            "-p",
-            "udp",
-            "-m",
-            "multiport",
-            "--dports",
-            "53,123",
-            "-j",
-            "ACCEPT",
-        ],
-        &[
-            "-A",
-            "OUTPUT",
-            "-o",
-            "eth+",
-            "-p",
-            "icmp",
-            "--icmp-type",
-            "8",
-            "-j",
-            "DROP",
-        ],
-        &["-P", "FORWARD", "DROP"],
-    ] {
-        ns.ok("iptables-legacy", rule);
+    let ns = Netns::new(case.capture);
+    for rule in case.rules {
+        ns.ok(case.iptables, &words(rule));
     }
-    let cap = e.tmp.join(format!("capture-{}", std::process::id()));
+    let cap = e
+        .tmp
+        .join(format!("{}-{}", case.capture, std::process::id()));
     fs::create_dir_all(&cap).expect("mkdir");
+    let probe = e.probe.to_str().expect("utf8");
     ns.ok(
-        e.probe.to_str().expect("utf8"),
-        &["capture", "filter", cap.to_str().expect("utf8")],
+        probe,
+        &[case.capture, "filter", cap.to_str().expect("utf8")],
     );
     let info = fs::read(cap.join("info.bin")).expect("info.bin");
     let entries = fs::read(cap.join("entries.bin")).expect("entries.bin");
     assert_eq!(info.len(), 84);
     let num_entries = u32::from_ne_bytes(info[76..80].try_into().expect("4 bytes"));
-    let kernel_list = ns.ok(
-        "iptables-legacy",
-        &["-L", "-n", "-v", "-x", "--line-numbers"],
-    );
-    let kernel_rules = ns.ok("iptables-legacy", &["-S"]);
-    let kernel_save = strip_comments(&ns.ok("iptables-legacy-save", &["-c"]));
+    let list_args = ["-L", "-n", "-v", "-x", "--line-numbers"];
+    let kernel_list = ns.ok(case.iptables, &list_args);
+    let kernel_rules = ns.ok(case.iptables, &["-S"]);
+    let kernel_save = strip_comments(&ns.ok(case.save, &["-c"]));
     assert!(kernel_list.contains("BLOCK"), "{kernel_list}");
 
     // Old counters the fake daemon hands back on SET_REPLACE: entry i -> (1000 + i, 100000 + i).
@@ -592,8 +602,10 @@ fn real_iptables_legacy_through_the_preload() {
             .flat_map(|i| [(1000 + i).to_ne_bytes(), (100_000 + i).to_ne_bytes()].concat())
             .collect()
     };
-    let (info2, entries2) = (info.clone(), entries.clone());
-    let d = FakeDaemon::start("iptables", move |req| match req {
+    let (info2, entries2, family, revisions) =
+        (info.clone(), entries.clone(), case.family, case.revisions);
+    let d = FakeDaemon::start(case.capture, move |req| match req {
+        Request::Sockopt(s) if s.family != family => Reply::error(libc::EAFNOSUPPORT),
         Request::Sockopt(s) => match (s.op, s.optname) {
             // libiptc strcpy()s the name into an uninitialized struct: compare up to the NUL,
             // as the kernel does.
@@ -603,7 +615,9 @@ fn real_iptables_legacy_through_the_preload() {
                 Reply::ok(entries2.clone())
             }
             (SockoptOp::Get, 65) => Reply::error(libc::EINVAL),
-            (SockoptOp::Get, 66 | 67) => kernel_revision(s.family, s.optname, &s.payload),
+            (SockoptOp::Get, n) if revisions.contains(&n) => {
+                kernel_revision(s.family, s.optname, &s.payload)
+            }
             (SockoptOp::Set, 64) => {
                 let n = u32::from_ne_bytes(s.payload[84..88].try_into().expect("4 bytes"));
                 Reply::ok(old_counters(n))
@@ -611,9 +625,10 @@ fn real_iptables_legacy_through_the_preload() {
             (SockoptOp::Set, 65) => Reply::ok(vec![]),
             _ => Reply::error(libc::EINVAL),
         },
-        Request::TableNames {
-            family: Family::Ipv4,
-        } => Reply::ok(wire::table_names_payload(&["filter"])),
+        Request::TableNames { family: f } if *f == family => {
+            Reply::ok(wire::table_names_payload(&["filter"]))
+        }
+        Request::TableNames { .. } => Reply::ok(vec![]),
         _ => Reply::error(libc::EINVAL),
     });
     let preload: [(&str, &Path); 2] = [("LD_PRELOAD", &e.so), ("BPFILTER_SOCKET", &d.path)];
@@ -630,23 +645,15 @@ fn real_iptables_legacy_through_the_preload() {
 
     // The kernel's table lives on only in the fake daemon: flush it, so that a preload that
     // leaked a sockopt to the kernel would print an empty table and fail the comparison.
-    ns.ok("iptables-legacy", &["-F"]);
-    ns.ok("iptables-legacy", &["-X"]);
-    ns.ok("iptables-legacy", &["-P", "FORWARD", "ACCEPT"]);
+    for rule in ["-F", "-X", "-P FORWARD ACCEPT"] {
+        ns.ok(case.iptables, &words(rule));
+    }
+    assert_ne!(ns.ok(case.iptables, &list_args), kernel_list);
 
-    assert_eq!(
-        run(
-            "iptables-legacy",
-            &["-L", "-n", "-v", "-x", "--line-numbers"]
-        ),
-        kernel_list
-    );
-    assert_eq!(run("iptables-legacy", &["-S"]), kernel_rules);
-    // Without -t, save finds the tables through /proc/net/ip_tables_names (fopen64).
-    assert_eq!(
-        strip_comments(&run("iptables-legacy-save", &["-c"])),
-        kernel_save
-    );
+    assert_eq!(run(case.iptables, &list_args), kernel_list);
+    assert_eq!(run(case.iptables, &["-S"]), kernel_rules);
+    // Without -t, save finds the tables through /proc/net/ip{,6}_tables_names (fopen64).
+    assert_eq!(strip_comments(&run(case.save, &["-c"])), kernel_save);
 
     let seen = d.seen();
     let ops: HashSet<(SockoptOp, u32)> = seen
@@ -655,12 +662,11 @@ fn real_iptables_legacy_through_the_preload() {
         .map(|s| (s.op, s.optname))
         .collect();
     assert!(ops.contains(&(SockoptOp::Get, 64)) && ops.contains(&(SockoptOp::Get, 65)));
-    assert!(seen.iter().any(|s| matches!(
-        s.req,
-        Request::TableNames {
-            family: Family::Ipv4
-        }
-    )));
+    assert!(seen
+        .iter()
+        .filter_map(|s| sockopt(&s.req))
+        .all(|s| s.family == family));
+    assert!(seen.iter().any(|s| s.req == Request::TableNames { family }));
     assert!(
         seen.iter().all(|s| s.netns == Some(ns.inode())),
         "every request carries the caller's namespace (the scratch one, not ours)"
@@ -669,31 +675,26 @@ fn real_iptables_legacy_through_the_preload() {
     // A write: GET_INFO, GET_ENTRIES, SET_REPLACE (old counters land in iptables' memory),
     // SET_ADD_COUNTERS (libiptc adds back the counters it got from SET_REPLACE).
     let before = d.seen().len();
-    run(
-        "iptables-legacy",
-        &["-A", "INPUT", "-p", "icmp", "-j", "ACCEPT"],
-    );
+    run(case.iptables, &words(case.new_rule));
     let seen = d.seen();
     let sequence: Vec<(SockoptOp, u32)> = seen[before..]
         .iter()
         .filter_map(|s| sockopt(&s.req))
-        .filter(|s| !matches!((s.op, s.optname), (SockoptOp::Get, 66 | 67)))
+        .filter(|s| !(s.op == SockoptOp::Get && revisions.contains(&s.optname)))
         .map(|s| (s.op, s.optname))
         .collect();
     use SockoptOp::{Get, Set};
     assert_eq!(
         sequence,
         [(Get, 64), (Get, 65), (Set, 64), (Set, 65)],
-        "the kernel's write sequence"
+        "the kernel's sequence"
     );
     let writes: Vec<&Sockopt> = seen[before..]
         .iter()
         .filter_map(|s| sockopt(&s.req))
         .filter(|s| s.op == SockoptOp::Set)
         .collect();
-    assert_eq!(writes.len(), 2, "{writes:?}");
     let (replace, add) = (writes[0], writes[1]);
-    assert_eq!(replace.optname, 64);
     let u32_at = |b: &[u8], o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().expect("4"));
     assert_eq!(
         u32_at(&replace.payload, 84),
@@ -705,8 +706,7 @@ fn real_iptables_legacy_through_the_preload() {
         num_entries + 1,
         "one entry more"
     );
-    assert_eq!(add.optname, 65);
-    assert_eq!(&add.payload[..6], b"filter");
+    assert_eq!(&add.payload[..7], b"filter\0");
     let returned: HashSet<[u8; 16]> = old_counters(num_entries)
         .chunks(16)
         .map(|c| c.try_into().expect("16"))
@@ -726,4 +726,18 @@ fn real_iptables_legacy_through_the_preload() {
         "every counter iptables adds back is one the daemon returned through SET_REPLACE"
     );
     let _ = fs::remove_dir_all(&cap);
+}
+
+#[test]
+fn real_iptables_legacy_through_the_preload() {
+    if privileged("real_iptables_legacy_through_the_preload") {
+        real_iptables_through_the_preload(&IPV4);
+    }
+}
+
+#[test]
+fn real_ip6tables_legacy_through_the_preload() {
+    if privileged("real_ip6tables_legacy_through_the_preload") {
+        real_iptables_through_the_preload(&IPV6);
+    }
 }

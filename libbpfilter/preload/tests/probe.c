@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <linux/netfilter_ipv4/ip_tables.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
 
 static void hex(const char *key, const void *p, size_t n)
 {
@@ -26,6 +27,16 @@ static void hex(const char *key, const void *p, size_t n)
 static int raw4(void)
 {
 	int fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
+	if (fd < 0) {
+		perror("socket");
+		exit(2);
+	}
+	return fd;
+}
+
+static int raw6(void)
+{
+	int fd = socket(AF_INET6, SOCK_RAW, IPPROTO_RAW);
 	if (fd < 0) {
 		perror("socket");
 		exit(2);
@@ -47,7 +58,7 @@ int main(int argc, char **argv)
 {
 	if (argc < 2) {
 		fprintf(stderr, "usage: probe info NAME | entries NAME SIZE | replace NUM_COUNTERS"
-				" | rev NAME REV | other | names4 | names6 | capture NAME DIR\n");
+				" | rev NAME REV | other | names4 | names6 | capture[6] NAME DIR\n");
 		return 2;
 	}
 	const char *cmd = argv[1];
@@ -158,6 +169,34 @@ int main(int argc, char **argv)
 		strcpy(e->name, info.name);
 		e->size = info.size;
 		if (getsockopt(fd, IPPROTO_IP, IPT_SO_GET_ENTRIES, e, &elen) < 0) {
+			perror("GET_ENTRIES");
+			return 1;
+		}
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/info.bin", argv[3]);
+		if (write_file(path, &info, sizeof(info)))
+			return 1;
+		snprintf(path, sizeof(path), "%s/entries.bin", argv[3]);
+		if (write_file(path, e, elen))
+			return 1;
+		printf("num_entries=%u\nsize=%u\n", info.num_entries, info.size);
+		return 0;
+	}
+	if (!strcmp(cmd, "capture6") && argc == 4) {
+		int fd = raw6();
+		struct ip6t_getinfo info;
+		memset(&info, 0, sizeof(info));
+		strncpy(info.name, argv[2], sizeof(info.name) - 1);
+		socklen_t len = sizeof(info);
+		if (getsockopt(fd, IPPROTO_IPV6, IP6T_SO_GET_INFO, &info, &len) < 0) {
+			perror("GET_INFO");
+			return 1;
+		}
+		socklen_t elen = sizeof(struct ip6t_get_entries) + info.size;
+		struct ip6t_get_entries *e = calloc(1, elen);
+		strcpy(e->name, info.name);
+		e->size = info.size;
+		if (getsockopt(fd, IPPROTO_IPV6, IP6T_SO_GET_ENTRIES, e, &elen) < 0) {
 			perror("GET_ENTRIES");
 			return 1;
 		}
