@@ -258,6 +258,27 @@ mod tests {
     }
 
     #[test]
+    fn errno_mapping() {
+        let unreachable = |e| ClientError::Unreachable {
+            path: PathBuf::from("/x"),
+            source: io::Error::from_raw_os_error(e),
+        };
+        // A socket that refuses our credentials reads as the kernel's EPERM to iptables.
+        assert_eq!(unreachable(libc::EACCES).errno(), libc::EPERM);
+        assert_eq!(unreachable(libc::ENOENT).errno(), libc::ECONNREFUSED);
+        assert_eq!(unreachable(libc::ECONNREFUSED).errno(), libc::ECONNREFUSED);
+        assert_eq!(
+            ClientError::Daemon { errno: libc::ELOOP }.errno(),
+            libc::ELOOP
+        );
+        let closed = ClientError::Wire {
+            path: PathBuf::from("/x"),
+            source: WireError::Closed,
+        };
+        assert_eq!(closed.errno(), libc::ECONNRESET);
+    }
+
+    #[test]
     fn calls_round_trip_through_a_fake_daemon() {
         let p = temp_socket("fake");
         let listener = UnixListener::bind(&p).expect("bind");
@@ -289,7 +310,9 @@ mod tests {
             c.sockopt_get(Family::Ipv4, 64, b"filter", 84).expect("get"),
             vec![7; 84]
         );
-        let e = c.sockopt_get(Family::Ipv4, 66, &[0; 30], 30).expect_err("must fail");
+        let e = c
+            .sockopt_get(Family::Ipv4, 66, &[0; 30], 30)
+            .expect_err("must fail");
         assert_eq!(e.errno(), libc::ENOENT);
         assert_eq!(c.dump(Some("INPUT"), b"").expect("dump"), b"{\"ok\":true}");
         let seen = server.join().expect("server");

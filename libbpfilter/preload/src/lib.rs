@@ -2,7 +2,7 @@
 //! to the bpfilter daemon instead of the kernel's ip_tables.
 //!
 //! What it catches, and nothing else (everything else goes to libc untouched):
-//! - `getsockopt` on a raw socket at level `IPPROTO_IP` (0) with optname 64..=67
+//! - `getsockopt` on a raw socket (of the level's family) at level `IPPROTO_IP` (0) with optname 64..=67
 //!   (`IPT_SO_GET_INFO`, `_ENTRIES`, `_REVISION_MATCH`, `_REVISION_TARGET`), or at level
 //!   `IPPROTO_IPV6` (41) with optname 64..=69 (ip6tables' revisions are 68/69);
 //! - `setsockopt` on a raw socket at those levels with optname 64..=65 (`SET_REPLACE`,
@@ -157,23 +157,36 @@ fn get_input_len(level: c_int, optname: c_int) -> usize {
     }
 }
 
-/// True if `fd` is a raw socket (asked through libc, never through our own getsockopt).
-fn is_raw_socket(real: GetsockoptFn, fd: c_int) -> bool {
-    let mut ty: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-    let saved = errno();
-    // SAFETY: `real` is libc's getsockopt; ty/len are valid for the sizes given.
-    let rc = unsafe {
-        real(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut ty as *mut c_int).cast(),
-            &mut len,
-        )
+/// True if `fd` is a raw socket of the level's address family (AF_INET for IPPROTO_IP,
+/// AF_INET6 for IPPROTO_IPV6), asked through libc, never through our own getsockopt. Anything
+/// else stays with the kernel, which answers it as it always would (EOPNOTSUPP for SOL_IPV6 on
+/// an IPv4 raw socket, its own ip_tables for a UDP or TCP socket).
+fn is_table_socket(real: GetsockoptFn, fd: c_int, level: c_int) -> bool {
+    let want_domain = if level == SOL_IPV6 {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
     };
+    let saved = errno();
+    let int_opt = |opt: c_int| -> Option<c_int> {
+        let mut v: c_int = 0;
+        let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+        // SAFETY: `real` is libc's getsockopt; v/len are valid for the sizes given.
+        let rc = unsafe {
+            real(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut c_int).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then_some(v)
+    };
+    let ours = int_opt(libc::SO_TYPE) == Some(libc::SOCK_RAW)
+        && int_opt(libc::SO_DOMAIN) == Some(want_domain);
     set_errno(saved);
-    rc == 0 && ty == libc::SOCK_RAW
+    ours
 }
 
 /// Interposed `getsockopt(2)`.
@@ -195,7 +208,7 @@ pub unsafe extern "C" fn getsockopt(
     }
     // SAFETY: addr is libc's getsockopt, whose type is GetsockoptFn.
     let real: GetsockoptFn = unsafe { std::mem::transmute::<usize, GetsockoptFn>(addr) };
-    if !is_table_get(level, optname) || !is_raw_socket(real, fd) {
+    if !is_table_get(level, optname) || !is_table_socket(real, fd, level) {
         // SAFETY: forwarding the caller's arguments unchanged under the same contract.
         return unsafe { real(fd, level, optname, optval, optlen) };
     }
@@ -287,7 +300,7 @@ pub unsafe extern "C" fn setsockopt(
     let real: SetsockoptFn = unsafe { std::mem::transmute::<usize, SetsockoptFn>(addr) };
     // SAFETY: gaddr is libc's getsockopt, whose type is GetsockoptFn.
     let real_get: GetsockoptFn = unsafe { std::mem::transmute::<usize, GetsockoptFn>(gaddr) };
-    if !is_table_set(level, optname) || !is_raw_socket(real_get, fd) {
+    if !is_table_set(level, optname) || !is_table_socket(real_get, fd, level) {
         // SAFETY: forwarding the caller's arguments unchanged under the same contract.
         return unsafe { real(fd, level, optname, optval, optlen) };
     }

@@ -364,6 +364,10 @@ fn other_sockopts_go_to_libc() {
     // IPT_SO_GET_INFO on a UDP socket is the kernel's business (unknown table: ENOENT).
     assert_eq!(get(&kv, "udp_info_rc"), "-1");
     assert_eq!(get(&kv, "udp_info_errno"), libc::ENOENT.to_string());
+    assert_eq!(get(&kv, "v6_on_v4_rc"), "-1");
+    // The kernel's own answer for a SOL_IPV6 option on an IPv4 raw socket (not the daemon's
+    // EBADMSG).
+    assert_eq!(get(&kv, "v6_on_v4_errno"), libc::EOPNOTSUPP.to_string());
     assert!(
         d.seen().is_empty(),
         "nothing reached the daemon: {:?}",
@@ -414,6 +418,32 @@ fn daemon_down_gives_one_line_and_an_errno() {
     assert_eq!(get(&kv, "fopen_errno"), libc::ECONNREFUSED.to_string());
     assert_eq!(get(&kv, "fopen64_errno"), libc::ECONNREFUSED.to_string());
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn daemon_hanging_up_is_a_one_line_error() {
+    // A "daemon" that reads the request and closes without answering.
+    let path = env()
+        .tmp
+        .join(format!("hangup-{}.sock", std::process::id()));
+    let _ = fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).expect("bind");
+    let t = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (c, _) = listener.accept().expect("accept");
+            let _ = wire::read_request(&c);
+        }
+    });
+    let (kv, stderr) = probe(&path, &["info", "filter"]);
+    assert_eq!(get(&kv, "rc"), "-1");
+    assert_eq!(get(&kv, "errno"), libc::ECONNRESET.to_string());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    let (kv, _) = probe(&path, &["replace", "2"]);
+    assert_eq!(get(&kv, "errno"), libc::ECONNRESET.to_string());
+    assert_eq!(get(&kv, "counters"), hex(&[0xaa; 64]));
+    t.join().expect("join");
+    let _ = fs::remove_file(&path);
 }
 
 // ---- privileged: the real iptables-legacy against canned kernel answers -------------------

@@ -132,6 +132,10 @@ int main(int argc, char **argv)
 		len = sizeof(info);
 		int rc4 = getsockopt(u, IPPROTO_IP, IPT_SO_GET_INFO, &info, &len);
 		printf("udp_info_rc=%d\nudp_info_errno=%d\n", rc4, rc4 ? errno : 0);
+		/* An ip6tables optname on an IPv4 raw socket: the kernel answers it, not the daemon. */
+		len = sizeof(info);
+		int rc5 = getsockopt(raw4(), IPPROTO_IPV6, IP6T_SO_GET_INFO, &info, &len);
+		printf("v6_on_v4_rc=%d\nv6_on_v4_errno=%d\n", rc5, rc5 ? errno : 0);
 		return 0;
 	}
 	if ((!strcmp(cmd, "names4") || !strcmp(cmd, "names6")) && argc == 2) {
