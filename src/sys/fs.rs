@@ -22,6 +22,10 @@ pub(crate) fn path_cstring(path: &Path) -> Result<CString> {
 /// Whether `path` (which must exist) is on a bpffs.
 pub fn is_bpffs(path: impl AsRef<Path>) -> Result<bool> {
     let path = path.as_ref();
+    #[cfg(test)]
+    if let Some(k) = super::fake::current() {
+        return Ok(k.exists(path));
+    }
     let c = path_cstring(path)?;
     let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
     // SAFETY: c is NUL-terminated; st is writable memory for one struct statfs.
@@ -48,6 +52,11 @@ pub fn is_bpffs(path: impl AsRef<Path>) -> Result<bool> {
 /// something else) is mounted there and `root` is below it, then creates `root` (mkdir -p).
 pub fn ensure_bpffs(root: impl AsRef<Path>) -> Result<()> {
     let root = root.as_ref();
+    #[cfg(test)]
+    if let Some(k) = super::fake::current() {
+        k.ensure_dir(root);
+        return Ok(());
+    }
     let mount = Path::new(BPFFS_MOUNT);
     if root.starts_with(mount) {
         std::fs::create_dir_all(mount).map_err(|e| io_path("mkdir", mount, &e))?;
@@ -80,6 +89,11 @@ pub fn ensure_bpffs(root: impl AsRef<Path>) -> Result<()> {
 /// detach and pinned maps/programs are freed once no fd refers to them any more.
 pub fn remove_pins(dir: impl AsRef<Path>) -> Result<()> {
     let dir = dir.as_ref();
+    #[cfg(test)]
+    if let Some(k) = super::fake::current() {
+        k.remove_tree(dir);
+        return Ok(());
+    }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -90,6 +104,10 @@ pub fn remove_pins(dir: impl AsRef<Path>) -> Result<()> {
 /// Removes one pin (the object lives on while fds refer to it).
 pub fn unpin(path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
+    #[cfg(test)]
+    if let Some(k) = super::fake::current() {
+        return k.unpin(path);
+    }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -38,6 +38,9 @@ pub struct LinkInfo {
 #[must_use = "dropping a Link detaches it (unless pinned)"]
 #[derive(Debug)]
 pub struct Link {
+    /// Set for links of the unit-test fake kernel (declared before `fd`: dropped first).
+    #[cfg(test)]
+    fake: Option<super::fake::Handle>,
     fd: OwnedFd,
 }
 
@@ -51,6 +54,11 @@ impl Link {
         priority: i32,
         flags: u32,
     ) -> Result<Link> {
+        #[cfg(test)]
+        if let Some(h) = prog.fake() {
+            let (h, fd) = h.kernel().link_create(h, pf, hooknum, priority, flags)?;
+            return Ok(Link { fake: Some(h), fd });
+        }
         let mut opts = libbpf_sys::bpf_link_create_opts {
             sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as libbpf_sys::size_t,
             ..Default::default()
@@ -67,9 +75,7 @@ impl Link {
         let ret = unsafe {
             libbpf_sys::bpf_link_create(prog.fd().as_raw_fd(), 0, libbpf_sys::BPF_NETFILTER, &opts)
         };
-        Ok(Link {
-            fd: owned(check("bpf_link_create", ret)?),
-        })
+        Ok(Link::from_owned(owned(check("bpf_link_create", ret)?)))
     }
 
     /// [`Link::netfilter`] in the network namespace `netns` (entered on a helper thread).
@@ -86,6 +92,14 @@ impl Link {
         })?
     }
 
+    fn from_owned(fd: OwnedFd) -> Link {
+        Link {
+            #[cfg(test)]
+            fake: None,
+            fd,
+        }
+    }
+
     /// The link fd.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -93,22 +107,37 @@ impl Link {
 
     /// Pins the link on bpffs: it then outlives this handle and the daemon.
     pub fn pin(&self, path: impl AsRef<Path>) -> Result<()> {
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            return h.pin(path.as_ref());
+        }
         super::obj_pin(self.fd.as_fd(), path.as_ref())
     }
 
     /// Opens a pinned link; ENOENT becomes NotFound.
     pub fn from_pin(path: impl AsRef<Path>) -> Result<Link> {
-        Ok(Link {
-            fd: super::obj_get_kind(path.as_ref(), super::ObjKind::Link)?,
-        })
+        #[cfg(test)]
+        if let Some(k) = super::fake::current() {
+            let (h, fd) = k.from_pin(path.as_ref(), super::ObjKind::Link)?;
+            return Ok(Link { fake: Some(h), fd });
+        }
+        Ok(Link::from_owned(super::obj_get_kind(
+            path.as_ref(),
+            super::ObjKind::Link,
+        )?))
     }
 
     /// Opens a link by kernel id.
     pub fn from_id(id: u32) -> Result<Link> {
+        #[cfg(test)]
+        if let Some(k) = super::fake::current() {
+            let (h, fd) = k.from_id(id, super::ObjKind::Link)?;
+            return Ok(Link { fake: Some(h), fd });
+        }
         // SAFETY: plain integer argument; returns a new fd or -errno.
         let fd = unsafe { libbpf_sys::bpf_link_get_fd_by_id(id) };
         match check("bpf_link_get_fd_by_id", fd) {
-            Ok(fd) => Ok(Link { fd: owned(fd) }),
+            Ok(fd) => Ok(Link::from_owned(owned(fd))),
             Err(e) if e.errno() == libc::ENOENT => {
                 Err(SysError::not_found(format!("link id {id}")))
             }
@@ -119,6 +148,10 @@ impl Link {
     /// Detaches now, even if pinned (`bpf_link_detach`); the pin, if any, stays as a
     /// defunct link until removed.
     pub fn detach(self) -> Result<()> {
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            return h.link_detach();
+        }
         // SAFETY: valid link fd.
         let ret = unsafe { libbpf_sys::bpf_link_detach(self.fd.as_raw_fd()) };
         check("bpf_link_detach", ret).map(drop)
@@ -131,6 +164,10 @@ impl Link {
 
     /// What the kernel reports (prog id and, for netfilter links, pf/hooknum/priority/flags).
     pub fn info(&self) -> Result<LinkInfo> {
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            return h.link_info();
+        }
         let i: libbpf_sys::bpf_link_info = get_info("bpf_link_get_info_by_fd", self.fd())?;
         let mut out = LinkInfo {
             id: i.id,

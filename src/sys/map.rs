@@ -115,6 +115,9 @@ pub fn num_possible_cpus() -> Result<usize> {
 #[must_use]
 #[derive(Debug)]
 pub struct Map {
+    /// Set for maps of the unit-test fake kernel (declared before `fd`: dropped first).
+    #[cfg(test)]
+    fake: Option<super::fake::Handle>,
     fd: OwnedFd,
     map_type: MapType,
     key_size: u32,
@@ -155,6 +158,18 @@ impl Map {
         name: &str,
     ) -> Result<Map> {
         let cname = obj_name(name)?;
+        #[cfg(test)]
+        if let Some(k) = super::fake::current() {
+            let (h, fd) = k.map_create(map_type, key_size, value_size, max_entries, name)?;
+            return Ok(Map::from_fake(
+                h,
+                fd,
+                map_type,
+                key_size,
+                value_size,
+                max_entries,
+            ));
+        }
         let mut opts = libbpf_sys::bpf_map_create_opts {
             sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
             ..Default::default()
@@ -176,6 +191,8 @@ impl Map {
         };
         let fd = owned(check("bpf_map_create", fd)?);
         Ok(Map {
+            #[cfg(test)]
+            fake: None,
             fd,
             map_type,
             key_size,
@@ -184,9 +201,43 @@ impl Map {
         })
     }
 
+    #[cfg(test)]
+    fn from_fake(
+        h: super::fake::Handle,
+        fd: OwnedFd,
+        map_type: MapType,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    ) -> Map {
+        Map {
+            fake: Some(h),
+            fd,
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+        }
+    }
+
+    #[cfg(test)]
+    fn from_fake_handle((h, fd): (super::fake::Handle, OwnedFd)) -> Result<Map> {
+        let i = h.map_info()?;
+        Ok(Map::from_fake(
+            h,
+            fd,
+            i.map_type,
+            i.key_size,
+            i.value_size,
+            i.max_entries,
+        ))
+    }
+
     fn from_fd(fd: OwnedFd) -> Result<Map> {
         let info: libbpf_sys::bpf_map_info = get_info("bpf_map_get_info_by_fd", fd.as_fd())?;
         Ok(Map {
+            #[cfg(test)]
+            fake: None,
             fd,
             map_type: MapType::from_raw(info.type_),
             key_size: info.key_size,
@@ -198,6 +249,10 @@ impl Map {
     /// Opens a pinned map (`bpf_obj_get`); ENOENT becomes [`SysError::NotFound`].
     pub fn from_pin(path: impl AsRef<Path>) -> Result<Map> {
         let path = path.as_ref();
+        #[cfg(test)]
+        if let Some(k) = super::fake::current() {
+            return Map::from_fake_handle(k.from_pin(path, super::ObjKind::Map)?);
+        }
         let fd = super::obj_get_kind(path, super::ObjKind::Map)?;
         let map = Map::from_fd(fd)?;
         Ok(map)
@@ -205,6 +260,10 @@ impl Map {
 
     /// Opens a map by kernel id (`bpf_map_get_fd_by_id`).
     pub fn from_id(id: u32) -> Result<Map> {
+        #[cfg(test)]
+        if let Some(k) = super::fake::current() {
+            return Map::from_fake_handle(k.from_id(id, super::ObjKind::Map)?);
+        }
         // SAFETY: plain integer argument; returns a new fd or -errno.
         let fd = unsafe { libbpf_sys::bpf_map_get_fd_by_id(id) };
         match check("bpf_map_get_fd_by_id", fd) {
@@ -216,6 +275,10 @@ impl Map {
 
     /// Pins the map at `path` on bpffs (`bpf_obj_pin`); EEXIST if something is there.
     pub fn pin(&self, path: impl AsRef<Path>) -> Result<()> {
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            return h.pin(path.as_ref());
+        }
         super::obj_pin(self.fd.as_fd(), path.as_ref())
     }
 
@@ -226,11 +289,31 @@ impl Map {
 
     /// A second owned handle on the same map.
     pub fn try_clone(&self) -> Result<Map> {
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            let (h, fd) = h.dup()?;
+            return Ok(Map::from_fake(
+                h,
+                fd,
+                self.map_type,
+                self.key_size,
+                self.value_size,
+                self.max_entries,
+            ));
+        }
         let fd = self.fd.try_clone().map_err(|e| SysError::Syscall {
             call: "fcntl(F_DUPFD_CLOEXEC)",
             errno: e.raw_os_error().unwrap_or(libc::EIO),
         })?;
-        Ok(Map { fd, ..*self })
+        Ok(Map {
+            #[cfg(test)]
+            fake: None,
+            fd,
+            map_type: self.map_type,
+            key_size: self.key_size,
+            value_size: self.value_size,
+            max_entries: self.max_entries,
+        })
     }
 
     /// Map type.
@@ -260,6 +343,10 @@ impl Map {
 
     /// What the kernel reports about the map.
     pub fn info(&self) -> Result<MapInfo> {
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            return h.map_info();
+        }
         let i: libbpf_sys::bpf_map_info = get_info("bpf_map_get_info_by_fd", self.fd.as_fd())?;
         Ok(MapInfo {
             map_type: MapType::from_raw(i.type_),
@@ -308,6 +395,16 @@ impl Map {
     pub fn lookup(&self, key: &[u8], value: &mut [u8]) -> Result<()> {
         self.check_key(key)?;
         self.check_value(value)?;
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            return h.map_lookup(key, value).map_err(|e| {
+                if e.errno() == libc::ENOENT {
+                    SysError::not_found("map key")
+                } else {
+                    e
+                }
+            });
+        }
         // SAFETY: key has key_size readable bytes and value has the number of writable bytes the
         // kernel writes for this map type (both checked above); fd is valid.
         let ret = unsafe {
@@ -354,6 +451,10 @@ impl Map {
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<()> {
         self.check_key(key)?;
         self.check_value(value)?;
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            return h.map_update(key, value, flags);
+        }
         // SAFETY: key and value have exactly the sizes the kernel reads (checked above).
         let ret = unsafe {
             libbpf_sys::bpf_map_update_elem(
@@ -369,6 +470,16 @@ impl Map {
     /// Removes `key` (for a PROG_ARRAY: empties the slot). A missing key gives NotFound.
     pub fn delete(&self, key: &[u8]) -> Result<()> {
         self.check_key(key)?;
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            return h.map_delete(key).map_err(|e| {
+                if e.errno() == libc::ENOENT {
+                    SysError::not_found("map key")
+                } else {
+                    e
+                }
+            });
+        }
         // SAFETY: key has key_size readable bytes (checked above).
         let ret =
             unsafe { libbpf_sys::bpf_map_delete_elem(self.fd.as_raw_fd(), key.as_ptr().cast()) };
@@ -382,6 +493,10 @@ impl Map {
     pub fn next_key(&self, key: Option<&[u8]>) -> Result<Option<Vec<u8>>> {
         if let Some(k) = key {
             self.check_key(k)?;
+        }
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            return h.map_next_key(key);
         }
         let mut next = vec![0u8; self.key_size as usize];
         let kp = key.map_or(std::ptr::null(), |k| k.as_ptr().cast());
@@ -416,6 +531,14 @@ impl Map {
     }
 
     fn lookup_all_batch(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        #[cfg(test)]
+        if self.fake.is_some() {
+            // The fake has no batch op: take the per-key path of lookup_all.
+            return Err(SysError::Syscall {
+                call: "bpf_map_lookup_batch",
+                errno: libc::EINVAL,
+            });
+        }
         const CHUNK: usize = 256;
         let ks = self.key_size as usize;
         let vs = self.value_buf_len()?;

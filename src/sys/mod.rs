@@ -19,6 +19,8 @@
 
 mod btf;
 mod error;
+#[cfg(test)]
+pub mod fake;
 mod fs;
 mod link;
 mod map;

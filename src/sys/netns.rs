@@ -13,6 +13,10 @@ use super::error::{io_path, Result, SysError};
 /// `/proc/PID/ns/net` or `/run/netns/NAME`), and returns its result. A panic in `f` is
 /// propagated to the caller.
 pub fn in_netns<T: Send>(netns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> Result<T> {
+    #[cfg(test)]
+    if let Some(k) = super::fake::current() {
+        return super::fake::in_netns(k, netns_id(netns)?, f);
+    }
     std::thread::scope(|s| {
         let handle = std::thread::Builder::new()
             .name("bpfilter-netns".into())

@@ -72,6 +72,9 @@ impl ProgInfo {
 #[must_use]
 #[derive(Debug)]
 pub struct Program {
+    /// Set for programs of the unit-test fake kernel (declared before `fd`: dropped first).
+    #[cfg(test)]
+    fake: Option<super::fake::Handle>,
     fd: OwnedFd,
 }
 
@@ -179,6 +182,19 @@ impl Program {
             )));
         }
         let start = Instant::now();
+        #[cfg(test)]
+        if let Some(k) = super::fake::current() {
+            let (h, fd, log) = k.prog_load(prog_type, name, insns, log_level)?;
+            let n = (insns.len() / INSN_SIZE) as u32;
+            let stats = LoadStats {
+                verified_insns: n,
+                load_time: start.elapsed(),
+                xlated_insns: n,
+                jited_bytes: n * 8,
+                log,
+            };
+            return Ok((Program { fake: Some(h), fd }, stats));
+        }
         let mut log = Vec::new();
         let mut level = log_level;
         if level > 0 {
@@ -214,7 +230,7 @@ impl Program {
             }
         };
         let load_time = start.elapsed();
-        let prog = Program { fd };
+        let prog = Program::from_owned(fd);
         let info: libbpf_sys::bpf_prog_info = get_info("bpf_prog_get_info_by_fd", prog.fd())?;
         let stats = LoadStats {
             verified_insns: info.verified_insns,
@@ -234,6 +250,10 @@ impl Program {
     /// programs `data` starts at the IP header (hook LOCAL_OUT, pf IPv4) unless `ctx` (a
     /// 48-byte `struct nf_hook_state` with only hook and pf set) says otherwise.
     pub fn test_run(&self, data: &[u8], ctx: Option<&[u8]>, repeat: u32) -> Result<TestRun> {
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            return h.test_run(data);
+        }
         let mut opts = libbpf_sys::bpf_test_run_opts {
             sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as libbpf_sys::size_t,
             data_in: data.as_ptr().cast(),
@@ -260,6 +280,10 @@ impl Program {
     /// The instructions as the kernel runs them after its rewrites (xlated), 8 bytes each,
     /// for dumps and disassembly.
     pub fn xlated(&self) -> Result<Vec<u8>> {
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            return Ok(h.prog_info()?.1);
+        }
         let first: libbpf_sys::bpf_prog_info = get_info("bpf_prog_get_info_by_fd", self.fd())?;
         let mut buf = vec![0u8; first.xlated_prog_len as usize];
         let mut info = libbpf_sys::bpf_prog_info {
@@ -289,31 +313,65 @@ impl Program {
 
     /// A second owned handle on the same program.
     pub fn try_clone(&self) -> Result<Program> {
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            let (h, fd) = h.dup()?;
+            return Ok(Program { fake: Some(h), fd });
+        }
         let fd = self.fd.try_clone().map_err(|e| SysError::Syscall {
             call: "fcntl(F_DUPFD_CLOEXEC)",
             errno: e.raw_os_error().unwrap_or(libc::EIO),
         })?;
-        Ok(Program { fd })
+        Ok(Program::from_owned(fd))
+    }
+
+    fn from_owned(fd: OwnedFd) -> Program {
+        Program {
+            #[cfg(test)]
+            fake: None,
+            fd,
+        }
+    }
+
+    /// The fake-kernel handle of a program created under the unit-test fake.
+    #[cfg(test)]
+    pub(crate) fn fake(&self) -> Option<&super::fake::Handle> {
+        self.fake.as_ref()
     }
 
     /// Pins the program on bpffs.
     pub fn pin(&self, path: impl AsRef<Path>) -> Result<()> {
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            return h.pin(path.as_ref());
+        }
         super::obj_pin(self.fd.as_fd(), path.as_ref())
     }
 
     /// Opens a pinned program; ENOENT becomes NotFound.
     pub fn from_pin(path: impl AsRef<Path>) -> Result<Program> {
-        Ok(Program {
-            fd: super::obj_get_kind(path.as_ref(), super::ObjKind::Prog)?,
-        })
+        #[cfg(test)]
+        if let Some(k) = super::fake::current() {
+            let (h, fd) = k.from_pin(path.as_ref(), super::ObjKind::Prog)?;
+            return Ok(Program { fake: Some(h), fd });
+        }
+        Ok(Program::from_owned(super::obj_get_kind(
+            path.as_ref(),
+            super::ObjKind::Prog,
+        )?))
     }
 
     /// Opens a program by kernel id.
     pub fn from_id(id: u32) -> Result<Program> {
+        #[cfg(test)]
+        if let Some(k) = super::fake::current() {
+            let (h, fd) = k.from_id(id, super::ObjKind::Prog)?;
+            return Ok(Program { fake: Some(h), fd });
+        }
         // SAFETY: plain integer argument; returns a new fd or -errno.
         let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
         match check("bpf_prog_get_fd_by_id", fd) {
-            Ok(fd) => Ok(Program { fd: owned(fd) }),
+            Ok(fd) => Ok(Program::from_owned(owned(fd))),
             Err(e) if e.errno() == libc::ENOENT => {
                 Err(SysError::not_found(format!("program id {id}")))
             }
@@ -323,12 +381,20 @@ impl Program {
 
     /// Kernel id of the program.
     pub fn id(&self) -> Result<u32> {
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            return Ok(h.id());
+        }
         let info: libbpf_sys::bpf_prog_info = get_info("bpf_prog_get_info_by_fd", self.fd())?;
         Ok(info.id)
     }
 
     /// What the kernel reports about the program, map ids included.
     pub fn info(&self) -> Result<ProgInfo> {
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            return Ok(h.prog_info()?.0);
+        }
         let first: libbpf_sys::bpf_prog_info = get_info("bpf_prog_get_info_by_fd", self.fd())?;
         let mut map_ids = vec![0u32; first.nr_map_ids as usize];
         if !map_ids.is_empty() {
