@@ -7,7 +7,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ipt_abi::{parse_add_counters, parse_replace, Table, XtCounters};
+use ipt_abi::{
+    parse_add_counters, parse_replace, parse_revision_request, query_revision, ExtKind, Family,
+    Table, XtCounters,
+};
 
 /// Fewer captured rulesets than this means the fixture tree is broken, not that there is
 /// nothing to test.
@@ -284,4 +287,81 @@ fn initial_unknown_table_is_enoent() {
         Ok(_) => panic!("unknown table accepted (kernel: ENOENT)"),
         Err(e) => assert_eq!(e.errno(), ENOENT),
     }
+}
+
+/// Extensions bpfilter implements (DESIGN.md); for these a revision query must get the
+/// kernel's exact answer. Every other name gets ENOENT, as from a kernel without it.
+const SUPPORTED_MATCHES: &[&str] = &["tcp", "udp", "icmp", "multiport", "iprange", "comment"];
+const SUPPORTED_TARGETS: &[&str] = &["", "ERROR"];
+
+#[test]
+fn golden_revision_queries() {
+    let path = fixtures().join("revisions.tsv");
+    let text = fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `make fixtures`)", path.display()));
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f.len(), 6, "bad revisions.tsv line: {line:?}");
+        let family = match f[0] {
+            "ipv4" => Family::Ipv4,
+            "ipv6" => Family::Ipv6,
+            other => panic!("bad family {other}"),
+        };
+        let (kind, supported) = match f[1] {
+            "match" => (ExtKind::Match, SUPPORTED_MATCHES),
+            "target" => (ExtKind::Target, SUPPORTED_TARGETS),
+            other => panic!("bad kind {other}"),
+        };
+        let name = f[2];
+        let rev: u8 = f[3].parse().expect("revision");
+        let kernel: i32 = f[4].parse().expect("errno");
+        // IPv4 names the kernel knows but bpfilter does not implement answer ENOENT (DESIGN.md:
+        // "revision queries answer ENOENT for them"); ip6tables' own names (icmp6) count as
+        // supported only for IPv6.
+        let implemented = supported.contains(&name)
+            || (family == Family::Ipv6 && kind == ExtKind::Match && name == "icmp6");
+        let want = if implemented || kernel == ENOENT {
+            kernel
+        } else {
+            ENOENT
+        };
+        let got = match query_revision(family, kind, name, rev) {
+            Ok(_) => 0,
+            Err(e) => e.errno(),
+        };
+        checked += 1;
+        if got != want {
+            failures.push(format!("{line}: bpfilter answers {got}, want {want}"));
+        }
+    }
+    assert!(
+        checked >= 50,
+        "only {checked} revision queries in {}",
+        path.display()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} revision answers differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn revision_request_decodes() {
+    // struct xt_get_revision as iptables sends it: name[29] then the revision byte.
+    let mut req = [0u8; 30];
+    req[..9].copy_from_slice(b"multiport");
+    req[29] = 1;
+    let (name, rev) = parse_revision_request(&req).expect("30-byte request");
+    assert_eq!((name.as_str(), rev), ("multiport", 1));
+    assert!(
+        parse_revision_request(&req[..29]).is_err(),
+        "short request accepted"
+    );
 }

@@ -8,6 +8,9 @@
 //! xt-oracle get-info TABLE OUT              write the kernel's IPT_SO_GET_INFO answer to OUT
 //! xt-oracle get-entries TABLE OUT           write the kernel's IPT_SO_GET_ENTRIES answer to OUT
 //! xt-oracle dump TABLE DIR                  DIR/get_info.bin and DIR/get_entries.bin
+//! xt-oracle revision FAMILY KIND NAME REV    ask IPT_SO_GET_REVISION_MATCH/TARGET (family
+//!                                           ipv4) or IP6T_SO_GET_REVISION_* (ipv6); KIND is
+//!                                           match or target
 //! ```
 //! Every command prints one line `ERRNO<TAB>NAME` (`0<TAB>OK` on success) and exits 0 when the
 //! kernel answered, whatever it answered; a non-zero exit means the oracle itself failed.
@@ -185,6 +188,46 @@ fn fetch(table: &str) -> Result<(i32, Vec<u8>, Vec<u8>)> {
     Ok((0, info, entries))
 }
 
+/// A revision query as iptables sends it: `struct xt_get_revision { char name[29]; u8 revision; }`.
+fn cmd_revision(family: &str, kind: &str, name: &str, rev: &str) -> Result<i32> {
+    let (af, level, base) = match family {
+        "ipv4" => (libc::AF_INET, libc::IPPROTO_IP, 66),
+        "ipv6" => (libc::AF_INET6, libc::IPPROTO_IPV6, 68),
+        _ => bail!("family must be ipv4 or ipv6"),
+    };
+    let optname = match kind {
+        "match" => base,
+        "target" => base + 1,
+        _ => bail!("kind must be match or target"),
+    };
+    let rev: u8 = rev.parse().context("revision")?;
+    if name.len() >= 29 {
+        bail!("name too long: {name}");
+    }
+    let mut req = [0u8; 30];
+    req[..name.len()].copy_from_slice(name.as_bytes());
+    req[29] = rev;
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(af, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("raw socket");
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut len = req.len() as libc::socklen_t;
+    // SAFETY: req is valid for len bytes; len points to a live socklen_t.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            level,
+            optname,
+            req.as_mut_ptr().cast::<c_void>(),
+            &mut len,
+        )
+    };
+    Ok(if r < 0 { last_errno() } else { 0 })
+}
+
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("write {}", path.display()))
 }
@@ -219,9 +262,13 @@ fn run(args: &[String]) -> Result<i32> {
             }
             Ok(e)
         }
+        [cmd, family, kind, name, rev] if cmd == "revision" => {
+            cmd_revision(family, kind, name, rev)
+        }
         _ => bail!(
             "usage: xt-oracle replace BLOB [--optlen N] | add-counters BLOB [--optlen N] | \
-             get-info TABLE OUT | get-entries TABLE OUT | dump TABLE DIR"
+             get-info TABLE OUT | get-entries TABLE OUT | dump TABLE DIR | \
+             revision ipv4|ipv6 match|target NAME REV"
         ),
     }
 }
