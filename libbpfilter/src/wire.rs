@@ -69,6 +69,8 @@ pub const NETNS_PATH: &str = "/proc/self/ns/net";
 
 /// Fixed part of a `Sockopt` request payload.
 const SOCKOPT_FIXED: usize = 12;
+/// Largest optval a `Sockopt` request can carry (the payload bound minus its fixed part).
+pub const MAX_OPTVAL: usize = MAX_PAYLOAD as usize - SOCKOPT_FIXED;
 /// Fixed part of a `Dump` request payload.
 const DUMP_FIXED: usize = 4;
 /// Bytes of the first chunk the reader asks for when a frame is announced; the rest grows as

@@ -30,7 +30,7 @@ use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use libbpfilter::wire::MAX_PAYLOAD;
+use libbpfilter::wire::MAX_OPTVAL;
 use libbpfilter::{Client, ClientError, Family};
 
 /// Level of the IPv4 table sockopts.
@@ -327,7 +327,7 @@ unsafe fn forward_set(
         return -1;
     };
     let len = optlen as usize;
-    if len > MAX_PAYLOAD as usize {
+    if len > MAX_OPTVAL {
         // What the kernel's size checks (xt_alloc_table_info) give for an absurd blob.
         set_errno(libc::ENOMEM);
         return -1;
