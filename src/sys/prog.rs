@@ -541,6 +541,47 @@ mod tests {
     }
 
     #[test]
+    fn btf_offsets_and_kfunc_ids_load_and_run() {
+        if !require_bpf() {
+            return;
+        }
+        let btf = crate::sys::Btf::vmlinux().unwrap();
+        let skb = btf.member_offset("bpf_nf_ctx", "skb").unwrap() as i16;
+        let len = btf.member_offset("sk_buff", "len").unwrap() as i16;
+        // r3 = ctx->skb->len; r0 = (r3 == 32)
+        let code = insns(&[
+            (0x79, 2, 1, skb, 0), // r2 = *(u64 *)(r1 + skb)
+            (0x61, 3, 2, len, 0), // r3 = *(u32 *)(r2 + len)
+            (0xb7, 0, 0, 0, 0),   // r0 = 0
+            (0x55, 3, 0, 1, 32),  // if r3 != 32 goto +1
+            (0xb7, 0, 0, 0, 1),   // r0 = 1
+            (0x95, 0, 0, 0, 0),
+        ]);
+        let (p, _) = Program::load_netfilter("bpfltr_t_len", &code, 0).unwrap();
+        let pkt = ipv4_udp_packet();
+        assert_eq!(pkt.len(), 32);
+        assert_eq!(p.test_run(&pkt, None, 1).unwrap().retval, 1);
+        let mut longer = pkt.clone();
+        longer.extend_from_slice(&[0; 8]);
+        longer[3] = 40;
+        assert_eq!(p.test_run(&longer, None, 1).unwrap().retval, 0);
+
+        // bpf_dynptr_from_skb(skb, 0, &dynptr on the stack): a kfunc call (src 2) with off 0.
+        let id = btf.func_id("bpf_dynptr_from_skb").unwrap() as i32;
+        let code = insns(&[
+            (0x79, 1, 1, skb, 0), // r1 = ctx->skb
+            (0xb7, 2, 0, 0, 0),   // r2 = 0
+            (0xbf, 3, 10, 0, 0),  // r3 = r10
+            (0x07, 3, 0, 0, -16), // r3 += -16
+            (0x85, 0, 2, crate::sys::VMLINUX_BTF_FD_IDX, id),
+            (0xb7, 0, 0, 0, 1),
+            (0x95, 0, 0, 0, 0),
+        ]);
+        let (k, _) = Program::load_netfilter("bpfltr_t_kf", &code, 0).unwrap();
+        assert_eq!(k.test_run(&pkt, None, 1).unwrap().retval, 1);
+    }
+
+    #[test]
     fn xlated_dump() {
         if !require_bpf() {
             return;
