@@ -209,14 +209,16 @@ impl Blob {
             "splice outside entry"
         );
         let delta = insert.len() as i64 - remove as i64;
-        let fix = |v: u32, at_rel: u32| -> u32 {
-            if v != u32::MAX && v > at_rel {
+        // Every offset in a valid base points at an entry start, so exactly those past the
+        // modified entry move (an insertion at its very end moves the next entry too).
+        let fix = |v: u32, after: u32| -> u32 {
+            if v != u32::MAX && v > after {
                 (i64::from(v) + delta) as u32
             } else {
                 v
             }
         };
-        let at_rel = (at - HDR) as u32;
+        let at_rel = e.rel();
         for h in 0..5 {
             let (he, uf) = (self.hook_entry(h), self.underflow(h));
             self.set_u32(H_HOOK_ENTRY + 4 * h, fix(he, at_rel));
@@ -384,6 +386,25 @@ fn mutations() -> Vec<Mutation> {
         m!("ip_bad_invflags", "tcp_ports", "rule 0 ip.invflags = 0x80 (outside IPT_INV_MASK)", |b| { let e = b.first_rule()?; b.set_u8(e.off + 83, 0x80); Ok(()) }),
         m!("ip_goto_flag_on_accept", "tcp_ports", "rule 0 (-j ACCEPT) with IPT_F_GOTO set", |b| { let e = b.first_rule()?; b.set_u8(e.off + 82, 0x02); Ok(()) }),
         m!("comment_unterminated", "comment", "comment text filled to 256 bytes without NUL", |b| { let (_, m) = b.with_match("comment")?; b.b[m.off + XT_HDR..m.off + XT_HDR + 256].fill(b'x'); Ok(()) }),
+        m!("error_name_unterminated", "empty", "final ERROR target's errorname filled with 32 'x', no NUL", |b| { let e = b.last()?; b.b[e.target.off + XT_HDR..e.target.off + XT_HDR + 32].fill(b'x'); Ok(()) }),
+        m!("match_name_unterminated", "tcp_ports", "tcp match name = 29 x 'x', no NUL", |b| { let (_, m) = b.with_match("tcp")?; b.b[m.off + 2..m.off + 31].fill(b'x'); Ok(()) }),
+        m!("target_name_unterminated", "tcp_ports", "rule 0 target name = 29 x 'x', no NUL", |b| { let e = b.first_rule()?; b.b[e.target.off + 2..e.target.off + 31].fill(b'x'); Ok(()) }),
+        m!("table_header_only", "empty", "size = 0, num_entries = 0, no entries", |b| { b.set_u32(H_SIZE, 0); b.set_u32(H_NUM_ENTRIES, 0); b.b.truncate(HDR); Ok(()) }),
+        m!("jump_to_final_error", "user_chains", "first jump verdict = the final ERROR entry", |b| { let j = b.jumps().first().cloned().context("no jump")?; let l = b.last()?; b.set_u32(j.verdict_off(), l.rel()); Ok(()) }),
+        m!("entry_padded_after_target", "empty", "entry 0 gets 8 bytes after its standard target (next_offset += 8, offsets fixed)", |b| { let e = b.ent(0)?; b.splice(&e, e.off + e.next, 0, &[0; 8])?; Ok(()) }),
+        m!("error_entry_padded", "empty", "final ERROR entry gets 8 bytes after its target (next_offset += 8)", |b| { let e = b.last()?; b.splice(&e, e.off + e.next, 0, &[0; 8])?; Ok(()) }),
+        m!("tcp_entry_padded", "tcp_ports", "rule 0 (tcp match) gets 8 bytes after its standard target", |b| { let e = b.first_rule()?; b.splice(&e, e.off + e.next, 0, &[0; 8])?; Ok(()) }),
+        // Values the kernel does not check (accepted): a validator must not refuse them.
+        m!("multiport_pflag_last", "multiport", "multiport range flag set on the last port (pflags[count-1] = 1)", |b| { let (_, m) = b.with_match("multiport")?; let count = usize::from(b.b[m.off + XT_HDR + 1]); b.set_u8(m.off + XT_HDR + 32 + count - 1, 1); Ok(()) }),
+        m!("multiport_pflags_consecutive", "multiport", "multiport pflags[0] and pflags[1] both set (a range flag on a range end)", |b| { let (_, m) = b.with_match("multiport")?; b.set_u8(m.off + XT_HDR + 32, 1); b.set_u8(m.off + XT_HDR + 33, 1); Ok(()) }),
+        m!("multiport_range_inverted", "multiport", "multiport range 2047:1024 (start > end) in the --sports 1024:2047,... rule", |b| { let (_, m) = b.ents.iter().filter_map(|e| e.match_named("multiport").map(|m| (e.clone(), m.clone()))).nth(1).context("no 2nd multiport")?; ensure!(b.b[m.off + XT_HDR + 32] == 1, "first port is not a range"); b.set_u16(m.off + XT_HDR + 2, 2047); b.set_u16(m.off + XT_HDR + 4, 1024); Ok(()) }),
+        m!("multiport_range_single_port", "multiport", "multiport range 3000:3000 (start == end) in the --sports rule", |b| { let (_, m) = b.ents.iter().filter_map(|e| e.match_named("multiport").map(|m| (e.clone(), m.clone()))).nth(1).context("no 2nd multiport")?; b.set_u16(m.off + XT_HDR + 2, 3000); b.set_u16(m.off + XT_HDR + 4, 3000); Ok(()) }),
+        m!("icmp_code_range_inverted", "icmp", "icmp code min 5 > max 1", |b| { let (_, m) = b.with_match("icmp")?; b.set_u8(m.off + XT_HDR + 1, 5); b.set_u8(m.off + XT_HDR + 2, 1); Ok(()) }),
+        m!("udp_port_range_inverted", "udp", "udp dport range 100:50 (min > max)", |b| { let (_, m) = b.with_match("udp")?; b.set_u16(m.off + XT_HDR + 4, 100); b.set_u16(m.off + XT_HDR + 6, 50); Ok(()) }),
+        m!("iprange_range_inverted", "iprange", "iprange src min 10.0.0.50 > max 10.0.0.1", |b| { let (_, m) = b.with_match("iprange")?; b.b[m.off + XT_HDR..m.off + XT_HDR + 4].copy_from_slice(&[10, 0, 0, 50]); b.b[m.off + XT_HDR + 16..m.off + XT_HDR + 20].copy_from_slice(&[10, 0, 0, 1]); Ok(()) }),
+        m!("ip_inv_proto_any", "protocols", "a rule with proto 0 and IPT_INV_PROTO (! -p all, matches nothing)", |b| { let e = b.ents.iter().find(|e| b.u16(e.off + 80) == 47).cloned().context("no -p 47 rule")?; b.set_u16(e.off + 80, 0); b.set_u8(e.off + 83, IPT_INV_PROTO); Ok(()) }),
+        m!("iface_mask_without_name", "interfaces", "rule 0 (-i lo) with the name zeroed but the mask kept", |b| { let e = b.first_rule()?; b.b[e.off + 16..e.off + 32].fill(0); Ok(()) }),
+        m!("iface_name_unterminated", "interfaces", "rule 0 (-i lo) iniface = 16 x 'a' with a full mask, no NUL", |b| { let e = b.first_rule()?; b.b[e.off + 16..e.off + 32].fill(b'a'); b.b[e.off + 48..e.off + 64].fill(0xff); Ok(()) }),
         // Fields the kernel ignores or overwrites: must be accepted.
         m!("counters_in_blob", "empty", "non-zero counters inside every entry (the kernel ignores them)", |b| { for e in b.ents.clone() { b.b[e.off + 96..e.off + 112].fill(0x11); } Ok(()) }),
         m!("comefrom_garbage", "empty", "comefrom = 0xdeadbeef in every entry (the kernel clears it)", |b| { for e in b.ents.clone() { b.set_u32(e.off + 92, 0xdead_beef); } Ok(()) }),
