@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::netns::IFACES;
+use crate::netns::{forward_egress, IFACES};
 use crate::packet::{build_ipv4, icmp_header, tcp_header, udp_header, IpSpec, Packet, Path};
 use crate::rng::Rng;
 use crate::ruleset::{Rule, Ruleset, Values};
@@ -81,6 +81,175 @@ fn tcp_options(rng: &mut Rng, v: &Values) -> Vec<u8> {
     o
 }
 
+/// Field values aimed at one rule (None: choose freely).
+#[derive(Debug, Default)]
+struct Hint {
+    path: Option<Path>,
+    iface: Option<String>,
+    src: Option<u32>,
+    dst: Option<u32>,
+    proto: Option<u8>,
+    sport: Option<u16>,
+    dport: Option<u16>,
+    flags: Option<u8>,
+    tcp_opt: Option<u8>,
+    icmp: Option<(u8, u8)>,
+    nonfirst_frag: Option<bool>,
+}
+
+fn in_net(rng: &mut Rng, word: &str, inside: bool) -> Option<u32> {
+    let (a, m) = word.split_once('/').unwrap_or((word, "32"));
+    let addr = u32::from(a.parse::<Ipv4Addr>().ok()?);
+    let mask = match m.parse::<u32>() {
+        Ok(0) => 0,
+        Ok(p) => u32::MAX << (32 - p.min(32)),
+        Err(_) => u32::from(m.parse::<Ipv4Addr>().ok()?),
+    };
+    for _ in 0..8 {
+        let x = rng.next_u64() as u32;
+        let cand = if inside { (addr & mask) | (x & !mask) } else { x };
+        if ((cand & mask) == (addr & mask)) == inside && !bad_addr(cand, true) {
+            return Some(cand);
+        }
+    }
+    None
+}
+
+fn in_range(rng: &mut Rng, word: &str, inside: bool) -> Option<u32> {
+    let (x, y) = word.split_once('-')?;
+    let (x, y) = (u32::from(x.parse::<Ipv4Addr>().ok()?), u32::from(y.parse::<Ipv4Addr>().ok()?));
+    let v = if inside {
+        x.wrapping_add(rng.below(u64::from(y.wrapping_sub(x)) + 1) as u32)
+    } else if rng.chance(50) {
+        x.wrapping_sub(1)
+    } else {
+        y.wrapping_add(1)
+    };
+    (!bad_addr(v, true)).then_some(v)
+}
+
+fn port_in(rng: &mut Rng, word: &str, inside: bool) -> Option<u16> {
+    let items: Vec<&str> = word.split(',').collect();
+    let it = *rng.pick(&items);
+    let (a, b) = it.split_once(':').unwrap_or((it, it));
+    let a: u16 = if a.is_empty() { 0 } else { a.parse().ok()? };
+    let b: u16 = if b.is_empty() { 65535 } else { b.parse().ok()? };
+    Some(if inside {
+        a + rng.below(u64::from(b - a) + 1) as u16
+    } else if rng.chance(50) {
+        a.wrapping_sub(1)
+    } else {
+        b.wrapping_add(1)
+    })
+}
+
+fn iface_for(word: &str, inside: bool) -> Vec<&'static str> {
+    let m = |n: &str| match word.strip_suffix('+') {
+        Some(p) => n.starts_with(p),
+        None => n == word,
+    };
+    IFACES.iter().map(|i| i.name).filter(|n| m(n) == inside).collect()
+}
+
+/// Reads one rule's options and chooses values that make it match (mostly) or just miss.
+fn directed(rule: &Rule, rng: &mut Rng) -> Hint {
+    let mut h = Hint {
+        path: match rule.chain.as_str() {
+            "INPUT" => Some(Path::Input),
+            "FORWARD" => Some(Path::Forward),
+            "OUTPUT" => Some(Path::Output),
+            _ => None,
+        },
+        ..Hint::default()
+    };
+    let a = &rule.args;
+    let mut i = 0;
+    let mut neg = false;
+    let mut in_if: Option<Vec<&'static str>> = None;
+    let mut out_if: Option<Vec<&'static str>> = None;
+    while i < a.len() {
+        let w = a[i].as_str();
+        if w == "!" {
+            neg = true;
+            i += 1;
+            continue;
+        }
+        // Satisfy the option most of the time, miss it sometimes.
+        let hit = rng.chance(85) != neg;
+        let next = a.get(i + 1).map(String::as_str).unwrap_or("");
+        match w {
+            "-s" => h.src = in_net(rng, next, hit),
+            "-d" => h.dst = in_net(rng, next, hit),
+            "--src-range" => h.src = in_range(rng, next, hit),
+            "--dst-range" => h.dst = in_range(rng, next, hit),
+            "-i" => in_if = Some(iface_for(next, hit)),
+            "-o" => out_if = Some(iface_for(next, hit)),
+            "-p" => {
+                let p = crate::ruleset::proto_number(next).unwrap_or(0);
+                h.proto = Some(if hit || p == 0 { p } else { *rng.pick(&[6u8, 17, 1, 47]) });
+            }
+            "-f" => h.nonfirst_frag = Some(hit),
+            "--sport" | "--sports" => h.sport = port_in(rng, next, hit),
+            "--dport" | "--dports" => h.dport = port_in(rng, next, hit),
+            "--ports" => {
+                if rng.chance(50) {
+                    h.sport = port_in(rng, next, hit)
+                } else {
+                    h.dport = port_in(rng, next, hit)
+                }
+            }
+            "--icmp-type" => {
+                h.icmp = crate::ruleset::icmp_type(next).map(|(t, c)| if hit { (t, c) } else { (t, c.wrapping_add(1)) })
+            }
+            "--tcp-flags" => {
+                let m = crate::ruleset::tcp_flags(next);
+                let c = crate::ruleset::tcp_flags(a.get(i + 2).map(String::as_str).unwrap_or(""));
+                let f = c | (rng.next_u64() as u8 & !m);
+                h.flags = Some(if hit { f } else { f ^ (m & (1 << rng.below(6))) });
+            }
+            "--syn" => h.flags = Some(if hit { 0x02 } else { *rng.pick(&[0x12u8, 0x10, 0x03, 0x06]) }),
+            "--tcp-option" => h.tcp_opt = next.parse().ok().filter(|_| hit),
+            _ => {}
+        }
+        neg = false;
+        i += 1;
+    }
+    let path = h.path.unwrap_or_else(|| *rng.pick(&Path::ALL));
+    h.path = Some(path);
+    let choices: Vec<&'static str> = match path {
+        Path::Input => in_if.unwrap_or_default(),
+        Path::Output => out_if.unwrap_or_default(),
+        Path::Forward => {
+            let ins = in_if.unwrap_or_else(|| IFACES.iter().map(|i| i.name).collect());
+            match &out_if {
+                Some(outs) => ins.into_iter().filter(|i| forward_egress(i).is_some_and(|e| outs.contains(&e))).collect(),
+                None => ins,
+            }
+        }
+    };
+    if !choices.is_empty() {
+        h.iface = Some(rng.pick(&choices).to_string());
+    }
+    h
+}
+
+/// Like `directed`, but for a rule in a user chain also satisfies a rule that calls the chain
+/// (up to `depth` levels), so that packets reach nested chains.
+fn directed_through(rs: &Ruleset, rule: &Rule, rng: &mut Rng, depth: u32) -> Hint {
+    let mut h = directed(rule, rng);
+    let callers: Vec<&Rule> = rs.rules.iter().filter(|r| r.chain_target() == Some(rule.chain.as_str())).collect();
+    if depth == 0 || callers.is_empty() {
+        return h;
+    }
+    let mut c = directed_through(rs, *rng.pick(&callers), rng, depth - 1);
+    // The caller must match for the packet to get there: its values win, the callee's fill in.
+    macro_rules! merge {
+        ($($f:ident),*) => { $( if c.$f.is_none() { c.$f = h.$f.take(); } )* };
+    }
+    merge!(iface, src, dst, proto, sport, dport, flags, tcp_opt, icmp, nonfirst_frag);
+    c
+}
+
 /// Builds `n` packets for `rs`: paths, interfaces and header fields drawn from the values the
 /// ruleset mentions and from random ones, with fragments (forward and output only: local
 /// delivery reassembles), IP options, truncated transport headers and unusual protocols.
@@ -91,15 +260,18 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
     v.icmp.extend([(8, 0), (0, 0), (3, 3), (11, 0), (3, 4)]);
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let path = match rng.below(100) {
+        let h = if !rs.rules.is_empty() && rng.chance(60) { directed_through(rs, rng.pick(&rs.rules), rng, 3) } else { Hint::default() };
+        let path = h.path.unwrap_or_else(|| match rng.below(100) {
             0..=34 => Path::Input,
             35..=74 => Path::Forward,
             _ => Path::Output,
-        };
-        let iface = rng.pick(&IFACES).name.to_string();
-        let src = pick_addr(rng, &v, false);
-        let dst = pick_addr(rng, &v, true);
-        let proto = if rng.chance(88) {
+        });
+        let iface = h.iface.clone().unwrap_or_else(|| rng.pick(&IFACES).name.to_string());
+        let src = h.src.unwrap_or_else(|| pick_addr(rng, &v, false));
+        let dst = h.dst.unwrap_or_else(|| pick_addr(rng, &v, true));
+        let proto = if let Some(p) = h.proto.filter(|p| *p != 0) {
+            p
+        } else if rng.chance(88) {
             *rng.pick(&v.protos)
         } else {
             {
@@ -108,7 +280,12 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
         }
         };
         let mut frag = 0u16;
-        if path != Path::Input && rng.chance(10) {
+        if path != Path::Input && h.nonfirst_frag == Some(true) {
+            frag = rng.range(1, 0x1fff) as u16 | if rng.chance(30) { 0x2000 } else { 0 };
+            if rng.chance(40) {
+                frag = 1;
+            }
+        } else if path != Path::Input && h.nonfirst_frag.is_none() && rng.chance(10) {
             frag = match rng.below(4) {
                 0 => 0x2000,
                 1 => 1 | if rng.chance(50) { 0x2000 } else { 0 },
@@ -133,33 +310,42 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
         let payload: Vec<u8> = (0..rng.below(24)).map(|_| rng.next_u64() as u8).collect();
         let mut l4 = match proto {
             6 => {
-                let opts = if rng.chance(25) || (!v.tcp_opts.is_empty() && rng.chance(40)) {
+                let opts = if let Some(k) = h.tcp_opt {
+                    let mut o = vec![1u8; rng.below(3) as usize];
+                    o.extend(if k <= 1 { vec![k] } else { vec![k, 2] });
+                    o
+                } else if rng.chance(25) || (!v.tcp_opts.is_empty() && rng.chance(40)) {
                     tcp_options(rng, &v)
                 } else {
                     Vec::new()
                 };
                 let doff = if rng.chance(3) { Some(rng.below(16) as u8) } else { None };
-                let flags = if rng.chance(85) { *rng.pick(&v.flags) } else { rng.next_u64() as u8 };
-                let mut h = tcp_header(pick_port(rng, &v), pick_port(rng, &v), flags, &opts, doff);
-                h.extend_from_slice(&payload);
-                h
+                let flags = h.flags.unwrap_or_else(|| if rng.chance(85) { *rng.pick(&v.flags) } else { rng.next_u64() as u8 });
+                let sp = h.sport.unwrap_or_else(|| pick_port(rng, &v));
+                let dp = h.dport.unwrap_or_else(|| pick_port(rng, &v));
+                let mut t = tcp_header(sp, dp, flags, &opts, doff);
+                t.extend_from_slice(&payload);
+                t
             }
-            17 | 136 => {
-                let mut h = udp_header(pick_port(rng, &v), pick_port(rng, &v), payload.len());
-                h.extend_from_slice(&payload);
-                h
+            17 | 136 | 132 | 33 => {
+                // SCTP/DCCP too: ports come first, as multiport reads them.
+                let sp = h.sport.unwrap_or_else(|| pick_port(rng, &v));
+                let dp = h.dport.unwrap_or_else(|| pick_port(rng, &v));
+                let mut t = udp_header(sp, dp, payload.len());
+                t.extend_from_slice(&payload);
+                t
             }
             1 => {
-                let (t, c) = if rng.chance(85) { *rng.pick(&v.icmp) } else { (rng.next_u64() as u8, rng.below(16) as u8) };
-                let mut h = icmp_header(if t == 255 { 8 } else { t }, c);
-                h.extend_from_slice(&payload);
-                h
-            }
-            132 | 33 => {
-                // SCTP/DCCP-like: ports first, as multiport reads them.
-                let mut h = udp_header(pick_port(rng, &v), pick_port(rng, &v), 0);
-                h.extend_from_slice(&payload);
-                h
+                let (t, c) = h.icmp.unwrap_or_else(|| {
+                    if rng.chance(85) {
+                        *rng.pick(&v.icmp)
+                    } else {
+                        (rng.next_u64() as u8, rng.below(16) as u8)
+                    }
+                });
+                let mut t = icmp_header(if t == 255 { 8 } else { t }, c);
+                t.extend_from_slice(&payload);
+                t
             }
             _ => payload.clone(),
         };
