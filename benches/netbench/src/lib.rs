@@ -6,6 +6,7 @@
 //! The `netbench` binary drives a run and writes `RESULTS.md` and `plot.svg`.
 
 pub mod backend;
+pub mod bpf;
 pub mod netns;
 pub mod progs;
 pub mod report;

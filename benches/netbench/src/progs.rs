@@ -19,6 +19,8 @@ pub struct ProgInfo {
     pub xlated: u64,
     /// JIT image size in bytes.
     pub jited: u64,
+    /// Instructions the verifier processed (from bpf_prog_info; not printed by bpftool 7.1).
+    pub verified_insns: Option<u32>,
 }
 
 impl ProgInfo {
@@ -37,7 +39,7 @@ pub fn parse_prog_show(s: &str) -> Vec<ProgInfo> {
             let Ok(id) = id.trim().parse() else { continue };
             let mut words = rest.split_whitespace();
             let name = words.by_ref().skip_while(|w| *w != "name").nth(1).unwrap_or("").to_string();
-            out.push(ProgInfo { id, name, xlated: 0, jited: 0 });
+            out.push(ProgInfo { id, name, xlated: 0, jited: 0, verified_insns: None });
         } else if let Some(p) = out.last_mut() {
             let w: Vec<&str> = line.split_whitespace().collect();
             for pair in w.windows(2) {
@@ -64,6 +66,15 @@ pub fn list(prefix: &str) -> Result<Vec<ProgInfo>> {
         .collect())
 }
 
+/// Fill `verified_insns` from the kernel (programs that went away meanwhile keep None).
+pub fn add_verified(progs: &mut [ProgInfo]) {
+    for p in progs {
+        if let Ok(fd) = crate::bpf::prog_fd_by_id(p.id) {
+            p.verified_insns = crate::bpf::prog_stats(&fd).ok().map(|s| s.verified_insns);
+        }
+    }
+}
+
 /// Programs in `after` that were not in `before` (by id).
 pub fn new_since(before: &[ProgInfo], after: &[ProgInfo]) -> Vec<ProgInfo> {
     let old: BTreeSet<u32> = before.iter().map(|p| p.id).collect();
@@ -88,7 +99,10 @@ mod tests {
     fn parses_bpftool_text() {
         let p = parse_prog_show(SHOW);
         assert_eq!(p.len(), 3);
-        assert_eq!(p[0], ProgInfo { id: 105, name: "bpfltr_test".into(), xlated: 16, jited: 23 });
+        assert_eq!(
+            p[0],
+            ProgInfo { id: 105, name: "bpfltr_test".into(), xlated: 16, jited: 23, verified_insns: None }
+        );
         assert_eq!(p[1].name, "bpfltr_in");
         assert_eq!(p[1].insns(), 100_005);
         assert_eq!(p[1].jited, 512_345);

@@ -25,6 +25,9 @@ pub struct ConfigResult {
     pub append: Option<Duration>,
     /// bpfltr_* programs the load created (bpfilter only).
     pub progs: Vec<ProgInfo>,
+    /// BPF_PROG_TEST_RUN of this configuration's live programs at LOCAL_IN: (name, ns per
+    /// run, return value).
+    pub test_runs: Vec<(String, u32, u32)>,
     /// Why the configuration could not be set up (then it is not measured).
     pub error: Option<String>,
     /// Failed checks (packets received, final rule counter).
@@ -47,6 +50,7 @@ impl ConfigResult {
             restore: None,
             append: None,
             progs: Vec::new(),
+            test_runs: Vec::new(),
             error: None,
             check_failures: Vec::new(),
             cpu: Vec::new(),
@@ -169,7 +173,7 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "- Method: ../../../shared/BENCH-BASELINE.md (one sender thread, interleaved \
+            "- Method: the team's BENCH-BASELINE.md (one sender thread, interleaved \
              configurations, sender thread CPU time per packet, medians of per-sample \
              differences with the no-firewall configuration). Noise: about +-3 % on slopes \
              for iptables-legacy, +-9 % for nft, +-15 ns on fixed costs.\n"
@@ -179,6 +183,7 @@ impl Report {
         self.prog_table(&mut s);
         self.targets(&mut s);
         self.checks(&mut s);
+        self.errors(&mut s);
         s
     }
 
@@ -301,24 +306,43 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| rules | N | load ms | programs | xlated insns (all) | largest program: name, insns, JIT bytes |"
+            "Sizes: `bpftool prog show` right after the load; verified = instructions the verifier \
+             processed (`bpf_prog_info.verified_insns`, limit 1,000,000); test run = \
+             BPF_PROG_TEST_RUN of each live program at LOCAL_IN with the benchmark's packet \
+             (kernel's ns per run; `!` marks a return value other than 1 = ACCEPT).\n"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| rules | N | load ms | programs | insns (all) | largest: name | insns | JIT bytes | verified | test run ns |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
         for c in rows {
             let total: u64 = c.progs.iter().map(|p| p.insns()).sum();
             let big = c.progs.iter().max_by_key(|p| p.xlated);
+            let runs: Vec<String> = c
+                .test_runs
+                .iter()
+                .map(|(name, ns, ret)| format!("{name} {ns}{}", if *ret == 1 { "" } else { "!" }))
+                .collect();
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.kind.map(|k| k.name()).unwrap_or("-"),
                 c.n,
                 c.restore.map(|d| format!("{:.1}", ms(d))).unwrap_or_else(|| "failed".into()),
                 c.progs.len(),
                 total,
-                big.map(|p| format!("{} {} {}", p.name, p.insns(), p.jited)).unwrap_or_else(|| "-".into())
+                big.map(|p| p.name.as_str()).unwrap_or("-"),
+                big.map(|p| p.insns().to_string()).unwrap_or_else(|| "-".into()),
+                big.map(|p| p.jited.to_string()).unwrap_or_else(|| "-".into()),
+                big.and_then(|p| p.verified_insns).map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                if runs.is_empty() { "-".to_string() } else { runs.join(", ") },
             );
         }
         let _ = writeln!(s);
+    }
+
+    fn errors(&self, s: &mut String) {
         let errs: Vec<&ConfigResult> = self.configs.iter().filter(|c| c.error.is_some()).collect();
         if !errs.is_empty() {
             let _ = writeln!(s, "Configurations that could not be set up:\n");
@@ -329,7 +353,7 @@ impl Report {
                     c.backend.name(),
                     c.kind.map(|k| k.name()).unwrap_or("-"),
                     c.n,
-                    c.error.as_deref().unwrap_or("").lines().next().unwrap_or("")
+                    c.error.as_deref().unwrap_or("").lines().next().unwrap_or("").chars().take(400).collect::<String>()
                 );
             }
             let _ = writeln!(s);

@@ -14,7 +14,7 @@ use netbench::netns::{self, Pair, Snmp};
 use netbench::report::{ConfigResult, Report};
 use netbench::ruleset::{self, RuleKind, DPORT, DST, SRC};
 use netbench::sender::{self, Plan};
-use netbench::{progs, stats};
+use netbench::{bpf, progs, stats};
 
 /// Interleaved per-packet cost of firewalls against rule count, plus control-plane times.
 #[derive(Debug, Parser)]
@@ -87,6 +87,8 @@ struct Live {
     snmp: Snmp,
     /// InReceives before sending.
     in0: u64,
+    /// bpfltr_* programs of this configuration alive after the appends (id, name).
+    bpf_live: Vec<(u32, String)>,
 }
 
 fn workspace_root() -> PathBuf {
@@ -256,6 +258,7 @@ fn run(
         }
     })?;
     drop(socks);
+    eprintln!("netbench: checking counters ({:.0} s)", t_run.elapsed().as_secs_f64());
 
     // Checks: every packet reached the firewall namespace and crossed every rule.
     for (c, l) in live.iter_mut().enumerate() {
@@ -269,6 +272,16 @@ fn run(
                 Ok(p) if p == m.sent[c] => {}
                 Ok(p) => r.check_failures.push(format!("final rule counter {p} != sent {}", m.sent[c])),
                 Err(e) => r.check_failures.push(format!("final rule counter unreadable: {e:#}")),
+            }
+        }
+    }
+    // Test runs count on the rules' counters too, so they come after the counter checks.
+    let pkt = bpf::test_packet();
+    for l in &live {
+        for (id, name) in &l.bpf_live {
+            match test_run(*id, &pkt) {
+                Ok(t) => results[l.idx].test_runs.push((name.clone(), t.ns, t.retval)),
+                Err(e) => eprintln!("netbench: test run of program {id} ({name}): {e:#}"),
             }
         }
     }
@@ -289,15 +302,17 @@ fn run(
     let mut notes = notes;
     notes.push(format!(
         "Traffic: UDP {SRC} -> {DST}:{DPORT}, 32-byte payload, sendmmsg batches of {}, >= {} us per visit; \
-         wall/CPU time per packet across configurations: {:.3}-{:.3}.",
+         wall time / sender CPU time per packet: median {:.3} over configurations (max {:.3}: \
+         time off the CPU while other work ran counts in wall time only).",
         args.batch,
         args.visit_us,
-        wall_vs_cpu.iter().copied().fold(f64::INFINITY, f64::min),
+        stats::median(&wall_vs_cpu),
         wall_vs_cpu.iter().copied().fold(0.0, f64::max),
     ));
     drop(live);
-    eprintln!("netbench: tearing down");
+    eprintln!("netbench: tearing down ({:.0} s)", t_run.elapsed().as_secs_f64());
     drop(nss);
+    eprintln!("netbench: torn down ({:.0} s)", t_run.elapsed().as_secs_f64());
     let argv: Vec<String> = std::env::args().skip(1).collect();
     Ok(Report {
         configs: results,
@@ -334,6 +349,7 @@ fn setup(
     })?;
     let rx = netns::in_netns(&pair.firewall, || UdpSocket::bind((DST, DPORT)).context("bind receiver"))?;
     let snmp = Snmp::open(&pair.firewall)?;
+    let mut bpf_live = Vec::new();
     if let Some(k) = k {
         let rules = ruleset::rules(k, n);
         let file = match b {
@@ -356,14 +372,29 @@ fn setup(
         r.restore = Some(tools.restore(b, &pair.firewall, &file)?);
         if b == Backend::Bpfilter {
             r.progs = progs::new_since(&before, &progs::list("bpfltr_")?);
+            progs::add_verified(&mut r.progs);
         }
         let mut t = Vec::new();
         for _ in 0..3 {
             t.push(tools.append(b, &pair.firewall, &ruleset::appended_rule())?.as_secs_f64());
         }
         r.append = Some(Duration::from_secs_f64(stats::median(&t)));
+        if b == Backend::Bpfilter {
+            bpf_live = progs::new_since(&before, &progs::list("bpfltr_")?)
+                .into_iter()
+                .map(|p| (p.id, p.name))
+                .collect();
+        }
     }
-    Ok(Live { idx: 0, firewall: pair.firewall.clone(), tx, _rx: rx, snmp, in0: 0 })
+    Ok(Live { idx: 0, firewall: pair.firewall.clone(), tx, _rx: rx, snmp, in0: 0, bpf_live })
+}
+
+/// BPF_PROG_TEST_RUN of program `id` at LOCAL_IN, repeated for about 50 ms.
+fn test_run(id: u32, pkt: &[u8]) -> Result<bpf::TestRun> {
+    let fd = bpf::prog_fd_by_id(id)?;
+    let probe = bpf::test_run_local_in(&fd, pkt, 100)?;
+    let repeat = (50_000_000 / u64::from(probe.ns.max(1))).clamp(1_000, 1_000_000) as u32;
+    bpf::test_run_local_in(&fd, pkt, repeat)
 }
 
 fn uname_r() -> String {

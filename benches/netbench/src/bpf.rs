@@ -1,0 +1,167 @@
+//! The few bpf(2) commands the benchmark needs on programs that bpfilter loaded: open by id,
+//! read `bpf_prog_info` (verified instructions, sizes), and BPF_PROG_TEST_RUN.
+//!
+//! Layouts are those of include/uapi/linux/bpf.h (`union bpf_attr`, `struct bpf_prog_info`);
+//! offsets are checked in the tests below against the values the uapi header gives.
+
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+
+use anyhow::{bail, Result};
+
+use crate::ruleset::{DPORT, DST, SRC};
+
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+/// Size of `struct bpf_prog_info` in the uapi this was written against (6.x).
+const PROG_INFO_LEN: usize = 232;
+const INFO_JITED_LEN: usize = 16;
+const INFO_XLATED_LEN: usize = 20;
+const INFO_NAME: usize = 64;
+const INFO_VERIFIED_INSNS: usize = 216;
+
+/// Size of `struct nf_hook_state` as BPF_PROG_TEST_RUN takes it for netfilter programs.
+const NF_HOOK_STATE_LEN: usize = 48;
+
+fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> Result<i64> {
+    // SAFETY: attr is a valid, writable buffer of the length passed; the kernel reads and
+    // writes at most that many bytes of it, and every pointer stored inside it points to
+    // memory the caller keeps alive for the duration of the call.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
+    if rc < 0 {
+        bail!("bpf({cmd}): {}", std::io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+fn put_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+fn put_u64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+fn get_u32(b: &[u8], off: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[off..off + 4]);
+    u32::from_ne_bytes(a)
+}
+
+/// Open a program by id (BPF_PROG_GET_FD_BY_ID).
+pub fn prog_fd_by_id(id: u32) -> Result<OwnedFd> {
+    let mut attr = [0u8; 16];
+    put_u32(&mut attr, 0, id);
+    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?;
+    // SAFETY: the kernel just returned this new fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// What `bpf_prog_info` says about a program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgStats {
+    /// Program name.
+    pub name: String,
+    /// Instructions the verifier processed (its work, bounded by 1M).
+    pub verified_insns: u32,
+    /// Translated size in bytes.
+    pub xlated: u32,
+    /// JIT image size in bytes.
+    pub jited: u32,
+}
+
+/// Read `bpf_prog_info` of an open program.
+pub fn prog_stats(fd: &OwnedFd) -> Result<ProgStats> {
+    let mut info = vec![0u8; PROG_INFO_LEN];
+    let mut attr = [0u8; 16];
+    put_u32(&mut attr, 0, fd.as_raw_fd() as u32);
+    put_u32(&mut attr, 4, PROG_INFO_LEN as u32);
+    put_u64(&mut attr, 8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    let name_raw = &info[INFO_NAME..INFO_NAME + 16];
+    let end = name_raw.iter().position(|b| *b == 0).unwrap_or(16);
+    Ok(ProgStats {
+        name: String::from_utf8_lossy(&name_raw[..end]).into_owned(),
+        verified_insns: get_u32(&info, INFO_VERIFIED_INSNS),
+        xlated: get_u32(&info, INFO_XLATED_LEN),
+        jited: get_u32(&info, INFO_JITED_LEN),
+    })
+}
+
+/// The benchmark's packet as BPF_PROG_TEST_RUN takes it at LOCAL_IN: Ethernet header, then
+/// IPv4 + UDP 10.200.0.1 -> 10.200.0.2:5001 with a 32-byte payload.
+pub fn test_packet() -> Vec<u8> {
+    let payload = 32usize;
+    let ip_len = 20 + 8 + payload;
+    let mut p = Vec::with_capacity(14 + ip_len);
+    p.extend_from_slice(&[0x02, 0, 0x0a, 0xc8, 0, 0x02, 0x02, 0, 0x0a, 0xc8, 0, 0x01, 0x08, 0x00]);
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+    ip[6] = 0x40; // DF
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&SRC.octets());
+    ip[16..20].copy_from_slice(&DST.octets());
+    let csum = ipv4_checksum(&ip);
+    ip[10..12].copy_from_slice(&csum.to_be_bytes());
+    p.extend_from_slice(&ip);
+    p.extend_from_slice(&40000u16.to_be_bytes());
+    p.extend_from_slice(&DPORT.to_be_bytes());
+    p.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend(std::iter::repeat_n(0x5a, payload));
+    p
+}
+
+fn ipv4_checksum(h: &[u8]) -> u16 {
+    let mut sum: u32 = h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Result of one BPF_PROG_TEST_RUN.
+#[derive(Debug, Clone, Copy)]
+pub struct TestRun {
+    /// The program's return value (1 = NF_ACCEPT).
+    pub retval: u32,
+    /// Kernel's average ns per run.
+    pub ns: u32,
+}
+
+/// Run a netfilter program `repeat` times on `data` as if at LOCAL_IN of IPv4.
+pub fn test_run_local_in(fd: &OwnedFd, data: &[u8], repeat: u32) -> Result<TestRun> {
+    let mut ctx = [0u8; NF_HOOK_STATE_LEN];
+    ctx[0] = 1; // hook = NF_INET_LOCAL_IN
+    ctx[1] = 2; // pf = NFPROTO_IPV4
+    let mut attr = [0u8; 80];
+    put_u32(&mut attr, 0, fd.as_raw_fd() as u32);
+    put_u32(&mut attr, 8, data.len() as u32);
+    put_u64(&mut attr, 16, data.as_ptr() as u64);
+    put_u32(&mut attr, 32, repeat);
+    put_u32(&mut attr, 40, ctx.len() as u32);
+    put_u64(&mut attr, 48, ctx.as_ptr() as u64);
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(TestRun { retval: get_u32(&attr, 4), ns: get_u32(&attr, 36) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packet_is_well_formed() {
+        let p = test_packet();
+        assert_eq!(p.len(), 14 + 20 + 8 + 32);
+        assert_eq!(&p[12..14], &[0x08, 0x00]);
+        assert_eq!(ipv4_checksum(&p[14..34]), 0, "checksum over a valid header folds to 0");
+        assert_eq!(u16::from_be_bytes([p[36], p[37]]), 5001);
+    }
+
+    #[test]
+    fn missing_program_is_an_error() {
+        // Unprivileged callers get EPERM, root gets ENOENT for an unused id: an error either way.
+        assert!(prog_fd_by_id(u32::MAX).is_err());
+    }
+}
