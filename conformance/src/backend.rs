@@ -24,6 +24,8 @@ pub enum Backend {
     Kernel,
     /// `bpfilter iptables-restore` / `bpfilter iptables-save` against a daemon we started.
     Bpfilter(Daemon),
+    /// The kernel, loading `crate::mutate(ruleset)` instead of the ruleset (harness self-test).
+    KernelMutant,
 }
 
 impl Backend {
@@ -32,6 +34,7 @@ impl Backend {
         match self {
             Backend::Kernel => "kernel",
             Backend::Bpfilter(_) => "bpfilter",
+            Backend::KernelMutant => "mutant",
         }
     }
 
@@ -39,7 +42,7 @@ impl Backend {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns]);
         match self {
-            Backend::Kernel => {
+            Backend::Kernel | Backend::KernelMutant => {
                 c.arg(format!("iptables-legacy-{tool}"));
             }
             Backend::Bpfilter(d) => {
@@ -60,6 +63,10 @@ impl Backend {
             .stderr(Stdio::piped())
             .spawn()
             .context("spawn iptables-restore")?;
+        let text = match self {
+            Backend::KernelMutant => crate::mutate(text),
+            _ => text.to_string(),
+        };
         child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?.write_all(text.as_bytes())?;
         let out = child.wait_with_output()?;
         Ok(RestoreOutcome {

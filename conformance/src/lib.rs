@@ -34,6 +34,14 @@ pub enum Candidate {
     Kernel,
     /// bpfilter, binaries from `backend::bin_dir()`.
     Bpfilter,
+    /// The kernel with a deliberately wrong ruleset (its first `-j ACCEPT` turned into
+    /// `-j DROP`): proves that the harness sees differences and that the minimizer shrinks them.
+    KernelMutant,
+}
+
+/// The mutation `Candidate::KernelMutant` applies to every ruleset it loads.
+pub fn mutate(text: &str) -> String {
+    text.replacen("-j ACCEPT", "-j DROP", 1)
 }
 
 /// Run configuration.
@@ -272,10 +280,13 @@ pub fn preflight() -> Result<()> {
 impl Harness {
     /// Creates both topologies (and starts the bpfilter daemon when it is the candidate).
     pub fn new(candidate: Candidate) -> Result<Harness> {
-        let tag = format!("cf{}", std::process::id());
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("cf{}x{n}", std::process::id());
         netns::remove_stale("cf");
         let cand_backend = match candidate {
             Candidate::Kernel => Backend::Kernel,
+            Candidate::KernelMutant => Backend::KernelMutant,
             Candidate::Bpfilter => Backend::Bpfilter(Daemon::start(&backend::bin_dir(), &tag)?),
         };
         let reference = Side { backend: Backend::Kernel, topo: Topology::create(&format!("{tag}k"))? };

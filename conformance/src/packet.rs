@@ -298,7 +298,7 @@ mod tests {
     #[test]
     fn packet_text_round_trips() {
         let pkts = vec![
-            Packet { path: Path::Forward, iface: "eth0".into(), bytes: build_ipv4(&spec(), &udp_header(5, 6, 0)) },
+            Packet { path: Path::Forward, iface: "eth0".into(), bytes: build_ipv4(&IpSpec { proto: 17, ..spec() }, &udp_header(5, 6, 0)) },
             Packet { path: Path::Output, iface: "tun0".into(), bytes: build_ipv4(&spec(), &icmp_header(8, 0)) },
         ];
         let text = format_packets(&pkts);
