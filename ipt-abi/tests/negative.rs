@@ -128,3 +128,71 @@ fn negative_manifest_covers_each_errno_kind() {
         );
     }
 }
+
+/// Fewer flip answers than this means flips.tsv is broken.
+const MIN_FLIPS: usize = 10_000;
+
+#[test]
+fn byte_flips_match_kernel_errno() {
+    // flips.tsv: every single-byte flip (xor 0xff, 0x01, 0x80) of several captured SET_REPLACE
+    // blobs, each sent to the kernel holding a 4-entry filter table (the base's num_counters).
+    let path = dir().join("flips.tsv");
+    let text = fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `make fixtures`)", path.display()));
+    let captured = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/captured");
+    let mut bases: std::collections::HashMap<String, Vec<u8>> = std::collections::HashMap::new();
+    let (mut checked, mut failures) = (0usize, Vec::new());
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f.len(), 5, "bad flips.tsv line: {line:?}");
+        let base = bases.entry(f[0].to_string()).or_insert_with(|| {
+            let p = captured.join(f[0]).join("replace.bin");
+            fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        });
+        let off: usize = f[1].parse().expect("offset");
+        let mask = u8::from_str_radix(f[2].trim_start_matches("0x"), 16).expect("xor mask");
+        let want: i32 = f[3].parse().expect("errno");
+        let mut blob = base.clone();
+        blob[off] ^= mask;
+        let got = match parse_replace(&blob, Some(4)) {
+            Ok(_) => 0,
+            Err(e) => e.errno(),
+        };
+        checked += 1;
+        if got != want {
+            failures.push(format!(
+                "{} byte {off} ^ {mask:#04x}: kernel {want} {}, parser {got}",
+                f[0], f[4]
+            ));
+        }
+    }
+    assert!(
+        checked >= MIN_FLIPS,
+        "only {checked} flips in {}",
+        path.display()
+    );
+    // Summarise by (base, kernel errno, parser errno) so one systematic difference reads as one
+    // line, then show the first cases.
+    let mut summary: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for f in &failures {
+        let base = f.split(' ').next().unwrap_or("").to_string();
+        let pair = f.rsplit(": ").next().unwrap_or("").to_string();
+        *summary.entry((base, pair)).or_default() += 1;
+    }
+    let summary: Vec<String> = summary
+        .iter()
+        .map(|((b, p), n)| format!("  {n} x {b}: {p}"))
+        .collect();
+    let shown: Vec<&str> = failures.iter().take(40).map(String::as_str).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} byte flips disagree with the kernel:\n{}\nfirst {}:\n{}",
+        failures.len(),
+        summary.join("\n"),
+        shown.len(),
+        shown.join("\n")
+    );
+}

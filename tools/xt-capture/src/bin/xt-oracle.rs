@@ -8,6 +8,9 @@
 //! xt-oracle get-info TABLE OUT              write the kernel's IPT_SO_GET_INFO answer to OUT
 //! xt-oracle get-entries TABLE OUT           write the kernel's IPT_SO_GET_ENTRIES answer to OUT
 //! xt-oracle dump TABLE DIR                  DIR/get_info.bin and DIR/get_entries.bin
+//! xt-oracle flips BLOB LABEL OUT_TSV RESET  every single-byte flip of a SET_REPLACE blob
+//!                                           (xor 0xff, 0x01, 0x80), appended to OUT_TSV;
+//!                                           RESET re-installs the starting table size
 //! xt-oracle revision FAMILY KIND NAME REV    ask IPT_SO_GET_REVISION_MATCH/TARGET (family
 //!                                           ipv4) or IP6T_SO_GET_REVISION_* (ipv6); KIND is
 //!                                           match or target
@@ -155,6 +158,103 @@ fn cmd_replace(blob_path: &Path, optlen: Option<usize>) -> Result<i32> {
     Ok(e)
 }
 
+/// Sends `blob` as SET_REPLACE on `sock`, with the counters pointer aimed at a buffer of ours.
+fn replace_on(sock: &OwnedFd, blob: &[u8]) -> Result<i32> {
+    let mut buf = blob.to_vec();
+    buf.resize(buf.len().max(REPLACE_HDR), 0);
+    let num_counters = u32::from_ne_bytes(
+        buf[NUM_COUNTERS_OFF..NUM_COUNTERS_OFF + 4]
+            .try_into()
+            .context("header")?,
+    ) as usize;
+    let mut counters = vec![0u8; num_counters.saturating_mul(16).clamp(16, MAX_COUNTERS_BUF)];
+    let ptr = counters.as_mut_ptr() as u64;
+    buf[COUNTERS_PTR_OFF..COUNTERS_PTR_OFF + 8].copy_from_slice(&ptr.to_ne_bytes());
+    let e = set(sock, IPT_SO_SET_REPLACE, &mut buf, blob.len());
+    drop(counters);
+    Ok(e)
+}
+
+/// Entry count of the kernel's filter table (GET_INFO num_entries).
+fn current_entries(sock: &OwnedFd) -> Result<u32> {
+    let mut info = vec![0u8; GETINFO_LEN];
+    info[..32].copy_from_slice(&table_name("filter")?);
+    let (e, n) = get(sock, IPT_SO_GET_INFO, &mut info);
+    if e != 0 || n != GETINFO_LEN {
+        bail!("GET_INFO filter: errno {e}");
+    }
+    Ok(u32::from_ne_bytes(
+        info[76..80].try_into().context("num_entries")?,
+    ))
+}
+
+/// Every single-byte flip of a SET_REPLACE blob, each sent to the kernel from the same table
+/// state (a table of the base's num_counters entries; an accepted flip is undone by sending
+/// RESET_BLOB, a SET_REPLACE blob whose table has that many entries).
+/// Appends `BASE_NAME<TAB>offset<TAB>xor<TAB>errno<TAB>name` lines to `out`.
+///
+/// Skipped offsets: 86 (num_counters bits 16..23: whether the kernel's vmalloc of up to 256 MiB
+/// of counters succeeds before its EAGAIN check depends on the machine's memory) and 88..96 (the
+/// counters pointer, which this tool overwrites).
+fn cmd_flips(base: &Path, label: &str, out: &Path, reset: &Path) -> Result<i32> {
+    let blob = std::fs::read(base).with_context(|| format!("read {}", base.display()))?;
+    let reset = std::fs::read(reset).with_context(|| format!("read {}", reset.display()))?;
+    if blob.len() < REPLACE_HDR {
+        bail!("{}: not a SET_REPLACE blob", base.display());
+    }
+    let want = u32::from_ne_bytes(
+        blob[NUM_COUNTERS_OFF..NUM_COUNTERS_OFF + 4]
+            .try_into()
+            .context("hdr")?,
+    );
+    let sock = raw_socket()?;
+    if current_entries(&sock)? != want {
+        bail!(
+            "table has {} entries, base expects {want}",
+            current_entries(&sock)?
+        );
+    }
+    let mut lines = String::new();
+    let mut accepted = 0usize;
+    for off in 0..blob.len() {
+        if off == 86 || (COUNTERS_PTR_OFF..REPLACE_HDR).contains(&off) {
+            continue;
+        }
+        for mask in [0xffu8, 0x01, 0x80] {
+            let mut b = blob.clone();
+            b[off] ^= mask;
+            let e = replace_on(&sock, &b)?;
+            if e == 0 {
+                accepted += 1;
+                // Back to a table of the base's num_counters entries: the reset blob (a table of
+                // that many entries) with num_counters = what is there now.
+                let mut restore = reset.clone();
+                let n = current_entries(&sock)?;
+                restore[NUM_COUNTERS_OFF..NUM_COUNTERS_OFF + 4].copy_from_slice(&n.to_ne_bytes());
+                let r = replace_on(&sock, &restore)?;
+                if r != 0 || current_entries(&sock)? != want {
+                    bail!("restoring the base after offset {off} mask {mask:#x} failed: errno {r}");
+                }
+            }
+            lines.push_str(&format!(
+                "{label}\t{off}\t{mask:#04x}\t{e}\t{}\n",
+                errno_name(e)
+            ));
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)
+        .with_context(|| format!("open {}", out.display()))?;
+    std::io::Write::write_all(&mut f, lines.as_bytes()).context("write flips")?;
+    eprintln!(
+        "{label}: {} flips, {accepted} accepted",
+        lines.lines().count()
+    );
+    Ok(0)
+}
+
 fn cmd_add_counters(blob_path: &Path, optlen: Option<usize>) -> Result<i32> {
     let blob = std::fs::read(blob_path).with_context(|| format!("read {}", blob_path.display()))?;
     let optlen = optlen.unwrap_or(blob.len());
@@ -262,12 +362,15 @@ fn run(args: &[String]) -> Result<i32> {
             }
             Ok(e)
         }
+        [cmd, base, label, out, reset] if cmd == "flips" => {
+            cmd_flips(Path::new(base), label, Path::new(out), Path::new(reset))
+        }
         [cmd, family, kind, name, rev] if cmd == "revision" => {
             cmd_revision(family, kind, name, rev)
         }
         _ => bail!(
             "usage: xt-oracle replace BLOB [--optlen N] | add-counters BLOB [--optlen N] | \
-             get-info TABLE OUT | get-entries TABLE OUT | dump TABLE DIR | \
+             get-info TABLE OUT | get-entries TABLE OUT | dump TABLE DIR | flips BLOB LABEL OUT RESET | \
              revision ipv4|ipv6 match|target NAME REV"
         ),
     }
