@@ -16,7 +16,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 
 use crate::ruleset::{DST, SRC};
 
-/// Prefix of every namespace this benchmark creates (stale ones are removed at start).
+/// Prefix of every namespace this benchmark creates; the creating process id follows, so
+/// that a run removes only what dead runs left behind.
 pub const PREFIX: &str = "nbench-";
 
 const MAC_SENDER: &str = "02:00:0a:c8:00:01";
@@ -89,21 +90,28 @@ pub fn in_ns_cmd(ns: &str, prog: &Path, args: &[String]) -> Command {
     c
 }
 
-/// Delete every namespace whose name starts with [`PREFIX`] (left over by a killed run).
-pub fn remove_stale() -> Result<usize> {
+/// The process id in a name `<prefix><pid>-...`, if any.
+pub fn owner_pid(name: &str, prefix: &str) -> Option<u32> {
+    name.strip_prefix(prefix)?.split('-').next()?.parse().ok()
+}
+
+/// Whether a process with this id is alive.
+pub fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Delete the namespaces that runs no longer alive left behind (a killed run).
+pub fn remove_stale() -> usize {
     let mut n = 0;
-    let dir = match std::fs::read_dir("/run/netns") {
-        Ok(d) => d,
-        Err(_) => return Ok(0),
-    };
+    let Ok(dir) = std::fs::read_dir("/run/netns") else { return 0 };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(PREFIX) {
+        if owner_pid(&name, PREFIX).is_some_and(|p| !pid_alive(p)) {
             delete(&name);
             n += 1;
         }
     }
-    Ok(n)
+    n
 }
 
 /// Delete one namespace (errors ignored: used on teardown).
@@ -126,7 +134,11 @@ pub struct Pair {
 impl Pair {
     /// Create the two namespaces of configuration `tag` and wire them.
     pub fn create(tag: &str) -> Result<Pair> {
-        let p = Pair { sender: format!("{PREFIX}{tag}-s"), firewall: format!("{PREFIX}{tag}-f") };
+        let pid = std::process::id();
+        let p = Pair {
+            sender: format!("{PREFIX}{pid}-{tag}-s"),
+            firewall: format!("{PREFIX}{pid}-{tag}-f"),
+        };
         for ns in [&p.sender, &p.firewall] {
             ip(&["netns", "add", ns])?;
             // IPv6 off before the veth exists, so that it never sends a router solicitation.
@@ -225,6 +237,14 @@ mod tests {
         assert_eq!(snmp_field(t, "Icmp", "InMsgs"), Some(5));
         assert_eq!(snmp_field(t, "Ip", "Nope"), None);
         assert_eq!(snmp_field(t, "Udp", "InDatagrams"), None);
+    }
+
+    #[test]
+    fn stale_names() {
+        assert_eq!(owner_pid("nbench-1234-ipt-addr-10-s", PREFIX), Some(1234));
+        assert_eq!(owner_pid("nbench-x-s", PREFIX), None);
+        assert_eq!(owner_pid("other-1234", PREFIX), None);
+        assert!(pid_alive(std::process::id()));
     }
 
     #[test]

@@ -264,7 +264,7 @@ impl Report {
             s,
             "Wall time around the whole command (`ip netns exec` and process start, about 3.4 ms, included). \
              Load: `iptables-legacy-restore FILE`, `nft -f FILE`, `bpfilter iptables-restore FILE`; \
-             append: `-A INPUT ...` / `nft add rule ...` (median of 3).\n"
+             append: `-A INPUT ...` / `nft add rule ...` (median of 3; 1 when the load took over 2 s).\n"
         );
         let _ = writeln!(s, "| backend | rules | op |{}", self.n_header());
         let _ = writeln!(s, "|---|---|---|{}", "---|".repeat(self.counts.len()));

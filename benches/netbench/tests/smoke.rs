@@ -1,0 +1,46 @@
+//! Privileged: a tiny end-to-end run (N = 0 and 10, two short samples) against no firewall,
+//! iptables-legacy and nftables. Checks that it finishes, measures every configuration, and
+//! that its own packet and counter checks pass. Needs root, iptables-legacy and nft; fails
+//! without them when CI=true, skips (saying why) otherwise.
+
+use std::process::Command;
+
+fn ready() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let tools = ["iptables-legacy-restore", "nft", "ip"]
+        .iter()
+        .all(|t| Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success()));
+    if root && tools {
+        return true;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root, iptables-legacy and nft under CI");
+    eprintln!("skipped: needs root, iptables-legacy and nft");
+    false
+}
+
+#[test]
+fn tiny_run_passes_its_checks() {
+    if !ready() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_netbench"))
+        .args(["--counts", "0,10", "--samples", "2", "--warmup", "0", "--sample-ms", "50"])
+        .args(["--backends", "iptables-legacy,nftables", "--no-write"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run netbench");
+    let prefix = format!("nbench-{}-", out.id());
+    let out = out.wait_with_output().expect("wait netbench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "netbench failed:\n{stderr}");
+    assert!(stdout.contains("| iptables-legacy | +"), "{stdout}");
+    assert!(stdout.contains("| nftables | +"), "{stdout}");
+    assert!(stdout.contains("Every measured configuration"), "checks failed:\n{stdout}");
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+    let left = std::fs::read_dir("/run/netns")
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&prefix)).count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "namespaces left behind");
+}
