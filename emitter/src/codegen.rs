@@ -1,0 +1,1041 @@
+//! IR to BPF_PROG_TYPE_NETFILTER instructions.
+//!
+//! # Program shape
+//! ```text
+//! main (frame 0):  prologue: parse the packet once into the record (below)
+//!                  entry chain rules ... policy (count, verdict)
+//!                  per-frame tails: count + accept / drop, hotdrop
+//! chain_<id>:      one static subprogram per reachable user chain, `r1` = record pointer;
+//!                  returns 0 (DROP), 1 (ACCEPT) or 2 (RETURN: continue in the caller)
+//! count:           subprogram `count(r1 = counter slot, r2 = skb->len)`: per-CPU counter
+//!                  map lookup + two atomic adds
+//! ```
+//!
+//! # Register convention
+//! - `r6`: record base, in every frame. In main it is a copy of `r10`; a chain subprogram gets
+//!   it in `r1` and keeps it in `r6` (callee-saved, so it survives calls). Record fields are
+//!   addressed as `r6 + FIELD` with the negative offsets below.
+//! - `r7`, `r8`, `r9`: prologue only (skb, linear length / saved length, data pointer / thoff).
+//! - `r0`-`r5`: scratch inside one rule; nothing is kept in them from one rule to the next.
+//! - Verdict codes: 0 = NF_DROP, 1 = NF_ACCEPT, 2 = RETURN (subprograms only). Main returns
+//!   exactly 0 or 1.
+//!
+//! Rules never compare a long-lived register: every test loads its field from the record
+//! into a scratch register. The record's scalar fields sit at offsets that are not 8-byte
+//! aligned, so the verifier keeps them as plain unknown bytes (STACK_MISC) and never links
+//! them to a compared register. The verifier state at every "next rule" label is therefore the
+//! same on every path, and it prunes: verification cost grows linearly with the rule count.
+//! Every prologue path writes every field with a value the verifier does not know (transport
+//! fields are read even when the header is short: direct packet loads are fault-safe probe
+//! loads, and no rule looks at them before its availability guard), so all prologue paths
+//! reach the rules with the same stack state.
+//!
+//! # Stack layout (frame 0, offsets from r10 / r6)
+//! ```text
+//!  -63 proto u8      -62 sport u16 (host order)   -60 saddr u32 (network order)
+//!  -55 icmp type u8  -54 dport u16 (host order)   -52 daddr u32 (network order)
+//!  -47 icmp code u8  -46 tcp flags u8  -45 tcp doff*4 u8   -44 skb->len u32
+//!  -39 tcp option state u8 (1 none, 2 present, 3 hotdrop)  -38 thoff u16
+//!  -36 thav s32: -2 = fragment with offset 1, -1 = other non-first fragment, else
+//!      bytes of transport header available (skb->len - ihl*4, negative clamped to 1)
+//!  -28 -20 -12 -4: in-interface name, four u32 words (one per 8-byte slot)
+//!  -92 -84 -76 -68: out-interface name words
+//! -112 dynptr (IP header slow path)   -128 dynptr (transport slow path)
+//! -168 IP header copy (20)  -148 transport header copy (20)     (slow path only)
+//! -200 tcp option kind bitmap (4 x u64)  -248 tcp options copy (48)  -264 dynptr (options)
+//! ```
+//! `count` uses 8 bytes of its own frame; chain subprograms use none.
+//!
+//! # Test order inside a rule
+//! Pure tests (addresses, interfaces, protocol, fragment, iprange, and the port / flag / code
+//! tests inside a transport match) may be reordered between two "hotdrop" points; a match that
+//! can hotdrop (tcp, udp, icmp, multiport: its header-availability guard) is a barrier, so a
+//! packet is dropped exactly when the kernel would drop it. Within a run the most selective
+//! test goes first (full addresses, then masks, ranges, ports, interfaces, protocol).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::builder::{Builder, Compiled, Label, MapRef};
+use crate::insn::{AluOp, AtomicOp, Imm64, Insn, JmpOp, Reg, Size, Src};
+use crate::ir::{self, Action, ChainId, Match, MultiportMode, PortRange, Program};
+use crate::{EmitError, KernelLayout};
+
+/// Record field offsets (see the module doc).
+pub mod rec {
+    /// u8 IP protocol
+    pub const PROTO: i16 = -63;
+    /// u16 source port, host order
+    pub const SPORT: i16 = -62;
+    /// u32 source address as loaded (network order bytes)
+    pub const SADDR: i16 = -60;
+    /// u8 ICMP type (first transport byte)
+    pub const TYPE: i16 = -55;
+    /// u16 destination port, host order
+    pub const DPORT: i16 = -54;
+    /// u32 destination address as loaded
+    pub const DADDR: i16 = -52;
+    /// u8 ICMP code (second transport byte)
+    pub const CODE: i16 = -47;
+    /// u8 TCP flags (byte 13)
+    pub const FLAGS: i16 = -46;
+    /// u8 TCP data offset * 4
+    pub const DOFF: i16 = -45;
+    /// u32 skb->len
+    pub const LEN: i16 = -44;
+    /// u8 TCP option state: 1 none, 2 present, 3 hotdrop
+    pub const OPTST: i16 = -39;
+    /// u16 transport header offset (ihl * 4)
+    pub const THOFF: i16 = -38;
+    /// s32 transport bytes available, -1/-2 for non-first fragments
+    pub const THAV: i16 = -36;
+    /// in-interface name word k at IN_NAME + 8k
+    pub const IN_NAME: i16 = -28;
+    /// out-interface name word k at OUT_NAME + 8k
+    pub const OUT_NAME: i16 = -92;
+    /// dynptr for the IP header slow path
+    pub const DYN_IP: i16 = -112;
+    /// dynptr for the transport header slow path
+    pub const DYN_TH: i16 = -128;
+    /// IP header copy (slow path)
+    pub const BUF_IP: i16 = -168;
+    /// transport header copy (slow path)
+    pub const BUF_TH: i16 = -148;
+    /// tcp option kind bitmap, 4 x u64
+    pub const OPTMAP: i16 = -200;
+    /// tcp options copy (40 bytes + 8 spare)
+    pub const OPTBUF: i16 = -248;
+    /// dynptr for the options
+    pub const DYN_OPT: i16 = -264;
+}
+
+/// THAV value of a fragment with offset 1 (tcp hotdrops it).
+const THAV_FRAG1: i32 = -2;
+/// Option states.
+const OPT_NONE: i32 = 1;
+const OPT_PRESENT: i32 = 2;
+const OPT_HOTDROP: i32 = 3;
+
+/// Helper numbers (uapi enum bpf_func_id; stable ABI).
+const HELPER_MAP_LOOKUP_ELEM: u32 = 1;
+const HELPER_DYNPTR_READ: u32 = 201;
+/// Kfunc names resolved through `KernelLayout`.
+const KFUNC_DYNPTR_FROM_SKB: &str = "bpf_dynptr_from_skb";
+
+/// Verdict code meaning "continue in the caller" (subprograms only).
+const RET_RETURN: i32 = 2;
+/// BPF allows 8 call frames: main, the chain subprograms and `count` on top.
+const MAX_FRAMES: usize = 8;
+/// Deepest user-chain nesting that fits (main + chains + count).
+pub const MAX_CHAIN_DEPTH: usize = MAX_FRAMES - 2;
+/// The kernel's BPF_COMPLEXITY_LIMIT_INSNS / BPF_MAXINSNS for privileged loaders.
+const MAX_INSNS: usize = 1_000_000;
+
+fn mov64(dst: Reg, src: Src) -> Insn {
+    Insn::Alu { wide: true, op: AluOp::Mov, dst, src }
+}
+fn mov32(dst: Reg, v: i32) -> Insn {
+    Insn::Alu { wide: false, op: AluOp::Mov, dst, src: Src::Imm(v) }
+}
+fn alu32(op: AluOp, dst: Reg, src: Src) -> Insn {
+    Insn::Alu { wide: false, op, dst, src }
+}
+fn alu64(op: AluOp, dst: Reg, src: Src) -> Insn {
+    Insn::Alu { wide: true, op, dst, src }
+}
+fn ldx(size: Size, dst: Reg, src: Reg, off: i16) -> Insn {
+    Insn::Ldx { size, dst, src, off }
+}
+fn stx(size: Size, dst: Reg, off: i16, src: Reg) -> Insn {
+    Insn::Stx { size, dst, src, off }
+}
+fn st(size: Size, dst: Reg, off: i16, imm: i32) -> Insn {
+    Insn::St { size, dst, off, imm }
+}
+fn off16(v: u32) -> Result<i16, EmitError> {
+    i16::try_from(v).map_err(|_| EmitError::Unsupported { what: "BTF offset above 32767" })
+}
+
+/// What the prologue must provide.
+#[derive(Debug, Default, Clone, Copy)]
+struct Features {
+    in_iface: bool,
+    out_iface: bool,
+    tcp_option: bool,
+}
+
+/// Per-function labels.
+#[derive(Debug)]
+struct Frame {
+    main: bool,
+    hotdrop: Label,
+    tail_accept: Label,
+    tail_drop: Label,
+    tail_return: Label,
+    policy: Option<Label>,
+    used: BTreeSet<u8>,
+}
+
+impl Frame {
+    fn new(b: &mut Builder, main: bool) -> Frame {
+        Frame {
+            main,
+            hotdrop: b.label(),
+            tail_accept: b.label(),
+            tail_drop: b.label(),
+            tail_return: b.label(),
+            policy: None,
+            used: BTreeSet::new(),
+        }
+    }
+}
+
+/// One test of a rule after lowering; `Guard`s are the hotdrop barriers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Test {
+    Addr { field: i16, addr: u32, mask: u32, invert: bool },
+    Iface { base: i16, name: [u8; 16], mask: [u8; 16], invert: bool },
+    Proto { proto: u8, invert: bool },
+    Frag { invert: bool },
+    Port { field: i16, range: PortRange, invert: bool },
+    Flags { mask: u8, cmp: u8, invert: bool },
+    Icmp { icmp_type: u8, min: u8, max: u8, invert: bool },
+    Multiport(ir::MultiportMatch),
+    Range { field: i16, lo: u32, hi: u32, invert: bool },
+    TcpOption { kind: u8, invert: bool },
+    /// Non-first fragment: no match; fewer than `need` bytes: hotdrop; `frag1_drops`: a
+    /// fragment at offset 1 hotdrops (tcp).
+    Guard { need: i32, frag1_drops: bool },
+    /// tcp options unreadable or data offset below 5: hotdrop.
+    OptGuard,
+}
+
+impl Test {
+    /// Lower is tested earlier within a run of pure tests.
+    fn rank(&self) -> u32 {
+        match self {
+            Test::Addr { mask, .. } if *mask == u32::MAX => 0,
+            Test::Addr { .. } => 1,
+            Test::Range { .. } => 2,
+            Test::Port { range, .. } if range.lo == range.hi => 3,
+            Test::Iface { .. } => 4,
+            Test::Multiport(_) => 5,
+            Test::Port { .. } => 6,
+            Test::Icmp { .. } => 6,
+            Test::Flags { .. } => 7,
+            Test::Proto { .. } => 8,
+            Test::Frag { .. } => 9,
+            Test::TcpOption { .. } => 10,
+            Test::Guard { .. } | Test::OptGuard => u32::MAX,
+        }
+    }
+}
+
+fn addr_word(a: std::net::Ipv4Addr) -> u32 {
+    // The record holds the address bytes as loaded from the packet (native load of network
+    // order bytes); compare against the same representation.
+    u32::from_ne_bytes(a.octets())
+}
+
+/// Lower a rule's matches into tests, in the kernel's order, then sort each run of pure tests
+/// between barriers by selectivity.
+fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
+    let mut out: Vec<Test> = Vec::new();
+    for m in matches {
+        match *m {
+            Match::Ipv4Src { addr, mask, invert } => {
+                out.push(Test::Addr { field: rec::SADDR, addr: addr_word(addr), mask: addr_word(mask), invert })
+            }
+            Match::Ipv4Dst { addr, mask, invert } => {
+                out.push(Test::Addr { field: rec::DADDR, addr: addr_word(addr), mask: addr_word(mask), invert })
+            }
+            Match::InIface(i) => out.push(Test::Iface { base: rec::IN_NAME, name: i.name, mask: i.mask, invert: i.invert }),
+            Match::OutIface(i) => out.push(Test::Iface { base: rec::OUT_NAME, name: i.name, mask: i.mask, invert: i.invert }),
+            Match::Protocol { proto, invert } => {
+                if proto != 0 {
+                    out.push(Test::Proto { proto, invert })
+                }
+            }
+            Match::Fragment { invert } => out.push(Test::Frag { invert }),
+            Match::Tcp(t) => {
+                out.push(Test::Guard { need: 20, frag1_drops: true });
+                if !(t.sport.is_any() && !t.inv_sport) {
+                    out.push(Test::Port { field: rec::SPORT, range: t.sport, invert: t.inv_sport });
+                }
+                if !(t.dport.is_any() && !t.inv_dport) {
+                    out.push(Test::Port { field: rec::DPORT, range: t.dport, invert: t.inv_dport });
+                }
+                if !(t.flags_mask == 0 && t.flags_cmp == 0 && !t.inv_flags) {
+                    out.push(Test::Flags { mask: t.flags_mask, cmp: t.flags_cmp, invert: t.inv_flags });
+                }
+                if t.option != 0 {
+                    out.push(Test::OptGuard);
+                    out.push(Test::TcpOption { kind: t.option, invert: t.inv_option });
+                }
+            }
+            Match::Udp(u) => {
+                out.push(Test::Guard { need: 8, frag1_drops: false });
+                if !(u.sport.is_any() && !u.inv_sport) {
+                    out.push(Test::Port { field: rec::SPORT, range: u.sport, invert: u.inv_sport });
+                }
+                if !(u.dport.is_any() && !u.inv_dport) {
+                    out.push(Test::Port { field: rec::DPORT, range: u.dport, invert: u.inv_dport });
+                }
+            }
+            Match::Icmp(i) => {
+                out.push(Test::Guard { need: 8, frag1_drops: false });
+                if !(i.icmp_type == 0xff && !i.invert) {
+                    out.push(Test::Icmp { icmp_type: i.icmp_type, min: i.code_min, max: i.code_max, invert: i.invert });
+                }
+            }
+            Match::Multiport(mp) => {
+                out.push(Test::Guard { need: 4, frag1_drops: false });
+                out.push(Test::Multiport(mp));
+            }
+            Match::IpRange(r) => {
+                if let Some((lo, hi)) = r.src {
+                    out.push(Test::Range { field: rec::SADDR, lo: u32::from(lo), hi: u32::from(hi), invert: r.inv_src });
+                }
+                if let Some((lo, hi)) = r.dst {
+                    out.push(Test::Range { field: rec::DADDR, lo: u32::from(lo), hi: u32::from(hi), invert: r.inv_dst });
+                }
+            }
+            #[allow(unreachable_patterns)]
+            _ => return Err(EmitError::Unsupported { what: "match kind" }),
+        }
+    }
+    // Stable sort inside each run between barriers.
+    let mut start = 0;
+    for i in 0..=out.len() {
+        let barrier = i == out.len() || matches!(out[i], Test::Guard { .. } | Test::OptGuard);
+        if barrier {
+            out[start..i].sort_by_key(Test::rank);
+            start = i + 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Chain reachability, loop detection and nesting depth (entry = 0).
+fn chain_depths(p: &Program) -> Result<BTreeMap<ChainId, usize>, EmitError> {
+    fn visit(
+        p: &Program,
+        id: ChainId,
+        depth: usize,
+        on_path: &mut BTreeSet<ChainId>,
+        depths: &mut BTreeMap<ChainId, usize>,
+    ) -> Result<(), EmitError> {
+        if on_path.contains(&id) {
+            return Err(EmitError::ChainLoop { chain: id.0 });
+        }
+        if depths.get(&id).is_some_and(|d| *d >= depth) {
+            return Ok(());
+        }
+        depths.insert(id, depth);
+        let chain = p.chains.get(&id).ok_or(EmitError::UnknownChain { from: id.0, to: id.0 })?;
+        on_path.insert(id);
+        for r in &chain.rules {
+            if let Action::Call(c) | Action::Goto(c) = r.action {
+                if !p.chains.contains_key(&c) {
+                    return Err(EmitError::UnknownChain { from: id.0, to: c.0 });
+                }
+                visit(p, c, depth + 1, on_path, depths)?;
+            }
+        }
+        on_path.remove(&id);
+        Ok(())
+    }
+    let mut depths = BTreeMap::new();
+    visit(p, p.entry, 0, &mut BTreeSet::new(), &mut depths)?;
+    if let Some((id, d)) = depths.iter().max_by_key(|e| *e.1) {
+        if *d > MAX_CHAIN_DEPTH {
+            return Err(EmitError::CallDepth { chain: id.0, depth: *d, max: MAX_CHAIN_DEPTH });
+        }
+    }
+    Ok(depths)
+}
+
+struct Gen<'a> {
+    b: Builder,
+    layout: &'a KernelLayout,
+    chain_labels: BTreeMap<ChainId, Label>,
+    count_fn: Label,
+}
+
+/// Compile `p` for the running kernel described by `layout`.
+pub fn compile(p: &Program, layout: &KernelLayout) -> Result<Compiled, EmitError> {
+    if p.family != ir::Family::Ipv4 {
+        return Err(EmitError::Unsupported { what: "IPv6 programs" });
+    }
+    let depths = chain_depths(p)?;
+    let mut feat = Features::default();
+    let mut lowered: BTreeMap<ChainId, Vec<Vec<Test>>> = BTreeMap::new();
+    for id in depths.keys() {
+        let chain = &p.chains[id];
+        let mut rules = Vec::with_capacity(chain.rules.len());
+        for r in &chain.rules {
+            let t = lower(&r.matches)?;
+            for x in &t {
+                match x {
+                    Test::Iface { base, .. } if *base == rec::IN_NAME => feat.in_iface = true,
+                    Test::Iface { .. } => feat.out_iface = true,
+                    Test::TcpOption { .. } => feat.tcp_option = true,
+                    _ => {}
+                }
+            }
+            rules.push(t);
+        }
+        lowered.insert(*id, rules);
+    }
+
+    let mut b = Builder::new();
+    b.define_kfunc(KFUNC_DYNPTR_FROM_SKB, layout.kfunc_dynptr_from_skb);
+    let count_fn = b.label();
+    let mut chain_labels = BTreeMap::new();
+    for id in depths.keys() {
+        if *id != p.entry {
+            chain_labels.insert(*id, b.label());
+        }
+    }
+    let mut g = Gen { b, layout, chain_labels, count_fn };
+
+    // main
+    g.b.symbol("main");
+    let mut frame = Frame::new(&mut g.b, true);
+    g.prologue(feat)?;
+    let policy = g.b.label();
+    frame.policy = Some(policy);
+    g.chain_body(p, &p.chains[&p.entry], &lowered[&p.entry], &mut frame)?;
+    g.b.bind(policy)?;
+    g.b.set_origin(Some(p.policy.counter));
+    g.b.emit(mov32(Reg::R1, p.policy.counter as i32));
+    match p.policy.verdict {
+        ir::Verdict::Accept => g.ja_tail(&mut frame, 1),
+        ir::Verdict::Drop => g.ja_tail(&mut frame, 0),
+    }
+    g.b.set_origin(None);
+    g.tails(&frame)?;
+
+    // user chains
+    for (id, label) in g.chain_labels.clone() {
+        let chain = &p.chains[&id];
+        g.b.bind(label)?;
+        g.b.symbol(format!("chain_{}_{}", id.0, chain.name));
+        g.b.emit(mov64(Reg::R6, Src::Reg(Reg::R1)));
+        let mut frame = Frame::new(&mut g.b, false);
+        g.chain_body(p, chain, &lowered[&id], &mut frame)?;
+        // Falling off the end: RETURN (not counted; front ends add a counted Return rule).
+        g.b.emit(mov64(Reg::R0, Src::Imm(RET_RETURN)));
+        g.b.emit(Insn::Exit);
+        g.tails(&frame)?;
+    }
+
+    g.count_subprogram()?;
+    let c = g.b.finish()?;
+    let n = c.slot_count();
+    if n > MAX_INSNS {
+        return Err(EmitError::TooLarge { insns: n });
+    }
+    Ok(c)
+}
+
+impl Gen<'_> {
+    /// Parse the packet into the record (see the module doc for what each field holds).
+    fn prologue(&mut self, feat: Features) -> Result<(), EmitError> {
+        use Reg::*;
+        let l = self.layout;
+        let b = &mut self.b;
+        b.emit(mov64(R6, Src::Reg(R10)));
+        b.emit(ldx(Size::DW, R7, R1, off16(l.nf_ctx_skb)?));
+        if feat.in_iface || feat.out_iface {
+            b.emit(ldx(Size::DW, R2, R1, off16(l.nf_ctx_state)?));
+            for (on, dev_off, base) in [
+                (feat.in_iface, l.hook_state_in, rec::IN_NAME),
+                (feat.out_iface, l.hook_state_out, rec::OUT_NAME),
+            ] {
+                if !on {
+                    continue;
+                }
+                // A NULL device reads as zeros: loads through BTF pointers are fault-safe.
+                b.emit(ldx(Size::DW, R3, R2, off16(dev_off)?));
+                for k in 0..4i16 {
+                    b.emit(ldx(Size::W, R4, R3, off16(l.net_device_name + 4 * k as u32)?));
+                    b.emit(stx(Size::W, R10, base + 8 * k, R4));
+                }
+            }
+        }
+        b.emit(ldx(Size::W, R2, R7, off16(l.skb_len)?));
+        b.emit(stx(Size::W, R10, rec::LEN, R2));
+        b.emit(ldx(Size::W, R3, R7, off16(l.skb_data_len)?));
+        b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst: R8, src: Src::Reg(R2) });
+        b.emit(alu32(AluOp::Sub, R8, Src::Reg(R3))); // r8 = linear length
+        b.emit(ldx(Size::DW, R9, R7, off16(l.skb_data)?)); // r9 = skb->data (untrusted, fault-safe)
+        let slow_ip = b.label();
+        let parse_ip = b.label();
+        b.jmp(false, JmpOp::Jlt, R8, Src::Imm(20), slow_ip);
+        b.emit(mov64(R1, Src::Reg(R9)));
+        b.bind(parse_ip)?;
+        // r1 = IP header (packet or copy)
+        b.emit(ldx(Size::W, R2, R1, 12));
+        b.emit(stx(Size::W, R10, rec::SADDR, R2));
+        b.emit(ldx(Size::W, R2, R1, 16));
+        b.emit(stx(Size::W, R10, rec::DADDR, R2));
+        b.emit(ldx(Size::B, R2, R1, 9));
+        b.emit(stx(Size::B, R10, rec::PROTO, R2));
+        b.emit(ldx(Size::H, R3, R1, 6));
+        b.emit(Insn::End { to_be: true, dst: R3, bits: 16 });
+        b.emit(alu32(AluOp::And, R3, Src::Imm(0x1fff))); // fragment offset
+        b.emit(ldx(Size::B, R2, R1, 0));
+        b.emit(alu32(AluOp::And, R2, Src::Imm(0xf)));
+        b.emit(alu32(AluOp::Lsh, R2, Src::Imm(2))); // r2 = thoff = ihl * 4
+        b.emit(stx(Size::H, R10, rec::THOFF, R2));
+        // r4 = skb->len - thoff
+        b.emit(ldx(Size::W, R4, R10, rec::LEN));
+        b.emit(alu32(AluOp::Sub, R4, Src::Reg(R2)));
+        // r5 = thav
+        let not_frag = b.label();
+        let thav_done = b.label();
+        b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst: R5, src: Src::Reg(R4) });
+        b.jmp(false, JmpOp::Jeq, R3, Src::Imm(0), not_frag);
+        b.emit(mov32(R5, -1));
+        b.jmp(false, JmpOp::Jne, R3, Src::Imm(1), thav_done);
+        b.emit(mov32(R5, THAV_FRAG1));
+        b.ja(thav_done);
+        b.bind(not_frag)?;
+        // Nothing (or less than nothing) available: 1 is "too short" for every guard just
+        // as 0 is. Never store a constant 0: the verifier would type those bytes STACK_ZERO
+        // on this path only, and the rules would be verified once more for it.
+        b.jmp(false, JmpOp::Jsgt, R5, Src::Imm(0), thav_done);
+        b.emit(mov32(R5, 1));
+        b.bind(thav_done)?;
+        b.emit(stx(Size::W, R10, rec::THAV, R5));
+        // r0 = bytes to copy on the slow path = clamp(skb->len - thoff, 0, 20)
+        let clamp_lo = b.label();
+        let clamp_done = b.label();
+        b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst: R0, src: Src::Reg(R4) });
+        b.jmp(false, JmpOp::Jslt, R0, Src::Imm(0), clamp_lo);
+        b.jmp(false, JmpOp::Jsle, R0, Src::Imm(20), clamp_done);
+        b.emit(mov32(R0, 20));
+        b.ja(clamp_done);
+        b.bind(clamp_lo)?;
+        b.emit(mov32(R0, 0));
+        b.bind(clamp_done)?;
+        // Fast path when those bytes are in the linear area (or nothing is non-linear).
+        let slow_th = b.label();
+        let parse_th = b.label();
+        let fast_th = b.label();
+        b.emit(ldx(Size::W, R3, R7, off16(l.skb_data_len)?));
+        b.jmp(false, JmpOp::Jeq, R3, Src::Imm(0), fast_th);
+        b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst: R5, src: Src::Reg(R8) });
+        b.emit(alu32(AluOp::Sub, R5, Src::Reg(R2)));
+        b.jmp(false, JmpOp::Jslt, R5, Src::Reg(R0), slow_th);
+        b.bind(fast_th)?;
+        b.emit(mov64(R3, Src::Reg(R9)));
+        b.emit(alu64(AluOp::Add, R3, Src::Reg(R2)));
+        b.bind(parse_th)?;
+        // r3 = transport header (packet or copy); fields read whatever the length, see doc.
+        b.emit(ldx(Size::H, R5, R3, 0));
+        b.emit(Insn::End { to_be: true, dst: R5, bits: 16 });
+        b.emit(stx(Size::H, R10, rec::SPORT, R5));
+        b.emit(ldx(Size::H, R5, R3, 2));
+        b.emit(Insn::End { to_be: true, dst: R5, bits: 16 });
+        b.emit(stx(Size::H, R10, rec::DPORT, R5));
+        b.emit(ldx(Size::B, R5, R3, 0));
+        b.emit(stx(Size::B, R10, rec::TYPE, R5));
+        b.emit(ldx(Size::B, R5, R3, 1));
+        b.emit(stx(Size::B, R10, rec::CODE, R5));
+        b.emit(ldx(Size::B, R5, R3, 13));
+        b.emit(stx(Size::B, R10, rec::FLAGS, R5));
+        b.emit(ldx(Size::B, R5, R3, 12));
+        b.emit(alu32(AluOp::Rsh, R5, Src::Imm(4)));
+        b.emit(alu32(AluOp::Lsh, R5, Src::Imm(2)));
+        b.emit(stx(Size::B, R10, rec::DOFF, R5));
+        let parsed = b.label();
+        if feat.tcp_option {
+            let l2 = *self.layout;
+            self.tcp_options(&l2, parsed)?;
+        } else {
+            b.ja(parsed);
+        }
+        let b = &mut self.b;
+
+        // Slow paths (non-linear headers): copy through an skb dynptr.
+        b.bind(slow_ip)?;
+        b.emit(mov64(R1, Src::Reg(R7)));
+        b.emit(mov64(R2, Src::Imm(0)));
+        b.emit(mov64(R3, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_IP))));
+        b.call_kfunc(KFUNC_DYNPTR_FROM_SKB);
+        b.emit(mov64(R1, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::BUF_IP))));
+        b.emit(mov64(R2, Src::Imm(20)));
+        b.emit(mov64(R3, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_IP))));
+        b.emit(mov64(R4, Src::Imm(0)));
+        b.emit(mov64(R5, Src::Imm(0)));
+        b.call_helper(HELPER_DYNPTR_READ);
+        let short = b.label();
+        b.jmp(false, JmpOp::Jne, R0, Src::Imm(0), short);
+        b.emit(mov64(R1, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::BUF_IP))));
+        b.ja(parse_ip);
+        // Shorter than an IP header: cannot happen at a netfilter hook; drop.
+        b.bind(short)?;
+        b.emit(mov64(R0, Src::Imm(0)));
+        b.emit(Insn::Exit);
+
+        b.bind(slow_th)?;
+        b.emit(mov64(R8, Src::Reg(R0))); // bytes to copy, 0..=20
+        b.emit(mov64(R9, Src::Reg(R2))); // thoff
+        b.emit(mov64(R1, Src::Reg(R7)));
+        b.emit(mov64(R2, Src::Imm(0)));
+        b.emit(mov64(R3, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_TH))));
+        b.call_kfunc(KFUNC_DYNPTR_FROM_SKB);
+        b.emit(mov64(R1, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::BUF_TH))));
+        b.emit(mov64(R2, Src::Reg(R8)));
+        b.emit(mov64(R3, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_TH))));
+        b.emit(mov64(R4, Src::Reg(R9)));
+        b.emit(mov64(R5, Src::Imm(0)));
+        b.call_helper(HELPER_DYNPTR_READ);
+        b.emit(mov64(R3, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::BUF_TH))));
+        b.ja(parse_th);
+
+        b.bind(parsed)?;
+        Ok(())
+    }
+
+    /// TCP option scan (only when a rule uses --tcp-option): fills OPTST and OPTMAP, a bitmap
+    /// of the option kinds at the positions the kernel's tcp_find_option visits.
+    fn tcp_options(&mut self, _l: &KernelLayout, parsed: Label) -> Result<(), EmitError> {
+        use Reg::*;
+        let b = &mut self.b;
+        for k in 0..4i16 {
+            b.emit(st(Size::DW, R10, rec::OPTMAP + 8 * k, 0));
+        }
+        b.emit(st(Size::B, R10, rec::OPTST, OPT_NONE));
+        let bad = b.label();
+        // header readable? (thav >= 20, not a fragment)
+        b.emit(ldx(Size::W, R4, R10, rec::THAV));
+        b.jmp(false, JmpOp::Jslt, R4, Src::Imm(20), parsed);
+        b.emit(ldx(Size::B, R5, R10, rec::DOFF));
+        b.jmp(false, JmpOp::Jlt, R5, Src::Imm(20), bad);
+        b.jmp(false, JmpOp::Jsgt, R5, Src::Reg(R4), bad); // options not all there
+        b.emit(alu32(AluOp::Sub, R5, Src::Imm(20))); // optlen 0..=40
+        b.jmp(false, JmpOp::Jeq, R5, Src::Imm(0), parsed);
+        b.jmp(false, JmpOp::Jgt, R5, Src::Imm(40), bad); // (cannot happen; bounds for the verifier)
+        b.emit(mov64(R8, Src::Reg(R5)));
+        for k in 0..6i16 {
+            b.emit(st(Size::DW, R10, rec::OPTBUF + 8 * k, 0));
+        }
+        b.emit(mov64(R1, Src::Reg(R7)));
+        b.emit(mov64(R2, Src::Imm(0)));
+        b.emit(mov64(R3, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_OPT))));
+        b.call_kfunc(KFUNC_DYNPTR_FROM_SKB);
+        b.emit(mov64(R1, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::OPTBUF))));
+        b.emit(mov64(R2, Src::Reg(R8)));
+        b.emit(mov64(R3, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_OPT))));
+        b.emit(ldx(Size::H, R4, R10, rec::THOFF));
+        b.emit(alu32(AluOp::Add, R4, Src::Imm(20)));
+        b.emit(mov64(R5, Src::Imm(0)));
+        b.call_helper(HELPER_DYNPTR_READ);
+        b.jmp(false, JmpOp::Jne, R0, Src::Imm(0), bad);
+        b.emit(st(Size::B, R10, rec::OPTST, OPT_PRESENT));
+        // r9 = i, r8 = optlen, r7 = iteration count: the kernel's loop advances at least one
+        // byte per step, so 40 iterations cover every option; the counter lets the verifier
+        // see the loop end even though it cannot bound the step from below.
+        b.emit(mov64(R9, Src::Imm(0)));
+        b.emit(mov64(R7, Src::Imm(0)));
+        let top = b.here();
+        b.jmp(true, JmpOp::Jge, R7, Src::Imm(40), parsed);
+        b.emit(alu64(AluOp::Add, R7, Src::Imm(1)));
+        b.jmp(true, JmpOp::Jge, R9, Src::Reg(R8), parsed);
+        b.jmp(true, JmpOp::Jgt, R9, Src::Imm(39), parsed); // bounds for the verifier
+        b.emit(mov64(R1, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::OPTBUF))));
+        b.emit(alu64(AluOp::Add, R1, Src::Reg(R9)));
+        b.emit(ldx(Size::B, R2, R1, 0)); // kind
+        // OPTMAP[kind / 64] |= 1 << (kind % 64)
+        b.emit(mov64(R3, Src::Reg(R2)));
+        b.emit(alu64(AluOp::Rsh, R3, Src::Imm(6)));
+        b.emit(alu64(AluOp::Lsh, R3, Src::Imm(3)));
+        b.emit(mov64(R4, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R4, Src::Imm(i32::from(rec::OPTMAP))));
+        b.emit(alu64(AluOp::Add, R4, Src::Reg(R3)));
+        b.emit(ldx(Size::DW, R5, R4, 0));
+        b.emit(mov64(R0, Src::Imm(1)));
+        b.emit(mov64(R3, Src::Reg(R2)));
+        b.emit(alu64(AluOp::And, R3, Src::Imm(63)));
+        b.emit(alu64(AluOp::Lsh, R0, Src::Reg(R3)));
+        b.emit(alu64(AluOp::Or, R5, Src::Reg(R0)));
+        b.emit(stx(Size::DW, R4, 0, R5));
+        // step: kinds 0 and 1 are one byte; else the length byte, 0 counting as 1. Branch
+        // free, so that the loop has one state per iteration for the verifier.
+        b.emit(ldx(Size::B, R3, R1, 1)); // len (the spare bytes are zero)
+        b.emit(mov64(R4, Src::Reg(R3)));
+        b.emit(alu64(AluOp::Sub, R4, Src::Imm(1)));
+        b.emit(alu64(AluOp::Rsh, R4, Src::Imm(63))); // 1 iff len == 0
+        b.emit(alu64(AluOp::Add, R3, Src::Reg(R4))); // x = max(len, 1)
+        b.emit(mov64(R4, Src::Reg(R2)));
+        b.emit(alu64(AluOp::Sub, R4, Src::Imm(2)));
+        b.emit(alu64(AluOp::Rsh, R4, Src::Imm(63))); // 1 iff kind < 2
+        b.emit(mov64(R5, Src::Reg(R3)));
+        b.emit(alu64(AluOp::Sub, R5, Src::Imm(1)));
+        b.emit(alu64(AluOp::Mul, R5, Src::Reg(R4)));
+        b.emit(alu64(AluOp::Sub, R3, Src::Reg(R5))); // kind < 2 ? 1 : x
+        b.emit(alu64(AluOp::Add, R9, Src::Reg(R3)));
+        b.ja(top);
+        b.bind(bad)?;
+        b.emit(st(Size::B, R10, rec::OPTST, OPT_HOTDROP));
+        b.ja(parsed);
+        Ok(())
+    }
+
+    fn chain_body(
+        &mut self,
+        _p: &Program,
+        chain: &ir::Chain,
+        lowered: &[Vec<Test>],
+        frame: &mut Frame,
+    ) -> Result<(), EmitError> {
+        for (rule, tests) in chain.rules.iter().zip(lowered) {
+            let next = self.b.label();
+            self.b.set_origin(Some(rule.counter));
+            self.rule(rule, tests, frame, next)?;
+            self.b.set_origin(None);
+            self.b.bind(next)?;
+        }
+        if let Some(policy) = frame.policy {
+            // Falling off the entry chain: the policy (emitted right after by the caller).
+            let _ = policy;
+        }
+        Ok(())
+    }
+
+    fn ja_tail(&mut self, frame: &mut Frame, which: u8) {
+        frame.used.insert(which);
+        let l = match which {
+            0 => frame.tail_drop,
+            1 => frame.tail_accept,
+            _ => frame.tail_return,
+        };
+        self.b.ja(l);
+    }
+
+    /// `count(slot)` inline: r1 = slot, r2 = skb->len, call.
+    fn count_inline(&mut self, slot: u32) {
+        self.b.emit(mov32(Reg::R1, slot as i32));
+        self.b.emit(ldx(Size::W, Reg::R2, Reg::R6, rec::LEN));
+        self.b.call_local(self.count_fn);
+    }
+
+    fn rule(&mut self, rule: &ir::Rule, tests: &[Test], frame: &mut Frame, next: Label) -> Result<(), EmitError> {
+        // guards already established in this rule: (not a fragment, bytes known available)
+        let mut have: Option<i32> = None;
+        let mut opt_checked = false;
+        for t in tests {
+            match *t {
+                Test::Guard { need, frag1_drops } => {
+                    if have.is_some_and(|h| h >= need) {
+                        continue;
+                    }
+                    self.b.emit(ldx(Size::W, Reg::R1, Reg::R6, rec::THAV));
+                    if have.is_none() {
+                        if frag1_drops {
+                            self.b.jmp(false, JmpOp::Jeq, Reg::R1, Src::Imm(THAV_FRAG1), frame.hotdrop);
+                        }
+                        self.b.jmp(false, JmpOp::Jslt, Reg::R1, Src::Imm(0), next);
+                    }
+                    self.b.jmp(false, JmpOp::Jslt, Reg::R1, Src::Imm(need), frame.hotdrop);
+                    have = Some(need.max(have.unwrap_or(0)));
+                }
+                Test::OptGuard => {
+                    if !opt_checked {
+                        self.b.emit(ldx(Size::B, Reg::R1, Reg::R6, rec::OPTST));
+                        self.b.jmp(false, JmpOp::Jeq, Reg::R1, Src::Imm(OPT_HOTDROP), frame.hotdrop);
+                        opt_checked = true;
+                    }
+                }
+                _ => self.pure_test(t, next)?,
+            }
+        }
+        self.action(rule, frame, next)
+    }
+
+    /// Emit one pure test: falls through when it passes, jumps to `fail` otherwise.
+    fn pure_test(&mut self, t: &Test, fail: Label) -> Result<(), EmitError> {
+        use Reg::*;
+        let b = &mut self.b;
+        let neq = |inv: bool| if inv { JmpOp::Jeq } else { JmpOp::Jne };
+        match *t {
+            Test::Addr { field, addr, mask, invert } => {
+                if mask == 0 {
+                    // (x & 0) != addr is a constant.
+                    if (addr != 0) != invert {
+                        b.ja(fail);
+                    }
+                    return Ok(());
+                }
+                b.emit(ldx(Size::W, R1, R6, field));
+                if mask != u32::MAX {
+                    b.emit(alu32(AluOp::And, R1, Src::Imm(mask as i32)));
+                }
+                b.jmp(false, neq(invert), R1, Src::Imm(addr as i32), fail);
+            }
+            Test::Iface { base, name, mask, invert } => {
+                let words: Vec<(i16, u32, u32)> = (0..4)
+                    .filter_map(|k| {
+                        let m = u32::from_ne_bytes([mask[4 * k], mask[4 * k + 1], mask[4 * k + 2], mask[4 * k + 3]]);
+                        let n = u32::from_ne_bytes([name[4 * k], name[4 * k + 1], name[4 * k + 2], name[4 * k + 3]]);
+                        (m != 0).then_some((base + 8 * k as i16, n & m, m))
+                    })
+                    .collect();
+                if words.is_empty() {
+                    // all-zero mask: always equal
+                    if invert {
+                        b.ja(fail);
+                    }
+                    return Ok(());
+                }
+                let differ = if invert { b.label() } else { fail };
+                for (off, n, m) in &words {
+                    b.emit(ldx(Size::W, R1, R6, *off));
+                    if *m != u32::MAX {
+                        b.emit(alu32(AluOp::And, R1, Src::Imm(*m as i32)));
+                    }
+                    b.jmp(false, JmpOp::Jne, R1, Src::Imm(*n as i32), differ);
+                }
+                if invert {
+                    b.ja(fail);
+                    b.bind(differ)?;
+                }
+            }
+            Test::Proto { proto, invert } => {
+                b.emit(ldx(Size::B, R1, R6, rec::PROTO));
+                b.jmp(false, neq(invert), R1, Src::Imm(i32::from(proto)), fail);
+            }
+            Test::Frag { invert } => {
+                b.emit(ldx(Size::W, R1, R6, rec::THAV));
+                let op = if invert { JmpOp::Jslt } else { JmpOp::Jsge };
+                b.jmp(false, op, R1, Src::Imm(0), fail);
+            }
+            Test::Port { field, range, invert } => {
+                b.emit(ldx(Size::H, R1, R6, field));
+                range_test(b, R1, u32::from(range.lo), u32::from(range.hi), 0xffff, invert, fail)?;
+            }
+            Test::Flags { mask, cmp, invert } => {
+                b.emit(ldx(Size::B, R1, R6, rec::FLAGS));
+                b.emit(alu32(AluOp::And, R1, Src::Imm(i32::from(mask))));
+                b.jmp(false, neq(invert), R1, Src::Imm(i32::from(cmp)), fail);
+            }
+            Test::Icmp { icmp_type, min, max, invert } => {
+                if icmp_type == 0xff {
+                    if invert {
+                        b.ja(fail);
+                    }
+                    return Ok(());
+                }
+                let miss = if invert { b.label() } else { fail };
+                b.emit(ldx(Size::B, R1, R6, rec::TYPE));
+                b.jmp(false, JmpOp::Jne, R1, Src::Imm(i32::from(icmp_type)), miss);
+                b.emit(ldx(Size::B, R1, R6, rec::CODE));
+                if min > max {
+                    b.ja(miss);
+                } else {
+                    if min > 0 {
+                        b.jmp(false, JmpOp::Jlt, R1, Src::Imm(i32::from(min)), miss);
+                    }
+                    if max < 0xff {
+                        b.jmp(false, JmpOp::Jgt, R1, Src::Imm(i32::from(max)), miss);
+                    }
+                }
+                if invert {
+                    b.ja(fail);
+                    b.bind(miss)?;
+                }
+            }
+            Test::Multiport(m) => {
+                let hit = if m.invert { fail } else { b.label() };
+                let regs: &[(Reg, i16)] = match m.mode {
+                    MultiportMode::Source => &[(R2, rec::SPORT)],
+                    MultiportMode::Destination => &[(R3, rec::DPORT)],
+                    MultiportMode::Either => &[(R2, rec::SPORT), (R3, rec::DPORT)],
+                };
+                for (r, off) in regs {
+                    b.emit(ldx(Size::H, *r, R6, *off));
+                }
+                for (lo, hi) in m.items() {
+                    for (r, _) in regs {
+                        if lo == hi {
+                            b.jmp(false, JmpOp::Jeq, *r, Src::Imm(i32::from(lo)), hit);
+                        } else if lo < hi {
+                            let skip = b.label();
+                            if lo > 0 {
+                                b.jmp(false, JmpOp::Jlt, *r, Src::Imm(i32::from(lo)), skip);
+                            }
+                            b.jmp(false, JmpOp::Jle, *r, Src::Imm(i32::from(hi)), hit);
+                            b.bind(skip)?;
+                        }
+                    }
+                }
+                if !m.invert {
+                    b.ja(fail);
+                    b.bind(hit)?;
+                }
+            }
+            Test::Range { field, lo, hi, invert } => {
+                b.emit(ldx(Size::W, R1, R6, field));
+                b.emit(Insn::End { to_be: true, dst: R1, bits: 32 }); // host order
+                range_test(b, R1, lo, hi, u32::MAX, invert, fail)?;
+            }
+            Test::TcpOption { kind, invert } => {
+                let word = i16::from(kind / 64) * 8;
+                b.emit(ldx(Size::DW, R1, R6, rec::OPTMAP + word));
+                b.emit(alu64(AluOp::Rsh, R1, Src::Imm(i32::from(kind % 64))));
+                b.emit(alu64(AluOp::And, R1, Src::Imm(1)));
+                let op = if invert { JmpOp::Jne } else { JmpOp::Jeq };
+                b.jmp(false, op, R1, Src::Imm(0), fail);
+            }
+            Test::Guard { .. } | Test::OptGuard => {}
+        }
+        Ok(())
+    }
+
+    fn call_chain(&mut self, c: ChainId) -> Result<(), EmitError> {
+        let l = *self.chain_labels.get(&c).ok_or(EmitError::UnknownChain { from: c.0, to: c.0 })?;
+        self.b.emit(mov64(Reg::R1, Src::Reg(Reg::R6)));
+        self.b.call_local(l);
+        Ok(())
+    }
+
+    fn action(&mut self, rule: &ir::Rule, frame: &mut Frame, next: Label) -> Result<(), EmitError> {
+        let slot = rule.counter as i32;
+        match rule.action {
+            Action::Accept => {
+                self.b.emit(mov32(Reg::R1, slot));
+                self.ja_tail(frame, 1);
+            }
+            Action::Drop => {
+                self.b.emit(mov32(Reg::R1, slot));
+                self.ja_tail(frame, 0);
+            }
+            Action::Continue => self.count_inline(rule.counter),
+            Action::Return => {
+                if frame.main {
+                    self.count_inline(rule.counter);
+                    let p = frame.policy.ok_or(EmitError::Unsupported { what: "main frame without policy" })?;
+                    self.b.ja(p);
+                } else {
+                    self.b.emit(mov32(Reg::R1, slot));
+                    self.ja_tail(frame, 2);
+                }
+            }
+            Action::Call(c) => {
+                self.count_inline(rule.counter);
+                self.call_chain(c)?;
+                self.b.jmp(false, JmpOp::Jeq, Reg::R0, Src::Imm(RET_RETURN), next);
+                self.b.emit(Insn::Exit);
+            }
+            Action::Goto(c) => {
+                self.count_inline(rule.counter);
+                self.call_chain(c)?;
+                if frame.main {
+                    let p = frame.policy.ok_or(EmitError::Unsupported { what: "main frame without policy" })?;
+                    self.b.jmp(false, JmpOp::Jeq, Reg::R0, Src::Imm(RET_RETURN), p);
+                }
+                self.b.emit(Insn::Exit);
+            }
+            #[allow(unreachable_patterns)]
+            _ => return Err(EmitError::Unsupported { what: "action kind" }),
+        }
+        Ok(())
+    }
+
+    /// Per-frame shared code: count-then-verdict tails (r1 = counter slot) and hotdrop.
+    fn tails(&mut self, frame: &Frame) -> Result<(), EmitError> {
+        for (which, label, code) in [
+            (1u8, frame.tail_accept, 1),
+            (0u8, frame.tail_drop, 0),
+            (2u8, frame.tail_return, RET_RETURN),
+        ] {
+            self.b.bind(label)?;
+            if frame.used.contains(&which) {
+                self.b.emit(ldx(Size::W, Reg::R2, Reg::R6, rec::LEN));
+                self.b.call_local(self.count_fn);
+                self.b.emit(mov64(Reg::R0, Src::Imm(code)));
+                self.b.emit(Insn::Exit);
+            }
+        }
+        self.b.bind(frame.hotdrop)?;
+        self.b.emit(mov64(Reg::R0, Src::Imm(0)));
+        self.b.emit(Insn::Exit);
+        Ok(())
+    }
+
+    /// `count(r1 = slot, r2 = bytes)`: packets += 1, bytes += r2 in the per-CPU counter map.
+    /// Atomic adds: a softirq may run another hook's program on this CPU in the middle of a
+    /// process-context OUTPUT program, so a plain load/add/store could lose an update.
+    fn count_subprogram(&mut self) -> Result<(), EmitError> {
+        use Reg::*;
+        let b = &mut self.b;
+        b.bind(self.count_fn)?;
+        b.symbol("count");
+        b.emit(stx(Size::W, R10, -8, R1));
+        b.emit(mov64(R6, Src::Reg(R2)));
+        b.ld_map(R1, MapRef::Counters);
+        b.emit(mov64(R2, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R2, Src::Imm(-8)));
+        b.call_helper(HELPER_MAP_LOOKUP_ELEM);
+        let out = b.label();
+        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), out);
+        b.emit(mov64(R1, Src::Imm(1)));
+        b.emit(Insn::Atomic { size: Size::DW, op: AtomicOp::Add { fetch: false }, dst: R0, src: R1, off: 0 });
+        b.emit(Insn::Atomic { size: Size::DW, op: AtomicOp::Add { fetch: false }, dst: R0, src: R6, off: 8 });
+        b.bind(out)?;
+        b.emit(mov64(R0, Src::Imm(0)));
+        b.emit(Insn::Exit);
+        Ok(())
+    }
+}
+
+/// `lo <= r <= hi` (unsigned 32-bit), inverted by `invert`; `max` is the field's largest value
+/// (bounds equal to 0 or `max` need no compare). Falls through on pass.
+fn range_test(b: &mut Builder, r: Reg, lo: u32, hi: u32, max: u32, invert: bool, fail: Label) -> Result<(), EmitError> {
+    if lo > hi {
+        // empty range: never inside
+        if !invert {
+            b.ja(fail);
+        }
+        return Ok(());
+    }
+    if !invert {
+        if lo > 0 {
+            b.jmp(false, JmpOp::Jlt, r, Src::Imm(lo as i32), fail);
+        }
+        if hi < max {
+            b.jmp(false, JmpOp::Jgt, r, Src::Imm(hi as i32), fail);
+        }
+    } else {
+        match (lo > 0, hi < max) {
+            (false, false) => b.ja(fail),
+            (true, false) => b.jmp(false, JmpOp::Jge, r, Src::Imm(lo as i32), fail),
+            (false, true) => b.jmp(false, JmpOp::Jle, r, Src::Imm(hi as i32), fail),
+            (true, true) => {
+                let pass = b.label();
+                b.jmp(false, JmpOp::Jlt, r, Src::Imm(lo as i32), pass);
+                b.jmp(false, JmpOp::Jle, r, Src::Imm(hi as i32), fail);
+                b.bind(pass)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Unused-import guard for Imm64 (kept for map-value matches later).
+#[allow(dead_code)]
+fn _imm64_kind(_: Imm64) {}

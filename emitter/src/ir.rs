@@ -1,0 +1,411 @@
+//! The filter IR: what one (family, hook) program must do, independent of iptables.
+//!
+//! A [`Program`] has an entry chain and the user chains it reaches. A [`Chain`] is an ordered
+//! list of [`Rule`]s; falling off its end is RETURN (without counting: a front end that counts
+//! the chain-end, as iptables does, adds an unconditional `Return` rule). A rule matches when
+//! every [`Match`] matches, evaluated in order (order matters: tcp, udp, icmp and multiport can
+//! "hotdrop" the packet when their header cannot be read). A matching rule's counter slot is
+//! counted (packets + 1, bytes + skb->len) before its [`Action`] runs. A RETURN out of the entry
+//! chain (by a `Return` rule or by falling off its end) applies the [`Policy`], which is counted
+//! in its own slot.
+//!
+//! Semantics: /work/team/SEMANTICS.md (kernel ipt_do_table and the x_tables matches);
+//! [`crate::reference`] is the executable form.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// Address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// NFPROTO_IPV4
+    Ipv4,
+    /// NFPROTO_IPV6 (not generated yet)
+    Ipv6,
+}
+
+/// Netfilter hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// NF_INET_PRE_ROUTING
+    PreRouting,
+    /// NF_INET_LOCAL_IN
+    LocalIn,
+    /// NF_INET_FORWARD
+    Forward,
+    /// NF_INET_LOCAL_OUT
+    LocalOut,
+    /// NF_INET_POST_ROUTING
+    PostRouting,
+}
+
+impl Hook {
+    /// The kernel's hook number.
+    pub fn number(self) -> u32 {
+        match self {
+            Hook::PreRouting => 0,
+            Hook::LocalIn => 1,
+            Hook::Forward => 2,
+            Hook::LocalOut => 3,
+            Hook::PostRouting => 4,
+        }
+    }
+}
+
+/// Identifies a chain inside a program (a front end may use the chain's entry index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChainId(pub u32);
+
+/// A final verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// NF_ACCEPT (1)
+    Accept,
+    /// NF_DROP (0)
+    Drop,
+}
+
+impl Verdict {
+    /// The netfilter return code.
+    pub fn code(self) -> i32 {
+        match self {
+            Verdict::Accept => 1,
+            Verdict::Drop => 0,
+        }
+    }
+}
+
+/// The underflow of the entry chain: its verdict and counter slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Policy {
+    /// verdict when the entry chain returns
+    pub verdict: Verdict,
+    /// counter slot counted when the policy applies
+    pub counter: u32,
+}
+
+/// One BPF program's worth of rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// address family
+    pub family: Family,
+    /// hook the program runs at
+    pub hook: Hook,
+    /// chain evaluated first
+    pub entry: ChainId,
+    /// the entry chain and every user chain reachable from it
+    pub chains: BTreeMap<ChainId, Chain>,
+    /// verdict (and counter) when the entry chain returns
+    pub policy: Policy,
+}
+
+/// An ordered list of rules.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Chain {
+    /// name for dumps and errors
+    pub name: String,
+    /// rules in evaluation order
+    pub rules: Vec<Rule>,
+}
+
+/// Matches (a conjunction, in order), an action and a counter slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// all must match, evaluated in this order
+    pub matches: Vec<Match>,
+    /// what a matching packet does
+    pub action: Action,
+    /// counter slot (key in the counter map)
+    pub counter: u32,
+}
+
+/// What a matching rule does (after counting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Action {
+    /// NF_ACCEPT, stop.
+    Accept,
+    /// NF_DROP, stop.
+    Drop,
+    /// Back to the calling chain (the policy when in the entry chain).
+    Return,
+    /// Jump: evaluate the chain, continue after this rule if it returns.
+    Call(ChainId),
+    /// Goto: evaluate the chain; its RETURN returns from this chain.
+    Goto(ChainId),
+    /// Count only, continue with the next rule.
+    Continue,
+}
+
+/// A 16-byte interface name compared under a 16-byte mask (`eth+` is a prefix mask).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Iface {
+    /// name bytes
+    pub name: [u8; 16],
+    /// mask bytes (0xff = compare this byte)
+    pub mask: [u8; 16],
+    /// `!`
+    pub invert: bool,
+}
+
+impl Iface {
+    /// The mask iptables builds: the name and its NUL, or the name without its `+` as a prefix.
+    pub fn iptables(name: &str, invert: bool) -> Iface {
+        let b = name.as_bytes();
+        let mut n = [0u8; 16];
+        let mut m = [0u8; 16];
+        let (bytes, plen) = match b.last() {
+            Some(b'+') => (&b[..b.len() - 1], b.len() - 1),
+            _ => (b, (b.len() + 1).min(16)),
+        };
+        for (i, c) in bytes.iter().take(16).enumerate() {
+            n[i] = *c;
+        }
+        for x in m.iter_mut().take(plen) {
+            *x = 0xff;
+        }
+        Iface { name: n, mask: m, invert }
+    }
+}
+
+/// An inclusive port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    /// first port
+    pub lo: u16,
+    /// last port
+    pub hi: u16,
+}
+
+impl PortRange {
+    /// Every port (0:65535).
+    pub const ANY: PortRange = PortRange { lo: 0, hi: 0xffff };
+    /// A single port.
+    pub fn one(p: u16) -> PortRange {
+        PortRange { lo: p, hi: p }
+    }
+    /// Is this 0:65535?
+    pub fn is_any(&self) -> bool {
+        *self == PortRange::ANY
+    }
+}
+
+/// `-m tcp` (xt_tcp): ranges, flags, option; each with its own inversion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TcpMatch {
+    /// --sport
+    pub sport: PortRange,
+    /// --dport
+    pub dport: PortRange,
+    /// --tcp-flags mask
+    pub flags_mask: u8,
+    /// --tcp-flags comparison
+    pub flags_cmp: u8,
+    /// --tcp-option kind (0 = no option test)
+    pub option: u8,
+    /// XT_TCP_INV_SRCPT
+    pub inv_sport: bool,
+    /// XT_TCP_INV_DSTPT
+    pub inv_dport: bool,
+    /// XT_TCP_INV_FLAGS
+    pub inv_flags: bool,
+    /// XT_TCP_INV_OPTION
+    pub inv_option: bool,
+}
+
+/// `-m udp` (xt_udp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UdpMatch {
+    /// --sport
+    pub sport: PortRange,
+    /// --dport
+    pub dport: PortRange,
+    /// XT_UDP_INV_SRCPT
+    pub inv_sport: bool,
+    /// XT_UDP_INV_DSTPT
+    pub inv_dport: bool,
+}
+
+/// `-m icmp` (ipt_icmp): type 0xFF = any type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IcmpMatch {
+    /// ICMP type (0xFF any)
+    pub icmp_type: u8,
+    /// lowest code
+    pub code_min: u8,
+    /// highest code
+    pub code_max: u8,
+    /// IPT_ICMP_INV
+    pub invert: bool,
+}
+
+/// Which ports `-m multiport` compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MultiportMode {
+    /// XT_MULTIPORT_SOURCE
+    Source,
+    /// XT_MULTIPORT_DESTINATION
+    Destination,
+    /// XT_MULTIPORT_EITHER
+    Either,
+}
+
+/// `-m multiport` revision 1, kept as the kernel's arrays (`pflags[i]` set = `ports[i]` and
+/// `ports[i + 1]` form a range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MultiportMatch {
+    /// source / destination / either
+    pub mode: MultiportMode,
+    /// number of used entries of `ports`
+    pub count: u8,
+    /// ports
+    pub ports: [u16; 15],
+    /// range flags
+    pub pflags: [u8; 15],
+    /// `!`
+    pub invert: bool,
+}
+
+impl MultiportMatch {
+    /// The (lo, hi) items the kernel's loop (ports_match_v1) visits, in order. A range flag on
+    /// the last used entry pairs it with `ports[count]`, which past the array is the first two
+    /// bytes of `pflags` in the kernel's struct; reproduced here.
+    pub fn items(&self) -> Vec<(u16, u16)> {
+        let port = |i: usize| -> u16 {
+            if i < 15 {
+                self.ports[i]
+            } else {
+                u16::from_ne_bytes([self.pflags[0], self.pflags[1]])
+            }
+        };
+        let mut v = Vec::new();
+        let mut i = 0usize;
+        while i < usize::from(self.count) {
+            let s = port(i);
+            if i < 15 && self.pflags[i] != 0 {
+                i += 1;
+                v.push((s, port(i)));
+            } else {
+                v.push((s, s));
+            }
+            i += 1;
+        }
+        v
+    }
+}
+
+/// `-m iprange` revision 1: host-order inclusive ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpRangeMatch {
+    /// --src-range (IPRANGE_SRC)
+    pub src: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// --dst-range (IPRANGE_DST)
+    pub dst: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// IPRANGE_SRC_INV
+    pub inv_src: bool,
+    /// IPRANGE_DST_INV
+    pub inv_dst: bool,
+}
+
+/// One test of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Match {
+    /// `(saddr & mask) != addr` fails (inverted by `invert`); compared as the kernel does,
+    /// without normalizing `addr` under `mask`.
+    Ipv4Src {
+        /// address
+        addr: Ipv4Addr,
+        /// mask
+        mask: Ipv4Addr,
+        /// IPT_INV_SRCIP
+        invert: bool,
+    },
+    /// Destination address, as `Ipv4Src`.
+    Ipv4Dst {
+        /// address
+        addr: Ipv4Addr,
+        /// mask
+        mask: Ipv4Addr,
+        /// IPT_INV_DSTIP
+        invert: bool,
+    },
+    /// Input interface (state->in; a missing device compares as 16 zero bytes).
+    InIface(Iface),
+    /// Output interface (state->out).
+    OutIface(Iface),
+    /// IP protocol; 0 matches every packet whatever `invert` says (as the kernel does).
+    Protocol {
+        /// protocol number
+        proto: u8,
+        /// IPT_INV_PROTO
+        invert: bool,
+    },
+    /// `-f`: non-first fragments ((frag_off & IP_OFFSET) != 0), inverted by `invert`.
+    Fragment {
+        /// IPT_INV_FRAG
+        invert: bool,
+    },
+    /// `-m tcp`
+    Tcp(TcpMatch),
+    /// `-m udp`
+    Udp(UdpMatch),
+    /// `-m icmp`
+    Icmp(IcmpMatch),
+    /// `-m multiport` (revision 1)
+    Multiport(MultiportMatch),
+    /// `-m iprange` (revision 1)
+    IpRange(IpRangeMatch),
+}
+
+impl Match {
+    /// Can this match drop the packet outright ("hotdrop")? Such matches fix the order in
+    /// which a rule's tests may run.
+    pub fn can_hotdrop(&self) -> bool {
+        matches!(self, Match::Tcp(_) | Match::Udp(_) | Match::Icmp(_) | Match::Multiport(_))
+    }
+}
+
+impl Program {
+    /// A program whose entry chain is `rules`, with no user chains.
+    pub fn single(hook: Hook, rules: Vec<Rule>, policy: Policy) -> Program {
+        let mut chains = BTreeMap::new();
+        chains.insert(ChainId(0), Chain { name: "entry".into(), rules });
+        Program { family: Family::Ipv4, hook, entry: ChainId(0), chains, policy }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iptables_iface_masks() {
+        let e = Iface::iptables("eth0", false);
+        assert_eq!(&e.name[..5], b"eth0\0");
+        assert_eq!(e.mask[..5], [0xff; 5]);
+        assert_eq!(e.mask[5..], [0; 11]);
+        let p = Iface::iptables("veth+", true);
+        assert_eq!(&p.name[..4], b"veth");
+        assert_eq!(p.mask[..4], [0xff; 4]);
+        assert_eq!(p.mask[4], 0);
+        assert!(p.invert);
+    }
+
+    #[test]
+    fn multiport_items_follow_the_kernel_loop() {
+        let mut m = MultiportMatch {
+            mode: MultiportMode::Destination,
+            count: 4,
+            ports: [0; 15],
+            pflags: [0; 15],
+            invert: false,
+        };
+        m.ports[..4].copy_from_slice(&[22, 1000, 2000, 80]);
+        m.pflags[1] = 1;
+        assert_eq!(m.items(), vec![(22, 22), (1000, 2000), (80, 80)]);
+        m.pflags[3] = 1; // range on the last entry pairs with ports[4]
+        m.ports[4] = 90;
+        assert_eq!(m.items(), vec![(22, 22), (1000, 2000), (80, 90)]);
+    }
+}
