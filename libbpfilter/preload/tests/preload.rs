@@ -59,7 +59,7 @@ fn env() -> &'static TestEnv {
         fs::create_dir_all(&tmp).expect("mkdir tmp");
         let probe = tmp.join("probe");
         let out = Command::new("cc")
-            .args(["-O1", "-Wall", "-Werror", "-o"])
+            .args(["-O1", "-Wall", "-Werror", "-pthread", "-o"])
             .arg(&probe)
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/probe.c"))
             .output()
@@ -242,6 +242,14 @@ fn get_info_is_forwarded_and_answered() {
         Some(my_netns()),
         "the caller's netns fd travels with the request"
     );
+}
+
+#[test]
+fn concurrent_threads_each_get_their_answer() {
+    let d = FakeDaemon::start("threads", |_| Reply::ok((0..84u8).collect()));
+    let (kv, stderr) = probe(&d.path, &["threads"]);
+    assert_eq!(get(&kv, "ok"), "200", "{stderr}");
+    assert_eq!(d.seen().len(), 200);
 }
 
 #[test]

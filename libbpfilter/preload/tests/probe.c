@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #define _LARGEFILE64_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -42,6 +43,29 @@ static int raw6(void)
 		exit(2);
 	}
 	return fd;
+}
+
+/* Concurrent GET_INFOs from several threads, each on its own socket: counts the answers that
+ * came back whole (rc 0 and the byte pattern the test daemon sends). */
+static void *info_worker(void *arg)
+{
+	long ok = 0;
+	int fd = raw4();
+	for (int i = 0; i < 25; i++) {
+		struct ipt_getinfo info;
+		memset(&info, 0, sizeof(info));
+		strcpy(info.name, "filter");
+		socklen_t len = sizeof(info);
+		int rc = getsockopt(fd, IPPROTO_IP, IPT_SO_GET_INFO, &info, &len);
+		const unsigned char *b = (const unsigned char *)&info;
+		int same = 1;
+		for (size_t j = 0; j < sizeof(info); j++)
+			same &= b[j] == (unsigned char)j;
+		ok += rc == 0 && len == sizeof(info) && same;
+	}
+	close(fd);
+	(void)arg;
+	return (void *)ok;
 }
 
 static int write_file(const char *path, const void *p, size_t n)
@@ -99,6 +123,19 @@ int main(int argc, char **argv)
 		int rc = setsockopt(raw4(), IPPROTO_IP, IPT_SO_SET_REPLACE, r, len);
 		printf("rc=%d\nerrno=%d\n", rc, rc ? errno : 0);
 		hex("counters", counters, cbytes);
+		return 0;
+	}
+	if (!strcmp(cmd, "threads") && argc == 2) {
+		pthread_t t[8];
+		long total = 0;
+		for (int i = 0; i < 8; i++)
+			pthread_create(&t[i], NULL, info_worker, NULL);
+		for (int i = 0; i < 8; i++) {
+			void *ok;
+			pthread_join(t[i], &ok);
+			total += (long)ok;
+		}
+		printf("ok=%ld\n", total);
 		return 0;
 	}
 	if (!strcmp(cmd, "rev") && argc == 4) {
