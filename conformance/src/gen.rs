@@ -307,7 +307,10 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
             Vec::new()
         };
         let ttl = if path == Path::Forward && rng.chance(2) { 1 } else { 64 };
-        let payload: Vec<u8> = (0..rng.below(24)).map(|_| rng.next_u64() as u8).collect();
+        // Mostly small; some large enough that the transport header may sit in page fragments
+        // (packet sockets build non-linear skbs).
+        let plen = if rng.chance(4) { rng.range(200, 1400) } else { rng.below(24) };
+        let payload: Vec<u8> = (0..plen).map(|_| rng.next_u64() as u8).collect();
         let mut l4 = match proto {
             6 => {
                 let opts = if let Some(k) = h.tcp_opt {
