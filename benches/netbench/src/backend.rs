@@ -132,8 +132,10 @@ impl Tools {
                 parse_nft_counter(&String::from_utf8_lossy(&out.stdout))
             }
             Backend::Legacy | Backend::Bpfilter => {
-                let args: Vec<String> =
-                    ["-S", "INPUT", &(n + 1).to_string(), "-v"].iter().map(|s| s.to_string()).collect();
+                let args: Vec<String> = ["-S", "INPUT", &(n + 1).to_string(), "-v"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
                 let out = run_ok(self.cmd(b, ns, &args)?, LOAD_TIMEOUT)?.output;
                 parse_ipt_counter(&String::from_utf8_lossy(&out.stdout))
             }
@@ -143,17 +145,24 @@ impl Tools {
 
 /// Packets of `iptables -S CHAIN N -v` output (`... -c PKTS BYTES -j ...`).
 pub fn parse_ipt_counter(s: &str) -> Result<u64> {
-    let line = s.lines().find(|l| l.starts_with("-A ")).ok_or_else(|| anyhow!("no rule in {s:?}"))?;
+    let line = s
+        .lines()
+        .find(|l| l.starts_with("-A "))
+        .ok_or_else(|| anyhow!("no rule in {s:?}"))?;
     let mut it = line.split_whitespace().skip_while(|w| *w != "-c");
     it.next();
-    it.next().and_then(|p| p.parse().ok()).ok_or_else(|| anyhow!("no counter in {line:?}"))
+    it.next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow!("no counter in {line:?}"))
 }
 
 /// Packets of `nft list counter ...` output.
 pub fn parse_nft_counter(s: &str) -> Result<u64> {
     let mut it = s.split_whitespace().skip_while(|w| *w != "packets");
     it.next();
-    it.next().and_then(|p| p.parse().ok()).ok_or_else(|| anyhow!("no packets in {s:?}"))
+    it.next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow!("no packets in {s:?}"))
 }
 
 /// The benchmark's own bpfilter daemon (private socket and bpffs folder).
@@ -173,7 +182,8 @@ impl Daemon {
             std::fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))?;
         }
         let _ = std::fs::remove_file(socket);
-        let logf = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+        let logf =
+            std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
         let child = Command::new(bin)
             .arg("daemon")
             .arg("--socket")
@@ -185,17 +195,27 @@ impl Daemon {
             .stderr(logf)
             .spawn()
             .with_context(|| format!("spawn {} daemon", bin.display()))?;
-        let mut d = Daemon { child, socket: socket.to_path_buf(), bpffs: bpffs.to_path_buf() };
+        let mut d = Daemon {
+            child,
+            socket: socket.to_path_buf(),
+            bpffs: bpffs.to_path_buf(),
+        };
         let t0 = Instant::now();
         loop {
             if UnixStream::connect(socket).is_ok() {
                 return Ok(d);
             }
             if let Some(st) = d.child.try_wait()? {
-                bail!("bpfilter daemon exited ({st}) before accepting; log: {}", log.display());
+                bail!(
+                    "bpfilter daemon exited ({st}) before accepting; log: {}",
+                    log.display()
+                );
             }
             if t0.elapsed() > Duration::from_secs(20) {
-                bail!("bpfilter daemon not ready after 20 s; log: {}", log.display());
+                bail!(
+                    "bpfilter daemon not ready after 20 s; log: {}",
+                    log.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -204,7 +224,9 @@ impl Daemon {
     /// Remove everything it attached, stop it, and unpin what is left under its bpffs root.
     pub fn stop(mut self, bin: &Path) {
         let mut c = Command::new(bin);
-        c.arg("flush").arg("--all").env("BPFILTER_SOCKET", &self.socket);
+        c.arg("flush")
+            .arg("--all")
+            .env("BPFILTER_SOCKET", &self.socket);
         let _ = crate::netns::run_timed(c, Duration::from_secs(60));
         self.kill();
         let _ = std::fs::remove_dir_all(&self.bpffs);
@@ -254,7 +276,12 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for b in [Backend::None, Backend::Legacy, Backend::Nft, Backend::Bpfilter] {
+        for b in [
+            Backend::None,
+            Backend::Legacy,
+            Backend::Nft,
+            Backend::Bpfilter,
+        ] {
             assert_eq!(Backend::from_name(b.name()), Some(b));
             assert_eq!(Backend::from_name(b.tag()), Some(b));
         }

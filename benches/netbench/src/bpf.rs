@@ -93,7 +93,9 @@ pub fn test_packet() -> Vec<u8> {
     let payload = 32usize;
     let ip_len = 20 + 8 + payload;
     let mut p = Vec::with_capacity(14 + ip_len);
-    p.extend_from_slice(&[0x02, 0, 0x0a, 0xc8, 0, 0x02, 0x02, 0, 0x0a, 0xc8, 0, 0x01, 0x08, 0x00]);
+    p.extend_from_slice(&[
+        0x02, 0, 0x0a, 0xc8, 0, 0x02, 0x02, 0, 0x0a, 0xc8, 0, 0x01, 0x08, 0x00,
+    ]);
     let mut ip = [0u8; 20];
     ip[0] = 0x45;
     ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
@@ -114,7 +116,10 @@ pub fn test_packet() -> Vec<u8> {
 }
 
 fn ipv4_checksum(h: &[u8]) -> u16 {
-    let mut sum: u32 = h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -143,7 +148,10 @@ pub fn test_run_local_in(fd: &OwnedFd, data: &[u8], repeat: u32) -> Result<TestR
     put_u32(&mut attr, 40, ctx.len() as u32);
     put_u64(&mut attr, 48, ctx.as_ptr() as u64);
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;
-    Ok(TestRun { retval: get_u32(&attr, 4), ns: get_u32(&attr, 36) })
+    Ok(TestRun {
+        retval: get_u32(&attr, 4),
+        ns: get_u32(&attr, 36),
+    })
 }
 
 #[cfg(test)]
@@ -155,7 +163,11 @@ mod tests {
         let p = test_packet();
         assert_eq!(p.len(), 14 + 20 + 8 + 32);
         assert_eq!(&p[12..14], &[0x08, 0x00]);
-        assert_eq!(ipv4_checksum(&p[14..34]), 0, "checksum over a valid header folds to 0");
+        assert_eq!(
+            ipv4_checksum(&p[14..34]),
+            0,
+            "checksum over a valid header folds to 0"
+        );
         assert_eq!(u16::from_be_bytes([p[36], p[37]]), 5001);
     }
 

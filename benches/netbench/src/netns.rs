@@ -36,7 +36,9 @@ pub struct Timed {
 /// the child itself, so the measured time carries no polling delay.
 pub fn run_timed(mut cmd: Command, timeout: Duration) -> Result<Timed> {
     let desc = format!("{cmd:?}");
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let (tx, rx) = mpsc::channel();
     let start = Instant::now();
     let child = cmd.spawn().with_context(|| format!("spawn {desc}"))?;
@@ -46,9 +48,10 @@ pub fn run_timed(mut cmd: Command, timeout: Duration) -> Result<Timed> {
         let _ = tx.send((start.elapsed(), out));
     });
     match rx.recv_timeout(timeout) {
-        Ok((elapsed, out)) => {
-            Ok(Timed { elapsed, output: out.with_context(|| format!("wait {desc}"))? })
-        }
+        Ok((elapsed, out)) => Ok(Timed {
+            elapsed,
+            output: out.with_context(|| format!("wait {desc}"))?,
+        }),
         Err(_) => {
             // Our own child, by its pid.
             if let Ok(pid) = i32::try_from(pid) {
@@ -103,7 +106,9 @@ pub fn pid_alive(pid: u32) -> bool {
 /// Delete the namespaces that runs no longer alive left behind (a killed run).
 pub fn remove_stale() -> usize {
     let mut n = 0;
-    let Ok(dir) = std::fs::read_dir("/run/netns") else { return 0 };
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return 0;
+    };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if owner_pid(&name, PREFIX).is_some_and(|p| !pid_alive(p)) {
@@ -143,14 +148,30 @@ impl Pair {
             ip(&["netns", "add", ns])?;
             // IPv6 off before the veth exists, so that it never sends a router solicitation.
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, "sysctl", "-qw"])
-                .args(["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
+            c.args(["netns", "exec", ns, "sysctl", "-qw"]).args([
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ]);
             run_ok(c, Duration::from_secs(30))?;
         }
         let (s, f) = (p.sender.as_str(), p.firewall.as_str());
         ip(&[
-            "-n", s, "link", "add", "nb0", "address", MAC_SENDER, "type", "veth", "peer", "name",
-            "nb1", "address", MAC_FIREWALL, "netns", f,
+            "-n",
+            s,
+            "link",
+            "add",
+            "nb0",
+            "address",
+            MAC_SENDER,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "nb1",
+            "address",
+            MAC_FIREWALL,
+            "netns",
+            f,
         ])?;
         let (src, dst) = (format!("{SRC}/24"), format!("{DST}/24"));
         ip(&["-n", s, "addr", "add", &src, "dev", "nb0"])?;
@@ -160,8 +181,32 @@ impl Pair {
             ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
         let (src, dst) = (SRC.to_string(), DST.to_string());
-        ip(&["-n", s, "neigh", "replace", &dst, "lladdr", MAC_FIREWALL, "dev", "nb0", "nud", "permanent"])?;
-        ip(&["-n", f, "neigh", "replace", &src, "lladdr", MAC_SENDER, "dev", "nb1", "nud", "permanent"])?;
+        ip(&[
+            "-n",
+            s,
+            "neigh",
+            "replace",
+            &dst,
+            "lladdr",
+            MAC_FIREWALL,
+            "dev",
+            "nb0",
+            "nud",
+            "permanent",
+        ])?;
+        ip(&[
+            "-n",
+            f,
+            "neigh",
+            "replace",
+            &src,
+            "lladdr",
+            MAC_SENDER,
+            "dev",
+            "nb1",
+            "nud",
+            "permanent",
+        ])?;
         Ok(p)
     }
 

@@ -35,11 +35,24 @@ pub fn parse_prog_show(s: &str) -> Vec<ProgInfo> {
     let mut out: Vec<ProgInfo> = Vec::new();
     for line in s.lines() {
         if !line.starts_with(char::is_whitespace) {
-            let Some((id, rest)) = line.split_once(':') else { continue };
+            let Some((id, rest)) = line.split_once(':') else {
+                continue;
+            };
             let Ok(id) = id.trim().parse() else { continue };
             let mut words = rest.split_whitespace();
-            let name = words.by_ref().skip_while(|w| *w != "name").nth(1).unwrap_or("").to_string();
-            out.push(ProgInfo { id, name, xlated: 0, jited: 0, verified_insns: None });
+            let name = words
+                .by_ref()
+                .skip_while(|w| *w != "name")
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            out.push(ProgInfo {
+                id,
+                name,
+                xlated: 0,
+                jited: 0,
+                verified_insns: None,
+            });
         } else if let Some(p) = out.last_mut() {
             let w: Vec<&str> = line.split_whitespace().collect();
             for pair in w.windows(2) {
@@ -78,7 +91,11 @@ pub fn add_verified(progs: &mut [ProgInfo]) {
 /// Programs in `after` that were not in `before` (by id).
 pub fn new_since(before: &[ProgInfo], after: &[ProgInfo]) -> Vec<ProgInfo> {
     let old: BTreeSet<u32> = before.iter().map(|p| p.id).collect();
-    after.iter().filter(|p| !old.contains(&p.id)).cloned().collect()
+    after
+        .iter()
+        .filter(|p| !old.contains(&p.id))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -101,7 +118,13 @@ mod tests {
         assert_eq!(p.len(), 3);
         assert_eq!(
             p[0],
-            ProgInfo { id: 105, name: "bpfltr_test".into(), xlated: 16, jited: 23, verified_insns: None }
+            ProgInfo {
+                id: 105,
+                name: "bpfltr_test".into(),
+                xlated: 16,
+                jited: 23,
+                verified_insns: None
+            }
         );
         assert_eq!(p[1].name, "bpfltr_in");
         assert_eq!(p[1].insns(), 100_005);

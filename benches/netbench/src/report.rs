@@ -110,7 +110,9 @@ pub struct Report {
 impl Report {
     /// The configuration (backend, kind, n), if measured.
     pub fn get(&self, b: Backend, k: RuleKind, n: usize) -> Option<&ConfigResult> {
-        self.configs.iter().find(|c| c.backend == b && c.kind == Some(k) && c.n == n)
+        self.configs
+            .iter()
+            .find(|c| c.backend == b && c.kind == Some(k) && c.n == n)
     }
 
     /// The no-firewall reference.
@@ -137,14 +139,22 @@ impl Report {
                 slope(&xs, &ys)
             })
             .collect();
-        let at = |n: usize| self.get(b, k, n).map(|c| c.added_median()).unwrap_or(f64::NAN);
+        let at = |n: usize| {
+            self.get(b, k, n)
+                .map(|c| c.added_median())
+                .unwrap_or(f64::NAN)
+        };
         let max_n = self.counts.iter().copied().max().unwrap_or(0);
         Some(Series {
             slope: median(&per_sample),
             slope_q1: quantile(&per_sample, 0.25),
             slope_q3: quantile(&per_sample, 0.75),
             seg_mid: (at(10_000) - at(1_000)) / 9_000.0,
-            seg_high: if max_n > 10_000 { (at(max_n) - at(10_000)) / (max_n - 10_000) as f64 } else { f64::NAN },
+            seg_high: if max_n > 10_000 {
+                (at(max_n) - at(10_000)) / (max_n - 10_000) as f64
+            } else {
+                f64::NAN
+            },
             fixed: at(0),
         })
     }
@@ -153,7 +163,11 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# netbench results\n");
-        let _ = writeln!(s, "Reproduce (as root, from the workspace root): `{}`\n", self.command);
+        let _ = writeln!(
+            s,
+            "Reproduce (as root, from the workspace root): `{}`\n",
+            self.command
+        );
         for n in &self.notes {
             let _ = writeln!(s, "- {n}");
         }
@@ -192,7 +206,10 @@ impl Report {
     }
 
     fn datapath_tables(&self, s: &mut String) {
-        let _ = writeln!(s, "## Data path: ns per packet added over no firewall (INPUT hook)\n");
+        let _ = writeln!(
+            s,
+            "## Data path: ns per packet added over no firewall (INPUT hook)\n"
+        );
         let _ = writeln!(s, "![ns per packet against N](plot.svg)\n");
         for &k in &self.kinds {
             let title = match k {
@@ -205,7 +222,11 @@ impl Report {
                 "| backend |{} ns/rule (fit, IQR) | ns/rule 1k-10k | ns/rule 10k-max | per-rule ratio to iptables-legacy | fixed-cost ratio |",
                 self.n_header()
             );
-            let _ = writeln!(s, "|---|{}---|---|---|---|---|", "---|".repeat(self.counts.len()));
+            let _ = writeln!(
+                s,
+                "|---|{}---|---|---|---|---|",
+                "---|".repeat(self.counts.len())
+            );
             let legacy = self.series(Backend::Legacy, k);
             for &b in &self.backends {
                 let mut row = format!("| {} |", b.name());
@@ -228,8 +249,12 @@ impl Report {
                             se.slope_q3,
                             f2(se.seg_mid),
                             f2(se.seg_high),
-                            legacy.map(|l| ratio(se.slope, l.slope)).unwrap_or_else(|| "-".into()),
-                            legacy.map(|l| ratio(se.fixed, l.fixed)).unwrap_or_else(|| "-".into()),
+                            legacy
+                                .map(|l| ratio(se.slope, l.slope))
+                                .unwrap_or_else(|| "-".into()),
+                            legacy
+                                .map(|l| ratio(se.fixed, l.fixed))
+                                .unwrap_or_else(|| "-".into()),
                         );
                     }
                     None => row.push_str(" - | - | - | - | - |"),
@@ -238,15 +263,24 @@ impl Report {
             }
             let _ = writeln!(s);
         }
-        let _ = writeln!(s, "Ratio of added ns/packet to iptables-legacy's at the same N:\n");
+        let _ = writeln!(
+            s,
+            "Ratio of added ns/packet to iptables-legacy's at the same N:\n"
+        );
         let _ = writeln!(s, "| backend | rules |{}", self.n_header());
         let _ = writeln!(s, "|---|---|{}", "---|".repeat(self.counts.len()));
         for &k in &self.kinds {
             for &b in self.backends.iter().filter(|b| **b != Backend::Legacy) {
                 let mut row = format!("| {} | {} |", b.name(), k.name());
                 for &n in &self.counts {
-                    let v = self.get(b, k, n).map(|c| c.added_median()).unwrap_or(f64::NAN);
-                    let l = self.get(Backend::Legacy, k, n).map(|c| c.added_median()).unwrap_or(f64::NAN);
+                    let v = self
+                        .get(b, k, n)
+                        .map(|c| c.added_median())
+                        .unwrap_or(f64::NAN);
+                    let l = self
+                        .get(Backend::Legacy, k, n)
+                        .map(|c| c.added_median())
+                        .unwrap_or(f64::NAN);
                     let _ = write!(row, " {} |", ratio(v, l));
                 }
                 let _ = writeln!(s, "{row}");
@@ -271,13 +305,18 @@ impl Report {
         for &b in &self.backends {
             for &k in &self.kinds {
                 for (op, f) in [
-                    ("load", (|c: &ConfigResult| c.restore) as fn(&ConfigResult) -> Option<Duration>),
+                    (
+                        "load",
+                        (|c: &ConfigResult| c.restore) as fn(&ConfigResult) -> Option<Duration>,
+                    ),
                     ("append", |c: &ConfigResult| c.append),
                 ] {
                     let mut row = format!("| {} | {} | {op} |", b.name(), k.name());
                     for &n in &self.counts {
                         match self.get(b, k, n) {
-                            Some(c) if c.error.is_some() && f(c).is_none() => row.push_str(" failed |"),
+                            Some(c) if c.error.is_some() && f(c).is_none() => {
+                                row.push_str(" failed |")
+                            }
                             Some(c) => match f(c) {
                                 Some(d) => {
                                     let _ = write!(row, " {:.1} |", ms(d));
@@ -295,8 +334,11 @@ impl Report {
     }
 
     fn prog_table(&self, s: &mut String) {
-        let rows: Vec<&ConfigResult> =
-            self.configs.iter().filter(|c| c.backend == Backend::Bpfilter && c.kind.is_some()).collect();
+        let rows: Vec<&ConfigResult> = self
+            .configs
+            .iter()
+            .filter(|c| c.backend == Backend::Bpfilter && c.kind.is_some())
+            .collect();
         if rows.is_empty() {
             return;
         }
@@ -329,14 +371,24 @@ impl Report {
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.kind.map(|k| k.name()).unwrap_or("-"),
                 c.n,
-                c.restore.map(|d| format!("{:.1}", ms(d))).unwrap_or_else(|| "failed".into()),
+                c.restore
+                    .map(|d| format!("{:.1}", ms(d)))
+                    .unwrap_or_else(|| "failed".into()),
                 c.progs.len(),
                 total,
                 big.map(|p| p.name.as_str()).unwrap_or("-"),
-                big.map(|p| p.insns().to_string()).unwrap_or_else(|| "-".into()),
-                big.map(|p| p.jited.to_string()).unwrap_or_else(|| "-".into()),
-                big.and_then(|p| p.verified_insns).map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-                if runs.is_empty() { "-".to_string() } else { runs.join(", ") },
+                big.map(|p| p.insns().to_string())
+                    .unwrap_or_else(|| "-".into()),
+                big.map(|p| p.jited.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                big.and_then(|p| p.verified_insns)
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                if runs.is_empty() {
+                    "-".to_string()
+                } else {
+                    runs.join(", ")
+                },
             );
         }
         let _ = writeln!(s);
@@ -353,7 +405,15 @@ impl Report {
                     c.backend.name(),
                     c.kind.map(|k| k.name()).unwrap_or("-"),
                     c.n,
-                    c.error.as_deref().unwrap_or("").lines().next().unwrap_or("").chars().take(400).collect::<String>()
+                    c.error
+                        .as_deref()
+                        .unwrap_or("")
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .chars()
+                        .take(400)
+                        .collect::<String>()
                 );
             }
             let _ = writeln!(s);
@@ -367,8 +427,17 @@ impl Report {
         for (k, limit) in [(RuleKind::Addr, 3.0), (RuleKind::Port, 5.0)] {
             if let (Some(bs), Some(ls)) = (self.series(b, k), self.series(Backend::Legacy, k)) {
                 out.push((
-                    format!("per-rule cost, {} rules, <= 1/{limit:.0} of iptables-legacy", k.name()),
-                    format!("{:.2} vs {:.2} ns/rule (ratio {:.3}, limit {:.3})", bs.slope, ls.slope, bs.slope / ls.slope, 1.0 / limit),
+                    format!(
+                        "per-rule cost, {} rules, <= 1/{limit:.0} of iptables-legacy",
+                        k.name()
+                    ),
+                    format!(
+                        "{:.2} vs {:.2} ns/rule (ratio {:.3}, limit {:.3})",
+                        bs.slope,
+                        ls.slope,
+                        bs.slope / ls.slope,
+                        1.0 / limit
+                    ),
                     bs.slope <= ls.slope / limit,
                 ));
             }
@@ -388,7 +457,11 @@ impl Report {
                 .iter()
                 .filter_map(|k| self.get(be, *k, 10_000).and_then(|c| c.restore).map(ms))
                 .collect();
-            if v.is_empty() { None } else { Some(median(&v)) }
+            if v.is_empty() {
+                None
+            } else {
+                Some(median(&v))
+            }
         };
         if let (Some(bl), Some(ll)) = (load(b), load(Backend::Legacy)) {
             out.push((
@@ -410,7 +483,12 @@ impl Report {
                         if failed {
                             format!("{max_n} rules not measured (load failed)")
                         } else {
-                            format!("{:.2} ns/rule for 1k-10k, {:.2} for 10k-{}k", bs.seg_mid, bs.seg_high, max_n / 1000)
+                            format!(
+                                "{:.2} ns/rule for 1k-10k, {:.2} for 10k-{}k",
+                                bs.seg_mid,
+                                bs.seg_high,
+                                max_n / 1000
+                            )
                         },
                         ok,
                     ));
@@ -442,7 +520,12 @@ impl Report {
             .iter()
             .flat_map(|c| {
                 c.check_failures.iter().map(move |f| {
-                    format!("{} {} N={}: {f}", c.backend.name(), c.kind.map(|k| k.name()).unwrap_or("-"), c.n)
+                    format!(
+                        "{} {} N={}: {f}",
+                        c.backend.name(),
+                        c.kind.map(|k| k.name()).unwrap_or("-"),
+                        c.n
+                    )
                 })
             })
             .collect();
@@ -453,7 +536,10 @@ impl Report {
                  and the final ACCEPT rule's counter == packets sent.\n"
             );
         } else {
-            let _ = writeln!(s, "FAILED checks (figures of these configurations are not trustworthy):\n");
+            let _ = writeln!(
+                s,
+                "FAILED checks (figures of these configurations are not trustworthy):\n"
+            );
             for f in fails {
                 let _ = writeln!(s, "- {f}");
             }
@@ -491,11 +577,31 @@ impl Report {
         let ly1 = if ly1 <= ly0 { ly0 + 1.0 } else { ly1 };
         // x: log10(N) with N = 0 drawn one decade left of the smallest non-zero N.
         let nz: Vec<usize> = self.counts.iter().copied().filter(|n| *n > 0).collect();
-        let lx_min_nz = nz.iter().map(|n| (*n as f64).log10()).fold(f64::INFINITY, f64::min);
-        let lx_min_nz = if lx_min_nz.is_finite() { lx_min_nz } else { 1.0 };
-        let lx0 = if self.counts.contains(&0) { lx_min_nz - 1.0 } else { lx_min_nz };
-        let lx1 = nz.iter().map(|n| (*n as f64).log10()).fold(lx0 + 1.0, f64::max);
-        let lx = |n: usize| if n == 0 { lx_min_nz - 1.0 } else { (n as f64).log10() };
+        let lx_min_nz = nz
+            .iter()
+            .map(|n| (*n as f64).log10())
+            .fold(f64::INFINITY, f64::min);
+        let lx_min_nz = if lx_min_nz.is_finite() {
+            lx_min_nz
+        } else {
+            1.0
+        };
+        let lx0 = if self.counts.contains(&0) {
+            lx_min_nz - 1.0
+        } else {
+            lx_min_nz
+        };
+        let lx1 = nz
+            .iter()
+            .map(|n| (*n as f64).log10())
+            .fold(lx0 + 1.0, f64::max);
+        let lx = |n: usize| {
+            if n == 0 {
+                lx_min_nz - 1.0
+            } else {
+                (n as f64).log10()
+            }
+        };
         let colors = |b: Backend| match b {
             Backend::None => "#777777",
             Backend::Legacy => "#d62728",
@@ -523,14 +629,25 @@ impl Report {
                     }
                     let y = py(v);
                     let _ = writeln!(s, "<line x1=\"{x0:.1}\" y1=\"{y:.1}\" x2=\"{x1:.1}\" y2=\"{y:.1}\" stroke=\"#dddddd\"/>");
-                    let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>", x0 - 4.0, y + 4.0, human_ns(v));
+                    let _ = writeln!(
+                        s,
+                        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+                        x0 - 4.0,
+                        y + 4.0,
+                        human_ns(v)
+                    );
                 }
                 d += 1;
             }
             for &n in &self.counts {
                 let x = px(n);
                 let _ = writeln!(s, "<line x1=\"{x:.1}\" y1=\"{y0:.1}\" x2=\"{x:.1}\" y2=\"{y1:.1}\" stroke=\"#eeeeee\"/>");
-                let _ = writeln!(s, "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>", y1 + 16.0, human_n(n));
+                let _ = writeln!(
+                    s,
+                    "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                    y1 + 16.0,
+                    human_n(n)
+                );
             }
             let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">rules before the matching one (N)</text>", (x0 + x1) / 2.0, y1 + 34.0);
             let _ = writeln!(s, "<text transform=\"translate({:.1},{:.1}) rotate(-90)\" text-anchor=\"middle\">sender CPU per packet</text>", ox + 14.0, (y0 + y1) / 2.0);
@@ -555,14 +672,32 @@ impl Report {
                     continue;
                 }
                 let col = colors(b);
-                let path: Vec<String> = pts.iter().map(|(n, v)| format!("{:.1},{:.1}", px(*n), py(*v))).collect();
-                let dash = if b == Backend::None { " stroke-dasharray=\"5,4\"" } else { "" };
+                let path: Vec<String> = pts
+                    .iter()
+                    .map(|(n, v)| format!("{:.1},{:.1}", px(*n), py(*v)))
+                    .collect();
+                let dash = if b == Backend::None {
+                    " stroke-dasharray=\"5,4\""
+                } else {
+                    ""
+                };
                 let _ = writeln!(s, "<polyline points=\"{}\" fill=\"none\" stroke=\"{col}\" stroke-width=\"2\"{dash}/>", path.join(" "));
                 for (n, v) in &pts {
-                    let _ = writeln!(s, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{col}\"/>", px(*n), py(*v));
+                    let _ = writeln!(
+                        s,
+                        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{col}\"/>",
+                        px(*n),
+                        py(*v)
+                    );
                 }
                 let _ = writeln!(s, "<line x1=\"{:.1}\" y1=\"{legend_y:.1}\" x2=\"{:.1}\" y2=\"{legend_y:.1}\" stroke=\"{col}\" stroke-width=\"2\"{dash}/>", x0 + 8.0, x0 + 28.0);
-                let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>", x0 + 32.0, legend_y + 4.0, b.name());
+                let _ = writeln!(
+                    s,
+                    "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+                    x0 + 32.0,
+                    legend_y + 4.0,
+                    b.name()
+                );
                 legend_y += 16.0;
             }
         }
@@ -577,15 +712,27 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn f2(v: f64) -> String {
-    if v.is_finite() { format!("{v:.2}") } else { "-".into() }
+    if v.is_finite() {
+        format!("{v:.2}")
+    } else {
+        "-".into()
+    }
 }
 
 fn ratio(a: f64, b: f64) -> String {
-    if a.is_finite() && b.is_finite() && b.abs() > 1e-9 { format!("{:.2}", a / b) } else { "-".into() }
+    if a.is_finite() && b.is_finite() && b.abs() > 1e-9 {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
+    }
 }
 
 fn human_n(n: usize) -> String {
-    if n >= 1000 && n % 1000 == 0 { format!("{}k", n / 1000) } else { n.to_string() }
+    if n >= 1000 && n % 1000 == 0 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
 }
 
 fn human_ns(v: f64) -> String {
@@ -607,11 +754,22 @@ fn trim(v: f64) -> String {
 mod tests {
     use super::*;
 
-    fn cfg(b: Backend, k: Option<RuleKind>, n: usize, base: f64, per_rule: f64, fixed: f64) -> ConfigResult {
+    fn cfg(
+        b: Backend,
+        k: Option<RuleKind>,
+        n: usize,
+        base: f64,
+        per_rule: f64,
+        fixed: f64,
+    ) -> ConfigResult {
         let mut c = ConfigResult::new(b, k, n);
         for s in 0..5 {
             let jitter = s as f64; // same in every configuration of a sample
-            let added = if b == Backend::None { 0.0 } else { fixed + per_rule * n as f64 };
+            let added = if b == Backend::None {
+                0.0
+            } else {
+                fixed + per_rule * n as f64
+            };
             c.cpu.push(base + jitter + added);
             c.wall.push(base + jitter + added);
             c.added.push(added);
@@ -660,13 +818,28 @@ mod tests {
         let r = report();
         let rows = r.target_rows();
         // addr: 1.0 <= 4.5/3 met; port: 1.0 > 4.5/5 = 0.9 not met.
-        let addr = rows.iter().find(|r| r.0.contains("addr rules, <= 1/3")).expect("addr");
+        let addr = rows
+            .iter()
+            .find(|r| r.0.contains("addr rules, <= 1/3"))
+            .expect("addr");
         assert!(addr.2);
-        let port = rows.iter().find(|r| r.0.contains("port rules, <= 1/5")).expect("port");
+        let port = rows
+            .iter()
+            .find(|r| r.0.contains("port rules, <= 1/5"))
+            .expect("port");
         assert!(!port.2);
-        assert!(rows.iter().filter(|r| r.0.starts_with("fixed")).all(|r| r.2));
-        assert!(rows.iter().filter(|r| r.0.starts_with("no cliff")).all(|r| r.2));
-        let load = rows.iter().find(|r| r.0.starts_with("10,000-rule load")).expect("load");
+        assert!(rows
+            .iter()
+            .filter(|r| r.0.starts_with("fixed"))
+            .all(|r| r.2));
+        assert!(rows
+            .iter()
+            .filter(|r| r.0.starts_with("no cliff"))
+            .all(|r| r.2));
+        let load = rows
+            .iter()
+            .find(|r| r.0.starts_with("10,000-rule load"))
+            .expect("load");
         assert!(!load.2, "same load times: not half");
     }
 

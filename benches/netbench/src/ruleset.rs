@@ -67,7 +67,12 @@ pub fn filler(kind: RuleKind, i: usize) -> Rule {
         RuleKind::Addr => Rule {
             // Distinct /32s outside 10.200.0.0/24; the port is the real one so that only the
             // address fails.
-            src: Some(Ipv4Addr::new(10, 1, ((i >> 8) & 0xff) as u8, (i & 0xff) as u8)),
+            src: Some(Ipv4Addr::new(
+                10,
+                1,
+                ((i >> 8) & 0xff) as u8,
+                (i & 0xff) as u8,
+            )),
             dst: None,
             dport: DPORT,
             accept: false,
@@ -75,20 +80,35 @@ pub fn filler(kind: RuleKind, i: usize) -> Rule {
         RuleKind::Port => {
             // Ports 6000.. wrapping inside 6000..=65535: never 5001.
             let port = 6000 + (i % (65_536 - 6000));
-            Rule { src: None, dst: None, dport: port as u16, accept: false }
+            Rule {
+                src: None,
+                dst: None,
+                dport: port as u16,
+                accept: false,
+            }
         }
     }
 }
 
 /// The rule that accepts the benchmark's traffic, last in the chain.
 pub fn final_rule() -> Rule {
-    Rule { src: Some(SRC), dst: Some(DST), dport: DPORT, accept: true }
+    Rule {
+        src: Some(SRC),
+        dst: Some(DST),
+        dport: DPORT,
+        accept: true,
+    }
 }
 
 /// The rule appended to a loaded ruleset to time a one-rule change (it goes after the final
 /// rule, so it changes no verdict).
 pub fn appended_rule() -> Rule {
-    Rule { src: Some(Ipv4Addr::new(10, 3, 0, 1)), dst: None, dport: DPORT, accept: false }
+    Rule {
+        src: Some(Ipv4Addr::new(10, 3, 0, 1)),
+        dst: None,
+        dport: DPORT,
+        accept: false,
+    }
 }
 
 /// All rules of an N-rule ruleset: N fillers then the final ACCEPT.
@@ -109,7 +129,10 @@ pub fn ipt_args(r: &Rule) -> Vec<String> {
     }
     a.extend(["-p", "udp", "-m", "udp", "--dport"].map(String::from));
     a.push(r.dport.to_string());
-    a.extend(["-j".to_string(), if r.accept { "ACCEPT" } else { "DROP" }.to_string()]);
+    a.extend([
+        "-j".to_string(),
+        if r.accept { "ACCEPT" } else { "DROP" }.to_string(),
+    ]);
     a
 }
 
@@ -172,7 +195,10 @@ mod tests {
                 let r = filler(kind, i);
                 let src_ok = r.src.is_none_or(|s| s == SRC);
                 let dst_ok = r.dst.is_none_or(|d| d == DST);
-                assert!(!(src_ok && dst_ok && r.dport == DPORT), "{kind:?} {i} matches");
+                assert!(
+                    !(src_ok && dst_ok && r.dport == DPORT),
+                    "{kind:?} {i} matches"
+                );
             }
         }
     }
@@ -190,8 +216,14 @@ mod tests {
         let s = iptables_save(&rules(RuleKind::Addr, 2));
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines[0], "*filter");
-        assert_eq!(lines[4], "-A INPUT -s 10.1.0.0/32 -p udp -m udp --dport 5001 -j DROP");
-        assert_eq!(lines[5], "-A INPUT -s 10.1.0.1/32 -p udp -m udp --dport 5001 -j DROP");
+        assert_eq!(
+            lines[4],
+            "-A INPUT -s 10.1.0.0/32 -p udp -m udp --dport 5001 -j DROP"
+        );
+        assert_eq!(
+            lines[5],
+            "-A INPUT -s 10.1.0.1/32 -p udp -m udp --dport 5001 -j DROP"
+        );
         assert_eq!(
             lines[6],
             "-A INPUT -s 10.200.0.1/32 -d 10.200.0.2/32 -p udp -m udp --dport 5001 -j ACCEPT"
@@ -207,7 +239,9 @@ mod tests {
         let s = nft_file(&r);
         let n = s.lines().filter(|l| l.contains("udp dport")).count();
         assert_eq!(n, r.len());
-        assert!(s.contains("ip saddr 10.200.0.1 ip daddr 10.200.0.2 udp dport 5001 counter name \"final\" accept"));
+        assert!(s.contains(
+            "ip saddr 10.200.0.1 ip daddr 10.200.0.2 udp dport 5001 counter name \"final\" accept"
+        ));
         assert!(s.contains("\t\tudp dport 6002 drop\n"));
     }
 

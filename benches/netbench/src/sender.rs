@@ -55,17 +55,28 @@ pub struct Measurement {
 impl Acc {
     /// CPU ns per packet.
     pub fn cpu_per_pkt(&self) -> f64 {
-        if self.pkts == 0 { f64::NAN } else { self.cpu_ns as f64 / self.pkts as f64 }
+        if self.pkts == 0 {
+            f64::NAN
+        } else {
+            self.cpu_ns as f64 / self.pkts as f64
+        }
     }
     /// Wall ns per packet.
     pub fn wall_per_pkt(&self) -> f64 {
-        if self.pkts == 0 { f64::NAN } else { self.wall_ns as f64 / self.pkts as f64 }
+        if self.pkts == 0 {
+            f64::NAN
+        } else {
+            self.wall_ns as f64 / self.pkts as f64
+        }
     }
 }
 
 /// This thread's CPU time in ns.
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: ts is a valid, writable timespec; the clock id is a constant the kernel knows.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     if rc != 0 {
@@ -81,7 +92,11 @@ pub struct XorShift(u64);
 impl XorShift {
     /// Seeded generator (seed 0 is replaced, xorshift needs a non-zero state).
     pub fn new(seed: u64) -> XorShift {
-        XorShift(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
+        XorShift(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
     }
     /// Next value.
     pub fn next_u64(&mut self) -> u64 {
@@ -103,13 +118,20 @@ impl XorShift {
 
 /// Send into every socket, interleaved, and return per-sample accumulations.
 /// `progress` is called after each kept sample with (done, total).
-pub fn measure(socks: &[UdpSocket], plan: &Plan, mut progress: impl FnMut(usize, usize)) -> Result<Measurement> {
+pub fn measure(
+    socks: &[UdpSocket],
+    plan: &Plan,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Measurement> {
     let k = socks.len();
     if k == 0 || plan.batch == 0 {
         bail!("nothing to measure");
     }
     let payload = vec![0x5au8; plan.payload];
-    let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
     // Every message of a batch points at the same payload; the sockets are connected, so no
     // address is given.
     let mut msgs: Vec<libc::mmsghdr> = (0..plan.batch)
@@ -122,7 +144,11 @@ pub fn measure(socks: &[UdpSocket], plan: &Plan, mut progress: impl FnMut(usize,
         })
         .collect();
     let fds: Vec<i32> = socks.iter().map(|s| s.as_raw_fd()).collect();
-    let mut m = Measurement { samples: Vec::with_capacity(plan.samples), sent: vec![0; k], rounds: 0 };
+    let mut m = Measurement {
+        samples: Vec::with_capacity(plan.samples),
+        sent: vec![0; k],
+        rounds: 0,
+    };
     let mut order: Vec<usize> = (0..k).collect();
     let mut rng = XorShift::new(0x6e65_7462_656e_6368);
     let total = plan.warmup + plan.samples;
@@ -138,7 +164,8 @@ pub fn measure(socks: &[UdpSocket], plan: &Plan, mut progress: impl FnMut(usize,
                 loop {
                     // SAFETY: fds[c] is an open socket owned by `socks`; msgs holds `batch`
                     // initialised headers whose iovec points into `payload`, both alive here.
-                    let n = unsafe { libc::sendmmsg(fds[c], msgs.as_mut_ptr(), plan.batch as u32, 0) };
+                    let n =
+                        unsafe { libc::sendmmsg(fds[c], msgs.as_mut_ptr(), plan.batch as u32, 0) };
                     if n < 0 {
                         let err = std::io::Error::last_os_error();
                         if err.kind() == std::io::ErrorKind::Interrupted {

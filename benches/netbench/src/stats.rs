@@ -20,8 +20,12 @@ pub fn median(values: &[f64]) -> f64 {
 
 /// Least-squares slope of y against x (NaN with fewer than two distinct x).
 pub fn slope(x: &[f64], y: &[f64]) -> f64 {
-    let pts: Vec<(f64, f64)> =
-        x.iter().zip(y).map(|(a, b)| (*a, *b)).filter(|(a, b)| a.is_finite() && b.is_finite()).collect();
+    let pts: Vec<(f64, f64)> = x
+        .iter()
+        .zip(y)
+        .map(|(a, b)| (*a, *b))
+        .filter(|(a, b)| a.is_finite() && b.is_finite())
+        .collect();
     let n = pts.len() as f64;
     if pts.len() < 2 {
         return f64::NAN;

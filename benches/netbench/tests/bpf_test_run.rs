@@ -10,7 +10,10 @@ fn privileged() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root under CI");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "needs root under CI"
+    );
     eprintln!("skipped: needs root (BPF_PROG_LOAD)");
     false
 }
@@ -18,7 +21,10 @@ fn privileged() -> bool {
 /// BPF_PROG_LOAD of `r0 = 1; exit` as BPF_PROG_TYPE_NETFILTER (32), attach type 45.
 fn load_accept() -> OwnedFd {
     // mov64 r0, 1; exit
-    let insns: [u64; 2] = [u64::from_le_bytes([0xb7, 0, 0, 0, 1, 0, 0, 0]), u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0])];
+    let insns: [u64; 2] = [
+        u64::from_le_bytes([0xb7, 0, 0, 0, 1, 0, 0, 0]),
+        u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
+    ];
     let license = b"GPL\0";
     let mut attr = [0u8; 128];
     attr[0..4].copy_from_slice(&32u32.to_ne_bytes());
@@ -29,7 +35,11 @@ fn load_accept() -> OwnedFd {
     attr[68..72].copy_from_slice(&45u32.to_ne_bytes());
     // SAFETY: attr is a valid bpf_attr prefix; insns and license outlive the call.
     let fd = unsafe { libc::syscall(libc::SYS_bpf, 5, attr.as_mut_ptr(), attr.len() as u32) };
-    assert!(fd >= 0, "BPF_PROG_LOAD: {}", std::io::Error::last_os_error());
+    assert!(
+        fd >= 0,
+        "BPF_PROG_LOAD: {}",
+        std::io::Error::last_os_error()
+    );
     // SAFETY: a new fd the kernel just gave us.
     unsafe { OwnedFd::from_raw_fd(fd as i32) }
 }

@@ -43,7 +43,11 @@ struct Args {
     batch: usize,
     /// Backends to compare with no firewall (comma separated): iptables-legacy, nftables,
     /// bpfilter.
-    #[arg(long, value_delimiter = ',', default_value = "iptables-legacy,nftables,bpfilter")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "iptables-legacy,nftables,bpfilter"
+    )]
     backends: Vec<String>,
     /// Rule kinds (comma separated): addr, port.
     #[arg(long, value_delimiter = ',', default_value = "addr,port")]
@@ -93,7 +97,10 @@ struct Live {
 
 fn workspace_root() -> PathBuf {
     // benches/netbench -> workspace root.
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
 }
 
 fn main() -> Result<()> {
@@ -103,7 +110,11 @@ fn main() -> Result<()> {
         bail!("netbench needs root (network namespaces, iptables, nft, BPF)");
     }
     let counts = args.counts.clone().unwrap_or_else(|| {
-        if args.quick { vec![0, 100, 1000] } else { vec![0, 10, 100, 1000, 10_000, 50_000] }
+        if args.quick {
+            vec![0, 100, 1000]
+        } else {
+            vec![0, 10, 100, 1000, 10_000, 50_000]
+        }
     });
     if let Some(n) = counts.iter().find(|n| **n > ruleset::MAX_RULES) {
         bail!("rule count {n} above {}", ruleset::MAX_RULES);
@@ -127,8 +138,14 @@ fn main() -> Result<()> {
         }
     }
     let root = workspace_root();
-    let bin_dir = args.bin_dir.clone().unwrap_or_else(|| root.join("target/release"));
-    let out_dir = args.out.clone().unwrap_or_else(|| root.join("benches/netbench"));
+    let bin_dir = args
+        .bin_dir
+        .clone()
+        .unwrap_or_else(|| root.join("target/release"));
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| root.join("benches/netbench"));
     let pid = std::process::id();
     let work = std::env::temp_dir().join(format!("netbench-{pid}"));
     std::fs::create_dir_all(&work).with_context(|| format!("mkdir {}", work.display()))?;
@@ -140,7 +157,9 @@ fn main() -> Result<()> {
         "{} UTC, kernel {}, {} CPUs; {}.",
         utc_now(),
         uname_r(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         tool_versions()
     )];
 
@@ -155,9 +174,17 @@ fn main() -> Result<()> {
     let mut daemon = None;
     if backends.contains(&Backend::Bpfilter) {
         let started = if tools.bpfilter.exists() {
-            Daemon::start(&tools.bpfilter, &tools.socket, &bpffs, &work.join("bpfilter-daemon.log"))
+            Daemon::start(
+                &tools.bpfilter,
+                &tools.socket,
+                &bpffs,
+                &work.join("bpfilter-daemon.log"),
+            )
         } else {
-            Err(anyhow::anyhow!("{} not found (build it with `make`)", tools.bpfilter.display()))
+            Err(anyhow::anyhow!(
+                "{} not found (build it with `make`)",
+                tools.bpfilter.display()
+            ))
         };
         match started {
             Ok(d) => daemon = Some(d),
@@ -170,7 +197,9 @@ fn main() -> Result<()> {
         }
     }
 
-    let result = run(&args, &tools, &counts, samples, &backends, &kinds, &work, notes, t_run);
+    let result = run(
+        &args, &tools, &counts, samples, &backends, &kinds, &work, notes, t_run,
+    );
     if let Some(d) = daemon {
         d.stop(&tools.bpfilter);
     }
@@ -184,7 +213,12 @@ fn main() -> Result<()> {
         let (mdp, svgp) = (out_dir.join("RESULTS.md"), out_dir.join("plot.svg"));
         std::fs::write(&mdp, &md).with_context(|| format!("write {}", mdp.display()))?;
         std::fs::write(&svgp, report.svg()).with_context(|| format!("write {}", svgp.display()))?;
-        eprintln!("netbench: wrote {} and {} in {:.0} s", mdp.display(), svgp.display(), report.elapsed.as_secs_f64());
+        eprintln!(
+            "netbench: wrote {} and {} in {:.0} s",
+            mdp.display(),
+            svgp.display(),
+            report.elapsed.as_secs_f64()
+        );
     }
     Ok(())
 }
@@ -229,8 +263,12 @@ fn run(
         eprintln!(
             "netbench: {tag}: ready in {:.2} s (load {} ms, append {} ms)",
             t0.elapsed().as_secs_f64(),
-            r.restore.map(|d| format!("{:.1}", d.as_secs_f64() * 1e3)).unwrap_or("-".into()),
-            r.append.map(|d| format!("{:.1}", d.as_secs_f64() * 1e3)).unwrap_or("-".into()),
+            r.restore
+                .map(|d| format!("{:.1}", d.as_secs_f64() * 1e3))
+                .unwrap_or("-".into()),
+            r.append
+                .map(|d| format!("{:.1}", d.as_secs_f64() * 1e3))
+                .unwrap_or("-".into()),
         );
     }
 
@@ -252,27 +290,38 @@ fn run(
         args.sample_ms,
         t_run.elapsed().as_secs_f64()
     );
-    let socks: Vec<UdpSocket> = live.iter().map(|l| l.tx.try_clone()).collect::<std::io::Result<_>>()?;
+    let socks: Vec<UdpSocket> = live
+        .iter()
+        .map(|l| l.tx.try_clone())
+        .collect::<std::io::Result<_>>()?;
     let m = sender::measure(&socks, &plan, |done, total| {
         if done % 10 == 0 || done == total {
             eprintln!("netbench: sample {done}/{total}");
         }
     })?;
     drop(socks);
-    eprintln!("netbench: checking counters ({:.0} s)", t_run.elapsed().as_secs_f64());
+    eprintln!(
+        "netbench: checking counters ({:.0} s)",
+        t_run.elapsed().as_secs_f64()
+    );
 
     // Checks: every packet reached the firewall namespace and crossed every rule.
     for (c, l) in live.iter_mut().enumerate() {
         let r = &mut results[l.idx];
         let got = l.snmp.in_receives()?.saturating_sub(l.in0);
         if got != m.sent[c] {
-            r.check_failures.push(format!("Ip InReceives {got} != sent {}", m.sent[c]));
+            r.check_failures
+                .push(format!("Ip InReceives {got} != sent {}", m.sent[c]));
         }
         if r.backend != Backend::None {
             match tools.final_counter(r.backend, &l.firewall, r.n) {
                 Ok(p) if p == m.sent[c] => {}
-                Ok(p) => r.check_failures.push(format!("final rule counter {p} != sent {}", m.sent[c])),
-                Err(e) => r.check_failures.push(format!("final rule counter unreadable: {e:#}")),
+                Ok(p) => r
+                    .check_failures
+                    .push(format!("final rule counter {p} != sent {}", m.sent[c])),
+                Err(e) => r
+                    .check_failures
+                    .push(format!("final rule counter unreadable: {e:#}")),
             }
         }
     }
@@ -281,12 +330,17 @@ fn run(
     for l in &live {
         for (id, name) in &l.bpf_live {
             match test_run(*id, &pkt) {
-                Ok(t) => results[l.idx].test_runs.push((name.clone(), t.ns, t.retval)),
+                Ok(t) => results[l.idx]
+                    .test_runs
+                    .push((name.clone(), t.ns, t.retval)),
                 Err(e) => eprintln!("netbench: test run of program {id} ({name}): {e:#}"),
             }
         }
     }
-    let ref_pos = live.iter().position(|l| results[l.idx].backend == Backend::None).context("no reference")?;
+    let ref_pos = live
+        .iter()
+        .position(|l| results[l.idx].backend == Backend::None)
+        .context("no reference")?;
     for (c, l) in live.iter().enumerate() {
         let r = &mut results[l.idx];
         for s in &m.samples {
@@ -311,9 +365,15 @@ fn run(
         wall_vs_cpu.iter().copied().fold(0.0, f64::max),
     ));
     drop(live);
-    eprintln!("netbench: tearing down ({:.0} s)", t_run.elapsed().as_secs_f64());
+    eprintln!(
+        "netbench: tearing down ({:.0} s)",
+        t_run.elapsed().as_secs_f64()
+    );
     drop(nss);
-    eprintln!("netbench: torn down ({:.0} s)", t_run.elapsed().as_secs_f64());
+    eprintln!(
+        "netbench: torn down ({:.0} s)",
+        t_run.elapsed().as_secs_f64()
+    );
     let argv: Vec<String> = std::env::args().skip(1).collect();
     Ok(Report {
         configs: results,
@@ -323,7 +383,12 @@ fn run(
         samples,
         sample_len: plan.sample,
         rounds: m.rounds,
-        command: format!("make bench  # = cargo run --release -p netbench -- {}", argv.join(" ")).trim_end().to_string(),
+        command: format!(
+            "make bench  # = cargo run --release -p netbench -- {}",
+            argv.join(" ")
+        )
+        .trim_end()
+        .to_string(),
         notes,
         elapsed: t_run.elapsed(),
     })
@@ -348,7 +413,9 @@ fn setup(
         s.connect((DST, DPORT)).context("connect sender")?;
         Ok(s)
     })?;
-    let rx = netns::in_netns(&pair.firewall, || UdpSocket::bind((DST, DPORT)).context("bind receiver"))?;
+    let rx = netns::in_netns(&pair.firewall, || {
+        UdpSocket::bind((DST, DPORT)).context("bind receiver")
+    })?;
     let snmp = Snmp::open(&pair.firewall)?;
     let mut bpf_live = Vec::new();
     if let Some(k) = k {
@@ -369,17 +436,29 @@ fn setup(
                 p
             }
         };
-        let before = if b == Backend::Bpfilter { progs::list("bpfltr_")? } else { Vec::new() };
+        let before = if b == Backend::Bpfilter {
+            progs::list("bpfltr_")?
+        } else {
+            Vec::new()
+        };
         r.restore = Some(tools.restore(b, &pair.firewall, &file)?);
         if b == Backend::Bpfilter {
             r.progs = progs::new_since(&before, &progs::list("bpfltr_")?);
             progs::add_verified(&mut r.progs);
         }
         // Three appends give a median; one when a load is slow, to keep the run short.
-        let appends = if r.restore.is_some_and(|d| d > Duration::from_secs(2)) { 1 } else { 3 };
+        let appends = if r.restore.is_some_and(|d| d > Duration::from_secs(2)) {
+            1
+        } else {
+            3
+        };
         let mut t = Vec::new();
         for _ in 0..appends {
-            t.push(tools.append(b, &pair.firewall, &ruleset::appended_rule())?.as_secs_f64());
+            t.push(
+                tools
+                    .append(b, &pair.firewall, &ruleset::appended_rule())?
+                    .as_secs_f64(),
+            );
         }
         r.append = Some(Duration::from_secs_f64(stats::median(&t)));
         if b == Backend::Bpfilter {
@@ -389,12 +468,22 @@ fn setup(
                 .collect();
         }
     }
-    Ok(Live { idx: 0, firewall: pair.firewall.clone(), tx, _rx: rx, snmp, in0: 0, bpf_live })
+    Ok(Live {
+        idx: 0,
+        firewall: pair.firewall.clone(),
+        tx,
+        _rx: rx,
+        snmp,
+        in0: 0,
+        bpf_live,
+    })
 }
 
 /// Unpin what a killed run's daemon left under /sys/fs/bpf/netbench-<pid>.
 fn remove_stale_bpffs() {
-    let Ok(dir) = std::fs::read_dir("/sys/fs/bpf") else { return };
+    let Ok(dir) = std::fs::read_dir("/sys/fs/bpf") else {
+        return;
+    };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if netns::owner_pid(&name, "netbench-").is_some_and(|p| !netns::pid_alive(p)) {
@@ -412,7 +501,9 @@ fn test_run(id: u32, pkt: &[u8]) -> Result<bpf::TestRun> {
 }
 
 fn uname_r() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn utc_now() -> String {
@@ -428,8 +519,19 @@ fn tool_versions() -> String {
         std::process::Command::new(prog)
             .arg(arg)
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
             .unwrap_or_default()
     };
-    format!("{}, {}", v("iptables-legacy", "--version"), v("nft", "--version"))
+    format!(
+        "{}, {}",
+        v("iptables-legacy", "--version"),
+        v("nft", "--version")
+    )
 }
