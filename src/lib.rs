@@ -1,3 +1,7 @@
 //! The bpfilter daemon: server, per-namespace state, translation and the BPF system layer.
 
+pub mod cli;
+pub mod daemon;
+pub mod layout;
 pub mod sys;
+pub mod xlate;

@@ -26,6 +26,7 @@ mod link;
 mod map;
 mod netns;
 mod prog;
+mod rcu;
 #[cfg(test)]
 mod testutil;
 
@@ -36,6 +37,7 @@ pub use link::{Link, LinkInfo, NF_IP_DEFRAG};
 pub use map::{num_possible_cpus, update_flags, Map, MapInfo, MapType};
 pub use netns::{current_netns, in_netns, netns_id, open_netns};
 pub use prog::{LoadStats, ProgInfo, Program, TestRun};
+pub use rcu::synchronize_rcu;
 
 pub(crate) use fs::{obj_get_kind, obj_pin, ObjKind};
 

@@ -1,0 +1,161 @@
+//! Command-line front ends: the iptables wrappers and the daemon's query commands.
+
+use std::ffi::OsString;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use libbpfilter::wire::Request;
+use libbpfilter::Client;
+
+/// Arguments handed unchanged to an iptables-legacy binary.
+#[derive(Debug, clap::Args)]
+pub struct PassThrough {
+    /// Arguments for the iptables binary, passed through unchanged.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<OsString>,
+}
+
+/// `bpfilter daemon` options.
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// bpffs folder for pins (bpffs is mounted at /sys/fs/bpf if missing).
+    #[arg(long, default_value = crate::daemon::DEFAULT_BPFFS)]
+    pub bpffs: PathBuf,
+}
+
+/// `bpfilter status` options.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `bpfilter counters` options.
+#[derive(Debug, clap::Args)]
+pub struct CountersArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `bpfilter dump` options.
+#[derive(Debug, clap::Args)]
+pub struct DumpArgs {
+    /// Only this hook: INPUT, FORWARD or OUTPUT.
+    #[arg(long)]
+    pub hook: Option<String>,
+}
+
+/// `bpfilter flush` options.
+#[derive(Debug, clap::Args)]
+pub struct FlushArgs {
+    /// Every namespace, not only the caller's.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Runs the daemon until it is stopped.
+pub fn daemon(socket: &Path, args: DaemonArgs) -> Result<ExitCode> {
+    crate::daemon::run(crate::daemon::Config {
+        socket: socket.to_owned(),
+        bpffs: args.bpffs,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where `libbpfilter.so` is: `BPFILTER_PRELOAD`, else beside this executable, else the
+/// install location.
+fn preload_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("BPFILTER_PRELOAD") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("locating the bpfilter executable")?;
+    let candidates = [
+        exe.parent().map(|d| d.join("libbpfilter.so")),
+        exe.parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("lib/libbpfilter.so")),
+        Some(PathBuf::from("/usr/local/lib/libbpfilter.so")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .context("libbpfilter.so not found beside the bpfilter executable nor in /usr/local/lib")
+}
+
+/// Replaces this process with `binary ARGS`, `libbpfilter.so` preloaded. Returns only on error.
+pub fn exec_legacy(binary: &str, socket: &Path, pass: PassThrough) -> Result<ExitCode> {
+    if let Err(err) = UnixStream::connect(socket) {
+        eprintln!(
+            "bpfilter: cannot reach the bpfilter daemon at {}: {err} (is 'bpfilter daemon' running?)",
+            socket.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let preload = preload_path()?;
+    let mut ld_preload = OsString::from(&preload);
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        ld_preload.push(":");
+        ld_preload.push(old);
+    }
+    let err = Command::new(binary)
+        .args(&pass.args)
+        .env("LD_PRELOAD", ld_preload)
+        .env("BPFILTER_SOCKET", socket)
+        .exec();
+    bail!("cannot run {binary}: {err}")
+}
+
+/// Prints the daemon's view of the caller's namespace.
+pub fn status(socket: &Path, _args: StatusArgs) -> Result<ExitCode> {
+    query(
+        socket,
+        &Request::Status {
+            payload: Vec::new(),
+        },
+    )
+}
+
+/// Prints the live counters of the caller's namespace.
+pub fn counters(socket: &Path, args: CountersArgs) -> Result<ExitCode> {
+    query(
+        socket,
+        &Request::Counters {
+            payload: vec![u8::from(args.json)],
+        },
+    )
+}
+
+/// Prints the disassembly of the caller's namespace's programs.
+pub fn dump(socket: &Path, args: DumpArgs) -> Result<ExitCode> {
+    query(
+        socket,
+        &Request::Dump {
+            hook: args.hook,
+            payload: Vec::new(),
+        },
+    )
+}
+
+/// Removes what bpfilter attached.
+pub fn flush(socket: &Path, args: FlushArgs) -> Result<ExitCode> {
+    query(
+        socket,
+        &Request::Flush {
+            all: args.all,
+            payload: Vec::new(),
+        },
+    )
+}
+
+fn query(socket: &Path, request: &Request) -> Result<ExitCode> {
+    let mut client = Client::connect_to(socket)?;
+    let text = client.call(request)?;
+    print!("{}", String::from_utf8_lossy(&text));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,67 @@
+//! Who may talk to the daemon: callers with CAP_NET_ADMIN, as the kernel requires for the
+//! IPT_SO_* socket options (`ns_capable(net->user_ns, CAP_NET_ADMIN)`, else EPERM).
+
+use std::os::unix::net::UnixStream;
+
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+
+const CAP_NET_ADMIN: u32 = 12;
+
+/// The peer's credentials as the kernel recorded them at connect time.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// Process id of the connecting process.
+    pub pid: i32,
+    /// Its effective user id.
+    pub uid: u32,
+}
+
+/// Reads SO_PEERCRED.
+pub fn peer(stream: &UnixStream) -> std::io::Result<Peer> {
+    let cred = getsockopt(stream, PeerCredentials).map_err(std::io::Error::from)?;
+    Ok(Peer {
+        pid: cred.pid(),
+        uid: cred.uid(),
+    })
+}
+
+/// Whether the peer holds CAP_NET_ADMIN in its effective set. A peer whose process is gone
+/// (its /proc entry unreadable) does not.
+pub fn has_net_admin(peer: &Peer) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", peer.pid)) else {
+        return false;
+    };
+    cap_eff(&status).is_some_and(|caps| caps & (1u64 << CAP_NET_ADMIN) != 0)
+}
+
+fn cap_eff(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cap_eff() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t0000000000001000\n";
+        assert_eq!(cap_eff(status), Some(1 << CAP_NET_ADMIN));
+        assert_eq!(cap_eff("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn this_process_is_judged_by_its_capabilities() {
+        let me = Peer {
+            pid: std::process::id() as i32,
+            uid: nix::unistd::geteuid().as_raw(),
+        };
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let expect = cap_eff(&status).unwrap() & (1 << CAP_NET_ADMIN) != 0;
+        assert_eq!(has_net_admin(&me), expect);
+        assert!(!has_net_admin(&Peer {
+            pid: i32::MAX,
+            uid: 0
+        }));
+    }
+}

@@ -1,0 +1,609 @@
+//! The BPF datapath of one table in one namespace.
+//!
+//! Objects and pins (`<root>` is the bpffs folder, `<ns>` the namespace's nsfs inode):
+//! ```text
+//! <root>/net<ns>/<table>/progs            PROG_ARRAY, slot = hook number
+//! <root>/net<ns>/<table>/<HOOK>/dispatcher  tail-calls progs[hook]; an empty slot accepts
+//! <root>/net<ns>/<table>/<HOOK>/link        netfilter link of the dispatcher (pf, hook, PRIORITY)
+//! <root>/net<ns>/<table>/gen<N>/<HOOK>      the compiled chain program of generation N
+//! <root>/net<ns>/<table>/gen<N>/counters    PERCPU_ARRAY {packets, bytes} per entry index
+//! <root>/net<ns>/<table>/gen<N>/bases       counters carried by SET_ADD_COUNTERS (BlobMap)
+//! <root>/net<ns>/<table>/gen<N>/ruleset     the accepted SET_REPLACE bytes (BlobMap)
+//! ```
+//! A replace builds and pins generation N+1 completely, then points every hook's slot at its
+//! programs, waits for an RCU grace period so that no packet is still inside generation N,
+//! reads N's final counters, and unpins N. A failure before the switch leaves N untouched.
+//! A daemon that died mid-switch is repaired on restart by rolling forward to the newest
+//! complete generation (see [`adopt`]).
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime};
+
+use emitter::builder::{Builder, Compiled, MapRef};
+use emitter::insn::{AluOp, Insn, Reg, Src};
+use emitter::KernelLayout;
+use ipt_abi::{Table, XtCounters};
+use tracing::{info, warn};
+
+use super::state::{BackendError, Backends, Namespace, NsId, TableBackend};
+use super::store::BlobMap;
+use crate::sys::{self, Link, Map, MapType, Program, SysError};
+
+/// Netfilter priority of bpfilter's hooks: next to the kernel's filter table
+/// (NF_IP_PRI_FILTER = 0), which a namespace may also have; the same priority would be EBUSY.
+pub const PRIORITY: i32 = 1;
+const NFPROTO_IPV4: u32 = 2;
+const BPF_FUNC_TAIL_CALL: u32 = 12;
+const PROG_ARRAY_MAP: MapRef = MapRef::Other(0);
+const HOOK_NAMES: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
+const PROG_NAMES: [&str; 5] = [
+    "bpfltr_pre",
+    "bpfltr_in",
+    "bpfltr_fwd",
+    "bpfltr_out",
+    "bpfltr_post",
+];
+const DISPATCHER_NAMES: [&str; 5] = [
+    "bpfltr_dsp_pre",
+    "bpfltr_dsp_in",
+    "bpfltr_dsp_fwd",
+    "bpfltr_dsp_out",
+    "bpfltr_dsp_post",
+];
+
+fn sys_err(what: &str) -> impl FnOnce(SysError) -> BackendError + '_ {
+    move |e| BackendError::new(e.errno(), format!("{what}: {e}"))
+}
+
+/// Makes BPF backends whose pins live under one bpffs folder.
+#[derive(Debug)]
+pub struct BpfBackends {
+    root: PathBuf,
+    layout: OnceLock<Result<KernelLayout, String>>,
+}
+
+impl BpfBackends {
+    /// Prepares bpffs (mounting it if needed) and the pin folder.
+    pub fn new(root: &Path) -> anyhow::Result<Self> {
+        sys::ensure_bpffs(root)?;
+        Ok(Self {
+            root: root.to_owned(),
+            layout: OnceLock::new(),
+        })
+    }
+
+    /// The pin folder of a namespace.
+    pub fn ns_dir(&self, ns: NsId) -> PathBuf {
+        self.root.join(format!("net{}", ns.0))
+    }
+
+    fn layout(&self) -> Result<KernelLayout, BackendError> {
+        self.layout
+            .get_or_init(|| {
+                sys::Btf::vmlinux()
+                    .and_then(|btf| crate::layout::kernel_layout(&btf))
+                    .map_err(|e| format!("reading vmlinux BTF: {e}"))
+            })
+            .clone()
+            .map_err(|e| BackendError::new(libc::EOPNOTSUPP, e))
+    }
+
+    /// Takes over the tables a previous daemon pinned, by namespace.
+    fn adopt_all(&self) -> Vec<(NsId, String, Table, Box<dyn TableBackend>)> {
+        let mut out = Vec::new();
+        let Ok(dirs) = std::fs::read_dir(&self.root) else {
+            return out;
+        };
+        for ns_dir in dirs.flatten() {
+            let name = ns_dir.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_prefix("net")
+                .and_then(|n| n.parse().ok())
+                .map(NsId)
+            else {
+                continue;
+            };
+            let Ok(tables) = std::fs::read_dir(ns_dir.path()) else {
+                continue;
+            };
+            for t in tables.flatten() {
+                let table_name = t.file_name().to_string_lossy().into_owned();
+                match self
+                    .layout()
+                    .and_then(|layout| BpfTable::adopt(&t.path(), layout))
+                {
+                    Ok((table, backend)) => {
+                        info!(netns = %id, table = %table_name, entries = table.entries.len(), "adopted pinned table");
+                        out.push((
+                            id,
+                            table_name,
+                            table,
+                            Box::new(backend) as Box<dyn TableBackend>,
+                        ));
+                    }
+                    Err(e) => {
+                        warn!(netns = %id, table = %table_name, error = %e, "cannot adopt pinned table; leaving it")
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Backends for BpfBackends {
+    fn create(&self, ns: &Namespace, table: &Table) -> Result<Box<dyn TableBackend>, BackendError> {
+        let nsfd = ns
+            .fd
+            .as_ref()
+            .ok_or_else(|| BackendError::new(libc::EINVAL, "no namespace fd"))?;
+        let dir = self.ns_dir(ns.id).join(&table.name);
+        let layout = self.layout()?;
+        let backend = BpfTable::create(dir, nsfd, table, layout)?;
+        Ok(Box::new(backend))
+    }
+
+    fn adopt(&self) -> Vec<(NsId, String, Table, Box<dyn TableBackend>)> {
+        self.adopt_all()
+    }
+
+    fn flush(&self, ns: NsId) {
+        let dir = self.ns_dir(ns);
+        if let Err(e) = sys::remove_pins(&dir) {
+            warn!(dir = %dir.display(), error = %e, "removing pins failed");
+        }
+    }
+
+    fn flush_all(&self) {
+        let Ok(dirs) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for d in dirs.flatten() {
+            if let Err(e) = sys::remove_pins(d.path()) {
+                warn!(dir = %d.path().display(), error = %e, "removing pins failed");
+            }
+        }
+    }
+}
+
+/// The programs and maps of one ruleset.
+#[derive(Debug)]
+struct Generation {
+    number: u64,
+    dir: PathBuf,
+    counters: Map,
+    bases_store: BlobMap,
+    bases: Vec<XtCounters>,
+    programs: Vec<(u32, Program, sys::LoadStats)>,
+    applied: SystemTime,
+}
+
+/// One table of one namespace, running as BPF.
+#[derive(Debug)]
+pub struct BpfTable {
+    dir: PathBuf,
+    progs: Map,
+    hooks: Vec<u32>,
+    layout: KernelLayout,
+    gen: Generation,
+}
+
+fn hooks_of(table: &Table) -> Vec<u32> {
+    (0..5)
+        .filter(|h| table.valid_hooks & (1 << h) != 0)
+        .collect()
+}
+
+fn counters_to_bytes(c: &[XtCounters]) -> Vec<u8> {
+    super::sockopt::counters_bytes(c)
+}
+
+fn counters_from_bytes(b: &[u8]) -> Vec<XtCounters> {
+    b.chunks_exact(16)
+        .map(|c| {
+            let word = |i: usize| {
+                u64::from_ne_bytes([
+                    c[i],
+                    c[i + 1],
+                    c[i + 2],
+                    c[i + 3],
+                    c[i + 4],
+                    c[i + 5],
+                    c[i + 6],
+                    c[i + 7],
+                ])
+            };
+            XtCounters {
+                pcnt: word(0),
+                bcnt: word(8),
+            }
+        })
+        .collect()
+}
+
+/// The program every hook keeps attached: `tail_call(ctx, progs, hook)`, and ACCEPT when the
+/// slot is empty (a table with no program yet filters nothing, as an empty table would).
+fn dispatcher(hook: u32) -> Result<Compiled, BackendError> {
+    let mut b = Builder::new();
+    b.ld_map(Reg::R2, PROG_ARRAY_MAP);
+    b.emit(Insn::Alu {
+        wide: true,
+        op: AluOp::Mov,
+        dst: Reg::R3,
+        src: Src::Imm(hook as i32),
+    });
+    b.call_helper(BPF_FUNC_TAIL_CALL);
+    b.emit(Insn::Alu {
+        wide: true,
+        op: AluOp::Mov,
+        dst: Reg::R0,
+        src: Src::Imm(1),
+    });
+    b.emit(Insn::Exit);
+    b.finish()
+        .map_err(|e| BackendError::new(libc::EINVAL, format!("dispatcher: {e}")))
+}
+
+impl BpfTable {
+    /// Instantiates `table` in the namespace `nsfd`: progs array, first generation, then one
+    /// dispatcher and link per hook.
+    fn create(
+        dir: PathBuf,
+        nsfd: &std::os::fd::OwnedFd,
+        table: &Table,
+        layout: KernelLayout,
+    ) -> Result<Self, BackendError> {
+        use std::os::fd::AsFd;
+        // A leftover of an earlier life of this namespace id would make pins fail with EEXIST.
+        let _ = sys::remove_pins(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            BackendError::new(
+                e.raw_os_error().unwrap_or(libc::EIO),
+                format!("mkdir {}: {e}", dir.display()),
+            )
+        })?;
+        let result = (|| {
+            let progs = Map::create(MapType::ProgArray, 4, 4, 5, "bpfltr_progs")
+                .map_err(sys_err("creating the prog array"))?;
+            progs
+                .pin(dir.join("progs"))
+                .map_err(sys_err("pinning the prog array"))?;
+            let hooks = hooks_of(table);
+            let blob = table.replace_blob(table.num_entries(), 0);
+            let gen = Generation::build(&dir, 1, table, &blob, layout)?;
+            for (hook, prog, _) in &gen.programs {
+                progs
+                    .set_prog(*hook, prog)
+                    .map_err(sys_err("filling the prog array"))?;
+            }
+            for &hook in &hooks {
+                let hook_dir = dir.join(HOOK_NAMES[hook as usize]);
+                std::fs::create_dir_all(&hook_dir)
+                    .map_err(|e| BackendError::new(libc::EIO, format!("mkdir: {e}")))?;
+                let code = dispatcher(hook)?;
+                let bytes = code.bytes(&|_| progs.fd().as_raw_fd());
+                let (dsp, _) = Program::load_netfilter(DISPATCHER_NAMES[hook as usize], &bytes, 0)
+                    .map_err(sys_err("loading the dispatcher"))?;
+                dsp.pin(hook_dir.join("dispatcher"))
+                    .map_err(sys_err("pinning the dispatcher"))?;
+                let link = Link::netfilter_in(nsfd.as_fd(), &dsp, NFPROTO_IPV4, hook, PRIORITY, 0)
+                    .map_err(sys_err("attaching the dispatcher"))?;
+                link.pin(hook_dir.join("link"))
+                    .map_err(sys_err("pinning the link"))?;
+            }
+            Ok(BpfTable {
+                dir: dir.clone(),
+                progs,
+                hooks,
+                layout,
+                gen,
+            })
+        })();
+        if result.is_err() {
+            let _ = sys::remove_pins(&dir);
+        }
+        result
+    }
+
+    /// Reopens a table from its pins, finishing a switch a dead daemon left half done.
+    fn adopt(dir: &Path, layout: KernelLayout) -> Result<(Table, BpfTable), BackendError> {
+        let progs = Map::from_pin(dir.join("progs")).map_err(sys_err("opening the prog array"))?;
+        let mut gens: Vec<u64> = std::fs::read_dir(dir)
+            .map_err(|e| BackendError::new(libc::EIO, format!("{}: {e}", dir.display())))?
+            .flatten()
+            .filter_map(|d| d.file_name().to_str()?.strip_prefix("gen")?.parse().ok())
+            .collect();
+        gens.sort_unstable();
+        // Newest complete generation first: a generation is pinned whole before the switch.
+        let mut chosen = None;
+        for &n in gens.iter().rev() {
+            match Generation::open(dir, n) {
+                Ok(g) => {
+                    chosen = Some(g);
+                    break;
+                }
+                Err(e) => warn!(gen = n, error = %e, "incomplete generation; discarding"),
+            }
+        }
+        let (gen, blob) =
+            chosen.ok_or_else(|| BackendError::new(libc::ENOENT, "no complete generation"))?;
+        let replace = ipt_abi::parse_replace(&blob, None).map_err(|e| {
+            BackendError::new(e.errno(), format!("stored ruleset does not parse: {e}"))
+        })?;
+        let table = replace.table;
+        let hooks = hooks_of(&table);
+        for (hook, prog, _) in &gen.programs {
+            let live = progs.prog_id(*hook).ok().flatten();
+            if live != prog.id().ok() {
+                warn!(
+                    hook = HOOK_NAMES[*hook as usize],
+                    gen = gen.number,
+                    "rolling the switch forward"
+                );
+                progs
+                    .set_prog(*hook, prog)
+                    .map_err(sys_err("filling the prog array"))?;
+            }
+        }
+        for n in gens.into_iter().filter(|&n| n != gen.number) {
+            let _ = sys::remove_pins(dir.join(format!("gen{n}")));
+        }
+        Ok((
+            table,
+            BpfTable {
+                dir: dir.to_owned(),
+                progs,
+                hooks,
+                layout,
+                gen,
+            },
+        ))
+    }
+
+    fn read_counters(gen: &Generation) -> Result<Vec<XtCounters>, BackendError> {
+        let sums = gen
+            .counters
+            .sum_percpu_u64_all()
+            .map_err(sys_err("reading counters"))?;
+        Ok(gen
+            .bases
+            .iter()
+            .zip(sums.iter().chain(std::iter::repeat(&Vec::new())))
+            .map(|(base, live)| XtCounters {
+                pcnt: base.pcnt.wrapping_add(live.first().copied().unwrap_or(0)),
+                bcnt: base.bcnt.wrapping_add(live.get(1).copied().unwrap_or(0)),
+            })
+            .collect())
+    }
+}
+
+impl Generation {
+    /// Compiles and loads every hook of `table`, with fresh counters, and pins it all.
+    fn build(
+        table_dir: &Path,
+        number: u64,
+        table: &Table,
+        blob: &[u8],
+        layout: KernelLayout,
+    ) -> Result<Generation, BackendError> {
+        let dir = table_dir.join(format!("gen{number}"));
+        let _ = sys::remove_pins(&dir);
+        let result = (|| {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| BackendError::new(libc::EIO, format!("mkdir: {e}")))?;
+            let entries = table.num_entries().max(1);
+            let counters = Map::create(MapType::PercpuArray, 4, 16, entries, "bpfltr_cnt")
+                .map_err(sys_err("creating the counter map"))?;
+            counters
+                .pin(dir.join("counters"))
+                .map_err(sys_err("pinning counters"))?;
+            let bases = vec![XtCounters::default(); table.entries.len()];
+            let bases_store =
+                BlobMap::create("bpfltr_bases", &counters_to_bytes(&bases), bases.len() * 16)
+                    .map_err(sys_err("creating the bases map"))?;
+            bases_store
+                .pin(&dir.join("bases"))
+                .map_err(sys_err("pinning bases"))?;
+            let mut programs = Vec::new();
+            for ir in crate::xlate::translate(table)
+                .map_err(|e| BackendError::new(e.errno(), e.to_string()))?
+            {
+                let hook = ir.hook.number();
+                let started = Instant::now();
+                let code = emitter::codegen::compile(&ir, &layout).map_err(|e| {
+                    BackendError::new(
+                        libc::EINVAL,
+                        format!("compiling {}: {e}", HOOK_NAMES[hook as usize]),
+                    )
+                })?;
+                let bytes = code.bytes(&|m| match m {
+                    MapRef::Counters => counters.fd().as_raw_fd(),
+                    MapRef::Other(_) => -1,
+                });
+                let (prog, stats) = Program::load_netfilter(PROG_NAMES[hook as usize], &bytes, 0).map_err(|e| {
+                    warn!(hook = HOOK_NAMES[hook as usize], error = %e, "the verifier refused a program");
+                    BackendError::new(libc::EINVAL, format!("loading {}: {e}", HOOK_NAMES[hook as usize]))
+                })?;
+                prog.pin(dir.join(HOOK_NAMES[hook as usize]))
+                    .map_err(sys_err("pinning a program"))?;
+                info!(
+                    hook = HOOK_NAMES[hook as usize],
+                    rules = table.entries.len(),
+                    insns = code.slot_count(),
+                    verified = stats.verified_insns,
+                    jited = stats.jited_bytes,
+                    load_ms = format!("{:.2}", stats.load_time.as_secs_f64() * 1e3),
+                    total_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1e3),
+                    "program loaded"
+                );
+                programs.push((hook, prog, stats));
+            }
+            // The ruleset last: its presence marks the generation complete.
+            let store = BlobMap::create("bpfltr_rules", blob, blob.len())
+                .map_err(sys_err("storing the ruleset"))?;
+            store
+                .pin(&dir.join("ruleset"))
+                .map_err(sys_err("pinning the ruleset"))?;
+            Ok(Generation {
+                number,
+                dir: dir.clone(),
+                counters,
+                bases_store,
+                bases,
+                programs,
+                applied: SystemTime::now(),
+            })
+        })();
+        if result.is_err() {
+            let _ = sys::remove_pins(&dir);
+        }
+        result
+    }
+
+    /// Reopens a pinned generation and its ruleset bytes.
+    fn open(table_dir: &Path, number: u64) -> Result<(Generation, Vec<u8>), BackendError> {
+        let dir = table_dir.join(format!("gen{number}"));
+        let blob = BlobMap::open(&dir.join("ruleset"))
+            .and_then(|s| s.read())
+            .map_err(sys_err("reading the ruleset"))?;
+        let counters = Map::from_pin(dir.join("counters")).map_err(sys_err("opening counters"))?;
+        let bases_store = BlobMap::open(&dir.join("bases")).map_err(sys_err("opening bases"))?;
+        let bases = counters_from_bytes(&bases_store.read().map_err(sys_err("reading bases"))?);
+        let mut programs = Vec::new();
+        for (hook, name) in HOOK_NAMES.iter().enumerate() {
+            let path = dir.join(name);
+            if path.exists() {
+                let prog = Program::from_pin(&path).map_err(sys_err("opening a program"))?;
+                let stats = prog
+                    .info()
+                    .map(|i| sys::LoadStats {
+                        verified_insns: i.verified_insns,
+                        xlated_insns: i.xlated_insns,
+                        jited_bytes: i.jited_bytes,
+                        ..Default::default()
+                    })
+                    .unwrap_or_default();
+                programs.push((hook as u32, prog, stats));
+            }
+        }
+        let applied = std::fs::metadata(dir.join("ruleset"))
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        Ok((
+            Generation {
+                number,
+                dir,
+                counters,
+                bases_store,
+                bases,
+                programs,
+                applied,
+            },
+            blob,
+        ))
+    }
+}
+
+/// Waits until no BPF program that started before now is still running (an RCU grace period:
+/// netfilter hooks and tail calls run inside rcu_read_lock).
+fn synchronize_programs() {
+    if let Err(e) = sys::synchronize_rcu() {
+        warn!(error = %e, "membarrier unavailable; waiting 10 ms instead");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+impl TableBackend for BpfTable {
+    fn counters(&self) -> Result<Vec<XtCounters>, BackendError> {
+        Self::read_counters(&self.gen)
+    }
+
+    fn replace(&mut self, table: &Table, blob: &[u8]) -> Result<Vec<XtCounters>, BackendError> {
+        let next = Generation::build(&self.dir, self.gen.number + 1, table, blob, self.layout)?;
+        for (i, (hook, prog, _)) in next.programs.iter().enumerate() {
+            if let Err(e) = self.progs.set_prog(*hook, prog) {
+                // Put back what was switched already; the old generation keeps running.
+                for (hook, prog, _) in self.gen.programs.iter().take(i) {
+                    let _ = self.progs.set_prog(*hook, prog);
+                }
+                let _ = sys::remove_pins(&next.dir);
+                return Err(sys_err("switching programs")(e));
+            }
+        }
+        synchronize_programs();
+        let old = Self::read_counters(&self.gen);
+        let previous = std::mem::replace(&mut self.gen, next);
+        self.hooks = hooks_of(table);
+        if let Err(e) = sys::remove_pins(&previous.dir) {
+            warn!(dir = %previous.dir.display(), error = %e, "removing the old generation failed");
+        }
+        old
+    }
+
+    fn add_counters(&mut self, add: &[XtCounters]) -> Result<(), BackendError> {
+        let mut bases = self.gen.bases.clone();
+        for (b, a) in bases.iter_mut().zip(add) {
+            b.pcnt = b.pcnt.wrapping_add(a.pcnt);
+            b.bcnt = b.bcnt.wrapping_add(a.bcnt);
+        }
+        self.gen
+            .bases_store
+            .write(&counters_to_bytes(&bases))
+            .map_err(sys_err("storing counter bases"))?;
+        self.gen.bases = bases;
+        Ok(())
+    }
+
+    fn status(&self) -> String {
+        let applied = self
+            .gen
+            .applied
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut out = format!(
+            "generation {} applied at {} (unix time), pins {}\n",
+            self.gen.number,
+            applied,
+            self.dir.display()
+        );
+        for (hook, prog, stats) in &self.gen.programs {
+            let info = prog.info().ok();
+            out.push_str(&format!(
+                "{:<8} prog id {:<6} insns {:<7} jited {:<8} bytes verified {:<8} load {:.2} ms\n",
+                HOOK_NAMES[*hook as usize],
+                info.as_ref().map_or(0, |i| i.id),
+                info.as_ref().map_or(stats.xlated_insns, |i| i.xlated_insns),
+                info.as_ref().map_or(stats.jited_bytes, |i| i.jited_bytes),
+                stats.verified_insns,
+                stats.load_time.as_secs_f64() * 1e3,
+            ));
+        }
+        out
+    }
+
+    fn dump(&self, table: &Table, hook: Option<&str>) -> String {
+        let programs = match crate::xlate::translate(table) {
+            Ok(p) => p,
+            Err(e) => return format!("; cannot translate: {e}\n"),
+        };
+        let mut out = String::new();
+        for ir in programs {
+            let name = HOOK_NAMES[ir.hook.number() as usize];
+            if hook.is_some_and(|h| !h.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            out.push_str(&format!(
+                "; hook {name}: program {}\n",
+                PROG_NAMES[ir.hook.number() as usize]
+            ));
+            match emitter::codegen::compile(&ir, &self.layout) {
+                Ok(code) => out.push_str(&code.dump()),
+                Err(e) => out.push_str(&format!("; cannot compile: {e}\n")),
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,256 @@
+//! The bpfilter daemon: a Unix socket server answering the IPT_SO_* requests that
+//! `libbpfilter.so` forwards from iptables-legacy, one namespace's requests at a time.
+//!
+//! Threads: one per connection. A request locks the registry only to find its namespace, then
+//! holds that namespace's lock until it is answered.
+
+pub mod auth;
+pub mod control;
+pub mod datapath;
+pub mod sockopt;
+pub mod state;
+pub mod store;
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use libbpfilter::wire::{self, Reply, Request};
+use tracing::{info, warn};
+
+use state::{Backends, Namespace, NsId};
+
+/// Default bpffs folder for pins.
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/bpfilter";
+
+/// What the daemon needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Unix socket path.
+    pub socket: PathBuf,
+    /// bpffs folder for pins.
+    pub bpffs: PathBuf,
+}
+
+/// The daemon's shared state.
+pub struct Daemon {
+    namespaces: Mutex<HashMap<NsId, Arc<Mutex<Namespace>>>>,
+    backends: Box<dyn Backends + Send>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").finish_non_exhaustive()
+    }
+}
+
+/// Runs the daemon until it is killed.
+pub fn run(config: Config) -> Result<()> {
+    init_logging();
+    let backends =
+        datapath::BpfBackends::new(&config.bpffs).context("preparing the BPF datapath")?;
+    let daemon = Arc::new(Daemon::new(Box::new(backends)));
+    daemon.adopt_pinned();
+    let listener = listen(&config.socket)?;
+    info!(socket = %config.socket.display(), bpffs = %config.bpffs.display(), "bpfilter daemon ready");
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                let daemon = Arc::clone(&daemon);
+                std::thread::spawn(move || daemon.serve(stream));
+            }
+            Err(err) => warn!(error = %err, "accept failed"),
+        }
+    }
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BPFILTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second initialisation (tests) is harmless.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Binds the socket: its folder created 0755, a stale socket replaced, the socket 0600.
+fn listen(path: &std::path::Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => anyhow::bail!("another daemon is already listening on {}", path.display()),
+        Err(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    Ok(listener)
+}
+
+impl Daemon {
+    /// A daemon with no namespaces yet.
+    pub fn new(backends: Box<dyn Backends + Send>) -> Self {
+        Self {
+            namespaces: Mutex::new(HashMap::new()),
+            backends,
+        }
+    }
+
+    /// Takes over the tables a previous daemon left pinned.
+    fn adopt_pinned(&self) {
+        for (id, name, table, backend) in self.backends.adopt() {
+            let ns = self.namespace(id);
+            let mut ns = match ns.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            ns.tables.insert(name, state::TableState { table, backend });
+        }
+    }
+
+    /// Serves one connection until the peer closes it.
+    fn serve(&self, stream: UnixStream) {
+        let peer = match auth::peer(&stream) {
+            Ok(p) => p,
+            Err(err) => {
+                warn!(error = %err, "SO_PEERCRED failed; closing");
+                return;
+            }
+        };
+        let allowed = auth::has_net_admin(&peer);
+        let result = wire::serve_connection(&stream, |request| match request {
+            Err(err) => {
+                warn!(pid = peer.pid, error = %err, "undecodable request");
+                Reply::error(err.errno())
+            }
+            Ok(_) if !allowed => {
+                warn!(
+                    pid = peer.pid,
+                    uid = peer.uid,
+                    "refused: caller lacks CAP_NET_ADMIN"
+                );
+                Reply::error(libc::EPERM)
+            }
+            Ok((request, nsfd)) => self.handle(request, nsfd),
+        });
+        if let Err(err) = result {
+            warn!(pid = peer.pid, error = %err, "connection dropped");
+        }
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, request: Request, nsfd: Option<OwnedFd>) -> Reply {
+        let Some(nsfd) = nsfd else {
+            warn!("request without a namespace fd");
+            return Reply::error(libc::EINVAL);
+        };
+        let id = match crate::sys::netns_id(nsfd.as_fd()) {
+            Ok((_dev, ino)) => NsId(ino),
+            Err(err) => {
+                warn!(error = %err, "the namespace fd is not a network namespace");
+                return Reply::error(libc::EINVAL);
+            }
+        };
+        let ns = self.namespace(id);
+        let mut ns = match ns.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if ns.fd.is_none() {
+            ns.fd = Some(nsfd);
+        }
+        self.dispatch(&mut ns, request)
+    }
+
+    fn namespace(&self, id: NsId) -> Arc<Mutex<Namespace>> {
+        let mut map = self.lock_registry();
+        Arc::clone(
+            map.entry(id)
+                .or_insert_with(|| Arc::new(Mutex::new(Namespace::new(id)))),
+        )
+    }
+
+    fn dispatch(&self, ns: &mut Namespace, request: Request) -> Reply {
+        use wire::{Family, SockoptOp};
+        match request {
+            Request::Sockopt(opt) if opt.family == Family::Ipv4 => {
+                let outcome = match opt.op {
+                    SockoptOp::Set => sockopt::set(ns, &*self.backends, opt.optname, &opt.payload),
+                    SockoptOp::Get => {
+                        sockopt::get(ns, &*self.backends, opt.optname, opt.optlen, &opt.payload)
+                    }
+                };
+                match outcome {
+                    Ok(answer) => Reply::ok(answer.payload),
+                    Err(refusal) => {
+                        warn!(netns = %ns.id, optname = opt.optname, op = ?opt.op, errno = refusal.errno,
+                              "refused: {}", refusal.reason);
+                        Reply::error(refusal.errno)
+                    }
+                }
+            }
+            // ip6tables comes later: no IPv6 table exists, as on a kernel without ip6_tables.
+            Request::Sockopt(_) => Reply::error(libc::ENOENT),
+            Request::TableNames {
+                family: Family::Ipv4,
+            } => {
+                let names: Vec<&String> = ns.tables.keys().collect();
+                Reply::ok(wire::table_names_payload(&names))
+            }
+            Request::TableNames { .. } => Reply::ok(Vec::new()),
+            Request::Status { .. } => Reply::ok(control::status(ns).into_bytes()),
+            Request::Counters { payload } => {
+                Reply::ok(control::counters(ns, payload.first() == Some(&1)).into_bytes())
+            }
+            Request::Dump { hook, .. } => {
+                Reply::ok(control::dump(ns, hook.as_deref()).into_bytes())
+            }
+            Request::Flush { all, .. } => self.flush(ns, all),
+        }
+    }
+
+    /// `bpfilter flush`: detach and unpin the caller's namespace, or every namespace.
+    fn flush(&self, ns: &mut Namespace, all: bool) -> Reply {
+        let mut removed = Vec::new();
+        ns.tables.clear();
+        removed.push(ns.id);
+        if all {
+            let others: Vec<_> = self
+                .lock_registry()
+                .iter()
+                .map(|(id, n)| (*id, Arc::clone(n)))
+                .collect();
+            // Only one namespace lock is held at a time besides our own, so this cannot deadlock.
+            for (id, other) in others.into_iter().filter(|(id, _)| *id != ns.id) {
+                let mut o = match other.lock() {
+                    Ok(guard) => guard,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                o.tables.clear();
+                removed.push(id);
+            }
+            self.backends.flush_all();
+        } else {
+            self.backends.flush(ns.id);
+        }
+        info!(namespaces = removed.len(), "flushed");
+        Reply::ok(format!("flushed {} namespace(s)\n", removed.len()).into_bytes())
+    }
+
+    fn lock_registry(&self) -> std::sync::MutexGuard<'_, HashMap<NsId, Arc<Mutex<Namespace>>>> {
+        match self.namespaces.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! The IPT_SO_* socket options, answered as the kernel's `do_ipt_get_ctl` / `do_ipt_set_ctl`
+//! (net/ipv4/netfilter/ip_tables.c) would answer them: the same length checks in the same
+//! order, the same errnos, the same bytes.
+//!
+//! Tables come into existence on first access in a namespace, as they do in the kernel
+//! (`xt_find_table_lock` instantiates a table from its template): GET_INFO, GET_ENTRIES,
+//! SET_REPLACE (once the blob is valid) and SET_ADD_COUNTERS all instantiate `filter`.
+
+use ipt_abi::{AbiError, ExtKind, Family, Table, XtCounters};
+use tracing::{info, warn};
+
+use super::state::{Backends, Namespace, TableState};
+
+/// `IPT_SO_SET_REPLACE` (setsockopt).
+pub const SO_SET_REPLACE: u32 = 64;
+/// `IPT_SO_SET_ADD_COUNTERS` (setsockopt).
+pub const SO_SET_ADD_COUNTERS: u32 = 65;
+/// `IPT_SO_GET_INFO` (getsockopt).
+pub const SO_GET_INFO: u32 = 64;
+/// `IPT_SO_GET_ENTRIES` (getsockopt).
+pub const SO_GET_ENTRIES: u32 = 65;
+/// `IPT_SO_GET_REVISION_MATCH` (getsockopt).
+pub const SO_GET_REVISION_MATCH: u32 = 66;
+/// `IPT_SO_GET_REVISION_TARGET` (getsockopt).
+pub const SO_GET_REVISION_TARGET: u32 = 67;
+
+const TABLE_MAXNAMELEN: usize = 32;
+const GETINFO_LEN: u32 = 84;
+const GET_ENTRIES_HDR: u32 = 40;
+const GET_REVISION_LEN: u32 = 30;
+const REPLACE_HDR: usize = 96;
+
+/// What a successful sockopt returns: the syscall's return value and, for gets, the bytes
+/// copied back into the caller's buffer (for SET_REPLACE: the old counters).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// The syscall's non-negative return value (a revision query returns the best revision).
+    pub ret: i32,
+    /// Bytes for the caller.
+    pub payload: Vec<u8>,
+}
+
+/// A failed sockopt: the errno the kernel would return, and why (for the daemon log).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Positive errno.
+    pub errno: i32,
+    /// Why, for the log line.
+    pub reason: String,
+}
+
+impl Refusal {
+    fn new(errno: i32, reason: impl Into<String>) -> Self {
+        Self {
+            errno,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<AbiError> for Refusal {
+    fn from(err: AbiError) -> Self {
+        Self {
+            errno: err.errno(),
+            reason: err.to_string(),
+        }
+    }
+}
+
+type Outcome = Result<Answer, Refusal>;
+
+/// The name in a fixed-size kernel name field: NUL-terminated, the last byte forced to NUL as
+/// the kernel does before it looks the name up.
+fn c_name(field: &[u8]) -> String {
+    let field = &field[..field.len().min(TABLE_MAXNAMELEN - 1)];
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    String::from_utf8_lossy(&field[..end]).into_owned()
+}
+
+/// Answers a getsockopt at level IPPROTO_IP.
+pub fn get(
+    ns: &mut Namespace,
+    backends: &dyn Backends,
+    optname: u32,
+    optlen: u32,
+    optval: &[u8],
+) -> Outcome {
+    match optname {
+        SO_GET_INFO => get_info(ns, backends, optlen, optval),
+        SO_GET_ENTRIES => get_entries(ns, backends, optlen, optval),
+        SO_GET_REVISION_MATCH => get_revision(ExtKind::Match, optlen, optval),
+        SO_GET_REVISION_TARGET => get_revision(ExtKind::Target, optlen, optval),
+        _ => Err(Refusal::new(
+            libc::EINVAL,
+            format!("unknown getsockopt optname {optname}"),
+        )),
+    }
+}
+
+/// Answers a setsockopt at level IPPROTO_IP.
+pub fn set(ns: &mut Namespace, backends: &dyn Backends, optname: u32, optval: &[u8]) -> Outcome {
+    match optname {
+        SO_SET_REPLACE => set_replace(ns, backends, optval),
+        SO_SET_ADD_COUNTERS => set_add_counters(ns, backends, optval),
+        _ => Err(Refusal::new(
+            libc::EINVAL,
+            format!("unknown setsockopt optname {optname}"),
+        )),
+    }
+}
+
+/// `get_info()`: the 84-byte `ipt_getinfo` of a table.
+fn get_info(ns: &mut Namespace, backends: &dyn Backends, optlen: u32, optval: &[u8]) -> Outcome {
+    if optlen != GETINFO_LEN {
+        return Err(Refusal::new(
+            libc::EINVAL,
+            format!("GET_INFO optlen {optlen}, want {GETINFO_LEN}"),
+        ));
+    }
+    let name = optval
+        .get(..TABLE_MAXNAMELEN)
+        .map(c_name)
+        .ok_or_else(short_buffer)?;
+    let table = ns.instantiate(&name, backends)?;
+    Ok(Answer {
+        ret: 0,
+        payload: table.table.get_info(),
+    })
+}
+
+/// `get_entries()`: the `ipt_get_entries` header followed by the entries with live counters.
+fn get_entries(ns: &mut Namespace, backends: &dyn Backends, optlen: u32, optval: &[u8]) -> Outcome {
+    if optlen < GET_ENTRIES_HDR {
+        return Err(Refusal::new(
+            libc::EINVAL,
+            format!("GET_ENTRIES optlen {optlen} below the header"),
+        ));
+    }
+    let hdr = optval
+        .get(..GET_ENTRIES_HDR as usize)
+        .ok_or_else(short_buffer)?;
+    let size = u32::from_ne_bytes([hdr[32], hdr[33], hdr[34], hdr[35]]);
+    if u64::from(optlen) != u64::from(GET_ENTRIES_HDR) + u64::from(size) {
+        return Err(Refusal::new(
+            libc::EINVAL,
+            format!("GET_ENTRIES optlen {optlen} != 40 + size {size}"),
+        ));
+    }
+    let name = c_name(&hdr[..TABLE_MAXNAMELEN]);
+    let table = ns.instantiate(&name, backends)?;
+    if size != table.table.size() {
+        return Err(Refusal::new(
+            libc::EAGAIN,
+            format!(
+                "GET_ENTRIES size {size} is stale, table {name} has {}",
+                table.table.size()
+            ),
+        ));
+    }
+    let counters = table.counters()?;
+    Ok(Answer {
+        ret: 0,
+        payload: table.table.get_entries(&counters),
+    })
+}
+
+/// `xt_find_revision()`: the best revision we have, EPROTONOSUPPORT, or ENOENT.
+fn get_revision(kind: ExtKind, optlen: u32, optval: &[u8]) -> Outcome {
+    if optlen != GET_REVISION_LEN {
+        return Err(Refusal::new(
+            libc::EINVAL,
+            format!("GET_REVISION optlen {optlen}, want {GET_REVISION_LEN}"),
+        ));
+    }
+    let req = optval
+        .get(..GET_REVISION_LEN as usize)
+        .ok_or_else(short_buffer)?;
+    let (name, revision) = ipt_abi::parse_revision_request(req)?;
+    let best = ipt_abi::query_revision(Family::Ipv4, kind, &name, revision)?;
+    Ok(Answer {
+        ret: i32::from(best),
+        payload: Vec::new(),
+    })
+}
+
+/// `do_replace()`: validate, compile, load, switch; answer the old counters.
+fn set_replace(ns: &mut Namespace, backends: &dyn Backends, optval: &[u8]) -> Outcome {
+    if optval.len() < REPLACE_HDR {
+        return Err(Refusal::new(
+            libc::EFAULT,
+            format!("SET_REPLACE of {} bytes, header is 96", optval.len()),
+        ));
+    }
+    let name = c_name(&optval[..TABLE_MAXNAMELEN]);
+    // The current entry count decides EAGAIN; a table that does not exist yet would be
+    // instantiated by the kernel after validation, with its initial entries.
+    let current = match ns.tables.get(&name) {
+        Some(t) => Some(t.table.entries.len() as u32),
+        None => Table::initial(&name).ok().map(|t| t.entries.len() as u32),
+    };
+    let replace = ipt_abi::parse_replace(optval, current)?;
+    let table = ns.instantiate(&name, backends)?;
+    let rules = replace.table.entries.len();
+    let old = table.replace(replace.table, optval)?;
+    info!(netns = %ns.id, table = %name, rules, "applied ruleset");
+    Ok(Answer {
+        ret: 0,
+        payload: counters_bytes(&old),
+    })
+}
+
+/// `do_add_counters()`: add what libiptc kept to the table's counters.
+fn set_add_counters(ns: &mut Namespace, backends: &dyn Backends, optval: &[u8]) -> Outcome {
+    let add = ipt_abi::parse_add_counters(optval)?;
+    let table = ns.instantiate(&add.name, backends)?;
+    let have = table.table.entries.len();
+    if add.counters.len() != have {
+        return Err(Refusal::new(
+            libc::EINVAL,
+            format!(
+                "ADD_COUNTERS for {} entries, table {} has {have}",
+                add.counters.len(),
+                add.name
+            ),
+        ));
+    }
+    table.add_counters(&add.counters)?;
+    Ok(Answer::default())
+}
+
+fn short_buffer() -> Refusal {
+    Refusal::new(libc::EFAULT, "request shorter than its optlen")
+}
+
+/// `xt_counters` array as the kernel copies it to user space.
+pub fn counters_bytes(counters: &[XtCounters]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(counters.len() * 16);
+    for c in counters {
+        out.extend_from_slice(&c.pcnt.to_ne_bytes());
+        out.extend_from_slice(&c.bcnt.to_ne_bytes());
+    }
+    out
+}
+
+impl TableState {
+    fn counters(&self) -> Result<Vec<XtCounters>, Refusal> {
+        self.backend.counters().map_err(|e| {
+            warn!(error = %e, "reading counters failed");
+            Refusal::new(e.errno(), e.to_string())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use ipt_abi::build::{Rule, RuleTarget, TableBuilder};
+    use ipt_abi::Verdict;
+
+    use super::*;
+    use crate::daemon::state::{BackendError, NsId, TableBackend};
+
+    /// Counters kept in memory; `live` plays the datapath's per-CPU counters.
+    #[derive(Debug, Default)]
+    struct Fake {
+        live: Arc<Mutex<Vec<XtCounters>>>,
+        base: Vec<XtCounters>,
+        fail_next: Arc<Mutex<Option<i32>>>,
+    }
+
+    impl TableBackend for Fake {
+        fn counters(&self) -> Result<Vec<XtCounters>, BackendError> {
+            let live = self.live.lock().unwrap();
+            Ok(self
+                .base
+                .iter()
+                .zip(live.iter())
+                .map(|(b, l)| XtCounters {
+                    pcnt: b.pcnt + l.pcnt,
+                    bcnt: b.bcnt + l.bcnt,
+                })
+                .collect())
+        }
+        fn replace(
+            &mut self,
+            table: &Table,
+            _blob: &[u8],
+        ) -> Result<Vec<XtCounters>, BackendError> {
+            if let Some(errno) = self.fail_next.lock().unwrap().take() {
+                return Err(BackendError::new(errno, "injected"));
+            }
+            let old = self.counters()?;
+            let n = table.entries.len();
+            *self.live.lock().unwrap() = vec![XtCounters::default(); n];
+            self.base = vec![XtCounters::default(); n];
+            Ok(old)
+        }
+        fn add_counters(&mut self, add: &[XtCounters]) -> Result<(), BackendError> {
+            for (b, a) in self.base.iter_mut().zip(add) {
+                b.pcnt += a.pcnt;
+                b.bcnt += a.bcnt;
+            }
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeBackends {
+        created: AtomicUsize,
+        live: Arc<Mutex<Vec<XtCounters>>>,
+        fail_next: Arc<Mutex<Option<i32>>>,
+    }
+
+    impl Backends for FakeBackends {
+        fn create(
+            &self,
+            _ns: &Namespace,
+            table: &Table,
+        ) -> Result<Box<dyn TableBackend>, BackendError> {
+            self.created.fetch_add(1, Ordering::SeqCst);
+            *self.live.lock().unwrap() = vec![XtCounters::default(); table.entries.len()];
+            Ok(Box::new(Fake {
+                live: Arc::clone(&self.live),
+                base: vec![XtCounters::default(); table.entries.len()],
+                fail_next: Arc::clone(&self.fail_next),
+            }))
+        }
+        fn flush(&self, _ns: NsId) {}
+        fn flush_all(&self) {}
+    }
+
+    fn name_field(name: &str) -> Vec<u8> {
+        let mut v = name.as_bytes().to_vec();
+        v.resize(TABLE_MAXNAMELEN, 0);
+        v
+    }
+
+    fn get_info(ns: &mut Namespace, b: &FakeBackends, name: &str) -> Outcome {
+        let mut req = name_field(name);
+        req.resize(GETINFO_LEN as usize, 0);
+        get(ns, b, SO_GET_INFO, GETINFO_LEN, &req)
+    }
+
+    fn get_entries(ns: &mut Namespace, b: &FakeBackends, size: u32) -> Outcome {
+        let mut req = name_field("filter");
+        req.extend_from_slice(&size.to_ne_bytes());
+        req.resize(GET_ENTRIES_HDR as usize, 0);
+        get(ns, b, SO_GET_ENTRIES, GET_ENTRIES_HDR + size, &req)
+    }
+
+    fn one_rule_blob(num_counters: u32) -> Vec<u8> {
+        let mut t = TableBuilder::filter();
+        t.rule("INPUT", Rule::new(RuleTarget::Drop).udp_dport(53));
+        t.policy("FORWARD", Verdict::Drop);
+        t.replace_blob(num_counters).expect("blob")
+    }
+
+    #[test]
+    fn first_get_info_instantiates_the_filter_table_once() {
+        let b = FakeBackends::default();
+        let mut ns = Namespace::new(NsId(1));
+        let a = get_info(&mut ns, &b, "filter").expect("filter exists");
+        assert_eq!(a.payload, Table::initial("filter").unwrap().get_info());
+        get_info(&mut ns, &b, "filter").expect("again");
+        assert_eq!(b.created.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            get_info(&mut ns, &b, "nat").unwrap_err().errno,
+            libc::ENOENT
+        );
+        assert_eq!(
+            get(&mut ns, &b, SO_GET_INFO, 83, &[0; 83])
+                .unwrap_err()
+                .errno,
+            libc::EINVAL
+        );
+    }
+
+    #[test]
+    fn get_entries_checks_length_and_size_like_the_kernel() {
+        let b = FakeBackends::default();
+        let mut ns = Namespace::new(NsId(1));
+        let size = Table::initial("filter").unwrap().size();
+        let a = get_entries(&mut ns, &b, size).expect("entries");
+        assert_eq!(a.payload.len(), 40 + size as usize);
+        assert_eq!(
+            get_entries(&mut ns, &b, size - 8).unwrap_err().errno,
+            libc::EAGAIN
+        );
+        let mut req = name_field("filter");
+        req.extend_from_slice(&size.to_ne_bytes());
+        req.resize(40, 0);
+        assert_eq!(
+            get(&mut ns, &b, SO_GET_ENTRIES, 40 + size + 1, &req)
+                .unwrap_err()
+                .errno,
+            libc::EINVAL
+        );
+        assert_eq!(
+            get(&mut ns, &b, SO_GET_ENTRIES, 39, &req[..39])
+                .unwrap_err()
+                .errno,
+            libc::EINVAL
+        );
+    }
+
+    #[test]
+    fn replace_returns_old_counters_and_add_counters_restores_them() {
+        let b = FakeBackends::default();
+        let mut ns = Namespace::new(NsId(1));
+        get_info(&mut ns, &b, "filter").unwrap();
+        b.live.lock().unwrap()[0] = XtCounters { pcnt: 3, bcnt: 300 };
+        let a = set(&mut ns, &b, SO_SET_REPLACE, &one_rule_blob(4)).expect("replace");
+        assert_eq!(a.payload.len(), 4 * 16);
+        assert_eq!(
+            &a.payload[..16],
+            &counters_bytes(&[XtCounters { pcnt: 3, bcnt: 300 }])[..]
+        );
+        let table = &ns.tables["filter"].table;
+        assert_eq!(table.entries.len(), 5);
+        // xt_counters_info: name, count, 4 bytes of padding before the u64 counters.
+        let mut add = name_field("filter");
+        add.extend_from_slice(&5u32.to_ne_bytes());
+        add.extend_from_slice(&[0; 4]);
+        add.extend_from_slice(&counters_bytes(&[XtCounters { pcnt: 7, bcnt: 70 }; 5]));
+        set(&mut ns, &b, SO_SET_ADD_COUNTERS, &add).expect("add");
+        assert_eq!(
+            ns.tables["filter"].backend.counters().unwrap()[4],
+            XtCounters { pcnt: 7, bcnt: 70 }
+        );
+        // A count that is not the table's: EINVAL, nothing added.
+        let mut bad = name_field("filter");
+        bad.extend_from_slice(&4u32.to_ne_bytes());
+        bad.extend_from_slice(&[0; 4]);
+        bad.extend_from_slice(&counters_bytes(&[XtCounters { pcnt: 1, bcnt: 1 }; 4]));
+        assert_eq!(
+            set(&mut ns, &b, SO_SET_ADD_COUNTERS, &bad)
+                .unwrap_err()
+                .errno,
+            libc::EINVAL
+        );
+        assert_eq!(
+            ns.tables["filter"].backend.counters().unwrap()[0],
+            XtCounters { pcnt: 7, bcnt: 70 }
+        );
+    }
+
+    #[test]
+    fn stale_num_counters_is_eagain_and_changes_nothing() {
+        let b = FakeBackends::default();
+        let mut ns = Namespace::new(NsId(1));
+        get_info(&mut ns, &b, "filter").unwrap();
+        let before = ns.tables["filter"].table.clone();
+        assert_eq!(
+            set(&mut ns, &b, SO_SET_REPLACE, &one_rule_blob(3))
+                .unwrap_err()
+                .errno,
+            libc::EAGAIN
+        );
+        assert_eq!(ns.tables["filter"].table, before);
+    }
+
+    #[test]
+    fn a_failing_backend_keeps_the_running_ruleset() {
+        let b = FakeBackends::default();
+        let mut ns = Namespace::new(NsId(1));
+        get_info(&mut ns, &b, "filter").unwrap();
+        let before = ns.tables["filter"].table.clone();
+        *b.fail_next.lock().unwrap() = Some(libc::EINVAL);
+        assert_eq!(
+            set(&mut ns, &b, SO_SET_REPLACE, &one_rule_blob(4))
+                .unwrap_err()
+                .errno,
+            libc::EINVAL
+        );
+        assert_eq!(ns.tables["filter"].table, before);
+    }
+
+    #[test]
+    fn garbage_and_unknown_optnames_are_refused() {
+        let b = FakeBackends::default();
+        let mut ns = Namespace::new(NsId(1));
+        assert_eq!(
+            set(&mut ns, &b, SO_SET_REPLACE, &[0xff; 50])
+                .unwrap_err()
+                .errno,
+            libc::EFAULT
+        );
+        assert_eq!(set(&mut ns, &b, 99, &[]).unwrap_err().errno, libc::EINVAL);
+        assert_eq!(
+            get(&mut ns, &b, 99, 0, &[]).unwrap_err().errno,
+            libc::EINVAL
+        );
+        assert!(ns.tables.is_empty(), "refused requests instantiate nothing");
+    }
+
+    #[test]
+    fn revision_queries() {
+        let b = FakeBackends::default();
+        let mut ns = Namespace::new(NsId(1));
+        let mut req = b"multiport".to_vec();
+        req.resize(29, 0);
+        req.push(1);
+        assert!(get(&mut ns, &b, SO_GET_REVISION_MATCH, 30, &req).is_ok());
+        req[29] = 7;
+        assert_eq!(
+            get(&mut ns, &b, SO_GET_REVISION_MATCH, 30, &req)
+                .unwrap_err()
+                .errno,
+            libc::EPROTONOSUPPORT
+        );
+        let mut unknown = b"nosuchmatch".to_vec();
+        unknown.resize(30, 0);
+        assert_eq!(
+            get(&mut ns, &b, SO_GET_REVISION_MATCH, 30, &unknown)
+                .unwrap_err()
+                .errno,
+            libc::ENOENT
+        );
+        assert_eq!(
+            get(&mut ns, &b, SO_GET_REVISION_TARGET, 29, &unknown)
+                .unwrap_err()
+                .errno,
+            libc::EINVAL
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! Per-namespace state: the tables a namespace has, each with its accepted ruleset and the
+//! backend that runs it (the BPF datapath, or a fake in unit tests).
+//!
+//! Locking: the daemon holds one `Namespace` lock for the whole of a request, so requests of
+//! one namespace are serialized (as the kernel serializes them under `xt[af].mutex`) while
+//! namespaces proceed independently.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ipt_abi::{Table, XtCounters};
+
+use super::sockopt::Refusal;
+
+/// A network namespace, named by its nsfs inode (unique while the namespace lives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NsId(pub u64);
+
+impl fmt::Display for NsId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "net:[{}]", self.0)
+    }
+}
+
+/// A datapath failure, with the errno the client gets.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct BackendError {
+    /// Positive errno for the client.
+    pub errno: i32,
+    /// What failed, for the log.
+    pub what: String,
+}
+
+impl BackendError {
+    /// Builds an error from an errno and a context line.
+    pub fn new(errno: i32, what: impl Into<String>) -> Self {
+        Self {
+            errno,
+            what: what.into(),
+        }
+    }
+
+    /// The errno the client gets.
+    pub fn errno(&self) -> i32 {
+        self.errno
+    }
+}
+
+impl From<BackendError> for Refusal {
+    fn from(e: BackendError) -> Self {
+        Refusal {
+            errno: e.errno,
+            reason: e.what,
+        }
+    }
+}
+
+/// What runs one table of one namespace.
+pub trait TableBackend: Send + fmt::Debug {
+    /// Live counters, one per entry: the datapath's plus the carried base.
+    fn counters(&self) -> Result<Vec<XtCounters>, BackendError>;
+    /// Compiles, loads and switches to `table` (whose SET_REPLACE bytes are `blob`). Returns the
+    /// previous ruleset's final counters. On error nothing has changed.
+    fn replace(&mut self, table: &Table, blob: &[u8]) -> Result<Vec<XtCounters>, BackendError>;
+    /// Adds `add[i]` to entry i's counters.
+    fn add_counters(&mut self, add: &[XtCounters]) -> Result<(), BackendError>;
+    /// A human summary for `bpfilter status`.
+    fn status(&self) -> String {
+        String::new()
+    }
+    /// Disassembly for `bpfilter dump` of the programs running `table`.
+    fn dump(&self, _table: &Table, _hook: Option<&str>) -> String {
+        String::new()
+    }
+}
+
+/// Makes backends for newly instantiated tables.
+pub trait Backends: Sync {
+    /// Instantiates `table` (the kernel's initial table) in namespace `ns`.
+    fn create(&self, ns: &Namespace, table: &Table) -> Result<Box<dyn TableBackend>, BackendError>;
+    /// Tables that a previous daemon left running, to take over.
+    fn adopt(&self) -> Vec<(NsId, String, Table, Box<dyn TableBackend>)> {
+        Vec::new()
+    }
+    /// Removes what backends of namespace `ns` left behind (pins, links) once its tables are
+    /// dropped.
+    fn flush(&self, ns: NsId);
+    /// Removes what every namespace's backends left behind.
+    fn flush_all(&self);
+}
+
+/// One table of one namespace.
+#[derive(Debug)]
+pub struct TableState {
+    /// The accepted ruleset.
+    pub table: Table,
+    /// What runs it.
+    pub backend: Box<dyn TableBackend>,
+}
+
+impl TableState {
+    /// Switches to `table`; returns the old counters. On error nothing changed.
+    pub fn replace(&mut self, table: Table, blob: &[u8]) -> Result<Vec<XtCounters>, Refusal> {
+        let old = self.backend.replace(&table, blob)?;
+        self.table = table;
+        Ok(old)
+    }
+
+    /// Adds counters (SET_ADD_COUNTERS).
+    pub fn add_counters(&mut self, add: &[XtCounters]) -> Result<(), Refusal> {
+        Ok(self.backend.add_counters(add)?)
+    }
+}
+
+/// The tables of one network namespace.
+#[derive(Debug)]
+pub struct Namespace {
+    /// Which namespace.
+    pub id: NsId,
+    /// An fd of the namespace, to create links from a thread that entered it.
+    pub fd: Option<std::os::fd::OwnedFd>,
+    /// Its tables, by name.
+    pub tables: BTreeMap<String, TableState>,
+}
+
+impl Namespace {
+    /// A namespace with no tables yet.
+    pub fn new(id: NsId) -> Self {
+        Self {
+            id,
+            fd: None,
+            tables: BTreeMap::new(),
+        }
+    }
+
+    /// The table `name`, instantiated on first access as the kernel does; ENOENT for a table
+    /// bpfilter does not have.
+    pub fn instantiate(
+        &mut self,
+        name: &str,
+        backends: &dyn Backends,
+    ) -> Result<&mut TableState, Refusal> {
+        if !self.tables.contains_key(name) {
+            let table = Table::initial(name)?;
+            let backend = backends.create(self, &table)?;
+            tracing::info!(netns = %self.id, table = name, "table instantiated");
+            self.tables
+                .insert(name.to_owned(), TableState { table, backend });
+        }
+        self.tables.get_mut(name).ok_or_else(|| Refusal {
+            errno: libc::ENOENT,
+            reason: format!("no table {name}"),
+        })
+    }
+}

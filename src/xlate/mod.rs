@@ -1,0 +1,458 @@
+//! From a validated iptables table to the emitter's filter IR: one [`ir::Program`] per hook.
+//!
+//! The kernel's `ipt_do_table` walks entries by position, not by chain: evaluation starts at
+//! `hook_entry[hook]` and falls through entry after entry; a jump pushes the jumping entry
+//! (unless it is a goto, or the target is the very next entry) and moves to the target; RETURN
+//! pops, or with an empty stack moves to `underflow[hook]`. This module reproduces exactly that:
+//! every entry where evaluation can start (a hook entry or a jump target) becomes an IR chain
+//! made of the entries from there up to the first one that unconditionally leaves (ACCEPT,
+//! DROP, RETURN, goto, ERROR). A jump becomes `Call`, a goto `Goto`, a jump to the next entry
+//! `Continue` (it pushes nothing, so evaluation simply goes on), and the underflow entry
+//! becomes the program's policy. Every rule keeps its entry index as counter slot, so the
+//! counters are the kernel's per-entry counters, chain-end RETURN entries and policies
+//! included.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use emitter::ir;
+use ipt_abi::abi::{
+    IPRANGE_DST, IPRANGE_DST_INV, IPRANGE_SRC, IPRANGE_SRC_INV, IPT_F_FRAG, IPT_ICMP_INV,
+    IPT_INV_DSTIP, IPT_INV_FRAG, IPT_INV_PROTO, IPT_INV_SRCIP, IPT_INV_VIA_IN, IPT_INV_VIA_OUT,
+    XT_MULTIPORT_DESTINATION, XT_MULTIPORT_SOURCE, XT_TCP_INV_DSTPT, XT_TCP_INV_FLAGS,
+    XT_TCP_INV_OPTION, XT_TCP_INV_SRCPT, XT_UDP_INV_DSTPT, XT_UDP_INV_SRCPT,
+};
+use ipt_abi::{Entry, Match, Table, Target, Verdict};
+
+/// Why a validated table cannot be translated (it should not happen: validation guarantees
+/// the shape this module relies on).
+#[derive(Debug, thiserror::Error)]
+pub enum XlateError {
+    /// A valid hook has no entry or underflow.
+    #[error("hook {hook} has no entry point or underflow")]
+    MissingHook {
+        /// Hook number.
+        hook: u32,
+    },
+    /// The underflow entry is not an unconditional ACCEPT or DROP.
+    #[error("underflow of hook {hook} (entry {index}) is not an ACCEPT or DROP policy")]
+    BadPolicy {
+        /// Hook number.
+        hook: u32,
+        /// Entry index.
+        index: u32,
+    },
+    /// A verdict bpfilter cannot carry out (NF_QUEUE needs a queue handler in user space).
+    #[error("entry {index}: the {what} verdict is not supported by bpfilter")]
+    Unsupported {
+        /// Entry index.
+        index: u32,
+        /// The verdict.
+        what: &'static str,
+    },
+    /// A chain runs off the end of the table.
+    #[error("evaluation from entry {start} runs past the end of the table")]
+    RunsOffEnd {
+        /// Where the chain starts.
+        start: u32,
+    },
+}
+
+impl XlateError {
+    /// The errno the client gets.
+    pub fn errno(&self) -> i32 {
+        match self {
+            // What the kernel says for a target it lacks: iptables prints its own message.
+            XlateError::Unsupported { .. } => libc::ENOENT,
+            _ => libc::EINVAL,
+        }
+    }
+}
+
+/// The hooks of a table, in hook order, with their IR programs.
+pub fn translate(table: &Table) -> Result<Vec<ir::Program>, XlateError> {
+    (0..5u32)
+        .filter(|h| table.valid_hooks & (1 << h) != 0)
+        .map(|hook| translate_hook(table, hook))
+        .collect()
+}
+
+fn ir_hook(hook: u32) -> ir::Hook {
+    match hook {
+        0 => ir::Hook::PreRouting,
+        1 => ir::Hook::LocalIn,
+        2 => ir::Hook::Forward,
+        3 => ir::Hook::LocalOut,
+        _ => ir::Hook::PostRouting,
+    }
+}
+
+/// The name iptables shows for the chain an entry belongs to (for dumps).
+fn chain_name(table: &Table, index: u32) -> String {
+    let name = table.chain_of(index).unwrap_or_else(|| "?".into());
+    format!("{name}@{index}")
+}
+
+fn translate_hook(table: &Table, hook: u32) -> Result<ir::Program, XlateError> {
+    let h = hook as usize;
+    let (Some(start), Some(underflow)) = (table.hook_entry_index(h), table.underflow_index(h))
+    else {
+        return Err(XlateError::MissingHook { hook });
+    };
+    let policy = match table
+        .entries
+        .get(underflow as usize)
+        .and_then(Entry::verdict)
+    {
+        Some(Verdict::Accept) => ir::Verdict::Accept,
+        Some(Verdict::Drop) => ir::Verdict::Drop,
+        _ => {
+            return Err(XlateError::BadPolicy {
+                hook,
+                index: underflow,
+            })
+        }
+    };
+    let mut chains = BTreeMap::new();
+    let mut todo = vec![start];
+    let mut seen = BTreeSet::from([start]);
+    while let Some(first) = todo.pop() {
+        let (chain, targets) = build_chain(table, first)?;
+        for t in targets {
+            if seen.insert(t) {
+                todo.push(t);
+            }
+        }
+        chains.insert(ir::ChainId(first), chain);
+    }
+    Ok(ir::Program {
+        family: ir::Family::Ipv4,
+        hook: ir_hook(hook),
+        entry: ir::ChainId(start),
+        chains,
+        policy: ir::Policy {
+            verdict: policy,
+            counter: underflow,
+        },
+    })
+}
+
+/// The IR chain that evaluation starting at entry `first` runs through, and the entries it
+/// jumps to.
+fn build_chain(table: &Table, first: u32) -> Result<(ir::Chain, Vec<u32>), XlateError> {
+    let mut rules = Vec::new();
+    let mut targets = Vec::new();
+    for entry in table.entries.iter().skip(first as usize) {
+        let (rule, leaves) = rule(entry, &mut targets)?;
+        rules.extend(rule);
+        if leaves {
+            return Ok((
+                ir::Chain {
+                    name: chain_name(table, first),
+                    rules,
+                },
+                targets,
+            ));
+        }
+    }
+    Err(XlateError::RunsOffEnd { start: first })
+}
+
+/// One entry as an IR rule (None if it can never match), and whether evaluation never goes
+/// past it (it matches every packet and leaves).
+fn rule(entry: &Entry, targets: &mut Vec<u32>) -> Result<(Option<ir::Rule>, bool), XlateError> {
+    let action = match &entry.target {
+        Target::Standard(Verdict::Queue) => {
+            return Err(XlateError::Unsupported {
+                index: entry.index,
+                what: "QUEUE",
+            })
+        }
+        Target::Error(_) => ir::Action::Drop,
+        Target::Standard(Verdict::Accept) => ir::Action::Accept,
+        Target::Standard(Verdict::Drop) => ir::Action::Drop,
+        Target::Standard(Verdict::Return) => ir::Action::Return,
+        Target::Standard(Verdict::Jump { index, .. }) => {
+            if entry.ip.is_goto() {
+                targets.push(*index);
+                ir::Action::Goto(ir::ChainId(*index))
+            } else if *index == entry.index + 1 {
+                ir::Action::Continue
+            } else {
+                targets.push(*index);
+                ir::Action::Call(ir::ChainId(*index))
+            }
+        }
+    };
+    let Some(matches) = matches(entry) else {
+        return Ok((None, false));
+    };
+    let leaves =
+        matches.is_empty() && !matches!(action, ir::Action::Call(_) | ir::Action::Continue);
+    Ok((
+        Some(ir::Rule {
+            matches,
+            action,
+            counter: entry.index,
+        }),
+        leaves,
+    ))
+}
+
+/// The tests of `ip_packet_match` and the entry's match extensions, in the kernel's order;
+/// None when the entry can never match. Tests that every packet passes are left out.
+fn matches(entry: &Entry) -> Option<Vec<ir::Match>> {
+    let ip = &entry.ip;
+    let inv = |bit| ip.invflags & bit != 0;
+    let mut out = Vec::new();
+    if !(ip.src.is_unspecified() && ip.smsk.is_unspecified() && !inv(IPT_INV_SRCIP)) {
+        out.push(ir::Match::Ipv4Src {
+            addr: ip.src,
+            mask: ip.smsk,
+            invert: inv(IPT_INV_SRCIP),
+        });
+    }
+    if !(ip.dst.is_unspecified() && ip.dmsk.is_unspecified() && !inv(IPT_INV_DSTIP)) {
+        out.push(ir::Match::Ipv4Dst {
+            addr: ip.dst,
+            mask: ip.dmsk,
+            invert: inv(IPT_INV_DSTIP),
+        });
+    }
+    if ip.iniface_mask != [0; 16] || inv(IPT_INV_VIA_IN) {
+        out.push(ir::Match::InIface(ir::Iface {
+            name: ip.iniface,
+            mask: ip.iniface_mask,
+            invert: inv(IPT_INV_VIA_IN),
+        }));
+    }
+    if ip.outiface_mask != [0; 16] || inv(IPT_INV_VIA_OUT) {
+        out.push(ir::Match::OutIface(ir::Iface {
+            name: ip.outiface,
+            mask: ip.outiface_mask,
+            invert: inv(IPT_INV_VIA_OUT),
+        }));
+    }
+    if ip.proto != 0 {
+        match u8::try_from(ip.proto) {
+            Ok(proto) => out.push(ir::Match::Protocol {
+                proto,
+                invert: inv(IPT_INV_PROTO),
+            }),
+            // No packet carries a protocol above 255: `!=` always holds.
+            Err(_) if inv(IPT_INV_PROTO) => {}
+            Err(_) => return None,
+        }
+    }
+    // NF_INVF(IPT_INV_FRAG, (flags & IPT_F_FRAG) && !isfrag) fails the entry.
+    match (ip.flags & IPT_F_FRAG != 0, inv(IPT_INV_FRAG)) {
+        (true, invert) => out.push(ir::Match::Fragment { invert }),
+        (false, true) => return None,
+        (false, false) => {}
+    }
+    for m in &entry.matches {
+        out.extend(extension(m));
+    }
+    Some(out)
+}
+
+fn range(r: [u16; 2]) -> ir::PortRange {
+    ir::PortRange { lo: r[0], hi: r[1] }
+}
+
+fn ipv4(bytes: &[u8; 16]) -> Ipv4Addr {
+    Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])
+}
+
+fn extension(m: &Match) -> Option<ir::Match> {
+    Some(match m {
+        Match::Tcp(t) => ir::Match::Tcp(ir::TcpMatch {
+            sport: range(t.spts),
+            dport: range(t.dpts),
+            flags_mask: t.flg_mask,
+            flags_cmp: t.flg_cmp,
+            option: t.option,
+            inv_sport: t.invflags & XT_TCP_INV_SRCPT != 0,
+            inv_dport: t.invflags & XT_TCP_INV_DSTPT != 0,
+            inv_flags: t.invflags & XT_TCP_INV_FLAGS != 0,
+            inv_option: t.invflags & XT_TCP_INV_OPTION != 0,
+        }),
+        Match::Udp(u) => ir::Match::Udp(ir::UdpMatch {
+            sport: range(u.spts),
+            dport: range(u.dpts),
+            inv_sport: u.invflags & XT_UDP_INV_SRCPT != 0,
+            inv_dport: u.invflags & XT_UDP_INV_DSTPT != 0,
+        }),
+        Match::Icmp(i) => ir::Match::Icmp(ir::IcmpMatch {
+            icmp_type: i.icmp_type,
+            code_min: i.code[0],
+            code_max: i.code[1],
+            invert: i.invflags & IPT_ICMP_INV != 0,
+        }),
+        Match::Multiport(p) => ir::Match::Multiport(ir::MultiportMatch {
+            mode: match p.flags {
+                XT_MULTIPORT_SOURCE => ir::MultiportMode::Source,
+                XT_MULTIPORT_DESTINATION => ir::MultiportMode::Destination,
+                _ => ir::MultiportMode::Either,
+            },
+            count: p.count,
+            ports: p.ports,
+            pflags: p.pflags,
+            invert: p.invert != 0,
+        }),
+        Match::IpRange(r) => ir::Match::IpRange(ir::IpRangeMatch {
+            src: (r.flags & IPRANGE_SRC != 0).then(|| (ipv4(&r.src_min), ipv4(&r.src_max))),
+            dst: (r.flags & IPRANGE_DST != 0).then(|| (ipv4(&r.dst_min), ipv4(&r.dst_max))),
+            inv_src: r.flags & IPRANGE_SRC_INV != 0,
+            inv_dst: r.flags & IPRANGE_DST_INV != 0,
+        }),
+        Match::Comment(_) => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipt_abi::build::{Rule, RuleTarget, TableBuilder};
+
+    fn programs(b: &TableBuilder) -> Vec<ir::Program> {
+        translate(&b.build().expect("valid table")).expect("translates")
+    }
+
+    #[test]
+    fn empty_filter_table_is_three_accept_policies() {
+        let progs = programs(&TableBuilder::filter());
+        let hooks: Vec<_> = progs.iter().map(|p| p.hook).collect();
+        assert_eq!(
+            hooks,
+            [ir::Hook::LocalIn, ir::Hook::Forward, ir::Hook::LocalOut]
+        );
+        for (i, p) in progs.iter().enumerate() {
+            assert_eq!(
+                p.policy,
+                ir::Policy {
+                    verdict: ir::Verdict::Accept,
+                    counter: i as u32
+                }
+            );
+            let entry = &p.chains[&p.entry];
+            // The policy entry itself is reached by falling through: counted, then leaves.
+            assert_eq!(entry.rules.len(), 1);
+            assert_eq!(entry.rules[0].action, ir::Action::Accept);
+            assert_eq!(entry.rules[0].counter, i as u32);
+        }
+    }
+
+    #[test]
+    fn rules_keep_entry_indices_and_kernel_match_order() {
+        let mut b = TableBuilder::filter();
+        b.policy("INPUT", Verdict::Drop);
+        b.rule(
+            "INPUT",
+            Rule::new(RuleTarget::Accept)
+                .src([10, 0, 0, 0], 8)
+                .udp_dport(53),
+        );
+        b.rule(
+            "INPUT",
+            Rule::new(RuleTarget::Drop).comment("nothing to test"),
+        );
+        let input = &programs(&b)[0];
+        let rules = &input.chains[&input.entry].rules;
+        // The unconditional DROP leaves: the policy entry after it is reached only by RETURN.
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].counter, 0);
+        assert!(matches!(
+            rules[0].matches[0],
+            ir::Match::Ipv4Src { invert: false, .. }
+        ));
+        assert!(matches!(
+            rules[0].matches[1],
+            ir::Match::Protocol {
+                proto: 17,
+                invert: false
+            }
+        ));
+        assert!(
+            matches!(rules[0].matches[2], ir::Match::Udp(u) if u.dport == ir::PortRange::one(53))
+        );
+        assert!(rules[1].matches.is_empty(), "a comment compiles to nothing");
+        assert_eq!(rules[1].action, ir::Action::Drop);
+        assert_eq!(
+            input.policy,
+            ir::Policy {
+                verdict: ir::Verdict::Drop,
+                counter: 2
+            }
+        );
+    }
+
+    #[test]
+    fn jumps_gotos_and_returns_become_calls_with_chain_end_counters() {
+        let mut b = TableBuilder::filter();
+        b.rule("INPUT", Rule::new(RuleTarget::Jump("a".into())).proto(6));
+        b.rule("INPUT", Rule::new(RuleTarget::Goto("b".into())));
+        b.rule("a", Rule::new(RuleTarget::Return).proto(17));
+        b.rule("a", Rule::new(RuleTarget::Drop));
+        b.user_chain("b");
+        let table = b.build().expect("valid");
+        let input = &translate(&table).expect("translates")[0];
+        let entry = &input.chains[&input.entry];
+        let ir::Action::Call(a) = entry.rules[0].action else {
+            panic!("jump is a call: {:?}", entry.rules[0])
+        };
+        let ir::Action::Goto(bb) = entry.rules[1].action else {
+            panic!("goto: {:?}", entry.rules[1])
+        };
+        // The unconditional goto leaves: nothing after it belongs to the entry chain.
+        assert_eq!(entry.rules.len(), 2);
+        let chain_a = &input.chains[&a];
+        assert_eq!(
+            chain_a.rules.len(),
+            2,
+            "the RETURN rule, then the DROP that leaves"
+        );
+        assert_eq!(chain_a.rules[0].action, ir::Action::Return);
+        assert_eq!(chain_a.rules[1].action, ir::Action::Drop);
+        let chain_b = &input.chains[&bb];
+        assert_eq!(chain_b.rules.len(), 1);
+        assert_eq!(chain_b.rules[0].action, ir::Action::Return);
+        assert_eq!(
+            table.entries[chain_b.rules[0].counter as usize].verdict(),
+            Some(Verdict::Return)
+        );
+        // Only INPUT reaches the user chains.
+        assert_eq!(translate(&table).expect("translates")[1].chains.len(), 1);
+    }
+
+    #[test]
+    fn never_matching_entries_are_left_out() {
+        let mut b = TableBuilder::filter();
+        // IPT_INV_FRAG without IPT_F_FRAG: the kernel's NF_INVF makes the entry never match.
+        b.rule("OUTPUT", Rule::new(RuleTarget::Drop).invert(IPT_INV_FRAG));
+        let out = &programs(&b)[2];
+        let rules = &out.chains[&out.entry].rules;
+        assert_eq!(rules.len(), 1, "only the policy entry remains: {rules:?}");
+        assert_eq!(rules[0].counter, 3);
+    }
+
+    #[test]
+    fn inverted_fragment_and_interfaces_are_kept() {
+        let mut b = TableBuilder::filter();
+        b.rule(
+            "FORWARD",
+            Rule::new(RuleTarget::Accept)
+                .frag()
+                .invert(IPT_INV_FRAG)
+                .iniface("eth+")
+                .outiface("lo"),
+        );
+        let fwd = &programs(&b)[1];
+        let m = &fwd.chains[&fwd.entry].rules[0].matches;
+        assert!(m.contains(&ir::Match::Fragment { invert: true }));
+        assert!(m.iter().any(|m| matches!(m, ir::Match::InIface(i) if &i.name[..4] == b"eth\0" || &i.name[..3] == b"eth")));
+        assert!(m
+            .iter()
+            .any(|m| matches!(m, ir::Match::OutIface(i) if &i.name[..3] == b"lo\0")));
+    }
+}
