@@ -12,6 +12,7 @@ use ipt_abi::{parse_add_counters, parse_replace};
 /// At least this many refused blobs, or the fixture tree is broken.
 const MIN_NEGATIVE: usize = 25;
 const EINVAL: i32 = 22;
+const ENOENT: i32 = 2;
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/negative")
@@ -68,8 +69,11 @@ fn check(c: &Case) -> Option<String> {
             .map(|_| ())
             .map_err(|e| (e.errno(), e.to_string())),
         "add_counters" => match parse_add_counters(&blob) {
-            // parse_add_counters cannot know the table; the kernel's own count check
-            // (private->number != num_counters: EINVAL) is applied here with the recorded state.
+            // parse_add_counters cannot know the namespace's tables; the kernel's later checks
+            // (do_add_counters: table lookup, ENOENT; then private->number != num_counters,
+            // EINVAL) are applied here, in the kernel's order, with the recorded state (the
+            // filter table holding current_entries entries).
+            Ok(a) if a.name != "filter" => Err((ENOENT, format!("no table {:?}", a.name))),
             Ok(a) if a.counters.len() != c.current_entries as usize => Err((
                 EINVAL,
                 format!(

@@ -421,6 +421,8 @@ fn mutations() -> Vec<Mutation> {
         m!("addcnt_len_short", "tcp_ports", "add_counters", "restore", "last 16 bytes cut: length != 40 + 16 * num_counters", |b| { let n = b.b.len() - 16; b.b.truncate(n); Ok(()) }),
         m!("addcnt_len_long", "tcp_ports", "add_counters", "restore", "16 bytes appended: length != 40 + 16 * num_counters", |b| { b.b.extend_from_slice(&[0; 16]); Ok(()) }),
         m!("addcnt_count_plus1", "tcp_ports", "add_counters", "restore", "num_counters + 1 and 16 bytes appended: consistent, but not the table's entry count", |b| { let n = b.u32(32); b.set_u32(32, n + 1); b.b.extend_from_slice(&[0; 16]); Ok(()) }),
+        m!("addcnt_zero_count", "tcp_ports", "add_counters", "restore", "num_counters = 0 and no counters (a consistent 40-byte request)", |b| { b.set_u32(32, 0); b.b.truncate(40); Ok(()) }),
+        m!("addcnt_unknown_table", "tcp_ports", "add_counters", "restore", "table name \"nosuchtable\" (right length and count)", |b| { set_name(b, 0, 32, b"nosuchtable"); Ok(()) }),
         m!("addcnt_header_short", "tcp_ports", "add_counters", "restore", "blob cut to 20 bytes (shorter than xt_counters_info; oracle pads with zeros)", |b| { b.b.truncate(20); Ok(()) }),
     ]
 }

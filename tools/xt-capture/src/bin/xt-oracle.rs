@@ -11,6 +11,7 @@
 //! xt-oracle flips BLOB LABEL OUT_TSV RESET  every single-byte flip of a SET_REPLACE blob
 //!                                           (xor 0xff, 0x01, 0x80), appended to OUT_TSV;
 //!                                           RESET re-installs the starting table size
+//! xt-oracle probes OUT_TSV                  malformed get/set requests and the kernel's errnos
 //! xt-oracle revision FAMILY KIND NAME REV    ask IPT_SO_GET_REVISION_MATCH/TARGET (family
 //!                                           ipv4) or IP6T_SO_GET_REVISION_* (ipv6); KIND is
 //!                                           match or target
@@ -255,6 +256,320 @@ fn cmd_flips(base: &Path, label: &str, out: &Path, reset: &Path) -> Result<i32> 
     Ok(0)
 }
 
+/// One raw sockopt probe: `len` is the optlen passed; `buf` is padded to at least `len`.
+struct Probe {
+    name: &'static str,
+    set: bool,
+    optname: i32,
+    buf: Vec<u8>,
+    len: usize,
+    desc: &'static str,
+}
+
+/// getsockopt with an explicit optlen (the buffer is at least that long); (errno, optlen out).
+fn get_len(sock: &OwnedFd, optname: i32, buf: &mut Vec<u8>, len: usize) -> (i32, usize) {
+    buf.resize(buf.len().max(len).max(1), 0);
+    let mut l = len as libc::socklen_t;
+    // SAFETY: buf holds at least len bytes; l points to a live socklen_t.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            optname,
+            buf.as_mut_ptr().cast::<c_void>(),
+            &mut l,
+        )
+    };
+    if r < 0 {
+        (last_errno(), l as usize)
+    } else {
+        (0, l as usize)
+    }
+}
+
+/// The kernel's answers to malformed get/set requests outside SET_REPLACE validation (lengths,
+/// names, stale sizes, unknown optnames), for the client and daemon to mirror. Run in a
+/// namespace holding the initial filter table. Writes `name, op, optname, optlen, errno,
+/// errno_name, optlen_out, description` lines.
+fn cmd_probes(out: &Path) -> Result<i32> {
+    let sock = raw_socket()?;
+    let named = |n: &str, len: usize| -> Vec<u8> {
+        let mut b = vec![0u8; len.max(32)];
+        b[..n.len()].copy_from_slice(n.as_bytes());
+        b
+    };
+    // Size of the current filter table, for GET_ENTRIES probes.
+    let mut info = named("filter", GETINFO_LEN);
+    let (e, _) = get_len(&sock, IPT_SO_GET_INFO, &mut info, GETINFO_LEN);
+    if e != 0 {
+        bail!("GET_INFO filter: errno {e}");
+    }
+    let size = u32::from_ne_bytes(info[80..84].try_into().context("size")?) as usize;
+    let entries_req = |name: &str, hdr_size: usize| -> Vec<u8> {
+        let mut b = named(name, GET_ENTRIES_HDR + size + 64);
+        b[32..36].copy_from_slice(&(hdr_size as u32).to_ne_bytes());
+        b
+    };
+    let rev = |name: &str, r: u8| -> Vec<u8> {
+        let mut b = vec![0u8; 32];
+        b[..name.len()].copy_from_slice(name.as_bytes());
+        b[29] = r;
+        b
+    };
+    let e_ok = GET_ENTRIES_HDR + size;
+    let probes = vec![
+        Probe {
+            name: "get_info_ok",
+            set: false,
+            optname: 64,
+            buf: named("filter", 84),
+            len: 84,
+            desc: "GET_INFO filter, optlen 84",
+        },
+        Probe {
+            name: "get_info_len_83",
+            set: false,
+            optname: 64,
+            buf: named("filter", 84),
+            len: 83,
+            desc: "GET_INFO optlen 83",
+        },
+        Probe {
+            name: "get_info_len_85",
+            set: false,
+            optname: 64,
+            buf: named("filter", 85),
+            len: 85,
+            desc: "GET_INFO optlen 85",
+        },
+        Probe {
+            name: "get_info_len_0",
+            set: false,
+            optname: 64,
+            buf: named("filter", 84),
+            len: 0,
+            desc: "GET_INFO optlen 0",
+        },
+        Probe {
+            name: "get_info_unknown_table",
+            set: false,
+            optname: 64,
+            buf: named("nosuchtable", 84),
+            len: 84,
+            desc: "GET_INFO of table nosuchtable",
+        },
+        Probe {
+            name: "get_info_name_unterminated",
+            set: false,
+            optname: 64,
+            buf: vec![b'f'; 84],
+            len: 84,
+            desc: "GET_INFO name = 32 x 'f' (the kernel cuts it to 31)",
+        },
+        Probe {
+            name: "get_info_nat",
+            set: false,
+            optname: 64,
+            buf: named("nat", 84),
+            len: 84,
+            desc: "GET_INFO nat: the kernel instantiates its nat table",
+        },
+        Probe {
+            name: "get_info_empty_name",
+            set: false,
+            optname: 64,
+            buf: named("", 84),
+            len: 84,
+            desc: "GET_INFO with an empty table name",
+        },
+        Probe {
+            name: "get_entries_ok",
+            set: false,
+            optname: 65,
+            buf: entries_req("filter", size),
+            len: e_ok,
+            desc: "GET_ENTRIES filter, optlen 40 + size",
+        },
+        Probe {
+            name: "get_entries_len_39",
+            set: false,
+            optname: 65,
+            buf: entries_req("filter", size),
+            len: 39,
+            desc: "GET_ENTRIES optlen 39 (< header)",
+        },
+        Probe {
+            name: "get_entries_len_plus8",
+            set: false,
+            optname: 65,
+            buf: entries_req("filter", size),
+            len: e_ok + 8,
+            desc: "GET_ENTRIES header size right, optlen 40 + size + 8",
+        },
+        Probe {
+            name: "get_entries_stale_size",
+            set: false,
+            optname: 65,
+            buf: entries_req("filter", size - 8),
+            len: e_ok - 8,
+            desc: "GET_ENTRIES consistent optlen and header size, size 8 less than the table's",
+        },
+        Probe {
+            name: "get_entries_bigger_size",
+            set: false,
+            optname: 65,
+            buf: entries_req("filter", size + 8),
+            len: e_ok + 8,
+            desc: "GET_ENTRIES consistent optlen and header size, size 8 more than the table's",
+        },
+        Probe {
+            name: "get_entries_unknown_table",
+            set: false,
+            optname: 65,
+            buf: entries_req("nosuchtable", size),
+            len: e_ok,
+            desc: "GET_ENTRIES of table nosuchtable",
+        },
+        Probe {
+            name: "get_revision_match_ok",
+            set: false,
+            optname: 66,
+            buf: rev("tcp", 0),
+            len: 30,
+            desc: "GET_REVISION_MATCH tcp 0, optlen 30",
+        },
+        Probe {
+            name: "get_revision_match_len_29",
+            set: false,
+            optname: 66,
+            buf: rev("tcp", 0),
+            len: 29,
+            desc: "GET_REVISION_MATCH optlen 29",
+        },
+        Probe {
+            name: "get_revision_match_len_31",
+            set: false,
+            optname: 66,
+            buf: rev("tcp", 0),
+            len: 31,
+            desc: "GET_REVISION_MATCH optlen 31",
+        },
+        Probe {
+            name: "get_revision_target_unterminated",
+            set: false,
+            optname: 67,
+            buf: vec![b'x'; 32],
+            len: 30,
+            desc: "GET_REVISION_TARGET name = 29 x 'x' (no NUL)",
+        },
+        Probe {
+            name: "get_optname_68",
+            set: false,
+            optname: 68,
+            buf: vec![0; 84],
+            len: 84,
+            desc: "getsockopt IPPROTO_IP optname 68 (past IPT_SO_GET_MAX)",
+        },
+        Probe {
+            name: "set_optname_66",
+            set: true,
+            optname: 66,
+            buf: vec![0; 96],
+            len: 96,
+            desc: "setsockopt IPPROTO_IP optname 66 (past IPT_SO_SET_MAX)",
+        },
+        Probe {
+            name: "set_replace_len_0",
+            set: true,
+            optname: 64,
+            buf: vec![0; 96],
+            len: 0,
+            desc: "SET_REPLACE optlen 0 (buffer of 96 zero bytes)",
+        },
+        Probe {
+            name: "set_add_counters_len_0",
+            set: true,
+            optname: 65,
+            buf: vec![0; 40],
+            len: 0,
+            desc: "SET_ADD_COUNTERS optlen 0 (buffer of 40 zero bytes)",
+        },
+        Probe {
+            name: "set_add_counters_unknown_table",
+            set: true,
+            optname: 65,
+            buf: named("nosuchtable", 40),
+            len: 40,
+            desc: "SET_ADD_COUNTERS of table nosuchtable, 0 counters",
+        },
+        Probe {
+            name: "set_add_counters_unknown_table_4",
+            set: true,
+            optname: 65,
+            buf: {
+                let mut b = named("nosuchtable", 104);
+                b[32] = 4;
+                b
+            },
+            len: 104,
+            desc: "SET_ADD_COUNTERS of table nosuchtable, 4 counters",
+        },
+        Probe {
+            name: "set_add_counters_wrong_count",
+            set: true,
+            optname: 65,
+            buf: {
+                let mut b = named("filter", 120);
+                b[32] = 5;
+                b
+            },
+            len: 120,
+            desc: "SET_ADD_COUNTERS filter with 5 counters (table has 4 entries)",
+        },
+        Probe {
+            name: "set_add_counters_ok",
+            set: true,
+            optname: 65,
+            buf: {
+                let mut b = named("filter", 104);
+                b[32] = 4;
+                b
+            },
+            len: 104,
+            desc: "SET_ADD_COUNTERS filter with 4 zero counters",
+        },
+        Probe {
+            name: "set_add_counters_zero_count",
+            set: true,
+            optname: 65,
+            buf: named("filter", 40),
+            len: 40,
+            desc: "SET_ADD_COUNTERS filter with 0 counters (table has 4 entries)",
+        },
+    ];
+    let mut lines =
+        String::from("# name\top\toptname\toptlen\terrno\terrno_name\toptlen_out\tdescription\n");
+    for mut p in probes {
+        let (e, lout) = if p.set {
+            p.buf.resize(p.buf.len().max(p.len).max(1), 0);
+            (set(&sock, p.optname, &mut p.buf, p.len), p.len)
+        } else {
+            get_len(&sock, p.optname, &mut p.buf, p.len)
+        };
+        lines.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{e}\t{}\t{lout}\t{}\n",
+            p.name,
+            if p.set { "set" } else { "get" },
+            p.optname,
+            p.len,
+            errno_name(e),
+            p.desc
+        ));
+    }
+    write(out, lines.as_bytes())?;
+    Ok(0)
+}
+
 fn cmd_add_counters(blob_path: &Path, optlen: Option<usize>) -> Result<i32> {
     let blob = std::fs::read(blob_path).with_context(|| format!("read {}", blob_path.display()))?;
     let optlen = optlen.unwrap_or(blob.len());
@@ -365,6 +680,7 @@ fn run(args: &[String]) -> Result<i32> {
         [cmd, base, label, out, reset] if cmd == "flips" => {
             cmd_flips(Path::new(base), label, Path::new(out), Path::new(reset))
         }
+        [cmd, out] if cmd == "probes" => cmd_probes(Path::new(out)),
         [cmd, family, kind, name, rev] if cmd == "revision" => {
             cmd_revision(family, kind, name, rev)
         }
