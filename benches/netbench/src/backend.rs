@@ -119,6 +119,14 @@ impl Tools {
         Ok(run_ok(c, LOAD_TIMEOUT)?.elapsed)
     }
 
+    /// `bpfilter status` of namespace `ns`.
+    pub fn bpfilter_status(&self, ns: &str) -> Result<String> {
+        let mut c = in_ns_cmd(ns, &self.bpfilter, &["status".to_string()]);
+        c.env("BPFILTER_SOCKET", &self.socket);
+        let out = run_ok(c, LOAD_TIMEOUT)?.output;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Packets counted by the final ACCEPT rule (rule number `n + 1` of INPUT).
     pub fn final_counter(&self, b: Backend, ns: &str, n: usize) -> Result<u64> {
         match b {
@@ -141,6 +149,20 @@ impl Tools {
             }
         }
     }
+}
+
+/// Per-hook load time (BPF_PROG_LOAD: verifier and JIT) from `bpfilter status` lines such as
+/// `INPUT    prog id 42     insns 123     jited 456      bytes verified 789      load 1.23 ms`.
+pub fn parse_status_load_ms(s: &str) -> Vec<(String, f64)> {
+    s.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let hook = w.first()?.to_string();
+            let pos = w.iter().position(|t| *t == "load")?;
+            let ms: f64 = w.get(pos + 1)?.parse().ok()?;
+            (w.get(pos + 2) == Some(&"ms")).then_some((hook, ms))
+        })
+        .collect()
 }
 
 /// Packets of `iptables -S CHAIN N -v` output (`... -c PKTS BYTES -j ...`).
@@ -272,6 +294,18 @@ mod tests {
         let nft = "table ip filter {\n\tcounter final {\n\t\tpackets 42 bytes 2520\n\t}\n}\n";
         assert_eq!(parse_nft_counter(nft).expect("nft"), 42);
         assert!(parse_nft_counter("table ip filter {}").is_err());
+    }
+
+    #[test]
+    fn status_load_times() {
+        let st = "generation 3 applied at 1795714738 (unix time), pins /sys/fs/bpf/x\n\
+                  INPUT    prog id 42     insns 123     jited 456      bytes verified 789      load 1.23 ms\n\
+                  OUTPUT   prog id 43     insns 3       jited 20       bytes verified 3        load 0.05 ms\n";
+        assert_eq!(
+            parse_status_load_ms(st),
+            vec![("INPUT".to_string(), 1.23), ("OUTPUT".to_string(), 0.05)]
+        );
+        assert!(parse_status_load_ms("nothing here\n").is_empty());
     }
 
     #[test]

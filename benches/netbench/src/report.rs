@@ -25,6 +25,8 @@ pub struct ConfigResult {
     pub append: Option<Duration>,
     /// bpfltr_* programs the load created (bpfilter only).
     pub progs: Vec<ProgInfo>,
+    /// INPUT program's BPF_PROG_LOAD time (verifier + JIT) as `bpfilter status` reports it.
+    pub verifier_ms: Option<f64>,
     /// BPF_PROG_TEST_RUN of this configuration's live programs at LOCAL_IN: (name, ns per
     /// run, return value).
     pub test_runs: Vec<(String, u32, u32)>,
@@ -51,6 +53,7 @@ impl ConfigResult {
             append: None,
             progs: Vec::new(),
             test_runs: Vec::new(),
+            verifier_ms: None,
             error: None,
             check_failures: Vec::new(),
             cpu: Vec::new(),
@@ -348,16 +351,17 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "Sizes: `bpftool prog show` right after the load; verified = instructions the verifier \
+            "Sizes: `bpftool prog show` right after the load; verifier+JIT: the INPUT program's \
+             BPF_PROG_LOAD time from `bpfilter status`; verified = instructions the verifier \
              processed (`bpf_prog_info.verified_insns`, limit 1,000,000); test run = \
              BPF_PROG_TEST_RUN of each live program at LOCAL_IN with the benchmark's packet \
              (kernel's ns per run; `!` marks a return value other than 1 = ACCEPT).\n"
         );
         let _ = writeln!(
             s,
-            "| rules | N | load ms | programs | insns (all) | largest: name | insns | JIT bytes | verified | test run ns |"
+            "| rules | N | restore ms | INPUT verifier+JIT ms | programs | insns (all) | largest: name | insns | JIT bytes | verified | test run ns |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
         for c in rows {
             let total: u64 = c.progs.iter().map(|p| p.insns()).sum();
             let big = c.progs.iter().max_by_key(|p| p.xlated);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 
-use netbench::backend::{Backend, Daemon, Tools};
+use netbench::backend::{self, Backend, Daemon, Tools};
 use netbench::netns::{self, Pair, Snmp};
 use netbench::report::{ConfigResult, Report};
 use netbench::ruleset::{self, RuleKind, DPORT, DST, SRC};
@@ -445,6 +445,15 @@ fn setup(
         if b == Backend::Bpfilter {
             r.progs = progs::new_since(&before, &progs::list("bpfltr_")?);
             progs::add_verified(&mut r.progs);
+            match tools.bpfilter_status(&pair.firewall) {
+                Ok(st) => {
+                    r.verifier_ms = backend::parse_status_load_ms(&st)
+                        .into_iter()
+                        .find(|(h, _)| h == "INPUT")
+                        .map(|(_, ms)| ms)
+                }
+                Err(e) => eprintln!("netbench: {tag}: bpfilter status: {e:#}"),
+            }
         }
         // Three appends give a median; one when a load is slow, to keep the run short.
         let appends = if r.restore.is_some_and(|d| d > Duration::from_secs(2)) {
@@ -462,7 +471,15 @@ fn setup(
         }
         r.append = Some(Duration::from_secs_f64(stats::median(&t)));
         if b == Backend::Bpfilter {
-            bpf_live = progs::new_since(&before, &progs::list("bpfltr_")?)
+            let live = progs::new_since(&before, &progs::list("bpfltr_")?);
+            // The INPUT path (its dispatcher and program) is what the packets take; all
+            // programs if the names do not say.
+            let input: Vec<_> = live
+                .iter()
+                .filter(|p| p.name.ends_with("_in"))
+                .cloned()
+                .collect();
+            bpf_live = if input.is_empty() { live } else { input }
                 .into_iter()
                 .map(|p| (p.id, p.name))
                 .collect();
