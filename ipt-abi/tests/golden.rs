@@ -365,3 +365,114 @@ fn revision_request_decodes() {
         "short request accepted"
     );
 }
+
+/// Replays one transcript (every sockopt of a command sequence, in order) against a model of
+/// the kernel built from ipt-abi alone: the table starts as `Table::initial`, SET_REPLACE
+/// installs the parsed table with zeroed counters, SET_ADD_COUNTERS adds, and every GET_INFO,
+/// GET_ENTRIES and revision answer must equal the kernel's. Returns the problems found.
+fn replay(dir: &Path) -> Vec<String> {
+    let tdir = dir.join("transcript");
+    let log = fs::read_to_string(tdir.join("calls.tsv"))
+        .unwrap_or_else(|e| panic!("{}: {e}", tdir.display()));
+    let mut table = Table::initial("filter").expect("initial filter table");
+    let mut counters = vec![XtCounters { pcnt: 0, bcnt: 0 }; table.entries.len()];
+    let mut bad = Vec::new();
+    let mut calls = 0;
+    for line in log.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f.len(), 9, "bad calls.tsv line {line:?}");
+        let (op, optname, errno, prefix) = (f[2], f[3], f[6], f[8]);
+        let errno: i32 = errno.parse().expect("errno");
+        let input = read(&tdir, &format!("{prefix}.in"));
+        let output = || read(&tdir, &format!("{prefix}.out"));
+        let at = format!("call {prefix}");
+        calls += 1;
+        match (op, optname) {
+            ("get", "64") if errno == 0 => {
+                if let Some(d) = diff(&table.get_info(), &output(), &|o| {
+                    getinfo_field(o).to_string()
+                }) {
+                    bad.push(format!("{at} GET_INFO: {d}"));
+                }
+            }
+            ("get", "65") if errno == 0 => {
+                let kernel = output();
+                if let Some(d) = diff(&table.get_entries(&counters), &kernel, &|o| {
+                    locate_entries(&kernel, o)
+                }) {
+                    bad.push(format!("{at} GET_ENTRIES: {d}"));
+                }
+            }
+            ("get", "66" | "67") => {
+                let kind = if optname == "66" {
+                    ExtKind::Match
+                } else {
+                    ExtKind::Target
+                };
+                let got = parse_revision_request(&input)
+                    .and_then(|(name, rev)| query_revision(Family::Ipv4, kind, &name, rev));
+                let got = got.map_or_else(|e| e.errno(), |_| 0);
+                if got != errno {
+                    bad.push(format!("{at} revision query: errno {got}, kernel {errno}"));
+                }
+            }
+            ("set", "64") => match parse_replace(&input, Some(table.entries.len() as u32)) {
+                Ok(r) if errno == 0 => {
+                    table = r.table;
+                    counters = vec![XtCounters { pcnt: 0, bcnt: 0 }; table.entries.len()];
+                }
+                Ok(_) => bad.push(format!("{at} SET_REPLACE accepted, kernel errno {errno}")),
+                Err(e) if e.errno() != errno => bad.push(format!(
+                    "{at} SET_REPLACE errno {}, kernel {errno}: {e}",
+                    e.errno()
+                )),
+                Err(_) => {}
+            },
+            ("set", "65") => match parse_add_counters(&input) {
+                Ok(a) if errno == 0 && a.counters.len() == counters.len() => {
+                    for (c, add) in counters.iter_mut().zip(&a.counters) {
+                        c.pcnt = c.pcnt.wrapping_add(add.pcnt);
+                        c.bcnt = c.bcnt.wrapping_add(add.bcnt);
+                    }
+                }
+                Ok(a) if errno == 0 => bad.push(format!(
+                    "{at} SET_ADD_COUNTERS has {} counters for {} entries",
+                    a.counters.len(),
+                    counters.len()
+                )),
+                Ok(_) => {}
+                Err(e) => bad.push(format!("{at} SET_ADD_COUNTERS: {e}, kernel errno {errno}")),
+            },
+            _ => {}
+        }
+    }
+    assert!(calls >= 8, "{}: only {calls} calls", tdir.display());
+    bad
+}
+
+#[test]
+fn golden_transcripts_replay() {
+    let dirs: Vec<PathBuf> = rulesets()
+        .into_iter()
+        .filter(|d| d.join("transcript").is_dir())
+        .collect();
+    assert!(
+        dirs.len() >= 3,
+        "only {} captured transcripts: run `make fixtures`",
+        dirs.len()
+    );
+    let mut failures = Vec::new();
+    for dir in &dirs {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        failures.extend(replay(dir).into_iter().map(|p| format!("{name}: {p}")));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} transcript problems:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
