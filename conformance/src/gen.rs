@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::netns::{forward_egress, IFACES};
+use crate::netns::{forward_egress, IFACES, LOOPBACK};
 use crate::packet::{build_ipv4, icmp_header, tcp_header, udp_header, IpSpec, Packet, Path};
 use crate::rng::Rng;
 use crate::ruleset::{Rule, Ruleset, Values};
@@ -95,6 +95,8 @@ struct Hint {
     tcp_opt: Option<u8>,
     icmp: Option<(u8, u8)>,
     nonfirst_frag: Option<bool>,
+    /// The rule names the loopback interface: send the packet out of `lo` (OUTPUT, then INPUT).
+    lo: bool,
 }
 
 fn in_net(rng: &mut Rng, word: &str, inside: bool) -> Option<u32> {
@@ -182,6 +184,9 @@ fn directed(rule: &Rule, rng: &mut Rng) -> Hint {
             "-d" => h.dst = in_net(rng, next, hit),
             "--src-range" => h.src = in_range(rng, next, hit),
             "--dst-range" => h.dst = in_range(rng, next, hit),
+            "-i" | "-o" if hit && (next == "lo" || next == "+" || next == "l+" || next == "lo+") && rng.chance(50) => {
+                h.lo = true
+            }
             "-i" => in_if = Some(iface_for(next, hit)),
             "-o" => out_if = Some(iface_for(next, hit)),
             "-p" => {
@@ -247,6 +252,7 @@ fn directed_through(rs: &Ruleset, rule: &Rule, rng: &mut Rng, depth: u32) -> Hin
         ($($f:ident),*) => { $( if c.$f.is_none() { c.$f = h.$f.take(); } )* };
     }
     merge!(iface, src, dst, proto, sport, dport, flags, tcp_opt, icmp, nonfirst_frag);
+    c.lo |= h.lo;
     c
 }
 
@@ -266,9 +272,29 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
             35..=74 => Path::Forward,
             _ => Path::Output,
         });
-        let iface = h.iface.clone().unwrap_or_else(|| rng.pick(&IFACES).name.to_string());
-        let src = h.src.unwrap_or_else(|| pick_addr(rng, &v, false));
-        let dst = h.dst.unwrap_or_else(|| pick_addr(rng, &v, true));
+        let mut iface = h.iface.clone().unwrap_or_else(|| rng.pick(&IFACES).name.to_string());
+        let mut src = h.src.unwrap_or_else(|| pick_addr(rng, &v, false));
+        let mut dst = h.dst.unwrap_or_else(|| pick_addr(rng, &v, true));
+        // Out of lo and back in: the destination (and so every reply) must be local.
+        let lo = (h.lo || (path == Path::Output && rng.chance(8))) && path != Path::Forward;
+        let path = if lo { Path::Output } else { path };
+        if lo {
+            iface = LOOPBACK.to_string();
+            dst = u32::from(*rng.pick(&[
+                Ipv4Addr::new(127, 0, 0, 1),
+                Ipv4Addr::new(127, 0, 0, 53),
+                Ipv4Addr::new(127, 255, 255, 254),
+                Ipv4Addr::new(198, 18, 0, 1),
+                Ipv4Addr::new(198, 18, 0, 13),
+            ]));
+            // A local source too, so that replies (RST, ICMP errors, echo replies) also loop
+            // back instead of leaving by a veth.
+            src = match rng.below(3) {
+                0 => dst,
+                1 => u32::from(Ipv4Addr::new(127, 0, 0, 1)),
+                _ => u32::from(Ipv4Addr::new(198, 18, 0, 5)),
+            };
+        }
         let proto = if let Some(p) = h.proto.filter(|p| *p != 0) {
             p
         } else if rng.chance(88) {
@@ -280,7 +306,9 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
         }
         };
         let mut frag = 0u16;
-        if path != Path::Input && h.nonfirst_frag == Some(true) {
+        if lo {
+            // Local delivery would hold fragments for reassembly (and time them out later).
+        } else if path != Path::Input && h.nonfirst_frag == Some(true) {
             frag = rng.range(1, 0x1fff) as u16 | if rng.chance(30) { 0x2000 } else { 0 };
             if rng.chance(40) {
                 frag = 1;
