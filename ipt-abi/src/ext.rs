@@ -194,7 +194,28 @@ pub fn multiport_mt_check(info: &XtMultiportV1, proto: u16, ip_invflags: u8) -> 
     {
         return Err((libc::EINVAL, "multiport: bad protocol, flags or count"));
     }
+    if !multiport_valid_ranges(info) {
+        return Err((libc::EINVAL, "multiport: bad port range"));
+    }
     Ok(())
+}
+
+/// `multiport_valid_ranges` (in 6.18, checked against the running kernel): a range flag needs a
+/// following port, that port must not itself start a range, and the range must not be
+/// reversed. Flags beyond `count` are ignored.
+pub fn multiport_valid_ranges(info: &XtMultiportV1) -> bool {
+    let count = usize::from(info.count).min(XT_MULTI_PORTS);
+    let mut i = 0;
+    while i < count {
+        if info.pflags[i] != 0 {
+            i += 1;
+            if i >= count || info.pflags[i] != 0 || info.ports[i - 1] > info.ports[i] {
+                return false;
+            }
+        }
+        i += 1;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -244,5 +265,24 @@ mod tests {
         assert!(multiport_mt_check(&mp, IPPROTO_TCP, IPT_INV_PROTO).is_err());
         assert!(multiport_mt_check(&XtMultiportV1 { count: 16, ..mp }, IPPROTO_TCP, 0).is_err());
         assert!(multiport_mt_check(&XtMultiportV1 { flags: 3, ..mp }, IPPROTO_TCP, 0).is_err());
+        // Ranges, as the 6.18 kernel answered them (EINVAL / accepted).
+        let mut r = XtMultiportV1 { count: 3, flags: 1, ..Default::default() };
+        r.ports[..3].copy_from_slice(&[22, 80, 443]);
+        assert!(multiport_valid_ranges(&r));
+        r.pflags[2] = 1;
+        assert!(!multiport_valid_ranges(&r), "range flag on the last port");
+        r.pflags = [0; 15];
+        r.pflags[0] = 1;
+        r.pflags[1] = 1;
+        assert!(!multiport_valid_ranges(&r), "consecutive range flags");
+        r.pflags[1] = 0;
+        assert!(multiport_valid_ranges(&r));
+        r.ports[0] = 100;
+        assert!(!multiport_valid_ranges(&r), "reversed range");
+        r.ports[0] = 80;
+        assert!(multiport_valid_ranges(&r), "equal ends");
+        r.pflags = [0; 15];
+        r.pflags[5] = 1;
+        assert!(multiport_valid_ranges(&r), "flags beyond count are ignored");
     }
 }

@@ -200,7 +200,8 @@ pub enum Verdict {
     Jump {
         /// Byte offset of the target entry (the raw verdict).
         offset: u32,
-        /// Index of the target entry.
+        /// Index of the target entry; u32::MAX when `offset` is no entry start, which the
+        /// kernel only lets through in entries no hook reaches (`comefrom == 0`).
         index: u32,
     },
 }

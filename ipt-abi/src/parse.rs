@@ -517,12 +517,10 @@ fn find_check_entry(blob: &[u8], r: &RawEntry, index: u32, offsets: &[u32], come
             XT_RETURN => Verdict::Return,
             VERDICT_QUEUE => Verdict::Queue,
             v if v > 0 => {
-                let Ok(i) = offsets.binary_search(&(v as u32)) else {
-                    // mark_source_chains only vets jumps it reaches; an unreachable entry may
-                    // jump anywhere. The kernel accepts that; bpfilter cannot represent it.
-                    return Err(fail((libc::ENOENT, "bpfilter: jump from an unreachable entry to a non-entry offset")));
-                };
-                Verdict::Jump { offset: v as u32, index: i as u32 }
+                // mark_source_chains vets the jumps of reachable entries only; an entry no hook
+                // reaches (comefrom 0) may jump anywhere, and the kernel accepts that.
+                let index = offsets.binary_search(&(v as u32)).map_or(u32::MAX, |i| i as u32);
+                Verdict::Jump { offset: v as u32, index }
             }
             // xt_check_entry_offsets already refused every other verdict.
             _ => return Err(AbiError::Entry { index, offset: r.offset, fault: EntryFault::BadVerdict }),
@@ -928,6 +926,19 @@ mod tests {
             }),
             ELOOP
         );
+    }
+
+    #[test]
+    fn unreachable_entry_may_jump_anywhere() {
+        // The kernel (6.18, checked) accepts a jump to a non-entry offset from an entry no hook
+        // reaches: web's head is unreachable once INPUT's jump is gone.
+        let mut b = base();
+        set32(&mut b, H + E_JUMP + 144, VERDICT_ACCEPT as u32);
+        set32(&mut b, H + E_WEB_UDP + 192, 12);
+        let t = parse_replace(&b, None).expect("kernel accepts").table;
+        assert_eq!(t.entries[6].comefrom, 0);
+        assert_eq!(t.entries[6].verdict(), Some(Verdict::Jump { offset: 12, index: u32::MAX }));
+        assert_eq!(parse_replace(&t.replace_blob(4, 0), None).expect("again").table, t);
     }
 
     #[test]
