@@ -39,7 +39,27 @@ fn a_match(proto: u16) -> BoxedStrategy<Match> {
     let icmp = (any::<[u8; 3]>(), 0u8..2)
         .prop_map(|(t, inv)| Match::Icmp(IptIcmp { icmp_type: t[0], code: [t[1], t[2]], invflags: inv }));
     let multiport = (0u8..3, 0u8..16, any::<[u16; 15]>(), any::<[u8; 15]>(), any::<u8>()).prop_map(
-        |(flags, count, ports, pflags, invert)| Match::Multiport(XtMultiportV1 { flags, count, ports, pflags, invert }),
+        |(flags, count, mut ports, mut pflags, invert)| {
+            // Valid ranges (multiport_valid_ranges): a flagged port is followed by an unflagged,
+            // not smaller one. Flags beyond count stay random: the kernel ignores them.
+            let n = usize::from(count);
+            let mut i = 0;
+            while i < n {
+                if pflags[i] != 0 {
+                    if i + 1 >= n {
+                        pflags[i] = 0;
+                    } else {
+                        pflags[i + 1] = 0;
+                        if ports[i] > ports[i + 1] {
+                            ports.swap(i, i + 1);
+                        }
+                        i += 1;
+                    }
+                }
+                i += 1;
+            }
+            Match::Multiport(XtMultiportV1 { flags, count, ports, pflags, invert })
+        },
     );
     let iprange = (any::<[[u8; 16]; 4]>(), any::<u8>(), any::<[u8; 3]>()).prop_map(|(a, flags, pad)| {
         Match::IpRange(XtIprangeMtinfo { src_min: a[0], src_max: a[1], dst_min: a[2], dst_max: a[3], flags, pad })
