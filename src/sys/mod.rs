@@ -41,6 +41,43 @@ pub use rcu::synchronize_rcu;
 
 pub(crate) use fs::{obj_get_kind, obj_pin, ObjKind};
 
+/// Which kind of BPF object an id enumeration walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    /// Programs (`BPF_PROG_GET_NEXT_ID`).
+    Prog,
+    /// Maps (`BPF_MAP_GET_NEXT_ID`).
+    Map,
+    /// Links (`BPF_LINK_GET_NEXT_ID`).
+    Link,
+}
+
+/// Ids of every live object of a kind in the system (all namespaces), ascending; e.g. to find
+/// bpfilter's programs by name for `status` or `flush`.
+pub fn object_ids(kind: IdKind) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    let mut id = 0u32;
+    loop {
+        let mut next = 0u32;
+        // SAFETY: next is a writable u32; the call only reads start_id.
+        let ret = unsafe {
+            match kind {
+                IdKind::Prog => libbpf_sys::bpf_prog_get_next_id(id, &mut next),
+                IdKind::Map => libbpf_sys::bpf_map_get_next_id(id, &mut next),
+                IdKind::Link => libbpf_sys::bpf_link_get_next_id(id, &mut next),
+            }
+        };
+        match error::check("bpf_obj_get_next_id", ret) {
+            Ok(_) => {
+                ids.push(next);
+                id = next;
+            }
+            Err(e) if e.errno() == libc::ENOENT => return Ok(ids),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Longest object name the kernel keeps (BPF_OBJ_NAME_LEN - 1).
 pub const OBJ_NAME_MAX: usize = 15;
 
@@ -76,6 +113,23 @@ fn c_chars_to_string(chars: &[libc::c_char]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enumerates_ids() {
+        if !testutil::require_bpf() || !testutil::require_netns() {
+            return;
+        }
+        let m = Map::create(MapType::Array, 4, 4, 1, "bpfltr_t_ids").unwrap();
+        let code = testutil::insns(&[(0xb7, 0, 0, 0, 1), (0x95, 0, 0, 0, 0)]);
+        let (p, _) = Program::load_netfilter("bpfltr_t_ids", &code, 0).unwrap();
+        let ns = testutil::TempNetns::new("ids");
+        let l = Link::netfilter_in(ns.fd(), &p, 2, 1, 3, 0).unwrap();
+        assert!(object_ids(IdKind::Map).unwrap().contains(&m.id().unwrap()));
+        assert!(object_ids(IdKind::Prog).unwrap().contains(&p.id().unwrap()));
+        let links = object_ids(IdKind::Link).unwrap();
+        assert!(links.contains(&l.id().unwrap()));
+        assert!(links.windows(2).all(|w| w[0] < w[1]));
+    }
 
     #[test]
     fn object_names() {

@@ -14,7 +14,7 @@ const INSN_SIZE: usize = 8;
 /// First log buffer; grown on ENOSPC up to [`LOG_MAX`].
 const LOG_START: usize = 1 << 20;
 /// The kernel refuses log buffers of `UINT_MAX >> 2` bytes or more; stay well below.
-const LOG_MAX: usize = 512 << 20;
+const LOG_MAX: usize = 64 << 20;
 
 /// Figures of one successful load.
 #[derive(Debug, Clone, Default)]
