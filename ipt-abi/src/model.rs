@@ -500,9 +500,9 @@ impl Table {
     pub fn chains(&self) -> Vec<ChainInfo> {
         // Chain starts: hook entries and user chain heads, in entry order.
         let mut starts: Vec<(u32, Option<u8>, Option<u32>, String)> = Vec::new();
-        for hook in 0..NF_INET_NUMHOOKS {
+        for (hook, name) in HOOK_NAMES.iter().enumerate() {
             if let Some(i) = self.hook_entry_index(hook) {
-                starts.push((i, Some(hook as u8), None, HOOK_NAMES[hook].to_string()));
+                starts.push((i, Some(hook as u8), None, name.to_string()));
             }
         }
         let last = self.entries.len().saturating_sub(1);

@@ -409,12 +409,12 @@ fn mark_source_chains(
     // index 0 is offset 0, which is what the cleared counters hold).
     let mut back = vec![0usize; n];
     let idx_of = |off: u32| offsets.binary_search(&off).ok();
-    for hook in 0..NF_INET_NUMHOOKS {
+    for (hook, &entry_off) in hook_entry.iter().enumerate() {
         if valid_hooks & (1 << hook) == 0 {
             continue;
         }
         let err = |i: usize, reason| AbiError::Loop { hook: hook as u8, index: i as u32, offset: raw[i].offset, reason };
-        let Some(start) = idx_of(hook_entry[hook]) else {
+        let Some(start) = idx_of(entry_off) else {
             continue;
         };
         let mut pos = start;
@@ -791,6 +791,7 @@ mod tests {
         assert_eq!(with(|b| set32(b, H + E_IN_POLICY + 144, VERDICT_QUEUE as u32)), EINVAL);
         assert_eq!(with(|b| set32(b, H + E_IN_POLICY + 144, 656)), EINVAL, "jump");
         assert_eq!(with(|b| set32(b, H + E_IN_POLICY + 144, VERDICT_DROP as u32)), 0);
+        assert_eq!(with(|b| set32(b, H + E_FWD_POLICY + 144, XT_RETURN as u32)), EINVAL);
         assert_eq!(with(|b| set32(b, 64 + 4 * 3, E_END as u32)), EINVAL, "underflow on ERROR entry");
         let e = parse_replace(&{ let mut b = base(); b[H + E_IN_POLICY] = 1; b }, None).expect_err("refused");
         assert!(matches!(e, AbiError::Underflow { hook: 1, index: 2, offset: 352 }), "{e:?}");
