@@ -35,7 +35,7 @@ pub struct Timed {
 /// Run a command with a timeout, timing it from spawn to exit. The timing thread waits on
 /// the child itself, so the measured time carries no polling delay.
 pub fn run_timed(mut cmd: Command, timeout: Duration) -> Result<Timed> {
-    let desc = format!("{cmd:?}");
+    let desc = describe(&cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -65,9 +65,19 @@ pub fn run_timed(mut cmd: Command, timeout: Duration) -> Result<Timed> {
     }
 }
 
+/// `prog arg arg ...` of a command, for messages.
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
 /// Run a command that must succeed; returns its timing and output.
 pub fn run_ok(cmd: Command, timeout: Duration) -> Result<Timed> {
-    let desc = format!("{cmd:?}");
+    let desc = describe(&cmd);
     let t = run_timed(cmd, timeout)?;
     if !t.output.status.success() {
         bail!(

@@ -372,12 +372,15 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.kind.map(|k| k.name()).unwrap_or("-"),
                 c.n,
                 c.restore
                     .map(|d| format!("{:.1}", ms(d)))
                     .unwrap_or_else(|| "failed".into()),
+                c.verifier_ms
+                    .map(|v| format!("{v:.1}"))
+                    .unwrap_or_else(|| "-".into()),
                 c.progs.len(),
                 total,
                 big.map(|p| p.name.as_str()).unwrap_or("-"),
@@ -859,6 +862,41 @@ mod tests {
         assert!(svg.starts_with("<svg"));
         assert!(svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 2 * 3);
+    }
+
+    #[test]
+    fn markdown_tables_are_rectangular() {
+        let mut r = report();
+        let c = r
+            .configs
+            .iter_mut()
+            .find(|c| c.backend == Backend::Bpfilter)
+            .expect("bpfilter config");
+        c.progs.push(ProgInfo {
+            id: 1,
+            name: "bpfltr_in".into(),
+            xlated: 80,
+            jited: 60,
+            verified_insns: Some(12),
+        });
+        c.verifier_ms = Some(1.5);
+        c.test_runs.push(("bpfltr_in".into(), 40, 1));
+        let md = r.markdown();
+        let mut cols: Option<usize> = None;
+        for line in md.lines() {
+            if line.starts_with('|') {
+                let n = line.matches('|').count();
+                assert_eq!(*cols.get_or_insert(n), n, "ragged table line: {line}");
+            } else {
+                cols = None;
+            }
+        }
+        assert!(
+            md.contains(
+                "| addr | 0 | 1.0 | 1.5 | 1 | 10 | bpfltr_in | 10 | 60 | 12 | bpfltr_in 40 |"
+            ),
+            "{md}"
+        );
     }
 
     #[test]

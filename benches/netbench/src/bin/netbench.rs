@@ -172,14 +172,11 @@ fn main() -> Result<()> {
     // The benchmark's own bpfilter daemon, with a private socket and bpffs folder.
     let bpffs = PathBuf::from(format!("/sys/fs/bpf/netbench-{pid}"));
     let mut daemon = None;
+    // Kept after the run (the work folder is not), for a look at why a load was refused.
+    let daemon_log = std::env::temp_dir().join("netbench-bpfilter-daemon.log");
     if backends.contains(&Backend::Bpfilter) {
         let started = if tools.bpfilter.exists() {
-            Daemon::start(
-                &tools.bpfilter,
-                &tools.socket,
-                &bpffs,
-                &work.join("bpfilter-daemon.log"),
-            )
+            Daemon::start(&tools.bpfilter, &tools.socket, &bpffs, &daemon_log)
         } else {
             Err(anyhow::anyhow!(
                 "{} not found (build it with `make`)",
@@ -206,6 +203,21 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     let mut report = result?;
     report.elapsed = t_run.elapsed();
+    if report
+        .configs
+        .iter()
+        .any(|c| c.backend == Backend::Bpfilter && c.error.is_some())
+    {
+        let log = std::fs::read_to_string(&daemon_log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(8).collect();
+        eprintln!(
+            "netbench: some bpfilter loads failed; end of {}:",
+            daemon_log.display()
+        );
+        for l in tail.iter().rev() {
+            eprintln!("  {l}");
+        }
+    }
     let md = report.markdown();
     println!("{md}");
     if !args.no_write {
