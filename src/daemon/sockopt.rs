@@ -28,7 +28,6 @@ const TABLE_MAXNAMELEN: usize = 32;
 const GETINFO_LEN: u32 = 84;
 const GET_ENTRIES_HDR: u32 = 40;
 const GET_REVISION_LEN: u32 = 30;
-const REPLACE_HDR: usize = 96;
 
 /// What a successful sockopt returns: the syscall's return value and, for gets, the bytes
 /// copied back into the caller's buffer (for SET_REPLACE: the old counters).
@@ -91,7 +90,7 @@ pub fn get(
         SO_GET_REVISION_MATCH => get_revision(ExtKind::Match, optlen, optval),
         SO_GET_REVISION_TARGET => get_revision(ExtKind::Target, optlen, optval),
         _ => Err(Refusal::new(
-            libc::EINVAL,
+            libc::ENOPROTOOPT,
             format!("unknown getsockopt optname {optname}"),
         )),
     }
@@ -103,7 +102,7 @@ pub fn set(ns: &mut Namespace, backends: &dyn Backends, optname: u32, optval: &[
         SO_SET_REPLACE => set_replace(ns, backends, optval),
         SO_SET_ADD_COUNTERS => set_add_counters(ns, backends, optval),
         _ => Err(Refusal::new(
-            libc::EINVAL,
+            libc::ENOPROTOOPT,
             format!("unknown setsockopt optname {optname}"),
         )),
     }
@@ -185,13 +184,8 @@ fn get_revision(kind: ExtKind, optlen: u32, optval: &[u8]) -> Outcome {
 
 /// `do_replace()`: validate, compile, load, switch; answer the old counters.
 fn set_replace(ns: &mut Namespace, backends: &dyn Backends, optval: &[u8]) -> Outcome {
-    if optval.len() < REPLACE_HDR {
-        return Err(Refusal::new(
-            libc::EFAULT,
-            format!("SET_REPLACE of {} bytes, header is 96", optval.len()),
-        ));
-    }
-    let name = c_name(&optval[..TABLE_MAXNAMELEN]);
+    // A short header is parse_replace's to refuse, with the kernel's errno.
+    let name = c_name(optval.get(..TABLE_MAXNAMELEN).unwrap_or_default());
     // The current entry count decides EAGAIN; a table that does not exist yet would be
     // instantiated by the kernel after validation, with its initial entries.
     let current = match ns.tables.get(&name) {
@@ -481,17 +475,11 @@ mod tests {
     fn garbage_and_unknown_optnames_are_refused() {
         let b = FakeBackends::default();
         let mut ns = Namespace::new(NsId(1));
-        assert_eq!(
-            set(&mut ns, &b, SO_SET_REPLACE, &[0xff; 50])
-                .unwrap_err()
-                .errno,
-            libc::EFAULT
-        );
-        assert_eq!(set(&mut ns, &b, 99, &[]).unwrap_err().errno, libc::EINVAL);
-        assert_eq!(
-            get(&mut ns, &b, 99, 0, &[]).unwrap_err().errno,
-            libc::EINVAL
-        );
+        let errno = |r: Outcome| r.unwrap_err().errno;
+        assert_eq!(errno(set(&mut ns, &b, SO_SET_REPLACE, &[0xff; 50])), libc::EINVAL);
+        assert_eq!(errno(set(&mut ns, &b, SO_SET_REPLACE, &[])), libc::EINVAL);
+        assert_eq!(errno(set(&mut ns, &b, 66, &[])), libc::ENOPROTOOPT);
+        assert_eq!(errno(get(&mut ns, &b, 68, 84, &[0; 84])), libc::ENOPROTOOPT);
         assert!(ns.tables.is_empty(), "refused requests instantiate nothing");
     }
 
