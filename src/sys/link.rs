@@ -308,18 +308,18 @@ mod tests {
         let a = TempNetns::new("pa");
         let b = TempNetns::new("pb");
         let veth = VethPair::new(&a, &b);
-        assert!(udp_roundtrip(&a, &b, &veth), "no UDP before attaching");
+        assert!(udp_roundtrip(&a, &b, &veth, 25), "no UDP before attaching");
         let p = ret_prog("bpfltr_t_drop", 0);
         let link = in_netns(b.fd(), || Link::netfilter(&p, NFPROTO_IPV4, LOCAL_IN, 1, 0))
             .unwrap()
             .unwrap();
         assert!(
-            !udp_roundtrip(&a, &b, &veth),
+            !udp_roundtrip(&a, &b, &veth, 5),
             "UDP got through a DROP program at LOCAL_IN"
         );
         drop(link);
         assert!(
-            udp_roundtrip(&a, &b, &veth),
+            udp_roundtrip(&a, &b, &veth, 25),
             "UDP still dropped after the link was dropped"
         );
     }

@@ -158,20 +158,27 @@ impl VethPair {
     }
 }
 
-/// Sends one UDP datagram from namespace a to b over the veth; true if b received it.
-pub(crate) fn udp_roundtrip(a: &TempNetns, b: &TempNetns, veth: &VethPair) -> bool {
+/// Sends UDP datagrams from namespace a to b over the veth, one every 200 ms, up to `tries`
+/// times; true as soon as b receives one. Retrying matters right after the link comes up: until
+/// linkwatch activates the veth's qdisc (up to a second), packets are silently dropped.
+pub(crate) fn udp_roundtrip(a: &TempNetns, b: &TempNetns, veth: &VethPair, tries: u32) -> bool {
     let rx = in_netns(b.fd(), || UdpSocket::bind((veth.addr_b, 0)))
         .expect("setns")
         .expect("bind");
-    rx.set_read_timeout(Some(Duration::from_millis(800)))
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
     let dst = rx.local_addr().expect("addr");
     let tx = in_netns(a.fd(), || UdpSocket::bind(("0.0.0.0", 0)))
         .expect("setns")
         .expect("bind");
-    tx.send_to(b"bpfilter", dst).expect("send");
     let mut buf = [0u8; 16];
-    matches!(rx.recv(&mut buf), Ok(8))
+    for _ in 0..tries {
+        tx.send_to(b"bpfilter", dst).expect("send");
+        if matches!(rx.recv(&mut buf), Ok(8)) {
+            return true;
+        }
+    }
+    false
 }
 
 /// A fresh folder under /sys/fs/bpf, removed (with its pins) on drop.
