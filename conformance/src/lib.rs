@@ -343,7 +343,15 @@ impl Harness {
             );
         }
         let sa = self.reference.backend.save(&self.reference.topo.fw)?;
+        if sa.starts_with("<iptables-save exit") {
+            bail!("the kernel's iptables-legacy-save failed: {sa}");
+        }
         let sb = self.candidate.backend.save(&self.candidate.topo.fw)?;
+        if let Backend::Bpfilter(d) = &mut self.candidate.backend {
+            if !d.alive() {
+                bail!("the bpfilter daemon died; last log lines:\n{}", d.log_tail());
+            }
+        }
         let order = |m: &HashMap<u16, Fate>| -> Vec<Fate> {
             (1..=pkts.len() as u16).map(|i| m.get(&i).cloned().unwrap_or_default()).collect()
         };
