@@ -9,14 +9,18 @@
 //! kernel. Modelled kernel behaviour: object lifetime by reference counting (handles, pins,
 //! program -> maps, link -> program, prog array slot -> program), ids, pins with EEXIST/ENOENT,
 //! map sizes and flags (E2BIG, EEXIST, ENOENT), link argument checks (EAFNOSUPPORT, EPROTO,
-//! ERANGE) and EBUSY on a (namespace, pf, hook, priority) already in use. Not modelled:
+//! ERANGE) and EBUSY on a (namespace, pf, hook, priority) already in use. Pins are marker
+//! files on the real filesystem (use a temporary directory as the bpffs root), so code that
+//! walks its pin tree with `std::fs` (read_dir, exists) sees them; a marker removed by any
+//! means drops the pin's reference. Not modelled:
 //! verification (inject failures with [`FakeKernel::fail_next_load`]) and execution (test runs
 //! of `r0 = imm; exit` return imm, anything else needs [`FakeKernel::set_test_run_retval`]).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::error::{Result, SysError};
@@ -117,7 +121,8 @@ impl FakeKernel {
 
     /// Attached links: (namespace, link info).
     pub fn attached(&self) -> Vec<((u64, u64), LinkInfo)> {
-        let st = self.kernel.state();
+        let mut st = self.kernel.state();
+        st.gc_pins();
         st.objects
             .values()
             .filter_map(|o| match &o.body {
@@ -134,12 +139,16 @@ impl FakeKernel {
 
     /// Pinned paths.
     pub fn pins(&self) -> Vec<PathBuf> {
-        self.kernel.state().pins.keys().cloned().collect()
+        let mut st = self.kernel.state();
+        st.gc_pins();
+        st.pins.keys().cloned().collect()
     }
 
     /// Objects alive (maps, programs, links), to check for leaks.
     pub fn object_count(&self) -> usize {
-        self.kernel.state().objects.len()
+        let mut st = self.kernel.state();
+        st.gc_pins();
+        st.objects.len()
     }
 }
 
@@ -156,9 +165,20 @@ impl Drop for FakeKernel {
 }
 
 /// The fake kernel's state behind a lock.
-#[derive(Default)]
 pub(crate) struct Kernel {
+    /// Distinguishes the marker files of concurrent fakes.
+    serial: u64,
     state: Mutex<State>,
+}
+
+impl Default for Kernel {
+    fn default() -> Kernel {
+        static SERIAL: AtomicU64 = AtomicU64::new(1);
+        Kernel {
+            serial: SERIAL.fetch_add(1, Ordering::Relaxed),
+            state: Mutex::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Kernel {
@@ -174,7 +194,6 @@ struct State {
     /// memfd (dev, ino) of each open handle -> object id.
     handles: HashMap<(u64, u64), u32>,
     pins: BTreeMap<PathBuf, u32>,
-    dirs: BTreeSet<PathBuf>,
     occupied: Vec<((u64, u64), u32, u32, i32)>,
     load_failures: VecDeque<(i32, String)>,
     test_run_retval: Option<u32>,
@@ -236,6 +255,17 @@ fn fd_key(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
 }
 
 impl State {
+    /// Drops the pins whose marker file is gone (removed by unpin, remove_pins or plain
+    /// std::fs calls, as unlinking a pin on bpffs would).
+    fn gc_pins(&mut self) {
+        let gone: Vec<PathBuf> = self.pins.keys().filter(|p| !p.is_file()).cloned().collect();
+        for p in gone {
+            if let Some(id) = self.pins.remove(&p) {
+                self.put(id);
+            }
+        }
+    }
+
     fn obj(&self, id: u32) -> Result<&Obj> {
         self.objects
             .get(&id)
@@ -513,6 +543,7 @@ impl Kernel {
         }
         let netns = current_netns_id()?;
         let mut st = self.state();
+        st.gc_pins();
         if !matches!(st.obj(prog.obj)?.body, Body::Prog(_)) {
             return Err(errno(call, libc::EINVAL));
         }
@@ -542,10 +573,15 @@ impl Kernel {
 
     pub(crate) fn from_id(self: &Arc<Self>, id: u32, kind: ObjKind) -> Result<(Handle, OwnedFd)> {
         let mut st = self.state();
+        st.gc_pins();
         match st.objects.get(&id) {
             Some(o) if kind_of(&o.body) == kind => self.handle(&mut st, id),
             _ => Err(SysError::not_found(format!("{kind:?} id {id}"))),
         }
+    }
+
+    fn marker(&self, id: u32) -> String {
+        format!("bpfltr-fake {} {id}\n", self.serial)
     }
 
     pub(crate) fn from_pin(
@@ -554,9 +590,19 @@ impl Kernel {
         kind: ObjKind,
     ) -> Result<(Handle, OwnedFd)> {
         let mut st = self.state();
+        st.gc_pins();
         let Some(&id) = st.pins.get(path) else {
-            return Err(SysError::not_found(format!("pin {}", path.display())));
+            return Err(match std::fs::symlink_metadata(path) {
+                Ok(_) => SysError::invalid(format!("{} is not a pin of this fake", path.display())),
+                Err(_) => SysError::not_found(format!("pin {}", path.display())),
+            });
         };
+        if std::fs::read_to_string(path).ok().as_deref() != Some(self.marker(id).as_str()) {
+            return Err(SysError::invalid(format!(
+                "{} is not a pin of this fake",
+                path.display()
+            )));
+        }
         if kind_of(&st.obj(id)?.body) != kind {
             return Err(SysError::invalid(format!(
                 "pin {} is not a {kind:?}",
@@ -566,42 +612,32 @@ impl Kernel {
         self.handle(&mut st, id)
     }
 
-    pub(crate) fn ensure_dir(&self, root: &Path) {
-        let mut st = self.state();
-        for a in root.ancestors() {
-            st.dirs.insert(a.to_path_buf());
-        }
+    pub(crate) fn ensure_dir(&self, root: &Path) -> Result<()> {
+        std::fs::create_dir_all(root).map_err(|e| super::error::io_path("mkdir", root, &e))
     }
 
-    pub(crate) fn remove_tree(&self, dir: &Path) {
-        let mut st = self.state();
-        let gone: Vec<PathBuf> = st
-            .pins
-            .keys()
-            .filter(|p| p.starts_with(dir))
-            .cloned()
-            .collect();
-        for p in gone {
-            if let Some(id) = st.pins.remove(&p) {
-                st.put(id);
-            }
+    pub(crate) fn remove_tree(&self, dir: &Path) -> Result<()> {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(super::error::io_path("remove_dir_all", dir, &e)),
         }
-        st.dirs.retain(|d| !d.starts_with(dir));
+        self.state().gc_pins();
+        Ok(())
     }
 
     pub(crate) fn unpin(&self, path: &Path) -> Result<()> {
         let mut st = self.state();
-        let id = st
-            .pins
-            .remove(path)
-            .ok_or_else(|| SysError::not_found(format!("pin {}", path.display())))?;
-        st.put(id);
+        if !st.pins.contains_key(path) {
+            return Err(SysError::not_found(format!("pin {}", path.display())));
+        }
+        std::fs::remove_file(path).map_err(|e| super::error::io_path("unlink", path, &e))?;
+        st.gc_pins();
         Ok(())
     }
 
     pub(crate) fn exists(&self, path: &Path) -> bool {
-        let st = self.state();
-        st.dirs.contains(path) || st.pins.contains_key(path)
+        path.exists()
     }
 }
 
@@ -625,11 +661,15 @@ impl Handle {
             path: path.to_path_buf(),
             errno: e,
         };
-        if st.pins.contains_key(path) || st.dirs.contains(path) {
-            return Err(err(libc::EEXIST));
-        }
-        if !path.parent().is_some_and(|p| st.dirs.contains(p)) {
-            return Err(err(libc::ENOENT));
+        st.gc_pins();
+        let marker = self.kernel.marker(self.obj);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path);
+        match file.and_then(|mut f| std::io::Write::write_all(&mut f, marker.as_bytes())) {
+            Ok(()) => {}
+            Err(e) => return Err(err(e.raw_os_error().unwrap_or(libc::EIO))),
         }
         st.pins.insert(path.to_path_buf(), self.obj);
         st.get_ref(self.obj);
@@ -946,10 +986,14 @@ mod tests {
         assert_eq!(k.attached(), vec![(id1, info)]);
 
         // Pins keep objects (and attachments) alive; removing the tree frees them.
-        let root = Path::new("/sys/fs/bpf/fake-test");
+        let tmp = std::env::temp_dir().join(format!("bpfltr-fake-{}-a", std::process::id()));
+        let root = tmp.as_path();
         assert_eq!(l.pin(root.join("link")).unwrap_err().errno(), libc::ENOENT);
         ensure_bpffs(root).unwrap();
         l.pin(root.join("link")).unwrap();
+        // Plain std::fs sees the pin tree.
+        assert_eq!(std::fs::read_dir(root).unwrap().count(), 1);
+        assert!(root.join("link").exists());
         assert_eq!(
             acc.pin(root.join("link")).unwrap_err().errno(),
             libc::EEXIST
@@ -964,8 +1008,26 @@ mod tests {
         );
         drop(again);
         remove_pins(root).unwrap();
+        assert!(!root.exists());
         assert!(k.attached().is_empty());
         assert!(k.pins().is_empty());
+        // A pin removed with std::fs is gone for the fake too.
+        ensure_bpffs(root).unwrap();
+        p.pin(root.join("p")).unwrap();
+        assert_eq!(k.pins(), vec![root.join("p")]);
+        std::fs::remove_file(root.join("p")).unwrap();
+        assert!(k.pins().is_empty());
+        assert!(matches!(
+            Program::from_pin(root.join("p")),
+            Err(SysError::NotFound { .. })
+        ));
+        // A file that is not one of our markers is refused.
+        std::fs::write(root.join("junk"), b"x").unwrap();
+        assert_eq!(
+            Program::from_pin(root.join("junk")).unwrap_err().errno(),
+            libc::EINVAL
+        );
+        remove_pins(root).unwrap();
         drop((p, acc));
         assert_eq!(
             k.object_count(),

@@ -54,8 +54,7 @@ pub fn ensure_bpffs(root: impl AsRef<Path>) -> Result<()> {
     let root = root.as_ref();
     #[cfg(test)]
     if let Some(k) = super::fake::current() {
-        k.ensure_dir(root);
-        return Ok(());
+        return k.ensure_dir(root);
     }
     let mount = Path::new(BPFFS_MOUNT);
     if root.starts_with(mount) {
@@ -91,8 +90,7 @@ pub fn remove_pins(dir: impl AsRef<Path>) -> Result<()> {
     let dir = dir.as_ref();
     #[cfg(test)]
     if let Some(k) = super::fake::current() {
-        k.remove_tree(dir);
-        return Ok(());
+        return k.remove_tree(dir);
     }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
