@@ -24,6 +24,9 @@ pub enum Backend {
     Nft,
     /// bpfilter, loaded with `bpfilter iptables-restore` (iptables-legacy-restore preloaded).
     Bpfilter,
+    /// An attached BPF_NETFILTER program `r0 = 1; exit` at LOCAL_IN: the floor cost of any
+    /// BPF hook (N = 0 only, no rules).
+    BpfFloor,
 }
 
 impl Backend {
@@ -34,6 +37,7 @@ impl Backend {
             Backend::Legacy => "iptables-legacy",
             Backend::Nft => "nftables",
             Backend::Bpfilter => "bpfilter",
+            Backend::BpfFloor => "bpf-floor",
         }
     }
 
@@ -44,6 +48,7 @@ impl Backend {
             Backend::Legacy => "ipt",
             Backend::Nft => "nft",
             Backend::Bpfilter => "bpf",
+            Backend::BpfFloor => "floor",
         }
     }
 
@@ -54,6 +59,7 @@ impl Backend {
             "iptables-legacy" | "legacy" | "ipt" | "iptables" => Some(Backend::Legacy),
             "nftables" | "nft" => Some(Backend::Nft),
             "bpfilter" | "bpf" => Some(Backend::Bpfilter),
+            "bpf-floor" | "floor" => Some(Backend::BpfFloor),
             _ => None,
         }
     }
@@ -71,7 +77,7 @@ pub struct Tools {
 impl Tools {
     fn cmd(&self, b: Backend, ns: &str, args: &[String]) -> Result<Command> {
         let mut c = match b {
-            Backend::None => bail!("no firewall to run"),
+            Backend::None | Backend::BpfFloor => bail!("no ruleset to run"),
             Backend::Legacy => in_ns_cmd(ns, Path::new("iptables-legacy"), args),
             Backend::Nft => in_ns_cmd(ns, Path::new("nft"), args),
             Backend::Bpfilter => {
@@ -89,7 +95,7 @@ impl Tools {
     pub fn restore(&self, b: Backend, ns: &str, file: &Path) -> Result<Duration> {
         let f = file.display().to_string();
         let mut c = match b {
-            Backend::None => return Ok(Duration::ZERO),
+            Backend::None | Backend::BpfFloor => return Ok(Duration::ZERO),
             Backend::Legacy => in_ns_cmd(ns, Path::new("iptables-legacy-restore"), &[f]),
             Backend::Nft => in_ns_cmd(ns, Path::new("nft"), &["-f".to_string(), f]),
             Backend::Bpfilter => {
@@ -103,7 +109,7 @@ impl Tools {
     /// Append one rule (after the final ACCEPT, so no verdict changes); returns the wall time.
     pub fn append(&self, b: Backend, ns: &str, r: &Rule) -> Result<Duration> {
         let args: Vec<String> = match b {
-            Backend::None => return Ok(Duration::ZERO),
+            Backend::None | Backend::BpfFloor => return Ok(Duration::ZERO),
             Backend::Nft => ["add", "rule", "ip", "filter", "input"]
                 .iter()
                 .map(|s| s.to_string())
@@ -130,7 +136,7 @@ impl Tools {
     /// Packets counted by the final ACCEPT rule (rule number `n + 1` of INPUT).
     pub fn final_counter(&self, b: Backend, ns: &str, n: usize) -> Result<u64> {
         match b {
-            Backend::None => bail!("no firewall, no counter"),
+            Backend::None | Backend::BpfFloor => bail!("no ruleset, no counter"),
             Backend::Nft => {
                 let args: Vec<String> = ["list", "counter", "ip", "filter", ruleset::NFT_COUNTER]
                     .iter()
@@ -315,6 +321,7 @@ mod tests {
             Backend::Legacy,
             Backend::Nft,
             Backend::Bpfilter,
+            Backend::BpfFloor,
         ] {
             assert_eq!(Backend::from_name(b.name()), Some(b));
             assert_eq!(Backend::from_name(b.tag()), Some(b));

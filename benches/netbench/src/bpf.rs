@@ -10,7 +10,11 @@ use anyhow::{bail, Result};
 
 use crate::ruleset::{DPORT, DST, SRC};
 
+const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_NETFILTER: u32 = 32;
+const BPF_NETFILTER: u32 = 45;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 
@@ -52,6 +56,42 @@ pub fn prog_fd_by_id(id: u32) -> Result<OwnedFd> {
     let mut attr = [0u8; 16];
     put_u32(&mut attr, 0, id);
     let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?;
+    // SAFETY: the kernel just returned this new fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Load `r0 = 1 (NF_ACCEPT); exit` as a BPF_PROG_TYPE_NETFILTER program named `name`: the
+/// floor cost of any BPF hook on the path.
+pub fn load_netfilter_accept(name: &str) -> Result<OwnedFd> {
+    // mov64 r0, 1; exit
+    let insns: [u64; 2] = [
+        u64::from_le_bytes([0xb7, 0, 0, 0, 1, 0, 0, 0]),
+        u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
+    ];
+    let license = b"GPL\0";
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, BPF_PROG_TYPE_NETFILTER);
+    put_u32(&mut attr, 4, insns.len() as u32);
+    put_u64(&mut attr, 8, insns.as_ptr() as u64);
+    put_u64(&mut attr, 16, license.as_ptr() as u64);
+    let n = name.len().min(15);
+    attr[48..48 + n].copy_from_slice(&name.as_bytes()[..n]);
+    put_u32(&mut attr, 68, BPF_NETFILTER);
+    let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
+    // SAFETY: the kernel just returned this new fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// BPF_LINK_CREATE of a netfilter program at (pf, hooknum, priority), in the calling
+/// thread's network namespace. Closing the returned fd detaches it.
+pub fn link_netfilter(prog: &OwnedFd, pf: u32, hooknum: u32, priority: i32) -> Result<OwnedFd> {
+    let mut attr = [0u8; 64];
+    put_u32(&mut attr, 0, prog.as_raw_fd() as u32);
+    put_u32(&mut attr, 8, BPF_NETFILTER);
+    put_u32(&mut attr, 16, pf);
+    put_u32(&mut attr, 20, hooknum);
+    put_u32(&mut attr, 24, priority as u32);
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
     // SAFETY: the kernel just returned this new fd to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

@@ -174,6 +174,20 @@ impl Report {
         for n in &self.notes {
             let _ = writeln!(s, "- {n}");
         }
+        if let Some(f) = self
+            .configs
+            .iter()
+            .find(|c| c.backend == Backend::BpfFloor && !c.added.is_empty())
+        {
+            let _ = writeln!(
+                s,
+                "- Floor of any BPF hook: an attached BPF_NETFILTER program `r0 = 1; exit` at \
+                 LOCAL_IN adds {:+.0} ns/packet (quartiles {:+.0} to {:+.0}).",
+                f.added_median(),
+                quantile(&f.added, 0.25),
+                quantile(&f.added, 0.75)
+            );
+        }
         if let Some(r) = self.reference() {
             let _ = writeln!(
                 s,
@@ -614,6 +628,7 @@ impl Report {
             Backend::Legacy => "#d62728",
             Backend::Nft => "#1f77b4",
             Backend::Bpfilter => "#2ca02c",
+            Backend::BpfFloor => "#9467bd",
         };
         for (pi, k) in self.kinds.iter().enumerate() {
             let ox = pi as f64 * pw;

@@ -3,6 +3,7 @@
 //! `RESULTS.md` and `plot.svg`. Needs root (namespaces, iptables, nft, BPF).
 
 use std::net::UdpSocket;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,9 @@ struct Args {
     /// Print the results only; write no file.
     #[arg(long)]
     no_write: bool,
+    /// Leave out the BPF floor configuration (an attached `r0 = 1; exit` program).
+    #[arg(long)]
+    no_floor: bool,
 }
 
 /// Deletes the namespaces it holds when dropped, so that an error leaves nothing behind.
@@ -93,6 +97,8 @@ struct Live {
     in0: u64,
     /// bpfltr_* programs of this configuration alive after the appends (id, name).
     bpf_live: Vec<(u32, String)>,
+    /// Program and link of the BPF floor configuration (closing them detaches it).
+    _floor: Option<(OwnedFd, OwnedFd)>,
 }
 
 fn workspace_root() -> PathBuf {
@@ -123,7 +129,7 @@ fn main() -> Result<()> {
     let mut backends = Vec::new();
     for b in &args.backends {
         match Backend::from_name(b) {
-            Some(Backend::None) => {}
+            Some(Backend::None | Backend::BpfFloor) => {}
             Some(b) if !backends.contains(&b) => backends.push(b),
             Some(_) => {}
             None => bail!("unknown backend {b:?}"),
@@ -248,6 +254,9 @@ fn run(
     t_run: Instant,
 ) -> Result<Report> {
     let mut results = vec![ConfigResult::new(Backend::None, None, 0)];
+    if !args.no_floor {
+        results.push(ConfigResult::new(Backend::BpfFloor, None, 0));
+    }
     for &k in kinds {
         for &b in backends {
             for &n in counts {
@@ -325,7 +334,7 @@ fn run(
             r.check_failures
                 .push(format!("Ip InReceives {got} != sent {}", m.sent[c]));
         }
-        if r.backend != Backend::None {
+        if r.kind.is_some() {
             match tools.final_counter(r.backend, &l.firewall, r.n) {
                 Ok(p) if p == m.sent[c] => {}
                 Ok(p) => r
@@ -430,6 +439,14 @@ fn setup(
     })?;
     let snmp = Snmp::open(&pair.firewall)?;
     let mut bpf_live = Vec::new();
+    let mut floor = None;
+    if b == Backend::BpfFloor {
+        let prog = bpf::load_netfilter_accept("nbench_floor")?;
+        let prog2 = prog.try_clone()?;
+        // NFPROTO_IPV4, NF_INET_LOCAL_IN, a priority nothing else in the namespace uses.
+        let link = netns::in_netns(&pair.firewall, move || bpf::link_netfilter(&prog2, 2, 1, 1))?;
+        floor = Some((prog, link));
+    }
     if let Some(k) = k {
         let rules = ruleset::rules(k, n);
         let file = match b {
@@ -505,6 +522,7 @@ fn setup(
         snmp,
         in0: 0,
         bpf_live,
+        _floor: floor,
     })
 }
 
