@@ -209,12 +209,31 @@ impl Report {
              differences with the no-firewall configuration). Noise: about +-3 % on slopes \
              for iptables-legacy, +-9 % for nft, +-15 ns on fixed costs.\n"
         );
-        self.datapath_tables(&mut s);
+        self.datapath_tables(&mut s, "##", "plot.svg");
         self.control_tables(&mut s);
         self.prog_table(&mut s);
-        self.targets(&mut s);
+        self.targets(&mut s, "##");
         self.checks(&mut s);
         self.errors(&mut s);
+        s
+    }
+
+    /// The README's Performance section body: data-path tables, the plot and the targets,
+    /// pointing at `dir` (the folder of RESULTS.md and plot.svg, relative to the README).
+    pub fn readme_section(&self, dir: &str) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Reproduce with `make bench` (as root; about {:.0} s for the run itself). Every figure, \
+             the control-plane times, program sizes, the method and the checks: \
+             [{dir}/RESULTS.md]({dir}/RESULTS.md).\n",
+            self.elapsed.as_secs_f64()
+        );
+        if let Some(first) = self.notes.first() {
+            let _ = writeln!(s, "Last run: {first}\n");
+        }
+        self.datapath_tables(&mut s, "###", &format!("{dir}/plot.svg"));
+        self.targets(&mut s, "###");
         s
     }
 
@@ -222,18 +241,18 @@ impl Report {
         self.counts.iter().map(|n| format!(" N={n} |")).collect()
     }
 
-    fn datapath_tables(&self, s: &mut String) {
+    fn datapath_tables(&self, s: &mut String, h: &str, plot: &str) {
         let _ = writeln!(
             s,
-            "## Data path: ns per packet added over no firewall (INPUT hook)\n"
+            "{h} Data path: ns per packet added over no firewall (INPUT hook)\n"
         );
-        let _ = writeln!(s, "![ns per packet against N](plot.svg)\n");
+        let _ = writeln!(s, "![ns per packet against N]({plot})\n");
         for &k in &self.kinds {
             let title = match k {
                 RuleKind::Addr => "Rules failing on the source address (`-s 10.1.x.y/32 -p udp -m udp --dport 5001 -j DROP`)",
                 RuleKind::Port => "Rules failing on the port (`-p udp -m udp --dport P -j DROP`, P != 5001)",
             };
-            let _ = writeln!(s, "### {title}\n");
+            let _ = writeln!(s, "{h}# {title}\n");
             let _ = writeln!(
                 s,
                 "| backend |{} ns/rule (fit, IQR) | ns/rule 1k-10k | ns/rule 10k-max | per-rule ratio to iptables-legacy | fixed-cost ratio |",
@@ -519,9 +538,9 @@ impl Report {
         out
     }
 
-    fn targets(&self, s: &mut String) {
+    fn targets(&self, s: &mut String, h: &str) {
         let rows = self.target_rows();
-        let _ = writeln!(s, "## Targets (bpfilter against iptables-legacy)\n");
+        let _ = writeln!(s, "{h} Targets (bpfilter against iptables-legacy)\n");
         if rows.is_empty() {
             let _ = writeln!(s, "bpfilter was not measured in this run.\n");
             return;

@@ -65,6 +65,10 @@ struct Args {
     /// Print the results only; write no file.
     #[arg(long)]
     no_write: bool,
+    /// Also rewrite the part of this file between `<!-- netbench:begin -->` and
+    /// `<!-- netbench:end -->` with the summary (the README's Performance section).
+    #[arg(long)]
+    readme: Option<PathBuf>,
     /// Leave out the BPF floor configuration (an attached `r0 = 1; exit` program).
     #[arg(long)]
     no_floor: bool,
@@ -231,6 +235,10 @@ fn main() -> Result<()> {
         let (mdp, svgp) = (out_dir.join("RESULTS.md"), out_dir.join("plot.svg"));
         std::fs::write(&mdp, &md).with_context(|| format!("write {}", mdp.display()))?;
         std::fs::write(&svgp, report.svg()).with_context(|| format!("write {}", svgp.display()))?;
+        if let Some(readme) = &args.readme {
+            update_readme(readme, &out_dir, &report)?;
+            eprintln!("netbench: updated {}", readme.display());
+        }
         eprintln!(
             "netbench: wrote {} and {} in {:.0} s",
             mdp.display(),
@@ -524,6 +532,36 @@ fn setup(
         bpf_live,
         _floor: floor,
     })
+}
+
+/// Replace the marked section of `readme` with the run's summary.
+fn update_readme(readme: &Path, out_dir: &Path, report: &Report) -> Result<()> {
+    const BEGIN: &str = "<!-- netbench:begin -->";
+    const END: &str = "<!-- netbench:end -->";
+    let text =
+        std::fs::read_to_string(readme).with_context(|| format!("read {}", readme.display()))?;
+    let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) else {
+        bail!("{} has no `{BEGIN}` ... `{END}` section", readme.display());
+    };
+    if e < b {
+        bail!("{}: `{END}` comes before `{BEGIN}`", readme.display());
+    }
+    let base = readme.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = base.canonicalize().unwrap_or(base);
+    let out = out_dir
+        .canonicalize()
+        .unwrap_or_else(|_| out_dir.to_path_buf());
+    let rel = out
+        .strip_prefix(&base)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| out.display().to_string());
+    let new = format!(
+        "{}{BEGIN}\n{}{}",
+        &text[..b],
+        report.readme_section(&rel),
+        &text[e..]
+    );
+    std::fs::write(readme, new).with_context(|| format!("write {}", readme.display()))
 }
 
 /// Unpin what a killed run's daemon left under /sys/fs/bpf/netbench-<pid>.
