@@ -8,7 +8,7 @@
 
 CARGO    ?= cargo
 RELEASE  := target/release
-APT_PKGS := iptables libelf-dev zlib1g-dev pkg-config nftables bpftool iproute2 util-linux
+APT_PKGS := iptables libelf-dev zlib1g-dev pkg-config nftables bpftool iproute2 util-linux iputils-ping gcc
 SOCKET   ?= /run/bpfilter/bpfilter.sock
 
 .PHONY: all build run test deps bpffs unit privileged bench fixtures conformance install clean fmt

@@ -412,7 +412,7 @@ impl Generation {
             {
                 let hook = ir.hook.number();
                 let started = Instant::now();
-                let code = emitter::codegen::compile(&ir, &layout).map_err(|e| {
+                let code = emitter::codegen::compile(&ir, &layout).and_then(crate::xlate::prune_unreachable).map_err(|e| {
                     BackendError::new(
                         libc::EINVAL,
                         format!("compiling {}: {e}", HOOK_NAMES[hook as usize]),
@@ -599,7 +599,7 @@ impl TableBackend for BpfTable {
                 "; hook {name}: program {}\n",
                 PROG_NAMES[ir.hook.number() as usize]
             ));
-            match emitter::codegen::compile(&ir, &self.layout) {
+            match emitter::codegen::compile(&ir, &self.layout).and_then(crate::xlate::prune_unreachable) {
                 Ok(code) => out.push_str(&code.dump()),
                 Err(e) => out.push_str(&format!("; cannot compile: {e}\n")),
             }

@@ -12,6 +12,10 @@
 //! counters are the kernel's per-entry counters, chain-end RETURN entries and policies
 //! included.
 
+mod prune;
+
+pub use prune::prune_unreachable;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 

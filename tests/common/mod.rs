@@ -1,0 +1,286 @@
+//! Harness of the privileged end-to-end tests: a real daemon, real network namespaces, the
+//! real iptables-legacy binaries, and the kernel's own iptables-legacy as the reference.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// True when the test may run; false (after printing why) when it must be skipped. Under
+/// CI=true a missing privilege is a failure, never a skip.
+pub fn privileged() -> bool {
+    let why = if !nix::unistd::geteuid().is_root() {
+        Some("not root")
+    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("no vmlinux BTF")
+    } else if Command::new("iptables-legacy").arg("--version").output().map_or(true, |o| !o.status.success()) {
+        Some("iptables-legacy missing")
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("privileged test cannot run under CI: {why}"),
+        Some(why) => {
+            eprintln!("skipping privileged test: {why}");
+            false
+        }
+    }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A unique short name for namespaces and interfaces of this test process.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}x{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::SeqCst))
+}
+
+/// Runs a command, panicking if it cannot be started.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs a shell line, asserting success.
+pub fn sh(line: &str) -> String {
+    let out = run(Command::new("sh").arg("-c").arg(line));
+    assert!(out.status.success(), "`{line}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    /// Its name under /run/netns.
+    pub name: String,
+}
+
+impl Netns {
+    /// A fresh namespace with lo up.
+    pub fn new(prefix: &str) -> Netns {
+        let name = unique(prefix);
+        sh(&format!("ip netns add {name} && ip -n {name} link set lo up"));
+        Netns { name }
+    }
+
+    /// Runs `sh -c line` inside the namespace.
+    pub fn sh(&self, line: &str) -> String {
+        sh(&format!("ip netns exec {} sh -c '{}'", self.name, line.replace('\'', "'\\''")))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// The bpfilter binary under test.
+pub fn bpfilter_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bpfilter"))
+}
+
+/// A running daemon with its own socket and bpffs folder.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// Its pin folder.
+    pub bpffs: PathBuf,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon and waits until its socket accepts.
+    pub fn start() -> Daemon {
+        let name = unique("bpft");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut d = Daemon { child: None, socket: dir.join("sock"), bpffs: PathBuf::from(format!("/sys/fs/bpf/{name}")), dir };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).expect("log");
+        let child = Command::new(bpfilter_bin())
+            .args(["daemon", "--socket"])
+            .arg(&self.socket)
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            assert!(Instant::now() < deadline, "daemon did not come up: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// kill -9, then start a new daemon on the same socket and pins.
+    pub fn kill9_and_restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// kill -9 without restarting.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts after [`Daemon::kill9`].
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    /// `bpfilter <args>` against this daemon, run inside `ns`.
+    pub fn bpfilter(&self, ns: &Netns, args: &[&str]) -> Output {
+        run(Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(bpfilter_bin())
+            .args(args)
+            .env("BPFILTER_SOCKET", &self.socket))
+    }
+
+    /// `iptables-legacy[-save|-restore] <args>` through bpfilter in `ns`, with `stdin`.
+    pub fn iptables(&self, ns: &Netns, tool: Tool, args: &[&str], stdin: &str) -> Output {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name]).arg(bpfilter_bin()).arg(tool.bpfilter_cmd()).args(args);
+        cmd.env("BPFILTER_SOCKET", &self.socket);
+        with_stdin(cmd, stdin)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = Command::new(bpfilter_bin()).args(["flush", "--all"]).env("BPFILTER_SOCKET", &self.socket).output();
+        let _ = Command::new("rm").arg("-rf").arg(&self.bpffs).output();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("daemon log kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// Which iptables binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    /// iptables-legacy
+    Iptables,
+    /// iptables-legacy-save
+    Save,
+    /// iptables-legacy-restore
+    Restore,
+}
+
+impl Tool {
+    fn legacy(self) -> &'static str {
+        match self {
+            Tool::Iptables => "iptables-legacy",
+            Tool::Save => "iptables-legacy-save",
+            Tool::Restore => "iptables-legacy-restore",
+        }
+    }
+    fn bpfilter_cmd(self) -> &'static str {
+        match self {
+            Tool::Iptables => "iptables",
+            Tool::Save => "iptables-save",
+            Tool::Restore => "iptables-restore",
+        }
+    }
+}
+
+/// The kernel's own iptables-legacy in `ns`.
+pub fn kernel(ns: &Netns, tool: Tool, args: &[&str], stdin: &str) -> Output {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name, tool.legacy()]).args(args);
+    with_stdin(cmd, stdin)
+}
+
+fn with_stdin(mut cmd: Command, stdin: &str) -> Output {
+    use std::io::Write;
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(stdin.as_bytes());
+    }
+    child.wait_with_output().expect("wait")
+}
+
+/// What a user sees of a command: exit code, stdout, stderr; iptables-save's date lines
+/// (`# Generated by ... on DATE`, `# Completed on DATE`) have their dates removed.
+pub fn seen(out: &Output) -> (i32, String, String) {
+    let clean = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .lines()
+            .map(|l| {
+                if l.starts_with("# Generated by") || l.starts_with("# Completed on") {
+                    l.split(" on ").next().unwrap_or(l).to_owned()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    (out.status.code().unwrap_or(-1), clean(&out.stdout), clean(&out.stderr))
+}
+
+/// A pair of namespaces, one filtered by the kernel, one by bpfilter, driven in lockstep.
+#[derive(Debug)]
+pub struct Pair {
+    /// Kernel iptables-legacy namespace.
+    pub kernel: Netns,
+    /// bpfilter namespace.
+    pub bpf: Netns,
+}
+
+impl Pair {
+    /// Two fresh namespaces.
+    pub fn new() -> Pair {
+        Pair { kernel: Netns::new("k"), bpf: Netns::new("b") }
+    }
+
+    /// Runs the same command on both sides and asserts that the user sees the same thing.
+    pub fn same(&self, d: &Daemon, tool: Tool, args: &[&str], stdin: &str) -> (i32, String, String) {
+        let k = seen(&kernel(&self.kernel, tool, args, stdin));
+        let b = seen(&d.iptables(&self.bpf, tool, args, stdin));
+        assert_eq!(
+            b,
+            k,
+            "`{} {}` differs (left: bpfilter, right: kernel)\ndaemon log:\n{}",
+            tool.legacy(),
+            args.join(" "),
+            d.log()
+        );
+        k
+    }
+
+    /// `same` for an iptables command line given as one string.
+    pub fn ipt(&self, d: &Daemon, line: &str) -> (i32, String, String) {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        self.same(d, Tool::Iptables, &args, "")
+    }
+
+    /// Asserts that both sides list the same ruleset and counters, in every listing format.
+    pub fn same_listing(&self, d: &Daemon) {
+        self.same(d, Tool::Save, &["-c"], "");
+        self.ipt(d, "-S");
+        self.ipt(d, "-L -n -v -x --line-numbers");
+    }
+}
