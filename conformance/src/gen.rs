@@ -447,7 +447,18 @@ fn push(args: &mut Vec<String>, words: &[&str]) {
     args.extend(words.iter().map(|s| s.to_string()));
 }
 
+/// A random rule; unconditional ones (which shadow everything after them) are kept rare.
 fn random_rule(rng: &mut Rng, chain: &str, later: &[String], nets: &[(u32, u32)], ports: &[u16]) -> Rule {
+    loop {
+        let r = random_rule_once(rng, chain, later, nets, ports);
+        let conditions = r.args.iter().filter(|a| a.starts_with('-') && !matches!(a.as_str(), "-j" | "-g")).count();
+        if conditions > 0 || rng.chance(20) {
+            return r;
+        }
+    }
+}
+
+fn random_rule_once(rng: &mut Rng, chain: &str, later: &[String], nets: &[(u32, u32)], ports: &[u16]) -> Rule {
     let mut a: Vec<String> = Vec::new();
     if rng.chance(30) {
         inv(rng, &mut a, 25);

@@ -133,6 +133,8 @@ pub struct CaseReport {
     pub rules: usize,
     /// Packets replayed.
     pub packets: usize,
+    /// Rules the kernel counted at least one packet on (coverage of the corpus).
+    pub rules_hit: usize,
     /// True when both sides agreed on everything.
     pub identical: bool,
     /// What differed.
@@ -171,13 +173,14 @@ impl Summary {
     /// The report table and the summary line.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "{:<40} {:>6} {:>8}  identical?", "ruleset", "rules", "packets");
+        let _ = writeln!(s, "{:<40} {:>6} {:>5} {:>8}  identical?", "ruleset", "rules", "hit", "packets");
         for c in &self.cases {
             let _ = writeln!(
                 s,
-                "{:<40} {:>6} {:>8}  {}",
+                "{:<40} {:>6} {:>5} {:>8}  {}",
                 format!("{} ({})", c.name, c.kind),
                 c.rules,
+                c.rules_hit,
                 c.packets,
                 if c.identical { "yes" } else { "NO" }
             );
@@ -189,13 +192,17 @@ impl Summary {
 
     /// `conformance: ...` one-line summary.
     pub fn summary_line(&self) -> String {
+        let rules: usize = self.cases.iter().map(|c| c.rules).sum();
+        let hit: usize = self.cases.iter().map(|c| c.rules_hit).sum();
         format!(
-            "conformance (kernel vs {}): {} rulesets ({} hand-written, {} random, {} regression), {} packets, {} identical, {} mismatches, {:.1} s",
+            "conformance (kernel vs {}): {} rulesets ({} hand-written, {} random, {} regression), {} rules ({} hit by packets), {} packets, {} identical, {} mismatches, {:.1} s",
             self.candidate,
             self.cases.len(),
             self.count("hand"),
             self.count("random"),
             self.count("regression"),
+            rules,
+            hit,
             self.packets(),
             self.cases.len() - self.mismatches(),
             self.mismatches(),
@@ -565,6 +572,7 @@ fn run_cases(cfg: &Config, h: &mut Harness, cases: &[Case], summary: &mut Summar
             kind: case.kind,
             rules: rs.rules.len(),
             packets: case.packets.len(),
+            rules_hit: a.save.lines().filter(|l| l.starts_with('[') && !l.starts_with("[0:0]")).count(),
             identical: detail.is_none(),
             detail: detail.clone(),
             repro: None,
