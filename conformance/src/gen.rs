@@ -75,7 +75,8 @@ fn tcp_options(rng: &mut Rng, v: &Values) -> Vec<u8> {
             }
             o.resize(o.len() + rng.below(3) as usize, 1);
         } else {
-            o.extend_from_slice(*rng.pick(&WELL_KNOWN_TCP_OPTS));
+            let opt = rng.pick::<&[u8]>(&WELL_KNOWN_TCP_OPTS);
+            o.extend_from_slice(opt);
         }
     }
     o
@@ -246,7 +247,8 @@ fn directed_through(rs: &Ruleset, rule: &Rule, rng: &mut Rng, depth: u32) -> Hin
     if depth == 0 || callers.is_empty() {
         return h;
     }
-    let mut c = directed_through(rs, *rng.pick(&callers), rng, depth - 1);
+    let caller = rng.pick::<&Rule>(&callers);
+    let mut c = directed_through(rs, caller, rng, depth - 1);
     // The caller must match for the packet to get there: its values win, the callee's fill in.
     macro_rules! merge {
         ($($f:ident),*) => { $( if c.$f.is_none() { c.$f = h.$f.take(); } )* };

@@ -441,34 +441,39 @@ pub fn diff(a: &Outcome, b: &Outcome, pkts: &[Packet], cand: &str) -> Option<Str
     (!s.is_empty()).then_some(s)
 }
 
+fn fails(h: &mut Harness, rs: &Ruleset, pkts: &[Packet]) -> Result<bool> {
+    Ok(h.check(rs, pkts)?.is_some())
+}
+
+/// Delta debugging over the packet list: drop ever smaller chunks while the mismatch stays.
+fn shrink_packets(h: &mut Harness, rs: &Ruleset, pkts: &mut Vec<Packet>, start: Instant, budget: Duration) -> Result<()> {
+    let mut chunk = pkts.len().div_ceil(2).max(1);
+    loop {
+        let mut i = 0;
+        while i < pkts.len() && start.elapsed() < budget {
+            let mut trial = pkts.clone();
+            let end = (i + chunk).min(trial.len());
+            trial.drain(i..end);
+            if !trial.is_empty() && fails(h, rs, &trial)? {
+                *pkts = trial;
+            } else {
+                i += chunk;
+            }
+        }
+        if chunk == 1 || start.elapsed() >= budget {
+            return Ok(());
+        }
+        chunk = chunk.div_ceil(2);
+    }
+}
+
 /// Shrinks a mismatching case: packets (delta debugging), then rules and chains, then
 /// policies, then packets again. Returns the smallest still-mismatching case.
 pub fn minimize(h: &mut Harness, rs: &Ruleset, pkts: &[Packet], budget: Duration) -> Result<(Ruleset, Vec<Packet>)> {
     let start = Instant::now();
     let mut rs = rs.clone();
     let mut pkts = pkts.to_vec();
-    let mut fails = |h: &mut Harness, r: &Ruleset, p: &[Packet]| -> Result<bool> { Ok(h.check(r, p)?.is_some()) };
-    let shrink_packets = |h: &mut Harness, rs: &Ruleset, pkts: &mut Vec<Packet>, fails: &mut dyn FnMut(&mut Harness, &Ruleset, &[Packet]) -> Result<bool>| -> Result<()> {
-        let mut chunk = pkts.len().div_ceil(2).max(1);
-        loop {
-            let mut i = 0;
-            while i < pkts.len() && start.elapsed() < budget {
-                let mut trial = pkts.clone();
-                let end = (i + chunk).min(trial.len());
-                trial.drain(i..end);
-                if !trial.is_empty() && fails(h, rs, &trial)? {
-                    *pkts = trial;
-                } else {
-                    i += chunk;
-                }
-            }
-            if chunk == 1 || start.elapsed() >= budget {
-                return Ok(());
-            }
-            chunk = chunk.div_ceil(2);
-        }
-    };
-    shrink_packets(h, &rs, &mut pkts, &mut fails)?;
+    shrink_packets(h, &rs, &mut pkts, start, budget)?;
     // Whole user chains first, then single rules from the end.
     for c in rs.chains.clone() {
         let mut t = rs.clone();
@@ -531,7 +536,7 @@ pub fn minimize(h: &mut Harness, rs: &Ruleset, pkts: &[Packet], budget: Duration
             r += 1;
         }
     }
-    shrink_packets(h, &rs, &mut pkts, &mut fails)?;
+    shrink_packets(h, &rs, &mut pkts, start, budget)?;
     Ok((rs, pkts))
 }
 

@@ -388,7 +388,7 @@ impl Topology {
                     }
                     bail!("recvfrom on capture {name}: errno {e}");
                 }
-                if sll.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+                if sll.sll_pkttype == libc::PACKET_OUTGOING {
                     continue;
                 }
                 let r = r as usize;
