@@ -46,7 +46,9 @@ impl Backend {
                 c.arg(format!("iptables-legacy-{tool}"));
             }
             Backend::Bpfilter(d) => {
-                c.arg(d.bin.join("bpfilter")).arg(format!("iptables-{tool}")).env("BPFILTER_SOCKET", &d.socket);
+                c.arg(d.bin.join("bpfilter"))
+                    .arg(format!("iptables-{tool}"))
+                    .env("BPFILTER_SOCKET", &d.socket);
             }
         }
         c
@@ -67,7 +69,11 @@ impl Backend {
             Backend::KernelMutant => crate::mutate(text),
             _ => text.to_string(),
         };
-        child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?.write_all(text.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow!("no stdin"))?
+            .write_all(text.as_bytes())?;
         let out = child.wait_with_output()?;
         Ok(RestoreOutcome {
             code: out.status.code().unwrap_or(-1),
@@ -79,7 +85,11 @@ impl Backend {
     /// iptables-save is an observation, not a harness error: its exit code and message are
     /// returned in place of the output, so that they show up in the comparison.
     pub fn save(&self, ns: &str) -> Result<String> {
-        let out = self.command(ns, "save").args(["-c", "-t", "filter"]).stdin(Stdio::null()).output()?;
+        let out = self
+            .command(ns, "save")
+            .args(["-c", "-t", "filter"])
+            .stdin(Stdio::null())
+            .output()?;
         if !out.status.success() {
             return Ok(format!(
                 "<iptables-save exit {}: {}>\n",
@@ -93,7 +103,10 @@ impl Backend {
 
 /// Drops the `# Generated ...` / `# Completed ...` lines, which carry a date.
 pub fn normalize_save(s: &str) -> String {
-    s.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect()
+    s.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// A bpfilter daemon started (and stopped) by the harness.
@@ -113,7 +126,10 @@ pub struct Daemon {
 pub fn bin_dir() -> PathBuf {
     match std::env::var_os("BPFILTER_BIN_DIR") {
         Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("release"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("target")
+            .join("release"),
     }
 }
 
@@ -149,13 +165,22 @@ impl Daemon {
             .arg("daemon")
             .arg("--bpffs")
             .arg(&bpffs)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
             .context("start bpfilter daemon")?;
-        let mut d = Daemon { bin: bin.to_path_buf(), socket, bpffs, child: Some(child), log };
+        let mut d = Daemon {
+            bin: bin.to_path_buf(),
+            socket,
+            bpffs,
+            child: Some(child),
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if UnixStream::connect(&d.socket).is_ok() {
@@ -163,11 +188,17 @@ impl Daemon {
             }
             if let Some(c) = d.child.as_mut() {
                 if let Some(st) = c.try_wait()? {
-                    bail!("bpfilter daemon exited ({st}) before accepting: {}", d.log_tail());
+                    bail!(
+                        "bpfilter daemon exited ({st}) before accepting: {}",
+                        d.log_tail()
+                    );
                 }
             }
             if Instant::now() > deadline {
-                bail!("bpfilter daemon did not accept on {} within 20 s", d.socket.display());
+                bail!(
+                    "bpfilter daemon did not accept on {} within 20 s",
+                    d.socket.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

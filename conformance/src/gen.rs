@@ -13,7 +13,11 @@ use crate::ruleset::{Rule, Ruleset, Values};
 /// before any filter hook.
 fn bad_addr(a: u32, as_dst: bool) -> bool {
     let o = a.to_be_bytes();
-    o[0] == 0 || o[0] == 127 || o[0] >= 224 || (o[0] == 198 && o[1] == 18 && o[2] == 0) || (as_dst && a == 0)
+    o[0] == 0
+        || o[0] == 127
+        || o[0] >= 224
+        || (o[0] == 198 && o[1] == 18 && o[2] == 0)
+        || (as_dst && a == 0)
 }
 
 fn random_unicast(rng: &mut Rng) -> u32 {
@@ -49,9 +53,11 @@ fn pick_port(rng: &mut Rng, v: &Values) -> u16 {
         *rng.pick(&v.ports)
     } else {
         {
-        let r = rng.next_u64() as u16;
-        *rng.pick(&[0u16, 1, 22, 25, 53, 80, 123, 443, 1023, 1024, 8080, 65535, r])
-    }
+            let r = rng.next_u64() as u16;
+            *rng.pick(&[
+                0u16, 1, 22, 25, 53, 80, 123, 443, 1023, 1024, 8080, 65535, r,
+            ])
+        }
     }
 }
 
@@ -110,7 +116,11 @@ fn in_net(rng: &mut Rng, word: &str, inside: bool) -> Option<u32> {
     };
     for _ in 0..8 {
         let x = rng.next_u64() as u32;
-        let cand = if inside { (addr & mask) | (x & !mask) } else { x };
+        let cand = if inside {
+            (addr & mask) | (x & !mask)
+        } else {
+            x
+        };
         if ((cand & mask) == (addr & mask)) == inside && !bad_addr(cand, true) {
             return Some(cand);
         }
@@ -120,7 +130,10 @@ fn in_net(rng: &mut Rng, word: &str, inside: bool) -> Option<u32> {
 
 fn in_range(rng: &mut Rng, word: &str, inside: bool) -> Option<u32> {
     let (x, y) = word.split_once('-')?;
-    let (x, y) = (u32::from(x.parse::<Ipv4Addr>().ok()?), u32::from(y.parse::<Ipv4Addr>().ok()?));
+    let (x, y) = (
+        u32::from(x.parse::<Ipv4Addr>().ok()?),
+        u32::from(y.parse::<Ipv4Addr>().ok()?),
+    );
     let v = if inside {
         x.wrapping_add(rng.below(u64::from(y.wrapping_sub(x)) + 1) as u32)
     } else if rng.chance(50) {
@@ -151,7 +164,11 @@ fn iface_for(word: &str, inside: bool) -> Vec<&'static str> {
         Some(p) => n.starts_with(p),
         None => n == word,
     };
-    IFACES.iter().map(|i| i.name).filter(|n| m(n) == inside).collect()
+    IFACES
+        .iter()
+        .map(|i| i.name)
+        .filter(|n| m(n) == inside)
+        .collect()
 }
 
 /// Reads one rule's options and chooses values that make it match (mostly) or just miss.
@@ -185,14 +202,22 @@ fn directed(rule: &Rule, rng: &mut Rng) -> Hint {
             "-d" => h.dst = in_net(rng, next, hit),
             "--src-range" => h.src = in_range(rng, next, hit),
             "--dst-range" => h.dst = in_range(rng, next, hit),
-            "-i" | "-o" if hit && (next == "lo" || next == "+" || next == "l+" || next == "lo+") && rng.chance(50) => {
+            "-i" | "-o"
+                if hit
+                    && (next == "lo" || next == "+" || next == "l+" || next == "lo+")
+                    && rng.chance(50) =>
+            {
                 h.lo = true
             }
             "-i" => in_if = Some(iface_for(next, hit)),
             "-o" => out_if = Some(iface_for(next, hit)),
             "-p" => {
                 let p = crate::ruleset::proto_number(next).unwrap_or(0);
-                h.proto = Some(if hit || p == 0 { p } else { *rng.pick(&[6u8, 17, 1, 47]) });
+                h.proto = Some(if hit || p == 0 {
+                    p
+                } else {
+                    *rng.pick(&[6u8, 17, 1, 47])
+                });
             }
             "-f" => h.nonfirst_frag = Some(hit),
             "--sport" | "--sports" => h.sport = port_in(rng, next, hit),
@@ -205,15 +230,31 @@ fn directed(rule: &Rule, rng: &mut Rng) -> Hint {
                 }
             }
             "--icmp-type" => {
-                h.icmp = crate::ruleset::icmp_type(next).map(|(t, c)| if hit { (t, c) } else { (t, c.wrapping_add(1)) })
+                h.icmp = crate::ruleset::icmp_type(next).map(|(t, c)| {
+                    if hit {
+                        (t, c)
+                    } else {
+                        (t, c.wrapping_add(1))
+                    }
+                })
             }
             "--tcp-flags" => {
                 let m = crate::ruleset::tcp_flags(next);
                 let c = crate::ruleset::tcp_flags(a.get(i + 2).map(String::as_str).unwrap_or(""));
                 let f = c | (rng.next_u64() as u8 & !m);
-                h.flags = Some(if hit { f } else { f ^ (m & (1 << rng.below(6))) });
+                h.flags = Some(if hit {
+                    f
+                } else {
+                    f ^ (m & (1 << rng.below(6)))
+                });
             }
-            "--syn" => h.flags = Some(if hit { 0x02 } else { *rng.pick(&[0x12u8, 0x10, 0x03, 0x06]) }),
+            "--syn" => {
+                h.flags = Some(if hit {
+                    0x02
+                } else {
+                    *rng.pick(&[0x12u8, 0x10, 0x03, 0x06])
+                })
+            }
             "--tcp-option" => h.tcp_opt = next.parse().ok().filter(|_| hit),
             _ => {}
         }
@@ -228,7 +269,10 @@ fn directed(rule: &Rule, rng: &mut Rng) -> Hint {
         Path::Forward => {
             let ins = in_if.unwrap_or_else(|| IFACES.iter().map(|i| i.name).collect());
             match &out_if {
-                Some(outs) => ins.into_iter().filter(|i| forward_egress(i).is_some_and(|e| outs.contains(&e))).collect(),
+                Some(outs) => ins
+                    .into_iter()
+                    .filter(|i| forward_egress(i).is_some_and(|e| outs.contains(&e)))
+                    .collect(),
                 None => ins,
             }
         }
@@ -243,7 +287,11 @@ fn directed(rule: &Rule, rng: &mut Rng) -> Hint {
 /// (up to `depth` levels), so that packets reach nested chains.
 fn directed_through(rs: &Ruleset, rule: &Rule, rng: &mut Rng, depth: u32) -> Hint {
     let mut h = directed(rule, rng);
-    let callers: Vec<&Rule> = rs.rules.iter().filter(|r| r.chain_target() == Some(rule.chain.as_str())).collect();
+    let callers: Vec<&Rule> = rs
+        .rules
+        .iter()
+        .filter(|r| r.chain_target() == Some(rule.chain.as_str()))
+        .collect();
     if depth == 0 || callers.is_empty() {
         return h;
     }
@@ -253,7 +301,18 @@ fn directed_through(rs: &Ruleset, rule: &Rule, rng: &mut Rng, depth: u32) -> Hin
     macro_rules! merge {
         ($($f:ident),*) => { $( if c.$f.is_none() { c.$f = h.$f.take(); } )* };
     }
-    merge!(iface, src, dst, proto, sport, dport, flags, tcp_opt, icmp, nonfirst_frag);
+    merge!(
+        iface,
+        src,
+        dst,
+        proto,
+        sport,
+        dport,
+        flags,
+        tcp_opt,
+        icmp,
+        nonfirst_frag
+    );
     c.lo |= h.lo;
     c
 }
@@ -264,17 +323,25 @@ fn directed_through(rs: &Ruleset, rule: &Rule, rng: &mut Rng, depth: u32) -> Hin
 pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
     let mut v = rs.values();
     v.protos.extend([6, 17, 1]);
-    v.flags.extend([0x02, 0x12, 0x10, 0x11, 0x04, 0x18, 0x00, 0x3f, 0x29]);
+    v.flags
+        .extend([0x02, 0x12, 0x10, 0x11, 0x04, 0x18, 0x00, 0x3f, 0x29]);
     v.icmp.extend([(8, 0), (0, 0), (3, 3), (11, 0), (3, 4)]);
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let h = if !rs.rules.is_empty() && rng.chance(60) { directed_through(rs, rng.pick(&rs.rules), rng, 3) } else { Hint::default() };
+        let h = if !rs.rules.is_empty() && rng.chance(60) {
+            directed_through(rs, rng.pick(&rs.rules), rng, 3)
+        } else {
+            Hint::default()
+        };
         let path = h.path.unwrap_or_else(|| match rng.below(100) {
             0..=34 => Path::Input,
             35..=74 => Path::Forward,
             _ => Path::Output,
         });
-        let mut iface = h.iface.clone().unwrap_or_else(|| rng.pick(&IFACES).name.to_string());
+        let mut iface = h
+            .iface
+            .clone()
+            .unwrap_or_else(|| rng.pick(&IFACES).name.to_string());
         let mut src = h.src.unwrap_or_else(|| pick_addr(rng, &v, false));
         let mut dst = h.dst.unwrap_or_else(|| pick_addr(rng, &v, true));
         // Out of lo and back in: the destination (and so every reply) must be local.
@@ -303,9 +370,9 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
             *rng.pick(&v.protos)
         } else {
             {
-            let r = rng.next_u64() as u8;
-            *rng.pick(&[0u8, 2, 4, 41, 47, 50, 51, 89, 132, 136, 255, r])
-        }
+                let r = rng.next_u64() as u8;
+                *rng.pick(&[0u8, 2, 4, 41, 47, 50, 51, 89, 132, 136, 255, r])
+            }
         };
         let mut frag = 0u16;
         if lo {
@@ -336,10 +403,18 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
         } else {
             Vec::new()
         };
-        let ttl = if path == Path::Forward && rng.chance(2) { 1 } else { 64 };
+        let ttl = if path == Path::Forward && rng.chance(2) {
+            1
+        } else {
+            64
+        };
         // Mostly small; some large enough that the transport header may sit in page fragments
         // (packet sockets build non-linear skbs).
-        let plen = if rng.chance(4) { rng.range(200, 1400) } else { rng.below(24) };
+        let plen = if rng.chance(4) {
+            rng.range(200, 1400)
+        } else {
+            rng.below(24)
+        };
         let payload: Vec<u8> = (0..plen).map(|_| rng.next_u64() as u8).collect();
         let mut l4 = match proto {
             6 => {
@@ -352,8 +427,18 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
                 } else {
                     Vec::new()
                 };
-                let doff = if rng.chance(3) { Some(rng.below(16) as u8) } else { None };
-                let flags = h.flags.unwrap_or_else(|| if rng.chance(85) { *rng.pick(&v.flags) } else { rng.next_u64() as u8 });
+                let doff = if rng.chance(3) {
+                    Some(rng.below(16) as u8)
+                } else {
+                    None
+                };
+                let flags = h.flags.unwrap_or_else(|| {
+                    if rng.chance(85) {
+                        *rng.pick(&v.flags)
+                    } else {
+                        rng.next_u64() as u8
+                    }
+                });
                 let sp = h.sport.unwrap_or_else(|| pick_port(rng, &v));
                 let dp = h.dport.unwrap_or_else(|| pick_port(rng, &v));
                 let mut t = tcp_header(sp, dp, flags, &opts, doff);
@@ -386,14 +471,28 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
             let keep = rng.below(l4.len().min(24) as u64 + 1) as usize;
             l4.truncate(keep);
         }
-        let spec = IpSpec { src: Ipv4Addr::from(src), dst: Ipv4Addr::from(dst), proto, ttl, frag, tos: 0, options };
-        out.push(Packet { path, iface, bytes: build_ipv4(&spec, &l4) });
+        let spec = IpSpec {
+            src: Ipv4Addr::from(src),
+            dst: Ipv4Addr::from(dst),
+            proto,
+            ttl,
+            frag,
+            tos: 0,
+            options,
+        };
+        out.push(Packet {
+            path,
+            iface,
+            bytes: build_ipv4(&spec, &l4),
+        });
     }
     out
 }
 
-const IFACE_WORDS: [&str; 14] =
-    ["eth0", "eth1", "ppp0", "wlan0", "tun0", "eth+", "ppp+", "tun+", "wlan+", "lo", "vpn0", "e+", "+", "eth1+"];
+const IFACE_WORDS: [&str; 14] = [
+    "eth0", "eth1", "ppp0", "wlan0", "tun0", "eth+", "ppp+", "tun+", "wlan+", "lo", "vpn0", "e+",
+    "+", "eth1+",
+];
 
 fn addr_word(rng: &mut Rng, nets: &[(u32, u32)]) -> String {
     let (a, p) = *rng.pick(nets);
@@ -401,7 +500,11 @@ fn addr_word(rng: &mut Rng, nets: &[(u32, u32)]) -> String {
         let m = (rng.next_u64() as u32) | 0xff00_0000;
         return format!("{}/{}", Ipv4Addr::from(a & m), Ipv4Addr::from(m));
     }
-    let p = if rng.chance(20) { rng.range(0, 32) as u32 } else { p };
+    let p = if rng.chance(20) {
+        rng.range(0, 32) as u32
+    } else {
+        p
+    };
     let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
     format!("{}/{}", Ipv4Addr::from(a & mask), p)
 }
@@ -422,7 +525,10 @@ fn port_word(rng: &mut Rng, ports: &[u16]) -> String {
 fn flags_word(rng: &mut Rng) -> String {
     const N: [&str; 6] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG"];
     let pick = |rng: &mut Rng, bits: u64| -> String {
-        let v: Vec<&str> = (0..6).filter(|i| bits & (1 << i) != 0).map(|i| N[i]).collect();
+        let v: Vec<&str> = (0..6)
+            .filter(|i| bits & (1 << i) != 0)
+            .map(|i| N[i])
+            .collect();
         if v.is_empty() {
             "NONE".into()
         } else if v.len() == 6 {
@@ -450,17 +556,33 @@ fn push(args: &mut Vec<String>, words: &[&str]) {
 }
 
 /// A random rule; unconditional ones (which shadow everything after them) are kept rare.
-fn random_rule(rng: &mut Rng, chain: &str, later: &[String], nets: &[(u32, u32)], ports: &[u16]) -> Rule {
+fn random_rule(
+    rng: &mut Rng,
+    chain: &str,
+    later: &[String],
+    nets: &[(u32, u32)],
+    ports: &[u16],
+) -> Rule {
     loop {
         let r = random_rule_once(rng, chain, later, nets, ports);
-        let conditions = r.args.iter().filter(|a| a.starts_with('-') && !matches!(a.as_str(), "-j" | "-g")).count();
+        let conditions = r
+            .args
+            .iter()
+            .filter(|a| a.starts_with('-') && !matches!(a.as_str(), "-j" | "-g"))
+            .count();
         if conditions > 0 || rng.chance(20) {
             return r;
         }
     }
 }
 
-fn random_rule_once(rng: &mut Rng, chain: &str, later: &[String], nets: &[(u32, u32)], ports: &[u16]) -> Rule {
+fn random_rule_once(
+    rng: &mut Rng,
+    chain: &str,
+    later: &[String],
+    nets: &[(u32, u32)],
+    ports: &[u16],
+) -> Rule {
     let mut a: Vec<String> = Vec::new();
     if rng.chance(30) {
         inv(rng, &mut a, 25);
@@ -526,7 +648,13 @@ fn random_rule_once(rng: &mut Rng, chain: &str, later: &[String], nets: &[(u32, 
                 }
                 4 => {
                     inv(rng, &mut a, 25);
-                    push(&mut a, &["--tcp-option", &rng.pick(&[2u8, 3, 4, 8, 1, 5, 30, 255]).to_string()]);
+                    push(
+                        &mut a,
+                        &[
+                            "--tcp-option",
+                            &rng.pick(&[2u8, 3, 4, 8, 1, 5, 30, 255]).to_string(),
+                        ],
+                    );
                 }
                 _ => {}
             }
@@ -547,7 +675,15 @@ fn random_rule_once(rng: &mut Rng, chain: &str, later: &[String], nets: &[(u32, 
             inv(rng, &mut a, 20);
             let t = match rng.below(6) {
                 0 => "any".to_string(),
-                1 => rng.pick(&["echo-request", "echo-reply", "port-unreachable", "time-exceeded", "fragmentation-needed"]).to_string(),
+                1 => rng
+                    .pick(&[
+                        "echo-request",
+                        "echo-reply",
+                        "port-unreachable",
+                        "time-exceeded",
+                        "fragmentation-needed",
+                    ])
+                    .to_string(),
                 2 => format!("{}/{}", rng.pick(&[3u8, 5, 11, 12]), rng.below(6)),
                 _ => rng.pick(&[0u8, 3, 8, 11, 13, 30]).to_string(),
             };
@@ -584,7 +720,13 @@ fn random_rule_once(rng: &mut Rng, chain: &str, later: &[String], nets: &[(u32, 
                 let span = if p >= 32 { 1 } else { 1u32 << (32 - p).min(12) };
                 let lo = n.wrapping_add(rng.below(u64::from(span)) as u32);
                 let hi = lo.saturating_add(rng.below(u64::from(span)) as u32);
-                push(&mut a, &[opt, &format!("{}-{}", Ipv4Addr::from(lo), Ipv4Addr::from(hi))]);
+                push(
+                    &mut a,
+                    &[
+                        opt,
+                        &format!("{}-{}", Ipv4Addr::from(lo), Ipv4Addr::from(hi)),
+                    ],
+                );
             }
         }
         if a.last().map(String::as_str) == Some("iprange") {
@@ -603,7 +745,10 @@ fn random_rule_once(rng: &mut Rng, chain: &str, later: &[String], nets: &[(u32, 
         82..=89 if !later.is_empty() => push(&mut a, &["-g", rng.pick(later).as_str()]),
         _ => {}
     }
-    Rule { chain: chain.to_string(), args: a }
+    Rule {
+        chain: chain.to_string(),
+        args: a,
+    }
 }
 
 /// A random valid ruleset: random policies, up to four user chains called acyclically (jump
@@ -616,24 +761,38 @@ pub fn random_ruleset(idx: usize, rng: &mut Rng) -> Ruleset {
         })
         .collect();
     let ports: Vec<u16> = (0..rng.range(2, 6))
-        .map(|_| if rng.chance(60) { *rng.pick(&[22u16, 25, 53, 80, 123, 443, 8080, 0, 65535]) } else { rng.next_u64() as u16 })
+        .map(|_| {
+            if rng.chance(60) {
+                *rng.pick(&[22u16, 25, 53, 80, 123, 443, 8080, 0, 65535])
+            } else {
+                rng.next_u64() as u16
+            }
+        })
         .collect();
     let n_user = rng.below(5) as usize;
     let chains: Vec<String> = (0..n_user).map(|i| format!("chain{i}")).collect();
     let mut rs = Ruleset {
         name: format!("random-{idx:03}"),
-        policies: std::array::from_fn(|_| if rng.chance(50) { "ACCEPT".to_string() } else { "DROP".to_string() }),
+        policies: std::array::from_fn(|_| {
+            if rng.chance(50) {
+                "ACCEPT".to_string()
+            } else {
+                "DROP".to_string()
+            }
+        }),
         chains: chains.clone(),
         rules: Vec::new(),
     };
     for base in ["INPUT", "FORWARD", "OUTPUT"] {
         for _ in 0..rng.below(13) {
-            rs.rules.push(random_rule(rng, base, &chains, &nets, &ports));
+            rs.rules
+                .push(random_rule(rng, base, &chains, &nets, &ports));
         }
     }
     for (i, c) in chains.iter().enumerate() {
         for _ in 0..rng.range(0, 8) {
-            rs.rules.push(random_rule(rng, c, &chains[i + 1..], &nets, &ports));
+            rs.rules
+                .push(random_rule(rng, c, &chains[i + 1..], &nets, &ports));
         }
     }
     rs
@@ -653,7 +812,11 @@ mod tests {
             for r in &rs.rules {
                 if let (Some(t), Some(from)) = (r.chain_target(), r.chain.strip_prefix("chain")) {
                     let to: usize = t.trim_start_matches("chain").parse().expect("chain number");
-                    assert!(to > from.parse::<usize>().expect("from"), "cycle risk in {}", rs.name);
+                    assert!(
+                        to > from.parse::<usize>().expect("from"),
+                        "cycle risk in {}",
+                        rs.name
+                    );
                 }
             }
         }
@@ -664,8 +827,13 @@ mod tests {
         let rs = random_ruleset(3, &mut Rng::new(3));
         let p = packets_for(&rs, 500, &mut Rng::new(9));
         assert_eq!(p.len(), 500);
-        assert!(p.iter().all(|x| x.path != Path::Input || u16::from_be_bytes([x.bytes[6], x.bytes[7]]) & 0x3fff == 0));
+        assert!(p
+            .iter()
+            .all(|x| x.path != Path::Input
+                || u16::from_be_bytes([x.bytes[6], x.bytes[7]]) & 0x3fff == 0));
         assert!(p.iter().any(|x| x.path == Path::Output));
-        assert!(p.iter().any(|x| u16::from_be_bytes([x.bytes[6], x.bytes[7]]) & 0x1fff != 0));
+        assert!(p
+            .iter()
+            .any(|x| u16::from_be_bytes([x.bytes[6], x.bytes[7]]) & 0x1fff != 0));
     }
 }

@@ -173,7 +173,11 @@ impl Summary {
     /// The report table and the summary line.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "{:<40} {:>6} {:>5} {:>8}  identical?", "ruleset", "rules", "hit", "packets");
+        let _ = writeln!(
+            s,
+            "{:<40} {:>6} {:>5} {:>8}  identical?",
+            "ruleset", "rules", "hit", "packets"
+        );
         for c in &self.cases {
             let _ = writeln!(
                 s,
@@ -223,7 +227,11 @@ pub fn regressions_dir() -> PathBuf {
 
 fn sorted_files(dir: &FsPath, ext: &str) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == ext)).collect(),
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .collect(),
         Err(_) => Vec::new(),
     };
     v.sort();
@@ -235,26 +243,51 @@ pub fn corpus(cfg: &Config) -> Result<Vec<Case>> {
     let mut rng = Rng::new(cfg.seed);
     let mut cases = Vec::new();
     for f in sorted_files(&rulesets_dir(), "rules")? {
-        let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = f
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let text = std::fs::read_to_string(&f).with_context(|| format!("read {}", f.display()))?;
         let rs = Ruleset::parse(&name, &text)?;
         // A per-ruleset generator, so that adding a ruleset does not change the others' packets.
-        let mut prng = Rng::new(cfg.seed ^ name.bytes().fold(0u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b))));
+        let mut prng = Rng::new(
+            cfg.seed
+                ^ name
+                    .bytes()
+                    .fold(0u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b))),
+        );
         let packets = gen::packets_for(&rs, cfg.hand_packets, &mut prng);
-        cases.push(Case { ruleset: rs, packets, kind: "hand" });
+        cases.push(Case {
+            ruleset: rs,
+            packets,
+            kind: "hand",
+        });
     }
     for f in sorted_files(&regressions_dir(), "rules")? {
-        let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = f
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let rs = Ruleset::parse(&name, &std::fs::read_to_string(&f)?)?;
         let pf = f.with_extension("packets");
-        let packets = packet::parse_packets(&std::fs::read_to_string(&pf).with_context(|| format!("read {}", pf.display()))?)?;
-        cases.push(Case { ruleset: rs, packets, kind: "regression" });
+        let packets = packet::parse_packets(
+            &std::fs::read_to_string(&pf).with_context(|| format!("read {}", pf.display()))?,
+        )?;
+        cases.push(Case {
+            ruleset: rs,
+            packets,
+            kind: "regression",
+        });
     }
     for i in 0..cfg.random_count {
         let mut r = rng.fork();
         let rs = gen::random_ruleset(i, &mut r);
         let packets = gen::packets_for(&rs, cfg.random_packets, &mut r);
-        cases.push(Case { ruleset: rs, packets, kind: "random" });
+        cases.push(Case {
+            ruleset: rs,
+            packets,
+            kind: "random",
+        });
     }
     if let Some(o) = &cfg.only {
         cases.retain(|c| c.ruleset.name.contains(o.as_str()));
@@ -287,7 +320,8 @@ pub fn preflight() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the conformance harness needs root (network namespaces, raw sockets, BPF)");
     }
-    netns::sh(&["iptables-legacy-restore", "--version"]).context("iptables-legacy-restore is not installed")?;
+    netns::sh(&["iptables-legacy-restore", "--version"])
+        .context("iptables-legacy-restore is not installed")?;
     let probe = format!("cfprobe{}", std::process::id());
     netns::sh(&["ip", "netns", "add", &probe]).context("cannot create network namespaces")?;
     let _ = netns::sh(&["ip", "netns", "del", &probe]);
@@ -306,9 +340,19 @@ impl Harness {
             Candidate::KernelMutant => Backend::KernelMutant,
             Candidate::Bpfilter => Backend::Bpfilter(Daemon::start(&backend::bin_dir(), &tag)?),
         };
-        let reference = Side { backend: Backend::Kernel, topo: Topology::create(&format!("{tag}k"))? };
-        let candidate = Side { backend: cand_backend, topo: Topology::create(&format!("{tag}b"))? };
-        Ok(Harness { reference, candidate, tag })
+        let reference = Side {
+            backend: Backend::Kernel,
+            topo: Topology::create(&format!("{tag}k"))?,
+        };
+        let candidate = Side {
+            backend: cand_backend,
+            topo: Topology::create(&format!("{tag}b"))?,
+        };
+        Ok(Harness {
+            reference,
+            candidate,
+            tag,
+        })
     }
 
     /// Name of the candidate backend.
@@ -319,8 +363,14 @@ impl Harness {
     /// Loads the ruleset on both sides, replays the packets path by path, reads the counters.
     pub fn run_case(&mut self, rs: &Ruleset, pkts: &[Packet]) -> Result<(Outcome, Outcome)> {
         let text = rs.to_text();
-        let ra = self.reference.backend.restore(&self.reference.topo.fw, &text)?;
-        let rb = self.candidate.backend.restore(&self.candidate.topo.fw, &text)?;
+        let ra = self
+            .reference
+            .backend
+            .restore(&self.reference.topo.fw, &text)?;
+        let rb = self
+            .candidate
+            .backend
+            .restore(&self.candidate.topo.fw, &text)?;
         let tagged: Vec<(u16, Vec<u8>, &str, Path)> = pkts
             .iter()
             .enumerate()
@@ -336,17 +386,24 @@ impl Harness {
         let mut fa: HashMap<u16, Fate> = HashMap::new();
         let mut fb: HashMap<u16, Fate> = HashMap::new();
         for path in Path::ALL {
-            let batch: Vec<(u16, &[u8], &str)> =
-                tagged.iter().filter(|t| t.3 == path).map(|t| (t.0, t.1.as_slice(), t.2)).collect();
+            let batch: Vec<(u16, &[u8], &str)> = tagged
+                .iter()
+                .filter(|t| t.3 == path)
+                .map(|t| (t.0, t.1.as_slice(), t.2))
+                .collect();
             if batch.is_empty() {
                 continue;
             }
-            fa.extend(self.reference.topo.replay(path, &batch).with_context(|| format!("kernel side, {}", path.as_str()))?);
-            fb.extend(
-                self.candidate
+            fa.extend(
+                self.reference
                     .topo
                     .replay(path, &batch)
-                    .with_context(|| format!("{} side, {}", self.candidate_name(), path.as_str()))?,
+                    .with_context(|| format!("kernel side, {}", path.as_str()))?,
+            );
+            fb.extend(
+                self.candidate.topo.replay(path, &batch).with_context(|| {
+                    format!("{} side, {}", self.candidate_name(), path.as_str())
+                })?,
             );
         }
         let sa = self.reference.backend.save(&self.reference.topo.fw)?;
@@ -356,15 +413,28 @@ impl Harness {
         let sb = self.candidate.backend.save(&self.candidate.topo.fw)?;
         if let Backend::Bpfilter(d) = &mut self.candidate.backend {
             if !d.alive() {
-                bail!("the bpfilter daemon died; last log lines:\n{}", d.log_tail());
+                bail!(
+                    "the bpfilter daemon died; last log lines:\n{}",
+                    d.log_tail()
+                );
             }
         }
         let order = |m: &HashMap<u16, Fate>| -> Vec<Fate> {
-            (1..=pkts.len() as u16).map(|i| m.get(&i).cloned().unwrap_or_default()).collect()
+            (1..=pkts.len() as u16)
+                .map(|i| m.get(&i).cloned().unwrap_or_default())
+                .collect()
         };
         Ok((
-            Outcome { restore: ra, save: sa, fates: order(&fa) },
-            Outcome { restore: rb, save: sb, fates: order(&fb) },
+            Outcome {
+                restore: ra,
+                save: sa,
+                fates: order(&fa),
+            },
+            Outcome {
+                restore: rb,
+                save: sb,
+                fates: order(&fb),
+            },
         ))
     }
 
@@ -376,7 +446,11 @@ impl Harness {
 
     /// Stops the daemon, deletes the namespaces.
     pub fn shutdown(self) {
-        let Harness { reference, candidate, tag: _ } = self;
+        let Harness {
+            reference,
+            candidate,
+            tag: _,
+        } = self;
         let Side { backend, topo } = candidate;
         if let Backend::Bpfilter(mut d) = backend {
             d.stop();
@@ -409,7 +483,10 @@ pub fn diff(a: &Outcome, b: &Outcome, pkts: &[Packet], cand: &str) -> Option<Str
         let lb: Vec<&str> = b.save.lines().collect();
         let _ = writeln!(s, "iptables-save -c differs:");
         for i in 0..la.len().max(lb.len()) {
-            let (x, y) = (la.get(i).copied().unwrap_or("<none>"), lb.get(i).copied().unwrap_or("<none>"));
+            let (x, y) = (
+                la.get(i).copied().unwrap_or("<none>"),
+                lb.get(i).copied().unwrap_or("<none>"),
+            );
             if x != y {
                 let _ = writeln!(s, "  kernel: {x}\n  {cand:>6}: {y}");
             }
@@ -446,7 +523,13 @@ fn fails(h: &mut Harness, rs: &Ruleset, pkts: &[Packet]) -> Result<bool> {
 }
 
 /// Delta debugging over the packet list: drop ever smaller chunks while the mismatch stays.
-fn shrink_packets(h: &mut Harness, rs: &Ruleset, pkts: &mut Vec<Packet>, start: Instant, budget: Duration) -> Result<()> {
+fn shrink_packets(
+    h: &mut Harness,
+    rs: &Ruleset,
+    pkts: &mut Vec<Packet>,
+    start: Instant,
+    budget: Duration,
+) -> Result<()> {
     let mut chunk = pkts.len().div_ceil(2).max(1);
     loop {
         let mut i = 0;
@@ -469,7 +552,12 @@ fn shrink_packets(h: &mut Harness, rs: &Ruleset, pkts: &mut Vec<Packet>, start: 
 
 /// Shrinks a mismatching case: packets (delta debugging), then rules and chains, then
 /// policies, then packets again. Returns the smallest still-mismatching case.
-pub fn minimize(h: &mut Harness, rs: &Ruleset, pkts: &[Packet], budget: Duration) -> Result<(Ruleset, Vec<Packet>)> {
+pub fn minimize(
+    h: &mut Harness,
+    rs: &Ruleset,
+    pkts: &[Packet],
+    budget: Duration,
+) -> Result<(Ruleset, Vec<Packet>)> {
     let start = Instant::now();
     let mut rs = rs.clone();
     let mut pkts = pkts.to_vec();
@@ -492,7 +580,11 @@ pub fn minimize(h: &mut Harness, rs: &Ruleset, pkts: &[Packet], budget: Duration
         }
     }
     for c in rs.chains.clone() {
-        if !rs.rules.iter().any(|r| r.chain == c || r.chain_target() == Some(c.as_str())) {
+        if !rs
+            .rules
+            .iter()
+            .any(|r| r.chain == c || r.chain_target() == Some(c.as_str()))
+        {
             let mut t = rs.clone();
             t.remove_chain(&c);
             if fails(h, &t, &pkts)? {
@@ -516,14 +608,21 @@ pub fn minimize(h: &mut Harness, rs: &Ruleset, pkts: &[Packet], budget: Duration
         let n = rs.rules[r].args.len();
         for j in (0..n).rev() {
             let args = &rs.rules[r].args;
-            if j >= args.len() || !args[j].starts_with('-') || matches!(args[j].as_str(), "-j" | "-g") {
+            if j >= args.len()
+                || !args[j].starts_with('-')
+                || matches!(args[j].as_str(), "-j" | "-g")
+            {
                 continue;
             }
             let mut end = j + 1;
             while end < args.len() && !args[end].starts_with('-') && args[end] != "!" {
                 end += 1;
             }
-            let begin = if j > 0 && args[j - 1] == "!" { j - 1 } else { j };
+            let begin = if j > 0 && args[j - 1] == "!" {
+                j - 1
+            } else {
+                j
+            };
             let mut t = rs.clone();
             t.rules[r].args.drain(begin..end);
             if h.check(&t, &pkts).map(|d| d.is_some()).unwrap_or(false) {
@@ -545,7 +644,10 @@ pub fn run(cfg: &Config) -> Result<Summary> {
     let t0 = Instant::now();
     let cases = corpus(cfg)?;
     let mut h = Harness::new(cfg.candidate)?;
-    let mut summary = Summary { candidate: h.candidate_name().to_string(), ..Summary::default() };
+    let mut summary = Summary {
+        candidate: h.candidate_name().to_string(),
+        ..Summary::default()
+    };
     let res = run_cases(cfg, &mut h, &cases, &mut summary);
     h.shutdown();
     res?;
@@ -557,19 +659,33 @@ fn run_cases(cfg: &Config, h: &mut Harness, cases: &[Case], summary: &mut Summar
     let mut mismatches = 0;
     for case in cases {
         let rs = &case.ruleset;
-        let (a, b) = h.run_case(rs, &case.packets).with_context(|| format!("case {}", rs.name))?;
+        let (a, b) = h
+            .run_case(rs, &case.packets)
+            .with_context(|| format!("case {}", rs.name))?;
         // `reject-*` rulesets are ones the kernel refuses (loops): both sides must refuse them.
         let expect_reject = rs.name.starts_with("reject-");
         if expect_reject && a.restore.code == 0 {
-            bail!("kernel iptables-restore accepted {}, which should be rejected", rs.name);
+            bail!(
+                "kernel iptables-restore accepted {}, which should be rejected",
+                rs.name
+            );
         }
         if a.restore.code != 0 && case.kind != "regression" && !expect_reject {
-            bail!("kernel iptables-restore rejected {}: {}\n{}", rs.name, a.restore.stderr.trim(), rs.to_text());
+            bail!(
+                "kernel iptables-restore rejected {}: {}\n{}",
+                rs.name,
+                a.restore.stderr.trim(),
+                rs.to_text()
+            );
         }
         if std::env::var_os("CONFORMANCE_DEBUG").is_some() {
             let out = a.fates.iter().filter(|f| !f.seen_on.is_empty()).count();
             let eperm = a.fates.iter().filter(|f| f.send_errno != 0).count();
-            eprintln!("{}\n{}came out: {out}, send errors: {eperm}", rs.to_text(), a.save);
+            eprintln!(
+                "{}\n{}came out: {out}, send errors: {eperm}",
+                rs.to_text(),
+                a.save
+            );
         }
         let detail = diff(&a, &b, &case.packets, h.candidate_name());
         let mut row = CaseReport {
@@ -577,7 +693,11 @@ fn run_cases(cfg: &Config, h: &mut Harness, cases: &[Case], summary: &mut Summar
             kind: case.kind,
             rules: rs.rules.len(),
             packets: case.packets.len(),
-            rules_hit: a.save.lines().filter(|l| l.starts_with('[') && !l.starts_with("[0:0]")).count(),
+            rules_hit: a
+                .save
+                .lines()
+                .filter(|l| l.starts_with('[') && !l.starts_with("[0:0]"))
+                .count(),
             identical: detail.is_none(),
             detail: detail.clone(),
             repro: None,
@@ -588,7 +708,11 @@ fn run_cases(cfg: &Config, h: &mut Harness, cases: &[Case], summary: &mut Summar
                 format!("{} ({})", rs.name, case.kind),
                 row.rules,
                 row.packets,
-                if row.identical { "identical" } else { "MISMATCH" }
+                if row.identical {
+                    "identical"
+                } else {
+                    "MISMATCH"
+                }
             );
         }
         if let Some(d) = &detail {
@@ -597,7 +721,9 @@ fn run_cases(cfg: &Config, h: &mut Harness, cases: &[Case], summary: &mut Summar
             if cfg.minimize {
                 match minimize(h, rs, &case.packets, cfg.minimize_budget) {
                     Ok((mrs, mp)) => {
-                        let why = h.check(&mrs, &mp)?.unwrap_or_else(|| "(no longer reproduces)".into());
+                        let why = h
+                            .check(&mrs, &mp)?
+                            .unwrap_or_else(|| "(no longer reproduces)".into());
                         let mut m = mrs.clone();
                         m.name = format!("{}-min", rs.name);
                         let rules_text = m.to_text();

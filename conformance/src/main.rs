@@ -17,14 +17,29 @@ fn parse_args() -> Result<(Config, Option<String>)> {
     let mut repro_dir = None;
     let mut i = 0;
     let num = |i: usize| -> Result<u64> {
-        let v = args.get(i + 1).with_context(|| format!("{} needs a value", args[i]))?;
-        let v = v.strip_prefix("0x").map(|h| u64::from_str_radix(h, 16)).unwrap_or_else(|| v.parse());
+        let v = args
+            .get(i + 1)
+            .with_context(|| format!("{} needs a value", args[i]))?;
+        let v = v
+            .strip_prefix("0x")
+            .map(|h| u64::from_str_radix(h, 16))
+            .unwrap_or_else(|| v.parse());
         v.with_context(|| format!("bad number for {}", args[i]))
     };
     while i < args.len() {
         match args[i].as_str() {
-            "--full" => cfg = Config { candidate: cfg.candidate, ..Config::full() },
-            "--bounded" => cfg = Config { candidate: cfg.candidate, ..Config::bounded() },
+            "--full" => {
+                cfg = Config {
+                    candidate: cfg.candidate,
+                    ..Config::full()
+                }
+            }
+            "--bounded" => {
+                cfg = Config {
+                    candidate: cfg.candidate,
+                    ..Config::bounded()
+                }
+            }
             "--baseline" => cfg.candidate = Candidate::Kernel,
             "--random" => {
                 cfg.random_count = num(i)? as usize;
@@ -51,7 +66,11 @@ fn parse_args() -> Result<(Config, Option<String>)> {
                 i += 1;
             }
             "--save-repro" => {
-                repro_dir = Some(args.get(i + 1).context("--save-repro needs a directory")?.clone());
+                repro_dir = Some(
+                    args.get(i + 1)
+                        .context("--save-repro needs a directory")?
+                        .clone(),
+                );
                 i += 1;
             }
             "--no-minimize" => cfg.minimize = false,

@@ -67,18 +67,26 @@ impl NsThread {
             Ok(Err(e)) => bail!("setns({path}): errno {e}"),
             Err(_) => bail!("namespace thread for {name} died"),
         }
-        Ok(NsThread { name: name.to_string(), tx: Some(tx), handle: Some(handle) })
+        Ok(NsThread {
+            name: name.to_string(),
+            tx: Some(tx),
+            handle: Some(handle),
+        })
     }
 
     /// Runs `f` on the namespace's thread and returns its result.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
         let (rtx, rrx) = mpsc::channel();
-        let tx = self.tx.as_ref().ok_or_else(|| anyhow!("namespace thread stopped"))?;
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| anyhow!("namespace thread stopped"))?;
         tx.send(Box::new(move || {
             let _ = rtx.send(f());
         }))
         .map_err(|_| anyhow!("namespace thread {} gone", self.name))?;
-        rrx.recv().map_err(|_| anyhow!("namespace thread {} gone", self.name))
+        rrx.recv()
+            .map_err(|_| anyhow!("namespace thread {} gone", self.name))
     }
 }
 
@@ -103,7 +111,11 @@ pub fn sh(args: &[&str]) -> Result<String> {
         .output()
         .with_context(|| format!("run {}", args[0]))?;
     if !out.status.success() {
-        bail!("`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -122,10 +134,17 @@ pub fn ip_batch(ns: &str, lines: &str, force: bool) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .context("spawn ip")?;
-    child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?.write_all(lines.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("no stdin"))?
+        .write_all(lines.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() && !force {
-        bail!("ip -n {ns} -batch failed: {}\n{lines}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip -n {ns} -batch failed: {}\n{lines}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -143,23 +162,51 @@ pub struct Iface {
 
 /// The firewall's interfaces (the names rulesets can use, besides `lo`).
 pub const IFACES: [Iface; 5] = [
-    Iface { name: "eth0", lan: false, host: 1 },
-    Iface { name: "ppp0", lan: false, host: 5 },
-    Iface { name: "wlan0", lan: false, host: 9 },
-    Iface { name: "eth1", lan: true, host: 13 },
-    Iface { name: "tun0", lan: true, host: 17 },
+    Iface {
+        name: "eth0",
+        lan: false,
+        host: 1,
+    },
+    Iface {
+        name: "ppp0",
+        lan: false,
+        host: 5,
+    },
+    Iface {
+        name: "wlan0",
+        lan: false,
+        host: 9,
+    },
+    Iface {
+        name: "eth1",
+        lan: true,
+        host: 13,
+    },
+    Iface {
+        name: "tun0",
+        lan: true,
+        host: 17,
+    },
 ];
 
 /// The loopback interface: an OUTPUT egress whose packets come back through INPUT (`-i lo`).
 pub const LOOPBACK: &str = "lo";
 
 /// Forwarding: ingress interface -> egress interface.
-pub const FORWARD_PAIRS: [(&str, &str); 5] =
-    [("eth0", "eth1"), ("ppp0", "tun0"), ("wlan0", "eth0"), ("eth1", "eth0"), ("tun0", "ppp0")];
+pub const FORWARD_PAIRS: [(&str, &str); 5] = [
+    ("eth0", "eth1"),
+    ("ppp0", "tun0"),
+    ("wlan0", "eth0"),
+    ("eth1", "eth0"),
+    ("tun0", "ppp0"),
+];
 
 /// The egress interface of a forwarded packet that entered by `ingress`.
 pub fn forward_egress(ingress: &str) -> Option<&'static str> {
-    FORWARD_PAIRS.iter().find(|(i, _)| *i == ingress).map(|(_, e)| *e)
+    FORWARD_PAIRS
+        .iter()
+        .find(|(i, _)| *i == ingress)
+        .map(|(_, e)| *e)
 }
 
 fn fw_mac(i: usize) -> String {
@@ -244,7 +291,8 @@ impl Topology {
                     // (the limiter depends on time, so it would make counters differ).
                     ("net/ipv4/icmp_ratemask", "0"),
                 ] {
-                    std::fs::write(format!("/proc/sys/{k}"), v).with_context(|| format!("sysctl {k}"))?;
+                    std::fs::write(format!("/proc/sys/{k}"), v)
+                        .with_context(|| format!("sysctl {k}"))?;
                 }
                 Ok(())
             })??;
@@ -270,19 +318,35 @@ impl Topology {
             );
         }
         for (i, ifc) in IFACES.iter().enumerate() {
-            b += &format!("route add default via 198.18.0.{} dev {} metric {}\n", ifc.host + 1, ifc.name, i + 1);
+            b += &format!(
+                "route add default via 198.18.0.{} dev {} metric {}\n",
+                ifc.host + 1,
+                ifc.name,
+                i + 1
+            );
         }
         for (k, (ing, eg)) in FORWARD_PAIRS.iter().enumerate() {
-            let e = IFACES.iter().find(|x| x.name == *eg).ok_or_else(|| anyhow!("no {eg}"))?;
+            let e = IFACES
+                .iter()
+                .find(|x| x.name == *eg)
+                .ok_or_else(|| anyhow!("no {eg}"))?;
             let _ = ing;
-            b += &format!("route add default via 198.18.0.{} dev {} table {}\n", e.host + 1, e.name, 201 + k);
+            b += &format!(
+                "route add default via 198.18.0.{} dev {} table {}\n",
+                e.host + 1,
+                e.name,
+                201 + k
+            );
         }
         b += "route add local 0.0.0.0/0 dev lo table 100\n";
         b += "route add blackhole default table 250\n";
         ip_batch(&fw, &b, false)?;
         for ns in [&snd, &dst] {
             let mut b = String::new();
-            for ifc in IFACES.iter().filter(|x| (x.lan && ns == &dst) || (!x.lan && ns == &snd)) {
+            for ifc in IFACES
+                .iter()
+                .filter(|x| (x.lan && ns == &dst) || (!x.lan && ns == &snd))
+            {
                 b += &format!("link set {} up\n", peer_name(ifc));
             }
             ip_batch(ns, &b, false)?;
@@ -298,7 +362,10 @@ impl Topology {
             let pn = peer_name(ifc);
             let p2 = pn.clone();
             inject.insert(ifc.name, t.run(move || packet_socket(&pn, 0))??);
-            capture.push((ifc.name, t.run(move || packet_socket(&p2, libc::ETH_P_IP as u16))??));
+            capture.push((
+                ifc.name,
+                t.run(move || packet_socket(&p2, libc::ETH_P_IP as u16))??,
+            ));
         }
         let mut raw = HashMap::new();
         for n in IFACES.iter().map(|i| i.name).chain([LOOPBACK]) {
@@ -404,13 +471,23 @@ impl Topology {
 
     /// Replays `pkts` (all of one path) and returns each packet's fate (indexed like `pkts`).
     /// Packet `i` is tagged with IP ID `id_base + i` (never 0).
-    pub fn replay(&mut self, path: Path, pkts: &[(u16, &[u8], &str)]) -> Result<HashMap<u16, Fate>> {
+    pub fn replay(
+        &mut self,
+        path: Path,
+        pkts: &[(u16, &[u8], &str)],
+    ) -> Result<HashMap<u16, Fate>> {
         self.set_phase(path)?;
-        let mut fates: HashMap<u16, Fate> = pkts.iter().map(|(id, _, _)| (*id, Fate::default())).collect();
+        let mut fates: HashMap<u16, Fate> = pkts
+            .iter()
+            .map(|(id, _, _)| (*id, Fate::default()))
+            .collect();
         let mut seen = Vec::new();
         self.drain(&mut seen)?;
         if !seen.is_empty() {
-            bail!("{} stray frames left the firewall before the batch", seen.len());
+            bail!(
+                "{} stray frames left the firewall before the batch",
+                seen.len()
+            );
         }
         let before = self.stats()?;
         let mut injected = 0u64;
@@ -421,22 +498,33 @@ impl Topology {
             for (id, bytes, iface) in chunk {
                 match path {
                     Path::Input | Path::Forward => {
-                        let i = IFACES.iter().position(|x| x.name == *iface).ok_or_else(|| anyhow!("no iface {iface}"))?;
+                        let i = IFACES
+                            .iter()
+                            .position(|x| x.name == *iface)
+                            .ok_or_else(|| anyhow!("no iface {iface}"))?;
                         let mut frame = Vec::with_capacity(14 + bytes.len());
                         frame.extend_from_slice(&mac_bytes(&fw_mac(i)));
                         frame.extend_from_slice(&mac_bytes(&peer_mac(i)));
                         frame.extend_from_slice(&[0x08, 0x00]);
                         frame.extend_from_slice(bytes);
-                        let fd = self.inject.get(iface).ok_or_else(|| anyhow!("no inject socket {iface}"))?;
+                        let fd = self
+                            .inject
+                            .get(iface)
+                            .ok_or_else(|| anyhow!("no inject socket {iface}"))?;
                         // SAFETY: sending a valid buffer on a bound packet socket we own.
-                        let r = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+                        let r = unsafe {
+                            libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0)
+                        };
                         if r < 0 {
                             bail!("inject on {iface}: errno {}", errno());
                         }
                         injected += 1;
                     }
                     Path::Output => {
-                        let fd = self.raw.get(iface).ok_or_else(|| anyhow!("no raw socket {iface}"))?;
+                        let fd = self
+                            .raw
+                            .get(iface)
+                            .ok_or_else(|| anyhow!("no raw socket {iface}"))?;
                         let e = raw_send(fd, bytes);
                         if *iface == LOOPBACK && e == 0 {
                             looped += 1;
@@ -544,7 +632,13 @@ fn if_index(name: &str) -> Result<i32> {
 fn packet_socket(ifname: &str, proto: u16) -> Result<OwnedFd> {
     let idx = if_index(ifname)?;
     // SAFETY: plain socket(2) call; the result is checked and wrapped at once.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto.to_be())) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            i32::from(proto.to_be()),
+        )
+    };
     if fd < 0 {
         bail!("socket(AF_PACKET): errno {}", errno());
     }
@@ -582,7 +676,13 @@ fn packet_socket(ifname: &str, proto: u16) -> Result<OwnedFd> {
 /// A raw IPPROTO_RAW (header-included) socket bound to device `ifname`.
 fn raw_socket(ifname: &str) -> Result<OwnedFd> {
     // SAFETY: plain socket(2) call; checked and wrapped at once.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_RAW,
+        )
+    };
     if fd < 0 {
         bail!("socket(AF_INET, SOCK_RAW): errno {}", errno());
     }
@@ -638,27 +738,46 @@ fn read_fw_stats() -> Result<FwStats> {
     let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").context("read snmp")?;
     let mut lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
     let (h, v) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
-    let idx = h.split_whitespace().position(|x| x == "InReceives").ok_or_else(|| anyhow!("no InReceives"))?;
-    let in_receives: u64 = v.split_whitespace().nth(idx).ok_or_else(|| anyhow!("short snmp"))?.parse()?;
+    let idx = h
+        .split_whitespace()
+        .position(|x| x == "InReceives")
+        .ok_or_else(|| anyhow!("no InReceives"))?;
+    let in_receives: u64 = v
+        .split_whitespace()
+        .nth(idx)
+        .ok_or_else(|| anyhow!("short snmp"))?
+        .parse()?;
     let dev = std::fs::read_to_string("/proc/thread-self/net/dev").context("read net/dev")?;
     let mut tx_frames = 0;
     for l in dev.lines().skip(2) {
-        let (name, rest) = l.split_once(':').ok_or_else(|| anyhow!("bad net/dev line"))?;
+        let (name, rest) = l
+            .split_once(':')
+            .ok_or_else(|| anyhow!("bad net/dev line"))?;
         if IFACES.iter().any(|x| x.name == name.trim()) {
             let f: Vec<&str> = rest.split_whitespace().collect();
-            tx_frames += f.get(9).ok_or_else(|| anyhow!("short net/dev"))?.parse::<u64>()?;
+            tx_frames += f
+                .get(9)
+                .ok_or_else(|| anyhow!("short net/dev"))?
+                .parse::<u64>()?;
         }
     }
-    Ok(FwStats { in_receives, tx_frames })
+    Ok(FwStats {
+        in_receives,
+        tx_frames,
+    })
 }
 
 /// Removes namespaces left behind by earlier runs of the harness whose process is gone.
 pub fn remove_stale(tag: &str) {
-    let Ok(rd) = std::fs::read_dir("/run/netns") else { return };
+    let Ok(rd) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
     for e in rd.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
         // Names look like `{tag}{pid}{k|b}-{fw|snd|dst}`.
-        let Some(rest) = n.strip_prefix(tag) else { continue };
+        let Some(rest) = n.strip_prefix(tag) else {
+            continue;
+        };
         let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
         if let Ok(pid) = pid.parse::<u32>() {
             if !std::path::Path::new(&format!("/proc/{pid}")).exists() {

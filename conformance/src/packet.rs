@@ -58,7 +58,11 @@ pub struct Packet {
 pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for c in data.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
         sum += u32::from(w);
     }
     while sum > 0xffff {
@@ -137,7 +141,13 @@ pub fn id_of(p: &[u8]) -> Option<u16> {
 }
 
 /// TCP header with the given data offset (in 32-bit words; options fill the space after 20).
-pub fn tcp_header(sport: u16, dport: u16, flags: u8, options: &[u8], doff_override: Option<u8>) -> Vec<u8> {
+pub fn tcp_header(
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    options: &[u8],
+    doff_override: Option<u8>,
+) -> Vec<u8> {
     let mut opts = options.to_vec();
     while opts.len() % 4 != 0 {
         opts.push(0);
@@ -188,7 +198,10 @@ pub fn describe(p: &[u8]) -> String {
     let off = frag & 0x1fff;
     let mut s = format!("{src} > {dst} proto {proto} len {}", p.len());
     if frag & 0x2000 != 0 || off != 0 {
-        s.push_str(&format!(" frag(off={off}{})", if frag & 0x2000 != 0 { ",MF" } else { "" }));
+        s.push_str(&format!(
+            " frag(off={off}{})",
+            if frag & 0x2000 != 0 { ",MF" } else { "" }
+        ));
     }
     if ihl > 20 {
         s.push_str(&format!(" ipopts={}", ihl - 20));
@@ -209,7 +222,11 @@ pub fn describe(p: &[u8]) -> String {
                 }
             }
             17 if t.len() >= 4 => {
-                s.push_str(&format!(" udp {}>{}", u16::from_be_bytes([t[0], t[1]]), u16::from_be_bytes([t[2], t[3]])));
+                s.push_str(&format!(
+                    " udp {}>{}",
+                    u16::from_be_bytes([t[0], t[1]]),
+                    u16::from_be_bytes([t[2], t[3]])
+                ));
                 if t.len() < 8 {
                     s.push_str(&format!(" truncated({})", t.len()));
                 }
@@ -237,7 +254,14 @@ fn unhex(s: &str) -> Result<Vec<u8>> {
 
 impl fmt::Display for Packet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}  # {}", self.path.as_str(), self.iface, hex(&self.bytes), describe(&self.bytes))
+        write!(
+            f,
+            "{} {} {}  # {}",
+            self.path.as_str(),
+            self.iface,
+            hex(&self.bytes),
+            describe(&self.bytes)
+        )
     }
 }
 
@@ -298,8 +322,22 @@ mod tests {
     #[test]
     fn packet_text_round_trips() {
         let pkts = vec![
-            Packet { path: Path::Forward, iface: "eth0".into(), bytes: build_ipv4(&IpSpec { proto: 17, ..spec() }, &udp_header(5, 6, 0)) },
-            Packet { path: Path::Output, iface: "tun0".into(), bytes: build_ipv4(&spec(), &icmp_header(8, 0)) },
+            Packet {
+                path: Path::Forward,
+                iface: "eth0".into(),
+                bytes: build_ipv4(
+                    &IpSpec {
+                        proto: 17,
+                        ..spec()
+                    },
+                    &udp_header(5, 6, 0),
+                ),
+            },
+            Packet {
+                path: Path::Output,
+                iface: "tun0".into(),
+                bytes: build_ipv4(&spec(), &icmp_header(8, 0)),
+            },
         ];
         let text = format_packets(&pkts);
         assert!(text.contains("udp 5>6"));

@@ -82,7 +82,10 @@ pub fn split_words(line: &str) -> Result<Vec<String>> {
 }
 
 fn quote(w: &str) -> String {
-    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/,+!=@".contains(c)) {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/,+!=@".contains(c))
+    {
         w.to_string()
     } else {
         format!("\"{}\"", w.replace('"', "\\\""))
@@ -125,7 +128,10 @@ impl Ruleset {
                 if w.len() < 2 || (w[0] != "-A" && w[0] != "--append") {
                     bail!("{name}:{}: expected -A CHAIN ...", n + 1);
                 }
-                rs.rules.push(Rule { chain: w[1].clone(), args: w[2..].to_vec() });
+                rs.rules.push(Rule {
+                    chain: w[1].clone(),
+                    args: w[2..].to_vec(),
+                });
             }
         }
         Ok(rs)
@@ -154,7 +160,8 @@ impl Ruleset {
     /// Removes user chain `c`, its rules and every rule that jumps or goes to it.
     pub fn remove_chain(&mut self, c: &str) {
         self.chains.retain(|x| x != c);
-        self.rules.retain(|r| r.chain != c && r.chain_target() != Some(c));
+        self.rules
+            .retain(|r| r.chain != c && r.chain_target() != Some(c));
     }
 
     /// Values the ruleset mentions, for building packets that hit its rules.
@@ -183,13 +190,30 @@ impl Ruleset {
                             v.protos.push(p);
                         }
                     }
-                    "--sport" | "--dport" | "--source-port" | "--destination-port" | "--sports" | "--dports"
-                    | "--ports" | "--source-ports" | "--destination-ports" => {
+                    "--sport"
+                    | "--dport"
+                    | "--source-port"
+                    | "--destination-port"
+                    | "--sports"
+                    | "--dports"
+                    | "--ports"
+                    | "--source-ports"
+                    | "--destination-ports" => {
                         for part in next.split(',') {
                             let (x, y) = part.split_once(':').unwrap_or((part, part));
                             let x: u16 = x.parse().unwrap_or(0);
-                            let y: u16 = if y.is_empty() { 65535 } else { y.parse().unwrap_or(65535) };
-                            for p in [x, y, x.wrapping_sub(1), y.wrapping_add(1), x.wrapping_add(1)] {
+                            let y: u16 = if y.is_empty() {
+                                65535
+                            } else {
+                                y.parse().unwrap_or(65535)
+                            };
+                            for p in [
+                                x,
+                                y,
+                                x.wrapping_sub(1),
+                                y.wrapping_add(1),
+                                x.wrapping_add(1),
+                            ] {
                                 v.ports.push(p);
                             }
                         }
@@ -246,7 +270,9 @@ pub struct Values {
 impl Values {
     fn add_net(&mut self, s: &str) {
         let (a, m) = s.split_once('/').unwrap_or((s, "32"));
-        let Ok(addr) = a.parse::<Ipv4Addr>() else { return };
+        let Ok(addr) = a.parse::<Ipv4Addr>() else {
+            return;
+        };
         let mask = if let Ok(p) = m.parse::<u32>() {
             if p == 0 {
                 0
@@ -260,11 +286,24 @@ impl Values {
         };
         let net = u32::from(addr) & mask;
         let last = net | !mask;
-        self.addrs.extend([net, last, net.wrapping_sub(1), last.wrapping_add(1), net.wrapping_add(1), net ^ 0x0100]);
+        self.addrs.extend([
+            net,
+            last,
+            net.wrapping_sub(1),
+            last.wrapping_add(1),
+            net.wrapping_add(1),
+            net ^ 0x0100,
+        ]);
     }
 
     fn add_range(&mut self, x: u32, y: u32) {
-        self.addrs.extend([x, y, x.wrapping_sub(1), y.wrapping_add(1), x.wrapping_add(1)]);
+        self.addrs.extend([
+            x,
+            y,
+            x.wrapping_sub(1),
+            y.wrapping_add(1),
+            x.wrapping_add(1),
+        ]);
     }
 }
 
@@ -342,7 +381,8 @@ pub fn tcp_flags(s: &str) -> u8 {
 mod tests {
     use super::*;
 
-    const TEXT: &str = "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:web - [0:0]\n\
+    const TEXT: &str =
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:web - [0:0]\n\
         -A INPUT -s 10.0.0.0/8 -p tcp -m tcp --dport 80 -j web\n\
         -A INPUT -m comment --comment \"two words\" -j ACCEPT\n\
         -A web -m iprange --src-range 1.2.3.4-1.2.3.9 -j RETURN\nCOMMIT\n";
@@ -376,6 +416,9 @@ mod tests {
         assert_eq!(v.protos, vec![6]);
         assert_eq!(tcp_flags("SYN,ACK"), 0x12);
         assert_eq!(icmp_type("3/4"), Some((3, 4)));
-        assert_eq!(split_words("a \"b c\" d").expect("words"), vec!["a", "b c", "d"]);
+        assert_eq!(
+            split_words("a \"b c\" d").expect("words"),
+            vec!["a", "b c", "d"]
+        );
     }
 }

@@ -34,7 +34,10 @@ fn bounded_run_kernel_vs_bpfilter() {
         eprintln!("skipping bpfilter conformance: {e:#}");
         return;
     }
-    let cfg = Config { verbose: false, ..Config::bounded() };
+    let cfg = Config {
+        verbose: false,
+        ..Config::bounded()
+    };
     let t0 = std::time::Instant::now();
     let summary = conformance::run(&cfg).expect("conformance run");
     print!("{}", summary.table());
@@ -44,9 +47,16 @@ fn bounded_run_kernel_vs_bpfilter() {
             println!("minimal reproduction:\n{rules}{pkts}");
         }
     }
-    assert!(summary.count("hand") >= 40, "fewer than 40 hand-written rulesets");
+    assert!(
+        summary.count("hand") >= 40,
+        "fewer than 40 hand-written rulesets"
+    );
     assert_eq!(summary.mismatches(), 0, "{}", summary.summary_line());
-    assert!(t0.elapsed().as_secs() < 240, "bounded run too slow: {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed().as_secs() < 240,
+        "bounded run too slow: {:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -65,7 +75,12 @@ fn kernel_against_itself_is_identical() {
     let summary = conformance::run(&cfg).expect("baseline run");
     print!("{}", summary.table());
     assert!(summary.packets() > 5000);
-    assert_eq!(summary.mismatches(), 0, "the harness is not deterministic: {}", summary.summary_line());
+    assert_eq!(
+        summary.mismatches(),
+        0,
+        "the harness is not deterministic: {}",
+        summary.summary_line()
+    );
 }
 
 #[test]
@@ -85,7 +100,10 @@ fn mutation_is_detected_and_minimized() {
     let summary = conformance::run(&cfg).expect("mutant run");
     assert_eq!(summary.cases.len(), 1);
     let case = &summary.cases[0];
-    assert!(!case.identical, "the harness missed an ACCEPT turned into DROP");
+    assert!(
+        !case.identical,
+        "the harness missed an ACCEPT turned into DROP"
+    );
     let (rules, pkts) = case.repro.as_ref().expect("a minimized reproduction");
     let rs = conformance::ruleset::Ruleset::parse("min", rules).expect("repro parses");
     let p = conformance::packet::parse_packets(pkts).expect("packets parse");
