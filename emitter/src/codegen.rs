@@ -56,7 +56,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::builder::{Builder, Compiled, Label, MapRef};
-use crate::insn::{AluOp, AtomicOp, Imm64, Insn, JmpOp, Reg, Size, Src};
+use crate::insn::{AluOp, AtomicOp, Insn, JmpOp, Reg, Size, Src};
 use crate::ir::{self, Action, ChainId, Match, MultiportMode, PortRange, Program};
 use crate::{EmitError, KernelLayout};
 
@@ -121,6 +121,8 @@ const HELPER_DYNPTR_READ: u32 = 201;
 /// Kfunc names resolved through `KernelLayout`.
 const KFUNC_DYNPTR_FROM_SKB: &str = "bpf_dynptr_from_skb";
 
+/// `Frame::used` key of the hotdrop exit.
+const HOTDROP: u8 = 3;
 /// Verdict code meaning "continue in the caller" (subprograms only).
 const RET_RETURN: i32 = 2;
 /// BPF allows 8 call frames: main, the chain subprograms and `count` on top.
@@ -171,8 +173,10 @@ struct Frame {
     tail_accept: Label,
     tail_drop: Label,
     tail_return: Label,
-    policy: Option<Label>,
+    policy_rule: Option<ir::Policy>,
     used: BTreeSet<u8>,
+    /// position where the current tail labels started being used
+    island_start: usize,
 }
 
 impl Frame {
@@ -183,11 +187,27 @@ impl Frame {
             tail_accept: b.label(),
             tail_drop: b.label(),
             tail_return: b.label(),
-            policy: None,
+            policy_rule: None,
             used: BTreeSet::new(),
+            island_start: b.pos(),
         }
     }
+
+    /// Fresh tail labels after an island was emitted.
+    fn renew(&mut self, b: &mut Builder) {
+        self.hotdrop = b.label();
+        self.tail_accept = b.label();
+        self.tail_drop = b.label();
+        self.tail_return = b.label();
+        self.used.clear();
+        self.island_start = b.pos();
+    }
 }
+
+/// Rules jump forward to shared tails (count + verdict, hotdrop) at most this many slots
+/// away; past it the tails are repeated in an "island" the rules' fall-through path skips
+/// with one `goto`, so that no jump exceeds the 16-bit offset of BPF jumps.
+const ISLAND: usize = 16_000;
 
 /// One test of a rule after lowering; `Guard`s are the hotdrop barriers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +247,32 @@ impl Test {
             Test::TcpOption { .. } => 10,
             Test::Guard { .. } | Test::OptGuard => u32::MAX,
         }
+    }
+}
+
+/// The result of a test that does not depend on the packet, if so.
+fn constant(t: &Test) -> Option<bool> {
+    match *t {
+        Test::Addr { addr, mask: 0, invert, .. } => Some((addr != 0) == invert),
+        Test::Iface { mask, invert, .. } if mask == [0; 16] => Some(!invert),
+        Test::Icmp { icmp_type: 0xff, invert, .. } => Some(!invert),
+        Test::Icmp { min, max, invert, .. } if min > max => Some(invert),
+        Test::Port { range, invert, .. } if range.lo > range.hi => Some(invert),
+        Test::Port { range, invert, .. } if range.is_any() => Some(!invert),
+        Test::Range { lo, hi, invert, .. } if lo > hi => Some(invert),
+        Test::Range { lo: 0, hi: u32::MAX, invert, .. } => Some(!invert),
+        Test::Flags { mask: 0, cmp, invert } => Some((cmp == 0) != invert),
+        Test::Multiport(m) => {
+            let items = m.items();
+            if items.iter().all(|(lo, hi)| lo > hi) {
+                Some(m.invert)
+            } else if items.iter().any(|(lo, hi)| *lo == 0 && *hi == 0xffff) {
+                Some(!m.invert)
+            } else {
+                None
+            }
+        }
+        _ => None,
     }
 }
 
@@ -359,6 +405,7 @@ struct Gen<'a> {
     layout: &'a KernelLayout,
     chain_labels: BTreeMap<ChainId, Label>,
     count_fn: Label,
+    called: BTreeSet<ChainId>,
 }
 
 /// Compile `p` for the running kernel described by `layout`.
@@ -396,36 +443,36 @@ pub fn compile(p: &Program, layout: &KernelLayout) -> Result<Compiled, EmitError
             chain_labels.insert(*id, b.label());
         }
     }
-    let mut g = Gen { b, layout, chain_labels, count_fn };
+    let mut g = Gen { b, layout, chain_labels, count_fn, called: BTreeSet::new() };
 
     // main
     g.b.symbol("main");
     let mut frame = Frame::new(&mut g.b, true);
     g.prologue(feat)?;
-    let policy = g.b.label();
-    frame.policy = Some(policy);
-    g.chain_body(p, &p.chains[&p.entry], &lowered[&p.entry], &mut frame)?;
-    g.b.bind(policy)?;
-    g.b.set_origin(Some(p.policy.counter));
-    g.b.emit(mov32(Reg::R1, p.policy.counter as i32));
-    match p.policy.verdict {
-        ir::Verdict::Accept => g.ja_tail(&mut frame, 1),
-        ir::Verdict::Drop => g.ja_tail(&mut frame, 0),
+    frame.policy_rule = Some(p.policy);
+    let falls_off = g.chain_body(&p.chains[&p.entry], &lowered[&p.entry], &mut frame)?;
+    if falls_off {
+        g.b.set_origin(Some(p.policy.counter));
+        g.policy_inline(&mut frame)?;
+        g.b.set_origin(None);
     }
-    g.b.set_origin(None);
     g.tails(&frame)?;
 
-    // user chains
-    for (id, label) in g.chain_labels.clone() {
+    // user chains, each once, only those a reachable call site refers to
+    let mut done = BTreeSet::new();
+    while let Some(id) = g.called.iter().find(|c| !done.contains(*c)).copied() {
+        done.insert(id);
         let chain = &p.chains[&id];
+        let label = g.chain_labels[&id];
         g.b.bind(label)?;
         g.b.symbol(format!("chain_{}_{}", id.0, chain.name));
         g.b.emit(mov64(Reg::R6, Src::Reg(Reg::R1)));
         let mut frame = Frame::new(&mut g.b, false);
-        g.chain_body(p, chain, &lowered[&id], &mut frame)?;
-        // Falling off the end: RETURN (not counted; front ends add a counted Return rule).
-        g.b.emit(mov64(Reg::R0, Src::Imm(RET_RETURN)));
-        g.b.emit(Insn::Exit);
+        if g.chain_body(chain, &lowered[&id], &mut frame)? {
+            // Falling off the end: RETURN (not counted; front ends add a counted Return rule).
+            g.b.emit(mov64(Reg::R0, Src::Imm(RET_RETURN)));
+            g.b.emit(Insn::Exit);
+        }
         g.tails(&frame)?;
     }
 
@@ -696,25 +743,27 @@ impl Gen<'_> {
         Ok(())
     }
 
-    fn chain_body(
-        &mut self,
-        _p: &Program,
-        chain: &ir::Chain,
-        lowered: &[Vec<Test>],
-        frame: &mut Frame,
-    ) -> Result<(), EmitError> {
+    /// Emit a chain's rules; returns true when control can fall off its end.
+    fn chain_body(&mut self, chain: &ir::Chain, lowered: &[Vec<Test>], frame: &mut Frame) -> Result<bool, EmitError> {
         for (rule, tests) in chain.rules.iter().zip(lowered) {
+            if self.b.pos() - frame.island_start > ISLAND {
+                let skip = self.b.label();
+                self.b.ja(skip);
+                self.tails(frame)?;
+                self.b.bind(skip)?;
+                frame.renew(&mut self.b);
+            }
             let next = self.b.label();
             self.b.set_origin(Some(rule.counter));
-            self.rule(rule, tests, frame, next)?;
+            let continues = self.rule(rule, tests, frame, next)?;
             self.b.set_origin(None);
             self.b.bind(next)?;
+            if !continues {
+                // an unconditional terminal rule: what follows is unreachable
+                return Ok(false);
+            }
         }
-        if let Some(policy) = frame.policy {
-            // Falling off the entry chain: the policy (emitted right after by the caller).
-            let _ = policy;
-        }
-        Ok(())
+        Ok(true)
     }
 
     fn ja_tail(&mut self, frame: &mut Frame, which: u8) {
@@ -727,6 +776,17 @@ impl Gen<'_> {
         self.b.ja(l);
     }
 
+    /// The policy (main only): count its slot and return its verdict through a tail.
+    fn policy_inline(&mut self, frame: &mut Frame) -> Result<(), EmitError> {
+        let policy = frame.policy_rule.ok_or(EmitError::Unsupported { what: "RETURN outside a program's main chain" })?;
+        self.b.emit(mov32(Reg::R1, policy.counter as i32));
+        match policy.verdict {
+            ir::Verdict::Accept => self.ja_tail(frame, 1),
+            ir::Verdict::Drop => self.ja_tail(frame, 0),
+        }
+        Ok(())
+    }
+
     /// `count(slot)` inline: r1 = slot, r2 = skb->len, call.
     fn count_inline(&mut self, slot: u32) {
         self.b.emit(mov32(Reg::R1, slot as i32));
@@ -734,16 +794,20 @@ impl Gen<'_> {
         self.b.call_local(self.count_fn);
     }
 
-    fn rule(&mut self, rule: &ir::Rule, tests: &[Test], frame: &mut Frame, next: Label) -> Result<(), EmitError> {
+    /// Emit one rule; returns true when control can continue after it (at `next`).
+    fn rule(&mut self, rule: &ir::Rule, tests: &[Test], frame: &mut Frame, next: Label) -> Result<bool, EmitError> {
         // guards already established in this rule: (not a fragment, bytes known available)
         let mut have: Option<i32> = None;
         let mut opt_checked = false;
+        let mut conditional = false;
         for t in tests {
             match *t {
                 Test::Guard { need, frag1_drops } => {
                     if have.is_some_and(|h| h >= need) {
                         continue;
                     }
+                    frame.used.insert(HOTDROP);
+                    conditional = true;
                     self.b.emit(ldx(Size::W, Reg::R1, Reg::R6, rec::THAV));
                     if have.is_none() {
                         if frag1_drops {
@@ -756,15 +820,30 @@ impl Gen<'_> {
                 }
                 Test::OptGuard => {
                     if !opt_checked {
+                        frame.used.insert(HOTDROP);
+                        conditional = true;
                         self.b.emit(ldx(Size::B, Reg::R1, Reg::R6, rec::OPTST));
                         self.b.jmp(false, JmpOp::Jeq, Reg::R1, Src::Imm(OPT_HOTDROP), frame.hotdrop);
                         opt_checked = true;
                     }
                 }
-                _ => self.pure_test(t, next)?,
+                _ => match constant(t) {
+                    Some(true) => {}
+                    Some(false) => {
+                        // Never matches (after the guards before it): no action code, which
+                        // would be unreachable and rejected by the verifier.
+                        self.b.ja(next);
+                        return Ok(true);
+                    }
+                    None => {
+                        conditional = true;
+                        self.pure_test(t, next)?;
+                    }
+                },
             }
         }
-        self.action(rule, frame, next)
+        let continues = self.action(rule, frame, next)?;
+        Ok(conditional || continues)
     }
 
     /// Emit one pure test: falls through when it passes, jumps to `fail` otherwise.
@@ -908,12 +987,14 @@ impl Gen<'_> {
 
     fn call_chain(&mut self, c: ChainId) -> Result<(), EmitError> {
         let l = *self.chain_labels.get(&c).ok_or(EmitError::UnknownChain { from: c.0, to: c.0 })?;
+        self.called.insert(c);
         self.b.emit(mov64(Reg::R1, Src::Reg(Reg::R6)));
         self.b.call_local(l);
         Ok(())
     }
 
-    fn action(&mut self, rule: &ir::Rule, frame: &mut Frame, next: Label) -> Result<(), EmitError> {
+    /// Emit the action; returns true when it can continue at `next`.
+    fn action(&mut self, rule: &ir::Rule, frame: &mut Frame, next: Label) -> Result<bool, EmitError> {
         let slot = rule.counter as i32;
         match rule.action {
             Action::Accept => {
@@ -924,12 +1005,14 @@ impl Gen<'_> {
                 self.b.emit(mov32(Reg::R1, slot));
                 self.ja_tail(frame, 0);
             }
-            Action::Continue => self.count_inline(rule.counter),
+            Action::Continue => {
+                self.count_inline(rule.counter);
+                return Ok(true);
+            }
             Action::Return => {
                 if frame.main {
                     self.count_inline(rule.counter);
-                    let p = frame.policy.ok_or(EmitError::Unsupported { what: "main frame without policy" })?;
-                    self.b.ja(p);
+                    self.policy_inline(frame)?;
                 } else {
                     self.b.emit(mov32(Reg::R1, slot));
                     self.ja_tail(frame, 2);
@@ -940,20 +1023,25 @@ impl Gen<'_> {
                 self.call_chain(c)?;
                 self.b.jmp(false, JmpOp::Jeq, Reg::R0, Src::Imm(RET_RETURN), next);
                 self.b.emit(Insn::Exit);
+                return Ok(true);
             }
             Action::Goto(c) => {
                 self.count_inline(rule.counter);
                 self.call_chain(c)?;
                 if frame.main {
-                    let p = frame.policy.ok_or(EmitError::Unsupported { what: "main frame without policy" })?;
-                    self.b.jmp(false, JmpOp::Jeq, Reg::R0, Src::Imm(RET_RETURN), p);
+                    let ret = self.b.label();
+                    self.b.jmp(false, JmpOp::Jeq, Reg::R0, Src::Imm(RET_RETURN), ret);
+                    self.b.emit(Insn::Exit);
+                    self.b.bind(ret)?;
+                    self.policy_inline(frame)?;
+                } else {
+                    self.b.emit(Insn::Exit);
                 }
-                self.b.emit(Insn::Exit);
             }
             #[allow(unreachable_patterns)]
             _ => return Err(EmitError::Unsupported { what: "action kind" }),
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Per-frame shared code: count-then-verdict tails (r1 = counter slot) and hotdrop.
@@ -971,9 +1059,12 @@ impl Gen<'_> {
                 self.b.emit(Insn::Exit);
             }
         }
+        // The verifier rejects unreachable instructions: emit only what is used.
         self.b.bind(frame.hotdrop)?;
-        self.b.emit(mov64(Reg::R0, Src::Imm(0)));
-        self.b.emit(Insn::Exit);
+        if frame.used.contains(&HOTDROP) {
+            self.b.emit(mov64(Reg::R0, Src::Imm(0)));
+            self.b.emit(Insn::Exit);
+        }
         Ok(())
     }
 
@@ -1035,7 +1126,3 @@ fn range_test(b: &mut Builder, r: Reg, lo: u32, hi: u32, max: u32, invert: bool,
     }
     Ok(())
 }
-
-/// Unused-import guard for Imm64 (kept for map-value matches later).
-#[allow(dead_code)]
-fn _imm64_kind(_: Imm64) {}
