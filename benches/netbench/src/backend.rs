@@ -72,6 +72,8 @@ pub struct Tools {
     pub bpfilter: PathBuf,
     /// Socket of the benchmark's own bpfilter daemon.
     pub socket: PathBuf,
+    /// That daemon's log, where it says why it refused a ruleset.
+    pub daemon_log: PathBuf,
 }
 
 impl Tools {
@@ -103,7 +105,23 @@ impl Tools {
             }
         };
         c.env("BPFILTER_SOCKET", &self.socket);
-        Ok(run_ok(c, LOAD_TIMEOUT)?.elapsed)
+        match run_ok(c, LOAD_TIMEOUT) {
+            Ok(t) => Ok(t.elapsed),
+            Err(e) if b == Backend::Bpfilter => match self.last_refusal() {
+                Some(why) => Err(e.context(format!("daemon: {why}"))),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The daemon's last log line that says it refused something, colours removed.
+    pub fn last_refusal(&self) -> Option<String> {
+        let log = std::fs::read_to_string(&self.daemon_log).ok()?;
+        let line = log.lines().rev().find(|l| l.contains("refused"))?;
+        let plain = strip_ansi(line);
+        let from = plain.find("refused").unwrap_or(0);
+        Some(plain[from..].chars().take(300).collect())
     }
 
     /// Append one rule (after the final ACCEPT, so no verdict changes); returns the wall time.
@@ -171,6 +189,24 @@ pub fn parse_status_load_ms(s: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// Text without ANSI escape sequences (ESC [ ... letter).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' && it.peek() == Some(&'[') {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Packets of `iptables -S CHAIN N -v` output (`... -c PKTS BYTES -j ...`).
 pub fn parse_ipt_counter(s: &str) -> Result<u64> {
     let line = s
@@ -218,6 +254,7 @@ impl Daemon {
             .arg(socket)
             .arg("--bpffs")
             .arg(bpffs)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
             .stderr(logf)
@@ -312,6 +349,13 @@ mod tests {
             vec![("INPUT".to_string(), 1.23), ("OUTPUT".to_string(), 0.05)]
         );
         assert!(parse_status_load_ms("nothing here\n").is_empty());
+    }
+
+    #[test]
+    fn ansi_is_stripped() {
+        let l = "\u{1b}[2m2026\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m refused: compiling INPUT";
+        assert_eq!(strip_ansi(l), "2026  WARN refused: compiling INPUT");
+        assert_eq!(strip_ansi("plain"), "plain");
     }
 
     #[test]

@@ -125,8 +125,23 @@ impl Report {
 
     /// Per-rule figures of one series; None when it has fewer than two measured N.
     pub fn series(&self, b: Backend, k: RuleKind) -> Option<Series> {
-        let cfgs: Vec<&ConfigResult> = self
-            .counts
+        self.series_over(b, k, &self.counts)
+    }
+
+    /// Rule counts measured for both backends (with kind k).
+    pub fn common_counts(&self, a: Backend, b: Backend, k: RuleKind) -> Vec<usize> {
+        let ok = |be: Backend, n: usize| self.get(be, k, n).is_some_and(|c| !c.added.is_empty());
+        self.counts
+            .iter()
+            .copied()
+            .filter(|&n| ok(a, n) && ok(b, n))
+            .collect()
+    }
+
+    /// Per-rule figures of one series over the given rule counts only (so that two backends
+    /// are compared over the same N when one of them failed at some N).
+    pub fn series_over(&self, b: Backend, k: RuleKind, counts: &[usize]) -> Option<Series> {
+        let cfgs: Vec<&ConfigResult> = counts
             .iter()
             .filter_map(|&n| self.get(b, k, n))
             .filter(|c| !c.added.is_empty())
@@ -147,7 +162,7 @@ impl Report {
                 .map(|c| c.added_median())
                 .unwrap_or(f64::NAN)
         };
-        let max_n = self.counts.iter().copied().max().unwrap_or(0);
+        let max_n = counts.iter().copied().max().unwrap_or(0);
         Some(Series {
             slope: median(&per_sample),
             slope_q1: quantile(&per_sample, 0.25),
@@ -263,8 +278,21 @@ impl Report {
                 "|---|{}---|---|---|---|---|",
                 "---|".repeat(self.counts.len())
             );
-            let legacy = self.series(Backend::Legacy, k);
             for &b in &self.backends {
+                // Per-rule ratio over the N both backends have (a failed load drops an N).
+                let common = self.common_counts(b, Backend::Legacy, k);
+                let partial = common.len() < self.counts.len();
+                let mine = self.series_over(b, k, &common);
+                let legacy = self.series_over(Backend::Legacy, k, &common);
+                let per_rule_ratio = match (mine, legacy) {
+                    (Some(m), Some(l)) if partial => format!(
+                        "{} (N <= {})",
+                        ratio(m.slope, l.slope),
+                        common.iter().max().copied().unwrap_or(0)
+                    ),
+                    (Some(m), Some(l)) => ratio(m.slope, l.slope),
+                    _ => "-".into(),
+                };
                 let mut row = format!("| {} |", b.name());
                 for &n in &self.counts {
                     match self.get(b, k, n) {
@@ -285,9 +313,7 @@ impl Report {
                             se.slope_q3,
                             f2(se.seg_mid),
                             f2(se.seg_high),
-                            legacy
-                                .map(|l| ratio(se.slope, l.slope))
-                                .unwrap_or_else(|| "-".into()),
+                            per_rule_ratio,
                             legacy
                                 .map(|l| ratio(se.fixed, l.fixed))
                                 .unwrap_or_else(|| "-".into()),
@@ -464,15 +490,36 @@ impl Report {
     pub fn target_rows(&self) -> Vec<(String, String, bool)> {
         let mut out = Vec::new();
         let b = Backend::Bpfilter;
+        let failed_ns = |k: RuleKind| -> Vec<usize> {
+            self.counts
+                .iter()
+                .copied()
+                .filter(|&n| self.get(b, k, n).is_some_and(|c| c.added.is_empty()))
+                .collect()
+        };
         for (k, limit) in [(RuleKind::Addr, 3.0), (RuleKind::Port, 5.0)] {
-            if let (Some(bs), Some(ls)) = (self.series(b, k), self.series(Backend::Legacy, k)) {
+            let common = self.common_counts(b, Backend::Legacy, k);
+            if let (Some(bs), Some(ls)) = (
+                self.series_over(b, k, &common),
+                self.series_over(Backend::Legacy, k, &common),
+            ) {
+                let failed = failed_ns(k);
+                let range = if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; over N <= {} only: bpfilter not measured at N = {:?}",
+                        common.iter().max().copied().unwrap_or(0),
+                        failed
+                    )
+                };
                 out.push((
                     format!(
                         "per-rule cost, {} rules, <= 1/{limit:.0} of iptables-legacy",
                         k.name()
                     ),
                     format!(
-                        "{:.2} vs {:.2} ns/rule (ratio {:.3}, limit {:.3})",
+                        "{:.2} vs {:.2} ns/rule (ratio {:.3}, limit {:.3}){range}",
                         bs.slope,
                         ls.slope,
                         bs.slope / ls.slope,
@@ -485,7 +532,10 @@ impl Report {
         for k in &self.kinds {
             if let (Some(bs), Some(ls)) = (self.series(b, *k), self.series(Backend::Legacy, *k)) {
                 out.push((
-                    format!("fixed cost (N=0), {} rules, <= iptables-legacy", k.name()),
+                    format!(
+                        "fixed cost (N=0), {} rules, <= iptables-legacy (15 ns noise allowance)",
+                        k.name()
+                    ),
                     format!("{:+.0} vs {:+.0} ns/packet", bs.fixed, ls.fixed),
                     bs.fixed <= ls.fixed + 15.0,
                 ));
@@ -503,12 +553,19 @@ impl Report {
                 Some(median(&v))
             }
         };
-        if let (Some(bl), Some(ll)) = (load(b), load(Backend::Legacy)) {
-            out.push((
+        let tried_10k = self.kinds.iter().any(|k| self.get(b, *k, 10_000).is_some());
+        match (load(b), load(Backend::Legacy)) {
+            (Some(bl), Some(ll)) => out.push((
                 "10,000-rule load <= 1/2 of iptables-legacy-restore".to_string(),
                 format!("{bl:.0} vs {ll:.0} ms (ratio {:.2})", bl / ll),
                 bl <= ll / 2.0,
-            ));
+            )),
+            (None, Some(ll)) if tried_10k => out.push((
+                "10,000-rule load <= 1/2 of iptables-legacy-restore".to_string(),
+                format!("bpfilter could not load 10,000 rules (iptables-legacy: {ll:.0} ms)"),
+                false,
+            )),
+            _ => {}
         }
         let max_n = self.counts.iter().copied().max().unwrap_or(0);
         if max_n > 10_000 && self.counts.contains(&1_000) && self.counts.contains(&10_000) {
@@ -896,6 +953,45 @@ mod tests {
         assert!(svg.starts_with("<svg"));
         assert!(svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 2 * 3);
+    }
+
+    #[test]
+    fn failed_loads_are_reported_against_the_targets() {
+        let mut r = report();
+        for c in r.configs.iter_mut() {
+            if c.backend == Backend::Bpfilter && c.n >= 10_000 {
+                c.added.clear();
+                c.cpu.clear();
+                c.wall.clear();
+                c.restore = None;
+                c.append = None;
+                c.error = Some("jump offset out of range".into());
+            }
+        }
+        let rows = r.target_rows();
+        let addr = rows
+            .iter()
+            .find(|r| r.0.contains("addr rules, <= 1/3"))
+            .expect("addr");
+        assert!(addr.1.contains("over N <= 1000 only"), "{}", addr.1);
+        assert!(addr.2, "slope over the common N still judged");
+        let load = rows
+            .iter()
+            .find(|r| r.0.starts_with("10,000-rule load"))
+            .expect("load");
+        assert!(!load.2 && load.1.contains("could not load"));
+        let cliffs: Vec<_> = rows
+            .iter()
+            .filter(|r| r.0.starts_with("no cliff"))
+            .collect();
+        assert_eq!(cliffs.len(), 2);
+        assert!(cliffs.iter().all(|r| !r.2));
+        let md = r.markdown();
+        assert!(
+            md.contains("| bpfilter | +60 | +70 | +160 | +1060 | failed | failed |"),
+            "{md}"
+        );
+        assert!(md.contains("(N <= 1000)"));
     }
 
     #[test]

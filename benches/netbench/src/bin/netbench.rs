@@ -159,9 +159,12 @@ fn main() -> Result<()> {
     let pid = std::process::id();
     let work = std::env::temp_dir().join(format!("netbench-{pid}"));
     std::fs::create_dir_all(&work).with_context(|| format!("mkdir {}", work.display()))?;
+    // Kept after the run (the work folder is not), for a look at why a load was refused.
+    let daemon_log = std::env::temp_dir().join("netbench-bpfilter-daemon.log");
     let tools = Tools {
         bpfilter: bin_dir.join("bpfilter"),
         socket: PathBuf::from(format!("/run/netbench/bpfilter-{pid}.sock")),
+        daemon_log: daemon_log.clone(),
     };
     let mut notes = vec![format!(
         "{} UTC, kernel {}, {} CPUs; {}.",
@@ -182,8 +185,6 @@ fn main() -> Result<()> {
     // The benchmark's own bpfilter daemon, with a private socket and bpffs folder.
     let bpffs = PathBuf::from(format!("/sys/fs/bpf/netbench-{pid}"));
     let mut daemon = None;
-    // Kept after the run (the work folder is not), for a look at why a load was refused.
-    let daemon_log = std::env::temp_dir().join("netbench-bpfilter-daemon.log");
     if backends.contains(&Backend::Bpfilter) {
         let started = if tools.bpfilter.exists() {
             Daemon::start(&tools.bpfilter, &tools.socket, &bpffs, &daemon_log)
