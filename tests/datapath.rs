@@ -80,7 +80,8 @@ fn load(env: &Env, p: &Program) -> Loaded {
         MapRef::Counters => fd,
         MapRef::Other(_) => -1,
     });
-    let (prog, stats) = match BpfProgram::load_netfilter("bpfltr_test", &bytes, 0) {
+    let level = std::env::var("BPFILTER_TEST_LOG_LEVEL").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let (prog, stats) = match BpfProgram::load_netfilter("bpfltr_test", &bytes, level) {
         Ok(x) => x,
         Err(e) => {
             // reload with the log for the failure message
@@ -1607,6 +1608,9 @@ fn scale_figures() {
             assert_eq!(ret, 1);
             assert_eq!(d[n], (1, pkt.len() as u64), "final ACCEPT counted");
             let r = l.prog.test_run(&pkt, None, 200_000).unwrap();
+            if !l.stats.log.is_empty() {
+                eprintln!("{}", l.stats.log.lines().rev().take(4).collect::<Vec<_>>().join(" | "));
+            }
             eprintln!(
                 "FIGURES {kind} n={n}: {} insns ({:.2}/rule), verified {} insns, load {:?}, jited {} B, run {} ns/packet",
                 l.insns,
@@ -1619,4 +1623,33 @@ fn scale_figures() {
             assert!(l.stats.verified_insns < 1_000_000);
         }
     }
+}
+
+/// Debug aid: verifier log of a small address chain (BPFILTER_TEST_DUMP=1).
+#[test]
+fn verifier_log_small_chain() {
+    if std::env::var("BPFILTER_TEST_DUMP").is_err() {
+        return;
+    }
+    let Some(env) = env() else { return };
+    let p = address_chain(30);
+    let compiled = compile(&p, &env.layout).unwrap();
+    let ctr = Map::create(MapType::PercpuArray, 4, 16, 64, "bpfltr_dbg").unwrap();
+    use std::os::fd::AsRawFd;
+    let fd = ctr.fd().as_raw_fd();
+    let bytes = compiled.bytes(&|_| fd);
+    let (_p, stats) = BpfProgram::load_netfilter("bpfltr_dbg", &bytes, 2).unwrap();
+    std::fs::write("/tmp/bpfltr_verifier.log", &stats.log).unwrap();
+    std::fs::write("/tmp/bpfltr_dump.txt", compiled.dump()).unwrap();
+}
+
+/// Debug aid: load the 10,000-rule address chain once (BPFILTER_TEST_BIG=1), for profiling.
+#[test]
+fn load_big_chain() {
+    if std::env::var("BPFILTER_TEST_BIG").is_err() {
+        return;
+    }
+    let Some(env) = env() else { return };
+    let l = load(&env, &address_chain(10000));
+    eprintln!("load {:?}", l.stats.load_time);
 }

@@ -57,14 +57,40 @@ fn command_forms_match_the_kernel() {
         "-X",
         "-L -n",
         "-L nosuchchain",
-        "-t nat -L",
+        "-t nosuch -L",
         "-A INPUT -m nosuchmatch -j ACCEPT",
         "-A INPUT -j NOSUCHTARGET",
-        "-A INPUT -j LOG",
     ];
     for step in steps {
         p.ipt(&d, step);
         p.same_listing(&d);
+    }
+}
+
+/// Extensions the kernel has and bpfilter does not are refused loudly, by iptables' own
+/// message, and change nothing; they are never approximated.
+#[test]
+fn unsupported_extensions_are_refused_and_change_nothing() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = Pair::new();
+    p.ipt(&d, "-A INPUT -p tcp --dport 22 -j ACCEPT");
+    let before = common::seen(&d.iptables(&p.bpf, Tool::Save, &["-c"], ""));
+    for line in [
+        "-A INPUT -j LOG",
+        "-A INPUT -m limit --limit 1/s -j ACCEPT",
+        "-A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+        "-A INPUT -p tcp -j REJECT",
+        "-A INPUT -m mark --mark 1 -j ACCEPT",
+    ] {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let out = d.iptables(&p.bpf, Tool::Iptables, &args, "");
+        let (code, _, err) = common::seen(&out);
+        assert_ne!(code, 0, "`{line}` must be refused");
+        assert!(err.contains("No chain/target/match by that name"), "`{line}`: {err}");
+        assert_eq!(common::seen(&d.iptables(&p.bpf, Tool::Save, &["-c"], "")), before, "`{line}` changed the ruleset");
     }
 }
 

@@ -81,6 +81,9 @@ fn packets_are_judged_and_counted_as_the_kernel_does() {
     traffic(&p.kernel, &k);
     traffic(&p.bpf, &b);
     p.same_listing(&d);
+    let save = common::seen(&common::kernel(&p.kernel, Tool::Save, &["-c"], "")).1;
+    let counted = save.lines().filter(|l| l.starts_with('[') && !l.starts_with("[0:0]")).count();
+    assert!(counted >= 5, "the traffic must hit several rules, or this test proves nothing:\n{save}");
     let delivered = (ip_in_receives(&k.target) - before.0, ip_in_receives(&b.target) - before.1);
     assert_eq!(delivered.1, delivered.0, "packets delivered through FORWARD and OUTPUT differ");
     assert!(delivered.0 > 0, "some traffic must get through");

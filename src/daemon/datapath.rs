@@ -506,6 +506,17 @@ impl Generation {
     }
 }
 
+/// Dies on the spot, like kill -9, when `BPFILTER_FAULT` names this point of a SET_REPLACE
+/// (before-build, after-build, mid-switch, after-switch): the fault tests' way of killing the
+/// daemon at a precise step. Unset, it costs one cached lookup.
+fn fault_point(name: &str) {
+    static FAULT: OnceLock<Option<String>> = OnceLock::new();
+    if FAULT.get_or_init(|| std::env::var("BPFILTER_FAULT").ok()).as_deref() == Some(name) {
+        warn!(point = name, "BPFILTER_FAULT: dying here");
+        std::process::abort();
+    }
+}
+
 /// Waits until no BPF program that started before now is still running (an RCU grace period:
 /// netfilter hooks and tail calls run inside rcu_read_lock).
 fn synchronize_programs() {
@@ -521,8 +532,13 @@ impl TableBackend for BpfTable {
     }
 
     fn replace(&mut self, table: &Table, blob: &[u8]) -> Result<Vec<XtCounters>, BackendError> {
+        fault_point("before-build");
         let next = Generation::build(&self.dir, self.gen.number + 1, table, blob, self.layout)?;
+        fault_point("after-build");
         for (i, (hook, prog, _)) in next.programs.iter().enumerate() {
+            if i == 1 {
+                fault_point("mid-switch");
+            }
             if let Err(e) = self.progs.set_prog(*hook, prog) {
                 // Put back what was switched already; the old generation keeps running.
                 for (hook, prog, _) in self.gen.programs.iter().take(i) {
@@ -532,6 +548,7 @@ impl TableBackend for BpfTable {
                 return Err(sys_err("switching programs")(e));
             }
         }
+        fault_point("after-switch");
         synchronize_programs();
         let old = Self::read_counters(&self.gen);
         let previous = std::mem::replace(&mut self.gen, next);
