@@ -1,0 +1,18 @@
+//! Fuzz every ipt-abi parser on arbitrary bytes: no panic, and whatever parse_replace accepts
+//! must serialize to a blob that parses back to the same table.
+#![no_main]
+
+use ipt_abi::{parse_add_counters, parse_replace, parse_revision_request};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(r) = parse_replace(data, None) {
+        let blob = r.table.replace_blob(r.num_counters, r.counters_ptr);
+        let again = parse_replace(&blob, Some(r.num_counters)).expect("serialized table re-parses");
+        assert_eq!(again.table, r.table);
+        let _ = r.table.get_entries(&[]);
+        let _ = r.table.chains();
+    }
+    let _ = parse_add_counters(data);
+    let _ = parse_revision_request(data);
+});
