@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod control;
 pub mod datapath;
+pub mod gc;
 pub mod sockopt;
 pub mod state;
 pub mod store;
@@ -26,6 +27,9 @@ use state::{Backends, Namespace, NsId};
 
 /// Default bpffs folder for pins.
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/bpfilter";
+
+/// How often the daemon looks for deleted namespaces.
+const GC_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the daemon needs to start.
 #[derive(Debug, Clone)]
@@ -56,6 +60,16 @@ pub fn run(config: Config) -> Result<()> {
     let daemon = Arc::new(Daemon::new(Box::new(backends)));
     daemon.adopt_pinned();
     let listener = listen(&config.socket)?;
+    {
+        let daemon = Arc::clone(&daemon);
+        std::thread::Builder::new()
+            .name("netns-gc".into())
+            .spawn(move || loop {
+                std::thread::sleep(GC_PERIOD);
+                daemon.collect_dead_namespaces();
+            })
+            .context("starting the namespace collector")?;
+    }
     info!(socket = %config.socket.display(), bpffs = %config.bpffs.display(), "bpfilter daemon ready");
     for stream in listener.incoming() {
         match stream {
@@ -115,6 +129,32 @@ impl Daemon {
                 Err(poisoned) => poisoned.into_inner(),
             };
             ns.tables.insert(name, state::TableState { table, backend });
+        }
+    }
+
+    /// Flushes the namespaces that only bpfilter still references (see [`gc`]).
+    pub fn collect_dead_namespaces(&self) {
+        let ids: Vec<(NsId, Arc<Mutex<Namespace>>)> =
+            self.lock_registry().iter().map(|(id, ns)| (*id, Arc::clone(ns))).collect();
+        if ids.is_empty() {
+            return;
+        }
+        let referenced = gc::referenced_namespaces(std::process::id());
+        for (id, ns) in ids.into_iter().filter(|(id, _)| !referenced.contains(&id.0)) {
+            let mut ns = match ns.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            // Re-check under the lock: a client of that namespace may have just arrived.
+            if gc::referenced_namespaces(std::process::id()).contains(&id.0) {
+                continue;
+            }
+            let tables = ns.tables.len();
+            ns.tables.clear();
+            ns.fd = None;
+            self.backends.flush(id);
+            self.lock_registry().remove(&id);
+            info!(netns = %id, tables, "namespace deleted: its programs and pins are released");
         }
     }
 
