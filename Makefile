@@ -4,6 +4,7 @@
 #   make run        build, then run the daemon in the foreground (root)
 #   make test       install what the tests need, then run every test, privileged ones included
 #   make bench      side-by-side benchmarks (see benches/)
+#   make conformance  differential run against the kernel's iptables-legacy (full corpus)
 #   make fixtures   re-capture fixtures/ from the real iptables-legacy and the real kernel
 
 CARGO    ?= cargo
@@ -38,8 +39,14 @@ bpffs:
 test: deps build
 	$(CARGO) test --release --workspace --no-fail-fast -- --test-threads=1
 
+# Side-by-side data path and control plane (benches/netbench: RESULTS.md, plot.svg, README's
+# Performance section), then the criterion micro-benchmarks.
 bench: deps build
-	$(CARGO) bench --workspace
+	$(CARGO) run --release -p netbench -- --readme README.md
+	$(CARGO) bench -p bpfilter
+
+conformance: deps build
+	$(CARGO) run --release -p conformance -- --full
 
 fixtures: deps build
 	./fixtures/capture.sh
