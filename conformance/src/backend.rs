@@ -41,6 +41,9 @@ impl Backend {
     fn command(&self, ns: &str, tool: &str) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns]);
+        // A private xtables lock: the host's /run/xtables.lock is shared with every other
+        // iptables user on the machine, and the harness never runs two iptables at once.
+        c.env("XTABLES_LOCKFILE", lock_file());
         match self {
             Backend::Kernel | Backend::KernelMutant => {
                 c.arg(format!("iptables-legacy-{tool}"));
@@ -97,8 +100,17 @@ impl Backend {
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        Ok(normalize_save(&String::from_utf8_lossy(&out.stdout)))
+        let text = normalize_save(&String::from_utf8_lossy(&out.stdout));
+        Ok(match self {
+            Backend::KernelMutant => crate::unmutate_save(&text),
+            _ => text,
+        })
     }
+}
+
+/// The harness's private xtables lock file.
+pub fn lock_file() -> PathBuf {
+    std::env::temp_dir().join(format!("conformance-{}.xtables.lock", std::process::id()))
 }
 
 /// Drops the `# Generated ...` / `# Completed ...` lines, which carry a date.

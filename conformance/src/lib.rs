@@ -39,9 +39,15 @@ pub enum Candidate {
     KernelMutant,
 }
 
-/// The mutation `Candidate::KernelMutant` applies to every ruleset it loads.
+/// The mutation `Candidate::KernelMutant` applies to every ruleset it loads. The comment lets
+/// its iptables-save undo the change, so that only counters and packet fates can reveal it.
 pub fn mutate(text: &str) -> String {
-    text.replacen("-j ACCEPT", "-j DROP", 1)
+    text.replacen("-j ACCEPT", "-m comment --comment MUTANT -j DROP", 1)
+}
+
+/// Hides the mutation in `Candidate::KernelMutant`'s iptables-save output.
+pub fn unmutate_save(text: &str) -> String {
+    text.replace(" -m comment --comment MUTANT -j DROP", " -j ACCEPT")
 }
 
 /// Run configuration.
@@ -457,6 +463,7 @@ impl Harness {
         }
         topo.destroy();
         reference.topo.destroy();
+        let _ = std::fs::remove_file(backend::lock_file());
     }
 
     /// The namespace tag (for messages).
@@ -465,7 +472,35 @@ impl Harness {
     }
 }
 
-/// Describes how two outcomes differ (None when identical).
+/// Line diff (longest common subsequence): lines only in `a` as `-`, only in `b` as `+`.
+pub fn line_diff(a: &str, b: &str) -> Vec<String> {
+    let la: Vec<&str> = a.lines().collect();
+    let lb: Vec<&str> = b.lines().collect();
+    let (n, m) = (la.len(), lb.len());
+    let mut l = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            l[i][j] = if la[i] == lb[j] { l[i + 1][j + 1] + 1 } else { l[i + 1][j].max(l[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < n || j < m {
+        if i < n && j < m && la[i] == lb[j] {
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || l[i][j + 1] >= l[i + 1][j]) {
+            out.push(format!("+ {}", lb[j]));
+            j += 1;
+        } else {
+            out.push(format!("- {}", la[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Describes how two outcomes differ (None when identical). When iptables-restore already
+/// disagrees, the rest is not compared: the refusing side still runs its previous ruleset.
 pub fn diff(a: &Outcome, b: &Outcome, pkts: &[Packet], cand: &str) -> Option<String> {
     let mut s = String::new();
     if a.restore.code != b.restore.code {
@@ -477,19 +512,12 @@ pub fn diff(a: &Outcome, b: &Outcome, pkts: &[Packet], cand: &str) -> Option<Str
             b.restore.code,
             b.restore.stderr.trim()
         );
+        return Some(s);
     }
     if a.save != b.save {
-        let la: Vec<&str> = a.save.lines().collect();
-        let lb: Vec<&str> = b.save.lines().collect();
-        let _ = writeln!(s, "iptables-save -c differs:");
-        for i in 0..la.len().max(lb.len()) {
-            let (x, y) = (
-                la.get(i).copied().unwrap_or("<none>"),
-                lb.get(i).copied().unwrap_or("<none>"),
-            );
-            if x != y {
-                let _ = writeln!(s, "  kernel: {x}\n  {cand:>6}: {y}");
-            }
+        let _ = writeln!(s, "iptables-save -c differs (- kernel, + {cand}):");
+        for l in line_diff(&a.save, &b.save) {
+            let _ = writeln!(s, "  {l}");
         }
     }
     let mut shown = 0;
@@ -513,7 +541,7 @@ pub fn diff(a: &Outcome, b: &Outcome, pkts: &[Packet], cand: &str) -> Option<Str
         }
     }
     if shown > 8 {
-        let _ = writeln!(s, "... {} packets differ in all", shown);
+        let _ = writeln!(s, "... {shown} packets differ in all");
     }
     (!s.is_empty()).then_some(s)
 }
@@ -537,7 +565,7 @@ fn shrink_packets(
             let mut trial = pkts.clone();
             let end = (i + chunk).min(trial.len());
             trial.drain(i..end);
-            if !trial.is_empty() && fails(h, rs, &trial)? {
+            if fails(h, rs, &trial)? {
                 *pkts = trial;
             } else {
                 i += chunk;
@@ -749,4 +777,23 @@ fn run_cases(cfg: &Config, h: &mut Harness, cases: &[Case], summary: &mut Summar
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_diff_marks_changed_lines_only() {
+        let d = line_diff("a\nb\nc\n", "a\nB\nc\nd\n");
+        assert_eq!(d, vec!["+ B", "- b", "+ d"]);
+        assert!(line_diff("x\n", "x\n").is_empty());
+    }
+
+    #[test]
+    fn mutation_changes_one_verdict() {
+        let m = mutate("-A INPUT -p tcp -j ACCEPT\n-A INPUT -j ACCEPT\n");
+        assert_eq!(m, "-A INPUT -p tcp -m comment --comment MUTANT -j DROP\n-A INPUT -j ACCEPT\n");
+        assert_eq!(unmutate_save(&m), "-A INPUT -p tcp -j ACCEPT\n-A INPUT -j ACCEPT\n");
+    }
 }
