@@ -74,9 +74,21 @@ pub struct Tools {
     pub socket: PathBuf,
     /// That daemon's log, where it says why it refused a ruleset.
     pub daemon_log: PathBuf,
+    /// Loads and appends still running then are stopped (the run's time budget).
+    pub deadline: Option<Instant>,
 }
 
 impl Tools {
+    /// How long the next command may take: [`LOAD_TIMEOUT`], cut at the deadline.
+    pub fn timeout(&self) -> Duration {
+        match self.deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_secs(5), LOAD_TIMEOUT),
+            None => LOAD_TIMEOUT,
+        }
+    }
+
     fn cmd(&self, b: Backend, ns: &str, args: &[String]) -> Result<Command> {
         let mut c = match b {
             Backend::None | Backend::BpfFloor => bail!("no ruleset to run"),
@@ -105,7 +117,7 @@ impl Tools {
             }
         };
         c.env("BPFILTER_SOCKET", &self.socket);
-        match run_ok(c, LOAD_TIMEOUT) {
+        match run_ok(c, self.timeout()) {
             Ok(t) => Ok(t.elapsed),
             Err(e) if b == Backend::Bpfilter => match self.last_refusal() {
                 Some(why) => Err(e.context(format!("daemon: {why}"))),
@@ -140,7 +152,7 @@ impl Tools {
             }
         };
         let c = self.cmd(b, ns, &args)?;
-        Ok(run_ok(c, LOAD_TIMEOUT)?.elapsed)
+        Ok(run_ok(c, self.timeout())?.elapsed)
     }
 
     /// `bpfilter status` of namespace `ns`.

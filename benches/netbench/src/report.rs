@@ -296,7 +296,7 @@ impl Report {
                 let mut row = format!("| {} |", b.name());
                 for &n in &self.counts {
                     match self.get(b, k, n) {
-                        Some(c) if c.error.is_some() => row.push_str(" failed |"),
+                        Some(c) if c.error.is_some() => row.push_str(fail_cell(c)),
                         Some(c) if !c.added.is_empty() => {
                             let _ = write!(row, " {:+.0} |", c.added_median());
                         }
@@ -377,7 +377,7 @@ impl Report {
                     for &n in &self.counts {
                         match self.get(b, k, n) {
                             Some(c) if c.error.is_some() && f(c).is_none() => {
-                                row.push_str(" failed |")
+                                row.push_str(fail_cell(c))
                             }
                             Some(c) => match f(c) {
                                 Some(d) => {
@@ -396,11 +396,12 @@ impl Report {
     }
 
     fn prog_table(&self, s: &mut String) {
-        let rows: Vec<&ConfigResult> = self
+        let mut rows: Vec<&ConfigResult> = self
             .configs
             .iter()
             .filter(|c| c.backend == Backend::Bpfilter && c.kind.is_some())
             .collect();
+        rows.sort_by_key(|c| (c.kind, c.n));
         if rows.is_empty() {
             return;
         }
@@ -802,6 +803,15 @@ impl Report {
         let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555555\">UDP into INPUT over veth, medians of {} interleaved samples; log-log, N = 0 drawn at the left</text>", width / 2.0, height - 8.0, self.samples);
         s.push_str("</svg>\n");
         s
+    }
+}
+
+/// Table cell of a configuration that was not measured.
+fn fail_cell(c: &ConfigResult) -> &'static str {
+    if c.error.as_deref().is_some_and(|e| e.starts_with("skipped")) {
+        " skipped |"
+    } else {
+        " failed |"
     }
 }
 

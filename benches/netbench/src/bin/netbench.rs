@@ -69,6 +69,10 @@ struct Args {
     /// `<!-- netbench:end -->` with the summary (the README's Performance section).
     #[arg(long)]
     readme: Option<PathBuf>,
+    /// Time budget of the whole run in seconds: configurations whose setup would start after
+    /// the budget minus the measurement time are skipped, and loads running then are stopped.
+    #[arg(long, default_value_t = 540)]
+    budget_s: u64,
     /// Leave out the BPF floor configuration (an attached `r0 = 1; exit` program).
     #[arg(long)]
     no_floor: bool,
@@ -165,6 +169,15 @@ fn main() -> Result<()> {
         bpfilter: bin_dir.join("bpfilter"),
         socket: PathBuf::from(format!("/run/netbench/bpfilter-{pid}.sock")),
         daemon_log: daemon_log.clone(),
+        // Leave time for the measurement (samples may run up to 1.5 times their length when
+        // rounds are long), the checks and the teardown.
+        deadline: Some(
+            t_run + Duration::from_secs(args.budget_s)
+                - Duration::from_millis(
+                    ((args.warmup + samples) as u64 * args.sample_ms) * 3 / 2 + 40_000,
+                )
+                .min(Duration::from_secs(args.budget_s)),
+        ),
     };
     let mut notes = vec![format!(
         "{} UTC, kernel {}, {} CPUs; {}.",
@@ -266,9 +279,13 @@ fn run(
     if !args.no_floor {
         results.push(ConfigResult::new(Backend::BpfFloor, None, 0));
     }
-    for &k in kinds {
-        for &b in backends {
-            for &n in counts {
+    // Small rulesets first: if the time budget runs out, what is left out is the largest
+    // (and slowest to load) configurations, not a whole backend.
+    let mut sorted_counts = counts.to_vec();
+    sorted_counts.sort_unstable();
+    for &n in &sorted_counts {
+        for &k in kinds {
+            for &b in backends {
                 results.push(ConfigResult::new(b, Some(k), n));
             }
         }
@@ -280,6 +297,11 @@ fn run(
         let (b, k, n) = (r.backend, r.kind, r.n);
         let tag = format!("{}-{}-{n}", b.tag(), k.map(|k| k.name()).unwrap_or("ref"));
         let t0 = Instant::now();
+        if tools.deadline.is_some_and(|d| Instant::now() >= d) && b != Backend::None {
+            eprintln!("netbench: {tag}: skipped (time budget)");
+            r.error = Some("skipped: the run's time budget (--budget-s) was used up".into());
+            continue;
+        }
         match setup(tools, &tag, b, k, n, work, &mut nss, r) {
             Ok(l) => live.push(Live { idx, ..l }),
             Err(e) => {
