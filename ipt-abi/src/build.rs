@@ -215,6 +215,7 @@ impl TableBuilder {
     }
 
     /// The SET_REPLACE request bytes for this table (not validated; `build` validates).
+    /// Fails for a jump to a missing chain (ENOENT) or a rule larger than 65535 bytes.
     pub fn replace_blob(&self, num_counters: u32) -> Result<Vec<u8>, AbiError> {
         let chains = self.ordered();
         let std_entry = IPT_ENTRY_SIZE + XT_STANDARD_TARGET_SIZE;
@@ -276,6 +277,10 @@ impl TableBuilder {
             }
         }
         push(&mut entries, IpMatch::default(), 0, Vec::new(), Target::Error(ErrorName::from(XT_ERROR_TARGET)));
+        // Offsets are u16 in ipt_entry: an entry this large cannot be expressed.
+        if let Some(e) = entries.iter().find(|e| e.next_offset() > usize::from(u16::MAX)) {
+            return Err(AbiError::Entry { index: e.index, offset: e.offset, fault: crate::EntryFault::NextPastEnd });
+        }
         let hdr = IptReplace {
             name: name_field(&self.name),
             valid_hooks: self.valid_hooks,

@@ -20,9 +20,20 @@
 //! - No function here panics on any input; nothing allocates more than the input's size
 //!   warrants.
 //!
+//! For the translator: the kernel accepts two things bpfilter cannot run, so they parse and the
+//! translator must refuse them (ENOENT): [`Verdict::Queue`] (NF_QUEUE); and
+//! a [`Verdict::Jump`] whose `index` is `u32::MAX` (its offset is no entry start) can only sit
+//! in an entry no hook reaches (`comefrom == 0`), which never runs.
+//!
+//! GET_ENTRIES detail: the kernel writes neither the 40-byte `ipt_get_entries` header nor the
+//! bytes after the NUL of match/target names; [`Table::get_entries`] writes the header with
+//! the table name and size and zeroes those name tails. Copy back only what the kernel writes
+//! if the caller's buffer must stay untouched there.
+//!
 //! IPv6 (ip6tables) has struct mirrors and revision answers; parsing ip6t tables is not built
 //! yet.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod abi;
 pub mod build;
