@@ -251,6 +251,12 @@ mod tests {
         assert_eq!(find_revision(f, ExtKind::Target, "LOG", 0), Err(libc::ENOENT));
         assert_eq!(find_revision(Family::Ipv6, ExtKind::Match, "icmp", 0), Err(libc::ENOENT));
         assert_eq!(find_revision(Family::Ipv6, ExtKind::Match, "icmp6", 0), Ok(0));
+        // Answers of the running 6.18 kernel for these names (xt-oracle revision ...).
+        for (name, rev) in [("tcp", 1), ("icmp", 1), ("comment", 1), ("iprange", 0)] {
+            assert_eq!(find_revision(f, ExtKind::Match, name, rev), Err(libc::EPROTONOSUPPORT), "{name} {rev}");
+        }
+        assert_eq!(find_revision(f, ExtKind::Target, "ERROR", 1), Err(libc::EPROTONOSUPPORT));
+        assert_eq!(find_revision(f, ExtKind::Target, "", 0), Ok(0));
     }
 
     #[test]
