@@ -168,6 +168,30 @@ proptest! {
     }
 
     #[test]
+    fn chains_partition_the_table(b in a_builder()) {
+        let table = b.build().expect("valid");
+        let chains = table.chains();
+        let mut owner = vec![0usize; table.entries.len()];
+        for c in &chains {
+            prop_assert!(!c.entries.is_empty(), "chain {} is empty", c.name);
+            let last = &table.entries[(c.entries.end - 1) as usize];
+            prop_assert!(last.is_unconditional(), "chain {} does not end unconditionally", c.name);
+            let want = if c.hook.is_some() { None } else { Some(Verdict::Return) };
+            if let Some(v) = want {
+                prop_assert_eq!(last.verdict(), Some(v));
+            }
+            for i in c.entries.clone() {
+                owner[i as usize] += 1;
+            }
+        }
+        // Every entry but the user chain heads and the final ERROR entry is in exactly one chain.
+        for (i, e) in table.entries.iter().enumerate() {
+            let is_error = matches!(e.target, ipt_abi::Target::Error(_));
+            prop_assert_eq!(owner[i], usize::from(!is_error), "entry {}", i);
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
         let _ = parse_replace(&bytes, None);
         let _ = parse_replace(&bytes, Some(4));
