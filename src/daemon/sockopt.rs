@@ -33,7 +33,7 @@ const GET_REVISION_LEN: u32 = 30;
 /// copied back into the caller's buffer (for SET_REPLACE: the old counters).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Answer {
-    /// The syscall's non-negative return value (a revision query returns the best revision).
+    /// The syscall's non-negative return value.
     pub ret: i32,
     /// Bytes for the caller.
     pub payload: Vec<u8>,
@@ -163,7 +163,7 @@ fn get_entries(ns: &mut Namespace, backends: &dyn Backends, optlen: u32, optval:
     })
 }
 
-/// `xt_find_revision()`: the best revision we have, EPROTONOSUPPORT, or ENOENT.
+/// `xt_find_revision()`: 0, EPROTONOSUPPORT (known name, other revision), or ENOENT.
 fn get_revision(kind: ExtKind, optlen: u32, optval: &[u8]) -> Outcome {
     if optlen != GET_REVISION_LEN {
         return Err(Refusal::new(
@@ -175,11 +175,9 @@ fn get_revision(kind: ExtKind, optlen: u32, optval: &[u8]) -> Outcome {
         .get(..GET_REVISION_LEN as usize)
         .ok_or_else(short_buffer)?;
     let (name, revision) = ipt_abi::parse_revision_request(req)?;
-    let best = ipt_abi::query_revision(Family::Ipv4, kind, &name, revision)?;
-    Ok(Answer {
-        ret: i32::from(best),
-        payload: Vec::new(),
-    })
+    // The kernel's getsockopt returns 0 once xt_find_revision found the revision.
+    ipt_abi::query_revision(Family::Ipv4, kind, &name, revision)?;
+    Ok(Answer::default())
 }
 
 /// `do_replace()`: validate, compile, load, switch; answer the old counters.
