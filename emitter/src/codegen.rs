@@ -15,13 +15,26 @@
 //! - `r6`: record base, in every frame. In main it is a copy of `r10`; a chain subprogram gets
 //!   it in `r1` and keeps it in `r6` (callee-saved, so it survives calls). Record fields are
 //!   addressed as `r6 + FIELD` with the negative offsets below.
-//! - `r7`, `r8`, `r9`: prologue only (skb, linear length / saved length, data pointer / thoff).
+//! - `r7` = saddr, `r8` = daddr (as in the record), loaded at the end of the prologue and at
+//!   the entry of every chain subprogram; in the prologue itself `r7`-`r9` hold the skb, the
+//!   linear length and the data pointer.
+//! - `r9` = dport | sport << 16 | protocol << 32 | transport status << 40 (status: 0 fragment
+//!   at offset 1, 1 other non-first fragment, else min(bytes available, 253) + 2), also
+//!   stored at `PACKED` for chain subprograms.
 //! - `r0`-`r5`: scratch inside one rule; nothing is kept in them from one rule to the next.
+//!
+//! Why hot registers for the addresses only: kernel 6.18's stack liveness analysis
+//! (`bpf_update_live_stack`) re-runs over the whole function whenever an instruction not seen
+//! before touches the stack, so one stack load per rule makes verification time quadratic in
+//! the rule count (7 s at 10,000 address rules). Address rules, the ones that come by the
+//! thousand, therefore touch no stack at all. A hot register is never compared directly:
+//! rules test a copy made by an ALU operation (`w1 = w7; w1 ^= addr; if w1 != 0`), which the
+//! verifier does not link to the original, so no rule narrows `r7`/`r8` for the rules after it.
 //! - Verdict codes: 0 = NF_DROP, 1 = NF_ACCEPT, 2 = RETURN (subprograms only). Main returns
 //!   exactly 0 or 1.
 //!
-//! Rules never compare a long-lived register: every test loads its field from the record
-//! into a scratch register. The record's scalar fields sit at offsets that are not 8-byte
+//! Rules never compare a long-lived register: every test works on a scratch copy (loaded
+//! from the record, or unlinked from a hot register). The record's scalar fields sit at offsets that are not 8-byte
 //! aligned, so the verifier keeps them as plain unknown bytes (STACK_MISC) and never links
 //! them to a compared register. The verifier state at every "next rule" label is therefore the
 //! same on every path, and it prunes: verification cost grows linearly with the rule count.
@@ -43,6 +56,7 @@
 //! -112 dynptr (IP header slow path)   -128 dynptr (transport slow path)
 //! -168 IP header copy (20)  -148 transport header copy (20)     (slow path only)
 //! -200 tcp option kind bitmap (4 x u64)  -248 tcp options copy (48)  -264 dynptr (options)
+//! -272 packed r9 (u64)
 //! ```
 //! `count` uses 8 bytes of its own frame; chain subprograms use none.
 //!
@@ -106,6 +120,19 @@ pub mod rec {
     pub const OPTBUF: i16 = -248;
     /// dynptr for the options
     pub const DYN_OPT: i16 = -264;
+    /// u64 copy of r9 (packed ports, protocol, transport status) for chain subprograms
+    pub const PACKED: i16 = -272;
+}
+
+/// Bit positions in r9 (see "Register convention").
+mod packed {
+    /// u16 source port (host order) at bit 16; destination port at bit 0
+    pub const SPORT_SHIFT: i32 = 16;
+    /// u8 protocol
+    pub const PROTO_SHIFT: i32 = 32;
+    /// u8 transport status: 0 fragment at offset 1, 1 other non-first fragment, else
+    /// min(available bytes, 253) + 2
+    pub const TH_SHIFT: i32 = 40;
 }
 
 /// THAV value of a fragment with offset 1 (tcp hotdrops it).
@@ -467,6 +494,9 @@ pub fn compile(p: &Program, layout: &KernelLayout) -> Result<Compiled, EmitError
         g.b.bind(label)?;
         g.b.symbol(format!("chain_{}_{}", id.0, chain.name));
         g.b.emit(mov64(Reg::R6, Src::Reg(Reg::R1)));
+        g.b.emit(ldx(Size::W, Reg::R7, Reg::R6, rec::SADDR));
+        g.b.emit(ldx(Size::W, Reg::R8, Reg::R6, rec::DADDR));
+        g.b.emit(ldx(Size::DW, Reg::R9, Reg::R6, rec::PACKED));
         let mut frame = Frame::new(&mut g.b, false);
         if g.chain_body(chain, &lowered[&id], &mut frame)? {
             // Falling off the end: RETURN (not counted; front ends add a counted Return rule).
@@ -651,6 +681,24 @@ impl Gen<'_> {
         b.ja(parse_th);
 
         b.bind(parsed)?;
+        b.emit(ldx(Size::W, R7, R10, rec::SADDR));
+        b.emit(ldx(Size::W, R8, R10, rec::DADDR));
+        b.emit(ldx(Size::H, R9, R10, rec::DPORT));
+        b.emit(ldx(Size::H, R1, R10, rec::SPORT));
+        b.emit(alu64(AluOp::Lsh, R1, Src::Imm(packed::SPORT_SHIFT)));
+        b.emit(alu64(AluOp::Or, R9, Src::Reg(R1)));
+        b.emit(ldx(Size::B, R1, R10, rec::PROTO));
+        b.emit(alu64(AluOp::Lsh, R1, Src::Imm(packed::PROTO_SHIFT)));
+        b.emit(alu64(AluOp::Or, R9, Src::Reg(R1)));
+        b.emit(ldx(Size::W, R1, R10, rec::THAV));
+        b.emit(alu32(AluOp::Add, R1, Src::Imm(2)));
+        let small = b.label();
+        b.jmp(false, JmpOp::Jle, R1, Src::Imm(255), small);
+        b.emit(mov32(R1, 255));
+        b.bind(small)?;
+        b.emit(alu64(AluOp::Lsh, R1, Src::Imm(packed::TH_SHIFT)));
+        b.emit(alu64(AluOp::Or, R9, Src::Reg(R1)));
+        b.emit(stx(Size::DW, R10, rec::PACKED, R9));
         Ok(())
     }
 
@@ -808,14 +856,15 @@ impl Gen<'_> {
                     }
                     frame.used.insert(HOTDROP);
                     conditional = true;
-                    self.b.emit(ldx(Size::W, Reg::R1, Reg::R6, rec::THAV));
+                    self.b.emit(mov64(Reg::R1, Src::Reg(Reg::R9)));
+                    self.b.emit(alu64(AluOp::Rsh, Reg::R1, Src::Imm(packed::TH_SHIFT)));
                     if have.is_none() {
                         if frag1_drops {
-                            self.b.jmp(false, JmpOp::Jeq, Reg::R1, Src::Imm(THAV_FRAG1), frame.hotdrop);
+                            self.b.jmp(false, JmpOp::Jeq, Reg::R1, Src::Imm(0), frame.hotdrop);
                         }
-                        self.b.jmp(false, JmpOp::Jslt, Reg::R1, Src::Imm(0), next);
+                        self.b.jmp(false, JmpOp::Jlt, Reg::R1, Src::Imm(2), next);
                     }
-                    self.b.jmp(false, JmpOp::Jslt, Reg::R1, Src::Imm(need), frame.hotdrop);
+                    self.b.jmp(false, JmpOp::Jlt, Reg::R1, Src::Imm(need + 2), frame.hotdrop);
                     have = Some(need.max(have.unwrap_or(0)));
                 }
                 Test::OptGuard => {
@@ -860,11 +909,17 @@ impl Gen<'_> {
                     }
                     return Ok(());
                 }
-                b.emit(ldx(Size::W, R1, R6, field));
-                if mask != u32::MAX {
+                // From the hot register, through an ALU op that unlinks the copy from it, so
+                // that the compare never refines r7/r8 (see "Register convention").
+                let hot = if field == rec::SADDR { R7 } else { R8 };
+                b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst: R1, src: Src::Reg(hot) });
+                if mask == u32::MAX {
+                    b.emit(alu32(AluOp::Xor, R1, Src::Imm(addr as i32)));
+                    b.jmp(false, neq(invert), R1, Src::Imm(0), fail);
+                } else {
                     b.emit(alu32(AluOp::And, R1, Src::Imm(mask as i32)));
+                    b.jmp(false, neq(invert), R1, Src::Imm(addr as i32), fail);
                 }
-                b.jmp(false, neq(invert), R1, Src::Imm(addr as i32), fail);
             }
             Test::Iface { base, name, mask, invert } => {
                 let words: Vec<(i16, u32, u32)> = (0..4)
@@ -895,16 +950,16 @@ impl Gen<'_> {
                 }
             }
             Test::Proto { proto, invert } => {
-                b.emit(ldx(Size::B, R1, R6, rec::PROTO));
+                extract(b, R1, Field::Proto);
                 b.jmp(false, neq(invert), R1, Src::Imm(i32::from(proto)), fail);
             }
             Test::Frag { invert } => {
-                b.emit(ldx(Size::W, R1, R6, rec::THAV));
-                let op = if invert { JmpOp::Jslt } else { JmpOp::Jsge };
-                b.jmp(false, op, R1, Src::Imm(0), fail);
+                extract(b, R1, Field::Th);
+                let op = if invert { JmpOp::Jlt } else { JmpOp::Jge };
+                b.jmp(false, op, R1, Src::Imm(2), fail);
             }
             Test::Port { field, range, invert } => {
-                b.emit(ldx(Size::H, R1, R6, field));
+                extract(b, R1, if field == rec::SPORT { Field::Sport } else { Field::Dport });
                 range_test(b, R1, u32::from(range.lo), u32::from(range.hi), 0xffff, invert, fail)?;
             }
             Test::Flags { mask, cmp, invert } => {
@@ -946,7 +1001,7 @@ impl Gen<'_> {
                     MultiportMode::Either => &[(R2, rec::SPORT), (R3, rec::DPORT)],
                 };
                 for (r, off) in regs {
-                    b.emit(ldx(Size::H, *r, R6, *off));
+                    extract(b, *r, if *off == rec::SPORT { Field::Sport } else { Field::Dport });
                 }
                 for (lo, hi) in m.items() {
                     for (r, _) in regs {
@@ -1091,6 +1146,38 @@ impl Gen<'_> {
         b.emit(mov64(R0, Src::Imm(0)));
         b.emit(Insn::Exit);
         Ok(())
+    }
+}
+
+/// Fields packed in r9.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    Dport,
+    Sport,
+    Proto,
+    Th,
+}
+
+/// `dst` = a field of r9, through ALU operations (so `dst` is not linked to r9).
+fn extract(b: &mut Builder, dst: Reg, f: Field) {
+    match f {
+        Field::Dport => {
+            b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst, src: Src::Reg(Reg::R9) });
+            b.emit(alu32(AluOp::And, dst, Src::Imm(0xffff)));
+        }
+        Field::Sport => {
+            b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst, src: Src::Reg(Reg::R9) });
+            b.emit(alu32(AluOp::Rsh, dst, Src::Imm(packed::SPORT_SHIFT)));
+        }
+        Field::Proto => {
+            b.emit(mov64(dst, Src::Reg(Reg::R9)));
+            b.emit(alu64(AluOp::Rsh, dst, Src::Imm(packed::PROTO_SHIFT)));
+            b.emit(alu64(AluOp::And, dst, Src::Imm(0xff)));
+        }
+        Field::Th => {
+            b.emit(mov64(dst, Src::Reg(Reg::R9)));
+            b.emit(alu64(AluOp::Rsh, dst, Src::Imm(packed::TH_SHIFT)));
+        }
     }
 }
 
