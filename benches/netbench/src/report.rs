@@ -359,7 +359,9 @@ impl Report {
         let _ = writeln!(
             s,
             "Wall time around the whole command (`ip netns exec` and process start, about 3.4 ms, included). \
-             Load: `iptables-legacy-restore FILE`, `nft -f FILE`, `bpfilter iptables-restore FILE`; \
+             Load: `iptables-legacy-restore FILE`, `nft -f FILE`, `bpfilter iptables-restore FILE` \
+             (iptables with a private `XTABLES_LOCKFILE`, so that no other user of the machine's \
+             xtables lock adds waiting time); \
              append: `-A INPUT ...` / `nft add rule ...` (median of 3; 1 when the load took over 2 s).\n"
         );
         let _ = writeln!(s, "| backend | rules | op |{}", self.n_header());

@@ -169,6 +169,7 @@ fn main() -> Result<()> {
         bpfilter: bin_dir.join("bpfilter"),
         socket: PathBuf::from(format!("/run/netbench/bpfilter-{pid}.sock")),
         daemon_log: daemon_log.clone(),
+        xtables_lock: work.join("xtables.lock"),
         // Leave time for the measurement (samples may run up to 1.5 times their length when
         // rounds are long), the checks and the teardown.
         deadline: Some(
