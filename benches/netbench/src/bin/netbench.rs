@@ -251,8 +251,11 @@ fn main() -> Result<()> {
         std::fs::write(&mdp, &md).with_context(|| format!("write {}", mdp.display()))?;
         std::fs::write(&svgp, report.svg()).with_context(|| format!("write {}", svgp.display()))?;
         if let Some(readme) = &args.readme {
-            update_readme(readme, &out_dir, &report)?;
-            eprintln!("netbench: updated {}", readme.display());
+            // The results are written already; a README without the markers only warns.
+            match update_readme(readme, &out_dir, &report) {
+                Ok(()) => eprintln!("netbench: updated {}", readme.display()),
+                Err(e) => eprintln!("netbench: warning: README not updated: {e:#}"),
+            }
         }
         eprintln!(
             "netbench: wrote {} and {} in {:.0} s",
