@@ -1213,3 +1213,142 @@ fn range_test(b: &mut Builder, r: Reg, lo: u32, hi: u32, max: u32, invert: bool,
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::insn;
+    use crate::ir::*;
+    use std::net::Ipv4Addr;
+
+    fn addr_rule(i: u32, action: Action) -> Rule {
+        Rule {
+            matches: vec![Match::Ipv4Src { addr: Ipv4Addr::from(0x0a01_0000 + i), mask: Ipv4Addr::BROADCAST, invert: false }],
+            action,
+            counter: i,
+        }
+    }
+
+    fn chain_of(n: u32) -> Program {
+        let mut rules: Vec<Rule> = (0..n).map(|i| addr_rule(i, Action::Drop)).collect();
+        rules.push(Rule { matches: vec![], action: Action::Accept, counter: n });
+        Program::single(Hook::LocalIn, rules, Policy { verdict: Verdict::Drop, counter: n + 1 })
+    }
+
+    fn rule_slots(c: &Compiled, slot: u32) -> usize {
+        c.origins.iter().filter(|o| o.1 == slot).count()
+    }
+
+    #[test]
+    fn address_rules_are_small() {
+        let c = compile(&chain_of(1000), &KernelLayout::example()).expect("compile");
+        for r in 0..1000 {
+            assert_eq!(rule_slots(&c, r), 5, "rule {r}: w1 = w7; w1 ^= a; if w1 != 0; w1 = slot; goto tail");
+        }
+        assert!(c.slot_count() < 1000 * 5 + 200);
+        // the program round-trips through the kernel encoding
+        let bytes = c.bytes(&|_| 7);
+        assert_eq!(insn::decode(&bytes).expect("decode"), {
+            let mut v = c.insns.clone();
+            for (slot, _) in &c.map_fixups {
+                let idx = c.insns.iter().scan(0usize, |pc, i| { let at = *pc; *pc += i.slots(); Some(at) }).position(|at| at == *slot).expect("slot");
+                v[idx] = Insn::LdImm64 { dst: Reg::R1, imm: insn::Imm64::MapFd(7) };
+            }
+            v
+        });
+    }
+
+    #[test]
+    fn rules_never_compare_long_lived_registers() {
+        let mut rules = vec![
+            Rule { matches: vec![Match::Protocol { proto: 6, invert: false }, Match::Tcp(TcpMatch { sport: PortRange::ANY, dport: PortRange::one(22), flags_mask: 0x17, flags_cmp: 2, option: 2, inv_sport: false, inv_dport: true, inv_flags: false, inv_option: false })], action: Action::Accept, counter: 0 },
+            Rule { matches: vec![Match::Ipv4Dst { addr: Ipv4Addr::new(10, 0, 0, 0), mask: Ipv4Addr::new(255, 0, 0, 0), invert: true }, Match::Fragment { invert: false }], action: Action::Continue, counter: 1 },
+            Rule { matches: vec![Match::InIface(Iface::iptables("eth0", false))], action: Action::Drop, counter: 2 },
+        ];
+        rules.push(addr_rule(3, Action::Return));
+        let p = Program::single(Hook::Forward, rules, Policy { verdict: Verdict::Accept, counter: 9 });
+        let c = compile(&p, &KernelLayout::example()).expect("compile");
+        let mut pc = 0;
+        for i in &c.insns {
+            if c.origin_of(pc).is_some() {
+                if let Insn::Jmp { dst, .. } = i {
+                    assert!(!matches!(dst, Reg::R6 | Reg::R7 | Reg::R8 | Reg::R9), "pc {pc}: {i}");
+                }
+            }
+            pc += i.slots();
+        }
+    }
+
+    #[test]
+    fn guards_keep_their_place() {
+        let tcp = Match::Tcp(TcpMatch { sport: PortRange::ANY, dport: PortRange::one(22), flags_mask: 0, flags_cmp: 0, option: 0, inv_sport: false, inv_dport: false, inv_flags: false, inv_option: false });
+        let src = Match::Ipv4Src { addr: Ipv4Addr::new(10, 0, 0, 1), mask: Ipv4Addr::BROADCAST, invert: false };
+        let range = Match::IpRange(IpRangeMatch { src: Some((Ipv4Addr::new(1, 0, 0, 0), Ipv4Addr::new(2, 0, 0, 0))), dst: None, inv_src: false, inv_dst: false });
+        // pure tests before the guard are sorted (address first), the range after it stays after
+        let t = lower(&[Match::Protocol { proto: 6, invert: false }, src, tcp, range]).expect("lower");
+        assert!(matches!(t[0], Test::Addr { .. }));
+        assert!(matches!(t[1], Test::Proto { .. }));
+        assert!(matches!(t[2], Test::Guard { need: 20, frag1_drops: true }));
+        assert!(matches!(t[3], Test::Range { .. }) || matches!(t[3], Test::Port { .. }));
+        assert!(matches!(t.last(), Some(Test::Range { .. }) | Some(Test::Port { .. })));
+        let g = t.iter().position(|x| matches!(x, Test::Guard { .. })).expect("guard");
+        let r = t.iter().position(|x| matches!(x, Test::Range { .. })).expect("range");
+        assert!(r > g, "iprange after tcp must stay after the tcp guard");
+    }
+
+    #[test]
+    fn unconditional_terminal_rule_ends_the_chain() {
+        let rules = vec![Rule { matches: vec![], action: Action::Accept, counter: 0 }, addr_rule(1, Action::Drop)];
+        let p = Program::single(Hook::LocalOut, rules, Policy { verdict: Verdict::Drop, counter: 2 });
+        let c = compile(&p, &KernelLayout::example()).expect("compile");
+        assert_eq!(rule_slots(&c, 1), 0, "rule after an unconditional ACCEPT is unreachable");
+        assert_eq!(rule_slots(&c, 2), 0, "so is the policy");
+        // never-matching test: no action code
+        let never = Rule { matches: vec![Match::Ipv4Src { addr: Ipv4Addr::new(1, 2, 3, 4), mask: Ipv4Addr::UNSPECIFIED, invert: false }], action: Action::Drop, counter: 0 };
+        let p = Program::single(Hook::LocalOut, vec![never], Policy { verdict: Verdict::Accept, counter: 1 });
+        let c = compile(&p, &KernelLayout::example()).expect("compile");
+        assert_eq!(rule_slots(&c, 0), 1, "just the jump over it");
+    }
+
+    #[test]
+    fn chain_graph_errors() {
+        let l = KernelLayout::example();
+        let call = |to| Rule { matches: vec![], action: Action::Call(ChainId(to)), counter: 0 };
+        let mut chains = BTreeMap::new();
+        for i in 0..8u32 {
+            chains.insert(ChainId(i), Chain { name: format!("c{i}"), rules: vec![call(i + 1)] });
+        }
+        chains.insert(ChainId(8), Chain { name: "c8".into(), rules: vec![] });
+        let mut p = Program { family: Family::Ipv4, hook: Hook::LocalIn, entry: ChainId(0), chains, policy: Policy { verdict: Verdict::Accept, counter: 1 } };
+        assert!(matches!(compile(&p, &l), Err(EmitError::CallDepth { depth: 8, .. })));
+        p.entry = ChainId(2); // depth 6 fits
+        assert!(compile(&p, &l).is_ok());
+        p.chains.get_mut(&ChainId(8)).expect("c8").rules.push(call(3));
+        assert!(matches!(compile(&p, &l), Err(EmitError::ChainLoop { .. })));
+        p.chains.get_mut(&ChainId(8)).expect("c8").rules = vec![call(42)];
+        assert!(matches!(compile(&p, &l), Err(EmitError::UnknownChain { to: 42, .. })));
+    }
+
+    #[test]
+    fn big_chains_have_no_far_jumps() {
+        // islands keep every jump within 16 bits
+        let c = compile(&chain_of(30_000), &KernelLayout::example()).expect("compile");
+        assert!(c.slot_count() > 150_000);
+    }
+
+    #[test]
+    fn subprograms_once_per_chain() {
+        let mut chains = BTreeMap::new();
+        chains.insert(ChainId(0), Chain { name: "e".into(), rules: vec![
+            Rule { matches: vec![], action: Action::Call(ChainId(1)), counter: 0 },
+            Rule { matches: vec![], action: Action::Goto(ChainId(1)), counter: 1 },
+        ]});
+        chains.insert(ChainId(1), Chain { name: "u".into(), rules: vec![addr_rule(2, Action::Return)] });
+        let p = Program { family: Family::Ipv4, hook: Hook::LocalIn, entry: ChainId(0), chains, policy: Policy { verdict: Verdict::Accept, counter: 3 } };
+        let c = compile(&p, &KernelLayout::example()).expect("compile");
+        assert_eq!(c.symbols.iter().filter(|s| s.1.starts_with("chain_1")).count(), 1);
+        assert_eq!(c.symbols.iter().filter(|s| s.1 == "count").count(), 1);
+        let calls = c.insns.iter().filter(|i| matches!(i, Insn::Call(insn::Call::Local(_)))).count();
+        assert!(calls >= 4, "two chain calls and counting calls: {calls}");
+    }
+}
