@@ -58,9 +58,13 @@ impl Backend {
     }
 
     /// Loads `text` (iptables-save format) into namespace `ns`; zeroes all counters.
-    pub fn restore(&self, ns: &str, text: &str) -> Result<RestoreOutcome> {
-        let mut child = self
-            .command(ns, "restore")
+    /// With `counters`, runs `iptables-restore -c` so that the file's counters are loaded.
+    pub fn restore(&self, ns: &str, text: &str, counters: bool) -> Result<RestoreOutcome> {
+        let mut cmd = self.command(ns, "restore");
+        if counters {
+            cmd.arg("-c");
+        }
+        let mut child = cmd
             .arg("-w")
             .arg("10")
             .stdin(Stdio::piped())

@@ -782,7 +782,12 @@ pub fn random_ruleset(idx: usize, rng: &mut Rng) -> Ruleset {
         }),
         chains: chains.clone(),
         rules: Vec::new(),
+        initial_counters: false,
     };
+    if rng.chance(25) {
+        rs.initial_counters = true;
+        rs.name.push_str("-c");
+    }
     for base in ["INPUT", "FORWARD", "OUTPUT"] {
         for _ in 0..rng.below(13) {
             rs.rules

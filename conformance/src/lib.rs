@@ -372,11 +372,11 @@ impl Harness {
         let ra = self
             .reference
             .backend
-            .restore(&self.reference.topo.fw, &text)?;
+            .restore(&self.reference.topo.fw, &text, rs.initial_counters)?;
         let rb = self
             .candidate
             .backend
-            .restore(&self.candidate.topo.fw, &text)?;
+            .restore(&self.candidate.topo.fw, &text, rs.initial_counters)?;
         let tagged: Vec<(u16, Vec<u8>, &str, Path)> = pkts
             .iter()
             .enumerate()
@@ -629,6 +629,13 @@ pub fn minimize(
             }
         }
     }
+    if rs.initial_counters && start.elapsed() < budget {
+        let mut t = rs.clone();
+        t.initial_counters = false;
+        if fails(h, &t, &pkts)? {
+            rs = t;
+        }
+    }
     // Single options of the remaining rules: drop a "! -x value", "-x value" or "-m name".
     let mut r = 0;
     while r < rs.rules.len() && start.elapsed() < budget {
@@ -721,11 +728,11 @@ fn run_cases(cfg: &Config, h: &mut Harness, cases: &[Case], summary: &mut Summar
             kind: case.kind,
             rules: rs.rules.len(),
             packets: case.packets.len(),
-            rules_hit: a
-                .save
-                .lines()
-                .filter(|l| l.starts_with('[') && !l.starts_with("[0:0]"))
-                .count(),
+            rules_hit: if rs.initial_counters {
+                0
+            } else {
+                a.save.lines().filter(|l| l.starts_with('[') && !l.starts_with("[0:0]")).count()
+            },
             identical: detail.is_none(),
             detail: detail.clone(),
             repro: None,

@@ -44,6 +44,15 @@ pub struct Ruleset {
     pub chains: Vec<String>,
     /// Rules in file order.
     pub rules: Vec<Rule>,
+    /// Load with `iptables-restore -c` and non-zero initial counters on every rule and policy
+    /// (exercises SET_ADD_COUNTERS and the counters carried into a new table).
+    pub initial_counters: bool,
+}
+
+/// The initial counters `Ruleset::to_text` writes for entry `i` when `initial_counters` is set.
+fn initial(i: usize) -> (u64, u64) {
+    let p = 100 + 13 * i as u64;
+    (p, p * 61 + 7)
 }
 
 /// Splits a line into words the way iptables-restore does (double quotes group, `\"` escapes).
@@ -100,6 +109,7 @@ impl Ruleset {
             policies: ["ACCEPT".into(), "ACCEPT".into(), "ACCEPT".into()],
             chains: Vec::new(),
             rules: Vec::new(),
+            initial_counters: false,
         };
         let mut in_filter = false;
         for (n, line) in text.lines().enumerate() {
@@ -124,6 +134,13 @@ impl Ruleset {
                     None => rs.chains.push(chain.to_string()),
                 }
             } else {
+                let line = match line.strip_prefix('[') {
+                    Some(rest) => {
+                        rs.initial_counters = true;
+                        rest.split_once(']').map(|(_, r)| r.trim_start()).unwrap_or(rest)
+                    }
+                    None => line,
+                };
                 let w = split_words(line)?;
                 if w.len() < 2 || (w[0] != "-A" && w[0] != "--append") {
                     bail!("{name}:{}: expected -A CHAIN ...", n + 1);
@@ -141,12 +158,17 @@ impl Ruleset {
     pub fn to_text(&self) -> String {
         let mut s = String::from("*filter\n");
         for (i, b) in BUILTIN.iter().enumerate() {
-            let _ = writeln!(s, ":{b} {} [0:0]", self.policies[i]);
+            let (p, c) = if self.initial_counters { initial(1000 + i) } else { (0, 0) };
+            let _ = writeln!(s, ":{b} {} [{p}:{c}]", self.policies[i]);
         }
         for c in &self.chains {
             let _ = writeln!(s, ":{c} - [0:0]");
         }
-        for r in &self.rules {
+        for (i, r) in self.rules.iter().enumerate() {
+            if self.initial_counters {
+                let (p, c) = initial(i);
+                let _ = write!(s, "[{p}:{c}] ");
+            }
             let _ = write!(s, "-A {}", r.chain);
             for a in &r.args {
                 let _ = write!(s, " {}", quote(a));
@@ -396,6 +418,12 @@ mod tests {
         assert_eq!(rs.rules[1].args[3], "two words");
         let again = Ruleset::parse("t", &rs.to_text()).expect("reparse");
         assert_eq!(again, rs);
+        let mut c = rs.clone();
+        c.initial_counters = true;
+        let text = c.to_text();
+        assert!(text.contains("[113:6900] -A INPUT -m comment"), "{text}");
+        assert!(text.contains(":INPUT DROP [13100:799107]"), "{text}");
+        assert_eq!(Ruleset::parse("t", &text).expect("reparse"), c);
     }
 
     #[test]
