@@ -88,6 +88,32 @@ impl Backend {
         })
     }
 
+    /// Runs `iptables ARGS` (with the lock wait) in namespace `ns`; returns its exit code.
+    pub fn iptables(&self, ns: &str, args: &[String]) -> Result<RestoreOutcome> {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns])
+            .env("XTABLES_LOCKFILE", lock_file());
+        match self {
+            Backend::Kernel | Backend::KernelMutant => {
+                c.arg("iptables-legacy");
+            }
+            Backend::Bpfilter(d) => {
+                c.arg(d.bin.join("bpfilter"))
+                    .arg("iptables")
+                    .env("BPFILTER_SOCKET", &d.socket);
+            }
+        }
+        let out = c
+            .args(["-w", "10"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?;
+        Ok(RestoreOutcome {
+            code: out.status.code().unwrap_or(-1),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
     /// `iptables-save -c -t filter` of namespace `ns`, without the dated comment lines. A failing
     /// iptables-save is an observation, not a harness error: its exit code and message are
     /// returned in place of the output, so that they show up in the comparison.

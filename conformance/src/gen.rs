@@ -754,6 +754,13 @@ fn random_rule_once(
 /// A random valid ruleset: random policies, up to four user chains called acyclically (jump
 /// and goto), rules over every supported match with random inversions.
 pub fn random_ruleset(idx: usize, rng: &mut Rng) -> Ruleset {
+    random_ruleset_with_edits(idx, 0, rng)
+}
+
+/// A random ruleset, and with `packets > 0` sometimes iptables commands to run between its
+/// packets (insert, append, delete, replace, flush, zero counters, change a policy), which
+/// exercise SET_REPLACE with counters carried over by SET_ADD_COUNTERS.
+pub fn random_ruleset_with_edits(idx: usize, packets: usize, rng: &mut Rng) -> Ruleset {
     let nets: Vec<(u32, u32)> = (0..rng.range(2, 6))
         .map(|_| {
             let p = *rng.pick(&[8u32, 16, 24, 24, 28, 30, 32, 32]);
@@ -783,6 +790,7 @@ pub fn random_ruleset(idx: usize, rng: &mut Rng) -> Ruleset {
         chains: chains.clone(),
         rules: Vec::new(),
         initial_counters: false,
+        edits: Vec::new(),
     };
     if rng.chance(25) {
         rs.initial_counters = true;
@@ -799,6 +807,46 @@ pub fn random_ruleset(idx: usize, rng: &mut Rng) -> Ruleset {
             rs.rules
                 .push(random_rule(rng, c, &chains[i + 1..], &nets, &ports));
         }
+    }
+    if packets > 0 && rng.chance(35) {
+        let all: Vec<String> = ["INPUT", "FORWARD", "OUTPUT"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(chains.iter().cloned())
+            .collect();
+        for _ in 0..rng.range(1, 3) {
+            let ci = rng.below(all.len() as u64) as usize;
+            let chain = all[ci].clone();
+            // Jumps only to later user chains, as in the ruleset itself (no loops).
+            let later: &[String] = if ci < 3 { &chains } else { &chains[ci - 2..] };
+            let mut e: Vec<String> = Vec::new();
+            match rng.below(10) {
+                0 | 1 => {
+                    e.extend(["-I".to_string(), chain.clone(), rng.range(1, 2).to_string()]);
+                    e.extend(random_rule(rng, &chain, later, &nets, &ports).args);
+                }
+                2 => {
+                    e.extend(["-A".to_string(), chain.clone()]);
+                    e.extend(random_rule(rng, &chain, later, &nets, &ports).args);
+                }
+                3 => e.extend(["-D".to_string(), chain.clone(), "1".to_string()]),
+                4 => e.push("-Z".to_string()),
+                5 => e.extend(["-Z".to_string(), chain.clone()]),
+                6 => e.extend(["-Z".to_string(), chain.clone(), "1".to_string()]),
+                7 => e.extend([
+                    "-P".to_string(),
+                    rng.pick(&["INPUT", "FORWARD", "OUTPUT"]).to_string(),
+                    rng.pick(&["ACCEPT", "DROP"]).to_string(),
+                ]),
+                8 => {
+                    e.extend(["-R".to_string(), chain.clone(), "1".to_string()]);
+                    e.extend(random_rule(rng, &chain, later, &nets, &ports).args);
+                }
+                _ => e.extend(["-F".to_string(), chain.clone()]),
+            }
+            rs.edits.push((rng.below(packets as u64 + 1) as usize, e));
+        }
+        rs.name.push_str("-e");
     }
     rs
 }

@@ -124,6 +124,8 @@ pub struct Outcome {
     pub restore: RestoreOutcome,
     /// `iptables-save -c -t filter` without comment lines.
     pub save: String,
+    /// Exit codes of the ruleset's edits (iptables commands between packets), in order.
+    pub edits: Vec<RestoreOutcome>,
     /// Per packet (same order as the case's packets).
     pub fates: Vec<Fate>,
 }
@@ -287,7 +289,7 @@ pub fn corpus(cfg: &Config) -> Result<Vec<Case>> {
     }
     for i in 0..cfg.random_count {
         let mut r = rng.fork();
-        let rs = gen::random_ruleset(i, &mut r);
+        let rs = gen::random_ruleset_with_edits(i, cfg.random_packets, &mut r);
         let packets = gen::packets_for(&rs, cfg.random_packets, &mut r);
         cases.push(Case {
             ruleset: rs,
@@ -369,14 +371,14 @@ impl Harness {
     /// Loads the ruleset on both sides, replays the packets path by path, reads the counters.
     pub fn run_case(&mut self, rs: &Ruleset, pkts: &[Packet]) -> Result<(Outcome, Outcome)> {
         let text = rs.to_text();
-        let ra = self
-            .reference
-            .backend
-            .restore(&self.reference.topo.fw, &text, rs.initial_counters)?;
-        let rb = self
-            .candidate
-            .backend
-            .restore(&self.candidate.topo.fw, &text, rs.initial_counters)?;
+        let ra =
+            self.reference
+                .backend
+                .restore(&self.reference.topo.fw, &text, rs.initial_counters)?;
+        let rb =
+            self.candidate
+                .backend
+                .restore(&self.candidate.topo.fw, &text, rs.initial_counters)?;
         let tagged: Vec<(u16, Vec<u8>, &str, Path)> = pkts
             .iter()
             .enumerate()
@@ -391,26 +393,54 @@ impl Harness {
         }
         let mut fa: HashMap<u16, Fate> = HashMap::new();
         let mut fb: HashMap<u16, Fate> = HashMap::new();
-        for path in Path::ALL {
-            let batch: Vec<(u16, &[u8], &str)> = tagged
-                .iter()
-                .filter(|t| t.3 == path)
-                .map(|t| (t.0, t.1.as_slice(), t.2))
-                .collect();
-            if batch.is_empty() {
-                continue;
+        let mut ea = Vec::new();
+        let mut eb = Vec::new();
+        let mut edits: Vec<&(usize, Vec<String>)> = rs.edits.iter().collect();
+        edits.sort_by_key(|e| e.0);
+        let mut from = 0;
+        let mut bounds: Vec<(usize, Option<&Vec<String>>)> = edits
+            .iter()
+            .map(|(at, args)| ((*at).min(tagged.len()), Some(args)))
+            .collect();
+        bounds.push((tagged.len(), None));
+        for (to, edit) in bounds {
+            let segment = &tagged[from..to.max(from)];
+            from = to.max(from);
+            for path in Path::ALL {
+                let batch: Vec<(u16, &[u8], &str)> = segment
+                    .iter()
+                    .filter(|t| t.3 == path)
+                    .map(|t| (t.0, t.1.as_slice(), t.2))
+                    .collect();
+                if batch.is_empty() {
+                    continue;
+                }
+                fa.extend(
+                    self.reference
+                        .topo
+                        .replay(path, &batch)
+                        .with_context(|| format!("kernel side, {}", path.as_str()))?,
+                );
+                let cand = self.candidate_name();
+                fb.extend(
+                    self.candidate
+                        .topo
+                        .replay(path, &batch)
+                        .with_context(|| format!("{cand} side, {}", path.as_str()))?,
+                );
             }
-            fa.extend(
-                self.reference
-                    .topo
-                    .replay(path, &batch)
-                    .with_context(|| format!("kernel side, {}", path.as_str()))?,
-            );
-            fb.extend(
-                self.candidate.topo.replay(path, &batch).with_context(|| {
-                    format!("{} side, {}", self.candidate_name(), path.as_str())
-                })?,
-            );
+            if let Some(args) = edit {
+                ea.push(
+                    self.reference
+                        .backend
+                        .iptables(&self.reference.topo.fw, args)?,
+                );
+                eb.push(
+                    self.candidate
+                        .backend
+                        .iptables(&self.candidate.topo.fw, args)?,
+                );
+            }
         }
         let sa = self.reference.backend.save(&self.reference.topo.fw)?;
         if sa.starts_with("<iptables-save exit") {
@@ -434,11 +464,13 @@ impl Harness {
             Outcome {
                 restore: ra,
                 save: sa,
+                edits: ea,
                 fates: order(&fa),
             },
             Outcome {
                 restore: rb,
                 save: sb,
+                edits: eb,
                 fates: order(&fb),
             },
         ))
@@ -480,7 +512,11 @@ pub fn line_diff(a: &str, b: &str) -> Vec<String> {
     let mut l = vec![vec![0u32; m + 1]; n + 1];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            l[i][j] = if la[i] == lb[j] { l[i + 1][j + 1] + 1 } else { l[i + 1][j].max(l[i][j + 1]) };
+            l[i][j] = if la[i] == lb[j] {
+                l[i + 1][j + 1] + 1
+            } else {
+                l[i + 1][j].max(l[i][j + 1])
+            };
         }
     }
     let (mut i, mut j, mut out) = (0, 0, Vec::new());
@@ -513,6 +549,19 @@ pub fn diff(a: &Outcome, b: &Outcome, pkts: &[Packet], cand: &str) -> Option<Str
             b.restore.stderr.trim()
         );
         return Some(s);
+    }
+    for (k, (x, y)) in a.edits.iter().zip(&b.edits).enumerate() {
+        if x.code != y.code {
+            let _ = writeln!(
+                s,
+                "edit {} exit: kernel {} ({}), {cand} {} ({})",
+                k + 1,
+                x.code,
+                x.stderr.trim(),
+                y.code,
+                y.stderr.trim()
+            );
+        }
     }
     if a.save != b.save {
         let _ = writeln!(s, "iptables-save -c differs (- kernel, + {cand}):");
@@ -629,6 +678,15 @@ pub fn minimize(
             }
         }
     }
+    let mut k = rs.edits.len();
+    while k > 0 && start.elapsed() < budget {
+        k -= 1;
+        let mut t = rs.clone();
+        t.edits.remove(k);
+        if fails(h, &t, &pkts)? {
+            rs = t;
+        }
+    }
     if rs.initial_counters && start.elapsed() < budget {
         let mut t = rs.clone();
         t.initial_counters = false;
@@ -731,7 +789,10 @@ fn run_cases(cfg: &Config, h: &mut Harness, cases: &[Case], summary: &mut Summar
             rules_hit: if rs.initial_counters {
                 0
             } else {
-                a.save.lines().filter(|l| l.starts_with('[') && !l.starts_with("[0:0]")).count()
+                a.save
+                    .lines()
+                    .filter(|l| l.starts_with('[') && !l.starts_with("[0:0]"))
+                    .count()
             },
             identical: detail.is_none(),
             detail: detail.clone(),
@@ -800,7 +861,13 @@ mod tests {
     #[test]
     fn mutation_changes_one_verdict() {
         let m = mutate("-A INPUT -p tcp -j ACCEPT\n-A INPUT -j ACCEPT\n");
-        assert_eq!(m, "-A INPUT -p tcp -m comment --comment MUTANT -j DROP\n-A INPUT -j ACCEPT\n");
-        assert_eq!(unmutate_save(&m), "-A INPUT -p tcp -j ACCEPT\n-A INPUT -j ACCEPT\n");
+        assert_eq!(
+            m,
+            "-A INPUT -p tcp -m comment --comment MUTANT -j DROP\n-A INPUT -j ACCEPT\n"
+        );
+        assert_eq!(
+            unmutate_save(&m),
+            "-A INPUT -p tcp -j ACCEPT\n-A INPUT -j ACCEPT\n"
+        );
     }
 }

@@ -47,6 +47,9 @@ pub struct Ruleset {
     /// Load with `iptables-restore -c` and non-zero initial counters on every rule and policy
     /// (exercises SET_ADD_COUNTERS and the counters carried into a new table).
     pub initial_counters: bool,
+    /// iptables commands run between packets: (number of packets replayed before it, args).
+    /// Written as `#edit N ARGS` comment lines, which iptables-restore ignores.
+    pub edits: Vec<(usize, Vec<String>)>,
 }
 
 /// The initial counters `Ruleset::to_text` writes for entry `i` when `initial_counters` is set.
@@ -110,10 +113,20 @@ impl Ruleset {
             chains: Vec::new(),
             rules: Vec::new(),
             initial_counters: false,
+            edits: Vec::new(),
         };
         let mut in_filter = false;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
+            if let Some(e) = line.strip_prefix("#edit ") {
+                let w = split_words(e)?;
+                let at = w.first().and_then(|x| x.parse().ok());
+                match at {
+                    Some(at) => rs.edits.push((at, w[1..].to_vec())),
+                    None => bail!("{name}:{}: want #edit N ARGS", n + 1),
+                }
+                continue;
+            }
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
@@ -137,7 +150,9 @@ impl Ruleset {
                 let line = match line.strip_prefix('[') {
                     Some(rest) => {
                         rs.initial_counters = true;
-                        rest.split_once(']').map(|(_, r)| r.trim_start()).unwrap_or(rest)
+                        rest.split_once(']')
+                            .map(|(_, r)| r.trim_start())
+                            .unwrap_or(rest)
                     }
                     None => line,
                 };
@@ -158,7 +173,11 @@ impl Ruleset {
     pub fn to_text(&self) -> String {
         let mut s = String::from("*filter\n");
         for (i, b) in BUILTIN.iter().enumerate() {
-            let (p, c) = if self.initial_counters { initial(1000 + i) } else { (0, 0) };
+            let (p, c) = if self.initial_counters {
+                initial(1000 + i)
+            } else {
+                (0, 0)
+            };
             let _ = writeln!(s, ":{b} {} [{p}:{c}]", self.policies[i]);
         }
         for c in &self.chains {
@@ -176,6 +195,13 @@ impl Ruleset {
             s.push('\n');
         }
         s.push_str("COMMIT\n");
+        for (at, args) in &self.edits {
+            let _ = write!(s, "#edit {at}");
+            for a in args {
+                let _ = write!(s, " {}", quote(a));
+            }
+            s.push('\n');
+        }
         s
     }
 
@@ -423,6 +449,24 @@ mod tests {
         let text = c.to_text();
         assert!(text.contains("[113:6900] -A INPUT -m comment"), "{text}");
         assert!(text.contains(":INPUT DROP [13100:799107]"), "{text}");
+        assert_eq!(Ruleset::parse("t", &text).expect("reparse"), c);
+        c.edits.push((
+            3,
+            vec![
+                "-I".into(),
+                "INPUT".into(),
+                "1".into(),
+                "-m".into(),
+                "comment".into(),
+                "--comment".into(),
+                "a b".into(),
+            ],
+        ));
+        let text = c.to_text();
+        assert!(
+            text.ends_with("COMMIT\n#edit 3 -I INPUT 1 -m comment --comment \"a b\"\n"),
+            "{text}"
+        );
         assert_eq!(Ruleset::parse("t", &text).expect("reparse"), c);
     }
 
