@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use bpfilter::layout::kernel_layout;
 use bpfilter::sys::{num_possible_cpus, Btf, Map, MapType, Program as BpfProgram};
-use emitter::codegen::compile;
+use emitter::codegen::{compile, compile_with, Options};
 use emitter::ir::*;
 use emitter::reference::{evaluate, Outcome, Packet};
 use emitter::{KernelLayout, MapRef};
@@ -71,7 +71,11 @@ fn max_slot(p: &Program) -> u32 {
 }
 
 fn load(env: &Env, p: &Program) -> Loaded {
-    let compiled = compile(p, &env.layout).expect("compile");
+    load_with(env, p, Options::default())
+}
+
+fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
+    let compiled = compile_with(p, &env.layout, opts).expect("compile");
     let slots = max_slot(p) + 1;
     let counters = Map::create(MapType::PercpuArray, 4, 16, slots, "bpfltr_test_ctr").unwrap();
     use std::os::fd::AsRawFd;
@@ -792,17 +796,12 @@ fn single_matches_against_corpus() {
             Action::Drop
         };
         let p = single(hook, matches, action, policy);
-        let l = load(&env, &p);
-        for (pname, pkt) in &corpus {
-            check(
-                &env,
-                &l,
-                &p,
-                pkt,
-                None,
-                &format!("{name} / {pname} / {hook:?}"),
-            );
-            cases += 1;
+        for (mode, opts) in [("branches", Options::default()), ("combined", Options { pending_budget: 0 })] {
+            let l = load_with(&env, &p, opts);
+            for (pname, pkt) in &corpus {
+                check(&env, &l, &p, pkt, None, &format!("{name} / {pname} / {hook:?} / {mode}"));
+                cases += 1;
+            }
         }
     }
     eprintln!("{cases} (ruleset, packet) cases");
@@ -1500,9 +1499,11 @@ fn random_rulesets_match_reference() {
     });
     runner
         .run(
-            &(arb_program(), proptest::collection::vec(arb_packet(), 12)),
-            |(p, pkts)| {
-                let l = load(&env, &p);
+            &(arb_program(), proptest::collection::vec(arb_packet(), 12), any::<bool>()),
+            |(p, pkts, combined)| {
+                // half the cases compile every multi-test rule branch free
+                let opts = if combined { Options { pending_budget: 0 } } else { Options::default() };
+                let l = load_with(&env, &p, opts);
                 for pkt in &pkts {
                     let reference = evaluate(
                         &p,
@@ -1516,14 +1517,16 @@ fn random_rulesets_match_reference() {
                     prop_assert_eq!(
                         ret,
                         verdict_code(reference.verdict),
-                        "verdict\n{:#?}\n{:02x?}",
+                        "verdict (combined {})\n{:#?}\n{:02x?}",
+                        combined,
                         p,
                         pkt
                     );
                     prop_assert_eq!(
                         d,
                         deltas(&reference, l.slots, pkt.len()),
-                        "counters\n{:#?}\n{:02x?}",
+                        "counters (combined {})\n{:#?}\n{:02x?}",
+                        combined,
                         p,
                         pkt
                     );
@@ -1602,10 +1605,6 @@ fn scale_figures() {
         ("addr+udp port", port_chain as fn(usize) -> Program),
     ] {
         for n in [100usize, 1000, 10000] {
-            if kind != "address" && n == 10000 && std::env::var("BPFILTER_TEST_PORT10K").is_err() {
-                // rules with several exits hold one pending verifier branch each (limit 8192)
-                continue;
-            }
             let p = mk(n);
             let l = load(&env, &p);
             let (ret, d) = l.run(&env, &pkt);

@@ -49,6 +49,7 @@ pub struct Builder {
     origin: Option<u32>,
     origins: Vec<(usize, u32)>,
     symbols: Vec<(usize, String)>,
+    cond_jumps: usize,
 }
 
 /// A finished program.
@@ -98,6 +99,11 @@ impl Builder {
         l
     }
 
+    /// Conditional jumps emitted so far (each is a branch the verifier must explore).
+    pub fn cond_jumps(&self) -> usize {
+        self.cond_jumps
+    }
+
     /// Is `l` bound yet?
     pub fn is_bound(&self, l: Label) -> bool {
         self.labels.get(l.0 as usize).is_some_and(|s| s.is_some())
@@ -136,6 +142,7 @@ impl Builder {
 
     /// `if dst op src goto l` (64-bit compare when `wide`).
     pub fn jmp(&mut self, wide: bool, op: JmpOp, dst: Reg, src: Src, l: Label) {
+        self.cond_jumps += 1;
         self.push(Item::Jmp { wide, op, dst, src, to: l }, 1);
     }
 
