@@ -1,0 +1,386 @@
+//! Namespace lifecycle: deleting a network namespace (`ip netns del`) after bpfilter rules were
+//! applied in it must release its programs, maps, links and pins, and must not keep the
+//! namespace alive (the daemon's garbage collector flushes namespaces that nothing but bpfilter
+//! refers to any more). `bpfilter flush` (one namespace) and `bpfilter flush --all` must remove
+//! every pin and link.
+//!
+//! Whether a namespace is really freed is seen through a witness: a veth pair with one end in
+//! the namespace and the other in a witness namespace; the kernel destroys both ends when (and
+//! only when) the namespace is dismantled.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::UdpSocket;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bpfilter::sys::{self, IdKind, Link, Map, Program};
+use common::{privileged, sh, Daemon, Netns, Tool};
+
+/// How long the garbage collector may take (it should need about 2 s).
+const GRACE: Duration = Duration::from_secs(10);
+
+/// BPF object ids under a pin folder: (progs, maps, links).
+#[derive(Debug, Default, Clone)]
+struct Ids {
+    progs: BTreeSet<u32>,
+    maps: BTreeSet<u32>,
+    links: BTreeSet<u32>,
+}
+
+fn pinned_ids(root: &Path) -> Ids {
+    let mut ids = Ids::default();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let path = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            } else if let Ok(map) = Map::from_pin(&path) {
+                ids.maps.extend(map.id());
+            } else if let Ok(prog) = Program::from_pin(&path) {
+                ids.progs.extend(prog.id());
+            } else if let Ok(link) = Link::from_pin(&path) {
+                if let Ok(i) = link.info() {
+                    ids.links.insert(i.id);
+                    ids.progs.insert(i.prog_id);
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// What of `ids` is still alive, plus live programs that use one of its maps.
+fn alive(ids: &Ids) -> Vec<String> {
+    let set = |k| -> BTreeSet<u32> { sys::object_ids(k).unwrap_or_default().into_iter().collect() };
+    let (progs, maps, links) = (set(IdKind::Prog), set(IdKind::Map), set(IdKind::Link));
+    let mut out: Vec<String> = ids.progs.intersection(&progs).map(|i| format!("prog {i}")).collect();
+    out.extend(ids.maps.intersection(&maps).map(|i| format!("map {i}")));
+    out.extend(ids.links.intersection(&links).map(|i| format!("link {i}")));
+    for p in progs.difference(&ids.progs) {
+        if let Ok(info) = Program::from_id(*p).and_then(|p| p.info()) {
+            if info.map_ids.iter().any(|m| ids.maps.contains(m)) {
+                out.push(format!("prog {p} ({}) uses one of its maps", info.name));
+            }
+        }
+    }
+    out
+}
+
+/// Who still refers to the namespace `ino`: processes in it, fds on it, nsfs mounts of it.
+fn holders(ino: u64) -> Vec<String> {
+    let target = format!("net:[{ino}]");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|t| t.to_string_lossy() == target) {
+            out.push(format!("process {pid}"));
+        }
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == target) {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                out.push(format!("fd {} of {pid} ({})", fd.file_name().to_string_lossy(), comm.trim()));
+            }
+        }
+    }
+    if std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| m.contains(&target)) {
+        out.push("an nsfs mount".into());
+    }
+    let lsns = Command::new("lsns").args(["-t", "net", "-n", "-o", "NS"]).output();
+    if lsns.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == ino.to_string())) {
+        out.push("listed by lsns".into());
+    }
+    out
+}
+
+/// A namespace that the test deletes itself, with a veth end in a witness namespace.
+struct Watched {
+    name: String,
+    ino: u64,
+    witness_dev: String,
+}
+
+impl Watched {
+    fn new(witness: &Netns) -> Watched {
+        let name = common::unique("rnw");
+        sh(&format!("ip netns add {name} && ip -n {name} link set lo up"));
+        let witness_dev = format!("w{name}");
+        sh(&format!("ip link add {witness_dev} netns {} type veth peer name x netns {name}", witness.name));
+        let ino = std::fs::metadata(format!("/run/netns/{name}")).expect("netns").ino();
+        Watched { name, ino, witness_dev }
+    }
+
+    /// A handle for the harness; never dropped, since dropping a `Netns` deletes it.
+    fn ns(&self) -> std::mem::ManuallyDrop<Netns> {
+        std::mem::ManuallyDrop::new(Netns { name: self.name.clone() })
+    }
+
+    /// Whether the kernel still has the namespace (its veth end still exists).
+    fn exists(&self, witness: &Netns) -> bool {
+        Command::new("ip")
+            .args(["-n", &witness.name, "link", "show", &self.witness_dev])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn delete(&self) {
+        sh(&format!("ip netns del {}", self.name));
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+fn apply(d: &Daemon, ns: &Netns) {
+    let out = d.iptables(
+        ns,
+        Tool::Restore,
+        &[],
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         -A INPUT -p udp -m udp --dport 9 -j DROP\n-A OUTPUT -p tcp -m tcp --dport 25 -j DROP\nCOMMIT\n",
+    );
+    assert!(out.status.success(), "restore: {}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+}
+
+/// Whether a UDP datagram to 127.0.0.1:9 inside `ns` is delivered (the rules drop it).
+fn udp9_delivered(ns: &str) -> bool {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open netns");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        drop(file);
+        let rx = UdpSocket::bind("127.0.0.1:9").expect("bind 9");
+        rx.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        tx.send_to(b"x", "127.0.0.1:9").expect("send");
+        let mut buf = [0u8; 8];
+        rx.recv(&mut buf).is_ok()
+    })
+    .join()
+    .expect("udp thread")
+}
+
+/// Waits until `done` holds, up to GRACE; returns how long it took, or None.
+fn within(mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < GRACE {
+        if done() {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done().then(|| t0.elapsed())
+}
+
+/// Deletes the namespace and asserts that bpfilter lets go of everything of it within GRACE.
+fn assert_released(d: &Daemon, w: &Watched, witness: &Netns, dir: &Path, ids: &Ids, what: &str) {
+    w.delete();
+    let gone = within(|| !dir.exists());
+    let freed = within(|| alive(ids).is_empty());
+    let dismantled = within(|| !w.exists(witness));
+    eprintln!(
+        "{what}: pin folder gone after {gone:?}, objects freed after {freed:?}, namespace dismantled after {dismantled:?}"
+    );
+    assert!(gone.is_some(), "{what}: pin folder {} still there {GRACE:?} after ip netns del\n{}", dir.display(), d.log());
+    assert!(freed.is_some(), "{what}: still alive: {:?}", alive(ids));
+    assert!(
+        dismantled.is_some(),
+        "{what}: namespace net:[{}] not freed {GRACE:?} after ip netns del; held by {:?}",
+        w.ino,
+        holders(w.ino)
+    );
+    assert!(holders(w.ino).is_empty(), "{what}: {:?}", holders(w.ino));
+}
+
+#[test]
+fn deleting_a_namespace_releases_its_programs_pins_and_the_namespace() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let witness = Netns::new("rnx");
+    let w = Watched::new(&witness);
+    apply(&d, &w.ns());
+    assert!(!udp9_delivered(&w.name), "the rules are in force");
+    let dir: PathBuf = d.bpffs.join(format!("net{}", w.ino));
+    let ids = pinned_ids(&dir);
+    assert_eq!((ids.links.len(), ids.progs.len()), (3, 6), "3 links, 3 dispatchers + 3 programs: {ids:?}");
+    assert_released(&d, &w, &witness, &dir, &ids, "ip netns del");
+    // The daemon still serves other namespaces.
+    let other = Netns::new("rno");
+    apply(&d, &other);
+    assert!(!udp9_delivered(&other.name));
+}
+
+#[test]
+fn a_namespace_deleted_while_the_daemon_is_down_is_released_after_the_restart() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let witness = Netns::new("rnx");
+    let w = Watched::new(&witness);
+    apply(&d, &w.ns());
+    let dir: PathBuf = d.bpffs.join(format!("net{}", w.ino));
+    let ids = pinned_ids(&dir);
+    d.kill9();
+    // Only the pins refer to it now.
+    d.restart();
+    assert_released(&d, &w, &witness, &dir, &ids, "ip netns del after a restart");
+}
+
+#[test]
+fn flush_removes_all_pins_and_links() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let witness = Netns::new("rnx");
+    let one = Watched::new(&witness);
+    let two = Netns::new("rnt");
+    let three = Netns::new("rnh");
+    let one_ns = one.ns();
+    for ns in [&*one_ns, &two, &three] {
+        apply(&d, ns);
+        assert!(!udp9_delivered(&ns.name));
+    }
+    let ino = |n: &Netns| std::fs::metadata(format!("/run/netns/{}", n.name)).expect("netns").ino();
+    let (dir1, dir2, dir3) = (
+        d.bpffs.join(format!("net{}", one.ino)),
+        d.bpffs.join(format!("net{}", ino(&two))),
+        d.bpffs.join(format!("net{}", ino(&three))),
+    );
+    let (ids1, ids2, ids3) = (pinned_ids(&dir1), pinned_ids(&dir2), pinned_ids(&dir3));
+
+    // `bpfilter flush` in one namespace: that one only.
+    let out = d.bpfilter(&one_ns, &["flush"]);
+    assert!(out.status.success(), "flush: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir1.exists(), "pin folder of the flushed namespace");
+    let left = within(|| alive(&ids1).is_empty());
+    assert!(left.is_some(), "objects of the flushed namespace still alive: {:?}", alive(&ids1));
+    assert!(udp9_delivered(&one.name), "rules of the flushed namespace still filter");
+    let save = d.iptables(&one_ns, Tool::Save, &[], "");
+    assert!(!String::from_utf8_lossy(&save.stdout).contains("-A "), "flushed namespace still lists rules");
+    assert!(dir2.exists() && dir3.exists(), "other namespaces untouched");
+    assert!(alive(&ids2).len() == ids2.progs.len() + ids2.maps.len() + ids2.links.len(), "other namespaces' objects untouched");
+    assert!(!udp9_delivered(&two.name), "other namespaces still filter");
+
+    // A flushed namespace is no longer held by bpfilter: deleting it frees it.
+    one.delete();
+    let dismantled = within(|| !one.exists(&witness));
+    assert!(dismantled.is_some(), "flushed namespace not freed after ip netns del; held by {:?}", holders(one.ino));
+
+    // `bpfilter flush --all`: everything.
+    let out = d.bpfilter(&two, &["flush", "--all"]);
+    assert!(out.status.success(), "flush --all: {}", String::from_utf8_lossy(&out.stderr));
+    let rest: Vec<_> = std::fs::read_dir(&d.bpffs).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(rest.is_empty(), "pins left after flush --all: {rest:?}");
+    for ids in [&ids2, &ids3] {
+        let left = within(|| alive(ids).is_empty());
+        assert!(left.is_some(), "objects alive after flush --all: {:?}", alive(ids));
+    }
+    assert!(udp9_delivered(&two.name) && udp9_delivered(&three.name), "rules still filter after flush --all");
+}
+
+/// Whether a datagram sent from `from` (a namespace name) to `to` is delivered to `rx`.
+fn delivered_over_veth(from: &str, to: (&'static str, u16), rx: &UdpSocket) -> bool {
+    let mut buf = [0u8; 8];
+    while rx.recv(&mut buf).is_ok() {}
+    let path = format!("/run/netns/{from}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open netns");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let tx = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for _ in 0..3 {
+            tx.send_to(b"x", to).expect("send");
+        }
+    })
+    .join()
+    .expect("sender");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut n = 0;
+    while rx.recv(&mut buf).is_ok() {
+        n += 1;
+    }
+    n > 0
+}
+
+/// A watched namespace reachable from the witness over its veth (10.79.N.1 -> 10.79.N.2),
+/// with UDP sockets bound inside it on ports 9 (the rules drop it) and 10 (open).
+fn socket_held(witness: &Netns, n: u8) -> (Watched, UdpSocket, UdpSocket) {
+    let w = Watched::new(witness);
+    sh(&format!(
+        "ip -n {wn} addr add 10.79.{n}.1/24 dev {dev} && ip -n {wn} link set {dev} up && \
+         ip -n {ns} addr add 10.79.{n}.2/24 dev x && ip -n {ns} link set x up && \
+         ip netns exec {wn} ping -c1 -W2 10.79.{n}.2 >/dev/null",
+        wn = witness.name,
+        dev = w.witness_dev,
+        ns = w.name
+    ));
+    let path = format!("/run/netns/{}", w.name);
+    let (a, b) = std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open netns");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let a = UdpSocket::bind((format!("10.79.{n}.2"), 9)).expect("bind 9");
+        let b = UdpSocket::bind((format!("10.79.{n}.2"), 10)).expect("bind 10");
+        a.set_nonblocking(true).expect("nb");
+        b.set_nonblocking(true).expect("nb");
+        (a, b)
+    })
+    .join()
+    .expect("bind thread");
+    (w, a, b)
+}
+
+/// A namespace that `ip netns del` unlisted but that a socket still keeps alive is still a
+/// live namespace: its interfaces pass traffic, and with the kernel's iptables its rules stay
+/// in force until the namespace really dies (checked side by side on the kernel). The
+/// collector must not strip its firewall.
+#[test]
+fn a_deleted_namespace_kept_alive_by_a_socket_keeps_its_rules() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let witness = Netns::new("rnx");
+    let (w, drop9, open10) = socket_held(&witness, 1);
+    let (kw, kdrop9, kopen10) = socket_held(&witness, 2);
+    apply(&d, &w.ns());
+    let out = common::kernel(&kw.ns(), Tool::Restore, &[], "*filter\n-A INPUT -p udp -m udp --dport 9 -j DROP\nCOMMIT\n");
+    assert!(out.status.success(), "kernel restore");
+    let dir: PathBuf = d.bpffs.join(format!("net{}", w.ino));
+    assert!(!delivered_over_veth(&witness.name, ("10.79.1.2", 9), &drop9), "rules in force before the delete");
+    assert!(!delivered_over_veth(&witness.name, ("10.79.2.2", 9), &kdrop9), "kernel rules in force before the delete");
+    w.delete();
+    kw.delete();
+    // Two collector periods and more.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(w.exists(&witness) && kw.exists(&witness), "the sockets keep the namespaces alive");
+    assert!(delivered_over_veth(&witness.name, ("10.79.1.2", 10), &open10), "the live namespace still receives");
+    assert!(delivered_over_veth(&witness.name, ("10.79.2.2", 10), &kopen10), "the live kernel namespace still receives");
+    let kernel_stripped = delivered_over_veth(&witness.name, ("10.79.2.2", 9), &kdrop9);
+    let stripped = delivered_over_veth(&witness.name, ("10.79.1.2", 9), &drop9);
+    // Once the last socket goes, the namespace dies, and everything must be released.
+    drop((drop9, open10, kdrop9, kopen10));
+    let gone = within(|| !dir.exists());
+    let dismantled = within(|| !w.exists(&witness));
+    eprintln!(
+        "socket-held namespace: rules stripped while alive: bpfilter {stripped}, kernel {kernel_stripped}; \
+         after the sockets closed: pins gone after {gone:?}, namespace dismantled after {dismantled:?}"
+    );
+    assert!(!kernel_stripped, "reference: the kernel keeps the rules of a live namespace");
+    assert!(!stripped, "the collector flushed the rules of a namespace that is still alive (held by a socket)\n{}", d.log());
+    assert!(gone.is_some(), "pins still there after the namespace died");
+    assert!(dismantled.is_some(), "namespace not freed; held by {:?}", holders(w.ino));
+}
