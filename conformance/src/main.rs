@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! conformance [--full | --bounded] [--baseline] [--random N] [--packets N] [--hand-packets N]
-//!             [--seed S] [--only NAME] [--no-minimize] [--max-mismatches N] [--quiet]
+//!             [--seed S] [--only NAME] [--no-minimize] [--max-minimize N] [--quiet]
 //!             [--save-repro DIR]
 //! ```
 //! `--baseline` compares the kernel with itself (the harness must then report no mismatch).
@@ -57,7 +57,7 @@ fn parse_args() -> Result<(Config, Option<String>)> {
                 cfg.seed = num(i)?;
                 i += 1;
             }
-            "--max-mismatches" => {
+            "--max-minimize" | "--max-mismatches" => {
                 cfg.max_mismatches = num(i)? as usize;
                 i += 1;
             }
@@ -78,7 +78,7 @@ fn parse_args() -> Result<(Config, Option<String>)> {
             "-h" | "--help" => {
                 println!(
                     "usage: conformance [--full | --bounded] [--baseline] [--random N] [--packets N] \
-                     [--hand-packets N] [--seed S] [--only NAME] [--no-minimize] [--max-mismatches N] \
+                     [--hand-packets N] [--seed S] [--only NAME] [--no-minimize] [--max-minimize N] \
                      [--quiet] [--save-repro DIR]"
                 );
                 std::process::exit(0);
