@@ -448,6 +448,19 @@ impl Harness {
         }
         let sb = self.candidate.backend.save(&self.candidate.topo.fw)?;
         if let Backend::Bpfilter(d) = &mut self.candidate.backend {
+            // Identical results mean nothing if the rules silently went to the kernel's own
+            // table: it must hold no rule in bpfilter's namespace.
+            let names = self.candidate.topo.in_fw(|| {
+                std::fs::read_to_string("/proc/thread-self/net/ip_tables_names").unwrap_or_default()
+            })?;
+            if names.lines().any(|l| l == "filter") {
+                let k = Backend::Kernel.save(&self.candidate.topo.fw)?;
+                if k.lines().any(|l| l.starts_with('[') || l.starts_with("-A")) {
+                    bail!(
+                        "rules reached the kernel's own filter table in bpfilter's namespace:\n{k}"
+                    );
+                }
+            }
             if !d.alive() {
                 bail!(
                     "the bpfilter daemon died; last log lines:\n{}",
