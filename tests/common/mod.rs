@@ -63,9 +63,9 @@ impl Netns {
         Netns { name }
     }
 
-    /// Runs `sh -c line` inside the namespace.
+    /// Runs `bash -c line` inside the namespace (bash, for /dev/udp and /dev/tcp).
     pub fn sh(&self, line: &str) -> String {
-        sh(&format!("ip netns exec {} sh -c '{}'", self.name, line.replace('\'', "'\\''")))
+        sh(&format!("ip netns exec {} bash -c '{}'", self.name, line.replace('\'', "'\\''")))
     }
 }
 
