@@ -584,3 +584,74 @@ fn kill9_at_random_moments_of_a_stream_of_changes() {
         interrupted.1
     );
 }
+
+/// Whether a UDP datagram to 127.0.0.1:`port` inside `ns` is delivered.
+fn lo_udp_delivered(ns: &str, port: u16) -> bool {
+    in_ns(ns, move || {
+        let rx = UdpSocket::bind(("127.0.0.1", port)).expect("bind");
+        rx.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        tx.send_to(b"x", ("127.0.0.1", port)).expect("send");
+        let mut buf = [0u8; 8];
+        rx.recv(&mut buf).is_ok()
+    })
+}
+
+/// A kill -9 inside the first access of a namespace (table creation: prog array, generation 1,
+/// then per hook a dispatcher and its link) leaves generation 1 complete but some hooks without
+/// their link. The test kills the daemon the moment generation 1's ruleset pin appears (a busy
+/// poll), so the kill lands in that window. A restarted daemon must not adopt such a table as
+/// if it were running: once the next command succeeds, every hook's link must be there and
+/// the rules must filter.
+#[test]
+fn a_table_whose_creation_was_killed_filters_after_the_restart() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let mut hits = 0;
+    let mut failures = Vec::new();
+    for attempt in 0..4 {
+        let ns = Netns::new("rfc");
+        let ino = std::fs::metadata(format!("/run/netns/{}", ns.name)).expect("netns").ino();
+        let table_dir = d.bpffs.join(format!("net{ino}/filter"));
+        let mut cmd = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(common::bpfilter_bin())
+            .args(["iptables", "-w", "-A", "INPUT", "-p", "udp", "-m", "udp", "--dport", "9", "-j", "DROP"])
+            .env("BPFILTER_SOCKET", &d.socket)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("iptables");
+        let ruleset = table_dir.join("gen1/ruleset");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ruleset.exists() && Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        d.kill9();
+        let complete_gen1 = ruleset.exists();
+        let _ = cmd.wait();
+        let links_at_kill: Vec<bool> = ["INPUT", "FORWARD", "OUTPUT"].iter().map(|h| table_dir.join(h).join("link").exists()).collect();
+        if !complete_gen1 || links_at_kill.iter().all(|l| *l) {
+            d.restart();
+            continue; // the kill missed the window
+        }
+        hits += 1;
+        d.restart();
+        let out = ipt(&d, &ns, "-w -A INPUT -p udp -m udp --dport 10 -j DROP");
+        let links: Vec<bool> = ["INPUT", "FORWARD", "OUTPUT"].iter().map(|h| table_dir.join(h).join("link").exists()).collect();
+        let (d9, d10) = (lo_udp_delivered(&ns.name, 9), lo_udp_delivered(&ns.name, 10));
+        let listing = save(&d, &ns, false);
+        eprintln!(
+            "attempt {attempt}: links at the kill {links_at_kill:?}; after the restart: command ok {}, links {links:?}, \
+             udp 9 delivered {d9}, udp 10 delivered {d10}",
+            out.status.success()
+        );
+        if out.status.success() && (links != [true, true, true] || (listing.contains("--dport 9 ") && d9) || d10) {
+            failures.push(format!("attempt {attempt}: the table lists\n{listing}but links {links:?}, udp 9 delivered {d9}, udp 10 delivered {d10}"));
+        }
+    }
+    eprintln!("kills inside table creation: {hits} of 4");
+    assert!(failures.is_empty(), "{}\n{}", failures.join("\n"), d.log());
+}
