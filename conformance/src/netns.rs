@@ -602,12 +602,17 @@ impl Topology {
         Ok(fates)
     }
 
-    /// Deletes the namespaces.
+    /// Deletes the namespaces (dropping the topology does the same).
     pub fn destroy(self) {
-        let prefix = self.prefix.clone();
         drop(self);
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        // Also on panics and errors: a leaked namespace would keep veths and sockets alive.
         for s in ["fw", "snd", "dst"] {
-            let _ = sh(&["ip", "netns", "del", &format!("{prefix}-{s}")]);
+            let _ = sh(&["ip", "netns", "del", &format!("{}-{s}", self.prefix)]);
         }
     }
 }
