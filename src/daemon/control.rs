@@ -24,6 +24,18 @@ pub fn status(ns: &Namespace) -> String {
     out
 }
 
+/// One counted entry: where it is, what iptables calls it, its counters.
+struct Row {
+    table: String,
+    chain: String,
+    /// "1", "2", ... for rules; "policy" for a built-in chain's policy, "return" for the
+    /// implicit RETURN that ends a user chain.
+    rule: String,
+    entry: u32,
+    packets: u64,
+    bytes: u64,
+}
+
 /// `bpfilter counters [--json]`: every entry's live counters, with its chain and rule number.
 pub fn counters(ns: &Namespace, json: bool) -> String {
     let mut rows = Vec::new();
@@ -33,45 +45,38 @@ pub fn counters(ns: &Namespace, json: bool) -> String {
             Err(err) => return format!("error: reading counters of {name}: {err}\n"),
         };
         for chain in t.table.chains() {
-            for (n, index) in chain.entries.clone().enumerate() {
-                let c = counters.get(index as usize).copied().unwrap_or_default();
-                rows.push((
-                    name.clone(),
-                    chain.name.clone(),
-                    n + 1,
-                    index,
-                    c.pcnt,
-                    c.bcnt,
-                ));
+            let last = chain.entries.end.saturating_sub(1);
+            for (n, entry) in chain.entries.clone().enumerate() {
+                let c = counters.get(entry as usize).copied().unwrap_or_default();
+                let rule = match (entry == last, chain.hook.is_some()) {
+                    (true, true) => "policy".to_owned(),
+                    (true, false) => "return".to_owned(),
+                    (false, _) => (n + 1).to_string(),
+                };
+                rows.push(Row { table: name.clone(), chain: chain.name.clone(), rule, entry, packets: c.pcnt, bytes: c.bcnt });
             }
         }
     }
     if json {
         let items: Vec<String> = rows
             .iter()
-            .map(|(table, chain, rule, entry, p, b)| {
+            .map(|r| {
                 format!(
-                    "{{\"table\":{},\"chain\":{},\"rule\":{rule},\"entry\":{entry},\"packets\":{p},\"bytes\":{b}}}",
-                    json_str(table),
-                    json_str(chain)
+                    "{{\"table\":{},\"chain\":{},\"rule\":{},\"entry\":{},\"packets\":{},\"bytes\":{}}}",
+                    json_str(&r.table),
+                    json_str(&r.chain),
+                    json_str(&r.rule),
+                    r.entry,
+                    r.packets,
+                    r.bytes
                 )
             })
             .collect();
-        return format!(
-            "{{\"namespace\":{},\"counters\":[{}]}}\n",
-            ns.id.0,
-            items.join(",")
-        );
+        return format!("{{\"namespace\":{},\"counters\":[{}]}}\n", ns.id.0, items.join(","));
     }
-    let mut out = format!(
-        "{:<8} {:<24} {:>5} {:>6} {:>14} {:>16}\n",
-        "table", "chain", "rule", "entry", "packets", "bytes"
-    );
-    for (table, chain, rule, entry, p, b) in rows {
-        let _ = writeln!(
-            out,
-            "{table:<8} {chain:<24} {rule:>5} {entry:>6} {p:>14} {b:>16}"
-        );
+    let mut out = format!("{:<8} {:<24} {:>6} {:>6} {:>14} {:>16}\n", "table", "chain", "rule", "entry", "packets", "bytes");
+    for r in rows {
+        let _ = writeln!(out, "{:<8} {:<24} {:>6} {:>6} {:>14} {:>16}", r.table, r.chain, r.rule, r.entry, r.packets, r.bytes);
     }
     out
 }
