@@ -80,6 +80,8 @@ pub struct Tools {
     /// shared by every iptables in every namespace, and another user holding it would add
     /// waiting time to the figures. The run is sequential, so a private lock loses nothing.
     pub xtables_lock: PathBuf,
+    /// bpffs root of the benchmark's bpfilter daemon.
+    pub bpffs: PathBuf,
 }
 
 impl Tools {

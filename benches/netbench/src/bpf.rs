@@ -11,6 +11,7 @@ use anyhow::{bail, Result};
 use crate::ruleset::{DPORT, DST, SRC};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_NETFILTER: u32 = 32;
@@ -96,9 +97,29 @@ pub fn link_netfilter(prog: &OwnedFd, pf: u32, hooknum: u32, priority: i32) -> R
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Open a pinned BPF object (BPF_OBJ_GET); it may be a program, a map or a link.
+pub fn obj_get(path: &std::path::Path) -> Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut cpath = path.as_os_str().as_bytes().to_vec();
+    cpath.push(0);
+    let mut attr = [0u8; 16];
+    put_u64(&mut attr, 0, cpath.as_ptr() as u64);
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel just returned this new fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether an open BPF object is a program (its fdinfo has `prog_type:`).
+pub fn is_prog(fd: &OwnedFd) -> bool {
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("prog_type:")))
+}
+
 /// What `bpf_prog_info` says about a program.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgStats {
+    /// Program id.
+    pub id: u32,
     /// Program name.
     pub name: String,
     /// Instructions the verifier processed (its work, bounded by 1M).
@@ -120,6 +141,7 @@ pub fn prog_stats(fd: &OwnedFd) -> Result<ProgStats> {
     let name_raw = &info[INFO_NAME..INFO_NAME + 16];
     let end = name_raw.iter().position(|b| *b == 0).unwrap_or(16);
     Ok(ProgStats {
+        id: get_u32(&info, 4),
         name: String::from_utf8_lossy(&name_raw[..end]).into_owned(),
         verified_insns: get_u32(&info, INFO_VERIFIED_INSNS),
         xlated: get_u32(&info, INFO_XLATED_LEN),

@@ -1,10 +1,11 @@
 //! BPF programs seen by `bpftool prog show`: which ones a load created, and their sizes.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use crate::netns::run_ok;
 
@@ -86,6 +87,41 @@ pub fn add_verified(progs: &mut [ProgInfo]) {
             p.verified_insns = crate::bpf::prog_stats(&fd).ok().map(|s| s.verified_insns);
         }
     }
+}
+
+/// Programs pinned under `dir` (recursively): the bpfilter daemon pins every program of a
+/// namespace under `<bpffs>/net<netns inode>/`, which tells its programs apart from those of
+/// any other bpfilter running on the machine.
+pub fn pinned(dir: &Path) -> Result<Vec<ProgInfo>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("read {}", d.display()))? {
+            let e = e?;
+            let path = e.path();
+            if e.file_type()?.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Ok(fd) = crate::bpf::obj_get(&path) else {
+                continue;
+            };
+            if !crate::bpf::is_prog(&fd) {
+                continue;
+            }
+            let st = crate::bpf::prog_stats(&fd)?;
+            out.push(ProgInfo {
+                id: st.id,
+                name: st.name,
+                xlated: u64::from(st.xlated),
+                jited: u64::from(st.jited),
+                verified_insns: Some(st.verified_insns),
+            });
+        }
+    }
+    out.sort_by_key(|p| p.id);
+    out.dedup_by_key(|p| p.id);
+    Ok(out)
 }
 
 /// Programs in `after` that were not in `before` (by id).

@@ -169,6 +169,7 @@ fn main() -> Result<()> {
         bpfilter: bin_dir.join("bpfilter"),
         socket: PathBuf::from(format!("/run/netbench/bpfilter-{pid}.sock")),
         daemon_log: daemon_log.clone(),
+        bpffs: PathBuf::from(format!("/sys/fs/bpf/netbench-{pid}")),
         xtables_lock: work.join("xtables.lock"),
         // Leave time for the measurement (samples may run up to 1.5 times their length when
         // rounds are long), the checks and the teardown.
@@ -197,7 +198,7 @@ fn main() -> Result<()> {
     remove_stale_bpffs();
 
     // The benchmark's own bpfilter daemon, with a private socket and bpffs folder.
-    let bpffs = PathBuf::from(format!("/sys/fs/bpf/netbench-{pid}"));
+    let bpffs = tools.bpffs.clone();
     let mut daemon = None;
     if backends.contains(&Backend::Bpfilter) {
         let started = if tools.bpfilter.exists() {
@@ -506,9 +507,21 @@ fn setup(
             Vec::new()
         };
         r.restore = Some(tools.restore(b, &pair.firewall, &file)?);
+        // This namespace's programs: those pinned in its folder of the daemon's bpffs root;
+        // else (another pin layout) the bpfltr_* programs that appeared during the load.
+        let ns_pins = netns_inode(&pair.firewall).map(|ino| tools.bpffs.join(format!("net{ino}")));
+        let ours = |before: &[progs::ProgInfo]| -> Result<Vec<progs::ProgInfo>> {
+            match ns_pins.as_deref().filter(|d| d.is_dir()) {
+                Some(d) => progs::pinned(d),
+                None => {
+                    let mut p = progs::new_since(before, &progs::list("bpfltr_")?);
+                    progs::add_verified(&mut p);
+                    Ok(p)
+                }
+            }
+        };
         if b == Backend::Bpfilter {
-            r.progs = progs::new_since(&before, &progs::list("bpfltr_")?);
-            progs::add_verified(&mut r.progs);
+            r.progs = ours(&before)?;
             match tools.bpfilter_status(&pair.firewall) {
                 Ok(st) => {
                     r.verifier_ms = backend::parse_status_load_ms(&st)
@@ -535,7 +548,7 @@ fn setup(
         }
         r.append = Some(Duration::from_secs_f64(stats::median(&t)));
         if b == Backend::Bpfilter {
-            let live = progs::new_since(&before, &progs::list("bpfltr_")?);
+            let live = ours(&before)?;
             // The INPUT path (its dispatcher and program) is what the packets take; all
             // programs if the names do not say.
             let input: Vec<_> = live
@@ -589,6 +602,14 @@ fn update_readme(readme: &Path, out_dir: &Path, report: &Report) -> Result<()> {
         &text[e..]
     );
     std::fs::write(readme, new).with_context(|| format!("write {}", readme.display()))
+}
+
+/// Inode of a named network namespace (what the daemon names its pin folders after).
+fn netns_inode(ns: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(format!("/run/netns/{ns}"))
+        .ok()
+        .map(|m| m.ino())
 }
 
 /// Unpin what a killed run's daemon left under /sys/fs/bpf/netbench-<pid>.
