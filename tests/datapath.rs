@@ -796,7 +796,11 @@ fn single_matches_against_corpus() {
             Action::Drop
         };
         let p = single(hook, matches, action, policy);
-        for (mode, opts) in [("branches", Options::default()), ("combined", Options { pending_budget: 0 })] {
+        for (mode, opts) in [
+            ("split", Options::default()),
+            ("branches", Options { split: false, ..Options::default() }),
+            ("combined", Options { pending_budget: 0, ..Options::default() }),
+        ] {
             let l = load_with(&env, &p, opts);
             for (pname, pkt) in &corpus {
                 check(&env, &l, &p, pkt, None, &format!("{name} / {pname} / {hook:?} / {mode}"));
@@ -1499,10 +1503,14 @@ fn random_rulesets_match_reference() {
     });
     runner
         .run(
-            &(arb_program(), proptest::collection::vec(arb_packet(), 12), any::<bool>()),
+            &(arb_program(), proptest::collection::vec(arb_packet(), 12), 0u8..3),
             |(p, pkts, combined)| {
-                // half the cases compile every multi-test rule branch free
-                let opts = if combined { Options { pending_budget: 0 } } else { Options::default() };
+                // the three ways a multi-test rule can be compiled
+                let opts = match combined {
+                    0 => Options::default(),
+                    1 => Options { split: false, ..Options::default() },
+                    _ => Options { pending_budget: 0, ..Options::default() },
+                };
                 let l = load_with(&env, &p, opts);
                 for pkt in &pkts {
                     let reference = evaluate(
@@ -1635,7 +1643,7 @@ fn verifier_log_small_chain() {
         return;
     }
     let Some(env) = env() else { return };
-    let p = address_chain(30);
+    let p = if std::env::var("BPFILTER_TEST_DUMP").as_deref() == Ok("port") { port_chain(30) } else { address_chain(30) };
     let compiled = compile(&p, &env.layout).unwrap();
     let ctr = Map::create(MapType::PercpuArray, 4, 16, 64, "bpfltr_dbg").unwrap();
     use std::os::fd::AsRawFd;

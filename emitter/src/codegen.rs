@@ -207,6 +207,19 @@ struct Frame {
     used: BTreeSet<u8>,
     /// position where the current tail labels started being used
     island_start: usize,
+    /// out-of-line rule bodies waiting for the next island
+    cold: Vec<Cold>,
+    /// slots those will take (estimate)
+    cold_slots: usize,
+}
+
+/// The rest of a "split" rule, emitted out of line (see `PENDING_BUDGET`).
+#[derive(Debug)]
+struct Cold {
+    label: Label,
+    next: Label,
+    rule: ir::Rule,
+    tests: Vec<Test>,
 }
 
 impl Frame {
@@ -220,6 +233,8 @@ impl Frame {
             policy_rule: None,
             used: BTreeSet::new(),
             island_start: b.pos(),
+            cold: Vec::new(),
+            cold_slots: 0,
         }
     }
 
@@ -241,6 +256,19 @@ impl Frame {
 /// to hotdrop, so a terminal rule leaves nothing pending. Combined rules cost more per packet
 /// (every test runs), so they are only used past the budget.
 const PENDING_BUDGET: usize = 6000;
+
+/// The test a split rule checks inline: the first test (tests are sorted, most selective
+/// first) when it is pure, not constant, and a single compare.
+fn lead_of(tests: &[Test]) -> Option<(usize, Test)> {
+    let t = *tests.first()?;
+    let single = match t {
+        Test::Addr { mask, .. } => mask != 0,
+        Test::Proto { .. } => true,
+        Test::Port { range, .. } => range.lo == range.hi,
+        _ => false,
+    };
+    (single && constant(&t).is_none()).then_some((0, t))
+}
 
 /// Can `rule_combined` compile these tests, and is it worth it (more than one exit)?
 fn combinable(tests: &[Test]) -> bool {
@@ -467,6 +495,7 @@ struct Gen<'a> {
     /// estimate of the branches the verifier keeps pending while it walks the chains
     pending: usize,
     budget: usize,
+    split: bool,
 }
 
 /// Code generation knobs (the defaults are what `compile` uses).
@@ -475,11 +504,14 @@ pub struct Options {
     /// Pending-branch estimate past which multi-test rules are compiled branch free
     /// (see `PENDING_BUDGET`); 0 compiles every such rule branch free (used by tests).
     pub pending_budget: usize,
+    /// Compile multi-test rules as a lead test inline + the rest out of line (default);
+    /// false keeps them as plain branches (used by tests).
+    pub split: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { pending_budget: PENDING_BUDGET }
+        Options { pending_budget: PENDING_BUDGET, split: true }
     }
 }
 
@@ -523,7 +555,7 @@ pub fn compile_with(p: &Program, layout: &KernelLayout, opts: Options) -> Result
             chain_labels.insert(*id, b.label());
         }
     }
-    let mut g = Gen { b, layout, chain_labels, count_fn, called: BTreeSet::new(), pending: 0, budget: opts.pending_budget };
+    let mut g = Gen { b, layout, chain_labels, count_fn, called: BTreeSet::new(), pending: 0, budget: opts.pending_budget, split: opts.split };
 
     // main
     g.b.symbol("main");
@@ -536,6 +568,7 @@ pub fn compile_with(p: &Program, layout: &KernelLayout, opts: Options) -> Result
         g.policy_inline(&mut frame)?;
         g.b.set_origin(None);
     }
+    g.cold_blocks(&mut frame)?;
     g.tails(&frame)?;
 
     // user chains, each once, only those a reachable call site refers to
@@ -556,6 +589,7 @@ pub fn compile_with(p: &Program, layout: &KernelLayout, opts: Options) -> Result
             g.b.emit(mov64(Reg::R0, Src::Imm(RET_RETURN)));
             g.b.emit(Insn::Exit);
         }
+        g.cold_blocks(&mut frame)?;
         g.tails(&frame)?;
     }
 
@@ -745,10 +779,15 @@ impl Gen<'_> {
         b.emit(alu64(AluOp::Or, R9, Src::Reg(R1)));
         b.emit(ldx(Size::W, R1, R10, rec::THAV));
         b.emit(alu32(AluOp::Add, R1, Src::Imm(2)));
-        let small = b.label();
-        b.jmp(false, JmpOp::Jle, R1, Src::Imm(255), small);
-        b.emit(mov32(R1, 255));
-        b.bind(small)?;
+        // r1 = min(r1, 255), branch free: a branch would give the verifier two prologue end
+        // states (one with a constant) and it would walk every rule twice.
+        b.emit(mov64(R2, Src::Imm(255)));
+        b.emit(alu64(AluOp::Sub, R2, Src::Reg(R1)));
+        b.emit(alu64(AluOp::Rsh, R2, Src::Imm(63))); // 1 iff r1 > 255
+        b.emit(mov64(R3, Src::Reg(R1)));
+        b.emit(alu64(AluOp::Sub, R3, Src::Imm(255)));
+        b.emit(alu64(AluOp::Mul, R3, Src::Reg(R2)));
+        b.emit(alu64(AluOp::Sub, R1, Src::Reg(R3)));
         // Guard status bits (branch free, so every prologue path ends in the same verifier
         // state): per guard kind, bit 0 = "non-first fragment: no match", bit 1 = "hotdrop".
         let lt = |b: &mut Builder, dst: Reg, c: i32| {
@@ -873,9 +912,10 @@ impl Gen<'_> {
     /// Emit a chain's rules; returns true when control can fall off its end.
     fn chain_body(&mut self, chain: &ir::Chain, lowered: &[Vec<Test>], frame: &mut Frame) -> Result<bool, EmitError> {
         for (rule, tests) in chain.rules.iter().zip(lowered) {
-            if self.b.pos() - frame.island_start > ISLAND {
+            if self.b.pos() - frame.island_start + frame.cold_slots > ISLAND {
                 let skip = self.b.label();
                 self.b.ja(skip);
+                self.cold_blocks(frame)?;
                 self.tails(frame)?;
                 self.b.bind(skip)?;
                 frame.renew(&mut self.b);
@@ -884,13 +924,21 @@ impl Gen<'_> {
             self.b.set_origin(Some(rule.counter));
             let terminal = matches!(rule.action, Action::Accept | Action::Drop | Action::Return | Action::Goto(_));
             let jumps_before = self.b.cond_jumps();
-            let continues = if self.pending >= self.budget && combinable(tests) {
-                self.rule_combined(rule, tests, frame, next)?
+            let splittable = lead_of(tests).is_some() && (combinable(tests) || tests.len() == 1);
+            let continues = if self.split && splittable && self.pending < self.budget {
+                // the out-of-line part waits (one branch) while the rest of the chain is walked
+                self.pending += 1;
+                self.rule_split(rule, tests, frame, next)?
             } else {
-                self.rule(rule, tests, frame, next)?
+                let c = if combinable(tests) && self.pending >= self.budget {
+                    self.rule_combined(rule, tests, frame, next)?
+                } else {
+                    self.rule(rule, tests, frame, next)?
+                };
+                let jumps = self.b.cond_jumps() - jumps_before;
+                self.pending += if terminal { jumps.saturating_sub(1) } else { jumps };
+                c
             };
-            let jumps = self.b.cond_jumps() - jumps_before;
-            self.pending += if terminal { jumps.saturating_sub(1) } else { jumps };
             self.b.set_origin(None);
             self.b.bind(next)?;
             if !continues {
@@ -1353,6 +1401,65 @@ impl Gen<'_> {
             _ => return Err(EmitError::Unsupported { what: "action kind" }),
         }
         Ok(false)
+    }
+
+    /// Out-of-line bodies of split rules: the combined rest of the rule, then back to `next`.
+    fn cold_blocks(&mut self, frame: &mut Frame) -> Result<(), EmitError> {
+        let cold = std::mem::take(&mut frame.cold);
+        frame.cold_slots = 0;
+        for c in cold {
+            self.b.bind(c.label)?;
+            self.b.set_origin(Some(c.rule.counter));
+            if c.tests.is_empty() {
+                self.action(&c.rule, frame, c.next)?;
+            } else {
+                self.rule_combined(&c.rule, &c.tests, frame, c.next)?;
+            }
+            // only Continue falls through after its action
+            if matches!(c.rule.action, Action::Continue) {
+                self.b.ja(c.next);
+            }
+            self.b.set_origin(None);
+        }
+        Ok(())
+    }
+
+    /// Split rule: the lead test inline, jumping out of line when it passes; the rest of the
+    /// rule (branch free) and its action out of line. A packet that fails the lead costs
+    /// the lead only, and the verifier keeps one branch pending (the out-of-line part).
+    fn rule_split(&mut self, rule: &ir::Rule, tests: &[Test], frame: &mut Frame, _next: Label) -> Result<bool, EmitError> {
+        use Reg::*;
+        let (i, lead) = lead_of(tests).ok_or(EmitError::Unsupported { what: "split rule without a lead test" })?;
+        let cold = self.b.label();
+        let b = &mut self.b;
+        let eq = |inv: bool| if inv { JmpOp::Jne } else { JmpOp::Jeq };
+        match lead {
+            Test::Addr { field, addr, mask, invert } => {
+                let hot = if field == rec::SADDR { R7 } else { R8 };
+                b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst: R1, src: Src::Reg(hot) });
+                if mask == u32::MAX {
+                    b.emit(alu32(AluOp::Xor, R1, Src::Imm(addr as i32)));
+                    b.jmp(false, eq(invert), R1, Src::Imm(0), cold);
+                } else {
+                    b.emit(alu32(AluOp::And, R1, Src::Imm(mask as i32)));
+                    b.jmp(false, eq(invert), R1, Src::Imm(addr as i32), cold);
+                }
+            }
+            Test::Proto { proto, invert } => {
+                extract(b, R1, Field::Proto);
+                b.jmp(false, eq(invert), R1, Src::Imm(i32::from(proto)), cold);
+            }
+            Test::Port { field, range, invert } => {
+                extract(b, R1, if field == rec::SPORT { Field::Sport } else { Field::Dport });
+                b.jmp(false, eq(invert), R1, Src::Imm(i32::from(range.lo)), cold);
+            }
+            _ => return Err(EmitError::Unsupported { what: "lead test kind" }),
+        }
+        let mut rest = tests.to_vec();
+        rest.remove(i);
+        frame.cold_slots += 16 + 12 * rest.len();
+        frame.cold.push(Cold { label: cold, next: _next, rule: rule.clone(), tests: rest });
+        Ok(true)
     }
 
     /// Per-frame shared code: count-then-verdict tails (r1 = counter slot) and hotdrop.
