@@ -147,6 +147,8 @@ pub struct CaseReport {
     pub identical: bool,
     /// What differed.
     pub detail: Option<String>,
+    /// False when a mismatch did not come back on a second run (flaky).
+    pub reproduced: bool,
     /// Minimal reproduction: (iptables-save text, packet list).
     pub repro: Option<(String, String)>,
 }
@@ -194,7 +196,13 @@ impl Summary {
                 c.rules,
                 c.rules_hit,
                 c.packets,
-                if c.identical { "yes" } else { "NO" }
+                if c.identical {
+                    "yes"
+                } else if c.reproduced {
+                    "NO"
+                } else {
+                    "NO (flaky)"
+                }
             );
         }
         s.push_str(&self.summary_line());
@@ -207,7 +215,7 @@ impl Summary {
         let rules: usize = self.cases.iter().map(|c| c.rules).sum();
         let hit: usize = self.cases.iter().map(|c| c.rules_hit).sum();
         format!(
-            "conformance (kernel vs {}): {} rulesets ({} hand-written, {} random, {} regression), {} rules ({} hit by packets), {} packets, {} identical, {} mismatches, {:.1} s",
+            "conformance (kernel vs {}): {} rulesets ({} hand-written, {} random, {} regression), {} rules ({} hit by packets), {} packets, {} identical, {} mismatches ({} flaky), {:.1} s",
             self.candidate,
             self.cases.len(),
             self.count("hand"),
@@ -218,6 +226,7 @@ impl Summary {
             self.packets(),
             self.cases.len() - self.mismatches(),
             self.mismatches(),
+            self.cases.iter().filter(|c| !c.identical && !c.reproduced).count(),
             self.elapsed.as_secs_f64()
         )
     }
@@ -810,7 +819,13 @@ fn run_cases(cfg: &Config, h: &mut Harness, cases: &[Case], summary: &mut Summar
             identical: detail.is_none(),
             detail: detail.clone(),
             repro: None,
+            reproduced: true,
         };
+        // A mismatch is run once more: one that does not come back is reported as flaky (a
+        // race in the candidate, or noise), still as a failure, and is not minimized.
+        if detail.is_some() {
+            row.reproduced = h.check(rs, &case.packets)?.is_some();
+        }
         if cfg.verbose {
             eprintln!(
                 "{:<40} {:>4} rules {:>5} packets  {}",
@@ -826,10 +841,18 @@ fn run_cases(cfg: &Config, h: &mut Harness, cases: &[Case], summary: &mut Summar
         }
         if let Some(d) = &detail {
             mismatches += 1;
-            eprintln!("---- mismatch in {}:\n{d}", rs.name);
+            eprintln!(
+                "---- mismatch in {}{}:\n{d}",
+                rs.name,
+                if row.reproduced {
+                    ""
+                } else {
+                    " (FLAKY: identical when run again)"
+                }
+            );
             // Minimizing takes time: only the first few mismatches; the rest are still run and
             // reported.
-            if cfg.minimize && mismatches <= cfg.max_mismatches {
+            if cfg.minimize && row.reproduced && mismatches <= cfg.max_mismatches {
                 match minimize(h, rs, &case.packets, cfg.minimize_budget) {
                     Ok((mrs, mp)) => {
                         let why = h
