@@ -384,3 +384,59 @@ fn a_deleted_namespace_kept_alive_by_a_socket_keeps_its_rules() {
     assert!(gone.is_some(), "pins still there after the namespace died");
     assert!(dismantled.is_some(), "namespace not freed; held by {:?}", holders(w.ino));
 }
+
+/// The daemon's own namespace is a live namespace even when no other process is in it (a
+/// daemon started in a namespace of its own, e.g. `unshare -n` or a container): the collector
+/// must not take the daemon's own threads for "nobody".
+#[test]
+fn the_daemons_own_namespace_keeps_its_rules() {
+    if !privileged() {
+        return;
+    }
+    let name = common::unique("rnd");
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let socket = dir.join("sock");
+    let bpffs = PathBuf::from(format!("/sys/fs/bpf/{name}"));
+    let mut child = Command::new("unshare")
+        .arg("-n")
+        .arg(common::bpfilter_bin())
+        .args(["daemon", "--socket"])
+        .arg(&socket)
+        .arg("--bpffs")
+        .arg(&bpffs)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("daemon.log")).expect("log"))
+        .spawn()
+        .expect("unshare daemon");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    let client = |args: &[&str]| {
+        Command::new("nsenter")
+            .args(["-t", &pid, "-n"])
+            .arg(common::bpfilter_bin())
+            .args(args)
+            .env("BPFILTER_SOCKET", &socket)
+            .output()
+            .expect("nsenter")
+    };
+    let out = client(&["iptables", "-w", "-A", "INPUT", "-p", "udp", "--dport", "9", "-j", "DROP"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_secs(5));
+    let save = String::from_utf8_lossy(&client(&["iptables-save"]).stdout).into_owned();
+    let pins = std::fs::read_dir(&bpffs).map(|r| r.count()).unwrap_or(0);
+    let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    let _ = client(&["flush", "--all"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&bpffs);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        save.contains("--dport 9 -j DROP") && pins == 1,
+        "the rules of the daemon's own namespace were collected ({pins} pin folders):\n{save}\n{log}"
+    );
+}

@@ -227,6 +227,18 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
     let j = Judged::of(current, &last.sum_percpu_u64_all().expect("read counters"));
     total.add(j);
     per[current as usize].add(j);
+    // What iptables reads through the daemon agrees with the map read directly.
+    let save = d.iptables(&fw, Tool::Save, &["-c"], "");
+    let save = String::from_utf8_lossy(&save.stdout).into_owned();
+    let count_rule = match current {
+        Which::A => "-A INPUT -p udp -m udp --dport 5001 -m comment --comment a0",
+        Which::B => "-A INPUT -p udp -m udp --dport 5001 -m comment --comment b1",
+    };
+    let shown = save.lines().find_map(|l| {
+        let (c, r) = l.strip_prefix('[')?.split_once("] ")?;
+        (r == count_rule).then(|| c.split(':').next()?.parse::<u64>().ok())?
+    });
+    assert_eq!(shown, Some(j.pass), "iptables-save -c of the last generation\n{save}");
 
     let sent_pass = sent[0].load(Ordering::Relaxed);
     let sent_drop = sent[1].load(Ordering::Relaxed);
