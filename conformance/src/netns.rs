@@ -570,10 +570,12 @@ impl Topology {
                 }
                 // Settled when nothing moves for a while (longer with loopback traffic, whose
                 // replies are processed from the backlog).
-                let quiet = if looped > 0 { 5 } else { 1 };
+                // Replies to looped-back packets are queued to the backlog again; under load
+                // ksoftirqd may run them milliseconds later, so wait 20 ms of silence.
+                let quiet = if looped > 0 { 40 } else { 1 };
                 let mut settled = true;
                 for _ in 0..quiet {
-                    std::thread::sleep(Duration::from_micros(300));
+                    std::thread::sleep(Duration::from_micros(if looped > 0 { 500 } else { 300 }));
                     if self.stats()? != s {
                         settled = false;
                         break;
