@@ -14,6 +14,8 @@
 
 #[path = "../fuzz/support/daemon_path.rs"]
 mod daemon_path;
+#[path = "../fuzz/support/wire_path.rs"]
+mod wire_path;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -333,7 +335,7 @@ fn fuzz_regressions_replay() {
         n += 1;
     }
     for (p, b) in regressions("wire_decode") {
-        guarded("wire_decode", &b, check_wire);
+        guarded("wire_decode", &b, wire_path::check);
         eprintln!("replayed {}", p.display());
         n += 1;
     }
@@ -377,7 +379,11 @@ fn bounded_fuzz_run() {
     while t.elapsed() < budget / 5 {
         let base = &frames[rng.below(frames.len())];
         let input = mutate(&mut rng, base, &frames);
-        guarded("wire_decode", &input, check_wire);
+        if decoded % 64 == 0 {
+            guarded("wire_decode", &input, wire_path::check);
+        } else {
+            guarded("wire_decode", &input, check_wire);
+        }
         decoded += 1;
     }
 

@@ -14,6 +14,7 @@
 //! | `entries NAME DSIZE DOPTLEN` | GET_ENTRIES of NAME with size = filter's size + DSIZE and optlen = 40 + that + DOPTLEN |
 //! | `install FILE` | SET_REPLACE of FILE with num_counters set to filter's current entry count |
 //! | `reset` | `install` of the initial 4-entry ruleset |
+//! | `wire HEX` | the wire frame HEX sent straight to the daemon (libbpfilter's Client, no raw socket): RET 0 and ERRNO = the reply's errno, or RET -1 and the client error's errno |
 //!
 //! Output: `R LINE RET ERRNO OPTLEN_AFTER` (ERRNO 0 when RET >= 0).
 #![allow(dead_code, clippy::unwrap_used, reason = "test code")]
@@ -190,25 +191,32 @@ impl Buf {
     }
 }
 
-/// The client's raw socket and its counters buffer.
+/// The client's raw socket (opened on first use) and its counters buffer.
 struct Client {
-    fd: i32,
+    fd: Option<i32>,
     counters: Vec<u64>,
 }
 
 impl Client {
     fn new() -> Client {
+        Client {
+            fd: None,
+            counters: vec![0; (1 << 20) / 8],
+        }
+    }
+
+    /// The raw socket, or the errno socket(2) failed with (EPERM without CAP_NET_RAW).
+    fn fd(&mut self) -> Result<i32, i32> {
+        if let Some(fd) = self.fd {
+            return Ok(fd);
+        }
         // SAFETY: plain socket(2).
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
         if fd < 0 {
-            let e = std::io::Error::last_os_error();
-            println!("SOCKET-FAILED {}", e.raw_os_error().unwrap_or(0));
-            std::process::exit(3);
+            return Err(Self::errno());
         }
-        Client {
-            fd,
-            counters: vec![0; (1 << 20) / 8],
-        }
+        self.fd = Some(fd);
+        Ok(fd)
     }
 
     fn errno() -> i32 {
@@ -216,19 +224,26 @@ impl Client {
     }
 
     fn set(&mut self, optname: i32, buf: &mut Buf, optlen: u32) -> (i32, i32, u32) {
+        let fd = match self.fd() {
+            Ok(fd) => fd,
+            Err(e) => return (-1, e, optlen),
+        };
         let p = buf.ptr();
         // SAFETY: p is valid for buf.len >= optlen bytes (or the test deliberately passes a
         // larger optlen; then the kernel or the preload reads past it into our padding word).
-        let ret = unsafe { libc::setsockopt(self.fd, libc::IPPROTO_IP, optname, p.cast(), optlen) };
+        let ret = unsafe { libc::setsockopt(fd, libc::IPPROTO_IP, optname, p.cast(), optlen) };
         (ret, if ret < 0 { Self::errno() } else { 0 }, optlen)
     }
 
     fn get(&mut self, optname: i32, buf: &mut Buf, optlen: u32) -> (i32, i32, u32) {
+        let fd = match self.fd() {
+            Ok(fd) => fd,
+            Err(e) => return (-1, e, optlen),
+        };
         let mut len = optlen as libc::socklen_t;
         let p = buf.ptr();
         // SAFETY: p is valid for max(optlen, input) bytes.
-        let ret =
-            unsafe { libc::getsockopt(self.fd, libc::IPPROTO_IP, optname, p.cast(), &mut len) };
+        let ret = unsafe { libc::getsockopt(fd, libc::IPPROTO_IP, optname, p.cast(), &mut len) };
         (ret, if ret < 0 { Self::errno() } else { 0 }, len)
     }
 
@@ -328,6 +343,16 @@ impl Client {
                 self.get(IPT_SO_GET_ENTRIES, &mut b, optlen)
             }
             "install" => self.install(f[1]),
+            "wire" => {
+                let req = libbpfilter::wire::Request::decode(&unhex(f[1])).unwrap();
+                match libbpfilter::Client::connect().and_then(|mut c| c.request(&req)) {
+                    Ok(reply) => (0, reply.errno, reply.payload.len() as u32),
+                    Err(e) => {
+                        eprintln!("wire: {e}");
+                        (-1, e.errno(), 0)
+                    }
+                }
+            }
             "reset" => self.reset(),
             other => panic!("unknown client op {other}"),
         }
