@@ -655,3 +655,58 @@ fn a_table_whose_creation_was_killed_filters_after_the_restart() {
     eprintln!("kills inside table creation: {hits} of 4");
     assert!(failures.is_empty(), "{}\n{}", failures.join("\n"), d.log());
 }
+
+/// A kill -9 while the first generation of a new table is being built leaves a pin folder
+/// that a restarted daemon cannot adopt (no complete generation). If the namespace is then
+/// deleted without ever being used again, nothing may stay behind in bpffs.
+#[test]
+fn an_unadoptable_table_left_by_a_kill_does_not_leak_once_its_namespace_is_gone() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let mut hits = 0;
+    let mut leaked = Vec::new();
+    let mut attempts = 0;
+    while attempts < 8 && hits < 2 {
+        attempts += 1;
+        let ns = Netns::new("rfu");
+        let ino = std::fs::metadata(format!("/run/netns/{}", ns.name)).expect("netns").ino();
+        let ns_dir = d.bpffs.join(format!("net{ino}"));
+        let mut cmd = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(common::bpfilter_bin())
+            .args(["iptables", "-w", "-L", "-n"])
+            .env("BPFILTER_SOCKET", &d.socket)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("iptables");
+        let progs = ns_dir.join("filter/progs");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !progs.exists() && Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        d.kill9();
+        let _ = cmd.wait();
+        let hit = progs.exists() && !ns_dir.join("filter/gen1/ruleset").exists();
+        d.restart();
+        if !hit {
+            continue;
+        }
+        hits += 1;
+        drop(ns); // ip netns del
+        let t0 = Instant::now();
+        while ns_dir.exists() && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if ns_dir.exists() {
+            let left: Vec<String> = std::fs::read_dir(ns_dir.join("filter"))
+                .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            leaked.push(format!("{} (holding {left:?})", ns_dir.display()));
+        }
+    }
+    eprintln!("kills inside generation 1 of a new table: {hits} of {attempts}; pin folders leaked: {}", leaked.len());
+    assert!(leaked.is_empty(), "pin folders left for deleted namespaces: {leaked:?}\n{}", d.log());
+}
