@@ -857,3 +857,59 @@ fn stray_fds_are_refused_and_not_leaked() {
         }
     }
 }
+
+/// The kernel reads exactly `96 + size` bytes of a SET_REPLACE optval, whatever optlen says
+/// beyond that (`blob_trailing_bytes` is accepted): bytes past the blob are never touched, even
+/// if they are not readable, and an optlen above bpfilter's 256 MiB request bound is no
+/// reason to refuse a small table. Each case runs in its own client process, so a crash shows
+/// as that case's failure.
+#[test]
+fn optlen_beyond_the_blob_is_read_like_the_kernel() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = Pair::new();
+    let empty = fixtures().join("captured/empty/replace.bin");
+    let len = std::fs::metadata(&empty).unwrap().len();
+    let e = empty.display();
+    let cases = [
+        (
+            "optlen = blob + 8",
+            format!("set 64 {} 0 1 valid {e}", len + 8),
+        ),
+        (
+            "optlen = blob + 1 MiB",
+            format!("set 64 {} 0 1 valid {e}", len + (1 << 20)),
+        ),
+        (
+            "optlen = 256 MiB + 1",
+            format!("set 64 {} 0 1 valid {e}", (256u64 << 20) + 1),
+        ),
+        ("blob ends at an unmapped page", format!("setguard - {e}")),
+        (
+            "optlen runs into an unmapped page",
+            format!("setguard {} {e}", len + 4096),
+        ),
+    ];
+    let mut bad = Vec::new();
+    for (what, line) in &cases {
+        let script = format!("reset\n{line}\nreset\n");
+        let (k, _) = run_client(&script, None, Some(&p.kernel.name), &[]);
+        let (b, out) = run_client(&script, Some(&d.socket), Some(&p.bpf.name), &[]);
+        let k1 = k.get(&1).map(|s| (s.ret, s.errno));
+        let b1 = b.get(&1).map(|s| (s.ret, s.errno));
+        if k1 != b1 || b.len() != 3 {
+            bad.push(format!(
+                "{what}: kernel {k1:?}, bpfilter {b1:?} (client {:?}, {} of 3 lines)",
+                out.status,
+                b.len()
+            ));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "SET_REPLACE optlen handling differs from the kernel:\n{}",
+        bad.join("\n")
+    );
+}

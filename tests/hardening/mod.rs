@@ -12,6 +12,7 @@
 //! | `set OPTNAME OPTLEN MISALIGN RESET PTR FILE` | setsockopt of FILE's bytes, OPTLEN `-` = its length; the buffer is zero-padded to the kernel's fixed header (96 or 40 bytes) as xt-oracle does, and starts MISALIGN bytes past an 8-aligned address. For SET_REPLACE, PTR sets the `counters` pointer: `valid` (a 1 MiB buffer), `garbage` (an unmapped address), `keep`. RESET 1: after an accepted SET_REPLACE, put the 4-entry initial ruleset back |
 //! | `get OPTNAME OPTLEN MISALIGN HEX` | getsockopt with HEX as the input part of optval (buffer of max(OPTLEN, input) bytes) |
 //! | `entries NAME DSIZE DOPTLEN` | GET_ENTRIES of NAME with size = filter's size + DSIZE and optlen = 40 + that + DOPTLEN |
+//! | `setguard OPTLEN FILE` | SET_REPLACE of FILE (counters pointer valid) ending right before a PROT_NONE page, with OPTLEN possibly past it |
 //! | `install FILE` | SET_REPLACE of FILE with num_counters set to filter's current entry count |
 //! | `reset` | `install` of the initial 4-entry ruleset |
 //! | `wire HEX` | the wire frame HEX sent straight to the daemon (libbpfilter's Client, no raw socket): RET 0 and ERRNO = the reply's errno, or RET -1 and the client error's errno |
@@ -268,7 +269,9 @@ impl Client {
         ptr: &str,
         num: Option<u32>,
     ) -> (i32, i32, u32) {
-        let mut b = Buf::new(blob, blob.len().max(96), misalign);
+        // The buffer really holds optlen bytes (zeros after the blob), up to 512 MiB.
+        let len = (optlen as usize).min(512 << 20).max(blob.len()).max(96);
+        let mut b = Buf::new(blob, len, misalign);
         let bytes = b.bytes_mut();
         if let Some(n) = num {
             bytes[84..88].copy_from_slice(&n.to_ne_bytes());
@@ -281,6 +284,61 @@ impl Client {
         };
         bytes[88..96].copy_from_slice(&p.to_ne_bytes());
         self.set(IPT_SO_SET_REPLACE, &mut b, optlen)
+    }
+
+    /// SET_REPLACE of FILE placed so that it ends right before an inaccessible page, with
+    /// OPTLEN (`-` = the file's length) possibly larger than what is readable.
+    fn set_guarded(&mut self, optlen: &str, path: &str) -> (i32, i32, u32) {
+        let mut blob = std::fs::read(path).unwrap();
+        let optlen = if optlen == "-" {
+            blob.len() as u32
+        } else {
+            optlen.parse().unwrap()
+        };
+        let counters = self.counters.as_mut_ptr() as u64;
+        blob[88..96].copy_from_slice(&counters.to_ne_bytes());
+        let page = 4096;
+        let pages = blob.len().div_ceil(page);
+        // SAFETY: an anonymous private mapping of (pages + 1) pages; nothing else uses it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                (pages + 1) * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        let base = base.cast::<u8>();
+        // SAFETY: the last page of our mapping becomes inaccessible; the blob is copied to the
+        // end of the pages before it, inside the mapping.
+        let start = unsafe {
+            assert_eq!(
+                libc::mprotect(base.add(pages * page).cast(), page, libc::PROT_NONE),
+                0
+            );
+            let start = base.add(pages * page - blob.len());
+            std::ptr::copy_nonoverlapping(blob.as_ptr(), start, blob.len());
+            start
+        };
+        let fd = match self.fd() {
+            Ok(fd) => fd,
+            Err(e) => return (-1, e, optlen),
+        };
+        // SAFETY: the kernel (or the preload) may read past the blob: that is the point; the
+        // guard page makes such a read fail instead of reading garbage.
+        let ret = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                IPT_SO_SET_REPLACE,
+                start.cast(),
+                optlen,
+            )
+        };
+        (ret, if ret < 0 { Self::errno() } else { 0 }, optlen)
     }
 
     fn install(&mut self, path: &str) -> (i32, i32, u32) {
@@ -343,6 +401,7 @@ impl Client {
                 self.get(IPT_SO_GET_ENTRIES, &mut b, optlen)
             }
             "install" => self.install(f[1]),
+            "setguard" => self.set_guarded(f[1], f[2]),
             "wire" => {
                 let req = libbpfilter::wire::Request::decode(&unhex(f[1])).unwrap();
                 match libbpfilter::Client::connect().and_then(|mut c| c.request(&req)) {
