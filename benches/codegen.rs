@@ -19,7 +19,10 @@ fn chain(n: usize, ports: bool) -> Program {
                 invert: false,
             }];
             if ports {
-                matches.push(Match::Protocol { proto: 17, invert: false });
+                matches.push(Match::Protocol {
+                    proto: 17,
+                    invert: false,
+                });
                 matches.push(Match::Udp(UdpMatch {
                     sport: PortRange::ANY,
                     dport: PortRange::one(10000 + (i % 1000) as u16),
@@ -27,11 +30,26 @@ fn chain(n: usize, ports: bool) -> Program {
                     inv_dport: false,
                 }));
             }
-            Rule { matches, action: Action::Drop, counter: i as u32 }
+            Rule {
+                matches,
+                action: Action::Drop,
+                counter: i as u32,
+            }
         })
         .collect();
-    rules.push(Rule { matches: vec![], action: Action::Accept, counter: n as u32 });
-    Program::single(Hook::LocalIn, rules, Policy { verdict: Verdict::Drop, counter: n as u32 + 1 })
+    rules.push(Rule {
+        matches: vec![],
+        action: Action::Accept,
+        counter: n as u32,
+    });
+    Program::single(
+        Hook::LocalIn,
+        rules,
+        Policy {
+            verdict: Verdict::Drop,
+            counter: n as u32 + 1,
+        },
+    )
 }
 
 fn codegen(c: &mut Criterion) {

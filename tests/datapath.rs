@@ -84,7 +84,10 @@ fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
         MapRef::Counters => fd,
         MapRef::Other(_) => -1,
     });
-    let level = std::env::var("BPFILTER_TEST_LOG_LEVEL").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let level = std::env::var("BPFILTER_TEST_LOG_LEVEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let (prog, stats) = match BpfProgram::load_netfilter("bpfltr_test", &bytes, level) {
         Ok(x) => x,
         Err(e) => {
@@ -798,12 +801,31 @@ fn single_matches_against_corpus() {
         let p = single(hook, matches, action, policy);
         for (mode, opts) in [
             ("split", Options::default()),
-            ("branches", Options { split: false, ..Options::default() }),
-            ("combined", Options { pending_budget: 0, ..Options::default() }),
+            (
+                "branches",
+                Options {
+                    split: false,
+                    ..Options::default()
+                },
+            ),
+            (
+                "combined",
+                Options {
+                    pending_budget: 0,
+                    ..Options::default()
+                },
+            ),
         ] {
             let l = load_with(&env, &p, opts);
             for (pname, pkt) in &corpus {
-                check(&env, &l, &p, pkt, None, &format!("{name} / {pname} / {hook:?} / {mode}"));
+                check(
+                    &env,
+                    &l,
+                    &p,
+                    pkt,
+                    None,
+                    &format!("{name} / {pname} / {hook:?} / {mode}"),
+                );
                 cases += 1;
             }
         }
@@ -1503,13 +1525,23 @@ fn random_rulesets_match_reference() {
     });
     runner
         .run(
-            &(arb_program(), proptest::collection::vec(arb_packet(), 12), 0u8..3),
+            &(
+                arb_program(),
+                proptest::collection::vec(arb_packet(), 12),
+                0u8..3,
+            ),
             |(p, pkts, combined)| {
                 // the three ways a multi-test rule can be compiled
                 let opts = match combined {
                     0 => Options::default(),
-                    1 => Options { split: false, ..Options::default() },
-                    _ => Options { pending_budget: 0, ..Options::default() },
+                    1 => Options {
+                        split: false,
+                        ..Options::default()
+                    },
+                    _ => Options {
+                        pending_budget: 0,
+                        ..Options::default()
+                    },
                 };
                 let l = load_with(&env, &p, opts);
                 for pkt in &pkts {
@@ -1620,7 +1652,16 @@ fn scale_figures() {
             assert_eq!(d[n], (1, pkt.len() as u64), "final ACCEPT counted");
             let r = l.prog.test_run(&pkt, None, 200_000).unwrap();
             if !l.stats.log.is_empty() {
-                eprintln!("{}", l.stats.log.lines().rev().take(4).collect::<Vec<_>>().join(" | "));
+                eprintln!(
+                    "{}",
+                    l.stats
+                        .log
+                        .lines()
+                        .rev()
+                        .take(4)
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                );
             }
             eprintln!(
                 "FIGURES {kind} n={n}: {} insns ({:.2}/rule), verified {} insns, load {:?}, jited {} B, run {} ns/packet",
@@ -1643,7 +1684,11 @@ fn verifier_log_small_chain() {
         return;
     }
     let Some(env) = env() else { return };
-    let p = if std::env::var("BPFILTER_TEST_DUMP").as_deref() == Ok("port") { port_chain(30) } else { address_chain(30) };
+    let p = if std::env::var("BPFILTER_TEST_DUMP").as_deref() == Ok("port") {
+        port_chain(30)
+    } else {
+        address_chain(30)
+    };
     let compiled = compile(&p, &env.layout).unwrap();
     let ctr = Map::create(MapType::PercpuArray, 4, 16, 64, "bpfltr_dbg").unwrap();
     use std::os::fd::AsRawFd;

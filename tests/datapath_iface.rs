@@ -22,11 +22,18 @@ fn unavailable(why: &str) {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 
@@ -51,10 +58,26 @@ impl Topo {
         };
         let _ = ip(&["netns", "del", &t.ns]);
         ip(&["netns", "add", &t.ns])?;
-        ip(&["link", "add", &t.host_if, "type", "veth", "peer", "name", &t.ns_if, "netns", &t.ns])?;
-        ip(&["addr", "add", &format!("{}/24", t.host_addr), "dev", &t.host_if])?;
+        ip(&[
+            "link", "add", &t.host_if, "type", "veth", "peer", "name", &t.ns_if, "netns", &t.ns,
+        ])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", t.host_addr),
+            "dev",
+            &t.host_if,
+        ])?;
         ip(&["link", "set", &t.host_if, "up"])?;
-        ip(&["-n", &t.ns, "addr", "add", &format!("{}/24", t.ns_addr), "dev", &t.ns_if])?;
+        ip(&[
+            "-n",
+            &t.ns,
+            "addr",
+            "add",
+            &format!("{}/24", t.ns_addr),
+            "dev",
+            &t.ns_if,
+        ])?;
         ip(&["-n", &t.ns, "link", "set", &t.ns_if, "up"])?;
         ip(&["-n", &t.ns, "link", "set", "lo", "up"])?;
         Ok(t)
@@ -69,13 +92,25 @@ impl Drop for Topo {
 }
 
 fn rule(matches: Vec<Match>, action: Action, counter: u32) -> Rule {
-    Rule { matches, action, counter }
+    Rule {
+        matches,
+        action,
+        counter,
+    }
 }
 
 fn udp_dport(p: u16) -> Vec<Match> {
     vec![
-        Match::Protocol { proto: 17, invert: false },
-        Match::Udp(UdpMatch { sport: PortRange::ANY, dport: PortRange::one(p), inv_sport: false, inv_dport: false }),
+        Match::Protocol {
+            proto: 17,
+            invert: false,
+        },
+        Match::Udp(UdpMatch {
+            sport: PortRange::ANY,
+            dport: PortRange::one(p),
+            inv_sport: false,
+            inv_dport: false,
+        }),
     ]
 }
 
@@ -102,7 +137,9 @@ fn load(p: &Program, map: &Map) -> BpfProgram {
     let c = compile(p, &layout).unwrap();
     let fd = map.fd().as_raw_fd();
     let bytes = c.bytes(&|_| fd);
-    BpfProgram::load_netfilter("bpfltr_iface", &bytes, 0).unwrap().0
+    BpfProgram::load_netfilter("bpfltr_iface", &bytes, 0)
+        .unwrap()
+        .0
 }
 
 #[test]
@@ -122,36 +159,102 @@ fn interfaces_over_veth() {
     let iface = |n: &str, inv: bool| Iface::iptables(n, inv);
     let prefix = format!("{}+", &topo.ns_if[..4]);
     let in_rules = vec![
-        rule(with(udp_dport(PORT), Match::InIface(iface(&topo.ns_if, false))), Action::Continue, 0),
-        rule(with(udp_dport(PORT), Match::InIface(iface(&prefix, false))), Action::Continue, 1),
-        rule(with(udp_dport(PORT), Match::InIface(iface(&topo.ns_if, true))), Action::Continue, 2),
-        rule(with(udp_dport(PORT), Match::InIface(iface("lo", false))), Action::Continue, 3),
-        rule(with(udp_dport(PORT), Match::OutIface(iface(&topo.ns_if, false))), Action::Continue, 4),
-        rule(with(udp_dport(PORT), Match::OutIface(iface(&topo.ns_if, true))), Action::Continue, 5),
-        rule(with(udp_dport(PORT), Match::InIface(iface(&topo.host_if, false))), Action::Continue, 6),
+        rule(
+            with(udp_dport(PORT), Match::InIface(iface(&topo.ns_if, false))),
+            Action::Continue,
+            0,
+        ),
+        rule(
+            with(udp_dport(PORT), Match::InIface(iface(&prefix, false))),
+            Action::Continue,
+            1,
+        ),
+        rule(
+            with(udp_dport(PORT), Match::InIface(iface(&topo.ns_if, true))),
+            Action::Continue,
+            2,
+        ),
+        rule(
+            with(udp_dport(PORT), Match::InIface(iface("lo", false))),
+            Action::Continue,
+            3,
+        ),
+        rule(
+            with(udp_dport(PORT), Match::OutIface(iface(&topo.ns_if, false))),
+            Action::Continue,
+            4,
+        ),
+        rule(
+            with(udp_dport(PORT), Match::OutIface(iface(&topo.ns_if, true))),
+            Action::Continue,
+            5,
+        ),
+        rule(
+            with(udp_dport(PORT), Match::InIface(iface(&topo.host_if, false))),
+            Action::Continue,
+            6,
+        ),
         rule(udp_dport(PORT), Action::Accept, 7),
     ];
-    let in_prog = Program::single(Hook::LocalIn, in_rules, Policy { verdict: Verdict::Accept, counter: 8 });
+    let in_prog = Program::single(
+        Hook::LocalIn,
+        in_rules,
+        Policy {
+            verdict: Verdict::Accept,
+            counter: 8,
+        },
+    );
     let in_map = Map::create(MapType::PercpuArray, 4, 16, 9, "bpfltr_ifc_in").unwrap();
     let in_bpf = load(&in_prog, &in_map);
     let _in_link = Link::netfilter_in(nsfd.as_fd(), &in_bpf, 2, 1, 17, 0).unwrap();
 
     // LOCAL_OUT inside the namespace: replies leave through ns_if, no input device.
     let out_rules = vec![
-        rule(with(udp_dport(PORT + 1), Match::OutIface(iface(&topo.ns_if, false))), Action::Continue, 0),
-        rule(with(udp_dport(PORT + 1), Match::InIface(iface(&topo.ns_if, false))), Action::Continue, 1),
-        rule(with(udp_dport(PORT + 1), Match::InIface(iface("+", false))), Action::Continue, 2),
-        rule(with(udp_dport(PORT + 1), Match::OutIface(iface("lo", true))), Action::Continue, 3),
+        rule(
+            with(
+                udp_dport(PORT + 1),
+                Match::OutIface(iface(&topo.ns_if, false)),
+            ),
+            Action::Continue,
+            0,
+        ),
+        rule(
+            with(
+                udp_dport(PORT + 1),
+                Match::InIface(iface(&topo.ns_if, false)),
+            ),
+            Action::Continue,
+            1,
+        ),
+        rule(
+            with(udp_dport(PORT + 1), Match::InIface(iface("+", false))),
+            Action::Continue,
+            2,
+        ),
+        rule(
+            with(udp_dport(PORT + 1), Match::OutIface(iface("lo", true))),
+            Action::Continue,
+            3,
+        ),
         rule(udp_dport(PORT + 1), Action::Drop, 4),
     ];
-    let out_prog = Program::single(Hook::LocalOut, out_rules, Policy { verdict: Verdict::Accept, counter: 5 });
+    let out_prog = Program::single(
+        Hook::LocalOut,
+        out_rules,
+        Policy {
+            verdict: Verdict::Accept,
+            counter: 5,
+        },
+    );
     let out_map = Map::create(MapType::PercpuArray, 4, 16, 6, "bpfltr_ifc_out").unwrap();
     let out_bpf = load(&out_prog, &out_map);
     let _out_link = Link::netfilter_in(nsfd.as_fd(), &out_bpf, 2, 3, 17, 0).unwrap();
 
     // host -> namespace
     let ns_addr = topo.ns_addr;
-    let rx = in_netns(nsfd.as_fd(), move || UdpSocket::bind((ns_addr, PORT))).unwrap().unwrap();
+    let rx = in_netns(nsfd.as_fd(), move || UdpSocket::bind((ns_addr, PORT)))
+        .unwrap()
+        .unwrap();
     let tx = UdpSocket::bind((topo.host_addr, 0)).unwrap();
     for _ in 0..N {
         tx.send_to(b"bpfilter", (topo.ns_addr, PORT)).unwrap();
@@ -175,7 +278,17 @@ fn interfaces_over_veth() {
 
     let c = counters(&in_map, 9);
     eprintln!("LOCAL_IN counters {c:?}, received {received}");
-    let expect_in: BTreeMap<usize, u64> = [(0, N), (1, N), (2, 0), (3, 0), (4, 0), (5, N), (6, 0), (7, N)].into();
+    let expect_in: BTreeMap<usize, u64> = [
+        (0, N),
+        (1, N),
+        (2, 0),
+        (3, 0),
+        (4, 0),
+        (5, N),
+        (6, 0),
+        (7, N),
+    ]
+    .into();
     for (k, v) in &expect_in {
         assert_eq!(c[*k], *v, "LOCAL_IN slot {k}: {c:?}");
     }

@@ -32,11 +32,26 @@ pub enum MapRef {
 #[derive(Debug, Clone)]
 enum Item {
     Insn(Insn),
-    Jmp { wide: bool, op: JmpOp, dst: Reg, src: Src, to: Label },
-    Ja { to: Label },
-    CallLocal { to: Label },
-    Kfunc { name: &'static str },
-    Map { dst: Reg, map: MapRef },
+    Jmp {
+        wide: bool,
+        op: JmpOp,
+        dst: Reg,
+        src: Src,
+        to: Label,
+    },
+    Ja {
+        to: Label,
+    },
+    CallLocal {
+        to: Label,
+    },
+    Kfunc {
+        name: &'static str,
+    },
+    Map {
+        dst: Reg,
+        map: MapRef,
+    },
 }
 
 /// Accumulates instructions; see the module doc for the fixup kinds.
@@ -84,7 +99,10 @@ impl Builder {
 
     /// Bind `l` to the current position.
     pub fn bind(&mut self, l: Label) -> Result<(), EmitError> {
-        let slot = self.labels.get_mut(l.0 as usize).ok_or(EmitError::UnboundLabel { label: l.0 })?;
+        let slot = self
+            .labels
+            .get_mut(l.0 as usize)
+            .ok_or(EmitError::UnboundLabel { label: l.0 })?;
         if slot.is_some() {
             return Err(EmitError::LabelBoundTwice { label: l.0 });
         }
@@ -143,7 +161,16 @@ impl Builder {
     /// `if dst op src goto l` (64-bit compare when `wide`).
     pub fn jmp(&mut self, wide: bool, op: JmpOp, dst: Reg, src: Src, l: Label) {
         self.cond_jumps += 1;
-        self.push(Item::Jmp { wide, op, dst, src, to: l }, 1);
+        self.push(
+            Item::Jmp {
+                wide,
+                op,
+                dst,
+                src,
+                to: l,
+            },
+            1,
+        );
     }
 
     /// `goto l`.
@@ -191,27 +218,51 @@ impl Builder {
             let at = *at;
             let i = match item {
                 Item::Insn(i) => *i,
-                Item::Jmp { wide, op, dst, src, to } => {
-                    Insn::Jmp { wide: *wide, op: *op, dst: *dst, src: *src, off: rel16(at, *to)? }
-                }
-                Item::Ja { to } => Insn::Ja { off: rel16(at, *to)? },
+                Item::Jmp {
+                    wide,
+                    op,
+                    dst,
+                    src,
+                    to,
+                } => Insn::Jmp {
+                    wide: *wide,
+                    op: *op,
+                    dst: *dst,
+                    src: *src,
+                    off: rel16(at, *to)?,
+                },
+                Item::Ja { to } => Insn::Ja {
+                    off: rel16(at, *to)?,
+                },
                 Item::CallLocal { to } => {
                     let off = target(*to)? as i64 - (at as i64 + 1);
-                    let off = i32::try_from(off).map_err(|_| EmitError::JumpOutOfRange { at, offset: off })?;
+                    let off = i32::try_from(off)
+                        .map_err(|_| EmitError::JumpOutOfRange { at, offset: off })?;
                     Insn::Call(Call::Local(off))
                 }
                 Item::Kfunc { name } => {
-                    let id = *self.kfuncs.get(name).ok_or(EmitError::UnknownKfunc { name })?;
+                    let id = *self
+                        .kfuncs
+                        .get(name)
+                        .ok_or(EmitError::UnknownKfunc { name })?;
                     Insn::Call(Call::Kfunc { btf_id: id, off: 0 })
                 }
                 Item::Map { dst, map } => {
                     map_fixups.push((at, *map));
-                    Insn::LdImm64 { dst: *dst, imm: Imm64::MapFd(-1) }
+                    Insn::LdImm64 {
+                        dst: *dst,
+                        imm: Imm64::MapFd(-1),
+                    }
                 }
             };
             insns.push(i);
         }
-        Ok(Compiled { insns, map_fixups, origins: self.origins, symbols: self.symbols })
+        Ok(Compiled {
+            insns,
+            map_fixups,
+            origins: self.origins,
+            symbols: self.symbols,
+        })
     }
 }
 
@@ -233,7 +284,10 @@ impl Compiled {
 
     /// Counter slot of the rule the instruction at `slot` came from.
     pub fn origin_of(&self, slot: usize) -> Option<u32> {
-        self.origins.binary_search_by_key(&slot, |e| e.0).ok().map(|i| self.origins[i].1)
+        self.origins
+            .binary_search_by_key(&slot, |e| e.0)
+            .ok()
+            .map(|i| self.origins[i].1)
     }
 
     /// Disassembly annotated with symbols and rule origins (the `bpfilter dump` format).
@@ -270,7 +324,12 @@ mod tests {
     use crate::insn::{AluOp, Size};
 
     fn mov(dst: Reg, v: i32) -> Insn {
-        Insn::Alu { wide: true, op: AluOp::Mov, dst, src: Src::Imm(v) }
+        Insn::Alu {
+            wide: true,
+            op: AluOp::Mov,
+            dst,
+            src: Src::Imm(v),
+        }
     }
 
     #[test]
@@ -284,13 +343,28 @@ mod tests {
         b.bind(fwd).expect("bind");
         b.emit(Insn::Exit); // 4
         let c = b.finish().expect("finish");
-        assert_eq!(c.insns[0], Insn::Jmp { wide: true, op: JmpOp::Jeq, dst: Reg::R1, src: Src::Imm(0), off: 3 });
+        assert_eq!(
+            c.insns[0],
+            Insn::Jmp {
+                wide: true,
+                op: JmpOp::Jeq,
+                dst: Reg::R1,
+                src: Src::Imm(0),
+                off: 3
+            }
+        );
         assert_eq!(c.insns[2], Insn::Ja { off: -4 });
         assert_eq!(c.map_fixups, vec![(1, MapRef::Counters)]);
         assert_eq!(c.slot_count(), 5);
         let bytes = c.bytes(&|_| 42);
         assert_eq!(&bytes[12..16], &42i32.to_ne_bytes());
-        assert_eq!(insn::decode(&bytes).expect("decode")[1], Insn::LdImm64 { dst: Reg::R1, imm: Imm64::MapFd(42) });
+        assert_eq!(
+            insn::decode(&bytes).expect("decode")[1],
+            Insn::LdImm64 {
+                dst: Reg::R1,
+                imm: Imm64::MapFd(42)
+            }
+        );
     }
 
     #[test]
@@ -303,7 +377,13 @@ mod tests {
         }
         b.bind(l).expect("bind");
         b.emit(Insn::Exit);
-        assert!(matches!(b.finish(), Err(EmitError::JumpOutOfRange { at: 0, offset: 40000 })));
+        assert!(matches!(
+            b.finish(),
+            Err(EmitError::JumpOutOfRange {
+                at: 0,
+                offset: 40000
+            })
+        ));
 
         let mut b = Builder::new();
         let l = b.label();
@@ -338,14 +418,25 @@ mod tests {
         b.emit(Insn::Exit); // 2
         b.bind(sub).expect("bind");
         b.symbol("sub");
-        b.emit(Insn::Stx { size: Size::W, dst: Reg::R10, src: Reg::R1, off: -4 }); // 3
+        b.emit(Insn::Stx {
+            size: Size::W,
+            dst: Reg::R10,
+            src: Reg::R1,
+            off: -4,
+        }); // 3
         b.emit(Insn::Exit);
         let missing = Builder::new();
         drop(missing);
         b.define_kfunc("bpf_dynptr_from_skb", 1234);
         let c = b.finish().expect("finish");
         assert_eq!(c.insns[0], Insn::Call(Call::Local(2)));
-        assert_eq!(c.insns[1], Insn::Call(Call::Kfunc { btf_id: 1234, off: 0 }));
+        assert_eq!(
+            c.insns[1],
+            Insn::Call(Call::Kfunc {
+                btf_id: 1234,
+                off: 0
+            })
+        );
         assert_eq!(c.origin_of(0), Some(7));
         assert_eq!(c.origin_of(1), Some(7));
         assert_eq!(c.origin_of(2), None);
@@ -353,6 +444,9 @@ mod tests {
 
         let mut b = Builder::new();
         b.call_kfunc("nope");
-        assert!(matches!(b.finish(), Err(EmitError::UnknownKfunc { name: "nope" })));
+        assert!(matches!(
+            b.finish(),
+            Err(EmitError::UnknownKfunc { name: "nope" })
+        ));
     }
 }

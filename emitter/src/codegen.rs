@@ -4,7 +4,8 @@
 //! ```text
 //! main (frame 0):  prologue: parse the packet once into the record (below)
 //!                  entry chain rules ... policy (count, verdict)
-//!                  per-frame tails: count + accept / drop, hotdrop
+//!                  every ~16k slots and at the end: an "island" of out-of-line rule bodies
+//!                  and tails (count + accept / drop / return, hotdrop), skipped by a goto
 //! chain_<id>:      one static subprogram per reachable user chain, `r1` = record pointer;
 //!                  returns 0 (DROP), 1 (ACCEPT) or 2 (RETURN: continue in the caller)
 //! count:           subprogram `count(r1 = counter slot, r2 = skb->len)`: per-CPU counter
@@ -60,6 +61,21 @@
 //! -272 packed r9 (u64)
 //! ```
 //! `count` uses 8 bytes of its own frame; chain subprograms use none.
+//!
+//! # Rule forms
+//! The verifier walks the program depth first, falling through first; a conditional jump
+//! whose target it has not explored yet stays pending until the walk returns, and more than
+//! 8192 pending branches fail the load. Three forms keep that in check:
+//! - *inline* (one test, or tests the forms below cannot express): `if test fails goto next`
+//!   per test, the action inline. A single-test rule leaves nothing pending.
+//! - *split* (default while the pending estimate is under `PENDING_BUDGET`): the most
+//!   selective test inline as `if passes goto body` (a non-matching packet falls through: no
+//!   taken branch per rule, which is what keeps a long chain fast), the rest of the rule
+//!   branch free plus its action out of line ("cold" blocks, flushed at islands), jumping back
+//!   to `next`. One pending branch per rule.
+//! - *combined* (past the budget): every test branch free into r0 ("fails") and r5
+//!   ("hotdrop"), then `if r0 != 0 goto next; if r5 != 0 goto hotdrop; action`: nothing
+//!   pending for a terminal rule, but every test runs for every packet.
 //!
 //! # Test order inside a rule
 //! Pure tests (addresses, interfaces, protocol, fragment, iprange, and the port / flag / code
@@ -163,28 +179,65 @@ pub const MAX_CHAIN_DEPTH: usize = MAX_FRAMES - 2;
 const MAX_INSNS: usize = 1_000_000;
 
 fn mov64(dst: Reg, src: Src) -> Insn {
-    Insn::Alu { wide: true, op: AluOp::Mov, dst, src }
+    Insn::Alu {
+        wide: true,
+        op: AluOp::Mov,
+        dst,
+        src,
+    }
 }
 fn mov32(dst: Reg, v: i32) -> Insn {
-    Insn::Alu { wide: false, op: AluOp::Mov, dst, src: Src::Imm(v) }
+    Insn::Alu {
+        wide: false,
+        op: AluOp::Mov,
+        dst,
+        src: Src::Imm(v),
+    }
 }
 fn alu32(op: AluOp, dst: Reg, src: Src) -> Insn {
-    Insn::Alu { wide: false, op, dst, src }
+    Insn::Alu {
+        wide: false,
+        op,
+        dst,
+        src,
+    }
 }
 fn alu64(op: AluOp, dst: Reg, src: Src) -> Insn {
-    Insn::Alu { wide: true, op, dst, src }
+    Insn::Alu {
+        wide: true,
+        op,
+        dst,
+        src,
+    }
 }
 fn ldx(size: Size, dst: Reg, src: Reg, off: i16) -> Insn {
-    Insn::Ldx { size, dst, src, off }
+    Insn::Ldx {
+        size,
+        dst,
+        src,
+        off,
+    }
 }
 fn stx(size: Size, dst: Reg, off: i16, src: Reg) -> Insn {
-    Insn::Stx { size, dst, src, off }
+    Insn::Stx {
+        size,
+        dst,
+        src,
+        off,
+    }
 }
 fn st(size: Size, dst: Reg, off: i16, imm: i32) -> Insn {
-    Insn::St { size, dst, off, imm }
+    Insn::St {
+        size,
+        dst,
+        off,
+        imm,
+    }
 }
 fn off16(v: u32) -> Result<i16, EmitError> {
-    i16::try_from(v).map_err(|_| EmitError::Unsupported { what: "BTF offset above 32767" })
+    i16::try_from(v).map_err(|_| EmitError::Unsupported {
+        what: "BTF offset above 32767",
+    })
 }
 
 /// What the prologue must provide.
@@ -298,19 +351,58 @@ const ISLAND: usize = 16_000;
 /// One test of a rule after lowering; `Guard`s are the hotdrop barriers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Test {
-    Addr { field: i16, addr: u32, mask: u32, invert: bool },
-    Iface { base: i16, name: [u8; 16], mask: [u8; 16], invert: bool },
-    Proto { proto: u8, invert: bool },
-    Frag { invert: bool },
-    Port { field: i16, range: PortRange, invert: bool },
-    Flags { mask: u8, cmp: u8, invert: bool },
-    Icmp { icmp_type: u8, min: u8, max: u8, invert: bool },
+    Addr {
+        field: i16,
+        addr: u32,
+        mask: u32,
+        invert: bool,
+    },
+    Iface {
+        base: i16,
+        name: [u8; 16],
+        mask: [u8; 16],
+        invert: bool,
+    },
+    Proto {
+        proto: u8,
+        invert: bool,
+    },
+    Frag {
+        invert: bool,
+    },
+    Port {
+        field: i16,
+        range: PortRange,
+        invert: bool,
+    },
+    Flags {
+        mask: u8,
+        cmp: u8,
+        invert: bool,
+    },
+    Icmp {
+        icmp_type: u8,
+        min: u8,
+        max: u8,
+        invert: bool,
+    },
     Multiport(ir::MultiportMatch),
-    Range { field: i16, lo: u32, hi: u32, invert: bool },
-    TcpOption { kind: u8, invert: bool },
+    Range {
+        field: i16,
+        lo: u32,
+        hi: u32,
+        invert: bool,
+    },
+    TcpOption {
+        kind: u8,
+        invert: bool,
+    },
     /// Non-first fragment: no match; fewer than `need` bytes: hotdrop; `frag1_drops`: a
     /// fragment at offset 1 hotdrops (tcp).
-    Guard { need: i32, frag1_drops: bool },
+    Guard {
+        need: i32,
+        frag1_drops: bool,
+    },
     /// tcp options unreadable or data offset below 5: hotdrop.
     OptGuard,
 }
@@ -339,15 +431,35 @@ impl Test {
 /// The result of a test that does not depend on the packet, if so.
 fn constant(t: &Test) -> Option<bool> {
     match *t {
-        Test::Addr { addr, mask: 0, invert, .. } => Some((addr != 0) == invert),
+        Test::Addr {
+            addr,
+            mask: 0,
+            invert,
+            ..
+        } => Some((addr != 0) == invert),
         Test::Iface { mask, invert, .. } if mask == [0; 16] => Some(!invert),
-        Test::Icmp { icmp_type: 0xff, invert, .. } => Some(!invert),
-        Test::Icmp { min, max, invert, .. } if min > max => Some(invert),
+        Test::Icmp {
+            icmp_type: 0xff,
+            invert,
+            ..
+        } => Some(!invert),
+        Test::Icmp {
+            min, max, invert, ..
+        } if min > max => Some(invert),
         Test::Port { range, invert, .. } if range.lo > range.hi => Some(invert),
         Test::Port { range, invert, .. } if range.is_any() => Some(!invert),
         Test::Range { lo, hi, invert, .. } if lo > hi => Some(invert),
-        Test::Range { lo: 0, hi: u32::MAX, invert, .. } => Some(!invert),
-        Test::Flags { mask: 0, cmp, invert } => Some((cmp == 0) != invert),
+        Test::Range {
+            lo: 0,
+            hi: u32::MAX,
+            invert,
+            ..
+        } => Some(!invert),
+        Test::Flags {
+            mask: 0,
+            cmp,
+            invert,
+        } => Some((cmp == 0) != invert),
         Test::Multiport(m) => {
             let items = m.items();
             if items.iter().all(|(lo, hi)| lo > hi) {
@@ -374,14 +486,30 @@ fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
     let mut out: Vec<Test> = Vec::new();
     for m in matches {
         match *m {
-            Match::Ipv4Src { addr, mask, invert } => {
-                out.push(Test::Addr { field: rec::SADDR, addr: addr_word(addr), mask: addr_word(mask), invert })
-            }
-            Match::Ipv4Dst { addr, mask, invert } => {
-                out.push(Test::Addr { field: rec::DADDR, addr: addr_word(addr), mask: addr_word(mask), invert })
-            }
-            Match::InIface(i) => out.push(Test::Iface { base: rec::IN_NAME, name: i.name, mask: i.mask, invert: i.invert }),
-            Match::OutIface(i) => out.push(Test::Iface { base: rec::OUT_NAME, name: i.name, mask: i.mask, invert: i.invert }),
+            Match::Ipv4Src { addr, mask, invert } => out.push(Test::Addr {
+                field: rec::SADDR,
+                addr: addr_word(addr),
+                mask: addr_word(mask),
+                invert,
+            }),
+            Match::Ipv4Dst { addr, mask, invert } => out.push(Test::Addr {
+                field: rec::DADDR,
+                addr: addr_word(addr),
+                mask: addr_word(mask),
+                invert,
+            }),
+            Match::InIface(i) => out.push(Test::Iface {
+                base: rec::IN_NAME,
+                name: i.name,
+                mask: i.mask,
+                invert: i.invert,
+            }),
+            Match::OutIface(i) => out.push(Test::Iface {
+                base: rec::OUT_NAME,
+                name: i.name,
+                mask: i.mask,
+                invert: i.invert,
+            }),
             Match::Protocol { proto, invert } => {
                 if proto != 0 {
                     out.push(Test::Proto { proto, invert })
@@ -389,46 +517,96 @@ fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
             }
             Match::Fragment { invert } => out.push(Test::Frag { invert }),
             Match::Tcp(t) => {
-                out.push(Test::Guard { need: 20, frag1_drops: true });
+                out.push(Test::Guard {
+                    need: 20,
+                    frag1_drops: true,
+                });
                 {
-                    out.push(Test::Port { field: rec::SPORT, range: t.sport, invert: t.inv_sport });
+                    out.push(Test::Port {
+                        field: rec::SPORT,
+                        range: t.sport,
+                        invert: t.inv_sport,
+                    });
                 }
                 {
-                    out.push(Test::Port { field: rec::DPORT, range: t.dport, invert: t.inv_dport });
+                    out.push(Test::Port {
+                        field: rec::DPORT,
+                        range: t.dport,
+                        invert: t.inv_dport,
+                    });
                 }
                 {
-                    out.push(Test::Flags { mask: t.flags_mask, cmp: t.flags_cmp, invert: t.inv_flags });
+                    out.push(Test::Flags {
+                        mask: t.flags_mask,
+                        cmp: t.flags_cmp,
+                        invert: t.inv_flags,
+                    });
                 }
                 if t.option != 0 {
                     out.push(Test::OptGuard);
-                    out.push(Test::TcpOption { kind: t.option, invert: t.inv_option });
+                    out.push(Test::TcpOption {
+                        kind: t.option,
+                        invert: t.inv_option,
+                    });
                 }
             }
             Match::Udp(u) => {
-                out.push(Test::Guard { need: 8, frag1_drops: false });
+                out.push(Test::Guard {
+                    need: 8,
+                    frag1_drops: false,
+                });
                 {
-                    out.push(Test::Port { field: rec::SPORT, range: u.sport, invert: u.inv_sport });
+                    out.push(Test::Port {
+                        field: rec::SPORT,
+                        range: u.sport,
+                        invert: u.inv_sport,
+                    });
                 }
                 {
-                    out.push(Test::Port { field: rec::DPORT, range: u.dport, invert: u.inv_dport });
+                    out.push(Test::Port {
+                        field: rec::DPORT,
+                        range: u.dport,
+                        invert: u.inv_dport,
+                    });
                 }
             }
             Match::Icmp(i) => {
-                out.push(Test::Guard { need: 8, frag1_drops: false });
+                out.push(Test::Guard {
+                    need: 8,
+                    frag1_drops: false,
+                });
                 {
-                    out.push(Test::Icmp { icmp_type: i.icmp_type, min: i.code_min, max: i.code_max, invert: i.invert });
+                    out.push(Test::Icmp {
+                        icmp_type: i.icmp_type,
+                        min: i.code_min,
+                        max: i.code_max,
+                        invert: i.invert,
+                    });
                 }
             }
             Match::Multiport(mp) => {
-                out.push(Test::Guard { need: 4, frag1_drops: false });
+                out.push(Test::Guard {
+                    need: 4,
+                    frag1_drops: false,
+                });
                 out.push(Test::Multiport(mp));
             }
             Match::IpRange(r) => {
                 if let Some((lo, hi)) = r.src {
-                    out.push(Test::Range { field: rec::SADDR, lo: u32::from(lo), hi: u32::from(hi), invert: r.inv_src });
+                    out.push(Test::Range {
+                        field: rec::SADDR,
+                        lo: u32::from(lo),
+                        hi: u32::from(hi),
+                        invert: r.inv_src,
+                    });
                 }
                 if let Some((lo, hi)) = r.dst {
-                    out.push(Test::Range { field: rec::DADDR, lo: u32::from(lo), hi: u32::from(hi), invert: r.inv_dst });
+                    out.push(Test::Range {
+                        field: rec::DADDR,
+                        lo: u32::from(lo),
+                        hi: u32::from(hi),
+                        invert: r.inv_dst,
+                    });
                 }
             }
             #[allow(unreachable_patterns)]
@@ -463,12 +641,18 @@ fn chain_depths(p: &Program) -> Result<BTreeMap<ChainId, usize>, EmitError> {
             return Ok(());
         }
         depths.insert(id, depth);
-        let chain = p.chains.get(&id).ok_or(EmitError::UnknownChain { from: id.0, to: id.0 })?;
+        let chain = p.chains.get(&id).ok_or(EmitError::UnknownChain {
+            from: id.0,
+            to: id.0,
+        })?;
         on_path.insert(id);
         for r in &chain.rules {
             if let Action::Call(c) | Action::Goto(c) = r.action {
                 if !p.chains.contains_key(&c) {
-                    return Err(EmitError::UnknownChain { from: id.0, to: c.0 });
+                    return Err(EmitError::UnknownChain {
+                        from: id.0,
+                        to: c.0,
+                    });
                 }
                 visit(p, c, depth + 1, on_path, depths)?;
             }
@@ -480,7 +664,11 @@ fn chain_depths(p: &Program) -> Result<BTreeMap<ChainId, usize>, EmitError> {
     visit(p, p.entry, 0, &mut BTreeSet::new(), &mut depths)?;
     if let Some((id, d)) = depths.iter().max_by_key(|e| *e.1) {
         if *d > MAX_CHAIN_DEPTH {
-            return Err(EmitError::CallDepth { chain: id.0, depth: *d, max: MAX_CHAIN_DEPTH });
+            return Err(EmitError::CallDepth {
+                chain: id.0,
+                depth: *d,
+                max: MAX_CHAIN_DEPTH,
+            });
         }
     }
     Ok(depths)
@@ -511,7 +699,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { pending_budget: PENDING_BUDGET, split: true }
+        Options {
+            pending_budget: PENDING_BUDGET,
+            split: true,
+        }
     }
 }
 
@@ -521,9 +712,15 @@ pub fn compile(p: &Program, layout: &KernelLayout) -> Result<Compiled, EmitError
 }
 
 /// [`compile`] with explicit [`Options`].
-pub fn compile_with(p: &Program, layout: &KernelLayout, opts: Options) -> Result<Compiled, EmitError> {
+pub fn compile_with(
+    p: &Program,
+    layout: &KernelLayout,
+    opts: Options,
+) -> Result<Compiled, EmitError> {
     if p.family != ir::Family::Ipv4 {
-        return Err(EmitError::Unsupported { what: "IPv6 programs" });
+        return Err(EmitError::Unsupported {
+            what: "IPv6 programs",
+        });
     }
     let depths = chain_depths(p)?;
     let mut feat = Features::default();
@@ -555,7 +752,16 @@ pub fn compile_with(p: &Program, layout: &KernelLayout, opts: Options) -> Result
             chain_labels.insert(*id, b.label());
         }
     }
-    let mut g = Gen { b, layout, chain_labels, count_fn, called: BTreeSet::new(), pending: 0, budget: opts.pending_budget, split: opts.split };
+    let mut g = Gen {
+        b,
+        layout,
+        chain_labels,
+        count_fn,
+        called: BTreeSet::new(),
+        pending: 0,
+        budget: opts.pending_budget,
+        split: opts.split,
+    };
 
     // main
     g.b.symbol("main");
@@ -622,7 +828,12 @@ impl Gen<'_> {
                 // A NULL device reads as zeros: loads through BTF pointers are fault-safe.
                 b.emit(ldx(Size::DW, R3, R2, off16(dev_off)?));
                 for k in 0..4i16 {
-                    b.emit(ldx(Size::W, R4, R3, off16(l.net_device_name + 4 * k as u32)?));
+                    b.emit(ldx(
+                        Size::W,
+                        R4,
+                        R3,
+                        off16(l.net_device_name + 4 * k as u32)?,
+                    ));
                     b.emit(stx(Size::W, R10, base + 8 * k, R4));
                 }
             }
@@ -630,7 +841,12 @@ impl Gen<'_> {
         b.emit(ldx(Size::W, R2, R7, off16(l.skb_len)?));
         b.emit(stx(Size::W, R10, rec::LEN, R2));
         b.emit(ldx(Size::W, R3, R7, off16(l.skb_data_len)?));
-        b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst: R8, src: Src::Reg(R2) });
+        b.emit(Insn::Alu {
+            wide: false,
+            op: AluOp::Mov,
+            dst: R8,
+            src: Src::Reg(R2),
+        });
         b.emit(alu32(AluOp::Sub, R8, Src::Reg(R3))); // r8 = linear length
         b.emit(ldx(Size::DW, R9, R7, off16(l.skb_data)?)); // r9 = skb->data (untrusted, fault-safe)
         let slow_ip = b.label();
@@ -646,7 +862,11 @@ impl Gen<'_> {
         b.emit(ldx(Size::B, R2, R1, 9));
         b.emit(stx(Size::B, R10, rec::PROTO, R2));
         b.emit(ldx(Size::H, R3, R1, 6));
-        b.emit(Insn::End { to_be: true, dst: R3, bits: 16 });
+        b.emit(Insn::End {
+            to_be: true,
+            dst: R3,
+            bits: 16,
+        });
         b.emit(alu32(AluOp::And, R3, Src::Imm(0x1fff))); // fragment offset
         b.emit(ldx(Size::B, R2, R1, 0));
         b.emit(alu32(AluOp::And, R2, Src::Imm(0xf)));
@@ -658,7 +878,12 @@ impl Gen<'_> {
         // r5 = thav
         let not_frag = b.label();
         let thav_done = b.label();
-        b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst: R5, src: Src::Reg(R4) });
+        b.emit(Insn::Alu {
+            wide: false,
+            op: AluOp::Mov,
+            dst: R5,
+            src: Src::Reg(R4),
+        });
         b.jmp(false, JmpOp::Jeq, R3, Src::Imm(0), not_frag);
         b.emit(mov32(R5, -1));
         b.jmp(false, JmpOp::Jne, R3, Src::Imm(1), thav_done);
@@ -675,7 +900,12 @@ impl Gen<'_> {
         // r0 = bytes to copy on the slow path = clamp(skb->len - thoff, 0, 20)
         let clamp_lo = b.label();
         let clamp_done = b.label();
-        b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst: R0, src: Src::Reg(R4) });
+        b.emit(Insn::Alu {
+            wide: false,
+            op: AluOp::Mov,
+            dst: R0,
+            src: Src::Reg(R4),
+        });
         b.jmp(false, JmpOp::Jslt, R0, Src::Imm(0), clamp_lo);
         b.jmp(false, JmpOp::Jsle, R0, Src::Imm(20), clamp_done);
         b.emit(mov32(R0, 20));
@@ -689,7 +919,12 @@ impl Gen<'_> {
         let fast_th = b.label();
         b.emit(ldx(Size::W, R3, R7, off16(l.skb_data_len)?));
         b.jmp(false, JmpOp::Jeq, R3, Src::Imm(0), fast_th);
-        b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst: R5, src: Src::Reg(R8) });
+        b.emit(Insn::Alu {
+            wide: false,
+            op: AluOp::Mov,
+            dst: R5,
+            src: Src::Reg(R8),
+        });
         b.emit(alu32(AluOp::Sub, R5, Src::Reg(R2)));
         b.jmp(false, JmpOp::Jslt, R5, Src::Reg(R0), slow_th);
         b.bind(fast_th)?;
@@ -698,10 +933,18 @@ impl Gen<'_> {
         b.bind(parse_th)?;
         // r3 = transport header (packet or copy); fields read whatever the length, see doc.
         b.emit(ldx(Size::H, R5, R3, 0));
-        b.emit(Insn::End { to_be: true, dst: R5, bits: 16 });
+        b.emit(Insn::End {
+            to_be: true,
+            dst: R5,
+            bits: 16,
+        });
         b.emit(stx(Size::H, R10, rec::SPORT, R5));
         b.emit(ldx(Size::H, R5, R3, 2));
-        b.emit(Insn::End { to_be: true, dst: R5, bits: 16 });
+        b.emit(Insn::End {
+            to_be: true,
+            dst: R5,
+            bits: 16,
+        });
         b.emit(stx(Size::H, R10, rec::DPORT, R5));
         b.emit(ldx(Size::B, R5, R3, 0));
         b.emit(stx(Size::B, R10, rec::TYPE, R5));
@@ -873,7 +1116,7 @@ impl Gen<'_> {
         b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::OPTBUF))));
         b.emit(alu64(AluOp::Add, R1, Src::Reg(R9)));
         b.emit(ldx(Size::B, R2, R1, 0)); // kind
-        // OPTMAP[kind / 64] |= 1 << (kind % 64)
+                                         // OPTMAP[kind / 64] |= 1 << (kind % 64)
         b.emit(mov64(R3, Src::Reg(R2)));
         b.emit(alu64(AluOp::Rsh, R3, Src::Imm(6)));
         b.emit(alu64(AluOp::Lsh, R3, Src::Imm(3)));
@@ -910,7 +1153,12 @@ impl Gen<'_> {
     }
 
     /// Emit a chain's rules; returns true when control can fall off its end.
-    fn chain_body(&mut self, chain: &ir::Chain, lowered: &[Vec<Test>], frame: &mut Frame) -> Result<bool, EmitError> {
+    fn chain_body(
+        &mut self,
+        chain: &ir::Chain,
+        lowered: &[Vec<Test>],
+        frame: &mut Frame,
+    ) -> Result<bool, EmitError> {
         for (rule, tests) in chain.rules.iter().zip(lowered) {
             if self.b.pos() - frame.island_start + frame.cold_slots > ISLAND {
                 let skip = self.b.label();
@@ -922,7 +1170,10 @@ impl Gen<'_> {
             }
             let next = self.b.label();
             self.b.set_origin(Some(rule.counter));
-            let terminal = matches!(rule.action, Action::Accept | Action::Drop | Action::Return | Action::Goto(_));
+            let terminal = matches!(
+                rule.action,
+                Action::Accept | Action::Drop | Action::Return | Action::Goto(_)
+            );
             let jumps_before = self.b.cond_jumps();
             let splittable = lead_of(tests).is_some() && (combinable(tests) || tests.len() == 1);
             let continues = if self.split && splittable && self.pending < self.budget {
@@ -936,7 +1187,11 @@ impl Gen<'_> {
                     self.rule(rule, tests, frame, next)?
                 };
                 let jumps = self.b.cond_jumps() - jumps_before;
-                self.pending += if terminal { jumps.saturating_sub(1) } else { jumps };
+                self.pending += if terminal {
+                    jumps.saturating_sub(1)
+                } else {
+                    jumps
+                };
                 c
             };
             self.b.set_origin(None);
@@ -961,7 +1216,9 @@ impl Gen<'_> {
 
     /// The policy (main only): count its slot and return its verdict through a tail.
     fn policy_inline(&mut self, frame: &mut Frame) -> Result<(), EmitError> {
-        let policy = frame.policy_rule.ok_or(EmitError::Unsupported { what: "RETURN outside a program's main chain" })?;
+        let policy = frame.policy_rule.ok_or(EmitError::Unsupported {
+            what: "RETURN outside a program's main chain",
+        })?;
         self.b.emit(mov32(Reg::R1, policy.counter as i32));
         match policy.verdict {
             ir::Verdict::Accept => self.ja_tail(frame, 1),
@@ -978,7 +1235,13 @@ impl Gen<'_> {
     }
 
     /// Emit one rule; returns true when control can continue after it (at `next`).
-    fn rule(&mut self, rule: &ir::Rule, tests: &[Test], frame: &mut Frame, next: Label) -> Result<bool, EmitError> {
+    fn rule(
+        &mut self,
+        rule: &ir::Rule,
+        tests: &[Test],
+        frame: &mut Frame,
+        next: Label,
+    ) -> Result<bool, EmitError> {
         // guards already established in this rule: (not a fragment, bytes known available)
         let mut have: Option<i32> = None;
         let mut opt_checked = false;
@@ -994,11 +1257,18 @@ impl Gen<'_> {
                     extract(&mut self.b, Reg::R1, Field::Th);
                     if have.is_none() {
                         if frag1_drops {
-                            self.b.jmp(false, JmpOp::Jeq, Reg::R1, Src::Imm(0), frame.hotdrop);
+                            self.b
+                                .jmp(false, JmpOp::Jeq, Reg::R1, Src::Imm(0), frame.hotdrop);
                         }
                         self.b.jmp(false, JmpOp::Jlt, Reg::R1, Src::Imm(2), next);
                     }
-                    self.b.jmp(false, JmpOp::Jlt, Reg::R1, Src::Imm(need + 2), frame.hotdrop);
+                    self.b.jmp(
+                        false,
+                        JmpOp::Jlt,
+                        Reg::R1,
+                        Src::Imm(need + 2),
+                        frame.hotdrop,
+                    );
                     have = Some(need.max(have.unwrap_or(0)));
                 }
                 Test::OptGuard => {
@@ -1006,7 +1276,13 @@ impl Gen<'_> {
                         frame.used.insert(HOTDROP);
                         conditional = true;
                         self.b.emit(ldx(Size::B, Reg::R1, Reg::R6, rec::OPTST));
-                        self.b.jmp(false, JmpOp::Jeq, Reg::R1, Src::Imm(OPT_HOTDROP), frame.hotdrop);
+                        self.b.jmp(
+                            false,
+                            JmpOp::Jeq,
+                            Reg::R1,
+                            Src::Imm(OPT_HOTDROP),
+                            frame.hotdrop,
+                        );
                         opt_checked = true;
                     }
                 }
@@ -1031,7 +1307,13 @@ impl Gen<'_> {
 
     /// Emit a rule branch free (see `PENDING_BUDGET`): r0 accumulates "fails" (non-zero),
     /// r5 "hotdrop"; then one jump to `next`, one to hotdrop, the action.
-    fn rule_combined(&mut self, rule: &ir::Rule, tests: &[Test], frame: &mut Frame, next: Label) -> Result<bool, EmitError> {
+    fn rule_combined(
+        &mut self,
+        rule: &ir::Rule,
+        tests: &[Test],
+        frame: &mut Frame,
+        next: Label,
+    ) -> Result<bool, EmitError> {
         use Reg::*;
         self.b.emit(mov64(R0, Src::Imm(0)));
         let mut guard = false;
@@ -1102,9 +1384,15 @@ impl Gen<'_> {
                 b.emit(alu64(AluOp::Sub, R1, Src::Imm(lo as i32)));
                 b.emit(mov64(R2, Src::Imm((hi - lo) as i32)));
             } else {
-                b.emit(Insn::LdImm64 { dst: R3, imm: crate::insn::Imm64::Const(u64::from(lo)) });
+                b.emit(Insn::LdImm64 {
+                    dst: R3,
+                    imm: crate::insn::Imm64::Const(u64::from(lo)),
+                });
                 b.emit(alu64(AluOp::Sub, R1, Src::Reg(R3)));
-                b.emit(Insn::LdImm64 { dst: R2, imm: crate::insn::Imm64::Const(u64::from(hi - lo)) });
+                b.emit(Insn::LdImm64 {
+                    dst: R2,
+                    imm: crate::insn::Imm64::Const(u64::from(hi - lo)),
+                });
             }
             b.emit(alu64(AluOp::Sub, R2, Src::Reg(R1)));
             b.emit(alu64(AluOp::Or, R2, Src::Reg(R1)));
@@ -1112,9 +1400,19 @@ impl Gen<'_> {
             b.emit(mov64(R1, Src::Reg(R2)));
         };
         match *t {
-            Test::Addr { field, addr, mask, invert } => {
+            Test::Addr {
+                field,
+                addr,
+                mask,
+                invert,
+            } => {
                 let hot = if field == rec::SADDR { R7 } else { R8 };
-                b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst: R1, src: Src::Reg(hot) });
+                b.emit(Insn::Alu {
+                    wide: false,
+                    op: AluOp::Mov,
+                    dst: R1,
+                    src: Src::Reg(hot),
+                });
                 if mask != u32::MAX {
                     b.emit(alu32(AluOp::And, R1, Src::Imm(mask as i32)));
                 }
@@ -1138,8 +1436,20 @@ impl Gen<'_> {
                     b.emit(alu64(AluOp::Xor, R1, Src::Imm(1)));
                 }
             }
-            Test::Port { field, range, invert } => {
-                extract(b, R1, if field == rec::SPORT { Field::Sport } else { Field::Dport });
+            Test::Port {
+                field,
+                range,
+                invert,
+            } => {
+                extract(
+                    b,
+                    R1,
+                    if field == rec::SPORT {
+                        Field::Sport
+                    } else {
+                        Field::Dport
+                    },
+                );
                 outside(b, u32::from(range.lo), u32::from(range.hi));
                 if invert {
                     b.emit(alu64(AluOp::Xor, R1, Src::Imm(1)));
@@ -1153,7 +1463,12 @@ impl Gen<'_> {
                     is_zero(b);
                 }
             }
-            Test::Icmp { icmp_type, min, max, invert } => {
+            Test::Icmp {
+                icmp_type,
+                min,
+                max,
+                invert,
+            } => {
                 b.emit(ldx(Size::B, R1, R6, rec::CODE));
                 outside(b, u32::from(min), u32::from(max));
                 b.emit(mov64(R4, Src::Reg(R1)));
@@ -1164,11 +1479,26 @@ impl Gen<'_> {
                     is_zero(b);
                 }
             }
-            Test::Iface { base, name, mask, invert } => {
+            Test::Iface {
+                base,
+                name,
+                mask,
+                invert,
+            } => {
                 b.emit(mov64(R1, Src::Imm(0)));
                 for k in 0..4usize {
-                    let m = u32::from_ne_bytes([mask[4 * k], mask[4 * k + 1], mask[4 * k + 2], mask[4 * k + 3]]);
-                    let n = u32::from_ne_bytes([name[4 * k], name[4 * k + 1], name[4 * k + 2], name[4 * k + 3]]);
+                    let m = u32::from_ne_bytes([
+                        mask[4 * k],
+                        mask[4 * k + 1],
+                        mask[4 * k + 2],
+                        mask[4 * k + 3],
+                    ]);
+                    let n = u32::from_ne_bytes([
+                        name[4 * k],
+                        name[4 * k + 1],
+                        name[4 * k + 2],
+                        name[4 * k + 3],
+                    ]);
                     if m == 0 {
                         continue;
                     }
@@ -1183,17 +1513,33 @@ impl Gen<'_> {
                     is_zero(b);
                 }
             }
-            Test::Range { field, lo, hi, invert } => {
+            Test::Range {
+                field,
+                lo,
+                hi,
+                invert,
+            } => {
                 let hot = if field == rec::SADDR { R7 } else { R8 };
-                b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst: R1, src: Src::Reg(hot) });
-                b.emit(Insn::End { to_be: true, dst: R1, bits: 32 });
+                b.emit(Insn::Alu {
+                    wide: false,
+                    op: AluOp::Mov,
+                    dst: R1,
+                    src: Src::Reg(hot),
+                });
+                b.emit(Insn::End {
+                    to_be: true,
+                    dst: R1,
+                    bits: 32,
+                });
                 outside(b, lo, hi);
                 if invert {
                     b.emit(alu64(AluOp::Xor, R1, Src::Imm(1)));
                 }
             }
             Test::Multiport(_) | Test::TcpOption { .. } | Test::Guard { .. } | Test::OptGuard => {
-                return Err(EmitError::Unsupported { what: "branch-free form of this test" });
+                return Err(EmitError::Unsupported {
+                    what: "branch-free form of this test",
+                });
             }
         }
         Ok(())
@@ -1205,7 +1551,12 @@ impl Gen<'_> {
         let b = &mut self.b;
         let neq = |inv: bool| if inv { JmpOp::Jeq } else { JmpOp::Jne };
         match *t {
-            Test::Addr { field, addr, mask, invert } => {
+            Test::Addr {
+                field,
+                addr,
+                mask,
+                invert,
+            } => {
                 if mask == 0 {
                     // (x & 0) != addr is a constant.
                     if (addr != 0) != invert {
@@ -1216,7 +1567,12 @@ impl Gen<'_> {
                 // From the hot register, through an ALU op that unlinks the copy from it, so
                 // that the compare never refines r7/r8 (see "Register convention").
                 let hot = if field == rec::SADDR { R7 } else { R8 };
-                b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst: R1, src: Src::Reg(hot) });
+                b.emit(Insn::Alu {
+                    wide: false,
+                    op: AluOp::Mov,
+                    dst: R1,
+                    src: Src::Reg(hot),
+                });
                 if mask == u32::MAX {
                     b.emit(alu32(AluOp::Xor, R1, Src::Imm(addr as i32)));
                     b.jmp(false, neq(invert), R1, Src::Imm(0), fail);
@@ -1225,11 +1581,26 @@ impl Gen<'_> {
                     b.jmp(false, neq(invert), R1, Src::Imm(addr as i32), fail);
                 }
             }
-            Test::Iface { base, name, mask, invert } => {
+            Test::Iface {
+                base,
+                name,
+                mask,
+                invert,
+            } => {
                 let words: Vec<(i16, u32, u32)> = (0..4)
                     .filter_map(|k| {
-                        let m = u32::from_ne_bytes([mask[4 * k], mask[4 * k + 1], mask[4 * k + 2], mask[4 * k + 3]]);
-                        let n = u32::from_ne_bytes([name[4 * k], name[4 * k + 1], name[4 * k + 2], name[4 * k + 3]]);
+                        let m = u32::from_ne_bytes([
+                            mask[4 * k],
+                            mask[4 * k + 1],
+                            mask[4 * k + 2],
+                            mask[4 * k + 3],
+                        ]);
+                        let n = u32::from_ne_bytes([
+                            name[4 * k],
+                            name[4 * k + 1],
+                            name[4 * k + 2],
+                            name[4 * k + 3],
+                        ]);
                         (m != 0).then_some((base + 8 * k as i16, n & m, m))
                     })
                     .collect();
@@ -1262,16 +1633,41 @@ impl Gen<'_> {
                 let op = if invert { JmpOp::Jlt } else { JmpOp::Jge };
                 b.jmp(false, op, R1, Src::Imm(2), fail);
             }
-            Test::Port { field, range, invert } => {
-                extract(b, R1, if field == rec::SPORT { Field::Sport } else { Field::Dport });
-                range_test(b, R1, u32::from(range.lo), u32::from(range.hi), 0xffff, invert, fail)?;
+            Test::Port {
+                field,
+                range,
+                invert,
+            } => {
+                extract(
+                    b,
+                    R1,
+                    if field == rec::SPORT {
+                        Field::Sport
+                    } else {
+                        Field::Dport
+                    },
+                );
+                range_test(
+                    b,
+                    R1,
+                    u32::from(range.lo),
+                    u32::from(range.hi),
+                    0xffff,
+                    invert,
+                    fail,
+                )?;
             }
             Test::Flags { mask, cmp, invert } => {
                 b.emit(ldx(Size::B, R1, R6, rec::FLAGS));
                 b.emit(alu32(AluOp::And, R1, Src::Imm(i32::from(mask))));
                 b.jmp(false, neq(invert), R1, Src::Imm(i32::from(cmp)), fail);
             }
-            Test::Icmp { icmp_type, min, max, invert } => {
+            Test::Icmp {
+                icmp_type,
+                min,
+                max,
+                invert,
+            } => {
                 if icmp_type == 0xff {
                     if invert {
                         b.ja(fail);
@@ -1305,7 +1701,15 @@ impl Gen<'_> {
                     MultiportMode::Either => &[(R2, rec::SPORT), (R3, rec::DPORT)],
                 };
                 for (r, off) in regs {
-                    extract(b, *r, if *off == rec::SPORT { Field::Sport } else { Field::Dport });
+                    extract(
+                        b,
+                        *r,
+                        if *off == rec::SPORT {
+                            Field::Sport
+                        } else {
+                            Field::Dport
+                        },
+                    );
                 }
                 for (lo, hi) in m.items() {
                     for (r, _) in regs {
@@ -1326,9 +1730,18 @@ impl Gen<'_> {
                     b.bind(hit)?;
                 }
             }
-            Test::Range { field, lo, hi, invert } => {
+            Test::Range {
+                field,
+                lo,
+                hi,
+                invert,
+            } => {
                 b.emit(ldx(Size::W, R1, R6, field));
-                b.emit(Insn::End { to_be: true, dst: R1, bits: 32 }); // host order
+                b.emit(Insn::End {
+                    to_be: true,
+                    dst: R1,
+                    bits: 32,
+                }); // host order
                 range_test(b, R1, lo, hi, u32::MAX, invert, fail)?;
             }
             Test::TcpOption { kind, invert } => {
@@ -1345,7 +1758,10 @@ impl Gen<'_> {
     }
 
     fn call_chain(&mut self, c: ChainId) -> Result<(), EmitError> {
-        let l = *self.chain_labels.get(&c).ok_or(EmitError::UnknownChain { from: c.0, to: c.0 })?;
+        let l = *self
+            .chain_labels
+            .get(&c)
+            .ok_or(EmitError::UnknownChain { from: c.0, to: c.0 })?;
         self.called.insert(c);
         self.b.emit(mov64(Reg::R1, Src::Reg(Reg::R6)));
         self.b.call_local(l);
@@ -1353,7 +1769,12 @@ impl Gen<'_> {
     }
 
     /// Emit the action; returns true when it can continue at `next`.
-    fn action(&mut self, rule: &ir::Rule, frame: &mut Frame, next: Label) -> Result<bool, EmitError> {
+    fn action(
+        &mut self,
+        rule: &ir::Rule,
+        frame: &mut Frame,
+        next: Label,
+    ) -> Result<bool, EmitError> {
         let slot = rule.counter as i32;
         match rule.action {
             Action::Accept => {
@@ -1380,7 +1801,8 @@ impl Gen<'_> {
             Action::Call(c) => {
                 self.count_inline(rule.counter);
                 self.call_chain(c)?;
-                self.b.jmp(false, JmpOp::Jeq, Reg::R0, Src::Imm(RET_RETURN), next);
+                self.b
+                    .jmp(false, JmpOp::Jeq, Reg::R0, Src::Imm(RET_RETURN), next);
                 self.b.emit(Insn::Exit);
                 return Ok(true);
             }
@@ -1389,7 +1811,8 @@ impl Gen<'_> {
                 self.call_chain(c)?;
                 if frame.main {
                     let ret = self.b.label();
-                    self.b.jmp(false, JmpOp::Jeq, Reg::R0, Src::Imm(RET_RETURN), ret);
+                    self.b
+                        .jmp(false, JmpOp::Jeq, Reg::R0, Src::Imm(RET_RETURN), ret);
                     self.b.emit(Insn::Exit);
                     self.b.bind(ret)?;
                     self.policy_inline(frame)?;
@@ -1398,7 +1821,11 @@ impl Gen<'_> {
                 }
             }
             #[allow(unreachable_patterns)]
-            _ => return Err(EmitError::Unsupported { what: "action kind" }),
+            _ => {
+                return Err(EmitError::Unsupported {
+                    what: "action kind",
+                })
+            }
         }
         Ok(false)
     }
@@ -1427,16 +1854,34 @@ impl Gen<'_> {
     /// Split rule: the lead test inline, jumping out of line when it passes; the rest of the
     /// rule (branch free) and its action out of line. A packet that fails the lead costs
     /// the lead only, and the verifier keeps one branch pending (the out-of-line part).
-    fn rule_split(&mut self, rule: &ir::Rule, tests: &[Test], frame: &mut Frame, _next: Label) -> Result<bool, EmitError> {
+    fn rule_split(
+        &mut self,
+        rule: &ir::Rule,
+        tests: &[Test],
+        frame: &mut Frame,
+        _next: Label,
+    ) -> Result<bool, EmitError> {
         use Reg::*;
-        let (i, lead) = lead_of(tests).ok_or(EmitError::Unsupported { what: "split rule without a lead test" })?;
+        let (i, lead) = lead_of(tests).ok_or(EmitError::Unsupported {
+            what: "split rule without a lead test",
+        })?;
         let cold = self.b.label();
         let b = &mut self.b;
         let eq = |inv: bool| if inv { JmpOp::Jne } else { JmpOp::Jeq };
         match lead {
-            Test::Addr { field, addr, mask, invert } => {
+            Test::Addr {
+                field,
+                addr,
+                mask,
+                invert,
+            } => {
                 let hot = if field == rec::SADDR { R7 } else { R8 };
-                b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst: R1, src: Src::Reg(hot) });
+                b.emit(Insn::Alu {
+                    wide: false,
+                    op: AluOp::Mov,
+                    dst: R1,
+                    src: Src::Reg(hot),
+                });
                 if mask == u32::MAX {
                     b.emit(alu32(AluOp::Xor, R1, Src::Imm(addr as i32)));
                     b.jmp(false, eq(invert), R1, Src::Imm(0), cold);
@@ -1449,16 +1894,37 @@ impl Gen<'_> {
                 extract(b, R1, Field::Proto);
                 b.jmp(false, eq(invert), R1, Src::Imm(i32::from(proto)), cold);
             }
-            Test::Port { field, range, invert } => {
-                extract(b, R1, if field == rec::SPORT { Field::Sport } else { Field::Dport });
+            Test::Port {
+                field,
+                range,
+                invert,
+            } => {
+                extract(
+                    b,
+                    R1,
+                    if field == rec::SPORT {
+                        Field::Sport
+                    } else {
+                        Field::Dport
+                    },
+                );
                 b.jmp(false, eq(invert), R1, Src::Imm(i32::from(range.lo)), cold);
             }
-            _ => return Err(EmitError::Unsupported { what: "lead test kind" }),
+            _ => {
+                return Err(EmitError::Unsupported {
+                    what: "lead test kind",
+                })
+            }
         }
         let mut rest = tests.to_vec();
         rest.remove(i);
         frame.cold_slots += 16 + 12 * rest.len();
-        frame.cold.push(Cold { label: cold, next: _next, rule: rule.clone(), tests: rest });
+        frame.cold.push(Cold {
+            label: cold,
+            next: _next,
+            rule: rule.clone(),
+            tests: rest,
+        });
         Ok(true)
     }
 
@@ -1503,8 +1969,20 @@ impl Gen<'_> {
         let out = b.label();
         b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), out);
         b.emit(mov64(R1, Src::Imm(1)));
-        b.emit(Insn::Atomic { size: Size::DW, op: AtomicOp::Add { fetch: false }, dst: R0, src: R1, off: 0 });
-        b.emit(Insn::Atomic { size: Size::DW, op: AtomicOp::Add { fetch: false }, dst: R0, src: R6, off: 8 });
+        b.emit(Insn::Atomic {
+            size: Size::DW,
+            op: AtomicOp::Add { fetch: false },
+            dst: R0,
+            src: R1,
+            off: 0,
+        });
+        b.emit(Insn::Atomic {
+            size: Size::DW,
+            op: AtomicOp::Add { fetch: false },
+            dst: R0,
+            src: R6,
+            off: 8,
+        });
         b.bind(out)?;
         b.emit(mov64(R0, Src::Imm(0)));
         b.emit(Insn::Exit);
@@ -1525,11 +2003,21 @@ enum Field {
 fn extract(b: &mut Builder, dst: Reg, f: Field) {
     match f {
         Field::Dport => {
-            b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst, src: Src::Reg(Reg::R9) });
+            b.emit(Insn::Alu {
+                wide: false,
+                op: AluOp::Mov,
+                dst,
+                src: Src::Reg(Reg::R9),
+            });
             b.emit(alu32(AluOp::And, dst, Src::Imm(0xffff)));
         }
         Field::Sport => {
-            b.emit(Insn::Alu { wide: false, op: AluOp::Mov, dst, src: Src::Reg(Reg::R9) });
+            b.emit(Insn::Alu {
+                wide: false,
+                op: AluOp::Mov,
+                dst,
+                src: Src::Reg(Reg::R9),
+            });
             b.emit(alu32(AluOp::Rsh, dst, Src::Imm(packed::SPORT_SHIFT)));
         }
         Field::Proto => {
@@ -1547,7 +2035,15 @@ fn extract(b: &mut Builder, dst: Reg, f: Field) {
 
 /// `lo <= r <= hi` (unsigned 32-bit), inverted by `invert`; `max` is the field's largest value
 /// (bounds equal to 0 or `max` need no compare). Falls through on pass.
-fn range_test(b: &mut Builder, r: Reg, lo: u32, hi: u32, max: u32, invert: bool, fail: Label) -> Result<(), EmitError> {
+fn range_test(
+    b: &mut Builder,
+    r: Reg,
+    lo: u32,
+    hi: u32,
+    max: u32,
+    invert: bool,
+    fail: Label,
+) -> Result<(), EmitError> {
     if lo > hi {
         // empty range: never inside
         if !invert {
@@ -1587,7 +2083,11 @@ mod tests {
 
     fn addr_rule(i: u32, action: Action) -> Rule {
         Rule {
-            matches: vec![Match::Ipv4Src { addr: Ipv4Addr::from(0x0a01_0000 + i), mask: Ipv4Addr::BROADCAST, invert: false }],
+            matches: vec![Match::Ipv4Src {
+                addr: Ipv4Addr::from(0x0a01_0000 + i),
+                mask: Ipv4Addr::BROADCAST,
+                invert: false,
+            }],
             action,
             counter: i,
         }
@@ -1595,8 +2095,19 @@ mod tests {
 
     fn chain_of(n: u32) -> Program {
         let mut rules: Vec<Rule> = (0..n).map(|i| addr_rule(i, Action::Drop)).collect();
-        rules.push(Rule { matches: vec![], action: Action::Accept, counter: n });
-        Program::single(Hook::LocalIn, rules, Policy { verdict: Verdict::Drop, counter: n + 1 })
+        rules.push(Rule {
+            matches: vec![],
+            action: Action::Accept,
+            counter: n,
+        });
+        Program::single(
+            Hook::LocalIn,
+            rules,
+            Policy {
+                verdict: Verdict::Drop,
+                counter: n + 1,
+            },
+        )
     }
 
     fn rule_slots(c: &Compiled, slot: u32) -> usize {
@@ -1607,7 +2118,11 @@ mod tests {
     fn address_rules_are_small() {
         let c = compile(&chain_of(1000), &KernelLayout::example()).expect("compile");
         for r in 0..1000 {
-            assert_eq!(rule_slots(&c, r), 5, "rule {r}: w1 = w7; w1 ^= a; if w1 != 0; w1 = slot; goto tail");
+            assert_eq!(
+                rule_slots(&c, r),
+                5,
+                "rule {r}: w1 = w7; w1 ^= a; if w1 != 0; w1 = slot; goto tail"
+            );
         }
         assert!(c.slot_count() < 1000 * 5 + 200);
         // the program round-trips through the kernel encoding
@@ -1615,8 +2130,20 @@ mod tests {
         assert_eq!(insn::decode(&bytes).expect("decode"), {
             let mut v = c.insns.clone();
             for (slot, _) in &c.map_fixups {
-                let idx = c.insns.iter().scan(0usize, |pc, i| { let at = *pc; *pc += i.slots(); Some(at) }).position(|at| at == *slot).expect("slot");
-                v[idx] = Insn::LdImm64 { dst: Reg::R1, imm: insn::Imm64::MapFd(7) };
+                let idx = c
+                    .insns
+                    .iter()
+                    .scan(0usize, |pc, i| {
+                        let at = *pc;
+                        *pc += i.slots();
+                        Some(at)
+                    })
+                    .position(|at| at == *slot)
+                    .expect("slot");
+                v[idx] = Insn::LdImm64 {
+                    dst: Reg::R1,
+                    imm: insn::Imm64::MapFd(7),
+                };
             }
             v
         });
@@ -1625,18 +2152,63 @@ mod tests {
     #[test]
     fn rules_never_compare_long_lived_registers() {
         let mut rules = vec![
-            Rule { matches: vec![Match::Protocol { proto: 6, invert: false }, Match::Tcp(TcpMatch { sport: PortRange::ANY, dport: PortRange::one(22), flags_mask: 0x17, flags_cmp: 2, option: 2, inv_sport: false, inv_dport: true, inv_flags: false, inv_option: false })], action: Action::Accept, counter: 0 },
-            Rule { matches: vec![Match::Ipv4Dst { addr: Ipv4Addr::new(10, 0, 0, 0), mask: Ipv4Addr::new(255, 0, 0, 0), invert: true }, Match::Fragment { invert: false }], action: Action::Continue, counter: 1 },
-            Rule { matches: vec![Match::InIface(Iface::iptables("eth0", false))], action: Action::Drop, counter: 2 },
+            Rule {
+                matches: vec![
+                    Match::Protocol {
+                        proto: 6,
+                        invert: false,
+                    },
+                    Match::Tcp(TcpMatch {
+                        sport: PortRange::ANY,
+                        dport: PortRange::one(22),
+                        flags_mask: 0x17,
+                        flags_cmp: 2,
+                        option: 2,
+                        inv_sport: false,
+                        inv_dport: true,
+                        inv_flags: false,
+                        inv_option: false,
+                    }),
+                ],
+                action: Action::Accept,
+                counter: 0,
+            },
+            Rule {
+                matches: vec![
+                    Match::Ipv4Dst {
+                        addr: Ipv4Addr::new(10, 0, 0, 0),
+                        mask: Ipv4Addr::new(255, 0, 0, 0),
+                        invert: true,
+                    },
+                    Match::Fragment { invert: false },
+                ],
+                action: Action::Continue,
+                counter: 1,
+            },
+            Rule {
+                matches: vec![Match::InIface(Iface::iptables("eth0", false))],
+                action: Action::Drop,
+                counter: 2,
+            },
         ];
         rules.push(addr_rule(3, Action::Return));
-        let p = Program::single(Hook::Forward, rules, Policy { verdict: Verdict::Accept, counter: 9 });
+        let p = Program::single(
+            Hook::Forward,
+            rules,
+            Policy {
+                verdict: Verdict::Accept,
+                counter: 9,
+            },
+        );
         let c = compile(&p, &KernelLayout::example()).expect("compile");
         let mut pc = 0;
         for i in &c.insns {
             if c.origin_of(pc).is_some() {
                 if let Insn::Jmp { dst, .. } = i {
-                    assert!(!matches!(dst, Reg::R6 | Reg::R7 | Reg::R8 | Reg::R9), "pc {pc}: {i}");
+                    assert!(
+                        !matches!(dst, Reg::R6 | Reg::R7 | Reg::R8 | Reg::R9),
+                        "pc {pc}: {i}"
+                    );
                 }
             }
             pc += i.slots();
@@ -1645,29 +2217,102 @@ mod tests {
 
     #[test]
     fn guards_keep_their_place() {
-        let tcp = Match::Tcp(TcpMatch { sport: PortRange::ANY, dport: PortRange::one(22), flags_mask: 0, flags_cmp: 0, option: 0, inv_sport: false, inv_dport: false, inv_flags: false, inv_option: false });
-        let src = Match::Ipv4Src { addr: Ipv4Addr::new(10, 0, 0, 1), mask: Ipv4Addr::BROADCAST, invert: false };
-        let range = Match::IpRange(IpRangeMatch { src: Some((Ipv4Addr::new(1, 0, 0, 0), Ipv4Addr::new(2, 0, 0, 0))), dst: None, inv_src: false, inv_dst: false });
+        let tcp = Match::Tcp(TcpMatch {
+            sport: PortRange::ANY,
+            dport: PortRange::one(22),
+            flags_mask: 0,
+            flags_cmp: 0,
+            option: 0,
+            inv_sport: false,
+            inv_dport: false,
+            inv_flags: false,
+            inv_option: false,
+        });
+        let src = Match::Ipv4Src {
+            addr: Ipv4Addr::new(10, 0, 0, 1),
+            mask: Ipv4Addr::BROADCAST,
+            invert: false,
+        };
+        let range = Match::IpRange(IpRangeMatch {
+            src: Some((Ipv4Addr::new(1, 0, 0, 0), Ipv4Addr::new(2, 0, 0, 0))),
+            dst: None,
+            inv_src: false,
+            inv_dst: false,
+        });
         // pure tests before the guard are sorted (address first), the range after it stays after
-        let t = lower(&[Match::Protocol { proto: 6, invert: false }, src, tcp, range]).expect("lower");
+        let t = lower(&[
+            Match::Protocol {
+                proto: 6,
+                invert: false,
+            },
+            src,
+            tcp,
+            range,
+        ])
+        .expect("lower");
         assert!(matches!(t[0], Test::Addr { .. }));
         assert!(matches!(t[1], Test::Proto { .. }));
-        assert!(matches!(t[2], Test::Guard { need: 20, frag1_drops: true }));
-        let g = t.iter().position(|x| matches!(x, Test::Guard { .. })).expect("guard");
-        let r = t.iter().position(|x| matches!(x, Test::Range { .. })).expect("range");
+        assert!(matches!(
+            t[2],
+            Test::Guard {
+                need: 20,
+                frag1_drops: true
+            }
+        ));
+        let g = t
+            .iter()
+            .position(|x| matches!(x, Test::Guard { .. }))
+            .expect("guard");
+        let r = t
+            .iter()
+            .position(|x| matches!(x, Test::Range { .. }))
+            .expect("range");
         assert!(r > g, "iprange after tcp must stay after the tcp guard");
     }
 
     #[test]
     fn unconditional_terminal_rule_ends_the_chain() {
-        let rules = vec![Rule { matches: vec![], action: Action::Accept, counter: 0 }, addr_rule(1, Action::Drop)];
-        let p = Program::single(Hook::LocalOut, rules, Policy { verdict: Verdict::Drop, counter: 2 });
+        let rules = vec![
+            Rule {
+                matches: vec![],
+                action: Action::Accept,
+                counter: 0,
+            },
+            addr_rule(1, Action::Drop),
+        ];
+        let p = Program::single(
+            Hook::LocalOut,
+            rules,
+            Policy {
+                verdict: Verdict::Drop,
+                counter: 2,
+            },
+        );
         let c = compile(&p, &KernelLayout::example()).expect("compile");
-        assert_eq!(rule_slots(&c, 1), 0, "rule after an unconditional ACCEPT is unreachable");
+        assert_eq!(
+            rule_slots(&c, 1),
+            0,
+            "rule after an unconditional ACCEPT is unreachable"
+        );
         assert_eq!(rule_slots(&c, 2), 0, "so is the policy");
         // never-matching test: no action code
-        let never = Rule { matches: vec![Match::Ipv4Src { addr: Ipv4Addr::new(1, 2, 3, 4), mask: Ipv4Addr::UNSPECIFIED, invert: false }], action: Action::Drop, counter: 0 };
-        let p = Program::single(Hook::LocalOut, vec![never], Policy { verdict: Verdict::Accept, counter: 1 });
+        let never = Rule {
+            matches: vec![Match::Ipv4Src {
+                addr: Ipv4Addr::new(1, 2, 3, 4),
+                mask: Ipv4Addr::UNSPECIFIED,
+                invert: false,
+            }],
+            action: Action::Drop,
+            counter: 0,
+        };
+        let p = Program::single(
+            Hook::LocalOut,
+            vec![never],
+            Policy {
+                verdict: Verdict::Accept,
+                counter: 1,
+            },
+        );
         let c = compile(&p, &KernelLayout::example()).expect("compile");
         assert_eq!(rule_slots(&c, 0), 1, "just the jump over it");
     }
@@ -1675,20 +2320,55 @@ mod tests {
     #[test]
     fn chain_graph_errors() {
         let l = KernelLayout::example();
-        let call = |to| Rule { matches: vec![], action: Action::Call(ChainId(to)), counter: 0 };
+        let call = |to| Rule {
+            matches: vec![],
+            action: Action::Call(ChainId(to)),
+            counter: 0,
+        };
         let mut chains = BTreeMap::new();
         for i in 0..8u32 {
-            chains.insert(ChainId(i), Chain { name: format!("c{i}"), rules: vec![call(i + 1)] });
+            chains.insert(
+                ChainId(i),
+                Chain {
+                    name: format!("c{i}"),
+                    rules: vec![call(i + 1)],
+                },
+            );
         }
-        chains.insert(ChainId(8), Chain { name: "c8".into(), rules: vec![] });
-        let mut p = Program { family: Family::Ipv4, hook: Hook::LocalIn, entry: ChainId(0), chains, policy: Policy { verdict: Verdict::Accept, counter: 1 } };
-        assert!(matches!(compile(&p, &l), Err(EmitError::CallDepth { depth: 8, .. })));
+        chains.insert(
+            ChainId(8),
+            Chain {
+                name: "c8".into(),
+                rules: vec![],
+            },
+        );
+        let mut p = Program {
+            family: Family::Ipv4,
+            hook: Hook::LocalIn,
+            entry: ChainId(0),
+            chains,
+            policy: Policy {
+                verdict: Verdict::Accept,
+                counter: 1,
+            },
+        };
+        assert!(matches!(
+            compile(&p, &l),
+            Err(EmitError::CallDepth { depth: 8, .. })
+        ));
         p.entry = ChainId(2); // depth 6 fits
         assert!(compile(&p, &l).is_ok());
-        p.chains.get_mut(&ChainId(8)).expect("c8").rules.push(call(3));
+        p.chains
+            .get_mut(&ChainId(8))
+            .expect("c8")
+            .rules
+            .push(call(3));
         assert!(matches!(compile(&p, &l), Err(EmitError::ChainLoop { .. })));
         p.chains.get_mut(&ChainId(8)).expect("c8").rules = vec![call(42)];
-        assert!(matches!(compile(&p, &l), Err(EmitError::UnknownChain { to: 42, .. })));
+        assert!(matches!(
+            compile(&p, &l),
+            Err(EmitError::UnknownChain { to: 42, .. })
+        ));
     }
 
     #[test]
@@ -1701,16 +2381,55 @@ mod tests {
     #[test]
     fn subprograms_once_per_chain() {
         let mut chains = BTreeMap::new();
-        chains.insert(ChainId(0), Chain { name: "e".into(), rules: vec![
-            Rule { matches: vec![], action: Action::Call(ChainId(1)), counter: 0 },
-            Rule { matches: vec![], action: Action::Goto(ChainId(1)), counter: 1 },
-        ]});
-        chains.insert(ChainId(1), Chain { name: "u".into(), rules: vec![addr_rule(2, Action::Return)] });
-        let p = Program { family: Family::Ipv4, hook: Hook::LocalIn, entry: ChainId(0), chains, policy: Policy { verdict: Verdict::Accept, counter: 3 } };
+        chains.insert(
+            ChainId(0),
+            Chain {
+                name: "e".into(),
+                rules: vec![
+                    Rule {
+                        matches: vec![],
+                        action: Action::Call(ChainId(1)),
+                        counter: 0,
+                    },
+                    Rule {
+                        matches: vec![],
+                        action: Action::Goto(ChainId(1)),
+                        counter: 1,
+                    },
+                ],
+            },
+        );
+        chains.insert(
+            ChainId(1),
+            Chain {
+                name: "u".into(),
+                rules: vec![addr_rule(2, Action::Return)],
+            },
+        );
+        let p = Program {
+            family: Family::Ipv4,
+            hook: Hook::LocalIn,
+            entry: ChainId(0),
+            chains,
+            policy: Policy {
+                verdict: Verdict::Accept,
+                counter: 3,
+            },
+        };
         let c = compile(&p, &KernelLayout::example()).expect("compile");
-        assert_eq!(c.symbols.iter().filter(|s| s.1.starts_with("chain_1")).count(), 1);
+        assert_eq!(
+            c.symbols
+                .iter()
+                .filter(|s| s.1.starts_with("chain_1"))
+                .count(),
+            1
+        );
         assert_eq!(c.symbols.iter().filter(|s| s.1 == "count").count(), 1);
-        let calls = c.insns.iter().filter(|i| matches!(i, Insn::Call(insn::Call::Local(_)))).count();
+        let calls = c
+            .insns
+            .iter()
+            .filter(|i| matches!(i, Insn::Call(insn::Call::Local(_))))
+            .count();
         assert!(calls >= 4, "two chain calls and counting calls: {calls}");
     }
 }

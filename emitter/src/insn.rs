@@ -150,14 +150,33 @@ pub mod atomic {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[allow(missing_docs)]
 pub enum Reg {
-    R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10,
+    R0,
+    R1,
+    R2,
+    R3,
+    R4,
+    R5,
+    R6,
+    R7,
+    R8,
+    R9,
+    R10,
 }
 
 impl Reg {
     /// All registers in number order.
     pub const ALL: [Reg; 11] = [
-        Reg::R0, Reg::R1, Reg::R2, Reg::R3, Reg::R4, Reg::R5,
-        Reg::R6, Reg::R7, Reg::R8, Reg::R9, Reg::R10,
+        Reg::R0,
+        Reg::R1,
+        Reg::R2,
+        Reg::R3,
+        Reg::R4,
+        Reg::R5,
+        Reg::R6,
+        Reg::R7,
+        Reg::R8,
+        Reg::R9,
+        Reg::R10,
     ];
     /// Register number 0..=10.
     pub fn num(self) -> u8 {
@@ -222,7 +241,18 @@ impl Size {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(missing_docs)]
 pub enum AluOp {
-    Add, Sub, Mul, Div, Or, And, Lsh, Rsh, Mod, Xor, Mov, Arsh,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Or,
+    And,
+    Lsh,
+    Rsh,
+    Mod,
+    Xor,
+    Mov,
+    Arsh,
 }
 
 /// (op, opcode bits, verifier operator) table.
@@ -257,7 +287,17 @@ impl AluOp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(missing_docs)]
 pub enum JmpOp {
-    Jeq, Jgt, Jge, Jset, Jne, Jsgt, Jsge, Jlt, Jle, Jslt, Jsle,
+    Jeq,
+    Jgt,
+    Jge,
+    Jset,
+    Jne,
+    Jsgt,
+    Jsge,
+    Jlt,
+    Jle,
+    Jslt,
+    Jsle,
 }
 
 /// (op, opcode bits, verifier operator) table.
@@ -589,7 +629,13 @@ impl Insn {
 
     /// Raw slots of this instruction.
     pub fn to_raw(&self) -> Vec<RawInsn> {
-        let r = |code: u8, dst: Reg, src: u8, off: i16, imm: i32| RawInsn { code, dst: dst.num(), src, off, imm };
+        let r = |code: u8, dst: Reg, src: u8, off: i16, imm: i32| RawInsn {
+            code,
+            dst: dst.num(),
+            src,
+            off,
+            imm,
+        };
         match *self {
             Insn::Alu { wide, op, dst, src } => {
                 let (s, sreg, imm) = code_src(src);
@@ -604,21 +650,66 @@ impl Insn {
                 let s = if to_be { source::X } else { source::K };
                 vec![r(class::ALU | s | alu::END, dst, 0, 0, i32::from(bits))]
             }
-            Insn::Jmp { wide, op, dst, src, off } => {
+            Insn::Jmp {
+                wide,
+                op,
+                dst,
+                src,
+                off,
+            } => {
                 let (s, sreg, imm) = code_src(src);
                 let cls = if wide { class::JMP } else { class::JMP32 };
                 vec![r(cls | s | op.code(), dst, sreg, off, imm)]
             }
             Insn::Ja { off } => vec![r(class::JMP | jmp::JA, Reg::R0, 0, off, 0)],
-            Insn::Ldx { size, dst, src, off } => {
-                vec![r(class::LDX | mode::MEM | size.code(), dst, src.num(), off, 0)]
+            Insn::Ldx {
+                size,
+                dst,
+                src,
+                off,
+            } => {
+                vec![r(
+                    class::LDX | mode::MEM | size.code(),
+                    dst,
+                    src.num(),
+                    off,
+                    0,
+                )]
             }
-            Insn::Stx { size, dst, src, off } => {
-                vec![r(class::STX | mode::MEM | size.code(), dst, src.num(), off, 0)]
+            Insn::Stx {
+                size,
+                dst,
+                src,
+                off,
+            } => {
+                vec![r(
+                    class::STX | mode::MEM | size.code(),
+                    dst,
+                    src.num(),
+                    off,
+                    0,
+                )]
             }
-            Insn::St { size, dst, off, imm } => vec![r(class::ST | mode::MEM | size.code(), dst, 0, off, imm)],
-            Insn::Atomic { size, op, dst, src, off } => {
-                vec![r(class::STX | mode::ATOMIC | size.code(), dst, src.num(), off, op.imm())]
+            Insn::St {
+                size,
+                dst,
+                off,
+                imm,
+            } => vec![r(class::ST | mode::MEM | size.code(), dst, 0, off, imm)],
+            Insn::Atomic {
+                size,
+                op,
+                dst,
+                src,
+                off,
+            } => {
+                vec![r(
+                    class::STX | mode::ATOMIC | size.code(),
+                    dst,
+                    src.num(),
+                    off,
+                    op.imm(),
+                )]
             }
             Insn::LdImm64 { dst, imm } => {
                 let code = class::LD | mode::IMM | size::DW;
@@ -630,7 +721,13 @@ impl Insn {
                 };
                 vec![
                     r(code, dst, s, 0, lo),
-                    RawInsn { code: 0, dst: 0, src: 0, off: 0, imm: hi },
+                    RawInsn {
+                        code: 0,
+                        dst: 0,
+                        src: 0,
+                        off: 0,
+                        imm: hi,
+                    },
                 ]
             }
             Insn::Call(c) => {
@@ -680,7 +777,9 @@ pub fn encode(insns: &[Insn]) -> Vec<u8> {
 /// Decode a whole program (a multiple of 8 bytes).
 pub fn decode(bytes: &[u8]) -> Result<Vec<Insn>, DecodeError> {
     if bytes.len() % 8 != 0 {
-        return Err(DecodeError::Truncated { index: bytes.len() / 8 });
+        return Err(DecodeError::Truncated {
+            index: bytes.len() / 8,
+        });
     }
     let raws: Vec<RawInsn> = bytes
         .chunks_exact(8)
@@ -703,7 +802,10 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Insn>, DecodeError> {
 /// Decode the instruction at the start of `raws` (`index` is used in errors only).
 pub fn decode_one(raws: &[RawInsn], index: usize) -> Result<Insn, DecodeError> {
     let raw = *raws.first().ok_or(DecodeError::Truncated { index })?;
-    let bad = DecodeError::Opcode { index, code: raw.code };
+    let bad = DecodeError::Opcode {
+        index,
+        code: raw.code,
+    };
     let reg = |n: u8| Reg::from_num(n).ok_or(DecodeError::Register { index, reg: n });
     let dst = reg(raw.dst)?;
     let cls = raw.code & 0x07;
@@ -738,9 +840,18 @@ pub fn decode_one(raws: &[RawInsn], index: usize) -> Result<Insn, DecodeError> {
                     if wide || raw.src != 0 || !matches!(raw.imm, 16 | 32 | 64) {
                         return Err(bad);
                     }
-                    Insn::End { to_be: raw.code & source::X != 0, dst, bits: raw.imm as u8 }
+                    Insn::End {
+                        to_be: raw.code & source::X != 0,
+                        dst,
+                        bits: raw.imm as u8,
+                    }
                 }
-                _ => Insn::Alu { wide, op: AluOp::from_code(op).ok_or(bad.clone())?, dst, src: src_op(raw)? },
+                _ => Insn::Alu {
+                    wide,
+                    op: AluOp::from_code(op).ok_or(bad.clone())?,
+                    dst,
+                    src: src_op(raw)?,
+                },
             }
         }
         class::JMP | class::JMP32 => {
@@ -759,13 +870,21 @@ pub fn decode_one(raws: &[RawInsn], index: usize) -> Result<Insn, DecodeError> {
                     let c = match raw.src {
                         0 if raw.off == 0 => Call::Helper(raw.imm as u32),
                         pseudo::CALL if raw.off == 0 => Call::Local(raw.imm),
-                        pseudo::KFUNC_CALL => Call::Kfunc { btf_id: raw.imm as u32, off: raw.off },
+                        pseudo::KFUNC_CALL => Call::Kfunc {
+                            btf_id: raw.imm as u32,
+                            off: raw.off,
+                        },
                         _ => return Err(bad),
                     };
                     Insn::Call(c)
                 }
                 jmp::EXIT if raw.code == class::JMP | jmp::EXIT => {
-                    if raw != (RawInsn { code: raw.code, ..RawInsn::default() }) {
+                    if raw
+                        != (RawInsn {
+                            code: raw.code,
+                            ..RawInsn::default()
+                        })
+                    {
                         return Err(bad);
                     }
                     Insn::Exit
@@ -783,20 +902,35 @@ pub fn decode_one(raws: &[RawInsn], index: usize) -> Result<Insn, DecodeError> {
             if raw.code & 0xe0 != mode::MEM || raw.imm != 0 {
                 return Err(bad);
             }
-            Insn::Ldx { size: Size::from_code(raw.code), dst, src: reg(raw.src)?, off: raw.off }
+            Insn::Ldx {
+                size: Size::from_code(raw.code),
+                dst,
+                src: reg(raw.src)?,
+                off: raw.off,
+            }
         }
         class::ST => {
             if raw.code & 0xe0 != mode::MEM || raw.src != 0 {
                 return Err(bad);
             }
-            Insn::St { size: Size::from_code(raw.code), dst, off: raw.off, imm: raw.imm }
+            Insn::St {
+                size: Size::from_code(raw.code),
+                dst,
+                off: raw.off,
+                imm: raw.imm,
+            }
         }
         class::STX => match raw.code & 0xe0 {
             mode::MEM => {
                 if raw.imm != 0 {
                     return Err(bad);
                 }
-                Insn::Stx { size: Size::from_code(raw.code), dst, src: reg(raw.src)?, off: raw.off }
+                Insn::Stx {
+                    size: Size::from_code(raw.code),
+                    dst,
+                    src: reg(raw.src)?,
+                    off: raw.off,
+                }
             }
             mode::ATOMIC => {
                 let size = Size::from_code(raw.code);
@@ -819,13 +953,22 @@ pub fn decode_one(raws: &[RawInsn], index: usize) -> Result<Insn, DecodeError> {
             }
             let next = *raws.get(1).ok_or(DecodeError::Truncated { index })?;
             if next.code != 0 || next.dst != 0 || next.src != 0 || next.off != 0 {
-                return Err(DecodeError::Opcode { index: index + 1, code: next.code });
+                return Err(DecodeError::Opcode {
+                    index: index + 1,
+                    code: next.code,
+                });
             }
             let imm = match raw.src {
                 0 => Imm64::Const(u64::from(raw.imm as u32) | (u64::from(next.imm as u32) << 32)),
                 pseudo::MAP_FD if next.imm == 0 => Imm64::MapFd(raw.imm),
-                pseudo::MAP_VALUE => Imm64::MapValue { fd: raw.imm, off: next.imm as u32 },
-                pseudo::BTF_ID => Imm64::BtfId { id: raw.imm as u32, btf_fd: next.imm as u32 },
+                pseudo::MAP_VALUE => Imm64::MapValue {
+                    fd: raw.imm,
+                    off: next.imm as u32,
+                },
+                pseudo::BTF_ID => Imm64::BtfId {
+                    id: raw.imm as u32,
+                    btf_fd: next.imm as u32,
+                },
                 _ => return Err(bad),
             };
             Insn::LdImm64 { dst, imm }
@@ -877,34 +1020,104 @@ impl fmt::Display for Insn {
                 };
                 write!(f, "{} {} {}", reg_name(dst, wide), op.sym(), s)
             }
-            Insn::Neg { wide, dst } => write!(f, "{} = -{}", reg_name(dst, wide), reg_name(dst, wide)),
-            Insn::End { to_be, dst, bits } => {
-                write!(f, "r{} = {}{} r{}", dst.num(), if to_be { "be" } else { "le" }, bits, dst.num())
+            Insn::Neg { wide, dst } => {
+                write!(f, "{} = -{}", reg_name(dst, wide), reg_name(dst, wide))
             }
-            Insn::Jmp { wide, op, dst, src, off } => {
+            Insn::End { to_be, dst, bits } => {
+                write!(
+                    f,
+                    "r{} = {}{} r{}",
+                    dst.num(),
+                    if to_be { "be" } else { "le" },
+                    bits,
+                    dst.num()
+                )
+            }
+            Insn::Jmp {
+                wide,
+                op,
+                dst,
+                src,
+                off,
+            } => {
                 let s = match src {
                     Src::Imm(i) => hex_imm(i),
                     Src::Reg(r) => reg_name(r, wide),
                 };
-                write!(f, "if {} {} {} goto pc{:+}", reg_name(dst, wide), op.sym(), s, off)
+                write!(
+                    f,
+                    "if {} {} {} goto pc{:+}",
+                    reg_name(dst, wide),
+                    op.sym(),
+                    s,
+                    off
+                )
             }
             Insn::Ja { off } => write!(f, "goto pc{off:+}"),
-            Insn::Ldx { size, dst, src, off } => {
-                write!(f, "r{} = *({} *)(r{} {:+})", dst.num(), size.c_type(), src.num(), off)
+            Insn::Ldx {
+                size,
+                dst,
+                src,
+                off,
+            } => {
+                write!(
+                    f,
+                    "r{} = *({} *)(r{} {:+})",
+                    dst.num(),
+                    size.c_type(),
+                    src.num(),
+                    off
+                )
             }
-            Insn::Stx { size, dst, src, off } => {
-                write!(f, "*({} *)(r{} {:+}) = r{}", size.c_type(), dst.num(), off, src.num())
+            Insn::Stx {
+                size,
+                dst,
+                src,
+                off,
+            } => {
+                write!(
+                    f,
+                    "*({} *)(r{} {:+}) = r{}",
+                    size.c_type(),
+                    dst.num(),
+                    off,
+                    src.num()
+                )
             }
-            Insn::St { size, dst, off, imm } => {
-                write!(f, "*({} *)(r{} {:+}) = {}", size.c_type(), dst.num(), off, imm)
+            Insn::St {
+                size,
+                dst,
+                off,
+                imm,
+            } => {
+                write!(
+                    f,
+                    "*({} *)(r{} {:+}) = {}",
+                    size.c_type(),
+                    dst.num(),
+                    off,
+                    imm
+                )
             }
-            Insn::Atomic { size, op, dst, src, off } => {
+            Insn::Atomic {
+                size,
+                op,
+                dst,
+                src,
+                off,
+            } => {
                 let wide = size == Size::DW;
                 let mem = format!("*({} *)(r{} {:+})", size.c_type(), dst.num(), off);
                 let s = reg_name(src, wide);
                 let sym = |o: &str, fetch: bool| {
                     if fetch {
-                        format!("{s} = atomic{}_fetch_{o}(({} *)(r{} {:+}), {s})", if wide { "64" } else { "" }, size.c_type(), dst.num(), off)
+                        format!(
+                            "{s} = atomic{}_fetch_{o}(({} *)(r{} {:+}), {s})",
+                            if wide { "64" } else { "" },
+                            size.c_type(),
+                            dst.num(),
+                            off
+                        )
                     } else {
                         let c = match o {
                             "add" => "+=",
@@ -920,7 +1133,13 @@ impl fmt::Display for Insn {
                     AtomicOp::Or { fetch } => sym("or", fetch),
                     AtomicOp::And { fetch } => sym("and", fetch),
                     AtomicOp::Xor { fetch } => sym("xor", fetch),
-                    AtomicOp::Xchg => format!("{s} = atomic{}_xchg(({} *)(r{} {:+}), {s})", if wide { "64" } else { "" }, size.c_type(), dst.num(), off),
+                    AtomicOp::Xchg => format!(
+                        "{s} = atomic{}_xchg(({} *)(r{} {:+}), {s})",
+                        if wide { "64" } else { "" },
+                        size.c_type(),
+                        dst.num(),
+                        off
+                    ),
                     AtomicOp::CmpXchg => format!(
                         "{} = atomic{}_cmpxchg(({} *)(r{} {:+}), {}, {s})",
                         reg_name(Reg::R0, wide),
@@ -936,8 +1155,12 @@ impl fmt::Display for Insn {
             Insn::LdImm64 { dst, imm } => match imm {
                 Imm64::Const(v) => write!(f, "r{} = {:#x}", dst.num(), v),
                 Imm64::MapFd(fd) => write!(f, "r{} = map[id:{}]", dst.num(), fd),
-                Imm64::MapValue { fd, off } => write!(f, "r{} = map[id:{}][0]+{}", dst.num(), fd, off),
-                Imm64::BtfId { id, btf_fd } => write!(f, "r{} = btf_id[{}:{}]", dst.num(), btf_fd, id),
+                Imm64::MapValue { fd, off } => {
+                    write!(f, "r{} = map[id:{}][0]+{}", dst.num(), fd, off)
+                }
+                Imm64::BtfId { id, btf_fd } => {
+                    write!(f, "r{} = btf_id[{}:{}]", dst.num(), btf_fd, id)
+                }
             },
             Insn::Call(c) => match c {
                 Call::Helper(n) => match helper_name(n) {
@@ -1018,18 +1241,63 @@ mod tests {
     }
     pub(crate) fn insn() -> impl Strategy<Value = Insn> {
         prop_oneof![
-            (any::<bool>(), alu_op(), reg(), src()).prop_map(|(wide, op, dst, src)| Insn::Alu { wide, op, dst, src }),
+            (any::<bool>(), alu_op(), reg(), src()).prop_map(|(wide, op, dst, src)| Insn::Alu {
+                wide,
+                op,
+                dst,
+                src
+            }),
             (any::<bool>(), reg()).prop_map(|(wide, dst)| Insn::Neg { wide, dst }),
-            (any::<bool>(), reg(), prop_oneof![Just(16u8), Just(32), Just(64)])
+            (
+                any::<bool>(),
+                reg(),
+                prop_oneof![Just(16u8), Just(32), Just(64)]
+            )
                 .prop_map(|(to_be, dst, bits)| Insn::End { to_be, dst, bits }),
-            (any::<bool>(), jmp_op(), reg(), src(), any::<i16>())
-                .prop_map(|(wide, op, dst, src, off)| Insn::Jmp { wide, op, dst, src, off }),
+            (any::<bool>(), jmp_op(), reg(), src(), any::<i16>()).prop_map(
+                |(wide, op, dst, src, off)| Insn::Jmp {
+                    wide,
+                    op,
+                    dst,
+                    src,
+                    off
+                }
+            ),
             any::<i16>().prop_map(|off| Insn::Ja { off }),
-            (size(), reg(), reg(), any::<i16>()).prop_map(|(size, dst, src, off)| Insn::Ldx { size, dst, src, off }),
-            (size(), reg(), reg(), any::<i16>()).prop_map(|(size, dst, src, off)| Insn::Stx { size, dst, src, off }),
-            (size(), reg(), any::<i16>(), any::<i32>()).prop_map(|(size, dst, off, imm)| Insn::St { size, dst, off, imm }),
-            (prop_oneof![Just(Size::W), Just(Size::DW)], atomic_op(), reg(), reg(), any::<i16>())
-                .prop_map(|(size, op, dst, src, off)| Insn::Atomic { size, op, dst, src, off }),
+            (size(), reg(), reg(), any::<i16>()).prop_map(|(size, dst, src, off)| Insn::Ldx {
+                size,
+                dst,
+                src,
+                off
+            }),
+            (size(), reg(), reg(), any::<i16>()).prop_map(|(size, dst, src, off)| Insn::Stx {
+                size,
+                dst,
+                src,
+                off
+            }),
+            (size(), reg(), any::<i16>(), any::<i32>()).prop_map(|(size, dst, off, imm)| {
+                Insn::St {
+                    size,
+                    dst,
+                    off,
+                    imm,
+                }
+            }),
+            (
+                prop_oneof![Just(Size::W), Just(Size::DW)],
+                atomic_op(),
+                reg(),
+                reg(),
+                any::<i16>()
+            )
+                .prop_map(|(size, op, dst, src, off)| Insn::Atomic {
+                    size,
+                    op,
+                    dst,
+                    src,
+                    off
+                }),
             (reg(), imm64()).prop_map(|(dst, imm)| Insn::LdImm64 { dst, imm }),
             call().prop_map(Insn::Call),
             Just(Insn::Exit),
@@ -1061,7 +1329,12 @@ mod tests {
     fn known_encodings() {
         // r0 = 1 ; exit  (as produced by clang: b7 00 .. 01 / 95)
         let p = [
-            Insn::Alu { wide: true, op: AluOp::Mov, dst: Reg::R0, src: Src::Imm(1) },
+            Insn::Alu {
+                wide: true,
+                op: AluOp::Mov,
+                dst: Reg::R0,
+                src: Src::Imm(1),
+            },
             Insn::Exit,
         ];
         assert_eq!(
@@ -1069,17 +1342,40 @@ mod tests {
             vec![0xb7, 0, 0, 0, 1, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0]
         );
         // r1 = *(u64 *)(r1 +8)  : 79 11 08 00 00 00 00 00
-        let l = Insn::Ldx { size: Size::DW, dst: Reg::R1, src: Reg::R1, off: 8 };
+        let l = Insn::Ldx {
+            size: Size::DW,
+            dst: Reg::R1,
+            src: Reg::R1,
+            off: 8,
+        };
         assert_eq!(l.encode(), vec![0x79, 0x11, 8, 0, 0, 0, 0, 0]);
         // if r4 > r3 goto +5 : 2d 34 05 00
-        let j = Insn::Jmp { wide: true, op: JmpOp::Jgt, dst: Reg::R4, src: Src::Reg(Reg::R3), off: 5 };
+        let j = Insn::Jmp {
+            wide: true,
+            op: JmpOp::Jgt,
+            dst: Reg::R4,
+            src: Src::Reg(Reg::R3),
+            off: 5,
+        };
         assert_eq!(j.encode(), vec![0x2d, 0x34, 5, 0, 0, 0, 0, 0]);
         // lock *(u64 *)(r0 +0) += r1 : db 10 00 00 00 00 00 00
-        let a = Insn::Atomic { size: Size::DW, op: AtomicOp::Add { fetch: false }, dst: Reg::R0, src: Reg::R1, off: 0 };
+        let a = Insn::Atomic {
+            size: Size::DW,
+            op: AtomicOp::Add { fetch: false },
+            dst: Reg::R0,
+            src: Reg::R1,
+            off: 0,
+        };
         assert_eq!(a.encode(), vec![0xdb, 0x10, 0, 0, 0, 0, 0, 0]);
         // r1 = map fd 5 : 18 11 00 00 05 00 00 00 | 00..
-        let m = Insn::LdImm64 { dst: Reg::R1, imm: Imm64::MapFd(5) };
-        assert_eq!(m.encode(), vec![0x18, 0x11, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let m = Insn::LdImm64 {
+            dst: Reg::R1,
+            imm: Imm64::MapFd(5),
+        };
+        assert_eq!(
+            m.encode(),
+            vec![0x18, 0x11, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
         // call kfunc btf id 77: 85 20 00 00 4d 00 00 00
         let k = Insn::Call(Call::Kfunc { btf_id: 77, off: 0 });
         assert_eq!(k.encode(), vec![0x85, 0x20, 0, 0, 77, 0, 0, 0]);
@@ -1088,18 +1384,109 @@ mod tests {
     #[test]
     fn verifier_syntax() {
         let cases: Vec<(Insn, &str)> = vec![
-            (Insn::Ldx { size: Size::W, dst: Reg::R1, src: Reg::R6, off: 0 }, "r1 = *(u32 *)(r6 +0)"),
-            (Insn::Jmp { wide: true, op: JmpOp::Jne, dst: Reg::R1, src: Src::Imm(5), off: 3 }, "if r1 != 0x5 goto pc+3"),
-            (Insn::Jmp { wide: false, op: JmpOp::Jslt, dst: Reg::R9, src: Src::Imm(-1), off: -2 }, "if w9 s< -1 goto pc-2"),
+            (
+                Insn::Ldx {
+                    size: Size::W,
+                    dst: Reg::R1,
+                    src: Reg::R6,
+                    off: 0,
+                },
+                "r1 = *(u32 *)(r6 +0)",
+            ),
+            (
+                Insn::Jmp {
+                    wide: true,
+                    op: JmpOp::Jne,
+                    dst: Reg::R1,
+                    src: Src::Imm(5),
+                    off: 3,
+                },
+                "if r1 != 0x5 goto pc+3",
+            ),
+            (
+                Insn::Jmp {
+                    wide: false,
+                    op: JmpOp::Jslt,
+                    dst: Reg::R9,
+                    src: Src::Imm(-1),
+                    off: -2,
+                },
+                "if w9 s< -1 goto pc-2",
+            ),
             (Insn::Call(Call::Helper(1)), "call bpf_map_lookup_elem#1"),
-            (Insn::Atomic { size: Size::DW, op: AtomicOp::Add { fetch: false }, dst: Reg::R0, src: Reg::R1, off: 0 }, "lock *(u64 *)(r0 +0) += r1"),
-            (Insn::Atomic { size: Size::DW, op: AtomicOp::Add { fetch: true }, dst: Reg::R0, src: Reg::R1, off: 8 }, "r1 = atomic64_fetch_add((u64 *)(r0 +8), r1)"),
-            (Insn::Alu { wide: true, op: AluOp::Mov, dst: Reg::R2, src: Src::Reg(Reg::R10) }, "r2 = r10"),
-            (Insn::Alu { wide: false, op: AluOp::And, dst: Reg::R1, src: Src::Imm(15) }, "w1 &= 15"),
-            (Insn::Alu { wide: true, op: AluOp::Add, dst: Reg::R2, src: Src::Imm(-4) }, "r2 += -4"),
-            (Insn::End { to_be: true, dst: Reg::R1, bits: 16 }, "r1 = be16 r1"),
-            (Insn::Stx { size: Size::W, dst: Reg::R10, src: Reg::R1, off: -4 }, "*(u32 *)(r10 -4) = r1"),
-            (Insn::St { size: Size::DW, dst: Reg::R10, off: -8, imm: 0 }, "*(u64 *)(r10 -8) = 0"),
+            (
+                Insn::Atomic {
+                    size: Size::DW,
+                    op: AtomicOp::Add { fetch: false },
+                    dst: Reg::R0,
+                    src: Reg::R1,
+                    off: 0,
+                },
+                "lock *(u64 *)(r0 +0) += r1",
+            ),
+            (
+                Insn::Atomic {
+                    size: Size::DW,
+                    op: AtomicOp::Add { fetch: true },
+                    dst: Reg::R0,
+                    src: Reg::R1,
+                    off: 8,
+                },
+                "r1 = atomic64_fetch_add((u64 *)(r0 +8), r1)",
+            ),
+            (
+                Insn::Alu {
+                    wide: true,
+                    op: AluOp::Mov,
+                    dst: Reg::R2,
+                    src: Src::Reg(Reg::R10),
+                },
+                "r2 = r10",
+            ),
+            (
+                Insn::Alu {
+                    wide: false,
+                    op: AluOp::And,
+                    dst: Reg::R1,
+                    src: Src::Imm(15),
+                },
+                "w1 &= 15",
+            ),
+            (
+                Insn::Alu {
+                    wide: true,
+                    op: AluOp::Add,
+                    dst: Reg::R2,
+                    src: Src::Imm(-4),
+                },
+                "r2 += -4",
+            ),
+            (
+                Insn::End {
+                    to_be: true,
+                    dst: Reg::R1,
+                    bits: 16,
+                },
+                "r1 = be16 r1",
+            ),
+            (
+                Insn::Stx {
+                    size: Size::W,
+                    dst: Reg::R10,
+                    src: Reg::R1,
+                    off: -4,
+                },
+                "*(u32 *)(r10 -4) = r1",
+            ),
+            (
+                Insn::St {
+                    size: Size::DW,
+                    dst: Reg::R10,
+                    off: -8,
+                    imm: 0,
+                },
+                "*(u64 *)(r10 -8) = 0",
+            ),
             (Insn::Call(Call::Local(12)), "call pc+12"),
             (Insn::Ja { off: 7 }, "goto pc+7"),
             (Insn::Exit, "exit"),
@@ -1107,18 +1494,36 @@ mod tests {
         for (i, text) in cases {
             assert_eq!(i.to_string(), text);
         }
-        let d = disassemble(&[Insn::LdImm64 { dst: Reg::R1, imm: Imm64::MapFd(3) }, Insn::Exit]);
+        let d = disassemble(&[
+            Insn::LdImm64 {
+                dst: Reg::R1,
+                imm: Imm64::MapFd(3),
+            },
+            Insn::Exit,
+        ]);
         assert_eq!(d, "   0: (18) r1 = map[id:3]\n   2: (95) exit\n");
     }
 
     #[test]
     fn bad_input_is_an_error() {
-        assert!(matches!(decode(&[0u8; 7]), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            decode(&[0u8; 7]),
+            Err(DecodeError::Truncated { .. })
+        ));
         // LD_IMM64 without its second half
-        assert!(matches!(decode(&[0x18, 1, 0, 0, 0, 0, 0, 0]), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            decode(&[0x18, 1, 0, 0, 0, 0, 0, 0]),
+            Err(DecodeError::Truncated { .. })
+        ));
         // register 11
-        assert!(matches!(decode(&[0xb7, 0x0b, 0, 0, 0, 0, 0, 0]), Err(DecodeError::Register { .. })));
+        assert!(matches!(
+            decode(&[0xb7, 0x0b, 0, 0, 0, 0, 0, 0]),
+            Err(DecodeError::Register { .. })
+        ));
         // unknown opcode
-        assert!(matches!(decode(&[0xff, 0, 0, 0, 0, 0, 0, 0]), Err(DecodeError::Opcode { .. })));
+        assert!(matches!(
+            decode(&[0xff, 0, 0, 0, 0, 0, 0, 0]),
+            Err(DecodeError::Opcode { .. })
+        ));
     }
 }

@@ -164,7 +164,11 @@ impl Iface {
         for x in m.iter_mut().take(plen) {
             *x = 0xff;
         }
-        Iface { name: n, mask: m, invert }
+        Iface {
+            name: n,
+            mask: m,
+            invert,
+        }
     }
 }
 
@@ -362,7 +366,10 @@ impl Match {
     /// Can this match drop the packet outright ("hotdrop")? Such matches fix the order in
     /// which a rule's tests may run.
     pub fn can_hotdrop(&self) -> bool {
-        matches!(self, Match::Tcp(_) | Match::Udp(_) | Match::Icmp(_) | Match::Multiport(_))
+        matches!(
+            self,
+            Match::Tcp(_) | Match::Udp(_) | Match::Icmp(_) | Match::Multiport(_)
+        )
     }
 }
 
@@ -370,8 +377,20 @@ impl Program {
     /// A program whose entry chain is `rules`, with no user chains.
     pub fn single(hook: Hook, rules: Vec<Rule>, policy: Policy) -> Program {
         let mut chains = BTreeMap::new();
-        chains.insert(ChainId(0), Chain { name: "entry".into(), rules });
-        Program { family: Family::Ipv4, hook, entry: ChainId(0), chains, policy }
+        chains.insert(
+            ChainId(0),
+            Chain {
+                name: "entry".into(),
+                rules,
+            },
+        );
+        Program {
+            family: Family::Ipv4,
+            hook,
+            entry: ChainId(0),
+            chains,
+            policy,
+        }
     }
 }
 

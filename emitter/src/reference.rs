@@ -59,8 +59,12 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
     use MatchResult::*;
     let b = |x: bool| if x { Yes } else { No };
     match m {
-        Match::Ipv4Src { addr, mask, invert } => b(((p.saddr & u32::from(*mask)) != u32::from(*addr)) == *invert),
-        Match::Ipv4Dst { addr, mask, invert } => b(((p.daddr & u32::from(*mask)) != u32::from(*addr)) == *invert),
+        Match::Ipv4Src { addr, mask, invert } => {
+            b(((p.saddr & u32::from(*mask)) != u32::from(*addr)) == *invert)
+        }
+        Match::Ipv4Dst { addr, mask, invert } => {
+            b(((p.daddr & u32::from(*mask)) != u32::from(*addr)) == *invert)
+        }
         Match::InIface(i) => b(iface_ok(&pkt.in_dev, i)),
         Match::OutIface(i) => b(iface_ok(&pkt.out_dev, i)),
         Match::Protocol { proto, invert } => b(*proto == 0 || ((p.proto != *proto) == *invert)),
@@ -69,7 +73,9 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
             if p.fragoff != 0 {
                 return if p.fragoff == 1 { Hotdrop } else { No };
             }
-            let Some(th) = p.header(p.thoff, 20) else { return Hotdrop };
+            let Some(th) = p.header(p.thoff, 20) else {
+                return Hotdrop;
+            };
             let sport = u16::from_be_bytes([th[0], th[1]]);
             let dport = u16::from_be_bytes([th[2], th[3]]);
             if !port_in(sport, t.sport.lo, t.sport.hi, t.inv_sport) {
@@ -90,7 +96,9 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
                 if optlen == 0 {
                     return b(t.inv_option);
                 }
-                let Some(op) = p.header(p.thoff + 20, optlen) else { return Hotdrop };
+                let Some(op) = p.header(p.thoff + 20, optlen) else {
+                    return Hotdrop;
+                };
                 let mut i = 0usize;
                 while i < optlen {
                     if op[i] == t.option {
@@ -113,29 +121,43 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
             if p.fragoff != 0 {
                 return No;
             }
-            let Some(uh) = p.header(p.thoff, 8) else { return Hotdrop };
+            let Some(uh) = p.header(p.thoff, 8) else {
+                return Hotdrop;
+            };
             let sport = u16::from_be_bytes([uh[0], uh[1]]);
             let dport = u16::from_be_bytes([uh[2], uh[3]]);
-            b(port_in(sport, u.sport.lo, u.sport.hi, u.inv_sport) && port_in(dport, u.dport.lo, u.dport.hi, u.inv_dport))
+            b(port_in(sport, u.sport.lo, u.sport.hi, u.inv_sport)
+                && port_in(dport, u.dport.lo, u.dport.hi, u.inv_dport))
         }
         Match::Icmp(i) => {
             if p.fragoff != 0 {
                 return No;
             }
-            let Some(ic) = p.header(p.thoff, 8) else { return Hotdrop };
-            let hit = i.icmp_type == 0xff || (ic[0] == i.icmp_type && ic[1] >= i.code_min && ic[1] <= i.code_max);
+            let Some(ic) = p.header(p.thoff, 8) else {
+                return Hotdrop;
+            };
+            let hit = i.icmp_type == 0xff
+                || (ic[0] == i.icmp_type && ic[1] >= i.code_min && ic[1] <= i.code_max);
             b(hit != i.invert)
         }
         Match::Multiport(mp) => {
             if p.fragoff != 0 {
                 return No;
             }
-            let Some(ph) = p.header(p.thoff, 4) else { return Hotdrop };
+            let Some(ph) = p.header(p.thoff, 4) else {
+                return Hotdrop;
+            };
             let src = u16::from_be_bytes([ph[0], ph[1]]);
             let dst = u16::from_be_bytes([ph[2], ph[3]]);
             // ports_match_v1, with ports[count] past the array read from pflags as in the
             // kernel's struct layout
-            let port = |i: usize| if i < 15 { mp.ports[i] } else { u16::from_ne_bytes([mp.pflags[0], mp.pflags[1]]) };
+            let port = |i: usize| {
+                if i < 15 {
+                    mp.ports[i]
+                } else {
+                    u16::from_ne_bytes([mp.pflags[0], mp.pflags[1]])
+                }
+            };
             let mut i = 0usize;
             while i < usize::from(mp.count) {
                 let s = port(i);
@@ -183,7 +205,10 @@ pub fn evaluate(prog: &Program, pkt: &Packet<'_>) -> Outcome {
     let mut counted = Vec::new();
     if d.len() < 20 {
         // never seen at a netfilter hook; the generated code drops it
-        return Outcome { verdict: Verdict::Drop, counted };
+        return Outcome {
+            verdict: Verdict::Drop,
+            counted,
+        };
     }
     let p = Parsed {
         data: d,
@@ -211,7 +236,12 @@ pub fn evaluate(prog: &Program, pkt: &Packet<'_>) -> Outcome {
                         matched = false;
                         break;
                     }
-                    MatchResult::Hotdrop => return Outcome { verdict: Verdict::Drop, counted },
+                    MatchResult::Hotdrop => {
+                        return Outcome {
+                            verdict: Verdict::Drop,
+                            counted,
+                        }
+                    }
                 }
             }
             if !matched {
@@ -220,8 +250,18 @@ pub fn evaluate(prog: &Program, pkt: &Packet<'_>) -> Outcome {
             }
             counted.push(rule.counter);
             match rule.action {
-                Action::Accept => return Outcome { verdict: Verdict::Accept, counted },
-                Action::Drop => return Outcome { verdict: Verdict::Drop, counted },
+                Action::Accept => {
+                    return Outcome {
+                        verdict: Verdict::Accept,
+                        counted,
+                    }
+                }
+                Action::Drop => {
+                    return Outcome {
+                        verdict: Verdict::Drop,
+                        counted,
+                    }
+                }
                 Action::Continue => idx += 1,
                 Action::Return => ret = true,
                 Action::Call(c) => {
@@ -234,7 +274,12 @@ pub fn evaluate(prog: &Program, pkt: &Packet<'_>) -> Outcome {
                     idx = 0;
                 }
                 #[allow(unreachable_patterns)]
-                _ => return Outcome { verdict: Verdict::Drop, counted },
+                _ => {
+                    return Outcome {
+                        verdict: Verdict::Drop,
+                        counted,
+                    }
+                }
             }
         }
         if ret {
@@ -245,12 +290,18 @@ pub fn evaluate(prog: &Program, pkt: &Packet<'_>) -> Outcome {
                 }
                 None => {
                     counted.push(prog.policy.counter);
-                    return Outcome { verdict: prog.policy.verdict, counted };
+                    return Outcome {
+                        verdict: prog.policy.verdict,
+                        counted,
+                    };
                 }
             }
         }
     }
-    Outcome { verdict: Verdict::Drop, counted }
+    Outcome {
+        verdict: Verdict::Drop,
+        counted,
+    }
 }
 
 #[cfg(test)]
@@ -277,8 +328,16 @@ mod tests {
             Chain {
                 name: "INPUT".into(),
                 rules: vec![
-                    Rule { matches: vec![], action: Action::Call(ChainId(1)), counter: 0 },
-                    Rule { matches: vec![], action: Action::Return, counter: 1 },
+                    Rule {
+                        matches: vec![],
+                        action: Action::Call(ChainId(1)),
+                        counter: 0,
+                    },
+                    Rule {
+                        matches: vec![],
+                        action: Action::Return,
+                        counter: 1,
+                    },
                 ],
             },
         );
@@ -286,11 +345,23 @@ mod tests {
             ChainId(1),
             Chain {
                 name: "u".into(),
-                rules: vec![Rule {
-                    matches: vec![Match::Udp(UdpMatch { sport: PortRange::ANY, dport: PortRange::one(53), inv_sport: false, inv_dport: false })],
-                    action: Action::Drop,
-                    counter: 3,
-                }, Rule { matches: vec![], action: Action::Return, counter: 4 }],
+                rules: vec![
+                    Rule {
+                        matches: vec![Match::Udp(UdpMatch {
+                            sport: PortRange::ANY,
+                            dport: PortRange::one(53),
+                            inv_sport: false,
+                            inv_dport: false,
+                        })],
+                        action: Action::Drop,
+                        counter: 3,
+                    },
+                    Rule {
+                        matches: vec![],
+                        action: Action::Return,
+                        counter: 4,
+                    },
+                ],
             },
         );
         let prog = Program {
@@ -298,17 +369,59 @@ mod tests {
             hook: Hook::LocalIn,
             entry: ChainId(0),
             chains,
-            policy: Policy { verdict: Verdict::Accept, counter: 2 },
+            policy: Policy {
+                verdict: Verdict::Accept,
+                counter: 2,
+            },
         };
         let a = udp([1, 2, 3, 4], 1000, 53);
-        let o = evaluate(&prog, &Packet { data: &a, in_dev: [0; 16], out_dev: [0; 16] });
-        assert_eq!(o, Outcome { verdict: Verdict::Drop, counted: vec![0, 3] });
+        let o = evaluate(
+            &prog,
+            &Packet {
+                data: &a,
+                in_dev: [0; 16],
+                out_dev: [0; 16],
+            },
+        );
+        assert_eq!(
+            o,
+            Outcome {
+                verdict: Verdict::Drop,
+                counted: vec![0, 3]
+            }
+        );
         let a = udp([1, 2, 3, 4], 1000, 54);
-        let o = evaluate(&prog, &Packet { data: &a, in_dev: [0; 16], out_dev: [0; 16] });
-        assert_eq!(o, Outcome { verdict: Verdict::Accept, counted: vec![0, 4, 1, 2] });
+        let o = evaluate(
+            &prog,
+            &Packet {
+                data: &a,
+                in_dev: [0; 16],
+                out_dev: [0; 16],
+            },
+        );
+        assert_eq!(
+            o,
+            Outcome {
+                verdict: Verdict::Accept,
+                counted: vec![0, 4, 1, 2]
+            }
+        );
         // truncated UDP header: hotdrop, nothing counted after the jump
-        let o = evaluate(&prog, &Packet { data: &a[..24], in_dev: [0; 16], out_dev: [0; 16] });
-        assert_eq!(o, Outcome { verdict: Verdict::Drop, counted: vec![0] });
+        let o = evaluate(
+            &prog,
+            &Packet {
+                data: &a[..24],
+                in_dev: [0; 16],
+                out_dev: [0; 16],
+            },
+        );
+        assert_eq!(
+            o,
+            Outcome {
+                verdict: Verdict::Drop,
+                counted: vec![0]
+            }
+        );
         let _ = Ipv4Addr::LOCALHOST;
     }
 }
