@@ -11,7 +11,7 @@ use std::process::Command;
 
 use bpfilter::layout::kernel_layout;
 use bpfilter::sys::{in_netns, open_netns, Btf, Link, Map, MapType, Program as BpfProgram};
-use emitter::codegen::compile;
+use emitter::codegen::{compile_with, Options};
 use emitter::ir::*;
 
 fn unavailable(why: &str) {
@@ -132,9 +132,13 @@ fn counters(map: &Map, slots: u32) -> Vec<u64> {
 }
 
 fn load(p: &Program, map: &Map) -> BpfProgram {
+    load_with(p, map, Options::default())
+}
+
+fn load_with(p: &Program, map: &Map, opts: Options) -> BpfProgram {
     let btf = Btf::vmlinux().unwrap();
     let layout = kernel_layout(&btf).unwrap();
-    let c = compile(p, &layout).unwrap();
+    let c = compile_with(p, &layout, opts).unwrap();
     let fd = map.fd().as_raw_fd();
     let bytes = c.bytes(&|_| fd);
     BpfProgram::load_netfilter("bpfltr_iface", &bytes, 0)
@@ -207,6 +211,17 @@ fn interfaces_over_veth() {
     let in_map = Map::create(MapType::PercpuArray, 4, 16, 9, "bpfltr_ifc_in").unwrap();
     let in_bpf = load(&in_prog, &in_map);
     let _in_link = Link::netfilter_in(nsfd.as_fd(), &in_bpf, 2, 1, 17, 0).unwrap();
+    // the same rules compiled branch free, attached after it (both accept)
+    let in_map2 = Map::create(MapType::PercpuArray, 4, 16, 9, "bpfltr_ifc_in2").unwrap();
+    let in_bpf2 = load_with(
+        &in_prog,
+        &in_map2,
+        Options {
+            pending_budget: 0,
+            ..Options::default()
+        },
+    );
+    let _in_link2 = Link::netfilter_in(nsfd.as_fd(), &in_bpf2, 2, 1, 18, 0).unwrap();
 
     // LOCAL_OUT inside the namespace: replies leave through ns_if, no input device.
     let out_rules = vec![
@@ -293,6 +308,7 @@ fn interfaces_over_veth() {
         assert_eq!(c[*k], *v, "LOCAL_IN slot {k}: {c:?}");
     }
     assert_eq!(received, N);
+    assert_eq!(counters(&in_map2, 9), c, "branch-free form counts the same");
 
     let c = counters(&out_map, 6);
     eprintln!("LOCAL_OUT counters {c:?}");
