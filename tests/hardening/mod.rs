@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `set OPTNAME OPTLEN MISALIGN RESET PTR FILE` | setsockopt of FILE's bytes, OPTLEN `-` = its length; the buffer is zero-padded to the kernel's fixed header (96 or 40 bytes) as xt-oracle does, and starts MISALIGN bytes past an 8-aligned address. For SET_REPLACE, PTR sets the `counters` pointer: `valid` (a 1 MiB buffer), `garbage` (an unmapped address), `keep`. RESET 1: after an accepted SET_REPLACE, put the 4-entry initial ruleset back |
 //! | `get OPTNAME OPTLEN MISALIGN HEX` | getsockopt with HEX as the input part of optval (buffer of max(OPTLEN, input) bytes) |
+//! | `getlie OPTNAME OPTLEN HEX` | getsockopt whose OPTLEN claims more than the buffer (HEX only) holds |
 //! | `entries NAME DSIZE DOPTLEN` | GET_ENTRIES of NAME with size = filter's size + DSIZE and optlen = 40 + that + DOPTLEN |
 //! | `setguard OPTLEN FILE` | SET_REPLACE of FILE (counters pointer valid) ending right before a PROT_NONE page, with OPTLEN possibly past it |
 //! | `install FILE` | SET_REPLACE of FILE with num_counters set to filter's current entry count |
@@ -386,6 +387,14 @@ impl Client {
                 let mut b = Buf::new(&input, optlen as usize, misalign);
                 self.get(optname, &mut b, optlen)
             }
+            "getlie" => {
+                // optlen claims more than the buffer holds (the input only).
+                let optname: i32 = f[1].parse().unwrap();
+                let optlen: u32 = f[2].parse().unwrap();
+                let input = unhex(f[3]);
+                let mut b = Buf::new(&input, input.len(), 0);
+                self.get(optname, &mut b, optlen)
+            }
             "entries" => {
                 let Some((_, size)) = self.info() else {
                     return (-1, Self::errno(), 0);
@@ -438,6 +447,8 @@ pub struct Case {
     pub errno: i32,
     /// Why bpfilter deliberately answers differently, and what it answers.
     pub differs: Option<(i32, &'static str)>,
+    /// No recorded errno: compare with the live kernel only.
+    pub live_only: bool,
 }
 
 /// Writes `bytes` to a file in the test's temp dir and returns its path (for `set` lines).
