@@ -480,11 +480,13 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
             tos: 0,
             options,
         };
-        out.push(Packet {
-            path,
-            iface,
-            bytes: build_ipv4(&spec, &l4),
-        });
+        let mut bytes = build_ipv4(&spec, &l4);
+        if path != Path::Output && rng.chance(5) {
+            // Link-layer padding after the datagram (as on Ethernet): ip_rcv trims it, so
+            // byte counters must use the IP total length, not the frame length.
+            bytes.extend((0..rng.range(1, 30)).map(|_| rng.next_u64() as u8));
+        }
+        out.push(Packet { path, iface, bytes });
     }
     out
 }
