@@ -815,6 +815,13 @@ fn single_matches_against_corpus() {
                     ..Options::default()
                 },
             ),
+            (
+                "dynptr path",
+                Options {
+                    force_slow_path: true,
+                    ..Options::default()
+                },
+            ),
         ] {
             let l = load_with(&env, &p, opts);
             for (pname, pkt) in &corpus {
@@ -1520,7 +1527,7 @@ fn arb_program() -> impl Strategy<Value = Program> {
 fn random_rulesets_match_reference() {
     let Some(env) = env() else { return };
     let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
-        cases: 150,
+        cases: 200,
         ..Default::default()
     });
     runner
@@ -1528,14 +1535,18 @@ fn random_rulesets_match_reference() {
             &(
                 arb_program(),
                 proptest::collection::vec(arb_packet(), 12),
-                0u8..3,
+                0u8..4,
             ),
             |(p, pkts, combined)| {
-                // the three ways a multi-test rule can be compiled
+                // the three ways a multi-test rule can be compiled, and the dynptr path
                 let opts = match combined {
                     0 => Options::default(),
                     1 => Options {
                         split: false,
+                        ..Options::default()
+                    },
+                    2 => Options {
+                        force_slow_path: true,
                         ..Options::default()
                     },
                     _ => Options {

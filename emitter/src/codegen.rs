@@ -684,6 +684,7 @@ struct Gen<'a> {
     pending: usize,
     budget: usize,
     split: bool,
+    force_slow: bool,
 }
 
 /// Code generation knobs (the defaults are what `compile` uses).
@@ -695,6 +696,9 @@ pub struct Options {
     /// Compile multi-test rules as a lead test inline + the rest out of line (default);
     /// false keeps them as plain branches (used by tests).
     pub split: bool,
+    /// Read headers through the dynptr path even when they are linear (tests: test runs only
+    /// make linear packets, this exercises the non-linear path on them).
+    pub force_slow_path: bool,
 }
 
 impl Default for Options {
@@ -702,6 +706,7 @@ impl Default for Options {
         Options {
             pending_budget: PENDING_BUDGET,
             split: true,
+            force_slow_path: false,
         }
     }
 }
@@ -761,6 +766,7 @@ pub fn compile_with(
         pending: 0,
         budget: opts.pending_budget,
         split: opts.split,
+        force_slow: opts.force_slow_path,
     };
 
     // main
@@ -851,7 +857,13 @@ impl Gen<'_> {
         b.emit(ldx(Size::DW, R9, R7, off16(l.skb_data)?)); // r9 = skb->data (untrusted, fault-safe)
         let slow_ip = b.label();
         let parse_ip = b.label();
-        b.jmp(false, JmpOp::Jlt, R8, Src::Imm(20), slow_ip);
+        if self.force_slow {
+            // always true at run time (a linear length is below 2^31), unknown to the
+            // verifier, which therefore still checks the fast path too
+            b.jmp(false, JmpOp::Jlt, R8, Src::Imm(i32::MAX), slow_ip);
+        } else {
+            b.jmp(false, JmpOp::Jlt, R8, Src::Imm(20), slow_ip);
+        }
         b.emit(mov64(R1, Src::Reg(R9)));
         b.bind(parse_ip)?;
         // r1 = IP header (packet or copy)
@@ -918,7 +930,9 @@ impl Gen<'_> {
         let parse_th = b.label();
         let fast_th = b.label();
         b.emit(ldx(Size::W, R3, R7, off16(l.skb_data_len)?));
-        b.jmp(false, JmpOp::Jeq, R3, Src::Imm(0), fast_th);
+        if !self.force_slow {
+            b.jmp(false, JmpOp::Jeq, R3, Src::Imm(0), fast_th);
+        }
         b.emit(Insn::Alu {
             wide: false,
             op: AluOp::Mov,
@@ -926,7 +940,11 @@ impl Gen<'_> {
             src: Src::Reg(R8),
         });
         b.emit(alu32(AluOp::Sub, R5, Src::Reg(R2)));
-        b.jmp(false, JmpOp::Jslt, R5, Src::Reg(R0), slow_th);
+        if self.force_slow {
+            b.jmp(false, JmpOp::Jslt, R5, Src::Imm(i32::MAX), slow_th);
+        } else {
+            b.jmp(false, JmpOp::Jslt, R5, Src::Reg(R0), slow_th);
+        }
         b.bind(fast_th)?;
         b.emit(mov64(R3, Src::Reg(R9)));
         b.emit(alu64(AluOp::Add, R3, Src::Reg(R2)));
