@@ -1651,6 +1651,18 @@ fn port_chain(n: usize) -> Program {
 fn scale_figures() {
     let Some(env) = env() else { return };
     let pkt = udp_pkt([10, 200, 0, 1], [10, 200, 0, 2], 4000, 5001);
+    // header reads: direct (fast path) against the dynptr kfuncs, on an empty chain and on
+    // 100 port rules
+    for n in [0usize, 100] {
+        for (how, force) in [("direct", false), ("dynptr", true)] {
+            let p = port_chain(n);
+            let opts = Options { force_slow_path: force, ..Options::default() };
+            let l = load_with(&env, &p, opts);
+            let r = l.prog.test_run(&pkt, None, 200_000).unwrap();
+            assert_eq!(r.retval, 1);
+            eprintln!("FIGURES header path {how} n={n}: {} ns/packet", r.duration_ns);
+        }
+    }
     for (kind, mk) in [
         ("address", address_chain as fn(usize) -> Program),
         ("addr+udp port", port_chain as fn(usize) -> Program),
