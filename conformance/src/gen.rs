@@ -491,9 +491,24 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
     out
 }
 
-const IFACE_WORDS: [&str; 14] = [
-    "eth0", "eth1", "ppp0", "wlan0", "tun0", "eth+", "ppp+", "tun+", "wlan+", "lo", "vpn0", "e+",
-    "+", "eth1+",
+const IFACE_WORDS: [&str; 17] = [
+    "eth0",
+    "eth1",
+    "ppp0",
+    "wlan0",
+    "tun0",
+    "eth+",
+    "ppp+",
+    "tun+",
+    "wlan+",
+    "lo",
+    "vpn0",
+    "e+",
+    "+",
+    "eth1+",
+    "br-0123456789ab",
+    "br-+",
+    "br-0123456789a+",
 ];
 
 fn addr_word(rng: &mut Rng, nets: &[(u32, u32)]) -> String {

@@ -161,7 +161,7 @@ pub struct Iface {
 }
 
 /// The firewall's interfaces (the names rulesets can use, besides `lo`).
-pub const IFACES: [Iface; 5] = [
+pub const IFACES: [Iface; 6] = [
     Iface {
         name: "eth0",
         lan: false,
@@ -187,18 +187,26 @@ pub const IFACES: [Iface; 5] = [
         lan: true,
         host: 17,
     },
+    // A full-length (15-character) name, as Docker gives its bridges: interface matching
+    // compares all 16 bytes.
+    Iface {
+        name: "br-0123456789ab",
+        lan: true,
+        host: 21,
+    },
 ];
 
 /// The loopback interface: an OUTPUT egress whose packets come back through INPUT (`-i lo`).
 pub const LOOPBACK: &str = "lo";
 
 /// Forwarding: ingress interface -> egress interface.
-pub const FORWARD_PAIRS: [(&str, &str); 5] = [
+pub const FORWARD_PAIRS: [(&str, &str); 6] = [
     ("eth0", "eth1"),
     ("ppp0", "tun0"),
     ("wlan0", "eth0"),
     ("eth1", "eth0"),
     ("tun0", "ppp0"),
+    ("br-0123456789ab", "wlan0"),
 ];
 
 /// The egress interface of a forwarded packet that entered by `ingress`.
@@ -226,7 +234,9 @@ fn mac_bytes(s: &str) -> [u8; 6] {
 }
 
 fn peer_name(i: &Iface) -> String {
-    format!("{}-{}", if i.lan { "d" } else { "s" }, i.name)
+    let mut n = format!("{}-{}", if i.lan { "d" } else { "s" }, i.name);
+    n.truncate(15);
+    n
 }
 
 /// Snapshot of the firewall's own traffic counters, for exact waits and for noise checks.
@@ -396,7 +406,7 @@ impl Topology {
             return Ok(());
         }
         let mut b = String::new();
-        for pref in [50, 60, 61, 62, 63, 64, 65] {
+        for pref in [50, 60, 61, 62, 63, 64, 65, 66] {
             b += &format!("rule del pref {pref}\n");
         }
         ip_batch(&self.fw, &b, true)?;
