@@ -123,11 +123,21 @@ impl BpfBackends {
                             Box::new(backend) as Box<dyn TableBackend>,
                         ));
                     }
+                    // ENOENT: a daemon died while instantiating the table, before any client
+                    // was told it exists; nothing of it may stay attached or pinned.
+                    Err(e) if e.errno == libc::ENOENT => {
+                        warn!(netns = %id, table = %table_name, error = %e, "discarding an incomplete table");
+                        if let Err(e) = sys::remove_pins(t.path()) {
+                            warn!(error = %e, "removing its pins failed");
+                        }
+                    }
                     Err(e) => {
                         warn!(netns = %id, table = %table_name, error = %e, "cannot adopt pinned table; leaving it")
                     }
                 }
             }
+            // An empty namespace folder is what is left of a discarded table.
+            let _ = std::fs::remove_dir(ns_dir.path());
         }
         out
     }
@@ -330,9 +340,16 @@ impl BpfTable {
         let (gen, blob) =
             chosen.ok_or_else(|| BackendError::new(libc::ENOENT, "no complete generation"))?;
         let replace = ipt_abi::parse_replace(&blob, None).map_err(|e| {
-            BackendError::new(e.errno(), format!("stored ruleset does not parse: {e}"))
+            // Not ENOENT, whatever the parser says: the table ran, so it must not be discarded.
+            BackendError::new(libc::EIO, format!("stored ruleset does not parse: {e}"))
         })?;
         let table = replace.table;
+        for &hook in &hooks_of(&table) {
+            let link = dir.join(HOOK_NAMES[hook as usize]).join("link");
+            let _attached = Link::from_pin(&link).map_err(|e| {
+                BackendError::new(libc::ENOENT, format!("{}: {e} (the table was never attached)", link.display()))
+            })?;
+        }
         let hooks = hooks_of(&table);
         for (hook, prog, _) in &gen.programs {
             let live = progs.prog_id(*hook).ok().flatten();

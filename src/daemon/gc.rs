@@ -28,10 +28,13 @@ pub fn referenced_namespaces(own_pid: u32) -> HashSet<u64> {
     let Ok(procs) = fs::read_dir("/proc") else { return refs };
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let dir = p.path();
         if pid == own_pid {
+            // Our own fds (the namespace fds we keep) and our short-lived threads inside client
+            // namespaces are not references; the namespace the daemon itself runs in is.
+            refs.extend(link_inode(&dir.join("ns/net")));
             continue;
         }
-        let dir = p.path();
         if let Ok(tasks) = fs::read_dir(dir.join("task")) {
             refs.extend(tasks.flatten().filter_map(|t| link_inode(&t.path().join("ns/net"))));
         }
@@ -47,6 +50,20 @@ pub fn referenced_namespaces(own_pid: u32) -> HashSet<u64> {
         }
     }
     refs
+}
+
+/// Whether sockets still hold the namespace (`nsfd`): a socket keeps its namespace alive
+/// without showing it in /proc (its fd reads `socket:[N]`). `sockets: used` of the
+/// namespace's /proc/net/sockstat counts exactly the sockets that hold a reference (kernel
+/// sockets take none and are not counted). Unknown (read failure) counts as held.
+pub fn held_by_sockets(nsfd: std::os::fd::BorrowedFd<'_>) -> bool {
+    let read = crate::sys::in_netns(nsfd, || fs::read_to_string("/proc/thread-self/net/sockstat"));
+    let Ok(Ok(text)) = read else { return true };
+    sockets_used(&text).is_none_or(|n| n > 0)
+}
+
+fn sockets_used(sockstat: &str) -> Option<u64> {
+    sockstat.lines().find_map(|l| l.strip_prefix("sockets: used ")).and_then(|n| n.trim().parse().ok())
 }
 
 /// nsfs mounts of network namespaces in a mountinfo text (the root field is `net:[N]`).
@@ -69,10 +86,16 @@ mod tests {
     }
 
     #[test]
+    fn parses_sockstat() {
+        assert_eq!(sockets_used("sockets: used 17\nTCP: inuse 1 orphan 0\n"), Some(17));
+        assert_eq!(sockets_used("TCP: inuse 1\n"), None);
+    }
+
+    #[test]
     fn our_own_namespace_is_referenced_by_someone_else() {
-        // pid 1 (or any other process) lives in some namespace; a scan that excludes us still
-        // finds at least one, and finds ours whenever another process shares it.
+        // The namespace the daemon runs in always counts, even when nothing else is in it.
         let refs = referenced_namespaces(std::process::id());
-        assert!(!refs.is_empty());
+        let ours = link_inode(Path::new("/proc/self/ns/net")).expect("our namespace");
+        assert!(refs.contains(&ours));
     }
 }

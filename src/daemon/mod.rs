@@ -149,6 +149,11 @@ impl Daemon {
             if gc::referenced_namespaces(std::process::id()).contains(&id.0) {
                 continue;
             }
+            // Sockets keep a namespace alive invisibly; with a fd of it we can count them. (A
+            // namespace adopted after a restart has no fd until a client comes: we cannot tell.)
+            if ns.fd.as_ref().is_some_and(|fd| gc::held_by_sockets(fd.as_fd())) {
+                continue;
+            }
             let tables = ns.tables.len();
             ns.tables.clear();
             ns.fd = None;
