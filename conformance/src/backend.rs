@@ -89,7 +89,17 @@ impl Backend {
     }
 
     /// Runs `iptables ARGS` (with the lock wait) in namespace `ns`; returns its exit code.
-    pub fn iptables(&self, ns: &str, args: &[String]) -> Result<RestoreOutcome> {
+    pub fn iptables(&mut self, ns: &str, args: &[String]) -> Result<RestoreOutcome> {
+        if args.first().map(String::as_str) == Some(RESTART) {
+            // Only bpfilter has a daemon to restart; the kernel side just goes on.
+            if let Backend::Bpfilter(d) = self {
+                d.restart()?;
+            }
+            return Ok(RestoreOutcome {
+                code: 0,
+                stderr: String::new(),
+            });
+        }
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns])
             .env("XTABLES_LOCKFILE", lock_file());
@@ -138,6 +148,9 @@ impl Backend {
     }
 }
 
+/// Pseudo-command in a ruleset's edits: restart the bpfilter daemon (no-op on the kernel).
+pub const RESTART: &str = "@restart-daemon";
+
 /// The harness's private xtables lock file.
 pub fn lock_file() -> PathBuf {
     std::env::temp_dir().join(format!("conformance-{}.xtables.lock", std::process::id()))
@@ -149,6 +162,28 @@ pub fn normalize_save(s: &str) -> String {
         .filter(|l| !l.starts_with('#'))
         .map(|l| format!("{l}\n"))
         .collect()
+}
+
+fn spawn_daemon(bin: &Path, socket: &Path, bpffs: &Path, log: &Path) -> Result<Child> {
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    Command::new(bin.join("bpfilter"))
+        .arg("--socket")
+        .arg(socket)
+        .arg("daemon")
+        .arg("--bpffs")
+        .arg(bpffs)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(logf)
+        .spawn()
+        .context("start bpfilter daemon")
 }
 
 /// A bpfilter daemon started (and stopped) by the harness.
@@ -200,22 +235,7 @@ impl Daemon {
         let _ = std::fs::remove_file(&socket);
         let bpffs = PathBuf::from(format!("/sys/fs/bpf/bpfilter-conf-{tag}"));
         let log = dir.join("daemon.log");
-        let logf = std::fs::File::create(&log)?;
-        let child = Command::new(bin.join("bpfilter"))
-            .arg("--socket")
-            .arg(&socket)
-            .arg("daemon")
-            .arg("--bpffs")
-            .arg(&bpffs)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .context("start bpfilter daemon")?;
+        let child = spawn_daemon(bin, &socket, &bpffs, &log)?;
         let mut d = Daemon {
             bin: bin.to_path_buf(),
             socket,
@@ -223,10 +243,44 @@ impl Daemon {
             child: Some(child),
             log,
         };
+        d.wait_ready()?;
+        Ok(d)
+    }
+
+    /// Stops the daemon without flushing (its pins keep filtering) and starts it again, as an
+    /// administrator restarting the service would: rules and counters must come back.
+    pub fn restart(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = Some(spawn_daemon(
+            &self.bin,
+            &self.socket,
+            &self.bpffs,
+            &self.log,
+        )?);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let d = self;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if UnixStream::connect(&d.socket).is_ok() {
-                return Ok(d);
+                return Ok(());
             }
             if let Some(c) = d.child.as_mut() {
                 if let Some(st) = c.try_wait()? {

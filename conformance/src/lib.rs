@@ -69,6 +69,8 @@ pub struct Config {
     pub minimize: bool,
     /// Minimize at most this many mismatches (every case runs regardless).
     pub max_mismatches: usize,
+    /// Also restart the bpfilter daemon between packets in some random cases (persistence).
+    pub restarts: bool,
     /// Time the minimizer may spend on one mismatch.
     pub minimize_budget: Duration,
     /// Print one line per case as it runs.
@@ -87,6 +89,7 @@ impl Config {
             seed: 0xb0f1_17e4,
             only: None,
             minimize: true,
+            restarts: false,
             max_mismatches: 5,
             minimize_budget: Duration::from_secs(180),
             verbose: true,
@@ -298,7 +301,12 @@ pub fn corpus(cfg: &Config) -> Result<Vec<Case>> {
     }
     for i in 0..cfg.random_count {
         let mut r = rng.fork();
-        let rs = gen::random_ruleset_with_edits(i, cfg.random_packets, &mut r);
+        let mut rs = gen::random_ruleset_with_edits(i, cfg.random_packets, &mut r);
+        if cfg.restarts && r.chance(30) {
+            let at = r.below(cfg.random_packets as u64 + 1) as usize;
+            rs.edits.push((at, vec![backend::RESTART.to_string()]));
+            rs.name.push_str("-r");
+        }
         let packets = gen::packets_for(&rs, cfg.random_packets, &mut r);
         cases.push(Case {
             ruleset: rs,

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! conformance [--full | --bounded] [--baseline] [--random N] [--packets N] [--hand-packets N]
-//!             [--seed S] [--only NAME] [--no-minimize] [--max-minimize N] [--quiet]
+//!             [--seed S] [--only NAME] [--no-minimize] [--max-minimize N] [--restarts] [--quiet]
 //!             [--save-repro DIR]
 //! ```
 //! `--baseline` compares the kernel with itself (the harness must then report no mismatch).
@@ -74,11 +74,12 @@ fn parse_args() -> Result<(Config, Option<String>)> {
                 i += 1;
             }
             "--no-minimize" => cfg.minimize = false,
+            "--restarts" => cfg.restarts = true,
             "--quiet" => cfg.verbose = false,
             "-h" | "--help" => {
                 println!(
                     "usage: conformance [--full | --bounded] [--baseline] [--random N] [--packets N] \
-                     [--hand-packets N] [--seed S] [--only NAME] [--no-minimize] [--max-minimize N] \
+                     [--hand-packets N] [--seed S] [--only NAME] [--no-minimize] [--max-minimize N] [--restarts] \
                      [--quiet] [--save-repro DIR]"
                 );
                 std::process::exit(0);
