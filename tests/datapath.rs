@@ -1656,11 +1656,17 @@ fn scale_figures() {
     for n in [0usize, 100] {
         for (how, force) in [("direct", false), ("dynptr", true)] {
             let p = port_chain(n);
-            let opts = Options { force_slow_path: force, ..Options::default() };
+            let opts = Options {
+                force_slow_path: force,
+                ..Options::default()
+            };
             let l = load_with(&env, &p, opts);
             let r = l.prog.test_run(&pkt, None, 200_000).unwrap();
             assert_eq!(r.retval, 1);
-            eprintln!("FIGURES header path {how} n={n}: {} ns/packet", r.duration_ns);
+            eprintln!(
+                "FIGURES header path {how} n={n}: {} ns/packet",
+                r.duration_ns
+            );
         }
     }
     for (kind, mk) in [
@@ -1731,4 +1737,161 @@ fn load_big_chain() {
     let Some(env) = env() else { return };
     let l = load(&env, &address_chain(10000));
     eprintln!("load {:?}", l.stats.load_time);
+}
+
+/// Chains nested up to 9 deep (the deepest are inlined: BPF has 8 call frames), jumps and
+/// gotos between them, random packets: against the reference evaluator, in every form.
+#[test]
+fn deep_chains_match_reference() {
+    let Some(env) = env() else { return };
+    let chain_rules = |c: u32| {
+        proptest::collection::vec(
+            (
+                proptest::collection::vec(arb_match(), 0..3),
+                0u8..7,
+                (c + 1)..10u32,
+            ),
+            1..4,
+        )
+    };
+    let prog = (
+        chain_rules(0),
+        chain_rules(1),
+        chain_rules(2),
+        chain_rules(3),
+        chain_rules(4),
+        chain_rules(5),
+        chain_rules(6),
+        chain_rules(7),
+        chain_rules(8),
+        any::<bool>(),
+    )
+        .prop_map(|(c0, c1, c2, c3, c4, c5, c6, c7, c8, pol)| {
+            let mut chains = BTreeMap::new();
+            let mut slot = 0u32;
+            for (i, rules) in [c0, c1, c2, c3, c4, c5, c6, c7, c8].into_iter().enumerate() {
+                let mut v: Vec<Rule> = rules
+                    .into_iter()
+                    .map(|(matches, a, to)| {
+                        slot += 1;
+                        // always one path to the next chain, so the graph is 9 deep
+                        let action = match a {
+                            0 => Action::Accept,
+                            1 => Action::Drop,
+                            2 => Action::Return,
+                            3 | 4 => Action::Call(ChainId(to.min(9))),
+                            5 => Action::Goto(ChainId(to.min(9))),
+                            _ => Action::Continue,
+                        };
+                        Rule {
+                            matches,
+                            action,
+                            counter: slot - 1,
+                        }
+                    })
+                    .collect();
+                slot += 1;
+                v.insert(
+                    0,
+                    Rule {
+                        matches: vec![proto(47, false)],
+                        action: Action::Call(ChainId(i as u32 + 1)),
+                        counter: slot - 1,
+                    },
+                );
+                chains.insert(
+                    ChainId(i as u32),
+                    Chain {
+                        name: format!("c{i}"),
+                        rules: v,
+                    },
+                );
+            }
+            slot += 1;
+            chains.insert(
+                ChainId(9),
+                Chain {
+                    name: "c9".into(),
+                    rules: vec![Rule {
+                        matches: vec![],
+                        action: Action::Return,
+                        counter: slot - 1,
+                    }],
+                },
+            );
+            Program {
+                family: Family::Ipv4,
+                hook: Hook::LocalOut,
+                entry: ChainId(0),
+                chains,
+                policy: Policy {
+                    verdict: if pol { Verdict::Accept } else { Verdict::Drop },
+                    counter: slot,
+                },
+            }
+        });
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 60,
+        ..Default::default()
+    });
+    runner
+        .run(
+            &(prog, proptest::collection::vec(arb_packet(), 10), 0u8..3),
+            |(p, pkts, mode)| {
+                let opts = match mode {
+                    0 => Options::default(),
+                    1 => Options {
+                        split: false,
+                        ..Options::default()
+                    },
+                    _ => Options {
+                        pending_budget: 0,
+                        ..Options::default()
+                    },
+                };
+                let c = compile_with(&p, &env.layout, opts).unwrap();
+                let subs = c
+                    .symbols
+                    .iter()
+                    .filter(|s| s.1.starts_with("chain_"))
+                    .count();
+                prop_assert!(
+                    subs <= 6,
+                    "at most 6 chain subprograms, the rest inlined: {}",
+                    subs
+                );
+                let l = load_with(&env, &p, opts);
+                let mut all = pkts.clone();
+                all.push(ip(47, A, B, 0, &[], &[0; 8])); // walks every chain
+                for pkt in &all {
+                    let reference = evaluate(
+                        &p,
+                        &Packet {
+                            data: pkt,
+                            in_dev: [0; 16],
+                            out_dev: [0; 16],
+                        },
+                    );
+                    let (ret, d) = l.run(&env, pkt);
+                    prop_assert_eq!(
+                        ret,
+                        verdict_code(reference.verdict),
+                        "verdict (mode {})\n{:#?}\n{:02x?}",
+                        mode,
+                        p,
+                        pkt
+                    );
+                    prop_assert_eq!(
+                        d,
+                        deltas(&reference, l.slots, pkt.len()),
+                        "counters (mode {})\n{:#?}\n{:02x?}",
+                        mode,
+                        p,
+                        pkt
+                    );
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
 }

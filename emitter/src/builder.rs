@@ -65,6 +65,7 @@ pub struct Builder {
     origins: Vec<(usize, u32)>,
     symbols: Vec<(usize, String)>,
     cond_jumps: usize,
+    referenced: std::collections::HashSet<u32>,
 }
 
 /// A finished program.
@@ -122,6 +123,11 @@ impl Builder {
         self.cond_jumps
     }
 
+    /// Has any jump been emitted to `l` so far?
+    pub fn is_referenced(&self, l: Label) -> bool {
+        self.referenced.contains(&l.0)
+    }
+
     /// Is `l` bound yet?
     pub fn is_bound(&self, l: Label) -> bool {
         self.labels.get(l.0 as usize).is_some_and(|s| s.is_some())
@@ -161,6 +167,7 @@ impl Builder {
     /// `if dst op src goto l` (64-bit compare when `wide`).
     pub fn jmp(&mut self, wide: bool, op: JmpOp, dst: Reg, src: Src, l: Label) {
         self.cond_jumps += 1;
+        self.referenced.insert(l.0);
         self.push(
             Item::Jmp {
                 wide,
@@ -175,6 +182,7 @@ impl Builder {
 
     /// `goto l`.
     pub fn ja(&mut self, l: Label) {
+        self.referenced.insert(l.0);
         self.push(Item::Ja { to: l }, 1);
     }
 

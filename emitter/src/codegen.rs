@@ -173,8 +173,11 @@ const HOTDROP: u8 = 3;
 const RET_RETURN: i32 = 2;
 /// BPF allows 8 call frames: main, the chain subprograms and `count` on top.
 const MAX_FRAMES: usize = 8;
-/// Deepest user-chain nesting that fits (main + chains + count).
+/// Deepest user-chain nesting compiled as subprograms (main + chains + count); chains nested
+/// deeper are inlined into their callers.
 pub const MAX_CHAIN_DEPTH: usize = MAX_FRAMES - 2;
+/// Deepest nesting accepted at all (inlining copies code once per call path).
+pub const MAX_INLINE_DEPTH: usize = 32;
 /// The kernel's BPF_COMPLEXITY_LIMIT_INSNS / BPF_MAXINSNS for privileged loaders.
 const MAX_INSNS: usize = 1_000_000;
 
@@ -260,6 +263,8 @@ struct Frame {
     used: BTreeSet<u8>,
     /// position where the current tail labels started being used
     island_start: usize,
+    /// where RETURN goes while an inlined chain is being emitted
+    ret: Option<Label>,
     /// out-of-line rule bodies waiting for the next island
     cold: Vec<Cold>,
     /// slots those will take (estimate)
@@ -271,6 +276,7 @@ struct Frame {
 struct Cold {
     label: Label,
     next: Label,
+    ret: Option<Label>,
     rule: ir::Rule,
     tests: Vec<Test>,
 }
@@ -286,6 +292,7 @@ impl Frame {
             policy_rule: None,
             used: BTreeSet::new(),
             island_start: b.pos(),
+            ret: None,
             cold: Vec::new(),
             cold_slots: 0,
         }
@@ -663,11 +670,11 @@ fn chain_depths(p: &Program) -> Result<BTreeMap<ChainId, usize>, EmitError> {
     let mut depths = BTreeMap::new();
     visit(p, p.entry, 0, &mut BTreeSet::new(), &mut depths)?;
     if let Some((id, d)) = depths.iter().max_by_key(|e| *e.1) {
-        if *d > MAX_CHAIN_DEPTH {
+        if *d > MAX_INLINE_DEPTH {
             return Err(EmitError::CallDepth {
                 chain: id.0,
                 depth: *d,
-                max: MAX_CHAIN_DEPTH,
+                max: MAX_INLINE_DEPTH,
             });
         }
     }
@@ -685,6 +692,9 @@ struct Gen<'a> {
     budget: usize,
     split: bool,
     force_slow: bool,
+    prog: &'a Program,
+    lowered: &'a BTreeMap<ChainId, Vec<Vec<Test>>>,
+    inline: BTreeSet<ChainId>,
 }
 
 /// Code generation knobs (the defaults are what `compile` uses).
@@ -767,6 +777,13 @@ pub fn compile_with(
         budget: opts.pending_budget,
         split: opts.split,
         force_slow: opts.force_slow_path,
+        prog: p,
+        lowered: &lowered,
+        inline: depths
+            .iter()
+            .filter(|(_, d)| **d > MAX_CHAIN_DEPTH)
+            .map(|(c, _)| *c)
+            .collect(),
     };
 
     // main
@@ -1808,12 +1825,38 @@ impl Gen<'_> {
                 return Ok(true);
             }
             Action::Return => {
-                if frame.main {
+                if let Some(r) = frame.ret {
+                    self.count_inline(rule.counter);
+                    self.b.ja(r);
+                } else if frame.main {
                     self.count_inline(rule.counter);
                     self.policy_inline(frame)?;
                 } else {
                     self.b.emit(mov32(Reg::R1, slot));
                     self.ja_tail(frame, 2);
+                }
+            }
+            Action::Call(c) if self.inline.contains(&c) => {
+                self.count_inline(rule.counter);
+                let falls = self.inline_chain(c, frame, next)?;
+                return Ok(falls || self.b.is_referenced(next));
+            }
+            Action::Goto(c) if self.inline.contains(&c) => {
+                self.count_inline(rule.counter);
+                if let Some(r) = frame.ret {
+                    self.inline_chain(c, frame, r)?;
+                } else {
+                    let r = self.b.label();
+                    let falls = self.inline_chain(c, frame, r)?;
+                    self.b.bind(r)?;
+                    if falls || self.b.is_referenced(r) {
+                        if frame.main {
+                            self.policy_inline(frame)?;
+                        } else {
+                            self.b.emit(mov64(Reg::R0, Src::Imm(RET_RETURN)));
+                            self.b.emit(Insn::Exit);
+                        }
+                    }
                 }
             }
             Action::Call(c) => {
@@ -1848,24 +1891,58 @@ impl Gen<'_> {
         Ok(false)
     }
 
+    /// Emit chain `c` in place (nested too deep for a subprogram): its RETURN, and falling
+    /// off its end, go to `ret`. Returns true when control can fall off the end (then it
+    /// jumps to `ret`).
+    fn inline_chain(
+        &mut self,
+        c: ChainId,
+        frame: &mut Frame,
+        ret: Label,
+    ) -> Result<bool, EmitError> {
+        let prog = self.prog;
+        let lowered = self.lowered;
+        let chain = prog
+            .chains
+            .get(&c)
+            .ok_or(EmitError::UnknownChain { from: c.0, to: c.0 })?;
+        let tests = lowered
+            .get(&c)
+            .ok_or(EmitError::UnknownChain { from: c.0, to: c.0 })?;
+        let saved = frame.ret;
+        frame.ret = Some(ret);
+        let falls = self.chain_body(chain, tests, frame)?;
+        if falls {
+            self.b.ja(ret);
+        }
+        frame.ret = saved;
+        Ok(falls)
+    }
+
     /// Out-of-line bodies of split rules: the combined rest of the rule, then back to `next`.
     fn cold_blocks(&mut self, frame: &mut Frame) -> Result<(), EmitError> {
-        let cold = std::mem::take(&mut frame.cold);
-        frame.cold_slots = 0;
-        for c in cold {
-            self.b.bind(c.label)?;
-            self.b.set_origin(Some(c.rule.counter));
-            if c.tests.is_empty() {
-                self.action(&c.rule, frame, c.next)?;
-            } else {
-                self.rule_combined(&c.rule, &c.tests, frame, c.next)?;
+        let saved = frame.ret;
+        // a cold block may inline a chain whose split rules add cold blocks: drain until empty
+        while !frame.cold.is_empty() {
+            let cold = std::mem::take(&mut frame.cold);
+            frame.cold_slots = 0;
+            for c in cold {
+                frame.ret = c.ret;
+                self.b.bind(c.label)?;
+                self.b.set_origin(Some(c.rule.counter));
+                if c.tests.is_empty() {
+                    self.action(&c.rule, frame, c.next)?;
+                } else {
+                    self.rule_combined(&c.rule, &c.tests, frame, c.next)?;
+                }
+                // only Continue falls through after its action
+                if matches!(c.rule.action, Action::Continue) {
+                    self.b.ja(c.next);
+                }
+                self.b.set_origin(None);
             }
-            // only Continue falls through after its action
-            if matches!(c.rule.action, Action::Continue) {
-                self.b.ja(c.next);
-            }
-            self.b.set_origin(None);
         }
+        frame.ret = saved;
         Ok(())
     }
 
@@ -1940,6 +2017,7 @@ impl Gen<'_> {
         frame.cold.push(Cold {
             label: cold,
             next: _next,
+            ret: frame.ret,
             rule: rule.clone(),
             tests: rest,
         });
@@ -2370,12 +2448,24 @@ mod tests {
                 counter: 1,
             },
         };
-        assert!(matches!(
-            compile(&p, &l),
-            Err(EmitError::CallDepth { depth: 8, .. })
-        ));
-        p.entry = ChainId(2); // depth 6 fits
-        assert!(compile(&p, &l).is_ok());
+        // depth 8: chains 7 and 8 are inlined into chain 6's subprogram
+        let c = compile(&p, &l).expect("deep chains inline");
+        assert_eq!(
+            c.symbols
+                .iter()
+                .filter(|s| s.1.starts_with("chain_"))
+                .count(),
+            6
+        );
+        p.entry = ChainId(2); // depth 6: all subprograms
+        let c = compile(&p, &l).expect("compile");
+        assert_eq!(
+            c.symbols
+                .iter()
+                .filter(|s| s.1.starts_with("chain_"))
+                .count(),
+            6
+        );
         p.chains
             .get_mut(&ChainId(8))
             .expect("c8")
