@@ -7,7 +7,12 @@
 //!                  every ~16k slots and at the end: an "island" of out-of-line rule bodies
 //!                  and tails (count + accept / drop / return, hotdrop), skipped by a goto
 //! chain_<id>:      one static subprogram per reachable user chain, `r1` = record pointer;
-//!                  returns 0 (DROP), 1 (ACCEPT) or 2 (RETURN: continue in the caller)
+//!                  returns 0 (DROP), 1 (ACCEPT) or 2 (RETURN: continue in the caller).
+//!                  Jump = call, then continue on 2 or return the verdict; goto = call and
+//!                  return its result (in main, 2 means the policy). Chains nested deeper
+//!                  than `MAX_CHAIN_DEPTH` (BPF allows 8 frames: main, 6 chains, count) are
+//!                  inlined at each call site instead, their RETURN jumping to the caller's
+//!                  continuation.
 //! count:           subprogram `count(r1 = counter slot, r2 = skb->len)`: per-CPU counter
 //!                  map lookup + two atomic adds
 //! ```

@@ -103,8 +103,9 @@ pub enum EmitError {
         /// a chain on the loop
         chain: u32,
     },
-    /// User chains nest deeper than BPF's 8 call frames allow.
-    #[error("chain {chain} is nested {depth} deep; at most {max} nested user chains fit in BPF's 8 call frames")]
+    /// User chains nest deeper than the code generator accepts (deep chains are inlined,
+    /// which copies them once per call path).
+    #[error("chain {chain} is nested {depth} deep; at most {max} nested user chains are supported")]
     CallDepth {
         /// deepest chain
         chain: u32,
