@@ -1650,6 +1650,81 @@ fn port_chain(n: usize) -> Program {
 #[test]
 fn scale_figures() {
     let Some(env) = env() else { return };
+    // one user chain jumped to from many rules: static subprograms are verified once per
+    // call site
+    for (sites, body) in [(100usize, 100usize), (1000, 100)] {
+        let mut chains = BTreeMap::new();
+        let mut rules: Vec<Rule> = (0..sites)
+            .map(|i| Rule {
+                matches: vec![src([10, 2, (i >> 8) as u8, i as u8], 32, true)],
+                action: if i % 2 == 0 {
+                    Action::Call(ChainId(1))
+                } else {
+                    Action::Continue
+                },
+                counter: i as u32,
+            })
+            .collect();
+        rules.push(Rule {
+            matches: vec![],
+            action: Action::Accept,
+            counter: sites as u32,
+        });
+        chains.insert(
+            ChainId(0),
+            Chain {
+                name: "e".into(),
+                rules,
+            },
+        );
+        let body_rules = (0..body)
+            .map(|i| Rule {
+                matches: vec![src([10, 3, (i >> 8) as u8, i as u8], 32, false)],
+                action: Action::Drop,
+                counter: (sites + 1 + i) as u32,
+            })
+            .collect();
+        chains.insert(
+            ChainId(1),
+            Chain {
+                name: "u".into(),
+                rules: body_rules,
+            },
+        );
+        let p = Program {
+            family: Family::Ipv4,
+            hook: Hook::LocalOut,
+            entry: ChainId(0),
+            chains,
+            policy: Policy {
+                verdict: Verdict::Drop,
+                counter: (sites + body + 1) as u32,
+            },
+        };
+        let compiled = compile(&p, &env.layout).unwrap();
+        let ctr = Map::create(
+            MapType::PercpuArray,
+            4,
+            16,
+            (sites + body + 2) as u32,
+            "bpfltr_sites",
+        )
+        .unwrap();
+        use std::os::fd::AsRawFd;
+        let fd = ctr.fd().as_raw_fd();
+        match BpfProgram::load_netfilter("bpfltr_sites", &compiled.bytes(&|_| fd), 0) {
+            Ok((_, stats)) => eprintln!(
+                "FIGURES chain called from {} sites, {body} rules: verified {} insns, load {:?}",
+                sites / 2,
+                stats.verified_insns,
+                stats.load_time
+            ),
+            Err(e) => eprintln!(
+                "FIGURES chain called from {} sites, {body} rules: load fails: {e}",
+                sites / 2
+            ),
+        }
+    }
     let pkt = udp_pkt([10, 200, 0, 1], [10, 200, 0, 2], 4000, 5001);
     // header reads: direct (fast path) against the dynptr kfuncs, on an empty chain and on
     // 100 port rules
