@@ -1781,12 +1781,11 @@ fn scale_figures() {
     }
 }
 
-/// Debug aid: verifier log of a small address chain (BPFILTER_TEST_DUMP=1).
+/// Debug aid (`--ignored`): verifier log and dump of a small chain in /tmp
+/// (BPFILTER_TEST_DUMP=port for address + udp rules).
 #[test]
+#[ignore = "debug aid: writes the verifier log to /tmp"]
 fn verifier_log_small_chain() {
-    if std::env::var("BPFILTER_TEST_DUMP").is_err() {
-        return;
-    }
     let Some(env) = env() else { return };
     let p = if std::env::var("BPFILTER_TEST_DUMP").as_deref() == Ok("port") {
         port_chain(30)
@@ -1803,12 +1802,10 @@ fn verifier_log_small_chain() {
     std::fs::write("/tmp/bpfltr_dump.txt", compiled.dump()).unwrap();
 }
 
-/// Debug aid: load the 10,000-rule address chain once (BPFILTER_TEST_BIG=1), for profiling.
+/// Debug aid (`--ignored`): load the 10,000-rule address chain once, for profiling.
 #[test]
+#[ignore = "debug aid for profiling the verifier"]
 fn load_big_chain() {
-    if std::env::var("BPFILTER_TEST_BIG").is_err() {
-        return;
-    }
     let Some(env) = env() else { return };
     let l = load(&env, &address_chain(10000));
     eprintln!("load {:?}", l.stats.load_time);
