@@ -837,7 +837,17 @@ pub fn random_ruleset_with_edits(idx: usize, packets: usize, rng: &mut Rng) -> R
             // Jumps only to later user chains, as in the ruleset itself (no loops).
             let later: &[String] = if ci < 3 { &chains } else { &chains[ci - 2..] };
             let mut e: Vec<String> = Vec::new();
-            match rng.below(10) {
+            match rng.below(13) {
+                // Check for / delete an existing rule by its specification: iptables compares
+                // the entries it reads back byte for byte with the rule it builds.
+                10 | 11 if !rs.rules.is_empty() => {
+                    let r = rng.pick(&rs.rules).clone();
+                    e.extend([
+                        if rng.chance(50) { "-C" } else { "-D" }.to_string(),
+                        r.chain,
+                    ]);
+                    e.extend(r.args);
+                }
                 0 | 1 => {
                     e.extend(["-I".to_string(), chain.clone(), rng.range(1, 2).to_string()]);
                     e.extend(random_rule(rng, &chain, later, &nets, &ports).args);
