@@ -63,7 +63,7 @@
 //! -112 dynptr (IP header slow path)   -128 dynptr (transport slow path)
 //! -168 IP header copy (20)  -148 transport header copy (20)     (slow path only)
 //! -200 tcp option kind bitmap (4 x u64)  -248 tcp options copy (48)  -264 dynptr (options)
-//! -272 packed r9 (u64)
+//! -272 packed r9 (u64)   -276 counter slot + 1 for the shared tails (u32)
 //! ```
 //! `count` uses 8 bytes of its own frame; chain subprograms use none.
 //!
@@ -144,6 +144,8 @@ pub mod rec {
     pub const DYN_OPT: i16 = -264;
     /// u64 copy of r9 (packed ports, protocol, transport status) for chain subprograms
     pub const PACKED: i16 = -272;
+    /// u32 counter slot + 1 handed to the shared tails (see `Gen::set_key`)
+    pub const KEY: i16 = -276;
 }
 
 /// Bit positions in r9 (see "Register convention").
@@ -1259,7 +1261,7 @@ impl Gen<'_> {
         let policy = frame.policy_rule.ok_or(EmitError::Unsupported {
             what: "RETURN outside a program's main chain",
         })?;
-        self.b.emit(mov32(Reg::R1, policy.counter as i32));
+        self.set_key(policy.counter);
         match policy.verdict {
             ir::Verdict::Accept => self.ja_tail(frame, 1),
             ir::Verdict::Drop => self.ja_tail(frame, 0),
@@ -1269,9 +1271,25 @@ impl Gen<'_> {
 
     /// `count(slot)` inline: r1 = slot, r2 = skb->len, call.
     fn count_inline(&mut self, slot: u32) {
-        self.b.emit(mov32(Reg::R1, slot as i32));
+        self.set_key(slot);
+        self.load_key();
         self.b.emit(ldx(Size::W, Reg::R2, Reg::R6, rec::LEN));
         self.b.call_local(self.count_fn);
+    }
+
+    /// Record the counter slot for `count` in the record's KEY field, as slot + 1 (never a
+    /// stored constant 0). Passing it through the stack, not as a constant in r1, keeps the
+    /// key unknown to the verifier: it does not make it precise for the array lookup, so the
+    /// shared tails and `count` are verified once instead of once per rule.
+    fn set_key(&mut self, slot: u32) {
+        self.b
+            .emit(st(Size::W, Reg::R6, rec::KEY, slot.wrapping_add(1) as i32));
+    }
+
+    /// r1 = the counter slot recorded by `set_key`.
+    fn load_key(&mut self) {
+        self.b.emit(ldx(Size::W, Reg::R1, Reg::R6, rec::KEY));
+        self.b.emit(alu32(AluOp::Sub, Reg::R1, Src::Imm(1)));
     }
 
     /// Emit one rule; returns true when control can continue after it (at `next`).
@@ -1815,14 +1833,13 @@ impl Gen<'_> {
         frame: &mut Frame,
         next: Label,
     ) -> Result<bool, EmitError> {
-        let slot = rule.counter as i32;
         match rule.action {
             Action::Accept => {
-                self.b.emit(mov32(Reg::R1, slot));
+                self.set_key(rule.counter);
                 self.ja_tail(frame, 1);
             }
             Action::Drop => {
-                self.b.emit(mov32(Reg::R1, slot));
+                self.set_key(rule.counter);
                 self.ja_tail(frame, 0);
             }
             Action::Continue => {
@@ -1837,7 +1854,7 @@ impl Gen<'_> {
                     self.count_inline(rule.counter);
                     self.policy_inline(frame)?;
                 } else {
-                    self.b.emit(mov32(Reg::R1, slot));
+                    self.set_key(rule.counter);
                     self.ja_tail(frame, 2);
                 }
             }
@@ -2038,6 +2055,7 @@ impl Gen<'_> {
         ] {
             self.b.bind(label)?;
             if frame.used.contains(&which) {
+                self.load_key();
                 self.b.emit(ldx(Size::W, Reg::R2, Reg::R6, rec::LEN));
                 self.b.call_local(self.count_fn);
                 self.b.emit(mov64(Reg::R0, Src::Imm(code)));

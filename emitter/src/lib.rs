@@ -105,7 +105,9 @@ pub enum EmitError {
     },
     /// User chains nest deeper than the code generator accepts (deep chains are inlined,
     /// which copies them once per call path).
-    #[error("chain {chain} is nested {depth} deep; at most {max} nested user chains are supported")]
+    #[error(
+        "chain {chain} is nested {depth} deep; at most {max} nested user chains are supported"
+    )]
     CallDepth {
         /// deepest chain
         chain: u32,
