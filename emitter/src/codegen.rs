@@ -322,7 +322,7 @@ impl Frame {
 /// tests are compiled branch free ("combined"): one conditional jump to the next rule and one
 /// to hotdrop, so a terminal rule leaves nothing pending. Combined rules cost more per packet
 /// (every test runs), so they are only used past the budget.
-const PENDING_BUDGET: usize = 6000;
+const PENDING_BUDGET: usize = 7500;
 
 /// The test a split rule checks inline: the first test (tests are sorted, most selective
 /// first) when it is pure, not constant, and a single compare.
