@@ -277,6 +277,22 @@ pub fn corpus(cfg: &Config) -> Result<Vec<Case>> {
                     .fold(0u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b))),
         );
         let packets = gen::packets_for(&rs, cfg.hand_packets, &mut prng);
+        // After the packets, `iptables -C` on up to 30 of the rules: iptables compares the
+        // entries it reads back byte for byte with the ones it builds from the rule text.
+        let mut rs = rs;
+        if !rs.name.starts_with("reject-") {
+            let mut idx: Vec<usize> = (0..rs.rules.len()).collect();
+            while idx.len() > 30 {
+                let k = prng.below(idx.len() as u64) as usize;
+                idx.remove(k);
+            }
+            for i in idx {
+                let r = &rs.rules[i];
+                let mut e = vec!["-C".to_string(), r.chain.clone()];
+                e.extend(r.args.iter().cloned());
+                rs.edits.push((packets.len(), e));
+            }
+        }
         cases.push(Case {
             ruleset: rs,
             packets,
@@ -809,6 +825,17 @@ fn run_cases(cfg: &Config, h: &mut Harness, cases: &[Case], summary: &mut Summar
                 rs.to_text(),
                 a.save
             );
+            for (k, e) in a.edits.iter().enumerate() {
+                if e.code != 0 {
+                    eprintln!(
+                        "edit {} {:?}: exit {} {}",
+                        k + 1,
+                        rs.edits.get(k).map(|x| &x.1),
+                        e.code,
+                        e.stderr.trim()
+                    );
+                }
+            }
         }
         let detail = diff(&a, &b, &case.packets, h.candidate_name());
         let mut row = CaseReport {
