@@ -590,6 +590,13 @@ impl TableBackend for BpfTable {
         Ok(())
     }
 
+    fn summary(&self) -> String {
+        let (insns, verified, load) = self.gen.programs.iter().fold((0u64, 0u64, 0f64), |(i, v, l), (_, _, s)| {
+            (i + u64::from(s.xlated_insns), v + u64::from(s.verified_insns), l + s.load_time.as_secs_f64())
+        });
+        format!("generation {}, {insns} instructions, {verified} verified, verify+load {:.1} ms", self.gen.number, load * 1e3)
+    }
+
     fn status(&self) -> String {
         let applied = self
             .gen

@@ -194,7 +194,7 @@ fn set_replace(ns: &mut Namespace, backends: &dyn Backends, optval: &[u8]) -> Ou
     let table = ns.instantiate(&name, backends)?;
     let rules = replace.table.entries.len();
     let old = table.replace(replace.table, optval)?;
-    info!(netns = %ns.id, table = %name, rules, "applied ruleset");
+    info!(netns = %ns.id, table = %name, rules, "applied ruleset: {}", table.backend.summary());
     Ok(Answer {
         ret: 0,
         payload: counters_bytes(&old),

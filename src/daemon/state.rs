@@ -65,6 +65,10 @@ pub trait TableBackend: Send + fmt::Debug {
     fn replace(&mut self, table: &Table, blob: &[u8]) -> Result<Vec<XtCounters>, BackendError>;
     /// Adds `add[i]` to entry i's counters.
     fn add_counters(&mut self, add: &[XtCounters]) -> Result<(), BackendError>;
+    /// What the running ruleset costs, for the one log line per applied ruleset.
+    fn summary(&self) -> String {
+        String::new()
+    }
     /// A human summary for `bpfilter status`.
     fn status(&self) -> String {
         String::new()
