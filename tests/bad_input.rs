@@ -11,6 +11,11 @@
 //! every step, leak no thread or fd, and keep the running ruleset and its counters unchanged
 //! (iptables-save -c before and after, with real traffic counted in between).
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 mod common;
 mod hardening;
 
@@ -257,7 +262,7 @@ fn probe_cases(s: &mut Script, table_entries: u32) {
             ),
         ),
     ];
-    for (name, _) in &want {
+    for name in want.keys() {
         assert!(
             probes.iter().any(|(n, _)| n == name),
             "probe {name} of sockopt_probes.tsv is not covered by this test"
@@ -853,7 +858,7 @@ fn stray_fds_are_refused_and_not_leaked() {
     let nsf = std::fs::File::open(&ns_path).unwrap();
     let f = get_info_frame();
     // 8 copies of the namespace fd on one request (the daemon's control buffer holds 4).
-    let many: Vec<i32> = std::iter::repeat(nsf.as_raw_fd()).take(8).collect();
+    let many: Vec<i32> = std::iter::repeat_n(nsf.as_raw_fd(), 8).collect();
     for _ in 0..5 {
         let r = reply_errnos(&send_with_fds(&d.socket, &f, &many));
         assert_eq!(r.len(), 1, "8 fds: {r:?}");

@@ -137,7 +137,7 @@ fn mutate(rng: &mut Rng, input: &[u8], others: &[Vec<u8>]) -> Vec<u8> {
                 let at = rng.below(len + 1) & !7;
                 let n = [8usize, 16, 40, 112][rng.below(4)];
                 let fill = rng.below(256) as u8;
-                v.splice(at.min(len)..at.min(len), std::iter::repeat(fill).take(n));
+                v.splice(at.min(len)..at.min(len), std::iter::repeat_n(fill, n));
             }
             6 if len > 8 => {
                 let at = rng.below(len) & !7;

@@ -10,6 +10,11 @@
 //! Also: the daemon trusts no size or pointer from a client (a garbage `counters` pointer, a
 //! huge `num_counters`, a huge declared size) and its memory stays bounded.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 mod common;
 mod hardening;
 
