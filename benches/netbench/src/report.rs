@@ -68,8 +68,11 @@ impl ConfigResult {
     }
 }
 
+/// Smallest N a per-rule segment starts at: below it the differences are within the noise.
+pub const SEGMENT_FROM: usize = 100;
+
 /// Per-rule cost of one (backend, kind) series.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Series {
     /// Median over samples of the per-sample least-squares slope (ns per rule).
     pub slope: f64,
@@ -77,10 +80,9 @@ pub struct Series {
     pub slope_q1: f64,
     /// Upper quartile.
     pub slope_q3: f64,
-    /// Slope between the medians at 1,000 and 10,000 rules.
-    pub seg_mid: f64,
-    /// Slope between the medians at 10,000 and the largest N (50,000).
-    pub seg_high: f64,
+    /// Marginal ns per rule between consecutive rule counts (from [`SEGMENT_FROM`] up):
+    /// (lower N, upper N, slope between the medians); NaN where either end is missing.
+    pub segments: Vec<(usize, usize, f64)>,
     /// Median added ns per packet at N = 0.
     pub fixed: f64,
 }
@@ -162,19 +164,43 @@ impl Report {
                 .map(|c| c.added_median())
                 .unwrap_or(f64::NAN)
         };
-        let max_n = counts.iter().copied().max().unwrap_or(0);
+        let measured: Vec<usize> = cfgs.iter().map(|c| c.n).collect();
+        let at_measured = |n: usize| {
+            if measured.contains(&n) {
+                at(n)
+            } else {
+                f64::NAN
+            }
+        };
         Some(Series {
             slope: median(&per_sample),
             slope_q1: quantile(&per_sample, 0.25),
             slope_q3: quantile(&per_sample, 0.75),
-            seg_mid: (at(10_000) - at(1_000)) / 9_000.0,
-            seg_high: if max_n > 10_000 {
-                (at(max_n) - at(10_000)) / (max_n - 10_000) as f64
-            } else {
-                f64::NAN
-            },
+            segments: self
+                .segment_bounds()
+                .into_iter()
+                .map(|(lo, hi)| {
+                    (
+                        lo,
+                        hi,
+                        (at_measured(hi) - at_measured(lo)) / (hi - lo) as f64,
+                    )
+                })
+                .collect(),
             fixed: at(0),
         })
+    }
+
+    /// Consecutive rule counts of the run, from [`SEGMENT_FROM`] up.
+    pub fn segment_bounds(&self) -> Vec<(usize, usize)> {
+        let mut c: Vec<usize> = self
+            .counts
+            .iter()
+            .copied()
+            .filter(|n| *n >= SEGMENT_FROM)
+            .collect();
+        c.sort_unstable();
+        c.windows(2).map(|w| (w[0], w[1])).collect()
     }
 
     /// The markdown results file.
@@ -268,15 +294,23 @@ impl Report {
                 RuleKind::Port => "Rules failing on the port (`-p udp -m udp --dport P -j DROP`, P != 5001)",
             };
             let _ = writeln!(s, "{h}# {title}\n");
+            let bounds = self.segment_bounds();
+            let nsegs = bounds.len();
+            let segs_header: String = bounds
+                .iter()
+                .map(|(lo, hi)| format!(" ns/rule {}-{} |", human_n(*lo), human_n(*hi)))
+                .collect();
             let _ = writeln!(
                 s,
-                "| backend |{} ns/rule (fit, IQR) | ns/rule 1k-10k | ns/rule 10k-max | per-rule ratio to iptables-legacy | fixed-cost ratio |",
-                self.n_header()
+                "| backend |{} ns/rule (fit, IQR) |{} per-rule ratio to iptables-legacy | fixed-cost ratio |",
+                self.n_header(),
+                segs_header
             );
             let _ = writeln!(
                 s,
-                "|---|{}---|---|---|---|---|",
-                "---|".repeat(self.counts.len())
+                "|---|{}---|{}---|---|",
+                "---|".repeat(self.counts.len()),
+                "---|".repeat(nsegs)
             );
             for &b in &self.backends {
                 // Per-rule ratio over the N both backends have (a failed load drops an N).
@@ -284,7 +318,7 @@ impl Report {
                 let partial = common.len() < self.counts.len();
                 let mine = self.series_over(b, k, &common);
                 let legacy = self.series_over(Backend::Legacy, k, &common);
-                let per_rule_ratio = match (mine, legacy) {
+                let per_rule_ratio = match (&mine, &legacy) {
                     (Some(m), Some(l)) if partial => format!(
                         "{} (N <= {})",
                         ratio(m.slope, l.slope),
@@ -305,21 +339,24 @@ impl Report {
                 }
                 match self.series(b, k) {
                     Some(se) => {
+                        let segs: String = se
+                            .segments
+                            .iter()
+                            .map(|(_, _, v)| format!(" {} |", f2(*v)))
+                            .collect();
                         let _ = write!(
                             row,
-                            " {:.2} ({:.2}-{:.2}) | {} | {} | {} | {} |",
+                            " {:.2} ({:.2}-{:.2}) |{segs} {} | {} |",
                             se.slope,
                             se.slope_q1,
                             se.slope_q3,
-                            f2(se.seg_mid),
-                            f2(se.seg_high),
                             per_rule_ratio,
                             legacy
                                 .map(|l| ratio(se.fixed, l.fixed))
                                 .unwrap_or_else(|| "-".into()),
                         );
                     }
-                    None => row.push_str(" - | - | - | - | - |"),
+                    None => row.push_str(&" - |".repeat(3 + nsegs)),
                 }
                 let _ = writeln!(s, "{row}");
             }
@@ -571,28 +608,32 @@ impl Report {
             _ => {}
         }
         let max_n = self.counts.iter().copied().max().unwrap_or(0);
-        if max_n > 10_000 && self.counts.contains(&1_000) && self.counts.contains(&10_000) {
+        if self.segment_bounds().len() >= 2 {
             for k in &self.kinds {
-                let failed = self.get(b, *k, max_n).is_none_or(|c| c.added.is_empty());
-                if let Some(bs) = self.series(b, *k) {
-                    // A cliff: the marginal cost per rule above 10,000 rules well beyond the
-                    // cost between 1,000 and 10,000 (more than the noise allows).
-                    let ok = !failed && bs.seg_high <= bs.seg_mid * 1.5 + 0.3;
-                    out.push((
-                        format!("no cliff up to {max_n} rules ({} rules)", k.name()),
-                        if failed {
-                            format!("{max_n} rules not measured (load failed)")
-                        } else {
-                            format!(
-                                "{:.2} ns/rule for 1k-10k, {:.2} for 10k-{}k",
-                                bs.seg_mid,
-                                bs.seg_high,
-                                max_n / 1000
-                            )
-                        },
-                        ok,
-                    ));
+                let Some(bs) = self.series(b, *k) else {
+                    continue;
+                };
+                let failed = failed_ns(*k);
+                let segs: Vec<String> = bs
+                    .segments
+                    .iter()
+                    .map(|(lo, hi, v)| format!("{}-{}: {}", human_n(*lo), human_n(*hi), f2(*v)))
+                    .collect();
+                // A cliff: some later segment's marginal cost per rule well above the first
+                // segment's (more than noise allows), e.g. once the JIT image outgrows the
+                // instruction cache.
+                let first = bs.segments.first().map(|s| s.2).unwrap_or(f64::NAN);
+                let worst = bs.segments.iter().map(|s| s.2).fold(f64::NAN, f64::max);
+                let flat = first.is_finite() && worst <= first * 1.5 + 0.3;
+                let mut text = format!("ns/rule by segment: {}", segs.join(", "));
+                if !failed.is_empty() {
+                    text.push_str(&format!("; not measured at N = {failed:?}"));
                 }
+                out.push((
+                    format!("no cliff up to {max_n} rules ({} rules)", k.name()),
+                    text,
+                    failed.is_empty() && flat,
+                ));
             }
         }
         out
@@ -917,8 +958,9 @@ mod tests {
         let r = report();
         let s = r.series(Backend::Legacy, RuleKind::Addr).expect("series");
         assert!((s.slope - 4.5).abs() < 1e-9);
-        assert!((s.seg_mid - 4.5).abs() < 1e-9);
-        assert!((s.seg_high - 4.5).abs() < 1e-9);
+        assert_eq!(s.segments.len(), 3);
+        assert!(s.segments.iter().all(|(_, _, v)| (v - 4.5).abs() < 1e-9));
+        assert_eq!((s.segments[0].0, s.segments[0].1), (100, 1000));
         assert!((s.fixed - 98.0).abs() < 1e-9);
         assert!(r.series(Backend::Nft, RuleKind::Addr).is_none());
     }
@@ -1004,6 +1046,33 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("(N <= 1000)"));
+    }
+
+    #[test]
+    fn a_cliff_is_found() {
+        let mut r = report();
+        for c in r.configs.iter_mut() {
+            if c.backend == Backend::Bpfilter && c.kind == Some(RuleKind::Addr) && c.n >= 10_000 {
+                let v = 60.0 + 1000.0 + 5.0 * (c.n - 1000) as f64;
+                c.added.iter_mut().for_each(|a| *a = v);
+            }
+        }
+        let rows = r.target_rows();
+        let addr = rows
+            .iter()
+            .find(|r| r.0 == "no cliff up to 50000 rules (addr rules)")
+            .expect("addr");
+        assert!(!addr.2, "{}", addr.1);
+        assert!(
+            addr.1.contains("100-1k: 1.00, 1k-10k: 5.00, 10k-50k: 5.00"),
+            "{}",
+            addr.1
+        );
+        let port = rows
+            .iter()
+            .find(|r| r.0 == "no cliff up to 50000 rules (port rules)")
+            .expect("port");
+        assert!(port.2, "{}", port.1);
     }
 
     #[test]
