@@ -778,6 +778,12 @@ pub fn random_ruleset(idx: usize, rng: &mut Rng) -> Ruleset {
 /// packets (insert, append, delete, replace, flush, zero counters, change a policy), which
 /// exercise SET_REPLACE with counters carried over by SET_ADD_COUNTERS.
 pub fn random_ruleset_with_edits(idx: usize, packets: usize, rng: &mut Rng) -> Ruleset {
+    random_ruleset_scaled(idx, packets, 1, rng)
+}
+
+/// `random_ruleset_with_edits` with `scale` times more rules per chain and user chains.
+pub fn random_ruleset_scaled(idx: usize, packets: usize, scale: u64, rng: &mut Rng) -> Ruleset {
+    let scale = scale.max(1);
     let nets: Vec<(u32, u32)> = (0..rng.range(2, 6))
         .map(|_| {
             let p = *rng.pick(&[8u32, 16, 24, 24, 28, 30, 32, 32]);
@@ -793,7 +799,7 @@ pub fn random_ruleset_with_edits(idx: usize, packets: usize, rng: &mut Rng) -> R
             }
         })
         .collect();
-    let n_user = rng.below(5) as usize;
+    let n_user = rng.below(4 * scale + 1) as usize;
     let chains: Vec<String> = (0..n_user).map(|i| format!("chain{i}")).collect();
     let mut rs = Ruleset {
         name: format!("random-{idx:03}"),
@@ -814,13 +820,13 @@ pub fn random_ruleset_with_edits(idx: usize, packets: usize, rng: &mut Rng) -> R
         rs.name.push_str("-c");
     }
     for base in ["INPUT", "FORWARD", "OUTPUT"] {
-        for _ in 0..rng.below(13) {
+        for _ in 0..rng.below(12 * scale + 1) {
             rs.rules
                 .push(random_rule(rng, base, &chains, &nets, &ports));
         }
     }
     for (i, c) in chains.iter().enumerate() {
-        for _ in 0..rng.range(0, 8) {
+        for _ in 0..rng.range(0, 7 * scale + 1) {
             rs.rules
                 .push(random_rule(rng, c, &chains[i + 1..], &nets, &ports));
         }

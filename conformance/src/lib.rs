@@ -71,6 +71,8 @@ pub struct Config {
     pub max_mismatches: usize,
     /// Also restart the bpfilter daemon between packets in some random cases (persistence).
     pub restarts: bool,
+    /// Random rulesets get this many times more rules per chain and user chains (1 = normal).
+    pub random_scale: u64,
     /// Run `iptables -C` on hand-written rules after their packets.
     pub check_rules: bool,
     /// Time the minimizer may spend on one mismatch.
@@ -93,6 +95,7 @@ impl Config {
             minimize: true,
             restarts: false,
             check_rules: true,
+            random_scale: 1,
             max_mismatches: 5,
             minimize_budget: Duration::from_secs(180),
             verbose: true,
@@ -320,7 +323,7 @@ pub fn corpus(cfg: &Config) -> Result<Vec<Case>> {
     }
     for i in 0..cfg.random_count {
         let mut r = rng.fork();
-        let mut rs = gen::random_ruleset_with_edits(i, cfg.random_packets, &mut r);
+        let mut rs = gen::random_ruleset_scaled(i, cfg.random_packets, cfg.random_scale, &mut r);
         if cfg.restarts && r.chance(30) {
             let at = r.below(cfg.random_packets as u64 + 1) as usize;
             rs.edits.push((at, vec![backend::RESTART.to_string()]));

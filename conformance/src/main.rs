@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! conformance [--full | --bounded] [--baseline] [--random N] [--packets N] [--hand-packets N]
-//!             [--seed S] [--only NAME] [--no-minimize] [--max-minimize N] [--restarts] [--quiet]
+//!             [--seed S] [--only NAME] [--no-minimize] [--max-minimize N] [--restarts] [--scale K] [--quiet]
 //!             [--save-repro DIR]
 //! ```
 //! `--baseline` compares the kernel with itself (the harness must then report no mismatch).
@@ -75,11 +75,15 @@ fn parse_args() -> Result<(Config, Option<String>)> {
             }
             "--no-minimize" => cfg.minimize = false,
             "--restarts" => cfg.restarts = true,
+            "--scale" => {
+                cfg.random_scale = num(i)?;
+                i += 1;
+            }
             "--quiet" => cfg.verbose = false,
             "-h" | "--help" => {
                 println!(
                     "usage: conformance [--full | --bounded] [--baseline] [--random N] [--packets N] \
-                     [--hand-packets N] [--seed S] [--only NAME] [--no-minimize] [--max-minimize N] [--restarts] \
+                     [--hand-packets N] [--seed S] [--only NAME] [--no-minimize] [--max-minimize N] [--restarts] [--scale K] \
                      [--quiet] [--save-repro DIR]"
                 );
                 std::process::exit(0);
