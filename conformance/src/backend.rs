@@ -307,6 +307,37 @@ impl Daemon {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
+    /// Current size of the daemon's log (to read what a case added).
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Warnings and errors the daemon logged after byte `from` (ANSI colours removed).
+    pub fn log_warnings_since(&self, from: u64) -> Vec<String> {
+        let s = std::fs::read(&self.log).unwrap_or_default();
+        let s = String::from_utf8_lossy(s.get(from as usize..).unwrap_or(&[])).into_owned();
+        let mut out = Vec::new();
+        for l in s.lines() {
+            let mut clean = String::with_capacity(l.len());
+            let mut it = l.chars();
+            while let Some(c) = it.next() {
+                if c == '\u{1b}' {
+                    for d in it.by_ref() {
+                        if d == 'm' {
+                            break;
+                        }
+                    }
+                } else {
+                    clean.push(c);
+                }
+            }
+            if clean.contains("WARN") || clean.contains("ERROR") {
+                out.push(clean);
+            }
+        }
+        out
+    }
+
     /// True while the daemon process runs.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
@@ -338,6 +369,9 @@ impl Daemon {
         }
         let _ = std::fs::remove_dir_all(&self.bpffs);
         let _ = std::fs::remove_file(&self.socket);
+        if let Some(dir) = self.socket.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

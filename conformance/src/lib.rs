@@ -804,6 +804,10 @@ fn run_cases(cfg: &Config, h: &mut Harness, cases: &[Case], summary: &mut Summar
     let mut mismatches = 0;
     for case in cases {
         let rs = &case.ruleset;
+        let log_from = match &h.candidate.backend {
+            Backend::Bpfilter(d) => d.log_len(),
+            _ => 0,
+        };
         let (a, b) = h
             .run_case(rs, &case.packets)
             .with_context(|| format!("case {}", rs.name))?;
@@ -843,7 +847,16 @@ fn run_cases(cfg: &Config, h: &mut Harness, cases: &[Case], summary: &mut Summar
                 }
             }
         }
-        let detail = diff(&a, &b, &case.packets, h.candidate_name());
+        let mut detail = diff(&a, &b, &case.packets, h.candidate_name());
+        if let (Some(d), Backend::Bpfilter(daemon)) = (detail.as_mut(), &h.candidate.backend) {
+            let w = daemon.log_warnings_since(log_from);
+            if !w.is_empty() {
+                d.push_str("bpfilter daemon log:\n");
+                for l in &w[w.len().saturating_sub(5)..] {
+                    d.push_str(&format!("  {l}\n"));
+                }
+            }
+        }
         let mut row = CaseReport {
             name: rs.name.clone(),
             kind: case.kind,
