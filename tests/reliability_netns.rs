@@ -440,3 +440,36 @@ fn the_daemons_own_namespace_keeps_its_rules() {
         "the rules of the daemon's own namespace were collected ({pins} pin folders):\n{save}\n{log}"
     );
 }
+
+/// The same after a daemon restart: the restarted daemon adopted the namespace from its pins
+/// (it has no fd of it until a client of that namespace comes), then the namespace is deleted
+/// while a socket still holds it. Its rules must stay in force while it lives.
+#[test]
+fn a_socket_held_namespace_deleted_after_a_restart_keeps_its_rules() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let witness = Netns::new("rnx");
+    let (w, drop9, open10) = socket_held(&witness, 3);
+    apply(&d, &w.ns());
+    let dir: PathBuf = d.bpffs.join(format!("net{}", w.ino));
+    d.kill9();
+    d.restart();
+    assert!(!delivered_over_veth(&witness.name, ("10.79.3.2", 9), &drop9), "rules in force after the restart");
+    w.delete();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(w.exists(&witness), "the socket keeps the namespace alive");
+    assert!(delivered_over_veth(&witness.name, ("10.79.3.2", 10), &open10), "the live namespace still receives");
+    let stripped = delivered_over_veth(&witness.name, ("10.79.3.2", 9), &drop9);
+    drop((drop9, open10));
+    let gone = within(|| !dir.exists());
+    let dismantled = within(|| !w.exists(&witness));
+    eprintln!(
+        "socket-held namespace after a restart: rules stripped while alive: {stripped}; after the sockets closed: \
+         pins gone after {gone:?}, namespace dismantled after {dismantled:?}"
+    );
+    assert!(!stripped, "the collector flushed the rules of an adopted namespace still held by a socket\n{}", d.log());
+    assert!(gone.is_some(), "pins still there after the namespace died");
+    assert!(dismantled.is_some(), "namespace not freed; held by {:?}", holders(w.ino));
+}
