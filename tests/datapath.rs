@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use bpfilter::layout::kernel_layout;
 use bpfilter::sys::{num_possible_cpus, Btf, Map, MapType, Program as BpfProgram};
-use emitter::codegen::{compile, compile_with, Options};
+use emitter::codegen::{compile, compile_output, compile_with, Options};
 use emitter::ir::*;
 use emitter::reference::{evaluate, Outcome, Packet};
 use emitter::{KernelLayout, MapRef};
@@ -75,14 +75,28 @@ fn load(env: &Env, p: &Program) -> Loaded {
 }
 
 fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
-    let compiled = compile_with(p, &env.layout, opts).expect("compile");
+    let out = compile_output(p, &env.layout, opts).expect("compile");
+    let compiled = out.code;
     let slots = max_slot(p) + 1;
     let counters = Map::create(MapType::PercpuArray, 4, 16, slots, "bpfltr_test_ctr").unwrap();
     use std::os::fd::AsRawFd;
     let fd = counters.fd().as_raw_fd();
+    let sets: Vec<Map> = out
+        .maps
+        .iter()
+        .map(|spec| {
+            let n = spec.entries.len().max(1) as u32;
+            let m = Map::create(MapType::Hash, spec.key_size, spec.value_size, n, "bpfltr_set")
+                .unwrap();
+            for (k, v) in &spec.entries {
+                m.update(k, v, 0).unwrap();
+            }
+            m
+        })
+        .collect();
     let bytes = compiled.bytes(&|m| match m {
         MapRef::Counters => fd,
-        MapRef::Other(_) => -1,
+        MapRef::Other(i) => sets[i as usize].fd().as_raw_fd(),
     });
     let level = std::env::var("BPFILTER_TEST_LOG_LEVEL")
         .ok()

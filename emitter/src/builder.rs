@@ -68,6 +68,19 @@ pub struct Builder {
     referenced: std::collections::HashSet<u32>,
 }
 
+/// A hash map a program needs besides the counters, referenced as `MapRef::Other(i)` for the
+/// `i`-th spec (see `codegen::Output`): created, filled with `entries` and passed to
+/// `Compiled::bytes` by the loader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapSpec {
+    /// key bytes (in the byte order the program stores the key in)
+    pub key_size: u32,
+    /// value bytes
+    pub value_size: u32,
+    /// (key, value) pairs to insert before loading
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
 /// A finished program.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compiled {

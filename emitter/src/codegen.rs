@@ -91,7 +91,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::builder::{Builder, Compiled, Label, MapRef};
+use crate::builder::{Builder, Compiled, Label, MapRef, MapSpec};
 use crate::insn::{AluOp, AtomicOp, Insn, JmpOp, Reg, Size, Src};
 use crate::ir::{self, Action, ChainId, Match, MultiportMode, PortRange, Program};
 use crate::{EmitError, KernelLayout};
@@ -146,6 +146,8 @@ pub mod rec {
     pub const PACKED: i16 = -272;
     /// u32 counter slot + 1 handed to the shared tails (see `Gen::set_key`)
     pub const KEY: i16 = -276;
+    /// lookup key of a rule run (u32 address or u16 port), written just before the lookup
+    pub const LKEY: i16 = -288;
 }
 
 /// Bit positions in r9 (see "Register convention").
@@ -688,6 +690,125 @@ fn chain_depths(p: &Program) -> Result<BTreeMap<ChainId, usize>, EmitError> {
     Ok(depths)
 }
 
+/// Guards already established while a rule's tests are emitted.
+#[derive(Debug, Default, Clone, Copy)]
+struct TestState {
+    /// transport bytes known available (not a fragment), once a guard ran
+    have: Option<i32>,
+    /// the tcp option guard ran
+    opt_checked: bool,
+    /// some test can fail
+    conditional: bool,
+}
+
+/// Shortest run of rules compiled into one lookup.
+pub const MIN_RUN: usize = 4;
+
+/// A run of consecutive rules compiled into one hash-map lookup (see "Rule runs").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    /// index of its first rule in the chain
+    start: usize,
+    /// number of rules
+    len: usize,
+    /// index of the key test in each rule's lowered tests
+    key: usize,
+    /// index of the first test after the key's hotdrop barrier (the tests from there on run
+    /// after the lookup)
+    split: usize,
+    /// `MapRef::Other(map)`
+    map: u32,
+}
+
+/// Can `t` be the key of a run (one exact value, not inverted)?
+fn key_test(t: &Test) -> bool {
+    match *t {
+        Test::Addr { mask, invert, .. } => mask == u32::MAX && !invert,
+        Test::Port { range, invert, .. } => range.lo == range.hi && !invert,
+        _ => false,
+    }
+}
+
+/// The key value of a key test (map key bytes: the address as loaded, the port host order).
+fn key_bytes(t: &Test) -> Vec<u8> {
+    match *t {
+        Test::Addr { addr, .. } => addr.to_ne_bytes().to_vec(),
+        Test::Port { range, .. } => range.lo.to_ne_bytes().to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// Do `a` and `b` agree everywhere but at `k`, where both hold a key test of the same field?
+fn same_but(a: &[Test], b: &[Test], k: usize) -> bool {
+    if a.len() != b.len() || k >= a.len() || !key_test(&a[k]) || !key_test(&b[k]) {
+        return false;
+    }
+    let same_field = match (a[k], b[k]) {
+        (Test::Addr { field: f, .. }, Test::Addr { field: g, .. }) => f == g,
+        (Test::Port { field: f, .. }, Test::Port { field: g, .. }) => f == g,
+        _ => false,
+    };
+    same_field && a.iter().zip(b).enumerate().all(|(i, (x, y))| i == k || x == y)
+}
+
+/// Rules after which evaluation may continue with the next rule (then a later rule of the run
+/// with the same key would be evaluated too, so such runs hold distinct keys).
+fn continues_after(a: Action) -> bool {
+    matches!(a, Action::Call(_) | Action::Continue)
+}
+
+/// Runs of at least `MIN_RUN` consecutive rules with the same action and the same tests but
+/// one key test (same position, same field): (start, length, key test index), ascending.
+/// The IR is unchanged; only the code generator sees runs.
+fn find_runs(rules: &[ir::Rule], tests: &[Vec<Test>]) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < rules.len() {
+        let mut best = (1usize, 0usize);
+        for k in (0..tests[i].len()).filter(|&k| key_test(&tests[i][k])) {
+            let mut seen = std::collections::HashSet::new();
+            seen.insert(key_bytes(&tests[i][k]));
+            let mut j = i + 1;
+            while j < rules.len()
+                && rules[j].action == rules[i].action
+                && same_but(&tests[i], &tests[j], k)
+            {
+                if !seen.insert(key_bytes(&tests[j][k])) && continues_after(rules[i].action) {
+                    break;
+                }
+                j += 1;
+            }
+            if j - i > best.0 {
+                best = (j - i, k);
+            }
+        }
+        if best.0 >= MIN_RUN {
+            out.push((i, best.0, best.1));
+            i += best.0;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The hash map of a run: key -> counter slot of the first rule with that key.
+fn run_map(rules: &[ir::Rule], tests: &[Vec<Test>], key: usize) -> MapSpec {
+    let mut seen = std::collections::HashSet::new();
+    let mut entries = Vec::new();
+    for (r, t) in rules.iter().zip(tests) {
+        let k = key_bytes(&t[key]);
+        if seen.insert(k.clone()) {
+            entries.push((k, r.counter.to_ne_bytes().to_vec()));
+        }
+    }
+    MapSpec {
+        key_size: if matches!(tests[0][key], Test::Addr { .. }) { 4 } else { 2 },
+        value_size: 4,
+        entries,
+    }
+}
+
 struct Gen<'a> {
     b: Builder,
     layout: &'a KernelLayout,
@@ -701,6 +822,10 @@ struct Gen<'a> {
     force_slow: bool,
     prog: &'a Program,
     lowered: &'a BTreeMap<ChainId, Vec<Vec<Test>>>,
+    /// rule runs of each chain, ascending by start
+    runs: &'a BTreeMap<ChainId, Vec<Run>>,
+    /// the next `set_key` is skipped: a run stored the slot it looked up in KEY already
+    dyn_key: bool,
     inline: BTreeSet<ChainId>,
 }
 
@@ -716,6 +841,9 @@ pub struct Options {
     /// Read headers through the dynptr path even when they are linear (tests: test runs only
     /// make linear packets, this exercises the non-linear path on them).
     pub force_slow_path: bool,
+    /// Compile runs of rules that differ only in one exact key into one hash-map lookup (see
+    /// "Rule runs"); only [`compile_output`] honours it, as only it returns the maps.
+    pub runs: bool,
 }
 
 impl Default for Options {
@@ -724,21 +852,42 @@ impl Default for Options {
             pending_budget: PENDING_BUDGET,
             split: true,
             force_slow_path: false,
+            runs: true,
         }
     }
 }
 
-/// Compile `p` for the running kernel described by `layout`.
+/// A compiled program and the lookup maps it refers to (`MapRef::Other(i)` = `maps[i]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// the program
+    pub code: Compiled,
+    /// hash maps of the rule runs, to create and fill before loading
+    pub maps: Vec<MapSpec>,
+}
+
+/// Compile `p` for the running kernel described by `layout`, without rule runs (the program
+/// refers to no map but the counters).
 pub fn compile(p: &Program, layout: &KernelLayout) -> Result<Compiled, EmitError> {
     compile_with(p, layout, Options::default())
 }
 
-/// [`compile`] with explicit [`Options`].
+/// [`compile`] with explicit [`Options`]; rule runs are never formed here (`opts.runs` is
+/// ignored), since a `Compiled` alone cannot carry their maps.
 pub fn compile_with(
     p: &Program,
     layout: &KernelLayout,
     opts: Options,
 ) -> Result<Compiled, EmitError> {
+    Ok(compile_output(p, layout, Options { runs: false, ..opts })?.code)
+}
+
+/// Compile `p` with its rule-run lookup maps (runs formed when `opts.runs`).
+pub fn compile_output(
+    p: &Program,
+    layout: &KernelLayout,
+    opts: Options,
+) -> Result<Output, EmitError> {
     if p.family != ir::Family::Ipv4 {
         return Err(EmitError::Unsupported {
             what: "IPv6 programs",
@@ -764,6 +913,35 @@ pub fn compile_with(
         }
         lowered.insert(*id, rules);
     }
+    let mut maps: Vec<MapSpec> = Vec::new();
+    let mut runs: BTreeMap<ChainId, Vec<Run>> = BTreeMap::new();
+    for id in depths.keys() {
+        let chain = &p.chains[id];
+        let found = if opts.runs {
+            find_runs(&chain.rules, &lowered[id])
+        } else {
+            Vec::new()
+        };
+        let mut v = Vec::with_capacity(found.len());
+        for (start, len, key) in found {
+            let tests = &lowered[id][start..start + len];
+            let map = u32::try_from(maps.len()).map_err(|_| EmitError::Unsupported {
+                what: "more than 2^32 rule runs",
+            })?;
+            maps.push(run_map(&chain.rules[start..start + len], tests, key));
+            let split = (key + 1..tests[0].len())
+                .find(|&i| matches!(tests[0][i], Test::Guard { .. } | Test::OptGuard))
+                .unwrap_or(tests[0].len());
+            v.push(Run {
+                start,
+                len,
+                key,
+                split,
+                map,
+            });
+        }
+        runs.insert(*id, v);
+    }
 
     let mut b = Builder::new();
     b.define_kfunc(KFUNC_DYNPTR_FROM_SKB, layout.kfunc_dynptr_from_skb);
@@ -786,6 +964,8 @@ pub fn compile_with(
         force_slow: opts.force_slow_path,
         prog: p,
         lowered: &lowered,
+        runs: &runs,
+        dyn_key: false,
         inline: depths
             .iter()
             .filter(|(_, d)| **d > MAX_CHAIN_DEPTH)
@@ -798,7 +978,7 @@ pub fn compile_with(
     let mut frame = Frame::new(&mut g.b, true);
     g.prologue(feat)?;
     frame.policy_rule = Some(p.policy);
-    let falls_off = g.chain_body(&p.chains[&p.entry], &lowered[&p.entry], &mut frame)?;
+    let falls_off = g.chain_body(p.entry, &mut frame)?;
     if falls_off {
         g.b.set_origin(Some(p.policy.counter));
         g.policy_inline(&mut frame)?;
@@ -820,7 +1000,7 @@ pub fn compile_with(
         g.b.emit(ldx(Size::W, Reg::R8, Reg::R6, rec::DADDR));
         g.b.emit(ldx(Size::DW, Reg::R9, Reg::R6, rec::PACKED));
         let mut frame = Frame::new(&mut g.b, false);
-        if g.chain_body(chain, &lowered[&id], &mut frame)? {
+        if g.chain_body(id, &mut frame)? {
             // Falling off the end: RETURN (not counted; front ends add a counted Return rule).
             g.b.emit(mov64(Reg::R0, Src::Imm(RET_RETURN)));
             g.b.emit(Insn::Exit);
@@ -835,7 +1015,7 @@ pub fn compile_with(
     if n > MAX_INSNS {
         return Err(EmitError::TooLarge { insns: n });
     }
-    Ok(c)
+    Ok(Output { code: c, maps })
 }
 
 impl Gen<'_> {
@@ -1195,13 +1375,21 @@ impl Gen<'_> {
     }
 
     /// Emit a chain's rules; returns true when control can fall off its end.
-    fn chain_body(
-        &mut self,
-        chain: &ir::Chain,
-        lowered: &[Vec<Test>],
-        frame: &mut Frame,
-    ) -> Result<bool, EmitError> {
-        for (rule, tests) in chain.rules.iter().zip(lowered) {
+    fn chain_body(&mut self, id: ChainId, frame: &mut Frame) -> Result<bool, EmitError> {
+        let prog = self.prog;
+        let chain = prog
+            .chains
+            .get(&id)
+            .ok_or(EmitError::UnknownChain { from: id.0, to: id.0 })?;
+        let lowered = self
+            .lowered
+            .get(&id)
+            .ok_or(EmitError::UnknownChain { from: id.0, to: id.0 })?;
+        let runs = self.runs.get(&id).map(Vec::as_slice).unwrap_or(&[]);
+        let mut runs = runs.iter().peekable();
+        let mut i = 0;
+        while i < chain.rules.len() {
+            let (rule, tests) = (&chain.rules[i], &lowered[i]);
             if self.b.pos() - frame.island_start + frame.cold_slots > ISLAND {
                 let skip = self.b.label();
                 self.b.ja(skip);
@@ -1212,6 +1400,16 @@ impl Gen<'_> {
             }
             let next = self.b.label();
             self.b.set_origin(Some(rule.counter));
+            if let Some(run) = runs.next_if(|r| r.start == i) {
+                let jumps_before = self.b.cond_jumps();
+                self.rule_run(rule, tests, run, frame, next)?;
+                self.pending += self.b.cond_jumps() - jumps_before;
+                self.b.set_origin(None);
+                self.b.bind(next)?;
+                i += run.len;
+                continue;
+            }
+            i += 1;
             let terminal = matches!(
                 rule.action,
                 Action::Accept | Action::Drop | Action::Return | Action::Goto(_)
@@ -1282,6 +1480,9 @@ impl Gen<'_> {
     /// key unknown to the verifier: it does not make it precise for the array lookup, so the
     /// shared tails and `count` are verified once instead of once per rule.
     fn set_key(&mut self, slot: u32) {
+        if std::mem::replace(&mut self.dyn_key, false) {
+            return;
+        }
         self.b
             .emit(st(Size::W, Reg::R6, rec::KEY, slot.wrapping_add(1) as i32));
     }
@@ -1300,20 +1501,34 @@ impl Gen<'_> {
         frame: &mut Frame,
         next: Label,
     ) -> Result<bool, EmitError> {
-        // guards already established in this rule: (not a fragment, bytes known available)
-        let mut have: Option<i32> = None;
-        let mut opt_checked = false;
-        let mut conditional = false;
+        let mut st = TestState::default();
+        if !self.tests_inline(tests, frame, next, &mut st)? {
+            return Ok(true);
+        }
+        let continues = self.action(rule, frame, next)?;
+        Ok(st.conditional || continues)
+    }
+
+    /// Emit `tests` as branches to `next` (fail) or hotdrop; `st` carries the guards already
+    /// established. Returns false when a test never matches (then it jumped to `next` and
+    /// nothing after it may be emitted).
+    fn tests_inline(
+        &mut self,
+        tests: &[Test],
+        frame: &mut Frame,
+        next: Label,
+        st: &mut TestState,
+    ) -> Result<bool, EmitError> {
         for t in tests {
             match *t {
                 Test::Guard { need, frag1_drops } => {
-                    if have.is_some_and(|h| h >= need) {
+                    if st.have.is_some_and(|h| h >= need) {
                         continue;
                     }
                     frame.used.insert(HOTDROP);
-                    conditional = true;
+                    st.conditional = true;
                     extract(&mut self.b, Reg::R1, Field::Th);
-                    if have.is_none() {
+                    if st.have.is_none() {
                         if frag1_drops {
                             self.b
                                 .jmp(false, JmpOp::Jeq, Reg::R1, Src::Imm(0), frame.hotdrop);
@@ -1327,12 +1542,12 @@ impl Gen<'_> {
                         Src::Imm(need + 2),
                         frame.hotdrop,
                     );
-                    have = Some(need.max(have.unwrap_or(0)));
+                    st.have = Some(need.max(st.have.unwrap_or(0)));
                 }
                 Test::OptGuard => {
-                    if !opt_checked {
+                    if !st.opt_checked {
                         frame.used.insert(HOTDROP);
-                        conditional = true;
+                        st.conditional = true;
                         self.b.emit(ldx(Size::B, Reg::R1, Reg::R6, rec::OPTST));
                         self.b.jmp(
                             false,
@@ -1341,7 +1556,7 @@ impl Gen<'_> {
                             Src::Imm(OPT_HOTDROP),
                             frame.hotdrop,
                         );
-                        opt_checked = true;
+                        st.opt_checked = true;
                     }
                 }
                 _ => match constant(t) {
@@ -1350,17 +1565,88 @@ impl Gen<'_> {
                         // Never matches (after the guards before it): no action code, which
                         // would be unreachable and rejected by the verifier.
                         self.b.ja(next);
-                        return Ok(true);
+                        return Ok(false);
                     }
                     None => {
-                        conditional = true;
+                        st.conditional = true;
                         self.pure_test(t, next)?;
                     }
                 },
             }
         }
-        let continues = self.action(rule, frame, next)?;
-        Ok(conditional || continues)
+        Ok(true)
+    }
+
+    /// Emit a rule run (see "Rule runs"): the tests before the key's hotdrop barrier once, the
+    /// key looked up in the run's hash map (value = counter slot of the first rule with that
+    /// key), then the tests after the barrier and the action of the rule found. A miss, or a
+    /// failing test, continues at `next` (after the run).
+    fn rule_run(
+        &mut self,
+        first: &ir::Rule,
+        tests: &[Test],
+        run: &Run,
+        frame: &mut Frame,
+        next: Label,
+    ) -> Result<(), EmitError> {
+        use Reg::*;
+        let mut st = TestState::default();
+        let prefix: Vec<Test> = tests[..run.split]
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != run.key)
+            .map(|(_, t)| *t)
+            .collect();
+        if !self.tests_inline(&prefix, frame, next, &mut st)? {
+            return Ok(());
+        }
+        let b = &mut self.b;
+        match tests[run.key] {
+            Test::Addr { field, .. } => {
+                let hot = if field == rec::SADDR { R7 } else { R8 };
+                b.emit(Insn::Alu {
+                    wide: false,
+                    op: AluOp::Mov,
+                    dst: R1,
+                    src: Src::Reg(hot),
+                });
+                b.emit(stx(Size::W, R6, rec::LKEY, R1));
+            }
+            Test::Port { field, .. } => {
+                let f = if field == rec::SPORT {
+                    Field::Sport
+                } else {
+                    Field::Dport
+                };
+                extract(b, R1, f);
+                b.emit(stx(Size::H, R6, rec::LKEY, R1));
+            }
+            _ => {
+                return Err(EmitError::Unsupported {
+                    what: "rule run key kind",
+                })
+            }
+        }
+        b.ld_map(R1, MapRef::Other(run.map));
+        b.emit(mov64(R2, Src::Reg(R6)));
+        b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(rec::LKEY))));
+        b.call_helper(HELPER_MAP_LOOKUP_ELEM);
+        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), next);
+        // KEY = slot + 1, as `set_key` would store it
+        b.emit(ldx(Size::W, R1, R0, 0));
+        b.emit(alu32(AluOp::Add, R1, Src::Imm(1)));
+        b.emit(stx(Size::W, R6, rec::KEY, R1));
+        if !self.tests_inline(&tests[run.split..], frame, next, &mut st)? {
+            return Ok(());
+        }
+        self.dyn_key = true;
+        self.action(first, frame, next)?;
+        if self.dyn_key {
+            return Err(EmitError::Unsupported {
+                what: "rule run action that does not count",
+            });
+        }
+        Ok(())
     }
 
     /// Emit a rule branch free (see `PENDING_BUDGET`): r0 accumulates "fails" (non-zero),
@@ -1922,18 +2208,9 @@ impl Gen<'_> {
         frame: &mut Frame,
         ret: Label,
     ) -> Result<bool, EmitError> {
-        let prog = self.prog;
-        let lowered = self.lowered;
-        let chain = prog
-            .chains
-            .get(&c)
-            .ok_or(EmitError::UnknownChain { from: c.0, to: c.0 })?;
-        let tests = lowered
-            .get(&c)
-            .ok_or(EmitError::UnknownChain { from: c.0, to: c.0 })?;
         let saved = frame.ret;
         frame.ret = Some(ret);
-        let falls = self.chain_body(chain, tests, frame)?;
+        let falls = self.chain_body(c, frame)?;
         if falls {
             self.b.ja(ret);
         }

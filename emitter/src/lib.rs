@@ -15,7 +15,7 @@ pub mod insn;
 pub mod ir;
 pub mod reference;
 
-pub use builder::{Builder, Compiled, Label, MapRef};
+pub use builder::{Builder, Compiled, Label, MapRef, MapSpec};
 pub use insn::{decode, disassemble, encode, Insn, Reg};
 
 /// Offsets and ids the code generator takes from the running kernel's BTF, never hard-coded.

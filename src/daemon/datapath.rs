@@ -429,15 +429,39 @@ impl Generation {
             {
                 let hook = ir.hook.number();
                 let started = Instant::now();
-                let code = emitter::codegen::compile(&ir, &layout).and_then(crate::xlate::prune_unreachable).map_err(|e| {
+                let compile_err = |e: emitter::EmitError| {
                     BackendError::new(
                         libc::EINVAL,
                         format!("compiling {}: {e}", HOOK_NAMES[hook as usize]),
                     )
-                })?;
+                };
+                let out = emitter::codegen::compile_output(
+                    &ir,
+                    &layout,
+                    emitter::codegen::Options::default(),
+                )
+                .map_err(compile_err)?;
+                let code = crate::xlate::prune_unreachable(out.code).map_err(compile_err)?;
+                // The rule runs' lookup maps (key -> counter slot), filled before the load.
+                let mut sets = Vec::with_capacity(out.maps.len());
+                for (i, spec) in out.maps.iter().enumerate() {
+                    let max = u32::try_from(spec.entries.len().max(1)).map_err(|_| {
+                        BackendError::new(libc::E2BIG, "rule run with more than 2^32 keys")
+                    })?;
+                    let set = Map::create(MapType::Hash, spec.key_size, spec.value_size, max, "bpfltr_set")
+                        .map_err(sys_err("creating a rule-run map"))?;
+                    for (k, v) in &spec.entries {
+                        set.update(k, v, 0).map_err(sys_err("filling a rule-run map"))?;
+                    }
+                    set.pin(dir.join(format!("{}_set{i}", HOOK_NAMES[hook as usize])))
+                        .map_err(sys_err("pinning a rule-run map"))?;
+                    sets.push(set);
+                }
                 let bytes = code.bytes(&|m| match m {
                     MapRef::Counters => counters.fd().as_raw_fd(),
-                    MapRef::Other(_) => -1,
+                    MapRef::Other(i) => sets
+                        .get(i as usize)
+                        .map_or(-1, |s| s.fd().as_raw_fd()),
                 });
                 let (prog, stats) = Program::load_netfilter(PROG_NAMES[hook as usize], &bytes, 0).map_err(|e| {
                     warn!(hook = HOOK_NAMES[hook as usize], error = %e, "the verifier refused a program");
