@@ -28,6 +28,11 @@ pub struct Plan {
     pub samples: usize,
     /// UDP payload bytes.
     pub payload: usize,
+    /// Minimum sending time per configuration per round: a round goes over every
+    /// configuration once, then again (shuffled) over those still under this, so that cheap
+    /// configurations get several visits spread over each round while an expensive one's
+    /// single visit already makes the round long.
+    pub round_min: Duration,
 }
 
 /// What one configuration accumulated during one sample.
@@ -156,34 +161,24 @@ pub fn measure(
         let mut acc = vec![Acc::default(); k];
         let start = Instant::now();
         while start.elapsed() < plan.sample {
-            rng.shuffle(&mut order);
-            for &c in &order {
-                let w0 = Instant::now();
-                let c0 = thread_cpu_ns();
-                let mut pkts = 0u64;
-                loop {
-                    // SAFETY: fds[c] is an open socket owned by `socks`; msgs holds `batch`
-                    // initialised headers whose iovec points into `payload`, both alive here.
-                    let n =
-                        unsafe { libc::sendmmsg(fds[c], msgs.as_mut_ptr(), plan.batch as u32, 0) };
-                    if n < 0 {
-                        let err = std::io::Error::last_os_error();
-                        if err.kind() == std::io::ErrorKind::Interrupted {
-                            continue;
-                        }
-                        bail!("sendmmsg to configuration {c}: {err}");
+            let mut in_round = vec![Duration::ZERO; k];
+            let mut first_pass = true;
+            loop {
+                rng.shuffle(&mut order);
+                let mut visited = false;
+                for &c in &order {
+                    if !first_pass && in_round[c] >= plan.round_min {
+                        continue;
                     }
-                    pkts += n as u64;
-                    if w0.elapsed() >= plan.visit {
-                        break;
-                    }
+                    visited = true;
+                    let t = visit(fds[c], &mut msgs, plan, c, &mut acc[c])?;
+                    m.sent[c] += t.1;
+                    in_round[c] += t.0;
                 }
-                let c1 = thread_cpu_ns();
-                let w1 = w0.elapsed();
-                acc[c].cpu_ns += c1.saturating_sub(c0);
-                acc[c].wall_ns += w1.as_nanos() as u64;
-                acc[c].pkts += pkts;
-                m.sent[c] += pkts;
+                first_pass = false;
+                if !visited {
+                    break;
+                }
             }
             m.rounds += 1;
         }
@@ -193,6 +188,43 @@ pub fn measure(
         }
     }
     Ok(m)
+}
+
+/// One visit: batches into `fd` until `plan.visit` has passed (at least one batch); CPU and
+/// wall time and packets go to `acc`. Returns (wall time, packets).
+fn visit(
+    fd: i32,
+    msgs: &mut [libc::mmsghdr],
+    plan: &Plan,
+    c: usize,
+    acc: &mut Acc,
+) -> Result<(Duration, u64)> {
+    let w0 = Instant::now();
+    let c0 = thread_cpu_ns();
+    let mut pkts = 0u64;
+    loop {
+        // SAFETY: fd is an open socket owned by the caller's `socks`; msgs holds `batch`
+        // initialised headers whose iovec points into the caller's `payload`, both alive for
+        // this call.
+        let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), plan.batch as u32, 0) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            bail!("sendmmsg to configuration {c}: {err}");
+        }
+        pkts += n as u64;
+        if w0.elapsed() >= plan.visit {
+            break;
+        }
+    }
+    let c1 = thread_cpu_ns();
+    let w1 = w0.elapsed();
+    acc.cpu_ns += c1.saturating_sub(c0);
+    acc.wall_ns += w1.as_nanos() as u64;
+    acc.pkts += pkts;
+    Ok((w1, pkts))
 }
 
 #[cfg(test)]
@@ -231,6 +263,7 @@ mod tests {
             warmup: 1,
             samples: 3,
             payload: 16,
+            round_min: Duration::from_micros(300),
         };
         let mut calls = 0;
         let m = measure(&socks, &plan, |_, _| calls += 1).expect("measure");
@@ -238,7 +271,8 @@ mod tests {
         assert_eq!(m.samples.len(), 3);
         for s in &m.samples {
             for a in s {
-                assert!(a.pkts >= 8 && a.pkts % 8 == 0);
+                // round_min 300 us over visits of at least 100 us: three visits or more.
+                assert!(a.pkts >= 24 && a.pkts % 8 == 0, "{} packets", a.pkts);
                 assert!(a.cpu_per_pkt() > 0.0);
             }
         }
