@@ -346,10 +346,10 @@ impl Report {
                             .collect();
                         let _ = write!(
                             row,
-                            " {:.2} ({:.2}-{:.2}) |{segs} {} | {} |",
-                            se.slope,
-                            se.slope_q1,
-                            se.slope_q3,
+                            " {} ({}..{}) |{segs} {} | {} |",
+                            f2(se.slope),
+                            f2(se.slope_q1),
+                            f2(se.slope_q3),
                             per_rule_ratio,
                             legacy
                                 .map(|l| ratio(se.fixed, l.fixed))
@@ -560,10 +560,10 @@ impl Report {
                         k.name()
                     ),
                     format!(
-                        "{:.2} vs {:.2} ns/rule (ratio {:.3}, limit {:.3}){range}",
-                        bs.slope,
-                        ls.slope,
-                        bs.slope / ls.slope,
+                        "{} vs {} ns/rule (ratio {}, limit {:.3}){range}",
+                        f2(bs.slope),
+                        f2(ls.slope),
+                        f2(bs.slope / ls.slope),
                         1.0 / limit
                     ),
                     bs.slope <= ls.slope / limit,
@@ -879,17 +879,21 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Two decimals, "-" when unknown, and no "-0.00" for a value that rounds to zero (a
+/// lookup's per-rule cost is zero give or take noise).
 fn f2(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:.2}")
-    } else {
+    if !v.is_finite() {
         "-".into()
+    } else if v.abs() < 0.005 {
+        "0.00".into()
+    } else {
+        format!("{v:.2}")
     }
 }
 
 fn ratio(a: f64, b: f64) -> String {
     if a.is_finite() && b.is_finite() && b.abs() > 1e-9 {
-        format!("{:.2}", a / b)
+        f2(a / b)
     } else {
         "-".into()
     }
@@ -1018,7 +1022,7 @@ mod tests {
         let md = r.markdown();
         assert!(md.contains("| iptables-legacy | +98 | +143 |"), "{md}");
         assert!(md.contains("| bpfilter | +60 | +70 |"));
-        assert!(md.contains("4.50 (4.50-4.50)"));
+        assert!(md.contains("4.50 (4.50..4.50)"));
         assert!(md.contains("## Targets"));
         let svg = r.svg();
         assert!(svg.starts_with("<svg"));
@@ -1134,5 +1138,9 @@ mod tests {
         assert_eq!(human_ns(1.5e6), "1.5 ms");
         assert_eq!(human_n(50_000), "50k");
         assert_eq!(human_n(10), "10");
+        assert_eq!(f2(-0.001), "0.00");
+        assert_eq!(f2(-0.5), "-0.50");
+        assert_eq!(f2(f64::NAN), "-");
+        assert_eq!(ratio(1.0, 0.0), "-");
     }
 }
