@@ -292,6 +292,7 @@ impl Report {
             let title = match k {
                 RuleKind::Addr => "Rules failing on the source address (`-s 10.1.x.y/32 -p udp -m udp --dport 5001 -j DROP`)",
                 RuleKind::Port => "Rules failing on the port (`-p udp -m udp --dport P -j DROP`, P != 5001)",
+                RuleKind::Mixed => "Rules failing on the address, address and port both changing (`-s 10.1.x.y/32 -p udp -m udp --dport P -j DROP`): no lookup possible",
             };
             let _ = writeln!(s, "{h}# {title}\n");
             let bounds = self.segment_bounds();
@@ -775,6 +776,7 @@ impl Report {
             let title = match k {
                 RuleKind::Addr => "rules failing on the address",
                 RuleKind::Port => "rules failing on the port",
+                RuleKind::Mixed => "address and port both changing",
             };
             let _ = writeln!(s, "<text x=\"{:.1}\" y=\"22\" text-anchor=\"middle\" font-weight=\"bold\">{title}</text>", (x0 + x1) / 2.0);
             let _ = writeln!(s, "<rect x=\"{x0:.1}\" y=\"{y0:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"none\" stroke=\"black\"/>", x1 - x0, y1 - y0);

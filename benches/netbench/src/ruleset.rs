@@ -24,6 +24,10 @@ pub enum RuleKind {
     Addr,
     /// `-p udp -m udp --dport P -j DROP` with P != 5001: fails on the transport header.
     Port,
+    /// `-s 10.1.x.y/32 -p udp -m udp --dport P -j DROP`, address and port both changing from
+    /// rule to rule: fails on the address like `Addr`, but no run of rules differs in one key
+    /// only, so a compiler cannot turn it into one lookup (optional, not in the set).
+    Mixed,
 }
 
 impl RuleKind {
@@ -32,6 +36,7 @@ impl RuleKind {
         match self {
             RuleKind::Addr => "addr",
             RuleKind::Port => "port",
+            RuleKind::Mixed => "mixed",
         }
     }
 
@@ -40,6 +45,7 @@ impl RuleKind {
         match s {
             "addr" => Some(RuleKind::Addr),
             "port" => Some(RuleKind::Port),
+            "mixed" => Some(RuleKind::Mixed),
             _ => None,
         }
     }
@@ -75,6 +81,12 @@ pub fn filler(kind: RuleKind, i: usize) -> Rule {
             )),
             dst: None,
             dport: DPORT,
+            accept: false,
+        },
+        RuleKind::Mixed => Rule {
+            src: filler(RuleKind::Addr, i).src,
+            dst: None,
+            dport: filler(RuleKind::Port, i).dport,
             accept: false,
         },
         RuleKind::Port => {
@@ -190,7 +202,7 @@ mod tests {
 
     #[test]
     fn fillers_never_match_the_traffic() {
-        for kind in [RuleKind::Addr, RuleKind::Port] {
+        for kind in [RuleKind::Addr, RuleKind::Port, RuleKind::Mixed] {
             for i in 0..MAX_RULES {
                 let r = filler(kind, i);
                 let src_ok = r.src.is_none_or(|s| s == SRC);
@@ -229,6 +241,8 @@ mod tests {
             "-A INPUT -s 10.200.0.1/32 -d 10.200.0.2/32 -p udp -m udp --dport 5001 -j ACCEPT"
         );
         assert_eq!(lines[7], "COMMIT");
+        let m = iptables_save(&rules(RuleKind::Mixed, 2));
+        assert!(m.contains("-A INPUT -s 10.1.0.1/32 -p udp -m udp --dport 6001 -j DROP\n"));
         let p = iptables_save(&rules(RuleKind::Port, 1));
         assert!(p.contains("-A INPUT -p udp -m udp --dport 6000 -j DROP\n"));
     }
@@ -247,7 +261,7 @@ mod tests {
 
     #[test]
     fn kind_names_round_trip() {
-        for k in [RuleKind::Addr, RuleKind::Port] {
+        for k in [RuleKind::Addr, RuleKind::Port, RuleKind::Mixed] {
             assert_eq!(RuleKind::from_name(k.name()), Some(k));
         }
         assert_eq!(RuleKind::from_name("x"), None);
