@@ -120,7 +120,7 @@ impl Backends for SharedFake {
         }))
     }
     fn flush(&self, _ns: NsId) {}
-    fn flush_all(&self) {}
+    fn flush_orphans(&self, _keep: &[NsId]) {}
 }
 
 /// Errnos the kernel's `do_ipt_set_ctl` / `do_ipt_get_ctl` (and the x_tables code under them)

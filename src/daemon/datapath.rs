@@ -166,16 +166,22 @@ impl Backends for BpfBackends {
         }
     }
 
-    fn flush_all(&self) {
+    fn flush_orphans(&self, keep: &[NsId]) {
         let Ok(dirs) = std::fs::read_dir(&self.root) else {
             return;
         };
         for d in dirs.flatten() {
+            let name = d.file_name();
+            let id = name.to_str().and_then(|n| n.strip_prefix("net")).and_then(|n| n.parse().ok()).map(NsId);
+            if id.is_some_and(|id| keep.contains(&id)) {
+                continue;
+            }
             if let Err(e) = sys::remove_pins(d.path()) {
                 warn!(dir = %d.path().display(), error = %e, "removing pins failed");
             }
         }
     }
+
 }
 
 /// The programs and maps of one ruleset.

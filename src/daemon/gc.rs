@@ -7,9 +7,9 @@
 //! or thread in them, no open nsfs fd, no nsfs bind mount) and flushes them, which releases
 //! the namespace.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The inode in a `net:[4026532001]` nsfs link text.
 fn net_inode(link: &str) -> Option<u64> {
@@ -20,34 +20,44 @@ fn link_inode(path: &Path) -> Option<u64> {
     fs::read_link(path).ok().and_then(|t| net_inode(t.to_str()?))
 }
 
-/// Network namespaces referenced by any process other than `own_pid`: where its threads
-/// run, the nsfs fds it holds, and the nsfs bind mounts its mount namespace has.
-pub fn referenced_namespaces(own_pid: u32) -> HashSet<u64> {
-    let mut refs = HashSet::new();
+/// Network namespaces referenced by any process other than `own_pid` (where its threads
+/// run, the nsfs fds it holds, the nsfs bind mounts its mount namespace has), each with a path
+/// that opens it. Of the daemon itself only the namespace it runs in counts: the namespace fds
+/// it keeps and its short-lived threads inside client namespaces are not references.
+pub fn referenced_namespaces(own_pid: u32) -> HashMap<u64, PathBuf> {
+    let mut refs = HashMap::new();
+    let mut add = |path: PathBuf| {
+        if let Some(ino) = link_inode(&path) {
+            refs.entry(ino).or_insert(path);
+        }
+    };
     let mut mount_namespaces = HashSet::new();
+    let mut mounts = Vec::new();
     let Ok(procs) = fs::read_dir("/proc") else { return refs };
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         let dir = p.path();
         if pid == own_pid {
-            // Our own fds (the namespace fds we keep) and our short-lived threads inside client
-            // namespaces are not references; the namespace the daemon itself runs in is.
-            refs.extend(link_inode(&dir.join("ns/net")));
+            add(dir.join("ns/net"));
             continue;
         }
         if let Ok(tasks) = fs::read_dir(dir.join("task")) {
-            refs.extend(tasks.flatten().filter_map(|t| link_inode(&t.path().join("ns/net"))));
+            tasks.flatten().for_each(|t| add(t.path().join("ns/net")));
         }
         if let Ok(fds) = fs::read_dir(dir.join("fd")) {
-            refs.extend(fds.flatten().filter_map(|fd| link_inode(&fd.path())));
+            fds.flatten().for_each(|fd| add(fd.path()));
         }
         // One mountinfo per mount namespace is enough.
         let mnt = fs::read_link(dir.join("ns/mnt")).ok();
         if mnt.is_some_and(|m| mount_namespaces.insert(m)) {
             if let Ok(info) = fs::read_to_string(dir.join("mountinfo")) {
-                refs.extend(mountinfo_namespaces(&info));
+                let root = dir.join("root");
+                mounts.extend(mountinfo_namespaces(&info).map(|(ino, at)| (ino, root.join(at.trim_start_matches('/')))));
             }
         }
+    }
+    for (ino, path) in mounts {
+        refs.entry(ino).or_insert(path);
     }
     refs
 }
@@ -66,9 +76,14 @@ fn sockets_used(sockstat: &str) -> Option<u64> {
     sockstat.lines().find_map(|l| l.strip_prefix("sockets: used ")).and_then(|n| n.trim().parse().ok())
 }
 
-/// nsfs mounts of network namespaces in a mountinfo text (the root field is `net:[N]`).
-fn mountinfo_namespaces(info: &str) -> impl Iterator<Item = u64> + '_ {
-    info.lines().filter_map(|l| l.split_whitespace().nth(3).and_then(net_inode))
+/// nsfs mounts of network namespaces in a mountinfo text (the root field is `net:[N]`), with
+/// their mount points.
+fn mountinfo_namespaces(info: &str) -> impl Iterator<Item = (u64, &str)> + '_ {
+    info.lines().filter_map(|l| {
+        let mut fields = l.split_whitespace().skip(3);
+        let ino = fields.next().and_then(net_inode)?;
+        Some((ino, fields.next()?))
+    })
 }
 
 #[cfg(test)]
@@ -82,7 +97,7 @@ mod tests {
         assert_eq!(net_inode("socket:[123]"), None);
         let info = "512 28 0:4 net:[4026532450] /run/netns/a rw shared:236 - nsfs nsfs rw\n\
                     22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n";
-        assert_eq!(mountinfo_namespaces(info).collect::<Vec<_>>(), [4026532450]);
+        assert_eq!(mountinfo_namespaces(info).collect::<Vec<_>>(), [(4026532450, "/run/netns/a")]);
     }
 
     #[test]
@@ -96,6 +111,6 @@ mod tests {
         // The namespace the daemon runs in always counts, even when nothing else is in it.
         let refs = referenced_namespaces(std::process::id());
         let ours = link_inode(Path::new("/proc/self/ns/net")).expect("our namespace");
-        assert!(refs.contains(&ours));
+        assert!(refs.contains_key(&ours));
     }
 }

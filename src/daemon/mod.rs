@@ -28,6 +28,14 @@ use state::{Backends, Namespace, NsId};
 /// Default bpffs folder for pins.
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/bpfilter";
 
+/// Locks a mutex; a panic of another holder does not make its data unusable here.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 /// How often the daemon looks for deleted namespaces.
 const GC_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -140,17 +148,22 @@ impl Daemon {
             return;
         }
         let referenced = gc::referenced_namespaces(std::process::id());
-        for (id, ns) in ids.into_iter().filter(|(id, _)| !referenced.contains(&id.0)) {
-            let mut ns = match ns.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+        for (id, ns) in ids {
+            let mut ns = lock(&ns);
+            if let Some(path) = referenced.get(&id.0) {
+                // A namespace adopted after a restart has no fd yet: take one while it is still
+                // reachable, so that its sockets can be counted once it is unlisted.
+                if ns.fd.is_none() {
+                    ns.fd = std::fs::File::open(path).ok().map(OwnedFd::from);
+                }
+                continue;
+            }
             // Re-check under the lock: a client of that namespace may have just arrived.
-            if gc::referenced_namespaces(std::process::id()).contains(&id.0) {
+            if gc::referenced_namespaces(std::process::id()).contains_key(&id.0) {
                 continue;
             }
             // Sockets keep a namespace alive invisibly; with a fd of it we can count them. (A
-            // namespace adopted after a restart has no fd until a client comes: we cannot tell.)
+            // namespace deleted while the daemon was down has none: it cannot be told.)
             if ns.fd.as_ref().is_some_and(|fd| gc::held_by_sockets(fd.as_fd())) {
                 continue;
             }
@@ -206,11 +219,11 @@ impl Daemon {
                 return Reply::error(libc::EINVAL);
             }
         };
+        if matches!(request, Request::Flush { all: true, .. }) {
+            return self.flush_all();
+        }
         let ns = self.namespace(id);
-        let mut ns = match ns.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut ns = lock(&ns);
         if ns.fd.is_none() {
             ns.fd = Some(nsfd);
         }
@@ -260,36 +273,30 @@ impl Daemon {
             Request::Dump { hook, .. } => {
                 Reply::ok(control::dump(ns, hook.as_deref()).into_bytes())
             }
-            Request::Flush { all, .. } => self.flush(ns, all),
+            Request::Flush { .. } => self.flush(ns),
         }
     }
 
-    /// `bpfilter flush`: detach and unpin the caller's namespace, or every namespace.
-    fn flush(&self, ns: &mut Namespace, all: bool) -> Reply {
-        let mut removed = Vec::new();
+    /// `bpfilter flush`: detach and unpin the caller's namespace.
+    fn flush(&self, ns: &mut Namespace) -> Reply {
         ns.tables.clear();
-        removed.push(ns.id);
-        if all {
-            let others: Vec<_> = self
-                .lock_registry()
-                .iter()
-                .map(|(id, n)| (*id, Arc::clone(n)))
-                .collect();
-            // Only one namespace lock is held at a time besides our own, so this cannot deadlock.
-            for (id, other) in others.into_iter().filter(|(id, _)| *id != ns.id) {
-                let mut o = match other.lock() {
-                    Ok(guard) => guard,
-                    Err(poisoned) => poisoned.into_inner(),
-                };
-                o.tables.clear();
-                removed.push(id);
-            }
-            self.backends.flush_all();
-        } else {
-            self.backends.flush(ns.id);
+        self.backends.flush(ns.id);
+        info!(netns = %ns.id, "flushed");
+        Reply::ok(b"flushed 1 namespace(s)\n".to_vec())
+    }
+
+    /// `bpfilter flush --all`: every namespace, each under its own lock, taken one at a time
+    /// (never while holding another), then whatever pins no namespace of ours owns.
+    fn flush_all(&self) -> Reply {
+        let all: Vec<_> = self.lock_registry().iter().map(|(id, n)| (*id, Arc::clone(n))).collect();
+        for (id, ns) in &all {
+            let mut ns = lock(ns);
+            ns.tables.clear();
+            self.backends.flush(*id);
         }
-        info!(namespaces = removed.len(), "flushed");
-        Reply::ok(format!("flushed {} namespace(s)\n", removed.len()).into_bytes())
+        self.backends.flush_orphans(&self.lock_registry().keys().copied().collect::<Vec<_>>());
+        info!(namespaces = all.len(), "flushed every namespace");
+        Reply::ok(format!("flushed {} namespace(s)\n", all.len()).into_bytes())
     }
 
     fn lock_registry(&self) -> std::sync::MutexGuard<'_, HashMap<NsId, Arc<Mutex<Namespace>>>> {

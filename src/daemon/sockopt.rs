@@ -320,7 +320,7 @@ mod tests {
             }))
         }
         fn flush(&self, _ns: NsId) {}
-        fn flush_all(&self) {}
+        fn flush_orphans(&self, _keep: &[NsId]) {}
     }
 
     fn name_field(name: &str) -> Vec<u8> {

@@ -90,8 +90,9 @@ pub trait Backends: Sync {
     /// Removes what backends of namespace `ns` left behind (pins, links) once its tables are
     /// dropped.
     fn flush(&self, ns: NsId);
-    /// Removes what every namespace's backends left behind.
-    fn flush_all(&self);
+    /// Removes what backends left behind for namespaces other than `keep` (after a flush of
+    /// every namespace: pins of namespaces this daemon does not know).
+    fn flush_orphans(&self, keep: &[NsId]);
 }
 
 /// One table of one namespace.
