@@ -690,8 +690,16 @@ pub fn minimize(
     let start = Instant::now();
     let mut rs = rs.clone();
     let mut pkts = pkts.to_vec();
+    // Edits first: cheap, and often irrelevant (a refused restore hides them).
+    if !rs.edits.is_empty() {
+        let mut t = rs.clone();
+        t.edits.clear();
+        if fails(h, &t, &pkts)? {
+            rs = t;
+        }
+    }
     shrink_packets(h, &rs, &mut pkts, start, budget)?;
-    // Whole user chains first, then single rules from the end.
+    // Whole user chains first, then rules by delta debugging (chunks, then single rules).
     for c in rs.chains.clone() {
         let mut t = rs.clone();
         t.remove_chain(&c);
@@ -699,14 +707,23 @@ pub fn minimize(
             rs = t;
         }
     }
-    let mut i = rs.rules.len();
-    while i > 0 && start.elapsed() < budget {
-        i -= 1;
-        let mut t = rs.clone();
-        t.rules.remove(i);
-        if fails(h, &t, &pkts)? {
-            rs = t;
+    let mut chunk = rs.rules.len().div_ceil(2).max(1);
+    loop {
+        let mut i = 0;
+        while i < rs.rules.len() && start.elapsed() < budget {
+            let mut t = rs.clone();
+            let end = (i + chunk).min(t.rules.len());
+            t.rules.drain(i..end);
+            if fails(h, &t, &pkts)? {
+                rs = t;
+            } else {
+                i += chunk;
+            }
         }
+        if chunk == 1 || start.elapsed() >= budget {
+            break;
+        }
+        chunk = chunk.div_ceil(2);
     }
     for c in rs.chains.clone() {
         if !rs
