@@ -528,6 +528,13 @@ impl Report {
         }
     }
 
+    /// The rule kinds the targets are about (the optional `mixed` kind is extra).
+    fn target_kinds(&self) -> impl Iterator<Item = &RuleKind> {
+        self.kinds
+            .iter()
+            .filter(|k| matches!(k, RuleKind::Addr | RuleKind::Port))
+    }
+
     /// The targets for bpfilter, each with its figures and a verdict.
     pub fn target_rows(&self) -> Vec<(String, String, bool)> {
         let mut out = Vec::new();
@@ -571,7 +578,7 @@ impl Report {
                 ));
             }
         }
-        for k in &self.kinds {
+        for k in self.target_kinds() {
             let (Some(bc), Some(lc)) = (self.get(b, *k, 0), self.get(Backend::Legacy, *k, 0))
             else {
                 continue;
@@ -601,8 +608,7 @@ impl Report {
         }
         let load = |be: Backend| -> Option<f64> {
             let v: Vec<f64> = self
-                .kinds
-                .iter()
+                .target_kinds()
                 .filter_map(|k| self.get(be, *k, 10_000).and_then(|c| c.restore).map(ms))
                 .collect();
             if v.is_empty() {
@@ -611,7 +617,9 @@ impl Report {
                 Some(median(&v))
             }
         };
-        let tried_10k = self.kinds.iter().any(|k| self.get(b, *k, 10_000).is_some());
+        let tried_10k = self
+            .target_kinds()
+            .any(|k| self.get(b, *k, 10_000).is_some());
         match (load(b), load(Backend::Legacy)) {
             (Some(bl), Some(ll)) => out.push((
                 "10,000-rule load <= 1/2 of iptables-legacy-restore".to_string(),
@@ -627,7 +635,7 @@ impl Report {
         }
         let max_n = self.counts.iter().copied().max().unwrap_or(0);
         if self.segment_bounds().len() >= 2 {
-            for k in &self.kinds {
+            for k in self.target_kinds() {
                 let Some(bs) = self.series(b, *k) else {
                     continue;
                 };

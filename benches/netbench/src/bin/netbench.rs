@@ -55,8 +55,9 @@ struct Args {
         default_value = "iptables-legacy,nftables,bpfilter"
     )]
     backends: Vec<String>,
-    /// Rule kinds (comma separated): addr, port.
-    #[arg(long, value_delimiter = ',', default_value = "addr,port")]
+    /// Rule kinds (comma separated): addr, port (the two), mixed (address and port
+    /// both changing: a linear chain even for a compiler that turns runs into lookups).
+    #[arg(long, value_delimiter = ',', default_value = "addr,port,mixed")]
     kinds: Vec<String>,
     /// Fail instead of skipping bpfilter when its binary or daemon is not usable.
     #[arg(long)]
