@@ -96,8 +96,8 @@ impl Config {
             restarts: false,
             check_rules: true,
             random_scale: 1,
-            max_mismatches: 5,
-            minimize_budget: Duration::from_secs(180),
+            max_mismatches: 3,
+            minimize_budget: Duration::from_secs(120),
             verbose: true,
         }
     }
