@@ -58,6 +58,8 @@ struct Loaded {
     hook: Hook,
     stats: bpfilter::sys::LoadStats,
     insns: usize,
+    /// rule-run lookup maps the program uses
+    maps: usize,
 }
 
 fn max_slot(p: &Program) -> u32 {
@@ -86,8 +88,14 @@ fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
         .iter()
         .map(|spec| {
             let n = spec.entries.len().max(1) as u32;
-            let m = Map::create(MapType::Hash, spec.key_size, spec.value_size, n, "bpfltr_set")
-                .unwrap();
+            let m = Map::create(
+                MapType::Hash,
+                spec.key_size,
+                spec.value_size,
+                n,
+                "bpfltr_set",
+            )
+            .unwrap();
             for (k, v) in &spec.entries {
                 m.update(k, v, 0).unwrap();
             }
@@ -137,6 +145,7 @@ fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
         hook: p.hook,
         stats,
         insns: compiled.slot_count(),
+        maps: sets.len(),
     }
 }
 
@@ -1335,6 +1344,229 @@ fn jumps_gotos_returns() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// rule runs (consecutive rules differing in one exact key, compiled to one hash lookup)
+
+const S: [[u8; 4]; 5] = [
+    [10, 9, 0, 1],
+    [10, 9, 0, 2],
+    [10, 9, 0, 3],
+    [10, 9, 0, 4],
+    [10, 9, 0, 5],
+];
+
+/// Entry: an address run (with a duplicate key) before a hotdrop barrier, a port run calling
+/// a chain, an ordinary rule, a dst run with goto; chain 1: a RETURN run then ordinary rules;
+/// chain 2: a sport run. Slot numbers are in the comments of `rule_runs_table`.
+fn runs_program() -> Program {
+    let r = |matches: Vec<Match>, action: Action, counter: u32| Rule {
+        matches,
+        action,
+        counter,
+    };
+    let udp53 = udpm(PortRange::ANY, PortRange::one(53), false, false);
+    let mut e: Vec<Rule> = [S[0], S[1], S[2], S[1], S[3], S[4]]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            r(
+                vec![src(*a, 32, false), proto(UDP, false), udp53],
+                Action::Drop,
+                i as u32,
+            )
+        })
+        .collect();
+    for (i, p) in [22u16, 80, 1000, 5001, 7].iter().enumerate() {
+        e.push(r(
+            vec![
+                proto(TCP, false),
+                Match::Tcp(tcpm(PortRange::ANY, PortRange::one(*p))),
+            ],
+            Action::Call(ChainId(1)),
+            6 + i as u32,
+        ));
+    }
+    e.push(r(vec![proto(TCP, false)], Action::Accept, 11));
+    for (i, a) in [A, B, C, [10, 0, 0, 3]].iter().enumerate() {
+        e.push(r(
+            vec![dst(*a, 32, false)],
+            Action::Goto(ChainId(2)),
+            12 + i as u32,
+        ));
+    }
+    let mut c1: Vec<Rule> = S[..4]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| r(vec![src(*a, 32, false)], Action::Return, 20 + i as u32))
+        .collect();
+    c1.push(r(
+        vec![Match::Tcp(tcpm(PortRange::ANY, PortRange::one(80)))],
+        Action::Drop,
+        24,
+    ));
+    c1.push(r(vec![], Action::Return, 25));
+    let mut c2: Vec<Rule> = [1u16, 2, 53, 1000]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            r(
+                vec![udpm(PortRange::one(*p), PortRange::ANY, false, false)],
+                Action::Accept,
+                30 + i as u32,
+            )
+        })
+        .collect();
+    c2.push(r(vec![], Action::Return, 34));
+    let mut chains = BTreeMap::new();
+    chains.insert(
+        ChainId(0),
+        Chain {
+            name: "e".into(),
+            rules: e,
+        },
+    );
+    chains.insert(
+        ChainId(1),
+        Chain {
+            name: "c1".into(),
+            rules: c1,
+        },
+    );
+    chains.insert(
+        ChainId(2),
+        Chain {
+            name: "c2".into(),
+            rules: c2,
+        },
+    );
+    Program {
+        family: Family::Ipv4,
+        hook: Hook::LocalOut,
+        entry: ChainId(0),
+        chains,
+        policy: Policy {
+            verdict: Verdict::Accept,
+            counter: 40,
+        },
+    }
+}
+
+#[test]
+fn rule_runs_table() {
+    let Some(env) = env() else { return };
+    use Verdict::*;
+    let p = runs_program();
+    let udp = |s: [u8; 4], d: [u8; 4], sp: u16, dp: u16| udp_pkt(s, d, sp, dp);
+    let tcp = |s: [u8; 4], d: [u8; 4], dp: u16| tcp_pkt(s, d, 1, dp, 0x10);
+    let table: Vec<(&str, Vec<u8>, Verdict, Vec<u32>)> = vec![
+        (
+            "first rule of the address run",
+            udp(S[0], B, 9, 53),
+            Drop,
+            vec![0],
+        ),
+        (
+            "duplicate key: the first rule counts",
+            udp(S[1], B, 9, 53),
+            Drop,
+            vec![1],
+        ),
+        ("middle rule", udp(S[2], B, 9, 53), Drop, vec![2]),
+        ("last rule", udp(S[4], B, 9, 53), Drop, vec![5]),
+        // key hit, port fails: continue after the run; dst B: goto c2, sport 2 accept
+        ("hit, rest fails", udp(S[3], B, 2, 54), Accept, vec![13, 31]),
+        // miss: dst run, c2 sport 1000
+        (
+            "miss",
+            udp([10, 9, 9, 9], A, 1000, 53),
+            Accept,
+            vec![12, 33],
+        ),
+        // truncated udp header: the hit rule's udp match hotdrops
+        (
+            "hit, truncated udp hotdrops",
+            ip(UDP, S[1], B, 0, &[], &[0, 9, 0]),
+            Drop,
+            vec![],
+        ),
+        // truncated udp, key miss: no rule of the run reaches its udp match; c2 on dst A:
+        // its udp match hotdrops
+        (
+            "miss, truncated udp",
+            ip(UDP, [10, 9, 9, 9], A, 0, &[], &[0, 9, 0]),
+            Drop,
+            vec![12],
+        ),
+        // non-first fragment: udp never matches, no hotdrop; dst C -> c2 -> policy
+        (
+            "fragment",
+            ip(UDP, S[0], C, 0x0001, &[], &udp_hdr(9, 53)),
+            Accept,
+            vec![14, 34, 40],
+        ),
+        // port run (Call c1): c1's RETURN run on the source, back after the run: r11 accept
+        (
+            "port run call, return run",
+            tcp(S[2], A, 80),
+            Accept,
+            vec![7, 22, 11],
+        ),
+        (
+            "port run call, drop in c1",
+            tcp([10, 9, 9, 9], A, 1000),
+            Accept,
+            vec![8, 25, 11],
+        ),
+        (
+            "port run call, c1 drop",
+            tcp([10, 9, 9, 9], A, 80),
+            Drop,
+            vec![7, 24],
+        ),
+        ("port run miss", tcp(S[0], A, 9), Accept, vec![11]),
+        // tcp truncated: the tcp match of the run's first rule hotdrops
+        (
+            "port run, truncated tcp",
+            ip(TCP, S[0], A, 0, &[], &[0, 1, 0, 80, 0, 0]),
+            Drop,
+            vec![],
+        ),
+        // tcp fragment at offset 1: tcp hotdrops
+        (
+            "port run, tcp fragment offset 1",
+            ip(TCP, S[0], A, 0x0001, &[], &[0; 20]),
+            Drop,
+            vec![],
+        ),
+        // other fragment: no match, no hotdrop, r11 accepts
+        (
+            "port run, tcp fragment offset 2",
+            ip(TCP, S[0], A, 0x0002, &[], &[0; 20]),
+            Accept,
+            vec![11],
+        ),
+    ];
+    for opts in [
+        Options::default(),
+        Options {
+            force_slow_path: true,
+            ..Options::default()
+        },
+    ] {
+        let l = load_with(&env, &p, opts);
+        assert_eq!(
+            l.maps, 5,
+            "runs: entry src, entry dport, entry dst, c1 src, c2 sport"
+        );
+        for (what, pkt, v, counted) in &table {
+            check(&env, &l, &p, pkt, Some((*v, counted)), what);
+        }
+        for (n, pkt) in corpus() {
+            check(&env, &l, &p, &pkt, None, n);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // random rulesets x random packets against the reference evaluator
 
 fn arb_addr() -> impl Strategy<Value = [u8; 4]> {
@@ -1472,8 +1704,62 @@ fn arb_packet() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// How a generated rule is expanded: 0 = once; 1 = a run on a src or dst /32 key inserted at
+/// `pos`; 2 = a run on a udp or tcp dport key appended; `keys` are the run's keys (duplicates
+/// and the corpus' addresses and ports included on purpose).
+type RunSpec = (u8, usize, bool, Vec<([u8; 4], u16)>);
+
+fn arb_run() -> impl Strategy<Value = RunSpec> {
+    let port = prop_oneof![Just(22u16), Just(53), Just(80), Just(1000), Just(5001)];
+    (
+        prop_oneof![3 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
+        0usize..4,
+        any::<bool>(),
+        proptest::collection::vec((arb_addr(), port), 4..7),
+    )
+}
+
+/// The rules of one generated rule after `arb_run`'s expansion.
+fn expand(matches: Vec<Match>, run: RunSpec) -> Vec<Vec<Match>> {
+    let (kind, pos, which, keys) = run;
+    match kind {
+        1 => keys
+            .iter()
+            .map(|(a, _)| {
+                let mut m = matches.clone();
+                let k = if which {
+                    src(*a, 32, false)
+                } else {
+                    dst(*a, 32, false)
+                };
+                m.insert(pos.min(m.len()), k);
+                m
+            })
+            .collect(),
+        2 => keys
+            .iter()
+            .map(|(_, p)| {
+                let mut m = matches.clone();
+                m.push(if which {
+                    udpm(PortRange::ANY, PortRange::one(*p), false, false)
+                } else {
+                    Match::Tcp(tcpm(PortRange::ANY, PortRange::one(*p)))
+                });
+                m
+            })
+            .collect(),
+        _ => vec![matches],
+    }
+}
+
 fn arb_program() -> impl Strategy<Value = Program> {
-    let rule = || (proptest::collection::vec(arb_match(), 0..4), 0u8..8);
+    let rule = || {
+        (
+            proptest::collection::vec(arb_match(), 0..4),
+            0u8..8,
+            arb_run(),
+        )
+    };
     (
         proptest::collection::vec(rule(), 1..8),
         proptest::collection::vec(rule(), 0..5),
@@ -1486,9 +1772,12 @@ fn arb_program() -> impl Strategy<Value = Program> {
     )
         .prop_map(|(entry, user, pol, hook)| {
             let mut slot = 0u32;
-            let mut mk = |rules: Vec<(Vec<Match>, u8)>, may_jump: bool| -> Vec<Rule> {
+            let mut mk = |rules: Vec<(Vec<Match>, u8, RunSpec)>, may_jump: bool| -> Vec<Rule> {
                 rules
                     .into_iter()
+                    .flat_map(|(matches, a, run)| {
+                        expand(matches, run).into_iter().map(move |m| (m, a))
+                    })
                     .map(|(matches, a)| {
                         slot += 1;
                         let action = match a {
@@ -1540,6 +1829,7 @@ fn arb_program() -> impl Strategy<Value = Program> {
 #[test]
 fn random_rulesets_match_reference() {
     let Some(env) = env() else { return };
+    let with_runs = std::cell::Cell::new(0usize);
     let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
         cases: 200,
         ..Default::default()
@@ -1569,6 +1859,9 @@ fn random_rulesets_match_reference() {
                     },
                 };
                 let l = load_with(&env, &p, opts);
+                if l.maps > 0 {
+                    with_runs.set(with_runs.get() + 1);
+                }
                 for pkt in &pkts {
                     let reference = evaluate(
                         &p,
@@ -1600,6 +1893,12 @@ fn random_rulesets_match_reference() {
             },
         )
         .unwrap();
+    // the generator's runs must really reach the lookup code
+    assert!(
+        with_runs.get() >= 20,
+        "only {} of 200 random programs had rule runs",
+        with_runs.get()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1644,6 +1943,40 @@ fn port_chain(n: usize) -> Program {
             ],
             action: Action::Drop,
             counter: i as u32,
+        })
+        .collect();
+    rules.push(Rule {
+        matches: vec![],
+        action: Action::Accept,
+        counter: n as u32,
+    });
+    Program::single(
+        Hook::LocalOut,
+        rules,
+        Policy {
+            verdict: Verdict::Drop,
+            counter: n as u32 + 1,
+        },
+    )
+}
+
+/// The bench's rulesets: `-s 10.1.x.y/32 -p udp -m udp --dport 5001 -j DROP` (`by_port` false)
+/// or `-p udp -m udp --dport P -j DROP` with P != 5001 (`by_port` true), then ACCEPT.
+fn bench_chain(n: usize, by_port: bool) -> Program {
+    let mut rules: Vec<Rule> = (0..n)
+        .map(|i| {
+            let mut matches = Vec::new();
+            if !by_port {
+                matches.push(src([10, 1, (i >> 8) as u8, i as u8], 32, false));
+            }
+            matches.push(proto(UDP, false));
+            let port = if by_port { 10000 + i as u16 } else { 5001 };
+            matches.push(udpm(PortRange::ANY, PortRange::one(port), false, false));
+            Rule {
+                matches,
+                action: Action::Drop,
+                counter: i as u32,
+            }
         })
         .collect();
     rules.push(Rule {
@@ -1756,6 +2089,58 @@ fn scale_figures() {
                 "FIGURES header path {how} n={n}: {} ns/packet",
                 r.duration_ns
             );
+        }
+    }
+    // the bench's rulesets, as rule runs (one lookup) and, where they fit, as plain rules
+    for by_port in [false, true] {
+        for n in [1000usize, 10_000, 50_000] {
+            for runs in [true, false] {
+                if !runs && n > 10_000 {
+                    continue;
+                }
+                let p = bench_chain(n, by_port);
+                let l = load_with(
+                    &env,
+                    &p,
+                    Options {
+                        runs,
+                        ..Options::default()
+                    },
+                );
+                assert_eq!(l.maps, usize::from(runs));
+                let (ret, d) = l.run(&env, &pkt);
+                assert_eq!(ret, 1);
+                assert_eq!(d[n], (1, pkt.len() as u64), "final ACCEPT counted");
+                // a packet of the block list: dropped, its rule counted
+                let hit = if by_port {
+                    udp_pkt(
+                        [10, 200, 0, 1],
+                        [10, 200, 0, 2],
+                        4000,
+                        10000 + (n as u16 - 1),
+                    )
+                } else {
+                    let i = n - 1;
+                    udp_pkt(
+                        [10, 1, (i >> 8) as u8, i as u8],
+                        [10, 200, 0, 2],
+                        4000,
+                        5001,
+                    )
+                };
+                let (ret, d) = l.run(&env, &hit);
+                assert_eq!(ret, 0);
+                assert_eq!(d[n - 1], (1, hit.len() as u64), "last rule counted");
+                let r = l.prog.test_run(&pkt, None, 200_000).unwrap();
+                eprintln!(
+                    "FIGURES bench {} n={n} runs={runs}: {} insns, verified {} insns, load {:?}, run {} ns/packet",
+                    if by_port { "udp dport" } else { "src /32 + dport 5001" },
+                    l.insns,
+                    l.stats.verified_insns,
+                    l.stats.load_time,
+                    r.duration_ns
+                );
+            }
         }
     }
     for (kind, mk) in [

@@ -748,7 +748,11 @@ fn same_but(a: &[Test], b: &[Test], k: usize) -> bool {
         (Test::Port { field: f, .. }, Test::Port { field: g, .. }) => f == g,
         _ => false,
     };
-    same_field && a.iter().zip(b).enumerate().all(|(i, (x, y))| i == k || x == y)
+    same_field
+        && a.iter()
+            .zip(b)
+            .enumerate()
+            .all(|(i, (x, y))| i == k || x == y)
 }
 
 /// Rules after which evaluation may continue with the next rule (then a later rule of the run
@@ -803,7 +807,11 @@ fn run_map(rules: &[ir::Rule], tests: &[Vec<Test>], key: usize) -> MapSpec {
         }
     }
     MapSpec {
-        key_size: if matches!(tests[0][key], Test::Addr { .. }) { 4 } else { 2 },
+        key_size: if matches!(tests[0][key], Test::Addr { .. }) {
+            4
+        } else {
+            2
+        },
         value_size: 4,
         entries,
     }
@@ -879,7 +887,15 @@ pub fn compile_with(
     layout: &KernelLayout,
     opts: Options,
 ) -> Result<Compiled, EmitError> {
-    Ok(compile_output(p, layout, Options { runs: false, ..opts })?.code)
+    Ok(compile_output(
+        p,
+        layout,
+        Options {
+            runs: false,
+            ..opts
+        },
+    )?
+    .code)
 }
 
 /// Compile `p` with its rule-run lookup maps (runs formed when `opts.runs`).
@@ -1377,14 +1393,14 @@ impl Gen<'_> {
     /// Emit a chain's rules; returns true when control can fall off its end.
     fn chain_body(&mut self, id: ChainId, frame: &mut Frame) -> Result<bool, EmitError> {
         let prog = self.prog;
-        let chain = prog
-            .chains
-            .get(&id)
-            .ok_or(EmitError::UnknownChain { from: id.0, to: id.0 })?;
-        let lowered = self
-            .lowered
-            .get(&id)
-            .ok_or(EmitError::UnknownChain { from: id.0, to: id.0 })?;
+        let chain = prog.chains.get(&id).ok_or(EmitError::UnknownChain {
+            from: id.0,
+            to: id.0,
+        })?;
+        let lowered = self.lowered.get(&id).ok_or(EmitError::UnknownChain {
+            from: id.0,
+            to: id.0,
+        })?;
         let runs = self.runs.get(&id).map(Vec::as_slice).unwrap_or(&[]);
         let mut runs = runs.iter().peekable();
         let mut i = 0;
@@ -2839,5 +2855,153 @@ mod tests {
             .filter(|i| matches!(i, Insn::Call(insn::Call::Local(_))))
             .count();
         assert!(calls >= 4, "two chain calls and counting calls: {calls}");
+    }
+
+    fn runs_of(rules: &[Rule]) -> Vec<(usize, usize, usize)> {
+        let lowered: Vec<Vec<Test>> = rules
+            .iter()
+            .map(|r| lower(&r.matches).expect("lower"))
+            .collect();
+        find_runs(rules, &lowered)
+    }
+
+    fn udp_dport(p: u16) -> Match {
+        Match::Udp(UdpMatch {
+            sport: PortRange::ANY,
+            dport: PortRange::one(p),
+            inv_sport: false,
+            inv_dport: false,
+        })
+    }
+
+    #[test]
+    fn run_detection() {
+        // four address rules: a run; three: not
+        let four: Vec<Rule> = (0..4).map(|i| addr_rule(i, Action::Drop)).collect();
+        assert_eq!(runs_of(&four), vec![(0, 4, 0)]);
+        assert_eq!(runs_of(&four[..3]), vec![]);
+        // a different action breaks it
+        let mut mixed = four.clone();
+        mixed[2].action = Action::Accept;
+        assert_eq!(runs_of(&mixed), vec![]);
+        // same Call target: a run; another target: not
+        let calls: Vec<Rule> = (0..5)
+            .map(|i| addr_rule(i, Action::Call(ChainId(1))))
+            .collect();
+        assert_eq!(runs_of(&calls), vec![(0, 5, 0)]);
+        let mut other = calls.clone();
+        other[4].action = Action::Call(ChainId(2));
+        assert_eq!(runs_of(&other), vec![(0, 4, 0)]);
+        // inverted keys and /31 masks are not keys
+        let mut inv = four.clone();
+        for r in &mut inv {
+            if let Match::Ipv4Src { invert, .. } = &mut r.matches[0] {
+                *invert = true;
+            }
+        }
+        assert_eq!(runs_of(&inv), vec![]);
+        let mut masked = four.clone();
+        for r in &mut masked {
+            if let Match::Ipv4Src { mask, .. } = &mut r.matches[0] {
+                *mask = Ipv4Addr::new(255, 255, 255, 254);
+            }
+        }
+        assert_eq!(runs_of(&masked), vec![]);
+        // differing in two places: not a run
+        let two: Vec<Rule> = (0..4)
+            .map(|i| Rule {
+                matches: vec![four[i].matches[0], udp_dport(1000 + i as u16)],
+                action: Action::Drop,
+                counter: i as u32,
+            })
+            .collect();
+        assert_eq!(runs_of(&two), vec![]);
+        // ports: single ports a run (key after the udp guard), ranges and inversions not
+        let ports: Vec<Rule> = (0..6)
+            .map(|i| Rule {
+                matches: vec![
+                    Match::Protocol {
+                        proto: 17,
+                        invert: false,
+                    },
+                    udp_dport(1000 + i as u16),
+                ],
+                action: Action::Drop,
+                counter: i as u32,
+            })
+            .collect();
+        let r = runs_of(&ports);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].0, r[0].1), (0, 6));
+        let lowered = lower(&ports[0].matches).expect("lower");
+        assert!(matches!(
+            lowered[r[0].2],
+            Test::Port {
+                field: rec::DPORT,
+                ..
+            }
+        ));
+        let mut ranged = ports.clone();
+        if let Match::Udp(u) = &mut ranged[3].matches[1] {
+            u.dport = PortRange { lo: 1, hi: 2 };
+        }
+        assert_eq!(runs_of(&ranged), vec![]); // 3 + 2 rules around it
+                                              // a run ends where the rules stop agreeing, and another may start
+        let mut seq = four.clone();
+        seq.extend(ports.iter().cloned());
+        seq.extend((10..14).map(|i| addr_rule(i, Action::Drop)));
+        let r = runs_of(&seq);
+        assert_eq!(
+            r.iter().map(|x| (x.0, x.1)).collect::<Vec<_>>(),
+            vec![(0, 4), (4, 6), (10, 4)]
+        );
+        // duplicate keys: kept in a terminal run, split a continuing one
+        let mut dup = four.clone();
+        dup.push(addr_rule(1, Action::Drop));
+        assert_eq!(runs_of(&dup), vec![(0, 5, 0)]);
+        let mut dupc: Vec<Rule> = (0..4).map(|i| addr_rule(i, Action::Continue)).collect();
+        dupc.push(addr_rule(1, Action::Continue));
+        dupc.extend((5..9).map(|i| addr_rule(i, Action::Continue)));
+        assert_eq!(runs_of(&dupc), vec![(0, 4, 0), (4, 5, 0)]);
+    }
+
+    #[test]
+    fn run_maps_keep_the_first_rule_of_a_key() {
+        let mut rules: Vec<Rule> = (0..4).map(|i| addr_rule(i, Action::Drop)).collect();
+        let mut d = addr_rule(2, Action::Drop);
+        d.counter = 99;
+        rules.push(d);
+        let lowered: Vec<Vec<Test>> = rules
+            .iter()
+            .map(|r| lower(&r.matches).expect("lower"))
+            .collect();
+        let m = run_map(&rules, &lowered, 0);
+        assert_eq!((m.key_size, m.value_size), (4, 4));
+        assert_eq!(m.entries.len(), 4);
+        let key = [10u8, 1, 0, 2];
+        let v = m.entries.iter().find(|e| e.0 == key).expect("key");
+        assert_eq!(v.1, 2u32.to_ne_bytes().to_vec());
+        // one lookup instead of four rules: the program refers to the map once
+        let p = Program::single(
+            Hook::LocalIn,
+            rules,
+            Policy {
+                verdict: Verdict::Accept,
+                counter: 100,
+            },
+        );
+        let out =
+            compile_output(&p, &KernelLayout::example(), Options::default()).expect("compile");
+        assert_eq!(out.maps.len(), 1);
+        let refs = out
+            .code
+            .map_fixups
+            .iter()
+            .filter(|f| f.1 == MapRef::Other(0))
+            .count();
+        assert_eq!(refs, 1);
+        // compile() never forms runs
+        let plain = compile(&p, &KernelLayout::example()).expect("compile");
+        assert!(plain.map_fixups.iter().all(|f| f.1 == MapRef::Counters));
     }
 }
