@@ -16,7 +16,12 @@ fn topology(fw: &Netns) -> Topology {
     let target = Netns::new("t");
     let (s, f, t) = (&sender.name, &fw.name, &target.name);
     for ns in [s, f, t] {
-        sh(&format!("ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv4.conf.all.rp_filter=0"));
+        // ICMP errors unlimited: rate limiting would make the two sides' traffic differ.
+        sh(&format!(
+            "ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv4.conf.all.rp_filter=0 \
+             net.ipv4.icmp_ratelimit=0 net.ipv4.icmp_msgs_per_sec=100000 net.ipv4.icmp_msgs_burst=100000 2>/dev/null || \
+             ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.icmp_ratelimit=0"
+        ));
     }
     sh(&format!("ip link add a{s} netns {s} type veth peer name b{s} netns {f}"));
     sh(&format!("ip link add a{t} netns {t} type veth peer name c{t} netns {f}"));

@@ -67,6 +67,9 @@ pub fn run(config: Config) -> Result<()> {
         datapath::BpfBackends::new(&config.bpffs).context("preparing the BPF datapath")?;
     let daemon = Arc::new(Daemon::new(Box::new(backends)));
     daemon.adopt_pinned();
+    // Right away, not a period later: take fds of the adopted namespaces while they can be
+    // reached, and release those deleted while the daemon was down.
+    daemon.collect_dead_namespaces();
     let listener = listen(&config.socket)?;
     {
         let daemon = Arc::clone(&daemon);
