@@ -88,6 +88,31 @@
 //! can hotdrop (tcp, udp, icmp, multiport: its header-availability guard) is a barrier, so a
 //! packet is dropped exactly when the kernel would drop it. Within a run the most selective
 //! test goes first (full addresses, then masks, ranges, ports, interfaces, protocol).
+//!
+//! # Rule runs
+//! `find_runs` looks for at least `MIN_RUN` consecutive rules whose lowered tests and action
+//! (same Call/Goto target) are identical but for one "key" test at the same position: an
+//! exact address (`/32`, not inverted) or a single port (not inverted) of the same field.
+//! Such a run is one lookup in a hash map (`MapRef::Other(i)`, `Output::maps[i]`: key = the
+//! address as loaded or the port in host order, value = counter slot of the FIRST rule with
+//! that key):
+//! ```text
+//! tests before the key's hotdrop barrier, minus the key   (fail: after the run)
+//! LKEY = key; r0 = lookup(map, LKEY); if r0 == 0 goto after the run
+//! KEY = *r0 + 1                                          (the slot, for count and the tails)
+//! tests after the barrier (hotdrop as usual)              (fail: after the run)
+//! action (counting the slot found)
+//! ```
+//! Why this is exactly the kernel's evaluation of the rules one by one: the tests before the
+//! barrier are pure and the same for every rule (a guard among them, such as the udp header
+//! check of a port key, runs for the first rule exactly where the kernel would run it, and a
+//! rule whose key differs fails at its key before reaching any later guard), so at most the
+//! first rule holding the packet's key can match; its remaining tests are those of every rule
+//! of the run with that key, so if they fail every later duplicate fails too. After a Call
+//! that returns, or a Continue, the kernel would go on with the next rules of the run: those
+//! fail on their key, which is why a run of such rules holds distinct keys. The IR is not
+//! changed; `compile`/`compile_with` never form runs (a `Compiled` carries no maps), only
+//! `compile_output` does.
 
 use std::collections::{BTreeMap, BTreeSet};
 
