@@ -104,7 +104,7 @@ pub struct Report {
     pub sample_len: Duration,
     /// Rounds over all configurations.
     pub rounds: u64,
-    /// Command that reproduces the run.
+    /// The run's netbench arguments (empty: the defaults, as `make bench` runs it).
     pub command: String,
     /// Free text about the run (date, kernel, machine, notes such as a skipped backend).
     pub notes: Vec<String>,
@@ -209,8 +209,15 @@ impl Report {
         let _ = writeln!(s, "# netbench results\n");
         let _ = writeln!(
             s,
-            "Reproduce (as root, from the workspace root): `{}`\n",
-            self.command
+            "Reproduce (as root, from the workspace root): `make bench`{}\n",
+            if self.command.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (this run: `cargo run --release -p netbench -- {}`)",
+                    self.command
+                )
+            }
         );
         for n in &self.notes {
             let _ = writeln!(s, "- {n}");
@@ -978,7 +985,7 @@ mod tests {
             samples: 5,
             sample_len: Duration::from_millis(500),
             rounds: 10,
-            command: "make bench".into(),
+            command: String::new(),
             notes: vec![],
             elapsed: Duration::from_secs(1),
         }

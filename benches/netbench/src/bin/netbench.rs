@@ -79,6 +79,9 @@ struct Args {
     /// the budget minus the measurement time are skipped, and loads running then are stopped.
     #[arg(long, default_value_t = 540)]
     budget_s: u64,
+    /// Extra line for the notes of RESULTS.md (repeatable), e.g. which commit was measured.
+    #[arg(long)]
+    note: Vec<String>,
     /// Leave out the BPF floor configuration (an attached `r0 = 1; exit` program).
     #[arg(long)]
     no_floor: bool,
@@ -197,6 +200,7 @@ fn main() -> Result<()> {
         tool_versions()
     )];
 
+    notes.extend(args.note.iter().cloned());
     let stale = netns::remove_stale();
     if stale > 0 {
         eprintln!("netbench: removed {stale} stale namespaces");
@@ -447,12 +451,7 @@ fn run(
         samples,
         sample_len: plan.sample,
         rounds: m.rounds,
-        command: format!(
-            "make bench  # = cargo run --release -p netbench -- {}",
-            argv.join(" ")
-        )
-        .trim_end()
-        .to_string(),
+        command: argv.join(" "),
         notes,
         elapsed: t_run.elapsed(),
     })
