@@ -1566,6 +1566,43 @@ fn rule_runs_table() {
     }
 }
 
+/// More runs than a program may use maps: the longest 63 become lookups, the rest stay
+/// ordinary rules, and the program loads and agrees with the reference.
+#[test]
+fn many_runs_load() {
+    let Some(env) = env() else { return };
+    let mut rules = Vec::new();
+    for r in 0..100u32 {
+        let action = if r % 2 == 0 {
+            Action::Drop
+        } else {
+            Action::Accept
+        };
+        rules.extend((0..4).map(|i| {
+            let n = r * 4 + i;
+            Rule {
+                matches: vec![src([10, 1, (n >> 8) as u8, n as u8], 32, false)],
+                action,
+                counter: n,
+            }
+        }));
+    }
+    let p = Program::single(
+        Hook::LocalOut,
+        rules,
+        Policy {
+            verdict: Verdict::Drop,
+            counter: 400,
+        },
+    );
+    let l = load(&env, &p);
+    assert_eq!(l.maps, 63);
+    for n in [0u32, 5, 131, 250, 251, 398, 399, 400, 1000] {
+        let pkt = udp_pkt([10, 1, (n >> 8) as u8, n as u8], B, 1, 2);
+        check(&env, &l, &p, &pkt, None, &format!("source 10.1.x.y #{n}"));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // random rulesets x random packets against the reference evaluator
 

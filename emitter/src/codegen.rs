@@ -728,6 +728,8 @@ struct TestState {
 
 /// Shortest run of rules compiled into one lookup.
 pub const MIN_RUN: usize = 4;
+/// Most rule runs (maps) in one program: the verifier's MAX_USED_MAPS (64) less the counters.
+pub const MAX_RUN_MAPS: usize = 63;
 
 /// A run of consecutive rules compiled into one hash-map lookup (see "Rule runs").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -954,34 +956,40 @@ pub fn compile_output(
         }
         lowered.insert(*id, rules);
     }
+    // Rule runs: every chain's candidates, the longest kept when there are more than the
+    // kernel lets one program use maps.
+    let mut found: Vec<(ChainId, usize, usize, usize)> = Vec::new();
+    if opts.runs {
+        for id in depths.keys() {
+            found.extend(
+                find_runs(&p.chains[id].rules, &lowered[id])
+                    .into_iter()
+                    .map(|(start, len, key)| (*id, start, len, key)),
+            );
+        }
+    }
+    found.sort_by_key(|f| std::cmp::Reverse(f.2));
+    found.truncate(MAX_RUN_MAPS);
+    found.sort();
     let mut maps: Vec<MapSpec> = Vec::new();
     let mut runs: BTreeMap<ChainId, Vec<Run>> = BTreeMap::new();
-    for id in depths.keys() {
-        let chain = &p.chains[id];
-        let found = if opts.runs {
-            find_runs(&chain.rules, &lowered[id])
-        } else {
-            Vec::new()
-        };
-        let mut v = Vec::with_capacity(found.len());
-        for (start, len, key) in found {
-            let tests = &lowered[id][start..start + len];
-            let map = u32::try_from(maps.len()).map_err(|_| EmitError::Unsupported {
-                what: "more than 2^32 rule runs",
-            })?;
-            maps.push(run_map(&chain.rules[start..start + len], tests, key));
-            let split = (key + 1..tests[0].len())
-                .find(|&i| matches!(tests[0][i], Test::Guard { .. } | Test::OptGuard))
-                .unwrap_or(tests[0].len());
-            v.push(Run {
-                start,
-                len,
-                key,
-                split,
-                map,
-            });
-        }
-        runs.insert(*id, v);
+    for (id, start, len, key) in found {
+        let chain = &p.chains[&id];
+        let tests = &lowered[&id][start..start + len];
+        let map = u32::try_from(maps.len()).map_err(|_| EmitError::Unsupported {
+            what: "more than 2^32 rule runs",
+        })?;
+        maps.push(run_map(&chain.rules[start..start + len], tests, key));
+        let split = (key + 1..tests[0].len())
+            .find(|&i| matches!(tests[0][i], Test::Guard { .. } | Test::OptGuard))
+            .unwrap_or(tests[0].len());
+        runs.entry(id).or_default().push(Run {
+            start,
+            len,
+            key,
+            split,
+            map,
+        });
     }
 
     let mut b = Builder::new();
@@ -3028,5 +3036,39 @@ mod tests {
         // compile() never forms runs
         let plain = compile(&p, &KernelLayout::example()).expect("compile");
         assert!(plain.map_fixups.iter().all(|f| f.1 == MapRef::Counters));
+    }
+
+    #[test]
+    fn run_maps_capped_at_the_kernel_limit() {
+        // 100 runs of 4 (each on its own action, so they do not merge), then one of 10
+        let mut rules = Vec::new();
+        for r in 0..100u32 {
+            let action = if r % 2 == 0 {
+                Action::Drop
+            } else {
+                Action::Accept
+            };
+            rules.extend((0..4).map(|i| addr_rule(r * 4 + i, action)));
+        }
+        rules.extend((400..410).map(|i| addr_rule(i, Action::Continue)));
+        let p = Program::single(
+            Hook::LocalIn,
+            rules,
+            Policy {
+                verdict: Verdict::Accept,
+                counter: 500,
+            },
+        );
+        let out =
+            compile_output(&p, &KernelLayout::example(), Options::default()).expect("compile");
+        assert_eq!(out.maps.len(), MAX_RUN_MAPS);
+        assert!(
+            out.maps.iter().any(|m| m.entries.len() == 10),
+            "longest run kept"
+        );
+        let mut used: Vec<MapRef> = out.code.map_fixups.iter().map(|f| f.1).collect();
+        used.sort();
+        used.dedup();
+        assert_eq!(used.len(), MAX_RUN_MAPS + 1);
     }
 }
