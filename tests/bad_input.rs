@@ -442,6 +442,7 @@ fn malformed_requests_get_the_kernels_errno() {
     eprintln!(
         "malformed_requests_get_the_kernels_errno: {n} bad inputs, each with the kernel's errno"
     );
+    cleanup();
 }
 
 /// A ruleset of 10 entries (no manifest blob counts 10) whose counters move with loopback pings.
@@ -828,6 +829,7 @@ fn bad_input_leaves_the_running_ruleset_and_counters_unchanged() {
         "bad_input: {sockopts} malformed sockopts through the preload + {garbage} garbage \
          inputs on the socket; ruleset and counters unchanged"
     );
+    cleanup();
 }
 
 /// fds the daemon did not ask for: more than it takes in one message, and files that are not
@@ -977,6 +979,7 @@ fn optlen_beyond_the_blob_is_read_like_the_kernel() {
         "SET_REPLACE optlen handling differs from the kernel:\n{}",
         bad.join("\n")
     );
+    cleanup();
 }
 
 /// Gets whose optlen lies (see `lying_optlen_cases`), compared with the live kernel.
@@ -992,4 +995,5 @@ fn gets_with_a_lying_optlen_get_the_kernels_errno() {
     lying_optlen_cases(&mut s);
     let n = check_script(&d, &p, &s);
     eprintln!("gets_with_a_lying_optlen_get_the_kernels_errno: {n} bad inputs");
+    cleanup();
 }

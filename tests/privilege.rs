@@ -199,6 +199,7 @@ fn unprivileged_user_gets_eperm() {
         before,
         "an unprivileged caller changed the ruleset"
     );
+    cleanup();
 }
 
 /// An IPv4 sockopt request frame (wire format of libbpfilter/src/wire.rs).
@@ -285,6 +286,7 @@ fn root_without_cap_net_admin_gets_eperm() {
         d.log().contains("lacks CAP_NET_ADMIN"),
         "no log line says why"
     );
+    cleanup();
 }
 
 /// Root that dropped CAP_NET_ADMIN can still create a user namespace (no capability needed),
@@ -368,6 +370,7 @@ fn a_garbage_counters_pointer_is_ignored_like_the_kernel() {
         "{}",
         d.log()
     );
+    cleanup();
 }
 
 /// num_counters is an allocation size the kernel bounds before allocating (ENOMEM); a declared
@@ -452,4 +455,5 @@ fn huge_counts_and_sizes_are_refused_without_allocating() {
         Path::new(&format!("/proc/{pid}")).exists(),
         "the daemon died"
     );
+    cleanup();
 }

@@ -93,7 +93,7 @@ pub fn run_client(
     netns: Option<&str>,
     wrap: &[&str],
 ) -> (BTreeMap<usize, Seen>, Output) {
-    let dir = std::env::temp_dir().join(format!("bpf-hard-{}", std::process::id()));
+    let dir = work_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("script-{}", unique_seq()));
     std::fs::write(&path, script).unwrap();
@@ -132,6 +132,24 @@ pub fn run_client(
         }
     }
     (seen, out)
+}
+
+/// This test's scratch folder (scripts, blobs): per process and per test thread, so that
+/// tests running in parallel do not share it.
+fn work_dir() -> PathBuf {
+    let thread = std::thread::current();
+    let name: String = thread
+        .name()
+        .unwrap_or("main")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    std::env::temp_dir().join(format!("bpf-hard-{}-{name}", std::process::id()))
+}
+
+/// Removes this test's scratch folder (call at the end of a test; a failed test keeps it).
+pub fn cleanup() {
+    let _ = std::fs::remove_dir_all(work_dir());
 }
 
 fn unique_seq() -> u32 {
@@ -453,7 +471,7 @@ pub struct Case {
 
 /// Writes `bytes` to a file in the test's temp dir and returns its path (for `set` lines).
 pub fn blob_file(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("bpf-hard-{}", std::process::id()));
+    let dir = work_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(format!("{name}.bin"));
     std::fs::write(&p, bytes).unwrap();
