@@ -2258,6 +2258,7 @@ fn deep_chains_match_reference() {
                 proptest::collection::vec(arb_match(), 0..3),
                 0u8..7,
                 (c + 1)..10u32,
+                arb_run(),
             ),
             1..4,
         )
@@ -2280,6 +2281,9 @@ fn deep_chains_match_reference() {
             for (i, rules) in [c0, c1, c2, c3, c4, c5, c6, c7, c8].into_iter().enumerate() {
                 let mut v: Vec<Rule> = rules
                     .into_iter()
+                    .flat_map(|(matches, a, to, run)| {
+                        expand(matches, run).into_iter().map(move |m| (m, a, to))
+                    })
                     .map(|(matches, a, to)| {
                         slot += 1;
                         // always one path to the next chain, so the graph is 9 deep
