@@ -670,7 +670,7 @@ impl TableBackend for BpfTable {
                 "; hook {name}: program {}\n",
                 PROG_NAMES[ir.hook.number() as usize]
             ));
-            match emitter::codegen::compile(&ir, &self.layout).and_then(crate::xlate::prune_unreachable) {
+            match emitter::codegen::compile_output(&ir, &self.layout, emitter::codegen::Options::default()).map(|o| o.code).and_then(crate::xlate::prune_unreachable) {
                 Ok(code) => out.push_str(&code.dump()),
                 Err(e) => out.push_str(&format!("; cannot compile: {e}\n")),
             }
