@@ -597,18 +597,26 @@ impl Report {
             // swings cancel out better than in two separate medians.
             let diff: Vec<f64> = bc.added.iter().zip(&lc.added).map(|(x, y)| x - y).collect();
             let d = median(&diff);
+            let (q1, q3) = (quantile(&diff, 0.25), quantile(&diff, 0.75));
+            // Wide quartiles mean a busy machine: say so rather than let a verdict near the
+            // allowance look firmer than it is.
+            let noisy = if q3 - q1 > 60.0 {
+                "; noisy run (quartiles over 60 ns apart), judge on a quieter one"
+            } else {
+                ""
+            };
             out.push((
                 format!(
                     "fixed cost (N=0), {} rules, <= iptables-legacy (15 ns noise allowance)",
                     k.name()
                 ),
                 format!(
-                    "{:+.0} vs {:+.0} ns/packet; paired difference {:+.0} ns (quartiles {:+.0} to {:+.0})",
+                    "{:+.0} vs {:+.0} ns/packet; paired difference {:+.0} ns (quartiles {:+.0} to {:+.0}){noisy}",
                     bc.added_median(),
                     lc.added_median(),
                     d,
-                    quantile(&diff, 0.25),
-                    quantile(&diff, 0.75)
+                    q1,
+                    q3
                 ),
                 d <= 15.0,
             ));
