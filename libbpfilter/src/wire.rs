@@ -76,8 +76,10 @@ const DUMP_FIXED: usize = 4;
 /// Bytes of the first chunk the reader asks for when a frame is announced; the rest grows as
 /// data actually arrives, so a peer that announces a huge length and sends nothing costs little.
 const READ_CHUNK: usize = 1 << 20;
-/// How many fds one request may carry; any beyond the first are closed.
-const MAX_FDS: usize = 4;
+/// How many fds one message can carry (the kernel's SCM_MAX_FD): the control buffer has room
+/// for all of them, so it is never truncated (nix cannot parse a truncated one, and the fds the
+/// kernel did install would leak). Any beyond the first are closed.
+const MAX_FDS: usize = 253;
 
 /// Errors of framing, decoding and transport.
 #[derive(Debug, thiserror::Error)]

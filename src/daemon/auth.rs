@@ -28,6 +28,14 @@ pub fn peer(stream: &UnixStream) -> std::io::Result<Peer> {
 /// Whether the peer holds CAP_NET_ADMIN in its effective set. A peer whose process is gone
 /// (its /proc entry unreadable) does not.
 pub fn has_net_admin(peer: &Peer) -> bool {
+    // Capabilities in /proc/PID/status are those of the peer's own user namespace: a process
+    // that made a user namespace holds them all there, but none over our namespaces.
+    use std::os::unix::fs::MetadataExt;
+    let ns = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    let theirs = ns(&format!("/proc/{}/ns/user", peer.pid));
+    if theirs.is_none() || theirs != ns("/proc/self/ns/user") {
+        return false;
+    }
     let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", peer.pid)) else {
         return false;
     };

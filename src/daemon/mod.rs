@@ -215,6 +215,10 @@ impl Daemon {
             warn!("request without a namespace fd");
             return Reply::error(libc::EINVAL);
         };
+        if !crate::sys::is_netns(nsfd.as_fd()) {
+            warn!("the namespace fd is not a network namespace");
+            return Reply::error(libc::EINVAL);
+        }
         let id = match crate::sys::netns_id(nsfd.as_fd()) {
             Ok((_dev, ino)) => NsId(ino),
             Err(err) => {

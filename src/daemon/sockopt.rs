@@ -84,6 +84,10 @@ pub fn get(
     optlen: u32,
     optval: &[u8],
 ) -> Outcome {
+    // ip_getsockopt reads optlen as an int and refuses a negative one before anything else.
+    if optlen > i32::MAX as u32 {
+        return Err(Refusal::new(libc::EINVAL, format!("negative optlen {}", optlen as i32)));
+    }
     match optname {
         SO_GET_INFO => get_info(ns, backends, optlen, optval),
         SO_GET_ENTRIES => get_entries(ns, backends, optlen, optval),

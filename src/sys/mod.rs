@@ -35,7 +35,7 @@ pub use error::{Result, SysError};
 pub use fs::{ensure_bpffs, is_bpffs, remove_pins, unpin, BPFFS_MOUNT, BPF_FS_MAGIC};
 pub use link::{Link, LinkInfo, NF_IP_DEFRAG};
 pub use map::{num_possible_cpus, update_flags, Map, MapInfo, MapType};
-pub use netns::{current_netns, in_netns, netns_id, open_netns};
+pub use netns::{current_netns, in_netns, is_netns, netns_id, open_netns};
 pub use prog::{LoadStats, ProgInfo, Program, TestRun};
 pub use rcu::synchronize_rcu;
 

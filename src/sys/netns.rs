@@ -61,6 +61,14 @@ pub fn netns_id(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
     Ok((st.st_dev, st.st_ino))
 }
 
+/// Whether `fd` is a network namespace (nsfs, `NS_GET_NSTYPE` = CLONE_NEWNET).
+pub fn is_netns(fd: BorrowedFd<'_>) -> bool {
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: NS_GET_NSTYPE takes no argument; on a file that is not a namespace it fails.
+    let ty = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
+    ty == libc::CLONE_NEWNET
+}
+
 /// Opens a namespace file (`/run/netns/NAME`, `/proc/PID/ns/net`).
 pub fn open_netns(path: impl AsRef<Path>) -> Result<OwnedFd> {
     let path = path.as_ref();

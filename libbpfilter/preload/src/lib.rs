@@ -326,18 +326,26 @@ unsafe fn forward_set(
         set_errno(libc::ENOPROTOOPT);
         return -1;
     };
-    let len = optlen as usize;
+    let mut len = optlen as usize;
+    if len > 0 && optval.is_null() {
+        set_errno(libc::EFAULT);
+        return -1;
+    }
+    // The kernel's do_replace reads the 96-byte header, then exactly `size` bytes of entries:
+    // whatever optlen claims beyond 96 + size is never read (and need not be readable).
+    if optname == SO_SET_REPLACE && len >= REPLACE_HEADER {
+        // SAFETY: optval is non-null and valid for optlen >= 96 bytes (caller's contract).
+        let hdr = unsafe { std::slice::from_raw_parts(optval as *const u8, REPLACE_HEADER) };
+        let size = u32::from_ne_bytes([hdr[40], hdr[41], hdr[42], hdr[43]]) as usize;
+        len = len.min(REPLACE_HEADER.saturating_add(size));
+    }
     if len > MAX_OPTVAL {
         // What the kernel's size checks (xt_alloc_table_info) give for an absurd blob.
         set_errno(libc::ENOMEM);
         return -1;
     }
-    if len > 0 && optval.is_null() {
-        set_errno(libc::EFAULT);
-        return -1;
-    }
     let blob = if len > 0 {
-        // SAFETY: optval is non-null and valid for optlen bytes (caller's contract).
+        // SAFETY: optval is non-null and valid for len <= optlen bytes (caller's contract).
         unsafe { std::slice::from_raw_parts(optval as *const u8, len) }.to_vec()
     } else {
         Vec::new()
@@ -367,10 +375,14 @@ unsafe fn forward_set(
         Ok(payload) => {
             if let Some((dst, max)) = counters_dst {
                 let n = payload.len().min(max);
-                if n > 0 && !dst.is_null() {
-                    // SAFETY: iptables passes a buffer of num_counters * 16 bytes there (the
-                    // kernel's contract); n <= that, and payload is our own buffer.
-                    unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), dst, n) };
+                if n > 0 {
+                    // The kernel's copy_to_user: a bad pointer fails quietly (the new table is
+                    // already in place, the call still returns 0). process_vm_writev on
+                    // ourselves gives the same EFAULT instead of a crash.
+                    let local = libc::iovec { iov_base: payload.as_ptr() as *mut c_void, iov_len: n };
+                    let remote = libc::iovec { iov_base: dst.cast(), iov_len: n };
+                    // SAFETY: both iovecs describe n bytes; the kernel checks the remote one.
+                    unsafe { libc::process_vm_writev(libc::getpid(), &local, 1, &remote, 1, 0) };
                 }
             }
             set_errno(saved);
