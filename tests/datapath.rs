@@ -2407,3 +2407,124 @@ fn deep_chains_match_reference() {
         )
         .unwrap();
 }
+
+/// Chains 0..=9, chain i starting with `-p 47 -j c{i+1}` (9 deep: chains 7-9 are inlined
+/// into their callers' frames), then `extra` rules (chain, matches, action); chain 9 is
+/// `-j RETURN`. Slots in rule order, the policy last.
+fn deep_program(extra: &[(u32, Vec<Match>, Action)], policy: Verdict) -> Program {
+    let mut chains = BTreeMap::new();
+    let mut slot = 0u32;
+    let mut rule = |matches: Vec<Match>, action: Action| {
+        slot += 1;
+        Rule {
+            matches,
+            action,
+            counter: slot - 1,
+        }
+    };
+    for i in 0..=9u32 {
+        let mut rules = Vec::new();
+        if i < 9 {
+            rules.push(rule(vec![proto(47, false)], Action::Call(ChainId(i + 1))));
+        }
+        for (_, m, a) in extra.iter().filter(|e| e.0 == i) {
+            rules.push(rule(m.clone(), *a));
+        }
+        if i == 9 {
+            rules.push(rule(vec![], Action::Return));
+        }
+        let name = format!("c{i}");
+        chains.insert(ChainId(i), Chain { name, rules });
+    }
+    let counter = rule(vec![], Action::Accept).counter;
+    Program {
+        family: Family::Ipv4,
+        hook: Hook::LocalOut,
+        entry: ChainId(0),
+        chains,
+        policy: Policy {
+            verdict: policy,
+            counter,
+        },
+    }
+}
+
+/// Regression (shrunk from `deep_chains_match_reference`): an unconditional jump or goto to
+/// an inlined chain whose RETURN is a split rule. That RETURN's jump is emitted later, in a
+/// cold block, so the code generator judged the code after the call unreachable, left it
+/// out, and the RETURN landed on the next cold block: the call rule before it, i.e. a loop
+/// ("infinite loop detected"). Every mode loads, and agrees with the reference evaluator on
+/// packets that walk every chain (GRE) and RETURN from the inlined chain (source 192/1), or
+/// not, and on packets that stay in main.
+#[test]
+fn deep_inlined_return_from_cold_block() {
+    let Some(env) = env() else { return };
+    let half = src([0, 0, 0, 0], 1, true); // `! -s 0.0.0.0/1`: sources 128.0.0.0 and up
+    let programs = [
+        // the shrunk failure: c3 = [-p 47 -j c4, -j c8], c8 = [.., ! -s 0/1 -j RETURN, -j ACCEPT]
+        vec![
+            (3, vec![], Action::Call(ChainId(8))),
+            (8, vec![half.clone()], Action::Return),
+            (8, vec![], Action::Accept),
+        ],
+        // the same through a goto, from a subprogram and from main
+        vec![
+            (3, vec![], Action::Goto(ChainId(8))),
+            (8, vec![half.clone()], Action::Return),
+            (8, vec![], Action::Drop),
+        ],
+        vec![
+            (0, vec![], Action::Goto(ChainId(8))),
+            (8, vec![half.clone()], Action::Return),
+            (8, vec![], Action::Drop),
+        ],
+        // one inlined chain called at two sites of one frame, each needing its own labels
+        vec![
+            (5, vec![], Action::Call(ChainId(8))),
+            (5, vec![half.clone()], Action::Call(ChainId(8))),
+            (5, vec![proto(17, false)], Action::Drop),
+            (8, vec![half.clone()], Action::Return),
+            (8, vec![dst(B, 32, false)], Action::Accept),
+        ],
+    ];
+    let pkts = [
+        ip(47, A, B, 0, &[], &[0; 8]),
+        ip(47, C, B, 0, &[], &[0; 8]),
+        ip(47, C, A, 0, &[], &[0; 8]),
+        udp_pkt(C, B, 1, 2),
+        tcp_pkt(A, C, 1, 2, 0x10),
+    ];
+    let modes = [
+        Options::default(),
+        Options {
+            split: false,
+            ..Options::default()
+        },
+        Options {
+            pending_budget: 0,
+            ..Options::default()
+        },
+    ];
+    for (k, extra) in programs.iter().enumerate() {
+        for policy in [Verdict::Accept, Verdict::Drop] {
+            let p = deep_program(extra, policy);
+            for (m, opts) in modes.iter().enumerate() {
+                let l = load_with(&env, &p, *opts);
+                let mut walked = false;
+                for (i, pkt) in pkts.iter().enumerate() {
+                    let o = check(
+                        &env,
+                        &l,
+                        &p,
+                        pkt,
+                        None,
+                        &format!("program {k} policy {policy:?} mode {m} packet {i}"),
+                    );
+                    // the GRE packets reach chain 9 (its RETURN rule is the last but one slot)
+                    walked |= o.counted.contains(&(p.policy.counter - 1));
+                }
+                assert!(walked, "program {k}: no packet walked every chain");
+            }
+        }
+    }
+}

@@ -862,6 +862,12 @@ struct Gen<'a> {
     /// the next `set_key` is skipped: a run stored the slot it looked up in KEY already
     dyn_key: bool,
     inline: BTreeSet<ChainId>,
+    /// per chain: does its code, inlined, reach the caller's continuation (see `reaches_ret`)
+    returns: BTreeMap<ChainId, bool>,
+    /// `next` labels bound after a rule that does not continue: nothing may jump there
+    dead_ends: Vec<Label>,
+    /// continuations of inlined calls that `reaches_ret` promised some jump would reach
+    promised: Vec<Label>,
 }
 
 /// Code generation knobs (the defaults are what `compile` uses).
@@ -1020,7 +1026,17 @@ pub fn compile_output(
             .filter(|(_, d)| **d > MAX_CHAIN_DEPTH)
             .map(|(c, _)| *c)
             .collect(),
+        returns: BTreeMap::new(),
+        dead_ends: Vec::new(),
+        promised: Vec::new(),
     };
+    // deepest first: an inlined chain only refers to chains deeper than itself
+    let mut by_depth: Vec<(usize, ChainId)> = depths.iter().map(|(c, d)| (*d, *c)).collect();
+    by_depth.sort_by(|a, b| b.cmp(a));
+    for (_, c) in by_depth {
+        let r = g.reaches_ret(c)?;
+        g.returns.insert(c, r);
+    }
 
     // main
     g.b.symbol("main");
@@ -1059,6 +1075,20 @@ pub fn compile_output(
     }
 
     g.count_subprogram()?;
+    // A label bound after a rule that does not continue sits in front of unrelated code (the
+    // cold blocks, the next chain): a jump there would run that code, possibly a loop back
+    // into the rule itself. And a promised continuation nothing jumps to would be unreachable
+    // code, which the verifier rejects. Either means `reaches_ret` and the emission disagree.
+    if g.dead_ends.iter().any(|l| g.b.is_referenced(*l)) {
+        return Err(EmitError::Internal {
+            what: "a jump to the end of a chain that does not continue",
+        });
+    }
+    if g.promised.iter().any(|l| !g.b.is_referenced(*l)) {
+        return Err(EmitError::Internal {
+            what: "an inlined chain's continuation that nothing reaches",
+        });
+    }
     let c = g.b.finish()?;
     let n = c.slot_count();
     if n > MAX_INSNS {
@@ -1464,13 +1494,17 @@ impl Gen<'_> {
                 Action::Accept | Action::Drop | Action::Return | Action::Goto(_)
             );
             let jumps_before = self.b.cond_jumps();
-            let splittable = lead_of(tests).is_some() && (combinable(tests) || tests.len() == 1);
+            // A rule with a test that never matches keeps the plain form, which emits no
+            // action for it (the split and combined forms would): `reaches_ret` relies on it.
+            let never = tests.iter().any(|t| constant(t) == Some(false));
+            let splittable =
+                !never && lead_of(tests).is_some() && (combinable(tests) || tests.len() == 1);
             let continues = if self.split && splittable && self.pending < self.budget {
                 // the out-of-line part waits (one branch) while the rest of the chain is walked
                 self.pending += 1;
                 self.rule_split(rule, tests, frame, next)?
             } else {
-                let c = if combinable(tests) && self.pending >= self.budget {
+                let c = if !never && combinable(tests) && self.pending >= self.budget {
                     self.rule_combined(rule, tests, frame, next)?
                 } else {
                     self.rule(rule, tests, frame, next)?
@@ -1487,6 +1521,7 @@ impl Gen<'_> {
             self.b.bind(next)?;
             if !continues {
                 // an unconditional terminal rule: what follows is unreachable
+                self.dead_ends.push(next);
                 return Ok(false);
             }
         }
@@ -2195,8 +2230,14 @@ impl Gen<'_> {
             }
             Action::Call(c) if self.inline.contains(&c) => {
                 self.count_inline(rule.counter);
-                let falls = self.inline_chain(c, frame, next)?;
-                return Ok(falls || self.b.is_referenced(next));
+                self.inline_chain(c, frame, next)?;
+                // Not "is `next` referenced yet": the inlined chain's split rules jump to it
+                // from cold blocks emitted later, so it is decided from the IR.
+                let returns = self.returns_of(c)?;
+                if returns {
+                    self.promised.push(next);
+                }
+                return Ok(returns);
             }
             Action::Goto(c) if self.inline.contains(&c) => {
                 self.count_inline(rule.counter);
@@ -2204,15 +2245,19 @@ impl Gen<'_> {
                     self.inline_chain(c, frame, r)?;
                 } else {
                     let r = self.b.label();
-                    let falls = self.inline_chain(c, frame, r)?;
+                    self.inline_chain(c, frame, r)?;
                     self.b.bind(r)?;
-                    if falls || self.b.is_referenced(r) {
+                    // decided from the IR: cold blocks emitted later may jump to `r`
+                    if self.returns_of(c)? {
+                        self.promised.push(r);
                         if frame.main {
                             self.policy_inline(frame)?;
                         } else {
                             self.b.emit(mov64(Reg::R0, Src::Imm(RET_RETURN)));
                             self.b.emit(Insn::Exit);
                         }
+                    } else {
+                        self.dead_ends.push(r);
                     }
                 }
             }
@@ -2246,6 +2291,55 @@ impl Gen<'_> {
             }
         }
         Ok(false)
+    }
+
+    /// `reaches_ret` of chain `c`, computed before any code is emitted.
+    fn returns_of(&self, c: ChainId) -> Result<bool, EmitError> {
+        self.returns
+            .get(&c)
+            .copied()
+            .ok_or(EmitError::UnknownChain { from: c.0, to: c.0 })
+    }
+
+    /// Does chain `c`, inlined, ever continue in its caller (a RETURN, a goto to an inlined
+    /// chain that does, or falling off its end)? Mirrors what `chain_body` emits: a rule
+    /// with a never-matching test emits no action and continues; a rule with any live test
+    /// or guard continues; an unconditional one continues only when its action does. The
+    /// answer cannot be read off the builder while the call site is emitted: split rules'
+    /// actions, RETURN included, are emitted later in cold blocks. Needs `returns` filled
+    /// for the chains `c` calls (they are deeper).
+    fn reaches_ret(&self, c: ChainId) -> Result<bool, EmitError> {
+        let chain = self
+            .prog
+            .chains
+            .get(&c)
+            .ok_or(EmitError::UnknownChain { from: c.0, to: c.0 })?;
+        let lowered = self
+            .lowered
+            .get(&c)
+            .ok_or(EmitError::UnknownChain { from: c.0, to: c.0 })?;
+        for (rule, tests) in chain.rules.iter().zip(lowered) {
+            if tests.iter().any(|t| constant(t) == Some(false)) {
+                continue;
+            }
+            let action_returns = match rule.action {
+                Action::Return => return Ok(true),
+                Action::Goto(d) if self.inline.contains(&d) => {
+                    if self.returns_of(d)? {
+                        return Ok(true);
+                    }
+                    false
+                }
+                Action::Call(d) if self.inline.contains(&d) => self.returns_of(d)?,
+                Action::Call(_) | Action::Continue => true,
+                _ => false,
+            };
+            let conditional = tests.iter().any(|t| constant(t).is_none());
+            if !conditional && !action_returns {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Emit chain `c` in place (nested too deep for a subprogram): its RETURN, and falling
@@ -3070,5 +3164,226 @@ mod tests {
         used.sort();
         used.dedup();
         assert_eq!(used.len(), MAX_RUN_MAPS + 1);
+    }
+
+    /// Every function's control flow graph is acyclic (the verifier rejects a loop as
+    /// "infinite loop detected"); local calls count as falling through.
+    fn assert_acyclic(c: &Compiled) {
+        let mut at = Vec::new(); // slot -> insn index
+        let mut slot_of = Vec::new();
+        for (i, insn) in c.insns.iter().enumerate() {
+            slot_of.push(at.len());
+            for _ in 0..insn.slots() {
+                at.push(i);
+            }
+        }
+        let n = c.insns.len();
+        let target = |i: usize, off: i64| -> usize {
+            let s = slot_of[i] as i64 + c.insns[i].slots() as i64 + off;
+            at[usize::try_from(s).expect("jump before the program")]
+        };
+        let succ = |i: usize| -> Vec<usize> {
+            match c.insns[i] {
+                Insn::Exit => vec![],
+                Insn::Ja { off } => vec![target(i, i64::from(off))],
+                Insn::Jmp { off, .. } => vec![i + 1, target(i, i64::from(off))],
+                _ => vec![i + 1],
+            }
+        };
+        // iterative DFS, 0 = new, 1 = on the stack, 2 = done
+        let mut state = vec![0u8; n];
+        for root in 0..n {
+            if state[root] != 0 {
+                continue;
+            }
+            let mut stack = vec![(root, succ(root), 0usize)];
+            state[root] = 1;
+            while let Some((node, next, k)) = stack.last_mut() {
+                if *k < next.len() {
+                    let m = next[*k];
+                    *k += 1;
+                    assert!(m < n, "insn {node} falls off the program");
+                    match state[m] {
+                        0 => {
+                            state[m] = 1;
+                            let s = succ(m);
+                            stack.push((m, s, 0));
+                        }
+                        1 => panic!("loop: insn {node} jumps back to insn {m}\n{}", c.dump()),
+                        _ => {}
+                    }
+                } else {
+                    state[*node] = 2;
+                    stack.pop();
+                }
+            }
+        }
+    }
+
+    fn modes() -> [Options; 3] {
+        [
+            Options::default(),
+            Options {
+                split: false,
+                ..Options::default()
+            },
+            Options {
+                pending_budget: 0,
+                ..Options::default()
+            },
+        ]
+    }
+
+    /// Chains 0..=9, chain i starting with `-p 47 -j c{i+1}` (so 9 deep: chains 7-9 are
+    /// inlined), followed by `extra[i]` (rule matches, action); chain 9 is `-j RETURN`.
+    fn deep_program(extra: &[(usize, Vec<Match>, Action)]) -> Program {
+        let mut chains = BTreeMap::new();
+        let mut slot = 0u32;
+        for i in 0..=9u32 {
+            let mut rules = Vec::new();
+            if i < 9 {
+                rules.push(Rule {
+                    matches: vec![Match::Protocol {
+                        proto: 47,
+                        invert: false,
+                    }],
+                    action: Action::Call(ChainId(i + 1)),
+                    counter: slot,
+                });
+                slot += 1;
+            }
+            for (_, matches, action) in extra.iter().filter(|e| e.0 == i as usize) {
+                rules.push(Rule {
+                    matches: matches.clone(),
+                    action: *action,
+                    counter: slot,
+                });
+                slot += 1;
+            }
+            if i == 9 {
+                rules.push(Rule {
+                    matches: vec![],
+                    action: Action::Return,
+                    counter: slot,
+                });
+                slot += 1;
+            }
+            chains.insert(
+                ChainId(i),
+                Chain {
+                    name: format!("c{i}"),
+                    rules,
+                },
+            );
+        }
+        Program {
+            family: Family::Ipv4,
+            hook: Hook::LocalOut,
+            entry: ChainId(0),
+            chains,
+            policy: Policy {
+                verdict: Verdict::Accept,
+                counter: slot,
+            },
+        }
+    }
+
+    #[test]
+    fn inlined_return_from_a_cold_block_is_no_loop() {
+        // An unconditional call to an inlined chain whose RETURN sits in a split rule (so
+        // its jump is emitted later, in a cold block): the code after the call must exist
+        // and be where the RETURN lands. It used to be judged unreachable (nothing had
+        // jumped there yet), so the RETURN landed on the first cold block, the one of the
+        // call rule before it: a loop.
+        let half = Match::Ipv4Src {
+            addr: Ipv4Addr::UNSPECIFIED,
+            mask: Ipv4Addr::new(128, 0, 0, 0),
+            invert: true,
+        };
+        let p = deep_program(&[
+            (3, vec![], Action::Call(ChainId(8))),
+            (8, vec![half], Action::Return),
+            (8, vec![], Action::Accept),
+        ]);
+        for opts in modes() {
+            let c = compile_with(&p, &KernelLayout::example(), opts).expect("compile");
+            assert_acyclic(&c);
+        }
+    }
+
+    #[test]
+    fn inlined_goto_from_a_cold_block_is_no_loop() {
+        // same through an unconditional goto to the inlined chain, from main and a subprogram
+        let half = Match::Ipv4Src {
+            addr: Ipv4Addr::UNSPECIFIED,
+            mask: Ipv4Addr::new(128, 0, 0, 0),
+            invert: true,
+        };
+        for from in [0, 3] {
+            let p = deep_program(&[
+                (from, vec![], Action::Goto(ChainId(8))),
+                (8, vec![half.clone()], Action::Return),
+                (8, vec![], Action::Drop),
+            ]);
+            for opts in modes() {
+                let c = compile_with(&p, &KernelLayout::example(), opts).expect("compile");
+                assert_acyclic(&c);
+            }
+        }
+    }
+
+    fn arb_deep_match() -> impl proptest::strategy::Strategy<Value = Match> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (any::<bool>()).prop_map(|invert| Match::Protocol { proto: 47, invert }),
+            (0u8..3, any::<bool>()).prop_map(|(m, invert)| Match::Ipv4Src {
+                addr: Ipv4Addr::UNSPECIFIED,
+                mask: [
+                    Ipv4Addr::UNSPECIFIED,
+                    Ipv4Addr::new(128, 0, 0, 0),
+                    Ipv4Addr::BROADCAST
+                ][usize::from(m)],
+                invert,
+            }),
+            (any::<bool>()).prop_map(|invert| Match::Ipv4Dst {
+                addr: Ipv4Addr::new(10, 0, 0, 2),
+                mask: Ipv4Addr::BROADCAST,
+                invert,
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 3000, ..Default::default() })]
+        /// Random 9-deep programs (chains 7-9 inlined, at several call sites): the code is
+        /// loop free in every mode, and the checks `compile` runs itself pass.
+        #[test]
+        fn deep_programs_are_loop_free(
+            extra in proptest::collection::vec(
+                (0usize..9, proptest::collection::vec(arb_deep_match(), 0..3), 0u8..7, 1u32..10),
+                0..12,
+            ),
+        ) {
+            let extra: Vec<(usize, Vec<Match>, Action)> = extra
+                .into_iter()
+                .map(|(c, m, a, to)| {
+                    let to = ChainId((c as u32 + to).clamp(c as u32 + 1, 9));
+                    let action = match a {
+                        0 => Action::Accept,
+                        1 => Action::Drop,
+                        2 => Action::Return,
+                        3 | 4 => Action::Call(to),
+                        5 => Action::Goto(to),
+                        _ => Action::Continue,
+                    };
+                    (c, m, action)
+                })
+                .collect();
+            let p = deep_program(&extra);
+            for opts in modes() {
+                let c = compile_with(&p, &KernelLayout::example(), opts).expect("compile");
+                assert_acyclic(&c);
+            }
+        }
     }
 }

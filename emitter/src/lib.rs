@@ -122,6 +122,12 @@ pub enum EmitError {
         /// what
         what: &'static str,
     },
+    /// The code generator caught itself emitting inconsistent control flow (a bug).
+    #[error("internal code generator error: {what}")]
+    Internal {
+        /// what went wrong
+        what: &'static str,
+    },
     /// The program is larger than the kernel accepts (1M instructions).
     #[error("program has {insns} instructions, more than the kernel's limit")]
     TooLarge {
