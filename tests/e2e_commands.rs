@@ -89,8 +89,15 @@ fn unsupported_extensions_are_refused_and_change_nothing() {
         let out = d.iptables(&p.bpf, Tool::Iptables, &args, "");
         let (code, _, err) = common::seen(&out);
         assert_ne!(code, 0, "`{line}` must be refused");
-        assert!(err.contains("No chain/target/match by that name"), "`{line}`: {err}");
-        assert_eq!(common::seen(&d.iptables(&p.bpf, Tool::Save, &["-c"], "")), before, "`{line}` changed the ruleset");
+        assert!(
+            err.contains("No chain/target/match by that name"),
+            "`{line}`: {err}"
+        );
+        assert_eq!(
+            common::seen(&d.iptables(&p.bpf, Tool::Save, &["-c"], "")),
+            before,
+            "`{line}` changed the ruleset"
+        );
     }
 }
 
@@ -101,7 +108,8 @@ fn restore_and_save_match_the_kernel() {
     }
     let d = Daemon::start();
     let p = Pair::new();
-    let ruleset = "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:svc - [0:0]\n\
+    let ruleset =
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:svc - [0:0]\n\
         [5:300] -A INPUT -i lo -j ACCEPT\n\
         -A INPUT -p tcp -m tcp --dport 22 -j svc\n\
         [7:700] -A INPUT -p icmp -m icmp --icmp-type 8 -j ACCEPT\n\
@@ -111,10 +119,25 @@ fn restore_and_save_match_the_kernel() {
     p.same(&d, Tool::Restore, &["-c"], ruleset);
     p.same_listing(&d);
     p.same(&d, Tool::Restore, &["--test"], ruleset);
-    p.same(&d, Tool::Restore, &["--noflush"], "*filter\n-A OUTPUT -p udp -m udp --dport 123 -j ACCEPT\nCOMMIT\n");
+    p.same(
+        &d,
+        Tool::Restore,
+        &["--noflush"],
+        "*filter\n-A OUTPUT -p udp -m udp --dport 123 -j ACCEPT\nCOMMIT\n",
+    );
     p.same_listing(&d);
-    p.same(&d, Tool::Restore, &[], "*filter\n-A INPUT -m bogus -j ACCEPT\nCOMMIT\n");
-    p.same(&d, Tool::Restore, &[], "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n");
+    p.same(
+        &d,
+        Tool::Restore,
+        &[],
+        "*filter\n-A INPUT -m bogus -j ACCEPT\nCOMMIT\n",
+    );
+    p.same(
+        &d,
+        Tool::Restore,
+        &[],
+        "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n",
+    );
     p.same_listing(&d);
     p.same(&d, Tool::Save, &[], "");
     p.same(&d, Tool::Save, &["-t", "filter"], "");
@@ -132,6 +155,9 @@ fn daemon_down_gives_one_clear_line() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.contains(&d.socket.display().to_string()), "names the socket: {err}");
+    assert!(
+        err.contains(&d.socket.display().to_string()),
+        "names the socket: {err}"
+    );
     d.restart();
 }

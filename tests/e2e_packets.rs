@@ -23,8 +23,12 @@ fn topology(fw: &Netns) -> Topology {
              ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.icmp_ratelimit=0"
         ));
     }
-    sh(&format!("ip link add a{s} netns {s} type veth peer name b{s} netns {f}"));
-    sh(&format!("ip link add a{t} netns {t} type veth peer name c{t} netns {f}"));
+    sh(&format!(
+        "ip link add a{s} netns {s} type veth peer name b{s} netns {f}"
+    ));
+    sh(&format!(
+        "ip link add a{t} netns {t} type veth peer name c{t} netns {f}"
+    ));
     sh(&format!(
         "ip -n {s} addr add 10.9.1.1/24 dev a{s} && ip -n {s} link set a{s} up && ip -n {s} route add default via 10.9.1.2 && \
          ip -n {f} addr add 10.9.1.2/24 dev b{s} && ip -n {f} link set b{s} up && \
@@ -40,9 +44,18 @@ fn topology(fw: &Netns) -> Topology {
 fn ip_in_receives(ns: &Netns) -> u64 {
     let snmp = ns.sh("cat /proc/net/snmp");
     let mut lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
-    let (Some(h), Some(v)) = (lines.next(), lines.next()) else { panic!("no Ip: lines") };
-    let i = h.split_whitespace().position(|c| c == "InReceives").expect("InReceives");
-    v.split_whitespace().nth(i).expect("value").parse().expect("number")
+    let (Some(h), Some(v)) = (lines.next(), lines.next()) else {
+        panic!("no Ip: lines")
+    };
+    let i = h
+        .split_whitespace()
+        .position(|c| c == "InReceives")
+        .expect("InReceives");
+    v.split_whitespace()
+        .nth(i)
+        .expect("value")
+        .parse()
+        .expect("number")
 }
 
 /// The same traffic on both sides: UDP, TCP SYNs and pings into the firewall, through it, and
@@ -87,10 +100,22 @@ fn packets_are_judged_and_counted_as_the_kernel_does() {
     traffic(&p.bpf, &b);
     p.same_listing(&d);
     let save = common::seen(&common::kernel(&p.kernel, Tool::Save, &["-c"], "")).1;
-    let counted = save.lines().filter(|l| l.starts_with('[') && !l.starts_with("[0:0]")).count();
-    assert!(counted >= 5, "the traffic must hit several rules, or this test proves nothing:\n{save}");
-    let delivered = (ip_in_receives(&k.target) - before.0, ip_in_receives(&b.target) - before.1);
-    assert_eq!(delivered.1, delivered.0, "packets delivered through FORWARD and OUTPUT differ");
+    let counted = save
+        .lines()
+        .filter(|l| l.starts_with('[') && !l.starts_with("[0:0]"))
+        .count();
+    assert!(
+        counted >= 5,
+        "the traffic must hit several rules, or this test proves nothing:\n{save}"
+    );
+    let delivered = (
+        ip_in_receives(&k.target) - before.0,
+        ip_in_receives(&b.target) - before.1,
+    );
+    assert_eq!(
+        delivered.1, delivered.0,
+        "packets delivered through FORWARD and OUTPUT differ"
+    );
     assert!(delivered.0 > 0, "some traffic must get through");
     // A rule change keeps the other counters (SET_ADD_COUNTERS), as in the kernel.
     p.ipt(&d, "-I INPUT 2 -p udp -m udp --dport 123 -j DROP");
@@ -116,7 +141,10 @@ fn namespaces_are_independent_and_the_host_is_untouched() {
     one.same_listing(&d);
     two.same_listing(&d);
     let host_after = sh("iptables-legacy -S 2>&1 || true");
-    assert_eq!(host_after, host_before, "the host's kernel tables are untouched");
+    assert_eq!(
+        host_after, host_before,
+        "the host's kernel tables are untouched"
+    );
 }
 
 #[test]
@@ -126,7 +154,12 @@ fn kill9_keeps_filtering_and_a_restart_serves_the_same_rules_and_counters() {
     }
     let mut d = Daemon::start();
     let p = Pair::new();
-    p.same(&d, Tool::Restore, &[], "*filter\n-A INPUT -p udp -m udp --dport 53 -j DROP\n-A INPUT -p icmp -j ACCEPT\nCOMMIT\n");
+    p.same(
+        &d,
+        Tool::Restore,
+        &[],
+        "*filter\n-A INPUT -p udp -m udp --dport 53 -j DROP\n-A INPUT -p icmp -j ACCEPT\nCOMMIT\n",
+    );
     let k = topology(&p.kernel);
     let b = topology(&p.bpf);
     traffic(&p.kernel, &k);

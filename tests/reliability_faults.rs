@@ -24,7 +24,8 @@ use common::{privileged, sh, Daemon, Netns, Tool};
 const FW: &str = "10.78.1.2";
 const SENDER: &str = "10.78.1.1";
 const POINTS: [&str; 4] = ["before-build", "after-build", "mid-switch", "after-switch"];
-const OLD_RULES: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+const OLD_RULES: &str =
+    "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
     -A INPUT -p udp -m udp --dport 6001 -j ACCEPT\n\
     -A INPUT -p udp -m udp --dport 6002 -j DROP\n\
     COMMIT\n";
@@ -79,14 +80,24 @@ impl Topo {
             probe.set_nonblocking(true).expect("nb");
             (sink, probe)
         });
-        let sender = in_ns(&snd.name, || UdpSocket::bind((SENDER, 0)).expect("bind sender"));
-        Topo { fw, _snd: snd, sender, sink, probe }
+        let sender = in_ns(&snd.name, || {
+            UdpSocket::bind((SENDER, 0)).expect("bind sender")
+        });
+        Topo {
+            fw,
+            _snd: snd,
+            sender,
+            sink,
+            probe,
+        }
     }
 
     /// Sends `n` packets to `port` and lets them be delivered.
     fn send(&self, port: u16, n: u64) {
         for _ in 0..n {
-            self.sender.send_to(b"reliability", (FW, port)).expect("send");
+            self.sender
+                .send_to(b"reliability", (FW, port))
+                .expect("send");
         }
         std::thread::sleep(Duration::from_millis(60));
     }
@@ -102,13 +113,29 @@ impl Topo {
     }
 
     fn ino(&self) -> u64 {
-        std::fs::metadata(format!("/run/netns/{}", self.fw.name)).expect("netns").ino()
+        std::fs::metadata(format!("/run/netns/{}", self.fw.name))
+            .expect("netns")
+            .ino()
     }
 }
 
 fn save(d: &Daemon, ns: &Netns, counters: bool) -> String {
-    let out = d.iptables(ns, Tool::Save, if counters { &["-c", "-t", "filter"] } else { &["-t", "filter"] }, "");
-    assert!(out.status.success(), "iptables-save failed: {}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+    let out = d.iptables(
+        ns,
+        Tool::Save,
+        if counters {
+            &["-c", "-t", "filter"]
+        } else {
+            &["-t", "filter"]
+        },
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "iptables-save failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -116,7 +143,11 @@ fn save(d: &Daemon, ns: &Netns, counters: bool) -> String {
 fn rules(save: &str) -> Vec<String> {
     save.lines()
         .filter_map(|l| {
-            let l = if l.starts_with('[') { l.split_once("] ").map_or(l, |x| x.1) } else { l };
+            let l = if l.starts_with('[') {
+                l.split_once("] ").map_or(l, |x| x.1)
+            } else {
+                l
+            };
             l.starts_with("-A ").then(|| l.to_owned())
         })
         .collect()
@@ -132,7 +163,12 @@ fn packets_of(save: &str, rule: &str) -> Option<u64> {
 
 fn gen_dirs(table_dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(table_dir)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("gen")).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("gen"))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -141,18 +177,53 @@ fn gen_dirs(table_dir: &Path) -> Vec<String> {
 /// Exactly one generation per table, and nothing but the documented pins.
 fn assert_one_generation(d: &Daemon, table_dir: &Path) {
     let g = gen_dirs(table_dir);
-    assert_eq!(g.len(), 1, "one generation pinned, found {g:?}\n{}", d.log());
-    let mut top: Vec<String> = std::fs::read_dir(table_dir).expect("table dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(
+        g.len(),
+        1,
+        "one generation pinned, found {g:?}\n{}",
+        d.log()
+    );
+    let mut top: Vec<String> = std::fs::read_dir(table_dir)
+        .expect("table dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     top.sort();
-    assert_eq!(top, vec!["FORWARD".to_owned(), "INPUT".into(), "OUTPUT".into(), g[0].clone(), "progs".into()], "pins of {}", table_dir.display());
-    let mut inside: Vec<String> = std::fs::read_dir(table_dir.join(&g[0])).expect("gen dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(
+        top,
+        vec![
+            "FORWARD".to_owned(),
+            "INPUT".into(),
+            "OUTPUT".into(),
+            g[0].clone(),
+            "progs".into()
+        ],
+        "pins of {}",
+        table_dir.display()
+    );
+    let mut inside: Vec<String> = std::fs::read_dir(table_dir.join(&g[0]))
+        .expect("gen dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     inside.sort();
     // The documented pins, plus the lookup-set maps of a hook (`<HOOK>_set<i>`) when rule runs
     // were compiled to lookups.
-    let (core, extra): (Vec<String>, Vec<String>) = inside.into_iter().partition(|n| !n.contains("_set"));
-    assert_eq!(core, ["FORWARD", "INPUT", "OUTPUT", "bases", "counters", "ruleset"], "pins of {}", g[0]);
+    let (core, extra): (Vec<String>, Vec<String>) =
+        inside.into_iter().partition(|n| !n.contains("_set"));
+    assert_eq!(
+        core,
+        ["FORWARD", "INPUT", "OUTPUT", "bases", "counters", "ruleset"],
+        "pins of {}",
+        g[0]
+    );
     assert!(
-        extra.iter().all(|n| n.split_once("_set").is_some_and(|(h, i)| ["INPUT", "FORWARD", "OUTPUT"].contains(&h) && i.parse::<u32>().is_ok())),
+        extra
+            .iter()
+            .all(|n| n
+                .split_once("_set")
+                .is_some_and(|(h, i)| ["INPUT", "FORWARD", "OUTPUT"].contains(&h)
+                    && i.parse::<u32>().is_ok())),
         "unexpected pins in {}: {extra:?}",
         g[0]
     );
@@ -175,7 +246,9 @@ fn pinned_ids(root: &Path) -> (BTreeSet<u32>, BTreeSet<u32>, BTreeSet<u32>) {
     let (mut p, mut m, mut l) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in rd.flatten() {
             let path = e.path();
             match e.file_type() {
@@ -209,13 +282,22 @@ fn fd_held_ids(only_pid: Option<u32>) -> (BTreeSet<u32>, BTreeSet<u32>) {
     let pids: Vec<String> = match only_pid {
         Some(pid) => vec![pid.to_string()],
         None => std::fs::read_dir("/proc")
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.bytes().all(|b| b.is_ascii_digit())).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                    .collect()
+            })
             .unwrap_or_default(),
     };
     for pid in pids {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+            continue;
+        };
         for fd in fds.flatten() {
-            let Ok(text) = std::fs::read_to_string(fd.path()) else { continue };
+            let Ok(text) = std::fs::read_to_string(fd.path()) else {
+                continue;
+            };
             for line in text.lines() {
                 let mut it = line.split_whitespace();
                 match (it.next(), it.next().and_then(|v| v.parse::<u32>().ok())) {
@@ -295,7 +377,12 @@ impl Census {
             .filter(|(id, _)| **id > floor.0 && !self.reachable_progs.contains(id))
             .map(|(id, n)| format!("prog {id} {n}"))
             .collect();
-        out.extend(self.maps.iter().filter(|(id, _)| **id > floor.1 && !self.reachable_maps.contains(id)).map(|(id, n)| format!("map {id} {n}")));
+        out.extend(
+            self.maps
+                .iter()
+                .filter(|(id, _)| **id > floor.1 && !self.reachable_maps.contains(id))
+                .map(|(id, n)| format!("map {id} {n}")),
+        );
         out
     }
 }
@@ -320,8 +407,16 @@ fn stable_orphans(floor: (u32, u32)) -> Vec<String> {
 
 fn id_floor() -> (u32, u32) {
     (
-        sys::object_ids(IdKind::Prog).unwrap_or_default().last().copied().unwrap_or(0),
-        sys::object_ids(IdKind::Map).unwrap_or_default().last().copied().unwrap_or(0),
+        sys::object_ids(IdKind::Prog)
+            .unwrap_or_default()
+            .last()
+            .copied()
+            .unwrap_or(0),
+        sys::object_ids(IdKind::Map)
+            .unwrap_or_default()
+            .last()
+            .copied()
+            .unwrap_or(0),
     )
 }
 
@@ -371,30 +466,58 @@ fn each_fault_point_leaves_the_old_or_the_new_ruleset_with_exact_counters_and_no
         for point in POINTS {
             // The old ruleset, counters at zero.
             let out = d.iptables(&topo.fw, Tool::Restore, &[], OLD_RULES);
-            assert!(out.status.success(), "restore: {}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+            assert!(
+                out.status.success(),
+                "restore: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                d.log()
+            );
             let (p1, p2, p3) = (5, 7, 11);
             topo.send(6001, p1);
             let log_len = d.log().len();
             restart_with_fault(&mut d, point);
             let out = ipt(&d, &topo.fw, &format!("-w {NEW_RULE}"));
-            assert!(!out.status.success(), "{point}: iptables must fail when the daemon dies under it");
-            assert!(wait_dead(&d), "{point}: the daemon did not die\n{}", d.log());
-            assert!(d.log()[log_len..].contains(point), "{point}: the daemon died elsewhere\n{}", d.log());
+            assert!(
+                !out.status.success(),
+                "{point}: iptables must fail when the daemon dies under it"
+            );
+            assert!(
+                wait_dead(&d),
+                "{point}: the daemon did not die\n{}",
+                d.log()
+            );
+            assert!(
+                d.log()[log_len..].contains(point),
+                "{point}: the daemon died elsewhere\n{}",
+                d.log()
+            );
             d.kill9(); // reaps it
-            // While the daemon is dead, whatever is attached keeps judging and counting.
+                       // While the daemon is dead, whatever is attached keeps judging and counting.
             topo.send(6001, p2);
             d.restart();
             topo.send(6001, p3);
             let expect_new = point != "before-build";
             let listing = save(&d, &topo.fw, true);
             let now = rules(&listing);
-            assert!(now == old_rules || now == new_rules, "{point}: neither old nor new ruleset:\n{listing}");
-            assert_eq!(now == new_rules, expect_new, "{point} (round {round}): ruleset in force:\n{listing}\n{}", d.log());
+            assert!(
+                now == old_rules || now == new_rules,
+                "{point}: neither old nor new ruleset:\n{listing}"
+            );
+            assert_eq!(
+                now == new_rules,
+                expect_new,
+                "{point} (round {round}): ruleset in force:\n{listing}\n{}",
+                d.log()
+            );
             // Judged by that ruleset: 6003 is dropped by the new one only.
             Topo::drain(&topo.probe);
             topo.send(6003, 3);
             let arrived = Topo::drain(&topo.probe);
-            assert_eq!(arrived, if expect_new { 0 } else { 3 }, "{point}: 6003 packets delivered");
+            assert_eq!(
+                arrived,
+                if expect_new { 0 } else { 3 },
+                "{point}: 6003 packets delivered"
+            );
             // Counters: the old ruleset counted everything; the new one what it judged, i.e.
             // from the moment its program was in the INPUT slot (mid-switch and after-switch:
             // before the abort; after-build: at the restart's roll-forward).
@@ -410,7 +533,11 @@ fn each_fault_point_leaves_the_old_or_the_new_ruleset_with_exact_counters_and_no
                 "{point}: 6001 counter (sent {p1} before, {p2} while dead, {p3} after the restart)\n{listing}"
             );
             if expect_new {
-                assert_eq!(packets_of(&listing, NEW_RULE), Some(3), "{point}: 6003 drop counter\n{listing}");
+                assert_eq!(
+                    packets_of(&listing, NEW_RULE),
+                    Some(3),
+                    "{point}: 6003 drop counter\n{listing}"
+                );
             }
             Topo::drain(&topo.sink);
             assert_one_generation(&d, &table_dir);
@@ -422,13 +549,23 @@ fn each_fault_point_leaves_the_old_or_the_new_ruleset_with_exact_counters_and_no
         }
     }
     let orphans = stable_orphans(floor);
-    assert!(orphans.is_empty(), "unreferenced bpfltr_ objects: {orphans:?}");
+    assert!(
+        orphans.is_empty(),
+        "unreferenced bpfltr_ objects: {orphans:?}"
+    );
     // After a flush of the daemon, nothing it ever pinned may be alive.
-    let out = Command::new(common::bpfilter_bin()).args(["flush", "--all"]).env("BPFILTER_SOCKET", &d.socket).output().expect("flush");
+    let out = Command::new(common::bpfilter_bin())
+        .args(["flush", "--all"])
+        .env("BPFILTER_SOCKET", &d.socket)
+        .output()
+        .expect("flush");
     assert!(out.status.success());
     d.kill9();
     let alive = still_alive(&ever_pinned);
-    assert!(alive.is_empty(), "objects of the flushed daemon still alive: {alive:?}");
+    assert!(
+        alive.is_empty(),
+        "objects of the flushed daemon still alive: {alive:?}"
+    );
     eprintln!(
         "fault points: aborts survived {survived:?} ({} in all) in {:.1} s; {} progs, {} maps, {} links pinned over the run, none left; orphans 0",
         survived.values().sum::<u32>(),
@@ -443,10 +580,23 @@ fn each_fault_point_leaves_the_old_or_the_new_ruleset_with_exact_counters_and_no
 fn still_alive(ids: &(BTreeSet<u32>, BTreeSet<u32>, BTreeSet<u32>)) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let progs: BTreeSet<u32> = sys::object_ids(IdKind::Prog).unwrap_or_default().into_iter().collect();
-        let maps: BTreeSet<u32> = sys::object_ids(IdKind::Map).unwrap_or_default().into_iter().collect();
-        let links: BTreeSet<u32> = sys::object_ids(IdKind::Link).unwrap_or_default().into_iter().collect();
-        let mut out: Vec<String> = ids.0.intersection(&progs).map(|i| format!("prog {i}")).collect();
+        let progs: BTreeSet<u32> = sys::object_ids(IdKind::Prog)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let maps: BTreeSet<u32> = sys::object_ids(IdKind::Map)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let links: BTreeSet<u32> = sys::object_ids(IdKind::Link)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let mut out: Vec<String> = ids
+            .0
+            .intersection(&progs)
+            .map(|i| format!("prog {i}"))
+            .collect();
         out.extend(ids.1.intersection(&maps).map(|i| format!("map {i}")));
         out.extend(ids.2.intersection(&links).map(|i| format!("link {i}")));
         if out.is_empty() || Instant::now() > deadline {
@@ -478,7 +628,12 @@ fn kill9_at_random_moments_of_a_stream_of_changes() {
     let seed = std::env::var("BPFILTER_RELIABILITY_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
     eprintln!("seed {seed}");
     let mut rng = Rng(seed);
     let mut d = Daemon::start();
@@ -506,9 +661,15 @@ fn kill9_at_random_moments_of_a_stream_of_changes() {
                 let port = first + i;
                 // Adds, and every third command deletes the rule added just before.
                 let (line, op) = if i % 3 == 2 {
-                    (format!("-w -D INPUT -p udp -m udp --dport {} -j ACCEPT", port - 1), false)
+                    (
+                        format!("-w -D INPUT -p udp -m udp --dport {} -j ACCEPT", port - 1),
+                        false,
+                    )
                 } else {
-                    (format!("-w -A INPUT -p udp -m udp --dport {port} -j ACCEPT"), true)
+                    (
+                        format!("-w -A INPUT -p udp -m udp --dport {port} -j ACCEPT"),
+                        true,
+                    )
                 };
                 let out = Command::new("ip")
                     .args(["netns", "exec", &ns])
@@ -545,7 +706,10 @@ fn kill9_at_random_moments_of_a_stream_of_changes() {
             candidates = if *ok {
                 candidates.iter().map(apply).collect()
             } else {
-                candidates.iter().flat_map(|m| [m.clone(), apply(m)]).collect()
+                candidates
+                    .iter()
+                    .flat_map(|m| [m.clone(), apply(m)])
+                    .collect()
             };
             commands += 1;
         }
@@ -584,7 +748,10 @@ fn kill9_at_random_moments_of_a_stream_of_changes() {
         assert_eq!(Topo::drain(&topo.sink), 2, "kill {kill}: 6001 accepted");
     }
     let orphans = stable_orphans(floor);
-    assert!(orphans.is_empty(), "unreferenced bpfltr_ objects: {orphans:?}");
+    assert!(
+        orphans.is_empty(),
+        "unreferenced bpfltr_ objects: {orphans:?}"
+    );
     eprintln!(
         "random kill -9: {kills} kills survived in {:.1} s over {commands} commands; interrupted commands applied {} / not applied {}; orphans 0",
         started.elapsed().as_secs_f64(),
@@ -597,7 +764,8 @@ fn kill9_at_random_moments_of_a_stream_of_changes() {
 fn lo_udp_delivered(ns: &str, port: u16) -> bool {
     in_ns(ns, move || {
         let rx = UdpSocket::bind(("127.0.0.1", port)).expect("bind");
-        rx.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+        rx.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
         let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
         tx.send_to(b"x", ("127.0.0.1", port)).expect("send");
         let mut buf = [0u8; 8];
@@ -621,12 +789,17 @@ fn a_table_whose_creation_was_killed_filters_after_the_restart() {
     let mut failures = Vec::new();
     for attempt in 0..4 {
         let ns = Netns::new("rfc");
-        let ino = std::fs::metadata(format!("/run/netns/{}", ns.name)).expect("netns").ino();
+        let ino = std::fs::metadata(format!("/run/netns/{}", ns.name))
+            .expect("netns")
+            .ino();
         let table_dir = d.bpffs.join(format!("net{ino}/filter"));
         let mut cmd = Command::new("ip")
             .args(["netns", "exec", &ns.name])
             .arg(common::bpfilter_bin())
-            .args(["iptables", "-w", "-A", "INPUT", "-p", "udp", "-m", "udp", "--dport", "9", "-j", "DROP"])
+            .args([
+                "iptables", "-w", "-A", "INPUT", "-p", "udp", "-m", "udp", "--dport", "9", "-j",
+                "DROP",
+            ])
             .env("BPFILTER_SOCKET", &d.socket)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -640,7 +813,10 @@ fn a_table_whose_creation_was_killed_filters_after_the_restart() {
         d.kill9();
         let complete_gen1 = ruleset.exists();
         let _ = cmd.wait();
-        let links_at_kill: Vec<bool> = ["INPUT", "FORWARD", "OUTPUT"].iter().map(|h| table_dir.join(h).join("link").exists()).collect();
+        let links_at_kill: Vec<bool> = ["INPUT", "FORWARD", "OUTPUT"]
+            .iter()
+            .map(|h| table_dir.join(h).join("link").exists())
+            .collect();
         if !complete_gen1 || links_at_kill.iter().all(|l| *l) {
             d.restart();
             continue; // the kill missed the window
@@ -648,15 +824,23 @@ fn a_table_whose_creation_was_killed_filters_after_the_restart() {
         hits += 1;
         d.restart();
         let out = ipt(&d, &ns, "-w -A INPUT -p udp -m udp --dport 10 -j DROP");
-        let links: Vec<bool> = ["INPUT", "FORWARD", "OUTPUT"].iter().map(|h| table_dir.join(h).join("link").exists()).collect();
-        let (d9, d10) = (lo_udp_delivered(&ns.name, 9), lo_udp_delivered(&ns.name, 10));
+        let links: Vec<bool> = ["INPUT", "FORWARD", "OUTPUT"]
+            .iter()
+            .map(|h| table_dir.join(h).join("link").exists())
+            .collect();
+        let (d9, d10) = (
+            lo_udp_delivered(&ns.name, 9),
+            lo_udp_delivered(&ns.name, 10),
+        );
         let listing = save(&d, &ns, false);
         eprintln!(
             "attempt {attempt}: links at the kill {links_at_kill:?}; after the restart: command ok {}, links {links:?}, \
              udp 9 delivered {d9}, udp 10 delivered {d10}",
             out.status.success()
         );
-        if out.status.success() && (links != [true, true, true] || (listing.contains("--dport 9 ") && d9) || d10) {
+        if out.status.success()
+            && (links != [true, true, true] || (listing.contains("--dport 9 ") && d9) || d10)
+        {
             failures.push(format!("attempt {attempt}: the table lists\n{listing}but links {links:?}, udp 9 delivered {d9}, udp 10 delivered {d10}"));
         }
     }
@@ -679,7 +863,9 @@ fn an_unadoptable_table_left_by_a_kill_does_not_leak_once_its_namespace_is_gone(
     while attempts < 8 && hits < 1 {
         attempts += 1;
         let ns = Netns::new("rfu");
-        let ino = std::fs::metadata(format!("/run/netns/{}", ns.name)).expect("netns").ino();
+        let ino = std::fs::metadata(format!("/run/netns/{}", ns.name))
+            .expect("netns")
+            .ino();
         let ns_dir = d.bpffs.join(format!("net{ino}"));
         let mut cmd = Command::new("ip")
             .args(["netns", "exec", &ns.name])
@@ -710,11 +896,22 @@ fn an_unadoptable_table_left_by_a_kill_does_not_leak_once_its_namespace_is_gone(
         }
         if ns_dir.exists() {
             let left: Vec<String> = std::fs::read_dir(ns_dir.join("filter"))
-                .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .map(|r| {
+                    r.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
                 .unwrap_or_default();
             leaked.push(format!("{} (holding {left:?})", ns_dir.display()));
         }
     }
-    eprintln!("kills inside generation 1 of a new table: {hits} of {attempts}; pin folders leaked: {}", leaked.len());
-    assert!(leaked.is_empty(), "pin folders left for deleted namespaces: {leaked:?}\n{}", d.log());
+    eprintln!(
+        "kills inside generation 1 of a new table: {hits} of {attempts}; pin folders leaked: {}",
+        leaked.len()
+    );
+    assert!(
+        leaked.is_empty(),
+        "pin folders left for deleted namespaces: {leaked:?}\n{}",
+        d.log()
+    );
 }

@@ -51,18 +51,33 @@ fn bpf_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
             d.flatten()
-                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("anon_inode:bpf")))
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|t| t.to_string_lossy().starts_with("anon_inode:bpf"))
+                })
                 .count()
         })
         .unwrap_or(0)
 }
 
 fn rule(client: u32, k: u32) -> String {
-    format!("-A INPUT -s 10.{}.{}.{}/32 -p udp -m udp --dport {} -j ACCEPT", 100 + client, k / 250, k % 250 + 1, 30000 + client)
+    format!(
+        "-A INPUT -s 10.{}.{}.{}/32 -p udp -m udp --dport {} -j ACCEPT",
+        100 + client,
+        k / 250,
+        k % 250 + 1,
+        30000 + client
+    )
 }
 
 /// One client's commands. Returns (its rules in force at the end, commands run, failures).
-fn client(socket: std::path::PathBuf, ns: String, c: u32, ops: u32, seed: u64) -> (Vec<String>, u32, Vec<String>) {
+fn client(
+    socket: std::path::PathBuf,
+    ns: String,
+    c: u32,
+    ops: u32,
+    seed: u64,
+) -> (Vec<String>, u32, Vec<String>) {
     let mut x = seed ^ (u64::from(c) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut rnd = move || {
         x ^= x << 13;
@@ -79,22 +94,43 @@ fn client(socket: std::path::PathBuf, ns: String, c: u32, ops: u32, seed: u64) -
             let line = rule(c, next);
             next += 1;
             mine.push(line.clone());
-            ("iptables", std::iter::once("-w".to_owned()).chain(line.split_whitespace().map(str::to_owned)).collect())
+            (
+                "iptables",
+                std::iter::once("-w".to_owned())
+                    .chain(line.split_whitespace().map(str::to_owned))
+                    .collect(),
+            )
         } else if r < 55 {
             let i = (rnd() as usize) % mine.len();
             let line = mine.remove(i);
             let del = line.replacen("-A ", "-D ", 1);
-            ("iptables", std::iter::once("-w".to_owned()).chain(del.split_whitespace().map(str::to_owned)).collect())
+            (
+                "iptables",
+                std::iter::once("-w".to_owned())
+                    .chain(del.split_whitespace().map(str::to_owned))
+                    .collect(),
+            )
         } else if r < 62 {
             let i = (rnd() as usize) % mine.len();
             let check = mine[i].replacen("-A ", "-C ", 1);
-            ("iptables", std::iter::once("-w".to_owned()).chain(check.split_whitespace().map(str::to_owned)).collect())
+            (
+                "iptables",
+                std::iter::once("-w".to_owned())
+                    .chain(check.split_whitespace().map(str::to_owned))
+                    .collect(),
+            )
         } else if r < 72 {
-            ("iptables", ["-w", "-L", "-n", "-v", "-x"].map(str::to_owned).to_vec())
+            (
+                "iptables",
+                ["-w", "-L", "-n", "-v", "-x"].map(str::to_owned).to_vec(),
+            )
         } else if r < 82 {
             ("iptables", ["-w", "-S"].map(str::to_owned).to_vec())
         } else if r < 87 {
-            ("iptables", ["-w", "-Z", "INPUT"].map(str::to_owned).to_vec())
+            (
+                "iptables",
+                ["-w", "-Z", "INPUT"].map(str::to_owned).to_vec(),
+            )
         } else {
             ("iptables-save", ["-c"].map(str::to_owned).to_vec())
         };
@@ -126,11 +162,20 @@ fn concurrent_clients_serialize_like_the_kernel_and_the_daemon_stays_bounded() {
     let ops = if full_run() { 500 } else { 120 };
     let d = Daemon::start();
     let ns = Netns::new("rld");
-    let out = d.iptables(&ns, Tool::Iptables, &["-w", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"], "");
+    let out = d.iptables(
+        &ns,
+        Tool::Iptables,
+        &[
+            "-w", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT",
+        ],
+        "",
+    );
     assert!(out.status.success());
     let pid = daemon_pid(&d);
     let (rss0, fds0) = (rss_kib(pid), bpf_fds(pid));
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |t| t.as_nanos() as u64);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(7, |t| t.as_nanos() as u64);
     eprintln!("seed {seed}");
     let started = Instant::now();
     let handles: Vec<_> = (0..CLIENTS)
@@ -162,23 +207,48 @@ fn concurrent_clients_serialize_like_the_kernel_and_the_daemon_stays_bounded() {
         failures.len(),
         lines.len()
     );
-    assert!(failures.is_empty(), "{} commands failed:\n{}\n{}", failures.len(), failures.join("\n"), d.log());
+    assert!(
+        failures.is_empty(),
+        "{} commands failed:\n{}\n{}",
+        failures.len(),
+        failures.join("\n"),
+        d.log()
+    );
     // Serial replay: the first rule, then per client exactly its surviving rules in its order.
-    assert_eq!(lines.first().copied(), Some("-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"));
+    assert_eq!(
+        lines.first().copied(),
+        Some("-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT")
+    );
     for (c, mine) in expected.iter().enumerate() {
         let tag = format!("-s 10.{}.", 100 + c);
         let got: Vec<&str> = lines.iter().copied().filter(|l| l.contains(&tag)).collect();
         let want: Vec<&str> = mine.iter().map(String::as_str).collect();
         assert_eq!(got, want, "client {c}'s rules");
     }
-    assert_eq!(lines.len(), 1 + expected.iter().map(Vec::len).sum::<usize>(), "no stray rules");
+    assert_eq!(
+        lines.len(),
+        1 + expected.iter().map(Vec::len).sum::<usize>(),
+        "no stray rules"
+    );
     // One generation pinned, the daemon holds no more BPF objects than before.
-    let ino = std::fs::metadata(format!("/run/netns/{}", ns.name)).expect("netns").ino();
+    let ino = std::fs::metadata(format!("/run/netns/{}", ns.name))
+        .expect("netns")
+        .ino();
     let table = d.bpffs.join(format!("net{ino}/filter"));
-    let gens = std::fs::read_dir(&table).expect("table").flatten().filter(|e| e.file_name().to_string_lossy().starts_with("gen")).count();
+    let gens = std::fs::read_dir(&table)
+        .expect("table")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("gen"))
+        .count();
     assert_eq!(gens, 1, "generations pinned");
-    assert!(fds1 <= fds0, "the daemon's BPF fds grew from {fds0} to {fds1}");
-    assert!(rss1 < rss0 + 50 * 1024, "daemon RSS grew from {rss0} KiB to {rss1} KiB");
+    assert!(
+        fds1 <= fds0,
+        "the daemon's BPF fds grew from {fds0} to {fds1}"
+    );
+    assert!(
+        rss1 < rss0 + 50 * 1024,
+        "daemon RSS grew from {rss0} KiB to {rss1} KiB"
+    );
 }
 
 /// Several `bpfilter flush --all` at once, from different namespaces: each request holds its
@@ -198,17 +268,26 @@ fn concurrent_flush_all_from_several_namespaces_does_not_deadlock() {
     for round in 0..rounds {
         for ns in &namespaces {
             let out = d.iptables(ns, Tool::Iptables, &["-w", "-L", "-n"], "");
-            assert!(out.status.success(), "round {round}: -L: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "round {round}: -L: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let _ = std::fs::remove_file(&fifo);
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
         // Every client blocks on the fifo until it is opened and closed: they start together.
         let mut children: Vec<std::process::Child> = namespaces
             .iter()
             .map(|ns| {
                 Command::new("ip")
                     .args(["netns", "exec", &ns.name, "sh", "-c"])
-                    .arg(format!("read x < {}; exec {} flush --all", fifo.display(), common::bpfilter_bin().display()))
+                    .arg(format!(
+                        "read x < {}; exec {} flush --all",
+                        fifo.display(),
+                        common::bpfilter_bin().display()
+                    ))
                     .env("BPFILTER_SOCKET", &d.socket)
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
@@ -217,19 +296,35 @@ fn concurrent_flush_all_from_several_namespaces_does_not_deadlock() {
             })
             .collect();
         std::thread::sleep(std::time::Duration::from_millis(400));
-        drop(std::fs::OpenOptions::new().write(true).open(&fifo).expect("open fifo"));
+        drop(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .expect("open fifo"),
+        );
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         let mut pending = children.len();
         while pending > 0 && Instant::now() < deadline {
-            pending = children.iter_mut().map(|c| c.try_wait().ok().flatten().is_none()).filter(|p| *p).count();
+            pending = children
+                .iter_mut()
+                .map(|c| c.try_wait().ok().flatten().is_none())
+                .filter(|p| *p)
+                .count();
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         if pending > 0 {
             // A late shell still waiting on the fifo is not the daemon's fault: release it and
             // look again; flushes still running after that are stuck in the daemon.
-            let _ = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo);
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo);
             std::thread::sleep(std::time::Duration::from_secs(3));
-            let hung = children.iter_mut().map(|c| c.try_wait().ok().flatten().is_none()).filter(|p| *p).count();
+            let hung = children
+                .iter_mut()
+                .map(|c| c.try_wait().ok().flatten().is_none())
+                .filter(|p| *p)
+                .count();
             if hung > 0 {
                 stuck = Some((round, hung));
             }
@@ -261,5 +356,9 @@ fn concurrent_flush_all_from_several_namespaces_does_not_deadlock() {
         started.elapsed().as_secs_f64(),
         waiting.len()
     );
-    assert!(stuck.is_none(), "flush --all deadlocked the daemon ({} threads waiting on namespace locks)", waiting.len());
+    assert!(
+        stuck.is_none(),
+        "flush --all deadlocked the daemon ({} threads waiting on namespace locks)",
+        waiting.len()
+    );
 }

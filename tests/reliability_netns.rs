@@ -35,7 +35,9 @@ fn pinned_ids(root: &Path) -> Ids {
     let mut ids = Ids::default();
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in rd.flatten() {
             let path = e.path();
             if e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -59,7 +61,11 @@ fn pinned_ids(root: &Path) -> Ids {
 fn alive(ids: &Ids) -> Vec<String> {
     let set = |k| -> BTreeSet<u32> { sys::object_ids(k).unwrap_or_default().into_iter().collect() };
     let (progs, maps, links) = (set(IdKind::Prog), set(IdKind::Map), set(IdKind::Link));
-    let mut out: Vec<String> = ids.progs.intersection(&progs).map(|i| format!("prog {i}")).collect();
+    let mut out: Vec<String> = ids
+        .progs
+        .intersection(&progs)
+        .map(|i| format!("prog {i}"))
+        .collect();
     out.extend(ids.maps.intersection(&maps).map(|i| format!("map {i}")));
     out.extend(ids.links.intersection(&links).map(|i| format!("link {i}")));
     for p in progs.difference(&ids.progs) {
@@ -81,21 +87,37 @@ fn holders(ino: u64) -> Vec<String> {
         if !pid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        if std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|t| t.to_string_lossy() == target) {
+        if std::fs::read_link(format!("/proc/{pid}/ns/net"))
+            .is_ok_and(|t| t.to_string_lossy() == target)
+        {
             out.push(format!("process {pid}"));
         }
-        for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten() {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == target) {
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                out.push(format!("fd {} of {pid} ({})", fd.file_name().to_string_lossy(), comm.trim()));
+                out.push(format!(
+                    "fd {} of {pid} ({})",
+                    fd.file_name().to_string_lossy(),
+                    comm.trim()
+                ));
             }
         }
     }
     if std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| m.contains(&target)) {
         out.push("an nsfs mount".into());
     }
-    let lsns = Command::new("lsns").args(["-t", "net", "-n", "-o", "NS"]).output();
-    if lsns.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == ino.to_string())) {
+    let lsns = Command::new("lsns")
+        .args(["-t", "net", "-n", "-o", "NS"])
+        .output();
+    if lsns.is_ok_and(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l.trim() == ino.to_string())
+    }) {
         out.push("listed by lsns".into());
     }
     out
@@ -111,16 +133,29 @@ struct Watched {
 impl Watched {
     fn new(witness: &Netns) -> Watched {
         let name = common::unique("rnw");
-        sh(&format!("ip netns add {name} && ip -n {name} link set lo up"));
+        sh(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up"
+        ));
         let witness_dev = format!("w{name}");
-        sh(&format!("ip link add {witness_dev} netns {} type veth peer name x netns {name}", witness.name));
-        let ino = std::fs::metadata(format!("/run/netns/{name}")).expect("netns").ino();
-        Watched { name, ino, witness_dev }
+        sh(&format!(
+            "ip link add {witness_dev} netns {} type veth peer name x netns {name}",
+            witness.name
+        ));
+        let ino = std::fs::metadata(format!("/run/netns/{name}"))
+            .expect("netns")
+            .ino();
+        Watched {
+            name,
+            ino,
+            witness_dev,
+        }
     }
 
     /// A handle for the harness; never dropped, since dropping a `Netns` deletes it.
     fn ns(&self) -> std::mem::ManuallyDrop<Netns> {
-        std::mem::ManuallyDrop::new(Netns { name: self.name.clone() })
+        std::mem::ManuallyDrop::new(Netns {
+            name: self.name.clone(),
+        })
     }
 
     /// Whether the kernel still has the namespace (its veth end still exists).
@@ -138,7 +173,9 @@ impl Watched {
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -150,7 +187,12 @@ fn apply(d: &Daemon, ns: &Netns) {
         "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
          -A INPUT -p udp -m udp --dport 9 -j DROP\n-A OUTPUT -p tcp -m tcp --dport 25 -j DROP\nCOMMIT\n",
     );
-    assert!(out.status.success(), "restore: {}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+    assert!(
+        out.status.success(),
+        "restore: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
 }
 
 /// Whether a UDP datagram to 127.0.0.1:9 inside `ns` is delivered (the rules drop it).
@@ -161,7 +203,8 @@ fn udp9_delivered(ns: &str) -> bool {
         nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
         drop(file);
         let rx = UdpSocket::bind("127.0.0.1:9").expect("bind 9");
-        rx.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+        rx.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
         let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
         tx.send_to(b"x", "127.0.0.1:9").expect("send");
         let mut buf = [0u8; 8];
@@ -192,7 +235,12 @@ fn assert_released(d: &Daemon, w: &Watched, witness: &Netns, dir: &Path, ids: &I
     eprintln!(
         "{what}: pin folder gone after {gone:?}, objects freed after {freed:?}, namespace dismantled after {dismantled:?}"
     );
-    assert!(gone.is_some(), "{what}: pin folder {} still there {GRACE:?} after ip netns del\n{}", dir.display(), d.log());
+    assert!(
+        gone.is_some(),
+        "{what}: pin folder {} still there {GRACE:?} after ip netns del\n{}",
+        dir.display(),
+        d.log()
+    );
     assert!(freed.is_some(), "{what}: still alive: {:?}", alive(ids));
     assert!(
         dismantled.is_some(),
@@ -215,7 +263,11 @@ fn deleting_a_namespace_releases_its_programs_pins_and_the_namespace() {
     assert!(!udp9_delivered(&w.name), "the rules are in force");
     let dir: PathBuf = d.bpffs.join(format!("net{}", w.ino));
     let ids = pinned_ids(&dir);
-    assert_eq!((ids.links.len(), ids.progs.len()), (3, 6), "3 links, 3 dispatchers + 3 programs: {ids:?}");
+    assert_eq!(
+        (ids.links.len(), ids.progs.len()),
+        (3, 6),
+        "3 links, 3 dispatchers + 3 programs: {ids:?}"
+    );
     assert_released(&d, &w, &witness, &dir, &ids, "ip netns del");
     // The daemon still serves other namespaces.
     let other = Netns::new("rno");
@@ -255,7 +307,11 @@ fn flush_removes_all_pins_and_links() {
         apply(&d, ns);
         assert!(!udp9_delivered(&ns.name));
     }
-    let ino = |n: &Netns| std::fs::metadata(format!("/run/netns/{}", n.name)).expect("netns").ino();
+    let ino = |n: &Netns| {
+        std::fs::metadata(format!("/run/netns/{}", n.name))
+            .expect("netns")
+            .ino()
+    };
     let (dir1, dir2, dir3) = (
         d.bpffs.join(format!("net{}", one.ino)),
         d.bpffs.join(format!("net{}", ino(&two))),
@@ -265,32 +321,66 @@ fn flush_removes_all_pins_and_links() {
 
     // `bpfilter flush` in one namespace: that one only.
     let out = d.bpfilter(&one_ns, &["flush"]);
-    assert!(out.status.success(), "flush: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "flush: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!dir1.exists(), "pin folder of the flushed namespace");
     let left = within(|| alive(&ids1).is_empty());
-    assert!(left.is_some(), "objects of the flushed namespace still alive: {:?}", alive(&ids1));
-    assert!(udp9_delivered(&one.name), "rules of the flushed namespace still filter");
+    assert!(
+        left.is_some(),
+        "objects of the flushed namespace still alive: {:?}",
+        alive(&ids1)
+    );
+    assert!(
+        udp9_delivered(&one.name),
+        "rules of the flushed namespace still filter"
+    );
     let save = d.iptables(&one_ns, Tool::Save, &[], "");
-    assert!(!String::from_utf8_lossy(&save.stdout).contains("-A "), "flushed namespace still lists rules");
+    assert!(
+        !String::from_utf8_lossy(&save.stdout).contains("-A "),
+        "flushed namespace still lists rules"
+    );
     assert!(dir2.exists() && dir3.exists(), "other namespaces untouched");
-    assert!(alive(&ids2).len() == ids2.progs.len() + ids2.maps.len() + ids2.links.len(), "other namespaces' objects untouched");
+    assert!(
+        alive(&ids2).len() == ids2.progs.len() + ids2.maps.len() + ids2.links.len(),
+        "other namespaces' objects untouched"
+    );
     assert!(!udp9_delivered(&two.name), "other namespaces still filter");
 
     // A flushed namespace is no longer held by bpfilter: deleting it frees it.
     one.delete();
     let dismantled = within(|| !one.exists(&witness));
-    assert!(dismantled.is_some(), "flushed namespace not freed after ip netns del; held by {:?}", holders(one.ino));
+    assert!(
+        dismantled.is_some(),
+        "flushed namespace not freed after ip netns del; held by {:?}",
+        holders(one.ino)
+    );
 
     // `bpfilter flush --all`: everything.
     let out = d.bpfilter(&two, &["flush", "--all"]);
-    assert!(out.status.success(), "flush --all: {}", String::from_utf8_lossy(&out.stderr));
-    let rest: Vec<_> = std::fs::read_dir(&d.bpffs).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "flush --all: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rest: Vec<_> = std::fs::read_dir(&d.bpffs)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     assert!(rest.is_empty(), "pins left after flush --all: {rest:?}");
     for ids in [&ids2, &ids3] {
         let left = within(|| alive(ids).is_empty());
-        assert!(left.is_some(), "objects alive after flush --all: {:?}", alive(ids));
+        assert!(
+            left.is_some(),
+            "objects alive after flush --all: {:?}",
+            alive(ids)
+        );
     }
-    assert!(udp9_delivered(&two.name) && udp9_delivered(&three.name), "rules still filter after flush --all");
+    assert!(
+        udp9_delivered(&two.name) && udp9_delivered(&three.name),
+        "rules still filter after flush --all"
+    );
 }
 
 /// Whether a datagram sent from `from` (a namespace name) to `to` is delivered to `rx`.
@@ -357,18 +447,38 @@ fn a_deleted_namespace_kept_alive_by_a_socket_keeps_its_rules() {
     let (w, drop9, open10) = socket_held(&witness, 1);
     let (kw, kdrop9, kopen10) = socket_held(&witness, 2);
     apply(&d, &w.ns());
-    let out = common::kernel(&kw.ns(), Tool::Restore, &[], "*filter\n-A INPUT -p udp -m udp --dport 9 -j DROP\nCOMMIT\n");
+    let out = common::kernel(
+        &kw.ns(),
+        Tool::Restore,
+        &[],
+        "*filter\n-A INPUT -p udp -m udp --dport 9 -j DROP\nCOMMIT\n",
+    );
     assert!(out.status.success(), "kernel restore");
     let dir: PathBuf = d.bpffs.join(format!("net{}", w.ino));
-    assert!(!delivered_over_veth(&witness.name, ("10.79.1.2", 9), &drop9), "rules in force before the delete");
-    assert!(!delivered_over_veth(&witness.name, ("10.79.2.2", 9), &kdrop9), "kernel rules in force before the delete");
+    assert!(
+        !delivered_over_veth(&witness.name, ("10.79.1.2", 9), &drop9),
+        "rules in force before the delete"
+    );
+    assert!(
+        !delivered_over_veth(&witness.name, ("10.79.2.2", 9), &kdrop9),
+        "kernel rules in force before the delete"
+    );
     w.delete();
     kw.delete();
     // Two collector periods and more.
     std::thread::sleep(Duration::from_secs(5));
-    assert!(w.exists(&witness) && kw.exists(&witness), "the sockets keep the namespaces alive");
-    assert!(delivered_over_veth(&witness.name, ("10.79.1.2", 10), &open10), "the live namespace still receives");
-    assert!(delivered_over_veth(&witness.name, ("10.79.2.2", 10), &kopen10), "the live kernel namespace still receives");
+    assert!(
+        w.exists(&witness) && kw.exists(&witness),
+        "the sockets keep the namespaces alive"
+    );
+    assert!(
+        delivered_over_veth(&witness.name, ("10.79.1.2", 10), &open10),
+        "the live namespace still receives"
+    );
+    assert!(
+        delivered_over_veth(&witness.name, ("10.79.2.2", 10), &kopen10),
+        "the live kernel namespace still receives"
+    );
     let kernel_stripped = delivered_over_veth(&witness.name, ("10.79.2.2", 9), &kdrop9);
     let stripped = delivered_over_veth(&witness.name, ("10.79.1.2", 9), &drop9);
     // Once the last socket goes, the namespace dies, and everything must be released.
@@ -379,10 +489,21 @@ fn a_deleted_namespace_kept_alive_by_a_socket_keeps_its_rules() {
         "socket-held namespace: rules stripped while alive: bpfilter {stripped}, kernel {kernel_stripped}; \
          after the sockets closed: pins gone after {gone:?}, namespace dismantled after {dismantled:?}"
     );
-    assert!(!kernel_stripped, "reference: the kernel keeps the rules of a live namespace");
-    assert!(!stripped, "the collector flushed the rules of a namespace that is still alive (held by a socket)\n{}", d.log());
+    assert!(
+        !kernel_stripped,
+        "reference: the kernel keeps the rules of a live namespace"
+    );
+    assert!(
+        !stripped,
+        "the collector flushed the rules of a namespace that is still alive (held by a socket)\n{}",
+        d.log()
+    );
     assert!(gone.is_some(), "pins still there after the namespace died");
-    assert!(dismantled.is_some(), "namespace not freed; held by {:?}", holders(w.ino));
+    assert!(
+        dismantled.is_some(),
+        "namespace not freed; held by {:?}",
+        holders(w.ino)
+    );
 }
 
 /// The daemon's own namespace is a live namespace even when no other process is in it (a
@@ -424,8 +545,14 @@ fn the_daemons_own_namespace_keeps_its_rules() {
             .output()
             .expect("nsenter")
     };
-    let out = client(&["iptables", "-w", "-A", "INPUT", "-p", "udp", "--dport", "9", "-j", "DROP"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = client(&[
+        "iptables", "-w", "-A", "INPUT", "-p", "udp", "--dport", "9", "-j", "DROP",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::thread::sleep(Duration::from_secs(5));
     let save = String::from_utf8_lossy(&client(&["iptables-save"]).stdout).into_owned();
     let pins = std::fs::read_dir(&bpffs).map(|r| r.count()).unwrap_or(0);
@@ -456,11 +583,17 @@ fn a_socket_held_namespace_deleted_after_a_restart_keeps_its_rules() {
     let dir: PathBuf = d.bpffs.join(format!("net{}", w.ino));
     d.kill9();
     d.restart();
-    assert!(!delivered_over_veth(&witness.name, ("10.79.3.2", 9), &drop9), "rules in force after the restart");
+    assert!(
+        !delivered_over_veth(&witness.name, ("10.79.3.2", 9), &drop9),
+        "rules in force after the restart"
+    );
     w.delete();
     std::thread::sleep(Duration::from_secs(5));
     assert!(w.exists(&witness), "the socket keeps the namespace alive");
-    assert!(delivered_over_veth(&witness.name, ("10.79.3.2", 10), &open10), "the live namespace still receives");
+    assert!(
+        delivered_over_veth(&witness.name, ("10.79.3.2", 10), &open10),
+        "the live namespace still receives"
+    );
     let stripped = delivered_over_veth(&witness.name, ("10.79.3.2", 9), &drop9);
     drop((drop9, open10));
     let gone = within(|| !dir.exists());
@@ -469,7 +602,15 @@ fn a_socket_held_namespace_deleted_after_a_restart_keeps_its_rules() {
         "socket-held namespace after a restart: rules stripped while alive: {stripped}; after the sockets closed: \
          pins gone after {gone:?}, namespace dismantled after {dismantled:?}"
     );
-    assert!(!stripped, "the collector flushed the rules of an adopted namespace still held by a socket\n{}", d.log());
+    assert!(
+        !stripped,
+        "the collector flushed the rules of an adopted namespace still held by a socket\n{}",
+        d.log()
+    );
     assert!(gone.is_some(), "pins still there after the namespace died");
-    assert!(dismantled.is_some(), "namespace not freed; held by {:?}", holders(w.ino));
+    assert!(
+        dismantled.is_some(),
+        "namespace not freed; held by {:?}",
+        holders(w.ino)
+    );
 }

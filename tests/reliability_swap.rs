@@ -27,13 +27,15 @@ const PASS_PORT: u16 = 5001;
 const DROP_PORT: u16 = 5003;
 
 /// A: count rule, accept rule (5001); drop rule (5003); policy. Entry indices 0..=3.
-const RULESET_A: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+const RULESET_A: &str =
+    "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
     -A INPUT -p udp -m udp --dport 5001 -m comment --comment a0\n\
     -A INPUT -p udp -m udp --dport 5001 -j ACCEPT\n\
     -A INPUT -p udp -m udp --dport 5003 -j DROP\n\
     COMMIT\n";
 /// B: drop rule (5003) first, then count rule and accept rule (5001, through multiport).
-const RULESET_B: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+const RULESET_B: &str =
+    "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
     -A INPUT -p udp -m udp --dport 5003 -j DROP\n\
     -A INPUT -p udp -m udp --dport 5001 -m comment --comment b1\n\
     -A INPUT -p udp -m multiport --dports 5000:5002 -j ACCEPT\n\
@@ -61,7 +63,12 @@ impl Judged {
             Which::A => (p(0), p(1), p(2)),
             Which::B => (p(1), p(2), p(0)),
         };
-        Judged { pass: accept, dropped: drop, other: p(3), mixed: count.abs_diff(accept) }
+        Judged {
+            pass: accept,
+            dropped: drop,
+            other: p(3),
+            mixed: count.abs_diff(accept),
+        }
     }
     fn add(&mut self, o: Judged) {
         self.pass += o.pass;
@@ -76,7 +83,10 @@ fn full_run() -> bool {
 }
 
 /// Runs `f` on a thread that entered the namespace `ns` (setns is per thread for CLONE_NEWNET).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).expect("open netns");
@@ -89,9 +99,18 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
 fn in_receives_here() -> u64 {
     let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("snmp");
     let mut lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
-    let (Some(h), Some(v)) = (lines.next(), lines.next()) else { panic!("no Ip: lines") };
-    let i = h.split_whitespace().position(|c| c == "InReceives").expect("InReceives");
-    v.split_whitespace().nth(i).expect("value").parse().expect("number")
+    let (Some(h), Some(v)) = (lines.next(), lines.next()) else {
+        panic!("no Ip: lines")
+    };
+    let i = h
+        .split_whitespace()
+        .position(|c| c == "InReceives")
+        .expect("InReceives");
+    v.split_whitespace()
+        .nth(i)
+        .expect("value")
+        .parse()
+        .expect("number")
 }
 
 fn in_receives(ns: &str) -> u64 {
@@ -99,12 +118,19 @@ fn in_receives(ns: &str) -> u64 {
 }
 
 fn tx_dropped(ns: &Netns, dev: &str) -> u64 {
-    ns.sh(&format!("cat /sys/class/net/{dev}/statistics/tx_dropped")).trim().parse().expect("tx_dropped")
+    ns.sh(&format!("cat /sys/class/net/{dev}/statistics/tx_dropped"))
+        .trim()
+        .parse()
+        .expect("tx_dropped")
 }
 
 fn gens(table_dir: &Path) -> Vec<u64> {
     let mut v: Vec<u64> = std::fs::read_dir(table_dir)
-        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.strip_prefix("gen")?.parse().ok()).collect())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.strip_prefix("gen")?.parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort_unstable();
     v
@@ -133,10 +159,21 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
         f = fw.name
     ));
     let out = d.iptables(&fw, Tool::Restore, &[], RULESET_A);
-    assert!(out.status.success(), "restore A: {}", String::from_utf8_lossy(&out.stderr));
-    let ino = std::fs::metadata(format!("/run/netns/{}", fw.name)).expect("netns").ino();
+    assert!(
+        out.status.success(),
+        "restore A: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ino = std::fs::metadata(format!("/run/netns/{}", fw.name))
+        .expect("netns")
+        .ino();
     let table_dir: PathBuf = d.bpffs.join(format!("net{ino}")).join("filter");
-    assert_eq!(gens(&table_dir).len(), 1, "one generation pinned: {:?}", gens(&table_dir));
+    assert_eq!(
+        gens(&table_dir).len(),
+        1,
+        "one generation pinned: {:?}",
+        gens(&table_dir)
+    );
 
     // Sockets on both ports, so that accepted packets raise no ICMP errors and a packet that
     // slips through to the drop port is seen.
@@ -162,7 +199,11 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 // One packet in 16 goes to the port both rulesets drop.
-                let (port, slot) = if n % 16 == 0 { (DROP_PORT, 1) } else { (PASS_PORT, 0) };
+                let (port, slot) = if n % 16 == 0 {
+                    (DROP_PORT, 1)
+                } else {
+                    (PASS_PORT, 0)
+                };
                 if s.send_to(&payload, (FW, port)).is_ok() {
                     sent[slot].fetch_add(1, Ordering::Relaxed);
                 }
@@ -190,24 +231,54 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
     let mut slowest = Duration::ZERO;
     while swaps < swaps_wanted && started.elapsed() < time_cap {
         let g = gens(&table_dir);
-        assert_eq!(g.len(), 1, "exactly one generation between swaps, found {g:?}\n{}", d.log());
+        assert_eq!(
+            g.len(),
+            1,
+            "exactly one generation between swaps, found {g:?}\n{}",
+            d.log()
+        );
         let n = g[0];
-        let counters = Map::from_pin(table_dir.join(format!("gen{n}/counters"))).expect("open counters");
-        let next = if current == Which::A { Which::B } else { Which::A };
+        let counters =
+            Map::from_pin(table_dir.join(format!("gen{n}/counters"))).expect("open counters");
+        let next = if current == Which::A {
+            Which::B
+        } else {
+            Which::A
+        };
         let t0 = Instant::now();
-        pipe.write_all(if next == Which::A { RULESET_A } else { RULESET_B }.as_bytes()).expect("write block");
+        pipe.write_all(
+            if next == Which::A {
+                RULESET_A
+            } else {
+                RULESET_B
+            }
+            .as_bytes(),
+        )
+        .expect("write block");
         pipe.flush().expect("flush");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while table_dir.join(format!("gen{n}")).exists() || !table_dir.join(format!("gen{}/ruleset", n + 1)).exists() {
+        while table_dir.join(format!("gen{n}")).exists()
+            || !table_dir.join(format!("gen{}/ruleset", n + 1)).exists()
+        {
             if let Ok(Some(st)) = restore.try_wait() {
-                panic!("iptables-restore exited ({st}) after {swaps} swaps\n{}", d.log());
+                panic!(
+                    "iptables-restore exited ({st}) after {swaps} swaps\n{}",
+                    d.log()
+                );
             }
-            assert!(Instant::now() < deadline, "swap {swaps} (gen {n}) did not finish\n{}", d.log());
+            assert!(
+                Instant::now() < deadline,
+                "swap {swaps} (gen {n}) did not finish\n{}",
+                d.log()
+            );
             std::thread::sleep(Duration::from_micros(500));
         }
         slowest = slowest.max(t0.elapsed());
         // gen n is retired: no packet can still be inside it, its counts are final.
-        let j = Judged::of(current, &counters.sum_percpu_u64_all().expect("read counters"));
+        let j = Judged::of(
+            current,
+            &counters.sum_percpu_u64_all().expect("read counters"),
+        );
         total.add(j);
         per[current as usize].add(j);
         current = next;
@@ -216,14 +287,19 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
     let elapsed = started.elapsed();
     drop(pipe);
     let st = restore.wait_with_output().expect("restore");
-    assert!(st.status.success(), "iptables-restore failed: {}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "iptables-restore failed: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     stop.store(true, Ordering::Relaxed);
     sender.join().expect("sender");
     std::thread::sleep(Duration::from_millis(300));
     // The generation still running: its live counts (no traffic any more).
     let g = gens(&table_dir);
     assert_eq!(g.len(), 1, "{g:?}");
-    let last = Map::from_pin(table_dir.join(format!("gen{}/counters", g[0]))).expect("open counters");
+    let last =
+        Map::from_pin(table_dir.join(format!("gen{}/counters", g[0]))).expect("open counters");
     let j = Judged::of(current, &last.sum_percpu_u64_all().expect("read counters"));
     total.add(j);
     per[current as usize].add(j);
@@ -238,7 +314,11 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
         let (c, r) = l.strip_prefix('[')?.split_once("] ")?;
         (r == count_rule).then(|| c.split(':').next()?.parse::<u64>().ok())?
     });
-    assert_eq!(shown, Some(j.pass), "iptables-save -c of the last generation\n{save}");
+    assert_eq!(
+        shown,
+        Some(j.pass),
+        "iptables-save -c of the last generation\n{save}"
+    );
 
     let sent_pass = sent[0].load(Ordering::Relaxed);
     let sent_drop = sent[1].load(Ordering::Relaxed);
@@ -264,17 +344,43 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
         total.other,
         total.mixed,
     );
-    assert!(swaps >= if full_run() { 1000 } else { 200 }, "only {swaps} swaps in {elapsed:?}");
-    assert!(per[0].pass > 0 && per[1].pass > 0, "traffic must be judged by both rulesets");
-    assert_eq!(total.mixed, 0, "packets counted by one ruleset's count rule but not its accept rule");
+    assert!(
+        swaps >= if full_run() { 1000 } else { 200 },
+        "only {swaps} swaps in {elapsed:?}"
+    );
+    assert!(
+        per[0].pass > 0 && per[1].pass > 0,
+        "traffic must be judged by both rulesets"
+    );
+    assert_eq!(
+        total.mixed, 0,
+        "packets counted by one ruleset's count rule but not its accept rule"
+    );
     assert_eq!(arrived_drop_port, 0, "a packet both rulesets drop arrived");
     assert_eq!(total.other, 0, "no packet should reach the policy");
-    assert_eq!(total.pass + total.dropped, received, "every packet that reached INPUT is judged exactly once");
+    assert_eq!(
+        total.pass + total.dropped,
+        received,
+        "every packet that reached INPUT is judged exactly once"
+    );
     if lost_on_wire == 0 {
-        assert_eq!(total.dropped, sent_drop, "every drop-port packet was dropped by a drop rule");
-        assert_eq!(total.pass, sent_pass, "every pass-port packet was accepted by an accept rule");
+        assert_eq!(
+            total.dropped, sent_drop,
+            "every drop-port packet was dropped by a drop rule"
+        );
+        assert_eq!(
+            total.pass, sent_pass,
+            "every pass-port packet was accepted by an accept rule"
+        );
     } else {
-        assert!(total.dropped <= sent_drop && total.pass <= sent_pass, "more judged than sent");
+        assert!(
+            total.dropped <= sent_drop && total.pass <= sent_pass,
+            "more judged than sent"
+        );
     }
-    assert_eq!(received, sent_pass + sent_drop - lost_on_wire, "packets sent == packets received");
+    assert_eq!(
+        received,
+        sent_pass + sent_drop - lost_on_wire,
+        "packets sent == packets received"
+    );
 }

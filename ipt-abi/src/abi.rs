@@ -134,7 +134,9 @@ pub const fn xt_align(n: usize) -> usize {
 
 /// `struct xt_counters`.
 #[doc(alias = "xt_counters")]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct XtCounters {
     /// Packets.
@@ -388,7 +390,9 @@ pub type Ip6tReplace = IptReplace;
 
 /// `struct xt_tcp` (match "tcp", revision 0). Ports in host order.
 #[doc(alias = "xt_tcp")]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct XtTcp {
     /// Source port range (inclusive).
@@ -407,7 +411,9 @@ pub struct XtTcp {
 
 /// `struct xt_udp` (match "udp", revision 0). Ports in host order.
 #[doc(alias = "xt_udp")]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct XtUdp {
     /// Source port range (inclusive).
@@ -422,7 +428,9 @@ pub struct XtUdp {
 
 /// `struct ipt_icmp` (match "icmp", revision 0).
 #[doc(alias = "ipt_icmp")]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct IptIcmp {
     /// ICMP type (0xff = any).
@@ -439,7 +447,9 @@ pub type Ip6tIcmp = IptIcmp;
 
 /// `struct xt_multiport_v1` (match "multiport", revision 1). Ports in host order.
 #[doc(alias = "xt_multiport_v1")]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct XtMultiportV1 {
     /// XT_MULTIPORT_SOURCE / DESTINATION / EITHER.
@@ -456,7 +466,9 @@ pub struct XtMultiportV1 {
 
 /// `struct xt_iprange_mtinfo` (match "iprange", revision 1). Addresses are `union nf_inet_addr`.
 #[doc(alias = "xt_iprange_mtinfo")]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct XtIprangeMtinfo {
     /// Lowest source address (IPv4: first 4 bytes, network order).
@@ -496,25 +508,110 @@ assert_layout!(XtEntryMatch, 32, match_size = 0, name = 2, revision = 31);
 assert_layout!(XtEntryTarget, 32, target_size = 0, name = 2, revision = 31);
 assert_layout!(XtStandardTarget, 40, target = 0, verdict = 32);
 assert_layout!(XtErrorTarget, 64, target = 0, errorname = 32);
-assert_layout!(IptIp, 84, src = 0, dst = 4, smsk = 8, dmsk = 12, iniface = 16, outiface = 32,
-    iniface_mask = 48, outiface_mask = 64, proto = 80, flags = 82, invflags = 83);
-assert_layout!(IptEntry, 112, ip = 0, nfcache = 84, target_offset = 88, next_offset = 90,
-    comefrom = 92, counters = 96);
-assert_layout!(IptGetinfo, 84, name = 0, valid_hooks = 32, hook_entry = 36, underflow = 56,
-    num_entries = 76, size = 80);
+assert_layout!(
+    IptIp,
+    84,
+    src = 0,
+    dst = 4,
+    smsk = 8,
+    dmsk = 12,
+    iniface = 16,
+    outiface = 32,
+    iniface_mask = 48,
+    outiface_mask = 64,
+    proto = 80,
+    flags = 82,
+    invflags = 83
+);
+assert_layout!(
+    IptEntry,
+    112,
+    ip = 0,
+    nfcache = 84,
+    target_offset = 88,
+    next_offset = 90,
+    comefrom = 92,
+    counters = 96
+);
+assert_layout!(
+    IptGetinfo,
+    84,
+    name = 0,
+    valid_hooks = 32,
+    hook_entry = 36,
+    underflow = 56,
+    num_entries = 76,
+    size = 80
+);
 assert_layout!(IptGetEntries, 40, name = 0, size = 32);
-assert_layout!(IptReplace, 96, name = 0, valid_hooks = 32, num_entries = 36, size = 40,
-    hook_entry = 44, underflow = 64, num_counters = 84, counters = 88);
-assert_layout!(Ip6tIp6, 136, src = 0, dst = 16, smsk = 32, dmsk = 48, iniface = 64,
-    outiface = 80, iniface_mask = 96, outiface_mask = 112, proto = 128, tos = 130, flags = 131,
-    invflags = 132);
-assert_layout!(Ip6tEntry, 168, ipv6 = 0, nfcache = 136, target_offset = 140, next_offset = 142,
-    comefrom = 144, counters = 152);
-assert_layout!(XtTcp, 12, spts = 0, dpts = 4, option = 8, flg_mask = 9, flg_cmp = 10, invflags = 11);
+assert_layout!(
+    IptReplace,
+    96,
+    name = 0,
+    valid_hooks = 32,
+    num_entries = 36,
+    size = 40,
+    hook_entry = 44,
+    underflow = 64,
+    num_counters = 84,
+    counters = 88
+);
+assert_layout!(
+    Ip6tIp6,
+    136,
+    src = 0,
+    dst = 16,
+    smsk = 32,
+    dmsk = 48,
+    iniface = 64,
+    outiface = 80,
+    iniface_mask = 96,
+    outiface_mask = 112,
+    proto = 128,
+    tos = 130,
+    flags = 131,
+    invflags = 132
+);
+assert_layout!(
+    Ip6tEntry,
+    168,
+    ipv6 = 0,
+    nfcache = 136,
+    target_offset = 140,
+    next_offset = 142,
+    comefrom = 144,
+    counters = 152
+);
+assert_layout!(
+    XtTcp,
+    12,
+    spts = 0,
+    dpts = 4,
+    option = 8,
+    flg_mask = 9,
+    flg_cmp = 10,
+    invflags = 11
+);
 assert_layout!(XtUdp, 10, spts = 0, dpts = 4, invflags = 8);
 assert_layout!(IptIcmp, 4, icmp_type = 0, code = 1, invflags = 3);
-assert_layout!(XtMultiportV1, 48, flags = 0, count = 1, ports = 2, pflags = 32, invert = 47);
-assert_layout!(XtIprangeMtinfo, 68, src_min = 0, src_max = 16, dst_min = 32, dst_max = 48, flags = 64);
+assert_layout!(
+    XtMultiportV1,
+    48,
+    flags = 0,
+    count = 1,
+    ports = 2,
+    pflags = 32,
+    invert = 47
+);
+assert_layout!(
+    XtIprangeMtinfo,
+    68,
+    src_min = 0,
+    src_max = 16,
+    dst_min = 32,
+    dst_max = 48,
+    flags = 64
+);
 assert_layout!(XtCommentInfo, 256, comment = 0);
 
 /// Size of `struct ipt_entry`.

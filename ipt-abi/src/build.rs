@@ -59,7 +59,12 @@ pub struct Rule {
 impl Rule {
     /// A rule matching everything.
     pub fn new(target: RuleTarget) -> Self {
-        Rule { ip: IpMatch::default(), nfcache: 0, matches: Vec::new(), target }
+        Rule {
+            ip: IpMatch::default(),
+            nfcache: 0,
+            matches: Vec::new(),
+            target,
+        }
     }
     /// `-s addr/prefix` (the address is masked, as iptables does).
     pub fn src(mut self, addr: [u8; 4], prefix: u8) -> Self {
@@ -107,19 +112,34 @@ impl Rule {
     }
     /// `-p udp -m udp --dport port`.
     pub fn udp_dport(self, port: u16) -> Self {
-        self.proto(IPPROTO_UDP).with(Match::Udp(XtUdp { spts: [0, 0xffff], dpts: [port, port], invflags: 0, pad: 0 }))
+        self.proto(IPPROTO_UDP).with(Match::Udp(XtUdp {
+            spts: [0, 0xffff],
+            dpts: [port, port],
+            invflags: 0,
+            pad: 0,
+        }))
     }
     /// `-p tcp -m tcp --dport port`.
     pub fn tcp_dport(self, port: u16) -> Self {
-        self.proto(IPPROTO_TCP).with(Match::Tcp(XtTcp { spts: [0, 0xffff], dpts: [port, port], ..Default::default() }))
+        self.proto(IPPROTO_TCP).with(Match::Tcp(XtTcp {
+            spts: [0, 0xffff],
+            dpts: [port, port],
+            ..Default::default()
+        }))
     }
     /// `-p icmp -m icmp --icmp-type type` (0xff = any).
     pub fn icmp_type(self, icmp_type: u8) -> Self {
-        self.proto(IPPROTO_ICMP).with(Match::Icmp(IptIcmp { icmp_type, code: [0, 0xff], invflags: 0 }))
+        self.proto(IPPROTO_ICMP).with(Match::Icmp(IptIcmp {
+            icmp_type,
+            code: [0, 0xff],
+            invflags: 0,
+        }))
     }
     /// `-m comment --comment text`.
     pub fn comment(self, text: &str) -> Self {
-        let mut c = XtCommentInfo { comment: [0; XT_MAX_COMMENT_LEN] };
+        let mut c = XtCommentInfo {
+            comment: [0; XT_MAX_COMMENT_LEN],
+        };
         let n = text.len().min(XT_MAX_COMMENT_LEN - 1);
         c.comment[..n].copy_from_slice(&text.as_bytes()[..n]);
         self.with(Match::Comment(Box::new(c)))
@@ -172,14 +192,27 @@ impl TableBuilder {
     pub fn filter() -> Self {
         let chains = [1usize, 2, 3]
             .iter()
-            .map(|&h| BChain { name: HOOK_NAMES[h].to_string(), hook: Some(h), policy: Verdict::Accept, rules: Vec::new() })
+            .map(|&h| BChain {
+                name: HOOK_NAMES[h].to_string(),
+                hook: Some(h),
+                policy: Verdict::Accept,
+                rules: Vec::new(),
+            })
             .collect();
-        TableBuilder { name: "filter".to_string(), valid_hooks: FILTER_VALID_HOOKS, chains }
+        TableBuilder {
+            name: "filter".to_string(),
+            valid_hooks: FILTER_VALID_HOOKS,
+            chains,
+        }
     }
 
     /// Set a built-in chain's policy (Accept or Drop). Unknown chain names are ignored.
     pub fn policy(&mut self, chain: &str, verdict: Verdict) -> &mut Self {
-        if let Some(c) = self.chains.iter_mut().find(|c| c.name == chain && c.hook.is_some()) {
+        if let Some(c) = self
+            .chains
+            .iter_mut()
+            .find(|c| c.name == chain && c.hook.is_some())
+        {
             c.policy = verdict;
         }
         self
@@ -188,7 +221,12 @@ impl TableBuilder {
     /// Add an empty user chain (no-op if it exists).
     pub fn user_chain(&mut self, name: &str) -> &mut Self {
         if !self.chains.iter().any(|c| c.name == name) {
-            self.chains.push(BChain { name: name.to_string(), hook: None, policy: Verdict::Return, rules: Vec::new() });
+            self.chains.push(BChain {
+                name: name.to_string(),
+                hook: None,
+                policy: Verdict::Return,
+                rules: Vec::new(),
+            });
         }
         self
     }
@@ -229,7 +267,9 @@ impl TableBuilder {
             }
             starts.push(off);
             for r in &c.rules {
-                off += IPT_ENTRY_SIZE + r.matches.iter().map(Match::match_size).sum::<usize>() + XT_STANDARD_TARGET_SIZE;
+                off += IPT_ENTRY_SIZE
+                    + r.matches.iter().map(Match::match_size).sum::<usize>()
+                    + XT_STANDARD_TARGET_SIZE;
             }
             off += std_entry;
         }
@@ -246,13 +286,29 @@ impl TableBuilder {
         let mut entries: Vec<Entry> = Vec::new();
         let push = |entries: &mut Vec<Entry>, ip, nfcache, matches, target| {
             let index = entries.len() as u32;
-            let offset = entries.last().map_or(0, |e: &Entry| e.offset + e.next_offset() as u32);
-            entries.push(Entry { index, offset, ip, nfcache, comefrom: 0, matches, target });
+            let offset = entries
+                .last()
+                .map_or(0, |e: &Entry| e.offset + e.next_offset() as u32);
+            entries.push(Entry {
+                index,
+                offset,
+                ip,
+                nfcache,
+                comefrom: 0,
+                matches,
+                target,
+            });
             offset
         };
         for c in &chains {
             if c.hook.is_none() {
-                push(&mut entries, IpMatch::default(), 0, Vec::new(), Target::Error(ErrorName::from(c.name.as_str())));
+                push(
+                    &mut entries,
+                    IpMatch::default(),
+                    0,
+                    Vec::new(),
+                    Target::Error(ErrorName::from(c.name.as_str())),
+                );
             }
             let mut first = None;
             for r in &c.rules {
@@ -261,25 +317,56 @@ impl TableBuilder {
                     RuleTarget::Accept => Verdict::Accept,
                     RuleTarget::Drop => Verdict::Drop,
                     RuleTarget::Return => Verdict::Return,
-                    RuleTarget::Jump(n) => Verdict::Jump { offset: find(n)?, index: 0 },
+                    RuleTarget::Jump(n) => Verdict::Jump {
+                        offset: find(n)?,
+                        index: 0,
+                    },
                     RuleTarget::Goto(n) => {
                         ip.flags |= IPT_F_GOTO;
-                        Verdict::Jump { offset: find(n)?, index: 0 }
+                        Verdict::Jump {
+                            offset: find(n)?,
+                            index: 0,
+                        }
                     }
                 };
-                let o = push(&mut entries, ip, r.nfcache, r.matches.clone(), Target::Standard(verdict));
+                let o = push(
+                    &mut entries,
+                    ip,
+                    r.nfcache,
+                    r.matches.clone(),
+                    Target::Standard(verdict),
+                );
                 first.get_or_insert(o);
             }
-            let end = push(&mut entries, IpMatch::default(), 0, Vec::new(), Target::Standard(c.policy));
+            let end = push(
+                &mut entries,
+                IpMatch::default(),
+                0,
+                Vec::new(),
+                Target::Standard(c.policy),
+            );
             if let Some(h) = c.hook {
                 hook_entry[h] = first.unwrap_or(end);
                 underflow[h] = end;
             }
         }
-        push(&mut entries, IpMatch::default(), 0, Vec::new(), Target::Error(ErrorName::from(XT_ERROR_TARGET)));
+        push(
+            &mut entries,
+            IpMatch::default(),
+            0,
+            Vec::new(),
+            Target::Error(ErrorName::from(XT_ERROR_TARGET)),
+        );
         // Offsets are u16 in ipt_entry: an entry this large cannot be expressed.
-        if let Some(e) = entries.iter().find(|e| e.next_offset() > usize::from(u16::MAX)) {
-            return Err(AbiError::Entry { index: e.index, offset: e.offset, fault: crate::EntryFault::NextPastEnd });
+        if let Some(e) = entries
+            .iter()
+            .find(|e| e.next_offset() > usize::from(u16::MAX))
+        {
+            return Err(AbiError::Entry {
+                index: e.index,
+                offset: e.offset,
+                fault: crate::EntryFault::NextPastEnd,
+            });
         }
         let hdr = IptReplace {
             name: name_field(&self.name),

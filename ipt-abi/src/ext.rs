@@ -24,10 +24,22 @@ pub struct Supported {
 }
 
 const fn m(name: &'static str, revision: u8, size: usize, proto: u16) -> Supported {
-    Supported { name, revision, kind: ExtKind::Match, size, proto }
+    Supported {
+        name,
+        revision,
+        kind: ExtKind::Match,
+        size,
+        proto,
+    }
 }
 const fn t(name: &'static str, revision: u8, size: usize) -> Supported {
-    Supported { name, revision, kind: ExtKind::Target, size, proto: 0 }
+    Supported {
+        name,
+        revision,
+        kind: ExtKind::Target,
+        size,
+        proto: 0,
+    }
 }
 
 /// IPPROTO_TCP.
@@ -139,7 +151,10 @@ pub fn xt_check_match(
         return Err((libc::EINVAL, "invalid match size"));
     }
     if ext.proto != 0 && (ext.proto != proto || inv_proto) {
-        return Err((libc::EINVAL, "match only valid for its protocol (not inverted)"));
+        return Err((
+            libc::EINVAL,
+            "match only valid for its protocol (not inverted)",
+        ));
     }
     Ok(())
 }
@@ -178,7 +193,11 @@ pub fn icmp_checkentry(info: &IptIcmp) -> Result<(), (i32, &'static str)> {
 
 /// `multiport_mt_check` (its `check()` helper): protocol with ports, not inverted, valid flags,
 /// count <= 15.
-pub fn multiport_mt_check(info: &XtMultiportV1, proto: u16, ip_invflags: u8) -> Result<(), (i32, &'static str)> {
+pub fn multiport_mt_check(
+    info: &XtMultiportV1,
+    proto: u16,
+    ip_invflags: u8,
+) -> Result<(), (i32, &'static str)> {
     let proto_ok = matches!(
         proto,
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP | IPPROTO_DCCP
@@ -230,49 +249,119 @@ mod tests {
     fn find() {
         let f = Family::Ipv4;
         assert!(xt_request_find(f, ExtKind::Match, &n("tcp"), 0).is_ok());
-        assert_eq!(xt_request_find(f, ExtKind::Match, &n("tcp"), 1).map(|_| ()), Err((libc::ENOENT, "unknown or unsupported extension")));
-        assert_eq!(xt_request_find(f, ExtKind::Match, &n("comment"), 1).map_err(|e| e.0), Err(libc::EPROTOTYPE));
-        assert_eq!(xt_request_find(f, ExtKind::Match, &n("limit"), 0).map_err(|e| e.0), Err(libc::ENOENT));
-        assert_eq!(xt_request_find(f, ExtKind::Match, &[b'a'; 29], 0).map_err(|e| e.0), Err(libc::EINVAL));
+        assert_eq!(
+            xt_request_find(f, ExtKind::Match, &n("tcp"), 1).map(|_| ()),
+            Err((libc::ENOENT, "unknown or unsupported extension"))
+        );
+        assert_eq!(
+            xt_request_find(f, ExtKind::Match, &n("comment"), 1).map_err(|e| e.0),
+            Err(libc::EPROTOTYPE)
+        );
+        assert_eq!(
+            xt_request_find(f, ExtKind::Match, &n("limit"), 0).map_err(|e| e.0),
+            Err(libc::ENOENT)
+        );
+        assert_eq!(
+            xt_request_find(f, ExtKind::Match, &[b'a'; 29], 0).map_err(|e| e.0),
+            Err(libc::EINVAL)
+        );
         assert!(xt_request_find(f, ExtKind::Target, &n(""), 0).is_ok());
-        assert_eq!(xt_request_find(f, ExtKind::Target, &n("tcp"), 0).map_err(|e| e.0), Err(libc::ENOENT));
-        assert_eq!(xt_request_find(f, ExtKind::Match, &n("icmp6"), 0).map_err(|e| e.0), Err(libc::ENOENT));
+        assert_eq!(
+            xt_request_find(f, ExtKind::Target, &n("tcp"), 0).map_err(|e| e.0),
+            Err(libc::ENOENT)
+        );
+        assert_eq!(
+            xt_request_find(f, ExtKind::Match, &n("icmp6"), 0).map_err(|e| e.0),
+            Err(libc::ENOENT)
+        );
     }
 
     #[test]
     fn revisions() {
         let f = Family::Ipv4;
         assert_eq!(find_revision(f, ExtKind::Match, "multiport", 1), Ok(1));
-        assert_eq!(find_revision(f, ExtKind::Match, "multiport", 2), Err(libc::EPROTONOSUPPORT));
-        assert_eq!(find_revision(f, ExtKind::Match, "multiport", 0), Err(libc::EPROTONOSUPPORT));
-        assert_eq!(find_revision(f, ExtKind::Match, "iprange", 0), Err(libc::EPROTONOSUPPORT));
-        assert_eq!(find_revision(f, ExtKind::Match, "conntrack", 3), Err(libc::ENOENT));
+        assert_eq!(
+            find_revision(f, ExtKind::Match, "multiport", 2),
+            Err(libc::EPROTONOSUPPORT)
+        );
+        assert_eq!(
+            find_revision(f, ExtKind::Match, "multiport", 0),
+            Err(libc::EPROTONOSUPPORT)
+        );
+        assert_eq!(
+            find_revision(f, ExtKind::Match, "iprange", 0),
+            Err(libc::EPROTONOSUPPORT)
+        );
+        assert_eq!(
+            find_revision(f, ExtKind::Match, "conntrack", 3),
+            Err(libc::ENOENT)
+        );
         assert_eq!(find_revision(f, ExtKind::Target, "ERROR", 0), Ok(0));
-        assert_eq!(find_revision(f, ExtKind::Target, "LOG", 0), Err(libc::ENOENT));
-        assert_eq!(find_revision(Family::Ipv6, ExtKind::Match, "icmp", 0), Err(libc::ENOENT));
-        assert_eq!(find_revision(Family::Ipv6, ExtKind::Match, "icmp6", 0), Ok(0));
+        assert_eq!(
+            find_revision(f, ExtKind::Target, "LOG", 0),
+            Err(libc::ENOENT)
+        );
+        assert_eq!(
+            find_revision(Family::Ipv6, ExtKind::Match, "icmp", 0),
+            Err(libc::ENOENT)
+        );
+        assert_eq!(
+            find_revision(Family::Ipv6, ExtKind::Match, "icmp6", 0),
+            Ok(0)
+        );
         // Answers of the running 6.18 kernel for these names (xt-oracle revision ...).
         for (name, rev) in [("tcp", 1), ("icmp", 1), ("comment", 1), ("iprange", 0)] {
-            assert_eq!(find_revision(f, ExtKind::Match, name, rev), Err(libc::EPROTONOSUPPORT), "{name} {rev}");
+            assert_eq!(
+                find_revision(f, ExtKind::Match, name, rev),
+                Err(libc::EPROTONOSUPPORT),
+                "{name} {rev}"
+            );
         }
-        assert_eq!(find_revision(f, ExtKind::Target, "ERROR", 1), Err(libc::EPROTONOSUPPORT));
+        assert_eq!(
+            find_revision(f, ExtKind::Target, "ERROR", 1),
+            Err(libc::EPROTONOSUPPORT)
+        );
         assert_eq!(find_revision(f, ExtKind::Target, "", 0), Ok(0));
     }
 
     #[test]
     fn checkentries() {
-        assert!(tcp_mt_check(&XtTcp { invflags: 0x0f, ..Default::default() }).is_ok());
-        assert!(tcp_mt_check(&XtTcp { invflags: 0x10, ..Default::default() }).is_err());
-        assert!(udp_mt_check(&XtUdp { invflags: 0x04, ..Default::default() }).is_err());
-        assert!(icmp_checkentry(&IptIcmp { invflags: 2, ..Default::default() }).is_err());
-        let mp = XtMultiportV1 { count: 15, flags: 2, ..Default::default() };
+        assert!(tcp_mt_check(&XtTcp {
+            invflags: 0x0f,
+            ..Default::default()
+        })
+        .is_ok());
+        assert!(tcp_mt_check(&XtTcp {
+            invflags: 0x10,
+            ..Default::default()
+        })
+        .is_err());
+        assert!(udp_mt_check(&XtUdp {
+            invflags: 0x04,
+            ..Default::default()
+        })
+        .is_err());
+        assert!(icmp_checkentry(&IptIcmp {
+            invflags: 2,
+            ..Default::default()
+        })
+        .is_err());
+        let mp = XtMultiportV1 {
+            count: 15,
+            flags: 2,
+            ..Default::default()
+        };
         assert!(multiport_mt_check(&mp, IPPROTO_TCP, 0).is_ok());
         assert!(multiport_mt_check(&mp, IPPROTO_ICMP, 0).is_err());
         assert!(multiport_mt_check(&mp, IPPROTO_TCP, IPT_INV_PROTO).is_err());
         assert!(multiport_mt_check(&XtMultiportV1 { count: 16, ..mp }, IPPROTO_TCP, 0).is_err());
         assert!(multiport_mt_check(&XtMultiportV1 { flags: 3, ..mp }, IPPROTO_TCP, 0).is_err());
         // Ranges, as the 6.18 kernel answered them (EINVAL / accepted).
-        let mut r = XtMultiportV1 { count: 3, flags: 1, ..Default::default() };
+        let mut r = XtMultiportV1 {
+            count: 3,
+            flags: 1,
+            ..Default::default()
+        };
         r.ports[..3].copy_from_slice(&[22, 80, 443]);
         assert!(multiport_valid_ranges(&r));
         r.pflags[2] = 1;

@@ -16,7 +16,8 @@ use crate::abi::*;
 use crate::AbiError;
 
 /// Names of the five netfilter hooks, as iptables prints the built-in chains.
-pub const HOOK_NAMES: [&str; NF_INET_NUMHOOKS] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
+pub const HOOK_NAMES: [&str; NF_INET_NUMHOOKS] =
+    ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
 /// `valid_hooks` of the filter table: LOCAL_IN, FORWARD, LOCAL_OUT.
 pub const FILTER_VALID_HOOKS: u32 = (1 << 1) | (1 << 2) | (1 << 3);
 
@@ -332,7 +333,11 @@ impl Entry {
         for m in &self.matches {
             let payload = m.payload();
             let size = m.match_size();
-            let h = XtEntryMatch { match_size: size as u16, name: name_field(m.name()), revision: m.revision() };
+            let h = XtEntryMatch {
+                match_size: size as u16,
+                name: name_field(m.name()),
+                revision: m.revision(),
+            };
             out.extend_from_slice(h.as_bytes());
             out.extend_from_slice(payload);
             out.resize(out.len() + xt_align(payload.len()) - payload.len(), 0);
@@ -411,7 +416,9 @@ impl Table {
 
     /// Bytes of the entries blob.
     pub fn size(&self) -> u32 {
-        self.entries.last().map_or(0, |e| e.offset + e.next_offset() as u32)
+        self.entries
+            .last()
+            .map_or(0, |e| e.offset + e.next_offset() as u32)
     }
 
     /// Number of entries.
@@ -445,7 +452,11 @@ impl Table {
     /// IPT_SO_GET_ENTRIES answer: `ipt_get_entries` header (name, size) then the entries as
     /// `copy_entries_to_user` writes them, with `counters[i]` in entry i.
     pub fn get_entries(&self, counters: &[XtCounters]) -> Vec<u8> {
-        let hdr = IptGetEntries { name: name_field(&self.name), size: self.size(), pad: [0; 4] };
+        let hdr = IptGetEntries {
+            name: name_field(&self.name),
+            size: self.size(),
+            pad: [0; 4],
+        };
         let mut out = Vec::with_capacity(IPT_GET_ENTRIES_SIZE + self.size() as usize);
         out.extend_from_slice(hdr.as_bytes());
         for (i, e) in self.entries.iter().enumerate() {
@@ -477,17 +488,24 @@ impl Table {
 
     /// Index of the entry starting at byte offset `off`.
     pub fn entry_at_offset(&self, off: u32) -> Option<u32> {
-        self.entries.binary_search_by_key(&off, |e| e.offset).ok().map(|i| i as u32)
+        self.entries
+            .binary_search_by_key(&off, |e| e.offset)
+            .ok()
+            .map(|i| i as u32)
     }
 
     /// Index of the first entry of a valid hook.
     pub fn hook_entry_index(&self, hook: usize) -> Option<u32> {
-        self.hook_valid(hook).then(|| self.entry_at_offset(self.hook_entry[hook])).flatten()
+        self.hook_valid(hook)
+            .then(|| self.entry_at_offset(self.hook_entry[hook]))
+            .flatten()
     }
 
     /// Index of the policy (underflow) entry of a valid hook.
     pub fn underflow_index(&self, hook: usize) -> Option<u32> {
-        self.hook_valid(hook).then(|| self.entry_at_offset(self.underflow[hook])).flatten()
+        self.hook_valid(hook)
+            .then(|| self.entry_at_offset(self.underflow[hook]))
+            .flatten()
     }
 
     fn hook_valid(&self, hook: usize) -> bool {
@@ -522,13 +540,21 @@ impl Table {
                     .get(k + 1)
                     .map_or(last as u32, |next| next.2.unwrap_or(next.0)),
             };
-            out.push(ChainInfo { name: name.clone(), hook: *hook, head: *head, entries: *first..end.max(*first) });
+            out.push(ChainInfo {
+                name: name.clone(),
+                hook: *hook,
+                head: *head,
+                entries: *first..end.max(*first),
+            });
         }
         out
     }
 
     /// Name of the chain whose body holds entry `index` (None for heads and the table end).
     pub fn chain_of(&self, index: u32) -> Option<String> {
-        self.chains().into_iter().find(|c| c.entries.contains(&index)).map(|c| c.name)
+        self.chains()
+            .into_iter()
+            .find(|c| c.entries.contains(&index))
+            .map(|c| c.name)
     }
 }

@@ -57,7 +57,10 @@ impl AddCounters {
             return Err(AbiError::UnknownTable(self.name.clone()));
         }
         if self.counters.len() != table.entries.len() {
-            return Err(AbiError::CounterCount { num_counters: self.counters.len() as u32, entries: table.num_entries() });
+            return Err(AbiError::CounterCount {
+                num_counters: self.counters.len() as u32,
+                entries: table.num_entries(),
+            });
         }
         Ok(())
     }
@@ -88,7 +91,11 @@ fn name_string(field: &[u8]) -> String {
 pub fn parse_replace(blob: &[u8], current_entries: Option<u32>) -> Result<Replace, AbiError> {
     // do_replace
     let Ok((hdr, rest)) = IptReplace::read_from_prefix(blob) else {
-        return Err(AbiError::Length { what: "ipt_replace", len: blob.len(), need: IPT_REPLACE_SIZE as u64 });
+        return Err(AbiError::Length {
+            what: "ipt_replace",
+            len: blob.len(),
+            need: IPT_REPLACE_SIZE as u64,
+        });
     };
     if u64::from(hdr.num_counters) >= i32::MAX as u64 / core::mem::size_of::<XtCounters>() as u64 {
         return Err(AbiError::TooManyCounters(hdr.num_counters));
@@ -98,7 +105,11 @@ pub fn parse_replace(blob: &[u8], current_entries: Option<u32>) -> Result<Replac
     }
     let need = u64::from(hdr.size) + IPT_REPLACE_SIZE as u64;
     if (blob.len() as u64) < need {
-        return Err(AbiError::Length { what: "ipt_replace + entries", len: blob.len(), need });
+        return Err(AbiError::Length {
+            what: "ipt_replace + entries",
+            len: blob.len(),
+            need,
+        });
     }
     // The kernel forces a NUL into the last byte of the name.
     let name = name_string(&hdr.name[..XT_TABLE_MAXNAMELEN - 1]);
@@ -112,7 +123,11 @@ pub fn parse_replace(blob: &[u8], current_entries: Option<u32>) -> Result<Replac
         return Err(AbiError::UnknownTable(name));
     };
     if hdr.valid_hooks != valid_hooks {
-        return Err(AbiError::ValidHooks { table: name, got: hdr.valid_hooks, want: valid_hooks });
+        return Err(AbiError::ValidHooks {
+            table: name,
+            got: hdr.valid_hooks,
+            want: valid_hooks,
+        });
     }
     if table_valid_hooks(&name).is_none() {
         return Err(AbiError::UnknownTable(name));
@@ -120,10 +135,18 @@ pub fn parse_replace(blob: &[u8], current_entries: Option<u32>) -> Result<Replac
     // xt_replace_table
     if let Some(current) = current_entries {
         if current != hdr.num_counters {
-            return Err(AbiError::StaleCounters { num_counters: hdr.num_counters, current });
+            return Err(AbiError::StaleCounters {
+                num_counters: hdr.num_counters,
+                current,
+            });
         }
     }
-    Ok(Replace { name, num_counters: hdr.num_counters, counters_ptr: hdr.counters, table })
+    Ok(Replace {
+        name,
+        num_counters: hdr.num_counters,
+        counters_ptr: hdr.counters,
+        table,
+    })
 }
 
 /// `xt_alloc_table_info`: the kernel refuses sizes whose allocation would reach
@@ -181,17 +204,22 @@ fn translate_table(repl: &IptReplace, blob: &[u8]) -> Result<Table, AbiError> {
     xt_alloc_entry_offsets(repl.num_entries)?;
     let size = blob.len();
     // An entry is at least 144 bytes: bound the capacity by the blob, not by the header.
-    let mut raw: Vec<RawEntry> =
-        Vec::with_capacity((repl.num_entries as usize).min(size / (IPT_ENTRY_SIZE + XT_ENTRY_TARGET_SIZE) + 1));
+    let mut raw: Vec<RawEntry> = Vec::with_capacity(
+        (repl.num_entries as usize).min(size / (IPT_ENTRY_SIZE + XT_ENTRY_TARGET_SIZE) + 1),
+    );
     let mut pos = 0usize;
     while pos < size {
         let index = raw.len() as u32;
-        let r = check_entry_size_and_hooks(blob, pos, index, repl, &mut hook_entry, &mut underflow)?;
+        let r =
+            check_entry_size_and_hooks(blob, pos, index, repl, &mut hook_entry, &mut underflow)?;
         pos += usize::from(r.hdr.next_offset);
         raw.push(r);
     }
     if raw.len() as u64 != u64::from(repl.num_entries) {
-        return Err(AbiError::EntryCount { found: raw.len() as u32, declared: repl.num_entries });
+        return Err(AbiError::EntryCount {
+            found: raw.len() as u32,
+            declared: repl.num_entries,
+        });
     }
     xt_check_table_hooks(&hook_entry, &underflow, repl.valid_hooks, &raw)?;
     let offsets: Vec<u32> = raw.iter().map(|r| r.offset).collect();
@@ -200,7 +228,13 @@ fn translate_table(repl: &IptReplace, blob: &[u8]) -> Result<Table, AbiError> {
     for (i, r) in raw.iter().enumerate() {
         entries.push(find_check_entry(blob, r, i as u32, &offsets, comefrom[i])?);
     }
-    Ok(Table { name: String::new(), valid_hooks: repl.valid_hooks, hook_entry, underflow, entries })
+    Ok(Table {
+        name: String::new(),
+        valid_hooks: repl.valid_hooks,
+        hook_entry,
+        underflow,
+        entries,
+    })
 }
 
 /// `check_entry_size_and_hooks`: bounds, `ip_checkentry`, `xt_check_entry_offsets`, and the
@@ -214,7 +248,11 @@ fn check_entry_size_and_hooks(
     underflow: &mut [u32; NF_INET_NUMHOOKS],
 ) -> Result<RawEntry, AbiError> {
     let offset = pos as u32;
-    let fail = |fault| AbiError::Entry { index, offset, fault };
+    let fail = |fault| AbiError::Entry {
+        index,
+        offset,
+        fault,
+    };
     let limit = blob.len();
     if pos % 8 != 0 {
         return Err(fail(EntryFault::Misaligned));
@@ -235,8 +273,15 @@ fn check_entry_size_and_hooks(
     ip_checkentry(&hdr.ip).map_err(fail)?;
     let e = &blob[pos..pos + next];
     let (standard, verdict) = xt_check_entry_offsets(e, &hdr).map_err(fail)?;
-    let uncond = usize::from(hdr.target_offset) == IPT_ENTRY_SIZE && IpMatch::from_raw(&hdr.ip).is_unconditional();
-    let r = RawEntry { offset, hdr, uncond, standard, verdict };
+    let uncond = usize::from(hdr.target_offset) == IPT_ENTRY_SIZE
+        && IpMatch::from_raw(&hdr.ip).is_unconditional();
+    let r = RawEntry {
+        offset,
+        hdr,
+        uncond,
+        standard,
+        verdict,
+    };
     for h in 0..NF_INET_NUMHOOKS {
         if repl.valid_hooks & (1 << h) == 0 {
             continue;
@@ -246,7 +291,11 @@ fn check_entry_size_and_hooks(
         }
         if offset == repl.underflow[h] {
             if !check_underflow(&r) {
-                return Err(AbiError::Underflow { hook: h as u8, index, offset });
+                return Err(AbiError::Underflow {
+                    hook: h as u8,
+                    index,
+                    offset,
+                });
             }
             underflow[h] = offset;
         }
@@ -267,7 +316,11 @@ fn ip_checkentry(ip: &IptIp) -> Result<(), EntryFault> {
 
 /// `verdict_ok` (x_tables.c): a positive offset, or ACCEPT, DROP, QUEUE, RETURN.
 fn verdict_ok(verdict: i32) -> bool {
-    verdict > 0 || matches!(verdict, VERDICT_ACCEPT | VERDICT_DROP | VERDICT_QUEUE | XT_RETURN)
+    verdict > 0
+        || matches!(
+            verdict,
+            VERDICT_ACCEPT | VERDICT_DROP | VERDICT_QUEUE | XT_RETURN
+        )
 }
 
 /// `xt_check_entry_offsets` on one entry's bytes (`e.len() == next_offset`). Returns whether
@@ -291,7 +344,11 @@ fn xt_check_entry_offsets(e: &[u8], hdr: &IptEntry) -> Result<(bool, i32), Entry
     }
     let name = &e[to + 2..to + 2 + XT_EXTENSION_MAXNAMELEN];
     let standard = name[0] == 0;
-    let verdict = if to + XT_ENTRY_TARGET_SIZE + 4 <= next { read_i32(e, to + XT_ENTRY_TARGET_SIZE) } else { 0 };
+    let verdict = if to + XT_ENTRY_TARGET_SIZE + 4 <= next {
+        read_i32(e, to + XT_ENTRY_TARGET_SIZE)
+    } else {
+        0
+    };
     if standard {
         if xt_align(to + XT_STANDARD_TARGET_SIZE) != next {
             return Err(EntryFault::StandardTargetSize);
@@ -304,7 +361,8 @@ fn xt_check_entry_offsets(e: &[u8], hdr: &IptEntry) -> Result<(bool, i32), Entry
         if tsize != XT_ERROR_TARGET_SIZE {
             return Err(EntryFault::BadErrorTarget);
         }
-        let errorname = &e[to + XT_ENTRY_TARGET_SIZE..to + XT_ENTRY_TARGET_SIZE + XT_FUNCTION_MAXNAMELEN];
+        let errorname =
+            &e[to + XT_ENTRY_TARGET_SIZE..to + XT_ENTRY_TARGET_SIZE + XT_FUNCTION_MAXNAMELEN];
         if !errorname.contains(&0) {
             return Err(EntryFault::BadErrorTarget);
         }
@@ -365,23 +423,41 @@ fn xt_check_table_hooks(
         }
         let hook = i as u8;
         if hook_entry[i] == u32::MAX {
-            return Err(AbiError::Hooks { hook, reason: "no entry at the hook's entry offset" });
+            return Err(AbiError::Hooks {
+                hook,
+                reason: "no entry at the hook's entry offset",
+            });
         }
         if underflow[i] == u32::MAX {
-            return Err(AbiError::Hooks { hook, reason: "no entry at the hook's underflow offset" });
+            return Err(AbiError::Hooks {
+                hook,
+                reason: "no entry at the hook's underflow offset",
+            });
         }
         if check {
             if max_uflow > underflow[i] {
-                return Err(AbiError::Hooks { hook, reason: "unsorted underflow" });
+                return Err(AbiError::Hooks {
+                    hook,
+                    reason: "unsorted underflow",
+                });
             }
             if max_uflow == underflow[i] {
-                return Err(AbiError::Hooks { hook, reason: "duplicate underflow" });
+                return Err(AbiError::Hooks {
+                    hook,
+                    reason: "duplicate underflow",
+                });
             }
             if max_entry > hook_entry[i] {
-                return Err(AbiError::Hooks { hook, reason: "unsorted entry" });
+                return Err(AbiError::Hooks {
+                    hook,
+                    reason: "unsorted entry",
+                });
             }
             if max_entry == hook_entry[i] {
-                return Err(AbiError::Hooks { hook, reason: "duplicate entry" });
+                return Err(AbiError::Hooks {
+                    hook,
+                    reason: "duplicate entry",
+                });
             }
         }
         max_entry = hook_entry[i];
@@ -413,7 +489,12 @@ fn mark_source_chains(
         if valid_hooks & (1 << hook) == 0 {
             continue;
         }
-        let err = |i: usize, reason| AbiError::Loop { hook: hook as u8, index: i as u32, offset: raw[i].offset, reason };
+        let err = |i: usize, reason| AbiError::Loop {
+            hook: hook as u8,
+            index: i as u32,
+            offset: raw[i].offset,
+            reason,
+        };
         let Some(start) = idx_of(entry_off) else {
             continue;
         };
@@ -460,7 +541,9 @@ fn mark_source_chains(
                 let newpos = if e.standard && e.verdict >= 0 {
                     match idx_of(e.verdict as u32) {
                         Some(i) => i,
-                        None => return Err(err(pos, "jump to an offset that is not an entry start")),
+                        None => {
+                            return Err(err(pos, "jump to an offset that is not an entry start"))
+                        }
                     }
                 } else {
                     if pos + 1 >= n {
@@ -476,13 +559,34 @@ fn mark_source_chains(
     Ok(comefrom)
 }
 
-fn ext_err(index: u32, offset: u32, kind: ExtKind, name: &[u8], revision: u8, (errno, reason): (i32, &'static str)) -> AbiError {
-    AbiError::Extension { index, offset, kind, name: name_string(name), revision, reason, errno }
+fn ext_err(
+    index: u32,
+    offset: u32,
+    kind: ExtKind,
+    name: &[u8],
+    revision: u8,
+    (errno, reason): (i32, &'static str),
+) -> AbiError {
+    AbiError::Extension {
+        index,
+        offset,
+        kind,
+        name: name_string(name),
+        revision,
+        reason,
+        errno,
+    }
 }
 
 /// `find_check_entry`: look up and check every match (in order), then the target, and build
 /// the typed entry.
-fn find_check_entry(blob: &[u8], r: &RawEntry, index: u32, offsets: &[u32], comefrom: u32) -> Result<Entry, AbiError> {
+fn find_check_entry(
+    blob: &[u8],
+    r: &RawEntry,
+    index: u32,
+    offsets: &[u32],
+    comefrom: u32,
+) -> Result<Entry, AbiError> {
     let off = r.offset as usize;
     let e = &blob[off..off + usize::from(r.hdr.next_offset)];
     let to = usize::from(r.hdr.target_offset);
@@ -496,17 +600,23 @@ fn find_check_entry(blob: &[u8], r: &RawEntry, index: u32, offsets: &[u32], come
         };
         let msize = usize::from(mh.match_size);
         let fail = |x| ext_err(index, r.offset, ExtKind::Match, &mh.name, mh.revision, x);
-        let ext = ext::xt_request_find(Family::Ipv4, ExtKind::Match, &mh.name, mh.revision).map_err(fail)?;
+        let ext = ext::xt_request_find(Family::Ipv4, ExtKind::Match, &mh.name, mh.revision)
+            .map_err(fail)?;
         let size = msize - XT_ENTRY_MATCH_SIZE;
         matches.push(check_match(ext, &data[..size], &ip).map_err(fail)?);
         pos += msize;
     }
     let Ok((th, tdata)) = XtEntryTarget::read_from_prefix(&e[to..]) else {
-        return Err(AbiError::Entry { index, offset: r.offset, fault: EntryFault::TargetHeaderPastNext });
+        return Err(AbiError::Entry {
+            index,
+            offset: r.offset,
+            fault: EntryFault::TargetHeaderPastNext,
+        });
     };
     let tsize = usize::from(th.target_size);
     let fail = |x| ext_err(index, r.offset, ExtKind::Target, &th.name, th.revision, x);
-    let ext = ext::xt_request_find(Family::Ipv4, ExtKind::Target, &th.name, th.revision).map_err(fail)?;
+    let ext =
+        ext::xt_request_find(Family::Ipv4, ExtKind::Target, &th.name, th.revision).map_err(fail)?;
     let data = &tdata[..tsize - XT_ENTRY_TARGET_SIZE];
     ext::xt_check_target(ext, data.len()).map_err(fail)?;
     let target = if ext.name == XT_STANDARD_TARGET {
@@ -519,18 +629,37 @@ fn find_check_entry(blob: &[u8], r: &RawEntry, index: u32, offsets: &[u32], come
             v if v > 0 => {
                 // mark_source_chains vets the jumps of reachable entries only; an entry no hook
                 // reaches (comefrom 0) may jump anywhere, and the kernel accepts that.
-                let index = offsets.binary_search(&(v as u32)).map_or(u32::MAX, |i| i as u32);
-                Verdict::Jump { offset: v as u32, index }
+                let index = offsets
+                    .binary_search(&(v as u32))
+                    .map_or(u32::MAX, |i| i as u32);
+                Verdict::Jump {
+                    offset: v as u32,
+                    index,
+                }
             }
             // xt_check_entry_offsets already refused every other verdict.
-            _ => return Err(AbiError::Entry { index, offset: r.offset, fault: EntryFault::BadVerdict }),
+            _ => {
+                return Err(AbiError::Entry {
+                    index,
+                    offset: r.offset,
+                    fault: EntryFault::BadVerdict,
+                })
+            }
         })
     } else {
         let mut name = [0u8; XT_FUNCTION_MAXNAMELEN];
         name.copy_from_slice(&data[..XT_FUNCTION_MAXNAMELEN]);
         Target::Error(ErrorName(name))
     };
-    Ok(Entry { index, offset: r.offset, ip, nfcache: r.hdr.nfcache, comefrom, matches, target })
+    Ok(Entry {
+        index,
+        offset: r.offset,
+        ip,
+        nfcache: r.hdr.nfcache,
+        comefrom,
+        matches,
+        target,
+    })
 }
 
 /// `check_match` -> `xt_check_match` (size, protocol) then the extension's checkentry.
@@ -576,29 +705,51 @@ fn check_match(ext: &Supported, data: &[u8], ip: &IpMatch) -> Result<Match, (i32
 /// The table checks (`do_add_counters`) are `AddCounters::check_against`.
 pub fn parse_add_counters(blob: &[u8]) -> Result<AddCounters, AbiError> {
     if blob.len() <= XT_COUNTERS_INFO_SIZE {
-        return Err(AbiError::Length { what: "xt_counters_info", len: blob.len(), need: XT_COUNTERS_INFO_SIZE as u64 + 1 });
+        return Err(AbiError::Length {
+            what: "xt_counters_info",
+            len: blob.len(),
+            need: XT_COUNTERS_INFO_SIZE as u64 + 1,
+        });
     }
     let Ok((hdr, rest)) = XtCountersInfo::read_from_prefix(blob) else {
-        return Err(AbiError::Length { what: "xt_counters_info", len: blob.len(), need: XT_COUNTERS_INFO_SIZE as u64 + 1 });
+        return Err(AbiError::Length {
+            what: "xt_counters_info",
+            len: blob.len(),
+            need: XT_COUNTERS_INFO_SIZE as u64 + 1,
+        });
     };
     let need = u64::from(hdr.num_counters) * core::mem::size_of::<XtCounters>() as u64;
     if need != rest.len() as u64 {
-        return Err(AbiError::Length { what: "xt_counters_info counters", len: rest.len(), need });
+        return Err(AbiError::Length {
+            what: "xt_counters_info counters",
+            len: rest.len(),
+            need,
+        });
     }
     let counters = rest
         .chunks_exact(core::mem::size_of::<XtCounters>())
         .filter_map(|c| XtCounters::read_from_bytes(c).ok())
         .collect();
-    Ok(AddCounters { name: name_string(&hdr.name[..XT_TABLE_MAXNAMELEN - 1]), counters })
+    Ok(AddCounters {
+        name: name_string(&hdr.name[..XT_TABLE_MAXNAMELEN - 1]),
+        counters,
+    })
 }
 
 /// Decode an IPT_SO_GET_REVISION_MATCH/TARGET request (`xt_get_revision`): optlen must be
 /// exactly 30 (EINVAL); the kernel forces a NUL into the last name byte.
 pub fn parse_revision_request(blob: &[u8]) -> Result<(String, u8), AbiError> {
     let Ok(rev) = XtGetRevision::read_from_bytes(blob) else {
-        return Err(AbiError::Length { what: "xt_get_revision", len: blob.len(), need: XT_GET_REVISION_SIZE as u64 });
+        return Err(AbiError::Length {
+            what: "xt_get_revision",
+            len: blob.len(),
+            need: XT_GET_REVISION_SIZE as u64,
+        });
     };
-    Ok((name_string(&rev.name[..XT_EXTENSION_MAXNAMELEN - 1]), rev.revision))
+    Ok((
+        name_string(&rev.name[..XT_EXTENSION_MAXNAMELEN - 1]),
+        rev.revision,
+    ))
 }
 
 /// Answer a revision query as `xt_find_revision` would for the extensions bpfilter supports:
@@ -607,9 +758,18 @@ pub fn parse_revision_request(blob: &[u8]) -> Result<(String, u8), AbiError> {
 /// ENOENT for any other name. Note: `xt_find_revision` yields that best revision, but
 /// `ip_getsockopt` turns any non-negative result into a 0 return, so the caller of
 /// getsockopt sees 0 on success.
-pub fn query_revision(family: Family, kind: ExtKind, name: &str, revision: u8) -> Result<u8, AbiError> {
-    ext::find_revision(family, kind, name, revision)
-        .map_err(|errno| AbiError::Revision { kind, name: name.to_string(), revision, errno })
+pub fn query_revision(
+    family: Family,
+    kind: ExtKind,
+    name: &str,
+    revision: u8,
+) -> Result<u8, AbiError> {
+    ext::find_revision(family, kind, name, revision).map_err(|errno| AbiError::Revision {
+        kind,
+        name: name.to_string(),
+        revision,
+        errno,
+    })
 }
 
 /// Decode an IPT_SO_GET_INFO request: `optlen` must be 84 (EINVAL); the table name is the
@@ -617,7 +777,11 @@ pub fn query_revision(family: Family, kind: ExtKind, name: &str, revision: u8) -
 /// table it does not serve, else `Table::get_info`.
 pub fn parse_get_info_request(optval: &[u8], optlen: u32) -> Result<String, AbiError> {
     if optlen as usize != IPT_GETINFO_SIZE || optval.len() < XT_TABLE_MAXNAMELEN {
-        return Err(AbiError::Length { what: "ipt_getinfo", len: optlen as usize, need: IPT_GETINFO_SIZE as u64 });
+        return Err(AbiError::Length {
+            what: "ipt_getinfo",
+            len: optlen as usize,
+            need: IPT_GETINFO_SIZE as u64,
+        });
     }
     Ok(name_string(&optval[..XT_TABLE_MAXNAMELEN - 1]))
 }
@@ -626,14 +790,26 @@ pub fn parse_get_info_request(optval: &[u8], optlen: u32) -> Result<String, AbiE
 /// (table name, size); then use `Table::check_get_entries_size` (EAGAIN on a stale size).
 pub fn parse_get_entries_request(optval: &[u8], optlen: u32) -> Result<(String, u32), AbiError> {
     let Ok((hdr, _)) = IptGetEntries::read_from_prefix(optval) else {
-        return Err(AbiError::Length { what: "ipt_get_entries", len: optval.len(), need: IPT_GET_ENTRIES_SIZE as u64 });
+        return Err(AbiError::Length {
+            what: "ipt_get_entries",
+            len: optval.len(),
+            need: IPT_GET_ENTRIES_SIZE as u64,
+        });
     };
     if (optlen as usize) < IPT_GET_ENTRIES_SIZE {
-        return Err(AbiError::Length { what: "ipt_get_entries", len: optlen as usize, need: IPT_GET_ENTRIES_SIZE as u64 });
+        return Err(AbiError::Length {
+            what: "ipt_get_entries",
+            len: optlen as usize,
+            need: IPT_GET_ENTRIES_SIZE as u64,
+        });
     }
     let need = IPT_GET_ENTRIES_SIZE as u64 + u64::from(hdr.size);
     if u64::from(optlen) != need {
-        return Err(AbiError::Length { what: "ipt_get_entries + entries", len: optlen as usize, need });
+        return Err(AbiError::Length {
+            what: "ipt_get_entries + entries",
+            len: optlen as usize,
+            need,
+        });
     }
     Ok((name_string(&hdr.name[..XT_TABLE_MAXNAMELEN - 1]), hdr.size))
 }
@@ -642,7 +818,10 @@ impl Table {
     /// `get_entries`: the requested size must be the table's current size, else EAGAIN.
     pub fn check_get_entries_size(&self, size: u32) -> Result<(), AbiError> {
         if size != self.size() {
-            return Err(AbiError::StaleSize { requested: size, size: self.size() });
+            return Err(AbiError::StaleSize {
+                requested: size,
+                size: self.size(),
+            });
         }
         Ok(())
     }
@@ -708,7 +887,13 @@ mod tests {
         assert_eq!(cf, [2, 2, 2, 4, 8, 0, 2, 2, 0]);
         assert_eq!(t.hook_entry, [u32::MAX, 0, 504, 656, u32::MAX]);
         assert_eq!(t.underflow, [u32::MAX, 352, 504, 656, u32::MAX]);
-        assert_eq!(t.entries[1].target, Target::Standard(Verdict::Jump { offset: 984, index: 6 }));
+        assert_eq!(
+            t.entries[1].target,
+            Target::Standard(Verdict::Jump {
+                offset: 984,
+                index: 6
+            })
+        );
         assert_eq!(t.entry_at_offset(984), Some(6));
         assert_eq!(t.entry_at_offset(985), None);
         assert_eq!(t.hook_entry_index(1), Some(0));
@@ -723,7 +908,12 @@ mod tests {
         assert_eq!(t.chain_of(7).as_deref(), Some("web"));
         assert_eq!(t.chain_of(8), None);
         // Serializing gives the request back (comefrom aside, which the kernel recomputes).
-        assert_eq!(parse_replace(&t.replace_blob(4, 0), Some(4)).expect("again").table, *t);
+        assert_eq!(
+            parse_replace(&t.replace_blob(4, 0), Some(4))
+                .expect("again")
+                .table,
+            *t
+        );
     }
 
     #[test]
@@ -733,14 +923,22 @@ mod tests {
         b[H + E_TCP + 200 - 4] = 0xaa;
         b[H + E_WEB_UDP + IPT_ENTRY_SIZE + 32 + 12] = 0xbb;
         let t = parse_replace(&b, None).expect("valid").table;
-        let counters: Vec<XtCounters> = (0..9).map(|i| XtCounters { pcnt: i, bcnt: 100 * i }).collect();
+        let counters: Vec<XtCounters> = (0..9)
+            .map(|i| XtCounters {
+                pcnt: i,
+                bcnt: 100 * i,
+            })
+            .collect();
         let out = t.get_entries(&counters);
         assert_eq!(out.len(), IPT_GET_ENTRIES_SIZE + t.size() as usize);
         let ent = &out[IPT_GET_ENTRIES_SIZE..];
         assert_eq!(ent[E_TCP + 200 - 4], 0);
         assert_eq!(ent[E_WEB_UDP + IPT_ENTRY_SIZE + 32 + 12], 0);
         assert_eq!(&ent[E_WEB_UDP + 96..E_WEB_UDP + 104], &6u64.to_ne_bytes());
-        assert_eq!(&ent[E_WEB_UDP + 104..E_WEB_UDP + 112], &600u64.to_ne_bytes());
+        assert_eq!(
+            &ent[E_WEB_UDP + 104..E_WEB_UDP + 112],
+            &600u64.to_ne_bytes()
+        );
         let info = t.get_info();
         assert_eq!(info.len(), 84);
         assert_eq!(&info[..7], b"filter\0");
@@ -754,11 +952,24 @@ mod tests {
         assert_eq!(with(|b| set32(b, 84, 0)), EINVAL);
         assert_eq!(with(|b| b.truncate(b.len() - 8)), EINVAL);
         assert_eq!(with(|b| set32(b, 40, u32::MAX)), EINVAL);
-        assert_eq!(with(|b| b.extend_from_slice(&[0; 8])), 0, "trailing bytes are ignored");
-        assert_eq!(xt_alloc_table_info(512 * 1024 * 1024 - 64).map_err(|e| e.errno()), Err(ENOMEM));
+        assert_eq!(
+            with(|b| b.extend_from_slice(&[0; 8])),
+            0,
+            "trailing bytes are ignored"
+        );
+        assert_eq!(
+            xt_alloc_table_info(512 * 1024 * 1024 - 64).map_err(|e| e.errno()),
+            Err(ENOMEM)
+        );
         assert!(xt_alloc_table_info(512 * 1024 * 1024 - 65).is_ok());
-        assert_eq!(xt_alloc_entry_offsets(u32::MAX).map_err(|e| e.errno()), Err(ENOMEM));
-        assert_eq!(xt_counters_alloc(0x0200_0001).map_err(|e| e.errno()), Err(ENOMEM));
+        assert_eq!(
+            xt_alloc_entry_offsets(u32::MAX).map_err(|e| e.errno()),
+            Err(ENOMEM)
+        );
+        assert_eq!(
+            xt_counters_alloc(0x0200_0001).map_err(|e| e.errno()),
+            Err(ENOMEM)
+        );
     }
 
     #[test]
@@ -767,43 +978,148 @@ mod tests {
         assert_eq!(with(|b| set16(b, H + E_TCP + 90, 204)), EINVAL);
         assert_eq!(with(|b| set16(b, H + E_TCP + 90, 112)), EINVAL);
         assert_eq!(with(|b| set16(b, H + E_END + 90, 184)), EINVAL);
-        assert_eq!(with(|b| b[H + E_TCP + 82] = 0x04), EINVAL, "ip_checkentry flags");
-        assert_eq!(with(|b| b[H + E_TCP + 83] = 0x80), EINVAL, "ip_checkentry invflags");
-        assert_eq!(with(|b| set16(b, H + E_TCP + 88, 104)), EINVAL, "target in header");
-        assert_eq!(with(|b| set16(b, H + E_TCP + 88, 192)), EINVAL, "target header past next");
-        assert_eq!(with(|b| set16(b, H + E_TCP + 160, 16)), EINVAL, "target_size < 32");
-        assert_eq!(with(|b| set16(b, H + E_TCP + 160, 48)), EINVAL, "target past next");
-        assert_eq!(with(|b| set32(b, H + E_TCP + 192, (-10i32) as u32)), EINVAL, "bad verdict");
+        assert_eq!(
+            with(|b| b[H + E_TCP + 82] = 0x04),
+            EINVAL,
+            "ip_checkentry flags"
+        );
+        assert_eq!(
+            with(|b| b[H + E_TCP + 83] = 0x80),
+            EINVAL,
+            "ip_checkentry invflags"
+        );
+        assert_eq!(
+            with(|b| set16(b, H + E_TCP + 88, 104)),
+            EINVAL,
+            "target in header"
+        );
+        assert_eq!(
+            with(|b| set16(b, H + E_TCP + 88, 192)),
+            EINVAL,
+            "target header past next"
+        );
+        assert_eq!(
+            with(|b| set16(b, H + E_TCP + 160, 16)),
+            EINVAL,
+            "target_size < 32"
+        );
+        assert_eq!(
+            with(|b| set16(b, H + E_TCP + 160, 48)),
+            EINVAL,
+            "target past next"
+        );
+        assert_eq!(
+            with(|b| set32(b, H + E_TCP + 192, (-10i32) as u32)),
+            EINVAL,
+            "bad verdict"
+        );
         assert_eq!(with(|b| set32(b, H + E_TCP + 192, 0)), EINVAL, "verdict 0");
-        assert_eq!(with(|b| set32(b, H + E_TCP + 192, (-3i32) as u32)), EINVAL, "NF_STOLEN");
-        assert_eq!(with(|b| b[H + E_END + 144..H + E_END + 174].fill(b'x')), EINVAL, "errorname without NUL");
-        assert_eq!(with(|b| set16(b, H + E_TCP + 112, 24)), EINVAL, "match_size < 32");
-        assert_eq!(with(|b| set16(b, H + E_TCP + 112, 56)), EINVAL, "match past target");
+        assert_eq!(
+            with(|b| set32(b, H + E_TCP + 192, (-3i32) as u32)),
+            EINVAL,
+            "NF_STOLEN"
+        );
+        assert_eq!(
+            with(|b| b[H + E_END + 144..H + E_END + 174].fill(b'x')),
+            EINVAL,
+            "errorname without NUL"
+        );
+        assert_eq!(
+            with(|b| set16(b, H + E_TCP + 112, 24)),
+            EINVAL,
+            "match_size < 32"
+        );
+        assert_eq!(
+            with(|b| set16(b, H + E_TCP + 112, 56)),
+            EINVAL,
+            "match past target"
+        );
         // Renaming a rule's standard target to ERROR: 40 bytes is not the ERROR size.
-        assert_eq!(with(|b| b[H + E_TCP + 162..H + E_TCP + 167].copy_from_slice(b"ERROR")), EINVAL);
+        assert_eq!(
+            with(|b| b[H + E_TCP + 162..H + E_TCP + 167].copy_from_slice(b"ERROR")),
+            EINVAL
+        );
     }
 
     #[test]
     fn check_underflow_rules() {
-        assert_eq!(with(|b| b[H + E_IN_POLICY] = 1), EINVAL, "not unconditional");
-        assert_eq!(with(|b| b[H + E_IN_POLICY + 83] = IPT_INV_SRCIP), EINVAL, "invflags only");
-        assert_eq!(with(|b| set32(b, H + E_IN_POLICY + 144, XT_RETURN as u32)), EINVAL);
-        assert_eq!(with(|b| set32(b, H + E_IN_POLICY + 144, VERDICT_QUEUE as u32)), EINVAL);
-        assert_eq!(with(|b| set32(b, H + E_IN_POLICY + 144, 656)), EINVAL, "jump");
-        assert_eq!(with(|b| set32(b, H + E_IN_POLICY + 144, VERDICT_DROP as u32)), 0);
-        assert_eq!(with(|b| set32(b, H + E_FWD_POLICY + 144, XT_RETURN as u32)), EINVAL);
-        assert_eq!(with(|b| set32(b, 64 + 4 * 3, E_END as u32)), EINVAL, "underflow on ERROR entry");
-        let e = parse_replace(&{ let mut b = base(); b[H + E_IN_POLICY] = 1; b }, None).expect_err("refused");
-        assert!(matches!(e, AbiError::Underflow { hook: 1, index: 2, offset: 352 }), "{e:?}");
+        assert_eq!(
+            with(|b| b[H + E_IN_POLICY] = 1),
+            EINVAL,
+            "not unconditional"
+        );
+        assert_eq!(
+            with(|b| b[H + E_IN_POLICY + 83] = IPT_INV_SRCIP),
+            EINVAL,
+            "invflags only"
+        );
+        assert_eq!(
+            with(|b| set32(b, H + E_IN_POLICY + 144, XT_RETURN as u32)),
+            EINVAL
+        );
+        assert_eq!(
+            with(|b| set32(b, H + E_IN_POLICY + 144, VERDICT_QUEUE as u32)),
+            EINVAL
+        );
+        assert_eq!(
+            with(|b| set32(b, H + E_IN_POLICY + 144, 656)),
+            EINVAL,
+            "jump"
+        );
+        assert_eq!(
+            with(|b| set32(b, H + E_IN_POLICY + 144, VERDICT_DROP as u32)),
+            0
+        );
+        assert_eq!(
+            with(|b| set32(b, H + E_FWD_POLICY + 144, XT_RETURN as u32)),
+            EINVAL
+        );
+        assert_eq!(
+            with(|b| set32(b, 64 + 4 * 3, E_END as u32)),
+            EINVAL,
+            "underflow on ERROR entry"
+        );
+        let e = parse_replace(
+            &{
+                let mut b = base();
+                b[H + E_IN_POLICY] = 1;
+                b
+            },
+            None,
+        )
+        .expect_err("refused");
+        assert!(
+            matches!(
+                e,
+                AbiError::Underflow {
+                    hook: 1,
+                    index: 2,
+                    offset: 352
+                }
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn translate_table_count_and_hooks() {
         assert_eq!(with(|b| set32(b, 36, 10)), EINVAL, "num_entries + 1");
         assert_eq!(with(|b| set32(b, 36, 8)), EINVAL, "num_entries - 1");
-        assert_eq!(with(|b| set32(b, 44 + 4, 8)), EINVAL, "hook entry mid-entry");
-        assert_eq!(with(|b| set32(b, 44 + 12, u32::MAX)), EINVAL, "hook entry missing");
-        assert_eq!(with(|b| set32(b, 64 + 8, u32::MAX)), EINVAL, "underflow missing");
+        assert_eq!(
+            with(|b| set32(b, 44 + 4, 8)),
+            EINVAL,
+            "hook entry mid-entry"
+        );
+        assert_eq!(
+            with(|b| set32(b, 44 + 12, u32::MAX)),
+            EINVAL,
+            "hook entry missing"
+        );
+        assert_eq!(
+            with(|b| set32(b, 64 + 8, u32::MAX)),
+            EINVAL,
+            "underflow missing"
+        );
         // INPUT and OUTPUT swapped: unsorted.
         assert_eq!(
             with(|b| {
@@ -814,8 +1130,16 @@ mod tests {
             }),
             EINVAL
         );
-        assert_eq!(with(|b| set32(b, 32, 0x0a)), EINVAL, "valid_hooks without FORWARD");
-        assert_eq!(with(|b| set32(b, 32, 0)), EINVAL, "no valid hooks: valid_hooks differ");
+        assert_eq!(
+            with(|b| set32(b, 32, 0x0a)),
+            EINVAL,
+            "valid_hooks without FORWARD"
+        );
+        assert_eq!(
+            with(|b| set32(b, 32, 0)),
+            EINVAL,
+            "no valid hooks: valid_hooks differ"
+        );
         // Garbage for invalid hooks is ignored and reported back as 0xffffffff.
         let mut b = base();
         set32(&mut b, 44, 0x1234_5678);
@@ -825,38 +1149,105 @@ mod tests {
 
     #[test]
     fn mark_source_chains_rules() {
-        assert_eq!(with(|b| set32(b, H + E_JUMP + 144, 992)), ELOOP, "jump into an entry");
-        assert_eq!(with(|b| set32(b, H + E_JUMP + 144, 5000)), ELOOP, "jump past the end");
-        assert_eq!(with(|b| set32(b, H + E_JUMP + 144, E_JUMP as u32)), ELOOP, "self loop");
+        assert_eq!(
+            with(|b| set32(b, H + E_JUMP + 144, 992)),
+            ELOOP,
+            "jump into an entry"
+        );
+        assert_eq!(
+            with(|b| set32(b, H + E_JUMP + 144, 5000)),
+            ELOOP,
+            "jump past the end"
+        );
+        assert_eq!(
+            with(|b| set32(b, H + E_JUMP + 144, E_JUMP as u32)),
+            ELOOP,
+            "self loop"
+        );
         // web's rule jumps back to INPUT's jump: INPUT -> web -> INPUT loop.
-        assert_eq!(with(|b| set32(b, H + E_WEB_UDP + 192, E_JUMP as u32)), ELOOP);
+        assert_eq!(
+            with(|b| set32(b, H + E_WEB_UDP + 192, E_JUMP as u32)),
+            ELOOP
+        );
         // web's rule jumps into the middle of INPUT's first rule.
         assert_eq!(with(|b| set32(b, H + E_WEB_UDP + 192, 8)), ELOOP);
         // A jump to the chain's ERROR head falls through into the chain: fine.
         assert_eq!(with(|b| set32(b, H + E_JUMP + 144, E_WEB_HEAD as u32)), 0);
         // web's RETURN turned into a fall-through (jump to the next entry): falls into the
         // final ERROR entry and off the end.
-        assert_eq!(with(|b| set32(b, H + E_WEB_RETURN + 144, E_END as u32)), ELOOP);
-        let e = parse_replace(&{ let mut b = base(); set32(&mut b, H + E_JUMP + 144, E_JUMP as u32); b }, None)
-            .expect_err("loop");
-        assert!(matches!(e, AbiError::Loop { hook: 1, index: 1, offset: 200, .. }), "{e:?}");
+        assert_eq!(
+            with(|b| set32(b, H + E_WEB_RETURN + 144, E_END as u32)),
+            ELOOP
+        );
+        let e = parse_replace(
+            &{
+                let mut b = base();
+                set32(&mut b, H + E_JUMP + 144, E_JUMP as u32);
+                b
+            },
+            None,
+        )
+        .expect_err("loop");
+        assert!(
+            matches!(
+                e,
+                AbiError::Loop {
+                    hook: 1,
+                    index: 1,
+                    offset: 200,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn find_check_entry_rules() {
         let m = H + E_TCP + IPT_ENTRY_SIZE; // tcp match header
-        assert_eq!(with(|b| b[m + 2..m + 5].copy_from_slice(b"xyz")), ENOENT, "unknown match");
+        assert_eq!(
+            with(|b| b[m + 2..m + 5].copy_from_slice(b"xyz")),
+            ENOENT,
+            "unknown match"
+        );
         assert_eq!(with(|b| b[m + 31] = 5), ENOENT, "tcp revision 5");
-        assert_eq!(with(|b| b[m + 2..m + 31].fill(b'a')), EINVAL, "unterminated match name");
-        assert_eq!(with(|b| b[H + E_TCP + 162..H + E_TCP + 166].copy_from_slice(b"NOPE")), ENOENT);
-        assert_eq!(with(|b| b[H + E_TCP + 191] = 1), ENOENT, "standard target revision 1");
-        assert_eq!(with(|b| set16(b, H + E_TCP + 80, 17)), EINVAL, "tcp with -p udp");
-        assert_eq!(with(|b| set16(b, H + E_TCP + 80, 0)), EINVAL, "tcp with -p all");
-        assert_eq!(with(|b| b[H + E_TCP + 83] = IPT_INV_PROTO), EINVAL, "tcp with ! -p tcp");
+        assert_eq!(
+            with(|b| b[m + 2..m + 31].fill(b'a')),
+            EINVAL,
+            "unterminated match name"
+        );
+        assert_eq!(
+            with(|b| b[H + E_TCP + 162..H + E_TCP + 166].copy_from_slice(b"NOPE")),
+            ENOENT
+        );
+        assert_eq!(
+            with(|b| b[H + E_TCP + 191] = 1),
+            ENOENT,
+            "standard target revision 1"
+        );
+        assert_eq!(
+            with(|b| set16(b, H + E_TCP + 80, 17)),
+            EINVAL,
+            "tcp with -p udp"
+        );
+        assert_eq!(
+            with(|b| set16(b, H + E_TCP + 80, 0)),
+            EINVAL,
+            "tcp with -p all"
+        );
+        assert_eq!(
+            with(|b| b[H + E_TCP + 83] = IPT_INV_PROTO),
+            EINVAL,
+            "tcp with ! -p tcp"
+        );
         assert_eq!(with(|b| b[m + 32 + 11] = 0x10), EINVAL, "tcp invflags");
         let u = H + E_WEB_UDP + IPT_ENTRY_SIZE;
         assert_eq!(with(|b| b[u + 32 + 8] = 0x04), EINVAL, "udp invflags");
-        assert_eq!(with(|b| set16(b, H + E_WEB_UDP + 80, 6)), EINVAL, "udp with -p tcp");
+        assert_eq!(
+            with(|b| set16(b, H + E_WEB_UDP + 80, 6)),
+            EINVAL,
+            "udp with -p tcp"
+        );
         // comment is family-independent: another revision is EPROTOTYPE.
         let mut b = TableBuilder::filter();
         b.rule("INPUT", Rule::new(RuleTarget::Accept).comment("hi"));
@@ -875,28 +1266,74 @@ mod tests {
 
     fn one_match_rule(proto: u16, invflags: u8, m: Match) -> i32 {
         let mut b = TableBuilder::filter();
-        b.rule("INPUT", Rule::new(RuleTarget::Accept).proto(proto).invert(invflags).with(m));
+        b.rule(
+            "INPUT",
+            Rule::new(RuleTarget::Accept)
+                .proto(proto)
+                .invert(invflags)
+                .with(m),
+        );
         errno_of(&b.replace_blob(4).expect("blob"))
     }
 
     #[test]
     fn extension_checkentries() {
-        let mp = XtMultiportV1 { flags: XT_MULTIPORT_EITHER, count: 15, ..Default::default() };
+        let mp = XtMultiportV1 {
+            flags: XT_MULTIPORT_EITHER,
+            count: 15,
+            ..Default::default()
+        };
         assert_eq!(one_match_rule(6, 0, Match::Multiport(mp)), 0);
         assert_eq!(one_match_rule(17, 0, Match::Multiport(mp)), 0);
         assert_eq!(one_match_rule(1, 0, Match::Multiport(mp)), EINVAL);
         assert_eq!(one_match_rule(0, 0, Match::Multiport(mp)), EINVAL);
-        assert_eq!(one_match_rule(6, IPT_INV_PROTO, Match::Multiport(mp)), EINVAL);
-        assert_eq!(one_match_rule(6, 0, Match::Multiport(XtMultiportV1 { count: 16, ..mp })), EINVAL);
-        assert_eq!(one_match_rule(6, 0, Match::Multiport(XtMultiportV1 { flags: 3, ..mp })), EINVAL);
-        let icmp = IptIcmp { icmp_type: 8, code: [0, 255], invflags: 1 };
+        assert_eq!(
+            one_match_rule(6, IPT_INV_PROTO, Match::Multiport(mp)),
+            EINVAL
+        );
+        assert_eq!(
+            one_match_rule(6, 0, Match::Multiport(XtMultiportV1 { count: 16, ..mp })),
+            EINVAL
+        );
+        assert_eq!(
+            one_match_rule(6, 0, Match::Multiport(XtMultiportV1 { flags: 3, ..mp })),
+            EINVAL
+        );
+        let icmp = IptIcmp {
+            icmp_type: 8,
+            code: [0, 255],
+            invflags: 1,
+        };
         assert_eq!(one_match_rule(1, 0, Match::Icmp(icmp)), 0);
         assert_eq!(one_match_rule(17, 0, Match::Icmp(icmp)), EINVAL);
-        assert_eq!(one_match_rule(1, 0, Match::Icmp(IptIcmp { invflags: 2, ..icmp })), EINVAL);
-        let r = XtIprangeMtinfo { flags: 0xff, ..Default::default() };
-        assert_eq!(one_match_rule(0, IPT_INV_PROTO, Match::IpRange(r)), 0, "iprange has no checkentry");
-        let c = XtCommentInfo { comment: [b'x'; 256] };
-        assert_eq!(one_match_rule(0, 0, Match::Comment(Box::new(c))), 0, "comment has no checkentry");
+        assert_eq!(
+            one_match_rule(
+                1,
+                0,
+                Match::Icmp(IptIcmp {
+                    invflags: 2,
+                    ..icmp
+                })
+            ),
+            EINVAL
+        );
+        let r = XtIprangeMtinfo {
+            flags: 0xff,
+            ..Default::default()
+        };
+        assert_eq!(
+            one_match_rule(0, IPT_INV_PROTO, Match::IpRange(r)),
+            0,
+            "iprange has no checkentry"
+        );
+        let c = XtCommentInfo {
+            comment: [b'x'; 256],
+        };
+        assert_eq!(
+            one_match_rule(0, 0, Match::Comment(Box::new(c))),
+            0,
+            "comment has no checkentry"
+        );
     }
 
     #[test]
@@ -904,12 +1341,32 @@ mod tests {
         let named = |n: &str| with(|b| b[..32].copy_from_slice(&name_field::<32>(n)));
         assert_eq!(named("nosuch"), ENOENT);
         assert_eq!(named("FILTER"), ENOENT);
-        assert_eq!(named("nat"), EINVAL, "nat exists in the kernel with other hooks");
-        assert_eq!(named("security"), ENOENT, "same hooks as filter, but not served");
-        assert_eq!(with(|b| b[..32].fill(b'f')), ENOENT, "name is cut at 31 bytes");
+        assert_eq!(
+            named("nat"),
+            EINVAL,
+            "nat exists in the kernel with other hooks"
+        );
+        assert_eq!(
+            named("security"),
+            ENOENT,
+            "same hooks as filter, but not served"
+        );
+        assert_eq!(
+            with(|b| b[..32].fill(b'f')),
+            ENOENT,
+            "name is cut at 31 bytes"
+        );
         assert_eq!(with(|b| set32(b, 84, 5)), EAGAIN);
         assert_eq!(with(|b| set32(b, 84, 3)), EAGAIN);
-        assert!(parse_replace(&{ let mut b = base(); set32(&mut b, 84, 3); b }, None).is_ok());
+        assert!(parse_replace(
+            &{
+                let mut b = base();
+                set32(&mut b, 84, 3);
+                b
+            },
+            None
+        )
+        .is_ok());
         // Order: validation errors come before the table lookup and the counter check.
         assert_eq!(
             with(|b| {
@@ -938,14 +1395,32 @@ mod tests {
         set32(&mut b, H + E_WEB_UDP + 192, 12);
         let t = parse_replace(&b, None).expect("kernel accepts").table;
         assert_eq!(t.entries[6].comefrom, 0);
-        assert_eq!(t.entries[6].verdict(), Some(Verdict::Jump { offset: 12, index: u32::MAX }));
-        assert_eq!(parse_replace(&t.replace_blob(4, 0), None).expect("again").table, t);
+        assert_eq!(
+            t.entries[6].verdict(),
+            Some(Verdict::Jump {
+                offset: 12,
+                index: u32::MAX
+            })
+        );
+        assert_eq!(
+            parse_replace(&t.replace_blob(4, 0), None)
+                .expect("again")
+                .table,
+            t
+        );
     }
 
     #[test]
     fn queue_verdict_parses() {
-        let t = parse_replace(&{ let mut b = base(); set32(&mut b, H + E_TCP + 192, VERDICT_QUEUE as u32); b }, None)
-            .expect("kernel accepts NF_QUEUE");
+        let t = parse_replace(
+            &{
+                let mut b = base();
+                set32(&mut b, H + E_TCP + 192, VERDICT_QUEUE as u32);
+                b
+            },
+            None,
+        )
+        .expect("kernel accepts NF_QUEUE");
         assert_eq!(t.table.entries[0].verdict(), Some(Verdict::Queue));
     }
 
@@ -957,14 +1432,29 @@ mod tests {
         b[40] = 7;
         let a = parse_add_counters(&b).expect("valid");
         assert_eq!(a.name, "filter");
-        assert_eq!(a.counters, [XtCounters { pcnt: 7, bcnt: 0 }, XtCounters::default()]);
-        assert_eq!(parse_add_counters(&b[..40]).map_err(|e| e.errno()), Err(EINVAL));
-        assert_eq!(parse_add_counters(&b[..56]).map_err(|e| e.errno()), Err(EINVAL));
+        assert_eq!(
+            a.counters,
+            [XtCounters { pcnt: 7, bcnt: 0 }, XtCounters::default()]
+        );
+        assert_eq!(
+            parse_add_counters(&b[..40]).map_err(|e| e.errno()),
+            Err(EINVAL)
+        );
+        assert_eq!(
+            parse_add_counters(&b[..56]).map_err(|e| e.errno()),
+            Err(EINVAL)
+        );
         let t = Table::initial("filter").expect("filter");
         assert_eq!(a.check_against(&t).map_err(|e| e.errno()), Err(EINVAL));
         let mut n = b.clone();
         n[..6].copy_from_slice(b"xilter");
-        assert_eq!(parse_add_counters(&n).expect("ok").check_against(&t).map_err(|e| e.errno()), Err(ENOENT));
+        assert_eq!(
+            parse_add_counters(&n)
+                .expect("ok")
+                .check_against(&t)
+                .map_err(|e| e.errno()),
+            Err(ENOENT)
+        );
     }
 
     #[test]
@@ -972,15 +1462,33 @@ mod tests {
         let mut b = [0u8; 30];
         b[..9].copy_from_slice(b"multiport");
         b[29] = 2;
-        assert_eq!(parse_revision_request(&b).expect("ok"), ("multiport".to_string(), 2));
-        assert_eq!(parse_revision_request(&b[..29]).map_err(|e| e.errno()), Err(EINVAL));
+        assert_eq!(
+            parse_revision_request(&b).expect("ok"),
+            ("multiport".to_string(), 2)
+        );
+        assert_eq!(
+            parse_revision_request(&b[..29]).map_err(|e| e.errno()),
+            Err(EINVAL)
+        );
         let mut full = [b'a'; 30];
         full[29] = 0;
         assert_eq!(parse_revision_request(&full).expect("ok").0.len(), 28);
-        assert_eq!(query_revision(Family::Ipv4, ExtKind::Match, "multiport", 2).map_err(|e| e.errno()), Err(libc::EPROTONOSUPPORT));
-        assert_eq!(query_revision(Family::Ipv4, ExtKind::Match, "multiport", 1).ok(), Some(1));
-        assert_eq!(query_revision(Family::Ipv4, ExtKind::Match, "conntrack", 1).map_err(|e| e.errno()), Err(ENOENT));
-        assert_eq!(query_revision(Family::Ipv4, ExtKind::Target, "REJECT", 0).map_err(|e| e.errno()), Err(ENOENT));
+        assert_eq!(
+            query_revision(Family::Ipv4, ExtKind::Match, "multiport", 2).map_err(|e| e.errno()),
+            Err(libc::EPROTONOSUPPORT)
+        );
+        assert_eq!(
+            query_revision(Family::Ipv4, ExtKind::Match, "multiport", 1).ok(),
+            Some(1)
+        );
+        assert_eq!(
+            query_revision(Family::Ipv4, ExtKind::Match, "conntrack", 1).map_err(|e| e.errno()),
+            Err(ENOENT)
+        );
+        assert_eq!(
+            query_revision(Family::Ipv4, ExtKind::Target, "REJECT", 0).map_err(|e| e.errno()),
+            Err(ENOENT)
+        );
     }
 
     #[test]
@@ -988,16 +1496,31 @@ mod tests {
         let mut gi = [0u8; 84];
         gi[..6].copy_from_slice(b"filter");
         assert_eq!(parse_get_info_request(&gi, 84).expect("ok"), "filter");
-        assert_eq!(parse_get_info_request(&gi, 80).map_err(|e| e.errno()), Err(EINVAL));
+        assert_eq!(
+            parse_get_info_request(&gi, 80).map_err(|e| e.errno()),
+            Err(EINVAL)
+        );
         let t = Table::initial("filter").expect("filter");
         let mut ge = [0u8; 40];
         ge[..6].copy_from_slice(b"filter");
         set32(&mut ge, 32, t.size());
-        assert_eq!(parse_get_entries_request(&ge, 40 + t.size()).expect("ok"), ("filter".to_string(), 632));
-        assert_eq!(parse_get_entries_request(&ge, 40 + t.size() + 1).map_err(|e| e.errno()), Err(EINVAL));
-        assert_eq!(parse_get_entries_request(&ge[..39], 39).map_err(|e| e.errno()), Err(EINVAL));
+        assert_eq!(
+            parse_get_entries_request(&ge, 40 + t.size()).expect("ok"),
+            ("filter".to_string(), 632)
+        );
+        assert_eq!(
+            parse_get_entries_request(&ge, 40 + t.size() + 1).map_err(|e| e.errno()),
+            Err(EINVAL)
+        );
+        assert_eq!(
+            parse_get_entries_request(&ge[..39], 39).map_err(|e| e.errno()),
+            Err(EINVAL)
+        );
         assert!(t.check_get_entries_size(632).is_ok());
-        assert_eq!(t.check_get_entries_size(600).map_err(|e| e.errno()), Err(EAGAIN));
+        assert_eq!(
+            t.check_get_entries_size(600).map_err(|e| e.errno()),
+            Err(EAGAIN)
+        );
     }
 
     #[test]

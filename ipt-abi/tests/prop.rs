@@ -5,7 +5,9 @@ use std::net::Ipv4Addr;
 
 use ipt_abi::abi::*;
 use ipt_abi::build::{Rule, RuleTarget, TableBuilder};
-use ipt_abi::{parse_add_counters, parse_replace, parse_revision_request, IpMatch, Match, Verdict, XtCounters};
+use ipt_abi::{
+    parse_add_counters, parse_replace, parse_revision_request, IpMatch, Match, Verdict, XtCounters,
+};
 use proptest::prelude::*;
 
 fn ip_part(proto: u16, inv_proto_ok: bool) -> impl Strategy<Value = IpMatch> {
@@ -26,20 +28,48 @@ fn ip_part(proto: u16, inv_proto_ok: bool) -> impl Strategy<Value = IpMatch> {
             outiface_mask: ifs[3],
             proto,
             flags: if frag { IPT_F_FRAG } else { 0 },
-            invflags: if inv_proto_ok { inv } else { inv & !IPT_INV_PROTO },
+            invflags: if inv_proto_ok {
+                inv
+            } else {
+                inv & !IPT_INV_PROTO
+            },
         })
 }
 
 fn a_match(proto: u16) -> BoxedStrategy<Match> {
     let tcp = (any::<[u16; 4]>(), any::<[u8; 3]>(), 0u8..16).prop_map(|(p, o, inv)| {
-        Match::Tcp(XtTcp { spts: [p[0], p[1]], dpts: [p[2], p[3]], option: o[0], flg_mask: o[1], flg_cmp: o[2], invflags: inv })
+        Match::Tcp(XtTcp {
+            spts: [p[0], p[1]],
+            dpts: [p[2], p[3]],
+            option: o[0],
+            flg_mask: o[1],
+            flg_cmp: o[2],
+            invflags: inv,
+        })
     });
-    let udp = (any::<[u16; 4]>(), 0u8..4, any::<u8>())
-        .prop_map(|(p, inv, pad)| Match::Udp(XtUdp { spts: [p[0], p[1]], dpts: [p[2], p[3]], invflags: inv, pad }));
-    let icmp = (any::<[u8; 3]>(), 0u8..2)
-        .prop_map(|(t, inv)| Match::Icmp(IptIcmp { icmp_type: t[0], code: [t[1], t[2]], invflags: inv }));
-    let multiport = (0u8..3, 0u8..16, any::<[u16; 15]>(), any::<[u8; 15]>(), any::<u8>()).prop_map(
-        |(flags, count, mut ports, mut pflags, invert)| {
+    let udp = (any::<[u16; 4]>(), 0u8..4, any::<u8>()).prop_map(|(p, inv, pad)| {
+        Match::Udp(XtUdp {
+            spts: [p[0], p[1]],
+            dpts: [p[2], p[3]],
+            invflags: inv,
+            pad,
+        })
+    });
+    let icmp = (any::<[u8; 3]>(), 0u8..2).prop_map(|(t, inv)| {
+        Match::Icmp(IptIcmp {
+            icmp_type: t[0],
+            code: [t[1], t[2]],
+            invflags: inv,
+        })
+    });
+    let multiport = (
+        0u8..3,
+        0u8..16,
+        any::<[u16; 15]>(),
+        any::<[u8; 15]>(),
+        any::<u8>(),
+    )
+        .prop_map(|(flags, count, mut ports, mut pflags, invert)| {
             // Valid ranges (multiport_valid_ranges): a flagged port is followed by an unflagged,
             // not smaller one. Flags beyond count stay random: the kernel ignores them.
             let n = usize::from(count);
@@ -58,12 +88,25 @@ fn a_match(proto: u16) -> BoxedStrategy<Match> {
                 }
                 i += 1;
             }
-            Match::Multiport(XtMultiportV1 { flags, count, ports, pflags, invert })
-        },
-    );
-    let iprange = (any::<[[u8; 16]; 4]>(), any::<u8>(), any::<[u8; 3]>()).prop_map(|(a, flags, pad)| {
-        Match::IpRange(XtIprangeMtinfo { src_min: a[0], src_max: a[1], dst_min: a[2], dst_max: a[3], flags, pad })
-    });
+            Match::Multiport(XtMultiportV1 {
+                flags,
+                count,
+                ports,
+                pflags,
+                invert,
+            })
+        });
+    let iprange =
+        (any::<[[u8; 16]; 4]>(), any::<u8>(), any::<[u8; 3]>()).prop_map(|(a, flags, pad)| {
+            Match::IpRange(XtIprangeMtinfo {
+                src_min: a[0],
+                src_max: a[1],
+                dst_min: a[2],
+                dst_max: a[3],
+                flags,
+                pad,
+            })
+        });
     let comment = proptest::collection::vec(any::<u8>(), 256).prop_map(|v| {
         let mut c = XtCommentInfo { comment: [0; 256] };
         c.comment.copy_from_slice(&v);
@@ -80,11 +123,24 @@ fn a_match(proto: u16) -> BoxedStrategy<Match> {
 /// A rule of chain number `chain` (0..3 built-in, 3.. user chains "u0".."uN" in order),
 /// jumping only to later user chains so that no loop can form.
 fn a_rule(chain: usize, users: usize) -> impl Strategy<Value = Rule> {
-    (prop_oneof![Just(0u16), Just(1u16), Just(6u16), Just(17u16), any::<u16>()], any::<u32>()).prop_flat_map(
-        move |(proto, nfcache)| {
+    (
+        prop_oneof![
+            Just(0u16),
+            Just(1u16),
+            Just(6u16),
+            Just(17u16),
+            any::<u16>()
+        ],
+        any::<u32>(),
+    )
+        .prop_flat_map(move |(proto, nfcache)| {
             let first_user = if chain < 3 { 0 } else { chain - 3 + 1 };
             let targets = (0u8..5, first_user..users.max(first_user + 1));
-            (ip_part(proto, !matches!(proto, 1 | 6 | 17)), proptest::collection::vec(a_match(proto), 0..3), targets)
+            (
+                ip_part(proto, !matches!(proto, 1 | 6 | 17)),
+                proptest::collection::vec(a_match(proto), 0..3),
+                targets,
+            )
                 .prop_map(move |(ip, matches, (t, j))| {
                     let target = match t {
                         3 if j < users => RuleTarget::Jump(format!("u{j}")),
@@ -95,26 +151,43 @@ fn a_rule(chain: usize, users: usize) -> impl Strategy<Value = Rule> {
                     };
                     // Protocol-bound matches forbid ! -p.
                     let mut ip = ip;
-                    if matches.iter().any(|m| matches!(m, Match::Tcp(_) | Match::Udp(_) | Match::Icmp(_) | Match::Multiport(_))) {
+                    if matches.iter().any(|m| {
+                        matches!(
+                            m,
+                            Match::Tcp(_) | Match::Udp(_) | Match::Icmp(_) | Match::Multiport(_)
+                        )
+                    }) {
                         ip.invflags &= !IPT_INV_PROTO;
                     }
-                    Rule { ip, nfcache, matches, target }
+                    Rule {
+                        ip,
+                        nfcache,
+                        matches,
+                        target,
+                    }
                 })
-        },
-    )
+        })
 }
 
 fn a_builder() -> impl Strategy<Value = TableBuilder> {
     (0usize..4).prop_flat_map(|users| {
-        let chains: Vec<_> =
-            (0..3 + users).map(|c| proptest::collection::vec(a_rule(c, users), 0..5)).collect();
+        let chains: Vec<_> = (0..3 + users)
+            .map(|c| proptest::collection::vec(a_rule(c, users), 0..5))
+            .collect();
         (chains, any::<[bool; 3]>()).prop_map(move |(rules, drop)| {
             let mut b = TableBuilder::filter();
             for u in 0..users {
                 b.user_chain(&format!("u{u}"));
             }
             for (i, name) in ["INPUT", "FORWARD", "OUTPUT"].iter().enumerate() {
-                b.policy(name, if drop[i] { Verdict::Drop } else { Verdict::Accept });
+                b.policy(
+                    name,
+                    if drop[i] {
+                        Verdict::Drop
+                    } else {
+                        Verdict::Accept
+                    },
+                );
             }
             for (c, rs) in rules.into_iter().enumerate() {
                 let name = match c {

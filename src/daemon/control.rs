@@ -53,7 +53,14 @@ pub fn counters(ns: &Namespace, json: bool) -> String {
                     (true, false) => "return".to_owned(),
                     (false, _) => (n + 1).to_string(),
                 };
-                rows.push(Row { table: name.clone(), chain: chain.name.clone(), rule, entry, packets: c.pcnt, bytes: c.bcnt });
+                rows.push(Row {
+                    table: name.clone(),
+                    chain: chain.name.clone(),
+                    rule,
+                    entry,
+                    packets: c.pcnt,
+                    bytes: c.bcnt,
+                });
             }
         }
     }
@@ -72,11 +79,22 @@ pub fn counters(ns: &Namespace, json: bool) -> String {
                 )
             })
             .collect();
-        return format!("{{\"namespace\":{},\"counters\":[{}]}}\n", ns.id.0, items.join(","));
+        return format!(
+            "{{\"namespace\":{},\"counters\":[{}]}}\n",
+            ns.id.0,
+            items.join(",")
+        );
     }
-    let mut out = format!("{:<8} {:<24} {:>6} {:>6} {:>14} {:>16}\n", "table", "chain", "rule", "entry", "packets", "bytes");
+    let mut out = format!(
+        "{:<8} {:<24} {:>6} {:>6} {:>14} {:>16}\n",
+        "table", "chain", "rule", "entry", "packets", "bytes"
+    );
     for r in rows {
-        let _ = writeln!(out, "{:<8} {:<24} {:>6} {:>6} {:>14} {:>16}", r.table, r.chain, r.rule, r.entry, r.packets, r.bytes);
+        let _ = writeln!(
+            out,
+            "{:<8} {:<24} {:>6} {:>6} {:>14} {:>16}",
+            r.table, r.chain, r.rule, r.entry, r.packets, r.bytes
+        );
     }
     out
 }

@@ -172,7 +172,11 @@ impl Backends for BpfBackends {
         };
         for d in dirs.flatten() {
             let name = d.file_name();
-            let id = name.to_str().and_then(|n| n.strip_prefix("net")).and_then(|n| n.parse().ok()).map(NsId);
+            let id = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("net"))
+                .and_then(|n| n.parse().ok())
+                .map(NsId);
             if id.is_some_and(|id| keep.contains(&id)) {
                 continue;
             }
@@ -181,7 +185,6 @@ impl Backends for BpfBackends {
             }
         }
     }
-
 }
 
 /// The programs and maps of one ruleset.
@@ -353,7 +356,10 @@ impl BpfTable {
         for &hook in &hooks_of(&table) {
             let link = dir.join(HOOK_NAMES[hook as usize]).join("link");
             let _attached = Link::from_pin(&link).map_err(|e| {
-                BackendError::new(libc::ENOENT, format!("{}: {e} (the table was never attached)", link.display()))
+                BackendError::new(
+                    libc::ENOENT,
+                    format!("{}: {e} (the table was never attached)", link.display()),
+                )
             })?;
         }
         let hooks = hooks_of(&table);
@@ -454,10 +460,17 @@ impl Generation {
                     let max = u32::try_from(spec.entries.len().max(1)).map_err(|_| {
                         BackendError::new(libc::E2BIG, "rule run with more than 2^32 keys")
                     })?;
-                    let set = Map::create(MapType::Hash, spec.key_size, spec.value_size, max, "bpfltr_set")
-                        .map_err(sys_err("creating a rule-run map"))?;
+                    let set = Map::create(
+                        MapType::Hash,
+                        spec.key_size,
+                        spec.value_size,
+                        max,
+                        "bpfltr_set",
+                    )
+                    .map_err(sys_err("creating a rule-run map"))?;
                     for (k, v) in &spec.entries {
-                        set.update(k, v, 0).map_err(sys_err("filling a rule-run map"))?;
+                        set.update(k, v, 0)
+                            .map_err(sys_err("filling a rule-run map"))?;
                     }
                     set.pin(dir.join(format!("{}_set{i}", HOOK_NAMES[hook as usize])))
                         .map_err(sys_err("pinning a rule-run map"))?;
@@ -465,9 +478,7 @@ impl Generation {
                 }
                 let bytes = code.bytes(&|m| match m {
                     MapRef::Counters => counters.fd().as_raw_fd(),
-                    MapRef::Other(i) => sets
-                        .get(i as usize)
-                        .map_or(-1, |s| s.fd().as_raw_fd()),
+                    MapRef::Other(i) => sets.get(i as usize).map_or(-1, |s| s.fd().as_raw_fd()),
                 });
                 let (prog, stats) = Program::load_netfilter(PROG_NAMES[hook as usize], &bytes, 0).map_err(|e| {
                     warn!(hook = HOOK_NAMES[hook as usize], error = %e, "the verifier refused a program");
@@ -558,7 +569,11 @@ impl Generation {
 /// daemon at a precise step. Unset, it costs one cached lookup.
 fn fault_point(name: &str) {
     static FAULT: OnceLock<Option<String>> = OnceLock::new();
-    if FAULT.get_or_init(|| std::env::var("BPFILTER_FAULT").ok()).as_deref() == Some(name) {
+    if FAULT
+        .get_or_init(|| std::env::var("BPFILTER_FAULT").ok())
+        .as_deref()
+        == Some(name)
+    {
         warn!(point = name, "BPFILTER_FAULT: dying here");
         std::process::abort();
     }
@@ -621,10 +636,22 @@ impl TableBackend for BpfTable {
     }
 
     fn summary(&self) -> String {
-        let (insns, verified, load) = self.gen.programs.iter().fold((0u64, 0u64, 0f64), |(i, v, l), (_, _, s)| {
-            (i + u64::from(s.xlated_insns), v + u64::from(s.verified_insns), l + s.load_time.as_secs_f64())
-        });
-        format!("generation {}, {insns} instructions, {verified} verified, verify+load {:.1} ms", self.gen.number, load * 1e3)
+        let (insns, verified, load) =
+            self.gen
+                .programs
+                .iter()
+                .fold((0u64, 0u64, 0f64), |(i, v, l), (_, _, s)| {
+                    (
+                        i + u64::from(s.xlated_insns),
+                        v + u64::from(s.verified_insns),
+                        l + s.load_time.as_secs_f64(),
+                    )
+                });
+        format!(
+            "generation {}, {insns} instructions, {verified} verified, verify+load {:.1} ms",
+            self.gen.number,
+            load * 1e3
+        )
     }
 
     fn status(&self) -> String {
@@ -670,7 +697,14 @@ impl TableBackend for BpfTable {
                 "; hook {name}: program {}\n",
                 PROG_NAMES[ir.hook.number() as usize]
             ));
-            match emitter::codegen::compile_output(&ir, &self.layout, emitter::codegen::Options::default()).map(|o| o.code).and_then(crate::xlate::prune_unreachable) {
+            match emitter::codegen::compile_output(
+                &ir,
+                &self.layout,
+                emitter::codegen::Options::default(),
+            )
+            .map(|o| o.code)
+            .and_then(crate::xlate::prune_unreachable)
+            {
                 Ok(code) => out.push_str(&code.dump()),
                 Err(e) => out.push_str(&format!("; cannot compile: {e}\n")),
             }

@@ -17,7 +17,9 @@ fn net_inode(link: &str) -> Option<u64> {
 }
 
 fn link_inode(path: &Path) -> Option<u64> {
-    fs::read_link(path).ok().and_then(|t| net_inode(t.to_str()?))
+    fs::read_link(path)
+        .ok()
+        .and_then(|t| net_inode(t.to_str()?))
 }
 
 /// Network namespaces referenced by any process other than `own_pid` (where its threads
@@ -33,9 +35,13 @@ pub fn referenced_namespaces(own_pid: u32) -> HashMap<u64, PathBuf> {
     };
     let mut mount_namespaces = HashSet::new();
     let mut mounts = Vec::new();
-    let Ok(procs) = fs::read_dir("/proc") else { return refs };
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return refs;
+    };
     for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         let dir = p.path();
         if pid == own_pid {
             add(dir.join("ns/net"));
@@ -52,7 +58,10 @@ pub fn referenced_namespaces(own_pid: u32) -> HashMap<u64, PathBuf> {
         if mnt.is_some_and(|m| mount_namespaces.insert(m)) {
             if let Ok(info) = fs::read_to_string(dir.join("mountinfo")) {
                 let root = dir.join("root");
-                mounts.extend(mountinfo_namespaces(&info).map(|(ino, at)| (ino, root.join(at.trim_start_matches('/')))));
+                mounts.extend(
+                    mountinfo_namespaces(&info)
+                        .map(|(ino, at)| (ino, root.join(at.trim_start_matches('/')))),
+                );
             }
         }
     }
@@ -67,13 +76,18 @@ pub fn referenced_namespaces(own_pid: u32) -> HashMap<u64, PathBuf> {
 /// namespace's /proc/net/sockstat counts exactly the sockets that hold a reference (kernel
 /// sockets take none and are not counted). Unknown (read failure) counts as held.
 pub fn held_by_sockets(nsfd: std::os::fd::BorrowedFd<'_>) -> bool {
-    let read = crate::sys::in_netns(nsfd, || fs::read_to_string("/proc/thread-self/net/sockstat"));
+    let read = crate::sys::in_netns(nsfd, || {
+        fs::read_to_string("/proc/thread-self/net/sockstat")
+    });
     let Ok(Ok(text)) = read else { return true };
     sockets_used(&text).is_none_or(|n| n > 0)
 }
 
 fn sockets_used(sockstat: &str) -> Option<u64> {
-    sockstat.lines().find_map(|l| l.strip_prefix("sockets: used ")).and_then(|n| n.trim().parse().ok())
+    sockstat
+        .lines()
+        .find_map(|l| l.strip_prefix("sockets: used "))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 /// nsfs mounts of network namespaces in a mountinfo text (the root field is `net:[N]`), with
@@ -97,12 +111,18 @@ mod tests {
         assert_eq!(net_inode("socket:[123]"), None);
         let info = "512 28 0:4 net:[4026532450] /run/netns/a rw shared:236 - nsfs nsfs rw\n\
                     22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n";
-        assert_eq!(mountinfo_namespaces(info).collect::<Vec<_>>(), [(4026532450, "/run/netns/a")]);
+        assert_eq!(
+            mountinfo_namespaces(info).collect::<Vec<_>>(),
+            [(4026532450, "/run/netns/a")]
+        );
     }
 
     #[test]
     fn parses_sockstat() {
-        assert_eq!(sockets_used("sockets: used 17\nTCP: inuse 1 orphan 0\n"), Some(17));
+        assert_eq!(
+            sockets_used("sockets: used 17\nTCP: inuse 1 orphan 0\n"),
+            Some(17)
+        );
         assert_eq!(sockets_used("TCP: inuse 1\n"), None);
     }
 

@@ -145,8 +145,11 @@ impl Daemon {
 
     /// Flushes the namespaces that only bpfilter still references (see [`gc`]).
     pub fn collect_dead_namespaces(&self) {
-        let ids: Vec<(NsId, Arc<Mutex<Namespace>>)> =
-            self.lock_registry().iter().map(|(id, ns)| (*id, Arc::clone(ns))).collect();
+        let ids: Vec<(NsId, Arc<Mutex<Namespace>>)> = self
+            .lock_registry()
+            .iter()
+            .map(|(id, ns)| (*id, Arc::clone(ns)))
+            .collect();
         if ids.is_empty() {
             return;
         }
@@ -167,7 +170,11 @@ impl Daemon {
             }
             // Sockets keep a namespace alive invisibly; with a fd of it we can count them. (A
             // namespace deleted while the daemon was down has none: it cannot be told.)
-            if ns.fd.as_ref().is_some_and(|fd| gc::held_by_sockets(fd.as_fd())) {
+            if ns
+                .fd
+                .as_ref()
+                .is_some_and(|fd| gc::held_by_sockets(fd.as_fd()))
+            {
                 continue;
             }
             let tables = ns.tables.len();
@@ -295,13 +302,18 @@ impl Daemon {
     /// `bpfilter flush --all`: every namespace, each under its own lock, taken one at a time
     /// (never while holding another), then whatever pins no namespace of ours owns.
     fn flush_all(&self) -> Reply {
-        let all: Vec<_> = self.lock_registry().iter().map(|(id, n)| (*id, Arc::clone(n))).collect();
+        let all: Vec<_> = self
+            .lock_registry()
+            .iter()
+            .map(|(id, n)| (*id, Arc::clone(n)))
+            .collect();
         for (id, ns) in &all {
             let mut ns = lock(ns);
             ns.tables.clear();
             self.backends.flush(*id);
         }
-        self.backends.flush_orphans(&self.lock_registry().keys().copied().collect::<Vec<_>>());
+        self.backends
+            .flush_orphans(&self.lock_registry().keys().copied().collect::<Vec<_>>());
         info!(namespaces = all.len(), "flushed every namespace");
         Reply::ok(format!("flushed {} namespace(s)\n", all.len()).into_bytes())
     }

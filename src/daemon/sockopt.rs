@@ -86,7 +86,10 @@ pub fn get(
 ) -> Outcome {
     // ip_getsockopt reads optlen as an int and refuses a negative one before anything else.
     if optlen > i32::MAX as u32 {
-        return Err(Refusal::new(libc::EINVAL, format!("negative optlen {}", optlen as i32)));
+        return Err(Refusal::new(
+            libc::EINVAL,
+            format!("negative optlen {}", optlen as i32),
+        ));
     }
     match optname {
         SO_GET_INFO => get_info(ns, backends, optlen, optval),
@@ -478,7 +481,10 @@ mod tests {
         let b = FakeBackends::default();
         let mut ns = Namespace::new(NsId(1));
         let errno = |r: Outcome| r.unwrap_err().errno;
-        assert_eq!(errno(set(&mut ns, &b, SO_SET_REPLACE, &[0xff; 50])), libc::EINVAL);
+        assert_eq!(
+            errno(set(&mut ns, &b, SO_SET_REPLACE, &[0xff; 50])),
+            libc::EINVAL
+        );
         assert_eq!(errno(set(&mut ns, &b, SO_SET_REPLACE, &[])), libc::EINVAL);
         assert_eq!(errno(set(&mut ns, &b, 66, &[])), libc::ENOPROTOOPT);
         assert_eq!(errno(get(&mut ns, &b, 68, 84, &[0; 84])), libc::ENOPROTOOPT);

@@ -177,8 +177,13 @@ fn rule(entry: &Entry, targets: &mut Vec<u32>) -> Result<(Option<ir::Rule>, bool
         Target::Standard(Verdict::Drop) => ir::Action::Drop,
         Target::Standard(Verdict::Return) => ir::Action::Return,
         // Validation lets only entries no hook reaches jump to a non-entry offset.
-        Target::Standard(Verdict::Jump { index: u32::MAX, .. }) => {
-            return Err(XlateError::Unsupported { index: entry.index, what: "jump to a non-entry offset" })
+        Target::Standard(Verdict::Jump {
+            index: u32::MAX, ..
+        }) => {
+            return Err(XlateError::Unsupported {
+                index: entry.index,
+                what: "jump to a non-entry offset",
+            })
         }
         Target::Standard(Verdict::Jump { index, .. }) => {
             if entry.ip.is_goto() {

@@ -27,7 +27,9 @@ pub fn prune_unreachable(c: Compiled) -> Result<Compiled, EmitError> {
     slot.push(s);
     let target = |i: usize, off: i64| -> Option<usize> {
         let t = slot[i] as i64 + c.insns[i].slots() as i64 + off;
-        usize::try_from(t).ok().and_then(|t| at_slot.get(&t).copied())
+        usize::try_from(t)
+            .ok()
+            .and_then(|t| at_slot.get(&t).copied())
     };
     let mut live = vec![false; n];
     let mut todo = vec![0usize];
@@ -63,9 +65,7 @@ pub fn prune_unreachable(c: Compiled) -> Result<Compiled, EmitError> {
         }
     }
     new_slot[n] = s;
-    let old_to_new = |old: usize| -> usize {
-        at_slot.get(&old).map_or(s, |&i| new_slot[i])
-    };
+    let old_to_new = |old: usize| -> usize { at_slot.get(&old).map_or(s, |&i| new_slot[i]) };
     let mut insns = Vec::with_capacity(n);
     for i in (0..n).filter(|&i| live[i]) {
         let here = new_slot[i] + c.insns[i].slots();
@@ -73,24 +73,59 @@ pub fn prune_unreachable(c: Compiled) -> Result<Compiled, EmitError> {
             let old_t = slot[i] as i64 + c.insns[i].slots() as i64 + off;
             old_to_new(old_t as usize) as i64 - here as i64
         };
-        let fit = |o: i64| i16::try_from(o).map_err(|_| EmitError::JumpOutOfRange { at: new_slot[i], offset: o });
+        let fit = |o: i64| {
+            i16::try_from(o).map_err(|_| EmitError::JumpOutOfRange {
+                at: new_slot[i],
+                offset: o,
+            })
+        };
         insns.push(match c.insns[i] {
-            Insn::Ja { off } => Insn::Ja { off: fit(moved(off.into()))? },
-            Insn::Jmp { wide, op, dst, src, off } => Insn::Jmp { wide, op, dst, src, off: fit(moved(off.into()))? },
+            Insn::Ja { off } => Insn::Ja {
+                off: fit(moved(off.into()))?,
+            },
+            Insn::Jmp {
+                wide,
+                op,
+                dst,
+                src,
+                off,
+            } => Insn::Jmp {
+                wide,
+                op,
+                dst,
+                src,
+                off: fit(moved(off.into()))?,
+            },
             Insn::Call(Call::Local(off)) => Insn::Call(Call::Local(moved(off.into()) as i32)),
             other => other,
         });
     }
     let keep = |old: usize| at_slot.get(&old).is_some_and(|&i| live[i]);
-    let map_fixups = c.map_fixups.iter().filter(|(s, _)| keep(*s)).map(|&(s, m)| (old_to_new(s), m)).collect();
-    let mut origins: Vec<(usize, u32)> = c.origins.iter().map(|&(s, o)| (old_to_new(s), o)).collect();
+    let map_fixups = c
+        .map_fixups
+        .iter()
+        .filter(|(s, _)| keep(*s))
+        .map(|&(s, m)| (old_to_new(s), m))
+        .collect();
+    let mut origins: Vec<(usize, u32)> =
+        c.origins.iter().map(|&(s, o)| (old_to_new(s), o)).collect();
     // Of origins that collapsed onto one slot, the last one describes the code there.
     origins.reverse();
     let mut seen = BTreeSet::new();
     origins.retain(|(s, _)| seen.insert(*s));
     origins.reverse();
-    let symbols = c.symbols.iter().filter(|(s, _)| keep(*s)).map(|(s, name)| (old_to_new(*s), name.clone())).collect();
-    Ok(Compiled { insns, map_fixups, origins, symbols })
+    let symbols = c
+        .symbols
+        .iter()
+        .filter(|(s, _)| keep(*s))
+        .map(|(s, name)| (old_to_new(*s), name.clone()))
+        .collect();
+    Ok(Compiled {
+        insns,
+        map_fixups,
+        origins,
+        symbols,
+    })
 }
 
 #[cfg(test)]
@@ -100,7 +135,12 @@ mod tests {
     use emitter::insn::{AluOp, JmpOp, Reg, Src};
 
     fn mov(r: Reg, v: i32) -> Insn {
-        Insn::Alu { wide: true, op: AluOp::Mov, dst: r, src: Src::Imm(v) }
+        Insn::Alu {
+            wide: true,
+            op: AluOp::Mov,
+            dst: r,
+            src: Src::Imm(v),
+        }
     }
 
     #[test]
@@ -126,9 +166,13 @@ mod tests {
         assert_eq!(p.insns.len(), c.insns.len() - 3);
         assert_eq!(p.map_fixups, c.map_fixups);
         // jeq still lands on `r0 = 1`, the call on `r0 = 2`
-        let Insn::Jmp { off, .. } = p.insns[1] else { panic!() };
+        let Insn::Jmp { off, .. } = p.insns[1] else {
+            panic!()
+        };
         assert_eq!(p.insns[(2 + 1 + off as i64 - 1) as usize], mov(Reg::R0, 1)); // ld_imm64 takes 2 slots
-        let Insn::Call(Call::Local(off)) = p.insns[2] else { panic!() };
+        let Insn::Call(Call::Local(off)) = p.insns[2] else {
+            panic!()
+        };
         assert_eq!(p.insns[(3 + 1 + off as i64 - 1) as usize], mov(Reg::R0, 2));
         assert!(!p.insns.contains(&mov(Reg::R0, 7)) && !p.insns.contains(&mov(Reg::R0, 3)));
     }

@@ -14,14 +14,20 @@ pub fn privileged() -> bool {
         Some("not root")
     } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         Some("no vmlinux BTF")
-    } else if Command::new("iptables-legacy").arg("--version").output().map_or(true, |o| !o.status.success()) {
+    } else if Command::new("iptables-legacy")
+        .arg("--version")
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
         Some("iptables-legacy missing")
     } else {
         None
     };
     match why {
         None => true,
-        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("privileged test cannot run under CI: {why}"),
+        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("privileged test cannot run under CI: {why}")
+        }
         Some(why) => {
             eprintln!("skipping privileged test: {why}");
             false
@@ -33,18 +39,27 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A unique short name for namespaces and interfaces of this test process.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}x{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Runs a command, panicking if it cannot be started.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Runs a shell line, asserting success.
 pub fn sh(line: &str) -> String {
     let out = run(Command::new("sh").arg("-c").arg(line));
-    assert!(out.status.success(), "`{line}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "`{line}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -59,19 +74,27 @@ impl Netns {
     /// A fresh namespace with lo up.
     pub fn new(prefix: &str) -> Netns {
         let name = unique(prefix);
-        sh(&format!("ip netns add {name} && ip -n {name} link set lo up"));
+        sh(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up"
+        ));
         Netns { name }
     }
 
     /// Runs `bash -c line` inside the namespace (bash, for /dev/udp and /dev/tcp).
     pub fn sh(&self, line: &str) -> String {
-        sh(&format!("ip netns exec {} bash -c '{}'", self.name, line.replace('\'', "'\\''")))
+        sh(&format!(
+            "ip netns exec {} bash -c '{}'",
+            self.name,
+            line.replace('\'', "'\\''")
+        ))
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -97,13 +120,22 @@ impl Daemon {
         let name = unique("bpft");
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut d = Daemon { child: None, socket: dir.join("sock"), bpffs: PathBuf::from(format!("/sys/fs/bpf/{name}")), dir };
+        let mut d = Daemon {
+            child: None,
+            socket: dir.join("sock"),
+            bpffs: PathBuf::from(format!("/sys/fs/bpf/{name}")),
+            dir,
+        };
         d.spawn();
         d
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .expect("log");
         let child = Command::new(bpfilter_bin())
             .args(["daemon", "--socket"])
             .arg(&self.socket)
@@ -117,7 +149,11 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
-            assert!(Instant::now() < deadline, "daemon did not come up: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not come up: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -158,7 +194,10 @@ impl Daemon {
     /// `iptables-legacy[-save|-restore] <args>` through bpfilter in `ns`, with `stdin`.
     pub fn iptables(&self, ns: &Netns, tool: Tool, args: &[&str], stdin: &str) -> Output {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns.name]).arg(bpfilter_bin()).arg(tool.bpfilter_cmd()).args(args);
+        cmd.args(["netns", "exec", &ns.name])
+            .arg(bpfilter_bin())
+            .arg(tool.bpfilter_cmd())
+            .args(args);
         cmd.env("BPFILTER_SOCKET", &self.socket);
         with_stdin(cmd, stdin)
     }
@@ -167,7 +206,10 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
-        let _ = Command::new(bpfilter_bin()).args(["flush", "--all"]).env("BPFILTER_SOCKET", &self.socket).output();
+        let _ = Command::new(bpfilter_bin())
+            .args(["flush", "--all"])
+            .env("BPFILTER_SOCKET", &self.socket)
+            .output();
         let _ = Command::new("rm").arg("-rf").arg(&self.bpffs).output();
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -208,14 +250,19 @@ impl Tool {
 /// The kernel's own iptables-legacy in `ns`.
 pub fn kernel(ns: &Netns, tool: Tool, args: &[&str], stdin: &str) -> Output {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.name, tool.legacy()]).args(args);
+    cmd.args(["netns", "exec", &ns.name, tool.legacy()])
+        .args(args);
     with_stdin(cmd, stdin)
 }
 
 fn with_stdin(mut cmd: Command, stdin: &str) -> Output {
     use std::io::Write;
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if let Some(mut i) = child.stdin.take() {
         let _ = i.write_all(stdin.as_bytes());
     }
@@ -238,7 +285,11 @@ pub fn seen(out: &Output) -> (i32, String, String) {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    (out.status.code().unwrap_or(-1), clean(&out.stdout), clean(&out.stderr))
+    (
+        out.status.code().unwrap_or(-1),
+        clean(&out.stdout),
+        clean(&out.stderr),
+    )
 }
 
 /// A pair of namespaces, one filtered by the kernel, one by bpfilter, driven in lockstep.
@@ -253,11 +304,20 @@ pub struct Pair {
 impl Pair {
     /// Two fresh namespaces.
     pub fn new() -> Pair {
-        Pair { kernel: Netns::new("k"), bpf: Netns::new("b") }
+        Pair {
+            kernel: Netns::new("k"),
+            bpf: Netns::new("b"),
+        }
     }
 
     /// Runs the same command on both sides and asserts that the user sees the same thing.
-    pub fn same(&self, d: &Daemon, tool: Tool, args: &[&str], stdin: &str) -> (i32, String, String) {
+    pub fn same(
+        &self,
+        d: &Daemon,
+        tool: Tool,
+        args: &[&str],
+        stdin: &str,
+    ) -> (i32, String, String) {
         let k = seen(&kernel(&self.kernel, tool, args, stdin));
         let b = seen(&d.iptables(&self.bpf, tool, args, stdin));
         assert_eq!(

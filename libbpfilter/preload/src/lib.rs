@@ -379,8 +379,14 @@ unsafe fn forward_set(
                     // The kernel's copy_to_user: a bad pointer fails quietly (the new table is
                     // already in place, the call still returns 0). process_vm_writev on
                     // ourselves gives the same EFAULT instead of a crash.
-                    let local = libc::iovec { iov_base: payload.as_ptr() as *mut c_void, iov_len: n };
-                    let remote = libc::iovec { iov_base: dst.cast(), iov_len: n };
+                    let local = libc::iovec {
+                        iov_base: payload.as_ptr() as *mut c_void,
+                        iov_len: n,
+                    };
+                    let remote = libc::iovec {
+                        iov_base: dst.cast(),
+                        iov_len: n,
+                    };
                     // SAFETY: both iovecs describe n bytes; the kernel checks the remote one.
                     unsafe { libc::process_vm_writev(libc::getpid(), &local, 1, &remote, 1, 0) };
                 }
