@@ -90,12 +90,18 @@ fn preload_path() -> Result<PathBuf> {
 
 /// Replaces this process with `binary ARGS`, `libbpfilter.so` preloaded. Returns only on error.
 pub fn exec_legacy(binary: &str, socket: &Path, pass: PassThrough) -> Result<ExitCode> {
-    if let Err(err) = UnixStream::connect(socket) {
-        eprintln!(
-            "bpfilter: cannot reach the bpfilter daemon at {}: {err} (is 'bpfilter daemon' running?)",
-            socket.display()
-        );
-        return Ok(ExitCode::FAILURE);
+    match UnixStream::connect(socket) {
+        // A caller the socket refuses (not root) gets iptables' own "Permission denied (you
+        // must be root)", exactly as against the kernel; only a missing daemon gets our line.
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+        Err(err) => {
+            eprintln!(
+                "bpfilter: cannot reach the bpfilter daemon at {}: {err} (is 'bpfilter daemon' running?)",
+                socket.display()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
     }
     let preload = preload_path()?;
     let mut ld_preload = OsString::from(&preload);
