@@ -2217,36 +2217,6 @@ fn scale_figures() {
     }
 }
 
-/// Debug aid (`--ignored`): verifier log and dump of a small chain in /tmp
-/// (BPFILTER_TEST_DUMP=port for address + udp rules).
-#[test]
-#[ignore = "debug aid: writes the verifier log to /tmp"]
-fn verifier_log_small_chain() {
-    let Some(env) = env() else { return };
-    let p = if std::env::var("BPFILTER_TEST_DUMP").as_deref() == Ok("port") {
-        port_chain(30)
-    } else {
-        address_chain(30)
-    };
-    let compiled = compile(&p, &env.layout).unwrap();
-    let ctr = Map::create(MapType::PercpuArray, 4, 16, 64, "bpfltr_dbg").unwrap();
-    use std::os::fd::AsRawFd;
-    let fd = ctr.fd().as_raw_fd();
-    let bytes = compiled.bytes(&|_| fd);
-    let (_p, stats) = BpfProgram::load_netfilter("bpfltr_dbg", &bytes, 2).unwrap();
-    std::fs::write("/tmp/bpfltr_verifier.log", &stats.log).unwrap();
-    std::fs::write("/tmp/bpfltr_dump.txt", compiled.dump()).unwrap();
-}
-
-/// Debug aid (`--ignored`): load the 10,000-rule address chain once, for profiling.
-#[test]
-#[ignore = "debug aid for profiling the verifier"]
-fn load_big_chain() {
-    let Some(env) = env() else { return };
-    let l = load(&env, &address_chain(10000));
-    eprintln!("load {:?}", l.stats.load_time);
-}
-
 /// Chains nested up to 9 deep (the deepest are inlined: BPF has 8 call frames), jumps and
 /// gotos between them, random packets: against the reference evaluator, in every form.
 #[test]
