@@ -9,7 +9,7 @@
 //! chain (by a `Return` rule or by falling off its end) applies the [`Policy`], which is counted
 //! in its own slot.
 //!
-//! Semantics: /work/team/SEMANTICS.md (kernel ipt_do_table and the x_tables matches);
+//! Semantics: docs/SEMANTICS.md (kernel ipt_do_table and the x_tables matches);
 //! [`crate::reference`] is the executable form.
 
 use std::collections::BTreeMap;
