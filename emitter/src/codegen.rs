@@ -522,6 +522,17 @@ fn addr_word(a: std::net::Ipv4Addr) -> u32 {
 }
 
 /// Lower a rule's matches into tests, in the kernel's order, then sort each run of pure tests
+/// The port tests of a tcp or udp match: source, then destination.
+fn push_ports(out: &mut Vec<Test>, sport: (PortRange, bool), dport: (PortRange, bool)) {
+    for (field, (range, invert)) in [(rec::SPORT, sport), (rec::DPORT, dport)] {
+        out.push(Test::Port {
+            field,
+            range,
+            invert,
+        });
+    }
+}
+
 /// between barriers by selectivity.
 fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
     let mut out: Vec<Test> = Vec::new();
@@ -562,27 +573,12 @@ fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
                     need: 20,
                     frag1_drops: true,
                 });
-                {
-                    out.push(Test::Port {
-                        field: rec::SPORT,
-                        range: t.sport,
-                        invert: t.inv_sport,
-                    });
-                }
-                {
-                    out.push(Test::Port {
-                        field: rec::DPORT,
-                        range: t.dport,
-                        invert: t.inv_dport,
-                    });
-                }
-                {
-                    out.push(Test::Flags {
-                        mask: t.flags_mask,
-                        cmp: t.flags_cmp,
-                        invert: t.inv_flags,
-                    });
-                }
+                push_ports(&mut out, (t.sport, t.inv_sport), (t.dport, t.inv_dport));
+                out.push(Test::Flags {
+                    mask: t.flags_mask,
+                    cmp: t.flags_cmp,
+                    invert: t.inv_flags,
+                });
                 if t.option != 0 {
                     out.push(Test::OptGuard);
                     out.push(Test::TcpOption {
@@ -596,20 +592,7 @@ fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
                     need: 8,
                     frag1_drops: false,
                 });
-                {
-                    out.push(Test::Port {
-                        field: rec::SPORT,
-                        range: u.sport,
-                        invert: u.inv_sport,
-                    });
-                }
-                {
-                    out.push(Test::Port {
-                        field: rec::DPORT,
-                        range: u.dport,
-                        invert: u.inv_dport,
-                    });
-                }
+                push_ports(&mut out, (u.sport, u.inv_sport), (u.dport, u.inv_dport));
             }
             Match::Icmp(i) => {
                 out.push(Test::Guard {
