@@ -17,6 +17,7 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
         skb_data_len: btf.member_offset("sk_buff", "data_len")?,
         skb_data: btf.member_offset("sk_buff", "data")?,
         kfunc_dynptr_from_skb: btf.func_id("bpf_dynptr_from_skb")?,
+        kfunc_dynptr_slice: btf.func_id("bpf_dynptr_slice")?,
     })
 }
 

@@ -765,6 +765,72 @@ fn code_src(s: Src) -> (u8, u8, i32) {
     }
 }
 
+// Constructors, so that generated code reads like the verifier log.
+
+/// `dst = src` (64 bit).
+pub fn mov64(dst: Reg, src: Src) -> Insn {
+    Insn::Alu {
+        wide: true,
+        op: AluOp::Mov,
+        dst,
+        src,
+    }
+}
+/// `wdst = imm` (32 bit, zero-extended).
+pub fn mov32(dst: Reg, v: i32) -> Insn {
+    Insn::Alu {
+        wide: false,
+        op: AluOp::Mov,
+        dst,
+        src: Src::Imm(v),
+    }
+}
+/// `wdst op= src` (32 bit, zero-extended).
+pub fn alu32(op: AluOp, dst: Reg, src: Src) -> Insn {
+    Insn::Alu {
+        wide: false,
+        op,
+        dst,
+        src,
+    }
+}
+/// `dst op= src` (64 bit).
+pub fn alu64(op: AluOp, dst: Reg, src: Src) -> Insn {
+    Insn::Alu {
+        wide: true,
+        op,
+        dst,
+        src,
+    }
+}
+/// `dst = *(size *)(src + off)`.
+pub fn ldx(size: Size, dst: Reg, src: Reg, off: i16) -> Insn {
+    Insn::Ldx {
+        size,
+        dst,
+        src,
+        off,
+    }
+}
+/// `*(size *)(dst + off) = src`.
+pub fn stx(size: Size, dst: Reg, off: i16, src: Reg) -> Insn {
+    Insn::Stx {
+        size,
+        dst,
+        src,
+        off,
+    }
+}
+/// `*(size *)(dst + off) = imm`.
+pub fn st(size: Size, dst: Reg, off: i16, imm: i32) -> Insn {
+    Insn::St {
+        size,
+        dst,
+        off,
+        imm,
+    }
+}
+
 /// Encode a whole program.
 pub fn encode(insns: &[Insn]) -> Vec<u8> {
     let mut out = Vec::with_capacity(insns.len() * 8);

@@ -40,6 +40,8 @@ pub struct KernelLayout {
     pub skb_data: u32,
     /// BTF id of the kfunc `bpf_dynptr_from_skb`.
     pub kfunc_dynptr_from_skb: u32,
+    /// BTF id of the kfunc `bpf_dynptr_slice`.
+    pub kfunc_dynptr_slice: u32,
 }
 
 impl KernelLayout {
@@ -56,6 +58,7 @@ impl KernelLayout {
             skb_data_len: 116,
             skb_data: 200,
             kfunc_dynptr_from_skb: 1,
+            kfunc_dynptr_slice: 2,
         }
     }
 }

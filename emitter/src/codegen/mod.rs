@@ -116,8 +116,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+mod access;
+
+pub use access::PacketAccess;
+
 use crate::builder::{Builder, Compiled, Label, MapRef, MapSpec};
-use crate::insn::{AluOp, AtomicOp, Insn, JmpOp, Reg, Size, Src};
+use crate::insn::{
+    alu32, alu64, ldx, mov64, st, stx, AluOp, AtomicOp, Insn, JmpOp, Reg, Size, Src,
+};
 use crate::ir::{self, Action, ChainId, Match, MultiportMode, PortRange, Program};
 use crate::{EmitError, KernelLayout};
 
@@ -153,13 +159,11 @@ pub mod rec {
     pub const IN_NAME: i16 = -28;
     /// out-interface name word k at OUT_NAME + 8k
     pub const OUT_NAME: i16 = -92;
-    /// dynptr for the IP header slow path
-    pub const DYN_IP: i16 = -112;
-    /// dynptr for the transport header slow path
-    pub const DYN_TH: i16 = -128;
-    /// IP header copy (slow path)
+    /// skb dynptr of the dynptr prologue (16 bytes)
+    pub const DYN: i16 = -112;
+    /// IP header slice buffer (20 bytes)
     pub const BUF_IP: i16 = -168;
-    /// transport header copy (slow path)
+    /// transport header slice buffer (20 bytes)
     pub const BUF_TH: i16 = -148;
     /// tcp option kind bitmap, 4 x u64
     pub const OPTMAP: i16 = -200;
@@ -200,6 +204,7 @@ const HELPER_MAP_LOOKUP_ELEM: u32 = 1;
 const HELPER_DYNPTR_READ: u32 = 201;
 /// Kfunc names resolved through `KernelLayout`.
 const KFUNC_DYNPTR_FROM_SKB: &str = "bpf_dynptr_from_skb";
+const KFUNC_DYNPTR_SLICE: &str = "bpf_dynptr_slice";
 
 /// `Frame::used` key of the hotdrop exit.
 const HOTDROP: u8 = 3;
@@ -215,62 +220,6 @@ pub const MAX_INLINE_DEPTH: usize = 32;
 /// The kernel's BPF_COMPLEXITY_LIMIT_INSNS / BPF_MAXINSNS for privileged loaders.
 const MAX_INSNS: usize = 1_000_000;
 
-fn mov64(dst: Reg, src: Src) -> Insn {
-    Insn::Alu {
-        wide: true,
-        op: AluOp::Mov,
-        dst,
-        src,
-    }
-}
-fn mov32(dst: Reg, v: i32) -> Insn {
-    Insn::Alu {
-        wide: false,
-        op: AluOp::Mov,
-        dst,
-        src: Src::Imm(v),
-    }
-}
-fn alu32(op: AluOp, dst: Reg, src: Src) -> Insn {
-    Insn::Alu {
-        wide: false,
-        op,
-        dst,
-        src,
-    }
-}
-fn alu64(op: AluOp, dst: Reg, src: Src) -> Insn {
-    Insn::Alu {
-        wide: true,
-        op,
-        dst,
-        src,
-    }
-}
-fn ldx(size: Size, dst: Reg, src: Reg, off: i16) -> Insn {
-    Insn::Ldx {
-        size,
-        dst,
-        src,
-        off,
-    }
-}
-fn stx(size: Size, dst: Reg, off: i16, src: Reg) -> Insn {
-    Insn::Stx {
-        size,
-        dst,
-        src,
-        off,
-    }
-}
-fn st(size: Size, dst: Reg, off: i16, imm: i32) -> Insn {
-    Insn::St {
-        size,
-        dst,
-        off,
-        imm,
-    }
-}
 fn off16(v: u32) -> Result<i16, EmitError> {
     i16::try_from(v).map_err(|_| EmitError::Unsupported {
         what: "BTF offset above 32767",
@@ -837,6 +786,7 @@ struct Gen<'a> {
     pending: usize,
     budget: usize,
     split: bool,
+    access: PacketAccess,
     force_slow: bool,
     prog: &'a Program,
     lowered: &'a BTreeMap<ChainId, Vec<Vec<Test>>>,
@@ -862,8 +812,10 @@ pub struct Options {
     /// Compile multi-test rules as a lead test inline + the rest out of line (default);
     /// false keeps them as plain branches (used by tests).
     pub split: bool,
-    /// Read headers through the dynptr path even when they are linear (tests: test runs only
-    /// make linear packets, this exercises the non-linear path on them).
+    /// How headers are read (see [`PacketAccess`]); the daemon takes the kernel probe's choice.
+    pub access: PacketAccess,
+    /// With [`PacketAccess::Direct`], take the dynptr fallback even for linear headers (tests:
+    /// test runs only make linear packets, this exercises the fallback on them).
     pub force_slow_path: bool,
     /// Compile runs of rules that differ only in one exact key into one hash-map lookup (see
     /// "Rule runs"); only [`compile_output`] honours it, as only it returns the maps.
@@ -875,6 +827,7 @@ impl Default for Options {
         Options {
             pending_budget: PENDING_BUDGET,
             split: true,
+            access: PacketAccess::Dynptr,
             force_slow_path: false,
             runs: true,
         }
@@ -983,6 +936,7 @@ pub fn compile_output(
 
     let mut b = Builder::new();
     b.define_kfunc(KFUNC_DYNPTR_FROM_SKB, layout.kfunc_dynptr_from_skb);
+    b.define_kfunc(KFUNC_DYNPTR_SLICE, layout.kfunc_dynptr_slice);
     let count_fn = b.label();
     let mut chain_labels = BTreeMap::new();
     for id in depths.keys() {
@@ -999,6 +953,7 @@ pub fn compile_output(
         pending: 0,
         budget: opts.pending_budget,
         split: opts.split,
+        access: opts.access,
         force_slow: opts.force_slow_path,
         prog: p,
         lowered: &lowered,
@@ -1081,361 +1036,6 @@ pub fn compile_output(
 }
 
 impl Gen<'_> {
-    /// Parse the packet into the record (see the module doc for what each field holds).
-    fn prologue(&mut self, feat: Features) -> Result<(), EmitError> {
-        use Reg::*;
-        let l = self.layout;
-        let b = &mut self.b;
-        b.emit(mov64(R6, Src::Reg(R10)));
-        b.emit(ldx(Size::DW, R7, R1, off16(l.nf_ctx_skb)?));
-        if feat.in_iface || feat.out_iface {
-            b.emit(ldx(Size::DW, R2, R1, off16(l.nf_ctx_state)?));
-            for (on, dev_off, base) in [
-                (feat.in_iface, l.hook_state_in, rec::IN_NAME),
-                (feat.out_iface, l.hook_state_out, rec::OUT_NAME),
-            ] {
-                if !on {
-                    continue;
-                }
-                // A NULL device reads as zeros: loads through BTF pointers are fault-safe.
-                b.emit(ldx(Size::DW, R3, R2, off16(dev_off)?));
-                for k in 0..4i16 {
-                    b.emit(ldx(
-                        Size::W,
-                        R4,
-                        R3,
-                        off16(l.net_device_name + 4 * k as u32)?,
-                    ));
-                    b.emit(stx(Size::W, R10, base + 8 * k, R4));
-                }
-            }
-        }
-        b.emit(ldx(Size::W, R2, R7, off16(l.skb_len)?));
-        b.emit(stx(Size::W, R10, rec::LEN, R2));
-        b.emit(ldx(Size::W, R3, R7, off16(l.skb_data_len)?));
-        b.emit(Insn::Alu {
-            wide: false,
-            op: AluOp::Mov,
-            dst: R8,
-            src: Src::Reg(R2),
-        });
-        b.emit(alu32(AluOp::Sub, R8, Src::Reg(R3))); // r8 = linear length
-        b.emit(ldx(Size::DW, R9, R7, off16(l.skb_data)?)); // r9 = skb->data (untrusted, fault-safe)
-        let slow_ip = b.label();
-        let parse_ip = b.label();
-        if self.force_slow {
-            // always true at run time (a linear length is below 2^31), unknown to the
-            // verifier, which therefore still checks the fast path too
-            b.jmp(false, JmpOp::Jlt, R8, Src::Imm(i32::MAX), slow_ip);
-        } else {
-            b.jmp(false, JmpOp::Jlt, R8, Src::Imm(20), slow_ip);
-        }
-        b.emit(mov64(R1, Src::Reg(R9)));
-        b.bind(parse_ip)?;
-        // r1 = IP header (packet or copy)
-        b.emit(ldx(Size::W, R2, R1, 12));
-        b.emit(stx(Size::W, R10, rec::SADDR, R2));
-        b.emit(ldx(Size::W, R2, R1, 16));
-        b.emit(stx(Size::W, R10, rec::DADDR, R2));
-        b.emit(ldx(Size::B, R2, R1, 9));
-        b.emit(stx(Size::B, R10, rec::PROTO, R2));
-        b.emit(ldx(Size::H, R3, R1, 6));
-        b.emit(Insn::End {
-            to_be: true,
-            dst: R3,
-            bits: 16,
-        });
-        b.emit(alu32(AluOp::And, R3, Src::Imm(0x1fff))); // fragment offset
-        b.emit(ldx(Size::B, R2, R1, 0));
-        b.emit(alu32(AluOp::And, R2, Src::Imm(0xf)));
-        b.emit(alu32(AluOp::Lsh, R2, Src::Imm(2))); // r2 = thoff = ihl * 4
-        b.emit(stx(Size::H, R10, rec::THOFF, R2));
-        // r4 = skb->len - thoff
-        b.emit(ldx(Size::W, R4, R10, rec::LEN));
-        b.emit(alu32(AluOp::Sub, R4, Src::Reg(R2)));
-        // r5 = thav
-        let not_frag = b.label();
-        let thav_done = b.label();
-        b.emit(Insn::Alu {
-            wide: false,
-            op: AluOp::Mov,
-            dst: R5,
-            src: Src::Reg(R4),
-        });
-        b.jmp(false, JmpOp::Jeq, R3, Src::Imm(0), not_frag);
-        b.emit(mov32(R5, -1));
-        b.jmp(false, JmpOp::Jne, R3, Src::Imm(1), thav_done);
-        b.emit(mov32(R5, THAV_FRAG1));
-        b.ja(thav_done);
-        b.bind(not_frag)?;
-        // Nothing (or less than nothing) available: 1 is "too short" for every guard just
-        // as 0 is. Never store a constant 0: the verifier would type those bytes STACK_ZERO
-        // on this path only, and the rules would be verified once more for it.
-        b.jmp(false, JmpOp::Jsgt, R5, Src::Imm(0), thav_done);
-        b.emit(mov32(R5, 1));
-        b.bind(thav_done)?;
-        b.emit(stx(Size::W, R10, rec::THAV, R5));
-        // r0 = bytes to copy on the slow path = clamp(skb->len - thoff, 0, 20)
-        let clamp_lo = b.label();
-        let clamp_done = b.label();
-        b.emit(Insn::Alu {
-            wide: false,
-            op: AluOp::Mov,
-            dst: R0,
-            src: Src::Reg(R4),
-        });
-        b.jmp(false, JmpOp::Jslt, R0, Src::Imm(0), clamp_lo);
-        b.jmp(false, JmpOp::Jsle, R0, Src::Imm(20), clamp_done);
-        b.emit(mov32(R0, 20));
-        b.ja(clamp_done);
-        b.bind(clamp_lo)?;
-        b.emit(mov32(R0, 0));
-        b.bind(clamp_done)?;
-        // Fast path when those bytes are in the linear area (or nothing is non-linear).
-        let slow_th = b.label();
-        let parse_th = b.label();
-        let fast_th = b.label();
-        b.emit(ldx(Size::W, R3, R7, off16(l.skb_data_len)?));
-        if !self.force_slow {
-            b.jmp(false, JmpOp::Jeq, R3, Src::Imm(0), fast_th);
-        }
-        b.emit(Insn::Alu {
-            wide: false,
-            op: AluOp::Mov,
-            dst: R5,
-            src: Src::Reg(R8),
-        });
-        b.emit(alu32(AluOp::Sub, R5, Src::Reg(R2)));
-        if self.force_slow {
-            b.jmp(false, JmpOp::Jslt, R5, Src::Imm(i32::MAX), slow_th);
-        } else {
-            b.jmp(false, JmpOp::Jslt, R5, Src::Reg(R0), slow_th);
-        }
-        b.bind(fast_th)?;
-        b.emit(mov64(R3, Src::Reg(R9)));
-        b.emit(alu64(AluOp::Add, R3, Src::Reg(R2)));
-        b.bind(parse_th)?;
-        // r3 = transport header (packet or copy); fields read whatever the length, see doc.
-        b.emit(ldx(Size::H, R5, R3, 0));
-        b.emit(Insn::End {
-            to_be: true,
-            dst: R5,
-            bits: 16,
-        });
-        b.emit(stx(Size::H, R10, rec::SPORT, R5));
-        b.emit(ldx(Size::H, R5, R3, 2));
-        b.emit(Insn::End {
-            to_be: true,
-            dst: R5,
-            bits: 16,
-        });
-        b.emit(stx(Size::H, R10, rec::DPORT, R5));
-        b.emit(ldx(Size::B, R5, R3, 0));
-        b.emit(stx(Size::B, R10, rec::TYPE, R5));
-        b.emit(ldx(Size::B, R5, R3, 1));
-        b.emit(stx(Size::B, R10, rec::CODE, R5));
-        b.emit(ldx(Size::B, R5, R3, 13));
-        b.emit(stx(Size::B, R10, rec::FLAGS, R5));
-        b.emit(ldx(Size::B, R5, R3, 12));
-        b.emit(alu32(AluOp::Rsh, R5, Src::Imm(4)));
-        b.emit(alu32(AluOp::Lsh, R5, Src::Imm(2)));
-        b.emit(stx(Size::B, R10, rec::DOFF, R5));
-        let parsed = b.label();
-        if feat.tcp_option {
-            let l2 = *self.layout;
-            self.tcp_options(&l2, parsed)?;
-        } else {
-            b.ja(parsed);
-        }
-        let b = &mut self.b;
-
-        // Slow paths (non-linear headers): copy through an skb dynptr.
-        b.bind(slow_ip)?;
-        b.emit(mov64(R1, Src::Reg(R7)));
-        b.emit(mov64(R2, Src::Imm(0)));
-        b.emit(mov64(R3, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_IP))));
-        b.call_kfunc(KFUNC_DYNPTR_FROM_SKB);
-        b.emit(mov64(R1, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::BUF_IP))));
-        b.emit(mov64(R2, Src::Imm(20)));
-        b.emit(mov64(R3, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_IP))));
-        b.emit(mov64(R4, Src::Imm(0)));
-        b.emit(mov64(R5, Src::Imm(0)));
-        b.call_helper(HELPER_DYNPTR_READ);
-        let short = b.label();
-        b.jmp(false, JmpOp::Jne, R0, Src::Imm(0), short);
-        b.emit(mov64(R1, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::BUF_IP))));
-        b.ja(parse_ip);
-        // Shorter than an IP header: cannot happen at a netfilter hook; drop.
-        b.bind(short)?;
-        b.emit(mov64(R0, Src::Imm(0)));
-        b.emit(Insn::Exit);
-
-        b.bind(slow_th)?;
-        b.emit(mov64(R8, Src::Reg(R0))); // bytes to copy, 0..=20
-        b.emit(mov64(R9, Src::Reg(R2))); // thoff
-        b.emit(mov64(R1, Src::Reg(R7)));
-        b.emit(mov64(R2, Src::Imm(0)));
-        b.emit(mov64(R3, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_TH))));
-        b.call_kfunc(KFUNC_DYNPTR_FROM_SKB);
-        b.emit(mov64(R1, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::BUF_TH))));
-        b.emit(mov64(R2, Src::Reg(R8)));
-        b.emit(mov64(R3, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_TH))));
-        b.emit(mov64(R4, Src::Reg(R9)));
-        b.emit(mov64(R5, Src::Imm(0)));
-        b.call_helper(HELPER_DYNPTR_READ);
-        b.emit(mov64(R3, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::BUF_TH))));
-        b.ja(parse_th);
-
-        b.bind(parsed)?;
-        b.emit(ldx(Size::W, R7, R10, rec::SADDR));
-        b.emit(ldx(Size::W, R8, R10, rec::DADDR));
-        b.emit(ldx(Size::H, R9, R10, rec::DPORT));
-        b.emit(ldx(Size::H, R1, R10, rec::SPORT));
-        b.emit(alu64(AluOp::Lsh, R1, Src::Imm(packed::SPORT_SHIFT)));
-        b.emit(alu64(AluOp::Or, R9, Src::Reg(R1)));
-        b.emit(ldx(Size::B, R1, R10, rec::PROTO));
-        b.emit(alu64(AluOp::Lsh, R1, Src::Imm(packed::PROTO_SHIFT)));
-        b.emit(alu64(AluOp::Or, R9, Src::Reg(R1)));
-        b.emit(ldx(Size::W, R1, R10, rec::THAV));
-        b.emit(alu32(AluOp::Add, R1, Src::Imm(2)));
-        // r1 = min(r1, 255), branch free: a branch would give the verifier two prologue end
-        // states (one with a constant) and it would walk every rule twice.
-        b.emit(mov64(R2, Src::Imm(255)));
-        b.emit(alu64(AluOp::Sub, R2, Src::Reg(R1)));
-        b.emit(alu64(AluOp::Rsh, R2, Src::Imm(63))); // 1 iff r1 > 255
-        b.emit(mov64(R3, Src::Reg(R1)));
-        b.emit(alu64(AluOp::Sub, R3, Src::Imm(255)));
-        b.emit(alu64(AluOp::Mul, R3, Src::Reg(R2)));
-        b.emit(alu64(AluOp::Sub, R1, Src::Reg(R3)));
-        // Guard status bits (branch free, so every prologue path ends in the same verifier
-        // state): per guard kind, bit 0 = "non-first fragment: no match", bit 1 = "hotdrop".
-        let lt = |b: &mut Builder, dst: Reg, c: i32| {
-            b.emit(mov64(dst, Src::Reg(R1)));
-            b.emit(alu64(AluOp::Sub, dst, Src::Imm(c)));
-            b.emit(alu64(AluOp::Rsh, dst, Src::Imm(63)));
-        };
-        b.emit(mov64(R2, Src::Reg(R1)));
-        b.emit(alu64(AluOp::Xor, R2, Src::Imm(1)));
-        b.emit(alu64(AluOp::Sub, R2, Src::Imm(1)));
-        b.emit(alu64(AluOp::Rsh, R2, Src::Imm(63))); // r2 = fragment at offset 1
-        lt(b, R3, 22);
-        b.emit(alu64(AluOp::Xor, R3, Src::Reg(R2))); // tcp hotdrop: frag 1 or under 20 bytes
-        b.emit(alu64(AluOp::Lsh, R3, Src::Imm(1)));
-        b.emit(alu64(AluOp::Or, R3, Src::Reg(R2)));
-        lt(b, R4, 2); // any non-first fragment
-        for (k, need) in [(1, 8), (2, 4)] {
-            lt(b, R5, need + 2);
-            b.emit(alu64(AluOp::Xor, R5, Src::Reg(R4)));
-            b.emit(alu64(AluOp::Lsh, R5, Src::Imm(1)));
-            b.emit(alu64(AluOp::Or, R5, Src::Reg(R4)));
-            b.emit(alu64(AluOp::Lsh, R5, Src::Imm(2 * k)));
-            b.emit(alu64(AluOp::Or, R3, Src::Reg(R5)));
-        }
-        b.emit(alu64(AluOp::Lsh, R3, Src::Imm(packed::GUARD_SHIFT)));
-        b.emit(alu64(AluOp::Or, R9, Src::Reg(R3)));
-        b.emit(alu64(AluOp::Lsh, R1, Src::Imm(packed::TH_SHIFT)));
-        b.emit(alu64(AluOp::Or, R9, Src::Reg(R1)));
-        b.emit(stx(Size::DW, R10, rec::PACKED, R9));
-        Ok(())
-    }
-
-    /// TCP option scan (only when a rule uses --tcp-option): fills OPTST and OPTMAP, a bitmap
-    /// of the option kinds at the positions the kernel's tcp_find_option visits.
-    fn tcp_options(&mut self, _l: &KernelLayout, parsed: Label) -> Result<(), EmitError> {
-        use Reg::*;
-        let b = &mut self.b;
-        for k in 0..4i16 {
-            b.emit(st(Size::DW, R10, rec::OPTMAP + 8 * k, 0));
-        }
-        b.emit(st(Size::B, R10, rec::OPTST, OPT_NONE));
-        let bad = b.label();
-        // header readable? (thav >= 20, not a fragment)
-        b.emit(ldx(Size::W, R4, R10, rec::THAV));
-        b.jmp(false, JmpOp::Jslt, R4, Src::Imm(20), parsed);
-        b.emit(ldx(Size::B, R5, R10, rec::DOFF));
-        b.jmp(false, JmpOp::Jlt, R5, Src::Imm(20), bad);
-        b.jmp(false, JmpOp::Jsgt, R5, Src::Reg(R4), bad); // options not all there
-        b.emit(alu32(AluOp::Sub, R5, Src::Imm(20))); // optlen 0..=40
-        b.jmp(false, JmpOp::Jeq, R5, Src::Imm(0), parsed);
-        b.jmp(false, JmpOp::Jgt, R5, Src::Imm(40), bad); // (cannot happen; bounds for the verifier)
-        b.emit(mov64(R8, Src::Reg(R5)));
-        for k in 0..6i16 {
-            b.emit(st(Size::DW, R10, rec::OPTBUF + 8 * k, 0));
-        }
-        b.emit(mov64(R1, Src::Reg(R7)));
-        b.emit(mov64(R2, Src::Imm(0)));
-        b.emit(mov64(R3, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_OPT))));
-        b.call_kfunc(KFUNC_DYNPTR_FROM_SKB);
-        b.emit(mov64(R1, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::OPTBUF))));
-        b.emit(mov64(R2, Src::Reg(R8)));
-        b.emit(mov64(R3, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_OPT))));
-        b.emit(ldx(Size::H, R4, R10, rec::THOFF));
-        b.emit(alu32(AluOp::Add, R4, Src::Imm(20)));
-        b.emit(mov64(R5, Src::Imm(0)));
-        b.call_helper(HELPER_DYNPTR_READ);
-        b.jmp(false, JmpOp::Jne, R0, Src::Imm(0), bad);
-        b.emit(st(Size::B, R10, rec::OPTST, OPT_PRESENT));
-        // r9 = i, r8 = optlen, r7 = iteration count: the kernel's loop advances at least one
-        // byte per step, so 40 iterations cover every option; the counter lets the verifier
-        // see the loop end even though it cannot bound the step from below.
-        b.emit(mov64(R9, Src::Imm(0)));
-        b.emit(mov64(R7, Src::Imm(0)));
-        let top = b.here();
-        b.jmp(true, JmpOp::Jge, R7, Src::Imm(40), parsed);
-        b.emit(alu64(AluOp::Add, R7, Src::Imm(1)));
-        b.jmp(true, JmpOp::Jge, R9, Src::Reg(R8), parsed);
-        b.jmp(true, JmpOp::Jgt, R9, Src::Imm(39), parsed); // bounds for the verifier
-        b.emit(mov64(R1, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::OPTBUF))));
-        b.emit(alu64(AluOp::Add, R1, Src::Reg(R9)));
-        b.emit(ldx(Size::B, R2, R1, 0)); // kind
-                                         // OPTMAP[kind / 64] |= 1 << (kind % 64)
-        b.emit(mov64(R3, Src::Reg(R2)));
-        b.emit(alu64(AluOp::Rsh, R3, Src::Imm(6)));
-        b.emit(alu64(AluOp::Lsh, R3, Src::Imm(3)));
-        b.emit(mov64(R4, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R4, Src::Imm(i32::from(rec::OPTMAP))));
-        b.emit(alu64(AluOp::Add, R4, Src::Reg(R3)));
-        b.emit(ldx(Size::DW, R5, R4, 0));
-        b.emit(mov64(R0, Src::Imm(1)));
-        b.emit(mov64(R3, Src::Reg(R2)));
-        b.emit(alu64(AluOp::And, R3, Src::Imm(63)));
-        b.emit(alu64(AluOp::Lsh, R0, Src::Reg(R3)));
-        b.emit(alu64(AluOp::Or, R5, Src::Reg(R0)));
-        b.emit(stx(Size::DW, R4, 0, R5));
-        // step: kinds 0 and 1 are one byte; else the length byte, 0 counting as 1. Branch
-        // free, so that the loop has one state per iteration for the verifier.
-        b.emit(ldx(Size::B, R3, R1, 1)); // len (the spare bytes are zero)
-        b.emit(mov64(R4, Src::Reg(R3)));
-        b.emit(alu64(AluOp::Sub, R4, Src::Imm(1)));
-        b.emit(alu64(AluOp::Rsh, R4, Src::Imm(63))); // 1 iff len == 0
-        b.emit(alu64(AluOp::Add, R3, Src::Reg(R4))); // x = max(len, 1)
-        b.emit(mov64(R4, Src::Reg(R2)));
-        b.emit(alu64(AluOp::Sub, R4, Src::Imm(2)));
-        b.emit(alu64(AluOp::Rsh, R4, Src::Imm(63))); // 1 iff kind < 2
-        b.emit(mov64(R5, Src::Reg(R3)));
-        b.emit(alu64(AluOp::Sub, R5, Src::Imm(1)));
-        b.emit(alu64(AluOp::Mul, R5, Src::Reg(R4)));
-        b.emit(alu64(AluOp::Sub, R3, Src::Reg(R5))); // kind < 2 ? 1 : x
-        b.emit(alu64(AluOp::Add, R9, Src::Reg(R3)));
-        b.ja(top);
-        b.bind(bad)?;
-        b.emit(st(Size::B, R10, rec::OPTST, OPT_HOTDROP));
-        b.ja(parsed);
-        Ok(())
-    }
-
     /// Emit a chain's rules; returns true when control can fall off its end.
     fn chain_body(&mut self, id: ChainId, frame: &mut Frame) -> Result<bool, EmitError> {
         let prog = self.prog;

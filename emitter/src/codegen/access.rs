@@ -1,0 +1,473 @@
+//! Packet access: the prologue that parses the packet once into the record.
+//!
+//! Two strategies produce the same record (see the stack layout in the parent module):
+//!
+//! - [`PacketAccess::Dynptr`], the baseline every supported kernel verifies by design:
+//!   `bpf_dynptr_from_skb` (netfilter programs have it since Linux 6.4), then
+//!   `bpf_dynptr_slice` of the IP header and of the first 20 transport bytes. A slice is a
+//!   direct pointer when the bytes are linear and a copy into the stack buffer given
+//!   otherwise; either way the verifier types it `PTR_TO_MEM` of the slice's constant size,
+//!   so every load through it is bounds-checked at load time. A transport header shorter
+//!   than 20 bytes makes the slice fail; `bpf_dynptr_read` then copies what there is into a
+//!   zeroed stack buffer.
+//! - [`PacketAccess::Direct`]: loads through `skb->data`, which the verifier types read-only
+//!   untrusted memory (fault-safe probe loads, not bounds-checked) since Linux 6.17 ("bpf:
+//!   rdonly_untrusted_mem for btf id walk pointer leafs"); before that the same load yields a
+//!   scalar and nothing verifies. The program compares offsets against the linear length
+//!   itself and falls back to the whole dynptr prologue when a header is not linear. Only
+//!   used where the daemon's start-up probe loaded it on the running kernel.
+//!
+//! No instruction is reached with two pointer types: each strategy, and each dynptr case
+//! (slice or stack copy), parses with its own instructions (`parse_ip`/`parse_th` are
+//! emitted once per base). Verifiers since bpf-next 2026-08 ("bpf: Treat a fault prone
+//! PTR_TO_MEM as a pointer type mismatch") refuse untrusted memory and the stack at one
+//! instruction; older ones accept it, but nothing here depends on either.
+//!
+//! Every path stores every record field with a value the verifier does not know, and the
+//! registers that differ between paths (`r7`-`r9`, the bases) are dead where the paths join,
+//! so the verifier prunes the joined paths and walks the rules once.
+
+use crate::builder::Label;
+use crate::insn::{alu32, alu64, ldx, mov32, mov64, st, stx, AluOp, Insn, JmpOp, Reg, Size, Src};
+use crate::EmitError;
+
+use super::{
+    off16, packed, rec, Features, Gen, HELPER_DYNPTR_READ, KFUNC_DYNPTR_FROM_SKB,
+    KFUNC_DYNPTR_SLICE, OPT_HOTDROP, OPT_NONE, OPT_PRESENT, THAV_FRAG1,
+};
+
+/// How the generated program reads packet headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PacketAccess {
+    /// `bpf_dynptr_from_skb` + `bpf_dynptr_slice`: verifies on every kernel with netfilter
+    /// programs (6.4+).
+    #[default]
+    Dynptr,
+    /// Direct loads through `skb->data` (untrusted memory, Linux 6.17+), falling back to the
+    /// dynptr prologue for non-linear headers. Use only where a load-time probe verified it.
+    Direct,
+}
+
+impl PacketAccess {
+    /// Both strategies, baseline first.
+    pub const ALL: [PacketAccess; 2] = [PacketAccess::Dynptr, PacketAccess::Direct];
+
+    /// Name used in logs, `status` and benchmark tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            PacketAccess::Dynptr => "dynptr",
+            PacketAccess::Direct => "direct",
+        }
+    }
+}
+
+impl std::fmt::Display for PacketAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Bytes of the IP header and of the transport header the record is filled from.
+const IP_HDR: i32 = 20;
+const TH_HDR: i32 = 20;
+
+impl Gen<'_> {
+    /// Parse the packet into the record (see the module doc for what each field holds).
+    pub(super) fn prologue(&mut self, feat: Features) -> Result<(), EmitError> {
+        use Reg::*;
+        let l = *self.layout;
+        let b = &mut self.b;
+        b.emit(mov64(R6, Src::Reg(R10)));
+        b.emit(ldx(Size::DW, R7, R1, off16(l.nf_ctx_skb)?));
+        if feat.in_iface || feat.out_iface {
+            b.emit(ldx(Size::DW, R2, R1, off16(l.nf_ctx_state)?));
+            for (on, dev_off, base) in [
+                (feat.in_iface, l.hook_state_in, rec::IN_NAME),
+                (feat.out_iface, l.hook_state_out, rec::OUT_NAME),
+            ] {
+                if !on {
+                    continue;
+                }
+                // A NULL device reads as zeros: loads through BTF pointers are fault-safe.
+                b.emit(ldx(Size::DW, R3, R2, off16(dev_off)?));
+                for k in 0..4i16 {
+                    let name = off16(l.net_device_name + 4 * k as u32)?;
+                    b.emit(ldx(Size::W, R4, R3, name));
+                    b.emit(stx(Size::W, R10, base + 8 * k, R4));
+                }
+            }
+        }
+        b.emit(ldx(Size::W, R2, R7, off16(l.skb_len)?));
+        b.emit(stx(Size::W, R10, rec::LEN, R2));
+        let th_done = b.label();
+        let dynptr = b.label();
+        if self.access == super::PacketAccess::Direct {
+            b.emit(ldx(Size::W, R3, R7, off16(l.skb_data_len)?));
+            b.emit(Insn::Alu {
+                wide: false,
+                op: AluOp::Mov,
+                dst: R8,
+                src: Src::Reg(R2),
+            });
+            b.emit(alu32(AluOp::Sub, R8, Src::Reg(R3))); // r8 = linear length
+            b.emit(ldx(Size::DW, R9, R7, off16(l.skb_data)?)); // untrusted, fault-safe
+            if self.force_slow {
+                // always true at run time (a linear length is below 2^31), unknown to the
+                // verifier, which therefore still checks the direct path too
+                b.jmp(false, JmpOp::Jlt, R8, Src::Imm(i32::MAX), dynptr);
+            } else {
+                b.jmp(false, JmpOp::Jlt, R8, Src::Imm(IP_HDR), dynptr);
+            }
+            self.parse_ip(R9)?;
+            let b = &mut self.b;
+            // transport bytes wanted (r0) all in the linear area?
+            b.emit(Insn::Alu {
+                wide: false,
+                op: AluOp::Mov,
+                dst: R5,
+                src: Src::Reg(R8),
+            });
+            b.emit(alu32(AluOp::Sub, R5, Src::Reg(R2)));
+            if self.force_slow {
+                b.jmp(false, JmpOp::Jslt, R5, Src::Imm(i32::MAX), dynptr);
+            } else {
+                b.jmp(false, JmpOp::Jslt, R5, Src::Reg(R0), dynptr);
+            }
+            b.emit(mov64(R3, Src::Reg(R9)));
+            b.emit(alu64(AluOp::Add, R3, Src::Reg(R2)));
+            self.parse_th(R3);
+            self.b.ja(th_done);
+        }
+
+        // The dynptr prologue: the baseline, and the direct strategy's fallback.
+        let b = &mut self.b;
+        b.bind(dynptr)?;
+        b.emit(mov64(R1, Src::Reg(R7)));
+        b.emit(mov64(R2, Src::Imm(0)));
+        b.emit(mov64(R3, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN))));
+        b.call_kfunc(KFUNC_DYNPTR_FROM_SKB);
+        // A failed bpf_dynptr_from_skb leaves a null dynptr, whose slices are NULL.
+        zero(b, rec::BUF_IP, IP_HDR);
+        slice(b, 0, rec::BUF_IP, IP_HDR);
+        let short_ip = b.label();
+        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), short_ip);
+        self.parse_ip(R0)?;
+        let b = &mut self.b;
+        b.emit(mov64(R8, Src::Reg(R0))); // bytes to copy when the slice fails, 0..=20
+        b.emit(mov64(R9, Src::Reg(R2))); // thoff
+        zero(b, rec::BUF_TH, TH_HDR);
+        b.emit(mov64(R1, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::DYN))));
+        b.emit(mov64(R2, Src::Reg(R9)));
+        b.emit(mov64(R3, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::BUF_TH))));
+        b.emit(mov64(R4, Src::Imm(TH_HDR)));
+        b.call_kfunc(KFUNC_DYNPTR_SLICE);
+        let short_th = b.label();
+        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), short_th);
+        self.parse_th(R0);
+        self.b.ja(th_done);
+        // Fewer than 20 transport bytes: copy what there is (the rest stays zero).
+        let b = &mut self.b;
+        b.bind(short_th)?;
+        b.emit(mov64(R1, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::BUF_TH))));
+        b.emit(mov64(R2, Src::Reg(R8)));
+        b.emit(mov64(R3, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN))));
+        b.emit(mov64(R4, Src::Reg(R9)));
+        b.emit(mov64(R5, Src::Imm(0)));
+        b.call_helper(HELPER_DYNPTR_READ);
+        b.emit(mov64(R3, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::BUF_TH))));
+        self.parse_th(R3);
+        self.b.ja(th_done);
+        // Shorter than an IP header: cannot happen at a netfilter hook; drop.
+        let b = &mut self.b;
+        b.bind(short_ip)?;
+        b.emit(mov64(R0, Src::Imm(0)));
+        b.emit(Insn::Exit);
+
+        b.bind(th_done)?;
+        let parsed = b.label();
+        if feat.tcp_option {
+            self.tcp_options(parsed)?;
+        }
+        self.b.bind(parsed)?;
+        self.pack();
+        Ok(())
+    }
+
+    /// IP header fields from `base` (20 readable bytes) into the record. Leaves `r2` = thoff
+    /// (ihl * 4) and `r0` = transport bytes to copy, clamp(skb->len - thoff, 0, 20). Uses
+    /// `r0`-`r5`; every load from `base` comes first, so `base` may be `r0` or `r1`.
+    fn parse_ip(&mut self, base: Reg) -> Result<(), EmitError> {
+        use Reg::*;
+        let b = &mut self.b;
+        b.emit(ldx(Size::W, R2, base, 12));
+        b.emit(stx(Size::W, R10, rec::SADDR, R2));
+        b.emit(ldx(Size::W, R2, base, 16));
+        b.emit(stx(Size::W, R10, rec::DADDR, R2));
+        b.emit(ldx(Size::B, R2, base, 9));
+        b.emit(stx(Size::B, R10, rec::PROTO, R2));
+        b.emit(ldx(Size::H, R3, base, 6));
+        b.emit(ldx(Size::B, R2, base, 0));
+        b.emit(Insn::End {
+            to_be: true,
+            dst: R3,
+            bits: 16,
+        });
+        b.emit(alu32(AluOp::And, R3, Src::Imm(0x1fff))); // fragment offset
+        b.emit(alu32(AluOp::And, R2, Src::Imm(0xf)));
+        b.emit(alu32(AluOp::Lsh, R2, Src::Imm(2))); // r2 = thoff = ihl * 4
+        b.emit(stx(Size::H, R10, rec::THOFF, R2));
+        // r4 = skb->len - thoff
+        b.emit(ldx(Size::W, R4, R10, rec::LEN));
+        b.emit(alu32(AluOp::Sub, R4, Src::Reg(R2)));
+        // r5 = thav
+        let not_frag = b.label();
+        let thav_done = b.label();
+        b.emit(Insn::Alu {
+            wide: false,
+            op: AluOp::Mov,
+            dst: R5,
+            src: Src::Reg(R4),
+        });
+        b.jmp(false, JmpOp::Jeq, R3, Src::Imm(0), not_frag);
+        b.emit(mov32(R5, -1));
+        b.jmp(false, JmpOp::Jne, R3, Src::Imm(1), thav_done);
+        b.emit(mov32(R5, THAV_FRAG1));
+        b.ja(thav_done);
+        b.bind(not_frag)?;
+        // Nothing (or less than nothing) available: 1 is "too short" for every guard just
+        // as 0 is. Never store a constant 0: a verifier may type those bytes STACK_ZERO on
+        // this path only, and walk the rules once more for it.
+        b.jmp(false, JmpOp::Jsgt, R5, Src::Imm(0), thav_done);
+        b.emit(mov32(R5, 1));
+        b.bind(thav_done)?;
+        b.emit(stx(Size::W, R10, rec::THAV, R5));
+        // r0 = clamp(skb->len - thoff, 0, 20)
+        let clamp_lo = b.label();
+        let clamp_done = b.label();
+        b.emit(Insn::Alu {
+            wide: false,
+            op: AluOp::Mov,
+            dst: R0,
+            src: Src::Reg(R4),
+        });
+        b.jmp(false, JmpOp::Jslt, R0, Src::Imm(0), clamp_lo);
+        b.jmp(false, JmpOp::Jsle, R0, Src::Imm(TH_HDR), clamp_done);
+        b.emit(mov32(R0, TH_HDR));
+        b.ja(clamp_done);
+        b.bind(clamp_lo)?;
+        b.emit(mov32(R0, 0));
+        b.bind(clamp_done)?;
+        Ok(())
+    }
+
+    /// Transport header fields from `base` (20 bytes, or fault-safe memory) into the record,
+    /// whatever the length: no rule reads them before its availability guard.
+    fn parse_th(&mut self, base: Reg) {
+        use Reg::*;
+        let b = &mut self.b;
+        b.emit(ldx(Size::H, R5, base, 0));
+        b.emit(Insn::End {
+            to_be: true,
+            dst: R5,
+            bits: 16,
+        });
+        b.emit(stx(Size::H, R10, rec::SPORT, R5));
+        b.emit(ldx(Size::H, R5, base, 2));
+        b.emit(Insn::End {
+            to_be: true,
+            dst: R5,
+            bits: 16,
+        });
+        b.emit(stx(Size::H, R10, rec::DPORT, R5));
+        b.emit(ldx(Size::B, R5, base, 0));
+        b.emit(stx(Size::B, R10, rec::TYPE, R5));
+        b.emit(ldx(Size::B, R5, base, 1));
+        b.emit(stx(Size::B, R10, rec::CODE, R5));
+        b.emit(ldx(Size::B, R5, base, 13));
+        b.emit(stx(Size::B, R10, rec::FLAGS, R5));
+        b.emit(ldx(Size::B, R5, base, 12));
+        b.emit(alu32(AluOp::Rsh, R5, Src::Imm(4)));
+        b.emit(alu32(AluOp::Lsh, R5, Src::Imm(2)));
+        b.emit(stx(Size::B, R10, rec::DOFF, R5));
+    }
+
+    /// Load the hot registers from the record and pack `r9` (see "Register convention").
+    fn pack(&mut self) {
+        use Reg::*;
+        let b = &mut self.b;
+        b.emit(ldx(Size::W, R7, R10, rec::SADDR));
+        b.emit(ldx(Size::W, R8, R10, rec::DADDR));
+        b.emit(ldx(Size::H, R9, R10, rec::DPORT));
+        b.emit(ldx(Size::H, R1, R10, rec::SPORT));
+        b.emit(alu64(AluOp::Lsh, R1, Src::Imm(packed::SPORT_SHIFT)));
+        b.emit(alu64(AluOp::Or, R9, Src::Reg(R1)));
+        b.emit(ldx(Size::B, R1, R10, rec::PROTO));
+        b.emit(alu64(AluOp::Lsh, R1, Src::Imm(packed::PROTO_SHIFT)));
+        b.emit(alu64(AluOp::Or, R9, Src::Reg(R1)));
+        b.emit(ldx(Size::W, R1, R10, rec::THAV));
+        b.emit(alu32(AluOp::Add, R1, Src::Imm(2)));
+        // r1 = min(r1, 255), branch free: a branch would give the verifier two prologue end
+        // states (one with a constant) and it would walk every rule twice.
+        b.emit(mov64(R2, Src::Imm(255)));
+        b.emit(alu64(AluOp::Sub, R2, Src::Reg(R1)));
+        b.emit(alu64(AluOp::Rsh, R2, Src::Imm(63))); // 1 iff r1 > 255
+        b.emit(mov64(R3, Src::Reg(R1)));
+        b.emit(alu64(AluOp::Sub, R3, Src::Imm(255)));
+        b.emit(alu64(AluOp::Mul, R3, Src::Reg(R2)));
+        b.emit(alu64(AluOp::Sub, R1, Src::Reg(R3)));
+        // Guard status bits (branch free, so every prologue path ends in the same verifier
+        // state): per guard kind, bit 0 = "non-first fragment: no match", bit 1 = "hotdrop".
+        let lt = |b: &mut crate::builder::Builder, dst: Reg, c: i32| {
+            b.emit(mov64(dst, Src::Reg(R1)));
+            b.emit(alu64(AluOp::Sub, dst, Src::Imm(c)));
+            b.emit(alu64(AluOp::Rsh, dst, Src::Imm(63)));
+        };
+        b.emit(mov64(R2, Src::Reg(R1)));
+        b.emit(alu64(AluOp::Xor, R2, Src::Imm(1)));
+        b.emit(alu64(AluOp::Sub, R2, Src::Imm(1)));
+        b.emit(alu64(AluOp::Rsh, R2, Src::Imm(63))); // r2 = fragment at offset 1
+        lt(b, R3, 22);
+        b.emit(alu64(AluOp::Xor, R3, Src::Reg(R2))); // tcp hotdrop: frag 1 or under 20 bytes
+        b.emit(alu64(AluOp::Lsh, R3, Src::Imm(1)));
+        b.emit(alu64(AluOp::Or, R3, Src::Reg(R2)));
+        lt(b, R4, 2); // any non-first fragment
+        for (k, need) in [(1, 8), (2, 4)] {
+            lt(b, R5, need + 2);
+            b.emit(alu64(AluOp::Xor, R5, Src::Reg(R4)));
+            b.emit(alu64(AluOp::Lsh, R5, Src::Imm(1)));
+            b.emit(alu64(AluOp::Or, R5, Src::Reg(R4)));
+            b.emit(alu64(AluOp::Lsh, R5, Src::Imm(2 * k)));
+            b.emit(alu64(AluOp::Or, R3, Src::Reg(R5)));
+        }
+        b.emit(alu64(AluOp::Lsh, R3, Src::Imm(packed::GUARD_SHIFT)));
+        b.emit(alu64(AluOp::Or, R9, Src::Reg(R3)));
+        b.emit(alu64(AluOp::Lsh, R1, Src::Imm(packed::TH_SHIFT)));
+        b.emit(alu64(AluOp::Or, R9, Src::Reg(R1)));
+        b.emit(stx(Size::DW, R10, rec::PACKED, R9));
+    }
+
+    /// TCP option scan (only when a rule uses --tcp-option): fills OPTST and OPTMAP, a bitmap
+    /// of the option kinds at the positions the kernel's tcp_find_option visits. `r7` is the
+    /// skb on every path that reaches it; the options are read through a dynptr of their own
+    /// (the direct strategy has none yet).
+    fn tcp_options(&mut self, parsed: Label) -> Result<(), EmitError> {
+        use Reg::*;
+        let b = &mut self.b;
+        for k in 0..4i16 {
+            b.emit(st(Size::DW, R10, rec::OPTMAP + 8 * k, 0));
+        }
+        b.emit(st(Size::B, R10, rec::OPTST, OPT_NONE));
+        let bad = b.label();
+        // header readable? (thav >= 20, not a fragment)
+        b.emit(ldx(Size::W, R4, R10, rec::THAV));
+        b.jmp(false, JmpOp::Jslt, R4, Src::Imm(20), parsed);
+        b.emit(ldx(Size::B, R5, R10, rec::DOFF));
+        b.jmp(false, JmpOp::Jlt, R5, Src::Imm(20), bad);
+        b.jmp(false, JmpOp::Jsgt, R5, Src::Reg(R4), bad); // options not all there
+        b.emit(alu32(AluOp::Sub, R5, Src::Imm(20))); // optlen 0..=40
+        b.jmp(false, JmpOp::Jeq, R5, Src::Imm(0), parsed);
+        b.jmp(false, JmpOp::Jgt, R5, Src::Imm(40), bad); // (cannot happen; bounds for the verifier)
+        b.emit(mov64(R8, Src::Reg(R5)));
+        for k in 0..6i16 {
+            b.emit(st(Size::DW, R10, rec::OPTBUF + 8 * k, 0));
+        }
+        b.emit(mov64(R1, Src::Reg(R7)));
+        b.emit(mov64(R2, Src::Imm(0)));
+        b.emit(mov64(R3, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_OPT))));
+        b.call_kfunc(KFUNC_DYNPTR_FROM_SKB);
+        b.emit(mov64(R1, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::OPTBUF))));
+        b.emit(mov64(R2, Src::Reg(R8)));
+        b.emit(mov64(R3, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_OPT))));
+        b.emit(ldx(Size::H, R4, R10, rec::THOFF));
+        b.emit(alu32(AluOp::Add, R4, Src::Imm(20)));
+        b.emit(mov64(R5, Src::Imm(0)));
+        b.call_helper(HELPER_DYNPTR_READ);
+        b.jmp(false, JmpOp::Jne, R0, Src::Imm(0), bad);
+        b.emit(st(Size::B, R10, rec::OPTST, OPT_PRESENT));
+        // r9 = i, r8 = optlen, r7 = iteration count: the kernel's loop advances at least one
+        // byte per step, so 40 iterations cover every option; the counter lets the verifier
+        // see the loop end even though it cannot bound the step from below.
+        b.emit(mov64(R9, Src::Imm(0)));
+        b.emit(mov64(R7, Src::Imm(0)));
+        let top = b.here();
+        b.jmp(true, JmpOp::Jge, R7, Src::Imm(40), parsed);
+        b.emit(alu64(AluOp::Add, R7, Src::Imm(1)));
+        b.jmp(true, JmpOp::Jge, R9, Src::Reg(R8), parsed);
+        b.jmp(true, JmpOp::Jgt, R9, Src::Imm(39), parsed); // bounds for the verifier
+        b.emit(mov64(R1, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::OPTBUF))));
+        b.emit(alu64(AluOp::Add, R1, Src::Reg(R9)));
+        b.emit(ldx(Size::B, R2, R1, 0)); // kind
+                                         // OPTMAP[kind / 64] |= 1 << (kind % 64)
+        b.emit(mov64(R3, Src::Reg(R2)));
+        b.emit(alu64(AluOp::Rsh, R3, Src::Imm(6)));
+        b.emit(alu64(AluOp::Lsh, R3, Src::Imm(3)));
+        b.emit(mov64(R4, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R4, Src::Imm(i32::from(rec::OPTMAP))));
+        b.emit(alu64(AluOp::Add, R4, Src::Reg(R3)));
+        b.emit(ldx(Size::DW, R5, R4, 0));
+        b.emit(mov64(R0, Src::Imm(1)));
+        b.emit(mov64(R3, Src::Reg(R2)));
+        b.emit(alu64(AluOp::And, R3, Src::Imm(63)));
+        b.emit(alu64(AluOp::Lsh, R0, Src::Reg(R3)));
+        b.emit(alu64(AluOp::Or, R5, Src::Reg(R0)));
+        b.emit(stx(Size::DW, R4, 0, R5));
+        // step: kinds 0 and 1 are one byte; else the length byte, 0 counting as 1. Branch
+        // free, so that the loop has one state per iteration for the verifier.
+        b.emit(ldx(Size::B, R3, R1, 1)); // len (the spare bytes are zero)
+        b.emit(mov64(R4, Src::Reg(R3)));
+        b.emit(alu64(AluOp::Sub, R4, Src::Imm(1)));
+        b.emit(alu64(AluOp::Rsh, R4, Src::Imm(63))); // 1 iff len == 0
+        b.emit(alu64(AluOp::Add, R3, Src::Reg(R4))); // x = max(len, 1)
+        b.emit(mov64(R4, Src::Reg(R2)));
+        b.emit(alu64(AluOp::Sub, R4, Src::Imm(2)));
+        b.emit(alu64(AluOp::Rsh, R4, Src::Imm(63))); // 1 iff kind < 2
+        b.emit(mov64(R5, Src::Reg(R3)));
+        b.emit(alu64(AluOp::Sub, R5, Src::Imm(1)));
+        b.emit(alu64(AluOp::Mul, R5, Src::Reg(R4)));
+        b.emit(alu64(AluOp::Sub, R3, Src::Reg(R5))); // kind < 2 ? 1 : x
+        b.emit(alu64(AluOp::Add, R9, Src::Reg(R3)));
+        b.ja(top);
+        b.bind(bad)?;
+        b.emit(st(Size::B, R10, rec::OPTST, OPT_HOTDROP));
+        b.ja(parsed);
+        Ok(())
+    }
+}
+
+/// Zero `len` (a multiple of 4) stack bytes at `off` (4-byte aligned), 8 bytes at a time
+/// where aligned: the slice buffers are initialized memory on every kernel.
+fn zero(b: &mut crate::builder::Builder, off: i16, len: i32) {
+    let end = off + len as i16;
+    let mut at = off;
+    while at < end {
+        if at % 8 == 0 && end - at >= 8 {
+            b.emit(st(Size::DW, Reg::R10, at, 0));
+            at += 8;
+        } else {
+            b.emit(st(Size::W, Reg::R10, at, 0));
+            at += 4;
+        }
+    }
+}
+
+/// `r0 = bpf_dynptr_slice(&DYN, offset, r10 + buf, len)`.
+fn slice(b: &mut crate::builder::Builder, offset: i32, buf: i16, len: i32) {
+    use Reg::*;
+    b.emit(mov64(R1, Src::Reg(R10)));
+    b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::DYN))));
+    b.emit(mov64(R2, Src::Imm(offset)));
+    b.emit(mov64(R3, Src::Reg(R10)));
+    b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(buf))));
+    b.emit(mov64(R4, Src::Imm(len)));
+    b.call_kfunc(KFUNC_DYNPTR_SLICE);
+}
