@@ -18,6 +18,10 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
         skb_data: btf.member_offset("sk_buff", "data")?,
         kfunc_dynptr_from_skb: btf.func_id("bpf_dynptr_from_skb")?,
         kfunc_dynptr_slice: btf.func_id("bpf_dynptr_slice")?,
+        // optional: only the cast packet access uses them
+        kfunc_rdonly_cast: btf.func_id("bpf_rdonly_cast").unwrap_or(0),
+        btf_iphdr: btf.struct_id("iphdr").unwrap_or(0),
+        btf_tcphdr: btf.struct_id("tcphdr").unwrap_or(0),
     })
 }
 

@@ -3,5 +3,6 @@
 pub mod cli;
 pub mod daemon;
 pub mod layout;
+pub mod probe;
 pub mod sys;
 pub mod xlate;

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use bpfilter::layout::kernel_layout;
 use bpfilter::sys::{num_possible_cpus, Btf, Map, MapType, Program as BpfProgram};
-use emitter::codegen::{compile, compile_output, compile_with, Options};
+use emitter::codegen::{compile, compile_output, compile_with, Options, PacketAccess};
 use emitter::ir::*;
 use emitter::reference::{evaluate, Outcome, Packet};
 use emitter::{KernelLayout, MapRef};
@@ -30,6 +30,37 @@ fn unavailable(why: &str) -> Option<Env> {
 struct Env {
     layout: KernelLayout,
     ncpu: usize,
+    /// packet-access strategies that load on this kernel (the baseline always; the test
+    /// fails if it does not)
+    accesses: Vec<PacketAccess>,
+}
+
+impl Env {
+    /// One `Options` per way of reading headers this kernel verifies: the dynptr baseline,
+    /// and where it loads the cast strategy, on its fast path and forced onto its fallback.
+    fn access_variants(&self) -> Vec<(String, Options)> {
+        let mut v = Vec::new();
+        for &access in &self.accesses {
+            v.push((
+                access.name().to_owned(),
+                Options {
+                    access,
+                    ..Options::default()
+                },
+            ));
+            if access == PacketAccess::Cast {
+                v.push((
+                    "cast, dynptr fallback".to_owned(),
+                    Options {
+                        access,
+                        force_slow_path: true,
+                        ..Options::default()
+                    },
+                ));
+            }
+        }
+        v
+    }
 }
 
 fn env() -> Option<Env> {
@@ -44,9 +75,20 @@ fn env() -> Option<Env> {
     if let Err(e) = Map::create(MapType::Array, 4, 4, 1, "bpfltr_probe") {
         return unavailable(&format!("BPF unavailable: {e}"));
     }
+    let mut accesses = Vec::new();
+    for access in PacketAccess::ALL {
+        match bpfilter::probe::try_strategy(&layout, access) {
+            Ok(_) => accesses.push(access),
+            Err(e) if access == PacketAccess::Dynptr => {
+                panic!("the baseline packet access does not load here: {e}")
+            }
+            Err(e) => eprintln!("packet access {access} does not load here: {e}"),
+        }
+    }
     Some(Env {
         layout,
         ncpu: num_possible_cpus().unwrap(),
+        accesses,
     })
 }
 
@@ -822,30 +864,25 @@ fn single_matches_against_corpus() {
             Action::Drop
         };
         let p = single(hook, matches, action, policy);
-        for (mode, opts) in [
-            ("split", Options::default()),
+        let mut modes = vec![
+            ("split".to_owned(), Options::default()),
             (
-                "branches",
+                "branches".to_owned(),
                 Options {
                     split: false,
                     ..Options::default()
                 },
             ),
             (
-                "combined",
+                "combined".to_owned(),
                 Options {
                     pending_budget: 0,
                     ..Options::default()
                 },
             ),
-            (
-                "dynptr path",
-                Options {
-                    force_slow_path: true,
-                    ..Options::default()
-                },
-            ),
-        ] {
+        ];
+        modes.extend(env.access_variants().into_iter().skip(1));
+        for (mode, opts) in modes {
             let l = load_with(&env, &p, opts);
             for (pname, pkt) in &corpus {
                 check(
@@ -1545,13 +1582,7 @@ fn rule_runs_table() {
             vec![11],
         ),
     ];
-    for opts in [
-        Options::default(),
-        Options {
-            force_slow_path: true,
-            ..Options::default()
-        },
-    ] {
+    for (_, opts) in env.access_variants() {
         let l = load_with(&env, &p, opts);
         assert_eq!(
             l.maps, 5,
@@ -1876,10 +1907,12 @@ fn random_rulesets_match_reference() {
             &(
                 arb_program(),
                 proptest::collection::vec(arb_packet(), 12),
-                0u8..4,
+                0u8..6,
             ),
             |(p, pkts, combined)| {
-                // the three ways a multi-test rule can be compiled, and the dynptr path
+                // the three ways a multi-test rule can be compiled, and every packet access
+                // this kernel verifies
+                let variants = env.access_variants();
                 let opts = match combined {
                     0 => Options::default(),
                     1 => Options {
@@ -1887,13 +1920,10 @@ fn random_rulesets_match_reference() {
                         ..Options::default()
                     },
                     2 => Options {
-                        force_slow_path: true,
-                        ..Options::default()
-                    },
-                    _ => Options {
                         pending_budget: 0,
                         ..Options::default()
                     },
+                    k => variants[usize::from(k - 3) % variants.len()].1,
                 };
                 let l = load_with(&env, &p, opts);
                 if l.maps > 0 {
@@ -2110,15 +2140,11 @@ fn scale_figures() {
         }
     }
     let pkt = udp_pkt([10, 200, 0, 1], [10, 200, 0, 2], 4000, 5001);
-    // header reads: direct (fast path) against the dynptr kfuncs, on an empty chain and on
+    // header reads: each strategy (and the cast fallback), on an empty chain and on
     // 100 port rules
     for n in [0usize, 100] {
-        for (how, force) in [("direct", false), ("dynptr", true)] {
+        for (how, opts) in env.access_variants() {
             let p = port_chain(n);
-            let opts = Options {
-                force_slow_path: force,
-                ..Options::default()
-            };
             let l = load_with(&env, &p, opts);
             let r = l.prog.test_run(&pkt, None, 200_000).unwrap();
             assert_eq!(r.retval, 1);

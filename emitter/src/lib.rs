@@ -42,6 +42,12 @@ pub struct KernelLayout {
     pub kfunc_dynptr_from_skb: u32,
     /// BTF id of the kfunc `bpf_dynptr_slice`.
     pub kfunc_dynptr_slice: u32,
+    /// BTF id of the kfunc `bpf_rdonly_cast`; 0 where the kernel lacks it (no cast access).
+    pub kfunc_rdonly_cast: u32,
+    /// BTF id of `struct iphdr`; 0 if absent.
+    pub btf_iphdr: u32,
+    /// BTF id of `struct tcphdr`; 0 if absent.
+    pub btf_tcphdr: u32,
 }
 
 impl KernelLayout {
@@ -59,6 +65,9 @@ impl KernelLayout {
             skb_data: 200,
             kfunc_dynptr_from_skb: 1,
             kfunc_dynptr_slice: 2,
+            kfunc_rdonly_cast: 3,
+            btf_iphdr: 4,
+            btf_tcphdr: 5,
         }
     }
 }

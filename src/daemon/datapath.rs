@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
+use crate::probe::Target;
 use emitter::builder::{Builder, Compiled, MapRef};
 use emitter::insn::{AluOp, Insn, Reg, Src};
-use emitter::KernelLayout;
 use ipt_abi::{Table, XtCounters};
 use tracing::{info, warn};
 
@@ -61,33 +61,23 @@ fn sys_err(what: &str) -> impl FnOnce(SysError) -> BackendError + '_ {
 #[derive(Debug)]
 pub struct BpfBackends {
     root: PathBuf,
-    layout: OnceLock<Result<KernelLayout, String>>,
+    target: Target,
 }
 
 impl BpfBackends {
-    /// Prepares bpffs (mounting it if needed) and the pin folder.
-    pub fn new(root: &Path) -> anyhow::Result<Self> {
+    /// Prepares bpffs (mounting it if needed) and the pin folder; programs are compiled for
+    /// `target` (the kernel probe's findings).
+    pub fn new(root: &Path, target: Target) -> anyhow::Result<Self> {
         sys::ensure_bpffs(root)?;
         Ok(Self {
             root: root.to_owned(),
-            layout: OnceLock::new(),
+            target,
         })
     }
 
     /// The pin folder of a namespace.
     pub fn ns_dir(&self, ns: NsId) -> PathBuf {
         self.root.join(format!("net{}", ns.0))
-    }
-
-    fn layout(&self) -> Result<KernelLayout, BackendError> {
-        self.layout
-            .get_or_init(|| {
-                sys::Btf::vmlinux()
-                    .and_then(|btf| crate::layout::kernel_layout(&btf))
-                    .map_err(|e| format!("reading vmlinux BTF: {e}"))
-            })
-            .clone()
-            .map_err(|e| BackendError::new(libc::EOPNOTSUPP, e))
     }
 
     /// Takes over the tables a previous daemon pinned, by namespace.
@@ -110,10 +100,7 @@ impl BpfBackends {
             };
             for t in tables.flatten() {
                 let table_name = t.file_name().to_string_lossy().into_owned();
-                match self
-                    .layout()
-                    .and_then(|layout| BpfTable::adopt(&t.path(), layout))
-                {
+                match BpfTable::adopt(&t.path(), self.target) {
                     Ok((table, backend)) => {
                         info!(netns = %id, table = %table_name, entries = table.entries.len(), "adopted pinned table");
                         out.push((
@@ -150,8 +137,7 @@ impl Backends for BpfBackends {
             .as_ref()
             .ok_or_else(|| BackendError::new(libc::EINVAL, "no namespace fd"))?;
         let dir = self.ns_dir(ns.id).join(&table.name);
-        let layout = self.layout()?;
-        let backend = BpfTable::create(dir, nsfd, table, layout)?;
+        let backend = BpfTable::create(dir, nsfd, table, self.target)?;
         Ok(Box::new(backend))
     }
 
@@ -205,7 +191,7 @@ pub struct BpfTable {
     dir: PathBuf,
     progs: Map,
     hooks: Vec<u32>,
-    layout: KernelLayout,
+    target: Target,
     gen: Generation,
 }
 
@@ -272,7 +258,7 @@ impl BpfTable {
         dir: PathBuf,
         nsfd: &std::os::fd::OwnedFd,
         table: &Table,
-        layout: KernelLayout,
+        target: Target,
     ) -> Result<Self, BackendError> {
         use std::os::fd::AsFd;
         // A leftover of an earlier life of this namespace id would make pins fail with EEXIST.
@@ -291,7 +277,7 @@ impl BpfTable {
                 .map_err(sys_err("pinning the prog array"))?;
             let hooks = hooks_of(table);
             let blob = table.replace_blob(table.num_entries(), 0);
-            let gen = Generation::build(&dir, 1, table, &blob, layout)?;
+            let gen = Generation::build(&dir, 1, table, &blob, target)?;
             for (hook, prog, _) in &gen.programs {
                 progs
                     .set_prog(*hook, prog)
@@ -316,7 +302,7 @@ impl BpfTable {
                 dir: dir.clone(),
                 progs,
                 hooks,
-                layout,
+                target,
                 gen,
             })
         })();
@@ -327,7 +313,7 @@ impl BpfTable {
     }
 
     /// Reopens a table from its pins, finishing a switch a dead daemon left half done.
-    fn adopt(dir: &Path, layout: KernelLayout) -> Result<(Table, BpfTable), BackendError> {
+    fn adopt(dir: &Path, target: Target) -> Result<(Table, BpfTable), BackendError> {
         let progs = Map::from_pin(dir.join("progs")).map_err(sys_err("opening the prog array"))?;
         let mut gens: Vec<u64> = std::fs::read_dir(dir)
             .map_err(|e| BackendError::new(libc::EIO, format!("{}: {e}", dir.display())))?
@@ -385,7 +371,7 @@ impl BpfTable {
                 dir: dir.to_owned(),
                 progs,
                 hooks,
-                layout,
+                target,
                 gen,
             },
         ))
@@ -415,7 +401,7 @@ impl Generation {
         number: u64,
         table: &Table,
         blob: &[u8],
-        layout: KernelLayout,
+        target: Target,
     ) -> Result<Generation, BackendError> {
         let dir = table_dir.join(format!("gen{number}"));
         let _ = sys::remove_pins(&dir);
@@ -447,12 +433,8 @@ impl Generation {
                         format!("compiling {}: {e}", HOOK_NAMES[hook as usize]),
                     )
                 };
-                let out = emitter::codegen::compile_output(
-                    &ir,
-                    &layout,
-                    emitter::codegen::Options::default(),
-                )
-                .map_err(compile_err)?;
+                let out = emitter::codegen::compile_output(&ir, &target.layout, target.options())
+                    .map_err(compile_err)?;
                 let code = crate::xlate::prune_unreachable(out.code).map_err(compile_err)?;
                 // The rule runs' lookup maps (key -> counter slot), filled before the load.
                 let mut sets = Vec::with_capacity(out.maps.len());
@@ -595,7 +577,7 @@ impl TableBackend for BpfTable {
 
     fn replace(&mut self, table: &Table, blob: &[u8]) -> Result<Vec<XtCounters>, BackendError> {
         fault_point("before-build");
-        let next = Generation::build(&self.dir, self.gen.number + 1, table, blob, self.layout)?;
+        let next = Generation::build(&self.dir, self.gen.number + 1, table, blob, self.target)?;
         fault_point("after-build");
         for (i, (hook, prog, _)) in next.programs.iter().enumerate() {
             if i == 1 {
@@ -697,13 +679,9 @@ impl TableBackend for BpfTable {
                 "; hook {name}: program {}\n",
                 PROG_NAMES[ir.hook.number() as usize]
             ));
-            match emitter::codegen::compile_output(
-                &ir,
-                &self.layout,
-                emitter::codegen::Options::default(),
-            )
-            .map(|o| o.code)
-            .and_then(crate::xlate::prune_unreachable)
+            match emitter::codegen::compile_output(&ir, &self.target.layout, self.target.options())
+                .map(|o| o.code)
+                .and_then(crate::xlate::prune_unreachable)
             {
                 Ok(code) => out.push_str(&code.dump()),
                 Err(e) => out.push_str(&format!("; cannot compile: {e}\n")),

@@ -50,6 +50,8 @@ pub struct Config {
 
 /// The daemon's shared state.
 pub struct Daemon {
+    /// the kernel probe's report, for `status`
+    kernel: String,
     namespaces: Mutex<HashMap<NsId, Arc<Mutex<Namespace>>>>,
     backends: Box<dyn Backends + Send>,
 }
@@ -63,9 +65,15 @@ impl std::fmt::Debug for Daemon {
 /// Runs the daemon until it is killed.
 pub fn run(config: Config) -> Result<()> {
     init_logging();
+    let probe = crate::probe::probe();
+    for line in probe.report().lines() {
+        info!("{}", line.trim_start());
+    }
+    let target = probe.target()?;
+    info!(strategy = %target.access, "kernel probe done");
     let backends =
-        datapath::BpfBackends::new(&config.bpffs).context("preparing the BPF datapath")?;
-    let daemon = Arc::new(Daemon::new(Box::new(backends)));
+        datapath::BpfBackends::new(&config.bpffs, target).context("preparing the BPF datapath")?;
+    let daemon = Arc::new(Daemon::new(Box::new(backends)).with_kernel_report(probe.report()));
     daemon.adopt_pinned();
     // Right away, not a period later: take fds of the adopted namespaces while they can be
     // reached, and release those deleted while the daemon was down.
@@ -126,9 +134,16 @@ impl Daemon {
     /// A daemon with no namespaces yet.
     pub fn new(backends: Box<dyn Backends + Send>) -> Self {
         Self {
+            kernel: String::new(),
             namespaces: Mutex::new(HashMap::new()),
             backends,
         }
+    }
+
+    /// Shows `report` (the kernel probe's) at the top of `status`.
+    pub fn with_kernel_report(mut self, report: String) -> Self {
+        self.kernel = report;
+        self
     }
 
     /// Takes over the tables a previous daemon left pinned.
@@ -280,7 +295,9 @@ impl Daemon {
                 Reply::ok(wire::table_names_payload(&names))
             }
             Request::TableNames { .. } => Reply::ok(Vec::new()),
-            Request::Status { .. } => Reply::ok(control::status(ns).into_bytes()),
+            Request::Status { .. } => {
+                Reply::ok(format!("{}{}", self.kernel, control::status(ns)).into_bytes())
+            }
             Request::Counters { payload } => {
                 Reply::ok(control::counters(ns, payload.first() == Some(&1)).into_bytes())
             }

@@ -167,7 +167,8 @@ impl Btf {
         })
     }
 
-    fn struct_id(&self, name: &str) -> Result<u32> {
+    /// BTF id of the struct (or union) `name`.
+    pub fn struct_id(&self, name: &str) -> Result<u32> {
         if let Some(id) = self.find(name, KIND_STRUCT)? {
             return Ok(id);
         }

@@ -46,7 +46,7 @@
 //! them to a compared register. The verifier state at every "next rule" label is therefore the
 //! same on every path, and it prunes: verification cost grows linearly with the rule count.
 //! Every prologue path writes every field with a value the verifier does not know (transport
-//! fields are read even when the header is short: direct packet loads are fault-safe probe
+//! fields are read even when the header is short: cast-pointer loads are fault-safe probe
 //! loads, and no rule looks at them before its availability guard), so all prologue paths
 //! reach the rules with the same stack state.
 //!
@@ -205,6 +205,7 @@ const HELPER_DYNPTR_READ: u32 = 201;
 /// Kfunc names resolved through `KernelLayout`.
 const KFUNC_DYNPTR_FROM_SKB: &str = "bpf_dynptr_from_skb";
 const KFUNC_DYNPTR_SLICE: &str = "bpf_dynptr_slice";
+const KFUNC_RDONLY_CAST: &str = "bpf_rdonly_cast";
 
 /// `Frame::used` key of the hotdrop exit.
 const HOTDROP: u8 = 3;
@@ -814,7 +815,7 @@ pub struct Options {
     pub split: bool,
     /// How headers are read (see [`PacketAccess`]); the daemon takes the kernel probe's choice.
     pub access: PacketAccess,
-    /// With [`PacketAccess::Direct`], take the dynptr fallback even for linear headers (tests:
+    /// With [`PacketAccess::Cast`], take the dynptr fallback even for linear headers (tests:
     /// test runs only make linear packets, this exercises the fallback on them).
     pub force_slow_path: bool,
     /// Compile runs of rules that differ only in one exact key into one hash-map lookup (see
@@ -937,6 +938,7 @@ pub fn compile_output(
     let mut b = Builder::new();
     b.define_kfunc(KFUNC_DYNPTR_FROM_SKB, layout.kfunc_dynptr_from_skb);
     b.define_kfunc(KFUNC_DYNPTR_SLICE, layout.kfunc_dynptr_slice);
+    b.define_kfunc(KFUNC_RDONLY_CAST, layout.kfunc_rdonly_cast);
     let count_fn = b.label();
     let mut chain_labels = BTreeMap::new();
     for id in depths.keys() {

@@ -1,0 +1,352 @@
+//! What the running kernel offers, found out once at daemon start.
+//!
+//! Every fact the code generator and the datapath rely on is probed here, never assumed from a
+//! release number: BTF, the struct layouts and kfunc ids ([`crate::layout`]), the netfilter
+//! program type and link type, the defrag flag, and which packet-access strategy verifies.
+//! The strategies are probed by loading the real prologue (an empty filter program compiled
+//! with each), so a verifier that changes under us is caught at start, with its log line, and
+//! not by the first iptables command.
+//!
+//! Requirements and the release that brought each (all present since Linux 6.4):
+//! `BPF_PROG_TYPE_NETFILTER` and `BPF_LINK_TYPE_NETFILTER` (6.4), `struct bpf_nf_ctx` in BTF
+//! (6.4), kfuncs `bpf_dynptr_from_skb` for netfilter programs (6.4) and `bpf_dynptr_slice`
+//! (6.3). Optional: `BPF_F_NETFILTER_IP_DEFRAG` (6.6), `bpf_rdonly_cast` for the cast packet access (6.2).
+
+use std::fmt::Write as _;
+
+use emitter::codegen::{compile_output, Options, PacketAccess};
+use emitter::ir::{Chain, ChainId, Family, Hook, Policy, Program, Verdict};
+use emitter::{KernelLayout, MapRef};
+
+use crate::sys::{self, Btf, Map, MapType};
+
+/// The oldest Linux release with everything bpfilter requires.
+pub const MIN_RELEASE: &str = "6.4";
+
+/// Verifier limits the code generator is built around (stable since Linux 5.3).
+pub const LIMITS: &str = "1,000,000 verified instructions, 8 call frames, 64 maps, \
+                          8,192 pending branches per program";
+
+/// Something bpfilter needs that the running kernel lacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("this kernel ({release}) cannot run bpfilter: {what} (bpfilter needs Linux {MIN_RELEASE} or later)")]
+pub struct Missing {
+    /// `uname -r`
+    pub release: String,
+    /// what is missing, and why it matters
+    pub what: String,
+}
+
+/// What the generator may use on the running kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// offsets and kfunc ids from vmlinux BTF
+    pub layout: KernelLayout,
+    /// the packet-access strategy programs are compiled with
+    pub access: PacketAccess,
+}
+
+impl Target {
+    /// Code generation options for this kernel.
+    pub fn options(&self) -> Options {
+        Options {
+            access: self.access,
+            ..Options::default()
+        }
+    }
+}
+
+/// The probe's findings.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// `uname -r`
+    pub release: String,
+    /// layouts and kfunc ids, or why they cannot be read
+    pub layout: Result<KernelLayout, String>,
+    /// a netfilter program loads (`r0 = 1; exit`)
+    pub prog_type: Result<(), String>,
+    /// `BPF_LINK_TYPE_NETFILTER` is in vmlinux BTF
+    pub link: bool,
+    /// `BPF_F_NETFILTER_IP_DEFRAG` exists (`struct nf_defrag_hook` in BTF, Linux 6.6)
+    pub defrag: bool,
+    /// per strategy: the empty filter program loaded (verified instructions) or why not
+    pub strategies: Vec<(PacketAccess, Result<u32, String>)>,
+}
+
+/// The kernel release, as `uname -r` prints it.
+pub fn release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// An empty filter program (policy ACCEPT): the prologue and nothing else.
+fn empty_program() -> Program {
+    let mut chains = std::collections::BTreeMap::new();
+    chains.insert(
+        ChainId(0),
+        Chain {
+            name: "INPUT".into(),
+            rules: Vec::new(),
+        },
+    );
+    Program {
+        family: Family::Ipv4,
+        hook: Hook::LocalIn,
+        chains,
+        entry: ChainId(0),
+        policy: Policy {
+            verdict: Verdict::Accept,
+            counter: 0,
+        },
+    }
+}
+
+/// Loads the empty filter program compiled with `access`; verified instructions, or the
+/// verifier's reason.
+pub fn try_strategy(layout: &KernelLayout, access: PacketAccess) -> Result<u32, String> {
+    let out = compile_output(
+        &empty_program(),
+        layout,
+        Options {
+            access,
+            ..Options::default()
+        },
+    )
+    .map_err(|e| format!("compile: {e}"))?;
+    let counters = Map::create(MapType::PercpuArray, 4, 16, 1, "bpfltr_probe")
+        .map_err(|e| format!("counter map: {e}"))?;
+    use std::os::fd::AsRawFd;
+    let fd = counters.fd().as_raw_fd();
+    let bytes = out.code.bytes(&|m| match m {
+        MapRef::Counters => fd,
+        MapRef::Other(_) => -1,
+    });
+    match sys::Program::load_netfilter("bpfltr_probe", &bytes, 0) {
+        Ok((_, stats)) => Ok(stats.verified_insns),
+        Err(sys::SysError::Load { log, .. }) => Err(last_reason(&log)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The verifier's own words: the last non-statistics line of its log.
+fn last_reason(log: &str) -> String {
+    log.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| {
+            !l.is_empty()
+                && !l.starts_with("processed ")
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+        })
+        .unwrap_or("verifier refused (no log)")
+        .to_owned()
+}
+
+/// Runs every probe (loads two or three tiny programs; needs CAP_BPF).
+pub fn probe() -> Probe {
+    let release = release();
+    let btf = Btf::vmlinux().map_err(|e| format!("no vmlinux BTF ({e}): CONFIG_DEBUG_INFO_BTF"));
+    let layout = btf
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|b| crate::layout::kernel_layout(b).map_err(|e| e.to_string()));
+    let has = |f: &dyn Fn(&Btf) -> bool| btf.as_ref().map(f).unwrap_or(false);
+    let link = has(&|b| {
+        b.enum_value("bpf_link_type", "BPF_LINK_TYPE_NETFILTER")
+            .is_ok()
+    });
+    let defrag = has(&|b| b.type_size("nf_defrag_hook").is_ok());
+    let prog_type = load_trivial();
+    let strategies = match (&layout, &prog_type) {
+        (Ok(l), Ok(())) => PacketAccess::ALL
+            .iter()
+            .map(|a| (*a, try_strategy(l, *a)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Probe {
+        release,
+        layout,
+        prog_type,
+        link,
+        defrag,
+        strategies,
+    }
+}
+
+/// `r0 = 1; exit` as a netfilter program.
+fn load_trivial() -> Result<(), String> {
+    use emitter::insn::{mov64, Insn, Reg, Src};
+    let bytes = emitter::encode(&[mov64(Reg::R0, Src::Imm(1)), Insn::Exit]);
+    sys::Program::load_netfilter("bpfltr_probe", &bytes, 0)
+        .map(|_| ())
+        .map_err(|e| match e.errno() {
+            libc::EINVAL => {
+                "no BPF_PROG_TYPE_NETFILTER (the kernel refuses the program type)".to_owned()
+            }
+            libc::EPERM => "not allowed to load BPF programs (run as root)".to_owned(),
+            _ => format!("loading a netfilter program: {e}"),
+        })
+}
+
+impl Probe {
+    /// The target to compile for, or the first thing missing. Prefers the cast strategy
+    /// where it verifies (it is faster: see benches/netbench/RESULTS.md), else the baseline.
+    pub fn target(&self) -> Result<Target, Missing> {
+        let missing = |what: String| Missing {
+            release: self.release.clone(),
+            what,
+        };
+        self.prog_type.clone().map_err(missing)?;
+        if !self.link {
+            return Err(missing(
+                "no BPF_LINK_TYPE_NETFILTER (netfilter links)".into(),
+            ));
+        }
+        let layout = self.layout.clone().map_err(missing)?;
+        let loads = |a: PacketAccess| self.strategies.iter().any(|(s, r)| *s == a && r.is_ok());
+        let access = if loads(PacketAccess::Cast) {
+            PacketAccess::Cast
+        } else if loads(PacketAccess::Dynptr) {
+            PacketAccess::Dynptr
+        } else {
+            let why = self
+                .strategies
+                .iter()
+                .find(|(s, _)| *s == PacketAccess::Dynptr)
+                .and_then(|(_, r)| r.clone().err())
+                .unwrap_or_else(|| "not probed".into());
+            return Err(missing(format!(
+                "the verifier refuses dynptr packet access (bpf_dynptr_slice): {why}"
+            )));
+        };
+        Ok(Target { layout, access })
+    }
+
+    /// One line per finding, for the start log and `bpfilter status`.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        let _ = writeln!(out, "kernel {}", self.release);
+        let _ = writeln!(
+            out,
+            "  netfilter programs: {}",
+            match &self.prog_type {
+                Ok(()) => "yes".to_owned(),
+                Err(e) => e.clone(),
+            }
+        );
+        let _ = writeln!(out, "  netfilter links: {}", yes(self.link));
+        let _ = writeln!(
+            out,
+            "  BTF layouts and kfuncs: {}",
+            match &self.layout {
+                Ok(l) => format!(
+                    "yes (sk_buff.len at {}, bpf_dynptr_from_skb id {}, bpf_dynptr_slice id {})",
+                    l.skb_len, l.kfunc_dynptr_from_skb, l.kfunc_dynptr_slice
+                ),
+                Err(e) => e.clone(),
+            }
+        );
+        let _ = writeln!(out, "  IP defrag flag: {}", yes(self.defrag));
+        for (a, r) in &self.strategies {
+            let _ = writeln!(
+                out,
+                "  packet access {a}: {}",
+                match r {
+                    Ok(n) => format!("loads ({n} instructions verified for an empty chain)"),
+                    Err(e) => format!("refused: {e}"),
+                }
+            );
+        }
+        match self.target() {
+            Ok(t) => {
+                let _ = writeln!(out, "  strategy: {}", t.access);
+            }
+            Err(m) => {
+                let _ = writeln!(out, "  unusable: {}", m.what);
+            }
+        }
+        let _ = writeln!(out, "  verifier limits relied on: {LIMITS}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_skip_statistics() {
+        let log =
+            "0: (b7) r0 = 1\nR9 invalid mem access 'scalar'\nprocessed 12 insns (limit 1000000)\n";
+        assert_eq!(last_reason(log), "R9 invalid mem access 'scalar'");
+        assert_eq!(last_reason(""), "verifier refused (no log)");
+    }
+
+    #[test]
+    fn target_names_what_is_missing() {
+        let base = Probe {
+            release: "6.1.0".into(),
+            layout: Err("no struct bpf_nf_ctx in BTF".into()),
+            prog_type: Ok(()),
+            link: true,
+            defrag: false,
+            strategies: Vec::new(),
+        };
+        let m = base.target().unwrap_err();
+        assert!(m.to_string().contains("bpf_nf_ctx"), "{m}");
+        assert!(m.to_string().contains("Linux 6.4"), "{m}");
+        let nolink = Probe {
+            link: false,
+            ..base.clone()
+        };
+        assert!(nolink.target().unwrap_err().what.contains("LINK"));
+        let ok = Probe {
+            layout: Ok(KernelLayout::example()),
+            strategies: vec![
+                (PacketAccess::Dynptr, Ok(100)),
+                (PacketAccess::Cast, Err("same insn".into())),
+            ],
+            ..base.clone()
+        };
+        assert_eq!(ok.target().unwrap().access, PacketAccess::Dynptr);
+        let both = Probe {
+            strategies: vec![(PacketAccess::Dynptr, Ok(1)), (PacketAccess::Cast, Ok(1))],
+            ..ok.clone()
+        };
+        assert_eq!(both.target().unwrap().access, PacketAccess::Cast);
+        let none = Probe {
+            strategies: vec![(PacketAccess::Dynptr, Err("R1 type".into()))],
+            ..ok
+        };
+        assert!(none.target().unwrap_err().what.contains("R1 type"));
+    }
+
+    /// The real probe on the running kernel (privileged: loads programs).
+    #[test]
+    fn probe_running_kernel() {
+        if !nix::unistd::Uid::effective().is_root() {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "CI runs as root"
+            );
+            eprintln!("skipping: not root");
+            return;
+        }
+        let p = probe();
+        let report = p.report();
+        assert!(report.contains(&p.release), "{report}");
+        // Every kernel of the test matrix but 6.1 runs bpfilter; 6.1 must say why not.
+        match p.target() {
+            Ok(t) => assert!(
+                report.contains(&format!("strategy: {}", t.access)),
+                "{report}"
+            ),
+            Err(m) => assert!(p.release.starts_with("6.1."), "{m}\n{report}"),
+        }
+    }
+}
