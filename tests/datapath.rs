@@ -2528,3 +2528,70 @@ fn deep_inlined_return_from_cold_block() {
         }
     }
 }
+
+/// The kernel matrix's scale check (tools/kernels/matrix.sh runs it in every guest): 10,000
+/// address rules (as the daemon compiles them, one lookup, and as plain rules) and 10,000
+/// rules varying in address and port load with every packet access this kernel verifies,
+/// judge a packet of the last rule and the final ACCEPT exactly, and report verified
+/// instructions and load time per kernel ("MATRIX" lines).
+#[test]
+fn kernel_scale() {
+    let Some(env) = env() else { return };
+    let release = bpfilter::probe::release();
+    let n = 10_000usize;
+    for (kind, mk, runs) in [
+        (
+            "10k address, lookup",
+            address_chain as fn(usize) -> Program,
+            true,
+        ),
+        (
+            "10k address, plain",
+            address_chain as fn(usize) -> Program,
+            false,
+        ),
+        ("10k address+port", port_chain as fn(usize) -> Program, true),
+    ] {
+        for (how, opts) in env.access_variants() {
+            if opts.force_slow_path {
+                continue;
+            }
+            let p = mk(n);
+            let l = load_with(&env, &p, Options { runs, ..opts });
+            let last = n - 1;
+            let src = [10, 1, (last >> 8) as u8, last as u8];
+            let miss = udp_pkt([10, 200, 0, 1], [10, 200, 0, 2], 4000, 5001);
+            let (ret, d) = l.run(&env, &miss);
+            assert_eq!(ret, 1, "{kind} / {how}: final ACCEPT");
+            assert_eq!(
+                d[n],
+                (1, miss.len() as u64),
+                "{kind} / {how}: ACCEPT counted"
+            );
+            let dport = if kind.contains("port") {
+                10000 + (last % 1000) as u16
+            } else {
+                5001
+            };
+            let hit = udp_pkt(src, [10, 200, 0, 2], 4000, dport);
+            let (ret, d) = l.run(&env, &hit);
+            let want = p.chains[&p.entry].rules[last].action;
+            assert_eq!(
+                ret,
+                u32::from(want == Action::Accept),
+                "{kind} / {how}: last rule's verdict"
+            );
+            assert_eq!(
+                d[last],
+                (1, hit.len() as u64),
+                "{kind} / {how}: last rule counted"
+            );
+            eprintln!(
+                "MATRIX kernel={release} strategy={how} ruleset={kind:?} insns={} verified={} load_ms={:.1}",
+                l.insns,
+                l.stats.verified_insns,
+                l.stats.load_time.as_secs_f64() * 1e3
+            );
+        }
+    }
+}

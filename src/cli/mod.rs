@@ -96,10 +96,15 @@ pub fn exec_legacy(binary: &str, socket: &Path, pass: PassThrough) -> Result<Exi
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
         Err(err) => {
-            eprintln!(
-                "bpfilter: cannot reach the bpfilter daemon at {}: {err} (is 'bpfilter daemon' running?)",
-                socket.display()
-            );
+            // On a kernel bpfilter cannot run on, the daemon refused to start: say why, not
+            // only that it is absent.
+            match crate::probe::probe().target() {
+                Err(missing) => eprintln!("bpfilter: {missing}"),
+                Ok(_) => eprintln!(
+                    "bpfilter: cannot reach the bpfilter daemon at {}: {err} (is 'bpfilter daemon' running?)",
+                    socket.display()
+                ),
+            }
             return Ok(ExitCode::FAILURE);
         }
     }
