@@ -5,14 +5,19 @@
 #   make test       install what the tests need, then run every test, privileged ones included
 #   make bench      side-by-side benchmarks (see benches/)
 #   make conformance  differential run against the kernel's iptables-legacy (full corpus)
+#   make kernels    fetch Debian's kernels for the QEMU kernel matrix (cache outside the repo)
+#   make matrix     the kernel matrix alone: the privileged suites inside each guest kernel
 #   make fixtures   re-capture fixtures/ from the real iptables-legacy and the real kernel
 
 CARGO    ?= cargo
 RELEASE  := target/release
-APT_PKGS := iptables libelf-dev zlib1g-dev pkg-config nftables bpftool iproute2 util-linux iputils-ping gcc
+APT_PKGS := iptables libelf-dev zlib1g-dev pkg-config nftables bpftool iproute2 util-linux iputils-ping gcc \
+            qemu-system-x86 busybox-static kmod xz-utils zstd python3
+# Debian's kernels for the matrix are unpacked here (tools/kernels/fetch.sh)
+export KERNEL_CACHE ?= /var/cache/bpfilter/kernels
 SOCKET   ?= /run/bpfilter/bpfilter.sock
 
-.PHONY: all build run test deps bpffs unit privileged bench fixtures conformance install clean fmt
+.PHONY: all build run test deps bpffs unit privileged bench fixtures conformance kernels matrix install clean fmt
 
 all: build
 
@@ -35,9 +40,18 @@ deps:
 bpffs:
 	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 
-# Every test, unprivileged and privileged. Privileged tests fail rather than skip under CI=true.
+# Every test, unprivileged and privileged, on this machine's kernel, then the kernel matrix
+# (tools/kernels/: the privileged suites inside QEMU guests running Debian's kernels).
+# Privileged tests fail rather than skip under CI=true.
 test: deps build
 	$(CARGO) test --release --workspace --no-fail-fast -- --test-threads=1
+	$(MAKE) --no-print-directory matrix
+
+kernels:
+	./tools/kernels/fetch.sh
+
+matrix: deps build kernels
+	./tools/kernels/matrix.sh
 
 # Side-by-side data path and control plane (benches/netbench: RESULTS.md, plot.svg, README's
 # Performance section), then the criterion micro-benchmarks.

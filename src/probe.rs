@@ -37,6 +37,17 @@ pub struct Missing {
     pub what: String,
 }
 
+/// The packet-access strategy asked for (`bpfilter daemon --packet-access`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessChoice {
+    /// the fastest strategy the running kernel verifies
+    Auto,
+    /// `bpf_dynptr_from_skb` + `bpf_dynptr_slice` (the portable baseline)
+    Dynptr,
+    /// `bpf_rdonly_cast` of `skb->data`, dynptr fallback for non-linear headers
+    Cast,
+}
+
 /// What the generator may use on the running kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
@@ -195,6 +206,11 @@ impl Probe {
     /// The target to compile for, or the first thing missing. Prefers the cast strategy
     /// where it verifies (it is faster: see benches/netbench/RESULTS.md), else the baseline.
     pub fn target(&self) -> Result<Target, Missing> {
+        self.target_with(AccessChoice::Auto)
+    }
+
+    /// [`Probe::target`] with the strategy `choice` (refused if it does not verify here).
+    pub fn target_with(&self, choice: AccessChoice) -> Result<Target, Missing> {
         let missing = |what: String| Missing {
             release: self.release.clone(),
             what,
@@ -207,7 +223,25 @@ impl Probe {
         }
         let layout = self.layout.clone().map_err(missing)?;
         let loads = |a: PacketAccess| self.strategies.iter().any(|(s, r)| *s == a && r.is_ok());
-        let access = if loads(PacketAccess::Cast) {
+        let forced = match choice {
+            AccessChoice::Auto => None,
+            AccessChoice::Dynptr => Some(PacketAccess::Dynptr),
+            AccessChoice::Cast => Some(PacketAccess::Cast),
+        };
+        if let Some(a) = forced.filter(|a| !loads(*a)) {
+            let why = self
+                .strategies
+                .iter()
+                .find(|(s, _)| *s == a)
+                .and_then(|(_, r)| r.clone().err())
+                .unwrap_or_else(|| "not probed".into());
+            return Err(missing(format!(
+                "packet access {a} was asked for, but the verifier refuses it: {why}"
+            )));
+        }
+        let access = if let Some(a) = forced {
+            a
+        } else if loads(PacketAccess::Cast) {
             PacketAccess::Cast
         } else if loads(PacketAccess::Dynptr) {
             PacketAccess::Dynptr
@@ -313,11 +347,15 @@ mod tests {
             ..base.clone()
         };
         assert_eq!(ok.target().unwrap().access, PacketAccess::Dynptr);
+        let forced = ok.target_with(AccessChoice::Cast).unwrap_err();
+        assert!(forced.what.contains("same insn"), "{forced}");
         let both = Probe {
             strategies: vec![(PacketAccess::Dynptr, Ok(1)), (PacketAccess::Cast, Ok(1))],
             ..ok.clone()
         };
         assert_eq!(both.target().unwrap().access, PacketAccess::Cast);
+        let dynptr = both.target_with(AccessChoice::Dynptr).unwrap();
+        assert_eq!(dynptr.access, PacketAccess::Dynptr);
         let none = Probe {
             strategies: vec![(PacketAccess::Dynptr, Err("R1 type".into()))],
             ..ok
@@ -339,6 +377,7 @@ mod tests {
         }
         let p = probe();
         let report = p.report();
+        eprint!("{report}");
         assert!(report.contains(&p.release), "{report}");
         // Every kernel of the test matrix but 6.1 runs bpfilter; 6.1 must say why not.
         match p.target() {

@@ -24,6 +24,10 @@ pub struct DaemonArgs {
     /// bpffs folder for pins (bpffs is mounted at /sys/fs/bpf if missing).
     #[arg(long, default_value = crate::daemon::DEFAULT_BPFFS)]
     pub bpffs: PathBuf,
+    /// How programs read packet headers: the fastest the kernel verifies (auto), or one
+    /// strategy (refused at start if the kernel does not verify it).
+    #[arg(long, value_enum, default_value_t = crate::probe::AccessChoice::Auto)]
+    pub packet_access: crate::probe::AccessChoice,
 }
 
 /// `bpfilter status` options.
@@ -63,6 +67,7 @@ pub fn daemon(socket: &Path, args: DaemonArgs) -> Result<ExitCode> {
     crate::daemon::run(crate::daemon::Config {
         socket: socket.to_owned(),
         bpffs: args.bpffs,
+        access: args.packet_access,
     })?;
     Ok(ExitCode::SUCCESS)
 }

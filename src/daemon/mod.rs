@@ -46,6 +46,8 @@ pub struct Config {
     pub socket: PathBuf,
     /// bpffs folder for pins.
     pub bpffs: PathBuf,
+    /// packet-access strategy (auto: the probe's choice)
+    pub access: crate::probe::AccessChoice,
 }
 
 /// The daemon's shared state.
@@ -69,7 +71,7 @@ pub fn run(config: Config) -> Result<()> {
     for line in probe.report().lines() {
         info!("{}", line.trim_start());
     }
-    let target = probe.target()?;
+    let target = probe.target_with(config.access)?;
     info!(strategy = %target.access, "kernel probe done");
     let backends =
         datapath::BpfBackends::new(&config.bpffs, target).context("preparing the BPF datapath")?;

@@ -32,7 +32,7 @@ apt_opts=(
 )
 
 need_update=1
-while read -r name suite; do
+while read -r name suite _; do
   [[ -z "$name" || "$name" == \#* ]] && continue
   dest="$cache/$name"
   if [[ -f "$dest/release" && -f "$dest/vmlinuz" ]]; then

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The privileged suites of the kernel matrix, run INSIDE a guest (tools/kernels/guest.sh) on
+# the host's build. Usage: suites.sh run|refusal
+#   run      the probe, the datapath test-run suite (every packet access the kernel verifies,
+#            10,000-rule loads), the README quick start with real packets against the
+#            kernel's iptables-legacy, and a bounded conformance run
+#   refusal  a kernel bpfilter cannot run on: the daemon must exit non-zero with one line
+#            naming what is missing, and iptables must print that line, not a kernel errno
+# The test executables come from $BPFILTER_TESTS (name=path pairs, from matrix.sh).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bin=target/release/bpfilter
+exe() { # path of the test executable named $1
+  local kv
+  for kv in $BPFILTER_TESTS; do [[ "${kv%%=*}" == "$1" ]] && { echo "${kv#*=}"; return; }; done
+  echo "suites: no test executable '$1' in BPFILTER_TESTS" >&2; exit 2
+}
+step() { echo "== $(uname -r): $*"; }
+
+case "${1:-}" in
+run)
+  step "probe"
+  "$(exe bpfilter)" --test-threads=1 --nocapture --exact probe::tests::probe_running_kernel
+  step "datapath test runs"
+  "$(exe datapath)" --test-threads=1 kernel_scale table_of_expectations jumps_gotos_returns \
+    rule_runs_table deep_inlined_return_from_cold_block 2>&1 | sed -n '/MATRIX\|^test \|test result\|panicked\|assert/p'
+  step "quick start with real packets (bpfilter against the kernel's iptables-legacy)"
+  "$(exe e2e_packets)" --test-threads=1 packets_are_judged_and_counted_as_the_kernel_does
+  "$(exe e2e_commands)" --test-threads=1 command_forms_match_the_kernel
+  step "bounded conformance"
+  target/release/conformance --bounded --random 6 --packets 40 --hand-packets 12 --quiet
+  ;;
+refusal)
+  step "the daemon refuses this kernel"
+  sock=/run/bpfilter/matrix.sock
+  set +e
+  timeout 60 "$bin" daemon --socket "$sock" >/tmp/daemon.out 2>&1
+  rc=$?
+  set -e
+  last="$(tail -1 /tmp/daemon.out)"
+  echo "daemon exit status $rc: $last"
+  [[ $rc -ne 0 && $rc -ne 124 ]] || { echo "FAIL: the daemon did not refuse"; exit 1; }
+  [[ "$last" == *"cannot run bpfilter"*"needs Linux"* ]] || { echo "FAIL: unclear refusal"; exit 1; }
+  step "iptables says why"
+  set +e
+  out="$("$bin" --socket "$sock" iptables -L 2>&1)"
+  rc=$?
+  set -e
+  echo "iptables exit status $rc: $out"
+  [[ $rc -ne 0 && "$out" == *"cannot run bpfilter"* && "$out" != *"wrong version"* ]] \
+    || { echo "FAIL: iptables did not print the refusal"; exit 1; }
+  "$(exe bpfilter)" --test-threads=1 --nocapture --exact probe::tests::probe_running_kernel
+  ;;
+*)
+  echo "usage: suites.sh run|refusal" >&2; exit 2 ;;
+esac
+echo "== $(uname -r): suites passed"
