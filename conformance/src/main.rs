@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! conformance [--full | --bounded] [--baseline] [--random N] [--packets N] [--hand-packets N]
-//!             [--seed S] [--only NAME] [--no-minimize] [--max-minimize N] [--restarts] [--scale K] [--quiet]
+//!             [--seed S] [--only NAME] [--every N] [--no-minimize] [--max-minimize N] [--restarts] [--scale K] [--quiet]
 //!             [--save-repro DIR]
 //! ```
 //! `--baseline` compares the kernel with itself (the harness must then report no mismatch).
@@ -59,6 +59,10 @@ fn parse_args() -> Result<(Config, Option<String>)> {
             }
             "--max-minimize" | "--max-mismatches" => {
                 cfg.max_mismatches = num(i)? as usize;
+                i += 1;
+            }
+            "--every" => {
+                cfg.every = num(i)? as usize;
                 i += 1;
             }
             "--only" => {

@@ -22,13 +22,13 @@ run)
   step "probe"
   "$(exe bpfilter)" --test-threads=1 --nocapture --exact probe::tests::probe_running_kernel
   step "datapath test runs"
-  "$(exe datapath)" --test-threads=1 kernel_scale table_of_expectations jumps_gotos_returns \
+  "$(exe datapath)" --test-threads=1 --nocapture kernel_scale table_of_expectations jumps_gotos_returns \
     rule_runs_table deep_inlined_return_from_cold_block 2>&1 | sed -n '/MATRIX\|^test \|test result\|panicked\|assert/p'
   step "quick start with real packets (bpfilter against the kernel's iptables-legacy)"
   "$(exe e2e_packets)" --test-threads=1 packets_are_judged_and_counted_as_the_kernel_does
-  "$(exe e2e_commands)" --test-threads=1 command_forms_match_the_kernel
   step "bounded conformance"
-  target/release/conformance --bounded --random 6 --packets 40 --hand-packets 12 --quiet
+  # a spread sample (every 6th ruleset): software emulation is ~60x slower than this machine
+  target/release/conformance --bounded --random 6 --packets 40 --hand-packets 12 --every 6 --quiet
   ;;
 refusal)
   step "the daemon refuses this kernel"
