@@ -5,14 +5,18 @@
 //! - [`builder`]: labels, jumps, subprogram calls, kfunc and map fixups, rule origins;
 //! - [`ir`]: the front-end independent filter IR (one [`ir::Program`] per family and hook);
 //! - [`codegen`]: IR to instructions ([`codegen::compile`]);
-//! - [`reference`]: a plain interpreter of the IR over a packet, the executable specification
-//!   the generated code is tested against.
+//! - [`prune`]: removal of unreachable instructions, which the verifier refuses;
+//! - [`dispatcher`]: the program each hook keeps attached, tail-calling the current ruleset;
+//! - [`reference`](mod@reference): a plain interpreter of the IR over a packet, the executable
+//!   specification the generated code is tested against.
 #![forbid(unsafe_code)]
 
 pub mod builder;
 pub mod codegen;
+pub mod dispatcher;
 pub mod insn;
 pub mod ir;
+pub mod prune;
 pub mod reference;
 
 pub use builder::{Builder, Compiled, Label, MapRef, MapSpec};

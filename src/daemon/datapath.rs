@@ -22,8 +22,7 @@ use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
 use crate::probe::Target;
-use emitter::builder::{Builder, Compiled, MapRef};
-use emitter::insn::{AluOp, Insn, Reg, Src};
+use emitter::builder::MapRef;
 use ipt_abi::{Table, XtCounters};
 use tracing::{info, warn};
 
@@ -35,7 +34,6 @@ use crate::sys::{self, Link, Map, MapType, Program, SysError};
 /// (NF_IP_PRI_FILTER = 0), which a namespace may also have; the same priority would be EBUSY.
 pub const PRIORITY: i32 = 1;
 const NFPROTO_IPV4: u32 = 2;
-const BPF_FUNC_TAIL_CALL: u32 = 12;
 const PROG_ARRAY_MAP: MapRef = MapRef::Other(0);
 const HOOK_NAMES: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
 const PROG_NAMES: [&str; 5] = [
@@ -228,29 +226,6 @@ fn counters_from_bytes(b: &[u8]) -> Vec<XtCounters> {
         .collect()
 }
 
-/// The program every hook keeps attached: `tail_call(ctx, progs, hook)`, and ACCEPT when the
-/// slot is empty (a table with no program yet filters nothing, as an empty table would).
-fn dispatcher(hook: u32) -> Result<Compiled, BackendError> {
-    let mut b = Builder::new();
-    b.ld_map(Reg::R2, PROG_ARRAY_MAP);
-    b.emit(Insn::Alu {
-        wide: true,
-        op: AluOp::Mov,
-        dst: Reg::R3,
-        src: Src::Imm(hook as i32),
-    });
-    b.call_helper(BPF_FUNC_TAIL_CALL);
-    b.emit(Insn::Alu {
-        wide: true,
-        op: AluOp::Mov,
-        dst: Reg::R0,
-        src: Src::Imm(1),
-    });
-    b.emit(Insn::Exit);
-    b.finish()
-        .map_err(|e| BackendError::new(libc::EINVAL, format!("dispatcher: {e}")))
-}
-
 impl BpfTable {
     /// Instantiates `table` in the namespace `nsfd`: progs array, first generation, then one
     /// dispatcher and link per hook.
@@ -287,7 +262,8 @@ impl BpfTable {
                 let hook_dir = dir.join(HOOK_NAMES[hook as usize]);
                 std::fs::create_dir_all(&hook_dir)
                     .map_err(|e| BackendError::new(libc::EIO, format!("mkdir: {e}")))?;
-                let code = dispatcher(hook)?;
+                let code = emitter::dispatcher::dispatcher(hook, PROG_ARRAY_MAP)
+                    .map_err(|e| BackendError::new(libc::EINVAL, format!("dispatcher: {e}")))?;
                 let bytes = code.bytes(&|_| progs.fd().as_raw_fd());
                 let (dsp, _) = Program::load_netfilter(DISPATCHER_NAMES[hook as usize], &bytes, 0)
                     .map_err(sys_err("loading the dispatcher"))?;

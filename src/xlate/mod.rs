@@ -12,9 +12,7 @@
 //! counters are the kernel's per-entry counters, chain-end RETURN entries and policies
 //! included.
 
-mod prune;
-
-pub use prune::prune_unreachable;
+pub use emitter::prune::prune_unreachable;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;

@@ -1,6 +1,6 @@
 //! Packet access: the prologue that parses the packet once into the record.
 //!
-//! Two strategies produce the same record (see the stack layout in the parent module):
+//! Two strategies produce the same record (see the stack layout in [`super::record`]):
 //!
 //! - [`PacketAccess::Dynptr`], the baseline every supported kernel verifies by design:
 //!   `bpf_dynptr_from_skb` (netfilter programs have it since Linux 6.4), then
@@ -37,10 +37,25 @@ use crate::builder::Label;
 use crate::insn::{alu32, alu64, ldx, mov32, mov64, st, stx, AluOp, Insn, JmpOp, Reg, Size, Src};
 use crate::EmitError;
 
+use super::record::{packed, rec, OPT_HOTDROP, OPT_NONE, OPT_PRESENT, THAV_FRAG1};
 use super::{
-    off16, packed, rec, Features, Gen, HELPER_DYNPTR_READ, KFUNC_DYNPTR_FROM_SKB,
-    KFUNC_DYNPTR_SLICE, KFUNC_RDONLY_CAST, OPT_HOTDROP, OPT_NONE, OPT_PRESENT, THAV_FRAG1,
+    Gen, HELPER_DYNPTR_READ, KFUNC_DYNPTR_FROM_SKB, KFUNC_DYNPTR_SLICE, KFUNC_RDONLY_CAST,
 };
+
+/// What the prologue must provide besides the fields every program reads.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Features {
+    pub(super) in_iface: bool,
+    pub(super) out_iface: bool,
+    pub(super) tcp_option: bool,
+}
+
+/// A BTF offset as the 16-bit offset of a load.
+fn off16(v: u32) -> Result<i16, EmitError> {
+    i16::try_from(v).map_err(|_| EmitError::Unsupported {
+        what: "BTF offset above 32767",
+    })
+}
 
 /// How the generated program reads packet headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -107,7 +122,7 @@ impl Gen<'_> {
         b.emit(stx(Size::W, R10, rec::LEN, R2));
         let th_done = b.label();
         let dynptr = b.label();
-        if self.access == super::PacketAccess::Cast {
+        if self.access == PacketAccess::Cast {
             if l.kfunc_rdonly_cast == 0 || l.btf_iphdr == 0 || l.btf_tcphdr == 0 {
                 return Err(EmitError::Unsupported {
                     what: "cast packet access without bpf_rdonly_cast, struct iphdr and tcphdr",

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeSet;
 
-use emitter::insn::{Call, Insn};
-use emitter::{Compiled, EmitError};
+use crate::insn::{Call, Insn};
+use crate::{Compiled, EmitError};
 
 /// The program without its unreachable instructions; jumps, calls, map fixups, rule origins
 /// and symbols moved accordingly.
@@ -131,16 +131,11 @@ pub fn prune_unreachable(c: Compiled) -> Result<Compiled, EmitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use emitter::builder::{Builder, MapRef};
-    use emitter::insn::{AluOp, JmpOp, Reg, Src};
+    use crate::builder::{Builder, MapRef};
+    use crate::insn::{mov64, JmpOp, Reg, Src};
 
     fn mov(r: Reg, v: i32) -> Insn {
-        Insn::Alu {
-            wide: true,
-            op: AluOp::Mov,
-            dst: r,
-            src: Src::Imm(v),
-        }
+        mov64(r, Src::Imm(v))
     }
 
     #[test]
@@ -154,15 +149,15 @@ mod tests {
         b.emit(Insn::Exit);
         b.emit(mov(Reg::R0, 7)); // dead
         b.emit(Insn::Exit); // dead
-        b.bind(skip).unwrap();
+        b.bind(skip).expect("bind");
         b.emit(mov(Reg::R0, 1));
         b.emit(Insn::Exit);
-        b.bind(sub).unwrap();
+        b.bind(sub).expect("bind");
         b.emit(mov(Reg::R0, 2));
         b.emit(Insn::Exit);
         b.emit(mov(Reg::R0, 3)); // dead
-        let c = b.finish().unwrap();
-        let p = prune_unreachable(c.clone()).unwrap();
+        let c = b.finish().expect("finish");
+        let p = prune_unreachable(c.clone()).expect("prune");
         assert_eq!(p.insns.len(), c.insns.len() - 3);
         assert_eq!(p.map_fixups, c.map_fixups);
         // jeq still lands on `r0 = 1`, the call on `r0 = 2`
@@ -182,7 +177,7 @@ mod tests {
         let mut b = Builder::new();
         b.emit(mov(Reg::R0, 1));
         b.emit(Insn::Exit);
-        let c = b.finish().unwrap();
-        assert_eq!(prune_unreachable(c.clone()).unwrap(), c);
+        let c = b.finish().expect("finish");
+        assert_eq!(prune_unreachable(c.clone()).expect("prune"), c);
     }
 }

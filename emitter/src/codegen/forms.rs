@@ -1,0 +1,590 @@
+//! Rule forms: how one rule's tests and action become code.
+//!
+//! The verifier walks the program depth first, falling through first; a conditional jump
+//! whose target it has not explored yet stays pending until the walk returns, and more than
+//! 8192 pending branches fail the load. Three forms keep that in check:
+//! - *inline* ([`Gen::rule_inline`]; one test, or tests the forms below cannot express):
+//!   `if test fails goto next` per test, the action inline. A single-test rule leaves nothing
+//!   pending.
+//! - *split* ([`Gen::rule_split`]; default while the pending estimate is under
+//!   [`PENDING_BUDGET`]): the most selective test inline as `if passes goto body` (a
+//!   non-matching packet falls through: no taken branch per rule, which is what keeps a long
+//!   chain fast), the rest of the rule branch free plus its action out of line ("cold" blocks,
+//!   flushed at islands), jumping back to `next`. One pending branch per rule.
+//! - *combined* ([`Gen::rule_combined`]; past the budget): every test branch free into r0
+//!   ("fails") and r5 ("hotdrop"), then `if r0 != 0 goto next; if r5 != 0 goto hotdrop;
+//!   action`: nothing pending for a terminal rule, but every test runs for every packet.
+//!
+//! Contract: the three forms of a rule behave the same on every packet (match, no match,
+//! hotdrop, counted or not); they differ only in the verifier's pending branches and in the
+//! cost per packet. Tests read the packet through the pieces `lower` shares between the forms
+//! (`load_operand`, `single_jump`, `iface_words`, `range_test`).
+
+use crate::builder::{Builder, Label};
+use crate::insn::{alu32, alu64, ldx, mov64, AluOp, Imm64, Insn, JmpOp, Reg, Size, Src};
+use crate::ir::{self, Action, MultiportMode};
+use crate::EmitError;
+
+use super::chains::{Cold, Frame};
+use super::lower::{
+    combinable, constant, copy_addr, extract, iface_words, lead_of, load_operand, range_test,
+    single_jump, Field, Test,
+};
+use super::record::{packed, rec, OPT_HOTDROP};
+use super::{Gen, HOTDROP};
+
+/// The verifier walks a chain depth first and keeps, for each rule with several exits, one
+/// branch pending until the end of the walk; more than 8192 pending branches fail the load
+/// ("The sequence of 8193 jumps is too complex"; BPF_COMPLEXITY_LIMIT_JMP_SEQ, seen on 6.18).
+/// Past this estimate, rules with several tests are compiled branch free ("combined"): one
+/// conditional jump to the next rule and one to hotdrop, so a terminal rule leaves nothing
+/// pending. Combined rules cost more per packet (every test runs), so they are only used past
+/// the budget.
+pub(super) const PENDING_BUDGET: usize = 7500;
+
+/// Guards already established while a rule's tests are emitted.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct TestState {
+    /// transport bytes known available (not a fragment), once a guard ran
+    have: Option<i32>,
+    /// the tcp option guard ran
+    opt_checked: bool,
+    /// some test can fail
+    conditional: bool,
+}
+
+impl Gen<'_> {
+    /// Emit one rule in the form the pending-branch estimate calls for; returns true when
+    /// control can continue after it (at `next`).
+    pub(super) fn rule(
+        &mut self,
+        rule: &ir::Rule,
+        tests: &[Test],
+        frame: &mut Frame,
+        next: Label,
+    ) -> Result<bool, EmitError> {
+        let terminal = matches!(
+            rule.action,
+            Action::Accept | Action::Drop | Action::Return | Action::Goto(_)
+        );
+        let jumps_before = self.b.cond_jumps();
+        // A rule with a test that never matches keeps the plain form, which emits no
+        // action for it (the split and combined forms would): `reaches_ret` relies on it.
+        let never = tests.iter().any(|t| constant(t) == Some(false));
+        let splittable =
+            !never && lead_of(tests).is_some() && (combinable(tests) || tests.len() == 1);
+        if self.split && splittable && self.pending < self.budget {
+            // the out-of-line part waits (one branch) while the rest of the chain is walked
+            self.pending += 1;
+            return self.rule_split(rule, tests, frame, next);
+        }
+        let continues = if !never && combinable(tests) && self.pending >= self.budget {
+            self.rule_combined(rule, tests, frame, next)?
+        } else {
+            self.rule_inline(rule, tests, frame, next)?
+        };
+        let jumps = self.b.cond_jumps() - jumps_before;
+        self.pending += if terminal {
+            jumps.saturating_sub(1)
+        } else {
+            jumps
+        };
+        Ok(continues)
+    }
+
+    /// Inline form: the tests as branches, then the action; returns true when control can
+    /// continue after it (at `next`).
+    fn rule_inline(
+        &mut self,
+        rule: &ir::Rule,
+        tests: &[Test],
+        frame: &mut Frame,
+        next: Label,
+    ) -> Result<bool, EmitError> {
+        let mut st = TestState::default();
+        if !self.tests_inline(tests, frame, next, &mut st)? {
+            return Ok(true);
+        }
+        let continues = self.action(rule, frame, next)?;
+        Ok(st.conditional || continues)
+    }
+
+    /// Emit `tests` as branches to `next` (fail) or hotdrop; `st` carries the guards already
+    /// established. Returns false when a test never matches (then it jumped to `next` and
+    /// nothing after it may be emitted).
+    pub(super) fn tests_inline(
+        &mut self,
+        tests: &[Test],
+        frame: &mut Frame,
+        next: Label,
+        st: &mut TestState,
+    ) -> Result<bool, EmitError> {
+        for t in tests {
+            match *t {
+                Test::Guard { need, frag1_drops } => {
+                    if st.have.is_some_and(|h| h >= need) {
+                        continue;
+                    }
+                    frame.used.insert(HOTDROP);
+                    st.conditional = true;
+                    extract(&mut self.b, Reg::R1, Field::Th);
+                    if st.have.is_none() {
+                        if frag1_drops {
+                            self.b
+                                .jmp(false, JmpOp::Jeq, Reg::R1, Src::Imm(0), frame.hotdrop);
+                        }
+                        self.b.jmp(false, JmpOp::Jlt, Reg::R1, Src::Imm(2), next);
+                    }
+                    self.b.jmp(
+                        false,
+                        JmpOp::Jlt,
+                        Reg::R1,
+                        Src::Imm(need + 2),
+                        frame.hotdrop,
+                    );
+                    st.have = Some(need.max(st.have.unwrap_or(0)));
+                }
+                Test::OptGuard => {
+                    if !st.opt_checked {
+                        frame.used.insert(HOTDROP);
+                        st.conditional = true;
+                        self.b.emit(ldx(Size::B, Reg::R1, Reg::R6, rec::OPTST));
+                        self.b.jmp(
+                            false,
+                            JmpOp::Jeq,
+                            Reg::R1,
+                            Src::Imm(OPT_HOTDROP),
+                            frame.hotdrop,
+                        );
+                        st.opt_checked = true;
+                    }
+                }
+                _ => match constant(t) {
+                    Some(true) => {}
+                    Some(false) => {
+                        // Never matches (after the guards before it): no action code, which
+                        // would be unreachable and rejected by the verifier.
+                        self.b.ja(next);
+                        return Ok(false);
+                    }
+                    None => {
+                        st.conditional = true;
+                        self.pure_test(t, next)?;
+                    }
+                },
+            }
+        }
+        Ok(true)
+    }
+
+    /// Combined form (see `PENDING_BUDGET`): r0 accumulates "fails" (non-zero), r5
+    /// "hotdrop"; then one jump to `next`, one to hotdrop, the action.
+    pub(super) fn rule_combined(
+        &mut self,
+        rule: &ir::Rule,
+        tests: &[Test],
+        frame: &mut Frame,
+        next: Label,
+    ) -> Result<bool, EmitError> {
+        use Reg::*;
+        self.b.emit(mov64(R0, Src::Imm(0)));
+        let mut guard = false;
+        for t in tests {
+            match *t {
+                Test::Guard { need, .. } => {
+                    let k = match need {
+                        20 => 0,
+                        8 => 1,
+                        _ => 2,
+                    };
+                    let b = &mut self.b;
+                    b.emit(mov64(R2, Src::Reg(R9)));
+                    b.emit(alu64(AluOp::Rsh, R2, Src::Imm(packed::GUARD_SHIFT + 2 * k)));
+                    b.emit(alu64(AluOp::And, R2, Src::Imm(3)));
+                    b.emit(mov64(R3, Src::Reg(R0)));
+                    b.emit(alu64(AluOp::Sub, R3, Src::Imm(1)));
+                    b.emit(alu64(AluOp::Rsh, R3, Src::Imm(63))); // alive: nothing failed yet
+                    b.emit(mov64(R4, Src::Reg(R2)));
+                    b.emit(alu64(AluOp::Rsh, R4, Src::Imm(1)));
+                    b.emit(alu64(AluOp::And, R4, Src::Reg(R3)));
+                    if guard {
+                        b.emit(alu64(AluOp::Or, R5, Src::Reg(R4)));
+                    } else {
+                        b.emit(mov64(R5, Src::Reg(R4)));
+                    }
+                    b.emit(alu64(AluOp::Or, R0, Src::Reg(R2)));
+                    guard = true;
+                }
+                _ => match constant(t) {
+                    Some(true) => {}
+                    Some(false) => self.b.emit(alu64(AluOp::Or, R0, Src::Imm(1))),
+                    None => {
+                        self.residue(t)?;
+                        self.b.emit(alu64(AluOp::Or, R0, Src::Reg(R1)));
+                    }
+                },
+            }
+        }
+        if guard {
+            // a hotdrop is not a "no match"
+            self.b.emit(mov64(R1, Src::Reg(R5)));
+            self.b.emit(alu64(AluOp::Sub, R1, Src::Imm(1)));
+            self.b.emit(alu64(AluOp::And, R0, Src::Reg(R1)));
+        }
+        self.b.jmp(true, JmpOp::Jne, R0, Src::Imm(0), next);
+        if guard {
+            frame.used.insert(HOTDROP);
+            self.b.jmp(true, JmpOp::Jne, R5, Src::Imm(0), frame.hotdrop);
+        }
+        self.action(rule, frame, next)?;
+        Ok(true)
+    }
+
+    /// r1 = non-zero when pure test `t` fails (branch free; r2-r4 scratch).
+    fn residue(&mut self, t: &Test) -> Result<(), EmitError> {
+        use Reg::*;
+        let b = &mut self.b;
+        // r1 = r1 outside [lo, hi] (0/1); r1 < 2^32, lo <= hi
+        let outside = |b: &mut Builder, lo: u32, hi: u32| {
+            if lo < 0x8000_0000 && hi - lo < 0x8000_0000 {
+                b.emit(alu64(AluOp::Sub, R1, Src::Imm(lo as i32)));
+                b.emit(mov64(R2, Src::Imm((hi - lo) as i32)));
+            } else {
+                b.emit(Insn::LdImm64 {
+                    dst: R3,
+                    imm: Imm64::Const(u64::from(lo)),
+                });
+                b.emit(alu64(AluOp::Sub, R1, Src::Reg(R3)));
+                b.emit(Insn::LdImm64 {
+                    dst: R2,
+                    imm: Imm64::Const(u64::from(hi - lo)),
+                });
+            }
+            b.emit(alu64(AluOp::Sub, R2, Src::Reg(R1)));
+            b.emit(alu64(AluOp::Or, R2, Src::Reg(R1)));
+            b.emit(alu64(AluOp::Rsh, R2, Src::Imm(63)));
+            b.emit(mov64(R1, Src::Reg(R2)));
+        };
+        // Each arm leaves r1 non-zero when the test, not inverted, fails; `flip` asks for the
+        // opposite, and `bit` says r1 is 0 or 1 (flipped by an xor, any other value by
+        // `r1 == 0`).
+        let (flip, bit) = match *t {
+            Test::Addr {
+                addr, mask, invert, ..
+            } => {
+                load_operand(b, t)?;
+                if mask != u32::MAX {
+                    b.emit(alu32(AluOp::And, R1, Src::Imm(mask as i32)));
+                }
+                b.emit(alu32(AluOp::Xor, R1, Src::Imm(addr as i32)));
+                (invert, false)
+            }
+            Test::Proto { proto, invert } => {
+                load_operand(b, t)?;
+                b.emit(alu64(AluOp::Xor, R1, Src::Imm(i32::from(proto))));
+                (invert, false)
+            }
+            Test::Frag { invert } => {
+                load_operand(b, t)?;
+                b.emit(alu64(AluOp::Sub, R1, Src::Imm(2)));
+                b.emit(alu64(AluOp::Rsh, R1, Src::Imm(63))); // 1 = non-first fragment
+                (!invert, true)
+            }
+            Test::Port { range, invert, .. } => {
+                load_operand(b, t)?;
+                outside(b, u32::from(range.lo), u32::from(range.hi));
+                (invert, true)
+            }
+            Test::Flags { mask, cmp, invert } => {
+                b.emit(ldx(Size::B, R1, R6, rec::FLAGS));
+                b.emit(alu32(AluOp::And, R1, Src::Imm(i32::from(mask))));
+                b.emit(alu32(AluOp::Xor, R1, Src::Imm(i32::from(cmp))));
+                (invert, false)
+            }
+            Test::Icmp {
+                icmp_type,
+                min,
+                max,
+                invert,
+            } => {
+                b.emit(ldx(Size::B, R1, R6, rec::CODE));
+                outside(b, u32::from(min), u32::from(max));
+                b.emit(mov64(R4, Src::Reg(R1)));
+                b.emit(ldx(Size::B, R1, R6, rec::TYPE));
+                b.emit(alu32(AluOp::Xor, R1, Src::Imm(i32::from(icmp_type))));
+                b.emit(alu64(AluOp::Or, R1, Src::Reg(R4)));
+                (invert, false)
+            }
+            Test::Iface {
+                base,
+                name,
+                mask,
+                invert,
+            } => {
+                b.emit(mov64(R1, Src::Imm(0)));
+                for (off, n, m) in iface_words(base, &name, &mask) {
+                    b.emit(ldx(Size::W, R2, R6, off));
+                    if m != u32::MAX {
+                        b.emit(alu32(AluOp::And, R2, Src::Imm(m as i32)));
+                    }
+                    b.emit(alu32(AluOp::Xor, R2, Src::Imm(n as i32)));
+                    b.emit(alu64(AluOp::Or, R1, Src::Reg(R2)));
+                }
+                (invert, false)
+            }
+            Test::Range {
+                field,
+                lo,
+                hi,
+                invert,
+            } => {
+                copy_addr(b, R1, field);
+                b.emit(Insn::End {
+                    to_be: true,
+                    dst: R1,
+                    bits: 32,
+                });
+                outside(b, lo, hi);
+                (invert, true)
+            }
+            Test::Multiport(_) | Test::TcpOption { .. } | Test::Guard { .. } | Test::OptGuard => {
+                return Err(EmitError::Unsupported {
+                    what: "branch-free form of this test",
+                });
+            }
+        };
+        if flip && bit {
+            b.emit(alu64(AluOp::Xor, R1, Src::Imm(1)));
+        } else if flip {
+            // r1 = (r1 == 0), for r1 < 2^63
+            b.emit(alu64(AluOp::Sub, R1, Src::Imm(1)));
+            b.emit(alu64(AluOp::Rsh, R1, Src::Imm(63)));
+        }
+        Ok(())
+    }
+
+    /// Emit one pure test: falls through when it passes, jumps to `fail` otherwise.
+    fn pure_test(&mut self, t: &Test, fail: Label) -> Result<(), EmitError> {
+        use Reg::*;
+        let b = &mut self.b;
+        let neq = |inv: bool| if inv { JmpOp::Jeq } else { JmpOp::Jne };
+        match *t {
+            Test::Addr {
+                addr,
+                mask: 0,
+                invert,
+                ..
+            } => {
+                // (x & 0) != addr is a constant.
+                if (addr != 0) != invert {
+                    b.ja(fail);
+                }
+            }
+            Test::Addr { .. } | Test::Proto { .. } => single_jump(b, t, false, fail)?,
+            Test::Iface {
+                base,
+                name,
+                mask,
+                invert,
+            } => {
+                let words = iface_words(base, &name, &mask);
+                if words.is_empty() {
+                    // all-zero mask: always equal
+                    if invert {
+                        b.ja(fail);
+                    }
+                    return Ok(());
+                }
+                let differ = if invert { b.label() } else { fail };
+                for (off, n, m) in &words {
+                    b.emit(ldx(Size::W, R1, R6, *off));
+                    if *m != u32::MAX {
+                        b.emit(alu32(AluOp::And, R1, Src::Imm(*m as i32)));
+                    }
+                    b.jmp(false, JmpOp::Jne, R1, Src::Imm(*n as i32), differ);
+                }
+                if invert {
+                    b.ja(fail);
+                    b.bind(differ)?;
+                }
+            }
+            Test::Frag { invert } => {
+                load_operand(b, t)?;
+                let op = if invert { JmpOp::Jlt } else { JmpOp::Jge };
+                b.jmp(false, op, R1, Src::Imm(2), fail);
+            }
+            Test::Port { range, invert, .. } => {
+                load_operand(b, t)?;
+                range_test(
+                    b,
+                    R1,
+                    u32::from(range.lo),
+                    u32::from(range.hi),
+                    0xffff,
+                    invert,
+                    fail,
+                )?;
+            }
+            Test::Flags { mask, cmp, invert } => {
+                b.emit(ldx(Size::B, R1, R6, rec::FLAGS));
+                b.emit(alu32(AluOp::And, R1, Src::Imm(i32::from(mask))));
+                b.jmp(false, neq(invert), R1, Src::Imm(i32::from(cmp)), fail);
+            }
+            Test::Icmp {
+                icmp_type,
+                min,
+                max,
+                invert,
+            } => {
+                if icmp_type == 0xff {
+                    if invert {
+                        b.ja(fail);
+                    }
+                    return Ok(());
+                }
+                let miss = if invert { b.label() } else { fail };
+                b.emit(ldx(Size::B, R1, R6, rec::TYPE));
+                b.jmp(false, JmpOp::Jne, R1, Src::Imm(i32::from(icmp_type)), miss);
+                b.emit(ldx(Size::B, R1, R6, rec::CODE));
+                if min > max {
+                    b.ja(miss);
+                } else {
+                    if min > 0 {
+                        b.jmp(false, JmpOp::Jlt, R1, Src::Imm(i32::from(min)), miss);
+                    }
+                    if max < 0xff {
+                        b.jmp(false, JmpOp::Jgt, R1, Src::Imm(i32::from(max)), miss);
+                    }
+                }
+                if invert {
+                    b.ja(fail);
+                    b.bind(miss)?;
+                }
+            }
+            Test::Multiport(m) => {
+                let hit = if m.invert { fail } else { b.label() };
+                let regs: &[(Reg, i16)] = match m.mode {
+                    MultiportMode::Source => &[(R2, rec::SPORT)],
+                    MultiportMode::Destination => &[(R3, rec::DPORT)],
+                    MultiportMode::Either => &[(R2, rec::SPORT), (R3, rec::DPORT)],
+                };
+                for (r, off) in regs {
+                    extract(b, *r, Field::port(*off));
+                }
+                for (lo, hi) in m.items() {
+                    for (r, _) in regs {
+                        if lo == hi {
+                            b.jmp(false, JmpOp::Jeq, *r, Src::Imm(i32::from(lo)), hit);
+                        } else if lo < hi {
+                            let skip = b.label();
+                            if lo > 0 {
+                                b.jmp(false, JmpOp::Jlt, *r, Src::Imm(i32::from(lo)), skip);
+                            }
+                            b.jmp(false, JmpOp::Jle, *r, Src::Imm(i32::from(hi)), hit);
+                            b.bind(skip)?;
+                        }
+                    }
+                }
+                if !m.invert {
+                    b.ja(fail);
+                    b.bind(hit)?;
+                }
+            }
+            Test::Range {
+                field,
+                lo,
+                hi,
+                invert,
+            } => {
+                b.emit(ldx(Size::W, R1, R6, field));
+                b.emit(Insn::End {
+                    to_be: true,
+                    dst: R1,
+                    bits: 32,
+                }); // host order
+                range_test(b, R1, lo, hi, u32::MAX, invert, fail)?;
+            }
+            Test::TcpOption { kind, invert } => {
+                let word = i16::from(kind / 64) * 8;
+                b.emit(ldx(Size::DW, R1, R6, rec::OPTMAP + word));
+                b.emit(alu64(AluOp::Rsh, R1, Src::Imm(i32::from(kind % 64))));
+                b.emit(alu64(AluOp::And, R1, Src::Imm(1)));
+                let op = if invert { JmpOp::Jne } else { JmpOp::Jeq };
+                b.jmp(false, op, R1, Src::Imm(0), fail);
+            }
+            Test::Guard { .. } | Test::OptGuard => {}
+        }
+        Ok(())
+    }
+
+    /// Split form: the lead test inline, jumping out of line when it passes; the rest of the
+    /// rule (branch free) and its action out of line. A packet that fails the lead costs
+    /// the lead only, and the verifier keeps one branch pending (the out-of-line part).
+    fn rule_split(
+        &mut self,
+        rule: &ir::Rule,
+        tests: &[Test],
+        frame: &mut Frame,
+        next: Label,
+    ) -> Result<bool, EmitError> {
+        let (i, lead) = lead_of(tests).ok_or(EmitError::Unsupported {
+            what: "split rule without a lead test",
+        })?;
+        let cold = self.b.label();
+        single_jump(&mut self.b, &lead, true, cold)?;
+        let mut rest = tests.to_vec();
+        rest.remove(i);
+        frame.cold_slots += 16 + 12 * rest.len();
+        frame.cold.push(Cold {
+            label: cold,
+            next,
+            ret: frame.ret,
+            rule: rule.clone(),
+            tests: rest,
+        });
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::codegen::compile;
+    use crate::codegen::tests::{chain_of, rule_slots};
+    use crate::insn::{self, Insn, Reg};
+    use crate::KernelLayout;
+
+    #[test]
+    fn address_rules_are_small() {
+        let c = compile(&chain_of(1000), &KernelLayout::example()).expect("compile");
+        for r in 0..1000 {
+            assert_eq!(
+                rule_slots(&c, r),
+                5,
+                "rule {r}: w1 = w7; w1 ^= a; if w1 != 0; w1 = slot; goto tail"
+            );
+        }
+        assert!(c.slot_count() < 1000 * 5 + 200);
+        // the program round-trips through the kernel encoding
+        let bytes = c.bytes(&|_| 7);
+        assert_eq!(insn::decode(&bytes).expect("decode"), {
+            let mut v = c.insns.clone();
+            for (slot, _) in &c.map_fixups {
+                let idx = c
+                    .insns
+                    .iter()
+                    .scan(0usize, |pc, i| {
+                        let at = *pc;
+                        *pc += i.slots();
+                        Some(at)
+                    })
+                    .position(|at| at == *slot)
+                    .expect("slot");
+                v[idx] = Insn::LdImm64 {
+                    dst: Reg::R1,
+                    imm: insn::Imm64::MapFd(7),
+                };
+            }
+            v
+        });
+    }
+}

@@ -1,0 +1,102 @@
+//! The packet record: what the prologue ([`super::access`]) parses out of the packet once, and
+//! every rule reads afterwards.
+//!
+//! It lives in main's stack frame; chain subprograms get its base in `r1` and keep it in `r6`,
+//! so every field is `r6 + FIELD` with the negative offsets of [`rec`] (in main `r6` is a copy
+//! of `r10`). The hot fields are also kept in registers: the addresses in `r7`/`r8`, and ports,
+//! protocol, transport status and guard bits packed in `r9` ([`packed`]), stored at
+//! [`rec::PACKED`] for chain subprograms.
+//!
+//! # Stack layout (frame 0, offsets from r10 / r6)
+//! ```text
+//!  -63 proto u8      -62 sport u16 (host order)   -60 saddr u32 (network order)
+//!  -55 icmp type u8  -54 dport u16 (host order)   -52 daddr u32 (network order)
+//!  -47 icmp code u8  -46 tcp flags u8  -45 tcp doff*4 u8   -44 skb->len u32
+//!  -39 tcp option state u8 (1 none, 2 present, 3 hotdrop)  -38 thoff u16
+//!  -36 thav s32: -2 = fragment with offset 1, -1 = other non-first fragment, else
+//!      bytes of transport header available (skb->len - ihl*4, negative clamped to 1)
+//!  -28 -20 -12 -4: in-interface name, four u32 words (one per 8-byte slot)
+//!  -92 -84 -76 -68: out-interface name words
+//! -112 dynptr (IP header slow path)   -128 dynptr (transport slow path)
+//! -168 IP header copy (20)  -148 transport header copy (20)     (slow path only)
+//! -200 tcp option kind bitmap (4 x u64)  -248 tcp options copy (48)  -264 dynptr (options)
+//! -272 packed r9 (u64)   -276 counter slot + 1 for the shared tails (u32)
+//! -288 lookup key of a rule run (u32 or u16)
+//! ```
+//! `count` uses 8 bytes of its own frame; chain subprograms use none.
+//!
+//! The scalar fields sit at offsets that are not 8-byte aligned, so the verifier keeps them
+//! as plain unknown bytes (STACK_MISC) and never links them to a compared register: a rule
+//! that compares a field it loaded refines nothing the next rule sees.
+
+/// Record field offsets (see the module doc).
+pub mod rec {
+    /// u8 IP protocol
+    pub const PROTO: i16 = -63;
+    /// u16 source port, host order
+    pub const SPORT: i16 = -62;
+    /// u32 source address as loaded (network order bytes)
+    pub const SADDR: i16 = -60;
+    /// u8 ICMP type (first transport byte)
+    pub const TYPE: i16 = -55;
+    /// u16 destination port, host order
+    pub const DPORT: i16 = -54;
+    /// u32 destination address as loaded
+    pub const DADDR: i16 = -52;
+    /// u8 ICMP code (second transport byte)
+    pub const CODE: i16 = -47;
+    /// u8 TCP flags (byte 13)
+    pub const FLAGS: i16 = -46;
+    /// u8 TCP data offset * 4
+    pub const DOFF: i16 = -45;
+    /// u32 skb->len
+    pub const LEN: i16 = -44;
+    /// u8 TCP option state: 1 none, 2 present, 3 hotdrop
+    pub const OPTST: i16 = -39;
+    /// u16 transport header offset (ihl * 4)
+    pub const THOFF: i16 = -38;
+    /// s32 transport bytes available, -1/-2 for non-first fragments
+    pub const THAV: i16 = -36;
+    /// in-interface name word k at IN_NAME + 8k
+    pub const IN_NAME: i16 = -28;
+    /// out-interface name word k at OUT_NAME + 8k
+    pub const OUT_NAME: i16 = -92;
+    /// skb dynptr of the dynptr prologue (16 bytes)
+    pub const DYN: i16 = -112;
+    /// IP header slice buffer (20 bytes)
+    pub const BUF_IP: i16 = -168;
+    /// transport header slice buffer (20 bytes)
+    pub const BUF_TH: i16 = -148;
+    /// tcp option kind bitmap, 4 x u64
+    pub const OPTMAP: i16 = -200;
+    /// tcp options copy (40 bytes + 8 spare)
+    pub const OPTBUF: i16 = -248;
+    /// dynptr for the options
+    pub const DYN_OPT: i16 = -264;
+    /// u64 copy of r9 (packed ports, protocol, transport status) for chain subprograms
+    pub const PACKED: i16 = -272;
+    /// u32 counter slot + 1 handed to the shared tails (see `Gen::set_key`)
+    pub const KEY: i16 = -276;
+    /// lookup key of a rule run (u32 address or u16 port), written just before the lookup
+    pub const LKEY: i16 = -288;
+}
+
+/// Bit positions in r9 (see "Register convention" in the parent module).
+pub(super) mod packed {
+    /// u16 source port (host order) at bit 16; destination port at bit 0
+    pub const SPORT_SHIFT: i32 = 16;
+    /// u8 protocol
+    pub const PROTO_SHIFT: i32 = 32;
+    /// u8 transport status: 0 fragment at offset 1, 1 other non-first fragment, else
+    /// min(available bytes, 253) + 2
+    pub const TH_SHIFT: i32 = 40;
+    /// 2 bits per guard kind (tcp, 8 bytes, 4 bytes): bit 0 no match, bit 1 hotdrop
+    pub const GUARD_SHIFT: i32 = 48;
+}
+
+/// THAV value of a fragment with offset 1 (tcp hotdrops it).
+pub(super) const THAV_FRAG1: i32 = -2;
+/// Option states (OPTST).
+pub(super) const OPT_NONE: i32 = 1;
+pub(super) const OPT_PRESENT: i32 = 2;
+pub(super) const OPT_HOTDROP: i32 = 3;
