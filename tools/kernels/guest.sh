@@ -11,6 +11,9 @@
 # a tty) and its exit status becomes ours. 125: the guest itself failed (boot, setup, timeout).
 set -euo pipefail
 
+# One block, read whole before it runs: bash reads a script as it goes, and a run lasts long
+# enough for this file to change under it (a checkout, an edit).
+{
 readonly GUEST_FAIL=125
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 self="$here/$(basename "${BASH_SOURCE[0]}")"
@@ -19,9 +22,11 @@ cache="${KERNEL_CACHE:-/var/cache/bpfilter/kernels}"
 die() { echo "guest.sh: $*" >&2; exit "$GUEST_FAIL"; }
 
 usage() {
-  sed -n '4,5s/^# *//p' "$self" >&2
-  echo "kernels in $cache:" $(cd "$cache" 2>/dev/null && find . -mindepth 2 -maxdepth 2 -name release \
-    | cut -d/ -f2 | sort) >&2
+  local names
+  names="$(cd "$cache" 2>/dev/null && find . -mindepth 2 -maxdepth 2 -name release | cut -d/ -f2 \
+    | sort | tr '\n' ' ')"
+  sed -n '4,5s/^# //p' "$self" >&2
+  echo "kernels in $cache: ${names:-none (run tools/kernels/fetch.sh)}" >&2
   exit 2
 }
 
@@ -60,13 +65,17 @@ for tool in qemu-system-x86_64 busybox modprobe xz zstd timeout; do
   command -v "$tool" >/dev/null || die "$tool not installed"
 done
 tmp="${TMPDIR:-/tmp}"
-# The run dir travels on the kernel command line, which cannot quote.
-[[ "$tmp" != *[[:space:]]* ]] || die "TMPDIR with whitespace not supported: $tmp"
+# The run dir travels on the kernel command line, which cannot quote, and paths go into QEMU
+# options, where a comma separates options.
+for path in "$tmp" "$moddir"; do
+  [[ "$path" != *[[:space:],]* ]] || die "whitespace or comma in a path is not supported: $path"
+done
 
 # Per run: the initramfs staging area, the command (which the guest reads through the shared
 # root), FIFOs for its output, the rc file, the console log.
 run="$(mktemp -d "$tmp/guest.XXXXXX")"
 pids=()
+# shellcheck disable=SC2317 # reached through the trap
 cleanup() {
   local pid
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -272,12 +281,14 @@ cat_err=$!
 pids+=("$cat_out" "$cat_err")
 
 ro=security_model=none,readonly=on
+# shellcheck disable=SC2054 # the commas are QEMU's option syntax
 qemu=(
   qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot
   # These machines are PVM guests whose KVM cannot run a stock kernel: emulate (TCG).
   -accel tcg,thread=multi -cpu max -smp 2 -m "$mem"
   -kernel "$kdir/vmlinuz" -initrd "$initramfs"
-  -append "console=ttyS0 quiet ${console:+ignore_loglevel }panic=-1 rdinit=/init GUEST_RUN=$run GUEST_REL=$rel"
+  # loglevel=5: errors and warnings only, so that a WARN or an oops stands out in the log.
+  -append "console=ttyS0 loglevel=5 ${console:+ignore_loglevel }panic=-1 rdinit=/init GUEST_RUN=$run GUEST_REL=$rel"
   -serial "file:$run/console.log"
   # multidevs=remap: / spans several host filesystems whose inode numbers would collide.
   -fsdev "local,id=hostroot,path=/,$ro,multidevs=remap"
@@ -293,7 +304,7 @@ qemu=(
 # In the background, so that our INT/TERM traps run at once (bash defers them while it waits
 # for a foreground child) and stop QEMU through cleanup. --foreground: no process group of its
 # own, so a terminal's Ctrl-C reaches QEMU as well.
-timeout --foreground "$timeout" "${qemu[@]}" < /dev/null &
+timeout --foreground -k 10 "$timeout" "${qemu[@]}" < /dev/null &
 pids+=("$!")
 qemu_rc=0
 wait "$!" || qemu_rc=$?
@@ -306,7 +317,10 @@ done
 
 [[ -z "$console" ]] || tr -d '\r' < "$run/console.log" > "$console" || true
 console_tail() {
-  [[ -s "$run/console.log" ]] || return 0
+  if [[ ! -s "$run/console.log" ]]; then
+    echo "guest.sh: the guest wrote nothing on its console" >&2
+    return 0
+  fi
   echo "guest.sh: last console lines of the guest:" >&2
   tail -n 40 "$run/console.log" | tr -d '\r' >&2
 }
@@ -319,4 +333,11 @@ if [[ -z "$rc" ]]; then
   console_tail
   die "kernel $kname: the guest sent no exit status (QEMU exit $qemu_rc): boot or setup failed"
 fi
+# A kernel splat during the command does not change its status but deserves to be seen.
+if grep -qE 'WARNING:|BUG:|Oops|Call Trace:|Kernel panic' "$run/console.log"; then
+  echo "guest.sh: kernel $kname ($rel) logged a warning or an oops:" >&2
+  grep -vE 'mtrr: your CPUs|MMCONFIG|_CPC object|calibrate against PIT' "$run/console.log" \
+    | tr -d '\r' | head -n 80 >&2
+fi
 exit "$rc"
+}
