@@ -259,8 +259,13 @@ impl Probe {
         Ok(Target { layout, access })
     }
 
-    /// One line per finding, for the start log and `bpfilter status`.
+    /// One line per finding, for the start log and `bpfilter status` (strategy: auto's).
     pub fn report(&self) -> String {
+        self.report_for(AccessChoice::Auto)
+    }
+
+    /// [`Probe::report`] for a daemon started with `--packet-access choice`.
+    pub fn report_for(&self, choice: AccessChoice) -> String {
         let mut out = String::new();
         let yes = |b: bool| if b { "yes" } else { "no" };
         let _ = writeln!(out, "kernel {}", self.release);
@@ -295,9 +300,14 @@ impl Probe {
                 }
             );
         }
-        match self.target() {
+        match self.target_with(choice) {
             Ok(t) => {
-                let _ = writeln!(out, "  strategy: {}", t.access);
+                let forced = if choice == AccessChoice::Auto {
+                    ""
+                } else {
+                    " (--packet-access)"
+                };
+                let _ = writeln!(out, "  strategy: {}{forced}", t.access);
             }
             Err(m) => {
                 let _ = writeln!(out, "  unusable: {}", m.what);

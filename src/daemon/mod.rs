@@ -68,14 +68,15 @@ impl std::fmt::Debug for Daemon {
 pub fn run(config: Config) -> Result<()> {
     init_logging();
     let probe = crate::probe::probe();
-    for line in probe.report().lines() {
+    let report = probe.report_for(config.access);
+    for line in report.lines() {
         info!("{}", line.trim_start());
     }
     let target = probe.target_with(config.access)?;
     info!(strategy = %target.access, "kernel probe done");
     let backends =
         datapath::BpfBackends::new(&config.bpffs, target).context("preparing the BPF datapath")?;
-    let daemon = Arc::new(Daemon::new(Box::new(backends)).with_kernel_report(probe.report()));
+    let daemon = Arc::new(Daemon::new(Box::new(backends)).with_kernel_report(report));
     daemon.adopt_pinned();
     // Right away, not a period later: take fds of the adopted namespaces while they can be
     // reached, and release those deleted while the daemon was down.

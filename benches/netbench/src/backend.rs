@@ -13,6 +13,52 @@ use crate::ruleset::{self, Rule};
 /// Longest a ruleset load may take before the configuration is given up.
 pub const LOAD_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// How bpfilter's programs read packet headers: `bpfilter daemon --packet-access`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Access {
+    /// `bpf_rdonly_cast` of `skb->data` (the daemon's choice where the kernel verifies it).
+    Cast,
+    /// `bpf_dynptr_from_skb` + `bpf_dynptr_slice`: the portable baseline.
+    Dynptr,
+    /// The daemon's own choice (`--packet-access auto`).
+    Auto,
+}
+
+impl Access {
+    /// The strategies a default run measures, one bpfilter configuration each.
+    pub const DEFAULT: [Access; 2] = [Access::Cast, Access::Dynptr];
+
+    /// The `--packet-access` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::Cast => "cast",
+            Access::Dynptr => "dynptr",
+            Access::Auto => "auto",
+        }
+    }
+
+    /// Parse a `--packet-access` value.
+    pub fn from_name(s: &str) -> Option<Access> {
+        match s {
+            "cast" => Some(Access::Cast),
+            "dynptr" => Some(Access::Dynptr),
+            "auto" => Some(Access::Auto),
+            _ => None,
+        }
+    }
+
+    /// How the strategy reads headers, for the notes of the results.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Access::Cast => {
+                "`bpf_rdonly_cast` of `skb->data` (dynptr fallback for non-linear headers)"
+            }
+            Access::Dynptr => "`bpf_dynptr_from_skb` + `bpf_dynptr_slice` (the portable baseline)",
+            Access::Auto => "the daemon's choice (the fastest strategy the kernel verifies)",
+        }
+    }
+}
+
 /// A firewall implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Backend {
@@ -22,8 +68,9 @@ pub enum Backend {
     Legacy,
     /// nftables, one linear base chain, loaded with `nft -f`.
     Nft,
-    /// bpfilter, loaded with `bpfilter iptables-restore` (iptables-legacy-restore preloaded).
-    Bpfilter,
+    /// bpfilter, loaded with `bpfilter iptables-restore` (iptables-legacy-restore preloaded),
+    /// its own daemon started with `--packet-access` this strategy.
+    Bpfilter(Access),
     /// An attached BPF_NETFILTER program `r0 = 1; exit` at LOCAL_IN: the floor cost of any
     /// BPF hook (N = 0 only, no rules).
     BpfFloor,
@@ -36,7 +83,9 @@ impl Backend {
             Backend::None => "none",
             Backend::Legacy => "iptables-legacy",
             Backend::Nft => "nftables",
-            Backend::Bpfilter => "bpfilter",
+            Backend::Bpfilter(Access::Auto) => "bpfilter",
+            Backend::Bpfilter(Access::Cast) => "bpfilter-cast",
+            Backend::Bpfilter(Access::Dynptr) => "bpfilter-dynptr",
             Backend::BpfFloor => "bpf-floor",
         }
     }
@@ -47,20 +96,96 @@ impl Backend {
             Backend::None => "none",
             Backend::Legacy => "ipt",
             Backend::Nft => "nft",
-            Backend::Bpfilter => "bpf",
+            Backend::Bpfilter(Access::Auto) => "bpf",
+            Backend::Bpfilter(Access::Cast) => "bpfc",
+            Backend::Bpfilter(Access::Dynptr) => "bpfd",
             Backend::BpfFloor => "floor",
         }
     }
 
-    /// Parse a command-line name (long or short).
+    /// Parse a command-line name (long or short). Plain `bpfilter` is the daemon's own
+    /// strategy choice; see [`parse_backends`] for how a run expands it.
     pub fn from_name(s: &str) -> Option<Backend> {
         match s {
             "none" => Some(Backend::None),
             "iptables-legacy" | "legacy" | "ipt" | "iptables" => Some(Backend::Legacy),
             "nftables" | "nft" => Some(Backend::Nft),
-            "bpfilter" | "bpf" => Some(Backend::Bpfilter),
+            "bpfilter" | "bpf" | "bpfilter-auto" => Some(Backend::Bpfilter(Access::Auto)),
+            "bpfilter-cast" | "bpf-cast" | "bpfc" => Some(Backend::Bpfilter(Access::Cast)),
+            "bpfilter-dynptr" | "bpf-dynptr" | "bpfd" => Some(Backend::Bpfilter(Access::Dynptr)),
             "bpf-floor" | "floor" => Some(Backend::BpfFloor),
             _ => None,
+        }
+    }
+
+    /// The packet-access strategy of a bpfilter configuration.
+    pub fn access(self) -> Option<Access> {
+        match self {
+            Backend::Bpfilter(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Whether this is one of the bpfilter configurations.
+    pub fn is_bpfilter(self) -> bool {
+        self.access().is_some()
+    }
+}
+
+/// The backends a run compares with no firewall, from `--backends` and `--bpfilter-access`:
+/// plain `bpfilter` becomes one bpfilter backend per listed strategy (`auto` keeps the
+/// daemon's own choice, named plain `bpfilter`); `bpfilter-cast` and `bpfilter-dynptr` name
+/// one strategy directly. Order kept, duplicates and `none`/`bpf-floor` dropped.
+pub fn parse_backends(names: &[String], access: &[String]) -> Result<Vec<Backend>> {
+    let mut strategies = Vec::new();
+    for a in access {
+        match Access::from_name(a) {
+            Some(a) if !strategies.contains(&a) => strategies.push(a),
+            Some(_) => {}
+            None => bail!("unknown packet access {a:?} (cast, dynptr or auto)"),
+        }
+    }
+    if strategies.is_empty() {
+        bail!("--bpfilter-access lists no strategy");
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let expanded = match Backend::from_name(name) {
+            _ if name == "bpfilter" || name == "bpf" => {
+                strategies.iter().map(|a| Backend::Bpfilter(*a)).collect()
+            }
+            Some(Backend::None | Backend::BpfFloor) => continue,
+            Some(b) => vec![b],
+            None => bail!("unknown backend {name:?}"),
+        };
+        for b in expanded {
+            if !out.contains(&b) {
+                out.push(b);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Socket, bpffs folder and log of the private daemon of one strategy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonPaths {
+    /// Its socket.
+    pub socket: PathBuf,
+    /// Its bpffs root.
+    pub bpffs: PathBuf,
+    /// Its log (stdout and stderr), where it says why it refused a ruleset or a strategy;
+    /// kept after the run.
+    pub log: PathBuf,
+}
+
+impl DaemonPaths {
+    /// The paths of run `pid`'s daemon for strategy `a`.
+    pub fn new(pid: u32, a: Access) -> DaemonPaths {
+        DaemonPaths {
+            socket: PathBuf::from(format!("/run/netbench/bpfilter-{pid}-{}.sock", a.name())),
+            bpffs: PathBuf::from(format!("/sys/fs/bpf/netbench-{pid}-{}", a.name())),
+            log: std::env::temp_dir().join(format!("netbench-bpfilter-daemon-{}.log", a.name())),
         }
     }
 }
@@ -70,21 +195,22 @@ impl Backend {
 pub struct Tools {
     /// `bpfilter` binary.
     pub bpfilter: PathBuf,
-    /// Socket of the benchmark's own bpfilter daemon.
-    pub socket: PathBuf,
-    /// That daemon's log, where it says why it refused a ruleset.
-    pub daemon_log: PathBuf,
+    /// The run's process id: names the private daemons' sockets and bpffs folders.
+    pub run_id: u32,
     /// Loads and appends still running then are stopped (the run's time budget).
     pub deadline: Option<Instant>,
     /// Private xtables lock file (`XTABLES_LOCKFILE`): the machine-wide /run/xtables.lock is
     /// shared by every iptables in every namespace, and another user holding it would add
     /// waiting time to the figures. The run is sequential, so a private lock loses nothing.
     pub xtables_lock: PathBuf,
-    /// bpffs root of the benchmark's bpfilter daemon.
-    pub bpffs: PathBuf,
 }
 
 impl Tools {
+    /// Socket, bpffs root and log of the benchmark's bpfilter daemon for strategy `a`.
+    pub fn daemon(&self, a: Access) -> DaemonPaths {
+        DaemonPaths::new(self.run_id, a)
+    }
+
     /// How long the next command may take: [`LOAD_TIMEOUT`], cut at the deadline.
     pub fn timeout(&self) -> Duration {
         match self.deadline {
@@ -100,13 +226,15 @@ impl Tools {
             Backend::None | Backend::BpfFloor => bail!("no ruleset to run"),
             Backend::Legacy => in_ns_cmd(ns, Path::new("iptables-legacy"), args),
             Backend::Nft => in_ns_cmd(ns, Path::new("nft"), args),
-            Backend::Bpfilter => {
+            Backend::Bpfilter(_) => {
                 let mut a = vec!["iptables".to_string()];
                 a.extend_from_slice(args);
                 in_ns_cmd(ns, &self.bpfilter, &a)
             }
         };
-        c.env("BPFILTER_SOCKET", &self.socket);
+        if let Some(a) = b.access() {
+            c.env("BPFILTER_SOCKET", self.daemon(a).socket);
+        }
         c.env("XTABLES_LOCKFILE", &self.xtables_lock);
         Ok(c)
     }
@@ -119,25 +247,28 @@ impl Tools {
             Backend::None | Backend::BpfFloor => return Ok(Duration::ZERO),
             Backend::Legacy => in_ns_cmd(ns, Path::new("iptables-legacy-restore"), &[f]),
             Backend::Nft => in_ns_cmd(ns, Path::new("nft"), &["-f".to_string(), f]),
-            Backend::Bpfilter => {
+            Backend::Bpfilter(_) => {
                 in_ns_cmd(ns, &self.bpfilter, &["iptables-restore".to_string(), f])
             }
         };
-        c.env("BPFILTER_SOCKET", &self.socket);
+        if let Some(a) = b.access() {
+            c.env("BPFILTER_SOCKET", self.daemon(a).socket);
+        }
         c.env("XTABLES_LOCKFILE", &self.xtables_lock);
-        match run_ok(c, self.timeout()) {
-            Ok(t) => Ok(t.elapsed),
-            Err(e) if b == Backend::Bpfilter => match self.last_refusal() {
+        match (run_ok(c, self.timeout()), b.access()) {
+            (Ok(t), _) => Ok(t.elapsed),
+            (Err(e), Some(a)) => match self.last_refusal(a) {
                 Some(why) => Err(e.context(format!("daemon: {why}"))),
                 None => Err(e),
             },
-            Err(e) => Err(e),
+            (Err(e), None) => Err(e),
         }
     }
 
-    /// The daemon's last log line that says it refused something, colours removed.
-    pub fn last_refusal(&self) -> Option<String> {
-        let log = std::fs::read_to_string(&self.daemon_log).ok()?;
+    /// The last log line of strategy `a`'s daemon that says it refused something, colours
+    /// removed.
+    pub fn last_refusal(&self, a: Access) -> Option<String> {
+        let log = std::fs::read_to_string(self.daemon(a).log).ok()?;
         let line = log.lines().rev().find(|l| l.contains("refused"))?;
         let plain = strip_ansi(line);
         let from = plain.find("refused").unwrap_or(0);
@@ -153,7 +284,7 @@ impl Tools {
                 .map(|s| s.to_string())
                 .chain(ruleset::nft_expr(r).split(' ').map(String::from))
                 .collect(),
-            Backend::Legacy | Backend::Bpfilter => {
+            Backend::Legacy | Backend::Bpfilter(_) => {
                 let mut a = vec!["-A".to_string(), "INPUT".to_string()];
                 a.extend(ruleset::ipt_args(r));
                 a
@@ -163,10 +294,10 @@ impl Tools {
         Ok(run_ok(c, self.timeout())?.elapsed)
     }
 
-    /// `bpfilter status` of namespace `ns`.
-    pub fn bpfilter_status(&self, ns: &str) -> Result<String> {
+    /// `bpfilter status` of namespace `ns`, asked of strategy `a`'s daemon.
+    pub fn bpfilter_status(&self, a: Access, ns: &str) -> Result<String> {
         let mut c = in_ns_cmd(ns, &self.bpfilter, &["status".to_string()]);
-        c.env("BPFILTER_SOCKET", &self.socket);
+        c.env("BPFILTER_SOCKET", self.daemon(a).socket);
         let out = run_ok(c, LOAD_TIMEOUT)?.output;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -183,7 +314,7 @@ impl Tools {
                 let out = run_ok(self.cmd(b, ns, &args)?, LOAD_TIMEOUT)?.output;
                 parse_nft_counter(&String::from_utf8_lossy(&out.stdout))
             }
-            Backend::Legacy | Backend::Bpfilter => {
+            Backend::Legacy | Backend::Bpfilter(_) => {
                 let args: Vec<String> = ["-S", "INPUT", &(n + 1).to_string(), "-v"]
                     .iter()
                     .map(|s| s.to_string())
@@ -249,19 +380,92 @@ pub fn parse_nft_counter(s: &str) -> Result<u64> {
         .ok_or_else(|| anyhow!("no packets in {s:?}"))
 }
 
-/// The benchmark's own bpfilter daemon (private socket and bpffs folder).
+/// The benchmark's own bpfilter daemon for one packet-access strategy (private socket and
+/// bpffs folder).
 #[derive(Debug)]
 pub struct Daemon {
     child: Child,
-    /// Its socket.
-    pub socket: PathBuf,
-    /// Its bpffs root.
-    pub bpffs: PathBuf,
+    /// Its strategy (`--packet-access`).
+    pub access: Access,
+    /// Its socket, bpffs root and log.
+    pub paths: DaemonPaths,
+    /// The strategy it compiles with, from its log line `kernel probe done strategy=...`.
+    pub strategy: Option<String>,
+    /// The strategy `auto` picks on this kernel, from its probe report's `strategy:` line.
+    pub auto_choice: Option<String>,
+}
+
+/// Why a daemon did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// It exited before accepting: the kernel does not verify the strategy asked for, or
+    /// something else it could not do; with its last error line.
+    Refused(String),
+    /// Anything else (no binary, no answer).
+    Other(anyhow::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Refused(line) => write!(f, "daemon refused to start: {line}"),
+            StartError::Other(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl From<anyhow::Error> for StartError {
+    fn from(e: anyhow::Error) -> StartError {
+        StartError::Other(e)
+    }
+}
+
+impl From<std::io::Error> for StartError {
+    fn from(e: std::io::Error) -> StartError {
+        StartError::Other(e.into())
+    }
+}
+
+/// The line of a daemon's log that says why it stopped: the last `bpfilter: ...` error line
+/// (what `main` prints), else the last line that says `refuse`/`error`, else the last line.
+pub fn exit_reason(log: &str) -> Option<String> {
+    let lines: Vec<String> = log
+        .lines()
+        .map(|l| strip_ansi(l).trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let found = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("bpfilter: "))
+        .or_else(|| {
+            lines.iter().rev().find(|l| {
+                let l = l.to_ascii_lowercase();
+                l.contains("refuse") || l.contains("error")
+            })
+        })
+        .or(lines.last())?;
+    Some(found.chars().take(400).collect())
+}
+
+/// The value after `key` in a log line such as `INFO ... kernel probe done strategy=cast`
+/// (`key` = `strategy=`) or `INFO bpfilter::daemon: strategy: cast` (`key` = `strategy: `).
+pub fn log_value(log: &str, key: &str) -> Option<String> {
+    log.lines().rev().find_map(|l| {
+        let l = strip_ansi(l);
+        let at = l.find(key)?;
+        let v = l[at + key.len()..].split_whitespace().next()?;
+        Some(v.trim_matches('"').to_string())
+    })
 }
 
 impl Daemon {
-    /// Start `bin daemon` and wait until its socket accepts connections.
-    pub fn start(bin: &Path, socket: &Path, bpffs: &Path, log: &Path) -> Result<Daemon> {
+    /// Start `bin daemon --packet-access A` and wait until its socket accepts connections.
+    pub fn start(bin: &Path, access: Access, paths: &DaemonPaths) -> Result<Daemon, StartError> {
+        let (socket, log) = (&paths.socket, &paths.log);
+        if !bin.exists() {
+            return Err(anyhow!("{} not found (build it with `make`)", bin.display()).into());
+        }
         if let Some(dir) = socket.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))?;
         }
@@ -273,7 +477,9 @@ impl Daemon {
             .arg("--socket")
             .arg(socket)
             .arg("--bpffs")
-            .arg(bpffs)
+            .arg(&paths.bpffs)
+            .arg("--packet-access")
+            .arg(access.name())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
@@ -282,25 +488,31 @@ impl Daemon {
             .with_context(|| format!("spawn {} daemon", bin.display()))?;
         let mut d = Daemon {
             child,
-            socket: socket.to_path_buf(),
-            bpffs: bpffs.to_path_buf(),
+            access,
+            paths: paths.clone(),
+            strategy: None,
+            auto_choice: None,
         };
         let t0 = Instant::now();
         loop {
             if UnixStream::connect(socket).is_ok() {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                d.strategy = log_value(&text, "probe done strategy=");
+                d.auto_choice = log_value(&text, "strategy: ");
                 return Ok(d);
             }
             if let Some(st) = d.child.try_wait()? {
-                bail!(
-                    "bpfilter daemon exited ({st}) before accepting; log: {}",
-                    log.display()
-                );
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                return Err(StartError::Refused(exit_reason(&text).unwrap_or_else(
+                    || format!("exited ({st}) before accepting; log: {}", log.display()),
+                )));
             }
             if t0.elapsed() > Duration::from_secs(20) {
-                bail!(
+                return Err(anyhow!(
                     "bpfilter daemon not ready after 20 s; log: {}",
                     log.display()
-                );
+                )
+                .into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -311,11 +523,11 @@ impl Daemon {
         let mut c = Command::new(bin);
         c.arg("flush")
             .arg("--all")
-            .env("BPFILTER_SOCKET", &self.socket);
+            .env("BPFILTER_SOCKET", &self.paths.socket);
         let _ = crate::netns::run_timed(c, Duration::from_secs(60));
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.bpffs);
-        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_dir_all(&self.paths.bpffs);
+        let _ = std::fs::remove_file(&self.paths.socket);
     }
 
     fn kill(&mut self) {
@@ -384,11 +596,98 @@ mod tests {
             Backend::None,
             Backend::Legacy,
             Backend::Nft,
-            Backend::Bpfilter,
+            Backend::Bpfilter(Access::Auto),
+            Backend::Bpfilter(Access::Cast),
+            Backend::Bpfilter(Access::Dynptr),
             Backend::BpfFloor,
         ] {
             assert_eq!(Backend::from_name(b.name()), Some(b));
             assert_eq!(Backend::from_name(b.tag()), Some(b));
         }
+        for a in [Access::Auto, Access::Cast, Access::Dynptr] {
+            assert_eq!(Access::from_name(a.name()), Some(a));
+        }
+        assert_eq!(Backend::Bpfilter(Access::Cast).name(), "bpfilter-cast");
+        assert_eq!(Backend::Bpfilter(Access::Dynptr).name(), "bpfilter-dynptr");
+    }
+
+    fn strings(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn bpfilter_expands_to_one_backend_per_strategy() {
+        use Backend::Bpfilter as B;
+        let default = strings(&["iptables-legacy", "nftables", "bpfilter"]);
+        let both = strings(&["cast", "dynptr"]);
+        assert_eq!(
+            parse_backends(&default, &both).expect("default"),
+            vec![
+                Backend::Legacy,
+                Backend::Nft,
+                B(Access::Cast),
+                B(Access::Dynptr)
+            ]
+        );
+        // One strategy by the knob, or by name; auto keeps the daemon's choice.
+        assert_eq!(
+            parse_backends(&strings(&["bpf"]), &strings(&["dynptr"])).expect("knob"),
+            vec![B(Access::Dynptr)]
+        );
+        assert_eq!(
+            parse_backends(&strings(&["bpfilter-cast", "ipt", "none"]), &both).expect("name"),
+            vec![B(Access::Cast), Backend::Legacy]
+        );
+        assert_eq!(
+            parse_backends(&strings(&["bpfilter"]), &strings(&["auto"])).expect("auto"),
+            vec![B(Access::Auto)]
+        );
+        assert_eq!(
+            parse_backends(&strings(&["bpfilter-auto", "bpfilter"]), &both).expect("mixed"),
+            vec![B(Access::Auto), B(Access::Cast), B(Access::Dynptr)]
+        );
+        // Duplicates go.
+        assert_eq!(
+            parse_backends(&strings(&["bpfilter", "bpfilter-dynptr"]), &both).expect("dup"),
+            vec![B(Access::Cast), B(Access::Dynptr)]
+        );
+        assert!(parse_backends(&strings(&["bpfilter"]), &strings(&["mmap"])).is_err());
+        assert!(parse_backends(&strings(&["bpfilter"]), &[]).is_err());
+        assert!(parse_backends(&strings(&["pf"]), &both).is_err());
+    }
+
+    #[test]
+    fn daemon_paths_are_private_per_strategy() {
+        let (c, d) = (
+            DaemonPaths::new(42, Access::Cast),
+            DaemonPaths::new(42, Access::Dynptr),
+        );
+        assert_ne!(c.socket, d.socket);
+        assert_ne!(c.bpffs, d.bpffs);
+        assert_ne!(c.log, d.log);
+        assert_eq!(c.bpffs, PathBuf::from("/sys/fs/bpf/netbench-42-cast"));
+        // A later run finds the owner of a stale folder.
+        assert_eq!(
+            crate::netns::owner_pid("netbench-42-dynptr", "netbench-"),
+            Some(42)
+        );
+    }
+
+    #[test]
+    fn daemon_log_lines() {
+        let ok = "2026-12-05T22:38:50Z  INFO bpfilter::daemon: strategy: cast\n\
+                  2026-12-05T22:38:50Z  INFO bpfilter::daemon: kernel probe done strategy=dynptr\n";
+        assert_eq!(
+            log_value(ok, "probe done strategy=").as_deref(),
+            Some("dynptr")
+        );
+        assert_eq!(log_value(ok, "strategy: ").as_deref(), Some("cast"));
+        let refused = "2026-12-05T22:38:50Z  INFO bpfilter::daemon: kernel 6.1.0\n\
+                       bpfilter: this kernel (6.1.0) cannot run bpfilter: packet access cast was \
+                       asked for, but the verifier refuses it: R1 invalid mem access\n";
+        let why = exit_reason(refused).expect("reason");
+        assert!(why.starts_with("bpfilter: this kernel (6.1.0)"), "{why}");
+        assert!(why.ends_with("R1 invalid mem access"), "{why}");
+        assert_eq!(exit_reason("").as_deref(), None);
     }
 }

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::backend::Backend;
+use crate::backend::{Access, Backend};
 use crate::progs::ProgInfo;
 use crate::ruleset::RuleKind;
 use crate::stats::{median, quantile, slope};
@@ -87,6 +87,47 @@ pub struct Series {
     pub fixed: f64,
 }
 
+/// A backend's fixed cost (N = 0) against iptables-legacy's, measured in the same samples.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedCost {
+    /// Median added ns per packet over the samples of every rule kind's N = 0 configuration.
+    pub added: f64,
+    /// iptables-legacy's, the same way.
+    pub legacy: f64,
+    /// Median of the per-sample difference to iptables-legacy.
+    pub diff: f64,
+    /// Lower quartile of that difference.
+    pub diff_q1: f64,
+    /// Upper quartile.
+    pub diff_q3: f64,
+    /// Rule kinds pooled.
+    pub kinds: usize,
+}
+
+impl FixedCost {
+    /// Added cost as a multiple of iptables-legacy's.
+    pub fn ratio(&self) -> f64 {
+        if self.legacy.abs() > 1e-9 {
+            self.added / self.legacy
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// One of the issue's targets for one bpfilter strategy.
+#[derive(Debug, Clone)]
+pub struct TargetRow {
+    /// The bpfilter configuration judged.
+    pub backend: Backend,
+    /// What is asked.
+    pub target: String,
+    /// The figures.
+    pub figures: String,
+    /// Whether it is met.
+    pub met: bool,
+}
+
 /// The whole run.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -94,8 +135,11 @@ pub struct Report {
     pub configs: Vec<ConfigResult>,
     /// Rule counts measured.
     pub counts: Vec<usize>,
-    /// Backends measured (beside none).
+    /// Backends asked for (beside none), in table order; those in `refused` were not measured.
     pub backends: Vec<Backend>,
+    /// bpfilter strategies whose daemon refused to start (the kernel does not verify the
+    /// strategy, or another reason), with the daemon's line.
+    pub refused: Vec<(Backend, String)>,
     /// Rule kinds measured.
     pub kinds: Vec<RuleKind>,
     /// Kept samples.
@@ -123,6 +167,87 @@ impl Report {
     /// The no-firewall reference.
     pub fn reference(&self) -> Option<&ConfigResult> {
         self.configs.iter().find(|c| c.backend == Backend::None)
+    }
+
+    /// Why backend `b` was not measured at all, if its daemon refused to start.
+    pub fn refusal(&self, b: Backend) -> Option<&str> {
+        self.refused
+            .iter()
+            .find(|(r, _)| *r == b)
+            .map(|(_, why)| why.as_str())
+    }
+
+    /// The bpfilter backends (one per packet-access strategy) that were measured.
+    pub fn bpfilters(&self) -> Vec<Backend> {
+        self.backends
+            .iter()
+            .copied()
+            .filter(|b| b.is_bpfilter() && self.refusal(*b).is_none())
+            .collect()
+    }
+
+    /// Fixed cost of backend `b` against iptables-legacy's in the same run. The N = 0 rulesets
+    /// of every rule kind are the same (the final ACCEPT alone), so the samples of the kinds
+    /// where both were measured are pooled: medians over all of them, and the difference to
+    /// iptables-legacy paired per sample and kind.
+    pub fn fixed_cost(&self, b: Backend) -> Option<FixedCost> {
+        let pairs: Vec<(&ConfigResult, &ConfigResult)> = self
+            .kinds
+            .iter()
+            .filter_map(|&k| Some((self.get(b, k, 0)?, self.get(Backend::Legacy, k, 0)?)))
+            .filter(|(m, l)| !m.added.is_empty() && !l.added.is_empty())
+            .collect();
+        if pairs.is_empty() {
+            return None;
+        }
+        let (mut mine, mut legacy, mut diff) = (Vec::new(), Vec::new(), Vec::new());
+        for (m, l) in &pairs {
+            mine.extend_from_slice(&m.added);
+            legacy.extend_from_slice(&l.added);
+            diff.extend(m.added.iter().zip(&l.added).map(|(x, y)| x - y));
+        }
+        Some(FixedCost {
+            added: median(&mine),
+            legacy: median(&legacy),
+            diff: median(&diff),
+            diff_q1: quantile(&diff, 0.25),
+            diff_q3: quantile(&diff, 0.75),
+            kinds: pairs.len(),
+        })
+    }
+
+    /// One line: each backend's fixed cost as a multiple of iptables-legacy's, bpfilter's
+    /// strategies first (`Fixed cost (N = 0) against iptables-legacy's +102 ns/packet in the
+    /// same run: bpfilter-cast x0.93 of iptables-legacy, bpfilter-dynptr x1.37, nftables x1.5`).
+    pub fn fixed_cost_line(&self) -> Option<String> {
+        let mut order: Vec<Backend> = self.bpfilters();
+        order.extend(
+            self.backends
+                .iter()
+                .copied()
+                .filter(|b| !b.is_bpfilter() && *b != Backend::Legacy),
+        );
+        let parts: Vec<String> = order
+            .iter()
+            .filter_map(|&b| Some((b, self.fixed_cost(b)?)))
+            .enumerate()
+            .map(|(i, (b, f))| {
+                format!(
+                    "{} x{}{}",
+                    b.name(),
+                    f2(f.ratio()),
+                    if i == 0 { " of iptables-legacy" } else { "" }
+                )
+            })
+            .collect();
+        let l = self.fixed_cost(Backend::Legacy)?;
+        (!parts.is_empty()).then(|| {
+            format!(
+                "Fixed cost (N = 0) against iptables-legacy's {:+.0} ns/packet in the same run: {}",
+                l.legacy,
+                parts.join(", ")
+            )
+        })
     }
 
     /// Per-rule figures of one series; None when it has fewer than two measured N.
@@ -257,6 +382,7 @@ impl Report {
              differences with the no-firewall configuration). Noise: about +-3 % on slopes \
              for iptables-legacy, +-9 % for nft, +-15 ns on fixed costs.\n"
         );
+        self.strategies_text(&mut s);
         self.datapath_tables(&mut s, "##", "plot.svg");
         self.control_tables(&mut s);
         self.prog_table(&mut s);
@@ -266,23 +392,195 @@ impl Report {
         s
     }
 
-    /// The README's Performance section body: data-path tables, the plot and the targets,
-    /// pointing at `dir` (the folder of RESULTS.md and plot.svg, relative to the README).
+    /// The README's Performance section body: how it was measured, the plot, the fixed-cost
+    /// and per-rule summary per backend and packet-access strategy, one compact table of added
+    /// ns per packet, and the targets, pointing at `dir` (the folder of RESULTS.md and
+    /// plot.svg, relative to the README).
     pub fn readme_section(&self, dir: &str) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "Reproduce with `make bench` (as root; about {:.0} s for the run itself). Every figure, \
-             the control-plane times, program sizes, the method and the checks: \
-             [{dir}/RESULTS.md]({dir}/RESULTS.md).\n",
-            self.elapsed.as_secs_f64()
+            "Measured by `make bench` ({dir}; the method of BENCH-BASELINE.md: one sender, all \
+             configurations interleaved, sender CPU time per packet, medians over {} samples of \
+             {} ms; the run took {:.0} s){}. Added ns per packet over no firewall, UDP into \
+             INPUT, N non-matching rules then a matching ACCEPT. Full tables, control plane, \
+             program sizes and checks: [{dir}/RESULTS.md]({dir}/RESULTS.md).\n",
+            self.samples,
+            self.sample_len.as_millis(),
+            self.elapsed.as_secs_f64(),
+            if self.command.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; this run: `cargo run --release -p netbench -- {}`",
+                    self.command
+                )
+            }
         );
         if let Some(first) = self.notes.first() {
             let _ = writeln!(s, "Last run: {first}\n");
         }
-        self.datapath_tables(&mut s, "###", &format!("{dir}/plot.svg"));
+        self.strategies_text(&mut s);
+        let _ = writeln!(s, "![ns per packet against N]({dir}/plot.svg)\n");
+        self.summary_table(&mut s);
+        self.compact_table(&mut s);
         self.targets(&mut s, "###");
-        s
+        wrap_prose(&s, 100)
+    }
+
+    /// What the bpfilter rows are: one private daemon per packet-access strategy.
+    fn strategies_text(&self, s: &mut String) {
+        let strategies: Vec<Access> = self.backends.iter().filter_map(|b| b.access()).collect();
+        if strategies.is_empty() {
+            return;
+        }
+        let each: Vec<String> = strategies
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} (`--packet-access {}`): {}",
+                    Backend::Bpfilter(*a).name(),
+                    a.name(),
+                    a.describe()
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "bpfilter is measured once per packet-access strategy, each with its own daemon \
+             (own socket and bpffs folder) in the same interleaved run: {}.\n",
+            each.join("; ")
+        );
+        for (b, why) in &self.refused {
+            let _ = writeln!(s, "{} was not measured, {}.\n", b.name(), refused_text(why));
+        }
+    }
+
+    /// Added ns per packet of every backend and rule kind, one table.
+    fn compact_table(&self, s: &mut String) {
+        let header: String = self
+            .counts
+            .iter()
+            .map(|n| format!(" N={} |", thousands(*n as f64)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| rules | backend |{header} ns/rule (x iptables-legacy) |"
+        );
+        let _ = writeln!(s, "|---|---|{}---|", "---|".repeat(self.counts.len()));
+        for &k in &self.kinds {
+            let title = match k {
+                RuleKind::Addr => "`-s 10.1.x.y/32 -p udp --dport 5001 -j DROP`",
+                RuleKind::Port => "`-p udp --dport P -j DROP`",
+                RuleKind::Mixed => "`-s` and `--dport` both varying (no lookup possible)",
+            };
+            for (i, &b) in self.backends.iter().enumerate() {
+                let name = if b.is_bpfilter() {
+                    format!("**{}**", b.name())
+                } else {
+                    b.name().to_string()
+                };
+                let first = if i == 0 {
+                    format!(" {title} ")
+                } else {
+                    " ".into()
+                };
+                let mut row = format!("|{first}| {name} |");
+                if self.refusal(b).is_some() {
+                    row.push_str(&" refused |".repeat(self.counts.len() + 1));
+                    let _ = writeln!(s, "{row}");
+                    continue;
+                }
+                for &n in &self.counts {
+                    match self.get(b, k, n) {
+                        Some(c) if c.error.is_some() => row.push_str(fail_cell(c)),
+                        Some(c) if !c.added.is_empty() => {
+                            let v = c.added_median();
+                            let sign = if v < 0.0 { "-" } else { "+" };
+                            let _ = write!(row, " {sign}{} |", thousands(v.abs()));
+                        }
+                        _ => row.push_str(" - |"),
+                    }
+                }
+                let _ = writeln!(row, " {} |", self.per_rule_cell(b, k));
+                s.push_str(&row);
+            }
+        }
+        let _ = writeln!(s);
+    }
+
+    /// Per-rule cost of `b` with kind `k` and its ratio to iptables-legacy's, over the N both
+    /// were measured at: e.g. `1.02 (x0.25)`, `1.02 (x0.25, N <= 10000)`.
+    fn per_rule_cell(&self, b: Backend, k: RuleKind) -> String {
+        let common = self.common_counts(b, Backend::Legacy, k);
+        let (Some(m), Some(l)) = (
+            self.series_over(b, k, &common),
+            self.series_over(Backend::Legacy, k, &common),
+        ) else {
+            return "-".into();
+        };
+        let upto = if common.len() < self.counts.len() {
+            format!(", N <= {}", common.iter().max().copied().unwrap_or(0))
+        } else {
+            String::new()
+        };
+        format!("{} (x{}{upto})", f2(m.slope), ratio(m.slope, l.slope))
+    }
+
+    /// Fixed cost (N = 0) and ns/rule of every backend against iptables-legacy's, measured in
+    /// the same samples: the figures the strategies are compared by.
+    fn summary_table(&self, s: &mut String) {
+        if self.fixed_cost(Backend::Legacy).is_none() && self.refused.is_empty() {
+            return;
+        }
+        if let Some(line) = self.fixed_cost_line() {
+            let _ = writeln!(s, "**{line}.**\n");
+        }
+        let kinds_header: String = self
+            .kinds
+            .iter()
+            .map(|k| format!(" ns/rule, {} (x iptables-legacy) |", k.name()))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| backend | fixed cost, N=0 (ns/packet) | x iptables-legacy | paired difference to iptables-legacy (quartiles) |{kinds_header}"
+        );
+        let _ = writeln!(s, "|---|---|---|---|{}", "---|".repeat(self.kinds.len()));
+        for &b in &self.backends {
+            let mut row = format!("| {} |", b.name());
+            if self.refusal(b).is_some() {
+                row.push_str(&" refused |".repeat(3 + self.kinds.len()));
+                let _ = writeln!(s, "{row}");
+                continue;
+            }
+            match self.fixed_cost(b) {
+                Some(f) if b == Backend::Legacy => {
+                    let _ = write!(row, " {:+.0} | 1.00 | - |", f.added);
+                }
+                Some(f) => {
+                    let _ = write!(
+                        row,
+                        " {:+.0} | {} | {:+.0} ({:+.0} to {:+.0}) |",
+                        f.added,
+                        f2(f.ratio()),
+                        f.diff,
+                        f.diff_q1,
+                        f.diff_q3
+                    );
+                }
+                None => row.push_str(" - | - | - |"),
+            }
+            for &k in &self.kinds {
+                let _ = write!(row, " {} |", self.per_rule_cell(b, k));
+            }
+            let _ = writeln!(s, "{row}");
+        }
+        let _ = writeln!(
+            s,
+            "\nFixed cost: median over the samples of every rule kind's N = 0 configuration (the \
+             same one-rule ruleset); paired difference: per sample and kind, then median and \
+             quartiles. ns/rule: least-squares slope over the N both backends were measured at.\n"
+        );
     }
 
     fn n_header(&self) -> String {
@@ -295,6 +593,7 @@ impl Report {
             "{h} Data path: ns per packet added over no firewall (INPUT hook)\n"
         );
         let _ = writeln!(s, "![ns per packet against N]({plot})\n");
+        self.summary_table(s);
         for &k in &self.kinds {
             let title = match k {
                 RuleKind::Addr => "Rules failing on the source address (`-s 10.1.x.y/32 -p udp -m udp --dport 5001 -j DROP`)",
@@ -321,6 +620,11 @@ impl Report {
                 "---|".repeat(nsegs)
             );
             for &b in &self.backends {
+                if self.refusal(b).is_some() {
+                    let cells = self.counts.len() + 3 + nsegs;
+                    let _ = writeln!(s, "| {} |{}", b.name(), " refused |".repeat(cells));
+                    continue;
+                }
                 // Per-rule ratio over the N both backends have (a failed load drops an N).
                 let common = self.common_counts(b, Backend::Legacy, k);
                 let partial = common.len() < self.counts.len();
@@ -377,7 +681,11 @@ impl Report {
         let _ = writeln!(s, "| backend | rules |{}", self.n_header());
         let _ = writeln!(s, "|---|---|{}", "---|".repeat(self.counts.len()));
         for &k in &self.kinds {
-            for &b in self.backends.iter().filter(|b| **b != Backend::Legacy) {
+            for &b in self
+                .backends
+                .iter()
+                .filter(|b| **b != Backend::Legacy && self.refusal(**b).is_none())
+            {
                 let mut row = format!("| {} | {} |", b.name(), k.name());
                 for &n in &self.counts {
                     let v = self
@@ -411,7 +719,7 @@ impl Report {
         );
         let _ = writeln!(s, "| backend | rules | op |{}", self.n_header());
         let _ = writeln!(s, "|---|---|---|{}", "---|".repeat(self.counts.len()));
-        for &b in &self.backends {
+        for &b in self.backends.iter().filter(|b| self.refusal(**b).is_none()) {
             for &k in &self.kinds {
                 for (op, f) in [
                     (
@@ -446,15 +754,15 @@ impl Report {
         let mut rows: Vec<&ConfigResult> = self
             .configs
             .iter()
-            .filter(|c| c.backend == Backend::Bpfilter && c.kind.is_some())
+            .filter(|c| c.backend.is_bpfilter() && c.kind.is_some())
             .collect();
-        rows.sort_by_key(|c| (c.kind, c.n));
+        rows.sort_by_key(|c| (c.backend, c.kind, c.n));
         if rows.is_empty() {
             return;
         }
         let _ = writeln!(
             s,
-            "## bpfilter programs of each configuration's namespace\n"
+            "## bpfilter programs of each configuration's namespace (per packet-access strategy)\n"
         );
         let _ = writeln!(
             s,
@@ -467,9 +775,9 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| rules | N | restore ms | INPUT verifier+JIT ms | programs | insns (all) | largest: name | insns | JIT bytes | verified | test run ns |"
+            "| backend | rules | N | restore ms | INPUT verifier+JIT ms | programs | insns (all) | largest: name | insns | JIT bytes | verified | test run ns |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
         for c in rows {
             let total: u64 = c.progs.iter().map(|p| p.insns()).sum();
             let big = c.progs.iter().max_by_key(|p| p.xlated);
@@ -480,7 +788,8 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                c.backend.name(),
                 c.kind.map(|k| k.name()).unwrap_or("-"),
                 c.n,
                 c.restore
@@ -542,10 +851,18 @@ impl Report {
             .filter(|k| matches!(k, RuleKind::Addr | RuleKind::Port))
     }
 
-    /// The issue's targets for bpfilter, each with its figures and a verdict.
-    pub fn target_rows(&self) -> Vec<(String, String, bool)> {
-        let mut out = Vec::new();
-        let b = Backend::Bpfilter;
+    /// The issue's targets for every measured bpfilter strategy, each with its figures and a
+    /// verdict.
+    pub fn target_rows(&self) -> Vec<TargetRow> {
+        self.bpfilters()
+            .into_iter()
+            .flat_map(|b| self.target_rows_of(b))
+            .collect()
+    }
+
+    /// The issue's targets for bpfilter configuration `b`.
+    fn target_rows_of(&self, b: Backend) -> Vec<TargetRow> {
+        let mut out: Vec<(String, String, bool)> = Vec::new();
         let failed_ns = |k: RuleKind| -> Vec<usize> {
             self.counts
                 .iter()
@@ -564,8 +881,9 @@ impl Report {
                     String::new()
                 } else {
                     format!(
-                        "; over N <= {} only: bpfilter not measured at N = {:?}",
+                        "; over N <= {} only: {} not measured at N = {:?}",
                         common.iter().max().copied().unwrap_or(0),
+                        b.name(),
                         failed
                     )
                 };
@@ -643,7 +961,10 @@ impl Report {
             )),
             (None, Some(ll)) if tried_10k => out.push((
                 "10,000-rule load <= 1/2 of iptables-legacy-restore".to_string(),
-                format!("bpfilter could not load 10,000 rules (iptables-legacy: {ll:.0} ms)"),
+                format!(
+                    "{} could not load 10,000 rules (iptables-legacy: {ll:.0} ms)",
+                    b.name()
+                ),
                 false,
             )),
             _ => {}
@@ -677,20 +998,40 @@ impl Report {
                 ));
             }
         }
-        out
+        out.into_iter()
+            .map(|(target, figures, met)| TargetRow {
+                backend: b,
+                target,
+                figures,
+                met,
+            })
+            .collect()
     }
 
     fn targets(&self, s: &mut String, h: &str) {
         let rows = self.target_rows();
-        let _ = writeln!(s, "{h} Targets (bpfilter against iptables-legacy)\n");
+        let _ = writeln!(
+            s,
+            "{h} Targets (bpfilter against iptables-legacy, per packet-access strategy)\n"
+        );
+        for (b, why) in &self.refused {
+            let _ = writeln!(s, "- {}: not measured, {}\n", b.name(), refused_text(why));
+        }
         if rows.is_empty() {
             let _ = writeln!(s, "bpfilter was not measured in this run.\n");
             return;
         }
-        let _ = writeln!(s, "| target | figures | met |");
-        let _ = writeln!(s, "|---|---|---|");
-        for (t, f, ok) in rows {
-            let _ = writeln!(s, "| {t} | {f} | {} |", if ok { "yes" } else { "**no**" });
+        let _ = writeln!(s, "| backend | target | figures | met |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for r in rows {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                r.backend.name(),
+                r.target,
+                r.figures,
+                if r.met { "yes" } else { "**no**" }
+            );
         }
         let _ = writeln!(s);
     }
@@ -788,7 +1129,8 @@ impl Report {
             Backend::None => "#777777",
             Backend::Legacy => "#d62728",
             Backend::Nft => "#1f77b4",
-            Backend::Bpfilter => "#2ca02c",
+            Backend::Bpfilter(Access::Cast | Access::Auto) => "#2ca02c",
+            Backend::Bpfilter(Access::Dynptr) => "#ff7f0e",
             Backend::BpfFloor => "#9467bd",
         };
         for (pi, k) in self.kinds.iter().enumerate() {
@@ -893,11 +1235,16 @@ impl Report {
 
 /// Table cell of a configuration that was not measured.
 fn fail_cell(c: &ConfigResult) -> &'static str {
-    if c.error.as_deref().is_some_and(|e| e.starts_with("skipped")) {
-        " skipped |"
-    } else {
-        " failed |"
+    match c.error.as_deref() {
+        Some(e) if e.starts_with("skipped") => " skipped |",
+        Some(e) if e.contains("daemon: refused") => " refused |",
+        _ => " failed |",
     }
+}
+
+/// How a strategy's refusal reads in the notes: the daemon's own line, quoted.
+fn refused_text(why: &str) -> String {
+    format!("refused: the daemon said `{}`", why.replace('`', "'"))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -921,6 +1268,50 @@ fn ratio(a: f64, b: f64) -> String {
         f2(a / b)
     } else {
         "-".into()
+    }
+}
+
+/// Text with its prose lines (not tables, images or headings) wrapped at `width` columns.
+fn wrap_prose(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.len() <= width || line.starts_with(['|', '!', '#']) {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let mut cur = String::new();
+        for word in line.split(' ') {
+            if !cur.is_empty() && cur.len() + 1 + word.len() > width {
+                out.push_str(&cur);
+                out.push('\n');
+                cur.clear();
+            }
+            if !cur.is_empty() {
+                cur.push(' ');
+            }
+            cur.push_str(word);
+        }
+        out.push_str(&cur);
+        out.push('\n');
+    }
+    out
+}
+
+/// Rounded, with thousands separators: 41469.4 -> "41,469".
+fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0.0 && digits != "0" {
+        format!("-{out}")
+    } else {
+        out
     }
 }
 
@@ -976,19 +1367,26 @@ mod tests {
         c
     }
 
+    const CAST: Backend = Backend::Bpfilter(Access::Cast);
+    const DYNPTR: Backend = Backend::Bpfilter(Access::Dynptr);
+
+    /// iptables-legacy (4.5 ns/rule, +98 fixed), bpfilter-cast (1.0, +60) and bpfilter-dynptr
+    /// (1.2, +147).
     fn report() -> Report {
         let counts = vec![0, 10, 100, 1000, 10_000, 50_000];
         let mut configs = vec![cfg(Backend::None, None, 0, 2900.0, 0.0, 0.0)];
         for k in [RuleKind::Addr, RuleKind::Port] {
             for &n in &counts {
                 configs.push(cfg(Backend::Legacy, Some(k), n, 2900.0, 4.5, 98.0));
-                configs.push(cfg(Backend::Bpfilter, Some(k), n, 2900.0, 1.0, 60.0));
+                configs.push(cfg(CAST, Some(k), n, 2900.0, 1.0, 60.0));
+                configs.push(cfg(DYNPTR, Some(k), n, 2900.0, 1.2, 147.0));
             }
         }
         Report {
             configs,
             counts,
-            backends: vec![Backend::Legacy, Backend::Bpfilter],
+            backends: vec![Backend::Legacy, CAST, DYNPTR],
+            refused: vec![],
             kinds: vec![RuleKind::Addr, RuleKind::Port],
             samples: 5,
             sample_len: Duration::from_millis(500),
@@ -1014,31 +1412,39 @@ mod tests {
     #[test]
     fn targets_judged() {
         let r = report();
-        let rows = r.target_rows();
+        let all = r.target_rows();
+        let rows: Vec<&TargetRow> = all.iter().filter(|r| r.backend == CAST).collect();
         // addr: 1.0 <= 4.5/3 met; port: 1.0 > 4.5/5 = 0.9 not met.
         let addr = rows
             .iter()
-            .find(|r| r.0.contains("addr rules, <= 1/3"))
+            .find(|r| r.target.contains("addr rules, <= 1/3"))
             .expect("addr");
-        assert!(addr.2);
+        assert!(addr.met);
         let port = rows
             .iter()
-            .find(|r| r.0.contains("port rules, <= 1/5"))
+            .find(|r| r.target.contains("port rules, <= 1/5"))
             .expect("port");
-        assert!(!port.2);
+        assert!(!port.met);
         assert!(rows
             .iter()
-            .filter(|r| r.0.starts_with("fixed"))
-            .all(|r| r.2));
+            .filter(|r| r.target.starts_with("fixed"))
+            .all(|r| r.met));
         assert!(rows
             .iter()
-            .filter(|r| r.0.starts_with("no cliff"))
-            .all(|r| r.2));
+            .filter(|r| r.target.starts_with("no cliff"))
+            .all(|r| r.met));
         let load = rows
             .iter()
-            .find(|r| r.0.starts_with("10,000-rule load"))
+            .find(|r| r.target.starts_with("10,000-rule load"))
             .expect("load");
-        assert!(!load.2, "same load times: not half");
+        assert!(!load.met, "same load times: not half");
+        // Each strategy is judged on its own: dynptr's fixed cost is above iptables-legacy's.
+        let dynptr: Vec<&TargetRow> = all.iter().filter(|r| r.backend == DYNPTR).collect();
+        assert_eq!(dynptr.len(), rows.len());
+        assert!(dynptr
+            .iter()
+            .filter(|r| r.target.starts_with("fixed"))
+            .all(|r| !r.met));
     }
 
     #[test]
@@ -1046,20 +1452,113 @@ mod tests {
         let r = report();
         let md = r.markdown();
         assert!(md.contains("| iptables-legacy | +98 | +143 |"), "{md}");
-        assert!(md.contains("| bpfilter | +60 | +70 |"));
+        assert!(md.contains("| bpfilter-cast | +60 | +70 |"), "{md}");
+        assert!(md.contains("| bpfilter-dynptr | +147 | +159 |"), "{md}");
         assert!(md.contains("4.50 (4.50..4.50)"));
         assert!(md.contains("## Targets"));
+        assert!(
+            md.contains("| bpfilter-dynptr | per-rule cost, addr rules"),
+            "{md}"
+        );
+        // The strategies and their fixed cost against iptables-legacy of the same run.
+        assert!(
+            md.contains(
+                "**Fixed cost (N = 0) against iptables-legacy's +98 ns/packet in the same run: \
+                 bpfilter-cast x0.61 of iptables-legacy, bpfilter-dynptr x1.50.**"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| bpfilter-cast | +60 | 0.61 | -38 (-38 to -38) | 1.00 (x0.22) | 1.00 (x0.22) |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| iptables-legacy | +98 | 1.00 | - | 4.50 (x1.00) |"),
+            "{md}"
+        );
+        assert!(md.contains("(`--packet-access dynptr`)"), "{md}");
         let svg = r.svg();
         assert!(svg.starts_with("<svg"));
         assert!(svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<polyline").count(), 2 * 3);
+        // none and three backends, two panels; each strategy in the legend.
+        assert_eq!(svg.matches("<polyline").count(), 2 * 4);
+        assert_eq!(svg.matches(">bpfilter-cast</text>").count(), 2);
+        assert_eq!(svg.matches(">bpfilter-dynptr</text>").count(), 2);
+    }
+
+    #[test]
+    fn a_refused_strategy_is_reported() {
+        let mut r = report();
+        r.configs.retain(|c| c.backend != DYNPTR);
+        let why = "bpfilter: this kernel (6.1.0) cannot run bpfilter: packet access dynptr was \
+                   asked for, but the verifier refuses it: R1 invalid mem access";
+        r.refused.push((DYNPTR, why.to_string()));
+        let md = r.markdown();
+        assert!(
+            md.contains("| bpfilter-dynptr | refused | refused | refused | refused |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(&format!("refused: the daemon said `{why}`")),
+            "{md}"
+        );
+        assert!(r.target_rows().iter().all(|t| t.backend == CAST));
+        assert!(!md.contains("bpfilter-dynptr x"), "{md}");
+        let readme = r.readme_section("benches/netbench");
+        assert!(
+            readme
+                .replace('\n', " ")
+                .contains("bpfilter-dynptr was not measured, refused"),
+            "{readme}"
+        );
+        assert!(
+            readme.contains("| | **bpfilter-dynptr** | refused |"),
+            "{readme}"
+        );
+        for text in [md, readme] {
+            let mut cols: Option<usize> = None;
+            for line in text.lines() {
+                if line.starts_with('|') {
+                    let n = line.matches('|').count();
+                    assert_eq!(*cols.get_or_insert(n), n, "ragged table line: {line}");
+                } else {
+                    cols = None;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn readme_section_names_the_strategies() {
+        let r = report();
+        let s = r.readme_section("benches/netbench");
+        assert!(s.contains("![ns per packet against N](benches/netbench/plot.svg)"));
+        assert!(s.contains("[benches/netbench/RESULTS.md](benches/netbench/RESULTS.md)"));
+        // Prose is wrapped at 100 columns; tables are not.
+        assert!(
+            s.lines().all(|l| l.len() <= 100 || l.starts_with('|')),
+            "{s}"
+        );
+        let prose = s.replace('\n', " ");
+        assert!(prose.contains("bpfilter-cast x0.61 of iptables-legacy, bpfilter-dynptr x1.50"));
+        assert!(
+            s.contains("| `-s 10.1.x.y/32 -p udp --dport 5001 -j DROP` | iptables-legacy | +98 | +143 | +548 | +4,598 | +45,098 | +225,098 | 4.50 (x1.00) |"),
+            "{s}"
+        );
+        assert!(s.contains("| | **bpfilter-dynptr** | +147 |"), "{s}");
+        assert!(
+            s.contains("| bpfilter-dynptr | fixed cost (N=0), port rules"),
+            "{s}"
+        );
     }
 
     #[test]
     fn failed_loads_are_reported_against_the_targets() {
         let mut r = report();
         for c in r.configs.iter_mut() {
-            if c.backend == Backend::Bpfilter && c.n >= 10_000 {
+            if c.backend == CAST && c.n >= 10_000 {
                 c.added.clear();
                 c.cpu.clear();
                 c.wall.clear();
@@ -1068,27 +1567,32 @@ mod tests {
                 c.error = Some("jump offset out of range".into());
             }
         }
-        let rows = r.target_rows();
+        let all = r.target_rows();
+        let rows: Vec<&TargetRow> = all.iter().filter(|r| r.backend == CAST).collect();
         let addr = rows
             .iter()
-            .find(|r| r.0.contains("addr rules, <= 1/3"))
+            .find(|r| r.target.contains("addr rules, <= 1/3"))
             .expect("addr");
-        assert!(addr.1.contains("over N <= 1000 only"), "{}", addr.1);
-        assert!(addr.2, "slope over the common N still judged");
+        assert!(
+            addr.figures.contains("over N <= 1000 only"),
+            "{}",
+            addr.figures
+        );
+        assert!(addr.met, "slope over the common N still judged");
         let load = rows
             .iter()
-            .find(|r| r.0.starts_with("10,000-rule load"))
+            .find(|r| r.target.starts_with("10,000-rule load"))
             .expect("load");
-        assert!(!load.2 && load.1.contains("could not load"));
+        assert!(!load.met && load.figures.contains("could not load"));
         let cliffs: Vec<_> = rows
             .iter()
-            .filter(|r| r.0.starts_with("no cliff"))
+            .filter(|r| r.target.starts_with("no cliff"))
             .collect();
         assert_eq!(cliffs.len(), 2);
-        assert!(cliffs.iter().all(|r| !r.2));
+        assert!(cliffs.iter().all(|r| !r.met));
         let md = r.markdown();
         assert!(
-            md.contains("| bpfilter | +60 | +70 | +160 | +1060 | failed | failed |"),
+            md.contains("| bpfilter-cast | +60 | +70 | +160 | +1060 | failed | failed |"),
             "{md}"
         );
         assert!(md.contains("(N <= 1000)"));
@@ -1098,27 +1602,29 @@ mod tests {
     fn a_cliff_is_found() {
         let mut r = report();
         for c in r.configs.iter_mut() {
-            if c.backend == Backend::Bpfilter && c.kind == Some(RuleKind::Addr) && c.n >= 10_000 {
+            if c.backend == CAST && c.kind == Some(RuleKind::Addr) && c.n >= 10_000 {
                 let v = 60.0 + 1000.0 + 5.0 * (c.n - 1000) as f64;
                 c.added.iter_mut().for_each(|a| *a = v);
             }
         }
-        let rows = r.target_rows();
+        let all = r.target_rows();
+        let rows: Vec<&TargetRow> = all.iter().filter(|r| r.backend == CAST).collect();
         let addr = rows
             .iter()
-            .find(|r| r.0 == "no cliff up to 50000 rules (addr rules)")
+            .find(|r| r.target == "no cliff up to 50000 rules (addr rules)")
             .expect("addr");
-        assert!(!addr.2, "{}", addr.1);
+        assert!(!addr.met, "{}", addr.figures);
         assert!(
-            addr.1.contains("100-1k: 1.00, 1k-10k: 5.00, 10k-50k: 5.00"),
+            addr.figures
+                .contains("100-1k: 1.00, 1k-10k: 5.00, 10k-50k: 5.00"),
             "{}",
-            addr.1
+            addr.figures
         );
         let port = rows
             .iter()
-            .find(|r| r.0 == "no cliff up to 50000 rules (port rules)")
+            .find(|r| r.target == "no cliff up to 50000 rules (port rules)")
             .expect("port");
-        assert!(port.2, "{}", port.1);
+        assert!(port.met, "{}", port.figures);
     }
 
     #[test]
@@ -1127,7 +1633,7 @@ mod tests {
         let c = r
             .configs
             .iter_mut()
-            .find(|c| c.backend == Backend::Bpfilter)
+            .find(|c| c.backend == CAST)
             .expect("bpfilter config");
         c.progs.push(ProgInfo {
             id: 1,
@@ -1150,7 +1656,7 @@ mod tests {
         }
         assert!(
             md.contains(
-                "| addr | 0 | 1.0 | 1.5 | 1 | 10 | bpfltr_in | 10 | 60 | 12 | bpfltr_in 40 |"
+                "| bpfilter-cast | addr | 0 | 1.0 | 1.5 | 1 | 10 | bpfltr_in | 10 | 60 | 12 | bpfltr_in 40 |"
             ),
             "{md}"
         );
@@ -1167,5 +1673,12 @@ mod tests {
         assert_eq!(f2(-0.5), "-0.50");
         assert_eq!(f2(f64::NAN), "-");
         assert_eq!(ratio(1.0, 0.0), "-");
+        assert_eq!(thousands(41_469.4), "41,469");
+        assert_eq!(thousands(1_042_807.0), "1,042,807");
+        assert_eq!(thousands(999.6), "1,000");
+        assert_eq!(thousands(-1234.0), "-1,234");
+        assert_eq!(thousands(-0.2), "0");
+        let w = wrap_prose("aaa bbb ccc ddd\n| a | b c d e f |\n", 8);
+        assert_eq!(w, "aaa bbb\nccc ddd\n| a | b c d e f |\n");
     }
 }

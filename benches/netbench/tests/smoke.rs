@@ -1,9 +1,32 @@
 //! Privileged: a tiny end-to-end run (N = 0 and 10, two short samples) against no firewall,
-//! iptables-legacy and nftables. Checks that it finishes, measures every configuration, and
+//! iptables-legacy and nftables (and bpfilter, once per packet-access strategy, when built). Checks that it finishes, measures every configuration, and
 //! that its own packet and counter checks pass. Needs root, iptables-legacy and nft; fails
 //! without them when CI=true, skips (saying why) otherwise.
 
 use std::process::Command;
+
+/// The row of backend `b` in the first per-kind data-path table (the summary table before it
+/// has ratios, not one number per N).
+fn first_table_row<'a>(stdout: &'a str, b: &str) -> Option<&'a str> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("### Rules failing on the source address"))
+        .find(|l| l.starts_with(&format!("| {b} | ")))
+}
+
+/// Cells 2 and 3 (N = 0 and N = 10) of a table row are signed numbers (two short samples on a
+/// busy machine can put a small cost below zero).
+fn assert_numbers(stdout: &str, b: &str, stderr: &str) {
+    let row =
+        first_table_row(stdout, b).unwrap_or_else(|| panic!("no {b} row:\n{stdout}\n{stderr}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    for c in &cells[2..4] {
+        assert!(
+            c.parse::<i64>().is_ok(),
+            "{b}: cell {c:?} in {row}\n{stderr}"
+        );
+    }
+}
 
 fn ready() -> bool {
     let root = nix::unistd::geteuid().is_root();
@@ -50,17 +73,9 @@ fn tiny_run_passes_its_checks() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "netbench failed:\n{stderr}");
-    // Every backend's first data-path row has a number (signed: two short samples on a busy
-    // machine can put a small cost below zero) at N = 0 and N = 10.
+    // Every backend's first data-path row has a number at N = 0 and N = 10.
     for b in ["iptables-legacy", "nftables"] {
-        let row = stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("| {b} | ")))
-            .unwrap_or_else(|| panic!("no {b} row:\n{stdout}"));
-        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-        for c in &cells[2..4] {
-            assert!(c.parse::<i64>().is_ok(), "{b}: cell {c:?} in {row}");
-        }
+        assert_numbers(&stdout, b, &stderr);
     }
     assert!(
         stdout.contains("Every measured configuration"),
@@ -127,17 +142,96 @@ fn tiny_bpfilter_run_passes_its_checks() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "netbench failed:\n{stderr}");
-    let row = stdout
-        .lines()
-        .find(|l| l.starts_with("| bpfilter | "))
-        .unwrap_or_else(|| panic!("no bpfilter row:\n{stdout}\n{stderr}"));
-    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-    for c in &cells[2..4] {
-        assert!(
-            c.parse::<i64>().is_ok(),
-            "bpfilter: cell {c:?} in {row}\n{stderr}"
-        );
+    // `bpfilter` stands for one configuration per packet-access strategy, each measured.
+    for b in ["bpfilter-cast", "bpfilter-dynptr"] {
+        assert_numbers(&stdout, b, &stderr);
     }
+    assert!(
+        stdout.contains("bpfilter-cast (`--packet-access cast`, its log says `strategy=cast`)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("bpfilter-dynptr (`--packet-access dynptr`, its log says `strategy=dynptr`)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Every measured configuration"),
+        "checks failed:\n{stdout}"
+    );
+}
+
+/// A strategy whose daemon refuses to start (here a wrapper that refuses `--packet-access
+/// dynptr` the way the daemon does on a kernel that does not verify it) is reported as
+/// refused, with the daemon's line, and the run goes on with the other strategy.
+#[test]
+fn a_refused_strategy_is_reported() {
+    if !ready() {
+        return;
+    }
+    let Some(dir) = bpfilter_dir() else {
+        eprintln!("skipped: no bpfilter binary beside netbench (run `make` first)");
+        return;
+    };
+    let wrap = std::env::temp_dir().join(format!("netbench-refuse-{}", std::process::id()));
+    std::fs::create_dir_all(&wrap).expect("mkdir");
+    let script = format!(
+        "#!/bin/sh\n\
+         case \" $* \" in *' --packet-access dynptr '*)\n\
+         echo 'bpfilter: this kernel (test) cannot run bpfilter: packet access dynptr was asked \
+         for, but the verifier refuses it: refused by the test wrapper' >&2; exit 1;;\n\
+         esac\n\
+         exec '{}' \"$@\"\n",
+        dir.join("bpfilter").display()
+    );
+    let bin = wrap.join("bpfilter");
+    std::fs::write(&bin, script).expect("write wrapper");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_netbench"))
+        .args([
+            "--counts",
+            "0,10",
+            "--samples",
+            "2",
+            "--warmup",
+            "0",
+            "--sample-ms",
+            "50",
+            "--kinds",
+            "addr",
+        ])
+        .args([
+            "--backends",
+            "iptables-legacy,bpfilter",
+            "--bpfilter-access",
+            "cast,dynptr",
+            "--no-write",
+            "--no-floor",
+        ])
+        .arg("--bin-dir")
+        .arg(&wrap)
+        .output()
+        .expect("run netbench");
+    let _ = std::fs::remove_dir_all(&wrap);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "netbench failed:\n{stderr}");
+    assert_numbers(&stdout, "bpfilter-cast", &stderr);
+    assert_numbers(&stdout, "iptables-legacy", &stderr);
+    let row = first_table_row(&stdout, "bpfilter-dynptr")
+        .unwrap_or_else(|| panic!("no bpfilter-dynptr row:\n{stdout}"));
+    assert!(
+        row.starts_with("| bpfilter-dynptr | refused | refused |"),
+        "{row}"
+    );
+    assert!(
+        stdout.contains("bpfilter-dynptr: not measured, refused: the daemon said `bpfilter: this kernel (test) cannot run bpfilter"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("refused by the test wrapper"), "{stdout}");
     assert!(
         stdout.contains("Every measured configuration"),
         "checks failed:\n{stdout}"

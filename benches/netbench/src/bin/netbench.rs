@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 
-use netbench::backend::{self, Backend, Daemon, Tools};
+use netbench::backend::{self, Backend, Daemon, StartError, Tools};
 use netbench::netns::{self, Pair, Snmp};
 use netbench::report::{ConfigResult, Report};
 use netbench::ruleset::{self, RuleKind, DPORT, DST, SRC};
@@ -48,18 +48,26 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     batch: usize,
     /// Backends to compare with no firewall (comma separated): iptables-legacy, nftables,
-    /// bpfilter.
+    /// bpfilter (one configuration per --bpfilter-access strategy), bpfilter-cast,
+    /// bpfilter-dynptr, bpfilter-auto (one strategy each).
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "iptables-legacy,nftables,bpfilter"
     )]
     backends: Vec<String>,
+    /// Packet-access strategies `bpfilter` in --backends stands for (comma separated): cast,
+    /// dynptr, auto (the daemon's own choice). Each gets its own private daemon started with
+    /// `--packet-access` it, its own socket and bpffs folder; a strategy the kernel refuses
+    /// is reported as refused.
+    #[arg(long, value_delimiter = ',', default_value = "cast,dynptr")]
+    bpfilter_access: Vec<String>,
     /// Rule kinds (comma separated): addr, port (the issue's two), mixed (address and port
     /// both changing: a linear chain even for a compiler that turns runs into lookups).
     #[arg(long, value_delimiter = ',', default_value = "addr,port,mixed")]
     kinds: Vec<String>,
-    /// Fail instead of skipping bpfilter when its binary or daemon is not usable.
+    /// Fail instead of skipping bpfilter when its binary is missing or no strategy's daemon
+    /// starts (a strategy the kernel refuses while another runs is reported, not an error).
     #[arg(long)]
     require_bpfilter: bool,
     /// Folder of the `bpfilter` binary (default: the workspace's target/release).
@@ -143,15 +151,7 @@ fn main() -> Result<()> {
         bail!("rule count {n} above {}", ruleset::MAX_RULES);
     }
     let samples = args.samples.unwrap_or(if args.quick { 20 } else { 90 });
-    let mut backends = Vec::new();
-    for b in &args.backends {
-        match Backend::from_name(b) {
-            Some(Backend::None | Backend::BpfFloor) => {}
-            Some(b) if !backends.contains(&b) => backends.push(b),
-            Some(_) => {}
-            None => bail!("unknown backend {b:?}"),
-        }
-    }
+    let backends = backend::parse_backends(&args.backends, &args.bpfilter_access)?;
     let mut kinds = Vec::new();
     for k in &args.kinds {
         match RuleKind::from_name(k) {
@@ -172,13 +172,9 @@ fn main() -> Result<()> {
     let pid = std::process::id();
     let work = std::env::temp_dir().join(format!("netbench-{pid}"));
     std::fs::create_dir_all(&work).with_context(|| format!("mkdir {}", work.display()))?;
-    // Kept after the run (the work folder is not), for a look at why a load was refused.
-    let daemon_log = std::env::temp_dir().join("netbench-bpfilter-daemon.log");
     let tools = Tools {
         bpfilter: bin_dir.join("bpfilter"),
-        socket: PathBuf::from(format!("/run/netbench/bpfilter-{pid}.sock")),
-        daemon_log: daemon_log.clone(),
-        bpffs: PathBuf::from(format!("/sys/fs/bpf/netbench-{pid}")),
+        run_id: pid,
         xtables_lock: work.join("xtables.lock"),
         // Leave time for the measurement (samples may run up to 1.5 times their length when
         // rounds are long), the checks and the teardown.
@@ -207,48 +203,109 @@ fn main() -> Result<()> {
     }
     remove_stale_bpffs();
 
-    // The benchmark's own bpfilter daemon, with a private socket and bpffs folder.
-    let bpffs = tools.bpffs.clone();
-    let mut daemon = None;
-    if backends.contains(&Backend::Bpfilter) {
-        let started = if tools.bpfilter.exists() {
-            Daemon::start(&tools.bpfilter, &tools.socket, &bpffs, &daemon_log)
-        } else {
-            Err(anyhow::anyhow!(
-                "{} not found (build it with `make`)",
-                tools.bpfilter.display()
-            ))
-        };
-        match started {
-            Ok(d) => daemon = Some(d),
-            Err(e) if !args.require_bpfilter => {
-                eprintln!("netbench: bpfilter skipped: {e:#}");
-                notes.push(format!("bpfilter not measured: {e:#}"));
-                backends.retain(|b| *b != Backend::Bpfilter);
-            }
-            Err(e) => return Err(e.context("bpfilter required")),
+    // The benchmark's own bpfilter daemons: one per packet-access strategy, each with a
+    // private socket and bpffs folder (its log is kept after the run, for a look at why a
+    // load was refused).
+    let mut daemons: Vec<Daemon> = Vec::new();
+    let mut refused: Vec<(Backend, String)> = Vec::new();
+    let mut missing: Option<String> = None;
+    let mut measured = backends.clone();
+    for &b in &backends {
+        let Some(a) = b.access() else { continue };
+        if let Some(why) = &missing {
+            measured.retain(|m| *m != b);
+            eprintln!("netbench: {} skipped: {why}", b.name());
+            notes.push(format!("{} not measured: {why}", b.name()));
+            continue;
         }
+        match Daemon::start(&tools.bpfilter, a, &tools.daemon(a)) {
+            Ok(d) => {
+                eprintln!(
+                    "netbench: {} daemon ready (--packet-access {}: compiles with {}; auto \
+                     would pick {})",
+                    b.name(),
+                    a.name(),
+                    d.strategy.as_deref().unwrap_or("?"),
+                    d.auto_choice.as_deref().unwrap_or("?")
+                );
+                daemons.push(d);
+            }
+            Err(StartError::Refused(why)) => {
+                eprintln!("netbench: {}: {why}", b.name());
+                measured.retain(|m| *m != b);
+                refused.push((b, why));
+            }
+            Err(StartError::Other(e)) => {
+                if args.require_bpfilter {
+                    return Err(e.context("bpfilter required"));
+                }
+                eprintln!("netbench: {} skipped: {e:#}", b.name());
+                measured.retain(|m| *m != b);
+                notes.push(format!("{} not measured: {e:#}", b.name()));
+                missing = Some(format!("{e:#}"));
+            }
+        }
+    }
+    if args.require_bpfilter && backends.iter().any(|b| b.is_bpfilter()) && daemons.is_empty() {
+        for d in daemons {
+            d.stop(&tools.bpfilter);
+        }
+        bail!("bpfilter required, but no strategy's daemon started");
+    }
+    if !daemons.is_empty() {
+        let each: Vec<String> = daemons
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} (`--packet-access {}`, its log says `strategy={}`)",
+                    Backend::Bpfilter(d.access).name(),
+                    d.access.name(),
+                    d.strategy.as_deref().unwrap_or("?")
+                )
+            })
+            .collect();
+        let auto = daemons
+            .iter()
+            .find_map(|d| d.auto_choice.clone())
+            .unwrap_or_else(|| "?".into());
+        notes.push(format!(
+            "bpfilter daemons: {}; on this kernel `--packet-access auto` picks {auto} (the \
+             daemon's probe report).",
+            each.join(", ")
+        ));
     }
 
     let result = run(
-        &args, &tools, &counts, samples, &backends, &kinds, &work, notes, t_run,
+        &args, &tools, &counts, samples, &measured, &kinds, &work, notes, t_run,
     );
-    if let Some(d) = daemon {
+    for d in daemons {
         d.stop(&tools.bpfilter);
     }
     let _ = std::fs::remove_dir_all(&work);
     let mut report = result?;
     report.elapsed = t_run.elapsed();
-    if report
-        .configs
+    // Every backend asked for is in the tables, the refused ones as refused.
+    report.backends = backends
         .iter()
-        .any(|c| c.backend == Backend::Bpfilter && c.error.is_some())
-    {
-        let log = std::fs::read_to_string(&daemon_log).unwrap_or_default();
+        .copied()
+        .filter(|b| measured.contains(b) || refused.iter().any(|(r, _)| r == b))
+        .collect();
+    report.refused = refused;
+    for b in report.bpfilters() {
+        if !report
+            .configs
+            .iter()
+            .any(|c| c.backend == b && c.error.is_some())
+        {
+            continue;
+        }
+        let log_path = b.access().map(|a| tools.daemon(a).log).unwrap_or_default();
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(8).collect();
         eprintln!(
-            "netbench: some bpfilter loads failed; end of {}:",
-            daemon_log.display()
+            "netbench: some {} loads failed; end of {}:",
+            b.name(),
+            log_path.display()
         );
         for l in tail.iter().rev() {
             eprintln!("  {l}");
@@ -447,6 +504,7 @@ fn run(
         configs: results,
         counts: counts.to_vec(),
         backends: backends.to_vec(),
+        refused: Vec::new(),
         kinds: kinds.to_vec(),
         samples,
         sample_len: plan.sample,
@@ -507,7 +565,7 @@ fn setup(
                 p
             }
         };
-        let before = if b == Backend::Bpfilter {
+        let before = if b.is_bpfilter() {
             progs::list("bpfltr_")?
         } else {
             Vec::new()
@@ -515,7 +573,9 @@ fn setup(
         r.restore = Some(tools.restore(b, &pair.firewall, &file)?);
         // This namespace's programs: those pinned in its folder of the daemon's bpffs root;
         // else (another pin layout) the bpfltr_* programs that appeared during the load.
-        let ns_pins = netns_inode(&pair.firewall).map(|ino| tools.bpffs.join(format!("net{ino}")));
+        let ns_pins = b.access().and_then(|a| {
+            netns_inode(&pair.firewall).map(|ino| tools.daemon(a).bpffs.join(format!("net{ino}")))
+        });
         let ours = |before: &[progs::ProgInfo]| -> Result<Vec<progs::ProgInfo>> {
             match ns_pins.as_deref().filter(|d| d.is_dir()) {
                 Some(d) => progs::pinned(d),
@@ -526,9 +586,9 @@ fn setup(
                 }
             }
         };
-        if b == Backend::Bpfilter {
+        if let Some(a) = b.access() {
             r.progs = ours(&before)?;
-            match tools.bpfilter_status(&pair.firewall) {
+            match tools.bpfilter_status(a, &pair.firewall) {
                 Ok(st) => {
                     r.verifier_ms = backend::parse_status_load_ms(&st)
                         .into_iter()
@@ -553,7 +613,7 @@ fn setup(
             );
         }
         r.append = Some(Duration::from_secs_f64(stats::median(&t)));
-        if b == Backend::Bpfilter {
+        if b.is_bpfilter() {
             let live = ours(&before)?;
             // The INPUT path (its dispatcher and program) is what the packets take; all
             // programs if the names do not say.
@@ -592,7 +652,12 @@ fn update_readme(readme: &Path, out_dir: &Path, report: &Report) -> Result<()> {
     if e < b {
         bail!("{}: `{END}` comes before `{BEGIN}`", readme.display());
     }
-    let base = readme.parent().map(Path::to_path_buf).unwrap_or_default();
+    // `README.md` has the empty parent: the current folder.
+    let base = readme
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let base = base.canonicalize().unwrap_or(base);
     let out = out_dir
         .canonicalize()
