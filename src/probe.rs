@@ -29,12 +29,14 @@ pub const LIMITS: &str = "1,000,000 verified instructions, 8 call frames, 64 map
 
 /// Something bpfilter needs that the running kernel lacks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("this kernel ({release}) cannot run bpfilter: {what} (bpfilter needs Linux {MIN_RELEASE} or later)")]
+#[error("this kernel ({release}) cannot run bpfilter: {what}{hint}")]
 pub struct Missing {
     /// `uname -r`
     pub release: String,
     /// what is missing, and why it matters
     pub what: String,
+    /// the minimum release, when a newer kernel would have it
+    pub hint: String,
 }
 
 /// The packet-access strategy asked for (`bpfilter daemon --packet-access`).
@@ -214,6 +216,7 @@ impl Probe {
         let missing = |what: String| Missing {
             release: self.release.clone(),
             what,
+            hint: format!(" (bpfilter needs Linux {MIN_RELEASE} or later)"),
         };
         self.prog_type.clone().map_err(missing)?;
         if !self.link {
@@ -235,9 +238,12 @@ impl Probe {
                 .find(|(s, _)| *s == a)
                 .and_then(|(_, r)| r.clone().err())
                 .unwrap_or_else(|| "not probed".into());
-            return Err(missing(format!(
-                "packet access {a} was asked for, but the verifier refuses it: {why}"
-            )));
+            return Err(Missing {
+                hint: " (use --packet-access auto)".into(),
+                ..missing(format!(
+                    "packet access {a} was asked for, but the verifier refuses it: {why}"
+                ))
+            });
         }
         let access = if let Some(a) = forced {
             a
@@ -359,6 +365,10 @@ mod tests {
         assert_eq!(ok.target().unwrap().access, PacketAccess::Dynptr);
         let forced = ok.target_with(AccessChoice::Cast).unwrap_err();
         assert!(forced.what.contains("same insn"), "{forced}");
+        assert!(
+            forced.to_string().ends_with("(use --packet-access auto)"),
+            "{forced}"
+        );
         let both = Probe {
             strategies: vec![(PacketAccess::Dynptr, Ok(1)), (PacketAccess::Cast, Ok(1))],
             ..ok.clone()
