@@ -2464,26 +2464,26 @@ fn deep_inlined_return_from_cold_block() {
         // the shrunk failure: c3 = [-p 47 -j c4, -j c8], c8 = [.., ! -s 0/1 -j RETURN, -j ACCEPT]
         vec![
             (3, vec![], Action::Call(ChainId(8))),
-            (8, vec![half.clone()], Action::Return),
+            (8, vec![half], Action::Return),
             (8, vec![], Action::Accept),
         ],
         // the same through a goto, from a subprogram and from main
         vec![
             (3, vec![], Action::Goto(ChainId(8))),
-            (8, vec![half.clone()], Action::Return),
+            (8, vec![half], Action::Return),
             (8, vec![], Action::Drop),
         ],
         vec![
             (0, vec![], Action::Goto(ChainId(8))),
-            (8, vec![half.clone()], Action::Return),
+            (8, vec![half], Action::Return),
             (8, vec![], Action::Drop),
         ],
         // one inlined chain called at two sites of one frame, each needing its own labels
         vec![
             (5, vec![], Action::Call(ChainId(8))),
-            (5, vec![half.clone()], Action::Call(ChainId(8))),
+            (5, vec![half], Action::Call(ChainId(8))),
             (5, vec![proto(17, false)], Action::Drop),
-            (8, vec![half.clone()], Action::Return),
+            (8, vec![half], Action::Return),
             (8, vec![dst(B, 32, false)], Action::Accept),
         ],
     ];
