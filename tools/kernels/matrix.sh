@@ -34,7 +34,8 @@ while read -r name _ mode; do
   echo "== kernel $name: $mode (log $log)"
   t0=$(date +%s)
   set +e
-  "$here/guest.sh" --env CI="${CI:-}" --env BPFILTER_TESTS="$tests" --env RUST_BACKTRACE=1 \
+  # A run takes 2-4 minutes; a hung guest must not eat the CI budget (30 minutes in all).
+  "$here/guest.sh" --timeout 600 --env CI="${CI:-}" --env BPFILTER_TESTS="$tests" --env RUST_BACKTRACE=1 \
     "$name" -- tools/kernels/suites.sh "$mode" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
