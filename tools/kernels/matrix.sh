@@ -44,7 +44,7 @@ while read -r name _ mode; do
   strategy="$(sed -n 's/.*strategy: \([a-z]*\).*/\1/p' "$log" | head -1)"
   if (( rc == 0 )); then verdict=passed; else verdict="FAILED (exit $rc)"; failed=1; fi
   echo "$name $release $mode: $verdict in ${secs}s${strategy:+, strategy $strategy}" >> "$summary"
-  grep -h '^MATRIX' "$log" | sed "s/^MATRIX /  /" >> "$summary" || true
+  grep -ho 'MATRIX .*' "$log" | sed "s/^MATRIX /  /" >> "$summary" || true
 done < "$here/matrix"
 echo "== kernel matrix"
 cat "$summary"
