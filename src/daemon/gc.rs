@@ -1,6 +1,6 @@
 //! Namespace garbage collection.
 //!
-//! A pinned netfilter link keeps its network namespace alive (KERNEL-FACTS.md), so when a
+//! A pinned netfilter link keeps its network namespace alive (`docs/KERNELS.md`), so when a
 //! user deletes a namespace (`ip netns del`), bpfilter's pins are the only thing left holding
 //! it. The kernel's own tables die with their namespace; to behave the same, the daemon looks
 //! every few seconds for namespaces that nothing but bpfilter references any more (no process

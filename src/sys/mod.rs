@@ -5,9 +5,9 @@
 //! nothing else refers to it), dropping a [`Link`] detaches it unless it is pinned.
 //! Errors keep the kernel's errno ([`SysError::errno`]) so that the daemon can hand it on.
 //!
-//! Kernel facts this module relies on are in /work/shared/KERNEL-FACTS.md (netfilter program
-//! type 32, attach type 45, EBUSY on a used priority, links belong to the creating thread's
-//! network namespace).
+//! Kernel facts this module relies on are in `docs/KERNELS.md` (netfilter program type 32,
+//! attach type 45, EBUSY on a used priority, links belong to the creating thread's network
+//! namespace).
 
 #![cfg_attr(
     test,

@@ -1,5 +1,5 @@
 //! Side-by-side data-path and control-plane benchmarks of bpfilter, the kernel's
-//! iptables-legacy and nftables, following `shared/BENCH-BASELINE.md`: one sender thread
+//! iptables-legacy and nftables (method: `benches/netbench/README.md`): one sender thread
 //! interleaves every configuration (backend x rule kind x rule count), so that all of them see
 //! the same machine state, and the per-packet cost is the sender's thread CPU time.
 //!
