@@ -15,7 +15,7 @@
 use std::fmt::Write as _;
 
 use emitter::codegen::{compile_output, Options, PacketAccess};
-use emitter::ir::{Chain, ChainId, Family, Hook, Policy, Program, Verdict};
+use emitter::ir::{Hook, Policy, Program, Verdict};
 use emitter::{KernelLayout, MapRef};
 
 use crate::sys::{self, Btf, Map, MapType};
@@ -95,24 +95,14 @@ pub fn release() -> String {
 
 /// An empty filter program (policy ACCEPT): the prologue and nothing else.
 fn empty_program() -> Program {
-    let mut chains = std::collections::BTreeMap::new();
-    chains.insert(
-        ChainId(0),
-        Chain {
-            name: "INPUT".into(),
-            rules: Vec::new(),
-        },
-    );
-    Program {
-        family: Family::Ipv4,
-        hook: Hook::LocalIn,
-        chains,
-        entry: ChainId(0),
-        policy: Policy {
+    Program::single(
+        Hook::LocalIn,
+        Vec::new(),
+        Policy {
             verdict: Verdict::Accept,
             counter: 0,
         },
-    }
+    )
 }
 
 /// Loads the empty filter program compiled with `access`; verified instructions, or the

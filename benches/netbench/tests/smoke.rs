@@ -47,22 +47,28 @@ fn ready() -> bool {
     false
 }
 
+/// netbench with the smallest run that still has N = 0 and N > 0 (the tests add the rest).
+fn tiny_run() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netbench"));
+    cmd.args([
+        "--counts",
+        "0,10",
+        "--samples",
+        "2",
+        "--warmup",
+        "0",
+        "--sample-ms",
+        "50",
+    ]);
+    cmd
+}
+
 #[test]
 fn tiny_run_passes_its_checks() {
     if !ready() {
         return;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_netbench"))
-        .args([
-            "--counts",
-            "0,10",
-            "--samples",
-            "2",
-            "--warmup",
-            "0",
-            "--sample-ms",
-            "50",
-        ])
+    let out = tiny_run()
         .args(["--backends", "iptables-legacy,nftables", "--no-write"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -117,17 +123,7 @@ fn tiny_bpfilter_run_passes_its_checks() {
         eprintln!("skipped: no bpfilter binary beside netbench (run `make` first)");
         return;
     };
-    let out = Command::new(env!("CARGO_BIN_EXE_netbench"))
-        .args([
-            "--counts",
-            "0,10",
-            "--samples",
-            "2",
-            "--warmup",
-            "0",
-            "--sample-ms",
-            "50",
-        ])
+    let out = tiny_run()
         .args([
             "--backends",
             "bpfilter",
@@ -190,19 +186,8 @@ fn a_refused_strategy_is_reported() {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_netbench"))
-        .args([
-            "--counts",
-            "0,10",
-            "--samples",
-            "2",
-            "--warmup",
-            "0",
-            "--sample-ms",
-            "50",
-            "--kinds",
-            "addr",
-        ])
+    let out = tiny_run()
+        .args(["--kinds", "addr"])
         .args([
             "--backends",
             "iptables-legacy,bpfilter",

@@ -33,7 +33,7 @@
 //! registers that differ between paths (`r7`-`r9`, the bases) are dead where the paths join,
 //! so the verifier prunes the joined paths and walks the rules once.
 
-use crate::builder::Label;
+use crate::builder::{Builder, Label};
 use crate::insn::{alu32, alu64, ldx, mov32, mov64, st, stx, AluOp, Insn, JmpOp, Reg, Size, Src};
 use crate::EmitError;
 
@@ -129,12 +129,7 @@ impl Gen<'_> {
                 });
             }
             b.emit(ldx(Size::W, R3, R7, off16(l.skb_data_len)?));
-            b.emit(Insn::Alu {
-                wide: false,
-                op: AluOp::Mov,
-                dst: R8,
-                src: Src::Reg(R2),
-            });
+            b.emit(alu32(AluOp::Mov, R8, Src::Reg(R2)));
             b.emit(alu32(AluOp::Sub, R8, Src::Reg(R3))); // r8 = linear length
             b.emit(ldx(Size::DW, R9, R7, off16(l.skb_data)?)); // scalar or untrusted memory
             if self.force_slow {
@@ -150,12 +145,7 @@ impl Gen<'_> {
             self.parse_ip(R0)?;
             let b = &mut self.b;
             // transport bytes wanted (r0) all in the linear area?
-            b.emit(Insn::Alu {
-                wide: false,
-                op: AluOp::Mov,
-                dst: R5,
-                src: Src::Reg(R8),
-            });
+            b.emit(alu32(AluOp::Mov, R5, Src::Reg(R8)));
             b.emit(alu32(AluOp::Sub, R5, Src::Reg(R2)));
             if self.force_slow {
                 b.jmp(false, JmpOp::Jslt, R5, Src::Imm(i32::MAX), dynptr);
@@ -173,45 +163,33 @@ impl Gen<'_> {
         // The dynptr prologue: the baseline, and the cast strategy's fallback.
         let b = &mut self.b;
         b.bind(dynptr)?;
-        b.emit(mov64(R1, Src::Reg(R7)));
-        b.emit(mov64(R2, Src::Imm(0)));
-        b.emit(mov64(R3, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN))));
-        b.call_kfunc(KFUNC_DYNPTR_FROM_SKB);
-        // A failed bpf_dynptr_from_skb leaves a null dynptr, whose slices are NULL.
-        zero(b, rec::BUF_IP, IP_HDR);
-        slice(b, 0, rec::BUF_IP, IP_HDR);
+        from_skb(b, R7, rec::DYN);
+        // A failed bpf_dynptr_from_skb leaves a null dynptr, whose slices are NULL. The slice
+        // buffers are not zeroed: a slice fills all of its buffer or returns NULL, and the
+        // verifier lets a privileged loader pass uninitialized stack (the daemon is root).
+        slice(b, Src::Imm(0), rec::BUF_IP, IP_HDR);
         let short_ip = b.label();
         b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), short_ip);
         self.parse_ip(R0)?;
         let b = &mut self.b;
         b.emit(mov64(R8, Src::Reg(R0))); // bytes to copy when the slice fails, 0..=20
         b.emit(mov64(R9, Src::Reg(R2))); // thoff
-        zero(b, rec::BUF_TH, TH_HDR);
-        b.emit(mov64(R1, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::DYN))));
-        b.emit(mov64(R2, Src::Reg(R9)));
-        b.emit(mov64(R3, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::BUF_TH))));
-        b.emit(mov64(R4, Src::Imm(TH_HDR)));
-        b.call_kfunc(KFUNC_DYNPTR_SLICE);
+        slice(b, Src::Reg(R9), rec::BUF_TH, TH_HDR);
         let short_th = b.label();
         b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), short_th);
         self.parse_th(R0);
         self.b.ja(th_done);
-        // Fewer than 20 transport bytes: copy what there is (the rest stays zero).
+        // Fewer than 20 transport bytes: copy what there is (the rest reads as zero).
         let b = &mut self.b;
         b.bind(short_th)?;
-        b.emit(mov64(R1, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::BUF_TH))));
+        zero(b, rec::BUF_TH, TH_HDR);
+        stack_ptr(b, R1, rec::BUF_TH);
         b.emit(mov64(R2, Src::Reg(R8)));
-        b.emit(mov64(R3, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN))));
+        stack_ptr(b, R3, rec::DYN);
         b.emit(mov64(R4, Src::Reg(R9)));
         b.emit(mov64(R5, Src::Imm(0)));
         b.call_helper(HELPER_DYNPTR_READ);
-        b.emit(mov64(R3, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::BUF_TH))));
+        stack_ptr(b, R3, rec::BUF_TH);
         self.parse_th(R3);
         self.b.ja(th_done);
         // Shorter than an IP header: cannot happen at a netfilter hook; drop.
@@ -259,12 +237,7 @@ impl Gen<'_> {
         // r5 = thav
         let not_frag = b.label();
         let thav_done = b.label();
-        b.emit(Insn::Alu {
-            wide: false,
-            op: AluOp::Mov,
-            dst: R5,
-            src: Src::Reg(R4),
-        });
+        b.emit(alu32(AluOp::Mov, R5, Src::Reg(R4)));
         b.jmp(false, JmpOp::Jeq, R3, Src::Imm(0), not_frag);
         b.emit(mov32(R5, -1));
         b.jmp(false, JmpOp::Jne, R3, Src::Imm(1), thav_done);
@@ -281,12 +254,7 @@ impl Gen<'_> {
         // r0 = clamp(skb->len - thoff, 0, 20)
         let clamp_lo = b.label();
         let clamp_done = b.label();
-        b.emit(Insn::Alu {
-            wide: false,
-            op: AluOp::Mov,
-            dst: R0,
-            src: Src::Reg(R4),
-        });
+        b.emit(alu32(AluOp::Mov, R0, Src::Reg(R4)));
         b.jmp(false, JmpOp::Jslt, R0, Src::Imm(0), clamp_lo);
         b.jmp(false, JmpOp::Jsle, R0, Src::Imm(TH_HDR), clamp_done);
         b.emit(mov32(R0, TH_HDR));
@@ -354,7 +322,7 @@ impl Gen<'_> {
         b.emit(alu64(AluOp::Sub, R1, Src::Reg(R3)));
         // Guard status bits (branch free, so every prologue path ends in the same verifier
         // state): per guard kind, bit 0 = "non-first fragment: no match", bit 1 = "hotdrop".
-        let lt = |b: &mut crate::builder::Builder, dst: Reg, c: i32| {
+        let lt = |b: &mut Builder, dst: Reg, c: i32| {
             b.emit(mov64(dst, Src::Reg(R1)));
             b.emit(alu64(AluOp::Sub, dst, Src::Imm(c)));
             b.emit(alu64(AluOp::Rsh, dst, Src::Imm(63)));
@@ -408,16 +376,10 @@ impl Gen<'_> {
         for k in 0..6i16 {
             b.emit(st(Size::DW, R10, rec::OPTBUF + 8 * k, 0));
         }
-        b.emit(mov64(R1, Src::Reg(R7)));
-        b.emit(mov64(R2, Src::Imm(0)));
-        b.emit(mov64(R3, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_OPT))));
-        b.call_kfunc(KFUNC_DYNPTR_FROM_SKB);
-        b.emit(mov64(R1, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::OPTBUF))));
+        from_skb(b, R7, rec::DYN_OPT);
+        stack_ptr(b, R1, rec::OPTBUF);
         b.emit(mov64(R2, Src::Reg(R8)));
-        b.emit(mov64(R3, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(rec::DYN_OPT))));
+        stack_ptr(b, R3, rec::DYN_OPT);
         b.emit(ldx(Size::H, R4, R10, rec::THOFF));
         b.emit(alu32(AluOp::Add, R4, Src::Imm(20)));
         b.emit(mov64(R5, Src::Imm(0)));
@@ -434,16 +396,14 @@ impl Gen<'_> {
         b.emit(alu64(AluOp::Add, R7, Src::Imm(1)));
         b.jmp(true, JmpOp::Jge, R9, Src::Reg(R8), parsed);
         b.jmp(true, JmpOp::Jgt, R9, Src::Imm(39), parsed); // bounds for the verifier
-        b.emit(mov64(R1, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::OPTBUF))));
+        stack_ptr(b, R1, rec::OPTBUF);
         b.emit(alu64(AluOp::Add, R1, Src::Reg(R9)));
         b.emit(ldx(Size::B, R2, R1, 0)); // kind
                                          // OPTMAP[kind / 64] |= 1 << (kind % 64)
         b.emit(mov64(R3, Src::Reg(R2)));
         b.emit(alu64(AluOp::Rsh, R3, Src::Imm(6)));
         b.emit(alu64(AluOp::Lsh, R3, Src::Imm(3)));
-        b.emit(mov64(R4, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R4, Src::Imm(i32::from(rec::OPTMAP))));
+        stack_ptr(b, R4, rec::OPTMAP);
         b.emit(alu64(AluOp::Add, R4, Src::Reg(R3)));
         b.emit(ldx(Size::DW, R5, R4, 0));
         b.emit(mov64(R0, Src::Imm(1)));
@@ -476,8 +436,8 @@ impl Gen<'_> {
 }
 
 /// Zero `len` (a multiple of 4) stack bytes at `off` (4-byte aligned), 8 bytes at a time
-/// where aligned: the slice buffers are initialized memory on every kernel.
-fn zero(b: &mut crate::builder::Builder, off: i16, len: i32) {
+/// where aligned.
+fn zero(b: &mut Builder, off: i16, len: i32) {
     let end = off + len as i16;
     let mut at = off;
     while at < end {
@@ -492,15 +452,28 @@ fn zero(b: &mut crate::builder::Builder, off: i16, len: i32) {
 }
 
 /// `r0 = bpf_dynptr_slice(&DYN, offset, r10 + buf, len)`.
-fn slice(b: &mut crate::builder::Builder, offset: i32, buf: i16, len: i32) {
+fn slice(b: &mut Builder, offset: Src, buf: i16, len: i32) {
     use Reg::*;
-    b.emit(mov64(R1, Src::Reg(R10)));
-    b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::DYN))));
-    b.emit(mov64(R2, Src::Imm(offset)));
-    b.emit(mov64(R3, Src::Reg(R10)));
-    b.emit(alu64(AluOp::Add, R3, Src::Imm(i32::from(buf))));
+    stack_ptr(b, R1, rec::DYN);
+    b.emit(mov64(R2, offset));
+    stack_ptr(b, R3, buf);
     b.emit(mov64(R4, Src::Imm(len)));
     b.call_kfunc(KFUNC_DYNPTR_SLICE);
+}
+
+/// `bpf_dynptr_from_skb(skb, 0, r10 + dynptr)`.
+fn from_skb(b: &mut Builder, skb: Reg, dynptr: i16) {
+    use Reg::*;
+    b.emit(mov64(R1, Src::Reg(skb)));
+    b.emit(mov64(R2, Src::Imm(0)));
+    stack_ptr(b, R3, dynptr);
+    b.call_kfunc(KFUNC_DYNPTR_FROM_SKB);
+}
+
+/// `dst = r10 + off`: a pointer to a record field.
+fn stack_ptr(b: &mut Builder, dst: Reg, off: i16) {
+    b.emit(mov64(dst, Src::Reg(Reg::R10)));
+    b.emit(alu64(AluOp::Add, dst, Src::Imm(i32::from(off))));
 }
 
 /// A BTF type id as an instruction immediate.
