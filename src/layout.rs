@@ -1,7 +1,7 @@
 //! Fills [`emitter::KernelLayout`] from the running kernel's vmlinux BTF, so that the code
 //! generator never hard-codes a struct offset or a kfunc id.
 
-use emitter::KernelLayout;
+use emitter::{ConnLayout, KernelLayout, SkbLayout};
 
 use crate::sys::{Btf, Result};
 
@@ -22,7 +22,63 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
         kfunc_rdonly_cast: btf.func_id("bpf_rdonly_cast").unwrap_or(0),
         btf_iphdr: btf.struct_id("iphdr").unwrap_or(0),
         btf_tcphdr: btf.struct_id("tcphdr").unwrap_or(0),
+        skb: skb_layout(btf)?,
+        conn: conn_layout(btf),
     })
+}
+
+/// The `sk_buff`, `net_device` and `rtable` fields events and connection-state matches read.
+fn skb_layout(btf: &Btf) -> Result<SkbLayout> {
+    let bit = |m: &str| -> Result<(u32, u32)> {
+        let (byte, shift, _) = btf.bitfield("sk_buff", m)?;
+        Ok((byte, shift))
+    };
+    Ok(SkbLayout {
+        nfct: btf.member_offset("sk_buff", "_nfct")?,
+        mark: btf.member_offset("sk_buff", "mark")?,
+        dev: btf.member_offset("sk_buff", "dev")?,
+        head: btf.member_offset("sk_buff", "head")?,
+        mac_header: btf.member_offset("sk_buff", "mac_header")?,
+        network_header: btf.member_offset("sk_buff", "network_header")?,
+        refdst: btf.member_offset("sk_buff", "_skb_refdst")?,
+        ip_summed: bit("ip_summed")?,
+        csum_valid: bit("csum_valid")?,
+        dev_ifindex: btf.member_offset("net_device", "ifindex")?,
+        dev_type: btf.member_offset("net_device", "type")?,
+        dev_hard_header_len: btf.member_offset("net_device", "hard_header_len")?,
+        rt_flags: btf.member_offset("rtable", "rt_flags")?,
+        sk: btf.member_offset("sk_buff", "sk")?,
+        sk_state: btf.member_offset("sock", "__sk_common.skc_state")?,
+        sk_socket: btf.member_offset("sock", "sk_socket")?,
+        socket_file: btf.member_offset("socket", "file")?,
+        file_cred: btf.member_offset("file", "f_cred")?,
+        cred_fsuid: btf.member_offset("cred", "fsuid")?,
+        cred_fsgid: btf.member_offset("cred", "fsgid")?,
+    })
+}
+
+/// `struct nf_conn` from vmlinux BTF, or from the nf_conntrack module's BTF when conntrack is
+/// a module (then only once it is loaded); None when neither has it.
+pub fn conn_layout(vmlinux: &Btf) -> Option<ConnLayout> {
+    let read = |btf: &Btf| -> Result<ConnLayout> {
+        let hash = btf.member("nf_conn", "tuplehash")?;
+        let tuple = btf.member_offset("nf_conntrack_tuple_hash", "tuple")?;
+        let tuple_orig = hash.offset + tuple;
+        Ok(ConnLayout {
+            status: btf.member_offset("nf_conn", "status")?,
+            tuple_orig,
+            // tuplehash[IP_CT_DIR_MAX = 2]: the reply direction is the second element
+            tuple_reply: tuple_orig + hash.size / 2,
+            src_addr: btf.member_offset("nf_conntrack_tuple", "src.u3")?,
+            src_port: btf.member_offset("nf_conntrack_tuple", "src.u.all")?,
+            dst_addr: btf.member_offset("nf_conntrack_tuple", "dst.u3")?,
+            dst_port: btf.member_offset("nf_conntrack_tuple", "dst.u.all")?,
+            protonum: btf.member_offset("nf_conntrack_tuple", "dst.protonum")?,
+        })
+    };
+    read(vmlinux)
+        .or_else(|_| Btf::module("nf_conntrack").and_then(|m| read(&m)))
+        .ok()
 }
 
 #[cfg(test)]
@@ -45,5 +101,18 @@ mod tests {
         assert_eq!(l.nf_ctx_skb, 8);
         assert!(l.skb_len > 0 && l.skb_data_len == l.skb_len + 4, "{l:?}");
         assert!(l.kfunc_dynptr_from_skb > 0);
+        // the fields of events and conntrack matches, against what this kernel documents
+        assert!(
+            l.skb.nfct > 0 && l.skb.mark > 0 && l.skb.ip_summed.1 < 8,
+            "{l:?}"
+        );
+        eprintln!("{l:#?}");
+        if let Some(c) = l.conn {
+            assert_eq!(c.src_addr, 0, "{c:?}");
+            assert!(
+                c.tuple_reply > c.tuple_orig && c.protonum > c.dst_addr,
+                "{c:?}"
+            );
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod events;
 pub mod layout;
 pub mod probe;
 pub mod sys;

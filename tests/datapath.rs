@@ -29,6 +29,8 @@ fn unavailable(why: &str) -> Option<Env> {
 
 struct Env {
     layout: KernelLayout,
+    /// size of the event ring buffer of loaded programs
+    ring_bytes: u32,
     ncpu: usize,
     /// packet-access strategies that load on this kernel (the baseline always; the test
     /// fails if it does not)
@@ -87,6 +89,7 @@ fn env() -> Option<Env> {
     }
     Some(Env {
         layout,
+        ring_bytes: 1 << 16,
         ncpu: num_possible_cpus().unwrap(),
         accesses,
     })
@@ -102,6 +105,9 @@ struct Loaded {
     insns: usize,
     /// rule-run lookup maps the program uses
     maps: usize,
+    /// the event ring buffer and loss map (REJECT, LOG)
+    events: Map,
+    loss: Map,
 }
 
 fn max_slot(p: &Program) -> u32 {
@@ -144,9 +150,20 @@ fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
             m
         })
         .collect();
+    let events = Map::create(MapType::RingBuf, 0, 0, env.ring_bytes, "bpfltr_test_ev").unwrap();
+    let loss = Map::create(
+        MapType::Array,
+        4,
+        8,
+        emitter::event::LOSS_SLOTS,
+        "bpfltr_test_evl",
+    )
+    .unwrap();
     let bytes = compiled.bytes(&|m| match m {
         MapRef::Counters => fd,
         MapRef::Other(i) => sets[i as usize].fd().as_raw_fd(),
+        MapRef::Events => events.fd().as_raw_fd(),
+        MapRef::EventLoss => loss.fd().as_raw_fd(),
     });
     let level = std::env::var("BPFILTER_TEST_LOG_LEVEL")
         .ok()
@@ -188,6 +205,8 @@ fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
         stats,
         insns: compiled.slot_count(),
         maps: sets.len(),
+        events,
+        loss,
     }
 }
 
@@ -262,6 +281,7 @@ fn check(
             data: pkt,
             in_dev: [0; 16],
             out_dev: [0; 16],
+            conn: Default::default(),
         },
     );
     if let Some((v, counted)) = expect {
@@ -1936,6 +1956,7 @@ fn random_rulesets_match_reference() {
                             data: pkt,
                             in_dev: [0; 16],
                             out_dev: [0; 16],
+                            conn: Default::default(),
                         },
                     );
                     let (ret, d) = l.run(&env, pkt);
@@ -2382,6 +2403,7 @@ fn deep_chains_match_reference() {
                             data: pkt,
                             in_dev: [0; 16],
                             out_dev: [0; 16],
+                            conn: Default::default(),
                         },
                     );
                     let (ret, d) = l.run(&env, pkt);
@@ -2594,4 +2616,264 @@ fn kernel_scale() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// connection state and events
+
+/// A `-m conntrack` with only the given tests.
+fn ct() -> CtMatch {
+    CtMatch {
+        state: None,
+        dir_original: None,
+        origsrc: None,
+        origdst: None,
+        replsrc: None,
+        repldst: None,
+        proto: None,
+        origsrc_port: None,
+        origdst_port: None,
+        replsrc_port: None,
+        repldst_port: None,
+        status: None,
+    }
+}
+
+/// A test run has no conntrack entry (`skb->_nfct` is 0): every packet is INVALID for
+/// `-m state` and `-m conntrack`, and a conntrack match without a state test never matches.
+/// The reference evaluator (`conntrack_mt`, `state_mt`) is the oracle; the rules are also
+/// loaded, which proves the state code verifies on this kernel.
+#[test]
+fn connection_state_without_an_entry() {
+    let Some(env) = env() else { return };
+    let rules: Vec<(Vec<Match>, bool)> = vec![
+        (vec![Match::State(1 << 3)], false),     // NEW
+        (vec![Match::State(1 << 0)], true),      // INVALID
+        (vec![Match::State(!0u32 & !1)], false), // ! INVALID (folded)
+        (
+            vec![Match::Conntrack(CtMatch {
+                state: Some((ctstate::NEW, false)),
+                ..ct()
+            })],
+            false,
+        ),
+        (
+            vec![Match::Conntrack(CtMatch {
+                state: Some((ctstate::NEW, true)),
+                ..ct()
+            })],
+            true,
+        ),
+        (
+            vec![Match::Conntrack(CtMatch {
+                state: Some((ctstate::INVALID | ctstate::SNAT, false)),
+                ..ct()
+            })],
+            true,
+        ),
+        (
+            vec![Match::Conntrack(CtMatch {
+                status: Some((1 << 3, false)),
+                ..ct()
+            })],
+            false,
+        ),
+        (
+            vec![Match::Conntrack(CtMatch {
+                status: Some((1 << 3, true)),
+                ..ct()
+            })],
+            false,
+        ),
+        (
+            vec![Match::Conntrack(CtMatch {
+                state: Some((ctstate::INVALID, false)),
+                dir_original: Some(true),
+                origsrc: Some(CtAddr {
+                    addr: Ipv4Addr::new(10, 0, 0, 0),
+                    mask: Ipv4Addr::new(255, 0, 0, 0),
+                    invert: false,
+                }),
+                proto: Some((6, false)),
+                origdst_port: Some(CtPort {
+                    range: pr(80, 90),
+                    invert: false,
+                }),
+                ..ct()
+            })],
+            true,
+        ),
+    ];
+    let pkt = ip(
+        TCP,
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+        0,
+        &[],
+        &tcp_hdr(1000, 80, 0x02, &[]),
+    );
+    for (name, opts) in env.access_variants() {
+        for (i, (matches, hit)) in rules.iter().enumerate() {
+            let p = Program::single(
+                Hook::LocalIn,
+                vec![Rule {
+                    matches: matches.clone(),
+                    action: Action::Drop,
+                    counter: 0,
+                }],
+                Policy {
+                    verdict: Verdict::Accept,
+                    counter: 1,
+                },
+            );
+            let l = load_with(&env, &p, opts);
+            let expect: (Verdict, &[u32]) = if *hit {
+                (Verdict::Drop, &[0])
+            } else {
+                (Verdict::Accept, &[1])
+            };
+            check(
+                &env,
+                &l,
+                &p,
+                &pkt,
+                Some(expect),
+                &format!("{name}: state rule {i}"),
+            );
+        }
+    }
+}
+
+/// Reads every record a test run left in the ring buffer.
+fn drain(l: &Loaded) -> Vec<Vec<u8>> {
+    let mut rb = bpfilter::sys::RingBuf::new(&l.events).unwrap();
+    rb.poll(0).unwrap()
+}
+
+fn lost(l: &Loaded, slot: u32) -> u64 {
+    let mut v = [0u8; 8];
+    l.loss.lookup(&slot.to_ne_bytes(), &mut v).unwrap();
+    u64::from_ne_bytes(v)
+}
+
+/// LOG and REJECT hand the packet to the daemon: one record each, with the rule's slot,
+/// parameters, prefix and the packet's bytes; LOG goes on, REJECT drops, both are counted.
+#[test]
+fn events_reach_the_ring_buffer() {
+    use emitter::event::{self, Event};
+    let Some(env) = env() else { return };
+    let mut prefix = [0u8; 30];
+    prefix[..9].copy_from_slice(b"IN-DROP: ");
+    let log = Action::Log(Log {
+        level: 4,
+        flags: 0x03,
+        prefix,
+    });
+    for (name, opts) in env.access_variants() {
+        for hook in [Hook::LocalIn, Hook::LocalOut] {
+            let p = Program::single(
+                hook,
+                vec![
+                    Rule {
+                        matches: vec![proto(TCP, false)],
+                        action: log,
+                        counter: 0,
+                    },
+                    Rule {
+                        matches: vec![],
+                        action: Action::Reject(Reject { with: 7 }),
+                        counter: 1,
+                    },
+                ],
+                Policy {
+                    verdict: Verdict::Accept,
+                    counter: 2,
+                },
+            );
+            let l = load_with(&env, &p, opts);
+            let what = format!("{name} {hook:?}");
+            let mut payload = vec![0u8; 700];
+            payload[..20].copy_from_slice(&tcp_hdr(1000, 22, 0x02, &[]));
+            let pkt = ip(TCP, [10, 0, 0, 1], [10, 0, 0, 2], 0, &[], &payload);
+            check(&env, &l, &p, &pkt, Some((Verdict::Drop, &[0, 1])), &what);
+            let recs = drain(&l);
+            assert_eq!(recs.len(), 2, "{what}: one record per event");
+            let e = Event::parse(&recs[0]).unwrap();
+            assert_eq!(e.kind(), event::KIND_LOG, "{what}");
+            assert_eq!((e.hook(), e.pf()), (hook.number() as u8, 2), "{what}");
+            assert_eq!(
+                (e.log_level(), e.log_flags(), e.rule()),
+                (4, 0x03, 0),
+                "{what}"
+            );
+            assert_eq!(e.prefix(), b"IN-DROP: ", "{what}");
+            assert_eq!(e.skb_len() as usize, pkt.len(), "{what}");
+            assert_eq!(e.packet(), &pkt[..event::PACKET_CAP], "{what}: first bytes");
+            let r = Event::parse(&recs[1]).unwrap();
+            assert_eq!(
+                (r.kind(), r.reject_with(), r.rule()),
+                (event::KIND_REJECT, 7, 1),
+                "{what}"
+            );
+            assert_eq!(r.prefix(), b"", "{what}: REJECT has no prefix");
+            // a short packet is captured whole
+            let short = ip(UDP, [10, 0, 0, 1], [10, 0, 0, 2], 0, &[], &udp_hdr(53, 53));
+            check(&env, &l, &p, &short, Some((Verdict::Drop, &[1])), &what);
+            let recs = drain(&l);
+            assert_eq!(recs.len(), 1, "{what}");
+            let r = Event::parse(&recs[0]).unwrap();
+            assert!(r.complete(), "{what}");
+            assert_eq!(r.packet(), &short[..], "{what}");
+            assert_eq!(
+                (lost(&l, event::LOSS_LOG), lost(&l, event::LOSS_REJECT)),
+                (0, 0)
+            );
+        }
+    }
+}
+
+/// A full ring buffer loses events, counts each loss, and never changes a verdict or a
+/// counter: five records fit in one page, the rest of a burst is counted as lost.
+#[test]
+fn a_full_ring_buffer_counts_its_losses() {
+    use emitter::event;
+    let Some(mut env) = env() else { return };
+    env.ring_bytes = 4096;
+    let p = Program::single(
+        Hook::LocalIn,
+        vec![Rule {
+            matches: vec![],
+            action: Action::Reject(Reject { with: 3 }),
+            counter: 0,
+        }],
+        Policy {
+            verdict: Verdict::Accept,
+            counter: 1,
+        },
+    );
+    let opts = env.access_variants()[0].1;
+    let l = load_with(&env, &p, opts);
+    let pkt = ip(UDP, [10, 0, 0, 1], [10, 0, 0, 2], 0, &[], &udp_hdr(53, 53));
+    let fit = 4096 / (event::RECORD_SIZE + 8);
+    for i in 0..fit + 7 {
+        check(
+            &env,
+            &l,
+            &p,
+            &pkt,
+            Some((Verdict::Drop, &[0])),
+            &format!("packet {i}"),
+        );
+    }
+    assert_eq!(lost(&l, event::LOSS_REJECT), 7);
+    assert_eq!(drain(&l).len(), fit);
+    check(
+        &env,
+        &l,
+        &p,
+        &pkt,
+        Some((Verdict::Drop, &[0])),
+        "after draining",
+    );
+    assert_eq!(drain(&l).len(), 1, "room again once read");
 }

@@ -27,6 +27,11 @@ pub enum MapRef {
     Counters,
     /// Any other map, numbered by the front end (for later match kinds such as set lookups).
     Other(u32),
+    /// The namespace's event ring buffer (REJECT and LOG records, see [`crate::event`]).
+    Events,
+    /// The namespace's count of events lost to a full ring buffer (ARRAY, u32 key, u64
+    /// value, [`crate::event::LOSS_SLOTS`] slots).
+    EventLoss,
 }
 
 #[derive(Debug, Clone)]

@@ -135,6 +135,42 @@ pub enum Action {
     Goto(ChainId),
     /// Count only, continue with the next rule.
     Continue,
+    /// REJECT: hand the packet to the daemon, which sends the reply ([`crate::event`]), and
+    /// drop it.
+    Reject(Reject),
+    /// LOG: hand the packet to the daemon, which writes the log line, and continue with the
+    /// next rule.
+    Log(Log),
+}
+
+impl Action {
+    /// The verdict-only action this one behaves as once its event is handed on (REJECT drops,
+    /// LOG continues).
+    pub fn flow(self) -> Action {
+        match self {
+            Action::Reject(_) => Action::Drop,
+            Action::Log(_) => Action::Continue,
+            a => a,
+        }
+    }
+}
+
+/// `-j REJECT`: the `ipt_reject_info.with` the daemon answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Reject {
+    /// enum ipt_reject_with
+    pub with: u8,
+}
+
+/// `-j LOG`: what the daemon needs to write the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Log {
+    /// syslog level 0-7
+    pub level: u8,
+    /// XT_LOG_* flags
+    pub flags: u8,
+    /// prefix, NUL-terminated
+    pub prefix: [u8; 30],
 }
 
 /// A 16-byte interface name compared under a 16-byte mask (`eth+` is a prefix mask).
@@ -311,6 +347,83 @@ pub struct IpRangeMatch {
     pub inv_dst: bool,
 }
 
+/// The state bits of `-m conntrack --ctstate` (xt_conntrack.h XT_CONNTRACK_STATE_*): bit
+/// `ctinfo % IP_CT_IS_REPLY + 1` for a tracked packet, and these.
+pub mod ctstate {
+    /// no entry and not untracked
+    pub const INVALID: u16 = 1 << 0;
+    /// IP_CT_ESTABLISHED(_REPLY)
+    pub const ESTABLISHED: u16 = 1 << 1;
+    /// IP_CT_RELATED(_REPLY)
+    pub const RELATED: u16 = 1 << 2;
+    /// IP_CT_NEW
+    pub const NEW: u16 = 1 << 3;
+    /// IPS_SRC_NAT set
+    pub const SNAT: u16 = 1 << 6;
+    /// IPS_DST_NAT set
+    pub const DNAT: u16 = 1 << 7;
+    /// IP_CT_UNTRACKED
+    pub const UNTRACKED: u16 = 1 << 8;
+}
+
+/// `-m state`'s bits (xt_state.h): as conntrack's for INVALID/ESTABLISHED/RELATED/NEW, and
+/// UNTRACKED at bit 6.
+pub mod statebits {
+    /// XT_STATE_UNTRACKED
+    pub const UNTRACKED: u32 = 1 << 6;
+}
+
+/// A connection-tuple address test of `-m conntrack` (`--ctorigsrc` and the like).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CtAddr {
+    /// address
+    pub addr: Ipv4Addr,
+    /// mask
+    pub mask: Ipv4Addr,
+    /// `!`
+    pub invert: bool,
+}
+
+/// A connection-tuple port test (`--ctorigsrcport` and the like): an inclusive range in host
+/// order (revisions 1 and 2 compare one port: lo == hi).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CtPort {
+    /// range
+    pub range: PortRange,
+    /// `!`
+    pub invert: bool,
+}
+
+/// `-m conntrack` (xt_conntrack, any revision), tests in the kernel's order
+/// (`conntrack_mt`). `None` = the flag is absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CtMatch {
+    /// --ctstate: state mask ([`ctstate`]) and `!`
+    pub state: Option<(u16, bool)>,
+    /// --ctdir: true = ORIGINAL (XT_CONNTRACK_DIRECTION without `!`), false = REPLY
+    pub dir_original: Option<bool>,
+    /// --ctorigsrc
+    pub origsrc: Option<CtAddr>,
+    /// --ctorigdst
+    pub origdst: Option<CtAddr>,
+    /// --ctreplsrc
+    pub replsrc: Option<CtAddr>,
+    /// --ctrepldst
+    pub repldst: Option<CtAddr>,
+    /// --ctproto: protocol and `!`
+    pub proto: Option<(u8, bool)>,
+    /// --ctorigsrcport
+    pub origsrc_port: Option<CtPort>,
+    /// --ctorigdstport
+    pub origdst_port: Option<CtPort>,
+    /// --ctreplsrcport
+    pub replsrc_port: Option<CtPort>,
+    /// --ctrepldstport
+    pub repldst_port: Option<CtPort>,
+    /// --ctstatus: IPS_* mask and `!`
+    pub status: Option<(u32, bool)>,
+}
+
 /// One test of a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -360,6 +473,11 @@ pub enum Match {
     Multiport(MultiportMatch),
     /// `-m iprange` (revision 1)
     IpRange(IpRangeMatch),
+    /// `-m conntrack`
+    Conntrack(CtMatch),
+    /// `-m state --state` (xt_state): the state mask ([`statebits`]); matches when the
+    /// packet's bit is in it (iptables folds `!` into the mask).
+    State(u32),
 }
 
 impl Match {
@@ -373,7 +491,30 @@ impl Match {
     }
 }
 
+impl Match {
+    /// Does this match read the packet's connection (skb->_nfct)?
+    pub fn needs_conntrack(&self) -> bool {
+        matches!(self, Match::Conntrack(_) | Match::State(_))
+    }
+}
+
 impl Program {
+    /// Does any rule need connection tracking in the program's namespace?
+    pub fn needs_conntrack(&self) -> bool {
+        self.chains
+            .values()
+            .flat_map(|c| &c.rules)
+            .any(|r| r.matches.iter().any(Match::needs_conntrack))
+    }
+
+    /// Does any rule hand events to the daemon (REJECT, LOG)?
+    pub fn has_events(&self) -> bool {
+        self.chains
+            .values()
+            .flat_map(|c| &c.rules)
+            .any(|r| matches!(r.action, Action::Reject(_) | Action::Log(_)))
+    }
+
     /// A program whose entry chain is `rules`, with no user chains.
     pub fn single(hook: Hook, rules: Vec<Rule>, policy: Policy) -> Program {
         let mut chains = BTreeMap::new();

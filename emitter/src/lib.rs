@@ -14,6 +14,7 @@
 pub mod builder;
 pub mod codegen;
 pub mod dispatcher;
+pub mod event;
 pub mod insn;
 pub mod ir;
 pub mod prune;
@@ -52,6 +53,79 @@ pub struct KernelLayout {
     pub btf_iphdr: u32,
     /// BTF id of `struct tcphdr`; 0 if absent.
     pub btf_tcphdr: u32,
+    /// What connection-state matches and events read (see [`SkbLayout`], [`ConnLayout`]).
+    pub skb: SkbLayout,
+    /// `struct nf_conn` as the running kernel lays it out; `None` when its BTF is not
+    /// available (nf_conntrack a module not loaded yet): only `--ctstate`/`--state` without
+    /// SNAT/DNAT bits can then be compiled.
+    pub conn: Option<ConnLayout>,
+}
+
+/// `sk_buff` and `net_device` fields read by connection-state matches and by the events of
+/// REJECT and LOG (byte offsets; bitfields as byte offset and shift).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SkbLayout {
+    /// `sk_buff._nfct` (unsigned long: ctinfo in bits 0-2, the nf_conn pointer above)
+    pub nfct: u32,
+    /// `sk_buff.mark` (u32)
+    pub mark: u32,
+    /// `sk_buff.dev` (pointer)
+    pub dev: u32,
+    /// `sk_buff.head` (pointer)
+    pub head: u32,
+    /// `sk_buff.mac_header` (u16)
+    pub mac_header: u32,
+    /// `sk_buff.network_header` (u16)
+    pub network_header: u32,
+    /// `sk_buff._skb_refdst` (unsigned long, bit 0 = noref)
+    pub refdst: u32,
+    /// byte of `sk_buff` holding `ip_summed` (2 bits) and its shift
+    pub ip_summed: (u32, u32),
+    /// byte of `sk_buff` holding `csum_valid` (1 bit) and its shift
+    pub csum_valid: (u32, u32),
+    /// `net_device.ifindex` (int)
+    pub dev_ifindex: u32,
+    /// `net_device.type` (u16)
+    pub dev_type: u32,
+    /// `net_device.hard_header_len` (u16)
+    pub dev_hard_header_len: u32,
+    /// `rtable.rt_flags` (u32), from the dst_entry the route starts with
+    pub rt_flags: u32,
+    /// `sk_buff.sk` (pointer)
+    pub sk: u32,
+    /// `sock.__sk_common.skc_state` (u8)
+    pub sk_state: u32,
+    /// `sock.sk_socket` (pointer)
+    pub sk_socket: u32,
+    /// `socket.file` (pointer)
+    pub socket_file: u32,
+    /// `file.f_cred` (pointer)
+    pub file_cred: u32,
+    /// `cred.fsuid` (u32); `fsgid` follows at [`SkbLayout::cred_fsgid`]
+    pub cred_fsuid: u32,
+    /// `cred.fsgid` (u32)
+    pub cred_fsgid: u32,
+}
+
+/// `struct nf_conn` and `struct nf_conntrack_tuple` offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnLayout {
+    /// `nf_conn.status` (unsigned long; IPS_* in the low 32 bits)
+    pub status: u32,
+    /// `nf_conn.tuplehash[IP_CT_DIR_ORIGINAL].tuple`
+    pub tuple_orig: u32,
+    /// `nf_conn.tuplehash[IP_CT_DIR_REPLY].tuple`
+    pub tuple_reply: u32,
+    /// `nf_conntrack_tuple.src.u3` (the IPv4 address in its first 4 bytes)
+    pub src_addr: u32,
+    /// `nf_conntrack_tuple.src.u.all` (be16)
+    pub src_port: u32,
+    /// `nf_conntrack_tuple.dst.u3`
+    pub dst_addr: u32,
+    /// `nf_conntrack_tuple.dst.u.all` (be16)
+    pub dst_port: u32,
+    /// `nf_conntrack_tuple.dst.protonum` (u8)
+    pub protonum: u32,
 }
 
 impl KernelLayout {
@@ -72,6 +146,38 @@ impl KernelLayout {
             kfunc_rdonly_cast: 3,
             btf_iphdr: 4,
             btf_tcphdr: 5,
+            skb: SkbLayout {
+                nfct: 104,
+                mark: 168,
+                dev: 16,
+                head: 192,
+                mac_header: 182,
+                network_header: 180,
+                refdst: 88,
+                ip_summed: (130, 5),
+                csum_valid: (131, 2),
+                dev_ifindex: 224,
+                dev_type: 206,
+                dev_hard_header_len: 210,
+                rt_flags: 112,
+                sk: 24,
+                sk_state: 18,
+                sk_socket: 640,
+                socket_file: 16,
+                file_cred: 96,
+                cred_fsuid: 24,
+                cred_fsgid: 28,
+            },
+            conn: Some(ConnLayout {
+                status: 128,
+                tuple_orig: 16,
+                tuple_reply: 72,
+                src_addr: 0,
+                src_port: 16,
+                dst_addr: 20,
+                dst_port: 36,
+                protonum: 38,
+            }),
         }
     }
 }

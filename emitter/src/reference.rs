@@ -13,6 +13,125 @@ pub struct Packet<'a> {
     pub in_dev: [u8; 16],
     /// state->out name
     pub out_dev: [u8; 16],
+    /// the connection the packet belongs to (`skb->_nfct`)
+    pub conn: Conn,
+}
+
+/// One direction of a connection (`struct nf_conntrack_tuple`), addresses and ports as
+/// numbers (host order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tuple {
+    /// src.u3.ip
+    pub src: u32,
+    /// dst.u3.ip
+    pub dst: u32,
+    /// src.u.all
+    pub sport: u16,
+    /// dst.u.all
+    pub dport: u16,
+}
+
+/// What `nf_ct_get` returns for a packet. The default is "no entry, ctinfo 0": what every
+/// packet of a BPF test run sees (INVALID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Conn {
+    /// `_nfct & NFCT_INFOMASK` (enum ip_conntrack_info; 7 = IP_CT_UNTRACKED)
+    pub ctinfo: u8,
+    /// the entry, if `_nfct & NFCT_PTRMASK` is not NULL
+    pub entry: Option<Entry>,
+}
+
+/// The parts of `struct nf_conn` the matches read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Entry {
+    /// `status` (IPS_*)
+    pub status: u32,
+    /// `tuplehash[IP_CT_DIR_ORIGINAL].tuple`
+    pub orig: Tuple,
+    /// `tuplehash[IP_CT_DIR_REPLY].tuple`
+    pub reply: Tuple,
+    /// `nf_ct_protonum`
+    pub proto: u8,
+}
+
+/// IP_CT_IS_REPLY
+const IP_CT_IS_REPLY: u8 = 3;
+/// IP_CT_UNTRACKED
+const IP_CT_UNTRACKED: u8 = 7;
+/// IPS_SRC_NAT, IPS_DST_NAT
+const IPS_SRC_NAT: u32 = 1 << 4;
+const IPS_DST_NAT: u32 = 1 << 5;
+
+/// xt_state's `state_mt`.
+fn state_mt(mask: u32, c: &Conn) -> bool {
+    let bit = match c.entry {
+        Some(_) => 1u32 << (c.ctinfo % IP_CT_IS_REPLY + 1),
+        None if c.ctinfo == IP_CT_UNTRACKED => crate::ir::statebits::UNTRACKED,
+        None => 1,
+    };
+    mask & bit != 0
+}
+
+/// xt_conntrack's `conntrack_mt`, tests in its order.
+fn conntrack_mt(m: &crate::ir::CtMatch, c: &Conn) -> bool {
+    use crate::ir::ctstate;
+    let mut bit: u16 = match c.entry {
+        Some(_) => 1 << (c.ctinfo % IP_CT_IS_REPLY + 1),
+        None if c.ctinfo == IP_CT_UNTRACKED => ctstate::UNTRACKED,
+        None => ctstate::INVALID,
+    };
+    if let Some((mask, invert)) = m.state {
+        if let Some(e) = c.entry {
+            if e.status & IPS_SRC_NAT != 0 {
+                bit |= ctstate::SNAT;
+            }
+            if e.status & IPS_DST_NAT != 0 {
+                bit |= ctstate::DNAT;
+            }
+        }
+        if (mask & bit != 0) == invert {
+            return false;
+        }
+    }
+    let Some(e) = c.entry else {
+        return m.state.is_some();
+    };
+    if let Some(orig) = m.dir_original {
+        if (c.ctinfo < IP_CT_IS_REPLY) != orig {
+            return false;
+        }
+    }
+    let addr_ok = |t: &Option<crate::ir::CtAddr>, v: u32| {
+        t.is_none_or(|a| ((v ^ u32::from(a.addr)) & u32::from(a.mask) == 0) != a.invert)
+    };
+    if !addr_ok(&m.origsrc, e.orig.src)
+        || !addr_ok(&m.origdst, e.orig.dst)
+        || !addr_ok(&m.replsrc, e.reply.src)
+        || !addr_ok(&m.repldst, e.reply.dst)
+    {
+        return false;
+    }
+    if let Some((proto, invert)) = m.proto {
+        if (e.proto == proto) == invert {
+            return false;
+        }
+    }
+    let port_ok = |t: &Option<crate::ir::CtPort>, v: u16| {
+        t.is_none_or(|p| port_in(v, p.range.lo, p.range.hi, p.invert))
+    };
+    if !port_ok(&m.origsrc_port, e.orig.sport)
+        || !port_ok(&m.origdst_port, e.orig.dport)
+        || !port_ok(&m.replsrc_port, e.reply.sport)
+        || !port_ok(&m.repldst_port, e.reply.dport)
+    {
+        return false;
+    }
+    if let Some((mask, invert)) = m.status {
+        if (mask & e.status != 0) == invert {
+            return false;
+        }
+    }
+    true
 }
 
 /// What the kernel would do with the packet.
@@ -69,6 +188,8 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
         Match::OutIface(i) => b(iface_ok(&pkt.out_dev, i)),
         Match::Protocol { proto, invert } => b(*proto == 0 || ((p.proto != *proto) == *invert)),
         Match::Fragment { invert } => b((p.fragoff != 0) != *invert),
+        Match::Conntrack(m) => b(conntrack_mt(m, &pkt.conn)),
+        Match::State(mask) => b(state_mt(*mask, &pkt.conn)),
         Match::Tcp(t) => {
             if p.fragoff != 0 {
                 return if p.fragoff == 1 { Hotdrop } else { No };
@@ -256,13 +377,13 @@ pub fn evaluate(prog: &Program, pkt: &Packet<'_>) -> Outcome {
                         counted,
                     }
                 }
-                Action::Drop => {
+                Action::Drop | Action::Reject(_) => {
                     return Outcome {
                         verdict: Verdict::Drop,
                         counted,
                     }
                 }
-                Action::Continue => idx += 1,
+                Action::Continue | Action::Log(_) => idx += 1,
                 Action::Return => ret = true,
                 Action::Call(c) => {
                     stack.push((chain, idx + 1));
@@ -381,6 +502,7 @@ mod tests {
                 data: &a,
                 in_dev: [0; 16],
                 out_dev: [0; 16],
+                conn: Conn::default(),
             },
         );
         assert_eq!(
@@ -397,6 +519,7 @@ mod tests {
                 data: &a,
                 in_dev: [0; 16],
                 out_dev: [0; 16],
+                conn: Conn::default(),
             },
         );
         assert_eq!(
@@ -413,6 +536,7 @@ mod tests {
                 data: &a[..24],
                 in_dev: [0; 16],
                 out_dev: [0; 16],
+                conn: Conn::default(),
             },
         );
         assert_eq!(

@@ -2,7 +2,8 @@
 //!
 //! Sources: `include/uapi/linux/netfilter/x_tables.h`, `include/uapi/linux/netfilter_ipv4/ip_tables.h`,
 //! `include/uapi/linux/netfilter_ipv6/ip6_tables.h`, `xt_tcpudp.h`, `xt_multiport.h`,
-//! `xt_iprange.h`, `xt_comment.h`. Every size and field offset is checked at compile time.
+//! `xt_iprange.h`, `xt_comment.h`, `xt_conntrack.h`, `xt_state.h`, `xt_LOG.h`,
+//! `netfilter_ipv4/ipt_REJECT.h`. Every size and field offset is checked at compile time.
 //!
 //! The kernel's `xt_entry_match` / `xt_entry_target` are unions whose kernel half holds a
 //! pointer, so the kernel aligns them to 8; these mirrors only carry the user half (alignment 2)
@@ -10,6 +11,7 @@
 //! (zerocopy refuses implicit padding), and it is kept byte for byte where the kernel copies it
 //! back to user space.
 
+use zerocopy::byteorder::network_endian;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// `XT_TABLE_MAXNAMELEN`: table name field size (including the NUL).
@@ -105,6 +107,90 @@ pub const IPRANGE_SRC_INV: u8 = 1 << 4;
 pub const IPRANGE_DST_INV: u8 = 1 << 5;
 /// `XT_MAX_COMMENT_LEN`.
 pub const XT_MAX_COMMENT_LEN: usize = 256;
+
+/// `XT_CONNTRACK_STATE`: match `state_mask` (`--ctstate`, and `-m state` through the alias).
+pub const XT_CONNTRACK_STATE: u16 = 1 << 0;
+/// `XT_CONNTRACK_PROTO`: match `l4proto` (`--ctproto`).
+pub const XT_CONNTRACK_PROTO: u16 = 1 << 1;
+/// `XT_CONNTRACK_ORIGSRC`: match the original source address (`--ctorigsrc`).
+pub const XT_CONNTRACK_ORIGSRC: u16 = 1 << 2;
+/// `XT_CONNTRACK_ORIGDST`: `--ctorigdst`.
+pub const XT_CONNTRACK_ORIGDST: u16 = 1 << 3;
+/// `XT_CONNTRACK_REPLSRC`: `--ctreplsrc`.
+pub const XT_CONNTRACK_REPLSRC: u16 = 1 << 4;
+/// `XT_CONNTRACK_REPLDST`: `--ctrepldst`.
+pub const XT_CONNTRACK_REPLDST: u16 = 1 << 5;
+/// `XT_CONNTRACK_STATUS`: match `status_mask` against the IPS_* bits (`--ctstatus`).
+pub const XT_CONNTRACK_STATUS: u16 = 1 << 6;
+/// `XT_CONNTRACK_EXPIRES`: remaining lifetime in seconds within `expires_min..=expires_max`.
+pub const XT_CONNTRACK_EXPIRES: u16 = 1 << 7;
+/// `XT_CONNTRACK_ORIGSRC_PORT`: `--ctorigsrcport`.
+pub const XT_CONNTRACK_ORIGSRC_PORT: u16 = 1 << 8;
+/// `XT_CONNTRACK_ORIGDST_PORT`: `--ctorigdstport`.
+pub const XT_CONNTRACK_ORIGDST_PORT: u16 = 1 << 9;
+/// `XT_CONNTRACK_REPLSRC_PORT`: `--ctreplsrcport`.
+pub const XT_CONNTRACK_REPLSRC_PORT: u16 = 1 << 10;
+/// `XT_CONNTRACK_REPLDST_PORT`: `--ctrepldstport`.
+pub const XT_CONNTRACK_REPLDST_PORT: u16 = 1 << 11;
+/// `XT_CONNTRACK_DIRECTION`: `--ctdir`; packets in the ORIGINAL direction match, or with the
+/// invert bit (which iptables sets for `--ctdir REPLY`) those in the REPLY direction.
+pub const XT_CONNTRACK_DIRECTION: u16 = 1 << 12;
+/// `XT_CONNTRACK_STATE_ALIAS`: set by iptables for `-m state` sent as conntrack; the kernel
+/// ignores it (iptables-save prints the rule as `-m state`).
+pub const XT_CONNTRACK_STATE_ALIAS: u16 = 1 << 13;
+/// `XT_CONNTRACK_STATE_INVALID` (= `XT_STATE_INVALID`): no conntrack entry.
+pub const XT_CONNTRACK_STATE_INVALID: u16 = 1 << 0;
+/// `XT_CONNTRACK_STATE_BIT(IP_CT_ESTABLISHED)`.
+pub const XT_CONNTRACK_STATE_ESTABLISHED: u16 = 1 << 1;
+/// `XT_CONNTRACK_STATE_BIT(IP_CT_RELATED)`.
+pub const XT_CONNTRACK_STATE_RELATED: u16 = 1 << 2;
+/// `XT_CONNTRACK_STATE_BIT(IP_CT_NEW)`.
+pub const XT_CONNTRACK_STATE_NEW: u16 = 1 << 3;
+/// `XT_CONNTRACK_STATE_SNAT` (`1 << (IP_CT_NUMBER + 1)`): the connection is source-NATed.
+pub const XT_CONNTRACK_STATE_SNAT: u16 = 1 << 6;
+/// `XT_CONNTRACK_STATE_DNAT`: the connection is destination-NATed.
+pub const XT_CONNTRACK_STATE_DNAT: u16 = 1 << 7;
+/// `XT_CONNTRACK_STATE_UNTRACKED` (`1 << (IP_CT_NUMBER + 3)`).
+pub const XT_CONNTRACK_STATE_UNTRACKED: u16 = 1 << 8;
+/// `XT_STATE_UNTRACKED` of the state match (`1 << (IP_CT_NUMBER + 1)`); its INVALID,
+/// ESTABLISHED, RELATED and NEW bits are conntrack's.
+pub const XT_STATE_UNTRACKED: u32 = 1 << 6;
+
+/// `enum ipt_reject_with`: ICMP network unreachable.
+pub const IPT_ICMP_NET_UNREACHABLE: u32 = 0;
+/// ICMP host unreachable.
+pub const IPT_ICMP_HOST_UNREACHABLE: u32 = 1;
+/// ICMP protocol unreachable.
+pub const IPT_ICMP_PROT_UNREACHABLE: u32 = 2;
+/// ICMP port unreachable (iptables' default).
+pub const IPT_ICMP_PORT_UNREACHABLE: u32 = 3;
+/// ICMP echo reply: refused by `reject_tg_check` since 2.6.
+pub const IPT_ICMP_ECHOREPLY: u32 = 4;
+/// ICMP network administratively prohibited.
+pub const IPT_ICMP_NET_PROHIBITED: u32 = 5;
+/// ICMP host administratively prohibited.
+pub const IPT_ICMP_HOST_PROHIBITED: u32 = 6;
+/// TCP reset (only on `-p tcp` entries).
+pub const IPT_TCP_RESET: u32 = 7;
+/// ICMP communication administratively prohibited (packet filtered).
+pub const IPT_ICMP_ADMIN_PROHIBITED: u32 = 8;
+
+/// `XT_LOG_TCPSEQ`: log TCP sequence numbers.
+pub const XT_LOG_TCPSEQ: u8 = 0x01;
+/// `XT_LOG_TCPOPT`: log TCP options.
+pub const XT_LOG_TCPOPT: u8 = 0x02;
+/// `XT_LOG_IPOPT`: log IP options.
+pub const XT_LOG_IPOPT: u8 = 0x04;
+/// `XT_LOG_UID`: log the UID owning the local socket.
+pub const XT_LOG_UID: u8 = 0x08;
+/// `XT_LOG_NFLOG`: unsupported, never set by iptables (the kernel does not check it).
+pub const XT_LOG_NFLOG: u8 = 0x10;
+/// `XT_LOG_MACDECODE`: decode the MAC header.
+pub const XT_LOG_MACDECODE: u8 = 0x20;
+/// `XT_LOG_MASK`: the flags iptables sets (the kernel does not check `logflags`).
+pub const XT_LOG_MASK: u8 = 0x2f;
+/// Size of `xt_log_info.prefix` (29 characters and a NUL).
+pub const XT_LOG_PREFIX_LEN: usize = 30;
 
 /// `NF_DROP`.
 pub const NF_DROP: i32 = 0;
@@ -494,6 +580,206 @@ pub struct XtCommentInfo {
     pub comment: [u8; XT_MAX_COMMENT_LEN],
 }
 
+/// `struct xt_conntrack_mtinfo1` (match "conntrack", revision 1). Addresses are
+/// `union nf_inet_addr` (IPv4: first 4 bytes); ports in network order, single values.
+#[doc(alias = "xt_conntrack_mtinfo1")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XtConntrackMtinfo1 {
+    /// Original direction source address.
+    pub origsrc_addr: [u8; 16],
+    /// Its mask.
+    pub origsrc_mask: [u8; 16],
+    /// Original direction destination address.
+    pub origdst_addr: [u8; 16],
+    /// Its mask.
+    pub origdst_mask: [u8; 16],
+    /// Reply direction source address.
+    pub replsrc_addr: [u8; 16],
+    /// Its mask.
+    pub replsrc_mask: [u8; 16],
+    /// Reply direction destination address.
+    pub repldst_addr: [u8; 16],
+    /// Its mask.
+    pub repldst_mask: [u8; 16],
+    /// Lowest remaining lifetime in seconds (`--ctexpire`).
+    pub expires_min: u32,
+    /// Highest remaining lifetime in seconds.
+    pub expires_max: u32,
+    /// Layer 4 protocol of the connection (`--ctproto`).
+    pub l4proto: u16,
+    /// Original source port.
+    pub origsrc_port: network_endian::U16,
+    /// Original destination port.
+    pub origdst_port: network_endian::U16,
+    /// Reply source port.
+    pub replsrc_port: network_endian::U16,
+    /// Reply destination port.
+    pub repldst_port: network_endian::U16,
+    /// XT_CONNTRACK_* tests to make.
+    pub match_flags: u16,
+    /// XT_CONNTRACK_* tests to invert.
+    pub invert_flags: u16,
+    /// XT_CONNTRACK_STATE_* bits (only the low 8 fit: no UNTRACKED).
+    pub state_mask: u8,
+    /// IPS_* bits (only the low 8).
+    pub status_mask: u8,
+}
+
+/// `struct xt_conntrack_mtinfo2` (match "conntrack", revision 2): revision 1 with 16-bit
+/// state and status masks.
+#[doc(alias = "xt_conntrack_mtinfo2")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XtConntrackMtinfo2 {
+    /// Original direction source address.
+    pub origsrc_addr: [u8; 16],
+    /// Its mask.
+    pub origsrc_mask: [u8; 16],
+    /// Original direction destination address.
+    pub origdst_addr: [u8; 16],
+    /// Its mask.
+    pub origdst_mask: [u8; 16],
+    /// Reply direction source address.
+    pub replsrc_addr: [u8; 16],
+    /// Its mask.
+    pub replsrc_mask: [u8; 16],
+    /// Reply direction destination address.
+    pub repldst_addr: [u8; 16],
+    /// Its mask.
+    pub repldst_mask: [u8; 16],
+    /// Lowest remaining lifetime in seconds.
+    pub expires_min: u32,
+    /// Highest remaining lifetime in seconds.
+    pub expires_max: u32,
+    /// Layer 4 protocol of the connection.
+    pub l4proto: u16,
+    /// Original source port.
+    pub origsrc_port: network_endian::U16,
+    /// Original destination port.
+    pub origdst_port: network_endian::U16,
+    /// Reply source port.
+    pub replsrc_port: network_endian::U16,
+    /// Reply destination port.
+    pub repldst_port: network_endian::U16,
+    /// XT_CONNTRACK_* tests to make.
+    pub match_flags: u16,
+    /// XT_CONNTRACK_* tests to invert.
+    pub invert_flags: u16,
+    /// XT_CONNTRACK_STATE_* bits.
+    pub state_mask: u16,
+    /// IPS_* bits.
+    pub status_mask: u16,
+    /// Implicit C tail padding (the struct is 4-aligned); inside `matchsize`, so the kernel
+    /// copies it back as given.
+    pub pad: [u8; 2],
+}
+
+/// `struct xt_conntrack_mtinfo3` (match "conntrack", revision 3, what iptables 1.8.9 sends for
+/// both `-m conntrack` and `-m state`): revision 2 with port ranges, ports in host order.
+#[doc(alias = "xt_conntrack_mtinfo3")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XtConntrackMtinfo3 {
+    /// Original direction source address.
+    pub origsrc_addr: [u8; 16],
+    /// Its mask.
+    pub origsrc_mask: [u8; 16],
+    /// Original direction destination address.
+    pub origdst_addr: [u8; 16],
+    /// Its mask.
+    pub origdst_mask: [u8; 16],
+    /// Reply direction source address.
+    pub replsrc_addr: [u8; 16],
+    /// Its mask.
+    pub replsrc_mask: [u8; 16],
+    /// Reply direction destination address.
+    pub repldst_addr: [u8; 16],
+    /// Its mask.
+    pub repldst_mask: [u8; 16],
+    /// Lowest remaining lifetime in seconds.
+    pub expires_min: u32,
+    /// Highest remaining lifetime in seconds.
+    pub expires_max: u32,
+    /// Layer 4 protocol of the connection.
+    pub l4proto: u16,
+    /// Original source port range start.
+    pub origsrc_port: u16,
+    /// Original destination port range start.
+    pub origdst_port: u16,
+    /// Reply source port range start.
+    pub replsrc_port: u16,
+    /// Reply destination port range start.
+    pub repldst_port: u16,
+    /// XT_CONNTRACK_* tests to make.
+    pub match_flags: u16,
+    /// XT_CONNTRACK_* tests to invert.
+    pub invert_flags: u16,
+    /// XT_CONNTRACK_STATE_* bits.
+    pub state_mask: u16,
+    /// IPS_* bits.
+    pub status_mask: u16,
+    /// Original source port range end (inclusive).
+    pub origsrc_port_high: u16,
+    /// Original destination port range end.
+    pub origdst_port_high: u16,
+    /// Reply source port range end.
+    pub replsrc_port_high: u16,
+    /// Reply destination port range end.
+    pub repldst_port_high: u16,
+    /// Implicit C tail padding; inside `matchsize`, so the kernel copies it back as given.
+    pub pad: [u8; 2],
+}
+
+/// `struct xt_state_info` (match "state", revision 0).
+#[doc(alias = "xt_state_info")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XtStateInfo {
+    /// XT_STATE_INVALID, XT_STATE_BIT(ctinfo) (same bits as conntrack's) and
+    /// XT_STATE_UNTRACKED.
+    pub statemask: u32,
+}
+
+/// `struct ipt_reject_info` (target "REJECT", revision 0, IPv4).
+#[doc(alias = "ipt_reject_info")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct IptRejectInfo {
+    /// `enum ipt_reject_with` (IPT_ICMP_* / IPT_TCP_RESET). Values past
+    /// IPT_ICMP_ADMIN_PROHIBITED are accepted by the kernel and reject nothing (plain drop).
+    pub with: u32,
+}
+
+/// `struct xt_log_info` (target "LOG", revision 0; `ipt_log_info` has the same layout).
+#[doc(alias = "xt_log_info", alias = "ipt_log_info")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XtLogInfo {
+    /// Syslog level, 0..=7.
+    pub level: u8,
+    /// XT_LOG_* flags (not checked by the kernel).
+    pub logflags: u8,
+    /// NUL-terminated prefix; the kernel copies all 30 bytes back, bytes after the NUL too.
+    pub prefix: [u8; XT_LOG_PREFIX_LEN],
+}
+
+/// `struct ipt_log_info`: the IPv4 name of [`XtLogInfo`].
+#[doc(alias = "ipt_log_info")]
+pub type IptLogInfo = XtLogInfo;
+
 macro_rules! assert_layout {
     ($t:ty, $size:expr $(, $field:ident = $off:expr)*) => {
         const _: () = assert!(core::mem::size_of::<$t>() == $size);
@@ -613,6 +899,66 @@ assert_layout!(
     flags = 64
 );
 assert_layout!(XtCommentInfo, 256, comment = 0);
+assert_layout!(
+    XtConntrackMtinfo1,
+    152,
+    origsrc_addr = 0,
+    origsrc_mask = 16,
+    origdst_addr = 32,
+    origdst_mask = 48,
+    replsrc_addr = 64,
+    replsrc_mask = 80,
+    repldst_addr = 96,
+    repldst_mask = 112,
+    expires_min = 128,
+    expires_max = 132,
+    l4proto = 136,
+    origsrc_port = 138,
+    origdst_port = 140,
+    replsrc_port = 142,
+    repldst_port = 144,
+    match_flags = 146,
+    invert_flags = 148,
+    state_mask = 150,
+    status_mask = 151
+);
+assert_layout!(
+    XtConntrackMtinfo2,
+    156,
+    expires_min = 128,
+    l4proto = 136,
+    origsrc_port = 138,
+    repldst_port = 144,
+    match_flags = 146,
+    invert_flags = 148,
+    state_mask = 150,
+    status_mask = 152,
+    pad = 154
+);
+assert_layout!(
+    XtConntrackMtinfo3,
+    164,
+    expires_min = 128,
+    l4proto = 136,
+    origsrc_port = 138,
+    repldst_port = 144,
+    match_flags = 146,
+    invert_flags = 148,
+    state_mask = 150,
+    status_mask = 152,
+    origsrc_port_high = 154,
+    origdst_port_high = 156,
+    replsrc_port_high = 158,
+    repldst_port_high = 160,
+    pad = 162
+);
+// The C structs are 4-aligned (u32 expires): the mirrors must be too, or `size_of` would not
+// include the tail padding the kernel's `sizeof` has.
+const _: () = assert!(core::mem::align_of::<XtConntrackMtinfo2>() == 4);
+const _: () = assert!(core::mem::align_of::<XtConntrackMtinfo3>() == 4);
+assert_layout!(XtStateInfo, 4, statemask = 0);
+assert_layout!(IptRejectInfo, 4, with = 0);
+assert_layout!(XtLogInfo, 32, level = 0, logflags = 1, prefix = 2);
 
 /// Size of `struct ipt_entry`.
 pub const IPT_ENTRY_SIZE: usize = core::mem::size_of::<IptEntry>();

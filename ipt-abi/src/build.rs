@@ -19,6 +19,7 @@
 //! assert_eq!(ipt_abi::parse_replace(&blob, Some(4)).unwrap().table, table);
 //! ```
 
+use std::mem::size_of;
 use std::net::Ipv4Addr;
 
 use zerocopy::IntoBytes;
@@ -41,6 +42,28 @@ pub enum RuleTarget {
     Jump(String),
     /// `-g CHAIN` (sets IPT_F_GOTO).
     Goto(String),
+    /// `-j REJECT --reject-with`: an IPT_ICMP_* / IPT_TCP_RESET value.
+    Reject(u32),
+    /// `-j LOG`: level (iptables' default is 4), XT_LOG_* flags, prefix (cut to 29 bytes).
+    Log {
+        /// Syslog level.
+        level: u8,
+        /// XT_LOG_* flags.
+        flags: u8,
+        /// Prefix text.
+        prefix: String,
+    },
+}
+
+impl RuleTarget {
+    /// `target_size` of the entry's target.
+    fn target_size(&self) -> usize {
+        match self {
+            RuleTarget::Reject(_) => XT_ENTRY_TARGET_SIZE + xt_align(size_of::<IptRejectInfo>()),
+            RuleTarget::Log { .. } => XT_ENTRY_TARGET_SIZE + xt_align(size_of::<XtLogInfo>()),
+            _ => XT_STANDARD_TARGET_SIZE,
+        }
+    }
 }
 
 /// One rule: ip part, matches, target.
@@ -134,6 +157,32 @@ impl Rule {
             code: [0, 0xff],
             invflags: 0,
         }))
+    }
+    /// `-m conntrack --ctstate MASK` as iptables 1.8.9 sends it: revision 3, XT_CONNTRACK_STATE
+    /// (XT_CONNTRACK_STATE_* bits), everything else zero.
+    pub fn ctstate(self, mask: u16) -> Self {
+        self.conntrack(XtConntrackMtinfo3 {
+            match_flags: XT_CONNTRACK_STATE,
+            state_mask: mask,
+            ..Default::default()
+        })
+    }
+    /// `-m state --state MASK` as iptables 1.8.9 sends it: conntrack revision 3 with
+    /// XT_CONNTRACK_STATE | XT_CONNTRACK_STATE_ALIAS.
+    pub fn state(self, mask: u16) -> Self {
+        self.conntrack(XtConntrackMtinfo3 {
+            match_flags: XT_CONNTRACK_STATE | XT_CONNTRACK_STATE_ALIAS,
+            state_mask: mask,
+            ..Default::default()
+        })
+    }
+    /// A "state" revision 0 match (`xt_state_info`), as older iptables sends `-m state`.
+    pub fn state_rev0(self, statemask: u32) -> Self {
+        self.with(Match::State(XtStateInfo { statemask }))
+    }
+    /// `-m conntrack` with a full revision 3 payload.
+    pub fn conntrack(self, info: XtConntrackMtinfo3) -> Self {
+        self.with(Match::Conntrack(Box::new(Conntrack::V3(info))))
     }
     /// `-m comment --comment text`.
     pub fn comment(self, text: &str) -> Self {
@@ -269,7 +318,7 @@ impl TableBuilder {
             for r in &c.rules {
                 off += IPT_ENTRY_SIZE
                     + r.matches.iter().map(Match::match_size).sum::<usize>()
-                    + XT_STANDARD_TARGET_SIZE;
+                    + r.target.target_size();
             }
             off += std_entry;
         }
@@ -313,29 +362,33 @@ impl TableBuilder {
             let mut first = None;
             for r in &c.rules {
                 let mut ip = r.ip;
-                let verdict = match &r.target {
-                    RuleTarget::Accept => Verdict::Accept,
-                    RuleTarget::Drop => Verdict::Drop,
-                    RuleTarget::Return => Verdict::Return,
-                    RuleTarget::Jump(n) => Verdict::Jump {
+                let target = match &r.target {
+                    RuleTarget::Accept => Target::Standard(Verdict::Accept),
+                    RuleTarget::Drop => Target::Standard(Verdict::Drop),
+                    RuleTarget::Return => Target::Standard(Verdict::Return),
+                    RuleTarget::Jump(n) => Target::Standard(Verdict::Jump {
                         offset: find(n)?,
                         index: 0,
-                    },
+                    }),
                     RuleTarget::Goto(n) => {
                         ip.flags |= IPT_F_GOTO;
-                        Verdict::Jump {
+                        Target::Standard(Verdict::Jump {
                             offset: find(n)?,
                             index: 0,
-                        }
+                        })
                     }
+                    RuleTarget::Reject(with) => Target::Reject(IptRejectInfo { with: *with }),
+                    RuleTarget::Log {
+                        level,
+                        flags,
+                        prefix,
+                    } => Target::Log(XtLogInfo {
+                        level: *level,
+                        logflags: *flags,
+                        prefix: name_field(prefix),
+                    }),
                 };
-                let o = push(
-                    &mut entries,
-                    ip,
-                    r.nfcache,
-                    r.matches.clone(),
-                    Target::Standard(verdict),
-                );
+                let o = push(&mut entries, ip, r.nfcache, r.matches.clone(), target);
                 first.get_or_insert(o);
             }
             let end = push(

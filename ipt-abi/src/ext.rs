@@ -2,8 +2,13 @@
 //!
 //! Mirrors `xt_request_find_match`/`xt_find_match`, `xt_find_revision`, `xt_check_match`,
 //! `xt_check_target` (net/netfilter/x_tables.c) and the `checkentry` functions of
-//! net/netfilter/xt_tcpudp.c, xt_multiport.c, net/ipv4/netfilter/ip_tables.c (icmp).
-//! xt_iprange.c and xt_comment.c have no checkentry.
+//! net/netfilter/xt_tcpudp.c, xt_multiport.c, net/ipv4/netfilter/ip_tables.c (icmp),
+//! net/ipv4/netfilter/ipt_REJECT.c (`reject_tg_check`) and net/netfilter/xt_LOG.c
+//! (`log_tg_check`). xt_iprange.c and xt_comment.c have no checkentry; xt_conntrack.c
+//! (`conntrack_mt_check`) and xt_state.c (`state_mt_check`) only take a reference on the
+//! namespace's conntrack (`nf_ct_netns_get`), which succeeds wherever conntrack is available,
+//! so nothing of theirs is mirrored: the kernel accepts any payload of the right size (no flag
+//! is checked, and revisions 1 and 2 keep their own layout, read at match time).
 
 use crate::abi::*;
 use crate::{ExtKind, Family};
@@ -19,8 +24,12 @@ pub struct Supported {
     pub kind: ExtKind,
     /// `matchsize`/`targetsize` of the kernel's xt_match/xt_target (before XT_ALIGN).
     pub size: usize,
-    /// `.proto` of the xt_match (0 = any).
+    /// `.proto` of the xt_match/xt_target (0 = any).
     pub proto: u16,
+    /// `.table` of the xt_match/xt_target: the only table it may be used in (None = any).
+    pub table: Option<&'static str>,
+    /// `.hooks` of the xt_match/xt_target: bitmask of the hooks that may reach it (0 = any).
+    pub hooks: u32,
 }
 
 const fn m(name: &'static str, revision: u8, size: usize, proto: u16) -> Supported {
@@ -30,6 +39,8 @@ const fn m(name: &'static str, revision: u8, size: usize, proto: u16) -> Support
         kind: ExtKind::Match,
         size,
         proto,
+        table: None,
+        hooks: 0,
     }
 }
 const fn t(name: &'static str, revision: u8, size: usize) -> Supported {
@@ -39,8 +50,27 @@ const fn t(name: &'static str, revision: u8, size: usize) -> Supported {
         kind: ExtKind::Target,
         size,
         proto: 0,
+        table: None,
+        hooks: 0,
     }
 }
+/// A target restricted to one table and a set of hooks (`.table`, `.hooks`).
+const fn t_in(
+    name: &'static str,
+    revision: u8,
+    size: usize,
+    table: &'static str,
+    hooks: u32,
+) -> Supported {
+    Supported {
+        table: Some(table),
+        hooks,
+        ..t(name, revision, size)
+    }
+}
+
+/// `NF_INET_LOCAL_IN`, `NF_INET_FORWARD`, `NF_INET_LOCAL_OUT` as a hook mask: REJECT's `.hooks`.
+pub const REJECT_HOOKS: u32 = (1 << 1) | (1 << 2) | (1 << 3);
 
 /// IPPROTO_TCP.
 pub const IPPROTO_TCP: u16 = 6;
@@ -65,8 +95,20 @@ pub const SUPPORTED_IPV4: &[Supported] = &[
     m("multiport", 1, core::mem::size_of::<XtMultiportV1>(), 0),
     m("iprange", 1, core::mem::size_of::<XtIprangeMtinfo>(), 0),
     m("comment", 0, core::mem::size_of::<XtCommentInfo>(), 0),
+    m("conntrack", 1, size_of::<XtConntrackMtinfo1>(), 0),
+    m("conntrack", 2, size_of::<XtConntrackMtinfo2>(), 0),
+    m("conntrack", 3, size_of::<XtConntrackMtinfo3>(), 0),
+    m("state", 0, core::mem::size_of::<XtStateInfo>(), 0),
     t(XT_STANDARD_TARGET, 0, 4),
     t(XT_ERROR_TARGET, 0, XT_FUNCTION_MAXNAMELEN),
+    t_in(
+        "REJECT",
+        0,
+        core::mem::size_of::<IptRejectInfo>(),
+        "filter",
+        REJECT_HOOKS,
+    ),
+    t("LOG", 0, core::mem::size_of::<XtLogInfo>()),
 ];
 
 /// Extensions bpfilter accepts for IPv6 (ip6tables), for revision queries.
@@ -77,14 +119,22 @@ pub const SUPPORTED_IPV6: &[Supported] = &[
     m("multiport", 1, core::mem::size_of::<XtMultiportV1>(), 0),
     m("iprange", 1, core::mem::size_of::<XtIprangeMtinfo>(), 0),
     m("comment", 0, core::mem::size_of::<XtCommentInfo>(), 0),
+    m("conntrack", 1, size_of::<XtConntrackMtinfo1>(), 0),
+    m("conntrack", 2, size_of::<XtConntrackMtinfo2>(), 0),
+    m("conntrack", 3, size_of::<XtConntrackMtinfo3>(), 0),
+    m("state", 0, core::mem::size_of::<XtStateInfo>(), 0),
     t(XT_STANDARD_TARGET, 0, 4),
     t(XT_ERROR_TARGET, 0, XT_FUNCTION_MAXNAMELEN),
+    // xt_LOG.c registers the same xt_log_info target for NFPROTO_IPV6. REJECT is not listed:
+    // ip6tables' REJECT is ip6t_REJECT.c, another extension with its own ip6t_reject_info.
+    t("LOG", 0, core::mem::size_of::<XtLogInfo>()),
 ];
 
 /// Extensions the kernel registers for NFPROTO_UNSPEC among ours: a wrong revision of these
 /// makes `xt_find_match` answer EPROTOTYPE instead of ENOENT (the NFPROTO_IPV4 search result is
 /// discarded when it retries the family-independent list).
-const UNSPEC_NAMES: &[&str] = &["comment"];
+/// (xt_comment.c, xt_conntrack.c and xt_state.c register `.family = NFPROTO_UNSPEC`.)
+const UNSPEC_NAMES: &[&str] = &["comment", "conntrack", "state"];
 
 fn table(family: Family) -> &'static [Supported] {
     match family {
@@ -159,10 +209,61 @@ pub fn xt_check_match(
     Ok(())
 }
 
-/// `xt_check_target`'s generic part: payload size.
-pub fn xt_check_target(ext: &Supported, size: usize) -> Result<(), (i32, &'static str)> {
+/// `xt_check_target`'s generic part, in the kernel's order: payload size, `.table` (the
+/// request's table name, NUL-terminated by `do_replace`), `.hooks` against the entry's hook
+/// mask (`comefrom`, the hooks `mark_source_chains` found reaching it) and `.proto` (none of
+/// our targets sets one). All EINVAL.
+pub fn xt_check_target(
+    ext: &Supported,
+    size: usize,
+    table: &str,
+    hook_mask: u32,
+    proto: u16,
+    inv_proto: bool,
+) -> Result<(), (i32, &'static str)> {
     if xt_align(ext.size) != size {
         return Err((libc::EINVAL, "invalid target size"));
+    }
+    if ext.table.is_some_and(|t| t != table) {
+        return Err((libc::EINVAL, "target only valid in another table"));
+    }
+    if ext.hooks != 0 && hook_mask & !ext.hooks != 0 {
+        return Err((libc::EINVAL, "target used from a hook it does not allow"));
+    }
+    if ext.proto != 0 && (ext.proto != proto || inv_proto) {
+        return Err((
+            libc::EINVAL,
+            "target only valid for its protocol (not inverted)",
+        ));
+    }
+    Ok(())
+}
+
+/// `reject_tg_check` (ipt_REJECT.c): `echo-reply` is refused, `tcp-reset` needs an entry that
+/// matches `-p tcp` without `!`. Other values, even unknown ones, are accepted. EINVAL.
+pub fn reject_tg_check(
+    info: &IptRejectInfo,
+    proto: u16,
+    ip_invflags: u8,
+) -> Result<(), (i32, &'static str)> {
+    match info.with {
+        IPT_ICMP_ECHOREPLY => Err((libc::EINVAL, "REJECT: echo-reply no longer supported")),
+        IPT_TCP_RESET if proto != IPPROTO_TCP || ip_invflags & IPT_INV_PROTO != 0 => {
+            Err((libc::EINVAL, "REJECT: tcp-reset needs -p tcp"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `log_tg_check` (xt_LOG.c): level below 8 and a NUL in the last prefix byte (an earlier NUL
+/// is not enough; `logflags` is not checked). EINVAL. The kernel then takes a reference on the
+/// syslog logger (`nf_logger_find_get`), which succeeds where nf_log_syslog is available.
+pub fn log_tg_check(info: &XtLogInfo) -> Result<(), (i32, &'static str)> {
+    if info.level >= 8 {
+        return Err((libc::EINVAL, "LOG: level >= 8"));
+    }
+    if info.prefix[XT_LOG_PREFIX_LEN - 1] != 0 {
+        return Err((libc::EINVAL, "LOG: prefix not NUL-terminated"));
     }
     Ok(())
 }
@@ -274,6 +375,92 @@ mod tests {
             xt_request_find(f, ExtKind::Match, &n("icmp6"), 0).map_err(|e| e.0),
             Err(libc::ENOENT)
         );
+        // conntrack and state are NFPROTO_UNSPEC: a missing revision is EPROTOTYPE.
+        for rev in 1..=3 {
+            let s = xt_request_find(f, ExtKind::Match, &n("conntrack"), rev).expect("conntrack");
+            assert_eq!(s.revision, rev);
+        }
+        for (name, rev) in [("conntrack", 0), ("conntrack", 4), ("state", 1)] {
+            assert_eq!(
+                xt_request_find(f, ExtKind::Match, &n(name), rev).map_err(|e| e.0),
+                Err(libc::EPROTOTYPE),
+                "{name} {rev}"
+            );
+        }
+        // REJECT and LOG are registered per family: another revision is ENOENT.
+        for name in ["REJECT", "LOG"] {
+            assert!(xt_request_find(f, ExtKind::Target, &n(name), 0).is_ok());
+            assert_eq!(
+                xt_request_find(f, ExtKind::Target, &n(name), 1).map_err(|e| e.0),
+                Err(libc::ENOENT)
+            );
+        }
+    }
+
+    #[test]
+    fn kernel_sizes() {
+        // matchsize / targetsize of the kernel's registrations (before XT_ALIGN).
+        let size = |kind, name, rev| {
+            SUPPORTED_IPV4
+                .iter()
+                .find(|s| s.kind == kind && s.name == name && s.revision == rev)
+                .map(|s| s.size)
+        };
+        assert_eq!(size(ExtKind::Match, "conntrack", 1), Some(152));
+        assert_eq!(size(ExtKind::Match, "conntrack", 2), Some(156));
+        assert_eq!(size(ExtKind::Match, "conntrack", 3), Some(164));
+        assert_eq!(size(ExtKind::Match, "state", 0), Some(4));
+        assert_eq!(size(ExtKind::Target, "REJECT", 0), Some(4));
+        assert_eq!(size(ExtKind::Target, "LOG", 0), Some(32));
+    }
+
+    #[test]
+    fn target_checks() {
+        let reject = SUPPORTED_IPV4
+            .iter()
+            .find(|s| s.name == "REJECT")
+            .expect("REJECT");
+        let log = SUPPORTED_IPV4
+            .iter()
+            .find(|s| s.name == "LOG")
+            .expect("LOG");
+        let ok = |ext, size, table, hooks| xt_check_target(ext, size, table, hooks, 0, false);
+        assert!(ok(reject, 8, "filter", REJECT_HOOKS).is_ok());
+        assert!(ok(reject, 8, "filter", 0).is_ok(), "unreachable entry");
+        assert!(ok(reject, 4, "filter", 2).is_err(), "size before XT_ALIGN");
+        assert!(ok(reject, 16, "filter", 2).is_err());
+        assert!(ok(reject, 8, "security", 2).is_err(), "filter only");
+        assert!(ok(reject, 8, "filter", 1 | 2).is_err(), "PREROUTING");
+        assert!(ok(reject, 8, "filter", 1 << 4).is_err(), "POSTROUTING");
+        assert!(ok(log, 32, "nat", 0x1f).is_ok(), "LOG: any table, any hook");
+        assert!(ok(log, 40, "filter", 2).is_err());
+        // reject_tg_check.
+        let with = |with| IptRejectInfo { with };
+        for w in [0, 1, 2, 3, 5, 6, 8, 9, u32::MAX] {
+            assert!(reject_tg_check(&with(w), 0, IPT_INV_PROTO).is_ok(), "{w}");
+        }
+        assert!(reject_tg_check(&with(IPT_ICMP_ECHOREPLY), IPPROTO_TCP, 0).is_err());
+        assert!(reject_tg_check(&with(IPT_TCP_RESET), IPPROTO_TCP, 0).is_ok());
+        assert!(reject_tg_check(&with(IPT_TCP_RESET), IPPROTO_TCP, IPT_INV_SRCIP).is_ok());
+        assert!(reject_tg_check(&with(IPT_TCP_RESET), 0, 0).is_err());
+        assert!(reject_tg_check(&with(IPT_TCP_RESET), IPPROTO_UDP, 0).is_err());
+        assert!(reject_tg_check(&with(IPT_TCP_RESET), IPPROTO_TCP, IPT_INV_PROTO).is_err());
+        // log_tg_check.
+        let mut l = XtLogInfo {
+            level: 7,
+            logflags: 0xff,
+            prefix: [0; XT_LOG_PREFIX_LEN],
+        };
+        assert!(log_tg_check(&l).is_ok(), "flags are not checked");
+        l.level = 8;
+        assert!(log_tg_check(&l).is_err());
+        l.level = 0;
+        l.prefix = [b'x'; XT_LOG_PREFIX_LEN];
+        assert!(log_tg_check(&l).is_err(), "no NUL");
+        l.prefix[3] = 0;
+        assert!(log_tg_check(&l).is_err(), "only the last byte counts");
+        l.prefix[XT_LOG_PREFIX_LEN - 1] = 0;
+        assert!(log_tg_check(&l).is_ok(), "garbage after an earlier NUL");
     }
 
     #[test]
@@ -292,14 +479,52 @@ mod tests {
             find_revision(f, ExtKind::Match, "iprange", 0),
             Err(libc::EPROTONOSUPPORT)
         );
+        assert_eq!(find_revision(f, ExtKind::Target, "ERROR", 0), Ok(0));
+        // conntrack has revisions 1..=3: any of them answers the best, 3 (6.18, xt-oracle).
+        for rev in 1..=3 {
+            assert_eq!(find_revision(f, ExtKind::Match, "conntrack", rev), Ok(3));
+        }
+        for rev in [0, 4] {
+            assert_eq!(
+                find_revision(f, ExtKind::Match, "conntrack", rev),
+                Err(libc::EPROTONOSUPPORT)
+            );
+        }
+        assert_eq!(find_revision(f, ExtKind::Match, "state", 0), Ok(0));
+        assert_eq!(find_revision(f, ExtKind::Target, "LOG", 0), Ok(0));
+        assert_eq!(find_revision(f, ExtKind::Target, "REJECT", 0), Ok(0));
+        for (kind, name) in [
+            (ExtKind::Match, "state"),
+            (ExtKind::Target, "LOG"),
+            (ExtKind::Target, "REJECT"),
+        ] {
+            assert_eq!(
+                find_revision(f, kind, name, 1),
+                Err(libc::EPROTONOSUPPORT),
+                "{name} 1"
+            );
+        }
+        // A match name is no target name and the other way round.
         assert_eq!(
-            find_revision(f, ExtKind::Match, "conntrack", 3),
+            find_revision(f, ExtKind::Target, "conntrack", 3),
             Err(libc::ENOENT)
         );
-        assert_eq!(find_revision(f, ExtKind::Target, "ERROR", 0), Ok(0));
         assert_eq!(
-            find_revision(f, ExtKind::Target, "LOG", 0),
+            find_revision(f, ExtKind::Match, "LOG", 0),
             Err(libc::ENOENT)
+        );
+        // ip6tables' REJECT is another extension (ip6t_REJECT), not implemented.
+        assert_eq!(
+            find_revision(Family::Ipv6, ExtKind::Target, "REJECT", 0),
+            Err(libc::ENOENT)
+        );
+        assert_eq!(
+            find_revision(Family::Ipv6, ExtKind::Match, "conntrack", 2),
+            Ok(3)
+        );
+        assert_eq!(
+            find_revision(Family::Ipv6, ExtKind::Target, "LOG", 0),
+            Ok(0)
         );
         assert_eq!(
             find_revision(Family::Ipv6, ExtKind::Match, "icmp", 0),

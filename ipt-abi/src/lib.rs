@@ -20,6 +20,10 @@
 //! - No function here panics on any input; nothing allocates more than the input's size
 //!   warrants.
 //!
+//! Extensions: matches tcp, udp, icmp, multiport (rev 1), iprange (rev 1), comment, conntrack
+//! (revisions 1, 2, 3, each kept in its own layout; [`Conntrack::info`] reads any of them in
+//! revision 3's form) and state; targets standard, ERROR, REJECT and LOG (see [`ext`]).
+//!
 //! For the translator: the kernel accepts two things bpfilter cannot run, so they parse and the
 //! translator must refuse them (ENOENT): [`Verdict::Queue`] (NF_QUEUE); and
 //! a [`Verdict::Jump`] whose `index` is `u32::MAX` (its offset is no entry start) can only sit

@@ -5,7 +5,9 @@
 //! the entry header as stored (ip part, nfcache, offsets, the kernel-computed comefrom), the
 //! caller's counters, then each match/target header with the kernel's name (NUL-padded here),
 //! revision and `matchsize` payload bytes followed by zeros up to XT_ALIGN(matchsize). None of
-//! our extensions sets `usersize`, so the whole `matchsize` is copied.
+//! our extensions sets `usersize`, so the whole `matchsize` is copied: C padding inside the
+//! payload (udp, iprange, conntrack revisions 2 and 3) and bytes after a NUL (comment, LOG
+//! prefix) come back exactly as the user sent them.
 
 use std::net::Ipv4Addr;
 use std::ops::Range;
@@ -140,6 +142,174 @@ pub enum Match {
     IpRange(XtIprangeMtinfo),
     /// "comment" revision 0.
     Comment(Box<XtCommentInfo>),
+    /// "conntrack" revisions 1, 2, 3 (iptables 1.8.9 sends revision 3, also for `-m state`).
+    /// [`Conntrack::info`] gives every revision in the revision 3 form.
+    Conntrack(Box<Conntrack>),
+    /// "state" revision 0 (iptables 1.8.9 sends `-m state` as conntrack revision 3 instead,
+    /// falling back to this only on kernels without conntrack revisions 1 to 3).
+    State(XtStateInfo),
+}
+
+/// The payload of a conntrack match, in the revision the user sent (kept byte for byte).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Conntrack {
+    /// Revision 1: 8-bit state and status masks, single ports in network order.
+    V1(XtConntrackMtinfo1),
+    /// Revision 2: 16-bit masks, single ports in network order.
+    V2(XtConntrackMtinfo2),
+    /// Revision 3: 16-bit masks, port ranges in host order.
+    V3(XtConntrackMtinfo3),
+}
+
+/// One address test of a conntrack match: `(tuple address & mask) == (addr & mask)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CtAddr {
+    /// Address (the first 4 bytes of the `nf_inet_addr`, as IPv4).
+    pub addr: Ipv4Addr,
+    /// Mask.
+    pub mask: Ipv4Addr,
+}
+
+/// A conntrack match normalized to revision 3's fields (what the kernel's `conntrack_mt`
+/// reads for every revision). Ports are host order, as inclusive ranges: revisions 1 and 2
+/// give `lo == hi`. Semantics (xt_conntrack.c `conntrack_mt`, each test only when its
+/// XT_CONNTRACK_* bit is in `match_flags`, and inverted by the same bit of `invert_flags`
+/// unless said otherwise):
+/// - STATE: `state_mask & statebit != 0`, where statebit is XT_CONNTRACK_STATE_UNTRACKED
+///   for an untracked packet, XT_CONNTRACK_STATE_INVALID for another packet without a
+///   conntrack entry, else `XT_CONNTRACK_STATE_BIT(ctinfo)` plus SNAT/DNAT when the entry is
+///   NATed. Without an entry (invalid or untracked) no later test runs: the match result is
+///   then "STATE is in match_flags" (after the STATE test itself).
+/// - DIRECTION: packets in the ORIGINAL direction match; inverted (iptables' `--ctdir
+///   REPLY`), those in the REPLY direction.
+/// - ORIGSRC/ORIGDST/REPLSRC/REPLDST: masked address of that tuple equals `addr & mask`.
+/// - PROTO: the connection's layer 4 protocol (`nf_ct_protonum`, a u8) equals `l4proto`.
+/// - *_PORT: the tuple's port (host order) within the range.
+/// - STATUS: `status_mask & ct->status != 0`.
+/// - EXPIRES: remaining lifetime in seconds within `expires`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConntrackInfo {
+    /// The revision the rule came in.
+    pub revision: u8,
+    /// XT_CONNTRACK_* tests to make (unknown bits kept; the kernel ignores them).
+    pub match_flags: u16,
+    /// XT_CONNTRACK_* tests to invert.
+    pub invert_flags: u16,
+    /// XT_CONNTRACK_STATE_* bits (revision 1: only the low 8 bits exist).
+    pub state_mask: u16,
+    /// IPS_* bits (revision 1: only the low 8 bits exist).
+    pub status_mask: u16,
+    /// Original direction source.
+    pub origsrc: CtAddr,
+    /// Original direction destination.
+    pub origdst: CtAddr,
+    /// Reply direction source.
+    pub replsrc: CtAddr,
+    /// Reply direction destination.
+    pub repldst: CtAddr,
+    /// Layer 4 protocol.
+    pub l4proto: u16,
+    /// Original source port range (inclusive, host order).
+    pub origsrc_port: [u16; 2],
+    /// Original destination port range.
+    pub origdst_port: [u16; 2],
+    /// Reply source port range.
+    pub replsrc_port: [u16; 2],
+    /// Reply destination port range.
+    pub repldst_port: [u16; 2],
+    /// Remaining lifetime range in seconds (inclusive): `[expires_min, expires_max]`.
+    pub expires: [u32; 2],
+}
+
+fn ct_addr(addr: &[u8; 16], mask: &[u8; 16]) -> CtAddr {
+    CtAddr {
+        addr: Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]),
+        mask: Ipv4Addr::new(mask[0], mask[1], mask[2], mask[3]),
+    }
+}
+
+/// Builds a ConntrackInfo from the fields every revision shares; masks and ports differ.
+macro_rules! ct_common {
+    ($p:expr, $rev:expr, $state:expr, $status:expr, $ports:expr) => {
+        ConntrackInfo {
+            revision: $rev,
+            match_flags: $p.match_flags,
+            invert_flags: $p.invert_flags,
+            state_mask: $state,
+            status_mask: $status,
+            origsrc: ct_addr(&$p.origsrc_addr, &$p.origsrc_mask),
+            origdst: ct_addr(&$p.origdst_addr, &$p.origdst_mask),
+            replsrc: ct_addr(&$p.replsrc_addr, &$p.replsrc_mask),
+            repldst: ct_addr(&$p.repldst_addr, &$p.repldst_mask),
+            l4proto: $p.l4proto,
+            origsrc_port: $ports[0],
+            origdst_port: $ports[1],
+            replsrc_port: $ports[2],
+            repldst_port: $ports[3],
+            expires: [$p.expires_min, $p.expires_max],
+        }
+    };
+}
+
+impl Conntrack {
+    /// The match revision (1, 2 or 3).
+    pub fn revision(&self) -> u8 {
+        match self {
+            Conntrack::V1(_) => 1,
+            Conntrack::V2(_) => 2,
+            Conntrack::V3(_) => 3,
+        }
+    }
+    /// The payload bytes as sent (`matchsize` of them).
+    pub fn payload(&self) -> &[u8] {
+        match self {
+            Conntrack::V1(p) => p.as_bytes(),
+            Conntrack::V2(p) => p.as_bytes(),
+            Conntrack::V3(p) => p.as_bytes(),
+        }
+    }
+    /// The fields in revision 3's form, whatever the revision (see [`ConntrackInfo`]).
+    pub fn info(&self) -> ConntrackInfo {
+        let one = |p: zerocopy::byteorder::network_endian::U16| [p.get(), p.get()];
+        match self {
+            Conntrack::V1(p) => ct_common!(
+                p,
+                1,
+                u16::from(p.state_mask),
+                u16::from(p.status_mask),
+                [
+                    one(p.origsrc_port),
+                    one(p.origdst_port),
+                    one(p.replsrc_port),
+                    one(p.repldst_port)
+                ]
+            ),
+            Conntrack::V2(p) => ct_common!(
+                p,
+                2,
+                p.state_mask,
+                p.status_mask,
+                [
+                    one(p.origsrc_port),
+                    one(p.origdst_port),
+                    one(p.replsrc_port),
+                    one(p.repldst_port)
+                ]
+            ),
+            Conntrack::V3(p) => ct_common!(
+                p,
+                3,
+                p.state_mask,
+                p.status_mask,
+                [
+                    [p.origsrc_port, p.origsrc_port_high],
+                    [p.origdst_port, p.origdst_port_high],
+                    [p.replsrc_port, p.replsrc_port_high],
+                    [p.repldst_port, p.repldst_port_high]
+                ]
+            ),
+        }
+    }
 }
 
 impl Match {
@@ -152,13 +322,20 @@ impl Match {
             Match::Multiport(_) => "multiport",
             Match::IpRange(_) => "iprange",
             Match::Comment(_) => "comment",
+            Match::Conntrack(_) => "conntrack",
+            Match::State(_) => "state",
         }
     }
     /// Extension revision.
     pub fn revision(&self) -> u8 {
         match self {
             Match::Multiport(_) | Match::IpRange(_) => 1,
-            _ => 0,
+            Match::Conntrack(c) => c.revision(),
+            Match::Tcp(_)
+            | Match::Udp(_)
+            | Match::Icmp(_)
+            | Match::Comment(_)
+            | Match::State(_) => 0,
         }
     }
     /// The payload bytes (`matchsize` of them).
@@ -170,6 +347,8 @@ impl Match {
             Match::Multiport(p) => p.as_bytes(),
             Match::IpRange(p) => p.as_bytes(),
             Match::Comment(p) => p.as_bytes(),
+            Match::Conntrack(c) => c.payload(),
+            Match::State(p) => p.as_bytes(),
         }
     }
     /// `match_size` in the blob: header + XT_ALIGN(matchsize).
@@ -180,6 +359,13 @@ impl Match {
     pub fn comment_text(&self) -> Option<String> {
         match self {
             Match::Comment(c) => Some(String::from_utf8_lossy(c_str(&c.comment)).into_owned()),
+            _ => None,
+        }
+    }
+    /// A conntrack match in revision 3's form (None for other matches).
+    pub fn conntrack(&self) -> Option<ConntrackInfo> {
+        match self {
+            Match::Conntrack(c) => Some(c.info()),
             _ => None,
         }
     }
@@ -265,14 +451,42 @@ pub enum Target {
     /// The ERROR target (revision 0): a user chain head (errorname = chain name) or the table
     /// end ("ERROR"). Reaching it drops the packet.
     Error(ErrorName),
+    /// "REJECT" revision 0 (filter table only; INPUT, FORWARD, OUTPUT): drops the packet and
+    /// answers with the ICMP error or TCP reset of `with`.
+    Reject(IptRejectInfo),
+    /// "LOG" revision 0: logs the packet (syslog, `level`, `logflags`, `prefix`) and continues
+    /// with the next entry (XT_CONTINUE).
+    Log(XtLogInfo),
 }
 
 impl Target {
-    /// `target_size` in the blob.
+    /// Extension name ("" for the standard target).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Standard(_) => XT_STANDARD_TARGET,
+            Target::Error(_) => XT_ERROR_TARGET,
+            Target::Reject(_) => "REJECT",
+            Target::Log(_) => "LOG",
+        }
+    }
+    /// Extension revision (0 for all of ours).
+    pub fn revision(&self) -> u8 {
+        0
+    }
+    /// `target_size` in the blob: header + XT_ALIGN(targetsize).
     pub fn target_size(&self) -> usize {
         match self {
             Target::Standard(_) => XT_STANDARD_TARGET_SIZE,
             Target::Error(_) => XT_ERROR_TARGET_SIZE,
+            Target::Reject(p) => XT_ENTRY_TARGET_SIZE + xt_align(p.as_bytes().len()),
+            Target::Log(p) => XT_ENTRY_TARGET_SIZE + xt_align(p.as_bytes().len()),
+        }
+    }
+    /// The LOG prefix up to its first NUL (None for other targets).
+    pub fn log_prefix(&self) -> Option<String> {
+        match self {
+            Target::Log(l) => Some(String::from_utf8_lossy(c_str(&l.prefix)).into_owned()),
+            _ => None,
         }
     }
 }
@@ -313,7 +527,7 @@ impl Entry {
     pub fn verdict(&self) -> Option<Verdict> {
         match self.target {
             Target::Standard(v) => Some(v),
-            Target::Error(_) => None,
+            Target::Error(_) | Target::Reject(_) | Target::Log(_) => None,
         }
     }
     /// Append the entry's bytes as `copy_entries_to_user` writes them, with the given counters.
@@ -367,8 +581,24 @@ impl Entry {
                 };
                 out.extend_from_slice(t.as_bytes());
             }
+            Target::Reject(p) => write_target(out, self.target.name(), p.as_bytes()),
+            Target::Log(p) => write_target(out, self.target.name(), p.as_bytes()),
         }
     }
+}
+
+/// A target as `xt_target_to_user` writes it: header, `targetsize` payload bytes as given,
+/// zeros up to XT_ALIGN.
+fn write_target(out: &mut Vec<u8>, name: &str, payload: &[u8]) {
+    let size = XT_ENTRY_TARGET_SIZE + xt_align(payload.len());
+    let h = XtEntryTarget {
+        target_size: size as u16,
+        name: name_field(name),
+        revision: 0,
+    };
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(payload);
+    out.resize(out.len() + xt_align(payload.len()) - payload.len(), 0);
 }
 
 /// A chain as iptables lays it out in the table.

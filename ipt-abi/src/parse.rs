@@ -12,7 +12,8 @@
 //!    entry count == num_entries (EINVAL); `xt_check_table_hooks` (EINVAL);
 //!    `mark_source_chains` (ELOOP); `find_check_entry` on every entry in order (each match:
 //!    lookup ENOENT/EPROTOTYPE/EINVAL, `xt_check_match` size/proto EINVAL, checkentry; then the
-//!    target likewise).
+//!    target likewise, `xt_check_target` also checking `.table` and `.hooks` against the
+//!    entry's comefrom, EINVAL).
 //! 3. `__do_replace`: `xt_counters_alloc(num_counters)` (ENOMEM); table lookup (ENOENT);
 //!    valid_hooks equal to the table's (EINVAL); `xt_replace_table`: num_counters equal to the
 //!    installed table's entry count (EAGAIN).
@@ -115,7 +116,7 @@ pub fn parse_replace(blob: &[u8], current_entries: Option<u32>) -> Result<Replac
     let name = name_string(&hdr.name[..XT_TABLE_MAXNAMELEN - 1]);
     xt_alloc_table_info(hdr.size)?;
     let entries = &rest[..hdr.size as usize];
-    let mut table = translate_table(&hdr, entries)?;
+    let mut table = translate_table(&hdr, &name, entries)?;
     table.name = name.clone();
     // __do_replace
     xt_counters_alloc(hdr.num_counters)?;
@@ -197,8 +198,9 @@ fn read_u16(b: &[u8], off: usize) -> u16 {
     u16::from_ne_bytes([b[off], b[off + 1]])
 }
 
-/// `translate_table`: walk, check and type every entry of the blob.
-fn translate_table(repl: &IptReplace, blob: &[u8]) -> Result<Table, AbiError> {
+/// `translate_table`: walk, check and type every entry of the blob. `name` is the request's
+/// table name, which `xt_check_target` compares with a target's `.table`.
+fn translate_table(repl: &IptReplace, name: &str, blob: &[u8]) -> Result<Table, AbiError> {
     let mut hook_entry = [u32::MAX; NF_INET_NUMHOOKS];
     let mut underflow = [u32::MAX; NF_INET_NUMHOOKS];
     xt_alloc_entry_offsets(repl.num_entries)?;
@@ -226,7 +228,14 @@ fn translate_table(repl: &IptReplace, blob: &[u8]) -> Result<Table, AbiError> {
     let comefrom = mark_source_chains(&raw, &offsets, &hook_entry, repl.valid_hooks)?;
     let mut entries = Vec::with_capacity(raw.len());
     for (i, r) in raw.iter().enumerate() {
-        entries.push(find_check_entry(blob, r, i as u32, &offsets, comefrom[i])?);
+        entries.push(find_check_entry(
+            blob,
+            r,
+            i as u32,
+            &offsets,
+            comefrom[i],
+            name,
+        )?);
     }
     Ok(Table {
         name: String::new(),
@@ -579,13 +588,15 @@ fn ext_err(
 }
 
 /// `find_check_entry`: look up and check every match (in order), then the target, and build
-/// the typed entry.
+/// the typed entry. The target's check gets the table name and the entry's hook mask
+/// (`comefrom`), as `check_target` passes them.
 fn find_check_entry(
     blob: &[u8],
     r: &RawEntry,
     index: u32,
     offsets: &[u32],
     comefrom: u32,
+    table: &str,
 ) -> Result<Entry, AbiError> {
     let off = r.offset as usize;
     let e = &blob[off..off + usize::from(r.hdr.next_offset)];
@@ -618,8 +629,24 @@ fn find_check_entry(
     let ext =
         ext::xt_request_find(Family::Ipv4, ExtKind::Target, &th.name, th.revision).map_err(fail)?;
     let data = &tdata[..tsize - XT_ENTRY_TARGET_SIZE];
-    ext::xt_check_target(ext, data.len()).map_err(fail)?;
-    let target = if ext.name == XT_STANDARD_TARGET {
+    ext::xt_check_target(
+        ext,
+        data.len(),
+        table,
+        comefrom,
+        ip.proto,
+        ip.invflags & IPT_INV_PROTO != 0,
+    )
+    .map_err(fail)?;
+    let target = if ext.name == "REJECT" {
+        let p: IptRejectInfo = payload(data).map_err(fail)?;
+        ext::reject_tg_check(&p, ip.proto, ip.invflags).map_err(fail)?;
+        Target::Reject(p)
+    } else if ext.name == "LOG" {
+        let p: XtLogInfo = payload(data).map_err(fail)?;
+        ext::log_tg_check(&p).map_err(fail)?;
+        Target::Log(p)
+    } else if ext.name == XT_STANDARD_TARGET {
         let verdict = read_i32(data, 0);
         Target::Standard(match verdict {
             VERDICT_ACCEPT => Verdict::Accept,
@@ -696,8 +723,24 @@ fn check_match(ext: &Supported, data: &[u8], ip: &IpMatch) -> Result<Match, (i32
             let (p, _) = XtCommentInfo::read_from_prefix(data).map_err(|_| SHORT)?;
             Match::Comment(Box::new(p))
         }
+        // conntrack_mt_check / state_mt_check: only nf_ct_netns_get (see ext).
+        "conntrack" => Match::Conntrack(Box::new(match ext.revision {
+            1 => Conntrack::V1(payload(data)?),
+            2 => Conntrack::V2(payload(data)?),
+            3 => Conntrack::V3(payload(data)?),
+            _ => return Err((libc::ENOENT, "unknown or unsupported extension")),
+        })),
+        "state" => Match::State(payload(data)?),
         _ => return Err((libc::ENOENT, "unknown or unsupported extension")),
     })
+}
+
+/// The extension struct at the start of `data`, whose size `xt_check_match` or
+/// `xt_check_target` already checked (so the error cannot happen).
+fn payload<T: FromBytes>(data: &[u8]) -> Result<T, (i32, &'static str)> {
+    T::read_from_prefix(data)
+        .map(|(p, _)| p)
+        .map_err(|_| (libc::EINVAL, "invalid extension size"))
 }
 
 /// Decode an IPT_SO_SET_ADD_COUNTERS request with `xt_copy_counters_from_user`'s checks:
@@ -832,6 +875,7 @@ mod tests {
     use super::*;
     use crate::build::{Rule, RuleTarget, TableBuilder};
     use libc::{EAGAIN, EINVAL, ELOOP, ENOENT, ENOMEM, EPROTOTYPE};
+    use zerocopy::IntoBytes;
 
     const H: usize = IPT_REPLACE_SIZE;
     // Entry offsets in `base()`.
@@ -1336,6 +1380,225 @@ mod tests {
         );
     }
 
+    fn one_target_rule(proto: u16, invflags: u8, target: RuleTarget) -> i32 {
+        let mut b = TableBuilder::filter();
+        b.rule("INPUT", Rule::new(target).proto(proto).invert(invflags));
+        errno_of(&b.replace_blob(4).expect("blob"))
+    }
+
+    #[test]
+    fn reject_and_log_checks() {
+        // reject_tg_check (values as the 6.18 kernel answered them, fixtures/negative).
+        for with in [0, 1, 2, 3, 5, 6, 8, 9, u32::MAX] {
+            assert_eq!(
+                one_target_rule(0, IPT_INV_PROTO, RuleTarget::Reject(with)),
+                0,
+                "{with}"
+            );
+        }
+        assert_eq!(
+            one_target_rule(6, 0, RuleTarget::Reject(IPT_ICMP_ECHOREPLY)),
+            EINVAL
+        );
+        assert_eq!(one_target_rule(6, 0, RuleTarget::Reject(IPT_TCP_RESET)), 0);
+        assert_eq!(
+            one_target_rule(0, 0, RuleTarget::Reject(IPT_TCP_RESET)),
+            EINVAL
+        );
+        assert_eq!(
+            one_target_rule(17, 0, RuleTarget::Reject(IPT_TCP_RESET)),
+            EINVAL
+        );
+        assert_eq!(
+            one_target_rule(6, IPT_INV_PROTO, RuleTarget::Reject(IPT_TCP_RESET)),
+            EINVAL
+        );
+        let log = |level, flags| RuleTarget::Log {
+            level,
+            flags,
+            prefix: "p: ".into(),
+        };
+        assert_eq!(one_target_rule(0, 0, log(7, 0xff)), 0);
+        assert_eq!(one_target_rule(0, 0, log(8, 0)), EINVAL);
+        // xt_check_target's .table: REJECT only in "filter", checked before the table lookup
+        // (which would say ENOENT for "security", a kernel table bpfilter does not serve).
+        let mut b = TableBuilder::filter();
+        b.rule(
+            "OUTPUT",
+            Rule::new(RuleTarget::Reject(IPT_ICMP_PORT_UNREACHABLE)),
+        );
+        let mut blob = b.replace_blob(4).expect("blob");
+        blob[..32].copy_from_slice(&name_field::<32>("security"));
+        assert_eq!(errno_of(&blob), EINVAL);
+        let mut b = TableBuilder::filter();
+        b.rule("OUTPUT", Rule::new(log(4, 0)));
+        let mut blob = b.replace_blob(4).expect("blob");
+        blob[..32].copy_from_slice(&name_field::<32>("security"));
+        assert_eq!(errno_of(&blob), ENOENT, "LOG has no .table");
+        // Target sizes: REJECT is 32 + 8, LOG 32 + 32; the payload is checked before the
+        // checkentry, so a wrong size is EINVAL whatever the payload.
+        let mut b = TableBuilder::filter();
+        b.rule("INPUT", Rule::new(RuleTarget::Reject(IPT_ICMP_ECHOREPLY)));
+        let blob = b.replace_blob(4).expect("blob");
+        let t = H + IPT_ENTRY_SIZE;
+        assert_eq!(read_u16(&blob, t) as usize, 40);
+        let mut renamed = blob.clone();
+        renamed[t + 2..t + 5].copy_from_slice(b"LOG");
+        renamed[t + 5] = 0;
+        assert_eq!(errno_of(&renamed), EINVAL, "LOG of REJECT's size");
+        renamed[t + 31] = 1;
+        assert_eq!(errno_of(&renamed), ENOENT, "LOG revision 1");
+    }
+
+    #[test]
+    fn target_hooks_are_checked_against_comefrom() {
+        // A REJECT in a user chain reached from all three filter hooks passes; comefrom is
+        // what the check sees, so an unreachable REJECT passes too.
+        let mut b = TableBuilder::filter();
+        b.rule("INPUT", Rule::new(RuleTarget::Jump("rej".into())));
+        b.rule("FORWARD", Rule::new(RuleTarget::Jump("rej".into())));
+        b.rule("OUTPUT", Rule::new(RuleTarget::Jump("rej".into())));
+        b.rule(
+            "rej",
+            Rule::new(RuleTarget::Reject(IPT_ICMP_HOST_PROHIBITED)),
+        );
+        b.rule(
+            "dead",
+            Rule::new(RuleTarget::Reject(IPT_ICMP_HOST_PROHIBITED)),
+        );
+        let t = b.build().expect("valid");
+        let comefrom: Vec<u32> = t
+            .entries
+            .iter()
+            .filter(|e| matches!(e.target, Target::Reject(_)))
+            .map(|e| e.comefrom)
+            .collect();
+        assert_eq!(comefrom, [0, FILTER_VALID_HOOKS]);
+        let reject = ext::SUPPORTED_IPV4
+            .iter()
+            .find(|s| s.name == "REJECT")
+            .expect("REJECT");
+        assert!(ext::xt_check_target(reject, 8, "filter", 1 << 0, 0, false).is_err());
+    }
+
+    #[test]
+    fn conntrack_and_state_parse_every_revision() {
+        let v3 = XtConntrackMtinfo3 {
+            match_flags: 0xffff,
+            invert_flags: 0xffff,
+            state_mask: 0xffff,
+            pad: [0xab, 0xcd],
+            ..Default::default()
+        };
+        let ct = |c: Conntrack| Match::Conntrack(Box::new(c));
+        let v2 = XtConntrackMtinfo2 {
+            state_mask: 0x1ff,
+            pad: [1, 2],
+            ..Default::default()
+        };
+        let v1 = XtConntrackMtinfo1 {
+            state_mask: 0xff,
+            ..Default::default()
+        };
+        for m in [
+            ct(Conntrack::V3(v3)),
+            ct(Conntrack::V2(v2)),
+            ct(Conntrack::V1(v1)),
+            Match::State(XtStateInfo {
+                statemask: u32::MAX,
+            }),
+        ] {
+            // No checkentry and no .proto: any ip part, any payload.
+            assert_eq!(one_match_rule(6, IPT_INV_PROTO, m.clone()), 0, "{m:?}");
+            let mut b = TableBuilder::filter();
+            b.rule("INPUT", Rule::new(RuleTarget::Accept).with(m.clone()));
+            let blob = b.replace_blob(4).expect("blob");
+            let t = parse_replace(&blob, None).expect("valid").table;
+            assert_eq!(t.entries[0].matches, std::slice::from_ref(&m));
+            // GET_ENTRIES echoes the payload, C padding included (the 6.18 kernel does,
+            // fixtures/negative/conntrack_pad_garbage), and zeroes the XT_ALIGN tail.
+            let got = t.get_entries(&[]);
+            let p = 40 + IPT_ENTRY_SIZE + XT_ENTRY_MATCH_SIZE;
+            let n = m.payload().len();
+            assert_eq!(&got[p..p + n], m.payload());
+            assert!(got[p + n..p + xt_align(n)].iter().all(|&b| b == 0));
+            // A conntrack payload labelled with another revision has the wrong size: EINVAL.
+            if let Match::Conntrack(c) = &m {
+                let mut bad = blob.clone();
+                bad[H + IPT_ENTRY_SIZE + 31] = 1 + c.revision() % 3;
+                assert_eq!(errno_of(&bad), EINVAL, "{m:?} relabelled");
+            }
+        }
+        // Missing revisions of these NFPROTO_UNSPEC matches: EPROTOTYPE (6.18, measured).
+        for (m, rev) in [
+            (ct(Conntrack::V3(v3)), 0),
+            (ct(Conntrack::V3(v3)), 4),
+            (Match::State(XtStateInfo { statemask: 2 }), 1),
+        ] {
+            let mut b = TableBuilder::filter();
+            b.rule("INPUT", Rule::new(RuleTarget::Accept).with(m));
+            let mut blob = b.replace_blob(4).expect("blob");
+            blob[H + IPT_ENTRY_SIZE + 31] = rev;
+            assert_eq!(errno_of(&blob), EPROTOTYPE);
+        }
+    }
+
+    #[test]
+    fn conntrack_info_normalizes_revisions() {
+        let addr = |a: [u8; 4]| {
+            let mut f = [0u8; 16];
+            f[..4].copy_from_slice(&a);
+            f
+        };
+        let port = zerocopy::byteorder::network_endian::U16::new;
+        let v1 = XtConntrackMtinfo1 {
+            origsrc_addr: addr([10, 0, 0, 0]),
+            origsrc_mask: addr([255, 0, 0, 0]),
+            expires_min: 10,
+            expires_max: 100,
+            l4proto: 6,
+            origdst_port: port(443),
+            match_flags: XT_CONNTRACK_STATE | XT_CONNTRACK_ORIGDST_PORT,
+            invert_flags: XT_CONNTRACK_STATE,
+            state_mask: 0x0a,
+            status_mask: 0x04,
+            ..Default::default()
+        };
+        // __be16: 443 is bytes 0x01 0xbb in the blob.
+        assert_eq!(&v1.as_bytes()[140..142], &[0x01, 0xbb]);
+        let i = Conntrack::V1(v1).info();
+        assert_eq!(i.revision, 1);
+        assert_eq!(i.origsrc.addr, std::net::Ipv4Addr::new(10, 0, 0, 0));
+        assert_eq!(i.origsrc.mask, std::net::Ipv4Addr::new(255, 0, 0, 0));
+        assert_eq!(i.origdst_port, [443, 443]);
+        assert_eq!(i.origsrc_port, [0, 0]);
+        assert_eq!((i.state_mask, i.status_mask), (0x0a, 0x04));
+        assert_eq!(i.expires, [10, 100]);
+        assert_eq!(i.l4proto, 6);
+        let v2 = XtConntrackMtinfo2 {
+            repldst_port: port(53),
+            state_mask: XT_CONNTRACK_STATE_UNTRACKED,
+            ..Default::default()
+        };
+        let i = Conntrack::V2(v2).info();
+        assert_eq!(
+            (i.revision, i.repldst_port, i.state_mask),
+            (2, [53, 53], 0x100)
+        );
+        let v3 = XtConntrackMtinfo3 {
+            origsrc_port: 1024,
+            origsrc_port_high: 65535,
+            repldst_addr: addr([10, 2, 0, 1]),
+            repldst_mask: addr([255; 4]),
+            ..Default::default()
+        };
+        let m = Match::Conntrack(Box::new(Conntrack::V3(v3)));
+        let i = m.conntrack().expect("conntrack");
+        assert_eq!((i.revision, i.origsrc_port), (3, [1024, 65535]));
+        assert_eq!(i.repldst.addr, std::net::Ipv4Addr::new(10, 2, 0, 1));
+        assert_eq!(Match::State(XtStateInfo { statemask: 1 }).conntrack(), None);
+    }
+
     #[test]
     fn do_replace_table_and_counter_checks() {
         let named = |n: &str| with(|b| b[..32].copy_from_slice(&name_field::<32>(n)));
@@ -1482,11 +1745,15 @@ mod tests {
             Some(1)
         );
         assert_eq!(
-            query_revision(Family::Ipv4, ExtKind::Match, "conntrack", 1).map_err(|e| e.errno()),
-            Err(ENOENT)
+            query_revision(Family::Ipv4, ExtKind::Match, "conntrack", 1).ok(),
+            Some(3)
         );
         assert_eq!(
-            query_revision(Family::Ipv4, ExtKind::Target, "REJECT", 0).map_err(|e| e.errno()),
+            query_revision(Family::Ipv4, ExtKind::Target, "REJECT", 0).ok(),
+            Some(0)
+        );
+        assert_eq!(
+            query_revision(Family::Ipv4, ExtKind::Match, "limit", 0).map_err(|e| e.errno()),
             Err(ENOENT)
         );
     }

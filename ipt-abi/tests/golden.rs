@@ -7,14 +7,15 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use ipt_abi::abi::*;
 use ipt_abi::{
-    parse_add_counters, parse_replace, parse_revision_request, query_revision, ExtKind, Family,
-    Table, XtCounters,
+    parse_add_counters, parse_replace, parse_revision_request, query_revision, Entry, ExtKind,
+    Family, Match, Table, Target, XtCounters,
 };
 
 /// Fewer captured rulesets than this means the fixture tree is broken, not that there is
 /// nothing to test.
-const MIN_RULESETS: usize = 30;
+const MIN_RULESETS: usize = 40;
 const EAGAIN: i32 = 11;
 const ENOENT: i32 = 2;
 /// sizeof(struct ipt_get_entries) and sizeof(struct ipt_entry) on 64-bit.
@@ -291,8 +292,17 @@ fn initial_unknown_table_is_enoent() {
 
 /// Extensions bpfilter implements (DESIGN.md); for these a revision query must get the
 /// kernel's exact answer. Every other name gets ENOENT, as from a kernel without it.
-const SUPPORTED_MATCHES: &[&str] = &["tcp", "udp", "icmp", "multiport", "iprange", "comment"];
-const SUPPORTED_TARGETS: &[&str] = &["", "ERROR"];
+const SUPPORTED_MATCHES: &[&str] = &[
+    "tcp",
+    "udp",
+    "icmp",
+    "multiport",
+    "iprange",
+    "comment",
+    "conntrack",
+    "state",
+];
+const SUPPORTED_TARGETS: &[&str] = &["", "ERROR", "LOG", "REJECT"];
 
 #[test]
 fn golden_revision_queries() {
@@ -323,7 +333,9 @@ fn golden_revision_queries() {
         // IPv4 names the kernel knows but bpfilter does not implement answer ENOENT (DESIGN.md:
         // "revision queries answer ENOENT for them"); ip6tables' own names (icmp6) count as
         // supported only for IPv6.
-        let implemented = supported.contains(&name)
+        // REJECT is IPv4's ipt_REJECT; ip6tables' REJECT (ip6t_REJECT) is not implemented.
+        let implemented = (supported.contains(&name)
+            && !(family == Family::Ipv6 && kind == ExtKind::Target && name == "REJECT"))
             || (family == Family::Ipv6 && kind == ExtKind::Match && name == "icmp6");
         let want = if implemented || kernel == ENOENT {
             kernel
@@ -487,4 +499,123 @@ fn golden_transcripts_replay() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// The parsed entries of a captured ruleset.
+fn captured_entries(name: &str) -> Vec<Entry> {
+    let dir = fixtures().join("captured").join(name);
+    parse_replace(&read(&dir, "replace.bin"), None)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .table
+        .entries
+}
+
+#[test]
+fn golden_conntrack_as_iptables_sends_it() {
+    // iptables 1.8.9 on 6.18 sends every -m conntrack as revision 3 (xt_conntrack_mtinfo3),
+    // and the fixture exercises every test of it, inverted ones and port ranges included.
+    let mut flags = 0u16;
+    let mut inverted = 0u16;
+    let mut range = false;
+    for e in captured_entries("conntrack") {
+        for m in &e.matches {
+            if let Match::Conntrack(c) = m {
+                let i = c.info();
+                assert_eq!(i.revision, 3, "entry {}", e.index);
+                flags |= i.match_flags;
+                inverted |= i.invert_flags;
+                range |= i.origsrc_port[0] != i.origsrc_port[1];
+            }
+        }
+    }
+    assert_eq!(flags, 0x1fff, "every XT_CONNTRACK_* test but STATE_ALIAS");
+    for bit in [
+        XT_CONNTRACK_STATE,
+        XT_CONNTRACK_PROTO,
+        XT_CONNTRACK_ORIGSRC,
+        XT_CONNTRACK_REPLDST,
+        XT_CONNTRACK_STATUS,
+        XT_CONNTRACK_EXPIRES,
+        XT_CONNTRACK_ORIGDST_PORT,
+        XT_CONNTRACK_REPLSRC_PORT,
+        XT_CONNTRACK_DIRECTION,
+    ] {
+        assert!(inverted & bit != 0, "no inverted {bit:#x}");
+    }
+    assert!(range, "no --ctorigsrcport range");
+}
+
+#[test]
+fn golden_state_arrives_as_conntrack() {
+    // iptables 1.8.9 sends -m state --state as conntrack revision 3 with
+    // XT_CONNTRACK_STATE | XT_CONNTRACK_STATE_ALIAS, never as "state" revision 0.
+    let mut n = 0;
+    for e in captured_entries("state") {
+        for m in &e.matches {
+            assert!(!matches!(m, Match::State(_)), "entry {}", e.index);
+            if let Some(i) = m.conntrack() {
+                assert_eq!(i.revision, 3);
+                assert_eq!(i.match_flags, XT_CONNTRACK_STATE | XT_CONNTRACK_STATE_ALIAS);
+                n += 1;
+            }
+        }
+    }
+    assert_eq!(n, 8, "-m state rules in state.rules");
+}
+
+#[test]
+fn golden_reject_and_log_as_iptables_sends_them() {
+    let mut with = std::collections::BTreeSet::new();
+    for e in captured_entries("reject") {
+        if let Target::Reject(r) = e.target {
+            with.insert(r.with);
+            if r.with == IPT_TCP_RESET {
+                assert_eq!(e.ip.proto, 6, "tcp-reset on entry {}", e.index);
+            }
+        }
+    }
+    assert_eq!(
+        with.into_iter().collect::<Vec<_>>(),
+        [0, 1, 2, 3, 5, 6, 7, 8],
+        "every --reject-with but the refused echo-reply"
+    );
+    let (mut levels, mut flags, mut longest) = (0u8, 0u8, 0usize);
+    for e in captured_entries("log") {
+        if let Target::Log(l) = e.target {
+            levels |= 1 << l.level;
+            flags |= l.logflags;
+            longest = longest.max(e.target.log_prefix().map_or(0, |p| p.len()));
+        }
+    }
+    assert_eq!(levels, 0xff, "every level 0..=7");
+    assert_eq!(flags, XT_LOG_MASK, "every --log-* flag");
+    assert_eq!(longest, 29, "a prefix of the maximum length");
+}
+
+#[test]
+fn golden_transcript_revision_queries() {
+    // What iptables 1.8.9 asks before writing these rules (cmd_conntrack): conntrack at
+    // revision 3 (also for -m state), REJECT and LOG at 0, each answered 0 by the kernel.
+    let tdir = fixtures().join("captured/cmd_conntrack/transcript");
+    let log = fs::read_to_string(tdir.join("calls.tsv"))
+        .unwrap_or_else(|e| panic!("{}: {e}", tdir.display()));
+    let mut asked = std::collections::BTreeSet::new();
+    for line in log.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f[2] == "get" && (f[3] == "66" || f[3] == "67") {
+            let (name, rev) =
+                parse_revision_request(&read(&tdir, &format!("{}.in", f[8]))).expect("request");
+            asked.insert((f[3].to_string(), name, rev, f[6].to_string()));
+        }
+    }
+    let want: std::collections::BTreeSet<_> = [
+        ("66", "conntrack", 3),
+        ("66", "tcp", 0),
+        ("67", "LOG", 0),
+        ("67", "REJECT", 0),
+    ]
+    .into_iter()
+    .map(|(o, n, r)| (o.to_string(), n.to_string(), r, "0".to_string()))
+    .collect();
+    assert_eq!(asked, want);
 }

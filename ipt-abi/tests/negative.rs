@@ -133,6 +133,50 @@ fn negative_manifest_covers_each_errno_kind() {
     }
 }
 
+#[test]
+fn negative_manifest_covers_reject_log_conntrack_state() {
+    // One case per check of ipt_REJECT.c, xt_LOG.c, xt_conntrack.c and xt_state.c (and the
+    // values they do not check), with the errno the 6.18 kernel answered when captured. A
+    // re-capture that lost one, or a kernel that answers otherwise, fails here.
+    const EPROTOTYPE: i32 = 91;
+    let cases = manifest();
+    let want = [
+        ("reject_tcp_reset_proto_any", EINVAL),
+        ("reject_tcp_reset_proto_udp", EINVAL),
+        ("reject_tcp_reset_proto_inverted", EINVAL),
+        ("reject_tcp_reset_other_inversion", 0),
+        ("reject_echo_reply", EINVAL),
+        ("reject_with_unknown", 0),
+        ("reject_target_size_long", EINVAL),
+        ("reject_target_size_short", EINVAL),
+        ("reject_revision_1", ENOENT),
+        ("reject_in_security_table", EINVAL),
+        ("log_level_8", EINVAL),
+        ("log_prefix_unterminated", EINVAL),
+        ("log_prefix_last_byte_set", EINVAL),
+        ("log_prefix_garbage_after_nul", 0),
+        ("log_flags_all", 0),
+        ("log_target_size_short", EINVAL),
+        ("log_revision_1", ENOENT),
+        ("conntrack_revision_0", EPROTOTYPE),
+        ("conntrack_v3_as_revision_2", EINVAL),
+        ("conntrack_revision_1", 0),
+        ("conntrack_revision_2", 0),
+        ("conntrack_flags_garbage", 0),
+        ("conntrack_pad_garbage", 0),
+        ("state_revision_0", 0),
+        ("state_revision_1", EPROTOTYPE),
+        ("state_size_long", EINVAL),
+    ];
+    for (name, errno) in want {
+        let c = cases
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name} in MANIFEST.tsv"));
+        assert_eq!(c.errno, errno, "{name}: {}", c.description);
+    }
+}
+
 /// Fewer flip answers than this means flips.tsv is broken.
 const MIN_FLIPS: usize = 10_000;
 

@@ -6,9 +6,11 @@ use std::net::Ipv4Addr;
 use ipt_abi::abi::*;
 use ipt_abi::build::{Rule, RuleTarget, TableBuilder};
 use ipt_abi::{
-    parse_add_counters, parse_replace, parse_revision_request, IpMatch, Match, Verdict, XtCounters,
+    parse_add_counters, parse_replace, parse_revision_request, Conntrack, IpMatch, Match, Verdict,
+    XtCounters,
 };
 use proptest::prelude::*;
+use zerocopy::FromBytes;
 
 fn ip_part(proto: u16, inv_proto_ok: bool) -> impl Strategy<Value = IpMatch> {
     (
@@ -112,11 +114,27 @@ fn a_match(proto: u16) -> BoxedStrategy<Match> {
         c.comment.copy_from_slice(&v);
         Match::Comment(Box::new(c))
     });
+    // conntrack and state have no checkentry the kernel can fail: any payload bytes.
+    let conntrack = (1u8..4, proptest::collection::vec(any::<u8>(), 164)).prop_map(|(rev, b)| {
+        let c = match rev {
+            1 => XtConntrackMtinfo1::read_from_prefix(&b)
+                .map(|(p, _)| Conntrack::V1(p))
+                .ok(),
+            2 => XtConntrackMtinfo2::read_from_prefix(&b)
+                .map(|(p, _)| Conntrack::V2(p))
+                .ok(),
+            _ => XtConntrackMtinfo3::read_from_prefix(&b)
+                .map(|(p, _)| Conntrack::V3(p))
+                .ok(),
+        };
+        Match::Conntrack(Box::new(c.expect("164 bytes hold every revision")))
+    });
+    let state = any::<u32>().prop_map(|statemask| Match::State(XtStateInfo { statemask }));
     match proto {
-        6 => prop_oneof![tcp, multiport, iprange, comment].boxed(),
-        17 => prop_oneof![udp, multiport, iprange, comment].boxed(),
-        1 => prop_oneof![icmp, iprange, comment].boxed(),
-        _ => prop_oneof![iprange, comment].boxed(),
+        6 => prop_oneof![tcp, multiport, iprange, comment, conntrack, state].boxed(),
+        17 => prop_oneof![udp, multiport, iprange, comment, conntrack, state].boxed(),
+        1 => prop_oneof![icmp, iprange, comment, conntrack, state].boxed(),
+        _ => prop_oneof![iprange, comment, conntrack, state].boxed(),
     }
 }
 
@@ -135,37 +153,59 @@ fn a_rule(chain: usize, users: usize) -> impl Strategy<Value = Rule> {
     )
         .prop_flat_map(move |(proto, nfcache)| {
             let first_user = if chain < 3 { 0 } else { chain - 3 + 1 };
-            let targets = (0u8..5, first_user..users.max(first_user + 1));
+            let targets = (0u8..7, first_user..users.max(first_user + 1));
+            // REJECT --reject-with (tcp-reset is kept only where -p tcp allows it; echo-reply
+            // never: reject_tg_check refuses both otherwise) and LOG level, flags, prefix.
+            let ext = (any::<u32>(), 0u8..8, any::<u8>(), "[ -~]{0,29}");
             (
                 ip_part(proto, !matches!(proto, 1 | 6 | 17)),
                 proptest::collection::vec(a_match(proto), 0..3),
                 targets,
+                ext,
             )
-                .prop_map(move |(ip, matches, (t, j))| {
-                    let target = match t {
-                        3 if j < users => RuleTarget::Jump(format!("u{j}")),
-                        4 if j < users => RuleTarget::Goto(format!("u{j}")),
-                        0 | 3 => RuleTarget::Accept,
-                        1 | 4 => RuleTarget::Drop,
-                        _ => RuleTarget::Return,
-                    };
-                    // Protocol-bound matches forbid ! -p.
-                    let mut ip = ip;
-                    if matches.iter().any(|m| {
-                        matches!(
-                            m,
-                            Match::Tcp(_) | Match::Udp(_) | Match::Icmp(_) | Match::Multiport(_)
-                        )
-                    }) {
-                        ip.invflags &= !IPT_INV_PROTO;
-                    }
-                    Rule {
-                        ip,
-                        nfcache,
-                        matches,
-                        target,
-                    }
-                })
+                .prop_map(
+                    move |(ip, matches, (t, j), (with, level, flags, prefix))| {
+                        let target = match t {
+                            3 if j < users => RuleTarget::Jump(format!("u{j}")),
+                            4 if j < users => RuleTarget::Goto(format!("u{j}")),
+                            5 => RuleTarget::Reject(match with % 12 {
+                                4 => IPT_ICMP_PORT_UNREACHABLE,
+                                7 if proto != 6 || ip.invflags & IPT_INV_PROTO != 0 => {
+                                    IPT_ICMP_PORT_UNREACHABLE
+                                }
+                                w if w < 10 => w,
+                                _ => with | 0x100,
+                            }),
+                            6 => RuleTarget::Log {
+                                level,
+                                flags,
+                                prefix: prefix.clone(),
+                            },
+                            0 | 3 => RuleTarget::Accept,
+                            1 | 4 => RuleTarget::Drop,
+                            _ => RuleTarget::Return,
+                        };
+                        // Protocol-bound matches forbid ! -p.
+                        let mut ip = ip;
+                        if matches.iter().any(|m| {
+                            matches!(
+                                m,
+                                Match::Tcp(_)
+                                    | Match::Udp(_)
+                                    | Match::Icmp(_)
+                                    | Match::Multiport(_)
+                            )
+                        }) {
+                            ip.invflags &= !IPT_INV_PROTO;
+                        }
+                        Rule {
+                            ip,
+                            nfcache,
+                            matches,
+                            target,
+                        }
+                    },
+                )
         })
 }
 

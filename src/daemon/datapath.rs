@@ -9,6 +9,9 @@
 //! <root>/net<ns>/<table>/gen<N>/counters    PERCPU_ARRAY {packets, bytes} per entry index
 //! <root>/net<ns>/<table>/gen<N>/bases       counters carried by SET_ADD_COUNTERS (BlobMap)
 //! <root>/net<ns>/<table>/gen<N>/ruleset     the accepted SET_REPLACE bytes (BlobMap)
+//! <root>/net<ns>/<table>/gen<N>/<HOOK>_set<i> lookup maps of rule runs, LOG prefixes
+//! <root>/net<ns>/<table>/events           RINGBUF of REJECT/LOG records (every generation)
+//! <root>/net<ns>/<table>/event_loss       ARRAY: records lost to a full ring buffer
 //! ```
 //! A replace builds and pins generation N+1 completely, then points every hook's slot at its
 //! programs, waits for an RCU grace period so that no packet is still inside generation N,
@@ -16,9 +19,9 @@
 //! A daemon that died mid-switch is repaired on restart by rolling forward to the newest
 //! complete generation (see [`adopt`]).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use crate::probe::Target;
@@ -53,6 +56,71 @@ const DISPATCHER_NAMES: [&str; 5] = [
 
 fn sys_err(what: &str) -> impl FnOnce(SysError) -> BackendError + '_ {
     move |e| BackendError::new(e.errno(), format!("{what}: {e}"))
+}
+
+/// Bytes of a table's event ring buffer: about 1,400 records between two reads of the daemon.
+const EVENT_RING_BYTES: u32 = 1 << 20;
+
+/// A table's event ring buffer and loss counters ([`emitter::event`]): created with the table
+/// and shared by every generation, so that a replace never loses the reader's position.
+#[derive(Debug)]
+struct EventMaps {
+    ring: Map,
+    loss: Map,
+}
+
+impl EventMaps {
+    fn create(dir: &Path) -> Result<EventMaps, BackendError> {
+        let ring = Map::create(MapType::RingBuf, 0, 0, EVENT_RING_BYTES, "bpfltr_events")
+            .map_err(sys_err("creating the event ring buffer"))?;
+        ring.pin(dir.join("events"))
+            .map_err(sys_err("pinning the event ring buffer"))?;
+        let loss = Map::create(
+            MapType::Array,
+            4,
+            8,
+            emitter::event::LOSS_SLOTS,
+            "bpfltr_evloss",
+        )
+        .map_err(sys_err("creating the event loss map"))?;
+        loss.pin(dir.join("event_loss"))
+            .map_err(sys_err("pinning the event loss map"))?;
+        Ok(EventMaps { ring, loss })
+    }
+
+    /// The pinned maps, or new ones for a table pinned before events existed.
+    fn open(dir: &Path) -> Result<EventMaps, BackendError> {
+        match (
+            Map::from_pin(dir.join("events")),
+            Map::from_pin(dir.join("event_loss")),
+        ) {
+            (Ok(ring), Ok(loss)) => Ok(EventMaps { ring, loss }),
+            _ => {
+                let _ = sys::unpin(dir.join("events"));
+                let _ = sys::unpin(dir.join("event_loss"));
+                EventMaps::create(dir)
+            }
+        }
+    }
+
+    /// A reader thread of the ring buffer, acting in `ns`.
+    fn pump(&self, dir: &Path, ns: Arc<crate::events::Netns>) -> Option<crate::events::Pump> {
+        let maps = (
+            Map::from_pin(dir.join("events")),
+            Map::from_pin(dir.join("event_loss")),
+        );
+        let (Ok(ring), Ok(loss)) = maps else {
+            warn!(dir = %dir.display(), "cannot reopen the event maps; REJECT and LOG will not act");
+            return None;
+        };
+        match crate::events::Pump::spawn(ring, loss, ns) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                warn!(error = %e, "cannot start the event reader; REJECT and LOG will not act");
+                None
+            }
+        }
+    }
 }
 
 /// Makes BPF backends whose pins live under one bpffs folder.
@@ -98,7 +166,8 @@ impl BpfBackends {
             };
             for t in tables.flatten() {
                 let table_name = t.file_name().to_string_lossy().into_owned();
-                match BpfTable::adopt(&t.path(), self.target) {
+                let netns = Arc::new(crate::events::Netns::new(id.0, None));
+                match BpfTable::adopt(&t.path(), netns, self.target) {
                     Ok((table, backend)) => {
                         info!(netns = %id, table = %table_name, entries = table.entries.len(), "adopted pinned table");
                         out.push((
@@ -135,7 +204,8 @@ impl Backends for BpfBackends {
             .as_ref()
             .ok_or_else(|| BackendError::new(libc::EINVAL, "no namespace fd"))?;
         let dir = self.ns_dir(ns.id).join(&table.name);
-        let backend = BpfTable::create(dir, nsfd, table, self.target)?;
+        let netns = Arc::new(crate::events::Netns::new(ns.id.0, nsfd.try_clone().ok()));
+        let backend = BpfTable::create(dir, nsfd, netns, table, self.target)?;
         Ok(Box::new(backend))
     }
 
@@ -144,6 +214,15 @@ impl Backends for BpfBackends {
     }
 
     fn flush(&self, ns: NsId) {
+        // Connection tracking was on for the rules only (nothing if bpfilter never enabled it).
+        if let Some(fd) = crate::events::Netns::new(ns.0, None).fd() {
+            match sys::in_netns(fd.as_fd(), sys::disable_conntrack) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) | Err(e) => {
+                    warn!(netns = %ns, error = %e, "releasing connection tracking failed")
+                }
+            }
+        }
         let dir = self.ns_dir(ns);
         if let Err(e) = sys::remove_pins(&dir) {
             warn!(dir = %dir.display(), error = %e, "removing pins failed");
@@ -191,6 +270,12 @@ pub struct BpfTable {
     hooks: Vec<u32>,
     target: Target,
     gen: Generation,
+    events: EventMaps,
+    /// reads `events` (None if it could not start: REJECT then only drops)
+    pump: Option<crate::events::Pump>,
+    netns: Arc<crate::events::Netns>,
+    /// the namespace's connection tracking is on because this table's rules need it
+    conntrack: bool,
 }
 
 fn hooks_of(table: &Table) -> Vec<u32> {
@@ -231,11 +316,11 @@ impl BpfTable {
     /// dispatcher and link per hook.
     fn create(
         dir: PathBuf,
-        nsfd: &std::os::fd::OwnedFd,
+        nsfd: &OwnedFd,
+        netns: Arc<crate::events::Netns>,
         table: &Table,
         target: Target,
     ) -> Result<Self, BackendError> {
-        use std::os::fd::AsFd;
         // A leftover of an earlier life of this namespace id would make pins fail with EEXIST.
         let _ = sys::remove_pins(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| {
@@ -251,8 +336,11 @@ impl BpfTable {
                 .pin(dir.join("progs"))
                 .map_err(sys_err("pinning the prog array"))?;
             let hooks = hooks_of(table);
+            let events = EventMaps::create(&dir)?;
             let blob = table.replace_blob(table.num_entries(), 0);
-            let gen = Generation::build(&dir, 1, table, &blob, target)?;
+            let programs = crate::xlate::translate(table)
+                .map_err(|e| BackendError::new(e.errno(), e.to_string()))?;
+            let gen = Generation::build(&dir, 1, table, &blob, programs, &target, &events)?;
             for (hook, prog, _) in &gen.programs {
                 progs
                     .set_prog(*hook, prog)
@@ -274,12 +362,17 @@ impl BpfTable {
                 link.pin(hook_dir.join("link"))
                     .map_err(sys_err("pinning the link"))?;
             }
+            let pump = events.pump(&dir, Arc::clone(&netns));
             Ok(BpfTable {
                 dir: dir.clone(),
                 progs,
                 hooks,
                 target,
                 gen,
+                events,
+                pump,
+                netns,
+                conntrack: false,
             })
         })();
         if result.is_err() {
@@ -289,7 +382,11 @@ impl BpfTable {
     }
 
     /// Reopens a table from its pins, finishing a switch a dead daemon left half done.
-    fn adopt(dir: &Path, target: Target) -> Result<(Table, BpfTable), BackendError> {
+    fn adopt(
+        dir: &Path,
+        netns: Arc<crate::events::Netns>,
+        target: Target,
+    ) -> Result<(Table, BpfTable), BackendError> {
         let progs = Map::from_pin(dir.join("progs")).map_err(sys_err("opening the prog array"))?;
         let mut gens: Vec<u64> = std::fs::read_dir(dir)
             .map_err(|e| BackendError::new(libc::EIO, format!("{}: {e}", dir.display())))?
@@ -341,6 +438,12 @@ impl BpfTable {
         for n in gens.into_iter().filter(|&n| n != gen.number) {
             let _ = sys::remove_pins(dir.join(format!("gen{n}")));
         }
+        let events = EventMaps::open(dir)?;
+        let pump = events.pump(dir, Arc::clone(&netns));
+        // The rules that need connection tracking keep it on (a previous daemon enabled it).
+        let conntrack = crate::xlate::translate(&table)
+            .map(|p| p.iter().any(emitter::ir::Program::needs_conntrack))
+            .unwrap_or(false);
         Ok((
             table,
             BpfTable {
@@ -349,8 +452,48 @@ impl BpfTable {
                 hooks,
                 target,
                 gen,
+                events,
+                pump,
+                netns,
+                conntrack,
             },
         ))
+    }
+
+    /// Turns the namespace's connection tracking on or off (as xt_conntrack's checkentry and
+    /// destroy do with nf_ct_netns_get/put), through bpfilter's nftables table there. On, it
+    /// also makes sure the code generator knows `struct nf_conn` (its BTF may belong to the
+    /// nf_conntrack module, loaded only now).
+    fn set_conntrack(&mut self, on: bool) -> Result<(), BackendError> {
+        let fd = self
+            .netns
+            .fd()
+            .ok_or_else(|| BackendError::new(libc::ENOENT, "the table's namespace is gone"))?;
+        let done = sys::in_netns(fd.as_fd(), || {
+            if on {
+                sys::enable_conntrack()
+            } else {
+                sys::disable_conntrack()
+            }
+        })
+        .and_then(|r| r)
+        .map_err(sys_err(if on {
+            "enabling connection tracking"
+        } else {
+            "releasing connection tracking"
+        }));
+        done?;
+        self.conntrack = on;
+        info!(
+            netns = self.netns.id,
+            on, "connection tracking for this namespace's rules"
+        );
+        if on && self.target.layout.conn.is_none() {
+            if let Ok(btf) = sys::Btf::vmlinux() {
+                self.target.layout.conn = crate::layout::conn_layout(&btf);
+            }
+        }
+        Ok(())
     }
 
     fn read_counters(gen: &Generation) -> Result<Vec<XtCounters>, BackendError> {
@@ -377,7 +520,9 @@ impl Generation {
         number: u64,
         table: &Table,
         blob: &[u8],
-        target: Target,
+        irs: Vec<emitter::ir::Program>,
+        target: &Target,
+        events: &EventMaps,
     ) -> Result<Generation, BackendError> {
         let dir = table_dir.join(format!("gen{number}"));
         let _ = sys::remove_pins(&dir);
@@ -398,9 +543,7 @@ impl Generation {
                 .pin(&dir.join("bases"))
                 .map_err(sys_err("pinning bases"))?;
             let mut programs = Vec::new();
-            for ir in crate::xlate::translate(table)
-                .map_err(|e| BackendError::new(e.errno(), e.to_string()))?
-            {
+            for ir in irs {
                 let hook = ir.hook.number();
                 let started = Instant::now();
                 let compile_err = |e: emitter::EmitError| {
@@ -437,6 +580,8 @@ impl Generation {
                 let bytes = code.bytes(&|m| match m {
                     MapRef::Counters => counters.fd().as_raw_fd(),
                     MapRef::Other(i) => sets.get(i as usize).map_or(-1, |s| s.fd().as_raw_fd()),
+                    MapRef::Events => events.ring.fd().as_raw_fd(),
+                    MapRef::EventLoss => events.loss.fd().as_raw_fd(),
                 });
                 let (prog, stats) = Program::load_netfilter(PROG_NAMES[hook as usize], &bytes, 0).map_err(|e| {
                     warn!(hook = HOOK_NAMES[hook as usize], error = %e, "the verifier refused a program");
@@ -553,7 +698,30 @@ impl TableBackend for BpfTable {
 
     fn replace(&mut self, table: &Table, blob: &[u8]) -> Result<Vec<XtCounters>, BackendError> {
         fault_point("before-build");
-        let next = Generation::build(&self.dir, self.gen.number + 1, table, blob, self.target)?;
+        let irs = crate::xlate::translate(table)
+            .map_err(|e| BackendError::new(e.errno(), e.to_string()))?;
+        let needs_conntrack = irs.iter().any(emitter::ir::Program::needs_conntrack);
+        let enabled_now = needs_conntrack && !self.conntrack;
+        if enabled_now {
+            self.set_conntrack(true)?;
+        }
+        let next = match Generation::build(
+            &self.dir,
+            self.gen.number + 1,
+            table,
+            blob,
+            irs,
+            &self.target,
+            &self.events,
+        ) {
+            Ok(next) => next,
+            Err(e) => {
+                if enabled_now {
+                    let _ = self.set_conntrack(false);
+                }
+                return Err(e);
+            }
+        };
         fault_point("after-build");
         for (i, (hook, prog, _)) in next.programs.iter().enumerate() {
             if i == 1 {
@@ -573,6 +741,11 @@ impl TableBackend for BpfTable {
         let old = Self::read_counters(&self.gen);
         let previous = std::mem::replace(&mut self.gen, next);
         self.hooks = hooks_of(table);
+        if self.conntrack && !needs_conntrack {
+            if let Err(e) = self.set_conntrack(false) {
+                warn!(error = %e, "releasing connection tracking failed");
+            }
+        }
         if let Err(e) = sys::remove_pins(&previous.dir) {
             warn!(dir = %previous.dir.display(), error = %e, "removing the old generation failed");
         }
@@ -625,6 +798,15 @@ impl TableBackend for BpfTable {
             applied,
             self.dir.display()
         );
+        if self.conntrack {
+            out.push_str(
+                "conntrack: on for this namespace (nftables table inet bpfilter_conntrack, \
+                 as xt_conntrack's checkentry would)\n",
+            );
+        }
+        if let Some(p) = &self.pump {
+            out.push_str(&p.status());
+        }
         for (hook, prog, stats) in &self.gen.programs {
             let info = prog.info().ok();
             out.push_str(&format!(

@@ -41,6 +41,8 @@ pub struct Member {
 /// Parsed kernel BTF (owned libbpf `struct btf`, freed on drop).
 pub struct Btf {
     ptr: NonNull<libbpf_sys::btf>,
+    /// The vmlinux BTF a module's split BTF is parsed on top of (it must outlive `ptr`).
+    _base: Option<Box<Btf>>,
 }
 
 // SAFETY: the libbpf `struct btf` is exclusively owned by this value; moving it to another
@@ -88,12 +90,76 @@ impl Btf {
         // SAFETY: no arguments; returns an owned object or NULL with errno set.
         let ptr = unsafe { libbpf_sys::btf__load_vmlinux_btf() };
         match NonNull::new(ptr) {
-            Some(ptr) => Ok(Btf { ptr }),
+            Some(ptr) => Ok(Btf { ptr, _base: None }),
             None => Err(SysError::Syscall {
                 call: "btf__load_vmlinux_btf",
                 errno: last_errno(),
             }),
         }
+    }
+
+    /// Loads a module's BTF (`/sys/kernel/btf/NAME`, split BTF on top of vmlinux's): the
+    /// types of a subsystem built as a module (nf_conntrack on distribution kernels) are
+    /// there, not in vmlinux. Lookups see both the module's and vmlinux's types.
+    pub fn module(name: &str) -> Result<Btf> {
+        let base = Box::new(Btf::vmlinux()?);
+        let path = cstring(&format!("/sys/kernel/btf/{name}"))?;
+        // SAFETY: NUL-terminated path; base is a valid btf that outlives the result (kept in
+        // `_base`); returns an owned object or NULL with errno set.
+        let ptr = unsafe { libbpf_sys::btf__parse_split(path.as_ptr(), base.ptr.as_ptr()) };
+        match NonNull::new(ptr) {
+            Some(ptr) => Ok(Btf {
+                ptr,
+                _base: Some(base),
+            }),
+            None => Err(SysError::Syscall {
+                call: "btf__parse_split",
+                errno: last_errno(),
+            }),
+        }
+    }
+
+    /// Bit position of a bitfield member (`"ip_summed"` in `sk_buff`): (byte offset of the
+    /// byte holding its lowest bit, shift of that bit within the byte on a little-endian
+    /// machine, width in bits). Searches anonymous structs and unions like [`Btf::member`].
+    pub fn bitfield(&self, strct: &str, member: &str) -> Result<(u32, u32, u32)> {
+        let id = self.struct_id(strct)?;
+        let (bits, width) = self.find_bitfield(id, member)?.ok_or_else(|| {
+            SysError::not_found(format!("bitfield {strct}.{member} in vmlinux BTF"))
+        })?;
+        Ok((bits / 8, bits % 8, width))
+    }
+
+    fn find_bitfield(&self, id: u32, name: &str) -> Result<Option<(u32, u32)>> {
+        let t = self.ty(id)?;
+        for m in self.members(t) {
+            let (bit_off, size) = if kind_flag(t) {
+                (m.offset & 0x00ff_ffff, m.offset >> 24)
+            } else {
+                (m.offset, 0)
+            };
+            // SAFETY: see name_of; same string section.
+            let p = unsafe { libbpf_sys::btf__name_by_offset(self.ptr.as_ptr(), m.name_off) };
+            let m_name = if p.is_null() {
+                ""
+            } else {
+                // SAFETY: non-NULL NUL-terminated string owned by the btf.
+                unsafe { CStr::from_ptr(p) }.to_str().unwrap_or("")
+            };
+            if m_name.is_empty() {
+                let inner = self.strip(m.type_)?;
+                if matches!(kind(self.ty(inner)?), KIND_STRUCT | KIND_UNION) {
+                    if let Some((off, w)) = self.find_bitfield(inner, name)? {
+                        return Ok(Some((bit_off + off, w)));
+                    }
+                }
+                continue;
+            }
+            if m_name == name && size != 0 {
+                return Ok(Some((bit_off, size)));
+            }
+        }
+        Ok(None)
     }
 
     /// Number of type ids (including the void type 0).

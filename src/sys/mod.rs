@@ -25,8 +25,10 @@ mod fs;
 mod link;
 mod map;
 mod netns;
+mod nft;
 mod prog;
 mod rcu;
+mod ringbuf;
 #[cfg(test)]
 mod testutil;
 
@@ -36,8 +38,10 @@ pub use fs::{ensure_bpffs, is_bpffs, remove_pins, unpin, BPFFS_MOUNT, BPF_FS_MAG
 pub use link::{Link, LinkInfo, NF_IP_DEFRAG};
 pub use map::{num_possible_cpus, update_flags, Map, MapInfo, MapType};
 pub use netns::{current_netns, in_netns, is_netns, netns_id, open_netns};
+pub use nft::{conntrack_enabled, disable_conntrack, enable_conntrack, CONNTRACK_TABLE};
 pub use prog::{LoadStats, ProgInfo, Program, TestRun};
 pub use rcu::synchronize_rcu;
+pub use ringbuf::RingBuf;
 
 pub(crate) use fs::{obj_get_kind, obj_pin, ObjKind};
 

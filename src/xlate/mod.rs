@@ -19,8 +19,12 @@ use std::net::Ipv4Addr;
 
 use emitter::ir;
 use ipt_abi::abi::{
-    IPRANGE_DST, IPRANGE_DST_INV, IPRANGE_SRC, IPRANGE_SRC_INV, IPT_F_FRAG, IPT_ICMP_INV,
-    IPT_INV_DSTIP, IPT_INV_FRAG, IPT_INV_PROTO, IPT_INV_SRCIP, IPT_INV_VIA_IN, IPT_INV_VIA_OUT,
+    IPRANGE_DST, IPRANGE_DST_INV, IPRANGE_SRC, IPRANGE_SRC_INV, IPT_F_FRAG,
+    IPT_ICMP_ADMIN_PROHIBITED, IPT_ICMP_INV, IPT_INV_DSTIP, IPT_INV_FRAG, IPT_INV_PROTO,
+    IPT_INV_SRCIP, IPT_INV_VIA_IN, IPT_INV_VIA_OUT, XT_CONNTRACK_DIRECTION, XT_CONNTRACK_EXPIRES,
+    XT_CONNTRACK_ORIGDST, XT_CONNTRACK_ORIGDST_PORT, XT_CONNTRACK_ORIGSRC,
+    XT_CONNTRACK_ORIGSRC_PORT, XT_CONNTRACK_PROTO, XT_CONNTRACK_REPLDST, XT_CONNTRACK_REPLDST_PORT,
+    XT_CONNTRACK_REPLSRC, XT_CONNTRACK_REPLSRC_PORT, XT_CONNTRACK_STATE, XT_CONNTRACK_STATUS,
     XT_MULTIPORT_DESTINATION, XT_MULTIPORT_SOURCE, XT_TCP_INV_DSTPT, XT_TCP_INV_FLAGS,
     XT_TCP_INV_OPTION, XT_TCP_INV_SRCPT, XT_UDP_INV_DSTPT, XT_UDP_INV_SRCPT,
 };
@@ -170,6 +174,14 @@ fn rule(entry: &Entry, targets: &mut Vec<u32>) -> Result<(Option<ir::Rule>, bool
                 what: "QUEUE",
             })
         }
+        // reject_tg answers nothing for a `with` past IPT_ICMP_ADMIN_PROHIBITED: a plain drop.
+        Target::Reject(r) if r.with > IPT_ICMP_ADMIN_PROHIBITED => ir::Action::Drop,
+        Target::Reject(r) => ir::Action::Reject(ir::Reject { with: r.with as u8 }),
+        Target::Log(l) => ir::Action::Log(ir::Log {
+            level: l.level,
+            flags: l.logflags,
+            prefix: l.prefix,
+        }),
         Target::Error(_) => ir::Action::Drop,
         Target::Standard(Verdict::Accept) => ir::Action::Accept,
         Target::Standard(Verdict::Drop) => ir::Action::Drop,
@@ -195,6 +207,30 @@ fn rule(entry: &Entry, targets: &mut Vec<u32>) -> Result<(Option<ir::Rule>, bool
             }
         }
     };
+    // The remaining lifetime of a connection needs the kernel's HZ and jiffies: refused.
+    if entry
+        .matches
+        .iter()
+        .filter_map(Match::conntrack)
+        .any(|c| c.match_flags & XT_CONNTRACK_EXPIRES != 0)
+    {
+        return Err(XlateError::Unsupported {
+            index: entry.index,
+            what: "conntrack --ctexpire",
+        });
+    }
+    // No protocol number above 255 exists (iptables cannot write one): refused, not guessed.
+    if entry
+        .matches
+        .iter()
+        .filter_map(Match::conntrack)
+        .any(|c| c.match_flags & XT_CONNTRACK_PROTO != 0 && c.l4proto > 0xff)
+    {
+        return Err(XlateError::Unsupported {
+            index: entry.index,
+            what: "conntrack --ctproto above 255",
+        });
+    }
     let Some(matches) = matches(entry) else {
         return Ok((None, false));
     };
@@ -275,6 +311,42 @@ fn ipv4(bytes: &[u8; 16]) -> Ipv4Addr {
     Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])
 }
 
+/// `-m conntrack` in the IR: each test present when its XT_CONNTRACK_* flag is set
+/// (unknown flags are ignored, as the kernel does; EXPIRES is refused before).
+fn conntrack(c: &ipt_abi::ConntrackInfo) -> ir::CtMatch {
+    let on = |f: u16| c.match_flags & f != 0;
+    let inv = |f: u16| c.invert_flags & f != 0;
+    let addr = |f: u16, a: &ipt_abi::CtAddr| {
+        on(f).then_some(ir::CtAddr {
+            addr: a.addr,
+            mask: a.mask,
+            invert: inv(f),
+        })
+    };
+    let port = |f: u16, r: [u16; 2]| {
+        on(f).then_some(ir::CtPort {
+            range: range(r),
+            invert: inv(f),
+        })
+    };
+    ir::CtMatch {
+        state: on(XT_CONNTRACK_STATE).then_some((c.state_mask, inv(XT_CONNTRACK_STATE))),
+        dir_original: on(XT_CONNTRACK_DIRECTION).then_some(!inv(XT_CONNTRACK_DIRECTION)),
+        origsrc: addr(XT_CONNTRACK_ORIGSRC, &c.origsrc),
+        origdst: addr(XT_CONNTRACK_ORIGDST, &c.origdst),
+        replsrc: addr(XT_CONNTRACK_REPLSRC, &c.replsrc),
+        repldst: addr(XT_CONNTRACK_REPLDST, &c.repldst),
+        // above 255 is refused before (nf_ct_protonum is a u8)
+        proto: on(XT_CONNTRACK_PROTO).then_some((c.l4proto as u8, inv(XT_CONNTRACK_PROTO))),
+        origsrc_port: port(XT_CONNTRACK_ORIGSRC_PORT, c.origsrc_port),
+        origdst_port: port(XT_CONNTRACK_ORIGDST_PORT, c.origdst_port),
+        replsrc_port: port(XT_CONNTRACK_REPLSRC_PORT, c.replsrc_port),
+        repldst_port: port(XT_CONNTRACK_REPLDST_PORT, c.repldst_port),
+        status: on(XT_CONNTRACK_STATUS)
+            .then_some((u32::from(c.status_mask), inv(XT_CONNTRACK_STATUS))),
+    }
+}
+
 fn extension(m: &Match) -> Option<ir::Match> {
     Some(match m {
         Match::Tcp(t) => ir::Match::Tcp(ir::TcpMatch {
@@ -311,6 +383,8 @@ fn extension(m: &Match) -> Option<ir::Match> {
             pflags: p.pflags,
             invert: p.invert != 0,
         }),
+        Match::Conntrack(c) => ir::Match::Conntrack(conntrack(&c.info())),
+        Match::State(st) => ir::Match::State(st.statemask),
         Match::IpRange(r) => ir::Match::IpRange(ir::IpRangeMatch {
             src: (r.flags & IPRANGE_SRC != 0).then(|| (ipv4(&r.src_min), ipv4(&r.src_max))),
             dst: (r.flags & IPRANGE_DST != 0).then(|| (ipv4(&r.dst_min), ipv4(&r.dst_max))),

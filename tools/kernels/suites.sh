@@ -23,7 +23,11 @@ run)
   "$(exe bpfilter)" --test-threads=1 --nocapture --exact probe::tests::probe_running_kernel
   step "datapath test runs"
   "$(exe datapath)" --test-threads=1 --nocapture kernel_scale table_of_expectations jumps_gotos_returns \
-    rule_runs_table deep_inlined_return_from_cold_block 2>&1 | sed -n '/MATRIX\|^test \|test result\|panicked\|assert/p'
+    rule_runs_table deep_inlined_return_from_cold_block connection_state_without_an_entry \
+    events_reach_the_ring_buffer a_full_ring_buffer_counts_its_losses 2>&1 \
+    | sed -n '/MATRIX\|^test \|test result\|panicked\|assert/p'
+  step "connection tracking turned on for a namespace (nftables ct expression, module autoload)"
+  "$(exe conntrack_enable)" --test-threads=1
   step "quick start with real packets (bpfilter against the kernel's iptables-legacy)"
   "$(exe e2e_packets)" --test-threads=1 packets_are_judged_and_counted_as_the_kernel_does
   step "bounded conformance"

@@ -48,10 +48,14 @@ pub(super) struct Features {
     pub(super) in_iface: bool,
     pub(super) out_iface: bool,
     pub(super) tcp_option: bool,
+    /// some rule reads the connection (skb->_nfct)
+    pub(super) conntrack: bool,
+    /// some rule hands events to the daemon (the context pointer is kept in the record)
+    pub(super) events: bool,
 }
 
 /// A BTF offset as the 16-bit offset of a load.
-fn off16(v: u32) -> Result<i16, EmitError> {
+pub(super) fn off16(v: u32) -> Result<i16, EmitError> {
     i16::try_from(v).map_err(|_| EmitError::Unsupported {
         what: "BTF offset above 32767",
     })
@@ -99,7 +103,14 @@ impl Gen<'_> {
         let l = *self.layout;
         let b = &mut self.b;
         b.emit(mov64(R6, Src::Reg(R10)));
+        if feat.events {
+            b.emit(stx(Size::DW, R10, rec::CTX, R1));
+        }
         b.emit(ldx(Size::DW, R7, R1, off16(l.nf_ctx_skb)?));
+        if feat.conntrack {
+            b.emit(ldx(Size::DW, R2, R7, off16(l.skb.nfct)?));
+            b.emit(stx(Size::DW, R10, rec::NFCT, R2));
+        }
         if feat.in_iface || feat.out_iface {
             b.emit(ldx(Size::DW, R2, R1, off16(l.nf_ctx_state)?));
             for (on, dev_off, base) in [

@@ -310,6 +310,16 @@ impl Gen<'_> {
                 self.count_inline(rule.counter);
                 return Ok(true);
             }
+            Action::Reject(_) => {
+                self.call_event(rule.action, rule.counter)?;
+                self.set_key(rule.counter);
+                self.ja_tail(frame, 0);
+            }
+            Action::Log(_) => {
+                self.call_event(rule.action, rule.counter)?;
+                self.count_inline(rule.counter);
+                return Ok(true);
+            }
             Action::Return => {
                 if let Some(r) = frame.ret {
                     self.count_inline(rule.counter);
@@ -425,7 +435,7 @@ impl Gen<'_> {
                     false
                 }
                 Action::Call(d) if self.inline.contains(&d) => self.returns_of(d)?,
-                Action::Call(_) | Action::Continue => true,
+                Action::Call(_) | Action::Continue | Action::Log(_) => true,
                 _ => false,
             };
             let conditional = tests.iter().any(|t| constant(t).is_none());
@@ -472,7 +482,7 @@ impl Gen<'_> {
                     self.rule_combined(&c.rule, &c.tests, frame, c.next)?;
                 }
                 // only Continue falls through after its action
-                if matches!(c.rule.action, Action::Continue) {
+                if matches!(c.rule.action, Action::Continue | Action::Log(_)) {
                     self.b.ja(c.next);
                 }
                 self.b.set_origin(None);

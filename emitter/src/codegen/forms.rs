@@ -21,7 +21,7 @@
 //! (`load_operand`, `single_jump`, `iface_words`, `range_test`).
 
 use crate::builder::{Builder, Label};
-use crate::insn::{alu32, alu64, ldx, mov64, AluOp, Imm64, Insn, JmpOp, Reg, Size, Src};
+use crate::insn::{alu32, alu64, ldx, mov64, st, AluOp, Imm64, Insn, JmpOp, Reg, Size, Src};
 use crate::ir::{self, Action, MultiportMode};
 use crate::EmitError;
 
@@ -31,7 +31,7 @@ use super::lower::{
     single_jump, Field, Test,
 };
 use super::record::{packed, rec, OPT_HOTDROP};
-use super::{Gen, HOTDROP};
+use super::{Gen, HELPER_PROBE_READ_KERNEL, HOTDROP};
 
 /// The verifier walks a chain depth first and keeps, for each rule with several exits, one
 /// branch pending until the end of the walk; more than 8192 pending branches fail the load
@@ -65,7 +65,7 @@ impl Gen<'_> {
     ) -> Result<bool, EmitError> {
         let terminal = matches!(
             rule.action,
-            Action::Accept | Action::Drop | Action::Return | Action::Goto(_)
+            Action::Accept | Action::Drop | Action::Reject(_) | Action::Return | Action::Goto(_)
         );
         let jumps_before = self.b.cond_jumps();
         // A rule with a test that never matches keeps the plain form, which emits no
@@ -347,7 +347,12 @@ impl Gen<'_> {
                 outside(b, lo, hi);
                 (invert, true)
             }
-            Test::Multiport(_) | Test::TcpOption { .. } | Test::Guard { .. } | Test::OptGuard => {
+            Test::Multiport(_)
+            | Test::TcpOption { .. }
+            | Test::Guard { .. }
+            | Test::OptGuard
+            | Test::Conntrack(_)
+            | Test::State(_) => {
                 return Err(EmitError::Unsupported {
                     what: "branch-free form of this test",
                 });
@@ -512,8 +517,199 @@ impl Gen<'_> {
                 let op = if invert { JmpOp::Jne } else { JmpOp::Jeq };
                 b.jmp(false, op, R1, Src::Imm(0), fail);
             }
+            Test::State(mask) => {
+                self.ct_statebit(ir::statebits::UNTRACKED as i32, false)?;
+                let b = &mut self.b;
+                b.emit(alu64(AluOp::And, R4, Src::Imm(mask as i32)));
+                b.jmp(true, JmpOp::Jeq, R4, Src::Imm(0), fail);
+            }
+            Test::Conntrack(m) => self.conntrack_test(&m, fail)?,
             Test::Guard { .. } | Test::OptGuard => {}
         }
+        Ok(())
+    }
+
+    /// `r4` = the packet's state bit as xt_conntrack / xt_state compute it (tracked: bit
+    /// `ctinfo % IP_CT_IS_REPLY + 1`; no entry: `untracked` for IP_CT_UNTRACKED, else bit 0,
+    /// INVALID), with SNAT/DNAT (bits 6, 7) from the entry's status when `nat`. Uses r1-r5.
+    fn ct_statebit(&mut self, untracked: i32, nat: bool) -> Result<(), EmitError> {
+        use Reg::*;
+        if nat {
+            // status first: the read clobbers r1-r5
+            self.ct_read(|c| c.status, 4)?;
+        }
+        let b = &mut self.b;
+        let tracked = b.label();
+        let done = b.label();
+        b.emit(ldx(Size::DW, R2, R6, rec::NFCT));
+        b.emit(mov64(R3, Src::Reg(R2)));
+        b.emit(alu64(AluOp::And, R3, Src::Imm(7)));
+        b.emit(alu64(AluOp::And, R2, Src::Imm(-8)));
+        b.jmp(true, JmpOp::Jne, R2, Src::Imm(0), tracked);
+        b.emit(mov64(R4, Src::Imm(1)));
+        b.jmp(true, JmpOp::Jne, R3, Src::Imm(7), done);
+        b.emit(mov64(R4, Src::Imm(untracked)));
+        b.ja(done);
+        b.bind(tracked)?;
+        b.emit(mov64(R4, Src::Reg(R3)));
+        let small = b.label();
+        b.jmp(true, JmpOp::Jlt, R4, Src::Imm(3), small);
+        b.emit(alu64(AluOp::Sub, R4, Src::Imm(3)));
+        b.bind(small)?;
+        b.emit(alu64(AluOp::Add, R4, Src::Imm(1)));
+        b.emit(mov64(R5, Src::Imm(1)));
+        b.emit(alu64(AluOp::Lsh, R5, Src::Reg(R4)));
+        b.emit(mov64(R4, Src::Reg(R5)));
+        if nat {
+            b.emit(ldx(Size::W, R1, R6, rec::CTBUF));
+            for (ips, bit) in [(1 << 4, ir::ctstate::SNAT), (1 << 5, ir::ctstate::DNAT)] {
+                let no = b.label();
+                b.emit(mov64(R5, Src::Reg(R1)));
+                b.emit(alu64(AluOp::And, R5, Src::Imm(ips)));
+                b.jmp(true, JmpOp::Jeq, R5, Src::Imm(0), no);
+                b.emit(alu64(AluOp::Or, R4, Src::Imm(i32::from(bit))));
+                b.bind(no)?;
+            }
+        }
+        b.bind(done)?;
+        Ok(())
+    }
+
+    /// Read `size` bytes of the packet's nf_conn at the offset `field` picks into CTBUF with
+    /// bpf_probe_read_kernel (zeros when there is no entry). nf_conn's BTF may live in a
+    /// module, which `bpf_rdonly_cast` cannot name, so the read is a plain kernel read at
+    /// BTF offsets. Uses r1-r5.
+    fn ct_read(
+        &mut self,
+        field: impl Fn(&crate::ConnLayout) -> u32,
+        size: i32,
+    ) -> Result<(), EmitError> {
+        use Reg::*;
+        let conn = self.layout.conn.ok_or(EmitError::Unsupported {
+            what: "conntrack status or tuple tests without nf_conn in the kernel's BTF",
+        })?;
+        let b = &mut self.b;
+        b.emit(st(Size::DW, R6, rec::CTBUF, 0));
+        b.emit(ldx(Size::DW, R3, R6, rec::NFCT));
+        b.emit(alu64(AluOp::And, R3, Src::Imm(-8)));
+        let none = b.label();
+        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), none);
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(field(&conn) as i32)));
+        b.emit(mov64(R1, Src::Reg(R6)));
+        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::CTBUF))));
+        b.emit(mov64(R2, Src::Imm(size)));
+        b.call_helper(HELPER_PROBE_READ_KERNEL);
+        b.bind(none)?;
+        Ok(())
+    }
+
+    /// `-m conntrack`, in `conntrack_mt`'s order; falls through on match.
+    fn conntrack_test(&mut self, m: &ir::CtMatch, fail: Label) -> Result<(), EmitError> {
+        use Reg::*;
+        let pass = self.b.label();
+        if let Some((mask, invert)) = m.state {
+            let nat = mask & (ir::ctstate::SNAT | ir::ctstate::DNAT) != 0;
+            self.ct_statebit(i32::from(ir::ctstate::UNTRACKED), nat)?;
+            let b = &mut self.b;
+            b.emit(alu64(AluOp::And, R4, Src::Imm(i32::from(mask))));
+            let op = if invert { JmpOp::Jne } else { JmpOp::Jeq };
+            b.jmp(true, op, R4, Src::Imm(0), fail);
+        }
+        // no entry: the state test decided
+        let b = &mut self.b;
+        b.emit(ldx(Size::DW, R2, R6, rec::NFCT));
+        b.emit(mov64(R3, Src::Reg(R2)));
+        b.emit(alu64(AluOp::And, R2, Src::Imm(-8)));
+        b.jmp(
+            true,
+            JmpOp::Jeq,
+            R2,
+            Src::Imm(0),
+            if m.state.is_some() { pass } else { fail },
+        );
+        if let Some(orig) = m.dir_original {
+            b.emit(alu64(AluOp::And, R3, Src::Imm(7)));
+            let op = if orig { JmpOp::Jge } else { JmpOp::Jlt };
+            b.jmp(true, op, R3, Src::Imm(3), fail);
+        }
+        let addrs = [
+            (m.origsrc, true, true),
+            (m.origdst, true, false),
+            (m.replsrc, false, true),
+            (m.repldst, false, false),
+        ];
+        for (t, orig, src) in addrs {
+            let Some(a) = t else { continue };
+            self.ct_read(
+                move |c| {
+                    (if orig { c.tuple_orig } else { c.tuple_reply })
+                        + if src { c.src_addr } else { c.dst_addr }
+                },
+                4,
+            )?;
+            let b = &mut self.b;
+            b.emit(ldx(Size::W, R1, R6, rec::CTBUF));
+            b.emit(alu32(
+                AluOp::Xor,
+                R1,
+                Src::Imm(u32::from_ne_bytes(a.addr.octets()) as i32),
+            ));
+            b.emit(alu32(
+                AluOp::And,
+                R1,
+                Src::Imm(u32::from_ne_bytes(a.mask.octets()) as i32),
+            ));
+            let op = if a.invert { JmpOp::Jeq } else { JmpOp::Jne };
+            b.jmp(false, op, R1, Src::Imm(0), fail);
+        }
+        if let Some((proto, invert)) = m.proto {
+            self.ct_read(|c| c.tuple_orig + c.protonum, 1)?;
+            let b = &mut self.b;
+            b.emit(ldx(Size::B, R1, R6, rec::CTBUF));
+            let op = if invert { JmpOp::Jeq } else { JmpOp::Jne };
+            b.jmp(false, op, R1, Src::Imm(i32::from(proto)), fail);
+        }
+        let ports = [
+            (m.origsrc_port, true, true),
+            (m.origdst_port, true, false),
+            (m.replsrc_port, false, true),
+            (m.repldst_port, false, false),
+        ];
+        for (t, orig, src) in ports {
+            let Some(p) = t else { continue };
+            self.ct_read(
+                move |c| {
+                    (if orig { c.tuple_orig } else { c.tuple_reply })
+                        + if src { c.src_port } else { c.dst_port }
+                },
+                2,
+            )?;
+            let b = &mut self.b;
+            b.emit(ldx(Size::H, R1, R6, rec::CTBUF));
+            b.emit(Insn::End {
+                to_be: true,
+                dst: R1,
+                bits: 16,
+            });
+            range_test(
+                b,
+                R1,
+                u32::from(p.range.lo),
+                u32::from(p.range.hi),
+                0xffff,
+                p.invert,
+                fail,
+            )?;
+        }
+        if let Some((mask, invert)) = m.status {
+            self.ct_read(|c| c.status, 4)?;
+            let b = &mut self.b;
+            b.emit(ldx(Size::W, R1, R6, rec::CTBUF));
+            b.emit(alu32(AluOp::And, R1, Src::Imm(mask as i32)));
+            let op = if invert { JmpOp::Jne } else { JmpOp::Jeq };
+            b.jmp(false, op, R1, Src::Imm(0), fail);
+        }
+        self.b.bind(pass)?;
         Ok(())
     }
 

@@ -78,6 +78,10 @@ pub(super) enum Test {
     },
     /// tcp options unreadable or data offset below 5: hotdrop.
     OptGuard,
+    /// `-m conntrack`
+    Conntrack(ir::CtMatch),
+    /// `-m state`: the state mask
+    State(u32),
 }
 
 impl Test {
@@ -96,6 +100,8 @@ impl Test {
             Test::Proto { .. } => 8,
             Test::Frag { .. } => 9,
             Test::TcpOption { .. } => 10,
+            Test::State(_) => 11,
+            Test::Conntrack(_) => 12,
             Test::Guard { .. } | Test::OptGuard => u32::MAX,
         }
     }
@@ -301,6 +307,8 @@ pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
                     });
                 }
             }
+            Match::Conntrack(c) => out.push(Test::Conntrack(c)),
+            Match::State(mask) => out.push(Test::State(mask)),
             #[allow(unreachable_patterns)]
             _ => return Err(EmitError::Unsupported { what: "match kind" }),
         }
@@ -336,8 +344,12 @@ pub(super) fn lower_chains<'a>(
                     Test::Iface { base, .. } if *base == rec::IN_NAME => feat.in_iface = true,
                     Test::Iface { .. } => feat.out_iface = true,
                     Test::TcpOption { .. } => feat.tcp_option = true,
+                    Test::Conntrack(_) | Test::State(_) => feat.conntrack = true,
                     _ => {}
                 }
+            }
+            if matches!(r.action, ir::Action::Reject(_) | ir::Action::Log(_)) {
+                feat.events = true;
             }
             rules.push(t);
         }

@@ -83,6 +83,7 @@ use std::collections::{BTreeMap, BTreeSet};
 mod access;
 mod chains;
 mod counters;
+mod events;
 mod forms;
 mod lower;
 mod record;
@@ -102,6 +103,7 @@ use runs::Runs;
 /// Helper numbers (uapi enum bpf_func_id; stable ABI).
 const HELPER_MAP_LOOKUP_ELEM: u32 = 1;
 const HELPER_DYNPTR_READ: u32 = 201;
+const HELPER_PROBE_READ_KERNEL: u32 = 113;
 /// Kfunc names resolved through `KernelLayout`.
 const KFUNC_DYNPTR_FROM_SKB: &str = "bpf_dynptr_from_skb";
 const KFUNC_DYNPTR_SLICE: &str = "bpf_dynptr_slice";
@@ -148,6 +150,10 @@ struct Gen<'a> {
     dead_ends: Vec<Label>,
     /// continuations of inlined calls that `reaches_ret` promised some jump would reach
     promised: Vec<Label>,
+    /// the `event` subprogram, once a REJECT or LOG rule calls it
+    event_fn: Option<Label>,
+    /// index in the output maps of the LOG prefix map
+    prefix_map: Option<u32>,
 }
 
 /// Code generation knobs (the defaults are what `compile` uses).
@@ -227,7 +233,11 @@ pub fn compile_output(
     }
     let depths = chains::chain_depths(p)?;
     let (lowered, feat) = lower::lower_chains(p, depths.keys())?;
-    let (maps, runs) = runs::plan(p, depths.keys(), &lowered, opts.runs)?;
+    let (mut maps, runs) = runs::plan(p, depths.keys(), &lowered, opts.runs)?;
+    let prefix_map = events::prefix_map(p).map(|m| {
+        maps.push(m);
+        (maps.len() - 1) as u32
+    });
 
     let mut b = Builder::new();
     b.define_kfunc(KFUNC_DYNPTR_FROM_SKB, layout.kfunc_dynptr_from_skb);
@@ -263,11 +273,14 @@ pub fn compile_output(
         returns: BTreeMap::new(),
         dead_ends: Vec::new(),
         promised: Vec::new(),
+        event_fn: None,
+        prefix_map,
     };
     g.analyse_returns(&depths)?;
     g.main_function(feat)?;
     g.chain_subprograms()?;
     g.count_subprogram()?;
+    g.event_subprogram()?;
     g.check_inlined_exits()?;
     let c = g.b.finish()?;
     let n = c.slot_count();

@@ -20,6 +20,8 @@
 //! -112 dynptr (IP header slow path)   -128 dynptr (transport slow path)
 //! -168 IP header copy (20)  -148 transport header copy (20)     (slow path only)
 //! -200 tcp option kind bitmap (4 x u64)  -248 tcp options copy (48)  -264 dynptr (options)
+//! -128 ctx pointer (events)  -120 skb->_nfct (u64, conntrack)  -168 nf_conn reads (after
+//!      the prologue)
 //! -272 packed r9 (u64)   -276 counter slot + 1 for the shared tails (u32)
 //! -288 lookup key of a rule run (u32 or u16)
 //! ```
@@ -79,6 +81,14 @@ pub mod rec {
     pub const KEY: i16 = -276;
     /// lookup key of a rule run (u32 address or u16 port), written just before the lookup
     pub const LKEY: i16 = -288;
+    /// the program's context pointer, for events (stored first thing; in the 16 bytes
+    /// between the transport buffer and the dynptr, which nothing else uses)
+    pub const CTX: i16 = -128;
+    /// u64 skb->_nfct, for connection-state tests
+    pub const NFCT: i16 = -120;
+    /// 8 bytes a connection-state test reads nf_conn fields into (the IP header buffer,
+    /// free once the prologue is done)
+    pub const CTBUF: i16 = -168;
 }
 
 /// Bit positions in r9 (see "Register convention" in the parent module).

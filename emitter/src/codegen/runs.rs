@@ -97,7 +97,7 @@ fn same_but(a: &[Test], b: &[Test], k: usize) -> bool {
 /// Rules after which evaluation may continue with the next rule (then a later rule of the run
 /// with the same key would be evaluated too, so such runs hold distinct keys).
 fn continues_after(a: Action) -> bool {
-    matches!(a, Action::Call(_) | Action::Continue)
+    matches!(a, Action::Call(_) | Action::Continue | Action::Log(_))
 }
 
 /// Runs of at least `MIN_RUN` consecutive rules with the same action and the same tests but
@@ -114,6 +114,7 @@ fn find_runs(rules: &[ir::Rule], tests: &[Vec<Test>]) -> Vec<(usize, usize, usiz
             let mut j = i + 1;
             while j < rules.len()
                 && rules[j].action == rules[i].action
+                && !matches!(rules[i].action, Action::Reject(_) | Action::Log(_))
                 && same_but(&tests[i], &tests[j], k)
             {
                 if !seen.insert(key_bytes(&tests[j][k])) && continues_after(rules[i].action) {

@@ -282,6 +282,86 @@ fn set_name(b: &mut Blob, off: usize, len: usize, name: &[u8]) {
     b.b[off..off + name.len()].copy_from_slice(name);
 }
 
+// Payload layouts (include/uapi/linux/netfilter/xt_conntrack.h, xt_state.h, xt_LOG.h,
+// netfilter_ipv4/ipt_REJECT.h): xt_conntrack_mtinfo3 is 164 bytes (state_mask u16 at 150,
+// status_mask u16 at 152, the four *_port_high at 154..162, tail padding 162..164; match_size
+// 200); mtinfo2 is mtinfo3 cut after status_mask (154) plus 2 bytes of padding (156, match_size
+// 192); mtinfo1 has u8 state_mask/status_mask at 150/151 (152, match_size 184); xt_state_info
+// is a u32 (match_size 40); ipt_reject_info a u32 `with` (target_size 40); xt_log_info is
+// level u8, logflags u8, prefix[30] (target_size 64).
+const CT_STATE_MASK: usize = 150;
+const CT_STATUS_MASK: usize = 152;
+const LOG_PREFIX: usize = 2;
+const LOG_PREFIX_LEN: usize = 30;
+const IPT_TCP_RESET: u32 = 7;
+
+/// The first entry whose target is `name` and satisfies `pred`.
+fn with_target(b: &Blob, name: &str, pred: impl Fn(&Blob, &Ent) -> bool) -> Result<Ent> {
+    b.ents
+        .iter()
+        .find(|e| e.target.name == name && pred(b, e))
+        .cloned()
+        .with_context(|| format!("no entry with target {name}"))
+}
+
+/// The `-p tcp -j REJECT --reject-with tcp-reset` rule without a tcp match (so that only
+/// REJECT looks at the protocol).
+fn tcp_reset_rule(b: &Blob) -> Result<Ent> {
+    with_target(b, "REJECT", |b, e| {
+        e.matches.is_empty() && b.u32(e.target.off + XT_HDR) == IPT_TCP_RESET
+    })
+}
+
+/// The first conntrack match that only tests the state (no ports, so any revision's layout
+/// reads it the same way).
+fn ctstate_match(b: &Blob) -> Result<(Ent, Ext)> {
+    b.ents
+        .iter()
+        .find_map(|e| {
+            e.matches
+                .iter()
+                .find(|m| m.name == "conntrack" && b.u16(m.off + XT_HDR + 146) & 0x1 != 0)
+                .map(|m| (e.clone(), m.clone()))
+        })
+        .context("no conntrack --ctstate match")
+}
+
+/// Rewrites the first --ctstate match (revision 3) into `revision` with `payload_len` bytes of
+/// payload (match_size 32 + XT_ALIGN(payload_len)): bytes past the new size are cut, offsets
+/// fixed; revision 1 gets its u8 masks.
+fn ct_to_revision(b: &mut Blob, revision: u8, keep: usize) -> Result<()> {
+    let (e, m) = ctstate_match(b)?;
+    ensure!(m.size == XT_HDR + 168, "not a revision 3 match");
+    let p = m.off + XT_HDR;
+    let (state, status) = (b.u16(p + CT_STATE_MASK), b.u16(p + CT_STATUS_MASK));
+    b.splice(&e, p + keep, 168 - keep, &[])?;
+    b.set_u16(m.off, (XT_HDR + keep) as u16);
+    b.set_u8(m.off + 31, revision);
+    if revision == 1 {
+        b.set_u8(p + CT_STATE_MASK, state as u8);
+        b.set_u8(p + CT_STATE_MASK + 1, status as u8);
+    } else {
+        // Revision 2's tail padding (where revision 3 keeps origsrc_port_high).
+        b.b[p + 154..p + 156].fill(0);
+    }
+    Ok(())
+}
+
+/// Rewrites the first --ctstate match into a "state" match of `revision` with a `payload`-byte
+/// payload whose first u32 is the state mask. Returns the match's offset.
+fn ct_to_state(b: &mut Blob, revision: u8, payload: usize) -> Result<usize> {
+    let (e, m) = ctstate_match(b)?;
+    let p = m.off + XT_HDR;
+    let state = u32::from(b.u16(p + CT_STATE_MASK));
+    b.splice(&e, p + payload, m.size - XT_HDR - payload, &[])?;
+    b.b[p..p + payload].fill(0);
+    b.set_u32(p, state);
+    b.set_u16(m.off, (XT_HDR + payload) as u16);
+    set_name(b, m.off + 2, 29, b"state");
+    b.set_u8(m.off + 31, revision);
+    Ok(m.off)
+}
+
 fn mutations() -> Vec<Mutation> {
     vec![
         // Controls: the unmutated base must be accepted, or the harness is wrong.
@@ -416,6 +496,51 @@ fn mutations() -> Vec<Mutation> {
         m!("comefrom_garbage", "empty", "comefrom = 0xdeadbeef in every entry (the kernel clears it)", |b| { for e in b.ents.clone() { b.set_u32(e.off + 92, 0xdead_beef); } Ok(()) }),
         m!("nfcache_garbage", "empty", "nfcache = 0xffffffff in every entry", |b| { for e in b.ents.clone() { b.set_u32(e.off + 84, u32::MAX); } Ok(()) }),
         m!("invalid_hook_offsets_garbage", "empty", "hook_entry/underflow of invalid hooks (PREROUTING, POSTROUTING) = 0x12345678", |b| { for h in [0, 4] { b.set_u32(H_HOOK_ENTRY + 4 * h, 0x1234_5678); b.set_u32(H_UNDERFLOW + 4 * h, 0x1234_5678); } Ok(()) }),
+        // REJECT (ipt_REJECT.c): xt_check_target (size, .table "filter"), reject_tg_check.
+        m!("control_reject", "reject", "unmutated base blob (control)", |_| Ok(())),
+        m!("reject_tcp_reset_proto_any", "reject", "-p tcp -j REJECT --reject-with tcp-reset with the protocol cleared (proto 0)", |b| { let e = tcp_reset_rule(b)?; b.set_u16(e.off + 80, 0); Ok(()) }),
+        m!("reject_tcp_reset_proto_udp", "reject", "-p tcp -j REJECT --reject-with tcp-reset with proto 17", |b| { let e = tcp_reset_rule(b)?; b.set_u16(e.off + 80, 17); Ok(()) }),
+        m!("reject_tcp_reset_proto_inverted", "reject", "-p tcp -j REJECT --reject-with tcp-reset with IPT_INV_PROTO (! -p tcp)", |b| { let e = tcp_reset_rule(b)?; let v = b.b[e.off + 83]; b.set_u8(e.off + 83, v | IPT_INV_PROTO); Ok(()) }),
+        m!("reject_tcp_reset_other_inversion", "reject", "-p tcp -j REJECT --reject-with tcp-reset with IPT_INV_SRCIP (only ! -p matters)", |b| { let e = tcp_reset_rule(b)?; b.set_u8(e.off + 83, IPT_INV_SRCIP); Ok(()) }),
+        m!("reject_echo_reply", "reject", "a REJECT --reject-with icmp-host-unreachable changed to IPT_ICMP_ECHOREPLY (4)", |b| { let e = with_target(b, "REJECT", |b, e| b.u32(e.target.off + XT_HDR) == 1)?; b.set_u32(e.target.off + XT_HDR, 4); Ok(()) }),
+        m!("reject_echo_reply_on_tcp", "reject", "the -p tcp tcp-reset REJECT changed to IPT_ICMP_ECHOREPLY (4)", |b| { let e = tcp_reset_rule(b)?; b.set_u32(e.target.off + XT_HDR, 4); Ok(()) }),
+        m!("reject_with_unknown", "reject", "a REJECT with = 9 (past IPT_ICMP_ADMIN_PROHIBITED, not checked)", |b| { let e = with_target(b, "REJECT", |b, e| b.u32(e.target.off + XT_HDR) == 1)?; b.set_u32(e.target.off + XT_HDR, 9); Ok(()) }),
+        m!("reject_with_max", "reject", "a REJECT with = 0xffffffff", |b| { let e = with_target(b, "REJECT", |b, e| b.u32(e.target.off + XT_HDR) == 1)?; b.set_u32(e.target.off + XT_HDR, u32::MAX); Ok(()) }),
+        m!("reject_align_padding_garbage", "reject", "the 4 alignment bytes after a REJECT's with = 0xab (outside targetsize)", |b| { let e = tcp_reset_rule(b)?; b.b[e.target.off + XT_HDR + 4..e.target.off + XT_HDR + 8].fill(0xab); Ok(()) }),
+        m!("reject_target_size_long", "reject", "a REJECT target grown to 48 bytes (8 inserted, offsets fixed)", |b| { let e = tcp_reset_rule(b)?; b.splice(&e, e.off + e.next, 0, &[0; 8])?; b.set_u16(e.target.off, 48); Ok(()) }),
+        m!("reject_target_size_short", "reject", "a REJECT target cut to its 32-byte header (offsets fixed)", |b| { let e = tcp_reset_rule(b)?; b.splice(&e, e.target.off + XT_HDR, 8, &[])?; b.set_u16(e.target.off, 32); Ok(()) }),
+        m!("reject_revision_1", "reject", "a REJECT target revision 1", |b| { let e = tcp_reset_rule(b)?; b.set_u8(e.target.off + 31, 1); Ok(()) }),
+        m!("reject_in_security_table", "reject", "table name \"security\" (same hooks as filter; REJECT's .table is filter)", |b| { set_name(b, 0, 32, b"security"); Ok(()) }),
+        // LOG (xt_LOG.c): log_tg_check.
+        m!("control_log", "log", "unmutated base blob (control)", |_| Ok(())),
+        m!("log_level_8", "log", "the first LOG target level = 8", |b| { let e = with_target(b, "LOG", |_, _| true)?; b.set_u8(e.target.off + XT_HDR, 8); Ok(()) }),
+        m!("log_level_255", "log", "the first LOG target level = 255", |b| { let e = with_target(b, "LOG", |_, _| true)?; b.set_u8(e.target.off + XT_HDR, 255); Ok(()) }),
+        m!("log_prefix_unterminated", "log", "the first LOG prefix = 30 x 'x', no NUL", |b| { let e = with_target(b, "LOG", |_, _| true)?; let p = e.target.off + XT_HDR + LOG_PREFIX; b.b[p..p + LOG_PREFIX_LEN].fill(b'x'); Ok(()) }),
+        m!("log_prefix_last_byte_set", "log", "the first LOG prefix = \"ab\" NUL then 'x' up to the last byte (NUL early, last byte not NUL)", |b| { let e = with_target(b, "LOG", |_, _| true)?; let p = e.target.off + XT_HDR + LOG_PREFIX; b.b[p..p + LOG_PREFIX_LEN].fill(b'x'); b.b[p..p + 3].copy_from_slice(b"ab\0"); Ok(()) }),
+        m!("log_prefix_garbage_after_nul", "log", "the first LOG prefix = \"ab\" NUL, 0xab bytes, NUL in the last byte", |b| { let e = with_target(b, "LOG", |_, _| true)?; let p = e.target.off + XT_HDR + LOG_PREFIX; b.b[p..p + LOG_PREFIX_LEN].fill(0xab); b.b[p..p + 3].copy_from_slice(b"ab\0"); b.b[p + LOG_PREFIX_LEN - 1] = 0; Ok(()) }),
+        m!("log_flags_all", "log", "the first LOG logflags = 0xff (beyond XT_LOG_MASK, not checked)", |b| { let e = with_target(b, "LOG", |_, _| true)?; b.set_u8(e.target.off + XT_HDR + 1, 0xff); Ok(()) }),
+        m!("log_target_size_long", "log", "the first LOG target grown to 72 bytes (8 inserted, offsets fixed)", |b| { let e = with_target(b, "LOG", |_, _| true)?; b.splice(&e, e.off + e.next, 0, &[0; 8])?; b.set_u16(e.target.off, 72); Ok(()) }),
+        m!("log_target_size_short", "log", "the first LOG target cut to 56 bytes (last 8 prefix bytes removed, offsets fixed)", |b| { let e = with_target(b, "LOG", |_, _| true)?; b.splice(&e, e.off + e.next - 8, 8, &[])?; b.set_u16(e.target.off, 56); Ok(()) }),
+        m!("log_revision_1", "log", "the first LOG target revision 1", |b| { let e = with_target(b, "LOG", |_, _| true)?; b.set_u8(e.target.off + 31, 1); Ok(()) }),
+        // conntrack (xt_conntrack.c): no checks beyond xt_check_match's size; UNSPEC family.
+        m!("control_conntrack", "conntrack", "unmutated base blob (control)", |_| Ok(())),
+        m!("conntrack_revision_0", "conntrack", "the first --ctstate match revision 0 (no such revision)", |b| { let (_, m) = ctstate_match(b)?; b.set_u8(m.off + 31, 0); Ok(()) }),
+        m!("conntrack_revision_4", "conntrack", "the first --ctstate match revision 4", |b| { let (_, m) = ctstate_match(b)?; b.set_u8(m.off + 31, 4); Ok(()) }),
+        m!("conntrack_v3_as_revision_2", "conntrack", "the first --ctstate match (revision 3 payload, 168 bytes) relabelled revision 2", |b| { let (_, m) = ctstate_match(b)?; b.set_u8(m.off + 31, 2); Ok(()) }),
+        m!("conntrack_v3_size_short", "conntrack", "the first --ctstate match (revision 3) cut to 160 payload bytes (offsets fixed)", |b| { let (e, m) = ctstate_match(b)?; b.splice(&e, m.off + m.size - 8, 8, &[])?; b.set_u16(m.off, (m.size - 8) as u16); Ok(()) }),
+        m!("conntrack_revision_2", "conntrack", "the first --ctstate match rewritten as revision 2 (xt_conntrack_mtinfo2, match_size 192)", |b| ct_to_revision(b, 2, 160)),
+        m!("conntrack_revision_1", "conntrack", "the first --ctstate match rewritten as revision 1 (xt_conntrack_mtinfo1, u8 masks, match_size 184)", |b| ct_to_revision(b, 1, 152)),
+        m!("conntrack_flags_garbage", "conntrack", "the first --ctstate match with match_flags = invert_flags = 0xffff (not checked)", |b| { let (_, m) = ctstate_match(b)?; b.set_u16(m.off + XT_HDR + 146, 0xffff); b.set_u16(m.off + XT_HDR + 148, 0xffff); Ok(()) }),
+        m!("conntrack_pad_garbage", "conntrack", "the first --ctstate match's C tail padding (payload 162..164) = 0xab", |b| { let (_, m) = ctstate_match(b)?; b.b[m.off + XT_HDR + 162..m.off + XT_HDR + 164].fill(0xab); Ok(()) }),
+        m!("conntrack_align_padding_garbage", "conntrack", "the first --ctstate match's alignment bytes (payload 164..168, outside matchsize) = 0xab", |b| { let (_, m) = ctstate_match(b)?; b.b[m.off + XT_HDR + 164..m.off + XT_HDR + 168].fill(0xab); Ok(()) }),
+        m!("conntrack_proto_inverted", "conntrack", "the first --ctstate rule with -p tcp inverted (conntrack has no .proto)", |b| { let (e, _) = ctstate_match(b)?; b.set_u16(e.off + 80, 6); b.set_u8(e.off + 83, IPT_INV_PROTO); Ok(()) }),
+        // state (xt_state.c): iptables 1.8.9 sends -m state as conntrack revision 3; these
+        // rewrite one into the "state" revision 0 match older iptables sends.
+        m!("control_state", "state", "unmutated base blob (control)", |_| Ok(())),
+        m!("state_revision_0", "state", "the first -m state match (conntrack revision 3) rewritten as \"state\" revision 0 (xt_state_info, match_size 40)", |b| ct_to_state(b, 0, 8).map(|_| ())),
+        m!("state_revision_1", "state", "the first -m state match rewritten as \"state\" revision 1 (no such revision)", |b| ct_to_state(b, 1, 8).map(|_| ())),
+        m!("state_size_long", "state", "the first -m state match rewritten as \"state\" revision 0 with a 16-byte payload", |b| ct_to_state(b, 0, 16).map(|_| ())),
+        m!("state_mask_all", "state", "\"state\" revision 0 with statemask = 0xffffffff (not checked)", |b| { let m = ct_to_state(b, 0, 8)?; b.set_u32(m + XT_HDR, u32::MAX); Ok(()) }),
         // SET_ADD_COUNTERS (the base ruleset restored first, so the entry count is right).
         m!("addcnt_control", "tcp_ports", "add_counters", "restore", "unmutated ADD_COUNTERS blob (control)", |_| Ok(())),
         m!("addcnt_len_short", "tcp_ports", "add_counters", "restore", "last 16 bytes cut: length != 40 + 16 * num_counters", |b| { let n = b.b.len() - 16; b.b.truncate(n); Ok(()) }),

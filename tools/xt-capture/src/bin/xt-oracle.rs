@@ -60,6 +60,7 @@ fn errno_name(e: i32) -> &'static str {
         libc::ELOOP => "ELOOP",
         libc::ENOPROTOOPT => "ENOPROTOOPT",
         libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        libc::EPROTOTYPE => "EPROTOTYPE",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::EOVERFLOW => "EOVERFLOW",
         _ => "E?",

@@ -1,0 +1,274 @@
+//! What the programs hand to the daemon: REJECT replies to send and LOG lines to write.
+//!
+//! A rule whose target must act outside the program writes an [`emitter::event`] record into
+//! its table's ring buffer; a [`Pump`] thread per table reads the records and acts as the
+//! kernel's target would: [`reject`] builds and sends the reply in the table's namespace,
+//! [`log`] writes the kernel-format line to the kernel log. Nothing here can grow without
+//! bound: the ring buffer has a fixed size (the program counts what does not fit), the pump
+//! handles records one at a time, and the reply rate limits keep bounded state.
+
+pub mod log;
+pub mod reject;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use emitter::event::{self, Event};
+use tracing::{debug, warn};
+
+use crate::sys::{Map, RingBuf};
+
+/// How long a pump waits for records before it checks whether it should stop.
+const POLL: Duration = Duration::from_millis(200);
+
+/// A network namespace the daemon acts in, by its nsfs inode, with an fd once one is known
+/// (a table adopted after a restart gets one from /proc when first needed).
+#[derive(Debug)]
+pub struct Netns {
+    /// nsfs inode
+    pub id: u64,
+    fd: Mutex<Option<OwnedFd>>,
+}
+
+impl Netns {
+    /// A namespace with a known fd, or only its id.
+    pub fn new(id: u64, fd: Option<OwnedFd>) -> Netns {
+        Netns {
+            id,
+            fd: Mutex::new(fd),
+        }
+    }
+
+    /// A duplicate of the namespace's fd, looking one up in /proc when none is known yet.
+    pub fn fd(&self) -> Option<OwnedFd> {
+        let mut guard = match self.fd.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if guard.is_none() {
+            let refs = crate::daemon::gc::referenced_namespaces(std::process::id());
+            *guard = refs
+                .get(&self.id)
+                .and_then(|p| std::fs::File::open(p).ok())
+                .map(OwnedFd::from);
+        }
+        guard.as_ref().and_then(|fd| fd.try_clone().ok())
+    }
+}
+
+/// What a pump did, for `status`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// REJECT records read
+    pub rejects: AtomicU64,
+    /// replies sent
+    pub replies: AtomicU64,
+    /// REJECT records the kernel would not have answered (or rate limits dropped)
+    pub unanswered: AtomicU64,
+    /// LOG records read
+    pub logs: AtomicU64,
+    /// lines written to the kernel log
+    pub lines: AtomicU64,
+    /// records that could not be handled (bad record, send or write error)
+    pub errors: AtomicU64,
+}
+
+/// The thread that reads one table's ring buffer; stops when dropped.
+#[derive(Debug)]
+pub struct Pump {
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+    loss: Map,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Pump {
+    /// Starts reading `ring` for a table of namespace `ns`; `loss` is the table's loss map.
+    pub fn spawn(ring: Map, loss: Map, ns: Arc<Netns>) -> std::io::Result<Pump> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(Stats::default());
+        let (s, st) = (Arc::clone(&stop), Arc::clone(&stats));
+        let thread = std::thread::Builder::new()
+            .name("bpfilter-events".into())
+            .spawn(move || run(&ring, &ns, &s, &st))?;
+        Ok(Pump {
+            stop,
+            stats,
+            loss,
+            thread: Some(thread),
+        })
+    }
+
+    /// Counters of the pump and of the losses the programs counted.
+    pub fn status(&self) -> String {
+        let lost = |slot: u32| -> u64 {
+            let mut v = [0u8; 8];
+            match self.loss.lookup(&slot.to_ne_bytes(), &mut v) {
+                Ok(()) => u64::from_ne_bytes(v),
+                Err(_) => 0,
+            }
+        };
+        let s = &self.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "events: REJECT {} read, {} replies sent, {} unanswered, {} lost (ring full); \
+             LOG {} read, {} lines written, {} lost (ring full); {} errors\n",
+            get(&s.rejects),
+            get(&s.replies),
+            get(&s.unanswered),
+            lost(event::LOSS_REJECT),
+            get(&s.logs),
+            get(&s.lines),
+            lost(event::LOSS_LOG),
+            get(&s.errors),
+        )
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(ring: &Map, ns: &Netns, stop: &AtomicBool, stats: &Stats) {
+    let mut rb = match RingBuf::new(ring) {
+        Ok(rb) => rb,
+        Err(e) => {
+            warn!(netns = ns.id, error = %e, "cannot read the event ring buffer; REJECT and LOG will not act");
+            return;
+        }
+    };
+    let mut handler = Handler::new();
+    let timeout = i32::try_from(POLL.as_millis()).unwrap_or(200);
+    while !stop.load(Ordering::Relaxed) {
+        let samples = match rb.poll(timeout) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(netns = ns.id, error = %e, "reading events failed");
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        for raw in samples {
+            match Event::parse(&raw) {
+                Ok(ev) => handler.handle(&ev, ns, stats),
+                Err(e) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(netns = ns.id, error = %e, "bad event record");
+                }
+            }
+        }
+    }
+}
+
+/// How long a read of `nf_log_all_netns` is trusted.
+const SYSCTL_TTL: Duration = Duration::from_secs(1);
+
+/// Per-pump state of the targets.
+struct Handler {
+    kmsg: Option<log::KmsgWriter>,
+    /// (when read, nf_log_all_netns)
+    all_netns: Option<(std::time::Instant, bool)>,
+    /// is the pump's namespace the initial one (the kernel always logs there)
+    init_ns: Option<bool>,
+    /// lines written through the current `kmsg` file
+    kmsg_lines: u32,
+    /// `kernel.printk_devkmsg=ratelimit`: the kernel keeps 10 writes per 5 s of one open
+    /// file of /dev/kmsg, and drops the rest although the write succeeds
+    devkmsg_ratelimit: bool,
+}
+
+/// Writes through one open /dev/kmsg before it is reopened under `printk_devkmsg=ratelimit`
+/// (the kernel's per-open burst, `ratelimit_default_init`: 10 per 5 seconds).
+const DEVKMSG_BURST: u32 = 10;
+
+impl Handler {
+    fn new() -> Handler {
+        Handler {
+            kmsg: None,
+            all_netns: None,
+            init_ns: None,
+            kmsg_lines: 0,
+            devkmsg_ratelimit: matches!(log::devkmsg_mode(), Ok(log::DevkmsgMode::Ratelimit)),
+        }
+    }
+
+    /// `nf_log_allowed`: the initial namespace, or any with `nf_log_all_netns` set.
+    fn log_allowed(&mut self, ns: &Netns) -> bool {
+        let init = *self.init_ns.get_or_insert_with(|| {
+            crate::sys::open_netns("/proc/1/ns/net")
+                .and_then(|fd| crate::sys::netns_id(fd.as_fd()))
+                .is_ok_and(|(_, ino)| ino == ns.id)
+        });
+        let fresh = self
+            .all_netns
+            .filter(|(at, _)| at.elapsed() < SYSCTL_TTL)
+            .map(|(_, v)| v);
+        let all = fresh.unwrap_or_else(|| {
+            let v = log::nf_log_all_netns().unwrap_or(false);
+            self.all_netns = Some((std::time::Instant::now(), v));
+            v
+        });
+        log::log_allowed_in(init, all)
+    }
+
+    fn handle(&mut self, ev: &Event<'_>, ns: &Netns, stats: &Stats) {
+        match ev.kind() {
+            event::KIND_REJECT => {
+                stats.rejects.fetch_add(1, Ordering::Relaxed);
+                self.reject(ev, ns, stats);
+            }
+            _ => {
+                stats.logs.fetch_add(1, Ordering::Relaxed);
+                self.log(ev, ns, stats);
+            }
+        }
+    }
+
+    fn reject(&mut self, ev: &Event<'_>, ns: &Netns, stats: &Stats) {
+        let _ = (ev, ns, stats);
+    }
+
+    fn log(&mut self, ev: &Event<'_>, ns: &Netns, stats: &Stats) {
+        if !self.log_allowed(ns) {
+            debug!(
+                netns = ns.id,
+                "LOG from a namespace the kernel would not log (nf_log_all_netns=0)"
+            );
+            return;
+        }
+        // A LOG line must not be lost to the rate limit the kernel applies to user writes:
+        // each open of /dev/kmsg has its own budget, so a fresh one is taken before it runs out.
+        if self.devkmsg_ratelimit && self.kmsg_lines >= DEVKMSG_BURST {
+            self.kmsg = None;
+        }
+        if self.kmsg.is_none() {
+            self.kmsg_lines = 0;
+            match log::KmsgWriter::open() {
+                Ok(w) => self.kmsg = Some(w),
+                Err(e) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "cannot open the kernel log; LOG lines are lost");
+                    return;
+                }
+            }
+        }
+        let Some(w) = self.kmsg.as_mut() else { return };
+        match w.log(ev) {
+            Ok(()) => {
+                self.kmsg_lines += 1;
+                stats.lines.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "writing a LOG line failed");
+            }
+        }
+    }
+}
