@@ -2647,9 +2647,9 @@ fn ct() -> CtMatch {
 fn connection_state_without_an_entry() {
     let Some(env) = env() else { return };
     let rules: Vec<(Vec<Match>, bool)> = vec![
-        (vec![Match::State(1 << 3)], false),     // NEW
-        (vec![Match::State(1 << 0)], true),      // INVALID
-        (vec![Match::State(!0u32 & !1)], false), // ! INVALID (folded)
+        (vec![Match::State(1 << 3)], false), // NEW
+        (vec![Match::State(1 << 0)], true),  // INVALID
+        (vec![Match::State(!1)], false),     // ! INVALID (folded)
         (
             vec![Match::Conntrack(CtMatch {
                 state: Some((ctstate::NEW, false)),

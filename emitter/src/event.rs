@@ -20,7 +20,7 @@
 //! | 3 | 1 | REJECT: `ipt_reject_info.with`; LOG: level |
 //! | 4 | 1 | LOG: `logflags` |
 //! | 5 | 1 | skb checksum state: bits 0-1 `ip_summed`, bit 2 `csum_valid` |
-//! | 6 | 1 | bytes of MAC header captured (0: none) |
+//! | 6 | 1 | bytes of MAC header captured: `skb_mac_header_len`, at most 32 (0: none) |
 //! | 7 | 1 | bit 0: `uid`/`gid` are valid (a full socket with a file) |
 //! | 8 | 4 | counter slot of the rule |
 //! | 12 | 4 | `skb->len` (the IP datagram length) |

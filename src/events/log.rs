@@ -263,17 +263,10 @@ pub struct KmsgWriter {
 
 impl KmsgWriter {
     /// Opens `/dev/kmsg` write-only. Under `kernel.printk_devkmsg=ratelimit` (the default)
-    /// the kernel drops lines past 10 per 5 seconds without failing the write: this is
-    /// reported once here, since it cannot be seen later.
+    /// the kernel drops lines past 10 per 5 seconds of one open file without failing the
+    /// write: a writer that must not lose lines reopens before that (see the event pump).
     pub fn open() -> Result<KmsgWriter, LogError> {
-        let w = KmsgWriter::open_path(Path::new(DEV_KMSG))?;
-        if let Ok(DevkmsgMode::Ratelimit) = devkmsg_mode() {
-            tracing::warn!(
-                "kernel.printk_devkmsg=ratelimit: the kernel keeps at most 10 LOG lines per \
-                 5 seconds from the daemon (set it to \"on\" to keep them all)"
-            );
-        }
-        Ok(w)
+        KmsgWriter::open_path(Path::new(DEV_KMSG))
     }
 
     /// Opens `path` (a `/dev/kmsg` stand-in in tests) write-only.
@@ -679,7 +672,7 @@ fn nf_log_dump_tcp_header(
     }
     add!(m, "WINDOW={} ", be16(th, 14));
     // (tcp_flag_word & TCP_RESERVED_BITS (0x0E000000)) >> 22: byte 12's bits 1-3, shifted.
-    add!(m, "RES=0x{:02x} ", (th[12] & 0x0f) << 2);
+    add!(m, "RES=0x{:02x} ", (th[12] & 0x0e) << 2);
     if th[12] & 0x01 != 0 {
         m.bytes(b"AE ");
     }

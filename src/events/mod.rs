@@ -190,12 +190,16 @@ const DEVKMSG_BURST: u32 = 10;
 
 impl Handler {
     fn new() -> Handler {
+        let devkmsg_ratelimit = matches!(log::devkmsg_mode(), Ok(log::DevkmsgMode::Ratelimit));
+        if devkmsg_ratelimit {
+            debug!("kernel.printk_devkmsg=ratelimit: /dev/kmsg is reopened every {DEVKMSG_BURST} LOG lines");
+        }
         Handler {
             kmsg: None,
             all_netns: None,
             init_ns: None,
             kmsg_lines: 0,
-            devkmsg_ratelimit: matches!(log::devkmsg_mode(), Ok(log::DevkmsgMode::Ratelimit)),
+            devkmsg_ratelimit,
         }
     }
 

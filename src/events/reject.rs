@@ -422,6 +422,12 @@ fn nf_reject_verify_csum(ip: Ip<'_>, proto: u8) -> bool {
 /// `nf_ip_checksum(...) == 0`: the transport checksum is good, or this hook does not check it.
 /// A set `csum_valid` means the stack already verified it good. Without the whole packet we
 /// cannot verify and assume good.
+///
+/// With CHECKSUM_NONE the kernel's `__skb_checksum_complete` sums from `skb->data`, which is
+/// the IP header at these hooks: harmless while the header checksum holds, but
+/// `ip_options_compile` writes this host into a record route or timestamp option at input
+/// without refreshing it, so such a packet fails and gets no reply. A CHECKSUM_COMPLETE sum
+/// was taken by the device before that rewrite and only its transport part is checked.
 fn nf_ip_checksum_ok(ev: &Event<'_>, ip: Ip<'_>, proto: u8) -> bool {
     match ev.ip_summed() {
         csum::UNNECESSARY | csum::PARTIAL => return true,
@@ -435,6 +441,9 @@ fn nf_ip_checksum_ok(ev: &Event<'_>, ip: Ip<'_>, proto: u8) -> bool {
     let mut sum = ones_sum(l4, 0);
     if matches!(proto, IPPROTO_TCP | IPPROTO_UDP) {
         sum = pseudo_sum(sum, ip.saddr(), ip.daddr(), proto, l4.len());
+    }
+    if ev.ip_summed() == csum::NONE {
+        sum = ones_sum(&ip.p[..ip.hlen], sum);
     }
     fold(sum) == 0xffff
 }
@@ -2017,6 +2026,34 @@ mod tests {
         let full = [IPOPT_RR, 7, 8, 10, 0, 0, 2, IPOPT_END];
         let r = run(input(&udp(10, &full), 3)).unwrap();
         assert_eq!(&r.datagram()[20..28], &full);
+        // The input path wrote B into the first slot without refreshing the header
+        // checksum: with CHECKSUM_NONE, nf_ip_checksum (which sums the header too) fails and
+        // the kernel stays silent; a device-verified packet gets its reply.
+        let fresh = [IPOPT_RR, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0, IPOPT_END];
+        let mut stale = udp(10, &fresh);
+        stale[22] = 8;
+        stale[23..27].copy_from_slice(&B.octets());
+        assert_eq!(run(input(&stale, 3)), None);
+        assert_eq!(
+            run(input(&stale, 3).csum(csum::NONE, true))
+                .unwrap()
+                .datagram()[22],
+            12
+        );
+        assert!(run(input(&stale, 3).csum(csum::PARTIAL, false)).is_some());
+        assert!(run(input(&stale, 3).csum(csum::COMPLETE, false)).is_some());
+        let syn_rr = {
+            let mut p = tcp(TCP_SYN, 1, 0, &[]);
+            let mut q = p[..20].to_vec();
+            q[0] = 0x48;
+            q.extend_from_slice(&[IPOPT_RR, 7, 8, 10, 0, 0, 2, IPOPT_END]);
+            q.extend_from_slice(&p.split_off(20));
+            let total = q.len() as u16;
+            q[2..4].copy_from_slice(&total.to_be_bytes());
+            q
+        };
+        assert_eq!(run(input(&syn_rr, 7)), None, "stale header, RST path too");
+        assert!(run(input(&syn_rr, 7).csum(csum::UNNECESSARY, false)).is_some());
         // A malformed one (room for less than an address): __ip_options_echo fails.
         let torn = [IPOPT_RR, 9, 8, 10, 0, 0, 2, 0, 0, IPOPT_END, 0, 0];
         assert_eq!(run(input(&udp(10, &torn), 3)), None);

@@ -14,7 +14,11 @@ use super::map::Map;
 pub struct RingBuf {
     rb: NonNull<libbpf_sys::ring_buffer>,
     /// Where the callback appends samples; boxed so that its address, given to libbpf as the
-    /// callback context, stays fixed.
+    /// callback context, stays fixed when the RingBuf moves.
+    #[allow(
+        clippy::box_collection,
+        reason = "the Vec's own address is the callback context"
+    )]
     samples: Box<Vec<Vec<u8>>>,
 }
 

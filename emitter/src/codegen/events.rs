@@ -188,18 +188,18 @@ impl Gen<'_> {
         b.emit(mov64(R2, Src::Imm(4)));
         b.call_helper(HELPER_PROBE_READ_KERNEL);
         b.bind(no_route)?;
-        // MAC header, only with an input device (what LOG prints): skb_mac_header_was_set
-        // and not at the network header, hard_header_len bytes (at most MAC_CAP)
+        // MAC header, only with an input device (what LOG prints): its bytes from
+        // skb_mac_header to the network header (skb_mac_header_len), at most MAC_CAP, when
+        // the MAC header was set and is not empty
         let no_mac = b.label();
         b.emit(ldx(Size::DW, R1, R6, off16(l.nf_ctx_state)?));
         b.emit(ldx(Size::DW, R2, R1, off16(l.hook_state_in)?));
         b.jmp(true, JmpOp::Jeq, R2, Src::Imm(0), no_mac);
         b.emit(ldx(Size::H, R3, R7, off16(s.mac_header)?));
         b.jmp(false, JmpOp::Jeq, R3, Src::Imm(0xffff), no_mac);
-        b.emit(ldx(Size::H, R4, R7, off16(s.network_header)?));
-        b.jmp(false, JmpOp::Jeq, R3, Src::Reg(R4), no_mac);
-        b.emit(ldx(Size::H, R2, R9, off::HARD_HEADER_LEN as i16));
-        b.jmp(false, JmpOp::Jeq, R2, Src::Imm(0), no_mac);
+        b.emit(ldx(Size::H, R2, R7, off16(s.network_header)?));
+        b.jmp(false, JmpOp::Jle, R2, Src::Reg(R3), no_mac);
+        b.emit(alu64(AluOp::Sub, R2, Src::Reg(R3)));
         let mac_len_ok = b.label();
         b.jmp(
             false,
