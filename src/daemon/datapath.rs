@@ -444,6 +444,9 @@ impl BpfTable {
         let conntrack = crate::xlate::translate(&table)
             .map(|p| p.iter().any(emitter::ir::Program::needs_conntrack))
             .unwrap_or(false);
+        if let Some(p) = &pump {
+            p.watch_conntrack(conntrack);
+        }
         Ok((
             table,
             BpfTable {
@@ -484,6 +487,9 @@ impl BpfTable {
         }));
         done?;
         self.conntrack = on;
+        if let Some(p) = &self.pump {
+            p.watch_conntrack(on);
+        }
         info!(
             netns = self.netns.id,
             on, "connection tracking for this namespace's rules"

@@ -75,11 +75,18 @@ pub struct Stats {
     pub errors: AtomicU64,
 }
 
-/// The thread that reads one table's ring buffer; stops when dropped.
+/// How often a pump checks that the namespace's connection tracking is still on while the
+/// table's rules need it (`nft flush ruleset` there removes bpfilter's table too).
+const CONNTRACK_CHECK: Duration = Duration::from_secs(2);
+
+/// The thread that reads one table's ring buffer (and keeps connection tracking on while the
+/// table needs it); stops when dropped.
 #[derive(Debug)]
 pub struct Pump {
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
+    /// the table's rules need connection tracking in the namespace
+    conntrack: Arc<AtomicBool>,
     loss: Map,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -89,16 +96,28 @@ impl Pump {
     pub fn spawn(ring: Map, loss: Map, ns: Arc<Netns>) -> std::io::Result<Pump> {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Stats::default());
-        let (s, st) = (Arc::clone(&stop), Arc::clone(&stats));
+        let conntrack = Arc::new(AtomicBool::new(false));
+        let (s, st, ct) = (
+            Arc::clone(&stop),
+            Arc::clone(&stats),
+            Arc::clone(&conntrack),
+        );
         let thread = std::thread::Builder::new()
             .name("bpfilter-events".into())
-            .spawn(move || run(&ring, &ns, &s, &st))?;
+            .spawn(move || run(&ring, &ns, &s, &st, &ct))?;
         Ok(Pump {
             stop,
             stats,
+            conntrack,
             loss,
             thread: Some(thread),
         })
+    }
+
+    /// Says whether the table's rules need connection tracking (then the pump turns it back
+    /// on if something else removed bpfilter's nftables table).
+    pub fn watch_conntrack(&self, on: bool) {
+        self.conntrack.store(on, Ordering::Relaxed);
     }
 
     /// Counters of the pump and of the losses the programs counted.
@@ -136,7 +155,29 @@ impl Drop for Pump {
     }
 }
 
-fn run(ring: &Map, ns: &Netns, stop: &AtomicBool, stats: &Stats) {
+/// Turns connection tracking back on in `ns` if bpfilter's table there is gone.
+fn keep_conntrack(ns: &Netns) {
+    let Some(fd) = ns.fd() else { return };
+    let restored = crate::sys::in_netns(fd.as_fd(), || {
+        if crate::sys::conntrack_enabled()? {
+            return Ok(false);
+        }
+        crate::sys::enable_conntrack().map(|()| true)
+    });
+    match restored {
+        Ok(Ok(true)) => warn!(
+            netns = ns.id,
+            "bpfilter's nftables table was removed (nft flush ruleset?): connection tracking \
+             turned back on for the rules that need it"
+        ),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) | Err(e) => {
+            warn!(netns = ns.id, error = %e, "checking connection tracking failed")
+        }
+    }
+}
+
+fn run(ring: &Map, ns: &Netns, stop: &AtomicBool, stats: &Stats, conntrack: &AtomicBool) {
     let mut rb = match RingBuf::new(ring) {
         Ok(rb) => rb,
         Err(e) => {
@@ -146,7 +187,12 @@ fn run(ring: &Map, ns: &Netns, stop: &AtomicBool, stats: &Stats) {
     };
     let mut handler = Handler::new();
     let timeout = i32::try_from(POLL.as_millis()).unwrap_or(200);
+    let mut checked = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if conntrack.load(Ordering::Relaxed) && checked.elapsed() >= CONNTRACK_CHECK {
+            checked = std::time::Instant::now();
+            keep_conntrack(ns);
+        }
         let samples = match rb.poll(timeout) {
             Ok(s) => s,
             Err(e) => {
@@ -172,6 +218,8 @@ const SYSCTL_TTL: Duration = Duration::from_secs(1);
 
 /// Per-pump state of the targets.
 struct Handler {
+    /// REJECT's sender in the pump's namespace, made on first use
+    reject: Option<reject::Sender>,
     kmsg: Option<log::KmsgWriter>,
     /// (when read, nf_log_all_netns)
     all_netns: Option<(std::time::Instant, bool)>,
@@ -195,6 +243,7 @@ impl Handler {
             debug!("kernel.printk_devkmsg=ratelimit: /dev/kmsg is reopened every {DEVKMSG_BURST} LOG lines");
         }
         Handler {
+            reject: None,
             kmsg: None,
             all_netns: None,
             init_ns: None,
@@ -236,7 +285,41 @@ impl Handler {
     }
 
     fn reject(&mut self, ev: &Event<'_>, ns: &Netns, stats: &Stats) {
-        let _ = (ev, ns, stats);
+        if self.reject.is_none() {
+            let Some(fd) = ns.fd() else {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    netns = ns.id,
+                    "REJECT: the namespace is gone; no reply sent"
+                );
+                return;
+            };
+            match reject::Sender::new(fd.as_fd()) {
+                Ok(s) => self.reject = Some(s),
+                Err(e) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(netns = ns.id, error = %e, "REJECT: cannot open a raw socket in the namespace; no reply sent");
+                    return;
+                }
+            }
+        }
+        let Some(sender) = self.reject.as_mut() else {
+            return;
+        };
+        match sender.handle(ev) {
+            Ok(reject::Outcome::Sent(_)) => {
+                stats.replies.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(
+                reject::Outcome::NoReply | reject::Outcome::RateLimited | reject::Outcome::NoRoute,
+            ) => {
+                stats.unanswered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                warn!(netns = ns.id, error = %e, "REJECT: sending the reply failed");
+            }
+        }
     }
 
     fn log(&mut self, ev: &Event<'_>, ns: &Netns, stats: &Stats) {

@@ -1323,6 +1323,35 @@ pub struct Sender {
     limiter: RateLimiter,
     epoch: Instant,
     mark: u32,
+    local: Vec<Ipv4Addr>,
+    local_read: Option<Instant>,
+}
+
+/// Whether the packet's IP options hold a prespecified timestamp option.
+fn has_prespec_timestamp(pkt: &[u8]) -> bool {
+    let Ok(ip) = Ip::parse(pkt) else {
+        return false;
+    };
+    let o = ip.options();
+    let mut i = 0;
+    while i < o.len() {
+        match o[i] {
+            IPOPT_END => return false,
+            IPOPT_NOOP => i += 1,
+            t => {
+                let len = o.get(i + 1).map_or(0, |l| usize::from(*l));
+                if t == IPOPT_TIMESTAMP && o.get(i + 3).is_some_and(|f| f & 0xf == IPOPT_TS_PRESPEC)
+                {
+                    return true;
+                }
+                if len < 2 {
+                    return false;
+                }
+                i += len;
+            }
+        }
+    }
+    false
 }
 
 impl Sender {
@@ -1363,6 +1392,8 @@ impl Sender {
             limiter: RateLimiter::new(RateConfig::from_sysctls(&Sysctls::default())),
             epoch: Instant::now(),
             mark: 0,
+            local: Vec::new(),
+            local_read: None,
         };
         s.refresh_sysctls()?;
         Ok(s)
@@ -1428,14 +1459,23 @@ impl Sender {
             self.refresh_sysctls()?;
         }
         // The address list only matters to an echoed prespecified timestamp option.
-        let has_options = ev.packet().first().is_some_and(|b| b & 0xf > 5);
-        let local = if has_options {
-            self.addresses()?.into_iter().map(|a| a.addr).collect()
-        } else {
-            Vec::new()
-        };
+        if has_prespec_timestamp(ev.packet())
+            && self
+                .local_read
+                .is_none_or(|t| t.elapsed() >= SYSCTL_REFRESH)
+        {
+            self.local = self.addresses()?.into_iter().map(|a| a.addr).collect();
+            self.local_read = Some(Instant::now());
+        }
+        let local = std::mem::take(&mut self.local);
+        let out = self.handle_with(ev, &local);
+        self.local = local;
+        out
+    }
+
+    fn handle_with(&mut self, ev: &Event<'_>, local: &[Ipv4Addr]) -> Result<Outcome, SendError> {
         let mut params = Params::from_sysctls(&self.sysctls);
-        params.local_addrs = &local;
+        params.local_addrs = local;
         let Some(mut r) = reply(ev, &params)? else {
             return Ok(Outcome::NoReply);
         };
@@ -2313,6 +2353,18 @@ mod tests {
         assert_eq!(l.peers(), 4, "not idle long enough");
         l.check(&reply_to(A), ms(600_000));
         assert_eq!(l.peers(), 2, "the three idle ones went, B and A stay");
+    }
+
+    #[test]
+    fn prespecified_timestamp_detection() {
+        let pre = [IPOPT_NOOP, IPOPT_TIMESTAMP, 12, 5, 3, 0, 0, 0, 0, 0, 0, 0];
+        assert!(has_prespec_timestamp(&udp(1, &pre)));
+        let only = [IPOPT_TIMESTAMP, 8, 5, 0, 0, 0, 0, 0];
+        assert!(!has_prespec_timestamp(&udp(1, &only)));
+        let rr = [IPOPT_RR, 7, 4, 0, 0, 0, 0, IPOPT_END];
+        assert!(!has_prespec_timestamp(&udp(1, &rr)));
+        assert!(!has_prespec_timestamp(&udp(1, &[])));
+        assert!(!has_prespec_timestamp(&udp(1, &[0x44, 0, 0, 0])));
     }
 
     #[test]
