@@ -36,6 +36,7 @@ fn skb_layout(btf: &Btf) -> Result<SkbLayout> {
     Ok(SkbLayout {
         nfct: btf.member_offset("sk_buff", "_nfct")?,
         mark: btf.member_offset("sk_buff", "mark")?,
+        priority: btf.member_offset("sk_buff", "priority")?,
         dev: btf.member_offset("sk_buff", "dev")?,
         head: btf.member_offset("sk_buff", "head")?,
         mac_header: btf.member_offset("sk_buff", "mac_header")?,
@@ -57,6 +58,44 @@ fn skb_layout(btf: &Btf) -> Result<SkbLayout> {
     })
 }
 
+/// The kernel's HZ, measured: jiffies advanced over a known time in /proc/timer_list
+/// ("now at N nsecs", "jiffies: J"), rounded to the nearest value Linux configures (100, 250,
+/// 300, 1000). User space has no direct way to read it (sysconf gives USER_HZ).
+pub fn kernel_hz() -> Option<u32> {
+    fn sample() -> Option<(u64, u64)> {
+        let t = std::fs::read_to_string("/proc/timer_list").ok()?;
+        let mut now = None;
+        let mut jiffies = None;
+        for l in t.lines() {
+            if now.is_none() {
+                now = l
+                    .strip_prefix("now at ")
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|v| v.parse::<u64>().ok());
+            }
+            if jiffies.is_none() {
+                jiffies = l
+                    .strip_prefix("jiffies: ")
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+            }
+        }
+        Some((now?, jiffies?))
+    }
+    static HZ: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        let (n0, j0) = sample()?;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let (n1, j1) = sample()?;
+        let ns = n1.checked_sub(n0)? as f64;
+        let per_sec = j1.checked_sub(j0)? as f64 * 1e9 / ns;
+        [100u32, 250, 300, 1000].into_iter().min_by(|a, b| {
+            (f64::from(*a) - per_sec)
+                .abs()
+                .total_cmp(&(f64::from(*b) - per_sec).abs())
+        })
+    })
+}
+
 /// `struct nf_conn` from vmlinux BTF, or from the nf_conntrack module's BTF when conntrack is
 /// a module (then only once it is loaded); None when neither has it.
 pub fn conn_layout(vmlinux: &Btf) -> Option<ConnLayout> {
@@ -74,6 +113,8 @@ pub fn conn_layout(vmlinux: &Btf) -> Option<ConnLayout> {
             dst_addr: btf.member_offset("nf_conntrack_tuple", "dst.u3")?,
             dst_port: btf.member_offset("nf_conntrack_tuple", "dst.u.all")?,
             protonum: btf.member_offset("nf_conntrack_tuple", "dst.protonum")?,
+            timeout: btf.member_offset("nf_conn", "timeout")?,
+            hz: kernel_hz().unwrap_or(0),
         })
     };
     read(vmlinux)

@@ -290,8 +290,17 @@ fn probe_cases(s: &mut Script, table_entries: u32) {
 /// revisions.tsv (IPv4 lines): the kernel's answers to revision queries. bpfilter answers
 /// ENOENT for extensions it does not implement, as a kernel without them would.
 fn revision_cases(s: &mut Script) {
-    const SUPPORTED_MATCHES: [&str; 6] = ["tcp", "udp", "icmp", "multiport", "iprange", "comment"];
-    const SUPPORTED_TARGETS: [&str; 2] = ["", "ERROR"];
+    const SUPPORTED_MATCHES: [&str; 8] = [
+        "tcp",
+        "udp",
+        "icmp",
+        "multiport",
+        "iprange",
+        "comment",
+        "conntrack",
+        "state",
+    ];
+    const SUPPORTED_TARGETS: [&str; 4] = ["", "ERROR", "REJECT", "LOG"];
     let text = std::fs::read_to_string(fixtures().join("revisions.tsv")).unwrap();
     let mut n = 0;
     for l in text

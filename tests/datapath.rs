@@ -2636,6 +2636,7 @@ fn ct() -> CtMatch {
         replsrc_port: None,
         repldst_port: None,
         status: None,
+        expires: None,
     }
 }
 
@@ -2876,4 +2877,43 @@ fn a_full_ring_buffer_counts_its_losses() {
         "after draining",
     );
     assert_eq!(drain(&l).len(), 1, "room again once read");
+}
+
+/// Every LOG flag, on a rule without matches, at every hook: the event code verifies.
+#[test]
+fn log_with_every_flag_loads() {
+    let Some(env) = env() else { return };
+    for (name, opts) in env.access_variants() {
+        for hook in [Hook::LocalIn, Hook::Forward, Hook::LocalOut] {
+            for flags in [0u8, 0x08, 0xff] {
+                let p = Program::single(
+                    hook,
+                    vec![Rule {
+                        matches: vec![],
+                        action: Action::Log(Log {
+                            level: 7,
+                            flags,
+                            prefix: [b'x'; 30],
+                        }),
+                        counter: 0,
+                    }],
+                    Policy {
+                        verdict: Verdict::Accept,
+                        counter: 1,
+                    },
+                );
+                let l = load_with(&env, &p, opts);
+                let pkt = ip(UDP, [10, 0, 0, 1], [10, 0, 0, 2], 0, &[], &udp_hdr(53, 53));
+                check(
+                    &env,
+                    &l,
+                    &p,
+                    &pkt,
+                    Some((Verdict::Accept, &[0, 1])),
+                    &format!("{name} {hook:?} {flags:#x}"),
+                );
+                assert_eq!(drain(&l).len(), 1);
+            }
+        }
+    }
 }

@@ -79,10 +79,10 @@ fn unsupported_extensions_are_refused_and_change_nothing() {
     p.ipt(&d, "-A INPUT -p tcp --dport 22 -j ACCEPT");
     let before = common::seen(&d.iptables(&p.bpf, Tool::Save, &["-c"], ""));
     for line in [
-        "-A INPUT -j LOG",
+        "-A INPUT -j NFLOG",
         "-A INPUT -m limit --limit 1/s -j ACCEPT",
-        "-A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT",
-        "-A INPUT -p tcp -j REJECT",
+        "-A INPUT -m connlimit --connlimit-above 3 -j ACCEPT",
+        "-A INPUT -p tcp -j TCPMSS --clamp-mss-to-pmtu",
         "-A INPUT -m mark --mark 1 -j ACCEPT",
     ] {
         let args: Vec<&str> = line.split_whitespace().collect();

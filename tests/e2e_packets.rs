@@ -3,60 +3,7 @@
 
 mod common;
 
-use common::{privileged, sh, Daemon, Netns, Pair, Tool};
-
-/// sender (10.9.1.1) -- firewall (10.9.1.2 | 10.9.2.1) -- target (10.9.2.2)
-struct Topology {
-    sender: Netns,
-    target: Netns,
-}
-
-fn topology(fw: &Netns) -> Topology {
-    let sender = Netns::new("s");
-    let target = Netns::new("t");
-    let (s, f, t) = (&sender.name, &fw.name, &target.name);
-    for ns in [s, f, t] {
-        // ICMP errors unlimited: rate limiting would make the two sides' traffic differ.
-        sh(&format!(
-            "ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv4.conf.all.rp_filter=0 \
-             net.ipv4.icmp_ratelimit=0 net.ipv4.icmp_msgs_per_sec=100000 net.ipv4.icmp_msgs_burst=100000 2>/dev/null || \
-             ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.icmp_ratelimit=0"
-        ));
-    }
-    sh(&format!(
-        "ip link add a{s} netns {s} type veth peer name b{s} netns {f}"
-    ));
-    sh(&format!(
-        "ip link add a{t} netns {t} type veth peer name c{t} netns {f}"
-    ));
-    sh(&format!(
-        "ip -n {s} addr add 10.9.1.1/24 dev a{s} && ip -n {s} link set a{s} up && ip -n {s} route add default via 10.9.1.2 && \
-         ip -n {f} addr add 10.9.1.2/24 dev b{s} && ip -n {f} link set b{s} up && \
-         ip -n {f} addr add 10.9.2.1/24 dev c{t} && ip -n {f} link set c{t} up && \
-         ip -n {t} addr add 10.9.2.2/24 dev a{t} && ip -n {t} link set a{t} up && ip -n {t} route add default via 10.9.2.1 && \
-         ip netns exec {f} sysctl -qw net.ipv4.ip_forward=1"
-    ));
-    // Warm up ARP so that the measured traffic is only what the test sends.
-    sh(&format!("ip netns exec {s} ping -c1 -W1 10.9.1.2 >/dev/null; ip netns exec {t} ping -c1 -W1 10.9.2.1 >/dev/null; true"));
-    Topology { sender, target }
-}
-
-fn ip_in_receives(ns: &Netns) -> u64 {
-    let snmp = ns.sh("cat /proc/net/snmp");
-    let mut lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
-    let (Some(h), Some(v)) = (lines.next(), lines.next()) else {
-        panic!("no Ip: lines")
-    };
-    let i = h
-        .split_whitespace()
-        .position(|c| c == "InReceives")
-        .expect("InReceives");
-    v.split_whitespace()
-        .nth(i)
-        .expect("value")
-        .parse()
-        .expect("number")
-}
+use common::{ip_in_receives, privileged, sh, topology, Daemon, Netns, Pair, Tool, Topology};
 
 /// The same traffic on both sides: UDP, TCP SYNs and pings into the firewall, through it, and
 /// out of it.

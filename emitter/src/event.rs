@@ -21,7 +21,7 @@
 //! | 4 | 1 | LOG: `logflags` |
 //! | 5 | 1 | skb checksum state: bits 0-1 `ip_summed`, bit 2 `csum_valid` |
 //! | 6 | 1 | bytes of MAC header captured: `skb_mac_header_len`, at most 32 (0: none) |
-//! | 7 | 1 | bit 0: `uid`/`gid` are valid (a full socket with a file) |
+//! | 7 | 1 | bit 0: `uid`/`gid` are valid (a full socket with a file); bit 1: the packet has a conntrack entry, whose ctinfo is in bits 4-6 |
 //! | 8 | 4 | counter slot of the rule |
 //! | 12 | 4 | `skb->len` (the IP datagram length) |
 //! | 16 | 4 | bytes of packet captured (`min(skb->len, PACKET_CAP)`) |
@@ -126,6 +126,23 @@ pub mod csum {
     pub const COMPLETE: u8 = 2;
     /// CHECKSUM_PARTIAL
     pub const PARTIAL: u8 = 3;
+}
+
+/// `skb->priority` of the replies the daemon sends for REJECT when the rejected packet had a
+/// conntrack entry: [`REPLY_PRIORITY_TAG`] in the high 16 bits, the ctinfo the kernel's
+/// `nf_ct_attach` would give the reply in the low 3. The kernel's own reset and ICMP error
+/// carry the rejected packet's connection (`nf_send_reset`, `icmp_glue_bits`: RELATED in the
+/// reply direction); a packet sent from a socket cannot, so the programs read this tag instead
+/// of `skb->_nfct` for such packets and see what the kernel's rules would see. (Priority is
+/// invisible to iptables; only its low 4 bits pick a pfifo band, 0-7 here.)
+pub const REPLY_PRIORITY_TAG: u32 = 0x6266;
+
+/// The `skb->priority` for a reply to a packet with `ctinfo` (see
+/// [`REPLY_PRIORITY_TAG`]): `nf_conntrack_attach` gives IP_CT_RELATED_REPLY (4) to the reply
+/// of an original-direction packet, IP_CT_RELATED (1) otherwise.
+pub fn reply_priority(orig_ctinfo: u8) -> u32 {
+    let attached = if orig_ctinfo < 3 { 4 } else { 1 };
+    REPLY_PRIORITY_TAG << 16 | attached
 }
 
 /// A record read back from the ring buffer.
@@ -239,6 +256,11 @@ impl<'a> Event<'a> {
     pub fn uid_gid(&self) -> Option<(u32, u32)> {
         (self.raw[off::SOCK] & 1 != 0).then(|| (self.u32(off::UID), self.u32(off::GID)))
     }
+    /// The packet's conntrack ctinfo, when it has an entry (`skb->_nfct` with a connection).
+    pub fn ctinfo(&self) -> Option<u8> {
+        let b = self.raw[off::SOCK];
+        (b & 2 != 0).then_some((b >> 4) & 7)
+    }
     /// Input device name (empty: no input device).
     pub fn in_name(&self) -> &'a [u8] {
         c_name(&self.raw[off::IN_NAME..off::IN_NAME + 16])
@@ -349,9 +371,14 @@ impl EventBuilder {
     }
     /// Socket owner.
     pub fn uid_gid(mut self, uid: u32, gid: u32) -> Self {
-        self.raw[off::SOCK] = 1;
+        self.raw[off::SOCK] |= 1;
         self.put_u32(off::UID, uid);
         self.put_u32(off::GID, gid);
+        self
+    }
+    /// The packet's conntrack entry's ctinfo.
+    pub fn ctinfo(mut self, ctinfo: u8) -> Self {
+        self.raw[off::SOCK] = (self.raw[off::SOCK] & 0x0f) | 2 | (ctinfo & 7) << 4;
         self
     }
     /// Counter slot.

@@ -422,6 +422,8 @@ pub struct CtMatch {
     pub repldst_port: Option<CtPort>,
     /// --ctstatus: IPS_* mask and `!`
     pub status: Option<(u32, bool)>,
+    /// --ctexpire: remaining lifetime in seconds, inclusive range, and `!`
+    pub expires: Option<(u32, u32, bool)>,
 }
 
 /// One test of a rule.

@@ -69,6 +69,8 @@ pub struct SkbLayout {
     pub nfct: u32,
     /// `sk_buff.mark` (u32)
     pub mark: u32,
+    /// `sk_buff.priority` (u32)
+    pub priority: u32,
     /// `sk_buff.dev` (pointer)
     pub dev: u32,
     /// `sk_buff.head` (pointer)
@@ -126,6 +128,11 @@ pub struct ConnLayout {
     pub dst_port: u32,
     /// `nf_conntrack_tuple.dst.protonum` (u8)
     pub protonum: u32,
+    /// `nf_conn.timeout` (u32, jiffies)
+    pub timeout: u32,
+    /// the kernel's HZ (jiffies per second), measured; 0 when unknown (`--ctexpire` is
+    /// then refused)
+    pub hz: u32,
 }
 
 impl KernelLayout {
@@ -149,6 +156,7 @@ impl KernelLayout {
             skb: SkbLayout {
                 nfct: 104,
                 mark: 168,
+                priority: 136,
                 dev: 16,
                 head: 192,
                 mac_header: 182,
@@ -177,6 +185,8 @@ impl KernelLayout {
                 dst_addr: 20,
                 dst_port: 36,
                 protonum: 38,
+                timeout: 120,
+                hz: 250,
             }),
         }
     }

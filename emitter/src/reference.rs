@@ -52,6 +52,8 @@ pub struct Entry {
     pub reply: Tuple,
     /// `nf_ct_protonum`
     pub proto: u8,
+    /// `nf_ct_expires(ct) / HZ`: seconds left
+    pub expires: u32,
 }
 
 /// IP_CT_IS_REPLY
@@ -128,6 +130,11 @@ fn conntrack_mt(m: &crate::ir::CtMatch, c: &Conn) -> bool {
     }
     if let Some((mask, invert)) = m.status {
         if (mask & e.status != 0) == invert {
+            return false;
+        }
+    }
+    if let Some((lo, hi, invert)) = m.expires {
+        if (e.expires >= lo && e.expires <= hi) == invert {
             return false;
         }
     }

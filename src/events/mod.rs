@@ -102,9 +102,16 @@ impl Pump {
             Arc::clone(&stats),
             Arc::clone(&conntrack),
         );
+        // The consumer (an epoll fd) is made here, not in the thread: the pump's fds exist
+        // once the table does.
+        let rb = RingBuf::new(&ring).map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
         let thread = std::thread::Builder::new()
             .name("bpfilter-events".into())
-            .spawn(move || run(&ring, &ns, &s, &st, &ct))?;
+            .spawn(move || {
+                // the consumer's epoll watches this fd: it must stay open while it polls
+                let _ring = ring;
+                run(rb, &ns, &s, &st, &ct)
+            })?;
         Ok(Pump {
             stop,
             stats,
@@ -177,14 +184,7 @@ fn keep_conntrack(ns: &Netns) {
     }
 }
 
-fn run(ring: &Map, ns: &Netns, stop: &AtomicBool, stats: &Stats, conntrack: &AtomicBool) {
-    let mut rb = match RingBuf::new(ring) {
-        Ok(rb) => rb,
-        Err(e) => {
-            warn!(netns = ns.id, error = %e, "cannot read the event ring buffer; REJECT and LOG will not act");
-            return;
-        }
-    };
+fn run(mut rb: RingBuf, ns: &Netns, stop: &AtomicBool, stats: &Stats, conntrack: &AtomicBool) {
     let mut handler = Handler::new();
     let timeout = i32::try_from(POLL.as_millis()).unwrap_or(200);
     let mut checked = std::time::Instant::now();

@@ -1323,6 +1323,8 @@ pub struct Sender {
     limiter: RateLimiter,
     epoch: Instant,
     mark: u32,
+    /// SO_PRIORITY currently set on `raw` (0 or a reset's connection tag)
+    priority: u32,
     local: Vec<Ipv4Addr>,
     local_read: Option<Instant>,
 }
@@ -1392,6 +1394,7 @@ impl Sender {
             limiter: RateLimiter::new(RateConfig::from_sysctls(&Sysctls::default())),
             epoch: Instant::now(),
             mark: 0,
+            priority: 0,
             local: Vec::new(),
             local_read: None,
         };
@@ -1518,6 +1521,19 @@ impl Sender {
                     r.set_source(a.unwrap_or(src));
                 }
             }
+        }
+        // The kernel's reply carries the rejected packet's connection (nf_ct_attach in
+        // nf_send_reset and in icmp_glue_bits for errors); the programs learn it from the
+        // reply's priority (emitter::event::REPLY_PRIORITY_TAG).
+        let priority = ev.ctinfo().map_or(0, emitter::event::reply_priority);
+        if priority != self.priority {
+            socket::setsockopt(&self.raw, sockopt::Priority, &(priority as i32)).map_err(
+                |errno| SendError::Socket {
+                    call: "setsockopt(SO_PRIORITY)",
+                    errno,
+                },
+            )?;
+            self.priority = priority;
         }
         match self.send(&r) {
             Ok(()) => Ok(Outcome::Sent(r.kind())),

@@ -207,18 +207,6 @@ fn rule(entry: &Entry, targets: &mut Vec<u32>) -> Result<(Option<ir::Rule>, bool
             }
         }
     };
-    // The remaining lifetime of a connection needs the kernel's HZ and jiffies: refused.
-    if entry
-        .matches
-        .iter()
-        .filter_map(Match::conntrack)
-        .any(|c| c.match_flags & XT_CONNTRACK_EXPIRES != 0)
-    {
-        return Err(XlateError::Unsupported {
-            index: entry.index,
-            what: "conntrack --ctexpire",
-        });
-    }
     // No protocol number above 255 exists (iptables cannot write one): refused, not guessed.
     if entry
         .matches
@@ -312,7 +300,7 @@ fn ipv4(bytes: &[u8; 16]) -> Ipv4Addr {
 }
 
 /// `-m conntrack` in the IR: each test present when its XT_CONNTRACK_* flag is set
-/// (unknown flags are ignored, as the kernel does; EXPIRES is refused before).
+/// (unknown flags are ignored, as the kernel does).
 fn conntrack(c: &ipt_abi::ConntrackInfo) -> ir::CtMatch {
     let on = |f: u16| c.match_flags & f != 0;
     let inv = |f: u16| c.invert_flags & f != 0;
@@ -344,6 +332,11 @@ fn conntrack(c: &ipt_abi::ConntrackInfo) -> ir::CtMatch {
         repldst_port: port(XT_CONNTRACK_REPLDST_PORT, c.repldst_port),
         status: on(XT_CONNTRACK_STATUS)
             .then_some((u32::from(c.status_mask), inv(XT_CONNTRACK_STATUS))),
+        expires: on(XT_CONNTRACK_EXPIRES).then_some((
+            c.expires[0],
+            c.expires[1],
+            inv(XT_CONNTRACK_EXPIRES),
+        )),
     }
 }
 

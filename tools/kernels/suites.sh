@@ -24,7 +24,7 @@ run)
   step "datapath test runs"
   "$(exe datapath)" --test-threads=1 --nocapture kernel_scale table_of_expectations jumps_gotos_returns \
     rule_runs_table deep_inlined_return_from_cold_block connection_state_without_an_entry \
-    events_reach_the_ring_buffer a_full_ring_buffer_counts_its_losses 2>&1 \
+    events_reach_the_ring_buffer a_full_ring_buffer_counts_its_losses log_with_every_flag_loads 2>&1 \
     | sed -n '/MATRIX\|^test \|test result\|panicked\|assert/p'
   step "connection tracking turned on for a namespace (nftables ct expression, module autoload)"
   "$(exe conntrack_enable)" --test-threads=1

@@ -108,7 +108,25 @@ impl Gen<'_> {
         }
         b.emit(ldx(Size::DW, R7, R1, off16(l.nf_ctx_skb)?));
         if feat.conntrack {
+            // A reset the daemon sent for REJECT carries, in skb->priority, the connection
+            // the kernel's reset would carry (see event::REPLY_PRIORITY_TAG): its ctinfo,
+            // with a placeholder entry (reads of its fields give zeros).
+            let own = b.label();
             b.emit(ldx(Size::DW, R2, R7, off16(l.skb.nfct)?));
+            b.emit(ldx(Size::W, R3, R7, off16(l.skb.priority)?));
+            b.emit(alu32(AluOp::Mov, R4, Src::Reg(R3)));
+            b.emit(alu32(AluOp::Rsh, R4, Src::Imm(16)));
+            b.jmp(
+                false,
+                JmpOp::Jne,
+                R4,
+                Src::Imm(crate::event::REPLY_PRIORITY_TAG as i32),
+                own,
+            );
+            b.emit(alu64(AluOp::And, R3, Src::Imm(7)));
+            b.emit(alu64(AluOp::Or, R3, Src::Imm(8)));
+            b.emit(mov64(R2, Src::Reg(R3)));
+            b.bind(own)?;
             b.emit(stx(Size::DW, R10, rec::NFCT, R2));
         }
         if feat.in_iface || feat.out_iface {

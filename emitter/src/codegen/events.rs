@@ -234,7 +234,9 @@ impl Gen<'_> {
         b.emit(ldx(Size::B, R1, R9, off::UID as i16));
         b.jmp(false, JmpOp::Jeq, R1, Src::Imm(6), no_uid);
         b.jmp(false, JmpOp::Jeq, R1, Src::Imm(12), no_uid);
+        // every reload of skb->sk is a possibly-NULL RCU pointer to the verifier: check it
         b.emit(ldx(Size::DW, R3, R7, off16(s.sk)?));
+        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), no_uid);
         for field in [s.sk_socket, s.socket_file, s.file_cred] {
             kernel_read(b, R3, field, 8, off::UID);
             b.emit(ldx(Size::DW, R3, R9, off::UID as i16));
@@ -244,6 +246,7 @@ impl Gen<'_> {
         kernel_read(b, R3, s.cred_fsuid, 4, off::UID);
         b.jmp(true, JmpOp::Jne, R0, Src::Imm(0), no_uid);
         b.emit(ldx(Size::DW, R3, R7, off16(s.sk)?));
+        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), no_uid);
         for field in [s.sk_socket, s.socket_file, s.file_cred] {
             kernel_read(b, R3, field, 8, off::GID);
             b.emit(ldx(Size::DW, R3, R9, off::GID as i16));
@@ -258,6 +261,20 @@ impl Gen<'_> {
         b.jmp(false, JmpOp::Jne, R1, Src::Imm(0), uid_done);
         b.emit(st(Size::DW, R9, off::UID as i16, 0));
         b.bind(uid_done)?;
+        // the packet's connection: bit 1 = an entry, bits 4-6 = its ctinfo (a REJECT reset
+        // carries it, as nf_ct_attach does)
+        let no_ct = b.label();
+        b.emit(ldx(Size::DW, R2, R7, off16(s.nfct)?));
+        b.emit(mov64(R3, Src::Reg(R2)));
+        b.emit(alu64(AluOp::And, R3, Src::Imm(-8)));
+        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), no_ct);
+        b.emit(alu64(AluOp::And, R2, Src::Imm(7)));
+        b.emit(alu64(AluOp::Lsh, R2, Src::Imm(4)));
+        b.emit(alu64(AluOp::Or, R2, Src::Imm(2)));
+        b.emit(ldx(Size::B, R1, R9, off::SOCK as i16));
+        b.emit(alu64(AluOp::Or, R1, Src::Reg(R2)));
+        b.emit(stx(Size::B, R9, off::SOCK as i16, R1));
+        b.bind(no_ct)?;
         // LOG: the rule's prefix
         let no_prefix = b.label();
         b.emit(mov64(R1, Src::Reg(R8)));

@@ -21,7 +21,7 @@
 //! (`load_operand`, `single_jump`, `iface_words`, `range_test`).
 
 use crate::builder::{Builder, Label};
-use crate::insn::{alu32, alu64, ldx, mov64, st, AluOp, Imm64, Insn, JmpOp, Reg, Size, Src};
+use crate::insn::{alu32, alu64, ldx, mov32, mov64, st, AluOp, Imm64, Insn, JmpOp, Reg, Size, Src};
 use crate::ir::{self, Action, MultiportMode};
 use crate::EmitError;
 
@@ -31,7 +31,7 @@ use super::lower::{
     single_jump, Field, Test,
 };
 use super::record::{packed, rec, OPT_HOTDROP};
-use super::{Gen, HELPER_PROBE_READ_KERNEL, HOTDROP};
+use super::{Gen, HELPER_JIFFIES64, HELPER_PROBE_READ_KERNEL, HOTDROP};
 
 /// The verifier walks a chain depth first and keeps, for each rule with several exits, one
 /// branch pending until the end of the walk; more than 8192 pending branches fail the load
@@ -708,6 +708,26 @@ impl Gen<'_> {
             b.emit(alu32(AluOp::And, R1, Src::Imm(mask as i32)));
             let op = if invert { JmpOp::Jne } else { JmpOp::Jeq };
             b.jmp(false, op, R1, Src::Imm(0), fail);
+        }
+        if let Some((lo, hi, invert)) = m.expires {
+            // nf_ct_expires(ct) / HZ: (s32)(ct->timeout - (u32)jiffies), at least 0
+            let hz = self.layout.conn.map_or(0, |c| c.hz);
+            if hz == 0 {
+                return Err(EmitError::Unsupported {
+                    what: "conntrack --ctexpire without the kernel's HZ",
+                });
+            }
+            self.ct_read(|c| c.timeout, 4)?;
+            let b = &mut self.b;
+            b.call_helper(HELPER_JIFFIES64);
+            b.emit(ldx(Size::W, R1, R6, rec::CTBUF));
+            b.emit(alu32(AluOp::Sub, R1, Src::Reg(R0)));
+            let positive = b.label();
+            b.jmp(false, JmpOp::Jsge, R1, Src::Imm(0), positive);
+            b.emit(mov32(R1, 0));
+            b.bind(positive)?;
+            b.emit(alu32(AluOp::Div, R1, Src::Imm(hz as i32)));
+            range_test(b, R1, lo, hi, u32::MAX, invert, fail)?;
         }
         self.b.bind(pass)?;
         Ok(())

@@ -104,6 +104,7 @@ use runs::Runs;
 const HELPER_MAP_LOOKUP_ELEM: u32 = 1;
 const HELPER_DYNPTR_READ: u32 = 201;
 const HELPER_PROBE_READ_KERNEL: u32 = 113;
+const HELPER_JIFFIES64: u32 = 118;
 /// Kfunc names resolved through `KernelLayout`.
 const KFUNC_DYNPTR_FROM_SKB: &str = "bpf_dynptr_from_skb";
 const KFUNC_DYNPTR_SLICE: &str = "bpf_dynptr_slice";
