@@ -1748,6 +1748,15 @@ fn arb_match() -> impl Strategy<Value = Match> {
                 inv_dst: false,
             })
         }),
+        // a test run has no connection: these decide on INVALID alone
+        (0u32..0x200).prop_map(Match::State),
+        (0u16..0x200, any::<bool>(), any::<bool>()).prop_map(|(mask, inv, status)| {
+            Match::Conntrack(CtMatch {
+                state: (!status).then_some((mask, inv)),
+                status: status.then_some((u32::from(mask), inv)),
+                ..ct()
+            })
+        }),
     ]
 }
 
@@ -1844,7 +1853,7 @@ fn arb_program() -> impl Strategy<Value = Program> {
     let rule = || {
         (
             proptest::collection::vec(arb_match(), 0..4),
-            0u8..8,
+            0u8..10,
             arb_run(),
         )
     };
@@ -1874,6 +1883,12 @@ fn arb_program() -> impl Strategy<Value = Program> {
                             2 => Action::Return,
                             3 if may_jump => Action::Call(ChainId(1)),
                             4 if may_jump => Action::Goto(ChainId(1)),
+                            5 => Action::Log(Log {
+                                level: 4,
+                                flags: 0,
+                                prefix: [b'p'; 30],
+                            }),
+                            6 => Action::Reject(Reject { with: 3 }),
                             _ => Action::Continue,
                         };
                         Rule {

@@ -222,8 +222,9 @@ fn rule(entry: &Entry, targets: &mut Vec<u32>) -> Result<(Option<ir::Rule>, bool
     let Some(matches) = matches(entry) else {
         return Ok((None, false));
     };
+    // LOG goes on like a jump to the next entry; REJECT leaves like DROP.
     let leaves =
-        matches.is_empty() && !matches!(action, ir::Action::Call(_) | ir::Action::Continue);
+        matches.is_empty() && !matches!(action.flow(), ir::Action::Call(_) | ir::Action::Continue);
     Ok((
         Some(ir::Rule {
             matches,
@@ -501,6 +502,41 @@ mod tests {
         );
         // Only INPUT reaches the user chains.
         assert_eq!(translate(&table).expect("translates")[1].chains.len(), 1);
+    }
+
+    /// An unconditional LOG goes on to the next rule (it is not a verdict); an unconditional
+    /// REJECT ends the chain like DROP.
+    #[test]
+    fn log_goes_on_and_reject_leaves() {
+        let mut b = TableBuilder::filter();
+        let log = || RuleTarget::Log {
+            level: 4,
+            flags: 0,
+            prefix: "x: ".into(),
+        };
+        b.rule("INPUT", Rule::new(log()));
+        b.rule(
+            "INPUT",
+            Rule::new(RuleTarget::Reject(ipt_abi::abi::IPT_TCP_RESET)).proto(6),
+        );
+        b.rule(
+            "INPUT",
+            Rule::new(RuleTarget::Reject(IPT_ICMP_ADMIN_PROHIBITED)),
+        );
+        b.rule("INPUT", Rule::new(RuleTarget::Accept));
+        let table = b.build().expect("valid");
+        let input = &translate(&table).expect("translates")[0];
+        let rules = &input.chains[&input.entry].rules;
+        assert_eq!(
+            rules.len(),
+            3,
+            "LOG, REJECT, REJECT; the ACCEPT is unreachable: {rules:?}"
+        );
+        assert!(
+            matches!(rules[0].action, ir::Action::Log(l) if l.level == 4 && &l.prefix[..3] == b"x: ")
+        );
+        assert_eq!(rules[1].action, ir::Action::Reject(ir::Reject { with: 7 }));
+        assert_eq!(rules[2].action, ir::Action::Reject(ir::Reject { with: 8 }));
     }
 
     #[test]

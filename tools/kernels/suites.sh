@@ -2,8 +2,9 @@
 # The privileged suites of the kernel matrix, run INSIDE a guest (tools/kernels/guest.sh) on
 # the host's build. Usage: suites.sh run|refusal
 #   run      the probe, the datapath test-run suite (every packet access the kernel verifies,
-#            10,000-rule loads), the README quick start with real packets against the
-#            kernel's iptables-legacy, and a bounded conformance run
+#            10,000-rule loads, events), the conntrack switch, the README quick start and
+#            the stateful/REJECT/LOG rules with real packets against the kernel's
+#            iptables-legacy, and a bounded conformance run
 #   refusal  a kernel bpfilter cannot run on: the daemon must exit non-zero with one line
 #            naming what is missing, and iptables must print that line, not a kernel errno
 # The test executables come from $BPFILTER_TESTS (name=path pairs, from matrix.sh).
@@ -30,6 +31,9 @@ run)
   "$(exe conntrack_enable)" --test-threads=1
   step "quick start with real packets (bpfilter against the kernel's iptables-legacy)"
   "$(exe e2e_packets)" --test-threads=1 packets_are_judged_and_counted_as_the_kernel_does
+  step "connection state, REJECT and LOG with real packets (against the kernel's)"
+  "$(exe e2e_targets)" --test-threads=1 stateful_rules_and_rejects_answer_as_the_kernel_does \
+    log_lines_are_the_kernels
   step "bounded conformance"
   # a spread sample (every 6th ruleset): software emulation is ~60x slower than this machine
   target/release/conformance --bounded --random 6 --packets 40 --hand-packets 12 --every 6 --quiet
