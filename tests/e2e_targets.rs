@@ -420,3 +420,55 @@ fn a_reject_flood_grows_nothing() {
     );
     drop(t);
 }
+
+/// Packets rejected while the daemon is down are dropped by the pinned programs (the verdict
+/// never depends on the daemon) and their records are not acted on by the next daemon: a
+/// reply that late is nothing the kernel would send.
+#[test]
+fn rejects_while_the_daemon_is_down_get_no_late_reply() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let fw = Netns::new("dn");
+    let out = d.iptables(
+        &fw,
+        Tool::Iptables,
+        &["-A", "INPUT", "-p", "udp", "-j", "REJECT"],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = topology(&fw);
+    let (before, _) = probe(&t.sender, &["udp:10.9.1.2:53"]);
+    assert_eq!(
+        before,
+        ["udp:10.9.1.2:53 errno 111"],
+        "answered while the daemon runs"
+    );
+    d.kill9();
+    let (down, _) = probe(&t.sender, &["udp:10.9.1.2:53", "udp:10.9.1.2:54"]);
+    assert_eq!(
+        down,
+        ["udp:10.9.1.2:53 timeout", "udp:10.9.1.2:54 timeout"],
+        "dropped, unanswered, while no daemon runs"
+    );
+    d.restart();
+    let out = d.iptables(&fw, Tool::Iptables, &["-L", "INPUT", "-v", "-x", "-n"], "");
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        listing.lines().any(|l| l.trim_start().starts_with("3 ")),
+        "all three packets counted by the REJECT rule:\n{listing}"
+    );
+    let status = String::from_utf8_lossy(&d.bpfilter(&fw, &["status"]).stdout).into_owned();
+    let line = status.lines().find(|l| l.contains("events:")).unwrap_or("");
+    assert!(
+        line.contains("0 replies sent") && line.contains("2 stale"),
+        "the two records of the dead time are discarded, not answered: {line}"
+    );
+    let (after, _) = probe(&t.sender, &["udp:10.9.1.2:55"]);
+    assert_eq!(after, ["udp:10.9.1.2:55 errno 111"], "answered again");
+}

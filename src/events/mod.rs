@@ -73,6 +73,9 @@ pub struct Stats {
     pub lines: AtomicU64,
     /// records that could not be handled (bad record, send or write error)
     pub errors: AtomicU64,
+    /// records found when the pump started: produced while no daemon ran, too late to act
+    /// on (a reply seconds later is not what the kernel sends)
+    pub stale: AtomicU64,
 }
 
 /// How often a pump checks that the namespace's connection tracking is still on while the
@@ -140,7 +143,7 @@ impl Pump {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
             "events: REJECT {} read, {} replies sent, {} unanswered, {} lost (ring full); \
-             LOG {} read, {} lines written, {} lost (ring full); {} errors\n",
+             LOG {} read, {} lines written, {} lost (ring full); {} errors, {} stale\n",
             get(&s.rejects),
             get(&s.replies),
             get(&s.unanswered),
@@ -149,6 +152,7 @@ impl Pump {
             get(&s.lines),
             lost(event::LOSS_LOG),
             get(&s.errors),
+            get(&s.stale),
         )
     }
 }
@@ -185,6 +189,18 @@ fn keep_conntrack(ns: &Netns) {
 }
 
 fn run(mut rb: RingBuf, ns: &Netns, stop: &AtomicBool, stats: &Stats, conntrack: &AtomicBool) {
+    // What is already in the ring was produced while no daemon read it (a restart): the
+    // packets are long gone, and a late reply or line would be wrong. Dropped, counted.
+    if let Ok(old) = rb.poll(0) {
+        if !old.is_empty() {
+            stats.stale.fetch_add(old.len() as u64, Ordering::Relaxed);
+            warn!(
+                netns = ns.id,
+                records = old.len(),
+                "events left from while no daemon ran: not acted on"
+            );
+        }
+    }
     let mut handler = Handler::new();
     let timeout = i32::try_from(POLL.as_millis()).unwrap_or(200);
     let mut checked = std::time::Instant::now();
