@@ -195,6 +195,8 @@ fn assert_one_generation(d: &Daemon, table_dir: &Path) {
             "FORWARD".to_owned(),
             "INPUT".into(),
             "OUTPUT".into(),
+            "event_loss".into(),
+            "events".into(),
             g[0].clone(),
             "progs".into()
         ],
