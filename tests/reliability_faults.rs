@@ -198,6 +198,7 @@ fn assert_one_generation(d: &Daemon, table_dir: &Path) {
             "event_loss".into(),
             "events".into(),
             g[0].clone(),
+            "older_tables".into(),
             "progs".into()
         ],
         "pins of {}",

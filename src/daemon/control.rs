@@ -7,6 +7,29 @@ use super::state::Namespace;
 /// `bpfilter status`: the caller's namespace, its tables, and what runs them.
 pub fn status(ns: &Namespace) -> String {
     let mut out = format!("namespace {}\n", ns.id);
+    let kernel: Vec<String> = ns
+        .fd
+        .as_ref()
+        .map(|fd| super::kernel_tables::kernel_tables(std::os::fd::AsFd::as_fd(fd)))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| !ns.tables.contains_key(k))
+        .collect();
+    let ours: Vec<&str> = ns.tables.keys().map(String::as_str).collect();
+    let _ = writeln!(
+        out,
+        "  compiled to BPF: {}; served by the kernel's ip_tables: {}",
+        if ours.is_empty() {
+            "none".to_owned()
+        } else {
+            ours.join(", ")
+        },
+        if kernel.is_empty() {
+            "none".to_owned()
+        } else {
+            kernel.join(", ")
+        }
+    );
     if ns.tables.is_empty() {
         out.push_str("  no tables\n");
     }

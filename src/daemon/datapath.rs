@@ -12,6 +12,7 @@
 //! <root>/net<ns>/<table>/gen<N>/<HOOK>_set<i> lookup maps of rule runs, LOG prefixes
 //! <root>/net<ns>/<table>/events           RINGBUF of REJECT/LOG records (every generation)
 //! <root>/net<ns>/<table>/event_loss       ARRAY: records lost to a full ring buffer
+//! <root>/net<ns>/<table>/older_tables     the kernel's tables when this one was made (BlobMap)
 //! ```
 //! A replace builds and pins generation N+1 completely, then points every hook's slot at its
 //! programs, waits for an RCU grace period so that no packet is still inside generation N,
@@ -276,6 +277,9 @@ pub struct BpfTable {
     netns: Arc<crate::events::Netns>,
     /// the namespace's connection tracking is on because this table's rules need it
     conntrack: bool,
+    /// the kernel's tables that existed when this one was instantiated (pinned as
+    /// `older_tables`)
+    older: Vec<String>,
 }
 
 fn hooks_of(table: &Table) -> Vec<u32> {
@@ -336,6 +340,11 @@ impl BpfTable {
                 .pin(dir.join("progs"))
                 .map_err(sys_err("pinning the prog array"))?;
             let hooks = hooks_of(table);
+            let older = super::kernel_tables::kernel_tables(nsfd.as_fd());
+            let snapshot = older.join("\n");
+            BlobMap::create("bpfltr_older", snapshot.as_bytes(), snapshot.len().max(1))
+                .and_then(|m| m.pin(&dir.join("older_tables")))
+                .map_err(sys_err("storing the kernel's table list"))?;
             let events = EventMaps::create(&dir)?;
             let blob = table.replace_blob(table.num_entries(), 0);
             let programs = crate::xlate::translate(table)
@@ -373,6 +382,7 @@ impl BpfTable {
                 pump,
                 netns,
                 conntrack: false,
+                older,
             })
         })();
         if result.is_err() {
@@ -447,6 +457,16 @@ impl BpfTable {
         if let Some(p) = &pump {
             p.watch_conntrack(conntrack);
         }
+        let older = BlobMap::open(&dir.join("older_tables"))
+            .and_then(|m| m.read())
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok((
             table,
             BpfTable {
@@ -459,6 +479,7 @@ impl BpfTable {
                 pump,
                 netns,
                 conntrack,
+                older,
             },
         ))
     }
@@ -789,6 +810,10 @@ impl TableBackend for BpfTable {
             self.gen.number,
             load * 1e3
         )
+    }
+
+    fn older_tables(&self) -> Vec<String> {
+        self.older.clone()
     }
 
     fn status(&self) -> String {

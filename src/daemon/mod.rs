@@ -8,6 +8,7 @@ pub mod auth;
 pub mod control;
 pub mod datapath;
 pub mod gc;
+pub mod kernel_tables;
 pub mod sockopt;
 pub mod state;
 pub mod store;
@@ -294,7 +295,18 @@ impl Daemon {
             Request::TableNames {
                 family: Family::Ipv4,
             } => {
-                let names: Vec<&String> = ns.tables.keys().collect();
+                let kernel = ns
+                    .fd
+                    .as_ref()
+                    .map(|fd| kernel_tables::kernel_tables(fd.as_fd()))
+                    .unwrap_or_default();
+                let ours: Vec<(String, Vec<String>)> = ns
+                    .tables
+                    .iter()
+                    .map(|(name, t)| (name.clone(), t.backend.older_tables()))
+                    .collect();
+                let names = kernel_tables::names(&kernel, &ours);
+                let names: Vec<&String> = names.iter().collect();
                 Reply::ok(wire::table_names_payload(&names))
             }
             Request::TableNames { .. } => Reply::ok(Vec::new()),

@@ -73,6 +73,11 @@ pub trait TableBackend: Send + fmt::Debug {
     fn status(&self) -> String {
         String::new()
     }
+    /// The kernel's tables (nat, mangle, ...) that existed in the namespace when this table
+    /// was instantiated: they are listed after it (see `kernel_tables`).
+    fn older_tables(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Disassembly for `bpfilter dump` of the programs running `table`.
     fn dump(&self, _table: &Table, _hook: Option<&str>) -> String {
         String::new()

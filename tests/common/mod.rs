@@ -405,3 +405,47 @@ pub fn ip_in_receives(ns: &Netns) -> u64 {
         .parse()
         .expect("number")
 }
+
+/// What the sender observes for a list of probes: per probe, the errno of a TCP connect, or of
+/// a UDP datagram's reply wait, and how long it took to be refused.
+const PROBE: &str = r#"
+import socket, sys, time
+out = []
+for spec in sys.argv[1:]:
+    kind, host, port = spec.split(":")
+    t = time.monotonic()
+    try:
+        if kind == "tcp":
+            s = socket.socket(); s.settimeout(1.0); s.connect((host, int(port))); s.close()
+            res = "connected"
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)
+            s.connect((host, int(port))); s.send(b"probe"); s.recv(100)
+            res = "answered"
+    except socket.timeout:
+        res = "timeout"
+    except OSError as e:
+        res = "errno %d" % e.errno
+    out.append("%s %s %.1f" % (spec, res, (time.monotonic() - t) * 1000))
+print("\n".join(out))
+"#;
+
+/// Probe results without their timings, and the slowest refusal (ms).
+pub fn probe(ns: &Netns, specs: &[&str]) -> (Vec<String>, f64) {
+    let out = sh(&format!(
+        "ip netns exec {} python3 -c '{}' {}",
+        ns.name,
+        PROBE.replace('\'', "'\\''"),
+        specs.join(" ")
+    ));
+    let mut results = Vec::new();
+    let mut slowest = 0f64;
+    for line in out.lines() {
+        let (head, ms) = line.rsplit_once(' ').expect("probe line");
+        if head.contains("errno") {
+            slowest = slowest.max(ms.parse().unwrap_or(0.0));
+        }
+        results.push(head.to_owned());
+    }
+    (results, slowest)
+}

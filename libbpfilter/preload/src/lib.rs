@@ -10,6 +10,11 @@
 //! - `fopen`/`fopen64` for reading `/proc/net/ip_tables_names` or `ip6_tables_names` (what
 //!   `iptables-legacy-save` 1.8.9 reads, through `fopen64(path, "re")`, to find the tables).
 //!
+//! Only the `filter` table goes to the daemon: a table request naming any other table (nat,
+//! mangle, raw, security) goes to the kernel untouched, which serves it in the caller's
+//! namespace as it would without bpfilter; a revision query the daemon answers ENOENT (an
+//! extension bpfilter does not implement) gets the kernel's answer, for those tables' rules.
+//!
 //! Semantics follow the kernel's `ip_getsockopt`/`nf_getsockopt` for these optnames: a get
 //! copies the daemon's payload into optval (never more than `*optlen` bytes) and leaves
 //! `*optlen` as the caller set it (the kernel writes the same length back: GET_INFO stays 84,
@@ -56,6 +61,8 @@ const SO_SET_MAX: c_int = 65;
 const GET_INFO_IN: usize = 32;
 const GET_ENTRIES_IN: usize = 40;
 const REVISION_IN: usize = 30;
+/// `XT_TABLE_MAXNAMELEN`: the table name leading every table request.
+const TABLE_NAME: usize = 32;
 /// `sizeof(struct ipt_replace)` (= `ip6t_replace`) and its field offsets.
 const REPLACE_HEADER: usize = 96;
 const REPLACE_NUM_COUNTERS: usize = 84;
@@ -124,6 +131,39 @@ fn fail(e: &ClientError) -> c_int {
     }
     set_errno(e.errno());
     -1
+}
+
+/// The table a GET_INFO/GET_ENTRIES or SET_REPLACE/SET_ADD_COUNTERS request names: the first
+/// 32 bytes of every one of those structs (`ipt_getinfo`, `ipt_get_entries`, `ipt_replace`,
+/// `xt_counters_info`), up to the NUL the kernel forces into the last byte. None for a request
+/// too short to hold it (the daemon then answers as the kernel would).
+///
+/// # Safety
+/// `optval` valid for `len` bytes, or null.
+unsafe fn table_of(optval: *const c_void, len: usize) -> Option<Vec<u8>> {
+    if optval.is_null() || len < TABLE_NAME {
+        return None;
+    }
+    // SAFETY: optval is non-null and valid for len >= 32 bytes (caller's contract).
+    let raw = unsafe { std::slice::from_raw_parts(optval as *const u8, TABLE_NAME) };
+    let raw = &raw[..TABLE_NAME - 1];
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    Some(raw[..end].to_vec())
+}
+
+/// Is this a table request the kernel's own ip_tables serves? Every table but `filter`: nat,
+/// mangle, raw and security cannot be BPF_NETFILTER programs (no packet, mark or address
+/// rewrites), so they stay the kernel's, in the caller's namespace, as if nothing were
+/// preloaded. (An unknown name gets the kernel's own answer too.)
+///
+/// # Safety
+/// `optval` valid for `len` bytes, or null.
+unsafe fn kernel_serves(optname: c_int, optval: *const c_void, len: usize) -> bool {
+    if !matches!(optname, SO_GET_INFO | SO_GET_ENTRIES) {
+        return false;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { table_of(optval, len) }.is_some_and(|name| name != b"filter")
 }
 
 fn family_of_level(level: c_int) -> Option<Family> {
@@ -212,9 +252,28 @@ pub unsafe extern "C" fn getsockopt(
         // SAFETY: forwarding the caller's arguments unchanged under the same contract.
         return unsafe { real(fd, level, optname, optval, optlen) };
     }
+    // SAFETY: optlen is read only when non-null; optval is valid for *optlen bytes.
+    let len = if optlen.is_null() {
+        0
+    } else {
+        (unsafe { optlen.read_unaligned() } as c_int).max(0) as usize
+    };
+    // SAFETY: as above.
+    if unsafe { kernel_serves(optname, optval, len) } {
+        // SAFETY: forwarding the caller's arguments unchanged under the same contract.
+        return unsafe { real(fd, level, optname, optval, optlen) };
+    }
     catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the caller's contract (optval valid for *optlen bytes) is forwarded.
-        unsafe { forward_get(level, optname, optval, optlen) }
+        let ret = unsafe { forward_get(level, optname, optval, optlen) };
+        // A revision query for an extension bpfilter does not implement gets the kernel's
+        // answer: the kernel's tables (nat, mangle, ...) use it; a filter rule using it is
+        // still refused at SET_REPLACE (ENOENT), before anything changes.
+        if ret != 0 && errno() == libc::ENOENT && !matches!(optname, SO_GET_INFO | SO_GET_ENTRIES) {
+            // SAFETY: forwarding the caller's arguments unchanged under the same contract.
+            return unsafe { real(fd, level, optname, optval, optlen) };
+        }
+        ret
     }))
     .unwrap_or_else(|_| {
         set_errno(libc::EIO);
@@ -301,6 +360,12 @@ pub unsafe extern "C" fn setsockopt(
     // SAFETY: gaddr is libc's getsockopt, whose type is GetsockoptFn.
     let real_get: GetsockoptFn = unsafe { std::mem::transmute::<usize, GetsockoptFn>(gaddr) };
     if !is_table_set(level, optname) || !is_table_socket(real_get, fd, level) {
+        // SAFETY: forwarding the caller's arguments unchanged under the same contract.
+        return unsafe { real(fd, level, optname, optval, optlen) };
+    }
+    // SET_REPLACE and SET_ADD_COUNTERS share the optnames of GET_INFO and GET_ENTRIES.
+    // SAFETY: optval is valid for optlen bytes (caller's contract).
+    if unsafe { kernel_serves(optname, optval, optlen as usize) } {
         // SAFETY: forwarding the caller's arguments unchanged under the same contract.
         return unsafe { real(fd, level, optname, optval, optlen) };
     }

@@ -1,0 +1,148 @@
+//! Whole host rulesets: the filter table compiled to BPF next to the kernel's own nat, mangle
+//! and raw tables in the same namespace. Through bpfilter, the same iptables-restore files and
+//! commands must leave the same tables and counters as with the kernel alone, list the tables
+//! in the kernel's order, and NAT'd traffic must be judged by the compiled filter table as the
+//! kernel's would judge it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{privileged, probe, sh, topology, Daemon, Pair, Tool};
+
+/// A router with a published service, the shape Docker and libvirt write: DNAT in PREROUTING,
+/// MASQUERADE in POSTROUTING, marks in mangle, a NOTRACK in raw, and a stateful filter table.
+const ROUTER: &str = "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+    -A PREROUTING -p udp -m udp --dport 4444 -j NOTRACK\n\
+    COMMIT\n\
+    *mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+    -A PREROUTING -p tcp -m tcp --dport 8080 -j MARK --set-xmark 0x10/0xffffffff\n\
+    -A FORWARD -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu\n\
+    COMMIT\n\
+    *nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n\
+    -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n\
+    -A POSTROUTING -s 10.9.2.0/24 ! -o c+ -j MASQUERADE\n\
+    -A DOCKER -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.9.2.2:80\n\
+    COMMIT\n\
+    *filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER - [0:0]\n:DOCKER-USER - [0:0]\n\
+    -A FORWARD -j DOCKER-USER\n\
+    -A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+    -A FORWARD -j DOCKER\n\
+    -A FORWARD -p udp -m conntrack --ctstate UNTRACKED -j ACCEPT\n\
+    -A FORWARD -j REJECT --reject-with icmp-port-unreachable\n\
+    -A DOCKER -d 10.9.2.2/32 -p tcp -m conntrack --ctstate DNAT -m tcp --dport 80 -j ACCEPT\n\
+    -A DOCKER-USER -j RETURN\n\
+    COMMIT\n";
+
+#[test]
+fn whole_rulesets_with_every_table_apply_save_and_filter_as_the_kernels() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = Pair::new();
+    let (code, _, err) = p.same(&d, Tool::Restore, &[], ROUTER);
+    assert_eq!(code, 0, "the whole ruleset must apply: {err}");
+    p.same_listing(&d);
+    for t in ["nat", "mangle", "raw"] {
+        p.same(&d, Tool::Iptables, &["-t", t, "-L", "-n", "-v", "-x"], "");
+        p.same(&d, Tool::Save, &["-t", t], "");
+    }
+    // The kernel's tables really are the kernel's: the filter table is not.
+    let names = sh(&format!(
+        "ip netns exec {} cat /proc/net/ip_tables_names",
+        p.bpf.name
+    ));
+    assert!(
+        names.contains("nat") && names.contains("mangle") && !names.contains("filter"),
+        "the kernel must hold nat, mangle, raw and never filter: {names}"
+    );
+    let status = String::from_utf8_lossy(&d.bpfilter(&p.bpf, &["status"]).stdout).into_owned();
+    assert!(
+        status.contains("compiled to BPF: filter;") && status.contains("ip_tables: "),
+        "status says which tables are which:\n{status}"
+    );
+    // Traffic: the published port is DNAT'd to the target and accepted by the compiled
+    // filter table on --ctstate DNAT; other ports are rejected by it.
+    let k = topology(&p.kernel);
+    let b = topology(&p.bpf);
+    for t in [&k.target, &b.target] {
+        sh(&format!(
+            "ip netns exec {} python3 -c 'import socket,time\n\
+             s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"0.0.0.0\", 80)); s.listen(8)\n\
+             time.sleep(6)' >/dev/null 2>&1 &",
+            t.name
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let probes = [
+        "tcp:10.9.1.2:8080",
+        "tcp:10.9.2.2:80",
+        "udp:10.9.2.2:53",
+        "udp:10.9.2.2:4444",
+    ];
+    let (kres, _) = probe(&k.sender, &probes);
+    let (bres, _) = probe(&b.sender, &probes);
+    assert_eq!(
+        bres, kres,
+        "the sender sees different answers (left: bpfilter)"
+    );
+    assert_eq!(
+        kres[0], "tcp:10.9.1.2:8080 connected",
+        "the published port must reach the target through DNAT: {kres:?}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    p.same_listing(&d);
+    for t in ["nat", "mangle", "raw"] {
+        p.same(&d, Tool::Save, &["-c", "-t", t], "");
+    }
+}
+
+/// iptables-restore commits table by table, in the file's order: a table that fails leaves
+/// the tables committed before it in place, and the same error is printed.
+#[test]
+fn a_failing_table_in_a_restore_fails_as_with_the_kernel() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = Pair::new();
+    let bad_nat = "*filter\n-A INPUT -p udp -m udp --dport 53 -j ACCEPT\nCOMMIT\n\
+        *nat\n-A POSTROUTING -j NOSUCHTARGET\nCOMMIT\n\
+        *mangle\n-A PREROUTING -j MARK --set-mark 1\nCOMMIT\n";
+    let (code, _, _) = p.same(&d, Tool::Restore, &[], bad_nat);
+    assert_ne!(code, 0, "the bad nat table must fail the restore");
+    p.same(&d, Tool::Save, &[], "");
+    let bad_filter = "*nat\n-A POSTROUTING -o eth9 -j MASQUERADE\nCOMMIT\n\
+        *filter\n-A INPUT -m nosuchmatch -j ACCEPT\nCOMMIT\n";
+    let (code, _, _) = p.same(&d, Tool::Restore, &[], bad_filter);
+    assert_ne!(code, 0, "the bad filter table must fail the restore");
+    p.same(&d, Tool::Save, &["-c"], "");
+    // a filter rule with an extension bpfilter does not compile is refused, and the kernel's
+    // tables are untouched by it
+    let out = d.iptables(
+        &p.bpf,
+        Tool::Iptables,
+        &[
+            "-A", "INPUT", "-m", "limit", "--limit", "1/s", "-j", "ACCEPT",
+        ],
+        "",
+    );
+    assert!(
+        !out.status.success(),
+        "limit is not compiled yet and must be refused"
+    );
+    let out = d.iptables(
+        &p.bpf,
+        Tool::Iptables,
+        &[
+            "-t", "mangle", "-A", "INPUT", "-m", "limit", "--limit", "1/s", "-j", "ACCEPT",
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "the kernel's mangle table takes it: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
