@@ -282,6 +282,7 @@ fn check(
             in_dev: [0; 16],
             out_dev: [0; 16],
             conn: Default::default(),
+            mark: 0,
         },
     );
     if let Some((v, counted)) = expect {
@@ -1972,6 +1973,7 @@ fn random_rulesets_match_reference() {
                             in_dev: [0; 16],
                             out_dev: [0; 16],
                             conn: Default::default(),
+                            mark: 0,
                         },
                     );
                     let (ret, d) = l.run(&env, pkt);
@@ -2419,6 +2421,7 @@ fn deep_chains_match_reference() {
                             in_dev: [0; 16],
                             out_dev: [0; 16],
                             conn: Default::default(),
+                            mark: 0,
                         },
                     );
                     let (ret, d) = l.run(&env, pkt);
@@ -2928,6 +2931,53 @@ fn log_with_every_flag_loads() {
                     &format!("{name} {hook:?} {flags:#x}"),
                 );
                 assert_eq!(drain(&l).len(), 1);
+            }
+        }
+    }
+}
+
+/// `-m mark` reads skb->mark (0 in a test run) under its mask, in every hook and access.
+#[test]
+fn mark_is_compared_under_its_mask() {
+    let Some(env) = env() else { return };
+    let cases = [
+        (0u32, 0u32, false, true),
+        (0, 0xff, false, true),
+        (1, 0xff, false, false),
+        (1, 0xff, true, true),
+        (0, 0, true, false),
+        (0x10, 0, false, false),
+    ];
+    let pkt = ip(UDP, [10, 0, 0, 1], [10, 0, 0, 2], 0, &[], &udp_hdr(53, 53));
+    for (name, opts) in env.access_variants() {
+        for hook in [Hook::LocalIn, Hook::LocalOut] {
+            for (mark, mask, invert, hit) in cases {
+                let p = Program::single(
+                    hook,
+                    vec![Rule {
+                        matches: vec![Match::Mark { mark, mask, invert }],
+                        action: Action::Drop,
+                        counter: 0,
+                    }],
+                    Policy {
+                        verdict: Verdict::Accept,
+                        counter: 1,
+                    },
+                );
+                let l = load_with(&env, &p, opts);
+                let expect: (Verdict, &[u32]) = if hit {
+                    (Verdict::Drop, &[0])
+                } else {
+                    (Verdict::Accept, &[1])
+                };
+                check(
+                    &env,
+                    &l,
+                    &p,
+                    &pkt,
+                    Some(expect),
+                    &format!("{name} {hook:?} {mark:#x}/{mask:#x} !{invert}"),
+                );
             }
         }
     }

@@ -83,7 +83,7 @@ fn unsupported_extensions_are_refused_and_change_nothing() {
         "-A INPUT -m limit --limit 1/s -j ACCEPT",
         "-A INPUT -m connlimit --connlimit-above 3 -j ACCEPT",
         "-A INPUT -p tcp -j TCPMSS --clamp-mss-to-pmtu",
-        "-A INPUT -m mark --mark 1 -j ACCEPT",
+        "-A OUTPUT -m owner --uid-owner 0 -j ACCEPT",
     ] {
         let args: Vec<&str> = line.split_whitespace().collect();
         let out = d.iptables(&p.bpf, Tool::Iptables, &args, "");

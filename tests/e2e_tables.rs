@@ -25,6 +25,8 @@ const ROUTER: &str = "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
     -A DOCKER -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.9.2.2:80\n\
     COMMIT\n\
     *filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER - [0:0]\n:DOCKER-USER - [0:0]\n\
+    -A FORWARD -m mark --mark 0x10/0xff\n\
+    -A FORWARD -m mark ! --mark 0x10\n\
     -A FORWARD -j DOCKER-USER\n\
     -A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
     -A FORWARD -j DOCKER\n\

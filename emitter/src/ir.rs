@@ -480,6 +480,15 @@ pub enum Match {
     /// `-m state --state` (xt_state): the state mask ([`statebits`]); matches when the
     /// packet's bit is in it (iptables folds `!` into the mask).
     State(u32),
+    /// `-m mark` (xt_mark revision 1): `(skb->mark & mask) == mark`, inverted by `invert`.
+    Mark {
+        /// value
+        mark: u32,
+        /// mask
+        mask: u32,
+        /// `!`
+        invert: bool,
+    },
 }
 
 impl Match {

@@ -15,6 +15,8 @@ pub struct Packet<'a> {
     pub out_dev: [u8; 16],
     /// the connection the packet belongs to (`skb->_nfct`)
     pub conn: Conn,
+    /// `skb->mark`
+    pub mark: u32,
 }
 
 /// One direction of a connection (`struct nf_conntrack_tuple`), addresses and ports as
@@ -197,6 +199,7 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
         Match::Fragment { invert } => b((p.fragoff != 0) != *invert),
         Match::Conntrack(m) => b(conntrack_mt(m, &pkt.conn)),
         Match::State(mask) => b(state_mt(*mask, &pkt.conn)),
+        Match::Mark { mark, mask, invert } => b(((pkt.mark & mask) == *mark) != *invert),
         Match::Tcp(t) => {
             if p.fragoff != 0 {
                 return if p.fragoff == 1 { Hotdrop } else { No };
@@ -510,6 +513,7 @@ mod tests {
                 in_dev: [0; 16],
                 out_dev: [0; 16],
                 conn: Conn::default(),
+                mark: 0,
             },
         );
         assert_eq!(
@@ -527,6 +531,7 @@ mod tests {
                 in_dev: [0; 16],
                 out_dev: [0; 16],
                 conn: Conn::default(),
+                mark: 0,
             },
         );
         assert_eq!(
@@ -544,6 +549,7 @@ mod tests {
                 in_dev: [0; 16],
                 out_dev: [0; 16],
                 conn: Conn::default(),
+                mark: 0,
             },
         );
         assert_eq!(

@@ -571,6 +571,25 @@ pub struct XtIprangeMtinfo {
     pub pad: [u8; 3],
 }
 
+/// `struct xt_mark_mtinfo1` (match "mark", revision 1): `(skb->mark & mask) == mark`,
+/// inverted by `invert`.
+#[doc(alias = "xt_mark_mtinfo1")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XtMarkMtinfo1 {
+    /// Value compared.
+    pub mark: u32,
+    /// Mask applied to skb->mark first.
+    pub mask: u32,
+    /// `!` (any non-zero value inverts).
+    pub invert: u8,
+    /// Implicit C padding; inside `matchsize`, so the kernel copies it back as given.
+    pub pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<XtMarkMtinfo1>() == 12);
+
 /// `struct xt_comment_info` (match "comment", revision 0).
 #[doc(alias = "xt_comment_info")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]

@@ -95,6 +95,7 @@ pub const SUPPORTED_IPV4: &[Supported] = &[
     m("multiport", 1, core::mem::size_of::<XtMultiportV1>(), 0),
     m("iprange", 1, core::mem::size_of::<XtIprangeMtinfo>(), 0),
     m("comment", 0, core::mem::size_of::<XtCommentInfo>(), 0),
+    m("mark", 1, core::mem::size_of::<XtMarkMtinfo1>(), 0),
     m("conntrack", 1, size_of::<XtConntrackMtinfo1>(), 0),
     m("conntrack", 2, size_of::<XtConntrackMtinfo2>(), 0),
     m("conntrack", 3, size_of::<XtConntrackMtinfo3>(), 0),
@@ -119,6 +120,7 @@ pub const SUPPORTED_IPV6: &[Supported] = &[
     m("multiport", 1, core::mem::size_of::<XtMultiportV1>(), 0),
     m("iprange", 1, core::mem::size_of::<XtIprangeMtinfo>(), 0),
     m("comment", 0, core::mem::size_of::<XtCommentInfo>(), 0),
+    m("mark", 1, core::mem::size_of::<XtMarkMtinfo1>(), 0),
     m("conntrack", 1, size_of::<XtConntrackMtinfo1>(), 0),
     m("conntrack", 2, size_of::<XtConntrackMtinfo2>(), 0),
     m("conntrack", 3, size_of::<XtConntrackMtinfo3>(), 0),
@@ -134,7 +136,7 @@ pub const SUPPORTED_IPV6: &[Supported] = &[
 /// makes `xt_find_match` answer EPROTOTYPE instead of ENOENT (the NFPROTO_IPV4 search result is
 /// discarded when it retries the family-independent list).
 /// (xt_comment.c, xt_conntrack.c and xt_state.c register `.family = NFPROTO_UNSPEC`.)
-const UNSPEC_NAMES: &[&str] = &["comment", "conntrack", "state"];
+const UNSPEC_NAMES: &[&str] = &["comment", "conntrack", "state", "mark"];
 
 fn table(family: Family) -> &'static [Supported] {
     match family {

@@ -140,6 +140,8 @@ pub enum Match {
     Multiport(XtMultiportV1),
     /// "iprange" revision 1.
     IpRange(XtIprangeMtinfo),
+    /// "mark" revision 1.
+    Mark(XtMarkMtinfo1),
     /// "comment" revision 0.
     Comment(Box<XtCommentInfo>),
     /// "conntrack" revisions 1, 2, 3 (iptables 1.8.9 sends revision 3, also for `-m state`).
@@ -322,6 +324,7 @@ impl Match {
             Match::Multiport(_) => "multiport",
             Match::IpRange(_) => "iprange",
             Match::Comment(_) => "comment",
+            Match::Mark(_) => "mark",
             Match::Conntrack(_) => "conntrack",
             Match::State(_) => "state",
         }
@@ -329,7 +332,7 @@ impl Match {
     /// Extension revision.
     pub fn revision(&self) -> u8 {
         match self {
-            Match::Multiport(_) | Match::IpRange(_) => 1,
+            Match::Multiport(_) | Match::IpRange(_) | Match::Mark(_) => 1,
             Match::Conntrack(c) => c.revision(),
             Match::Tcp(_)
             | Match::Udp(_)
@@ -347,6 +350,7 @@ impl Match {
             Match::Multiport(p) => p.as_bytes(),
             Match::IpRange(p) => p.as_bytes(),
             Match::Comment(p) => p.as_bytes(),
+            Match::Mark(p) => p.as_bytes(),
             Match::Conntrack(c) => c.payload(),
             Match::State(p) => p.as_bytes(),
         }

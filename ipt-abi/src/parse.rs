@@ -719,6 +719,11 @@ fn check_match(ext: &Supported, data: &[u8], ip: &IpMatch) -> Result<Match, (i32
             let (p, _) = XtIprangeMtinfo::read_from_prefix(data).map_err(|_| SHORT)?;
             Match::IpRange(p)
         }
+        // xt_mark has no checkentry for the match
+        "mark" => {
+            let (p, _) = XtMarkMtinfo1::read_from_prefix(data).map_err(|_| SHORT)?;
+            Match::Mark(p)
+        }
         "comment" => {
             let (p, _) = XtCommentInfo::read_from_prefix(data).map_err(|_| SHORT)?;
             Match::Comment(Box::new(p))

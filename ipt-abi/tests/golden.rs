@@ -301,6 +301,7 @@ const SUPPORTED_MATCHES: &[&str] = &[
     "comment",
     "conntrack",
     "state",
+    "mark",
 ];
 const SUPPORTED_TARGETS: &[&str] = &["", "ERROR", "LOG", "REJECT"];
 

@@ -379,6 +379,11 @@ fn extension(m: &Match) -> Option<ir::Match> {
         }),
         Match::Conntrack(c) => ir::Match::Conntrack(conntrack(&c.info())),
         Match::State(st) => ir::Match::State(st.statemask),
+        Match::Mark(m) => ir::Match::Mark {
+            mark: m.mark,
+            mask: m.mask,
+            invert: m.invert != 0,
+        },
         Match::IpRange(r) => ir::Match::IpRange(ir::IpRangeMatch {
             src: (r.flags & IPRANGE_SRC != 0).then(|| (ipv4(&r.src_min), ipv4(&r.src_max))),
             dst: (r.flags & IPRANGE_DST != 0).then(|| (ipv4(&r.dst_min), ipv4(&r.dst_max))),

@@ -50,8 +50,9 @@ pub(super) struct Features {
     pub(super) tcp_option: bool,
     /// some rule reads the connection (skb->_nfct)
     pub(super) conntrack: bool,
-    /// some rule hands events to the daemon (the context pointer is kept in the record)
-    pub(super) events: bool,
+    /// some rule reads the context after the prologue (events, `-m mark`): its pointer is
+    /// kept in the record
+    pub(super) ctx: bool,
 }
 
 /// A BTF offset as the 16-bit offset of a load.
@@ -103,7 +104,7 @@ impl Gen<'_> {
         let l = *self.layout;
         let b = &mut self.b;
         b.emit(mov64(R6, Src::Reg(R10)));
-        if feat.events {
+        if feat.ctx {
             b.emit(stx(Size::DW, R10, rec::CTX, R1));
         }
         b.emit(ldx(Size::DW, R7, R1, off16(l.nf_ctx_skb)?));

@@ -352,7 +352,8 @@ impl Gen<'_> {
             | Test::Guard { .. }
             | Test::OptGuard
             | Test::Conntrack(_)
-            | Test::State(_) => {
+            | Test::State(_)
+            | Test::Mark { .. } => {
                 return Err(EmitError::Unsupported {
                     what: "branch-free form of this test",
                 });
@@ -524,6 +525,17 @@ impl Gen<'_> {
                 b.jmp(true, JmpOp::Jeq, R4, Src::Imm(0), fail);
             }
             Test::Conntrack(m) => self.conntrack_test(&m, fail)?,
+            Test::Mark { mark, mask, invert } => {
+                // skb->mark through the context the prologue kept
+                let l = *self.layout;
+                let b = &mut self.b;
+                b.emit(ldx(Size::DW, R1, R6, rec::CTX));
+                b.emit(ldx(Size::DW, R1, R1, super::access::off16(l.nf_ctx_skb)?));
+                b.emit(ldx(Size::W, R1, R1, super::access::off16(l.skb.mark)?));
+                b.emit(alu32(AluOp::And, R1, Src::Imm(mask as i32)));
+                let op = if invert { JmpOp::Jeq } else { JmpOp::Jne };
+                b.jmp(false, op, R1, Src::Imm(mark as i32), fail);
+            }
             Test::Guard { .. } | Test::OptGuard => {}
         }
         Ok(())

@@ -82,6 +82,12 @@ pub(super) enum Test {
     Conntrack(ir::CtMatch),
     /// `-m state`: the state mask
     State(u32),
+    /// `-m mark`
+    Mark {
+        mark: u32,
+        mask: u32,
+        invert: bool,
+    },
 }
 
 impl Test {
@@ -101,6 +107,7 @@ impl Test {
             Test::Frag { .. } => 9,
             Test::TcpOption { .. } => 10,
             Test::State(_) => 11,
+            Test::Mark { .. } => 11,
             Test::Conntrack(_) => 12,
             Test::Guard { .. } | Test::OptGuard => u32::MAX,
         }
@@ -309,6 +316,7 @@ pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
             }
             Match::Conntrack(c) => out.push(Test::Conntrack(c)),
             Match::State(mask) => out.push(Test::State(mask)),
+            Match::Mark { mark, mask, invert } => out.push(Test::Mark { mark, mask, invert }),
             #[allow(unreachable_patterns)]
             _ => return Err(EmitError::Unsupported { what: "match kind" }),
         }
@@ -345,11 +353,12 @@ pub(super) fn lower_chains<'a>(
                     Test::Iface { .. } => feat.out_iface = true,
                     Test::TcpOption { .. } => feat.tcp_option = true,
                     Test::Conntrack(_) | Test::State(_) => feat.conntrack = true,
+                    Test::Mark { .. } => feat.ctx = true,
                     _ => {}
                 }
             }
             if matches!(r.action, ir::Action::Reject(_) | ir::Action::Log(_)) {
-                feat.events = true;
+                feat.ctx = true;
             }
             rules.push(t);
         }
