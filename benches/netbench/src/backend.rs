@@ -314,15 +314,22 @@ impl Tools {
                 let out = run_ok(self.cmd(b, ns, &args)?, LOAD_TIMEOUT)?.output;
                 parse_nft_counter(&String::from_utf8_lossy(&out.stdout))
             }
-            Backend::Legacy | Backend::Bpfilter(_) => {
-                let args: Vec<String> = ["-S", "INPUT", &(n + 1).to_string(), "-v"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
-                let out = run_ok(self.cmd(b, ns, &args)?, LOAD_TIMEOUT)?.output;
-                parse_ipt_counter(&String::from_utf8_lossy(&out.stdout))
-            }
+            Backend::Legacy | Backend::Bpfilter(_) => self.rule_counter(b, ns, n + 1),
         }
+    }
+
+    /// Packets counted by rule `k` (1-based) of INPUT, as `iptables -S INPUT k -v` prints
+    /// them (iptables-legacy and bpfilter only).
+    pub fn rule_counter(&self, b: Backend, ns: &str, k: usize) -> Result<u64> {
+        if !matches!(b, Backend::Legacy | Backend::Bpfilter(_)) {
+            bail!("{}: no iptables rule counters", b.name());
+        }
+        let args: Vec<String> = ["-S", "INPUT", &k.to_string(), "-v"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let out = run_ok(self.cmd(b, ns, &args)?, LOAD_TIMEOUT)?.output;
+        parse_ipt_counter(&String::from_utf8_lossy(&out.stdout))
     }
 }
 
@@ -369,6 +376,95 @@ pub fn parse_ipt_counter(s: &str) -> Result<u64> {
     it.next()
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| anyhow!("no counter in {line:?}"))
+}
+
+/// What a table's event pump did, from the `events:` line of `bpfilter status` (REJECT and
+/// LOG records read, replies sent, lines written, records the programs could not fit in the
+/// ring buffer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    /// REJECT records read.
+    pub reject_read: u64,
+    /// Replies sent.
+    pub replies: u64,
+    /// REJECT records the kernel would not have answered (or rate limits dropped).
+    pub unanswered: u64,
+    /// REJECT records lost (ring buffer full).
+    pub reject_lost: u64,
+    /// LOG records read.
+    pub log_read: u64,
+    /// Lines written to the kernel log.
+    pub lines: u64,
+    /// LOG records lost (ring buffer full).
+    pub log_lost: u64,
+    /// Records that could not be handled.
+    pub errors: u64,
+    /// Records left from while no daemon ran, discarded.
+    pub stale: u64,
+}
+
+impl EventCounts {
+    /// Counts of `self` minus those of an earlier reading.
+    pub fn since(&self, before: &EventCounts) -> EventCounts {
+        EventCounts {
+            reject_read: self.reject_read.saturating_sub(before.reject_read),
+            replies: self.replies.saturating_sub(before.replies),
+            unanswered: self.unanswered.saturating_sub(before.unanswered),
+            reject_lost: self.reject_lost.saturating_sub(before.reject_lost),
+            log_read: self.log_read.saturating_sub(before.log_read),
+            lines: self.lines.saturating_sub(before.lines),
+            log_lost: self.log_lost.saturating_sub(before.log_lost),
+            errors: self.errors.saturating_sub(before.errors),
+            stale: self.stale.saturating_sub(before.stale),
+        }
+    }
+}
+
+/// The `events:` line of `bpfilter status` (`events: REJECT 3 read, 2 replies sent, 1
+/// unanswered, 0 lost (ring full); LOG 5 read, 0 lines written, 0 lost (ring full); 0 errors,
+/// 0 stale`), read by label: each number is named by the word after it, within the part
+/// (REJECT, LOG or the rest) its `;`-separated section belongs to, so that counters added
+/// later do not shift the others. None without such a line or without the REJECT and LOG
+/// counts.
+pub fn parse_events(status: &str) -> Option<EventCounts> {
+    let line = status
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("events:"))?;
+    let mut e = EventCounts::default();
+    let (mut seen_reject, mut seen_log) = (false, false);
+    for part in line.split(';') {
+        let words: Vec<&str> = part.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        let section = if words.contains(&"REJECT") {
+            "REJECT"
+        } else if words.contains(&"LOG") {
+            "LOG"
+        } else {
+            ""
+        };
+        for w in words.windows(2) {
+            let Ok(n) = w[0].parse::<u64>() else { continue };
+            match (section, w[1]) {
+                ("REJECT", "read") => {
+                    e.reject_read = n;
+                    seen_reject = true;
+                }
+                ("REJECT", "replies") => e.replies = n,
+                ("REJECT", "unanswered") => e.unanswered = n,
+                ("REJECT", "lost") => e.reject_lost = n,
+                ("LOG", "read") => {
+                    e.log_read = n;
+                    seen_log = true;
+                }
+                ("LOG", "lines") => e.lines = n,
+                ("LOG", "lost") => e.log_lost = n,
+                (_, "errors") => e.errors = n,
+                (_, "stale") => e.stale = n,
+                _ => {}
+            }
+        }
+    }
+    (seen_reject && seen_log).then_some(e)
 }
 
 /// Packets of `nft list counter ...` output.
@@ -518,6 +614,11 @@ impl Daemon {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Remove everything it attached, stop it, and unpin what is left under its bpffs root.
     pub fn stop(mut self, bin: &Path) {
         let mut c = Command::new(bin);
@@ -569,6 +670,44 @@ mod tests {
         let nft = "table ip filter {\n\tcounter final {\n\t\tpackets 42 bytes 2520\n\t}\n}\n";
         assert_eq!(parse_nft_counter(nft).expect("nft"), 42);
         assert!(parse_nft_counter("table ip filter {}").is_err());
+    }
+
+    #[test]
+    fn events_parse() {
+        let st = "generation 2 applied at 1 (unix time), pins /x\n\
+                  conntrack: on for this namespace\n\
+                  events: REJECT 3 read, 2 replies sent, 1 unanswered, 7 lost (ring full); \
+                  LOG 5 read, 4 lines written, 9 lost (ring full); 6 errors, 8 stale\n\
+                  INPUT    prog id 42     insns 123\n";
+        let e = parse_events(st).expect("events");
+        assert_eq!(
+            e,
+            EventCounts {
+                reject_read: 3,
+                replies: 2,
+                unanswered: 1,
+                reject_lost: 7,
+                log_read: 5,
+                lines: 4,
+                log_lost: 9,
+                errors: 6,
+                stale: 8
+            }
+        );
+        // The earlier form, without `stale`, still reads.
+        let old = "events: REJECT 3 read, 2 replies sent, 1 unanswered, 7 lost (ring full); \
+                   LOG 5 read, 4 lines written, 9 lost (ring full); 6 errors\n";
+        assert_eq!(parse_events(old).expect("old").stale, 0);
+        assert_eq!(parse_events(old).expect("old").log_lost, 9);
+        let earlier = EventCounts {
+            reject_read: 1,
+            log_lost: 10,
+            ..EventCounts::default()
+        };
+        assert_eq!(e.since(&earlier).reject_read, 2);
+        assert_eq!(e.since(&earlier).log_lost, 0);
+        assert_eq!(parse_events("INPUT prog id 1\n"), None);
+        assert_eq!(parse_events("events: REJECT 3 read\n"), None);
     }
 
     #[test]

@@ -3,12 +3,17 @@
 //! interleaves every configuration (backend x rule kind x rule count), so that all of them see
 //! the same machine state, and the per-packet cost is the sender's thread CPU time.
 //!
+//! A second interleaved run ([`features`]) measures connection-state matches, LOG and REJECT
+//! against iptables-legacy, and REJECT's replies per second ([`replies`]).
+//!
 //! The `netbench` binary drives a run and writes `RESULTS.md` and `plot.svg`.
 
 pub mod backend;
 pub mod bpf;
+pub mod features;
 pub mod netns;
 pub mod progs;
+pub mod replies;
 pub mod report;
 pub mod ruleset;
 pub mod sender;

@@ -261,12 +261,27 @@ impl Snmp {
 
     /// Current `Ip: InReceives` of the namespace.
     pub fn in_receives(&mut self) -> Result<u64> {
+        self.field("Ip", "InReceives")
+    }
+
+    /// Current value of one counter, e.g. ("Tcp", "InSegs").
+    pub fn field(&mut self, proto: &str, field: &str) -> Result<u64> {
         use std::io::Seek as _;
         self.file.rewind().context("rewind snmp")?;
         let mut s = String::new();
         self.file.read_to_string(&mut s).context("read snmp")?;
-        snmp_field(&s, "Ip", "InReceives").ok_or_else(|| anyhow!("no Ip InReceives in snmp"))
+        snmp_field(&s, proto, field).ok_or_else(|| anyhow!("no {proto} {field} in snmp"))
     }
+}
+
+/// A file of namespace `ns` read by a thread inside it (`/proc/sys/net/...` answers for the
+/// reader's namespace), trimmed.
+pub fn read_in_netns(ns: &str, path: &'static str) -> Result<String> {
+    in_netns(ns, move || {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .with_context(|| format!("read {path}"))
+    })
 }
 
 /// One field of /proc/net/snmp: a header line `Proto: names...` followed by `Proto: values...`.

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::backend::{Access, Backend};
+use crate::features::FeatureReport;
 use crate::progs::ProgInfo;
 use crate::ruleset::RuleKind;
 use crate::stats::{median, quantile, slope};
@@ -154,6 +155,8 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Total run time.
     pub elapsed: Duration,
+    /// The second run: connection state, LOG and REJECT (None when left out).
+    pub features: Option<FeatureReport>,
 }
 
 impl Report {
@@ -387,6 +390,9 @@ impl Report {
         self.control_tables(&mut s);
         self.prog_table(&mut s);
         self.targets(&mut s, "##");
+        if let Some(f) = &self.features {
+            f.markdown(&mut s, "##");
+        }
         self.checks(&mut s);
         self.errors(&mut s);
         s
@@ -425,6 +431,9 @@ impl Report {
         self.summary_table(&mut s);
         self.compact_table(&mut s);
         self.targets(&mut s, "###");
+        if let Some(f) = &self.features {
+            f.readme(&mut s, "###");
+        }
         wrap_prose(&s, 100)
     }
 
@@ -1253,7 +1262,7 @@ fn ms(d: Duration) -> f64 {
 
 /// Two decimals, "-" when unknown, and no "-0.00" for a value that rounds to zero (a
 /// lookup's per-rule cost is zero give or take noise).
-fn f2(v: f64) -> String {
+pub(crate) fn f2(v: f64) -> String {
     if !v.is_finite() {
         "-".into()
     } else if v.abs() < 0.005 {
@@ -1299,7 +1308,7 @@ fn wrap_prose(text: &str, width: usize) -> String {
 }
 
 /// Rounded, with thousands separators: 41469.4 -> "41,469".
-fn thousands(v: f64) -> String {
+pub(crate) fn thousands(v: f64) -> String {
     let digits = format!("{:.0}", v.abs());
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -1394,6 +1403,7 @@ mod tests {
             command: String::new(),
             notes: vec![],
             elapsed: Duration::from_secs(1),
+            features: None,
         }
     }
 

@@ -55,6 +55,9 @@ pub struct Measurement {
     pub sent: Vec<u64>,
     /// Rounds completed.
     pub rounds: u64,
+    /// Per configuration: sends that failed with the error an ICMP error left on the
+    /// connected socket (a REJECT's port unreachable); the next send goes through.
+    pub icmp_errors: Vec<u64>,
 }
 
 impl Acc {
@@ -126,6 +129,18 @@ impl XorShift {
 pub fn measure(
     socks: &[UdpSocket],
     plan: &Plan,
+    progress: impl FnMut(usize, usize),
+) -> Result<Measurement> {
+    measure_skipping(socks, plan, |_| false, progress)
+}
+
+/// [`measure`], except that configuration `c` is not visited while `skip(c)` says so (asked
+/// before each visit); a configuration skipped for a whole sample has no packets in it, so its
+/// per-packet figures for that sample are NaN.
+pub fn measure_skipping(
+    socks: &[UdpSocket],
+    plan: &Plan,
+    skip: impl Fn(usize) -> bool,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Measurement> {
     let k = socks.len();
@@ -153,6 +168,7 @@ pub fn measure(
         samples: Vec::with_capacity(plan.samples),
         sent: vec![0; k],
         rounds: 0,
+        icmp_errors: vec![0; k],
     };
     let mut order: Vec<usize> = (0..k).collect();
     let mut rng = XorShift::new(0x6e65_7462_656e_6368);
@@ -167,13 +183,14 @@ pub fn measure(
                 rng.shuffle(&mut order);
                 let mut visited = false;
                 for &c in &order {
-                    if !first_pass && in_round[c] >= plan.round_min {
+                    if (!first_pass && in_round[c] >= plan.round_min) || skip(c) {
                         continue;
                     }
                     visited = true;
                     let t = visit(fds[c], &mut msgs, plan, c, &mut acc[c])?;
                     m.sent[c] += t.1;
                     in_round[c] += t.0;
+                    m.icmp_errors[c] += t.2;
                 }
                 first_pass = false;
                 if !visited {
@@ -190,18 +207,38 @@ pub fn measure(
     Ok(m)
 }
 
+/// Errors a connected UDP socket reports once after an ICMP error came back for it
+/// (`icmp_err_convert`: unreachable codes; a REJECT rule's reply). The send that returns one
+/// sent nothing and cleared it (`sock_error`), so the visit goes on.
+fn is_icmp_error(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(
+            libc::ECONNREFUSED
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::ENOPROTOOPT
+                | libc::EACCES
+        )
+    )
+}
+
+/// Most ICMP-reported errors one visit accepts: beyond that the error is not a one-off.
+const MAX_ICMP_ERRORS_PER_VISIT: u64 = 64;
+
 /// One visit: batches into `fd` until `plan.visit` has passed (at least one batch); CPU and
-/// wall time and packets go to `acc`. Returns (wall time, packets).
+/// wall time and packets go to `acc`. Returns (wall time, packets, ICMP-reported errors).
 fn visit(
     fd: i32,
     msgs: &mut [libc::mmsghdr],
     plan: &Plan,
     c: usize,
     acc: &mut Acc,
-) -> Result<(Duration, u64)> {
+) -> Result<(Duration, u64, u64)> {
     let w0 = Instant::now();
     let c0 = thread_cpu_ns();
     let mut pkts = 0u64;
+    let mut icmp_errors = 0u64;
     loop {
         // SAFETY: fd is an open socket owned by the caller's `socks`; msgs holds `batch`
         // initialised headers whose iovec points into the caller's `payload`, both alive for
@@ -210,6 +247,10 @@ fn visit(
         if n < 0 {
             let err = std::io::Error::last_os_error();
             if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            if is_icmp_error(&err) && icmp_errors < MAX_ICMP_ERRORS_PER_VISIT {
+                icmp_errors += 1;
                 continue;
             }
             bail!("sendmmsg to configuration {c}: {err}");
@@ -224,7 +265,7 @@ fn visit(
     acc.cpu_ns += c1.saturating_sub(c0);
     acc.wall_ns += w1.as_nanos() as u64;
     acc.pkts += pkts;
-    Ok((w1, pkts))
+    Ok((w1, pkts, icmp_errors))
 }
 
 #[cfg(test)]
@@ -278,5 +319,57 @@ mod tests {
         }
         let kept: u64 = m.samples.iter().map(|s| s[0].pkts).sum();
         assert!(m.sent[0] > kept, "warm-up packets count in `sent`");
+        assert_eq!(m.icmp_errors, vec![0, 0]);
+    }
+
+    #[test]
+    fn skipped_configurations_get_no_packets() {
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = rx.local_addr().expect("addr");
+        let socks: Vec<UdpSocket> = (0..2)
+            .map(|_| {
+                let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+                s.connect(addr).expect("connect");
+                s
+            })
+            .collect();
+        let plan = Plan {
+            batch: 4,
+            visit: Duration::from_micros(50),
+            sample: Duration::from_millis(5),
+            warmup: 0,
+            samples: 2,
+            payload: 8,
+            round_min: Duration::from_micros(100),
+        };
+        let m = measure_skipping(&socks, &plan, |c| c == 1, |_, _| {}).expect("measure");
+        assert_eq!(m.sent[1], 0);
+        assert!(m.sent[0] > 0);
+        assert!(m.samples.iter().all(|s| s[1].cpu_per_pkt().is_nan()));
+    }
+
+    #[test]
+    fn port_unreachable_errors_do_not_stop_a_visit() {
+        // Unprivileged: a connected socket to a loopback port nobody listens on; the kernel's
+        // port unreachable (rate limited, but loopback gets a burst) comes back as
+        // ECONNREFUSED on the next send, as a REJECT rule's reply does. Batches of one: within
+        // a batch the next message takes the error and sendmmsg, having sent one, drops it.
+        let closed = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.connect(addr).expect("connect");
+        let plan = Plan {
+            batch: 1,
+            visit: Duration::from_micros(100),
+            sample: Duration::from_millis(10),
+            warmup: 0,
+            samples: 2,
+            payload: 8,
+            round_min: Duration::from_micros(100),
+        };
+        let m = measure(&[s], &plan, |_, _| {}).expect("measure");
+        assert!(m.icmp_errors[0] > 0, "no ECONNREFUSED seen");
+        assert!(m.sent[0] > 0);
     }
 }

@@ -59,8 +59,26 @@ fn tiny_run() -> Command {
         "0",
         "--sample-ms",
         "50",
+        "--feature-counts",
+        "0,10",
+        "--reply-ms",
+        "100",
+        "--reply-rounds",
+        "1",
     ]);
     cmd
+}
+
+/// The second run's section is there and its own checks passed.
+fn assert_features(stdout: &str, stderr: &str) {
+    assert!(
+        stdout.contains("## Connection state, LOG and REJECT"),
+        "no second run:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("Checks of this run passed"),
+        "second run's checks failed:\n{stdout}"
+    );
 }
 
 #[test]
@@ -83,6 +101,12 @@ fn tiny_run_passes_its_checks() {
     for b in ["iptables-legacy", "nftables"] {
         assert_numbers(&stdout, b, &stderr);
     }
+    assert_features(&stdout, &stderr);
+    // iptables-legacy alone in the second run: its reply windows answer every SYN.
+    assert!(
+        stdout.contains("| iptables-legacy | 1 |"),
+        "no reply window:\n{stdout}"
+    );
     assert!(
         stdout.contains("Every measured configuration"),
         "checks failed:\n{stdout}"
@@ -141,6 +165,14 @@ fn tiny_bpfilter_run_passes_its_checks() {
     // `bpfilter` stands for one configuration per packet-access strategy, each measured.
     for b in ["bpfilter-cast", "bpfilter-dynptr"] {
         assert_numbers(&stdout, b, &stderr);
+    }
+    assert_features(&stdout, &stderr);
+    // The daemons' event counters were read (`bpfilter status`) for the REJECT and LOG rows.
+    for b in ["bpfilter-cast", "bpfilter-dynptr"] {
+        assert!(
+            stdout.contains(&format!("| `--dport 5001 -j REJECT` | {b} | ")),
+            "no event counters of {b}:\n{stdout}"
+        );
     }
     assert!(
         stdout.contains("bpfilter-cast (`--packet-access cast`, its log says `strategy=cast`)"),

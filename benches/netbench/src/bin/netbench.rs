@@ -15,7 +15,7 @@ use netbench::netns::{self, Pair, Snmp};
 use netbench::report::{ConfigResult, Report};
 use netbench::ruleset::{self, RuleKind, DPORT, DST, SRC};
 use netbench::sender::{self, Plan};
-use netbench::{bpf, progs, stats};
+use netbench::{bpf, features, progs, stats};
 
 /// Interleaved per-packet cost of firewalls against rule count, plus control-plane times.
 #[derive(Debug, Parser)]
@@ -93,6 +93,23 @@ struct Args {
     /// Leave out the BPF floor configuration (an attached `r0 = 1; exit` program).
     #[arg(long)]
     no_floor: bool,
+    /// Leave out the second run: connection state (`-m conntrack`, `-m state`), LOG and
+    /// REJECT against iptables-legacy, and REJECT's replies per second.
+    #[arg(long)]
+    no_features: bool,
+    /// Rule counts after the conntrack head and of the state rules in the second run (comma
+    /// separated); default 0,100,1000 (quick: 0,100).
+    #[arg(long, value_delimiter = ',')]
+    feature_counts: Option<Vec<usize>>,
+    /// Filler rules after the conntrack head in the second run: addr, port or mixed.
+    #[arg(long, default_value = "addr")]
+    feature_kind: String,
+    /// Length of each REJECT reply-rate window (tcp-reset) in ms.
+    #[arg(long, default_value_t = 1000)]
+    reply_ms: u64,
+    /// Reply-rate windows per backend.
+    #[arg(long, default_value_t = 3)]
+    reply_rounds: usize,
 }
 
 /// Deletes the namespaces it holds when dropped, so that an error leaves nothing behind.
@@ -160,6 +177,19 @@ fn main() -> Result<()> {
             None => bail!("unknown rule kind {k:?}"),
         }
     }
+    let feature_counts = args.feature_counts.clone().unwrap_or_else(|| {
+        if args.quick {
+            vec![0, 100]
+        } else {
+            vec![0, 100, 1000]
+        }
+    });
+    if let Some(n) = feature_counts.iter().find(|n| **n > ruleset::MAX_RULES) {
+        bail!("feature rule count {n} above {}", ruleset::MAX_RULES);
+    }
+    let Some(feature_kind) = RuleKind::from_name(&args.feature_kind) else {
+        bail!("unknown rule kind {:?}", args.feature_kind);
+    };
     let root = workspace_root();
     let bin_dir = args
         .bin_dir
@@ -169,6 +199,27 @@ fn main() -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| root.join("benches/netbench"));
+    // The second run: its setups (about half a second each), then its measurement, reply
+    // windows and teardown (`features_tail`), all after the first run.
+    let sample_time =
+        |n: usize| Duration::from_millis((args.warmup + n) as u64 * args.sample_ms * 3 / 2);
+    let (features_setup, features_tail) = if args.no_features {
+        (Duration::ZERO, Duration::ZERO)
+    } else {
+        let n_backends = backends
+            .iter()
+            .filter(|b| **b == Backend::Legacy || b.is_bpfilter())
+            .count();
+        let configs = 2 + n_backends * (5 * feature_counts.len() + 5);
+        (
+            Duration::from_millis(configs as u64 * 500),
+            sample_time(samples)
+                + Duration::from_millis(
+                    (n_backends * args.reply_rounds) as u64 * (args.reply_ms + 1500),
+                )
+                + Duration::from_secs(20),
+        )
+    };
     let pid = std::process::id();
     let work = std::env::temp_dir().join(format!("netbench-{pid}"));
     std::fs::create_dir_all(&work).with_context(|| format!("mkdir {}", work.display()))?;
@@ -180,10 +231,8 @@ fn main() -> Result<()> {
         // rounds are long), the checks and the teardown.
         deadline: Some(
             t_run + Duration::from_secs(args.budget_s)
-                - Duration::from_millis(
-                    ((args.warmup + samples) as u64 * args.sample_ms) * 3 / 2 + 40_000,
-                )
-                .min(Duration::from_secs(args.budget_s)),
+                - (sample_time(samples) + Duration::from_secs(40) + features_setup + features_tail)
+                    .min(Duration::from_secs(args.budget_s)),
         ),
     };
     let mut notes = vec![format!(
@@ -275,9 +324,46 @@ fn main() -> Result<()> {
         ));
     }
 
-    let result = run(
+    let mut result = run(
         &args, &tools, &counts, samples, &measured, &kinds, &work, notes, t_run,
     );
+    if let (Ok(report), false) = (&mut result, args.no_features) {
+        let opts = features::Options {
+            counts: feature_counts,
+            kind: feature_kind,
+            plan: Plan {
+                batch: args.batch,
+                visit: Duration::from_micros(args.visit_us),
+                sample: Duration::from_millis(args.sample_ms),
+                warmup: args.warmup,
+                samples,
+                payload: 32,
+                round_min: Duration::from_micros(args.round_min_us),
+            },
+            reply_time: Duration::from_millis(args.reply_ms),
+            reply_rounds: args.reply_rounds,
+        };
+        // Its own setups stop where its measurement, reply windows and teardown still fit
+        // the budget.
+        let tools2 = Tools {
+            deadline: Some(
+                t_run + Duration::from_secs(args.budget_s)
+                    - features_tail.min(Duration::from_secs(args.budget_s)),
+            ),
+            ..tools.clone()
+        };
+        let pids: Vec<(backend::Access, u32)> =
+            daemons.iter().map(|d| (d.access, d.pid())).collect();
+        match features::run(&opts, &tools2, &measured, &pids, &work) {
+            Ok(f) => report.features = Some(f),
+            Err(e) => {
+                eprintln!("netbench: connection state, LOG, REJECT: {e:#}");
+                report.notes.push(format!(
+                    "Connection state, LOG and REJECT not measured: {e:#}"
+                ));
+            }
+        }
+    }
     for d in daemons {
         d.stop(&tools.bpfilter);
     }
@@ -512,6 +598,7 @@ fn run(
         command: argv.join(" "),
         notes,
         elapsed: t_run.elapsed(),
+        features: None,
     })
 }
 
