@@ -159,6 +159,13 @@ fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
         "bpfltr_test_evl",
     )
     .unwrap();
+    // the LOG gate open, as the daemon keeps it while it writes lines
+    loss.update(
+        &emitter::event::LOG_GATE.to_ne_bytes(),
+        &1u64.to_ne_bytes(),
+        0,
+    )
+    .unwrap();
     let bytes = compiled.bytes(&|m| match m {
         MapRef::Counters => fd,
         MapRef::Other(i) => sets[i as usize].fd().as_raw_fd(),

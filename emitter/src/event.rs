@@ -61,8 +61,12 @@ pub const RECORD_SIZE: usize = off::PACKET + PACKET_CAP;
 pub const LOSS_REJECT: u32 = 0;
 /// Slot of the loss map counting LOG events the ring buffer had no room for.
 pub const LOSS_LOG: u32 = 1;
+/// Slot of the loss map the daemon sets non-zero while it writes LOG lines for the table's
+/// namespace (the kernel logs from a non-initial namespace only with `nf_log_all_netns`):
+/// while it is zero, a LOG rule hands nothing over, as the kernel's LOG writes nothing.
+pub const LOG_GATE: u32 = 2;
 /// Slots of the loss map.
-pub const LOSS_SLOTS: u32 = 2;
+pub const LOSS_SLOTS: u32 = 3;
 
 /// Field offsets (see the module table).
 pub mod off {

@@ -95,7 +95,15 @@ impl EventMaps {
             Map::from_pin(dir.join("events")),
             Map::from_pin(dir.join("event_loss")),
         ) {
-            (Ok(ring), Ok(loss)) => Ok(EventMaps { ring, loss }),
+            (Ok(ring), Ok(loss))
+                if loss
+                    .info()
+                    .is_ok_and(|i| i.max_entries >= emitter::event::LOSS_SLOTS) =>
+            {
+                Ok(EventMaps { ring, loss })
+            }
+            // missing, or from a version with fewer slots (no LOG gate): new ones, which the
+            // next generation uses
             _ => {
                 let _ = sys::unpin(dir.join("events"));
                 let _ = sys::unpin(dir.join("event_loss"));

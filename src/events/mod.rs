@@ -20,8 +20,10 @@ use tracing::{debug, warn};
 
 use crate::sys::{Map, RingBuf};
 
-/// How long a pump waits for records before it checks whether it should stop.
-const POLL: Duration = Duration::from_millis(200);
+/// How long a pump waits for records: LOG records do not wake it (see the event
+/// subprogram), so this is also how late a LOG line may be written, and how often the LOG
+/// gate follows `nf_log_all_netns`.
+const POLL: Duration = Duration::from_millis(20);
 
 /// A network namespace the daemon acts in, by its nsfs inode, with an fd once one is known
 /// (a table adopted after a restart gets one from /proc when first needed).
@@ -108,12 +110,15 @@ impl Pump {
         // The consumer (an epoll fd) is made here, not in the thread: the pump's fds exist
         // once the table does.
         let rb = RingBuf::new(&ring).map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+        let gate_map = loss
+            .try_clone()
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
         let thread = std::thread::Builder::new()
             .name("bpfilter-events".into())
             .spawn(move || {
                 // the consumer's epoll watches this fd: it must stay open while it polls
                 let _ring = ring;
-                run(rb, &ns, &s, &st, &ct)
+                run(rb, &gate_map, &ns, &s, &st, &ct)
             })?;
         Ok(Pump {
             stop,
@@ -188,7 +193,14 @@ fn keep_conntrack(ns: &Netns) {
     }
 }
 
-fn run(mut rb: RingBuf, ns: &Netns, stop: &AtomicBool, stats: &Stats, conntrack: &AtomicBool) {
+fn run(
+    mut rb: RingBuf,
+    loss: &Map,
+    ns: &Netns,
+    stop: &AtomicBool,
+    stats: &Stats,
+    conntrack: &AtomicBool,
+) {
     // What is already in the ring was produced while no daemon read it (a restart): the
     // packets are long gone, and a late reply or line would be wrong. Dropped, counted.
     if let Ok(old) = rb.poll(0) {
@@ -202,9 +214,22 @@ fn run(mut rb: RingBuf, ns: &Netns, stop: &AtomicBool, stats: &Stats, conntrack:
         }
     }
     let mut handler = Handler::new();
-    let timeout = i32::try_from(POLL.as_millis()).unwrap_or(200);
+    let mut gate = None;
+    let timeout = i32::try_from(POLL.as_millis()).unwrap_or(20);
     let mut checked = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        // Open the programs' LOG gate exactly while lines would be written.
+        let open = handler.log_allowed(ns);
+        if gate != Some(open) {
+            let v: u64 = u64::from(open);
+            match loss.update(&event::LOG_GATE.to_ne_bytes(), &v.to_ne_bytes(), 0) {
+                Ok(()) => gate = Some(open),
+                Err(e) => {
+                    warn!(netns = ns.id, error = %e, "setting the LOG gate failed");
+                    gate = Some(open);
+                }
+            }
+        }
         if conntrack.load(Ordering::Relaxed) && checked.elapsed() >= CONNTRACK_CHECK {
             checked = std::time::Instant::now();
             keep_conntrack(ns);
@@ -230,7 +255,7 @@ fn run(mut rb: RingBuf, ns: &Netns, stop: &AtomicBool, stats: &Stats, conntrack:
 }
 
 /// How long a read of `nf_log_all_netns` is trusted.
-const SYSCTL_TTL: Duration = Duration::from_secs(1);
+const SYSCTL_TTL: Duration = Duration::from_millis(20);
 
 /// Per-pump state of the targets.
 struct Handler {

@@ -74,8 +74,8 @@ impl RingBuf {
         }
     }
 
-    /// Waits up to `timeout_ms` for samples and returns every sample available (possibly
-    /// none). EINTR counts as no sample.
+    /// Waits up to `timeout_ms` for a wakeup, then returns every sample available (possibly
+    /// none), including those submitted without a wakeup. EINTR counts as no sample.
     pub fn poll(&mut self, timeout_ms: i32) -> Result<Vec<Vec<u8>>> {
         // SAFETY: rb is valid; the callback only touches self.samples, which `&mut self`
         // keeps exclusively ours during the call.
@@ -83,6 +83,16 @@ impl RingBuf {
         if n < 0 && -n != libc::EINTR {
             return Err(SysError::Syscall {
                 call: "ring_buffer__poll",
+                errno: -n,
+            });
+        }
+        // Records submitted with BPF_RB_NO_WAKEUP never make the fd ready: read whatever
+        // the producers committed, woken or not.
+        // SAFETY: as above.
+        let n = unsafe { libbpf_sys::ring_buffer__consume(self.rb.as_ptr()) };
+        if n < 0 {
+            return Err(SysError::Syscall {
+                call: "ring_buffer__consume",
                 errno: -n,
             });
         }

@@ -27,6 +27,8 @@ use super::{
 
 const HELPER_RINGBUF_RESERVE: u32 = 131;
 const HELPER_RINGBUF_SUBMIT: u32 = 132;
+/// `bpf_ringbuf_submit` flag: do not wake the consumer.
+const BPF_RB_NO_WAKEUP: i32 = 1;
 
 /// `event`'s frame: the skb dynptr and the loss map key.
 const EV_DYN: i16 = -16;
@@ -115,6 +117,30 @@ impl Gen<'_> {
         // r6 = ctx, r8 = packed arguments
         b.emit(ldx(Size::DW, R6, R1, rec::CTX));
         b.emit(mov64(R8, Src::Reg(R2)));
+        // LOG: nothing to hand over while the daemon writes no lines for this namespace
+        let gate_open = b.label();
+        let closed = b.label();
+        b.emit(mov64(R1, Src::Reg(R8)));
+        b.emit(alu64(AluOp::And, R1, Src::Imm(0xff)));
+        b.jmp(
+            true,
+            JmpOp::Jne,
+            R1,
+            Src::Imm(i32::from(event::KIND_LOG)),
+            gate_open,
+        );
+        b.emit(st(Size::W, R10, EV_KEY, event::LOG_GATE as i32));
+        b.ld_map(R1, MapRef::EventLoss);
+        b.emit(mov64(R2, Src::Reg(R10)));
+        b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(EV_KEY))));
+        b.call_helper(HELPER_MAP_LOOKUP_ELEM);
+        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), closed);
+        b.emit(ldx(Size::DW, R1, R0, 0));
+        b.jmp(true, JmpOp::Jne, R1, Src::Imm(0), gate_open);
+        b.bind(closed)?;
+        b.emit(mov64(R0, Src::Imm(0)));
+        b.emit(Insn::Exit);
+        b.bind(gate_open)?;
         b.ld_map(R1, MapRef::Events);
         b.emit(mov64(R2, Src::Imm(event::RECORD_SIZE as i32)));
         b.emit(mov64(R3, Src::Imm(0)));
@@ -330,8 +356,23 @@ impl Gen<'_> {
         b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), read_ok);
         b.emit(st(Size::W, R9, off::CAP_LEN as i16, 0));
         b.bind(read_ok)?;
-        b.emit(mov64(R1, Src::Reg(R9)));
+        // REJECT wakes the daemon at once (the sender waits for the reply); LOG records do
+        // not wake it (each wakeup costs microseconds of IPIs and context switches): the
+        // daemon collects them at its next poll, within its poll period
+        b.emit(mov64(R1, Src::Reg(R8)));
+        b.emit(alu64(AluOp::And, R1, Src::Imm(0xff)));
         b.emit(mov64(R2, Src::Imm(0)));
+        let wake = b.label();
+        b.jmp(
+            true,
+            JmpOp::Jne,
+            R1,
+            Src::Imm(i32::from(event::KIND_LOG)),
+            wake,
+        );
+        b.emit(mov64(R2, Src::Imm(BPF_RB_NO_WAKEUP)));
+        b.bind(wake)?;
+        b.emit(mov64(R1, Src::Reg(R9)));
         b.call_helper(HELPER_RINGBUF_SUBMIT);
         b.emit(mov64(R0, Src::Imm(0)));
         b.emit(Insn::Exit);
