@@ -37,6 +37,7 @@ fn skb_layout(btf: &Btf) -> Result<SkbLayout> {
         nfct: btf.member_offset("sk_buff", "_nfct")?,
         mark: btf.member_offset("sk_buff", "mark")?,
         priority: btf.member_offset("sk_buff", "priority")?,
+        pkt_type: bit("pkt_type")?,
         dev: btf.member_offset("sk_buff", "dev")?,
         head: btf.member_offset("sk_buff", "head")?,
         mac_header: btf.member_offset("sk_buff", "mac_header")?,

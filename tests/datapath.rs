@@ -290,6 +290,7 @@ fn check(
             out_dev: [0; 16],
             conn: Default::default(),
             mark: 0,
+            pkt_type: 0,
         },
     );
     if let Some((v, counted)) = expect {
@@ -1981,6 +1982,7 @@ fn random_rulesets_match_reference() {
                             out_dev: [0; 16],
                             conn: Default::default(),
                             mark: 0,
+                            pkt_type: 0,
                         },
                     );
                     let (ret, d) = l.run(&env, pkt);
@@ -2429,6 +2431,7 @@ fn deep_chains_match_reference() {
                             out_dev: [0; 16],
                             conn: Default::default(),
                             mark: 0,
+                            pkt_type: 0,
                         },
                     );
                     let (ret, d) = l.run(&env, pkt);

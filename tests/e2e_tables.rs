@@ -148,3 +148,54 @@ fn a_failing_table_in_a_restore_fails_as_with_the_kernel() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `-m pkttype` and `-m mark` on real traffic: unicast, broadcast and multicast datagrams, and
+/// marks set by the kernel's mangle table, counted as the kernel counts them.
+#[test]
+fn packet_types_and_marks_count_as_the_kernels() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = Pair::new();
+    let rules =
+        "*mangle\n-A PREROUTING -p udp -m udp --dport 7000 -j MARK --set-mark 0x7\nCOMMIT\n\
+        *filter\n\
+        -A INPUT -m pkttype --pkt-type unicast\n\
+        -A INPUT -m pkttype --pkt-type broadcast\n\
+        -A INPUT -m pkttype --pkt-type multicast\n\
+        -A INPUT -m pkttype ! --pkt-type unicast -j DROP\n\
+        -A INPUT -m mark --mark 0x7\n\
+        -A INPUT -m mark --mark 0x6/0x6\n\
+        -A INPUT -m mark ! --mark 0x0/0xff\n\
+        COMMIT\n";
+    let (code, _, err) = p.same(&d, Tool::Restore, &[], rules);
+    assert_eq!(code, 0, "the ruleset must apply: {err}");
+    let k = topology(&p.kernel);
+    let b = topology(&p.bpf);
+    for t in [&k, &b] {
+        t.sender.sh(
+            "python3 -c 'import socket\n\
+             s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET,socket.SO_BROADCAST,1)\n\
+             for dst in (\"10.9.1.2\", \"10.9.1.255\", \"255.255.255.255\"):\n    s.sendto(b\"x\", (dst, 7000))\n\
+             m=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); m.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(\"10.9.1.1\"))\n\
+             m.sendto(b\"y\", (\"224.0.0.1\", 7001))'",
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    p.same_listing(&d);
+    let save = common::seen(&common::kernel(
+        &p.kernel,
+        Tool::Save,
+        &["-c", "-t", "filter"],
+        "",
+    ))
+    .1;
+    assert!(
+        save.lines()
+            .filter(|l| l.starts_with('[') && !l.starts_with("[0:0]"))
+            .count()
+            >= 5,
+        "the traffic must hit the pkttype and mark rules:\n{save}"
+    );
+}

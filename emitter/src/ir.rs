@@ -480,6 +480,14 @@ pub enum Match {
     /// `-m state --state` (xt_state): the state mask ([`statebits`]); matches when the
     /// packet's bit is in it (iptables folds `!` into the mask).
     State(u32),
+    /// `-m pkttype` (xt_pkttype): `skb->pkt_type`, with PACKET_LOOPBACK read as MULTICAST for
+    /// a multicast destination and BROADCAST otherwise, equal to `pkttype`, inverted.
+    PktType {
+        /// PACKET_* value
+        pkttype: u8,
+        /// `!`
+        invert: bool,
+    },
     /// `-m mark` (xt_mark revision 1): `(skb->mark & mask) == mark`, inverted by `invert`.
     Mark {
         /// value

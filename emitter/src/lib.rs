@@ -71,6 +71,8 @@ pub struct SkbLayout {
     pub mark: u32,
     /// `sk_buff.priority` (u32)
     pub priority: u32,
+    /// byte of `sk_buff` holding `pkt_type` (3 bits) and its shift
+    pub pkt_type: (u32, u32),
     /// `sk_buff.dev` (pointer)
     pub dev: u32,
     /// `sk_buff.head` (pointer)
@@ -157,6 +159,7 @@ impl KernelLayout {
                 nfct: 104,
                 mark: 168,
                 priority: 136,
+                pkt_type: (128, 0),
                 dev: 16,
                 head: 192,
                 mac_header: 182,

@@ -17,6 +17,8 @@ pub struct Packet<'a> {
     pub conn: Conn,
     /// `skb->mark`
     pub mark: u32,
+    /// `skb->pkt_type` (PACKET_*)
+    pub pkt_type: u8,
 }
 
 /// One direction of a connection (`struct nf_conntrack_tuple`), addresses and ports as
@@ -200,6 +202,15 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
         Match::Conntrack(m) => b(conntrack_mt(m, &pkt.conn)),
         Match::State(mask) => b(state_mt(*mask, &pkt.conn)),
         Match::Mark { mark, mask, invert } => b(((pkt.mark & mask) == *mark) != *invert),
+        Match::PktType { pkttype, invert } => {
+            // PACKET_LOOPBACK (5): multicast destination -> MULTICAST, else BROADCAST
+            let t = match pkt.pkt_type {
+                5 if p.daddr >> 28 == 0xe => 2,
+                5 => 1,
+                t => t,
+            };
+            b((t == *pkttype) != *invert)
+        }
         Match::Tcp(t) => {
             if p.fragoff != 0 {
                 return if p.fragoff == 1 { Hotdrop } else { No };
@@ -514,6 +525,7 @@ mod tests {
                 out_dev: [0; 16],
                 conn: Conn::default(),
                 mark: 0,
+                pkt_type: 0,
             },
         );
         assert_eq!(
@@ -532,6 +544,7 @@ mod tests {
                 out_dev: [0; 16],
                 conn: Conn::default(),
                 mark: 0,
+                pkt_type: 0,
             },
         );
         assert_eq!(
@@ -550,6 +563,7 @@ mod tests {
                 out_dev: [0; 16],
                 conn: Conn::default(),
                 mark: 0,
+                pkt_type: 0,
             },
         );
         assert_eq!(

@@ -590,6 +590,21 @@ pub struct XtMarkMtinfo1 {
 }
 const _: () = assert!(core::mem::size_of::<XtMarkMtinfo1>() == 12);
 
+/// `struct xt_pkttype_info` (match "pkttype", revision 0): the link-layer packet type
+/// (PACKET_HOST 0, BROADCAST 1, MULTICAST 2, OTHERHOST 3, OUTGOING 4), inverted by `invert`.
+#[doc(alias = "xt_pkttype_info")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XtPkttypeInfo {
+    /// PACKET_* type compared.
+    pub pkttype: i32,
+    /// `!` (any non-zero value inverts).
+    pub invert: i32,
+}
+const _: () = assert!(core::mem::size_of::<XtPkttypeInfo>() == 8);
+
 /// `struct xt_comment_info` (match "comment", revision 0).
 #[doc(alias = "xt_comment_info")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]

@@ -96,6 +96,7 @@ pub const SUPPORTED_IPV4: &[Supported] = &[
     m("iprange", 1, core::mem::size_of::<XtIprangeMtinfo>(), 0),
     m("comment", 0, core::mem::size_of::<XtCommentInfo>(), 0),
     m("mark", 1, core::mem::size_of::<XtMarkMtinfo1>(), 0),
+    m("pkttype", 0, core::mem::size_of::<XtPkttypeInfo>(), 0),
     m("conntrack", 1, size_of::<XtConntrackMtinfo1>(), 0),
     m("conntrack", 2, size_of::<XtConntrackMtinfo2>(), 0),
     m("conntrack", 3, size_of::<XtConntrackMtinfo3>(), 0),
@@ -121,6 +122,7 @@ pub const SUPPORTED_IPV6: &[Supported] = &[
     m("iprange", 1, core::mem::size_of::<XtIprangeMtinfo>(), 0),
     m("comment", 0, core::mem::size_of::<XtCommentInfo>(), 0),
     m("mark", 1, core::mem::size_of::<XtMarkMtinfo1>(), 0),
+    m("pkttype", 0, core::mem::size_of::<XtPkttypeInfo>(), 0),
     m("conntrack", 1, size_of::<XtConntrackMtinfo1>(), 0),
     m("conntrack", 2, size_of::<XtConntrackMtinfo2>(), 0),
     m("conntrack", 3, size_of::<XtConntrackMtinfo3>(), 0),
@@ -136,7 +138,7 @@ pub const SUPPORTED_IPV6: &[Supported] = &[
 /// makes `xt_find_match` answer EPROTOTYPE instead of ENOENT (the NFPROTO_IPV4 search result is
 /// discarded when it retries the family-independent list).
 /// (xt_comment.c, xt_conntrack.c and xt_state.c register `.family = NFPROTO_UNSPEC`.)
-const UNSPEC_NAMES: &[&str] = &["comment", "conntrack", "state", "mark"];
+const UNSPEC_NAMES: &[&str] = &["comment", "conntrack", "state", "mark", "pkttype"];
 
 fn table(family: Family) -> &'static [Supported] {
     match family {

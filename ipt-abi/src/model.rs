@@ -142,6 +142,8 @@ pub enum Match {
     IpRange(XtIprangeMtinfo),
     /// "mark" revision 1.
     Mark(XtMarkMtinfo1),
+    /// "pkttype" revision 0.
+    PktType(XtPkttypeInfo),
     /// "comment" revision 0.
     Comment(Box<XtCommentInfo>),
     /// "conntrack" revisions 1, 2, 3 (iptables 1.8.9 sends revision 3, also for `-m state`).
@@ -325,6 +327,7 @@ impl Match {
             Match::IpRange(_) => "iprange",
             Match::Comment(_) => "comment",
             Match::Mark(_) => "mark",
+            Match::PktType(_) => "pkttype",
             Match::Conntrack(_) => "conntrack",
             Match::State(_) => "state",
         }
@@ -338,7 +341,8 @@ impl Match {
             | Match::Udp(_)
             | Match::Icmp(_)
             | Match::Comment(_)
-            | Match::State(_) => 0,
+            | Match::State(_)
+            | Match::PktType(_) => 0,
         }
     }
     /// The payload bytes (`matchsize` of them).
@@ -351,6 +355,7 @@ impl Match {
             Match::IpRange(p) => p.as_bytes(),
             Match::Comment(p) => p.as_bytes(),
             Match::Mark(p) => p.as_bytes(),
+            Match::PktType(p) => p.as_bytes(),
             Match::Conntrack(c) => c.payload(),
             Match::State(p) => p.as_bytes(),
         }

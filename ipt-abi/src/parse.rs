@@ -719,6 +719,11 @@ fn check_match(ext: &Supported, data: &[u8], ip: &IpMatch) -> Result<Match, (i32
             let (p, _) = XtIprangeMtinfo::read_from_prefix(data).map_err(|_| SHORT)?;
             Match::IpRange(p)
         }
+        // xt_pkttype has no checkentry
+        "pkttype" => {
+            let (p, _) = XtPkttypeInfo::read_from_prefix(data).map_err(|_| SHORT)?;
+            Match::PktType(p)
+        }
         // xt_mark has no checkentry for the match
         "mark" => {
             let (p, _) = XtMarkMtinfo1::read_from_prefix(data).map_err(|_| SHORT)?;

@@ -302,6 +302,7 @@ const SUPPORTED_MATCHES: &[&str] = &[
     "conntrack",
     "state",
     "mark",
+    "pkttype",
 ];
 const SUPPORTED_TARGETS: &[&str] = &["", "ERROR", "LOG", "REJECT"];
 

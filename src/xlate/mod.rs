@@ -379,6 +379,11 @@ fn extension(m: &Match) -> Option<ir::Match> {
         }),
         Match::Conntrack(c) => ir::Match::Conntrack(conntrack(&c.info())),
         Match::State(st) => ir::Match::State(st.statemask),
+        Match::PktType(t) => ir::Match::PktType {
+            // a type above 255 never equals skb->pkt_type (3 bits)
+            pkttype: u8::try_from(t.pkttype).unwrap_or(0xff),
+            invert: t.invert != 0,
+        },
         Match::Mark(m) => ir::Match::Mark {
             mark: m.mark,
             mask: m.mask,

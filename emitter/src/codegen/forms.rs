@@ -353,7 +353,8 @@ impl Gen<'_> {
             | Test::OptGuard
             | Test::Conntrack(_)
             | Test::State(_)
-            | Test::Mark { .. } => {
+            | Test::Mark { .. }
+            | Test::PktType { .. } => {
                 return Err(EmitError::Unsupported {
                     what: "branch-free form of this test",
                 });
@@ -525,6 +526,33 @@ impl Gen<'_> {
                 b.jmp(true, JmpOp::Jeq, R4, Src::Imm(0), fail);
             }
             Test::Conntrack(m) => self.conntrack_test(&m, fail)?,
+            Test::PktType { pkttype, invert } => {
+                let l = *self.layout;
+                let b = &mut self.b;
+                b.emit(ldx(Size::DW, R1, R6, rec::CTX));
+                b.emit(ldx(Size::DW, R1, R1, super::access::off16(l.nf_ctx_skb)?));
+                b.emit(ldx(
+                    Size::B,
+                    R1,
+                    R1,
+                    super::access::off16(l.skb.pkt_type.0)?,
+                ));
+                if l.skb.pkt_type.1 > 0 {
+                    b.emit(alu32(AluOp::Rsh, R1, Src::Imm(l.skb.pkt_type.1 as i32)));
+                }
+                b.emit(alu32(AluOp::And, R1, Src::Imm(7)));
+                // PACKET_LOOPBACK: MULTICAST for a multicast destination, else BROADCAST
+                let done = b.label();
+                b.jmp(false, JmpOp::Jne, R1, Src::Imm(5), done);
+                b.emit(mov32(R1, 1));
+                copy_addr(b, R2, rec::DADDR);
+                b.emit(alu32(AluOp::And, R2, Src::Imm(0xf0)));
+                b.jmp(false, JmpOp::Jne, R2, Src::Imm(0xe0), done);
+                b.emit(mov32(R1, 2));
+                b.bind(done)?;
+                let op = if invert { JmpOp::Jeq } else { JmpOp::Jne };
+                b.jmp(false, op, R1, Src::Imm(i32::from(pkttype)), fail);
+            }
             Test::Mark { mark, mask, invert } => {
                 // skb->mark through the context the prologue kept
                 let l = *self.layout;

@@ -82,6 +82,11 @@ pub(super) enum Test {
     Conntrack(ir::CtMatch),
     /// `-m state`: the state mask
     State(u32),
+    /// `-m pkttype`
+    PktType {
+        pkttype: u8,
+        invert: bool,
+    },
     /// `-m mark`
     Mark {
         mark: u32,
@@ -107,7 +112,7 @@ impl Test {
             Test::Frag { .. } => 9,
             Test::TcpOption { .. } => 10,
             Test::State(_) => 11,
-            Test::Mark { .. } => 11,
+            Test::Mark { .. } | Test::PktType { .. } => 11,
             Test::Conntrack(_) => 12,
             Test::Guard { .. } | Test::OptGuard => u32::MAX,
         }
@@ -317,6 +322,7 @@ pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
             Match::Conntrack(c) => out.push(Test::Conntrack(c)),
             Match::State(mask) => out.push(Test::State(mask)),
             Match::Mark { mark, mask, invert } => out.push(Test::Mark { mark, mask, invert }),
+            Match::PktType { pkttype, invert } => out.push(Test::PktType { pkttype, invert }),
             #[allow(unreachable_patterns)]
             _ => return Err(EmitError::Unsupported { what: "match kind" }),
         }
@@ -353,7 +359,7 @@ pub(super) fn lower_chains<'a>(
                     Test::Iface { .. } => feat.out_iface = true,
                     Test::TcpOption { .. } => feat.tcp_option = true,
                     Test::Conntrack(_) | Test::State(_) => feat.conntrack = true,
-                    Test::Mark { .. } => feat.ctx = true,
+                    Test::Mark { .. } | Test::PktType { .. } => feat.ctx = true,
                     _ => {}
                 }
             }
