@@ -346,6 +346,7 @@ impl TableBuilder {
                 comefrom: 0,
                 matches,
                 target,
+                trailer: Vec::new(),
             });
             offset
         };

@@ -517,6 +517,10 @@ pub struct Entry {
     pub matches: Vec<Match>,
     /// Target.
     pub target: Target,
+    /// Bytes between the end of the target and `next_offset`: the kernel lets an entry whose
+    /// target is not the standard one be longer than its target needs and copies those bytes
+    /// back as they were given (GET_ENTRIES copies the whole entry).
+    pub trailer: Vec<u8>,
 }
 
 impl Entry {
@@ -526,7 +530,7 @@ impl Entry {
     }
     /// `next_offset` (the entry's size).
     pub fn next_offset(&self) -> usize {
-        self.target_offset() + self.target.target_size()
+        self.target_offset() + self.target.target_size() + self.trailer.len()
     }
     /// The kernel's `unconditional()`: no matches and an all-zero ip part.
     pub fn is_unconditional(&self) -> bool {
@@ -542,7 +546,7 @@ impl Entry {
     /// Append the entry's bytes as `copy_entries_to_user` writes them, with the given counters.
     pub fn write(&self, out: &mut Vec<u8>, counters: XtCounters) {
         let target_offset = self.target_offset();
-        let next_offset = target_offset + self.target.target_size();
+        let next_offset = self.next_offset();
         let hdr = IptEntry {
             ip: self.ip.to_raw(),
             nfcache: self.nfcache,
@@ -593,6 +597,7 @@ impl Entry {
             Target::Reject(p) => write_target(out, self.target.name(), p.as_bytes()),
             Target::Log(p) => write_target(out, self.target.name(), p.as_bytes()),
         }
+        out.extend_from_slice(&self.trailer);
     }
 }
 

@@ -678,6 +678,8 @@ fn find_check_entry(
         name.copy_from_slice(&data[..XT_FUNCTION_MAXNAMELEN]);
         Target::Error(ErrorName(name))
     };
+    // xt_check_entry_offsets lets a non-standard target end before next_offset.
+    let trailer = e[(to + tsize).min(e.len())..].to_vec();
     Ok(Entry {
         index,
         offset: r.offset,
@@ -686,6 +688,7 @@ fn find_check_entry(
         comefrom,
         matches,
         target,
+        trailer,
     })
 }
 
