@@ -50,6 +50,11 @@ fn skb_layout(btf: &Btf) -> Result<SkbLayout> {
         dev_hard_header_len: btf.member_offset("net_device", "hard_header_len")?,
         rt_flags: btf.member_offset("rtable", "rt_flags")?,
         sk: btf.member_offset("sk_buff", "sk")?,
+        sk_bound_dev_if: btf.member_offset("sock", "__sk_common.skc_bound_dev_if")?,
+        sk_kern_sock: {
+            let (byte, shift, _) = btf.bitfield("sock", "sk_kern_sock")?;
+            (byte, shift)
+        },
         sk_state: btf.member_offset("sock", "__sk_common.skc_state")?,
         sk_socket: btf.member_offset("sock", "sk_socket")?,
         socket_file: btf.member_offset("socket", "file")?,

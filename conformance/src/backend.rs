@@ -26,6 +26,10 @@ pub enum Backend {
     Bpfilter(Daemon),
     /// The kernel, loading `crate::mutate(ruleset)` instead of the ruleset (harness self-test).
     KernelMutant,
+    /// The kernel, loading `crate::mutate_quiet(ruleset)`: its first REJECT becomes a DROP and
+    /// its first LOG logs nothing, so that only the replies and the log lines can tell (the
+    /// replacements of the last restore are kept to undo them in iptables-save).
+    KernelMutantQuiet(std::sync::Mutex<Vec<(String, String)>>),
 }
 
 impl Backend {
@@ -35,6 +39,7 @@ impl Backend {
             Backend::Kernel => "kernel",
             Backend::Bpfilter(_) => "bpfilter",
             Backend::KernelMutant => "mutant",
+            Backend::KernelMutantQuiet(_) => "quiet-mutant",
         }
     }
 
@@ -45,7 +50,7 @@ impl Backend {
         // iptables user on the machine, and the harness never runs two iptables at once.
         c.env("XTABLES_LOCKFILE", lock_file());
         match self {
-            Backend::Kernel | Backend::KernelMutant => {
+            Backend::Kernel | Backend::KernelMutant | Backend::KernelMutantQuiet(_) => {
                 c.arg(format!("iptables-legacy-{tool}"));
             }
             Backend::Bpfilter(d) => {
@@ -74,6 +79,13 @@ impl Backend {
             .context("spawn iptables-restore")?;
         let text = match self {
             Backend::KernelMutant => crate::mutate(text),
+            Backend::KernelMutantQuiet(undo) => {
+                let (m, u) = crate::mutate_quiet(text);
+                if let Ok(mut g) = undo.lock() {
+                    *g = u;
+                }
+                m
+            }
             _ => text.to_string(),
         };
         child
@@ -104,7 +116,7 @@ impl Backend {
         c.args(["netns", "exec", ns])
             .env("XTABLES_LOCKFILE", lock_file());
         match self {
-            Backend::Kernel | Backend::KernelMutant => {
+            Backend::Kernel | Backend::KernelMutant | Backend::KernelMutantQuiet(_) => {
                 c.arg("iptables-legacy");
             }
             Backend::Bpfilter(d) => {
@@ -143,6 +155,15 @@ impl Backend {
         let text = normalize_save(&String::from_utf8_lossy(&out.stdout));
         Ok(match self {
             Backend::KernelMutant => crate::unmutate_save(&text),
+            Backend::KernelMutantQuiet(undo) => {
+                let mut t = text;
+                if let Ok(g) = undo.lock() {
+                    for (mutated, original) in g.iter() {
+                        t = t.replace(mutated, original);
+                    }
+                }
+                t
+            }
             _ => text,
         })
     }

@@ -11,7 +11,7 @@ use crate::ruleset::{Rule, Ruleset, Values};
 /// Addresses the harness must not use as a packet's source or destination: the firewall's own
 /// links (they would turn a forward into a local delivery), and martians the kernel drops
 /// before any filter hook.
-fn bad_addr(a: u32, as_dst: bool) -> bool {
+pub(crate) fn bad_addr(a: u32, as_dst: bool) -> bool {
     let o = a.to_be_bytes();
     o[0] == 0
         || o[0] == 127
@@ -20,7 +20,7 @@ fn bad_addr(a: u32, as_dst: bool) -> bool {
         || (as_dst && a == 0)
 }
 
-fn random_unicast(rng: &mut Rng) -> u32 {
+pub(crate) fn random_unicast(rng: &mut Rng) -> u32 {
     loop {
         let a = rng.next_u64() as u32;
         if !bad_addr(a, true) {
@@ -29,7 +29,7 @@ fn random_unicast(rng: &mut Rng) -> u32 {
     }
 }
 
-fn pick_addr(rng: &mut Rng, v: &Values, as_dst: bool) -> u32 {
+pub(crate) fn pick_addr(rng: &mut Rng, v: &Values, as_dst: bool) -> u32 {
     for _ in 0..4 {
         let a = if !v.addrs.is_empty() && rng.chance(80) {
             let base = *rng.pick(&v.addrs);
@@ -48,7 +48,7 @@ fn pick_addr(rng: &mut Rng, v: &Values, as_dst: bool) -> u32 {
     random_unicast(rng)
 }
 
-fn pick_port(rng: &mut Rng, v: &Values) -> u16 {
+pub(crate) fn pick_port(rng: &mut Rng, v: &Values) -> u16 {
     if !v.ports.is_empty() && rng.chance(75) {
         *rng.pick(&v.ports)
     } else {
@@ -90,20 +90,28 @@ fn tcp_options(rng: &mut Rng, v: &Values) -> Vec<u8> {
 
 /// Field values aimed at one rule (None: choose freely).
 #[derive(Debug, Default)]
-struct Hint {
-    path: Option<Path>,
-    iface: Option<String>,
-    src: Option<u32>,
-    dst: Option<u32>,
-    proto: Option<u8>,
-    sport: Option<u16>,
-    dport: Option<u16>,
-    flags: Option<u8>,
-    tcp_opt: Option<u8>,
-    icmp: Option<(u8, u8)>,
-    nonfirst_frag: Option<bool>,
+pub(crate) struct Hint {
+    pub(crate) path: Option<Path>,
+    pub(crate) iface: Option<String>,
+    pub(crate) src: Option<u32>,
+    pub(crate) dst: Option<u32>,
+    pub(crate) proto: Option<u8>,
+    pub(crate) sport: Option<u16>,
+    pub(crate) dport: Option<u16>,
+    pub(crate) flags: Option<u8>,
+    pub(crate) tcp_opt: Option<u8>,
+    pub(crate) icmp: Option<(u8, u8)>,
+    pub(crate) nonfirst_frag: Option<bool>,
     /// The rule names the loopback interface: send the packet out of `lo` (OUTPUT, then INPUT).
-    lo: bool,
+    pub(crate) lo: bool,
+    /// Connection tuple in the original direction (`--ctorigsrc`, `--ctrepldst`, ...): source,
+    /// destination, source port, destination port.
+    pub(crate) ct_src: Option<u32>,
+    pub(crate) ct_dst: Option<u32>,
+    pub(crate) ct_sport: Option<u16>,
+    pub(crate) ct_dport: Option<u16>,
+    /// `--ctdir`: Some(true) when the packet must travel in the reply direction.
+    pub(crate) ct_reply: Option<bool>,
 }
 
 fn in_net(rng: &mut Rng, word: &str, inside: bool) -> Option<u32> {
@@ -256,6 +264,22 @@ fn directed(rule: &Rule, rng: &mut Rng) -> Hint {
                 })
             }
             "--tcp-option" => h.tcp_opt = next.parse().ok().filter(|_| hit),
+            // Connection tuples: without NAT the reply tuple is the original one reversed.
+            "--ctorigsrc" => h.ct_src = in_net(rng, next, hit),
+            "--ctorigdst" => h.ct_dst = in_net(rng, next, hit),
+            "--ctrepldst" => h.ct_src = in_net(rng, next, hit),
+            "--ctreplsrc" => h.ct_dst = in_net(rng, next, hit),
+            "--ctorigsrcport" | "--ctrepldstport" => h.ct_sport = port_in(rng, next, hit),
+            "--ctorigdstport" | "--ctreplsrcport" => h.ct_dport = port_in(rng, next, hit),
+            "--ctproto" => {
+                let p = crate::ruleset::proto_number(next).unwrap_or(0);
+                h.proto = Some(if hit || p == 0 {
+                    p
+                } else {
+                    *rng.pick(&[6u8, 17, 1, 47])
+                });
+            }
+            "--ctdir" => h.ct_reply = Some((next == "REPLY") == hit),
             _ => {}
         }
         neg = false;
@@ -285,7 +309,7 @@ fn directed(rule: &Rule, rng: &mut Rng) -> Hint {
 
 /// Like `directed`, but for a rule in a user chain also satisfies a rule that calls the chain
 /// (up to `depth` levels), so that packets reach nested chains.
-fn directed_through(rs: &Ruleset, rule: &Rule, rng: &mut Rng, depth: u32) -> Hint {
+pub(crate) fn directed_through(rs: &Ruleset, rule: &Rule, rng: &mut Rng, depth: u32) -> Hint {
     let mut h = directed(rule, rng);
     let callers: Vec<&Rule> = rs
         .rules
@@ -311,7 +335,12 @@ fn directed_through(rs: &Ruleset, rule: &Rule, rng: &mut Rng, depth: u32) -> Hin
         flags,
         tcp_opt,
         icmp,
-        nonfirst_frag
+        nonfirst_frag,
+        ct_src,
+        ct_dst,
+        ct_sport,
+        ct_dport,
+        ct_reply
     );
     c.lo |= h.lo;
     c
@@ -342,8 +371,15 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
             .iface
             .clone()
             .unwrap_or_else(|| rng.pick(&IFACES).name.to_string());
-        let mut src = h.src.unwrap_or_else(|| pick_addr(rng, &v, false));
-        let mut dst = h.dst.unwrap_or_else(|| pick_addr(rng, &v, true));
+        // A lone packet opens its own connection: its tuple is the original one.
+        let mut src = h
+            .src
+            .or(h.ct_src)
+            .unwrap_or_else(|| pick_addr(rng, &v, false));
+        let mut dst = h
+            .dst
+            .or(h.ct_dst)
+            .unwrap_or_else(|| pick_addr(rng, &v, true));
         // Out of lo and back in: the destination (and so every reply) must be local.
         let lo = (h.lo || (path == Path::Output && rng.chance(8))) && path != Path::Forward;
         let path = if lo { Path::Output } else { path };
@@ -439,16 +475,16 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
                         rng.next_u64() as u8
                     }
                 });
-                let sp = h.sport.unwrap_or_else(|| pick_port(rng, &v));
-                let dp = h.dport.unwrap_or_else(|| pick_port(rng, &v));
+                let sp = h.sport.or(h.ct_sport).unwrap_or_else(|| pick_port(rng, &v));
+                let dp = h.dport.or(h.ct_dport).unwrap_or_else(|| pick_port(rng, &v));
                 let mut t = tcp_header(sp, dp, flags, &opts, doff);
                 t.extend_from_slice(&payload);
                 t
             }
             17 | 136 | 132 | 33 => {
                 // SCTP/DCCP too: ports come first, as multiport reads them.
-                let sp = h.sport.unwrap_or_else(|| pick_port(rng, &v));
-                let dp = h.dport.unwrap_or_else(|| pick_port(rng, &v));
+                let sp = h.sport.or(h.ct_sport).unwrap_or_else(|| pick_port(rng, &v));
+                let dp = h.dport.or(h.ct_dport).unwrap_or_else(|| pick_port(rng, &v));
                 let mut t = udp_header(sp, dp, payload.len());
                 t.extend_from_slice(&payload);
                 t
@@ -486,7 +522,7 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
             // byte counters must use the IP total length, not the frame length.
             bytes.extend((0..rng.range(1, 30)).map(|_| rng.next_u64() as u8));
         }
-        out.push(Packet { path, iface, bytes });
+        out.push(Packet::new(path, iface, bytes));
     }
     out
 }
@@ -572,6 +608,162 @@ fn push(args: &mut Vec<String>, words: &[&str]) {
     args.extend(words.iter().map(|s| s.to_string()));
 }
 
+/// A `--ctstate`/`--state` list: NEW, ESTABLISHED, RELATED, INVALID mostly, UNTRACKED, and
+/// (conntrack only) SNAT and DNAT.
+fn ct_states(rng: &mut Rng, conntrack: bool) -> String {
+    let all: &[&str] = if conntrack {
+        &[
+            "NEW",
+            "ESTABLISHED",
+            "RELATED",
+            "INVALID",
+            "UNTRACKED",
+            "SNAT",
+            "DNAT",
+        ]
+    } else {
+        &["NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED"]
+    };
+    let mut v: Vec<&str> = Vec::new();
+    for _ in 0..rng.range(1, 3) {
+        let s = if rng.chance(80) {
+            all[rng.below(4) as usize]
+        } else {
+            *rng.pick(all)
+        };
+        if !v.contains(&s) {
+            v.push(s);
+        }
+    }
+    v.join(",")
+}
+
+/// `-m conntrack` with one to three of its options (each invertible but `--ctdir`).
+fn conntrack_match(rng: &mut Rng, a: &mut Vec<String>, nets: &[(u32, u32)], ports: &[u16]) {
+    push(a, &["-m", "conntrack"]);
+    let n = rng.range(1, 3);
+    let mut used: Vec<u64> = Vec::new();
+    for _ in 0..n {
+        let k = match rng.below(100) {
+            0..=44 => 0,
+            45..=52 => 1,
+            53..=66 => 2,
+            67..=76 => 3,
+            77..=86 => 4,
+            _ => 5,
+        };
+        if used.contains(&k) {
+            continue;
+        }
+        used.push(k);
+        match k {
+            0 => {
+                inv(rng, a, 15);
+                push(a, &["--ctstate", &ct_states(rng, true)]);
+            }
+            1 => {
+                inv(rng, a, 20);
+                push(
+                    a,
+                    &[
+                        "--ctproto",
+                        *rng.pick(&["tcp", "udp", "icmp", "6", "17", "47"]),
+                    ],
+                );
+            }
+            2 => {
+                inv(rng, a, 20);
+                let opt = *rng.pick(&["--ctorigsrc", "--ctorigdst", "--ctreplsrc", "--ctrepldst"]);
+                push(a, &[opt, &addr_word(rng, nets)]);
+            }
+            3 => {
+                inv(rng, a, 20);
+                let opt = *rng.pick(&[
+                    "--ctorigsrcport",
+                    "--ctorigdstport",
+                    "--ctreplsrcport",
+                    "--ctrepldstport",
+                ]);
+                let p = *rng.pick(ports);
+                let w = if rng.chance(30) {
+                    format!("{p}:{}", p.saturating_add(rng.below(500) as u16))
+                } else {
+                    p.to_string()
+                };
+                push(a, &[opt, &w]);
+            }
+            4 => {
+                inv(rng, a, 20);
+                let all = ["NONE", "EXPECTED", "SEEN_REPLY", "ASSURED", "CONFIRMED"];
+                let mut v: Vec<&str> = Vec::new();
+                for _ in 0..rng.range(1, 2) {
+                    let s = *rng.pick(&all);
+                    if !v.contains(&s) {
+                        v.push(s);
+                    }
+                }
+                push(a, &["--ctstatus", &v.join(",")]);
+            }
+            _ => push(a, &["--ctdir", *rng.pick(&["ORIGINAL", "REPLY"])]),
+        }
+    }
+}
+
+/// `-j REJECT` with a random `--reject-with` (`tcp-reset` only where the rule says `-p tcp`,
+/// as `reject_tg_check` demands).
+fn reject_target(rng: &mut Rng, a: &mut Vec<String>, tcp: bool) {
+    push(a, &["-j", "REJECT"]);
+    if tcp && rng.chance(50) {
+        push(a, &["--reject-with", *rng.pick(&["tcp-reset", "tcp-rst"])]);
+    } else if rng.chance(75) {
+        let with = *rng.pick(&[
+            "icmp-net-unreachable",
+            "icmp-host-unreachable",
+            "icmp-port-unreachable",
+            "icmp-proto-unreachable",
+            "icmp-net-prohibited",
+            "icmp-host-prohibited",
+            "icmp-admin-prohibited",
+            "net-unreach",
+            "host-prohib",
+        ]);
+        push(a, &["--reject-with", with]);
+    }
+}
+
+/// `-j LOG` with random prefix, level and flags.
+fn log_target(rng: &mut Rng, a: &mut Vec<String>) {
+    push(a, &["-j", "LOG"]);
+    if rng.chance(70) {
+        const CHARS: &[u8] =
+            b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 :-_[]=.";
+        let n = rng.range(1, 29) as usize;
+        let mut p: String = (0..n).map(|_| char::from(*rng.pick(CHARS))).collect();
+        if rng.chance(60) {
+            p.truncate(28);
+            p.push(' ');
+        }
+        push(a, &["--log-prefix", &p]);
+    }
+    if rng.chance(60) {
+        let l = *rng.pick(&[
+            "0", "1", "2", "3", "4", "5", "6", "7", "emerg", "alert", "crit", "error", "warning",
+            "notice", "info", "debug",
+        ]);
+        push(a, &["--log-level", l]);
+    }
+    for f in [
+        "--log-tcp-sequence",
+        "--log-tcp-options",
+        "--log-ip-options",
+        "--log-macdecode",
+    ] {
+        if rng.chance(25) {
+            a.push(f.to_string());
+        }
+    }
+}
+
 /// A random rule; unconditional ones (which shadow everything after them) are kept rare.
 fn random_rule(
     rng: &mut Rng,
@@ -579,9 +771,10 @@ fn random_rule(
     later: &[String],
     nets: &[(u32, u32)],
     ports: &[u16],
+    stateful: bool,
 ) -> Rule {
     loop {
-        let r = random_rule_once(rng, chain, later, nets, ports);
+        let r = random_rule_once(rng, chain, later, nets, ports, stateful);
         let conditions = r
             .args
             .iter()
@@ -599,6 +792,7 @@ fn random_rule_once(
     later: &[String],
     nets: &[(u32, u32)],
     ports: &[u16],
+    stateful: bool,
 ) -> Rule {
     let mut a: Vec<String> = Vec::new();
     if rng.chance(30) {
@@ -750,9 +944,28 @@ fn random_rule_once(
             push(&mut a, &["--src-range", "10.0.0.1-10.0.0.200"]);
         }
     }
+    if stateful && rng.chance(35) {
+        conntrack_match(rng, &mut a, nets, ports);
+    }
+    if stateful && rng.chance(10) {
+        push(&mut a, &["-m", "state"]);
+        inv(rng, &mut a, 15);
+        push(&mut a, &["--state", &ct_states(rng, false)]);
+    }
     if rng.chance(10) {
         let c = format!("rule {}", rng.below(1000));
         push(&mut a, &["-m", "comment", "--comment", &c]);
+    }
+    if stateful && rng.chance(25) {
+        if rng.chance(55) {
+            reject_target(rng, &mut a, proto == Some("tcp"));
+        } else {
+            log_target(rng, &mut a);
+        }
+        return Rule {
+            chain: chain.to_string(),
+            args: a,
+        };
     }
     match rng.below(100) {
         0..=29 => push(&mut a, &["-j", "ACCEPT"]),
@@ -799,6 +1012,9 @@ pub fn random_ruleset_scaled(idx: usize, packets: usize, scale: u64, rng: &mut R
             }
         })
         .collect();
+    // A third of the rulesets are stateful: connection tracking, REJECT and LOG in their
+    // rules (replayed packet by packet in fresh namespaces, slower).
+    let stateful = rng.chance(33);
     let n_user = rng.below(4 * scale + 1) as usize;
     let chains: Vec<String> = (0..n_user).map(|i| format!("chain{i}")).collect();
     let mut rs = Ruleset {
@@ -814,6 +1030,9 @@ pub fn random_ruleset_scaled(idx: usize, packets: usize, scale: u64, rng: &mut R
         rules: Vec::new(),
         initial_counters: false,
         edits: Vec::new(),
+        stateful: false,
+        extra: Vec::new(),
+        sysctls: Vec::new(),
     };
     if rng.chance(25) {
         rs.initial_counters = true;
@@ -822,13 +1041,19 @@ pub fn random_ruleset_scaled(idx: usize, packets: usize, scale: u64, rng: &mut R
     for base in ["INPUT", "FORWARD", "OUTPUT"] {
         for _ in 0..rng.below(12 * scale + 1) {
             rs.rules
-                .push(random_rule(rng, base, &chains, &nets, &ports));
+                .push(random_rule(rng, base, &chains, &nets, &ports, stateful));
         }
     }
     for (i, c) in chains.iter().enumerate() {
         for _ in 0..rng.range(0, 7 * scale + 1) {
-            rs.rules
-                .push(random_rule(rng, c, &chains[i + 1..], &nets, &ports));
+            rs.rules.push(random_rule(
+                rng,
+                c,
+                &chains[i + 1..],
+                &nets,
+                &ports,
+                stateful,
+            ));
         }
     }
     if packets > 0 && rng.chance(35) {
@@ -856,11 +1081,11 @@ pub fn random_ruleset_scaled(idx: usize, packets: usize, scale: u64, rng: &mut R
                 }
                 0 | 1 => {
                     e.extend(["-I".to_string(), chain.clone(), rng.range(1, 2).to_string()]);
-                    e.extend(random_rule(rng, &chain, later, &nets, &ports).args);
+                    e.extend(random_rule(rng, &chain, later, &nets, &ports, stateful).args);
                 }
                 2 => {
                     e.extend(["-A".to_string(), chain.clone()]);
-                    e.extend(random_rule(rng, &chain, later, &nets, &ports).args);
+                    e.extend(random_rule(rng, &chain, later, &nets, &ports, stateful).args);
                 }
                 3 => e.extend(["-D".to_string(), chain.clone(), "1".to_string()]),
                 4 => e.push("-Z".to_string()),
@@ -873,7 +1098,7 @@ pub fn random_ruleset_scaled(idx: usize, packets: usize, scale: u64, rng: &mut R
                 ]),
                 8 => {
                     e.extend(["-R".to_string(), chain.clone(), "1".to_string()]);
-                    e.extend(random_rule(rng, &chain, later, &nets, &ports).args);
+                    e.extend(random_rule(rng, &chain, later, &nets, &ports, stateful).args);
                 }
                 _ => e.extend(["-F".to_string(), chain.clone()]),
             }

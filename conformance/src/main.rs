@@ -3,9 +3,12 @@
 //! ```text
 //! conformance [--full | --bounded] [--baseline] [--random N] [--packets N] [--hand-packets N]
 //!             [--seed S] [--only NAME] [--every N] [--no-minimize] [--max-minimize N] [--restarts] [--scale K] [--quiet]
-//!             [--save-repro DIR]
+//!             [--save-repro DIR] [--candidate bpfilter|kernel|mutant|quiet-mutant]
 //! ```
-//! `--baseline` compares the kernel with itself (the harness must then report no mismatch).
+//! `--baseline` (= `--candidate kernel`) compares the kernel with itself (the harness must then
+//! report no mismatch); `mutant` and `quiet-mutant` compare it with a deliberately wrong
+//! kernel ruleset (first ACCEPT made DROP; first REJECT made DROP and first LOG silenced),
+//! which the harness must catch.
 
 use anyhow::{bail, Context, Result};
 use conformance::{Candidate, Config};
@@ -41,6 +44,19 @@ fn parse_args() -> Result<(Config, Option<String>)> {
                 }
             }
             "--baseline" => cfg.candidate = Candidate::Kernel,
+            "--candidate" => {
+                cfg.candidate = match args.get(i + 1).map(String::as_str) {
+                    Some("bpfilter") => Candidate::Bpfilter,
+                    Some("kernel") => Candidate::Kernel,
+                    Some("mutant") => Candidate::KernelMutant,
+                    Some("quiet-mutant") => Candidate::KernelMutantQuiet,
+                    other => bail!(
+                        "--candidate wants bpfilter, kernel, mutant or quiet-mutant, not {other:?}"
+                    ),
+                };
+                i += 1;
+            }
+            "--no-check-rules" => cfg.check_rules = false,
             "--random" => {
                 cfg.random_count = num(i)? as usize;
                 i += 1;
@@ -88,7 +104,8 @@ fn parse_args() -> Result<(Config, Option<String>)> {
                 println!(
                     "usage: conformance [--full | --bounded] [--baseline] [--random N] [--packets N] \
                      [--hand-packets N] [--seed S] [--only NAME] [--no-minimize] [--max-minimize N] [--restarts] [--scale K] \
-                     [--quiet] [--save-repro DIR]"
+                     [--quiet] [--save-repro DIR] [--no-check-rules] \
+                     [--candidate bpfilter|kernel|mutant|quiet-mutant]"
                 );
                 std::process::exit(0);
             }

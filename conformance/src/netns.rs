@@ -13,6 +13,18 @@
 //! In the input and forward phases locally generated traffic (TCP resets, ICMP errors the
 //! accepted packets provoke) hits a blackhole route before LOCAL_OUT, so it cannot disturb the
 //! OUTPUT counters.
+//!
+//! A *stateful* topology ([`TopoConfig::stateful`], made fresh for every stateful case so that
+//! no connection, ICMP rate-limit token or fragment queue outlives it) has no phases: every
+//! path works at once, so that a flow's packets and its replies can alternate.
+//! - input: the case's local addresses ([`TopoConfig::local`]) are /32s on the firewall's
+//!   `lo` (real local addresses: the kernel's own RSTs and ICMP errors need a source it owns);
+//! - forward: any other destination, by ingress interface as above;
+//! - output: the raw socket bound to a device is routed by `oif DEV lookup main`;
+//! - what the firewall itself sends (REJECT's replies, the stack's RSTs and ICMP errors) goes
+//!   by `iif lo lookup 150` (a /32 towards the interface each remote address was seen on,
+//!   [`TopoConfig::reply_routes`]), else by the main table's first default route (`eth0`),
+//!   and is captured and compared (ID and checksums aside: [`normalize_reply`]).
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
@@ -248,6 +260,123 @@ pub struct FwStats {
     pub tx_frames: u64,
 }
 
+/// How a topology is built.
+#[derive(Debug, Clone, Default)]
+pub struct TopoConfig {
+    /// No routing phases; replies routed out and captured (see the module doc).
+    pub stateful: bool,
+    /// Stateful: addresses added to the firewall's `lo` (local deliveries).
+    pub local: Vec<u32>,
+    /// Stateful: where the firewall's own packets to a remote address leave.
+    pub reply_routes: Vec<(u32, &'static str)>,
+    /// Extra sysctls of the firewall namespace (`net/ipv4/icmp_ratemask`, `6168`).
+    pub sysctls: Vec<(String, String)>,
+}
+
+/// A frame the firewall sent that is not one of the harness's packets (a REJECT reply, the
+/// stack's RST or ICMP error, a NATed packet), normalised by [`normalize_reply`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Reply {
+    /// Firewall interface it left by.
+    pub iface: String,
+    /// The IP datagram, ID and checksums normalised.
+    pub bytes: Vec<u8>,
+}
+
+/// Makes a firewall-originated datagram comparable between the two sides: the IP ID (drawn by
+/// `ip_select_ident`, or 0 in the kernel's RST where a raw socket gets a drawn one) and the
+/// IP header checksum are zeroed; a TCP/UDP checksum that is either complete or the
+/// pseudo-header sum a CHECKSUM_PARTIAL packet carries over a veth is replaced by the
+/// complete one, so that only a wrong checksum shows. IP timestamp options (outer, and in the
+/// datagram an ICMP error quotes) and the stack's ICMP timestamp replies lose their clock
+/// values ([`crate::packet::mask_ip_timestamps`]), and the ICMP checksum is recomputed after.
+pub fn normalize_reply(frame: &[u8]) -> Vec<u8> {
+    let mut b = frame.to_vec();
+    if b.len() < 20 {
+        return b;
+    }
+    b[4] = 0;
+    b[5] = 0;
+    b[10] = 0;
+    b[11] = 0;
+    let ihl = (usize::from(b[0] & 0x0f) * 4).clamp(20, b.len());
+    let mut touched = false;
+    if ihl > 20 {
+        crate::packet::mask_ip_timestamps(&mut b[20..ihl]);
+        touched = true;
+    }
+    if b[9] == 1 && matches!(b.get(ihl), Some(3 | 4 | 5 | 11 | 12)) && b.len() >= ihl + 8 + 20 {
+        let inner = ihl + 8;
+        let iihl = (usize::from(b[inner] & 0x0f) * 4).clamp(20, b.len() - inner);
+        if iihl > 20 {
+            crate::packet::mask_ip_timestamps(&mut b[inner + 20..inner + iihl]);
+            touched = true;
+        }
+        // A quoted datagram the kernel sent itself and looped back through `lo` (an RST that
+        // REJECT in OUTPUT sent to a local address) still carries CHECKSUM_PARTIAL's
+        // pseudo-header sum when icmp_send quotes it; one sent from a raw socket carries the
+        // full checksum. Same rule as for the outer datagram, when the quote is complete.
+        let q = &b[inner..];
+        let qtotal = usize::from(u16::from_be_bytes([q[2], q[3]]));
+        if qtotal <= q.len() {
+            if let Some((at, full, partial)) = crate::packet::l4_checksum(&q[..qtotal]) {
+                let cur = u16::from_be_bytes([q[at], q[at + 1]]);
+                if cur == partial && partial != full {
+                    b[inner + at..inner + at + 2].copy_from_slice(&full.to_be_bytes());
+                    touched = true;
+                }
+            }
+        }
+    }
+    // The stack's timestamp reply carries its clock (receive and transmit timestamps).
+    if b[9] == 1 && b.get(ihl) == Some(&14) && b.len() >= ihl + 20 {
+        b[ihl + 12..ihl + 20].iter_mut().for_each(|x| *x = 0);
+        touched = true;
+    }
+    if touched && b[9] == 1 {
+        // Only when the ICMP checksum was right to begin with.
+        let valid = crate::packet::l4_checksum(frame)
+            .is_some_and(|(at, full, _)| u16::from_be_bytes([frame[at], frame[at + 1]]) == full);
+        if valid {
+            crate::packet::fix_l4_checksum(&mut b);
+        }
+    }
+    if let Some((at, full, partial)) = crate::packet::l4_checksum(&b) {
+        let cur = u16::from_be_bytes([b[at], b[at + 1]]);
+        if cur == full || cur == partial {
+            b[at..at + 2].copy_from_slice(&full.to_be_bytes());
+        }
+    }
+    b
+}
+
+/// What one stateful step did on one side.
+#[derive(Debug, Clone, Default)]
+pub struct Step {
+    /// The packet's fate, with the replies it provoked.
+    pub fate: Fate,
+    /// Frames the firewall transmitted during the step.
+    pub tx: u64,
+    /// Datagrams that entered ip_rcv during the step.
+    pub rx: u64,
+    /// Firewall-originated frames found before the step started: late replies of the
+    /// previous step (bpfilter answers from user space).
+    pub late: Vec<Reply>,
+}
+
+/// What a candidate step waits for, learnt from the reference side's step: bpfilter sends
+/// REJECT's replies from user space, a few milliseconds after the packet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expect {
+    /// Frames the reference transmitted.
+    pub tx: u64,
+    /// Datagrams the reference received (looped-back replies included).
+    pub rx: u64,
+}
+
+/// How long a candidate step waits for the frames the reference sent.
+pub const EXPECT_WAIT: Duration = Duration::from_millis(300);
+
 /// One replay topology: three namespaces, sockets kept inside them.
 #[derive(Debug)]
 pub struct Topology {
@@ -263,6 +392,7 @@ pub struct Topology {
     /// Per firewall interface: raw IP socket in the firewall bound to it (OUTPUT replay).
     raw: HashMap<&'static str, OwnedFd>,
     phase: Option<Path>,
+    stateful: bool,
     _peer_threads: Vec<NsThread>,
 }
 
@@ -271,13 +401,36 @@ pub struct Topology {
 pub struct Fate {
     /// Neighbour-side interfaces the packet was captured on (empty = did not come out).
     pub seen_on: Vec<String>,
-    /// errno of the raw socket's sendto (OUTPUT only; EPERM = dropped in LOCAL_OUT).
+    /// errno of the raw socket's sendto (OUTPUT only; EPERM = dropped in LOCAL_OUT), or of a
+    /// socket probe's `send`/`connect` (EINPROGRESS for a TCP connect under way).
     pub send_errno: i32,
+    /// Socket probes: the socket's pending error (SO_ERROR) once the step settled
+    /// (ECONNREFUSED, EHOSTUNREACH... when an ICMP error or RST came back).
+    pub sock_errno: Option<i32>,
+    /// Stateful replay: frames the firewall sent because of this packet, sorted.
+    pub replies: Vec<Reply>,
+    /// Stateful replay: LOG lines the packet (and its replies) produced, in order.
+    pub logs: Vec<LogLine>,
+}
+
+/// A LOG line as compared: level and text, the outer IP ID masked where it is drawn by the
+/// kernel (`crate::kmsg::mask_outer_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogLine {
+    /// Syslog level (priority & 7).
+    pub level: u8,
+    /// Text after the level.
+    pub text: String,
 }
 
 impl Topology {
-    /// Creates the namespaces, links, addresses, routes and sockets.
+    /// Creates the namespaces, links, addresses, routes and sockets (phased routing).
     pub fn create(prefix: &str) -> Result<Self> {
+        Self::create_with(prefix, &TopoConfig::default())
+    }
+
+    /// Creates a topology as `cfg` says.
+    pub fn create_with(prefix: &str, cfg: &TopoConfig) -> Result<Self> {
         let fw = format!("{prefix}-fw");
         let snd = format!("{prefix}-snd");
         let dst = format!("{prefix}-dst");
@@ -286,6 +439,11 @@ impl Topology {
             sh(&["ip", "netns", "add", ns])?;
             let t = NsThread::enter(ns)?;
             let fwd = if *ns == fw { "1" } else { "0" };
+            let extra: Vec<(String, String)> = if *ns == fw {
+                cfg.sysctls.clone()
+            } else {
+                Vec::new()
+            };
             t.run(move || -> Result<()> {
                 for (k, v) in [
                     ("net/ipv6/conf/all/disable_ipv6", "1"),
@@ -303,6 +461,10 @@ impl Topology {
                 ] {
                     std::fs::write(format!("/proc/sys/{k}"), v)
                         .with_context(|| format!("sysctl {k}"))?;
+                }
+                for (k, v) in &extra {
+                    std::fs::write(format!("/proc/sys/{k}"), v)
+                        .with_context(|| format!("sysctl {k}={v}"))?;
                 }
                 Ok(())
             })??;
@@ -350,6 +512,31 @@ impl Topology {
         }
         b += "route add local 0.0.0.0/0 dev lo table 100\n";
         b += "route add blackhole default table 250\n";
+        if cfg.stateful {
+            for (k, ifc) in IFACES.iter().enumerate() {
+                b += &format!("rule add pref {} oif {} lookup main\n", 40 + k, ifc.name);
+            }
+            b += "rule add pref 50 iif lo lookup 150\n";
+            b += "rule add pref 51 iif lo lookup main\n";
+            for (k, (ing, _)) in FORWARD_PAIRS.iter().enumerate() {
+                b += &format!("rule add pref {} iif {} lookup {}\n", 61 + k, ing, 201 + k);
+            }
+            for a in &cfg.local {
+                b += &format!("addr add {}/32 dev lo\n", std::net::Ipv4Addr::from(*a));
+            }
+            for (a, dev) in &cfg.reply_routes {
+                let e = IFACES
+                    .iter()
+                    .find(|x| x.name == *dev)
+                    .ok_or_else(|| anyhow!("no {dev}"))?;
+                b += &format!(
+                    "route add {}/32 via 198.18.0.{} dev {} table 150\n",
+                    std::net::Ipv4Addr::from(*a),
+                    e.host + 1,
+                    e.name
+                );
+            }
+        }
         ip_batch(&fw, &b, false)?;
         for ns in [&snd, &dst] {
             let mut b = String::new();
@@ -389,9 +576,12 @@ impl Topology {
             capture,
             raw,
             phase: None,
+            stateful: cfg.stateful,
             _peer_threads: vec![snd_t, dst_t],
         };
-        t.set_phase(Path::Output)?;
+        if !cfg.stateful {
+            t.set_phase(Path::Output)?;
+        }
         Ok(t)
     }
 
@@ -402,7 +592,7 @@ impl Topology {
 
     /// Switches the firewall's policy routing so that injected packets take `path`.
     pub fn set_phase(&mut self, path: Path) -> Result<()> {
-        if self.phase == Some(path) {
+        if self.phase == Some(path) || self.stateful {
             return Ok(());
         }
         let mut b = String::new();
@@ -436,8 +626,9 @@ impl Topology {
         self.fw_thread.run(read_fw_stats)?
     }
 
-    /// Drains the capture sockets: (firewall interface the frame left by, IP ID).
-    fn drain(&self, out: &mut Vec<(&'static str, u16)>) -> Result<usize> {
+    /// Drains the capture sockets: (firewall interface the frame left by, IP datagram without
+    /// link-layer padding).
+    fn drain(&self, out: &mut Vec<(&'static str, Vec<u8>)>) -> Result<usize> {
         let mut n = 0;
         let mut buf = vec![0u8; 2048];
         for (name, fd) in &self.capture {
@@ -470,13 +661,182 @@ impl Topology {
                 }
                 let r = r as usize;
                 if r >= 14 + 20 {
-                    let id = u16::from_be_bytes([buf[14 + 4], buf[14 + 5]]);
-                    out.push((name, id));
+                    let ip = &buf[14..r];
+                    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+                    let len = if total >= 20 {
+                        total.min(ip.len())
+                    } else {
+                        ip.len()
+                    };
+                    out.push((name, ip[..len].to_vec()));
                     n += 1;
                 }
             }
         }
         Ok(n)
+    }
+
+    /// Sends `bytes` as an Ethernet frame from the neighbour of firewall interface `iface`, to
+    /// the firewall's MAC address or to the broadcast address.
+    fn inject_frame(&self, iface: &str, bytes: &[u8], bcast: bool) -> Result<()> {
+        let i = IFACES
+            .iter()
+            .position(|x| x.name == iface)
+            .ok_or_else(|| anyhow!("no iface {iface}"))?;
+        let mut frame = Vec::with_capacity(14 + bytes.len());
+        if bcast {
+            frame.extend_from_slice(&[0xff; 6]);
+        } else {
+            frame.extend_from_slice(&mac_bytes(&fw_mac(i)));
+        }
+        frame.extend_from_slice(&mac_bytes(&peer_mac(i)));
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(bytes);
+        let fd = self
+            .inject
+            .get(iface)
+            .ok_or_else(|| anyhow!("no inject socket {iface}"))?;
+        // SAFETY: sending a valid buffer on a bound packet socket we own.
+        let r = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if r < 0 {
+            bail!("inject on {iface}: errno {}", errno());
+        }
+        Ok(())
+    }
+
+    /// Stateful replay of one packet (tagged with IP ID `tag`): sends it, waits until the
+    /// firewall has taken it in and every frame it transmitted is captured, and, for the
+    /// candidate, until it transmitted and received at least what the reference did
+    /// (`expect`, at most [`EXPECT_WAIT`]); then until nothing moves for a moment. Frames that
+    /// are the packet itself give its fate; any other frame is a reply.
+    pub fn replay_step(
+        &mut self,
+        pkt: &crate::packet::Packet,
+        bytes: &[u8],
+        tag: u16,
+        expect: Option<Expect>,
+    ) -> Result<Step> {
+        let mut step = Step::default();
+        let mut frames = Vec::new();
+        self.drain(&mut frames)?;
+        step.late = frames
+            .drain(..)
+            .map(|(n, f)| Reply {
+                iface: n.to_string(),
+                bytes: normalize_reply(&f),
+            })
+            .collect();
+        self.set_phase(pkt.path)?;
+        let before = self.stats()?;
+        let mut injected = 0u64;
+        let mut probe: Option<OwnedFd> = None;
+        match pkt.path {
+            Path::Input | Path::Forward => {
+                self.inject_frame(&pkt.iface, bytes, pkt.bcast)?;
+                injected = 1;
+            }
+            Path::Output if pkt.socket => {
+                let b = bytes.to_vec();
+                let (fd, e) = self.fw_thread.run(move || socket_probe(&b))??;
+                step.fate.send_errno = e;
+                probe = Some(fd);
+            }
+            Path::Output => {
+                let fd = self
+                    .raw
+                    .get(pkt.iface.as_str())
+                    .ok_or_else(|| anyhow!("no raw socket {}", pkt.iface))?;
+                step.fate.send_errno = raw_send(fd, bytes);
+            }
+        }
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(5);
+        let mut captured = 0u64;
+        loop {
+            captured += self.drain(&mut frames)? as u64;
+            let s = self.stats()?;
+            let rx = s.in_receives - before.in_receives;
+            let tx = s.tx_frames - before.tx_frames;
+            let waited = start.elapsed() >= EXPECT_WAIT;
+            let expected = expect.is_none_or(|e| (tx >= e.tx && rx >= e.rx) || waited);
+            if rx >= injected && captured == tx && expected {
+                // Quiet for a moment: longer when something looped back through `lo`, whose
+                // backlog may run a little later.
+                let looped = rx > injected;
+                let (rounds, pause) = if looped { (10, 500) } else { (2, 250) };
+                let mut settled = true;
+                for _ in 0..rounds {
+                    std::thread::sleep(Duration::from_micros(pause));
+                    if self.stats()? != s {
+                        settled = false;
+                        break;
+                    }
+                }
+                if settled {
+                    captured += self.drain(&mut frames)? as u64;
+                    step.rx = rx;
+                    step.tx = tx;
+                    if captured != tx {
+                        continue;
+                    }
+                    break;
+                }
+                continue;
+            }
+            if captured > tx {
+                bail!("captured {captured} frames, firewall transmitted {tx}");
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "step did not settle: received {rx} (injected {injected}), transmitted {tx}, captured {captured}"
+                );
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        if let Some(fd) = probe {
+            // Closing a TCP socket still connecting sends nothing (tcp_close from SYN_SENT).
+            step.fate.sock_errno = Some(sock_error(&fd));
+        }
+        let sent = packet_fields(bytes);
+        for (name, f) in frames {
+            if packet_fields(&f) == sent && u16::from_be_bytes([f[4], f[5]]) == tag {
+                step.fate.seen_on.push(name.to_string());
+            } else if pkt.socket
+                && packet_fields(&f).map(|x| (x.0, x.1)) == sent.map(|x| (x.0, x.1))
+            {
+                // The probe's own datagram, as its socket sent it.
+                step.fate.seen_on.push(name.to_string());
+                step.fate.replies.push(Reply {
+                    iface: name.to_string(),
+                    bytes: normalize_socket_segment(&normalize_reply(&f)),
+                });
+            } else {
+                let mut n = normalize_reply(&f);
+                if pkt.socket {
+                    n = normalize_socket_answer(&n, bytes);
+                }
+                step.fate.replies.push(Reply {
+                    iface: name.to_string(),
+                    bytes: n,
+                });
+            }
+        }
+        step.fate.seen_on.sort();
+        step.fate.replies.sort();
+        Ok(step)
+    }
+
+    /// Frames captured since the last step (late replies), normalised.
+    pub fn late_frames(&mut self) -> Result<Vec<Reply>> {
+        let mut frames = Vec::new();
+        self.drain(&mut frames)?;
+        Ok(frames
+            .into_iter()
+            .map(|(n, f)| Reply {
+                iface: n.to_string(),
+                bytes: normalize_reply(&f),
+            })
+            .collect())
     }
 
     /// Replays `pkts` (all of one path) and returns each packet's fate (indexed like `pkts`).
@@ -491,7 +851,7 @@ impl Topology {
             .iter()
             .map(|(id, _, _)| (*id, Fate::default()))
             .collect();
-        let mut seen = Vec::new();
+        let mut seen: Vec<(&'static str, Vec<u8>)> = Vec::new();
         self.drain(&mut seen)?;
         if !seen.is_empty() {
             bail!(
@@ -508,26 +868,7 @@ impl Topology {
             for (id, bytes, iface) in chunk {
                 match path {
                     Path::Input | Path::Forward => {
-                        let i = IFACES
-                            .iter()
-                            .position(|x| x.name == *iface)
-                            .ok_or_else(|| anyhow!("no iface {iface}"))?;
-                        let mut frame = Vec::with_capacity(14 + bytes.len());
-                        frame.extend_from_slice(&mac_bytes(&fw_mac(i)));
-                        frame.extend_from_slice(&mac_bytes(&peer_mac(i)));
-                        frame.extend_from_slice(&[0x08, 0x00]);
-                        frame.extend_from_slice(bytes);
-                        let fd = self
-                            .inject
-                            .get(iface)
-                            .ok_or_else(|| anyhow!("no inject socket {iface}"))?;
-                        // SAFETY: sending a valid buffer on a bound packet socket we own.
-                        let r = unsafe {
-                            libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0)
-                        };
-                        if r < 0 {
-                            bail!("inject on {iface}: errno {}", errno());
-                        }
+                        self.inject_frame(iface, bytes, false)?;
                         injected += 1;
                     }
                     Path::Output => {
@@ -602,7 +943,8 @@ impl Topology {
             std::thread::sleep(Duration::from_micros(200));
             captured += self.drain(&mut seen)? as u64;
         }
-        for (name, id) in seen {
+        for (name, frame) in seen {
+            let id = u16::from_be_bytes([frame[4], frame[5]]);
             match fates.get_mut(&id) {
                 Some(f) => f.seen_on.push(name.to_string()),
                 None => bail!("captured a frame with unknown IP ID {id} on {name}"),
@@ -627,6 +969,214 @@ impl Drop for Topology {
             let _ = sh(&["ip", "netns", "del", &format!("{}-{s}", self.prefix)]);
         }
     }
+}
+
+/// Opens a socket probe in the calling thread's namespace for the datagram `p` (its source
+/// and destination address and port, protocol UDP or TCP): bound to the source (IP_FREEBIND:
+/// it need not be local), then UDP connects and sends the payload, TCP connects without
+/// blocking. Not bound to the packet's interface, as applications are not: routing takes it
+/// there (the destination's reply route), and an answer looped back through `lo` (REJECT's, to
+/// a local source) would not find a socket bound to another device. Returns the socket (kept open
+/// until the step has settled) and the errno of the send or connect (0, EINPROGRESS, EPERM).
+fn socket_probe(p: &[u8]) -> Result<(OwnedFd, i32)> {
+    if p.len() < 28 {
+        bail!("socket probe: datagram too short");
+    }
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([p[2], p[3]])).min(p.len());
+    let l4 = p.get(ihl..total).unwrap_or(&[]);
+    if l4.len() < 8 {
+        bail!("socket probe: transport header missing");
+    }
+    let tcp = match p[9] {
+        6 => true,
+        17 => false,
+        x => bail!("socket probe: protocol {x} (UDP or TCP only)"),
+    };
+    let addr = |a: &[u8], port: &[u8]| {
+        // SAFETY: sockaddr_in is plain old data; all-zero is valid.
+        let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        sin.sin_family = libc::AF_INET as u16;
+        sin.sin_addr.s_addr = u32::from_ne_bytes([a[0], a[1], a[2], a[3]]);
+        sin.sin_port = u16::from_ne_bytes([port[0], port[1]]);
+        sin
+    };
+    if l4[0..2] == [0, 0] {
+        bail!("socket probe: source port 0 (the kernel would draw one)");
+    }
+    let (src, dst) = (addr(&p[12..16], &l4[0..2]), addr(&p[16..20], &l4[2..4]));
+    let ty = if tcp {
+        libc::SOCK_STREAM | libc::SOCK_NONBLOCK
+    } else {
+        libc::SOCK_DGRAM | libc::SOCK_NONBLOCK
+    };
+    // SAFETY: plain socket(2) call; checked and wrapped at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, ty | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        bail!("socket probe: socket: errno {}", errno());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    for (level, opt) in [
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+        (libc::SOL_IP, libc::IP_FREEBIND),
+    ] {
+        // SAFETY: valid option pointer and length.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                level,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    let sl = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: src is a valid sockaddr_in of size sl.
+    unsafe {
+        if libc::bind(
+            fd.as_raw_fd(),
+            (&src as *const libc::sockaddr_in).cast(),
+            sl,
+        ) < 0
+        {
+            bail!("socket probe: bind: errno {}", errno());
+        }
+    }
+    // SAFETY: dst is a valid sockaddr_in of size sl.
+    let r = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&dst as *const libc::sockaddr_in).cast(),
+            sl,
+        )
+    };
+    if tcp {
+        return Ok((fd, if r < 0 { errno() } else { 0 }));
+    }
+    if r < 0 {
+        return Ok((fd, errno()));
+    }
+    let payload = &l4[8..];
+    // SAFETY: payload is a valid buffer of its length.
+    let r = unsafe { libc::send(fd.as_raw_fd(), payload.as_ptr().cast(), payload.len(), 0) };
+    Ok((fd, if r < 0 { errno() } else { 0 }))
+}
+
+/// A socket's pending error (SO_ERROR), 0 when none; reading it clears it.
+fn sock_error(fd: &OwnedFd) -> i32 {
+    let mut e: libc::c_int = 0;
+    let mut l = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid out pointers of the given length.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut e as *mut libc::c_int).cast(),
+            &mut l,
+        )
+    };
+    if r < 0 {
+        errno()
+    } else {
+        e
+    }
+}
+
+/// A TCP segment a socket probe sent, made comparable: the kernel draws the initial sequence
+/// number and the timestamp offset, so sequence, acknowledgement, checksum and the timestamp
+/// values are zeroed. (Anything else a socket sends is deterministic.)
+pub fn normalize_socket_segment(b: &[u8]) -> Vec<u8> {
+    let mut b = b.to_vec();
+    if b.len() < 20 || b[9] != 6 {
+        return b;
+    }
+    let ihl = usize::from(b[0] & 0x0f) * 4;
+    if b.len() < ihl + 20 {
+        return b;
+    }
+    let t = ihl;
+    b[t + 4..t + 12].iter_mut().for_each(|x| *x = 0);
+    b[t + 16] = 0;
+    b[t + 17] = 0;
+    let doff = (usize::from(b[t + 12] >> 4) * 4).clamp(20, b.len() - t);
+    let mut i = t + 20;
+    while i < t + doff {
+        match b[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let len = usize::from(*b.get(i + 1).unwrap_or(&0));
+                if len < 2 || i + len > t + doff {
+                    break;
+                }
+                if kind == 8 {
+                    b[i + 2..i + len].iter_mut().for_each(|x| *x = 0);
+                }
+                i += len;
+            }
+        }
+    }
+    b
+}
+
+/// An answer to a socket probe `probe` made comparable: it reflects what the socket drew (an
+/// RST acknowledges a TCP socket's initial sequence number; an ICMP error quotes it, and the
+/// IP ID), so an RST back to a TCP probe loses sequence, acknowledgement and checksum like the
+/// probe's own segment, and an ICMP error quoting the probe loses the quoted IP ID and header
+/// checksum and, for TCP, the quoted sequence, acknowledgement and checksum (its own checksum
+/// recomputed when it was right).
+pub fn normalize_socket_answer(b: &[u8], probe: &[u8]) -> Vec<u8> {
+    if b.len() < 20 || probe.len() < 20 {
+        return b.to_vec();
+    }
+    let reversed = b[12..16] == probe[16..20] && b[16..20] == probe[12..16];
+    if b[9] == 6 && reversed {
+        return normalize_socket_segment(b);
+    }
+    let ihl = usize::from(b[0] & 0x0f) * 4;
+    let inner = ihl + 8;
+    if b[9] != 1 || b.len() < inner + 20 || !matches!(b[ihl], 3 | 4 | 5 | 11 | 12) {
+        return b.to_vec();
+    }
+    if b[inner + 9] != probe[9] || b[inner + 12..inner + 20] != probe[12..20] {
+        return b.to_vec();
+    }
+    let valid = crate::packet::l4_checksum(b)
+        .is_some_and(|(at, full, _)| u16::from_be_bytes([b[at], b[at + 1]]) == full);
+    let mut out = b.to_vec();
+    let t = inner + usize::from(out[inner] & 0x0f) * 4;
+    let tcp = probe[9] == 6;
+    let drawn = (inner + 4..inner + 6)
+        .chain(inner + 10..inner + 12)
+        .chain((t + 4..t + 12).filter(|_| tcp))
+        .chain((t + 16..t + 18).filter(|_| tcp));
+    for k in drawn {
+        if let Some(x) = out.get_mut(k) {
+            *x = 0;
+        }
+    }
+    if valid {
+        crate::packet::fix_l4_checksum(&mut out);
+    }
+    out
+}
+
+/// What identifies one of the harness's packets in a captured frame whatever forwarding did
+/// to it (TTL, checksum, recorded-route and timestamp options): addresses, protocol and
+/// everything after the IP header, link-layer padding removed.
+fn packet_fields(p: &[u8]) -> Option<([u8; 8], u8, &[u8])> {
+    if p.len() < 20 {
+        return None;
+    }
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([p[2], p[3]])).min(p.len());
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&p[12..20]);
+    Some((a, p[9], p.get(ihl..total.max(ihl)).unwrap_or(&[])))
 }
 
 fn unsafe_zeroed_sll() -> libc::sockaddr_ll {
@@ -801,5 +1351,77 @@ pub fn remove_stale(tag: &str) {
                 let _ = sh(&["ip", "netns", "del", &n]);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::IpSpec;
+    use crate::packet::{build_ipv4, fix_l4_checksum, icmp_message, l4_checksum, tcp_segment};
+    use std::net::Ipv4Addr;
+
+    fn rst(partial: bool, id: u16) -> Vec<u8> {
+        let mut p = build_ipv4(
+            &IpSpec {
+                src: Ipv4Addr::new(10, 0, 0, 2),
+                dst: Ipv4Addr::new(10, 0, 0, 1),
+                proto: 6,
+                ttl: 64,
+                frag: 0x4000,
+                tos: 0,
+                options: Vec::new(),
+            },
+            &tcp_segment(25, 4000, 0, 8, 0x14, 0, &[], &[]),
+        );
+        crate::packet::set_id(&mut p, id);
+        let (at, full, part) = l4_checksum(&p).expect("tcp");
+        let v = if partial { part } else { full };
+        p[at..at + 2].copy_from_slice(&v.to_be_bytes());
+        p
+    }
+
+    fn error_quoting(q: &[u8], id: u16) -> Vec<u8> {
+        let mut p = build_ipv4(
+            &IpSpec {
+                src: Ipv4Addr::new(10, 0, 0, 1),
+                dst: Ipv4Addr::new(10, 0, 0, 2),
+                proto: 1,
+                ttl: 64,
+                frag: 0,
+                tos: 0xc0,
+                options: Vec::new(),
+            },
+            &icmp_message(3, 3, [0; 4], q),
+        );
+        crate::packet::set_id(&mut p, id);
+        p
+    }
+
+    #[test]
+    fn replies_compare_without_id_and_offload_state() {
+        // The kernel's RST (ID 0, CHECKSUM_PARTIAL) and a raw socket's (drawn ID, full sum).
+        assert_eq!(
+            normalize_reply(&rst(true, 0)),
+            normalize_reply(&rst(false, 4711))
+        );
+        // ... also when an ICMP error quotes them.
+        assert_eq!(
+            normalize_reply(&error_quoting(&rst(true, 0), 9)),
+            normalize_reply(&error_quoting(&rst(false, 0), 17))
+        );
+        // A wrong checksum stays visible.
+        let mut bad = rst(false, 1);
+        bad[36] ^= 1;
+        assert_ne!(normalize_reply(&bad), normalize_reply(&rst(false, 1)));
+        // So does any other byte (here the TTL).
+        let mut ttl = rst(false, 1);
+        ttl[8] = 63;
+        assert_ne!(normalize_reply(&ttl), normalize_reply(&rst(false, 1)));
+        let n = normalize_reply(&rst(false, 77));
+        assert_eq!(&n[4..6], &[0, 0]);
+        let mut again = n.clone();
+        fix_l4_checksum(&mut again);
+        assert_eq!(again, n, "the transport checksum is the full one");
     }
 }

@@ -52,6 +52,32 @@ pub struct Packet {
     pub iface: String,
     /// IPv4 datagram, header included; the harness rewrites the IP ID (and checksum).
     pub bytes: Vec<u8>,
+    /// Injected with the Ethernet broadcast address as destination (`skb->pkt_type` is then
+    /// PACKET_BROADCAST): the local TCP and UDP stacks drop such a unicast datagram silently
+    /// and `icmp_send` answers nothing, so a flow towards the firewall can stand in for a
+    /// local service without the kernel's own RST or port-unreachable interfering. Only for
+    /// injected packets (`ip_forward` drops them). Written `bcast` in fixtures.
+    pub bcast: bool,
+    /// Output only, stateful replay only: sent by a real UDP or TCP socket of the firewall
+    /// (bound to the datagram's source address and port and to the interface, connected to its
+    /// destination; UDP sends the payload, TCP connects without blocking) instead of the raw
+    /// socket, so that the errno the socket reports afterwards (ECONNREFUSED, EHOSTUNREACH...
+    /// from a REJECT's reply) is compared too. The kernel picks the IP ID (and, for TCP, the
+    /// sequence number and options). Written `socket` in fixtures.
+    pub socket: bool,
+}
+
+impl Packet {
+    /// A unicast packet.
+    pub fn new(path: Path, iface: impl Into<String>, bytes: Vec<u8>) -> Packet {
+        Packet {
+            path,
+            iface: iface.into(),
+            bytes,
+            bcast: false,
+            socket: false,
+        }
+    }
 }
 
 /// RFC 1071 checksum.
@@ -127,6 +153,132 @@ pub fn fix_ip_checksum(p: &mut [u8]) {
     p[11] = 0;
     let c = checksum(&p[..ihl]);
     p[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// One's complement sum of `data` (not folded, not complemented), RFC 1071 style.
+fn sum16(data: &[u8], mut sum: u32) -> u32 {
+    for c in data.chunks(2) {
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
+        sum = sum.wrapping_add(u32::from(w));
+    }
+    sum
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Where a datagram's transport checksum lives and what it should be: (offset of the field
+/// in the datagram, full checksum, folded pseudo-header sum), for TCP, UDP and ICMP in an
+/// unfragmented datagram whose header is complete. The pseudo-header sum is what a
+/// CHECKSUM_PARTIAL packet carries in the field (`~tcp_v4_check(len, s, d, 0)`): the kernel's
+/// own RSTs cross a veth that way, and a packet socket sees them before the checksum is done.
+pub fn l4_checksum(p: &[u8]) -> Option<(usize, u16, u16)> {
+    if p.len() < 20 {
+        return None;
+    }
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([p[2], p[3]])).min(p.len());
+    let frag = u16::from_be_bytes([p[6], p[7]]);
+    if ihl < 20 || total < ihl || frag & 0x3fff != 0 {
+        return None;
+    }
+    let l4 = &p[ihl..total];
+    let (field, min) = match p[9] {
+        6 => (16, 20),
+        17 => (6, 8),
+        1 => (2, 8),
+        _ => return None,
+    };
+    if l4.len() < min {
+        return None;
+    }
+    let pseudo = if p[9] == 1 {
+        0
+    } else {
+        let mut ph = Vec::with_capacity(12);
+        ph.extend_from_slice(&p[12..20]);
+        ph.extend_from_slice(&[0, p[9]]);
+        ph.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        sum16(&ph, 0)
+    };
+    let mut body = l4.to_vec();
+    body[field] = 0;
+    body[field + 1] = 0;
+    let mut full = !fold(sum16(&body, pseudo));
+    if p[9] == 17 && full == 0 {
+        full = 0xffff;
+    }
+    Some((ihl + field, full, fold(pseudo)))
+}
+
+/// Writes the correct transport checksum (TCP, UDP, ICMP; no-op for anything else).
+pub fn fix_l4_checksum(p: &mut [u8]) {
+    if let Some((at, full, _)) = l4_checksum(p) {
+        p[at..at + 2].copy_from_slice(&full.to_be_bytes());
+    }
+}
+
+/// A TCP segment (header, options zero-padded to 32 bits, payload) with a zero checksum;
+/// `fix_l4_checksum` on the datagram fills it in.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_segment(
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut t = tcp_header(sport, dport, flags, options, None);
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[8..12].copy_from_slice(&ack.to_be_bytes());
+    t[14..16].copy_from_slice(&window.to_be_bytes());
+    t.extend_from_slice(payload);
+    t
+}
+
+/// An ICMP message: type, code, the four "rest of header" bytes, payload; checksum over all.
+pub fn icmp_message(ty: u8, code: u8, rest: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut m = vec![ty, code, 0, 0];
+    m.extend_from_slice(&rest);
+    m.extend_from_slice(payload);
+    let c = checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
+/// Zeroes the data of every IP timestamp option (type 68) in `opts`: a host that receives or
+/// forwards such a datagram writes its clock (milliseconds since midnight UTC) there, which
+/// differs between two runs. Pointer and flags are kept.
+pub fn mask_ip_timestamps(opts: &mut [u8]) {
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => break,
+            1 => i += 1,
+            t => {
+                let Some(&len) = opts.get(i + 1) else { break };
+                let len = usize::from(len);
+                if len < 2 || i + len > opts.len() {
+                    break;
+                }
+                if t == 68 && len > 4 {
+                    opts[i + 4..i + len].iter_mut().for_each(|b| *b = 0);
+                }
+                i += len;
+            }
+        }
+    }
 }
 
 /// Sets the IP ID (the harness's per-packet tag) and fixes the checksum.
@@ -256,16 +408,24 @@ impl fmt::Display for Packet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {} {}  # {}",
+            "{} {} {}{}{}  # {}",
             self.path.as_str(),
             self.iface,
+            if self.bcast { "bcast " } else { "" },
+            if self.socket { "socket " } else { "" },
             hex(&self.bytes),
             describe(&self.bytes)
         )
     }
 }
 
-/// Parses a packet list (`PATH IFACE HEX [# comment]` per line; blank and `#` lines skipped).
+/// Lowercase hex of bytes (fixtures, reports).
+pub fn to_hex(b: &[u8]) -> String {
+    hex(b)
+}
+
+/// Parses a packet list (`PATH IFACE [bcast|socket] HEX [# comment]` per line; blank and `#`
+/// lines skipped).
 pub fn parse_packets(text: &str) -> Result<Vec<Packet>> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -274,13 +434,17 @@ pub fn parse_packets(text: &str) -> Result<Vec<Packet>> {
             continue;
         }
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() != 3 {
-            bail!("line {}: want PATH IFACE HEX", n + 1);
+        let bcast = f.len() == 4 && f[2] == "bcast";
+        let socket = f.len() == 4 && f[2] == "socket";
+        if f.len() != 3 && !bcast && !socket {
+            bail!("line {}: want PATH IFACE [bcast|socket] HEX", n + 1);
         }
         out.push(Packet {
             path: f[0].parse().with_context(|| format!("line {}", n + 1))?,
             iface: f[1].to_string(),
-            bytes: unhex(f[2]).with_context(|| format!("line {}", n + 1))?,
+            bytes: unhex(f[f.len() - 1]).with_context(|| format!("line {}", n + 1))?,
+            bcast,
+            socket,
         });
     }
     Ok(out)
@@ -320,27 +484,69 @@ mod tests {
     }
 
     #[test]
+    fn transport_checksums_verify() {
+        let mut tcp = build_ipv4(
+            &IpSpec {
+                options: vec![],
+                ..spec()
+            },
+            &tcp_segment(1000, 80, 7, 9, 0x18, 512, &[2, 4, 5, 0xb4], b"hello"),
+        );
+        fix_l4_checksum(&mut tcp);
+        let ihl = 20;
+        // A correct checksum sums (with the pseudo-header) to zero.
+        let mut ph = tcp[12..20].to_vec();
+        ph.extend_from_slice(&[0, 6]);
+        ph.extend_from_slice(&((tcp.len() - ihl) as u16).to_be_bytes());
+        assert_eq!(!fold(sum16(&tcp[ihl..], sum16(&ph, 0))), 0);
+        let (at, full, _) = l4_checksum(&tcp).expect("tcp");
+        assert_eq!(at, 36);
+        assert_eq!(u16::from_be_bytes([tcp[at], tcp[at + 1]]), full);
+        let icmp = icmp_message(3, 3, [0; 4], &tcp[..28]);
+        assert_eq!(checksum(&icmp), 0);
+        let mut udp = build_ipv4(
+            &IpSpec {
+                proto: 17,
+                options: vec![],
+                ..spec()
+            },
+            &udp_header(53, 53, 0),
+        );
+        fix_l4_checksum(&mut udp);
+        assert_ne!(u16::from_be_bytes([udp[26], udp[27]]), 0);
+    }
+
+    #[test]
     fn packet_text_round_trips() {
         let pkts = vec![
-            Packet {
-                path: Path::Forward,
-                iface: "eth0".into(),
-                bytes: build_ipv4(
+            Packet::new(
+                Path::Forward,
+                "eth0",
+                build_ipv4(
                     &IpSpec {
                         proto: 17,
                         ..spec()
                     },
                     &udp_header(5, 6, 0),
                 ),
+            ),
+            Packet {
+                bcast: true,
+                ..Packet::new(Path::Input, "tun0", build_ipv4(&spec(), &icmp_header(8, 0)))
             },
             Packet {
-                path: Path::Output,
-                iface: "tun0".into(),
-                bytes: build_ipv4(&spec(), &icmp_header(8, 0)),
+                socket: true,
+                ..Packet::new(
+                    Path::Output,
+                    "eth1",
+                    build_ipv4(&spec(), &udp_header(7, 8, 0)),
+                )
             },
         ];
         let text = format_packets(&pkts);
         assert!(text.contains("udp 5>6"));
+        assert!(text.contains("input tun0 bcast 4"), "{text}");
+        assert!(text.contains("output eth1 socket 4"), "{text}");
         assert_eq!(parse_packets(&text).expect("parse"), pkts);
         assert!(parse_packets("input eth0 4").is_err());
     }

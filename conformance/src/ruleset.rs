@@ -18,13 +18,17 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// The chain this rule jumps (`-j`) or goes (`-g`) to, if it is a user chain name.
+    /// The chain this rule jumps (`-j`) or goes (`-g`) to, if it is a user chain name (not a
+    /// verdict or a target extension the harness uses).
     pub fn chain_target(&self) -> Option<&str> {
         let mut it = self.args.iter();
         while let Some(a) = it.next() {
             if a == "-j" || a == "-g" || a == "--jump" || a == "--goto" {
                 let t = it.next()?;
-                if !matches!(t.as_str(), "ACCEPT" | "DROP" | "RETURN") {
+                if !matches!(
+                    t.as_str(),
+                    "ACCEPT" | "DROP" | "RETURN" | "REJECT" | "LOG" | "QUEUE"
+                ) {
                     return Some(t);
                 }
             }
@@ -50,7 +54,20 @@ pub struct Ruleset {
     /// iptables commands run between packets: (number of packets replayed before it, args).
     /// Written as `#edit N ARGS` comment lines, which iptables-restore ignores.
     pub edits: Vec<(usize, Vec<String>)>,
+    /// Replay packet by packet in order, in fresh namespaces, comparing the replies the
+    /// firewall sends and the LOG lines too (`#stateful`; set for every ruleset that uses
+    /// connection tracking, REJECT, LOG or the lines below).
+    pub stateful: bool,
+    /// Rules of other tables (`raw`, `nat`, `mangle`), loaded on both sides by the kernel's
+    /// own iptables-legacy before the filter table: `#raw ARGS`, `#nat ARGS`, `#mangle ARGS`
+    /// (e.g. `#raw -A PREROUTING -p udp --dport 53 -j CT --notrack` for untracked packets).
+    pub extra: Vec<(String, Vec<String>)>,
+    /// Sysctls of the firewall namespace, both sides: `#sysctl net/ipv4/icmp_ratemask=6168`.
+    pub sysctls: Vec<(String, String)>,
 }
+
+/// Tables `Ruleset::extra` may name.
+pub const EXTRA_TABLES: [&str; 3] = ["raw", "nat", "mangle"];
 
 /// The initial counters `Ruleset::to_text` writes for entry `i` when `initial_counters` is set.
 fn initial(i: usize) -> (u64, u64) {
@@ -114,10 +131,34 @@ impl Ruleset {
             rules: Vec::new(),
             initial_counters: false,
             edits: Vec::new(),
+            stateful: false,
+            extra: Vec::new(),
+            sysctls: Vec::new(),
         };
         let mut in_filter = false;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
+            if line == "#stateful" {
+                rs.stateful = true;
+                continue;
+            }
+            if let Some(kv) = line.strip_prefix("#sysctl ") {
+                match kv.trim().split_once('=') {
+                    Some((k, v)) => rs
+                        .sysctls
+                        .push((k.trim().to_string(), v.trim().to_string())),
+                    None => bail!("{name}:{}: want #sysctl KEY=VALUE", n + 1),
+                }
+                continue;
+            }
+            if let Some((t, rest)) = line
+                .strip_prefix('#')
+                .and_then(|l| l.split_once(' '))
+                .filter(|(t, _)| EXTRA_TABLES.contains(t))
+            {
+                rs.extra.push((t.to_string(), split_words(rest)?));
+                continue;
+            }
             if let Some(e) = line.strip_prefix("#edit ") {
                 let w = split_words(e)?;
                 let at = w.first().and_then(|x| x.parse().ok());
@@ -195,12 +236,60 @@ impl Ruleset {
             s.push('\n');
         }
         s.push_str("COMMIT\n");
+        if self.stateful {
+            s.push_str("#stateful\n");
+        }
+        for (k, v) in &self.sysctls {
+            let _ = writeln!(s, "#sysctl {k}={v}");
+        }
+        for (t, args) in &self.extra {
+            let _ = write!(s, "#{t}");
+            for a in args {
+                let _ = write!(s, " {}", quote(a));
+            }
+            s.push('\n');
+        }
         for (at, args) in &self.edits {
             let _ = write!(s, "#edit {at}");
             for a in args {
                 let _ = write!(s, " {}", quote(a));
             }
             s.push('\n');
+        }
+        s
+    }
+
+    /// True when the ruleset needs the stateful replay: connection tracking (`-m conntrack`,
+    /// `-m state`), `-j REJECT`, `-j LOG`, other tables or sysctls.
+    pub fn uses_stateful_features(&self) -> bool {
+        !self.extra.is_empty()
+            || !self.sysctls.is_empty()
+            || self.rules.iter().any(|r| {
+                r.args.windows(2).any(|w| {
+                    (w[0] == "-m" && matches!(w[1].as_str(), "conntrack" | "state"))
+                        || (w[0] == "-j" && matches!(w[1].as_str(), "REJECT" | "LOG"))
+                })
+            })
+    }
+
+    /// The `iptables-restore` text of the other tables (`*raw` ... `COMMIT`), empty if none.
+    pub fn extra_text(&self) -> String {
+        let mut s = String::new();
+        for t in EXTRA_TABLES {
+            if !self.extra.iter().any(|(x, _)| x == t) {
+                continue;
+            }
+            let _ = writeln!(s, "*{t}");
+            for (_, args) in self.extra.iter().filter(|(x, _)| x == t) {
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        s.push(' ');
+                    }
+                    s.push_str(&quote(a));
+                }
+                s.push('\n');
+            }
+            s.push_str("COMMIT\n");
         }
         s
     }
@@ -221,7 +310,8 @@ impl Ruleset {
             while i < a.len() {
                 let next = a.get(i + 1).map(String::as_str).unwrap_or("");
                 match a[i].as_str() {
-                    "-s" | "--source" | "-d" | "--destination" => {
+                    "-s" | "--source" | "-d" | "--destination" | "--ctorigsrc" | "--ctorigdst"
+                    | "--ctreplsrc" | "--ctrepldst" => {
                         for part in next.split(',') {
                             v.add_net(part);
                         }
@@ -233,7 +323,7 @@ impl Ruleset {
                             }
                         }
                     }
-                    "-p" | "--protocol" => {
+                    "-p" | "--protocol" | "--ctproto" => {
                         if let Some(p) = proto_number(next) {
                             v.protos.push(p);
                         }
@@ -246,7 +336,11 @@ impl Ruleset {
                     | "--dports"
                     | "--ports"
                     | "--source-ports"
-                    | "--destination-ports" => {
+                    | "--destination-ports"
+                    | "--ctorigsrcport"
+                    | "--ctorigdstport"
+                    | "--ctreplsrcport"
+                    | "--ctrepldstport" => {
                         for part in next.split(',') {
                             let (x, y) = part.split_once(':').unwrap_or((part, part));
                             let x: u16 = x.parse().unwrap_or(0);
@@ -468,6 +562,32 @@ mod tests {
             "{text}"
         );
         assert_eq!(Ruleset::parse("t", &text).expect("reparse"), c);
+    }
+
+    #[test]
+    fn stateful_lines_round_trip() {
+        let text = format!(
+            "{TEXT}#stateful\n#sysctl net/ipv4/icmp_ratemask=6168\n\
+             #raw -A PREROUTING -p udp --dport 53 -j CT --notrack\n\
+             #nat -A POSTROUTING -o eth1 -j SNAT --to-source 198.18.0.13\n"
+        );
+        let rs = Ruleset::parse("t", &text).expect("parse");
+        assert!(rs.stateful && rs.uses_stateful_features());
+        assert_eq!(
+            rs.sysctls,
+            vec![("net/ipv4/icmp_ratemask".into(), "6168".into())]
+        );
+        assert_eq!(rs.extra.len(), 2);
+        assert_eq!(
+            rs.extra_text(),
+            "*raw\n-A PREROUTING -p udp --dport 53 -j CT --notrack\nCOMMIT\n\
+             *nat\n-A POSTROUTING -o eth1 -j SNAT --to-source 198.18.0.13\nCOMMIT\n"
+        );
+        assert_eq!(Ruleset::parse("t", &rs.to_text()).expect("reparse"), rs);
+        let plain = Ruleset::parse("t", TEXT).expect("parse");
+        assert!(!plain.uses_stateful_features());
+        let log = Ruleset::parse("t", &TEXT.replace("-j RETURN", "-j LOG")).expect("parse");
+        assert!(log.uses_stateful_features());
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! Needs root, network namespaces and BPF. Without them (or without the bpfilter binaries in
 //! `target/release`, or `$BPFILTER_BIN_DIR`) the tests fail when `CI=true` and skip otherwise.
 
-use conformance::{backend, Candidate, Config};
+use conformance::packet::{self, IpSpec, Packet, Path};
+use conformance::ruleset::Ruleset;
+use conformance::{backend, Candidate, Case, Config};
+use std::net::Ipv4Addr;
 
 fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -112,4 +115,102 @@ fn mutation_is_detected_and_minimized() {
     let p = conformance::packet::parse_packets(pkts).expect("packets parse");
     assert!(rs.rules.len() <= 1, "not minimal: {rules}");
     assert_eq!(p.len(), 1, "not minimal: {pkts}");
+}
+
+/// A stateful case built here: `rules` (filter table body) and packets.
+fn case(name: &str, rules: &str, packets: Vec<Packet>) -> Case {
+    let text = format!(
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n{rules}COMMIT\n"
+    );
+    let mut rs = Ruleset::parse(name, &text).expect("ruleset parses");
+    rs.stateful = rs.uses_stateful_features();
+    assert!(rs.stateful);
+    Case {
+        ruleset: rs,
+        packets,
+        kind: "hand",
+    }
+}
+
+/// A datagram from a neighbour on eth0 to the firewall, transport checksum right.
+fn to_firewall(proto: u8, l4: Vec<u8>) -> Packet {
+    let mut b = packet::build_ipv4(
+        &IpSpec {
+            src: Ipv4Addr::new(10, 9, 8, 7),
+            dst: Ipv4Addr::new(198, 18, 0, 1),
+            proto,
+            ttl: 64,
+            frag: 0,
+            tos: 0,
+            options: Vec::new(),
+        },
+        &l4,
+    );
+    packet::fix_l4_checksum(&mut b);
+    Packet::new(Path::Input, "eth0", b)
+}
+
+/// The quiet mutant (REJECT made DROP, LOG silenced) changes no verdict and no rule counter
+/// of the rules it touches: only the comparison of the replies the firewall sends and of the
+/// LOG lines can catch it, and must.
+#[test]
+fn quiet_mutation_is_caught_by_replies_and_log_lines() {
+    if !can_run() {
+        return;
+    }
+    let syn = to_firewall(6, packet::tcp_segment(40000, 1, 7, 0, 0x02, 512, &[], &[]));
+    let mut udp = packet::udp_header(40000, 53, 4);
+    udp.extend_from_slice(b"ping");
+    let cases = vec![
+        case(
+            "quiet-reject",
+            "-A INPUT -p tcp -m tcp --dport 1 -j REJECT --reject-with tcp-reset\n",
+            vec![syn],
+        ),
+        case(
+            "quiet-log",
+            "-A INPUT -p udp -j LOG --log-prefix \"quiet \" --log-level 6\n",
+            vec![to_firewall(17, udp)],
+        ),
+    ];
+    let cfg = Config {
+        candidate: Candidate::KernelMutantQuiet,
+        check_rules: false,
+        max_mismatches: 0,
+        verbose: false,
+        ..Config::bounded()
+    };
+    let summary = conformance::run_with(&cfg, &cases).expect("quiet mutant run");
+    print!("{}", summary.table());
+    let detail = |name: &str| -> String {
+        let c = summary
+            .cases
+            .iter()
+            .find(|c| c.name == name)
+            .expect("case ran");
+        assert!(
+            !c.identical,
+            "the harness missed the quiet mutation in {name}"
+        );
+        c.detail.clone().unwrap_or_default()
+    };
+    let d = detail("quiet-reject");
+    assert!(d.contains("reply only from kernel"), "{d}");
+    let d = detail("quiet-log");
+    assert!(d.contains("LOG lines differ"), "{d}");
+    assert!(
+        !d.contains("iptables-save"),
+        "a silenced LOG must not change counters: {d}"
+    );
+    // The same cases against the kernel itself: identical (replies and lines are compared
+    // deterministically).
+    let summary = conformance::run_with(
+        &Config {
+            candidate: Candidate::Kernel,
+            ..cfg
+        },
+        &cases,
+    )
+    .expect("baseline run");
+    assert_eq!(summary.mismatches(), 0, "{}", summary.table());
 }

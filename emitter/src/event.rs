@@ -21,7 +21,7 @@
 //! | 4 | 1 | LOG: `logflags` |
 //! | 5 | 1 | skb checksum state: bits 0-1 `ip_summed`, bit 2 `csum_valid` |
 //! | 6 | 1 | bytes of MAC header captured: `skb_mac_header_len`, at most 32 (0: none) |
-//! | 7 | 1 | bit 0: `uid`/`gid` are valid (a full socket with a file); bit 1: the packet has a conntrack entry, whose ctinfo is in bits 4-6 |
+//! | 7 | 1 | bit 0: `uid`/`gid` are valid (a full socket with a file); bit 1: the packet has a conntrack entry, whose ctinfo is in bits 4-6; bit 2: the packet's socket is a kernel socket (`sk_kern_sock`) |
 //! | 8 | 4 | counter slot of the rule |
 //! | 12 | 4 | `skb->len` (the IP datagram length) |
 //! | 16 | 4 | bytes of packet captured (`min(skb->len, PACKET_CAP)`) |
@@ -35,7 +35,7 @@
 //! | 44 | 4 | socket file's `fsgid` |
 //! | 48 | 16 | `state->in->name` (zeros without one) |
 //! | 64 | 16 | `state->out->name` |
-//! | 80 | 32 | LOG prefix (`ipt_log_info.prefix`, NUL-terminated, 30 bytes used) |
+//! | 80 | 32 | LOG: prefix (`ipt_log_info.prefix`, NUL-terminated, 30 bytes used); REJECT: u32 `skb->sk->sk_bound_dev_if` (0: none) |
 //! | 112 | 32 | MAC header bytes (`skb_mac_header`, [`Event::mac`] of them) |
 //! | 144 | 576 | the packet from its network header (`PACKET_CAP`) |
 
@@ -265,6 +265,10 @@ impl<'a> Event<'a> {
         let b = self.raw[off::SOCK];
         (b & 2 != 0).then_some((b >> 4) & 7)
     }
+    /// Was the packet sent from a kernel socket (the ICMP or TCP control sockets, ...)?
+    pub fn kernel_socket(&self) -> bool {
+        self.raw[off::SOCK] & 4 != 0
+    }
     /// Input device name (empty: no input device).
     pub fn in_name(&self) -> &'a [u8] {
         c_name(&self.raw[off::IN_NAME..off::IN_NAME + 16])
@@ -272,6 +276,15 @@ impl<'a> Event<'a> {
     /// Output device name (empty: no output device).
     pub fn out_name(&self) -> &'a [u8] {
         c_name(&self.raw[off::OUT_NAME..off::OUT_NAME + 16])
+    }
+    /// REJECT: the device the packet's socket is bound to (`sk_bound_dev_if`, 0: none), which
+    /// routes the kernel's reset (`ip_route_me_harder`).
+    pub fn bound_ifindex(&self) -> u32 {
+        if self.kind() == KIND_REJECT {
+            self.u32(off::PREFIX)
+        } else {
+            0
+        }
     }
     /// LOG prefix (up to its NUL).
     pub fn prefix(&self) -> &'a [u8] {
@@ -383,6 +396,16 @@ impl EventBuilder {
     /// The packet's conntrack entry's ctinfo.
     pub fn ctinfo(mut self, ctinfo: u8) -> Self {
         self.raw[off::SOCK] = (self.raw[off::SOCK] & 0x0f) | 2 | (ctinfo & 7) << 4;
+        self
+    }
+    /// REJECT: the packet's socket's bound device.
+    pub fn bound_ifindex(mut self, ifindex: u32) -> Self {
+        self.put_u32(off::PREFIX, ifindex);
+        self
+    }
+    /// The packet's socket is a kernel socket.
+    pub fn kernel_socket(mut self) -> Self {
+        self.raw[off::SOCK] |= 4;
         self
     }
     /// Counter slot.

@@ -97,6 +97,10 @@ pub struct SkbLayout {
     pub rt_flags: u32,
     /// `sk_buff.sk` (pointer)
     pub sk: u32,
+    /// byte of `sock` holding `sk_kern_sock` (1 bit) and its shift
+    pub sk_kern_sock: (u32, u32),
+    /// `sock.__sk_common.skc_bound_dev_if` (int)
+    pub sk_bound_dev_if: u32,
     /// `sock.__sk_common.skc_state` (u8)
     pub sk_state: u32,
     /// `sock.sk_socket` (pointer)
@@ -172,6 +176,8 @@ impl KernelLayout {
                 dev_hard_header_len: 210,
                 rt_flags: 112,
                 sk: 24,
+                sk_kern_sock: (500, 1),
+                sk_bound_dev_if: 16,
                 sk_state: 18,
                 sk_socket: 640,
                 socket_file: 16,

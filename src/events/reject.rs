@@ -400,8 +400,25 @@ pub fn reply(ev: &Event<'_>, params: &Params<'_>) -> Result<Option<Reply>, Rejec
         }
     };
     let ip = Ip::parse(ev.packet())?;
+    // The stack's own ICMP replies (icmp_reply: echo and timestamp replies) leave through
+    // OUTPUT while icmp_reply holds the per-CPU ICMP socket: icmp_send, called from REJECT
+    // there, cannot take it (icmp_xmit_lock) and sends nothing.
+    if ev.hook() == hook::LOCAL_OUT
+        && ev.kernel_socket()
+        && ip.proto() == IPPROTO_ICMP
+        && matches!(
+            ip.l4().first(),
+            Some(&ICMP_ECHOREPLY_TYPE | &ICMP_TIMESTAMPREPLY_TYPE)
+        )
+    {
+        return Ok(None);
+    }
     Ok(send_unreach(ev, ip, code, params))
 }
+
+/// ICMP_ECHOREPLY and ICMP_TIMESTAMPREPLY: what icmp_reply sends.
+const ICMP_ECHOREPLY_TYPE: u8 = 0;
+const ICMP_TIMESTAMPREPLY_TYPE: u8 = 14;
 
 /// `skb_csum_unnecessary`.
 fn skb_csum_unnecessary(ev: &Event<'_>) -> bool {
@@ -1535,7 +1552,13 @@ impl Sender {
             )?;
             self.priority = priority;
         }
-        match self.send(&r) {
+        // ip_route_me_harder routes the kernel's reset by the rejected packet's socket's bound
+        // device (flowi4_oif = sk_bound_dev_if); ICMP errors route by address only.
+        let oif = match r.kind() {
+            ReplyKind::Reset => ev.bound_ifindex(),
+            ReplyKind::Unreachable { .. } => 0,
+        };
+        match self.send_via(&r, oif) {
             Ok(()) => Ok(Outcome::Sent(r.kind())),
             // ip_route_me_harder / the output route failed: the kernel drops it too.
             Err(SendError::Socket {
@@ -1549,6 +1572,12 @@ impl Sender {
     /// Sends a reply as it is (no rate limit). The kernel fills the IP ID when it is 0 (and
     /// DF is clear), the source when it is 0.0.0.0, and always the header checksum.
     pub fn send(&mut self, r: &Reply) -> Result<(), SendError> {
+        self.send_via(r, 0)
+    }
+
+    /// [`Sender::send`] out of device `oif` (0: by route), as a socket bound to it would
+    /// send (IP_PKTINFO's ifindex is the flow's output interface).
+    pub fn send_via(&mut self, r: &Reply, oif: u32) -> Result<(), SendError> {
         if r.mark() != self.mark {
             socket::setsockopt(&self.raw, sockopt::Mark, &r.mark()).map_err(|errno| {
                 SendError::Socket {
@@ -1559,6 +1588,26 @@ impl Sender {
             self.mark = r.mark();
         }
         let to = socket::SockaddrIn::from(SocketAddrV4::new(r.dest(), 0));
+        if oif != 0 {
+            let info = libc::in_pktinfo {
+                ipi_ifindex: oif as i32,
+                ipi_spec_dst: libc::in_addr { s_addr: 0 },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            let iov = [std::io::IoSlice::new(r.datagram())];
+            socket::sendmsg(
+                self.raw.as_raw_fd(),
+                &iov,
+                &[socket::ControlMessage::Ipv4PacketInfo(&info)],
+                MsgFlags::MSG_DONTWAIT,
+                Some(&to),
+            )
+            .map_err(|errno| SendError::Socket {
+                call: "sendmsg(raw, IP_PKTINFO)",
+                errno,
+            })?;
+            return Ok(());
+        }
         socket::sendto(
             self.raw.as_raw_fd(),
             r.datagram(),
@@ -1630,6 +1679,9 @@ struct IfAddr {
 /// The route toward `dest` in the probe's namespace: (preferred source, path MTU), or `None`
 /// without a route. A UDP `connect` does the lookup and sends nothing.
 fn route_probe(probe: &UdpSocket, dest: Ipv4Addr) -> Option<(Ipv4Addr, u32)> {
+    // A connected UDP socket keeps the source address its first connect picked: dissolve the
+    // association first, so that each destination gets the source its own route gives.
+    crate::sys::disconnect(std::os::fd::AsFd::as_fd(probe)).ok()?;
     probe.connect(SocketAddrV4::new(dest, 9)).ok()?;
     let src = match probe.local_addr().ok()? {
         std::net::SocketAddr::V4(a) => *a.ip(),

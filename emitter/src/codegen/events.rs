@@ -287,6 +287,37 @@ impl Gen<'_> {
         b.jmp(false, JmpOp::Jne, R1, Src::Imm(0), uid_done);
         b.emit(st(Size::DW, R9, off::UID as i16, 0));
         b.bind(uid_done)?;
+        // bit 2: the packet's socket is a kernel socket (sk_kern_sock; read into the first
+        // packet byte, which the packet copy overwrites later)
+        let no_sock = b.label();
+        b.emit(ldx(Size::DW, R3, R7, off16(s.sk)?));
+        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), no_sock);
+        // REJECT: the socket's bound device (routes the kernel's reset), where LOG has its
+        // prefix
+        let no_bound = b.label();
+        b.emit(mov64(R1, Src::Reg(R8)));
+        b.emit(alu64(AluOp::And, R1, Src::Imm(0xff)));
+        b.jmp(
+            true,
+            JmpOp::Jne,
+            R1,
+            Src::Imm(i32::from(event::KIND_REJECT)),
+            no_bound,
+        );
+        kernel_read(b, R3, s.sk_bound_dev_if, 4, off::PREFIX);
+        b.emit(ldx(Size::DW, R3, R7, off16(s.sk)?));
+        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), no_sock);
+        b.bind(no_bound)?;
+        kernel_read(b, R3, s.sk_kern_sock.0, 1, off::PACKET);
+        b.jmp(true, JmpOp::Jne, R0, Src::Imm(0), no_sock);
+        b.emit(ldx(Size::B, R1, R9, off::PACKET as i16));
+        b.emit(alu64(AluOp::Rsh, R1, Src::Imm(s.sk_kern_sock.1 as i32)));
+        b.emit(alu64(AluOp::And, R1, Src::Imm(1)));
+        b.emit(alu64(AluOp::Lsh, R1, Src::Imm(2)));
+        b.emit(ldx(Size::B, R2, R9, off::SOCK as i16));
+        b.emit(alu64(AluOp::Or, R1, Src::Reg(R2)));
+        b.emit(stx(Size::B, R9, off::SOCK as i16, R1));
+        b.bind(no_sock)?;
         // the packet's connection: bit 1 = an entry, bits 4-6 = its ctinfo (a REJECT reset
         // carries it, as nf_ct_attach does)
         let no_ct = b.label();
