@@ -72,11 +72,13 @@ fn whole_rulesets_with_every_table_apply_save_and_filter_as_the_kernels() {
         sh(&format!(
             "ip netns exec {} python3 -c 'import socket,time\n\
              s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"0.0.0.0\", 80)); s.listen(8)\n\
-             time.sleep(6)' >/dev/null 2>&1 &",
+             time.sleep(60)' >/dev/null 2>&1 &",
             t.name
         ));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    for t in [&k.target, &b.target] {
+        common::wait_listening(t, 80);
+    }
     let probes = [
         "tcp:10.9.1.2:8080",
         "tcp:10.9.2.2:80",

@@ -67,11 +67,14 @@ fn stateful_rules_and_rejects_answer_as_the_kernel_does() {
         sh(&format!(
             "ip netns exec {} python3 -c 'import socket,time\n\
              for port in (80, 22):\n    s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"0.0.0.0\", port)); s.listen(16)\n    globals()[\"s%d\" % port] = s\n\
-             time.sleep(8)' >/dev/null 2>&1 &",
+             time.sleep(60)' >/dev/null 2>&1 &",
             t.name
         ));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    for t in [&k.target, &b.target] {
+        common::wait_listening(t, 80);
+        common::wait_listening(t, 22);
+    }
     let (kres, _) = probe(&k.sender, PROBES_IN);
     let (bres, slowest) = probe(&b.sender, PROBES_IN);
     assert_eq!(

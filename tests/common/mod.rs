@@ -449,3 +449,28 @@ pub fn probe(ns: &Netns, specs: &[&str]) -> (Vec<String>, f64) {
     }
     (results, slowest)
 }
+
+/// Waits (up to 20 s: the emulated kernels of the matrix are slow) until a TCP socket listens
+/// on `port` in `ns`.
+pub fn wait_listening(ns: &Netns, port: u16) {
+    let want = format!(":{port:04X} ");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let tcp = sh(&format!("ip netns exec {} cat /proc/net/tcp", ns.name));
+        // local address column ends with :PORT, state 0A is LISTEN
+        if tcp.lines().any(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| format!("{a} ").ends_with(&want))
+                && l.split_whitespace().nth(3) == Some("0A")
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on port {port} in {}",
+            ns.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
