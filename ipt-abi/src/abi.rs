@@ -783,6 +783,115 @@ pub struct XtStateInfo {
     pub statemask: u32,
 }
 
+/// `struct xt_rateinfo` (match "limit", revision 0): a token bucket of `burst` packets refilled
+/// at one packet per `avg / XT_LIMIT_SCALE` seconds. Everything after `burst` belongs to the
+/// kernel: xt_limit's `usersize` is `offsetof(prev)`, so GET_ENTRIES shows zeros there whatever
+/// was sent, yet `limit_mt_check` takes a non-zero `cost` (with `credit_cap`) as given.
+#[doc(alias = "xt_rateinfo")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XtRateinfo {
+    /// Average seconds between packets, times [`XT_LIMIT_SCALE`].
+    pub avg: u32,
+    /// Bucket size in packets.
+    pub burst: u32,
+    /// Kernel-internal (moved to `xt_limit_priv`).
+    pub prev: u64,
+    /// Kernel-internal (moved to `xt_limit_priv`).
+    pub credit: u32,
+    /// Bucket size in credits (set by the kernel when `cost` is 0).
+    pub credit_cap: u32,
+    /// Credits one packet costs (set by the kernel when 0).
+    pub cost: u32,
+    /// Implicit C padding before `master`.
+    pub pad: u32,
+    /// Kernel-internal pointer to the shared state.
+    pub master: u64,
+}
+
+/// `XT_LIMIT_SCALE`: `avg` is in 1/10000 s.
+pub const XT_LIMIT_SCALE: u32 = 10000;
+/// The bytes of `xt_rateinfo` the kernel copies back (`usersize`).
+pub const XT_RATEINFO_USERSIZE: usize = 8;
+
+/// `struct xt_addrtype_info` (match "addrtype", revision 0): source and destination
+/// address-type masks (bit `1 << RTN_*`), each with its own inversion.
+#[doc(alias = "xt_addrtype_info")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XtAddrtypeInfo {
+    /// `--src-type` mask.
+    pub source: u16,
+    /// `--dst-type` mask.
+    pub dest: u16,
+    /// `! --src-type` (any non-zero value).
+    pub invert_source: u32,
+    /// `! --dst-type` (any non-zero value).
+    pub invert_dest: u32,
+}
+
+/// `struct xt_addrtype_info_v1` (match "addrtype", revision 1).
+#[doc(alias = "xt_addrtype_info_v1")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XtAddrtypeInfoV1 {
+    /// `--src-type` mask.
+    pub source: u16,
+    /// `--dst-type` mask.
+    pub dest: u16,
+    /// XT_ADDRTYPE_* flags.
+    pub flags: u32,
+}
+
+/// `! --src-type`.
+pub const XT_ADDRTYPE_INVERT_SOURCE: u32 = 0x1;
+/// `! --dst-type`.
+pub const XT_ADDRTYPE_INVERT_DEST: u32 = 0x2;
+/// `--limit-iface-in`.
+pub const XT_ADDRTYPE_LIMIT_IFACE_IN: u32 = 0x4;
+/// `--limit-iface-out`.
+pub const XT_ADDRTYPE_LIMIT_IFACE_OUT: u32 = 0x8;
+
+/// `struct xt_owner_match_info` (match "owner", revision 1).
+#[doc(alias = "xt_owner_match_info")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XtOwnerMatchInfo {
+    /// Lowest fsuid.
+    pub uid_min: u32,
+    /// Highest fsuid.
+    pub uid_max: u32,
+    /// Lowest fsgid.
+    pub gid_min: u32,
+    /// Highest fsgid.
+    pub gid_max: u32,
+    /// XT_OWNER_* tests to make.
+    pub r#match: u8,
+    /// XT_OWNER_* tests inverted.
+    pub invert: u8,
+    /// Implicit C padding; inside `matchsize`, so the kernel copies it back as given.
+    pub pad: [u8; 2],
+}
+
+/// `--uid-owner`.
+pub const XT_OWNER_UID: u8 = 1 << 0;
+/// `--gid-owner`.
+pub const XT_OWNER_GID: u8 = 1 << 1;
+/// `--socket-exists`.
+pub const XT_OWNER_SOCKET: u8 = 1 << 2;
+/// `--suppl-groups`.
+pub const XT_OWNER_SUPPL_GROUPS: u8 = 1 << 3;
+/// Every XT_OWNER_* bit.
+pub const XT_OWNER_MASK: u8 = XT_OWNER_UID | XT_OWNER_GID | XT_OWNER_SOCKET | XT_OWNER_SUPPL_GROUPS;
+
 /// `struct ipt_reject_info` (target "REJECT", revision 0, IPv4).
 #[doc(alias = "ipt_reject_info")]
 #[derive(
@@ -991,6 +1100,29 @@ assert_layout!(
 const _: () = assert!(core::mem::align_of::<XtConntrackMtinfo2>() == 4);
 const _: () = assert!(core::mem::align_of::<XtConntrackMtinfo3>() == 4);
 assert_layout!(XtStateInfo, 4, statemask = 0);
+assert_layout!(
+    XtRateinfo,
+    40,
+    avg = 0,
+    burst = 4,
+    prev = 8,
+    credit = 16,
+    credit_cap = 20,
+    cost = 24,
+    master = 32
+);
+assert_layout!(XtAddrtypeInfo, 12, source = 0, dest = 2, invert_source = 4, invert_dest = 8);
+assert_layout!(XtAddrtypeInfoV1, 8, source = 0, dest = 2, flags = 4);
+assert_layout!(
+    XtOwnerMatchInfo,
+    20,
+    uid_min = 0,
+    uid_max = 4,
+    gid_min = 8,
+    gid_max = 12,
+    r#match = 16,
+    invert = 17
+);
 assert_layout!(IptRejectInfo, 4, with = 0);
 assert_layout!(XtLogInfo, 32, level = 0, logflags = 1, prefix = 2);
 

@@ -69,6 +69,17 @@ const fn t_in(
     }
 }
 
+/// A match restricted to a set of hooks (`.hooks`).
+const fn m_hooks(name: &'static str, revision: u8, size: usize, hooks: u32) -> Supported {
+    Supported {
+        hooks,
+        ..m(name, revision, size, 0)
+    }
+}
+
+/// `NF_INET_LOCAL_OUT`, `NF_INET_POST_ROUTING` as a hook mask: xt_owner's `.hooks`.
+pub const OWNER_HOOKS: u32 = (1 << 3) | (1 << 4);
+
 /// `NF_INET_LOCAL_IN`, `NF_INET_FORWARD`, `NF_INET_LOCAL_OUT` as a hook mask: REJECT's `.hooks`.
 pub const REJECT_HOOKS: u32 = (1 << 1) | (1 << 2) | (1 << 3);
 
@@ -101,6 +112,15 @@ pub const SUPPORTED_IPV4: &[Supported] = &[
     m("conntrack", 2, size_of::<XtConntrackMtinfo2>(), 0),
     m("conntrack", 3, size_of::<XtConntrackMtinfo3>(), 0),
     m("state", 0, core::mem::size_of::<XtStateInfo>(), 0),
+    m("limit", 0, core::mem::size_of::<XtRateinfo>(), 0),
+    m("addrtype", 0, core::mem::size_of::<XtAddrtypeInfo>(), 0),
+    m("addrtype", 1, core::mem::size_of::<XtAddrtypeInfoV1>(), 0),
+    m_hooks(
+        "owner",
+        1,
+        core::mem::size_of::<XtOwnerMatchInfo>(),
+        OWNER_HOOKS,
+    ),
     t(XT_STANDARD_TARGET, 0, 4),
     t(XT_ERROR_TARGET, 0, XT_FUNCTION_MAXNAMELEN),
     t_in(
@@ -137,8 +157,17 @@ pub const SUPPORTED_IPV6: &[Supported] = &[
 /// Extensions the kernel registers for NFPROTO_UNSPEC among ours: a wrong revision of these
 /// makes `xt_find_match` answer EPROTOTYPE instead of ENOENT (the NFPROTO_IPV4 search result is
 /// discarded when it retries the family-independent list).
-/// (xt_comment.c, xt_conntrack.c and xt_state.c register `.family = NFPROTO_UNSPEC`.)
-const UNSPEC_NAMES: &[&str] = &["comment", "conntrack", "state", "mark", "pkttype"];
+/// (xt_comment.c, xt_conntrack.c, xt_state.c, xt_mark.c, xt_pkttype.c and xt_limit.c register
+/// `.family = NFPROTO_UNSPEC`; xt_addrtype.c registers per family, and so does xt_owner.c in
+/// the kernels measured (6.18: a wrong owner revision is ENOENT).)
+const UNSPEC_NAMES: &[&str] = &[
+    "comment",
+    "conntrack",
+    "state",
+    "mark",
+    "pkttype",
+    "limit",
+];
 
 fn table(family: Family) -> &'static [Supported] {
     match family {
@@ -194,15 +223,24 @@ pub fn find_revision(family: Family, kind: ExtKind, name: &str, revision: u8) ->
     }
 }
 
-/// `xt_check_match`'s generic part: payload size and `.proto` restriction.
+/// `xt_check_match`'s generic part, in the kernel's order: payload size, `.table`, `.hooks`
+/// against the entry's hook mask (`comefrom`) and `.proto`. All EINVAL.
 pub fn xt_check_match(
     ext: &Supported,
     size: usize,
+    table: &str,
+    hook_mask: u32,
     proto: u16,
     inv_proto: bool,
 ) -> Result<(), (i32, &'static str)> {
     if xt_align(ext.size) != size {
         return Err((libc::EINVAL, "invalid match size"));
+    }
+    if ext.table.is_some_and(|t| t != table) {
+        return Err((libc::EINVAL, "match only valid in another table"));
+    }
+    if ext.hooks != 0 && hook_mask & !ext.hooks != 0 {
+        return Err((libc::EINVAL, "match used from a hook it does not allow"));
     }
     if ext.proto != 0 && (ext.proto != proto || inv_proto) {
         return Err((
@@ -268,6 +306,105 @@ pub fn log_tg_check(info: &XtLogInfo) -> Result<(), (i32, &'static str)> {
     }
     if info.prefix[XT_LOG_PREFIX_LEN - 1] != 0 {
         return Err((libc::EINVAL, "LOG: prefix not NUL-terminated"));
+    }
+    Ok(())
+}
+
+/// The kernel's `HZ`, which `limit_mt_check`'s overflow test depends on. A compile-time
+/// constant of the running kernel: the daemon measures it once and sets it here; 250
+/// (Debian's) until then.
+static KERNEL_HZ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(250);
+
+/// Record the running kernel's `HZ` (100, 250, 300 or 1000).
+pub fn set_kernel_hz(hz: u32) {
+    KERNEL_HZ.store(hz, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The kernel's `HZ` as last set.
+pub fn kernel_hz() -> u32 {
+    KERNEL_HZ.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// xt_limit's `CREDITS_PER_JIFFY`: the largest power of two at or below
+/// `0xFFFFFFFF / (HZ * 60 * 60 * 24)`, so that a day of credits fits a u32.
+pub fn credits_per_jiffy(hz: u32) -> u32 {
+    let max = u32::MAX / (hz.max(1) * 60 * 60 * 24);
+    if max == 0 {
+        0
+    } else {
+        1 << (31 - max.leading_zeros())
+    }
+}
+
+/// xt_limit's `user2credits`: `avg`-style units (1/10000 s) to credits, in u32 arithmetic as
+/// the kernel has it (the divide-first branch may wrap).
+pub fn user2credits(user: u32, hz: u32) -> u32 {
+    let cpj = credits_per_jiffy(hz);
+    let per_sec = hz.wrapping_mul(cpj);
+    if per_sec != 0 && user > u32::MAX / per_sec {
+        (user / XT_LIMIT_SCALE).wrapping_mul(hz).wrapping_mul(cpj)
+    } else {
+        user.wrapping_mul(hz).wrapping_mul(cpj) / XT_LIMIT_SCALE
+    }
+}
+
+/// `limit_mt_check`: a burst of 0, or one whose credits overflow (`avg * burst` in u32), is
+/// ERANGE.
+pub fn limit_mt_check(info: &XtRateinfo) -> Result<(), (i32, &'static str)> {
+    let hz = kernel_hz();
+    if info.burst == 0
+        || user2credits(info.avg.wrapping_mul(info.burst), hz) < user2credits(info.avg, hz)
+    {
+        return Err((libc::ERANGE, "limit: overflow, try a lower rate or burst"));
+    }
+    Ok(())
+}
+
+/// `addrtype_mt_checkentry_v1`: not both interface limits, no `--limit-iface-out` where
+/// PREROUTING or INPUT reach the rule, no `--limit-iface-in` where OUTPUT or POSTROUTING do.
+/// EINVAL. (Revision 0 has no checkentry.)
+pub fn addrtype_mt_checkentry_v1(
+    info: &XtAddrtypeInfoV1,
+    hook_mask: u32,
+) -> Result<(), (i32, &'static str)> {
+    let (i, o) = (
+        info.flags & XT_ADDRTYPE_LIMIT_IFACE_IN != 0,
+        info.flags & XT_ADDRTYPE_LIMIT_IFACE_OUT != 0,
+    );
+    if i && o {
+        return Err((
+            libc::EINVAL,
+            "addrtype: both incoming and outgoing interface limitation cannot be selected",
+        ));
+    }
+    if hook_mask & ((1 << 0) | (1 << 1)) != 0 && o {
+        return Err((
+            libc::EINVAL,
+            "addrtype: output interface limitation not valid in PREROUTING and INPUT",
+        ));
+    }
+    if hook_mask & ((1 << 4) | (1 << 3)) != 0 && i {
+        return Err((
+            libc::EINVAL,
+            "addrtype: input interface limitation not valid in POSTROUTING and OUTPUT",
+        ));
+    }
+    Ok(())
+}
+
+/// `owner_check`: known flags only; ids that map in the namespace's user namespace (bpfilter
+/// serves namespaces of the initial one, where every id but `(uid_t)-1` maps) and ranges not
+/// reversed. EINVAL.
+pub fn owner_check(info: &XtOwnerMatchInfo) -> Result<(), (i32, &'static str)> {
+    if info.r#match & !XT_OWNER_MASK != 0 {
+        return Err((libc::EINVAL, "owner: unknown flags"));
+    }
+    let bad = |lo: u32, hi: u32| lo == u32::MAX || hi == u32::MAX || hi < lo;
+    if info.r#match & XT_OWNER_UID != 0 && bad(info.uid_min, info.uid_max) {
+        return Err((libc::EINVAL, "owner: invalid uid range"));
+    }
+    if info.r#match & XT_OWNER_GID != 0 && bad(info.gid_min, info.gid_max) {
+        return Err((libc::EINVAL, "owner: invalid gid range"));
     }
     Ok(())
 }
@@ -363,7 +500,7 @@ mod tests {
             Err(libc::EPROTOTYPE)
         );
         assert_eq!(
-            xt_request_find(f, ExtKind::Match, &n("limit"), 0).map_err(|e| e.0),
+            xt_request_find(f, ExtKind::Match, &n("hashlimit"), 1).map_err(|e| e.0),
             Err(libc::ENOENT)
         );
         assert_eq!(

@@ -152,6 +152,50 @@ pub enum Match {
     /// "state" revision 0 (iptables 1.8.9 sends `-m state` as conntrack revision 3 instead,
     /// falling back to this only on kernels without conntrack revisions 1 to 3).
     State(XtStateInfo),
+    /// "limit" revision 0.
+    Limit(Limit),
+    /// "addrtype" revision 0.
+    Addrtype(XtAddrtypeInfo),
+    /// "addrtype" revision 1.
+    AddrtypeV1(XtAddrtypeInfoV1),
+    /// "owner" revision 1.
+    Owner(XtOwnerMatchInfo),
+}
+
+/// A limit match: the rate as GET_ENTRIES shows it (`avg`, `burst`, the kernel's part zero,
+/// xt_limit's `usersize`), and the bucket the kernel took from the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Limit {
+    /// The payload as the kernel copies it back.
+    pub shown: XtRateinfo,
+    /// `cost` as sent: 0 lets `limit_mt_check` derive cost and cap from `avg` and `burst`.
+    pub cost: u32,
+    /// `credit_cap` as sent (used only with a non-zero `cost`).
+    pub credit_cap: u32,
+}
+
+impl Limit {
+    /// From the request's payload.
+    pub fn from_request(sent: &XtRateinfo) -> Limit {
+        Limit {
+            shown: XtRateinfo {
+                avg: sent.avg,
+                burst: sent.burst,
+                ..XtRateinfo::default()
+            },
+            cost: sent.cost,
+            credit_cap: sent.credit_cap,
+        }
+    }
+    /// `(cost, credit_cap, initial credit)` as `limit_mt_check` sets them at `hz`.
+    pub fn bucket(&self, hz: u32) -> (u32, u32, u32) {
+        let full = crate::ext::user2credits(self.shown.avg.wrapping_mul(self.shown.burst), hz);
+        if self.cost == 0 {
+            (crate::ext::user2credits(self.shown.avg, hz), full, full)
+        } else {
+            (self.cost, self.credit_cap, full)
+        }
+    }
 }
 
 /// The payload of a conntrack match, in the revision the user sent (kept byte for byte).
@@ -330,19 +374,28 @@ impl Match {
             Match::PktType(_) => "pkttype",
             Match::Conntrack(_) => "conntrack",
             Match::State(_) => "state",
+            Match::Limit(_) => "limit",
+            Match::Addrtype(_) | Match::AddrtypeV1(_) => "addrtype",
+            Match::Owner(_) => "owner",
         }
     }
     /// Extension revision.
     pub fn revision(&self) -> u8 {
         match self {
-            Match::Multiport(_) | Match::IpRange(_) | Match::Mark(_) => 1,
+            Match::Multiport(_)
+            | Match::IpRange(_)
+            | Match::Mark(_)
+            | Match::AddrtypeV1(_)
+            | Match::Owner(_) => 1,
             Match::Conntrack(c) => c.revision(),
             Match::Tcp(_)
             | Match::Udp(_)
             | Match::Icmp(_)
             | Match::Comment(_)
             | Match::State(_)
-            | Match::PktType(_) => 0,
+            | Match::PktType(_)
+            | Match::Limit(_)
+            | Match::Addrtype(_) => 0,
         }
     }
     /// The payload bytes (`matchsize` of them).
@@ -358,6 +411,10 @@ impl Match {
             Match::PktType(p) => p.as_bytes(),
             Match::Conntrack(c) => c.payload(),
             Match::State(p) => p.as_bytes(),
+            Match::Limit(l) => l.shown.as_bytes(),
+            Match::Addrtype(p) => p.as_bytes(),
+            Match::AddrtypeV1(p) => p.as_bytes(),
+            Match::Owner(p) => p.as_bytes(),
         }
     }
     /// `match_size` in the blob: header + XT_ALIGN(matchsize).

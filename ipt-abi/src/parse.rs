@@ -614,7 +614,7 @@ fn find_check_entry(
         let ext = ext::xt_request_find(Family::Ipv4, ExtKind::Match, &mh.name, mh.revision)
             .map_err(fail)?;
         let size = msize - XT_ENTRY_MATCH_SIZE;
-        matches.push(check_match(ext, &data[..size], &ip).map_err(fail)?);
+        matches.push(check_match(ext, &data[..size], &ip, table, comefrom).map_err(fail)?);
         pos += msize;
     }
     let Ok((th, tdata)) = XtEntryTarget::read_from_prefix(&e[to..]) else {
@@ -693,8 +693,21 @@ fn find_check_entry(
 }
 
 /// `check_match` -> `xt_check_match` (size, protocol) then the extension's checkentry.
-fn check_match(ext: &Supported, data: &[u8], ip: &IpMatch) -> Result<Match, (i32, &'static str)> {
-    ext::xt_check_match(ext, data.len(), ip.proto, ip.invflags & IPT_INV_PROTO != 0)?;
+fn check_match(
+    ext: &Supported,
+    data: &[u8],
+    ip: &IpMatch,
+    table: &str,
+    hook_mask: u32,
+) -> Result<Match, (i32, &'static str)> {
+    ext::xt_check_match(
+        ext,
+        data.len(),
+        table,
+        hook_mask,
+        ip.proto,
+        ip.invflags & IPT_INV_PROTO != 0,
+    )?;
     // The size check above guarantees data holds the whole struct.
     const SHORT: (i32, &str) = (libc::EINVAL, "invalid match size");
     Ok(match ext.name {
@@ -744,6 +757,24 @@ fn check_match(ext: &Supported, data: &[u8], ip: &IpMatch) -> Result<Match, (i32
             _ => return Err((libc::ENOENT, "unknown or unsupported extension")),
         })),
         "state" => Match::State(payload(data)?),
+        "limit" => {
+            let p: XtRateinfo = payload(data)?;
+            ext::limit_mt_check(&p)?;
+            Match::Limit(Limit::from_request(&p))
+        }
+        "addrtype" => match ext.revision {
+            0 => Match::Addrtype(payload(data)?),
+            _ => {
+                let p: XtAddrtypeInfoV1 = payload(data)?;
+                ext::addrtype_mt_checkentry_v1(&p, hook_mask)?;
+                Match::AddrtypeV1(p)
+            }
+        },
+        "owner" => {
+            let p: XtOwnerMatchInfo = payload(data)?;
+            ext::owner_check(&p)?;
+            Match::Owner(p)
+        }
         _ => return Err((libc::ENOENT, "unknown or unsupported extension")),
     })
 }
@@ -1766,7 +1797,7 @@ mod tests {
             Some(0)
         );
         assert_eq!(
-            query_revision(Family::Ipv4, ExtKind::Match, "limit", 0).map_err(|e| e.errno()),
+            query_revision(Family::Ipv4, ExtKind::Match, "hashlimit", 0).map_err(|e| e.errno()),
             Err(ENOENT)
         );
     }

@@ -303,6 +303,9 @@ const SUPPORTED_MATCHES: &[&str] = &[
     "state",
     "mark",
     "pkttype",
+    "limit",
+    "addrtype",
+    "owner",
 ];
 const SUPPORTED_TARGETS: &[&str] = &["", "ERROR", "LOG", "REJECT"];
 

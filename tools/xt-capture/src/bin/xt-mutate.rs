@@ -304,6 +304,26 @@ fn with_target(b: &Blob, name: &str, pred: impl Fn(&Blob, &Ent) -> bool) -> Resu
         .with_context(|| format!("no entry with target {name}"))
 }
 
+/// The first match called `name` whose payload satisfies `pred`.
+fn match_named(b: &Blob, name: &str, pred: impl Fn(&Blob, usize) -> bool) -> Result<(Ent, Ext)> {
+    b.ents
+        .iter()
+        .find_map(|e| {
+            e.matches
+                .iter()
+                .find(|m| m.name == name && pred(b, m.off + XT_HDR))
+                .map(|m| (e.clone(), m.clone()))
+        })
+        .with_context(|| format!("no {name} match"))
+}
+
+// xt_rateinfo: avg u32 at 0, burst u32 at 4, prev u64 at 8, credit 16, credit_cap 20, cost 24,
+// master u64 at 32 (40 bytes). xt_addrtype_info_v1: source u16, dest u16, flags u32 (8 bytes).
+// xt_owner_match_info: uid_min, uid_max, gid_min, gid_max u32, match u8 at 16, invert u8 at 17.
+const ADDRTYPE_LIMIT_IN: u32 = 4;
+const ADDRTYPE_LIMIT_OUT: u32 = 8;
+const OWNER_UID: u8 = 1;
+
 /// The `-p tcp -j REJECT --reject-with tcp-reset` rule without a tcp match (so that only
 /// REJECT looks at the protocol).
 fn tcp_reset_rule(b: &Blob) -> Result<Ent> {
@@ -541,6 +561,29 @@ fn mutations() -> Vec<Mutation> {
         m!("state_revision_1", "state", "the first -m state match rewritten as \"state\" revision 1 (no such revision)", |b| ct_to_state(b, 1, 8).map(|_| ())),
         m!("state_size_long", "state", "the first -m state match rewritten as \"state\" revision 0 with a 16-byte payload", |b| ct_to_state(b, 0, 16).map(|_| ())),
         m!("state_mask_all", "state", "\"state\" revision 0 with statemask = 0xffffffff (not checked)", |b| { let m = ct_to_state(b, 0, 8)?; b.set_u32(m + XT_HDR, u32::MAX); Ok(()) }),
+        // limit (xt_limit.c): limit_mt_check's ERANGE, and what it does not check.
+        m!("control_limit", "limit", "unmutated base blob (control)", |_| Ok(())),
+        m!("limit_burst_zero", "limit", "the first limit match with burst 0", |b| { let (_, m) = match_named(b, "limit", |_, _| true)?; b.set_u32(m.off + XT_HDR + 4, 0); Ok(()) }),
+        m!("limit_overflow", "limit", "the first limit match as 1/day with burst 4 (avg * burst credits wrap below avg's)", |b| { let (_, m) = match_named(b, "limit", |_, _| true)?; b.set_u32(m.off + XT_HDR, 864_000_000); b.set_u32(m.off + XT_HDR + 4, 4); Ok(()) }),
+        m!("limit_avg_zero", "limit", "the first limit match with avg 0 (no overflow: accepted)", |b| { let (_, m) = match_named(b, "limit", |_, _| true)?; b.set_u32(m.off + XT_HDR, 0); Ok(()) }),
+        m!("limit_internal_garbage", "limit", "the first limit match with prev, credit and master = 0xab bytes, cost 0 (kernel-owned: accepted, shown as zeros)", |b| { let (_, m) = match_named(b, "limit", |_, _| true)?; let p = m.off + XT_HDR; b.b[p + 8..p + 20].fill(0xab); b.b[p + 28..p + 40].fill(0xab); Ok(()) }),
+        m!("limit_cost_given", "limit", "the first limit match with cost 1 and credit_cap 7 (taken as given, shown as zeros)", |b| { let (_, m) = match_named(b, "limit", |_, _| true)?; b.set_u32(m.off + XT_HDR + 20, 7); b.set_u32(m.off + XT_HDR + 24, 1); Ok(()) }),
+        m!("limit_revision_1", "limit", "the first limit match revision 1 (no such revision, family-independent)", |b| { let (_, m) = match_named(b, "limit", |_, _| true)?; b.set_u8(m.off + 31, 1); Ok(()) }),
+        // addrtype (xt_addrtype.c): revision 1's checkentry.
+        m!("control_addrtype", "addrtype", "unmutated base blob (control)", |_| Ok(())),
+        m!("addrtype_both_ifaces", "addrtype", "the INPUT --limit-iface-in match also --limit-iface-out", |b| { let (_, m) = match_named(b, "addrtype", |b, p| b.u32(p + 4) & ADDRTYPE_LIMIT_IN != 0)?; let p = m.off + XT_HDR + 4; b.set_u32(p, b.u32(p) | ADDRTYPE_LIMIT_OUT); Ok(()) }),
+        m!("addrtype_iface_out_in_input", "addrtype", "the INPUT --limit-iface-in match made --limit-iface-out", |b| { let (_, m) = match_named(b, "addrtype", |b, p| b.u32(p + 4) & ADDRTYPE_LIMIT_IN != 0)?; let p = m.off + XT_HDR + 4; b.set_u32(p, (b.u32(p) & !ADDRTYPE_LIMIT_IN) | ADDRTYPE_LIMIT_OUT); Ok(()) }),
+        m!("addrtype_iface_in_in_output", "addrtype", "the OUTPUT --limit-iface-out match made --limit-iface-in", |b| { let (_, m) = match_named(b, "addrtype", |b, p| b.u32(p + 4) & ADDRTYPE_LIMIT_OUT != 0 && b.u16(p) != 0)?; let p = m.off + XT_HDR + 4; b.set_u32(p, (b.u32(p) & !ADDRTYPE_LIMIT_OUT) | ADDRTYPE_LIMIT_IN); Ok(()) }),
+        m!("addrtype_flags_garbage", "addrtype", "the first addrtype match with flags 0xfffffff0 added (unknown bits not checked)", |b| { let (_, m) = match_named(b, "addrtype", |_, _| true)?; let p = m.off + XT_HDR + 4; b.set_u32(p, b.u32(p) | 0xffff_fff0); Ok(()) }),
+        m!("addrtype_revision_0_size", "addrtype", "the first addrtype match relabelled revision 0 (12-byte struct, 8-byte payload)", |b| { let (_, m) = match_named(b, "addrtype", |_, _| true)?; b.set_u8(m.off + 31, 0); Ok(()) }),
+        m!("addrtype_revision_2", "addrtype", "the first addrtype match revision 2 (no such revision, per-family)", |b| { let (_, m) = match_named(b, "addrtype", |_, _| true)?; b.set_u8(m.off + 31, 2); Ok(()) }),
+        // owner (xt_owner.c): owner_check.
+        m!("control_owner", "owner", "unmutated base blob (control)", |_| Ok(())),
+        m!("owner_unknown_flag", "owner", "the first owner match with match |= 0x10", |b| { let (_, m) = match_named(b, "owner", |_, _| true)?; let p = m.off + XT_HDR + 16; b.set_u8(p, b.b[p] | 0x10); Ok(()) }),
+        m!("owner_uid_reversed", "owner", "the --uid-owner 1000-2000 match as 3000-2000", |b| { let (_, m) = match_named(b, "owner", |b, p| b.u32(p) == 1000)?; b.set_u32(m.off + XT_HDR, 3000); Ok(()) }),
+        m!("owner_uid_invalid", "owner", "the --uid-owner 1000-2000 match up to uid 4294967295 ((uid_t)-1 does not map)", |b| { let (_, m) = match_named(b, "owner", |b, p| b.u32(p) == 1000)?; b.set_u32(m.off + XT_HDR + 4, u32::MAX); Ok(()) }),
+        m!("owner_gid_invalid_unused", "owner", "the --uid-owner 1000-2000 match with gid_max (uid)-1 but no GID flag (not checked)", |b| { let (_, m) = match_named(b, "owner", |b, p| b.u32(p) == 1000 && b.b[p + 16] == OWNER_UID)?; b.set_u32(m.off + XT_HDR + 12, u32::MAX); Ok(()) }),
+        m!("owner_revision_0", "owner", "the first owner match revision 0 (no such revision, family-independent)", |b| { let (_, m) = match_named(b, "owner", |_, _| true)?; b.set_u8(m.off + 31, 0); Ok(()) }),
         // SET_ADD_COUNTERS (the base ruleset restored first, so the entry count is right).
         m!("addcnt_control", "tcp_ports", "add_counters", "restore", "unmutated ADD_COUNTERS blob (control)", |_| Ok(())),
         m!("addcnt_len_short", "tcp_ports", "add_counters", "restore", "last 16 bytes cut: length != 40 + 16 * num_counters", |b| { let n = b.b.len() - 16; b.b.truncate(n); Ok(()) }),
