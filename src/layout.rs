@@ -12,6 +12,7 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
         nf_ctx_skb: btf.member_offset("bpf_nf_ctx", "skb")?,
         hook_state_in: btf.member_offset("nf_hook_state", "in")?,
         hook_state_out: btf.member_offset("nf_hook_state", "out")?,
+        hook_state_net: btf.member_offset("nf_hook_state", "net")?,
         net_device_name: btf.member_offset("net_device", "name")?,
         skb_len: btf.member_offset("sk_buff", "len")?,
         skb_data_len: btf.member_offset("sk_buff", "data_len")?,
@@ -61,7 +62,20 @@ fn skb_layout(btf: &Btf) -> Result<SkbLayout> {
         file_cred: btf.member_offset("file", "f_cred")?,
         cred_fsuid: btf.member_offset("cred", "fsuid")?,
         cred_fsgid: btf.member_offset("cred", "fsgid")?,
+        sk_net: btf.member_offset("sock", "__sk_common.skc_net")?,
+        // `rsk_listener` is a #define of `__req_common.skc_listener` (a union member)
+        rsk_listener: btf
+            .member_offset("request_sock", "__req_common.skc_listener")
+            .or_else(|_| btf.member_offset("request_sock", "rsk_listener"))?,
     })
+}
+
+/// The kernel's `jiffies` now ("jiffies: J" in /proc/timer_list).
+pub fn jiffies() -> Option<u64> {
+    let t = std::fs::read_to_string("/proc/timer_list").ok()?;
+    t.lines()
+        .find_map(|l| l.strip_prefix("jiffies: "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The kernel's HZ, measured: jiffies advanced over a known time in /proc/timer_list

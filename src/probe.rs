@@ -123,7 +123,11 @@ pub fn try_strategy(layout: &KernelLayout, access: PacketAccess) -> Result<u32, 
     let fd = counters.fd().as_raw_fd();
     let bytes = out.code.bytes(&|m| match m {
         MapRef::Counters => fd,
-        MapRef::Other(_) | MapRef::Events | MapRef::EventLoss => -1,
+        MapRef::Other(_)
+        | MapRef::Events
+        | MapRef::EventLoss
+        | MapRef::Limits
+        | MapRef::AddrTypes => -1,
     });
     match sys::Program::load_netfilter("bpfltr_probe", &bytes, 0) {
         Ok((_, stats)) => Ok(stats.verified_insns),

@@ -108,6 +108,10 @@ struct Loaded {
     /// the event ring buffer and loss map (REJECT, LOG)
     events: Map,
     loss: Map,
+    /// the limit buckets (64 slots, all zero: tests fill the ones they use)
+    limits: Map,
+    /// the address-type map (empty: tests fill it)
+    addrtypes: Map,
 }
 
 fn max_slot(p: &Program) -> u32 {
@@ -166,11 +170,22 @@ fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
         0,
     )
     .unwrap();
+    let limits = Map::create(MapType::Array, 4, 8, 64, "bpfltr_test_lim").unwrap();
+    let addrtypes = Map::create(
+        MapType::LpmTrie,
+        emitter::codegen::ADDRTYPE_KEY_SIZE,
+        emitter::codegen::ADDRTYPE_VALUE_SIZE,
+        64,
+        "bpfltr_test_at",
+    )
+    .unwrap();
     let bytes = compiled.bytes(&|m| match m {
         MapRef::Counters => fd,
         MapRef::Other(i) => sets[i as usize].fd().as_raw_fd(),
         MapRef::Events => events.fd().as_raw_fd(),
         MapRef::EventLoss => loss.fd().as_raw_fd(),
+        MapRef::Limits => limits.fd().as_raw_fd(),
+        MapRef::AddrTypes => addrtypes.fd().as_raw_fd(),
     });
     let level = std::env::var("BPFILTER_TEST_LOG_LEVEL")
         .ok()
@@ -214,6 +229,8 @@ fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
         maps: sets.len(),
         events,
         loss,
+        limits,
+        addrtypes,
     }
 }
 
@@ -291,6 +308,7 @@ fn check(
             conn: Default::default(),
             mark: 0,
             pkt_type: 0,
+            ..Default::default()
         },
     );
     if let Some((v, counted)) = expect {
@@ -1983,6 +2001,7 @@ fn random_rulesets_match_reference() {
                             conn: Default::default(),
                             mark: 0,
                             pkt_type: 0,
+                            ..Default::default()
                         },
                     );
                     let (ret, d) = l.run(&env, pkt);
@@ -2432,6 +2451,7 @@ fn deep_chains_match_reference() {
                             conn: Default::default(),
                             mark: 0,
                             pkt_type: 0,
+                            ..Default::default()
                         },
                     );
                     let (ret, d) = l.run(&env, pkt);
@@ -2989,6 +3009,259 @@ fn mark_is_compared_under_its_mask() {
                     &format!("{name} {hook:?} {mark:#x}/{mask:#x} !{invert}"),
                 );
             }
+        }
+    }
+}
+
+/// The state word of limit slot `slot`.
+fn bucket(l: &Loaded, slot: u32) -> u64 {
+    let mut v = [0u8; 8];
+    l.limits.lookup(&slot.to_ne_bytes(), &mut v).unwrap();
+    u64::from_ne_bytes(v)
+}
+
+/// `-m limit`: every packet takes its credit exactly as `limit_mt` would from the word the
+/// program found (the new word names the jiffies the program read), through the fast path,
+/// refills, the cap, a bucket left fuller than its cap, and a `now - prev` whose credits wrap.
+#[test]
+fn limit_takes_credits_as_limit_mt() {
+    let Some(env) = env() else { return };
+    let now = bpfilter::layout::jiffies().expect("jiffies") as u32;
+    let pkt = ip(UDP, [10, 0, 0, 1], [10, 0, 0, 2], 0, &[], &udp_hdr(53, 53));
+    // (cost, cap, credits per jiffy, initial word)
+    let cases: [(u32, u32, u32, u64); 5] = [
+        // 3/hour, burst 3 at HZ 250: no refill within the test
+        (
+            38_400_000,
+            115_200_000,
+            128,
+            115_200_000u64 << 32 | u64::from(now),
+        ),
+        // 1000/s, burst 2: a credit every quarter jiffy, refills between runs
+        (32, 64, 128, 64u64 << 32 | u64::from(now)),
+        // empty bucket, fresh: the fast path (prev == now) or a refill of one jiffy
+        (1_000_000, 2_000_000, 128, u64::from(now)),
+        // fuller than the cap (a cost given in the request): capped on the first update
+        (10, 20, 128, 1_000u64 << 32 | u64::from(now)),
+        // 2^25 jiffies since prev: 2^32 credits, which wrap to nothing in the kernel's u32
+        (
+            100,
+            300,
+            128,
+            50u64 << 32 | u64::from(now.wrapping_sub(1 << 25)),
+        ),
+    ];
+    for (name, opts) in env.access_variants() {
+        for (cost, credit_cap, credits_per_jiffy, initial) in cases {
+            let m = LimitMatch {
+                slot: 3,
+                cost,
+                credit_cap,
+                credits_per_jiffy,
+            };
+            let p = single(
+                Hook::LocalIn,
+                vec![Match::Limit(m)],
+                Action::Accept,
+                Verdict::Drop,
+            );
+            let l = load_with(&env, &p, opts);
+            l.limits
+                .update(&3u32.to_ne_bytes(), &initial.to_ne_bytes(), 0)
+                .unwrap();
+            let mut passed = 0;
+            for k in 0..12 {
+                let before = bucket(&l, 3);
+                let (ret, _) = l.run(&env, &pkt);
+                let after = bucket(&l, 3);
+                let (want, pass) = m.step(before, after & 0xffff_ffff);
+                assert_eq!(
+                    (after, ret),
+                    (want, u32::from(pass)),
+                    "{name} cost {cost} cap {credit_cap} packet {k}: word {before:#x} -> {after:#x}"
+                );
+                passed += u32::from(pass);
+            }
+            if cost == 38_400_000 {
+                assert_eq!(passed, 3, "{name}: a burst of 3, then nothing");
+            }
+        }
+    }
+}
+
+/// `-m limit` takes its credit only when the rule's earlier tests passed, and before its
+/// later ones (a later test that fails still costs a credit), as the kernel's order has it.
+#[test]
+fn limit_is_taken_in_the_kernels_order() {
+    let Some(env) = env() else { return };
+    let now = bpfilter::layout::jiffies().expect("jiffies") as u32;
+    let m = LimitMatch {
+        slot: 0,
+        cost: 38_400_000,
+        credit_cap: 384_000_000,
+        credits_per_jiffy: 128,
+    };
+    let full = 384_000_000u64 << 32 | u64::from(now);
+    // -p udp -m limit -m udp --dport 53: tcp packets cost nothing, udp to 54 costs a credit
+    let p = single(
+        Hook::LocalIn,
+        vec![
+            proto(UDP, false),
+            Match::Limit(m),
+            udpm(pr(0, 65535), pr(53, 53), false, false),
+        ],
+        Action::Accept,
+        Verdict::Drop,
+    );
+    for (name, opts) in env.access_variants() {
+        let l = load_with(&env, &p, opts);
+        l.limits
+            .update(&0u32.to_ne_bytes(), &full.to_ne_bytes(), 0)
+            .unwrap();
+        let credit = |l: &Loaded| bucket(l, 0) >> 32;
+        l.run(&env, &tcp_pkt([10, 0, 0, 1], [10, 0, 0, 2], 1, 53, 2));
+        assert_eq!(
+            credit(&l),
+            384_000_000,
+            "{name}: a tcp packet never reaches the limit"
+        );
+        let (ret, _) = l.run(&env, &udp_pkt([10, 0, 0, 1], [10, 0, 0, 2], 1, 54));
+        assert_eq!(ret, 0, "{name}");
+        assert!(
+            credit(&l) < 384_000_000,
+            "{name}: the limit ran before --dport failed"
+        );
+    }
+}
+
+/// `-m addrtype` answers from the address-type map as `__inet_dev_addr_type` answers from
+/// the local table (the daemon's own fill of the map, the reference's lookup), for source and
+/// destination, inverted, and tied to the test run's device (lo).
+#[test]
+fn addrtype_reads_the_namespaces_address_types() {
+    let Some(env) = env() else { return };
+    use bpfilter::daemon::addrtypes::entries;
+    use bpfilter::sys::LocalRoute;
+    let routes = [
+        LocalRoute {
+            net: u32::from_be_bytes([127, 0, 0, 0]),
+            prefix: 8,
+            rtype: 2,
+            ifindex: 1,
+        },
+        LocalRoute {
+            net: u32::from_be_bytes([10, 0, 0, 1]),
+            prefix: 32,
+            rtype: 2,
+            ifindex: 5,
+        },
+        LocalRoute {
+            net: u32::from_be_bytes([10, 0, 0, 2]),
+            prefix: 32,
+            rtype: 2,
+            ifindex: 1,
+        },
+        LocalRoute {
+            net: u32::from_be_bytes([10, 0, 0, 255]),
+            prefix: 32,
+            rtype: 3,
+            ifindex: 1,
+        },
+        LocalRoute {
+            net: u32::from_be_bytes([10, 9, 0, 0]),
+            prefix: 16,
+            rtype: 7,
+            ifindex: 0,
+        },
+    ];
+    let refs = routes.to_vec();
+    let addrs = [
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+        [10, 0, 0, 255],
+        [127, 0, 0, 1],
+        [10, 9, 1, 1],
+        [224, 0, 0, 1],
+        [255, 255, 255, 255],
+        [0, 1, 2, 3],
+        [8, 8, 8, 8],
+    ];
+    let masks: [u16; 5] = [1 << 2, 1 << 3, (1 << 1) | (1 << 2), 1 << 5, 0xffff];
+    for (name, opts) in env.access_variants().into_iter().take(1) {
+        for hook in [Hook::LocalIn, Hook::LocalOut] {
+            for dev in [AddrtypeDev::Any, AddrtypeDev::In, AddrtypeDev::Out] {
+                if (hook == Hook::LocalIn && dev == AddrtypeDev::Out)
+                    || (hook == Hook::LocalOut && dev == AddrtypeDev::In)
+                {
+                    continue;
+                }
+                for (i, mask) in masks.iter().enumerate() {
+                    let m = AddrtypeMatch {
+                        src: if i % 2 == 0 { *mask } else { 0 },
+                        dst: *mask,
+                        inv_src: i == 2,
+                        inv_dst: i == 3,
+                        dev,
+                    };
+                    let p = single(
+                        hook,
+                        vec![Match::Addrtype(m)],
+                        Action::Drop,
+                        Verdict::Accept,
+                    );
+                    let l = load_with(&env, &p, opts);
+                    for (k, v) in entries(&routes) {
+                        l.addrtypes.update(&k, &v, 0).unwrap();
+                    }
+                    for s in addrs {
+                        for d in addrs {
+                            let pkt = ip(UDP, s, d, 0, &[], &udp_hdr(53, 53));
+                            let rp = emitter::reference::Packet {
+                                data: &pkt,
+                                in_ifindex: 0, // a test run has no devices
+                                out_ifindex: 0,
+                                local_routes: &refs,
+                                ..Default::default()
+                            };
+                            let o = emitter::reference::evaluate(&p, &rp);
+                            let (ret, _) = l.run(&env, &pkt);
+                            assert_eq!(
+                                ret,
+                                verdict_code(o.verdict),
+                                "{name} {hook:?} {m:?} {s:?} -> {d:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `-m owner` without a socket (every test run's packet): matches only when every test it
+/// makes is inverted, as `owner_mt` has it.
+#[test]
+fn owner_without_a_socket() {
+    let Some(env) = env() else { return };
+    let pkt = ip(UDP, [10, 0, 0, 1], [10, 0, 0, 2], 0, &[], &udp_hdr(53, 53));
+    for tests in 1u8..8 {
+        for invert in 0u8..8 {
+            let m = OwnerMatch {
+                tests,
+                invert: invert & tests,
+                uid: (0, 10),
+                gid: (5, 5),
+            };
+            let p = single(
+                Hook::LocalOut,
+                vec![Match::Owner(m)],
+                Action::Drop,
+                Verdict::Accept,
+            );
+            let l = load(&env, &p);
+            let (ret, _) = l.run(&env, &pkt);
+            let want = emitter::reference::owner_mt(&m, emitter::reference::Sock::None);
+            assert_eq!(ret, u32::from(!want), "{m:?}");
         }
     }
 }

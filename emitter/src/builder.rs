@@ -32,6 +32,12 @@ pub enum MapRef {
     /// The namespace's count of events lost to a full ring buffer (ARRAY, u32 key, u64
     /// value, [`crate::event::LOSS_SLOTS`] slots).
     EventLoss,
+    /// The table's `limit` buckets (ARRAY, u32 key = limit slot, u64 state word
+    /// `credit << 32 | prev`), shared by every program of the table.
+    Limits,
+    /// The namespace's address types (LPM_TRIE, key [`crate::codegen::ADDRTYPE_KEY_SIZE`]
+    /// bytes, value [`crate::codegen::ADDRTYPE_VALUE_SIZE`]), kept by the daemon.
+    AddrTypes,
 }
 
 #[derive(Debug, Clone)]

@@ -497,7 +497,131 @@ pub enum Match {
         /// `!`
         invert: bool,
     },
+    /// `-m limit` (xt_limit): the token bucket in slot `slot` of the table's limit map.
+    Limit(LimitMatch),
+    /// `-m addrtype` (xt_addrtype): the route types of the addresses, looked up in the
+    /// namespace's address-type map.
+    Addrtype(AddrtypeMatch),
+    /// `-m owner` (xt_owner): the packet's socket and the credentials of its file.
+    Owner(OwnerMatch),
 }
+
+/// A `-m limit` bucket: `limit_mt` on a state word shared by every program of the table (one
+/// slot per limit match), `credit << 32 | (u32)prev`. Keeping `prev` as its low 32 bits is
+/// exact: the kernel multiplies `now - prev` by CREDITS_PER_JIFFY into a u32, which only the
+/// low 32 bits of the difference decide, and its fast path (`prev == jiffies`) changes nothing
+/// the slow path would not also leave as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LimitMatch {
+    /// slot in the limit map
+    pub slot: u32,
+    /// credits a packet costs (`r->cost`)
+    pub cost: u32,
+    /// bucket size in credits (`r->credit_cap`)
+    pub credit_cap: u32,
+    /// CREDITS_PER_JIFFY of the kernel's HZ
+    pub credits_per_jiffy: u32,
+}
+
+impl LimitMatch {
+    /// `limit_mt` on a state word at jiffies `now`: the new word and whether the packet
+    /// matches.
+    ///
+    /// ```
+    /// use emitter::ir::LimitMatch;
+    /// // 1/s, burst 2, HZ 250 (32000 credits a second, 128 a jiffy)
+    /// let m = LimitMatch { slot: 0, cost: 32000, credit_cap: 64000, credits_per_jiffy: 128 };
+    /// let full = 64000u64 << 32 | 1000;
+    /// let (w, pass) = m.step(full, 1000);
+    /// assert!(pass);
+    /// let (w, pass) = m.step(w, 1000);
+    /// assert!(pass);
+    /// let (w, pass) = m.step(w, 1000);
+    /// assert!(!pass, "the bucket is empty");
+    /// let (_, pass) = m.step(w, 1250);
+    /// assert!(pass, "a second later it has a credit again");
+    /// ```
+    pub fn step(&self, word: u64, now: u64) -> (u64, bool) {
+        let prev = word as u32;
+        let credit = (word >> 32) as u32;
+        // the fast path: nothing to add, not enough to take
+        if credit < self.cost && prev == now as u32 {
+            return (word, false);
+        }
+        let increase = (now as u32)
+            .wrapping_sub(prev)
+            .wrapping_mul(self.credits_per_jiffy);
+        let mut credit = credit.wrapping_add(increase).min(self.credit_cap);
+        let pass = credit >= self.cost;
+        if pass {
+            credit -= self.cost;
+        }
+        (u64::from(credit) << 32 | u64::from(now as u32), pass)
+    }
+}
+
+/// Which device `--limit-iface-in`/`--limit-iface-out` ties the address type to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddrtypeDev {
+    /// any device (`inet_addr_type`)
+    Any,
+    /// state->in
+    In,
+    /// state->out
+    Out,
+}
+
+/// A `-m addrtype` match: a mask of `1 << RTN_*` per address (0 = not tested).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AddrtypeMatch {
+    /// `--src-type`
+    pub src: u16,
+    /// `--dst-type`
+    pub dst: u16,
+    /// `! --src-type`
+    pub inv_src: bool,
+    /// `! --dst-type`
+    pub inv_dst: bool,
+    /// `--limit-iface-in/out`
+    pub dev: AddrtypeDev,
+}
+
+/// A `-m owner` match (xt_owner revision 1; `--suppl-groups` is not compiled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OwnerMatch {
+    /// XT_OWNER_* tests (`info->match`)
+    pub tests: u8,
+    /// XT_OWNER_* inversions (`info->invert`)
+    pub invert: u8,
+    /// fsuid range, inclusive
+    pub uid: (u32, u32),
+    /// fsgid range, inclusive
+    pub gid: (u32, u32),
+}
+
+/// XT_OWNER_UID
+pub const OWNER_UID: u8 = 1;
+/// XT_OWNER_GID
+pub const OWNER_GID: u8 = 2;
+/// XT_OWNER_SOCKET
+pub const OWNER_SOCKET: u8 = 4;
+
+/// One IPv4 route of the local routing table, as `fib_table_lookup` finds it: what
+/// `-m addrtype` answers from (see `reference::addr_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalRoute {
+    /// destination network (the address as a host-order number)
+    pub net: u32,
+    /// prefix length
+    pub prefix: u8,
+    /// RTN_* type
+    pub rtype: u8,
+    /// the first next hop's device (0: none)
+    pub ifindex: u32,
+}
+
+/// RTN_UNICAST: the type of an address no route of the local table covers.
+pub const RTN_UNICAST: u8 = 1;
 
 impl Match {
     /// Can this match drop the packet outright ("hotdrop")? Such matches fix the order in

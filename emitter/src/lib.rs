@@ -35,6 +35,8 @@ pub struct KernelLayout {
     pub hook_state_in: u32,
     /// `offsetof(struct nf_hook_state, out)`.
     pub hook_state_out: u32,
+    /// `offsetof(struct nf_hook_state, net)`.
+    pub hook_state_net: u32,
     /// `offsetof(struct net_device, name)` (16 bytes).
     pub net_device_name: u32,
     /// `offsetof(struct sk_buff, len)` (u32).
@@ -113,6 +115,10 @@ pub struct SkbLayout {
     pub cred_fsuid: u32,
     /// `cred.fsgid` (u32)
     pub cred_fsgid: u32,
+    /// `sock.__sk_common.skc_net` (possible_net_t: a `struct net` pointer)
+    pub sk_net: u32,
+    /// `request_sock.rsk_listener` (pointer)
+    pub rsk_listener: u32,
 }
 
 /// `struct nf_conn` and `struct nf_conntrack_tuple` offsets.
@@ -150,6 +156,7 @@ impl KernelLayout {
             nf_ctx_skb: 8,
             hook_state_in: 8,
             hook_state_out: 16,
+            hook_state_net: 32,
             net_device_name: 0,
             skb_len: 112,
             skb_data_len: 116,
@@ -184,6 +191,8 @@ impl KernelLayout {
                 file_cred: 96,
                 cred_fsuid: 24,
                 cred_fsgid: 28,
+                sk_net: 48,
+                rsk_listener: 136,
             },
             conn: Some(ConnLayout {
                 status: 128,

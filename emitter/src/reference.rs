@@ -2,10 +2,13 @@
 //! the kernel's ipt_do_table and the x_tables matches (SEMANTICS.md), not from the code
 //! generator. Tests compare the generated BPF against it.
 
-use crate::ir::{Action, ChainId, Iface, Match, MultiportMode, Program, Verdict};
+use crate::ir::{
+    Action, AddrtypeDev, AddrtypeMatch, ChainId, Iface, Match, MultiportMode, OwnerMatch, Program,
+    Verdict, OWNER_GID, OWNER_SOCKET, OWNER_UID,
+};
 
 /// A packet as a netfilter hook sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Packet<'a> {
     /// bytes from the IP header on; skb->len = `data.len()`
     pub data: &'a [u8],
@@ -19,6 +22,109 @@ pub struct Packet<'a> {
     pub mark: u32,
     /// `skb->pkt_type` (PACKET_*)
     pub pkt_type: u8,
+    /// state->in->ifindex (0: no device)
+    pub in_ifindex: u32,
+    /// state->out->ifindex
+    pub out_ifindex: u32,
+    /// the routes of the namespace's local table (`ip route show table local`), for addrtype
+    pub local_routes: &'a [LocalRoute],
+    /// the packet's socket, for owner
+    pub sock: Sock,
+    /// the limit buckets and the time; None: every limit match passes
+    pub buckets: Option<&'a core::cell::RefCell<Buckets>>,
+}
+
+pub use crate::ir::LocalRoute;
+
+/// What `skb_to_full_sk(skb)` leads owner_mt to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sock {
+    /// no socket, no `sk_socket`, or one of another namespace
+    #[default]
+    None,
+    /// a socket without a file (a kernel socket)
+    NoFile,
+    /// a socket whose file has these credentials
+    File {
+        /// `f_cred->fsuid`
+        uid: u32,
+        /// `f_cred->fsgid`
+        gid: u32,
+    },
+}
+
+/// The limit buckets of a table (state words by slot) and the current jiffies.
+#[derive(Debug, Clone, Default)]
+pub struct Buckets {
+    /// jiffies
+    pub now: u64,
+    /// state word per slot (`credit << 32 | prev`)
+    pub words: Vec<u64>,
+}
+
+/// `__inet_dev_addr_type` (net/ipv4/fib_frontend.c) for the local table.
+pub fn addr_type(routes: &[LocalRoute], dev: Option<u32>, addr: u32) -> u8 {
+    const RTN_BROADCAST: u8 = 3;
+    const RTN_MULTICAST: u8 = 5;
+    if addr >> 24 == 0 || addr == u32::MAX {
+        return RTN_BROADCAST;
+    }
+    if addr >> 28 == 0xe {
+        return RTN_MULTICAST;
+    }
+    let mask = |p: u8| {
+        if p == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(p))
+        }
+    };
+    // the longest prefix; of equal ones the first (in the table's order)
+    let best = routes
+        .iter()
+        .rev()
+        .filter(|r| addr & mask(r.prefix) == r.net & mask(r.prefix))
+        .max_by_key(|r| r.prefix);
+    match best {
+        // fib_table_lookup fails for the error types (fib_props[type].error: blackhole,
+        // unreachable, prohibit, throw, nat, xresolve): inet_addr_type says UNICAST
+        Some(r) if (6..=11).contains(&r.rtype) => crate::ir::RTN_UNICAST,
+        Some(r) if dev.is_none_or(|d| d == r.ifindex) => r.rtype,
+        _ => crate::ir::RTN_UNICAST,
+    }
+}
+
+/// `addrtype_mt_v1` (and revision 0, which is it without a device).
+fn addrtype_mt(m: &AddrtypeMatch, saddr: u32, daddr: u32, pkt: &Packet<'_>) -> bool {
+    let dev = match m.dev {
+        AddrtypeDev::Any => None,
+        AddrtypeDev::In => Some(pkt.in_ifindex).filter(|i| *i != 0),
+        AddrtypeDev::Out => Some(pkt.out_ifindex).filter(|i| *i != 0),
+    };
+    let ok = |mask: u16, addr: u32, inv: bool| {
+        let t = addr_type(pkt.local_routes, dev, addr);
+        let hit = t < 16 && mask & (1 << t) != 0;
+        hit != inv
+    };
+    (m.src == 0 || ok(m.src, saddr, m.inv_src)) && (m.dst == 0 || ok(m.dst, daddr, m.inv_dst))
+}
+
+/// `owner_mt` (xt_owner.c), without `--suppl-groups`.
+pub fn owner_mt(m: &OwnerMatch, sock: Sock) -> bool {
+    let (uid, gid) = match sock {
+        Sock::None => return (m.tests ^ m.invert) == 0,
+        _ if m.tests & m.invert & OWNER_SOCKET != 0 => return false,
+        Sock::NoFile => return (m.tests ^ m.invert) & (OWNER_UID | OWNER_GID) == 0,
+        Sock::File { uid, gid } => (uid, gid),
+    };
+    let inside = |x: u32, (lo, hi): (u32, u32)| x >= lo && x <= hi;
+    if m.tests & OWNER_UID != 0 && inside(uid, m.uid) == (m.invert & OWNER_UID != 0) {
+        return false;
+    }
+    if m.tests & OWNER_GID != 0 && inside(gid, m.gid) == (m.invert & OWNER_GID != 0) {
+        return false;
+    }
+    true
 }
 
 /// One direction of a connection (`struct nf_conntrack_tuple`), addresses and ports as
@@ -202,6 +308,19 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
         Match::Conntrack(m) => b(conntrack_mt(m, &pkt.conn)),
         Match::State(mask) => b(state_mt(*mask, &pkt.conn)),
         Match::Mark { mark, mask, invert } => b(((pkt.mark & mask) == *mark) != *invert),
+        Match::Limit(l) => b(pkt.buckets.is_none_or(|cell| {
+            let mut st = cell.borrow_mut();
+            let now = st.now;
+            let slot = l.slot as usize;
+            if st.words.len() <= slot {
+                st.words.resize(slot + 1, 0);
+            }
+            let (word, pass) = l.step(st.words[slot], now);
+            st.words[slot] = word;
+            pass
+        })),
+        Match::Addrtype(m) => b(addrtype_mt(m, p.saddr, p.daddr, pkt)),
+        Match::Owner(m) => b(owner_mt(m, pkt.sock)),
         Match::PktType { pkttype, invert } => {
             // PACKET_LOOPBACK (5): multicast destination -> MULTICAST, else BROADCAST
             let t = match pkt.pkt_type {
@@ -526,6 +645,7 @@ mod tests {
                 conn: Conn::default(),
                 mark: 0,
                 pkt_type: 0,
+                ..Packet::default()
             },
         );
         assert_eq!(
@@ -545,6 +665,7 @@ mod tests {
                 conn: Conn::default(),
                 mark: 0,
                 pkt_type: 0,
+                ..Packet::default()
             },
         );
         assert_eq!(
@@ -564,6 +685,7 @@ mod tests {
                 conn: Conn::default(),
                 mark: 0,
                 pkt_type: 0,
+                ..Packet::default()
             },
         );
         assert_eq!(

@@ -1111,7 +1111,14 @@ assert_layout!(
     cost = 24,
     master = 32
 );
-assert_layout!(XtAddrtypeInfo, 12, source = 0, dest = 2, invert_source = 4, invert_dest = 8);
+assert_layout!(
+    XtAddrtypeInfo,
+    12,
+    source = 0,
+    dest = 2,
+    invert_source = 4,
+    invert_dest = 8
+);
 assert_layout!(XtAddrtypeInfoV1, 8, source = 0, dest = 2, flags = 4);
 assert_layout!(
     XtOwnerMatchInfo,

@@ -160,14 +160,7 @@ pub const SUPPORTED_IPV6: &[Supported] = &[
 /// (xt_comment.c, xt_conntrack.c, xt_state.c, xt_mark.c, xt_pkttype.c and xt_limit.c register
 /// `.family = NFPROTO_UNSPEC`; xt_addrtype.c registers per family, and so does xt_owner.c in
 /// the kernels measured (6.18: a wrong owner revision is ENOENT).)
-const UNSPEC_NAMES: &[&str] = &[
-    "comment",
-    "conntrack",
-    "state",
-    "mark",
-    "pkttype",
-    "limit",
-];
+const UNSPEC_NAMES: &[&str] = &["comment", "conntrack", "state", "mark", "pkttype", "limit"];
 
 fn table(family: Family) -> &'static [Supported] {
     match family {

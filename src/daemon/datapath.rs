@@ -10,9 +10,11 @@
 //! <root>/net<ns>/<table>/gen<N>/bases       counters carried by SET_ADD_COUNTERS (BlobMap)
 //! <root>/net<ns>/<table>/gen<N>/ruleset     the accepted SET_REPLACE bytes (BlobMap)
 //! <root>/net<ns>/<table>/gen<N>/<HOOK>_set<i> lookup maps of rule runs, LOG prefixes
+//! <root>/net<ns>/<table>/gen<N>/limits    ARRAY: the `limit` buckets of the ruleset
 //! <root>/net<ns>/<table>/events           RINGBUF of REJECT/LOG records (every generation)
 //! <root>/net<ns>/<table>/event_loss       ARRAY: records lost to a full ring buffer
 //! <root>/net<ns>/<table>/older_tables     the kernel's tables when this one was made (BlobMap)
+//! <root>/net<ns>/<table>/addrtypes        LPM_TRIE: the namespace's address types (addrtype)
 //! ```
 //! A replace builds and pins generation N+1 completely, then points every hook's slot at its
 //! programs, waits for an RCU grace period so that no packet is still inside generation N,
@@ -259,6 +261,13 @@ impl Backends for BpfBackends {
     }
 }
 
+/// The maps of a table that every generation's programs use.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    events: &'a EventMaps,
+    addrtypes: Option<&'a Map>,
+}
+
 /// The programs and maps of one ruleset.
 #[derive(Debug)]
 struct Generation {
@@ -288,6 +297,18 @@ pub struct BpfTable {
     /// the kernel's tables that existed when this one was instantiated (pinned as
     /// `older_tables`)
     older: Vec<String>,
+    /// the namespace's address types, while some rule is an addrtype match
+    addrtypes: Option<super::addrtypes::AddrTypes>,
+}
+
+/// Does a rule of `table` look at address types?
+fn uses_addrtype(table: &Table) -> bool {
+    table.entries.iter().flat_map(|e| &e.matches).any(|m| {
+        matches!(
+            m,
+            ipt_abi::Match::Addrtype(_) | ipt_abi::Match::AddrtypeV1(_)
+        )
+    })
 }
 
 fn hooks_of(table: &Table) -> Vec<u32> {
@@ -357,7 +378,21 @@ impl BpfTable {
             let blob = table.replace_blob(table.num_entries(), 0);
             let programs = crate::xlate::translate(table)
                 .map_err(|e| BackendError::new(e.errno(), e.to_string()))?;
-            let gen = Generation::build(&dir, 1, table, &blob, programs, &target, &events)?;
+            let addrtypes = uses_addrtype(table)
+                .then(|| super::addrtypes::AddrTypes::start(&dir, Arc::clone(&netns)))
+                .transpose()?;
+            let gen = Generation::build(
+                &dir,
+                1,
+                table,
+                &blob,
+                programs,
+                &target,
+                Shared {
+                    events: &events,
+                    addrtypes: addrtypes.as_ref().map(|a| a.map()),
+                },
+            )?;
             for (hook, prog, _) in &gen.programs {
                 progs
                     .set_prog(*hook, prog)
@@ -391,6 +426,7 @@ impl BpfTable {
                 netns,
                 conntrack: false,
                 older,
+                addrtypes,
             })
         })();
         if result.is_err() {
@@ -458,6 +494,18 @@ impl BpfTable {
         }
         let events = EventMaps::open(dir)?;
         let pump = events.pump(dir, Arc::clone(&netns));
+        // the running programs look addresses up in the pinned map: keep it current again
+        let addrtypes = if uses_addrtype(&table) {
+            match super::addrtypes::AddrTypes::start(dir, Arc::clone(&netns)) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    warn!(error = %e, "address types of the adopted table not kept current");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         // The rules that need connection tracking keep it on (a previous daemon enabled it).
         let conntrack = crate::xlate::translate(&table)
             .map(|p| p.iter().any(emitter::ir::Program::needs_conntrack))
@@ -488,6 +536,7 @@ impl BpfTable {
                 netns,
                 conntrack,
                 older,
+                addrtypes,
             },
         ))
     }
@@ -557,8 +606,9 @@ impl Generation {
         blob: &[u8],
         irs: Vec<emitter::ir::Program>,
         target: &Target,
-        events: &EventMaps,
+        shared: Shared<'_>,
     ) -> Result<Generation, BackendError> {
+        let Shared { events, addrtypes } = shared;
         let dir = table_dir.join(format!("gen{number}"));
         let _ = sys::remove_pins(&dir);
         let result = (|| {
@@ -570,6 +620,12 @@ impl Generation {
             counters
                 .pin(dir.join("counters"))
                 .map_err(sys_err("pinning counters"))?;
+            // the `limit` buckets: a new ruleset starts them full, as the kernel's checkentry
+            // does for every rule of a replaced table (pinned: the programs hold them)
+            let limits = limit_map(table)?;
+            limits
+                .pin(dir.join("limits"))
+                .map_err(sys_err("pinning the limit buckets"))?;
             let bases = vec![XtCounters::default(); table.entries.len()];
             let bases_store =
                 BlobMap::create("bpfltr_bases", &counters_to_bytes(&bases), bases.len() * 16)
@@ -617,6 +673,8 @@ impl Generation {
                     MapRef::Other(i) => sets.get(i as usize).map_or(-1, |s| s.fd().as_raw_fd()),
                     MapRef::Events => events.ring.fd().as_raw_fd(),
                     MapRef::EventLoss => events.loss.fd().as_raw_fd(),
+                    MapRef::Limits => limits.fd().as_raw_fd(),
+                    MapRef::AddrTypes => addrtypes.map_or(-1, |m| m.fd().as_raw_fd()),
                 });
                 let (prog, stats) = Program::load_netfilter(PROG_NAMES[hook as usize], &bytes, 0).map_err(|e| {
                     warn!(hook = HOOK_NAMES[hook as usize], error = %e, "the verifier refused a program");
@@ -665,6 +723,7 @@ impl Generation {
             .and_then(|s| s.read())
             .map_err(sys_err("reading the ruleset"))?;
         let counters = Map::from_pin(dir.join("counters")).map_err(sys_err("opening counters"))?;
+
         let bases_store = BlobMap::open(&dir.join("bases")).map_err(sys_err("opening bases"))?;
         let bases = counters_from_bytes(&bases_store.read().map_err(sys_err("reading bases"))?);
         let mut programs = Vec::new();
@@ -700,6 +759,28 @@ impl Generation {
             blob,
         ))
     }
+}
+
+/// The `limit` buckets of `table`, full as `limit_mt_check` leaves them: `credit << 32 |
+/// prev`, `prev` the current jiffies (read from /proc/timer_list; the kernel's checkentry
+/// reads `jiffies` at the same point of a replace).
+fn limit_map(table: &Table) -> Result<Map, BackendError> {
+    let buckets = crate::xlate::limit_buckets(table);
+    let slots = u32::try_from(buckets.len().max(1))
+        .map_err(|_| BackendError::new(libc::E2BIG, "more than 2^32 limit matches"))?;
+    let map = Map::create(MapType::Array, 4, 8, slots, "bpfltr_limits")
+        .map_err(sys_err("creating the limit buckets"))?;
+    if !buckets.is_empty() {
+        let now = crate::layout::jiffies().ok_or_else(|| {
+            BackendError::new(libc::EIO, "cannot read jiffies from /proc/timer_list")
+        })?;
+        for (slot, (_, _, credit)) in (0u32..).zip(&buckets) {
+            let word = u64::from(*credit) << 32 | (now & u64::from(u32::MAX));
+            map.update(&slot.to_ne_bytes(), &word.to_ne_bytes(), 0)
+                .map_err(sys_err("filling the limit buckets"))?;
+        }
+    }
+    Ok(map)
 }
 
 /// Dies on the spot, like kill -9, when `BPFILTER_FAULT` names this point of a SET_REPLACE
@@ -740,6 +821,13 @@ impl TableBackend for BpfTable {
         if enabled_now {
             self.set_conntrack(true)?;
         }
+        let addrtype = uses_addrtype(table);
+        if addrtype && self.addrtypes.is_none() {
+            self.addrtypes = Some(super::addrtypes::AddrTypes::start(
+                &self.dir,
+                Arc::clone(&self.netns),
+            )?);
+        }
         let next = match Generation::build(
             &self.dir,
             self.gen.number + 1,
@@ -747,7 +835,10 @@ impl TableBackend for BpfTable {
             blob,
             irs,
             &self.target,
-            &self.events,
+            Shared {
+                events: &self.events,
+                addrtypes: self.addrtypes.as_ref().map(|a| a.map()),
+            },
         ) {
             Ok(next) => next,
             Err(e) => {
@@ -776,6 +867,10 @@ impl TableBackend for BpfTable {
         let old = Self::read_counters(&self.gen);
         let previous = std::mem::replace(&mut self.gen, next);
         self.hooks = hooks_of(table);
+        if !addrtype {
+            // the watcher stops; the pinned map stays for the next addrtype rule
+            self.addrtypes = None;
+        }
         if self.conntrack && !needs_conntrack {
             if let Err(e) = self.set_conntrack(false) {
                 warn!(error = %e, "releasing connection tracking failed");

@@ -4,6 +4,7 @@
 //! Threads: one per connection. A request locks the registry only to find its namespace, then
 //! holds that namespace's lock until it is answered.
 
+pub mod addrtypes;
 pub mod auth;
 pub mod control;
 pub mod datapath;
@@ -75,6 +76,14 @@ pub fn run(config: Config) -> Result<()> {
     }
     let target = probe.target_with(config.access)?;
     info!(strategy = %target.access, "kernel probe done");
+    // limit_mt_check's overflow test and the limit buckets depend on the kernel's HZ
+    match crate::layout::kernel_hz() {
+        Some(hz) => ipt_abi::ext::set_kernel_hz(hz),
+        None => warn!(
+            assumed = ipt_abi::ext::kernel_hz(),
+            "cannot measure the kernel's HZ; limit rules assume it"
+        ),
+    }
     let backends =
         datapath::BpfBackends::new(&config.bpffs, target).context("preparing the BPF datapath")?;
     let daemon = Arc::new(Daemon::new(Box::new(backends)).with_kernel_report(report));

@@ -29,6 +29,7 @@ mod nft;
 mod prog;
 mod rcu;
 mod ringbuf;
+mod route;
 mod sock;
 #[cfg(test)]
 mod testutil;
@@ -43,6 +44,7 @@ pub use nft::{conntrack_enabled, disable_conntrack, enable_conntrack, CONNTRACK_
 pub use prog::{LoadStats, ProgInfo, Program, TestRun};
 pub use rcu::synchronize_rcu;
 pub use ringbuf::RingBuf;
+pub use route::{local_routes, LocalRoute, RouteWatch};
 pub use sock::disconnect;
 
 pub(crate) use fs::{obj_get_kind, obj_pin, ObjKind};

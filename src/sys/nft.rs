@@ -267,7 +267,7 @@ fn msg_start(b: &mut Vec<u8>, ty: u16, flags: u16, seq: u32) -> usize {
 }
 
 /// `struct nlmsghdr` with a placeholder length and port id 0 (the kernel).
-fn put_nlmsghdr(b: &mut Vec<u8>, ty: u16, flags: u16, seq: u32) {
+pub(super) fn put_nlmsghdr(b: &mut Vec<u8>, ty: u16, flags: u16, seq: u32) {
     b.extend_from_slice(&0u32.to_ne_bytes());
     b.extend_from_slice(&ty.to_ne_bytes());
     b.extend_from_slice(&flags.to_ne_bytes());
@@ -276,7 +276,7 @@ fn put_nlmsghdr(b: &mut Vec<u8>, ty: u16, flags: u16, seq: u32) {
 }
 
 /// Writes `nlmsg_len` of the message starting at `start` (attributes keep it 4-aligned).
-fn msg_end(b: &mut [u8], start: usize) {
+pub(super) fn msg_end(b: &mut [u8], start: usize) {
     let len = u32::try_from(b.len() - start).unwrap_or(u32::MAX);
     b[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }

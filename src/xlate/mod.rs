@@ -21,12 +21,14 @@ use emitter::ir;
 use ipt_abi::abi::{
     IPRANGE_DST, IPRANGE_DST_INV, IPRANGE_SRC, IPRANGE_SRC_INV, IPT_F_FRAG,
     IPT_ICMP_ADMIN_PROHIBITED, IPT_ICMP_INV, IPT_INV_DSTIP, IPT_INV_FRAG, IPT_INV_PROTO,
-    IPT_INV_SRCIP, IPT_INV_VIA_IN, IPT_INV_VIA_OUT, XT_CONNTRACK_DIRECTION, XT_CONNTRACK_EXPIRES,
-    XT_CONNTRACK_ORIGDST, XT_CONNTRACK_ORIGDST_PORT, XT_CONNTRACK_ORIGSRC,
-    XT_CONNTRACK_ORIGSRC_PORT, XT_CONNTRACK_PROTO, XT_CONNTRACK_REPLDST, XT_CONNTRACK_REPLDST_PORT,
-    XT_CONNTRACK_REPLSRC, XT_CONNTRACK_REPLSRC_PORT, XT_CONNTRACK_STATE, XT_CONNTRACK_STATUS,
-    XT_MULTIPORT_DESTINATION, XT_MULTIPORT_SOURCE, XT_TCP_INV_DSTPT, XT_TCP_INV_FLAGS,
-    XT_TCP_INV_OPTION, XT_TCP_INV_SRCPT, XT_UDP_INV_DSTPT, XT_UDP_INV_SRCPT,
+    IPT_INV_SRCIP, IPT_INV_VIA_IN, IPT_INV_VIA_OUT, XT_ADDRTYPE_INVERT_DEST,
+    XT_ADDRTYPE_INVERT_SOURCE, XT_ADDRTYPE_LIMIT_IFACE_IN, XT_ADDRTYPE_LIMIT_IFACE_OUT,
+    XT_CONNTRACK_DIRECTION, XT_CONNTRACK_EXPIRES, XT_CONNTRACK_ORIGDST, XT_CONNTRACK_ORIGDST_PORT,
+    XT_CONNTRACK_ORIGSRC, XT_CONNTRACK_ORIGSRC_PORT, XT_CONNTRACK_PROTO, XT_CONNTRACK_REPLDST,
+    XT_CONNTRACK_REPLDST_PORT, XT_CONNTRACK_REPLSRC, XT_CONNTRACK_REPLSRC_PORT, XT_CONNTRACK_STATE,
+    XT_CONNTRACK_STATUS, XT_MULTIPORT_DESTINATION, XT_MULTIPORT_SOURCE, XT_OWNER_SUPPL_GROUPS,
+    XT_TCP_INV_DSTPT, XT_TCP_INV_FLAGS, XT_TCP_INV_OPTION, XT_TCP_INV_SRCPT, XT_UDP_INV_DSTPT,
+    XT_UDP_INV_SRCPT,
 };
 use ipt_abi::{Entry, Match, Table, Target, Verdict};
 
@@ -77,9 +79,44 @@ impl XlateError {
 
 /// The hooks of a table, in hook order, with their IR programs.
 pub fn translate(table: &Table) -> Result<Vec<ir::Program>, XlateError> {
+    let slots = limit_slots(table);
     (0..5u32)
         .filter(|h| table.valid_hooks & (1 << h) != 0)
-        .map(|hook| translate_hook(table, hook))
+        .map(|hook| translate_hook(table, hook, &slots))
+        .collect()
+}
+
+/// The `limit` buckets of a table, one per limit match in entry order (the slots
+/// [`translate`] gives them): `(cost, credit_cap, initial credit)` as `limit_mt_check` sets
+/// them for the kernel's HZ ([`ipt_abi::ext::kernel_hz`]).
+pub fn limit_buckets(table: &Table) -> Vec<(u32, u32, u32)> {
+    let hz = ipt_abi::ext::kernel_hz();
+    table
+        .entries
+        .iter()
+        .flat_map(|e| &e.matches)
+        .filter_map(|m| match m {
+            Match::Limit(l) => Some(l.bucket(hz)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The first limit slot of each entry.
+fn limit_slots(table: &Table) -> Vec<u32> {
+    let mut next = 0u32;
+    table
+        .entries
+        .iter()
+        .map(|e| {
+            let first = next;
+            next += e
+                .matches
+                .iter()
+                .filter(|m| matches!(m, Match::Limit(_)))
+                .count() as u32;
+            first
+        })
         .collect()
 }
 
@@ -99,7 +136,7 @@ fn chain_name(table: &Table, index: u32) -> String {
     format!("{name}@{index}")
 }
 
-fn translate_hook(table: &Table, hook: u32) -> Result<ir::Program, XlateError> {
+fn translate_hook(table: &Table, hook: u32, slots: &[u32]) -> Result<ir::Program, XlateError> {
     let h = hook as usize;
     let (Some(start), Some(underflow)) = (table.hook_entry_index(h), table.underflow_index(h))
     else {
@@ -123,7 +160,7 @@ fn translate_hook(table: &Table, hook: u32) -> Result<ir::Program, XlateError> {
     let mut todo = vec![start];
     let mut seen = BTreeSet::from([start]);
     while let Some(first) = todo.pop() {
-        let (chain, targets) = build_chain(table, first)?;
+        let (chain, targets) = build_chain(table, first, slots)?;
         for t in targets {
             if seen.insert(t) {
                 todo.push(t);
@@ -145,11 +182,16 @@ fn translate_hook(table: &Table, hook: u32) -> Result<ir::Program, XlateError> {
 
 /// The IR chain that evaluation starting at entry `first` runs through, and the entries it
 /// jumps to.
-fn build_chain(table: &Table, first: u32) -> Result<(ir::Chain, Vec<u32>), XlateError> {
+fn build_chain(
+    table: &Table,
+    first: u32,
+    slots: &[u32],
+) -> Result<(ir::Chain, Vec<u32>), XlateError> {
     let mut rules = Vec::new();
     let mut targets = Vec::new();
     for entry in table.entries.iter().skip(first as usize) {
-        let (rule, leaves) = rule(entry, &mut targets)?;
+        let slot = slots.get(entry.index as usize).copied().unwrap_or(0);
+        let (rule, leaves) = rule(entry, slot, &mut targets)?;
         rules.extend(rule);
         if leaves {
             return Ok((
@@ -166,7 +208,11 @@ fn build_chain(table: &Table, first: u32) -> Result<(ir::Chain, Vec<u32>), Xlate
 
 /// One entry as an IR rule (None if it can never match), and whether evaluation never goes
 /// past it (it matches every packet and leaves).
-fn rule(entry: &Entry, targets: &mut Vec<u32>) -> Result<(Option<ir::Rule>, bool), XlateError> {
+fn rule(
+    entry: &Entry,
+    limit_slot: u32,
+    targets: &mut Vec<u32>,
+) -> Result<(Option<ir::Rule>, bool), XlateError> {
     let action = match &entry.target {
         Target::Standard(Verdict::Queue) => {
             return Err(XlateError::Unsupported {
@@ -219,7 +265,19 @@ fn rule(entry: &Entry, targets: &mut Vec<u32>) -> Result<(Option<ir::Rule>, bool
             what: "conntrack --ctproto above 255",
         });
     }
-    let Some(matches) = matches(entry) else {
+    // owner_mt walks the supplementary groups of the socket's file, any number of them; a
+    // program cannot, exactly.
+    if entry
+        .matches
+        .iter()
+        .any(|m| matches!(m, Match::Owner(o) if o.r#match & XT_OWNER_SUPPL_GROUPS != 0))
+    {
+        return Err(XlateError::Unsupported {
+            index: entry.index,
+            what: "owner --suppl-groups",
+        });
+    }
+    let Some(matches) = matches(entry, limit_slot) else {
         return Ok((None, false));
     };
     // LOG goes on like a jump to the next entry; REJECT leaves like DROP.
@@ -237,7 +295,7 @@ fn rule(entry: &Entry, targets: &mut Vec<u32>) -> Result<(Option<ir::Rule>, bool
 
 /// The tests of `ip_packet_match` and the entry's match extensions, in the kernel's order;
 /// None when the entry can never match. Tests that every packet passes are left out.
-fn matches(entry: &Entry) -> Option<Vec<ir::Match>> {
+fn matches(entry: &Entry, mut limit_slot: u32) -> Option<Vec<ir::Match>> {
     let ip = &entry.ip;
     let inv = |bit| ip.invflags & bit != 0;
     let mut out = Vec::new();
@@ -287,7 +345,10 @@ fn matches(entry: &Entry) -> Option<Vec<ir::Match>> {
         (false, false) => {}
     }
     for m in &entry.matches {
-        out.extend(extension(m));
+        out.extend(extension(m, limit_slot));
+        if matches!(m, Match::Limit(_)) {
+            limit_slot += 1;
+        }
     }
     Some(out)
 }
@@ -341,7 +402,7 @@ fn conntrack(c: &ipt_abi::ConntrackInfo) -> ir::CtMatch {
     }
 }
 
-fn extension(m: &Match) -> Option<ir::Match> {
+fn extension(m: &Match, limit_slot: u32) -> Option<ir::Match> {
     Some(match m {
         Match::Tcp(t) => ir::Match::Tcp(ir::TcpMatch {
             sport: range(t.spts),
@@ -394,6 +455,43 @@ fn extension(m: &Match) -> Option<ir::Match> {
             dst: (r.flags & IPRANGE_DST != 0).then(|| (ipv4(&r.dst_min), ipv4(&r.dst_max))),
             inv_src: r.flags & IPRANGE_SRC_INV != 0,
             inv_dst: r.flags & IPRANGE_DST_INV != 0,
+        }),
+        Match::Limit(l) => {
+            let hz = ipt_abi::ext::kernel_hz();
+            let (cost, credit_cap, _) = l.bucket(hz);
+            ir::Match::Limit(ir::LimitMatch {
+                slot: limit_slot,
+                cost,
+                credit_cap,
+                credits_per_jiffy: ipt_abi::ext::credits_per_jiffy(hz),
+            })
+        }
+        // addrtype_mt_v0: `match_type(...) ^ invert` narrowed to a bool: only bit 0 inverts
+        Match::Addrtype(a) => ir::Match::Addrtype(ir::AddrtypeMatch {
+            src: a.source,
+            dst: a.dest,
+            inv_src: a.invert_source & 1 != 0,
+            inv_dst: a.invert_dest & 1 != 0,
+            dev: ir::AddrtypeDev::Any,
+        }),
+        Match::AddrtypeV1(a) => ir::Match::Addrtype(ir::AddrtypeMatch {
+            src: a.source,
+            dst: a.dest,
+            inv_src: a.flags & XT_ADDRTYPE_INVERT_SOURCE != 0,
+            inv_dst: a.flags & XT_ADDRTYPE_INVERT_DEST != 0,
+            dev: if a.flags & XT_ADDRTYPE_LIMIT_IFACE_IN != 0 {
+                ir::AddrtypeDev::In
+            } else if a.flags & XT_ADDRTYPE_LIMIT_IFACE_OUT != 0 {
+                ir::AddrtypeDev::Out
+            } else {
+                ir::AddrtypeDev::Any
+            },
+        }),
+        Match::Owner(o) => ir::Match::Owner(ir::OwnerMatch {
+            tests: o.r#match,
+            invert: o.invert,
+            uid: (o.uid_min, o.uid_max),
+            gid: (o.gid_min, o.gid_max),
         }),
         Match::Comment(_) => return None,
     })

@@ -3,8 +3,8 @@
 # the host's build. Usage: suites.sh run|refusal
 #   run      the probe, the datapath test-run suite (every packet access the kernel verifies,
 #            10,000-rule loads, events), the conntrack switch, the README quick start and
-#            the stateful/REJECT/LOG rules with real packets against the kernel's
-#            iptables-legacy, and a bounded conformance run
+#            the stateful/REJECT/LOG rules and the limit/owner/addrtype matches with real
+#            packets against the kernel's iptables-legacy, and a bounded conformance run
 #   refusal  a kernel bpfilter cannot run on: the daemon must exit non-zero with one line
 #            naming what is missing, and iptables must print that line, not a kernel errno
 # The test executables come from $BPFILTER_TESTS (name=path pairs, from matrix.sh).
@@ -25,7 +25,9 @@ run)
   step "datapath test runs"
   "$(exe datapath)" --test-threads=1 --nocapture kernel_scale table_of_expectations jumps_gotos_returns \
     rule_runs_table deep_inlined_return_from_cold_block connection_state_without_an_entry \
-    events_reach_the_ring_buffer a_full_ring_buffer_counts_its_losses log_with_every_flag_loads 2>&1 \
+    events_reach_the_ring_buffer a_full_ring_buffer_counts_its_losses log_with_every_flag_loads \
+    limit_takes_credits_as_limit_mt limit_is_taken_in_the_kernels_order \
+    addrtype_reads_the_namespaces_address_types owner_without_a_socket 2>&1 \
     | sed -n '/MATRIX\|^test \|test result\|panicked\|assert/p'
   step "connection tracking turned on for a namespace (nftables ct expression, module autoload)"
   "$(exe conntrack_enable)" --test-threads=1
@@ -34,6 +36,8 @@ run)
   step "connection state, REJECT and LOG with real packets (against the kernel's)"
   "$(exe e2e_targets)" --test-threads=1 stateful_rules_and_rejects_answer_as_the_kernel_does \
     log_lines_are_the_kernels
+  step "limit, owner and addrtype with real packets (against the kernel's)"
+  "$(exe e2e_matches)" --test-threads=1
   step "bounded conformance"
   # a spread sample (every 6th ruleset): software emulation is ~60x slower than this machine
   target/release/conformance --bounded --random 6 --packets 40 --hand-packets 12 --every 6 --quiet

@@ -354,7 +354,10 @@ impl Gen<'_> {
             | Test::Conntrack(_)
             | Test::State(_)
             | Test::Mark { .. }
-            | Test::PktType { .. } => {
+            | Test::PktType { .. }
+            | Test::Limit(_)
+            | Test::Addrtype(_)
+            | Test::Owner(_) => {
                 return Err(EmitError::Unsupported {
                     what: "branch-free form of this test",
                 });
@@ -526,6 +529,9 @@ impl Gen<'_> {
                 b.jmp(true, JmpOp::Jeq, R4, Src::Imm(0), fail);
             }
             Test::Conntrack(m) => self.conntrack_test(&m, fail)?,
+            Test::Limit(m) => self.limit_test(&m, fail)?,
+            Test::Addrtype(m) => self.addrtype_test(&m, fail)?,
+            Test::Owner(m) => self.owner_test(&m, fail)?,
             Test::PktType { pkttype, invert } => {
                 let l = *self.layout;
                 let b = &mut self.b;

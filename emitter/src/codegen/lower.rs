@@ -93,6 +93,13 @@ pub(super) enum Test {
         mask: u32,
         invert: bool,
     },
+    /// `-m limit`: takes a credit, so it runs exactly where the kernel's order puts it (a
+    /// barrier: no test moves across it)
+    Limit(ir::LimitMatch),
+    /// `-m addrtype`
+    Addrtype(ir::AddrtypeMatch),
+    /// `-m owner`
+    Owner(ir::OwnerMatch),
 }
 
 impl Test {
@@ -114,13 +121,14 @@ impl Test {
             Test::State(_) => 11,
             Test::Mark { .. } | Test::PktType { .. } => 11,
             Test::Conntrack(_) => 12,
-            Test::Guard { .. } | Test::OptGuard => u32::MAX,
+            Test::Addrtype(_) | Test::Owner(_) => 13,
+            Test::Guard { .. } | Test::OptGuard | Test::Limit(_) => u32::MAX,
         }
     }
 
     /// Is this a hotdrop barrier?
     pub(super) fn is_barrier(&self) -> bool {
-        matches!(self, Test::Guard { .. } | Test::OptGuard)
+        matches!(self, Test::Guard { .. } | Test::OptGuard | Test::Limit(_))
     }
 }
 
@@ -145,6 +153,11 @@ pub(super) fn constant(t: &Test) -> Option<bool> {
         Test::Port { range, invert, .. } if range.lo > range.hi => Some(invert),
         Test::Port { range, invert, .. } if range.is_any() => Some(!invert),
         Test::Range { lo, hi, invert, .. } if lo > hi => Some(invert),
+        // `owner_mt`: without a socket only all-inverted tests pass, with one `!
+        // --socket-exists` fails
+        Test::Owner(m) if m.tests ^ m.invert != 0 && m.tests & m.invert & ir::OWNER_SOCKET != 0 => {
+            Some(false)
+        }
         Test::Range {
             lo: 0,
             hi: u32::MAX,
@@ -323,6 +336,9 @@ pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
             Match::State(mask) => out.push(Test::State(mask)),
             Match::Mark { mark, mask, invert } => out.push(Test::Mark { mark, mask, invert }),
             Match::PktType { pkttype, invert } => out.push(Test::PktType { pkttype, invert }),
+            Match::Limit(l) => out.push(Test::Limit(l)),
+            Match::Addrtype(a) => out.push(Test::Addrtype(a)),
+            Match::Owner(o) => out.push(Test::Owner(o)),
             #[allow(unreachable_patterns)]
             _ => return Err(EmitError::Unsupported { what: "match kind" }),
         }
@@ -359,7 +375,8 @@ pub(super) fn lower_chains<'a>(
                     Test::Iface { .. } => feat.out_iface = true,
                     Test::TcpOption { .. } => feat.tcp_option = true,
                     Test::Conntrack(_) | Test::State(_) => feat.conntrack = true,
-                    Test::Mark { .. } | Test::PktType { .. } => feat.ctx = true,
+                    Test::Mark { .. } | Test::PktType { .. } | Test::Owner(_) => feat.ctx = true,
+                    Test::Addrtype(a) if a.dev != ir::AddrtypeDev::Any => feat.ctx = true,
                     _ => {}
                 }
             }

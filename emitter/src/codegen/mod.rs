@@ -85,11 +85,13 @@ mod chains;
 mod counters;
 mod events;
 mod forms;
+mod host;
 mod lower;
 mod record;
 mod runs;
 
 pub use access::PacketAccess;
+pub use host::{ADDRTYPE_KEY_SIZE, ADDRTYPE_VALUE_SIZE, LIMIT_TRIES};
 pub use record::rec;
 pub use runs::{MAX_RUN_MAPS, MIN_RUN};
 
@@ -153,6 +155,10 @@ struct Gen<'a> {
     promised: Vec<Label>,
     /// the `event` subprogram, once a REJECT or LOG rule calls it
     event_fn: Option<Label>,
+    /// the `limit` subprogram, once a rule calls it
+    limit_fn: Option<Label>,
+    /// the `owner` subprogram, once a rule calls it
+    owner_fn: Option<Label>,
     /// index in the output maps of the LOG prefix map
     prefix_map: Option<u32>,
 }
@@ -275,6 +281,8 @@ pub fn compile_output(
         dead_ends: Vec::new(),
         promised: Vec::new(),
         event_fn: None,
+        limit_fn: None,
+        owner_fn: None,
         prefix_map,
     };
     g.analyse_returns(&depths)?;
@@ -282,6 +290,8 @@ pub fn compile_output(
     g.chain_subprograms()?;
     g.count_subprogram()?;
     g.event_subprogram()?;
+    g.limit_subprogram()?;
+    g.owner_subprogram()?;
     g.check_inlined_exits()?;
     let c = g.b.finish()?;
     let n = c.slot_count();

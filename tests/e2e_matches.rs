@@ -1,0 +1,234 @@
+//! `limit`, `owner` and `addrtype` on real traffic, side by side with the kernel's
+//! iptables-legacy: the same commands, the same refusals, the same counters.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{privileged, topology, Daemon, Netns, Pair, Tool};
+
+/// Sends UDP datagrams from `ns` to each `dst:port` (broadcast allowed), in order.
+fn udp(ns: &Netns, dsts: &[&str]) {
+    let list = dsts
+        .iter()
+        .map(|d| {
+            let (a, p) = d.split_once(':').expect("addr:port");
+            format!("(\"{a}\", {p})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    ns.sh(&format!(
+        "python3 -c 'import socket\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET,socket.SO_BROADCAST,1)\n\
+         for d in [{list}]:\n    s.sendto(b\"x\", d)'"
+    ));
+}
+
+/// Counters of the filter table on both sides must agree after the traffic settled.
+fn settle_and_compare(p: &Pair, d: &Daemon) {
+    std::thread::sleep(Duration::from_millis(200));
+    p.same_listing(d);
+}
+
+/// `-m limit`: a burst, then nothing until the bucket refills at the rate; a replace refills
+/// every bucket (the kernel makes new matches); `-D` by specification, the ERANGE refusal.
+#[test]
+fn limit_counts_as_the_kernels() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = Pair::new();
+    let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+        -A INPUT -p icmp -m icmp --icmp-type 8 -m limit --limit 1/hour --limit-burst 4 -j ACCEPT\n\
+        -A INPUT -p icmp -m icmp --icmp-type 8 -j DROP\n\
+        -A FORWARD -p udp -m limit --limit 5/sec --limit-burst 2 -j ACCEPT\n\
+        -A FORWARD -p udp -j DROP\n\
+        COMMIT\n";
+    let (code, _, err) = p.same(&d, Tool::Restore, &[], rules);
+    assert_eq!(code, 0, "{err}");
+    let k = topology(&p.kernel);
+    let b = topology(&p.bpf);
+    for t in [&k, &b] {
+        t.sender
+            .sh("ping -c 8 -i 0.01 -W 0.3 10.9.1.2 >/dev/null; true");
+        udp(
+            &t.sender,
+            &["10.9.2.2:9000", "10.9.2.2:9000", "10.9.2.2:9000"],
+        );
+    }
+    settle_and_compare(&p, &d);
+    // 5/s with a burst of 2: full again after 0.4 s
+    std::thread::sleep(Duration::from_millis(1200));
+    for t in [&k, &b] {
+        udp(
+            &t.sender,
+            &["10.9.2.2:9000", "10.9.2.2:9000", "10.9.2.2:9000"],
+        );
+    }
+    settle_and_compare(&p, &d);
+    // any replace starts every bucket full again
+    p.ipt(&d, "-A OUTPUT -j ACCEPT");
+    for t in [&k, &b] {
+        t.sender
+            .sh("ping -c 6 -i 0.01 -W 0.3 10.9.1.2 >/dev/null; true");
+    }
+    settle_and_compare(&p, &d);
+    let save = common::seen(&common::kernel(&p.kernel, Tool::Save, &["-c"], "")).1;
+    assert!(
+        save.contains("[8:672] -A INPUT -p icmp -m icmp --icmp-type 8 -m limit"),
+        "two bursts of four pings must have passed:\n{save}"
+    );
+    // deletion by specification compares the user part of the match only
+    p.ipt(
+        &d,
+        "-D FORWARD -p udp -m limit --limit 5/sec --limit-burst 2 -j ACCEPT",
+    );
+    p.ipt(
+        &d,
+        "-D FORWARD -p udp -m limit --limit 5/sec --limit-burst 3 -j DROP",
+    );
+    // 1/day with a burst of 4: the credits overflow (ERANGE)
+    let (code, _, _) = p.ipt(&d, "-A INPUT -m limit --limit 1/day --limit-burst 4");
+    assert_ne!(code, 0);
+    p.same_listing(&d);
+}
+
+/// `-m owner` on the firewall's own traffic: sockets of users and groups (setpriv), kernel
+/// sockets (echo replies), `--socket-exists` both ways; OUTPUT only, as the kernel checks.
+#[test]
+fn owner_matches_local_sockets_as_the_kernels() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = Pair::new();
+    let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+        -A OUTPUT -p udp -m owner --uid-owner 1000-1999 -j DROP\n\
+        -A OUTPUT -p udp -m owner --gid-owner 2000\n\
+        -A OUTPUT -p udp -m owner ! --uid-owner 0 ! --gid-owner 2000\n\
+        -A OUTPUT -p udp -m owner --uid-owner 0 --gid-owner 0\n\
+        -A OUTPUT -p icmp -m owner ! --socket-exists\n\
+        -A OUTPUT -p icmp -m owner --socket-exists\n\
+        -A OUTPUT -p icmp -m owner --uid-owner 0\n\
+        -A OUTPUT -p icmp -m owner ! --uid-owner 0\n\
+        COMMIT\n";
+    let (code, _, err) = p.same(&d, Tool::Restore, &[], rules);
+    assert_eq!(code, 0, "{err}");
+    let k = topology(&p.kernel);
+    let b = topology(&p.bpf);
+    let send = |fw: &Netns, who: &str| {
+        fw.sh(&format!(
+            "setpriv {who} /usr/bin/python3 -c 'import socket\n\
+             s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             try:\n    s.sendto(b\"x\", (\"10.9.1.1\", 9000)); print(\"sent\")\n\
+             except OSError as e:\n    print(\"errno\", e.errno)'"
+        ))
+    };
+    for who in [
+        "--reuid 1500 --regid 1500 --clear-groups",
+        "--reuid 2500 --regid 2000 --clear-groups",
+        "--reuid 2500 --regid 2500 --clear-groups",
+        "--reuid 0 --regid 0 --clear-groups",
+    ] {
+        assert_eq!(send(&p.kernel, who), send(&p.bpf, who), "{who}");
+    }
+    for (fw, t) in [(&p.kernel, &k), (&p.bpf, &b)] {
+        // echo replies come from the kernel's ICMP socket; the firewall's own pings from a
+        // user's socket
+        t.sender
+            .sh("ping -c 2 -i 0.05 -W 0.3 10.9.1.2 >/dev/null; true");
+        fw.sh("ping -c 2 -i 0.05 -W 0.3 10.9.1.1 >/dev/null; true");
+    }
+    settle_and_compare(&p, &d);
+    let save = common::seen(&common::kernel(&p.kernel, Tool::Save, &["-c"], "")).1;
+    assert!(
+        save.lines()
+            .filter(|l| l.starts_with('[') && !l.starts_with("[0:0]"))
+            .count()
+            >= 5,
+        "the traffic must hit the owner rules:\n{save}"
+    );
+    // owner is valid from OUTPUT and POSTROUTING only
+    let (code, _, _) = p.ipt(&d, "-A INPUT -m owner --uid-owner 0");
+    assert_ne!(code, 0);
+    p.ipt(&d, "-N from-input");
+    p.ipt(&d, "-A from-input -m owner --socket-exists");
+    let (code, _, _) = p.ipt(&d, "-A INPUT -j from-input");
+    assert_ne!(
+        code, 0,
+        "a user chain INPUT reaches takes INPUT's restriction"
+    );
+    p.ipt(&d, "-A OUTPUT -j from-input");
+    p.same_listing(&d);
+}
+
+/// `-m addrtype` against the namespace's addresses, which change under the rules: local,
+/// broadcast, multicast, another device's local address with `--limit-iface-in`, forwarded
+/// unicast, and an address added after the rules were applied.
+#[test]
+fn addrtype_follows_addresses_as_the_kernels() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = Pair::new();
+    let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+        -A INPUT -p udp -m addrtype --dst-type LOCAL\n\
+        -A INPUT -p udp -m addrtype --dst-type BROADCAST\n\
+        -A INPUT -p udp -m addrtype --dst-type MULTICAST\n\
+        -A INPUT -p udp -m addrtype --src-type LOCAL\n\
+        -A INPUT -p udp -m addrtype --dst-type LOCAL --limit-iface-in\n\
+        -A INPUT -p udp -m addrtype ! --dst-type LOCAL --limit-iface-in\n\
+        -A INPUT -p udp -m addrtype ! --src-type UNICAST\n\
+        -A FORWARD -p udp -m addrtype --dst-type UNICAST --src-type UNICAST\n\
+        -A FORWARD -p udp -m addrtype --dst-type LOCAL --limit-iface-out\n\
+        -A OUTPUT -p udp -m addrtype --src-type LOCAL --limit-iface-out\n\
+        -A OUTPUT -p udp -m addrtype --dst-type LOCAL\n\
+        COMMIT\n";
+    let (code, _, err) = p.same(&d, Tool::Restore, &[], rules);
+    assert_eq!(code, 0, "{err}");
+    let k = topology(&p.kernel);
+    let b = topology(&p.bpf);
+    let traffic = |fw: &Netns, t: &common::Topology| {
+        udp(
+            &t.sender,
+            &[
+                "10.9.1.2:9000",
+                "10.9.2.1:9000",
+                "10.9.1.255:9000",
+                "255.255.255.255:9000",
+                "224.0.0.1:9000",
+                "10.9.2.2:9000",
+                "10.9.1.77:9000",
+            ],
+        );
+        udp(fw, &["10.9.1.1:9000", "10.9.2.1:9000", "127.0.0.1:9000"]);
+    };
+    traffic(&p.kernel, &k);
+    traffic(&p.bpf, &b);
+    settle_and_compare(&p, &d);
+    // an address appears on the firewall: the rules see it as LOCAL from then on
+    for fw in [&p.kernel, &p.bpf] {
+        let dev = fw.sh("ip -o -4 addr show to 10.9.1.2 | awk '{print $2}'");
+        fw.sh(&format!("ip addr add 10.9.1.77/24 dev {}", dev.trim()));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    traffic(&p.kernel, &k);
+    traffic(&p.bpf, &b);
+    settle_and_compare(&p, &d);
+    // and disappears again
+    for fw in [&p.kernel, &p.bpf] {
+        fw.sh("ip addr del 10.9.1.77/24 dev $(ip -o -4 addr show to 10.9.1.2 | awk '{print $2}')");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    traffic(&p.kernel, &k);
+    traffic(&p.bpf, &b);
+    settle_and_compare(&p, &d);
+    // --limit-iface-out where INPUT reaches is refused as by the kernel
+    let (code, _, _) = p.ipt(
+        &d,
+        "-A INPUT -m addrtype --dst-type LOCAL --limit-iface-out",
+    );
+    assert_ne!(code, 0);
+}
