@@ -11,7 +11,7 @@
 
 CARGO    ?= cargo
 RELEASE  := target/release
-APT_PKGS := iptables libelf-dev zlib1g-dev pkg-config nftables bpftool iproute2 util-linux iputils-ping gcc \
+APT_PKGS := iptables ipset libelf-dev zlib1g-dev pkg-config nftables bpftool iproute2 util-linux iputils-ping gcc \
             qemu-system-x86 busybox-static kmod xz-utils zstd python3
 # Debian's kernels for the matrix are unpacked here (tools/kernels/fetch.sh)
 export KERNEL_CACHE ?= /var/cache/bpfilter/kernels

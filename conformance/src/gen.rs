@@ -952,6 +952,44 @@ fn random_rule_once(
         inv(rng, &mut a, 15);
         push(&mut a, &["--state", &ct_states(rng, false)]);
     }
+    if rng.chance(8) {
+        // address types of the firewall's own addresses, broadcasts and multicast
+        push(&mut a, &["-m", "addrtype"]);
+        let types = [
+            "LOCAL",
+            "UNICAST",
+            "BROADCAST",
+            "MULTICAST",
+            "LOCAL,BROADCAST",
+        ];
+        let mut any = false;
+        for opt in ["--src-type", "--dst-type"] {
+            if rng.chance(60) {
+                inv(rng, &mut a, 30);
+                push(&mut a, &[opt, *rng.pick(&types)]);
+                any = true;
+            }
+        }
+        if !any {
+            push(&mut a, &["--dst-type", "LOCAL"]);
+        }
+    }
+    if rng.chance(8) {
+        // rates no run lasts long enough to refill: the order of the packets decides
+        let rate = *rng.pick(&["1/hour", "7/hour", "30/hour"]);
+        let burst = 1 + rng.below(6);
+        push(
+            &mut a,
+            &[
+                "-m",
+                "limit",
+                "--limit",
+                rate,
+                "--limit-burst",
+                &burst.to_string(),
+            ],
+        );
+    }
     if rng.chance(10) {
         let c = format!("rule {}", rng.below(1000));
         push(&mut a, &["-m", "comment", "--comment", &c]);
