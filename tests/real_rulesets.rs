@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{privileged, seen, sh, topology, Daemon, Netns, Pair, Tool};
+use common::{privileged, probe, seen, sh, topology, Daemon, Netns, Pair, Tool};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/real")
@@ -181,44 +181,11 @@ fn compare_tables(p: &Pair, d: &Daemon, rs: &Ruleset) {
     }
 }
 
-/// Like common::probe, but every wait ends after 0.5 s, before TCP's first SYN retransmission
-/// (1 s): a dropped SYN is then sent exactly once on both sides, and the counters can be compared.
-const PROBE_ONCE: &str = r#"
-import socket, sys
-for spec in sys.argv[1:]:
-    kind, host, port = spec.split(":")
-    try:
-        if kind == "tcp":
-            s = socket.socket(); s.settimeout(0.5); s.connect((host, int(port))); s.close()
-            res = "connected"
-        else:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)
-            s.connect((host, int(port))); s.send(b"probe"); s.recv(100)
-            res = "answered"
-    except socket.timeout:
-        res = "timeout"
-    except OSError as e:
-        res = "errno %d" % e.errno
-    print("%s %s" % (spec, res))
-"#;
-
-fn probe_once(ns: &Netns, specs: &[&str]) -> Vec<String> {
-    sh(&format!(
-        "ip netns exec {} python3 -c '{}' {}",
-        ns.name,
-        PROBE_ONCE.replace('\'', "'\\''"),
-        specs.join(" ")
-    ))
-    .lines()
-    .map(str::to_owned)
-    .collect()
-}
-
 /// What one side sees of a little traffic: TCP and UDP probes from the sender to the firewall
 /// (INPUT) and through it to the target (FORWARD), pings both ways, and the firewall's own
 /// pings and datagrams (OUTPUT).
 fn traffic(fw: &Netns, sender: &Netns) -> Vec<String> {
-    let mut seen = probe_once(
+    let (mut seen, _) = probe(
         sender,
         &[
             "tcp:10.9.1.2:22",

@@ -87,6 +87,13 @@ pub enum Shape {
     Count,
     /// The same rule with `-j LOG`, then the final ACCEPT.
     Log,
+    /// The counting rule with `-m limit --limit 1/hour --limit-burst 1` (its one credit
+    /// goes to the first packet: every other one runs the bucket and fails), then the final
+    /// ACCEPT.
+    Limit,
+    /// The counting rule with `-m addrtype --dst-type LOCAL` (every packet matches), then the
+    /// final ACCEPT.
+    Addrtype,
     /// `-p udp -m udp --dport 5001 -j DROP`.
     Drop,
     /// The same rule with `-j REJECT` (port unreachable).
@@ -98,7 +105,7 @@ pub enum Shape {
 
 impl Shape {
     /// Every shape, in table order.
-    pub const ALL: [Shape; 12] = [
+    pub const ALL: [Shape; 14] = [
         Shape::Bare,
         Shape::Conntrack,
         Shape::Plain,
@@ -108,6 +115,8 @@ impl Shape {
         Shape::State,
         Shape::Count,
         Shape::Log,
+        Shape::Limit,
+        Shape::Addrtype,
         Shape::Drop,
         Shape::Reject,
         Shape::TcpReset,
@@ -125,6 +134,8 @@ impl Shape {
             Shape::State => "state",
             Shape::Count => "count",
             Shape::Log => "log",
+            Shape::Limit => "limit",
+            Shape::Addrtype => "addrtype",
             Shape::Drop => "drop",
             Shape::Reject => "reject",
             Shape::TcpReset => "rst",
@@ -146,6 +157,8 @@ impl Shape {
             Shape::State => "N `-m state --state NEW` port rules + ACCEPT".into(),
             Shape::Count => "`--dport 5001` (no target) + ACCEPT".into(),
             Shape::Log => "`--dport 5001 -j LOG` + ACCEPT".into(),
+            Shape::Limit => "`--dport 5001 -m limit --limit 1/hour` (no credit) + ACCEPT".into(),
+            Shape::Addrtype => "`--dport 5001 -m addrtype --dst-type LOCAL` + ACCEPT".into(),
             Shape::Drop => "`--dport 5001 -j DROP`".into(),
             Shape::Reject => "`--dport 5001 -j REJECT`".into(),
             Shape::TcpReset => "`-p tcp --dport 5002 -j REJECT --reject-with tcp-reset`".into(),
@@ -206,6 +219,8 @@ impl Shape {
             })),
             Shape::Count => v.push(ours),
             Shape::Log => v.push(format!("{ours} -j LOG --log-prefix \"{LOG_PREFIX}\"")),
+            Shape::Limit => v.push(format!("{ours} -m limit --limit 1/hour --limit-burst 1")),
+            Shape::Addrtype => v.push(format!("{ours} -m addrtype --dst-type LOCAL")),
             Shape::Drop => return vec![format!("{ours} -j DROP")],
             Shape::Reject => {
                 return vec![format!(
@@ -231,7 +246,8 @@ impl Shape {
             Shape::Plain | Shape::Port | Shape::State => vec![(n + 1, true)],
             Shape::HeadNew => vec![(1, false), (2, false), (n + 3, true)],
             Shape::HeadEst => vec![(1, true), (n + 3, false)],
-            Shape::Count | Shape::Log => vec![(1, true), (2, true)],
+            Shape::Count | Shape::Log | Shape::Addrtype => vec![(1, true), (2, true)],
+            Shape::Limit => vec![(2, true)],
             Shape::Drop | Shape::Reject | Shape::TcpReset => vec![(1, true)],
         }
     }
@@ -277,6 +293,8 @@ pub fn plan(backends: &[Backend], counts: &[usize], log: bool) -> Vec<(Backend, 
         for s in [
             Shape::Count,
             Shape::Log,
+            Shape::Limit,
+            Shape::Addrtype,
             Shape::Drop,
             Shape::Reject,
             Shape::TcpReset,
@@ -612,6 +630,22 @@ impl FeatureReport {
             false,
             false,
             &|b| self.diff(b, Shape::Log, 0, Shape::Bare, 0),
+        );
+        fig(
+            "limit rule traversed, no credit (`-m limit --limit 1/hour`): over the same rule \
+             without `-m limit`"
+                .into(),
+            true,
+            false,
+            &|b| self.diff(b, Shape::Limit, 0, Shape::Count, 0),
+        );
+        fig(
+            "addrtype rule traversed (`-m addrtype --dst-type LOCAL`, matching): over the same \
+             rule without it"
+                .into(),
+            true,
+            false,
+            &|b| self.diff(b, Shape::Addrtype, 0, Shape::Count, 0),
         );
         fig(
             "REJECT (port unreachable) hit: over no firewall".into(),
@@ -1758,8 +1792,8 @@ mod tests {
             assert!(p.iter().any(|(_, x, _)| *x == s), "{s:?}");
         }
         assert_eq!(p[0], (Backend::None, Shape::Bare, 0));
-        // 2 references, 5 shapes x 2 counts x 2 backends, 5 N = 0 shapes x 2 backends.
-        assert_eq!(p.len(), 2 + 20 + 10);
+        // 2 references, 5 shapes x 2 counts x 2 backends, 7 N = 0 shapes x 2 backends.
+        assert_eq!(p.len(), 2 + 20 + 14);
         let no_log = plan(&[Backend::Legacy], &[0], false);
         assert!(!no_log.iter().any(|(_, s, _)| *s == Shape::Log));
         assert!(p
@@ -1832,6 +1866,8 @@ mod tests {
             Shape::State => ct + base + state * n,
             Shape::Count => base + 10.0,
             Shape::Log => base + if legacy { 25.0 } else { 60.0 },
+            Shape::Limit => base + 10.0 + if legacy { 20.0 } else { 12.0 },
+            Shape::Addrtype => base + 10.0 + if legacy { 30.0 } else { 8.0 },
             Shape::Drop => base,
             Shape::Reject => base + if legacy { 30.0 } else { 50.0 },
             Shape::TcpReset => 0.0,
