@@ -80,10 +80,11 @@ fn unsupported_extensions_are_refused_and_change_nothing() {
     let before = common::seen(&d.iptables(&p.bpf, Tool::Save, &["-c"], ""));
     for line in [
         "-A INPUT -j NFLOG",
-        "-A INPUT -m limit --limit 1/s -j ACCEPT",
+        "-A INPUT -m hashlimit --hashlimit-upto 1/s --hashlimit-name h -j ACCEPT",
+        "-A INPUT -m recent --set --name ssh",
         "-A INPUT -m connlimit --connlimit-above 3 -j ACCEPT",
         "-A INPUT -p tcp -j TCPMSS --clamp-mss-to-pmtu",
-        "-A OUTPUT -m owner --uid-owner 0 -j ACCEPT",
+        "-A INPUT -p tcp -m tcpmss --mss 1:500",
     ] {
         let args: Vec<&str> = line.split_whitespace().collect();
         let out = d.iptables(&p.bpf, Tool::Iptables, &args, "");

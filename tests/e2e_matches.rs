@@ -161,6 +161,31 @@ fn owner_matches_local_sockets_as_the_kernels() {
     );
     p.ipt(&d, "-A OUTPUT -j from-input");
     p.same_listing(&d);
+    // --suppl-groups walks any number of groups: refused by name, nothing changed
+    let before = common::seen(&d.iptables(&p.bpf, Tool::Save, &["-c"], ""));
+    let args = [
+        "-A",
+        "OUTPUT",
+        "-m",
+        "owner",
+        "--gid-owner",
+        "100",
+        "--suppl-groups",
+    ];
+    let (code, _, _) = common::seen(&d.iptables(&p.bpf, Tool::Iptables, &args, ""));
+    assert_ne!(code, 0, "owner --suppl-groups must be refused");
+    assert!(
+        d.log().contains("owner --suppl-groups"),
+        "the daemon must say what it refused:\n{}",
+        d.log()
+    );
+    assert_eq!(
+        common::seen(&d.iptables(&p.bpf, Tool::Save, &["-c"], "")),
+        before,
+        "a refused rule changes nothing"
+    );
+    let (code, _, _) = common::seen(&common::kernel(&p.kernel, Tool::Iptables, &args, ""));
+    assert_eq!(code, 0, "the kernel takes it");
 }
 
 /// `-m addrtype` against the namespace's addresses, which change under the rules: local,

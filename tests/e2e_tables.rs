@@ -128,19 +128,39 @@ fn a_failing_table_in_a_restore_fails_as_with_the_kernel() {
         &p.bpf,
         Tool::Iptables,
         &[
-            "-A", "INPUT", "-m", "limit", "--limit", "1/s", "-j", "ACCEPT",
+            "-A",
+            "INPUT",
+            "-m",
+            "hashlimit",
+            "--hashlimit-upto",
+            "1/s",
+            "--hashlimit-name",
+            "h",
+            "-j",
+            "ACCEPT",
         ],
         "",
     );
     assert!(
         !out.status.success(),
-        "limit is not compiled yet and must be refused"
+        "hashlimit is not compiled yet and must be refused"
     );
     let out = d.iptables(
         &p.bpf,
         Tool::Iptables,
         &[
-            "-t", "mangle", "-A", "INPUT", "-m", "limit", "--limit", "1/s", "-j", "ACCEPT",
+            "-t",
+            "mangle",
+            "-A",
+            "INPUT",
+            "-m",
+            "hashlimit",
+            "--hashlimit-upto",
+            "1/s",
+            "--hashlimit-name",
+            "h",
+            "-j",
+            "ACCEPT",
         ],
         "",
     );

@@ -137,6 +137,8 @@ pub const KERNEL_SOCKOPT_ERRNOS: &[i32] = &[
     libc::EPROTOTYPE,
     libc::ENOPROTOOPT,
     libc::EPERM,
+    // limit_mt_check: a burst of 0 or credits that overflow
+    libc::ERANGE,
 ];
 
 /// Errnos the wire layer gives for a frame that does not decode (see `WireError::errno`).
