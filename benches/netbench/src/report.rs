@@ -1,6 +1,6 @@
-//! Results: per-configuration figures, the summaries the issue asks for (added ns per packet,
-//! ns per rule, ratios to iptables-legacy, control-plane times, program sizes), the markdown
-//! table and the SVG plot.
+//! Results: per-configuration figures, the summaries bpfilter's performance targets are judged
+//! on (added ns per packet, ns per rule, ratios to iptables-legacy, control-plane times, program
+//! sizes), the markdown table and the SVG plot.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -116,7 +116,10 @@ impl FixedCost {
     }
 }
 
-/// One of the issue's targets for one bpfilter strategy.
+/// One of bpfilter's performance targets for one bpfilter strategy: per-rule cost at most 1/3
+/// (address rules) and 1/5 (port rules) of iptables-legacy's, a fixed cost (N = 0) no higher
+/// than iptables-legacy's, a 10,000-rule load in at most half of iptables-legacy-restore's
+/// time, and no per-rule cost cliff as N grows.
 #[derive(Debug, Clone)]
 pub struct TargetRow {
     /// The bpfilter configuration judged.
@@ -853,15 +856,16 @@ impl Report {
         }
     }
 
-    /// The rule kinds the issue's targets are about (the optional `mixed` kind is extra).
+    /// The rule kinds the performance targets are set for, addr and port (the optional `mixed`
+    /// kind is extra).
     fn target_kinds(&self) -> impl Iterator<Item = &RuleKind> {
         self.kinds
             .iter()
             .filter(|k| matches!(k, RuleKind::Addr | RuleKind::Port))
     }
 
-    /// The issue's targets for every measured bpfilter strategy, each with its figures and a
-    /// verdict.
+    /// The performance targets (see [`TargetRow`]) for every measured bpfilter strategy, each
+    /// with its figures and a verdict.
     pub fn target_rows(&self) -> Vec<TargetRow> {
         self.bpfilters()
             .into_iter()
@@ -869,7 +873,7 @@ impl Report {
             .collect()
     }
 
-    /// The issue's targets for bpfilter configuration `b`.
+    /// The performance targets for bpfilter configuration `b`.
     fn target_rows_of(&self, b: Backend) -> Vec<TargetRow> {
         let mut out: Vec<(String, String, bool)> = Vec::new();
         let failed_ns = |k: RuleKind| -> Vec<usize> {

@@ -62,8 +62,9 @@ struct Args {
     /// is reported as refused.
     #[arg(long, value_delimiter = ',', default_value = "cast,dynptr")]
     bpfilter_access: Vec<String>,
-    /// Rule kinds (comma separated): addr, port (the two), mixed (address and port
-    /// both changing: a linear chain even for a compiler that turns runs into lookups).
+    /// Rule kinds (comma separated): addr, port (the two the performance targets are set
+    /// for), mixed (address and port both changing: a linear chain even for a compiler that
+    /// turns runs into lookups).
     #[arg(long, value_delimiter = ',', default_value = "addr,port,mixed")]
     kinds: Vec<String>,
     /// Fail instead of skipping bpfilter when its binary is missing or no strategy's daemon

@@ -3,6 +3,7 @@
 //! ```text
 //! xt-mutate list                        one line per mutation: name, base, kind, setup, description
 //! xt-mutate make NAME CAPTURED_DIR OUT  write mutation NAME of its base blob to OUT
+//! xt-mutate help [COMMAND]              this list, or one command's arguments
 //! ```
 //! `base` names the capture (`CAPTURED_DIR/BASE/replace.bin`, or `add_counters.bin` for kind
 //! `add_counters`); `setup` says how capture.sh prepares the scratch namespace before sending
@@ -16,9 +17,10 @@
 //! 80, flags 82, invflags 83; nfcache 84, target_offset 88, next_offset 90, comefrom 92,
 //! counters 96); match/target headers are 32 bytes (size u16, name[29], revision u8).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
+use clap::{Parser, Subcommand};
 
 const HDR: usize = 96;
 const ENTRY: usize = 112;
@@ -620,10 +622,29 @@ fn make(name: &str, captured: &Path, out: &Path) -> Result<()> {
     std::fs::write(out, &blob.b).with_context(|| format!("write {}", out.display()))
 }
 
+/// Derives the negative fixtures (fixtures/negative/) from captured blobs.
+#[derive(Debug, Parser)]
+#[command(name = "xt-mutate", args_override_self = true)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// One line per mutation: name, base, kind, setup, description (tab separated).
+    List,
+    /// Write mutation NAME of its base blob (under CAPTURED_DIR) to OUT.
+    Make {
+        name: String,
+        captured_dir: PathBuf,
+        out: PathBuf,
+    },
+}
+
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [cmd] if cmd == "list" => {
+    match Args::parse().cmd {
+        Cmd::List => {
             let mut seen = std::collections::HashSet::new();
             for m in mutations() {
                 if !seen.insert(m.name) {
@@ -636,9 +657,32 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        [cmd, name, captured, out] if cmd == "make" => {
-            make(name, Path::new(captured), Path::new(out))
-        }
-        _ => bail!("usage: xt-mutate list | xt-mutate make NAME CAPTURED_DIR OUT"),
+        Cmd::Make {
+            name,
+            captured_dir,
+            out,
+        } => make(&name, &captured_dir, &out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line() {
+        Args::command().debug_assert();
+        assert!(matches!(
+            Args::try_parse_from(["xt-mutate", "list"]).map(|a| a.cmd),
+            Ok(Cmd::List)
+        ));
+        assert!(matches!(
+            Args::try_parse_from(["xt-mutate", "make", "header_short", "captured", "o.bin"])
+                .map(|a| a.cmd),
+            Ok(Cmd::Make { name, .. }) if name == "header_short"
+        ));
+        assert!(Args::try_parse_from(["xt-mutate", "list", "x"]).is_err());
+        assert!(Args::try_parse_from(["xt-mutate", "make", "a", "b"]).is_err());
     }
 }

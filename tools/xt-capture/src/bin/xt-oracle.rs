@@ -12,18 +12,21 @@
 //!                                           (xor 0xff, 0x01, 0x80), appended to OUT_TSV;
 //!                                           RESET re-installs the starting table size
 //! xt-oracle probes OUT_TSV                  malformed get/set requests and the kernel's errnos
-//! xt-oracle revision FAMILY KIND NAME REV    ask IPT_SO_GET_REVISION_MATCH/TARGET (family
+//! xt-oracle revision FAMILY KIND NAME REV   ask IPT_SO_GET_REVISION_MATCH/TARGET (FAMILY
 //!                                           ipv4) or IP6T_SO_GET_REVISION_* (ipv6); KIND is
 //!                                           match or target
+//! xt-oracle help [COMMAND]                  this list, or one command's arguments
 //! ```
 //! Every command prints one line `ERRNO<TAB>NAME` (`0<TAB>OK` on success) and exits 0 when the
-//! kernel answered, whatever it answered; a non-zero exit means the oracle itself failed.
+//! kernel answered, whatever it answered; a non-zero exit means the oracle itself failed (2 for
+//! a bad command line).
 
 use std::ffi::c_void;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
 
 const IPT_SO_SET_REPLACE: i32 = 64;
 const IPT_SO_SET_ADD_COUNTERS: i32 = 65;
@@ -130,14 +133,6 @@ fn table_name(name: &str) -> Result<[u8; 32]> {
     }
     out[..name.len()].copy_from_slice(name.as_bytes());
     Ok(out)
-}
-
-fn parse_optlen(args: &[String]) -> Result<Option<usize>> {
-    match args {
-        [] => Ok(None),
-        [flag, n] if flag == "--optlen" => Ok(Some(n.parse().context("--optlen")?)),
-        _ => bail!("unexpected arguments: {args:?}"),
-    }
 }
 
 fn cmd_replace(blob_path: &Path, optlen: Option<usize>) -> Result<i32> {
@@ -605,18 +600,15 @@ fn fetch(table: &str) -> Result<(i32, Vec<u8>, Vec<u8>)> {
 }
 
 /// A revision query as iptables sends it: `struct xt_get_revision { char name[29]; u8 revision; }`.
-fn cmd_revision(family: &str, kind: &str, name: &str, rev: &str) -> Result<i32> {
+fn cmd_revision(family: Family, kind: Kind, name: &str, rev: u8) -> Result<i32> {
     let (af, level, base) = match family {
-        "ipv4" => (libc::AF_INET, libc::IPPROTO_IP, 66),
-        "ipv6" => (libc::AF_INET6, libc::IPPROTO_IPV6, 68),
-        _ => bail!("family must be ipv4 or ipv6"),
+        Family::Ipv4 => (libc::AF_INET, libc::IPPROTO_IP, 66),
+        Family::Ipv6 => (libc::AF_INET6, libc::IPPROTO_IPV6, 68),
     };
     let optname = match kind {
-        "match" => base,
-        "target" => base + 1,
-        _ => bail!("kind must be match or target"),
+        Kind::Match => base,
+        Kind::Target => base + 1,
     };
-    let rev: u8 = rev.parse().context("revision")?;
     if name.len() >= 29 {
         bail!("name too long: {name}");
     }
@@ -648,54 +640,205 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("write {}", path.display()))
 }
 
-fn run(args: &[String]) -> Result<i32> {
-    match args {
-        [cmd, blob, rest @ ..] if cmd == "replace" => {
-            cmd_replace(Path::new(blob), parse_optlen(rest)?)
-        }
-        [cmd, blob, rest @ ..] if cmd == "add-counters" => {
-            cmd_add_counters(Path::new(blob), parse_optlen(rest)?)
-        }
-        [cmd, table, out] if cmd == "get-info" => {
-            let (e, info, _) = fetch(table)?;
+/// Asks the real kernel, in the current network namespace, what it says about an IPT_SO_*
+/// request. Every command prints `ERRNO<TAB>NAME` (`0<TAB>OK` on success) and exits 0 when the
+/// kernel answered, whatever it answered; a non-zero exit means the oracle itself failed.
+#[derive(Debug, Parser)]
+#[command(name = "xt-oracle", args_override_self = true)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Send BLOB as IPT_SO_SET_REPLACE (the counters pointer aimed at a buffer of ours).
+    Replace {
+        /// The ipt_replace blob (its counters pointer is overwritten).
+        blob: PathBuf,
+        /// optlen passed to setsockopt (default: BLOB's length).
+        #[arg(long, value_name = "N")]
+        optlen: Option<usize>,
+    },
+    /// Send BLOB as IPT_SO_SET_ADD_COUNTERS.
+    AddCounters {
+        /// The xt_counters_info blob.
+        blob: PathBuf,
+        /// optlen passed to setsockopt (default: BLOB's length).
+        #[arg(long, value_name = "N")]
+        optlen: Option<usize>,
+    },
+    /// Write the kernel's IPT_SO_GET_INFO answer for TABLE to OUT.
+    GetInfo { table: String, out: PathBuf },
+    /// Write the kernel's IPT_SO_GET_ENTRIES answer for TABLE to OUT.
+    GetEntries { table: String, out: PathBuf },
+    /// Write DIR/get_info.bin and DIR/get_entries.bin for TABLE.
+    Dump { table: String, dir: PathBuf },
+    /// Every single-byte flip (xor 0xff, 0x01, 0x80) of a SET_REPLACE blob, appended to
+    /// OUT_TSV; RESET (a SET_REPLACE blob) re-installs the starting table size.
+    Flips {
+        /// The base ipt_replace blob.
+        blob: PathBuf,
+        /// First column of every line written.
+        label: String,
+        /// Appended to.
+        out_tsv: PathBuf,
+        /// An ipt_replace blob whose table has as many entries as BLOB's num_counters.
+        reset: PathBuf,
+    },
+    /// Malformed get/set requests and the kernel's errnos, written to OUT_TSV.
+    Probes { out_tsv: PathBuf },
+    /// Ask IPT_SO_GET_REVISION_MATCH/TARGET (ipv4) or IP6T_SO_GET_REVISION_* (ipv6).
+    Revision {
+        #[arg(value_enum)]
+        family: Family,
+        #[arg(value_enum)]
+        kind: Kind,
+        /// Extension name (may be empty: the standard target).
+        name: String,
+        /// Revision asked about.
+        rev: u8,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Kind {
+    Match,
+    Target,
+}
+
+fn run(cmd: Cmd) -> Result<i32> {
+    match cmd {
+        Cmd::Replace { blob, optlen } => cmd_replace(&blob, optlen),
+        Cmd::AddCounters { blob, optlen } => cmd_add_counters(&blob, optlen),
+        Cmd::GetInfo { table, out } => {
+            let (e, info, _) = fetch(&table)?;
             if e == 0 || !info.is_empty() {
-                write(Path::new(out), &info)?;
+                write(&out, &info)?;
             }
             Ok(e)
         }
-        [cmd, table, out] if cmd == "get-entries" => {
-            let (e, _, entries) = fetch(table)?;
+        Cmd::GetEntries { table, out } => {
+            let (e, _, entries) = fetch(&table)?;
             if e == 0 {
-                write(Path::new(out), &entries)?;
+                write(&out, &entries)?;
             }
             Ok(e)
         }
-        [cmd, table, dir] if cmd == "dump" => {
-            let (e, info, entries) = fetch(table)?;
+        Cmd::Dump { table, dir } => {
+            let (e, info, entries) = fetch(&table)?;
             if e == 0 {
-                write(&Path::new(dir).join("get_info.bin"), &info)?;
-                write(&Path::new(dir).join("get_entries.bin"), &entries)?;
+                write(&dir.join("get_info.bin"), &info)?;
+                write(&dir.join("get_entries.bin"), &entries)?;
             }
             Ok(e)
         }
-        [cmd, base, label, out, reset] if cmd == "flips" => {
-            cmd_flips(Path::new(base), label, Path::new(out), Path::new(reset))
-        }
-        [cmd, out] if cmd == "probes" => cmd_probes(Path::new(out)),
-        [cmd, family, kind, name, rev] if cmd == "revision" => {
-            cmd_revision(family, kind, name, rev)
-        }
-        _ => bail!(
-            "usage: xt-oracle replace BLOB [--optlen N] | add-counters BLOB [--optlen N] | \
-             get-info TABLE OUT | get-entries TABLE OUT | dump TABLE DIR | flips BLOB LABEL OUT RESET | \
-             revision ipv4|ipv6 match|target NAME REV"
-        ),
+        Cmd::Flips {
+            blob,
+            label,
+            out_tsv,
+            reset,
+        } => cmd_flips(&blob, &label, &out_tsv, &reset),
+        Cmd::Probes { out_tsv } => cmd_probes(&out_tsv),
+        Cmd::Revision {
+            family,
+            kind,
+            name,
+            rev,
+        } => cmd_revision(family, kind, &name, rev),
     }
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let e = run(&args)?;
+    let e = run(Args::parse().cmd)?;
     println!("{e}\t{}", errno_name(e));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Cmd {
+        Args::try_parse_from(std::iter::once("xt-oracle").chain(args.iter().copied()))
+            .expect("parses")
+            .cmd
+    }
+
+    #[test]
+    fn command_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    /// The invocations of fixtures/capture.sh.
+    #[test]
+    fn capture_sh() {
+        assert!(
+            matches!(parse(&["dump", "filter", "d"]), Cmd::Dump { table, .. } if table == "filter")
+        );
+        assert!(matches!(
+            parse(&["get-info", "filter", "i.bin"]),
+            Cmd::GetInfo { .. }
+        ));
+        assert!(matches!(
+            parse(&["get-entries", "filter", "e.bin"]),
+            Cmd::GetEntries { .. }
+        ));
+        assert!(matches!(
+            parse(&["replace", "n.bin"]),
+            Cmd::Replace { optlen: None, .. }
+        ));
+        assert!(matches!(
+            parse(&["replace", "n.bin", "--optlen", "80"]),
+            Cmd::Replace {
+                optlen: Some(80),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&["add-counters", "n.bin", "--optlen", "40"]),
+            Cmd::AddCounters {
+                optlen: Some(40),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&["flips", "b.bin", "empty", "flips.tsv", "r.bin"]),
+            Cmd::Flips { label, .. } if label == "empty"
+        ));
+        assert!(matches!(parse(&["probes", "p.tsv"]), Cmd::Probes { .. }));
+        assert!(matches!(
+            parse(&["revision", "ipv6", "target", "", "1"]),
+            Cmd::Revision { family: Family::Ipv6, kind: Kind::Target, name, rev: 1 } if name.is_empty()
+        ));
+        assert!(matches!(
+            parse(&["revision", "ipv4", "match", "tcp", "0"]),
+            Cmd::Revision {
+                family: Family::Ipv4,
+                kind: Kind::Match,
+                ..
+            }
+        ));
+        for bad in [
+            &["revision", "ipv5", "match", "tcp", "0"][..],
+            &["revision", "ipv4", "rule", "tcp", "0"],
+            &["revision", "ipv4", "match", "tcp", "256"],
+            &["dump", "filter"],
+            &["replace", "n.bin", "extra"],
+            &[],
+        ] {
+            assert!(
+                Args::try_parse_from(std::iter::once("xt-oracle").chain(bad.iter().copied()))
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+    }
 }
