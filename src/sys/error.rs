@@ -87,6 +87,12 @@ pub(crate) fn last_errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
+/// The errno of a failed nix call, as a positive number (EIO if the OS gave none), like
+/// [`last_errno`].
+pub(crate) fn nix_errno(e: nix::errno::Errno) -> i32 {
+    Some(e as i32).filter(|e| *e > 0).unwrap_or(libc::EIO)
+}
+
 /// Turns a libbpf return value into a result. libbpf 1.x returns `-errno` on failure (and also
 /// sets errno).
 pub(crate) fn check(call: &'static str, ret: libc::c_int) -> Result<libc::c_int> {

@@ -1,12 +1,11 @@
 //! bpffs: mount it when missing, create the pin root, pin/get/unpin objects, remove pin trees.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::error::{check_path, io_path, Result, SysError};
-use super::map::owned;
 
 /// `BPF_FS_MAGIC` from include/uapi/linux/magic.h.
 pub const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -165,13 +164,16 @@ pub(crate) fn obj_get(path: &Path) -> Result<OwnedFd> {
     let c = path_cstring(path)?;
     // SAFETY: NUL-terminated path; returns a new fd or -errno.
     let ret = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
-    match check_path("bpf_obj_get", path, ret) {
-        Ok(fd) => Ok(owned(fd)),
+    let fd = match check_path("bpf_obj_get", path, ret) {
+        Ok(fd) => fd,
         Err(e) if e.errno() == libc::ENOENT => {
-            Err(SysError::not_found(format!("pin {}", path.display())))
+            return Err(SysError::not_found(format!("pin {}", path.display())))
         }
-        Err(e) => Err(e),
-    }
+        Err(e) => return Err(e),
+    };
+    // SAFETY: bpf_obj_get succeeded, so fd is a new fd of the pinned object, owned by nobody
+    // else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]

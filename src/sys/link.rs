@@ -5,11 +5,11 @@
 //! EBUSY. Closing the last fd detaches the link unless it is pinned on bpffs; a pinned link
 //! stays attached (and keeps its namespace alive) until the pin is removed.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use super::error::{check, Result, SysError};
-use super::map::{get_info, owned};
+use super::obj::{get_info, RawLinkInfo};
 use super::prog::Program;
 
 /// `BPF_F_NETFILTER_IP_DEFRAG`: reassemble before the program runs (priority must be > -400).
@@ -75,7 +75,9 @@ impl Link {
         let ret = unsafe {
             libbpf_sys::bpf_link_create(prog.fd().as_raw_fd(), 0, libbpf_sys::BPF_NETFILTER, &opts)
         };
-        Ok(Link::from_owned(owned(check("bpf_link_create", ret)?)))
+        let fd = check("bpf_link_create", ret)?;
+        // SAFETY: bpf_link_create succeeded, so fd is a new fd of the link, owned by nobody else.
+        Ok(Link::from_owned(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
     /// [`Link::netfilter`] in the network namespace `netns` (entered on a helper thread).
@@ -136,13 +138,16 @@ impl Link {
         }
         // SAFETY: plain integer argument; returns a new fd or -errno.
         let fd = unsafe { libbpf_sys::bpf_link_get_fd_by_id(id) };
-        match check("bpf_link_get_fd_by_id", fd) {
-            Ok(fd) => Ok(Link::from_owned(owned(fd))),
+        let fd = match check("bpf_link_get_fd_by_id", fd) {
+            Ok(fd) => fd,
             Err(e) if e.errno() == libc::ENOENT => {
-                Err(SysError::not_found(format!("link id {id}")))
+                return Err(SysError::not_found(format!("link id {id}")))
             }
-            Err(e) => Err(e),
-        }
+            Err(e) => return Err(e),
+        };
+        // SAFETY: bpf_link_get_fd_by_id succeeded, so fd is a new fd of the link, owned by
+        // nobody else.
+        Ok(Link::from_owned(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
     /// Detaches now, even if pinned (`bpf_link_detach`); the pin, if any, stays as a
@@ -168,7 +173,7 @@ impl Link {
         if let Some(h) = &self.fake {
             return h.link_info();
         }
-        let i: libbpf_sys::bpf_link_info = get_info("bpf_link_get_info_by_fd", self.fd())?;
+        let i: RawLinkInfo = get_info("bpf_link_get_info_by_fd", self.fd())?;
         let mut out = LinkInfo {
             id: i.id,
             link_type: i.type_,
@@ -179,8 +184,8 @@ impl Link {
             flags: 0,
         };
         if i.type_ == libbpf_sys::BPF_LINK_TYPE_NETFILTER {
-            // SAFETY: the kernel fills the `netfilter` union member for netfilter links.
-            let nf = unsafe { i.__bindgen_anon_1.netfilter };
+            // The kernel fills the `netfilter` member of the union for netfilter links.
+            let nf = &i.__bindgen_anon_1.netfilter;
             out.pf = nf.pf;
             out.hooknum = nf.hooknum;
             out.priority = nf.priority;

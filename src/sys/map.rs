@@ -8,8 +8,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use super::error::{check, Result, SysError};
+use super::obj::{get_info, RawMapInfo};
 use super::obj_name;
-use super::prog::Program;
 
 /// The kernel-internal ENOTSUPP (524) that BPF syscalls can leak to user space.
 const KERNEL_ENOTSUPP: i32 = 524;
@@ -21,7 +21,8 @@ pub enum MapType {
     Hash,
     /// BPF_MAP_TYPE_ARRAY.
     Array,
-    /// BPF_MAP_TYPE_PROG_ARRAY (values are program fds on update, program ids on lookup).
+    /// BPF_MAP_TYPE_PROG_ARRAY (values are program fds on update, program ids on lookup; see
+    /// [`Map::set_prog`] and [`Map::prog_id`]).
     ProgArray,
     /// BPF_MAP_TYPE_PERCPU_HASH.
     PercpuHash,
@@ -125,29 +126,6 @@ pub struct Map {
     max_entries: u32,
 }
 
-pub(crate) fn get_info<T: Default>(call: &'static str, fd: BorrowedFd<'_>) -> Result<T> {
-    let mut info = T::default();
-    let mut len =
-        u32::try_from(std::mem::size_of::<T>()).map_err(|_| SysError::invalid("info size"))?;
-    // SAFETY: info is a writable, zeroed T of `len` bytes; the kernel writes at most len bytes
-    // (and reports the size it knows in len); fd is a valid open fd.
-    let ret = unsafe {
-        libbpf_sys::bpf_obj_get_info_by_fd(
-            fd.as_raw_fd(),
-            std::ptr::from_mut(&mut info).cast(),
-            &mut len,
-        )
-    };
-    check(call, ret)?;
-    Ok(info)
-}
-
-/// Takes ownership of a fd a successful libbpf call returned.
-pub(crate) fn owned(fd: libc::c_int) -> OwnedFd {
-    // SAFETY: callers pass only a non-negative fd just returned by the kernel, owned by nobody.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
 impl Map {
     /// Creates a map (`bpf_map_create`). `name` is at most 15 bytes of `[A-Za-z0-9_.]`.
     pub fn create(
@@ -189,7 +167,9 @@ impl Map {
                 &opts,
             )
         };
-        let fd = owned(check("bpf_map_create", fd)?);
+        let fd = check("bpf_map_create", fd)?;
+        // SAFETY: bpf_map_create succeeded, so fd is a new fd of the map, owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Map {
             #[cfg(test)]
             fake: None,
@@ -234,7 +214,7 @@ impl Map {
     }
 
     fn from_fd(fd: OwnedFd) -> Result<Map> {
-        let info: libbpf_sys::bpf_map_info = get_info("bpf_map_get_info_by_fd", fd.as_fd())?;
+        let info: RawMapInfo = get_info("bpf_map_get_info_by_fd", fd.as_fd())?;
         Ok(Map {
             #[cfg(test)]
             fake: None,
@@ -266,11 +246,16 @@ impl Map {
         }
         // SAFETY: plain integer argument; returns a new fd or -errno.
         let fd = unsafe { libbpf_sys::bpf_map_get_fd_by_id(id) };
-        match check("bpf_map_get_fd_by_id", fd) {
-            Ok(fd) => Map::from_fd(owned(fd)),
-            Err(e) if e.errno() == libc::ENOENT => Err(SysError::not_found(format!("map id {id}"))),
-            Err(e) => Err(e),
-        }
+        let fd = match check("bpf_map_get_fd_by_id", fd) {
+            Ok(fd) => fd,
+            Err(e) if e.errno() == libc::ENOENT => {
+                return Err(SysError::not_found(format!("map id {id}")))
+            }
+            Err(e) => return Err(e),
+        };
+        // SAFETY: bpf_map_get_fd_by_id succeeded, so fd is a new fd of the map, owned by nobody
+        // else.
+        Map::from_fd(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     /// Pins the map at `path` on bpffs (`bpf_obj_pin`); EEXIST if something is there.
@@ -347,7 +332,7 @@ impl Map {
         if let Some(h) = &self.fake {
             return h.map_info();
         }
-        let i: libbpf_sys::bpf_map_info = get_info("bpf_map_get_info_by_fd", self.fd.as_fd())?;
+        let i: RawMapInfo = get_info("bpf_map_get_info_by_fd", self.fd.as_fd())?;
         Ok(MapInfo {
             map_type: MapType::from_raw(i.type_),
             id: i.id,
@@ -625,33 +610,6 @@ impl Map {
             }
         }
         Ok(out)
-    }
-
-    /// PROG_ARRAY: puts `prog` into slot `index` (atomic for readers: a tail call sees the old
-    /// or the new program).
-    pub fn set_prog(&self, index: u32, prog: &Program) -> Result<()> {
-        if self.map_type != MapType::ProgArray {
-            return Err(SysError::invalid(format!(
-                "set_prog on a {:?} map",
-                self.map_type
-            )));
-        }
-        let fd =
-            u32::try_from(prog.fd().as_raw_fd()).map_err(|_| SysError::invalid("negative fd"))?;
-        self.update(&index.to_ne_bytes(), &fd.to_ne_bytes(), update_flags::ANY)
-    }
-
-    /// PROG_ARRAY: id of the program in slot `index`, None if empty.
-    pub fn prog_id(&self, index: u32) -> Result<Option<u32>> {
-        if self.map_type != MapType::ProgArray {
-            return Err(SysError::invalid(format!(
-                "prog_id on a {:?} map",
-                self.map_type
-            )));
-        }
-        Ok(self
-            .get(&index.to_ne_bytes())?
-            .map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]])))
     }
 }
 

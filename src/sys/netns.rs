@@ -7,7 +7,9 @@
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use super::error::{io_path, Result, SysError};
+use nix::sched::CloneFlags;
+
+use super::error::{io_path, nix_errno, Result, SysError};
 
 /// Runs `f` on a new thread that first entered the network namespace `netns` (an fd of
 /// `/proc/PID/ns/net` or `/run/netns/NAME`), and returns its result. A panic in `f` is
@@ -21,15 +23,13 @@ pub fn in_netns<T: Send>(netns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) ->
         let handle = std::thread::Builder::new()
             .name("bpfilter-netns".into())
             .spawn_scoped(s, move || -> Result<T> {
-                // SAFETY: netns is a valid fd borrowed for the whole scope; setns only changes
-                // this new thread's namespace, which ends with the thread.
-                let ret = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
-                if ret != 0 {
-                    return Err(SysError::Syscall {
+                // setns only changes this new thread's namespace, which ends with the thread.
+                nix::sched::setns(netns, CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    SysError::Syscall {
                         call: "setns(CLONE_NEWNET)",
-                        errno: super::error::last_errno(),
-                    });
-                }
+                        errno: nix_errno(e),
+                    }
+                })?;
                 Ok(f())
             })
             .map_err(|e| SysError::Syscall {
@@ -47,17 +47,10 @@ pub fn in_netns<T: Send>(netns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) ->
 /// `bpf_map_info.netns_dev/netns_ino` and `ip netns identify` use (the inode is the number in
 /// `net:[...]`).
 pub fn netns_id(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: st is writable memory for one struct stat; fd is a valid open fd.
-    let ret = unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) };
-    if ret != 0 {
-        return Err(SysError::Syscall {
-            call: "fstat",
-            errno: super::error::last_errno(),
-        });
-    }
-    // SAFETY: fstat succeeded, so it initialized st.
-    let st = unsafe { st.assume_init() };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| SysError::Syscall {
+        call: "fstat",
+        errno: nix_errno(e),
+    })?;
     Ok((st.st_dev, st.st_ino))
 }
 

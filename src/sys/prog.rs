@@ -1,12 +1,14 @@
 //! BPF_PROG_TYPE_NETFILTER programs: load (with the verifier log on failure), test runs, pins
 //! and introspection.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use zerocopy::FromZeros;
+
 use super::error::{check, Result, SysError};
-use super::map::{get_info, owned};
+use super::obj::{fill_info, get_info, RawProgInfo};
 use super::obj_name;
 
 /// `struct bpf_insn` is 8 bytes.
@@ -115,10 +117,9 @@ fn load_once(
             &mut opts,
         )
     };
-    match check("bpf_prog_load", ret) {
-        Ok(fd) => Ok(owned(fd)),
-        Err(e) => Err((e.errno(), opts.log_true_size)),
-    }
+    let fd = check("bpf_prog_load", ret).map_err(|e| (e.errno(), opts.log_true_size))?;
+    // SAFETY: bpf_prog_load succeeded, so fd is a new fd of the program, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn log_text(buf: &[u8]) -> String {
@@ -231,7 +232,7 @@ impl Program {
         };
         let load_time = start.elapsed();
         let prog = Program::from_owned(fd);
-        let info: libbpf_sys::bpf_prog_info = get_info("bpf_prog_get_info_by_fd", prog.fd())?;
+        let info: RawProgInfo = get_info("bpf_prog_get_info_by_fd", prog.fd())?;
         let stats = LoadStats {
             verified_insns: info.verified_insns,
             load_time,
@@ -284,24 +285,14 @@ impl Program {
         if let Some(h) = &self.fake {
             return Ok(h.prog_info()?.1);
         }
-        let first: libbpf_sys::bpf_prog_info = get_info("bpf_prog_get_info_by_fd", self.fd())?;
+        let first: RawProgInfo = get_info("bpf_prog_get_info_by_fd", self.fd())?;
         let mut buf = vec![0u8; first.xlated_prog_len as usize];
-        let mut info = libbpf_sys::bpf_prog_info {
-            xlated_prog_len: first.xlated_prog_len,
-            xlated_prog_insns: buf.as_mut_ptr() as u64,
-            ..Default::default()
-        };
-        let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
-        // SAFETY: info is zeroed except xlated_prog_insns/len, which describe a writable buffer
-        // of that many bytes that outlives the call; the kernel writes at most that many.
-        let ret = unsafe {
-            libbpf_sys::bpf_obj_get_info_by_fd(
-                self.fd.as_raw_fd(),
-                std::ptr::from_mut(&mut info).cast(),
-                &mut len,
-            )
-        };
-        check("bpf_prog_get_info_by_fd", ret)?;
+        let mut info = RawProgInfo::new_zeroed();
+        info.xlated_prog_len = first.xlated_prog_len;
+        info.xlated_prog_insns = buf.as_mut_ptr() as u64;
+        // SAFETY: info is zeroed except xlated_prog_insns/xlated_prog_len, which describe buf, a
+        // writable buffer of that many bytes that outlives the call; self.fd is a program fd.
+        unsafe { fill_info("bpf_prog_get_info_by_fd", self.fd(), &mut info) }?;
         buf.truncate(info.xlated_prog_len.min(first.xlated_prog_len) as usize);
         Ok(buf)
     }
@@ -370,13 +361,16 @@ impl Program {
         }
         // SAFETY: plain integer argument; returns a new fd or -errno.
         let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
-        match check("bpf_prog_get_fd_by_id", fd) {
-            Ok(fd) => Ok(Program::from_owned(owned(fd))),
+        let fd = match check("bpf_prog_get_fd_by_id", fd) {
+            Ok(fd) => fd,
             Err(e) if e.errno() == libc::ENOENT => {
-                Err(SysError::not_found(format!("program id {id}")))
+                return Err(SysError::not_found(format!("program id {id}")))
             }
-            Err(e) => Err(e),
-        }
+            Err(e) => return Err(e),
+        };
+        // SAFETY: bpf_prog_get_fd_by_id succeeded, so fd is a new fd of the program, owned by
+        // nobody else.
+        Ok(Program::from_owned(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
     /// Kernel id of the program.
@@ -385,7 +379,7 @@ impl Program {
         if let Some(h) = &self.fake {
             return Ok(h.id());
         }
-        let info: libbpf_sys::bpf_prog_info = get_info("bpf_prog_get_info_by_fd", self.fd())?;
+        let info: RawProgInfo = get_info("bpf_prog_get_info_by_fd", self.fd())?;
         Ok(info.id)
     }
 
@@ -395,26 +389,16 @@ impl Program {
         if let Some(h) = &self.fake {
             return Ok(h.prog_info()?.0);
         }
-        let first: libbpf_sys::bpf_prog_info = get_info("bpf_prog_get_info_by_fd", self.fd())?;
+        let first: RawProgInfo = get_info("bpf_prog_get_info_by_fd", self.fd())?;
         let mut map_ids = vec![0u32; first.nr_map_ids as usize];
         if !map_ids.is_empty() {
-            let mut info = libbpf_sys::bpf_prog_info {
-                nr_map_ids: first.nr_map_ids,
-                map_ids: map_ids.as_mut_ptr() as u64,
-                ..Default::default()
-            };
-            let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
-            // SAFETY: info is a zeroed bpf_prog_info except map_ids/nr_map_ids, which describe a
-            // writable buffer of nr_map_ids u32s that outlives the call; the kernel fills at
-            // most that many.
-            let ret = unsafe {
-                libbpf_sys::bpf_obj_get_info_by_fd(
-                    self.fd.as_raw_fd(),
-                    std::ptr::from_mut(&mut info).cast(),
-                    &mut len,
-                )
-            };
-            check("bpf_prog_get_info_by_fd", ret)?;
+            let mut info = RawProgInfo::new_zeroed();
+            info.nr_map_ids = first.nr_map_ids;
+            info.map_ids = map_ids.as_mut_ptr() as u64;
+            // SAFETY: info is zeroed except map_ids/nr_map_ids, which describe map_ids, a
+            // writable buffer of nr_map_ids u32s that outlives the call (the kernel fills at
+            // most that many); self.fd is a program fd.
+            unsafe { fill_info("bpf_prog_get_info_by_fd", self.fd(), &mut info) }?;
             // The program's map set cannot change after load, but stay safe if it shrank.
             map_ids.truncate(info.nr_map_ids.min(first.nr_map_ids) as usize);
         }
@@ -434,8 +418,8 @@ impl Program {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::map::{update_flags, Map, MapType};
     use crate::sys::testutil::{insns, ipv4_udp_packet, require_bpf, TempPinDir};
+    use crate::sys::{Map, MapType};
 
     /// `r0 = ret; exit`.
     pub(crate) fn ret_prog(ret: i32) -> Vec<u8> {
@@ -620,34 +604,5 @@ mod tests {
             libc::EINVAL
         );
         assert_eq!(Map::from_pin(&path).unwrap_err().errno(), libc::EINVAL);
-    }
-
-    #[test]
-    fn prog_array_tail_call() {
-        if !require_bpf() {
-            return;
-        }
-        // Dispatcher: r6 = ctx; r2 = map; r3 = 0; tail_call; r0 = 1; exit  (empty slot: ACCEPT).
-        let pa = Map::create(MapType::ProgArray, 4, 4, 1, "bpfltr_t_pa").unwrap();
-        let fd = pa.fd().as_raw_fd();
-        let disp = insns(&[
-            (0x18, 2, 1, 0, fd), // r2 = map fd (BPF_PSEUDO_MAP_FD)
-            (0x00, 0, 0, 0, 0),
-            (0xb7, 3, 0, 0, 0),  // r3 = 0
-            (0x85, 0, 0, 0, 12), // call bpf_tail_call
-            (0xb7, 0, 0, 0, 1),  // r0 = 1
-            (0x95, 0, 0, 0, 0),
-        ]);
-        let (d, _) = Program::load_netfilter("bpfltr_t_disp", &disp, 0).unwrap();
-        assert_eq!(d.info().unwrap().map_ids, vec![pa.id().unwrap()]);
-        assert_eq!(d.test_run(&ipv4_udp_packet(), None, 1).unwrap().retval, 1);
-        let (drop_p, _) = Program::load_netfilter("bpfltr_t_drop", &ret_prog(0), 0).unwrap();
-        pa.set_prog(0, &drop_p).unwrap();
-        assert_eq!(pa.prog_id(0).unwrap(), Some(drop_p.id().unwrap()));
-        assert_eq!(d.test_run(&ipv4_udp_packet(), None, 1).unwrap().retval, 0);
-        pa.delete(&0u32.to_ne_bytes()).unwrap();
-        assert_eq!(pa.prog_id(0).unwrap(), None);
-        assert_eq!(d.test_run(&ipv4_udp_packet(), None, 1).unwrap().retval, 1);
-        let _ = update_flags::ANY;
     }
 }
