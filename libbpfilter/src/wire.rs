@@ -49,6 +49,8 @@ use std::os::unix::net::UnixStream;
 
 use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use zerocopy::little_endian::{I32, U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Frame magic: the ASCII bytes `BPFL`.
 pub const MAGIC: [u8; 4] = *b"BPFL";
@@ -68,11 +70,11 @@ pub const MAX_ERRNO: i32 = 4095;
 pub const NETNS_PATH: &str = "/proc/self/ns/net";
 
 /// Fixed part of a `Sockopt` request payload.
-const SOCKOPT_FIXED: usize = 12;
+const SOCKOPT_FIXED: usize = size_of::<SockoptHead>();
 /// Largest optval a `Sockopt` request can carry (the payload bound minus its fixed part).
 pub const MAX_OPTVAL: usize = MAX_PAYLOAD as usize - SOCKOPT_FIXED;
 /// Fixed part of a `Dump` request payload.
-const DUMP_FIXED: usize = 4;
+const DUMP_FIXED: usize = size_of::<DumpHead>();
 /// Bytes of the first chunk the reader asks for when a frame is announced; the rest grows as
 /// data actually arrives, so a peer that announces a huge length and sends nothing costs little.
 const READ_CHUNK: usize = 1 << 20;
@@ -80,6 +82,101 @@ const READ_CHUNK: usize = 1 << 20;
 /// for all of them, so it is never truncated (nix cannot parse a truncated one, and the fds the
 /// kernel did install would leak). Any beyond the first are closed.
 const MAX_FDS: usize = 253;
+
+// The fixed-layout parts of frames, as they are on the wire (see the module doc): byte arrays
+// and little-endian integers only, so every struct has alignment 1, no padding, and reads
+// from any offset of a buffer.
+
+/// The frame header.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+struct RawHeader {
+    /// [`MAGIC`].
+    magic: [u8; 4],
+    /// [`VERSION`].
+    version: U16,
+    /// A [`RequestKind`] code or [`REPLY_KIND`].
+    kind: U16,
+    /// Payload length.
+    len: U32,
+}
+
+/// The fixed part of a `Sockopt` request payload (the optval bytes follow).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+struct SockoptHead {
+    /// [`Family`] value.
+    family: u8,
+    /// [`SockoptOp`] value.
+    op: u8,
+    /// Zero.
+    reserved: [u8; 2],
+    /// The optname.
+    optname: U32,
+    /// The optlen.
+    optlen: U32,
+}
+
+/// A `TableNames` request payload.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+struct TableNamesBody {
+    /// [`Family`] value.
+    family: u8,
+    /// Zero.
+    reserved: [u8; 3],
+}
+
+/// The fixed part of a `Dump` request payload (the hook name, then the opaque payload follow).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+struct DumpHead {
+    /// Bit 0: a hook name follows.
+    flags: u8,
+    /// Zero.
+    reserved: [u8; 1],
+    /// Length of the hook name.
+    hook_len: U16,
+}
+
+/// The fixed part of a `Flush` request payload (the opaque payload follows).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+struct FlushHead {
+    /// 0 or 1.
+    all: u8,
+    /// Zero.
+    reserved: [u8; 3],
+}
+
+/// The fixed part of a reply payload (the answer's bytes follow).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+struct ReplyHead {
+    /// 0 or a positive errno.
+    errno: I32,
+}
+
+const _: () = {
+    assert!(size_of::<RawHeader>() == HEADER_LEN);
+    assert!(size_of::<SockoptHead>() == 12);
+    assert!(size_of::<TableNamesBody>() == 4);
+    assert!(size_of::<DumpHead>() == 4);
+    assert!(size_of::<FlushHead>() == 4);
+    assert!(size_of::<ReplyHead>() == 4);
+};
 
 /// Errors of framing, decoding and transport.
 #[derive(Debug, thiserror::Error)]
@@ -320,8 +417,11 @@ impl Reply {
 
     /// Serializes the whole frame (header + payload).
     pub fn encode(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(4 + self.payload.len());
-        body.extend_from_slice(&self.errno.to_le_bytes());
+        let head = ReplyHead {
+            errno: I32::new(self.errno),
+        };
+        let mut body = Vec::with_capacity(size_of::<ReplyHead>() + self.payload.len());
+        body.extend_from_slice(head.as_bytes());
         body.extend_from_slice(&self.payload);
         frame(REPLY_KIND, body)
     }
@@ -337,7 +437,8 @@ impl Reply {
 
     /// Parses a reply payload (after the header).
     pub fn decode_body(body: &[u8]) -> Result<Reply, WireError> {
-        let errno = i32::from_le_bytes(take::<4>(body, 0, "reply errno")?);
+        let (head, payload) = read_head::<ReplyHead>(body, "reply errno")?;
+        let errno = head.errno.get();
         if !(0..=MAX_ERRNO).contains(&errno) {
             return Err(WireError::Malformed {
                 what: "reply errno",
@@ -346,7 +447,7 @@ impl Reply {
         }
         Ok(Reply {
             errno,
-            payload: body[4..].to_vec(),
+            payload: payload.to_vec(),
         })
     }
 }
@@ -371,31 +472,47 @@ impl Request {
     pub fn encode(&self) -> Vec<u8> {
         let body = match self {
             Request::Sockopt(s) => {
+                let head = SockoptHead {
+                    family: s.family.as_u8(),
+                    op: s.op as u8,
+                    reserved: [0; 2],
+                    optname: U32::new(s.optname),
+                    optlen: U32::new(s.optlen),
+                };
                 let mut b = Vec::with_capacity(SOCKOPT_FIXED + s.payload.len());
-                b.push(s.family.as_u8());
-                b.push(s.op as u8);
-                b.extend_from_slice(&0u16.to_le_bytes());
-                b.extend_from_slice(&s.optname.to_le_bytes());
-                b.extend_from_slice(&s.optlen.to_le_bytes());
+                b.extend_from_slice(head.as_bytes());
                 b.extend_from_slice(&s.payload);
                 b
             }
-            Request::TableNames { family } => vec![family.as_u8(), 0, 0, 0],
+            Request::TableNames { family } => TableNamesBody {
+                family: family.as_u8(),
+                reserved: [0; 3],
+            }
+            .as_bytes()
+            .to_vec(),
             Request::Status { payload } | Request::Counters { payload } => payload.clone(),
             Request::Dump { hook, payload } => {
                 let name = hook.as_deref().unwrap_or("").as_bytes();
-                let mut b = Vec::with_capacity(DUMP_FIXED + name.len() + payload.len());
-                b.push(u8::from(hook.is_some()));
-                b.push(0);
                 // Oversized names are cut to u16 here and refused by the peer's length check.
-                b.extend_from_slice(&(name.len().min(u16::MAX as usize) as u16).to_le_bytes());
-                b.extend_from_slice(&name[..name.len().min(u16::MAX as usize)]);
+                let name = &name[..name.len().min(u16::MAX as usize)];
+                let head = DumpHead {
+                    flags: u8::from(hook.is_some()),
+                    reserved: [0; 1],
+                    hook_len: U16::new(name.len() as u16),
+                };
+                let mut b = Vec::with_capacity(DUMP_FIXED + name.len() + payload.len());
+                b.extend_from_slice(head.as_bytes());
+                b.extend_from_slice(name);
                 b.extend_from_slice(payload);
                 b
             }
             Request::Flush { all, payload } => {
-                let mut b = Vec::with_capacity(4 + payload.len());
-                b.extend_from_slice(&[u8::from(*all), 0, 0, 0]);
+                let head = FlushHead {
+                    all: u8::from(*all),
+                    reserved: [0; 3],
+                };
+                let mut b = Vec::with_capacity(size_of::<FlushHead>() + payload.len());
+                b.extend_from_slice(head.as_bytes());
                 b.extend_from_slice(payload);
                 b
             }
@@ -413,9 +530,9 @@ impl Request {
     pub fn decode_body(kind: RequestKind, body: &[u8]) -> Result<Request, WireError> {
         Ok(match kind {
             RequestKind::Sockopt => {
-                let head = take::<SOCKOPT_FIXED>(body, 0, "sockopt header")?;
-                let family = Family::from_u8(head[0])?;
-                let op = match head[1] {
+                let (head, optval) = read_head::<SockoptHead>(body, "sockopt header")?;
+                let family = Family::from_u8(head.family)?;
+                let op = match head.op {
                     0 => SockoptOp::Get,
                     1 => SockoptOp::Set,
                     other => {
@@ -425,10 +542,10 @@ impl Request {
                         })
                     }
                 };
-                reserved_zero(&head[2..4], "sockopt reserved")?;
-                let optname = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-                let optlen = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
-                let payload = body[SOCKOPT_FIXED..].to_vec();
+                reserved_zero(&head.reserved, "sockopt reserved")?;
+                let optname = head.optname.get();
+                let optlen = head.optlen.get();
+                let payload = optval.to_vec();
                 let consistent = match op {
                     SockoptOp::Get => payload.len() as u64 <= u64::from(optlen),
                     SockoptOp::Set => payload.len() as u64 == u64::from(optlen),
@@ -448,16 +565,16 @@ impl Request {
                 })
             }
             RequestKind::TableNames => {
-                let head = take::<4>(body, 0, "table-names request")?;
-                reserved_zero(&head[1..4], "table-names reserved")?;
-                if body.len() > 4 {
+                let (head, rest) = read_head::<TableNamesBody>(body, "table-names request")?;
+                reserved_zero(&head.reserved, "table-names reserved")?;
+                if !rest.is_empty() {
                     return Err(WireError::Trailing {
                         what: "table-names request",
-                        extra: body.len() - 4,
+                        extra: rest.len(),
                     });
                 }
                 Request::TableNames {
-                    family: Family::from_u8(head[0])?,
+                    family: Family::from_u8(head.family)?,
                 }
             }
             RequestKind::Status => Request::Status {
@@ -467,15 +584,15 @@ impl Request {
                 payload: body.to_vec(),
             },
             RequestKind::Dump => {
-                let head = take::<DUMP_FIXED>(body, 0, "dump header")?;
-                if head[0] > 1 {
+                let (head, rest) = read_head::<DumpHead>(body, "dump header")?;
+                if head.flags > 1 {
                     return Err(WireError::Malformed {
                         what: "dump flags",
-                        detail: format!("{:#04x} has unknown bits", head[0]),
+                        detail: format!("{:#04x} has unknown bits", head.flags),
                     });
                 }
-                reserved_zero(&head[1..2], "dump reserved")?;
-                let len = usize::from(u16::from_le_bytes([head[2], head[3]]));
+                reserved_zero(&head.reserved, "dump reserved")?;
+                let len = usize::from(head.hook_len.get());
                 if len > MAX_HOOK_NAME {
                     return Err(WireError::TooLarge {
                         what: "dump hook name",
@@ -483,7 +600,6 @@ impl Request {
                         max: MAX_HOOK_NAME as u64,
                     });
                 }
-                let rest = &body[DUMP_FIXED..];
                 if rest.len() < len {
                     return Err(WireError::Truncated {
                         what: "dump hook name",
@@ -495,7 +611,7 @@ impl Request {
                     what: "dump hook name",
                     detail: e.to_string(),
                 })?;
-                let hook = if head[0] & 1 == 1 {
+                let hook = if head.flags & 1 == 1 {
                     Some(name.to_owned())
                 } else if len == 0 {
                     None
@@ -511,8 +627,8 @@ impl Request {
                 }
             }
             RequestKind::Flush => {
-                let head = take::<4>(body, 0, "flush header")?;
-                let all = match head[0] {
+                let (head, rest) = read_head::<FlushHead>(body, "flush header")?;
+                let all = match head.all {
                     0 => false,
                     1 => true,
                     other => {
@@ -522,10 +638,10 @@ impl Request {
                         })
                     }
                 };
-                reserved_zero(&head[1..4], "flush reserved")?;
+                reserved_zero(&head.reserved, "flush reserved")?;
                 Request::Flush {
                     all,
-                    payload: body[4..].to_vec(),
+                    payload: rest.to_vec(),
                 }
             }
         })
@@ -544,16 +660,19 @@ pub struct FrameHeader {
 impl FrameHeader {
     /// Checks magic, version and the length bound of a 12-byte header.
     pub fn parse(h: &[u8; HEADER_LEN]) -> Result<FrameHeader, WireError> {
-        let magic = [h[0], h[1], h[2], h[3]];
-        if magic != MAGIC {
-            return Err(WireError::BadMagic(magic));
+        FrameHeader::from_raw(zerocopy::transmute!(*h))
+    }
+
+    fn from_raw(h: RawHeader) -> Result<FrameHeader, WireError> {
+        if h.magic != MAGIC {
+            return Err(WireError::BadMagic(h.magic));
         }
-        let version = u16::from_le_bytes([h[4], h[5]]);
+        let version = h.version.get();
         if version != VERSION {
             return Err(WireError::BadVersion(version));
         }
-        let kind = u16::from_le_bytes([h[6], h[7]]);
-        let len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+        let kind = h.kind.get();
+        let len = h.len.get();
         if len > MAX_PAYLOAD {
             return Err(WireError::TooLarge {
                 what: "frame payload",
@@ -688,21 +807,23 @@ pub fn read_reply(stream: &UnixStream) -> Result<Reply, WireError> {
 }
 
 fn frame(kind: u16, body: Vec<u8>) -> Vec<u8> {
+    let header = RawHeader {
+        magic: MAGIC,
+        version: U16::new(VERSION),
+        kind: U16::new(kind),
+        // A body above u32::MAX cannot be represented; saturating makes the peer refuse it as
+        // too large instead of reading a wrapped length.
+        len: U32::new(u32::try_from(body.len()).unwrap_or(u32::MAX)),
+    };
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&kind.to_le_bytes());
-    // A body above u32::MAX cannot be represented; saturating makes the peer refuse it as
-    // too large instead of reading a wrapped length.
-    out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(&body);
     out
 }
 
 fn split_frame(frame: &[u8]) -> Result<(u16, &[u8]), WireError> {
-    let h = take::<HEADER_LEN>(frame, 0, "frame header")?;
-    let header = FrameHeader::parse(&h)?;
-    let body = &frame[HEADER_LEN..];
+    let (h, body) = read_head::<RawHeader>(frame, "frame header")?;
+    let header = FrameHeader::from_raw(h)?;
     let len = header.len as usize;
     if body.len() < len {
         return Err(WireError::Truncated {
@@ -720,14 +841,16 @@ fn split_frame(frame: &[u8]) -> Result<(u16, &[u8]), WireError> {
     Ok((header.kind, body))
 }
 
-fn take<const N: usize>(buf: &[u8], at: usize, what: &'static str) -> Result<[u8; N], WireError> {
-    buf.get(at..at + N)
-        .and_then(|s| <[u8; N]>::try_from(s).ok())
-        .ok_or(WireError::Truncated {
-            what,
-            need: at + N,
-            have: buf.len(),
-        })
+/// The fixed-layout `T` at the start of `buf`, and the bytes after it.
+fn read_head<'a, T: FromBytes>(
+    buf: &'a [u8],
+    what: &'static str,
+) -> Result<(T, &'a [u8]), WireError> {
+    T::read_from_prefix(buf).map_err(|_| WireError::Truncated {
+        what,
+        need: size_of::<T>(),
+        have: buf.len(),
+    })
 }
 
 fn reserved_zero(bytes: &[u8], what: &'static str) -> Result<(), WireError> {
@@ -948,6 +1071,102 @@ mod tests {
         assert_eq!(&b[16..20], &64u32.to_le_bytes());
         assert_eq!(&b[20..24], &84u32.to_le_bytes());
         assert_eq!(&b[24..30], b"filter");
+    }
+
+    /// Every fixed-layout part encodes to the documented bytes (little endian, no padding) and
+    /// decodes back: the preload and the daemon of different builds stay compatible.
+    #[test]
+    fn headers_encode_to_the_exact_bytes_and_back() {
+        // Frame header.
+        let reply = Reply {
+            errno: 0x0102,
+            payload: vec![0xee; 0x0103],
+        };
+        let b = reply.encode();
+        let want_header = [b'B', b'P', b'F', b'L', 1, 0, 0x00, 0x80, 0x07, 0x01, 0, 0];
+        assert_eq!(b[..HEADER_LEN], want_header);
+        let h: [u8; HEADER_LEN] = b[..HEADER_LEN].try_into().expect("12 bytes");
+        assert_eq!(
+            FrameHeader::parse(&h).expect("valid header"),
+            FrameHeader {
+                kind: REPLY_KIND,
+                len: 4 + 0x0103,
+            }
+        );
+        let raw = RawHeader {
+            magic: MAGIC,
+            version: U16::new(0x0201),
+            kind: U16::new(0x0403),
+            len: U32::new(0x0807_0605),
+        };
+        assert_eq!(
+            raw.as_bytes(),
+            &[b'B', b'P', b'F', b'L', 1, 2, 3, 4, 5, 6, 7, 8]
+        );
+        assert_eq!(RawHeader::read_from_bytes(raw.as_bytes()), Ok(raw));
+        // Reply: errno, then the payload.
+        assert_eq!(b[12..16], [0x02, 0x01, 0, 0]);
+        assert_eq!(Reply::decode(&b).expect("reply"), reply);
+
+        // Sockopt: family, op, reserved, optname, optlen, optval.
+        let req = Request::Sockopt(Sockopt {
+            family: Family::Ipv6,
+            op: SockoptOp::Set,
+            optname: 0x0403_0201,
+            optlen: 2,
+            payload: vec![0xaa, 0xbb],
+        });
+        let b = req.encode();
+        assert_eq!(
+            b[..HEADER_LEN],
+            [b'B', b'P', b'F', b'L', 1, 0, 1, 0, 14, 0, 0, 0]
+        );
+        assert_eq!(
+            b[HEADER_LEN..],
+            [10, 1, 0, 0, 1, 2, 3, 4, 2, 0, 0, 0, 0xaa, 0xbb]
+        );
+        assert_eq!(Request::decode(&b).expect("sockopt"), req);
+
+        // TableNames: family, three reserved bytes.
+        let req = Request::TableNames {
+            family: Family::Ipv4,
+        };
+        let b = req.encode();
+        assert_eq!(
+            b[..HEADER_LEN],
+            [b'B', b'P', b'F', b'L', 1, 0, 2, 0, 4, 0, 0, 0]
+        );
+        assert_eq!(b[HEADER_LEN..], [2, 0, 0, 0]);
+        assert_eq!(Request::decode(&b).expect("table names"), req);
+
+        // Dump: flags, reserved, hook length, hook, payload.
+        let req = Request::Dump {
+            hook: Some("INPUT".into()),
+            payload: vec![7],
+        };
+        let b = req.encode();
+        assert_eq!(
+            b[..HEADER_LEN],
+            [b'B', b'P', b'F', b'L', 1, 0, 5, 0, 10, 0, 0, 0]
+        );
+        assert_eq!(
+            b[HEADER_LEN..],
+            [1, 0, 5, 0, b'I', b'N', b'P', b'U', b'T', 7]
+        );
+        assert_eq!(Request::decode(&b).expect("dump"), req);
+
+        // Flush: all, three reserved bytes, payload.
+        let req = Request::Flush {
+            all: true,
+            payload: vec![9, 8],
+        };
+        let b = req.encode();
+        assert_eq!(
+            b[..HEADER_LEN],
+            [b'B', b'P', b'F', b'L', 1, 0, 6, 0, 6, 0, 0, 0]
+        );
+        assert_eq!(b[HEADER_LEN..], [1, 0, 0, 0, 9, 8]);
+        assert_eq!(Request::decode(&b).expect("flush"), req);
     }
 
     #[test]

@@ -49,6 +49,7 @@ fn cap_eff(status: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
     use super::*;
 
     #[test]

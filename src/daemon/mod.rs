@@ -10,6 +10,7 @@ pub mod control;
 pub mod datapath;
 pub mod gc;
 pub mod kernel_tables;
+pub mod refusal;
 pub mod sockopt;
 pub mod state;
 pub mod store;

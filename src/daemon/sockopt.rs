@@ -6,28 +6,17 @@
 //! (`xt_find_table_lock` instantiates a table from its template): GET_INFO, GET_ENTRIES,
 //! SET_REPLACE (once the blob is valid) and SET_ADD_COUNTERS all instantiate `filter`.
 
-use ipt_abi::{AbiError, ExtKind, Family, Table, XtCounters};
+use ipt_abi::abi::{
+    c_str, IptReplace, IPT_GETINFO_SIZE, IPT_GET_ENTRIES_SIZE, IPT_SO_GET_ENTRIES, IPT_SO_GET_INFO,
+    IPT_SO_GET_REVISION_MATCH, IPT_SO_GET_REVISION_TARGET, IPT_SO_SET_ADD_COUNTERS,
+    IPT_SO_SET_REPLACE, XT_GET_REVISION_SIZE, XT_TABLE_MAXNAMELEN,
+};
+use ipt_abi::{ExtKind, Family, Table, XtCounters};
 use tracing::{info, warn};
+use zerocopy::{FromBytes, IntoBytes};
 
+use super::refusal::Refusal;
 use super::state::{Backends, Namespace, TableState};
-
-/// `IPT_SO_SET_REPLACE` (setsockopt).
-pub const SO_SET_REPLACE: u32 = 64;
-/// `IPT_SO_SET_ADD_COUNTERS` (setsockopt).
-pub const SO_SET_ADD_COUNTERS: u32 = 65;
-/// `IPT_SO_GET_INFO` (getsockopt).
-pub const SO_GET_INFO: u32 = 64;
-/// `IPT_SO_GET_ENTRIES` (getsockopt).
-pub const SO_GET_ENTRIES: u32 = 65;
-/// `IPT_SO_GET_REVISION_MATCH` (getsockopt).
-pub const SO_GET_REVISION_MATCH: u32 = 66;
-/// `IPT_SO_GET_REVISION_TARGET` (getsockopt).
-pub const SO_GET_REVISION_TARGET: u32 = 67;
-
-const TABLE_MAXNAMELEN: usize = 32;
-const GETINFO_LEN: u32 = 84;
-const GET_ENTRIES_HDR: u32 = 40;
-const GET_REVISION_LEN: u32 = 30;
 
 /// What a successful sockopt returns: the syscall's return value and, for gets, the bytes
 /// copied back into the caller's buffer (for SET_REPLACE: the old counters).
@@ -39,41 +28,12 @@ pub struct Answer {
     pub payload: Vec<u8>,
 }
 
-/// A failed sockopt: the errno the kernel would return, and why (for the daemon log).
-#[derive(Debug, PartialEq, Eq)]
-pub struct Refusal {
-    /// Positive errno.
-    pub errno: i32,
-    /// Why, for the log line.
-    pub reason: String,
-}
-
-impl Refusal {
-    fn new(errno: i32, reason: impl Into<String>) -> Self {
-        Self {
-            errno,
-            reason: reason.into(),
-        }
-    }
-}
-
-impl From<AbiError> for Refusal {
-    fn from(err: AbiError) -> Self {
-        Self {
-            errno: err.errno(),
-            reason: err.to_string(),
-        }
-    }
-}
-
 type Outcome = Result<Answer, Refusal>;
 
-/// The name in a fixed-size kernel name field: NUL-terminated, the last byte forced to NUL as
-/// the kernel does before it looks the name up.
-fn c_name(field: &[u8]) -> String {
-    let field = &field[..field.len().min(TABLE_MAXNAMELEN - 1)];
-    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    String::from_utf8_lossy(&field[..end]).into_owned()
+/// The name in a fixed-size kernel table-name field: NUL-terminated, the last byte forced to
+/// NUL as the kernel does before it looks the name up.
+fn table_name(field: &[u8; XT_TABLE_MAXNAMELEN]) -> String {
+    String::from_utf8_lossy(c_str(&field[..XT_TABLE_MAXNAMELEN - 1])).into_owned()
 }
 
 /// Answers a getsockopt at level IPPROTO_IP.
@@ -92,10 +52,10 @@ pub fn get(
         ));
     }
     match optname {
-        SO_GET_INFO => get_info(ns, backends, optlen, optval),
-        SO_GET_ENTRIES => get_entries(ns, backends, optlen, optval),
-        SO_GET_REVISION_MATCH => get_revision(ExtKind::Match, optlen, optval),
-        SO_GET_REVISION_TARGET => get_revision(ExtKind::Target, optlen, optval),
+        IPT_SO_GET_INFO => get_info(ns, backends, optlen, optval),
+        IPT_SO_GET_ENTRIES => get_entries(ns, backends, optlen, optval),
+        IPT_SO_GET_REVISION_MATCH => get_revision(ExtKind::Match, optlen, optval),
+        IPT_SO_GET_REVISION_TARGET => get_revision(ExtKind::Target, optlen, optval),
         _ => Err(Refusal::new(
             libc::ENOPROTOOPT,
             format!("unknown getsockopt optname {optname}"),
@@ -106,8 +66,8 @@ pub fn get(
 /// Answers a setsockopt at level IPPROTO_IP.
 pub fn set(ns: &mut Namespace, backends: &dyn Backends, optname: u32, optval: &[u8]) -> Outcome {
     match optname {
-        SO_SET_REPLACE => set_replace(ns, backends, optval),
-        SO_SET_ADD_COUNTERS => set_add_counters(ns, backends, optval),
+        IPT_SO_SET_REPLACE => set_replace(ns, backends, optval),
+        IPT_SO_SET_ADD_COUNTERS => set_add_counters(ns, backends, optval),
         _ => Err(Refusal::new(
             libc::ENOPROTOOPT,
             format!("unknown setsockopt optname {optname}"),
@@ -116,17 +76,19 @@ pub fn set(ns: &mut Namespace, backends: &dyn Backends, optname: u32, optval: &[
 }
 
 /// `get_info()`: the 84-byte `ipt_getinfo` of a table.
+///
+/// The kernel refuses an optlen other than 84 (EINVAL), then copies the 32-byte name from the
+/// caller (EFAULT if the caller's buffer is shorter). `parse_get_info_request` sees only the
+/// bytes the client sent and calls a short name EINVAL too: with optlen right, that failure is
+/// the copy's, EFAULT.
 fn get_info(ns: &mut Namespace, backends: &dyn Backends, optlen: u32, optval: &[u8]) -> Outcome {
-    if optlen != GETINFO_LEN {
-        return Err(Refusal::new(
-            libc::EINVAL,
-            format!("GET_INFO optlen {optlen}, want {GETINFO_LEN}"),
-        ));
-    }
-    let name = optval
-        .get(..TABLE_MAXNAMELEN)
-        .map(c_name)
-        .ok_or_else(short_buffer)?;
+    let name = ipt_abi::parse_get_info_request(optval, optlen).map_err(|e| {
+        if optlen as usize == IPT_GETINFO_SIZE {
+            short_buffer()
+        } else {
+            Refusal::from(e)
+        }
+    })?;
     let table = ns.instantiate(&name, backends)?;
     Ok(Answer {
         ret: 0,
@@ -135,34 +97,23 @@ fn get_info(ns: &mut Namespace, backends: &dyn Backends, optlen: u32, optval: &[
 }
 
 /// `get_entries()`: the `ipt_get_entries` header followed by the entries with live counters.
+///
+/// The kernel refuses an optlen below the 40-byte header (EINVAL), copies the header (EFAULT if
+/// the caller's buffer is shorter), refuses an optlen other than 40 + size (EINVAL), looks the
+/// table up (ENOENT) and refuses a size that is not the table's (EAGAIN).
+/// `parse_get_entries_request` makes the two optlen checks but calls a header shorter than 40
+/// bytes EINVAL whatever optlen says: with optlen past the header, that failure is the copy's,
+/// EFAULT.
 fn get_entries(ns: &mut Namespace, backends: &dyn Backends, optlen: u32, optval: &[u8]) -> Outcome {
-    if optlen < GET_ENTRIES_HDR {
-        return Err(Refusal::new(
-            libc::EINVAL,
-            format!("GET_ENTRIES optlen {optlen} below the header"),
-        ));
-    }
-    let hdr = optval
-        .get(..GET_ENTRIES_HDR as usize)
-        .ok_or_else(short_buffer)?;
-    let size = u32::from_ne_bytes([hdr[32], hdr[33], hdr[34], hdr[35]]);
-    if u64::from(optlen) != u64::from(GET_ENTRIES_HDR) + u64::from(size) {
-        return Err(Refusal::new(
-            libc::EINVAL,
-            format!("GET_ENTRIES optlen {optlen} != 40 + size {size}"),
-        ));
-    }
-    let name = c_name(&hdr[..TABLE_MAXNAMELEN]);
+    let (name, size) = ipt_abi::parse_get_entries_request(optval, optlen).map_err(|e| {
+        if optlen as usize >= IPT_GET_ENTRIES_SIZE && optval.len() < IPT_GET_ENTRIES_SIZE {
+            short_buffer()
+        } else {
+            Refusal::from(e)
+        }
+    })?;
     let table = ns.instantiate(&name, backends)?;
-    if size != table.table.size() {
-        return Err(Refusal::new(
-            libc::EAGAIN,
-            format!(
-                "GET_ENTRIES size {size} is stale, table {name} has {}",
-                table.table.size()
-            ),
-        ));
-    }
+    table.table.check_get_entries_size(size)?;
     let counters = table.counters()?;
     Ok(Answer {
         ret: 0,
@@ -171,17 +122,20 @@ fn get_entries(ns: &mut Namespace, backends: &dyn Backends, optlen: u32, optval:
 }
 
 /// `xt_find_revision()`: 0, EPROTONOSUPPORT (known name, other revision), or ENOENT.
+///
+/// The kernel refuses an optlen other than 30 (EINVAL), then copies the request (EFAULT if the
+/// caller's buffer is shorter). `parse_revision_request` wants exactly the 30 bytes: it gets
+/// the first optlen bytes sent (none if fewer were sent), so any optlen but 30 is its EINVAL,
+/// and with optlen 30 its only failure is a short buffer, EFAULT.
 fn get_revision(kind: ExtKind, optlen: u32, optval: &[u8]) -> Outcome {
-    if optlen != GET_REVISION_LEN {
-        return Err(Refusal::new(
-            libc::EINVAL,
-            format!("GET_REVISION optlen {optlen}, want {GET_REVISION_LEN}"),
-        ));
-    }
-    let req = optval
-        .get(..GET_REVISION_LEN as usize)
-        .ok_or_else(short_buffer)?;
-    let (name, revision) = ipt_abi::parse_revision_request(req)?;
+    let req = optval.get(..optlen as usize).unwrap_or_default();
+    let (name, revision) = ipt_abi::parse_revision_request(req).map_err(|e| {
+        if optlen as usize == XT_GET_REVISION_SIZE {
+            short_buffer()
+        } else {
+            Refusal::from(e)
+        }
+    })?;
     // The kernel's getsockopt returns 0 once xt_find_revision found the revision.
     ipt_abi::query_revision(Family::Ipv4, kind, &name, revision)?;
     Ok(Answer::default())
@@ -189,8 +143,11 @@ fn get_revision(kind: ExtKind, optlen: u32, optval: &[u8]) -> Outcome {
 
 /// `do_replace()`: validate, compile, load, switch; answer the old counters.
 fn set_replace(ns: &mut Namespace, backends: &dyn Backends, optval: &[u8]) -> Outcome {
-    // A short header is parse_replace's to refuse, with the kernel's errno.
-    let name = c_name(optval.get(..TABLE_MAXNAMELEN).unwrap_or_default());
+    // A short header is parse_replace's to refuse, with the kernel's errno (the name read here
+    // only picks the entry count below).
+    let name = IptReplace::read_from_prefix(optval)
+        .map(|(hdr, _)| table_name(&hdr.name))
+        .unwrap_or_default();
     // The current entry count decides EAGAIN; a table that does not exist yet would be
     // instantiated by the kernel after validation, with its initial entries.
     let current = match ns.tables.get(&name) {
@@ -231,14 +188,9 @@ fn short_buffer() -> Refusal {
     Refusal::new(libc::EFAULT, "request shorter than its optlen")
 }
 
-/// `xt_counters` array as the kernel copies it to user space.
+/// `xt_counters` array as the kernel copies it to user space (native-endian u64 pairs).
 pub fn counters_bytes(counters: &[XtCounters]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(counters.len() * 16);
-    for c in counters {
-        out.extend_from_slice(&c.pcnt.to_ne_bytes());
-        out.extend_from_slice(&c.bcnt.to_ne_bytes());
-    }
-    out
+    counters.as_bytes().to_vec()
 }
 
 impl TableState {
@@ -252,6 +204,7 @@ impl TableState {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
@@ -332,21 +285,27 @@ mod tests {
 
     fn name_field(name: &str) -> Vec<u8> {
         let mut v = name.as_bytes().to_vec();
-        v.resize(TABLE_MAXNAMELEN, 0);
+        v.resize(XT_TABLE_MAXNAMELEN, 0);
         v
     }
 
     fn get_info(ns: &mut Namespace, b: &FakeBackends, name: &str) -> Outcome {
         let mut req = name_field(name);
-        req.resize(GETINFO_LEN as usize, 0);
-        get(ns, b, SO_GET_INFO, GETINFO_LEN, &req)
+        req.resize(IPT_GETINFO_SIZE, 0);
+        get(ns, b, IPT_SO_GET_INFO, IPT_GETINFO_SIZE as u32, &req)
     }
 
     fn get_entries(ns: &mut Namespace, b: &FakeBackends, size: u32) -> Outcome {
         let mut req = name_field("filter");
         req.extend_from_slice(&size.to_ne_bytes());
-        req.resize(GET_ENTRIES_HDR as usize, 0);
-        get(ns, b, SO_GET_ENTRIES, GET_ENTRIES_HDR + size, &req)
+        req.resize(IPT_GET_ENTRIES_SIZE, 0);
+        get(
+            ns,
+            b,
+            IPT_SO_GET_ENTRIES,
+            IPT_GET_ENTRIES_SIZE as u32 + size,
+            &req,
+        )
     }
 
     fn one_rule_blob(num_counters: u32) -> Vec<u8> {
@@ -369,7 +328,7 @@ mod tests {
             libc::ENOENT
         );
         assert_eq!(
-            get(&mut ns, &b, SO_GET_INFO, 83, &[0; 83])
+            get(&mut ns, &b, IPT_SO_GET_INFO, 83, &[0; 83])
                 .unwrap_err()
                 .errno,
             libc::EINVAL
@@ -391,17 +350,66 @@ mod tests {
         req.extend_from_slice(&size.to_ne_bytes());
         req.resize(40, 0);
         assert_eq!(
-            get(&mut ns, &b, SO_GET_ENTRIES, 40 + size + 1, &req)
+            get(&mut ns, &b, IPT_SO_GET_ENTRIES, 40 + size + 1, &req)
                 .unwrap_err()
                 .errno,
             libc::EINVAL
         );
         assert_eq!(
-            get(&mut ns, &b, SO_GET_ENTRIES, 39, &req[..39])
+            get(&mut ns, &b, IPT_SO_GET_ENTRIES, 39, &req[..39])
                 .unwrap_err()
                 .errno,
             libc::EINVAL
         );
+    }
+
+    /// A request whose optlen passes the kernel's length check but whose bytes are fewer than
+    /// the kernel copies: EFAULT (copy_from_user), not the decoder's EINVAL; a wrong optlen
+    /// stays EINVAL however few bytes came with it.
+    #[test]
+    fn short_buffers_are_efault_after_the_optlen_checks() {
+        let b = FakeBackends::default();
+        let mut ns = Namespace::new(NsId(1));
+        let errno = |r: Outcome| r.expect_err("refused").errno;
+        let name = name_field("filter");
+        assert_eq!(
+            errno(get(&mut ns, &b, IPT_SO_GET_INFO, 84, &name[..31])),
+            libc::EFAULT
+        );
+        assert_eq!(
+            errno(get(&mut ns, &b, IPT_SO_GET_INFO, 83, &name[..31])),
+            libc::EINVAL
+        );
+        let size = Table::initial("filter").expect("filter").size();
+        let mut hdr = name_field("filter");
+        hdr.extend_from_slice(&size.to_ne_bytes());
+        assert_eq!(
+            errno(get(&mut ns, &b, IPT_SO_GET_ENTRIES, 40 + size, &hdr)),
+            libc::EFAULT
+        );
+        assert_eq!(
+            errno(get(&mut ns, &b, IPT_SO_GET_ENTRIES, 40, &hdr)),
+            libc::EFAULT
+        );
+        assert_eq!(
+            errno(get(&mut ns, &b, IPT_SO_GET_ENTRIES, 39, &hdr)),
+            libc::EINVAL
+        );
+        let mut rev = b"udp".to_vec();
+        rev.resize(29, 0);
+        assert_eq!(
+            errno(get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 30, &rev)),
+            libc::EFAULT
+        );
+        assert_eq!(
+            errno(get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 31, &rev)),
+            libc::EINVAL
+        );
+        assert_eq!(
+            errno(get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 29, &rev)),
+            libc::EINVAL
+        );
+        assert!(ns.tables.is_empty(), "refused requests instantiate nothing");
     }
 
     #[test]
@@ -410,11 +418,15 @@ mod tests {
         let mut ns = Namespace::new(NsId(1));
         get_info(&mut ns, &b, "filter").unwrap();
         b.live.lock().unwrap()[0] = XtCounters { pcnt: 3, bcnt: 300 };
-        let a = set(&mut ns, &b, SO_SET_REPLACE, &one_rule_blob(4)).expect("replace");
+        let a = set(&mut ns, &b, IPT_SO_SET_REPLACE, &one_rule_blob(4)).expect("replace");
         assert_eq!(a.payload.len(), 4 * 16);
         assert_eq!(
+            XtCounters::read_from_prefix(&a.payload).map(|(c, _)| c),
+            Ok(XtCounters { pcnt: 3, bcnt: 300 })
+        );
+        assert_eq!(
             &a.payload[..16],
-            &counters_bytes(&[XtCounters { pcnt: 3, bcnt: 300 }])[..]
+            &[3u64.to_ne_bytes(), 300u64.to_ne_bytes()].concat()[..]
         );
         let table = &ns.tables["filter"].table;
         assert_eq!(table.entries.len(), 5);
@@ -423,7 +435,7 @@ mod tests {
         add.extend_from_slice(&5u32.to_ne_bytes());
         add.extend_from_slice(&[0; 4]);
         add.extend_from_slice(&counters_bytes(&[XtCounters { pcnt: 7, bcnt: 70 }; 5]));
-        set(&mut ns, &b, SO_SET_ADD_COUNTERS, &add).expect("add");
+        set(&mut ns, &b, IPT_SO_SET_ADD_COUNTERS, &add).expect("add");
         assert_eq!(
             ns.tables["filter"].backend.counters().unwrap()[4],
             XtCounters { pcnt: 7, bcnt: 70 }
@@ -434,7 +446,7 @@ mod tests {
         bad.extend_from_slice(&[0; 4]);
         bad.extend_from_slice(&counters_bytes(&[XtCounters { pcnt: 1, bcnt: 1 }; 4]));
         assert_eq!(
-            set(&mut ns, &b, SO_SET_ADD_COUNTERS, &bad)
+            set(&mut ns, &b, IPT_SO_SET_ADD_COUNTERS, &bad)
                 .unwrap_err()
                 .errno,
             libc::EINVAL
@@ -452,7 +464,7 @@ mod tests {
         get_info(&mut ns, &b, "filter").unwrap();
         let before = ns.tables["filter"].table.clone();
         assert_eq!(
-            set(&mut ns, &b, SO_SET_REPLACE, &one_rule_blob(3))
+            set(&mut ns, &b, IPT_SO_SET_REPLACE, &one_rule_blob(3))
                 .unwrap_err()
                 .errno,
             libc::EAGAIN
@@ -468,7 +480,7 @@ mod tests {
         let before = ns.tables["filter"].table.clone();
         *b.fail_next.lock().unwrap() = Some(libc::EINVAL);
         assert_eq!(
-            set(&mut ns, &b, SO_SET_REPLACE, &one_rule_blob(4))
+            set(&mut ns, &b, IPT_SO_SET_REPLACE, &one_rule_blob(4))
                 .unwrap_err()
                 .errno,
             libc::EINVAL
@@ -482,10 +494,13 @@ mod tests {
         let mut ns = Namespace::new(NsId(1));
         let errno = |r: Outcome| r.unwrap_err().errno;
         assert_eq!(
-            errno(set(&mut ns, &b, SO_SET_REPLACE, &[0xff; 50])),
+            errno(set(&mut ns, &b, IPT_SO_SET_REPLACE, &[0xff; 50])),
             libc::EINVAL
         );
-        assert_eq!(errno(set(&mut ns, &b, SO_SET_REPLACE, &[])), libc::EINVAL);
+        assert_eq!(
+            errno(set(&mut ns, &b, IPT_SO_SET_REPLACE, &[])),
+            libc::EINVAL
+        );
         assert_eq!(errno(set(&mut ns, &b, 66, &[])), libc::ENOPROTOOPT);
         assert_eq!(errno(get(&mut ns, &b, 68, 84, &[0; 84])), libc::ENOPROTOOPT);
         assert!(ns.tables.is_empty(), "refused requests instantiate nothing");
@@ -498,10 +513,10 @@ mod tests {
         let mut req = b"multiport".to_vec();
         req.resize(29, 0);
         req.push(1);
-        assert!(get(&mut ns, &b, SO_GET_REVISION_MATCH, 30, &req).is_ok());
+        assert!(get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 30, &req).is_ok());
         req[29] = 7;
         assert_eq!(
-            get(&mut ns, &b, SO_GET_REVISION_MATCH, 30, &req)
+            get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 30, &req)
                 .unwrap_err()
                 .errno,
             libc::EPROTONOSUPPORT
@@ -509,13 +524,13 @@ mod tests {
         let mut unknown = b"nosuchmatch".to_vec();
         unknown.resize(30, 0);
         assert_eq!(
-            get(&mut ns, &b, SO_GET_REVISION_MATCH, 30, &unknown)
+            get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 30, &unknown)
                 .unwrap_err()
                 .errno,
             libc::ENOENT
         );
         assert_eq!(
-            get(&mut ns, &b, SO_GET_REVISION_TARGET, 29, &unknown)
+            get(&mut ns, &b, IPT_SO_GET_REVISION_TARGET, 29, &unknown)
                 .unwrap_err()
                 .errno,
             libc::EINVAL

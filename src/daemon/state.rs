@@ -10,7 +10,7 @@ use std::fmt;
 
 use ipt_abi::{Table, XtCounters};
 
-use super::sockopt::Refusal;
+use super::refusal::Refusal;
 
 /// A network namespace, named by its nsfs inode (unique while the namespace lives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,10 +49,7 @@ impl BackendError {
 
 impl From<BackendError> for Refusal {
     fn from(e: BackendError) -> Self {
-        Refusal {
-            errno: e.errno,
-            reason: e.what,
-        }
+        Refusal::new(e.errno, e.what)
     }
 }
 
@@ -158,9 +155,8 @@ impl Namespace {
             self.tables
                 .insert(name.to_owned(), TableState { table, backend });
         }
-        self.tables.get_mut(name).ok_or_else(|| Refusal {
-            errno: libc::ENOENT,
-            reason: format!("no table {name}"),
-        })
+        self.tables
+            .get_mut(name)
+            .ok_or_else(|| Refusal::new(libc::ENOENT, format!("no table {name}")))
     }
 }
