@@ -25,7 +25,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{privileged, Daemon, Pair, Tool};
+use common::{privileged, Daemon, Pair, Rng, Tool};
 use hardening::*;
 
 /// Not a test: the sockopt client the other tests re-execute this binary as (a no-op here).
@@ -489,20 +489,6 @@ fn log_tail(d: &Daemon) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// A tiny deterministic PRNG (xorshift64*), so a failure reproduces.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
 fn header(kind: u16, len: u32) -> Vec<u8> {
     let mut h = b"BPFL".to_vec();
     h.extend_from_slice(&1u16.to_le_bytes());
@@ -576,7 +562,7 @@ fn alive(d: &Daemon, ns_path: &Path, step: &str) {
 fn socket_garbage(d: &Daemon, ns_path: &Path) -> usize {
     let sock = d.socket.as_path();
     let mut n = 0;
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut rng = Rng::new(0x5eed_1234_abcd_0001);
 
     // Connect and close, many times.
     for _ in 0..50 {

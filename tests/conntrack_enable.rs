@@ -83,7 +83,6 @@ fn eventually(mut f: impl FnMut() -> bool) -> bool {
 #[test]
 fn enable_tracks_and_disable_stops() {
     if !privileged() {
-        eprintln!("SKIPPED: conntrack_enable needs root");
         return;
     }
     let ns = Netns::new("ct");
@@ -162,7 +161,6 @@ fn enable_tracks_and_disable_stops() {
 #[test]
 fn enable_is_per_namespace() {
     if !privileged() {
-        eprintln!("SKIPPED: conntrack_enable needs root");
         return;
     }
     let a = Netns::new("cta");

@@ -4,6 +4,8 @@
 //! NULL or `lo`. Under CI=true the test fails when it cannot run; otherwise it skips.
 #![allow(clippy::unwrap_used, reason = "test code")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
@@ -14,12 +16,7 @@ use bpfilter::sys::{in_netns, open_netns, Btf, Link, Map, MapType, Program as Bp
 use emitter::codegen::{compile_with, Options};
 use emitter::ir::*;
 
-fn unavailable(why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("privileged test cannot run under CI=true: {why}");
-    }
-    eprintln!("SKIPPED (not CI): {why}");
-}
+use common::unavailable;
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")

@@ -12,6 +12,7 @@
 //! seed is `BPFILTER_FUZZ_SEED` (default fixed, so a failure reproduces) and is printed. A
 //! failing input is written to the temp dir and named in the failure message.
 
+mod common;
 #[path = "../fuzz/support/daemon_path.rs"]
 mod daemon_path;
 #[path = "../fuzz/support/wire_path.rs"]
@@ -21,6 +22,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use daemon_path::{get_frame, set_frame, Harness};
 use ipt_abi::{parse_add_counters, parse_replace, parse_revision_request};
 use libbpfilter::wire::{Reply, Request};
@@ -34,6 +36,8 @@ const PARSE_ERRNOS: &[i32] = &[
     libc::ENOMEM,
     libc::EPROTOTYPE,
     libc::EFAULT,
+    // limit_mt_check: a burst of 0 or credits that overflow
+    libc::ERANGE,
 ];
 
 fn root() -> PathBuf {
@@ -53,25 +57,6 @@ fn seed() -> u64 {
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(0x00b9_f117_e4ed_5eed)
-}
-
-/// xorshift64*: small, deterministic, good enough to drive mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
 }
 
 /// Values that sit on the kernel's checks: zero, one, signs, sizes of the ABI structs
@@ -203,11 +188,13 @@ fn check_parsers(blob: &[u8]) -> Result<(), String> {
                 let again_blob = r.table.replace_blob(r.num_counters, r.counters_ptr);
                 let again = parse_replace(&again_blob, Some(r.num_counters))
                     .map_err(|e| format!("an accepted table does not re-parse: {e}"))?;
-                if again.table != r.table {
-                    return Err("an accepted table does not round-trip".into());
-                }
+                // What the kernel shows must survive (kernel-owned payload parts, such as a
+                // limit's given cost, are not shown and so do not come back).
                 let counters = vec![ipt_abi::XtCounters::default(); r.table.entries.len()];
                 let entries = r.table.get_entries(&counters);
+                if again.table.get_entries(&counters) != entries {
+                    return Err("an accepted table does not round-trip".into());
+                }
                 if entries.len() != 40 + r.table.size() as usize {
                     return Err("GET_ENTRIES answer of the wrong size".into());
                 }
@@ -354,7 +341,7 @@ fn bounded_fuzz_run() {
     eprintln!("bounded fuzz: seed {seed} (BPFILTER_FUZZ_SEED), {budget:?} (BPFILTER_FUZZ_SECS)");
     let fixtures = fixture_blobs();
     let blobs: Vec<Vec<u8>> = fixtures.iter().map(|(_, b)| b.clone()).collect();
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed | 1);
 
     // Stage 1 (40%): the ABI parsers on mutated blobs.
     let t = Instant::now();
@@ -436,7 +423,7 @@ fn mutations_reach_every_kind_of_refusal() {
     // The mutator is only useful if it makes the parser refuse for many different reasons:
     // check that a short run sees most of the kernel's errnos.
     let blobs: Vec<Vec<u8>> = fixture_blobs().into_iter().map(|(_, b)| b).collect();
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..20_000 {
         let i = rng.below(blobs.len());

@@ -550,7 +550,6 @@ type Crafted = (&'static str, Hook, &'static str, u8, u32, Vec<u8>);
 #[test]
 fn kernel_log_lines_match() {
     if !common::privileged() {
-        println!("SKIPPED: log_kernel needs root");
         return;
     }
     let _all = AllNetns::set("1");

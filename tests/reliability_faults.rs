@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bpfilter::sys::{self, IdKind, Link, Map, MapType, Program};
-use common::{privileged, sh, Daemon, Netns, Tool};
+use common::{privileged, sh, Daemon, Netns, Rng, Tool};
 
 const FW: &str = "10.78.1.2";
 const SENDER: &str = "10.78.1.1";
@@ -216,7 +216,7 @@ fn assert_one_generation(d: &Daemon, table_dir: &Path) {
         inside.into_iter().partition(|n| !n.contains("_set"));
     assert_eq!(
         core,
-        ["FORWARD", "INPUT", "OUTPUT", "bases", "counters", "ruleset"],
+        ["FORWARD", "INPUT", "OUTPUT", "bases", "counters", "limits", "ruleset"],
         "pins of {}",
         g[0]
     );
@@ -609,18 +609,6 @@ fn still_alive(ids: &(BTreeSet<u32>, BTreeSet<u32>, BTreeSet<u32>)) -> Vec<Strin
     }
 }
 
-/// A tiny xorshift, seeded from the clock (printed, so that a failure can be replayed with
-/// BPFILTER_RELIABILITY_SEED).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn kill9_at_random_moments_of_a_stream_of_changes() {
     if !privileged() {
@@ -638,7 +626,7 @@ fn kill9_at_random_moments_of_a_stream_of_changes() {
                 | 1
         });
     eprintln!("seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut d = Daemon::start();
     let topo = Topo::new();
     let table_dir: PathBuf = d.bpffs.join(format!("net{}", topo.ino())).join("filter");

@@ -31,7 +31,7 @@ fn daemon_pid(d: &Daemon) -> u32 {
         .find(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
-                args.iter().any(|a| *a == b"daemon") && args.iter().any(|a| *a == want.as_bytes())
+                args.contains(&&b"daemon"[..]) && args.contains(&want.as_bytes())
             })
         })
         .expect("daemon pid")

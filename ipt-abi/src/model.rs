@@ -708,11 +708,40 @@ impl Table {
         if name != "filter" {
             return Err(AbiError::UnknownTable(name.to_string()));
         }
-        let mut b = crate::build::TableBuilder::filter();
-        b.policy("INPUT", Verdict::Accept);
-        b.policy("FORWARD", Verdict::Accept);
-        b.policy("OUTPUT", Verdict::Accept);
-        b.build()
+        // Three ACCEPT policies (LOCAL_IN, FORWARD, LOCAL_OUT), each reached by its own hook
+        // only, then the ERROR entry no hook reaches.
+        let entry = |index: u32, offset: u32, comefrom: u32, target: Target| Entry {
+            index,
+            offset,
+            ip: IpMatch::default(),
+            nfcache: 0,
+            comefrom,
+            matches: Vec::new(),
+            target,
+            trailer: Vec::new(),
+        };
+        let mut entries = Vec::new();
+        let mut hook_entry = [u32::MAX; NF_INET_NUMHOOKS];
+        let mut offset = 0;
+        for (index, hook) in (0u32..).zip([1usize, 2, 3]) {
+            let e = entry(index, offset, 1 << hook, Target::Standard(Verdict::Accept));
+            hook_entry[hook] = offset;
+            offset += e.next_offset() as u32;
+            entries.push(e);
+        }
+        entries.push(entry(
+            3,
+            offset,
+            0,
+            Target::Error(ErrorName::from(XT_ERROR_TARGET)),
+        ));
+        Ok(Table {
+            name: name.to_string(),
+            valid_hooks: (1 << 1) | (1 << 2) | (1 << 3),
+            hook_entry,
+            underflow: hook_entry,
+            entries,
+        })
     }
 
     /// Bytes of the entries blob.
