@@ -188,8 +188,18 @@ impl Builder {
         self.push(Item::Insn(i), n);
     }
 
-    /// `if dst op src goto l` (64-bit compare when `wide`).
-    pub fn jmp(&mut self, wide: bool, op: JmpOp, dst: Reg, src: Src, l: Label) {
+    /// `if dst op src goto l`, comparing all 64 bits (BPF_JMP).
+    pub fn jmp64(&mut self, op: JmpOp, dst: Reg, src: Src, l: Label) {
+        self.cond_jmp(true, op, dst, src, l);
+    }
+
+    /// `if wdst op wsrc goto l`, comparing the low 32 bits (BPF_JMP32; an immediate is a u32
+    /// bit pattern).
+    pub fn jmp32(&mut self, op: JmpOp, dst: Reg, src: Src, l: Label) {
+        self.cond_jmp(false, op, dst, src, l);
+    }
+
+    fn cond_jmp(&mut self, wide: bool, op: JmpOp, dst: Reg, src: Src, l: Label) {
         self.cond_jumps += 1;
         self.referenced.insert(l.0);
         self.push(
@@ -369,7 +379,7 @@ mod tests {
         let mut b = Builder::new();
         let fwd = b.label();
         let back = b.here();
-        b.jmp(true, JmpOp::Jeq, Reg::R1, Src::Imm(0), fwd); // 0
+        b.jmp64(JmpOp::Jeq, Reg::R1, Src::Imm(0), fwd); // 0
         b.ld_map(Reg::R1, MapRef::Counters); // 1-2
         b.ja(back); // 3 -> 0 : off -4
         b.bind(fwd).expect("bind");

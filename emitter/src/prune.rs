@@ -144,7 +144,7 @@ mod tests {
         let skip = b.label();
         let sub = b.label();
         b.ld_map(Reg::R2, MapRef::Counters);
-        b.jmp(true, JmpOp::Jeq, Reg::R1, Src::Imm(0), skip);
+        b.jmp64(JmpOp::Jeq, Reg::R1, Src::Imm(0), skip);
         b.call_local(sub);
         b.emit(Insn::Exit);
         b.emit(mov(Reg::R0, 7)); // dead

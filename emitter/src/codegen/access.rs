@@ -37,9 +37,9 @@ use crate::builder::{Builder, Label};
 use crate::insn::{alu32, alu64, ldx, mov32, mov64, st, stx, AluOp, Insn, JmpOp, Reg, Size, Src};
 use crate::EmitError;
 
-use super::record::{packed, rec, OPT_HOTDROP, OPT_NONE, OPT_PRESENT, THAV_FRAG1};
+use super::record::{packed, rec, OPT_HOTDROP, OPT_NONE, OPT_PRESENT, TH_AVAIL_FRAG1};
 use super::{
-    Gen, HELPER_DYNPTR_READ, KFUNC_DYNPTR_FROM_SKB, KFUNC_DYNPTR_SLICE, KFUNC_RDONLY_CAST,
+    Generator, HELPER_DYNPTR_READ, KFUNC_DYNPTR_FROM_SKB, KFUNC_DYNPTR_SLICE, KFUNC_RDONLY_CAST,
 };
 
 /// What the prologue must provide besides the fields every program reads.
@@ -97,7 +97,7 @@ impl std::fmt::Display for PacketAccess {
 const IP_HDR: i32 = 20;
 const TH_HDR: i32 = 20;
 
-impl Gen<'_> {
+impl Generator<'_> {
     /// Parse the packet into the record (see the module doc for what each field holds).
     pub(super) fn prologue(&mut self, feat: Features) -> Result<(), EmitError> {
         use Reg::*;
@@ -117,8 +117,7 @@ impl Gen<'_> {
             b.emit(ldx(Size::W, R3, R7, off16(l.skb.priority)?));
             b.emit(alu32(AluOp::Mov, R4, Src::Reg(R3)));
             b.emit(alu32(AluOp::Rsh, R4, Src::Imm(16)));
-            b.jmp(
-                false,
+            b.jmp32(
                 JmpOp::Jne,
                 R4,
                 Src::Imm(crate::event::REPLY_PRIORITY_TAG as i32),
@@ -165,9 +164,9 @@ impl Gen<'_> {
             if self.force_slow {
                 // always true at run time (a linear length is below 2^31), unknown to the
                 // verifier, which therefore still checks the cast path too
-                b.jmp(false, JmpOp::Jlt, R8, Src::Imm(i32::MAX), dynptr);
+                b.jmp32(JmpOp::Jlt, R8, Src::Imm(i32::MAX), dynptr);
             } else {
-                b.jmp(false, JmpOp::Jlt, R8, Src::Imm(IP_HDR), dynptr);
+                b.jmp32(JmpOp::Jlt, R8, Src::Imm(IP_HDR), dynptr);
             }
             b.emit(mov64(R1, Src::Reg(R9)));
             b.emit(mov64(R2, Src::Imm(btf_id(l.btf_iphdr)?)));
@@ -178,9 +177,9 @@ impl Gen<'_> {
             b.emit(alu32(AluOp::Mov, R5, Src::Reg(R8)));
             b.emit(alu32(AluOp::Sub, R5, Src::Reg(R2)));
             if self.force_slow {
-                b.jmp(false, JmpOp::Jslt, R5, Src::Imm(i32::MAX), dynptr);
+                b.jmp32(JmpOp::Jslt, R5, Src::Imm(i32::MAX), dynptr);
             } else {
-                b.jmp(false, JmpOp::Jslt, R5, Src::Reg(R0), dynptr);
+                b.jmp32(JmpOp::Jslt, R5, Src::Reg(R0), dynptr);
             }
             b.emit(mov64(R1, Src::Reg(R9)));
             b.emit(alu64(AluOp::Add, R1, Src::Reg(R2)));
@@ -199,14 +198,14 @@ impl Gen<'_> {
         // verifier lets a privileged loader pass uninitialized stack (the daemon is root).
         slice(b, Src::Imm(0), rec::BUF_IP, IP_HDR);
         let short_ip = b.label();
-        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), short_ip);
+        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), short_ip);
         self.parse_ip(R0)?;
         let b = &mut self.b;
         b.emit(mov64(R8, Src::Reg(R0))); // bytes to copy when the slice fails, 0..=20
         b.emit(mov64(R9, Src::Reg(R2))); // thoff
         slice(b, Src::Reg(R9), rec::BUF_TH, TH_HDR);
         let short_th = b.label();
-        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), short_th);
+        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), short_th);
         self.parse_th(R0);
         self.b.ja(th_done);
         // Fewer than 20 transport bytes: copy what there is (the rest reads as zero).
@@ -264,29 +263,29 @@ impl Gen<'_> {
         // r4 = skb->len - thoff
         b.emit(ldx(Size::W, R4, R10, rec::LEN));
         b.emit(alu32(AluOp::Sub, R4, Src::Reg(R2)));
-        // r5 = thav
+        // r5 = transport bytes available (TH_AVAIL)
         let not_frag = b.label();
-        let thav_done = b.label();
+        let th_avail_done = b.label();
         b.emit(alu32(AluOp::Mov, R5, Src::Reg(R4)));
-        b.jmp(false, JmpOp::Jeq, R3, Src::Imm(0), not_frag);
+        b.jmp32(JmpOp::Jeq, R3, Src::Imm(0), not_frag);
         b.emit(mov32(R5, -1));
-        b.jmp(false, JmpOp::Jne, R3, Src::Imm(1), thav_done);
-        b.emit(mov32(R5, THAV_FRAG1));
-        b.ja(thav_done);
+        b.jmp32(JmpOp::Jne, R3, Src::Imm(1), th_avail_done);
+        b.emit(mov32(R5, TH_AVAIL_FRAG1));
+        b.ja(th_avail_done);
         b.bind(not_frag)?;
         // Nothing (or less than nothing) available: 1 is "too short" for every guard just
         // as 0 is. Never store a constant 0: a verifier may type those bytes STACK_ZERO on
         // this path only, and walk the rules once more for it.
-        b.jmp(false, JmpOp::Jsgt, R5, Src::Imm(0), thav_done);
+        b.jmp32(JmpOp::Jsgt, R5, Src::Imm(0), th_avail_done);
         b.emit(mov32(R5, 1));
-        b.bind(thav_done)?;
-        b.emit(stx(Size::W, R10, rec::THAV, R5));
+        b.bind(th_avail_done)?;
+        b.emit(stx(Size::W, R10, rec::TH_AVAIL, R5));
         // r0 = clamp(skb->len - thoff, 0, 20)
         let clamp_lo = b.label();
         let clamp_done = b.label();
         b.emit(alu32(AluOp::Mov, R0, Src::Reg(R4)));
-        b.jmp(false, JmpOp::Jslt, R0, Src::Imm(0), clamp_lo);
-        b.jmp(false, JmpOp::Jsle, R0, Src::Imm(TH_HDR), clamp_done);
+        b.jmp32(JmpOp::Jslt, R0, Src::Imm(0), clamp_lo);
+        b.jmp32(JmpOp::Jsle, R0, Src::Imm(TH_HDR), clamp_done);
         b.emit(mov32(R0, TH_HDR));
         b.ja(clamp_done);
         b.bind(clamp_lo)?;
@@ -339,7 +338,7 @@ impl Gen<'_> {
         b.emit(ldx(Size::B, R1, R10, rec::PROTO));
         b.emit(alu64(AluOp::Lsh, R1, Src::Imm(packed::PROTO_SHIFT)));
         b.emit(alu64(AluOp::Or, R9, Src::Reg(R1)));
-        b.emit(ldx(Size::W, R1, R10, rec::THAV));
+        b.emit(ldx(Size::W, R1, R10, rec::TH_AVAIL));
         b.emit(alu32(AluOp::Add, R1, Src::Imm(2)));
         // r1 = min(r1, 255), branch free: a branch would give the verifier two prologue end
         // states (one with a constant) and it would walk every rule twice.
@@ -394,14 +393,14 @@ impl Gen<'_> {
         b.emit(st(Size::B, R10, rec::OPTST, OPT_NONE));
         let bad = b.label();
         // header readable? (thav >= 20, not a fragment)
-        b.emit(ldx(Size::W, R4, R10, rec::THAV));
-        b.jmp(false, JmpOp::Jslt, R4, Src::Imm(20), parsed);
+        b.emit(ldx(Size::W, R4, R10, rec::TH_AVAIL));
+        b.jmp32(JmpOp::Jslt, R4, Src::Imm(20), parsed);
         b.emit(ldx(Size::B, R5, R10, rec::DOFF));
-        b.jmp(false, JmpOp::Jlt, R5, Src::Imm(20), bad);
-        b.jmp(false, JmpOp::Jsgt, R5, Src::Reg(R4), bad); // options not all there
+        b.jmp32(JmpOp::Jlt, R5, Src::Imm(20), bad);
+        b.jmp32(JmpOp::Jsgt, R5, Src::Reg(R4), bad); // options not all there
         b.emit(alu32(AluOp::Sub, R5, Src::Imm(20))); // optlen 0..=40
-        b.jmp(false, JmpOp::Jeq, R5, Src::Imm(0), parsed);
-        b.jmp(false, JmpOp::Jgt, R5, Src::Imm(40), bad); // (cannot happen; bounds for the verifier)
+        b.jmp32(JmpOp::Jeq, R5, Src::Imm(0), parsed);
+        b.jmp32(JmpOp::Jgt, R5, Src::Imm(40), bad); // (cannot happen; bounds for the verifier)
         b.emit(mov64(R8, Src::Reg(R5)));
         for k in 0..6i16 {
             b.emit(st(Size::DW, R10, rec::OPTBUF + 8 * k, 0));
@@ -414,7 +413,7 @@ impl Gen<'_> {
         b.emit(alu32(AluOp::Add, R4, Src::Imm(20)));
         b.emit(mov64(R5, Src::Imm(0)));
         b.call_helper(HELPER_DYNPTR_READ);
-        b.jmp(false, JmpOp::Jne, R0, Src::Imm(0), bad);
+        b.jmp32(JmpOp::Jne, R0, Src::Imm(0), bad);
         b.emit(st(Size::B, R10, rec::OPTST, OPT_PRESENT));
         // r9 = i, r8 = optlen, r7 = iteration count: the kernel's loop advances at least one
         // byte per step, so 40 iterations cover every option; the counter lets the verifier
@@ -422,10 +421,10 @@ impl Gen<'_> {
         b.emit(mov64(R9, Src::Imm(0)));
         b.emit(mov64(R7, Src::Imm(0)));
         let top = b.here();
-        b.jmp(true, JmpOp::Jge, R7, Src::Imm(40), parsed);
+        b.jmp64(JmpOp::Jge, R7, Src::Imm(40), parsed);
         b.emit(alu64(AluOp::Add, R7, Src::Imm(1)));
-        b.jmp(true, JmpOp::Jge, R9, Src::Reg(R8), parsed);
-        b.jmp(true, JmpOp::Jgt, R9, Src::Imm(39), parsed); // bounds for the verifier
+        b.jmp64(JmpOp::Jge, R9, Src::Reg(R8), parsed);
+        b.jmp64(JmpOp::Jgt, R9, Src::Imm(39), parsed); // bounds for the verifier
         stack_ptr(b, R1, rec::OPTBUF);
         b.emit(alu64(AluOp::Add, R1, Src::Reg(R9)));
         b.emit(ldx(Size::B, R2, R1, 0)); // kind

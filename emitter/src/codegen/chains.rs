@@ -6,7 +6,7 @@
 //! Contract: control reaches a rule's `next` label exactly when the kernel would evaluate the
 //! following rule, and an inlined chain continues in its caller exactly when the kernel's
 //! chain would return. Where this is decided before the code exists (`reaches_ret`: split
-//! rules emit their actions later, in cold blocks), [`Gen::check_inlined_exits`] verifies the
+//! rules emit their actions later, in cold blocks), [`Generator::check_inlined_exits`] verifies the
 //! emission kept the promise.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +19,7 @@ use crate::EmitError;
 use super::access::Features;
 use super::lower::{constant, Test};
 use super::record::rec;
-use super::{Gen, HOTDROP, MAX_INLINE_DEPTH, RET_RETURN};
+use super::{Generator, HOTDROP, MAX_INLINE_DEPTH, RET_RETURN};
 
 /// Rules jump forward to shared tails (count + verdict, hotdrop) at most this many slots
 /// away; past it the tails are repeated in an "island" the rules' fall-through path skips
@@ -133,7 +133,7 @@ impl Frame {
     }
 }
 
-impl Gen<'_> {
+impl Generator<'_> {
     /// Fill `returns` (see `reaches_ret`), deepest chains first: an inlined chain only refers
     /// to chains deeper than itself.
     pub(super) fn analyse_returns(
@@ -369,7 +369,7 @@ impl Gen<'_> {
                 self.count_inline(rule.counter);
                 self.call_chain(c)?;
                 self.b
-                    .jmp(false, JmpOp::Jeq, Reg::R0, Src::Imm(RET_RETURN), next);
+                    .jmp32(JmpOp::Jeq, Reg::R0, Src::Imm(RET_RETURN), next);
                 self.b.emit(Insn::Exit);
                 return Ok(true);
             }
@@ -378,8 +378,7 @@ impl Gen<'_> {
                 self.call_chain(c)?;
                 if frame.main {
                     let ret = self.b.label();
-                    self.b
-                        .jmp(false, JmpOp::Jeq, Reg::R0, Src::Imm(RET_RETURN), ret);
+                    self.b.jmp32(JmpOp::Jeq, Reg::R0, Src::Imm(RET_RETURN), ret);
                     self.b.emit(Insn::Exit);
                     self.b.bind(ret)?;
                     self.policy_inline(frame)?;

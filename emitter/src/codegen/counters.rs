@@ -3,7 +3,7 @@
 //! Contract: a rule that matches is counted once, in its counter slot (the kernel's per-entry
 //! counters: packets += 1, bytes += skb->len), before its verdict or its jump takes effect.
 //! The slot travels through the record's KEY field, never as a constant in a register (see
-//! [`Gen::set_key`]).
+//! [`Generator::set_key`]).
 
 use crate::builder::MapRef;
 use crate::insn::{
@@ -12,9 +12,9 @@ use crate::insn::{
 use crate::EmitError;
 
 use super::record::rec;
-use super::{Gen, HELPER_MAP_LOOKUP_ELEM};
+use super::{Generator, HELPER_MAP_LOOKUP_ELEM};
 
-impl Gen<'_> {
+impl Generator<'_> {
     /// `count(slot)` inline: r1 = slot, r2 = skb->len, call.
     pub(super) fn count_inline(&mut self, slot: u32) {
         self.set_key(slot);
@@ -61,7 +61,7 @@ impl Gen<'_> {
         b.emit(alu64(AluOp::Add, R2, Src::Imm(-8)));
         b.call_helper(HELPER_MAP_LOOKUP_ELEM);
         let out = b.label();
-        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), out);
+        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), out);
         b.emit(mov64(R1, Src::Imm(1)));
         for (src, off) in [(R1, 0), (R6, 8)] {
             b.emit(Insn::Atomic {

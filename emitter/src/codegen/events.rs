@@ -21,7 +21,7 @@ use crate::EmitError;
 use super::access::off16;
 use super::record::rec;
 use super::{
-    Gen, HELPER_DYNPTR_READ, HELPER_MAP_LOOKUP_ELEM, HELPER_PROBE_READ_KERNEL,
+    Generator, HELPER_DYNPTR_READ, HELPER_MAP_LOOKUP_ELEM, HELPER_PROBE_READ_KERNEL,
     KFUNC_DYNPTR_FROM_SKB,
 };
 
@@ -71,7 +71,7 @@ fn kernel_read(b: &mut crate::Builder, ptr: Reg, field: u32, size: i32, at: usiz
     b.call_helper(HELPER_PROBE_READ_KERNEL);
 }
 
-impl Gen<'_> {
+impl Generator<'_> {
     /// Hand the packet to the daemon as `kind` (r1-r5 clobbered; r6-r9 kept).
     pub(super) fn call_event(&mut self, action: Action, slot: u32) -> Result<(), EmitError> {
         let (kind, arg, flags) = match action {
@@ -122,8 +122,7 @@ impl Gen<'_> {
         let closed = b.label();
         b.emit(mov64(R1, Src::Reg(R8)));
         b.emit(alu64(AluOp::And, R1, Src::Imm(0xff)));
-        b.jmp(
-            true,
+        b.jmp64(
             JmpOp::Jne,
             R1,
             Src::Imm(i32::from(event::KIND_LOG)),
@@ -134,9 +133,9 @@ impl Gen<'_> {
         b.emit(mov64(R2, Src::Reg(R10)));
         b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(EV_KEY))));
         b.call_helper(HELPER_MAP_LOOKUP_ELEM);
-        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), closed);
+        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), closed);
         b.emit(ldx(Size::DW, R1, R0, 0));
-        b.jmp(true, JmpOp::Jne, R1, Src::Imm(0), gate_open);
+        b.jmp64(JmpOp::Jne, R1, Src::Imm(0), gate_open);
         b.bind(closed)?;
         b.emit(mov64(R0, Src::Imm(0)));
         b.emit(Insn::Exit);
@@ -146,7 +145,7 @@ impl Gen<'_> {
         b.emit(mov64(R3, Src::Imm(0)));
         b.call_helper(HELPER_RINGBUF_RESERVE);
         let lost = b.label();
-        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), lost);
+        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), lost);
         b.emit(mov64(R9, Src::Reg(R0)));
         // Reserved memory is not zeroed: clear the header, the prefix and the MAC bytes.
         for at in (0..off::PACKET as i16).step_by(8) {
@@ -194,7 +193,7 @@ impl Gen<'_> {
         ] {
             let none = b.label();
             b.emit(ldx(Size::DW, R2, R1, off16(dev_off)?));
-            b.jmp(true, JmpOp::Jeq, R2, Src::Imm(0), none);
+            b.jmp64(JmpOp::Jeq, R2, Src::Imm(0), none);
             b.emit(ldx(Size::W, R3, R2, off16(s.dev_ifindex)?));
             b.emit(stx(Size::W, R9, ifindex as i16, R3));
             for k in 0..4u32 {
@@ -207,7 +206,7 @@ impl Gen<'_> {
         let no_route = b.label();
         b.emit(ldx(Size::DW, R3, R7, off16(s.refdst)?));
         b.emit(alu64(AluOp::And, R3, Src::Imm(-2)));
-        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), no_route);
+        b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), no_route);
         b.emit(alu64(AluOp::Add, R3, Src::Imm(s.rt_flags as i32)));
         b.emit(mov64(R1, Src::Reg(R9)));
         b.emit(alu64(AluOp::Add, R1, Src::Imm(off::RT_FLAGS as i32)));
@@ -220,20 +219,14 @@ impl Gen<'_> {
         let no_mac = b.label();
         b.emit(ldx(Size::DW, R1, R6, off16(l.nf_ctx_state)?));
         b.emit(ldx(Size::DW, R2, R1, off16(l.hook_state_in)?));
-        b.jmp(true, JmpOp::Jeq, R2, Src::Imm(0), no_mac);
+        b.jmp64(JmpOp::Jeq, R2, Src::Imm(0), no_mac);
         b.emit(ldx(Size::H, R3, R7, off16(s.mac_header)?));
-        b.jmp(false, JmpOp::Jeq, R3, Src::Imm(0xffff), no_mac);
+        b.jmp32(JmpOp::Jeq, R3, Src::Imm(0xffff), no_mac);
         b.emit(ldx(Size::H, R2, R7, off16(s.network_header)?));
-        b.jmp(false, JmpOp::Jle, R2, Src::Reg(R3), no_mac);
+        b.jmp32(JmpOp::Jle, R2, Src::Reg(R3), no_mac);
         b.emit(alu64(AluOp::Sub, R2, Src::Reg(R3)));
         let mac_len_ok = b.label();
-        b.jmp(
-            false,
-            JmpOp::Jle,
-            R2,
-            Src::Imm(event::MAC_CAP as i32),
-            mac_len_ok,
-        );
+        b.jmp32(JmpOp::Jle, R2, Src::Imm(event::MAC_CAP as i32), mac_len_ok);
         b.emit(mov64(R2, Src::Imm(event::MAC_CAP as i32)));
         b.bind(mac_len_ok)?;
         b.emit(stx(Size::B, R9, off::MAC_LEN as i16, R2));
@@ -243,7 +236,7 @@ impl Gen<'_> {
         b.emit(mov64(R1, Src::Reg(R9)));
         b.emit(alu64(AluOp::Add, R1, Src::Imm(off::MAC as i32)));
         b.call_helper(HELPER_PROBE_READ_KERNEL);
-        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), no_mac);
+        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), no_mac);
         b.emit(st(Size::B, R9, off::MAC_LEN as i16, 0));
         b.bind(no_mac)?;
         // LOG --log-uid: the socket file's fsuid/fsgid, when the skb has a full socket with a
@@ -252,27 +245,27 @@ impl Gen<'_> {
         b.emit(mov64(R1, Src::Reg(R8)));
         b.emit(alu64(AluOp::Rsh, R1, Src::Imm(16)));
         b.emit(alu64(AluOp::And, R1, Src::Imm(i32::from(event::LOG_UID))));
-        b.jmp(true, JmpOp::Jeq, R1, Src::Imm(0), no_uid);
+        b.jmp64(JmpOp::Jeq, R1, Src::Imm(0), no_uid);
         b.emit(ldx(Size::DW, R3, R7, off16(s.sk)?));
-        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), no_uid);
+        b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), no_uid);
         // skc_state: TCP_TIME_WAIT (6) and TCP_NEW_SYN_RECV (12) are not full sockets
         kernel_read(b, R3, s.sk_state, 1, off::UID);
         b.emit(ldx(Size::B, R1, R9, off::UID as i16));
-        b.jmp(false, JmpOp::Jeq, R1, Src::Imm(6), no_uid);
-        b.jmp(false, JmpOp::Jeq, R1, Src::Imm(12), no_uid);
+        b.jmp32(JmpOp::Jeq, R1, Src::Imm(6), no_uid);
+        b.jmp32(JmpOp::Jeq, R1, Src::Imm(12), no_uid);
         // every reload of skb->sk is a possibly-NULL RCU pointer to the verifier: check it
         b.emit(ldx(Size::DW, R3, R7, off16(s.sk)?));
-        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), no_uid);
+        b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), no_uid);
         for field in [s.sk_socket, s.socket_file, s.file_cred] {
             kernel_read(b, R3, field, 8, off::UID);
             b.emit(ldx(Size::DW, R3, R9, off::UID as i16));
-            b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), no_uid);
+            b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), no_uid);
         }
         b.emit(st(Size::DW, R9, off::UID as i16, 0));
         kernel_read(b, R3, s.cred_fsuid, 4, off::UID);
-        b.jmp(true, JmpOp::Jne, R0, Src::Imm(0), no_uid);
+        b.jmp64(JmpOp::Jne, R0, Src::Imm(0), no_uid);
         b.emit(ldx(Size::DW, R3, R7, off16(s.sk)?));
-        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), no_uid);
+        b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), no_uid);
         for field in [s.sk_socket, s.socket_file, s.file_cred] {
             kernel_read(b, R3, field, 8, off::GID);
             b.emit(ldx(Size::DW, R3, R9, off::GID as i16));
@@ -284,21 +277,20 @@ impl Gen<'_> {
         // an abandoned chain leaves scratch in the uid/gid fields: clear them unless valid
         let uid_done = b.label();
         b.emit(ldx(Size::B, R1, R9, off::SOCK as i16));
-        b.jmp(false, JmpOp::Jne, R1, Src::Imm(0), uid_done);
+        b.jmp32(JmpOp::Jne, R1, Src::Imm(0), uid_done);
         b.emit(st(Size::DW, R9, off::UID as i16, 0));
         b.bind(uid_done)?;
         // bit 2: the packet's socket is a kernel socket (sk_kern_sock; read into the first
         // packet byte, which the packet copy overwrites later)
         let no_sock = b.label();
         b.emit(ldx(Size::DW, R3, R7, off16(s.sk)?));
-        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), no_sock);
+        b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), no_sock);
         // REJECT: the socket's bound device (routes the kernel's reset), where LOG has its
         // prefix
         let no_bound = b.label();
         b.emit(mov64(R1, Src::Reg(R8)));
         b.emit(alu64(AluOp::And, R1, Src::Imm(0xff)));
-        b.jmp(
-            true,
+        b.jmp64(
             JmpOp::Jne,
             R1,
             Src::Imm(i32::from(event::KIND_REJECT)),
@@ -306,10 +298,10 @@ impl Gen<'_> {
         );
         kernel_read(b, R3, s.sk_bound_dev_if, 4, off::PREFIX);
         b.emit(ldx(Size::DW, R3, R7, off16(s.sk)?));
-        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), no_sock);
+        b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), no_sock);
         b.bind(no_bound)?;
         kernel_read(b, R3, s.sk_kern_sock.0, 1, off::PACKET);
-        b.jmp(true, JmpOp::Jne, R0, Src::Imm(0), no_sock);
+        b.jmp64(JmpOp::Jne, R0, Src::Imm(0), no_sock);
         b.emit(ldx(Size::B, R1, R9, off::PACKET as i16));
         b.emit(alu64(AluOp::Rsh, R1, Src::Imm(s.sk_kern_sock.1 as i32)));
         b.emit(alu64(AluOp::And, R1, Src::Imm(1)));
@@ -324,7 +316,7 @@ impl Gen<'_> {
         b.emit(ldx(Size::DW, R2, R7, off16(s.nfct)?));
         b.emit(mov64(R3, Src::Reg(R2)));
         b.emit(alu64(AluOp::And, R3, Src::Imm(-8)));
-        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), no_ct);
+        b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), no_ct);
         b.emit(alu64(AluOp::And, R2, Src::Imm(7)));
         b.emit(alu64(AluOp::Lsh, R2, Src::Imm(4)));
         b.emit(alu64(AluOp::Or, R2, Src::Imm(2)));
@@ -336,8 +328,7 @@ impl Gen<'_> {
         let no_prefix = b.label();
         b.emit(mov64(R1, Src::Reg(R8)));
         b.emit(alu64(AluOp::And, R1, Src::Imm(0xff)));
-        b.jmp(
-            true,
+        b.jmp64(
             JmpOp::Jne,
             R1,
             Src::Imm(i32::from(event::KIND_LOG)),
@@ -351,7 +342,7 @@ impl Gen<'_> {
             b.emit(mov64(R2, Src::Reg(R10)));
             b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(EV_KEY))));
             b.call_helper(HELPER_MAP_LOOKUP_ELEM);
-            b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), no_prefix);
+            b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), no_prefix);
             for k in 0..(PREFIX_VALUE as i16 / 8) {
                 b.emit(ldx(Size::DW, R1, R0, 8 * k));
                 b.emit(stx(Size::DW, R9, off::PREFIX as i16 + 8 * k, R1));
@@ -366,13 +357,7 @@ impl Gen<'_> {
         b.call_kfunc(KFUNC_DYNPTR_FROM_SKB);
         b.emit(ldx(Size::W, R2, R7, off16(l.skb_len)?));
         let cap_ok = b.label();
-        b.jmp(
-            false,
-            JmpOp::Jle,
-            R2,
-            Src::Imm(event::PACKET_CAP as i32),
-            cap_ok,
-        );
+        b.jmp32(JmpOp::Jle, R2, Src::Imm(event::PACKET_CAP as i32), cap_ok);
         b.emit(mov64(R2, Src::Imm(event::PACKET_CAP as i32)));
         b.bind(cap_ok)?;
         b.emit(stx(Size::W, R9, off::CAP_LEN as i16, R2));
@@ -384,7 +369,7 @@ impl Gen<'_> {
         b.emit(mov64(R5, Src::Imm(0)));
         b.call_helper(HELPER_DYNPTR_READ);
         let read_ok = b.label();
-        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), read_ok);
+        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), read_ok);
         b.emit(st(Size::W, R9, off::CAP_LEN as i16, 0));
         b.bind(read_ok)?;
         // REJECT wakes the daemon at once (the sender waits for the reply); LOG records do
@@ -394,13 +379,7 @@ impl Gen<'_> {
         b.emit(alu64(AluOp::And, R1, Src::Imm(0xff)));
         b.emit(mov64(R2, Src::Imm(0)));
         let wake = b.label();
-        b.jmp(
-            true,
-            JmpOp::Jne,
-            R1,
-            Src::Imm(i32::from(event::KIND_LOG)),
-            wake,
-        );
+        b.jmp64(JmpOp::Jne, R1, Src::Imm(i32::from(event::KIND_LOG)), wake);
         b.emit(mov64(R2, Src::Imm(BPF_RB_NO_WAKEUP)));
         b.bind(wake)?;
         b.emit(mov64(R1, Src::Reg(R9)));
@@ -418,7 +397,7 @@ impl Gen<'_> {
         b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(EV_KEY))));
         b.call_helper(HELPER_MAP_LOOKUP_ELEM);
         let out = b.label();
-        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), out);
+        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), out);
         b.emit(mov64(R1, Src::Imm(1)));
         b.emit(Insn::Atomic {
             size: Size::DW,

@@ -3,15 +3,15 @@
 //! The verifier walks the program depth first, falling through first; a conditional jump
 //! whose target it has not explored yet stays pending until the walk returns, and more than
 //! 8192 pending branches fail the load. Three forms keep that in check:
-//! - *inline* ([`Gen::rule_inline`]; one test, or tests the forms below cannot express):
+//! - *inline* ([`Generator::rule_inline`]; one test, or tests the forms below cannot express):
 //!   `if test fails goto next` per test, the action inline. A single-test rule leaves nothing
 //!   pending.
-//! - *split* ([`Gen::rule_split`]; default while the pending estimate is under
+//! - *split* ([`Generator::rule_split`]; default while the pending estimate is under
 //!   [`PENDING_BUDGET`]): the most selective test inline as `if passes goto body` (a
 //!   non-matching packet falls through: no taken branch per rule, which is what keeps a long
 //!   chain fast), the rest of the rule branch free plus its action out of line ("cold" blocks,
 //!   flushed at islands), jumping back to `next`. One pending branch per rule.
-//! - *combined* ([`Gen::rule_combined`]; past the budget): every test branch free into r0
+//! - *combined* ([`Generator::rule_combined`]; past the budget): every test branch free into r0
 //!   ("fails") and r5 ("hotdrop"), then `if r0 != 0 goto next; if r5 != 0 goto hotdrop;
 //!   action`: nothing pending for a terminal rule, but every test runs for every packet.
 //!
@@ -31,7 +31,7 @@ use super::lower::{
     single_jump, Field, Test,
 };
 use super::record::{packed, rec, OPT_HOTDROP};
-use super::{Gen, HELPER_JIFFIES64, HELPER_PROBE_READ_KERNEL, HOTDROP};
+use super::{Generator, HELPER_JIFFIES64, HELPER_PROBE_READ_KERNEL, HOTDROP};
 
 /// The verifier walks a chain depth first and keeps, for each rule with several exits, one
 /// branch pending until the end of the walk; more than 8192 pending branches fail the load
@@ -53,7 +53,7 @@ pub(super) struct TestState {
     conditional: bool,
 }
 
-impl Gen<'_> {
+impl Generator<'_> {
     /// Emit one rule in the form the pending-branch estimate calls for; returns true when
     /// control can continue after it (at `next`).
     pub(super) fn rule(
@@ -131,17 +131,12 @@ impl Gen<'_> {
                     if st.have.is_none() {
                         if frag1_drops {
                             self.b
-                                .jmp(false, JmpOp::Jeq, Reg::R1, Src::Imm(0), frame.hotdrop);
+                                .jmp32(JmpOp::Jeq, Reg::R1, Src::Imm(0), frame.hotdrop);
                         }
-                        self.b.jmp(false, JmpOp::Jlt, Reg::R1, Src::Imm(2), next);
+                        self.b.jmp32(JmpOp::Jlt, Reg::R1, Src::Imm(2), next);
                     }
-                    self.b.jmp(
-                        false,
-                        JmpOp::Jlt,
-                        Reg::R1,
-                        Src::Imm(need + 2),
-                        frame.hotdrop,
-                    );
+                    self.b
+                        .jmp32(JmpOp::Jlt, Reg::R1, Src::Imm(need + 2), frame.hotdrop);
                     st.have = Some(need.max(st.have.unwrap_or(0)));
                 }
                 Test::OptGuard => {
@@ -149,13 +144,8 @@ impl Gen<'_> {
                         frame.used.insert(HOTDROP);
                         st.conditional = true;
                         self.b.emit(ldx(Size::B, Reg::R1, Reg::R6, rec::OPTST));
-                        self.b.jmp(
-                            false,
-                            JmpOp::Jeq,
-                            Reg::R1,
-                            Src::Imm(OPT_HOTDROP),
-                            frame.hotdrop,
-                        );
+                        self.b
+                            .jmp32(JmpOp::Jeq, Reg::R1, Src::Imm(OPT_HOTDROP), frame.hotdrop);
                         st.opt_checked = true;
                     }
                 }
@@ -219,7 +209,7 @@ impl Gen<'_> {
                     Some(true) => {}
                     Some(false) => self.b.emit(alu64(AluOp::Or, R0, Src::Imm(1))),
                     None => {
-                        self.residue(t)?;
+                        self.failure_bit(t)?;
                         self.b.emit(alu64(AluOp::Or, R0, Src::Reg(R1)));
                     }
                 },
@@ -231,17 +221,17 @@ impl Gen<'_> {
             self.b.emit(alu64(AluOp::Sub, R1, Src::Imm(1)));
             self.b.emit(alu64(AluOp::And, R0, Src::Reg(R1)));
         }
-        self.b.jmp(true, JmpOp::Jne, R0, Src::Imm(0), next);
+        self.b.jmp64(JmpOp::Jne, R0, Src::Imm(0), next);
         if guard {
             frame.used.insert(HOTDROP);
-            self.b.jmp(true, JmpOp::Jne, R5, Src::Imm(0), frame.hotdrop);
+            self.b.jmp64(JmpOp::Jne, R5, Src::Imm(0), frame.hotdrop);
         }
         self.action(rule, frame, next)?;
         Ok(true)
     }
 
     /// r1 = non-zero when pure test `t` fails (branch free; r2-r4 scratch).
-    fn residue(&mut self, t: &Test) -> Result<(), EmitError> {
+    fn failure_bit(&mut self, t: &Test) -> Result<(), EmitError> {
         use Reg::*;
         let b = &mut self.b;
         // r1 = r1 outside [lo, hi] (0/1); r1 < 2^32, lo <= hi
@@ -411,7 +401,7 @@ impl Gen<'_> {
                     if *m != u32::MAX {
                         b.emit(alu32(AluOp::And, R1, Src::Imm(*m as i32)));
                     }
-                    b.jmp(false, JmpOp::Jne, R1, Src::Imm(*n as i32), differ);
+                    b.jmp32(JmpOp::Jne, R1, Src::Imm(*n as i32), differ);
                 }
                 if invert {
                     b.ja(fail);
@@ -421,7 +411,7 @@ impl Gen<'_> {
             Test::Frag { invert } => {
                 load_operand(b, t)?;
                 let op = if invert { JmpOp::Jlt } else { JmpOp::Jge };
-                b.jmp(false, op, R1, Src::Imm(2), fail);
+                b.jmp32(op, R1, Src::Imm(2), fail);
             }
             Test::Port { range, invert, .. } => {
                 load_operand(b, t)?;
@@ -438,7 +428,7 @@ impl Gen<'_> {
             Test::Flags { mask, cmp, invert } => {
                 b.emit(ldx(Size::B, R1, R6, rec::FLAGS));
                 b.emit(alu32(AluOp::And, R1, Src::Imm(i32::from(mask))));
-                b.jmp(false, neq(invert), R1, Src::Imm(i32::from(cmp)), fail);
+                b.jmp32(neq(invert), R1, Src::Imm(i32::from(cmp)), fail);
             }
             Test::Icmp {
                 icmp_type,
@@ -454,16 +444,16 @@ impl Gen<'_> {
                 }
                 let miss = if invert { b.label() } else { fail };
                 b.emit(ldx(Size::B, R1, R6, rec::TYPE));
-                b.jmp(false, JmpOp::Jne, R1, Src::Imm(i32::from(icmp_type)), miss);
+                b.jmp32(JmpOp::Jne, R1, Src::Imm(i32::from(icmp_type)), miss);
                 b.emit(ldx(Size::B, R1, R6, rec::CODE));
                 if min > max {
                     b.ja(miss);
                 } else {
                     if min > 0 {
-                        b.jmp(false, JmpOp::Jlt, R1, Src::Imm(i32::from(min)), miss);
+                        b.jmp32(JmpOp::Jlt, R1, Src::Imm(i32::from(min)), miss);
                     }
                     if max < 0xff {
-                        b.jmp(false, JmpOp::Jgt, R1, Src::Imm(i32::from(max)), miss);
+                        b.jmp32(JmpOp::Jgt, R1, Src::Imm(i32::from(max)), miss);
                     }
                 }
                 if invert {
@@ -484,13 +474,13 @@ impl Gen<'_> {
                 for (lo, hi) in m.items() {
                     for (r, _) in regs {
                         if lo == hi {
-                            b.jmp(false, JmpOp::Jeq, *r, Src::Imm(i32::from(lo)), hit);
+                            b.jmp32(JmpOp::Jeq, *r, Src::Imm(i32::from(lo)), hit);
                         } else if lo < hi {
                             let skip = b.label();
                             if lo > 0 {
-                                b.jmp(false, JmpOp::Jlt, *r, Src::Imm(i32::from(lo)), skip);
+                                b.jmp32(JmpOp::Jlt, *r, Src::Imm(i32::from(lo)), skip);
                             }
-                            b.jmp(false, JmpOp::Jle, *r, Src::Imm(i32::from(hi)), hit);
+                            b.jmp32(JmpOp::Jle, *r, Src::Imm(i32::from(hi)), hit);
                             b.bind(skip)?;
                         }
                     }
@@ -520,13 +510,13 @@ impl Gen<'_> {
                 b.emit(alu64(AluOp::Rsh, R1, Src::Imm(i32::from(kind % 64))));
                 b.emit(alu64(AluOp::And, R1, Src::Imm(1)));
                 let op = if invert { JmpOp::Jne } else { JmpOp::Jeq };
-                b.jmp(false, op, R1, Src::Imm(0), fail);
+                b.jmp32(op, R1, Src::Imm(0), fail);
             }
             Test::State(mask) => {
                 self.ct_statebit(ir::statebits::UNTRACKED as i32, false)?;
                 let b = &mut self.b;
                 b.emit(alu64(AluOp::And, R4, Src::Imm(mask as i32)));
-                b.jmp(true, JmpOp::Jeq, R4, Src::Imm(0), fail);
+                b.jmp64(JmpOp::Jeq, R4, Src::Imm(0), fail);
             }
             Test::Conntrack(m) => self.conntrack_test(&m, fail)?,
             Test::Limit(m) => self.limit_test(&m, fail)?,
@@ -549,15 +539,15 @@ impl Gen<'_> {
                 b.emit(alu32(AluOp::And, R1, Src::Imm(7)));
                 // PACKET_LOOPBACK: MULTICAST for a multicast destination, else BROADCAST
                 let done = b.label();
-                b.jmp(false, JmpOp::Jne, R1, Src::Imm(5), done);
+                b.jmp32(JmpOp::Jne, R1, Src::Imm(5), done);
                 b.emit(mov32(R1, 1));
                 copy_addr(b, R2, rec::DADDR);
                 b.emit(alu32(AluOp::And, R2, Src::Imm(0xf0)));
-                b.jmp(false, JmpOp::Jne, R2, Src::Imm(0xe0), done);
+                b.jmp32(JmpOp::Jne, R2, Src::Imm(0xe0), done);
                 b.emit(mov32(R1, 2));
                 b.bind(done)?;
                 let op = if invert { JmpOp::Jeq } else { JmpOp::Jne };
-                b.jmp(false, op, R1, Src::Imm(i32::from(pkttype)), fail);
+                b.jmp32(op, R1, Src::Imm(i32::from(pkttype)), fail);
             }
             Test::Mark { mark, mask, invert } => {
                 // skb->mark through the context the prologue kept
@@ -568,7 +558,7 @@ impl Gen<'_> {
                 b.emit(ldx(Size::W, R1, R1, super::access::off16(l.skb.mark)?));
                 b.emit(alu32(AluOp::And, R1, Src::Imm(mask as i32)));
                 let op = if invert { JmpOp::Jeq } else { JmpOp::Jne };
-                b.jmp(false, op, R1, Src::Imm(mark as i32), fail);
+                b.jmp32(op, R1, Src::Imm(mark as i32), fail);
             }
             Test::Guard { .. } | Test::OptGuard => {}
         }
@@ -591,15 +581,15 @@ impl Gen<'_> {
         b.emit(mov64(R3, Src::Reg(R2)));
         b.emit(alu64(AluOp::And, R3, Src::Imm(7)));
         b.emit(alu64(AluOp::And, R2, Src::Imm(-8)));
-        b.jmp(true, JmpOp::Jne, R2, Src::Imm(0), tracked);
+        b.jmp64(JmpOp::Jne, R2, Src::Imm(0), tracked);
         b.emit(mov64(R4, Src::Imm(1)));
-        b.jmp(true, JmpOp::Jne, R3, Src::Imm(7), done);
+        b.jmp64(JmpOp::Jne, R3, Src::Imm(7), done);
         b.emit(mov64(R4, Src::Imm(untracked)));
         b.ja(done);
         b.bind(tracked)?;
         b.emit(mov64(R4, Src::Reg(R3)));
         let small = b.label();
-        b.jmp(true, JmpOp::Jlt, R4, Src::Imm(3), small);
+        b.jmp64(JmpOp::Jlt, R4, Src::Imm(3), small);
         b.emit(alu64(AluOp::Sub, R4, Src::Imm(3)));
         b.bind(small)?;
         b.emit(alu64(AluOp::Add, R4, Src::Imm(1)));
@@ -612,7 +602,7 @@ impl Gen<'_> {
                 let no = b.label();
                 b.emit(mov64(R5, Src::Reg(R1)));
                 b.emit(alu64(AluOp::And, R5, Src::Imm(ips)));
-                b.jmp(true, JmpOp::Jeq, R5, Src::Imm(0), no);
+                b.jmp64(JmpOp::Jeq, R5, Src::Imm(0), no);
                 b.emit(alu64(AluOp::Or, R4, Src::Imm(i32::from(bit))));
                 b.bind(no)?;
             }
@@ -639,7 +629,7 @@ impl Gen<'_> {
         b.emit(ldx(Size::DW, R3, R6, rec::NFCT));
         b.emit(alu64(AluOp::And, R3, Src::Imm(-8)));
         let none = b.label();
-        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), none);
+        b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), none);
         b.emit(alu64(AluOp::Add, R3, Src::Imm(field(&conn) as i32)));
         b.emit(mov64(R1, Src::Reg(R6)));
         b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::CTBUF))));
@@ -659,15 +649,14 @@ impl Gen<'_> {
             let b = &mut self.b;
             b.emit(alu64(AluOp::And, R4, Src::Imm(i32::from(mask))));
             let op = if invert { JmpOp::Jne } else { JmpOp::Jeq };
-            b.jmp(true, op, R4, Src::Imm(0), fail);
+            b.jmp64(op, R4, Src::Imm(0), fail);
         }
         // no entry: the state test decided
         let b = &mut self.b;
         b.emit(ldx(Size::DW, R2, R6, rec::NFCT));
         b.emit(mov64(R3, Src::Reg(R2)));
         b.emit(alu64(AluOp::And, R2, Src::Imm(-8)));
-        b.jmp(
-            true,
+        b.jmp64(
             JmpOp::Jeq,
             R2,
             Src::Imm(0),
@@ -676,7 +665,7 @@ impl Gen<'_> {
         if let Some(orig) = m.dir_original {
             b.emit(alu64(AluOp::And, R3, Src::Imm(7)));
             let op = if orig { JmpOp::Jge } else { JmpOp::Jlt };
-            b.jmp(true, op, R3, Src::Imm(3), fail);
+            b.jmp64(op, R3, Src::Imm(3), fail);
         }
         let addrs = [
             (m.origsrc, true, true),
@@ -706,14 +695,14 @@ impl Gen<'_> {
                 Src::Imm(u32::from_ne_bytes(a.mask.octets()) as i32),
             ));
             let op = if a.invert { JmpOp::Jeq } else { JmpOp::Jne };
-            b.jmp(false, op, R1, Src::Imm(0), fail);
+            b.jmp32(op, R1, Src::Imm(0), fail);
         }
         if let Some((proto, invert)) = m.proto {
             self.ct_read(|c| c.tuple_orig + c.protonum, 1)?;
             let b = &mut self.b;
             b.emit(ldx(Size::B, R1, R6, rec::CTBUF));
             let op = if invert { JmpOp::Jeq } else { JmpOp::Jne };
-            b.jmp(false, op, R1, Src::Imm(i32::from(proto)), fail);
+            b.jmp32(op, R1, Src::Imm(i32::from(proto)), fail);
         }
         let ports = [
             (m.origsrc_port, true, true),
@@ -753,7 +742,7 @@ impl Gen<'_> {
             b.emit(ldx(Size::W, R1, R6, rec::CTBUF));
             b.emit(alu32(AluOp::And, R1, Src::Imm(mask as i32)));
             let op = if invert { JmpOp::Jne } else { JmpOp::Jeq };
-            b.jmp(false, op, R1, Src::Imm(0), fail);
+            b.jmp32(op, R1, Src::Imm(0), fail);
         }
         if let Some((lo, hi, invert)) = m.expires {
             // nf_ct_expires(ct) / HZ: (s32)(ct->timeout - (u32)jiffies), at least 0
@@ -769,7 +758,7 @@ impl Gen<'_> {
             b.emit(ldx(Size::W, R1, R6, rec::CTBUF));
             b.emit(alu32(AluOp::Sub, R1, Src::Reg(R0)));
             let positive = b.label();
-            b.jmp(false, JmpOp::Jsge, R1, Src::Imm(0), positive);
+            b.jmp32(JmpOp::Jsge, R1, Src::Imm(0), positive);
             b.emit(mov32(R1, 0));
             b.bind(positive)?;
             b.emit(alu32(AluOp::Div, R1, Src::Imm(hz as i32)));

@@ -26,7 +26,7 @@ use crate::EmitError;
 use super::access::off16;
 use super::lower::copy_addr;
 use super::record::rec;
-use super::{Gen, HELPER_JIFFIES64, HELPER_MAP_LOOKUP_ELEM, HELPER_PROBE_READ_KERNEL};
+use super::{Generator, HELPER_JIFFIES64, HELPER_MAP_LOOKUP_ELEM, HELPER_PROBE_READ_KERNEL};
 
 /// Compare-and-exchange attempts of a `limit` bucket update.
 pub const LIMIT_TRIES: usize = 8;
@@ -53,7 +53,7 @@ pub const ADDRTYPE_KEY_SIZE: u32 = 8;
 /// Bytes of an address-type map value: u32 RTN_* type, u32 device ifindex (0: any).
 pub const ADDRTYPE_VALUE_SIZE: u32 = 8;
 
-impl Gen<'_> {
+impl Generator<'_> {
     /// `-m limit`: falls through when the bucket had the credit.
     pub(super) fn limit_test(&mut self, m: &LimitMatch, fail: Label) -> Result<(), EmitError> {
         use Reg::*;
@@ -64,7 +64,7 @@ impl Gen<'_> {
         b.emit(mov32(R3, m.credit_cap as i32));
         b.emit(mov32(R4, m.credits_per_jiffy as i32));
         b.call_local(label);
-        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), fail);
+        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), fail);
         Ok(())
     }
 
@@ -88,7 +88,7 @@ impl Gen<'_> {
         b.emit(mov64(R2, Src::Reg(R10)));
         b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(LIMIT_KEY))));
         b.call_helper(HELPER_MAP_LOOKUP_ELEM);
-        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), no);
+        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), no);
         b.emit(mov64(R6, Src::Reg(R0)));
         b.call_helper(HELPER_JIFFIES64);
         b.emit(mov64(R5, Src::Reg(R0)));
@@ -104,16 +104,16 @@ impl Gen<'_> {
             b.emit(mov64(R3, Src::Reg(R1)));
             b.emit(alu64(AluOp::Rsh, R3, Src::Imm(32)));
             // fast path: no credit and nothing to add
-            b.jmp(false, JmpOp::Jne, R2, Src::Imm(0), slow);
-            b.jmp(false, JmpOp::Jlt, R3, Src::Reg(R7), no);
+            b.jmp32(JmpOp::Jne, R2, Src::Imm(0), slow);
+            b.jmp32(JmpOp::Jlt, R3, Src::Reg(R7), no);
             b.bind(slow)?;
             b.emit(alu32(AluOp::Mul, R2, Src::Reg(R9)));
             b.emit(alu32(AluOp::Add, R3, Src::Reg(R2)));
-            b.jmp(false, JmpOp::Jle, R3, Src::Reg(R8), capped);
+            b.jmp32(JmpOp::Jle, R3, Src::Reg(R8), capped);
             b.emit(mov64(R3, Src::Reg(R8)));
             b.bind(capped)?;
             b.emit(mov64(R4, Src::Imm(0)));
-            b.jmp(false, JmpOp::Jlt, R3, Src::Reg(R7), short);
+            b.jmp32(JmpOp::Jlt, R3, Src::Reg(R7), short);
             b.emit(alu32(AluOp::Sub, R3, Src::Reg(R7)));
             b.emit(mov64(R4, Src::Imm(1)));
             b.bind(short)?;
@@ -129,7 +129,7 @@ impl Gen<'_> {
                 src: R3,
                 off: 0,
             });
-            b.jmp(true, JmpOp::Jeq, R0, Src::Reg(R1), matched);
+            b.jmp64(JmpOp::Jeq, R0, Src::Reg(R1), matched);
         }
         b.bind(no)?;
         b.emit(mov64(R0, Src::Imm(0)));
@@ -158,7 +158,7 @@ impl Gen<'_> {
                 b.emit(alu64(AluOp::Lsh, Reg::R1, Src::Reg(Reg::R0)));
                 b.emit(alu64(AluOp::And, Reg::R1, Src::Imm(i32::from(mask))));
                 let op = if invert { JmpOp::Jne } else { JmpOp::Jeq };
-                b.jmp(true, op, Reg::R1, Src::Imm(0), fail);
+                b.jmp64(op, Reg::R1, Src::Imm(0), fail);
             }
         }
         Ok(())
@@ -179,7 +179,7 @@ impl Gen<'_> {
         b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(rec::CTBUF))));
         b.call_helper(HELPER_MAP_LOOKUP_ELEM);
         let found = b.label();
-        b.jmp(true, JmpOp::Jne, R0, Src::Imm(0), found);
+        b.jmp64(JmpOp::Jne, R0, Src::Imm(0), found);
         b.emit(mov64(R0, Src::Imm(i32::from(ir::RTN_UNICAST))));
         b.ja(done);
         b.bind(found)?;
@@ -192,13 +192,13 @@ impl Gen<'_> {
         };
         if let Some(at) = hook_dev {
             // a route of another device than the hook's is UNICAST; no device, no check
-            b.jmp(true, JmpOp::Jeq, R2, Src::Imm(0), done);
+            b.jmp64(JmpOp::Jeq, R2, Src::Imm(0), done);
             b.emit(ldx(Size::DW, R1, R6, rec::CTX));
             b.emit(ldx(Size::DW, R1, R1, off16(l.nf_ctx_state)?));
             b.emit(ldx(Size::DW, R1, R1, off16(at)?));
-            b.jmp(true, JmpOp::Jeq, R1, Src::Imm(0), done);
+            b.jmp64(JmpOp::Jeq, R1, Src::Imm(0), done);
             b.emit(ldx(Size::W, R1, R1, off16(l.skb.dev_ifindex)?));
-            b.jmp(false, JmpOp::Jeq, R1, Src::Reg(R2), done);
+            b.jmp32(JmpOp::Jeq, R1, Src::Reg(R2), done);
             b.emit(mov64(R0, Src::Imm(i32::from(ir::RTN_UNICAST))));
         }
         b.bind(done)?;
@@ -215,7 +215,7 @@ impl Gen<'_> {
         b.call_local(label);
         let sock = b.label();
         let pass = b.label();
-        b.jmp(true, JmpOp::Jne, R0, Src::Imm(SOCK_NONE), sock);
+        b.jmp64(JmpOp::Jne, R0, Src::Imm(SOCK_NONE), sock);
         // no (full) socket of this namespace: every test must be inverted
         b.ja(if m.tests ^ m.invert != 0 { fail } else { pass });
         b.bind(sock)?;
@@ -232,7 +232,7 @@ impl Gen<'_> {
             return Ok(());
         }
         let has_file = b.label();
-        b.jmp(true, JmpOp::Jne, R0, Src::Imm(SOCK_NO_FILE), has_file);
+        b.jmp64(JmpOp::Jne, R0, Src::Imm(SOCK_NO_FILE), has_file);
         if (m.tests ^ m.invert) & (ir::OWNER_UID | ir::OWNER_GID) != 0 {
             b.ja(fail);
         } else {
@@ -250,8 +250,8 @@ impl Gen<'_> {
             // inside the range: fail when inverted; outside: fail unless inverted
             let outside = if inverted { b.label() } else { fail };
             b.emit(ldx(Size::W, R1, R6, at));
-            b.jmp(false, JmpOp::Jlt, R1, Src::Imm(lo as i32), outside);
-            b.jmp(false, JmpOp::Jgt, R1, Src::Imm(hi as i32), outside);
+            b.jmp32(JmpOp::Jlt, R1, Src::Imm(lo as i32), outside);
+            b.jmp32(JmpOp::Jgt, R1, Src::Imm(hi as i32), outside);
             if inverted {
                 b.ja(fail);
                 b.bind(outside)?;
@@ -281,17 +281,17 @@ impl Gen<'_> {
         b.emit(ldx(Size::DW, R7, R6, off16(l.nf_ctx_skb)?));
         // skb_to_full_sk: a request socket stands for its listener; a timewait one is none
         b.emit(ldx(Size::DW, R3, R7, off16(s.sk)?));
-        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), none);
+        b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), none);
         read(b, R3, s.sk_state, 1);
         b.emit(ldx(Size::B, R1, R9, OWNER_SCRATCH));
-        b.jmp(false, JmpOp::Jeq, R1, Src::Imm(TCP_TIME_WAIT), none);
+        b.jmp32(JmpOp::Jeq, R1, Src::Imm(TCP_TIME_WAIT), none);
         let full = b.label();
         b.emit(ldx(Size::DW, R8, R7, off16(s.sk)?));
-        b.jmp(true, JmpOp::Jeq, R8, Src::Imm(0), none);
-        b.jmp(false, JmpOp::Jne, R1, Src::Imm(TCP_NEW_SYN_RECV), full);
+        b.jmp64(JmpOp::Jeq, R8, Src::Imm(0), none);
+        b.jmp32(JmpOp::Jne, R1, Src::Imm(TCP_NEW_SYN_RECV), full);
         read(b, R8, s.rsk_listener, 8);
         b.emit(ldx(Size::DW, R8, R9, OWNER_SCRATCH));
-        b.jmp(true, JmpOp::Jeq, R8, Src::Imm(0), none);
+        b.jmp64(JmpOp::Jeq, R8, Src::Imm(0), none);
         b.bind(full)?;
         // r8 = the full socket: of the hook's namespace
         b.emit(ldx(Size::DW, R3, R6, off16(l.nf_ctx_state)?));
@@ -299,17 +299,17 @@ impl Gen<'_> {
         b.emit(ldx(Size::DW, R7, R9, OWNER_SCRATCH));
         read(b, R8, s.sk_net, 8);
         b.emit(ldx(Size::DW, R1, R9, OWNER_SCRATCH));
-        b.jmp(true, JmpOp::Jne, R1, Src::Reg(R7), none);
+        b.jmp64(JmpOp::Jne, R1, Src::Reg(R7), none);
         // sk_socket, then its file (none: a socket without a file), then the file's creds
         read(b, R8, s.sk_socket, 8);
         b.emit(ldx(Size::DW, R3, R9, OWNER_SCRATCH));
-        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), none);
+        b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), none);
         read(b, R3, s.socket_file, 8);
         b.emit(ldx(Size::DW, R3, R9, OWNER_SCRATCH));
-        b.jmp(true, JmpOp::Jeq, R3, Src::Imm(0), no_file);
+        b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), no_file);
         read(b, R3, s.file_cred, 8);
         b.emit(ldx(Size::DW, R8, R9, OWNER_SCRATCH));
-        b.jmp(true, JmpOp::Jeq, R8, Src::Imm(0), no_file);
+        b.jmp64(JmpOp::Jeq, R8, Src::Imm(0), no_file);
         b.emit(mov64(R3, Src::Reg(R8)));
         read_to(b, R3, s.cred_fsuid, 4, OWNER_UID);
         b.emit(mov64(R3, Src::Reg(R8)));

@@ -498,7 +498,7 @@ pub(super) fn single_jump(
     } else {
         JmpOp::Jne
     };
-    b.jmp(false, op, Reg::R1, Src::Imm(value as i32), target);
+    b.jmp32(op, Reg::R1, Src::Imm(value as i32), target);
     Ok(())
 }
 
@@ -536,20 +536,20 @@ pub(super) fn range_test(
     }
     if !invert {
         if lo > 0 {
-            b.jmp(false, JmpOp::Jlt, r, Src::Imm(lo as i32), fail);
+            b.jmp32(JmpOp::Jlt, r, Src::Imm(lo as i32), fail);
         }
         if hi < max {
-            b.jmp(false, JmpOp::Jgt, r, Src::Imm(hi as i32), fail);
+            b.jmp32(JmpOp::Jgt, r, Src::Imm(hi as i32), fail);
         }
     } else {
         match (lo > 0, hi < max) {
             (false, false) => b.ja(fail),
-            (true, false) => b.jmp(false, JmpOp::Jge, r, Src::Imm(lo as i32), fail),
-            (false, true) => b.jmp(false, JmpOp::Jle, r, Src::Imm(hi as i32), fail),
+            (true, false) => b.jmp32(JmpOp::Jge, r, Src::Imm(lo as i32), fail),
+            (false, true) => b.jmp32(JmpOp::Jle, r, Src::Imm(hi as i32), fail),
             (true, true) => {
                 let pass = b.label();
-                b.jmp(false, JmpOp::Jlt, r, Src::Imm(lo as i32), pass);
-                b.jmp(false, JmpOp::Jle, r, Src::Imm(hi as i32), fail);
+                b.jmp32(JmpOp::Jlt, r, Src::Imm(lo as i32), pass);
+                b.jmp32(JmpOp::Jle, r, Src::Imm(hi as i32), fail);
                 b.bind(pass)?;
             }
         }

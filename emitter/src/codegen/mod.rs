@@ -128,7 +128,7 @@ pub const MAX_INLINE_DEPTH: usize = 32;
 const MAX_INSNS: usize = 1_000_000;
 
 /// Code generation state of one program.
-struct Gen<'a> {
+struct Generator<'a> {
     b: Builder,
     layout: &'a KernelLayout,
     chain_labels: BTreeMap<ChainId, Label>,
@@ -257,7 +257,7 @@ pub fn compile_output(
             chain_labels.insert(*id, b.label());
         }
     }
-    let mut g = Gen {
+    let mut g = Generator {
         b,
         layout,
         chain_labels,

@@ -13,7 +13,7 @@
 //!  -55 icmp type u8  -54 dport u16 (host order)   -52 daddr u32 (network order)
 //!  -47 icmp code u8  -46 tcp flags u8  -45 tcp doff*4 u8   -44 skb->len u32
 //!  -39 tcp option state u8 (1 none, 2 present, 3 hotdrop)  -38 thoff u16
-//!  -36 thav s32: -2 = fragment with offset 1, -1 = other non-first fragment, else
+//!  -36 th_avail s32: -2 = fragment with offset 1, -1 = other non-first fragment, else
 //!      bytes of transport header available (skb->len - ihl*4, negative clamped to 1)
 //!  -28 -20 -12 -4: in-interface name, four u32 words (one per 8-byte slot)
 //!  -92 -84 -76 -68: out-interface name words
@@ -58,7 +58,7 @@ pub mod rec {
     /// u16 transport header offset (ihl * 4)
     pub const THOFF: i16 = -38;
     /// s32 transport bytes available, -1/-2 for non-first fragments
-    pub const THAV: i16 = -36;
+    pub const TH_AVAIL: i16 = -36;
     /// in-interface name word k at IN_NAME + 8k
     pub const IN_NAME: i16 = -28;
     /// out-interface name word k at OUT_NAME + 8k
@@ -77,7 +77,7 @@ pub mod rec {
     pub const DYN_OPT: i16 = -264;
     /// u64 copy of r9 (packed ports, protocol, transport status) for chain subprograms
     pub const PACKED: i16 = -272;
-    /// u32 counter slot + 1 handed to the shared tails (see `Gen::set_key`)
+    /// u32 counter slot + 1 handed to the shared tails (see `Generator::set_key`)
     pub const KEY: i16 = -276;
     /// lookup key of a rule run (u32 address or u16 port), written just before the lookup
     pub const LKEY: i16 = -288;
@@ -104,8 +104,8 @@ pub(super) mod packed {
     pub const GUARD_SHIFT: i32 = 48;
 }
 
-/// THAV value of a fragment with offset 1 (tcp hotdrops it).
-pub(super) const THAV_FRAG1: i32 = -2;
+/// TH_AVAIL value of a fragment with offset 1 (tcp hotdrops it).
+pub(super) const TH_AVAIL_FRAG1: i32 = -2;
 /// Option states (OPTST).
 pub(super) const OPT_NONE: i32 = 1;
 pub(super) const OPT_PRESENT: i32 = 2;

@@ -33,7 +33,7 @@ use super::chains::Frame;
 use super::forms::TestState;
 use super::lower::{load_operand, Lowered, Test};
 use super::record::rec;
-use super::{Gen, HELPER_MAP_LOOKUP_ELEM};
+use super::{Generator, HELPER_MAP_LOOKUP_ELEM};
 
 /// Shortest run of rules compiled into one lookup.
 pub const MIN_RUN: usize = 4;
@@ -202,7 +202,7 @@ pub(super) fn plan<'a>(
     Ok((maps, runs))
 }
 
-impl Gen<'_> {
+impl Generator<'_> {
     /// Emit a rule run (see "Rule runs"): the tests before the key's hotdrop barrier once, the
     /// key looked up in the run's hash map (value = counter slot of the first rule with that
     /// key), then the tests after the barrier and the action of the rule found. A miss, or a
@@ -243,7 +243,7 @@ impl Gen<'_> {
         b.emit(mov64(R2, Src::Reg(R6)));
         b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(rec::LKEY))));
         b.call_helper(HELPER_MAP_LOOKUP_ELEM);
-        b.jmp(true, JmpOp::Jeq, R0, Src::Imm(0), next);
+        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), next);
         // KEY = slot + 1, as `set_key` would store it
         b.emit(ldx(Size::W, R1, R0, 0));
         b.emit(alu32(AluOp::Add, R1, Src::Imm(1)));
