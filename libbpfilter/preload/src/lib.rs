@@ -252,10 +252,11 @@ pub unsafe extern "C" fn getsockopt(
         // SAFETY: forwarding the caller's arguments unchanged under the same contract.
         return unsafe { real(fd, level, optname, optval, optlen) };
     }
-    // SAFETY: optlen is read only when non-null; optval is valid for *optlen bytes.
     let len = if optlen.is_null() {
         0
     } else {
+        // SAFETY: optlen is non-null and points to the caller's socklen_t, as getsockopt's
+        // contract requires.
         (unsafe { optlen.read_unaligned() } as c_int).max(0) as usize
     };
     // SAFETY: as above.
