@@ -2,7 +2,8 @@
 //!
 //! A netfilter link cannot swap its program (`bpf_link_update` answers EOPNOTSUPP), so the
 //! link holds this program for good and it tail-calls slot `hook` of a PROG_ARRAY; replacing
-//! a ruleset is one map update, atomic for every packet. An empty slot makes the tail call
+//! a ruleset is one map update per hook, each atomic for every packet (a packet meets one
+//! filter hook only, so no packet sees two rulesets). An empty slot makes the tail call
 //! fall through to ACCEPT: a table with no program yet filters nothing, as an empty table
 //! would.
 

@@ -18,7 +18,12 @@
 //! ```
 //! A replace builds and pins generation N+1 completely, then points every hook's slot at its
 //! programs, waits for an RCU grace period so that no packet is still inside generation N,
-//! reads N's final counters, and unpins N. A failure before the switch leaves N untouched.
+//! reads N's final counters, and unpins N. The guarantee: each hook switches atomically (one
+//! PROG_ARRAY update), the hooks one after another within microseconds. A packet crosses one
+//! filter hook only (INPUT, FORWARD or OUTPUT), so every packet is judged and counted by one
+//! whole generation; only two packets at two different hooks during those microseconds can
+//! meet different generations, which no packet can observe (the kernel's own replace lets
+//! packets already inside the old table finish there too). A failure before the switch leaves N untouched.
 //! A daemon that died mid-switch is repaired on restart by rolling forward to the newest
 //! complete generation (see [`adopt`]).
 
