@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 
 use bpfilter::layout::kernel_layout;
 use bpfilter::sys::{num_possible_cpus, Btf, Map, MapType, Program as BpfProgram};
-use emitter::codegen::{compile, compile_output, compile_with, Options, PacketAccess};
+use emitter::codegen::{compile, compile_with, Options, PacketAccess};
 use emitter::ir::*;
 use emitter::reference::{evaluate, Outcome, Packet};
 use emitter::{KernelLayout, MapRef};
@@ -128,7 +128,8 @@ fn load(env: &Env, p: &Program) -> Loaded {
 }
 
 fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
-    let out = compile_output(p, &env.layout, opts).expect("compile");
+    // the daemon's own compile step (generator, then the unreachable-code pass)
+    let out = bpfilter::xlate::compile(p, &env.layout, opts).expect("compile");
     let compiled = out.code;
     let slots = max_slot(p) + 1;
     let counters = Map::create(MapType::PercpuArray, 4, 16, slots, "bpfltr_test_ctr").unwrap();

@@ -648,9 +648,9 @@ impl Generation {
                         format!("compiling {}: {e}", HOOK_NAMES[hook as usize]),
                     )
                 };
-                let out = emitter::codegen::compile_output(&ir, &target.layout, target.options())
+                let out = crate::xlate::compile(&ir, &target.layout, target.options())
                     .map_err(compile_err)?;
-                let code = crate::xlate::prune_unreachable(out.code).map_err(compile_err)?;
+                let code = out.code;
                 // The rule runs' lookup maps (key -> counter slot), filled before the load.
                 let mut sets = Vec::with_capacity(out.maps.len());
                 for (i, spec) in out.maps.iter().enumerate() {
@@ -976,11 +976,8 @@ impl TableBackend for BpfTable {
                 "; hook {name}: program {}\n",
                 PROG_NAMES[ir.hook.number() as usize]
             ));
-            match emitter::codegen::compile_output(&ir, &self.target.layout, self.target.options())
-                .map(|o| o.code)
-                .and_then(crate::xlate::prune_unreachable)
-            {
-                Ok(code) => out.push_str(&code.dump()),
+            match crate::xlate::compile(&ir, &self.target.layout, self.target.options()) {
+                Ok(o) => out.push_str(&o.code.dump()),
                 Err(e) => out.push_str(&format!("; cannot compile: {e}\n")),
             }
         }

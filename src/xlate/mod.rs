@@ -14,6 +14,21 @@
 
 pub use emitter::prune::prune_unreachable;
 
+/// The pure compile step of a hook's program, as the daemon loads it (and `dump` shows it, and
+/// the datapath tests run it): the generator's output with the instructions no path reaches
+/// removed (the verifier refuses unreachable code). Touches no kernel object.
+pub fn compile(
+    program: &ir::Program,
+    layout: &emitter::KernelLayout,
+    options: emitter::codegen::Options,
+) -> Result<emitter::codegen::Output, emitter::EmitError> {
+    let out = emitter::codegen::compile_output(program, layout, options)?;
+    Ok(emitter::codegen::Output {
+        code: prune_unreachable(out.code)?,
+        maps: out.maps,
+    })
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
