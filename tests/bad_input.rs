@@ -28,12 +28,6 @@ use std::time::Duration;
 use common::{privileged, Daemon, Pair, Rng, Tool};
 use hardening::*;
 
-/// Not a test: the sockopt client the other tests re-execute this binary as (a no-op here).
-#[test]
-fn client_mode() {
-    client_main();
-}
-
 const EINVAL: i32 = libc::EINVAL;
 const ENOENT: i32 = libc::ENOENT;
 

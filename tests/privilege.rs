@@ -24,12 +24,6 @@ use std::path::Path;
 use common::{privileged, Daemon, Netns, Pair, Tool};
 use hardening::*;
 
-/// Not a test: the sockopt client the other tests re-execute this binary as (a no-op here).
-#[test]
-fn client_mode() {
-    client_main();
-}
-
 const EPERM: i32 = libc::EPERM;
 
 const NOBODY: [&str; 4] = [
