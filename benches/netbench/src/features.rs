@@ -49,7 +49,7 @@ use anyhow::{Context as _, Result};
 use crate::backend::{self, Access, Backend, EventCounts, Tools};
 use crate::netns::{self, in_ns_cmd, run_ok, Pair, Snmp};
 use crate::replies;
-use crate::report::{f2, thousands, ConfigResult};
+use crate::result::{f2, thousands, ConfigResult};
 use crate::ruleset::{self, RuleKind, DPORT, DST, SRC};
 use crate::sender::{self, Plan};
 use crate::stats::{median, quantile, slope};

@@ -15,6 +15,7 @@ pub mod netns;
 pub mod progs;
 pub mod replies;
 pub mod report;
+pub mod result;
 pub mod ruleset;
 pub mod sender;
 pub mod stats;

@@ -7,67 +7,11 @@ use std::time::Duration;
 
 use crate::backend::{Access, Backend};
 use crate::features::FeatureReport;
-use crate::progs::ProgInfo;
+use crate::result::{f2, thousands};
 use crate::ruleset::RuleKind;
 use crate::stats::{median, quantile, slope};
 
-/// Everything known about one configuration (backend x rule kind x N).
-#[derive(Debug, Clone)]
-pub struct ConfigResult {
-    /// Firewall.
-    pub backend: Backend,
-    /// Rule kind (None for the no-firewall reference).
-    pub kind: Option<RuleKind>,
-    /// Non-matching rules before the final ACCEPT.
-    pub n: usize,
-    /// Time to load the ruleset into a fresh namespace.
-    pub restore: Option<Duration>,
-    /// Median time to append one rule to it.
-    pub append: Option<Duration>,
-    /// bpfltr_* programs the load created (bpfilter only).
-    pub progs: Vec<ProgInfo>,
-    /// INPUT program's BPF_PROG_LOAD time (verifier + JIT) as `bpfilter status` reports it.
-    pub verifier_ms: Option<f64>,
-    /// BPF_PROG_TEST_RUN of this configuration's live programs at LOCAL_IN: (name, ns per
-    /// run, return value).
-    pub test_runs: Vec<(String, u32, u32)>,
-    /// Why the configuration could not be set up (then it is not measured).
-    pub error: Option<String>,
-    /// Failed checks (packets received, final rule counter).
-    pub check_failures: Vec<String>,
-    /// Per kept sample: CPU ns per packet.
-    pub cpu: Vec<f64>,
-    /// Per kept sample: wall ns per packet.
-    pub wall: Vec<f64>,
-    /// Per kept sample: CPU ns per packet minus the no-firewall configuration's in that sample.
-    pub added: Vec<f64>,
-}
-
-impl ConfigResult {
-    /// A configuration not measured yet.
-    pub fn new(backend: Backend, kind: Option<RuleKind>, n: usize) -> ConfigResult {
-        ConfigResult {
-            backend,
-            kind,
-            n,
-            restore: None,
-            append: None,
-            progs: Vec::new(),
-            test_runs: Vec::new(),
-            verifier_ms: None,
-            error: None,
-            check_failures: Vec::new(),
-            cpu: Vec::new(),
-            wall: Vec::new(),
-            added: Vec::new(),
-        }
-    }
-
-    /// Median added ns per packet.
-    pub fn added_median(&self) -> f64 {
-        median(&self.added)
-    }
-}
+pub use crate::result::ConfigResult;
 
 /// Smallest N a per-rule segment starts at: below it the differences are within the noise.
 pub const SEGMENT_FROM: usize = 100;
@@ -1264,18 +1208,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Two decimals, "-" when unknown, and no "-0.00" for a value that rounds to zero (a
-/// lookup's per-rule cost is zero give or take noise).
-pub(crate) fn f2(v: f64) -> String {
-    if !v.is_finite() {
-        "-".into()
-    } else if v.abs() < 0.005 {
-        "0.00".into()
-    } else {
-        format!("{v:.2}")
-    }
-}
-
 fn ratio(a: f64, b: f64) -> String {
     if a.is_finite() && b.is_finite() && b.abs() > 1e-9 {
         f2(a / b)
@@ -1311,23 +1243,6 @@ fn wrap_prose(text: &str, width: usize) -> String {
     out
 }
 
-/// Rounded, with thousands separators: 41469.4 -> "41,469".
-pub(crate) fn thousands(v: f64) -> String {
-    let digits = format!("{:.0}", v.abs());
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if v < 0.0 && digits != "0" {
-        format!("-{out}")
-    } else {
-        out
-    }
-}
-
 fn human_n(n: usize) -> String {
     if n >= 1000 && n % 1000 == 0 {
         format!("{}k", n / 1000)
@@ -1354,6 +1269,7 @@ fn trim(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progs::ProgInfo;
 
     fn cfg(
         b: Backend,
