@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use libbpfilter::wire::{self, Reply, Request};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use state::{Backends, Namespace, NsId};
 
@@ -293,6 +293,21 @@ impl Daemon {
                 };
                 match outcome {
                     Ok(answer) => Reply::ok(answer.payload),
+                    // A revision query bpfilter cannot answer is routine: the preload then asks
+                    // the kernel (an extension of a table the kernel serves, or one bpfilter
+                    // lacks, which a rule would then name in its own refusal).
+                    Err(refusal)
+                        if opt.op == SockoptOp::Get
+                            && matches!(
+                                opt.optname,
+                                ipt_abi::abi::IPT_SO_GET_REVISION_MATCH
+                                    | ipt_abi::abi::IPT_SO_GET_REVISION_TARGET
+                            ) =>
+                    {
+                        debug!(netns = %ns.id, optname = opt.optname, errno = refusal.errno,
+                               "revision query not answered: {}", refusal.reason);
+                        Reply::error(refusal.errno)
+                    }
                     Err(refusal) => {
                         warn!(netns = %ns.id, optname = opt.optname, op = ?opt.op, errno = refusal.errno,
                               "refused: {}", refusal.reason);
