@@ -3,8 +3,9 @@
 # the host's build. Usage: suites.sh run|refusal
 #   run      the probe, the datapath test-run suite (every packet access the kernel verifies,
 #            10,000-rule loads, events), the conntrack switch, the README quick start and
-#            the stateful/REJECT/LOG rules and the limit/owner/addrtype matches with real
-#            packets against the kernel's iptables-legacy, and a bounded conformance run
+#            the stateful/REJECT/LOG rules with real packets against the kernel's
+#            iptables-legacy, and a bounded conformance run (limit, owner and addrtype are
+#            loaded and run by the datapath test runs; their real-packet tests run on the host)
 #   refusal  a kernel bpfilter cannot run on: the daemon must exit non-zero with one line
 #            naming what is missing, and iptables must print that line, not a kernel errno
 # The test executables come from $BPFILTER_TESTS (name=path pairs, from matrix.sh).
@@ -36,8 +37,6 @@ run)
   step "connection state, REJECT and LOG with real packets (against the kernel's)"
   "$(exe e2e_targets)" --test-threads=1 stateful_rules_and_rejects_answer_as_the_kernel_does \
     log_lines_are_the_kernels
-  step "limit, owner and addrtype with real packets (against the kernel's)"
-  "$(exe e2e_matches)" --test-threads=1
   step "bounded conformance"
   # a spread sample (every 6th ruleset): software emulation is ~60x slower than this machine
   target/release/conformance --bounded --random 6 --packets 40 --hand-packets 12 --every 6 --quiet
