@@ -380,6 +380,14 @@ real! {
     ufw_0_29_ubuntu_host => "ufw-0.29-ubuntu-host",
     ufw_docker28_libvirt_host => "ufw-docker28-libvirt-host",
     wg_quick_default_route => "wg-quick-default-route",
+    arch_wiki_simple_stateful_firewall => "arch-wiki-simple-stateful-firewall",
+    cilium_kube_router_ipvs_docker_node => "cilium-kube-router-ipvs-docker-node",
+    fail2ban_0_8_multiport_log => "fail2ban-0.8-multiport-log",
+    fail2ban_xt_recent_echo => "fail2ban-xt-recent-echo",
+    ufw_0_36_limit_wireguard_vps => "ufw-0.36-limit-wireguard-vps",
+    angristan_openvpn_install_server => "angristan-openvpn-install-server",
+    networkmanager_shared_wlan0 => "networkmanager-shared-wlan0",
+    nyr_openvpn_install_server => "nyr-openvpn-install-server",
 }
 
 /// Every .rules file has exactly one manifest line and one test, and every file carries its
