@@ -102,6 +102,20 @@ fn whole_rulesets_with_every_table_apply_save_and_filter_as_the_kernels() {
     }
 }
 
+/// A filter rule with an extension bpfilter does not compile (the kernel's tables take it).
+const HASHLIMIT_RULE: &[&str] = &[
+    "-A",
+    "INPUT",
+    "-m",
+    "hashlimit",
+    "--hashlimit-upto",
+    "1/s",
+    "--hashlimit-name",
+    "h",
+    "-j",
+    "ACCEPT",
+];
+
 /// iptables-restore commits table by table, in the file's order: a table that fails leaves
 /// the tables committed before it in place, and the same error is printed.
 #[test]
@@ -124,23 +138,7 @@ fn a_failing_table_in_a_restore_fails_as_with_the_kernel() {
     p.same(&d, Tool::Save, &["-c"], "");
     // a filter rule with an extension bpfilter does not compile is refused, and the kernel's
     // tables are untouched by it
-    let out = d.iptables(
-        &p.bpf,
-        Tool::Iptables,
-        &[
-            "-A",
-            "INPUT",
-            "-m",
-            "hashlimit",
-            "--hashlimit-upto",
-            "1/s",
-            "--hashlimit-name",
-            "h",
-            "-j",
-            "ACCEPT",
-        ],
-        "",
-    );
+    let out = d.iptables(&p.bpf, Tool::Iptables, HASHLIMIT_RULE, "");
     assert!(
         !out.status.success(),
         "hashlimit is not compiled yet and must be refused"
@@ -148,20 +146,7 @@ fn a_failing_table_in_a_restore_fails_as_with_the_kernel() {
     let out = d.iptables(
         &p.bpf,
         Tool::Iptables,
-        &[
-            "-t",
-            "mangle",
-            "-A",
-            "INPUT",
-            "-m",
-            "hashlimit",
-            "--hashlimit-upto",
-            "1/s",
-            "--hashlimit-name",
-            "h",
-            "-j",
-            "ACCEPT",
-        ],
+        &[&["-t", "mangle"][..], HASHLIMIT_RULE].concat(),
         "",
     );
     assert!(
