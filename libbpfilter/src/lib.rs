@@ -223,11 +223,73 @@ impl Client {
     }
 }
 
+/// Environment variable: how long, in seconds, a client waits for a daemon that is not
+/// listening yet (starting, restarting); `0` fails at once. Default [`CONNECT_WAIT`].
+pub const CONNECT_WAIT_ENV: &str = "BPFILTER_CONNECT_WAIT";
+/// How long a client waits by default for a daemon that is starting or restarting.
+pub const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long to wait for the daemon: [`CONNECT_WAIT_ENV`] if it parses, else [`CONNECT_WAIT`].
+pub fn connect_wait() -> std::time::Duration {
+    std::env::var(CONNECT_WAIT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| std::time::Duration::from_secs_f64(s.min(3600.0)))
+        .unwrap_or(CONNECT_WAIT)
+}
+
+/// Connects to the daemon's socket, waiting up to [`connect_wait()`] while nobody listens on
+/// it (ECONNREFUSED: a daemon between two lives; ENOENT: not bound yet). A daemon that is up
+/// but busy never refuses: its backlog queues the connection. Permission errors fail at once.
+///
+/// A process waits once: after one wait ran out, its later connections fail at once (an
+/// iptables command makes several calls; a missing daemon must cost it one wait, not one per
+/// call).
+pub fn connect_waiting(path: &Path) -> Result<UnixStream, ClientError> {
+    static GAVE_UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let wait = if GAVE_UP.load(std::sync::atomic::Ordering::Relaxed) {
+        std::time::Duration::ZERO
+    } else {
+        connect_wait()
+    };
+    let result = connect_within(path, wait);
+    if result
+        .as_ref()
+        .is_err_and(|e| e.is_unreachable() && e.errno() == libc::ECONNREFUSED)
+    {
+        GAVE_UP.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    result
+}
+
+fn connect_within(path: &Path, wait: std::time::Duration) -> Result<UnixStream, ClientError> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        match UnixStream::connect(path) {
+            Ok(stream) => return Ok(stream),
+            Err(source) => {
+                let retry = matches!(
+                    source.raw_os_error(),
+                    Some(libc::ECONNREFUSED | libc::ENOENT | libc::EAGAIN)
+                );
+                let now = std::time::Instant::now();
+                if !retry || now >= deadline {
+                    return Err(ClientError::Unreachable {
+                        path: path.to_owned(),
+                        source,
+                    });
+                }
+                std::thread::sleep(pause.min(deadline - now));
+                pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+}
+
 fn open(path: &Path) -> Result<UnixStream, ClientError> {
-    UnixStream::connect(path).map_err(|source| ClientError::Unreachable {
-        path: path.to_owned(),
-        source,
-    })
+    connect_waiting(path)
 }
 
 #[cfg(test)]
@@ -248,13 +310,34 @@ mod tests {
     #[test]
     fn unreachable_names_the_socket() {
         let p = temp_socket("absent");
-        let e = Client::connect_to(&p).expect_err("must fail");
+        let e = connect_within(&p, std::time::Duration::ZERO).expect_err("must fail");
         assert!(e.is_unreachable());
         assert_eq!(e.errno(), libc::ECONNREFUSED);
         let msg = e.to_string();
         assert!(msg.contains(&p.display().to_string()), "{msg}");
         assert!(msg.contains("No such file or directory"), "{msg}");
         assert!(!msg.contains("os error"), "{msg}");
+    }
+
+    #[test]
+    fn a_daemon_that_starts_during_the_wait_is_reached() {
+        let p = temp_socket("late");
+        let late = p.clone();
+        let server = thread::spawn(move || {
+            thread::sleep(std::time::Duration::from_millis(150));
+            let listener = UnixListener::bind(&late).expect("bind");
+            listener.accept().expect("accept");
+        });
+        let started = std::time::Instant::now();
+        connect_within(&p, std::time::Duration::from_secs(5)).expect("reached once bound");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+        server.join().expect("server thread");
+        let _ = std::fs::remove_file(&p);
+        // Nobody ever listens: the wait ends, with the connect error.
+        let started = std::time::Instant::now();
+        let e = connect_within(&p, std::time::Duration::from_millis(100)).expect_err("absent");
+        assert!(e.is_unreachable());
+        assert!(started.elapsed() >= std::time::Duration::from_millis(100));
     }
 
     #[test]

@@ -78,6 +78,8 @@ const DUMP_FIXED: usize = size_of::<DumpHead>();
 /// Bytes of the first chunk the reader asks for when a frame is announced; the rest grows as
 /// data actually arrives, so a peer that announces a huge length and sends nothing costs little.
 const READ_CHUNK: usize = 1 << 20;
+/// The longest a frame's payload may take to arrive once its header has.
+pub const FRAME_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 /// How many fds one message can carry (the kernel's SCM_MAX_FD): the control buffer has room
 /// for all of them, so it is never truncated (nix cannot parse a truncated one, and the fds the
 /// kernel did install would leak). Any beyond the first are closed.
@@ -257,6 +259,13 @@ impl WireError {
             | WireError::Malformed { .. }
             | WireError::Trailing { .. } => libc::EPROTO,
         }
+    }
+
+    /// Whether a socket timeout ended the wait (SO_RCVTIMEO/SO_SNDTIMEO, or
+    /// [`FRAME_DEADLINE`]).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, WireError::Io { source, .. }
+            if matches!(source.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
     }
 
     fn io(op: &'static str, source: io::Error) -> Self {
@@ -959,17 +968,33 @@ fn recv_header(stream: &UnixStream) -> Result<(FrameHeader, Option<OwnedFd>), Wi
 /// Reads exactly `len` payload bytes; allocation grows with the data actually received.
 fn read_body(stream: &UnixStream, len: u32) -> Result<Vec<u8>, WireError> {
     let len = len as usize;
-    let mut body = Vec::with_capacity(len.min(READ_CHUNK));
-    stream
-        .take(len as u64)
-        .read_to_end(&mut body)
-        .map_err(|e| WireError::io("read", e))?;
-    if body.len() < len {
-        return Err(WireError::Truncated {
-            what: "frame payload",
-            need: len,
-            have: body.len(),
-        });
+    // A peer that trickles a frame byte by byte cannot hold a reader forever: each read waits
+    // at most the socket's read timeout (the daemon sets one), the whole payload this long.
+    let deadline = std::time::Instant::now() + FRAME_DEADLINE;
+    let mut body = vec![0u8; len.min(READ_CHUNK)];
+    let mut have = 0;
+    while have < len {
+        if have == body.len() {
+            body.resize(len.min(body.len() + READ_CHUNK), 0);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(WireError::io(
+                "read",
+                io::Error::new(io::ErrorKind::TimedOut, "frame payload too slow"),
+            ));
+        }
+        match (&*stream).read(&mut body[have..]) {
+            Ok(0) => {
+                return Err(WireError::Truncated {
+                    what: "frame payload",
+                    need: len,
+                    have,
+                })
+            }
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(WireError::io("read", e)),
+        }
     }
     Ok(body)
 }

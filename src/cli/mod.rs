@@ -1,7 +1,6 @@
 //! Command-line front ends: the iptables wrappers and the daemon's query commands.
 
 use std::ffi::OsString;
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -81,6 +80,10 @@ fn preload_path() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the bpfilter executable")?;
     let candidates = [
         exe.parent().map(|d| d.join("libbpfilter.so")),
+        // installed: PREFIX/sbin/bpfilter and PREFIX/lib/bpfilter/libbpfilter.so
+        exe.parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("lib/bpfilter/libbpfilter.so")),
         exe.parent()
             .and_then(Path::parent)
             .map(|d| d.join("lib/libbpfilter.so")),
@@ -95,20 +98,19 @@ fn preload_path() -> Result<PathBuf> {
 
 /// Replaces this process with `binary ARGS`, `libbpfilter.so` preloaded. Returns only on error.
 pub fn exec_legacy(binary: &str, socket: &Path, pass: PassThrough) -> Result<ExitCode> {
-    match UnixStream::connect(socket) {
+    // A daemon that is starting or restarting is waited for (a bounded time), as iptables
+    // waits for nothing against the kernel.
+    match libbpfilter::connect_waiting(socket) {
         // A caller the socket refuses (not root) gets iptables' own "Permission denied (you
         // must be root)", exactly as against the kernel; only a missing daemon gets our line.
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+        Err(err) if err.errno() == libc::EPERM => {}
         Err(err) => {
             // On a kernel bpfilter cannot run on, the daemon refused to start: say why, not
             // only that it is absent.
             match crate::probe::probe().target() {
                 Err(missing) => eprintln!("bpfilter: {missing}"),
-                Ok(_) => eprintln!(
-                    "bpfilter: cannot reach the bpfilter daemon at {}: {err} (is 'bpfilter daemon' running?)",
-                    socket.display()
-                ),
+                Ok(_) => eprintln!("bpfilter: {err}"),
             }
             return Ok(ExitCode::FAILURE);
         }
@@ -125,6 +127,38 @@ pub fn exec_legacy(binary: &str, socket: &Path, pass: PassThrough) -> Result<Exi
         .env("BPFILTER_SOCKET", socket)
         .exec();
     bail!("cannot run {binary}: {err}")
+}
+
+/// As [`exec_legacy`], for this executable called as `iptables` (or `iptables-save`,
+/// `iptables-restore`, or their `-bpfilter` names) through the alternatives system. One
+/// difference: `-V` says that bpfilter runs the rules, after iptables' own version line
+/// (`iptables v1.8.9 (legacy), rules run by bpfilter 0.1.0`): the backend shows where tools
+/// look for it, and the words they parse (`vX.Y.Z`, `(legacy)`) stay.
+pub fn exec_multicall(binary: &str, socket: &Path, pass: PassThrough) -> Result<ExitCode> {
+    if let [only] = pass.args.as_slice() {
+        if only == "-V" || only == "--version" {
+            let out = Command::new(binary)
+                .arg(only)
+                .output()
+                .with_context(|| format!("running {binary}"))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut lines = text.lines();
+            if let Some(first) = lines.next() {
+                println!(
+                    "{first}, rules run by bpfilter {}",
+                    env!("CARGO_PKG_VERSION")
+                );
+            }
+            for line in lines {
+                println!("{line}");
+            }
+            std::io::Write::write_all(&mut std::io::stderr(), &out.stderr)?;
+            return Ok(ExitCode::from(
+                u8::try_from(out.status.code().unwrap_or(1)).unwrap_or(1),
+            ));
+        }
+    }
+    exec_legacy(binary, socket, pass)
 }
 
 /// Prints the daemon's view of the caller's namespace.

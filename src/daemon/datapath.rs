@@ -15,6 +15,7 @@
 //! <root>/net<ns>/<table>/event_loss       ARRAY: records lost to a full ring buffer
 //! <root>/net<ns>/<table>/older_tables     the kernel's tables when this one was made (BlobMap)
 //! <root>/net<ns>/<table>/addrtypes        LPM_TRIE: the namespace's address types (addrtype)
+//! <root>/net<ns>/<table>/committed        ARRAY: the generation iptables was told is in force
 //! ```
 //! A replace builds and pins generation N+1 completely, then points every hook's slot at its
 //! programs, waits for an RCU grace period so that no packet is still inside generation N,
@@ -24,8 +25,15 @@
 //! whole generation; only two packets at two different hooks during those microseconds can
 //! meet different generations, which no packet can observe (the kernel's own replace lets
 //! packets already inside the old table finish there too). A failure before the switch leaves N untouched.
-//! A daemon that died mid-switch is repaired on restart by rolling forward to the newest
-//! complete generation (see [`adopt`]).
+//!
+//! The commit point is the `committed` marker, written after the switch as the last step before
+//! the reply: a daemon killed anywhere before it (while building, mid-switch, after the switch)
+//! left a client that was told the change failed (its connection dropped), and a restarted
+//! daemon puts the committed generation back in every slot and discards the newer one (see
+//! [`BpfTable::adopt`]). A table whose marker is still 0 was never acknowledged to anyone and
+//! is discarded whole. Packets that the discarded generation judged while the daemon was down
+//! stay counted in its counters, which go with it. Only a kill between the marker and the
+//! reply's write (a few microseconds) leaves a change in force that its client saw fail.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -46,6 +54,8 @@ use crate::sys::{self, Link, Map, MapType, Program, SysError};
 pub const PRIORITY: i32 = 1;
 const NFPROTO_IPV4: u32 = 2;
 const PROG_ARRAY_MAP: MapRef = MapRef::Other(0);
+/// Pin name of the commit marker.
+const COMMITTED: &str = "committed";
 const HOOK_NAMES: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
 const PROG_NAMES: [&str; 5] = [
     "bpfltr_pre",
@@ -290,6 +300,8 @@ struct Generation {
 pub struct BpfTable {
     dir: PathBuf,
     progs: Map,
+    /// the commit marker: the number of the generation in force, 0 before the first
+    committed: Map,
     hooks: Vec<u32>,
     target: Target,
     gen: Generation,
@@ -373,6 +385,10 @@ impl BpfTable {
             progs
                 .pin(dir.join("progs"))
                 .map_err(sys_err("pinning the prog array"))?;
+            let committed = commit_marker(0)?;
+            committed
+                .pin(dir.join(COMMITTED))
+                .map_err(sys_err("pinning the commit marker"))?;
             let hooks = hooks_of(table);
             let older = super::kernel_tables::kernel_tables(nsfd.as_fd());
             let snapshot = older.join("\n");
@@ -419,10 +435,12 @@ impl BpfTable {
                 link.pin(hook_dir.join("link"))
                     .map_err(sys_err("pinning the link"))?;
             }
+            commit(&committed, gen.number)?;
             let pump = events.pump(&dir, Arc::clone(&netns));
             Ok(BpfTable {
                 dir: dir.clone(),
                 progs,
+                committed,
                 hooks,
                 target,
                 gen,
@@ -440,7 +458,8 @@ impl BpfTable {
         result
     }
 
-    /// Reopens a table from its pins, finishing a switch a dead daemon left half done.
+    /// Reopens a table from its pins: the committed generation, put back in every slot a dead
+    /// daemon had switched to a newer one.
     fn adopt(
         dir: &Path,
         netns: Arc<crate::events::Netns>,
@@ -453,19 +472,41 @@ impl BpfTable {
             .filter_map(|d| d.file_name().to_str()?.strip_prefix("gen")?.parse().ok())
             .collect();
         gens.sort_unstable();
-        // Newest complete generation first: a generation is pinned whole before the switch.
-        let mut chosen = None;
-        for &n in gens.iter().rev() {
-            match Generation::open(dir, n) {
-                Ok(g) => {
-                    chosen = Some(g);
-                    break;
-                }
-                Err(e) => warn!(gen = n, error = %e, "incomplete generation; discarding"),
+        let marker = Map::from_pin(dir.join(COMMITTED)).ok();
+        let committed_number = match &marker {
+            Some(m) => Some(read_commit(m)?),
+            None => None,
+        };
+        let (gen, blob) = match committed_number {
+            Some(0) => {
+                return Err(BackendError::new(
+                    libc::ENOENT,
+                    "never committed (the daemon died while creating it)",
+                ))
             }
-        }
-        let (gen, blob) =
-            chosen.ok_or_else(|| BackendError::new(libc::ENOENT, "no complete generation"))?;
+            // What iptables was last told is in force, whatever a dead daemon built after it.
+            Some(n) => Generation::open(dir, n).map_err(|e| {
+                BackendError::new(
+                    libc::EIO,
+                    format!("committed generation {n} cannot be opened: {e}"),
+                )
+            })?,
+            // Pins of a daemon that predates the marker: the newest complete generation, as
+            // that daemon adopted (a generation is pinned whole before the switch).
+            None => {
+                let mut chosen = None;
+                for &n in gens.iter().rev() {
+                    match Generation::open(dir, n) {
+                        Ok(g) => {
+                            chosen = Some(g);
+                            break;
+                        }
+                        Err(e) => warn!(gen = n, error = %e, "incomplete generation; discarding"),
+                    }
+                }
+                chosen.ok_or_else(|| BackendError::new(libc::ENOENT, "no complete generation"))?
+            }
+        };
         let replace = ipt_abi::parse_replace(&blob, None).map_err(|e| {
             // Not ENOENT, whatever the parser says: the table ran, so it must not be discarded.
             BackendError::new(libc::EIO, format!("stored ruleset does not parse: {e}"))
@@ -487,13 +528,22 @@ impl BpfTable {
                 warn!(
                     hook = HOOK_NAMES[*hook as usize],
                     gen = gen.number,
-                    "rolling the switch forward"
+                    "a dead daemon switched to an uncommitted generation; putting the committed one back"
                 );
                 progs
                     .set_prog(*hook, prog)
                     .map_err(sys_err("filling the prog array"))?;
             }
         }
+        let committed = match marker {
+            Some(m) => m,
+            None => {
+                let m = commit_marker(gen.number)?;
+                m.pin(dir.join(COMMITTED))
+                    .map_err(sys_err("pinning the commit marker"))?;
+                m
+            }
+        };
         for n in gens.into_iter().filter(|&n| n != gen.number) {
             let _ = sys::remove_pins(dir.join(format!("gen{n}")));
         }
@@ -533,6 +583,7 @@ impl BpfTable {
             BpfTable {
                 dir: dir.to_owned(),
                 progs,
+                committed,
                 hooks,
                 target,
                 gen,
@@ -788,8 +839,31 @@ fn limit_map(table: &Table) -> Result<Map, BackendError> {
     Ok(map)
 }
 
+/// A new commit marker holding `number`.
+fn commit_marker(number: u64) -> Result<Map, BackendError> {
+    let map = Map::create(MapType::Array, 4, 8, 1, "bpfltr_commit")
+        .map_err(sys_err("creating the commit marker"))?;
+    commit(&map, number)?;
+    Ok(map)
+}
+
+/// Marks generation `number` as the one in force: one 8-byte array update, atomic for readers.
+fn commit(marker: &Map, number: u64) -> Result<(), BackendError> {
+    marker
+        .update(&0u32.to_ne_bytes(), &number.to_ne_bytes(), 0)
+        .map_err(sys_err("writing the commit marker"))
+}
+
+fn read_commit(marker: &Map) -> Result<u64, BackendError> {
+    let mut value = [0u8; 8];
+    marker
+        .lookup(&0u32.to_ne_bytes(), &mut value)
+        .map_err(sys_err("reading the commit marker"))?;
+    Ok(u64::from_ne_bytes(value))
+}
+
 /// Dies on the spot, like kill -9, when `BPFILTER_FAULT` names this point of a SET_REPLACE
-/// (before-build, after-build, mid-switch, after-switch): the fault tests' way of killing the
+/// (before-build, after-build, mid-switch, after-switch, after-commit): the fault tests' way of killing the
 /// daemon at a precise step. Unset, it costs one cached lookup.
 fn fault_point(name: &str) {
     static FAULT: OnceLock<Option<String>> = OnceLock::new();
@@ -869,7 +943,26 @@ impl TableBackend for BpfTable {
         }
         fault_point("after-switch");
         synchronize_programs();
-        let old = Self::read_counters(&self.gen);
+        let old = Self::read_counters(&self.gen).and_then(|old| {
+            commit(&self.committed, next.number)?;
+            Ok(old)
+        });
+        let old = match old {
+            Ok(old) => old,
+            Err(e) => {
+                // Not committed: the previous generation is put back, as a restart would.
+                for (hook, prog, _) in &self.gen.programs {
+                    let _ = self.progs.set_prog(*hook, prog);
+                }
+                synchronize_programs();
+                let _ = sys::remove_pins(&next.dir);
+                if enabled_now {
+                    let _ = self.set_conntrack(false);
+                }
+                return Err(e);
+            }
+        };
+        fault_point("after-commit");
         let previous = std::mem::replace(&mut self.gen, next);
         self.hooks = hooks_of(table);
         if !addrtype {
@@ -884,7 +977,7 @@ impl TableBackend for BpfTable {
         if let Err(e) = sys::remove_pins(&previous.dir) {
             warn!(dir = %previous.dir.display(), error = %e, "removing the old generation failed");
         }
-        old
+        Ok(old)
     }
 
     fn add_counters(&mut self, add: &[XtCounters]) -> Result<(), BackendError> {

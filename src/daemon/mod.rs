@@ -39,6 +39,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
+/// Connections served at once; more wait in the listening socket's backlog for a free slot.
+const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection may stay silent between requests, or leave a reply unread.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How often the daemon looks for deleted namespaces.
 const GC_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -70,6 +76,25 @@ impl std::fmt::Debug for Daemon {
 /// Runs the daemon until it is killed.
 pub fn run(config: Config) -> Result<()> {
     init_logging();
+    // Listening comes first: a client that arrives while the kernel is probed and the pinned state
+    // taken over (after a restart, a kill -9) waits in the socket's backlog instead of being refused.
+    let (listener, bound_here) = match crate::sys::systemd::inherited_listener()? {
+        Some(listener) => {
+            info!("listening on the socket systemd passed");
+            (listener, false)
+        }
+        None => (listen(&config.socket)?, true),
+    };
+    let result = serve(&config, &listener);
+    // A daemon that cannot start (this kernel, bpffs) leaves no socket for clients to wait on.
+    if bound_here {
+        let _ = std::fs::remove_file(&config.socket);
+    }
+    result
+}
+
+/// Probes the kernel, adopts the pinned state and serves `listener` until killed.
+fn serve(config: &Config, listener: &UnixListener) -> Result<()> {
     let probe = crate::probe::probe();
     let report = probe.report_for(config.access);
     for line in report.lines() {
@@ -92,7 +117,6 @@ pub fn run(config: Config) -> Result<()> {
     // Right away, not a period later: take fds of the adopted namespaces while they can be
     // reached, and release those deleted while the daemon was down.
     daemon.collect_dead_namespaces();
-    let listener = listen(&config.socket)?;
     {
         let daemon = Arc::clone(&daemon);
         std::thread::Builder::new()
@@ -104,16 +128,67 @@ pub fn run(config: Config) -> Result<()> {
             .context("starting the namespace collector")?;
     }
     info!(socket = %config.socket.display(), bpffs = %config.bpffs.display(), "bpfilter daemon ready");
+    if let Err(err) = crate::sys::systemd::notify("READY=1\nSTATUS=serving iptables requests") {
+        warn!(error = %err, "cannot tell the service manager that the daemon is ready");
+    }
+    let slots = Arc::new(ConnectionSlots::new(MAX_CONNECTIONS));
     for stream in listener.incoming() {
         match stream {
             Ok(stream) => {
+                // Past the bound, the next connection waits (in the backlog) for a free slot.
+                let slot = slots.take();
                 let daemon = Arc::clone(&daemon);
-                std::thread::spawn(move || daemon.serve(stream));
+                std::thread::spawn(move || {
+                    let _slot = slot;
+                    daemon.serve(stream);
+                });
             }
             Err(err) => warn!(error = %err, "accept failed"),
         }
     }
     Ok(())
+}
+
+/// A bound on the connections served at once.
+#[derive(Debug)]
+struct ConnectionSlots {
+    max: usize,
+    busy: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// One connection's place; dropping it frees the place.
+#[derive(Debug)]
+struct Slot(Arc<ConnectionSlots>);
+
+impl ConnectionSlots {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            busy: Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits for a free place and takes it.
+    fn take(self: &Arc<Self>) -> Slot {
+        let mut busy = lock(&self.busy);
+        while *busy >= self.max {
+            busy = match self.freed.wait(busy) {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+        }
+        *busy += 1;
+        Slot(Arc::clone(self))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *lock(&self.0.busy) -= 1;
+        self.0.freed.notify_one();
+    }
 }
 
 fn init_logging() {
@@ -224,13 +299,23 @@ impl Daemon {
                 return;
             }
         };
-        let allowed = auth::has_net_admin(&peer);
+        // A peer that connects and sends nothing, or stops reading its reply, lets go of its
+        // thread after this long (a slow payload is cut by wire::FRAME_DEADLINE).
+        if let Err(err) = stream
+            .set_read_timeout(Some(IDLE_TIMEOUT))
+            .and_then(|()| stream.set_write_timeout(Some(IDLE_TIMEOUT)))
+        {
+            warn!(error = %err, "cannot set the connection's timeouts; closing");
+            return;
+        }
         let result = wire::serve_connection(&stream, |request| match request {
             Err(err) => {
                 warn!(pid = peer.pid, error = %err, "undecodable request");
                 Reply::error(err.errno())
             }
-            Ok(_) if !allowed => {
+            // Per request, as the kernel checks each sockopt call: a client that dropped its
+            // capabilities after connecting is refused from then on.
+            Ok(_) if !auth::has_net_admin(&peer) => {
                 warn!(
                     pid = peer.pid,
                     uid = peer.uid,
@@ -240,8 +325,12 @@ impl Daemon {
             }
             Ok((request, nsfd)) => self.handle(request, nsfd),
         });
-        if let Err(err) = result {
-            warn!(pid = peer.pid, error = %err, "connection dropped");
+        match result {
+            Ok(()) => {}
+            Err(err) if err.is_timeout() => {
+                debug!(pid = peer.pid, error = %err, "idle connection closed")
+            }
+            Err(err) => warn!(pid = peer.pid, error = %err, "connection dropped"),
         }
     }
 

@@ -33,6 +33,7 @@ mod rcu;
 mod ringbuf;
 mod route;
 mod sock;
+pub mod systemd;
 #[cfg(test)]
 mod testutil;
 

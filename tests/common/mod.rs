@@ -154,7 +154,12 @@ impl Daemon {
             .expect("spawn daemon");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+        // The socket accepts from the start; a request is answered once the daemon has probed
+        // the kernel and adopted the pinned state: wait for an answer.
+        while libbpfilter::Client::connect_to(&self.socket)
+            .and_then(|mut c| c.status(&[]))
+            .is_err()
+        {
             assert!(
                 Instant::now() < deadline,
                 "daemon did not come up: {}",

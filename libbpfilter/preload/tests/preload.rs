@@ -152,12 +152,19 @@ impl Drop for FakeDaemon {
 }
 
 /// Runs the probe under the preload; returns its key=value lines and its stderr.
+/// How long the probe waits for an absent daemon (the default, 5 s, would only slow tests).
+const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+
 fn probe(socket: &Path, args: &[&str]) -> (Vec<(String, String)>, String) {
     let e = env();
     let out = Command::new(&e.probe)
         .args(args)
         .env("LD_PRELOAD", &e.so)
         .env("BPFILTER_SOCKET", socket)
+        .env(
+            "BPFILTER_CONNECT_WAIT",
+            CONNECT_WAIT.as_secs_f64().to_string(),
+        )
         .output()
         .expect("run probe");
     assert!(out.status.success(), "probe {args:?}: {out:?}");
@@ -412,7 +419,10 @@ fn daemon_down_gives_one_line_and_an_errno() {
         .tmp
         .join(format!("absent-{}.sock", std::process::id()));
     let _ = fs::remove_file(&missing);
+    let started = std::time::Instant::now();
     let (kv, stderr) = probe(&missing, &["info", "filter"]);
+    // The client waited for a daemon that might be starting, then gave up.
+    assert!(started.elapsed() >= CONNECT_WAIT, "{:?}", started.elapsed());
     assert_eq!(get(&kv, "rc"), "-1");
     assert_eq!(get(&kv, "errno"), libc::ECONNREFUSED.to_string());
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -421,8 +431,14 @@ fn daemon_down_gives_one_line_and_an_errno() {
         "{stderr}"
     );
     assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
-    // Two failing fopens in one process: still one line.
+    // Two failing fopens in one process: still one line, and one wait.
+    let started = std::time::Instant::now();
     let (kv, stderr) = probe(&missing, &["names4"]);
+    assert!(
+        started.elapsed() < CONNECT_WAIT * 2,
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(get(&kv, "fopen_errno"), libc::ECONNREFUSED.to_string());
     assert_eq!(get(&kv, "fopen64_errno"), libc::ECONNREFUSED.to_string());
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
