@@ -591,8 +591,9 @@ impl Daemon {
         };
         let t0 = Instant::now();
         loop {
-            if UnixStream::connect(socket).is_ok() {
-                let text = std::fs::read_to_string(log).unwrap_or_default();
+            // The socket accepts before the probe is done; the log says when it is.
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if UnixStream::connect(socket).is_ok() && text.contains("bpfilter daemon ready") {
                 d.strategy = log_value(&text, "probe done strategy=");
                 d.auto_choice = log_value(&text, "strategy: ");
                 return Ok(d);
