@@ -206,3 +206,83 @@ fn packet_types_and_marks_count_as_the_kernels() {
         "the traffic must hit the pkttype and mark rules:\n{save}"
     );
 }
+
+/// IPv6 is the kernel's ip6_tables until bpfilter compiles it: `bpfilter ip6tables*` must be
+/// exactly ip6tables-legacy against the kernel (rules land there, output and exit codes are
+/// its own), and `status` must say so.
+#[test]
+fn ip6tables_through_bpfilter_is_the_kernels_ip6_tables() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let ns = common::Netns::new("ip6k");
+    let restore =
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:LOGDROP - [0:0]\n\
+        -A INPUT -i lo -j ACCEPT\n\
+        -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT\n\
+        -A INPUT -s 2001:db8::/32 -p tcp -m tcp --dport 22 -j ACCEPT\n\
+        -A INPUT -j LOGDROP\n\
+        -A LOGDROP -j DROP\n\
+        COMMIT\n";
+    let bpf = |args: &[&str], stdin: &str| {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name])
+            .arg(common::bpfilter_bin())
+            .args(args)
+            .env("BPFILTER_SOCKET", &d.socket)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = bpf(&["ip6tables-restore"], restore);
+    assert!(out.status.success(), "{out:?}");
+    // The kernel holds the rules: its own ip6tables-legacy lists them.
+    let kernel = ns.sh("ip6tables-legacy -S");
+    assert!(
+        kernel.contains("-A INPUT -s 2001:db8::/32 -p tcp -m tcp --dport 22 -j ACCEPT"),
+        "{kernel}"
+    );
+    let ours = bpf(&["ip6tables", "-S"], "");
+    assert_eq!(String::from_utf8_lossy(&ours.stdout), kernel);
+    // Errors are ip6tables' own, with its exit code.
+    let bad = bpf(
+        &[
+            "ip6tables",
+            "-A",
+            "INPUT",
+            "-m",
+            "nosuchmatch",
+            "-j",
+            "ACCEPT",
+        ],
+        "",
+    );
+    let direct = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "ip6tables-legacy",
+            "-A",
+            "INPUT",
+            "-m",
+            "nosuchmatch",
+            "-j",
+            "ACCEPT",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), direct.status.code());
+    assert_eq!(bad.stderr, direct.stderr);
+    // The IPv4 filter table is unaffected (no IPv4 table was made), and status says who
+    // serves IPv6.
+    let status = String::from_utf8_lossy(&bpf(&["status"], "").stdout).into_owned();
+    assert!(
+        status.contains("IPv6 (bpfilter ip6tables): served by the kernel's ip6_tables: filter"),
+        "{status}"
+    );
+}

@@ -129,6 +129,15 @@ pub fn exec_legacy(binary: &str, socket: &Path, pass: PassThrough) -> Result<Exi
     bail!("cannot run {binary}: {err}")
 }
 
+/// Replaces this process with `binary ARGS` as it is, against the kernel: for the IPv6 tools,
+/// whose rules the kernel's ip6_tables keeps serving until bpfilter compiles IPv6 (the preload
+/// is not involved, so nothing differs from running the binary directly). Returns only on
+/// error.
+pub fn exec_kernel(binary: &str, pass: PassThrough) -> Result<ExitCode> {
+    let err = Command::new(binary).args(&pass.args).exec();
+    bail!("cannot run {binary}: {err}")
+}
+
 /// As [`exec_legacy`], for this executable called as `iptables` (or `iptables-save`,
 /// `iptables-restore`, or their `-bpfilter` names) through the alternatives system. One
 /// difference: `-V` says that bpfilter runs the rules, after iptables' own version line

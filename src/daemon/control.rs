@@ -30,6 +30,20 @@ pub fn status(ns: &Namespace) -> String {
             kernel.join(", ")
         }
     );
+    let ipv6: Vec<String> = ns
+        .fd
+        .as_ref()
+        .map(|fd| super::kernel_tables::kernel_tables6(std::os::fd::AsFd::as_fd(fd)))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  IPv6 (bpfilter ip6tables): served by the kernel's ip6_tables: {}",
+        if ipv6.is_empty() {
+            "none".to_owned()
+        } else {
+            ipv6.join(", ")
+        }
+    );
     if ns.tables.is_empty() {
         out.push_str("  no tables\n");
     }

@@ -15,14 +15,22 @@ use crate::sys;
 /// The kernel's table names in the namespace of `netns` (newest first); empty when ip_tables
 /// has no table there (or no names file at all).
 pub fn kernel_tables(netns: BorrowedFd<'_>) -> Vec<String> {
-    sys::in_netns(netns, || {
-        std::fs::read_to_string("/proc/thread-self/net/ip_tables_names").unwrap_or_default()
-    })
-    .unwrap_or_default()
-    .lines()
-    .filter(|l| !l.is_empty())
-    .map(str::to_owned)
-    .collect()
+    names_in(netns, "/proc/thread-self/net/ip_tables_names")
+}
+
+/// The kernel's ip6_tables table names in the namespace of `netns` (all of IPv6 is the
+/// kernel's until bpfilter compiles it).
+pub fn kernel_tables6(netns: BorrowedFd<'_>) -> Vec<String> {
+    names_in(netns, "/proc/thread-self/net/ip6_tables_names")
+}
+
+fn names_in(netns: BorrowedFd<'_>, file: &'static str) -> Vec<String> {
+    sys::in_netns(netns, || std::fs::read_to_string(file).unwrap_or_default())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The names file: the kernel's tables in its order with each of bpfilter's tables placed
