@@ -4,6 +4,11 @@
 //! in the kernel's order, and NAT'd traffic must be judged by the compiled filter table as the
 //! kernel's would judge it.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 mod common;
 
 use std::time::Duration;
