@@ -8,6 +8,8 @@
 #   make kernels    fetch Debian's kernels for the QEMU kernel matrix (cache outside the repo)
 #   make matrix     the kernel matrix alone: the privileged suites inside each guest kernel
 #   make fixtures   re-capture fixtures/ from the real iptables-legacy and the real kernel
+#   make install    install under PREFIX (/usr/local), DESTDIR honoured; `make uninstall` undoes it
+#   make deb        target/debian/bpfilter_VERSION_ARCH.deb (docs/SERVICE.md)
 
 CARGO    ?= cargo
 RELEASE  := target/release
@@ -17,7 +19,7 @@ APT_PKGS := iptables ipset libelf-dev zlib1g-dev pkg-config nftables bpftool ipr
 export KERNEL_CACHE ?= /var/cache/bpfilter/kernels
 SOCKET   ?= /run/bpfilter/bpfilter.sock
 
-.PHONY: all build run test deps bpffs unit privileged bench fixtures conformance kernels matrix install clean fmt
+.PHONY: all build run test deps bpffs unit privileged bench fixtures conformance kernels matrix install uninstall deb clean fmt
 
 all: build
 
@@ -65,9 +67,101 @@ conformance: deps build
 fixtures: deps build
 	./fixtures/capture.sh
 
+# ---------------------------------------------------------------------------------------------
+# Installation. PREFIX is where the files live when running, DESTDIR a staging root before it.
+# The CLI finds the preload library at ../lib/bpfilter/libbpfilter.so from its own executable,
+# and behaves as `bpfilter iptables[-save|-restore]` when called by the iptables-bpfilter names
+# (or by iptables, iptables-save, iptables-restore through the alternative).
+# ---------------------------------------------------------------------------------------------
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+SBINDIR     := $(PREFIX)/sbin
+PKGLIBDIR   := $(PREFIX)/lib/bpfilter
+# systemd reads /usr/local/lib/systemd/system as well as /usr/lib/systemd/system.
+UNITDIR     := $(PREFIX)/lib/systemd/system
+MAN8DIR     := $(PREFIX)/share/man/man8
+BASHCOMPDIR := $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  := $(PREFIX)/share/zsh/vendor-completions
+FISHCOMPDIR := $(PREFIX)/share/fish/vendor_completions.d
+UNITS       := bpfilter.socket bpfilter.service bpfilter-restore.service
+IPT_NAMES   := iptables-bpfilter iptables-bpfilter-save iptables-bpfilter-restore
+# Generated at install time (units with their paths, man pages, completions).
+GEN         := target/dist
+
 install: build
-	install -m 0755 $(RELEASE)/bpfilter /usr/local/sbin/bpfilter
-	install -m 0644 $(RELEASE)/libbpfilter.so /usr/local/lib/libbpfilter.so
+	rm -rf $(GEN) && mkdir -p $(GEN)/man $(GEN)/units
+	$(RELEASE)/bpfilter generate man $(GEN)/man
+	$(RELEASE)/bpfilter generate completion bash >$(GEN)/bpfilter.bash
+	$(RELEASE)/bpfilter generate completion zsh >$(GEN)/_bpfilter
+	$(RELEASE)/bpfilter generate completion fish >$(GEN)/bpfilter.fish
+	for u in $(UNITS); do sed 's|@sbindir@|$(SBINDIR)|g' dist/systemd/$$u.in >$(GEN)/units/$$u; done
+	install -D -m 0755 $(RELEASE)/bpfilter $(DESTDIR)$(SBINDIR)/bpfilter
+	for n in $(IPT_NAMES); do ln -sfn bpfilter $(DESTDIR)$(SBINDIR)/$$n; done
+	install -D -m 0644 $(RELEASE)/libbpfilter.so $(DESTDIR)$(PKGLIBDIR)/libbpfilter.so
+	for u in $(UNITS); do install -D -m 0644 $(GEN)/units/$$u $(DESTDIR)$(UNITDIR)/$$u; done
+	install -D -m 0644 dist/systemd/netfilter-persistent.service.d/bpfilter.conf \
+		$(DESTDIR)$(UNITDIR)/netfilter-persistent.service.d/bpfilter.conf
+	install -d $(DESTDIR)$(MAN8DIR)
+	install -m 0644 $(GEN)/man/*.8 $(DESTDIR)$(MAN8DIR)/
+	install -D -m 0644 $(GEN)/bpfilter.bash $(DESTDIR)$(BASHCOMPDIR)/bpfilter
+	install -D -m 0644 $(GEN)/_bpfilter $(DESTDIR)$(ZSHCOMPDIR)/_bpfilter
+	install -D -m 0644 $(GEN)/bpfilter.fish $(DESTDIR)$(FISHCOMPDIR)/bpfilter.fish
+	@# Installed on this system (not staged): offer bpfilter as an `iptables` alternative, at the
+	@# lowest priority so that the current choice stays until `update-alternatives --set`.
+	@if [ -z "$(DESTDIR)" ] && command -v update-alternatives >/dev/null; then \
+		echo "update-alternatives: registering $(SBINDIR)/iptables-bpfilter (not selected)"; \
+		update-alternatives --install /usr/sbin/iptables iptables $(SBINDIR)/iptables-bpfilter 5 \
+			--slave /usr/sbin/iptables-restore iptables-restore $(SBINDIR)/iptables-bpfilter-restore \
+			--slave /usr/sbin/iptables-save iptables-save $(SBINDIR)/iptables-bpfilter-save; \
+	fi
+
+# Removes what `install` put there (not the pins: `bpfilter flush --all` before, if wanted).
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && command -v update-alternatives >/dev/null; then \
+		update-alternatives --remove iptables $(SBINDIR)/iptables-bpfilter; \
+	fi
+	rm -f $(DESTDIR)$(SBINDIR)/bpfilter $(addprefix $(DESTDIR)$(SBINDIR)/,$(IPT_NAMES))
+	rm -f $(DESTDIR)$(PKGLIBDIR)/libbpfilter.so
+	-rmdir $(DESTDIR)$(PKGLIBDIR)
+	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS))
+	rm -f $(DESTDIR)$(UNITDIR)/netfilter-persistent.service.d/bpfilter.conf
+	-rmdir $(DESTDIR)$(UNITDIR)/netfilter-persistent.service.d
+	rm -f $(DESTDIR)$(MAN8DIR)/bpfilter.8 $(DESTDIR)$(MAN8DIR)/bpfilter-*.8
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/bpfilter $(DESTDIR)$(ZSHCOMPDIR)/_bpfilter \
+		$(DESTDIR)$(FISHCOMPDIR)/bpfilter.fish
+
+# ---------------------------------------------------------------------------------------------
+# Debian package, with dpkg-deb alone (no cargo-deb: nothing to fetch from crates.io): a
+# staging tree made by `make install DESTDIR=... PREFIX=/usr`, the maintainer scripts of
+# dist/debian (iptables alternative, units, purge), control from dist/debian/control.in.
+# DEB_VERSION overrides the version (an upgrade test builds two).
+# ---------------------------------------------------------------------------------------------
+# Recursive (=): the shell runs only when a recipe needs the value.
+VERSION      = $(shell sed -n '/^\[workspace\.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
+DEB_VERSION ?= $(VERSION)
+DEB_ARCH     = $(shell dpkg --print-architecture)
+DEB_DIR     := target/debian
+DEB_STAGE   := $(DEB_DIR)/stage
+DEB          = $(DEB_DIR)/bpfilter_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+deb: build
+	rm -rf $(DEB_STAGE)
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEB_STAGE) PREFIX=/usr
+	@# Debug info off (a release build carries it: 30 MB); the symbol table stays, so that a
+	@# panic's backtrace still names functions.
+	strip --strip-debug $(DEB_STAGE)/usr/sbin/bpfilter $(DEB_STAGE)/usr/lib/bpfilter/libbpfilter.so
+	gzip -9n $(DEB_STAGE)/usr/share/man/man8/*.8
+	install -D -m 0644 dist/debian/copyright $(DEB_STAGE)/usr/share/doc/bpfilter/copyright
+	install -m 0644 docs/SERVICE.md $(DEB_STAGE)/usr/share/doc/bpfilter/SERVICE.md
+	install -d -m 0755 $(DEB_STAGE)/DEBIAN
+	for s in postinst prerm postrm; do install -m 0755 dist/debian/$$s $(DEB_STAGE)/DEBIAN/$$s; done
+	cd $(DEB_STAGE) && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z \
+		| xargs -0 md5sum >DEBIAN/md5sums
+	size=$$(du -s -k --apparent-size --exclude=DEBIAN $(DEB_STAGE) | cut -f1); \
+	sed -e 's|@VERSION@|$(DEB_VERSION)|' -e 's|@ARCH@|$(DEB_ARCH)|' -e "s|@INSTALLED_SIZE@|$$size|" \
+		dist/debian/control.in >$(DEB_STAGE)/DEBIAN/control
+	dpkg-deb --build --root-owner-group $(DEB_STAGE) $(DEB)
+	@echo "built $(DEB)"
 
 fmt:
 	$(CARGO) fmt --all
