@@ -162,6 +162,7 @@ fn generate_man(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         let page = sub
             .clone()
             .name(name.clone())
+            .bin_name(format!("bpfilter {}", sub.get_name()))
             .version(env!("CARGO_PKG_VERSION"));
         pages.push((name, page));
     }

@@ -614,3 +614,44 @@ fn a_socket_held_namespace_deleted_after_a_restart_keeps_its_rules() {
         holders(w.ino)
     );
 }
+
+/// A namespace that `ip netns del` unlisted but that a process still holds through an fd it
+/// opened on the bind mount (`exec 3</run/netns/NAME`, as container runtimes keep theirs) is
+/// alive: such an fd reads as a path, not `net:[N]`, and must still count as a reference. Once
+/// the holder exits, everything is released.
+#[test]
+fn a_deleted_namespace_held_by_an_fd_of_its_bind_mount_keeps_its_rules() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let witness = Netns::new("rnf");
+    let w = Watched::new(&witness);
+    apply(&d, &w.ns());
+    let dir: PathBuf = d.bpffs.join(format!("net{}", w.ino));
+    let mut holder = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 3</run/netns/{} && exec sleep 600", w.name))
+        .spawn()
+        .expect("holder");
+    std::thread::sleep(Duration::from_millis(200));
+    w.delete();
+    // Two collector periods and more.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(w.exists(&witness), "the fd keeps the namespace alive");
+    assert!(
+        dir.exists(),
+        "the collector flushed a namespace an fd still holds\n{}",
+        d.log()
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let gone = within(|| !dir.exists());
+    let dismantled = within(|| !w.exists(&witness));
+    assert!(gone.is_some(), "pins still there after the holder exited");
+    assert!(
+        dismantled.is_some(),
+        "namespace not freed; held by {:?}",
+        holders(w.ino)
+    );
+}

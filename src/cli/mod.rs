@@ -63,13 +63,25 @@ pub struct FlushArgs {
 
 /// Runs the daemon until it is stopped.
 pub fn daemon(socket: &Path, args: DaemonArgs) -> Result<ExitCode> {
-    crate::daemon::run(crate::daemon::Config {
+    let result = crate::daemon::run(crate::daemon::Config {
         socket: socket.to_owned(),
         bpffs: args.bpffs,
         access: args.packet_access,
-    })?;
-    Ok(ExitCode::SUCCESS)
+    });
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // A kernel bpfilter cannot run on does not change by restarting: a status of its own
+        // lets the service manager stop trying (RestartPreventExitStatus=).
+        Err(err) if err.downcast_ref::<crate::probe::Missing>().is_some() => {
+            eprintln!("bpfilter: {err:#}");
+            Ok(ExitCode::from(EXIT_UNSUPPORTED_KERNEL))
+        }
+        Err(err) => Err(err),
+    }
 }
+
+/// The daemon's exit status on a kernel it cannot run on (sysexits' EX_UNAVAILABLE).
+pub const EXIT_UNSUPPORTED_KERNEL: u8 = 69;
 
 /// Where `libbpfilter.so` is: `BPFILTER_PRELOAD`, else beside this executable, else the
 /// install location.

@@ -22,6 +22,25 @@ fn link_inode(path: &Path) -> Option<u64> {
         .and_then(|t| net_inode(t.to_str()?))
 }
 
+/// The nsfs inode an open fd refers to (`/proc/PID/fd/N`). Its link text is `net:[N]` only
+/// when it was opened through /proc; one opened through a bind mount (`/run/netns/NAME`,
+/// `/run/docker/netns/ID`) reads as that path, or as `/` once unmounted: then the fd itself is
+/// stat'ed, and counts if it lives on nsfs (`nsfs_dev`). Sockets, pipes and the like
+/// (`socket:[N]`, `anon_inode:...`) are not paths and are skipped without a stat.
+fn fd_inode(fd: &Path, nsfs_dev: Option<u64>) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let text = fs::read_link(fd).ok()?;
+    let text = text.to_str()?;
+    if let Some(ino) = net_inode(text) {
+        return Some(ino);
+    }
+    if !text.starts_with('/') {
+        return None;
+    }
+    let meta = fs::metadata(fd).ok()?;
+    (Some(meta.dev()) == nsfs_dev).then_some(meta.ino())
+}
+
 /// Network namespaces referenced by any process other than `own_pid` (where its threads
 /// run, the nsfs fds it holds, the nsfs bind mounts its mount namespace has), each with a path
 /// that opens it. Of the daemon itself only the namespace it runs in counts: the namespace fds
@@ -33,6 +52,11 @@ pub fn referenced_namespaces(own_pid: u32) -> HashMap<u64, PathBuf> {
             refs.entry(ino).or_insert(path);
         }
     };
+    let nsfs_dev = {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata("/proc/self/ns/net").ok().map(|m| m.dev())
+    };
+    let mut fd_refs = Vec::new();
     let mut mount_namespaces = HashSet::new();
     let mut mounts = Vec::new();
     let Ok(procs) = fs::read_dir("/proc") else {
@@ -51,7 +75,12 @@ pub fn referenced_namespaces(own_pid: u32) -> HashMap<u64, PathBuf> {
             tasks.flatten().for_each(|t| add(t.path().join("ns/net")));
         }
         if let Ok(fds) = fs::read_dir(dir.join("fd")) {
-            fds.flatten().for_each(|fd| add(fd.path()));
+            for fd in fds.flatten() {
+                let path = fd.path();
+                if let Some(ino) = fd_inode(&path, nsfs_dev) {
+                    fd_refs.push((ino, path));
+                }
+            }
         }
         // One mountinfo per mount namespace is enough.
         let mnt = fs::read_link(dir.join("ns/mnt")).ok();
@@ -65,7 +94,7 @@ pub fn referenced_namespaces(own_pid: u32) -> HashMap<u64, PathBuf> {
             }
         }
     }
-    for (ino, path) in mounts {
+    for (ino, path) in fd_refs.into_iter().chain(mounts) {
         refs.entry(ino).or_insert(path);
     }
     refs
@@ -124,6 +153,27 @@ mod tests {
             Some(17)
         );
         assert_eq!(sockets_used("TCP: inuse 1\n"), None);
+    }
+
+    #[test]
+    fn an_nsfs_fd_opened_through_a_path_is_a_reference() {
+        use std::os::unix::fs::MetadataExt;
+        // /proc/self/ns/net opened as a file: its fd's link may read as a path, yet it holds
+        // the namespace.
+        let file = fs::File::open("/proc/self/ns/net").expect("open");
+        let fd = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&file)
+        ));
+        let nsfs = fs::metadata("/proc/self/ns/net").expect("stat");
+        assert_eq!(fd_inode(&fd, Some(nsfs.dev())), Some(nsfs.ino()));
+        // A regular file is not a namespace.
+        let other = fs::File::open("/proc/self/status").expect("open");
+        let fd = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&other)
+        ));
+        assert_eq!(fd_inode(&fd, Some(nsfs.dev())), None);
     }
 
     #[test]
