@@ -1077,3 +1077,199 @@ impl TableBackend for BpfTable {
         out
     }
 }
+
+/// The generation lifecycle against the fake kernel (no root): build and switch, a failed
+/// load that changes nothing, adoption of the committed generation (rolling back a switch a
+/// dead daemon did not commit), and a table that was never committed.
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+    use crate::sys::fake::FakeKernel;
+
+    fn ruleset(name: &str) -> (Table, Vec<u8>) {
+        let path = format!(
+            "{}/fixtures/captured/{name}/replace.bin",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let blob = std::fs::read(&path).unwrap();
+        (ipt_abi::parse_replace(&blob, None).unwrap().table, blob)
+    }
+
+    struct Setup {
+        _kernel: FakeKernel,
+        root: PathBuf,
+        backends: BpfBackends,
+        ns: Namespace,
+    }
+
+    impl Setup {
+        fn new(tag: &str) -> Setup {
+            let kernel = FakeKernel::install();
+            let root = std::env::temp_dir()
+                .join(format!("bpfilter-lifecycle-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&root);
+            std::fs::create_dir_all(&root).unwrap();
+            let target = Target {
+                layout: emitter::KernelLayout::example(),
+                access: emitter::codegen::PacketAccess::Dynptr,
+            };
+            let backends = BpfBackends::new(&root, target).unwrap();
+            let mut ns = Namespace::new(NsId(4026531840));
+            ns.fd = Some(OwnedFd::from(
+                std::fs::File::open("/proc/self/ns/net").unwrap(),
+            ));
+            Setup {
+                _kernel: kernel,
+                root,
+                backends,
+                ns,
+            }
+        }
+
+        fn table_dir(&self) -> PathBuf {
+            self.backends.ns_dir(self.ns.id).join("filter")
+        }
+
+        fn generations(&self) -> Vec<String> {
+            let mut g: Vec<String> = std::fs::read_dir(self.table_dir())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("gen"))
+                .collect();
+            g.sort();
+            g
+        }
+
+        fn committed(&self) -> u64 {
+            read_commit(&Map::from_pin(self.table_dir().join(COMMITTED)).unwrap()).unwrap()
+        }
+
+        /// The program ids in the INPUT, FORWARD and OUTPUT slots.
+        fn slots(&self) -> Vec<Option<u32>> {
+            let progs = Map::from_pin(self.table_dir().join("progs")).unwrap();
+            (1..4).map(|h| progs.prog_id(h).unwrap()).collect()
+        }
+    }
+
+    impl Drop for Setup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+
+    fn gen_ids(gen: &Generation) -> Vec<Option<u32>> {
+        gen.programs.iter().map(|(_, p, _)| p.id().ok()).collect()
+    }
+
+    #[test]
+    fn a_replace_switches_and_commits_and_a_failed_load_changes_nothing() {
+        let s = Setup::new("replace");
+        let (first, first_blob) = ruleset("host_firewall");
+        let mut backend = BpfTable::create(
+            s.table_dir(),
+            s.ns.fd.as_ref().unwrap(),
+            Arc::new(crate::events::Netns::new(s.ns.id.0, None)),
+            &first,
+            s.backends.target,
+        )
+        .unwrap();
+        assert_eq!(s.generations(), ["gen1"]);
+        assert_eq!(s.committed(), 1);
+        assert_eq!(s.slots(), gen_ids(&backend.gen));
+        let (second, second_blob) = ruleset("multiport");
+        backend.replace(&second, &second_blob).unwrap();
+        assert_eq!(s.generations(), ["gen2"], "the old generation is unpinned");
+        assert_eq!(s.committed(), 2);
+        assert_eq!(s.slots(), gen_ids(&backend.gen));
+        // The verifier refuses the next generation: nothing switches, nothing stays pinned.
+        let before = s.slots();
+        s._kernel
+            .fail_next_load(libc::EACCES, "R1 invalid mem access");
+        let err = backend.replace(&first, &first_blob).unwrap_err();
+        // iptables gets EINVAL; the daemon's log line carries the verifier's words
+        assert_eq!(err.errno, libc::EINVAL, "{err:?}");
+        assert!(err.what.contains("R1 invalid mem access"), "{err:?}");
+        assert_eq!(s.generations(), ["gen2"]);
+        assert_eq!(s.committed(), 2);
+        assert_eq!(s.slots(), before);
+    }
+
+    #[test]
+    fn adoption_keeps_the_committed_generation_and_undoes_an_uncommitted_switch() {
+        let s = Setup::new("adopt");
+        let (first, _) = ruleset("host_firewall");
+        let backend = BpfTable::create(
+            s.table_dir(),
+            s.ns.fd.as_ref().unwrap(),
+            Arc::new(crate::events::Netns::new(s.ns.id.0, None)),
+            &first,
+            s.backends.target,
+        )
+        .unwrap();
+        let committed_slots = s.slots();
+        // A daemon that built generation 2 and switched the slots to it, then died before
+        // its commit marker (its client saw the connection drop).
+        let (second, second_blob) = ruleset("multiport");
+        let irs = crate::xlate::translate(&second).unwrap();
+        let next = Generation::build(
+            &s.table_dir(),
+            2,
+            &second,
+            &second_blob,
+            irs,
+            &s.backends.target,
+            Shared {
+                events: &backend.events,
+                addrtypes: None,
+            },
+        )
+        .unwrap();
+        for (hook, prog, _) in &next.programs {
+            backend.progs.set_prog(*hook, prog).unwrap();
+        }
+        assert_ne!(s.slots(), committed_slots);
+        drop(next);
+        drop(backend);
+        let adopted = s.backends.adopt();
+        assert_eq!(adopted.len(), 1);
+        let (id, name, table, _backend) = &adopted[0];
+        assert_eq!((id.0, name.as_str()), (s.ns.id.0, "filter"));
+        assert_eq!(
+            table.entries.len(),
+            first.entries.len(),
+            "the committed rules"
+        );
+        assert_eq!(
+            s.slots(),
+            committed_slots,
+            "the committed programs are back"
+        );
+        assert_eq!(
+            s.generations(),
+            ["gen1"],
+            "the uncommitted generation is gone"
+        );
+        assert_eq!(s.committed(), 1);
+    }
+
+    #[test]
+    fn a_table_never_committed_is_discarded_at_adoption() {
+        let s = Setup::new("uncommitted");
+        let (first, _) = ruleset("host_firewall");
+        let backend = BpfTable::create(
+            s.table_dir(),
+            s.ns.fd.as_ref().unwrap(),
+            Arc::new(crate::events::Netns::new(s.ns.id.0, None)),
+            &first,
+            s.backends.target,
+        )
+        .unwrap();
+        // As if the daemon died inside create(), before its marker said 1.
+        commit(&backend.committed, 0).unwrap();
+        drop(backend);
+        assert!(s.backends.adopt().is_empty());
+        assert!(!s.table_dir().exists(), "its pins are removed");
+    }
+}

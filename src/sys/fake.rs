@@ -424,14 +424,22 @@ impl Kernel {
         max_entries: u32,
         name: &str,
     ) -> Result<(Handle, OwnedFd)> {
-        let bad = max_entries == 0
-            || key_size == 0
-            || value_size == 0
-            || (matches!(
-                ty,
-                MapType::Array | MapType::PercpuArray | MapType::ProgArray
-            ) && key_size != 4)
-            || (ty == MapType::ProgArray && value_size != 4);
+        // ringbuf_map_alloc: no key or value, a power-of-two number of pages
+        let bad = if ty == MapType::RingBuf {
+            key_size != 0
+                || value_size != 0
+                || !max_entries.is_power_of_two()
+                || max_entries % 4096 != 0
+        } else {
+            max_entries == 0
+                || key_size == 0
+                || value_size == 0
+                || (matches!(
+                    ty,
+                    MapType::Array | MapType::PercpuArray | MapType::ProgArray
+                ) && key_size != 4)
+                || (ty == MapType::ProgArray && value_size != 4)
+        };
         if bad {
             return Err(errno("bpf_map_create", libc::EINVAL));
         }
