@@ -11,6 +11,7 @@
 
 mod common;
 
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -225,4 +226,86 @@ fn silent_connections_cannot_hold_the_daemon() {
         }
     }
     assert_eq!(closed, 80, "silent connections still open");
+}
+
+#[test]
+fn a_stopped_daemon_finishes_the_requests_it_accepted() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let ns = Netns::new("svcs");
+    let out = d.iptables(
+        &ns,
+        Tool::Iptables,
+        &["-A", "INPUT", "-p", "udp", "--dport", "1", "-j", "ACCEPT"],
+        "",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let ino = std::fs::metadata(format!("/run/netns/{}", ns.name))
+        .unwrap()
+        .ino();
+    let table_dir = d.bpffs.join(format!("net{ino}/filter"));
+    // A restore large enough that its SET_REPLACE is still being compiled when the stop
+    // signal arrives.
+    let mut ruleset =
+        String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    for i in 0..4000u32 {
+        ruleset.push_str(&format!(
+            "-A INPUT -s 10.{}.{}.0/24 -p tcp -m tcp --dport {} -j DROP\n",
+            i / 256,
+            i % 256,
+            1000 + i
+        ));
+    }
+    ruleset.push_str("COMMIT\n");
+    let mut restore = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(bpfilter_bin())
+        .arg("iptables-restore")
+        .env("BPFILTER_SOCKET", &d.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(restore.stdin.as_mut().unwrap(), ruleset.as_bytes()).unwrap();
+    drop(restore.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !table_dir.join("gen2").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the replace never started\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let stopped = Command::new("kill")
+        .args(["-TERM", &d.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = d.wait_exit(Duration::from_secs(40));
+    assert_eq!(
+        status,
+        Some(0),
+        "the daemon did not stop cleanly\n{}",
+        d.log()
+    );
+    assert!(
+        d.log()
+            .contains("stopping: finishing the requests in progress"),
+        "{}",
+        d.log()
+    );
+    // The command's remaining requests (SET_ADD_COUNTERS) wait for the next daemon.
+    d.restart();
+    let out = restore.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the restore in progress at the stop failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    assert_eq!(rules(&d, &ns).len(), 4000);
 }

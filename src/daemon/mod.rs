@@ -16,6 +16,7 @@ pub mod state;
 pub mod store;
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -24,6 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use libbpfilter::wire::{self, Reply, Request};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use tracing::{debug, info, warn};
 
 use state::{Backends, Namespace, NsId};
@@ -73,9 +75,10 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
-/// Runs the daemon until it is killed.
+/// Runs the daemon until it is stopped (SIGTERM, SIGINT) or killed.
 pub fn run(config: Config) -> Result<()> {
     init_logging();
+    let stop = stop_signal()?;
     // Listening comes first: a client that arrives while the kernel is probed and the pinned state
     // taken over (after a restart, a kill -9) waits in the socket's backlog instead of being refused.
     let (listener, bound_here) = match crate::sys::systemd::inherited_listener()? {
@@ -85,7 +88,7 @@ pub fn run(config: Config) -> Result<()> {
         }
         None => (listen(&config.socket)?, true),
     };
-    let result = serve(&config, &listener);
+    let result = serve(&config, &listener, &stop);
     // A daemon that cannot start (this kernel, bpffs) leaves no socket for clients to wait on.
     if bound_here {
         let _ = std::fs::remove_file(&config.socket);
@@ -93,8 +96,9 @@ pub fn run(config: Config) -> Result<()> {
     result
 }
 
-/// Probes the kernel, adopts the pinned state and serves `listener` until killed.
-fn serve(config: &Config, listener: &UnixListener) -> Result<()> {
+/// Probes the kernel, adopts the pinned state and serves `listener` until `stop` is readable
+/// (a stop signal), then finishes the requests in progress.
+fn serve(config: &Config, listener: &UnixListener, stop: &UnixStream) -> Result<()> {
     let probe = crate::probe::probe();
     let report = probe.report_for(config.access);
     for line in report.lines() {
@@ -132,9 +136,24 @@ fn serve(config: &Config, listener: &UnixListener) -> Result<()> {
         warn!(error = %err, "cannot tell the service manager that the daemon is ready");
     }
     let slots = Arc::new(ConnectionSlots::new(MAX_CONNECTIONS));
-    for stream in listener.incoming() {
-        match stream {
-            Ok(stream) => {
+    loop {
+        // Woken by a connection or by the stop signal, whichever comes first.
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+        ];
+        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(err) => warn!(error = %err, "poll failed"),
+        }
+        if fds[1].any().unwrap_or(false) {
+            break;
+        }
+        if !fds[0].any().unwrap_or(false) {
+            continue;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
                 // Past the bound, the next connection waits (in the backlog) for a free slot.
                 let slot = slots.take();
                 let daemon = Arc::clone(&daemon);
@@ -146,7 +165,52 @@ fn serve(config: &Config, listener: &UnixListener) -> Result<()> {
             Err(err) => warn!(error = %err, "accept failed"),
         }
     }
+    // Stopping (SIGTERM from systemd, Ctrl-C): connections not accepted yet stay queued on the
+    // socket for the next daemon (systemd keeps it open); the requests already accepted are
+    // answered first, so that no iptables command is cut between its SET_REPLACE and its
+    // SET_ADD_COUNTERS. The programs stay attached and pinned.
+    let _ = crate::sys::systemd::notify("STOPPING=1");
+    info!(
+        requests = slots.busy(),
+        "stopping: finishing the requests in progress; new ones wait for the next daemon"
+    );
+    if !slots.wait_idle(STOP_GRACE) {
+        warn!(
+            requests = slots.busy(),
+            "stopping with requests still in progress after {STOP_GRACE:?}"
+        );
+    }
+    info!("stopped; the rules keep filtering");
     Ok(())
+}
+
+/// How long a stopping daemon waits for the requests in progress (systemd's stop timeout is
+/// longer: 90 s by default).
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Turns SIGTERM and SIGINT into a readable fd: they are blocked in every thread (the mask is
+/// inherited, so this runs before any thread starts) and one thread waits for them.
+fn stop_signal() -> Result<UnixStream> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block().context("blocking SIGTERM and SIGINT")?;
+    let (notice, wake) = UnixStream::pair().context("socketpair for the stop signal")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(signal) = set.wait() {
+                info!(signal = %signal, "stop requested");
+            }
+            let _ = (&notice).write_all(b"x");
+            // keep `notice` open: a closed peer would read as a second wake-up
+            loop {
+                std::thread::park();
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(wake)
 }
 
 /// A bound on the connections served at once.
@@ -170,6 +234,28 @@ impl ConnectionSlots {
         }
     }
 
+    /// Connections being served.
+    fn busy(&self) -> usize {
+        *lock(&self.busy)
+    }
+
+    /// Waits until no connection is served, at most `limit`; false if some still are.
+    fn wait_idle(&self, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        let mut busy = lock(&self.busy);
+        while *busy > 0 {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            busy = match self.freed.wait_timeout(busy, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        true
+    }
+
     /// Waits for a free place and takes it.
     fn take(self: &Arc<Self>) -> Slot {
         let mut busy = lock(&self.busy);
@@ -187,7 +273,8 @@ impl ConnectionSlots {
 impl Drop for Slot {
     fn drop(&mut self) {
         *lock(&self.0.busy) -= 1;
-        self.0.freed.notify_one();
+        // the accept loop waiting for a place, or a stopping daemon waiting for none
+        self.0.freed.notify_all();
     }
 }
 

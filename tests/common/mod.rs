@@ -185,6 +185,23 @@ impl Daemon {
         self.spawn();
     }
 
+    /// Waits up to `limit` for the daemon to exit by itself; its exit status, or None if it
+    /// did not exit in time (or was killed by a signal).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// kill -9 without restarting.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
