@@ -8,18 +8,19 @@
 #   make kernels    fetch Debian's kernels for the QEMU kernel matrix (cache outside the repo)
 #   make matrix     the kernel matrix alone: the privileged suites inside each guest kernel
 #   make fixtures   re-capture fixtures/ from the real iptables-legacy and the real kernel
+#   make service    the Debian package on a real systemd in a QEMU guest (part of make test)
 #   make install    install under PREFIX (/usr/local), DESTDIR honoured; `make uninstall` undoes it
 #   make deb        target/debian/bpfilter_VERSION_ARCH.deb (docs/SERVICE.md)
 
 CARGO    ?= cargo
 RELEASE  := target/release
 APT_PKGS := iptables ipset libelf-dev zlib1g-dev pkg-config nftables bpftool iproute2 util-linux iputils-ping gcc \
-            qemu-system-x86 busybox-static kmod xz-utils zstd python3
+            qemu-system-x86 busybox-static kmod xz-utils zstd python3 systemd man-db
 # Debian's kernels for the matrix are unpacked here (tools/kernels/fetch.sh)
 export KERNEL_CACHE ?= /var/cache/bpfilter/kernels
 SOCKET   ?= /run/bpfilter/bpfilter.sock
 
-.PHONY: all build run test deps bpffs unit privileged bench fixtures conformance kernels matrix install uninstall deb clean fmt
+.PHONY: all build run test deps bpffs unit privileged bench fixtures conformance kernels matrix service install uninstall deb clean fmt
 
 all: build
 
@@ -48,6 +49,12 @@ bpffs:
 test: deps build
 	$(CARGO) test --release --workspace --no-fail-fast -- --test-threads=1
 	$(MAKE) --no-print-directory matrix
+	$(MAKE) --no-print-directory service
+
+# The package on a real systemd in a QEMU guest (tools/service/test.sh): boot-time restore,
+# the iptables alternative, restart under traffic and commands, purge.
+service: deb kernels
+	./tools/service/test.sh
 
 kernels:
 	./tools/kernels/fetch.sh

@@ -2,13 +2,17 @@
 # Run one command inside a QEMU guest booted with one of the kernels that fetch.sh unpacked.
 #
 #   tools/kernels/guest.sh [--timeout S] [--mem MiB] [--cpus N] [--env NAME[=VALUE]]... \
-#       [--console FILE] <kernel> -- <command> [args...]
+#       [--console FILE] [--setup SCRIPT] [--systemd] <kernel> -- <command> [args...]
 #
 # The guest sees the host's / read-only (virtio-9p) under a RAM-backed overlay, so every path,
 # binary and library is the host's own and nothing the guest writes reaches the host. The
 # command runs as root in the caller's working directory with a small, explicit environment;
 # its stdout and stderr come back on ours (virtio-serial ports, so it sees pipes as in CI, not
 # a tty) and its exit status becomes ours. 125: the guest itself failed (boot, setup, timeout).
+#
+# --setup SCRIPT runs SCRIPT chrooted into the guest's root before its init starts the system,
+# as an image build installs packages (no init running: systemctl acts offline). --systemd
+# boots the host's systemd as PID 1 and runs the command as a unit after multi-user.target.
 set -euo pipefail
 
 # One block, read whole before it runs: bash reads a script as it goes, and a run lasts long
@@ -36,6 +40,8 @@ timeout=1500
 mem=2048
 smp=2
 console=
+setup=
+systemd=0
 # Passed through when set here; HOME is always /root (the guest runs as root).
 env_names=(CI PATH RUST_BACKTRACE RUST_LOG RUST_TEST_THREADS RUST_TEST_NOCAPTURE NO_COLOR CARGO_TERM_COLOR)
 mapfile -t -O "${#env_names[@]}" env_names < <(compgen -e -X '!BPFILTER_*')
@@ -46,6 +52,8 @@ while (( $# )); do
     --mem) [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || usage; mem="$2"; shift 2 ;;
     --cpus) [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || usage; smp="$2"; shift 2 ;;
     --console) [[ -n "${2:-}" ]] || usage; console="$2"; shift 2 ;;
+    --setup) [[ -n "${2:-}" ]] || usage; setup="$2"; shift 2 ;;
+    --systemd) systemd=1; shift ;;
     --env)
       # NAME=VALUE sets, a bare NAME passes this shell's value through.
       [[ "${2:-}" =~ ^[A-Za-z_][A-Za-z0-9_]*(=|$) ]] || usage
@@ -68,6 +76,11 @@ moddir="$kdir/modules/lib/modules/$rel"
 for tool in qemu-system-x86_64 busybox modprobe xz zstd; do
   command -v "$tool" >/dev/null || die "$tool not installed"
 done
+if [[ -n "$setup" ]]; then
+  # The guest runs it by its host path through the shared root.
+  [[ -f "$setup" && -r "$setup" ]] || die "--setup $setup: no such readable file"
+  setup="$(realpath "$setup")"
+fi
 tmp="${TMPDIR:-/tmp}"
 # The run dir travels on the kernel command line, which cannot quote, and paths go into QEMU
 # options, where a comma separates options.
@@ -134,6 +147,10 @@ read -r cwd < "$run/cwd"
 mount -t tmpfs -o mode=0755,nosuid,nodev run "$r/run"
 mkdir -p "$r/run/lock" "$r/run/guest/bin"
 cp "$run/cmd" /bin/busybox /stage2 "$r/run/guest/"
+# The options (files in the run dir): --setup's script and --systemd's flag.
+for f in setup systemd; do
+  [ ! -f "$run/$f" ] || cp "$run/$f" "$r/run/guest/"
+done
 for a in sh cat env kill mkfifo mount poweroff sleep; do
   ln -s ../busybox "$r/run/guest/bin/$a"
 done
@@ -175,6 +192,121 @@ while [ ! -L "$r/dev/virtio-ports/guest.rc" ]; do
   [ "$i" -le 200 ] || fail "no virtio-serial ports"
   [ -L "$r/dev/virtio-ports/guest.rc" ] || sleep 0.05
 done
+
+# The ports as seen from here: the links point into the new root's /dev.
+port() { echo "$r$(readlink "$r/dev/virtio-ports/$1")"; }
+
+# systemd mode: the host's enabled units (its *.wants) stay out of the guest, before the setup
+# enables its own; PID 1 must see a VM, not the container the host may be (/.dockerenv).
+if [ -f "$r/run/guest/systemd" ]; then
+  rm -rf "$r"/etc/systemd/system/*.wants "$r"/etc/systemd/system/*.requires \
+    "$r/.dockerenv" "$r/run/.containerenv"
+fi
+
+# --setup: the script, chrooted into the new root before any init runs there (as an image
+# build installs packages: no /run/systemd/system yet, so systemctl acts offline and
+# deb-systemd-invoke starts nothing). Its output goes to the command's ports, through FIFOs
+# so that the ports are free again once it is done, and "setup STATUS" to the status port.
+if [ -f "$r/run/guest/setup" ]; then
+  g="$r/run/guest"
+  mkfifo "$g/setup.out" "$g/setup.err"
+  cat "$g/setup.out" > "$(port guest.stdout)" &
+  out=$!
+  cat "$g/setup.err" > "$(port guest.stderr)" &
+  err=$!
+  rc=0
+  env -i /bin/chroot "$r" /bin/bash /run/guest/setup < "$r/dev/null" > "$g/setup.out" \
+    2> "$g/setup.err" || rc=$?
+  i=0
+  while [ "$i" -lt 100 ] && { kill -0 "$out" || kill -0 "$err"; } 2>/dev/null; do
+    sleep 0.05
+    i=$((i + 1))
+  done
+  kill "$out" "$err" 2>/dev/null
+  rm -f "$g/setup.out" "$g/setup.err"
+  echo "setup $rc" > "$(port guest.rc)"
+  if [ "$rc" != 0 ]; then
+    poweroff -f
+    sleep 60
+  fi
+fi
+
+if [ -f "$r/run/guest/systemd" ]; then
+  # A container image's "start no service" policy (Docker's policy-rc.d exits 101) fits the
+  # setup's chroot, not a booted system: invoke-rc.d and deb-systemd-invoke would refuse to
+  # start or stop units there.
+  rm -f "$r/usr/sbin/policy-rc.d"
+  # An empty or missing /etc/machine-id means "first boot" to systemd (preset-all, firstboot).
+  mid=
+  read -r mid < "$r/etc/machine-id" 2>/dev/null
+  case "$mid" in
+    *[!0-9a-f]*|'') mid= ;;
+  esac
+  if [ "${#mid}" != 32 ]; then
+    read -r mid < "$r/proc/sys/kernel/random/uuid"
+    echo "${mid//-/}" > "$r/etc/machine-id"
+  fi
+  # Units useless in this guest, or slow under TCG: no terminals (getty), no network to wait
+  # for, no periodic jobs, no remount from /etc/fstab. Masked where the admin's /etc does not
+  # define them; the host's own enabled units were dropped above.
+  u="$r/run/systemd/system"
+  mkdir -p "$u/multi-user.target.wants"
+  for m in getty.target getty@.service serial-getty@.service getty-static.service \
+      console-getty.service autovt@.service systemd-logind.service systemd-user-sessions.service \
+      systemd-networkd-wait-online.service systemd-networkd.service systemd-networkd.socket \
+      systemd-timesyncd.service systemd-time-wait-sync.service \
+      apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
+      fstrim.timer man-db.timer systemd-tmpfiles-clean.timer e2scrub_reap.service \
+      systemd-remount-fs.service systemd-firstboot.service systemd-machine-id-commit.service \
+      systemd-pstore.service systemd-ask-password-wall.path systemd-ask-password-console.path \
+      systemd-update-utmp.service systemd-update-utmp-runlevel.service \
+      proc-sys-fs-binfmt_misc.automount systemd-binfmt.service \
+      modprobe@configfs.service modprobe@dm_mod.service modprobe@fuse.service \
+      modprobe@loop.service sys-kernel-config.mount sys-fs-fuse-connections.mount \
+      dev-hugepages.mount kmod-static-nodes.service systemd-sysusers.service \
+      systemd-journal-flush.service systemd-random-seed.service; do
+    ln -s /dev/null "$u/$m"
+  done
+  # Generators too (fstab, getty, SysV scripts, GPT, the host's packages' own): each costs an
+  # exec through 9p and none has anything to do here.
+  mkdir -p "$r/run/systemd/system-generators"
+  for m in "$r"/usr/lib/systemd/system-generators/* "$r"/etc/systemd/system-generators/*; do
+    [ ! -e "$m" ] || ln -sf /dev/null "$r/run/systemd/system-generators/${m##*/}"
+  done
+  # The command: stage2 as a service once the boot is over: after multi-user.target and, since
+  # units without default dependencies do not order that target after them, once no boot job
+  # is left (is-system-running --wait; this unit's own job is done at the exec). stage2 powers
+  # the guest off itself.
+  cat > "$u/guest-command.service" <<'UNIT'
+[Unit]
+Description=guest.sh: the command
+After=multi-user.target
+
+[Service]
+Type=exec
+ExecStart=/run/guest/busybox sh -c '/bin/systemctl is-system-running --wait >/dev/null; exec /run/guest/busybox sh /run/guest/stage2'
+StandardInput=null
+StandardOutput=journal+console
+UNIT
+  ln -s ../guest-command.service "$u/multi-user.target.wants/guest-command.service"
+  # A boot that ends in rescue or emergency mode says so at once instead of waiting for the
+  # boot timeout, with the failed units and the journal's last notices on the stderr port (the
+  # kernel's are on the console).
+  cat > "$u/guest-boot-failed.service" <<'UNIT'
+[Unit]
+Description=guest.sh: the boot failed
+DefaultDependencies=no
+
+[Service]
+Type=oneshot
+ExecStart=/run/guest/busybox sh -c '{ /bin/systemctl --failed --no-legend --plain; /bin/journalctl -b -q --no-pager -p notice | /run/guest/busybox grep -v " kernel: " | /run/guest/busybox tail -n 40; } > /dev/virtio-ports/guest.stderr 2>&1; echo boot-failed > /dev/virtio-ports/guest.rc; /run/guest/busybox poweroff -f'
+UNIT
+  for t in rescue.target emergency.target; do
+    mkdir -p "$u/$t.wants"
+    ln -s ../guest-boot-failed.service "$u/$t.wants/guest-boot-failed.service"
+  done
+  exec switch_root "$r" /lib/systemd/systemd
+fi
 
 # A real root (pivot, not chroot): tests that unshare namespaces need it. Busybox runs on from
 # the guest's /run, since switch_root empties the initramfs.
@@ -221,7 +353,8 @@ build_initramfs() {
   local out="$1" stage="$run/initramfs" applet n=0 kind path dst
   mkdir -p "$stage"/{bin,dev,proc,sys,lower,upper,newroot,modules}
   cp /usr/bin/busybox "$stage/bin/busybox"
-  for applet in sh cat cp hostname insmod ip ln mkdir mount poweroff sleep switch_root; do
+  for applet in sh cat chroot cp env hostname insmod ip kill ln mkdir mkfifo mount poweroff \
+      readlink rm sleep switch_root; do
     ln -s busybox "$stage/bin/$applet"
   done
   write_init > "$stage/init"
@@ -276,7 +409,20 @@ fi
   printf '\n'
 } > "$run/cmd"
 printf '%s\n' "$PWD" > "$run/cwd"
+if [[ -n "$setup" ]]; then
+  # Same environment and directory as the command.
+  sed '$d' "$run/cmd" > "$run/setup"
+  if [[ -x "$setup" ]]; then printf 'exec %q\n' "$setup"; else printf 'exec /bin/bash %q\n' "$setup"; fi \
+    >> "$run/setup"
+fi
+(( ! systemd )) || : > "$run/systemd"
 
+systemd_args=
+if (( systemd )); then
+  # The default target would be graphical; there is no udev to announce the devices that
+  # /etc/fstab or a GPT root would wait for.
+  systemd_args="systemd.unit=multi-user.target systemd.hostname=guest fstab=no systemd.gpt_auto=0"
+fi
 ro=security_model=none,readonly=on
 # shellcheck disable=SC2054 # the commas are QEMU's option syntax
 qemu=(
@@ -289,7 +435,7 @@ qemu=(
   -accel tcg,thread=single -cpu max -smp "$smp" -m "$mem"
   -kernel "$kdir/vmlinuz" -initrd "$initramfs"
   # loglevel=5: errors and warnings only, so that a WARN or an oops stands out in the log.
-  -append "console=ttyS0 loglevel=5 ${console:+ignore_loglevel }panic=-1 rdinit=/init GUEST_RUN=$run GUEST_REL=$rel"
+  -append "console=ttyS0 loglevel=5 ${console:+ignore_loglevel }panic=-1 rdinit=/init GUEST_RUN=$run GUEST_REL=$rel${systemd_args:+ $systemd_args}"
   -serial "file:$run/console.log"
   # multidevs=remap: / spans several host filesystems whose inode numbers would collide.
   -fsdev "local,id=hostroot,path=/,$ro,multidevs=remap"
@@ -312,7 +458,7 @@ deadline=$((SECONDS + timeout))
 # "boot" or "run") and qemu_rc.
 attempt() {
   local line qemu_pid cat_out cat_err i
-  started=0 rc='' timed_out='' qemu_rc=0
+  started=0 rc='' timed_out='' qemu_rc=0 setup_rc='' boot_failed=0
   # QEMU's file chardev opens its path itself: through FIFOs and cat, our stdout and stderr
   # stay exactly what the caller gave us (a pipe, a tty, or a file shared with other writers).
   rm -f "$run/stdout" "$run/stderr"
@@ -331,6 +477,11 @@ attempt() {
     if read -r -t 0.25 -u 3 line; then
       case "$line" in
         started) started=1 ;;
+        boot-failed) boot_failed=1 ;;
+        # The setup's status; once it succeeded the boot gets its full time again.
+        "setup "[0-9]*)
+          setup_rc="${line#setup }"
+          boot_deadline=$((SECONDS + BOOT_TIMEOUT)) ;;
         *[!0-9]*|'') ;;
         *) rc="$line" ;;
       esac
@@ -350,6 +501,8 @@ attempt() {
   wait "$qemu_pid" || qemu_rc=$?
   while read -r -t 0.2 -u 3 line; do
     if [[ "$line" =~ ^[0-9]+$ ]]; then rc="$line"; fi
+    if [[ "$line" =~ ^setup\ [0-9]+$ ]]; then setup_rc="${line#setup }"; fi
+    if [[ "$line" == boot-failed ]]; then boot_failed=1; fi
   done
   # The cats see EOF once QEMU has gone, unless it died before opening the FIFOs: then they
   # would wait for a writer forever.
@@ -372,7 +525,8 @@ console_tail() {
 attempt
 # Multi-threaded TCG now and then crashes a kernel while it patches its own code at boot (an
 # "Oops: int3" in text_poke). The command has not run yet, so booting again is safe.
-if (( ! started )) && [[ "$timed_out" != run ]] && (( SECONDS < deadline )); then
+if (( ! started && ! boot_failed )) && [[ "$timed_out" != run && "${setup_rc:-0}" == 0 ]] \
+  && (( SECONDS < deadline )); then
   why="$(grep -m1 -aE 'Oops|BUG:|Kernel panic' "$run/console.log" | tr -d '\r' || true)"
   echo "guest.sh: kernel $kname: the guest failed before the command started" \
     "(${why:-QEMU exit $qemu_rc${timed_out:+, no start within ${BOOT_TIMEOUT}s}}); booting again" >&2
@@ -380,6 +534,14 @@ if (( ! started )) && [[ "$timed_out" != run ]] && (( SECONDS < deadline )); the
 fi
 
 [[ -z "$console" ]] || tr -d '\r' < "$run/console.log" > "$console" || true
+if [[ -n "$setup_rc" && "$setup_rc" != 0 ]]; then
+  die "kernel $kname: the setup $setup failed (exit status $setup_rc), the command did not run"
+fi
+if (( boot_failed && ! started )); then
+  console_tail
+  die "kernel $kname: systemd did not reach multi-user.target (rescue or emergency mode;" \
+    "its failed units and last notices are above), the command did not run"
+fi
 if [[ -n "$timed_out" ]]; then
   console_tail
   if [[ "$timed_out" == boot ]]; then
