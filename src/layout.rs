@@ -52,6 +52,8 @@ fn skb_layout(btf: &Btf) -> Result<SkbLayout> {
         rt_flags: btf.member_offset("rtable", "rt_flags")?,
         sk: btf.member_offset("sk_buff", "sk")?,
         sk_bound_dev_if: btf.member_offset("sock", "__sk_common.skc_bound_dev_if")?,
+        ipcb_optlen: btf.member_offset("sk_buff", "cb")?
+            + btf.member_offset("inet_skb_parm", "opt.optlen")?,
         sk_kern_sock: {
             let (byte, shift, _) = btf.bitfield("sock", "sk_kern_sock")?;
             (byte, shift)

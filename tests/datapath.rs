@@ -2841,7 +2841,8 @@ fn events_reach_the_ring_buffer() {
             );
             let l = load_with(&env, &p, opts);
             let what = format!("{name} {hook:?}");
-            let mut payload = vec![0u8; 700];
+            // longer than a record carries: the capture stops at PACKET_CAP
+            let mut payload = vec![0u8; event::PACKET_CAP + 500];
             payload[..20].copy_from_slice(&tcp_hdr(1000, 22, 0x02, &[]));
             let pkt = ip(TCP, [10, 0, 0, 1], [10, 0, 0, 2], 0, &[], &payload);
             check(&env, &l, &p, &pkt, Some((Verdict::Drop, &[0, 1])), &what);

@@ -35,9 +35,9 @@
 //! | 44 | 4 | socket file's `fsgid` |
 //! | 48 | 16 | `state->in->name` (zeros without one) |
 //! | 64 | 16 | `state->out->name` |
-//! | 80 | 32 | LOG: prefix (`ipt_log_info.prefix`, NUL-terminated, 30 bytes used); REJECT: u32 `skb->sk->sk_bound_dev_if` (0: none) |
+//! | 80 | 32 | LOG: prefix (`ipt_log_info.prefix`, NUL-terminated, 30 bytes used); REJECT: u32 `skb->sk->sk_bound_dev_if` (0: none) at 80, u8 `IPCB(skb)->opt.optlen` at 84 |
 //! | 112 | 32 | MAC header bytes (`skb_mac_header`, [`Event::mac`] of them) |
-//! | 144 | 576 | the packet from its network header (`PACKET_CAP`) |
+//! | 144 | 1500 | the packet from its network header (`PACKET_CAP`) |
 
 /// Event kind: a REJECT rule matched (the packet was dropped).
 pub const KIND_REJECT: u8 = 1;
@@ -47,10 +47,11 @@ pub const KIND_LOG: u8 = 2;
 /// XT_LOG_UID: the LOG flag that asks for the socket's owner.
 pub const LOG_UID: u8 = 0x08;
 
-/// Bytes of the packet copied into a record: the 576 bytes an ICMP error may quote at most
-/// (`icmp_send` caps the error at 576 bytes, less its own IP and ICMP headers), which also
-/// covers every header LOG prints.
-pub const PACKET_CAP: usize = 576;
+/// Bytes of the packet copied into a record: a whole datagram of the usual 1500-byte MTU, so
+/// that REJECT can verify the transport checksum over all of it as `nf_send_unreach` and
+/// `nf_send_reset` do for CHECKSUM_NONE packets (a bad one gets no reply). It covers the 548
+/// bytes an ICMP error quotes at most and every header LOG prints.
+pub const PACKET_CAP: usize = 1500;
 /// Bytes of MAC header copied at most.
 pub const MAC_CAP: usize = 32;
 
@@ -114,6 +115,8 @@ pub mod off {
     pub const OUT_NAME: usize = 64;
     /// [u8; 32] LOG prefix
     pub const PREFIX: usize = 80;
+    /// REJECT: u8 IPCB(skb)->opt.optlen
+    pub const IPCB_OPTLEN: usize = 84;
     /// [u8; 32] MAC header
     pub const MAC: usize = 112;
     /// the packet
@@ -286,6 +289,16 @@ impl<'a> Event<'a> {
             0
         }
     }
+    /// REJECT: the length of the IP options the stack compiled into the skb's control block
+    /// (`IPCB(skb)->opt.optlen`), which `icmp_send` echoes: those of a received packet, or of
+    /// a socket's IP_OPTIONS; none for a packet a raw IP_HDRINCL socket wrote with options.
+    pub fn ipcb_optlen(&self) -> u8 {
+        if self.kind() == KIND_REJECT {
+            self.raw[off::IPCB_OPTLEN]
+        } else {
+            0
+        }
+    }
     /// LOG prefix (up to its NUL).
     pub fn prefix(&self) -> &'a [u8] {
         c_name(&self.raw[off::PREFIX..off::PREFIX + 30])
@@ -321,6 +334,10 @@ impl EventBuilder {
         raw[off::PF] = 2;
         let cap = packet.len().min(PACKET_CAP);
         raw[off::PACKET..off::PACKET + cap].copy_from_slice(&packet[..cap]);
+        // the control block of a received packet: its options compiled (ip_rcv_options)
+        if kind == KIND_REJECT && cap > 0 {
+            raw[off::IPCB_OPTLEN] = (usize::from(packet[0] & 0x0f) * 4).saturating_sub(20) as u8;
+        }
         let mut b = EventBuilder { raw };
         b.put_u32(off::SKB_LEN, packet.len() as u32);
         b.put_u32(off::CAP_LEN, cap as u32);
@@ -403,6 +420,11 @@ impl EventBuilder {
         self.put_u32(off::PREFIX, ifindex);
         self
     }
+    /// REJECT: `IPCB(skb)->opt.optlen` (by default the packet's own options length).
+    pub fn ipcb_optlen(mut self, optlen: u8) -> Self {
+        self.raw[off::IPCB_OPTLEN] = optlen;
+        self
+    }
     /// The packet's socket is a kernel socket.
     pub fn kernel_socket(mut self) -> Self {
         self.raw[off::SOCK] |= 4;
@@ -425,7 +447,7 @@ mod tests {
 
     #[test]
     fn record_round_trip() {
-        let pkt: Vec<u8> = (0..700u32).map(|i| i as u8).collect();
+        let pkt: Vec<u8> = (0..(PACKET_CAP as u32 + 200)).map(|i| i as u8).collect();
         let raw = EventBuilder::new(KIND_LOG, 1, &pkt)
             .arg(4)
             .log_flags(0x0f)
@@ -451,7 +473,7 @@ mod tests {
         assert_eq!(e.mark(), 0x10);
         assert_eq!((e.ip_summed(), e.csum_valid()), (csum::PARTIAL, true));
         assert_eq!(e.uid_gid(), Some((1000, 100)));
-        assert_eq!(e.skb_len(), 700);
+        assert_eq!(e.skb_len() as usize, PACKET_CAP + 200);
         assert_eq!(e.packet(), &pkt[..PACKET_CAP]);
         assert!(!e.complete());
         assert_eq!(
@@ -461,5 +483,13 @@ mod tests {
         let mut bad = raw.clone();
         bad[0] = 9;
         assert_eq!(Event::parse(&bad).err(), Some(EventError::Kind(9)));
+        // REJECT: the bound device and the compiled options length share the prefix area
+        let rej = EventBuilder::new(KIND_REJECT, 3, &pkt[..60])
+            .bound_ifindex(5)
+            .ipcb_optlen(12)
+            .build();
+        let r = Event::parse(&rej).expect("record");
+        assert_eq!((r.bound_ifindex(), r.ipcb_optlen()), (5, 12));
+        assert_eq!(e.ipcb_optlen(), 0, "LOG records carry none");
     }
 }

@@ -103,6 +103,8 @@ pub struct SkbLayout {
     pub sk_kern_sock: (u32, u32),
     /// `sock.__sk_common.skc_bound_dev_if` (int)
     pub sk_bound_dev_if: u32,
+    /// `sk_buff.cb` + `inet_skb_parm.opt.optlen` (u8): `IPCB(skb)->opt.optlen`
+    pub ipcb_optlen: u32,
     /// `sock.__sk_common.skc_state` (u8)
     pub sk_state: u32,
     /// `sock.sk_socket` (pointer)
@@ -185,6 +187,7 @@ impl KernelLayout {
                 sk: 24,
                 sk_kern_sock: (500, 1),
                 sk_bound_dev_if: 16,
+                ipcb_optlen: 52,
                 sk_state: 18,
                 sk_socket: 640,
                 socket_file: 16,

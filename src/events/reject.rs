@@ -2,7 +2,7 @@
 //!
 //! A BPF_NETFILTER program can only drop or accept, so a `-j REJECT` rule drops the packet and
 //! hands the daemon an [`Event`] (hook, `ipt_reject_info.with`, skb state, route flags and the
-//! first 576 bytes of the packet). This module does what `reject_tg` would have done with the
+//! first 1500 bytes of the packet). This module does what `reject_tg` would have done with the
 //! skb, in three layers:
 //!
 //! 1. [`reply`]: a pure function from an event and the namespace's [`Params`] to the exact IP
@@ -33,8 +33,9 @@
 //!   first address).
 //! - TTL: the namespace's `ip_default_ttl`; a route `hoplimit` metric is not consulted.
 //! - The reply is not attached to the original's conntrack entry (`nf_ct_attach`).
-//! - Checksums the program could not capture (`skb->len` > 576 and `CHECKSUM_NONE`) cannot be
-//!   verified: such packets are assumed valid.
+//! - Checksums the program could not capture (`skb->len` > 1500 and `CHECKSUM_NONE`: jumbo
+//!   frames from a device without receive checksum offload) cannot be verified: such packets
+//!   are assumed valid.
 //! - `skb->pkt_type` is not in the record: it is derived from the captured Ethernet
 //!   destination (group bit set = broadcast/multicast) when the record has one.
 
@@ -515,7 +516,12 @@ fn send_unreach(ev: &Event<'_>, ip: Ip<'_>, code: u8, params: &Params<'_>) -> Op
         Source::Route
     };
     let tos = (ip.tos() & IPTOS_TOS_MASK) | IPTOS_PREC_INTERNETCONTROL;
-    let echo = options_echo(ip, params.local_addrs)?;
+    // __ip_options_echo works from IPCB(skb)->opt: no compiled options, nothing echoed
+    let echo = if ev.ipcb_optlen() == 0 {
+        Echo::default()
+    } else {
+        options_echo(ip, params.local_addrs)?
+    };
     let dest = echo.faddr.unwrap_or(ip.saddr());
     // The reply's own route must not be broadcast or multicast (`goto ende`).
     if dest.is_multicast() || dest.is_broadcast() {
@@ -1875,6 +1881,22 @@ mod tests {
     }
 
     #[test]
+    fn only_compiled_options_are_echoed() {
+        // A packet a raw IP_HDRINCL socket wrote with a record route: the stack compiled no
+        // options into its control block, and icmp_send echoes none (20 + 8 + the quote).
+        let rr = [IPOPT_RR, 11, 8, 10, 0, 0, 2, 0, 0, 0, 0, IPOPT_END];
+        let pkt = udp(10, &rr);
+        let raw = input(&pkt, 3).ipcb_optlen(0);
+        let r = run(raw).unwrap();
+        assert_eq!(r.datagram()[0], 0x45, "no options in the reply");
+        assert_eq!(r.datagram().len(), 28 + pkt.len());
+        // Received, the same packet's options are compiled and echoed.
+        let r = run(input(&pkt, 3)).unwrap();
+        assert_eq!(r.datagram()[0], 0x48);
+        assert_eq!(r.datagram().len(), 40 + pkt.len());
+    }
+
+    #[test]
     fn quote_length_big_packets_and_options() {
         // 576 - 20 - 8 = 548 bytes of a 1028-byte datagram.
         let pkt = udp(1000, &[]);
@@ -1903,7 +1925,7 @@ mod tests {
 
     #[test]
     fn truncated_record_quotes_what_it_has() {
-        let pkt = udp(1000, &[]);
+        let pkt = udp(PACKET_CAP + 500, &[]);
         let raw = input(&pkt, 3).csum(csum::PARTIAL, false).build();
         let ev = Event::parse(&raw).unwrap();
         assert!(!ev.complete());
@@ -2041,6 +2063,11 @@ mod tests {
                 .csum(csum::NONE, false);
             assert_eq!(run(fwd), None, "CHECKSUM_NONE is verified at FORWARD");
         }
+        // A whole 1500-byte datagram is captured, and verified.
+        let mut full = udp(PACKET_CAP - 28, &[]);
+        assert!(run(input(&full, 3)).is_some());
+        full[27] ^= 0xff;
+        assert_eq!(run(input(&full, 3)), None, "a bad checksum over 1500 bytes");
         // Good checksums pass.
         assert!(run(input(&udp(10, &[]), 3)).is_some());
         assert!(run(input(&tcp(TCP_SYN, 1, 0, &[]), 7)).is_some());
@@ -2063,7 +2090,7 @@ mod tests {
         assert_eq!(run(input(&ipv4(A, B, 253, &[], &[1, 2, 3, 4]), 3)), None);
         assert!(run(input(&ipv4(A, B, 253, &[], &[0xff, 0xff]), 3)).is_some());
         // Not all of it captured: cannot verify, assumed good.
-        let mut big = udp(1000, &[]);
+        let mut big = udp(PACKET_CAP + 500, &[]);
         big[27] ^= 0xff;
         assert!(run(input(&big, 3)).is_some());
     }

@@ -280,6 +280,19 @@ impl Generator<'_> {
         b.jmp32(JmpOp::Jne, R1, Src::Imm(0), uid_done);
         b.emit(st(Size::DW, R9, off::UID as i16, 0));
         b.bind(uid_done)?;
+        // REJECT: the IP options the stack compiled into the control block, which icmp_send
+        // echoes (none for a raw IP_HDRINCL sender's, whatever its header carries)
+        let no_ipcb = b.label();
+        b.emit(mov64(R1, Src::Reg(R8)));
+        b.emit(alu64(AluOp::And, R1, Src::Imm(0xff)));
+        b.jmp64(
+            JmpOp::Jne,
+            R1,
+            Src::Imm(i32::from(event::KIND_REJECT)),
+            no_ipcb,
+        );
+        kernel_read(b, R7, s.ipcb_optlen, 1, off::IPCB_OPTLEN);
+        b.bind(no_ipcb)?;
         // bit 2: the packet's socket is a kernel socket (sk_kern_sock; read into the first
         // packet byte, which the packet copy overwrites later)
         let no_sock = b.label();
