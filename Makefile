@@ -54,6 +54,7 @@ test: deps build
 # The package on a real systemd in a QEMU guest (tools/service/test.sh): boot-time restore,
 # the iptables alternative, restart under traffic and commands, purge.
 service: deb kernels
+	$(MAKE) --no-print-directory deb DEB_VERSION=$(VERSION)+upgrade
 	./tools/service/test.sh
 
 kernels:

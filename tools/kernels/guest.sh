@@ -236,6 +236,10 @@ if [ -f "$r/run/guest/systemd" ]; then
   # setup's chroot, not a booted system: invoke-rc.d and deb-systemd-invoke would refuse to
   # start or stop units there.
   rm -f "$r/usr/sbin/policy-rc.d"
+  # systemd-tmpfiles empties /tmp at boot (tmp.conf: "D /tmp"), which would take the caller's
+  # working directory with it when that lies in the host's /tmp (a clone there, as in CI).
+  mkdir -p "$r/etc/tmpfiles.d"
+  echo "d /tmp 1777 root root -" > "$r/etc/tmpfiles.d/tmp.conf"
   # An empty or missing /etc/machine-id means "first boot" to systemd (preset-all, firstboot).
   mid=
   read -r mid < "$r/etc/machine-id" 2>/dev/null

@@ -377,6 +377,33 @@ journal_errors() {
 check "journal: no errors from the units" "" journal_errors
 
 # -------------------------------------------------------------------------------------------
+# dpkg -i of a newer version: postinst restarts the daemon, which adopts the pinned rules and
+# counters; the administrator's alternative stands.
+# -------------------------------------------------------------------------------------------
+upgrade() {
+  local deb="${BPFILTER_SERVICE_UPGRADE_DEB:-}" pid_before pid_after before after c_before c_after out v
+  [[ -n "$deb" && -f "$deb" ]] || { echo "no upgrade package (BPFILTER_SERVICE_UPGRADE_DEB=$deb)"; return 1; }
+  pid_before="$(prop bpfilter.service MainPID)"
+  before="$(iptables-save | normalise)"
+  c_before="$(count 'udp --dport 5001 -j ACCEPT')"
+  out="$(dpkg -i "$deb" 2>&1)" || { echo "dpkg -i $deb failed: $out"; return 1; }
+  v="$(dpkg-query -W -f '${Version}' bpfilter)"
+  [[ "$deb" == *"_${v}_"* ]] || { echo "installed version $v, not the package's"; return 1; }
+  systemctl is-active --quiet bpfilter.service || { echo "bpfilter.service not active after the upgrade"; return 1; }
+  pid_after="$(prop bpfilter.service MainPID)"
+  [[ "$pid_after" != 0 && "$pid_after" != "$pid_before" ]] \
+    || { echo "the daemon was not restarted (pid $pid_before -> $pid_after)"; return 1; }
+  after="$(iptables-save | normalise)"
+  [[ "$after" == "$before" ]] || { echo "rules changed:"; diff <(echo "$before") <(echo "$after"); return 1; }
+  c_after="$(count 'udp --dport 5001 -j ACCEPT')"
+  (( c_after == c_before )) || { echo "ACCEPT counter $c_before before, $c_after after"; return 1; }
+  [[ "$(readlink /etc/alternatives/iptables)" == /usr/sbin/iptables-bpfilter ]] \
+    || { echo "the alternative changed: $(readlink /etc/alternatives/iptables)"; return 1; }
+  echo "version $v, daemon pid $pid_before -> $pid_after, rules and counters ($c_after) kept, iptables still bpfilter"
+}
+check "package upgrade: daemon restarted, rules and counters kept" "" upgrade
+
+# -------------------------------------------------------------------------------------------
 # dpkg --purge: nothing attached, the alternative and iptables as before the install.
 # -------------------------------------------------------------------------------------------
 purge_out="$(dpkg --purge bpfilter 2>&1)"

@@ -24,6 +24,8 @@
 #     of them while no daemon runs (the socket unit queues them); afterwards the rules are
 #     rules.v4 plus the appended ones and the ACCEPT counter equals every packet sent;
 #   - `systemd-analyze verify` of the units prints nothing; no error line in their journal;
+#   - `dpkg -i` of the same build at a higher version: the daemon restarted, rules, counters
+#     and the alternative kept;
 #   - `dpkg --purge bpfilter`: no bpfltr_ netfilter link or program, no /sys/fs/bpf/bpfilter,
 #     no bpfilter_conntrack nftables table, no process, no unit; the alternative and
 #     `iptables -V` as before the install; the dropped port receives again.
@@ -54,6 +56,9 @@ skip() {
   exit 0
 }
 
+# The guest's /tmp is its own unless the run's directory is inside the host's /tmp (guest.sh
+# keeps that one then): a package elsewhere under /tmp is out of the guest's reach.
+outside_guest() { [[ "$1" == /tmp/* && "$PWD" != /tmp && "$PWD" != /tmp/* ]]; }
 deb="${BPFILTER_SERVICE_DEB:-}"
 if [[ -z "$deb" ]]; then
   # What `make deb` builds: the workspace's version (an upgrade test may leave others beside).
@@ -63,8 +68,13 @@ if [[ -z "$deb" ]]; then
 fi
 [[ -f "$deb" ]] || skip "no package $deb"
 deb="$(realpath "$deb")"
-# The guest's /tmp is its own: the package must be elsewhere on the host's disk.
-[[ "$deb" != /tmp/* ]] || { echo "service: the package must not be under /tmp: $deb" >&2; exit 2; }
+# The package the upgrade check installs over it: the same build at a higher version (make
+# service builds it with DEB_VERSION=VERSION+upgrade).
+upgrade="${BPFILTER_SERVICE_UPGRADE_DEB:-${deb%_*_*}_$(dpkg-deb -f "$deb" Version)+upgrade_amd64.deb}"
+[[ -f "$upgrade" ]] || skip "no upgrade package $upgrade (make service builds it)"
+upgrade="$(realpath "$upgrade")"
+! outside_guest "$upgrade" || { echo "service: the guest cannot see $upgrade (under /tmp)" >&2; exit 2; }
+! outside_guest "$deb" || { echo "service: the guest cannot see $deb (under /tmp)" >&2; exit 2; }
 [[ -f "$cache/$kernel/vmlinuz" ]] || skip "kernel $kernel not in $cache (make kernels)"
 for tool in qemu-system-x86_64 busybox; do
   command -v "$tool" > /dev/null || skip "$tool not installed"
@@ -85,7 +95,7 @@ t0=$SECONDS
 set +e
 # A normal run takes 75 to 90 s; 5 minutes is the budget (the guest is killed then).
 tools/kernels/guest.sh --timeout 300 --systemd --setup tools/service/setup.sh \
-  --env BPFILTER_SERVICE_DEB="$deb" --env CI="${CI:-}" \
+  --env BPFILTER_SERVICE_DEB="$deb" --env BPFILTER_SERVICE_UPGRADE_DEB="$upgrade" --env CI="${CI:-}" \
   "$kernel" -- tools/service/checks.sh 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
