@@ -566,7 +566,7 @@ impl BpfTable {
             .map(|p| p.iter().any(emitter::ir::Program::needs_conntrack))
             .unwrap_or(false);
         if let Some(p) = &pump {
-            p.watch_conntrack(conntrack);
+            *p.conntrack_switch() = conntrack;
         }
         let older = BlobMap::open(&dir.join("older_tables"))
             .and_then(|m| m.read())
@@ -606,6 +606,9 @@ impl BpfTable {
             .netns
             .fd()
             .ok_or_else(|| BackendError::new(libc::ENOENT, "the table's namespace is gone"))?;
+        // The pump's switch is held across the change: the pump restores a table someone else
+        // removed while rules need it, and must not take this removal for one.
+        let mut switch = self.pump.as_ref().map(|p| p.conntrack_switch());
         let done = sys::in_netns(fd.as_fd(), || {
             if on {
                 sys::enable_conntrack()
@@ -620,10 +623,11 @@ impl BpfTable {
             "releasing connection tracking"
         }));
         done?;
-        self.conntrack = on;
-        if let Some(p) = &self.pump {
-            p.watch_conntrack(on);
+        if let Some(needed) = switch.as_mut() {
+            **needed = on;
         }
+        drop(switch);
+        self.conntrack = on;
         info!(
             netns = self.netns.id,
             on, "connection tracking for this namespace's rules"

@@ -90,8 +90,9 @@ const CONNTRACK_CHECK: Duration = Duration::from_secs(2);
 pub struct Pump {
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
-    /// the table's rules need connection tracking in the namespace
-    conntrack: Arc<AtomicBool>,
+    /// the table's rules need connection tracking in the namespace; held while the pump
+    /// restores the nftables table, and while the table's owner changes it
+    conntrack: Arc<Mutex<bool>>,
     loss: Map,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -101,7 +102,7 @@ impl Pump {
     pub fn spawn(ring: Map, loss: Map, ns: Arc<Netns>) -> std::io::Result<Pump> {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Stats::default());
-        let conntrack = Arc::new(AtomicBool::new(false));
+        let conntrack = Arc::new(Mutex::new(false));
         let (s, st, ct) = (
             Arc::clone(&stop),
             Arc::clone(&stats),
@@ -129,10 +130,15 @@ impl Pump {
         })
     }
 
-    /// Says whether the table's rules need connection tracking (then the pump turns it back
-    /// on if something else removed bpfilter's nftables table).
-    pub fn watch_conntrack(&self, on: bool) {
-        self.conntrack.store(on, Ordering::Relaxed);
+    /// The switch that says whether the table's rules need connection tracking (then the
+    /// pump turns it back on if something else removed bpfilter's nftables table). Hold it
+    /// while adding or removing that table: the pump checks and restores under it, so it never
+    /// takes its owner's own removal for someone else's.
+    pub fn conntrack_switch(&self) -> std::sync::MutexGuard<'_, bool> {
+        match self.conntrack.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
     }
 
     /// Counters of the pump and of the losses the programs counted.
@@ -199,7 +205,7 @@ fn run(
     ns: &Netns,
     stop: &AtomicBool,
     stats: &Stats,
-    conntrack: &AtomicBool,
+    conntrack: &Mutex<bool>,
 ) {
     // What is already in the ring was produced while no daemon read it (a restart): the
     // packets are long gone, and a late reply or line would be wrong. Dropped, counted.
@@ -230,9 +236,15 @@ fn run(
                 }
             }
         }
-        if conntrack.load(Ordering::Relaxed) && checked.elapsed() >= CONNTRACK_CHECK {
+        if checked.elapsed() >= CONNTRACK_CHECK {
             checked = std::time::Instant::now();
-            keep_conntrack(ns);
+            let needed = match conntrack.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if *needed {
+                keep_conntrack(ns);
+            }
         }
         let samples = match rb.poll(timeout) {
             Ok(s) => s,
