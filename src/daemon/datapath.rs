@@ -1135,6 +1135,18 @@ mod tests {
             self.backends.ns_dir(self.ns.id).join("filter")
         }
 
+        /// The table's first SET_REPLACE, as the daemon instantiates it.
+        fn create(&self, table: &Table) -> BpfTable {
+            BpfTable::create(
+                self.table_dir(),
+                self.ns.fd.as_ref().unwrap(),
+                Arc::new(crate::events::Netns::new(self.ns.id.0, None)),
+                table,
+                self.backends.target,
+            )
+            .unwrap()
+        }
+
         fn generations(&self) -> Vec<String> {
             let mut g: Vec<String> = std::fs::read_dir(self.table_dir())
                 .unwrap()
@@ -1171,14 +1183,7 @@ mod tests {
     fn a_replace_switches_and_commits_and_a_failed_load_changes_nothing() {
         let s = Setup::new("replace");
         let (first, first_blob) = ruleset("host_firewall");
-        let mut backend = BpfTable::create(
-            s.table_dir(),
-            s.ns.fd.as_ref().unwrap(),
-            Arc::new(crate::events::Netns::new(s.ns.id.0, None)),
-            &first,
-            s.backends.target,
-        )
-        .unwrap();
+        let mut backend = s.create(&first);
         assert_eq!(s.generations(), ["gen1"]);
         assert_eq!(s.committed(), 1);
         assert_eq!(s.slots(), gen_ids(&backend.gen));
@@ -1204,14 +1209,7 @@ mod tests {
     fn adoption_keeps_the_committed_generation_and_undoes_an_uncommitted_switch() {
         let s = Setup::new("adopt");
         let (first, _) = ruleset("host_firewall");
-        let backend = BpfTable::create(
-            s.table_dir(),
-            s.ns.fd.as_ref().unwrap(),
-            Arc::new(crate::events::Netns::new(s.ns.id.0, None)),
-            &first,
-            s.backends.target,
-        )
-        .unwrap();
+        let backend = s.create(&first);
         let committed_slots = s.slots();
         // A daemon that built generation 2 and switched the slots to it, then died before
         // its commit marker (its client saw the connection drop).
@@ -1262,14 +1260,7 @@ mod tests {
     fn a_table_never_committed_is_discarded_at_adoption() {
         let s = Setup::new("uncommitted");
         let (first, _) = ruleset("host_firewall");
-        let backend = BpfTable::create(
-            s.table_dir(),
-            s.ns.fd.as_ref().unwrap(),
-            Arc::new(crate::events::Netns::new(s.ns.id.0, None)),
-            &first,
-            s.backends.target,
-        )
-        .unwrap();
+        let backend = s.create(&first);
         // As if the daemon died inside create(), before its marker said 1.
         commit(&backend.committed, 0).unwrap();
         drop(backend);

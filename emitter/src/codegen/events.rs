@@ -71,6 +71,14 @@ fn kernel_read(b: &mut crate::Builder, ptr: Reg, field: u32, size: i32, at: usiz
     b.call_helper(HELPER_PROBE_READ_KERNEL);
 }
 
+/// Jumps to `skip` unless the event being filled is of `kind` (r8's low byte; r1 clobbered).
+fn skip_unless_kind(b: &mut crate::Builder, kind: u8, skip: crate::builder::Label) {
+    use Reg::*;
+    b.emit(mov64(R1, Src::Reg(R8)));
+    b.emit(alu64(AluOp::And, R1, Src::Imm(0xff)));
+    b.jmp64(JmpOp::Jne, R1, Src::Imm(i32::from(kind)), skip);
+}
+
 impl Generator<'_> {
     /// Hand the packet to the daemon as `kind` (r1-r5 clobbered; r6-r9 kept).
     pub(super) fn call_event(&mut self, action: Action, slot: u32) -> Result<(), EmitError> {
@@ -120,14 +128,7 @@ impl Generator<'_> {
         // LOG: nothing to hand over while the daemon writes no lines for this namespace
         let gate_open = b.label();
         let closed = b.label();
-        b.emit(mov64(R1, Src::Reg(R8)));
-        b.emit(alu64(AluOp::And, R1, Src::Imm(0xff)));
-        b.jmp64(
-            JmpOp::Jne,
-            R1,
-            Src::Imm(i32::from(event::KIND_LOG)),
-            gate_open,
-        );
+        skip_unless_kind(b, event::KIND_LOG, gate_open);
         b.emit(st(Size::W, R10, EV_KEY, event::LOG_GATE as i32));
         b.ld_map(R1, MapRef::EventLoss);
         b.emit(mov64(R2, Src::Reg(R10)));
@@ -283,14 +284,7 @@ impl Generator<'_> {
         // REJECT: the IP options the stack compiled into the control block, which icmp_send
         // echoes (none for a raw IP_HDRINCL sender's, whatever its header carries)
         let no_ipcb = b.label();
-        b.emit(mov64(R1, Src::Reg(R8)));
-        b.emit(alu64(AluOp::And, R1, Src::Imm(0xff)));
-        b.jmp64(
-            JmpOp::Jne,
-            R1,
-            Src::Imm(i32::from(event::KIND_REJECT)),
-            no_ipcb,
-        );
+        skip_unless_kind(b, event::KIND_REJECT, no_ipcb);
         kernel_read(b, R7, s.ipcb_optlen, 1, off::IPCB_OPTLEN);
         b.bind(no_ipcb)?;
         // bit 2: the packet's socket is a kernel socket (sk_kern_sock; read into the first
@@ -301,14 +295,7 @@ impl Generator<'_> {
         // REJECT: the socket's bound device (routes the kernel's reset), where LOG has its
         // prefix
         let no_bound = b.label();
-        b.emit(mov64(R1, Src::Reg(R8)));
-        b.emit(alu64(AluOp::And, R1, Src::Imm(0xff)));
-        b.jmp64(
-            JmpOp::Jne,
-            R1,
-            Src::Imm(i32::from(event::KIND_REJECT)),
-            no_bound,
-        );
+        skip_unless_kind(b, event::KIND_REJECT, no_bound);
         kernel_read(b, R3, s.sk_bound_dev_if, 4, off::PREFIX);
         b.emit(ldx(Size::DW, R3, R7, off16(s.sk)?));
         b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), no_sock);
@@ -339,14 +326,7 @@ impl Generator<'_> {
         b.bind(no_ct)?;
         // LOG: the rule's prefix
         let no_prefix = b.label();
-        b.emit(mov64(R1, Src::Reg(R8)));
-        b.emit(alu64(AluOp::And, R1, Src::Imm(0xff)));
-        b.jmp64(
-            JmpOp::Jne,
-            R1,
-            Src::Imm(i32::from(event::KIND_LOG)),
-            no_prefix,
-        );
+        skip_unless_kind(b, event::KIND_LOG, no_prefix);
         if let Some(prefixes) = self.prefix_map {
             b.emit(mov64(R1, Src::Reg(R8)));
             b.emit(alu64(AluOp::Rsh, R1, Src::Imm(32)));
