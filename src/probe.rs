@@ -86,6 +86,22 @@ pub struct Probe {
     pub strategies: Vec<(PacketAccess, Result<u32, String>)>,
 }
 
+/// Whether the running kernel's release is `major.minor` or later (the first two numbers of
+/// `uname -r`; an unreadable release counts as new).
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    release_at_least(&release(), major, minor)
+}
+
+fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().ok());
+    match (nums.next().flatten(), nums.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => true,
+    }
+}
+
 /// The kernel release, as `uname -r` prints it.
 pub fn release() -> String {
     nix::sys::utsname::uname()
@@ -127,7 +143,8 @@ pub fn try_strategy(layout: &KernelLayout, access: PacketAccess) -> Result<u32, 
         | MapRef::Events
         | MapRef::EventLoss
         | MapRef::Limits
-        | MapRef::AddrTypes => -1,
+        | MapRef::AddrTypes
+        | MapRef::Recent(_) => -1,
     });
     match sys::Program::load_netfilter("bpfltr_probe", &bytes, 0) {
         Ok((_, stats)) => Ok(stats.verified_insns),
@@ -321,6 +338,17 @@ impl Probe {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "test code")]
 mod tests {
+    #[test]
+    fn releases_compare_by_major_and_minor() {
+        use super::release_at_least;
+        assert!(release_at_least("6.18.44-fc-v1252", 6, 11));
+        assert!(release_at_least("6.11.0", 6, 11));
+        assert!(!release_at_least("6.10.14-amd64", 6, 11));
+        assert!(!release_at_least("6.6.0", 6, 11));
+        assert!(release_at_least("7.0", 6, 11));
+        assert!(release_at_least("weird", 6, 11));
+    }
+
     use super::*;
 
     #[test]

@@ -81,7 +81,7 @@ fn unsupported_extensions_are_refused_and_change_nothing() {
     for line in [
         "-A INPUT -j NFLOG",
         "-A INPUT -m hashlimit --hashlimit-upto 1/s --hashlimit-name h -j ACCEPT",
-        "-A INPUT -m recent --set --name ssh",
+        "-A INPUT -m statistic --mode nth --every 2 --packet 0",
         "-A INPUT -m connlimit --connlimit-above 3 -j ACCEPT",
         "-A INPUT -p tcp -j TCPMSS --clamp-mss-to-pmtu",
         "-A INPUT -p tcp -m tcpmss --mss 1:500",

@@ -257,3 +257,198 @@ fn addrtype_follows_addresses_as_the_kernels() {
     );
     assert_ne!(code, 0);
 }
+
+/// A shell line in the firewall namespace of one side: the kernel's `/proc` there, or, on
+/// bpfilter's side, with the preload (`libbpfilter.so` beside the binary) and the daemon's
+/// socket, so that `/proc/net/xt_recent/NAME` is the daemon's list. Exit code and stdout.
+fn proc_sh(d: &Daemon, fw: &Netns, bpf: bool, line: &str) -> (i32, String) {
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &fw.name, "sh", "-c", line]);
+    if bpf {
+        let lib = common::bpfilter_bin()
+            .parent()
+            .expect("binary folder")
+            .join("libbpfilter.so");
+        cmd.env("LD_PRELOAD", lib).env("BPFILTER_SOCKET", &d.socket);
+    }
+    let out = cmd.output().expect("sh");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A list's text with what depends on the clock taken out: per address (sorted), the
+/// address, its TTL, `oldest_pkt` and how many stamps it has.
+fn recent_shape(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            assert!(w.len() >= 8, "unexpected line {l:?}");
+            // src=A ttl: T last_seen: N oldest_pkt: K S1, S2, ...
+            format!(
+                "{} ttl {} oldest_pkt {} stamps {}",
+                w[0],
+                w[2],
+                w[6],
+                w.len() - 7
+            )
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Both sides' list `name` (exit code of `cat`, shape of the text) must agree.
+fn same_recent(d: &Daemon, p: &Pair, name: &str) -> Vec<String> {
+    let cat = format!("cat /proc/net/xt_recent/{name}");
+    let (kc, kt) = proc_sh(d, &p.kernel, false, &cat);
+    let (bc, bt) = proc_sh(d, &p.bpf, true, &cat);
+    assert_eq!(bc, kc, "cat of list {name}: exit codes (bpfilter, kernel)");
+    let (k, b) = (recent_shape(&kt), recent_shape(&bt));
+    assert_eq!(
+        b, k,
+        "list {name} (left: bpfilter, right: kernel)\n{bt}\n{kt}"
+    );
+    k
+}
+
+/// `-m recent`: `--set` fills a list, `--rcheck`/`--update` count stamps within `--seconds`
+/// against `--hitcount`, `--rdest --rttl` through FORWARD (the TTL as seen before
+/// forwarding), `--remove`, `!`; a list keeps the mask of the first rule naming it; a replace
+/// keeps a list and the last rule naming it takes it away; `/proc/net/xt_recent/NAME` read
+/// and written (`/`, `+addr`, `-addr`, garbage) through the preload as the kernel's.
+#[test]
+fn recent_lists_act_as_the_kernels() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = Pair::new();
+    let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+        -A INPUT -p icmp -m icmp --icmp-type 8 -m recent --rcheck --seconds 60 --hitcount 3 --name ping -j DROP\n\
+        -A INPUT -p icmp -m icmp --icmp-type 8 -m recent --set --name ping -j ACCEPT\n\
+        -A FORWARD -p udp --dport 9002 -m recent --remove --name fwd --rdest\n\
+        -A FORWARD -p udp --dport 9000 -m recent --update --rttl --seconds 30 --name fwd --rdest -j DROP\n\
+        -A FORWARD -p udp --dport 9001 -m recent --set --name fwd --rdest --mask 255.255.255.0\n\
+        -A FORWARD -p udp -m recent ! --rcheck --name fwd --rdest -j ACCEPT\n\
+        COMMIT\n";
+    let (code, _, err) = p.same(&d, Tool::Restore, &[], rules);
+    assert_eq!(code, 0, "{err}");
+    let k = topology(&p.kernel);
+    let b = topology(&p.bpf);
+    let pings = |n: u32| {
+        for t in [&k, &b] {
+            t.sender.sh(&format!(
+                "ping -c {n} -i 0.01 -W 0.3 10.9.1.2 >/dev/null; true"
+            ));
+        }
+    };
+    // three echo requests are let in, then the list says three within a minute: dropped
+    pings(5);
+    for t in [&k, &b] {
+        udp(
+            &t.sender,
+            &[
+                "10.9.2.2:9000",
+                "10.9.2.2:9001",
+                "10.9.2.2:9000",
+                "10.9.2.2:9002",
+                "10.9.2.2:9000",
+            ],
+        );
+    }
+    settle_and_compare(&p, &d);
+    // (the topology's own set-up pings from the target are in the list too)
+    let ping = same_recent(&d, &p, "ping");
+    assert!(
+        ping.contains(&"src=10.9.1.1 ttl 64 oldest_pkt 3 stamps 3".to_owned()),
+        "{ping:?}"
+    );
+    assert!(same_recent(&d, &p, "fwd").is_empty(), "--remove emptied it");
+    // writes: flush, then the sender is added by hand (TTL 0) and counts as one stamp
+    for bpf in [false, true] {
+        let fw = if bpf { &p.bpf } else { &p.kernel };
+        let (code, _) = proc_sh(&d, fw, bpf, "echo / > /proc/net/xt_recent/ping");
+        assert_eq!(code, 0);
+        let (code, _) = proc_sh(&d, fw, bpf, "echo +10.9.1.1 > /proc/net/xt_recent/ping");
+        assert_eq!(code, 0);
+        let (code, _) = proc_sh(&d, fw, bpf, "echo +10.9.1.7 > /proc/net/xt_recent/ping");
+        assert_eq!(code, 0);
+        let (code, _) = proc_sh(&d, fw, bpf, "echo -10.9.1.7 > /proc/net/xt_recent/ping");
+        assert_eq!(code, 0);
+        let (code, _) = proc_sh(&d, fw, bpf, "echo junk > /proc/net/xt_recent/ping");
+        assert_ne!(code, 0, "a bad write fails (EINVAL)");
+        let (code, _) = proc_sh(&d, fw, bpf, "echo +10.9.1.300 > /proc/net/xt_recent/ping");
+        assert_ne!(code, 0, "a bad address fails (EINVAL)");
+    }
+    assert_eq!(
+        same_recent(&d, &p, "ping"),
+        vec!["src=10.9.1.1 ttl 0 oldest_pkt 1 stamps 1"],
+    );
+    // a replace keeps the lists: two more requests pass, then the third stamp drops
+    p.ipt(&d, "-A OUTPUT -j ACCEPT");
+    pings(4);
+    settle_and_compare(&p, &d);
+    same_recent(&d, &p, "ping");
+    // a rule needing more stamps than the list has (hitcount 40 > 32) flushes it
+    p.ipt(
+        &d,
+        "-A INPUT -p icmp -m recent --rcheck --hitcount 40 --name ping",
+    );
+    assert!(
+        same_recent(&d, &p, "ping").is_empty(),
+        "grown lists start empty"
+    );
+    pings(2);
+    settle_and_compare(&p, &d);
+    same_recent(&d, &p, "ping");
+    // the last rules naming `ping` go, and the list with them
+    for _ in 0..2 {
+        p.ipt(&d, "-D INPUT 1");
+    }
+    p.ipt(&d, "-D INPUT 1");
+    let (code, _) = proc_sh(&d, &p.bpf, true, "cat /proc/net/xt_recent/ping");
+    assert_ne!(code, 0, "no list once no rule names it");
+    same_recent(&d, &p, "ping");
+    // the kernel's refusals: two operations, --reap without --seconds, a hit count past
+    // XT_RECENT_MAX_NSTAMPS (65536 since Linux 6.11), --seconds with --set
+    for bad in [
+        "-A INPUT -m recent --set --rcheck --name x",
+        "-A INPUT -m recent --rcheck --reap --name x",
+        "-A INPUT -m recent --rcheck --hitcount 65536 --name x",
+        "-A INPUT -m recent --set --seconds 5 --name x",
+    ] {
+        let (code, _, _) = p.ipt(&d, bad);
+        assert_ne!(code, 0, "`{bad}` must be refused");
+    }
+    // more stamps per address than bpfilter keeps: refused loudly, nothing changes
+    let before = common::seen(&d.iptables(&p.bpf, Tool::Save, &["-c"], ""));
+    let (code, _, _) = common::seen(&d.iptables(
+        &p.bpf,
+        Tool::Iptables,
+        &[
+            "-A",
+            "INPUT",
+            "-m",
+            "recent",
+            "--rcheck",
+            "--hitcount",
+            "5000",
+            "--name",
+            "x",
+        ],
+        "",
+    ));
+    assert_ne!(code, 0, "a list of 8192 stamps per address is refused");
+    assert_eq!(
+        common::seen(&d.iptables(&p.bpf, Tool::Save, &["-c"], "")),
+        before
+    );
+    assert!(
+        d.log().contains("at most 4096 stamps per address"),
+        "the refusal says why"
+    );
+    p.same_listing(&d);
+}

@@ -38,6 +38,8 @@ pub enum MapRef {
     /// The namespace's address types (LPM_TRIE, key [`crate::codegen::ADDRTYPE_KEY_SIZE`]
     /// bytes, value [`crate::codegen::ADDRTYPE_VALUE_SIZE`]), kept by the daemon.
     AddrTypes,
+    /// Recent list `n` of the generation (ARRAY of one value, [`crate::ir::recent`]).
+    Recent(u32),
 }
 
 #[derive(Debug, Clone)]

@@ -504,6 +504,105 @@ pub enum Match {
     Addrtype(AddrtypeMatch),
     /// `-m owner` (xt_owner): the packet's socket and the credentials of its file.
     Owner(OwnerMatch),
+    /// `-m recent` (xt_recent): a named address list of the namespace.
+    Recent(RecentMatch),
+}
+
+/// A `-m recent` match (`recent_mt`) on list `list` of the generation's recent lists (one map
+/// each, see [`recent`] for the value layout). Everything about the list itself (its mask,
+/// size, stamps per address) is in the map or in `shape`; the rest is the rule's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecentMatch {
+    /// index of the list's map (`MapRef::Recent`)
+    pub list: u32,
+    /// the list's dimensions
+    pub shape: RecentShape,
+    /// XT_RECENT_* operation and modifiers ([`recent::CHECK`], ...)
+    pub check_set: u8,
+    /// `!`
+    pub invert: bool,
+    /// `--seconds` (0: every stamp counts)
+    pub seconds: u32,
+    /// `--seconds * HZ` as the kernel computes it (u32 arithmetic)
+    pub window: u32,
+    /// `--hitcount` (0: one stamp is enough)
+    pub hit_count: u32,
+    /// `--rdest` (else `--rsource`)
+    pub dest: bool,
+}
+
+/// The dimensions of one recent list's map value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecentShape {
+    /// addresses kept (xt_recent's `ip_list_tot`)
+    pub entries: u32,
+    /// stamps kept per address (`nstamps_max_mask + 1`, a power of two)
+    pub stamps: u32,
+    /// `e->index` is a u16 (Linux 6.11 and later; before, a u8 that wraps at 256)
+    pub wide: bool,
+}
+
+impl RecentShape {
+    /// Bytes of one address's record.
+    pub fn stride(&self) -> u32 {
+        recent::STAMPS + 8 * self.stamps
+    }
+    /// Bytes of the whole map value.
+    pub fn value_size(&self) -> u32 {
+        recent::ENTRIES + self.entries * self.stride()
+    }
+}
+
+/// One recent list as a single map value (an ARRAY of one element) whose `bpf_spin_lock`
+/// guards it all, as `recent_lock` guards the kernel's list: the program searches, adds,
+/// refreshes, evicts and removes addresses under it, the daemon reads and writes it with
+/// BPF_F_LOCK. Offsets of the header, then of each address's record at
+/// `ENTRIES + slot * stride`.
+pub mod recent {
+    /// `struct bpf_spin_lock`
+    pub const LOCK: u32 = 0;
+    /// u32 addresses in use (`t->entries`)
+    pub const COUNT: u32 = 4;
+    /// u64 the last LRU sequence number handed out
+    pub const CLOCK: u32 = 8;
+    /// u32 the list's mask (`t->mask`, IPv4, network order), set when the list is created
+    pub const MASK: u32 = 16;
+    /// u32 scratch: the slot the search found
+    pub const FOUND: u32 = 20;
+    /// u32 scratch: a free slot the search passed
+    pub const FREE: u32 = 24;
+    /// u32 scratch: the least recently used slot (the LRU list's head)
+    pub const OLDEST: u32 = 28;
+    /// u32 [`super::RecentShape::entries`], written once by the daemon (programs do not read it)
+    pub const SHAPE_ENTRIES: u32 = 32;
+    /// u32 [`super::RecentShape::stamps`], likewise
+    pub const SHAPE_STAMPS: u32 = 36;
+    /// first address record
+    pub const ENTRIES: u32 = 48;
+    /// record: u64 LRU sequence number of the last add or refresh; 0 = free slot
+    pub const E_LRU: u32 = 0;
+    /// record: u32 address (masked, network order)
+    pub const E_ADDR: u32 = 8;
+    /// record: u8 TTL of the last add or refresh
+    pub const E_TTL: u32 = 12;
+    /// record: u16 stamps in use (`e->nstamps`)
+    pub const E_NSTAMPS: u32 = 14;
+    /// record: u16 index of the next stamp (`e->index`; a u8 before Linux 6.11)
+    pub const E_INDEX: u32 = 16;
+    /// record: u64 jiffies stamps, `stamps` of them
+    pub const STAMPS: u32 = 24;
+    /// XT_RECENT_CHECK (`--rcheck`)
+    pub const CHECK: u8 = 1;
+    /// XT_RECENT_SET
+    pub const SET: u8 = 2;
+    /// XT_RECENT_UPDATE
+    pub const UPDATE: u8 = 4;
+    /// XT_RECENT_REMOVE
+    pub const REMOVE: u8 = 8;
+    /// XT_RECENT_TTL (`--rttl`)
+    pub const TTL: u8 = 16;
+    /// XT_RECENT_REAP
+    pub const REAP: u8 = 32;
 }
 
 /// A `-m limit` bucket: `limit_mt` on a state word shared by every program of the table (one

@@ -816,6 +816,59 @@ pub const XT_LIMIT_SCALE: u32 = 10000;
 /// The bytes of `xt_rateinfo` the kernel copies back (`usersize`).
 pub const XT_RATEINFO_USERSIZE: usize = 8;
 
+/// `struct xt_recent_mtinfo` (match "recent", revision 0): revision 1 without the mask (the
+/// kernel then masks with all ones).
+#[doc(alias = "xt_recent_mtinfo")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtRecentMtinfo {
+    /// `--seconds`: only stamps this recent count (0: all).
+    pub seconds: u32,
+    /// `--hitcount`: stamps needed (0: one).
+    pub hit_count: u32,
+    /// XT_RECENT_* operation and modifiers.
+    pub check_set: u8,
+    /// `!`.
+    pub invert: u8,
+    /// `--name`, NUL-terminated.
+    pub name: [u8; XT_RECENT_NAME_LEN],
+    /// XT_RECENT_SOURCE or XT_RECENT_DEST.
+    pub side: u8,
+    /// Implicit C padding to the struct's 4-byte alignment (inside `matchsize`).
+    pub pad: u8,
+}
+
+/// `struct xt_recent_mtinfo_v1` (match "recent", revision 1): revision 0 and `--mask`, a
+/// `union nf_inet_addr` (IPv4: its first 4 bytes).
+#[doc(alias = "xt_recent_mtinfo_v1")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtRecentMtinfoV1 {
+    /// The revision 0 fields.
+    pub v0: XtRecentMtinfo,
+    /// `--mask`: applied to the address before the list is searched or written.
+    pub mask: [u8; 16],
+}
+
+/// Bytes of `--name` with its NUL.
+pub const XT_RECENT_NAME_LEN: usize = 200;
+/// `--rcheck`.
+pub const XT_RECENT_CHECK: u8 = 1 << 0;
+/// `--set`.
+pub const XT_RECENT_SET: u8 = 1 << 1;
+/// `--update`.
+pub const XT_RECENT_UPDATE: u8 = 1 << 2;
+/// `--remove`.
+pub const XT_RECENT_REMOVE: u8 = 1 << 3;
+/// `--rttl`.
+pub const XT_RECENT_TTL: u8 = 1 << 4;
+/// `--reap`.
+pub const XT_RECENT_REAP: u8 = 1 << 5;
+/// `--rsource` (the default).
+pub const XT_RECENT_SOURCE: u8 = 0;
+/// `--rdest`.
+pub const XT_RECENT_DEST: u8 = 1;
+
 /// `struct xt_addrtype_info` (match "addrtype", revision 0): source and destination
 /// address-type masks (bit `1 << RTN_*`), each with its own inversion.
 #[doc(alias = "xt_addrtype_info")]

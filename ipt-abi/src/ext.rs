@@ -115,6 +115,8 @@ pub const SUPPORTED_IPV4: &[Supported] = &[
     m("limit", 0, core::mem::size_of::<XtRateinfo>(), 0),
     m("addrtype", 0, core::mem::size_of::<XtAddrtypeInfo>(), 0),
     m("addrtype", 1, core::mem::size_of::<XtAddrtypeInfoV1>(), 0),
+    m("recent", 0, core::mem::size_of::<XtRecentMtinfo>(), 0),
+    m("recent", 1, core::mem::size_of::<XtRecentMtinfoV1>(), 0),
     m_hooks(
         "owner",
         1,
@@ -349,6 +351,87 @@ pub fn limit_mt_check(info: &XtRateinfo) -> Result<(), (i32, &'static str)> {
         || user2credits(info.avg.wrapping_mul(info.burst), hz) < user2credits(info.avg, hz)
     {
         return Err((libc::ERANGE, "limit: overflow, try a lower rate or burst"));
+    }
+    Ok(())
+}
+
+/// xt_recent's module parameters `ip_list_tot` (addresses per list, 100) and
+/// `ip_pkt_list_tot` (stamps per address, 0: by hit count), as the daemon read them from
+/// /sys/module/xt_recent/parameters (the defaults when the module is not loaded).
+static RECENT_PARAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(100 << 32);
+
+/// Record xt_recent's `ip_list_tot` and `ip_pkt_list_tot`.
+pub fn set_recent_params(list_tot: u32, pkt_list_tot: u32) {
+    RECENT_PARAMS.store(
+        u64::from(list_tot) << 32 | u64::from(pkt_list_tot),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// xt_recent's `(ip_list_tot, ip_pkt_list_tot)` as last set.
+pub fn recent_params() -> (u32, u32) {
+    let v = RECENT_PARAMS.load(std::sync::atomic::Ordering::Relaxed);
+    ((v >> 32) as u32, v as u32)
+}
+
+/// Whether the kernel's xt_recent keeps `e->index` in a u16 and takes hit counts up to
+/// 65535 (`XT_RECENT_MAX_NSTAMPS` 65536, Linux 6.11 and later) rather than a u8 and 255.
+static RECENT_WIDE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Record whether the running kernel's xt_recent is the 6.11 one (see [`recent_wide`]).
+pub fn set_recent_wide(wide: bool) {
+    RECENT_WIDE.store(wide, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether xt_recent's index is a u16 and its hit counts go up to 65535 (Linux 6.11+).
+pub fn recent_wide() -> bool {
+    RECENT_WIDE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// xt_recent's `XT_RECENT_MAX_NSTAMPS` on the running kernel: a hit count must stay below it.
+pub fn recent_max_nstamps() -> u32 {
+    if recent_wide() {
+        65536
+    } else {
+        256
+    }
+}
+
+/// `recent_mt_check` up to the table lookup: one operation of `--set`, `--remove`,
+/// `--rcheck`, `--update`; no `--seconds`, `--hitcount`, `--rttl` or `--reap` with the first
+/// two; `--reap` only with `--seconds`; a hit count below XT_RECENT_MAX_NSTAMPS; no unknown
+/// flag (all EINVAL); then `xt_check_proc_name` on the name: empty, "." or "..", or with a
+/// '/' is EINVAL, without a NUL ENAMETOOLONG.
+pub fn recent_mt_check(info: &XtRecentMtinfo) -> Result<(), (i32, &'static str)> {
+    const OPS: u8 = XT_RECENT_SET | XT_RECENT_REMOVE | XT_RECENT_CHECK | XT_RECENT_UPDATE;
+    const MODIFIERS: u8 = XT_RECENT_TTL | XT_RECENT_REAP;
+    const VALID: u8 = OPS | MODIFIERS;
+    let einval = |why| Err((libc::EINVAL, why));
+    if info.check_set & !VALID != 0 {
+        return einval("recent: unsupported user space flags");
+    }
+    if (info.check_set & OPS).count_ones() != 1 {
+        return einval("recent: exactly one of --set, --rcheck, --update, --remove");
+    }
+    if info.check_set & (XT_RECENT_SET | XT_RECENT_REMOVE) != 0
+        && (info.seconds != 0 || info.hit_count != 0 || info.check_set & MODIFIERS != 0)
+    {
+        return einval(
+            "recent: --set and --remove take no --seconds, --hitcount, --rttl or --reap",
+        );
+    }
+    if info.check_set & XT_RECENT_REAP != 0 && info.seconds == 0 {
+        return einval("recent: --reap needs --seconds");
+    }
+    if info.hit_count >= recent_max_nstamps() {
+        return einval("recent: hitcount larger than the allowed maximum");
+    }
+    let Some(len) = info.name.iter().position(|&b| b == 0) else {
+        return Err((libc::ENAMETOOLONG, "recent: name not NUL-terminated"));
+    };
+    let name = &info.name[..len];
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return einval("recent: name empty, \".\", \"..\" or with a '/'");
     }
     Ok(())
 }

@@ -160,6 +160,45 @@ pub enum Match {
     AddrtypeV1(XtAddrtypeInfoV1),
     /// "owner" revision 1.
     Owner(XtOwnerMatchInfo),
+    /// "recent" revisions 0 and 1, kept as sent.
+    Recent(Box<Recent>),
+}
+
+/// A recent match in the revision the user sent (kept byte for byte).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Recent {
+    /// Revision 0: no mask (the kernel masks with all ones).
+    V0(XtRecentMtinfo),
+    /// Revision 1: with `--mask`.
+    V1(XtRecentMtinfoV1),
+}
+
+impl Recent {
+    /// The fields both revisions have.
+    pub fn info(&self) -> &XtRecentMtinfo {
+        match self {
+            Recent::V0(p) => p,
+            Recent::V1(p) => &p.v0,
+        }
+    }
+    /// The IPv4 mask (`recent_mt_check_v0` sets all ones).
+    pub fn mask(&self) -> [u8; 4] {
+        match self {
+            Recent::V0(_) => [0xff; 4],
+            Recent::V1(p) => [p.mask[0], p.mask[1], p.mask[2], p.mask[3]],
+        }
+    }
+    /// The list's name (up to its NUL, which `recent_mt_check` made sure of).
+    pub fn name(&self) -> &[u8] {
+        c_str(&self.info().name)
+    }
+    /// The payload as sent.
+    pub fn payload(&self) -> &[u8] {
+        match self {
+            Recent::V0(p) => p.as_bytes(),
+            Recent::V1(p) => p.as_bytes(),
+        }
+    }
 }
 
 /// A limit match: the rate as GET_ENTRIES shows it (`avg`, `burst`, the kernel's part zero,
@@ -377,6 +416,7 @@ impl Match {
             Match::Limit(_) => "limit",
             Match::Addrtype(_) | Match::AddrtypeV1(_) => "addrtype",
             Match::Owner(_) => "owner",
+            Match::Recent(_) => "recent",
         }
     }
     /// Extension revision.
@@ -388,6 +428,7 @@ impl Match {
             | Match::AddrtypeV1(_)
             | Match::Owner(_) => 1,
             Match::Conntrack(c) => c.revision(),
+            Match::Recent(r) => u8::from(matches!(**r, Recent::V1(_))),
             Match::Tcp(_)
             | Match::Udp(_)
             | Match::Icmp(_)
@@ -415,6 +456,7 @@ impl Match {
             Match::Addrtype(p) => p.as_bytes(),
             Match::AddrtypeV1(p) => p.as_bytes(),
             Match::Owner(p) => p.as_bytes(),
+            Match::Recent(r) => r.payload(),
         }
     }
     /// `match_size` in the blob: header + XT_ALIGN(matchsize).

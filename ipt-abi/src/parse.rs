@@ -775,6 +775,14 @@ fn check_match(
             ext::owner_check(&p)?;
             Match::Owner(p)
         }
+        "recent" => {
+            let recent = match ext.revision {
+                0 => Recent::V0(payload(data)?),
+                _ => Recent::V1(payload(data)?),
+            };
+            ext::recent_mt_check(recent.info())?;
+            Match::Recent(Box::new(recent))
+        }
         _ => return Err((libc::ENOENT, "unknown or unsupported extension")),
     })
 }

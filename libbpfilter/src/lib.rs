@@ -192,6 +192,31 @@ impl Client {
         ))
     }
 
+    /// The text of `/proc/net/xt_recent/NAME` for the `recent` list `name` of bpfilter's filter
+    /// table in the caller's namespace; [`ClientError::Daemon`] with ENOENT when no rule of it
+    /// names the list (the kernel's own list, if any, is the one to read).
+    pub fn recent_read(&mut self, name: &str) -> Result<Vec<u8>, ClientError> {
+        self.call(&Request::RecentRead {
+            name: name.to_owned(),
+        })
+    }
+
+    /// One write(2) of `data` to `/proc/net/xt_recent/NAME`: only its first
+    /// [`wire::MAX_RECENT_WRITE`] bytes are sent, all that the kernel looks at. Returns write's
+    /// count; the daemon's errno (EINVAL for a bad command, ENOENT for no such list) is a
+    /// [`ClientError::Daemon`].
+    pub fn recent_write(&mut self, name: &str, data: &[u8]) -> Result<usize, ClientError> {
+        let data = &data[..data.len().min(wire::MAX_RECENT_WRITE)];
+        let payload = self.call(&Request::RecentWrite {
+            name: name.to_owned(),
+            data: data.to_vec(),
+        })?;
+        wire::parse_recent_write(&payload).map_err(|source| ClientError::Wire {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
     /// `bpfilter status`; the payloads are defined by the daemon.
     pub fn status(&mut self, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
         self.call(&Request::Status {
@@ -367,7 +392,7 @@ mod tests {
         let listener = UnixListener::bind(&p).expect("bind");
         let server = thread::spawn(move || {
             let mut seen = Vec::new();
-            for _ in 0..4 {
+            for _ in 0..8 {
                 let (s, _) = listener.accept().expect("accept");
                 let (req, fd) = wire::read_request(&s).expect("read");
                 assert!(fd.is_some(), "every request carries the netns fd");
@@ -377,6 +402,14 @@ mod tests {
                     } => Reply::ok(wire::table_names_payload(&["filter", "raw"])),
                     Request::Sockopt(so) if so.optname == 64 => Reply::ok(vec![7; 84]),
                     Request::Sockopt(_) => Reply::error(libc::ENOENT),
+                    Request::RecentRead { name } if name == "ssh" => {
+                        Reply::ok(b"src=10.0.0.1 ttl: 64 last_seen: 1 oldest_pkt: 1 1\n".to_vec())
+                    }
+                    Request::RecentRead { .. } => Reply::error(libc::ENOENT),
+                    Request::RecentWrite { data, .. } if data.len() == wire::MAX_RECENT_WRITE => {
+                        Reply::ok(wire::recent_write_payload(data.len()))
+                    }
+                    Request::RecentWrite { .. } => Reply::ok(vec![1, 2, 3]),
                     _ => Reply::ok(b"{\"ok\":true}".to_vec()),
                 };
                 wire::write_reply(&s, &reply).expect("reply");
@@ -398,12 +431,33 @@ mod tests {
             .expect_err("must fail");
         assert_eq!(e.errno(), libc::ENOENT);
         assert_eq!(c.dump(Some("INPUT"), b"").expect("dump"), b"{\"ok\":true}");
+        assert!(c
+            .recent_read("ssh")
+            .expect("recent read")
+            .starts_with(b"src=10.0.0.1 "));
+        assert_eq!(
+            c.recent_read("other").expect_err("no such list").errno(),
+            libc::ENOENT
+        );
+        // A long write is cut to the 40 bytes the kernel looks at.
+        let long = [b'+'; 100];
+        assert_eq!(c.recent_write("ssh", &long).expect("recent write"), 40);
+        // A count that is not 8 bytes is a protocol error, not a count.
+        let e = c.recent_write("ssh", b"/").expect_err("bad count");
+        assert_eq!(e.errno(), libc::EPROTO);
         let seen = server.join().expect("server");
         assert_eq!(
             seen[3],
             Request::Dump {
                 hook: Some("INPUT".into()),
                 payload: vec![]
+            }
+        );
+        assert_eq!(
+            seen[6],
+            Request::RecentWrite {
+                name: "ssh".into(),
+                data: vec![b'+'; 40]
             }
         );
         let _ = std::fs::remove_file(&p);

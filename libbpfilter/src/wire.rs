@@ -23,12 +23,19 @@
 //! - `Dump`: flags u8 (bit 0: a hook name follows), reserved u8 (0), hook length u16 (at most
 //!   [`MAX_HOOK_NAME`]), the hook name (UTF-8), then an opaque payload.
 //! - `Flush`: all u8 (0 or 1), three reserved bytes (0), then an opaque payload.
+//! - `RecentRead`: name length u16 (1 to [`MAX_RECENT_NAME`]), reserved u16 (0), then the
+//!   name of the `recent` list (UTF-8, no NUL, no `/`): the `NAME` of `/proc/net/xt_recent/NAME`.
+//! - `RecentWrite`: name length u16 (as for `RecentRead`), data length u16 (at most
+//!   [`MAX_RECENT_WRITE`]), the name, then the data: the first bytes of one write(2) to that
+//!   file (`+ADDR`, `-ADDR`, `/`), all that the kernel's `recent_mt_proc_write` looks at.
 //!
 //! Reply payload: errno i32 (0 = success, else a positive errno), then the payload: for a
 //! sockopt get, the optval bytes to copy back to the caller (empty for revision queries, which
 //! leave optval untouched); for `IPT_SO_SET_REPLACE`, the old counters (num_counters x 16 bytes);
 //! for `TableNames`, the text of `/proc/net/ip_tables_names` (one name per line, each ending in
-//! `\n`, see [`table_names_payload`]).
+//! `\n`, see [`table_names_payload`]); for `RecentRead`, the text of `/proc/net/xt_recent/NAME`;
+//! for `RecentWrite`, write's return count as a u64 (see [`recent_write_payload`]). ENOENT on
+//! either: no `recent` list of that name in bpfilter's tables.
 //!
 //! Every request carries the sender's network namespace (an fd of `/proc/self/ns/net`) as
 //! `SCM_RIGHTS` ancillary data on its first bytes. A connection carries any number of
@@ -62,6 +69,11 @@ pub const HEADER_LEN: usize = 12;
 pub const MAX_PAYLOAD: u32 = 256 << 20;
 /// Longest hook name in a `Dump` request.
 pub const MAX_HOOK_NAME: usize = 256;
+/// Longest `recent` list name (`XT_RECENT_NAME_LEN` minus its NUL).
+pub const MAX_RECENT_NAME: usize = 199;
+/// The bytes of one write(2) to `/proc/net/xt_recent/NAME` the kernel looks at:
+/// `sizeof("+b335:1d35:1e55:dead:c0de:1715:5afe:c0de")` in `recent_mt_proc_write`.
+pub const MAX_RECENT_WRITE: usize = 40;
 /// Frame kind of a reply.
 pub const REPLY_KIND: u16 = 0x8000;
 /// Largest errno a reply may carry (the kernel's MAX_ERRNO).
@@ -161,6 +173,19 @@ struct FlushHead {
     reserved: [u8; 3],
 }
 
+/// The fixed part of a `RecentRead` / `RecentWrite` request payload (the name, then the data
+/// follow).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+struct RecentHead {
+    /// Length of the list name.
+    name_len: U16,
+    /// Length of the write's data (zero for a read).
+    data_len: U16,
+}
+
 /// The fixed part of a reply payload (the answer's bytes follow).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
@@ -177,6 +202,7 @@ const _: () = {
     assert!(size_of::<TableNamesBody>() == 4);
     assert!(size_of::<DumpHead>() == 4);
     assert!(size_of::<FlushHead>() == 4);
+    assert!(size_of::<RecentHead>() == 4);
     assert!(size_of::<ReplyHead>() == 4);
 };
 
@@ -348,6 +374,10 @@ pub enum RequestKind {
     Dump = 5,
     /// Remove what bpfilter attached (CLI).
     Flush = 6,
+    /// Read `/proc/net/xt_recent/NAME` (the interposer's open).
+    RecentRead = 7,
+    /// One write(2) to `/proc/net/xt_recent/NAME`.
+    RecentWrite = 8,
 }
 
 impl RequestKind {
@@ -360,6 +390,8 @@ impl RequestKind {
             4 => RequestKind::Counters,
             5 => RequestKind::Dump,
             6 => RequestKind::Flush,
+            7 => RequestKind::RecentRead,
+            8 => RequestKind::RecentWrite,
             other => return Err(WireError::UnknownKind(other)),
         })
     }
@@ -398,6 +430,18 @@ pub enum Request {
         all: bool,
         /// Opaque, defined by the daemon.
         payload: Vec<u8>,
+    },
+    /// The text of `/proc/net/xt_recent/NAME` in the caller's namespace.
+    RecentRead {
+        /// The list's name (1 to [`MAX_RECENT_NAME`] bytes, no NUL, no `/`).
+        name: String,
+    },
+    /// One write(2) to `/proc/net/xt_recent/NAME` in the caller's namespace.
+    RecentWrite {
+        /// The list's name (as for `RecentRead`).
+        name: String,
+        /// The write's first bytes (at most [`MAX_RECENT_WRITE`]).
+        data: Vec<u8>,
     },
 }
 
@@ -471,13 +515,16 @@ impl Request {
             Request::Counters { .. } => RequestKind::Counters,
             Request::Dump { .. } => RequestKind::Dump,
             Request::Flush { .. } => RequestKind::Flush,
+            Request::RecentRead { .. } => RequestKind::RecentRead,
+            Request::RecentWrite { .. } => RequestKind::RecentWrite,
         }
     }
 
     /// Serializes the whole frame (header + payload).
     ///
-    /// Lengths are not checked here (a Dump hook name longer than [`MAX_HOOK_NAME`] or a payload
-    /// above [`MAX_PAYLOAD`] encodes, and the peer refuses it); [`write_request`] checks them.
+    /// Lengths are not checked here (a Dump hook name longer than [`MAX_HOOK_NAME`], a recent
+    /// list name or write outside its bounds, or a payload above [`MAX_PAYLOAD`] encodes, and the
+    /// peer refuses it); [`write_request`] checks them.
     pub fn encode(&self) -> Vec<u8> {
         let body = match self {
             Request::Sockopt(s) => {
@@ -525,6 +572,8 @@ impl Request {
                 b.extend_from_slice(payload);
                 b
             }
+            Request::RecentRead { name } => recent_body(name, &[]),
+            Request::RecentWrite { name, data } => recent_body(name, data),
         };
         frame(self.kind() as u16, body)
     }
@@ -653,8 +702,101 @@ impl Request {
                     payload: rest.to_vec(),
                 }
             }
+            RequestKind::RecentRead => {
+                let (name, _no_data) = decode_recent(body, false)?;
+                Request::RecentRead { name }
+            }
+            RequestKind::RecentWrite => {
+                let (name, data) = decode_recent(body, true)?;
+                Request::RecentWrite { name, data }
+            }
         })
     }
+}
+
+/// The payload of a `RecentRead` (empty `data`) or `RecentWrite` request. Oversized lengths are
+/// cut to u16 here and refused by the peer's length checks.
+fn recent_body(name: &str, data: &[u8]) -> Vec<u8> {
+    let name = &name.as_bytes()[..name.len().min(u16::MAX as usize)];
+    let data = &data[..data.len().min(u16::MAX as usize)];
+    let head = RecentHead {
+        name_len: U16::new(name.len() as u16),
+        data_len: U16::new(data.len() as u16),
+    };
+    let mut b = Vec::with_capacity(size_of::<RecentHead>() + name.len() + data.len());
+    b.extend_from_slice(head.as_bytes());
+    b.extend_from_slice(name);
+    b.extend_from_slice(data);
+    b
+}
+
+/// Parses a `RecentRead` (`write` false: the data length is reserved, zero) or `RecentWrite`
+/// payload into the list name and the data.
+fn decode_recent(body: &[u8], write: bool) -> Result<(String, Vec<u8>), WireError> {
+    let (head, rest) = read_head::<RecentHead>(body, "recent header")?;
+    let name_len = usize::from(head.name_len.get());
+    let data_len = usize::from(head.data_len.get());
+    check_recent_name_len(name_len)?;
+    if !write && data_len != 0 {
+        return Err(WireError::Malformed {
+            what: "recent read reserved",
+            detail: format!("{data_len} must be zero"),
+        });
+    }
+    check_recent_data_len(data_len)?;
+    let need = name_len + data_len;
+    if rest.len() < need {
+        return Err(WireError::Truncated {
+            what: "recent name and data",
+            need,
+            have: rest.len(),
+        });
+    }
+    if rest.len() > need {
+        return Err(WireError::Trailing {
+            what: "recent request",
+            extra: rest.len() - need,
+        });
+    }
+    let name = std::str::from_utf8(&rest[..name_len]).map_err(|e| WireError::Malformed {
+        what: "recent list name",
+        detail: e.to_string(),
+    })?;
+    if name.contains(['\0', '/']) {
+        return Err(WireError::Malformed {
+            what: "recent list name",
+            detail: format!("{name:?} holds a NUL or a '/'"),
+        });
+    }
+    Ok((name.to_owned(), rest[name_len..].to_vec()))
+}
+
+fn check_recent_name_len(len: usize) -> Result<(), WireError> {
+    if len == 0 {
+        return Err(WireError::Malformed {
+            what: "recent list name",
+            detail: "empty".into(),
+        });
+    }
+    if len > MAX_RECENT_NAME {
+        return Err(WireError::TooLarge {
+            what: "recent list name",
+            len: len as u64,
+            max: MAX_RECENT_NAME as u64,
+        });
+    }
+    Ok(())
+}
+
+fn check_recent_data_len(len: usize) -> Result<(), WireError> {
+    if len > MAX_RECENT_WRITE {
+        return Err(WireError::TooLarge {
+            what: "recent write data",
+            len: len as u64,
+            max: MAX_RECENT_WRITE as u64,
+        });
+    }
+    Ok(())
 }
 
 /// A decoded frame header.
@@ -712,6 +854,24 @@ pub fn parse_table_names(payload: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The payload of a successful `RecentWrite` reply: write's return count, u64 little endian.
+pub fn recent_write_payload(count: usize) -> Vec<u8> {
+    (count as u64).to_le_bytes().to_vec()
+}
+
+/// Reads a `RecentWrite` reply payload (see [`recent_write_payload`]).
+pub fn parse_recent_write(payload: &[u8]) -> Result<usize, WireError> {
+    let raw: [u8; 8] = payload.try_into().map_err(|_| WireError::Malformed {
+        what: "recent write count",
+        detail: format!("{} bytes instead of 8", payload.len()),
+    })?;
+    let count = u64::from_le_bytes(raw);
+    usize::try_from(count).map_err(|_| WireError::Malformed {
+        what: "recent write count",
+        detail: format!("{count} does not fit a size_t"),
+    })
+}
+
 /// Opens the caller's network namespace (`/proc/self/ns/net`, O_RDONLY | O_CLOEXEC) to send
 /// with a request.
 pub fn open_netns() -> Result<OwnedFd, WireError> {
@@ -722,20 +882,28 @@ pub fn open_netns() -> Result<OwnedFd, WireError> {
 }
 
 /// Sends one request, attaching `netns` (the caller's namespace fd) as SCM_RIGHTS.
-/// Refuses (before sending) a payload above [`MAX_PAYLOAD`] or a hook name above [`MAX_HOOK_NAME`].
+/// Refuses (before sending) a payload above [`MAX_PAYLOAD`], a hook name above
+/// [`MAX_HOOK_NAME`], a recent list name outside 1..=[`MAX_RECENT_NAME`] or a recent write above
+/// [`MAX_RECENT_WRITE`].
 pub fn write_request(
     stream: &UnixStream,
     req: &Request,
     netns: Option<BorrowedFd<'_>>,
 ) -> Result<(), WireError> {
-    if let Request::Dump { hook: Some(h), .. } = req {
-        if h.len() > MAX_HOOK_NAME {
+    match req {
+        Request::Dump { hook: Some(h), .. } if h.len() > MAX_HOOK_NAME => {
             return Err(WireError::TooLarge {
                 what: "dump hook name",
                 len: h.len() as u64,
                 max: MAX_HOOK_NAME as u64,
             });
         }
+        Request::RecentRead { name } => check_recent_name_len(name.len())?,
+        Request::RecentWrite { name, data } => {
+            check_recent_name_len(name.len())?;
+            check_recent_data_len(data.len())?;
+        }
+        _ => {}
     }
     send_frame(stream, &req.encode(), netns)
 }
@@ -1035,7 +1203,20 @@ mod tests {
             (proptest::option::of("[a-zA-Z0-9/_-]{0,40}"), bytes())
                 .prop_map(|(hook, payload)| Request::Dump { hook, payload }),
             (any::<bool>(), bytes()).prop_map(|(all, payload)| Request::Flush { all, payload }),
+            recent_name().prop_map(|name| Request::RecentRead { name }),
+            (
+                recent_name(),
+                proptest::collection::vec(any::<u8>(), 0..=MAX_RECENT_WRITE)
+            )
+                .prop_map(|(name, data)| Request::RecentWrite { name, data }),
         ]
+    }
+
+    /// Any valid list name: 1 to 199 bytes of UTF-8 (multi-byte included), no NUL, no '/'.
+    fn recent_name() -> impl Strategy<Value = String> {
+        "[^\\x00/]{1,60}".prop_filter("at most MAX_RECENT_NAME bytes", |n| {
+            n.len() <= MAX_RECENT_NAME
+        })
     }
 
     proptest! {
@@ -1043,6 +1224,11 @@ mod tests {
         fn request_round_trip(req in request()) {
             let bytes = req.encode();
             prop_assert_eq!(Request::decode(&bytes)?, req);
+        }
+
+        #[test]
+        fn recent_write_count_round_trip(n in 0usize..=MAX_RECENT_WRITE) {
+            prop_assert_eq!(parse_recent_write(&recent_write_payload(n))?, n);
         }
 
         #[test]
@@ -1192,6 +1378,36 @@ mod tests {
         );
         assert_eq!(b[HEADER_LEN..], [1, 0, 0, 0, 9, 8]);
         assert_eq!(Request::decode(&b).expect("flush"), req);
+
+        // RecentRead: name length, reserved (0), name.
+        let req = Request::RecentRead { name: "ssh".into() };
+        let b = req.encode();
+        assert_eq!(
+            b[..HEADER_LEN],
+            [b'B', b'P', b'F', b'L', 1, 0, 7, 0, 7, 0, 0, 0]
+        );
+        assert_eq!(b[HEADER_LEN..], [3, 0, 0, 0, b's', b's', b'h']);
+        assert_eq!(Request::decode(&b).expect("recent read"), req);
+
+        // RecentWrite: name length, data length, name, data.
+        let req = Request::RecentWrite {
+            name: "ssh".into(),
+            data: b"+1.2.3.4\n".to_vec(),
+        };
+        let b = req.encode();
+        assert_eq!(
+            b[..HEADER_LEN],
+            [b'B', b'P', b'F', b'L', 1, 0, 8, 0, 16, 0, 0, 0]
+        );
+        assert_eq!(
+            b[HEADER_LEN..HEADER_LEN + 7],
+            [3, 0, 9, 0, b's', b's', b'h']
+        );
+        assert_eq!(b[HEADER_LEN + 7..], *b"+1.2.3.4\n");
+        assert_eq!(Request::decode(&b).expect("recent write"), req);
+
+        // A RecentWrite reply: the count, u64 little endian.
+        assert_eq!(recent_write_payload(0x0102), [2, 1, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
@@ -1286,6 +1502,76 @@ mod tests {
         .encode();
         b[12] = 0;
         assert!(Request::decode(&b).is_err());
+    }
+
+    #[test]
+    fn recent_field_errors() {
+        let read = |name: &str| Request::RecentRead { name: name.into() };
+        let write = |name: &str, data: &[u8]| Request::RecentWrite {
+            name: name.into(),
+            data: data.to_vec(),
+        };
+        // Names: empty, one byte too long, NUL, '/', not UTF-8.
+        for req in [read(""), write("", b"/")] {
+            assert!(matches!(
+                Request::decode(&req.encode()),
+                Err(WireError::Malformed { .. })
+            ));
+        }
+        let longest = "x".repeat(MAX_RECENT_NAME);
+        assert!(Request::decode(&read(&longest).encode()).is_ok());
+        let too_long = "x".repeat(MAX_RECENT_NAME + 1);
+        for req in [read(&too_long), write(&too_long, b"/")] {
+            assert!(matches!(
+                Request::decode(&req.encode()),
+                Err(WireError::TooLarge { .. })
+            ));
+        }
+        for name in ["a\0b", "a/b", "/", ".."] {
+            let r = Request::decode(&read(name).encode());
+            assert_eq!(r.is_err(), name != "..", "{name:?}: {r:?}");
+        }
+        let mut b = read("ab").encode();
+        b[HEADER_LEN + 4] = 0xff;
+        assert!(matches!(
+            Request::decode(&b),
+            Err(WireError::Malformed { .. })
+        ));
+        // Data: at most 40 bytes; a read carries none (its data length is reserved).
+        let full = [b'+'; MAX_RECENT_WRITE];
+        assert!(Request::decode(&write("a", &full).encode()).is_ok());
+        let over = [b'+'; MAX_RECENT_WRITE + 1];
+        assert!(matches!(
+            Request::decode(&write("a", &over).encode()),
+            Err(WireError::TooLarge { .. })
+        ));
+        let mut b = write("a", b"/").encode();
+        b[6] = RequestKind::RecentRead as u8;
+        assert!(matches!(
+            Request::decode(&b),
+            Err(WireError::Malformed { .. })
+        ));
+        // Lengths that disagree with the frame: short, and trailing bytes.
+        let mut b = write("ab", b"+1.2.3.4").encode();
+        b[HEADER_LEN + 2] += 1;
+        assert!(matches!(
+            Request::decode(&b),
+            Err(WireError::Truncated { .. })
+        ));
+        let mut b = write("ab", b"+1.2.3.4").encode();
+        b[HEADER_LEN + 2] -= 1;
+        assert!(matches!(
+            Request::decode(&b),
+            Err(WireError::Trailing { .. })
+        ));
+        // The count of a write reply is exactly 8 bytes.
+        assert!(parse_recent_write(&[0; 7]).is_err());
+        assert!(parse_recent_write(&[0; 9]).is_err());
+        // write_request refuses what the peer would refuse, before sending anything.
+        let (a, _b) = UnixStream::pair().expect("socketpair");
+        for req in [read(""), read(&too_long), write("a", &over)] {
+            assert!(write_request(&a, &req, None).is_err(), "{req:?}");
+        }
     }
 
     #[test]

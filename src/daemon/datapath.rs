@@ -45,6 +45,7 @@ use emitter::builder::MapRef;
 use ipt_abi::{Table, XtCounters};
 use tracing::{info, warn};
 
+use super::recent::Recent;
 use super::state::{BackendError, Backends, Namespace, NsId, TableBackend};
 use super::store::BlobMap;
 use crate::sys::{self, Link, Map, MapType, Program, SysError};
@@ -283,6 +284,12 @@ struct Shared<'a> {
     addrtypes: Option<&'a Map>,
 }
 
+/// What a generation is built from: the IR of each hook and the recent lists its rules name.
+struct Plan {
+    irs: Vec<emitter::ir::Program>,
+    recent: Vec<Recent>,
+}
+
 /// The programs and maps of one ruleset.
 #[derive(Debug)]
 struct Generation {
@@ -292,6 +299,8 @@ struct Generation {
     bases_store: BlobMap,
     bases: Vec<XtCounters>,
     programs: Vec<(u32, Program, sys::LoadStats)>,
+    /// the `recent` lists its rules name (maps shared with the generations that name them too)
+    recent: Vec<Recent>,
     applied: SystemTime,
 }
 
@@ -407,7 +416,10 @@ impl BpfTable {
                 1,
                 table,
                 &blob,
-                programs,
+                Plan {
+                    irs: programs,
+                    recent: Vec::new(),
+                },
                 &target,
                 Shared {
                     events: &events,
@@ -512,6 +524,8 @@ impl BpfTable {
             BackendError::new(libc::EIO, format!("stored ruleset does not parse: {e}"))
         })?;
         let table = replace.table;
+        let mut gen = gen;
+        gen.recent = super::recent::open(&table, &gen.dir)?;
         for &hook in &hooks_of(&table) {
             let link = dir.join(HOOK_NAMES[hook as usize]).join("link");
             let _attached = Link::from_pin(&link).map_err(|e| {
@@ -640,6 +654,14 @@ impl BpfTable {
         Ok(())
     }
 
+    /// The running generation's recent list `name`.
+    fn recent_list(&self, name: &str) -> Option<&Recent> {
+        self.gen
+            .recent
+            .iter()
+            .find(|r| r.list.name == name.as_bytes())
+    }
+
     fn read_counters(gen: &Generation) -> Result<Vec<XtCounters>, BackendError> {
         let sums = gen
             .counters
@@ -664,10 +686,11 @@ impl Generation {
         number: u64,
         table: &Table,
         blob: &[u8],
-        irs: Vec<emitter::ir::Program>,
+        plan: Plan,
         target: &Target,
         shared: Shared<'_>,
     ) -> Result<Generation, BackendError> {
+        let Plan { irs, recent } = plan;
         let Shared { events, addrtypes } = shared;
         let dir = table_dir.join(format!("gen{number}"));
         let _ = sys::remove_pins(&dir);
@@ -686,6 +709,7 @@ impl Generation {
             limits
                 .pin(dir.join("limits"))
                 .map_err(sys_err("pinning the limit buckets"))?;
+            super::recent::pin(&recent, &dir)?;
             let bases = vec![XtCounters::default(); table.entries.len()];
             let bases_store =
                 BlobMap::create("bpfltr_bases", &counters_to_bytes(&bases), bases.len() * 16)
@@ -735,6 +759,9 @@ impl Generation {
                     MapRef::EventLoss => events.loss.fd().as_raw_fd(),
                     MapRef::Limits => limits.fd().as_raw_fd(),
                     MapRef::AddrTypes => addrtypes.map_or(-1, |m| m.fd().as_raw_fd()),
+                    MapRef::Recent(i) => recent
+                        .get(i as usize)
+                        .map_or(-1, |r| r.map.fd().as_raw_fd()),
                 });
                 let (prog, stats) = Program::load_netfilter(PROG_NAMES[hook as usize], &bytes, 0).map_err(|e| {
                     warn!(hook = HOOK_NAMES[hook as usize], error = %e, "the verifier refused a program");
@@ -767,6 +794,7 @@ impl Generation {
                 bases_store,
                 bases,
                 programs,
+                recent,
                 applied: SystemTime::now(),
             })
         })();
@@ -814,6 +842,7 @@ impl Generation {
                 bases_store,
                 bases,
                 programs,
+                recent: Vec::new(),
                 applied,
             },
             blob,
@@ -897,7 +926,9 @@ impl TableBackend for BpfTable {
 
     fn replace(&mut self, table: &Table, blob: &[u8]) -> Result<Vec<XtCounters>, BackendError> {
         fault_point("before-build");
-        let irs = crate::xlate::translate(table)
+        let recent = super::recent::prepare(table, &self.gen.recent)?;
+        let lists: Vec<_> = recent.iter().map(|r| r.list.clone()).collect();
+        let irs = crate::xlate::translate_with(table, &lists)
             .map_err(|e| BackendError::new(e.errno(), e.to_string()))?;
         let needs_conntrack = irs.iter().any(emitter::ir::Program::needs_conntrack);
         let enabled_now = needs_conntrack && !self.conntrack;
@@ -916,7 +947,7 @@ impl TableBackend for BpfTable {
             self.gen.number + 1,
             table,
             blob,
-            irs,
+            Plan { irs, recent },
             &self.target,
             Shared {
                 events: &self.events,
@@ -1021,6 +1052,16 @@ impl TableBackend for BpfTable {
         self.older.clone()
     }
 
+    fn recent_read(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        self.recent_list(name).map(super::recent::text).transpose()
+    }
+
+    fn recent_write(&self, name: &str, data: &[u8]) -> Result<Option<usize>, BackendError> {
+        self.recent_list(name)
+            .map(|r| super::recent::write(r, data))
+            .transpose()
+    }
+
     fn status(&self) -> String {
         let applied = self
             .gen
@@ -1059,7 +1100,8 @@ impl TableBackend for BpfTable {
     }
 
     fn dump(&self, table: &Table, hook: Option<&str>) -> String {
-        let programs = match crate::xlate::translate(table) {
+        let lists: Vec<_> = self.gen.recent.iter().map(|r| r.list.clone()).collect();
+        let programs = match crate::xlate::translate_with(table, &lists) {
             Ok(p) => p,
             Err(e) => return format!("; cannot translate: {e}\n"),
         };
@@ -1220,7 +1262,10 @@ mod tests {
             2,
             &second,
             &second_blob,
-            irs,
+            Plan {
+                irs,
+                recent: Vec::new(),
+            },
             &s.backends.target,
             Shared {
                 events: &backend.events,

@@ -10,6 +10,7 @@ pub mod control;
 pub mod datapath;
 pub mod gc;
 pub mod kernel_tables;
+pub mod recent;
 pub mod refusal;
 pub mod sockopt;
 pub mod state;
@@ -114,6 +115,19 @@ fn serve(config: &Config, listener: &UnixListener, stop: &UnixStream) -> Result<
             "cannot measure the kernel's HZ; limit rules assume it"
         ),
     }
+    // xt_recent's list sizes, when the module is loaded with its own parameters
+    let param = |name: &str| {
+        std::fs::read_to_string(format!("/sys/module/xt_recent/parameters/{name}"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+    };
+    let (list_tot, pkt_list_tot) = ipt_abi::ext::recent_params();
+    // xt_recent's index became a u16, and hit counts up to 65535 valid, in Linux 6.11
+    ipt_abi::ext::set_recent_wide(crate::probe::kernel_at_least(6, 11));
+    ipt_abi::ext::set_recent_params(
+        param("ip_list_tot").unwrap_or(list_tot),
+        param("ip_pkt_list_tot").unwrap_or(pkt_list_tot),
+    );
     let backends =
         datapath::BpfBackends::new(&config.bpffs, target).context("preparing the BPF datapath")?;
     let daemon = Arc::new(Daemon::new(Box::new(backends)).with_kernel_report(report));
@@ -521,6 +535,37 @@ impl Daemon {
                 Reply::ok(control::dump(ns, hook.as_deref()).into_bytes())
             }
             Request::Flush { .. } => self.flush(ns),
+            // The lists of `recent` rules: only the filter table is compiled (the kernel keeps
+            // those of nat and mangle, and ENOENT sends the preload to them). Looked up, never
+            // instantiated: a namespace without bpfilter's filter table has no list of ours.
+            Request::RecentRead { name } => {
+                let Some(filter) = ns.tables.get("filter") else {
+                    return Reply::error(libc::ENOENT);
+                };
+                match filter.backend.recent_read(&name) {
+                    Ok(Some(text)) => Reply::ok(text),
+                    Ok(None) => Reply::error(libc::ENOENT),
+                    Err(err) => {
+                        debug!(netns = %ns.id, list = %name, errno = err.errno(),
+                               "recent list not read: {err}");
+                        Reply::error(err.errno())
+                    }
+                }
+            }
+            Request::RecentWrite { name, data } => {
+                let Some(filter) = ns.tables.get("filter") else {
+                    return Reply::error(libc::ENOENT);
+                };
+                match filter.backend.recent_write(&name, &data) {
+                    Ok(Some(count)) => Reply::ok(wire::recent_write_payload(count)),
+                    Ok(None) => Reply::error(libc::ENOENT),
+                    Err(err) => {
+                        warn!(netns = %ns.id, list = %name, data = %String::from_utf8_lossy(&data).trim_end(),
+                              errno = err.errno(), "recent list write refused: {err}");
+                        Reply::error(err.errno())
+                    }
+                }
+            }
         }
     }
 
@@ -556,5 +601,130 @@ impl Daemon {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+    use state::{BackendError, TableBackend, TableState};
+
+    /// One list, "ssh", holding the text of one entry; writes answer as the kernel would for a
+    /// well-formed command and EINVAL for anything else.
+    #[derive(Debug)]
+    struct RecentFake;
+
+    impl TableBackend for RecentFake {
+        fn counters(&self) -> Result<Vec<ipt_abi::XtCounters>, BackendError> {
+            Ok(Vec::new())
+        }
+        fn replace(
+            &mut self,
+            _table: &ipt_abi::Table,
+            _blob: &[u8],
+        ) -> Result<Vec<ipt_abi::XtCounters>, BackendError> {
+            Ok(Vec::new())
+        }
+        fn add_counters(&mut self, _add: &[ipt_abi::XtCounters]) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn recent_read(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+            Ok((name == "ssh").then(|| b"src=10.0.0.1 ttl: 64\n".to_vec()))
+        }
+        fn recent_write(&self, name: &str, data: &[u8]) -> Result<Option<usize>, BackendError> {
+            if name != "ssh" {
+                return Ok(None);
+            }
+            match data.first() {
+                Some(b'+' | b'-' | b'/') => Ok(Some(data.len())),
+                _ => Err(BackendError::new(libc::EINVAL, "need +ip, -ip or /")),
+            }
+        }
+    }
+
+    struct NoBackends;
+
+    impl Backends for NoBackends {
+        fn create(
+            &self,
+            _ns: &Namespace,
+            _table: &ipt_abi::Table,
+        ) -> Result<Box<dyn TableBackend>, BackendError> {
+            Err(BackendError::new(
+                libc::ENOMEM,
+                "the test instantiates nothing",
+            ))
+        }
+        fn flush(&self, _ns: NsId) {}
+        fn flush_orphans(&self, _keep: &[NsId]) {}
+    }
+
+    fn read(name: &str) -> Request {
+        Request::RecentRead { name: name.into() }
+    }
+
+    fn write(name: &str, data: &[u8]) -> Request {
+        Request::RecentWrite {
+            name: name.into(),
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn recent_lists_come_from_the_filter_table_only() {
+        let daemon = Daemon::new(Box::new(NoBackends));
+        let mut ns = Namespace::new(NsId(1));
+        // No filter table: ENOENT, and none is instantiated (NoBackends would refuse).
+        assert_eq!(
+            daemon.dispatch(&mut ns, read("ssh")),
+            Reply::error(libc::ENOENT)
+        );
+        assert_eq!(
+            daemon.dispatch(&mut ns, write("ssh", b"/")),
+            Reply::error(libc::ENOENT)
+        );
+        assert!(ns.tables.is_empty());
+
+        // Another table's lists are not ours either.
+        ns.tables.insert(
+            "nat".into(),
+            TableState {
+                table: ipt_abi::Table::initial("filter").unwrap(),
+                backend: Box::new(RecentFake),
+            },
+        );
+        assert_eq!(
+            daemon.dispatch(&mut ns, read("ssh")),
+            Reply::error(libc::ENOENT)
+        );
+
+        ns.tables.insert(
+            "filter".into(),
+            TableState {
+                table: ipt_abi::Table::initial("filter").unwrap(),
+                backend: Box::new(RecentFake),
+            },
+        );
+        assert_eq!(
+            daemon.dispatch(&mut ns, read("ssh")),
+            Reply::ok(b"src=10.0.0.1 ttl: 64\n".to_vec())
+        );
+        assert_eq!(
+            daemon.dispatch(&mut ns, read("other")),
+            Reply::error(libc::ENOENT)
+        );
+        assert_eq!(
+            daemon.dispatch(&mut ns, write("ssh", b"+10.0.0.2\n")),
+            Reply::ok(wire::recent_write_payload(10))
+        );
+        assert_eq!(
+            daemon.dispatch(&mut ns, write("ssh", b"x")),
+            Reply::error(libc::EINVAL)
+        );
+        assert_eq!(
+            daemon.dispatch(&mut ns, write("other", b"/")),
+            Reply::error(libc::ENOENT)
+        );
     }
 }

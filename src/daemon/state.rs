@@ -79,6 +79,17 @@ pub trait TableBackend: Send + fmt::Debug {
     fn dump(&self, _table: &Table, _hook: Option<&str>) -> String {
         String::new()
     }
+    /// The text of `/proc/net/xt_recent/NAME` for the `recent` list `name` of this table's
+    /// rules; None when no rule of the table names it.
+    fn recent_read(&self, _name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(None)
+    }
+    /// One write(2) of `data` to `/proc/net/xt_recent/NAME` (`+addr`, `-addr`, `/`), as
+    /// `recent_mt_proc_write`: Ok(Some(n)) is write's return, an error its errno; None when no
+    /// rule of the table names the list.
+    fn recent_write(&self, _name: &str, _data: &[u8]) -> Result<Option<usize>, BackendError> {
+        Ok(None)
+    }
 }
 
 /// Makes backends for newly instantiated tables.

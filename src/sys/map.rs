@@ -155,6 +155,18 @@ impl Map {
         if map_type == MapType::LpmTrie {
             opts.map_flags = libbpf_sys::BPF_F_NO_PREALLOC;
         }
+        Map::create_with(map_type, &cname, key_size, value_size, max_entries, &opts)
+    }
+
+    /// `bpf_map_create` with `opts`.
+    fn create_with(
+        map_type: MapType,
+        cname: &std::ffi::CStr,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        opts: &libbpf_sys::bpf_map_create_opts,
+    ) -> Result<Map> {
         // SAFETY: cname is NUL-terminated and opts is a properly sized, initialized struct; both
         // outlive the call.
         let fd = unsafe {
@@ -164,7 +176,7 @@ impl Map {
                 key_size,
                 value_size,
                 max_entries,
-                &opts,
+                opts,
             )
         };
         let fd = check("bpf_map_create", fd)?;
@@ -179,6 +191,34 @@ impl Map {
             value_size,
             max_entries,
         })
+    }
+
+    /// An ARRAY of one `value_size`-byte value that starts with a `struct bpf_spin_lock`:
+    /// the value's type is described to the kernel in a BTF object of its own (a struct
+    /// `{ struct bpf_spin_lock lock; u32 data[]; }`), which is how the kernel learns where
+    /// the lock is. Programs take it with `bpf_spin_lock`; [`Map::lookup_locked`] and
+    /// [`Map::update`] with [`BPF_F_LOCK`] copy the value under it.
+    pub fn create_spin_locked(value_size: u32, name: &str) -> Result<Map> {
+        let cname = obj_name(name)?;
+        if value_size < 8 || value_size % 4 != 0 {
+            return Err(SysError::invalid(format!(
+                "a spin-locked value of {value_size} bytes (8 or more, a multiple of 4)"
+            )));
+        }
+        #[cfg(test)]
+        if let Some(k) = super::fake::current() {
+            let (h, fd) = k.map_create(MapType::Array, 4, value_size, 1, name)?;
+            return Ok(Map::from_fake(h, fd, MapType::Array, 4, value_size, 1));
+        }
+        let btf = LockBtf::new(value_size)?;
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
+            btf_fd: btf.fd as u32,
+            btf_key_type_id: btf.key,
+            btf_value_type_id: btf.value,
+            ..Default::default()
+        };
+        Map::create_with(MapType::Array, &cname, 4, value_size, 1, &opts)
     }
 
     #[cfg(test)]
@@ -405,6 +445,27 @@ impl Map {
         }
     }
 
+    /// [`Map::lookup`] of a value with a `bpf_spin_lock`, copied while holding it
+    /// (BPF_F_LOCK).
+    pub fn lookup_locked(&self, key: &[u8], value: &mut [u8]) -> Result<()> {
+        self.check_key(key)?;
+        self.check_value(value)?;
+        #[cfg(test)]
+        if let Some(h) = &self.fake {
+            return h.map_lookup(key, value);
+        }
+        // SAFETY: as in `lookup`.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_elem_flags(
+                self.fd.as_raw_fd(),
+                key.as_ptr().cast(),
+                value.as_mut_ptr().cast(),
+                BPF_F_LOCK,
+            )
+        };
+        check("bpf_map_lookup_elem_flags", ret).map(drop)
+    }
+
     /// The value of `key` as a new vector, or None if the key is absent.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let mut v = vec![0u8; self.value_buf_len()?];
@@ -624,6 +685,78 @@ fn sum_u64_words<'a>(values: impl Iterator<Item = &'a [u8]>, len: usize) -> Vec<
         }
     }
     sums
+}
+
+/// BPF_F_LOCK: copy a value while holding its `bpf_spin_lock`.
+pub const BPF_F_LOCK: u64 = 4;
+
+/// The BTF object describing a spin-locked value (see [`Map::create_spin_locked`]); freed
+/// (and its fd closed) once the map holds its own reference.
+struct LockBtf {
+    btf: *mut libbpf_sys::btf,
+    fd: i32,
+    key: u32,
+    value: u32,
+}
+
+impl LockBtf {
+    fn new(value_size: u32) -> Result<LockBtf> {
+        let fail = |call: &'static str, ret: i32| SysError::Syscall {
+            call,
+            errno: if ret < 0 { -ret } else { libc::EINVAL },
+        };
+        // SAFETY: btf__new_empty has no arguments; a NULL result is checked.
+        let btf = unsafe { libbpf_sys::btf__new_empty() };
+        if btf.is_null() {
+            return Err(fail("btf__new_empty", -libc::ENOMEM));
+        }
+        let mut this = LockBtf {
+            btf,
+            fd: -1,
+            key: 0,
+            value: 0,
+        };
+        // SAFETY: `btf` is a live object of ours and every name is a NUL-terminated literal;
+        // libbpf copies the strings. Each call's result is checked before the next uses it.
+        unsafe {
+            let u32_id = libbpf_sys::btf__add_int(btf, c"unsigned int".as_ptr(), 4, 0);
+            if u32_id < 0 {
+                return Err(fail("btf__add_int", u32_id));
+            }
+            let lock = libbpf_sys::btf__add_struct(btf, c"bpf_spin_lock".as_ptr(), 4);
+            if lock < 0 || libbpf_sys::btf__add_field(btf, c"val".as_ptr(), u32_id, 0, 0) < 0 {
+                return Err(fail("btf__add_struct", lock));
+            }
+            let words = (value_size - 4) / 4;
+            let data = libbpf_sys::btf__add_array(btf, u32_id, u32_id, words);
+            if data < 0 {
+                return Err(fail("btf__add_array", data));
+            }
+            let value = libbpf_sys::btf__add_struct(btf, c"bpfltr_locked".as_ptr(), value_size);
+            if value < 0
+                || libbpf_sys::btf__add_field(btf, c"lock".as_ptr(), lock, 0, 0) < 0
+                || libbpf_sys::btf__add_field(btf, c"data".as_ptr(), data, 32, 0) < 0
+            {
+                return Err(fail("btf__add_struct", value));
+            }
+            let ret = libbpf_sys::btf__load_into_kernel(btf);
+            if ret < 0 {
+                return Err(fail("btf__load_into_kernel", ret));
+            }
+            this.fd = libbpf_sys::btf__fd(btf);
+            this.key = u32_id as u32;
+            this.value = value as u32;
+        }
+        Ok(this)
+    }
+}
+
+impl Drop for LockBtf {
+    fn drop(&mut self) {
+        // SAFETY: `btf` came from btf__new_empty and is freed exactly once (which closes the
+        // fd btf__load_into_kernel opened).
+        unsafe { libbpf_sys::btf__free(self.btf) }
+    }
 }
 
 #[cfg(test)]

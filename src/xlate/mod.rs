@@ -92,13 +92,75 @@ impl XlateError {
     }
 }
 
-/// The hooks of a table, in hook order, with their IR programs.
+/// The hooks of a table, in hook order, with their IR programs, its recent lists shaped as
+/// new ones ([`recent_lists`]).
 pub fn translate(table: &Table) -> Result<Vec<ir::Program>, XlateError> {
+    translate_with(table, &recent_lists(table))
+}
+
+/// [`translate`] with the recent lists as the datapath has them (a list the previous ruleset
+/// already had keeps its mask and may keep more stamps).
+pub fn translate_with(
+    table: &Table,
+    recent: &[RecentList],
+) -> Result<Vec<ir::Program>, XlateError> {
     let slots = limit_slots(table);
     (0..5u32)
         .filter(|h| table.valid_hooks & (1 << h) != 0)
-        .map(|hook| translate_hook(table, hook, &slots))
+        .map(|hook| translate_hook(table, hook, &slots, recent))
         .collect()
+}
+
+/// One recent list (`--name`) that rules of a table use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentList {
+    /// `--name`
+    pub name: Vec<u8>,
+    /// the mask of the first rule naming it (`t->mask`, IPv4)
+    pub mask: [u8; 4],
+    /// its dimensions
+    pub shape: ir::RecentShape,
+}
+
+/// The recent lists the rules of `table` name, in entry order of first use, as
+/// `recent_mt_check` makes them for a new table: the first rule's mask, `ip_list_tot`
+/// addresses, and stamps for the largest need among the rules (its `nstamp_mask`:
+/// `ip_pkt_list_tot` rounded up to a power of two when the hit count is below it, else the
+/// hit count rounded up, else 32).
+pub fn recent_lists(table: &Table) -> Vec<RecentList> {
+    let (list_tot, pkt_list_tot) = ipt_abi::ext::recent_params();
+    let mut lists: Vec<RecentList> = Vec::new();
+    for r in table
+        .entries
+        .iter()
+        .flat_map(|e| &e.matches)
+        .filter_map(|m| match m {
+            Match::Recent(r) => Some(r),
+            _ => None,
+        })
+    {
+        let hits = r.info().hit_count;
+        let stamps = if pkt_list_tot != 0 && hits < pkt_list_tot {
+            pkt_list_tot.next_power_of_two()
+        } else if hits != 0 {
+            hits.next_power_of_two()
+        } else {
+            32
+        };
+        match lists.iter_mut().find(|l| l.name == r.name()) {
+            Some(l) => l.shape.stamps = l.shape.stamps.max(stamps),
+            None => lists.push(RecentList {
+                name: r.name().to_vec(),
+                mask: r.mask(),
+                shape: ir::RecentShape {
+                    entries: list_tot,
+                    stamps,
+                    wide: ipt_abi::ext::recent_wide(),
+                },
+            }),
+        }
+    }
+    lists
 }
 
 /// The `limit` buckets of a table, one per limit match in entry order (the slots
@@ -151,7 +213,12 @@ fn chain_name(table: &Table, index: u32) -> String {
     format!("{name}@{index}")
 }
 
-fn translate_hook(table: &Table, hook: u32, slots: &[u32]) -> Result<ir::Program, XlateError> {
+fn translate_hook(
+    table: &Table,
+    hook: u32,
+    slots: &[u32],
+    recent: &[RecentList],
+) -> Result<ir::Program, XlateError> {
     let h = hook as usize;
     let (Some(start), Some(underflow)) = (table.hook_entry_index(h), table.underflow_index(h))
     else {
@@ -175,7 +242,7 @@ fn translate_hook(table: &Table, hook: u32, slots: &[u32]) -> Result<ir::Program
     let mut todo = vec![start];
     let mut seen = BTreeSet::from([start]);
     while let Some(first) = todo.pop() {
-        let (chain, targets) = build_chain(table, first, slots)?;
+        let (chain, targets) = build_chain(table, first, slots, recent)?;
         for t in targets {
             if seen.insert(t) {
                 todo.push(t);
@@ -201,12 +268,13 @@ fn build_chain(
     table: &Table,
     first: u32,
     slots: &[u32],
+    recent: &[RecentList],
 ) -> Result<(ir::Chain, Vec<u32>), XlateError> {
     let mut rules = Vec::new();
     let mut targets = Vec::new();
     for entry in table.entries.iter().skip(first as usize) {
         let slot = slots.get(entry.index as usize).copied().unwrap_or(0);
-        let (rule, leaves) = rule(entry, slot, &mut targets)?;
+        let (rule, leaves) = rule(entry, slot, recent, &mut targets)?;
         rules.extend(rule);
         if leaves {
             return Ok((
@@ -226,6 +294,7 @@ fn build_chain(
 fn rule(
     entry: &Entry,
     limit_slot: u32,
+    recent: &[RecentList],
     targets: &mut Vec<u32>,
 ) -> Result<(Option<ir::Rule>, bool), XlateError> {
     let action = match &entry.target {
@@ -292,7 +361,7 @@ fn rule(
             what: "owner --suppl-groups",
         });
     }
-    let Some(matches) = matches(entry, limit_slot) else {
+    let Some(matches) = matches(entry, limit_slot, recent) else {
         return Ok((None, false));
     };
     // LOG goes on like a jump to the next entry; REJECT leaves like DROP.
@@ -310,7 +379,7 @@ fn rule(
 
 /// The tests of `ip_packet_match` and the entry's match extensions, in the kernel's order;
 /// None when the entry can never match. Tests that every packet passes are left out.
-fn matches(entry: &Entry, mut limit_slot: u32) -> Option<Vec<ir::Match>> {
+fn matches(entry: &Entry, mut limit_slot: u32, recent: &[RecentList]) -> Option<Vec<ir::Match>> {
     let ip = &entry.ip;
     let inv = |bit| ip.invflags & bit != 0;
     let mut out = Vec::new();
@@ -360,7 +429,7 @@ fn matches(entry: &Entry, mut limit_slot: u32) -> Option<Vec<ir::Match>> {
         (false, false) => {}
     }
     for m in &entry.matches {
-        out.extend(extension(m, limit_slot));
+        out.extend(extension(m, limit_slot, recent));
         if matches!(m, Match::Limit(_)) {
             limit_slot += 1;
         }
@@ -417,7 +486,7 @@ fn conntrack(c: &ipt_abi::ConntrackInfo) -> ir::CtMatch {
     }
 }
 
-fn extension(m: &Match, limit_slot: u32) -> Option<ir::Match> {
+fn extension(m: &Match, limit_slot: u32, recent: &[RecentList]) -> Option<ir::Match> {
     Some(match m {
         Match::Tcp(t) => ir::Match::Tcp(ir::TcpMatch {
             sport: range(t.spts),
@@ -471,6 +540,21 @@ fn extension(m: &Match, limit_slot: u32) -> Option<ir::Match> {
             inv_src: r.flags & IPRANGE_SRC_INV != 0,
             inv_dst: r.flags & IPRANGE_DST_INV != 0,
         }),
+        Match::Recent(r) => {
+            let i = r.info();
+            // every name has its list (recent_lists made them from the same table)
+            let list = recent.iter().position(|l| l.name == r.name())?;
+            ir::Match::Recent(ir::RecentMatch {
+                list: list as u32,
+                shape: recent[list].shape,
+                check_set: i.check_set,
+                invert: i.invert != 0,
+                seconds: i.seconds,
+                window: i.seconds.wrapping_mul(ipt_abi::ext::kernel_hz()),
+                hit_count: i.hit_count,
+                dest: i.side == ipt_abi::abi::XT_RECENT_DEST,
+            })
+        }
         Match::Limit(l) => {
             let hz = ipt_abi::ext::kernel_hz();
             let (cost, credit_cap, _) = l.bucket(hz);

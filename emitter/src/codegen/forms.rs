@@ -347,7 +347,8 @@ impl Generator<'_> {
             | Test::PktType { .. }
             | Test::Limit(_)
             | Test::Addrtype(_)
-            | Test::Owner(_) => {
+            | Test::Owner(_)
+            | Test::Recent(_) => {
                 return Err(EmitError::Unsupported {
                     what: "branch-free form of this test",
                 });
@@ -522,6 +523,7 @@ impl Generator<'_> {
             Test::Limit(m) => self.limit_test(&m, fail)?,
             Test::Addrtype(m) => self.addrtype_test(&m, fail)?,
             Test::Owner(m) => self.owner_test(&m, fail)?,
+            Test::Recent(m) => self.recent_test(&m, fail)?,
             Test::PktType { pkttype, invert } => {
                 let l = *self.layout;
                 let b = &mut self.b;

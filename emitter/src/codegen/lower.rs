@@ -100,6 +100,8 @@ pub(super) enum Test {
     Addrtype(ir::AddrtypeMatch),
     /// `-m owner`
     Owner(ir::OwnerMatch),
+    /// `-m recent`: reads and writes its list, so a barrier like `limit`
+    Recent(ir::RecentMatch),
 }
 
 impl Test {
@@ -122,13 +124,16 @@ impl Test {
             Test::Mark { .. } | Test::PktType { .. } => 11,
             Test::Conntrack(_) => 12,
             Test::Addrtype(_) | Test::Owner(_) => 13,
-            Test::Guard { .. } | Test::OptGuard | Test::Limit(_) => u32::MAX,
+            Test::Guard { .. } | Test::OptGuard | Test::Limit(_) | Test::Recent(_) => u32::MAX,
         }
     }
 
     /// Is this a hotdrop barrier?
     pub(super) fn is_barrier(&self) -> bool {
-        matches!(self, Test::Guard { .. } | Test::OptGuard | Test::Limit(_))
+        matches!(
+            self,
+            Test::Guard { .. } | Test::OptGuard | Test::Limit(_) | Test::Recent(_)
+        )
     }
 }
 
@@ -339,6 +344,7 @@ pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
             Match::Limit(l) => out.push(Test::Limit(l)),
             Match::Addrtype(a) => out.push(Test::Addrtype(a)),
             Match::Owner(o) => out.push(Test::Owner(o)),
+            Match::Recent(r) => out.push(Test::Recent(r)),
             #[allow(unreachable_patterns)]
             _ => return Err(EmitError::Unsupported { what: "match kind" }),
         }
@@ -375,7 +381,9 @@ pub(super) fn lower_chains<'a>(
                     Test::Iface { .. } => feat.out_iface = true,
                     Test::TcpOption { .. } => feat.tcp_option = true,
                     Test::Conntrack(_) | Test::State(_) => feat.conntrack = true,
-                    Test::Mark { .. } | Test::PktType { .. } | Test::Owner(_) => feat.ctx = true,
+                    Test::Mark { .. } | Test::PktType { .. } | Test::Owner(_) | Test::Recent(_) => {
+                        feat.ctx = true
+                    }
                     Test::Addrtype(a) if a.dev != ir::AddrtypeDev::Any => feat.ctx = true,
                     _ => {}
                 }

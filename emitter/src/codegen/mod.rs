@@ -87,6 +87,7 @@ mod events;
 mod forms;
 mod host;
 mod lower;
+mod recent;
 mod record;
 mod runs;
 
@@ -107,6 +108,8 @@ const HELPER_MAP_LOOKUP_ELEM: u32 = 1;
 const HELPER_DYNPTR_READ: u32 = 201;
 const HELPER_PROBE_READ_KERNEL: u32 = 113;
 const HELPER_JIFFIES64: u32 = 118;
+const HELPER_SPIN_LOCK: u32 = 93;
+const HELPER_SPIN_UNLOCK: u32 = 94;
 /// Kfunc names resolved through `KernelLayout`.
 const KFUNC_DYNPTR_FROM_SKB: &str = "bpf_dynptr_from_skb";
 const KFUNC_DYNPTR_SLICE: &str = "bpf_dynptr_slice";
@@ -159,6 +162,8 @@ struct Generator<'a> {
     limit_fn: Option<Label>,
     /// the `owner` subprogram, once a rule calls it
     owner_fn: Option<Label>,
+    /// one `recent` subprogram per distinct match
+    recent_fns: Vec<(ir::RecentMatch, Label)>,
     /// index in the output maps of the LOG prefix map
     prefix_map: Option<u32>,
 }
@@ -283,6 +288,7 @@ pub fn compile_output(
         event_fn: None,
         limit_fn: None,
         owner_fn: None,
+        recent_fns: Vec::new(),
         prefix_map,
     };
     g.analyse_returns(&depths)?;
@@ -292,6 +298,7 @@ pub fn compile_output(
     g.event_subprogram()?;
     g.limit_subprogram()?;
     g.owner_subprogram()?;
+    g.recent_subprograms()?;
     g.check_inlined_exits()?;
     let c = g.b.finish()?;
     let n = c.slot_count();

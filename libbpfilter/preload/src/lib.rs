@@ -8,7 +8,12 @@
 //! - `setsockopt` on a raw socket at those levels with optname 64..=65 (`SET_REPLACE`,
 //!   `SET_ADD_COUNTERS`; the kernel registers no other set optnames there);
 //! - `fopen`/`fopen64` for reading `/proc/net/ip_tables_names` or `ip6_tables_names` (what
-//!   `iptables-legacy-save` 1.8.9 reads, through `fopen64(path, "re")`, to find the tables).
+//!   `iptables-legacy-save` 1.8.9 reads, through `fopen64(path, "re")`, to find the tables);
+//! - the files of the `recent` match's lists, `/proc/net/xt_recent/NAME` (also through
+//!   `/proc/self/net` and `/proc/thread-self/net`): `open`, `open64`, `openat`, `openat64` and
+//!   their `_FORTIFY_SOURCE` forms, `fopen` for reading, then `write`, `close`, and the dups
+//!   (`dup`, `dup2`, `dup3`, `fcntl` `F_DUPFD`) of the fds they return; see [`recent`
+//!   files](#recent-files).
 //!
 //! Only the `filter` table goes to the daemon: a table request naming any other table (nat,
 //! mangle, raw, security) goes to the kernel untouched, which serves it in the caller's
@@ -26,16 +31,47 @@
 //! `-1` with that errno. An unreachable daemon gives `-1` with ECONNREFUSED (EPERM if the socket
 //! refused our credentials) and one line on stderr, once per process, naming the socket.
 //!
-//! No panic crosses the FFI boundary (`catch_unwind`; a caught panic is `-1`/EIO), no state is
-//! kept between calls except resolved libc symbols and the "already warned" flag, so it is
-//! thread safe and fork safe.
+//! No panic crosses the FFI boundary (`catch_unwind`; a caught panic is `-1`/EIO). The state
+//! kept between calls is the resolved libc symbols, the "already warned" flag and the table of
+//! open recent files (one mutex, never held across a call to the daemon or to an interposed
+//! function), so it is thread safe; a fork copies the table with the fds it lists.
+//!
+//! # Recent files
+//! The kernel's `xt_recent` shows each list of a namespace as `/proc/net/xt_recent/NAME`; the
+//! lists of bpfilter's filter table live in the daemon's BPF maps instead, so opening such a
+//! path asks the daemon (`RecentRead`). ENOENT (no rule of bpfilter's names the list: it is the
+//! kernel's, of nat or mangle, or none) or no daemon: the real call on the real path. Else the
+//! fd is a memfd standing for the proc file (named `bpfilter-xt_recent:NAME`):
+//! - read-only: it holds the list's text, read as the file would be (reopened `O_RDONLY`
+//!   through `/proc/self/fd`, so that a write gives EBADF as the kernel's does);
+//! - `O_RDWR`: the text, and the writes below;
+//! - write-only: empty (reopened `O_WRONLY`), and the writes below.
+//!
+//! `O_TRUNC` empties nothing (the proc file ignores it), `O_CREAT | O_EXCL` is EEXIST,
+//! `O_DIRECTORY` ENOTDIR, `O_CLOEXEC` is kept; `O_PATH` opens go to the kernel.
+//!
+//! A `write(2)` to a writable one is `recent_mt_proc_write`: 0 bytes return 0; the first
+//! [`MAX_RECENT_WRITE`] bytes are copied (EFAULT); a file offset other than 0 is ESPIPE; else
+//! the daemon answers (`RecentWrite`: its count or errno; ENOENT, the list having gone with its
+//! last rule, is the EIO of a removed proc entry), and a `+`/`-` write moves the offset by the
+//! count, as the kernel moves `*loff`, so a second one on the same open file is ESPIPE. The
+//! offset is the memfd's own: shared by dups, moved by reads and `lseek`, kept across exec.
+//!
+//! Writes that bypass the `write` symbol (stdio inside libc: bash's `echo` and `printf`
+//! builtins, coreutils' `echo`) land in the write-only memfd. They are read back through a
+//! private close-on-exec fd of it and sent as that one write, the next time the file is
+//! written, closed or dup2'ed over, or at exit; the program has already been told success, so
+//! a refusal is one line on stderr. An exec'd program finds the writable memfds it inherited
+//! (shell redirections: `sh -c '/bin/echo +1.2.3.4 > /proc/net/xt_recent/NAME'`) from
+//! `/proc/self/fd` when the library loads.
 
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CStr, CString};
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
-use libbpfilter::wire::MAX_OPTVAL;
+use libbpfilter::wire::{MAX_OPTVAL, MAX_RECENT_NAME, MAX_RECENT_WRITE};
 use libbpfilter::{Client, ClientError, Family};
 
 /// Level of the IPv4 table sockopts.
@@ -84,11 +120,36 @@ type GetsockoptFn =
 type SetsockoptFn =
     unsafe extern "C" fn(c_int, c_int, c_int, *const c_void, libc::socklen_t) -> c_int;
 type FopenFn = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
+type OpenFn = unsafe extern "C" fn(*const c_char, c_int, ...) -> c_int;
+type OpenatFn = unsafe extern "C" fn(c_int, *const c_char, c_int, ...) -> c_int;
+type Open2Fn = unsafe extern "C" fn(*const c_char, c_int) -> c_int;
+type Openat2Fn = unsafe extern "C" fn(c_int, *const c_char, c_int) -> c_int;
+type WriteFn = unsafe extern "C" fn(c_int, *const c_void, libc::size_t) -> libc::ssize_t;
+type CloseFn = unsafe extern "C" fn(c_int) -> c_int;
+type DupFn = unsafe extern "C" fn(c_int) -> c_int;
+type Dup2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
+type Dup3Fn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+type FcntlFn = unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
 
 static REAL_GETSOCKOPT: AtomicUsize = AtomicUsize::new(0);
 static REAL_SETSOCKOPT: AtomicUsize = AtomicUsize::new(0);
 static REAL_FOPEN: AtomicUsize = AtomicUsize::new(0);
 static REAL_FOPEN64: AtomicUsize = AtomicUsize::new(0);
+static REAL_OPEN: AtomicUsize = AtomicUsize::new(0);
+static REAL_OPEN64: AtomicUsize = AtomicUsize::new(0);
+static REAL_OPENAT: AtomicUsize = AtomicUsize::new(0);
+static REAL_OPENAT64: AtomicUsize = AtomicUsize::new(0);
+static REAL_OPEN_2: AtomicUsize = AtomicUsize::new(0);
+static REAL_OPEN64_2: AtomicUsize = AtomicUsize::new(0);
+static REAL_OPENAT_2: AtomicUsize = AtomicUsize::new(0);
+static REAL_OPENAT64_2: AtomicUsize = AtomicUsize::new(0);
+static REAL_WRITE: AtomicUsize = AtomicUsize::new(0);
+static REAL_CLOSE: AtomicUsize = AtomicUsize::new(0);
+static REAL_DUP: AtomicUsize = AtomicUsize::new(0);
+static REAL_DUP2: AtomicUsize = AtomicUsize::new(0);
+static REAL_DUP3: AtomicUsize = AtomicUsize::new(0);
+static REAL_FCNTL: AtomicUsize = AtomicUsize::new(0);
+static REAL_FCNTL64: AtomicUsize = AtomicUsize::new(0);
 /// Set once the one-line "cannot reach the daemon" message has been printed.
 static WARNED: AtomicBool = AtomicBool::new(false);
 
@@ -479,8 +540,22 @@ fn names_file(path: &CStr) -> Option<Family> {
 /// A read-only stream over `content`: a memfd, so it behaves like a real file (fileno, seek).
 fn memory_file(content: &[u8], cloexec: bool) -> Result<*mut libc::FILE, c_int> {
     let flags = if cloexec { libc::MFD_CLOEXEC } else { 0 };
+    let fd = memfd_with(c"bpfilter-tables-names", flags, content)?;
+    // SAFETY: fd is our memfd; the mode is a NUL-terminated string.
+    let file = unsafe { libc::fdopen(fd, c"r".as_ptr()) };
+    if file.is_null() {
+        let e = errno();
+        // SAFETY: fdopen failed, so the fd is still ours to close.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    Ok(file)
+}
+
+/// A memfd named `name` (shown by readlink in /proc/PID/fd) holding `content`, at offset 0.
+fn memfd_with(name: &CStr, flags: c_uint, content: &[u8]) -> Result<c_int, c_int> {
     // SAFETY: memfd_create with a NUL-terminated name and valid flags.
-    let fd = unsafe { libc::memfd_create(c"bpfilter-tables-names".as_ptr(), flags) };
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
     if fd < 0 {
         return Err(errno());
     }
@@ -499,18 +574,9 @@ fn memory_file(content: &[u8], cloexec: bool) -> Result<*mut libc::FILE, c_int> 
         }
         off += n as usize;
     }
-    // SAFETY: fd is our memfd; the mode is a NUL-terminated string.
-    let file = unsafe {
-        libc::lseek(fd, 0, libc::SEEK_SET);
-        libc::fdopen(fd, c"r".as_ptr())
-    };
-    if file.is_null() {
-        let e = errno();
-        // SAFETY: fdopen failed, so the fd is still ours to close.
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
-    Ok(file)
+    // SAFETY: fd is our memfd.
+    unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
+    Ok(fd)
 }
 
 /// Common body of fopen/fopen64.
@@ -524,20 +590,7 @@ unsafe fn fopen_common(
     mode: *const c_char,
 ) -> *mut libc::FILE {
     let addr = resolve(slot, name);
-    let table_family = if path.is_null() || mode.is_null() {
-        None
-    } else {
-        // SAFETY: both are non-null NUL-terminated strings by fopen's contract.
-        let (p, m) = unsafe { (CStr::from_ptr(path), CStr::from_ptr(mode)) };
-        let m = m.to_bytes();
-        // Only plain reads are ours; the kernel's file is read-only anyway.
-        if m.first() == Some(&b'r') && !m.contains(&b'+') {
-            names_file(p).map(|f| (f, m.contains(&b'e')))
-        } else {
-            None
-        }
-    };
-    let Some((family, cloexec)) = table_family else {
+    let real_fopen = || {
         if addr == 0 {
             set_errno(libc::ENOSYS);
             return std::ptr::null_mut();
@@ -545,7 +598,54 @@ unsafe fn fopen_common(
         // SAFETY: addr is libc's fopen/fopen64; the caller's arguments are forwarded.
         let real: FopenFn = unsafe { std::mem::transmute::<usize, FopenFn>(addr) };
         // SAFETY: forwarding under fopen's contract.
-        return unsafe { real(path, mode) };
+        unsafe { real(path, mode) }
+    };
+    let ours = if path.is_null() || mode.is_null() {
+        None
+    } else {
+        // SAFETY: both are non-null NUL-terminated strings by fopen's contract.
+        let (p, m) = unsafe { (CStr::from_ptr(path), CStr::from_ptr(mode)) };
+        let m = m.to_bytes();
+        // Only plain reads are ours: the names files are read-only anyway, and a recent file's
+        // writes would go through stdio's own write, past the `write` symbol.
+        if m.first() == Some(&b'r') && !m.contains(&b'+') {
+            let cloexec = m.contains(&b'e');
+            match names_file(p) {
+                Some(family) => Some((Ok(family), cloexec)),
+                None => recent_name(p.to_bytes()).map(|list| (Err(list), cloexec)),
+            }
+        } else {
+            None
+        }
+    };
+    let (family, cloexec) = match ours {
+        None => return real_fopen(),
+        Some((Ok(family), cloexec)) => (family, cloexec),
+        Some((Err(list), cloexec)) => {
+            let opened = catch_unwind(AssertUnwindSafe(|| {
+                let saved = errno();
+                let text = match recent_read(list) {
+                    Ok(Some(text)) => text,
+                    Ok(None) => return None,
+                    Err(()) => return Some(std::ptr::null_mut()),
+                };
+                Some(match memory_file(&text, cloexec) {
+                    Ok(f) => {
+                        set_errno(saved);
+                        f
+                    }
+                    Err(e) => {
+                        set_errno(e);
+                        std::ptr::null_mut()
+                    }
+                })
+            }))
+            .unwrap_or_else(|_| {
+                set_errno(libc::EIO);
+                Some(std::ptr::null_mut())
+            });
+            return opened.unwrap_or_else(real_fopen);
+        }
     };
     catch_unwind(AssertUnwindSafe(|| {
         let saved = errno();
@@ -594,6 +694,1040 @@ pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *m
     unsafe { fopen_common(&REAL_FOPEN64, c"fopen64", path, mode) }
 }
 
+// ---- /proc/net/xt_recent/NAME (see the module doc) ----------------------------------------
+
+/// Where the kernel shows the lists of the `recent` match (xt_recent.c, `recent_net_init`), as
+/// the caller's namespace sees them.
+const RECENT_DIRS: [&[u8]; 3] = [
+    b"/proc/net/xt_recent/",
+    b"/proc/self/net/xt_recent/",
+    b"/proc/thread-self/net/xt_recent/",
+];
+/// How every one of them starts: all that a path of anything else costs to compare.
+const PROC: &[u8] = b"/proc/";
+/// The name of a memfd standing for a recent file, before the list's name. Its link in
+/// /proc/self/fd reads `/memfd:` + this + NAME + ` (deleted)`.
+const RECENT_MEMFD: &str = "bpfilter-xt_recent:";
+/// The lowest fd our own fds of recent files (memfds, shadows) take: out of the way of the
+/// numbers programs pick themselves (shells redirect to 0-9, save to 10 and up, bash reads its
+/// script from 255), and never the lowest free fd that open(2) must return.
+const HIGH_FD: c_int = 256;
+
+/// The list a recent file's path names: one path component of 1 to [`MAX_RECENT_NAME`] bytes
+/// of UTF-8 (the kernel has no list with a longer name, the wire no other names).
+fn recent_name(path: &[u8]) -> Option<&str> {
+    let name = RECENT_DIRS.iter().find_map(|dir| path.strip_prefix(*dir))?;
+    if name.is_empty()
+        || name.len() > MAX_RECENT_NAME
+        || name.contains(&b'/')
+        || name == b"."
+        || name == b".."
+    {
+        return None;
+    }
+    std::str::from_utf8(name).ok()
+}
+
+/// [`recent_name`] of a C path, measured only once it starts with `/proc/`.
+///
+/// # Safety
+/// `path` is null or a NUL-terminated string that outlives the result.
+unsafe fn recent_path<'a>(path: *const c_char) -> Option<&'a str> {
+    if path.is_null() {
+        return None;
+    }
+    for (i, &want) in PROC.iter().enumerate() {
+        // SAFETY: bytes 0..i matched PROC, which holds no NUL, so the string goes on to i.
+        if unsafe { *path.add(i) } as u8 != want {
+            return None;
+        }
+    }
+    // SAFETY: a NUL-terminated string (caller's contract).
+    recent_name(unsafe { CStr::from_ptr(path) }.to_bytes())
+}
+
+/// The list of one of our memfds, from its /proc/self/fd link.
+fn memfd_list(link: &[u8]) -> Option<&str> {
+    let name = link
+        .strip_prefix(b"/memfd:")?
+        .strip_prefix(RECENT_MEMFD.as_bytes())?
+        .strip_suffix(b" (deleted)")?;
+    if name.is_empty() || name.len() > MAX_RECENT_NAME {
+        return None;
+    }
+    std::str::from_utf8(name).ok()
+}
+
+/// Whether open(2) reads its variadic mode for these flags (glibc's `__OPEN_NEEDS_MODE`).
+fn needs_mode(flags: c_int) -> bool {
+    flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE
+}
+
+/// The list's text from the daemon. Ok(None): not a list of bpfilter's (ENOENT: the kernel's
+/// own, of nat or mangle, or none), or no daemon: the real call on the real path decides.
+/// Err: errno is set; a daemon that refuses our credentials is EACCES, what opening the
+/// kernel's 0600 file without the right gives.
+fn recent_read(name: &str) -> Result<Option<Vec<u8>>, ()> {
+    match Client::connect().and_then(|mut c| c.recent_read(name)) {
+        Ok(text) => Ok(Some(text)),
+        Err(ClientError::Daemon {
+            errno: libc::ENOENT,
+        }) => Ok(None),
+        Err(e) if e.is_unreachable() => Ok(None),
+        Err(ClientError::Daemon { errno: libc::EPERM }) => {
+            set_errno(libc::EACCES);
+            Err(())
+        }
+        Err(e) => {
+            fail(&e);
+            Err(())
+        }
+    }
+}
+
+/// A writable open of a recent file: the memfd standing for it.
+#[derive(Debug)]
+struct RecentFile {
+    /// The list.
+    name: String,
+    /// st_dev and st_ino of the memfd: an fd number closed behind our back (fclose,
+    /// close_range) and reused for something else is told apart.
+    id: (libc::dev_t, libc::ino_t),
+    /// The program's fds of it.
+    fds: Vec<c_int>,
+    /// Write-only opens: our own close-on-exec O_RDWR fd of the memfd, to read back what stdio
+    /// wrote there, even once the program closed its fds; -1 for O_RDWR opens (their memfd
+    /// holds the list's text).
+    shadow: c_int,
+}
+
+/// The writable recent files of the process.
+static RECENT: Mutex<Vec<RecentFile>> = Mutex::new(Vec::new());
+/// How many fds [`RECENT`] lists: `write`, `close` and the dups of any other fd cost this one
+/// relaxed load.
+static RECENT_FDS: AtomicUsize = AtomicUsize::new(0);
+
+fn recent_table() -> MutexGuard<'static, Vec<RecentFile>> {
+    match RECENT.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// st_dev and st_ino of `fd`; errno is kept.
+fn fd_id(fd: c_int) -> Option<(libc::dev_t, libc::ino_t)> {
+    let saved = errno();
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills the whole struct on success.
+    let ok = unsafe { libc::fstat(fd, st.as_mut_ptr()) } == 0;
+    set_errno(saved);
+    // SAFETY: initialized by the successful fstat.
+    ok.then(|| unsafe { st.assume_init() })
+        .map(|st| (st.st_dev, st.st_ino))
+}
+
+/// Removes `fd` from the table; returns the files left without any fd.
+fn drop_fd(table: &mut Vec<RecentFile>, fd: c_int) -> Vec<RecentFile> {
+    for f in table.iter_mut() {
+        f.fds.retain(|&x| x != fd);
+    }
+    let (done, kept) = std::mem::take(table)
+        .into_iter()
+        .partition(|f| f.fds.is_empty());
+    *table = kept;
+    RECENT_FDS.store(table.iter().map(|f| f.fds.len()).sum(), Ordering::Relaxed);
+    done
+}
+
+/// Sends what is left in files no fd refers to any more, and closes their shadows (outside the
+/// table's lock: this talks to the daemon).
+fn finish(done: Vec<RecentFile>) {
+    for f in done {
+        if f.shadow >= 0 && fd_id(f.shadow) == Some(f.id) {
+            replay(&f.name, f.shadow, f.id, None);
+            real_close(f.shadow);
+        }
+    }
+}
+
+/// Adds a file (its fds numbers were, if listed, stale).
+fn track(file: RecentFile) {
+    let mut table = recent_table();
+    let mut done = Vec::new();
+    for &fd in &file.fds {
+        done.extend(drop_fd(&mut table, fd));
+    }
+    table.push(file);
+    RECENT_FDS.store(table.iter().map(|f| f.fds.len()).sum(), Ordering::Relaxed);
+    drop(table);
+    finish(done);
+}
+
+/// After `new` became a dup of `old`: `new` leaves the file it was (stale), and joins `old`'s.
+fn track_dup(old: c_int, new: c_int) {
+    let id = fd_id(new);
+    let mut table = recent_table();
+    let done = drop_fd(&mut table, new);
+    if let Some(f) = table
+        .iter_mut()
+        .find(|f| f.fds.contains(&old) && Some(f.id) == id)
+    {
+        f.fds.push(new);
+    }
+    RECENT_FDS.store(table.iter().map(|f| f.fds.len()).sum(), Ordering::Relaxed);
+    drop(table);
+    finish(done);
+}
+
+/// What a write or a close needs of a recent file.
+#[derive(Debug)]
+struct Recent {
+    name: String,
+    id: (libc::dev_t, libc::ino_t),
+    shadow: c_int,
+}
+
+impl Recent {
+    /// See [`replay`].
+    fn replay(&self, fd: Option<c_int>) {
+        if self.shadow >= 0 {
+            replay(&self.name, self.shadow, self.id, fd);
+        }
+    }
+}
+
+/// The recent file `fd` is, if any. A listed fd that is now something else is forgotten.
+fn recent_of(fd: c_int) -> Option<Recent> {
+    if RECENT_FDS.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let mut table = recent_table();
+    let i = table.iter().position(|f| f.fds.contains(&fd))?;
+    if fd_id(fd) == Some(table[i].id) {
+        return Some(Recent {
+            name: table[i].name.clone(),
+            id: table[i].id,
+            shadow: table[i].shadow,
+        });
+    }
+    let done = drop_fd(&mut table, fd);
+    drop(table);
+    finish(done);
+    None
+}
+
+/// Runs `f`, a step of bookkeeping that must not unwind into C.
+fn quietly(f: impl FnOnce()) {
+    let saved = errno();
+    let _ = catch_unwind(AssertUnwindSafe(f));
+    set_errno(saved);
+}
+
+/// Sends what reached a write-only recent file past our `write` (stdio's own writes inside
+/// libc) as the one write the kernel would have answered, then empties the memfd. `fd`, if
+/// still open, has its offset put back to 0 when the kernel would not have moved it. Nothing
+/// is done through a shadow that is no longer the memfd `id` (a program closed or replaced
+/// that fd number): it could be any file of the program's.
+fn replay(name: &str, shadow: c_int, id: (libc::dev_t, libc::ino_t), fd: Option<c_int>) {
+    let saved = errno();
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills the whole struct on success.
+    let size = if unsafe { libc::fstat(shadow, st.as_mut_ptr()) } == 0 {
+        // SAFETY: initialized by the successful fstat.
+        let st = unsafe { st.assume_init() };
+        ((st.st_dev, st.st_ino) == id).then_some(st.st_size)
+    } else {
+        None
+    };
+    if size.unwrap_or(0) <= 0 {
+        set_errno(saved);
+        return;
+    }
+    let mut buf = [0u8; MAX_RECENT_WRITE];
+    // SAFETY: pread into our buffer of that length; ftruncate of our own fd.
+    let n = unsafe {
+        let n = libc::pread(shadow, buf.as_mut_ptr().cast(), buf.len(), 0);
+        libc::ftruncate(shadow, 0);
+        n
+    };
+    // A first byte 0 is a hole: that write came at an offset other than 0, which the kernel
+    // refuses (ESPIPE), after one of ours or a replayed one.
+    if n > 0 && buf[0] != 0 {
+        let data = &buf[..n as usize];
+        let rewind = || {
+            if let Some(fd) = fd {
+                // SAFETY: lseek on the program's fd of this file.
+                unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
+            }
+        };
+        match Client::connect().and_then(|mut c| c.recent_write(name, data)) {
+            // A `+`/`-` moved the kernel's offset: further writes are ESPIPE, as the memfd's
+            // offset, past these bytes, already says.
+            Ok(_) if data[0] != b'/' => {}
+            Ok(_) => rewind(),
+            Err(e) => {
+                rewind();
+                let why = match e {
+                    ClientError::Daemon { errno } => os_error_text(recent_write_errno(errno)),
+                    other => other.to_string(),
+                };
+                let line = format!("bpfilter: write to /proc/net/xt_recent/{name}: {why}\n");
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+        }
+    }
+    set_errno(saved);
+}
+
+/// The errno a write gets for the daemon's: ENOENT (the list went with its last rule) is the
+/// EIO of a write to a removed proc entry (`proc_reg_write`).
+fn recent_write_errno(errno: c_int) -> c_int {
+    if errno == libc::ENOENT {
+        libc::EIO
+    } else {
+        errno
+    }
+}
+
+/// strerror, without io::Error's " (os error N)".
+fn os_error_text(errno: c_int) -> String {
+    let s = std::io::Error::from_raw_os_error(errno).to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+/// The first `n` bytes at `buf`, or EFAULT where the kernel's copy_from_user would fail:
+/// process_vm_readv of ourselves checks the range; where seccomp refuses that call, the
+/// bytes are read directly.
+///
+/// # Safety
+/// `buf` valid for `n` bytes or null (write's contract).
+unsafe fn copy_from_caller(buf: *const c_void, n: usize) -> Result<Vec<u8>, c_int> {
+    if buf.is_null() {
+        return Err(libc::EFAULT);
+    }
+    let mut data = vec![0u8; n];
+    let local = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: n,
+    };
+    let remote = libc::iovec {
+        iov_base: buf as *mut c_void,
+        iov_len: n,
+    };
+    // SAFETY: both iovecs describe n bytes; the kernel checks the remote one.
+    let got = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if got == n as isize {
+        return Ok(data);
+    }
+    if got >= 0 || errno() == libc::EFAULT {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: buf is valid for n bytes (caller's contract); data is our own buffer.
+    unsafe { std::ptr::copy_nonoverlapping(buf.cast::<u8>(), data.as_mut_ptr(), n) };
+    Ok(data)
+}
+
+/// One write(2) to a recent file, as `recent_mt_proc_write`.
+///
+/// # Safety
+/// `buf` valid for `count` bytes (write's contract).
+unsafe fn write_recent(
+    fd: c_int,
+    file: &Recent,
+    buf: *const c_void,
+    count: libc::size_t,
+) -> libc::ssize_t {
+    if count == 0 {
+        return 0;
+    }
+    let saved = errno();
+    let n = count.min(MAX_RECENT_WRITE);
+    // SAFETY: forwarded contract.
+    let data = match unsafe { copy_from_caller(buf, n) } {
+        Ok(data) => data,
+        Err(e) => {
+            set_errno(e);
+            return -1;
+        }
+    };
+    file.replay(Some(fd));
+    // The kernel's "Strict protocol!": only a write at offset 0 (the memfd's offset is the
+    // open file's, moved by our writes, reads, lseek).
+    // SAFETY: lseek on the program's fd.
+    let pos = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
+    if pos < 0 {
+        return -1;
+    }
+    if pos != 0 {
+        set_errno(libc::ESPIPE);
+        return -1;
+    }
+    match Client::connect().and_then(|mut c| c.recent_write(&file.name, &data)) {
+        Ok(written) => {
+            let written = written.min(n);
+            if data[0] != b'/' {
+                // `*loff += size + 1`: the next write on this open file is ESPIPE.
+                // SAFETY: lseek on the program's fd.
+                unsafe { libc::lseek(fd, written as libc::off_t, libc::SEEK_CUR) };
+            }
+            set_errno(saved);
+            written as libc::ssize_t
+        }
+        Err(ClientError::Daemon { errno }) => {
+            set_errno(recent_write_errno(errno));
+            -1
+        }
+        Err(e) => fail(&e) as libc::ssize_t,
+    }
+}
+
+/// libc's `open`, for our own opens.
+fn real_open(path: &CStr, flags: c_int) -> c_int {
+    let addr = resolve(&REAL_OPEN, c"open");
+    if addr == 0 {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: addr is libc's open, whose type is OpenFn.
+    let real = unsafe { std::mem::transmute::<usize, OpenFn>(addr) };
+    // SAFETY: a NUL-terminated path; the mode is not read without O_CREAT.
+    unsafe { real(path.as_ptr(), flags, 0 as c_uint) }
+}
+
+/// libc's `close`.
+fn real_close(fd: c_int) -> c_int {
+    let addr = resolve(&REAL_CLOSE, c"close");
+    if addr == 0 {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: addr is libc's close, whose type is CloseFn.
+    let real = unsafe { std::mem::transmute::<usize, CloseFn>(addr) };
+    // SAFETY: closing the fd the caller names.
+    unsafe { real(fd) }
+}
+
+/// `fd` moved to [`HIGH_FD`] or above, close-on-exec (as is, where that fails).
+fn high(fd: c_int) -> c_int {
+    // SAFETY: F_DUPFD_CLOEXEC of our own fd.
+    let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, HIGH_FD) };
+    if moved < 0 {
+        return fd;
+    }
+    real_close(fd);
+    moved
+}
+
+/// A new open file of the memfd `fd`, through /proc/self/fd: its own offset and access mode.
+fn reopen(fd: c_int, flags: c_int) -> Result<c_int, c_int> {
+    let path = CString::new(format!("/proc/self/fd/{fd}")).map_err(|_| libc::EINVAL)?;
+    let new = real_open(&path, flags);
+    if new < 0 {
+        Err(errno())
+    } else {
+        Ok(new)
+    }
+}
+
+/// The memfd standing for an open of the list `name` (see the module doc); writable ones are
+/// tracked.
+fn recent_fd(name: &str, flags: c_int, text: &[u8]) -> Result<c_int, c_int> {
+    let cloexec = flags & libc::O_CLOEXEC;
+    let memfd_name = CString::new(format!("{RECENT_MEMFD}{name}")).map_err(|_| libc::EINVAL)?;
+    let tracked = |fd: c_int, shadow: c_int| {
+        if let Some(id) = fd_id(fd) {
+            quietly(|| {
+                track(RecentFile {
+                    name: name.to_owned(),
+                    id,
+                    fds: vec![fd],
+                    shadow,
+                })
+            });
+        }
+        fd
+    };
+    match flags & libc::O_ACCMODE {
+        libc::O_RDWR => {
+            let mfd = if cloexec != 0 { libc::MFD_CLOEXEC } else { 0 };
+            Ok(tracked(memfd_with(&memfd_name, mfd, text)?, -1))
+        }
+        // Our memfd out of the way first, so that the program's fd is the lowest free one.
+        libc::O_RDONLY => {
+            let memfd = high(memfd_with(&memfd_name, libc::MFD_CLOEXEC, text)?);
+            let fd = reopen(memfd, libc::O_RDONLY | cloexec);
+            real_close(memfd);
+            fd
+        }
+        _ => {
+            let shadow = high(memfd_with(&memfd_name, libc::MFD_CLOEXEC, &[])?);
+            match reopen(shadow, libc::O_WRONLY | cloexec) {
+                Ok(fd) => Ok(tracked(fd, shadow)),
+                Err(e) => {
+                    real_close(shadow);
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// Opens the list `name` as the daemon holds it; None: not bpfilter's (the real call).
+fn open_recent(name: &str, flags: c_int) -> Option<c_int> {
+    // An O_PATH handle reads and writes nothing, nor does access mode 3: the kernel's.
+    if flags & libc::O_PATH != 0 || flags & libc::O_ACCMODE == libc::O_ACCMODE {
+        return None;
+    }
+    let saved = errno();
+    let text = match recent_read(name) {
+        Ok(Some(text)) => text,
+        Ok(None) => return None,
+        Err(()) => return Some(-1),
+    };
+    // The proc file exists, and is not a folder.
+    let excl = libc::O_CREAT | libc::O_EXCL;
+    if flags & excl == excl {
+        set_errno(libc::EEXIST);
+        return Some(-1);
+    }
+    if flags & libc::O_DIRECTORY != 0 {
+        set_errno(libc::ENOTDIR);
+        return Some(-1);
+    }
+    match recent_fd(name, flags, &text) {
+        Ok(fd) => {
+            set_errno(saved);
+            Some(fd)
+        }
+        Err(e) => {
+            set_errno(e);
+            Some(-1)
+        }
+    }
+}
+
+/// Common body of the open family: `real` makes the call as the caller did.
+///
+/// # Safety
+/// `path` is null or NUL-terminated (open's contract).
+unsafe fn open_common(path: *const c_char, flags: c_int, real: impl FnOnce() -> c_int) -> c_int {
+    // SAFETY: forwarded; the name is used before this returns.
+    let Some(name) = (unsafe { recent_path(path) }) else {
+        return real();
+    };
+    let opened = catch_unwind(AssertUnwindSafe(|| open_recent(name, flags))).unwrap_or_else(|_| {
+        set_errno(libc::EIO);
+        Some(-1)
+    });
+    match opened {
+        Some(fd) => fd,
+        None => real(),
+    }
+}
+
+/// open/open64 through `slot`.
+///
+/// # Safety
+/// As open.
+unsafe fn open_via(
+    slot: &AtomicUsize,
+    symbol: &CStr,
+    path: *const c_char,
+    flags: c_int,
+    mode: c_uint,
+) -> c_int {
+    let mode = if needs_mode(flags) { mode } else { 0 };
+    // SAFETY: forwarded contract.
+    unsafe {
+        open_common(path, flags, || {
+            let addr = resolve(slot, symbol);
+            if addr == 0 {
+                set_errno(libc::ENOSYS);
+                return -1;
+            }
+            // SAFETY: addr is libc's open/open64, whose type is OpenFn.
+            let real = std::mem::transmute::<usize, OpenFn>(addr);
+            // SAFETY: the caller's arguments, the mode as the variadic (promoted) int it is.
+            real(path, flags, mode)
+        })
+    }
+}
+
+/// openat/openat64 through `slot`: only an absolute path can be a recent file (whatever
+/// `dirfd`, AT_FDCWD or not).
+///
+/// # Safety
+/// As openat.
+unsafe fn openat_via(
+    slot: &AtomicUsize,
+    symbol: &CStr,
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: c_uint,
+) -> c_int {
+    let mode = if needs_mode(flags) { mode } else { 0 };
+    // SAFETY: forwarded contract.
+    unsafe {
+        open_common(path, flags, || {
+            let addr = resolve(slot, symbol);
+            if addr == 0 {
+                set_errno(libc::ENOSYS);
+                return -1;
+            }
+            // SAFETY: addr is libc's openat/openat64, whose type is OpenatFn.
+            let real = std::mem::transmute::<usize, OpenatFn>(addr);
+            // SAFETY: the caller's arguments, the mode as the variadic (promoted) int it is.
+            real(dirfd, path, flags, mode)
+        })
+    }
+}
+
+// The open family's mode is C's variadic argument, there only when the flags need it. Rust
+// cannot define a variadic function; on x86_64 and aarch64 (Linux) a variadic int travels in
+// the register or stack slot a named one would, so it is declared as a plain `c_uint` (the
+// promoted mode_t) and read only when O_CREAT or O_TMPFILE says the caller passed one (else
+// it holds whatever the caller left there). Other targets do not get these interposers.
+
+/// Interposed `open(2)`: a recent file of bpfilter's is answered (see the module doc).
+///
+/// # Safety
+/// As open: `path` NUL-terminated.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[no_mangle]
+pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { open_via(&REAL_OPEN, c"open", path, flags, mode) }
+}
+
+/// Interposed `open64`.
+///
+/// # Safety
+/// As open64.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[no_mangle]
+pub unsafe extern "C" fn open64(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { open_via(&REAL_OPEN64, c"open64", path, flags, mode) }
+}
+
+/// Interposed `openat(2)`.
+///
+/// # Safety
+/// As openat.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[no_mangle]
+pub unsafe extern "C" fn openat(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: c_uint,
+) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { openat_via(&REAL_OPENAT, c"openat", dirfd, path, flags, mode) }
+}
+
+/// Interposed `openat64`.
+///
+/// # Safety
+/// As openat64.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[no_mangle]
+pub unsafe extern "C" fn openat64(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: c_uint,
+) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { openat_via(&REAL_OPENAT64, c"openat64", dirfd, path, flags, mode) }
+}
+
+/// `__open_2` and `__open64_2`: what `_FORTIFY_SOURCE` makes of a two-argument open.
+///
+/// # Safety
+/// As open.
+unsafe fn open_2_via(
+    slot: &AtomicUsize,
+    symbol: &CStr,
+    path: *const c_char,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe {
+        open_common(path, flags, || {
+            let addr = resolve(slot, symbol);
+            if addr == 0 {
+                set_errno(libc::ENOSYS);
+                return -1;
+            }
+            // SAFETY: addr is libc's __open_2/__open64_2, whose type is Open2Fn.
+            let real = std::mem::transmute::<usize, Open2Fn>(addr);
+            // SAFETY: the caller's arguments.
+            real(path, flags)
+        })
+    }
+}
+
+/// `__openat_2` and `__openat64_2`.
+///
+/// # Safety
+/// As openat.
+unsafe fn openat_2_via(
+    slot: &AtomicUsize,
+    symbol: &CStr,
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe {
+        open_common(path, flags, || {
+            let addr = resolve(slot, symbol);
+            if addr == 0 {
+                set_errno(libc::ENOSYS);
+                return -1;
+            }
+            // SAFETY: addr is libc's __openat_2/__openat64_2, whose type is Openat2Fn.
+            let real = std::mem::transmute::<usize, Openat2Fn>(addr);
+            // SAFETY: the caller's arguments.
+            real(dirfd, path, flags)
+        })
+    }
+}
+
+/// Interposed `__open_2` (fortified open).
+///
+/// # Safety
+/// As open.
+#[no_mangle]
+pub unsafe extern "C" fn __open_2(path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { open_2_via(&REAL_OPEN_2, c"__open_2", path, flags) }
+}
+
+/// Interposed `__open64_2` (fortified open64).
+///
+/// # Safety
+/// As open64.
+#[no_mangle]
+pub unsafe extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { open_2_via(&REAL_OPEN64_2, c"__open64_2", path, flags) }
+}
+
+/// Interposed `__openat_2` (fortified openat).
+///
+/// # Safety
+/// As openat.
+#[no_mangle]
+pub unsafe extern "C" fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { openat_2_via(&REAL_OPENAT_2, c"__openat_2", dirfd, path, flags) }
+}
+
+/// Interposed `__openat64_2` (fortified openat64).
+///
+/// # Safety
+/// As openat64.
+#[no_mangle]
+pub unsafe extern "C" fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { openat_2_via(&REAL_OPENAT64_2, c"__openat64_2", dirfd, path, flags) }
+}
+
+/// Interposed `write(2)`: a recent file's write goes to the daemon; any other fd costs one
+/// relaxed load more than libc's.
+///
+/// # Safety
+/// As write: `buf` valid for `count` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn write(
+    fd: c_int,
+    buf: *const c_void,
+    count: libc::size_t,
+) -> libc::ssize_t {
+    let file = if RECENT_FDS.load(Ordering::Relaxed) == 0 {
+        None
+    } else {
+        catch_unwind(|| recent_of(fd)).unwrap_or(None)
+    };
+    if let Some(file) = file {
+        // SAFETY: forwarded contract.
+        return catch_unwind(AssertUnwindSafe(|| unsafe {
+            write_recent(fd, &file, buf, count)
+        }))
+        .unwrap_or_else(|_| {
+            set_errno(libc::EIO);
+            -1
+        });
+    }
+    let addr = resolve(&REAL_WRITE, c"write");
+    if addr == 0 {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: addr is libc's write, whose type is WriteFn.
+    let real = unsafe { std::mem::transmute::<usize, WriteFn>(addr) };
+    // SAFETY: forwarding the caller's arguments under the same contract.
+    unsafe { real(fd, buf, count) }
+}
+
+/// Interposed `close(2)`: a recent file's fd is forgotten (what stdio left in it is sent
+/// first).
+///
+/// # Safety
+/// As close.
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if RECENT_FDS.load(Ordering::Relaxed) != 0 {
+        quietly(|| {
+            if let Some(file) = recent_of(fd) {
+                file.replay(Some(fd));
+            }
+            let done = drop_fd(&mut recent_table(), fd);
+            finish(done);
+        });
+    }
+    real_close(fd)
+}
+
+/// Interposed `dup(2)`: a dup of a recent file's fd is one too.
+///
+/// # Safety
+/// As dup.
+#[no_mangle]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    let addr = resolve(&REAL_DUP, c"dup");
+    if addr == 0 {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: addr is libc's dup, whose type is DupFn.
+    let real = unsafe { std::mem::transmute::<usize, DupFn>(addr) };
+    // SAFETY: forwarding the caller's argument.
+    let new = unsafe { real(fd) };
+    if new >= 0 && RECENT_FDS.load(Ordering::Relaxed) != 0 {
+        quietly(|| track_dup(fd, new));
+    }
+    new
+}
+
+/// Common body of dup2/dup3: `new` stops being what it was (a recent file's pending stdio
+/// bytes are sent first), then becomes what `old` is. Shells redirect this way.
+fn dup2_common(old: c_int, new: c_int, real: impl FnOnce() -> c_int) -> c_int {
+    if RECENT_FDS.load(Ordering::Relaxed) == 0 || old == new {
+        return real();
+    }
+    quietly(|| {
+        if let Some(file) = recent_of(new) {
+            file.replay(Some(new));
+        }
+        rescue_shadow(new);
+    });
+    let rc = real();
+    if rc >= 0 {
+        quietly(|| track_dup(old, rc));
+    }
+    rc
+}
+
+/// A program about to dup2 onto the number of one of our shadows (it may pick any number):
+/// the shadow moves to another.
+fn rescue_shadow(fd: c_int) {
+    let mut table = recent_table();
+    if let Some(f) = table.iter_mut().find(|f| f.shadow == fd) {
+        if fd_id(fd) == Some(f.id) {
+            // SAFETY: F_DUPFD_CLOEXEC of our own fd; dup2 closes the old number.
+            let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, HIGH_FD) };
+            if moved >= 0 {
+                f.shadow = moved;
+            }
+        }
+    }
+}
+
+/// Interposed `dup2(2)`.
+///
+/// # Safety
+/// As dup2.
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    dup2_common(old, new, || {
+        let addr = resolve(&REAL_DUP2, c"dup2");
+        if addr == 0 {
+            set_errno(libc::ENOSYS);
+            return -1;
+        }
+        // SAFETY: addr is libc's dup2, whose type is Dup2Fn.
+        let real = unsafe { std::mem::transmute::<usize, Dup2Fn>(addr) };
+        // SAFETY: forwarding the caller's arguments.
+        unsafe { real(old, new) }
+    })
+}
+
+/// Interposed `dup3(2)`.
+///
+/// # Safety
+/// As dup3.
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    let call = || {
+        let addr = resolve(&REAL_DUP3, c"dup3");
+        if addr == 0 {
+            set_errno(libc::ENOSYS);
+            return -1;
+        }
+        // SAFETY: addr is libc's dup3, whose type is Dup3Fn.
+        let real = unsafe { std::mem::transmute::<usize, Dup3Fn>(addr) };
+        // SAFETY: forwarding the caller's arguments.
+        unsafe { real(old, new, flags) }
+    };
+    // dup3 refuses old == new (EINVAL) where dup2 does nothing: libc answers that.
+    if old == new {
+        return call();
+    }
+    dup2_common(old, new, call)
+}
+
+/// fcntl/fcntl64 through `slot`: an F_DUPFD(_CLOEXEC) of a recent file's fd is one too.
+///
+/// # Safety
+/// As fcntl.
+unsafe fn fcntl_via(
+    slot: &AtomicUsize,
+    symbol: &CStr,
+    fd: c_int,
+    cmd: c_int,
+    arg: c_ulong,
+) -> c_int {
+    let addr = resolve(slot, symbol);
+    if addr == 0 {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: addr is libc's fcntl/fcntl64, whose type is FcntlFn.
+    let real = unsafe { std::mem::transmute::<usize, FcntlFn>(addr) };
+    // SAFETY: the caller's arguments; the third goes on as the same register value the caller
+    // put there (an int, a pointer, or nothing), read by libc as `cmd` says.
+    let rc = unsafe { real(fd, cmd, arg) };
+    if rc >= 0
+        && matches!(cmd, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC)
+        && RECENT_FDS.load(Ordering::Relaxed) != 0
+    {
+        quietly(|| track_dup(fd, rc));
+    }
+    rc
+}
+
+// fcntl's third argument is variadic too (an int, a pointer, or nothing): declared as the
+// 64-bit register or stack slot it occupies on x86_64 and aarch64, and passed on unchanged.
+
+/// Interposed `fcntl(2)`.
+///
+/// # Safety
+/// As fcntl.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { fcntl_via(&REAL_FCNTL, c"fcntl", fd, cmd, arg) }
+}
+
+/// Interposed `fcntl64` (what programs built with 64-bit file offsets call).
+///
+/// # Safety
+/// As fcntl.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { fcntl_via(&REAL_FCNTL64, c"fcntl64", fd, cmd, arg) }
+}
+
+/// At load: the writable recent files inherited across exec (a shell's redirection before it
+/// exec'd this program), found by the names of the memfds in /proc/self/fd.
+#[used]
+#[link_section = ".init_array"]
+static ADOPT_INHERITED: extern "C" fn() = adopt_inherited;
+
+/// At exit: what stdio wrote to recent files (after main returned, coreutils flushes and
+/// closes stdout, through libc's internal calls) is sent.
+#[used]
+#[link_section = ".fini_array"]
+static REPLAY_AT_EXIT: extern "C" fn() = replay_at_exit;
+
+extern "C" fn adopt_inherited() {
+    quietly(|| {
+        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+            return;
+        };
+        // Every link first: the shadows opened below must not be taken for inherited fds.
+        let links: Vec<(c_int, std::path::PathBuf)> = dir
+            .flatten()
+            .filter_map(|e| {
+                let fd = e.file_name().to_str()?.parse::<c_int>().ok()?;
+                Some((fd, std::fs::read_link(e.path()).ok()?))
+            })
+            .collect();
+        let mut found: Vec<RecentFile> = Vec::new();
+        for (fd, link) in links {
+            use std::os::unix::ffi::OsStrExt;
+            let Some(name) = memfd_list(link.as_os_str().as_bytes()) else {
+                continue;
+            };
+            // SAFETY: F_GETFL takes no argument.
+            let access = unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_ACCMODE;
+            let Some(id) = fd_id(fd) else {
+                continue;
+            };
+            if access != libc::O_WRONLY && access != libc::O_RDWR {
+                continue;
+            }
+            if let Some(f) = found.iter_mut().find(|f| f.id == id) {
+                f.fds.push(fd);
+                continue;
+            }
+            let shadow = if access == libc::O_WRONLY {
+                match reopen(fd, libc::O_RDWR | libc::O_CLOEXEC) {
+                    Ok(shadow) => high(shadow),
+                    Err(_) => continue,
+                }
+            } else {
+                -1
+            };
+            found.push(RecentFile {
+                name: name.to_owned(),
+                id,
+                fds: vec![fd],
+                shadow,
+            });
+        }
+        for f in found {
+            track(f);
+        }
+    });
+}
+
+extern "C" fn replay_at_exit() {
+    quietly(|| {
+        let pending: Vec<Recent> = recent_table()
+            .iter()
+            .map(|f| Recent {
+                name: f.name.clone(),
+                id: f.id,
+                shadow: f.shadow,
+            })
+            .collect();
+        for file in pending {
+            file.replay(None);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,6 +1741,77 @@ mod tests {
         assert_eq!(get_input_len(0, 66), REVISION_IN);
         assert_eq!(get_input_len(41, 66), 0);
         assert_eq!(get_input_len(41, 69), REVISION_IN);
+    }
+
+    #[test]
+    fn recent_paths() {
+        for (path, want) in [
+            (&b"/proc/net/xt_recent/ssh"[..], Some("ssh")),
+            (b"/proc/self/net/xt_recent/DEFAULT", Some("DEFAULT")),
+            (b"/proc/thread-self/net/xt_recent/a b", Some("a b")),
+            (b"/proc/net/xt_recent/.hidden", Some(".hidden")),
+            (b"/proc/net/xt_recent/", None),
+            (b"/proc/net/xt_recent/.", None),
+            (b"/proc/net/xt_recent/..", None),
+            (b"/proc/net/xt_recent/a/b", None),
+            (b"/proc/net/xt_recent/ssh/", None),
+            (b"/proc/net/xt_recent", None),
+            (b"/proc/net/xt_recentx/ssh", None),
+            (b"/proc/1/net/xt_recent/ssh", None),
+            (b"proc/net/xt_recent/ssh", None),
+            (b"/proc/net/xt_recent/\xff", None),
+            (b"/proc/net/ip_tables_names", None),
+        ] {
+            assert_eq!(recent_name(path), want, "{}", String::from_utf8_lossy(path));
+        }
+        let longest = format!("/proc/net/xt_recent/{}", "n".repeat(MAX_RECENT_NAME));
+        assert!(recent_name(longest.as_bytes()).is_some());
+        let too_long = format!("/proc/net/xt_recent/{}", "n".repeat(MAX_RECENT_NAME + 1));
+        assert_eq!(recent_name(too_long.as_bytes()), None);
+    }
+
+    #[test]
+    fn recent_c_paths_stop_at_the_nul() {
+        // SAFETY: null and NUL-terminated literals.
+        unsafe {
+            assert_eq!(recent_path(std::ptr::null()), None);
+            // Shorter than "/proc/": never read past the NUL.
+            assert_eq!(recent_path(c"".as_ptr()), None);
+            assert_eq!(recent_path(c"/pro".as_ptr()), None);
+            assert_eq!(recent_path(c"/etc/passwd".as_ptr()), None);
+            assert_eq!(
+                recent_path(c"/proc/net/xt_recent/ssh".as_ptr()),
+                Some("ssh")
+            );
+        }
+    }
+
+    #[test]
+    fn memfd_links() {
+        assert_eq!(
+            memfd_list(b"/memfd:bpfilter-xt_recent:ssh (deleted)"),
+            Some("ssh")
+        );
+        assert_eq!(
+            memfd_list(b"/memfd:bpfilter-xt_recent:a b (deleted)"),
+            Some("a b")
+        );
+        assert_eq!(memfd_list(b"/memfd:bpfilter-xt_recent: (deleted)"), None);
+        assert_eq!(memfd_list(b"/memfd:bpfilter-tables-names (deleted)"), None);
+        assert_eq!(memfd_list(b"/memfd:bpfilter-xt_recent:ssh"), None);
+        assert_eq!(memfd_list(b"/tmp/bpfilter-xt_recent:ssh (deleted)"), None);
+    }
+
+    #[test]
+    fn open_mode_is_read_only_when_passed() {
+        assert!(!needs_mode(libc::O_RDONLY));
+        assert!(!needs_mode(
+            libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC
+        ));
+        assert!(needs_mode(libc::O_WRONLY | libc::O_CREAT));
+        assert!(needs_mode(libc::O_RDWR | libc::O_TMPFILE));
+        // O_DIRECTORY alone shares a bit with O_TMPFILE but passes no mode.
+        assert!(!needs_mode(libc::O_DIRECTORY));
     }
 
     #[test]

@@ -795,3 +795,258 @@ fn real_ip6tables_legacy_through_the_preload() {
         real_iptables_through_the_preload(&IPV6);
     }
 }
+
+// ---- /proc/net/xt_recent/NAME --------------------------------------------------------------
+
+/// What the fake daemon's list "ssh" reads as.
+const SSH_LIST: &[u8] = b"src=10.0.0.1 ttl: 64 last_seen: 4295000000 oldest_pkt: 1 4295000000\n";
+
+/// A daemon with one list, "ssh": `+`, `-` and `/` writes succeed with their length, anything
+/// else is EINVAL; any other list is ENOENT (not bpfilter's).
+fn recent_daemon(tag: &str) -> FakeDaemon {
+    FakeDaemon::start(tag, |req| match req {
+        Request::RecentRead { name } if name == "ssh" => Reply::ok(SSH_LIST.to_vec()),
+        Request::RecentWrite { name, data } if name == "ssh" => match data.first() {
+            Some(b'+' | b'-' | b'/') => Reply::ok(wire::recent_write_payload(data.len())),
+            _ => Reply::error(libc::EINVAL),
+        },
+        _ => Reply::error(libc::ENOENT),
+    })
+}
+
+/// The writes the daemon received, as text.
+fn recent_writes(d: &FakeDaemon) -> Vec<String> {
+    d.seen()
+        .into_iter()
+        .filter_map(|s| match s.req {
+            Request::RecentWrite { name, data } => {
+                Some(format!("{name}:{}", String::from_utf8_lossy(&data)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs `cmd args` under the preload, talking to `socket`.
+fn preloaded(socket: &Path, cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .env("LD_PRELOAD", &env().so)
+        .env("BPFILTER_SOCKET", socket)
+        .env(
+            "BPFILTER_CONNECT_WAIT",
+            CONNECT_WAIT.as_secs_f64().to_string(),
+        )
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd}: {e}"))
+}
+
+/// Syscall-level uses of a recent file, through perl's POSIX module (open64, read, write,
+/// lseek, close: libc's own symbols), one `key=value` per line; an error prints `eERRNO`.
+const RECENT_SCRIPT: &str = r#"
+use POSIX;
+use strict;
+sub r { my $v = shift; defined $v ? $v + 0 : "e" . ($! + 0) }
+my $p = "/proc/net/xt_recent/ssh";
+my $fd = POSIX::open($p, O_RDONLY);
+my $n = POSIX::read($fd, my $text, 4096);
+print "text=$text";
+print "ro_write=", r(POSIX::write($fd, "+1.2.3.4\n", 9)), "\n";
+POSIX::close($fd);
+# What a shell's `>` does: O_TRUNC empties nothing.
+$fd = POSIX::open($p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+print "add=", r(POSIX::write($fd, "+10.0.0.2\n", 10)), "\n";
+print "again=", r(POSIX::write($fd, "+10.0.0.3\n", 10)), "\n";
+POSIX::close($fd);
+$fd = POSIX::open("/proc/self/net/xt_recent/ssh", O_WRONLY);
+print "flush=", r(POSIX::write($fd, "/", 1)), "\n";
+print "flush_again=", r(POSIX::write($fd, "/", 1)), "\n";
+print "empty=", r(POSIX::write($fd, "", 0)), "\n";
+print "bad=", r(POSIX::write($fd, "x10.0.0.4", 9)), "\n";
+print "long=", r(POSIX::write($fd, "-" . ("9" x 99), 100)), "\n";
+POSIX::close($fd);
+# A dup shares the open file, and its offset.
+$fd = POSIX::open("/proc/thread-self/net/xt_recent/ssh", O_WRONLY);
+my $dup = POSIX::dup2($fd, 9);
+POSIX::close($fd);
+print "dup=", r(POSIX::write($dup, "-10.0.0.2", 9)), "\n";
+print "dup_again=", r(POSIX::write($dup, "-10.0.0.2", 9)), "\n";
+POSIX::close($dup);
+# O_RDWR: reading moves the offset, as the kernel's seq_file does.
+$fd = POSIX::open($p, O_RDWR);
+POSIX::read($fd, my $t, 5);
+print "after_read=", r(POSIX::write($fd, "+10.0.0.5", 9)), "\n";
+POSIX::lseek($fd, 0, SEEK_SET);
+print "after_seek=", r(POSIX::write($fd, "+10.0.0.5", 9)), "\n";
+POSIX::close($fd);
+print "excl=", r(POSIX::open($p, O_WRONLY | O_CREAT | O_EXCL, 0644)), "\n";
+print "dir=", r(POSIX::open($p, O_RDONLY | $ARGV[0])), "\n";
+print "nosuch=", r(POSIX::open("/proc/net/xt_recent/nosuch", O_RDONLY)), "\n";
+"#;
+
+#[test]
+fn recent_files_are_the_daemons() {
+    let d = recent_daemon("recent");
+    // POSIX.pm has no O_DIRECTORY.
+    let o_directory = libc::O_DIRECTORY.to_string();
+    let out = preloaded(&d.path, "perl", &["-e", RECENT_SCRIPT, &o_directory]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let kv: Vec<(String, String)> = stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let e = |errno: i32| format!("e{errno}");
+    assert_eq!(
+        get(&kv, "text"),
+        String::from_utf8_lossy(SSH_LIST).trim_end()
+    );
+    assert_eq!(get(&kv, "ro_write"), e(libc::EBADF));
+    assert_eq!(get(&kv, "add"), "10");
+    // The kernel moved the offset past "+addr": a second write on the same open file.
+    assert_eq!(get(&kv, "again"), e(libc::ESPIPE));
+    // "/" leaves the offset alone.
+    assert_eq!((get(&kv, "flush"), get(&kv, "flush_again")), ("1", "1"));
+    assert_eq!(get(&kv, "empty"), "0");
+    assert_eq!(get(&kv, "bad"), e(libc::EINVAL));
+    // Only the first 40 bytes count.
+    assert_eq!(get(&kv, "long"), "40");
+    assert_eq!(
+        (get(&kv, "dup"), get(&kv, "dup_again")),
+        ("9", &*e(libc::ESPIPE))
+    );
+    assert_eq!(get(&kv, "after_read"), e(libc::ESPIPE));
+    assert_eq!(get(&kv, "after_seek"), "9");
+    assert_eq!(get(&kv, "excl"), e(libc::EEXIST));
+    assert_eq!(get(&kv, "dir"), e(libc::ENOTDIR));
+    // Not bpfilter's list: the kernel's path, which has no such list.
+    assert_eq!(get(&kv, "nosuch"), e(libc::ENOENT));
+
+    let long = format!("ssh:-{}", "9".repeat(39));
+    assert_eq!(
+        recent_writes(&d),
+        [
+            "ssh:+10.0.0.2\n",
+            "ssh:/",
+            "ssh:/",
+            "ssh:x10.0.0.4",
+            long.as_str(),
+            "ssh:-10.0.0.2",
+            "ssh:+10.0.0.5",
+        ]
+    );
+    let seen = d.seen();
+    assert!(seen.iter().all(|s| s.netns == Some(my_netns())));
+    assert!(seen.iter().any(|s| s.req
+        == Request::RecentRead {
+            name: "nosuch".into()
+        }));
+}
+
+#[test]
+fn shells_write_recent_files() {
+    let d = recent_daemon("recent-sh");
+    let file = "/proc/net/xt_recent/ssh";
+    // dash's echo calls write(); bash's goes through stdio inside libc, sent when the shell
+    // puts its stdout back; /bin/echo is exec'd with the file as its stdout and closes it
+    // inside libc, sent at its exit.
+    for (shell, cmd, sent) in [
+        ("dash", format!("echo +1.2.3.4 > {file}"), "+1.2.3.4\n"),
+        ("bash", format!("echo -1.2.3.4 > {file}"), "-1.2.3.4\n"),
+        ("bash", format!("printf / > {file}; true"), "/"),
+        ("dash", format!("/bin/echo +5.6.7.8 > {file}"), "+5.6.7.8\n"),
+        (
+            "bash",
+            format!("exec 3>{file}; echo +9.9.9.9 >&3"),
+            "+9.9.9.9\n",
+        ),
+    ] {
+        let before = recent_writes(&d).len();
+        let out = preloaded(&d.path, shell, &["-c", &cmd]);
+        assert!(out.status.success(), "{shell} -c {cmd:?}: {out:?}");
+        assert_eq!(
+            recent_writes(&d)[before..],
+            [format!("ssh:{sent}")],
+            "{shell} -c {cmd:?}"
+        );
+    }
+    // cat opens with open(), sed with fopen(); the text is the daemon's.
+    for (cmd, args) in [("cat", &[file][..]), ("sed", &["-n", "p", file][..])] {
+        let out = preloaded(&d.path, cmd, args);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(out.stdout, SSH_LIST, "{cmd}");
+    }
+    // A refused write that stdio made: the program was told success; one line says why.
+    let before = recent_writes(&d).len();
+    let out = preloaded(&d.path, "bash", &["-c", &format!("echo bad > {file}")]);
+    assert_eq!(recent_writes(&d)[before..], ["ssh:bad\n"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "bpfilter: write to /proc/net/xt_recent/ssh: Invalid argument\n"
+    );
+    // dash's write() gets the errno itself.
+    let out = preloaded(&d.path, "dash", &["-c", &format!("echo bad > {file}")]);
+    assert!(!out.status.success(), "{out:?}");
+}
+
+#[test]
+fn other_paths_never_reach_the_daemon() {
+    let d = recent_daemon("recent-other");
+    for path in [
+        "/proc/net/xt_recent",
+        "/proc/net/xt_recent/",
+        "/proc/net/xt_recent/ssh/x",
+        "/proc/net/xt_recentssh",
+        "/proc/self/status",
+        "/etc/hostname",
+    ] {
+        let _ = preloaded(&d.path, "cat", &[path]);
+    }
+    assert!(d.seen().is_empty(), "{:?}", d.seen());
+}
+
+/// A list of the kernel's own tables (here mangle's) is the kernel's file, read and written
+/// through the same path as bpfilter's, in the same command.
+#[test]
+fn kernel_recent_lists_stay_the_kernels() {
+    if !privileged("kernel_recent_lists_stay_the_kernels") {
+        return;
+    }
+    let e = env();
+    let ns = Netns::new("recent");
+    ns.ok(
+        "iptables-legacy",
+        &words("-t mangle -A PREROUTING -m recent --name kern --set"),
+    );
+    let d = recent_daemon("recent-kernel");
+    let preload: [(&str, &Path); 2] = [("LD_PRELOAD", &e.so), ("BPFILTER_SOCKET", &d.path)];
+    let out = ns.exec(
+        &preload,
+        "dash",
+        &[
+            "-c",
+            "echo +10.1.2.3 > /proc/net/xt_recent/kern && echo +10.0.0.9 > /proc/net/xt_recent/ssh \
+             && cat /proc/net/xt_recent/kern /proc/net/xt_recent/ssh",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("src=10.1.2.3 ttl: 0 "), "{stdout}");
+    assert_eq!(lines[1], String::from_utf8_lossy(SSH_LIST).trim_end());
+    assert_eq!(recent_writes(&d), ["ssh:+10.0.0.9\n"]);
+    assert!(d.seen().iter().any(|s| s.req
+        == Request::RecentRead {
+            name: "kern".into()
+        }
+        && s.netns == Some(ns.inode())));
+    // Without the preload: the kernel's list holds what was written, and only that.
+    let kernel = ns.ok("cat", &["/proc/net/xt_recent/kern"]);
+    assert!(
+        kernel.starts_with("src=10.1.2.3 ") && kernel.lines().count() == 1,
+        "{kernel}"
+    );
+}
