@@ -387,7 +387,11 @@ fn recent_lists_act_as_the_kernels() {
         same_recent(&d, &p, "ping"),
         vec!["src=10.9.1.1 ttl 0 oldest_pkt 1 stamps 1"],
     );
-    // a replace keeps the lists: two more requests pass, then the third stamp drops
+    // a daemon killed and restarted adopts the lists with the rules; a replace keeps them:
+    // two more requests pass, then the third stamp drops
+    let mut d = d;
+    d.kill9_and_restart();
+    same_recent(&d, &p, "ping");
     p.ipt(&d, "-A OUTPUT -j ACCEPT");
     pings(4);
     settle_and_compare(&p, &d);

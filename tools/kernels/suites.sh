@@ -37,6 +37,8 @@ run)
   step "connection state, REJECT and LOG with real packets (against the kernel's)"
   "$(exe e2e_targets)" --test-threads=1 stateful_rules_and_rejects_answer_as_the_kernel_does \
     log_lines_are_the_kernels
+  step "recent lists: spin-locked map values, /proc/net/xt_recent through the preload (against the kernel's)"
+  "$(exe e2e_matches)" --test-threads=1 recent_lists_act_as_the_kernels
   step "bounded conformance"
   # a spread sample (every 6th ruleset): software emulation is ~60x slower than this machine
   target/release/conformance --bounded --random 6 --packets 40 --hand-packets 12 --every 6 --quiet
