@@ -283,6 +283,46 @@ fn ip6tables_through_bpfilter_is_the_kernels_ip6_tables() {
         .unwrap();
     assert_eq!(bad.status.code(), direct.status.code());
     assert_eq!(bad.stderr, direct.stderr);
+    // A program run with the preload (for its IPv4 rules, or for /proc/net/xt_recent) gets
+    // the kernel's ip6_tables too: the daemon leaves IPv6 requests and ip6_tables_names to the
+    // kernel, so ip6tables-legacy changes, lists and names the kernel's tables exactly.
+    let preloaded = |args: &[&str]| {
+        let lib = common::bpfilter_bin()
+            .parent()
+            .expect("binary folder")
+            .join("libbpfilter.so");
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .args(args)
+            .env("LD_PRELOAD", lib)
+            .env("BPFILTER_SOCKET", &d.socket)
+            .output()
+            .unwrap()
+    };
+    let out = preloaded(&[
+        "ip6tables-legacy",
+        "-A",
+        "INPUT",
+        "-p",
+        "udp",
+        "--dport",
+        "53",
+        "-j",
+        "ACCEPT",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let kernel = ns.sh("ip6tables-legacy-save -c");
+    assert!(
+        kernel.contains("-A INPUT -p udp -m udp --dport 53 -j ACCEPT"),
+        "{kernel}"
+    );
+    let listed = preloaded(&["ip6tables-legacy-save", "-c"]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), kernel);
+    let names = preloaded(&["cat", "/proc/net/ip6_tables_names"]);
+    assert_eq!(
+        String::from_utf8_lossy(&names.stdout),
+        ns.sh("cat /proc/net/ip6_tables_names")
+    );
     // The IPv4 filter table is unaffected (no IPv4 table was made), and status says who
     // serves IPv6.
     let status = String::from_utf8_lossy(&bpf(&["status"], "").stdout).into_owned();

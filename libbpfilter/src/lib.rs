@@ -47,6 +47,10 @@ pub enum ClientError {
         /// What went wrong.
         source: WireError,
     },
+    /// The daemon says the kernel serves this request ([`wire::KERNEL_SERVES`]): the caller
+    /// makes the call against the kernel itself.
+    #[error("the bpfilter daemon leaves this request to the kernel")]
+    KernelServes,
     /// The daemon answered with an errno (as the kernel would have).
     #[error("the bpfilter daemon refused the request: {}", strip_os_error(&io::Error::from_raw_os_error(*errno)))]
     Daemon {
@@ -63,6 +67,7 @@ impl ClientError {
     pub fn errno(&self) -> i32 {
         match self {
             ClientError::Daemon { errno } => *errno,
+            ClientError::KernelServes => libc::ENOPROTOOPT,
             ClientError::Unreachable { source, .. } => match source.raw_os_error() {
                 Some(libc::EACCES) | Some(libc::EPERM) => libc::EPERM,
                 _ => libc::ECONNREFUSED,
@@ -134,6 +139,9 @@ impl Client {
     /// Sends `req`; a reply with a non-zero errno becomes [`ClientError::Daemon`].
     pub fn call(&mut self, req: &Request) -> Result<Vec<u8>, ClientError> {
         let reply = self.request(req)?;
+        if reply.errno == wire::KERNEL_SERVES {
+            return Err(ClientError::KernelServes);
+        }
         if reply.errno != 0 {
             return Err(ClientError::Daemon { errno: reply.errno });
         }

@@ -29,7 +29,8 @@
 //!   [`MAX_RECENT_WRITE`]), the name, then the data: the first bytes of one write(2) to that
 //!   file (`+ADDR`, `-ADDR`, `/`), all that the kernel's `recent_mt_proc_write` looks at.
 //!
-//! Reply payload: errno i32 (0 = success, else a positive errno), then the payload: for a
+//! Reply payload: errno i32 (0 = success, [`KERNEL_SERVES`], else a positive errno), then the
+//! payload: for a
 //! sockopt get, the optval bytes to copy back to the caller (empty for revision queries, which
 //! leave optval untouched); for `IPT_SO_SET_REPLACE`, the old counters (num_counters x 16 bytes);
 //! for `TableNames`, the text of `/proc/net/ip_tables_names` (one name per line, each ending in
@@ -58,6 +59,12 @@ use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use zerocopy::little_endian::{I32, U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// The reply errno that means "not bpfilter's: make this call against the kernel": a sockopt
+/// or table-names request of a family bpfilter does not compile (IPv6, until it does). The
+/// preload then calls the real `getsockopt`/`setsockopt`/`fopen`, so that the kernel answers
+/// exactly as without bpfilter.
+pub const KERNEL_SERVES: i32 = -1;
 
 /// Frame magic: the ASCII bytes `BPFL`.
 pub const MAGIC: [u8; 4] = *b"BPFL";
@@ -460,6 +467,12 @@ impl Reply {
         Reply { errno: 0, payload }
     }
 
+    /// "Not bpfilter's": the client makes the call against the kernel itself
+    /// ([`KERNEL_SERVES`]).
+    pub fn kernel_serves() -> Reply {
+        Reply::error(KERNEL_SERVES)
+    }
+
     /// A failed reply with a positive errno and no payload.
     pub fn error(errno: i32) -> Reply {
         Reply {
@@ -492,7 +505,7 @@ impl Reply {
     pub fn decode_body(body: &[u8]) -> Result<Reply, WireError> {
         let (head, payload) = read_head::<ReplyHead>(body, "reply errno")?;
         let errno = head.errno.get();
-        if !(0..=MAX_ERRNO).contains(&errno) {
+        if !(0..=MAX_ERRNO).contains(&errno) && errno != KERNEL_SERVES {
             return Err(WireError::Malformed {
                 what: "reply errno",
                 detail: format!("{errno} is not 0 or a positive errno"),
@@ -1477,10 +1490,16 @@ mod tests {
         });
         assert!(Request::decode(&set.encode()).is_err());
         let r = Reply {
-            errno: -1,
+            errno: -2,
             payload: vec![],
         };
         assert!(Reply::decode(&r.encode()).is_err());
+        // -1 is KERNEL_SERVES, the one negative value
+        let r = Reply::kernel_serves();
+        assert_eq!(
+            Reply::decode(&r.encode()).map(|r| r.errno).ok(),
+            Some(KERNEL_SERVES)
+        );
         let r = Reply {
             errno: 5000,
             payload: vec![],

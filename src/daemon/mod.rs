@@ -505,8 +505,9 @@ impl Daemon {
                     }
                 }
             }
-            // ip6tables comes later: no IPv6 table exists, as on a kernel without ip6_tables.
-            Request::Sockopt(_) => Reply::error(libc::ENOENT),
+            // IPv6 is not compiled yet: ip6tables through the preload gets the kernel's
+            // ip6_tables, exactly as without bpfilter.
+            Request::Sockopt(_) => Reply::kernel_serves(),
             Request::TableNames {
                 family: Family::Ipv4,
             } => {
@@ -524,7 +525,7 @@ impl Daemon {
                 let names: Vec<&String> = names.iter().collect();
                 Reply::ok(wire::table_names_payload(&names))
             }
-            Request::TableNames { .. } => Reply::ok(Vec::new()),
+            Request::TableNames { .. } => Reply::kernel_serves(),
             Request::Status { .. } => {
                 Reply::ok(format!("{}{}", self.kernel, control::status(ns)).into_bytes())
             }

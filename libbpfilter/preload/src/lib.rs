@@ -227,6 +227,10 @@ unsafe fn kernel_serves(optname: c_int, optval: *const c_void, len: usize) -> bo
     unsafe { table_of(optval, len) }.is_some_and(|name| name != b"filter")
 }
 
+/// What `forward_get`/`forward_set` return when the daemon leaves the call to the kernel
+/// ([`libbpfilter::wire::KERNEL_SERVES`]); never a return value of getsockopt or setsockopt.
+const ASK_KERNEL: c_int = -2;
+
 fn family_of_level(level: c_int) -> Option<Family> {
     match level {
         SOL_IP => Some(Family::Ipv4),
@@ -328,6 +332,10 @@ pub unsafe extern "C" fn getsockopt(
     catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the caller's contract (optval valid for *optlen bytes) is forwarded.
         let ret = unsafe { forward_get(level, optname, optval, optlen) };
+        if ret == ASK_KERNEL {
+            // SAFETY: forwarding the caller's arguments unchanged under the same contract.
+            return unsafe { real(fd, level, optname, optval, optlen) };
+        }
         // A revision query for an extension bpfilter does not implement gets the kernel's
         // answer: the kernel's tables (nat, mangle, ...) use it; a filter rule using it is
         // still refused at SET_REPLACE (ENOENT), before anything changes.
@@ -393,6 +401,10 @@ unsafe fn forward_get(
             set_errno(saved);
             0
         }
+        Err(ClientError::KernelServes) => {
+            set_errno(saved);
+            ASK_KERNEL
+        }
         Err(e) => fail(&e),
     }
 }
@@ -433,7 +445,11 @@ pub unsafe extern "C" fn setsockopt(
     }
     catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the caller's contract is forwarded.
-        unsafe { forward_set(level, optname, optval, optlen) }
+        match unsafe { forward_set(level, optname, optval, optlen) } {
+            // SAFETY: forwarding the caller's arguments unchanged under the same contract.
+            ASK_KERNEL => unsafe { real(fd, level, optname, optval, optlen) },
+            ret => ret,
+        }
     }))
     .unwrap_or_else(|_| {
         set_errno(libc::EIO);
@@ -520,6 +536,10 @@ unsafe fn forward_set(
             }
             set_errno(saved);
             0
+        }
+        Err(ClientError::KernelServes) => {
+            set_errno(saved);
+            ASK_KERNEL
         }
         Err(e) => fail(&e),
     }
@@ -661,6 +681,10 @@ unsafe fn fopen_common(
                         std::ptr::null_mut()
                     }
                 }
+            }
+            Err(ClientError::KernelServes) => {
+                set_errno(saved);
+                real_fopen()
             }
             Err(e) => {
                 fail(&e);
