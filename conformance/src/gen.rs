@@ -990,6 +990,9 @@ fn random_rule_once(
             ],
         );
     }
+    if rng.chance(8) {
+        recent_match(rng, &mut a);
+    }
     if rng.chance(10) {
         let c = format!("rule {}", rng.below(1000));
         push(&mut a, &["-m", "comment", "--comment", &c]);
@@ -1184,5 +1187,45 @@ mod tests {
         assert!(p
             .iter()
             .any(|x| u16::from_be_bytes([x.bytes[6], x.bytes[7]]) & 0x1fff != 0));
+    }
+}
+
+/// `-m recent` on one of two lists, so that rules share them: every operation, with windows
+/// no run outlasts (a minute or an hour: both sides see the same stamps count), hit counts,
+/// `--rttl`, `--reap`, `--rdest`, masks (a list keeps the first rule's) and `!`.
+fn recent_match(rng: &mut Rng, a: &mut Vec<String>) {
+    push(a, &["-m", "recent"]);
+    inv(rng, a, 15);
+    let op = match rng.below(100) {
+        0..=39 => "--set",
+        40..=64 => "--rcheck",
+        65..=84 => "--update",
+        _ => "--remove",
+    };
+    push(a, &[op]);
+    if matches!(op, "--rcheck" | "--update") {
+        let seconds = rng.chance(50);
+        if seconds {
+            push(a, &["--seconds", *rng.pick(&["60", "3600"])]);
+            if rng.chance(20) {
+                push(a, &["--reap"]);
+            }
+        }
+        if rng.chance(50) {
+            push(a, &["--hitcount", &(1 + rng.below(6)).to_string()]);
+        }
+        if rng.chance(15) {
+            push(a, &["--rttl"]);
+        }
+    }
+    push(a, &["--name", *rng.pick(&["r0", "r1"])]);
+    if rng.chance(30) {
+        push(a, &["--rdest"]);
+    }
+    if rng.chance(30) {
+        push(
+            a,
+            &["--mask", *rng.pick(&["255.255.255.0", "255.255.0.0", "255.255.255.255"])],
+        );
     }
 }
