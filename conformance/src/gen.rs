@@ -1150,46 +1150,6 @@ pub fn random_ruleset_scaled(idx: usize, packets: usize, scale: u64, rng: &mut R
     rs
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn random_rulesets_are_acyclic_and_reproducible() {
-        let a = random_ruleset(1, &mut Rng::new(5));
-        let b = random_ruleset(1, &mut Rng::new(5));
-        assert_eq!(a, b);
-        for s in 0..50 {
-            let rs = random_ruleset(s, &mut Rng::new(s as u64));
-            for r in &rs.rules {
-                if let (Some(t), Some(from)) = (r.chain_target(), r.chain.strip_prefix("chain")) {
-                    let to: usize = t.trim_start_matches("chain").parse().expect("chain number");
-                    assert!(
-                        to > from.parse::<usize>().expect("from"),
-                        "cycle risk in {}",
-                        rs.name
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn packets_have_valid_paths() {
-        let rs = random_ruleset(3, &mut Rng::new(3));
-        let p = packets_for(&rs, 500, &mut Rng::new(9));
-        assert_eq!(p.len(), 500);
-        assert!(p
-            .iter()
-            .all(|x| x.path != Path::Input
-                || u16::from_be_bytes([x.bytes[6], x.bytes[7]]) & 0x3fff == 0));
-        assert!(p.iter().any(|x| x.path == Path::Output));
-        assert!(p
-            .iter()
-            .any(|x| u16::from_be_bytes([x.bytes[6], x.bytes[7]]) & 0x1fff != 0));
-    }
-}
-
 /// `-m recent` on one of two lists, so that rules share them: every operation, with windows
 /// no run outlasts (a minute or an hour: both sides see the same stamps count), hit counts,
 /// `--rttl`, `--reap`, `--rdest`, masks (a list keeps the first rule's) and `!`.
@@ -1230,5 +1190,45 @@ fn recent_match(rng: &mut Rng, a: &mut Vec<String>) {
                 *rng.pick(&["255.255.255.0", "255.255.0.0", "255.255.255.255"]),
             ],
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_rulesets_are_acyclic_and_reproducible() {
+        let a = random_ruleset(1, &mut Rng::new(5));
+        let b = random_ruleset(1, &mut Rng::new(5));
+        assert_eq!(a, b);
+        for s in 0..50 {
+            let rs = random_ruleset(s, &mut Rng::new(s as u64));
+            for r in &rs.rules {
+                if let (Some(t), Some(from)) = (r.chain_target(), r.chain.strip_prefix("chain")) {
+                    let to: usize = t.trim_start_matches("chain").parse().expect("chain number");
+                    assert!(
+                        to > from.parse::<usize>().expect("from"),
+                        "cycle risk in {}",
+                        rs.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packets_have_valid_paths() {
+        let rs = random_ruleset(3, &mut Rng::new(3));
+        let p = packets_for(&rs, 500, &mut Rng::new(9));
+        assert_eq!(p.len(), 500);
+        assert!(p
+            .iter()
+            .all(|x| x.path != Path::Input
+                || u16::from_be_bytes([x.bytes[6], x.bytes[7]]) & 0x3fff == 0));
+        assert!(p.iter().any(|x| x.path == Path::Output));
+        assert!(p
+            .iter()
+            .any(|x| u16::from_be_bytes([x.bytes[6], x.bytes[7]]) & 0x1fff != 0));
     }
 }
