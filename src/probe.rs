@@ -144,7 +144,8 @@ pub fn try_strategy(layout: &KernelLayout, access: PacketAccess) -> Result<u32, 
         | MapRef::EventLoss
         | MapRef::Limits
         | MapRef::AddrTypes
-        | MapRef::Recent(_) => -1,
+        | MapRef::Recent(_)
+        | MapRef::ReplyCt => -1,
     });
     match sys::Program::load_netfilter("bpfltr_probe", &bytes, 0) {
         Ok((_, stats)) => Ok(stats.verified_insns),

@@ -186,7 +186,7 @@ fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
         MapRef::EventLoss => loss.fd().as_raw_fd(),
         MapRef::Limits => limits.fd().as_raw_fd(),
         MapRef::AddrTypes => addrtypes.fd().as_raw_fd(),
-        MapRef::Recent(_) => -1,
+        MapRef::Recent(_) | MapRef::ReplyCt => -1,
     });
     let level = std::env::var("BPFILTER_TEST_LOG_LEVEL")
         .ok()

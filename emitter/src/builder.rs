@@ -40,6 +40,10 @@ pub enum MapRef {
     AddrTypes,
     /// Recent list `n` of the generation (ARRAY of one value, [`crate::ir::recent`]).
     Recent(u32),
+    /// The table's copies of the connections of REJECT replies (ARRAY of
+    /// [`crate::event::REPLY_CT_SLOTS`] values of [`crate::event::CT_COPY`] bytes), written by
+    /// the daemon (see [`crate::event::REPLY_CT_COPY`]).
+    ReplyCt,
 }
 
 #[derive(Debug, Clone)]

@@ -37,7 +37,8 @@
 //! | 64 | 16 | `state->out->name` |
 //! | 80 | 32 | LOG: prefix (`ipt_log_info.prefix`, NUL-terminated, 30 bytes used); REJECT: u32 `skb->sk->sk_bound_dev_if` (0: none) at 80, u8 `IPCB(skb)->opt.optlen` at 84 |
 //! | 112 | 32 | MAC header bytes (`skb_mac_header`, [`Event::mac`] of them) |
-//! | 144 | 1500 | the packet from its network header (`PACKET_CAP`) |
+//! | 144 | 128 | REJECT of a packet with a conntrack entry: bytes `[start, start + len)` of its `struct nf_conn`, the window [`crate::ConnLayout::copy_window`] gives (the tuples, timeout and status; zeros otherwise) |
+//! | 272 | 1500 | the packet from its network header (`PACKET_CAP`) |
 
 /// Event kind: a REJECT rule matched (the packet was dropped).
 pub const KIND_REJECT: u8 = 1;
@@ -54,6 +55,8 @@ pub const LOG_UID: u8 = 0x08;
 pub const PACKET_CAP: usize = 1500;
 /// Bytes of MAC header copied at most.
 pub const MAC_CAP: usize = 32;
+/// Bytes of the rejected packet's `struct nf_conn` a REJECT record carries at most.
+pub const CT_COPY: usize = 128;
 
 /// Size of one record.
 pub const RECORD_SIZE: usize = off::PACKET + PACKET_CAP;
@@ -119,8 +122,10 @@ pub mod off {
     pub const IPCB_OPTLEN: usize = 84;
     /// [u8; 32] MAC header
     pub const MAC: usize = 112;
+    /// REJECT: [u8; CT_COPY] a window of the packet's `struct nf_conn`
+    pub const CT: usize = 144;
     /// the packet
-    pub const PACKET: usize = 144;
+    pub const PACKET: usize = CT + super::CT_COPY;
 }
 
 /// `skb->ip_summed` values.
@@ -137,7 +142,10 @@ pub mod csum {
 
 /// `skb->priority` of the replies the daemon sends for REJECT when the rejected packet had a
 /// conntrack entry: [`REPLY_PRIORITY_TAG`] in the high 16 bits, the ctinfo the kernel's
-/// `nf_ct_attach` would give the reply in the low 3. The kernel's own reset and ICMP error
+/// `nf_ct_attach` would give the reply in the low 3, and, when the record carried the entry's
+/// fields ([`off::CT`]), [`REPLY_CT_COPY`] with the slot of [`crate::MapRef::ReplyCt`] the
+/// daemon wrote them into in bits 8-15: the programs read the reply's connection there, as
+/// the kernel's rules read the entry `nf_ct_attach` gave its reply. The kernel's own reset and ICMP error
 /// carry the rejected packet's connection (`nf_send_reset`, `icmp_glue_bits`: RELATED in the
 /// reply direction); a packet sent from a socket cannot, so the programs read this tag instead
 /// of `skb->_nfct` for such packets and see what the kernel's rules would see. (Priority is
@@ -150,6 +158,18 @@ pub const REPLY_PRIORITY_TAG: u32 = 0x6266;
 pub fn reply_priority(orig_ctinfo: u8) -> u32 {
     let attached = if orig_ctinfo < 3 { 4 } else { 1 };
     REPLY_PRIORITY_TAG << 16 | attached
+}
+
+/// Bit of a reply's `skb->priority`: its connection's fields are in slot `priority >> 8 &
+/// 0xff` of [`crate::MapRef::ReplyCt`].
+pub const REPLY_CT_COPY: u32 = 0x80;
+/// Slots of [`crate::MapRef::ReplyCt`] (the daemon uses them in turn; a reply is judged by
+/// OUTPUT within its `sendto`).
+pub const REPLY_CT_SLOTS: u32 = 256;
+
+/// [`reply_priority`] for a reply whose connection's fields are in ReplyCt slot `slot`.
+pub fn reply_priority_with_copy(orig_ctinfo: u8, slot: u8) -> u32 {
+    reply_priority(orig_ctinfo) | REPLY_CT_COPY | u32::from(slot) << 8
 }
 
 /// A record read back from the ring buffer.
@@ -267,6 +287,11 @@ impl<'a> Event<'a> {
     pub fn ctinfo(&self) -> Option<u8> {
         let b = self.raw[off::SOCK];
         (b & 2 != 0).then_some((b >> 4) & 7)
+    }
+    /// REJECT: the window of the packet's `struct nf_conn` the record carries (zeros when it
+    /// had none, or when the window does not fit [`CT_COPY`]).
+    pub fn ct_copy(&self) -> &'a [u8] {
+        &self.raw[off::CT..off::CT + CT_COPY]
     }
     /// Was the packet sent from a kernel socket (the ICMP or TCP control sockets, ...)?
     pub fn kernel_socket(&self) -> bool {
@@ -443,6 +468,38 @@ impl EventBuilder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_conntrack_window_of_the_example_layout_fits_a_record() {
+        let conn = crate::KernelLayout::example()
+            .conn
+            .expect("example has nf_conn");
+        let (start, len) = conn.copy_window().expect("fits");
+        // both tuples (16..110), the timeout (120) and the status (128..132)
+        assert_eq!((start, len), (16, 116));
+        assert!(len as usize <= CT_COPY);
+        let wide = crate::ConnLayout {
+            status: 400,
+            ..conn
+        };
+        assert_eq!(
+            wide.copy_window(),
+            None,
+            "a window past CT_COPY is not copied"
+        );
+    }
+
+    #[test]
+    fn reply_priorities_carry_the_ctinfo_and_the_slot() {
+        // an original-direction packet's reply is RELATED_REPLY (4), a reply's reply RELATED (1)
+        assert_eq!(reply_priority(2), REPLY_PRIORITY_TAG << 16 | 4);
+        assert_eq!(reply_priority(3), REPLY_PRIORITY_TAG << 16 | 1);
+        let p = reply_priority_with_copy(0, 0xab);
+        assert_eq!(p >> 16, REPLY_PRIORITY_TAG);
+        assert_eq!(p & 7, 4);
+        assert_ne!(p & REPLY_CT_COPY, 0);
+        assert_eq!(p >> 8 & 0xff, 0xab);
+    }
+
     use super::*;
 
     #[test]

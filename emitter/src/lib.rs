@@ -149,6 +149,27 @@ pub struct ConnLayout {
     pub hz: u32,
 }
 
+impl ConnLayout {
+    /// The bytes of `struct nf_conn` that conntrack tests read, `(start, len)`: both tuples up
+    /// to their protocol number, the timeout and the status. None when they span more than
+    /// [`event::CT_COPY`] bytes (REJECT replies then read as having no fields).
+    pub fn copy_window(&self) -> Option<(u32, u32)> {
+        let start = self
+            .tuple_orig
+            .min(self.tuple_reply)
+            .min(self.timeout)
+            .min(self.status);
+        let end = (self.tuple_orig.max(self.tuple_reply) + self.protonum + 1)
+            .max(self.tuple_orig.max(self.tuple_reply) + self.dst_port + 2)
+            .max(self.tuple_orig.max(self.tuple_reply) + self.src_port + 2)
+            .max(self.tuple_orig.max(self.tuple_reply) + self.dst_addr + 4)
+            .max(self.timeout + 4)
+            .max(self.status + 4);
+        let len = end - start;
+        (len as usize <= event::CT_COPY).then_some((start, len))
+    }
+}
+
 impl KernelLayout {
     /// The values seen on the development machine (kernel 6.18); for unit tests and benches
     /// only: real loads must use the running kernel's BTF.

@@ -86,6 +86,8 @@ const EVENT_RING_BYTES: u32 = 1 << 20;
 struct EventMaps {
     ring: Map,
     loss: Map,
+    /// the connections of REJECT replies ([`MapRef::ReplyCt`]), written by the pump
+    reply_ct: Map,
 }
 
 impl EventMaps {
@@ -104,7 +106,12 @@ impl EventMaps {
         .map_err(sys_err("creating the event loss map"))?;
         loss.pin(dir.join("event_loss"))
             .map_err(sys_err("pinning the event loss map"))?;
-        Ok(EventMaps { ring, loss })
+        let reply_ct = reply_ct_map(dir)?;
+        Ok(EventMaps {
+            ring,
+            loss,
+            reply_ct,
+        })
     }
 
     /// The pinned maps, or new ones for a table pinned before events existed.
@@ -118,7 +125,16 @@ impl EventMaps {
                     .info()
                     .is_ok_and(|i| i.max_entries >= emitter::event::LOSS_SLOTS) =>
             {
-                Ok(EventMaps { ring, loss })
+                // a table pinned before REJECT replies carried their connection: a new map
+                let reply_ct = match Map::from_pin(dir.join("reply_ct")) {
+                    Ok(m) => m,
+                    Err(_) => reply_ct_map(dir)?,
+                };
+                Ok(EventMaps {
+                    ring,
+                    loss,
+                    reply_ct,
+                })
             }
             // missing, or from a version with fewer slots (no LOG gate): new ones, which the
             // next generation uses
@@ -140,7 +156,8 @@ impl EventMaps {
             warn!(dir = %dir.display(), "cannot reopen the event maps; REJECT and LOG will not act");
             return None;
         };
-        match crate::events::Pump::spawn(ring, loss, ns) {
+        let reply_ct = self.reply_ct.try_clone().ok();
+        match crate::events::Pump::spawn(ring, loss, reply_ct, ns) {
             Ok(p) => Some(p),
             Err(e) => {
                 warn!(error = %e, "cannot start the event reader; REJECT and LOG will not act");
@@ -148,6 +165,21 @@ impl EventMaps {
             }
         }
     }
+}
+
+/// The table's [`MapRef::ReplyCt`], pinned as `reply_ct`.
+fn reply_ct_map(dir: &Path) -> Result<Map, BackendError> {
+    let map = Map::create(
+        MapType::Array,
+        4,
+        emitter::event::CT_COPY as u32,
+        emitter::event::REPLY_CT_SLOTS,
+        "bpfltr_replyct",
+    )
+    .map_err(sys_err("creating the reply connection map"))?;
+    map.pin(dir.join("reply_ct"))
+        .map_err(sys_err("pinning the reply connection map"))?;
+    Ok(map)
 }
 
 /// Makes BPF backends whose pins live under one bpffs folder.
@@ -759,6 +791,7 @@ impl Generation {
                     MapRef::EventLoss => events.loss.fd().as_raw_fd(),
                     MapRef::Limits => limits.fd().as_raw_fd(),
                     MapRef::AddrTypes => addrtypes.map_or(-1, |m| m.fd().as_raw_fd()),
+                    MapRef::ReplyCt => events.reply_ct.fd().as_raw_fd(),
                     MapRef::Recent(i) => recent
                         .get(i as usize)
                         .map_or(-1, |r| r.map.fd().as_raw_fd()),

@@ -98,8 +98,14 @@ pub struct Pump {
 }
 
 impl Pump {
-    /// Starts reading `ring` for a table of namespace `ns`; `loss` is the table's loss map.
-    pub fn spawn(ring: Map, loss: Map, ns: Arc<Netns>) -> std::io::Result<Pump> {
+    /// Starts reading `ring` for a table of namespace `ns`; `loss` is the table's loss map,
+    /// `reply_ct` its map of REJECT replies' connections (see `emitter::event::REPLY_CT_COPY`).
+    pub fn spawn(
+        ring: Map,
+        loss: Map,
+        reply_ct: Option<Map>,
+        ns: Arc<Netns>,
+    ) -> std::io::Result<Pump> {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Stats::default());
         let conntrack = Arc::new(Mutex::new(false));
@@ -119,7 +125,7 @@ impl Pump {
             .spawn(move || {
                 // the consumer's epoll watches this fd: it must stay open while it polls
                 let _ring = ring;
-                run(rb, &gate_map, &ns, &s, &st, &ct)
+                run(rb, &gate_map, reply_ct, &ns, &s, &st, &ct)
             })?;
         Ok(Pump {
             stop,
@@ -202,6 +208,7 @@ fn keep_conntrack(ns: &Netns) {
 fn run(
     mut rb: RingBuf,
     loss: &Map,
+    reply_ct: Option<Map>,
     ns: &Netns,
     stop: &AtomicBool,
     stats: &Stats,
@@ -220,6 +227,7 @@ fn run(
         }
     }
     let mut handler = Handler::new();
+    handler.reply_ct = reply_ct;
     let mut gate = None;
     let timeout = i32::try_from(POLL.as_millis()).unwrap_or(20);
     let mut checked = std::time::Instant::now();
@@ -273,6 +281,8 @@ const SYSCTL_TTL: Duration = Duration::from_millis(20);
 struct Handler {
     /// REJECT's sender in the pump's namespace, made on first use
     reject: Option<reject::Sender>,
+    /// the table's map of REJECT replies' connections, handed to the sender when it is made
+    reply_ct: Option<Map>,
     kmsg: Option<log::KmsgWriter>,
     /// (when read, nf_log_all_netns)
     all_netns: Option<(std::time::Instant, bool)>,
@@ -297,6 +307,7 @@ impl Handler {
         }
         Handler {
             reject: None,
+            reply_ct: None,
             kmsg: None,
             all_netns: None,
             init_ns: None,
@@ -348,7 +359,12 @@ impl Handler {
                 return;
             };
             match reject::Sender::new(fd.as_fd()) {
-                Ok(s) => self.reject = Some(s),
+                Ok(mut s) => {
+                    if let Some(m) = self.reply_ct.take() {
+                        s.set_reply_ct(m);
+                    }
+                    self.reject = Some(s);
+                }
                 Err(e) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     warn!(netns = ns.id, error = %e, "REJECT: cannot open a raw socket in the namespace; no reply sent");

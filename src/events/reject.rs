@@ -55,7 +55,7 @@ use ipt_abi::abi::{
 use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType};
 
-use crate::sys::{in_netns, SysError};
+use crate::sys::{in_netns, Map, SysError};
 
 /// Netfilter hook numbers (`enum nf_inet_hooks`).
 pub mod hook {
@@ -1348,6 +1348,8 @@ pub struct Sender {
     mark: u32,
     /// SO_PRIORITY currently set on `raw` (0 or a reset's connection tag)
     priority: u32,
+    /// the table's map of replies' connections, and the slot the next reply takes
+    reply_ct: Option<(Map, u8)>,
     local: Vec<Ipv4Addr>,
     local_read: Option<Instant>,
 }
@@ -1418,11 +1420,19 @@ impl Sender {
             epoch: Instant::now(),
             mark: 0,
             priority: 0,
+            reply_ct: None,
             local: Vec::new(),
             local_read: None,
         };
         s.refresh_sysctls()?;
         Ok(s)
+    }
+
+    /// Hands the replies' connections to the programs through `map`
+    /// ([`emitter::MapRef::ReplyCt`]): each reply to a packet with a conntrack entry takes the
+    /// next of its slots for the entry's fields, which the record carries.
+    pub fn set_reply_ct(&mut self, map: Map) {
+        self.reply_ct = Some((map, 0));
     }
 
     /// The sysctl values last read.
@@ -1548,7 +1558,21 @@ impl Sender {
         // The kernel's reply carries the rejected packet's connection (nf_ct_attach in
         // nf_send_reset and in icmp_glue_bits for errors); the programs learn it from the
         // reply's priority (emitter::event::REPLY_PRIORITY_TAG).
-        let priority = ev.ctinfo().map_or(0, emitter::event::reply_priority);
+        let priority = match (ev.ctinfo(), self.reply_ct.as_mut()) {
+            (None, _) => 0,
+            (Some(ctinfo), None) => emitter::event::reply_priority(ctinfo),
+            (Some(ctinfo), Some((map, next))) => {
+                let slot = *next;
+                *next = next.wrapping_add(1);
+                match map.update(&u32::from(slot).to_ne_bytes(), ev.ct_copy(), 0) {
+                    Ok(()) => emitter::event::reply_priority_with_copy(ctinfo, slot),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "REJECT: cannot hand the reply its connection");
+                        emitter::event::reply_priority(ctinfo)
+                    }
+                }
+            }
+        };
         if priority != self.priority {
             socket::setsockopt(&self.raw, sockopt::Priority, &(priority as i32)).map_err(
                 |errno| SendError::Socket {

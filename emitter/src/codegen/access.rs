@@ -109,9 +109,10 @@ impl Generator<'_> {
         }
         b.emit(ldx(Size::DW, R7, R1, off16(l.nf_ctx_skb)?));
         if feat.conntrack {
-            // A reset the daemon sent for REJECT carries, in skb->priority, the connection
-            // the kernel's reset would carry (see event::REPLY_PRIORITY_TAG): its ctinfo,
-            // with a placeholder entry (reads of its fields give zeros).
+            // A reply the daemon sent for REJECT carries, in skb->priority, the connection
+            // the kernel's reply would carry (see event::REPLY_PRIORITY_TAG): its ctinfo and
+            // a placeholder entry, below 64 KiB (never a kernel address), whose bits 7-15 say
+            // where the entry's fields are (REPLY_CT_COPY and the ReplyCt slot; see ct_read).
             let own = b.label();
             b.emit(ldx(Size::DW, R2, R7, off16(l.skb.nfct)?));
             b.emit(ldx(Size::W, R3, R7, off16(l.skb.priority)?));
@@ -123,7 +124,7 @@ impl Generator<'_> {
                 Src::Imm(crate::event::REPLY_PRIORITY_TAG as i32),
                 own,
             );
-            b.emit(alu64(AluOp::And, R3, Src::Imm(7)));
+            b.emit(alu64(AluOp::And, R3, Src::Imm(0xff87)));
             b.emit(alu64(AluOp::Or, R3, Src::Imm(8)));
             b.emit(mov64(R2, Src::Reg(R3)));
             b.bind(own)?;

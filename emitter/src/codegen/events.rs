@@ -323,6 +323,14 @@ impl Generator<'_> {
         b.emit(ldx(Size::B, R1, R9, off::SOCK as i16));
         b.emit(alu64(AluOp::Or, R1, Src::Reg(R2)));
         b.emit(stx(Size::B, R9, off::SOCK as i16, R1));
+        // REJECT: the entry's tuples, timeout and status, which the daemon hands to the reply
+        // (the kernel's reply carries the entry itself: nf_ct_attach)
+        if let Some((start, len)) = l.conn.as_ref().and_then(crate::ConnLayout::copy_window) {
+            skip_unless_kind(b, event::KIND_REJECT, no_ct);
+            b.emit(ldx(Size::DW, R3, R7, off16(s.nfct)?));
+            b.emit(alu64(AluOp::And, R3, Src::Imm(-8)));
+            kernel_read(b, R3, start, len as i32, off::CT);
+        }
         b.bind(no_ct)?;
         // LOG: the rule's prefix
         let no_prefix = b.label();

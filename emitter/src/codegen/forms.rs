@@ -20,8 +20,10 @@
 //! cost per packet. Tests read the packet through the pieces `lower` shares between the forms
 //! (`load_operand`, `single_jump`, `iface_words`, `range_test`).
 
-use crate::builder::{Builder, Label};
-use crate::insn::{alu32, alu64, ldx, mov32, mov64, st, AluOp, Imm64, Insn, JmpOp, Reg, Size, Src};
+use crate::builder::{Builder, Label, MapRef};
+use crate::insn::{
+    alu32, alu64, ldx, mov32, mov64, st, stx, AluOp, Imm64, Insn, JmpOp, Reg, Size, Src,
+};
 use crate::ir::{self, Action, MultiportMode};
 use crate::EmitError;
 
@@ -626,13 +628,47 @@ impl Generator<'_> {
         let conn = self.layout.conn.ok_or(EmitError::Unsupported {
             what: "conntrack status or tuple tests without nf_conn in the kernel's BTF",
         })?;
+        let window = conn.copy_window();
         let b = &mut self.b;
         b.emit(st(Size::DW, R6, rec::CTBUF, 0));
         b.emit(ldx(Size::DW, R3, R6, rec::NFCT));
         b.emit(alu64(AluOp::And, R3, Src::Imm(-8)));
         let none = b.label();
+        let read = b.label();
+        let call = b.label();
         b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), none);
+        b.jmp64(JmpOp::Jge, R3, Src::Imm(0x10000), read);
+        // a REJECT reply's placeholder: the fields are in its ReplyCt slot, if it has one
+        match window {
+            Some((start, _)) => {
+                b.emit(mov64(R1, Src::Reg(R3)));
+                b.emit(alu64(
+                    AluOp::And,
+                    R1,
+                    Src::Imm(crate::event::REPLY_CT_COPY as i32),
+                ));
+                b.jmp64(JmpOp::Jeq, R1, Src::Imm(0), none);
+                b.emit(alu64(AluOp::Rsh, R3, Src::Imm(8)));
+                b.emit(stx(Size::W, R6, rec::CTBUF, R3));
+                b.ld_map(R1, MapRef::ReplyCt);
+                b.emit(mov64(R2, Src::Reg(R6)));
+                b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(rec::CTBUF))));
+                b.call_helper(super::HELPER_MAP_LOOKUP_ELEM);
+                b.emit(st(Size::DW, R6, rec::CTBUF, 0));
+                b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), none);
+                b.emit(mov64(R3, Src::Reg(R0)));
+                b.emit(alu64(
+                    AluOp::Add,
+                    R3,
+                    Src::Imm((field(&conn) - start) as i32),
+                ));
+                b.ja(call);
+            }
+            None => b.ja(none),
+        }
+        b.bind(read)?;
         b.emit(alu64(AluOp::Add, R3, Src::Imm(field(&conn) as i32)));
+        b.bind(call)?;
         b.emit(mov64(R1, Src::Reg(R6)));
         b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::CTBUF))));
         b.emit(mov64(R2, Src::Imm(size)));
