@@ -438,8 +438,10 @@ fn nf_reject_verify_csum(ip: Ip<'_>, proto: u8) -> bool {
 }
 
 /// `nf_ip_checksum(...) == 0`: the transport checksum is good, or this hook does not check it.
-/// A set `csum_valid` means the stack already verified it good. Without the whole packet we
-/// cannot verify and assume good.
+/// It goes by `ip_summed` alone: a set `csum_valid` (conntrack's check at PRE_ROUTING leaves
+/// it) counts only where the caller asks `skb_csum_unnecessary` first, as `nf_send_unreach`
+/// does and `nf_send_reset` does not. Without the whole packet we cannot verify and assume
+/// good.
 ///
 /// With CHECKSUM_NONE the kernel's `__skb_checksum_complete` sums from `skb->data`, which is
 /// the IP header at these hooks: harmless while the header checksum holds, but
@@ -452,7 +454,7 @@ fn nf_ip_checksum_ok(ev: &Event<'_>, ip: Ip<'_>, proto: u8) -> bool {
         csum::COMPLETE if !matches!(ev.hook(), hook::PRE_ROUTING | hook::LOCAL_IN) => return true,
         _ => {}
     }
-    if ev.csum_valid() || !ev.complete() {
+    if !ev.complete() {
         return true;
     }
     let l4 = ip.l4();
@@ -2075,7 +2077,13 @@ mod tests {
             // The device or stack vouched for it.
             assert!(run(input(p, w).csum(csum::UNNECESSARY, false)).is_some());
             assert!(run(input(p, w).csum(csum::PARTIAL, false)).is_some());
-            assert!(run(input(p, w).csum(csum::NONE, true)).is_some());
+            // csum_valid counts for ICMP errors (nf_send_unreach asks skb_csum_unnecessary
+            // first), not for resets (nf_send_reset's nf_ip_checksum sums again).
+            assert_eq!(
+                run(input(p, w).csum(csum::NONE, true)).is_some(),
+                w != 7,
+                "with-{w}"
+            );
             // CHECKSUM_COMPLETE is verified at LOCAL_IN only.
             assert_eq!(run(input(p, w).csum(csum::COMPLETE, false)), None);
             let fwd = EventBuilder::new(KIND_REJECT, hook::FORWARD, p)
@@ -2212,6 +2220,8 @@ mod tests {
             q
         };
         assert_eq!(run(input(&syn_rr, 7)), None, "stale header, RST path too");
+        // conntrack's check at PRE_ROUTING left csum_valid: nf_send_reset does not look at it
+        assert_eq!(run(input(&syn_rr, 7).csum(csum::NONE, true)), None);
         assert!(run(input(&syn_rr, 7).csum(csum::UNNECESSARY, false)).is_some());
         // A malformed one (room for less than an address): __ip_options_echo fails.
         let torn = [IPOPT_RR, 9, 8, 10, 0, 0, 2, 0, 0, IPOPT_END, 0, 0];
