@@ -179,6 +179,14 @@ fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
         "bpfltr_test_at",
     )
     .unwrap();
+    let reply_ct = Map::create(
+        MapType::Array,
+        4,
+        emitter::event::CT_COPY as u32,
+        emitter::event::REPLY_CT_SLOTS,
+        "bpfltr_test_rct",
+    )
+    .unwrap();
     let bytes = compiled.bytes(&|m| match m {
         MapRef::Counters => fd,
         MapRef::Other(i) => sets[i as usize].fd().as_raw_fd(),
@@ -186,7 +194,8 @@ fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
         MapRef::EventLoss => loss.fd().as_raw_fd(),
         MapRef::Limits => limits.fd().as_raw_fd(),
         MapRef::AddrTypes => addrtypes.fd().as_raw_fd(),
-        MapRef::Recent(_) | MapRef::ReplyCt => -1,
+        MapRef::ReplyCt => reply_ct.fd().as_raw_fd(),
+        MapRef::Recent(_) => -1,
     });
     let level = std::env::var("BPFILTER_TEST_LOG_LEVEL")
         .ok()
