@@ -311,13 +311,20 @@ fn ip6tables_through_bpfilter_is_the_kernels_ip6_tables() {
         "ACCEPT",
     ]);
     assert!(out.status.success(), "{out:?}");
-    let kernel = ns.sh("ip6tables-legacy-save -c");
+    // (without the "# Generated ... on <time>" lines, which may straddle a second)
+    let rules = |text: &str| -> String {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let kernel = rules(&ns.sh("ip6tables-legacy-save -c"));
     assert!(
         kernel.contains("-A INPUT -p udp -m udp --dport 53 -j ACCEPT"),
         "{kernel}"
     );
     let listed = preloaded(&["ip6tables-legacy-save", "-c"]);
-    assert_eq!(String::from_utf8_lossy(&listed.stdout), kernel);
+    assert_eq!(rules(&String::from_utf8_lossy(&listed.stdout)), kernel);
     let names = preloaded(&["cat", "/proc/net/ip6_tables_names"]);
     assert_eq!(
         String::from_utf8_lossy(&names.stdout),
