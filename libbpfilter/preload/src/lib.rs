@@ -19,6 +19,8 @@
 //! mangle, raw, security) goes to the kernel untouched, which serves it in the caller's
 //! namespace as it would without bpfilter; a revision query the daemon answers ENOENT (an
 //! extension bpfilter does not implement) gets the kernel's answer, for those tables' rules.
+//! A request the daemon answers `KERNEL_SERVES` (every IPv6 one, and `ip6_tables_names`, while
+//! bpfilter does not compile IPv6) is made against the kernel as it was asked.
 //!
 //! Semantics follow the kernel's `ip_getsockopt`/`nf_getsockopt` for these optnames: a get
 //! copies the daemon's payload into optval (never more than `*optlen` bytes) and leaves
