@@ -207,7 +207,8 @@ fn assert_one_generation(d: &Daemon, table_dir: &Path) {
             "events".into(),
             g[0].clone(),
             "older_tables".into(),
-            "progs".into()
+            "progs".into(),
+            "reply_ct".into()
         ],
         "pins of {}",
         table_dir.display()

@@ -11,8 +11,11 @@
 //! <root>/net<ns>/<table>/gen<N>/ruleset     the accepted SET_REPLACE bytes (BlobMap)
 //! <root>/net<ns>/<table>/gen<N>/<HOOK>_set<i> lookup maps of rule runs, LOG prefixes
 //! <root>/net<ns>/<table>/gen<N>/limits    ARRAY: the `limit` buckets of the ruleset
+//! <root>/net<ns>/<table>/gen<N>/recent<i>  ARRAY of one spin-locked value: a `recent` list
+//!                                          (the same map in every generation naming it)
 //! <root>/net<ns>/<table>/events           RINGBUF of REJECT/LOG records (every generation)
 //! <root>/net<ns>/<table>/event_loss       ARRAY: records lost to a full ring buffer
+//! <root>/net<ns>/<table>/reply_ct         ARRAY: the connections of REJECT replies
 //! <root>/net<ns>/<table>/older_tables     the kernel's tables when this one was made (BlobMap)
 //! <root>/net<ns>/<table>/addrtypes        LPM_TRIE: the namespace's address types (addrtype)
 //! <root>/net<ns>/<table>/committed        ARRAY: the generation iptables was told is in force
