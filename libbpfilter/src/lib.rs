@@ -122,18 +122,32 @@ impl Client {
     }
 
     /// Sends `req` and returns the daemon's reply as is (a non-zero errno is not an error here).
+    ///
+    /// A request the daemon never took is sent again on a new connection: a daemon that stops
+    /// closes the connections still queued on its socket without accepting them, and a Unix
+    /// socket closed with unread data (or never accepted) resets its peer. A reset therefore
+    /// means the request was not read whole, so not applied; a daemon that read it and died
+    /// before replying closes cleanly instead ([`WireError::Closed`]), which is not retried.
     pub fn request(&mut self, req: &Request) -> Result<Reply, ClientError> {
-        let stream = match self.stream.take() {
-            Some(s) => s,
-            None => open(&self.path)?,
-        };
         let wire_err = |source| ClientError::Wire {
             path: self.path.clone(),
             source,
         };
         let netns = wire::open_netns().map_err(wire_err)?;
-        wire::write_request(&stream, req, Some(netns.as_fd())).map_err(wire_err)?;
-        wire::read_reply(&stream).map_err(wire_err)
+        let mut attempts = 0;
+        loop {
+            let stream = match self.stream.take() {
+                Some(s) => s,
+                None => open(&self.path)?,
+            };
+            let result = wire::write_request(&stream, req, Some(netns.as_fd()))
+                .and_then(|()| wire::read_reply(&stream));
+            attempts += 1;
+            match result {
+                Err(err) if not_taken(&err) && attempts < REQUEST_ATTEMPTS => continue,
+                result => return result.map_err(wire_err),
+            }
+        }
     }
 
     /// Sends `req`; a reply with a non-zero errno becomes [`ClientError::Daemon`].
@@ -256,6 +270,19 @@ impl Client {
     }
 }
 
+/// How many connections one request may take: the first, and new ones after resets by a
+/// daemon that stopped before accepting it (each new connection waits for the next daemon).
+const REQUEST_ATTEMPTS: u32 = 4;
+
+/// Whether `err` says the daemon closed the connection before reading the whole request.
+fn not_taken(err: &WireError) -> bool {
+    matches!(
+        err,
+        WireError::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ECONNRESET | libc::EPIPE))
+    )
+}
+
 /// Environment variable: how long, in seconds, a client waits for a daemon that is not
 /// listening yet (starting, restarting); `0` fails at once. Default [`CONNECT_WAIT`].
 pub const CONNECT_WAIT_ENV: &str = "BPFILTER_CONNECT_WAIT";
@@ -328,6 +355,8 @@ fn open(path: &Path) -> Result<UnixStream, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::socket::MsgFlags;
+    use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixListener;
     use std::thread;
 
@@ -468,6 +497,60 @@ mod tests {
                 data: vec![b'+'; 40]
             }
         );
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn requests_a_stopping_daemon_never_took_go_to_the_next() {
+        let p = temp_socket("restart");
+        let first = UnixListener::bind(&p).expect("bind");
+        // Queued on the first daemon's socket, never accepted.
+        let mut c = Client::connect_to(&p).expect("connect");
+        let path = p.clone();
+        let server = thread::spawn(move || {
+            // The first daemon stops; the next binds the same path.
+            drop(first);
+            let _ = std::fs::remove_file(&path);
+            let next = UnixListener::bind(&path).expect("bind again");
+            let mut seen = 0;
+            // One connection accepted and closed with the request unread: a reset too.
+            let (s, _) = next.accept().expect("accept");
+            let mut byte = [0u8; 1];
+            nix::sys::socket::recv(s.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK).expect("peek");
+            drop(s);
+            seen += 1;
+            let (s, _) = next.accept().expect("accept");
+            let (req, _) = wire::read_request(&s).expect("read");
+            wire::write_reply(&s, &Reply::ok(b"{}".to_vec())).expect("reply");
+            seen += 1;
+            // A request read whole and never answered is not sent again.
+            let (s, _) = next.accept().expect("accept");
+            wire::read_request(&s).expect("read");
+            drop(s);
+            seen += 1;
+            (req, seen)
+        });
+        thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(c.status(b"x").expect("served by the next daemon"), b"{}");
+        let e = c.status(b"y").expect_err("read, then closed");
+        assert!(
+            matches!(
+                e,
+                ClientError::Wire {
+                    source: WireError::Closed,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let (req, seen) = server.join().expect("server");
+        assert_eq!(
+            req,
+            Request::Status {
+                payload: b"x".to_vec()
+            }
+        );
+        assert_eq!(seen, 3);
         let _ = std::fs::remove_file(&p);
     }
 

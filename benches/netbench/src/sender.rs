@@ -368,8 +368,18 @@ mod tests {
             payload: 8,
             round_min: Duration::from_micros(100),
         };
-        let m = measure(&[s], &plan, |_, _| {}).expect("measure");
-        assert!(m.icmp_errors[0] > 0, "no ECONNREFUSED seen");
-        assert!(m.sent[0] > 0);
+        // The kernel's ICMP budget (icmp_msgs_per_sec) is shared with whatever else runs in
+        // this namespace, and tests run in parallel: measure again until one reply came back.
+        let mut errors = 0;
+        for _ in 0..50 {
+            let m = measure(std::slice::from_ref(&s), &plan, |_, _| {}).expect("measure");
+            assert!(m.sent[0] > 0, "a visit stopped at an error");
+            errors = m.icmp_errors[0];
+            if errors > 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(errors > 0, "no ECONNREFUSED seen in 50 measurements");
     }
 }
