@@ -1,9 +1,11 @@
 //! Atomic swap under traffic: while UDP flows at full rate into a namespace, one long-running
-//! `iptables-legacy-restore` (through bpfilter) alternates between two rulesets A and B many
-//! times. Every generation's counter map is read after the daemon retired it (its pin folder
-//! gone), so each generation's final per-rule counts are exact; together they must account for
-//! every packet that reached INPUT exactly once, each packet judged wholly by A or wholly by B,
-//! and no packet that both A and B drop may ever arrive.
+//! `iptables-legacy-restore --noflush` (through bpfilter) swaps INPUT's jump between two chains
+//! A and B many times (`-R INPUT 2 ... -j A|B`, one COMMIT each). Every rule but the jump is
+//! kept by every swap, so its counters go on across the swaps as iptables carries them
+//! (SET_ADD_COUNTERS) and as the daemon keeps their slots in one counter map without waiting
+//! for the old programs. At the end the counts iptables reads must account for every packet
+//! that reached INPUT exactly once, each packet judged wholly by A or wholly by B, and no
+//! packet that both rulesets drop may ever arrive.
 //!
 //! Bounded run: 250 swaps. `BPFILTER_RELIABILITY_FULL=1`: 1,000 swaps.
 
@@ -26,56 +28,43 @@ const SENDER: &str = "10.77.1.1";
 const PASS_PORT: u16 = 5001;
 const DROP_PORT: u16 = 5003;
 
-/// A: count rule, accept rule (5001); drop rule (5003); policy. Entry indices 0..=3.
-const RULESET_A: &str =
-    "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
-    -A INPUT -p udp -m udp --dport 5001 -m comment --comment a0\n\
-    -A INPUT -p udp -m udp --dport 5001 -j ACCEPT\n\
+/// The drop rule (5003), the jump to A or B (5001); A: count rule, accept rule; B: count rule,
+/// accept rule through multiport. The policy is never reached.
+const RULESET: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+    :A - [0:0]\n:B - [0:0]\n\
     -A INPUT -p udp -m udp --dport 5003 -j DROP\n\
-    COMMIT\n";
-/// B: drop rule (5003) first, then count rule and accept rule (5001, through multiport).
-const RULESET_B: &str =
-    "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
-    -A INPUT -p udp -m udp --dport 5003 -j DROP\n\
-    -A INPUT -p udp -m udp --dport 5001 -m comment --comment b1\n\
-    -A INPUT -p udp -m multiport --dports 5000:5002 -j ACCEPT\n\
+    -A INPUT -p udp -m udp --dport 5001 -j A\n\
+    -A A -p udp -m udp --dport 5001 -m comment --comment a0\n\
+    -A A -p udp -m udp --dport 5001 -j ACCEPT\n\
+    -A B -p udp -m udp --dport 5001 -m comment --comment b1\n\
+    -A B -p udp -m multiport --dports 5000:5002 -j ACCEPT\n\
     COMMIT\n";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Which {
-    A,
-    B,
+/// The rules whose counts the test reads, as `iptables-save` prints them.
+const DROP_RULE: &str = "-A INPUT -p udp -m udp --dport 5003 -j DROP";
+const A_COUNT: &str = "-A A -p udp -m udp --dport 5001 -m comment --comment a0";
+const A_ACCEPT: &str = "-A A -p udp -m udp --dport 5001 -j ACCEPT";
+const B_COUNT: &str = "-A B -p udp -m udp --dport 5001 -m comment --comment b1";
+const B_ACCEPT: &str = "-A B -p udp -m multiport --dports 5000:5002 -j ACCEPT";
+
+/// `[packets:bytes]` of the rule `rule` in `iptables-save -c` output.
+fn packets(save: &str, rule: &str) -> u64 {
+    save.lines()
+        .find_map(|l| {
+            let (c, r) = l.strip_prefix('[')?.split_once("] ")?;
+            (r == rule).then(|| c.split(':').next()?.parse::<u64>().ok())?
+        })
+        .unwrap_or_else(|| panic!("no `{rule}` in\n{save}"))
 }
 
-/// Per-generation verdict counts read from its retired counter map.
-#[derive(Debug, Default, Clone, Copy)]
-struct Judged {
-    pass: u64,
-    dropped: u64,
-    other: u64,
-    mixed: u64,
-}
-
-impl Judged {
-    fn of(which: Which, c: &[Vec<u64>]) -> Judged {
-        let p = |i: usize| c.get(i).and_then(|v| v.first()).copied().unwrap_or(0);
-        let (count, accept, drop) = match which {
-            Which::A => (p(0), p(1), p(2)),
-            Which::B => (p(1), p(2), p(0)),
-        };
-        Judged {
-            pass: accept,
-            dropped: drop,
-            other: p(3),
-            mixed: count.abs_diff(accept),
-        }
-    }
-    fn add(&mut self, o: Judged) {
-        self.pass += o.pass;
-        self.dropped += o.dropped;
-        self.other += o.other;
-        self.mixed += o.mixed;
-    }
+/// The policy packet count of `chain` in `iptables-save -c` output.
+fn policy_packets(save: &str, chain: &str) -> u64 {
+    save.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(&format!(":{chain} "))?;
+            rest.split_once('[')?.1.split(':').next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no policy of {chain} in\n{save}"))
 }
 
 fn full_run() -> bool {
@@ -158,7 +147,7 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
         s = snd.name,
         f = fw.name
     ));
-    let out = d.iptables(&fw, Tool::Restore, &[], RULESET_A);
+    let out = d.iptables(&fw, Tool::Restore, &[], RULESET);
     assert!(
         out.status.success(),
         "restore A: {}",
@@ -214,7 +203,7 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
     let mut restore = Command::new("ip")
         .args(["netns", "exec", &fw.name])
         .arg(common::bpfilter_bin())
-        .arg("iptables-restore")
+        .args(["iptables-restore", "--noflush"])
         .env("BPFILTER_SOCKET", &d.socket)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -223,12 +212,17 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
         .expect("spawn restore");
     let mut pipe = restore.stdin.take().expect("stdin");
 
+    let counter_map = |n: u64| {
+        Map::from_pin(table_dir.join(format!("gen{n}/counters")))
+            .and_then(|m| m.id())
+            .expect("counter map id")
+    };
+    let first_map = counter_map(gens(&table_dir)[0]);
     let started = Instant::now();
-    let mut total = Judged::default();
-    let mut per = [Judged::default(), Judged::default()];
-    let mut current = Which::A;
+    let mut to_b = true;
     let mut swaps = 0u32;
     let mut slowest = Duration::ZERO;
+    let mut maps_seen = 1;
     while swaps < swaps_wanted && started.elapsed() < time_cap {
         let g = gens(&table_dir);
         assert_eq!(
@@ -238,21 +232,14 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
             d.log()
         );
         let n = g[0];
-        let counters =
-            Map::from_pin(table_dir.join(format!("gen{n}/counters"))).expect("open counters");
-        let next = if current == Which::A {
-            Which::B
-        } else {
-            Which::A
-        };
+        if counter_map(n) != first_map {
+            maps_seen += 1;
+        }
         let t0 = Instant::now();
+        let chain = if to_b { "B" } else { "A" };
         pipe.write_all(
-            if next == Which::A {
-                RULESET_A
-            } else {
-                RULESET_B
-            }
-            .as_bytes(),
+            format!("*filter\n-R INPUT 2 -p udp -m udp --dport 5001 -j {chain}\nCOMMIT\n")
+                .as_bytes(),
         )
         .expect("write block");
         pipe.flush().expect("flush");
@@ -274,14 +261,7 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
             std::thread::sleep(Duration::from_micros(500));
         }
         slowest = slowest.max(t0.elapsed());
-        // gen n is retired: no packet can still be inside it, its counts are final.
-        let j = Judged::of(
-            current,
-            &counters.sum_percpu_u64_all().expect("read counters"),
-        );
-        total.add(j);
-        per[current as usize].add(j);
-        current = next;
+        to_b = !to_b;
         swaps += 1;
     }
     let elapsed = started.elapsed();
@@ -295,31 +275,14 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
     stop.store(true, Ordering::Relaxed);
     sender.join().expect("sender");
     std::thread::sleep(Duration::from_millis(300));
-    // The generation still running: its live counts (no traffic any more).
-    let g = gens(&table_dir);
-    assert_eq!(g.len(), 1, "{g:?}");
-    let last =
-        Map::from_pin(table_dir.join(format!("gen{}/counters", g[0]))).expect("open counters");
-    let j = Judged::of(current, &last.sum_percpu_u64_all().expect("read counters"));
-    total.add(j);
-    per[current as usize].add(j);
-    // What iptables reads through the daemon agrees with the map read directly.
     let save = d.iptables(&fw, Tool::Save, &["-c"], "");
+    assert!(save.status.success(), "{save:?}");
     let save = String::from_utf8_lossy(&save.stdout).into_owned();
-    let count_rule = match current {
-        Which::A => "-A INPUT -p udp -m udp --dport 5001 -m comment --comment a0",
-        Which::B => "-A INPUT -p udp -m udp --dport 5001 -m comment --comment b1",
-    };
-    let shown = save.lines().find_map(|l| {
-        let (c, r) = l.strip_prefix('[')?.split_once("] ")?;
-        (r == count_rule).then(|| c.split(':').next()?.parse::<u64>().ok())?
-    });
-    assert_eq!(
-        shown,
-        Some(j.pass),
-        "iptables-save -c of the last generation\n{save}"
-    );
-
+    let (a_count, a_accept) = (packets(&save, A_COUNT), packets(&save, A_ACCEPT));
+    let (b_count, b_accept) = (packets(&save, B_COUNT), packets(&save, B_ACCEPT));
+    let dropped = packets(&save, DROP_RULE);
+    let policy = policy_packets(&save, "INPUT");
+    let pass = a_accept + b_accept;
     let sent_pass = sent[0].load(Ordering::Relaxed);
     let sent_drop = sent[1].load(Ordering::Relaxed);
     let lost_on_wire = tx_dropped(&snd, &veth) - txdrop_before;
@@ -331,50 +294,47 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
     }
     eprintln!(
         "swap under traffic: {swaps} swaps in {:.1} s (slowest {:.1} ms), sent {sent_pass}+{sent_drop}, \
-         lost on the veth {lost_on_wire}, InReceives {received}, judged pass {} (A {} B {}), dropped {} (A {} B {}), \
-         other {}, mixed {}, arrived at the drop port {arrived_drop_port}",
+         lost on the veth {lost_on_wire}, InReceives {received}, judged pass {pass} (A {a_accept} B {b_accept}), \
+         dropped {dropped}, policy {policy}, arrived at the drop port {arrived_drop_port}",
         elapsed.as_secs_f64(),
         slowest.as_secs_f64() * 1e3,
-        total.pass,
-        per[0].pass,
-        per[1].pass,
-        total.dropped,
-        per[0].dropped,
-        per[1].dropped,
-        total.other,
-        total.mixed,
     );
     assert!(
         swaps >= if full_run() { 1000 } else { 200 },
         "only {swaps} swaps in {elapsed:?}"
     );
+    assert_eq!(
+        maps_seen, 1,
+        "the swaps keep every other rule, so they share one counter map"
+    );
     assert!(
-        per[0].pass > 0 && per[1].pass > 0,
-        "traffic must be judged by both rulesets"
+        a_accept > 0 && b_accept > 0,
+        "traffic must be judged by both chains\n{save}"
     );
     assert_eq!(
-        total.mixed, 0,
-        "packets counted by one ruleset's count rule but not its accept rule"
+        (a_count, b_count),
+        (a_accept, b_accept),
+        "packets counted by one chain's count rule but not its accept rule\n{save}"
     );
     assert_eq!(arrived_drop_port, 0, "a packet both rulesets drop arrived");
-    assert_eq!(total.other, 0, "no packet should reach the policy");
+    assert_eq!(policy, 0, "no packet should reach the policy\n{save}");
     assert_eq!(
-        total.pass + total.dropped,
+        pass + dropped,
         received,
-        "every packet that reached INPUT is judged exactly once"
+        "every packet that reached INPUT is judged and counted exactly once\n{save}"
     );
     if lost_on_wire == 0 {
         assert_eq!(
-            total.dropped, sent_drop,
-            "every drop-port packet was dropped by a drop rule"
+            dropped, sent_drop,
+            "every drop-port packet was dropped by the drop rule"
         );
         assert_eq!(
-            total.pass, sent_pass,
+            pass, sent_pass,
             "every pass-port packet was accepted by an accept rule"
         );
     } else {
         assert!(
-            total.dropped <= sent_drop && total.pass <= sent_pass,
+            dropped <= sent_drop && pass <= sent_pass,
             "more judged than sent"
         );
     }

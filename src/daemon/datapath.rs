@@ -6,8 +6,11 @@
 //! <root>/net<ns>/<table>/<HOOK>/dispatcher  tail-calls progs[hook]; an empty slot accepts
 //! <root>/net<ns>/<table>/<HOOK>/link        netfilter link of the dispatcher (pf, hook, PRIORITY)
 //! <root>/net<ns>/<table>/gen<N>/<HOOK>      the compiled chain program of generation N
-//! <root>/net<ns>/<table>/gen<N>/counters    PERCPU_ARRAY {packets, bytes} per entry index
-//! <root>/net<ns>/<table>/gen<N>/bases       counters carried by SET_ADD_COUNTERS (BlobMap)
+//! <root>/net<ns>/<table>/gen<N>/counters    PERCPU_ARRAY {packets, bytes} per slot (the same
+//!                                          map in consecutive generations, see [`slots`])
+//! <root>/net<ns>/<table>/gen<N>/slots       the counter slot of each entry (BlobMap, u32s)
+//! <root>/net<ns>/<table>/gen<N>/bases       added to each entry's slot: counters carried by
+//!                                          SET_ADD_COUNTERS, less a kept slot's earlier count
 //! <root>/net<ns>/<table>/gen<N>/ruleset     the accepted SET_REPLACE bytes (BlobMap)
 //! <root>/net<ns>/<table>/gen<N>/<HOOK>_set<i> lookup maps of rule runs, LOG prefixes
 //! <root>/net<ns>/<table>/gen<N>/limits    ARRAY: the `limit` buckets of the ruleset
@@ -21,8 +24,9 @@
 //! <root>/net<ns>/<table>/committed        ARRAY: the generation iptables was told is in force
 //! ```
 //! A replace builds and pins generation N+1 completely, then points every hook's slot at its
-//! programs, waits for an RCU grace period so that no packet is still inside generation N,
-//! reads N's final counters, and unpins N. The guarantee: each hook switches atomically (one
+//! programs, reads N's counters and unpins N. The entries N+1 keeps count on in N's slots, so
+//! the read needs no wait for packets still inside N (see [`slots`]); only a replace that
+//! needs a new counter map waits for an RCU grace period before reading N's. The guarantee: each hook switches atomically (one
 //! PROG_ARRAY update), the hooks one after another within microseconds. A packet crosses one
 //! filter hook only (INPUT, FORWARD or OUTPUT), so every packet is judged and counted by one
 //! whole generation; only two packets at two different hooks during those microseconds can
@@ -40,7 +44,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use crate::probe::Target;
@@ -49,6 +53,7 @@ use ipt_abi::{Table, XtCounters};
 use tracing::{info, warn};
 
 use super::recent::Recent;
+use super::slots::{self, EntryKey, Pool};
 use super::state::{BackendError, Backends, Namespace, NsId, TableBackend};
 use super::store::BlobMap;
 use crate::sys::{self, Link, Map, MapType, Program, SysError};
@@ -319,10 +324,76 @@ struct Shared<'a> {
     addrtypes: Option<&'a Map>,
 }
 
-/// What a generation is built from: the IR of each hook and the recent lists its rules name.
+/// What a generation is built from: the IR of each hook (its counters already slots of
+/// `counters`), the recent lists its rules name, and where its entries count.
 struct Plan {
     irs: Vec<emitter::ir::Program>,
     recent: Vec<Recent>,
+    counters: Arc<Map>,
+    slots: Vec<u32>,
+}
+
+/// A new counter map for a ruleset of `entries` entries, its pool, and the slots of those
+/// entries (the first ones).
+fn new_counter_map(entries: usize) -> Result<(Arc<Map>, Pool, Vec<u32>), BackendError> {
+    let capacity = Pool::capacity_for(entries);
+    let map = Map::create(MapType::PercpuArray, 4, 16, capacity, "bpfltr_cnt")
+        .map_err(sys_err("creating the counter map"))?;
+    let used = u32::try_from(entries)
+        .map_err(|_| BackendError::new(libc::E2BIG, "more than 2^32 entries"))?;
+    Ok((
+        Arc::new(map),
+        Pool::new(capacity, used),
+        (0..used).collect(),
+    ))
+}
+
+fn lock_pool(pool: &Mutex<Pool>) -> std::sync::MutexGuard<'_, Pool> {
+    match pool.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Frees `slots` of `map` once no program can count in them any more: after a grace period,
+/// off the caller's path, they are zeroed and given back to `pool` (a pool that no longer
+/// belongs to the table, its map replaced meanwhile, takes them harmlessly).
+fn retire_slots(map: Arc<Map>, pool: Arc<Mutex<Pool>>, slots: Vec<u32>) {
+    if slots.is_empty() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("slot-reclaim".into())
+        .spawn(move || {
+            synchronize_programs();
+            let zeroed = zero_slots(&map, slots);
+            lock_pool(&pool).release(&zeroed);
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "counter slots not reclaimed (no thread)");
+    }
+}
+
+/// Zeroes `slots` of `map` on every CPU; returns those zeroed (a slot that could not be stays
+/// out of use).
+fn zero_slots(map: &Map, slots: Vec<u32>) -> Vec<u32> {
+    let zero = match map.value_buf_len() {
+        Ok(n) => vec![0u8; n],
+        Err(e) => {
+            warn!(error = %e, "counter slots not zeroed");
+            return Vec::new();
+        }
+    };
+    slots
+        .into_iter()
+        .filter(|s| match map.update(&s.to_ne_bytes(), &zero, 0) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(slot = s, error = %e, "a counter slot not zeroed stays unused");
+                false
+            }
+        })
+        .collect()
 }
 
 /// The programs and maps of one ruleset.
@@ -330,8 +401,14 @@ struct Plan {
 struct Generation {
     number: u64,
     dir: PathBuf,
-    counters: Map,
+    /// the counter map, shared with the generations before and after while it has room
+    counters: Arc<Map>,
+    /// the counter slot of each entry
+    slots: Vec<u32>,
+    /// what identifies each entry to the next ruleset
+    keys: Vec<EntryKey>,
     bases_store: BlobMap,
+    /// per entry, added (wrapping) to its slot's count
     bases: Vec<XtCounters>,
     programs: Vec<(u32, Program, sys::LoadStats)>,
     /// the `recent` lists its rules name (maps shared with the generations that name them too)
@@ -349,6 +426,8 @@ pub struct BpfTable {
     hooks: Vec<u32>,
     target: Target,
     gen: Generation,
+    /// the free slots of `gen.counters`
+    pool: Arc<Mutex<Pool>>,
     events: EventMaps,
     /// reads `events` (None if it could not start: REJECT then only drops)
     pump: Option<crate::events::Pump>,
@@ -441,8 +520,10 @@ impl BpfTable {
                 .map_err(sys_err("storing the kernel's table list"))?;
             let events = EventMaps::create(&dir)?;
             let blob = table.replace_blob(table.num_entries(), 0);
-            let programs = crate::xlate::translate(table)
+            let mut programs = crate::xlate::translate(table)
                 .map_err(|e| BackendError::new(e.errno(), e.to_string()))?;
+            let (counters, pool, slots) = new_counter_map(table.entries.len())?;
+            slots::remap(&mut programs, &slots);
             let addrtypes = uses_addrtype(table)
                 .then(|| super::addrtypes::AddrTypes::start(&dir, Arc::clone(&netns)))
                 .transpose()?;
@@ -454,6 +535,8 @@ impl BpfTable {
                 Plan {
                     irs: programs,
                     recent: Vec::new(),
+                    counters,
+                    slots,
                 },
                 &target,
                 Shared {
@@ -491,6 +574,7 @@ impl BpfTable {
                 hooks,
                 target,
                 gen,
+                pool: Arc::new(Mutex::new(pool)),
                 events,
                 pump,
                 netns,
@@ -561,6 +645,14 @@ impl BpfTable {
         let table = replace.table;
         let mut gen = gen;
         gen.recent = super::recent::open(&table, &gen.dir)?;
+        gen.keys = slots::keys(&table);
+        // Slots no entry uses may hold counts of a generation a dead daemon discarded, and
+        // are zeroed before use (now, so that the first change after a restart finds them
+        // free: the programs of that generation were put out of the slots above).
+        let (mut pool, unused) = Pool::adopted(gen.counters.max_entries(), &gen.slots);
+        synchronize_programs();
+        pool.release(&zero_slots(&gen.counters, unused));
+        let pool = Arc::new(Mutex::new(pool));
         for &hook in &hooks_of(&table) {
             let link = dir.join(HOOK_NAMES[hook as usize]).join("link");
             let _attached = Link::from_pin(&link).map_err(|e| {
@@ -636,6 +728,7 @@ impl BpfTable {
                 hooks,
                 target,
                 gen,
+                pool,
                 events,
                 pump,
                 netns,
@@ -702,20 +795,43 @@ impl BpfTable {
             .counters
             .sum_percpu_u64_all()
             .map_err(sys_err("reading counters"))?;
-        Ok(gen
-            .bases
-            .iter()
-            .zip(sums.iter().chain(std::iter::repeat(&Vec::new())))
-            .map(|(base, live)| XtCounters {
-                pcnt: base.pcnt.wrapping_add(live.first().copied().unwrap_or(0)),
-                bcnt: base.bcnt.wrapping_add(live.get(1).copied().unwrap_or(0)),
-            })
-            .collect())
+        Ok(counts(gen, &sums))
+    }
+
+    /// Gives back the free slots of a generation that did not get in force.
+    fn abandon(&self, assignment: Option<&slots::Assignment>, ran: bool, counters: &Arc<Map>) {
+        let Some(a) = assignment else { return };
+        if ran {
+            retire_slots(
+                Arc::clone(counters),
+                Arc::clone(&self.pool),
+                a.taken.clone(),
+            );
+        } else {
+            lock_pool(&self.pool).release(&a.taken);
+        }
     }
 }
 
+/// Each entry's count: its slot's count in `sums` plus its base.
+fn counts(gen: &Generation, sums: &[Vec<u64>]) -> Vec<XtCounters> {
+    gen.bases
+        .iter()
+        .zip(&gen.slots)
+        .map(|(base, &slot)| {
+            let live = sums.get(slot as usize);
+            let word = |i: usize| live.and_then(|l| l.get(i)).copied().unwrap_or(0);
+            XtCounters {
+                pcnt: base.pcnt.wrapping_add(word(0)),
+                bcnt: base.bcnt.wrapping_add(word(1)),
+            }
+        })
+        .collect()
+}
+
 impl Generation {
-    /// Compiles and loads every hook of `table`, with fresh counters, and pins it all.
+    /// Compiles and loads every hook of `table` with its counters at `plan`'s slots (bases
+    /// zero), and pins it all.
     fn build(
         table_dir: &Path,
         number: u64,
@@ -725,19 +841,25 @@ impl Generation {
         target: &Target,
         shared: Shared<'_>,
     ) -> Result<Generation, BackendError> {
-        let Plan { irs, recent } = plan;
+        let Plan {
+            irs,
+            recent,
+            counters,
+            slots,
+        } = plan;
         let Shared { events, addrtypes } = shared;
         let dir = table_dir.join(format!("gen{number}"));
         let _ = sys::remove_pins(&dir);
         let result = (|| {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| BackendError::new(libc::EIO, format!("mkdir: {e}")))?;
-            let entries = table.num_entries().max(1);
-            let counters = Map::create(MapType::PercpuArray, 4, 16, entries, "bpfltr_cnt")
-                .map_err(sys_err("creating the counter map"))?;
             counters
                 .pin(dir.join("counters"))
                 .map_err(sys_err("pinning counters"))?;
+            let slot_bytes: Vec<u8> = slots.iter().flat_map(|s| s.to_ne_bytes()).collect();
+            BlobMap::create("bpfltr_slots", &slot_bytes, slot_bytes.len().max(4))
+                .and_then(|m| m.pin(&dir.join("slots")))
+                .map_err(sys_err("storing the counter slots"))?;
             // the `limit` buckets: a new ruleset starts them full, as the kernel's checkentry
             // does for every rule of a replaced table (pinned: the programs hold them)
             let limits = limit_map(table)?;
@@ -827,6 +949,8 @@ impl Generation {
                 number,
                 dir: dir.clone(),
                 counters,
+                slots,
+                keys: slots::keys(table),
                 bases_store,
                 bases,
                 programs,
@@ -847,9 +971,19 @@ impl Generation {
             .and_then(|s| s.read())
             .map_err(sys_err("reading the ruleset"))?;
         let counters = Map::from_pin(dir.join("counters")).map_err(sys_err("opening counters"))?;
-
         let bases_store = BlobMap::open(&dir.join("bases")).map_err(sys_err("opening bases"))?;
         let bases = counters_from_bytes(&bases_store.read().map_err(sys_err("reading bases"))?);
+        // A generation pinned before slots existed counts at its entry indices.
+        let slots = match BlobMap::open(&dir.join("slots")) {
+            Ok(store) => store
+                .read()
+                .map_err(sys_err("reading the counter slots"))?
+                .chunks_exact(4)
+                .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Err(e) if e.errno() == libc::ENOENT => (0..bases.len() as u32).collect(),
+            Err(e) => return Err(sys_err("opening the counter slots")(e)),
+        };
         let mut programs = Vec::new();
         for (hook, name) in HOOK_NAMES.iter().enumerate() {
             let path = dir.join(name);
@@ -874,7 +1008,9 @@ impl Generation {
             Generation {
                 number,
                 dir,
-                counters,
+                counters: Arc::new(counters),
+                slots,
+                keys: Vec::new(),
                 bases_store,
                 bases,
                 programs,
@@ -978,12 +1114,38 @@ impl TableBackend for BpfTable {
                 Arc::clone(&self.netns),
             )?);
         }
+        // Where the new entries count: the kept ones in their slots, the others in free ones;
+        // or, without room, a new map.
+        let keys = slots::keys(table);
+        let assignment = lock_pool(&self.pool).assign(&self.gen.keys, &self.gen.slots, &keys);
+        let (counters, slot_of, new_pool) = match &assignment {
+            Some(a) => (Arc::clone(&self.gen.counters), a.slots.clone(), None),
+            None => {
+                let (map, pool, slot_of) = match new_counter_map(table.entries.len()) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        if enabled_now {
+                            let _ = self.set_conntrack(false);
+                        }
+                        return Err(e);
+                    }
+                };
+                (map, slot_of, Some(pool))
+            }
+        };
+        let mut irs = irs;
+        slots::remap(&mut irs, &slot_of);
         let next = match Generation::build(
             &self.dir,
             self.gen.number + 1,
             table,
             blob,
-            Plan { irs, recent },
+            Plan {
+                irs,
+                recent,
+                counters: Arc::clone(&counters),
+                slots: slot_of,
+            },
             &self.target,
             Shared {
                 events: &self.events,
@@ -992,12 +1154,14 @@ impl TableBackend for BpfTable {
         ) {
             Ok(next) => next,
             Err(e) => {
+                self.abandon(assignment.as_ref(), false, &counters);
                 if enabled_now {
                     let _ = self.set_conntrack(false);
                 }
                 return Err(e);
             }
         };
+        let mut next = next;
         fault_point("after-build");
         for (i, (hook, prog, _)) in next.programs.iter().enumerate() {
             if i == 1 {
@@ -1009,12 +1173,47 @@ impl TableBackend for BpfTable {
                     let _ = self.progs.set_prog(*hook, prog);
                 }
                 let _ = sys::remove_pins(&next.dir);
+                self.abandon(assignment.as_ref(), i > 0, &counters);
                 return Err(sys_err("switching programs")(e));
             }
         }
         fault_point("after-switch");
-        synchronize_programs();
-        let old = Self::read_counters(&self.gen).and_then(|old| {
+        let old = match &assignment {
+            // One read of the shared map: the old entries' counts for the reply, and the
+            // kept entries' bases, so that the counts SET_ADD_COUNTERS carries over add up
+            // to their slots' counts (packets still inside the old programs count on in
+            // the same slots).
+            Some(a) => counters
+                .sum_percpu_u64_all()
+                .map_err(sys_err("reading counters"))
+                .and_then(|sums| {
+                    let old = counts(&self.gen, &sums);
+                    let bases: Vec<XtCounters> = next
+                        .slots
+                        .iter()
+                        .zip(&a.kept)
+                        .map(|(&slot, &kept)| {
+                            let live = sums.get(slot as usize).filter(|_| kept);
+                            let word = |i: usize| live.and_then(|l| l.get(i)).copied().unwrap_or(0);
+                            XtCounters {
+                                pcnt: word(0).wrapping_neg(),
+                                bcnt: word(1).wrapping_neg(),
+                            }
+                        })
+                        .collect();
+                    next.bases_store
+                        .write(&counters_to_bytes(&bases))
+                        .map_err(sys_err("storing counter bases"))?;
+                    next.bases = bases;
+                    Ok(old)
+                }),
+            // A new map: the old one's counts are final once no packet is inside its programs.
+            None => {
+                synchronize_programs();
+                Self::read_counters(&self.gen)
+            }
+        };
+        let old = old.and_then(|old| {
             commit(&self.committed, next.number)?;
             Ok(old)
         });
@@ -1027,6 +1226,7 @@ impl TableBackend for BpfTable {
                 }
                 synchronize_programs();
                 let _ = sys::remove_pins(&next.dir);
+                self.abandon(assignment.as_ref(), true, &counters);
                 if enabled_now {
                     let _ = self.set_conntrack(false);
                 }
@@ -1035,6 +1235,11 @@ impl TableBackend for BpfTable {
         };
         fault_point("after-commit");
         let previous = std::mem::replace(&mut self.gen, next);
+        match (assignment, new_pool) {
+            (Some(a), _) => retire_slots(counters, Arc::clone(&self.pool), a.dropped),
+            (None, Some(pool)) => self.pool = Arc::new(Mutex::new(pool)),
+            (None, None) => {}
+        }
         self.hooks = hooks_of(table);
         if !addrtype {
             // the watcher stops; the pinned map stays for the next addrtype rule
@@ -1137,10 +1342,11 @@ impl TableBackend for BpfTable {
 
     fn dump(&self, table: &Table, hook: Option<&str>) -> String {
         let lists: Vec<_> = self.gen.recent.iter().map(|r| r.list.clone()).collect();
-        let programs = match crate::xlate::translate_with(table, &lists) {
+        let mut programs = match crate::xlate::translate_with(table, &lists) {
             Ok(p) => p,
             Err(e) => return format!("; cannot translate: {e}\n"),
         };
+        slots::remap(&mut programs, &self.gen.slots);
         let mut out = String::new();
         for ir in programs {
             let name = HOOK_NAMES[ir.hook.number() as usize];
@@ -1283,6 +1489,117 @@ mod tests {
         assert_eq!(s.slots(), before);
     }
 
+    /// A filter table with INPUT rules dropping 10.0.0.`last` for each of `sources`.
+    fn drops(sources: &[u8]) -> (Table, Vec<u8>) {
+        use ipt_abi::build::{Rule, RuleTarget, TableBuilder};
+        let mut b = TableBuilder::filter();
+        for &last in sources {
+            b.rule(
+                "INPUT",
+                Rule::new(RuleTarget::Drop).src([10, 0, 0, last], 32),
+            );
+        }
+        let table = b.build().unwrap();
+        let blob = table.replace_blob(table.num_entries(), 0);
+        (table, blob)
+    }
+
+    /// Counts `packets` (of 100 bytes) in `slot` of `map`, on CPU 0, as a program would.
+    fn count(map: &Map, slot: u32, packets: u64) {
+        let mut value = map.lookup_percpu(&slot.to_ne_bytes()).unwrap().concat();
+        let cpu0 = |i: usize| u64::from_ne_bytes(value[i * 8..i * 8 + 8].try_into().unwrap());
+        let (p, b) = (cpu0(0) + packets, cpu0(1) + 100 * packets);
+        value[..8].copy_from_slice(&p.to_ne_bytes());
+        value[8..16].copy_from_slice(&b.to_ne_bytes());
+        map.update(&slot.to_ne_bytes(), &value, 0).unwrap();
+    }
+
+    fn packets(c: &[XtCounters]) -> Vec<u64> {
+        c.iter().map(|c| c.pcnt).collect()
+    }
+
+    #[test]
+    fn kept_entries_count_on_in_their_slots_across_a_replace() {
+        let s = Setup::new("slots");
+        let (first, _) = drops(&[1, 2]);
+        let mut backend = s.create(&first);
+        let map = Arc::clone(&backend.gen.counters);
+        // INPUT's two rules, its policy, FORWARD's, OUTPUT's, the table end.
+        for (slot, n) in [(0, 3), (1, 5), (2, 7), (4, 11)] {
+            count(&map, slot, n);
+        }
+        assert_eq!(packets(&backend.counters().unwrap()), [3, 5, 7, 0, 11, 0]);
+        // iptables -I INPUT -s 10.0.0.3 -j DROP: every entry kept, one new.
+        let (second, second_blob) = drops(&[3, 1, 2]);
+        let old = backend.replace(&second, &second_blob).unwrap();
+        assert_eq!(packets(&old), [3, 5, 7, 0, 11, 0], "the reply");
+        assert_eq!(old[1].bcnt, 500);
+        assert!(Arc::ptr_eq(&backend.gen.counters, &map), "the same map");
+        assert_eq!(backend.gen.slots[1..], [0, 1, 2, 3, 4, 5]);
+        assert_eq!(
+            backend.gen.slots[0], 6,
+            "the new rule takes the lowest free slot"
+        );
+        // Until SET_ADD_COUNTERS, the new table counts from zero, as the kernel's does.
+        assert_eq!(packets(&backend.counters().unwrap()), [0; 7]);
+        // A packet the old INPUT program was still judging counts on in the kept slot.
+        count(&map, 1, 1);
+        // libiptc carries the old counters to the rules it kept.
+        let mut carried = vec![XtCounters::default()];
+        carried.extend_from_slice(&old);
+        backend.add_counters(&carried).unwrap();
+        assert_eq!(
+            packets(&backend.counters().unwrap()),
+            [0, 3, 6, 7, 0, 11, 0]
+        );
+        // What the adopted generation shows after a restart is the same.
+        let committed = backend.gen.number;
+        drop(backend);
+        let adopted = s.backends.adopt();
+        let backend = &adopted[0].3;
+        assert_eq!(s.committed(), committed);
+        assert_eq!(
+            packets(&backend.counters().unwrap()),
+            [0, 3, 6, 7, 0, 11, 0]
+        );
+    }
+
+    #[test]
+    fn dropped_slots_come_back_zeroed_and_a_full_map_is_replaced() {
+        let s = Setup::new("reclaim");
+        let (first, _) = drops(&[1, 2]);
+        let mut backend = s.create(&first);
+        let map = Arc::clone(&backend.gen.counters);
+        count(&map, 0, 9);
+        let free = lock_pool(&backend.pool).free();
+        // iptables -D INPUT 1: its slot is dropped, free again only after a grace period.
+        let (second, second_blob) = drops(&[2]);
+        let old = backend.replace(&second, &second_blob).unwrap();
+        assert_eq!(old[0].pcnt, 9);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while lock_pool(&backend.pool).free() == free {
+            assert!(Instant::now() < deadline, "slot 0 never reclaimed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(lock_pool(&backend.pool).free(), free + 1);
+        assert_eq!(map.sum_percpu_u64(&0u32.to_ne_bytes()).unwrap(), [0, 0]);
+        // More new rules than free slots: a new map, the old counts still in the reply.
+        count(&map, 0, 0);
+        let many: Vec<u8> = (10..10 + free as u8 + 8).collect();
+        let (third, third_blob) = drops(&many);
+        let old = backend.replace(&third, &third_blob).unwrap();
+        assert_eq!(old.len(), second.entries.len());
+        assert!(!Arc::ptr_eq(&backend.gen.counters, &map), "a new map");
+        assert_eq!(
+            backend.gen.slots,
+            (0..third.entries.len() as u32).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            packets(&backend.counters().unwrap()),
+            vec![0; third.entries.len()]
+        );
+    }
+
     #[test]
     fn adoption_keeps_the_committed_generation_and_undoes_an_uncommitted_switch() {
         let s = Setup::new("adopt");
@@ -1292,7 +1609,11 @@ mod tests {
         // A daemon that built generation 2 and switched the slots to it, then died before
         // its commit marker (its client saw the connection drop).
         let (second, second_blob) = ruleset("multiport");
-        let irs = crate::xlate::translate(&second).unwrap();
+        let mut irs = crate::xlate::translate(&second).unwrap();
+        let assignment = lock_pool(&backend.pool)
+            .assign(&backend.gen.keys, &backend.gen.slots, &slots::keys(&second))
+            .unwrap();
+        slots::remap(&mut irs, &assignment.slots);
         let next = Generation::build(
             &s.table_dir(),
             2,
@@ -1301,6 +1622,8 @@ mod tests {
             Plan {
                 irs,
                 recent: Vec::new(),
+                counters: Arc::clone(&backend.gen.counters),
+                slots: assignment.slots,
             },
             &s.backends.target,
             Shared {

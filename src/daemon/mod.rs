@@ -12,6 +12,7 @@ pub mod gc;
 pub mod kernel_tables;
 pub mod recent;
 pub mod refusal;
+pub mod slots;
 pub mod sockopt;
 pub mod state;
 pub mod store;

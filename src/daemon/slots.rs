@@ -1,0 +1,364 @@
+//! Counter slots: where each entry of a generation counts.
+//!
+//! A table's generations share one PERCPU_ARRAY of `{packets, bytes}` counters. Each entry of a
+//! generation counts in a slot of it; an entry that the next ruleset keeps (the same rule in the
+//! same chain, found by [`EntryKey`]) keeps its slot, and a new entry takes a free one.
+//!
+//! This is what lets a replace answer without waiting for the old programs to finish. The
+//! kernel's `xt_replace_table` swaps the table, waits until no CPU is still inside the old one
+//! and returns the old counters, which iptables adds to the rules it kept (SET_ADD_COUNTERS).
+//! Waiting that way from user space costs an RCU grace period (8 to 16 ms here), longer than
+//! the whole command of the kernel's iptables. With shared slots, a packet the old program is
+//! still judging after the switch counts in the slot the kept rule goes on counting in, so the
+//! daemon reads the old counters right after the switch and gives each kept entry the base
+//! `-(slot value at that read)`: iptables' SET_ADD_COUNTERS then adds the value it was given
+//! back, and the kept rule shows the old rule's count plus everything counted since, with no
+//! packet lost or counted twice.
+//!
+//! A slot the new ruleset drops may still be counted in by a packet in flight, so it is not
+//! free at once: it waits for a grace period, off the command path, and is zeroed before it
+//! is given to a new entry ([`Pool::release`]). When the free slots do not suffice (or the map
+//! is four times larger than the ruleset needs), the next generation gets a new map sized for
+//! it, and that replace waits for the grace period as before, since the old counters are then
+//! read from a map no later program counts in.
+
+use std::collections::HashMap;
+
+use ipt_abi::{Entry, Table, Target, Verdict};
+
+/// Built-in chain names by hook number.
+const HOOK_CHAINS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
+
+/// What identifies an entry across two rulesets: its chain, its bytes (its index, offset,
+/// reachability and counters aside) and, for a jump, the chain and position it jumps to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EntryKey {
+    chain: String,
+    entry: Entry,
+    jump: Option<(String, u32)>,
+}
+
+/// The key of every entry of `table`, in entry order.
+pub fn keys(table: &Table) -> Vec<EntryKey> {
+    // chain name and position in it, per entry
+    let mut place: Vec<(usize, u32)> = Vec::with_capacity(table.entries.len());
+    let mut names: Vec<String> = Vec::new();
+    let mut start = 0usize;
+    for (i, e) in table.entries.iter().enumerate() {
+        let hook = (0..HOOK_CHAINS.len())
+            .find(|&h| table.valid_hooks & (1 << h) != 0 && table.hook_entry[h] == e.offset);
+        if let Some(h) = hook {
+            names.push(HOOK_CHAINS[h].to_owned());
+            start = i;
+        } else if let Target::Error(name) = &e.target {
+            names.push(name.as_str().to_owned());
+            start = i;
+        } else if names.is_empty() {
+            names.push(String::new());
+        }
+        place.push((names.len() - 1, (i - start) as u32));
+    }
+    table
+        .entries
+        .iter()
+        .zip(&place)
+        .map(|(e, &(chain, _))| {
+            let mut entry = e.clone();
+            entry.index = 0;
+            entry.offset = 0;
+            entry.comefrom = 0;
+            let mut jump = None;
+            if let Target::Standard(Verdict::Jump { index, .. }) = e.target {
+                entry.target = Target::Standard(Verdict::Jump {
+                    offset: 0,
+                    index: 0,
+                });
+                jump = Some(match place.get(index as usize) {
+                    Some(&(c, pos)) => (names[c].clone(), pos),
+                    None => (String::new(), u32::MAX),
+                });
+            }
+            EntryKey {
+                chain: names[chain].clone(),
+                entry,
+                jump,
+            }
+        })
+        .collect()
+}
+
+/// Makes the counters of `programs` (entry indices, as translated) the entries' `slots`.
+pub fn remap(programs: &mut [emitter::ir::Program], slots: &[u32]) {
+    let slot = |c: u32| slots.get(c as usize).copied().unwrap_or(c);
+    for p in programs {
+        p.policy.counter = slot(p.policy.counter);
+        for rule in p.chains.values_mut().flat_map(|c| c.rules.iter_mut()) {
+            rule.counter = slot(rule.counter);
+        }
+    }
+}
+
+/// The slots of a new generation in the current map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// the slot of each new entry
+    pub slots: Vec<u32>,
+    /// per new entry, whether it keeps the slot of an old entry
+    pub kept: Vec<bool>,
+    /// slots taken from the free list
+    pub taken: Vec<u32>,
+    /// old slots the new generation does not use (free after a grace period)
+    pub dropped: Vec<u32>,
+}
+
+/// The slots of one counter map: how many, and which are free (zero and used by no program).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    capacity: u32,
+    /// free slots, highest first (taken from the end: lowest first)
+    free: Vec<u32>,
+}
+
+impl Pool {
+    /// The size of a new map for `entries` entries: room for a half more, so that appends,
+    /// inserts and replaced rules find free slots.
+    pub fn capacity_for(entries: usize) -> u32 {
+        let n = entries.max(1);
+        u32::try_from(n + n / 2 + 64).unwrap_or(u32::MAX)
+    }
+
+    /// A new map of `capacity` slots whose first `used` are the first generation's.
+    pub fn new(capacity: u32, used: u32) -> Pool {
+        Pool {
+            capacity,
+            free: (used.min(capacity)..capacity).rev().collect(),
+        }
+    }
+
+    /// A map found pinned, whose generation uses `used`: every other slot may hold counts of
+    /// a generation that was discarded and must be zeroed after a grace period before use
+    /// (returned; [`Pool::release`] them then).
+    pub fn adopted(capacity: u32, used: &[u32]) -> (Pool, Vec<u32>) {
+        let mut in_use = vec![false; capacity as usize];
+        for &s in used {
+            if let Some(u) = in_use.get_mut(s as usize) {
+                *u = true;
+            }
+        }
+        let unused = (0..capacity).filter(|&s| !in_use[s as usize]).collect();
+        (
+            Pool {
+                capacity,
+                free: Vec::new(),
+            },
+            unused,
+        )
+    }
+
+    /// Slots in the map.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Free slots.
+    pub fn free(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Slots for the entries `new`, keeping those of the old entries with the same key (in
+    /// order, for identical entries), or None when the free slots do not suffice or the map
+    /// is far larger than `new` needs (the caller then makes a new map).
+    pub fn assign(
+        &mut self,
+        old: &[EntryKey],
+        old_slots: &[u32],
+        new: &[EntryKey],
+    ) -> Option<Assignment> {
+        if self.capacity as usize > 4 * new.len() + 4096 {
+            return None;
+        }
+        let mut by_key: HashMap<&EntryKey, std::collections::VecDeque<u32>> = HashMap::new();
+        for (k, &s) in old.iter().zip(old_slots) {
+            by_key.entry(k).or_default().push_back(s);
+        }
+        let mut slots = Vec::with_capacity(new.len());
+        let mut kept = Vec::with_capacity(new.len());
+        let mut missing = 0usize;
+        for k in new {
+            match by_key
+                .get_mut(k)
+                .and_then(std::collections::VecDeque::pop_front)
+            {
+                Some(s) => {
+                    slots.push(s);
+                    kept.push(true);
+                }
+                None => {
+                    slots.push(u32::MAX);
+                    kept.push(false);
+                    missing += 1;
+                }
+            }
+        }
+        if missing > self.free.len() {
+            return None;
+        }
+        let taken = self.free.split_off(self.free.len() - missing);
+        let mut fresh = taken.iter().rev();
+        for s in slots.iter_mut().filter(|s| **s == u32::MAX) {
+            *s = *fresh.next()?;
+        }
+        let mut dropped: Vec<u32> = by_key.into_values().flatten().collect();
+        dropped.sort_unstable();
+        Some(Assignment {
+            slots,
+            kept,
+            taken,
+            dropped,
+        })
+    }
+
+    /// Gives back slots that are zero and that no program counts in any more.
+    pub fn release(&mut self, slots: &[u32]) {
+        self.free
+            .extend(slots.iter().filter(|&&s| s < self.capacity));
+        self.free.sort_unstable_by(|a, b| b.cmp(a));
+        self.free.dedup();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+    use ipt_abi::build::{Rule, RuleTarget, TableBuilder};
+
+    fn drop_from(last: u8) -> Rule {
+        Rule::new(RuleTarget::Drop).src([10, 0, 0, last], 32)
+    }
+
+    fn table(rules: &[(&str, Rule)]) -> Table {
+        let mut b = TableBuilder::filter();
+        for (chain, rule) in rules {
+            b.rule(chain, rule.clone());
+        }
+        b.build().unwrap()
+    }
+
+    fn identity(t: &Table) -> Vec<u32> {
+        (0..t.entries.len() as u32).collect()
+    }
+
+    #[test]
+    fn an_append_keeps_every_slot_and_takes_one() {
+        let old = table(&[("INPUT", drop_from(1)), ("INPUT", drop_from(2))]);
+        let new = table(&[
+            ("INPUT", drop_from(1)),
+            ("INPUT", drop_from(2)),
+            ("INPUT", drop_from(3)),
+        ]);
+        let n = old.entries.len() as u32;
+        let mut pool = Pool::new(Pool::capacity_for(old.entries.len()), n);
+        let old_slots = identity(&old);
+        let a = pool.assign(&keys(&old), &old_slots, &keys(&new)).unwrap();
+        // INPUT's two rules, the new one, then the policies and the table end as they were.
+        assert_eq!(a.slots[..2], [0, 1]);
+        assert_eq!(a.slots[2], n);
+        assert_eq!(a.slots[3..], old_slots[2..]);
+        assert_eq!(a.kept.iter().filter(|k| !**k).count(), 1);
+        assert_eq!(a.taken, [n]);
+        assert!(a.dropped.is_empty());
+    }
+
+    #[test]
+    fn an_insert_at_the_top_and_a_delete_keep_the_other_rules() {
+        let old = table(&[
+            ("INPUT", drop_from(1)),
+            ("INPUT", drop_from(2)),
+            ("INPUT", drop_from(3)),
+        ]);
+        let new = table(&[
+            (
+                "INPUT",
+                Rule::new(RuleTarget::Accept).src([10, 0, 0, 9], 32),
+            ),
+            ("INPUT", drop_from(1)),
+            ("INPUT", drop_from(3)),
+        ]);
+        let n = old.entries.len() as u32;
+        let mut pool = Pool::new(100, n);
+        let a = pool
+            .assign(&keys(&old), &identity(&old), &keys(&new))
+            .unwrap();
+        assert_eq!(a.slots[1..3], [0, 2]);
+        assert!(!a.kept[0] && a.kept[1] && a.kept[2]);
+        assert_eq!(a.dropped, [1]);
+        // The dropped slot is not free until released (after a grace period).
+        assert_eq!(pool.free(), 100 - n as usize - 1);
+        pool.release(&a.dropped);
+        assert_eq!(pool.free(), 100 - n as usize);
+    }
+
+    #[test]
+    fn jumps_are_known_by_the_chain_they_jump_to() {
+        let jump = |c: &str| Rule::new(RuleTarget::Jump(c.into()));
+        // Chain a sorts before b and moves it; INPUT's jump to b is still the same entry.
+        let old = table(&[("INPUT", jump("b")), ("b", drop_from(1))]);
+        let new = table(&[
+            ("INPUT", jump("b")),
+            ("INPUT", jump("a")),
+            ("a", drop_from(2)),
+            ("b", drop_from(1)),
+        ]);
+        let ko = keys(&old);
+        let kn = keys(&new);
+        assert_eq!(ko[0], kn[0], "INPUT -j b");
+        assert!(!ko.contains(&kn[1]), "INPUT -j a is new");
+        let b_rule = |k: &[EntryKey]| {
+            k.iter()
+                .find(|k| k.chain == "b" && k.jump.is_none())
+                .cloned()
+        };
+        assert_eq!(b_rule(&ko), b_rule(&kn), "b's rule");
+        // The same rule in another chain is another entry.
+        let moved = keys(&table(&[("OUTPUT", jump("b")), ("b", drop_from(1))]));
+        let out_jump = moved.iter().find(|k| k.jump.is_some()).unwrap();
+        assert_eq!(out_jump.chain, "OUTPUT");
+        assert!(!ko.contains(out_jump));
+    }
+
+    #[test]
+    fn identical_rules_keep_their_slots_in_order() {
+        let old = table(&[("INPUT", drop_from(1)), ("INPUT", drop_from(1))]);
+        let new = table(&[("INPUT", drop_from(1))]);
+        let mut pool = Pool::new(100, 20);
+        let old_slots: Vec<u32> = identity(&old).iter().map(|s| s * 2).collect();
+        let a = pool.assign(&keys(&old), &old_slots, &keys(&new)).unwrap();
+        assert_eq!(a.slots[0], 0);
+        assert_eq!(a.dropped, [2]);
+    }
+
+    #[test]
+    fn no_room_or_far_too_much_room_asks_for_a_new_map() {
+        let old = table(&[]);
+        let new = table(&[("INPUT", drop_from(1)), ("INPUT", drop_from(2))]);
+        let n = old.entries.len() as u32;
+        let mut full = Pool::new(n + 1, n);
+        assert_eq!(full.assign(&keys(&old), &identity(&old), &keys(&new)), None);
+        assert_eq!(full.free(), 1, "a refused assignment takes nothing");
+        let mut huge = Pool::new(100_000, n);
+        assert_eq!(huge.assign(&keys(&old), &identity(&old), &keys(&new)), None);
+    }
+
+    #[test]
+    fn an_adopted_map_frees_nothing_until_released() {
+        let (mut pool, unused) = Pool::adopted(8, &[0, 3, 5]);
+        assert_eq!(unused, [1, 2, 4, 6, 7]);
+        assert_eq!(pool.free(), 0);
+        pool.release(&unused);
+        assert_eq!(pool.free(), 5);
+        let new_keys = keys(&table(&[]));
+        assert!(pool.assign(&[], &[], &new_keys).is_some());
+        assert_eq!(pool.free(), 1);
+    }
+}
