@@ -326,11 +326,26 @@ struct Shared<'a> {
 
 /// What a generation is built from: the IR of each hook (its counters already slots of
 /// `counters`), the recent lists its rules name, and where its entries count.
-struct Plan {
+struct Plan<'a> {
     irs: Vec<emitter::ir::Program>,
     recent: Vec<Recent>,
     counters: Arc<Map>,
     slots: Vec<u32>,
+    /// the generation in force, whose programs may be kept where nothing changed
+    previous: Option<&'a Generation>,
+}
+
+/// Whether the program of `ir` can serve another generation as it is, once the IR and the
+/// counter map are the same: it then uses no per-generation state (limit buckets start full
+/// in a new ruleset, recent lists are numbered per generation, address types are kept by the
+/// table's watcher).
+fn reusable(ir: &emitter::ir::Program) -> bool {
+    use emitter::ir::Match;
+    !ir.chains.values().flat_map(|c| &c.rules).any(|r| {
+        r.matches
+            .iter()
+            .any(|m| matches!(m, Match::Limit(_) | Match::Recent(_) | Match::Addrtype(_)))
+    })
 }
 
 /// A new counter map for a ruleset of `entries` entries, its pool, and the slots of those
@@ -407,6 +422,8 @@ struct Generation {
     slots: Vec<u32>,
     /// what identifies each entry to the next ruleset
     keys: Vec<EntryKey>,
+    /// what its programs were compiled from (empty when adopted: none is kept then)
+    irs: Vec<emitter::ir::Program>,
     bases_store: BlobMap,
     /// per entry, added (wrapping) to its slot's count
     bases: Vec<XtCounters>,
@@ -537,6 +554,7 @@ impl BpfTable {
                     recent: Vec::new(),
                     counters,
                     slots,
+                    previous: None,
                 },
                 &target,
                 Shared {
@@ -813,6 +831,22 @@ impl BpfTable {
     }
 }
 
+/// Pins in `to` the lookup maps `<hook>_set<i>` pinned in `from`.
+fn repin_sets(from: &Path, to: &Path, hook: &str) -> Result<(), BackendError> {
+    let prefix = format!("{hook}_set");
+    let names = std::fs::read_dir(from)
+        .map_err(|e| BackendError::new(libc::EIO, format!("{}: {e}", from.display())))?
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_str().is_some_and(|n| n.starts_with(&prefix)));
+    for name in names {
+        Map::from_pin(from.join(&name))
+            .and_then(|m| m.pin(to.join(&name)))
+            .map_err(sys_err("pinning a rule-run map again"))?;
+    }
+    Ok(())
+}
+
 /// Each entry's count: its slot's count in `sums` plus its base.
 fn counts(gen: &Generation, sums: &[Vec<u64>]) -> Vec<XtCounters> {
     gen.bases
@@ -837,7 +871,7 @@ impl Generation {
         number: u64,
         table: &Table,
         blob: &[u8],
-        plan: Plan,
+        plan: Plan<'_>,
         target: &Target,
         shared: Shared<'_>,
     ) -> Result<Generation, BackendError> {
@@ -846,7 +880,18 @@ impl Generation {
             recent,
             counters,
             slots,
+            previous,
         } = plan;
+        // the programs of `previous` that can stay, by hook
+        let same_map = previous.is_some_and(|p| Arc::ptr_eq(&p.counters, &counters));
+        let keep = |ir: &emitter::ir::Program| {
+            let prev = previous.filter(|_| same_map)?;
+            let hook = ir.hook.number();
+            let same = prev.irs.iter().any(|old| old == ir) && reusable(ir);
+            same.then(|| prev.programs.iter().find(|(h, _, _)| *h == hook))
+                .flatten()
+                .map(|(_, prog, stats)| (prev, prog, stats))
+        };
         let Shared { events, addrtypes } = shared;
         let dir = table_dir.join(format!("gen{number}"));
         let _ = sys::remove_pins(&dir);
@@ -875,8 +920,21 @@ impl Generation {
                 .pin(&dir.join("bases"))
                 .map_err(sys_err("pinning bases"))?;
             let mut programs = Vec::new();
-            for ir in irs {
+            for ir in &irs {
                 let hook = ir.hook.number();
+                if let Some((prev, prog, stats)) = keep(ir) {
+                    // The same program: pinned again here, with its lookup maps.
+                    let prog = prog.try_clone().map_err(sys_err("keeping a program"))?;
+                    prog.pin(dir.join(HOOK_NAMES[hook as usize]))
+                        .map_err(sys_err("pinning a program"))?;
+                    repin_sets(&prev.dir, &dir, HOOK_NAMES[hook as usize])?;
+                    let stats = sys::LoadStats {
+                        load_time: std::time::Duration::ZERO,
+                        ..stats.clone()
+                    };
+                    programs.push((hook, prog, stats));
+                    continue;
+                }
                 let started = Instant::now();
                 let compile_err = |e: emitter::EmitError| {
                     BackendError::new(
@@ -884,7 +942,7 @@ impl Generation {
                         format!("compiling {}: {e}", HOOK_NAMES[hook as usize]),
                     )
                 };
-                let out = crate::xlate::compile(&ir, &target.layout, target.options())
+                let out = crate::xlate::compile(ir, &target.layout, target.options())
                     .map_err(compile_err)?;
                 let code = out.code;
                 // The rule runs' lookup maps (key -> counter slot), filled before the load.
@@ -951,6 +1009,7 @@ impl Generation {
                 counters,
                 slots,
                 keys: slots::keys(table),
+                irs,
                 bases_store,
                 bases,
                 programs,
@@ -1011,6 +1070,7 @@ impl Generation {
                 counters: Arc::new(counters),
                 slots,
                 keys: Vec::new(),
+                irs: Vec::new(),
                 bases_store,
                 bases,
                 programs,
@@ -1145,6 +1205,7 @@ impl TableBackend for BpfTable {
                 recent,
                 counters: Arc::clone(&counters),
                 slots: slot_of,
+                previous: Some(&self.gen),
             },
             &self.target,
             Shared {
@@ -1316,6 +1377,15 @@ impl TableBackend for BpfTable {
             applied,
             self.dir.display()
         );
+        {
+            let pool = lock_pool(&self.pool);
+            out.push_str(&format!(
+                "counters: {} entries in a map of {} slots ({} free)\n",
+                self.gen.slots.len(),
+                pool.capacity(),
+                pool.free()
+            ));
+        }
         if self.conntrack {
             out.push_str(
                 "conntrack: on for this namespace (nftables table inet bpfilter_conntrack, \
@@ -1531,7 +1601,12 @@ mod tests {
         assert_eq!(packets(&backend.counters().unwrap()), [3, 5, 7, 0, 11, 0]);
         // iptables -I INPUT -s 10.0.0.3 -j DROP: every entry kept, one new.
         let (second, second_blob) = drops(&[3, 1, 2]);
+        let before = gen_ids(&backend.gen);
         let old = backend.replace(&second, &second_blob).unwrap();
+        let after = gen_ids(&backend.gen);
+        assert_ne!(after[0], before[0], "INPUT changed");
+        assert_eq!(after[1..], before[1..], "FORWARD and OUTPUT did not: kept");
+        assert_eq!(s.slots(), after);
         assert_eq!(packets(&old), [3, 5, 7, 0, 11, 0], "the reply");
         assert_eq!(old[1].bcnt, 500);
         assert!(Arc::ptr_eq(&backend.gen.counters, &map), "the same map");
@@ -1624,6 +1699,7 @@ mod tests {
                 recent: Vec::new(),
                 counters: Arc::clone(&backend.gen.counters),
                 slots: assignment.slots,
+                previous: Some(&backend.gen),
             },
             &s.backends.target,
             Shared {

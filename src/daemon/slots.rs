@@ -87,14 +87,35 @@ pub fn keys(table: &Table) -> Vec<EntryKey> {
         .collect()
 }
 
-/// Makes the counters of `programs` (entry indices, as translated) the entries' `slots`.
+/// Makes the counters of `programs` (entry indices, as translated) the entries' `slots`, and
+/// names each chain by the slot of its first entry instead of that entry's index (its id, and
+/// the `@N` of its name), so that a chain that did not change compiles from the same IR
+/// whatever moved around it.
 pub fn remap(programs: &mut [emitter::ir::Program], slots: &[u32]) {
+    use emitter::ir::{Action, ChainId};
     let slot = |c: u32| slots.get(c as usize).copied().unwrap_or(c);
+    let chain = |c: ChainId| ChainId(slot(c.0));
     for p in programs {
         p.policy.counter = slot(p.policy.counter);
-        for rule in p.chains.values_mut().flat_map(|c| c.rules.iter_mut()) {
-            rule.counter = slot(rule.counter);
-        }
+        p.entry = chain(p.entry);
+        p.chains = std::mem::take(&mut p.chains)
+            .into_iter()
+            .map(|(id, mut c)| {
+                for rule in &mut c.rules {
+                    rule.counter = slot(rule.counter);
+                    rule.action = match rule.action {
+                        Action::Call(to) => Action::Call(chain(to)),
+                        Action::Goto(to) => Action::Goto(chain(to)),
+                        other => other,
+                    };
+                }
+                let id = chain(id);
+                if let Some((name, _)) = c.name.rsplit_once('@') {
+                    c.name = format!("{name}@{}", id.0);
+                }
+                (id, c)
+            })
+            .collect();
     }
 }
 

@@ -154,11 +154,13 @@ fn set_replace(ns: &mut Namespace, backends: &dyn Backends, optval: &[u8]) -> Ou
         Some(t) => Some(t.table.entries.len() as u32),
         None => Table::initial(&name).ok().map(|t| t.entries.len() as u32),
     };
+    let started = std::time::Instant::now();
     let replace = ipt_abi::parse_replace(optval, current)?;
     let table = ns.instantiate(&name, backends)?;
     let rules = replace.table.entries.len();
     let old = table.replace(replace.table, optval)?;
-    info!(netns = %ns.id, table = %name, rules, "applied ruleset: {}", table.backend.summary());
+    let took_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1e3);
+    info!(netns = %ns.id, table = %name, rules, took_ms, "applied ruleset: {}", table.backend.summary());
     Ok(Answer {
         ret: 0,
         payload: counters_bytes(&old),
