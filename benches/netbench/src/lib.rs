@@ -6,10 +6,13 @@
 //! A second interleaved run ([`features`]) measures connection-state matches, LOG and REJECT
 //! against iptables-legacy, and REJECT's replies per second ([`replies`]).
 //!
+//! A third part ([`commands`]) times single iptables commands on a small table.
+//!
 //! The `netbench` binary drives a run and writes `RESULTS.md` and `plot.svg`.
 
 pub mod backend;
 pub mod bpf;
+pub mod commands;
 pub mod features;
 pub mod netns;
 pub mod progs;

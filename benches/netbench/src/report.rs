@@ -104,6 +104,8 @@ pub struct Report {
     pub elapsed: Duration,
     /// The second run: connection state, LOG and REJECT (None when left out).
     pub features: Option<FeatureReport>,
+    /// Single commands on a small table (None when left out).
+    pub commands: Option<crate::commands::Commands>,
 }
 
 impl Report {
@@ -334,6 +336,7 @@ impl Report {
         );
         self.strategies_text(&mut s);
         self.datapath_tables(&mut s, "##", "plot.svg");
+        self.command_table(&mut s);
         self.control_tables(&mut s);
         self.prog_table(&mut s);
         self.targets(&mut s, "##");
@@ -656,6 +659,60 @@ impl Report {
                 }
                 let _ = writeln!(s, "{row}");
             }
+        }
+        let _ = writeln!(s);
+    }
+
+    fn command_table(&self, s: &mut String) {
+        let Some(c) = &self.commands else { return };
+        let Some(first) = c.rows.first() else { return };
+        let backends: Vec<Backend> = first.ms.iter().map(|(b, _)| *b).collect();
+        let _ = writeln!(
+            s,
+            "## One command on a small table: ms for the whole command\n\n\
+             Wall time from the process start to its exit (`nsenter --net` into the namespace \
+             included, the same for every backend) of each command on a table of {} rules, \
+             every backend in its own namespace, the backends' runs interleaved; median of {} \
+             runs. Goal: at most 1.5 times iptables-legacy for a change, 1.2 times for a read.\n",
+            crate::commands::RULES,
+            c.rounds
+        );
+        let mut head = String::from("| command |");
+        let mut rule = String::from("|---|");
+        for b in &backends {
+            head.push_str(&format!(" {} |", b.name()));
+            rule.push_str("---|");
+            if *b != Backend::Legacy {
+                head.push_str(&format!(" {} / iptables-legacy |", b.name()));
+                rule.push_str("---|");
+            }
+        }
+        head.push_str(" goal |");
+        rule.push_str("---|");
+        let _ = writeln!(s, "{head}\n{rule}");
+        for row in &c.rows {
+            let legacy = c.median(row.op.name, Backend::Legacy);
+            let mut line = format!("| `{}` |", row.op.name);
+            let mut met = true;
+            for (b, ms) in &row.ms {
+                line.push_str(&format!(" {ms:.1} |"));
+                if *b != Backend::Legacy {
+                    match legacy {
+                        Some(l) if l > 0.0 => {
+                            let ratio = ms / l;
+                            met &= ratio <= row.op.goal;
+                            line.push_str(&format!(" x{ratio:.2} |"));
+                        }
+                        _ => line.push_str(" - |"),
+                    }
+                }
+            }
+            line.push_str(&format!(
+                " <= x{} {} |",
+                row.op.goal,
+                if met { "met" } else { "not met" }
+            ));
+            let _ = writeln!(s, "{line}");
         }
         let _ = writeln!(s);
     }
@@ -1324,6 +1381,7 @@ mod tests {
             notes: vec![],
             elapsed: Duration::from_secs(1),
             features: None,
+            commands: None,
         }
     }
 

@@ -98,6 +98,12 @@ struct Args {
     /// REJECT against iptables-legacy, and REJECT's replies per second.
     #[arg(long)]
     no_features: bool,
+    /// Leave out single commands on a small table.
+    #[arg(long)]
+    no_commands: bool,
+    /// Rounds of single commands (runs of each command per backend).
+    #[arg(long, default_value_t = 21)]
+    command_rounds: usize,
     /// Rule counts after the conntrack head and of the state rules in the second run (comma
     /// separated); default 0,100,1000 (quick: 0,100).
     #[arg(long, value_delimiter = ',')]
@@ -365,6 +371,17 @@ fn main() -> Result<()> {
             }
         }
     }
+    if let (Ok(report), false) = (&mut result, args.no_commands) {
+        match netbench::commands::run(&tools, &measured, args.command_rounds, &work) {
+            Ok(c) => report.commands = Some(c),
+            Err(e) => {
+                eprintln!("netbench: single commands: {e:#}");
+                report
+                    .notes
+                    .push(format!("Single commands not measured: {e:#}"));
+            }
+        }
+    }
     for d in daemons {
         d.stop(&tools.bpfilter);
     }
@@ -600,6 +617,7 @@ fn run(
         notes,
         elapsed: t_run.elapsed(),
         features: None,
+        commands: None,
     })
 }
 
