@@ -151,6 +151,7 @@ fn serve(config: &Config, listener: &UnixListener, stop: &UnixStream) -> Result<
         warn!(error = %err, "cannot tell the service manager that the daemon is ready");
     }
     let slots = Arc::new(ConnectionSlots::new(MAX_CONNECTIONS));
+    let workers = Workers::new();
     loop {
         // Woken by a connection or by the stop signal, whichever comes first.
         let mut fds = [
@@ -171,11 +172,7 @@ fn serve(config: &Config, listener: &UnixListener, stop: &UnixStream) -> Result<
             Ok((stream, _)) => {
                 // Past the bound, the next connection waits (in the backlog) for a free slot.
                 let slot = slots.take();
-                let daemon = Arc::clone(&daemon);
-                std::thread::spawn(move || {
-                    let _slot = slot;
-                    daemon.serve(stream);
-                });
+                workers.dispatch(&daemon, stream, slot);
             }
             Err(err) => warn!(error = %err, "accept failed"),
         }
@@ -226,6 +223,87 @@ fn stop_signal() -> Result<UnixStream> {
         })
         .context("starting the signal thread")?;
     Ok(wake)
+}
+
+/// The threads that serve connections, one connection each at a time. A connection goes to
+/// an idle worker, or to a new one when none is idle (at most [`MAX_CONNECTIONS`] are busy,
+/// bounded by [`ConnectionSlots`]); a worker idle for [`WORKER_IDLE`] ends. Starting a
+/// thread per connection cost more than the rest of a small request.
+struct Workers {
+    jobs: std::sync::mpsc::Sender<(UnixStream, Slot)>,
+    queue: Arc<Mutex<std::sync::mpsc::Receiver<(UnixStream, Slot)>>>,
+    /// workers waiting for a connection and not yet promised one
+    idle: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// How long an idle worker waits for a connection before it ends.
+const WORKER_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Workers {
+    fn new() -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel();
+        Self {
+            jobs,
+            queue: Arc::new(Mutex::new(queue)),
+            idle: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
+    }
+
+    /// Hands `stream` to an idle worker, or starts one for it.
+    fn dispatch(&self, daemon: &Arc<Daemon>, stream: UnixStream, slot: Slot) {
+        if take_one(&self.idle) {
+            // An idle worker was counted: it takes this job (or another sent with the same
+            // promise; there is one job per promise).
+            if let Err(std::sync::mpsc::SendError(job)) = self.jobs.send((stream, slot)) {
+                self.spawn(daemon, Some(job));
+            }
+        } else {
+            self.spawn(daemon, Some((stream, slot)));
+        }
+    }
+
+    fn spawn(&self, daemon: &Arc<Daemon>, first: Option<(UnixStream, Slot)>) {
+        let daemon = Arc::clone(daemon);
+        let queue = Arc::clone(&self.queue);
+        let idle = Arc::clone(&self.idle);
+        let started = std::thread::Builder::new()
+            .name("conn".into())
+            .spawn(move || {
+                let mut job = first;
+                loop {
+                    if let Some((stream, slot)) = job.take() {
+                        daemon.serve(stream);
+                        drop(slot);
+                    }
+                    idle.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let next = lock(&queue).recv_timeout(WORKER_IDLE);
+                    match next {
+                        Ok(j) => job = Some(j),
+                        // Idle too long: end, unless a job was promised to an idle worker
+                        // meanwhile (then wait for it).
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            if take_one(&idle) {
+                                return;
+                            }
+                            job = lock(&queue).recv().ok();
+                            if job.is_none() {
+                                return;
+                            }
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            });
+        if let Err(err) = started {
+            warn!(error = %err, "cannot start a thread for a connection; dropping it");
+        }
+    }
+}
+
+/// Takes one from `n` if it is not zero.
+fn take_one(n: &std::sync::atomic::AtomicUsize) -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    n.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1)).is_ok()
 }
 
 /// A bound on the connections served at once.
@@ -671,6 +749,52 @@ mod tests {
             name: name.into(),
             data: data.to_vec(),
         }
+    }
+
+    #[test]
+    fn a_connection_never_waits_behind_a_silent_one_and_workers_are_reused() {
+        let daemon = Arc::new(Daemon::new(Box::new(NoBackends)));
+        let slots = Arc::new(ConnectionSlots::new(8));
+        let workers = Workers::new();
+        let ask = |client: &UnixStream| {
+            client
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            let names = Request::TableNames {
+                family: wire::Family::Ipv4,
+            };
+            wire::write_request(client, &names, None).unwrap();
+            wire::read_reply(client).expect("a reply")
+        };
+        // One after another: each is answered, and the worker that answered waits for the
+        // next instead of ending.
+        for _ in 0..20 {
+            let (client, server) = UnixStream::pair().unwrap();
+            workers.dispatch(&daemon, server, slots.take());
+            ask(&client);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while workers.idle.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(std::time::Instant::now() < deadline, "no worker went idle");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(workers.idle.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+        // Two clients that say nothing hold their workers; a third is still answered.
+        let silent: Vec<UnixStream> = (0..2)
+            .map(|_| {
+                let (client, server) = UnixStream::pair().unwrap();
+                workers.dispatch(&daemon, server, slots.take());
+                client
+            })
+            .collect();
+        let (client, server) = UnixStream::pair().unwrap();
+        workers.dispatch(&daemon, server, slots.take());
+        ask(&client);
+        assert!(
+            slots.busy() >= 2,
+            "the silent connections hold their places"
+        );
+        drop(silent);
     }
 
     #[test]
