@@ -747,9 +747,10 @@ fn bad_input_leaves_the_running_ruleset_and_counters_unchanged() {
     let ns_path = Path::new("/run/netns").join(&p.bpf.name);
     let garbage = socket_garbage(&d, &ns_path);
 
-    // Threads and fds of finished connections are gone (give the threads a moment to exit).
+    // Threads and fds of finished connections are gone (give the threads a moment to exit:
+    // an idle worker thread ends after the daemon's WORKER_IDLE, 2 s).
     let mut settled = false;
-    for _ in 0..50 {
+    for _ in 0..80 {
         let now_threads = proc_status(pid, "Threads");
         let now_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()

@@ -230,21 +230,25 @@ fn stop_signal() -> Result<UnixStream> {
 /// bounded by [`ConnectionSlots`]); a worker idle for [`WORKER_IDLE`] ends. Starting a
 /// thread per connection cost more than the rest of a small request.
 struct Workers {
-    jobs: std::sync::mpsc::Sender<(UnixStream, Slot)>,
-    queue: Arc<Mutex<std::sync::mpsc::Receiver<(UnixStream, Slot)>>>,
+    /// connections handed to idle workers, not yet taken
+    jobs: Arc<(
+        Mutex<std::collections::VecDeque<(UnixStream, Slot)>>,
+        std::sync::Condvar,
+    )>,
     /// workers waiting for a connection and not yet promised one
     idle: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// How long an idle worker waits for a connection before it ends.
-const WORKER_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+const WORKER_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Workers {
     fn new() -> Self {
-        let (jobs, queue) = std::sync::mpsc::channel();
         Self {
-            jobs,
-            queue: Arc::new(Mutex::new(queue)),
+            jobs: Arc::new((
+                Mutex::new(std::collections::VecDeque::new()),
+                std::sync::Condvar::new(),
+            )),
             idle: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
@@ -252,51 +256,65 @@ impl Workers {
     /// Hands `stream` to an idle worker, or starts one for it.
     fn dispatch(&self, daemon: &Arc<Daemon>, stream: UnixStream, slot: Slot) {
         if take_one(&self.idle) {
-            // An idle worker was counted: it takes this job (or another sent with the same
-            // promise; there is one job per promise).
-            if let Err(std::sync::mpsc::SendError(job)) = self.jobs.send((stream, slot)) {
-                self.spawn(daemon, Some(job));
-            }
+            // An idle worker was counted and promised this job: it cannot end before it
+            // took one (one job per promise).
+            let (queue, ready) = &*self.jobs;
+            lock(queue).push_back((stream, slot));
+            ready.notify_one();
         } else {
-            self.spawn(daemon, Some((stream, slot)));
+            self.spawn(daemon, (stream, slot));
         }
     }
 
-    fn spawn(&self, daemon: &Arc<Daemon>, first: Option<(UnixStream, Slot)>) {
+    fn spawn(&self, daemon: &Arc<Daemon>, first: (UnixStream, Slot)) {
         let daemon = Arc::clone(daemon);
-        let queue = Arc::clone(&self.queue);
+        let jobs = Arc::clone(&self.jobs);
         let idle = Arc::clone(&self.idle);
         let started = std::thread::Builder::new()
             .name("conn".into())
             .spawn(move || {
-                let mut job = first;
-                loop {
-                    if let Some((stream, slot)) = job.take() {
-                        daemon.serve(stream);
-                        drop(slot);
-                    }
+                let mut job = Some(first);
+                while let Some((stream, slot)) = job.take() {
+                    daemon.serve(stream);
+                    drop(slot);
                     idle.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let next = lock(&queue).recv_timeout(WORKER_IDLE);
-                    match next {
-                        Ok(j) => job = Some(j),
-                        // Idle too long: end, unless a job was promised to an idle worker
-                        // meanwhile (then wait for it).
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                            if take_one(&idle) {
-                                return;
-                            }
-                            job = lock(&queue).recv().ok();
-                            if job.is_none() {
-                                return;
-                            }
-                        }
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-                    }
+                    job = next_job(&jobs, &idle);
                 }
             });
         if let Err(err) = started {
             warn!(error = %err, "cannot start a thread for a connection; dropping it");
         }
+    }
+}
+
+/// An idle worker's wait: the next job, or None once it waited [`WORKER_IDLE`] with no job
+/// promised to it (then it is no longer counted idle).
+fn next_job(
+    jobs: &(
+        Mutex<std::collections::VecDeque<(UnixStream, Slot)>>,
+        std::sync::Condvar,
+    ),
+    idle: &std::sync::atomic::AtomicUsize,
+) -> Option<(UnixStream, Slot)> {
+    let (queue, ready) = jobs;
+    let deadline = std::time::Instant::now() + WORKER_IDLE;
+    let mut q = lock(queue);
+    loop {
+        if let Some(job) = q.pop_front() {
+            return Some(job);
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline && take_one(idle) {
+            return None;
+        }
+        // Past the deadline with every idle worker promised a job: one is on its way.
+        let wait = deadline
+            .saturating_duration_since(now)
+            .max(std::time::Duration::from_millis(1));
+        q = match ready.wait_timeout(q, wait) {
+            Ok((guard, _)) => guard,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
     }
 }
 
