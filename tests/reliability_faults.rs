@@ -655,7 +655,12 @@ fn kill9_at_random_moments_of_a_stream_of_changes() {
     let topo = Topo::new();
     let table_dir: PathBuf = d.bpffs.join(format!("net{}", topo.ino())).join("filter");
     let out = d.iptables(&topo.fw, Tool::Restore, &[], OLD_RULES);
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "restore: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
     // The model: the rules that must be there (the ones whose command succeeded, plus the
     // outcome observed for each command the kill interrupted).
     let mut model = rules(OLD_RULES);

@@ -470,7 +470,10 @@ pub fn preflight() -> Result<()> {
     }
     netns::sh(&["iptables-legacy-restore", "--version"])
         .context("iptables-legacy-restore is not installed")?;
-    let probe = format!("cfprobe{}", std::process::id());
+    // One name per call: the tests of one process run their preflights at the same time.
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = format!("cfprobe{}x{n}", std::process::id());
     netns::sh(&["ip", "netns", "add", &probe]).context("cannot create network namespaces")?;
     let _ = netns::sh(&["ip", "netns", "del", &probe]);
     Ok(())

@@ -185,7 +185,8 @@ impl DaemonPaths {
         DaemonPaths {
             socket: PathBuf::from(format!("/run/netbench/bpfilter-{pid}-{}.sock", a.name())),
             bpffs: PathBuf::from(format!("/sys/fs/bpf/netbench-{pid}-{}", a.name())),
-            log: std::env::temp_dir().join(format!("netbench-bpfilter-daemon-{}.log", a.name())),
+            log: std::env::temp_dir()
+                .join(format!("netbench-{pid}-bpfilter-daemon-{}.log", a.name())),
         }
     }
 }
