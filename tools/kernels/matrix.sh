@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The kernel matrix of `make test`: boots each kernel of tools/kernels/matrix under QEMU
 # (tools/kernels/guest.sh) and runs tools/kernels/suites.sh there against the host's build.
-# Guests run one after another (TCG is slow; two at once only share the same two CPUs).
-# Logs and a summary go to target/kernel-matrix/. Any failure fails the run.
+# Guests run at the same time: each emulates its CPUs on one host thread (guest.sh's
+# `thread=single`), so two guests use this machine's two CPUs where one used half of them.
+# Each guest's output goes to its log, printed whole when it ends. Logs and a summary go to
+# target/kernel-matrix/. Any failure fails the run.
 # Usage: matrix.sh [kernel-name...]   (default: every kernel of the matrix)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -27,25 +29,36 @@ want=("$@")
 summary="$out/summary.txt"
 : > "$summary"
 failed=0
+names=()
+declare -A modes pids starts
 while read -r name _ mode; do
   [[ -z "$name" || "$name" == \#* ]] && continue
   if (( ${#want[@]} )) && [[ " ${want[*]} " != *" $name "* ]]; then continue; fi
   log="$out/$name.log"
-  echo "== kernel $name: $mode (log $log)"
-  t0=$(date +%s)
-  set +e
-  # A run takes 2-4 minutes; a hung guest must not eat the CI budget (30 minutes in all).
+  echo "== kernel $name: $mode (log $log), started"
+  names+=("$name")
+  modes[$name]=$mode
+  starts[$name]=$(date +%s)
+  # A run takes 2-6 minutes; a hung guest must not eat the CI budget (30 minutes in all).
   "$here/guest.sh" --timeout 600 --env CI="${CI:-}" --env BPFILTER_TESTS="$tests" --env RUST_BACKTRACE=1 \
-    "$name" -- tools/kernels/suites.sh "$mode" 2>&1 | tee "$log"
-  rc=${PIPESTATUS[0]}
+    "$name" -- tools/kernels/suites.sh "$mode" > "$log" 2>&1 &
+  pids[$name]=$!
+done < "$here/matrix"
+for name in "${names[@]}"; do
+  set +e
+  wait "${pids[$name]}"
+  rc=$?
   set -e
-  secs=$(( $(date +%s) - t0 ))
+  log="$out/$name.log"
+  secs=$(( $(date +%s) - ${starts[$name]} ))
+  echo "== kernel $name: ${modes[$name]}, ended after ${secs}s with status $rc"
+  cat "$log"
   release="$(cat "${KERNEL_CACHE:-/var/cache/bpfilter/kernels}/$name/release")"
   strategy="$(sed -n 's/.*strategy: \([a-z]*\).*/\1/p' "$log" | head -1)"
   if (( rc == 0 )); then verdict=passed; else verdict="FAILED (exit $rc)"; failed=1; fi
-  echo "$name $release $mode: $verdict in ${secs}s${strategy:+, strategy $strategy}" >> "$summary"
+  echo "$name $release ${modes[$name]}: $verdict in ${secs}s${strategy:+, strategy $strategy}" >> "$summary"
   grep -ho 'MATRIX .*' "$log" | sed "s/^MATRIX /  /" >> "$summary" || true
-done < "$here/matrix"
+done
 echo "== kernel matrix"
 cat "$summary"
 exit $failed
