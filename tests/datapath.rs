@@ -195,7 +195,7 @@ fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
         MapRef::Limits => limits.fd().as_raw_fd(),
         MapRef::AddrTypes => addrtypes.fd().as_raw_fd(),
         MapRef::ReplyCt => reply_ct.fd().as_raw_fd(),
-        MapRef::Recent(_) => -1,
+        MapRef::Recent(_) | MapRef::Hashlimit(_) => -1,
     });
     let level = std::env::var("BPFILTER_TEST_LOG_LEVEL")
         .ok()

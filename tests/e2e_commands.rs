@@ -80,7 +80,7 @@ fn unsupported_extensions_are_refused_and_change_nothing() {
     let before = common::seen(&d.iptables(&p.bpf, Tool::Save, &["-c"], ""));
     for line in [
         "-A INPUT -j NFLOG",
-        "-A INPUT -m hashlimit --hashlimit-upto 1/s --hashlimit-name h -j ACCEPT",
+        "-A INPUT -m length --length 0:100 -j ACCEPT",
         "-A INPUT -m statistic --mode nth --every 2 --packet 0",
         "-A INPUT -m connlimit --connlimit-above 3 -j ACCEPT",
         "-A INPUT -p tcp -j TCPMSS --clamp-mss-to-pmtu",

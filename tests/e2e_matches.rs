@@ -456,3 +456,178 @@ fn recent_lists_act_as_the_kernels() {
     );
     p.same_listing(&d);
 }
+
+/// Sends, from `ns`, one UDP datagram of `size` payload bytes per `(src, sport, dst, dport)`
+/// (sport 0: any), in order.
+fn udp_from(ns: &Netns, sends: &[(&str, u16, &str, u16, usize)]) {
+    let list = sends
+        .iter()
+        .map(|(s, sp, d, dp, n)| format!("(\"{s}\", {sp}, \"{d}\", {dp}, {n})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ns.sh(&format!(
+        "python3 -c 'import socket\n\
+         for s, sp, d, dp, n in [{list}]:\n    \
+             k=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); k.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n    \
+             k.bind((s, sp)); k.sendto(b\"x\" * n, (d, dp)); k.close()'"
+    ));
+}
+
+/// Sends, from `ns` (10.9.1.1), raw IP packets to 10.9.2.2: `(protocol, fragment offset in
+/// 8-byte units, payload bytes)`.
+fn raw_ip(ns: &Netns, sends: &[(u8, u16, usize)]) {
+    let list = sends
+        .iter()
+        .map(|(p, f, n)| format!("({p}, {f}, {n})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ns.sh(&format!(
+        "python3 -c 'import socket, struct\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)\n\
+         for p, f, n in [{list}]:\n    \
+             h=struct.pack(\"!BBHHHBBH4s4s\", 0x45, 0, 20 + n, 7, f, 64, p, 0, socket.inet_aton(\"10.9.1.1\"), socket.inet_aton(\"10.9.2.2\"))\n    \
+             s.sendto(h + bytes(range(n)), (\"10.9.2.2\", 0))'"
+    ));
+}
+
+/// `-m hashlimit` side by side with the kernel's: buckets per source (`--hashlimit-upto`,
+/// pings), per destination address and port (`--hashlimit-above`, masks), a second rule
+/// sharing a table (the first rule's configuration wins, its own `--hashlimit-upto` and
+/// mode count), source masks and ports, byte mode, rate match, the refill, a non-first
+/// fragment and packets too short for their ports (hotdrop), ESP and AH "ports", a replace
+/// that keeps the tables (even one that names a table with another configuration), a daemon
+/// restart that adopts them, the kernel's refusals (gc interval or expiry 0, mask 33, credit
+/// overflow, rate-match mode mixed in a table), and a table created again once no rule
+/// names it.
+#[test]
+fn hashlimit_buckets_act_as_the_kernels() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = Pair::new();
+    let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+        -A INPUT -p icmp -m icmp --icmp-type 8 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 3 --hashlimit-mode srcip --hashlimit-name ping -j ACCEPT\n\
+        -A INPUT -p icmp -m icmp --icmp-type 8 -j DROP\n\
+        -A FORWARD -d 10.9.2.2 -m hashlimit --hashlimit-upto 10000/sec --hashlimit-burst 1000 --hashlimit-mode srcport,dstport --hashlimit-name ports\n\
+        -A FORWARD -p udp --dport 9000:9001 -m hashlimit --hashlimit-above 1/sec --hashlimit-burst 2 --hashlimit-mode dstip,dstport --hashlimit-dstmask 24 --hashlimit-name fwd -j DROP\n\
+        -A FORWARD -p udp --dport 9002 -m hashlimit --hashlimit-upto 50/sec --hashlimit-burst 20 --hashlimit-mode srcip --hashlimit-name fwd -j ACCEPT\n\
+        -A FORWARD -p udp --dport 9003 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 1 --hashlimit-mode srcip --hashlimit-srcmask 24 --hashlimit-name net -j ACCEPT\n\
+        -A FORWARD -p udp --dport 9004 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 1 --hashlimit-mode srcip,srcport --hashlimit-name host -j ACCEPT\n\
+        -A FORWARD -p udp --dport 9005 -m hashlimit --hashlimit-upto 2kb/s --hashlimit-burst 3kb --hashlimit-name bytes -j ACCEPT\n\
+        -A FORWARD -p udp --dport 9006 -m hashlimit --hashlimit-upto 1/sec --hashlimit-burst 1 --hashlimit-rate-match --hashlimit-rate-interval 1 --hashlimit-name rate -j ACCEPT\n\
+        -A FORWARD -j DROP\n\
+        COMMIT\n";
+    let (code, _, err) = p.same(&d, Tool::Restore, &[], rules);
+    assert_eq!(code, 0, "{err}");
+    let k = topology(&p.kernel);
+    let b = topology(&p.bpf);
+    for t in [&k, &b] {
+        let dev = t
+            .sender
+            .sh("ip -o -4 addr show to 10.9.1.1 | awk '{print $2}'");
+        t.sender.sh(&format!(
+            "ip addr add 10.9.1.3/24 dev {0} && ip addr add 10.9.1.4/24 dev {0}",
+            dev.trim()
+        ));
+    }
+    let round = |d: &Daemon, first: bool| {
+        for t in [&k, &b] {
+            t.sender
+                .sh("ping -c 5 -i 0.01 -W 0.3 10.9.1.2 >/dev/null; ping -c 2 -i 0.01 -W 0.3 10.9.2.2 >/dev/null; true");
+            let mut sends = vec![
+                ("10.9.1.1", 0, "10.9.2.2", 9000, 1),
+                ("10.9.1.1", 0, "10.9.2.2", 9000, 1),
+                ("10.9.1.1", 0, "10.9.2.2", 9000, 1),
+                ("10.9.1.1", 0, "10.9.2.2", 9001, 1),
+                ("10.9.1.1", 0, "10.9.2.2", 9002, 1),
+                ("10.9.1.1", 0, "10.9.2.2", 9002, 1),
+                ("10.9.1.3", 0, "10.9.2.2", 9002, 1),
+                ("10.9.1.1", 0, "10.9.2.2", 9005, 1000),
+                ("10.9.1.1", 0, "10.9.2.2", 9005, 1000),
+                ("10.9.1.1", 0, "10.9.2.2", 9005, 1000),
+                ("10.9.1.1", 0, "10.9.2.2", 9005, 1000),
+            ];
+            if first {
+                sends.extend([
+                    ("10.9.1.1", 0, "10.9.2.2", 9003, 1),
+                    ("10.9.1.3", 0, "10.9.2.2", 9003, 1),
+                    ("10.9.1.1", 5000, "10.9.2.2", 9004, 1),
+                    ("10.9.1.1", 5000, "10.9.2.2", 9004, 1),
+                    ("10.9.1.1", 5001, "10.9.2.2", 9004, 1),
+                    ("10.9.1.3", 5000, "10.9.2.2", 9004, 1),
+                ]);
+            }
+            sends.extend([("10.9.1.1", 0, "10.9.2.2", 9006, 1); 40]);
+            udp_from(&t.sender, &sends);
+            // a non-first UDP fragment (no ports: hotdrop); ESP with a 2-byte SPI and AH
+            // with 6 bytes (short of their "ports": hotdrop); whole ones keyed by their SPI
+            raw_ip(
+                &t.sender,
+                &[(17, 2, 24), (50, 0, 2), (51, 0, 6), (50, 0, 8), (51, 0, 12)],
+            );
+        }
+        settle_and_compare(&p, d);
+    };
+    round(&d, true);
+    let save = common::seen(&common::kernel(&p.kernel, Tool::Save, &["-c"], "")).1;
+    assert!(
+        save.contains("[4:336] -A INPUT -p icmp -m icmp --icmp-type 8 -m hashlimit"),
+        "a burst of three per source (the sender's, with its set-up ping) and the target's \
+         set-up ping pass:\n{save}"
+    );
+    // The buckets refill at their rates: the 1/sec ones are full again after 2 s, whatever
+    // the exact gap; the 1/hour ones get nothing; the rate-match window saw 40 packets for a
+    // rate of 1/sec, over for any gap below 40 s. (Chosen so that the two sides, which send
+    // one after the other, cannot straddle a credit even under emulation.)
+    std::thread::sleep(Duration::from_millis(2500));
+    round(&d, false);
+    // a replace keeps every table, and a rule naming one with another configuration shares
+    // it as it is
+    std::thread::sleep(Duration::from_millis(2500));
+    p.ipt(&d, "-A OUTPUT -j ACCEPT");
+    p.ipt(
+        &d,
+        "-I INPUT 1 -p icmp -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 100 --hashlimit-name ping",
+    );
+    round(&d, false);
+    // a restarted daemon adopts the tables and their entries
+    let mut d = d;
+    d.kill9_and_restart();
+    std::thread::sleep(Duration::from_millis(2500));
+    round(&d, false);
+    // the kernel's refusals, with its errnos (the same message on both sides)
+    for bad in [
+        "-A INPUT -m hashlimit --hashlimit-upto 5/sec --hashlimit-name x --hashlimit-htable-gcinterval 0",
+        "-A INPUT -m hashlimit --hashlimit-upto 5/sec --hashlimit-name x --hashlimit-htable-expire 0",
+        "-A INPUT -m hashlimit --hashlimit-upto 5/sec --hashlimit-name x --hashlimit-srcmask 33",
+        "-A INPUT -m hashlimit --hashlimit-upto 1/day --hashlimit-burst 10000 --hashlimit-name x",
+        "-A INPUT -m hashlimit --hashlimit-upto 5/sec --hashlimit-name a/b",
+        "-A INPUT -m hashlimit --hashlimit-upto 5/sec --hashlimit-name ping --hashlimit-rate-match",
+        "-A INPUT -m hashlimit --hashlimit-upto 5/sec --hashlimit-name rate",
+    ] {
+        let (code, _, _) = p.ipt(&d, bad);
+        assert_ne!(code, 0, "`{bad}` must be refused");
+    }
+    // GET_ENTRIES shows revision 3's size and max as the kernel truncated them
+    p.ipt(
+        &d,
+        "-A INPUT -m hashlimit --hashlimit-upto 5/sec --hashlimit-name big --hashlimit-htable-size 2000000 --hashlimit-htable-max 3000000",
+    );
+    // the rules naming `ping` go, and the table with them: a new one starts full
+    for _ in 0..2 {
+        p.ipt(&d, "-D INPUT 1");
+    }
+    p.ipt(
+        &d,
+        "-I INPUT 1 -p icmp -m icmp --icmp-type 8 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 2 --hashlimit-mode srcip --hashlimit-name ping -j ACCEPT",
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    round(&d, false);
+    let save = common::seen(&common::kernel(&p.kernel, Tool::Save, &["-c"], "")).1;
+    assert!(
+        save.contains("[2:168] -A INPUT -p icmp -m icmp --icmp-type 8 -m hashlimit"),
+        "the new table's burst of two passes:\n{save}"
+    );
+    p.same_listing(&d);
+}

@@ -108,17 +108,8 @@ fn whole_rulesets_with_every_table_apply_save_and_filter_as_the_kernels() {
 }
 
 /// A filter rule with an extension bpfilter does not compile (the kernel's tables take it).
-const HASHLIMIT_RULE: &[&str] = &[
-    "-A",
-    "INPUT",
-    "-m",
-    "hashlimit",
-    "--hashlimit-upto",
-    "1/s",
-    "--hashlimit-name",
-    "h",
-    "-j",
-    "ACCEPT",
+const UNCOMPILED_RULE: &[&str] = &[
+    "-A", "INPUT", "-m", "length", "--length", "0:100", "-j", "ACCEPT",
 ];
 
 /// iptables-restore commits table by table, in the file's order: a table that fails leaves
@@ -143,15 +134,15 @@ fn a_failing_table_in_a_restore_fails_as_with_the_kernel() {
     p.same(&d, Tool::Save, &["-c"], "");
     // a filter rule with an extension bpfilter does not compile is refused, and the kernel's
     // tables are untouched by it
-    let out = d.iptables(&p.bpf, Tool::Iptables, HASHLIMIT_RULE, "");
+    let out = d.iptables(&p.bpf, Tool::Iptables, UNCOMPILED_RULE, "");
     assert!(
         !out.status.success(),
-        "hashlimit is not compiled yet and must be refused"
+        "length is not compiled and must be refused"
     );
     let out = d.iptables(
         &p.bpf,
         Tool::Iptables,
-        &[&["-t", "mangle"][..], HASHLIMIT_RULE].concat(),
+        &[&["-t", "mangle"][..], UNCOMPILED_RULE].concat(),
         "",
     );
     assert!(

@@ -993,6 +993,9 @@ fn random_rule_once(
     if rng.chance(8) {
         recent_match(rng, &mut a);
     }
+    if rng.chance(6) {
+        hashlimit_match(rng, &mut a);
+    }
     if rng.chance(10) {
         let c = format!("rule {}", rng.below(1000));
         push(&mut a, &["-m", "comment", "--comment", &c]);
@@ -1191,6 +1194,54 @@ fn recent_match(rng: &mut Rng, a: &mut Vec<String>) {
             ],
         );
     }
+}
+
+/// `-m hashlimit` on one of two shared tables (the first rule naming one sets its key and
+/// rate for every rule after it) or a rate-match table of its own (mixing the two modes in a
+/// table is EINVAL): rates no run refills, a rate-match window of an hour, entries that do
+/// not expire within a run, key modes and masks, `--hashlimit-above` and `!`. (Byte mode
+/// refills within a second: not for a timing-free run.)
+fn hashlimit_match(rng: &mut Rng, a: &mut Vec<String>) {
+    push(a, &["-m", "hashlimit"]);
+    let rate = *rng.pick(&["1/hour", "7/hour", "30/hour"]);
+    if rng.chance(30) {
+        push(a, &["--hashlimit-above", rate]);
+    } else {
+        inv(rng, a, 10);
+        push(a, &["--hashlimit-upto", rate]);
+    }
+    push(a, &["--hashlimit-burst", &(1 + rng.below(6)).to_string()]);
+    if rng.chance(75) {
+        let mode = *rng.pick(&[
+            "srcip",
+            "dstip",
+            "srcip,dstport",
+            "dstip,dstport",
+            "srcip,srcport,dstip,dstport",
+        ]);
+        push(a, &["--hashlimit-mode", mode]);
+        if mode.contains("srcip") && rng.chance(30) {
+            push(a, &["--hashlimit-srcmask", *rng.pick(&["8", "24", "31"])]);
+        }
+        if mode.contains("dstip") && rng.chance(30) {
+            push(a, &["--hashlimit-dstmask", *rng.pick(&["16", "28"])]);
+        }
+    }
+    if rng.chance(15) {
+        push(
+            a,
+            &[
+                "--hashlimit-name",
+                "hr",
+                "--hashlimit-rate-match",
+                "--hashlimit-rate-interval",
+                "3600",
+            ],
+        );
+    } else {
+        push(a, &["--hashlimit-name", *rng.pick(&["h0", "h1"])]);
+    }
+    push(a, &["--hashlimit-htable-expire", "3600000"]);
 }
 
 #[cfg(test)]

@@ -40,6 +40,8 @@ pub enum MapRef {
     AddrTypes,
     /// Recent list `n` of the generation (ARRAY of one value, [`crate::ir::recent`]).
     Recent(u32),
+    /// Hashlimit table `n` of the generation (HASH, [`crate::ir::hashlimit`] key and value).
+    Hashlimit(u32),
     /// The table's copies of the connections of REJECT replies (ARRAY of
     /// [`crate::event::REPLY_CT_SLOTS`] values of [`crate::event::CT_COPY`] bytes), written by
     /// the daemon (see [`crate::event::REPLY_CT_COPY`]).

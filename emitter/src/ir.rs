@@ -506,6 +506,121 @@ pub enum Match {
     Owner(OwnerMatch),
     /// `-m recent` (xt_recent): a named address list of the namespace.
     Recent(RecentMatch),
+    /// `-m hashlimit` (xt_hashlimit): a token bucket per key in a named table of the
+    /// namespace.
+    Hashlimit(HashlimitMatch),
+}
+
+/// A `-m hashlimit` match (`hashlimit_mt_common`) on table `table` of the generation's
+/// hashlimit tables (one hash map each, key and value laid out in [`hashlimit`]). What the
+/// kernel reads from the table's configuration (`hinfo->cfg`: the key, the expiry, how an
+/// entry starts and refills) comes from the rule that created the table; what it reads from
+/// the rule's own (`cfg->mode`: `--hashlimit-above`, byte or rate-match charging, and the
+/// revision's credits per jiffy) from this rule. Every constant is worked out beforehand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HashlimitMatch {
+    /// index of the table's map (`MapRef::Hashlimit`)
+    pub table: u32,
+    /// the table's XT_HASHLIMIT_HASH_* bits: what the key holds
+    pub hash: u32,
+    /// the table's source mask as the packet's bytes are loaded (`maskl(saddr, srcmask)`)
+    pub srcmask: u32,
+    /// the table's destination mask, likewise
+    pub dstmask: u32,
+    /// a non-first fragment hotdrops when ports are hashed (kernels with the 2026 fix "fix L4
+    /// header parsing for non-first fragments"); else its first payload bytes are the ports
+    pub frag_hotdrop: bool,
+    /// `msecs_to_jiffies(expire)` of the table
+    pub expire: u64,
+    /// the rule's XT_HASHLIMIT_INVERT (`--hashlimit-above`)
+    pub invert: bool,
+    /// how the rule charges and the table's entries start and refill
+    pub kind: HashlimitKind,
+}
+
+/// The token bucket of a hashlimit entry, or its rate-match window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HashlimitKind {
+    /// `rateinfo_init`/`rateinfo_recalc` and the credit test.
+    Bucket {
+        /// the table's XT_HASHLIMIT_BYTES: refill in CREDITS_PER_JIFFY_BYTES, capped at
+        /// `bytes_cap`
+        table_bytes: bool,
+        /// the rule's XT_HASHLIMIT_BYTES: charge `hashlimit_byte_cost` of skb->len
+        rule_bytes: bool,
+        /// log2 of the rule revision's CREDITS_PER_JIFFY
+        cpj_shift: u8,
+        /// log2 of CREDITS_PER_JIFFY_BYTES
+        cpj_bytes_shift: u8,
+        /// CREDITS_PER_JIFFY_BYTES * HZ
+        bytes_cap: u64,
+        /// a new entry's `credit`
+        credit: u64,
+        /// a new entry's `credit_cap`
+        credit_cap: u64,
+        /// a new entry's `cost`
+        cost: u64,
+    },
+    /// `--hashlimit-rate-match` (revision 3): packets (or bytes) per interval.
+    RateMatch {
+        /// the rule's XT_HASHLIMIT_BYTES: count skb->len rather than 1
+        rule_bytes: bool,
+        /// the table's `interval` (seconds), a new entry's `rateinfo.interval`
+        interval: u32,
+        /// `interval * HZ` (u32 arithmetic, as the kernel has it)
+        interval_jiffies: u64,
+        /// a new entry's `rate`
+        rate: u64,
+        /// a new entry's `burst`
+        burst: u64,
+    },
+}
+
+/// Key and value of a hashlimit table's hash map (`struct dsthash_dst`'s IPv4 part and the
+/// fields of `struct dsthash_ent` that change, under a `bpf_spin_lock` as `ent->lock`).
+pub mod hashlimit {
+    /// key: u32 source address (masked, network order; 0 unless hashed)
+    pub const K_SRC: u32 = 0;
+    /// key: u32 destination address
+    pub const K_DST: u32 = 4;
+    /// key: u16 source port (network order)
+    pub const K_SPORT: u32 = 8;
+    /// key: u16 destination port
+    pub const K_DPORT: u32 = 10;
+    /// key bytes
+    pub const KEY_SIZE: u32 = 12;
+    /// `struct bpf_spin_lock`
+    pub const LOCK: u32 = 0;
+    /// u64 jiffies the entry expires at
+    pub const EXPIRES: u32 = 8;
+    /// u64 `rateinfo.prev`
+    pub const PREV: u32 = 16;
+    /// u64 `rateinfo.credit`
+    pub const CREDIT: u32 = 24;
+    /// u64 `rateinfo.credit_cap`
+    pub const CREDIT_CAP: u32 = 32;
+    /// u64 `rateinfo.cost`
+    pub const COST: u32 = 40;
+    /// rate match: u32 `rateinfo.interval` (over `credit`, as the kernel's union)
+    pub const INTERVAL: u32 = 24;
+    /// rate match: u32 `rateinfo.prev_window`
+    pub const PREV_WINDOW: u32 = 28;
+    /// rate match: u64 `rateinfo.current_rate`
+    pub const CURRENT_RATE: u32 = 32;
+    /// rate match: u64 `rateinfo.rate`
+    pub const RATE: u32 = 40;
+    /// rate match: u64 `rateinfo.burst`
+    pub const BURST: u32 = 48;
+    /// value bytes
+    pub const VALUE_SIZE: u32 = 56;
+    /// XT_HASHLIMIT_HASH_DIP
+    pub const HASH_DIP: u32 = 1;
+    /// XT_HASHLIMIT_HASH_DPT
+    pub const HASH_DPT: u32 = 2;
+    /// XT_HASHLIMIT_HASH_SIP
+    pub const HASH_SIP: u32 = 4;
+    /// XT_HASHLIMIT_HASH_SPT
+    pub const HASH_SPT: u32 = 8;
 }
 
 /// A `-m recent` match (`recent_mt`) on list `list` of the generation's recent lists (one map

@@ -869,6 +869,169 @@ pub const XT_RECENT_SOURCE: u8 = 0;
 /// `--rdest`.
 pub const XT_RECENT_DEST: u8 = 1;
 
+/// `struct hashlimit_cfg1` (inside `xt_hashlimit_mtinfo1`): rates in 1/[`XT_HASHLIMIT_SCALE`]
+/// seconds, timings in milliseconds.
+#[doc(alias = "hashlimit_cfg1")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct HashlimitCfg1 {
+    /// XT_HASHLIMIT_* mode bits.
+    pub mode: u32,
+    /// Average time between packets (or bytes per credit in byte mode), scaled.
+    pub avg: u32,
+    /// Bucket size (`--hashlimit-burst`).
+    pub burst: u32,
+    /// `--hashlimit-htable-size` (0: from the RAM size).
+    pub size: u32,
+    /// `--hashlimit-htable-max` (0: 8 * size).
+    pub max: u32,
+    /// `--hashlimit-htable-gcinterval`, ms.
+    pub gc_interval: u32,
+    /// `--hashlimit-htable-expire`, ms.
+    pub expire: u32,
+    /// `--hashlimit-srcmask`.
+    pub srcmask: u8,
+    /// `--hashlimit-dstmask`.
+    pub dstmask: u8,
+    /// Implicit C tail padding (inside `usersize`: copied back as given).
+    pub pad: [u8; 2],
+}
+
+/// `struct hashlimit_cfg2` (inside `xt_hashlimit_mtinfo2`): 64-bit rates in
+/// 1/[`XT_HASHLIMIT_SCALE_V2`] seconds.
+#[doc(alias = "hashlimit_cfg2")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct HashlimitCfg2 {
+    /// Average time between packets, scaled.
+    pub avg: u64,
+    /// Bucket size.
+    pub burst: u64,
+    /// XT_HASHLIMIT_* mode bits.
+    pub mode: u32,
+    /// Buckets.
+    pub size: u32,
+    /// Entries at most.
+    pub max: u32,
+    /// Garbage collection interval, ms.
+    pub gc_interval: u32,
+    /// Idle time after which an entry goes, ms.
+    pub expire: u32,
+    /// `--hashlimit-srcmask`.
+    pub srcmask: u8,
+    /// `--hashlimit-dstmask`.
+    pub dstmask: u8,
+    /// Implicit C tail padding.
+    pub pad: [u8; 2],
+}
+
+/// `struct hashlimit_cfg3` (inside `xt_hashlimit_mtinfo3`, and the kernel's table config):
+/// revision 2 with the rate-match interval.
+#[doc(alias = "hashlimit_cfg3")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct HashlimitCfg3 {
+    /// Average time between packets, scaled.
+    pub avg: u64,
+    /// Bucket size.
+    pub burst: u64,
+    /// XT_HASHLIMIT_* mode bits.
+    pub mode: u32,
+    /// Buckets.
+    pub size: u32,
+    /// Entries at most.
+    pub max: u32,
+    /// Garbage collection interval, ms.
+    pub gc_interval: u32,
+    /// Idle time after which an entry goes, ms.
+    pub expire: u32,
+    /// `--hashlimit-rate-interval`, seconds (rate-match mode).
+    pub interval: u32,
+    /// `--hashlimit-srcmask`.
+    pub srcmask: u8,
+    /// `--hashlimit-dstmask`.
+    pub dstmask: u8,
+    /// Implicit C tail padding.
+    pub pad: [u8; 6],
+}
+
+/// `struct xt_hashlimit_mtinfo1` (match "hashlimit", revision 1). The kernel copies back
+/// `usersize` bytes (up to `hinfo`), zeroes after.
+#[doc(alias = "xt_hashlimit_mtinfo1")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XtHashlimitMtinfo1 {
+    /// `--hashlimit-name`, NUL-terminated.
+    pub name: [u8; 16],
+    /// The configuration.
+    pub cfg: HashlimitCfg1,
+    /// Kernel-internal table pointer (never shown).
+    pub hinfo: u64,
+}
+
+/// `struct xt_hashlimit_mtinfo2` (match "hashlimit", revision 2).
+#[doc(alias = "xt_hashlimit_mtinfo2")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtHashlimitMtinfo2 {
+    /// `--hashlimit-name`, NUL-terminated (NAME_MAX bytes).
+    pub name: [u8; XT_HASHLIMIT_NAME_MAX],
+    /// Implicit C padding before the 8-aligned cfg (inside `usersize`).
+    pub pad: u8,
+    /// The configuration.
+    pub cfg: HashlimitCfg2,
+    /// Kernel-internal table pointer (never shown).
+    pub hinfo: u64,
+}
+
+/// `struct xt_hashlimit_mtinfo3` (match "hashlimit", revision 3, what iptables 1.8.9 sends).
+#[doc(alias = "xt_hashlimit_mtinfo3")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct XtHashlimitMtinfo3 {
+    /// `--hashlimit-name`, NUL-terminated (NAME_MAX bytes).
+    pub name: [u8; XT_HASHLIMIT_NAME_MAX],
+    /// Implicit C padding before the 8-aligned cfg (inside `usersize`).
+    pub pad: u8,
+    /// The configuration.
+    pub cfg: HashlimitCfg3,
+    /// Kernel-internal table pointer (never shown).
+    pub hinfo: u64,
+}
+
+/// `NAME_MAX`: bytes of a revision 2 or 3 name field.
+pub const XT_HASHLIMIT_NAME_MAX: usize = 255;
+/// `XT_HASHLIMIT_SCALE`: revision 1 rates are in 1/10000 s.
+pub const XT_HASHLIMIT_SCALE: u64 = 10_000;
+/// `XT_HASHLIMIT_SCALE_v2`: revision 2 and 3 rates are in 1/1000000 s.
+pub const XT_HASHLIMIT_SCALE_V2: u64 = 1_000_000;
+/// `XT_HASHLIMIT_BYTE_SHIFT`: byte mode counts in 16-byte chunks.
+pub const XT_HASHLIMIT_BYTE_SHIFT: u32 = 4;
+/// `--hashlimit-mode dstip`.
+pub const XT_HASHLIMIT_HASH_DIP: u32 = 1 << 0;
+/// `--hashlimit-mode dstport`.
+pub const XT_HASHLIMIT_HASH_DPT: u32 = 1 << 1;
+/// `--hashlimit-mode srcip`.
+pub const XT_HASHLIMIT_HASH_SIP: u32 = 1 << 2;
+/// `--hashlimit-mode srcport`.
+pub const XT_HASHLIMIT_HASH_SPT: u32 = 1 << 3;
+/// `--hashlimit-above` (match over the limit).
+pub const XT_HASHLIMIT_INVERT: u32 = 1 << 4;
+/// Byte mode (`--hashlimit-upto 10kb/s`).
+pub const XT_HASHLIMIT_BYTES: u32 = 1 << 5;
+/// `--hashlimit-rate-match` (revision 3).
+pub const XT_HASHLIMIT_RATE_MATCH: u32 = 1 << 6;
+/// Every mode bit the kernel knows (`XT_HASHLIMIT_ALL`).
+pub const XT_HASHLIMIT_ALL: u32 = 0x7f;
+
 /// `struct xt_addrtype_info` (match "addrtype", revision 0): source and destination
 /// address-type masks (bit `1 << RTN_*`), each with its own inversion.
 #[doc(alias = "xt_addrtype_info")]
@@ -1183,6 +1346,46 @@ assert_layout!(
     r#match = 16,
     invert = 17
 );
+assert_layout!(
+    HashlimitCfg1,
+    32,
+    mode = 0,
+    avg = 4,
+    burst = 8,
+    size = 12,
+    max = 16,
+    gc_interval = 20,
+    expire = 24,
+    srcmask = 28,
+    dstmask = 29
+);
+assert_layout!(
+    HashlimitCfg2,
+    40,
+    avg = 0,
+    burst = 8,
+    mode = 16,
+    expire = 32,
+    srcmask = 36
+);
+assert_layout!(
+    HashlimitCfg3,
+    48,
+    avg = 0,
+    burst = 8,
+    mode = 16,
+    size = 20,
+    max = 24,
+    gc_interval = 28,
+    expire = 32,
+    interval = 36,
+    srcmask = 40,
+    dstmask = 41
+);
+// matchsize of the kernel's registrations; `hinfo` (aligned(8)) is where `usersize` ends
+assert_layout!(XtHashlimitMtinfo1, 56, name = 0, cfg = 16, hinfo = 48);
+assert_layout!(XtHashlimitMtinfo2, 304, name = 0, cfg = 256, hinfo = 296);
+assert_layout!(XtHashlimitMtinfo3, 312, name = 0, cfg = 256, hinfo = 304);
 assert_layout!(IptRejectInfo, 4, with = 0);
 assert_layout!(XtLogInfo, 32, level = 0, logflags = 1, prefix = 2);
 

@@ -117,6 +117,26 @@ pub const SUPPORTED_IPV4: &[Supported] = &[
     m("addrtype", 1, core::mem::size_of::<XtAddrtypeInfoV1>(), 0),
     m("recent", 0, core::mem::size_of::<XtRecentMtinfo>(), 0),
     m("recent", 1, core::mem::size_of::<XtRecentMtinfoV1>(), 0),
+    // xt_hashlimit.c registers revisions 1 to 3 per family (revision 0 is gone from the
+    // kernel; iptables 1.8.9 asks for the best, 3)
+    m(
+        "hashlimit",
+        1,
+        core::mem::size_of::<XtHashlimitMtinfo1>(),
+        0,
+    ),
+    m(
+        "hashlimit",
+        2,
+        core::mem::size_of::<XtHashlimitMtinfo2>(),
+        0,
+    ),
+    m(
+        "hashlimit",
+        3,
+        core::mem::size_of::<XtHashlimitMtinfo3>(),
+        0,
+    ),
     m_hooks(
         "owner",
         1,
@@ -436,6 +456,168 @@ pub fn recent_mt_check(info: &XtRecentMtinfo) -> Result<(), (i32, &'static str)>
     Ok(())
 }
 
+/// `xt_check_proc_name` on a name field: a NUL within it (ENAMETOOLONG), not empty, not "."
+/// or "..", no '/' (EINVAL).
+pub fn xt_check_proc_name(name: &[u8]) -> Result<(), (i32, &'static str)> {
+    let Some(len) = name.iter().position(|&b| b == 0) else {
+        return Err((libc::ENAMETOOLONG, "name not NUL-terminated"));
+    };
+    let name = &name[..len];
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return Err((libc::EINVAL, "name empty, \".\", \"..\" or with a '/'"));
+    }
+    Ok(())
+}
+
+/// Whether the running kernel's `hashlimit_init_dst` fails (hotdrop) a non-first fragment
+/// when the table hashes ports ("netfilter: xtables: fix L4 header parsing for non-first
+/// fragments", 2026); before that fix it reads the fragment's first payload bytes as ports.
+static HASHLIMIT_FRAG_HOTDROP: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Record whether non-first fragments hotdrop in port mode (see [`hashlimit_frag_hotdrop`]).
+pub fn set_hashlimit_frag_hotdrop(on: bool) {
+    HASHLIMIT_FRAG_HOTDROP.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `hashlimit_init_dst` hotdrops a non-first fragment in port mode.
+pub fn hashlimit_frag_hotdrop() -> bool {
+    HASHLIMIT_FRAG_HOTDROP.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// xt_hashlimit's `HASHLIMIT_MAX_SIZE`: `size` and `max` above it are truncated to it.
+pub const HASHLIMIT_MAX_SIZE: u32 = 1_048_576;
+
+/// xt_hashlimit's `CREDITS_PER_JIFFY` of a revision: revision 1 the 32-bit one of xt_limit
+/// (`POW2_BELOW32(0xFFFFFFFF / (HZ * 86400))`), revisions 2 and 3 the 64-bit one
+/// (`POW2_BELOW64(0xFFFFFFFFFFFFFFFF / (HZ * 86400))`).
+pub fn hashlimit_cpj(revision: u8, hz: u32) -> u64 {
+    if revision == 1 {
+        return u64::from(credits_per_jiffy(hz));
+    }
+    let max = u64::MAX / (u64::from(hz.max(1)) * 86_400);
+    if max == 0 {
+        0
+    } else {
+        1 << (63 - max.leading_zeros())
+    }
+}
+
+/// xt_hashlimit's `CREDITS_PER_JIFFY_BYTES`: `POW2_BELOW32(0xFFFFFFFF / HZ)`.
+pub fn hashlimit_cpj_bytes(hz: u32) -> u64 {
+    let max = u32::MAX / hz.max(1);
+    if max == 0 {
+        0
+    } else {
+        1 << (31 - max.leading_zeros())
+    }
+}
+
+/// xt_hashlimit's `user2credits(user, revision)` (u64 arithmetic, the constant operands
+/// divided first: `HZ * cpj / scale` is an integer, 3 for revision 1 at HZ 250).
+pub fn hashlimit_user2credits(user: u64, revision: u8, hz: u32) -> u64 {
+    let scale = if revision == 1 {
+        XT_HASHLIMIT_SCALE
+    } else {
+        XT_HASHLIMIT_SCALE_V2
+    };
+    let per_sec = u64::from(hz).wrapping_mul(hashlimit_cpj(revision, hz));
+    if per_sec == 0 {
+        return 0;
+    }
+    if scale >= per_sec {
+        user / (scale / per_sec)
+    } else {
+        user.wrapping_mul(per_sec / scale)
+    }
+}
+
+/// xt_hashlimit's `user2credits_byte(u32 user)`: `(user * HZ * CREDITS_PER_JIFFY_BYTES) >> 32`.
+pub fn hashlimit_user2credits_byte(user: u32, hz: u32) -> u32 {
+    let per_sec = (u64::from(hz) * hashlimit_cpj_bytes(hz)) & u64::from(u32::MAX);
+    ((u64::from(user) * per_sec) >> 32) as u32
+}
+
+/// The configuration of a hashlimit match in revision 3's form (`cfg_copy`).
+pub fn hashlimit_cfg3_of1(c: &HashlimitCfg1) -> HashlimitCfg3 {
+    HashlimitCfg3 {
+        avg: u64::from(c.avg),
+        burst: u64::from(c.burst),
+        mode: c.mode,
+        size: c.size,
+        max: c.max,
+        gc_interval: c.gc_interval,
+        expire: c.expire,
+        interval: 0,
+        srcmask: c.srcmask,
+        dstmask: c.dstmask,
+        pad: [0; 6],
+    }
+}
+
+/// [`hashlimit_cfg3_of1`] for revision 2.
+pub fn hashlimit_cfg3_of2(c: &HashlimitCfg2) -> HashlimitCfg3 {
+    HashlimitCfg3 {
+        avg: c.avg,
+        burst: c.burst,
+        mode: c.mode,
+        size: c.size,
+        max: c.max,
+        gc_interval: c.gc_interval,
+        expire: c.expire,
+        interval: 0,
+        srcmask: c.srcmask,
+        dstmask: c.dstmask,
+        pad: [0; 6],
+    }
+}
+
+/// `hashlimit_mt_check_common` up to the table lookup, for IPv4, in the kernel's order:
+/// gc interval and expiry not 0 (EINVAL); `size` and `max` truncated to
+/// [`HASHLIMIT_MAX_SIZE`] (in `cfg`, which is the rule's own for revision 3); masks up to 32
+/// (EINVAL); no unknown mode bit (EINVAL); rate match only in revision 3 with a rate in
+/// 1..=U32_MAX (ERANGE) and an interval (EINVAL); byte mode with a rate whose credits are
+/// not 0 (EINVAL); else a burst and credits that do not overflow ("overflow, try lower",
+/// ERANGE). The name went through [`xt_check_proc_name`] first.
+pub fn hashlimit_mt_check_common(
+    cfg: &mut HashlimitCfg3,
+    revision: u8,
+) -> Result<(), (i32, &'static str)> {
+    let hz = kernel_hz();
+    if cfg.gc_interval == 0 || cfg.expire == 0 {
+        return Err((libc::EINVAL, "hashlimit: gc interval or expiry of 0"));
+    }
+    cfg.size = cfg.size.min(HASHLIMIT_MAX_SIZE);
+    cfg.max = cfg.max.min(HASHLIMIT_MAX_SIZE);
+    if cfg.srcmask > 32 || cfg.dstmask > 32 {
+        return Err((libc::EINVAL, "hashlimit: mask above 32"));
+    }
+    if cfg.mode & !XT_HASHLIMIT_ALL != 0 {
+        return Err((libc::EINVAL, "hashlimit: unknown mode mask"));
+    }
+    if cfg.mode & XT_HASHLIMIT_RATE_MATCH != 0 {
+        if revision < 3 {
+            return Err((libc::EINVAL, "hashlimit: rate match before revision 3"));
+        }
+        if cfg.avg == 0 || cfg.avg > u64::from(u32::MAX) {
+            return Err((libc::ERANGE, "hashlimit: invalid rate"));
+        }
+        if cfg.interval == 0 {
+            return Err((libc::EINVAL, "hashlimit: invalid interval"));
+        }
+    } else if cfg.mode & XT_HASHLIMIT_BYTES != 0 {
+        if hashlimit_user2credits_byte(cfg.avg as u32, hz) == 0 {
+            return Err((libc::EINVAL, "hashlimit: overflow, rate too high"));
+        }
+    } else if cfg.burst == 0
+        || hashlimit_user2credits(cfg.avg.wrapping_mul(cfg.burst), revision, hz)
+            < hashlimit_user2credits(cfg.avg, revision, hz)
+    {
+        return Err((libc::ERANGE, "hashlimit: overflow, try lower"));
+    }
+    Ok(())
+}
+
 /// `addrtype_mt_checkentry_v1`: not both interface limits, no `--limit-iface-out` where
 /// PREROUTING or INPUT reach the rule, no `--limit-iface-in` where OUTPUT or POSTROUTING do.
 /// EINVAL. (Revision 0 has no checkentry.)
@@ -576,7 +758,13 @@ mod tests {
             Err(libc::EPROTOTYPE)
         );
         assert_eq!(
-            xt_request_find(f, ExtKind::Match, &n("hashlimit"), 1).map_err(|e| e.0),
+            xt_request_find(f, ExtKind::Match, &n("connlimit"), 1).map_err(|e| e.0),
+            Err(libc::ENOENT)
+        );
+        // hashlimit is registered per family: revision 0, gone from the kernel, is ENOENT
+        assert!(xt_request_find(f, ExtKind::Match, &n("hashlimit"), 3).is_ok());
+        assert_eq!(
+            xt_request_find(f, ExtKind::Match, &n("hashlimit"), 0).map_err(|e| e.0),
             Err(libc::ENOENT)
         );
         assert_eq!(
@@ -821,5 +1009,33 @@ mod tests {
         r.pflags = [0; 15];
         r.pflags[5] = 1;
         assert!(multiport_valid_ranges(&r), "flags beyond count are ignored");
+    }
+
+    #[test]
+    fn hashlimit_credits_per_revision() {
+        // HZ 250: revision 1 has xt_limit's 128 credits a jiffy, 3 per 1/10000 s of avg;
+        // revisions 2 and 3 the 64-bit 2^39, 137438953 per 1/1000000 s
+        assert_eq!(hashlimit_cpj(1, 250), 128);
+        assert_eq!(hashlimit_cpj(3, 250), 1 << 39);
+        assert_eq!(hashlimit_cpj(2, 1000), 1 << 37);
+        assert_eq!(hashlimit_cpj_bytes(250), 1 << 24);
+        assert_eq!(hashlimit_cpj_bytes(1000), 1 << 22);
+        assert_eq!(hashlimit_user2credits(10_000, 1, 250), 30_000);
+        assert_eq!(
+            hashlimit_user2credits(1_000_000, 3, 250),
+            137_438_953_000_000
+        );
+        assert_eq!(hashlimit_user2credits_byte(1, 250), 0);
+        assert_eq!(hashlimit_user2credits_byte(1 << 20, 250), 1_024_000);
+        assert_eq!(
+            find_revision(Family::Ipv4, ExtKind::Match, "hashlimit", 0),
+            Err(libc::EPROTONOSUPPORT)
+        );
+        for rev in 1..=3 {
+            assert_eq!(
+                find_revision(Family::Ipv4, ExtKind::Match, "hashlimit", rev),
+                Ok(3)
+            );
+        }
     }
 }

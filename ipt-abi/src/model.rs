@@ -162,6 +162,61 @@ pub enum Match {
     Owner(XtOwnerMatchInfo),
     /// "recent" revisions 0 and 1, kept as sent.
     Recent(Box<Recent>),
+    /// "hashlimit" revisions 1, 2 and 3, as the kernel shows them.
+    Hashlimit(Box<Hashlimit>),
+}
+
+/// A hashlimit match in the revision the user sent, as GET_ENTRIES shows it: `hinfo` zero
+/// (xt_hashlimit's `usersize` ends before it), and for revision 3 `size` and `max` as
+/// `hashlimit_mt_check_common` truncated them in the rule's own payload.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Hashlimit {
+    /// Revision 1: 32-bit rates in 1/10000 s, a 16-byte name.
+    V1(XtHashlimitMtinfo1),
+    /// Revision 2: 64-bit rates in 1/1000000 s.
+    V2(XtHashlimitMtinfo2),
+    /// Revision 3: revision 2 with the rate-match interval.
+    V3(XtHashlimitMtinfo3),
+}
+
+impl Hashlimit {
+    /// The revision.
+    pub fn revision(&self) -> u8 {
+        match self {
+            Hashlimit::V1(_) => 1,
+            Hashlimit::V2(_) => 2,
+            Hashlimit::V3(_) => 3,
+        }
+    }
+    /// The table's name (up to its NUL, which `xt_check_proc_name` made sure of).
+    pub fn name(&self) -> &[u8] {
+        match self {
+            Hashlimit::V1(p) => c_str(&p.name),
+            Hashlimit::V2(p) => c_str(&p.name),
+            Hashlimit::V3(p) => c_str(&p.name),
+        }
+    }
+    /// The configuration in revision 3's form (`cfg_copy`), size and max truncated as
+    /// `hashlimit_mt_check_common` does before it creates a table.
+    pub fn cfg(&self) -> HashlimitCfg3 {
+        let mut c = match self {
+            Hashlimit::V1(p) => crate::ext::hashlimit_cfg3_of1(&p.cfg),
+            Hashlimit::V2(p) => crate::ext::hashlimit_cfg3_of2(&p.cfg),
+            Hashlimit::V3(p) => p.cfg,
+        };
+        c.size = c.size.min(crate::ext::HASHLIMIT_MAX_SIZE);
+        c.max = c.max.min(crate::ext::HASHLIMIT_MAX_SIZE);
+        c.pad = [0; 6];
+        c
+    }
+    /// The payload as the kernel copies it back.
+    pub fn payload(&self) -> &[u8] {
+        match self {
+            Hashlimit::V1(p) => p.as_bytes(),
+            Hashlimit::V2(p) => p.as_bytes(),
+            Hashlimit::V3(p) => p.as_bytes(),
+        }
+    }
 }
 
 /// A recent match in the revision the user sent (kept byte for byte).
@@ -417,6 +472,7 @@ impl Match {
             Match::Addrtype(_) | Match::AddrtypeV1(_) => "addrtype",
             Match::Owner(_) => "owner",
             Match::Recent(_) => "recent",
+            Match::Hashlimit(_) => "hashlimit",
         }
     }
     /// Extension revision.
@@ -429,6 +485,7 @@ impl Match {
             | Match::Owner(_) => 1,
             Match::Conntrack(c) => c.revision(),
             Match::Recent(r) => u8::from(matches!(**r, Recent::V1(_))),
+            Match::Hashlimit(h) => h.revision(),
             Match::Tcp(_)
             | Match::Udp(_)
             | Match::Icmp(_)
@@ -457,6 +514,7 @@ impl Match {
             Match::AddrtypeV1(p) => p.as_bytes(),
             Match::Owner(p) => p.as_bytes(),
             Match::Recent(r) => r.payload(),
+            Match::Hashlimit(h) => h.payload(),
         }
     }
     /// `match_size` in the blob: header + XT_ALIGN(matchsize).

@@ -783,6 +783,33 @@ fn check_match(
             ext::recent_mt_check(recent.info())?;
             Match::Recent(Box::new(recent))
         }
+        // hashlimit_mt_check_v1/_v2/hashlimit_mt_check: the name, then the common checks on
+        // the configuration in revision 3's form (for revision 3 the rule's own, which the
+        // truncation of size and max changes as the kernel's does)
+        "hashlimit" => Match::Hashlimit(Box::new(match ext.revision {
+            1 => {
+                let mut p: XtHashlimitMtinfo1 = payload(data)?;
+                ext::xt_check_proc_name(&p.name)?;
+                ext::hashlimit_mt_check_common(&mut ext::hashlimit_cfg3_of1(&p.cfg), 1)?;
+                p.hinfo = 0;
+                Hashlimit::V1(p)
+            }
+            2 => {
+                let mut p: XtHashlimitMtinfo2 = payload(data)?;
+                ext::xt_check_proc_name(&p.name)?;
+                ext::hashlimit_mt_check_common(&mut ext::hashlimit_cfg3_of2(&p.cfg), 2)?;
+                p.hinfo = 0;
+                Hashlimit::V2(p)
+            }
+            3 => {
+                let mut p: XtHashlimitMtinfo3 = payload(data)?;
+                ext::xt_check_proc_name(&p.name)?;
+                ext::hashlimit_mt_check_common(&mut p.cfg, 3)?;
+                p.hinfo = 0;
+                Hashlimit::V3(p)
+            }
+            _ => return Err((libc::ENOENT, "unknown or unsupported extension")),
+        })),
         _ => return Err((libc::ENOENT, "unknown or unsupported extension")),
     })
 }
@@ -1805,8 +1832,12 @@ mod tests {
             Some(0)
         );
         assert_eq!(
-            query_revision(Family::Ipv4, ExtKind::Match, "hashlimit", 0).map_err(|e| e.errno()),
+            query_revision(Family::Ipv4, ExtKind::Match, "connlimit", 0).map_err(|e| e.errno()),
             Err(ENOENT)
+        );
+        assert_eq!(
+            query_revision(Family::Ipv4, ExtKind::Match, "hashlimit", 2).ok(),
+            Some(3)
         );
     }
 
@@ -1850,5 +1881,182 @@ mod tests {
         let cf: Vec<u32> = t.entries.iter().map(|e| e.comefrom).collect();
         assert_eq!(cf, [2, 4, 8, 0]);
         assert_eq!(Table::initial("nat").map_err(|e| e.errno()), Err(ENOENT));
+    }
+
+    /// A revision 3 hashlimit payload: `--hashlimit-upto 5/sec --hashlimit-mode srcip
+    /// --hashlimit-name t`, as iptables 1.8.9 fills it.
+    fn hl3(f: impl FnOnce(&mut XtHashlimitMtinfo3)) -> Match {
+        use zerocopy::FromZeros;
+        let mut p = XtHashlimitMtinfo3::new_zeroed();
+        p.name[0] = b't';
+        p.cfg.avg = 200_000;
+        p.cfg.burst = 5;
+        p.cfg.mode = XT_HASHLIMIT_HASH_SIP;
+        p.cfg.gc_interval = 1000;
+        p.cfg.expire = 10_000;
+        p.cfg.srcmask = 32;
+        p.cfg.dstmask = 32;
+        f(&mut p);
+        Match::Hashlimit(Box::new(Hashlimit::V3(p)))
+    }
+
+    fn hashlimit_errno(m: Match) -> i32 {
+        let mut b = TableBuilder::filter();
+        b.rule("INPUT", Rule::new(RuleTarget::Accept).with(m));
+        match b.replace_blob(4) {
+            Ok(blob) => errno_of(&blob),
+            Err(e) => e.errno(),
+        }
+    }
+
+    #[test]
+    fn hashlimit_is_shown_as_the_kernel_copies_it_back() {
+        // the kernel's pointer is not shown (usersize ends before it); revision 3's size and
+        // max are truncated in the rule itself, revision 1's stay as sent
+        let sent = hl3(|p| {
+            p.cfg.size = 2_000_000;
+            p.cfg.max = 3_000_000;
+            p.hinfo = 0xdead_beef;
+        });
+        let mut b = TableBuilder::filter();
+        b.rule("INPUT", Rule::new(RuleTarget::Accept).with(sent));
+        let mut v1 = XtHashlimitMtinfo1::default();
+        v1.name[..2].copy_from_slice(b"v1");
+        v1.cfg = HashlimitCfg1 {
+            mode: XT_HASHLIMIT_HASH_DIP | XT_HASHLIMIT_INVERT,
+            avg: 2000,
+            burst: 5,
+            size: 2_000_000,
+            max: 0,
+            gc_interval: 1000,
+            expire: 10_000,
+            srcmask: 32,
+            dstmask: 24,
+            pad: [7, 9],
+        };
+        v1.hinfo = 1;
+        b.rule(
+            "INPUT",
+            Rule::new(RuleTarget::Drop).with(Match::Hashlimit(Box::new(Hashlimit::V1(v1)))),
+        );
+        let blob = b.replace_blob(5).expect("blob");
+        let table = parse_replace(&blob, Some(5)).expect("valid").table;
+        let shown: Vec<&Hashlimit> = table
+            .entries
+            .iter()
+            .flat_map(|e| &e.matches)
+            .filter_map(|m| match m {
+                Match::Hashlimit(h) => Some(&**h),
+                _ => None,
+            })
+            .collect();
+        let Hashlimit::V3(p) = shown[0] else {
+            panic!("revision 3 expected")
+        };
+        assert_eq!((p.cfg.size, p.cfg.max, p.hinfo), (1_048_576, 1_048_576, 0));
+        let Hashlimit::V1(p) = shown[1] else {
+            panic!("revision 1 expected")
+        };
+        assert_eq!((p.cfg.size, p.cfg.pad, p.hinfo), (2_000_000, [7, 9], 0));
+        assert_eq!(
+            shown[1].cfg().size,
+            1_048_576,
+            "the table is made truncated"
+        );
+        assert_eq!(shown[1].name(), b"v1");
+        // what GET_ENTRIES shows parses back to the same table
+        let again = parse_replace(&table.replace_blob(5, 0), Some(5))
+            .expect("valid")
+            .table;
+        assert_eq!(again, table);
+        assert_eq!(
+            again.get_entries(&[XtCounters::default(); 5]),
+            table.get_entries(&[XtCounters::default(); 5])
+        );
+    }
+
+    #[test]
+    fn hashlimit_checks_give_the_kernels_errnos() {
+        use libc::{ENAMETOOLONG, ERANGE};
+        assert_eq!(hashlimit_errno(hl3(|_| {})), 0);
+        type Case = (i32, &'static str, fn(&mut XtHashlimitMtinfo3));
+        let cases: &[Case] = &[
+            (ENAMETOOLONG, "name without NUL", |p| p.name = [b'a'; 255]),
+            (EINVAL, "empty name", |p| p.name[0] = 0),
+            (EINVAL, "name ..", |p| p.name[..2].copy_from_slice(b"..")),
+            (EINVAL, "name with /", |p| {
+                p.name[..3].copy_from_slice(b"a/b")
+            }),
+            (EINVAL, "gc interval 0", |p| p.cfg.gc_interval = 0),
+            (EINVAL, "expire 0", |p| p.cfg.expire = 0),
+            (EINVAL, "srcmask 33", |p| p.cfg.srcmask = 33),
+            (EINVAL, "dstmask 33", |p| p.cfg.dstmask = 33),
+            (EINVAL, "unknown mode bit", |p| p.cfg.mode |= 0x80),
+            (ERANGE, "burst 0", |p| p.cfg.burst = 0),
+            (ERANGE, "1/day burst 10000 overflows", |p| {
+                p.cfg.avg = 86_400_000_000;
+                p.cfg.burst = 10_000;
+            }),
+            (ERANGE, "rate match, rate 0", |p| {
+                p.cfg.mode |= XT_HASHLIMIT_RATE_MATCH;
+                p.cfg.avg = 0;
+                p.cfg.interval = 1;
+            }),
+            (ERANGE, "rate match, rate above u32", |p| {
+                p.cfg.mode |= XT_HASHLIMIT_RATE_MATCH;
+                p.cfg.avg = 1 << 32;
+                p.cfg.interval = 1;
+            }),
+            (EINVAL, "rate match, interval 0", |p| {
+                p.cfg.mode |= XT_HASHLIMIT_RATE_MATCH
+            }),
+            (EINVAL, "bytes, no credit per byte", |p| {
+                p.cfg.mode |= XT_HASHLIMIT_BYTES;
+                p.cfg.avg = 1;
+            }),
+        ];
+        for (want, what, f) in cases {
+            assert_eq!(hashlimit_errno(hl3(f)), *want, "{what}");
+        }
+        // a mask error comes after the truncation, before the mode: the kernel's order
+        assert_eq!(
+            hashlimit_errno(hl3(|p| {
+                p.cfg.srcmask = 40;
+                p.cfg.burst = 0;
+            })),
+            EINVAL
+        );
+        // valid: a rate-match rule with its interval, bytes with a usable rate, 1/day burst 1
+        assert_eq!(
+            hashlimit_errno(hl3(|p| {
+                p.cfg.mode |= XT_HASHLIMIT_RATE_MATCH;
+                p.cfg.interval = 1;
+            })),
+            0
+        );
+        assert_eq!(
+            hashlimit_errno(hl3(|p| {
+                p.cfg.mode |= XT_HASHLIMIT_BYTES;
+                p.cfg.avg = 512;
+            })),
+            0
+        );
+        // revisions 1 and 2 take no rate match
+        let mut v1 = XtHashlimitMtinfo1::default();
+        v1.name[0] = b'x';
+        v1.cfg.avg = 2000;
+        v1.cfg.burst = 5;
+        v1.cfg.gc_interval = 1000;
+        v1.cfg.expire = 10_000;
+        let m1 = |v: XtHashlimitMtinfo1| Match::Hashlimit(Box::new(Hashlimit::V1(v)));
+        assert_eq!(hashlimit_errno(m1(v1)), 0);
+        let mut bad = v1;
+        bad.cfg.mode = XT_HASHLIMIT_RATE_MATCH;
+        assert_eq!(hashlimit_errno(m1(bad)), EINVAL);
+        // revision 1 multiplies avg * burst in 64 bits: no overflow where the u32 would
+        let mut big = v1;
+        big.cfg.avg = 864_000_000;
+        big.cfg.burst = 10_000;
+        assert_eq!(hashlimit_errno(m1(big)), 0);
     }
 }

@@ -294,6 +294,7 @@ fn initial_unknown_table_is_enoent() {
 /// kernel's exact answer. Every other name gets ENOENT, as from a kernel without it.
 const SUPPORTED_MATCHES: &[&str] = &[
     "recent",
+    "hashlimit",
     "tcp",
     "udp",
     "icmp",
@@ -340,10 +341,10 @@ fn golden_revision_queries() {
         // "revision queries answer ENOENT for them"); ip6tables' own names (icmp6) count as
         // supported only for IPv6.
         // REJECT is IPv4's ipt_REJECT; ip6tables' REJECT (ip6t_REJECT) is not implemented.
-        // recent is compiled for IPv4 only so far.
+        // recent and hashlimit are compiled for IPv4 only so far.
         let implemented = (supported.contains(&name)
             && !(family == Family::Ipv6 && kind == ExtKind::Target && name == "REJECT")
-            && !(family == Family::Ipv6 && name == "recent"))
+            && !(family == Family::Ipv6 && (name == "recent" || name == "hashlimit")))
             || (family == Family::Ipv6 && kind == ExtKind::Match && name == "icmp6");
         let want = if implemented || kernel == ENOENT {
             kernel

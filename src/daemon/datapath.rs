@@ -16,6 +16,8 @@
 //! <root>/net<ns>/<table>/gen<N>/limits    ARRAY: the `limit` buckets of the ruleset
 //! <root>/net<ns>/<table>/gen<N>/recent<i>  ARRAY of one spin-locked value: a `recent` list
 //!                                          (the same map in every generation naming it)
+//! <root>/net<ns>/<table>/gen<N>/hashlimit<i>  HASH of spin-locked entries: a `hashlimit`
+//!                                          table (likewise), `hashlimit<i>_cfg` its config
 //! <root>/net<ns>/<table>/events           RINGBUF of REJECT/LOG records (every generation)
 //! <root>/net<ns>/<table>/event_loss       ARRAY: records lost to a full ring buffer
 //! <root>/net<ns>/<table>/reply_ct         ARRAY: the connections of REJECT replies
@@ -52,6 +54,7 @@ use emitter::builder::MapRef;
 use ipt_abi::{Table, XtCounters};
 use tracing::{info, warn};
 
+use super::hashlimit::Hashlimit;
 use super::recent::Recent;
 use super::slots::{self, EntryKey, Pool};
 use super::state::{BackendError, Backends, Namespace, NsId, TableBackend};
@@ -329,6 +332,7 @@ struct Shared<'a> {
 struct Plan<'a> {
     irs: Vec<emitter::ir::Program>,
     recent: Vec<Recent>,
+    hashlimit: Vec<Hashlimit>,
     counters: Arc<Map>,
     slots: Vec<u32>,
     /// the generation in force, whose programs may be kept where nothing changed
@@ -342,9 +346,12 @@ struct Plan<'a> {
 fn reusable(ir: &emitter::ir::Program) -> bool {
     use emitter::ir::Match;
     !ir.chains.values().flat_map(|c| &c.rules).any(|r| {
-        r.matches
-            .iter()
-            .any(|m| matches!(m, Match::Limit(_) | Match::Recent(_) | Match::Addrtype(_)))
+        r.matches.iter().any(|m| {
+            matches!(
+                m,
+                Match::Limit(_) | Match::Recent(_) | Match::Addrtype(_) | Match::Hashlimit(_)
+            )
+        })
     })
 }
 
@@ -430,6 +437,8 @@ struct Generation {
     programs: Vec<(u32, Program, sys::LoadStats)>,
     /// the `recent` lists its rules name (maps shared with the generations that name them too)
     recent: Vec<Recent>,
+    /// the `hashlimit` tables its rules name (likewise)
+    hashlimit: Vec<Hashlimit>,
     applied: SystemTime,
 }
 
@@ -552,6 +561,7 @@ impl BpfTable {
                 Plan {
                     irs: programs,
                     recent: Vec::new(),
+                    hashlimit: Vec::new(),
                     counters,
                     slots,
                     previous: None,
@@ -663,6 +673,7 @@ impl BpfTable {
         let table = replace.table;
         let mut gen = gen;
         gen.recent = super::recent::open(&table, &gen.dir)?;
+        gen.hashlimit = super::hashlimit::open(&table, &gen.dir)?;
         gen.keys = slots::keys(&table);
         // Slots no entry uses may hold counts of a generation a dead daemon discarded, and
         // are zeroed before use (now, so that the first change after a restart finds them
@@ -878,6 +889,7 @@ impl Generation {
         let Plan {
             irs,
             recent,
+            hashlimit,
             counters,
             slots,
             previous,
@@ -912,6 +924,7 @@ impl Generation {
                 .pin(dir.join("limits"))
                 .map_err(sys_err("pinning the limit buckets"))?;
             super::recent::pin(&recent, &dir)?;
+            super::hashlimit::pin(&hashlimit, &dir)?;
             let bases = vec![XtCounters::default(); table.entries.len()];
             let bases_store =
                 BlobMap::create("bpfltr_bases", &counters_to_bytes(&bases), bases.len() * 16)
@@ -978,6 +991,9 @@ impl Generation {
                     MapRef::Recent(i) => recent
                         .get(i as usize)
                         .map_or(-1, |r| r.map.fd().as_raw_fd()),
+                    MapRef::Hashlimit(i) => hashlimit
+                        .get(i as usize)
+                        .map_or(-1, |h| h.map.fd().as_raw_fd()),
                 });
                 let (prog, stats) = Program::load_netfilter(PROG_NAMES[hook as usize], &bytes, 0).map_err(|e| {
                     warn!(hook = HOOK_NAMES[hook as usize], error = %e, "the verifier refused a program");
@@ -1014,6 +1030,7 @@ impl Generation {
                 bases,
                 programs,
                 recent,
+                hashlimit,
                 applied: SystemTime::now(),
             })
         })();
@@ -1075,6 +1092,7 @@ impl Generation {
                 bases,
                 programs,
                 recent: Vec::new(),
+                hashlimit: Vec::new(),
                 applied,
             },
             blob,
@@ -1160,7 +1178,9 @@ impl TableBackend for BpfTable {
         fault_point("before-build");
         let recent = super::recent::prepare(table, &self.gen.recent)?;
         let lists: Vec<_> = recent.iter().map(|r| r.list.clone()).collect();
-        let irs = crate::xlate::translate_with(table, &lists)
+        let hashlimit = super::hashlimit::prepare(table, &self.gen.hashlimit)?;
+        let tables: Vec<_> = hashlimit.iter().map(|h| h.table.clone()).collect();
+        let irs = crate::xlate::translate_full(table, &lists, &tables)
             .map_err(|e| BackendError::new(e.errno(), e.to_string()))?;
         let needs_conntrack = irs.iter().any(emitter::ir::Program::needs_conntrack);
         let enabled_now = needs_conntrack && !self.conntrack;
@@ -1203,6 +1223,7 @@ impl TableBackend for BpfTable {
             Plan {
                 irs,
                 recent,
+                hashlimit,
                 counters: Arc::clone(&counters),
                 slots: slot_of,
                 previous: Some(&self.gen),
@@ -1412,7 +1433,8 @@ impl TableBackend for BpfTable {
 
     fn dump(&self, table: &Table, hook: Option<&str>) -> String {
         let lists: Vec<_> = self.gen.recent.iter().map(|r| r.list.clone()).collect();
-        let mut programs = match crate::xlate::translate_with(table, &lists) {
+        let tables: Vec<_> = self.gen.hashlimit.iter().map(|h| h.table.clone()).collect();
+        let mut programs = match crate::xlate::translate_full(table, &lists, &tables) {
             Ok(p) => p,
             Err(e) => return format!("; cannot translate: {e}\n"),
         };
@@ -1697,6 +1719,7 @@ mod tests {
             Plan {
                 irs,
                 recent: Vec::new(),
+                hashlimit: Vec::new(),
                 counters: Arc::clone(&backend.gen.counters),
                 slots: assignment.slots,
                 previous: Some(&backend.gen),

@@ -210,7 +210,7 @@ impl Map {
             let (h, fd) = k.map_create(MapType::Array, 4, value_size, 1, name)?;
             return Ok(Map::from_fake(h, fd, MapType::Array, 4, value_size, 1));
         }
-        let btf = LockBtf::new(value_size)?;
+        let btf = LockBtf::new(4, value_size)?;
         let opts = libbpf_sys::bpf_map_create_opts {
             sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
             btf_fd: btf.fd as u32,
@@ -219,6 +219,52 @@ impl Map {
             ..Default::default()
         };
         Map::create_with(MapType::Array, &cname, 4, value_size, 1, &opts)
+    }
+
+    /// A HASH of up to `max_entries` spin-locked values (see [`Map::create_spin_locked`]),
+    /// keys of `key_size` bytes (a multiple of 4), allocated as entries come
+    /// (BPF_F_NO_PREALLOC): a full map fails inserts with E2BIG.
+    pub fn create_spin_locked_hash(
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        name: &str,
+    ) -> Result<Map> {
+        let cname = obj_name(name)?;
+        if value_size < 8 || value_size % 4 != 0 || key_size == 0 || key_size % 4 != 0 {
+            return Err(SysError::invalid(format!(
+                "a spin-locked hash of {key_size}-byte keys and {value_size}-byte values"
+            )));
+        }
+        #[cfg(test)]
+        if let Some(k) = super::fake::current() {
+            let (h, fd) = k.map_create(MapType::Hash, key_size, value_size, max_entries, name)?;
+            return Ok(Map::from_fake(
+                h,
+                fd,
+                MapType::Hash,
+                key_size,
+                value_size,
+                max_entries,
+            ));
+        }
+        let btf = LockBtf::new(key_size, value_size)?;
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
+            btf_fd: btf.fd as u32,
+            btf_key_type_id: btf.key,
+            btf_value_type_id: btf.value,
+            map_flags: libbpf_sys::BPF_F_NO_PREALLOC,
+            ..Default::default()
+        };
+        Map::create_with(
+            MapType::Hash,
+            &cname,
+            key_size,
+            value_size,
+            max_entries,
+            &opts,
+        )
     }
 
     #[cfg(test)]
@@ -700,7 +746,8 @@ struct LockBtf {
 }
 
 impl LockBtf {
-    fn new(value_size: u32) -> Result<LockBtf> {
+    /// `key_size`: 4 gives a u32 key, more an array of u32 words.
+    fn new(key_size: u32, value_size: u32) -> Result<LockBtf> {
         let fail = |call: &'static str, ret: i32| SysError::Syscall {
             call,
             errno: if ret < 0 { -ret } else { libc::EINVAL },
@@ -739,12 +786,20 @@ impl LockBtf {
             {
                 return Err(fail("btf__add_struct", value));
             }
+            let key = if key_size == 4 {
+                u32_id
+            } else {
+                libbpf_sys::btf__add_array(btf, u32_id, u32_id, key_size / 4)
+            };
+            if key < 0 {
+                return Err(fail("btf__add_array", key));
+            }
             let ret = libbpf_sys::btf__load_into_kernel(btf);
             if ret < 0 {
                 return Err(fail("btf__load_into_kernel", ret));
             }
             this.fd = libbpf_sys::btf__fd(btf);
-            this.key = u32_id as u32;
+            this.key = key as u32;
             this.value = value as u32;
         }
         Ok(this)

@@ -41,9 +41,9 @@ use ipt_abi::abi::{
     XT_CONNTRACK_DIRECTION, XT_CONNTRACK_EXPIRES, XT_CONNTRACK_ORIGDST, XT_CONNTRACK_ORIGDST_PORT,
     XT_CONNTRACK_ORIGSRC, XT_CONNTRACK_ORIGSRC_PORT, XT_CONNTRACK_PROTO, XT_CONNTRACK_REPLDST,
     XT_CONNTRACK_REPLDST_PORT, XT_CONNTRACK_REPLSRC, XT_CONNTRACK_REPLSRC_PORT, XT_CONNTRACK_STATE,
-    XT_CONNTRACK_STATUS, XT_MULTIPORT_DESTINATION, XT_MULTIPORT_SOURCE, XT_OWNER_SUPPL_GROUPS,
-    XT_TCP_INV_DSTPT, XT_TCP_INV_FLAGS, XT_TCP_INV_OPTION, XT_TCP_INV_SRCPT, XT_UDP_INV_DSTPT,
-    XT_UDP_INV_SRCPT,
+    XT_CONNTRACK_STATUS, XT_HASHLIMIT_BYTES, XT_HASHLIMIT_INVERT, XT_HASHLIMIT_RATE_MATCH,
+    XT_MULTIPORT_DESTINATION, XT_MULTIPORT_SOURCE, XT_OWNER_SUPPL_GROUPS, XT_TCP_INV_DSTPT,
+    XT_TCP_INV_FLAGS, XT_TCP_INV_OPTION, XT_TCP_INV_SRCPT, XT_UDP_INV_DSTPT, XT_UDP_INV_SRCPT,
 };
 use ipt_abi::{Entry, Match, Table, Target, Verdict};
 
@@ -104,11 +104,183 @@ pub fn translate_with(
     table: &Table,
     recent: &[RecentList],
 ) -> Result<Vec<ir::Program>, XlateError> {
+    translate_full(table, recent, &hashlimit_tables(table))
+}
+
+/// [`translate_with`] with the hashlimit tables as the datapath has them too (a table the
+/// previous ruleset already had keeps the configuration of the rule that created it).
+pub fn translate_full(
+    table: &Table,
+    recent: &[RecentList],
+    hashlimit: &[HashlimitTable],
+) -> Result<Vec<ir::Program>, XlateError> {
     let slots = limit_slots(table);
+    let state = Named { recent, hashlimit };
     (0..5u32)
         .filter(|h| table.valid_hooks & (1 << h) != 0)
-        .map(|hook| translate_hook(table, hook, &slots, recent))
+        .map(|hook| translate_hook(table, hook, &slots, &state))
         .collect()
+}
+
+/// The named state the rules of a table share with the datapath.
+struct Named<'a> {
+    recent: &'a [RecentList],
+    hashlimit: &'a [HashlimitTable],
+}
+
+/// One hashlimit table (`--hashlimit-name`) that rules of a table use: `htable_create`'s
+/// configuration, from the first rule that named it (kept while rules name it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashlimitTable {
+    /// `--hashlimit-name`
+    pub name: Vec<u8>,
+    /// the creating rule's configuration in revision 3's form, `size` and `max` truncated
+    /// to HASHLIMIT_MAX_SIZE (not yet defaulted: see [`HashlimitTable::entries`])
+    pub cfg: ipt_abi::abi::HashlimitCfg3,
+    /// the creating rule's revision (its `/proc` format)
+    pub revision: u8,
+}
+
+impl HashlimitTable {
+    /// `hinfo->cfg.max` as `htable_create` sets it: 8 * size when 0, at least `size`; `size`
+    /// when 0 from the RAM (`ram_bytes`): a bucket per 16 KiB per 8-byte list head, 8192
+    /// above 1 GiB, at least 16.
+    pub fn entries(&self, ram_bytes: u64) -> u32 {
+        let size = if self.cfg.size != 0 {
+            self.cfg.size
+        } else if ram_bytes > 1 << 30 {
+            8192
+        } else {
+            ((ram_bytes / 16384 / 8) as u32).max(16)
+        };
+        match self.cfg.max {
+            0 => size.saturating_mul(8),
+            m => m.max(size),
+        }
+    }
+    /// Whether the table counts in rate-match mode (`hinfo->ratematch`).
+    pub fn rate_match(&self) -> bool {
+        self.cfg.mode & XT_HASHLIMIT_RATE_MATCH != 0
+    }
+}
+
+/// The hashlimit tables the rules of `table` name, in entry order of first use, each with
+/// the configuration of the first rule naming it (as `hashlimit_mt_check_common` creates
+/// them for a new table).
+pub fn hashlimit_tables(table: &Table) -> Vec<HashlimitTable> {
+    let mut out: Vec<HashlimitTable> = Vec::new();
+    for h in hashlimit_matches(table) {
+        if !out.iter().any(|t| t.name == h.name()) {
+            out.push(HashlimitTable {
+                name: h.name().to_vec(),
+                cfg: h.cfg(),
+                revision: h.revision(),
+            });
+        }
+    }
+    out
+}
+
+/// The hashlimit matches of `table`, in entry order.
+pub fn hashlimit_matches(table: &Table) -> impl Iterator<Item = &ipt_abi::Hashlimit> {
+    table
+        .entries
+        .iter()
+        .flat_map(|e| &e.matches)
+        .filter_map(|m| match m {
+            Match::Hashlimit(h) => Some(&**h),
+            _ => None,
+        })
+}
+
+/// `msecs_to_jiffies(m)` at `hz`: rounded up; MAX_JIFFY_OFFSET for a negative `int`.
+pub fn msecs_to_jiffies(m: u32, hz: u32) -> u64 {
+    if m > i32::MAX as u32 {
+        return (i64::MAX as u64 >> 1) - 1;
+    }
+    (u64::from(m) * u64::from(hz)).div_ceil(1000)
+}
+
+/// The IR of a hashlimit match of a rule of revision `rule.revision()` on `table`.
+pub fn hashlimit_ir(
+    h: &ipt_abi::Hashlimit,
+    index: u32,
+    table: &HashlimitTable,
+) -> ir::HashlimitMatch {
+    use ipt_abi::ext;
+    let hz = ipt_abi::ext::kernel_hz();
+    let t = &table.cfg;
+    let rule = h.cfg();
+    let revision = h.revision();
+    let maskl = |bits: u8| -> u32 {
+        let host = if bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(bits.min(32)))
+        };
+        u32::from_ne_bytes(host.to_be_bytes())
+    };
+    let rule_bytes = rule.mode & XT_HASHLIMIT_BYTES != 0;
+    let bytes_cap = u64::from(hz).wrapping_mul(ext::hashlimit_cpj_bytes(hz)) & u64::from(u32::MAX);
+    let kind = if table.rate_match() {
+        let (rate, burst) = if t.mode & XT_HASHLIMIT_BYTES != 0 {
+            // user2rate_bytes((u32)avg)
+            let avg = t.avg as u32;
+            let r = u32::MAX.checked_div(avg).unwrap_or(u32::MAX);
+            let rate = u64::from(r - 1) << ipt_abi::abi::XT_HASHLIMIT_BYTE_SHIFT;
+            let burst = if t.burst != 0 {
+                t.burst.wrapping_mul(rate)
+            } else {
+                rate
+            };
+            (rate, burst)
+        } else {
+            let rate = ipt_abi::abi::XT_HASHLIMIT_SCALE_V2
+                .checked_div(t.avg)
+                .unwrap_or(0);
+            (rate, t.burst.wrapping_add(rate))
+        };
+        ir::HashlimitKind::RateMatch {
+            rule_bytes,
+            interval: t.interval,
+            interval_jiffies: u64::from(t.interval.wrapping_mul(hz)),
+            rate,
+            burst,
+        }
+    } else {
+        let shift = |v: u64| v.trailing_zeros().min(63) as u8;
+        let table_bytes = t.mode & XT_HASHLIMIT_BYTES != 0;
+        let (credit, credit_cap, cost) = if table_bytes {
+            (
+                bytes_cap,
+                t.burst,
+                u64::from(ext::hashlimit_user2credits_byte(t.avg as u32, hz)),
+            )
+        } else {
+            let full = ext::hashlimit_user2credits(t.avg.wrapping_mul(t.burst), revision, hz);
+            (full, full, ext::hashlimit_user2credits(t.avg, revision, hz))
+        };
+        ir::HashlimitKind::Bucket {
+            table_bytes,
+            rule_bytes,
+            cpj_shift: shift(ext::hashlimit_cpj(revision, hz)),
+            cpj_bytes_shift: shift(ext::hashlimit_cpj_bytes(hz)),
+            bytes_cap,
+            credit,
+            credit_cap,
+            cost,
+        }
+    };
+    ir::HashlimitMatch {
+        table: index,
+        hash: t.mode & 0xf,
+        srcmask: maskl(t.srcmask),
+        dstmask: maskl(t.dstmask),
+        frag_hotdrop: ipt_abi::ext::hashlimit_frag_hotdrop(),
+        expire: msecs_to_jiffies(t.expire, hz),
+        invert: rule.mode & XT_HASHLIMIT_INVERT != 0,
+        kind,
+    }
 }
 
 /// One recent list (`--name`) that rules of a table use.
@@ -217,7 +389,7 @@ fn translate_hook(
     table: &Table,
     hook: u32,
     slots: &[u32],
-    recent: &[RecentList],
+    named: &Named<'_>,
 ) -> Result<ir::Program, XlateError> {
     let h = hook as usize;
     let (Some(start), Some(underflow)) = (table.hook_entry_index(h), table.underflow_index(h))
@@ -242,7 +414,7 @@ fn translate_hook(
     let mut todo = vec![start];
     let mut seen = BTreeSet::from([start]);
     while let Some(first) = todo.pop() {
-        let (chain, targets) = build_chain(table, first, slots, recent)?;
+        let (chain, targets) = build_chain(table, first, slots, named)?;
         for t in targets {
             if seen.insert(t) {
                 todo.push(t);
@@ -268,13 +440,13 @@ fn build_chain(
     table: &Table,
     first: u32,
     slots: &[u32],
-    recent: &[RecentList],
+    named: &Named<'_>,
 ) -> Result<(ir::Chain, Vec<u32>), XlateError> {
     let mut rules = Vec::new();
     let mut targets = Vec::new();
     for entry in table.entries.iter().skip(first as usize) {
         let slot = slots.get(entry.index as usize).copied().unwrap_or(0);
-        let (rule, leaves) = rule(entry, slot, recent, &mut targets)?;
+        let (rule, leaves) = rule(entry, slot, named, &mut targets)?;
         rules.extend(rule);
         if leaves {
             return Ok((
@@ -294,7 +466,7 @@ fn build_chain(
 fn rule(
     entry: &Entry,
     limit_slot: u32,
-    recent: &[RecentList],
+    named: &Named<'_>,
     targets: &mut Vec<u32>,
 ) -> Result<(Option<ir::Rule>, bool), XlateError> {
     let action = match &entry.target {
@@ -361,7 +533,7 @@ fn rule(
             what: "owner --suppl-groups",
         });
     }
-    let Some(matches) = matches(entry, limit_slot, recent) else {
+    let Some(matches) = matches(entry, limit_slot, named) else {
         return Ok((None, false));
     };
     // LOG goes on like a jump to the next entry; REJECT leaves like DROP.
@@ -379,7 +551,7 @@ fn rule(
 
 /// The tests of `ip_packet_match` and the entry's match extensions, in the kernel's order;
 /// None when the entry can never match. Tests that every packet passes are left out.
-fn matches(entry: &Entry, mut limit_slot: u32, recent: &[RecentList]) -> Option<Vec<ir::Match>> {
+fn matches(entry: &Entry, mut limit_slot: u32, named: &Named<'_>) -> Option<Vec<ir::Match>> {
     let ip = &entry.ip;
     let inv = |bit| ip.invflags & bit != 0;
     let mut out = Vec::new();
@@ -429,7 +601,7 @@ fn matches(entry: &Entry, mut limit_slot: u32, recent: &[RecentList]) -> Option<
         (false, false) => {}
     }
     for m in &entry.matches {
-        out.extend(extension(m, limit_slot, recent));
+        out.extend(extension(m, limit_slot, named));
         if matches!(m, Match::Limit(_)) {
             limit_slot += 1;
         }
@@ -486,7 +658,8 @@ fn conntrack(c: &ipt_abi::ConntrackInfo) -> ir::CtMatch {
     }
 }
 
-fn extension(m: &Match, limit_slot: u32, recent: &[RecentList]) -> Option<ir::Match> {
+fn extension(m: &Match, limit_slot: u32, named: &Named<'_>) -> Option<ir::Match> {
+    let recent = named.recent;
     Some(match m {
         Match::Tcp(t) => ir::Match::Tcp(ir::TcpMatch {
             sport: range(t.spts),
@@ -592,6 +765,11 @@ fn extension(m: &Match, limit_slot: u32, recent: &[RecentList]) -> Option<ir::Ma
             uid: (o.uid_min, o.uid_max),
             gid: (o.gid_min, o.gid_max),
         }),
+        Match::Hashlimit(h) => {
+            // every name has its table (hashlimit_tables made them from the same table)
+            let i = named.hashlimit.iter().position(|t| t.name == h.name())?;
+            ir::Match::Hashlimit(hashlimit_ir(h, i as u32, &named.hashlimit[i]))
+        }
         Match::Comment(_) => return None,
     })
 }

@@ -17,7 +17,7 @@ exe() { # path of the test executable named $1
   for kv in $BPFILTER_TESTS; do [[ "${kv%%=*}" == "$1" ]] && { echo "${kv#*=}"; return; }; done
   echo "suites: no test executable '$1' in BPFILTER_TESTS" >&2; exit 2
 }
-step() { echo "== $(uname -r): $*"; }
+step() { echo "== $(uname -r) [$(date +%T)]: $*"; }
 
 case "${1:-}" in
 run)
@@ -39,6 +39,8 @@ run)
     log_lines_are_the_kernels
   step "recent lists: spin-locked map values, /proc/net/xt_recent through the preload (against the kernel's)"
   "$(exe e2e_matches)" --test-threads=1 recent_lists_act_as_the_kernels
+  step "hashlimit tables: spin-locked hash map entries, buckets, rate match, hotdrops (against the kernel's)"
+  "$(exe e2e_matches)" --test-threads=1 hashlimit_buckets_act_as_the_kernels
   step "bounded conformance"
   # a spread sample (every 6th ruleset): software emulation is ~60x slower than this machine
   target/release/conformance --bounded --random 6 --packets 40 --hand-packets 12 --every 6 --quiet

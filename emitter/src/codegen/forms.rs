@@ -141,6 +141,11 @@ impl Generator<'_> {
                         .jmp32(JmpOp::Jlt, Reg::R1, Src::Imm(need + 2), frame.hotdrop);
                     st.have = Some(need.max(st.have.unwrap_or(0)));
                 }
+                Test::Hashlimit(m) => {
+                    frame.used.insert(HOTDROP);
+                    st.conditional = true;
+                    self.hashlimit_test(&m, next, frame.hotdrop)?;
+                }
                 Test::OptGuard => {
                     if !st.opt_checked {
                         frame.used.insert(HOTDROP);
@@ -350,7 +355,8 @@ impl Generator<'_> {
             | Test::Limit(_)
             | Test::Addrtype(_)
             | Test::Owner(_)
-            | Test::Recent(_) => {
+            | Test::Recent(_)
+            | Test::Hashlimit(_) => {
                 return Err(EmitError::Unsupported {
                     what: "branch-free form of this test",
                 });
@@ -526,6 +532,12 @@ impl Generator<'_> {
             Test::Addrtype(m) => self.addrtype_test(&m, fail)?,
             Test::Owner(m) => self.owner_test(&m, fail)?,
             Test::Recent(m) => self.recent_test(&m, fail)?,
+            Test::Hashlimit(_) => {
+                // emitted by `tests_inline`, which knows where hotdrop goes
+                return Err(EmitError::Unsupported {
+                    what: "hashlimit outside a rule's tests",
+                });
+            }
             Test::PktType { pkttype, invert } => {
                 let l = *self.layout;
                 let b = &mut self.b;

@@ -102,6 +102,8 @@ pub(super) enum Test {
     Owner(ir::OwnerMatch),
     /// `-m recent`: reads and writes its list, so a barrier like `limit`
     Recent(ir::RecentMatch),
+    /// `-m hashlimit`: takes credit and may hotdrop, a barrier
+    Hashlimit(ir::HashlimitMatch),
 }
 
 impl Test {
@@ -124,7 +126,11 @@ impl Test {
             Test::Mark { .. } | Test::PktType { .. } => 11,
             Test::Conntrack(_) => 12,
             Test::Addrtype(_) | Test::Owner(_) => 13,
-            Test::Guard { .. } | Test::OptGuard | Test::Limit(_) | Test::Recent(_) => u32::MAX,
+            Test::Guard { .. }
+            | Test::OptGuard
+            | Test::Limit(_)
+            | Test::Recent(_)
+            | Test::Hashlimit(_) => u32::MAX,
         }
     }
 
@@ -132,7 +138,11 @@ impl Test {
     pub(super) fn is_barrier(&self) -> bool {
         matches!(
             self,
-            Test::Guard { .. } | Test::OptGuard | Test::Limit(_) | Test::Recent(_)
+            Test::Guard { .. }
+                | Test::OptGuard
+                | Test::Limit(_)
+                | Test::Recent(_)
+                | Test::Hashlimit(_)
         )
     }
 }
@@ -345,6 +355,7 @@ pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
             Match::Addrtype(a) => out.push(Test::Addrtype(a)),
             Match::Owner(o) => out.push(Test::Owner(o)),
             Match::Recent(r) => out.push(Test::Recent(r)),
+            Match::Hashlimit(h) => out.push(Test::Hashlimit(h)),
             #[allow(unreachable_patterns)]
             _ => return Err(EmitError::Unsupported { what: "match kind" }),
         }
@@ -381,9 +392,11 @@ pub(super) fn lower_chains<'a>(
                     Test::Iface { .. } => feat.out_iface = true,
                     Test::TcpOption { .. } => feat.tcp_option = true,
                     Test::Conntrack(_) | Test::State(_) => feat.conntrack = true,
-                    Test::Mark { .. } | Test::PktType { .. } | Test::Owner(_) | Test::Recent(_) => {
-                        feat.ctx = true
-                    }
+                    Test::Mark { .. }
+                    | Test::PktType { .. }
+                    | Test::Owner(_)
+                    | Test::Recent(_)
+                    | Test::Hashlimit(_) => feat.ctx = true,
                     Test::Addrtype(a) if a.dev != ir::AddrtypeDev::Any => feat.ctx = true,
                     _ => {}
                 }

@@ -85,6 +85,7 @@ mod chains;
 mod counters;
 mod events;
 mod forms;
+mod hashlimit;
 mod host;
 mod lower;
 mod recent;
@@ -164,6 +165,8 @@ struct Generator<'a> {
     owner_fn: Option<Label>,
     /// one `recent` subprogram per distinct match
     recent_fns: Vec<(ir::RecentMatch, Label)>,
+    /// one `hashlimit` subprogram per distinct match
+    hashlimit_fns: Vec<(ir::HashlimitMatch, Label)>,
     /// index in the output maps of the LOG prefix map
     prefix_map: Option<u32>,
 }
@@ -289,6 +292,7 @@ pub fn compile_output(
         limit_fn: None,
         owner_fn: None,
         recent_fns: Vec::new(),
+        hashlimit_fns: Vec::new(),
         prefix_map,
     };
     g.analyse_returns(&depths)?;
@@ -299,6 +303,7 @@ pub fn compile_output(
     g.limit_subprogram()?;
     g.owner_subprogram()?;
     g.recent_subprograms()?;
+    g.hashlimit_subprograms()?;
     g.check_inlined_exits()?;
     let c = g.b.finish()?;
     let n = c.slot_count();
