@@ -199,26 +199,7 @@ impl Map {
     /// the lock is. Programs take it with `bpf_spin_lock`; [`Map::lookup_locked`] and
     /// [`Map::update`] with [`BPF_F_LOCK`] copy the value under it.
     pub fn create_spin_locked(value_size: u32, name: &str) -> Result<Map> {
-        let cname = obj_name(name)?;
-        if value_size < 8 || value_size % 4 != 0 {
-            return Err(SysError::invalid(format!(
-                "a spin-locked value of {value_size} bytes (8 or more, a multiple of 4)"
-            )));
-        }
-        #[cfg(test)]
-        if let Some(k) = super::fake::current() {
-            let (h, fd) = k.map_create(MapType::Array, 4, value_size, 1, name)?;
-            return Ok(Map::from_fake(h, fd, MapType::Array, 4, value_size, 1));
-        }
-        let btf = LockBtf::new(4, value_size)?;
-        let opts = libbpf_sys::bpf_map_create_opts {
-            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
-            btf_fd: btf.fd as u32,
-            btf_key_type_id: btf.key,
-            btf_value_type_id: btf.value,
-            ..Default::default()
-        };
-        Map::create_with(MapType::Array, &cname, 4, value_size, 1, &opts)
+        Map::create_locked(MapType::Array, 4, value_size, 1, 0, name)
     }
 
     /// A HASH of up to `max_entries` spin-locked values (see [`Map::create_spin_locked`]),
@@ -230,19 +211,39 @@ impl Map {
         max_entries: u32,
         name: &str,
     ) -> Result<Map> {
+        Map::create_locked(
+            MapType::Hash,
+            key_size,
+            value_size,
+            max_entries,
+            libbpf_sys::BPF_F_NO_PREALLOC,
+            name,
+        )
+    }
+
+    /// A map of spin-locked values, their BTF made here ([`LockBtf`]).
+    fn create_locked(
+        map_type: MapType,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+        name: &str,
+    ) -> Result<Map> {
         let cname = obj_name(name)?;
         if value_size < 8 || value_size % 4 != 0 || key_size == 0 || key_size % 4 != 0 {
             return Err(SysError::invalid(format!(
-                "a spin-locked hash of {key_size}-byte keys and {value_size}-byte values"
+                "a spin-locked map of {key_size}-byte keys and {value_size}-byte values \
+                 (values of 8 bytes or more, sizes multiples of 4)"
             )));
         }
         #[cfg(test)]
         if let Some(k) = super::fake::current() {
-            let (h, fd) = k.map_create(MapType::Hash, key_size, value_size, max_entries, name)?;
+            let (h, fd) = k.map_create(map_type, key_size, value_size, max_entries, name)?;
             return Ok(Map::from_fake(
                 h,
                 fd,
-                MapType::Hash,
+                map_type,
                 key_size,
                 value_size,
                 max_entries,
@@ -254,17 +255,10 @@ impl Map {
             btf_fd: btf.fd as u32,
             btf_key_type_id: btf.key,
             btf_value_type_id: btf.value,
-            map_flags: libbpf_sys::BPF_F_NO_PREALLOC,
+            map_flags,
             ..Default::default()
         };
-        Map::create_with(
-            MapType::Hash,
-            &cname,
-            key_size,
-            value_size,
-            max_entries,
-            &opts,
-        )
+        Map::create_with(map_type, &cname, key_size, value_size, max_entries, &opts)
     }
 
     #[cfg(test)]
