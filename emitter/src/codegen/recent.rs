@@ -74,7 +74,6 @@ impl Generator<'_> {
     fn recent_subprogram(&mut self, m: &RecentMatch) -> Result<(), EmitError> {
         use Reg::*;
         let l = *self.layout;
-        let s = l.skb;
         let forwards_ttl = matches!(
             self.prog.hook,
             Hook::Forward | Hook::LocalOut | Hook::PostRouting
@@ -92,30 +91,19 @@ impl Generator<'_> {
         let field = if m.dest { rec::DADDR } else { rec::SADDR };
         b.emit(ldx(Size::W, R1, R6, field));
         b.emit(stx(Size::W, R10, ADDR, R1));
-        // the TTL: the IP header's, plus one for a packet being forwarded (an out device and
-        // no socket: "use TTL as seen before forwarding"), in u8 arithmetic
-        b.emit(st(Size::DW, R10, TTL, 0));
-        b.emit(ldx(Size::DW, R7, R6, rec::CTX));
-        b.emit(ldx(Size::DW, R7, R7, off16(l.nf_ctx_skb)?));
-        b.emit(ldx(Size::DW, R3, R7, off16(s.head)?));
-        b.emit(ldx(Size::H, R2, R7, off16(s.network_header)?));
-        b.emit(alu64(AluOp::Add, R3, Src::Reg(R2)));
-        b.emit(alu64(AluOp::Add, R3, Src::Imm(IP_TTL)));
-        b.emit(mov64(R1, Src::Reg(R10)));
-        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(TTL))));
-        b.emit(mov64(R2, Src::Imm(1)));
-        b.call_helper(HELPER_PROBE_READ_KERNEL);
-        if forwards_ttl {
-            let local = b.label();
-            b.emit(ldx(Size::DW, R1, R7, off16(s.sk)?));
-            b.jmp64(JmpOp::Jne, R1, Src::Imm(0), local);
-            b.emit(ldx(Size::B, R1, R10, TTL));
-            b.emit(alu32(AluOp::Add, R1, Src::Imm(1)));
-            b.emit(stx(Size::B, R10, TTL, R1));
-            b.bind(local)?;
+        // What the match reads besides the list: the TTL for `--rttl` and to store it, jiffies
+        // for `--seconds` (and `--reap`, which needs it) and to stamp (`--set`, `--update`).
+        let op = m.check_set & (recent::SET | recent::REMOVE | recent::CHECK | recent::UPDATE);
+        let stamps = op == recent::SET || op == recent::UPDATE;
+        let needs_ttl = stamps || m.check_set & recent::TTL != 0;
+        let needs_now = stamps || m.seconds != 0;
+        if needs_ttl {
+            ttl_of_packet(b, &l, forwards_ttl)?;
         }
-        b.call_helper(HELPER_JIFFIES64);
-        b.emit(stx(Size::DW, R10, NOW, R0));
+        if needs_now {
+            b.call_helper(HELPER_JIFFIES64);
+            b.emit(stx(Size::DW, R10, NOW, R0));
+        }
         // r7 = the list
         b.emit(st(Size::W, R10, KEY, 0));
         b.ld_map(R1, MapRef::Recent(m.list));
@@ -172,7 +160,6 @@ impl Generator<'_> {
         b.emit(ldx(Size::W, R1, R7, off(recent::FOUND)));
         b.jmp64(JmpOp::Jge, R1, Src::Imm(entries), not_found);
         record_at(b, R9, R1, stride);
-        let op = m.check_set & (recent::SET | recent::REMOVE | recent::CHECK | recent::UPDATE);
         if op == recent::SET {
             b.emit(mov64(R6, Src::Imm(invert ^ 1)));
             refresh(b, shape);
@@ -233,6 +220,39 @@ impl Generator<'_> {
         b.emit(Insn::Exit);
         Ok(())
     }
+}
+
+/// Stores at TTL the packet's TTL as xt_recent sees it: the IP header's, plus one for a
+/// packet being forwarded (an out device and no socket: "use TTL as seen before
+/// forwarding"), in u8 arithmetic. r6 = the record; r7 = the skb afterwards.
+fn ttl_of_packet(
+    b: &mut crate::Builder,
+    l: &crate::KernelLayout,
+    forwards_ttl: bool,
+) -> Result<(), EmitError> {
+    use Reg::*;
+    let s = l.skb;
+    b.emit(st(Size::DW, R10, TTL, 0));
+    b.emit(ldx(Size::DW, R7, R6, rec::CTX));
+    b.emit(ldx(Size::DW, R7, R7, off16(l.nf_ctx_skb)?));
+    b.emit(ldx(Size::DW, R3, R7, off16(s.head)?));
+    b.emit(ldx(Size::H, R2, R7, off16(s.network_header)?));
+    b.emit(alu64(AluOp::Add, R3, Src::Reg(R2)));
+    b.emit(alu64(AluOp::Add, R3, Src::Imm(IP_TTL)));
+    b.emit(mov64(R1, Src::Reg(R10)));
+    b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(TTL))));
+    b.emit(mov64(R2, Src::Imm(1)));
+    b.call_helper(HELPER_PROBE_READ_KERNEL);
+    if forwards_ttl {
+        let local = b.label();
+        b.emit(ldx(Size::DW, R1, R7, off16(s.sk)?));
+        b.jmp64(JmpOp::Jne, R1, Src::Imm(0), local);
+        b.emit(ldx(Size::B, R1, R10, TTL));
+        b.emit(alu32(AluOp::Add, R1, Src::Imm(1)));
+        b.emit(stx(Size::B, R10, TTL, R1));
+        b.bind(local)?;
+    }
+    Ok(())
 }
 
 /// `dst` = the record of slot `slot` (a scalar below the entry count) in the list at r7.
