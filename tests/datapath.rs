@@ -418,6 +418,16 @@ fn corpus() -> Vec<(&'static str, Vec<u8>)> {
     let ipopt = [0x94u8, 4, 0, 0]; // router alert
     let mut tcp_doff4 = tcp_hdr(1000, 22, 0x02, &[]);
     tcp_doff4[12] = 4 << 4;
+    // NOP, SACK-permitted, timestamps, then MSS 536
+    let mss_after = [
+        1u8, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1, 2, 4, 0x02, 0x18,
+    ];
+    // kind 2 of length 3 (skipped by its length), then MSS 1400
+    let mss_badlen = [2u8, 3, 0x05, 2, 4, 0x05, 0x78, 1];
+    // kind 2 length 4 at optlen - 3: not the MSS; its length steps out
+    let mss_cut = [1u8, 1, 1, 1, 1, 2, 4, 5];
+    // kind 9 with a zero length byte counts as one byte, then MSS 1460
+    let zero_len = [9u8, 0, 2, 4, 0x05, 0xb4];
     let mut tcp_optcut = tcp_hdr(1000, 22, 0x02, &ts);
     tcp_optcut.truncate(24); // data offset says 32, only 24 bytes there
     vec![
@@ -494,6 +504,30 @@ fn corpus() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("bare ip header proto 6", ip(TCP, C, B, 0, &[], &[])),
         ("gre", ip(47, A, B, 0, &[], &[0, 0, 8, 0])),
+        // tcpmss: the MSS after other options, of a wrong length, too close to the end, a
+        // zero length byte before it, and a non-first fragment whose payload reads as a
+        // header with an MSS option
+        (
+            "tcp syn nop sackperm ts mss 536",
+            ip(TCP, A, B, 0, &[], &tcp_hdr(1234, 80, 0x02, &mss_after)),
+        ),
+        (
+            "tcp mss length 3 then mss 1400",
+            ip(TCP, A, B, 0, &[], &tcp_hdr(1234, 80, 0x02, &mss_badlen)),
+        ),
+        (
+            "tcp mss 3 bytes before the end",
+            ip(TCP, A, B, 0, &[], &tcp_hdr(1234, 80, 0x02, &mss_cut)),
+        ),
+        (
+            "tcp zero length option before mss",
+            ip(TCP, A, B, 0, &[], &tcp_hdr(1234, 80, 0x02, &zero_len)),
+        ),
+        (
+            "tcp fragment off 3 with mss 1460",
+            ip(TCP, A, B, 3, &[], &tcp_hdr(1234, 80, 0x02, &mss)),
+        ),
+        ("tcp fragment off 3 short", ip(TCP, A, B, 3, &[], &[0; 12])),
     ]
 }
 
@@ -575,6 +609,27 @@ fn multiport(mode: MultiportMode, items: &[(u16, u16)], invert: bool) -> Match {
         ports,
         pflags,
         invert,
+    })
+}
+
+/// `-m tcpmss --mss min:max` with `invert` as the byte the rule holds, on a kernel reading
+/// non-first fragments as headers.
+fn tcpmss(min: u16, max: u16, invert: u8) -> Match {
+    Match::TcpMss(TcpMssMatch {
+        min,
+        max,
+        invert,
+        frag_nomatch: false,
+    })
+}
+
+/// `tcpmss` on a kernel where non-first fragments fail it (Linux 7.1+).
+fn tcpmss_frag(min: u16, max: u16, invert: u8) -> Match {
+    Match::TcpMss(TcpMssMatch {
+        min,
+        max,
+        invert,
+        frag_nomatch: true,
     })
 }
 
@@ -867,6 +922,54 @@ fn match_catalogue() -> Vec<(&'static str, Vec<Match>)> {
             vec![Match::InIface(Iface::iptables("eth+", true))],
         ),
         ("-o +", vec![Match::OutIface(Iface::iptables("+", false))]),
+        (
+            "tcpmss 1460",
+            vec![proto(TCP, false), tcpmss(1460, 1460, 0)],
+        ),
+        (
+            "tcpmss 500:1400 (fragments fail)",
+            vec![proto(TCP, false), tcpmss_frag(500, 1400, 0)],
+        ),
+        (
+            "tcpmss ! 500:1400",
+            vec![proto(TCP, false), tcpmss(500, 1400, 1)],
+        ),
+        (
+            "tcpmss ! 1:65535 (fragments fail)",
+            vec![proto(TCP, false), tcpmss_frag(1, 65535, 1)],
+        ),
+        (
+            "tcpmss 0:65535",
+            vec![proto(TCP, false), tcpmss(0, 65535, 0)],
+        ),
+        (
+            "tcpmss ! 0:65535",
+            vec![proto(TCP, false), tcpmss(0, 65535, 1)],
+        ),
+        (
+            "tcpmss invert byte 2 (always, after hotdrops)",
+            vec![proto(TCP, false), tcpmss(600, 700, 2)],
+        ),
+        (
+            "tcpmss 9:8 (never)",
+            vec![proto(TCP, false), tcpmss(9, 8, 0)],
+        ),
+        ("tcpmss ! 9:8", vec![proto(TCP, false), tcpmss(9, 8, 1)]),
+        (
+            "tcpmss then --tcp-option 8 (one scan)",
+            vec![
+                proto(TCP, false),
+                tcpmss(0, 1000, 1),
+                Match::Tcp(TcpMatch {
+                    option: 8,
+                    ..tcpm(PortRange::ANY, PortRange::ANY)
+                }),
+            ],
+        ),
+        (
+            "-s C before tcpmss: no hotdrop for others",
+            vec![src(C, 32, true), proto(TCP, false), tcpmss(536, 536, 0)],
+        ),
         // hotdrop order: the address test comes first and keeps truncated packets alive
         (
             "-s C -p udp --dport 53",
@@ -1220,6 +1323,111 @@ fn table_of_expectations() {
             "-p 0 matches all",
             vec![proto(0, true)],
             "gre",
+            Accept,
+            vec![0],
+        ),
+        (
+            "tcpmss finds the mss after other options",
+            vec![proto(TCP, false), tcpmss(536, 536, 0)],
+            "tcp syn nop sackperm ts mss 536",
+            Accept,
+            vec![0],
+        ),
+        (
+            "tcpmss outside the range",
+            vec![proto(TCP, false), tcpmss(537, 1460, 0)],
+            "tcp syn nop sackperm ts mss 536",
+            Drop,
+            vec![1],
+        ),
+        (
+            "! tcpmss outside the range",
+            vec![proto(TCP, false), tcpmss(537, 1460, 1)],
+            "tcp syn nop sackperm ts mss 536",
+            Accept,
+            vec![0],
+        ),
+        (
+            "tcpmss skips a kind 2 of length 3",
+            vec![proto(TCP, false), tcpmss(1400, 1400, 0)],
+            "tcp mss length 3 then mss 1400",
+            Accept,
+            vec![0],
+        ),
+        (
+            "tcpmss: a zero length byte steps one byte",
+            vec![proto(TCP, false), tcpmss(1460, 1460, 0)],
+            "tcp zero length option before mss",
+            Accept,
+            vec![0],
+        ),
+        (
+            "tcpmss: no mss with 3 bytes left",
+            vec![proto(TCP, false), tcpmss(0, 65535, 0)],
+            "tcp mss 3 bytes before the end",
+            Drop,
+            vec![1],
+        ),
+        (
+            "! tcpmss without options holds",
+            vec![proto(TCP, false), tcpmss(0, 65535, 1)],
+            "tcp A->B syn 40000->22",
+            Accept,
+            vec![0],
+        ),
+        (
+            "tcpmss without options fails",
+            vec![proto(TCP, false), tcpmss(0, 65535, 0)],
+            "tcp A->B syn 40000->22",
+            Drop,
+            vec![1],
+        ),
+        (
+            "tcpmss doff<5 hotdrops",
+            vec![proto(TCP, false), tcpmss(0, 65535, 1)],
+            "tcp doff 4",
+            Drop,
+            vec![],
+        ),
+        (
+            "tcpmss options cut hotdrops",
+            vec![proto(TCP, false), tcpmss(0, 65535, 1)],
+            "tcp options cut",
+            Drop,
+            vec![],
+        ),
+        (
+            "tcpmss short header hotdrops",
+            vec![proto(TCP, false), tcpmss(0, 65535, 1)],
+            "tcp truncated 12",
+            Drop,
+            vec![],
+        ),
+        (
+            "tcpmss reads a non-first fragment's payload",
+            vec![proto(TCP, false), tcpmss(1460, 1460, 0)],
+            "tcp fragment off 3 with mss 1460",
+            Accept,
+            vec![0],
+        ),
+        (
+            "tcpmss hotdrops a short non-first fragment",
+            vec![proto(TCP, false), tcpmss(1460, 1460, 0)],
+            "tcp fragment off 3 short",
+            Drop,
+            vec![],
+        ),
+        (
+            "tcpmss after the fix: a fragment fails at once",
+            vec![proto(TCP, false), tcpmss_frag(1460, 1460, 1)],
+            "tcp fragment off 3 short",
+            Drop,
+            vec![1],
+        ),
+        (
+            "tcpmss invert byte 2 holds without options",
+            vec![proto(TCP, false), tcpmss(600, 700, 2)],
+            "tcp A->B syn 40000->22",
             Accept,
             vec![0],
         ),
@@ -1785,6 +1993,20 @@ fn arb_match() -> impl Strategy<Value = Match> {
                 inv_dst: false,
             })
         }),
+        (
+            prop_oneof![Just(0u16), Just(536), Just(1400), Just(1460), any::<u16>()],
+            prop_oneof![Just(0u16), Just(536), Just(1460), Just(65535), any::<u16>()],
+            prop_oneof![3 => Just(0u8), 3 => Just(1u8), 1 => any::<u8>()],
+            any::<bool>()
+        )
+            .prop_map(
+                |(min, max, invert, frag_nomatch)| Match::TcpMss(TcpMssMatch {
+                    min,
+                    max,
+                    invert,
+                    frag_nomatch
+                })
+            ),
         // a test run has no connection: these decide on INVALID alone
         (0u32..0x200).prop_map(Match::State),
         (0u16..0x200, any::<bool>(), any::<bool>()).prop_map(|(mask, inv, status)| {
@@ -1810,7 +2032,11 @@ fn arb_packet() -> impl Strategy<Value = Vec<u8>> {
         Just(vec![]),
         Just(vec![2u8, 4, 5, 0xb4]),
         Just(vec![1u8, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]),
-        Just(vec![3u8, 3, 7])
+        Just(vec![3u8, 3, 7]),
+        Just(vec![1u8, 4, 2, 2, 4, 0x02, 0x18]),
+        Just(vec![2u8, 3, 0x05, 2, 4, 0x05, 0x78, 1]),
+        Just(vec![1u8, 1, 1, 1, 1, 2, 4, 5]),
+        Just(vec![9u8, 0, 2, 4, 0x05, 0xb4])
     ];
     (
         arb_addr(),

@@ -84,7 +84,7 @@ fn unsupported_extensions_are_refused_and_change_nothing() {
         "-A INPUT -m statistic --mode nth --every 2 --packet 0",
         "-A INPUT -m connlimit --connlimit-above 3 -j ACCEPT",
         "-A INPUT -p tcp -j TCPMSS --clamp-mss-to-pmtu",
-        "-A INPUT -p tcp -m tcpmss --mss 1:500",
+        "-A INPUT -m ttl --ttl-lt 5",
     ] {
         let args: Vec<&str> = line.split_whitespace().collect();
         let out = d.iptables(&p.bpf, Tool::Iptables, &args, "");

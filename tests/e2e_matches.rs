@@ -1,5 +1,6 @@
-//! `limit`, `owner` and `addrtype` on real traffic, side by side with the kernel's
-//! iptables-legacy: the same commands, the same refusals, the same counters.
+//! `limit`, `owner`, `addrtype`, `recent`, `hashlimit` and `tcpmss` on real traffic, side by
+//! side with the kernel's iptables-legacy: the same commands, the same refusals, the same
+//! counters.
 
 mod common;
 
@@ -629,5 +630,171 @@ fn hashlimit_buckets_act_as_the_kernels() {
         save.contains("[2:168] -A INPUT -p icmp -m icmp --icmp-type 8 -m hashlimit"),
         "the new table's burst of two passes:\n{save}"
     );
+    p.same_listing(&d);
+}
+
+/// A TCP header from port 40000 to `dport` with `flags` and `opts` (zero-padded to 4 bytes),
+/// its data offset from the length; checksum 0.
+fn tcp_bytes(dport: u16, flags: u8, opts: &[u8]) -> Vec<u8> {
+    let mut o = opts.to_vec();
+    o.resize(opts.len().div_ceil(4) * 4, 0);
+    let mut v = 40000u16.to_be_bytes().to_vec();
+    v.extend_from_slice(&dport.to_be_bytes());
+    v.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+    v.push((((20 + o.len()) / 4) as u8) << 4);
+    v.extend_from_slice(&[flags, 0xff, 0xff, 0, 0, 0, 0]);
+    v.extend_from_slice(&o);
+    v
+}
+
+/// Sends, from `ns` (10.9.1.1), raw TCP packets to 10.9.2.2: `(fragment offset in 8-byte
+/// units, the bytes after the IP header)`.
+fn raw_tcp(ns: &Netns, sends: &[(u16, Vec<u8>)]) {
+    let list = sends
+        .iter()
+        .map(|(f, b)| {
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            format!("({f}, \"{hex}\")")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    ns.sh(&format!(
+        "python3 -c 'import socket, struct\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)\n\
+         for f, x in [{list}]:\n    \
+             b=bytes.fromhex(x)\n    \
+             h=struct.pack(\"!BBHHHBBH4s4s\", 0x45, 0, 20 + len(b), 9, f, 64, 6, 0, socket.inet_aton(\"10.9.1.1\"), socket.inet_aton(\"10.9.2.2\"))\n    \
+             s.sendto(h + b, (\"10.9.2.2\", 0))'"
+    ));
+}
+
+/// `-m tcpmss` on real packets, side by side with the kernel's: SYNs with MSS options inside
+/// and outside ranges, `!`, the MSS after NOP, SACK-permitted and timestamps, a kind 2 of
+/// the wrong length, a zero length byte before the MSS, an MSS too close to the options' end,
+/// no options, a data offset below 5, options or a header past the packet's end (hotdrop:
+/// counted by no rule after the one before it, and gone), non-first fragments (their payload
+/// read as a header before Linux 7.1's fix, failing at once after it), and real connects
+/// with the MSS the stack advertises; what reaches the target is compared too. Then the
+/// kernel's refusals of a protocol other than `-p tcp` or an inverted one.
+#[test]
+fn tcpmss_matches_as_the_kernels() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = Pair::new();
+    let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+        -A FORWARD -s 10.9.2.2 -j ACCEPT\n\
+        -A FORWARD -p tcp\n\
+        -A FORWARD -p tcp -m tcpmss --mss 1460 -j ACCEPT\n\
+        -A FORWARD -p tcp -m tcp --dport 9001 -m tcpmss --mss 1:535 -j DROP\n\
+        -A FORWARD -p tcp -m tcpmss ! --mss 536:1400\n\
+        -A FORWARD -p tcp -m tcpmss --mss 1000 -j DROP\n\
+        -A FORWARD -p tcp -m tcpmss ! --mss 0:65535 -j ACCEPT\n\
+        -A FORWARD -p tcp -j DROP\n\
+        COMMIT\n";
+    let (code, _, err) = p.same(&d, Tool::Restore, &[], rules);
+    assert_eq!(code, 0, "{err}");
+    let k = topology(&p.kernel);
+    let b = topology(&p.bpf);
+    let mss = |v: u16| [2u8, 4, (v >> 8) as u8, v as u8];
+    let syn = |dport: u16, opts: &[u8]| (0u16, tcp_bytes(dport, 0x02, opts));
+    let mut after_others = vec![1u8, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1];
+    after_others.extend_from_slice(&mss(536));
+    let mut doff4 = tcp_bytes(9000, 0x02, &[]);
+    doff4[12] = 4 << 4;
+    let mut opts_cut = tcp_bytes(9000, 0x02, &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+    opts_cut.truncate(24);
+    let sends = vec![
+        syn(9000, &mss(1460)),
+        syn(9000, &after_others),
+        syn(9001, &mss(500)),
+        syn(9000, &mss(500)),
+        syn(9000, &mss(1000)),
+        syn(9000, &mss(9000)),
+        syn(9000, &mss(0)),
+        // kind 2 of length 3, skipped by its length; then nothing
+        syn(9000, &[2, 3, 5, 1]),
+        // kind 2 of length 3, then the MSS
+        syn(9000, &[2, 3, 5, 2, 4, 0x03, 0xe8, 1]),
+        // a zero length byte steps one byte
+        syn(9000, &[9, 0, 2, 4, 0x05, 0xb4]),
+        // kind 2 of length 4 with three bytes left: no MSS
+        syn(9000, &[1, 1, 1, 1, 1, 2, 4, 5]),
+        (0, tcp_bytes(9000, 0x10, &[])),
+        (0, doff4),
+        (0, opts_cut),
+        (0, tcp_bytes(9000, 0x02, &[])[..12].to_vec()),
+        // non-first fragments: a payload that reads as a header with an MSS, a short one
+        (3, tcp_bytes(9000, 0x02, &mss(1460))),
+        (3, tcp_bytes(9000, 0x02, &mss(1000))),
+        (5, tcp_bytes(9000, 0x02, &[])),
+        (7, vec![0x55; 12]),
+    ];
+    for t in [&k, &b] {
+        // what reaches the target, counted by the kernel's own table there
+        t.target.sh("iptables-legacy -A INPUT -p tcp -s 10.9.1.1");
+        raw_tcp(&t.sender, &sends);
+        // real SYNs: the stack's MSS (1460 on a 1500-byte veth), and 1000 asked with
+        // TCP_MAXSEG; nobody listens: the first is answered with a RST, the second dropped
+        // (the socket closes before it would retransmit)
+        t.sender.sh("python3 -c 'import socket\n\
+             for m in [0, 1000]:\n    \
+                 s=socket.socket(); s.settimeout(0.5)\n    \
+                 m and s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, m)\n    \
+                 s.connect_ex((\"10.9.2.2\", 9002)); s.close()'");
+    }
+    settle_and_compare(&p, &d);
+    let arrived = |t: &common::Topology| {
+        t.target
+            .sh("iptables-legacy -L INPUT -v -x -n | tail -n +3 | awk '{print $1, $2}'")
+    };
+    assert_eq!(
+        arrived(&b),
+        arrived(&k),
+        "packets at the target (bpfilter, kernel)"
+    );
+    // the traffic reaches every rule (the kernel's counts, which bpfilter's equal)
+    let save = common::seen(&common::kernel(&p.kernel, Tool::Save, &["-c"], "")).1;
+    let packets = |rule: &str| -> u64 {
+        save.lines()
+            .find_map(|l| {
+                let (c, r) = l.strip_prefix('[')?.split_once("] ")?;
+                (r == rule).then(|| c.split(':').next()?.parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no rule `{rule}` in\n{save}"))
+    };
+    let rules_seen: Vec<u64> = rules
+        .lines()
+        .filter(|l| l.starts_with("-A FORWARD -p tcp"))
+        .map(packets)
+        .collect();
+    assert!(
+        rules_seen.iter().all(|&n| n > 0),
+        "every tcp rule must see traffic: {rules_seen:?}\n{save}"
+    );
+    // the hotdrops (a data offset of 4, options cut, a 12-byte header: at least three) are
+    // counted by the first rule and by no rule that ends a packet after it
+    let ended: u64 = rules
+        .lines()
+        .filter(|l| l.starts_with("-A FORWARD -p tcp") && l.contains(" -j "))
+        .map(packets)
+        .sum();
+    assert!(
+        packets("-A FORWARD -p tcp") >= ended + 3,
+        "three packets or more must vanish at the tcpmss rules:\n{save}"
+    );
+    // a tcpmss match needs `-p tcp`, not inverted: EINVAL from xt_check_match
+    for bad in [
+        "-A FORWARD -p udp -m tcpmss --mss 1000",
+        "-A FORWARD ! -p tcp -m tcpmss --mss 1000",
+        "-A FORWARD -m tcpmss --mss 1000",
+    ] {
+        let (code, _, err) = p.ipt(&d, bad);
+        assert_ne!(code, 0, "`{bad}` must be refused");
+        assert!(err.contains("Invalid argument"), "`{bad}`: {err}");
+    }
+    // deletion by specification, then the listing in every format
+    p.ipt(&d, "-D FORWARD -p tcp -m tcpmss --mss 1000 -j DROP");
     p.same_listing(&d);
 }

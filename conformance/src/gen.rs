@@ -100,6 +100,8 @@ pub(crate) struct Hint {
     pub(crate) dport: Option<u16>,
     pub(crate) flags: Option<u8>,
     pub(crate) tcp_opt: Option<u8>,
+    /// The value of an MSS option to put in the TCP header (`-m tcpmss --mss`).
+    pub(crate) mss: Option<u16>,
     pub(crate) icmp: Option<(u8, u8)>,
     pub(crate) nonfirst_frag: Option<bool>,
     /// The rule names the loopback interface: send the packet out of `lo` (OUTPUT, then INPUT).
@@ -264,6 +266,7 @@ fn directed(rule: &Rule, rng: &mut Rng) -> Hint {
                 })
             }
             "--tcp-option" => h.tcp_opt = next.parse().ok().filter(|_| hit),
+            "--mss" => h.mss = port_in(rng, next, hit),
             // Connection tuples: without NAT the reply tuple is the original one reversed.
             "--ctorigsrc" => h.ct_src = in_net(rng, next, hit),
             "--ctorigdst" => h.ct_dst = in_net(rng, next, hit),
@@ -334,6 +337,7 @@ pub(crate) fn directed_through(rs: &Ruleset, rule: &Rule, rng: &mut Rng, depth: 
         dport,
         flags,
         tcp_opt,
+        mss,
         icmp,
         nonfirst_frag,
         ct_src,
@@ -454,7 +458,7 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
         let payload: Vec<u8> = (0..plen).map(|_| rng.next_u64() as u8).collect();
         let mut l4 = match proto {
             6 => {
-                let opts = if let Some(k) = h.tcp_opt {
+                let mut opts = if let Some(k) = h.tcp_opt {
                     let mut o = vec![1u8; rng.below(3) as usize];
                     o.extend(if k <= 1 { vec![k] } else { vec![k, 2] });
                     o
@@ -463,6 +467,20 @@ pub fn packets_for(rs: &Ruleset, n: usize, rng: &mut Rng) -> Vec<Packet> {
                 } else {
                     Vec::new()
                 };
+                // an MSS option (tcpmss), after the others or before them, now and then of
+                // the wrong length
+                let mss = h
+                    .mss
+                    .or_else(|| (!v.mss.is_empty() && rng.chance(50)).then(|| *rng.pick(&v.mss)));
+                if let Some(m) = mss.filter(|_| opts.len() <= 36) {
+                    let len = if rng.chance(8) { 3 } else { 4 };
+                    let o = [2u8, len, (m >> 8) as u8, m as u8];
+                    if rng.chance(50) {
+                        opts.extend_from_slice(&o);
+                    } else {
+                        opts.splice(0..0, o);
+                    }
+                }
                 let doff = if rng.chance(3) {
                     Some(rng.below(16) as u8)
                 } else {
@@ -990,6 +1008,18 @@ fn random_rule_once(
             ],
         );
     }
+    if proto == Some("tcp") && rng.chance(12) {
+        // the MSS option's value (the match needs `-p tcp`, not inverted)
+        push(&mut a, &["-m", "tcpmss"]);
+        inv(rng, &mut a, 30);
+        let x = *rng.pick(&[1u16, 536, 1000, 1220, 1360, 1400, 1460, 8960]);
+        let word = if rng.chance(50) {
+            x.to_string()
+        } else {
+            format!("{x}:{}", x.saturating_add(rng.below(1000) as u16))
+        };
+        push(&mut a, &["--mss", &word]);
+    }
     if rng.chance(8) {
         recent_match(rng, &mut a);
     }
@@ -1266,6 +1296,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The random rulesets use tcpmss (with `-p tcp`, as the kernel requires), and packets
+    /// aimed at those rules carry MSS options.
+    #[test]
+    fn random_rulesets_draw_tcpmss_with_mss_options() {
+        let mut rules = 0;
+        let mut with_mss = 0;
+        for s in 0..60 {
+            let rs = random_ruleset(s, &mut Rng::new(s as u64));
+            let mss: Vec<&Rule> = rs
+                .rules
+                .iter()
+                .filter(|r| r.args.iter().any(|a| a == "tcpmss"))
+                .collect();
+            for r in &mss {
+                let p = r.args.iter().position(|a| a == "-p").expect("-p");
+                assert_eq!(r.args[p + 1], "tcp", "{:?}", r.args);
+                assert!(p == 0 || r.args[p - 1] != "!", "{:?}", r.args);
+            }
+            rules += mss.len();
+            if !mss.is_empty() {
+                // an option of kind 2 and length 4 somewhere in a TCP header
+                with_mss += packets_for(&rs, 200, &mut Rng::new(7))
+                    .iter()
+                    .filter(|x| {
+                        let b = &x.bytes;
+                        let ihl = usize::from(b[0] & 0xf) * 4;
+                        b[9] == 6
+                            && b.len() >= ihl + 24
+                            && b[ihl + 20..].windows(2).any(|w| w == [2, 4])
+                    })
+                    .count();
+            }
+        }
+        assert!(
+            rules >= 5,
+            "only {rules} tcpmss rules in 60 random rulesets"
+        );
+        assert!(with_mss >= 20, "only {with_mss} packets with an MSS option");
     }
 
     #[test]

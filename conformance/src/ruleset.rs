@@ -377,6 +377,14 @@ impl Ruleset {
                             v.tcp_opts.push(k);
                         }
                     }
+                    "--mss" => {
+                        let (x, y) = next.split_once(':').unwrap_or((next, next));
+                        let x: u16 = x.parse().unwrap_or(0);
+                        let y: u16 = y.parse().unwrap_or(65535);
+                        for m in [x, y, x.wrapping_sub(1), y.wrapping_add(1)] {
+                            v.mss.push(m);
+                        }
+                    }
                     _ => {}
                 }
                 i += 1;
@@ -407,6 +415,8 @@ pub struct Values {
     pub flags: Vec<u8>,
     /// TCP option kinds.
     pub tcp_opts: Vec<u8>,
+    /// MSS values at and around every `--mss` edge.
+    pub mss: Vec<u16>,
 }
 
 impl Values {

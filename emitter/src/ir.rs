@@ -509,6 +509,39 @@ pub enum Match {
     /// `-m hashlimit` (xt_hashlimit): a token bucket per key in a named table of the
     /// namespace.
     Hashlimit(HashlimitMatch),
+    /// `-m tcpmss` (xt_tcpmss): the value of the TCP header's MSS option.
+    TcpMss(TcpMssMatch),
+}
+
+/// A `-m tcpmss` match (`tcpmss_mt`). The TCP header is read at the transport offset whatever
+/// the fragment offset (unless `frag_nomatch`): fewer than 20 bytes there, a data offset below
+/// 5 words or options past the packet's end hotdrop. The options are scanned as the kernel
+/// does (kinds 0 and 1 are one byte, others their length byte, 0 counting as 1); the first
+/// place holding kind 2 with length 4 and four bytes left gives the MSS, and the match is
+/// `(mss_min <= mss <= mss_max) ^ invert` as an integer (non-zero holds). No such place, or no
+/// options: `invert != 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TcpMssMatch {
+    /// lowest MSS
+    pub min: u16,
+    /// highest MSS
+    pub max: u16,
+    /// the rule's `invert` byte as sent (iptables: 0 or 1; above 1 the match always holds once
+    /// the header is read)
+    pub invert: u8,
+    /// a non-first fragment fails at once, without hotdrop (kernels with the 2026 fix "fix L4
+    /// header parsing for non-first fragments"); else its payload is read as the header
+    pub frag_nomatch: bool,
+}
+
+impl TcpMssMatch {
+    /// The match's result for the scan's outcome: `Some(mss)` when an MSS option was found.
+    pub fn result(&self, mss: Option<u16>) -> bool {
+        match mss {
+            Some(v) => (u8::from(v >= self.min && v <= self.max) ^ self.invert) != 0,
+            None => self.invert != 0,
+        }
+    }
 }
 
 /// A `-m hashlimit` match (`hashlimit_mt_common`) on table `table` of the generation's

@@ -378,6 +378,41 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
             }
             Yes
         }
+        Match::TcpMss(m) => {
+            // tcpmss_mt: no fragment test before the 2026 fix, so a non-first fragment's
+            // payload at thoff is read as the TCP header
+            if m.frag_nomatch && p.fragoff != 0 {
+                return No;
+            }
+            let Some(th) = p.header(p.thoff, 20) else {
+                return Hotdrop;
+            };
+            let doff = usize::from(th[12] >> 4) * 4;
+            if doff < 20 {
+                return Hotdrop;
+            }
+            let optlen = doff - 20;
+            if optlen == 0 {
+                return b(m.result(None));
+            }
+            let Some(op) = p.header(p.thoff + 20, optlen) else {
+                return Hotdrop;
+            };
+            let mut i = 0usize;
+            while i < optlen {
+                if op[i] == 2 && optlen - i >= 4 && op[i + 1] == 4 {
+                    return b(m.result(Some(u16::from_be_bytes([op[i + 2], op[i + 3]]))));
+                }
+                if op[i] < 2 {
+                    i += 1;
+                } else {
+                    // as for --tcp-option: a length byte past the options ends the loop anyway
+                    let l = op.get(i + 1).copied().unwrap_or(1);
+                    i += if l == 0 { 1 } else { usize::from(l) };
+                }
+            }
+            b(m.result(None))
+        }
         Match::Udp(u) => {
             if p.fragoff != 0 {
                 return No;

@@ -605,6 +605,27 @@ pub struct XtPkttypeInfo {
 }
 const _: () = assert!(core::mem::size_of::<XtPkttypeInfo>() == 8);
 
+/// `struct xt_tcpmss_match_info` (match "tcpmss", revision 0): the MSS option's value within
+/// `[mss_min, mss_max]`, inverted by `invert`. Six bytes: the last is C padding, which the
+/// kernel copies back as given (only the XT_ALIGN tail after it is zeroed).
+#[doc(alias = "xt_tcpmss_match_info")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XtTcpmssMatchInfo {
+    /// Lowest MSS matched.
+    pub mss_min: u16,
+    /// Highest MSS matched.
+    pub mss_max: u16,
+    /// `!`: iptables sends 1. The kernel XORs the range test (0 or 1) with the byte, so a
+    /// value above 1 makes the match hold whatever the MSS.
+    pub invert: u8,
+    /// C padding of the kernel struct.
+    pub pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<XtTcpmssMatchInfo>() == 6);
+
 /// `struct xt_comment_info` (match "comment", revision 0).
 #[doc(alias = "xt_comment_info")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]

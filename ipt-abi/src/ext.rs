@@ -4,7 +4,8 @@
 //! `xt_check_target` (net/netfilter/x_tables.c) and the `checkentry` functions of
 //! net/netfilter/xt_tcpudp.c, xt_multiport.c, net/ipv4/netfilter/ip_tables.c (icmp),
 //! net/ipv4/netfilter/ipt_REJECT.c (`reject_tg_check`) and net/netfilter/xt_LOG.c
-//! (`log_tg_check`). xt_iprange.c and xt_comment.c have no checkentry; xt_conntrack.c
+//! (`log_tg_check`). xt_iprange.c, xt_comment.c and xt_tcpmss.c have no checkentry (tcpmss
+//! only has `.proto`, which `xt_check_match` tests); xt_conntrack.c
 //! (`conntrack_mt_check`) and xt_state.c (`state_mt_check`) only take a reference on the
 //! namespace's conntrack (`nf_ct_netns_get`), which succeeds wherever conntrack is available,
 //! so nothing of theirs is mirrored: the kernel accepts any payload of the right size (no flag
@@ -108,6 +109,14 @@ pub const SUPPORTED_IPV4: &[Supported] = &[
     m("comment", 0, core::mem::size_of::<XtCommentInfo>(), 0),
     m("mark", 1, core::mem::size_of::<XtMarkMtinfo1>(), 0),
     m("pkttype", 0, core::mem::size_of::<XtPkttypeInfo>(), 0),
+    // xt_tcpmss.c registers revision 0 per family with `.proto = IPPROTO_TCP`: `-p tcp`,
+    // not inverted, or xt_check_match says EINVAL
+    m(
+        "tcpmss",
+        0,
+        core::mem::size_of::<XtTcpmssMatchInfo>(),
+        IPPROTO_TCP,
+    ),
     m("conntrack", 1, size_of::<XtConntrackMtinfo1>(), 0),
     m("conntrack", 2, size_of::<XtConntrackMtinfo2>(), 0),
     m("conntrack", 3, size_of::<XtConntrackMtinfo3>(), 0),
@@ -483,6 +492,22 @@ pub fn set_hashlimit_frag_hotdrop(on: bool) {
 /// Whether `hashlimit_init_dst` hotdrops a non-first fragment in port mode.
 pub fn hashlimit_frag_hotdrop() -> bool {
     HASHLIMIT_FRAG_HOTDROP.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether the running kernel's `tcpmss_mt` fails a non-first fragment at once (the same 2026
+/// fix: 7.3.4's tests `par->fragoff` first and returns false, whatever `invert` says); before
+/// it, the fragment's payload at the transport offset is read as a TCP header.
+static TCPMSS_FRAG_NOMATCH: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Record whether tcpmss fails non-first fragments (see [`tcpmss_frag_nomatch`]).
+pub fn set_tcpmss_frag_nomatch(on: bool) {
+    TCPMSS_FRAG_NOMATCH.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `tcpmss_mt` fails a non-first fragment without reading it.
+pub fn tcpmss_frag_nomatch() -> bool {
+    TCPMSS_FRAG_NOMATCH.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// xt_hashlimit's `HASHLIMIT_MAX_SIZE`: `size` and `max` above it are truncated to it.
@@ -1009,6 +1034,43 @@ mod tests {
         r.pflags = [0; 15];
         r.pflags[5] = 1;
         assert!(multiport_valid_ranges(&r), "flags beyond count are ignored");
+    }
+
+    #[test]
+    fn tcpmss_registration() {
+        let f = Family::Ipv4;
+        let ext = xt_request_find(f, ExtKind::Match, &n("tcpmss"), 0).expect("tcpmss");
+        assert_eq!((ext.size, ext.proto, ext.hooks), (6, IPPROTO_TCP, 0));
+        // registered per family: another revision is ENOENT, not EPROTOTYPE
+        assert_eq!(
+            xt_request_find(f, ExtKind::Match, &n("tcpmss"), 1).map_err(|e| e.0),
+            Err(libc::ENOENT)
+        );
+        assert_eq!(find_revision(f, ExtKind::Match, "tcpmss", 0), Ok(0));
+        for rev in 1..=3 {
+            assert_eq!(
+                find_revision(f, ExtKind::Match, "tcpmss", rev),
+                Err(libc::EPROTONOSUPPORT)
+            );
+        }
+        // XT_ALIGN(6) = 8 bytes in the blob; `-p tcp` only, not inverted, any hook
+        let check = |size, proto, inv| xt_check_match(ext, size, "filter", 0x1f, proto, inv);
+        assert!(check(8, IPPROTO_TCP, false).is_ok());
+        assert_eq!(
+            check(6, IPPROTO_TCP, false).map_err(|e| e.0),
+            Err(libc::EINVAL)
+        );
+        assert_eq!(
+            check(16, IPPROTO_TCP, false).map_err(|e| e.0),
+            Err(libc::EINVAL)
+        );
+        for (proto, inv) in [(IPPROTO_UDP, false), (0, false), (IPPROTO_TCP, true)] {
+            assert_eq!(
+                check(8, proto, inv).map_err(|e| e.0),
+                Err(libc::EINVAL),
+                "proto {proto} inverted {inv}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! caller's counters, then each match/target header with the kernel's name (NUL-padded here),
 //! revision and `matchsize` payload bytes followed by zeros up to XT_ALIGN(matchsize). None of
 //! our extensions sets `usersize`, so the whole `matchsize` is copied: C padding inside the
-//! payload (udp, iprange, conntrack revisions 2 and 3) and bytes after a NUL (comment, LOG
+//! payload (udp, iprange, conntrack revisions 2 and 3, tcpmss) and bytes after a NUL (comment, LOG
 //! prefix) come back exactly as the user sent them.
 
 use std::net::Ipv4Addr;
@@ -144,6 +144,8 @@ pub enum Match {
     Mark(XtMarkMtinfo1),
     /// "pkttype" revision 0.
     PktType(XtPkttypeInfo),
+    /// "tcpmss" revision 0.
+    TcpMss(XtTcpmssMatchInfo),
     /// "comment" revision 0.
     Comment(Box<XtCommentInfo>),
     /// "conntrack" revisions 1, 2, 3 (iptables 1.8.9 sends revision 3, also for `-m state`).
@@ -466,6 +468,7 @@ impl Match {
             Match::Comment(_) => "comment",
             Match::Mark(_) => "mark",
             Match::PktType(_) => "pkttype",
+            Match::TcpMss(_) => "tcpmss",
             Match::Conntrack(_) => "conntrack",
             Match::State(_) => "state",
             Match::Limit(_) => "limit",
@@ -492,6 +495,7 @@ impl Match {
             | Match::Comment(_)
             | Match::State(_)
             | Match::PktType(_)
+            | Match::TcpMss(_)
             | Match::Limit(_)
             | Match::Addrtype(_) => 0,
         }
@@ -507,6 +511,7 @@ impl Match {
             Match::Comment(p) => p.as_bytes(),
             Match::Mark(p) => p.as_bytes(),
             Match::PktType(p) => p.as_bytes(),
+            Match::TcpMss(p) => p.as_bytes(),
             Match::Conntrack(c) => c.payload(),
             Match::State(p) => p.as_bytes(),
             Match::Limit(l) => l.shown.as_bytes(),

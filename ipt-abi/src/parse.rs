@@ -740,6 +740,11 @@ fn check_match(
             let (p, _) = XtPkttypeInfo::read_from_prefix(data).map_err(|_| SHORT)?;
             Match::PktType(p)
         }
+        // xt_tcpmss has no checkentry (xt_check_match tested `.proto`)
+        "tcpmss" => {
+            let (p, _) = XtTcpmssMatchInfo::read_from_prefix(data).map_err(|_| SHORT)?;
+            Match::TcpMss(p)
+        }
         // xt_mark has no checkentry for the match
         "mark" => {
             let (p, _) = XtMarkMtinfo1::read_from_prefix(data).map_err(|_| SHORT)?;
@@ -1620,6 +1625,52 @@ mod tests {
             blob[H + IPT_ENTRY_SIZE + 31] = rev;
             assert_eq!(errno_of(&blob), EPROTOTYPE);
         }
+    }
+
+    #[test]
+    fn tcpmss_parses_round_trips_and_keeps_its_padding() {
+        let m = Match::TcpMss(XtTcpmssMatchInfo {
+            mss_min: 536,
+            mss_max: 1460,
+            invert: 1,
+            pad: 0xa5,
+        });
+        // `.proto = IPPROTO_TCP`: -p tcp without `!`, else EINVAL (xt_check_match)
+        assert_eq!(one_match_rule(6, 0, m.clone()), 0);
+        assert_eq!(one_match_rule(17, 0, m.clone()), EINVAL);
+        assert_eq!(one_match_rule(0, 0, m.clone()), EINVAL);
+        assert_eq!(one_match_rule(6, IPT_INV_PROTO, m.clone()), EINVAL);
+        let mut b = TableBuilder::filter();
+        b.rule(
+            "INPUT",
+            Rule::new(RuleTarget::Drop).proto(6).with(m.clone()),
+        );
+        let mut blob = b.replace_blob(4).expect("blob");
+        // garbage in the XT_ALIGN tail (bytes 6 and 7 of the 8-byte payload)
+        let p = H + IPT_ENTRY_SIZE + XT_ENTRY_MATCH_SIZE;
+        assert_eq!(&blob[p..p + 6], m.payload());
+        blob[p + 6] = 0xee;
+        blob[p + 7] = 0xff;
+        let t = parse_replace(&blob, None).expect("valid").table;
+        assert_eq!(t.entries[0].matches, std::slice::from_ref(&m));
+        assert_eq!(
+            t.entries[0].matches[0].match_size(),
+            XT_ENTRY_MATCH_SIZE + 8
+        );
+        // GET_ENTRIES: the payload as sent (its padding byte too), the tail zeroed
+        let got = t.get_entries(&[]);
+        let g = 40 + IPT_ENTRY_SIZE + XT_ENTRY_MATCH_SIZE;
+        assert_eq!(&got[g..g + 6], &[0x18, 0x02, 0xb4, 0x05, 1, 0xa5][..]);
+        assert_eq!(&got[g + 6..g + 8], &[0, 0]);
+        // and what GET_ENTRIES shows parses back to the same table
+        let again = parse_replace(&t.replace_blob(4, 0), None)
+            .expect("again")
+            .table;
+        assert_eq!(again, t);
+        // another revision is unknown (registered per family: ENOENT)
+        let mut bad = blob.clone();
+        bad[H + IPT_ENTRY_SIZE + 31] = 1;
+        assert_eq!(errno_of(&bad), ENOENT);
     }
 
     #[test]

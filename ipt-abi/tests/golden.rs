@@ -305,6 +305,7 @@ const SUPPORTED_MATCHES: &[&str] = &[
     "state",
     "mark",
     "pkttype",
+    "tcpmss",
     "limit",
     "addrtype",
     "owner",
@@ -341,10 +342,10 @@ fn golden_revision_queries() {
         // "revision queries answer ENOENT for them"); ip6tables' own names (icmp6) count as
         // supported only for IPv6.
         // REJECT is IPv4's ipt_REJECT; ip6tables' REJECT (ip6t_REJECT) is not implemented.
-        // recent and hashlimit are compiled for IPv4 only so far.
+        // recent, hashlimit and tcpmss are compiled for IPv4 only so far.
         let implemented = (supported.contains(&name)
             && !(family == Family::Ipv6 && kind == ExtKind::Target && name == "REJECT")
-            && !(family == Family::Ipv6 && (name == "recent" || name == "hashlimit")))
+            && !(family == Family::Ipv6 && matches!(name, "recent" | "hashlimit" | "tcpmss")))
             || (family == Family::Ipv6 && kind == ExtKind::Match && name == "icmp6");
         let want = if implemented || kernel == ENOENT {
             kernel

@@ -130,8 +130,17 @@ fn a_match(proto: u16) -> BoxedStrategy<Match> {
         Match::Conntrack(Box::new(c.expect("164 bytes hold every revision")))
     });
     let state = any::<u32>().prop_map(|statemask| Match::State(XtStateInfo { statemask }));
+    // tcpmss has no checkentry: any bounds, invert byte and padding (copied back as sent)
+    let tcpmss = (any::<[u16; 2]>(), any::<[u8; 2]>()).prop_map(|(mss, b)| {
+        Match::TcpMss(XtTcpmssMatchInfo {
+            mss_min: mss[0],
+            mss_max: mss[1],
+            invert: b[0],
+            pad: b[1],
+        })
+    });
     match proto {
-        6 => prop_oneof![tcp, multiport, iprange, comment, conntrack, state].boxed(),
+        6 => prop_oneof![tcp, multiport, iprange, comment, conntrack, state, tcpmss].boxed(),
         17 => prop_oneof![udp, multiport, iprange, comment, conntrack, state].boxed(),
         1 => prop_oneof![icmp, iprange, comment, conntrack, state].boxed(),
         _ => prop_oneof![iprange, comment, conntrack, state].boxed(),
@@ -194,6 +203,7 @@ fn a_rule(chain: usize, users: usize) -> impl Strategy<Value = Rule> {
                                     | Match::Udp(_)
                                     | Match::Icmp(_)
                                     | Match::Multiport(_)
+                                    | Match::TcpMss(_)
                             )
                         }) {
                             ip.invflags &= !IPT_INV_PROTO;

@@ -129,6 +129,9 @@ fn serve(config: &Config, listener: &UnixListener, stop: &UnixStream) -> Result<
     // xt_hashlimit hotdrops non-first fragments in port mode since the 2026 fix of L4 header
     // parsing for fragments (measured: not in 6.12.117 nor 6.18.44, in 7.3.4)
     ipt_abi::ext::set_hashlimit_frag_hotdrop(crate::probe::kernel_at_least(7, 1));
+    // and xt_tcpmss fails them at once since the same fix (measured: 7.3.4's tcpmss_mt tests
+    // fragoff first; 6.12.117's and 6.18.44's read the fragment's payload as a TCP header)
+    ipt_abi::ext::set_tcpmss_frag_nomatch(crate::probe::kernel_at_least(7, 1));
     ipt_abi::ext::set_recent_params(
         param("ip_list_tot").unwrap_or(list_tot),
         param("ip_pkt_list_tot").unwrap_or(pkt_list_tot),

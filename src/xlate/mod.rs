@@ -702,6 +702,12 @@ fn extension(m: &Match, limit_slot: u32, named: &Named<'_>) -> Option<ir::Match>
             pkttype: u8::try_from(t.pkttype).unwrap_or(0xff),
             invert: t.invert != 0,
         },
+        Match::TcpMss(t) => ir::Match::TcpMss(ir::TcpMssMatch {
+            min: t.mss_min,
+            max: t.mss_max,
+            invert: t.invert,
+            frag_nomatch: ipt_abi::ext::tcpmss_frag_nomatch(),
+        }),
         Match::Mark(m) => ir::Match::Mark {
             mark: m.mark,
             mask: m.mask,
@@ -933,6 +939,37 @@ mod tests {
         let rules = &out.chains[&out.entry].rules;
         assert_eq!(rules.len(), 1, "only the policy entry remains: {rules:?}");
         assert_eq!(rules[0].counter, 3);
+    }
+
+    #[test]
+    fn tcpmss_keeps_its_bounds_and_invert_byte() {
+        let mss = |invert| {
+            Match::TcpMss(ipt_abi::abi::XtTcpmssMatchInfo {
+                mss_min: 536,
+                mss_max: 1460,
+                invert,
+                pad: 0x5a,
+            })
+        };
+        let mut b = TableBuilder::filter();
+        b.rule("FORWARD", Rule::new(RuleTarget::Drop).proto(6).with(mss(1)));
+        b.rule(
+            "FORWARD",
+            Rule::new(RuleTarget::Accept).proto(6).with(mss(7)),
+        );
+        let fwd = &programs(&b)[1];
+        let rules = &fwd.chains[&fwd.entry].rules;
+        for (rule, invert) in rules.iter().zip([1u8, 7]) {
+            assert!(
+                rule.matches.contains(&ir::Match::TcpMss(ir::TcpMssMatch {
+                    min: 536,
+                    max: 1460,
+                    invert,
+                    frag_nomatch: ipt_abi::ext::tcpmss_frag_nomatch(),
+                })),
+                "{rule:?}"
+            );
+        }
     }
 
     #[test]

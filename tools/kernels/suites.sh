@@ -41,6 +41,8 @@ run)
   "$(exe e2e_matches)" --test-threads=1 recent_lists_act_as_the_kernels
   step "hashlimit tables: spin-locked hash map entries, buckets, rate match, hotdrops (against the kernel's)"
   "$(exe e2e_matches)" --test-threads=1 hashlimit_buckets_act_as_the_kernels
+  step "tcpmss: the MSS option scan, hotdrops, non-first fragments as this kernel reads them (against the kernel's)"
+  "$(exe e2e_matches)" --test-threads=1 tcpmss_matches_as_the_kernels
   step "bounded conformance"
   # a spread sample (every 6th ruleset): software emulation is ~60x slower than this machine
   target/release/conformance --bounded --random 6 --packets 40 --hand-packets 12 --every 6 --quiet

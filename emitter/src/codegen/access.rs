@@ -37,7 +37,10 @@ use crate::builder::{Builder, Label};
 use crate::insn::{alu32, alu64, ldx, mov32, mov64, st, stx, AluOp, Insn, JmpOp, Reg, Size, Src};
 use crate::EmitError;
 
-use super::record::{packed, rec, OPT_HOTDROP, OPT_NONE, OPT_PRESENT, TH_AVAIL_FRAG1};
+use super::record::{
+    packed, rec, MSS_FOUND, MSS_HOTDROP, MSS_SCANNED, OPT_HOTDROP, OPT_NONE, OPT_PRESENT,
+    TH_AVAIL_FRAG1,
+};
 use super::{
     Generator, HELPER_DYNPTR_READ, KFUNC_DYNPTR_FROM_SKB, KFUNC_DYNPTR_SLICE, KFUNC_RDONLY_CAST,
 };
@@ -48,6 +51,8 @@ pub(super) struct Features {
     pub(super) in_iface: bool,
     pub(super) out_iface: bool,
     pub(super) tcp_option: bool,
+    /// some rule uses `-m tcpmss`: the option scan also looks for the MSS
+    pub(super) tcpmss: bool,
     /// some rule reads the connection (skb->_nfct)
     pub(super) conntrack: bool,
     /// some rule reads the context after the prologue (events, `-m mark`): its pointer is
@@ -230,8 +235,8 @@ impl Generator<'_> {
 
         b.bind(th_done)?;
         let parsed = b.label();
-        if feat.tcp_option {
-            self.tcp_options(parsed)?;
+        if feat.tcp_option || feat.tcpmss {
+            self.tcp_options(feat, parsed)?;
         }
         self.b.bind(parsed)?;
         self.pack();
@@ -381,21 +386,41 @@ impl Generator<'_> {
         b.emit(stx(Size::DW, R10, rec::PACKED, R9));
     }
 
-    /// TCP option scan (only when a rule uses --tcp-option): fills OPTST and OPTMAP, a bitmap
-    /// of the option kinds at the positions the kernel's tcp_find_option visits. `r7` is the
-    /// skb on every path that reaches it; the options are read through a dynptr of their own
-    /// (the cast strategy has none yet).
-    fn tcp_options(&mut self, parsed: Label) -> Result<(), EmitError> {
+    /// TCP option scan (only when a rule uses --tcp-option or -m tcpmss). For --tcp-option:
+    /// fills OPTST and OPTMAP, a bitmap of the option kinds at the positions the kernel's
+    /// tcp_find_option visits. For tcpmss: fills MSS with what `tcpmss_mt` finds at the same
+    /// positions (the first kind 2 of length 4 with four bytes left), or its hotdrop. `r7` is
+    /// the skb on every path that reaches it; the options are read through a dynptr of their
+    /// own (the cast strategy has none yet).
+    ///
+    /// tcpmss reads the header at the transport offset even in a non-first fragment, so with
+    /// it the bytes available are `skb->len - thoff` whatever the fragment offset, and fewer
+    /// than 20 are its hotdrop. A tcp match never reads OPTST then: its own guard (no match
+    /// for a fragment, hotdrop under 20 bytes) comes first in the rule.
+    fn tcp_options(&mut self, feat: Features, parsed: Label) -> Result<(), EmitError> {
         use Reg::*;
         let b = &mut self.b;
-        for k in 0..4i16 {
-            b.emit(st(Size::DW, R10, rec::OPTMAP + 8 * k, 0));
+        if feat.tcp_option {
+            for k in 0..4i16 {
+                b.emit(st(Size::DW, R10, rec::OPTMAP + 8 * k, 0));
+            }
+            b.emit(st(Size::B, R10, rec::OPTST, OPT_NONE));
         }
-        b.emit(st(Size::B, R10, rec::OPTST, OPT_NONE));
+        if feat.tcpmss {
+            b.emit(st(Size::W, R10, rec::MSS, MSS_SCANNED));
+        }
         let bad = b.label();
-        // header readable? (thav >= 20, not a fragment)
-        b.emit(ldx(Size::W, R4, R10, rec::TH_AVAIL));
-        b.jmp32(JmpOp::Jslt, R4, Src::Imm(20), parsed);
+        if feat.tcpmss {
+            // header readable? (skb->len - thoff >= 20, in 32 bits as skb_header_pointer)
+            b.emit(ldx(Size::W, R4, R10, rec::LEN));
+            b.emit(ldx(Size::H, R5, R10, rec::THOFF));
+            b.emit(alu32(AluOp::Sub, R4, Src::Reg(R5)));
+            b.jmp32(JmpOp::Jslt, R4, Src::Imm(20), bad);
+        } else {
+            // header readable? (thav >= 20, not a fragment)
+            b.emit(ldx(Size::W, R4, R10, rec::TH_AVAIL));
+            b.jmp32(JmpOp::Jslt, R4, Src::Imm(20), parsed);
+        }
         b.emit(ldx(Size::B, R5, R10, rec::DOFF));
         b.jmp32(JmpOp::Jlt, R5, Src::Imm(20), bad);
         b.jmp32(JmpOp::Jsgt, R5, Src::Reg(R4), bad); // options not all there
@@ -415,7 +440,9 @@ impl Generator<'_> {
         b.emit(mov64(R5, Src::Imm(0)));
         b.call_helper(HELPER_DYNPTR_READ);
         b.jmp32(JmpOp::Jne, R0, Src::Imm(0), bad);
-        b.emit(st(Size::B, R10, rec::OPTST, OPT_PRESENT));
+        if feat.tcp_option {
+            b.emit(st(Size::B, R10, rec::OPTST, OPT_PRESENT));
+        }
         // r9 = i, r8 = optlen, r7 = iteration count: the kernel's loop advances at least one
         // byte per step, so 40 iterations cover every option; the counter lets the verifier
         // see the loop end even though it cannot bound the step from below.
@@ -429,19 +456,24 @@ impl Generator<'_> {
         stack_ptr(b, R1, rec::OPTBUF);
         b.emit(alu64(AluOp::Add, R1, Src::Reg(R9)));
         b.emit(ldx(Size::B, R2, R1, 0)); // kind
-                                         // OPTMAP[kind / 64] |= 1 << (kind % 64)
-        b.emit(mov64(R3, Src::Reg(R2)));
-        b.emit(alu64(AluOp::Rsh, R3, Src::Imm(6)));
-        b.emit(alu64(AluOp::Lsh, R3, Src::Imm(3)));
-        stack_ptr(b, R4, rec::OPTMAP);
-        b.emit(alu64(AluOp::Add, R4, Src::Reg(R3)));
-        b.emit(ldx(Size::DW, R5, R4, 0));
-        b.emit(mov64(R0, Src::Imm(1)));
-        b.emit(mov64(R3, Src::Reg(R2)));
-        b.emit(alu64(AluOp::And, R3, Src::Imm(63)));
-        b.emit(alu64(AluOp::Lsh, R0, Src::Reg(R3)));
-        b.emit(alu64(AluOp::Or, R5, Src::Reg(R0)));
-        b.emit(stx(Size::DW, R4, 0, R5));
+        if feat.tcpmss {
+            mss_step(b);
+        }
+        if feat.tcp_option {
+            // OPTMAP[kind / 64] |= 1 << (kind % 64)
+            b.emit(mov64(R3, Src::Reg(R2)));
+            b.emit(alu64(AluOp::Rsh, R3, Src::Imm(6)));
+            b.emit(alu64(AluOp::Lsh, R3, Src::Imm(3)));
+            stack_ptr(b, R4, rec::OPTMAP);
+            b.emit(alu64(AluOp::Add, R4, Src::Reg(R3)));
+            b.emit(ldx(Size::DW, R5, R4, 0));
+            b.emit(mov64(R0, Src::Imm(1)));
+            b.emit(mov64(R3, Src::Reg(R2)));
+            b.emit(alu64(AluOp::And, R3, Src::Imm(63)));
+            b.emit(alu64(AluOp::Lsh, R0, Src::Reg(R3)));
+            b.emit(alu64(AluOp::Or, R5, Src::Reg(R0)));
+            b.emit(stx(Size::DW, R4, 0, R5));
+        }
         // step: kinds 0 and 1 are one byte; else the length byte, 0 counting as 1. Branch
         // free, so that the loop has one state per iteration for the verifier.
         b.emit(ldx(Size::B, R3, R1, 1)); // len (the spare bytes are zero)
@@ -459,10 +491,48 @@ impl Generator<'_> {
         b.emit(alu64(AluOp::Add, R9, Src::Reg(R3)));
         b.ja(top);
         b.bind(bad)?;
-        b.emit(st(Size::B, R10, rec::OPTST, OPT_HOTDROP));
+        if feat.tcp_option {
+            b.emit(st(Size::B, R10, rec::OPTST, OPT_HOTDROP));
+        }
+        if feat.tcpmss {
+            b.emit(st(Size::W, R10, rec::MSS, MSS_SCANNED | MSS_HOTDROP));
+        }
         b.ja(parsed);
         Ok(())
     }
+}
+
+/// One step of the MSS search, branch free like the rest of the loop (`r1` = the option at
+/// `i`, `r2` its kind, `r8` optlen, `r9` i; uses r0, r3-r5): the first place where the kind is
+/// 2, the length byte 4 and `optlen - i >= 4` puts its big-endian value and MSS_FOUND in MSS.
+fn mss_step(b: &mut Builder) {
+    use Reg::*;
+    b.emit(ldx(Size::W, R0, R10, rec::MSS));
+    b.emit(mov64(R3, Src::Reg(R0)));
+    b.emit(alu64(AluOp::Rsh, R3, Src::Imm(16)));
+    b.emit(alu64(AluOp::And, R3, Src::Imm(1))); // found before: 1
+    b.emit(ldx(Size::B, R4, R1, 1));
+    b.emit(alu64(AluOp::Xor, R4, Src::Imm(4)));
+    b.emit(alu64(AluOp::Or, R3, Src::Reg(R4))); // length byte not 4: non-zero
+    b.emit(mov64(R4, Src::Reg(R2)));
+    b.emit(alu64(AluOp::Xor, R4, Src::Imm(2)));
+    b.emit(alu64(AluOp::Or, R3, Src::Reg(R4))); // kind not 2: non-zero
+    b.emit(mov64(R4, Src::Reg(R8)));
+    b.emit(alu64(AluOp::Sub, R4, Src::Reg(R9)));
+    b.emit(alu64(AluOp::Sub, R4, Src::Imm(4)));
+    b.emit(alu64(AluOp::Rsh, R4, Src::Imm(63)));
+    b.emit(alu64(AluOp::Or, R3, Src::Reg(R4))); // fewer than 4 bytes left: 1
+    b.emit(alu64(AluOp::Sub, R3, Src::Imm(1)));
+    b.emit(alu64(AluOp::Rsh, R3, Src::Imm(63))); // r3 = 1 iff this is the MSS
+                                                 // (the options copy has 8 spare zero bytes past the 40: i + 3 stays inside)
+    b.emit(ldx(Size::B, R4, R1, 2));
+    b.emit(alu64(AluOp::Lsh, R4, Src::Imm(8)));
+    b.emit(ldx(Size::B, R5, R1, 3));
+    b.emit(alu64(AluOp::Or, R4, Src::Reg(R5)));
+    b.emit(alu64(AluOp::Or, R4, Src::Imm(MSS_FOUND)));
+    b.emit(alu64(AluOp::Mul, R4, Src::Reg(R3)));
+    b.emit(alu64(AluOp::Or, R0, Src::Reg(R4)));
+    b.emit(stx(Size::W, R10, rec::MSS, R0));
 }
 
 /// Zero `len` (a multiple of 4) stack bytes at `off` (4-byte aligned), 8 bytes at a time

@@ -839,6 +839,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn tcpmss_rules_compile_in_inlined_chains() {
+        // tcpmss may hotdrop, and with an empty range and no `!` never holds (the rule then
+        // emits no action, a RETURN included); in main, in a subprogram and in an inlined
+        // chain, in every mode. (Not in `deep_programs_are_loop_free`: the option scan of the
+        // prologue is a bounded loop.)
+        for invert in 0..3u8 {
+            for empty in [false, true] {
+                let mss = Match::TcpMss(crate::ir::TcpMssMatch {
+                    min: 536,
+                    max: if empty { 535 } else { 1460 },
+                    invert,
+                    frag_nomatch: empty,
+                });
+                let p = deep_program(&[
+                    (0, vec![mss], Action::Accept),
+                    (3, vec![mss], Action::Return),
+                    (8, vec![mss], Action::Return),
+                    (8, vec![mss], Action::Drop),
+                    (7, vec![mss], Action::Goto(ChainId(9))),
+                ]);
+                for opts in modes() {
+                    compile_with(&p, &KernelLayout::example(), opts).expect("compile");
+                }
+            }
+        }
+    }
+
     fn arb_deep_match() -> impl proptest::strategy::Strategy<Value = Match> {
         use proptest::prelude::*;
         prop_oneof![

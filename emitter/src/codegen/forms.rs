@@ -32,7 +32,7 @@ use super::lower::{
     combinable, constant, copy_addr, extract, iface_words, lead_of, load_operand, range_test,
     single_jump, Field, Test,
 };
-use super::record::{packed, rec, OPT_HOTDROP};
+use super::record::{packed, rec, MSS_FOUND, MSS_HOTDROP, OPT_HOTDROP};
 use super::{Generator, HELPER_JIFFIES64, HELPER_PROBE_READ_KERNEL, HOTDROP};
 
 /// The verifier walks a chain depth first and keeps, for each rule with several exits, one
@@ -146,6 +146,13 @@ impl Generator<'_> {
                     st.conditional = true;
                     self.hashlimit_test(&m, next, frame.hotdrop)?;
                 }
+                Test::TcpMss(m) => {
+                    frame.used.insert(HOTDROP);
+                    st.conditional = true;
+                    if !self.tcpmss_test(&m, next, frame.hotdrop)? {
+                        return Ok(false);
+                    }
+                }
                 Test::OptGuard => {
                     if !st.opt_checked {
                         frame.used.insert(HOTDROP);
@@ -188,16 +195,25 @@ impl Generator<'_> {
         let mut guard = false;
         for t in tests {
             match *t {
-                Test::Guard { need, .. } => {
-                    let k = match need {
-                        20 => 0,
-                        8 => 1,
-                        _ => 2,
-                    };
+                Test::Guard { .. } | Test::TcpMss(_) => {
+                    // r2 = bit 0 "no match", bit 1 "hotdrop"
+                    if let Test::TcpMss(m) = *t {
+                        self.tcpmss_bits(&m)?;
+                        let b = &mut self.b;
+                        b.emit(alu64(AluOp::Lsh, R1, Src::Imm(1)));
+                        b.emit(alu64(AluOp::Or, R2, Src::Reg(R1)));
+                    } else if let Test::Guard { need, .. } = *t {
+                        let k = match need {
+                            20 => 0,
+                            8 => 1,
+                            _ => 2,
+                        };
+                        let b = &mut self.b;
+                        b.emit(mov64(R2, Src::Reg(R9)));
+                        b.emit(alu64(AluOp::Rsh, R2, Src::Imm(packed::GUARD_SHIFT + 2 * k)));
+                        b.emit(alu64(AluOp::And, R2, Src::Imm(3)));
+                    }
                     let b = &mut self.b;
-                    b.emit(mov64(R2, Src::Reg(R9)));
-                    b.emit(alu64(AluOp::Rsh, R2, Src::Imm(packed::GUARD_SHIFT + 2 * k)));
-                    b.emit(alu64(AluOp::And, R2, Src::Imm(3)));
                     b.emit(mov64(R3, Src::Reg(R0)));
                     b.emit(alu64(AluOp::Sub, R3, Src::Imm(1)));
                     b.emit(alu64(AluOp::Rsh, R3, Src::Imm(63))); // alive: nothing failed yet
@@ -356,7 +372,8 @@ impl Generator<'_> {
             | Test::Addrtype(_)
             | Test::Owner(_)
             | Test::Recent(_)
-            | Test::Hashlimit(_) => {
+            | Test::Hashlimit(_)
+            | Test::TcpMss(_) => {
                 return Err(EmitError::Unsupported {
                     what: "branch-free form of this test",
                 });
@@ -532,10 +549,10 @@ impl Generator<'_> {
             Test::Addrtype(m) => self.addrtype_test(&m, fail)?,
             Test::Owner(m) => self.owner_test(&m, fail)?,
             Test::Recent(m) => self.recent_test(&m, fail)?,
-            Test::Hashlimit(_) => {
+            Test::Hashlimit(_) | Test::TcpMss(_) => {
                 // emitted by `tests_inline`, which knows where hotdrop goes
                 return Err(EmitError::Unsupported {
-                    what: "hashlimit outside a rule's tests",
+                    what: "hashlimit or tcpmss outside a rule's tests",
                 });
             }
             Test::PktType { pkttype, invert } => {
@@ -577,6 +594,82 @@ impl Generator<'_> {
                 b.jmp32(op, R1, Src::Imm(mark as i32), fail);
             }
             Test::Guard { .. } | Test::OptGuard => {}
+        }
+        Ok(())
+    }
+
+    /// `tcpmss_mt` on the prologue's scan (`rec::MSS`): falls through when the match holds,
+    /// jumps to `fail` when it does not and to `hotdrop` when the kernel would drop. Returns
+    /// false when it never holds (every path jumped away: nothing may follow it). Two jumps at
+    /// most, so that long chains of such rules stay within the verifier's pending branches.
+    fn tcpmss_test(
+        &mut self,
+        m: &ir::TcpMssMatch,
+        fail: Label,
+        hotdrop: Label,
+    ) -> Result<bool, EmitError> {
+        use Reg::*;
+        self.tcpmss_bits(m)?;
+        let b = &mut self.b;
+        b.jmp64(JmpOp::Jne, R1, Src::Imm(0), hotdrop);
+        match tcpmss_fails(m) {
+            Some(true) => {
+                b.ja(fail);
+                return Ok(false);
+            }
+            Some(false) if !m.frag_nomatch => {}
+            _ => b.jmp64(JmpOp::Jne, R2, Src::Imm(0), fail),
+        }
+        Ok(true)
+    }
+
+    /// Branch free, from the prologue's scan (`rec::MSS`): `r1` = 1 when `tcpmss_mt` would
+    /// hotdrop, `r2` = 1 when it would return false (0 and 0: the match holds). Uses r1-r4.
+    fn tcpmss_bits(&mut self, m: &ir::TcpMssMatch) -> Result<(), EmitError> {
+        use Reg::*;
+        let b = &mut self.b;
+        b.emit(ldx(Size::W, R1, R6, rec::MSS));
+        match tcpmss_fails(m) {
+            Some(f) => b.emit(mov64(R2, Src::Imm(i32::from(f)))),
+            None => {
+                // r2 = MSS found and inside [min, max] (min <= max here)
+                b.emit(mov64(R2, Src::Reg(R1)));
+                b.emit(alu64(
+                    AluOp::Rsh,
+                    R2,
+                    Src::Imm(MSS_FOUND.trailing_zeros() as i32),
+                ));
+                b.emit(alu64(AluOp::And, R2, Src::Imm(1)));
+                b.emit(mov64(R3, Src::Reg(R1)));
+                b.emit(alu64(AluOp::And, R3, Src::Imm(0xffff)));
+                b.emit(alu64(AluOp::Sub, R3, Src::Imm(i32::from(m.min))));
+                b.emit(mov64(R4, Src::Imm(i32::from(m.max - m.min))));
+                b.emit(alu64(AluOp::Sub, R4, Src::Reg(R3)));
+                b.emit(alu64(AluOp::Or, R4, Src::Reg(R3)));
+                b.emit(alu64(AluOp::Rsh, R4, Src::Imm(63))); // 1 = outside
+                b.emit(alu64(AluOp::Xor, R4, Src::Imm(1)));
+                b.emit(alu64(AluOp::And, R2, Src::Reg(R4)));
+                // `(found && inside) ^ invert` is false: invert 0 fails unless it is 1,
+                // invert 1 fails when it is
+                if m.invert == 0 {
+                    b.emit(alu64(AluOp::Xor, R2, Src::Imm(1)));
+                }
+            }
+        }
+        b.emit(alu64(
+            AluOp::Rsh,
+            R1,
+            Src::Imm(MSS_HOTDROP.trailing_zeros() as i32),
+        ));
+        b.emit(alu64(AluOp::And, R1, Src::Imm(1)));
+        if m.frag_nomatch {
+            // par->fragoff != 0: false at once, whatever `invert` says, and never a hotdrop
+            extract(b, R3, Field::Th);
+            b.emit(alu64(AluOp::Sub, R3, Src::Imm(2)));
+            b.emit(alu64(AluOp::Rsh, R3, Src::Imm(63))); // 1 = non-first fragment
+            b.emit(alu64(AluOp::Or, R2, Src::Reg(R3)));
+            b.emit(alu64(AluOp::Xor, R3, Src::Imm(1)));
+            b.emit(alu64(AluOp::And, R1, Src::Reg(R3)));
         }
         Ok(())
     }
@@ -844,6 +937,18 @@ impl Generator<'_> {
             tests: rest,
         });
         Ok(true)
+    }
+}
+
+/// Whether a tcpmss match fails whatever the packet once it does not hotdrop (and is not a
+/// fragment the fix fails): `Some(true)` never holds (no `!`, an empty range), `Some(false)`
+/// always holds (an `invert` byte above 1), None depends on the MSS.
+fn tcpmss_fails(m: &ir::TcpMssMatch) -> Option<bool> {
+    match m.invert {
+        0 if m.min > m.max => Some(true),
+        1 if m.min > m.max => Some(false),
+        0 | 1 => None,
+        _ => Some(false),
     }
 }
 

@@ -3,9 +3,9 @@
 //! Pure tests (addresses, interfaces, protocol, fragment, iprange, and the port / flag / code
 //! tests inside a transport match) may be reordered between two "hotdrop" points; a match that
 //! can hotdrop (tcp, udp, icmp, multiport: its header-availability guard, [`Test::Guard`] /
-//! [`Test::OptGuard`]) is a barrier, so a packet is dropped exactly when the kernel would drop
-//! it. Between barriers the most selective test goes first (full addresses, then masks,
-//! ranges, ports, interfaces, protocol).
+//! [`Test::OptGuard`]; tcpmss and hashlimit whole) is a barrier, so a packet is dropped
+//! exactly when the kernel would drop it. Between barriers the most selective test goes first
+//! (full addresses, then masks, ranges, ports, interfaces, protocol).
 //!
 //! Also here, so that each test kind reads the packet the same way in every rule form: the
 //! operand a one-value test compares ([`load_operand`]), the single-compare jump of split
@@ -104,6 +104,8 @@ pub(super) enum Test {
     Recent(ir::RecentMatch),
     /// `-m hashlimit`: takes credit and may hotdrop, a barrier
     Hashlimit(ir::HashlimitMatch),
+    /// `-m tcpmss`: the prologue's MSS scan; may hotdrop, a barrier
+    TcpMss(ir::TcpMssMatch),
 }
 
 impl Test {
@@ -130,7 +132,8 @@ impl Test {
             | Test::OptGuard
             | Test::Limit(_)
             | Test::Recent(_)
-            | Test::Hashlimit(_) => u32::MAX,
+            | Test::Hashlimit(_)
+            | Test::TcpMss(_) => u32::MAX,
         }
     }
 
@@ -143,6 +146,7 @@ impl Test {
                 | Test::Limit(_)
                 | Test::Recent(_)
                 | Test::Hashlimit(_)
+                | Test::TcpMss(_)
         )
     }
 }
@@ -225,6 +229,7 @@ pub(super) fn combinable(tests: &[Test]) -> bool {
                 | Test::Iface { .. }
                 | Test::Range { .. }
                 | Test::Guard { .. }
+                | Test::TcpMss(_)
         )
     });
     let live = tests.iter().filter(|t| constant(t).is_none()).count();
@@ -356,6 +361,7 @@ pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
             Match::Owner(o) => out.push(Test::Owner(o)),
             Match::Recent(r) => out.push(Test::Recent(r)),
             Match::Hashlimit(h) => out.push(Test::Hashlimit(h)),
+            Match::TcpMss(m) => out.push(Test::TcpMss(m)),
             #[allow(unreachable_patterns)]
             _ => return Err(EmitError::Unsupported { what: "match kind" }),
         }
@@ -391,6 +397,7 @@ pub(super) fn lower_chains<'a>(
                     Test::Iface { base, .. } if *base == rec::IN_NAME => feat.in_iface = true,
                     Test::Iface { .. } => feat.out_iface = true,
                     Test::TcpOption { .. } => feat.tcp_option = true,
+                    Test::TcpMss(_) => feat.tcpmss = true,
                     Test::Conntrack(_) | Test::State(_) => feat.conntrack = true,
                     Test::Mark { .. }
                     | Test::PktType { .. }

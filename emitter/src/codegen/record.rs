@@ -23,6 +23,7 @@
 //! -128 ctx pointer (events)  -120 skb->_nfct (u64, conntrack)  -168 nf_conn reads (after
 //!      the prologue)
 //! -272 packed r9 (u64)   -276 counter slot + 1 for the shared tails (u32)
+//! -284 tcpmss scan (u32: MSS value, found, hotdrop and scanned bits; see MSS_*)
 //! -288 lookup key of a rule run (u32 or u16)
 //! ```
 //! `count` uses 8 bytes of its own frame; chain subprograms use none.
@@ -81,6 +82,9 @@ pub mod rec {
     pub const KEY: i16 = -276;
     /// lookup key of a rule run (u32 address or u16 port), written just before the lookup
     pub const LKEY: i16 = -288;
+    /// u32 outcome of the tcpmss scan: the MSS in bits 0-15 and [`super::MSS_FOUND`],
+    /// [`super::MSS_HOTDROP`], [`super::MSS_SCANNED`]
+    pub const MSS: i16 = -284;
     /// the program's context pointer, for events (stored first thing; in the 16 bytes
     /// between the transport buffer and the dynptr, which nothing else uses)
     pub const CTX: i16 = -128;
@@ -110,3 +114,10 @@ pub(super) const TH_AVAIL_FRAG1: i32 = -2;
 pub(super) const OPT_NONE: i32 = 1;
 pub(super) const OPT_PRESENT: i32 = 2;
 pub(super) const OPT_HOTDROP: i32 = 3;
+/// tcpmss scan bits (`rec::MSS`): an MSS option was found (its value in bits 0-15)
+pub(super) const MSS_FOUND: i32 = 1 << 16;
+/// the header or its options could not be read, or the data offset is below 5: hotdrop
+pub(super) const MSS_HOTDROP: i32 = 1 << 17;
+/// always set, so that no path stores a constant 0 (which a verifier may type STACK_ZERO on
+/// that path only, walking the rules once more for it)
+pub(super) const MSS_SCANNED: i32 = 1 << 18;

@@ -586,6 +586,17 @@ fn mutations() -> Vec<Mutation> {
         m!("owner_uid_invalid", "owner", "the --uid-owner 1000-2000 match up to uid 4294967295 ((uid_t)-1 does not map)", |b| { let (_, m) = match_named(b, "owner", |b, p| b.u32(p) == 1000)?; b.set_u32(m.off + XT_HDR + 4, u32::MAX); Ok(()) }),
         m!("owner_gid_invalid_unused", "owner", "the --uid-owner 1000-2000 match with gid_max (uid)-1 but no GID flag (not checked)", |b| { let (_, m) = match_named(b, "owner", |b, p| b.u32(p) == 1000 && b.b[p + 16] == OWNER_UID)?; b.set_u32(m.off + XT_HDR + 12, u32::MAX); Ok(()) }),
         m!("owner_revision_0", "owner", "the first owner match revision 0 (no such revision, family-independent)", |b| { let (_, m) = match_named(b, "owner", |_, _| true)?; b.set_u8(m.off + 31, 0); Ok(()) }),
+        // tcpmss (xt_tcpmss.c): no checkentry, `.proto = IPPROTO_TCP` (xt_check_match).
+        m!("control_tcpmss", "tcpmss", "unmutated base blob (control)", |_| Ok(())),
+        m!("tcpmss_proto_udp", "tcpmss", "the first tcpmss match on an entry with proto 17", |b| { let (e, _) = b.with_match("tcpmss")?; b.set_u16(e.off + 80, 17); Ok(()) }),
+        m!("tcpmss_proto_any", "tcpmss", "the first tcpmss match on an entry with proto 0", |b| { let (e, _) = b.with_match("tcpmss")?; b.set_u16(e.off + 80, 0); Ok(()) }),
+        m!("tcpmss_proto_inverted", "tcpmss", "the first tcpmss match on an entry with ! -p tcp (IPT_INV_PROTO)", |b| { let (e, _) = b.with_match("tcpmss")?; let v = b.b[e.off + 83]; b.set_u8(e.off + 83, v | IPT_INV_PROTO); Ok(()) }),
+        m!("tcpmss_revision_1", "tcpmss", "the first tcpmss match revision 1 (no such revision, per-family)", |b| { let (_, m) = b.with_match("tcpmss")?; b.set_u8(m.off + 31, 1); Ok(()) }),
+        m!("tcpmss_size_long", "tcpmss", "the first tcpmss match grown by 8 (offsets fixed)", |b| { let (e, m) = b.with_match("tcpmss")?; b.splice(&e, m.off + m.size, 0, &[0; 8])?; b.set_u16(m.off, (m.size + 8) as u16); Ok(()) }),
+        m!("tcpmss_pad_garbage", "tcpmss", "the first tcpmss match's C padding (payload byte 5) = 0xab (copied back as given)", |b| { let (_, m) = b.with_match("tcpmss")?; b.set_u8(m.off + XT_HDR + 5, 0xab); Ok(()) }),
+        m!("tcpmss_align_padding_garbage", "tcpmss", "the first tcpmss match's XT_ALIGN tail (payload 6..8) = 0xab", |b| { let (_, m) = b.with_match("tcpmss")?; b.b[m.off + XT_HDR + 6..m.off + XT_HDR + 8].fill(0xab); Ok(()) }),
+        m!("tcpmss_invert_2", "tcpmss", "the first tcpmss match with invert = 2 (not checked)", |b| { let (_, m) = b.with_match("tcpmss")?; b.set_u8(m.off + XT_HDR + 4, 2); Ok(()) }),
+        m!("tcpmss_range_inverted", "tcpmss", "the first tcpmss match with mss_min 1460 > mss_max 1 (not checked)", |b| { let (_, m) = b.with_match("tcpmss")?; b.set_u16(m.off + XT_HDR, 1460); b.set_u16(m.off + XT_HDR + 2, 1); Ok(()) }),
         // SET_ADD_COUNTERS (the base ruleset restored first, so the entry count is right).
         m!("addcnt_control", "tcp_ports", "add_counters", "restore", "unmutated ADD_COUNTERS blob (control)", |_| Ok(())),
         m!("addcnt_len_short", "tcp_ports", "add_counters", "restore", "last 16 bytes cut: length != 40 + 16 * num_counters", |b| { let n = b.b.len() - 16; b.b.truncate(n); Ok(()) }),
