@@ -478,36 +478,22 @@ pub fn xt_check_proc_name(name: &[u8]) -> Result<(), (i32, &'static str)> {
     Ok(())
 }
 
-/// Whether the running kernel's `hashlimit_init_dst` fails (hotdrop) a non-first fragment
-/// when the table hashes ports ("netfilter: xtables: fix L4 header parsing for non-first
-/// fragments", 2026); before that fix it reads the fragment's first payload bytes as ports.
-static HASHLIMIT_FRAG_HOTDROP: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+/// Whether the running kernel has the 2026 netfilter fix "xtables: fix L4 header parsing for
+/// non-first fragments", measured in the matrix: 6.12.117 and 6.18.44 do not, 7.3.4 does.
+/// With it, `hashlimit_init_dst` hotdrops a non-first fragment when the table hashes ports,
+/// and `tcpmss_mt` fails one at once (whatever `invert` says); without it, both read the
+/// fragment's payload at the transport offset as the transport header.
+static NONFIRST_FRAG_FIX: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Record whether non-first fragments hotdrop in port mode (see [`hashlimit_frag_hotdrop`]).
-pub fn set_hashlimit_frag_hotdrop(on: bool) {
-    HASHLIMIT_FRAG_HOTDROP.store(on, std::sync::atomic::Ordering::Relaxed);
+/// Record whether the kernel has the non-first fragment fix (see [`nonfirst_frag_fix`]).
+pub fn set_nonfirst_frag_fix(on: bool) {
+    NONFIRST_FRAG_FIX.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether `hashlimit_init_dst` hotdrops a non-first fragment in port mode.
-pub fn hashlimit_frag_hotdrop() -> bool {
-    HASHLIMIT_FRAG_HOTDROP.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Whether the running kernel's `tcpmss_mt` fails a non-first fragment at once (the same 2026
-/// fix: 7.3.4's tests `par->fragoff` first and returns false, whatever `invert` says); before
-/// it, the fragment's payload at the transport offset is read as a TCP header.
-static TCPMSS_FRAG_NOMATCH: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
-/// Record whether tcpmss fails non-first fragments (see [`tcpmss_frag_nomatch`]).
-pub fn set_tcpmss_frag_nomatch(on: bool) {
-    TCPMSS_FRAG_NOMATCH.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether `tcpmss_mt` fails a non-first fragment without reading it.
-pub fn tcpmss_frag_nomatch() -> bool {
-    TCPMSS_FRAG_NOMATCH.load(std::sync::atomic::Ordering::Relaxed)
+/// Whether hashlimit and tcpmss leave non-first fragments alone (hotdrop, no match) instead
+/// of reading their payload as a transport header.
+pub fn nonfirst_frag_fix() -> bool {
+    NONFIRST_FRAG_FIX.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// xt_hashlimit's `HASHLIMIT_MAX_SIZE`: `size` and `max` above it are truncated to it.

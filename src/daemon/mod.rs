@@ -126,12 +126,10 @@ fn serve(config: &Config, listener: &UnixListener, stop: &UnixStream) -> Result<
     let (list_tot, pkt_list_tot) = ipt_abi::ext::recent_params();
     // xt_recent's index became a u16, and hit counts up to 65535 valid, in Linux 6.11
     ipt_abi::ext::set_recent_wide(crate::probe::kernel_at_least(6, 11));
-    // xt_hashlimit hotdrops non-first fragments in port mode since the 2026 fix of L4 header
-    // parsing for fragments (measured: not in 6.12.117 nor 6.18.44, in 7.3.4)
-    ipt_abi::ext::set_hashlimit_frag_hotdrop(crate::probe::kernel_at_least(7, 1));
-    // and xt_tcpmss fails them at once since the same fix (measured: 7.3.4's tcpmss_mt tests
-    // fragoff first; 6.12.117's and 6.18.44's read the fragment's payload as a TCP header)
-    ipt_abi::ext::set_tcpmss_frag_nomatch(crate::probe::kernel_at_least(7, 1));
+    // hashlimit and tcpmss leave non-first fragments alone since the 2026 fix of L4 header
+    // parsing for fragments (measured: not in 6.12.117 nor 6.18.44, in 7.3.4; 7.1 is the
+    // first release it can be in)
+    ipt_abi::ext::set_nonfirst_frag_fix(crate::probe::kernel_at_least(7, 1));
     ipt_abi::ext::set_recent_params(
         param("ip_list_tot").unwrap_or(list_tot),
         param("ip_pkt_list_tot").unwrap_or(pkt_list_tot),

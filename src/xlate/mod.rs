@@ -276,7 +276,7 @@ pub fn hashlimit_ir(
         hash: t.mode & 0xf,
         srcmask: maskl(t.srcmask),
         dstmask: maskl(t.dstmask),
-        frag_hotdrop: ipt_abi::ext::hashlimit_frag_hotdrop(),
+        frag_hotdrop: ipt_abi::ext::nonfirst_frag_fix(),
         expire: msecs_to_jiffies(t.expire, hz),
         invert: rule.mode & XT_HASHLIMIT_INVERT != 0,
         kind,
@@ -706,7 +706,7 @@ fn extension(m: &Match, limit_slot: u32, named: &Named<'_>) -> Option<ir::Match>
             min: t.mss_min,
             max: t.mss_max,
             invert: t.invert,
-            frag_nomatch: ipt_abi::ext::tcpmss_frag_nomatch(),
+            frag_nomatch: ipt_abi::ext::nonfirst_frag_fix(),
         }),
         Match::Mark(m) => ir::Match::Mark {
             mark: m.mark,
@@ -965,7 +965,7 @@ mod tests {
                     min: 536,
                     max: 1460,
                     invert,
-                    frag_nomatch: ipt_abi::ext::tcpmss_frag_nomatch(),
+                    frag_nomatch: ipt_abi::ext::nonfirst_frag_fix(),
                 })),
                 "{rule:?}"
             );
