@@ -335,6 +335,8 @@ struct Plan<'a> {
     hashlimit: Vec<Hashlimit>,
     counters: Arc<Map>,
     slots: Vec<u32>,
+    /// the entries' keys ([`slots::keys`] of the table)
+    keys: Vec<slots::EntryKey>,
     /// the generation in force, whose programs may be kept where nothing changed
     previous: Option<&'a Generation>,
 }
@@ -564,6 +566,7 @@ impl BpfTable {
                     hashlimit: Vec::new(),
                     counters,
                     slots,
+                    keys: slots::keys(table),
                     previous: None,
                 },
                 &target,
@@ -859,7 +862,7 @@ fn repin_sets(from: &Path, to: &Path, hook: &str) -> Result<(), BackendError> {
 }
 
 /// Each entry's count: its slot's count in `sums` plus its base.
-fn counts(gen: &Generation, sums: &[Vec<u64>]) -> Vec<XtCounters> {
+fn counts(gen: &Generation, sums: &sys::Sums) -> Vec<XtCounters> {
     gen.bases
         .iter()
         .zip(&gen.slots)
@@ -892,6 +895,7 @@ impl Generation {
             hashlimit,
             counters,
             slots,
+            keys,
             previous,
         } = plan;
         // the programs of `previous` that can stay, by hook
@@ -972,10 +976,18 @@ impl Generation {
                         "bpfltr_set",
                     )
                     .map_err(sys_err("creating a rule-run map"))?;
-                    for (k, v) in &spec.entries {
-                        set.update(k, v, 0)
-                            .map_err(sys_err("filling a rule-run map"))?;
-                    }
+                    let keys: Vec<u8> = spec
+                        .entries
+                        .iter()
+                        .flat_map(|(k, _)| k.iter().copied())
+                        .collect();
+                    let values: Vec<u8> = spec
+                        .entries
+                        .iter()
+                        .flat_map(|(_, v)| v.iter().copied())
+                        .collect();
+                    set.update_all(&keys, &values, 0)
+                        .map_err(sys_err("filling a rule-run map"))?;
                     set.pin(dir.join(format!("{}_set{i}", HOOK_NAMES[hook as usize])))
                         .map_err(sys_err("pinning a rule-run map"))?;
                     sets.push(set);
@@ -1024,7 +1036,7 @@ impl Generation {
                 dir: dir.clone(),
                 counters,
                 slots,
-                keys: slots::keys(table),
+                keys,
                 irs,
                 bases_store,
                 bases,
@@ -1226,6 +1238,7 @@ impl TableBackend for BpfTable {
                 hashlimit,
                 counters: Arc::clone(&counters),
                 slots: slot_of,
+                keys,
                 previous: Some(&self.gen),
             },
             &self.target,
@@ -1710,6 +1723,7 @@ mod tests {
         let assignment = lock_pool(&backend.pool)
             .assign(&backend.gen.keys, &backend.gen.slots, &slots::keys(&second))
             .unwrap();
+        let keys = slots::keys(&second);
         slots::remap(&mut irs, &assignment.slots);
         let next = Generation::build(
             &s.table_dir(),
@@ -1722,6 +1736,7 @@ mod tests {
                 hashlimit: Vec::new(),
                 counters: Arc::clone(&backend.gen.counters),
                 slots: assignment.slots,
+                keys,
                 previous: Some(&backend.gen),
             },
             &s.backends.target,

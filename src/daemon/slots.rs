@@ -22,7 +22,7 @@
 //! it, and that replace waits for the grace period as before, since the old counters are then
 //! read from a map no later program counts in.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use ipt_abi::{Entry, Table, Target, Verdict};
 
@@ -198,21 +198,29 @@ impl Pool {
         if self.capacity as usize > 4 * new.len() + 4096 {
             return None;
         }
-        let mut by_key: HashMap<&EntryKey, std::collections::VecDeque<u32>> = HashMap::new();
-        for (k, &s) in old.iter().zip(old_slots) {
-            by_key.entry(k).or_default().push_back(s);
+        // The old entries with each key, in order: the first unclaimed one by key, each
+        // linked to the next with the same key. FxHash, not the DoS-resistant default: the
+        // keys are root's own rulesets, hashed once per entry on every change.
+        let old = &old[..old.len().min(old_slots.len())];
+        let mut first: FxHashMap<&EntryKey, usize> = FxHashMap::default();
+        first.reserve(old.len());
+        let mut next_same = vec![usize::MAX; old.len()];
+        for (i, k) in old.iter().enumerate().rev() {
+            if let Some(later) = first.insert(k, i) {
+                next_same[i] = later;
+            }
         }
+        let mut claimed = vec![false; old.len()];
         let mut slots = Vec::with_capacity(new.len());
         let mut kept = Vec::with_capacity(new.len());
         let mut missing = 0usize;
         for k in new {
-            match by_key
-                .get_mut(k)
-                .and_then(std::collections::VecDeque::pop_front)
-            {
-                Some(s) => {
-                    slots.push(s);
+            match first.get_mut(k).filter(|i| **i != usize::MAX) {
+                Some(i) => {
+                    claimed[*i] = true;
+                    slots.push(old_slots[*i]);
                     kept.push(true);
+                    *i = next_same[*i];
                 }
                 None => {
                     slots.push(u32::MAX);
@@ -229,7 +237,10 @@ impl Pool {
         for s in slots.iter_mut().filter(|s| **s == u32::MAX) {
             *s = *fresh.next()?;
         }
-        let mut dropped: Vec<u32> = by_key.into_values().flatten().collect();
+        let mut dropped: Vec<u32> = (0..old.len())
+            .filter(|&i| !claimed[i])
+            .map(|i| old_slots[i])
+            .collect();
         dropped.sort_unstable();
         Some(Assignment {
             slots,

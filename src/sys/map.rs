@@ -14,6 +14,11 @@ use super::obj_name;
 /// The kernel-internal ENOTSUPP (524) that BPF syscalls can leak to user space.
 const KERNEL_ENOTSUPP: i32 = 524;
 
+/// Did the kernel refuse an operation it does not have for this map (batch operations)?
+fn unsupported(e: &SysError) -> bool {
+    matches!(e.errno(), libc::EINVAL | libc::EOPNOTSUPP | KERNEL_ENOTSUPP)
+}
+
 /// Kind of map (`enum bpf_map_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MapType {
@@ -600,48 +605,56 @@ impl Map {
     /// Every (key, value) pair, read with BPF_MAP_LOOKUP_BATCH (falls back to one lookup per
     /// key where batching is not supported). Values are [`Map::value_buf_len`] bytes.
     pub fn lookup_all(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        match self.lookup_all_batch() {
-            Err(e) if matches!(e.errno(), libc::EINVAL | libc::EOPNOTSUPP | KERNEL_ENOTSUPP) => {
-                let mut out = Vec::new();
+        let mut out = Vec::new();
+        self.for_each(|k, v| out.push((k.to_vec(), v.to_vec())))?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every (key, value) pair, values [`Map::value_buf_len`] bytes: batched
+    /// reads into two reused buffers, or one lookup per key where the kernel has no batch
+    /// operation for this map (it then refuses the first batch, before any pair is read).
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) -> Result<()> {
+        match self.for_each_batched(&mut f) {
+            Err(e) if unsupported(&e) => {
                 let mut key = self.next_key(None)?;
                 while let Some(k) = key {
                     if let Some(v) = self.get(&k)? {
-                        out.push((k.clone(), v));
+                        f(&k, &v);
                     }
                     key = self.next_key(Some(&k))?;
                 }
-                Ok(out)
+                Ok(())
             }
             r => r,
         }
     }
 
-    fn lookup_all_batch(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn for_each_batched(&self, f: &mut impl FnMut(&[u8], &[u8])) -> Result<()> {
         #[cfg(test)]
         if self.fake.is_some() {
-            // The fake has no batch op: take the per-key path of lookup_all.
+            // The fake has no batch op: take the per-key path of for_each.
             return Err(SysError::Syscall {
                 call: "bpf_map_lookup_batch",
                 errno: libc::EINVAL,
             });
         }
-        const CHUNK: usize = 256;
+        // A few syscalls for a whole counter map, without buffers of more than a few MiB.
+        let chunk = (self.max_entries as usize).clamp(1, 8192);
         let ks = self.key_size as usize;
         let vs = self.value_buf_len()?;
         let opts = libbpf_sys::bpf_map_batch_opts {
             sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as libbpf_sys::size_t,
             ..Default::default()
         };
-        let mut keys = vec![0u8; CHUNK * ks];
-        let mut vals = vec![0u8; CHUNK * vs];
+        let mut keys = vec![0u8; chunk * ks];
+        let mut vals = vec![0u8; chunk * vs];
         // The batch token is key-sized for arrays and hash maps (hash maps use 4 bytes; take
         // the larger of the two).
         let mut token = vec![0u8; ks.max(4)];
+        let mut next = vec![0u8; token.len()];
         let mut first = true;
-        let mut out = Vec::new();
         loop {
-            let mut count = CHUNK as u32;
-            let mut next = vec![0u8; token.len()];
+            let mut count = chunk as u32;
             let in_batch = if first {
                 std::ptr::null_mut()
             } else {
@@ -667,18 +680,71 @@ impl Map {
                 Err(e) if e.errno() == libc::ENOENT => true,
                 Err(e) => return Err(e),
             };
-            let n = (count as usize).min(CHUNK);
-            for i in 0..n {
-                out.push((
-                    keys[i * ks..(i + 1) * ks].to_vec(),
-                    vals[i * vs..(i + 1) * vs].to_vec(),
-                ));
+            let n = (count as usize).min(chunk);
+            for (k, v) in keys.chunks_exact(ks).zip(vals.chunks_exact(vs)).take(n) {
+                f(k, v);
             }
             if done || n == 0 {
-                return Ok(out);
+                return Ok(());
             }
-            token = next;
+            std::mem::swap(&mut token, &mut next);
             first = false;
+        }
+    }
+
+    /// Writes every pair of `keys` and `values` (whole keys and [`Map::value_buf_len`]-byte
+    /// values, in order) with one BPF_MAP_UPDATE_BATCH; one update per pair where the kernel
+    /// has no batch operation for this map or `flags` (as for [`Map::update`]) has more than
+    /// BPF_F_LOCK, which is all the batch takes.
+    pub fn update_all(&self, keys: &[u8], values: &[u8], flags: u64) -> Result<()> {
+        let ks = self.key_size as usize;
+        let vs = self.value_buf_len()?;
+        let count = keys.len().checked_div(ks).unwrap_or(0);
+        if ks == 0 || keys.len() != count * ks || values.len() != count * vs {
+            return Err(SysError::invalid(format!(
+                "{} key bytes and {} value bytes are not whole pairs of {ks} and {vs}",
+                keys.len(),
+                values.len()
+            )));
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        let per_pair = || {
+            keys.chunks_exact(ks)
+                .zip(values.chunks_exact(vs))
+                .try_for_each(|(k, v)| self.update(k, v, flags))
+        };
+        // The batch takes no flag but BPF_F_LOCK.
+        if flags & !BPF_F_LOCK != 0 {
+            return per_pair();
+        }
+        #[cfg(test)]
+        if self.fake.is_some() {
+            return per_pair();
+        }
+        let opts = libbpf_sys::bpf_map_batch_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as libbpf_sys::size_t,
+            elem_flags: flags,
+            ..Default::default()
+        };
+        let mut n = u32::try_from(count).map_err(|_| SysError::invalid("over 2^32 pairs"))?;
+        // SAFETY: keys and values hold `count` whole keys and values (checked above), and the
+        // kernel reads at most `n` = `count` of each; opts has the correct sz.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_update_batch(
+                self.fd.as_raw_fd(),
+                keys.as_ptr().cast(),
+                values.as_ptr().cast(),
+                &mut n,
+                &opts,
+            )
+        };
+        match check("bpf_map_update_batch", ret) {
+            // Refused before any pair was written (the count is then left as it was, or 0):
+            // no batch operation for this map.
+            Err(e) if (n == 0 || n as usize == count) && unsupported(&e) => per_pair(),
+            r => r.map(drop),
         }
     }
 
@@ -692,25 +758,56 @@ impl Map {
         ))
     }
 
-    /// Per-CPU ARRAY: [`Map::sum_percpu_u64`] of every index, in index order, with one batched
-    /// read of the whole map.
-    pub fn sum_percpu_u64_all(&self) -> Result<Vec<Vec<u64>>> {
-        if self.map_type != MapType::PercpuArray {
+    /// Per-CPU ARRAY: [`Map::sum_percpu_u64`] of every index, in index order, read with
+    /// batched lookups.
+    pub fn sum_percpu_u64_all(&self) -> Result<Sums> {
+        let vs = self.value_size as usize;
+        if self.map_type != MapType::PercpuArray || vs == 0 || vs % 8 != 0 {
             return Err(SysError::invalid(format!(
-                "sum_percpu_u64_all on a {:?} map",
+                "sum_percpu_u64_all on a {:?} map of {vs}-byte values",
                 self.map_type
             )));
         }
-        let stride = (self.value_size as usize).next_multiple_of(8);
-        let vs = self.value_size as usize;
-        let mut out = vec![vec![0u64; vs / 8]; self.max_entries as usize];
-        for (k, v) in self.lookup_all()? {
+        let width = vs / 8;
+        let mut words = vec![0u64; self.max_entries as usize * width];
+        self.for_each(|k, v| {
             let idx = u32::from_ne_bytes([k[0], k[1], k[2], k[3]]) as usize;
-            if let Some(slot) = out.get_mut(idx) {
-                *slot = sum_u64_words(v.chunks(stride).map(|c| &c[..vs]), vs);
+            if let Some(sum) = words.get_mut(idx * width..(idx + 1) * width) {
+                for cpu in v.chunks_exact(vs) {
+                    for (s, w) in sum.iter_mut().zip(cpu.chunks_exact(8)) {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(w);
+                        *s = s.wrapping_add(u64::from_ne_bytes(b));
+                    }
+                }
             }
-        }
-        Ok(out)
+        })?;
+        Ok(Sums { width, words })
+    }
+}
+
+/// The per-CPU sums of a PERCPU_ARRAY's values ([`Map::sum_percpu_u64_all`]): `width` u64
+/// words per index, in one buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sums {
+    width: usize,
+    words: Vec<u64>,
+}
+
+impl Sums {
+    /// The summed words of `index`, None past the map's end.
+    pub fn get(&self, index: usize) -> Option<&[u64]> {
+        self.words.get(index * self.width..(index + 1) * self.width)
+    }
+
+    /// Number of indices.
+    pub fn len(&self) -> usize {
+        self.words.len() / self.width
+    }
+
+    /// Whether the map has no index.
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
     }
 }
 
@@ -915,8 +1012,12 @@ mod tests {
         );
         let all = m.sum_percpu_u64_all().unwrap();
         assert_eq!(all.len(), 4);
-        assert_eq!(all[2], vec![n * (n + 1) / 2, 100 * n * (n + 1) / 2]);
-        assert_eq!(all[0], vec![0, 0]);
+        assert_eq!(
+            all.get(2),
+            Some(&[n * (n + 1) / 2, 100 * n * (n + 1) / 2][..])
+        );
+        assert_eq!(all.get(0), Some(&[0, 0][..]));
+        assert_eq!(all.get(4), None);
         assert_eq!(m.lookup_all().unwrap().len(), 4);
         // Out of range index of an array: ENOENT (NotFound) on lookup.
         assert!(matches!(
@@ -942,22 +1043,38 @@ mod tests {
         }
         let all = m.sum_percpu_u64_all().unwrap();
         assert_eq!(all.len(), 1000);
-        for (i, s) in all.iter().enumerate() {
+        for i in 0..1000 {
             let want = if [0, 255, 256, 257, 999].contains(&i) {
-                vec![i as u64 * ncpu as u64, ncpu as u64]
+                [i as u64 * ncpu as u64, ncpu as u64]
             } else {
-                vec![0, 0]
+                [0, 0]
             };
-            assert_eq!(*s, want, "index {i}");
+            assert_eq!(all.get(i), Some(&want[..]), "index {i}");
         }
         let h = Map::create(MapType::Hash, 8, 4, 600, "bpfltr_t_bh").unwrap();
-        for i in 0..300u64 {
-            h.update(&(i * 7).to_ne_bytes(), &(i as u32).to_ne_bytes(), 0)
+        let keys: Vec<u8> = (0..300u64).flat_map(|i| (i * 7).to_ne_bytes()).collect();
+        let values: Vec<u8> = (0..300u32).flat_map(u32::to_ne_bytes).collect();
+        h.update_all(&keys, &values, 0).unwrap();
+        // The batched paths themselves work on both kinds (no silent fallback).
+        let batched = |m: &Map| {
+            let mut n = 0;
+            m.for_each_batched(&mut |_: &[u8], _: &[u8]| n += 1)
                 .unwrap();
-        }
-        // The batched path itself works on both kinds (no silent fallback).
-        assert_eq!(m.lookup_all_batch().unwrap().len(), 1000);
-        assert_eq!(h.lookup_all_batch().unwrap().len(), 300);
+            n
+        };
+        assert_eq!(batched(&m), 1000);
+        assert_eq!(batched(&h), 300);
+        let noexist = update_flags::NOEXIST;
+        let err = h.update_all(&keys[..8], &values[..4], noexist).unwrap_err();
+        assert_eq!(
+            err.errno(),
+            libc::EEXIST,
+            "a batch update with flags: {err}"
+        );
+        assert!(
+            h.update_all(&keys[..8], &values, 0).is_err(),
+            "pairs not whole"
+        );
         let mut pairs = h.lookup_all().unwrap();
         pairs.sort();
         assert_eq!(pairs.len(), 300);
