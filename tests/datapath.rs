@@ -1862,6 +1862,119 @@ fn rule_runs_table() {
     }
 }
 
+/// Runs keyed by several tests and by masked addresses: an address and a port changing from
+/// rule to rule (two lookups around the udp header's hotdrop guard), then /24 networks.
+#[test]
+fn multi_key_runs_table() {
+    let Some(env) = env() else { return };
+    use Verdict::*;
+    let rule = |matches: Vec<Match>, action: Action, counter: u32| Rule {
+        matches,
+        action,
+        counter,
+    };
+    let udp_to = |p: u16| udpm(PortRange::ANY, PortRange::one(p), false, false);
+    // 0..6: -s S -p udp --dport P -j DROP, (S[0], 53) twice
+    let keys = [
+        (S[0], 53),
+        (S[1], 54),
+        (S[1], 55),
+        (S[2], 53),
+        (S[0], 53),
+        (S[3], 56),
+    ];
+    let mut rules: Vec<Rule> = keys
+        .iter()
+        .zip(0..)
+        .map(|(&(a, p), i)| {
+            rule(
+                vec![src(a, 32, false), proto(UDP, false), udp_to(p)],
+                Action::Drop,
+                i,
+            )
+        })
+        .collect();
+    // 6..10: -d NET/24 -j ACCEPT
+    for (net, i) in [
+        [10, 7, 0, 0],
+        [10, 0, 0, 0],
+        [10, 7, 1, 0],
+        [192, 168, 0, 0],
+    ]
+    .iter()
+    .zip(6..)
+    {
+        rules.push(rule(vec![dst(*net, 24, false)], Action::Accept, i));
+    }
+    let p = Program::single(
+        Hook::LocalOut,
+        rules,
+        Policy {
+            verdict: Drop,
+            counter: 10,
+        },
+    );
+    let udp = |s: [u8; 4], d: [u8; 4], dp: u16| udp_pkt(s, d, 9, dp);
+    let short_udp = |s: [u8; 4], d: [u8; 4]| ip(UDP, s, d, 0, &[], &[0, 9, 0]);
+    let table: Vec<(&str, Vec<u8>, Verdict, Vec<u32>)> = vec![
+        ("both keys of a rule", udp(S[1], B, 55), Drop, vec![2]),
+        (
+            "duplicate keys: the first rule counts",
+            udp(S[0], B, 53),
+            Drop,
+            vec![0],
+        ),
+        (
+            "the address of a rule, the port of another",
+            udp(S[1], B, 53),
+            Accept,
+            vec![7],
+        ),
+        ("neither key", udp([10, 9, 9, 9], B, 53), Accept, vec![7]),
+        (
+            "a network of the masked run",
+            udp(S[3], [10, 7, 1, 200], 1),
+            Accept,
+            vec![8],
+        ),
+        ("no network", udp(S[3], [10, 7, 2, 1], 1), Drop, vec![10]),
+        // a rule with this source reaches its udp match, which hotdrops
+        (
+            "address in the run, truncated udp",
+            short_udp(S[2], B),
+            Drop,
+            vec![],
+        ),
+        // no rule of the run reaches a udp match
+        (
+            "address not in the run, truncated udp",
+            short_udp([10, 9, 9, 9], B),
+            Accept,
+            vec![7],
+        ),
+        // udp never matches a non-first fragment, and does not hotdrop
+        (
+            "fragment",
+            ip(UDP, S[0], C, 0x0001, &[], &udp_hdr(9, 53)),
+            Drop,
+            vec![10],
+        ),
+    ];
+    for (_, opts) in env.access_variants() {
+        let l = load_with(&env, &p, opts);
+        assert_eq!(
+            l.maps, 3,
+            "maps: the sources, sources and ports, the networks"
+        );
+        for (what, pkt, v, counted) in &table {
+            check(&env, &l, &p, pkt, Some((*v, counted)), what);
+        }
+        for (n, pkt) in corpus() {
+            check(&env, &l, &p, &pkt, None, n);
+        }
+    }
+}
+
 /// More runs than a program may use maps: the longest 63 become lookups, the rest stay
 /// ordinary rules, and the program loads and agrees with the reference.
 #[test]
@@ -2065,18 +2178,35 @@ fn arb_packet() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// How a generated rule is expanded: 0 = once; 1 = a run on a src or dst /32 key inserted at
-/// `pos`; 2 = a run on a udp or tcp dport key appended; `keys` are the run's keys (duplicates
-/// and the corpus' addresses and ports included on purpose).
+/// `pos`; 2 = a run on a udp or tcp dport key appended; 3 = a run on both, an address key
+/// inserted and a port key appended; 4 = a run on a src or dst /24 key inserted at `pos`;
+/// `keys` are the run's keys (duplicates and the corpus' addresses and ports included on
+/// purpose).
 type RunSpec = (u8, usize, bool, Vec<([u8; 4], u16)>);
 
 fn arb_run() -> impl Strategy<Value = RunSpec> {
     let port = prop_oneof![Just(22u16), Just(53), Just(80), Just(1000), Just(5001)];
     (
-        prop_oneof![3 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
+        prop_oneof![
+            4 => Just(0u8),
+            1 => Just(1u8),
+            1 => Just(2u8),
+            1 => Just(3u8),
+            1 => Just(4u8)
+        ],
         0usize..4,
         any::<bool>(),
         proptest::collection::vec((arb_addr(), port), 4..7),
     )
+}
+
+/// A single-port udp (`udp`) or tcp destination-port match.
+fn port_key(udp: bool, port: u16) -> Match {
+    if udp {
+        udpm(PortRange::ANY, PortRange::one(port), false, false)
+    } else {
+        Match::Tcp(tcpm(PortRange::ANY, PortRange::one(port)))
+    }
 }
 
 /// The rules of one generated rule after `arb_run`'s expansion.
@@ -2100,11 +2230,30 @@ fn expand(matches: Vec<Match>, run: RunSpec) -> Vec<Vec<Match>> {
             .iter()
             .map(|(_, p)| {
                 let mut m = matches.clone();
-                m.push(if which {
-                    udpm(PortRange::ANY, PortRange::one(*p), false, false)
+                m.push(port_key(which, *p));
+                m
+            })
+            .collect(),
+        3 => keys
+            .iter()
+            .map(|(a, p)| {
+                let mut m = matches.clone();
+                m.insert(pos.min(m.len()), src(*a, 32, false));
+                m.push(port_key(which, *p));
+                m
+            })
+            .collect(),
+        4 => keys
+            .iter()
+            .map(|(a, _)| {
+                let mut m = matches.clone();
+                let net = [a[0], a[1], a[2], 0];
+                let k = if which {
+                    src(net, 24, false)
                 } else {
-                    Match::Tcp(tcpm(PortRange::ANY, PortRange::one(*p)))
-                });
+                    dst(net, 24, false)
+                };
+                m.insert(pos.min(m.len()), k);
                 m
             })
             .collect(),

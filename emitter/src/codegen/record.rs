@@ -24,7 +24,7 @@
 //!      the prologue)
 //! -272 packed r9 (u64)   -276 counter slot + 1 for the shared tails (u32)
 //! -284 tcpmss scan (u32: MSS value, found, hotdrop and scanned bits; see MSS_*)
-//! -288 lookup key of a rule run (u32 or u16)
+//! -304 lookup key of a rule run (16 bytes: u32 addresses and u16 ports, packed)
 //! ```
 //! `count` uses 8 bytes of its own frame; chain subprograms use none.
 //!
@@ -80,8 +80,11 @@ pub mod rec {
     pub const PACKED: i16 = -272;
     /// u32 counter slot + 1 handed to the shared tails (see `Generator::set_key`)
     pub const KEY: i16 = -276;
-    /// lookup key of a rule run (u32 address or u16 port), written just before the lookup
-    pub const LKEY: i16 = -288;
+    /// lookup key of a rule run ([`LKEY_SIZE`] bytes: u32 addresses and u16 ports packed in
+    /// test order), written just before each lookup
+    pub const LKEY: i16 = -304;
+    /// bytes at [`LKEY`]
+    pub const LKEY_SIZE: usize = 16;
     /// u32 outcome of the tcpmss scan: the MSS in bits 0-15 and [`super::MSS_FOUND`],
     /// [`super::MSS_HOTDROP`], [`super::MSS_SCANNED`]
     pub const MSS: i16 = -284;

@@ -1,26 +1,36 @@
 //! Rule runs: at least `MIN_RUN` consecutive rules whose lowered tests and action (same
-//! Call/Goto target) are identical but for one "key" test at the same position, an exact
-//! address (`/32`, not inverted) or a single port (not inverted) of the same field, compiled
-//! into one lookup in a hash map (`MapRef::Other(i)`, `Output::maps[i]`: key = the address as
-//! loaded or the port in host order, value = counter slot of the FIRST rule with that key):
+//! Call/Goto target) are identical but for the same one to four "key" tests, each an address
+//! under the same mask (not inverted, no bit outside the mask) or a single port (not
+//! inverted) of the same field, compiled into hash-map lookups instead of one rule after the
+//! other (`MapRef::Other(i)`, `Output::maps[i]`).
+//!
+//! The keys of a run fall into the stretches between the hotdrop barriers of its tests. Each
+//! stretch that holds keys ends in one lookup, keyed by every key up to there (addresses as
+//! loaded, under their mask; ports in host order; packed in test order into [`rec::LKEY`]):
 //! ```text
-//! tests before the key's hotdrop barrier, minus the key   (fail: after the run)
-//! LKEY = key; r0 = lookup(map, LKEY); if r0 == 0 goto after the run
-//! KEY = *r0 + 1                                          (the slot, for count and the tails)
-//! tests after the barrier (hotdrop as usual)              (fail: after the run)
+//! tests of stretch 0 but the keys                          (fail: after the run)
+//! LKEY = keys of stretch 0; if lookup(map0, LKEY) == 0 goto after the run
+//! barrier 1 (a hotdrop guard), tests of stretch 1 but the keys
+//! LKEY += keys of stretch 1; r0 = lookup(map1, LKEY); if r0 == 0 goto after the run
+//! ...                                   (the last map: every key -> counter slot of the FIRST
+//! KEY = *r0 + 1                          rule with those keys; earlier maps: the key prefixes
+//! tests after the last key (hotdrop as usual)           that some rule of the run holds)
 //! action (counting the slot found)
 //! ```
-//! Why this is exactly the kernel's evaluation of the rules one by one: the tests before the
-//! barrier are pure and the same for every rule (a guard among them, such as the udp header
-//! check of a port key, runs for the first rule exactly where the kernel would run it, and a
-//! rule whose key differs fails at its key before reaching any later guard), so at most the
-//! first rule holding the packet's key can match; its remaining tests are those of every rule
-//! of the run with that key, so if they fail every later duplicate fails too. After a Call
-//! that returns, or a Continue, the kernel would go on with the next rules of the run: those
-//! fail on their key, which is why a run of such rules holds distinct keys.
+//! Why this is exactly the kernel's evaluation of the rules one by one: the tests that are not
+//! keys are pure and the same for every rule, and so are the barriers before the last key
+//! (only pure hotdrop guards are allowed there: a `limit`, `recent` or `hashlimit` barrier
+//! that the kernel would run once per rule ends the run's keys). A rule whose keys of a
+//! stretch differ from the packet's fails there, before reaching the next barrier, so a
+//! barrier is reached exactly when some rule holds the packet's keys up to it, which the
+//! prefix lookup answers. At most the first rule holding all the packet's keys can match;
+//! its remaining tests are those of every rule of the run with those keys, so if they fail
+//! every later duplicate fails too. After a Call that returns, or a Continue, the kernel
+//! would go on with the next rules of the run: those fail on their keys, which is why a run
+//! of such rules holds distinct keys.
 //!
-//! Contract: [`plan`] keeps at most [`MAX_RUN_MAPS`] runs (the longest) and builds their
-//! maps; the IR is never changed.
+//! Contract: [`plan`] keeps the longest runs that fit in [`MAX_RUN_MAPS`] maps and builds
+//! their maps; the IR is never changed.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -35,23 +45,31 @@ use super::lower::{load_operand, Lowered, Test};
 use super::record::rec;
 use super::{Generator, HELPER_MAP_LOOKUP_ELEM};
 
-/// Shortest run of rules compiled into one lookup.
+/// Shortest run of rules compiled into lookups.
 pub const MIN_RUN: usize = 4;
-/// Most rule runs (maps) in one program: the verifier's MAX_USED_MAPS (64) less the counters.
+/// Most rule-run maps in one program: the verifier's MAX_USED_MAPS (64) less the counters.
 pub const MAX_RUN_MAPS: usize = 63;
+/// Most key bytes of a run ([`rec::LKEY`]'s size).
+const MAX_KEY_BYTES: usize = rec::LKEY_SIZE;
 
-/// A run of consecutive rules compiled into one hash-map lookup (see "Rule runs").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A run of consecutive rules compiled into hash-map lookups (see "Rule runs").
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Run {
     /// index of its first rule in the chain
     pub(super) start: usize,
     /// number of rules
     pub(super) len: usize,
-    /// index of the key test in each rule's lowered tests
-    key: usize,
-    /// index of the first test after the key's hotdrop barrier (the tests from there on run
-    /// after the lookup)
-    split: usize,
+    /// positions of the key tests in each rule's lowered tests, ascending
+    keys: Vec<usize>,
+    /// the lookups, in order
+    lookups: Vec<Lookup>,
+}
+
+/// One lookup of a run: after the tests before `until`, keyed by the run's first `keys` keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lookup {
+    until: usize,
+    keys: usize,
     /// `MapRef::Other(map)`
     map: u32,
 }
@@ -59,39 +77,91 @@ pub(super) struct Run {
 /// The rule runs of each chain, ascending by start.
 pub(super) type Runs = BTreeMap<ChainId, Vec<Run>>;
 
-/// Can `t` be the key of a run (one exact value, not inverted)?
-fn key_test(t: &Test) -> bool {
-    match *t {
-        Test::Addr { mask, invert, .. } => mask == u32::MAX && !invert,
-        Test::Port { range, invert, .. } => range.lo == range.hi && !invert,
-        _ => false,
+/// What a key test compares, its value aside; the rules of a run agree on it at each key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    Addr { field: i16, mask: u32 },
+    Port { field: i16 },
+}
+
+impl KeyKind {
+    /// Bytes of the key in the lookup key.
+    fn width(self) -> usize {
+        match self {
+            KeyKind::Addr { .. } => 4,
+            KeyKind::Port { .. } => 2,
+        }
     }
 }
 
-/// The key value of a key test (map key bytes: the address as loaded, the port host order).
-fn key_bytes(t: &Test) -> Vec<u8> {
+/// The kind of `t` if it can be a key (one exact value under its mask, not inverted).
+fn key_kind(t: &Test) -> Option<KeyKind> {
     match *t {
-        Test::Addr { addr, .. } => addr.to_ne_bytes().to_vec(),
-        Test::Port { range, .. } => range.lo.to_ne_bytes().to_vec(),
-        _ => Vec::new(),
+        Test::Addr {
+            field,
+            addr,
+            mask,
+            invert: false,
+        } if mask != 0 && addr & !mask == 0 => Some(KeyKind::Addr { field, mask }),
+        Test::Port {
+            field,
+            range,
+            invert: false,
+        } if range.lo == range.hi => Some(KeyKind::Port { field }),
+        _ => None,
     }
 }
 
-/// Do `a` and `b` agree everywhere but at `k`, where both hold a key test of the same field?
-fn same_but(a: &[Test], b: &[Test], k: usize) -> bool {
-    if a.len() != b.len() || k >= a.len() || !key_test(&a[k]) || !key_test(&b[k]) {
+/// Appends to `out` the lookup-key bytes of the key tests `keys` of `tests` (addresses as
+/// loaded, ports in host order), in order.
+fn key_bytes(tests: &[Test], keys: &[usize], out: &mut Vec<u8>) {
+    for &k in keys {
+        match tests[k] {
+            Test::Addr { addr, .. } => out.extend_from_slice(&addr.to_ne_bytes()),
+            Test::Port { range, .. } => out.extend_from_slice(&range.lo.to_ne_bytes()),
+            _ => {}
+        }
+    }
+}
+
+/// The keys of `tests` as one number, for duplicate detection.
+fn key_number(tests: &[Test], keys: &[usize]) -> u128 {
+    let mut bytes = Vec::with_capacity(MAX_KEY_BYTES);
+    key_bytes(tests, keys, &mut bytes);
+    let mut n = [0u8; 16];
+    n[..bytes.len()].copy_from_slice(&bytes);
+    u128::from_ne_bytes(n)
+}
+
+/// Can the tests `keys` of `tests` key a run: key tests of at most [`MAX_KEY_BYTES`] bytes,
+/// with no barrier but the pure hotdrop guards before the last one?
+fn keyable(tests: &[Test], keys: &[usize]) -> bool {
+    let Some(&last) = keys.last() else {
         return false;
-    }
-    let same_field = match (a[k], b[k]) {
-        (Test::Addr { field: f, .. }, Test::Addr { field: g, .. }) => f == g,
-        (Test::Port { field: f, .. }, Test::Port { field: g, .. }) => f == g,
-        _ => false,
     };
-    same_field
+    let mut bytes = 0;
+    for &k in keys {
+        match tests.get(k).and_then(key_kind) {
+            Some(kind) => bytes += kind.width(),
+            None => return false,
+        }
+    }
+    bytes <= MAX_KEY_BYTES
+        && tests[..last].iter().all(|t| {
+            !t.is_barrier() || matches!(t, Test::Guard { .. } | Test::OptGuard | Test::TcpMss(_))
+        })
+}
+
+/// Do `a` and `b` agree everywhere but at `keys`, where both hold key tests of the same kind?
+fn agrees(a: &[Test], b: &[Test], keys: &[usize]) -> bool {
+    a.len() == b.len()
+        && keys
+            .iter()
+            .all(|&k| key_kind(&a[k]).is_some() && key_kind(&a[k]) == key_kind(&b[k]))
         && a.iter()
             .zip(b)
             .enumerate()
-            .all(|(i, (x, y))| i == k || x == y)
+            .all(|(i, (x, y))| x == y || keys.contains(&i))
 }
 
 /// Rules after which evaluation may continue with the next rule (then a later rule of the run
@@ -100,30 +170,54 @@ fn continues_after(a: Action) -> bool {
     matches!(a, Action::Call(_) | Action::Continue | Action::Log(_))
 }
 
+/// The key sets a run starting at rule `i` may use: each single key test, and the tests in
+/// which rule `i` and the next differ when there are several.
+fn key_candidates(tests: &[Vec<Test>], i: usize) -> Vec<Vec<usize>> {
+    let t = &tests[i];
+    let mut out: Vec<Vec<usize>> = (0..t.len())
+        .filter(|&k| key_kind(&t[k]).is_some())
+        .map(|k| vec![k])
+        .collect();
+    if let Some(u) = tests.get(i + 1).filter(|u| u.len() == t.len()) {
+        let differ: Vec<usize> = (0..t.len()).filter(|&k| t[k] != u[k]).collect();
+        if differ.len() > 1 {
+            out.push(differ);
+        }
+    }
+    out.retain(|keys| keyable(t, keys));
+    out
+}
+
+/// A run found in a chain: its first rule, its length and its key tests.
+type Found = (usize, usize, Vec<usize>);
+
 /// Runs of at least `MIN_RUN` consecutive rules with the same action and the same tests but
-/// one key test (same position, same field): (start, length, key test index), ascending.
-/// The IR is unchanged; only the code generator sees runs.
-fn find_runs(rules: &[ir::Rule], tests: &[Vec<Test>]) -> Vec<(usize, usize, usize)> {
+/// their keys (same positions, same kinds), ascending. The IR is unchanged; only the code
+/// generator sees runs.
+fn find_runs(rules: &[ir::Rule], tests: &[Vec<Test>]) -> Vec<Found> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < rules.len() {
-        let mut best = (1usize, 0usize);
-        for k in (0..tests[i].len()).filter(|&k| key_test(&tests[i][k])) {
-            let mut seen = HashSet::new();
-            seen.insert(key_bytes(&tests[i][k]));
-            let mut j = i + 1;
-            while j < rules.len()
-                && rules[j].action == rules[i].action
-                && !matches!(rules[i].action, Action::Reject(_) | Action::Log(_))
-                && same_but(&tests[i], &tests[j], k)
-            {
-                if !seen.insert(key_bytes(&tests[j][k])) && continues_after(rules[i].action) {
-                    break;
+        let mut best: (usize, Vec<usize>) = (1, Vec::new());
+        if !matches!(rules[i].action, Action::Reject(_) | Action::Log(_)) {
+            for keys in key_candidates(tests, i) {
+                let mut seen = HashSet::new();
+                seen.insert(key_number(&tests[i], &keys));
+                let mut j = i + 1;
+                while j < rules.len()
+                    && rules[j].action == rules[i].action
+                    && agrees(&tests[i], &tests[j], &keys)
+                {
+                    if !seen.insert(key_number(&tests[j], &keys))
+                        && continues_after(rules[i].action)
+                    {
+                        break;
+                    }
+                    j += 1;
                 }
-                j += 1;
-            }
-            if j - i > best.0 {
-                best = (j - i, k);
+                if j - i > best.0 {
+                    best = (j - i, keys);
+                }
             }
         }
         if best.0 >= MIN_RUN {
@@ -136,77 +230,117 @@ fn find_runs(rules: &[ir::Rule], tests: &[Vec<Test>]) -> Vec<(usize, usize, usiz
     out
 }
 
-/// The hash map of a run: key -> counter slot of the first rule with that key.
-fn run_map(rules: &[ir::Rule], tests: &[Vec<Test>], key: usize) -> MapSpec {
-    let mut seen = HashSet::new();
-    let mut entries = Vec::new();
-    for (r, t) in rules.iter().zip(tests) {
-        let k = key_bytes(&t[key]);
-        if seen.insert(k.clone()) {
-            entries.push((k, r.counter.to_ne_bytes().to_vec()));
+/// Where the lookups of a run with key tests `keys` go: one after the last key of each
+/// stretch between barriers that holds keys, just before the next barrier (map indices from
+/// `first_map`).
+fn lookups(tests: &[Test], keys: &[usize], first_map: u32) -> Vec<Lookup> {
+    let mut out: Vec<Lookup> = Vec::new();
+    for (n, &k) in keys.iter().enumerate() {
+        let until = (k + 1..tests.len())
+            .find(|&i| tests[i].is_barrier())
+            .unwrap_or(tests.len());
+        match out.last_mut() {
+            Some(l) if l.until == until => l.keys = n + 1,
+            _ => out.push(Lookup {
+                until,
+                keys: n + 1,
+                map: 0,
+            }),
         }
     }
-    MapSpec {
-        key_size: if matches!(tests[0][key], Test::Addr { .. }) {
-            4
-        } else {
-            2
-        },
-        value_size: 4,
-        entries,
+    for (l, map) in out.iter_mut().zip(first_map..) {
+        l.map = map;
     }
+    out
 }
 
-/// The rule runs of chains `ids` (none unless `enabled`) and their maps, `Run::map` indexing
-/// the maps: every chain's candidates, the longest kept when there are more than the kernel
-/// lets one program use.
+/// The hash maps of a run, one per lookup: the key prefixes some rule holds, and last, every
+/// rule's keys -> counter slot of the first rule with those keys.
+fn run_maps(rules: &[ir::Rule], tests: &[Vec<Test>], run: &Run) -> Vec<MapSpec> {
+    run.lookups
+        .iter()
+        .map(|l| {
+            let keys = &run.keys[..l.keys];
+            let key_size = keys
+                .iter()
+                .filter_map(|&k| key_kind(&tests[0][k]))
+                .map(KeyKind::width)
+                .sum::<usize>();
+            let mut seen = HashSet::new();
+            let mut entries = Vec::new();
+            for (r, t) in rules.iter().zip(tests) {
+                let mut k = Vec::with_capacity(key_size);
+                key_bytes(t, keys, &mut k);
+                if seen.insert(k.clone()) {
+                    entries.push((k, r.counter.to_ne_bytes().to_vec()));
+                }
+            }
+            MapSpec {
+                key_size: key_size as u32,
+                value_size: 4,
+                entries,
+            }
+        })
+        .collect()
+}
+
+/// The rule runs of chains `ids` (none unless `enabled`) and their maps, `Lookup::map`
+/// indexing the maps: every chain's candidates, the longest kept while their maps fit in what
+/// the kernel lets one program use.
 pub(super) fn plan<'a>(
     p: &Program,
     ids: impl Iterator<Item = &'a ChainId>,
     lowered: &Lowered,
     enabled: bool,
 ) -> Result<(Vec<MapSpec>, Runs), EmitError> {
-    let mut found: Vec<(ChainId, usize, usize, usize)> = Vec::new();
+    let mut found: Vec<(ChainId, Found)> = Vec::new();
     if enabled {
         for id in ids {
             found.extend(
                 find_runs(&p.chains[id].rules, &lowered[id])
                     .into_iter()
-                    .map(|(start, len, key)| (*id, start, len, key)),
+                    .map(|f| (*id, f)),
             );
         }
     }
-    found.sort_by_key(|f| std::cmp::Reverse(f.2));
-    found.truncate(MAX_RUN_MAPS);
-    found.sort();
+    // the longest first, while their maps fit; then in chain order
+    found.sort_by_key(|(_, f)| std::cmp::Reverse(f.1));
+    let mut room = MAX_RUN_MAPS;
+    let mut kept = Vec::new();
+    for (id, f) in found {
+        let tests = &lowered[&id][f.0];
+        let n = lookups(tests, &f.2, 0).len();
+        if n <= room {
+            room -= n;
+            kept.push((id, f));
+        }
+    }
+    kept.sort();
     let mut maps: Vec<MapSpec> = Vec::new();
     let mut runs = Runs::new();
-    for (id, start, len, key) in found {
+    for (id, (start, len, keys)) in kept {
         let chain = &p.chains[&id];
         let tests = &lowered[&id][start..start + len];
-        let map = u32::try_from(maps.len()).map_err(|_| EmitError::Unsupported {
+        let first_map = u32::try_from(maps.len()).map_err(|_| EmitError::Unsupported {
             what: "more than 2^32 rule runs",
         })?;
-        maps.push(run_map(&chain.rules[start..start + len], tests, key));
-        let split = (key + 1..tests[0].len())
-            .find(|&i| tests[0][i].is_barrier())
-            .unwrap_or(tests[0].len());
-        runs.entry(id).or_default().push(Run {
+        let run = Run {
             start,
             len,
-            key,
-            split,
-            map,
-        });
+            lookups: lookups(&tests[0], &keys, first_map),
+            keys,
+        };
+        maps.extend(run_maps(&chain.rules[start..start + len], tests, &run));
+        runs.entry(id).or_default().push(run);
     }
     Ok((maps, runs))
 }
 
 impl Generator<'_> {
-    /// Emit a rule run (see "Rule runs"): the tests before the key's hotdrop barrier once, the
-    /// key looked up in the run's hash map (value = counter slot of the first rule with that
-    /// key), then the tests after the barrier and the action of the rule found. A miss, or a
-    /// failing test, continues at `next` (after the run).
+    /// Emit a rule run (see "Rule runs"): per stretch of tests, the tests but the keys, then
+    /// the stretch's keys added to the lookup key and looked up; after the last lookup (value
+    /// = counter slot of the first rule with those keys) the remaining tests and the action of
+    /// the rule found. A miss, or a failing test, continues at `next` (after the run).
     pub(super) fn rule_run(
         &mut self,
         first: &ir::Rule,
@@ -217,38 +351,55 @@ impl Generator<'_> {
     ) -> Result<(), EmitError> {
         use Reg::*;
         let mut st = TestState::default();
-        let prefix: Vec<Test> = tests[..run.split]
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != run.key)
-            .map(|(_, t)| *t)
-            .collect();
-        if !self.tests_inline(&prefix, frame, next, &mut st)? {
-            return Ok(());
-        }
-        let key = &tests[run.key];
-        let size = match key {
-            Test::Addr { .. } => Size::W,
-            Test::Port { .. } => Size::H,
-            _ => {
-                return Err(EmitError::Unsupported {
-                    what: "rule run key kind",
-                })
+        let mut pos = 0;
+        let mut stored = 0;
+        let mut offset = 0i16;
+        for l in &run.lookups {
+            let shared: Vec<Test> = (pos..l.until)
+                .filter(|i| !run.keys.contains(i))
+                .map(|i| tests[i])
+                .collect();
+            if !self.tests_inline(&shared, frame, next, &mut st)? {
+                return Ok(());
             }
-        };
-        let b = &mut self.b;
-        load_operand(b, key)?;
-        b.emit(stx(size, R6, rec::LKEY, R1));
-        b.ld_map(R1, MapRef::Other(run.map));
-        b.emit(mov64(R2, Src::Reg(R6)));
-        b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(rec::LKEY))));
-        b.call_helper(HELPER_MAP_LOOKUP_ELEM);
-        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), next);
+            let b = &mut self.b;
+            for &k in &run.keys[stored..l.keys] {
+                let key = &tests[k];
+                let (size, width) = match key_kind(key) {
+                    Some(KeyKind::Addr { mask, .. }) => {
+                        load_operand(b, key)?;
+                        if mask != u32::MAX {
+                            b.emit(alu32(AluOp::And, R1, Src::Imm(mask as i32)));
+                        }
+                        (Size::W, 4)
+                    }
+                    Some(KeyKind::Port { .. }) => {
+                        load_operand(b, key)?;
+                        (Size::H, 2)
+                    }
+                    None => {
+                        return Err(EmitError::Internal {
+                            what: "rule run key that is not a key test",
+                        })
+                    }
+                };
+                b.emit(stx(size, R6, rec::LKEY + offset, R1));
+                offset += width;
+            }
+            stored = l.keys;
+            b.ld_map(R1, MapRef::Other(l.map));
+            b.emit(mov64(R2, Src::Reg(R6)));
+            b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(rec::LKEY))));
+            b.call_helper(HELPER_MAP_LOOKUP_ELEM);
+            b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), next);
+            pos = l.until;
+        }
         // KEY = slot + 1, as `set_key` would store it
+        let b = &mut self.b;
         b.emit(ldx(Size::W, R1, R0, 0));
         b.emit(alu32(AluOp::Add, R1, Src::Imm(1)));
         b.emit(stx(Size::W, R6, rec::KEY, R1));
-        if !self.tests_inline(&tests[run.split..], frame, next, &mut st)? {
+        if !self.tests_inline(&tests[pos..], frame, next, &mut st)? {
             return Ok(());
         }
         self.dyn_key = true;
@@ -272,7 +423,15 @@ mod tests {
     use crate::KernelLayout;
     use std::net::Ipv4Addr;
 
+    /// (start, length, the first key test) of each run of `rules`.
     fn runs_of(rules: &[Rule]) -> Vec<(usize, usize, usize)> {
+        keyed_runs_of(rules)
+            .into_iter()
+            .map(|(start, len, keys)| (start, len, keys[0]))
+            .collect()
+    }
+
+    fn keyed_runs_of(rules: &[Rule]) -> Vec<Found> {
         let lowered: Vec<Vec<Test>> = rules
             .iter()
             .map(|r| lower(&r.matches).expect("lower"))
@@ -315,14 +474,27 @@ mod tests {
             }
         }
         assert_eq!(runs_of(&inv), vec![]);
-        let mut masked = four.clone();
-        for r in &mut masked {
-            if let Match::Ipv4Src { mask, .. } = &mut r.matches[0] {
-                *mask = Ipv4Addr::new(255, 255, 255, 254);
-            }
+        // a mask other than /32: a run while every rule has it and no address bit outside
+        // it (10.1.0.1/31 never matches, so it is no key)
+        let masked = |mask: [u8; 4], step: u32| -> Vec<Rule> {
+            (0..4)
+                .map(|i| {
+                    let mut r = addr_rule(i * step, Action::Drop);
+                    if let Match::Ipv4Src { mask: m, .. } = &mut r.matches[0] {
+                        *m = Ipv4Addr::from(mask);
+                    }
+                    r
+                })
+                .collect()
+        };
+        assert_eq!(runs_of(&masked([255, 255, 255, 254], 2)), vec![(0, 4, 0)]);
+        assert_eq!(runs_of(&masked([255, 255, 255, 254], 1)), vec![]);
+        let mut two_masks = masked([255, 255, 255, 254], 2);
+        if let Match::Ipv4Src { mask, .. } = &mut two_masks[3].matches[0] {
+            *mask = Ipv4Addr::new(255, 255, 255, 252);
         }
-        assert_eq!(runs_of(&masked), vec![]);
-        // differing in two places: not a run
+        assert_eq!(runs_of(&two_masks), vec![]);
+        // differing in two keys: one run keyed by both
         let two: Vec<Rule> = (0..4)
             .map(|i| Rule {
                 matches: vec![four[i].matches[0], udp_dport(1000 + i as u16)],
@@ -330,7 +502,18 @@ mod tests {
                 counter: i as u32,
             })
             .collect();
-        assert_eq!(runs_of(&two), vec![]);
+        let r = keyed_runs_of(&two);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].0, r[0].1, r[0].2.len()), (0, 4, 2));
+        // ... but not when a port range is one of the differences
+        let mut ranged_two = two.clone();
+        ranged_two[1].matches[1] = Match::Udp(UdpMatch {
+            sport: PortRange::ANY,
+            dport: PortRange { lo: 1, hi: 9 },
+            inv_sport: false,
+            inv_dport: false,
+        });
+        assert_eq!(runs_of(&ranged_two), vec![]);
         // ports: single ports a run (key after the udp guard), ranges and inversions not
         let ports: Vec<Rule> = (0..6)
             .map(|i| Rule {
@@ -390,7 +573,17 @@ mod tests {
             .iter()
             .map(|r| lower(&r.matches).expect("lower"))
             .collect();
-        let m = run_map(&rules, &lowered, 0);
+        let found = find_runs(&rules, &lowered);
+        assert_eq!(found.len(), 1);
+        let run = Run {
+            start: 0,
+            len: 5,
+            lookups: lookups(&lowered[0], &found[0].2, 0),
+            keys: found[0].2.clone(),
+        };
+        let maps = run_maps(&rules, &lowered, &run);
+        assert_eq!(maps.len(), 1);
+        let m = &maps[0];
         assert_eq!((m.key_size, m.value_size), (4, 4));
         assert_eq!(m.entries.len(), 4);
         let key = [10u8, 1, 0, 2];
