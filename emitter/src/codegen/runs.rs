@@ -564,6 +564,44 @@ mod tests {
     }
 
     #[test]
+    fn no_key_past_a_barrier_the_kernel_runs_once_per_rule() {
+        // `-m recent --update` then one port each: the kernel updates the list once per rule
+        // until a port matches, so these rules stay rules; with the ports first, a run.
+        let recent = Match::Recent(RecentMatch {
+            list: 0,
+            shape: RecentShape {
+                entries: 100,
+                stamps: 32,
+                wide: true,
+            },
+            check_set: crate::ir::recent::UPDATE,
+            invert: false,
+            seconds: 0,
+            window: 0,
+            hit_count: 0,
+            dest: false,
+        });
+        let rules = |recent_first: bool| -> Vec<Rule> {
+            (0..5u16)
+                .map(|i| {
+                    let port = udp_dport(1000 + i);
+                    Rule {
+                        matches: if recent_first {
+                            vec![recent, port]
+                        } else {
+                            vec![port, recent]
+                        },
+                        action: Action::Drop,
+                        counter: u32::from(i),
+                    }
+                })
+                .collect()
+        };
+        assert_eq!(runs_of(&rules(true)), vec![]);
+        assert_eq!(runs_of(&rules(false)).len(), 1);
+    }
+
+    #[test]
     fn run_maps_keep_the_first_rule_of_a_key() {
         let mut rules: Vec<Rule> = (0..4).map(|i| addr_rule(i, Action::Drop)).collect();
         let mut d = addr_rule(2, Action::Drop);
