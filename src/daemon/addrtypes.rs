@@ -2,14 +2,10 @@
 //! `__inet_dev_addr_type()` (net/ipv4/fib_frontend.c) answers, kept equal to the namespace's
 //! local routing table while the rules need it.
 //!
-//! The kernel answers BROADCAST for 0.0.0.0/8 and 255.255.255.255 and MULTICAST for
-//! 224.0.0.0/4 before it looks at any table, then the type of the longest prefix of the local
-//! table that covers the address (UNICAST when none does, or when the route is an error type:
-//! `fib_table_lookup` fails for blackhole, unreachable, prohibit, throw, nat, xresolve), and
-//! with `--limit-iface-in/out` UNICAST again when the route's first next hop is another
-//! device. The map holds those three fixed ranges, then every local route not inside them
-//! (the first of each prefix in the kernel's dump order, the one its lookup takes), with the
-//! route's device, or 0 for "any device" where the kernel does not compare it.
+//! What the kernel answers: `docs/KERNEL-BEHAVIOUR.md#addrtype-lookup`. The map holds its
+//! three fixed ranges (0.0.0.0/8, 224.0.0.0/4, 255.255.255.255), then every local route not
+//! inside them (the first of each prefix in the kernel's dump order, the one its lookup
+//! takes), with the route's device, or 0 for "any device" where the kernel does not compare it.
 //!
 //! A thread per table listens to the namespace's route, address and link notifications and
 //! re-reads the table on each (and every [`RESYNC`] regardless, should a notification be lost),

@@ -6,37 +6,19 @@
 //!
 //! Contract: [`format_line`] returns, byte for byte, the text of the record the kernel would
 //! have stored (what `dmesg` and `/dev/kmsg` show after the level), for any record, including
-//! malformed and truncated packets; it never panics. The kernel source it mirrors (6.18):
-//!
-//! - `net/netfilter/xt_LOG.c` `log_tg`: `nf_log_packet` with the rule's level, flags and
-//!   prefix (`log_tg_check` refuses a level above 7 and a prefix without its NUL);
-//! - `net/netfilter/nf_log_syslog.c`: `nf_log_ip_packet` (common part, the MAC header only
-//!   when there is an input device, then the IPv4 packet at `skb_network_offset`, 0 at every
-//!   IPv4 hook), `nf_log_dump_packet_common`, `dump_mac_header`, `dump_ipv4_packet` (one
-//!   level of recursion into the packet an ICMP error quotes), `nf_log_dump_tcp_header`,
-//!   `nf_log_dump_udp_header`, `nf_log_dump_sk_uid_gid`, and `nf_log_allowed` (a namespace
-//!   other than the initial one logs only when `net.netfilter.nf_log_all_netns` is set);
-//! - `net/netfilter/nf_log.c` `nf_log_buf_add`/`nf_log_buf_close`: the line is built in a
-//!   buffer of `S_SIZE` = 1019 bytes starting with `KERN_SOH` and the level digit; the chunk
-//!   that does not fit is cut so that the text keeps its first 1018 bytes, later ones are lost;
-//! - `kernel/printk/printk.c`: `printk_parse_prefix` strips every leading `KERN_SOH` pair
-//!   (the first digit is the level), the trailing newline is removed; `devkmsg_write` takes a
-//!   record of at most `PRINTKRB_RECORD_MAX` (1024) bytes, `<N>` sets the level and facility
-//!   `LOG_USER` is forced when the prefix carries none.
+//! malformed and truncated packets; it never panics. What it mirrors (xt_LOG's `log_tg`,
+//! nf_log_syslog's dump functions, nf_log's line buffer, printk and `/dev/kmsg`) is in
+//! `docs/KERNEL-BEHAVIOUR.md`: `#log-target`, `#log-line-format`, `#log-buffer-and-printk`,
+//! `#log-namespaces`, `#devkmsg-ratelimit`.
 //!
 //! Every read of a header goes through [`Skb::header_pointer`], which fails exactly when the
-//! kernel's `skb_header_pointer` would (past `skb->len`), so the `INCOMPLETE [n bytes]`,
-//! `TRUNCATED` and `OPT (TRUNCATED)` markers, and the early returns that follow them (no UID,
-//! no MARK), come out as the kernel writes them. The bytes LOG reads are always within the
-//! first 188 bytes of the packet (IP header and options, ICMP header, the quoted IP header and
-//! options, a TCP header and options), well inside the [`emitter::event::PACKET_CAP`] bytes a
-//! record carries.
+//! kernel's `skb_header_pointer` would (past `skb->len`), so the truncation markers and the
+//! early returns that follow them come out as the kernel writes them. The bytes LOG reads are
+//! always within the first 188 bytes of the packet, well inside the
+//! [`emitter::event::PACKET_CAP`] bytes a record carries.
 //!
-//! What a record does not carry, and so is never printed: `PHYSIN=`/`PHYSOUT=` (bridged
-//! packets that `br_netfilter` hands to iptables), `VPROTO= VID=` (a VLAN tag still in the
-//! skb at an IPv4 hook, which only happens on those bridged packets too), and the 14 bytes
-//! before the MAC header of an `ARPHRD_SIT` device with a non-zero `hard_header_len` (zero
-//! since Linux 5.10, so the kernel prints `MAC= ` there as this module does).
+//! What a record does not carry, and so is never printed (`PHYSIN=`/`PHYSOUT=`, `VPROTO= VID=`,
+//! the SIT device's extra bytes): `docs/KERNEL-BEHAVIOUR.md#log-differences`.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -196,13 +178,14 @@ pub enum LogError {
 }
 
 /// `nf_log_allowed`: the kernel's LOG writes from a packet of namespace `netns_is_init` only
-/// if it is the initial namespace or `nf_log_all_netns` is set.
+/// if it is the initial namespace or `nf_log_all_netns` is set
+/// (`docs/KERNEL-BEHAVIOUR.md#log-namespaces`).
 pub fn log_allowed_in(netns_is_init: bool, nf_log_all_netns: bool) -> bool {
     netns_is_init || nf_log_all_netns
 }
 
-/// Reads `net.netfilter.nf_log_all_netns`. The kernel registers this sysctl in the initial
-/// namespace only, so the calling thread must be in it (the file is missing elsewhere).
+/// Reads `net.netfilter.nf_log_all_netns`. The calling thread must be in the initial
+/// namespace: the file is missing elsewhere (`docs/KERNEL-BEHAVIOUR.md#log-namespaces`).
 pub fn nf_log_all_netns() -> Result<bool, LogError> {
     read_nf_log_all_netns(Path::new(NF_LOG_ALL_NETNS))
 }
@@ -228,7 +211,8 @@ fn read_nf_log_all_netns(path: &Path) -> Result<bool, LogError> {
         })
 }
 
-/// `kernel.printk_devkmsg`: what the kernel does with user writes to `/dev/kmsg`.
+/// `kernel.printk_devkmsg`: what the kernel does with user writes to `/dev/kmsg`
+/// (`docs/KERNEL-BEHAVIOUR.md#devkmsg-ratelimit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DevkmsgMode {
     /// Every write is logged.
@@ -236,7 +220,7 @@ pub enum DevkmsgMode {
     /// Opening `/dev/kmsg` fails with EPERM.
     Off,
     /// Each open file logs at most 10 writes per 5 seconds; the others are dropped although
-    /// the write succeeds (`devkmsg_write`, `ratelimit_default_init`).
+    /// the write succeeds.
     Ratelimit,
 }
 
@@ -263,8 +247,8 @@ pub struct KmsgWriter {
 
 impl KmsgWriter {
     /// Opens `/dev/kmsg` write-only. Under `kernel.printk_devkmsg=ratelimit` (the default)
-    /// the kernel drops lines past 10 per 5 seconds of one open file without failing the
-    /// write: a writer that must not lose lines reopens before that (see the event pump).
+    /// a writer that must not lose lines reopens it every 10 lines (see the event pump;
+    /// `docs/KERNEL-BEHAVIOUR.md#devkmsg-ratelimit`).
     pub fn open() -> Result<KmsgWriter, LogError> {
         KmsgWriter::open_path(Path::new(DEV_KMSG))
     }
@@ -300,15 +284,14 @@ impl KmsgWriter {
     }
 }
 
-/// The bytes to write to `/dev/kmsg` for a LOG event: `<level>`, the line, a newline.
-///
-/// The kernel's own record has facility 0 (`LOG_KERN`); `/dev/kmsg` forces `LOG_USER` on
-/// user writes, so the record differs from the kernel's in its facility only.
+/// The bytes to write to `/dev/kmsg` for a LOG event: `<level>`, the line, a newline. The
+/// stored record differs from the kernel's in its facility only (`LOG_USER`, not `LOG_KERN`:
+/// `docs/KERNEL-BEHAVIOUR.md#log-buffer-and-printk`).
 pub fn kmsg_record(ev: &Event<'_>) -> Vec<u8> {
     let (level, text) = printk(ev);
     let mut out = Vec::with_capacity(text.len() + 4);
     // A text without a level starts with KERN_SOH, never '<': devkmsg_write then applies
-    // default_message_loglevel itself, as printk does.
+    // the default level itself (docs/KERNEL-BEHAVIOUR.md#log-buffer-and-printk).
     if let Some(level) = level {
         out.extend_from_slice(format!("<{level}>").as_bytes());
     }
@@ -322,7 +305,8 @@ pub fn format_line(ev: &Event<'_>) -> Vec<u8> {
     printk(ev).1
 }
 
-/// The buffer as nf_log_buf_close hands it to printk, then what printk stores of it.
+/// The buffer as nf_log_buf_close hands it to printk, then what printk stores of it
+/// (`docs/KERNEL-BEHAVIOUR.md#log-buffer-and-printk`).
 fn printk(ev: &Event<'_>) -> (Option<u8>, Vec<u8>) {
     let mut m = LogBuf(Vec::with_capacity(512));
     nf_log_ip_packet(&mut m, ev);
@@ -440,7 +424,8 @@ impl<'a> Skb<'a> {
     }
 }
 
-/// `nf_log_ip_packet` (its `nf_log_allowed` check is [`log_allowed_in`], the caller's).
+/// `nf_log_ip_packet` (its `nf_log_allowed` check is [`log_allowed_in`], the caller's); the
+/// line's parts: `docs/KERNEL-BEHAVIOUR.md#log-line-format`.
 fn nf_log_ip_packet(m: &mut LogBuf, ev: &Event<'_>) {
     nf_log_dump_packet_common(m, ev);
     let has_in = ev.in_ifindex() != 0 || !ev.in_name().is_empty();
@@ -451,8 +436,8 @@ fn nf_log_ip_packet(m: &mut LogBuf, ev: &Event<'_>) {
         data: ev.packet(),
         len: ev.skb_len(),
     };
-    // iph_totlen: a BIG TCP GSO packet (longer than tot_len can say) carries tot_len 0 and
-    // is logged with skb->len; only GSO TCP packets are that long at an IPv4 hook.
+    // iph_totlen: tot_len 0 on a BIG TCP GSO packet means skb->len
+    // (docs/KERNEL-BEHAVIOUR.md#log-line-format).
     let gso_tcp = skb.len > ip::MAX_MTU
         && skb
             .header_pointer(0, ip::HLEN)
@@ -460,7 +445,8 @@ fn nf_log_ip_packet(m: &mut LogBuf, ev: &Event<'_>) {
     dump_ipv4_packet(m, ev, &skb, gso_tcp, 0);
 }
 
-/// `nf_log_dump_packet_common`: level, prefix, devices (PHYSIN/PHYSOUT: see module doc).
+/// `nf_log_dump_packet_common`: level, prefix, devices (no PHYSIN/PHYSOUT:
+/// docs/KERNEL-BEHAVIOUR.md#log-differences).
 fn nf_log_dump_packet_common(m: &mut LogBuf, ev: &Event<'_>) {
     m.bytes(&[KERN_SOH, b'0'.wrapping_add(ev.log_level())]);
     m.bytes(ev.prefix());
@@ -480,7 +466,7 @@ fn dump_mac_header(m: &mut LogBuf, ev: &Event<'_>) {
             return;
         }
         add!(m, "MACSRC={} MACDST={} ", Mac(&mac[6..12]), Mac(&mac[0..6]));
-        // nf_log_dump_vlan: a record has no VLAN tag (see module doc).
+        // nf_log_dump_vlan: a record has no VLAN tag (docs/KERNEL-BEHAVIOUR.md#log-differences).
         add!(m, "MACPROTO={:04x} ", be16(mac, 12));
         return;
     }

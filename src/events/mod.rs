@@ -290,13 +290,13 @@ struct Handler {
     init_ns: Option<bool>,
     /// lines written through the current `kmsg` file
     kmsg_lines: u32,
-    /// `kernel.printk_devkmsg=ratelimit`: the kernel keeps 10 writes per 5 s of one open
-    /// file of /dev/kmsg, and drops the rest although the write succeeds
+    /// `kernel.printk_devkmsg=ratelimit`: writes past the kernel's budget per open file of
+    /// /dev/kmsg are dropped silently (docs/KERNEL-BEHAVIOUR.md#devkmsg-ratelimit)
     devkmsg_ratelimit: bool,
 }
 
 /// Writes through one open /dev/kmsg before it is reopened under `printk_devkmsg=ratelimit`
-/// (the kernel's per-open burst, `ratelimit_default_init`: 10 per 5 seconds).
+/// (the kernel's per-open burst: docs/KERNEL-BEHAVIOUR.md#devkmsg-ratelimit).
 const DEVKMSG_BURST: u32 = 10;
 
 impl Handler {

@@ -1,4 +1,5 @@
-//! REJECT: the reply the kernel would send for an event (nf_reject_ipv4, icmp_send).
+//! REJECT: the reply the kernel would send for an event (`docs/KERNEL-BEHAVIOUR.md`, sections
+//! `reject-*` and `icmp-rate-limits`).
 //!
 //! A BPF_NETFILTER program can only drop or accept, so a `-j REJECT` rule drops the packet and
 //! hands the daemon an [`Event`] (hook, `ipt_reject_info.with`, skb state, route flags and the
@@ -6,38 +7,17 @@
 //! skb, in three layers:
 //!
 //! 1. [`reply`]: a pure function from an event and the namespace's [`Params`] to the exact IP
-//!    datagram the kernel would emit, or `None` when the kernel sends nothing. It mirrors
-//!    `nf_send_unreach` + `__icmp_send` + `__ip_options_echo` + `ip_options_build`
-//!    (net/ipv4/netfilter/nf_reject_ipv4.c, net/ipv4/icmp.c, net/ipv4/ip_options.c) for the
-//!    ICMP codes and `nf_send_reset` + `nf_reject_ip_tcphdr_get` + `nf_reject_iphdr_put` +
-//!    `nf_reject_ip_tcphdr_put` for `tcp-reset`.
-//! 2. [`RateLimiter`]: `icmp_send`'s rate limits (`icmpv4_global_allow`/`icmp_global_allow`/
-//!    `icmp_global_consume`, `icmpv4_xrlim_allow`/`inet_peer_xrlim_allow`, the ratemask and the
-//!    loopback exemptions), on an injected clock. RSTs are never rate limited (the kernel does
-//!    not limit `nf_send_reset`).
+//!    datagram the kernel would emit, or `None` when the kernel sends nothing: `nf_send_unreach`
+//!    and `__icmp_send` for the ICMP codes, `nf_send_reset` for `tcp-reset`
+//!    (`docs/KERNEL-BEHAVIOUR.md#reject-icmp-reply`, `#reject-tcp-reset`).
+//! 2. [`RateLimiter`]: `icmp_send`'s rate limits on an injected clock; RSTs are never rate
+//!    limited (`docs/KERNEL-BEHAVIOUR.md#icmp-rate-limits`).
 //! 3. [`Sender`]: one per network namespace; reads the namespace's sysctls, probes the reply's
 //!    route, applies the limiter and sends the datagram on a raw `IPPROTO_RAW` socket
 //!    (`IP_HDRINCL`) created inside the namespace.
 //!
-//! What cannot be the kernel's, and why (the rest of the datagram is byte-exact; see
-//! `tests/reject_kernel.rs`, which compares with the real kernel's replies):
-//! - IP ID of ICMP errors: the kernel's ICMP socket sends without DF, so `ip_select_ident`
-//!   draws the ID from its per-destination hash; we leave it 0 and `raw_send_hdrinc` draws one
-//!   the same way, but a different draw. The IP header checksum differs with it. RSTs carry DF
-//!   and ID 0 in both.
-//! - The source address of forwarded ICMP errors is chosen by routing ([`Source::Route`]);
-//!   [`Sender`] learns it from a UDP route probe (`connect` + `getsockname`), which uses the
-//!   same route lookup without the `flowi4_tos`/mark/`fl4_icmp_type` keys policy routing could
-//!   match on. `icmp_errors_use_inbound_ifaddr` approximates `inet_select_addr` from
-//!   `getifaddrs` (first address of the input device in the destination's subnet, else its
-//!   first address).
-//! - TTL: the namespace's `ip_default_ttl`; a route `hoplimit` metric is not consulted.
-//! - The reply is not attached to the original's conntrack entry (`nf_ct_attach`).
-//! - Checksums the program could not capture (`skb->len` > 1500 and `CHECKSUM_NONE`: jumbo
-//!   frames from a device without receive checksum offload) cannot be verified: such packets
-//!   are assumed valid.
-//! - `skb->pkt_type` is not in the record: it is derived from the captured Ethernet
-//!   destination (group bit set = broadcast/multicast) when the record has one.
+//! Where the reply cannot be the kernel's, and why: `docs/KERNEL-BEHAVIOUR.md#reject-differences`
+//! (`tests/reject_kernel.rs` compares with the real kernel's replies).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -401,9 +381,8 @@ pub fn reply(ev: &Event<'_>, params: &Params<'_>) -> Result<Option<Reply>, Rejec
         }
     };
     let ip = Ip::parse(ev.packet())?;
-    // The stack's own ICMP replies (icmp_reply: echo and timestamp replies) leave through
-    // OUTPUT while icmp_reply holds the per-CPU ICMP socket: icmp_send, called from REJECT
-    // there, cannot take it (icmp_xmit_lock) and sends nothing.
+    // The stack's own echo and timestamp replies get nothing at OUTPUT (icmp_xmit_lock):
+    // docs/KERNEL-BEHAVIOUR.md#reject-target
     if ev.hook() == hook::LOCAL_OUT
         && ev.kernel_socket()
         && ip.proto() == IPPROTO_ICMP
@@ -427,7 +406,7 @@ fn skb_csum_unnecessary(ev: &Event<'_>) -> bool {
 }
 
 /// `nf_reject_verify_csum`: whether the protocol has a 16-bit one's complement checksum of
-/// the whole payload to verify (the 6.16+ list: DCCP is gone from the kernel).
+/// the whole payload to verify (`docs/KERNEL-BEHAVIOUR.md#reject-checksum`).
 fn nf_reject_verify_csum(ip: Ip<'_>, proto: u8) -> bool {
     match proto {
         // optional checksum: zero means none
@@ -437,17 +416,10 @@ fn nf_reject_verify_csum(ip: Ip<'_>, proto: u8) -> bool {
     }
 }
 
-/// `nf_ip_checksum(...) == 0`: the transport checksum is good, or this hook does not check it.
-/// It goes by `ip_summed` alone: a set `csum_valid` (conntrack's check at PRE_ROUTING leaves
-/// it) counts only where the caller asks `skb_csum_unnecessary` first, as `nf_send_unreach`
-/// does and `nf_send_reset` does not. Without the whole packet we cannot verify and assume
-/// good.
-///
-/// With CHECKSUM_NONE the kernel's `__skb_checksum_complete` sums from `skb->data`, which is
-/// the IP header at these hooks: harmless while the header checksum holds, but
-/// `ip_options_compile` writes this host into a record route or timestamp option at input
-/// without refreshing it, so such a packet fails and gets no reply. A CHECKSUM_COMPLETE sum
-/// was taken by the device before that rewrite and only its transport part is checked.
+/// `nf_ip_checksum(...) == 0`: the transport checksum is good, or this hook does not check it,
+/// by `ip_summed` alone (`csum_valid` is the caller's business; with CHECKSUM_NONE the IP
+/// header is in the sum): `docs/KERNEL-BEHAVIOUR.md#reject-checksum`. Without the whole packet
+/// we cannot verify and assume good.
 fn nf_ip_checksum_ok(ev: &Event<'_>, ip: Ip<'_>, proto: u8) -> bool {
     match ev.ip_summed() {
         csum::UNNECESSARY | csum::PARTIAL => return true,
@@ -482,7 +454,8 @@ fn icmp_is_error(ty: u8) -> bool {
     ty > NR_ICMP_TYPES || !matches!(ty, 0 | 8 | 13..=18)
 }
 
-/// `nf_send_unreach` then `__icmp_send(skb, ICMP_DEST_UNREACH, code, 0, IPCB(skb))`.
+/// `nf_send_unreach` then `__icmp_send(skb, ICMP_DEST_UNREACH, code, 0, IPCB(skb))`
+/// (`docs/KERNEL-BEHAVIOUR.md#reject-icmp-reply`).
 fn send_unreach(ev: &Event<'_>, ip: Ip<'_>, code: u8, params: &Params<'_>) -> Option<Reply> {
     // nf_send_unreach
     if ip.is_later_fragment() {
@@ -586,7 +559,7 @@ fn send_unreach(ev: &Event<'_>, ip: Ip<'_>, code: u8, params: &Params<'_>) -> Op
 }
 
 /// `nf_send_reset`: `nf_reject_ip_tcphdr_get`, the route check, `nf_reject_iphdr_put` and
-/// `nf_reject_ip_tcphdr_put`.
+/// `nf_reject_ip_tcphdr_put` (`docs/KERNEL-BEHAVIOUR.md#reject-tcp-reset`).
 fn send_reset(ev: &Event<'_>, ip: Ip<'_>, params: &Params<'_>) -> Option<Reply> {
     if ip.is_later_fragment() || ip.proto() != IPPROTO_TCP {
         return None;
@@ -773,7 +746,8 @@ fn options_compile(o: &[u8], local: &[Ipv4Addr]) -> Option<SrcOpts> {
     Some(s)
 }
 
-/// `__ip_options_echo` + the slot bookkeeping of `ip_options_build`; `None` for its -EINVAL.
+/// `__ip_options_echo` + the slot bookkeeping of `ip_options_build`; `None` for its -EINVAL
+/// (`docs/KERNEL-BEHAVIOUR.md#reject-ip-options`).
 fn options_echo(ip: Ip<'_>, local: &[Ipv4Addr]) -> Option<Echo> {
     let o = ip.options();
     let mut e = Echo::default();
@@ -948,7 +922,7 @@ pub struct Sysctls {
 }
 
 impl Default for Sysctls {
-    /// A new namespace's values (`icmp_sk_init`, `ipv4_sysctl_init_net`).
+    /// A new namespace's values (`docs/KERNEL-BEHAVIOUR.md#icmp-rate-limits`).
     fn default() -> Self {
         Sysctls {
             ip_default_ttl: 64,
@@ -965,7 +939,7 @@ impl Default for Sysctls {
 /// `XRLIM_BURST_FACTOR`: a destination may receive this many errors in a burst.
 pub const XRLIM_BURST_FACTOR: u64 = 6;
 /// Per-destination entries kept at most by default: the kernel's smallest
-/// `inet_peer_threshold` (`inet_initpeers` clamps 1% of RAM to 4096..65664 entries).
+/// `inet_peer_threshold` (`docs/KERNEL-BEHAVIOUR.md#icmp-rate-limits`).
 pub const DEFAULT_PEER_CAPACITY: usize = 4096;
 /// `inet_peer_maxttl`: an idle entry lives this long while the cache is nearly empty.
 pub const PEER_MAXTTL: Duration = Duration::from_secs(600);
@@ -1095,21 +1069,12 @@ fn inet_peer_xrlim_allow(p: &mut Peer, now: u64, timeout: u64) -> bool {
 }
 
 /// `icmp_send`'s rate limits for one namespace, on a clock the caller gives (`now` is any
-/// monotonic time, e.g. `Instant::elapsed` since a fixed start).
-///
-/// Order and state follow `__icmp_send` (6.12+): the namespace-wide bucket
-/// (`icmp_global_allow`: credit, refilled by `msgs_per_sec * elapsed` at most once per 20 ms,
-/// capped at `msgs_burst`) gates types in the ratemask unless the original came in on a
-/// loopback device; after the route lookup the per-destination bucket
-/// (`icmpv4_xrlim_allow`) applies unless `icmp_ratelimit` is 0 or the reply is routed to this
-/// host; a sent message then takes 0, 1 or 2 credits at random (`icmp_global_consume`).
+/// monotonic time, e.g. `Instant::elapsed` since a fixed start). Order and state follow
+/// `__icmp_send` (6.12+): `docs/KERNEL-BEHAVIOUR.md#icmp-rate-limits`.
 ///
 /// Bound: at most [`RateConfig::peer_capacity`] destinations are remembered (about 80 bytes
-/// each with the index); on each new destination up to 32 least recently used entries idle
-/// for longer than 600 s (120 s as the cache fills, 0 once full) are dropped, as
-/// `inet_peer_gc` does. A dropped entry is indistinguishable from a fresh one once it has been
-/// idle for `6 * icmp_ratelimit` (6 s by default), so eviction changes nothing before the
-/// cache is full.
+/// each with the index), evicted as `inet_peer_gc` does; eviction changes nothing before the
+/// cache is full (an entry idle for `6 * icmp_ratelimit` is as good as a fresh one).
 pub struct RateLimiter {
     cfg: RateConfig,
     credit: i64,
@@ -1557,8 +1522,8 @@ impl Sender {
                 }
             }
         }
-        // The kernel's reply carries the rejected packet's connection (nf_ct_attach in
-        // nf_send_reset and in icmp_glue_bits for errors); the programs learn it from the
+        // The reply carries the rejected packet's connection
+        // (docs/KERNEL-BEHAVIOUR.md#reject-reply-conntrack); the programs learn it from the
         // reply's priority (emitter::event::REPLY_PRIORITY_TAG).
         let priority = match (ev.ctinfo(), self.reply_ct.as_mut()) {
             (None, _) => 0,
@@ -1584,8 +1549,8 @@ impl Sender {
             )?;
             self.priority = priority;
         }
-        // ip_route_me_harder routes the kernel's reset by the rejected packet's socket's bound
-        // device (flowi4_oif = sk_bound_dev_if); ICMP errors route by address only.
+        // A reset leaves by the rejected packet's socket's bound device, an ICMP error by
+        // address only (docs/KERNEL-BEHAVIOUR.md#reject-tcp-reset).
         let oif = match r.kind() {
             ReplyKind::Reset => ev.bound_ifindex(),
             ReplyKind::Unreachable { .. } => 0,

@@ -1,10 +1,9 @@
 //! Connection tracking on demand in a network namespace, as xt_conntrack's checkentry turns it
 //! on (`nf_ct_netns_get`), held by a tiny nftables table of bpfilter's own.
 //!
-//! The kernel runs conntrack in a namespace only while something holds
-//! `nf_ct_netns_get(net, family)` there. A BPF netfilter link holds nothing, so without it
-//! `skb->_nfct` is 0 for every packet and the programs compiled from `-m conntrack` and
-//! `-m state` see no state. [`enable_conntrack`] creates, in the calling thread's namespace:
+//! A BPF netfilter link does not turn conntrack on, so without this table `skb->_nfct` is 0
+//! for every packet and the programs compiled from `-m conntrack` and `-m state` see no
+//! state. [`enable_conntrack`] creates, in the calling thread's namespace:
 //!
 //! ```text
 //! table inet bpfilter_conntrack {
@@ -14,26 +13,10 @@
 //! }
 //! ```
 //!
-//! and [`disable_conntrack`] deletes it. Kernel facts this relies on (net/netfilter/, read in
-//! Debian's 6.1.192 and 6.12.118 sources and in 6.18):
-//! - `nft_ct.c`: `nft_ct_get_init` calls `nf_ct_netns_get(ctx->net, ctx->family)` when the
-//!   expression is created (NFT_MSG_NEWRULE), whether its chain is hooked or not;
-//!   `nft_ct_get_destroy` calls `nf_ct_netns_put`. `nf_conntrack_proto.c`: for NFPROTO_INET
-//!   `nf_ct_netns_get` takes IPv4 and IPv6 (`nf_ct_netns_inet_get`).
-//! - The put runs after the commit, from nf_tables' destroy work (`nf_tables_commit_release`
-//!   schedules it): tracking stops shortly after [`disable_conntrack`] returns, and entries
-//!   already made stay until they time out.
-//! - Module autoload, all inside our one `sendmsg`: `nft_expr_type_get` queues `nft-expr-ct`
-//!   (`nft_request_module`) and fails the message with EAGAIN; `nfnetlink_rcv_batch` then
-//!   aborts with NFNL_ABORT_AUTOLOAD (which loads the module) and replays the whole batch. The
-//!   nf_tables subsystem is loaded the same way (`nfnetlink-subsys-10`). Userspace only sees
-//!   the final outcome: ENOENT on NFT_MSG_NEWRULE when the kernel has no `ct` expression at
-//!   all, EOPNOTSUPP on the batch when it has no nf_tables.
-//! - Netlink input is synchronous: when `sendmsg` returns, every reply is queued, so draining
-//!   the socket without blocking reads them all (as libnftables' `mnl_batch_talk` does).
-//!   `nfnetlink_rcv_batch` goes on after a failed message and reports each error (a commit
-//!   failure against the batch-begin header); it acks a command only if asked (NLM_F_ACK),
-//!   and begin/end are acked only since 6.10, so acks are asked for the commands only.
+//! and [`disable_conntrack`] deletes it. The kernel behaviour this relies on (the `ct`
+//! expression's get and put, module autoload inside the batch, synchronous replies and acks):
+//! `docs/KERNEL-BEHAVIOUR.md#conntrack-on-demand` and `#nfnetlink-batch`. Acks are asked for
+//! the commands only (begin/end are acked only since 6.10).
 //!
 //! Enabling is idempotent and atomic: one batch creates the table and chain if missing
 //! (NLM_F_CREATE without NLM_F_EXCL), flushes the chain and adds the rule, so the chain always

@@ -1,11 +1,8 @@
 //! Waiting for an RCU grace period from user space.
 //!
-//! Netfilter hooks run BPF programs inside RCU read-side sections (and a tail call reads its
-//! PROG_ARRAY slot there too), so once a grace period has passed after a slot update, no packet
-//! is still being processed by the program that was replaced. The kernel's membarrier
-//! `MEMBARRIER_CMD_GLOBAL` is exactly `synchronize_rcu()` (kernel/sched/membarrier.c: it
-//! returns EINVAL on nohz_full kernels, and skips the wait with a single online CPU, where no
-//! other reader can be running while we are in the syscall).
+//! Once a grace period has passed after a slot update, no packet is still being processed by
+//! the program that was replaced; membarrier's `MEMBARRIER_CMD_GLOBAL` waits for one
+//! (`docs/KERNEL-BEHAVIOUR.md#rcu-grace-period`).
 
 use super::error::{last_errno, Result, SysError};
 

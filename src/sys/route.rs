@@ -5,33 +5,11 @@
 //! [`RouteWatch`] tells when it may have changed, so that the daemon can mirror it into a BPF
 //! LPM map.
 //!
-//! Kernel facts this relies on (net/ipv4/fib_frontend.c, fib_trie.c, fib_semantics.c and
-//! net/netlink/af_netlink.c, read in 6.x sources and checked against 6.18 by the tests):
-//! - `inet_dump_fib` filters by `rtm_table` only when the socket asked for strict checking
-//!   (`NETLINK_GET_STRICT_CHK`, 4.20+); otherwise it dumps every table, and also the cached
-//!   next-hop exceptions (PMTU, redirects) marked RTM_F_CLONED. We ask for strict checking
-//!   (less to copy on a router with a big main table) but filter anyway: RTA_TABLE (always
-//!   sent, `rtm_table` is RT_TABLE_COMPAT for ids >= 256) else `rtm_table`, and no
-//!   RTM_F_CLONED. Under strict checking a table that does not exist yet (a fresh namespace
-//!   whose `lo` never went up) fails the dump with ENOENT: no routes.
-//! - A dump error arrives as NLMSG_DONE whose 4-byte payload is `-errno` (`netlink_dump`);
-//!   request errors as NLMSG_ERROR. `fib_dump_info` sends RTA_DST only when `rtm_dst_len` is
-//!   not 0, the single next hop's device as RTA_OIF, several as RTA_MULTIPATH `rtnexthop`s.
-//! - `fib_table_lookup` skips aliases with a TOS other than the flow's (0 here), and routes or
-//!   next hops with RTNH_F_DEAD, which the dump reports in `rtm_flags` (one next hop, or the
-//!   route's own `fib_flags`) and in each `rtnh_flags`; `fib_nexthop_info` also reports a
-//!   LINKDOWN next hop as DEAD when `ignore_routes_with_linkdown` applies, as the lookup
-//!   skips it then. Error routes (blackhole, unreachable, prohibit, throw) end the lookup
-//!   before any next-hop check: they are kept whatever their flags, and `__inet_dev_addr_type`
-//!   turns them into RTN_UNICAST (the caller's business).
-//! - Until a policy rule is first added (`fib_has_custom_rules`), table 255 is an alias of
-//!   table 254's trie (`fib_new_table`; `fib_unmerge` splits them for good, even if the rule
-//!   is deleted again): a lookup "in local" then also sees main's routes, and a more specific
-//!   main route wins over a local one. Seen on 6.18 with iptables-legacy: local 10.20.0.0/16
-//!   and main 10.20.1.0/24 make 10.20.1.5 UNICAST for `-m addrtype`, LOCAL once a rule was
-//!   added. The dump, which compares each alias' table id, shows local routes only.
-//! - Route, address and link changes are broadcast to the namespace's rtnetlink groups; a
-//!   listener that does not read fast enough loses messages and gets ENOBUFS once.
+//! The dump asks for strict checking (less to copy on a router with a big main table) but
+//! filters by table anyway (RTA_TABLE, else `rtm_table`) and drops RTM_F_CLONED exceptions.
+//! The kernel behaviour this relies on (the dump's filtering, errors and attributes, what a
+//! lookup skips, table 255 aliasing 254 until a policy rule exists, lost notifications):
+//! `docs/KERNEL-BEHAVIOUR.md#local-routes`.
 //!
 //! Sockets belong to the network namespace of the thread that creates them: call these
 //! through [`super::in_netns`].
