@@ -139,7 +139,7 @@ fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
         .maps
         .iter()
         .map(|spec| {
-            let n = spec.entries.len().max(1) as u32;
+            let n = spec.len().max(1) as u32;
             let m = Map::create(
                 MapType::Hash,
                 spec.key_size,
@@ -148,7 +148,7 @@ fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
                 "bpfltr_set",
             )
             .unwrap();
-            for (k, v) in &spec.entries {
+            for (k, v) in spec.entries() {
                 m.update(k, v, 0).unwrap();
             }
             m

@@ -88,7 +88,7 @@ pub struct Builder {
 }
 
 /// A hash map a program needs besides the counters, referenced as `MapRef::Other(i)` for the
-/// `i`-th spec (see `codegen::Output`): created, filled with `entries` and passed to
+/// `i`-th spec (see `codegen::Output`): created, filled with its entries and passed to
 /// `Compiled::bytes` by the loader.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapSpec {
@@ -96,8 +96,55 @@ pub struct MapSpec {
     pub key_size: u32,
     /// value bytes
     pub value_size: u32,
-    /// (key, value) pairs to insert before loading
-    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// the keys to insert before loading, back to back
+    keys: Vec<u8>,
+    /// their values, back to back
+    values: Vec<u8>,
+}
+
+impl MapSpec {
+    /// An empty map of these sizes.
+    pub fn new(key_size: u32, value_size: u32) -> MapSpec {
+        MapSpec {
+            key_size,
+            value_size,
+            keys: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Adds an entry; `key` and `value` must have the map's sizes.
+    pub fn push(&mut self, key: &[u8], value: &[u8]) {
+        debug_assert_eq!(key.len(), self.key_size as usize);
+        debug_assert_eq!(value.len(), self.value_size as usize);
+        self.keys.extend_from_slice(key);
+        self.values.extend_from_slice(value);
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.keys
+            .len()
+            .checked_div(self.key_size as usize)
+            .unwrap_or(0)
+    }
+
+    /// Whether there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The entries, (key, value), in the order they were added.
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.keys
+            .chunks_exact(self.key_size.max(1) as usize)
+            .zip(self.values.chunks_exact(self.value_size.max(1) as usize))
+    }
+
+    /// Every key, back to back, and every value, back to back (for one batched update).
+    pub fn keys_and_values(&self) -> (&[u8], &[u8]) {
+        (&self.keys, &self.values)
+    }
 }
 
 /// A finished program.

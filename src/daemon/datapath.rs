@@ -965,7 +965,7 @@ impl Generation {
                 // The rule runs' lookup maps (key -> counter slot), filled before the load.
                 let mut sets = Vec::with_capacity(out.maps.len());
                 for (i, spec) in out.maps.iter().enumerate() {
-                    let max = u32::try_from(spec.entries.len().max(1)).map_err(|_| {
+                    let max = u32::try_from(spec.len().max(1)).map_err(|_| {
                         BackendError::new(libc::E2BIG, "rule run with more than 2^32 keys")
                     })?;
                     let set = Map::create(
@@ -976,17 +976,8 @@ impl Generation {
                         "bpfltr_set",
                     )
                     .map_err(sys_err("creating a rule-run map"))?;
-                    let keys: Vec<u8> = spec
-                        .entries
-                        .iter()
-                        .flat_map(|(k, _)| k.iter().copied())
-                        .collect();
-                    let values: Vec<u8> = spec
-                        .entries
-                        .iter()
-                        .flat_map(|(_, v)| v.iter().copied())
-                        .collect();
-                    set.update_all(&keys, &values, 0)
+                    let (keys, values) = spec.keys_and_values();
+                    set.update_all(keys, values, 0)
                         .map_err(sys_err("filling a rule-run map"))?;
                     set.pin(dir.join(format!("{}_set{i}", HOOK_NAMES[hook as usize])))
                         .map_err(sys_err("pinning a rule-run map"))?;

@@ -39,24 +39,15 @@ const PREFIX_VALUE: u32 = 32;
 
 /// The prefix map of a program: one entry per LOG rule, None without LOG rules.
 pub(super) fn prefix_map(p: &Program) -> Option<MapSpec> {
-    let entries: Vec<(Vec<u8>, Vec<u8>)> = p
-        .chains
-        .values()
-        .flat_map(|c| &c.rules)
-        .filter_map(|r| match r.action {
-            Action::Log(l) => {
-                let mut v = vec![0u8; PREFIX_VALUE as usize];
-                v[..30].copy_from_slice(&l.prefix);
-                Some((r.counter.to_ne_bytes().to_vec(), v))
-            }
-            _ => None,
-        })
-        .collect();
-    (!entries.is_empty()).then_some(MapSpec {
-        key_size: 4,
-        value_size: PREFIX_VALUE,
-        entries,
-    })
+    let mut map = MapSpec::new(4, PREFIX_VALUE);
+    for r in p.chains.values().flat_map(|c| &c.rules) {
+        if let Action::Log(l) = r.action {
+            let mut v = [0u8; PREFIX_VALUE as usize];
+            v[..30].copy_from_slice(&l.prefix);
+            map.push(&r.counter.to_ne_bytes(), &v);
+        }
+    }
+    (!map.is_empty()).then_some(map)
 }
 
 /// `bpf_probe_read_kernel(r9 + at, size, ptr + field)`: r3 holds `ptr` (clobbered, with r1,

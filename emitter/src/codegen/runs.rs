@@ -32,7 +32,9 @@
 //! Contract: [`plan`] keeps the longest runs that fit in [`MAX_RUN_MAPS`] maps and builds
 //! their maps; the IR is never changed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashSet;
 
 use crate::builder::{Label, MapRef, MapSpec};
 use crate::insn::{alu32, alu64, ldx, mov64, stx, AluOp, JmpOp, Reg, Size, Src};
@@ -124,12 +126,10 @@ fn key_bytes(tests: &[Test], keys: &[usize], out: &mut Vec<u8>) {
     }
 }
 
-/// The keys of `tests` as one number, for duplicate detection.
-fn key_number(tests: &[Test], keys: &[usize]) -> u128 {
-    let mut bytes = Vec::with_capacity(MAX_KEY_BYTES);
-    key_bytes(tests, keys, &mut bytes);
+/// Key bytes (at most [`MAX_KEY_BYTES`]) as one number, for duplicate detection.
+fn key_number(bytes: &[u8]) -> u128 {
     let mut n = [0u8; 16];
-    n[..bytes.len()].copy_from_slice(&bytes);
+    n[..bytes.len()].copy_from_slice(bytes);
     u128::from_ne_bytes(n)
 }
 
@@ -201,18 +201,22 @@ fn find_runs(rules: &[ir::Rule], tests: &[Vec<Test>]) -> Vec<Found> {
         let mut best: (usize, Vec<usize>) = (1, Vec::new());
         if !matches!(rules[i].action, Action::Reject(_) | Action::Log(_)) {
             for keys in key_candidates(tests, i) {
-                let mut seen = HashSet::new();
-                seen.insert(key_number(&tests[i], &keys));
+                // duplicates matter only where evaluation goes on after a match
+                let distinct = continues_after(rules[i].action);
+                let mut seen = FxHashSet::default();
+                let mut bytes = Vec::with_capacity(MAX_KEY_BYTES);
+                let mut is_new = |t: &[Test]| {
+                    bytes.clear();
+                    key_bytes(t, &keys, &mut bytes);
+                    !distinct || seen.insert(key_number(&bytes))
+                };
+                is_new(&tests[i]);
                 let mut j = i + 1;
                 while j < rules.len()
                     && rules[j].action == rules[i].action
                     && agrees(&tests[i], &tests[j], &keys)
+                    && is_new(&tests[j])
                 {
-                    if !seen.insert(key_number(&tests[j], &keys))
-                        && continues_after(rules[i].action)
-                    {
-                        break;
-                    }
                     j += 1;
                 }
                 if j - i > best.0 {
@@ -266,20 +270,18 @@ fn run_maps(rules: &[ir::Rule], tests: &[Vec<Test>], run: &Run) -> Vec<MapSpec> 
                 .filter_map(|&k| key_kind(&tests[0][k]))
                 .map(KeyKind::width)
                 .sum::<usize>();
-            let mut seen = HashSet::new();
-            let mut entries = Vec::new();
+            let mut seen = FxHashSet::default();
+            seen.reserve(rules.len());
+            let mut map = MapSpec::new(key_size as u32, 4);
+            let mut k = Vec::with_capacity(MAX_KEY_BYTES);
             for (r, t) in rules.iter().zip(tests) {
-                let mut k = Vec::with_capacity(key_size);
+                k.clear();
                 key_bytes(t, keys, &mut k);
-                if seen.insert(k.clone()) {
-                    entries.push((k, r.counter.to_ne_bytes().to_vec()));
+                if seen.insert(key_number(&k)) {
+                    map.push(&k, &r.counter.to_ne_bytes());
                 }
             }
-            MapSpec {
-                key_size: key_size as u32,
-                value_size: 4,
-                entries,
-            }
+            map
         })
         .collect()
 }
@@ -623,10 +625,10 @@ mod tests {
         assert_eq!(maps.len(), 1);
         let m = &maps[0];
         assert_eq!((m.key_size, m.value_size), (4, 4));
-        assert_eq!(m.entries.len(), 4);
+        assert_eq!(m.len(), 4);
         let key = [10u8, 1, 0, 2];
-        let v = m.entries.iter().find(|e| e.0 == key).expect("key");
-        assert_eq!(v.1, 2u32.to_ne_bytes().to_vec());
+        let v = m.entries().find(|e| e.0 == key).expect("key");
+        assert_eq!(v.1, 2u32.to_ne_bytes());
         // one lookup instead of four rules: the program refers to the map once
         let p = Program::single(
             Hook::LocalIn,
@@ -675,10 +677,7 @@ mod tests {
         let out =
             compile_output(&p, &KernelLayout::example(), Options::default()).expect("compile");
         assert_eq!(out.maps.len(), MAX_RUN_MAPS);
-        assert!(
-            out.maps.iter().any(|m| m.entries.len() == 10),
-            "longest run kept"
-        );
+        assert!(out.maps.iter().any(|m| m.len() == 10), "longest run kept");
         let mut used: Vec<MapRef> = out.code.map_fixups.iter().map(|f| f.1).collect();
         used.sort();
         used.dedup();
