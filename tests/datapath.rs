@@ -22,7 +22,7 @@ use proptest::prelude::*;
 // harness
 
 fn unavailable(why: &str) -> Option<Env> {
-    common::unavailable(why);
+    test_support::unavailable(why);
     None
 }
 

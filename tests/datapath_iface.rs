@@ -16,7 +16,7 @@ use bpfilter::sys::{in_netns, open_netns, Btf, Link, Map, MapType, Program as Bp
 use emitter::codegen::{compile_with, Options};
 use emitter::ir::*;
 
-use common::unavailable;
+use test_support::unavailable;
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")

@@ -31,12 +31,12 @@ use bpfilter::events::reject::{
     Sysctls, RTCF_LOCAL,
 };
 use bpfilter::sys::{in_netns, open_netns};
-use common::{sh, unique, Netns};
 use emitter::event::{csum, Event, EventBuilder, KIND_REJECT};
 use nix::sys::socket::{
     recvfrom, sendto, socket, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType,
     SockaddrIn,
 };
+use test_support::netns::{sh, unique, Netns};
 
 const PACKET_OUTGOING: u8 = 4;
 const ETH_P_IP: u16 = 0x0800;
@@ -431,7 +431,7 @@ fn pair() -> Pair {
 
 #[test]
 fn input_replies_match_the_kernel() {
-    if !common::privileged() {
+    if !test_support::privileged() {
         return;
     }
     let net = pair();
@@ -614,7 +614,7 @@ fn input_replies_match_the_kernel() {
 
 #[test]
 fn forward_replies_match_the_kernel() {
-    if !common::privileged() {
+    if !test_support::privileged() {
         return;
     }
     let s = Netns::new("rjs");
@@ -701,7 +701,7 @@ fn forward_replies_match_the_kernel() {
 
 #[test]
 fn sender_replies_reach_the_sockets() {
-    if !common::privileged() {
+    if !test_support::privileged() {
         return;
     }
     let net = pair();
@@ -788,7 +788,7 @@ fn sender_replies_reach_the_sockets() {
 
 #[test]
 fn rate_limit_matches_the_kernel() {
-    if !common::privileged() {
+    if !test_support::privileged() {
         return;
     }
     let net = pair();
