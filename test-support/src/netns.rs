@@ -2,6 +2,8 @@
 //! build them.
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
@@ -64,6 +66,29 @@ impl Netns {
             self.name,
             line.replace('\'', "'\\''")
         ))
+    }
+
+    /// Runs `cmd args` inside the namespace, with `env` set for `cmd` only.
+    pub fn exec(&self, env: &[(&str, &Path)], cmd: &str, args: &[&str]) -> Output {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, "env"]);
+        for (k, v) in env {
+            c.arg(format!("{k}={}", v.display()));
+        }
+        run(c.arg(cmd).args(args))
+    }
+
+    /// [`Netns::exec`] with no environment, asserting success; its stdout.
+    pub fn ok(&self, cmd: &str, args: &[&str]) -> String {
+        let out = self.exec(&[], cmd, args);
+        assert!(out.status.success(), "{cmd} {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The (device, inode) of the namespace's bind mount: what identifies it (`net:[ino]`).
+    pub fn inode(&self) -> (u64, u64) {
+        let m = std::fs::metadata(format!("/run/netns/{}", self.name)).expect("stat netns");
+        (m.dev(), m.ino())
     }
 
     /// Its `Ip: InReceives` counter.
