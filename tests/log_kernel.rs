@@ -33,6 +33,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 use test_support::netns::{in_netns, sh, Netns};
+use test_support::packet::Ipv4;
 
 const A_IP: [u8; 4] = [10, 77, 0, 1];
 const B_IP: [u8; 4] = [10, 77, 0, 2];
@@ -474,18 +475,14 @@ impl Run {
 // Packet crafting for the raw socket (the sender fills tot_len and the IP checksum).
 
 fn ipv4(proto: u8, id: u16, frag_off: u16, tos: u8, opts: &[u8], payload: &[u8]) -> Vec<u8> {
-    let ihl = 5 + opts.len() / 4;
-    let len = ihl * 4 + payload.len();
-    let mut p = vec![0x40 | ihl as u8, tos];
-    p.extend_from_slice(&(len as u16).to_be_bytes());
-    p.extend_from_slice(&id.to_be_bytes());
-    p.extend_from_slice(&frag_off.to_be_bytes());
-    p.extend_from_slice(&[64, proto, 0, 0]);
-    p.extend_from_slice(&A_IP);
-    p.extend_from_slice(&B_IP);
-    p.extend_from_slice(opts);
-    p.extend_from_slice(payload);
-    p
+    Ipv4 {
+        tos,
+        id,
+        frag: frag_off,
+        opts,
+        ..Ipv4::new(proto, A_IP, B_IP)
+    }
+    .build(payload)
 }
 
 /// An IPv4 header as quoted by an ICMP error (B to A), with a checksum of zero.

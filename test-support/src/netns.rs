@@ -117,12 +117,14 @@ impl Drop for Netns {
 
 /// A veth pair from namespace `a` to namespace `b`, each end addressed (`10.0.0.1/24`) and
 /// up; its two devices (in `a`, in `b`).
-pub fn veth(a: &str, a_addr: &str, b: &str, b_addr: &str) -> (String, String) {
+pub fn veth(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str) -> (String, String) {
     let (da, db) = (unique("va"), unique("vb"));
     sh(&format!(
         "ip link add {da} netns {a} type veth peer name {db} netns {b} && \
          ip -n {a} addr add {a_addr} dev {da} && ip -n {a} link set {da} up && \
-         ip -n {b} addr add {b_addr} dev {db} && ip -n {b} link set {db} up"
+         ip -n {b} addr add {b_addr} dev {db} && ip -n {b} link set {db} up",
+        a = a.name,
+        b = b.name
     ));
     (da, db)
 }

@@ -374,9 +374,9 @@ pub fn sender_link(sender: &Netns, sender_ip: &str, fw: &Netns, fw_ip: &str) -> 
     test_support::netns::no_ipv6(&sender.name);
     test_support::netns::no_ipv6(&fw.name);
     let (dev, _) = test_support::netns::veth(
-        &sender.name,
+        sender,
         &format!("{sender_ip}/24"),
-        &fw.name,
+        fw,
         &format!("{fw_ip}/24"),
     );
     sender.sh(&format!("ping -c1 -W2 {fw_ip} >/dev/null"));
