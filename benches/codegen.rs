@@ -3,53 +3,27 @@
 //! Loading and running are measured by the privileged `scale_figures` test in
 //! tests/datapath.rs (they need root).
 use std::hint::black_box;
-use std::net::Ipv4Addr;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use emitter::codegen::compile;
 use emitter::ir::*;
 use emitter::KernelLayout;
+use test_support::ir::{drop_list, proto, src, udpm};
 
 fn chain(n: usize, ports: bool) -> Program {
-    let mut rules: Vec<Rule> = (0..n)
-        .map(|i| {
-            let mut matches = vec![Match::Ipv4Src {
-                addr: Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8),
-                mask: Ipv4Addr::BROADCAST,
-                invert: false,
-            }];
-            if ports {
-                matches.push(Match::Protocol {
-                    proto: 17,
-                    invert: false,
-                });
-                matches.push(Match::Udp(UdpMatch {
-                    sport: PortRange::ANY,
-                    dport: PortRange::one(10000 + (i % 1000) as u16),
-                    inv_sport: false,
-                    inv_dport: false,
-                }));
-            }
-            Rule {
-                matches,
-                action: Action::Drop,
-                counter: i as u32,
-            }
-        })
-        .collect();
-    rules.push(Rule {
-        matches: vec![],
-        action: Action::Accept,
-        counter: n as u32,
-    });
-    Program::single(
-        Hook::LocalIn,
-        rules,
-        Policy {
-            verdict: Verdict::Drop,
-            counter: n as u32 + 1,
-        },
-    )
+    drop_list(Hook::LocalIn, n, |i| {
+        let mut matches = vec![src([10, 1, (i >> 8) as u8, i as u8], 32, false)];
+        if ports {
+            matches.push(proto(17, false));
+            matches.push(udpm(
+                PortRange::ANY,
+                PortRange::one(10000 + (i % 1000) as u16),
+                false,
+                false,
+            ));
+        }
+        matches
+    })
 }
 
 fn codegen(c: &mut Criterion) {

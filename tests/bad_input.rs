@@ -25,8 +25,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{privileged, Daemon, Pair, Rng, Tool};
+use common::{Daemon, Pair, Tool};
 use hardening::*;
+use test_support::{privileged, Rng};
 
 const EINVAL: i32 = libc::EINVAL;
 const ENOENT: i32 = libc::ENOENT;
@@ -567,7 +568,7 @@ fn socket_garbage(d: &Daemon, ns_path: &Path) -> usize {
 
     // Random bytes: no magic, the daemon drops the connection without answering.
     for i in 0..60 {
-        let len = 1 + (rng.next() % 4096) as usize;
+        let len = 1 + (rng.next_u64() % 4096) as usize;
         let mut s = connect(sock);
         let _ = s.write_all(&rng.bytes(len));
         let r = drain(s);
@@ -579,7 +580,7 @@ fn socket_garbage(d: &Daemon, ns_path: &Path) -> usize {
     // Valid magic, random everything else (version, kind, length, body).
     for _ in 0..60 {
         let mut f = b"BPFL".to_vec();
-        let len = 8 + (rng.next() % 512) as usize;
+        let len = 8 + (rng.next_u64() % 512) as usize;
         f.extend_from_slice(&rng.bytes(len));
         let mut s = connect(sock);
         let _ = s.write_all(&f);
@@ -808,7 +809,7 @@ fn stray_fds_are_refused_and_not_leaked() {
     }
     use std::os::fd::AsRawFd;
     let d = Daemon::start();
-    let ns = common::Netns::new("hf");
+    let ns = test_support::netns::Netns::new("hf");
     let ns_path = Path::new("/run/netns").join(&ns.name);
     alive(&d, &ns_path, "start");
     let pid = hardening::daemon_pid(&d.socket);

@@ -12,7 +12,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use bpfilter::sys;
-use common::{privileged, Netns};
+use test_support::netns::Netns;
+use test_support::privileged;
 
 /// How long the kernel may take to drop its conntrack hooks after the table is deleted (the
 /// nf_ct_netns_put runs from nf_tables' destroy work queue).

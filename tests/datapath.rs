@@ -17,12 +17,14 @@ use emitter::ir::*;
 use emitter::reference::{evaluate, Outcome, Packet};
 use emitter::{KernelLayout, MapRef};
 use proptest::prelude::*;
+use test_support::ir::*;
+use test_support::packet::Ipv4;
 
 // ---------------------------------------------------------------------------------------------
 // harness
 
 fn unavailable(why: &str) -> Option<Env> {
-    common::unavailable(why);
+    test_support::unavailable(why);
     None
 }
 
@@ -354,19 +356,13 @@ const ICMP: u8 = 1;
 
 /// IPv4 header (+ `opts` option bytes, a multiple of 4) + `l4`. `frag` = the frag_off field.
 fn ip(proto: u8, src: [u8; 4], dst: [u8; 4], frag: u16, opts: &[u8], l4: &[u8]) -> Vec<u8> {
-    assert_eq!(opts.len() % 4, 0);
-    let ihl = 5 + opts.len() / 4;
-    let total = ihl * 4 + l4.len();
-    let mut v = vec![0x40 | ihl as u8, 0];
-    v.extend_from_slice(&(total as u16).to_be_bytes());
-    v.extend_from_slice(&[0x12, 0x34]);
-    v.extend_from_slice(&frag.to_be_bytes());
-    v.extend_from_slice(&[64, proto, 0, 0]);
-    v.extend_from_slice(&src);
-    v.extend_from_slice(&dst);
-    v.extend_from_slice(opts);
-    v.extend_from_slice(l4);
-    v
+    Ipv4 {
+        id: 0x1234,
+        frag,
+        opts,
+        ..Ipv4::new(proto, src, dst)
+    }
+    .build(l4)
 }
 
 fn udp_hdr(sport: u16, dport: u16) -> Vec<u8> {
@@ -534,11 +530,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>)> {
 fn single(hook: Hook, matches: Vec<Match>, action: Action, policy: Verdict) -> Program {
     Program::single(
         hook,
-        vec![Rule {
-            matches,
-            action,
-            counter: 0,
-        }],
+        vec![rule(matches, action, 0)],
         Policy {
             verdict: policy,
             counter: 1,
@@ -546,50 +538,6 @@ fn single(hook: Hook, matches: Vec<Match>, action: Action, policy: Verdict) -> P
     )
 }
 
-fn net(a: [u8; 4], bits: u32) -> (Ipv4Addr, Ipv4Addr) {
-    let m = if bits == 0 {
-        0
-    } else {
-        u32::MAX << (32 - bits)
-    };
-    (Ipv4Addr::from(a), Ipv4Addr::from(m))
-}
-
-fn src(a: [u8; 4], bits: u32, invert: bool) -> Match {
-    let (addr, mask) = net(a, bits);
-    Match::Ipv4Src { addr, mask, invert }
-}
-fn dst(a: [u8; 4], bits: u32, invert: bool) -> Match {
-    let (addr, mask) = net(a, bits);
-    Match::Ipv4Dst { addr, mask, invert }
-}
-fn proto(p: u8, invert: bool) -> Match {
-    Match::Protocol { proto: p, invert }
-}
-fn pr(lo: u16, hi: u16) -> PortRange {
-    PortRange { lo, hi }
-}
-fn tcpm(sport: PortRange, dport: PortRange) -> TcpMatch {
-    TcpMatch {
-        sport,
-        dport,
-        flags_mask: 0,
-        flags_cmp: 0,
-        option: 0,
-        inv_sport: false,
-        inv_dport: false,
-        inv_flags: false,
-        inv_option: false,
-    }
-}
-fn udpm(sport: PortRange, dport: PortRange, inv_sport: bool, inv_dport: bool) -> Match {
-    Match::Udp(UdpMatch {
-        sport,
-        dport,
-        inv_sport,
-        inv_dport,
-    })
-}
 fn multiport(mode: MultiportMode, items: &[(u16, u16)], invert: bool) -> Match {
     let mut ports = [0u16; 15];
     let mut pflags = [0u8; 15];
@@ -776,63 +724,23 @@ fn match_catalogue() -> Vec<(&'static str, Vec<Match>)> {
         ),
         (
             "-p icmp --icmp-type any",
-            vec![
-                proto(ICMP, false),
-                Match::Icmp(IcmpMatch {
-                    icmp_type: 0xff,
-                    code_min: 0,
-                    code_max: 0xff,
-                    invert: false,
-                }),
-            ],
+            vec![proto(ICMP, false), icmpm(0xff, 0, 0xff, false)],
         ),
         (
             "-p icmp --icmp-type echo-request",
-            vec![
-                proto(ICMP, false),
-                Match::Icmp(IcmpMatch {
-                    icmp_type: 8,
-                    code_min: 0,
-                    code_max: 0xff,
-                    invert: false,
-                }),
-            ],
+            vec![proto(ICMP, false), icmpm(8, 0, 0xff, false)],
         ),
         (
             "-p icmp ! --icmp-type echo-request",
-            vec![
-                proto(ICMP, false),
-                Match::Icmp(IcmpMatch {
-                    icmp_type: 8,
-                    code_min: 0,
-                    code_max: 0xff,
-                    invert: true,
-                }),
-            ],
+            vec![proto(ICMP, false), icmpm(8, 0, 0xff, true)],
         ),
         (
             "-p icmp --icmp-type port-unreachable",
-            vec![
-                proto(ICMP, false),
-                Match::Icmp(IcmpMatch {
-                    icmp_type: 3,
-                    code_min: 3,
-                    code_max: 3,
-                    invert: false,
-                }),
-            ],
+            vec![proto(ICMP, false), icmpm(3, 3, 3, false)],
         ),
         (
             "-p icmp ! --icmp-type any",
-            vec![
-                proto(ICMP, false),
-                Match::Icmp(IcmpMatch {
-                    icmp_type: 0xff,
-                    code_min: 0,
-                    code_max: 0xff,
-                    invert: true,
-                }),
-            ],
+            vec![proto(ICMP, false), icmpm(0xff, 0, 0xff, true)],
         ),
         (
             "multiport dports 22,53,80",
@@ -1247,60 +1155,28 @@ fn table_of_expectations() {
         ),
         (
             "icmp type/code",
-            vec![
-                proto(ICMP, false),
-                Match::Icmp(IcmpMatch {
-                    icmp_type: 3,
-                    code_min: 3,
-                    code_max: 3,
-                    invert: false,
-                }),
-            ],
+            vec![proto(ICMP, false), icmpm(3, 3, 3, false)],
             "icmp unreach port",
             Accept,
             vec![0],
         ),
         (
             "icmp code outside",
-            vec![
-                proto(ICMP, false),
-                Match::Icmp(IcmpMatch {
-                    icmp_type: 3,
-                    code_min: 3,
-                    code_max: 3,
-                    invert: false,
-                }),
-            ],
+            vec![proto(ICMP, false), icmpm(3, 3, 3, false)],
             "icmp unreach frag",
             Drop,
             vec![1],
         ),
         (
             "icmp truncated hotdrops",
-            vec![
-                proto(ICMP, false),
-                Match::Icmp(IcmpMatch {
-                    icmp_type: 0xff,
-                    code_min: 0,
-                    code_max: 0xff,
-                    invert: false,
-                }),
-            ],
+            vec![proto(ICMP, false), icmpm(0xff, 0, 0xff, false)],
             "icmp truncated 4",
             Drop,
             vec![],
         ),
         (
             "icmp fragment no match",
-            vec![
-                proto(ICMP, false),
-                Match::Icmp(IcmpMatch {
-                    icmp_type: 0xff,
-                    code_min: 0,
-                    code_max: 0xff,
-                    invert: false,
-                }),
-            ],
+            vec![proto(ICMP, false), icmpm(0xff, 0, 0xff, false)],
             "icmp fragment off 3",
             Drop,
             vec![1],
@@ -1446,42 +1322,18 @@ fn chains_program(policy: Verdict) -> Program {
     // X3: r30 --sport 1000 -j RETURN ; r31 -j ACCEPT ; r32 RETURN
     // Y: r40 --dport 5001 -j DROP ; r41 -g Z ; r42 RETURN
     // Z: r50 -p icmp -j DROP ; r51 (count) ; r52 RETURN
-    let ret = |c| Rule {
-        matches: vec![],
-        action: Action::Return,
-        counter: c,
-    };
+    let ret = |c| rule(vec![], Action::Return, c);
     let mut chains = BTreeMap::new();
     chains.insert(
         ChainId(0),
         Chain {
             name: "OUTPUT".into(),
             rules: vec![
-                Rule {
-                    matches: vec![src(A, 32, false)],
-                    action: Action::Call(ChainId(1)),
-                    counter: 0,
-                },
-                Rule {
-                    matches: vec![proto(UDP, false)],
-                    action: Action::Goto(ChainId(4)),
-                    counter: 1,
-                },
-                Rule {
-                    matches: vec![],
-                    action: Action::Call(ChainId(5)),
-                    counter: 2,
-                },
-                Rule {
-                    matches: vec![proto(TCP, false)],
-                    action: Action::Return,
-                    counter: 3,
-                },
-                Rule {
-                    matches: vec![],
-                    action: Action::Continue,
-                    counter: 4,
-                },
+                rule(vec![src(A, 32, false)], Action::Call(ChainId(1)), 0),
+                rule(vec![proto(UDP, false)], Action::Goto(ChainId(4)), 1),
+                rule(vec![], Action::Call(ChainId(5)), 2),
+                rule(vec![proto(TCP, false)], Action::Return, 3),
+                rule(vec![], Action::Continue, 4),
             ],
         },
     );
@@ -1490,16 +1342,8 @@ fn chains_program(policy: Verdict) -> Program {
         Chain {
             name: "X".into(),
             rules: vec![
-                Rule {
-                    matches: vec![dst(B, 32, false)],
-                    action: Action::Call(ChainId(2)),
-                    counter: 10,
-                },
-                Rule {
-                    matches: vec![proto(TCP, false)],
-                    action: Action::Accept,
-                    counter: 11,
-                },
+                rule(vec![dst(B, 32, false)], Action::Call(ChainId(2)), 10),
+                rule(vec![proto(TCP, false)], Action::Accept, 11),
                 ret(12),
             ],
         },
@@ -1509,19 +1353,15 @@ fn chains_program(policy: Verdict) -> Program {
         Chain {
             name: "X2".into(),
             rules: vec![
-                Rule {
-                    matches: vec![
+                rule(
+                    vec![
                         proto(UDP, false),
                         udpm(PortRange::ANY, PortRange::one(53), false, false),
                     ],
-                    action: Action::Call(ChainId(3)),
-                    counter: 20,
-                },
-                Rule {
-                    matches: vec![proto(UDP, false)],
-                    action: Action::Drop,
-                    counter: 21,
-                },
+                    Action::Call(ChainId(3)),
+                    20,
+                ),
+                rule(vec![proto(UDP, false)], Action::Drop, 21),
                 ret(22),
             ],
         },
@@ -1531,19 +1371,15 @@ fn chains_program(policy: Verdict) -> Program {
         Chain {
             name: "X3".into(),
             rules: vec![
-                Rule {
-                    matches: vec![
+                rule(
+                    vec![
                         proto(UDP, false),
                         udpm(PortRange::one(1000), PortRange::ANY, false, false),
                     ],
-                    action: Action::Return,
-                    counter: 30,
-                },
-                Rule {
-                    matches: vec![],
-                    action: Action::Accept,
-                    counter: 31,
-                },
+                    Action::Return,
+                    30,
+                ),
+                rule(vec![], Action::Accept, 31),
                 ret(32),
             ],
         },
@@ -1553,16 +1389,12 @@ fn chains_program(policy: Verdict) -> Program {
         Chain {
             name: "Y".into(),
             rules: vec![
-                Rule {
-                    matches: vec![udpm(PortRange::ANY, PortRange::one(5001), false, false)],
-                    action: Action::Drop,
-                    counter: 40,
-                },
-                Rule {
-                    matches: vec![],
-                    action: Action::Goto(ChainId(5)),
-                    counter: 41,
-                },
+                rule(
+                    vec![udpm(PortRange::ANY, PortRange::one(5001), false, false)],
+                    Action::Drop,
+                    40,
+                ),
+                rule(vec![], Action::Goto(ChainId(5)), 41),
                 ret(42),
             ],
         },
@@ -1572,16 +1404,8 @@ fn chains_program(policy: Verdict) -> Program {
         Chain {
             name: "Z".into(),
             rules: vec![
-                Rule {
-                    matches: vec![proto(ICMP, false)],
-                    action: Action::Drop,
-                    counter: 50,
-                },
-                Rule {
-                    matches: vec![],
-                    action: Action::Continue,
-                    counter: 51,
-                },
+                rule(vec![proto(ICMP, false)], Action::Drop, 50),
+                rule(vec![], Action::Continue, 51),
                 ret(52),
             ],
         },
@@ -1660,11 +1484,7 @@ const S: [[u8; 4]; 5] = [
 /// a chain, an ordinary rule, a dst run with goto; chain 1: a RETURN run then ordinary rules;
 /// chain 2: a sport run. Slot numbers are in the comments of `rule_runs_table`.
 fn runs_program() -> Program {
-    let r = |matches: Vec<Match>, action: Action, counter: u32| Rule {
-        matches,
-        action,
-        counter,
-    };
+    let r = |matches: Vec<Match>, action: Action, counter: u32| rule(matches, action, counter);
     let udp53 = udpm(PortRange::ANY, PortRange::one(53), false, false);
     let mut e: Vec<Rule> = [S[0], S[1], S[2], S[1], S[3], S[4]]
         .iter()
@@ -1989,11 +1809,11 @@ fn many_runs_load() {
         };
         rules.extend((0..4).map(|i| {
             let n = r * 4 + i;
-            Rule {
-                matches: vec![src([10, 1, (n >> 8) as u8, n as u8], 32, false)],
+            rule(
+                vec![src([10, 1, (n >> 8) as u8, n as u8], 32, false)],
                 action,
-                counter: n,
-            }
+                n,
+            )
         }));
     }
     let p = Program::single(
@@ -2074,12 +1894,7 @@ fn arb_match() -> impl Strategy<Value = Match> {
             any::<u8>(),
             any::<bool>()
         )
-            .prop_map(|(t, a, b, invert)| Match::Icmp(IcmpMatch {
-                icmp_type: t,
-                code_min: a.min(b) % 8,
-                code_max: a.max(b) % 8,
-                invert
-            })),
+            .prop_map(|(t, a, b, invert)| icmpm(t, a.min(b) % 8, a.max(b) % 8, invert)),
         (
             prop_oneof![
                 Just(MultiportMode::Source),
@@ -2262,7 +2077,7 @@ fn expand(matches: Vec<Match>, run: RunSpec) -> Vec<Vec<Match>> {
 }
 
 fn arb_program() -> impl Strategy<Value = Program> {
-    let rule = || {
+    let arb_rule = || {
         (
             proptest::collection::vec(arb_match(), 0..4),
             0u8..10,
@@ -2270,8 +2085,8 @@ fn arb_program() -> impl Strategy<Value = Program> {
         )
     };
     (
-        proptest::collection::vec(rule(), 1..8),
-        proptest::collection::vec(rule(), 0..5),
+        proptest::collection::vec(arb_rule(), 1..8),
+        proptest::collection::vec(arb_rule(), 0..5),
         any::<bool>(),
         prop_oneof![
             Just(Hook::LocalOut),
@@ -2303,11 +2118,7 @@ fn arb_program() -> impl Strategy<Value = Program> {
                             6 => Action::Reject(Reject { with: 3 }),
                             _ => Action::Continue,
                         };
-                        Rule {
-                            matches,
-                            action,
-                            counter: slot - 1,
-                        }
+                        rule(matches, action, slot - 1)
                     })
                     .collect()
             };
@@ -2423,93 +2234,40 @@ fn random_rulesets_match_reference() {
 // scale: verifier and run-time figures
 
 fn address_chain(n: usize) -> Program {
-    let mut rules: Vec<Rule> = (0..n)
-        .map(|i| Rule {
-            matches: vec![src([10, 1, (i >> 8) as u8, i as u8], 32, false)],
-            action: Action::Drop,
-            counter: i as u32,
-        })
-        .collect();
-    rules.push(Rule {
-        matches: vec![],
-        action: Action::Accept,
-        counter: n as u32,
-    });
-    Program::single(
-        Hook::LocalOut,
-        rules,
-        Policy {
-            verdict: Verdict::Drop,
-            counter: n as u32 + 1,
-        },
-    )
+    drop_list(Hook::LocalOut, n, |i| {
+        vec![src([10, 1, (i >> 8) as u8, i as u8], 32, false)]
+    })
 }
 
 fn port_chain(n: usize) -> Program {
     // the bench's second kind: -s 10.1.x.y -p udp --dport P -j DROP
-    let mut rules: Vec<Rule> = (0..n)
-        .map(|i| Rule {
-            matches: vec![
-                src([10, 1, (i >> 8) as u8, i as u8], 32, false),
-                proto(UDP, false),
-                udpm(
-                    PortRange::ANY,
-                    PortRange::one(10000 + (i % 1000) as u16),
-                    false,
-                    false,
-                ),
-            ],
-            action: Action::Drop,
-            counter: i as u32,
-        })
-        .collect();
-    rules.push(Rule {
-        matches: vec![],
-        action: Action::Accept,
-        counter: n as u32,
-    });
-    Program::single(
-        Hook::LocalOut,
-        rules,
-        Policy {
-            verdict: Verdict::Drop,
-            counter: n as u32 + 1,
-        },
-    )
+    drop_list(Hook::LocalOut, n, |i| {
+        vec![
+            src([10, 1, (i >> 8) as u8, i as u8], 32, false),
+            proto(UDP, false),
+            udpm(
+                PortRange::ANY,
+                PortRange::one(10000 + (i % 1000) as u16),
+                false,
+                false,
+            ),
+        ]
+    })
 }
 
 /// The bench's rulesets: `-s 10.1.x.y/32 -p udp -m udp --dport 5001 -j DROP` (`by_port` false)
 /// or `-p udp -m udp --dport P -j DROP` with P != 5001 (`by_port` true), then ACCEPT.
 fn bench_chain(n: usize, by_port: bool) -> Program {
-    let mut rules: Vec<Rule> = (0..n)
-        .map(|i| {
-            let mut matches = Vec::new();
-            if !by_port {
-                matches.push(src([10, 1, (i >> 8) as u8, i as u8], 32, false));
-            }
-            matches.push(proto(UDP, false));
-            let port = if by_port { 10000 + i as u16 } else { 5001 };
-            matches.push(udpm(PortRange::ANY, PortRange::one(port), false, false));
-            Rule {
-                matches,
-                action: Action::Drop,
-                counter: i as u32,
-            }
-        })
-        .collect();
-    rules.push(Rule {
-        matches: vec![],
-        action: Action::Accept,
-        counter: n as u32,
-    });
-    Program::single(
-        Hook::LocalOut,
-        rules,
-        Policy {
-            verdict: Verdict::Drop,
-            counter: n as u32 + 1,
-        },
-    )
+    drop_list(Hook::LocalOut, n, |i| {
+        let mut matches = Vec::new();
+        if !by_port {
+            matches.push(src([10, 1, (i >> 8) as u8, i as u8], 32, false));
+        }
+        matches.push(proto(UDP, false));
+        let port = if by_port { 10000 + i as u16 } else { 5001 };
+        matches.push(udpm(PortRange::ANY, PortRange::one(port), false, false));
+        matches
+    })
 }
 
 #[test]
@@ -2520,21 +2278,19 @@ fn scale_figures() {
     for (sites, body) in [(100usize, 100usize), (1000, 100)] {
         let mut chains = BTreeMap::new();
         let mut rules: Vec<Rule> = (0..sites)
-            .map(|i| Rule {
-                matches: vec![src([10, 2, (i >> 8) as u8, i as u8], 32, true)],
-                action: if i % 2 == 0 {
-                    Action::Call(ChainId(1))
-                } else {
-                    Action::Continue
-                },
-                counter: i as u32,
+            .map(|i| {
+                rule(
+                    vec![src([10, 2, (i >> 8) as u8, i as u8], 32, true)],
+                    if i % 2 == 0 {
+                        Action::Call(ChainId(1))
+                    } else {
+                        Action::Continue
+                    },
+                    i as u32,
+                )
             })
             .collect();
-        rules.push(Rule {
-            matches: vec![],
-            action: Action::Accept,
-            counter: sites as u32,
-        });
+        rules.push(rule(vec![], Action::Accept, sites as u32));
         chains.insert(
             ChainId(0),
             Chain {
@@ -2543,10 +2299,12 @@ fn scale_figures() {
             },
         );
         let body_rules = (0..body)
-            .map(|i| Rule {
-                matches: vec![src([10, 3, (i >> 8) as u8, i as u8], 32, false)],
-                action: Action::Drop,
-                counter: (sites + 1 + i) as u32,
+            .map(|i| {
+                rule(
+                    vec![src([10, 3, (i >> 8) as u8, i as u8], 32, false)],
+                    Action::Drop,
+                    (sites + 1 + i) as u32,
+                )
             })
             .collect();
         chains.insert(
@@ -2742,21 +2500,17 @@ fn deep_chains_match_reference() {
                             5 => Action::Goto(ChainId(to.min(9))),
                             _ => Action::Continue,
                         };
-                        Rule {
-                            matches,
-                            action,
-                            counter: slot - 1,
-                        }
+                        rule(matches, action, slot - 1)
                     })
                     .collect();
                 slot += 1;
                 v.insert(
                     0,
-                    Rule {
-                        matches: vec![proto(47, false)],
-                        action: Action::Call(ChainId(i as u32 + 1)),
-                        counter: slot - 1,
-                    },
+                    rule(
+                        vec![proto(47, false)],
+                        Action::Call(ChainId(i as u32 + 1)),
+                        slot - 1,
+                    ),
                 );
                 chains.insert(
                     ChainId(i as u32),
@@ -2771,11 +2525,7 @@ fn deep_chains_match_reference() {
                 ChainId(9),
                 Chain {
                     name: "c9".into(),
-                    rules: vec![Rule {
-                        matches: vec![],
-                        action: Action::Return,
-                        counter: slot - 1,
-                    }],
+                    rules: vec![rule(vec![], Action::Return, slot - 1)],
                 },
             );
             Program {
@@ -2871,11 +2621,7 @@ fn deep_program(extra: &[(u32, Vec<Match>, Action)], policy: Verdict) -> Program
     let mut slot = 0u32;
     let mut rule = |matches: Vec<Match>, action: Action| {
         slot += 1;
-        Rule {
-            matches,
-            action,
-            counter: slot - 1,
-        }
+        rule(matches, action, slot - 1)
     };
     for i in 0..=9u32 {
         let mut rules = Vec::new();
@@ -3150,11 +2896,7 @@ fn connection_state_without_an_entry() {
         for (i, (matches, hit)) in rules.iter().enumerate() {
             let p = Program::single(
                 Hook::LocalIn,
-                vec![Rule {
-                    matches: matches.clone(),
-                    action: Action::Drop,
-                    counter: 0,
-                }],
+                vec![rule(matches.clone(), Action::Drop, 0)],
                 Policy {
                     verdict: Verdict::Accept,
                     counter: 1,
@@ -3208,16 +2950,8 @@ fn events_reach_the_ring_buffer() {
             let p = Program::single(
                 hook,
                 vec![
-                    Rule {
-                        matches: vec![proto(TCP, false)],
-                        action: log,
-                        counter: 0,
-                    },
-                    Rule {
-                        matches: vec![],
-                        action: Action::Reject(Reject { with: 7 }),
-                        counter: 1,
-                    },
+                    rule(vec![proto(TCP, false)], log, 0),
+                    rule(vec![], Action::Reject(Reject { with: 7 }), 1),
                 ],
                 Policy {
                     verdict: Verdict::Accept,
@@ -3276,11 +3010,7 @@ fn a_full_ring_buffer_counts_its_losses() {
     env.ring_bytes = 4096;
     let p = Program::single(
         Hook::LocalIn,
-        vec![Rule {
-            matches: vec![],
-            action: Action::Reject(Reject { with: 3 }),
-            counter: 0,
-        }],
+        vec![rule(vec![], Action::Reject(Reject { with: 3 }), 0)],
         Policy {
             verdict: Verdict::Accept,
             counter: 1,
@@ -3322,15 +3052,15 @@ fn log_with_every_flag_loads() {
             for flags in [0u8, 0x08, 0xff] {
                 let p = Program::single(
                     hook,
-                    vec![Rule {
-                        matches: vec![],
-                        action: Action::Log(Log {
+                    vec![rule(
+                        vec![],
+                        Action::Log(Log {
                             level: 7,
                             flags,
                             prefix: [b'x'; 30],
                         }),
-                        counter: 0,
-                    }],
+                        0,
+                    )],
                     Policy {
                         verdict: Verdict::Accept,
                         counter: 1,
@@ -3370,11 +3100,11 @@ fn mark_is_compared_under_its_mask() {
             for (mark, mask, invert, hit) in cases {
                 let p = Program::single(
                     hook,
-                    vec![Rule {
-                        matches: vec![Match::Mark { mark, mask, invert }],
-                        action: Action::Drop,
-                        counter: 0,
-                    }],
+                    vec![rule(
+                        vec![Match::Mark { mark, mask, invert }],
+                        Action::Drop,
+                        0,
+                    )],
                     Policy {
                         verdict: Verdict::Accept,
                         counter: 1,

@@ -16,7 +16,8 @@ use bpfilter::sys::{in_netns, open_netns, Btf, Link, Map, MapType, Program as Bp
 use emitter::codegen::{compile_with, Options};
 use emitter::ir::*;
 
-use common::unavailable;
+use test_support::ir::{proto, rule, udpm};
+use test_support::unavailable;
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
@@ -88,26 +89,10 @@ impl Drop for Topo {
     }
 }
 
-fn rule(matches: Vec<Match>, action: Action, counter: u32) -> Rule {
-    Rule {
-        matches,
-        action,
-        counter,
-    }
-}
-
 fn udp_dport(p: u16) -> Vec<Match> {
     vec![
-        Match::Protocol {
-            proto: 17,
-            invert: false,
-        },
-        Match::Udp(UdpMatch {
-            sport: PortRange::ANY,
-            dport: PortRange::one(p),
-            inv_sport: false,
-            inv_dport: false,
-        }),
+        proto(17, false),
+        udpm(PortRange::ANY, PortRange::one(p), false, false),
     ]
 }
 

@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{privileged, Daemon, Pair, Tool};
+use common::{Daemon, Pair, Tool};
+use test_support::privileged;
 
 #[test]
 fn command_forms_match_the_kernel() {

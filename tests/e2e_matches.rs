@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{privileged, topology, Daemon, Netns, Pair, Tool};
+use common::{topology, Daemon, Pair, Tool};
+use test_support::netns::Netns;
+use test_support::privileged;
 
 /// Sends UDP datagrams from `ns` to each `dst:port` (broadcast allowed), in order.
 fn udp(ns: &Netns, dsts: &[&str]) {

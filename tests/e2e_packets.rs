@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{ip_in_receives, privileged, sh, topology, Daemon, Netns, Pair, Tool, Topology};
+use common::{topology, Daemon, Pair, Tool, Topology};
+use test_support::netns::{sh, Netns};
+use test_support::privileged;
 
 /// The same traffic on both sides: UDP, TCP SYNs and pings into the firewall, through it, and
 /// out of it.
@@ -42,7 +44,7 @@ fn packets_are_judged_and_counted_as_the_kernel_does() {
     p.same(&d, Tool::Restore, &[], ruleset);
     let k = topology(&p.kernel);
     let b = topology(&p.bpf);
-    let before = (ip_in_receives(&k.target), ip_in_receives(&b.target));
+    let before = (k.target.in_receives(), b.target.in_receives());
     traffic(&p.kernel, &k);
     traffic(&p.bpf, &b);
     p.same_listing(&d);
@@ -56,8 +58,8 @@ fn packets_are_judged_and_counted_as_the_kernel_does() {
         "the traffic must hit several rules, or this test proves nothing:\n{save}"
     );
     let delivered = (
-        ip_in_receives(&k.target) - before.0,
-        ip_in_receives(&b.target) - before.1,
+        k.target.in_receives() - before.0,
+        b.target.in_receives() - before.1,
     );
     assert_eq!(
         delivered.1, delivered.0,

@@ -13,7 +13,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{privileged, probe, sh, topology, Daemon, Pair, Tool};
+use common::{probe, topology, Daemon, Pair, Tool};
+use test_support::netns::sh;
+use test_support::privileged;
 
 /// A router with a published service, the shape Docker and libvirt write: DNAT in PREROUTING,
 /// MASQUERADE in POSTROUTING, marks in mangle, a NOTRACK in raw, and a stateful filter table.
@@ -82,7 +84,7 @@ fn whole_rulesets_with_every_table_apply_save_and_filter_as_the_kernels() {
         ));
     }
     for t in [&k.target, &b.target] {
-        common::wait_listening(t, 80);
+        t.wait_listening(80);
     }
     let probes = [
         "tcp:10.9.1.2:8080",
@@ -212,7 +214,7 @@ fn ip6tables_through_bpfilter_is_the_kernels_ip6_tables() {
         return;
     }
     let d = Daemon::start();
-    let ns = common::Netns::new("ip6k");
+    let ns = test_support::netns::Netns::new("ip6k");
     let restore =
         "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:LOGDROP - [0:0]\n\
         -A INPUT -i lo -j ACCEPT\n\

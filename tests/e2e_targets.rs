@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{privileged, probe, sh, topology, Daemon, Netns, Pair, Tool, Topology};
+use common::{probe, topology, Daemon, Pair, Tool, Topology};
+use test_support::netns::{sh, Netns};
+use test_support::privileged;
 
 fn topologies(p: &Pair) -> (Topology, Topology) {
     (topology(&p.kernel), topology(&p.bpf))
@@ -72,8 +74,8 @@ fn stateful_rules_and_rejects_answer_as_the_kernel_does() {
         ));
     }
     for t in [&k.target, &b.target] {
-        common::wait_listening(t, 80);
-        common::wait_listening(t, 22);
+        t.wait_listening(80);
+        t.wait_listening(22);
     }
     let (kres, _) = probe(&k.sender, PROBES_IN);
     let (bres, slowest) = probe(&b.sender, PROBES_IN);
@@ -224,7 +226,7 @@ fn log_lines_are_the_kernels() {
     let _restore = Restore(restore);
     let d = Daemon::start();
     let p = Pair::new();
-    let tag = common::unique("L");
+    let tag = test_support::netns::unique("L");
     let rules = format!(
         "*filter\n\
          -A INPUT -p udp -m udp --dport 9 -j LOG --log-prefix \"{tag}u \" --log-level 6 --log-ip-options\n\

@@ -22,10 +22,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::Rng;
 use daemon_path::{get_frame, set_frame, Harness};
 use ipt_abi::{parse_add_counters, parse_replace, parse_revision_request};
 use libbpfilter::wire::{Reply, Request};
+use test_support::Rng;
 
 /// Errnos the kernel's SET_REPLACE / SET_ADD_COUNTERS / revision parsing can give.
 const PARSE_ERRNOS: &[i32] = &[
@@ -96,61 +96,61 @@ const INTERESTING_U32: &[u32] = &[
 /// One to four mutations of `input`, with `others` to splice from.
 fn mutate(rng: &mut Rng, input: &[u8], others: &[Vec<u8>]) -> Vec<u8> {
     let mut v = input.to_vec();
-    for _ in 0..1 + rng.below(4) {
+    for _ in 0..1 + rng.index(4) {
         let len = v.len();
-        match rng.below(10) {
+        match rng.index(10) {
             0 if len > 0 => {
-                let i = rng.below(len);
-                v[i] ^= 1 << rng.below(8);
+                let i = rng.index(len);
+                v[i] ^= 1 << rng.index(8);
             }
             1 if len > 0 => {
-                let i = rng.below(len);
-                v[i] = [0, 1, 0x7f, 0x80, 0xff, b'x'][rng.below(6)];
+                let i = rng.index(len);
+                v[i] = [0, 1, 0x7f, 0x80, 0xff, b'x'][rng.index(6)];
             }
             2 | 3 if len >= 4 => {
                 // Aligned u32 fields: every length, offset, count and verdict of the ABI.
-                let i = rng.below(len / 4) * 4;
-                let mut x = INTERESTING_U32[rng.below(INTERESTING_U32.len())];
-                if rng.below(3) == 0 {
+                let i = rng.index(len / 4) * 4;
+                let mut x = INTERESTING_U32[rng.index(INTERESTING_U32.len())];
+                if rng.index(3) == 0 {
                     let old = u32::from_ne_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
-                    x = old.wrapping_add([8, 4, 1, u32::MAX, 0xffff_fff8][rng.below(5)]);
+                    x = old.wrapping_add([8, 4, 1, u32::MAX, 0xffff_fff8][rng.index(5)]);
                 }
                 v[i..i + 4].copy_from_slice(&x.to_ne_bytes());
             }
-            4 => v.truncate(rng.below(len + 1)),
+            4 => v.truncate(rng.index(len + 1)),
             5 if len > 0 => {
-                let at = rng.below(len + 1) & !7;
-                let n = [8usize, 16, 40, 112][rng.below(4)];
-                let fill = rng.below(256) as u8;
+                let at = rng.index(len + 1) & !7;
+                let n = [8usize, 16, 40, 112][rng.index(4)];
+                let fill = rng.index(256) as u8;
                 v.splice(at.min(len)..at.min(len), std::iter::repeat_n(fill, n));
             }
             6 if len > 8 => {
-                let at = rng.below(len) & !7;
-                let n = [8usize, 16, 40, 112][rng.below(4)].min(len - at);
+                let at = rng.index(len) & !7;
+                let n = [8usize, 16, 40, 112][rng.index(4)].min(len - at);
                 v.drain(at..at + n);
             }
             7 if !others.is_empty() && len > 0 => {
                 // Splice a piece of another blob over this one (entries from other rulesets).
-                let o = &others[rng.below(others.len())];
+                let o = &others[rng.index(others.len())];
                 if !o.is_empty() {
-                    let from = rng.below(o.len());
-                    let n = (1 + rng.below(256)).min(o.len() - from);
-                    let at = rng.below(len);
+                    let from = rng.index(o.len());
+                    let n = (1 + rng.index(256)).min(o.len() - from);
+                    let at = rng.index(len);
                     let end = (at + n).min(len);
                     v[at..end].copy_from_slice(&o[from..from + (end - at)]);
                 }
             }
             8 if len > 16 => {
                 // Duplicate a chunk (repeated entries, loops).
-                let at = rng.below(len) & !7;
-                let n = (8 * (1 + rng.below(20))).min(len - at);
+                let at = rng.index(len) & !7;
+                let n = (8 * (1 + rng.index(20))).min(len - at);
                 let chunk = v[at..at + n].to_vec();
-                let to = rng.below(len) & !7;
+                let to = rng.index(len) & !7;
                 v.splice(to..to, chunk);
             }
             _ => {
-                let i = rng.below(len + 1);
-                v.insert(i, rng.next() as u8);
+                let i = rng.index(len + 1);
+                v.insert(i, rng.next_u64() as u8);
             }
         }
     }
@@ -347,7 +347,7 @@ fn bounded_fuzz_run() {
     let t = Instant::now();
     let mut parsed = 0u64;
     while t.elapsed() < budget * 2 / 5 {
-        let base = &blobs[rng.below(blobs.len())];
+        let base = &blobs[rng.index(blobs.len())];
         let input = mutate(&mut rng, base, &blobs);
         guarded("ipt_abi_parse", &input, check_parsers);
         parsed += 1;
@@ -364,7 +364,7 @@ fn bounded_fuzz_run() {
     frames.push(Reply::error(libc::EINVAL).encode());
     let mut decoded = 0u64;
     while t.elapsed() < budget / 5 {
-        let base = &frames[rng.below(frames.len())];
+        let base = &frames[rng.index(frames.len())];
         let input = mutate(&mut rng, base, &frames);
         if decoded % 64 == 0 {
             guarded("wire_decode", &input, wire_path::check);
@@ -380,12 +380,12 @@ fn bounded_fuzz_run() {
     let mut sessions = 0u64;
     let mut requests = 0u64;
     while t.elapsed() < budget * 2 / 5 {
-        let (optname, base) = &fixtures[rng.below(fixtures.len())];
+        let (optname, base) = &fixtures[rng.index(fixtures.len())];
         let mut s = session(*optname, base);
-        let k = rng.below(s.len());
+        let k = rng.index(s.len());
         let mut payload = s[k][12..].to_vec();
-        let fix_len = rng.below(2) == 0;
-        if rng.below(4) == 0 {
+        let fix_len = rng.index(2) == 0;
+        if rng.index(4) == 0 {
             s[k] = mutate(&mut rng, &s[k], &frames);
         } else {
             // Mutate the optval (after the 12-byte sockopt header), keeping optlen consistent.
@@ -426,7 +426,7 @@ fn mutations_reach_every_kind_of_refusal() {
     let mut rng = Rng::new(7);
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..20_000 {
-        let i = rng.below(blobs.len());
+        let i = rng.index(blobs.len());
         let input = mutate(&mut rng, &blobs[i], &blobs);
         match parse_replace(&input, Some(4)) {
             Ok(_) => {

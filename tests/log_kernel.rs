@@ -25,7 +25,6 @@ use bpfilter::events::log::{
     devkmsg_mode, format_line, kmsg_record, log_allowed_in, nf_log_all_netns, DevkmsgMode,
     KmsgWriter,
 };
-use common::{sh, Netns};
 use emitter::event::{Event, EventBuilder, KIND_LOG};
 use ipt_abi::abi::{XT_LOG_IPOPT, XT_LOG_MACDECODE, XT_LOG_TCPOPT, XT_LOG_TCPSEQ, XT_LOG_UID};
 use nix::sys::socket::{
@@ -33,6 +32,8 @@ use nix::sys::socket::{
     SockProtocol, SockType, SockaddrIn,
 };
 use nix::sys::time::TimeVal;
+use test_support::netns::{in_netns, sh, Netns};
+use test_support::packet::Ipv4;
 
 const A_IP: [u8; 4] = [10, 77, 0, 1];
 const B_IP: [u8; 4] = [10, 77, 0, 2];
@@ -43,18 +44,6 @@ const ARPHRD_LOOPBACK: u16 = 772;
 const HOOK_PRE_ROUTING: u8 = 0;
 const HOOK_LOCAL_IN: u8 = 1;
 const HOOK_LOCAL_OUT: u8 = 3;
-
-/// Runs `f` on a thread inside namespace `ns` (CLONE_NEWNET setns is per thread).
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = File::open(&path).expect("open netns");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("netns thread")
-}
 
 /// `net.netfilter.nf_log_all_netns` set for the test, restored on drop.
 struct AllNetns {
@@ -210,8 +199,8 @@ impl Topo {
     fn new() -> Topo {
         let a = Netns::new("la");
         let b = Netns::new("lb");
-        let va = common::unique("lva");
-        let vb = common::unique("lvb");
+        let va = test_support::netns::unique("lva");
+        let vb = test_support::netns::unique("lvb");
         sh(&format!(
             "ip link add {va} netns {} type veth peer name {vb} netns {} && \
              ip -n {} addr add 10.77.0.1/24 dev {va} && ip -n {} link set {va} up && \
@@ -486,18 +475,14 @@ impl Run {
 // Packet crafting for the raw socket (the sender fills tot_len and the IP checksum).
 
 fn ipv4(proto: u8, id: u16, frag_off: u16, tos: u8, opts: &[u8], payload: &[u8]) -> Vec<u8> {
-    let ihl = 5 + opts.len() / 4;
-    let len = ihl * 4 + payload.len();
-    let mut p = vec![0x40 | ihl as u8, tos];
-    p.extend_from_slice(&(len as u16).to_be_bytes());
-    p.extend_from_slice(&id.to_be_bytes());
-    p.extend_from_slice(&frag_off.to_be_bytes());
-    p.extend_from_slice(&[64, proto, 0, 0]);
-    p.extend_from_slice(&A_IP);
-    p.extend_from_slice(&B_IP);
-    p.extend_from_slice(opts);
-    p.extend_from_slice(payload);
-    p
+    Ipv4 {
+        tos,
+        id,
+        frag: frag_off,
+        opts,
+        ..Ipv4::new(proto, A_IP, B_IP)
+    }
+    .build(payload)
 }
 
 /// An IPv4 header as quoted by an ICMP error (B to A), with a checksum of zero.
@@ -549,7 +534,7 @@ type Crafted = (&'static str, Hook, &'static str, u8, u32, Vec<u8>);
 
 #[test]
 fn kernel_log_lines_match() {
-    if !common::privileged() {
+    if !test_support::privileged() {
         return;
     }
     let _all = AllNetns::set("1");

@@ -21,8 +21,10 @@ mod hardening;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::{privileged, Daemon, Netns, Pair, Tool};
+use common::{Daemon, Pair, Tool};
 use hardening::*;
+use test_support::netns::Netns;
+use test_support::privileged;
 
 const EPERM: i32 = libc::EPERM;
 
@@ -122,7 +124,7 @@ fn unprivileged_user_gets_eperm() {
             argv.push(format!("BPFILTER_SOCKET={}", d.socket.display()));
         }
         argv.extend(["iptables-legacy-save", "-t", "filter"].map(String::from));
-        let out = common::run(std::process::Command::new(&argv[0]).args(&argv[1..]));
+        let out = test_support::netns::run(std::process::Command::new(&argv[0]).args(&argv[1..]));
         common::seen(&out)
     };
     let (b, k) = (save_as(true), save_as(false));
@@ -263,7 +265,7 @@ fn root_without_cap_net_admin_gets_eperm() {
                 String::new()
             };
             cmd.arg(format!("{env}iptables-legacy -w {}", args.join(" ")));
-            common::seen(&common::run(&mut cmd))
+            common::seen(&test_support::netns::run(&mut cmd))
         };
         assert_eq!(
             run(&p.bpf, true),
@@ -302,7 +304,7 @@ fn a_user_namespace_does_not_grant_cap_net_admin() {
             .args(["sh", "-c"]);
         cmd.arg(format!("unshare --user --map-root-user sh -c '{line}'"));
         cmd.env("BPFILTER_SOCKET", &d.socket);
-        common::run(&mut cmd)
+        test_support::netns::run(&mut cmd)
     };
     // The kernel's answer in that situation, for reference.
     let kernel = sh("grep CapEff /proc/self/status; iptables-legacy-save -t filter; echo rc=$?");

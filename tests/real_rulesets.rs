@@ -21,7 +21,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{privileged, probe, seen, sh, topology, Daemon, Netns, Pair, Tool};
+use common::{probe, seen, topology, Daemon, Pair, Tool};
+use test_support::netns::{sh, Netns};
+use test_support::privileged;
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/real")

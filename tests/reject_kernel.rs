@@ -31,12 +31,13 @@ use bpfilter::events::reject::{
     Sysctls, RTCF_LOCAL,
 };
 use bpfilter::sys::{in_netns, open_netns};
-use common::{sh, unique, Netns};
 use emitter::event::{csum, Event, EventBuilder, KIND_REJECT};
 use nix::sys::socket::{
     recvfrom, sendto, socket, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType,
     SockaddrIn,
 };
+use test_support::netns::{veth, Netns};
+use test_support::packet::{fold, ones_sum, pseudo_sum, set_ip_checksum, set_l4_checksum, Ipv4};
 
 const PACKET_OUTGOING: u8 = 4;
 const ETH_P_IP: u16 = 0x0800;
@@ -52,22 +53,6 @@ fn within<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
 
 fn ifindex(ns: &Netns, dev: &str) -> u32 {
     within(ns, || nix::net::if_::if_nametoindex(dev).unwrap())
-}
-
-/// A veth between two namespaces, addressed and up; returns (dev in a, dev in b).
-fn veth(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str) -> (String, String) {
-    let (da, db) = (unique("va"), unique("vb"));
-    sh(&format!(
-        "ip link add {da} netns {} type veth peer name {db} netns {}",
-        a.name, b.name
-    ));
-    sh(&format!(
-        "ip -n {a} addr add {a_addr} dev {da} && ip -n {a} link set {da} up && \
-         ip -n {b} addr add {b_addr} dev {db} && ip -n {b} link set {db} up",
-        a = a.name,
-        b = b.name
-    ));
-    (da, db)
 }
 
 /// The kernel's iptables-legacy in `ns` (waiting for the xtables lock).
@@ -197,60 +182,17 @@ impl Capture {
 // ---------------------------------------------------------------------------------------------
 // packets
 
-fn ones_sum(data: &[u8], mut sum: u64) -> u64 {
-    let mut it = data.chunks_exact(2);
-    for c in &mut it {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [b] = it.remainder() {
-        sum += u64::from(*b) << 8;
-    }
-    sum
-}
-
-fn fold(mut s: u64) -> u16 {
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
-fn pseudo(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u64 {
-    ones_sum(dst, ones_sum(src, 0)) + u64::from(proto) + len as u64
-}
-
-fn ip_check(p: &mut [u8]) {
-    let hlen = usize::from(p[0] & 0xf) * 4;
-    p[10..12].fill(0);
-    let c = !fold(ones_sum(&p[..hlen], 0));
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-}
-
-/// Recomputes the TCP (at 16) or UDP (at 6) checksum of a whole datagram.
-fn l4_check(p: &mut [u8], at: usize) {
-    let hlen = usize::from(p[0] & 0xf) * 4;
-    p[hlen + at..hlen + at + 2].fill(0);
-    let s = pseudo(&p[12..16], &p[16..20], p[9], p.len() - hlen);
-    let c = !fold(ones_sum(&p[hlen..], s));
-    p[hlen + at..hlen + at + 2].copy_from_slice(&c.to_be_bytes());
-}
-
 fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, opts: &[u8], l4: &[u8]) -> Vec<u8> {
-    let hlen = 20 + opts.len();
-    let mut p = vec![0u8; hlen];
-    p[0] = 0x40 | (hlen / 4) as u8;
-    // DSCP, a precedence-like bit and ECN: the ICMP error keeps only RT_TOS of it.
-    p[1] = 0x2b;
-    p[2..4].copy_from_slice(&((hlen + l4.len()) as u16).to_be_bytes());
-    p[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
-    p[6] = 0x40;
-    p[8] = 64;
-    p[9] = proto;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    p[20..].copy_from_slice(opts);
-    p.extend_from_slice(l4);
-    ip_check(&mut p);
+    let mut p = Ipv4 {
+        // DSCP, a precedence-like bit and ECN: the ICMP error keeps only RT_TOS of it.
+        tos: 0x2b,
+        id: 0x4242,
+        frag: 0x4000,
+        opts,
+        ..Ipv4::new(proto, src.octets(), dst.octets())
+    }
+    .build(l4);
+    set_ip_checksum(&mut p);
     p
 }
 
@@ -261,7 +203,7 @@ fn udp(src: Ipv4Addr, dst: Ipv4Addr, dport: u16, opts: &[u8], payload: &[u8]) ->
     u[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     u.extend_from_slice(payload);
     let mut p = ipv4(src, dst, 17, opts, &u);
-    l4_check(&mut p, 6);
+    set_l4_checksum(&mut p, 6);
     p
 }
 
@@ -284,7 +226,7 @@ fn tcp(
     t[14..16].copy_from_slice(&1024u16.to_be_bytes());
     t.extend_from_slice(data);
     let mut p = ipv4(src, dst, 6, &[], &t);
-    l4_check(&mut p, 16);
+    set_l4_checksum(&mut p, 16);
     p
 }
 
@@ -380,9 +322,9 @@ fn assert_same(what: &str, kernel: &[u8], ours: &Reply) {
         }
         ReplyKind::Reset => {
             assert!(k.len() >= 40, "{what}: kernel RST {}", hex(&k));
-            let partial = fold(pseudo(&k[12..16], &k[16..20], 6, 20));
+            let partial = fold(pseudo_sum(&k[12..16], &k[16..20], 6, 20));
             let mut full = k.clone();
-            l4_check(&mut full, 16);
+            set_l4_checksum(&mut full, 16);
             let got = u16::from_be_bytes([k[36], k[37]]);
             let want = u16::from_be_bytes([full[36], full[37]]);
             assert!(
@@ -431,7 +373,7 @@ fn pair() -> Pair {
 
 #[test]
 fn input_replies_match_the_kernel() {
-    if !common::privileged() {
+    if !test_support::privileged() {
         return;
     }
     let net = pair();
@@ -614,7 +556,7 @@ fn input_replies_match_the_kernel() {
 
 #[test]
 fn forward_replies_match_the_kernel() {
-    if !common::privileged() {
+    if !test_support::privileged() {
         return;
     }
     let s = Netns::new("rjs");
@@ -651,7 +593,7 @@ fn forward_replies_match_the_kernel() {
     let forwarded = |sent: &[u8]| {
         let mut p = sent.to_vec();
         p[8] -= 1;
-        ip_check(&mut p);
+        set_ip_checksum(&mut p);
         p
     };
 
@@ -682,7 +624,7 @@ fn forward_replies_match_the_kernel() {
     let raw = Raw::new(&s);
     let mut frag = udp(s_addr, r_addr, 5000, &[], b"a later fragment");
     frag[6..8].copy_from_slice(&100u16.to_be_bytes());
-    ip_check(&mut frag);
+    set_ip_checksum(&mut frag);
     cap.drain();
     raw.send(&frag);
     let (sent, back) = cap.exchange(17, None, Duration::from_millis(500));
@@ -701,7 +643,7 @@ fn forward_replies_match_the_kernel() {
 
 #[test]
 fn sender_replies_reach_the_sockets() {
-    if !common::privileged() {
+    if !test_support::privileged() {
         return;
     }
     let net = pair();
@@ -788,7 +730,7 @@ fn sender_replies_reach_the_sockets() {
 
 #[test]
 fn rate_limit_matches_the_kernel() {
-    if !common::privileged() {
+    if !test_support::privileged() {
         return;
     }
     let net = pair();

@@ -20,7 +20,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bpfilter::sys::{self, IdKind, Link, Map, MapType, Program};
-use common::{privileged, sh, Daemon, Netns, Rng, Tool};
+use common::{pinned_ids, sender_link, Daemon, Ids, Tool};
+use test_support::netns::{in_netns, Netns};
+use test_support::{privileged, Rng};
 
 const FW: &str = "10.78.1.2";
 const SENDER: &str = "10.78.1.1";
@@ -42,18 +44,6 @@ fn full_run() -> bool {
     std::env::var("BPFILTER_RELIABILITY_FULL").is_ok_and(|v| v == "1")
 }
 
-/// Runs `f` on a thread that entered the namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("netns thread")
-}
-
 /// sender -- veth -- firewall, with a socket bound in the firewall on 6001 and 6003.
 struct Topo {
     fw: Netns,
@@ -68,26 +58,15 @@ impl Topo {
     fn new() -> Topo {
         let fw = Netns::new("rff");
         let snd = Netns::new("rfs");
-        let veth = format!("v{}", snd.name);
-        for ns in [&fw.name, &snd.name] {
-            sh(&format!("ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"));
-        }
-        sh(&format!(
-            "ip link add {veth} netns {s} type veth peer name p{veth} netns {f} && \
-             ip -n {s} addr add {SENDER}/24 dev {veth} && ip -n {s} link set {veth} up && \
-             ip -n {f} addr add {FW}/24 dev p{veth} && ip -n {f} link set p{veth} up && \
-             ip netns exec {s} ping -c1 -W2 {FW} >/dev/null",
-            s = snd.name,
-            f = fw.name
-        ));
-        let (sink, probe) = in_ns(&fw.name, || {
+        sender_link(&snd, SENDER, &fw, FW);
+        let (sink, probe) = in_netns(&fw.name, || {
             let sink = UdpSocket::bind((FW, 6001)).expect("bind 6001");
             let probe = UdpSocket::bind((FW, 6003)).expect("bind 6003");
             sink.set_nonblocking(true).expect("nb");
             probe.set_nonblocking(true).expect("nb");
             (sink, probe)
         });
-        let sender = in_ns(&snd.name, || {
+        let sender = in_netns(&snd.name, || {
             UdpSocket::bind((SENDER, 0)).expect("bind sender")
         });
         Topo {
@@ -264,41 +243,6 @@ struct Census {
     reachable_maps: BTreeSet<u32>,
 }
 
-/// Ids reachable from the pins under `root` (recursively): (progs, maps, links).
-fn pinned_ids(root: &Path) -> (BTreeSet<u32>, BTreeSet<u32>, BTreeSet<u32>) {
-    let (mut p, mut m, mut l) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let path = e.path();
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(path),
-                Ok(_) => {
-                    if let Ok(map) = Map::from_pin(&path) {
-                        if let Ok(id) = map.id() {
-                            m.insert(id);
-                        }
-                    } else if let Ok(prog) = Program::from_pin(&path) {
-                        if let Ok(id) = prog.id() {
-                            p.insert(id);
-                        }
-                    } else if let Ok(link) = Link::from_pin(&path) {
-                        if let Ok(i) = link.info() {
-                            l.insert(i.id);
-                            p.insert(i.prog_id);
-                        }
-                    }
-                }
-                Err(_) => {}
-            }
-        }
-    }
-    (p, m, l)
-}
-
 /// prog_id / map_id / link_id of every bpf fd of every process (from fdinfo).
 fn fd_held_ids(only_pid: Option<u32>) -> (BTreeSet<u32>, BTreeSet<u32>) {
     let (mut p, mut m) = (BTreeSet::new(), BTreeSet::new());
@@ -355,7 +299,11 @@ impl Census {
                 }
             }
         }
-        let (mut rp, mut rm, _) = pinned_ids(Path::new("/sys/fs/bpf"));
+        let Ids {
+            progs: mut rp,
+            maps: mut rm,
+            ..
+        } = pinned_ids(Path::new("/sys/fs/bpf"));
         let (fp, fm) = fd_held_ids(None);
         rp.extend(fp);
         rm.extend(fm);
@@ -482,7 +430,7 @@ fn each_fault_point_leaves_the_old_or_the_new_ruleset_with_exact_counters_and_no
     let old_rules = rules(OLD_RULES);
     let mut new_rules = old_rules.clone();
     new_rules.push(NEW_RULE.to_owned());
-    let mut ever_pinned = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let mut ever_pinned = Ids::default();
     let started = Instant::now();
     let mut survived = BTreeMap::<&str, u32>::new();
     for round in 0..per_point {
@@ -569,9 +517,9 @@ fn each_fault_point_leaves_the_old_or_the_new_ruleset_with_exact_counters_and_no
             Topo::drain(&topo.sink);
             assert_one_generation(&d, &table_dir);
             let pinned = pinned_ids(&d.bpffs);
-            ever_pinned.0.extend(pinned.0);
-            ever_pinned.1.extend(pinned.1);
-            ever_pinned.2.extend(pinned.2);
+            ever_pinned.progs.extend(pinned.progs);
+            ever_pinned.maps.extend(pinned.maps);
+            ever_pinned.links.extend(pinned.links);
             *survived.entry(point).or_default() += 1;
         }
     }
@@ -597,35 +545,17 @@ fn each_fault_point_leaves_the_old_or_the_new_ruleset_with_exact_counters_and_no
         "fault points: aborts survived {survived:?} ({} in all) in {:.1} s; {} progs, {} maps, {} links pinned over the run, none left; orphans 0",
         survived.values().sum::<u32>(),
         started.elapsed().as_secs_f64(),
-        ever_pinned.0.len(),
-        ever_pinned.1.len(),
-        ever_pinned.2.len()
+        ever_pinned.progs.len(),
+        ever_pinned.maps.len(),
+        ever_pinned.links.len()
     );
 }
 
 /// Which of these (progs, maps, links) still exist, after a short grace for deferred frees.
-fn still_alive(ids: &(BTreeSet<u32>, BTreeSet<u32>, BTreeSet<u32>)) -> Vec<String> {
+fn still_alive(ids: &Ids) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let progs: BTreeSet<u32> = sys::object_ids(IdKind::Prog)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let maps: BTreeSet<u32> = sys::object_ids(IdKind::Map)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let links: BTreeSet<u32> = sys::object_ids(IdKind::Link)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let mut out: Vec<String> = ids
-            .0
-            .intersection(&progs)
-            .map(|i| format!("prog {i}"))
-            .collect();
-        out.extend(ids.1.intersection(&maps).map(|i| format!("map {i}")));
-        out.extend(ids.2.intersection(&links).map(|i| format!("link {i}")));
+        let out = ids.alive();
         if out.is_empty() || Instant::now() > deadline {
             return out;
         }
@@ -706,7 +636,7 @@ fn kill9_at_random_moments_of_a_stream_of_changes() {
             }
             results
         });
-        std::thread::sleep(Duration::from_millis(rng.next() % 450));
+        std::thread::sleep(Duration::from_millis(rng.next_u64() % 450));
         d.kill9();
         let results = stream.join().expect("stream");
         d.restart();
@@ -785,7 +715,7 @@ fn kill9_at_random_moments_of_a_stream_of_changes() {
 
 /// Whether a UDP datagram to 127.0.0.1:`port` inside `ns` is delivered.
 fn lo_udp_delivered(ns: &str, port: u16) -> bool {
-    in_ns(ns, move || {
+    in_netns(ns, move || {
         let rx = UdpSocket::bind(("127.0.0.1", port)).expect("bind");
         rx.set_read_timeout(Some(Duration::from_millis(300)))
             .expect("timeout");

@@ -13,7 +13,9 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::process::Command;
 use std::time::Instant;
 
-use common::{privileged, Daemon, Netns, Tool};
+use common::{Daemon, Tool};
+use test_support::netns::Netns;
+use test_support::{privileged, Rng};
 
 const CLIENTS: u32 = 8;
 
@@ -78,18 +80,13 @@ fn client(
     ops: u32,
     seed: u64,
 ) -> (Vec<String>, u32, Vec<String>) {
-    let mut x = seed ^ (u64::from(c) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut rnd = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    // One stream per client, derived from the printed seed.
+    let mut rng = Rng::new(seed ^ u64::from(c));
     let mut mine: Vec<String> = Vec::new();
     let mut next = 0u32;
     let mut failures = Vec::new();
     for _ in 0..ops {
-        let r = rnd() % 100;
+        let r = rng.below(100);
         let (tool, args): (&str, Vec<String>) = if r < 35 || mine.is_empty() {
             let line = rule(c, next);
             next += 1;
@@ -101,7 +98,7 @@ fn client(
                     .collect(),
             )
         } else if r < 55 {
-            let i = (rnd() as usize) % mine.len();
+            let i = rng.index(mine.len());
             let line = mine.remove(i);
             let del = line.replacen("-A ", "-D ", 1);
             (
@@ -111,7 +108,7 @@ fn client(
                     .collect(),
             )
         } else if r < 62 {
-            let i = (rnd() as usize) % mine.len();
+            let i = rng.index(mine.len());
             let check = mine[i].replacen("-A ", "-C ", 1);
             (
                 "iptables",
@@ -262,7 +259,7 @@ fn concurrent_flush_all_from_several_namespaces_does_not_deadlock() {
     let rounds = if full_run() { 60 } else { 25 };
     let d = Daemon::start();
     let namespaces: Vec<Netns> = (0..6).map(|_| Netns::new("rlf")).collect();
-    let fifo = std::env::temp_dir().join(common::unique("rlgo"));
+    let fifo = std::env::temp_dir().join(test_support::netns::unique("rlgo"));
     let started = Instant::now();
     let mut stuck = None;
     for round in 0..rounds {

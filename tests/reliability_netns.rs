@@ -10,65 +10,25 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::net::UdpSocket;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bpfilter::sys::{self, IdKind, Link, Map, Program};
-use common::{privileged, sh, Daemon, Netns, Tool};
+use bpfilter::sys::{self, IdKind, Program};
+use common::{pinned_ids, Daemon, Ids, Tool};
+use test_support::netns::{in_netns, sh, Netns};
+use test_support::privileged;
 
 /// How long the garbage collector may take (it should need about 2 s).
 const GRACE: Duration = Duration::from_secs(10);
 
-/// BPF object ids under a pin folder: (progs, maps, links).
-#[derive(Debug, Default, Clone)]
-struct Ids {
-    progs: BTreeSet<u32>,
-    maps: BTreeSet<u32>,
-    links: BTreeSet<u32>,
-}
-
-fn pinned_ids(root: &Path) -> Ids {
-    let mut ids = Ids::default();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let path = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(path);
-            } else if let Ok(map) = Map::from_pin(&path) {
-                ids.maps.extend(map.id());
-            } else if let Ok(prog) = Program::from_pin(&path) {
-                ids.progs.extend(prog.id());
-            } else if let Ok(link) = Link::from_pin(&path) {
-                if let Ok(i) = link.info() {
-                    ids.links.insert(i.id);
-                    ids.progs.insert(i.prog_id);
-                }
-            }
-        }
-    }
-    ids
-}
-
 /// What of `ids` is still alive, plus live programs that use one of its maps.
 fn alive(ids: &Ids) -> Vec<String> {
-    let set = |k| -> BTreeSet<u32> { sys::object_ids(k).unwrap_or_default().into_iter().collect() };
-    let (progs, maps, links) = (set(IdKind::Prog), set(IdKind::Map), set(IdKind::Link));
-    let mut out: Vec<String> = ids
-        .progs
-        .intersection(&progs)
-        .map(|i| format!("prog {i}"))
-        .collect();
-    out.extend(ids.maps.intersection(&maps).map(|i| format!("map {i}")));
-    out.extend(ids.links.intersection(&links).map(|i| format!("link {i}")));
-    for p in progs.difference(&ids.progs) {
+    let mut out = ids.alive();
+    let progs = sys::object_ids(IdKind::Prog).unwrap_or_default();
+    for p in progs.iter().filter(|p| !ids.progs.contains(p)) {
         if let Ok(info) = Program::from_id(*p).and_then(|p| p.info()) {
             if info.map_ids.iter().any(|m| ids.maps.contains(m)) {
                 out.push(format!("prog {p} ({}) uses one of its maps", info.name));
@@ -132,7 +92,7 @@ struct Watched {
 
 impl Watched {
     fn new(witness: &Netns) -> Watched {
-        let name = common::unique("rnw");
+        let name = test_support::netns::unique("rnw");
         sh(&format!(
             "ip netns add {name} && ip -n {name} link set lo up"
         ));
@@ -197,11 +157,7 @@ fn apply(d: &Daemon, ns: &Netns) {
 
 /// Whether a UDP datagram to 127.0.0.1:9 inside `ns` is delivered (the rules drop it).
 fn udp9_delivered(ns: &str) -> bool {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        drop(file);
+    in_netns(ns, || {
         let rx = UdpSocket::bind("127.0.0.1:9").expect("bind 9");
         rx.set_read_timeout(Some(Duration::from_millis(300)))
             .expect("timeout");
@@ -210,8 +166,6 @@ fn udp9_delivered(ns: &str) -> bool {
         let mut buf = [0u8; 8];
         rx.recv(&mut buf).is_ok()
     })
-    .join()
-    .expect("udp thread")
 }
 
 /// Waits until `done` holds, up to GRACE; returns how long it took, or None.
@@ -387,17 +341,12 @@ fn flush_removes_all_pins_and_links() {
 fn delivered_over_veth(from: &str, to: (&'static str, u16), rx: &UdpSocket) -> bool {
     let mut buf = [0u8; 8];
     while rx.recv(&mut buf).is_ok() {}
-    let path = format!("/run/netns/{from}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    in_netns(from, move || {
         let tx = UdpSocket::bind("0.0.0.0:0").expect("bind");
         for _ in 0..3 {
             tx.send_to(b"x", to).expect("send");
         }
-    })
-    .join()
-    .expect("sender");
+    });
     std::thread::sleep(Duration::from_millis(200));
     let mut n = 0;
     while rx.recv(&mut buf).is_ok() {
@@ -418,18 +367,13 @@ fn socket_held(witness: &Netns, n: u8) -> (Watched, UdpSocket, UdpSocket) {
         dev = w.witness_dev,
         ns = w.name
     ));
-    let path = format!("/run/netns/{}", w.name);
-    let (a, b) = std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    let (a, b) = in_netns(&w.name, move || {
         let a = UdpSocket::bind((format!("10.79.{n}.2"), 9)).expect("bind 9");
         let b = UdpSocket::bind((format!("10.79.{n}.2"), 10)).expect("bind 10");
         a.set_nonblocking(true).expect("nb");
         b.set_nonblocking(true).expect("nb");
         (a, b)
-    })
-    .join()
-    .expect("bind thread");
+    });
     (w, a, b)
 }
 
@@ -514,7 +458,7 @@ fn the_daemons_own_namespace_keeps_its_rules() {
     if !privileged() {
         return;
     }
-    let name = common::unique("rnd");
+    let name = test_support::netns::unique("rnd");
     let dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&dir).expect("dir");
     let socket = dir.join("sock");

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bpfilter::sys::Map;
-use common::{privileged, sh, Daemon, Netns, Tool};
+use common::{sender_link, Daemon, Tool};
+use test_support::netns::{spawn_in, Netns};
+use test_support::privileged;
 
 const FW: &str = "10.77.1.2";
 const SENDER: &str = "10.77.1.1";
@@ -71,41 +73,6 @@ fn full_run() -> bool {
     std::env::var("BPFILTER_RELIABILITY_FULL").is_ok_and(|v| v == "1")
 }
 
-/// Runs `f` on a thread that entered the namespace `ns` (setns is per thread for CLONE_NEWNET).
-fn in_ns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-}
-
-/// `Ip: InReceives` of the namespace the calling thread is in.
-fn in_receives_here() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("snmp");
-    let mut lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
-    let (Some(h), Some(v)) = (lines.next(), lines.next()) else {
-        panic!("no Ip: lines")
-    };
-    let i = h
-        .split_whitespace()
-        .position(|c| c == "InReceives")
-        .expect("InReceives");
-    v.split_whitespace()
-        .nth(i)
-        .expect("value")
-        .parse()
-        .expect("number")
-}
-
-fn in_receives(ns: &str) -> u64 {
-    in_ns(ns, in_receives_here).join().expect("snmp thread")
-}
-
 fn tx_dropped(ns: &Netns, dev: &str) -> u64 {
     ns.sh(&format!("cat /sys/class/net/{dev}/statistics/tx_dropped"))
         .trim()
@@ -135,18 +102,7 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
     let d = Daemon::start();
     let fw = Netns::new("rwf");
     let snd = Netns::new("rws");
-    let veth = format!("v{}", snd.name);
-    for ns in [&fw.name, &snd.name] {
-        sh(&format!("ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"));
-    }
-    sh(&format!(
-        "ip link add {veth} netns {s} type veth peer name p{veth} netns {f} && \
-         ip -n {s} addr add {SENDER}/24 dev {veth} && ip -n {s} link set {veth} up && \
-         ip -n {f} addr add {FW}/24 dev p{veth} && ip -n {f} link set p{veth} up && \
-         ip netns exec {s} ping -c1 -W2 {FW} >/dev/null",
-        s = snd.name,
-        f = fw.name
-    ));
+    let veth = sender_link(&snd, SENDER, &fw, FW);
     let out = d.iptables(&fw, Tool::Restore, &[], RULESET);
     assert!(
         out.status.success(),
@@ -166,7 +122,7 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
 
     // Sockets on both ports, so that accepted packets raise no ICMP errors and a packet that
     // slips through to the drop port is seen.
-    let sockets = in_ns(&fw.name, || {
+    let sockets = spawn_in(&fw.name, || {
         let pass = UdpSocket::bind((FW, PASS_PORT)).expect("bind pass");
         let drop = UdpSocket::bind((FW, DROP_PORT)).expect("bind drop");
         drop.set_nonblocking(true).expect("nonblocking");
@@ -175,13 +131,13 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
     .join()
     .expect("bind thread");
 
-    let rx_before = in_receives(&fw.name);
+    let rx_before = fw.in_receives();
     let txdrop_before = tx_dropped(&snd, &veth);
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let sender = {
         let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
-        in_ns(&snd.name, move || {
+        spawn_in(&snd.name, move || {
             let s = UdpSocket::bind((SENDER, 0)).expect("bind sender");
             let payload = [0x5au8; 64];
             let mut n = 0u64;
@@ -286,7 +242,7 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
     let sent_pass = sent[0].load(Ordering::Relaxed);
     let sent_drop = sent[1].load(Ordering::Relaxed);
     let lost_on_wire = tx_dropped(&snd, &veth) - txdrop_before;
-    let received = in_receives(&fw.name) - rx_before;
+    let received = fw.in_receives() - rx_before;
     let mut arrived_drop_port = 0u64;
     let mut buf = [0u8; 128];
     while sockets.1.recv(&mut buf).is_ok() {

@@ -16,7 +16,9 @@ use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bpfilter_bin, privileged, unique, Daemon, Netns, Tool};
+use common::{bpfilter_bin, Daemon, Tool};
+use test_support::netns::{unique, Netns};
+use test_support::privileged;
 
 /// The rules of `ns` as iptables-save prints them, without the header comments.
 fn rules(d: &Daemon, ns: &Netns) -> Vec<String> {

@@ -43,8 +43,8 @@ use crate::packet::{
     build_ipv4, fix_ip_checksum, fix_l4_checksum, icmp_message, tcp_segment, udp_header, IpSpec,
     Packet, Path,
 };
-use crate::rng::Rng;
 use crate::ruleset::{Ruleset, Values};
+use test_support::Rng;
 
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;

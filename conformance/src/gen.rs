@@ -5,8 +5,8 @@ use std::net::Ipv4Addr;
 
 use crate::netns::{forward_egress, IFACES, LOOPBACK};
 use crate::packet::{build_ipv4, icmp_header, tcp_header, udp_header, IpSpec, Packet, Path};
-use crate::rng::Rng;
 use crate::ruleset::{Rule, Ruleset, Values};
+use test_support::Rng;
 
 /// Addresses the harness must not use as a packet's source or destination: the firewall's own
 /// links (they would turn a forward into a local delivery), and martians the kernel drops

@@ -17,7 +17,6 @@ pub mod gen;
 pub mod kmsg;
 pub mod netns;
 pub mod packet;
-pub mod rng;
 pub mod ruleset;
 
 use anyhow::{bail, Context, Result};
@@ -30,8 +29,8 @@ use backend::{Backend, Daemon, RestoreOutcome};
 use kmsg::{Kmsg, SysctlGuard};
 use netns::{Expect, Fate, LogLine, Reply, TopoConfig, Topology};
 use packet::{Packet, Path};
-use rng::Rng;
 use ruleset::Ruleset;
+use test_support::Rng;
 
 /// What the candidate topology is filtered by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

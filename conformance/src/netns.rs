@@ -1303,17 +1303,8 @@ fn raw_send(fd: &OwnedFd, bytes: &[u8]) -> i32 {
 
 fn read_fw_stats() -> Result<FwStats> {
     let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").context("read snmp")?;
-    let mut lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
-    let (h, v) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
-    let idx = h
-        .split_whitespace()
-        .position(|x| x == "InReceives")
-        .ok_or_else(|| anyhow!("no InReceives"))?;
-    let in_receives: u64 = v
-        .split_whitespace()
-        .nth(idx)
-        .ok_or_else(|| anyhow!("short snmp"))?
-        .parse()?;
+    let in_receives =
+        test_support::snmp::in_receives(&snmp).ok_or_else(|| anyhow!("no Ip InReceives"))?;
     let dev = std::fs::read_to_string("/proc/thread-self/net/dev").context("read net/dev")?;
     let mut tx_frames = 0;
     for l in dev.lines().skip(2) {

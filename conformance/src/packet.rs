@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use std::fmt;
 use std::net::Ipv4Addr;
+use test_support::packet::{checksum, fold, ones_sum, Ipv4};
 
 /// Which hook of the firewall a packet is meant to cross.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,23 +81,6 @@ impl Packet {
     }
 }
 
-/// RFC 1071 checksum.
-pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        sum += u32::from(w);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// Fields of an IPv4 header to build.
 #[derive(Debug, Clone)]
 pub struct IpSpec {
@@ -123,21 +107,15 @@ pub fn build_ipv4(spec: &IpSpec, payload: &[u8]) -> Vec<u8> {
         opts.push(0);
     }
     opts.truncate(40);
-    let ihl = 20 + opts.len();
-    let total = ihl + payload.len();
-    let mut p = Vec::with_capacity(total);
-    p.push(0x40 | (ihl / 4) as u8);
-    p.push(spec.tos);
-    p.extend_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]); // id, set by the harness
-    p.extend_from_slice(&spec.frag.to_be_bytes());
-    p.push(spec.ttl);
-    p.push(spec.proto);
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(&spec.src.octets());
-    p.extend_from_slice(&spec.dst.octets());
-    p.extend_from_slice(&opts);
-    p.extend_from_slice(payload);
+    // the id is set by the harness
+    let mut p = Ipv4 {
+        tos: spec.tos,
+        frag: spec.frag,
+        ttl: spec.ttl,
+        opts: &opts,
+        ..Ipv4::new(spec.proto, spec.src.octets(), spec.dst.octets())
+    }
+    .build(payload);
     fix_ip_checksum(&mut p);
     p
 }
@@ -153,26 +131,6 @@ pub fn fix_ip_checksum(p: &mut [u8]) {
     p[11] = 0;
     let c = checksum(&p[..ihl]);
     p[10..12].copy_from_slice(&c.to_be_bytes());
-}
-
-/// One's complement sum of `data` (not folded, not complemented), RFC 1071 style.
-fn sum16(data: &[u8], mut sum: u32) -> u32 {
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        sum = sum.wrapping_add(u32::from(w));
-    }
-    sum
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
 }
 
 /// Where a datagram's transport checksum lives and what it should be: (offset of the field
@@ -207,12 +165,12 @@ pub fn l4_checksum(p: &[u8]) -> Option<(usize, u16, u16)> {
         ph.extend_from_slice(&p[12..20]);
         ph.extend_from_slice(&[0, p[9]]);
         ph.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-        sum16(&ph, 0)
+        ones_sum(&ph, 0)
     };
     let mut body = l4.to_vec();
     body[field] = 0;
     body[field + 1] = 0;
-    let mut full = !fold(sum16(&body, pseudo));
+    let mut full = !fold(ones_sum(&body, pseudo));
     if p[9] == 17 && full == 0 {
         full = 0xffff;
     }
@@ -498,7 +456,7 @@ mod tests {
         let mut ph = tcp[12..20].to_vec();
         ph.extend_from_slice(&[0, 6]);
         ph.extend_from_slice(&((tcp.len() - ihl) as u16).to_be_bytes());
-        assert_eq!(!fold(sum16(&tcp[ihl..], sum16(&ph, 0))), 0);
+        assert_eq!(!fold(ones_sum(&tcp[ihl..], ones_sum(&ph, 0))), 0);
         let (at, full, _) = l4_checksum(&tcp).expect("tcp");
         assert_eq!(at, 36);
         assert_eq!(u16::from_be_bytes([tcp[at], tcp[at + 1]]), full);

@@ -8,20 +8,9 @@ use conformance::ruleset::Ruleset;
 use conformance::{backend, Candidate, Case, Config};
 use std::net::Ipv4Addr;
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Ok(true) when the privileged tests can run; panics under CI when they cannot.
+/// True when the privileged tests can run; the one gate (a failure under CI=true) otherwise.
 fn can_run() -> bool {
-    match conformance::preflight() {
-        Ok(()) => true,
-        Err(e) if ci() => panic!("conformance tests cannot run under CI: {e:#}"),
-        Err(e) => {
-            eprintln!("skipping conformance test: {e:#}");
-            false
-        }
-    }
+    test_support::gate::ready(conformance::preflight().err().map(|e| format!("{e:#}")))
 }
 
 #[test]
@@ -30,11 +19,11 @@ fn bounded_run_kernel_vs_bpfilter() {
         return;
     }
     let bin = backend::bin_dir();
-    if let Err(e) = backend::check_binaries(&bin) {
-        if ci() {
-            panic!("{e:#}");
-        }
-        eprintln!("skipping bpfilter conformance: {e:#}");
+    if !test_support::gate::ready(
+        backend::check_binaries(&bin)
+            .err()
+            .map(|e| format!("{e:#}")),
+    ) {
         return;
     }
     let cfg = Config {

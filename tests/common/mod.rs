@@ -2,107 +2,13 @@
 //! real iptables-legacy binaries, and the kernel's own iptables-legacy as the reference.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// True when the test may run; false (after printing why) when it must be skipped. Under
-/// CI=true a missing privilege is a failure, never a skip.
-pub fn privileged() -> bool {
-    let why = if !nix::unistd::geteuid().is_root() {
-        Some("not root")
-    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        Some("no vmlinux BTF")
-    } else if Command::new("iptables-legacy")
-        .arg("--version")
-        .output()
-        .map_or(true, |o| !o.status.success())
-    {
-        Some("iptables-legacy missing")
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) => {
-            unavailable(why);
-            false
-        }
-    }
-}
-
-/// The one gate of every privileged test: under CI=true a missing privilege is a failure,
-/// otherwise the test is skipped, visibly.
-pub fn unavailable(why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("privileged test cannot run under CI=true: {why}");
-    }
-    eprintln!("SKIPPED (not CI): {why}");
-}
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A unique short name for namespaces and interfaces of this test process.
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}x{}",
-        std::process::id() % 100_000,
-        SEQ.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// Runs a command, panicking if it cannot be started.
-pub fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-/// Runs a shell line, asserting success.
-pub fn sh(line: &str) -> String {
-    let out = run(Command::new("sh").arg("-c").arg(line));
-    assert!(
-        out.status.success(),
-        "`{line}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace, deleted on drop.
-#[derive(Debug)]
-pub struct Netns {
-    /// Its name under /run/netns.
-    pub name: String,
-}
-
-impl Netns {
-    /// A fresh namespace with lo up.
-    pub fn new(prefix: &str) -> Netns {
-        let name = unique(prefix);
-        sh(&format!(
-            "ip netns add {name} && ip -n {name} link set lo up"
-        ));
-        Netns { name }
-    }
-
-    /// Runs `bash -c line` inside the namespace (bash, for /dev/udp and /dev/tcp).
-    pub fn sh(&self, line: &str) -> String {
-        sh(&format!(
-            "ip netns exec {} bash -c '{}'",
-            self.name,
-            line.replace('\'', "'\\''")
-        ))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
+use bpfilter::sys::{IdKind, Link, Map, Program};
+use test_support::netns::{run, sh, unique, Netns};
 
 /// The bpfilter binary under test.
 pub fn bpfilter_bin() -> PathBuf {
@@ -416,24 +322,6 @@ pub fn topology(fw: &Netns) -> Topology {
     Topology { sender, target }
 }
 
-/// The namespace's Ip InReceives counter.
-pub fn ip_in_receives(ns: &Netns) -> u64 {
-    let snmp = ns.sh("cat /proc/net/snmp");
-    let mut lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
-    let (Some(h), Some(v)) = (lines.next(), lines.next()) else {
-        panic!("no Ip: lines")
-    };
-    let i = h
-        .split_whitespace()
-        .position(|c| c == "InReceives")
-        .expect("InReceives");
-    v.split_whitespace()
-        .nth(i)
-        .expect("value")
-        .parse()
-        .expect("number")
-}
-
 /// What the sender observes for a list of probes: per probe, the errno of a TCP connect, or of
 /// a UDP datagram's reply wait, and how long it took to be refused. Every wait ends after 0.5 s,
 /// before TCP's first SYN retransmission (1 s): a dropped SYN is sent exactly once on both
@@ -480,62 +368,83 @@ pub fn probe(ns: &Netns, specs: &[&str]) -> (Vec<String>, f64) {
     (results, slowest)
 }
 
-/// Waits (up to 20 s: the emulated kernels of the matrix are slow) until a TCP socket listens
-/// on `port` in `ns`.
-pub fn wait_listening(ns: &Netns, port: u16) {
-    let want = format!(":{port:04X} ");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let tcp = sh(&format!("ip netns exec {} cat /proc/net/tcp", ns.name));
-        // local address column ends with :PORT, state 0A is LISTEN
-        if tcp.lines().any(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .is_some_and(|a| format!("{a} ").ends_with(&want))
-                && l.split_whitespace().nth(3) == Some("0A")
-        }) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on port {port} in {}",
-            ns.name
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// sender -- veth -- firewall: IPv6 off on both sides, `sender_ip/24` and `fw_ip/24` on the two
+/// ends of a veth, the neighbour entry warmed by one ping; the sender's device.
+pub fn sender_link(sender: &Netns, sender_ip: &str, fw: &Netns, fw_ip: &str) -> String {
+    test_support::netns::no_ipv6(&sender.name);
+    test_support::netns::no_ipv6(&fw.name);
+    let (dev, _) = test_support::netns::veth(
+        sender,
+        &format!("{sender_ip}/24"),
+        fw,
+        &format!("{fw_ip}/24"),
+    );
+    sender.sh(&format!("ping -c1 -W2 {fw_ip} >/dev/null"));
+    dev
 }
 
-/// The tests' one seeded generator (xorshift64*): deterministic, so a failure reproduces from
-/// its printed seed. A seed of 0 is replaced (xorshift needs a non-zero state).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
+/// The BPF objects pinned under a folder (recursively), by id.
+#[derive(Debug, Default, Clone)]
+pub struct Ids {
+    /// Programs (pinned, or attached by a pinned link).
+    pub progs: BTreeSet<u32>,
+    /// Maps.
+    pub maps: BTreeSet<u32>,
+    /// Links.
+    pub links: BTreeSet<u32>,
+}
 
-impl Rng {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(if seed == 0 {
-            0x9e37_79b9_7f4a_7c15
-        } else {
-            seed
-        })
-    }
-    /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform-enough in `0..n` (0 when `n` is 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
+/// The ids of what is pinned under `root`.
+pub fn pinned_ids(root: &Path) -> Ids {
+    let mut ids = Ids::default();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            } else if let Ok(map) = Map::from_pin(&path) {
+                ids.maps.extend(map.id());
+            } else if let Ok(prog) = Program::from_pin(&path) {
+                ids.progs.extend(prog.id());
+            } else if let Ok(link) = Link::from_pin(&path) {
+                if let Ok(i) = link.info() {
+                    ids.links.insert(i.id);
+                    ids.progs.insert(i.prog_id);
+                }
+            }
         }
     }
-    /// `n` random bytes.
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
+    ids
+}
+
+impl Ids {
+    /// Which of these objects the kernel still has.
+    pub fn alive(&self) -> Vec<String> {
+        let live = |k| -> BTreeSet<u32> {
+            bpfilter::sys::object_ids(k)
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
+        };
+        let mut out: Vec<String> = self
+            .progs
+            .intersection(&live(IdKind::Prog))
+            .map(|i| format!("prog {i}"))
+            .collect();
+        out.extend(
+            self.maps
+                .intersection(&live(IdKind::Map))
+                .map(|i| format!("map {i}")),
+        );
+        out.extend(
+            self.links
+                .intersection(&live(IdKind::Link))
+                .map(|i| format!("link {i}")),
+        );
+        out
     }
 }

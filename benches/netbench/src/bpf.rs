@@ -8,6 +8,8 @@ use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
 use anyhow::{bail, Result};
 
+use test_support::packet::{set_ip_checksum, Ipv4};
+
 use crate::ruleset::{DPORT, DST, SRC};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -158,34 +160,20 @@ pub fn test_packet() -> Vec<u8> {
     p.extend_from_slice(&[
         0x02, 0, 0x0a, 0xc8, 0, 0x02, 0x02, 0, 0x0a, 0xc8, 0, 0x01, 0x08, 0x00,
     ]);
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&SRC.octets());
-    ip[16..20].copy_from_slice(&DST.octets());
-    let csum = ipv4_checksum(&ip);
-    ip[10..12].copy_from_slice(&csum.to_be_bytes());
-    p.extend_from_slice(&ip);
-    p.extend_from_slice(&40000u16.to_be_bytes());
-    p.extend_from_slice(&DPORT.to_be_bytes());
-    p.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend(std::iter::repeat_n(0x5a, payload));
-    p
-}
-
-fn ipv4_checksum(h: &[u8]) -> u16 {
-    let mut sum: u32 = h
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
+    let mut udp = Vec::with_capacity(8 + payload);
+    udp.extend_from_slice(&40000u16.to_be_bytes());
+    udp.extend_from_slice(&DPORT.to_be_bytes());
+    udp.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend(std::iter::repeat_n(0x5a, payload));
+    let mut ip = Ipv4 {
+        frag: 0x4000, // DF
+        ..Ipv4::new(17, SRC.octets(), DST.octets())
     }
-    !(sum as u16)
+    .build(&udp);
+    set_ip_checksum(&mut ip);
+    p.extend_from_slice(&ip);
+    p
 }
 
 /// Result of one BPF_PROG_TEST_RUN.
@@ -219,6 +207,7 @@ pub fn test_run_local_in(fd: &OwnedFd, data: &[u8], repeat: u32) -> Result<TestR
 #[cfg(test)]
 mod tests {
     use super::*;
+    use test_support::packet::checksum;
 
     #[test]
     fn packet_is_well_formed() {
@@ -226,7 +215,7 @@ mod tests {
         assert_eq!(p.len(), 14 + 20 + 8 + 32);
         assert_eq!(&p[12..14], &[0x08, 0x00]);
         assert_eq!(
-            ipv4_checksum(&p[14..34]),
+            checksum(&p[14..34]),
             0,
             "checksum over a valid header folds to 0"
         );

@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::io::Read as _;
-use std::os::fd::AsFd as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
@@ -233,15 +232,7 @@ pub fn in_netns<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let path = format!("/run/netns/{ns}");
-    let nsfile = File::open(&path).with_context(|| format!("open {path}"))?;
-    std::thread::spawn(move || -> Result<T> {
-        nix::sched::setns(nsfile.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-            .context("setns(CLONE_NEWNET)")?;
-        f()
-    })
-    .join()
-    .map_err(|_| anyhow!("thread in namespace {ns} panicked"))?
+    test_support::netns::try_in_netns(ns, f).with_context(|| format!("namespace {ns}"))?
 }
 
 /// `/proc/net/snmp` of one namespace, held open so that it can be re-read from any thread.
@@ -270,7 +261,8 @@ impl Snmp {
         self.file.rewind().context("rewind snmp")?;
         let mut s = String::new();
         self.file.read_to_string(&mut s).context("read snmp")?;
-        snmp_field(&s, proto, field).ok_or_else(|| anyhow!("no {proto} {field} in snmp"))
+        test_support::snmp::field(&s, proto, field)
+            .ok_or_else(|| anyhow!("no {proto} {field} in snmp"))
     }
 }
 
@@ -284,30 +276,9 @@ pub fn read_in_netns(ns: &str, path: &'static str) -> Result<String> {
     })
 }
 
-/// One field of /proc/net/snmp: a header line `Proto: names...` followed by `Proto: values...`.
-pub fn snmp_field(text: &str, proto: &str, field: &str) -> Option<u64> {
-    let prefix = format!("{proto}:");
-    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
-    let names = lines.next()?;
-    let values = lines.next()?;
-    let idx = names.split_whitespace().position(|n| n == field)?;
-    values.split_whitespace().nth(idx)?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn snmp_parsing() {
-        let t = "Ip: Forwarding DefaultTTL InReceives InHdrErrors\nIp: 1 64 1234 0\n\
-                 Icmp: InMsgs\nIcmp: 5\n";
-        assert_eq!(snmp_field(t, "Ip", "InReceives"), Some(1234));
-        assert_eq!(snmp_field(t, "Ip", "DefaultTTL"), Some(64));
-        assert_eq!(snmp_field(t, "Icmp", "InMsgs"), Some(5));
-        assert_eq!(snmp_field(t, "Ip", "Nope"), None);
-        assert_eq!(snmp_field(t, "Udp", "InDatagrams"), None);
-    }
 
     #[test]
     fn stale_names() {

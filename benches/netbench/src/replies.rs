@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
+use test_support::packet::{set_ip_checksum, set_l4_checksum, Ipv4};
+
 use crate::netns::{in_netns, Snmp};
 use crate::ruleset::{DST, SRC};
 
@@ -22,38 +24,9 @@ pub const RST_DPORT: u16 = 5002;
 /// Source port of the SYNs.
 pub const RST_SPORT: u16 = 40002;
 
-/// Ones' complement sum of 16-bit big-endian words (an odd last byte padded with zero).
-fn ones_sum(data: &[u8], mut sum: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in chunks.by_ref() {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// One IPv4 + TCP SYN 10.200.0.1:40002 -> 10.200.0.2:5002, no options, both checksums right
 /// (the kernel's `nf_send_reset` and bpfilter's daemon both stay silent on a bad one).
 pub fn syn_packet() -> Vec<u8> {
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&SRC.octets());
-    ip[16..20].copy_from_slice(&DST.octets());
-    let c = fold(ones_sum(&ip, 0));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
     let mut tcp = [0u8; 20];
     tcp[0..2].copy_from_slice(&RST_SPORT.to_be_bytes());
     tcp[2..4].copy_from_slice(&RST_DPORT.to_be_bytes());
@@ -61,14 +34,13 @@ pub fn syn_packet() -> Vec<u8> {
     tcp[12] = 5 << 4; // data offset: 5 words
     tcp[13] = 0x02; // SYN
     tcp[14..16].copy_from_slice(&64240u16.to_be_bytes()); // window
-    let mut pseudo = Vec::with_capacity(12);
-    pseudo.extend_from_slice(&SRC.octets());
-    pseudo.extend_from_slice(&DST.octets());
-    pseudo.extend_from_slice(&[0, 6, 0, 20]);
-    let c = fold(ones_sum(&tcp, ones_sum(&pseudo, 0)));
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
-    let mut p = ip.to_vec();
-    p.extend_from_slice(&tcp);
+    let mut p = Ipv4 {
+        frag: 0x4000, // DF
+        ..Ipv4::new(6, SRC.octets(), DST.octets())
+    }
+    .build(&tcp);
+    set_ip_checksum(&mut p);
+    set_l4_checksum(&mut p, 16);
     p
 }
 
@@ -173,28 +145,22 @@ pub fn wait_replies(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use test_support::packet::{checksum, fold, ones_sum};
 
     #[test]
     fn syn_is_well_formed() {
         let p = syn_packet();
         assert_eq!(p.len(), 40);
-        assert_eq!(fold(ones_sum(&p[..20], 0)), 0, "IP header checksum");
+        assert_eq!(checksum(&p[..20]), 0, "IP header checksum");
         let mut pseudo = Vec::new();
         pseudo.extend_from_slice(&p[12..20]);
         pseudo.extend_from_slice(&[0, 6, 0, 20]);
         assert_eq!(
-            fold(ones_sum(&p[20..], ones_sum(&pseudo, 0))),
+            !fold(ones_sum(&p[20..], ones_sum(&pseudo, 0))),
             0,
             "TCP checksum"
         );
         assert_eq!(u16::from_be_bytes([p[22], p[23]]), RST_DPORT);
         assert_eq!(p[33], 0x02, "SYN only");
-    }
-
-    #[test]
-    fn odd_length_sum() {
-        // RFC 1071's example words, then an odd byte padded with zero.
-        assert_eq!(ones_sum(&[0x00, 0x01, 0xf2, 0x03], 0), 0xf204);
-        assert_eq!(ones_sum(&[0x12], 0), 0x1200);
     }
 }

@@ -12,6 +12,7 @@ use std::os::fd::AsRawFd as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use test_support::Rng;
 
 /// Measurement knobs.
 #[derive(Debug, Clone)]
@@ -93,37 +94,6 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Small deterministic generator for the visiting order (no dependency needed).
-#[derive(Debug)]
-pub struct XorShift(u64);
-
-impl XorShift {
-    /// Seeded generator (seed 0 is replaced, xorshift needs a non-zero state).
-    pub fn new(seed: u64) -> XorShift {
-        XorShift(if seed == 0 {
-            0x9e37_79b9_7f4a_7c15
-        } else {
-            seed
-        })
-    }
-    /// Next value.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    /// Fisher-Yates shuffle.
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
-}
-
 /// Send into every socket, interleaved, and return per-sample accumulations.
 /// `progress` is called after each kept sample with (done, total).
 pub fn measure(
@@ -171,7 +141,7 @@ pub fn measure_skipping(
         icmp_errors: vec![0; k],
     };
     let mut order: Vec<usize> = (0..k).collect();
-    let mut rng = XorShift::new(0x6e65_7462_656e_6368);
+    let mut rng = Rng::new(0x6e65_7462_656e_6368);
     let total = plan.warmup + plan.samples;
     for s in 0..total {
         let mut acc = vec![Acc::default(); k];
@@ -271,19 +241,6 @@ fn visit(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shuffle_is_a_permutation_and_varies() {
-        let mut r = XorShift::new(1);
-        let mut v: Vec<usize> = (0..37).collect();
-        r.shuffle(&mut v);
-        let first = v.clone();
-        let mut sorted = v.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, (0..37).collect::<Vec<_>>());
-        r.shuffle(&mut v);
-        assert_ne!(first, v);
-    }
 
     #[test]
     fn measures_loopback_sends() {

@@ -3,17 +3,10 @@
 //! without it when CI=true, skips (saying why) otherwise.
 
 use netbench::bpf;
+use test_support::netns::Netns;
 
 fn privileged() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "needs root under CI"
-    );
-    eprintln!("skipped: needs root (BPF_PROG_LOAD)");
-    false
+    test_support::gate::ready(test_support::gate::not_root())
 }
 
 #[test]
@@ -37,15 +30,10 @@ fn link_in_a_namespace_and_detach() {
     if !privileged() {
         return;
     }
-    let ns = format!("nbench-{}-linktest", std::process::id());
-    let st = std::process::Command::new("ip")
-        .args(["netns", "add", &ns])
-        .status()
-        .expect("ip");
-    assert!(st.success());
+    let ns = Netns::named(format!("nbench-{}-linktest", std::process::id()));
     let prog = bpf::load_netfilter_accept("bpfltr_nbt").expect("load");
     let prog2 = bpf::load_netfilter_accept("bpfltr_nbt").expect("load");
-    let res = netbench::netns::in_netns(&ns, move || {
+    let res = netbench::netns::in_netns(&ns.name, move || {
         let l = bpf::link_netfilter(&prog, 2, 1, 1)?;
         // Same pf, hook and priority again: EBUSY, which shows the first one is attached.
         let busy = bpf::link_netfilter(&prog2, 2, 1, 1).is_err();
@@ -53,9 +41,7 @@ fn link_in_a_namespace_and_detach() {
         let again = bpf::link_netfilter(&prog2, 2, 1, 1).is_ok();
         Ok((busy, again))
     });
-    let _ = std::process::Command::new("ip")
-        .args(["netns", "del", &ns])
-        .status();
+    drop(ns);
     let (busy, again) = res.expect("link");
     assert!(busy, "second link at the same priority must fail");
     assert!(again, "closing the link must detach it");

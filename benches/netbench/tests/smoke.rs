@@ -29,22 +29,8 @@ fn assert_numbers(stdout: &str, b: &str, stderr: &str) {
 }
 
 fn ready() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    let tools = ["iptables-legacy-restore", "nft", "ip"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if root && tools {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "needs root, iptables-legacy and nft under CI"
-    );
-    eprintln!("skipped: needs root, iptables-legacy and nft");
-    false
+    use test_support::gate::{missing_tools, not_root, ready};
+    ready(not_root().or_else(|| missing_tools(&["iptables-legacy-restore", "nft", "ip"])))
 }
 
 /// netbench with the smallest run that still has N = 0 and N > 0 (the tests add the rest).
@@ -140,11 +126,7 @@ fn tiny_bpfilter_run_passes_its_checks() {
         return;
     }
     let Some(dir) = bpfilter_dir() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "bpfilter and libbpfilter.so must be built (make) under CI"
-        );
-        eprintln!("skipped: no bpfilter binary beside netbench (run `make` first)");
+        test_support::unavailable("no bpfilter binary beside netbench (run `make` first)");
         return;
     };
     let out = tiny_run()

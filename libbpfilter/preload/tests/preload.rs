@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use libbpfilter::wire::{self, Family, Reply, Request, Sockopt, SockoptOp, WireError};
+use test_support::netns::Netns;
 
 struct TestEnv {
     so: PathBuf,
@@ -472,70 +473,16 @@ fn daemon_hanging_up_is_a_one_line_error() {
 
 // ---- privileged: the real iptables-legacy against canned kernel answers -------------------
 
-/// True if we may run the privileged test; panics under CI=true when we may not.
-fn privileged(what: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tools = Command::new("iptables-legacy")
-        .arg("--version")
-        .output()
-        .is_ok()
-        && Command::new("ip").arg("-V").output().is_ok();
-    if root && tools {
-        return true;
-    }
-    let why = if root {
-        "iptables-legacy or ip missing"
-    } else {
-        "not root"
-    };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{what}: cannot run privileged test under CI: {why}");
-    }
-    eprintln!("skipping {what}: {why}");
-    false
+/// True if we may run the privileged test (root, iptables-legacy, ip): the one gate, a failure
+/// under CI=true.
+fn privileged() -> bool {
+    use test_support::gate::{missing_tools, not_root, ready};
+    ready(not_root().or_else(|| missing_tools(&["iptables-legacy", "ip"])))
 }
 
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("bpfl-client-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("ip netns");
-        assert!(out.status.success(), "ip netns add: {out:?}");
-        Netns(name)
-    }
-
-    /// Runs `cmd args` inside the namespace, with `env` set for `cmd` only.
-    fn exec(&self, env: &[(&str, &Path)], cmd: &str, args: &[&str]) -> Output {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, "env"]);
-        for (k, v) in env {
-            c.arg(format!("{k}={}", v.display()));
-        }
-        c.arg(cmd).args(args).output().expect("ip netns exec")
-    }
-
-    fn ok(&self, cmd: &str, args: &[&str]) -> String {
-        let out = self.exec(&[], cmd, args);
-        assert!(out.status.success(), "{cmd} {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn inode(&self) -> (u64, u64) {
-        let m = fs::metadata(format!("/run/netns/{}", self.0)).expect("stat netns");
-        (m.dev(), m.ino())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
+/// A scratch namespace for one privileged test.
+fn scratch_netns(tag: &str) -> Netns {
+    Netns::named(format!("bpfl-client-{tag}-{}", std::process::id()))
 }
 
 /// The host kernel's answer to a revision query (same kernel, same extensions).
@@ -627,7 +574,7 @@ fn words(s: &str) -> Vec<&str> {
 /// replays those answers, and that a write goes through the kernel's sockopt sequence.
 fn real_iptables_through_the_preload(case: &FamilyCase) {
     let e = env();
-    let ns = Netns::new(case.capture);
+    let ns = scratch_netns(case.capture);
     for rule in case.rules {
         ns.ok(case.iptables, &words(rule));
     }
@@ -784,14 +731,14 @@ fn real_iptables_through_the_preload(case: &FamilyCase) {
 
 #[test]
 fn real_iptables_legacy_through_the_preload() {
-    if privileged("real_iptables_legacy_through_the_preload") {
+    if privileged() {
         real_iptables_through_the_preload(&IPV4);
     }
 }
 
 #[test]
 fn real_ip6tables_legacy_through_the_preload() {
-    if privileged("real_ip6tables_legacy_through_the_preload") {
+    if privileged() {
         real_iptables_through_the_preload(&IPV6);
     }
 }
@@ -1011,11 +958,11 @@ fn other_paths_never_reach_the_daemon() {
 /// through the same path as bpfilter's, in the same command.
 #[test]
 fn kernel_recent_lists_stay_the_kernels() {
-    if !privileged("kernel_recent_lists_stay_the_kernels") {
+    if !privileged() {
         return;
     }
     let e = env();
-    let ns = Netns::new("recent");
+    let ns = scratch_netns("recent");
     ns.ok(
         "iptables-legacy",
         &words("-t mangle -A PREROUTING -m recent --name kern --set"),

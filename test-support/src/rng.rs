@@ -1,7 +1,8 @@
-//! A small deterministic PRNG (SplitMix64), so that every corpus is reproducible from a seed
-//! without pulling a new dependency into the workspace.
+//! The one seeded generator of the workspace's tests and harnesses (SplitMix64): the same seed
+//! always gives the same stream, so a failure reproduces from its printed seed, and no
+//! dependency is needed for it.
 
-/// Deterministic pseudo-random generator; the same seed always gives the same corpus.
+/// Deterministic pseudo-random generator (SplitMix64; any seed, 0 included, is fine).
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
@@ -29,6 +30,11 @@ impl Rng {
         }
     }
 
+    /// [`Rng::below`] for lengths and indexes: uniform in `0..n` (0 gives 0).
+    pub fn index(&mut self, n: usize) -> usize {
+        self.below(n as u64) as usize
+    }
+
     /// Uniform in `lo..=hi`.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo + 1)
@@ -41,12 +47,24 @@ impl Rng {
 
     /// One element of a non-empty slice.
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
+        &items[self.index(items.len())]
     }
 
-    /// A derived generator, so that sub-corpora stay stable when others change.
+    /// A derived generator, so that sub-streams stay stable when others change.
     pub fn fork(&mut self) -> Rng {
         Rng::new(self.next_u64())
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+
+    /// Fisher-Yates shuffle.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.index(i + 1));
+        }
     }
 }
 
@@ -75,5 +93,18 @@ mod tests {
             seen[(v - 3) as usize] = true;
         }
         assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn shuffle_is_a_permutation_and_varies() {
+        let mut r = Rng::new(1);
+        let mut v: Vec<usize> = (0..37).collect();
+        r.shuffle(&mut v);
+        let first = v.clone();
+        let mut sorted = v.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..37).collect::<Vec<_>>());
+        r.shuffle(&mut v);
+        assert_ne!(first, v);
     }
 }

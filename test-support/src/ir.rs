@@ -1,0 +1,101 @@
+//! Builders of the emitter's IR for tests and benchmarks: matches, rules, and whole chains
+//! (feature `ir`).
+
+use std::net::Ipv4Addr;
+
+use emitter::ir::{
+    Action, Hook, IcmpMatch, Match, Policy, PortRange, Program, Rule, TcpMatch, UdpMatch, Verdict,
+};
+
+/// A rule: its matches, its action, its counter slot.
+pub fn rule(matches: Vec<Match>, action: Action, counter: u32) -> Rule {
+    Rule {
+        matches,
+        action,
+        counter,
+    }
+}
+
+/// The benchmarks' chain: rule `i` of `n` is `matches(i) -j DROP` (counter `i`), then an
+/// ACCEPT rule (counter `n`); the policy DROP (counter `n + 1`).
+pub fn drop_list(hook: Hook, n: usize, matches: impl Fn(usize) -> Vec<Match>) -> Program {
+    let mut rules: Vec<Rule> = (0..n)
+        .map(|i| rule(matches(i), Action::Drop, i as u32))
+        .collect();
+    rules.push(rule(vec![], Action::Accept, n as u32));
+    Program::single(
+        hook,
+        rules,
+        Policy {
+            verdict: Verdict::Drop,
+            counter: n as u32 + 1,
+        },
+    )
+}
+
+/// `[!] --icmp-type type/code_min:code_max` (type 0xff: any).
+pub fn icmpm(icmp_type: u8, code_min: u8, code_max: u8, invert: bool) -> Match {
+    Match::Icmp(IcmpMatch {
+        icmp_type,
+        code_min,
+        code_max,
+        invert,
+    })
+}
+
+/// An address and the mask of a `/bits` prefix.
+pub fn net(a: [u8; 4], bits: u32) -> (Ipv4Addr, Ipv4Addr) {
+    let m = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
+    (Ipv4Addr::from(a), Ipv4Addr::from(m))
+}
+
+/// `[!] -s a/bits`.
+pub fn src(a: [u8; 4], bits: u32, invert: bool) -> Match {
+    let (addr, mask) = net(a, bits);
+    Match::Ipv4Src { addr, mask, invert }
+}
+
+/// `[!] -d a/bits`.
+pub fn dst(a: [u8; 4], bits: u32, invert: bool) -> Match {
+    let (addr, mask) = net(a, bits);
+    Match::Ipv4Dst { addr, mask, invert }
+}
+
+/// `[!] -p p`.
+pub fn proto(p: u8, invert: bool) -> Match {
+    Match::Protocol { proto: p, invert }
+}
+
+/// The ports `lo:hi`.
+pub fn pr(lo: u16, hi: u16) -> PortRange {
+    PortRange { lo, hi }
+}
+
+/// `-m tcp` with these ports, no flags, no option.
+pub fn tcpm(sport: PortRange, dport: PortRange) -> TcpMatch {
+    TcpMatch {
+        sport,
+        dport,
+        flags_mask: 0,
+        flags_cmp: 0,
+        option: 0,
+        inv_sport: false,
+        inv_dport: false,
+        inv_flags: false,
+        inv_option: false,
+    }
+}
+
+/// `-m udp` with these ports.
+pub fn udpm(sport: PortRange, dport: PortRange, inv_sport: bool, inv_dport: bool) -> Match {
+    Match::Udp(UdpMatch {
+        sport,
+        dport,
+        inv_sport,
+        inv_dport,
+    })
+}
