@@ -146,6 +146,7 @@ pub fn try_strategy(layout: &KernelLayout, access: PacketAccess) -> Result<u32, 
         | MapRef::AddrTypes
         | MapRef::Recent(_)
         | MapRef::Hashlimit(_)
+        | MapRef::Segments
         | MapRef::ReplyCt => -1,
     });
     match sys::Program::load_netfilter("bpfltr_probe", &bytes, 0) {

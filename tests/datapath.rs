@@ -113,6 +113,10 @@ struct Loaded {
     limits: Map,
     /// the address-type map (empty: tests fill it)
     addrtypes: Map,
+    /// the later segments of a split chain and their PROG_ARRAY (kept open: the kernel
+    /// empties a PROG_ARRAY no file refers to)
+    #[allow(dead_code)]
+    segments: (Vec<BpfProgram>, Option<Map>),
 }
 
 fn max_slot(p: &Program) -> u32 {
@@ -132,30 +136,16 @@ fn load(env: &Env, p: &Program) -> Loaded {
 fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
     // the daemon's own compile step (generator, then the unreachable-code pass)
     let out = bpfilter::xlate::compile(p, &env.layout, opts).expect("compile");
-    let compiled = out.code;
+    load_outputs(env, p, vec![out])
+}
+
+/// Loads `outs`: a hook's program, then the later segments of its chain when it is split
+/// (each tail-calling the next in a PROG_ARRAY), with the test's maps.
+fn load_outputs(env: &Env, p: &Program, outs: Vec<emitter::codegen::Output>) -> Loaded {
     let slots = max_slot(p) + 1;
     let counters = Map::create(MapType::PercpuArray, 4, 16, slots, "bpfltr_test_ctr").unwrap();
     use std::os::fd::AsRawFd;
     let fd = counters.fd().as_raw_fd();
-    let sets: Vec<Map> = out
-        .maps
-        .iter()
-        .map(|spec| {
-            let n = spec.len().max(1) as u32;
-            let m = Map::create(
-                MapType::Hash,
-                spec.key_size,
-                spec.value_size,
-                n,
-                "bpfltr_set",
-            )
-            .unwrap();
-            for (k, v) in spec.entries() {
-                m.update(k, v, 0).unwrap();
-            }
-            m
-        })
-        .collect();
     let events = Map::create(MapType::RingBuf, 0, 0, env.ring_bytes, "bpfltr_test_ev").unwrap();
     let loss = Map::create(
         MapType::Array,
@@ -189,60 +179,98 @@ fn load_with(env: &Env, p: &Program, opts: Options) -> Loaded {
         "bpfltr_test_rct",
     )
     .unwrap();
-    let bytes = compiled.bytes(&|m| match m {
-        MapRef::Counters => fd,
-        MapRef::Other(i) => sets[i as usize].fd().as_raw_fd(),
-        MapRef::Events => events.fd().as_raw_fd(),
-        MapRef::EventLoss => loss.fd().as_raw_fd(),
-        MapRef::Limits => limits.fd().as_raw_fd(),
-        MapRef::AddrTypes => addrtypes.fd().as_raw_fd(),
-        MapRef::ReplyCt => reply_ct.fd().as_raw_fd(),
-        MapRef::Recent(_) | MapRef::Hashlimit(_) => -1,
+    let segment_map = (outs.len() > 1).then(|| {
+        let n = outs.len() as u32 - 1;
+        Map::create(MapType::ProgArray, 4, 4, n, "bpfltr_test_seg").unwrap()
     });
-    let level = std::env::var("BPFILTER_TEST_LOG_LEVEL")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let (prog, stats) = match BpfProgram::load_netfilter("bpfltr_test", &bytes, level) {
-        Ok(x) => x,
-        Err(e) => {
-            // reload with the log for the failure message
-            let log = match BpfProgram::load_netfilter("bpfltr_test", &bytes, 1) {
-                Err(bpfilter::sys::SysError::Load { log, .. }) => log,
-                other => format!("{other:?}"),
-            };
-            let tail: String = log
-                .lines()
-                .rev()
-                .take(40)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
-            panic!(
-                "load failed: {e}\n{tail}\n{}",
-                compiled
-                    .dump()
+    let mut loaded = Vec::new();
+    let mut maps = 0;
+    for (j, out) in outs.iter().enumerate() {
+        let compiled = &out.code;
+        let sets: Vec<Map> = out
+            .maps
+            .iter()
+            .map(|spec| {
+                let n = spec.len().max(1) as u32;
+                let m = Map::create(
+                    MapType::Hash,
+                    spec.key_size,
+                    spec.value_size,
+                    n,
+                    "bpfltr_set",
+                )
+                .unwrap();
+                for (k, v) in spec.entries() {
+                    m.update(k, v, 0).unwrap();
+                }
+                m
+            })
+            .collect();
+        maps += sets.len();
+        let bytes = compiled.bytes(&|m| match m {
+            MapRef::Counters => fd,
+            MapRef::Other(i) => sets[i as usize].fd().as_raw_fd(),
+            MapRef::Events => events.fd().as_raw_fd(),
+            MapRef::EventLoss => loss.fd().as_raw_fd(),
+            MapRef::Limits => limits.fd().as_raw_fd(),
+            MapRef::AddrTypes => addrtypes.fd().as_raw_fd(),
+            MapRef::ReplyCt => reply_ct.fd().as_raw_fd(),
+            MapRef::Segments => segment_map.as_ref().map_or(-1, |m| m.fd().as_raw_fd()),
+            MapRef::Recent(_) | MapRef::Hashlimit(_) => -1,
+        });
+        let level = std::env::var("BPFILTER_TEST_LOG_LEVEL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let (prog, stats) = match BpfProgram::load_netfilter("bpfltr_test", &bytes, level) {
+            Ok(x) => x,
+            Err(e) => {
+                // reload with the log for the failure message
+                let log = match BpfProgram::load_netfilter("bpfltr_test", &bytes, 1) {
+                    Err(bpfilter::sys::SysError::Load { log, .. }) => log,
+                    other => format!("{other:?}"),
+                };
+                let tail: String = log
                     .lines()
-                    .take(400)
+                    .rev()
+                    .take(40)
                     .collect::<Vec<_>>()
-                    .join("\n")
-            );
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                panic!(
+                    "load failed (program {j}): {e}\n{tail}\n{}",
+                    compiled
+                        .dump()
+                        .lines()
+                        .take(400)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+        };
+        if let (Some(seg), Some(slot)) = (&segment_map, j.checked_sub(1)) {
+            seg.set_prog(slot as u32, &prog).unwrap();
         }
-    };
+        loaded.push((prog, stats));
+    }
+    let insns = outs[0].code.slot_count();
+    let mut loaded = loaded.into_iter();
+    let (prog, stats) = loaded.next().expect("a program");
     Loaded {
         prog,
         counters,
         slots,
         hook: p.hook,
         stats,
-        insns: compiled.slot_count(),
-        maps: sets.len(),
+        insns,
+        maps,
         events,
         loss,
         limits,
         addrtypes,
+        segments: (loaded.map(|(p, _)| p).collect(), segment_map),
     }
 }
 
@@ -3380,4 +3408,168 @@ fn owner_without_a_socket() {
             assert_eq!(ret, u32::from(!want), "{m:?}");
         }
     }
+}
+
+/// Chains split over several programs (segments tail-calling the next where their rules run
+/// out) judge and count every packet as the whole chain does: random programs, split into
+/// two to eight segments by a small instruction budget.
+#[test]
+fn split_chains_match_reference() {
+    let Some(env) = env() else { return };
+    let split = std::cell::Cell::new(0usize);
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 120,
+        ..Default::default()
+    });
+    runner
+        .run(
+            &(
+                arb_program(),
+                proptest::collection::vec(arb_packet(), 12),
+                2usize..8,
+            ),
+            |(p, pkts, parts)| {
+                let opts = Options::default();
+                let outs = bpfilter::xlate::compile_split(&p, &env.layout, opts, 0, parts)
+                    .expect("compile");
+                if outs.len() > 1 {
+                    split.set(split.get() + 1);
+                }
+                let l = load_outputs(&env, &p, outs);
+                for pkt in &pkts {
+                    let reference = evaluate(
+                        &p,
+                        &Packet {
+                            data: pkt,
+                            ..Default::default()
+                        },
+                    );
+                    let (ret, d) = l.run(&env, pkt);
+                    prop_assert_eq!(
+                        ret,
+                        verdict_code(reference.verdict),
+                        "verdict ({} parts)\n{:#?}\n{:02x?}",
+                        parts,
+                        p,
+                        pkt
+                    );
+                    prop_assert_eq!(
+                        d,
+                        deltas(&reference, l.slots, pkt.len()),
+                        "counters ({} parts)\n{:#?}\n{:02x?}",
+                        parts,
+                        p,
+                        pkt
+                    );
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert!(
+        split.get() >= 40,
+        "only {} of 120 random programs were split",
+        split.get()
+    );
+}
+
+/// A 30,000-rule chain of no rule runs (every rule's protocol differs from the next one's),
+/// larger than one segment may be (over the verifier's limit as one program), loads as segments
+/// and judges like the chain.
+#[test]
+fn a_chain_past_the_verifiers_limit_loads_as_segments() {
+    let Some(env) = env() else { return };
+    let n = 30_000u32;
+    let mut rules: Vec<Rule> = (0..n)
+        .map(|i| Rule {
+            matches: vec![
+                src(
+                    [10, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8],
+                    32,
+                    false,
+                ),
+                if i % 2 == 0 {
+                    udpm(
+                        PortRange::ANY,
+                        PortRange::one(1000 + (i % 500) as u16),
+                        false,
+                        false,
+                    )
+                } else {
+                    Match::Tcp(tcpm(
+                        PortRange::ANY,
+                        PortRange::one(1000 + (i % 500) as u16),
+                    ))
+                },
+            ],
+            action: if i % 3 == 0 {
+                Action::Accept
+            } else {
+                Action::Drop
+            },
+            counter: i,
+        })
+        .collect();
+    rules.push(Rule {
+        matches: vec![],
+        action: Action::Continue,
+        counter: n,
+    });
+    let p = Program::single(
+        Hook::LocalIn,
+        rules,
+        Policy {
+            verdict: Verdict::Drop,
+            counter: n + 1,
+        },
+    );
+    let opts = Options::default();
+    let whole = bpfilter::xlate::compile(&p, &env.layout, opts);
+    assert!(
+        matches!(whole, Err(emitter::EmitError::TooLarge { .. }))
+            || whole
+                .as_ref()
+                .is_ok_and(|o| o.code.slot_count() > bpfilter::xlate::SEGMENT_INSNS),
+        "the chain fits in one program"
+    );
+    let outs =
+        bpfilter::xlate::compile_segments(&p, &env.layout, opts, 0, bpfilter::xlate::SEGMENT_INSNS)
+            .expect("segments");
+    assert!(outs.len() > 1 && outs.len() <= bpfilter::xlate::MAX_SEGMENTS);
+    let l = load_outputs(&env, &p, outs);
+    let rule = |i: u32| -> (Vec<u8>, Verdict, Vec<u32>) {
+        let src = [10, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        let port = 1000 + (i % 500) as u16;
+        let pkt = if i % 2 == 0 {
+            udp_pkt(src, A, 9, port)
+        } else {
+            tcp_pkt(src, A, 9, port, 0x10)
+        };
+        let v = if i % 3 == 0 {
+            Verdict::Accept
+        } else {
+            Verdict::Drop
+        };
+        (pkt, v, vec![i])
+    };
+    for i in [0, 1, 2, n / 3, n / 2 + 1, n - 2, n - 1] {
+        let (pkt, v, counted) = rule(i);
+        check(
+            &env,
+            &l,
+            &p,
+            &pkt,
+            Some((v, &counted)),
+            &format!("rule {i}"),
+        );
+    }
+    // no rule: the last one counts, then the policy
+    check(
+        &env,
+        &l,
+        &p,
+        &udp_pkt([10, 200, 0, 1], A, 9, 1000),
+        Some((Verdict::Drop, &[n, n + 1])),
+        "no rule",
+    );
 }

@@ -331,3 +331,74 @@ fn ip6tables_through_bpfilter_is_the_kernels_ip6_tables() {
         "{status}"
     );
 }
+
+/// A 40,000-rule INPUT chain in which no two neighbours share a shape (so no rule run forms),
+/// larger than the verifier takes in one program: bpfilter splits it over programs that
+/// tail-call each other, and it applies, filters and counts as the kernel's.
+#[test]
+fn a_chain_too_large_for_one_program_applies_and_counts_as_the_kernels() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = Pair::new();
+    let n = 40_000u32;
+    let mut rules =
+        String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    for i in 0..n {
+        let (proto, verdict) = (
+            ["udp", "tcp"][i as usize % 2],
+            ["ACCEPT", "DROP"][i as usize % 3 / 2],
+        );
+        rules.push_str(&format!(
+            "-A INPUT -s 10.{}.{}.{}/32 -p {proto} -m {proto} --dport {} -j {verdict}\n",
+            100 + (i >> 16),
+            (i >> 8) & 0xff,
+            i & 0xff,
+            1000 + i % 500
+        ));
+        // the sender's traffic meets rules in the first, a middle and the last segment
+        if i == 10 || i == n / 2 || i == n - 10 {
+            let port = 7000 + i % 3;
+            rules.push_str(&format!(
+                "-A INPUT -s 10.9.1.1/32 -p udp -m udp --dport {port} -j DROP\n"
+            ));
+            rules.push_str(&format!(
+                "-A INPUT -s 10.9.1.1/32 -p udp -m udp --dport {}\n",
+                port + 10
+            ));
+        }
+    }
+    rules.push_str("-A INPUT -p udp -m udp --dport 7100 -j RETURN\n-A INPUT -p udp\nCOMMIT\n");
+    let (code, _, err) = p.same(&d, Tool::Restore, &[], &rules);
+    assert_eq!(code, 0, "the ruleset must apply: {err}");
+    let status = String::from_utf8_lossy(&d.bpfilter(&p.bpf, &["status"]).stdout).into_owned();
+    assert!(
+        status.contains("INPUT+1 "),
+        "the chain must be split over several programs:\n{status}"
+    );
+    let k = topology(&p.kernel);
+    let b = topology(&p.bpf);
+    for t in [&k, &b] {
+        t.sender.sh(
+            "python3 -c 'import socket\n\
+             s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             for port in (7000, 7001, 7002, 7010, 7011, 7012, 7100, 7200):\n    s.sendto(b\"x\", (\"10.9.1.2\", port))'",
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, save, _) = p.same(&d, Tool::Save, &["-c"], "");
+    let counted = save
+        .lines()
+        .filter(|l| l.contains("10.9.1.1/32") && !l.starts_with("[0:0]"))
+        .count();
+    assert_eq!(
+        counted,
+        6,
+        "each of the sender's rules counts its datagram:\n{}",
+        save.lines()
+            .filter(|l| l.contains("10.9.1.1"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

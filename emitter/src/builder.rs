@@ -42,6 +42,9 @@ pub enum MapRef {
     Recent(u32),
     /// Hashlimit table `n` of the generation (HASH, [`crate::ir::hashlimit`] key and value).
     Hashlimit(u32),
+    /// The PROG_ARRAY holding the later segments of chains split over several programs (see
+    /// `codegen::Options::tail`).
+    Segments,
     /// The table's copies of the connections of REJECT replies (ARRAY of
     /// [`crate::event::REPLY_CT_SLOTS`] values of [`crate::event::CT_COPY`] bytes), written by
     /// the daemon (see [`crate::event::REPLY_CT_COPY`]).

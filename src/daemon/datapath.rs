@@ -437,6 +437,11 @@ struct Generation {
     /// per entry, added (wrapping) to its slot's count
     bases: Vec<XtCounters>,
     programs: Vec<(u32, Program, sys::LoadStats)>,
+    /// the later programs of chains split over several, by hook, in chain order (none when
+    /// adopted: they are in `segment_map` then)
+    segments: Vec<(u32, Program, sys::LoadStats)>,
+    /// the PROG_ARRAY the split chains' programs tail-call their next segment in
+    segment_map: Option<Map>,
     /// the `recent` lists its rules name (maps shared with the generations that name them too)
     recent: Vec<Recent>,
     /// the `hashlimit` tables its rules name (likewise)
@@ -877,6 +882,76 @@ fn counts(gen: &Generation, sums: &sys::Sums) -> Vec<XtCounters> {
         .collect()
 }
 
+/// The maps a generation's programs refer to besides their own lookup maps.
+struct Fds<'a> {
+    counters: &'a Map,
+    events: &'a EventMaps,
+    limits: &'a Map,
+    addrtypes: Option<&'a Map>,
+    recent: &'a [Recent],
+    hashlimit: &'a [Hashlimit],
+    segments: Option<&'a Map>,
+}
+
+/// Creates and fills the rule-run maps of `out` (pinned as `<name>_set<i>` in `dir` when
+/// `sets_at` is `(dir, name)`), then loads its program for `hook`.
+fn load_output(
+    out: emitter::codegen::Output,
+    hook: u32,
+    fds: &Fds<'_>,
+    sets_at: Option<(&Path, &str)>,
+) -> Result<(Program, sys::LoadStats), BackendError> {
+    let name = HOOK_NAMES[hook as usize];
+    let mut sets = Vec::with_capacity(out.maps.len());
+    for (i, spec) in out.maps.iter().enumerate() {
+        let max = u32::try_from(spec.len().max(1))
+            .map_err(|_| BackendError::new(libc::E2BIG, "rule run with more than 2^32 keys"))?;
+        let set = Map::create(
+            MapType::Hash,
+            spec.key_size,
+            spec.value_size,
+            max,
+            "bpfltr_set",
+        )
+        .map_err(sys_err("creating a rule-run map"))?;
+        let (keys, values) = spec.keys_and_values();
+        set.update_all(keys, values, 0)
+            .map_err(sys_err("filling a rule-run map"))?;
+        if let Some((dir, name)) = sets_at {
+            set.pin(dir.join(format!("{name}_set{i}")))
+                .map_err(sys_err("pinning a rule-run map"))?;
+        }
+        sets.push(set);
+    }
+    let fd = |m: &Map| m.fd().as_raw_fd();
+    let bytes = out.code.bytes(&|m| match m {
+        MapRef::Counters => fd(fds.counters),
+        MapRef::Other(i) => sets.get(i as usize).map_or(-1, fd),
+        MapRef::Events => fd(&fds.events.ring),
+        MapRef::EventLoss => fd(&fds.events.loss),
+        MapRef::Limits => fd(fds.limits),
+        MapRef::AddrTypes => fds.addrtypes.map_or(-1, fd),
+        MapRef::ReplyCt => fd(&fds.events.reply_ct),
+        MapRef::Recent(i) => fds.recent.get(i as usize).map_or(-1, |r| fd(&r.map)),
+        MapRef::Hashlimit(i) => fds.hashlimit.get(i as usize).map_or(-1, |h| fd(&h.map)),
+        MapRef::Segments => fds.segments.map_or(-1, fd),
+    });
+    Program::load_netfilter(PROG_NAMES[hook as usize], &bytes, 0).map_err(|e| {
+        warn!(hook = name, error = %e, "the verifier refused a program");
+        BackendError::new(libc::EINVAL, format!("loading {name}: {e}"))
+    })
+}
+
+/// Keeps a replaced generation's segment array open through a grace period, off the command
+/// path: the kernel empties a PROG_ARRAY once no file refers to it, and a packet still in the
+/// old programs must find its next segment.
+fn retire_segments(map: Map) {
+    std::thread::spawn(move || {
+        synchronize_programs();
+        drop(map);
+    });
+}
+
 impl Generation {
     /// Compiles and loads every hook of `table` with its counters at `plan`'s slots (bases
     /// zero), and pins it all.
@@ -903,7 +978,9 @@ impl Generation {
         let keep = |ir: &emitter::ir::Program| {
             let prev = previous.filter(|_| same_map)?;
             let hook = ir.hook.number();
-            let same = prev.irs.iter().any(|old| old == ir) && reusable(ir);
+            // a split chain's head tail-calls into its own generation's segment array
+            let whole = prev.segments.iter().all(|(h, _, _)| *h != hook);
+            let same = whole && prev.irs.iter().any(|old| old == ir) && reusable(ir);
             same.then(|| prev.programs.iter().find(|(h, _, _)| *h == hook))
                 .flatten()
                 .map(|(_, prog, stats)| (prev, prog, stats))
@@ -936,85 +1013,106 @@ impl Generation {
             bases_store
                 .pin(&dir.join("bases"))
                 .map_err(sys_err("pinning bases"))?;
-            let mut programs = Vec::new();
+            // Every hook that is not kept, compiled: its chain in one program, or split over
+            // several whose later segments sit in one PROG_ARRAY of the generation.
+            let mut compiled = Vec::with_capacity(irs.len());
+            let mut segment_count = 0u32;
             for ir in &irs {
+                if keep(ir).is_some() {
+                    compiled.push(None);
+                    continue;
+                }
                 let hook = ir.hook.number();
-                if let Some((prev, prog, stats)) = keep(ir) {
+                let outs = crate::xlate::compile_segments(
+                    ir,
+                    &target.layout,
+                    target.options(),
+                    segment_count,
+                    crate::xlate::SEGMENT_INSNS,
+                )
+                .map_err(|e| {
+                    BackendError::new(
+                        libc::EINVAL,
+                        format!("compiling {}: {e}", HOOK_NAMES[hook as usize]),
+                    )
+                })?;
+                let first = segment_count;
+                segment_count += u32::try_from(outs.len() - 1).unwrap_or(u32::MAX);
+                compiled.push(Some((first, outs)));
+            }
+            let segment_map = match segment_count {
+                0 => None,
+                n => {
+                    let map = Map::create(MapType::ProgArray, 4, 4, n, "bpfltr_segs")
+                        .map_err(sys_err("creating the segment array"))?;
+                    // pinned: the kernel empties a PROG_ARRAY no file refers to
+                    map.pin(dir.join("segments"))
+                        .map_err(sys_err("pinning the segment array"))?;
+                    Some(map)
+                }
+            };
+            let fds = Fds {
+                counters: &counters,
+                events,
+                limits: &limits,
+                addrtypes,
+                recent: &recent,
+                hashlimit: &hashlimit,
+                segments: segment_map.as_ref(),
+            };
+            let mut programs = Vec::new();
+            let mut segments = Vec::new();
+            for (ir, compiled) in irs.iter().zip(compiled) {
+                let hook = ir.hook.number();
+                let name = HOOK_NAMES[hook as usize];
+                let Some((first, outs)) = compiled else {
+                    let Some((prev, prog, stats)) = keep(ir) else {
+                        continue;
+                    };
                     // The same program: pinned again here, with its lookup maps.
                     let prog = prog.try_clone().map_err(sys_err("keeping a program"))?;
-                    prog.pin(dir.join(HOOK_NAMES[hook as usize]))
+                    prog.pin(dir.join(name))
                         .map_err(sys_err("pinning a program"))?;
-                    repin_sets(&prev.dir, &dir, HOOK_NAMES[hook as usize])?;
+                    repin_sets(&prev.dir, &dir, name)?;
                     let stats = sys::LoadStats {
                         load_time: std::time::Duration::ZERO,
                         ..stats.clone()
                     };
                     programs.push((hook, prog, stats));
                     continue;
-                }
-                let started = Instant::now();
-                let compile_err = |e: emitter::EmitError| {
-                    BackendError::new(
-                        libc::EINVAL,
-                        format!("compiling {}: {e}", HOOK_NAMES[hook as usize]),
-                    )
                 };
-                let out = crate::xlate::compile(ir, &target.layout, target.options())
-                    .map_err(compile_err)?;
-                let code = out.code;
-                // The rule runs' lookup maps (key -> counter slot), filled before the load.
-                let mut sets = Vec::with_capacity(out.maps.len());
-                for (i, spec) in out.maps.iter().enumerate() {
-                    let max = u32::try_from(spec.len().max(1)).map_err(|_| {
-                        BackendError::new(libc::E2BIG, "rule run with more than 2^32 keys")
-                    })?;
-                    let set = Map::create(
-                        MapType::Hash,
-                        spec.key_size,
-                        spec.value_size,
-                        max,
-                        "bpfltr_set",
-                    )
-                    .map_err(sys_err("creating a rule-run map"))?;
-                    let (keys, values) = spec.keys_and_values();
-                    set.update_all(keys, values, 0)
-                        .map_err(sys_err("filling a rule-run map"))?;
-                    set.pin(dir.join(format!("{}_set{i}", HOOK_NAMES[hook as usize])))
-                        .map_err(sys_err("pinning a rule-run map"))?;
-                    sets.push(set);
+                let parts = outs.len();
+                for (j, out) in outs.into_iter().enumerate() {
+                    let started = Instant::now();
+                    // the head's lookup maps are pinned beside it (a kept program takes them
+                    // along); a segment's live in its program and the array
+                    let sets_at = (j == 0).then_some((dir.as_path(), name));
+                    let (prog, stats) = load_output(out, hook, &fds, sets_at)?;
+                    info!(
+                        hook = name,
+                        segment = format!("{}/{parts}", j + 1),
+                        rules = table.entries.len(),
+                        insns = stats.xlated_insns,
+                        verified = stats.verified_insns,
+                        jited = stats.jited_bytes,
+                        load_ms = format!("{:.2}", stats.load_time.as_secs_f64() * 1e3),
+                        total_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1e3),
+                        "program loaded"
+                    );
+                    if j == 0 {
+                        prog.pin(dir.join(name))
+                            .map_err(sys_err("pinning a program"))?;
+                        programs.push((hook, prog, stats));
+                    } else {
+                        let slot = first + u32::try_from(j - 1).unwrap_or(u32::MAX);
+                        segment_map
+                            .as_ref()
+                            .ok_or_else(|| BackendError::new(libc::EIO, "no segment array"))?
+                            .set_prog(slot, &prog)
+                            .map_err(sys_err("filling the segment array"))?;
+                        segments.push((hook, prog, stats));
+                    }
                 }
-                let bytes = code.bytes(&|m| match m {
-                    MapRef::Counters => counters.fd().as_raw_fd(),
-                    MapRef::Other(i) => sets.get(i as usize).map_or(-1, |s| s.fd().as_raw_fd()),
-                    MapRef::Events => events.ring.fd().as_raw_fd(),
-                    MapRef::EventLoss => events.loss.fd().as_raw_fd(),
-                    MapRef::Limits => limits.fd().as_raw_fd(),
-                    MapRef::AddrTypes => addrtypes.map_or(-1, |m| m.fd().as_raw_fd()),
-                    MapRef::ReplyCt => events.reply_ct.fd().as_raw_fd(),
-                    MapRef::Recent(i) => recent
-                        .get(i as usize)
-                        .map_or(-1, |r| r.map.fd().as_raw_fd()),
-                    MapRef::Hashlimit(i) => hashlimit
-                        .get(i as usize)
-                        .map_or(-1, |h| h.map.fd().as_raw_fd()),
-                });
-                let (prog, stats) = Program::load_netfilter(PROG_NAMES[hook as usize], &bytes, 0).map_err(|e| {
-                    warn!(hook = HOOK_NAMES[hook as usize], error = %e, "the verifier refused a program");
-                    BackendError::new(libc::EINVAL, format!("loading {}: {e}", HOOK_NAMES[hook as usize]))
-                })?;
-                prog.pin(dir.join(HOOK_NAMES[hook as usize]))
-                    .map_err(sys_err("pinning a program"))?;
-                info!(
-                    hook = HOOK_NAMES[hook as usize],
-                    rules = table.entries.len(),
-                    insns = code.slot_count(),
-                    verified = stats.verified_insns,
-                    jited = stats.jited_bytes,
-                    load_ms = format!("{:.2}", stats.load_time.as_secs_f64() * 1e3),
-                    total_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1e3),
-                    "program loaded"
-                );
-                programs.push((hook, prog, stats));
             }
             // The ruleset last: its presence marks the generation complete.
             let store = BlobMap::create("bpfltr_rules", blob, blob.len())
@@ -1032,6 +1130,8 @@ impl Generation {
                 bases_store,
                 bases,
                 programs,
+                segments,
+                segment_map,
                 recent,
                 hashlimit,
                 applied: SystemTime::now(),
@@ -1080,6 +1180,11 @@ impl Generation {
                 programs.push((hook as u32, prog, stats));
             }
         }
+        let segment_map = match Map::from_pin(dir.join("segments")) {
+            Ok(m) => Some(m),
+            Err(e) if e.errno() == libc::ENOENT => None,
+            Err(e) => return Err(sys_err("opening the segment array")(e)),
+        };
         let applied = std::fs::metadata(dir.join("ruleset"))
             .and_then(|m| m.modified())
             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -1094,6 +1199,8 @@ impl Generation {
                 bases_store,
                 bases,
                 programs,
+                segments: Vec::new(),
+                segment_map,
                 recent: Vec::new(),
                 hashlimit: Vec::new(),
                 applied,
@@ -1339,6 +1446,9 @@ impl TableBackend for BpfTable {
         if let Err(e) = sys::remove_pins(&previous.dir) {
             warn!(dir = %previous.dir.display(), error = %e, "removing the old generation failed");
         }
+        if let Some(map) = previous.segment_map {
+            retire_segments(map);
+        }
         Ok(old)
     }
 
@@ -1357,17 +1467,16 @@ impl TableBackend for BpfTable {
     }
 
     fn summary(&self) -> String {
-        let (insns, verified, load) =
-            self.gen
-                .programs
-                .iter()
-                .fold((0u64, 0u64, 0f64), |(i, v, l), (_, _, s)| {
-                    (
-                        i + u64::from(s.xlated_insns),
-                        v + u64::from(s.verified_insns),
-                        l + s.load_time.as_secs_f64(),
-                    )
-                });
+        let (insns, verified, load) = self.gen.programs.iter().chain(&self.gen.segments).fold(
+            (0u64, 0u64, 0f64),
+            |(i, v, l), (_, _, s)| {
+                (
+                    i + u64::from(s.xlated_insns),
+                    v + u64::from(s.verified_insns),
+                    l + s.load_time.as_secs_f64(),
+                )
+            },
+        );
         format!(
             "generation {}, {insns} instructions, {verified} verified, verify+load {:.1} ms",
             self.gen.number,
@@ -1420,11 +1529,25 @@ impl TableBackend for BpfTable {
         if let Some(p) = &self.pump {
             out.push_str(&p.status());
         }
-        for (hook, prog, stats) in &self.gen.programs {
+        let mut part = [0usize; HOOK_NAMES.len()];
+        let split = self.gen.segments.iter().map(|(h, p, s)| (h, p, s, true));
+        for (hook, prog, stats, later) in self
+            .gen
+            .programs
+            .iter()
+            .map(|(h, p, s)| (h, p, s, false))
+            .chain(split)
+        {
             let info = prog.info().ok();
+            let name = if later {
+                part[*hook as usize] += 1;
+                format!("{}+{}", HOOK_NAMES[*hook as usize], part[*hook as usize])
+            } else {
+                HOOK_NAMES[*hook as usize].to_owned()
+            };
             out.push_str(&format!(
                 "{:<8} prog id {:<6} insns {:<7} jited {:<8} bytes verified {:<8} load {:.2} ms\n",
-                HOOK_NAMES[*hook as usize],
+                name,
                 info.as_ref().map_or(0, |i| i.id),
                 info.as_ref().map_or(stats.xlated_insns, |i| i.xlated_insns),
                 info.as_ref().map_or(stats.jited_bytes, |i| i.jited_bytes),
@@ -1444,8 +1567,20 @@ impl TableBackend for BpfTable {
         };
         slots::remap(&mut programs, &self.gen.slots);
         let mut out = String::new();
+        // the segment slots numbered across the hooks as `Generation::build` numbers them
+        let mut first_slot = 0u32;
         for ir in programs {
             let name = HOOK_NAMES[ir.hook.number() as usize];
+            let compiled = crate::xlate::compile_segments(
+                &ir,
+                &self.target.layout,
+                self.target.options(),
+                first_slot,
+                crate::xlate::SEGMENT_INSNS,
+            );
+            if let Ok(parts) = &compiled {
+                first_slot += u32::try_from(parts.len() - 1).unwrap_or(u32::MAX);
+            }
             if hook.is_some_and(|h| !h.eq_ignore_ascii_case(name)) {
                 continue;
             }
@@ -1453,8 +1588,16 @@ impl TableBackend for BpfTable {
                 "; hook {name}: program {}\n",
                 PROG_NAMES[ir.hook.number() as usize]
             ));
-            match crate::xlate::compile(&ir, &self.target.layout, self.target.options()) {
-                Ok(o) => out.push_str(&o.code.dump()),
+            match compiled {
+                Ok(parts) => {
+                    let n = parts.len();
+                    for (j, o) in parts.into_iter().enumerate() {
+                        if n > 1 {
+                            out.push_str(&format!("; segment {} of {n}\n", j + 1));
+                        }
+                        out.push_str(&o.code.dump());
+                    }
+                }
                 Err(e) => out.push_str(&format!("; cannot compile: {e}\n")),
             }
         }

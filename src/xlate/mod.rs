@@ -29,6 +29,98 @@ pub fn compile(
     })
 }
 
+/// Most programs one hook's chain is split into: the kernel follows at most 33 tail calls
+/// for a packet (MAX_TAIL_CALL_CNT), and the dispatcher makes the first.
+pub const MAX_SEGMENTS: usize = 32;
+
+/// Size (instructions) past which a hook's program is split. The verifier processes a
+/// program of rule sequences in about 1.4 instructions per instruction (10,000 address and
+/// port rules: 360,000 instructions, 501,555 verified), so a segment this size stays well
+/// under its limit of 1,000,000 processed instructions on every kernel of the matrix.
+pub const SEGMENT_INSNS: usize = 300_000;
+
+/// [`compile`] for a hook whose program may be too large for the verifier: the entry chain
+/// split into up to [`MAX_SEGMENTS`] programs of consecutive rules and at most `max_insns`
+/// instructions ([`SEGMENT_INSNS`] for the kernel), each with every user chain it calls,
+/// each but the last tail-calling slot `first_slot + i` of the Segments map (which must hold
+/// segment `i + 1`) where its rules run out. A RETURN in any of them applies the policy, as
+/// at the end of the last. In chain order; one program when it fits.
+pub fn compile_segments(
+    program: &ir::Program,
+    layout: &emitter::KernelLayout,
+    options: emitter::codegen::Options,
+    first_slot: u32,
+    max_insns: usize,
+) -> Result<Vec<emitter::codegen::Output>, emitter::EmitError> {
+    let size = match compile(program, layout, options) {
+        Ok(out) if out.code.slot_count() <= max_insns => return Ok(vec![out]),
+        Ok(out) => out.code.slot_count(),
+        Err(emitter::EmitError::TooLarge { insns }) => insns,
+        Err(e) => return Err(e),
+    };
+    let rules = program
+        .chains
+        .get(&program.entry)
+        .map_or(0, |c| c.rules.len());
+    let mut pieces = size.div_ceil(max_insns).max(2);
+    while pieces <= MAX_SEGMENTS.min(rules) {
+        match compile_split(program, layout, options, first_slot, pieces) {
+            Ok(outs) if outs.iter().all(|o| o.code.slot_count() <= max_insns) => return Ok(outs),
+            Ok(_) | Err(emitter::EmitError::TooLarge { .. }) => pieces *= 2,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(emitter::EmitError::TooLarge { insns: size })
+}
+
+/// The entry chain of `program` in `pieces` programs of consecutive rules (as even as they
+/// divide; fewer when there are fewer rules), as [`compile_segments`] makes them.
+pub fn compile_split(
+    program: &ir::Program,
+    layout: &emitter::KernelLayout,
+    options: emitter::codegen::Options,
+    first_slot: u32,
+    pieces: usize,
+) -> Result<Vec<emitter::codegen::Output>, emitter::EmitError> {
+    let Some(entry) = program.chains.get(&program.entry) else {
+        return compile(program, layout, options).map(|out| vec![out]);
+    };
+    let rules = &entry.rules;
+    let per = rules.len().div_ceil(pieces.max(1)).max(1);
+    let parts = rules.len().div_ceil(per).max(1);
+    let mut outs = Vec::with_capacity(parts);
+    for i in 0..parts {
+        let part = &rules[(i * per).min(rules.len())..((i + 1) * per).min(rules.len())];
+        let mut chains: BTreeMap<ir::ChainId, ir::Chain> = program
+            .chains
+            .iter()
+            .filter(|(id, _)| **id != program.entry)
+            .map(|(id, c)| (*id, c.clone()))
+            .collect();
+        chains.insert(
+            program.entry,
+            ir::Chain {
+                name: entry.name.clone(),
+                rules: part.to_vec(),
+            },
+        );
+        let segment = ir::Program {
+            family: program.family,
+            hook: program.hook,
+            entry: program.entry,
+            chains,
+            policy: program.policy,
+        };
+        let tail = (i + 1 < parts).then(|| first_slot + u32::try_from(i).unwrap_or(u32::MAX));
+        outs.push(compile(
+            &segment,
+            layout,
+            emitter::codegen::Options { tail, ..options },
+        )?);
+    }
+    Ok(outs)
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 

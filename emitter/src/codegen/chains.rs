@@ -149,7 +149,8 @@ impl Generator<'_> {
         Ok(())
     }
 
-    /// main: the prologue, the entry chain, the policy, then its cold blocks and tails.
+    /// main: the prologue, the entry chain, the tail call to the chain's next segment if it
+    /// has one, the policy, then its cold blocks and tails.
     pub(super) fn main_function(&mut self, feat: Features) -> Result<(), EmitError> {
         let p = self.prog;
         self.b.symbol("main");
@@ -157,6 +158,16 @@ impl Generator<'_> {
         self.prologue(feat)?;
         frame.policy_rule = Some(p.policy);
         if self.chain_body(p.entry, &mut frame)? {
+            if let Some(slot) = self.tail {
+                // tail_call(ctx, segments, slot); past it only if the slot is empty
+                let slot = i32::try_from(slot).map_err(|_| EmitError::Unsupported {
+                    what: "segment slot past 2^31",
+                })?;
+                self.b.emit(ldx(Size::DW, Reg::R1, Reg::R10, rec::CTX));
+                self.b.ld_map(Reg::R2, crate::builder::MapRef::Segments);
+                self.b.emit(mov64(Reg::R3, Src::Imm(slot)));
+                self.b.call_helper(super::HELPER_TAIL_CALL);
+            }
             self.b.set_origin(Some(p.policy.counter));
             self.policy_inline(&mut frame)?;
             self.b.set_origin(None);

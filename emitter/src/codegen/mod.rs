@@ -106,6 +106,7 @@ use runs::Runs;
 
 /// Helper numbers (uapi enum bpf_func_id; stable ABI).
 const HELPER_MAP_LOOKUP_ELEM: u32 = 1;
+const HELPER_TAIL_CALL: u32 = 12;
 const HELPER_DYNPTR_READ: u32 = 201;
 const HELPER_PROBE_READ_KERNEL: u32 = 113;
 const HELPER_JIFFIES64: u32 = 118;
@@ -169,6 +170,8 @@ struct Generator<'a> {
     hashlimit_fns: Vec<(ir::HashlimitMatch, Label)>,
     /// index in the output maps of the LOG prefix map
     prefix_map: Option<u32>,
+    /// the segment to tail-call where the entry chain runs out ([`Options::tail`])
+    tail: Option<u32>,
 }
 
 /// Code generation knobs (the defaults are what `compile` uses).
@@ -188,6 +191,11 @@ pub struct Options {
     /// Compile runs of rules that differ only in one exact key into one hash-map lookup (see
     /// "Rule runs"); only [`compile_output`] honours it, as only it returns the maps.
     pub runs: bool,
+    /// Where the entry chain runs out of rules, tail-call this slot of
+    /// [`MapRef::Segments`](crate::MapRef::Segments) (the program holding the chain's next
+    /// rules) instead of applying the policy; the policy still applies if the slot is empty.
+    /// RETURN from the entry chain applies the policy as always.
+    pub tail: Option<u32>,
 }
 
 impl Default for Options {
@@ -198,6 +206,7 @@ impl Default for Options {
             access: PacketAccess::Dynptr,
             force_slow_path: false,
             runs: true,
+            tail: None,
         }
     }
 }
@@ -247,7 +256,9 @@ pub fn compile_output(
         });
     }
     let depths = chains::chain_depths(p)?;
-    let (lowered, feat) = lower::lower_chains(p, depths.keys())?;
+    let (lowered, mut feat) = lower::lower_chains(p, depths.keys())?;
+    // the tail call passes the context on
+    feat.ctx |= opts.tail.is_some();
     let (mut maps, runs) = runs::plan(p, depths.keys(), &lowered, opts.runs)?;
     let prefix_map = events::prefix_map(p).map(|m| {
         maps.push(m);
@@ -294,6 +305,7 @@ pub fn compile_output(
         recent_fns: Vec::new(),
         hashlimit_fns: Vec::new(),
         prefix_map,
+        tail: opts.tail,
     };
     g.analyse_returns(&depths)?;
     g.main_function(feat)?;
