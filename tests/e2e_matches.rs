@@ -546,10 +546,13 @@ fn hashlimit_buckets_act_as_the_kernels() {
                 ("10.9.1.1", 0, "10.9.2.2", 9002, 1),
                 ("10.9.1.1", 0, "10.9.2.2", 9002, 1),
                 ("10.9.1.3", 0, "10.9.2.2", 9002, 1),
-                ("10.9.1.1", 0, "10.9.2.2", 9005, 1000),
-                ("10.9.1.1", 0, "10.9.2.2", 9005, 1000),
-                ("10.9.1.1", 0, "10.9.2.2", 9005, 1000),
-                ("10.9.1.1", 0, "10.9.2.2", 9005, 1000),
+                // 1,488-byte datagrams: two fit in the byte bucket with room to spare and a
+                // third waits for a fifth of a second of credit, so the two sides, sending at
+                // their own pace (slow under emulation), see the same outcome
+                ("10.9.1.1", 0, "10.9.2.2", 9005, 1460),
+                ("10.9.1.1", 0, "10.9.2.2", 9005, 1460),
+                ("10.9.1.1", 0, "10.9.2.2", 9005, 1460),
+                ("10.9.1.1", 0, "10.9.2.2", 9005, 1460),
             ];
             if first {
                 sends.extend([
