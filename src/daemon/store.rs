@@ -106,6 +106,7 @@ fn too_big() -> sys::SysError {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
     use super::*;
     use crate::sys::fake::FakeKernel;
 
@@ -139,7 +140,11 @@ mod tests {
                 store.write(&bytes(room + 1)).unwrap_err().errno(),
                 libc::E2BIG
             );
-            assert_eq!(store.read().unwrap(), full, "a refused write changes nothing");
+            assert_eq!(
+                store.read().unwrap(),
+                full,
+                "a refused write changes nothing"
+            );
         }
     }
 
