@@ -1823,7 +1823,7 @@ fn multi_key_runs_table() {
     }
 }
 
-/// More runs than a program may use maps: the longest 63 become lookups, the rest stay
+/// More runs than a program may use maps: the longest `MAX_RUN_MAPS` become lookups, the rest stay
 /// ordinary rules, and the program loads and agrees with the reference.
 #[test]
 fn many_runs_load() {
@@ -1844,6 +1844,17 @@ fn many_runs_load() {
             )
         }));
     }
+    // a LOG rule: the program also uses the event ring, its loss counts and the prefix map,
+    // which must fit beside the rule-run maps
+    rules.push(rule(
+        vec![proto(TCP, false)],
+        Action::Log(Log {
+            level: 4,
+            flags: 0,
+            prefix: [0; 30],
+        }),
+        401,
+    ));
     let p = Program::single(
         Hook::LocalOut,
         rules,
@@ -1853,7 +1864,8 @@ fn many_runs_load() {
         },
     );
     let l = load(&env, &p);
-    assert_eq!(l.maps, 63);
+    // the rule-run maps and the prefix map
+    assert_eq!(l.maps, emitter::codegen::MAX_RUN_MAPS + 1);
     for n in [0u32, 5, 131, 250, 251, 398, 399, 400, 1000] {
         let pkt = udp_pkt([10, 1, (n >> 8) as u8, n as u8], B, 1, 2);
         check(&env, &l, &p, &pkt, None, &format!("source 10.1.x.y #{n}"));

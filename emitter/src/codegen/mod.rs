@@ -61,7 +61,8 @@
 //! - 1,000,000 processed instructions (BPF_COMPLEXITY_LIMIT_INSNS): larger programs are
 //!   refused up front ([`crate::EmitError::TooLarge`]);
 //! - 8 call frames (MAX_CALL_FRAMES): main, `MAX_CHAIN_DEPTH` chains, `count`;
-//! - 64 maps per program (MAX_USED_MAPS): the counters and `MAX_RUN_MAPS` rule-run maps;
+//! - 64 maps per program (MAX_USED_MAPS): `FIXED_MAPS` the program may use whatever its rules,
+//!   one per `recent` list and `hashlimit` table, and rule-run maps in what remains;
 //! - 8,192 branches pending in the verifier's walk (BPF_COMPLEXITY_LIMIT_JMP_SEQ, "The
 //!   sequence of 8193 jumps is too complex"): what the rule forms budget for.
 //!
@@ -95,7 +96,7 @@ mod runs;
 pub use access::PacketAccess;
 pub use host::{ADDRTYPE_KEY_SIZE, ADDRTYPE_VALUE_SIZE, LIMIT_TRIES};
 pub use record::rec;
-pub use runs::{MAX_RUN_MAPS, MIN_RUN};
+pub use runs::{FIXED_MAPS, MAX_RUN_MAPS, MAX_USED_MAPS, MIN_RUN};
 
 use crate::builder::{Builder, Compiled, Label, MapSpec};
 use crate::ir::{self, ChainId, Program};

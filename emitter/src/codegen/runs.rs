@@ -29,8 +29,8 @@
 //! would go on with the next rules of the run: those fail on their keys, which is why a run
 //! of such rules holds distinct keys.
 //!
-//! Contract: [`plan`] keeps the longest runs that fit in [`MAX_RUN_MAPS`] maps and builds
-//! their maps; the IR is never changed.
+//! Contract: [`plan`] keeps the longest runs whose maps fit beside the program's other maps
+//! (at most [`MAX_RUN_MAPS`]) and builds their maps; the IR is never changed.
 
 use std::collections::BTreeMap;
 
@@ -49,8 +49,14 @@ use super::{Generator, HELPER_MAP_LOOKUP_ELEM};
 
 /// Shortest run of rules compiled into lookups.
 pub const MIN_RUN: usize = 4;
-/// Most rule-run maps in one program: the verifier's MAX_USED_MAPS (64) less the counters.
-pub const MAX_RUN_MAPS: usize = 63;
+/// Most maps one program may use (the verifier's MAX_USED_MAPS).
+pub const MAX_USED_MAPS: usize = 64;
+/// Maps a program may use besides its rule-run maps and its `recent` lists and `hashlimit`
+/// tables: the counters, the event ring and its loss counts, the limit buckets, the address
+/// types, the REJECT replies' connections, the LOG prefixes and the next segments.
+pub const FIXED_MAPS: usize = 8;
+/// Most rule-run maps in one program that names no `recent` list or `hashlimit` table.
+pub const MAX_RUN_MAPS: usize = MAX_USED_MAPS - FIXED_MAPS;
 /// Most key bytes of a run ([`rec::LKEY`]'s size).
 const MAX_KEY_BYTES: usize = rec::LKEY_SIZE;
 
@@ -286,6 +292,29 @@ fn run_maps(rules: &[ir::Rule], tests: &[Vec<Test>], run: &Run) -> Vec<MapSpec> 
         .collect()
 }
 
+/// The `recent` lists and `hashlimit` tables the rules of `p` name (one map each).
+fn state_maps(p: &Program) -> usize {
+    let mut recent = std::collections::BTreeSet::new();
+    let mut hashlimit = std::collections::BTreeSet::new();
+    for m in p
+        .chains
+        .values()
+        .flat_map(|c| &c.rules)
+        .flat_map(|r| &r.matches)
+    {
+        match m {
+            ir::Match::Recent(r) => {
+                recent.insert(r.list);
+            }
+            ir::Match::Hashlimit(h) => {
+                hashlimit.insert(h.table);
+            }
+            _ => {}
+        }
+    }
+    recent.len() + hashlimit.len()
+}
+
 /// The rule runs of chains `ids` (none unless `enabled`) and their maps, `Lookup::map`
 /// indexing the maps: every chain's candidates, the longest kept while their maps fit in what
 /// the kernel lets one program use.
@@ -305,9 +334,9 @@ pub(super) fn plan<'a>(
             );
         }
     }
-    // the longest first, while their maps fit; then in chain order
+    // the longest first, while their maps fit beside the program's others; then in chain order
     found.sort_by_key(|(_, f)| std::cmp::Reverse(f.1));
-    let mut room = MAX_RUN_MAPS;
+    let mut room = MAX_RUN_MAPS.saturating_sub(state_maps(p));
     let mut kept = Vec::new();
     for (id, f) in found {
         let tests = &lowered[&id][f.0];
@@ -565,11 +594,8 @@ mod tests {
         assert_eq!(runs_of(&dupc), vec![(0, 4, 0), (4, 5, 0)]);
     }
 
-    #[test]
-    fn no_key_past_a_barrier_the_kernel_runs_once_per_rule() {
-        // `-m recent --update` then one port each: the kernel updates the list once per rule
-        // until a port matches, so these rules stay rules; with the ports first, a run.
-        let recent = Match::Recent(RecentMatch {
+    fn recent_update() -> Match {
+        Match::Recent(RecentMatch {
             list: 0,
             shape: RecentShape {
                 entries: 100,
@@ -582,7 +608,37 @@ mod tests {
             window: 0,
             hit_count: 0,
             dest: false,
+        })
+    }
+
+    #[test]
+    fn a_recent_list_takes_one_map_from_the_runs() {
+        let mut rules: Vec<Rule> = (0..100u32 * 4)
+            .map(|i| addr_rule(i, [Action::Drop, Action::Accept][(i / 4 % 2) as usize]))
+            .collect();
+        rules.push(Rule {
+            matches: vec![recent_update()],
+            action: Action::Drop,
+            counter: 1000,
         });
+        let p = Program::single(
+            Hook::LocalIn,
+            rules,
+            Policy {
+                verdict: Verdict::Accept,
+                counter: 1001,
+            },
+        );
+        let out =
+            compile_output(&p, &KernelLayout::example(), Options::default()).expect("compile");
+        assert_eq!(out.maps.len(), MAX_RUN_MAPS - 1);
+    }
+
+    #[test]
+    fn no_key_past_a_barrier_the_kernel_runs_once_per_rule() {
+        // `-m recent --update` then one port each: the kernel updates the list once per rule
+        // until a port matches, so these rules stay rules; with the ports first, a run.
+        let recent = recent_update();
         let rules = |recent_first: bool| -> Vec<Rule> {
             (0..5u16)
                 .map(|i| {
