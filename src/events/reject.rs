@@ -84,6 +84,7 @@ const IPPROTO_UDP: u8 = 17;
 const IPPROTO_GRE: u8 = 47;
 const IPPROTO_ESP: u8 = 50;
 const IPPROTO_AH: u8 = 51;
+const IPPROTO_DCCP: u8 = 33;
 const IPPROTO_SCTP: u8 = 132;
 const IPPROTO_UDPLITE: u8 = 136;
 
@@ -172,6 +173,9 @@ pub struct Params<'a> {
     /// This namespace's addresses: an echoed prespecified timestamp option needs
     /// `inet_addr_type` of the next address.
     pub local_addrs: &'a [Ipv4Addr],
+    /// DCCP is among the protocols `nf_reject_verify_csum` leaves unverified (partial
+    /// checksums): kernels before 6.16, which still had DCCP.
+    pub dccp_unverified: bool,
 }
 
 impl<'a> Params<'a> {
@@ -189,8 +193,16 @@ impl<'a> Params<'a> {
             route_mtu: 1500,
             timestamp_ms: inet_current_timestamp(SystemTime::now()),
             local_addrs: &[],
+            dccp_unverified: !dccp_gone(),
         }
     }
+}
+
+/// Whether the running kernel is 6.16 or later, which removed DCCP (and with it DCCP from
+/// `nf_reject_verify_csum`'s list).
+fn dccp_gone() -> bool {
+    static GONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *GONE.get_or_init(|| crate::probe::kernel_at_least(6, 16))
 }
 
 /// `inet_current_timestamp`: milliseconds since midnight UTC.
@@ -407,11 +419,12 @@ fn skb_csum_unnecessary(ev: &Event<'_>) -> bool {
 
 /// `nf_reject_verify_csum`: whether the protocol has a 16-bit one's complement checksum of
 /// the whole payload to verify (`docs/KERNEL-BEHAVIOUR.md#reject-checksum`).
-fn nf_reject_verify_csum(ip: Ip<'_>, proto: u8) -> bool {
+fn nf_reject_verify_csum(ip: Ip<'_>, proto: u8, dccp_unverified: bool) -> bool {
     match proto {
         // optional checksum: zero means none
         IPPROTO_UDP => ip.l4().get(6..8).is_none_or(|c| c != [0, 0]),
         IPPROTO_GRE | IPPROTO_AH | IPPROTO_ESP | IPPROTO_SCTP | IPPROTO_UDPLITE => false,
+        IPPROTO_DCCP => !dccp_unverified,
         _ => true,
     }
 }
@@ -463,7 +476,7 @@ fn send_unreach(ev: &Event<'_>, ip: Ip<'_>, code: u8, params: &Params<'_>) -> Op
     }
     let proto = ip.proto();
     if !skb_csum_unnecessary(ev)
-        && nf_reject_verify_csum(ip, proto)
+        && nf_reject_verify_csum(ip, proto, params.dccp_unverified)
         && !nf_ip_checksum_ok(ev, ip, proto)
     {
         return None;
@@ -2082,6 +2095,15 @@ mod tests {
             IPPROTO_UDPLITE,
         ] {
             assert!(run(input(&ipv4(A, B, proto, &[], &[1, 2, 3, 4]), 3)).is_some());
+        }
+        // DCCP (partial checksums) before 6.16 only, when the kernel still had it.
+        let dccp = || input(&ipv4(A, B, IPPROTO_DCCP, &[], &[1, 2, 3, 4]), 3);
+        for unverified in [true, false] {
+            let p = Params {
+                dccp_unverified: unverified,
+                ..Params::kernel_defaults()
+            };
+            assert_eq!(run_with(dccp(), &p).is_some(), unverified);
         }
         // Any other protocol: its payload must sum to zero (nf_ip_checksum with csum 0).
         assert_eq!(run(input(&ipv4(A, B, 253, &[], &[1, 2, 3, 4]), 3)), None);
