@@ -1365,6 +1365,10 @@ impl TableBackend for BpfTable {
                 for (hook, prog, _) in self.gen.programs.iter().take(i) {
                     let _ = self.progs.set_prog(*hook, prog);
                 }
+                if i > 0 && next.segment_map.is_some() {
+                    // packets inside the new programs must still find their next segments
+                    synchronize_programs();
+                }
                 let _ = sys::remove_pins(&next.dir);
                 self.abandon(assignment.as_ref(), i > 0, &counters);
                 return Err(sys_err("switching programs")(e));
