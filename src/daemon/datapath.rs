@@ -1060,60 +1060,79 @@ impl Generation {
                 hashlimit: &hashlimit,
                 segments: segment_map.as_ref(),
             };
-            let mut programs = Vec::new();
-            let mut segments = Vec::new();
+            // Every program loads on its own thread (up to one per CPU): verification is most
+            // of a large ruleset's cost, and a split chain's segments are independent.
+            let mut jobs = Vec::new();
+            let mut placed = Vec::new();
+            let mut kept = Vec::new();
             for (ir, compiled) in irs.iter().zip(compiled) {
                 let hook = ir.hook.number();
                 let name = HOOK_NAMES[hook as usize];
                 let Some((first, outs)) = compiled else {
-                    let Some((prev, prog, stats)) = keep(ir) else {
-                        continue;
-                    };
-                    // The same program: pinned again here, with its lookup maps.
-                    let prog = prog.try_clone().map_err(sys_err("keeping a program"))?;
-                    prog.pin(dir.join(name))
-                        .map_err(sys_err("pinning a program"))?;
-                    repin_sets(&prev.dir, &dir, name)?;
-                    let stats = sys::LoadStats {
-                        load_time: std::time::Duration::ZERO,
-                        ..stats.clone()
-                    };
-                    programs.push((hook, prog, stats));
+                    if let Some((prev, prog, stats)) = keep(ir) {
+                        kept.push((hook, prev, prog, stats));
+                    }
                     continue;
                 };
                 let parts = outs.len();
                 for (j, out) in outs.into_iter().enumerate() {
-                    let started = Instant::now();
                     // the head's lookup maps are pinned beside it (a kept program takes them
                     // along); a segment's live in its program and the array
                     let sets_at = (j == 0).then_some((dir.as_path(), name));
-                    let (prog, stats) = load_output(out, hook, &fds, sets_at)?;
-                    info!(
-                        hook = name,
-                        segment = format!("{}/{parts}", j + 1),
-                        rules = table.entries.len(),
-                        insns = stats.xlated_insns,
-                        verified = stats.verified_insns,
-                        jited = stats.jited_bytes,
-                        load_ms = format!("{:.2}", stats.load_time.as_secs_f64() * 1e3),
-                        total_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1e3),
-                        "program loaded"
-                    );
-                    if j == 0 {
-                        prog.pin(dir.join(name))
-                            .map_err(sys_err("pinning a program"))?;
-                        programs.push((hook, prog, stats));
-                    } else {
-                        let slot = first + u32::try_from(j - 1).unwrap_or(u32::MAX);
-                        segment_map
-                            .as_ref()
-                            .ok_or_else(|| BackendError::new(libc::EIO, "no segment array"))?
-                            .set_prog(slot, &prog)
-                            .map_err(sys_err("filling the segment array"))?;
-                        segments.push((hook, prog, stats));
-                    }
+                    let fds = &fds;
+                    jobs.push(move || {
+                        let started = Instant::now();
+                        load_output(out, hook, fds, sets_at).map(|l| (l, started.elapsed()))
+                    });
+                    placed.push((hook, j, parts, first));
                 }
             }
+            let threads = std::thread::available_parallelism().map_or(1, usize::from);
+            let loaded = sys::run_parallel(jobs, threads);
+            let mut programs = Vec::new();
+            for (hook, prev, prog, stats) in kept {
+                // The same program: pinned again here, with its lookup maps.
+                let name = HOOK_NAMES[hook as usize];
+                let prog = prog.try_clone().map_err(sys_err("keeping a program"))?;
+                prog.pin(dir.join(name))
+                    .map_err(sys_err("pinning a program"))?;
+                repin_sets(&prev.dir, &dir, name)?;
+                let stats = sys::LoadStats {
+                    load_time: std::time::Duration::ZERO,
+                    ..stats.clone()
+                };
+                programs.push((hook, prog, stats));
+            }
+            let mut segments = Vec::new();
+            for (result, (hook, j, parts, first)) in loaded.into_iter().zip(placed) {
+                let name = HOOK_NAMES[hook as usize];
+                let ((prog, stats), took) = result?;
+                info!(
+                    hook = name,
+                    segment = format!("{}/{parts}", j + 1),
+                    rules = table.entries.len(),
+                    insns = stats.xlated_insns,
+                    verified = stats.verified_insns,
+                    jited = stats.jited_bytes,
+                    load_ms = format!("{:.2}", stats.load_time.as_secs_f64() * 1e3),
+                    total_ms = format!("{:.2}", took.as_secs_f64() * 1e3),
+                    "program loaded"
+                );
+                if j == 0 {
+                    prog.pin(dir.join(name))
+                        .map_err(sys_err("pinning a program"))?;
+                    programs.push((hook, prog, stats));
+                } else {
+                    let slot = first + u32::try_from(j - 1).unwrap_or(u32::MAX);
+                    segment_map
+                        .as_ref()
+                        .ok_or_else(|| BackendError::new(libc::EIO, "no segment array"))?
+                        .set_prog(slot, &prog)
+                        .map_err(sys_err("filling the segment array"))?;
+                    segments.push((hook, prog, stats));
+                }
+            }
+            programs.sort_by_key(|(hook, _, _)| *hook);
             // The ruleset last: its presence marks the generation complete.
             let store = BlobMap::create("bpfltr_rules", blob, blob.len())
                 .map_err(sys_err("storing the ruleset"))?;

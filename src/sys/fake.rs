@@ -45,6 +45,23 @@ pub(crate) fn current() -> Option<Arc<Kernel>> {
     CURRENT.with(|c| c.borrow().as_ref().map(|c| Arc::clone(&c.kernel)))
 }
 
+/// What a thread sees of the fake (none, or one kernel and maybe a namespace), to hand to
+/// threads it starts ([`Inherited::adopt`]).
+#[derive(Clone)]
+pub(crate) struct Inherited(Option<Current>);
+
+/// This thread's view of the fake.
+pub(crate) fn inherited() -> Inherited {
+    Inherited(CURRENT.with(|c| c.borrow().clone()))
+}
+
+impl Inherited {
+    /// Makes this thread see what the thread that made `self` sees.
+    pub(crate) fn adopt(self) {
+        CURRENT.with(|c| *c.borrow_mut() = self.0);
+    }
+}
+
 /// Runs `f` on a new thread that sees the fake of this thread and namespace `netns`.
 pub(crate) fn in_netns<T: Send>(
     kernel: Arc<Kernel>,
