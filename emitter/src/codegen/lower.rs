@@ -257,6 +257,11 @@ fn push_ports(out: &mut Vec<Test>, sport: (PortRange, bool), dport: (PortRange, 
 /// between barriers by selectivity.
 pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
     let mut out: Vec<Test> = Vec::new();
+    // the transport guard of a match whose fragment at offset 1 is no reason to hotdrop
+    let guard = |need| Test::Guard {
+        need,
+        frag1_drops: false,
+    };
     for m in matches {
         match *m {
             Match::Ipv4Src { addr, mask, invert } => out.push(Test::Addr {
@@ -309,17 +314,11 @@ pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
                 }
             }
             Match::Udp(u) => {
-                out.push(Test::Guard {
-                    need: 8,
-                    frag1_drops: false,
-                });
+                out.push(guard(8));
                 push_ports(&mut out, (u.sport, u.inv_sport), (u.dport, u.inv_dport));
             }
             Match::Icmp(i) => {
-                out.push(Test::Guard {
-                    need: 8,
-                    frag1_drops: false,
-                });
+                out.push(guard(8));
                 out.push(Test::Icmp {
                     icmp_type: i.icmp_type,
                     min: i.code_min,
@@ -328,10 +327,7 @@ pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
                 });
             }
             Match::Multiport(mp) => {
-                out.push(Test::Guard {
-                    need: 4,
-                    frag1_drops: false,
-                });
+                out.push(guard(4));
                 out.push(Test::Multiport(mp));
             }
             Match::IpRange(r) => {
