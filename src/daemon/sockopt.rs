@@ -459,35 +459,34 @@ mod tests {
         );
     }
 
-    #[test]
-    fn stale_num_counters_is_eagain_and_changes_nothing() {
+    /// The errno that refuses `one_rule_blob(num_counters)` as SET_REPLACE of the filter
+    /// table, just created, once `prepare` has set the backends up; the table must not change.
+    fn refused_replace(num_counters: u32, prepare: impl FnOnce(&FakeBackends)) -> i32 {
         let b = FakeBackends::default();
         let mut ns = Namespace::new(NsId(1));
         get_info(&mut ns, &b, "filter").unwrap();
         let before = ns.tables["filter"].table.clone();
-        assert_eq!(
-            set(&mut ns, &b, IPT_SO_SET_REPLACE, &one_rule_blob(3))
-                .unwrap_err()
-                .errno,
-            libc::EAGAIN
-        );
+        prepare(&b);
+        let e = set(
+            &mut ns,
+            &b,
+            IPT_SO_SET_REPLACE,
+            &one_rule_blob(num_counters),
+        )
+        .unwrap_err();
         assert_eq!(ns.tables["filter"].table, before);
+        e.errno
+    }
+
+    #[test]
+    fn stale_num_counters_is_eagain_and_changes_nothing() {
+        assert_eq!(refused_replace(3, |_| {}), libc::EAGAIN);
     }
 
     #[test]
     fn a_failing_backend_keeps_the_running_ruleset() {
-        let b = FakeBackends::default();
-        let mut ns = Namespace::new(NsId(1));
-        get_info(&mut ns, &b, "filter").unwrap();
-        let before = ns.tables["filter"].table.clone();
-        *b.fail_next.lock().unwrap() = Some(libc::EINVAL);
-        assert_eq!(
-            set(&mut ns, &b, IPT_SO_SET_REPLACE, &one_rule_blob(4))
-                .unwrap_err()
-                .errno,
-            libc::EINVAL
-        );
-        assert_eq!(ns.tables["filter"].table, before);
+        let fail = |b: &FakeBackends| *b.fail_next.lock().unwrap() = Some(libc::EINVAL);
+        assert_eq!(refused_replace(4, fail), libc::EINVAL);
     }
 
     #[test]
