@@ -185,6 +185,14 @@ unsafe fn libc_fn<F: Copy>(slot: &AtomicUsize, name: &CStr) -> Option<F> {
     Some(unsafe { std::mem::transmute_copy::<usize, F>(&addr) })
 }
 
+/// `f()`, or `failed` with errno EIO where it panics (a panic must not unwind into C).
+fn or_eio<T>(failed: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        set_errno(libc::EIO);
+        failed
+    })
+}
+
 fn set_errno(e: c_int) {
     // SAFETY: __errno_location returns this thread's errno slot, always valid to write.
     unsafe { *libc::__errno_location() = e };
@@ -345,7 +353,7 @@ pub unsafe extern "C" fn getsockopt(
         // SAFETY: forwarding the caller's arguments unchanged under the same contract.
         return unsafe { real(fd, level, optname, optval, optlen) };
     }
-    catch_unwind(AssertUnwindSafe(|| {
+    or_eio(-1, || {
         // SAFETY: the caller's contract (optval valid for *optlen bytes) is forwarded.
         let ret = unsafe { forward_get(level, optname, optval, optlen) };
         if ret == ASK_KERNEL {
@@ -360,10 +368,6 @@ pub unsafe extern "C" fn getsockopt(
             return unsafe { real(fd, level, optname, optval, optlen) };
         }
         ret
-    }))
-    .unwrap_or_else(|_| {
-        set_errno(libc::EIO);
-        -1
     })
 }
 
@@ -458,17 +462,13 @@ pub unsafe extern "C" fn setsockopt(
         // SAFETY: forwarding the caller's arguments unchanged under the same contract.
         return unsafe { real(fd, level, optname, optval, optlen) };
     }
-    catch_unwind(AssertUnwindSafe(|| {
+    or_eio(-1, || {
         // SAFETY: the caller's contract is forwarded.
         match unsafe { forward_set(level, optname, optval, optlen) } {
             // SAFETY: forwarding the caller's arguments unchanged under the same contract.
             ASK_KERNEL => unsafe { real(fd, level, optname, optval, optlen) },
             ret => ret,
         }
-    }))
-    .unwrap_or_else(|_| {
-        set_errno(libc::EIO);
-        -1
     })
 }
 
@@ -654,7 +654,7 @@ unsafe fn fopen_common(
         None => return real_fopen(),
         Some((Ok(family), cloexec)) => (family, cloexec),
         Some((Err(list), cloexec)) => {
-            let opened = catch_unwind(AssertUnwindSafe(|| {
+            let opened = or_eio(Some(std::ptr::null_mut()), || {
                 let saved = errno();
                 let text = match recent_read(list) {
                     Ok(Some(text)) => text,
@@ -671,15 +671,11 @@ unsafe fn fopen_common(
                         std::ptr::null_mut()
                     }
                 })
-            }))
-            .unwrap_or_else(|_| {
-                set_errno(libc::EIO);
-                Some(std::ptr::null_mut())
             });
             return opened.unwrap_or_else(real_fopen);
         }
     };
-    catch_unwind(AssertUnwindSafe(|| {
+    or_eio(std::ptr::null_mut(), || {
         let saved = errno();
         match Client::connect().and_then(|mut c| c.table_names(family)) {
             Ok(names) => {
@@ -703,10 +699,6 @@ unsafe fn fopen_common(
                 std::ptr::null_mut()
             }
         }
-    }))
-    .unwrap_or_else(|_| {
-        set_errno(libc::EIO);
-        std::ptr::null_mut()
     })
 }
 
@@ -1248,10 +1240,7 @@ unsafe fn open_common(path: *const c_char, flags: c_int, real: impl FnOnce() -> 
     let Some(name) = (unsafe { recent_path(path) }) else {
         return real();
     };
-    let opened = catch_unwind(AssertUnwindSafe(|| open_recent(name, flags))).unwrap_or_else(|_| {
-        set_errno(libc::EIO);
-        Some(-1)
-    });
+    let opened = or_eio(Some(-1), || open_recent(name, flags));
     match opened {
         Some(fd) => fd,
         None => real(),
@@ -1475,13 +1464,7 @@ pub unsafe extern "C" fn write(
     };
     if let Some(file) = file {
         // SAFETY: forwarded contract.
-        return catch_unwind(AssertUnwindSafe(|| unsafe {
-            write_recent(fd, &file, buf, count)
-        }))
-        .unwrap_or_else(|_| {
-            set_errno(libc::EIO);
-            -1
-        });
+        return or_eio(-1, || unsafe { write_recent(fd, &file, buf, count) });
     }
     // SAFETY: libc's write has type WriteFn.
     let Some(real) = (unsafe { libc_fn::<WriteFn>(&REAL_WRITE, c"write") }) else {
