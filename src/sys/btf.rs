@@ -6,6 +6,7 @@
 //! members follow the type as `btf_member` records, whose `offset` is in bits (with kind_flag,
 //! bits 24..31 are the bitfield size).
 
+use libbpf_sys::{btf_member, btf_type};
 use std::ffi::{CStr, CString};
 use std::ptr::NonNull;
 
@@ -84,6 +85,11 @@ fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| SysError::invalid(format!("name {s:?} contains NUL")))
 }
 
+/// What [`Btf::find_named`] asks of a member of the name it looks for: given the struct or
+/// union holding it, its bit offset there, its bitfield size from kind_flag (0 without) and
+/// the member, the bit offset and what to answer, or None to look further.
+type Found<'a, T> = dyn Fn(&btf_type, u32, u32, &btf_member) -> Result<Option<(u32, T)>> + 'a;
+
 impl Btf {
     /// Loads the running kernel's BTF (`/sys/kernel/btf/vmlinux`).
     pub fn vmlinux() -> Result<Btf> {
@@ -141,17 +147,7 @@ impl Btf {
     /// returns for one (given the struct or union holding it, its bit offset there, its bitfield
     /// size from kind_flag (0 without) and the member), with the bit offset of the anonymous
     /// members around it added to the offset it returns.
-    fn find_named<T>(
-        &self,
-        id: u32,
-        name: &str,
-        found: &dyn Fn(
-            &libbpf_sys::btf_type,
-            u32,
-            u32,
-            &libbpf_sys::btf_member,
-        ) -> Result<Option<(u32, T)>>,
-    ) -> Result<Option<(u32, T)>> {
+    fn find_named<T>(&self, id: u32, name: &str, found: &Found<'_, T>) -> Result<Option<(u32, T)>> {
         let t = self.ty(id)?;
         for m in self.members(t) {
             let (bit_off, size) = if kind_flag(t) {
