@@ -198,10 +198,10 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::netns_id;
     use crate::sys::testutil::{
         insns, require_bpf, require_netns, udp_roundtrip, TempNetns, TempPinDir, VethPair,
     };
-    use crate::sys::netns_id;
 
     const NFPROTO_IPV4: u32 = 2;
     const LOCAL_IN: u32 = 1;
