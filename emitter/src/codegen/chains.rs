@@ -611,22 +611,10 @@ mod tests {
         let mut p = program(Hook::LocalIn, chains, 1);
         // depth 8: chains 7 and 8 are inlined into chain 6's subprogram
         let c = compile(&p, &l).expect("deep chains inline");
-        assert_eq!(
-            c.symbols
-                .iter()
-                .filter(|s| s.1.starts_with("chain_"))
-                .count(),
-            6
-        );
+        assert_eq!(chain_subprograms(&c), 6);
         p.entry = ChainId(2); // depth 6: all subprograms
         let c = compile(&p, &l).expect("compile");
-        assert_eq!(
-            c.symbols
-                .iter()
-                .filter(|s| s.1.starts_with("chain_"))
-                .count(),
-            6
-        );
+        assert_eq!(chain_subprograms(&c), 6);
         p.chains
             .get_mut(&ChainId(8))
             .expect("c8")
@@ -745,6 +733,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// How many chain subprograms `c` has.
+    fn chain_subprograms(c: &Compiled) -> usize {
+        c.symbols
+            .iter()
+            .filter(|s| s.1.starts_with("chain_"))
+            .count()
     }
 
     /// `p` compiles in every mode of [`modes`] to acyclic code.
