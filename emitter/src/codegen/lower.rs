@@ -331,21 +331,19 @@ pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
                 out.push(Test::Multiport(mp));
             }
             Match::IpRange(r) => {
-                if let Some((lo, hi)) = r.src {
-                    out.push(Test::Range {
-                        field: rec::SADDR,
-                        lo: u32::from(lo),
-                        hi: u32::from(hi),
-                        invert: r.inv_src,
-                    });
-                }
-                if let Some((lo, hi)) = r.dst {
-                    out.push(Test::Range {
-                        field: rec::DADDR,
-                        lo: u32::from(lo),
-                        hi: u32::from(hi),
-                        invert: r.inv_dst,
-                    });
+                let ends = [
+                    (rec::SADDR, r.src, r.inv_src),
+                    (rec::DADDR, r.dst, r.inv_dst),
+                ];
+                for (field, range, invert) in ends {
+                    if let Some((lo, hi)) = range {
+                        out.push(Test::Range {
+                            field,
+                            lo: u32::from(lo),
+                            hi: u32::from(hi),
+                            invert,
+                        });
+                    }
                 }
             }
             Match::Conntrack(c) => out.push(Test::Conntrack(c)),
