@@ -391,20 +391,13 @@ impl Btf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::testutil::require_btf;
+    use crate::sys::testutil::{require_btf, run};
 
     /// `bits_offset` of `member` in `STRUCT 'strct'` as bpftool prints it (raw format).
     fn bpftool_bits_offset(strct: &str, member: &str) -> u32 {
-        let out = std::process::Command::new("bpftool")
-            .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux"])
-            .output()
-            .expect("run bpftool (apt-get install bpftool)");
-        assert!(
-            out.status.success(),
-            "bpftool failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).expect("utf8");
+        // bpftool: apt-get install bpftool
+        let out = run(&["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux"]);
+        let text = String::from_utf8(out).expect("utf8");
         let header = format!("STRUCT '{strct}' ");
         let mut in_struct = false;
         for line in text.lines() {
