@@ -469,31 +469,29 @@ mod tests {
 
     #[test]
     fn out_of_range_jump_is_an_error() {
-        let mut b = Builder::new();
-        let l = b.label();
-        b.ja(l);
-        for _ in 0..40000 {
-            b.emit(mov(Reg::R0, 0));
-        }
-        b.bind(l).expect("bind");
-        b.emit(Insn::Exit);
+        // a jump over `n` instructions
+        let jump_over = |n| {
+            let mut b = Builder::new();
+            let l = b.label();
+            b.ja(l);
+            for _ in 0..n {
+                b.emit(mov(Reg::R0, 0));
+            }
+            b.bind(l).expect("bind");
+            b.emit(Insn::Exit);
+            b.finish()
+        };
         assert!(matches!(
-            b.finish(),
+            jump_over(40000),
             Err(EmitError::JumpOutOfRange {
                 at: 0,
                 offset: 40000
             })
         ));
-
-        let mut b = Builder::new();
-        let l = b.label();
-        b.ja(l);
-        for _ in 0..32767 {
-            b.emit(mov(Reg::R0, 0));
-        }
-        b.bind(l).expect("bind");
-        b.emit(Insn::Exit);
-        assert!(b.finish().is_ok(), "32767 is the largest forward offset");
+        assert!(
+            jump_over(32767).is_ok(),
+            "32767 is the largest forward offset"
+        );
     }
 
     #[test]

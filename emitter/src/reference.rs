@@ -670,19 +670,18 @@ mod tests {
                 counter: 2,
             },
         };
+        // a packet with no devices, connection, mark or socket
+        let eval = |data| {
+            evaluate(
+                &prog,
+                &Packet {
+                    data,
+                    ..Packet::default()
+                },
+            )
+        };
         let a = udp([1, 2, 3, 4], 1000, 53);
-        let o = evaluate(
-            &prog,
-            &Packet {
-                data: &a,
-                in_dev: [0; 16],
-                out_dev: [0; 16],
-                conn: Conn::default(),
-                mark: 0,
-                pkt_type: 0,
-                ..Packet::default()
-            },
-        );
+        let o = eval(&a);
         assert_eq!(
             o,
             Outcome {
@@ -691,18 +690,7 @@ mod tests {
             }
         );
         let a = udp([1, 2, 3, 4], 1000, 54);
-        let o = evaluate(
-            &prog,
-            &Packet {
-                data: &a,
-                in_dev: [0; 16],
-                out_dev: [0; 16],
-                conn: Conn::default(),
-                mark: 0,
-                pkt_type: 0,
-                ..Packet::default()
-            },
-        );
+        let o = eval(&a);
         assert_eq!(
             o,
             Outcome {
@@ -711,18 +699,7 @@ mod tests {
             }
         );
         // truncated UDP header: hotdrop, nothing counted after the jump
-        let o = evaluate(
-            &prog,
-            &Packet {
-                data: &a[..24],
-                in_dev: [0; 16],
-                out_dev: [0; 16],
-                conn: Conn::default(),
-                mark: 0,
-                pkt_type: 0,
-                ..Packet::default()
-            },
-        );
+        let o = eval(&a[..24]);
         assert_eq!(
             o,
             Outcome {

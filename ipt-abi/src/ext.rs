@@ -247,9 +247,12 @@ pub fn find_revision(family: Family, kind: ExtKind, name: &str, revision: u8) ->
     }
 }
 
-/// `xt_check_match`'s generic part, in the kernel's order: payload size, `.table`, `.hooks`
-/// against the entry's hook mask (`comefrom`) and `.proto`. All EINVAL.
-pub fn xt_check_match(
+/// `xt_check_match`'s or (for a target) `xt_check_target`'s generic part, in the kernel's
+/// order: payload size, `.table` (for a target, the request's table name, NUL-terminated by
+/// `do_replace`), `.hooks` against the entry's hook mask (`comefrom`, the hooks
+/// `mark_source_chains` found reaching it) and `.proto` (none of our targets sets one). All
+/// EINVAL; the kernel's two functions differ only in their messages.
+pub fn xt_check(
     ext: &Supported,
     size: usize,
     table: &str,
@@ -257,50 +260,31 @@ pub fn xt_check_match(
     proto: u16,
     inv_proto: bool,
 ) -> Result<(), (i32, &'static str)> {
-    if xt_align(ext.size) != size {
-        return Err((libc::EINVAL, "invalid match size"));
-    }
-    if ext.table.is_some_and(|t| t != table) {
-        return Err((libc::EINVAL, "match only valid in another table"));
-    }
-    if ext.hooks != 0 && hook_mask & !ext.hooks != 0 {
-        return Err((libc::EINVAL, "match used from a hook it does not allow"));
-    }
-    if ext.proto != 0 && (ext.proto != proto || inv_proto) {
-        return Err((
-            libc::EINVAL,
+    let why = match ext.kind {
+        ExtKind::Match => [
+            "invalid match size",
+            "match only valid in another table",
+            "match used from a hook it does not allow",
             "match only valid for its protocol (not inverted)",
-        ));
-    }
-    Ok(())
-}
-
-/// `xt_check_target`'s generic part, in the kernel's order: payload size, `.table` (the
-/// request's table name, NUL-terminated by `do_replace`), `.hooks` against the entry's hook
-/// mask (`comefrom`, the hooks `mark_source_chains` found reaching it) and `.proto` (none of
-/// our targets sets one). All EINVAL.
-pub fn xt_check_target(
-    ext: &Supported,
-    size: usize,
-    table: &str,
-    hook_mask: u32,
-    proto: u16,
-    inv_proto: bool,
-) -> Result<(), (i32, &'static str)> {
+        ],
+        ExtKind::Target => [
+            "invalid target size",
+            "target only valid in another table",
+            "target used from a hook it does not allow",
+            "target only valid for its protocol (not inverted)",
+        ],
+    };
     if xt_align(ext.size) != size {
-        return Err((libc::EINVAL, "invalid target size"));
+        return Err((libc::EINVAL, why[0]));
     }
     if ext.table.is_some_and(|t| t != table) {
-        return Err((libc::EINVAL, "target only valid in another table"));
+        return Err((libc::EINVAL, why[1]));
     }
     if ext.hooks != 0 && hook_mask & !ext.hooks != 0 {
-        return Err((libc::EINVAL, "target used from a hook it does not allow"));
+        return Err((libc::EINVAL, why[2]));
     }
     if ext.proto != 0 && (ext.proto != proto || inv_proto) {
-        return Err((
-            libc::EINVAL,
-            "target only valid for its protocol (not inverted)",
-        ));
+        return Err((libc::EINVAL, why[3]));
     }
     Ok(())
 }
@@ -840,7 +824,7 @@ mod tests {
             .iter()
             .find(|s| s.name == "LOG")
             .expect("LOG");
-        let ok = |ext, size, table, hooks| xt_check_target(ext, size, table, hooks, 0, false);
+        let ok = |ext, size, table, hooks| xt_check(ext, size, table, hooks, 0, false);
         assert!(ok(reject, 8, "filter", REJECT_HOOKS).is_ok());
         assert!(ok(reject, 8, "filter", 0).is_ok(), "unreachable entry");
         assert!(ok(reject, 4, "filter", 2).is_err(), "size before XT_ALIGN");
@@ -1040,7 +1024,7 @@ mod tests {
             );
         }
         // XT_ALIGN(6) = 8 bytes in the blob; `-p tcp` only, not inverted, any hook
-        let check = |size, proto, inv| xt_check_match(ext, size, "filter", 0x1f, proto, inv);
+        let check = |size, proto, inv| xt_check(ext, size, "filter", 0x1f, proto, inv);
         assert!(check(8, IPPROTO_TCP, false).is_ok());
         assert_eq!(
             check(6, IPPROTO_TCP, false).map_err(|e| e.0),

@@ -629,7 +629,7 @@ fn find_check_entry(
     let ext =
         ext::xt_request_find(Family::Ipv4, ExtKind::Target, &th.name, th.revision).map_err(fail)?;
     let data = &tdata[..tsize - XT_ENTRY_TARGET_SIZE];
-    ext::xt_check_target(
+    ext::xt_check(
         ext,
         data.len(),
         table,
@@ -700,7 +700,7 @@ fn check_match(
     table: &str,
     hook_mask: u32,
 ) -> Result<Match, (i32, &'static str)> {
-    ext::xt_check_match(
+    ext::xt_check(
         ext,
         data.len(),
         table,
@@ -1562,7 +1562,7 @@ mod tests {
             .iter()
             .find(|s| s.name == "REJECT")
             .expect("REJECT");
-        assert!(ext::xt_check_target(reject, 8, "filter", 1 << 0, 0, false).is_err());
+        assert!(ext::xt_check(reject, 8, "filter", 1 << 0, 0, false).is_err());
     }
 
     #[test]

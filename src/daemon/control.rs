@@ -4,6 +4,19 @@ use std::fmt::Write as _;
 
 use super::state::Namespace;
 
+/// `names` separated by commas, or "none".
+fn names_or_none<S: AsRef<str>>(names: &[S]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<&str>>()
+            .join(", ")
+    }
+}
+
 /// `bpfilter status`: the caller's namespace, its tables, and what runs them.
 pub fn status(ns: &Namespace) -> String {
     let mut out = format!("namespace {}\n", ns.id);
@@ -19,16 +32,8 @@ pub fn status(ns: &Namespace) -> String {
     let _ = writeln!(
         out,
         "  compiled to BPF: {}; served by the kernel's ip_tables: {}",
-        if ours.is_empty() {
-            "none".to_owned()
-        } else {
-            ours.join(", ")
-        },
-        if kernel.is_empty() {
-            "none".to_owned()
-        } else {
-            kernel.join(", ")
-        }
+        names_or_none(&ours),
+        names_or_none(&kernel)
     );
     let ipv6: Vec<String> = ns
         .fd
@@ -38,11 +43,7 @@ pub fn status(ns: &Namespace) -> String {
     let _ = writeln!(
         out,
         "  IPv6 (bpfilter ip6tables): served by the kernel's ip6_tables: {}",
-        if ipv6.is_empty() {
-            "none".to_owned()
-        } else {
-            ipv6.join(", ")
-        }
+        names_or_none(&ipv6)
     );
     if ns.tables.is_empty() {
         out.push_str("  no tables\n");

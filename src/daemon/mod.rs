@@ -837,26 +837,19 @@ mod tests {
         );
         assert!(ns.tables.is_empty());
 
+        // a filter table whose backend holds the lists of RecentFake
+        let recent_table = || TableState {
+            table: ipt_abi::Table::initial("filter").unwrap(),
+            backend: Box::new(RecentFake),
+        };
         // Another table's lists are not ours either.
-        ns.tables.insert(
-            "nat".into(),
-            TableState {
-                table: ipt_abi::Table::initial("filter").unwrap(),
-                backend: Box::new(RecentFake),
-            },
-        );
+        ns.tables.insert("nat".into(), recent_table());
         assert_eq!(
             daemon.dispatch(&mut ns, read("ssh")),
             Reply::error(libc::ENOENT)
         );
 
-        ns.tables.insert(
-            "filter".into(),
-            TableState {
-                table: ipt_abi::Table::initial("filter").unwrap(),
-                backend: Box::new(RecentFake),
-            },
-        );
+        ns.tables.insert("filter".into(), recent_table());
         assert_eq!(
             daemon.dispatch(&mut ns, read("ssh")),
             Reply::ok(b"src=10.0.0.1 ttl: 64\n".to_vec())

@@ -291,6 +291,11 @@ mod tests {
         v
     }
 
+    /// The errno of a refusal.
+    fn errno(r: Outcome) -> i32 {
+        r.expect_err("refused").errno
+    }
+
     fn get_info(ns: &mut Namespace, b: &FakeBackends, name: &str) -> Outcome {
         let mut req = name_field(name);
         req.resize(IPT_GETINFO_SIZE, 0);
@@ -325,14 +330,9 @@ mod tests {
         assert_eq!(a.payload, Table::initial("filter").unwrap().get_info());
         get_info(&mut ns, &b, "filter").expect("again");
         assert_eq!(b.created.load(Ordering::SeqCst), 1);
+        assert_eq!(errno(get_info(&mut ns, &b, "nat")), libc::ENOENT);
         assert_eq!(
-            get_info(&mut ns, &b, "nat").unwrap_err().errno,
-            libc::ENOENT
-        );
-        assert_eq!(
-            get(&mut ns, &b, IPT_SO_GET_INFO, 83, &[0; 83])
-                .unwrap_err()
-                .errno,
+            errno(get(&mut ns, &b, IPT_SO_GET_INFO, 83, &[0; 83])),
             libc::EINVAL
         );
     }
@@ -344,23 +344,16 @@ mod tests {
         let size = Table::initial("filter").unwrap().size();
         let a = get_entries(&mut ns, &b, size).expect("entries");
         assert_eq!(a.payload.len(), 40 + size as usize);
-        assert_eq!(
-            get_entries(&mut ns, &b, size - 8).unwrap_err().errno,
-            libc::EAGAIN
-        );
+        assert_eq!(errno(get_entries(&mut ns, &b, size - 8)), libc::EAGAIN);
         let mut req = name_field("filter");
         req.extend_from_slice(&size.to_ne_bytes());
         req.resize(40, 0);
         assert_eq!(
-            get(&mut ns, &b, IPT_SO_GET_ENTRIES, 40 + size + 1, &req)
-                .unwrap_err()
-                .errno,
+            errno(get(&mut ns, &b, IPT_SO_GET_ENTRIES, 40 + size + 1, &req)),
             libc::EINVAL
         );
         assert_eq!(
-            get(&mut ns, &b, IPT_SO_GET_ENTRIES, 39, &req[..39])
-                .unwrap_err()
-                .errno,
+            errno(get(&mut ns, &b, IPT_SO_GET_ENTRIES, 39, &req[..39])),
             libc::EINVAL
         );
     }
@@ -372,7 +365,6 @@ mod tests {
     fn short_buffers_are_efault_after_the_optlen_checks() {
         let b = FakeBackends::default();
         let mut ns = Namespace::new(NsId(1));
-        let errno = |r: Outcome| r.expect_err("refused").errno;
         let name = name_field("filter");
         assert_eq!(
             errno(get(&mut ns, &b, IPT_SO_GET_INFO, 84, &name[..31])),
@@ -448,9 +440,7 @@ mod tests {
         bad.extend_from_slice(&[0; 4]);
         bad.extend_from_slice(&counters_bytes(&[XtCounters { pcnt: 1, bcnt: 1 }; 4]));
         assert_eq!(
-            set(&mut ns, &b, IPT_SO_SET_ADD_COUNTERS, &bad)
-                .unwrap_err()
-                .errno,
+            errno(set(&mut ns, &b, IPT_SO_SET_ADD_COUNTERS, &bad)),
             libc::EINVAL
         );
         assert_eq!(
@@ -459,42 +449,39 @@ mod tests {
         );
     }
 
-    #[test]
-    fn stale_num_counters_is_eagain_and_changes_nothing() {
+    /// The errno that refuses `one_rule_blob(num_counters)` as SET_REPLACE of the filter
+    /// table, just created, once `prepare` has set the backends up; the table must not change.
+    fn refused_replace(num_counters: u32, prepare: impl FnOnce(&FakeBackends)) -> i32 {
         let b = FakeBackends::default();
         let mut ns = Namespace::new(NsId(1));
         get_info(&mut ns, &b, "filter").unwrap();
         let before = ns.tables["filter"].table.clone();
-        assert_eq!(
-            set(&mut ns, &b, IPT_SO_SET_REPLACE, &one_rule_blob(3))
-                .unwrap_err()
-                .errno,
-            libc::EAGAIN
-        );
+        prepare(&b);
+        let e = errno(set(
+            &mut ns,
+            &b,
+            IPT_SO_SET_REPLACE,
+            &one_rule_blob(num_counters),
+        ));
         assert_eq!(ns.tables["filter"].table, before);
+        e
+    }
+
+    #[test]
+    fn stale_num_counters_is_eagain_and_changes_nothing() {
+        assert_eq!(refused_replace(3, |_| {}), libc::EAGAIN);
     }
 
     #[test]
     fn a_failing_backend_keeps_the_running_ruleset() {
-        let b = FakeBackends::default();
-        let mut ns = Namespace::new(NsId(1));
-        get_info(&mut ns, &b, "filter").unwrap();
-        let before = ns.tables["filter"].table.clone();
-        *b.fail_next.lock().unwrap() = Some(libc::EINVAL);
-        assert_eq!(
-            set(&mut ns, &b, IPT_SO_SET_REPLACE, &one_rule_blob(4))
-                .unwrap_err()
-                .errno,
-            libc::EINVAL
-        );
-        assert_eq!(ns.tables["filter"].table, before);
+        let fail = |b: &FakeBackends| *b.fail_next.lock().unwrap() = Some(libc::EINVAL);
+        assert_eq!(refused_replace(4, fail), libc::EINVAL);
     }
 
     #[test]
     fn garbage_and_unknown_optnames_are_refused() {
         let b = FakeBackends::default();
         let mut ns = Namespace::new(NsId(1));
-        let errno = |r: Outcome| r.unwrap_err().errno;
         assert_eq!(
             errno(set(&mut ns, &b, IPT_SO_SET_REPLACE, &[0xff; 50])),
             libc::EINVAL
@@ -518,23 +505,17 @@ mod tests {
         assert!(get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 30, &req).is_ok());
         req[29] = 7;
         assert_eq!(
-            get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 30, &req)
-                .unwrap_err()
-                .errno,
+            errno(get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 30, &req)),
             libc::EPROTONOSUPPORT
         );
         let mut unknown = b"nosuchmatch".to_vec();
         unknown.resize(30, 0);
         assert_eq!(
-            get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 30, &unknown)
-                .unwrap_err()
-                .errno,
+            errno(get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 30, &unknown)),
             libc::ENOENT
         );
         assert_eq!(
-            get(&mut ns, &b, IPT_SO_GET_REVISION_TARGET, 29, &unknown)
-                .unwrap_err()
-                .errno,
+            errno(get(&mut ns, &b, IPT_SO_GET_REVISION_TARGET, 29, &unknown)),
             libc::EINVAL
         );
     }

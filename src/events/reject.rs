@@ -2410,32 +2410,24 @@ mod tests {
         let mut l = RateLimiter::with_rng(c, Box::new(|| 1));
         assert_eq!((0..200).filter(|_| l.check(&r, ms(0))).count(), 200);
         assert_eq!(l.peers(), 0);
+        // how many of 200 errors of (type, code) to A go out at once, with the input device a
+        // loopback or not and A local or not
+        let allowed = |l: &mut RateLimiter, (ty, code), (in_loopback, to_local)| {
+            (0..200)
+                .filter(|_| l.allow_icmp(ty, code, A, in_loopback, to_local, ms(0), || true))
+                .count()
+        };
         // FRAG_NEEDED is never limited; types past 18 neither.
         let mut l = RateLimiter::with_rng(cfg(), Box::new(|| 1));
-        let n = (0..200)
-            .filter(|_| l.allow_icmp(3, code::FRAG_NEEDED, A, false, false, ms(0), || true))
-            .count();
-        assert_eq!(n, 200);
-        let n = (0..200)
-            .filter(|_| l.allow_icmp(40, 0, A, false, false, ms(0), || true))
-            .count();
-        assert_eq!(n, 200);
+        assert_eq!(allowed(&mut l, (3, code::FRAG_NEEDED), (false, false)), 200);
+        assert_eq!(allowed(&mut l, (40, 0), (false, false)), 200);
         // Time exceeded (11) is in the default mask.
-        let n = (0..200)
-            .filter(|_| l.allow_icmp(11, 0, A, false, false, ms(0), || true))
-            .count();
-        assert_eq!(n, 6);
+        assert_eq!(allowed(&mut l, (11, 0), (false, false)), 6);
         // In on loopback: no limit at all.
         let mut l = RateLimiter::with_rng(cfg(), Box::new(|| 1));
-        let n = (0..200)
-            .filter(|_| l.allow_icmp(3, 3, A, true, true, ms(0), || true))
-            .count();
-        assert_eq!(n, 200);
+        assert_eq!(allowed(&mut l, (3, 3), (true, true)), 200);
         // Back to this host: only the global bucket.
-        let n = (0..200)
-            .filter(|_| l.allow_icmp(3, 3, A, false, true, ms(0), || true))
-            .count();
-        assert_eq!(n, 50);
+        assert_eq!(allowed(&mut l, (3, 3), (false, true)), 50);
         // No route: refused, the destination's tokens untouched.
         let mut l = RateLimiter::with_rng(cfg(), Box::new(|| 0));
         assert!(!l.check_routed(&r, ms(0), || false));

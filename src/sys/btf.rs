@@ -6,6 +6,7 @@
 //! members follow the type as `btf_member` records, whose `offset` is in bits (with kind_flag,
 //! bits 24..31 are the bitfield size).
 
+use libbpf_sys::{btf_member, btf_type};
 use std::ffi::{CStr, CString};
 use std::ptr::NonNull;
 
@@ -84,6 +85,11 @@ fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| SysError::invalid(format!("name {s:?} contains NUL")))
 }
 
+/// What [`Btf::find_named`] asks of a member of the name it looks for: given the struct or
+/// union holding it, its bit offset there, its bitfield size from kind_flag (0 without) and
+/// the member, the bit offset and what to answer, or None to look further.
+type Found<'a, T> = dyn Fn(&btf_type, u32, u32, &btf_member) -> Result<Option<(u32, T)>> + 'a;
+
 impl Btf {
     /// Loads the running kernel's BTF (`/sys/kernel/btf/vmlinux`).
     pub fn vmlinux() -> Result<Btf> {
@@ -131,6 +137,17 @@ impl Btf {
     }
 
     fn find_bitfield(&self, id: u32, name: &str) -> Result<Option<(u32, u32)>> {
+        self.find_named(id, name, &|_, bit_off, size, _| {
+            Ok((size != 0).then_some((bit_off, size)))
+        })
+    }
+
+    /// The members of struct/union `id` named `name`, searching anonymous structs/unions (which
+    /// C code names as if they were direct members), in order: the first `Some` that `found`
+    /// returns for one (given the struct or union holding it, its bit offset there, its bitfield
+    /// size from kind_flag (0 without) and the member), with the bit offset of the anonymous
+    /// members around it added to the offset it returns.
+    fn find_named<T>(&self, id: u32, name: &str, found: &Found<'_, T>) -> Result<Option<(u32, T)>> {
         let t = self.ty(id)?;
         for m in self.members(t) {
             let (bit_off, size) = if kind_flag(t) {
@@ -138,25 +155,20 @@ impl Btf {
             } else {
                 (m.offset, 0)
             };
-            // SAFETY: see name_of; same string section.
-            let p = unsafe { libbpf_sys::btf__name_by_offset(self.ptr.as_ptr(), m.name_off) };
-            let m_name = if p.is_null() {
-                ""
-            } else {
-                // SAFETY: non-NULL NUL-terminated string owned by the btf.
-                unsafe { CStr::from_ptr(p) }.to_str().unwrap_or("")
-            };
+            let m_name = self.str_at(m.name_off);
             if m_name.is_empty() {
                 let inner = self.strip(m.type_)?;
                 if matches!(kind(self.ty(inner)?), KIND_STRUCT | KIND_UNION) {
-                    if let Some((off, w)) = self.find_bitfield(inner, name)? {
-                        return Ok(Some((bit_off + off, w)));
+                    if let Some((off, x)) = self.find_named(inner, name, found)? {
+                        return Ok(Some((bit_off + off, x)));
                     }
                 }
                 continue;
             }
-            if m_name == name && size != 0 {
-                return Ok(Some((bit_off, size)));
+            if m_name == name {
+                if let Some(x) = found(t, bit_off, size, m)? {
+                    return Ok(Some(x));
+                }
             }
         }
         Ok(None)
@@ -179,9 +191,14 @@ impl Btf {
     }
 
     fn name_of(&self, t: &libbpf_sys::btf_type) -> &str {
-        // SAFETY: name_off comes from the same btf; libbpf returns NULL for a bad offset and a
-        // NUL-terminated string in the string section (alive as long as self) otherwise.
-        let p = unsafe { libbpf_sys::btf__name_by_offset(self.ptr.as_ptr(), t.name_off) };
+        self.str_at(t.name_off)
+    }
+
+    /// The string at `off` in the string section ("" for a bad offset or one not UTF-8).
+    fn str_at(&self, off: u32) -> &str {
+        // SAFETY: libbpf returns NULL for a bad offset and a NUL-terminated string in the
+        // string section (alive as long as self) otherwise.
+        let p = unsafe { libbpf_sys::btf__name_by_offset(self.ptr.as_ptr(), off) };
         if p.is_null() {
             return "";
         }
@@ -247,43 +264,14 @@ impl Btf {
     /// Bit offset and type of member `name` inside struct/union `id`, searching anonymous
     /// structs/unions (which C code names as if they were direct members).
     fn find_member(&self, id: u32, name: &str) -> Result<Option<(u32, u32)>> {
-        let t = self.ty(id)?;
-        for m in self.members(t) {
-            let (bit_off, bitfield_size) = if kind_flag(t) {
-                (m.offset & 0x00ff_ffff, m.offset >> 24)
-            } else {
-                (m.offset, 0)
-            };
-            let m_name = {
-                // SAFETY: see name_of; same string section.
-                let p = unsafe { libbpf_sys::btf__name_by_offset(self.ptr.as_ptr(), m.name_off) };
-                if p.is_null() {
-                    ""
-                } else {
-                    // SAFETY: non-NULL NUL-terminated string owned by the btf.
-                    unsafe { CStr::from_ptr(p) }.to_str().unwrap_or("")
-                }
-            };
-            if m_name.is_empty() {
-                let inner = self.strip(m.type_)?;
-                if matches!(kind(self.ty(inner)?), KIND_STRUCT | KIND_UNION) {
-                    if let Some((off, ty)) = self.find_member(inner, name)? {
-                        return Ok(Some((bit_off + off, ty)));
-                    }
-                }
-                continue;
-            }
-            if m_name != name {
-                continue;
-            }
+        self.find_named(id, name, &|t, bit_off, bitfield_size, m| {
             if bitfield_size != 0 || self.is_int_bitfield(m.type_)? {
                 return Err(SysError::Btf {
                     what: format!("member {name} of {} is a bitfield", self.name_of(t)),
                 });
             }
-            return Ok(Some((bit_off, m.type_)));
-        }
-        Ok(None)
+            Ok(Some((bit_off, m.type_)))
+        })
     }
 
     /// Without kind_flag, a bitfield is an INT whose encoding has fewer bits than its size or
@@ -383,7 +371,7 @@ impl Btf {
         // SAFETY: BTF_KIND_ENUM is followed by vlen btf_enum records (btf.h).
         let vals = unsafe { std::slice::from_raw_parts(first, vlen(t)) };
         for v in vals {
-            // SAFETY: see name_of.
+            // SAFETY: see str_at.
             let p = unsafe { libbpf_sys::btf__name_by_offset(self.ptr.as_ptr(), v.name_off) };
             // SAFETY: non-NULL NUL-terminated string owned by the btf.
             if !p.is_null() && unsafe { CStr::from_ptr(p) }.to_bytes() == name.as_bytes() {
@@ -403,20 +391,13 @@ impl Btf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::testutil::require_btf;
+    use crate::sys::testutil::{require_btf, run};
 
     /// `bits_offset` of `member` in `STRUCT 'strct'` as bpftool prints it (raw format).
     fn bpftool_bits_offset(strct: &str, member: &str) -> u32 {
-        let out = std::process::Command::new("bpftool")
-            .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux"])
-            .output()
-            .expect("run bpftool (apt-get install bpftool)");
-        assert!(
-            out.status.success(),
-            "bpftool failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).expect("utf8");
+        // bpftool: apt-get install bpftool
+        let out = run(&["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux"]);
+        let text = String::from_utf8(out).expect("utf8");
         let header = format!("STRUCT '{strct}' ");
         let mut in_struct = false;
         for line in text.lines() {

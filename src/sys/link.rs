@@ -198,10 +198,10 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::netns_id;
     use crate::sys::testutil::{
         insns, require_bpf, require_netns, udp_roundtrip, TempNetns, TempPinDir, VethPair,
     };
-    use crate::sys::{in_netns, netns_id};
 
     const NFPROTO_IPV4: u32 = 2;
     const LOCAL_IN: u32 = 1;
@@ -221,11 +221,7 @@ mod tests {
         let dir = TempPinDir::new("link");
         let p = ret_prog("bpfltr_t_link", 1);
         let pid = p.id().unwrap();
-        let link = in_netns(ns.fd(), || {
-            Link::netfilter(&p, NFPROTO_IPV4, LOCAL_IN, 7, 0)
-        })
-        .unwrap()
-        .unwrap();
+        let link = Link::netfilter_in(ns.fd(), &p, NFPROTO_IPV4, LOCAL_IN, 7, 0).unwrap();
         let info = link.info().unwrap();
         assert_eq!(info.link_type, libbpf_sys::BPF_LINK_TYPE_NETFILTER);
         assert_eq!(
@@ -239,36 +235,24 @@ mod tests {
             (pid, 2, 1, 7, 0)
         );
         // Same pf + hook + priority in the same namespace: EBUSY.
-        let e = in_netns(ns.fd(), || {
-            Link::netfilter(&p, NFPROTO_IPV4, LOCAL_IN, 7, 0)
-        })
-        .unwrap()
-        .unwrap_err();
+        let e = Link::netfilter_in(ns.fd(), &p, NFPROTO_IPV4, LOCAL_IN, 7, 0).unwrap_err();
         assert_eq!(e.errno(), libc::EBUSY, "{e}");
         // Another namespace is unaffected by it.
         let ns2 = TempNetns::new("link2");
-        let other = in_netns(ns2.fd(), || {
-            Link::netfilter(&p, NFPROTO_IPV4, LOCAL_IN, 7, 0)
-        })
-        .unwrap()
-        .unwrap();
+        let other = Link::netfilter_in(ns2.fd(), &p, NFPROTO_IPV4, LOCAL_IN, 7, 0).unwrap();
         drop(other);
         assert_ne!(netns_id(ns.fd()).unwrap(), netns_id(ns2.fd()).unwrap());
         // Bad arguments come back with the kernel's errno.
         let bad = |pf, hook, prio| {
-            in_netns(ns.fd(), || Link::netfilter(&p, pf, hook, prio, 0))
-                .unwrap()
+            Link::netfilter_in(ns.fd(), &p, pf, hook, prio, 0)
                 .unwrap_err()
                 .errno()
         };
         assert_eq!(bad(7, LOCAL_IN, 1), libc::EAFNOSUPPORT);
         assert_eq!(bad(NFPROTO_IPV4, 5, 1), libc::EPROTO);
         assert_eq!(bad(NFPROTO_IPV4, LOCAL_IN, i32::MIN), libc::ERANGE);
-        let defrag = in_netns(ns.fd(), || {
-            Link::netfilter(&p, NFPROTO_IPV4, LOCAL_IN, 8, NF_IP_DEFRAG)
-        })
-        .unwrap()
-        .unwrap();
+        let defrag =
+            Link::netfilter_in(ns.fd(), &p, NFPROTO_IPV4, LOCAL_IN, 8, NF_IP_DEFRAG).unwrap();
         assert_eq!(defrag.info().unwrap().flags, NF_IP_DEFRAG);
 
         // Pinned: dropping the handle keeps it attached (priority 7 stays busy).
@@ -280,28 +264,16 @@ mod tests {
         assert_eq!(again.info().unwrap(), info);
         assert_eq!(Program::from_pin(&path).unwrap_err().errno(), libc::EINVAL);
         assert_eq!(Link::from_id(id).unwrap().id().unwrap(), id);
-        let e = in_netns(ns.fd(), || {
-            Link::netfilter(&p, NFPROTO_IPV4, LOCAL_IN, 7, 0)
-        })
-        .unwrap()
-        .unwrap_err();
+        let e = Link::netfilter_in(ns.fd(), &p, NFPROTO_IPV4, LOCAL_IN, 7, 0).unwrap_err();
         assert_eq!(e.errno(), libc::EBUSY);
         // Unpinned and closed: detached, the priority is free again.
         crate::sys::unpin(&path).unwrap();
         drop(again);
-        let l3 = in_netns(ns.fd(), || {
-            Link::netfilter(&p, NFPROTO_IPV4, LOCAL_IN, 7, 0)
-        })
-        .unwrap()
-        .unwrap();
+        let l3 = Link::netfilter_in(ns.fd(), &p, NFPROTO_IPV4, LOCAL_IN, 7, 0).unwrap();
         // Explicit detach frees the slot even while another handle is open.
         let twin = Link::from_id(l3.id().unwrap()).unwrap();
         l3.detach().unwrap();
-        let l4 = in_netns(ns.fd(), || {
-            Link::netfilter(&p, NFPROTO_IPV4, LOCAL_IN, 7, 0)
-        })
-        .unwrap()
-        .unwrap();
+        let l4 = Link::netfilter_in(ns.fd(), &p, NFPROTO_IPV4, LOCAL_IN, 7, 0).unwrap();
         drop((twin, l4));
     }
 
@@ -315,9 +287,7 @@ mod tests {
         let veth = VethPair::new(&a, &b);
         assert!(udp_roundtrip(&a, &b, &veth, 25), "no UDP before attaching");
         let p = ret_prog("bpfltr_t_drop", 0);
-        let link = in_netns(b.fd(), || Link::netfilter(&p, NFPROTO_IPV4, LOCAL_IN, 1, 0))
-            .unwrap()
-            .unwrap();
+        let link = Link::netfilter_in(b.fd(), &p, NFPROTO_IPV4, LOCAL_IN, 1, 0).unwrap();
         assert!(
             !udp_roundtrip(&a, &b, &veth, 5),
             "UDP got through a DROP program at LOCAL_IN"

@@ -363,17 +363,30 @@ fn split_messages(buf: &[u8]) -> Result<Vec<Msg<'_>>> {
 /// Splits attributes into (type without flag bits, payload). A tail shorter than an attribute
 /// header is ignored, as the kernel's `nla_ok` does; a length out of bounds is refused.
 fn split_attrs(buf: &[u8]) -> Result<Vec<(u16, &[u8])>> {
+    let attrs = split_records(
+        buf,
+        abi::NLA_HDRLEN,
+        "RTM_NEWROUTE: attribute length out of bounds",
+    )?;
+    Ok(attrs
+        .into_iter()
+        .map(|a| (u16_at(a, 2) & abi::NLA_TYPE_MASK, &a[abi::NLA_HDRLEN..]))
+        .collect())
+}
+
+/// Splits a list of records that each start with their u16 length (attributes, next hops),
+/// at least `hdr` bytes, the next one at that length rounded up to 4. A tail shorter than
+/// `hdr` is ignored, as the kernel's `nla_ok` and `rtnh_ok` do; a length out of bounds is
+/// refused (`what`).
+fn split_records<'a>(buf: &'a [u8], hdr: usize, what: &'static str) -> Result<Vec<&'a [u8]>> {
     let mut out = Vec::new();
     let mut rest = buf;
-    while rest.len() >= abi::NLA_HDRLEN {
+    while rest.len() >= hdr {
         let len = usize::from(u16_at(rest, 0));
-        if len < abi::NLA_HDRLEN || len > rest.len() {
-            return Err(bad("RTM_NEWROUTE: attribute length out of bounds"));
+        if len < hdr || len > rest.len() {
+            return Err(bad(what));
         }
-        out.push((
-            u16_at(rest, 2) & abi::NLA_TYPE_MASK,
-            &rest[abi::NLA_HDRLEN..len],
-        ));
+        out.push(&rest[..len]);
         rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
     }
     Ok(out)
@@ -389,17 +402,12 @@ fn attr_u32(payload: &[u8], what: &'static str) -> Result<u32> {
 
 /// One next hop of RTA_MULTIPATH: (rtnh_flags, rtnh_ifindex).
 fn split_nexthops(buf: &[u8]) -> Result<Vec<(u8, u32)>> {
-    let mut out = Vec::new();
-    let mut rest = buf;
-    while rest.len() >= abi::RTNH_LEN {
-        let len = usize::from(u16_at(rest, 0));
-        if len < abi::RTNH_LEN || len > rest.len() {
-            return Err(bad("RTM_NEWROUTE: rtnexthop length out of bounds"));
-        }
-        out.push((rest[2], u32_at(rest, 4)));
-        rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
-    }
-    Ok(out)
+    let hops = split_records(
+        buf,
+        abi::RTNH_LEN,
+        "RTM_NEWROUTE: rtnexthop length out of bounds",
+    )?;
+    Ok(hops.into_iter().map(|h| (h[2], u32_at(h, 4))).collect())
 }
 
 /// Types whose lookup ends in an error (`fib_props[type].error < 0`) before any next hop is

@@ -61,16 +61,18 @@ pub(crate) fn require_netns() -> bool {
     true
 }
 
-fn run(args: &[&str]) {
+/// Runs `args` (the program first), which must succeed; its standard output.
+pub(crate) fn run(args: &[&str]) -> Vec<u8> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
-        .expect("spawn");
+        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
     assert!(
         out.status.success(),
         "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out.stdout
 }
 
 /// `ip netns add` on creation, `ip netns del` on drop.

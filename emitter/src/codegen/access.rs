@@ -249,12 +249,14 @@ impl Generator<'_> {
     fn parse_ip(&mut self, base: Reg) -> Result<(), EmitError> {
         use Reg::*;
         let b = &mut self.b;
-        b.emit(ldx(Size::W, R2, base, 12));
-        b.emit(stx(Size::W, R10, rec::SADDR, R2));
-        b.emit(ldx(Size::W, R2, base, 16));
-        b.emit(stx(Size::W, R10, rec::DADDR, R2));
-        b.emit(ldx(Size::B, R2, base, 9));
-        b.emit(stx(Size::B, R10, rec::PROTO, R2));
+        for (size, off, at) in [
+            (Size::W, 12, rec::SADDR),
+            (Size::W, 16, rec::DADDR),
+            (Size::B, 9, rec::PROTO),
+        ] {
+            b.emit(ldx(size, R2, base, off));
+            b.emit(stx(size, R10, at, R2));
+        }
         b.emit(ldx(Size::H, R3, base, 6));
         b.emit(ldx(Size::B, R2, base, 0));
         b.emit(Insn::End {
@@ -305,26 +307,19 @@ impl Generator<'_> {
     fn parse_th(&mut self, base: Reg) {
         use Reg::*;
         let b = &mut self.b;
-        b.emit(ldx(Size::H, R5, base, 0));
-        b.emit(Insn::End {
-            to_be: true,
-            dst: R5,
-            bits: 16,
-        });
-        b.emit(stx(Size::H, R10, rec::SPORT, R5));
-        b.emit(ldx(Size::H, R5, base, 2));
-        b.emit(Insn::End {
-            to_be: true,
-            dst: R5,
-            bits: 16,
-        });
-        b.emit(stx(Size::H, R10, rec::DPORT, R5));
-        b.emit(ldx(Size::B, R5, base, 0));
-        b.emit(stx(Size::B, R10, rec::TYPE, R5));
-        b.emit(ldx(Size::B, R5, base, 1));
-        b.emit(stx(Size::B, R10, rec::CODE, R5));
-        b.emit(ldx(Size::B, R5, base, 13));
-        b.emit(stx(Size::B, R10, rec::FLAGS, R5));
+        for (off, at) in [(0, rec::SPORT), (2, rec::DPORT)] {
+            b.emit(ldx(Size::H, R5, base, off));
+            b.emit(Insn::End {
+                to_be: true,
+                dst: R5,
+                bits: 16,
+            });
+            b.emit(stx(Size::H, R10, at, R5));
+        }
+        for (off, at) in [(0, rec::TYPE), (1, rec::CODE), (13, rec::FLAGS)] {
+            b.emit(ldx(Size::B, R5, base, off));
+            b.emit(stx(Size::B, R10, at, R5));
+        }
         b.emit(ldx(Size::B, R5, base, 12));
         b.emit(alu32(AluOp::Rsh, R5, Src::Imm(4)));
         b.emit(alu32(AluOp::Lsh, R5, Src::Imm(2)));

@@ -611,22 +611,10 @@ mod tests {
         let mut p = program(Hook::LocalIn, chains, 1);
         // depth 8: chains 7 and 8 are inlined into chain 6's subprogram
         let c = compile(&p, &l).expect("deep chains inline");
-        assert_eq!(
-            c.symbols
-                .iter()
-                .filter(|s| s.1.starts_with("chain_"))
-                .count(),
-            6
-        );
+        assert_eq!(chain_subprograms(&c), 6);
         p.entry = ChainId(2); // depth 6: all subprograms
         let c = compile(&p, &l).expect("compile");
-        assert_eq!(
-            c.symbols
-                .iter()
-                .filter(|s| s.1.starts_with("chain_"))
-                .count(),
-            6
-        );
+        assert_eq!(chain_subprograms(&c), 6);
         p.chains
             .get_mut(&ChainId(8))
             .expect("c8")
@@ -747,6 +735,31 @@ mod tests {
         }
     }
 
+    /// How many chain subprograms `c` has.
+    fn chain_subprograms(c: &Compiled) -> usize {
+        c.symbols
+            .iter()
+            .filter(|s| s.1.starts_with("chain_"))
+            .count()
+    }
+
+    /// `p` compiles in every mode of [`modes`] to acyclic code.
+    fn assert_acyclic_in_every_mode(p: &Program) {
+        for opts in modes() {
+            let c = compile_with(p, &KernelLayout::example(), opts).expect("compile");
+            assert_acyclic(&c);
+        }
+    }
+
+    /// `! -s 0.0.0.0/1`: a test that can go either way.
+    fn half_of_addresses() -> Match {
+        Match::Ipv4Src {
+            addr: Ipv4Addr::UNSPECIFIED,
+            mask: Ipv4Addr::new(128, 0, 0, 0),
+            invert: true,
+        }
+    }
+
     fn modes() -> [Options; 3] {
         [
             Options::default(),
@@ -813,40 +826,26 @@ mod tests {
         // and be where the RETURN lands. It used to be judged unreachable (nothing had
         // jumped there yet), so the RETURN landed on the first cold block, the one of the
         // call rule before it: a loop.
-        let half = Match::Ipv4Src {
-            addr: Ipv4Addr::UNSPECIFIED,
-            mask: Ipv4Addr::new(128, 0, 0, 0),
-            invert: true,
-        };
+        let half = half_of_addresses();
         let p = deep_program(&[
             (3, vec![], Action::Call(ChainId(8))),
             (8, vec![half], Action::Return),
             (8, vec![], Action::Accept),
         ]);
-        for opts in modes() {
-            let c = compile_with(&p, &KernelLayout::example(), opts).expect("compile");
-            assert_acyclic(&c);
-        }
+        assert_acyclic_in_every_mode(&p);
     }
 
     #[test]
     fn inlined_goto_from_a_cold_block_is_no_loop() {
         // same through an unconditional goto to the inlined chain, from main and a subprogram
-        let half = Match::Ipv4Src {
-            addr: Ipv4Addr::UNSPECIFIED,
-            mask: Ipv4Addr::new(128, 0, 0, 0),
-            invert: true,
-        };
+        let half = half_of_addresses();
         for from in [0, 3] {
             let p = deep_program(&[
                 (from, vec![], Action::Goto(ChainId(8))),
                 (8, vec![half], Action::Return),
                 (8, vec![], Action::Drop),
             ]);
-            for opts in modes() {
-                let c = compile_with(&p, &KernelLayout::example(), opts).expect("compile");
-                assert_acyclic(&c);
-            }
+            assert_acyclic_in_every_mode(&p);
         }
     }
 
@@ -926,10 +925,7 @@ mod tests {
                 })
                 .collect();
             let p = deep_program(&extra);
-            for opts in modes() {
-                let c = compile_with(&p, &KernelLayout::example(), opts).expect("compile");
-                assert_acyclic(&c);
-            }
+            assert_acyclic_in_every_mode(&p);
         }
     }
 }

@@ -157,10 +157,10 @@ impl Generator<'_> {
         b.emit(stx(Size::W, R9, off::RULE as i16, R1));
         // r7 = skb
         b.emit(ldx(Size::DW, R7, R6, off16(l.nf_ctx_skb)?));
-        b.emit(ldx(Size::W, R1, R7, off16(l.skb_len)?));
-        b.emit(stx(Size::W, R9, off::SKB_LEN as i16, R1));
-        b.emit(ldx(Size::W, R1, R7, off16(s.mark)?));
-        b.emit(stx(Size::W, R9, off::MARK as i16, R1));
+        for (field, at) in [(l.skb_len, off::SKB_LEN), (s.mark, off::MARK)] {
+            b.emit(ldx(Size::W, R1, R7, off16(field)?));
+            b.emit(stx(Size::W, R9, at as i16, R1));
+        }
         // checksum state: ip_summed (2 bits) | csum_valid << 2
         b.emit(ldx(Size::B, R1, R7, off16(s.ip_summed.0)?));
         b.emit(alu64(AluOp::Rsh, R1, Src::Imm(s.ip_summed.1 as i32)));
@@ -173,10 +173,13 @@ impl Generator<'_> {
         b.emit(stx(Size::B, R9, off::CSUM as i16, R1));
         // skb->dev: type and hard_header_len (a NULL device reads as zeros)
         b.emit(ldx(Size::DW, R1, R7, off16(s.dev)?));
-        b.emit(ldx(Size::H, R2, R1, off16(s.dev_type)?));
-        b.emit(stx(Size::H, R9, off::DEV_TYPE as i16, R2));
-        b.emit(ldx(Size::H, R2, R1, off16(s.dev_hard_header_len)?));
-        b.emit(stx(Size::H, R9, off::HARD_HEADER_LEN as i16, R2));
+        for (field, at) in [
+            (s.dev_type, off::DEV_TYPE),
+            (s.dev_hard_header_len, off::HARD_HEADER_LEN),
+        ] {
+            b.emit(ldx(Size::H, R2, R1, off16(field)?));
+            b.emit(stx(Size::H, R9, at as i16, R2));
+        }
         // devices of the hook state: ifindex and name
         b.emit(ldx(Size::DW, R1, R6, off16(l.nf_ctx_state)?));
         for (dev_off, ifindex, name) in [

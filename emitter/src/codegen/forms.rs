@@ -720,6 +720,31 @@ impl Generator<'_> {
         Ok(())
     }
 
+    /// The ends of a conntrack tuple, in the order the tests run: (original direction, source)
+    /// for `--ctorigsrc`, `--ctorigdst`, `--ctreplsrc`, `--ctrepldst` and their ports.
+    const CT_ENDS: [(bool, bool); 4] = [(true, true), (true, false), (false, true), (false, false)];
+
+    /// One end of a conntrack tuple into r1 (through [`Self::ct_read`]): the source or
+    /// destination address (4 bytes) or, with `port`, port (2 bytes, network order) of the
+    /// original or the reply direction.
+    fn ct_tuple(&mut self, orig: bool, src: bool, port: bool) -> Result<(), EmitError> {
+        self.ct_read(
+            move |c| {
+                let end = match (src, port) {
+                    (true, false) => c.src_addr,
+                    (false, false) => c.dst_addr,
+                    (true, true) => c.src_port,
+                    (false, true) => c.dst_port,
+                };
+                (if orig { c.tuple_orig } else { c.tuple_reply }) + end
+            },
+            if port { 2 } else { 4 },
+        )?;
+        let size = if port { Size::H } else { Size::W };
+        self.b.emit(ldx(size, Reg::R1, Reg::R6, rec::CTBUF));
+        Ok(())
+    }
+
     /// Read `size` bytes of the packet's nf_conn at the offset `field` picks into CTBUF with
     /// bpf_probe_read_kernel (zeros when there is no entry). nf_conn's BTF may live in a
     /// module, which `bpf_rdonly_cast` cannot name, so the read is a plain kernel read at
@@ -810,23 +835,11 @@ impl Generator<'_> {
             let op = if orig { JmpOp::Jge } else { JmpOp::Jlt };
             b.jmp64(op, R3, Src::Imm(3), fail);
         }
-        let addrs = [
-            (m.origsrc, true, true),
-            (m.origdst, true, false),
-            (m.replsrc, false, true),
-            (m.repldst, false, false),
-        ];
-        for (t, orig, src) in addrs {
+        let addrs = [m.origsrc, m.origdst, m.replsrc, m.repldst];
+        for ((orig, src), t) in Self::CT_ENDS.into_iter().zip(addrs) {
             let Some(a) = t else { continue };
-            self.ct_read(
-                move |c| {
-                    (if orig { c.tuple_orig } else { c.tuple_reply })
-                        + if src { c.src_addr } else { c.dst_addr }
-                },
-                4,
-            )?;
+            self.ct_tuple(orig, src, false)?;
             let b = &mut self.b;
-            b.emit(ldx(Size::W, R1, R6, rec::CTBUF));
             b.emit(alu32(
                 AluOp::Xor,
                 R1,
@@ -848,22 +861,15 @@ impl Generator<'_> {
             b.jmp32(op, R1, Src::Imm(i32::from(proto)), fail);
         }
         let ports = [
-            (m.origsrc_port, true, true),
-            (m.origdst_port, true, false),
-            (m.replsrc_port, false, true),
-            (m.repldst_port, false, false),
+            m.origsrc_port,
+            m.origdst_port,
+            m.replsrc_port,
+            m.repldst_port,
         ];
-        for (t, orig, src) in ports {
+        for ((orig, src), t) in Self::CT_ENDS.into_iter().zip(ports) {
             let Some(p) = t else { continue };
-            self.ct_read(
-                move |c| {
-                    (if orig { c.tuple_orig } else { c.tuple_reply })
-                        + if src { c.src_port } else { c.dst_port }
-                },
-                2,
-            )?;
+            self.ct_tuple(orig, src, true)?;
             let b = &mut self.b;
-            b.emit(ldx(Size::H, R1, R6, rec::CTBUF));
             b.emit(Insn::End {
                 to_be: true,
                 dst: R1,

@@ -257,6 +257,11 @@ fn push_ports(out: &mut Vec<Test>, sport: (PortRange, bool), dport: (PortRange, 
 /// between barriers by selectivity.
 pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
     let mut out: Vec<Test> = Vec::new();
+    // the transport guard of a match whose fragment at offset 1 is no reason to hotdrop
+    let guard = |need| Test::Guard {
+        need,
+        frag1_drops: false,
+    };
     for m in matches {
         match *m {
             Match::Ipv4Src { addr, mask, invert } => out.push(Test::Addr {
@@ -309,17 +314,11 @@ pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
                 }
             }
             Match::Udp(u) => {
-                out.push(Test::Guard {
-                    need: 8,
-                    frag1_drops: false,
-                });
+                out.push(guard(8));
                 push_ports(&mut out, (u.sport, u.inv_sport), (u.dport, u.inv_dport));
             }
             Match::Icmp(i) => {
-                out.push(Test::Guard {
-                    need: 8,
-                    frag1_drops: false,
-                });
+                out.push(guard(8));
                 out.push(Test::Icmp {
                     icmp_type: i.icmp_type,
                     min: i.code_min,
@@ -328,28 +327,23 @@ pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
                 });
             }
             Match::Multiport(mp) => {
-                out.push(Test::Guard {
-                    need: 4,
-                    frag1_drops: false,
-                });
+                out.push(guard(4));
                 out.push(Test::Multiport(mp));
             }
             Match::IpRange(r) => {
-                if let Some((lo, hi)) = r.src {
-                    out.push(Test::Range {
-                        field: rec::SADDR,
-                        lo: u32::from(lo),
-                        hi: u32::from(hi),
-                        invert: r.inv_src,
-                    });
-                }
-                if let Some((lo, hi)) = r.dst {
-                    out.push(Test::Range {
-                        field: rec::DADDR,
-                        lo: u32::from(lo),
-                        hi: u32::from(hi),
-                        invert: r.inv_dst,
-                    });
+                let ends = [
+                    (rec::SADDR, r.src, r.inv_src),
+                    (rec::DADDR, r.dst, r.inv_dst),
+                ];
+                for (field, range, invert) in ends {
+                    if let Some((lo, hi)) = range {
+                        out.push(Test::Range {
+                            field,
+                            lo: u32::from(lo),
+                            hi: u32::from(hi),
+                            invert,
+                        });
+                    }
                 }
             }
             Match::Conntrack(c) => out.push(Test::Conntrack(c)),

@@ -168,6 +168,31 @@ fn resolve(slot: &AtomicUsize, name: &CStr) -> usize {
     addr
 }
 
+/// libc's definition of `name` (see [`resolve`]) as a function of type `F`; None, with
+/// errno ENOSYS, if there is none.
+///
+/// # Safety
+/// `F` is the function pointer type of `name`.
+unsafe fn libc_fn<F: Copy>(slot: &AtomicUsize, name: &CStr) -> Option<F> {
+    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<usize>()) };
+    let addr = resolve(slot, name);
+    if addr == 0 {
+        set_errno(libc::ENOSYS);
+        return None;
+    }
+    // SAFETY: addr is the address of `name`, of type F (the caller's contract), as large as
+    // a usize (checked above).
+    Some(unsafe { std::mem::transmute_copy::<usize, F>(&addr) })
+}
+
+/// `f()`, or `failed` with errno EIO where it panics (a panic must not unwind into C).
+fn or_eio<T>(failed: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        set_errno(libc::EIO);
+        failed
+    })
+}
+
 fn set_errno(e: c_int) {
     // SAFETY: __errno_location returns this thread's errno slot, always valid to write.
     unsafe { *libc::__errno_location() = e };
@@ -308,13 +333,10 @@ pub unsafe extern "C" fn getsockopt(
     optval: *mut c_void,
     optlen: *mut libc::socklen_t,
 ) -> c_int {
-    let addr = resolve(&REAL_GETSOCKOPT, c"getsockopt");
-    if addr == 0 {
-        set_errno(libc::ENOSYS);
+    // SAFETY: libc's getsockopt has type GetsockoptFn.
+    let Some(real) = (unsafe { libc_fn::<GetsockoptFn>(&REAL_GETSOCKOPT, c"getsockopt") }) else {
         return -1;
-    }
-    // SAFETY: addr is libc's getsockopt, whose type is GetsockoptFn.
-    let real: GetsockoptFn = unsafe { std::mem::transmute::<usize, GetsockoptFn>(addr) };
+    };
     if !is_table_get(level, optname) || !is_table_socket(real, fd, level) {
         // SAFETY: forwarding the caller's arguments unchanged under the same contract.
         return unsafe { real(fd, level, optname, optval, optlen) };
@@ -331,7 +353,7 @@ pub unsafe extern "C" fn getsockopt(
         // SAFETY: forwarding the caller's arguments unchanged under the same contract.
         return unsafe { real(fd, level, optname, optval, optlen) };
     }
-    catch_unwind(AssertUnwindSafe(|| {
+    or_eio(-1, || {
         // SAFETY: the caller's contract (optval valid for *optlen bytes) is forwarded.
         let ret = unsafe { forward_get(level, optname, optval, optlen) };
         if ret == ASK_KERNEL {
@@ -346,10 +368,6 @@ pub unsafe extern "C" fn getsockopt(
             return unsafe { real(fd, level, optname, optval, optlen) };
         }
         ret
-    }))
-    .unwrap_or_else(|_| {
-        set_errno(libc::EIO);
-        -1
     })
 }
 
@@ -425,16 +443,15 @@ pub unsafe extern "C" fn setsockopt(
     optval: *const c_void,
     optlen: libc::socklen_t,
 ) -> c_int {
-    let addr = resolve(&REAL_SETSOCKOPT, c"setsockopt");
-    let gaddr = resolve(&REAL_GETSOCKOPT, c"getsockopt");
-    if addr == 0 || gaddr == 0 {
-        set_errno(libc::ENOSYS);
+    // SAFETY: libc's setsockopt has type SetsockoptFn.
+    let Some(real) = (unsafe { libc_fn::<SetsockoptFn>(&REAL_SETSOCKOPT, c"setsockopt") }) else {
         return -1;
-    }
-    // SAFETY: addr is libc's setsockopt, whose type is SetsockoptFn.
-    let real: SetsockoptFn = unsafe { std::mem::transmute::<usize, SetsockoptFn>(addr) };
-    // SAFETY: gaddr is libc's getsockopt, whose type is GetsockoptFn.
-    let real_get: GetsockoptFn = unsafe { std::mem::transmute::<usize, GetsockoptFn>(gaddr) };
+    };
+    // SAFETY: libc's getsockopt has type GetsockoptFn.
+    let Some(real_get) = (unsafe { libc_fn::<GetsockoptFn>(&REAL_GETSOCKOPT, c"getsockopt") })
+    else {
+        return -1;
+    };
     if !is_table_set(level, optname) || !is_table_socket(real_get, fd, level) {
         // SAFETY: forwarding the caller's arguments unchanged under the same contract.
         return unsafe { real(fd, level, optname, optval, optlen) };
@@ -445,17 +462,13 @@ pub unsafe extern "C" fn setsockopt(
         // SAFETY: forwarding the caller's arguments unchanged under the same contract.
         return unsafe { real(fd, level, optname, optval, optlen) };
     }
-    catch_unwind(AssertUnwindSafe(|| {
+    or_eio(-1, || {
         // SAFETY: the caller's contract is forwarded.
         match unsafe { forward_set(level, optname, optval, optlen) } {
             // SAFETY: forwarding the caller's arguments unchanged under the same contract.
             ASK_KERNEL => unsafe { real(fd, level, optname, optval, optlen) },
             ret => ret,
         }
-    }))
-    .unwrap_or_else(|_| {
-        set_errno(libc::EIO);
-        -1
     })
 }
 
@@ -611,14 +624,11 @@ unsafe fn fopen_common(
     path: *const c_char,
     mode: *const c_char,
 ) -> *mut libc::FILE {
-    let addr = resolve(slot, name);
     let real_fopen = || {
-        if addr == 0 {
-            set_errno(libc::ENOSYS);
+        // SAFETY: libc's fopen/fopen64 have type FopenFn.
+        let Some(real) = (unsafe { libc_fn::<FopenFn>(slot, name) }) else {
             return std::ptr::null_mut();
-        }
-        // SAFETY: addr is libc's fopen/fopen64; the caller's arguments are forwarded.
-        let real: FopenFn = unsafe { std::mem::transmute::<usize, FopenFn>(addr) };
+        };
         // SAFETY: forwarding under fopen's contract.
         unsafe { real(path, mode) }
     };
@@ -644,7 +654,7 @@ unsafe fn fopen_common(
         None => return real_fopen(),
         Some((Ok(family), cloexec)) => (family, cloexec),
         Some((Err(list), cloexec)) => {
-            let opened = catch_unwind(AssertUnwindSafe(|| {
+            let opened = or_eio(Some(std::ptr::null_mut()), || {
                 let saved = errno();
                 let text = match recent_read(list) {
                     Ok(Some(text)) => text,
@@ -661,15 +671,11 @@ unsafe fn fopen_common(
                         std::ptr::null_mut()
                     }
                 })
-            }))
-            .unwrap_or_else(|_| {
-                set_errno(libc::EIO);
-                Some(std::ptr::null_mut())
             });
             return opened.unwrap_or_else(real_fopen);
         }
     };
-    catch_unwind(AssertUnwindSafe(|| {
+    or_eio(std::ptr::null_mut(), || {
         let saved = errno();
         match Client::connect().and_then(|mut c| c.table_names(family)) {
             Ok(names) => {
@@ -693,10 +699,6 @@ unsafe fn fopen_common(
                 std::ptr::null_mut()
             }
         }
-    }))
-    .unwrap_or_else(|_| {
-        set_errno(libc::EIO);
-        std::ptr::null_mut()
     })
 }
 
@@ -1112,26 +1114,20 @@ unsafe fn write_recent(
 
 /// libc's `open`, for our own opens.
 fn real_open(path: &CStr, flags: c_int) -> c_int {
-    let addr = resolve(&REAL_OPEN, c"open");
-    if addr == 0 {
-        set_errno(libc::ENOSYS);
+    // SAFETY: libc's open has type OpenFn.
+    let Some(real) = (unsafe { libc_fn::<OpenFn>(&REAL_OPEN, c"open") }) else {
         return -1;
-    }
-    // SAFETY: addr is libc's open, whose type is OpenFn.
-    let real = unsafe { std::mem::transmute::<usize, OpenFn>(addr) };
+    };
     // SAFETY: a NUL-terminated path; the mode is not read without O_CREAT.
     unsafe { real(path.as_ptr(), flags, 0 as c_uint) }
 }
 
 /// libc's `close`.
 fn real_close(fd: c_int) -> c_int {
-    let addr = resolve(&REAL_CLOSE, c"close");
-    if addr == 0 {
-        set_errno(libc::ENOSYS);
+    // SAFETY: libc's close has type CloseFn.
+    let Some(real) = (unsafe { libc_fn::<CloseFn>(&REAL_CLOSE, c"close") }) else {
         return -1;
-    }
-    // SAFETY: addr is libc's close, whose type is CloseFn.
-    let real = unsafe { std::mem::transmute::<usize, CloseFn>(addr) };
+    };
     // SAFETY: closing the fd the caller names.
     unsafe { real(fd) }
 }
@@ -1244,10 +1240,7 @@ unsafe fn open_common(path: *const c_char, flags: c_int, real: impl FnOnce() -> 
     let Some(name) = (unsafe { recent_path(path) }) else {
         return real();
     };
-    let opened = catch_unwind(AssertUnwindSafe(|| open_recent(name, flags))).unwrap_or_else(|_| {
-        set_errno(libc::EIO);
-        Some(-1)
-    });
+    let opened = or_eio(Some(-1), || open_recent(name, flags));
     match opened {
         Some(fd) => fd,
         None => real(),
@@ -1269,13 +1262,10 @@ unsafe fn open_via(
     // SAFETY: forwarded contract.
     unsafe {
         open_common(path, flags, || {
-            let addr = resolve(slot, symbol);
-            if addr == 0 {
-                set_errno(libc::ENOSYS);
+            // SAFETY: libc's open/open64 has type OpenFn.
+            let Some(real) = libc_fn::<OpenFn>(slot, symbol) else {
                 return -1;
-            }
-            // SAFETY: addr is libc's open/open64, whose type is OpenFn.
-            let real = std::mem::transmute::<usize, OpenFn>(addr);
+            };
             // SAFETY: the caller's arguments, the mode as the variadic (promoted) int it is.
             real(path, flags, mode)
         })
@@ -1299,13 +1289,10 @@ unsafe fn openat_via(
     // SAFETY: forwarded contract.
     unsafe {
         open_common(path, flags, || {
-            let addr = resolve(slot, symbol);
-            if addr == 0 {
-                set_errno(libc::ENOSYS);
+            // SAFETY: libc's openat/openat64 has type OpenatFn.
+            let Some(real) = libc_fn::<OpenatFn>(slot, symbol) else {
                 return -1;
-            }
-            // SAFETY: addr is libc's openat/openat64, whose type is OpenatFn.
-            let real = std::mem::transmute::<usize, OpenatFn>(addr);
+            };
             // SAFETY: the caller's arguments, the mode as the variadic (promoted) int it is.
             real(dirfd, path, flags, mode)
         })
@@ -1385,13 +1372,10 @@ unsafe fn open_2_via(
     // SAFETY: forwarded contract.
     unsafe {
         open_common(path, flags, || {
-            let addr = resolve(slot, symbol);
-            if addr == 0 {
-                set_errno(libc::ENOSYS);
+            // SAFETY: libc's __open_2/__open64_2 has type Open2Fn.
+            let Some(real) = libc_fn::<Open2Fn>(slot, symbol) else {
                 return -1;
-            }
-            // SAFETY: addr is libc's __open_2/__open64_2, whose type is Open2Fn.
-            let real = std::mem::transmute::<usize, Open2Fn>(addr);
+            };
             // SAFETY: the caller's arguments.
             real(path, flags)
         })
@@ -1412,13 +1396,10 @@ unsafe fn openat_2_via(
     // SAFETY: forwarded contract.
     unsafe {
         open_common(path, flags, || {
-            let addr = resolve(slot, symbol);
-            if addr == 0 {
-                set_errno(libc::ENOSYS);
+            // SAFETY: libc's __openat_2/__openat64_2 has type Openat2Fn.
+            let Some(real) = libc_fn::<Openat2Fn>(slot, symbol) else {
                 return -1;
-            }
-            // SAFETY: addr is libc's __openat_2/__openat64_2, whose type is Openat2Fn.
-            let real = std::mem::transmute::<usize, Openat2Fn>(addr);
+            };
             // SAFETY: the caller's arguments.
             real(dirfd, path, flags)
         })
@@ -1483,21 +1464,12 @@ pub unsafe extern "C" fn write(
     };
     if let Some(file) = file {
         // SAFETY: forwarded contract.
-        return catch_unwind(AssertUnwindSafe(|| unsafe {
-            write_recent(fd, &file, buf, count)
-        }))
-        .unwrap_or_else(|_| {
-            set_errno(libc::EIO);
-            -1
-        });
+        return or_eio(-1, || unsafe { write_recent(fd, &file, buf, count) });
     }
-    let addr = resolve(&REAL_WRITE, c"write");
-    if addr == 0 {
-        set_errno(libc::ENOSYS);
+    // SAFETY: libc's write has type WriteFn.
+    let Some(real) = (unsafe { libc_fn::<WriteFn>(&REAL_WRITE, c"write") }) else {
         return -1;
-    }
-    // SAFETY: addr is libc's write, whose type is WriteFn.
-    let real = unsafe { std::mem::transmute::<usize, WriteFn>(addr) };
+    };
     // SAFETY: forwarding the caller's arguments under the same contract.
     unsafe { real(fd, buf, count) }
 }
@@ -1527,13 +1499,10 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// As dup.
 #[no_mangle]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
-    let addr = resolve(&REAL_DUP, c"dup");
-    if addr == 0 {
-        set_errno(libc::ENOSYS);
+    // SAFETY: libc's dup has type DupFn.
+    let Some(real) = (unsafe { libc_fn::<DupFn>(&REAL_DUP, c"dup") }) else {
         return -1;
-    }
-    // SAFETY: addr is libc's dup, whose type is DupFn.
-    let real = unsafe { std::mem::transmute::<usize, DupFn>(addr) };
+    };
     // SAFETY: forwarding the caller's argument.
     let new = unsafe { real(fd) };
     if new >= 0 && RECENT_FDS.load(Ordering::Relaxed) != 0 {
@@ -1583,13 +1552,10 @@ fn rescue_shadow(fd: c_int) {
 #[no_mangle]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     dup2_common(old, new, || {
-        let addr = resolve(&REAL_DUP2, c"dup2");
-        if addr == 0 {
-            set_errno(libc::ENOSYS);
+        // SAFETY: libc's dup2 has type Dup2Fn.
+        let Some(real) = (unsafe { libc_fn::<Dup2Fn>(&REAL_DUP2, c"dup2") }) else {
             return -1;
-        }
-        // SAFETY: addr is libc's dup2, whose type is Dup2Fn.
-        let real = unsafe { std::mem::transmute::<usize, Dup2Fn>(addr) };
+        };
         // SAFETY: forwarding the caller's arguments.
         unsafe { real(old, new) }
     })
@@ -1602,13 +1568,10 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     let call = || {
-        let addr = resolve(&REAL_DUP3, c"dup3");
-        if addr == 0 {
-            set_errno(libc::ENOSYS);
+        // SAFETY: libc's dup3 has type Dup3Fn.
+        let Some(real) = (unsafe { libc_fn::<Dup3Fn>(&REAL_DUP3, c"dup3") }) else {
             return -1;
-        }
-        // SAFETY: addr is libc's dup3, whose type is Dup3Fn.
-        let real = unsafe { std::mem::transmute::<usize, Dup3Fn>(addr) };
+        };
         // SAFETY: forwarding the caller's arguments.
         unsafe { real(old, new, flags) }
     };
@@ -1630,13 +1593,10 @@ unsafe fn fcntl_via(
     cmd: c_int,
     arg: c_ulong,
 ) -> c_int {
-    let addr = resolve(slot, symbol);
-    if addr == 0 {
-        set_errno(libc::ENOSYS);
+    // SAFETY: libc's fcntl/fcntl64 has type FcntlFn.
+    let Some(real) = (unsafe { libc_fn::<FcntlFn>(slot, symbol) }) else {
         return -1;
-    }
-    // SAFETY: addr is libc's fcntl/fcntl64, whose type is FcntlFn.
-    let real = unsafe { std::mem::transmute::<usize, FcntlFn>(addr) };
+    };
     // SAFETY: the caller's arguments; the third goes on as the same register value the caller
     // put there (an int, a pointer, or nothing), read by libc as `cmd` says.
     let rc = unsafe { real(fd, cmd, arg) };
