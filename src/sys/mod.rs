@@ -44,8 +44,8 @@ pub use fs::{ensure_bpffs, is_bpffs, remove_pins, unpin, BPFFS_MOUNT, BPF_FS_MAG
 pub use link::{Link, LinkInfo, NF_IP_DEFRAG};
 pub use map::{num_possible_cpus, update_flags, Map, MapInfo, MapType, Sums, BPF_F_LOCK};
 pub use netns::{current_netns, in_netns, is_netns, netns_id, open_netns};
-pub use parallel::run_parallel;
 pub use nft::{conntrack_enabled, disable_conntrack, enable_conntrack, CONNTRACK_TABLE};
+pub use parallel::run_parallel;
 pub use prog::{LoadStats, ProgInfo, Program, TestRun};
 pub use rcu::synchronize_rcu;
 pub use ringbuf::RingBuf;
