@@ -1,10 +1,12 @@
 //! Builders of the emitter's IR for tests and benchmarks: matches, rules, and whole chains
 //! (feature `ir`).
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use emitter::ir::{
-    Action, Hook, IcmpMatch, Match, Policy, PortRange, Program, Rule, TcpMatch, UdpMatch, Verdict,
+    Action, Chain, ChainId, Family, Hook, IcmpMatch, Match, Policy, PortRange, Program, Rule,
+    TcpMatch, UdpMatch, Verdict,
 };
 
 /// A rule: its matches, its action, its counter slot.
@@ -13,6 +15,30 @@ pub fn rule(matches: Vec<Match>, action: Action, counter: u32) -> Rule {
         matches,
         action,
         counter,
+    }
+}
+
+/// An IPv4 program at `hook` made of `chains`, named and in order (chain `i` is `ChainId(i)`,
+/// the first the entry), with `policy`.
+pub fn chained<N: Into<String>>(
+    hook: Hook,
+    chains: impl IntoIterator<Item = (N, Vec<Rule>)>,
+    policy: Policy,
+) -> Program {
+    let chains: BTreeMap<ChainId, Chain> = chains
+        .into_iter()
+        .zip(0..)
+        .map(|((name, rules), i)| {
+            let name = name.into();
+            (ChainId(i), Chain { name, rules })
+        })
+        .collect();
+    Program {
+        family: Family::Ipv4,
+        hook,
+        entry: ChainId(0),
+        chains,
+        policy,
     }
 }
 
