@@ -1,12 +1,11 @@
 //! Builders of the emitter's IR for tests and benchmarks: matches, rules, and whole chains
 //! (feature `ir`).
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use emitter::ir::{
-    Action, Chain, ChainId, Family, Hook, IcmpMatch, Match, Policy, PortRange, Program, Rule,
-    TcpMatch, UdpMatch, Verdict,
+    Action, Chain, ChainId, Hook, IcmpMatch, Match, Policy, PortRange, Program, Rule, TcpMatch,
+    UdpMatch, Verdict,
 };
 
 /// A rule: its matches, its action, its counter slot.
@@ -19,13 +18,14 @@ pub fn rule(matches: Vec<Match>, action: Action, counter: u32) -> Rule {
 }
 
 /// An IPv4 program at `hook` made of `chains`, named and in order (chain `i` is `ChainId(i)`,
-/// the first the entry), with `policy`.
+/// the first the entry), with `policy`: [`Program::single`] with more chains.
 pub fn chained<N: Into<String>>(
     hook: Hook,
     chains: impl IntoIterator<Item = (N, Vec<Rule>)>,
     policy: Policy,
 ) -> Program {
-    let chains: BTreeMap<ChainId, Chain> = chains
+    let mut p = Program::single(hook, Vec::new(), policy);
+    p.chains = chains
         .into_iter()
         .zip(0..)
         .map(|((name, rules), i)| {
@@ -33,13 +33,7 @@ pub fn chained<N: Into<String>>(
             (ChainId(i), Chain { name, rules })
         })
         .collect();
-    Program {
-        family: Family::Ipv4,
-        hook,
-        entry: ChainId(0),
-        chains,
-        policy,
-    }
+    p
 }
 
 /// The benchmarks' chain: rule `i` of `n` is `matches(i) -j DROP` (counter `i`), then an
