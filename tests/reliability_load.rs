@@ -85,37 +85,29 @@ fn client(
     let mut mine: Vec<String> = Vec::new();
     let mut next = 0u32;
     let mut failures = Vec::new();
+    // `iptables -w LINE`
+    let waiting = |line: &str| -> (&str, Vec<String>) {
+        (
+            "iptables",
+            std::iter::once("-w".to_owned())
+                .chain(line.split_whitespace().map(str::to_owned))
+                .collect(),
+        )
+    };
     for _ in 0..ops {
         let r = rng.below(100);
         let (tool, args): (&str, Vec<String>) = if r < 35 || mine.is_empty() {
             let line = rule(c, next);
             next += 1;
             mine.push(line.clone());
-            (
-                "iptables",
-                std::iter::once("-w".to_owned())
-                    .chain(line.split_whitespace().map(str::to_owned))
-                    .collect(),
-            )
+            waiting(&line)
         } else if r < 55 {
             let i = rng.index(mine.len());
             let line = mine.remove(i);
-            let del = line.replacen("-A ", "-D ", 1);
-            (
-                "iptables",
-                std::iter::once("-w".to_owned())
-                    .chain(del.split_whitespace().map(str::to_owned))
-                    .collect(),
-            )
+            waiting(&line.replacen("-A ", "-D ", 1))
         } else if r < 62 {
             let i = rng.index(mine.len());
-            let check = mine[i].replacen("-A ", "-C ", 1);
-            (
-                "iptables",
-                std::iter::once("-w".to_owned())
-                    .chain(check.split_whitespace().map(str::to_owned))
-                    .collect(),
-            )
+            waiting(&mine[i].replacen("-A ", "-C ", 1))
         } else if r < 72 {
             (
                 "iptables",

@@ -119,6 +119,18 @@ impl DaemonAt {
     }
 }
 
+/// Waits for `c` (spawned with its output piped) and asserts that it succeeded; `what` names
+/// it in a failure.
+fn succeeds(c: std::process::Child, d: &Daemon, what: &str) {
+    let out = c.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+}
+
 /// A daemon and a namespace (named from `prefix`) whose INPUT has one rule, accepting UDP
 /// port 1; None where privileged tests cannot run.
 fn with_port_1_accepted(prefix: &str) -> Option<(Daemon, Netns)> {
@@ -158,13 +170,7 @@ fn commands_issued_while_the_daemon_restarts_wait_and_succeed() {
     std::thread::sleep(Duration::from_millis(700));
     d.restart();
     for c in commands {
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "a command issued during the restart failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            d.log()
-        );
+        succeeds(c, &d, "a command issued during the restart");
     }
     assert!(started.elapsed() >= Duration::from_millis(700));
     let mut got = rules(&d, &ns);
@@ -292,12 +298,6 @@ fn a_stopped_daemon_finishes_the_requests_it_accepted() {
     );
     // The command's remaining requests (SET_ADD_COUNTERS) wait for the next daemon.
     d.restart();
-    let out = restore.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the restore in progress at the stop failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        d.log()
-    );
+    succeeds(restore, &d, "the restore in progress at the stop");
     assert_eq!(rules(&d, &ns).len(), 4000);
 }
