@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use common::{Daemon, Pair, Tool};
 use hardening::*;
-use test_support::{privileged, Rng};
+use test_support::Rng;
 
 const EINVAL: i32 = libc::EINVAL;
 const ENOENT: i32 = libc::ENOENT;
@@ -40,6 +40,12 @@ struct Script {
 }
 
 impl Script {
+    /// A script that starts by resetting the tables.
+    fn reset() -> Script {
+        let mut s = Script::default();
+        s.raw("reset".into());
+        s
+    }
     fn raw(&mut self, line: String) {
         self.lines.push(line);
     }
@@ -408,13 +414,10 @@ fn check_script(d: &Daemon, p: &Pair, s: &Script) -> usize {
 
 #[test]
 fn malformed_requests_get_the_kernels_errno() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
-    let mut s = Script::default();
-    s.raw("reset".into());
+    };
+    let mut s = Script::reset();
     manifest_cases(&mut s, true);
     probe_cases(&mut s, 4);
     revision_cases(&mut s);
@@ -462,6 +465,27 @@ fn save(d: &Daemon, p: &Pair) -> (String, String) {
 }
 
 /// What the daemon's fds point to.
+/// How many fds process `pid` has open.
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Waits (up to 3 s) until process `pid` has no more than `limit` fds open; how many more
+/// it still has.
+fn fds_beyond(pid: i32, limit: usize) -> usize {
+    let mut over = usize::MAX;
+    for _ in 0..30 {
+        over = fd_count(pid).saturating_sub(limit);
+        if over == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    over
+}
+
 fn fd_list(pid: i32) -> String {
     let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -531,7 +555,12 @@ fn send_with_fds(sock: &Path, frame: &[u8], fds: &[i32]) -> Vec<u8> {
 
 /// A GET_INFO filter request frame (a well-formed request to prove the daemon still answers).
 fn get_info_frame() -> Vec<u8> {
-    let mut body = vec![2u8, 0, 0, 0];
+    get_info_frame_of(2)
+}
+
+/// A GET_INFO filter request frame of address family `family` (2: IPv4, 10: IPv6).
+fn get_info_frame_of(family: u8) -> Vec<u8> {
+    let mut body = vec![family, 0, 0, 0];
     body.extend_from_slice(&64u32.to_le_bytes());
     body.extend_from_slice(&84u32.to_le_bytes());
     body.extend_from_slice(&name_field(b"filter", 32));
@@ -675,12 +704,7 @@ fn socket_garbage(d: &Daemon, ns_path: &Path) -> usize {
         // An IPv6 sockopt: bpfilter leaves IPv6 to the kernel's ip6_tables (KERNEL_SERVES:
         // the preload then makes the call against the kernel).
         let ns = std::fs::File::open(ns_path).unwrap();
-        let mut body = vec![10u8, 0, 0, 0];
-        body.extend_from_slice(&64u32.to_le_bytes());
-        body.extend_from_slice(&84u32.to_le_bytes());
-        body.extend_from_slice(&name_field(b"filter", 32));
-        let mut v6 = header(1, body.len() as u32);
-        v6.extend_from_slice(&body);
+        let v6 = get_info_frame_of(10);
         assert_eq!(
             reply_errnos(&send_with_fds(sock, &v6, &[ns.as_raw_fd()])),
             vec![libbpfilter::wire::KERNEL_SERVES]
@@ -704,13 +728,10 @@ fn socket_garbage(d: &Daemon, ns_path: &Path) -> usize {
 
 #[test]
 fn bad_input_leaves_the_running_ruleset_and_counters_unchanged() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
-    let (code, _, err) = p.same(&d, Tool::Restore, &[], RULESET);
-    assert_eq!(code, 0, "restore failed: {err}");
+    };
+    p.restore(&d, RULESET);
     ping(&p);
     let (before, before_k) = save(&d, &p);
     assert_eq!(
@@ -724,9 +745,7 @@ fn bad_input_leaves_the_running_ruleset_and_counters_unchanged() {
 
     let pid = hardening::daemon_pid(&d.socket);
     let threads = proc_status(pid, "Threads");
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
+    let fds = fd_count(pid);
     let fds_before = fd_list(pid);
 
     // Every malformed blob and probe against the running 10-entry ruleset.
@@ -753,9 +772,7 @@ fn bad_input_leaves_the_running_ruleset_and_counters_unchanged() {
     let mut settled = false;
     for _ in 0..80 {
         let now_threads = proc_status(pid, "Threads");
-        let now_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .count();
+        let now_fds = fd_count(pid);
         if now_threads <= threads && now_fds <= fds {
             settled = true;
             break;
@@ -766,7 +783,7 @@ fn bad_input_leaves_the_running_ruleset_and_counters_unchanged() {
         settled,
         "the daemon keeps {} threads (was {threads}) and {} fds (was {fds}) after the garbage: {}\nbefore: {fds_before}",
         proc_status(pid, "Threads"),
-        std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count(),
+        fd_count(pid),
         fd_list(pid)
     );
 
@@ -804,21 +821,14 @@ fn bad_input_leaves_the_running_ruleset_and_counters_unchanged() {
 /// network namespaces. None may stay open in the daemon, and none may be taken for a namespace.
 #[test]
 fn stray_fds_are_refused_and_not_leaked() {
-    if !privileged() {
-        return;
-    }
     use std::os::fd::AsRawFd;
-    let d = Daemon::start();
-    let ns = test_support::netns::Netns::new("hf");
+    let Some((d, ns)) = common::start_in("hf") else {
+        return;
+    };
     let ns_path = Path::new("/run/netns").join(&ns.name);
     alive(&d, &ns_path, "start");
     let pid = hardening::daemon_pid(&d.socket);
-    let count = || {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .count()
-    };
-    let before = count();
+    let before = fd_count(pid);
     let before_list = fd_list(pid);
     let nsf = std::fs::File::open(&ns_path).unwrap();
     let f = get_info_frame();
@@ -832,14 +842,7 @@ fn stray_fds_are_refused_and_not_leaked() {
     let two = [nsf.as_raw_fd(), nsf.as_raw_fd()];
     assert_eq!(reply_errnos(&send_with_fds(&d.socket, &f, &two)), vec![0]);
     alive(&d, &ns_path, "stray fds");
-    let mut leaked = usize::MAX;
-    for _ in 0..30 {
-        leaked = count().saturating_sub(before);
-        if leaked == 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let leaked = fds_beyond(pid, before);
     assert_eq!(
         leaked,
         0,
@@ -877,14 +880,7 @@ fn stray_fds_are_refused_and_not_leaked() {
         }
     }
     // ... and none of those files is kept open as a "namespace".
-    let mut left = usize::MAX;
-    for _ in 0..30 {
-        left = count().saturating_sub(before);
-        if left == 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let left = fds_beyond(pid, before);
     assert_eq!(
         left,
         0,
@@ -900,11 +896,9 @@ fn stray_fds_are_refused_and_not_leaked() {
 /// as that case's failure.
 #[test]
 fn optlen_beyond_the_blob_is_read_like_the_kernel() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
+    };
     let empty = fixtures().join("captured/empty/replace.bin");
     let len = std::fs::metadata(&empty).unwrap().len();
     let e = empty.display();
@@ -953,13 +947,10 @@ fn optlen_beyond_the_blob_is_read_like_the_kernel() {
 /// Gets whose optlen lies (see `lying_optlen_cases`), compared with the live kernel.
 #[test]
 fn gets_with_a_lying_optlen_get_the_kernels_errno() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
-    let mut s = Script::default();
-    s.raw("reset".into());
+    };
+    let mut s = Script::reset();
     lying_optlen_cases(&mut s);
     let n = check_script(&d, &p, &s);
     eprintln!("gets_with_a_lying_optlen_get_the_kernels_errno: {n} bad inputs");

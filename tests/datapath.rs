@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use bpfilter::layout::kernel_layout;
@@ -322,11 +321,68 @@ fn deltas(o: &Outcome, slots: u32, len: usize) -> Vec<(u64, u64)> {
     v
 }
 
+/// The code generator's three modes: split (the default), branches (no split), combined (no
+/// pending-branch budget).
+fn modes() -> [(&'static str, Options); 3] {
+    [
+        ("split", Options::default()),
+        (
+            "branches",
+            Options {
+                split: false,
+                ..Options::default()
+            },
+        ),
+        (
+            "combined",
+            Options {
+                pending_budget: 0,
+                ..Options::default()
+            },
+        ),
+    ]
+}
+
 fn verdict_code(v: Verdict) -> u32 {
     match v {
         Verdict::Accept => 1,
         Verdict::Drop => 0,
     }
+}
+
+/// The reference's outcome for `pkt` on `p`, with no devices, connection, mark or socket.
+fn reference(p: &Program, pkt: &[u8]) -> Outcome {
+    evaluate(
+        p,
+        &Packet {
+            data: pkt,
+            ..Default::default()
+        },
+    )
+}
+
+/// Runs `pkt` through `l` and asserts (for proptest) that its verdict and counter deltas are
+/// the reference's on `p`; `case` names the random case in a failure.
+fn agrees(env: &Env, l: &Loaded, p: &Program, pkt: &[u8], case: &str) -> Result<(), TestCaseError> {
+    let reference = reference(p, pkt);
+    let (ret, d) = l.run(env, pkt);
+    prop_assert_eq!(
+        ret,
+        verdict_code(reference.verdict),
+        "verdict ({})\n{:#?}\n{:02x?}",
+        case,
+        p,
+        pkt
+    );
+    prop_assert_eq!(
+        d,
+        deltas(&reference, l.slots, pkt.len()),
+        "counters ({})\n{:#?}\n{:02x?}",
+        case,
+        p,
+        pkt
+    );
+    Ok(())
 }
 
 /// Run `pkt` through the loaded program and the reference evaluator; assert both agree
@@ -339,18 +395,7 @@ fn check(
     expect: Option<(Verdict, &[u32])>,
     what: &str,
 ) -> Outcome {
-    let reference = evaluate(
-        p,
-        &Packet {
-            data: pkt,
-            in_dev: [0; 16],
-            out_dev: [0; 16],
-            conn: Default::default(),
-            mark: 0,
-            pkt_type: 0,
-            ..Default::default()
-        },
-    );
+    let reference = reference(p, pkt);
     if let Some((v, counted)) = expect {
         assert_eq!(
             reference,
@@ -564,6 +609,27 @@ fn single(hook: Hook, matches: Vec<Match>, action: Action, policy: Verdict) -> P
             counter: 1,
         },
     )
+}
+
+/// `matches -j DROP` (counter 0) at `rule.0` with the policy ACCEPT (counter 1), loaded with
+/// `opts`: asserts that `pkt` is dropped and counted by the rule when it `hit`s, else accepted
+/// by the policy.
+fn check_drop_rule(
+    env: &Env,
+    rule: (Hook, Vec<Match>),
+    opts: Options,
+    pkt: &[u8],
+    hit: bool,
+    what: &str,
+) {
+    let p = single(rule.0, rule.1, Action::Drop, Verdict::Accept);
+    let l = load_with(env, &p, opts);
+    let expect: (Verdict, &[u32]) = if hit {
+        (Verdict::Drop, &[0])
+    } else {
+        (Verdict::Accept, &[1])
+    };
+    check(env, &l, &p, pkt, Some(expect), what);
 }
 
 fn multiport(mode: MultiportMode, items: &[(u16, u16)], invert: bool) -> Match {
@@ -960,23 +1026,7 @@ fn single_matches_against_corpus() {
             Action::Drop
         };
         let p = single(hook, matches, action, policy);
-        let mut modes = vec![
-            ("split".to_owned(), Options::default()),
-            (
-                "branches".to_owned(),
-                Options {
-                    split: false,
-                    ..Options::default()
-                },
-            ),
-            (
-                "combined".to_owned(),
-                Options {
-                    pending_budget: 0,
-                    ..Options::default()
-                },
-            ),
-        ];
+        let mut modes: Vec<(String, Options)> = modes().map(|(n, o)| (n.to_owned(), o)).into();
         modes.extend(env.access_variants().into_iter().skip(1));
         for (mode, opts) in modes {
             let l = load_with(&env, &p, opts);
@@ -1351,103 +1401,83 @@ fn chains_program(policy: Verdict) -> Program {
     // Y: r40 --dport 5001 -j DROP ; r41 -g Z ; r42 RETURN
     // Z: r50 -p icmp -j DROP ; r51 (count) ; r52 RETURN
     let ret = |c| rule(vec![], Action::Return, c);
-    let mut chains = BTreeMap::new();
-    chains.insert(
-        ChainId(0),
-        Chain {
-            name: "OUTPUT".into(),
-            rules: vec![
-                rule(vec![src(A, 32, false)], Action::Call(ChainId(1)), 0),
-                rule(vec![proto(UDP, false)], Action::Goto(ChainId(4)), 1),
-                rule(vec![], Action::Call(ChainId(5)), 2),
-                rule(vec![proto(TCP, false)], Action::Return, 3),
-                rule(vec![], Action::Continue, 4),
-            ],
-        },
-    );
-    chains.insert(
-        ChainId(1),
-        Chain {
-            name: "X".into(),
-            rules: vec![
-                rule(vec![dst(B, 32, false)], Action::Call(ChainId(2)), 10),
-                rule(vec![proto(TCP, false)], Action::Accept, 11),
-                ret(12),
-            ],
-        },
-    );
-    chains.insert(
-        ChainId(2),
-        Chain {
-            name: "X2".into(),
-            rules: vec![
-                rule(
-                    vec![
-                        proto(UDP, false),
-                        udpm(PortRange::ANY, PortRange::one(53), false, false),
-                    ],
-                    Action::Call(ChainId(3)),
-                    20,
-                ),
-                rule(vec![proto(UDP, false)], Action::Drop, 21),
-                ret(22),
-            ],
-        },
-    );
-    chains.insert(
-        ChainId(3),
-        Chain {
-            name: "X3".into(),
-            rules: vec![
-                rule(
-                    vec![
-                        proto(UDP, false),
-                        udpm(PortRange::one(1000), PortRange::ANY, false, false),
-                    ],
-                    Action::Return,
-                    30,
-                ),
-                rule(vec![], Action::Accept, 31),
-                ret(32),
-            ],
-        },
-    );
-    chains.insert(
-        ChainId(4),
-        Chain {
-            name: "Y".into(),
-            rules: vec![
-                rule(
-                    vec![udpm(PortRange::ANY, PortRange::one(5001), false, false)],
-                    Action::Drop,
-                    40,
-                ),
-                rule(vec![], Action::Goto(ChainId(5)), 41),
-                ret(42),
-            ],
-        },
-    );
-    chains.insert(
-        ChainId(5),
-        Chain {
-            name: "Z".into(),
-            rules: vec![
-                rule(vec![proto(ICMP, false)], Action::Drop, 50),
-                rule(vec![], Action::Continue, 51),
-                ret(52),
-            ],
-        },
-    );
-    Program {
-        family: Family::Ipv4,
-        hook: Hook::LocalOut,
-        entry: ChainId(0),
-        chains,
-        policy: Policy {
+    chained(
+        Hook::LocalOut,
+        [
+            (
+                "OUTPUT",
+                vec![
+                    rule(vec![src(A, 32, false)], Action::Call(ChainId(1)), 0),
+                    rule(vec![proto(UDP, false)], Action::Goto(ChainId(4)), 1),
+                    rule(vec![], Action::Call(ChainId(5)), 2),
+                    rule(vec![proto(TCP, false)], Action::Return, 3),
+                    rule(vec![], Action::Continue, 4),
+                ],
+            ),
+            (
+                "X",
+                vec![
+                    rule(vec![dst(B, 32, false)], Action::Call(ChainId(2)), 10),
+                    rule(vec![proto(TCP, false)], Action::Accept, 11),
+                    ret(12),
+                ],
+            ),
+            (
+                "X2",
+                vec![
+                    rule(
+                        vec![
+                            proto(UDP, false),
+                            udpm(PortRange::ANY, PortRange::one(53), false, false),
+                        ],
+                        Action::Call(ChainId(3)),
+                        20,
+                    ),
+                    rule(vec![proto(UDP, false)], Action::Drop, 21),
+                    ret(22),
+                ],
+            ),
+            (
+                "X3",
+                vec![
+                    rule(
+                        vec![
+                            proto(UDP, false),
+                            udpm(PortRange::one(1000), PortRange::ANY, false, false),
+                        ],
+                        Action::Return,
+                        30,
+                    ),
+                    rule(vec![], Action::Accept, 31),
+                    ret(32),
+                ],
+            ),
+            (
+                "Y",
+                vec![
+                    rule(
+                        vec![udpm(PortRange::ANY, PortRange::one(5001), false, false)],
+                        Action::Drop,
+                        40,
+                    ),
+                    rule(vec![], Action::Goto(ChainId(5)), 41),
+                    ret(42),
+                ],
+            ),
+            (
+                "Z",
+                vec![
+                    rule(vec![proto(ICMP, false)], Action::Drop, 50),
+                    rule(vec![], Action::Continue, 51),
+                    ret(52),
+                ],
+            ),
+        ],
+        Policy {
             verdict: policy,
             counter: 60,
         },
-    }
+    )
 }
 
 /// Jump / goto / RETURN nested three deep, chain-end RETURNs, both policies.
@@ -1566,38 +1596,14 @@ fn runs_program() -> Program {
         })
         .collect();
     c2.push(r(vec![], Action::Return, 34));
-    let mut chains = BTreeMap::new();
-    chains.insert(
-        ChainId(0),
-        Chain {
-            name: "e".into(),
-            rules: e,
-        },
-    );
-    chains.insert(
-        ChainId(1),
-        Chain {
-            name: "c1".into(),
-            rules: c1,
-        },
-    );
-    chains.insert(
-        ChainId(2),
-        Chain {
-            name: "c2".into(),
-            rules: c2,
-        },
-    );
-    Program {
-        family: Family::Ipv4,
-        hook: Hook::LocalOut,
-        entry: ChainId(0),
-        chains,
-        policy: Policy {
+    chained(
+        Hook::LocalOut,
+        [("e", e), ("c1", c1), ("c2", c2)],
+        Policy {
             verdict: Verdict::Accept,
             counter: 40,
         },
-    }
+    )
 }
 
 #[test]
@@ -1695,17 +1701,34 @@ fn rule_runs_table() {
             vec![11],
         ),
     ];
+    check_table_in_every_mode(
+        &env,
+        &p,
+        (
+            5,
+            "runs: entry src, entry dport, entry dst, c1 src, c2 sport",
+        ),
+        &table,
+    );
+}
+
+/// In every packet access mode: loads `p`, asserts that it uses `maps.0` maps (`maps.1` says
+/// which), that each case of `table` (name, packet, verdict, counters) gets its hand-written
+/// outcome, and that the corpus agrees with the reference.
+fn check_table_in_every_mode(
+    env: &Env,
+    p: &Program,
+    maps: (usize, &str),
+    table: &[(&str, Vec<u8>, Verdict, Vec<u32>)],
+) {
     for (_, opts) in env.access_variants() {
-        let l = load_with(&env, &p, opts);
-        assert_eq!(
-            l.maps, 5,
-            "runs: entry src, entry dport, entry dst, c1 src, c2 sport"
-        );
-        for (what, pkt, v, counted) in &table {
-            check(&env, &l, &p, pkt, Some((*v, counted)), what);
+        let l = load_with(env, p, opts);
+        assert_eq!(l.maps, maps.0, "{}", maps.1);
+        for (what, pkt, v, counted) in table {
+            check(env, &l, p, pkt, Some((*v, counted)), what);
         }
         for (n, pkt) in corpus() {
-            check(&env, &l, &p, &pkt, None, n);
+            check(env, &l, p, &pkt, None, n);
         }
     }
 }
@@ -1808,19 +1831,12 @@ fn multi_key_runs_table() {
             vec![10],
         ),
     ];
-    for (_, opts) in env.access_variants() {
-        let l = load_with(&env, &p, opts);
-        assert_eq!(
-            l.maps, 3,
-            "maps: the sources, sources and ports, the networks"
-        );
-        for (what, pkt, v, counted) in &table {
-            check(&env, &l, &p, pkt, Some((*v, counted)), what);
-        }
-        for (n, pkt) in corpus() {
-            check(&env, &l, &p, &pkt, None, n);
-        }
-    }
+    check_table_in_every_mode(
+        &env,
+        &p,
+        (3, "maps: the sources, sources and ports, the networks"),
+        &table,
+    );
 }
 
 /// More runs than a program may use maps: the longest `MAX_RUN_MAPS` become lookups, the rest stay
@@ -2164,31 +2180,14 @@ fn arb_program() -> impl Strategy<Value = Program> {
             };
             let e = mk(entry, true);
             let u = mk(user, false);
-            let mut chains = BTreeMap::new();
-            chains.insert(
-                ChainId(0),
-                Chain {
-                    name: "e".into(),
-                    rules: e,
-                },
-            );
-            chains.insert(
-                ChainId(1),
-                Chain {
-                    name: "u".into(),
-                    rules: u,
-                },
-            );
-            Program {
-                family: Family::Ipv4,
+            chained(
                 hook,
-                entry: ChainId(0),
-                chains,
-                policy: Policy {
+                [("e", e), ("u", u)],
+                Policy {
                     verdict: if pol { Verdict::Accept } else { Verdict::Drop },
                     counter: slot,
                 },
-            }
+            )
         })
 }
 
@@ -2212,15 +2211,7 @@ fn random_rulesets_match_reference() {
                 // this kernel verifies
                 let variants = env.access_variants();
                 let opts = match combined {
-                    0 => Options::default(),
-                    1 => Options {
-                        split: false,
-                        ..Options::default()
-                    },
-                    2 => Options {
-                        pending_budget: 0,
-                        ..Options::default()
-                    },
+                    0..=2 => modes()[usize::from(combined)].1,
                     k => variants[usize::from(k - 3) % variants.len()].1,
                 };
                 let l = load_with(&env, &p, opts);
@@ -2228,35 +2219,7 @@ fn random_rulesets_match_reference() {
                     with_runs.set(with_runs.get() + 1);
                 }
                 for pkt in &pkts {
-                    let reference = evaluate(
-                        &p,
-                        &Packet {
-                            data: pkt,
-                            in_dev: [0; 16],
-                            out_dev: [0; 16],
-                            conn: Default::default(),
-                            mark: 0,
-                            pkt_type: 0,
-                            ..Default::default()
-                        },
-                    );
-                    let (ret, d) = l.run(&env, pkt);
-                    prop_assert_eq!(
-                        ret,
-                        verdict_code(reference.verdict),
-                        "verdict (combined {})\n{:#?}\n{:02x?}",
-                        combined,
-                        p,
-                        pkt
-                    );
-                    prop_assert_eq!(
-                        d,
-                        deltas(&reference, l.slots, pkt.len()),
-                        "counters (combined {})\n{:#?}\n{:02x?}",
-                        combined,
-                        p,
-                        pkt
-                    );
+                    agrees(&env, &l, &p, pkt, &format!("combined {combined}"))?;
                 }
                 Ok(())
             },
@@ -2316,7 +2279,6 @@ fn scale_figures() {
     // one user chain jumped to from many rules: static subprograms are verified once per
     // call site
     for (sites, body) in [(100usize, 100usize), (1000, 100)] {
-        let mut chains = BTreeMap::new();
         let mut rules: Vec<Rule> = (0..sites)
             .map(|i| {
                 rule(
@@ -2331,13 +2293,6 @@ fn scale_figures() {
             })
             .collect();
         rules.push(rule(vec![], Action::Accept, sites as u32));
-        chains.insert(
-            ChainId(0),
-            Chain {
-                name: "e".into(),
-                rules,
-            },
-        );
         let body_rules = (0..body)
             .map(|i| {
                 rule(
@@ -2347,23 +2302,14 @@ fn scale_figures() {
                 )
             })
             .collect();
-        chains.insert(
-            ChainId(1),
-            Chain {
-                name: "u".into(),
-                rules: body_rules,
-            },
-        );
-        let p = Program {
-            family: Family::Ipv4,
-            hook: Hook::LocalOut,
-            entry: ChainId(0),
-            chains,
-            policy: Policy {
+        let p = chained(
+            Hook::LocalOut,
+            [("e", rules), ("u", body_rules)],
+            Policy {
                 verdict: Verdict::Drop,
                 counter: (sites + body + 1) as u32,
             },
-        };
+        );
         let compiled = compile(&p, &env.layout).unwrap();
         let ctr = Map::create(
             MapType::PercpuArray,
@@ -2521,7 +2467,7 @@ fn deep_chains_match_reference() {
         any::<bool>(),
     )
         .prop_map(|(c0, c1, c2, c3, c4, c5, c6, c7, c8, pol)| {
-            let mut chains = BTreeMap::new();
+            let mut chains = Vec::new();
             let mut slot = 0u32;
             for (i, rules) in [c0, c1, c2, c3, c4, c5, c6, c7, c8].into_iter().enumerate() {
                 let mut v: Vec<Rule> = rules
@@ -2552,32 +2498,21 @@ fn deep_chains_match_reference() {
                         slot - 1,
                     ),
                 );
-                chains.insert(
-                    ChainId(i as u32),
-                    Chain {
-                        name: format!("c{i}"),
-                        rules: v,
-                    },
-                );
+                chains.push((format!("c{i}"), v));
             }
             slot += 1;
-            chains.insert(
-                ChainId(9),
-                Chain {
-                    name: "c9".into(),
-                    rules: vec![rule(vec![], Action::Return, slot - 1)],
-                },
-            );
-            Program {
-                family: Family::Ipv4,
-                hook: Hook::LocalOut,
-                entry: ChainId(0),
+            chains.push((
+                "c9".to_owned(),
+                vec![rule(vec![], Action::Return, slot - 1)],
+            ));
+            chained(
+                Hook::LocalOut,
                 chains,
-                policy: Policy {
+                Policy {
                     verdict: if pol { Verdict::Accept } else { Verdict::Drop },
                     counter: slot,
                 },
-            }
+            )
         });
     let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
         cases: 60,
@@ -2591,17 +2526,7 @@ fn deep_chains_match_reference() {
         .run(
             &(prog, proptest::collection::vec(arb_packet(), 10), 0u8..3),
             |(p, pkts, mode)| {
-                let opts = match mode {
-                    0 => Options::default(),
-                    1 => Options {
-                        split: false,
-                        ..Options::default()
-                    },
-                    _ => Options {
-                        pending_budget: 0,
-                        ..Options::default()
-                    },
-                };
+                let opts = modes()[usize::from(mode).min(2)].1;
                 let c = compile_with(&p, &env.layout, opts).unwrap();
                 let subs = c
                     .symbols
@@ -2617,35 +2542,7 @@ fn deep_chains_match_reference() {
                 let mut all = pkts.clone();
                 all.push(ip(47, A, B, 0, &[], &[0; 8])); // walks every chain
                 for pkt in &all {
-                    let reference = evaluate(
-                        &p,
-                        &Packet {
-                            data: pkt,
-                            in_dev: [0; 16],
-                            out_dev: [0; 16],
-                            conn: Default::default(),
-                            mark: 0,
-                            pkt_type: 0,
-                            ..Default::default()
-                        },
-                    );
-                    let (ret, d) = l.run(&env, pkt);
-                    prop_assert_eq!(
-                        ret,
-                        verdict_code(reference.verdict),
-                        "verdict (mode {})\n{:#?}\n{:02x?}",
-                        mode,
-                        p,
-                        pkt
-                    );
-                    prop_assert_eq!(
-                        d,
-                        deltas(&reference, l.slots, pkt.len()),
-                        "counters (mode {})\n{:#?}\n{:02x?}",
-                        mode,
-                        p,
-                        pkt
-                    );
+                    agrees(&env, &l, &p, pkt, &format!("mode {mode}"))?;
                 }
                 Ok(())
             },
@@ -2657,7 +2554,7 @@ fn deep_chains_match_reference() {
 /// into their callers' frames), then `extra` rules (chain, matches, action); chain 9 is
 /// `-j RETURN`. Slots in rule order, the policy last.
 fn deep_program(extra: &[(u32, Vec<Match>, Action)], policy: Verdict) -> Program {
-    let mut chains = BTreeMap::new();
+    let mut chains = Vec::new();
     let mut slot = 0u32;
     let mut rule = |matches: Vec<Match>, action: Action| {
         slot += 1;
@@ -2674,20 +2571,17 @@ fn deep_program(extra: &[(u32, Vec<Match>, Action)], policy: Verdict) -> Program
         if i == 9 {
             rules.push(rule(vec![], Action::Return));
         }
-        let name = format!("c{i}");
-        chains.insert(ChainId(i), Chain { name, rules });
+        chains.push((format!("c{i}"), rules));
     }
     let counter = rule(vec![], Action::Accept).counter;
-    Program {
-        family: Family::Ipv4,
-        hook: Hook::LocalOut,
-        entry: ChainId(0),
+    chained(
+        Hook::LocalOut,
         chains,
-        policy: Policy {
+        Policy {
             verdict: policy,
             counter,
         },
-    }
+    )
 }
 
 /// Regression (shrunk from `deep_chains_match_reference`): an unconditional jump or goto to
@@ -2735,17 +2629,7 @@ fn deep_inlined_return_from_cold_block() {
         udp_pkt(C, B, 1, 2),
         tcp_pkt(A, C, 1, 2, 0x10),
     ];
-    let modes = [
-        Options::default(),
-        Options {
-            split: false,
-            ..Options::default()
-        },
-        Options {
-            pending_budget: 0,
-            ..Options::default()
-        },
-    ];
+    let modes = modes().map(|m| m.1);
     for (k, extra) in programs.iter().enumerate() {
         for policy in [Verdict::Accept, Verdict::Drop] {
             let p = deep_program(extra, policy);
@@ -2934,26 +2818,12 @@ fn connection_state_without_an_entry() {
     );
     for (name, opts) in env.access_variants() {
         for (i, (matches, hit)) in rules.iter().enumerate() {
-            let p = Program::single(
-                Hook::LocalIn,
-                vec![rule(matches.clone(), Action::Drop, 0)],
-                Policy {
-                    verdict: Verdict::Accept,
-                    counter: 1,
-                },
-            );
-            let l = load_with(&env, &p, opts);
-            let expect: (Verdict, &[u32]) = if *hit {
-                (Verdict::Drop, &[0])
-            } else {
-                (Verdict::Accept, &[1])
-            };
-            check(
+            check_drop_rule(
                 &env,
-                &l,
-                &p,
+                (Hook::LocalIn, matches.clone()),
+                opts,
                 &pkt,
-                Some(expect),
+                *hit,
                 &format!("{name}: state rule {i}"),
             );
         }
@@ -3138,30 +3008,12 @@ fn mark_is_compared_under_its_mask() {
     for (name, opts) in env.access_variants() {
         for hook in [Hook::LocalIn, Hook::LocalOut] {
             for (mark, mask, invert, hit) in cases {
-                let p = Program::single(
-                    hook,
-                    vec![rule(
-                        vec![Match::Mark { mark, mask, invert }],
-                        Action::Drop,
-                        0,
-                    )],
-                    Policy {
-                        verdict: Verdict::Accept,
-                        counter: 1,
-                    },
-                );
-                let l = load_with(&env, &p, opts);
-                let expect: (Verdict, &[u32]) = if hit {
-                    (Verdict::Drop, &[0])
-                } else {
-                    (Verdict::Accept, &[1])
-                };
-                check(
+                check_drop_rule(
                     &env,
-                    &l,
-                    &p,
+                    (hook, vec![Match::Mark { mark, mask, invert }]),
+                    opts,
                     &pkt,
-                    Some(expect),
+                    hit,
                     &format!("{name} {hook:?} {mark:#x}/{mask:#x} !{invert}"),
                 );
             }
@@ -3449,30 +3301,7 @@ fn split_chains_match_reference() {
                 }
                 let l = load_outputs(&env, &p, outs);
                 for pkt in &pkts {
-                    let reference = evaluate(
-                        &p,
-                        &Packet {
-                            data: pkt,
-                            ..Default::default()
-                        },
-                    );
-                    let (ret, d) = l.run(&env, pkt);
-                    prop_assert_eq!(
-                        ret,
-                        verdict_code(reference.verdict),
-                        "verdict ({} parts)\n{:#?}\n{:02x?}",
-                        parts,
-                        p,
-                        pkt
-                    );
-                    prop_assert_eq!(
-                        d,
-                        deltas(&reference, l.slots, pkt.len()),
-                        "counters ({} parts)\n{:#?}\n{:02x?}",
-                        parts,
-                        p,
-                        pkt
-                    );
+                    agrees(&env, &l, &p, pkt, &format!("{parts} parts"))?;
                 }
                 Ok(())
             },

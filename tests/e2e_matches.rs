@@ -6,9 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{topology, Daemon, Pair, Tool};
+use common::{Daemon, Pair, Tool};
 use test_support::netns::Netns;
-use test_support::privileged;
 
 /// Sends UDP datagrams from `ns` to each `dst:port` (broadcast allowed), in order.
 fn udp(ns: &Netns, dsts: &[&str]) {
@@ -37,21 +36,17 @@ fn settle_and_compare(p: &Pair, d: &Daemon) {
 /// every bucket (the kernel makes new matches); `-D` by specification, the ERANGE refusal.
 #[test]
 fn limit_counts_as_the_kernels() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
+    };
     let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
         -A INPUT -p icmp -m icmp --icmp-type 8 -m limit --limit 1/hour --limit-burst 4 -j ACCEPT\n\
         -A INPUT -p icmp -m icmp --icmp-type 8 -j DROP\n\
         -A FORWARD -p udp -m limit --limit 5/sec --limit-burst 2 -j ACCEPT\n\
         -A FORWARD -p udp -j DROP\n\
         COMMIT\n";
-    let (code, _, err) = p.same(&d, Tool::Restore, &[], rules);
-    assert_eq!(code, 0, "{err}");
-    let k = topology(&p.kernel);
-    let b = topology(&p.bpf);
+    p.restore(&d, rules);
+    let (k, b) = p.topologies();
     for t in [&k, &b] {
         t.sender
             .sh("ping -c 8 -i 0.01 -W 0.3 10.9.1.2 >/dev/null; true");
@@ -77,7 +72,7 @@ fn limit_counts_as_the_kernels() {
             .sh("ping -c 6 -i 0.01 -W 0.3 10.9.1.2 >/dev/null; true");
     }
     settle_and_compare(&p, &d);
-    let save = common::seen(&common::kernel(&p.kernel, Tool::Save, &["-c"], "")).1;
+    let save = p.kernel_save();
     assert!(
         save.contains("[8:672] -A INPUT -p icmp -m icmp --icmp-type 8 -m limit"),
         "two bursts of four pings must have passed:\n{save}"
@@ -92,8 +87,7 @@ fn limit_counts_as_the_kernels() {
         "-D FORWARD -p udp -m limit --limit 5/sec --limit-burst 3 -j DROP",
     );
     // 1/day with a burst of 4: the credits overflow (ERANGE)
-    let (code, _, _) = p.ipt(&d, "-A INPUT -m limit --limit 1/day --limit-burst 4");
-    assert_ne!(code, 0);
+    p.refused(&d, "-A INPUT -m limit --limit 1/day --limit-burst 4");
     p.same_listing(&d);
 }
 
@@ -101,11 +95,9 @@ fn limit_counts_as_the_kernels() {
 /// sockets (echo replies), `--socket-exists` both ways; OUTPUT only, as the kernel checks.
 #[test]
 fn owner_matches_local_sockets_as_the_kernels() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
+    };
     let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
         -A OUTPUT -p udp -m owner --uid-owner 1000-1999 -j DROP\n\
         -A OUTPUT -p udp -m owner --gid-owner 2000\n\
@@ -116,10 +108,8 @@ fn owner_matches_local_sockets_as_the_kernels() {
         -A OUTPUT -p icmp -m owner --uid-owner 0\n\
         -A OUTPUT -p icmp -m owner ! --uid-owner 0\n\
         COMMIT\n";
-    let (code, _, err) = p.same(&d, Tool::Restore, &[], rules);
-    assert_eq!(code, 0, "{err}");
-    let k = topology(&p.kernel);
-    let b = topology(&p.bpf);
+    p.restore(&d, rules);
+    let (k, b) = p.topologies();
     let send = |fw: &Netns, who: &str| {
         fw.sh(&format!(
             "setpriv {who} /usr/bin/python3 -c 'import socket\n\
@@ -144,7 +134,7 @@ fn owner_matches_local_sockets_as_the_kernels() {
         fw.sh("ping -c 2 -i 0.05 -W 0.3 10.9.1.1 >/dev/null; true");
     }
     settle_and_compare(&p, &d);
-    let save = common::seen(&common::kernel(&p.kernel, Tool::Save, &["-c"], "")).1;
+    let save = p.kernel_save();
     assert!(
         save.lines()
             .filter(|l| l.starts_with('[') && !l.starts_with("[0:0]"))
@@ -153,8 +143,7 @@ fn owner_matches_local_sockets_as_the_kernels() {
         "the traffic must hit the owner rules:\n{save}"
     );
     // owner is valid from OUTPUT and POSTROUTING only
-    let (code, _, _) = p.ipt(&d, "-A INPUT -m owner --uid-owner 0");
-    assert_ne!(code, 0);
+    p.refused(&d, "-A INPUT -m owner --uid-owner 0");
     p.ipt(&d, "-N from-input");
     p.ipt(&d, "-A from-input -m owner --socket-exists");
     let (code, _, _) = p.ipt(&d, "-A INPUT -j from-input");
@@ -165,7 +154,6 @@ fn owner_matches_local_sockets_as_the_kernels() {
     p.ipt(&d, "-A OUTPUT -j from-input");
     p.same_listing(&d);
     // --suppl-groups walks any number of groups: refused by name, nothing changed
-    let before = common::seen(&d.iptables(&p.bpf, Tool::Save, &["-c"], ""));
     let args = [
         "-A",
         "OUTPUT",
@@ -175,17 +163,11 @@ fn owner_matches_local_sockets_as_the_kernels() {
         "100",
         "--suppl-groups",
     ];
-    let (code, _, _) = common::seen(&d.iptables(&p.bpf, Tool::Iptables, &args, ""));
-    assert_ne!(code, 0, "owner --suppl-groups must be refused");
+    p.bpf_refuses(&d, &args, "owner --suppl-groups must be refused");
     assert!(
         d.log().contains("owner --suppl-groups"),
         "the daemon must say what it refused:\n{}",
         d.log()
-    );
-    assert_eq!(
-        common::seen(&d.iptables(&p.bpf, Tool::Save, &["-c"], "")),
-        before,
-        "a refused rule changes nothing"
     );
     let (code, _, _) = common::seen(&common::kernel(&p.kernel, Tool::Iptables, &args, ""));
     assert_eq!(code, 0, "the kernel takes it");
@@ -196,11 +178,9 @@ fn owner_matches_local_sockets_as_the_kernels() {
 /// unicast, and an address added after the rules were applied.
 #[test]
 fn addrtype_follows_addresses_as_the_kernels() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
+    };
     let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
         -A INPUT -p udp -m addrtype --dst-type LOCAL\n\
         -A INPUT -p udp -m addrtype --dst-type BROADCAST\n\
@@ -214,10 +194,8 @@ fn addrtype_follows_addresses_as_the_kernels() {
         -A OUTPUT -p udp -m addrtype --src-type LOCAL --limit-iface-out\n\
         -A OUTPUT -p udp -m addrtype --dst-type LOCAL\n\
         COMMIT\n";
-    let (code, _, err) = p.same(&d, Tool::Restore, &[], rules);
-    assert_eq!(code, 0, "{err}");
-    let k = topology(&p.kernel);
-    let b = topology(&p.bpf);
+    p.restore(&d, rules);
+    let (k, b) = p.topologies();
     let traffic = |fw: &Netns, t: &common::Topology| {
         udp(
             &t.sender,
@@ -254,11 +232,10 @@ fn addrtype_follows_addresses_as_the_kernels() {
     traffic(&p.bpf, &b);
     settle_and_compare(&p, &d);
     // --limit-iface-out where INPUT reaches is refused as by the kernel
-    let (code, _, _) = p.ipt(
+    p.refused(
         &d,
         "-A INPUT -m addrtype --dst-type LOCAL --limit-iface-out",
     );
-    assert_ne!(code, 0);
 }
 
 /// A shell line in the firewall namespace of one side: the kernel's `/proc` there, or, on
@@ -324,11 +301,9 @@ fn same_recent(d: &Daemon, p: &Pair, name: &str) -> Vec<String> {
 /// and written (`/`, `+addr`, `-addr`, garbage) through the preload as the kernel's.
 #[test]
 fn recent_lists_act_as_the_kernels() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
+    };
     let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
         -A INPUT -p icmp -m icmp --icmp-type 8 -m recent --rcheck --seconds 60 --hitcount 3 --name ping -j DROP\n\
         -A INPUT -p icmp -m icmp --icmp-type 8 -m recent --set --name ping -j ACCEPT\n\
@@ -337,10 +312,8 @@ fn recent_lists_act_as_the_kernels() {
         -A FORWARD -p udp --dport 9001 -m recent --set --name fwd --rdest --mask 255.255.255.0\n\
         -A FORWARD -p udp -m recent ! --rcheck --name fwd --rdest -j ACCEPT\n\
         COMMIT\n";
-    let (code, _, err) = p.same(&d, Tool::Restore, &[], rules);
-    assert_eq!(code, 0, "{err}");
-    let k = topology(&p.kernel);
-    let b = topology(&p.bpf);
+    p.restore(&d, rules);
+    let (k, b) = p.topologies();
     let pings = |n: u32| {
         for t in [&k, &b] {
             t.sender.sh(&format!(
@@ -427,14 +400,11 @@ fn recent_lists_act_as_the_kernels() {
         "-A INPUT -m recent --rcheck --hitcount 65536 --name x",
         "-A INPUT -m recent --set --seconds 5 --name x",
     ] {
-        let (code, _, _) = p.ipt(&d, bad);
-        assert_ne!(code, 0, "`{bad}` must be refused");
+        p.refused(&d, bad);
     }
     // more stamps per address than bpfilter keeps: refused loudly, nothing changes
-    let before = common::seen(&d.iptables(&p.bpf, Tool::Save, &["-c"], ""));
-    let (code, _, _) = common::seen(&d.iptables(
-        &p.bpf,
-        Tool::Iptables,
+    p.bpf_refuses(
+        &d,
         &[
             "-A",
             "INPUT",
@@ -446,12 +416,7 @@ fn recent_lists_act_as_the_kernels() {
             "--name",
             "x",
         ],
-        "",
-    ));
-    assert_ne!(code, 0, "a list of 8192 stamps per address is refused");
-    assert_eq!(
-        common::seen(&d.iptables(&p.bpf, Tool::Save, &["-c"], "")),
-        before
+        "a list of 8192 stamps per address is refused",
     );
     assert!(
         d.log().contains("at most 4096 stamps per address"),
@@ -504,11 +469,9 @@ fn raw_ip(ns: &Netns, sends: &[(u8, u16, usize)]) {
 /// names it.
 #[test]
 fn hashlimit_buckets_act_as_the_kernels() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
+    };
     let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
         -A INPUT -p icmp -m icmp --icmp-type 8 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 3 --hashlimit-mode srcip --hashlimit-name ping -j ACCEPT\n\
         -A INPUT -p icmp -m icmp --icmp-type 8 -j DROP\n\
@@ -521,10 +484,8 @@ fn hashlimit_buckets_act_as_the_kernels() {
         -A FORWARD -p udp --dport 9006 -m hashlimit --hashlimit-upto 1/sec --hashlimit-burst 1 --hashlimit-rate-match --hashlimit-rate-interval 1 --hashlimit-name rate -j ACCEPT\n\
         -A FORWARD -j DROP\n\
         COMMIT\n";
-    let (code, _, err) = p.same(&d, Tool::Restore, &[], rules);
-    assert_eq!(code, 0, "{err}");
-    let k = topology(&p.kernel);
-    let b = topology(&p.bpf);
+    p.restore(&d, rules);
+    let (k, b) = p.topologies();
     for t in [&k, &b] {
         let dev = t
             .sender
@@ -576,7 +537,7 @@ fn hashlimit_buckets_act_as_the_kernels() {
         settle_and_compare(&p, d);
     };
     round(&d, true);
-    let save = common::seen(&common::kernel(&p.kernel, Tool::Save, &["-c"], "")).1;
+    let save = p.kernel_save();
     assert!(
         save.contains("[4:336] -A INPUT -p icmp -m icmp --icmp-type 8 -m hashlimit"),
         "a burst of three per source (the sender's, with its set-up ping) and the target's \
@@ -612,8 +573,7 @@ fn hashlimit_buckets_act_as_the_kernels() {
         "-A INPUT -m hashlimit --hashlimit-upto 5/sec --hashlimit-name ping --hashlimit-rate-match",
         "-A INPUT -m hashlimit --hashlimit-upto 5/sec --hashlimit-name rate",
     ] {
-        let (code, _, _) = p.ipt(&d, bad);
-        assert_ne!(code, 0, "`{bad}` must be refused");
+        p.refused(&d, bad);
     }
     // GET_ENTRIES shows revision 3's size and max as the kernel truncated them
     p.ipt(
@@ -630,7 +590,7 @@ fn hashlimit_buckets_act_as_the_kernels() {
     );
     std::thread::sleep(Duration::from_millis(2500));
     round(&d, false);
-    let save = common::seen(&common::kernel(&p.kernel, Tool::Save, &["-c"], "")).1;
+    let save = p.kernel_save();
     assert!(
         save.contains("[2:168] -A INPUT -p icmp -m icmp --icmp-type 8 -m hashlimit"),
         "the new table's burst of two passes:\n{save}"
@@ -683,11 +643,9 @@ fn raw_tcp(ns: &Netns, sends: &[(u16, Vec<u8>)]) {
 /// kernel's refusals of a protocol other than `-p tcp` or an inverted one.
 #[test]
 fn tcpmss_matches_as_the_kernels() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
+    };
     let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
         -A FORWARD -s 10.9.2.2 -j ACCEPT\n\
         -A FORWARD -p tcp\n\
@@ -698,10 +656,8 @@ fn tcpmss_matches_as_the_kernels() {
         -A FORWARD -p tcp -m tcpmss ! --mss 0:65535 -j ACCEPT\n\
         -A FORWARD -p tcp -j DROP\n\
         COMMIT\n";
-    let (code, _, err) = p.same(&d, Tool::Restore, &[], rules);
-    assert_eq!(code, 0, "{err}");
-    let k = topology(&p.kernel);
-    let b = topology(&p.bpf);
+    p.restore(&d, rules);
+    let (k, b) = p.topologies();
     let mss = |v: u16| [2u8, 4, (v >> 8) as u8, v as u8];
     let syn = |dport: u16, opts: &[u8]| (0u16, tcp_bytes(dport, 0x02, opts));
     let mut after_others = vec![1u8, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1];
@@ -760,7 +716,7 @@ fn tcpmss_matches_as_the_kernels() {
         "packets at the target (bpfilter, kernel)"
     );
     // the traffic reaches every rule (the kernel's counts, which bpfilter's equal)
-    let save = common::seen(&common::kernel(&p.kernel, Tool::Save, &["-c"], "")).1;
+    let save = p.kernel_save();
     let packets = |rule: &str| -> u64 {
         save.lines()
             .find_map(|l| {
@@ -795,8 +751,7 @@ fn tcpmss_matches_as_the_kernels() {
         "-A FORWARD ! -p tcp -m tcpmss --mss 1000",
         "-A FORWARD -m tcpmss --mss 1000",
     ] {
-        let (code, _, err) = p.ipt(&d, bad);
-        assert_ne!(code, 0, "`{bad}` must be refused");
+        let err = p.refused(&d, bad);
         assert!(err.contains("Invalid argument"), "`{bad}`: {err}");
     }
     // deletion by specification, then the listing in every format

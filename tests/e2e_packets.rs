@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::{topology, Daemon, Pair, Tool, Topology};
+use common::{Pair, Tool, Topology};
 use test_support::netns::{sh, Netns};
-use test_support::privileged;
 
 /// The same traffic on both sides: UDP, TCP SYNs and pings into the firewall, through it, and
 /// out of it.
@@ -21,11 +20,9 @@ fn traffic(fw: &Netns, topo: &Topology) {
 
 #[test]
 fn packets_are_judged_and_counted_as_the_kernel_does() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
+    };
     let ruleset = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:udpin - [0:0]\n:fwd - [0:0]\n\
         -A INPUT -p udp -j udpin\n\
         -A INPUT -p icmp -m icmp --icmp-type 8 -j ACCEPT\n\
@@ -42,13 +39,12 @@ fn packets_are_judged_and_counted_as_the_kernel_does() {
         -A OUTPUT -d 10.9.2.2/32 -p udp -j ACCEPT\n\
         COMMIT\n";
     p.same(&d, Tool::Restore, &[], ruleset);
-    let k = topology(&p.kernel);
-    let b = topology(&p.bpf);
+    let (k, b) = p.topologies();
     let before = (k.target.in_receives(), b.target.in_receives());
     traffic(&p.kernel, &k);
     traffic(&p.bpf, &b);
     p.same_listing(&d);
-    let save = common::seen(&common::kernel(&p.kernel, Tool::Save, &["-c"], "")).1;
+    let save = p.kernel_save();
     let counted = save
         .lines()
         .filter(|l| l.starts_with('[') && !l.starts_with("[0:0]"))
@@ -77,11 +73,9 @@ fn packets_are_judged_and_counted_as_the_kernel_does() {
 
 #[test]
 fn namespaces_are_independent_and_the_host_is_untouched() {
-    if !privileged() {
+    let Some((d, one)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let one = Pair::new();
+    };
     let two = Pair::new();
     // Rules only: the host's own traffic may move its counters meanwhile.
     let host_before = sh("iptables-legacy -S 2>&1 || true");
@@ -98,19 +92,16 @@ fn namespaces_are_independent_and_the_host_is_untouched() {
 
 #[test]
 fn kill9_keeps_filtering_and_a_restart_serves_the_same_rules_and_counters() {
-    if !privileged() {
+    let Some((mut d, p)) = common::start_pair() else {
         return;
-    }
-    let mut d = Daemon::start();
-    let p = Pair::new();
+    };
     p.same(
         &d,
         Tool::Restore,
         &[],
         "*filter\n-A INPUT -p udp -m udp --dport 53 -j DROP\n-A INPUT -p icmp -j ACCEPT\nCOMMIT\n",
     );
-    let k = topology(&p.kernel);
-    let b = topology(&p.bpf);
+    let (k, b) = p.topologies();
     traffic(&p.kernel, &k);
     traffic(&p.bpf, &b);
     d.kill9();

@@ -13,9 +13,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{probe, topology, Daemon, Pair, Tool};
+use common::{probe, Tool};
 use test_support::netns::sh;
-use test_support::privileged;
 
 /// A router with a published service, the shape Docker and libvirt write: DNAT in PREROUTING,
 /// MASQUERADE in POSTROUTING, marks in mangle, a NOTRACK in raw, and a stateful filter table.
@@ -45,13 +44,10 @@ const ROUTER: &str = "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
 
 #[test]
 fn whole_rulesets_with_every_table_apply_save_and_filter_as_the_kernels() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
-    let (code, _, err) = p.same(&d, Tool::Restore, &[], ROUTER);
-    assert_eq!(code, 0, "the whole ruleset must apply: {err}");
+    };
+    p.restore(&d, ROUTER);
     p.same_listing(&d);
     for t in ["nat", "mangle", "raw"] {
         p.same(&d, Tool::Iptables, &["-t", t, "-L", "-n", "-v", "-x"], "");
@@ -73,8 +69,7 @@ fn whole_rulesets_with_every_table_apply_save_and_filter_as_the_kernels() {
     );
     // Traffic: the published port is DNAT'd to the target and accepted by the compiled
     // filter table on --ctstate DNAT; other ports are rejected by it.
-    let k = topology(&p.kernel);
-    let b = topology(&p.bpf);
+    let (k, b) = p.topologies();
     for t in [&k.target, &b.target] {
         sh(&format!(
             "ip netns exec {} python3 -c 'import socket,time\n\
@@ -118,11 +113,9 @@ const UNCOMPILED_RULE: &[&str] = &[
 /// the tables committed before it in place, and the same error is printed.
 #[test]
 fn a_failing_table_in_a_restore_fails_as_with_the_kernel() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
+    };
     let bad_nat = "*filter\n-A INPUT -p udp -m udp --dport 53 -j ACCEPT\nCOMMIT\n\
         *nat\n-A POSTROUTING -j NOSUCHTARGET\nCOMMIT\n\
         *mangle\n-A PREROUTING -j MARK --set-mark 1\nCOMMIT\n";
@@ -141,16 +134,12 @@ fn a_failing_table_in_a_restore_fails_as_with_the_kernel() {
         !out.status.success(),
         "length is not compiled and must be refused"
     );
-    let out = d.iptables(
+    // the kernel's mangle table takes it
+    d.iptables_ok(
         &p.bpf,
         Tool::Iptables,
         &[&["-t", "mangle"][..], UNCOMPILED_RULE].concat(),
         "",
-    );
-    assert!(
-        out.status.success(),
-        "the kernel's mangle table takes it: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -158,11 +147,9 @@ fn a_failing_table_in_a_restore_fails_as_with_the_kernel() {
 /// marks set by the kernel's mangle table, counted as the kernel counts them.
 #[test]
 fn packet_types_and_marks_count_as_the_kernels() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
+    };
     let rules =
         "*mangle\n-A PREROUTING -p udp -m udp --dport 7000 -j MARK --set-mark 0x7\nCOMMIT\n\
         *filter\n\
@@ -174,10 +161,8 @@ fn packet_types_and_marks_count_as_the_kernels() {
         -A INPUT -m mark --mark 0x6/0x6\n\
         -A INPUT -m mark ! --mark 0x0/0xff\n\
         COMMIT\n";
-    let (code, _, err) = p.same(&d, Tool::Restore, &[], rules);
-    assert_eq!(code, 0, "the ruleset must apply: {err}");
-    let k = topology(&p.kernel);
-    let b = topology(&p.bpf);
+    p.restore(&d, rules);
+    let (k, b) = p.topologies();
     for t in [&k, &b] {
         t.sender.sh(
             "python3 -c 'import socket\n\
@@ -210,11 +195,9 @@ fn packet_types_and_marks_count_as_the_kernels() {
 /// its own), and `status` must say so.
 #[test]
 fn ip6tables_through_bpfilter_is_the_kernels_ip6_tables() {
-    if !privileged() {
+    let Some((d, ns)) = common::start_in("ip6k") else {
         return;
-    }
-    let d = Daemon::start();
-    let ns = test_support::netns::Netns::new("ip6k");
+    };
     let restore =
         "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:LOGDROP - [0:0]\n\
         -A INPUT -i lo -j ACCEPT\n\
@@ -247,31 +230,11 @@ fn ip6tables_through_bpfilter_is_the_kernels_ip6_tables() {
     let ours = bpf(&["ip6tables", "-S"], "");
     assert_eq!(String::from_utf8_lossy(&ours.stdout), kernel);
     // Errors are ip6tables' own, with its exit code.
-    let bad = bpf(
-        &[
-            "ip6tables",
-            "-A",
-            "INPUT",
-            "-m",
-            "nosuchmatch",
-            "-j",
-            "ACCEPT",
-        ],
-        "",
-    );
+    let nosuchmatch = ["-A", "INPUT", "-m", "nosuchmatch", "-j", "ACCEPT"];
+    let bad = bpf(&[&["ip6tables"][..], &nosuchmatch].concat(), "");
     let direct = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "ip6tables-legacy",
-            "-A",
-            "INPUT",
-            "-m",
-            "nosuchmatch",
-            "-j",
-            "ACCEPT",
-        ])
+        .args(["netns", "exec", &ns.name, "ip6tables-legacy"])
+        .args(nosuchmatch)
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), direct.status.code());
@@ -337,11 +300,9 @@ fn ip6tables_through_bpfilter_is_the_kernels_ip6_tables() {
 /// tail-call each other, and it applies, filters and counts as the kernel's.
 #[test]
 fn a_chain_too_large_for_one_program_applies_and_counts_as_the_kernels() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
+    };
     let n = 40_000u32;
     let mut rules =
         String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
@@ -370,15 +331,13 @@ fn a_chain_too_large_for_one_program_applies_and_counts_as_the_kernels() {
         }
     }
     rules.push_str("-A INPUT -p udp -m udp --dport 7100 -j RETURN\n-A INPUT -p udp\nCOMMIT\n");
-    let (code, _, err) = p.same(&d, Tool::Restore, &[], &rules);
-    assert_eq!(code, 0, "the ruleset must apply: {err}");
+    p.restore(&d, &rules);
     let status = String::from_utf8_lossy(&d.bpfilter(&p.bpf, &["status"]).stdout).into_owned();
     assert!(
         status.contains("INPUT+1 "),
         "the chain must be split over several programs:\n{status}"
     );
-    let k = topology(&p.kernel);
-    let b = topology(&p.bpf);
+    let (k, b) = p.topologies();
     for t in [&k, &b] {
         t.sender.sh(
             "python3 -c 'import socket\n\

@@ -11,10 +11,6 @@ use common::{probe, topology, Daemon, Pair, Tool, Topology};
 use test_support::netns::{sh, Netns};
 use test_support::privileged;
 
-fn topologies(p: &Pair) -> (Topology, Topology) {
-    (topology(&p.kernel), topology(&p.bpf))
-}
-
 /// A host and router ruleset of the usual stateful shape: replies and related errors accepted
 /// by state, new connections by port, invalid packets dropped, the rest rejected with each
 /// kind of answer.
@@ -55,14 +51,11 @@ const PROBES_IN: &[&str] = &[
 
 #[test]
 fn stateful_rules_and_rejects_answer_as_the_kernel_does() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
-    let (code, _, err) = p.same(&d, Tool::Restore, &[], STATEFUL);
-    assert_eq!(code, 0, "the ruleset must apply: {err}");
-    let (k, b) = topologies(&p);
+    };
+    p.restore(&d, STATEFUL);
+    let (k, b) = p.topologies();
     // the target listens on 80 and 22 so that connections through the router are
     // established and their replies come back through FORWARD
     for t in [&k.target, &b.target] {
@@ -236,9 +229,8 @@ fn log_lines_are_the_kernels() {
          -A OUTPUT -p udp -m udp --dport 9 -j LOG --log-prefix \"{tag}o \" --log-uid\n\
          COMMIT\n"
     );
-    let (code, _, err) = p.same(&d, Tool::Restore, &[], &rules);
-    assert_eq!(code, 0, "the ruleset must apply: {err}");
-    let (k, b) = topologies(&p);
+    p.restore(&d, &rules);
+    let (k, b) = p.topologies();
     let traffic = |fw: &Netns, t: &Topology| {
         t.sender.sh(
             "echo a > /dev/udp/10.9.1.2/9; ping -c1 -W1 10.9.1.2 >/dev/null; \
@@ -290,28 +282,42 @@ fn log_lines_are_the_kernels() {
     p.same_listing(&d);
 }
 
-/// A flood of packets from many sources into a REJECT rule: every packet is judged and
-/// counted, the replies stay within the kernel's rate limits, and the daemon's memory does
-/// not grow with the flood.
-#[test]
-fn a_reject_flood_grows_nothing() {
-    if !privileged() {
-        return;
-    }
-    let d = Daemon::start();
-    let fw = Netns::new("fl");
-    let out = d.iptables(
+/// A daemon, a firewall namespace (named from `prefix`) whose INPUT rejects every UDP
+/// datagram, and a sender -- firewall -- target topology around it; None where privileged
+/// tests cannot run.
+fn udp_reject_firewall(prefix: &str) -> Option<(Daemon, Netns, Topology)> {
+    let (d, fw) = common::start_in(prefix)?;
+    d.iptables_ok(
         &fw,
         Tool::Iptables,
         &["-A", "INPUT", "-p", "udp", "-j", "REJECT"],
         "",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let t = topology(&fw);
+    Some((d, fw, t))
+}
+
+/// The firewall's INPUT listing with exact counters, and the `events:` line of `status`.
+fn input_and_events(d: &Daemon, fw: &Netns) -> (String, String) {
+    let out = d.iptables(fw, Tool::Iptables, &["-L", "INPUT", "-v", "-x", "-n"], "");
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = String::from_utf8_lossy(&d.bpfilter(fw, &["status"]).stdout).into_owned();
+    let line = status
+        .lines()
+        .find(|l| l.contains("events:"))
+        .unwrap_or("")
+        .to_owned();
+    (listing, line)
+}
+
+/// A flood of packets from many sources into a REJECT rule: every packet is judged and
+/// counted, the replies stay within the kernel's rate limits, and the daemon's memory does
+/// not grow with the flood.
+#[test]
+fn a_reject_flood_grows_nothing() {
+    let Some((d, fw, t)) = udp_reject_firewall("fl") else {
+        return;
+    };
     // default rate limits in the firewall (the topology lifts them for the other tests)
     fw.sh("sysctl -qw net.ipv4.icmp_ratelimit=1000 net.ipv4.icmp_msgs_per_sec=1000 net.ipv4.icmp_msgs_burst=50");
     let rss = |pid: u32| -> u64 {
@@ -340,20 +346,13 @@ fn a_reject_flood_grows_nothing() {
     flood(20000);
     std::thread::sleep(Duration::from_millis(1000));
     let after = rss(d.pid());
-    let counted = d.iptables(&fw, Tool::Iptables, &["-L", "INPUT", "-v", "-x", "-n"], "");
-    let listing = String::from_utf8_lossy(&counted.stdout).into_owned();
+    let (listing, line) = input_and_events(&d, &fw);
     assert!(
         listing
             .lines()
             .any(|l| l.trim_start().starts_with("22000 ")),
         "every packet is counted by the REJECT rule:\n{listing}"
     );
-    let status = String::from_utf8_lossy(&d.bpfilter(&fw, &["status"]).stdout).into_owned();
-    let line = status
-        .lines()
-        .find(|l| l.contains("events:"))
-        .unwrap_or("")
-        .to_owned();
     let num = |after: &str| -> u64 {
         line.split(after)
             .next()
@@ -387,23 +386,9 @@ fn a_reject_flood_grows_nothing() {
 /// reply that late is nothing the kernel would send.
 #[test]
 fn rejects_while_the_daemon_is_down_get_no_late_reply() {
-    if !privileged() {
+    let Some((mut d, fw, t)) = udp_reject_firewall("dn") else {
         return;
-    }
-    let mut d = Daemon::start();
-    let fw = Netns::new("dn");
-    let out = d.iptables(
-        &fw,
-        Tool::Iptables,
-        &["-A", "INPUT", "-p", "udp", "-j", "REJECT"],
-        "",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t = topology(&fw);
+    };
     let (before, _) = probe(&t.sender, &["udp:10.9.1.2:53"]);
     assert_eq!(
         before,
@@ -418,14 +403,11 @@ fn rejects_while_the_daemon_is_down_get_no_late_reply() {
         "dropped, unanswered, while no daemon runs"
     );
     d.restart();
-    let out = d.iptables(&fw, Tool::Iptables, &["-L", "INPUT", "-v", "-x", "-n"], "");
-    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (listing, line) = input_and_events(&d, &fw);
     assert!(
         listing.lines().any(|l| l.trim_start().starts_with("3 ")),
         "all three packets counted by the REJECT rule:\n{listing}"
     );
-    let status = String::from_utf8_lossy(&d.bpfilter(&fw, &["status"]).stdout).into_owned();
-    let line = status.lines().find(|l| l.contains("events:")).unwrap_or("");
     assert!(
         line.contains("0 replies sent") && line.contains("2 stale"),
         "the two records of the dead time are discarded, not answered: {line}"

@@ -65,27 +65,42 @@ fn every_kind_script() -> (String, usize) {
     (lines.join("\n") + "\n", lines.len())
 }
 
+/// Runs [`every_kind_script`] through the client under `caps` on both sides (bpfilter's
+/// through the daemon's socket) and asserts that every request got EPERM on both; bpfilter's
+/// client's output.
+fn every_kind_eperm(d: &Daemon, p: &Pair, caps: &[&str]) -> std::process::Output {
+    let (script, n) = every_kind_script();
+    let (bpf, bout) = run_client(&script, Some(&d.socket), Some(&p.bpf.name), caps);
+    let (kern, kout) = run_client(&script, None, Some(&p.kernel.name), caps);
+    assert_eq!(
+        kern.len(),
+        n,
+        "kernel client: {}",
+        String::from_utf8_lossy(&kout.stderr)
+    );
+    assert_eq!(
+        bpf.len(),
+        n,
+        "bpfilter client: {}",
+        String::from_utf8_lossy(&bout.stderr)
+    );
+    for i in 0..n {
+        assert_eq!(kern[&i].errno, EPERM, "kernel, line {i}");
+        assert_eq!(bpf[&i].errno, EPERM, "bpfilter, line {i}: {:?}", bpf[&i]);
+    }
+    bout
+}
+
 /// Installs a ruleset through bpfilter (as root) and returns its iptables-save.
 fn install(d: &Daemon, ns: &Netns) -> String {
     let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
                  -A INPUT -p udp -m udp --dport 53 -j DROP\nCOMMIT\n";
-    let out = d.iptables(ns, Tool::Restore, &[], rules);
-    assert!(
-        out.status.success(),
-        "restore: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.iptables_ok(ns, Tool::Restore, &[], rules);
     save(d, ns)
 }
 
 fn save(d: &Daemon, ns: &Netns) -> String {
-    let out = d.iptables(ns, Tool::Save, &["-t", "filter"], "");
-    assert!(
-        out.status.success(),
-        "save: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    common::seen(&out).1
+    common::seen(&d.iptables_ok(ns, Tool::Save, &["-t", "filter"], "")).1
 }
 
 #[test]
@@ -101,11 +116,9 @@ fn socket_is_root_only() {
 
 #[test]
 fn unprivileged_user_gets_eperm() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
+    };
     let before = install(&d, &p.bpf);
 
     // No capabilities at all: socket(SOCK_RAW) already fails in the kernel, so iptables says
@@ -138,26 +151,8 @@ fn unprivileged_user_gets_eperm() {
     // With CAP_NET_RAW (a raw socket opens) but not CAP_NET_ADMIN: the kernel refuses every
     // table sockopt with EPERM; through bpfilter, connect() to the 0600 socket is refused and
     // the client turns that into EPERM too, with one line that names the socket.
-    let (script, n) = every_kind_script();
     let caps = nobody(&["--inh-caps=+net_raw", "--ambient-caps=+net_raw"]);
-    let (bpf, bout) = run_client(&script, Some(&d.socket), Some(&p.bpf.name), &caps);
-    let (kern, kout) = run_client(&script, None, Some(&p.kernel.name), &caps);
-    assert_eq!(
-        kern.len(),
-        n,
-        "kernel client: {}",
-        String::from_utf8_lossy(&kout.stderr)
-    );
-    assert_eq!(
-        bpf.len(),
-        n,
-        "bpfilter client: {}",
-        String::from_utf8_lossy(&bout.stderr)
-    );
-    for i in 0..n {
-        assert_eq!(kern[&i].errno, EPERM, "kernel, line {i}");
-        assert_eq!(bpf[&i].errno, EPERM, "bpfilter, line {i}: {:?}", bpf[&i]);
-    }
+    let bout = every_kind_eperm(&d, &p, &caps);
     let stderr = String::from_utf8_lossy(&bout.stderr);
     let lines: Vec<&str> = stderr
         .lines()
@@ -218,36 +213,11 @@ fn frame(kind: u16, body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn root_without_cap_net_admin_gets_eperm() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
+    };
     let before = install(&d, &p.bpf);
-    let (script, n) = every_kind_script();
-    let (bpf, bout) = run_client(
-        &script,
-        Some(&d.socket),
-        Some(&p.bpf.name),
-        &ROOT_NO_NET_ADMIN,
-    );
-    let (kern, kout) = run_client(&script, None, Some(&p.kernel.name), &ROOT_NO_NET_ADMIN);
-    assert_eq!(
-        kern.len(),
-        n,
-        "kernel client: {}",
-        String::from_utf8_lossy(&kout.stderr)
-    );
-    assert_eq!(
-        bpf.len(),
-        n,
-        "bpfilter client: {}",
-        String::from_utf8_lossy(&bout.stderr)
-    );
-    for i in 0..n {
-        assert_eq!(kern[&i].errno, EPERM, "kernel, line {i}");
-        assert_eq!(bpf[&i].errno, EPERM, "bpfilter, line {i}");
-    }
+    every_kind_eperm(&d, &p, &ROOT_NO_NET_ADMIN);
     // What a user sees: the same as with the kernel.
     for args in [&["-L"][..], &["-A", "INPUT", "-j", "DROP"][..]] {
         let run = |ns: &Netns, preload: bool| {
@@ -291,11 +261,9 @@ fn root_without_cap_net_admin_gets_eperm() {
 /// must not take the capabilities listed in /proc/PID/status at face value.
 #[test]
 fn a_user_namespace_does_not_grant_cap_net_admin() {
-    if !privileged() {
+    let Some((d, ns)) = common::start_in("hu") else {
         return;
-    }
-    let d = Daemon::start();
-    let ns = Netns::new("hu");
+    };
     let before = install(&d, &ns);
     let sh = |line: &str| {
         let mut cmd = std::process::Command::new("ip");
@@ -333,11 +301,9 @@ fn a_user_namespace_does_not_grant_cap_net_admin() {
 /// client must not crash either, and the daemon must not care.
 #[test]
 fn a_garbage_counters_pointer_is_ignored_like_the_kernel() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
+    };
     let empty = fixtures().join("captured/empty/replace.bin");
     let script = format!(
         "reset\nset 64 - 0 0 garbage {}\nget 64 84 0 {}\n",
@@ -373,11 +339,9 @@ fn a_garbage_counters_pointer_is_ignored_like_the_kernel() {
 /// size is checked against the bytes actually sent. Neither may make the daemon allocate.
 #[test]
 fn huge_counts_and_sizes_are_refused_without_allocating() {
-    if !privileged() {
+    let Some((d, p)) = common::start_pair() else {
         return;
-    }
-    let d = Daemon::start();
-    let p = Pair::new();
+    };
     let pid = daemon_pid(&d.socket);
     let base = std::fs::read(fixtures().join("captured/empty/replace.bin")).unwrap();
     let mut script = String::from("reset\n");

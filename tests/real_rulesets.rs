@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{probe, seen, topology, Daemon, Pair, Tool};
+use common::{probe, seen, Daemon, Pair, Tool};
 use test_support::netns::{sh, Netns};
 use test_support::privileged;
 
@@ -236,8 +236,7 @@ fn check_whole(name: &str, rs: &Ruleset) {
     );
     let counters = || seen(&common::kernel(&p.kernel, Tool::Save, &["-c"], "")).1;
     let before = counters();
-    let k = topology(&p.kernel);
-    let b = topology(&p.bpf);
+    let (k, b) = p.topologies();
     // Both sides at once: a dropped probe waits out its timeout, the same on each side.
     let (kres, bres) = std::thread::scope(|s| {
         let kernel_side = s.spawn(|| traffic(&p.kernel, &k.sender));

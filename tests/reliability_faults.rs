@@ -14,7 +14,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::UdpSocket;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -97,16 +96,10 @@ impl Topo {
         }
         n
     }
-
-    fn ino(&self) -> u64 {
-        std::fs::metadata(format!("/run/netns/{}", self.fw.name))
-            .expect("netns")
-            .ino()
-    }
 }
 
 fn save(d: &Daemon, ns: &Netns, counters: bool) -> String {
-    let out = d.iptables(
+    let out = d.iptables_ok(
         ns,
         Tool::Save,
         if counters {
@@ -115,12 +108,6 @@ fn save(d: &Daemon, ns: &Netns, counters: bool) -> String {
             &["-t", "filter"]
         },
         "",
-    );
-    assert!(
-        out.status.success(),
-        "iptables-save failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        d.log()
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -426,7 +413,7 @@ fn each_fault_point_leaves_the_old_or_the_new_ruleset_with_exact_counters_and_no
     let per_point = if full_run() { 13 } else { 6 };
     let mut d = Daemon::start();
     let topo = Topo::new();
-    let table_dir: PathBuf = d.bpffs.join(format!("net{}", topo.ino())).join("filter");
+    let table_dir = ns_dir(&d, &topo.fw).join("filter");
     let old_rules = rules(OLD_RULES);
     let mut new_rules = old_rules.clone();
     new_rules.push(NEW_RULE.to_owned());
@@ -436,13 +423,7 @@ fn each_fault_point_leaves_the_old_or_the_new_ruleset_with_exact_counters_and_no
     for round in 0..per_point {
         for point in POINTS {
             // The old ruleset, counters at zero.
-            let out = d.iptables(&topo.fw, Tool::Restore, &[], OLD_RULES);
-            assert!(
-                out.status.success(),
-                "restore: {}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                d.log()
-            );
+            d.iptables_ok(&topo.fw, Tool::Restore, &[], OLD_RULES);
             let (p1, p2, p3) = (5, 7, 11);
             topo.send(6001, p1);
             let log_len = d.log().len();
@@ -583,14 +564,8 @@ fn kill9_at_random_moments_of_a_stream_of_changes() {
     let mut rng = Rng::new(seed);
     let mut d = Daemon::start();
     let topo = Topo::new();
-    let table_dir: PathBuf = d.bpffs.join(format!("net{}", topo.ino())).join("filter");
-    let out = d.iptables(&topo.fw, Tool::Restore, &[], OLD_RULES);
-    assert!(
-        out.status.success(),
-        "restore: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        d.log()
-    );
+    let table_dir = ns_dir(&d, &topo.fw).join("filter");
+    d.iptables_ok(&topo.fw, Tool::Restore, &[], OLD_RULES);
     // The model: the rules that must be there (the ones whose command succeeded, plus the
     // outcome observed for each command the kill interrupted).
     let mut model = rules(OLD_RULES);
@@ -726,6 +701,42 @@ fn lo_udp_delivered(ns: &str, port: u16) -> bool {
     })
 }
 
+/// The pin folder of namespace `ns` under the daemon's bpffs folder.
+fn ns_dir(d: &Daemon, ns: &Netns) -> PathBuf {
+    d.bpffs.join(format!("net{}", ns.inode().1))
+}
+
+/// Whether each hook of the table pinned at `table_dir` has its link pinned (INPUT, FORWARD,
+/// OUTPUT).
+fn hook_links(table_dir: &Path) -> Vec<bool> {
+    ["INPUT", "FORWARD", "OUTPUT"]
+        .iter()
+        .map(|h| table_dir.join(h).join("link").exists())
+        .collect()
+}
+
+/// Starts `bpfilter iptables <line>` in `ns`, kills the daemon with -9 the moment `pin` appears
+/// (a busy poll, up to 10 s, so that the kill lands inside the command), and waits for the
+/// command to end.
+fn kill_once_pinned(d: &mut Daemon, ns: &Netns, line: &str, pin: &Path) {
+    let mut cmd = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(common::bpfilter_bin())
+        .arg("iptables")
+        .args(line.split_whitespace())
+        .env("BPFILTER_SOCKET", &d.socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("iptables");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pin.exists() && Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
+    d.kill9();
+    let _ = cmd.wait();
+}
+
 /// A kill -9 inside the first access of a namespace (table creation: prog array, generation 1,
 /// then per hook a dispatcher and its link) leaves generation 1 complete but some hooks without
 /// their link. The test kills the daemon the moment generation 1's ruleset pin appears (a busy
@@ -742,34 +753,16 @@ fn a_table_whose_creation_was_killed_filters_after_the_restart() {
     let mut failures = Vec::new();
     for attempt in 0..4 {
         let ns = Netns::new("rfc");
-        let ino = std::fs::metadata(format!("/run/netns/{}", ns.name))
-            .expect("netns")
-            .ino();
-        let table_dir = d.bpffs.join(format!("net{ino}/filter"));
-        let mut cmd = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(common::bpfilter_bin())
-            .args([
-                "iptables", "-w", "-A", "INPUT", "-p", "udp", "-m", "udp", "--dport", "9", "-j",
-                "DROP",
-            ])
-            .env("BPFILTER_SOCKET", &d.socket)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("iptables");
+        let table_dir = ns_dir(&d, &ns).join("filter");
         let ruleset = table_dir.join("gen1/ruleset");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ruleset.exists() && Instant::now() < deadline {
-            std::hint::spin_loop();
-        }
-        d.kill9();
+        kill_once_pinned(
+            &mut d,
+            &ns,
+            "-w -A INPUT -p udp -m udp --dport 9 -j DROP",
+            &ruleset,
+        );
         let complete_gen1 = ruleset.exists();
-        let _ = cmd.wait();
-        let links_at_kill: Vec<bool> = ["INPUT", "FORWARD", "OUTPUT"]
-            .iter()
-            .map(|h| table_dir.join(h).join("link").exists())
-            .collect();
+        let links_at_kill = hook_links(&table_dir);
         if !complete_gen1 || links_at_kill.iter().all(|l| *l) {
             d.restart();
             continue; // the kill missed the window
@@ -777,10 +770,7 @@ fn a_table_whose_creation_was_killed_filters_after_the_restart() {
         hits += 1;
         d.restart();
         let out = ipt(&d, &ns, "-w -A INPUT -p udp -m udp --dport 10 -j DROP");
-        let links: Vec<bool> = ["INPUT", "FORWARD", "OUTPUT"]
-            .iter()
-            .map(|h| table_dir.join(h).join("link").exists())
-            .collect();
+        let links = hook_links(&table_dir);
         let (d9, d10) = (
             lo_udp_delivered(&ns.name, 9),
             lo_udp_delivered(&ns.name, 10),
@@ -816,26 +806,9 @@ fn an_unadoptable_table_left_by_a_kill_does_not_leak_once_its_namespace_is_gone(
     while attempts < 8 && hits < 1 {
         attempts += 1;
         let ns = Netns::new("rfu");
-        let ino = std::fs::metadata(format!("/run/netns/{}", ns.name))
-            .expect("netns")
-            .ino();
-        let ns_dir = d.bpffs.join(format!("net{ino}"));
-        let mut cmd = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(common::bpfilter_bin())
-            .args(["iptables", "-w", "-L", "-n"])
-            .env("BPFILTER_SOCKET", &d.socket)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("iptables");
+        let ns_dir = ns_dir(&d, &ns);
         let progs = ns_dir.join("filter/progs");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !progs.exists() && Instant::now() < deadline {
-            std::hint::spin_loop();
-        }
-        d.kill9();
-        let _ = cmd.wait();
+        kill_once_pinned(&mut d, &ns, "-w -L -n", &progs);
         let hit = progs.exists() && !ns_dir.join("filter/gen1/ruleset").exists();
         d.restart();
         if !hit {

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::net::UdpSocket;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -129,6 +129,28 @@ impl Watched {
     fn delete(&self) {
         sh(&format!("ip netns del {}", self.name));
     }
+
+    /// Applies the rules of [`apply`] in it; its pin folder under the daemon's.
+    fn apply(&self, d: &Daemon) -> PathBuf {
+        apply(d, &self.ns());
+        d.bpffs.join(format!("net{}", self.ino))
+    }
+
+    /// Once its last reference went (`after`), asserts that its pins at `dir` go and the
+    /// kernel dismantles it within GRACE.
+    fn assert_dies(&self, witness: &Netns, dir: &Path, after: &str) {
+        let gone = within(|| !dir.exists());
+        let dismantled = within(|| !self.exists(witness));
+        eprintln!(
+            "after {after}: pins gone after {gone:?}, namespace dismantled after {dismantled:?}"
+        );
+        assert!(gone.is_some(), "pins still there after {after}");
+        assert!(
+            dismantled.is_some(),
+            "namespace not freed after {after}; held by {:?}",
+            holders(self.ino)
+        );
+    }
 }
 
 impl Drop for Watched {
@@ -140,18 +162,12 @@ impl Drop for Watched {
 }
 
 fn apply(d: &Daemon, ns: &Netns) {
-    let out = d.iptables(
+    d.iptables_ok(
         ns,
         Tool::Restore,
         &[],
         "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
          -A INPUT -p udp -m udp --dport 9 -j DROP\n-A OUTPUT -p tcp -m tcp --dport 25 -j DROP\nCOMMIT\n",
-    );
-    assert!(
-        out.status.success(),
-        "restore: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        d.log()
     );
 }
 
@@ -207,15 +223,12 @@ fn assert_released(d: &Daemon, w: &Watched, witness: &Netns, dir: &Path, ids: &I
 
 #[test]
 fn deleting_a_namespace_releases_its_programs_pins_and_the_namespace() {
-    if !privileged() {
+    let Some((d, witness)) = common::start_in("rnx") else {
         return;
-    }
-    let d = Daemon::start();
-    let witness = Netns::new("rnx");
+    };
     let w = Watched::new(&witness);
-    apply(&d, &w.ns());
+    let dir = w.apply(&d);
     assert!(!udp9_delivered(&w.name), "the rules are in force");
-    let dir: PathBuf = d.bpffs.join(format!("net{}", w.ino));
     let ids = pinned_ids(&dir);
     assert_eq!(
         (ids.links.len(), ids.progs.len()),
@@ -231,14 +244,11 @@ fn deleting_a_namespace_releases_its_programs_pins_and_the_namespace() {
 
 #[test]
 fn a_namespace_deleted_while_the_daemon_is_down_is_released_after_the_restart() {
-    if !privileged() {
+    let Some((mut d, witness)) = common::start_in("rnx") else {
         return;
-    }
-    let mut d = Daemon::start();
-    let witness = Netns::new("rnx");
+    };
     let w = Watched::new(&witness);
-    apply(&d, &w.ns());
-    let dir: PathBuf = d.bpffs.join(format!("net{}", w.ino));
+    let dir = w.apply(&d);
     let ids = pinned_ids(&dir);
     d.kill9();
     // Only the pins refer to it now.
@@ -248,11 +258,9 @@ fn a_namespace_deleted_while_the_daemon_is_down_is_released_after_the_restart() 
 
 #[test]
 fn flush_removes_all_pins_and_links() {
-    if !privileged() {
+    let Some((d, witness)) = common::start_in("rnx") else {
         return;
-    }
-    let d = Daemon::start();
-    let witness = Netns::new("rnx");
+    };
     let one = Watched::new(&witness);
     let two = Netns::new("rnt");
     let three = Netns::new("rnh");
@@ -337,44 +345,87 @@ fn flush_removes_all_pins_and_links() {
     );
 }
 
-/// Whether a datagram sent from `from` (a namespace name) to `to` is delivered to `rx`.
-fn delivered_over_veth(from: &str, to: (&'static str, u16), rx: &UdpSocket) -> bool {
-    let mut buf = [0u8; 8];
-    while rx.recv(&mut buf).is_ok() {}
-    in_netns(from, move || {
-        let tx = UdpSocket::bind("0.0.0.0:0").expect("bind");
-        for _ in 0..3 {
-            tx.send_to(b"x", to).expect("send");
-        }
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let mut n = 0;
-    while rx.recv(&mut buf).is_ok() {
-        n += 1;
-    }
-    n > 0
+/// A watched namespace reachable from the witness over its veth (10.79.N.1 -> 10.79.N.2),
+/// with UDP sockets bound inside it on ports 9 (the rules drop it) and 10 (open): the sockets
+/// keep it alive once `ip netns del` unlisted it.
+struct Held {
+    w: Watched,
+    addr: Ipv4Addr,
+    drop9: UdpSocket,
+    open10: UdpSocket,
 }
 
-/// A watched namespace reachable from the witness over its veth (10.79.N.1 -> 10.79.N.2),
-/// with UDP sockets bound inside it on ports 9 (the rules drop it) and 10 (open).
-fn socket_held(witness: &Netns, n: u8) -> (Watched, UdpSocket, UdpSocket) {
-    let w = Watched::new(witness);
-    sh(&format!(
-        "ip -n {wn} addr add 10.79.{n}.1/24 dev {dev} && ip -n {wn} link set {dev} up && \
-         ip -n {ns} addr add 10.79.{n}.2/24 dev x && ip -n {ns} link set x up && \
-         ip netns exec {wn} ping -c1 -W2 10.79.{n}.2 >/dev/null",
-        wn = witness.name,
-        dev = w.witness_dev,
-        ns = w.name
-    ));
-    let (a, b) = in_netns(&w.name, move || {
-        let a = UdpSocket::bind((format!("10.79.{n}.2"), 9)).expect("bind 9");
-        let b = UdpSocket::bind((format!("10.79.{n}.2"), 10)).expect("bind 10");
-        a.set_nonblocking(true).expect("nb");
-        b.set_nonblocking(true).expect("nb");
-        (a, b)
-    });
-    (w, a, b)
+impl Held {
+    fn new(witness: &Netns, n: u8) -> Held {
+        let w = Watched::new(witness);
+        let addr = Ipv4Addr::new(10, 79, n, 2);
+        sh(&format!(
+            "ip -n {wn} addr add 10.79.{n}.1/24 dev {dev} && ip -n {wn} link set {dev} up && \
+             ip -n {ns} addr add {addr}/24 dev x && ip -n {ns} link set x up && \
+             ip netns exec {wn} ping -c1 -W2 {addr} >/dev/null",
+            wn = witness.name,
+            dev = w.witness_dev,
+            ns = w.name
+        ));
+        let (drop9, open10) = in_netns(&w.name, move || {
+            let a = UdpSocket::bind((addr, 9)).expect("bind 9");
+            let b = UdpSocket::bind((addr, 10)).expect("bind 10");
+            a.set_nonblocking(true).expect("nb");
+            b.set_nonblocking(true).expect("nb");
+            (a, b)
+        });
+        Held {
+            w,
+            addr,
+            drop9,
+            open10,
+        }
+    }
+
+    /// Whether datagrams sent from the witness to port 9 (`drop9`) or 10 are delivered.
+    fn delivered(&self, witness: &Netns, drop9: bool) -> bool {
+        let (port, rx) = if drop9 {
+            (9, &self.drop9)
+        } else {
+            (10, &self.open10)
+        };
+        let mut buf = [0u8; 8];
+        while rx.recv(&mut buf).is_ok() {}
+        let to = SocketAddrV4::new(self.addr, port);
+        in_netns(&witness.name, move || {
+            let tx = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            for _ in 0..3 {
+                tx.send_to(b"x", to).expect("send");
+            }
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let mut n = 0;
+        while rx.recv(&mut buf).is_ok() {
+            n += 1;
+        }
+        n > 0
+    }
+
+    /// After `ip netns del`: asserts that the namespace still lives and receives (`what` names
+    /// it); whether its rules were stripped (port 9 delivered).
+    fn stripped_while_alive(&self, witness: &Netns, what: &str) -> bool {
+        assert!(self.w.exists(witness), "the sockets keep the {what} alive");
+        assert!(
+            self.delivered(witness, false),
+            "the live {what} still receives"
+        );
+        self.delivered(witness, true)
+    }
+
+    /// Closes the sockets, the last references of the deleted namespace, and asserts that its
+    /// pins at `dir` go and the kernel dismantles it within GRACE.
+    fn assert_dies_with_its_sockets(self, witness: &Netns, dir: &Path) {
+        let Held {
+            w, drop9, open10, ..
+        } = self;
+        drop((drop9, open10));
+        w.assert_dies(witness, dir, "the sockets closed");
+    }
 }
 
 /// A namespace that `ip netns del` unlisted but that a socket still keeps alive is still a
@@ -383,55 +434,35 @@ fn socket_held(witness: &Netns, n: u8) -> (Watched, UdpSocket, UdpSocket) {
 /// collector must not strip its firewall.
 #[test]
 fn a_deleted_namespace_kept_alive_by_a_socket_keeps_its_rules() {
-    if !privileged() {
+    let Some((d, witness)) = common::start_in("rnx") else {
         return;
-    }
-    let d = Daemon::start();
-    let witness = Netns::new("rnx");
-    let (w, drop9, open10) = socket_held(&witness, 1);
-    let (kw, kdrop9, kopen10) = socket_held(&witness, 2);
-    apply(&d, &w.ns());
+    };
+    let held = Held::new(&witness, 1);
+    let kheld = Held::new(&witness, 2);
+    let dir = held.w.apply(&d);
     let out = common::kernel(
-        &kw.ns(),
+        &kheld.w.ns(),
         Tool::Restore,
         &[],
         "*filter\n-A INPUT -p udp -m udp --dport 9 -j DROP\nCOMMIT\n",
     );
     assert!(out.status.success(), "kernel restore");
-    let dir: PathBuf = d.bpffs.join(format!("net{}", w.ino));
     assert!(
-        !delivered_over_veth(&witness.name, ("10.79.1.2", 9), &drop9),
+        !held.delivered(&witness, true),
         "rules in force before the delete"
     );
     assert!(
-        !delivered_over_veth(&witness.name, ("10.79.2.2", 9), &kdrop9),
+        !kheld.delivered(&witness, true),
         "kernel rules in force before the delete"
     );
-    w.delete();
-    kw.delete();
+    held.w.delete();
+    kheld.w.delete();
     // Two collector periods and more.
     std::thread::sleep(Duration::from_secs(5));
-    assert!(
-        w.exists(&witness) && kw.exists(&witness),
-        "the sockets keep the namespaces alive"
-    );
-    assert!(
-        delivered_over_veth(&witness.name, ("10.79.1.2", 10), &open10),
-        "the live namespace still receives"
-    );
-    assert!(
-        delivered_over_veth(&witness.name, ("10.79.2.2", 10), &kopen10),
-        "the live kernel namespace still receives"
-    );
-    let kernel_stripped = delivered_over_veth(&witness.name, ("10.79.2.2", 9), &kdrop9);
-    let stripped = delivered_over_veth(&witness.name, ("10.79.1.2", 9), &drop9);
-    // Once the last socket goes, the namespace dies, and everything must be released.
-    drop((drop9, open10, kdrop9, kopen10));
-    let gone = within(|| !dir.exists());
-    let dismantled = within(|| !w.exists(&witness));
+    let stripped = held.stripped_while_alive(&witness, "namespace");
+    let kernel_stripped = kheld.stripped_while_alive(&witness, "kernel namespace");
     eprintln!(
-        "socket-held namespace: rules stripped while alive: bpfilter {stripped}, kernel {kernel_stripped}; \
-         after the sockets closed: pins gone after {gone:?}, namespace dismantled after {dismantled:?}"
+        "socket-held namespace: rules stripped while alive: bpfilter {stripped}, kernel {kernel_stripped}"
     );
     assert!(
         !kernel_stripped,
@@ -442,12 +473,9 @@ fn a_deleted_namespace_kept_alive_by_a_socket_keeps_its_rules() {
         "the collector flushed the rules of a namespace that is still alive (held by a socket)\n{}",
         d.log()
     );
-    assert!(gone.is_some(), "pins still there after the namespace died");
-    assert!(
-        dismantled.is_some(),
-        "namespace not freed; held by {:?}",
-        holders(w.ino)
-    );
+    // Once the last socket goes, the namespace dies, and everything must be released.
+    drop(kheld);
+    held.assert_dies_with_its_sockets(&witness, &dir);
 }
 
 /// The daemon's own namespace is a live namespace even when no other process is in it (a
@@ -517,46 +545,27 @@ fn the_daemons_own_namespace_keeps_its_rules() {
 /// while a socket still holds it. Its rules must stay in force while it lives.
 #[test]
 fn a_socket_held_namespace_deleted_after_a_restart_keeps_its_rules() {
-    if !privileged() {
+    let Some((mut d, witness)) = common::start_in("rnx") else {
         return;
-    }
-    let mut d = Daemon::start();
-    let witness = Netns::new("rnx");
-    let (w, drop9, open10) = socket_held(&witness, 3);
-    apply(&d, &w.ns());
-    let dir: PathBuf = d.bpffs.join(format!("net{}", w.ino));
+    };
+    let held = Held::new(&witness, 3);
+    let dir = held.w.apply(&d);
     d.kill9();
     d.restart();
     assert!(
-        !delivered_over_veth(&witness.name, ("10.79.3.2", 9), &drop9),
+        !held.delivered(&witness, true),
         "rules in force after the restart"
     );
-    w.delete();
+    held.w.delete();
     std::thread::sleep(Duration::from_secs(5));
-    assert!(w.exists(&witness), "the socket keeps the namespace alive");
-    assert!(
-        delivered_over_veth(&witness.name, ("10.79.3.2", 10), &open10),
-        "the live namespace still receives"
-    );
-    let stripped = delivered_over_veth(&witness.name, ("10.79.3.2", 9), &drop9);
-    drop((drop9, open10));
-    let gone = within(|| !dir.exists());
-    let dismantled = within(|| !w.exists(&witness));
-    eprintln!(
-        "socket-held namespace after a restart: rules stripped while alive: {stripped}; after the sockets closed: \
-         pins gone after {gone:?}, namespace dismantled after {dismantled:?}"
-    );
+    let stripped = held.stripped_while_alive(&witness, "namespace");
+    eprintln!("socket-held namespace after a restart: rules stripped while alive: {stripped}");
     assert!(
         !stripped,
         "the collector flushed the rules of an adopted namespace still held by a socket\n{}",
         d.log()
     );
-    assert!(gone.is_some(), "pins still there after the namespace died");
-    assert!(
-        dismantled.is_some(),
-        "namespace not freed; held by {:?}",
-        holders(w.ino)
-    );
+    held.assert_dies_with_its_sockets(&witness, &dir);
 }
 
 /// A namespace that `ip netns del` unlisted but that a process still holds through an fd it
@@ -565,14 +574,11 @@ fn a_socket_held_namespace_deleted_after_a_restart_keeps_its_rules() {
 /// the holder exits, everything is released.
 #[test]
 fn a_deleted_namespace_held_by_an_fd_of_its_bind_mount_keeps_its_rules() {
-    if !privileged() {
+    let Some((d, witness)) = common::start_in("rnf") else {
         return;
-    }
-    let d = Daemon::start();
-    let witness = Netns::new("rnf");
+    };
     let w = Watched::new(&witness);
-    apply(&d, &w.ns());
-    let dir: PathBuf = d.bpffs.join(format!("net{}", w.ino));
+    let dir = w.apply(&d);
     let mut holder = Command::new("sh")
         .arg("-c")
         .arg(format!("exec 3</run/netns/{} && exec sleep 600", w.name))
@@ -590,12 +596,5 @@ fn a_deleted_namespace_held_by_an_fd_of_its_bind_mount_keeps_its_rules() {
     );
     let _ = holder.kill();
     let _ = holder.wait();
-    let gone = within(|| !dir.exists());
-    let dismantled = within(|| !w.exists(&witness));
-    assert!(gone.is_some(), "pins still there after the holder exited");
-    assert!(
-        dismantled.is_some(),
-        "namespace not freed; held by {:?}",
-        holders(w.ino)
-    );
+    w.assert_dies(&witness, &dir, "the holder exited");
 }

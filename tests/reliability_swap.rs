@@ -103,12 +103,7 @@ fn swaps_under_traffic_judge_every_packet_by_exactly_one_ruleset() {
     let fw = Netns::new("rwf");
     let snd = Netns::new("rws");
     let veth = sender_link(&snd, SENDER, &fw, FW);
-    let out = d.iptables(&fw, Tool::Restore, &[], RULESET);
-    assert!(
-        out.status.success(),
-        "restore A: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.iptables_ok(&fw, Tool::Restore, &[], RULESET);
     let ino = std::fs::metadata(format!("/run/netns/{}", fw.name))
         .expect("netns")
         .ino();

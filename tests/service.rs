@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -120,20 +119,36 @@ impl DaemonAt {
     }
 }
 
-#[test]
-fn commands_issued_while_the_daemon_restarts_wait_and_succeed() {
-    if !privileged() {
-        return;
-    }
-    let mut d = Daemon::start();
-    let ns = Netns::new("svcr");
-    let out = d.iptables(
+/// Waits for `c` (spawned with its output piped) and asserts that it succeeded; `what` names
+/// it in a failure.
+fn succeeds(c: std::process::Child, d: &Daemon, what: &str) {
+    let out = c.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+}
+
+/// A daemon and a namespace (named from `prefix`) whose INPUT has one rule, accepting UDP
+/// port 1; None where privileged tests cannot run.
+fn with_port_1_accepted(prefix: &str) -> Option<(Daemon, Netns)> {
+    let (d, ns) = common::start_in(prefix)?;
+    d.iptables_ok(
         &ns,
         Tool::Iptables,
         &["-A", "INPUT", "-p", "udp", "--dport", "1", "-j", "ACCEPT"],
         "",
     );
-    assert!(out.status.success(), "{out:?}");
+    Some((d, ns))
+}
+
+#[test]
+fn commands_issued_while_the_daemon_restarts_wait_and_succeed() {
+    let Some((mut d, ns)) = with_port_1_accepted("svcr") else {
+        return;
+    };
     // Dead, as after kill -9: the socket file stays, nobody listens (ECONNREFUSED).
     d.kill9();
     let started = Instant::now();
@@ -155,13 +170,7 @@ fn commands_issued_while_the_daemon_restarts_wait_and_succeed() {
     std::thread::sleep(Duration::from_millis(700));
     d.restart();
     for c in commands {
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "a command issued during the restart failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            d.log()
-        );
+        succeeds(c, &d, "a command issued during the restart");
     }
     assert!(started.elapsed() >= Duration::from_millis(700));
     let mut got = rules(&d, &ns);
@@ -196,11 +205,9 @@ fn commands_issued_while_the_daemon_restarts_wait_and_succeed() {
 
 #[test]
 fn silent_connections_cannot_hold_the_daemon() {
-    if !privileged() {
+    let Some((d, ns)) = common::start_in("svci") else {
         return;
-    }
-    let d = Daemon::start();
-    let ns = Netns::new("svci");
+    };
     // More silent peers than the daemon serves at once: some wait in the backlog.
     let silent: Vec<UnixStream> = (0..80)
         .map(|_| UnixStream::connect(&d.socket).unwrap())
@@ -232,21 +239,10 @@ fn silent_connections_cannot_hold_the_daemon() {
 
 #[test]
 fn a_stopped_daemon_finishes_the_requests_it_accepted() {
-    if !privileged() {
+    let Some((mut d, ns)) = with_port_1_accepted("svcs") else {
         return;
-    }
-    let mut d = Daemon::start();
-    let ns = Netns::new("svcs");
-    let out = d.iptables(
-        &ns,
-        Tool::Iptables,
-        &["-A", "INPUT", "-p", "udp", "--dport", "1", "-j", "ACCEPT"],
-        "",
-    );
-    assert!(out.status.success(), "{out:?}");
-    let ino = std::fs::metadata(format!("/run/netns/{}", ns.name))
-        .unwrap()
-        .ino();
+    };
+    let ino = ns.inode().1;
     let table_dir = d.bpffs.join(format!("net{ino}/filter"));
     // A restore large enough that its SET_REPLACE is still being compiled when the stop
     // signal arrives.
@@ -302,12 +298,6 @@ fn a_stopped_daemon_finishes_the_requests_it_accepted() {
     );
     // The command's remaining requests (SET_ADD_COUNTERS) wait for the next daemon.
     d.restart();
-    let out = restore.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the restore in progress at the stop failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        d.log()
-    );
+    succeeds(restore, &d, "the restore in progress at the stop");
     assert_eq!(rules(&d, &ns).len(), 4000);
 }

@@ -1,8 +1,7 @@
 //! Firewall backends: the kernel's iptables-legacy, or bpfilter (its daemon started by the
 //! harness, the iptables front ends run with its client library preloaded).
 
-use anyhow::{anyhow, bail, Context, Result};
-use std::io::Write;
+use anyhow::{bail, Context, Result};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -69,7 +68,7 @@ impl Backend {
         if counters {
             cmd.arg("-c");
         }
-        let mut child = cmd
+        let child = cmd
             .arg("-w")
             .arg("10")
             .stdin(Stdio::piped())
@@ -88,12 +87,7 @@ impl Backend {
             }
             _ => text.to_string(),
         };
-        child
-            .stdin
-            .take()
-            .ok_or_else(|| anyhow!("no stdin"))?
-            .write_all(text.as_bytes())?;
-        let out = child.wait_with_output()?;
+        let out = crate::netns::feed(child, &text)?;
         Ok(RestoreOutcome {
             code: out.status.code().unwrap_or(-1),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -185,6 +179,23 @@ pub fn normalize_save(s: &str) -> String {
         .collect()
 }
 
+/// Stops a daemon we spawned: SIGTERM, up to 5 s to exit, then SIGKILL; reaps it.
+fn terminate(mut c: Child) {
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe {
+        libc::kill(c.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
 fn spawn_daemon(bin: &Path, socket: &Path, bpffs: &Path, log: &Path) -> Result<Child> {
     let logf = std::fs::OpenOptions::new()
         .create(true)
@@ -271,20 +282,8 @@ impl Daemon {
     /// Stops the daemon without flushing (its pins keep filtering) and starts it again, as an
     /// administrator restarting the service would: rules and counters must come back.
     pub fn restart(&mut self) -> Result<()> {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            terminate(c);
         }
         let _ = std::fs::remove_file(&self.socket);
         self.child = Some(spawn_daemon(
@@ -366,7 +365,7 @@ impl Daemon {
 
     /// Flushes everything it attached, stops it, removes its pins.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        if let Some(c) = self.child.take() {
             let _ = Command::new(self.bin.join("bpfilter"))
                 .arg("--socket")
                 .arg(&self.socket)
@@ -374,19 +373,7 @@ impl Daemon {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
-            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            terminate(c);
         }
         let _ = std::fs::remove_dir_all(&self.bpffs);
         let _ = std::fs::remove_file(&self.socket);

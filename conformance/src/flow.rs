@@ -91,6 +91,26 @@ struct Flow {
 }
 
 impl Flow {
+    /// A flow of `kind` from the client `c` (address, port) to the server `s` over the
+    /// interfaces `ifs` (the client's, the server's), with no packet yet.
+    fn new(kind: Kind, ifs: (&'static str, &'static str), c: (u32, u16), s: (u32, u16)) -> Flow {
+        Flow {
+            kind,
+            c_if: ifs.0,
+            s_if: ifs.1,
+            c: c.0,
+            s: s.0,
+            cport: c.1,
+            sport: s.1,
+            quiet: false,
+            nat_s: None,
+            nat_c: None,
+            pkts: Vec::new(),
+            reply: Vec::new(),
+            quotes: Vec::new(),
+        }
+    }
+
     fn route(&self, reply: bool) -> (Path, &'static str) {
         match (self.kind, reply) {
             (Kind::LocalIn, false) | (Kind::LocalOut, true) => (Path::Input, self.c_if),
@@ -470,21 +490,7 @@ fn new_flow(h: &Hint, v: &Values, reg: &mut Registry, rng: &mut Rng) -> Flow {
         .or(hcp)
         .unwrap_or_else(|| rng.range(1024, 65535) as u16);
     let sport = h.ct_dport.or(hsp).unwrap_or_else(|| pick_port(rng, v));
-    Flow {
-        kind,
-        c_if,
-        s_if,
-        c,
-        s,
-        cport,
-        sport,
-        quiet: false,
-        nat_s: None,
-        nat_c: None,
-        pkts: Vec::new(),
-        reply: Vec::new(),
-        quotes: Vec::new(),
-    }
+    Flow::new(kind, (c_if, s_if), (c, cport), (s, sport))
 }
 
 fn payload(rng: &mut Rng, max: u64) -> Vec<u8> {
@@ -924,21 +930,12 @@ mod tests {
         .expect("parse");
         let nats = nat_rules(&rs);
         assert_eq!(nats.len(), 2);
-        let mut f = Flow {
-            kind: Kind::Forward,
-            c_if: "eth0",
-            s_if: "eth1",
-            c: u32::from(Ipv4Addr::new(10, 0, 0, 1)),
-            s: u32::from(Ipv4Addr::new(198, 18, 0, 1)),
-            cport: 40000,
-            sport: 8080,
-            quiet: false,
-            nat_s: None,
-            nat_c: None,
-            pkts: Vec::new(),
-            reply: Vec::new(),
-            quotes: Vec::new(),
-        };
+        let mut f = Flow::new(
+            Kind::Forward,
+            ("eth0", "eth1"),
+            (u32::from(Ipv4Addr::new(10, 0, 0, 1)), 40000),
+            (u32::from(Ipv4Addr::new(198, 18, 0, 1)), 8080),
+        );
         apply_nat(&mut f, 6, &nats);
         assert_eq!(f.nat_s, Some((u32::from(Ipv4Addr::new(10, 20, 0, 80)), 80)));
         assert_eq!(
@@ -962,21 +959,12 @@ mod tests {
 
     #[test]
     fn handshake_sequence_numbers_line_up() {
-        let mut f = Flow {
-            kind: Kind::Forward,
-            c_if: "eth0",
-            s_if: "eth1",
-            c: u32::from(Ipv4Addr::new(10, 0, 0, 1)),
-            s: u32::from(Ipv4Addr::new(10, 0, 0, 2)),
-            cport: 40000,
-            sport: 80,
-            quiet: false,
-            nat_s: None,
-            nat_c: None,
-            pkts: Vec::new(),
-            reply: Vec::new(),
-            quotes: Vec::new(),
-        };
+        let mut f = Flow::new(
+            Kind::Forward,
+            ("eth0", "eth1"),
+            (u32::from(Ipv4Addr::new(10, 0, 0, 1)), 40000),
+            (u32::from(Ipv4Addr::new(10, 0, 0, 2)), 80),
+        );
         f.tcp(false, 100, 0, SYN, &[]);
         f.tcp(true, 900, 101, SYN | ACK, &[]);
         f.icmp_error(0, 3, 3, None, false);

@@ -580,6 +580,18 @@ fn addr_word(rng: &mut Rng, nets: &[(u32, u32)]) -> String {
     format!("{}/{}", Ipv4Addr::from(a & mask), p)
 }
 
+/// `[!] --sport P` with a chance of `pct.0` percent, then `[!] --dport P` with `pct.1`.
+fn port_words(rng: &mut Rng, a: &mut Vec<String>, ports: &[u16], pct: (u64, u64)) {
+    if rng.chance(pct.0) {
+        inv(rng, a, 20);
+        push(a, &["--sport", &port_word(rng, ports)]);
+    }
+    if rng.chance(pct.1) {
+        inv(rng, a, 20);
+        push(a, &["--dport", &port_word(rng, ports)]);
+    }
+}
+
 fn port_word(rng: &mut Rng, ports: &[u16]) -> String {
     let a = *rng.pick(ports);
     match rng.below(6) {
@@ -857,14 +869,7 @@ fn random_rule_once(
     match proto {
         Some("tcp") if rng.chance(70) => {
             push(&mut a, &["-m", "tcp"]);
-            if rng.chance(45) {
-                inv(rng, &mut a, 20);
-                push(&mut a, &["--sport", &port_word(rng, ports)]);
-            }
-            if rng.chance(60) {
-                inv(rng, &mut a, 20);
-                push(&mut a, &["--dport", &port_word(rng, ports)]);
-            }
+            port_words(rng, &mut a, ports, (45, 60));
             match rng.below(10) {
                 0..=2 => {
                     inv(rng, &mut a, 20);
@@ -890,14 +895,7 @@ fn random_rule_once(
         }
         Some("udp") if rng.chance(70) => {
             push(&mut a, &["-m", "udp"]);
-            if rng.chance(50) {
-                inv(rng, &mut a, 20);
-                push(&mut a, &["--sport", &port_word(rng, ports)]);
-            }
-            if rng.chance(70) {
-                inv(rng, &mut a, 20);
-                push(&mut a, &["--dport", &port_word(rng, ports)]);
-            }
+            port_words(rng, &mut a, ports, (50, 70));
         }
         Some("icmp") if rng.chance(70) => {
             push(&mut a, &["-m", "icmp"]);
@@ -1091,23 +1089,17 @@ pub fn random_ruleset_scaled(idx: usize, packets: usize, scale: u64, rng: &mut R
     let stateful = rng.chance(33);
     let n_user = rng.below(4 * scale + 1) as usize;
     let chains: Vec<String> = (0..n_user).map(|i| format!("chain{i}")).collect();
-    let mut rs = Ruleset {
-        name: format!("random-{idx:03}"),
-        policies: std::array::from_fn(|_| {
+    let mut rs = Ruleset::empty(
+        format!("random-{idx:03}"),
+        std::array::from_fn(|_| {
             if rng.chance(50) {
                 "ACCEPT".to_string()
             } else {
                 "DROP".to_string()
             }
         }),
-        chains: chains.clone(),
-        rules: Vec::new(),
-        initial_counters: false,
-        edits: Vec::new(),
-        stateful: false,
-        extra: Vec::new(),
-        sysctls: Vec::new(),
-    };
+        chains.clone(),
+    );
     if rng.chance(25) {
         rs.initial_counters = true;
         rs.name.push_str("-c");

@@ -1226,6 +1226,22 @@ fn fails(h: &mut Harness, rs: &Ruleset, pkts: &[Packet]) -> Result<bool> {
     Ok(h.check(rs, pkts)?.is_some())
 }
 
+/// Makes `edit` to a copy of `rs` and keeps it when the copy still mismatches; whether it did.
+fn keep_if_fails(
+    h: &mut Harness,
+    rs: &mut Ruleset,
+    pkts: &[Packet],
+    edit: impl FnOnce(&mut Ruleset),
+) -> Result<bool> {
+    let mut t = rs.clone();
+    edit(&mut t);
+    let kept = fails(h, &t, pkts)?;
+    if kept {
+        *rs = t;
+    }
+    Ok(kept)
+}
+
 /// Delta debugging over the packet list: drop ever smaller chunks while the mismatch stays.
 fn shrink_packets(
     h: &mut Harness,
@@ -1267,31 +1283,24 @@ pub fn minimize(
     let mut pkts = pkts.to_vec();
     // Edits first: cheap, and often irrelevant (a refused restore hides them).
     if !rs.edits.is_empty() {
-        let mut t = rs.clone();
-        t.edits.clear();
-        if fails(h, &t, &pkts)? {
-            rs = t;
-        }
+        keep_if_fails(h, &mut rs, &pkts, |t| t.edits.clear())?;
     }
     shrink_packets(h, &rs, &mut pkts, start, budget)?;
     // Whole user chains first, then rules by delta debugging (chunks, then single rules).
     for c in rs.chains.clone() {
-        let mut t = rs.clone();
-        t.remove_chain(&c);
-        if start.elapsed() < budget && fails(h, &t, &pkts)? {
-            rs = t;
+        if start.elapsed() < budget {
+            keep_if_fails(h, &mut rs, &pkts, |t| t.remove_chain(&c))?;
         }
     }
     let mut chunk = rs.rules.len().div_ceil(2).max(1);
     loop {
         let mut i = 0;
         while i < rs.rules.len() && start.elapsed() < budget {
-            let mut t = rs.clone();
-            let end = (i + chunk).min(t.rules.len());
-            t.rules.drain(i..end);
-            if fails(h, &t, &pkts)? {
-                rs = t;
-            } else {
+            let dropped = keep_if_fails(h, &mut rs, &pkts, |t| {
+                let end = (i + chunk).min(t.rules.len());
+                t.rules.drain(i..end);
+            })?;
+            if !dropped {
                 i += chunk;
             }
         }
@@ -1306,46 +1315,30 @@ pub fn minimize(
             .iter()
             .any(|r| r.chain == c || r.chain_target() == Some(c.as_str()))
         {
-            let mut t = rs.clone();
-            t.remove_chain(&c);
-            if fails(h, &t, &pkts)? {
-                rs = t;
-            }
+            keep_if_fails(h, &mut rs, &pkts, |t| t.remove_chain(&c))?;
         }
     }
     for k in 0..3 {
         if rs.policies[k] != "ACCEPT" && start.elapsed() < budget {
-            let mut t = rs.clone();
-            t.policies[k] = "ACCEPT".into();
-            if fails(h, &t, &pkts)? {
-                rs = t;
-            }
+            keep_if_fails(h, &mut rs, &pkts, |t| t.policies[k] = "ACCEPT".into())?;
         }
     }
     let mut k = rs.edits.len();
     while k > 0 && start.elapsed() < budget {
         k -= 1;
-        let mut t = rs.clone();
-        t.edits.remove(k);
-        if fails(h, &t, &pkts)? {
-            rs = t;
-        }
+        keep_if_fails(h, &mut rs, &pkts, |t| {
+            t.edits.remove(k);
+        })?;
     }
     let mut k = rs.extra.len();
     while k > 0 && start.elapsed() < budget {
         k -= 1;
-        let mut t = rs.clone();
-        t.extra.remove(k);
-        if fails(h, &t, &pkts)? {
-            rs = t;
-        }
+        keep_if_fails(h, &mut rs, &pkts, |t| {
+            t.extra.remove(k);
+        })?;
     }
     if rs.initial_counters && start.elapsed() < budget {
-        let mut t = rs.clone();
-        t.initial_counters = false;
-        if fails(h, &t, &pkts)? {
-            rs = t;
-        }
+        keep_if_fails(h, &mut rs, &pkts, |t| t.initial_counters = false)?;
     }
     // Single options of the remaining rules: drop a "! -x value", "-x value" or "-m name".
     let mut r = 0;

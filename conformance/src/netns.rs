@@ -133,25 +133,31 @@ pub fn sh(args: &[&str]) -> Result<String> {
 }
 
 /// Runs `ip -n NS -batch -` with the given lines (`-force` keeps going past failed deletes).
+/// Writes `input` to the stdin of `child` (spawned with a piped stdin), closes it, and waits
+/// for the child; its output.
+pub fn feed(mut child: std::process::Child, input: &str) -> Result<std::process::Output> {
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("no stdin"))?
+        .write_all(input.as_bytes())?;
+    Ok(child.wait_with_output()?)
+}
+
 pub fn ip_batch(ns: &str, lines: &str, force: bool) -> Result<()> {
     let mut args = vec!["-n", ns];
     if force {
         args.push("-force");
     }
     args.extend(["-batch", "-"]);
-    let mut child = Command::new("ip")
+    let child = Command::new("ip")
         .args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .context("spawn ip")?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow!("no stdin"))?
-        .write_all(lines.as_bytes())?;
-    let out = child.wait_with_output()?;
+    let out = feed(child, lines)?;
     if !out.status.success() && !force {
         bail!(
             "ip -n {ns} -batch failed: {}\n{lines}",

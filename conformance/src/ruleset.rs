@@ -122,19 +122,29 @@ fn quote(w: &str) -> String {
 }
 
 impl Ruleset {
-    /// Parses an iptables-save file holding one `*filter` table.
-    pub fn parse(name: &str, text: &str) -> Result<Ruleset> {
-        let mut rs = Ruleset {
-            name: name.to_string(),
-            policies: ["ACCEPT".into(), "ACCEPT".into(), "ACCEPT".into()],
-            chains: Vec::new(),
+    /// A ruleset with these policies (INPUT, FORWARD, OUTPUT) and user chains, and nothing
+    /// else yet: no rule, edit, other table or sysctl.
+    pub fn empty(name: String, policies: [String; 3], chains: Vec<String>) -> Ruleset {
+        Ruleset {
+            name,
+            policies,
+            chains,
             rules: Vec::new(),
             initial_counters: false,
             edits: Vec::new(),
             stateful: false,
             extra: Vec::new(),
             sysctls: Vec::new(),
-        };
+        }
+    }
+
+    /// Parses an iptables-save file holding one `*filter` table.
+    pub fn parse(name: &str, text: &str) -> Result<Ruleset> {
+        let mut rs = Ruleset::empty(
+            name.to_string(),
+            ["ACCEPT".into(), "ACCEPT".into(), "ACCEPT".into()],
+            Vec::new(),
+        );
         let mut in_filter = false;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();

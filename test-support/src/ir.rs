@@ -4,7 +4,8 @@
 use std::net::Ipv4Addr;
 
 use emitter::ir::{
-    Action, Hook, IcmpMatch, Match, Policy, PortRange, Program, Rule, TcpMatch, UdpMatch, Verdict,
+    Action, Chain, ChainId, Hook, IcmpMatch, Match, Policy, PortRange, Program, Rule, TcpMatch,
+    UdpMatch, Verdict,
 };
 
 /// A rule: its matches, its action, its counter slot.
@@ -14,6 +15,25 @@ pub fn rule(matches: Vec<Match>, action: Action, counter: u32) -> Rule {
         action,
         counter,
     }
+}
+
+/// An IPv4 program at `hook` made of `chains`, named and in order (chain `i` is `ChainId(i)`,
+/// the first the entry), with `policy`: [`Program::single`] with more chains.
+pub fn chained<N: Into<String>>(
+    hook: Hook,
+    chains: impl IntoIterator<Item = (N, Vec<Rule>)>,
+    policy: Policy,
+) -> Program {
+    let mut p = Program::single(hook, Vec::new(), policy);
+    p.chains = chains
+        .into_iter()
+        .zip(0..)
+        .map(|((name, rules), i)| {
+            let name = name.into();
+            (ChainId(i), Chain { name, rules })
+        })
+        .collect();
+    p
 }
 
 /// The benchmarks' chain: rule `i` of `n` is `matches(i) -j DROP` (counter `i`), then an

@@ -140,6 +140,21 @@ impl Daemon {
         cmd.env("BPFILTER_SOCKET", &self.socket);
         with_stdin(cmd, stdin)
     }
+
+    /// [`Daemon::iptables`], asserting that it succeeded (else its stderr and the daemon's
+    /// log say why); its output.
+    pub fn iptables_ok(&self, ns: &Netns, tool: Tool, args: &[&str], stdin: &str) -> Output {
+        let out = self.iptables(ns, tool, args, stdin);
+        assert!(
+            out.status.success(),
+            "`{} {}` failed: {}\n{}",
+            tool.legacy(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        out
+    }
 }
 
 impl Drop for Daemon {
@@ -276,12 +291,58 @@ impl Pair {
         self.same(d, Tool::Iptables, &args, "")
     }
 
+    /// `ipt`, asserting that both sides refuse `line`; the stderr both print.
+    pub fn refused(&self, d: &Daemon, line: &str) -> String {
+        let (code, _, err) = self.ipt(d, line);
+        assert_ne!(code, 0, "`{line}` must be refused");
+        err
+    }
+
     /// Asserts that both sides list the same ruleset and counters, in every listing format.
     pub fn same_listing(&self, d: &Daemon) {
         self.same(d, Tool::Save, &["-c"], "");
         self.ipt(d, "-S");
         self.ipt(d, "-L -n -v -x --line-numbers");
     }
+
+    /// `same` for `iptables-restore` of `rules`, asserting that it applied on both sides.
+    pub fn restore(&self, d: &Daemon, rules: &str) {
+        let (code, _, err) = self.same(d, Tool::Restore, &[], rules);
+        assert_eq!(code, 0, "the ruleset must apply: {err}");
+    }
+
+    /// A sender -- firewall -- target [`topology`] around each side: (kernel, bpfilter).
+    pub fn topologies(&self) -> (Topology, Topology) {
+        (topology(&self.kernel), topology(&self.bpf))
+    }
+
+    /// The kernel side's `iptables-save -c` (dates taken out).
+    pub fn kernel_save(&self) -> String {
+        seen(&kernel(&self.kernel, Tool::Save, &["-c"], "")).1
+    }
+
+    /// `iptables <args>` on bpfilter's side only, which must refuse it (`what` says why) and
+    /// change nothing (`iptables-save -c` the same before and after); its stderr.
+    pub fn bpf_refuses(&self, d: &Daemon, args: &[&str], what: &str) -> String {
+        let save = || seen(&d.iptables(&self.bpf, Tool::Save, &["-c"], ""));
+        let before = save();
+        let (code, _, err) = seen(&d.iptables(&self.bpf, Tool::Iptables, args, ""));
+        assert_ne!(code, 0, "{what}");
+        assert_eq!(save(), before, "{what}: a refused rule changed the ruleset");
+        err
+    }
+}
+
+/// The start of a side-by-side test: a daemon and a fresh [`Pair`]; None, after the gate said
+/// why, where privileged tests cannot run.
+pub fn start_pair() -> Option<(Daemon, Pair)> {
+    test_support::privileged().then(|| (Daemon::start(), Pair::new()))
+}
+
+/// The start of a test of one namespace: a daemon and a fresh namespace named from `prefix`;
+/// None, after the gate said why, where privileged tests cannot run.
+pub fn start_in(prefix: &str) -> Option<(Daemon, Netns)> {
+    test_support::privileged().then(|| (Daemon::start(), Netns::new(prefix)))
 }
 
 /// sender (10.9.1.1) -- firewall (10.9.1.2 | 10.9.2.1) -- target (10.9.2.2)

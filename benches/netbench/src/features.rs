@@ -47,10 +47,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 
 use crate::backend::{self, Access, Backend, EventCounts, Tools};
-use crate::netns::{self, in_ns_cmd, run_ok, Pair, Snmp};
+use crate::netns::{self, in_ns_cmd, run_ok, Pair, Pairs, Snmp};
 use crate::replies;
 use crate::result::{f2, thousands, ConfigResult};
-use crate::ruleset::{self, RuleKind, DPORT, DST, SRC};
+use crate::ruleset::{self, RuleKind, DPORT};
 use crate::sender::{self, Plan};
 use crate::stats::{median, quantile, slope};
 
@@ -289,16 +289,12 @@ pub fn plan(backends: &[Backend], counts: &[usize], log: bool) -> Vec<(Backend, 
             }
         }
     }
+    // Every other shape but the references (no firewall, conntrack alone), in table order.
+    let fixed = Shape::ALL
+        .into_iter()
+        .filter(|s| !s.takes_n() && !matches!(s, Shape::Bare | Shape::Conntrack));
     for &b in backends {
-        for s in [
-            Shape::Count,
-            Shape::Log,
-            Shape::Limit,
-            Shape::Addrtype,
-            Shape::Drop,
-            Shape::Reject,
-            Shape::TcpReset,
-        ] {
+        for s in fixed.clone() {
             if s != Shape::Log || log {
                 v.push((b, s, 0));
             }
@@ -1203,17 +1199,6 @@ pub struct Options {
     pub reply_rounds: usize,
 }
 
-/// Deletes the namespaces it holds when dropped.
-struct Pairs(Vec<Pair>);
-
-impl Drop for Pairs {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            p.destroy();
-        }
-    }
-}
-
 /// A configuration ready to be measured.
 struct Live {
     idx: usize,
@@ -1392,7 +1377,7 @@ pub fn run(
         .collect();
     let ct_file = work.join("netbench-conntrack.nft");
     std::fs::write(&ct_file, conntrack_nft_file())?;
-    let mut pairs = Pairs(Vec::new());
+    let mut pairs = Pairs::default();
     let mut live: Vec<Live> = Vec::new();
     let mut rst: Vec<RstLive> = Vec::new();
     eprintln!(
@@ -1701,16 +1686,7 @@ fn setup(
     ct_file: &Path,
     pairs: &mut Pairs,
 ) -> Result<(Pair, UdpSocket, UdpSocket, Option<Duration>)> {
-    let pair = Pair::create(tag)?;
-    pairs.0.push(pair.clone());
-    let tx = netns::in_netns(&pair.sender, || {
-        let s = UdpSocket::bind((SRC, 0)).context("bind sender")?;
-        s.connect((DST, DPORT)).context("connect sender")?;
-        Ok(s)
-    })?;
-    let rx = netns::in_netns(&pair.firewall, || {
-        UdpSocket::bind((DST, DPORT)).context("bind receiver")
-    })?;
+    let (pair, tx, rx) = pairs.create(tag)?;
     if shape.conntrack() {
         let c = in_ns_cmd(
             &pair.firewall,
@@ -1982,17 +1958,8 @@ mod tests {
         assert!(md.contains("head + 100 addr rules"), "{md}");
         assert!(md.contains("Checks of this run passed"), "{md}");
         assert!(md.contains("| bpfilter-cast | 1 | 500,000 | 500k/s | 0 | 0/s | 1000 | 100,000 / 0 / 400,000 | 500 | 99,000 |"), "{md}");
-        for text in [s, md] {
-            let mut cols: Option<usize> = None;
-            for line in text.lines() {
-                if line.starts_with('|') {
-                    let n = line.matches('|').count();
-                    assert_eq!(*cols.get_or_insert(n), n, "ragged table line: {line}");
-                } else {
-                    cols = None;
-                }
-            }
-        }
+        crate::report::assert_even_tables(&s);
+        crate::report::assert_even_tables(&md);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::io::Read as _;
+use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-use crate::ruleset::{DST, SRC};
+use crate::ruleset::{DPORT, DST, SRC};
 
 /// Prefix of every namespace this benchmark creates; the creating process id follows, so
 /// that a run removes only what dead runs left behind.
@@ -223,6 +224,37 @@ impl Pair {
     pub fn destroy(&self) {
         delete(&self.sender);
         delete(&self.firewall);
+    }
+}
+
+/// Pairs of namespaces, deleted when dropped, so that an error leaves nothing behind.
+#[derive(Debug, Default)]
+pub struct Pairs(pub Vec<Pair>);
+
+impl Pairs {
+    /// Creates a [`Pair`] (kept for deletion) with the benchmark's two sockets: the sender's,
+    /// connected to DST:DPORT, and a receiver bound there in the firewall namespace (never
+    /// read). The pair, the sending socket, the receiving socket.
+    pub fn create(&mut self, tag: &str) -> Result<(Pair, UdpSocket, UdpSocket)> {
+        let pair = Pair::create(tag)?;
+        self.0.push(pair.clone());
+        let tx = in_netns(&pair.sender, || {
+            let s = UdpSocket::bind((SRC, 0)).context("bind sender")?;
+            s.connect((DST, DPORT)).context("connect sender")?;
+            Ok(s)
+        })?;
+        let rx = in_netns(&pair.firewall, || {
+            UdpSocket::bind((DST, DPORT)).context("bind receiver")
+        })?;
+        Ok((pair, tx, rx))
+    }
+}
+
+impl Drop for Pairs {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            p.destroy();
+        }
     }
 }
 

@@ -1323,6 +1323,20 @@ fn trim(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// Asserts that each Markdown table in `text` has the same number of columns on every line.
+#[cfg(test)]
+pub(crate) fn assert_even_tables(text: &str) {
+    let mut cols: Option<usize> = None;
+    for line in text.lines() {
+        if line.starts_with('|') {
+            let n = line.matches('|').count();
+            assert_eq!(*cols.get_or_insert(n), n, "ragged table line: {line}");
+        } else {
+            cols = None;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1505,17 +1519,8 @@ mod tests {
             readme.contains("| | **bpfilter-dynptr** | refused |"),
             "{readme}"
         );
-        for text in [md, readme] {
-            let mut cols: Option<usize> = None;
-            for line in text.lines() {
-                if line.starts_with('|') {
-                    let n = line.matches('|').count();
-                    assert_eq!(*cols.get_or_insert(n), n, "ragged table line: {line}");
-                } else {
-                    cols = None;
-                }
-            }
-        }
+        assert_even_tables(&md);
+        assert_even_tables(&readme);
     }
 
     #[test]
@@ -1633,15 +1638,7 @@ mod tests {
         c.verifier_ms = Some(1.5);
         c.test_runs.push(("bpfltr_in".into(), 40, 1));
         let md = r.markdown();
-        let mut cols: Option<usize> = None;
-        for line in md.lines() {
-            if line.starts_with('|') {
-                let n = line.matches('|').count();
-                assert_eq!(*cols.get_or_insert(n), n, "ragged table line: {line}");
-            } else {
-                cols = None;
-            }
-        }
+        assert_even_tables(&md);
         assert!(
             md.contains(
                 "| bpfilter-cast | addr | 0 | 1.0 | 1.5 | 1 | 10 | bpfltr_in | 10 | 60 | 12 | bpfltr_in 40 |"

@@ -242,18 +242,24 @@ fn visit(
 mod tests {
     use super::*;
 
-    #[test]
-    fn measures_loopback_sends() {
-        // Unprivileged: two sockets on loopback in the current namespace.
+    /// A receiving socket on loopback and two sending sockets connected to it (unprivileged,
+    /// in the current namespace).
+    fn loopback_senders() -> (UdpSocket, Vec<UdpSocket>) {
         let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = rx.local_addr().expect("addr");
-        let socks: Vec<UdpSocket> = (0..2)
+        let socks = (0..2)
             .map(|_| {
                 let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
                 s.connect(addr).expect("connect");
                 s
             })
             .collect();
+        (rx, socks)
+    }
+
+    #[test]
+    fn measures_loopback_sends() {
+        let (_rx, socks) = loopback_senders();
         let plan = Plan {
             batch: 8,
             visit: Duration::from_micros(100),
@@ -281,15 +287,7 @@ mod tests {
 
     #[test]
     fn skipped_configurations_get_no_packets() {
-        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let addr = rx.local_addr().expect("addr");
-        let socks: Vec<UdpSocket> = (0..2)
-            .map(|_| {
-                let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-                s.connect(addr).expect("connect");
-                s
-            })
-            .collect();
+        let (_rx, socks) = loopback_senders();
         let plan = Plan {
             batch: 4,
             visit: Duration::from_micros(50),

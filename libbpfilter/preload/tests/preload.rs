@@ -90,10 +90,16 @@ struct FakeDaemon {
     thread: Option<JoinHandle<()>>,
 }
 
+/// A socket path `TAG-PID.sock` in the scratch folder, with nothing at it.
+fn socket_path(tag: &str) -> PathBuf {
+    let path = env().tmp.join(format!("{tag}-{}.sock", std::process::id()));
+    let _ = fs::remove_file(&path);
+    path
+}
+
 impl FakeDaemon {
     fn start(tag: &str, responder: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Self {
-        let path = env().tmp.join(format!("{tag}-{}.sock", std::process::id()));
-        let _ = fs::remove_file(&path);
+        let path = socket_path(tag);
         let listener = UnixListener::bind(&path).expect("bind fake daemon");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -416,10 +422,7 @@ fn table_names_files_come_from_the_daemon() {
 
 #[test]
 fn daemon_down_gives_one_line_and_an_errno() {
-    let missing = env()
-        .tmp
-        .join(format!("absent-{}.sock", std::process::id()));
-    let _ = fs::remove_file(&missing);
+    let missing = socket_path("absent");
     let started = std::time::Instant::now();
     let (kv, stderr) = probe(&missing, &["info", "filter"]);
     // The client waited for a daemon that might be starting, then gave up.
@@ -448,10 +451,7 @@ fn daemon_down_gives_one_line_and_an_errno() {
 #[test]
 fn daemon_hanging_up_is_a_one_line_error() {
     // A "daemon" that reads the request and closes without answering.
-    let path = env()
-        .tmp
-        .join(format!("hangup-{}.sock", std::process::id()));
-    let _ = fs::remove_file(&path);
+    let path = socket_path("hangup");
     let listener = UnixListener::bind(&path).expect("bind");
     let t = std::thread::spawn(move || {
         for _ in 0..2 {

@@ -78,6 +78,44 @@ static int write_file(const char *path, const void *p, size_t n)
 	return 0;
 }
 
+/* The IPv4 and IPv6 GET_INFO and GET_ENTRIES requests are the same but for their level: the
+ * same option numbers, and structures laid out alike (ip6t's are ipt's). */
+_Static_assert(IPT_SO_GET_INFO == IP6T_SO_GET_INFO, "GET_INFO");
+_Static_assert(IPT_SO_GET_ENTRIES == IP6T_SO_GET_ENTRIES, "GET_ENTRIES");
+_Static_assert(sizeof(struct ipt_getinfo) == sizeof(struct ip6t_getinfo), "getinfo");
+_Static_assert(sizeof(struct ipt_get_entries) == sizeof(struct ip6t_get_entries), "get_entries");
+
+/* GET_INFO then GET_ENTRIES of table `name` on `fd` at `level` (IPPROTO_IP or IPPROTO_IPV6),
+ * saved as DIR/info.bin and DIR/entries.bin; prints num_entries and size. */
+static int capture(int fd, int level, const char *name, const char *dir)
+{
+	struct ipt_getinfo info;
+	memset(&info, 0, sizeof(info));
+	strncpy(info.name, name, sizeof(info.name) - 1);
+	socklen_t len = sizeof(info);
+	if (getsockopt(fd, level, IPT_SO_GET_INFO, &info, &len) < 0) {
+		perror("GET_INFO");
+		return 1;
+	}
+	socklen_t elen = sizeof(struct ipt_get_entries) + info.size;
+	struct ipt_get_entries *e = calloc(1, elen);
+	strcpy(e->name, info.name);
+	e->size = info.size;
+	if (getsockopt(fd, level, IPT_SO_GET_ENTRIES, e, &elen) < 0) {
+		perror("GET_ENTRIES");
+		return 1;
+	}
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/info.bin", dir);
+	if (write_file(path, &info, sizeof(info)))
+		return 1;
+	snprintf(path, sizeof(path), "%s/entries.bin", dir);
+	if (write_file(path, e, elen))
+		return 1;
+	printf("num_entries=%u\nsize=%u\n", info.num_entries, info.size);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -194,63 +232,11 @@ int main(int argc, char **argv)
 		}
 		return 0;
 	}
-	if (!strcmp(cmd, "capture") && argc == 4) {
+	if (!strcmp(cmd, "capture") && argc == 4)
 		/* Unpreloaded, in a scratch netns: the kernel's own answers, saved as files. */
-		int fd = raw4();
-		struct ipt_getinfo info;
-		memset(&info, 0, sizeof(info));
-		strncpy(info.name, argv[2], sizeof(info.name) - 1);
-		socklen_t len = sizeof(info);
-		if (getsockopt(fd, IPPROTO_IP, IPT_SO_GET_INFO, &info, &len) < 0) {
-			perror("GET_INFO");
-			return 1;
-		}
-		socklen_t elen = sizeof(struct ipt_get_entries) + info.size;
-		struct ipt_get_entries *e = calloc(1, elen);
-		strcpy(e->name, info.name);
-		e->size = info.size;
-		if (getsockopt(fd, IPPROTO_IP, IPT_SO_GET_ENTRIES, e, &elen) < 0) {
-			perror("GET_ENTRIES");
-			return 1;
-		}
-		char path[4096];
-		snprintf(path, sizeof(path), "%s/info.bin", argv[3]);
-		if (write_file(path, &info, sizeof(info)))
-			return 1;
-		snprintf(path, sizeof(path), "%s/entries.bin", argv[3]);
-		if (write_file(path, e, elen))
-			return 1;
-		printf("num_entries=%u\nsize=%u\n", info.num_entries, info.size);
-		return 0;
-	}
-	if (!strcmp(cmd, "capture6") && argc == 4) {
-		int fd = raw6();
-		struct ip6t_getinfo info;
-		memset(&info, 0, sizeof(info));
-		strncpy(info.name, argv[2], sizeof(info.name) - 1);
-		socklen_t len = sizeof(info);
-		if (getsockopt(fd, IPPROTO_IPV6, IP6T_SO_GET_INFO, &info, &len) < 0) {
-			perror("GET_INFO");
-			return 1;
-		}
-		socklen_t elen = sizeof(struct ip6t_get_entries) + info.size;
-		struct ip6t_get_entries *e = calloc(1, elen);
-		strcpy(e->name, info.name);
-		e->size = info.size;
-		if (getsockopt(fd, IPPROTO_IPV6, IP6T_SO_GET_ENTRIES, e, &elen) < 0) {
-			perror("GET_ENTRIES");
-			return 1;
-		}
-		char path[4096];
-		snprintf(path, sizeof(path), "%s/info.bin", argv[3]);
-		if (write_file(path, &info, sizeof(info)))
-			return 1;
-		snprintf(path, sizeof(path), "%s/entries.bin", argv[3]);
-		if (write_file(path, e, elen))
-			return 1;
-		printf("num_entries=%u\nsize=%u\n", info.num_entries, info.size);
-		return 0;
-	}
+		return capture(raw4(), IPPROTO_IP, argv[2], argv[3]);
+	if (!strcmp(cmd, "capture6") && argc == 4)
+		return capture(raw6(), IPPROTO_IPV6, argv[2], argv[3]);
 	fprintf(stderr, "probe: bad arguments\n");
 	return 2;
 }

@@ -98,6 +98,17 @@ unsafe fn bytes_at(p: *const c_void, len: usize) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }.to_vec()
 }
 
+/// The next definition of `name` (libc's), looked up once into `cell`; None, with errno set to
+/// ENOSYS, when there is none.
+fn real_symbol(cell: &OnceLock<usize>, name: &'static [u8]) -> Option<usize> {
+    let addr = *cell.get_or_init(|| next_symbol(name));
+    if addr == 0 {
+        set_errno(libc::ENOSYS);
+        return None;
+    }
+    Some(addr)
+}
+
 /// The interposed `setsockopt`: passes through, and records IPT_SO_SET_* requests.
 ///
 /// # Safety
@@ -110,11 +121,9 @@ pub unsafe extern "C" fn setsockopt(
     optval: *const c_void,
     optlen: socklen_t,
 ) -> c_int {
-    let addr = *REAL_SET.get_or_init(|| next_symbol(b"setsockopt\0"));
-    if addr == 0 {
-        set_errno(libc::ENOSYS);
+    let Some(addr) = real_symbol(&REAL_SET, b"setsockopt\0") else {
         return -1;
-    }
+    };
     // SAFETY: `addr` is libc's setsockopt, whose signature is SetsockoptFn.
     let real: SetsockoptFn = unsafe { std::mem::transmute::<usize, SetsockoptFn>(addr) };
     if !interesting(level, optname) {
@@ -144,11 +153,9 @@ pub unsafe extern "C" fn getsockopt(
     optval: *mut c_void,
     optlen: *mut socklen_t,
 ) -> c_int {
-    let addr = *REAL_GET.get_or_init(|| next_symbol(b"getsockopt\0"));
-    if addr == 0 {
-        set_errno(libc::ENOSYS);
+    let Some(addr) = real_symbol(&REAL_GET, b"getsockopt\0") else {
         return -1;
-    }
+    };
     // SAFETY: `addr` is libc's getsockopt, whose signature is GetsockoptFn.
     let real: GetsockoptFn = unsafe { std::mem::transmute::<usize, GetsockoptFn>(addr) };
     if !interesting(level, optname) || optlen.is_null() {

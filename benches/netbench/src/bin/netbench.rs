@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 
 use netbench::backend::{self, Backend, Daemon, StartError, Tools};
-use netbench::netns::{self, Pair, Snmp};
+use netbench::netns::{self, Pairs, Snmp};
 use netbench::report::{ConfigResult, Report};
 use netbench::ruleset::{self, RuleKind, DPORT, DST, SRC};
 use netbench::sender::{self, Plan};
@@ -119,17 +119,6 @@ struct Args {
     reply_rounds: usize,
 }
 
-/// Deletes the namespaces it holds when dropped, so that an error leaves nothing behind.
-struct Namespaces(Vec<Pair>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            p.destroy();
-        }
-    }
-}
-
 /// A configuration ready to be measured.
 struct Live {
     /// Index into the results.
@@ -148,6 +137,21 @@ struct Live {
     bpf_live: Vec<(u32, String)>,
     /// Program and link of the BPF floor configuration (closing them detaches it).
     _floor: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl Args {
+    /// The sender's plan for `samples` kept samples (32-byte payloads).
+    fn plan(&self, samples: usize) -> Plan {
+        Plan {
+            batch: self.batch,
+            visit: Duration::from_micros(self.visit_us),
+            sample: Duration::from_millis(self.sample_ms),
+            warmup: self.warmup,
+            samples,
+            payload: 32,
+            round_min: Duration::from_micros(self.round_min_us),
+        }
+    }
 }
 
 fn workspace_root() -> PathBuf {
@@ -338,15 +342,7 @@ fn main() -> Result<()> {
         let opts = features::Options {
             counts: feature_counts,
             kind: feature_kind,
-            plan: Plan {
-                batch: args.batch,
-                visit: Duration::from_micros(args.visit_us),
-                sample: Duration::from_millis(args.sample_ms),
-                warmup: args.warmup,
-                samples,
-                payload: 32,
-                round_min: Duration::from_micros(args.round_min_us),
-            },
+            plan: args.plan(samples),
             reply_time: Duration::from_millis(args.reply_ms),
             reply_rounds: args.reply_rounds,
         };
@@ -466,7 +462,7 @@ fn run(
             }
         }
     }
-    let mut nss = Namespaces(Vec::new());
+    let mut nss = Pairs::default();
     let mut live: Vec<Live> = Vec::new();
     eprintln!("netbench: setting up {} configurations", results.len());
     for (idx, r) in results.iter_mut().enumerate() {
@@ -500,15 +496,7 @@ fn run(
         );
     }
 
-    let plan = Plan {
-        batch: args.batch,
-        visit: Duration::from_micros(args.visit_us),
-        sample: Duration::from_millis(args.sample_ms),
-        warmup: args.warmup,
-        samples,
-        payload: 32,
-        round_min: Duration::from_micros(args.round_min_us),
-    };
+    let plan = args.plan(samples);
     for l in &mut live {
         l.in0 = l.snmp.in_receives()?;
     }
@@ -630,19 +618,10 @@ fn setup(
     k: Option<RuleKind>,
     n: usize,
     work: &Path,
-    nss: &mut Namespaces,
+    nss: &mut Pairs,
     r: &mut ConfigResult,
 ) -> Result<Live> {
-    let pair = Pair::create(tag)?;
-    nss.0.push(pair.clone());
-    let tx = netns::in_netns(&pair.sender, || {
-        let s = UdpSocket::bind((SRC, 0)).context("bind sender")?;
-        s.connect((DST, DPORT)).context("connect sender")?;
-        Ok(s)
-    })?;
-    let rx = netns::in_netns(&pair.firewall, || {
-        UdpSocket::bind((DST, DPORT)).context("bind receiver")
-    })?;
+    let (pair, tx, rx) = nss.create(tag)?;
     let snmp = Snmp::open(&pair.firewall)?;
     let mut bpf_live = Vec::new();
     let mut floor = None;

@@ -106,23 +106,29 @@ fn set(sock: &OwnedFd, optname: i32, buf: &mut [u8], optlen: usize) -> i32 {
     }
 }
 
-/// getsockopt(IPPROTO_IP, optname) into `buf`; returns (errno or 0, length written).
-fn get(sock: &OwnedFd, optname: i32, buf: &mut [u8]) -> (i32, usize) {
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: buf is valid for len bytes; len points to a live socklen_t.
+/// getsockopt(IPPROTO_IP, optname) into `buf` with optlen `len` (at most `buf.len()`);
+/// returns (errno or 0, the optlen the kernel wrote back).
+fn getsockopt(sock: &OwnedFd, optname: i32, buf: &mut [u8], len: usize) -> (i32, usize) {
+    let mut l = len.min(buf.len()) as libc::socklen_t;
+    // SAFETY: buf is valid for l bytes; l points to a live socklen_t.
     let r = unsafe {
         libc::getsockopt(
             sock.as_raw_fd(),
             libc::IPPROTO_IP,
             optname,
             buf.as_mut_ptr().cast::<c_void>(),
-            &mut len,
+            &mut l,
         )
     };
-    if r < 0 {
-        (last_errno(), 0)
-    } else {
-        (0, len as usize)
+    let e = if r < 0 { last_errno() } else { 0 };
+    (e, l as usize)
+}
+
+/// getsockopt(IPPROTO_IP, optname) into `buf`; returns (errno or 0, length written).
+fn get(sock: &OwnedFd, optname: i32, buf: &mut [u8]) -> (i32, usize) {
+    match getsockopt(sock, optname, buf, buf.len()) {
+        (0, len) => (0, len),
+        (e, _) => (e, 0),
     }
 }
 
@@ -138,27 +144,21 @@ fn table_name(name: &str) -> Result<[u8; 32]> {
 fn cmd_replace(blob_path: &Path, optlen: Option<usize>) -> Result<i32> {
     let blob = std::fs::read(blob_path).with_context(|| format!("read {}", blob_path.display()))?;
     let optlen = optlen.unwrap_or(blob.len());
-    // The kernel reads the 96-byte header whatever optlen says: pad so it reads our zeros.
-    let mut buf = blob.clone();
-    buf.resize(optlen.max(blob.len()).max(REPLACE_HDR), 0);
-    let num_counters = u32::from_ne_bytes(
-        buf[NUM_COUNTERS_OFF..NUM_COUNTERS_OFF + 4]
-            .try_into()
-            .context("header")?,
-    ) as usize;
-    let mut counters = vec![0u8; num_counters.saturating_mul(16).clamp(16, MAX_COUNTERS_BUF)];
-    let ptr = counters.as_mut_ptr() as u64;
-    buf[COUNTERS_PTR_OFF..COUNTERS_PTR_OFF + 8].copy_from_slice(&ptr.to_ne_bytes());
     let sock = raw_socket()?;
-    let e = set(&sock, IPT_SO_SET_REPLACE, &mut buf, optlen);
-    drop(counters);
-    Ok(e)
+    set_replace(&sock, blob, optlen)
 }
 
 /// Sends `blob` as SET_REPLACE on `sock`, with the counters pointer aimed at a buffer of ours.
 fn replace_on(sock: &OwnedFd, blob: &[u8]) -> Result<i32> {
-    let mut buf = blob.to_vec();
-    buf.resize(buf.len().max(REPLACE_HDR), 0);
+    set_replace(sock, blob.to_vec(), blob.len())
+}
+
+/// SET_REPLACE of `buf` with `optlen` on `sock`: `buf` padded with zeros to `optlen` and at
+/// least the header, its counters pointer aimed at a buffer of ours sized for its
+/// `num_counters`.
+fn set_replace(sock: &OwnedFd, mut buf: Vec<u8>, optlen: usize) -> Result<i32> {
+    // The kernel reads the 96-byte header whatever optlen says: pad so it reads our zeros.
+    buf.resize(buf.len().max(optlen).max(REPLACE_HDR), 0);
     let num_counters = u32::from_ne_bytes(
         buf[NUM_COUNTERS_OFF..NUM_COUNTERS_OFF + 4]
             .try_into()
@@ -167,7 +167,7 @@ fn replace_on(sock: &OwnedFd, blob: &[u8]) -> Result<i32> {
     let mut counters = vec![0u8; num_counters.saturating_mul(16).clamp(16, MAX_COUNTERS_BUF)];
     let ptr = counters.as_mut_ptr() as u64;
     buf[COUNTERS_PTR_OFF..COUNTERS_PTR_OFF + 8].copy_from_slice(&ptr.to_ne_bytes());
-    let e = set(sock, IPT_SO_SET_REPLACE, &mut buf, blob.len());
+    let e = set(sock, IPT_SO_SET_REPLACE, &mut buf, optlen);
     drop(counters);
     Ok(e)
 }
@@ -265,22 +265,7 @@ struct Probe {
 /// getsockopt with an explicit optlen (the buffer is at least that long); (errno, optlen out).
 fn get_len(sock: &OwnedFd, optname: i32, buf: &mut Vec<u8>, len: usize) -> (i32, usize) {
     buf.resize(buf.len().max(len).max(1), 0);
-    let mut l = len as libc::socklen_t;
-    // SAFETY: buf holds at least len bytes; l points to a live socklen_t.
-    let r = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            optname,
-            buf.as_mut_ptr().cast::<c_void>(),
-            &mut l,
-        )
-    };
-    if r < 0 {
-        (last_errno(), l as usize)
-    } else {
-        (0, l as usize)
-    }
+    getsockopt(sock, optname, buf, len)
 }
 
 /// The kernel's answers to malformed get/set requests outside SET_REPLACE validation (lengths,
@@ -292,6 +277,12 @@ fn cmd_probes(out: &Path) -> Result<i32> {
     let named = |n: &str, len: usize| -> Vec<u8> {
         let mut b = vec![0u8; len.max(32)];
         b[..n.len()].copy_from_slice(n.as_bytes());
+        b
+    };
+    // SET_ADD_COUNTERS of table `n` declaring `count` counters, all zero (40 + 16 * count bytes).
+    let add_counters = |n: &str, count: u8| -> Vec<u8> {
+        let mut b = named(n, 40 + 16 * usize::from(count));
+        b[32] = count;
         b
     };
     // Size of the current filter table, for GET_ENTRIES probes.
@@ -502,11 +493,7 @@ fn cmd_probes(out: &Path) -> Result<i32> {
             name: "set_add_counters_unknown_table_4",
             set: true,
             optname: 65,
-            buf: {
-                let mut b = named("nosuchtable", 104);
-                b[32] = 4;
-                b
-            },
+            buf: add_counters("nosuchtable", 4),
             len: 104,
             desc: "SET_ADD_COUNTERS of table nosuchtable, 4 counters",
         },
@@ -514,11 +501,7 @@ fn cmd_probes(out: &Path) -> Result<i32> {
             name: "set_add_counters_wrong_count",
             set: true,
             optname: 65,
-            buf: {
-                let mut b = named("filter", 120);
-                b[32] = 5;
-                b
-            },
+            buf: add_counters("filter", 5),
             len: 120,
             desc: "SET_ADD_COUNTERS filter with 5 counters (table has 4 entries)",
         },
@@ -526,11 +509,7 @@ fn cmd_probes(out: &Path) -> Result<i32> {
             name: "set_add_counters_ok",
             set: true,
             optname: 65,
-            buf: {
-                let mut b = named("filter", 104);
-                b[32] = 4;
-                b
-            },
+            buf: add_counters("filter", 4),
             len: 104,
             desc: "SET_ADD_COUNTERS filter with 4 zero counters",
         },
