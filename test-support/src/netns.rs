@@ -93,7 +93,7 @@ impl Netns {
 
     /// Its `Ip: InReceives` counter.
     pub fn in_receives(&self) -> u64 {
-        crate::snmp::ns_in_receives(&self.name)
+        in_netns(&self.name, crate::snmp::in_receives_here)
     }
 
     /// Waits until a TCP socket listens on `port` in the namespace ([`wait_listening`]).

@@ -23,11 +23,6 @@ pub fn in_receives_here() -> u64 {
     in_receives(&text).unwrap_or_else(|| panic!("no Ip InReceives in\n{text}"))
 }
 
-/// `Ip: InReceives` of namespace `ns`.
-pub fn ns_in_receives(ns: &str) -> u64 {
-    crate::netns::in_netns(ns, in_receives_here)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
