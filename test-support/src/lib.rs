@@ -12,6 +12,8 @@
 //! harness): a module can only be shared inside one package. The benchmark and the conformance
 //! harness are programs, so they take it as a normal dependency; it is never published.
 
+#![forbid(unsafe_code)]
+
 pub mod gate;
 #[cfg(feature = "ir")]
 pub mod ir;
