@@ -142,16 +142,8 @@ impl Map {
     ) -> Result<Map> {
         let cname = obj_name(name)?;
         #[cfg(test)]
-        if let Some(k) = super::fake::current() {
-            let (h, fd) = k.map_create(map_type, key_size, value_size, max_entries, name)?;
-            return Ok(Map::from_fake(
-                h,
-                fd,
-                map_type,
-                key_size,
-                value_size,
-                max_entries,
-            ));
+        if let Some(map) = Map::create_on_fake(map_type, key_size, value_size, max_entries, name) {
+            return map;
         }
         let mut opts = libbpf_sys::bpf_map_create_opts {
             sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
@@ -243,16 +235,8 @@ impl Map {
             )));
         }
         #[cfg(test)]
-        if let Some(k) = super::fake::current() {
-            let (h, fd) = k.map_create(map_type, key_size, value_size, max_entries, name)?;
-            return Ok(Map::from_fake(
-                h,
-                fd,
-                map_type,
-                key_size,
-                value_size,
-                max_entries,
-            ));
+        if let Some(map) = Map::create_on_fake(map_type, key_size, value_size, max_entries, name) {
+            return map;
         }
         let btf = LockBtf::new(key_size, value_size)?;
         let opts = libbpf_sys::bpf_map_create_opts {
@@ -264,6 +248,22 @@ impl Map {
             ..Default::default()
         };
         Map::create_with(map_type, &cname, key_size, value_size, max_entries, &opts)
+    }
+
+    /// A map made on the fake kernel installed on this thread, if there is one.
+    #[cfg(test)]
+    fn create_on_fake(
+        map_type: MapType,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        name: &str,
+    ) -> Option<Result<Map>> {
+        let k = super::fake::current()?;
+        Some(
+            k.map_create(map_type, key_size, value_size, max_entries, name)
+                .map(|(h, fd)| Map::from_fake(h, fd, map_type, key_size, value_size, max_entries)),
+        )
     }
 
     #[cfg(test)]
