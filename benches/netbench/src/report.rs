@@ -431,7 +431,9 @@ impl Report {
             let title = match k {
                 RuleKind::Addr => "`-s 10.1.x.y/32 -p udp --dport 5001 -j DROP`",
                 RuleKind::Port => "`-p udp --dport P -j DROP`",
-                RuleKind::Mixed => "`-s` and `--dport` both varying (no lookup possible)",
+                RuleKind::Mixed => {
+                    "`-s` (/32 and /31 in turn) and `--dport` varying (no lookup possible)"
+                }
             };
             for (i, &b) in self.backends.iter().enumerate() {
                 let name = if b.is_bpfilter() {
@@ -557,7 +559,7 @@ impl Report {
             let title = match k {
                 RuleKind::Addr => "Rules failing on the source address (`-s 10.1.x.y/32 -p udp -m udp --dport 5001 -j DROP`)",
                 RuleKind::Port => "Rules failing on the port (`-p udp -m udp --dport P -j DROP`, P != 5001)",
-                RuleKind::Mixed => "Rules failing on the address, address and port both changing (`-s 10.1.x.y/32 -p udp -m udp --dport P -j DROP`): no lookup possible",
+                RuleKind::Mixed => "Rules failing on the address, address, mask and port changing (`-s 10.1.x.y/32` and `/31` in turn `-p udp -m udp --dport P -j DROP`): no lookup possible",
             };
             let _ = writeln!(s, "{h}# {title}\n");
             let bounds = self.segment_bounds();
@@ -1155,7 +1157,7 @@ impl Report {
             let title = match k {
                 RuleKind::Addr => "rules failing on the address",
                 RuleKind::Port => "rules failing on the port",
-                RuleKind::Mixed => "address and port both changing",
+                RuleKind::Mixed => "address, mask and port changing",
             };
             let _ = writeln!(s, "<text x=\"{:.1}\" y=\"22\" text-anchor=\"middle\" font-weight=\"bold\">{title}</text>", (x0 + x1) / 2.0);
             let _ = writeln!(s, "<rect x=\"{x0:.1}\" y=\"{y0:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"none\" stroke=\"black\"/>", x1 - x0, y1 - y0);

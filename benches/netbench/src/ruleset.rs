@@ -24,9 +24,10 @@ pub enum RuleKind {
     Addr,
     /// `-p udp -m udp --dport P -j DROP` with P != 5001: fails on the transport header.
     Port,
-    /// `-s 10.1.x.y/32 -p udp -m udp --dport P -j DROP`, address and port both changing from
-    /// rule to rule: fails on the address like `Addr`, but no run of rules differs in one key
-    /// only, so a compiler cannot turn it into one lookup (optional, not in the set).
+    /// `-s 10.1.x.y/M -p udp -m udp --dport P -j DROP`, the address, its mask (/32 and /31 in
+    /// turn) and the port changing from rule to rule: fails on the address like `Addr`, but
+    /// no two neighbours have the same shape, so a compiler cannot turn them into lookups (a
+    /// chain of arbitrary rules, as the large-ruleset goals have them).
     Mixed,
 }
 
@@ -54,8 +55,10 @@ impl RuleKind {
 /// One rule of the benchmark's INPUT chain, in a form both front ends can render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
-    /// `-s ADDR/32`, if any.
+    /// `-s ADDR/src_len`, if any.
     pub src: Option<Ipv4Addr>,
+    /// Prefix length of `src`.
+    pub src_len: u8,
     /// `-d ADDR/32`, if any.
     pub dst: Option<Ipv4Addr>,
     /// `-p udp -m udp --dport PORT` (every rule here is a UDP rule).
@@ -79,12 +82,18 @@ pub fn filler(kind: RuleKind, i: usize) -> Rule {
                 ((i >> 8) & 0xff) as u8,
                 (i & 0xff) as u8,
             )),
+            src_len: 32,
             dst: None,
             dport: DPORT,
             accept: false,
         },
         RuleKind::Mixed => Rule {
-            src: filler(RuleKind::Addr, i).src,
+            // odd rules: the /31 holding the address (its network address, as iptables-save
+            // prints it)
+            src: filler(RuleKind::Addr, i)
+                .src
+                .map(|a| Ipv4Addr::from(u32::from(a) & !(i as u32 & 1))),
+            src_len: 32 - (i & 1) as u8,
             dst: None,
             dport: filler(RuleKind::Port, i).dport,
             accept: false,
@@ -94,6 +103,7 @@ pub fn filler(kind: RuleKind, i: usize) -> Rule {
             let port = 6000 + (i % (65_536 - 6000));
             Rule {
                 src: None,
+                src_len: 32,
                 dst: None,
                 dport: port as u16,
                 accept: false,
@@ -106,6 +116,7 @@ pub fn filler(kind: RuleKind, i: usize) -> Rule {
 pub fn final_rule() -> Rule {
     Rule {
         src: Some(SRC),
+        src_len: 32,
         dst: Some(DST),
         dport: DPORT,
         accept: true,
@@ -117,6 +128,7 @@ pub fn final_rule() -> Rule {
 pub fn appended_rule() -> Rule {
     Rule {
         src: Some(Ipv4Addr::new(10, 3, 0, 1)),
+        src_len: 32,
         dst: None,
         dport: DPORT,
         accept: false,
@@ -134,7 +146,7 @@ pub fn rules(kind: RuleKind, n: usize) -> Vec<Rule> {
 pub fn ipt_args(r: &Rule) -> Vec<String> {
     let mut a = Vec::new();
     if let Some(s) = r.src {
-        a.extend(["-s".to_string(), format!("{s}/32")]);
+        a.extend(["-s".to_string(), format!("{s}/{}", r.src_len)]);
     }
     if let Some(d) = r.dst {
         a.extend(["-d".to_string(), format!("{d}/32")]);
@@ -166,8 +178,14 @@ pub fn iptables_save(rules: &[Rule]) -> String {
 /// an nftables user would write it: iptables counts every rule, nftables only where asked.
 pub fn nft_expr(r: &Rule) -> String {
     let mut e = String::new();
-    if let Some(s) = r.src {
-        let _ = write!(e, "ip saddr {s} ");
+    match (r.src, r.src_len) {
+        (Some(s), 32) => {
+            let _ = write!(e, "ip saddr {s} ");
+        }
+        (Some(s), len) => {
+            let _ = write!(e, "ip saddr {s}/{len} ");
+        }
+        (None, _) => {}
     }
     if let Some(d) = r.dst {
         let _ = write!(e, "ip daddr {d} ");
@@ -241,8 +259,12 @@ mod tests {
             "-A INPUT -s 10.200.0.1/32 -d 10.200.0.2/32 -p udp -m udp --dport 5001 -j ACCEPT"
         );
         assert_eq!(lines[7], "COMMIT");
-        let m = iptables_save(&rules(RuleKind::Mixed, 2));
-        assert!(m.contains("-A INPUT -s 10.1.0.1/32 -p udp -m udp --dport 6001 -j DROP\n"));
+        let m = iptables_save(&rules(RuleKind::Mixed, 3));
+        assert!(m.contains("-A INPUT -s 10.1.0.0/32 -p udp -m udp --dport 6000 -j DROP\n"));
+        assert!(m.contains("-A INPUT -s 10.1.0.0/31 -p udp -m udp --dport 6001 -j DROP\n"));
+        assert!(m.contains("-A INPUT -s 10.1.0.2/32 -p udp -m udp --dport 6002 -j DROP\n"));
+        assert!(nft_file(&rules(RuleKind::Mixed, 2))
+            .contains("ip saddr 10.1.0.0/31 udp dport 6001 drop"));
         let p = iptables_save(&rules(RuleKind::Port, 1));
         assert!(p.contains("-A INPUT -p udp -m udp --dport 6000 -j DROP\n"));
     }
