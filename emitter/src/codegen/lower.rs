@@ -149,6 +149,13 @@ impl Test {
                 | Test::TcpMss(_)
         )
     }
+
+    /// Does the test change state the kernel keeps per rule or per list (a `limit` credit, a
+    /// `recent` stamp, a `hashlimit` credit), so that running it once stands for nothing but
+    /// itself?
+    pub(super) fn is_stateful(&self) -> bool {
+        matches!(self, Test::Limit(_) | Test::Recent(_) | Test::Hashlimit(_))
+    }
 }
 
 /// The result of a test that does not depend on the packet, if so.

@@ -140,7 +140,7 @@ fn key_number(bytes: &[u8]) -> u128 {
 }
 
 /// Can the tests `keys` of `tests` key a run: key tests of at most [`MAX_KEY_BYTES`] bytes,
-/// with no barrier but the pure hotdrop guards before the last one?
+/// with no stateful test ([`Test::is_stateful`]) before the last one?
 fn keyable(tests: &[Test], keys: &[usize]) -> bool {
     let Some(&last) = keys.last() else {
         return false;
@@ -152,10 +152,7 @@ fn keyable(tests: &[Test], keys: &[usize]) -> bool {
             None => return false,
         }
     }
-    bytes <= MAX_KEY_BYTES
-        && tests[..last].iter().all(|t| {
-            !t.is_barrier() || matches!(t, Test::Guard { .. } | Test::OptGuard | Test::TcpMss(_))
-        })
+    bytes <= MAX_KEY_BYTES && !tests[..last].iter().any(Test::is_stateful)
 }
 
 /// Do `a` and `b` agree everywhere but at `keys`, where both hold key tests of the same kind?
