@@ -22,7 +22,9 @@ fn blocklist_blob() -> Vec<u8> {
 
 fn abi(c: &mut Criterion) {
     let blob = blocklist_blob();
-    let table = parse_replace(&blob, Some(4)).expect("valid table").table;
+    let table = parse_replace(ipt_abi::Family::Ipv4, &blob, Some(4))
+        .expect("valid table")
+        .table;
     assert_eq!(table.entries.len() as u32, RULES + 4);
     let counters: Vec<XtCounters> = (0..table.entries.len() as u64)
         .map(|i| XtCounters {
@@ -34,7 +36,7 @@ fn abi(c: &mut Criterion) {
     let mut g = c.benchmark_group("abi_10k");
     g.sample_size(30);
     g.bench_function("parse_replace", |b| {
-        b.iter(|| parse_replace(black_box(&blob), Some(4)))
+        b.iter(|| parse_replace(ipt_abi::Family::Ipv4, black_box(&blob), Some(4)))
     });
     g.bench_function("get_entries", |b| {
         b.iter(|| black_box(&table).get_entries(black_box(&counters)))

@@ -183,10 +183,10 @@ fn guarded(stage: &str, input: &[u8], f: impl FnOnce(&[u8]) -> Result<(), String
 /// parse_replace / parse_add_counters / parse_revision_request on one input.
 fn check_parsers(blob: &[u8]) -> Result<(), String> {
     for current in [None, Some(4)] {
-        match parse_replace(blob, current) {
+        match parse_replace(ipt_abi::Family::Ipv4, blob, current) {
             Ok(r) => {
                 let again_blob = r.table.replace_blob(r.num_counters, r.counters_ptr);
-                let again = parse_replace(&again_blob, Some(r.num_counters))
+                let again = parse_replace(ipt_abi::Family::Ipv4, &again_blob, Some(r.num_counters))
                     .map_err(|e| format!("an accepted table does not re-parse: {e}"))?;
                 // What the kernel shows must survive (kernel-owned payload parts, such as a
                 // limit's given cost, are not shown and so do not come back).
@@ -211,7 +211,7 @@ fn check_parsers(blob: &[u8]) -> Result<(), String> {
             Err(_) => {}
         }
     }
-    if let Err(e) = parse_add_counters(blob) {
+    if let Err(e) = parse_add_counters(ipt_abi::Family::Ipv4, blob) {
         if !PARSE_ERRNOS.contains(&e.errno()) {
             return Err(format!("parse_add_counters: errno {}: {e}", e.errno()));
         }
@@ -428,7 +428,7 @@ fn mutations_reach_every_kind_of_refusal() {
     for _ in 0..20_000 {
         let i = rng.index(blobs.len());
         let input = mutate(&mut rng, &blobs[i], &blobs);
-        match parse_replace(&input, Some(4)) {
+        match parse_replace(ipt_abi::Family::Ipv4, &input, Some(4)) {
             Ok(_) => {
                 seen.insert(0);
             }

@@ -43,6 +43,122 @@ pub const IPT_SO_GET_ENTRIES: u32 = 65;
 pub const IPT_SO_GET_REVISION_MATCH: u32 = 66;
 /// `IPT_SO_GET_REVISION_TARGET`.
 pub const IPT_SO_GET_REVISION_TARGET: u32 = 67;
+/// `IP6T_SO_SET_REPLACE` (level IPPROTO_IPV6).
+pub const IP6T_SO_SET_REPLACE: u32 = 64;
+/// `IP6T_SO_SET_ADD_COUNTERS`.
+pub const IP6T_SO_SET_ADD_COUNTERS: u32 = 65;
+/// `IP6T_SO_GET_INFO`.
+pub const IP6T_SO_GET_INFO: u32 = 64;
+/// `IP6T_SO_GET_ENTRIES`.
+pub const IP6T_SO_GET_ENTRIES: u32 = 65;
+/// `IP6T_F_PROTO`: set by ip6tables with `-p`; REJECT's tcp-reset check requires it.
+pub const IP6T_F_PROTO: u8 = 0x01;
+/// `IP6T_F_TOS`: match the Traffic Class (never set by ip6tables, ignored by the kernel).
+pub const IP6T_F_TOS: u8 = 0x02;
+/// `IP6T_F_GOTO`: `-g`.
+pub const IP6T_F_GOTO: u8 = 0x04;
+/// `IP6T_F_MASK`: every known flag (`ip6_checkentry`).
+pub const IP6T_F_MASK: u8 = 0x07;
+/// `IP6T_INV_VIA_IN`.
+pub const IP6T_INV_VIA_IN: u8 = 0x01;
+/// `IP6T_INV_VIA_OUT`.
+pub const IP6T_INV_VIA_OUT: u8 = 0x02;
+/// `IP6T_INV_TOS`.
+pub const IP6T_INV_TOS: u8 = 0x04;
+/// `IP6T_INV_SRCIP`.
+pub const IP6T_INV_SRCIP: u8 = 0x08;
+/// `IP6T_INV_DSTIP`.
+pub const IP6T_INV_DSTIP: u8 = 0x10;
+/// `IP6T_INV_FRAG` (has no meaning for IPv6; ip6_checkentry accepts it).
+pub const IP6T_INV_FRAG: u8 = 0x20;
+/// `IP6T_INV_PROTO`.
+pub const IP6T_INV_PROTO: u8 = 0x40;
+/// `IP6T_INV_MASK`: every known invflag (`ip6_checkentry`).
+pub const IP6T_INV_MASK: u8 = 0x7f;
+/// `IP6T_ICMP_INV`: invert the icmp6 type/code test.
+pub const IP6T_ICMP_INV: u8 = 0x01;
+/// `IP6T_HL_EQ` (ip6t_hl_info.mode).
+pub const IP6T_HL_EQ: u8 = 0;
+/// `IP6T_HL_NE`.
+pub const IP6T_HL_NE: u8 = 1;
+/// `IP6T_HL_LT`.
+pub const IP6T_HL_LT: u8 = 2;
+/// `IP6T_HL_GT`.
+pub const IP6T_HL_GT: u8 = 3;
+/// `IP6T_FRAG_IDS`.
+pub const IP6T_FRAG_IDS: u8 = 0x01;
+/// `IP6T_FRAG_LEN`.
+pub const IP6T_FRAG_LEN: u8 = 0x02;
+/// `IP6T_FRAG_RES`.
+pub const IP6T_FRAG_RES: u8 = 0x04;
+/// `IP6T_FRAG_FST`.
+pub const IP6T_FRAG_FST: u8 = 0x08;
+/// `IP6T_FRAG_MF`.
+pub const IP6T_FRAG_MF: u8 = 0x10;
+/// `IP6T_FRAG_NMF`.
+pub const IP6T_FRAG_NMF: u8 = 0x20;
+/// `IP6T_FRAG_INV_IDS`.
+pub const IP6T_FRAG_INV_IDS: u8 = 0x01;
+/// `IP6T_FRAG_INV_LEN`.
+pub const IP6T_FRAG_INV_LEN: u8 = 0x02;
+/// `IP6T_FRAG_INV_MASK`.
+pub const IP6T_FRAG_INV_MASK: u8 = 0x03;
+/// `IP6T_OPTS_LEN`.
+pub const IP6T_OPTS_LEN: u8 = 0x01;
+/// `IP6T_OPTS_OPTS`.
+pub const IP6T_OPTS_OPTS: u8 = 0x02;
+/// `IP6T_OPTS_NSTRICT` (refused by `hbh_mt6_check`: not implemented).
+pub const IP6T_OPTS_NSTRICT: u8 = 0x04;
+/// `IP6T_OPTS_INV_LEN`.
+pub const IP6T_OPTS_INV_LEN: u8 = 0x01;
+/// `IP6T_OPTS_INV_MASK`.
+pub const IP6T_OPTS_INV_MASK: u8 = 0x01;
+/// `IP6T_OPTS_OPTSNR`: size of `ip6t_opts.opts`.
+pub const IP6T_OPTS_OPTSNR: usize = 16;
+/// `IP6T_RT_TYP`.
+pub const IP6T_RT_TYP: u8 = 0x01;
+/// `IP6T_RT_SGS`.
+pub const IP6T_RT_SGS: u8 = 0x02;
+/// `IP6T_RT_LEN`.
+pub const IP6T_RT_LEN: u8 = 0x04;
+/// `IP6T_RT_RES`.
+pub const IP6T_RT_RES: u8 = 0x08;
+/// `IP6T_RT_FST_MASK`.
+pub const IP6T_RT_FST_MASK: u8 = 0x30;
+/// `IP6T_RT_FST`.
+pub const IP6T_RT_FST: u8 = 0x10;
+/// `IP6T_RT_FST_NSTRICT`.
+pub const IP6T_RT_FST_NSTRICT: u8 = 0x20;
+/// `IP6T_RT_INV_TYP`.
+pub const IP6T_RT_INV_TYP: u8 = 0x01;
+/// `IP6T_RT_INV_SGS`.
+pub const IP6T_RT_INV_SGS: u8 = 0x02;
+/// `IP6T_RT_INV_LEN`.
+pub const IP6T_RT_INV_LEN: u8 = 0x04;
+/// `IP6T_RT_INV_MASK`.
+pub const IP6T_RT_INV_MASK: u8 = 0x07;
+/// `IP6T_RT_HOPS`: size of `ip6t_rt.addrs`.
+pub const IP6T_RT_HOPS: usize = 16;
+/// `IP6T_ICMP6_NO_ROUTE` (`enum ip6t_reject_with`).
+pub const IP6T_ICMP6_NO_ROUTE: u32 = 0;
+/// `IP6T_ICMP6_ADM_PROHIBITED`.
+pub const IP6T_ICMP6_ADM_PROHIBITED: u32 = 1;
+/// `IP6T_ICMP6_NOT_NEIGHBOUR`.
+pub const IP6T_ICMP6_NOT_NEIGHBOUR: u32 = 2;
+/// `IP6T_ICMP6_ADDR_UNREACH`.
+pub const IP6T_ICMP6_ADDR_UNREACH: u32 = 3;
+/// `IP6T_ICMP6_PORT_UNREACH`.
+pub const IP6T_ICMP6_PORT_UNREACH: u32 = 4;
+/// `IP6T_ICMP6_ECHOREPLY` (refused by `reject_tg6_check`).
+pub const IP6T_ICMP6_ECHOREPLY: u32 = 5;
+/// `IP6T_TCP_RESET`.
+pub const IP6T_TCP_RESET: u32 = 6;
+/// `IP6T_ICMP6_POLICY_FAIL`.
+pub const IP6T_ICMP6_POLICY_FAIL: u32 = 7;
+/// `IP6T_ICMP6_REJECT_ROUTE`.
+pub const IP6T_ICMP6_REJECT_ROUTE: u32 = 8;
+/// `ETH_ALEN`.
+pub const ETH_ALEN: usize = 6;
 /// `IP6T_SO_GET_REVISION_MATCH`.
 pub const IP6T_SO_GET_REVISION_MATCH: u32 = 68;
 /// `IP6T_SO_GET_REVISION_TARGET`.
@@ -1160,6 +1276,143 @@ pub struct XtLogInfo {
 #[doc(alias = "ipt_log_info")]
 pub type IptLogInfo = XtLogInfo;
 
+/// `struct ip6t_hl_info` (match "hl", IPv6 only): hop limit test `mode` (IP6T_HL_*)
+/// against `hop_limit`.
+#[doc(alias = "ip6t_hl_info")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct Ip6tHlInfo {
+    /// IP6T_HL_EQ, _NE, _LT, _GT.
+    pub mode: u8,
+    /// Hop limit to compare with.
+    pub hop_limit: u8,
+}
+
+/// `struct ip6t_frag` (match "frag"): the fragment header.
+#[doc(alias = "ip6t_frag")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct Ip6tFrag {
+    /// Identification range.
+    pub ids: [u32; 2],
+    /// Header length (`--fraglen`).
+    pub hdrlen: u32,
+    /// IP6T_FRAG_* flags.
+    pub flags: u8,
+    /// IP6T_FRAG_INV_* flags.
+    pub invflags: u8,
+    /// Implicit C padding; inside `matchsize`, copied back as given.
+    pub pad: [u8; 2],
+}
+
+/// `struct ip6t_ipv6header_info` (match "ipv6header").
+#[doc(alias = "ip6t_ipv6header_info")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct Ip6tIpv6headerInfo {
+    /// MASK_* bits of the headers to look for.
+    pub matchflags: u8,
+    /// Inverted MASK_* bits (0 or 0xff when `modeflag` is 0).
+    pub invflags: u8,
+    /// `--soft`: any of the headers rather than exactly these.
+    pub modeflag: u8,
+}
+
+/// `struct ip6t_opts` (matches "hbh" and "dst"): hop-by-hop or destination options header.
+#[doc(alias = "ip6t_opts")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct Ip6tOpts {
+    /// Header length.
+    pub hdrlen: u32,
+    /// IP6T_OPTS_* flags.
+    pub flags: u8,
+    /// IP6T_OPTS_INV_* flags.
+    pub invflags: u8,
+    /// Options as `type << 8 | length` (0x00ff: any length).
+    pub opts: [u16; IP6T_OPTS_OPTSNR],
+    /// Number of options used.
+    pub optsnr: u8,
+    /// Implicit C padding; inside `matchsize`, copied back as given.
+    pub pad: u8,
+}
+
+/// `struct ip6t_rt` (match "rt"): routing header.
+#[doc(alias = "ip6t_rt")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct Ip6tRt {
+    /// Routing type.
+    pub rt_type: u32,
+    /// Segments-left range.
+    pub segsleft: [u32; 2],
+    /// Header length.
+    pub hdrlen: u32,
+    /// IP6T_RT_* flags.
+    pub flags: u8,
+    /// IP6T_RT_INV_* flags.
+    pub invflags: u8,
+    /// Implicit C padding before the 4-aligned addresses.
+    pub pad1: [u8; 2],
+    /// Type 0 addresses.
+    pub addrs: [[u8; 16]; IP6T_RT_HOPS],
+    /// Number of addresses used.
+    pub addrnr: u8,
+    /// Implicit C padding at the end.
+    pub pad2: [u8; 3],
+}
+
+impl Default for Ip6tRt {
+    fn default() -> Self {
+        zerocopy::FromZeros::new_zeroed()
+    }
+}
+
+/// `struct xt_mac_info` (match "mac", NFPROTO_UNSPEC).
+#[doc(alias = "xt_mac_info")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XtMacInfo {
+    /// Source MAC address.
+    pub srcaddr: [u8; ETH_ALEN],
+    /// Implicit C padding before the int.
+    pub pad: [u8; 2],
+    /// Non-zero: inverted.
+    pub invert: i32,
+}
+
+/// `struct ip6t_reject_info` (target "REJECT" for IPv6, ip6t_REJECT.c).
+#[doc(alias = "ip6t_reject_info")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct Ip6tRejectInfo {
+    /// `enum ip6t_reject_with` (IP6T_ICMP6_* / IP6T_TCP_RESET).
+    pub with: u32,
+}
+
+/// The "eui64" match's payload: `matchsize` is `sizeof(int)` and nothing reads it.
+#[doc(alias = "eui64")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct Ip6tEui64 {
+    /// The unused int, copied back as given.
+    pub unused: [u8; 4],
+}
+
 macro_rules! assert_layout {
     ($t:ty, $size:expr $(, $field:ident = $off:expr)*) => {
         const _: () = assert!(core::mem::size_of::<$t>() == $size);
@@ -1409,6 +1662,38 @@ assert_layout!(XtHashlimitMtinfo2, 304, name = 0, cfg = 256, hinfo = 296);
 assert_layout!(XtHashlimitMtinfo3, 312, name = 0, cfg = 256, hinfo = 304);
 assert_layout!(IptRejectInfo, 4, with = 0);
 assert_layout!(XtLogInfo, 32, level = 0, logflags = 1, prefix = 2);
+assert_layout!(Ip6tHlInfo, 2, mode = 0, hop_limit = 1);
+assert_layout!(Ip6tFrag, 16, ids = 0, hdrlen = 8, flags = 12, invflags = 13);
+assert_layout!(
+    Ip6tIpv6headerInfo,
+    3,
+    matchflags = 0,
+    invflags = 1,
+    modeflag = 2
+);
+assert_layout!(
+    Ip6tOpts,
+    40,
+    hdrlen = 0,
+    flags = 4,
+    invflags = 5,
+    opts = 6,
+    optsnr = 38
+);
+assert_layout!(
+    Ip6tRt,
+    280,
+    rt_type = 0,
+    segsleft = 4,
+    hdrlen = 12,
+    flags = 16,
+    invflags = 17,
+    addrs = 20,
+    addrnr = 276
+);
+assert_layout!(XtMacInfo, 12, srcaddr = 0, invert = 8);
+assert_layout!(Ip6tRejectInfo, 4, with = 0);
+assert_layout!(Ip6tEui64, 4);
 
 /// Size of `struct ipt_entry`.
 pub const IPT_ENTRY_SIZE: usize = core::mem::size_of::<IptEntry>();

@@ -16,18 +16,36 @@
 //! let table = b.build().unwrap();
 //! assert_eq!(table.entries.len(), 8);
 //! let blob = table.replace_blob(4, 0); // SET_REPLACE bytes replacing a 4-entry table
-//! assert_eq!(ipt_abi::parse_replace(&blob, Some(4)).unwrap().table, table);
+//! assert_eq!(
+//!     ipt_abi::parse_replace(ipt_abi::Family::Ipv4, &blob, Some(4)).unwrap().table,
+//!     table
+//! );
+//! ```
+//!
+//! IPv6 (ip6tables' layout, `ip6t_entry` headers): start from [`TableBuilder::filter6`]; a
+//! rule's family-independent parts (`-p`, `-i`, `-o`, `!`) carry over, addresses come from
+//! [`Rule::src6`] / [`Rule::dst6`], and `-p` sets IP6T_F_PROTO as ip6tables does.
+//!
+//! ```
+//! use ipt_abi::build::{Rule, RuleTarget, TableBuilder};
+//! let mut b = TableBuilder::filter6();
+//! b.rule("INPUT", Rule::new(RuleTarget::Accept).src6("2001:db8::".parse().unwrap(), 32).tcp_dport(22));
+//! let table = b.build().unwrap();
+//! assert_eq!(table.family, ipt_abi::Family::Ipv6);
+//! // a 168-byte ip6t_entry + tcp match (48) + standard target (40), three policies (208
+//! // each), the final ERROR entry (232)
+//! assert_eq!(table.size(), 256 + 3 * 208 + 232);
 //! ```
 
 use std::mem::size_of;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use zerocopy::IntoBytes;
 
 use crate::abi::*;
 use crate::ext::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 use crate::model::*;
-use crate::{parse_replace, AbiError};
+use crate::{parse_replace, AbiError, Family};
 
 /// Where a rule sends matching packets.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -42,7 +60,8 @@ pub enum RuleTarget {
     Jump(String),
     /// `-g CHAIN` (sets IPT_F_GOTO).
     Goto(String),
-    /// `-j REJECT --reject-with`: an IPT_ICMP_* / IPT_TCP_RESET value.
+    /// `-j REJECT --reject-with`: an IPT_ICMP_* / IPT_TCP_RESET value (in an IPv6 table an
+    /// IP6T_ICMP6_* / IP6T_TCP_RESET value, laid out as `ip6t_reject_info`).
     Reject(u32),
     /// `-j LOG`: level (iptables' default is 4), XT_LOG_* flags, prefix (cut to 29 bytes).
     Log {
@@ -69,8 +88,10 @@ impl RuleTarget {
 /// One rule: ip part, matches, target.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Rule {
-    /// The ip part (IPT_F_GOTO is set by `RuleTarget::Goto`).
-    pub ip: IpMatch,
+    /// The ip part (IPT_F_GOTO / IP6T_F_GOTO is set by `RuleTarget::Goto`). IPv4 until an
+    /// IPv6-only builder method is used; an IPv4 part without addresses is carried over to
+    /// IPv6 by an IPv6 table.
+    pub ip: IpPart,
     /// `nfcache` (iptables leaves 0).
     pub nfcache: u32,
     /// Matches in order.
@@ -83,50 +104,115 @@ impl Rule {
     /// A rule matching everything.
     pub fn new(target: RuleTarget) -> Self {
         Rule {
-            ip: IpMatch::default(),
+            ip: IpPart::default(),
             nfcache: 0,
             matches: Vec::new(),
             target,
         }
     }
+    /// The IPv4 part (made IPv4 if it was IPv6: only IPv6 builder methods make it IPv6).
+    fn v4(&mut self) -> &mut IpMatch {
+        if let IpPart::V6(ip6) = self.ip {
+            self.ip = IpPart::V4(v4_of(&ip6));
+        }
+        match &mut self.ip {
+            IpPart::V4(ip) => ip,
+            IpPart::V6(_) => unreachable!("made IPv4 above"),
+        }
+    }
+    /// The IPv6 part (converted from the family-independent fields of an IPv4 one).
+    fn v6(&mut self) -> &mut Ip6Match {
+        if let IpPart::V4(ip4) = self.ip {
+            self.ip = IpPart::V6(v6_of(&ip4));
+        }
+        match &mut self.ip {
+            IpPart::V6(ip) => ip,
+            IpPart::V4(_) => unreachable!("made IPv6 above"),
+        }
+    }
     /// `-s addr/prefix` (the address is masked, as iptables does).
     pub fn src(mut self, addr: [u8; 4], prefix: u8) -> Self {
         let m = prefix_mask(prefix);
-        self.ip.smsk = Ipv4Addr::from(m);
-        self.ip.src = Ipv4Addr::from(u32::from(Ipv4Addr::from(addr)) & m);
+        let ip = self.v4();
+        ip.smsk = Ipv4Addr::from(m);
+        ip.src = Ipv4Addr::from(u32::from(Ipv4Addr::from(addr)) & m);
         self
     }
     /// `-d addr/prefix`.
     pub fn dst(mut self, addr: [u8; 4], prefix: u8) -> Self {
         let m = prefix_mask(prefix);
-        self.ip.dmsk = Ipv4Addr::from(m);
-        self.ip.dst = Ipv4Addr::from(u32::from(Ipv4Addr::from(addr)) & m);
+        let ip = self.v4();
+        ip.dmsk = Ipv4Addr::from(m);
+        ip.dst = Ipv4Addr::from(u32::from(Ipv4Addr::from(addr)) & m);
         self
     }
-    /// `-p proto`.
+    /// IPv6 `-s addr/prefix` (masked, as ip6tables does). Makes the rule IPv6.
+    pub fn src6(mut self, addr: Ipv6Addr, prefix: u8) -> Self {
+        let m = prefix_mask6(prefix);
+        let ip = self.v6();
+        ip.smsk = Ipv6Addr::from(m);
+        ip.src = Ipv6Addr::from(u128::from(addr) & m);
+        self
+    }
+    /// IPv6 `-d addr/prefix`. Makes the rule IPv6.
+    pub fn dst6(mut self, addr: Ipv6Addr, prefix: u8) -> Self {
+        let m = prefix_mask6(prefix);
+        let ip = self.v6();
+        ip.dmsk = Ipv6Addr::from(m);
+        ip.dst = Ipv6Addr::from(u128::from(addr) & m);
+        self
+    }
+    /// `-p proto` (for IPv6 also IP6T_F_PROTO, as ip6tables sets it).
     pub fn proto(mut self, proto: u16) -> Self {
-        self.ip.proto = proto;
+        match &mut self.ip {
+            IpPart::V4(ip) => ip.proto = proto,
+            IpPart::V6(ip) => {
+                ip.proto = proto;
+                ip.flags |= IP6T_F_PROTO;
+            }
+        }
         self
     }
-    /// Set IPT_INV_* bits.
+    /// Set IPT_INV_* / IP6T_INV_* bits (the same values).
     pub fn invert(mut self, bits: u8) -> Self {
-        self.ip.invflags |= bits;
+        match &mut self.ip {
+            IpPart::V4(ip) => ip.invflags |= bits,
+            IpPart::V6(ip) => ip.invflags |= bits,
+        }
         self
     }
-    /// `-f`.
+    /// `-f` (IPv4 only: makes the rule IPv4).
     pub fn frag(mut self) -> Self {
-        self.ip.flags |= IPT_F_FRAG;
+        self.v4().flags |= IPT_F_FRAG;
         self
     }
     /// `-i name` (a trailing `+` makes a prefix match, as iptables).
     pub fn iniface(mut self, name: &str) -> Self {
-        (self.ip.iniface, self.ip.iniface_mask) = parse_interface(name);
+        let (n, m) = parse_interface(name);
+        match &mut self.ip {
+            IpPart::V4(ip) => (ip.iniface, ip.iniface_mask) = (n, m),
+            IpPart::V6(ip) => (ip.iniface, ip.iniface_mask) = (n, m),
+        }
         self
     }
     /// `-o name`.
     pub fn outiface(mut self, name: &str) -> Self {
-        (self.ip.outiface, self.ip.outiface_mask) = parse_interface(name);
+        let (n, m) = parse_interface(name);
+        match &mut self.ip {
+            IpPart::V4(ip) => (ip.outiface, ip.outiface_mask) = (n, m),
+            IpPart::V6(ip) => (ip.outiface, ip.outiface_mask) = (n, m),
+        }
         self
+    }
+    /// `-p ipv6-icmp -m icmp6 --icmpv6-type type` (0xff = any). Makes the rule IPv6.
+    pub fn icmp6_type(mut self, icmp_type: u8) -> Self {
+        self.v6();
+        self.proto(crate::ext::IPPROTO_ICMPV6)
+            .with(Match::Icmp6(Ip6tIcmp {
+                icmp_type,
+                code: [0, 0xff],
+                invflags: 0,
+            }))
     }
     /// Append a match.
     pub fn with(mut self, m: Match) -> Self {
@@ -195,6 +281,41 @@ impl Rule {
     }
 }
 
+/// The family-independent fields of an IPv4 part, as IPv6 (IP6T_F_PROTO with a protocol).
+fn v6_of(ip: &IpMatch) -> Ip6Match {
+    Ip6Match {
+        iniface: ip.iniface,
+        outiface: ip.outiface,
+        iniface_mask: ip.iniface_mask,
+        outiface_mask: ip.outiface_mask,
+        proto: ip.proto,
+        flags: if ip.proto != 0 { IP6T_F_PROTO } else { 0 },
+        invflags: ip.invflags,
+        ..Ip6Match::default()
+    }
+}
+
+/// The family-independent fields of an IPv6 part, as IPv4.
+fn v4_of(ip: &Ip6Match) -> IpMatch {
+    IpMatch {
+        iniface: ip.iniface,
+        outiface: ip.outiface,
+        iniface_mask: ip.iniface_mask,
+        outiface_mask: ip.outiface_mask,
+        proto: ip.proto,
+        invflags: ip.invflags,
+        ..IpMatch::default()
+    }
+}
+
+fn prefix_mask6(prefix: u8) -> u128 {
+    match prefix {
+        0 => 0,
+        p if p >= 128 => u128::MAX,
+        p => u128::MAX << (128 - u32::from(p)),
+    }
+}
+
 fn prefix_mask(prefix: u8) -> u32 {
     match prefix {
         0 => 0,
@@ -231,6 +352,7 @@ struct BChain {
 /// Builder of valid tables in libiptc's layout.
 #[derive(Debug, Clone)]
 pub struct TableBuilder {
+    family: Family,
     name: String,
     valid_hooks: u32,
     chains: Vec<BChain>,
@@ -239,6 +361,16 @@ pub struct TableBuilder {
 impl TableBuilder {
     /// The filter table: INPUT, FORWARD, OUTPUT with ACCEPT policies, no rules.
     pub fn filter() -> Self {
+        Self::filter_for(Family::Ipv4)
+    }
+
+    /// ip6tables' filter table: INPUT, FORWARD, OUTPUT with ACCEPT policies, no rules.
+    pub fn filter6() -> Self {
+        Self::filter_for(Family::Ipv6)
+    }
+
+    /// The filter table of a family.
+    pub fn filter_for(family: Family) -> Self {
         let chains = [1usize, 2, 3]
             .iter()
             .map(|&h| BChain {
@@ -249,6 +381,7 @@ impl TableBuilder {
             })
             .collect();
         TableBuilder {
+            family,
             name: "filter".to_string(),
             valid_hooks: FILTER_VALID_HOOKS,
             chains,
@@ -305,8 +438,9 @@ impl TableBuilder {
     /// Fails for a jump to a missing chain (ENOENT) or a rule larger than 65535 bytes.
     pub fn replace_blob(&self, num_counters: u32) -> Result<Vec<u8>, AbiError> {
         let chains = self.ordered();
-        let std_entry = IPT_ENTRY_SIZE + XT_STANDARD_TARGET_SIZE;
-        let err_entry = IPT_ENTRY_SIZE + XT_ERROR_TARGET_SIZE;
+        let base = entry_size(self.family);
+        let std_entry = base + XT_STANDARD_TARGET_SIZE;
+        let err_entry = base + XT_ERROR_TARGET_SIZE;
         // First pass: offsets of each chain's first entry (after the head for user chains).
         let mut starts = Vec::with_capacity(chains.len());
         let mut off = 0usize;
@@ -316,7 +450,7 @@ impl TableBuilder {
             }
             starts.push(off);
             for r in &c.rules {
-                off += IPT_ENTRY_SIZE
+                off += base
                     + r.matches.iter().map(Match::match_size).sum::<usize>()
                     + r.target.target_size();
             }
@@ -343,6 +477,7 @@ impl TableBuilder {
                 offset,
                 ip,
                 nfcache,
+                hdr_pad: [0; 4],
                 comefrom: 0,
                 matches,
                 target,
@@ -354,15 +489,34 @@ impl TableBuilder {
             if c.hook.is_none() {
                 push(
                     &mut entries,
-                    IpMatch::default(),
+                    IpPart::zero(self.family),
                     0,
                     Vec::new(),
                     Target::Error(ErrorName::from(c.name.as_str())),
                 );
             }
             let mut first = None;
-            for r in &c.rules {
-                let mut ip = r.ip;
+            for (k, r) in c.rules.iter().enumerate() {
+                let mut ip = match (self.family, r.ip) {
+                    (Family::Ipv4, IpPart::V4(ip)) => IpPart::V4(ip),
+                    (Family::Ipv6, IpPart::V6(ip)) => IpPart::V6(ip),
+                    // an IPv4 part carries over when it holds nothing IPv4-only
+                    (Family::Ipv6, IpPart::V4(ip))
+                        if ip.src.is_unspecified()
+                            && ip.dst.is_unspecified()
+                            && ip.smsk.is_unspecified()
+                            && ip.dmsk.is_unspecified()
+                            && ip.flags == 0 =>
+                    {
+                        IpPart::V6(v6_of(&ip))
+                    }
+                    _ => {
+                        return Err(AbiError::WrongFamily {
+                            chain: c.name.clone(),
+                            index: k,
+                        })
+                    }
+                };
                 let target = match &r.target {
                     RuleTarget::Accept => Target::Standard(Verdict::Accept),
                     RuleTarget::Drop => Target::Standard(Verdict::Drop),
@@ -372,13 +526,19 @@ impl TableBuilder {
                         index: 0,
                     }),
                     RuleTarget::Goto(n) => {
-                        ip.flags |= IPT_F_GOTO;
+                        match &mut ip {
+                            IpPart::V4(ip) => ip.flags |= IPT_F_GOTO,
+                            IpPart::V6(ip) => ip.flags |= IP6T_F_GOTO,
+                        }
                         Target::Standard(Verdict::Jump {
                             offset: find(n)?,
                             index: 0,
                         })
                     }
-                    RuleTarget::Reject(with) => Target::Reject(IptRejectInfo { with: *with }),
+                    RuleTarget::Reject(with) => match self.family {
+                        Family::Ipv4 => Target::Reject(IptRejectInfo { with: *with }),
+                        Family::Ipv6 => Target::Reject6(Ip6tRejectInfo { with: *with }),
+                    },
                     RuleTarget::Log {
                         level,
                         flags,
@@ -394,7 +554,7 @@ impl TableBuilder {
             }
             let end = push(
                 &mut entries,
-                IpMatch::default(),
+                IpPart::zero(self.family),
                 0,
                 Vec::new(),
                 Target::Standard(c.policy),
@@ -406,7 +566,7 @@ impl TableBuilder {
         }
         push(
             &mut entries,
-            IpMatch::default(),
+            IpPart::zero(self.family),
             0,
             Vec::new(),
             Target::Error(ErrorName::from(XT_ERROR_TARGET)),
@@ -443,6 +603,6 @@ impl TableBuilder {
     /// Lay the table out and validate it as the kernel would.
     pub fn build(&self) -> Result<Table, AbiError> {
         let blob = self.replace_blob(1)?;
-        Ok(parse_replace(&blob, None)?.table)
+        Ok(parse_replace(self.family, &blob, None)?.table)
     }
 }

@@ -152,6 +152,15 @@ pub enum AbiError {
     /// `build::TableBuilder`: a jump or goto names a chain the builder does not have.
     #[error("builder: no chain named {0:?}")]
     UnknownChain(String),
+    /// `build::TableBuilder`: a rule's ip part is of the other family (an IPv4 address in an
+    /// IPv6 table, or the reverse).
+    #[error("builder: rule {index} of chain {chain:?} is not of the table's family")]
+    WrongFamily {
+        /// Chain name.
+        chain: String,
+        /// Rule number in the chain.
+        index: usize,
+    },
     /// `do_add_counters`: num_counters differs from the table's entry count.
     #[error("add_counters: {num_counters} counters, table has {entries} entries")]
     CounterCount {
@@ -202,6 +211,7 @@ impl AbiError {
             AbiError::ValidHooks { .. } => libc::EINVAL,
             AbiError::StaleCounters { .. } => libc::EAGAIN,
             AbiError::UnknownChain(_) => libc::ENOENT,
+            AbiError::WrongFamily { .. } => libc::EINVAL,
             AbiError::CounterCount { .. } => libc::EINVAL,
             AbiError::StaleSize { .. } => libc::EAGAIN,
             AbiError::Revision { errno, .. } => *errno,

@@ -84,6 +84,10 @@ pub const OWNER_HOOKS: u32 = (1 << 3) | (1 << 4);
 /// `NF_INET_LOCAL_IN`, `NF_INET_FORWARD`, `NF_INET_LOCAL_OUT` as a hook mask: REJECT's `.hooks`.
 pub const REJECT_HOOKS: u32 = (1 << 1) | (1 << 2) | (1 << 3);
 
+/// `NF_INET_PRE_ROUTING`, `NF_INET_LOCAL_IN`, `NF_INET_FORWARD` as a hook mask: the `.hooks`
+/// of xt_mac and ip6t_eui64 (a source MAC exists only on the way in).
+pub const MAC_HOOKS: u32 = (1 << 0) | (1 << 1) | (1 << 2);
+
 /// IPPROTO_TCP.
 pub const IPPROTO_TCP: u16 = 6;
 /// IPPROTO_UDP.
@@ -152,6 +156,7 @@ pub const SUPPORTED_IPV4: &[Supported] = &[
         core::mem::size_of::<XtOwnerMatchInfo>(),
         OWNER_HOOKS,
     ),
+    m_hooks("mac", 0, core::mem::size_of::<XtMacInfo>(), MAC_HOOKS),
     t(XT_STANDARD_TARGET, 0, 4),
     t(XT_ERROR_TARGET, 0, XT_FUNCTION_MAXNAMELEN),
     t_in(
@@ -164,24 +169,57 @@ pub const SUPPORTED_IPV4: &[Supported] = &[
     t("LOG", 0, core::mem::size_of::<XtLogInfo>()),
 ];
 
-/// Extensions bpfilter accepts for IPv6 (ip6tables), for revision queries.
+/// Extensions bpfilter accepts for IPv6 (ip6tables): those the kernel registers for
+/// NFPROTO_IPV6 or NFPROTO_UNSPEC whose checks are mirrored here. addrtype, owner, recent and
+/// hashlimit are left out (ENOENT) until their IPv6 checks and semantics are built.
 pub const SUPPORTED_IPV6: &[Supported] = &[
     m("tcp", 0, core::mem::size_of::<XtTcp>(), IPPROTO_TCP),
     m("udp", 0, core::mem::size_of::<XtUdp>(), IPPROTO_UDP),
+    // ip6_tables.c registers "icmp6" with `.proto = IPPROTO_ICMPV6`
     m("icmp6", 0, core::mem::size_of::<Ip6tIcmp>(), IPPROTO_ICMPV6),
     m("multiport", 1, core::mem::size_of::<XtMultiportV1>(), 0),
     m("iprange", 1, core::mem::size_of::<XtIprangeMtinfo>(), 0),
     m("comment", 0, core::mem::size_of::<XtCommentInfo>(), 0),
     m("mark", 1, core::mem::size_of::<XtMarkMtinfo1>(), 0),
     m("pkttype", 0, core::mem::size_of::<XtPkttypeInfo>(), 0),
+    m(
+        "tcpmss",
+        0,
+        core::mem::size_of::<XtTcpmssMatchInfo>(),
+        IPPROTO_TCP,
+    ),
     m("conntrack", 1, size_of::<XtConntrackMtinfo1>(), 0),
     m("conntrack", 2, size_of::<XtConntrackMtinfo2>(), 0),
     m("conntrack", 3, size_of::<XtConntrackMtinfo3>(), 0),
     m("state", 0, core::mem::size_of::<XtStateInfo>(), 0),
+    m("limit", 0, core::mem::size_of::<XtRateinfo>(), 0),
+    m_hooks("mac", 0, core::mem::size_of::<XtMacInfo>(), MAC_HOOKS),
+    // IPv6 only: xt_hl.c (hl_mt6), ip6t_frag.c, ip6t_ipv6header.c, ip6t_hbh.c (two
+    // registrations, "hbh" and "dst", same payload), ip6t_rt.c, ip6t_eui64.c
+    m("hl", 0, core::mem::size_of::<Ip6tHlInfo>(), 0),
+    m("frag", 0, core::mem::size_of::<Ip6tFrag>(), 0),
+    m(
+        "ipv6header",
+        0,
+        core::mem::size_of::<Ip6tIpv6headerInfo>(),
+        0,
+    ),
+    m("hbh", 0, core::mem::size_of::<Ip6tOpts>(), 0),
+    m("dst", 0, core::mem::size_of::<Ip6tOpts>(), 0),
+    m("rt", 0, core::mem::size_of::<Ip6tRt>(), 0),
+    // eui64's matchsize is sizeof(int), a payload nothing reads
+    m_hooks("eui64", 0, core::mem::size_of::<Ip6tEui64>(), MAC_HOOKS),
     t(XT_STANDARD_TARGET, 0, 4),
     t(XT_ERROR_TARGET, 0, XT_FUNCTION_MAXNAMELEN),
-    // xt_LOG.c registers the same xt_log_info target for NFPROTO_IPV6. REJECT is not listed:
-    // ip6tables' REJECT is ip6t_REJECT.c, another extension with its own ip6t_reject_info.
+    // ip6t_REJECT.c: its own ip6t_reject_info, same table and hooks as ipt_REJECT
+    t_in(
+        "REJECT",
+        0,
+        core::mem::size_of::<Ip6tRejectInfo>(),
+        "filter",
+        REJECT_HOOKS,
+    ),
+    // xt_LOG.c registers the same xt_log_info target for NFPROTO_IPV6
     t("LOG", 0, core::mem::size_of::<XtLogInfo>()),
 ];
 
@@ -191,7 +229,15 @@ pub const SUPPORTED_IPV6: &[Supported] = &[
 /// (xt_comment.c, xt_conntrack.c, xt_state.c, xt_mark.c, xt_pkttype.c and xt_limit.c register
 /// `.family = NFPROTO_UNSPEC`; xt_addrtype.c registers per family, and so does xt_owner.c in
 /// the kernels measured (6.18: a wrong owner revision is ENOENT).)
-const UNSPEC_NAMES: &[&str] = &["comment", "conntrack", "state", "mark", "pkttype", "limit"];
+const UNSPEC_NAMES: &[&str] = &[
+    "comment",
+    "conntrack",
+    "state",
+    "mark",
+    "pkttype",
+    "limit",
+    "mac",
+];
 
 fn table(family: Family) -> &'static [Supported] {
     match family {
@@ -303,6 +349,83 @@ pub fn reject_tg_check(
         }
         _ => Ok(()),
     }
+}
+
+/// `reject_tg6_check` (ip6t_REJECT.c): `echo-reply` is refused, `tcp-reset` needs an entry
+/// with IP6T_F_PROTO set, proto IPPROTO_TCP and no IP6T_INV_PROTO (ip6tables sets
+/// IP6T_F_PROTO with `-p`; a hand-made entry with proto 6 but without the flag is refused).
+/// Other values, even unknown ones, are accepted. EINVAL.
+pub fn reject_tg6_check(
+    info: &Ip6tRejectInfo,
+    ip: &crate::Ip6Match,
+) -> Result<(), (i32, &'static str)> {
+    match info.with {
+        IP6T_ICMP6_ECHOREPLY => Err((libc::EINVAL, "REJECT: ECHOREPLY is not supported")),
+        IP6T_TCP_RESET
+            if ip.flags & IP6T_F_PROTO == 0
+                || ip.proto != IPPROTO_TCP
+                || ip.invflags & IP6T_INV_PROTO != 0 =>
+        {
+            Err((libc::EINVAL, "REJECT: TCP_RESET illegal for non-tcp"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `icmp6_checkentry` (ip6_tables.c): no invflags but IP6T_ICMP_INV. EINVAL.
+pub fn icmp6_checkentry(info: &Ip6tIcmp) -> Result<(), (i32, &'static str)> {
+    if info.invflags & !IP6T_ICMP_INV != 0 {
+        return Err((libc::EINVAL, "icmp6: unknown invflags"));
+    }
+    Ok(())
+}
+
+/// `frag_mt6_check` (ip6t_frag.c): no invflags outside IP6T_FRAG_INV_MASK. EINVAL.
+pub fn frag_mt6_check(info: &Ip6tFrag) -> Result<(), (i32, &'static str)> {
+    if info.invflags & !IP6T_FRAG_INV_MASK != 0 {
+        return Err((libc::EINVAL, "frag: unknown invflags"));
+    }
+    Ok(())
+}
+
+/// `ipv6header_mt6_check` (ip6t_ipv6header.c): without `--soft` (`modeflag` 0) `invflags`
+/// is all or nothing, 0 or 0xff. EINVAL.
+pub fn ipv6header_mt6_check(info: &Ip6tIpv6headerInfo) -> Result<(), (i32, &'static str)> {
+    if info.modeflag == 0 && info.invflags != 0 && info.invflags != 0xff {
+        return Err((
+            libc::EINVAL,
+            "ipv6header: invflags must be 0 or 0xff in hard mode",
+        ));
+    }
+    Ok(())
+}
+
+/// `hbh_mt6_check` (ip6t_hbh.c, for "hbh" and "dst"): no invflags outside
+/// IP6T_OPTS_INV_MASK, and no IP6T_OPTS_NSTRICT ("not implemented"). EINVAL.
+pub fn hbh_mt6_check(info: &Ip6tOpts) -> Result<(), (i32, &'static str)> {
+    if info.invflags & !IP6T_OPTS_INV_MASK != 0 {
+        return Err((libc::EINVAL, "hbh/dst: unknown invflags"));
+    }
+    if info.flags & IP6T_OPTS_NSTRICT != 0 {
+        return Err((libc::EINVAL, "hbh/dst: not strict - not implemented"));
+    }
+    Ok(())
+}
+
+/// `rt_mt6_check` (ip6t_rt.c): no invflags outside IP6T_RT_INV_MASK; the type 0 options
+/// (`--rt-0-res`, `--rt-0-addrs`) need `--rt-type 0` given and not inverted. EINVAL.
+pub fn rt_mt6_check(info: &Ip6tRt) -> Result<(), (i32, &'static str)> {
+    if info.invflags & !IP6T_RT_INV_MASK != 0 {
+        return Err((libc::EINVAL, "rt: unknown invflags"));
+    }
+    if info.flags & (IP6T_RT_RES | IP6T_RT_FST_MASK) != 0
+        && (info.flags & IP6T_RT_TYP == 0
+            || info.rt_type != 0
+            || info.invflags & IP6T_RT_INV_TYP != 0)
+    {
+        return Err((libc::EINVAL, "rt: `--rt-type 0' required before `--rt-0-*'"));
+    }
+    Ok(())
 }
 
 /// `log_tg_check` (xt_LOG.c): level below 8 and a NUL in the last prefix byte (an earlier NUL
@@ -913,10 +1036,10 @@ mod tests {
             find_revision(f, ExtKind::Match, "LOG", 0),
             Err(libc::ENOENT)
         );
-        // ip6tables' REJECT is another extension (ip6t_REJECT), not implemented.
+        // ip6tables' REJECT is another extension (ip6t_REJECT), with its own payload.
         assert_eq!(
             find_revision(Family::Ipv6, ExtKind::Target, "REJECT", 0),
-            Err(libc::ENOENT)
+            Ok(0)
         );
         assert_eq!(
             find_revision(Family::Ipv6, ExtKind::Match, "conntrack", 2),

@@ -15,7 +15,7 @@
 //! - A parsed [`Table`] keeps every byte the kernel would copy back, so [`Table::get_info`] and
 //!   [`Table::get_entries`] are byte-identical to the kernel's `get_info` /
 //!   `copy_entries_to_user` answers (comefrom as `mark_source_chains` computes it, payload
-//!   padding zeroed as `xt_data_to_user`), and `parse_replace(table.replace_blob(..))` gives
+//!   padding zeroed as `xt_data_to_user`), and `parse_replace(table.family, table.replace_blob(..))` gives
 //!   the table back.
 //! - No function here panics on any input; nothing allocates more than the input's size
 //!   warrants.

@@ -9,13 +9,13 @@
 //! payload (udp, iprange, conntrack revisions 2 and 3, tcpmss) and bytes after a NUL (comment, LOG
 //! prefix) come back exactly as the user sent them.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
 use zerocopy::IntoBytes;
 
 use crate::abi::*;
-use crate::AbiError;
+use crate::{AbiError, Family};
 
 /// Names of the five netfilter hooks, as iptables prints the built-in chains.
 pub const HOOK_NAMES: [&str; NF_INET_NUMHOOKS] =
@@ -127,6 +127,224 @@ impl IpMatch {
     }
 }
 
+/// The `ip6t_ip6` part of an entry, every byte kept (the kernel's `unconditional()` compares
+/// the whole struct, its padding included, and GET_ENTRIES copies it back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ip6Match {
+    /// Source address.
+    pub src: Ipv6Addr,
+    /// Destination address.
+    pub dst: Ipv6Addr,
+    /// Source mask.
+    pub smsk: Ipv6Addr,
+    /// Destination mask.
+    pub dmsk: Ipv6Addr,
+    /// Input interface name bytes.
+    pub iniface: [u8; IFNAMSIZ],
+    /// Output interface name bytes.
+    pub outiface: [u8; IFNAMSIZ],
+    /// Input interface mask.
+    pub iniface_mask: [u8; IFNAMSIZ],
+    /// Output interface mask.
+    pub outiface_mask: [u8; IFNAMSIZ],
+    /// Protocol (0 = any; the kernel tests it only with IP6T_F_PROTO).
+    pub proto: u16,
+    /// Traffic class (unused by the kernel).
+    pub tos: u8,
+    /// IP6T_F_PROTO | IP6T_F_TOS | IP6T_F_GOTO.
+    pub flags: u8,
+    /// IP6T_INV_* bits.
+    pub invflags: u8,
+    /// The struct's 3 padding bytes, as sent.
+    pub pad: [u8; 3],
+}
+
+impl Default for Ip6Match {
+    fn default() -> Self {
+        Self {
+            src: Ipv6Addr::UNSPECIFIED,
+            dst: Ipv6Addr::UNSPECIFIED,
+            smsk: Ipv6Addr::UNSPECIFIED,
+            dmsk: Ipv6Addr::UNSPECIFIED,
+            iniface: [0; IFNAMSIZ],
+            outiface: [0; IFNAMSIZ],
+            iniface_mask: [0; IFNAMSIZ],
+            outiface_mask: [0; IFNAMSIZ],
+            proto: 0,
+            tos: 0,
+            flags: 0,
+            invflags: 0,
+            pad: [0; 3],
+        }
+    }
+}
+
+impl Ip6Match {
+    /// Decode the kernel struct.
+    pub fn from_raw(ip: &Ip6tIp6) -> Self {
+        Self {
+            src: Ipv6Addr::from(ip.src),
+            dst: Ipv6Addr::from(ip.dst),
+            smsk: Ipv6Addr::from(ip.smsk),
+            dmsk: Ipv6Addr::from(ip.dmsk),
+            iniface: ip.iniface,
+            outiface: ip.outiface,
+            iniface_mask: ip.iniface_mask,
+            outiface_mask: ip.outiface_mask,
+            proto: ip.proto,
+            tos: ip.tos,
+            flags: ip.flags,
+            invflags: ip.invflags,
+            pad: ip.pad,
+        }
+    }
+    /// Encode to the kernel struct.
+    pub fn to_raw(&self) -> Ip6tIp6 {
+        Ip6tIp6 {
+            src: self.src.octets(),
+            dst: self.dst.octets(),
+            smsk: self.smsk.octets(),
+            dmsk: self.dmsk.octets(),
+            iniface: self.iniface,
+            outiface: self.outiface,
+            iniface_mask: self.iniface_mask,
+            outiface_mask: self.outiface_mask,
+            proto: self.proto,
+            tos: self.tos,
+            flags: self.flags,
+            invflags: self.invflags,
+            pad: self.pad,
+        }
+    }
+    /// All bytes zero, padding included (ip6_tables.c `unconditional()`).
+    pub fn is_unconditional(&self) -> bool {
+        *self == Ip6Match::default()
+    }
+    /// `-g`.
+    pub fn is_goto(&self) -> bool {
+        self.flags & IP6T_F_GOTO != 0
+    }
+}
+
+/// The family-specific ip part of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpPart {
+    /// `ipt_ip` (iptables).
+    V4(IpMatch),
+    /// `ip6t_ip6` (ip6tables).
+    V6(Ip6Match),
+}
+
+impl Default for IpPart {
+    fn default() -> Self {
+        IpPart::V4(IpMatch::default())
+    }
+}
+
+impl IpPart {
+    /// The all-zero ip part of a family.
+    pub fn zero(family: Family) -> Self {
+        match family {
+            Family::Ipv4 => IpPart::V4(IpMatch::default()),
+            Family::Ipv6 => IpPart::V6(Ip6Match::default()),
+        }
+    }
+    /// The family.
+    pub fn family(&self) -> Family {
+        match self {
+            IpPart::V4(_) => Family::Ipv4,
+            IpPart::V6(_) => Family::Ipv6,
+        }
+    }
+    /// The IPv4 part.
+    pub fn as_v4(&self) -> Option<&IpMatch> {
+        match self {
+            IpPart::V4(ip) => Some(ip),
+            IpPart::V6(_) => None,
+        }
+    }
+    /// The IPv6 part.
+    pub fn as_v6(&self) -> Option<&Ip6Match> {
+        match self {
+            IpPart::V6(ip) => Some(ip),
+            IpPart::V4(_) => None,
+        }
+    }
+    /// The kernel's `unconditional()` test of the ip part (all bytes zero).
+    pub fn is_unconditional(&self) -> bool {
+        match self {
+            IpPart::V4(ip) => ip.is_unconditional(),
+            IpPart::V6(ip) => ip.is_unconditional(),
+        }
+    }
+    /// `-g`: IPT_F_GOTO or IP6T_F_GOTO.
+    pub fn is_goto(&self) -> bool {
+        match self {
+            IpPart::V4(ip) => ip.is_goto(),
+            IpPart::V6(ip) => ip.is_goto(),
+        }
+    }
+    /// Protocol (0 = any).
+    pub fn proto(&self) -> u16 {
+        match self {
+            IpPart::V4(ip) => ip.proto,
+            IpPart::V6(ip) => ip.proto,
+        }
+    }
+    /// The flags byte (IPT_F_* or IP6T_F_*: the bits differ between families).
+    pub fn flags(&self) -> u8 {
+        match self {
+            IpPart::V4(ip) => ip.flags,
+            IpPart::V6(ip) => ip.flags,
+        }
+    }
+    /// The invflags byte (IPT_INV_* and IP6T_INV_* have the same values).
+    pub fn invflags(&self) -> u8 {
+        match self {
+            IpPart::V4(ip) => ip.invflags,
+            IpPart::V6(ip) => ip.invflags,
+        }
+    }
+    /// Test one IPT_INV_* / IP6T_INV_* bit.
+    pub fn inverted(&self, bit: u8) -> bool {
+        self.invflags() & bit != 0
+    }
+    /// Input interface name, name mask.
+    pub fn iniface(&self) -> (&[u8; IFNAMSIZ], &[u8; IFNAMSIZ]) {
+        match self {
+            IpPart::V4(ip) => (&ip.iniface, &ip.iniface_mask),
+            IpPart::V6(ip) => (&ip.iniface, &ip.iniface_mask),
+        }
+    }
+    /// Output interface name, name mask.
+    pub fn outiface(&self) -> (&[u8; IFNAMSIZ], &[u8; IFNAMSIZ]) {
+        match self {
+            IpPart::V4(ip) => (&ip.outiface, &ip.outiface_mask),
+            IpPart::V6(ip) => (&ip.outiface, &ip.outiface_mask),
+        }
+    }
+    /// Input interface name as text (up to the first NUL).
+    pub fn iniface_name(&self) -> String {
+        String::from_utf8_lossy(c_str(self.iniface().0)).into_owned()
+    }
+    /// Output interface name as text (up to the first NUL).
+    pub fn outiface_name(&self) -> String {
+        String::from_utf8_lossy(c_str(self.outiface().0)).into_owned()
+    }
+    /// Size of the family's entry header (`ipt_entry` 112, `ip6t_entry` 168).
+    pub fn entry_size(&self) -> usize {
+        entry_size(self.family())
+    }
+}
+
+/// Size of a family's entry header: `sizeof(struct ipt_entry)` or `sizeof(struct ip6t_entry)`.
+pub fn entry_size(family: Family) -> usize {
+    match family {
+        Family::Ipv4 => IPT_ENTRY_SIZE,
+        Family::Ipv6 => IP6T_ENTRY_SIZE,
+    }
+}
+
 /// A match with its typed payload (the kernel struct, padding bytes included).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Match {
@@ -166,6 +384,25 @@ pub enum Match {
     Recent(Box<Recent>),
     /// "hashlimit" revisions 1, 2 and 3, as the kernel shows them.
     Hashlimit(Box<Hashlimit>),
+    /// "icmp6" revision 0 (IPv6; `-p ipv6-icmp` not inverted).
+    Icmp6(Ip6tIcmp),
+    /// "hl" revision 0 (IPv6): hop limit.
+    Hl(Ip6tHlInfo),
+    /// "frag" revision 0 (IPv6): fragment header.
+    Frag(Ip6tFrag),
+    /// "ipv6header" revision 0 (IPv6): extension headers present.
+    Ipv6Header(Ip6tIpv6headerInfo),
+    /// "hbh" revision 0 (IPv6): hop-by-hop options header.
+    Hbh(Ip6tOpts),
+    /// "dst" revision 0 (IPv6): destination options header.
+    Dst(Ip6tOpts),
+    /// "rt" revision 0 (IPv6): routing header.
+    Rt(Box<Ip6tRt>),
+    /// "eui64" revision 0 (IPv6; PREROUTING, INPUT, FORWARD only): the source address's
+    /// interface identifier is the source MAC's EUI-64. The int payload is unused.
+    Eui64(Ip6tEui64),
+    /// "mac" revision 0 (both families; PREROUTING, INPUT, FORWARD only).
+    Mac(XtMacInfo),
 }
 
 /// A hashlimit match in the revision the user sent, as GET_ENTRIES shows it: `hinfo` zero
@@ -476,6 +713,15 @@ impl Match {
             Match::Owner(_) => "owner",
             Match::Recent(_) => "recent",
             Match::Hashlimit(_) => "hashlimit",
+            Match::Icmp6(_) => "icmp6",
+            Match::Hl(_) => "hl",
+            Match::Frag(_) => "frag",
+            Match::Ipv6Header(_) => "ipv6header",
+            Match::Hbh(_) => "hbh",
+            Match::Dst(_) => "dst",
+            Match::Rt(_) => "rt",
+            Match::Eui64(_) => "eui64",
+            Match::Mac(_) => "mac",
         }
     }
     /// Extension revision.
@@ -497,7 +743,16 @@ impl Match {
             | Match::PktType(_)
             | Match::TcpMss(_)
             | Match::Limit(_)
-            | Match::Addrtype(_) => 0,
+            | Match::Addrtype(_)
+            | Match::Icmp6(_)
+            | Match::Hl(_)
+            | Match::Frag(_)
+            | Match::Ipv6Header(_)
+            | Match::Hbh(_)
+            | Match::Dst(_)
+            | Match::Rt(_)
+            | Match::Eui64(_)
+            | Match::Mac(_) => 0,
         }
     }
     /// The payload bytes (`matchsize` of them).
@@ -520,6 +775,14 @@ impl Match {
             Match::Owner(p) => p.as_bytes(),
             Match::Recent(r) => r.payload(),
             Match::Hashlimit(h) => h.payload(),
+            Match::Icmp6(p) => p.as_bytes(),
+            Match::Hl(p) => p.as_bytes(),
+            Match::Frag(p) => p.as_bytes(),
+            Match::Ipv6Header(p) => p.as_bytes(),
+            Match::Hbh(p) | Match::Dst(p) => p.as_bytes(),
+            Match::Rt(p) => p.as_bytes(),
+            Match::Eui64(p) => p.as_bytes(),
+            Match::Mac(p) => p.as_bytes(),
         }
     }
     /// `match_size` in the blob: header + XT_ALIGN(matchsize).
@@ -628,6 +891,9 @@ pub enum Target {
     /// "LOG" revision 0: logs the packet (syslog, `level`, `logflags`, `prefix`) and continues
     /// with the next entry (XT_CONTINUE).
     Log(XtLogInfo),
+    /// ip6tables' "REJECT" revision 0 (ip6t_REJECT.c; filter table only; INPUT, FORWARD,
+    /// OUTPUT): drops the packet and answers with the ICMPv6 error or TCP reset of `with`.
+    Reject6(Ip6tRejectInfo),
 }
 
 impl Target {
@@ -636,7 +902,7 @@ impl Target {
         match self {
             Target::Standard(_) => XT_STANDARD_TARGET,
             Target::Error(_) => XT_ERROR_TARGET,
-            Target::Reject(_) => "REJECT",
+            Target::Reject(_) | Target::Reject6(_) => "REJECT",
             Target::Log(_) => "LOG",
         }
     }
@@ -651,6 +917,7 @@ impl Target {
             Target::Error(_) => XT_ERROR_TARGET_SIZE,
             Target::Reject(p) => XT_ENTRY_TARGET_SIZE + xt_align(p.as_bytes().len()),
             Target::Log(p) => XT_ENTRY_TARGET_SIZE + xt_align(p.as_bytes().len()),
+            Target::Reject6(p) => XT_ENTRY_TARGET_SIZE + xt_align(p.as_bytes().len()),
         }
     }
     /// The LOG prefix up to its first NUL (None for other targets).
@@ -669,10 +936,13 @@ pub struct Entry {
     pub index: u32,
     /// Byte offset of the entry in the entries blob.
     pub offset: u32,
-    /// The ip part.
-    pub ip: IpMatch,
+    /// The ip part (its family decides the entry header's layout).
+    pub ip: IpPart,
     /// `nfcache`, unused by the kernel but copied back as given.
     pub nfcache: u32,
+    /// `ip6t_entry`'s 4 padding bytes between `comefrom` and `counters`, copied back as given
+    /// (always zero for IPv4, whose `ipt_entry` has none).
+    pub hdr_pad: [u8; 4],
     /// Hook bitmask computed by `mark_source_chains` (what GET_ENTRIES shows).
     pub comefrom: u32,
     /// Matches, in order.
@@ -688,7 +958,7 @@ pub struct Entry {
 impl Entry {
     /// `target_offset`.
     pub fn target_offset(&self) -> usize {
-        IPT_ENTRY_SIZE + self.matches.iter().map(Match::match_size).sum::<usize>()
+        self.ip.entry_size() + self.matches.iter().map(Match::match_size).sum::<usize>()
     }
     /// `next_offset` (the entry's size).
     pub fn next_offset(&self) -> usize {
@@ -702,23 +972,39 @@ impl Entry {
     pub fn verdict(&self) -> Option<Verdict> {
         match self.target {
             Target::Standard(v) => Some(v),
-            Target::Error(_) | Target::Reject(_) | Target::Log(_) => None,
+            Target::Error(_) | Target::Reject(_) | Target::Log(_) | Target::Reject6(_) => None,
         }
     }
     /// Append the entry's bytes as `copy_entries_to_user` writes them, with the given counters.
     pub fn write(&self, out: &mut Vec<u8>, counters: XtCounters) {
         let target_offset = self.target_offset();
         let next_offset = self.next_offset();
-        let hdr = IptEntry {
-            ip: self.ip.to_raw(),
-            nfcache: self.nfcache,
-            // Sizes are bounded by parse/build (u16 fields in the kernel too).
-            target_offset: target_offset as u16,
-            next_offset: next_offset as u16,
-            comefrom: self.comefrom,
-            counters,
-        };
-        out.extend_from_slice(hdr.as_bytes());
+        // Sizes are bounded by parse/build (u16 fields in the kernel too).
+        match &self.ip {
+            IpPart::V4(ip) => {
+                let hdr = IptEntry {
+                    ip: ip.to_raw(),
+                    nfcache: self.nfcache,
+                    target_offset: target_offset as u16,
+                    next_offset: next_offset as u16,
+                    comefrom: self.comefrom,
+                    counters,
+                };
+                out.extend_from_slice(hdr.as_bytes());
+            }
+            IpPart::V6(ip) => {
+                let hdr = Ip6tEntry {
+                    ipv6: ip.to_raw(),
+                    nfcache: self.nfcache,
+                    target_offset: target_offset as u16,
+                    next_offset: next_offset as u16,
+                    comefrom: self.comefrom,
+                    pad: self.hdr_pad,
+                    counters,
+                };
+                out.extend_from_slice(hdr.as_bytes());
+            }
+        }
         for m in &self.matches {
             let payload = m.payload();
             let size = m.match_size();
@@ -758,6 +1044,7 @@ impl Entry {
             }
             Target::Reject(p) => write_target(out, self.target.name(), p.as_bytes()),
             Target::Log(p) => write_target(out, self.target.name(), p.as_bytes()),
+            Target::Reject6(p) => write_target(out, self.target.name(), p.as_bytes()),
         }
         out.extend_from_slice(&self.trailer);
     }
@@ -794,6 +1081,8 @@ pub struct ChainInfo {
 /// A validated table: what the kernel holds after a successful SET_REPLACE.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Table {
+    /// iptables or ip6tables: the entries' ip parts are of this family.
+    pub family: Family,
     /// Table name.
     pub name: String,
     /// Bitmask of valid hooks.
@@ -810,6 +1099,13 @@ impl Table {
     /// The table the kernel creates on first access: for "filter", INPUT/FORWARD/OUTPUT with an
     /// ACCEPT policy each and the final ERROR entry (`xt_alloc_initial_table`). Other names: ENOENT.
     pub fn initial(name: &str) -> Result<Table, AbiError> {
+        Table::initial_for(Family::Ipv4, name)
+    }
+
+    /// The initial table of a family: for "filter", what `ipt_alloc_initial_table` or
+    /// `ip6t_alloc_initial_table` makes (same shape, entries of the family's size). Other
+    /// names: ENOENT.
+    pub fn initial_for(family: Family, name: &str) -> Result<Table, AbiError> {
         if name != "filter" {
             return Err(AbiError::UnknownTable(name.to_string()));
         }
@@ -818,8 +1114,9 @@ impl Table {
         let entry = |index: u32, offset: u32, comefrom: u32, target: Target| Entry {
             index,
             offset,
-            ip: IpMatch::default(),
+            ip: IpPart::zero(family),
             nfcache: 0,
+            hdr_pad: [0; 4],
             comefrom,
             matches: Vec::new(),
             target,
@@ -841,6 +1138,7 @@ impl Table {
             Target::Error(ErrorName::from(XT_ERROR_TARGET)),
         ));
         Ok(Table {
+            family,
             name: name.to_string(),
             valid_hooks: (1 << 1) | (1 << 2) | (1 << 3),
             hook_entry,

@@ -44,6 +44,8 @@ pub struct Replace {
 /// A decoded IPT_SO_SET_ADD_COUNTERS request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddCounters {
+    /// iptables or ip6tables (the request layouts are the same).
+    pub family: Family,
     /// Table name.
     pub name: String,
     /// Counters to add, one per entry.
@@ -52,9 +54,10 @@ pub struct AddCounters {
 
 impl AddCounters {
     /// The checks `do_add_counters` makes against the installed table: the name must be the
-    /// table's (ENOENT) and the counter count its entry count (EINVAL).
+    /// table's (ENOENT) and the counter count its entry count (EINVAL). A table of the other
+    /// family is another table (ENOENT).
     pub fn check_against(&self, table: &Table) -> Result<(), AbiError> {
-        if self.name != table.name {
+        if self.name != table.name || self.family != table.family {
             return Err(AbiError::UnknownTable(self.name.clone()));
         }
         if self.counters.len() != table.entries.len() {
@@ -89,7 +92,13 @@ fn name_string(field: &[u8]) -> String {
 
 /// Decode and validate an IPT_SO_SET_REPLACE request exactly as `do_replace` would.
 /// `current_entries` is the installed table's entry count (None skips the EAGAIN check).
-pub fn parse_replace(blob: &[u8], current_entries: Option<u32>) -> Result<Replace, AbiError> {
+/// `family` picks the entry layout and the extensions (`ip_tables.c` or `ip6_tables.c`, whose
+/// `do_replace` and `translate_table` make the same checks on their own entry struct).
+pub fn parse_replace(
+    family: Family,
+    blob: &[u8],
+    current_entries: Option<u32>,
+) -> Result<Replace, AbiError> {
     // do_replace
     let Ok((hdr, rest)) = IptReplace::read_from_prefix(blob) else {
         return Err(AbiError::Length {
@@ -116,7 +125,7 @@ pub fn parse_replace(blob: &[u8], current_entries: Option<u32>) -> Result<Replac
     let name = name_string(&hdr.name[..XT_TABLE_MAXNAMELEN - 1]);
     xt_alloc_table_info(hdr.size)?;
     let entries = &rest[..hdr.size as usize];
-    let mut table = translate_table(&hdr, &name, entries)?;
+    let mut table = translate_table(family, &hdr, &name, entries)?;
     table.name = name.clone();
     // __do_replace
     xt_counters_alloc(hdr.num_counters)?;
@@ -179,13 +188,44 @@ pub fn xt_counters_alloc(num_counters: u32) -> Result<(), AbiError> {
 #[derive(Debug, Clone, Copy)]
 struct RawEntry {
     offset: u32,
-    hdr: IptEntry,
+    hdr: Hdr,
     /// The kernel's `unconditional()`: target_offset == sizeof(ipt_entry) and ip all zero.
     uncond: bool,
     /// Target name is XT_STANDARD_TARGET ("").
     standard: bool,
     /// First int of the target data (the verdict for the standard target).
     verdict: i32,
+}
+
+/// The family-independent view of an `ipt_entry` / `ip6t_entry` header.
+#[derive(Debug, Clone, Copy)]
+struct Hdr {
+    ip: IpPart,
+    nfcache: u32,
+    target_offset: u16,
+    next_offset: u16,
+    pad: [u8; 4],
+}
+
+impl Hdr {
+    fn read(family: Family, b: &[u8]) -> Option<Hdr> {
+        match family {
+            Family::Ipv4 => IptEntry::read_from_prefix(b).ok().map(|(h, _)| Hdr {
+                ip: IpPart::V4(IpMatch::from_raw(&h.ip)),
+                nfcache: h.nfcache,
+                target_offset: h.target_offset,
+                next_offset: h.next_offset,
+                pad: [0; 4],
+            }),
+            Family::Ipv6 => Ip6tEntry::read_from_prefix(b).ok().map(|(h, _)| Hdr {
+                ip: IpPart::V6(Ip6Match::from_raw(&h.ipv6)),
+                nfcache: h.nfcache,
+                target_offset: h.target_offset,
+                next_offset: h.next_offset,
+                pad: h.pad,
+            }),
+        }
+    }
 }
 
 fn read_i32(b: &[u8], off: usize) -> i32 {
@@ -200,20 +240,32 @@ fn read_u16(b: &[u8], off: usize) -> u16 {
 
 /// `translate_table`: walk, check and type every entry of the blob. `name` is the request's
 /// table name, which `xt_check_target` compares with a target's `.table`.
-fn translate_table(repl: &IptReplace, name: &str, blob: &[u8]) -> Result<Table, AbiError> {
+fn translate_table(
+    family: Family,
+    repl: &IptReplace,
+    name: &str,
+    blob: &[u8],
+) -> Result<Table, AbiError> {
     let mut hook_entry = [u32::MAX; NF_INET_NUMHOOKS];
     let mut underflow = [u32::MAX; NF_INET_NUMHOOKS];
     xt_alloc_entry_offsets(repl.num_entries)?;
     let size = blob.len();
     // An entry is at least 144 bytes: bound the capacity by the blob, not by the header.
     let mut raw: Vec<RawEntry> = Vec::with_capacity(
-        (repl.num_entries as usize).min(size / (IPT_ENTRY_SIZE + XT_ENTRY_TARGET_SIZE) + 1),
+        (repl.num_entries as usize).min(size / (entry_size(family) + XT_ENTRY_TARGET_SIZE) + 1),
     );
     let mut pos = 0usize;
     while pos < size {
         let index = raw.len() as u32;
-        let r =
-            check_entry_size_and_hooks(blob, pos, index, repl, &mut hook_entry, &mut underflow)?;
+        let r = check_entry_size_and_hooks(
+            family,
+            blob,
+            pos,
+            index,
+            repl,
+            &mut hook_entry,
+            &mut underflow,
+        )?;
         pos += usize::from(r.hdr.next_offset);
         raw.push(r);
     }
@@ -229,6 +281,7 @@ fn translate_table(repl: &IptReplace, name: &str, blob: &[u8]) -> Result<Table, 
     let mut entries = Vec::with_capacity(raw.len());
     for (i, r) in raw.iter().enumerate() {
         entries.push(find_check_entry(
+            family,
             blob,
             r,
             i as u32,
@@ -238,6 +291,7 @@ fn translate_table(repl: &IptReplace, name: &str, blob: &[u8]) -> Result<Table, 
         )?);
     }
     Ok(Table {
+        family,
         name: String::new(),
         valid_hooks: repl.valid_hooks,
         hook_entry,
@@ -249,6 +303,7 @@ fn translate_table(repl: &IptReplace, name: &str, blob: &[u8]) -> Result<Table, 
 /// `check_entry_size_and_hooks`: bounds, `ip_checkentry`, `xt_check_entry_offsets`, and the
 /// hook entry/underflow assignment (with `check_underflow`) for one entry.
 fn check_entry_size_and_hooks(
+    family: Family,
     blob: &[u8],
     pos: usize,
     index: u32,
@@ -266,24 +321,29 @@ fn check_entry_size_and_hooks(
     if pos % 8 != 0 {
         return Err(fail(EntryFault::Misaligned));
     }
-    if pos + IPT_ENTRY_SIZE >= limit {
+    let base = entry_size(family);
+    if pos + base >= limit {
         return Err(fail(EntryFault::HeaderPastEnd));
     }
-    let Ok((hdr, _)) = IptEntry::read_from_prefix(&blob[pos..]) else {
+    let Some(hdr) = Hdr::read(family, &blob[pos..]) else {
         return Err(fail(EntryFault::HeaderPastEnd));
     };
     let next = usize::from(hdr.next_offset);
     if pos + next > limit {
         return Err(fail(EntryFault::NextPastEnd));
     }
-    if next < IPT_ENTRY_SIZE + XT_ENTRY_TARGET_SIZE {
+    if next < base + XT_ENTRY_TARGET_SIZE {
         return Err(fail(EntryFault::NextTooSmall));
     }
-    ip_checkentry(&hdr.ip).map_err(fail)?;
+    match &hdr.ip {
+        IpPart::V4(ip) => ip_checkentry(ip.flags, ip.invflags),
+        IpPart::V6(ip) => ip6_checkentry(ip),
+    }
+    .map_err(fail)?;
     let e = &blob[pos..pos + next];
-    let (standard, verdict) = xt_check_entry_offsets(e, &hdr).map_err(fail)?;
-    let uncond = usize::from(hdr.target_offset) == IPT_ENTRY_SIZE
-        && IpMatch::from_raw(&hdr.ip).is_unconditional();
+    let (standard, verdict) =
+        xt_check_entry_offsets(e, base, usize::from(hdr.target_offset)).map_err(fail)?;
+    let uncond = usize::from(hdr.target_offset) == base && hdr.ip.is_unconditional();
     let r = RawEntry {
         offset,
         hdr,
@@ -313,11 +373,23 @@ fn check_entry_size_and_hooks(
 }
 
 /// `ip_checkentry`: no unknown flag or invflag bits.
-fn ip_checkentry(ip: &IptIp) -> Result<(), EntryFault> {
-    if ip.flags & !IPT_F_MASK != 0 {
+fn ip_checkentry(flags: u8, invflags: u8) -> Result<(), EntryFault> {
+    if flags & !IPT_F_MASK != 0 {
         return Err(EntryFault::UnknownFlags);
     }
-    if ip.invflags & !IPT_INV_MASK != 0 {
+    if invflags & !IPT_INV_MASK != 0 {
+        return Err(EntryFault::UnknownInvflags);
+    }
+    Ok(())
+}
+
+/// `ip6_checkentry`: no unknown flag or invflag bits (IP6T_F_MASK, IP6T_INV_MASK). Neither
+/// `tos` nor the padding is looked at.
+fn ip6_checkentry(ip: &Ip6Match) -> Result<(), EntryFault> {
+    if ip.flags & !IP6T_F_MASK != 0 {
+        return Err(EntryFault::UnknownFlags);
+    }
+    if ip.invflags & !IP6T_INV_MASK != 0 {
         return Err(EntryFault::UnknownInvflags);
     }
     Ok(())
@@ -335,10 +407,10 @@ fn verdict_ok(verdict: i32) -> bool {
 /// `xt_check_entry_offsets` on one entry's bytes (`e.len() == next_offset`). Returns whether
 /// the target is the standard target, and its verdict (first int of the target data, 0 when
 /// the target is too short to hold one).
-fn xt_check_entry_offsets(e: &[u8], hdr: &IptEntry) -> Result<(bool, i32), EntryFault> {
-    let to = usize::from(hdr.target_offset);
+/// `base` is the size of the family's entry header (`elems - base` in the kernel).
+fn xt_check_entry_offsets(e: &[u8], base: usize, to: usize) -> Result<(bool, i32), EntryFault> {
     let next = e.len();
-    if to < IPT_ENTRY_SIZE {
+    if to < base {
         return Err(EntryFault::TargetInHeader);
     }
     if to + XT_ENTRY_TARGET_SIZE > next {
@@ -376,7 +448,7 @@ fn xt_check_entry_offsets(e: &[u8], hdr: &IptEntry) -> Result<(bool, i32), Entry
             return Err(EntryFault::BadErrorTarget);
         }
     }
-    xt_check_entry_match(e, IPT_ENTRY_SIZE, to)?;
+    xt_check_entry_match(e, base, to)?;
     Ok((standard, verdict))
 }
 
@@ -591,6 +663,7 @@ fn ext_err(
 /// the typed entry. The target's check gets the table name and the entry's hook mask
 /// (`comefrom`), as `check_target` passes them.
 fn find_check_entry(
+    family: Family,
     blob: &[u8],
     r: &RawEntry,
     index: u32,
@@ -601,9 +674,11 @@ fn find_check_entry(
     let off = r.offset as usize;
     let e = &blob[off..off + usize::from(r.hdr.next_offset)];
     let to = usize::from(r.hdr.target_offset);
-    let ip = IpMatch::from_raw(&r.hdr.ip);
+    let ip = r.hdr.ip;
+    // IPT_INV_PROTO and IP6T_INV_PROTO are the same bit
+    let inv_proto = ip.inverted(IPT_INV_PROTO);
     let mut matches = Vec::new();
-    let mut pos = IPT_ENTRY_SIZE;
+    let mut pos = entry_size(family);
     while pos < to {
         let Ok((mh, data)) = XtEntryMatch::read_from_prefix(&e[pos..]) else {
             // xt_check_entry_match guarantees a full header before the target.
@@ -611,8 +686,8 @@ fn find_check_entry(
         };
         let msize = usize::from(mh.match_size);
         let fail = |x| ext_err(index, r.offset, ExtKind::Match, &mh.name, mh.revision, x);
-        let ext = ext::xt_request_find(Family::Ipv4, ExtKind::Match, &mh.name, mh.revision)
-            .map_err(fail)?;
+        let ext =
+            ext::xt_request_find(family, ExtKind::Match, &mh.name, mh.revision).map_err(fail)?;
         let size = msize - XT_ENTRY_MATCH_SIZE;
         matches.push(check_match(ext, &data[..size], &ip, table, comefrom).map_err(fail)?);
         pos += msize;
@@ -626,21 +701,16 @@ fn find_check_entry(
     };
     let tsize = usize::from(th.target_size);
     let fail = |x| ext_err(index, r.offset, ExtKind::Target, &th.name, th.revision, x);
-    let ext =
-        ext::xt_request_find(Family::Ipv4, ExtKind::Target, &th.name, th.revision).map_err(fail)?;
+    let ext = ext::xt_request_find(family, ExtKind::Target, &th.name, th.revision).map_err(fail)?;
     let data = &tdata[..tsize - XT_ENTRY_TARGET_SIZE];
-    ext::xt_check(
-        ext,
-        data.len(),
-        table,
-        comefrom,
-        ip.proto,
-        ip.invflags & IPT_INV_PROTO != 0,
-    )
-    .map_err(fail)?;
-    let target = if ext.name == "REJECT" {
+    ext::xt_check(ext, data.len(), table, comefrom, ip.proto(), inv_proto).map_err(fail)?;
+    let target = if let (true, IpPart::V6(ip6)) = (ext.name == "REJECT", &ip) {
+        let p: Ip6tRejectInfo = payload(data).map_err(fail)?;
+        ext::reject_tg6_check(&p, ip6).map_err(fail)?;
+        Target::Reject6(p)
+    } else if ext.name == "REJECT" {
         let p: IptRejectInfo = payload(data).map_err(fail)?;
-        ext::reject_tg_check(&p, ip.proto, ip.invflags).map_err(fail)?;
+        ext::reject_tg_check(&p, ip.proto(), ip.invflags()).map_err(fail)?;
         Target::Reject(p)
     } else if ext.name == "LOG" {
         let p: XtLogInfo = payload(data).map_err(fail)?;
@@ -685,6 +755,7 @@ fn find_check_entry(
         offset: r.offset,
         ip,
         nfcache: r.hdr.nfcache,
+        hdr_pad: r.hdr.pad,
         comefrom,
         matches,
         target,
@@ -696,7 +767,7 @@ fn find_check_entry(
 fn check_match(
     ext: &Supported,
     data: &[u8],
-    ip: &IpMatch,
+    ip: &IpPart,
     table: &str,
     hook_mask: u32,
 ) -> Result<Match, (i32, &'static str)> {
@@ -705,8 +776,8 @@ fn check_match(
         data.len(),
         table,
         hook_mask,
-        ip.proto,
-        ip.invflags & IPT_INV_PROTO != 0,
+        ip.proto(),
+        ip.inverted(IPT_INV_PROTO),
     )?;
     // The size check above guarantees data holds the whole struct.
     const SHORT: (i32, &str) = (libc::EINVAL, "invalid match size");
@@ -728,7 +799,7 @@ fn check_match(
         }
         "multiport" => {
             let (p, _) = XtMultiportV1::read_from_prefix(data).map_err(|_| SHORT)?;
-            ext::multiport_mt_check(&p, ip.proto, ip.invflags)?;
+            ext::multiport_mt_check(&p, ip.proto(), ip.invflags())?;
             Match::Multiport(p)
         }
         "iprange" => {
@@ -815,6 +886,40 @@ fn check_match(
             }
             _ => return Err((libc::ENOENT, "unknown or unsupported extension")),
         })),
+        "icmp6" => {
+            let p: Ip6tIcmp = payload(data)?;
+            ext::icmp6_checkentry(&p)?;
+            Match::Icmp6(p)
+        }
+        // xt_hl.c has no checkentry for hl_mt6: any mode and limit
+        "hl" => Match::Hl(payload(data)?),
+        "frag" => {
+            let p: Ip6tFrag = payload(data)?;
+            ext::frag_mt6_check(&p)?;
+            Match::Frag(p)
+        }
+        "ipv6header" => {
+            let p: Ip6tIpv6headerInfo = payload(data)?;
+            ext::ipv6header_mt6_check(&p)?;
+            Match::Ipv6Header(p)
+        }
+        "hbh" | "dst" => {
+            let p: Ip6tOpts = payload(data)?;
+            ext::hbh_mt6_check(&p)?;
+            if ext.name == "hbh" {
+                Match::Hbh(p)
+            } else {
+                Match::Dst(p)
+            }
+        }
+        "rt" => {
+            let p: Ip6tRt = payload(data)?;
+            ext::rt_mt6_check(&p)?;
+            Match::Rt(Box::new(p))
+        }
+        // ip6t_eui64.c and xt_mac.c have no checkentry (`.hooks` was tested above)
+        "eui64" => Match::Eui64(payload(data)?),
+        "mac" => Match::Mac(payload(data)?),
         _ => return Err((libc::ENOENT, "unknown or unsupported extension")),
     })
 }
@@ -830,7 +935,8 @@ fn payload<T: FromBytes>(data: &[u8]) -> Result<T, (i32, &'static str)> {
 /// Decode an IPT_SO_SET_ADD_COUNTERS request with `xt_copy_counters_from_user`'s checks:
 /// more than the header (EINVAL) and exactly num_counters counters after it (EINVAL).
 /// The table checks (`do_add_counters`) are `AddCounters::check_against`.
-pub fn parse_add_counters(blob: &[u8]) -> Result<AddCounters, AbiError> {
+/// `family` only labels the result: `ip6_tables.c` reads the same `xt_counters_info`.
+pub fn parse_add_counters(family: Family, blob: &[u8]) -> Result<AddCounters, AbiError> {
     if blob.len() <= XT_COUNTERS_INFO_SIZE {
         return Err(AbiError::Length {
             what: "xt_counters_info",
@@ -858,6 +964,7 @@ pub fn parse_add_counters(blob: &[u8]) -> Result<AddCounters, AbiError> {
         .filter_map(|c| XtCounters::read_from_bytes(c).ok())
         .collect();
     Ok(AddCounters {
+        family,
         name: name_string(&hdr.name[..XT_TABLE_MAXNAMELEN - 1]),
         counters,
     })
@@ -989,7 +1096,7 @@ mod tests {
     }
 
     fn errno_of(b: &[u8]) -> i32 {
-        match parse_replace(b, Some(4)) {
+        match parse_replace(crate::Family::Ipv4, b, Some(4)) {
             Ok(_) => 0,
             Err(e) => e.errno(),
         }
@@ -1003,7 +1110,7 @@ mod tests {
 
     #[test]
     fn base_parses_with_kernel_comefrom() {
-        let r = parse_replace(&base(), Some(4)).expect("valid");
+        let r = parse_replace(crate::Family::Ipv4, &base(), Some(4)).expect("valid");
         let t = &r.table;
         assert_eq!(r.name, "filter");
         assert_eq!(t.size() as usize, E_END + 176);
@@ -1037,7 +1144,7 @@ mod tests {
         assert_eq!(t.chain_of(8), None);
         // Serializing gives the request back (comefrom aside, which the kernel recomputes).
         assert_eq!(
-            parse_replace(&t.replace_blob(4, 0), Some(4))
+            parse_replace(crate::Family::Ipv4, &t.replace_blob(4, 0), Some(4))
                 .expect("again")
                 .table,
             *t
@@ -1050,7 +1157,9 @@ mod tests {
         // Garbage in the standard target's padding and the udp payload's XT_ALIGN tail.
         b[H + E_TCP + 200 - 4] = 0xaa;
         b[H + E_WEB_UDP + IPT_ENTRY_SIZE + 32 + 12] = 0xbb;
-        let t = parse_replace(&b, None).expect("valid").table;
+        let t = parse_replace(crate::Family::Ipv4, &b, None)
+            .expect("valid")
+            .table;
         let counters: Vec<XtCounters> = (0..9)
             .map(|i| XtCounters {
                 pcnt: i,
@@ -1208,6 +1317,7 @@ mod tests {
             "underflow on ERROR entry"
         );
         let e = parse_replace(
+            crate::Family::Ipv4,
             &{
                 let mut b = base();
                 b[H + E_IN_POLICY] = 1;
@@ -1271,7 +1381,9 @@ mod tests {
         // Garbage for invalid hooks is ignored and reported back as 0xffffffff.
         let mut b = base();
         set32(&mut b, 44, 0x1234_5678);
-        let t = parse_replace(&b, None).expect("valid").table;
+        let t = parse_replace(crate::Family::Ipv4, &b, None)
+            .expect("valid")
+            .table;
         assert_eq!(t.hook_entry[0], u32::MAX);
     }
 
@@ -1308,6 +1420,7 @@ mod tests {
             ELOOP
         );
         let e = parse_replace(
+            crate::Family::Ipv4,
             &{
                 let mut b = base();
                 set32(&mut b, H + E_JUMP + 144, E_JUMP as u32);
@@ -1597,7 +1710,9 @@ mod tests {
             let mut b = TableBuilder::filter();
             b.rule("INPUT", Rule::new(RuleTarget::Accept).with(m.clone()));
             let blob = b.replace_blob(4).expect("blob");
-            let t = parse_replace(&blob, None).expect("valid").table;
+            let t = parse_replace(crate::Family::Ipv4, &blob, None)
+                .expect("valid")
+                .table;
             assert_eq!(t.entries[0].matches, std::slice::from_ref(&m));
             // GET_ENTRIES echoes the payload, C padding included (the 6.18 kernel does,
             // fixtures/negative/conntrack_pad_garbage), and zeroes the XT_ALIGN tail.
@@ -1651,7 +1766,9 @@ mod tests {
         assert_eq!(&blob[p..p + 6], m.payload());
         blob[p + 6] = 0xee;
         blob[p + 7] = 0xff;
-        let t = parse_replace(&blob, None).expect("valid").table;
+        let t = parse_replace(crate::Family::Ipv4, &blob, None)
+            .expect("valid")
+            .table;
         assert_eq!(t.entries[0].matches, std::slice::from_ref(&m));
         assert_eq!(
             t.entries[0].matches[0].match_size(),
@@ -1663,7 +1780,7 @@ mod tests {
         assert_eq!(&got[g..g + 6], &[0x18, 0x02, 0xb4, 0x05, 1, 0xa5][..]);
         assert_eq!(&got[g + 6..g + 8], &[0, 0]);
         // and what GET_ENTRIES shows parses back to the same table
-        let again = parse_replace(&t.replace_blob(4, 0), None)
+        let again = parse_replace(crate::Family::Ipv4, &t.replace_blob(4, 0), None)
             .expect("again")
             .table;
         assert_eq!(again, t);
@@ -1752,6 +1869,7 @@ mod tests {
         assert_eq!(with(|b| set32(b, 84, 5)), EAGAIN);
         assert_eq!(with(|b| set32(b, 84, 3)), EAGAIN);
         assert!(parse_replace(
+            crate::Family::Ipv4,
             &{
                 let mut b = base();
                 set32(&mut b, 84, 3);
@@ -1786,7 +1904,9 @@ mod tests {
         let mut b = base();
         set32(&mut b, H + E_JUMP + 144, VERDICT_ACCEPT as u32);
         set32(&mut b, H + E_WEB_UDP + 192, 12);
-        let t = parse_replace(&b, None).expect("kernel accepts").table;
+        let t = parse_replace(crate::Family::Ipv4, &b, None)
+            .expect("kernel accepts")
+            .table;
         assert_eq!(t.entries[6].comefrom, 0);
         assert_eq!(
             t.entries[6].verdict(),
@@ -1796,7 +1916,7 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_replace(&t.replace_blob(4, 0), None)
+            parse_replace(crate::Family::Ipv4, &t.replace_blob(4, 0), None)
                 .expect("again")
                 .table,
             t
@@ -1806,6 +1926,7 @@ mod tests {
     #[test]
     fn queue_verdict_parses() {
         let t = parse_replace(
+            crate::Family::Ipv4,
             &{
                 let mut b = base();
                 set32(&mut b, H + E_TCP + 192, VERDICT_QUEUE as u32);
@@ -1823,18 +1944,18 @@ mod tests {
         b[..6].copy_from_slice(b"filter");
         set32(&mut b, 32, 2);
         b[40] = 7;
-        let a = parse_add_counters(&b).expect("valid");
+        let a = parse_add_counters(crate::Family::Ipv4, &b).expect("valid");
         assert_eq!(a.name, "filter");
         assert_eq!(
             a.counters,
             [XtCounters { pcnt: 7, bcnt: 0 }, XtCounters::default()]
         );
         assert_eq!(
-            parse_add_counters(&b[..40]).map_err(|e| e.errno()),
+            parse_add_counters(crate::Family::Ipv4, &b[..40]).map_err(|e| e.errno()),
             Err(EINVAL)
         );
         assert_eq!(
-            parse_add_counters(&b[..56]).map_err(|e| e.errno()),
+            parse_add_counters(crate::Family::Ipv4, &b[..56]).map_err(|e| e.errno()),
             Err(EINVAL)
         );
         let t = Table::initial("filter").expect("filter");
@@ -1842,7 +1963,7 @@ mod tests {
         let mut n = b.clone();
         n[..6].copy_from_slice(b"xilter");
         assert_eq!(
-            parse_add_counters(&n)
+            parse_add_counters(crate::Family::Ipv4, &n)
                 .expect("ok")
                 .check_against(&t)
                 .map_err(|e| e.errno()),
@@ -1991,7 +2112,9 @@ mod tests {
             Rule::new(RuleTarget::Drop).with(Match::Hashlimit(Box::new(Hashlimit::V1(v1)))),
         );
         let blob = b.replace_blob(5).expect("blob");
-        let table = parse_replace(&blob, Some(5)).expect("valid").table;
+        let table = parse_replace(crate::Family::Ipv4, &blob, Some(5))
+            .expect("valid")
+            .table;
         let shown: Vec<&Hashlimit> = table
             .entries
             .iter()
@@ -2016,7 +2139,7 @@ mod tests {
         );
         assert_eq!(shown[1].name(), b"v1");
         // what GET_ENTRIES shows parses back to the same table
-        let again = parse_replace(&table.replace_blob(5, 0), Some(5))
+        let again = parse_replace(crate::Family::Ipv4, &table.replace_blob(5, 0), Some(5))
             .expect("valid")
             .table;
         assert_eq!(again, table);

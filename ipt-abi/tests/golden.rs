@@ -141,7 +141,7 @@ fn check_ruleset(dir: &Path) -> Vec<String> {
     let kernel_num_entries = u32_at(&info, 76);
     let num_counters = u32_at(&replace, 84);
 
-    let r = match parse_replace(&replace, None) {
+    let r = match parse_replace(ipt_abi::Family::Ipv4, &replace, None) {
         Ok(r) => r,
         Err(e) => return vec![format!("parse_replace: {e} (errno {})", e.errno())],
     };
@@ -169,10 +169,12 @@ fn check_ruleset(dir: &Path) -> Vec<String> {
     }
     // The kernel compares num_counters with the table it replaces: same count passes, any
     // other gives EAGAIN.
-    if let Err(e) = parse_replace(&replace, Some(num_counters)) {
-        bad.push(format!("parse_replace(Some({num_counters})): {e}"));
+    if let Err(e) = parse_replace(ipt_abi::Family::Ipv4, &replace, Some(num_counters)) {
+        bad.push(format!(
+            "parse_replace(ipt_abi::Family::Ipv4, Some({num_counters})): {e}"
+        ));
     }
-    match parse_replace(&replace, Some(num_counters + 1)) {
+    match parse_replace(ipt_abi::Family::Ipv4, &replace, Some(num_counters + 1)) {
         Ok(_) => bad.push("num_counters mismatch accepted (kernel: EAGAIN)".into()),
         Err(e) if e.errno() != EAGAIN => bad.push(format!(
             "num_counters mismatch: errno {} want EAGAIN",
@@ -181,7 +183,7 @@ fn check_ruleset(dir: &Path) -> Vec<String> {
         Err(_) => {}
     }
 
-    let counters: Vec<XtCounters> = match parse_add_counters(&add) {
+    let counters: Vec<XtCounters> = match parse_add_counters(ipt_abi::Family::Ipv4, &add) {
         Ok(a) => {
             if a.name != "filter" {
                 bad.push(format!("add_counters name {:?}", a.name));
@@ -242,7 +244,8 @@ fn golden_counters_fixture_has_nonzero_counters() {
     // Guards the golden test itself: at least one fixture must carry counters, or the
     // counters path of get_entries would only ever be compared on zeros.
     let dir = fixtures().join("captured/counters");
-    let add = parse_add_counters(&read(&dir, "add_counters.bin")).expect("parse counters fixture");
+    let add = parse_add_counters(ipt_abi::Family::Ipv4, &read(&dir, "add_counters.bin"))
+        .expect("parse counters fixture");
     assert!(
         add.counters.iter().any(|c| c.pcnt != 0 && c.bcnt != 0),
         "counters fixture has only zeros"
@@ -256,7 +259,8 @@ fn golden_counters_fixture_has_nonzero_counters() {
 #[test]
 fn golden_big_table() {
     let dir = fixtures().join("captured/big_10k");
-    let r = parse_replace(&read(&dir, "replace.bin"), Some(4)).expect("10k-rule table parses");
+    let r = parse_replace(ipt_abi::Family::Ipv4, &read(&dir, "replace.bin"), Some(4))
+        .expect("10k-rule table parses");
     // 10,000 rules + 3 policies + the ERROR tail.
     assert_eq!(r.table.entries.len(), 10_004);
     for (i, e) in r.table.entries.iter().enumerate() {
@@ -450,7 +454,11 @@ fn replay(dir: &Path) -> Vec<String> {
                     bad.push(format!("{at} revision query: errno {got}, kernel {errno}"));
                 }
             }
-            ("set", "64") => match parse_replace(&input, Some(table.entries.len() as u32)) {
+            ("set", "64") => match parse_replace(
+                ipt_abi::Family::Ipv4,
+                &input,
+                Some(table.entries.len() as u32),
+            ) {
                 Ok(r) if errno == 0 => {
                     table = r.table;
                     counters = vec![XtCounters { pcnt: 0, bcnt: 0 }; table.entries.len()];
@@ -462,7 +470,7 @@ fn replay(dir: &Path) -> Vec<String> {
                 )),
                 Err(_) => {}
             },
-            ("set", "65") => match parse_add_counters(&input) {
+            ("set", "65") => match parse_add_counters(ipt_abi::Family::Ipv4, &input) {
                 Ok(a) if errno == 0 && a.counters.len() == counters.len() => {
                     for (c, add) in counters.iter_mut().zip(&a.counters) {
                         c.pcnt = c.pcnt.wrapping_add(add.pcnt);
@@ -514,7 +522,7 @@ fn golden_transcripts_replay() {
 /// The parsed entries of a captured ruleset.
 fn captured_entries(name: &str) -> Vec<Entry> {
     let dir = fixtures().join("captured").join(name);
-    parse_replace(&read(&dir, "replace.bin"), None)
+    parse_replace(ipt_abi::Family::Ipv4, &read(&dir, "replace.bin"), None)
         .unwrap_or_else(|e| panic!("{name}: {e}"))
         .table
         .entries
@@ -580,7 +588,7 @@ fn golden_reject_and_log_as_iptables_sends_them() {
         if let Target::Reject(r) = e.target {
             with.insert(r.with);
             if r.with == IPT_TCP_RESET {
-                assert_eq!(e.ip.proto, 6, "tcp-reset on entry {}", e.index);
+                assert_eq!(e.ip.proto(), 6, "tcp-reset on entry {}", e.index);
             }
         }
     }

@@ -65,10 +65,10 @@ fn check(c: &Case) -> Option<String> {
     let path = dir().join(format!("{}.bin", c.name));
     let blob = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let got: Result<(), (i32, String)> = match c.kind.as_str() {
-        "replace" => parse_replace(&blob, Some(c.current_entries))
+        "replace" => parse_replace(ipt_abi::Family::Ipv4, &blob, Some(c.current_entries))
             .map(|_| ())
             .map_err(|e| (e.errno(), e.to_string())),
-        "add_counters" => match parse_add_counters(&blob) {
+        "add_counters" => match parse_add_counters(ipt_abi::Family::Ipv4, &blob) {
             // parse_add_counters cannot know the namespace's tables; the kernel's later checks
             // (do_add_counters: table lookup, ENOENT; then private->number != num_counters,
             // EINVAL) are applied here, in the kernel's order, with the recorded state (the
@@ -205,7 +205,7 @@ fn byte_flips_match_kernel_errno() {
         let want: i32 = f[3].parse().expect("errno");
         let mut blob = base.clone();
         blob[off] ^= mask;
-        let got = match parse_replace(&blob, Some(4)) {
+        let got = match parse_replace(ipt_abi::Family::Ipv4, &blob, Some(4)) {
             Ok(_) => 0,
             Err(e) => e.errno(),
         };

@@ -209,7 +209,7 @@ fn a_rule(chain: usize, users: usize) -> impl Strategy<Value = Rule> {
                             ip.invflags &= !IPT_INV_PROTO;
                         }
                         Rule {
-                            ip,
+                            ip: ipt_abi::IpPart::V4(ip),
                             nfcache,
                             matches,
                             target,
@@ -262,7 +262,7 @@ proptest! {
     fn replace_round_trip(b in a_builder(), n in 1u32..1000, ptr in any::<u64>()) {
         let table = b.build().expect("generated tables are valid");
         let blob = table.replace_blob(n, ptr);
-        let r = parse_replace(&blob, Some(n)).expect("serialized table parses");
+        let r = parse_replace(ipt_abi::Family::Ipv4, &blob, Some(n)).expect("serialized table parses");
         prop_assert_eq!(&r.table, &table);
         prop_assert_eq!(r.num_counters, n);
         prop_assert_eq!(r.counters_ptr, ptr);
@@ -282,7 +282,7 @@ proptest! {
         let mut blob = table.replace_blob(1, 0);
         blob.truncate(96);
         blob.extend_from_slice(&got[40..]);
-        let again = parse_replace(&blob, None).expect("kernel output re-parses").table;
+        let again = parse_replace(ipt_abi::Family::Ipv4, &blob, None).expect("kernel output re-parses").table;
         prop_assert_eq!(&again, &table);
         for (i, e) in table.entries.iter().enumerate() {
             let off = 40 + e.offset as usize + 96;
@@ -316,9 +316,9 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        let _ = parse_replace(&bytes, None);
-        let _ = parse_replace(&bytes, Some(4));
-        let _ = parse_add_counters(&bytes);
+        let _ = parse_replace(ipt_abi::Family::Ipv4, &bytes, None);
+        let _ = parse_replace(ipt_abi::Family::Ipv4, &bytes, Some(4));
+        let _ = parse_add_counters(ipt_abi::Family::Ipv4, &bytes);
         let _ = parse_revision_request(&bytes);
     }
 
@@ -329,9 +329,9 @@ proptest! {
         for (at, v) in edits {
             blob[at % len] = v;
         }
-        if let Ok(r) = parse_replace(&blob, None) {
+        if let Ok(r) = parse_replace(ipt_abi::Family::Ipv4, &blob, None) {
             // Whatever the kernel accepts serializes and re-parses to itself.
-            let again = parse_replace(&r.table.replace_blob(r.num_counters, 0), None).expect("re-parse");
+            let again = parse_replace(ipt_abi::Family::Ipv4, &r.table.replace_blob(r.num_counters, 0), None).expect("re-parse");
             prop_assert_eq!(again.table, r.table);
         }
     }

@@ -674,7 +674,7 @@ impl BpfTable {
                 chosen.ok_or_else(|| BackendError::new(libc::ENOENT, "no complete generation"))?
             }
         };
-        let replace = ipt_abi::parse_replace(&blob, None).map_err(|e| {
+        let replace = ipt_abi::parse_replace(ipt_abi::Family::Ipv4, &blob, None).map_err(|e| {
             // Not ENOENT, whatever the parser says: the table ran, so it must not be discarded.
             BackendError::new(libc::EIO, format!("stored ruleset does not parse: {e}"))
         })?;
@@ -1643,7 +1643,12 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         );
         let blob = std::fs::read(&path).unwrap();
-        (ipt_abi::parse_replace(&blob, None).unwrap().table, blob)
+        (
+            ipt_abi::parse_replace(ipt_abi::Family::Ipv4, &blob, None)
+                .unwrap()
+                .table,
+            blob,
+        )
     }
 
     struct Setup {

@@ -155,7 +155,7 @@ fn set_replace(ns: &mut Namespace, backends: &dyn Backends, optval: &[u8]) -> Ou
         None => Table::initial(&name).ok().map(|t| t.entries.len() as u32),
     };
     let started = std::time::Instant::now();
-    let replace = ipt_abi::parse_replace(optval, current)?;
+    let replace = ipt_abi::parse_replace(ipt_abi::Family::Ipv4, optval, current)?;
     let table = ns.instantiate(&name, backends)?;
     let rules = replace.table.entries.len();
     let old = table.replace(replace.table, optval)?;
@@ -169,7 +169,7 @@ fn set_replace(ns: &mut Namespace, backends: &dyn Backends, optval: &[u8]) -> Ou
 
 /// `do_add_counters()`: add what libiptc kept to the table's counters.
 fn set_add_counters(ns: &mut Namespace, backends: &dyn Backends, optval: &[u8]) -> Outcome {
-    let add = ipt_abi::parse_add_counters(optval)?;
+    let add = ipt_abi::parse_add_counters(ipt_abi::Family::Ipv4, optval)?;
     let table = ns.instantiate(&add.name, backends)?;
     let have = table.table.entries.len();
     if add.counters.len() != have {

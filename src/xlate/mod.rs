@@ -561,6 +561,27 @@ fn rule(
     named: &Named<'_>,
     targets: &mut Vec<u32>,
 ) -> Result<(Option<ir::Rule>, bool), XlateError> {
+    // ipt-abi parses these; the IR cannot express them yet
+    let untranslated = |m: &Match| {
+        matches!(
+            m,
+            Match::Icmp6(_)
+                | Match::Hl(_)
+                | Match::Frag(_)
+                | Match::Ipv6Header(_)
+                | Match::Hbh(_)
+                | Match::Dst(_)
+                | Match::Rt(_)
+                | Match::Eui64(_)
+                | Match::Mac(_)
+        )
+    };
+    if entry.ip.as_v6().is_some() || entry.matches.iter().any(untranslated) {
+        return Err(XlateError::Unsupported {
+            index: entry.index,
+            what: "IPv6 entry or mac match",
+        });
+    }
     let action = match &entry.target {
         Target::Standard(Verdict::Queue) => {
             return Err(XlateError::Unsupported {
@@ -571,6 +592,12 @@ fn rule(
         // reject_tg answers nothing for a `with` past IPT_ICMP_ADMIN_PROHIBITED: a plain drop.
         Target::Reject(r) if r.with > IPT_ICMP_ADMIN_PROHIBITED => ir::Action::Drop,
         Target::Reject(r) => ir::Action::Reject(ir::Reject { with: r.with as u8 }),
+        Target::Reject6(_) => {
+            return Err(XlateError::Unsupported {
+                index: entry.index,
+                what: "IPv6 REJECT",
+            })
+        }
         Target::Log(l) => ir::Action::Log(ir::Log {
             level: l.level,
             flags: l.logflags,
@@ -644,7 +671,10 @@ fn rule(
 /// The tests of `ip_packet_match` and the entry's match extensions, in the kernel's order;
 /// None when the entry can never match. Tests that every packet passes are left out.
 fn matches(entry: &Entry, mut limit_slot: u32, named: &Named<'_>) -> Option<Vec<ir::Match>> {
-    let ip = &entry.ip;
+    // IPv6 entries are not translated here yet (ipt-abi parses them; the IR has no IPv6 tests)
+    let ipt_abi::IpPart::V4(ip) = &entry.ip else {
+        return None;
+    };
     let inv = |bit| ip.invflags & bit != 0;
     let mut out = Vec::new();
     if !(ip.src.is_unspecified() && ip.smsk.is_unspecified() && !inv(IPT_INV_SRCIP)) {
@@ -869,6 +899,16 @@ fn extension(m: &Match, limit_slot: u32, named: &Named<'_>) -> Option<ir::Match>
             ir::Match::Hashlimit(hashlimit_ir(h, i as u32, &named.hashlimit[i]))
         }
         Match::Comment(_) => return None,
+        // refused by `rule` before it gets here
+        Match::Icmp6(_)
+        | Match::Hl(_)
+        | Match::Frag(_)
+        | Match::Ipv6Header(_)
+        | Match::Hbh(_)
+        | Match::Dst(_)
+        | Match::Rt(_)
+        | Match::Eui64(_)
+        | Match::Mac(_) => return None,
     })
 }
 
