@@ -313,6 +313,18 @@ const SUPPORTED_MATCHES: &[&str] = &[
     "limit",
     "addrtype",
     "owner",
+    "mac",
+];
+/// ip6tables-only matches bpfilter implements (IPv6 only).
+const SUPPORTED_MATCHES6: &[&str] = &[
+    "icmp6",
+    "hl",
+    "frag",
+    "ipv6header",
+    "hbh",
+    "dst",
+    "rt",
+    "eui64",
 ];
 const SUPPORTED_TARGETS: &[&str] = &["", "ERROR", "LOG", "REJECT"];
 
@@ -345,12 +357,14 @@ fn golden_revision_queries() {
         // IPv4 names the kernel knows but bpfilter does not implement answer ENOENT (DESIGN.md:
         // "revision queries answer ENOENT for them"); ip6tables' own names (icmp6) count as
         // supported only for IPv6.
-        // REJECT is IPv4's ipt_REJECT; ip6tables' REJECT (ip6t_REJECT) is not implemented.
-        // recent, hashlimit and tcpmss are compiled for IPv4 only so far.
+        // REJECT is ipt_REJECT for IPv4 and ip6t_REJECT for IPv6, both implemented.
+        // recent, hashlimit, addrtype and owner are parsed for IPv4 only so far.
         let implemented = (supported.contains(&name)
-            && !(family == Family::Ipv6 && kind == ExtKind::Target && name == "REJECT")
-            && !(family == Family::Ipv6 && matches!(name, "recent" | "hashlimit" | "tcpmss")))
-            || (family == Family::Ipv6 && kind == ExtKind::Match && name == "icmp6");
+            && !(family == Family::Ipv6
+                && matches!(name, "recent" | "hashlimit" | "addrtype" | "owner")))
+            || (family == Family::Ipv6
+                && kind == ExtKind::Match
+                && SUPPORTED_MATCHES6.contains(&name));
         let want = if implemented || kernel == ENOENT {
             kernel
         } else {

@@ -3,7 +3,8 @@
 //! Preloaded into an unmodified `iptables-legacy*` binary, it wraps `setsockopt` and
 //! `getsockopt`, passes every call through to the real libc function (found with
 //! `dlsym(RTLD_NEXT, ..)`), and for level `IPPROTO_IP` with optnames 64..=67 (the `IPT_SO_*`
-//! sockopts) writes what went in and what came back into the directory named by the
+//! sockopts), or level `IPPROTO_IPV6` with optnames 64..=69 (ip6tables' `IP6T_SO_*`, whose
+//! revision queries are 68 and 69), writes what went in and what came back into the directory named by the
 //! environment variable `XT_CAPTURE_DIR`:
 //!
 //! - `calls.tsv`: one line per call: `seq pid op optname optlen_in ret errno optlen_out prefix`
@@ -52,9 +53,11 @@ fn set_errno(e: c_int) {
     unsafe { *libc::__errno_location() = e }
 }
 
-/// True for the calls worth recording: IPPROTO_IP level, IPT_SO_* optnames.
+/// True for the calls worth recording: IPT_SO_* at IPPROTO_IP, IP6T_SO_* at IPPROTO_IPV6.
 fn interesting(level: c_int, optname: c_int) -> bool {
-    level == libc::IPPROTO_IP && (64..=67).contains(&optname)
+    // ip6tables: level IPPROTO_IPV6, the same optnames, revision queries at 68 and 69
+    (level == libc::IPPROTO_IP && (64..=67).contains(&optname))
+        || (level == libc::IPPROTO_IPV6 && (64..=69).contains(&optname))
 }
 
 /// Writes one call's record; every error is swallowed (recording must not disturb the caller).

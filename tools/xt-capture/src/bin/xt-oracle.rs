@@ -17,6 +17,10 @@
 //!                                           match or target
 //! xt-oracle help [COMMAND]                  this list, or one command's arguments
 //! ```
+//! `--ipv6` (before or after the command) sends every request as ip6tables does: an
+//! `AF_INET6` raw socket and level `IPPROTO_IPV6` (the `IP6T_SO_*` optnames have the same
+//! numbers, and `ip6t_replace`/`ip6t_getinfo`/`ip6t_get_entries` the same header layouts).
+//!
 //! Every command prints one line `ERRNO<TAB>NAME` (`0<TAB>OK` on success) and exits 0 when the
 //! kernel answered, whatever it answered; a non-zero exit means the oracle itself failed (2 for
 //! a bad command line).
@@ -70,9 +74,21 @@ fn errno_name(e: i32) -> &'static str {
     }
 }
 
+/// Set once by `--ipv6`: ip6tables' socket family and sockopt level instead of iptables'.
+static IPV6: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// (socket family, sockopt level) of the requests.
+fn family() -> (i32, i32) {
+    if IPV6.load(std::sync::atomic::Ordering::Relaxed) {
+        (libc::AF_INET6, libc::IPPROTO_IPV6)
+    } else {
+        (libc::AF_INET, libc::IPPROTO_IP)
+    }
+}
+
 fn raw_socket() -> Result<OwnedFd> {
     // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    let fd = unsafe { libc::socket(family().0, libc::SOCK_RAW, libc::IPPROTO_RAW) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error())
             .context("socket(AF_INET, SOCK_RAW, IPPROTO_RAW)");
@@ -93,7 +109,7 @@ fn set(sock: &OwnedFd, optname: i32, buf: &mut [u8], optlen: usize) -> i32 {
     let r = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            libc::IPPROTO_IP,
+            family().1,
             optname,
             buf.as_mut_ptr().cast::<c_void>(),
             optlen as libc::socklen_t,
@@ -114,7 +130,7 @@ fn getsockopt(sock: &OwnedFd, optname: i32, buf: &mut [u8], len: usize) -> (i32,
     let r = unsafe {
         libc::getsockopt(
             sock.as_raw_fd(),
-            libc::IPPROTO_IP,
+            family().1,
             optname,
             buf.as_mut_ptr().cast::<c_void>(),
             &mut l,
@@ -625,6 +641,9 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 #[derive(Debug, Parser)]
 #[command(name = "xt-oracle", args_override_self = true)]
 struct Args {
+    /// ip6tables' requests: AF_INET6 socket, level IPPROTO_IPV6.
+    #[arg(long, global = true)]
+    ipv6: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -735,7 +754,9 @@ fn run(cmd: Cmd) -> Result<i32> {
 }
 
 fn main() -> Result<()> {
-    let e = run(Args::parse().cmd)?;
+    let args = Args::parse();
+    IPV6.store(args.ipv6, std::sync::atomic::Ordering::Relaxed);
+    let e = run(args.cmd)?;
     println!("{e}\t{}", errno_name(e));
     Ok(())
 }
