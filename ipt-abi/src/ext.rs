@@ -228,16 +228,10 @@ pub const SUPPORTED_IPV6: &[Supported] = &[
 /// discarded when it retries the family-independent list).
 /// (xt_comment.c, xt_conntrack.c, xt_state.c, xt_mark.c, xt_pkttype.c and xt_limit.c register
 /// `.family = NFPROTO_UNSPEC`; xt_addrtype.c registers per family, and so does xt_owner.c in
-/// the kernels measured (6.18: a wrong owner revision is ENOENT).)
-const UNSPEC_NAMES: &[&str] = &[
-    "comment",
-    "conntrack",
-    "state",
-    "mark",
-    "pkttype",
-    "limit",
-    "mac",
-];
+/// the kernels measured (6.18: a wrong owner revision is ENOENT). xt_mac.c registers
+/// NFPROTO_UNSPEC too, yet a wrong mac revision is ENOENT on 6.18, ip6tables and iptables alike
+/// (negative6/mac_revision_1), so it is not listed.)
+const UNSPEC_NAMES: &[&str] = &["comment", "conntrack", "state", "mark", "pkttype", "limit"];
 
 fn table(family: Family) -> &'static [Supported] {
     match family {
@@ -401,10 +395,14 @@ pub fn ipv6header_mt6_check(info: &Ip6tIpv6headerInfo) -> Result<(), (i32, &'sta
 }
 
 /// `hbh_mt6_check` (ip6t_hbh.c, for "hbh" and "dst"): no invflags outside
-/// IP6T_OPTS_INV_MASK, and no IP6T_OPTS_NSTRICT ("not implemented"). EINVAL.
+/// IP6T_OPTS_INV_MASK, at most IP6T_OPTS_OPTSNR options (a check added by the 2025 stable
+/// fixes, present in 6.18), and no IP6T_OPTS_NSTRICT ("not implemented"). EINVAL.
 pub fn hbh_mt6_check(info: &Ip6tOpts) -> Result<(), (i32, &'static str)> {
     if info.invflags & !IP6T_OPTS_INV_MASK != 0 {
         return Err((libc::EINVAL, "hbh/dst: unknown invflags"));
+    }
+    if usize::from(info.optsnr) > IP6T_OPTS_OPTSNR {
+        return Err((libc::EINVAL, "hbh/dst: too many options"));
     }
     if info.flags & IP6T_OPTS_NSTRICT != 0 {
         return Err((libc::EINVAL, "hbh/dst: not strict - not implemented"));
@@ -412,11 +410,15 @@ pub fn hbh_mt6_check(info: &Ip6tOpts) -> Result<(), (i32, &'static str)> {
     Ok(())
 }
 
-/// `rt_mt6_check` (ip6t_rt.c): no invflags outside IP6T_RT_INV_MASK; the type 0 options
-/// (`--rt-0-res`, `--rt-0-addrs`) need `--rt-type 0` given and not inverted. EINVAL.
+/// `rt_mt6_check` (ip6t_rt.c): no invflags outside IP6T_RT_INV_MASK; at most IP6T_RT_HOPS
+/// addresses (2025 stable fix, present in 6.18); the type 0 options (`--rt-0-res`,
+/// `--rt-0-addrs`) need `--rt-type 0` given and not inverted. EINVAL.
 pub fn rt_mt6_check(info: &Ip6tRt) -> Result<(), (i32, &'static str)> {
     if info.invflags & !IP6T_RT_INV_MASK != 0 {
         return Err((libc::EINVAL, "rt: unknown invflags"));
+    }
+    if usize::from(info.addrnr) > IP6T_RT_HOPS {
+        return Err((libc::EINVAL, "rt: too many addresses"));
     }
     if info.flags & (IP6T_RT_RES | IP6T_RT_FST_MASK) != 0
         && (info.flags & IP6T_RT_TYP == 0

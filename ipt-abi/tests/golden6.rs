@@ -13,7 +13,7 @@ use ipt_abi::abi::*;
 use ipt_abi::{parse_add_counters, parse_replace, Family, IpPart, Match, Table, Target, Verdict};
 
 /// Fewer captured rulesets than this means the fixture tree is broken.
-const MIN_RULESETS: usize = 8;
+const MIN_RULESETS: usize = 10;
 const EAGAIN: i32 = 11;
 /// sizeof(struct ip6t_get_entries) header.
 const GET_ENTRIES_HDR: usize = 40;

@@ -5,6 +5,8 @@
 //! xt-mutate make NAME CAPTURED_DIR OUT  write mutation NAME of its base blob to OUT
 //! xt-mutate help [COMMAND]              this list, or one command's arguments
 //! ```
+//! `--ipv6` switches to the ip6tables mutations (`ip6t_entry` layout, bases under captured6/,
+//! see `mutations6`).
 //! `base` names the capture (`CAPTURED_DIR/BASE/replace.bin`, or `add_counters.bin` for kind
 //! `add_counters`); `setup` says how capture.sh prepares the scratch namespace before sending
 //! the mutated blob: `initial` (a bare `iptables -L`, 4 entries, the state every base
@@ -34,6 +36,36 @@ const H_NUM_COUNTERS: usize = 84;
 const NF_INET_LOCAL_IN: usize = 1;
 const NF_INET_FORWARD: usize = 2;
 const NF_INET_LOCAL_OUT: usize = 3;
+
+/// Set once by `--ipv6`: entries are `ip6t_entry` (168 bytes: ipv6 0..136 with proto at 128,
+/// tos 130, flags 131, invflags 132, padding 133..136; nfcache 136, target_offset 140,
+/// next_offset 142, comefrom 144, padding 148..152, counters 152).
+static IPV6: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn ipv6() -> bool {
+    IPV6.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// (entry header size, offset of target_offset, offset of next_offset) of the family.
+fn layout() -> (usize, usize, usize) {
+    if ipv6() {
+        (E6, E6_TO, E6_NEXT)
+    } else {
+        (ENTRY, 88, 90)
+    }
+}
+
+const E6: usize = 168;
+const E6_PROTO: usize = 128;
+const E6_TOS: usize = 130;
+const E6_FLAGS: usize = 131;
+const E6_INV: usize = 132;
+const E6_PAD: usize = 133;
+const E6_TO: usize = 140;
+const E6_NEXT: usize = 142;
+const E6_ENTRY_PAD: usize = 148;
+const IP6T_F_PROTO: u8 = 0x01;
+const IP6T_TCP_RESET: u32 = 6;
 
 /// A match or target inside an entry: absolute offset of its header, size, name.
 #[derive(Debug, Clone)]
@@ -122,15 +154,13 @@ impl Blob {
         let size = blob.size() as usize;
         ensure!(blob.b.len() == HDR + size, "blob length != 96 + size");
         let mut off = HDR;
+        let (esz, to_at, next_at) = layout();
         while off < HDR + size {
-            let to = blob.u16(off + 88) as usize;
-            let next = blob.u16(off + 90) as usize;
-            ensure!(
-                next >= ENTRY && to >= ENTRY && to < next,
-                "bad entry at {off}"
-            );
+            let to = blob.u16(off + to_at) as usize;
+            let next = blob.u16(off + next_at) as usize;
+            ensure!(next >= esz && to >= esz && to < next, "bad entry at {off}");
             let mut matches = Vec::new();
-            let mut m = off + ENTRY;
+            let mut m = off + esz;
             while m < off + to {
                 let size = blob.u16(m) as usize;
                 ensure!(size >= XT_HDR, "bad match at {m}");
@@ -232,9 +262,13 @@ impl Blob {
         }
         let size = (i64::from(self.size()) + delta) as u32;
         self.set_u32(H_SIZE, size);
-        self.set_u16(e.off + 90, (e.next as i64 + delta) as u16);
+        let (_, to_at, next_at) = layout();
+        self.set_u16(e.off + next_at, (e.next as i64 + delta) as u16);
         if at < e.target.off {
-            self.set_u16(e.off + 88, ((e.target.off - e.off) as i64 + delta) as u16);
+            self.set_u16(
+                e.off + to_at,
+                ((e.target.off - e.off) as i64 + delta) as u16,
+            );
         }
         self.b.splice(at..at + remove, insert.iter().copied());
         Ok(())
@@ -608,8 +642,118 @@ fn mutations() -> Vec<Mutation> {
     ]
 }
 
+/// Payload offsets (include/uapi/linux/netfilter_ipv6/*.h): ip6t_icmp invflags 3; ip6t_hl_info
+/// mode 0; ip6t_frag flags 12, invflags 13; ip6t_ipv6header_info matchflags 0, invflags 1,
+/// modeflag 2; ip6t_opts flags 4, invflags 5; ip6t_rt rt_type 0, flags 16, invflags 17;
+/// ip6t_reject_info `with` 0 (IP6T_TCP_RESET 6, IP6T_ICMP6_ECHOREPLY 5); xt_log_info level 0.
+fn mutations6() -> Vec<Mutation> {
+    // the first rule of INPUT whose ip part sets a protocol and whose match is `name`
+    fn p(b: &Blob, name: &str, pred: impl Fn(&Blob, usize) -> bool) -> Result<(Ent, usize)> {
+        let (e, m) = match_named(b, name, pred)?;
+        Ok((e, m.off + XT_HDR))
+    }
+    fn reset6(b: &Blob) -> Result<Ent> {
+        with_target(b, "REJECT", |b, e| {
+            e.matches.is_empty() && b.u32(e.target.off + XT_HDR) == IP6T_TCP_RESET
+        })
+    }
+    vec![
+        m!("control6_empty", "empty", "unmutated base blob (control, must be accepted)", |_| Ok(())),
+        m!("control6_ipv6_ext", "ipv6_ext", "unmutated base blob (control)", |_| Ok(())),
+        m!("control6_log_reject", "log_reject", "unmutated base blob (control)", |_| Ok(())),
+        m!("control6_chains", "chains", "unmutated base blob (control)", |_| Ok(())),
+        m!("ipv4_blob_as_ipv6", "../captured/empty", "iptables' empty filter table (112-byte ipt_entry) sent at IPPROTO_IPV6", |_| Ok(())),
+        // Entry sizes: the IPv6 header is 168 bytes.
+        m!("next_offset_ipv4_size", "empty", "entry 0 next_offset = 152 (112 + 40, an ipt_entry's size)", |b| { let e = b.ent(0)?; b.set_u16(e.off + E6_NEXT, 152); Ok(()) }),
+        m!("next_offset_199", "empty", "entry 0 next_offset = 199 (< ip6t_entry + xt_entry_target)", |b| { let e = b.ent(0)?; b.set_u16(e.off + E6_NEXT, 199); Ok(()) }),
+        m!("target_offset_112", "empty", "entry 0 target_offset = 112 (inside the 168-byte header)", |b| { let e = b.ent(0)?; b.set_u16(e.off + E6_TO, 112); Ok(()) }),
+        m!("target_offset_160", "empty", "entry 0 target_offset = 160 (inside the header)", |b| { let e = b.ent(0)?; b.set_u16(e.off + E6_TO, 160); Ok(()) }),
+        m!("target_offset_past_next6", "empty", "entry 0 target_offset = next_offset - 8", |b| { let e = b.ent(0)?; b.set_u16(e.off + E6_TO, e.next as u16 - 8); Ok(()) }),
+        m!("next_offset_misaligned6", "empty", "entry 0 next_offset += 4", |b| { let e = b.ent(0)?; b.set_u16(e.off + E6_NEXT, e.next as u16 + 4); Ok(()) }),
+        m!("match_size_past_target6", "protocols", "rule 0's tcp match_size += 8 (overruns the target)", |b| { let (_, m) = b.with_match("tcp")?; let s = b.u16(m.off); b.set_u16(m.off, s + 8); Ok(()) }),
+        // ip6_checkentry.
+        m!("flags_unknown_bit", "protocols", "rule 0 flags |= 0x08 (past IP6T_F_MASK)", |b| { let e = b.first_rule()?; let f = b.b[e.off + E6_FLAGS]; b.set_u8(e.off + E6_FLAGS, f | 0x08); Ok(()) }),
+        m!("flags_all_known", "protocols", "rule 0 flags = 0x07 (PROTO|TOS|GOTO on a non-jump rule)", |b| { let e = b.first_rule()?; b.set_u8(e.off + E6_FLAGS, 0x07); Ok(()) }),
+        m!("invflags_unknown_bit", "protocols", "rule 0 invflags |= 0x80 (past IP6T_INV_MASK)", |b| { let e = b.first_rule()?; b.set_u8(e.off + E6_INV, 0x80); Ok(()) }),
+        m!("invflags_frag", "protocols", "rule 0 invflags = IP6T_INV_FRAG (0x20, known, meaningless)", |b| { let e = b.first_rule()?; b.set_u8(e.off + E6_INV, 0x20); Ok(()) }),
+        m!("tos_set", "protocols", "rule 0 tos = 0xb8 (not checked)", |b| { let e = b.first_rule()?; b.set_u8(e.off + E6_TOS, 0xb8); Ok(()) }),
+        m!("ip6_pad_set", "protocols", "rule 0 ip6t_ip6 padding bytes = 0xaa (not checked)", |b| { let e = b.first_rule()?; b.b[e.off + E6_PAD..e.off + E6_PAD + 3].fill(0xaa); Ok(()) }),
+        // Underflows: unconditional() compares all of ip6t_ip6, padding included.
+        m!("underflow6_pad", "empty", "INPUT policy entry: a padding byte of ip6t_ip6 = 1", |b| { let e = b.policy(NF_INET_LOCAL_IN)?; b.set_u8(e.off + E6_PAD + 2, 1); Ok(()) }),
+        m!("underflow6_tos", "empty", "INPUT policy entry: tos = 1", |b| { let e = b.policy(NF_INET_LOCAL_IN)?; b.set_u8(e.off + E6_TOS, 1); Ok(()) }),
+        m!("underflow6_flag_proto", "empty", "INPUT policy entry: flags = IP6T_F_PROTO with proto 0", |b| { let e = b.policy(NF_INET_LOCAL_IN)?; b.set_u8(e.off + E6_FLAGS, IP6T_F_PROTO); Ok(()) }),
+        m!("underflow6_src", "empty", "INPUT policy entry: -s 2001:db8::/16", |b| { let e = b.policy(NF_INET_LOCAL_IN)?; b.b[e.off..e.off + 2].copy_from_slice(&[0x20, 0x01]); b.b[e.off + 32..e.off + 34].fill(0xff); Ok(()) }),
+        m!("underflow6_entry_pad", "empty", "INPUT policy entry: ip6t_entry's padding after comefrom = 0xff (outside ip6t_ip6)", |b| { let e = b.policy(NF_INET_LOCAL_IN)?; b.b[e.off + E6_ENTRY_PAD..e.off + E6_ENTRY_PAD + 4].fill(0xff); Ok(()) }),
+        m!("underflow6_nfcache", "empty", "INPUT policy entry: nfcache = 0xffffffff", |b| { let e = b.policy(NF_INET_LOCAL_IN)?; b.set_u32(e.off + 136, u32::MAX); Ok(()) }),
+        m!("underflow6_return", "empty", "INPUT policy verdict = XT_RETURN", |b| { let e = b.policy(NF_INET_LOCAL_IN)?; b.set_i32(e.verdict_off(), -5); Ok(()) }),
+        m!("hook_entry_mid_entry6", "empty", "hook_entry[INPUT] += 8", |b| { let v = b.hook_entry(NF_INET_LOCAL_IN); b.set_u32(H_HOOK_ENTRY + 4, v + 8); Ok(()) }),
+        m!("hooks_unsorted6", "empty", "INPUT and OUTPUT hook entries and underflows swapped", |b| { let (hi, ui, ho, uo) = (b.hook_entry(1), b.underflow(1), b.hook_entry(3), b.underflow(3)); b.set_u32(H_HOOK_ENTRY + 4, ho); b.set_u32(H_UNDERFLOW + 4, uo); b.set_u32(H_HOOK_ENTRY + 12, hi); b.set_u32(H_UNDERFLOW + 12, ui); Ok(()) }),
+        m!("table_nat6", "empty", "table name \"nat\" with filter's hooks", |b| { set_name(b, 0, 32, b"nat"); Ok(()) }),
+        m!("table_security6", "empty", "table name \"security\" (filter's hooks)", |b| { set_name(b, 0, 32, b"security"); Ok(()) }),
+        m!("num_counters_plus1_6", "empty", "num_counters = current entries + 1", |b| { let n = b.u32(H_NUM_COUNTERS); b.set_u32(H_NUM_COUNTERS, n + 1); Ok(()) }),
+        m!("num_entries_minus1_6", "chains", "num_entries one less than present", |b| { let n = b.u32(H_NUM_ENTRIES); b.set_u32(H_NUM_ENTRIES, n - 1); Ok(()) }),
+        // Jumps.
+        m!("jump_mid_entry6", "chains", "first jump verdict += 8", |b| { let j = b.jumps().first().cloned().context("no jump")?; let v = j.verdict.context("v")?; b.set_i32(j.verdict_off(), v + 8); Ok(()) }),
+        m!("jump_self_loop6", "chains", "the last jump of the table jumps to itself", |b| { let j = b.jumps().last().cloned().context("no jump")?; b.set_u32(j.verdict_off(), j.rel()); Ok(()) }),
+        m!("goto_flag_cleared", "chains", "every IP6T_F_GOTO cleared (gotos become jumps)", |b| { for e in b.ents.clone() { let f = b.b[e.off + E6_FLAGS]; b.set_u8(e.off + E6_FLAGS, f & !0x04); } Ok(()) }),
+        // xt_check_match's protocol test reads ip6t_ip6.proto and IP6T_INV_PROTO.
+        m!("tcp_proto_udp", "protocols", "rule 0 (-p tcp -m tcp) proto = 17", |b| { let e = b.first_rule()?; b.set_u16(e.off + E6_PROTO, 17); Ok(()) }),
+        m!("tcp_proto_inverted", "protocols", "rule 0 (-p tcp -m tcp) invflags |= IP6T_INV_PROTO", |b| { let e = b.first_rule()?; b.set_u8(e.off + E6_INV, 0x40); Ok(()) }),
+        m!("tcp_without_flag_proto", "protocols", "rule 0 (-p tcp -m tcp) flags &= ~IP6T_F_PROTO, proto still 6", |b| { let e = b.first_rule()?; b.set_u8(e.off + E6_FLAGS, 0); Ok(()) }),
+        m!("icmp6_proto_icmp", "protocols", "first icmp6 rule: proto = 1 (IPPROTO_ICMP)", |b| { let (e, _) = b.with_match("icmp6")?; b.set_u16(e.off + E6_PROTO, 1); Ok(()) }),
+        m!("icmp6_invflags_2", "protocols", "first icmp6 match invflags = 2", |b| { let (_, o) = p(b, "icmp6", |_, _| true)?; b.set_u8(o + 3, 2); Ok(()) }),
+        m!("icmp6_renamed_icmp", "protocols", "first icmp6 match renamed \"icmp\" (IPv4 only)", |b| { let (_, m) = b.with_match("icmp6")?; set_name(b, m.off + 2, 29, b"icmp"); Ok(()) }),
+        m!("icmp6_revision_1", "protocols", "first icmp6 match revision 1", |b| { let (_, m) = b.with_match("icmp6")?; b.set_u8(m.off + 31, 1); Ok(()) }),
+        m!("multiport_proto_icmp6", "matches", "first multiport rule: proto = 58", |b| { let (e, _) = b.with_match("multiport")?; b.set_u16(e.off + E6_PROTO, 58); Ok(()) }),
+        // IPv6 matches.
+        m!("hl_mode_7", "ipv6_ext", "first hl match mode = 7 (no checkentry)", |b| { let (_, o) = p(b, "hl", |_, _| true)?; b.set_u8(o, 7); Ok(()) }),
+        m!("hl_revision_1", "ipv6_ext", "first hl match revision 1", |b| { let (_, m) = b.with_match("hl")?; b.set_u8(m.off + 31, 1); Ok(()) }),
+        m!("frag_invflags_4", "ipv6_ext", "first frag match invflags = 4 (past IP6T_FRAG_INV_MASK)", |b| { let (_, o) = p(b, "frag", |_, _| true)?; b.set_u8(o + 13, 4); Ok(()) }),
+        m!("frag_flags_ff", "ipv6_ext", "first frag match flags = 0xff (not checked)", |b| { let (_, o) = p(b, "frag", |_, _| true)?; b.set_u8(o + 12, 0xff); Ok(()) }),
+        m!("ipv6header_hard_invflags_1", "ipv6_ext", "ipv6header without --soft: invflags = 1 (neither 0 nor 0xff)", |b| { let (_, o) = p(b, "ipv6header", |b, o| b.b[o + 2] == 0 && b.b[o + 1] == 0)?; b.set_u8(o + 1, 1); Ok(()) }),
+        m!("ipv6header_hard_invflags_ff", "ipv6_ext", "ipv6header without --soft: invflags = 0xff", |b| { let (_, o) = p(b, "ipv6header", |b, o| b.b[o + 2] == 0 && b.b[o + 1] == 0)?; b.set_u8(o + 1, 0xff); Ok(()) }),
+        m!("ipv6header_soft_invflags_1", "ipv6_ext", "ipv6header --soft: invflags = 1", |b| { let (_, o) = p(b, "ipv6header", |b, o| b.b[o + 2] != 0)?; b.set_u8(o + 1, 1); Ok(()) }),
+        m!("hbh_nstrict", "ipv6_ext", "first hbh match flags |= IP6T_OPTS_NSTRICT", |b| { let (_, o) = p(b, "hbh", |_, _| true)?; let f = b.b[o + 4]; b.set_u8(o + 4, f | 4); Ok(()) }),
+        m!("hbh_invflags_2", "ipv6_ext", "first hbh match invflags = 2", |b| { let (_, o) = p(b, "hbh", |_, _| true)?; b.set_u8(o + 5, 2); Ok(()) }),
+        m!("hbh_optsnr_16", "ipv6_ext", "the hbh --hbh-opts rule's optsnr = 16 (IP6T_OPTS_OPTSNR)", |b| { let (_, o) = p(b, "hbh", |b, o| b.b[o + 38] != 0)?; b.set_u8(o + 38, 16); Ok(()) }),
+        m!("hbh_optsnr_17", "ipv6_ext", "the hbh --hbh-opts rule's optsnr = 17", |b| { let (_, o) = p(b, "hbh", |b, o| b.b[o + 38] != 0)?; b.set_u8(o + 38, 17); Ok(()) }),
+        m!("hbh_optsnr_17_nstrict", "ipv6_ext", "optsnr = 17 and IP6T_OPTS_NSTRICT (which check comes first: both EINVAL)", |b| { let (_, o) = p(b, "hbh", |b, o| b.b[o + 38] != 0)?; b.set_u8(o + 38, 17); let f = b.b[o + 4]; b.set_u8(o + 4, f | 4); Ok(()) }),
+        m!("rt_addrnr_16", "ipv6_ext", "the --rt-0-addrs rule's addrnr = 16 (IP6T_RT_HOPS)", |b| { let (_, o) = p(b, "rt", |b, o| b.b[o + 276] != 0)?; b.set_u8(o + 276, 16); Ok(()) }),
+        m!("rt_addrnr_17", "ipv6_ext", "the --rt-0-addrs rule's addrnr = 17", |b| { let (_, o) = p(b, "rt", |b, o| b.b[o + 276] != 0)?; b.set_u8(o + 276, 17); Ok(()) }),
+        m!("dst_nstrict", "ipv6_ext", "first dst match flags |= IP6T_OPTS_NSTRICT", |b| { let (_, o) = p(b, "dst", |_, _| true)?; let f = b.b[o + 4]; b.set_u8(o + 4, f | 4); Ok(()) }),
+        m!("dst_renamed_hbh", "ipv6_ext", "first dst match renamed \"hbh\" (same payload)", |b| { let (_, m) = b.with_match("dst")?; set_name(b, m.off + 2, 29, b"hbh"); Ok(()) }),
+        m!("rt_invflags_8", "ipv6_ext", "first rt match invflags = 8", |b| { let (_, o) = p(b, "rt", |_, _| true)?; b.set_u8(o + 17, 8); Ok(()) }),
+        m!("rt0_res_type_2", "ipv6_ext", "the --rt-0-res rule's rt_type = 2", |b| { let (_, o) = p(b, "rt", |b, o| b.b[o + 16] & 0x08 != 0)?; b.set_u32(o, 2); Ok(()) }),
+        m!("rt0_res_type_inverted", "ipv6_ext", "the --rt-0-res rule's invflags |= IP6T_RT_INV_TYP", |b| { let (_, o) = p(b, "rt", |b, o| b.b[o + 16] & 0x08 != 0)?; let f = b.b[o + 17]; b.set_u8(o + 17, f | 1); Ok(()) }),
+        m!("rt0_res_no_type_flag", "ipv6_ext", "the --rt-0-res rule's flags &= ~IP6T_RT_TYP", |b| { let (_, o) = p(b, "rt", |b, o| b.b[o + 16] & 0x08 != 0)?; let f = b.b[o + 16]; b.set_u8(o + 16, f & !1); Ok(()) }),
+        m!("rt_type2_fst", "ipv6_ext", "the --rt-type 2 rule gets IP6T_RT_FST", |b| { let (_, o) = p(b, "rt", |b, o| b.u32(o) == 2)?; let f = b.b[o + 16]; b.set_u8(o + 16, f | 0x10); Ok(()) }),
+        m!("mac_revision_1", "ipv6_ext", "first mac match revision 1", |b| { let (_, m) = b.with_match("mac")?; b.set_u8(m.off + 31, 1); Ok(()) }),
+        m!("eui64_revision_1", "ipv6_ext", "first eui64 match revision 1", |b| { let (_, m) = b.with_match("eui64")?; b.set_u8(m.off + 31, 1); Ok(()) }),
+        m!("eui64_payload_ff", "ipv6_ext", "first eui64 match's int = 0xffffffff (unused)", |b| { let (_, o) = p(b, "eui64", |_, _| true)?; b.set_u32(o, u32::MAX); Ok(()) }),
+        m!("mac_in_output", "protocols", "OUTPUT's -p tcp -m tcp rule: the 48-byte tcp match renamed \"mac\" (mac is for PREROUTING, INPUT, FORWARD)", |b| { let e = b.at_rel(b.hook_entry(NF_INET_LOCAL_OUT))?; let m = e.match_named("tcp").cloned().context("no tcp in OUTPUT")?; set_name(b, m.off + 2, 29, b"mac"); Ok(()) }),
+        m!("mac_in_forward", "protocols", "FORWARD's -p udp -m udp rule: the 48-byte udp match renamed \"mac\" (allowed)", |b| { let e = b.at_rel(b.hook_entry(NF_INET_FORWARD))?; let m = e.match_named("udp").cloned().context("no udp in FORWARD")?; set_name(b, m.off + 2, 29, b"mac"); Ok(()) }),
+        // Targets.
+        m!("reject6_echo_reply", "log_reject", "first REJECT with = IP6T_ICMP6_ECHOREPLY (5)", |b| { let e = with_target(b, "REJECT", |_, _| true)?; b.set_u32(e.target.off + XT_HDR, 5); Ok(()) }),
+        m!("reject6_with_9", "log_reject", "first REJECT with = 9 (unknown)", |b| { let e = with_target(b, "REJECT", |_, _| true)?; b.set_u32(e.target.off + XT_HDR, 9); Ok(()) }),
+        m!("reject6_with_max", "log_reject", "first REJECT with = 0xffffffff", |b| { let e = with_target(b, "REJECT", |_, _| true)?; b.set_u32(e.target.off + XT_HDR, u32::MAX); Ok(()) }),
+        m!("reject6_ipv4_tcp_reset", "log_reject", "a non-tcp REJECT with = 7 (IPv4's IPT_TCP_RESET; for IPv6 IP6T_ICMP6_POLICY_FAIL)", |b| { let e = with_target(b, "REJECT", |b, e| b.u32(e.target.off + XT_HDR) == 0)?; b.set_u32(e.target.off + XT_HDR, 7); Ok(()) }),
+        m!("reject6_reset_no_flag_proto", "log_reject", "-p tcp -j REJECT --reject-with tcp-reset: flags &= ~IP6T_F_PROTO (proto still 6)", |b| { let e = reset6(b)?; b.set_u8(e.off + E6_FLAGS, 0); Ok(()) }),
+        m!("reject6_reset_udp", "log_reject", "-p tcp -j REJECT --reject-with tcp-reset: proto = 17", |b| { let e = reset6(b)?; b.set_u16(e.off + E6_PROTO, 17); Ok(()) }),
+        m!("reject6_reset_inverted", "log_reject", "-p tcp -j REJECT --reject-with tcp-reset: invflags |= IP6T_INV_PROTO", |b| { let e = reset6(b)?; b.set_u8(e.off + E6_INV, 0x40); Ok(()) }),
+        m!("reject6_reset_on_any", "log_reject", "a non-tcp REJECT with = IP6T_TCP_RESET", |b| { let e = with_target(b, "REJECT", |b, e| b.u32(e.target.off + XT_HDR) == 0)?; b.set_u32(e.target.off + XT_HDR, 6); Ok(()) }),
+        m!("reject6_revision_1", "log_reject", "first REJECT revision 1", |b| { let e = with_target(b, "REJECT", |_, _| true)?; b.set_u8(e.target.off + 31, 1); Ok(()) }),
+        m!("log6_level_8", "log_reject", "first LOG level = 8", |b| { let e = with_target(b, "LOG", |_, _| true)?; b.set_u8(e.target.off + XT_HDR, 8); Ok(()) }),
+        m!("log6_prefix_unterminated", "log_reject", "first LOG prefix = 30 x 'a'", |b| { let e = with_target(b, "LOG", |_, _| true)?; b.b[e.target.off + XT_HDR + LOG_PREFIX..e.target.off + XT_HDR + LOG_PREFIX + LOG_PREFIX_LEN].fill(b'a'); Ok(()) }),
+        // SET_ADD_COUNTERS.
+        m!("addcnt6_control", "chains", "add_counters", "restore", "unmutated ADD_COUNTERS blob (control)", |_| Ok(())),
+        m!("addcnt6_len_short", "chains", "add_counters", "restore", "last 16 bytes cut", |b| { let n = b.b.len() - 16; b.b.truncate(n); Ok(()) }),
+        m!("addcnt6_count_plus1", "chains", "add_counters", "restore", "num_counters + 1 and 16 bytes appended", |b| { let n = b.u32(32); b.set_u32(32, n + 1); b.b.extend_from_slice(&[0; 16]); Ok(()) }),
+        m!("addcnt6_unknown_table", "chains", "add_counters", "restore", "table name \"nosuchtable\"", |b| { set_name(b, 0, 32, b"nosuchtable"); Ok(()) }),
+    ]
+}
+
 fn make(name: &str, captured: &Path, out: &Path) -> Result<()> {
-    let all = mutations();
+    let all = if ipv6() { mutations6() } else { mutations() };
     let m = all
         .iter()
         .find(|m| m.name == name)
@@ -621,7 +765,8 @@ fn make(name: &str, captured: &Path, out: &Path) -> Result<()> {
     };
     let path = captured.join(m.base).join(file);
     let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-    let mut blob = if m.kind == "add_counters" {
+    // a base outside the family's captures (`../captured/...`) is sent as it is
+    let mut blob = if m.kind == "add_counters" || m.base.starts_with("../") {
         Blob {
             b: bytes,
             ents: Vec::new(),
@@ -637,6 +782,9 @@ fn make(name: &str, captured: &Path, out: &Path) -> Result<()> {
 #[derive(Debug, Parser)]
 #[command(name = "xt-mutate", args_override_self = true)]
 struct Args {
+    /// The ip6tables mutations (bases under captured6/).
+    #[arg(long, global = true)]
+    ipv6: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -654,10 +802,12 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
-    match Args::parse().cmd {
+    let args = Args::parse();
+    IPV6.store(args.ipv6, std::sync::atomic::Ordering::Relaxed);
+    match args.cmd {
         Cmd::List => {
             let mut seen = std::collections::HashSet::new();
-            for m in mutations() {
+            for m in if ipv6() { mutations6() } else { mutations() } {
                 if !seen.insert(m.name) {
                     bail!("duplicate mutation {}", m.name);
                 }
