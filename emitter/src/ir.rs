@@ -13,15 +13,25 @@
 //! [`crate::reference`] is the executable form.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     /// NFPROTO_IPV4
     Ipv4,
-    /// NFPROTO_IPV6 (not generated yet)
+    /// NFPROTO_IPV6 (ip6t_do_table)
     Ipv6,
+}
+
+impl Family {
+    /// The NFPROTO_* number (what an event record's family byte holds).
+    pub fn nfproto(self) -> u8 {
+        match self {
+            Family::Ipv4 => 2,
+            Family::Ipv6 => 10,
+        }
+    }
 }
 
 /// Netfilter hook.
@@ -347,6 +357,31 @@ pub struct IpRangeMatch {
     pub inv_dst: bool,
 }
 
+/// `-m iprange` revision 1 for IPv6 (`iprange_mt6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpRange6Match {
+    /// --src-range (IPRANGE_SRC)
+    pub src: Option<(Ipv6Addr, Ipv6Addr)>,
+    /// --dst-range (IPRANGE_DST)
+    pub dst: Option<(Ipv6Addr, Ipv6Addr)>,
+    /// IPRANGE_SRC_INV
+    pub inv_src: bool,
+    /// IPRANGE_DST_INV
+    pub inv_dst: bool,
+}
+
+/// The `mode` values of [`Match::HopLimit`] (ip6t_hl.h).
+pub mod hl {
+    /// IP6T_HL_EQ: equal
+    pub const EQ: u8 = 0;
+    /// IP6T_HL_NE: not equal
+    pub const NE: u8 = 1;
+    /// IP6T_HL_LT: less than
+    pub const LT: u8 = 2;
+    /// IP6T_HL_GT: greater than
+    pub const GT: u8 = 3;
+}
+
 /// The state bits of `-m conntrack --ctstate` (xt_conntrack.h XT_CONNTRACK_STATE_*): bit
 /// `ctinfo % IP_CT_IS_REPLY + 1` for a tracked packet, and these.
 pub mod ctstate {
@@ -509,6 +544,55 @@ pub enum Match {
     /// `-m hashlimit` (xt_hashlimit): a token bucket per key in a named table of the
     /// namespace.
     Hashlimit(HashlimitMatch),
+    /// IPv6 source address: `ipv6_masked_addr_cmp(saddr, mask, addr)`, i.e.
+    /// `((saddr ^ addr) & mask) != 0`, fails, inverted by `invert` (IP6T_INV_SRCIP). Unlike
+    /// IPv4's test, bits of `addr` outside `mask` never count.
+    Ipv6Src {
+        /// address
+        addr: Ipv6Addr,
+        /// mask
+        mask: Ipv6Addr,
+        /// IP6T_INV_SRCIP
+        invert: bool,
+    },
+    /// IPv6 destination address, as `Ipv6Src` (IP6T_INV_DSTIP).
+    Ipv6Dst {
+        /// address
+        addr: Ipv6Addr,
+        /// mask
+        mask: Ipv6Addr,
+        /// IP6T_INV_DSTIP
+        invert: bool,
+    },
+    /// What `ip6_packet_match` does for an entry with IP6T_F_PROTO: `ipv6_find_hdr(skb,
+    /// &thoff, -1, &fragoff)` from the IPv6 header; a failed walk (truncated extension
+    /// header, a non-first fragment whose next header is an extension header) hotdrops;
+    /// otherwise the transport offset and fragment offset of this rule's later matches (tcp,
+    /// udp, icmp6, multiport) are the walk's, and the test is `proto == found` (inverted by
+    /// `invert`) except that `proto` 0 (`-p all`) matches whatever `invert` says. Only valid
+    /// in IPv6 programs; a front end emits it for IP6T_F_PROTO entries only, before their
+    /// matches, and the code generator refuses a transport match not preceded by it.
+    Ipv6Protocol {
+        /// protocol number (0: all)
+        proto: u8,
+        /// IP6T_INV_PROTO
+        invert: bool,
+    },
+    /// `-m icmp6` (ip6t_icmp `icmp6_match`): no match in a non-first fragment, hotdrop when
+    /// the 8-byte ICMPv6 header cannot be read, then `type == icmp_type && code in
+    /// [code_min, code_max]` inverted by `invert` (no "any type" value: 0xFF is type 255).
+    Icmp6(IcmpMatch),
+    /// `-m hl` (ip6t_hl `hl_mt6`): the IPv6 hop limit compared with `value` by `mode`
+    /// ([`hl`]: IP6T_HL_EQ/NE/LT/GT); any other mode never matches.
+    HopLimit {
+        /// IP6T_HL_* comparison
+        mode: u8,
+        /// hop limit
+        value: u8,
+    },
+    /// `-m iprange` revision 1 in an IPv6 program (`iprange_mt6`): inclusive ranges of
+    /// addresses compared as 128-bit big-endian numbers (`iprange_ipv6_lt`).
+    IpRange6(IpRange6Match),
     /// `-m tcpmss` (xt_tcpmss): the value of the TCP header's MSS option.
     TcpMss(TcpMssMatch),
 }
@@ -876,7 +960,12 @@ impl Match {
     pub fn can_hotdrop(&self) -> bool {
         matches!(
             self,
-            Match::Tcp(_) | Match::Udp(_) | Match::Icmp(_) | Match::Multiport(_)
+            Match::Tcp(_)
+                | Match::Udp(_)
+                | Match::Icmp(_)
+                | Match::Multiport(_)
+                | Match::Ipv6Protocol { .. }
+                | Match::Icmp6(_)
         )
     }
 }

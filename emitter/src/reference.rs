@@ -1,5 +1,6 @@
-//! Reference evaluator: a direct interpreter of the IR over one IPv4 packet, written from
-//! the kernel's ipt_do_table and the x_tables matches (SEMANTICS.md), not from the code
+//! Reference evaluator: a direct interpreter of the IR over one packet, written from the
+//! kernel's ipt_do_table (IPv4 programs) and ip6t_do_table / ip6_packet_match /
+//! ipv6_find_hdr (IPv6 programs) and the x_tables matches (SEMANTICS.md), not from the code
 //! generator. Tests compare the generated BPF against it.
 
 use crate::ir::{
@@ -273,6 +274,71 @@ struct Parsed<'a> {
     proto: u8,
     fragoff: u16,
     thoff: usize,
+    /// IPv6 programs: the addresses, the hop limit and what `ipv6_find_hdr` returns
+    v6: Option<V6>,
+}
+
+/// The IPv6 header fields the matches read, and the result of the protocol walk.
+#[derive(Debug, Clone, Copy)]
+struct V6 {
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    hop_limit: u8,
+    /// `ipv6_find_hdr(skb, &thoff (0), -1, &fragoff, NULL)`: (protocol, thoff, fragoff), or
+    /// None when it returns an error
+    walk: Option<(u8, usize, u16)>,
+}
+
+/// `ipv6_ext_hdr` (net/ipv6/exthdrs_core.c): hop-by-hop, routing, fragment, AH, no next
+/// header, destination options.
+pub fn ipv6_ext_hdr(nexthdr: u8) -> bool {
+    matches!(nexthdr, 0 | 43 | 44 | 51 | 59 | 60)
+}
+
+/// `ipv6_find_hdr(skb, &offset, -1, &fragoff, NULL)` with `offset` 0, as `ip6_packet_match`
+/// calls it for an IP6T_F_PROTO entry, over `data` (the packet from its IPv6 header):
+/// `Some((protocol, transport offset, fragment offset))`, or None for its errors (-EBADMSG
+/// when a header it reads is cut short, -ENOENT for a non-first fragment whose next header
+/// is an extension header). The offset of a non-first fragment stays 0, as the kernel leaves
+/// `*offset` untouched there; the fragment offset is in bytes (`frag_off & ~7`).
+pub fn ipv6_find_hdr(data: &[u8]) -> Option<(u8, usize, u16)> {
+    let mut nexthdr = *data.get(6)?;
+    let mut start = 40usize;
+    loop {
+        if !ipv6_ext_hdr(nexthdr) || nexthdr == 59 {
+            return Some((nexthdr, start, 0));
+        }
+        // skb_header_pointer of the 2-byte ipv6_opt_hdr
+        let hp = data.get(start..start + 2)?;
+        if nexthdr == 43 {
+            // the 4-byte ipv6_rt_hdr is read too (for IP6_FH_F_SKIP_RH)
+            data.get(start..start + 4)?;
+        }
+        let hdrlen = if nexthdr == 44 {
+            let fp = data.get(start + 2..start + 4)?;
+            let frag_off = u16::from_be_bytes([fp[0], fp[1]]) & !7;
+            if frag_off != 0 {
+                if !ipv6_ext_hdr(hp[0]) || hp[0] == 59 {
+                    return Some((hp[0], 0, frag_off));
+                }
+                return None;
+            }
+            8
+        } else if nexthdr == 51 {
+            (usize::from(hp[1]) + 2) << 2
+        } else {
+            (usize::from(hp[1]) + 1) << 3
+        };
+        nexthdr = hp[0];
+        start += hdrlen;
+    }
+}
+
+/// `ipv6_masked_addr_cmp`: `((a ^ addr) & mask) != 0` (unlike IPv4's `(a & mask) !=
+/// addr`, the rule's address counts only under its mask).
+fn masked_differ(a: &[u8; 16], mask: &std::net::Ipv6Addr, addr: &std::net::Ipv6Addr) -> bool {
+    let (m, x) = (mask.octets(), addr.octets());
+    (0..16).any(|k| (a[k] ^ x[k]) & m[k] != 0)
 }
 
 impl Parsed<'_> {
@@ -322,9 +388,10 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
         Match::Addrtype(m) => b(addrtype_mt(m, p.saddr, p.daddr, pkt)),
         Match::Owner(m) => b(owner_mt(m, pkt.sock)),
         Match::PktType { pkttype, invert } => {
-            // PACKET_LOOPBACK (5): multicast destination -> MULTICAST, else BROADCAST
+            // PACKET_LOOPBACK (5): multicast destination -> MULTICAST, else BROADCAST; in
+            // IPv6 always MULTICAST
             let t = match pkt.pkt_type {
-                5 if p.daddr >> 28 == 0xe => 2,
+                5 if p.v6.is_some() || p.daddr >> 28 == 0xe => 2,
                 5 => 1,
                 t => t,
             };
@@ -425,6 +492,49 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
             b(port_in(sport, u.sport.lo, u.sport.hi, u.inv_sport)
                 && port_in(dport, u.dport.lo, u.dport.hi, u.inv_dport))
         }
+        Match::Ipv6Src { addr, mask, invert } => match &p.v6 {
+            Some(v) => b(masked_differ(&v.saddr, mask, addr) == *invert),
+            None => No,
+        },
+        Match::Ipv6Dst { addr, mask, invert } => match &p.v6 {
+            Some(v) => b(masked_differ(&v.daddr, mask, addr) == *invert),
+            None => No,
+        },
+        // evaluated by `rule_matches`, which keeps the offsets it sets
+        Match::Ipv6Protocol { .. } => No,
+        Match::HopLimit { mode, value } => {
+            let Some(v) = &p.v6 else { return No };
+            b(match *mode {
+                crate::ir::hl::EQ => v.hop_limit == *value,
+                crate::ir::hl::NE => v.hop_limit != *value,
+                crate::ir::hl::LT => v.hop_limit < *value,
+                crate::ir::hl::GT => v.hop_limit > *value,
+                _ => false,
+            })
+        }
+        Match::IpRange6(r) => {
+            let Some(v) = &p.v6 else { return No };
+            let num = |a: &[u8; 16]| u128::from_be_bytes(*a);
+            for (range, x, inv) in [(r.src, &v.saddr, r.inv_src), (r.dst, &v.daddr, r.inv_dst)] {
+                if let Some((lo, hi)) = range {
+                    let out = num(x) < u128::from(lo) || num(x) > u128::from(hi);
+                    if out != inv {
+                        return No;
+                    }
+                }
+            }
+            Yes
+        }
+        Match::Icmp6(i) => {
+            if p.fragoff != 0 {
+                return No;
+            }
+            let Some(ic) = p.header(p.thoff, 8) else {
+                return Hotdrop;
+            };
+            let hit = ic[0] == i.icmp_type && ic[1] >= i.code_min && ic[1] <= i.code_max;
+            b(hit != i.invert)
+        }
         Match::Icmp(i) => {
             if p.fragoff != 0 {
                 return No;
@@ -496,9 +606,89 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
 }
 
 /// Run `prog` on `pkt` the way ipt_do_table would.
+/// `ip6_packet_match`'s protocol part (IP6T_F_PROTO): sets the rule's transport and
+/// fragment offsets from the walk.
+fn ipv6_protocol(proto: u8, invert: bool, p: &mut Parsed<'_>) -> MatchResult {
+    let Some(v) = p.v6 else {
+        return MatchResult::No;
+    };
+    // a negative return leaves the fragment offset 0: always the hotdrop
+    let Some((found, thoff, fragoff)) = v.walk else {
+        return MatchResult::Hotdrop;
+    };
+    p.thoff = thoff;
+    p.fragoff = fragoff;
+    if proto == found {
+        return if invert {
+            MatchResult::No
+        } else {
+            MatchResult::Yes
+        };
+    }
+    if proto != 0 && !invert {
+        return MatchResult::No;
+    }
+    MatchResult::Yes
+}
+
+/// The matches of one rule, in order.
+fn rule_matches(matches: &[Match], p: &mut Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
+    if p.v6.is_some() {
+        // ip6t_do_table: `acpar.thoff = 0` before every rule; the fragment offset is only
+        // ever read after the rule's own protocol walk set it (front ends guarantee it)
+        p.thoff = 0;
+        p.fragoff = 0;
+    }
+    for m in matches {
+        let r = match m {
+            Match::Ipv6Protocol { proto, invert } => ipv6_protocol(*proto, *invert, p),
+            m => eval_match(m, p, pkt),
+        };
+        match r {
+            MatchResult::Yes => {}
+            r => return r,
+        }
+    }
+    MatchResult::Yes
+}
+
+/// Parse an IPv6 packet (None: shorter than its header, which no hook sees).
+fn parse6(d: &[u8]) -> Option<Parsed<'_>> {
+    if d.len() < 40 {
+        return None;
+    }
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    saddr.copy_from_slice(&d[8..24]);
+    daddr.copy_from_slice(&d[24..40]);
+    Some(Parsed {
+        data: d,
+        saddr: 0,
+        daddr: 0,
+        proto: 0,
+        fragoff: 0,
+        thoff: 0,
+        v6: Some(V6 {
+            saddr,
+            daddr,
+            hop_limit: d[7],
+            walk: ipv6_find_hdr(d),
+        }),
+    })
+}
+
 pub fn evaluate(prog: &Program, pkt: &Packet<'_>) -> Outcome {
     let d = pkt.data;
-    let mut counted = Vec::new();
+    let counted = Vec::new();
+    if prog.family == crate::ir::Family::Ipv6 {
+        let Some(p) = parse6(d) else {
+            return Outcome {
+                verdict: Verdict::Drop,
+                counted,
+            };
+        };
+        return run(prog, p, pkt);
+    }
     if d.len() < 20 {
         // never seen at a netfilter hook; the generated code drops it
         return Outcome {
@@ -513,7 +703,14 @@ pub fn evaluate(prog: &Program, pkt: &Packet<'_>) -> Outcome {
         proto: d[9],
         fragoff: u16::from_be_bytes([d[6], d[7]]) & 0x1fff,
         thoff: usize::from(d[0] & 0xf) * 4,
+        v6: None,
     };
+    run(prog, p, pkt)
+}
+
+/// ipt_do_table / ip6t_do_table over a parsed packet.
+fn run(prog: &Program, mut p: Parsed<'_>, pkt: &Packet<'_>) -> Outcome {
+    let mut counted = Vec::new();
     let mut stack: Vec<(ChainId, usize)> = Vec::new();
     let (mut chain, mut idx) = (prog.entry, 0usize);
     // A chain graph without loops ends; the bound only guards against a malformed program.
@@ -524,22 +721,16 @@ pub fn evaluate(prog: &Program, pkt: &Packet<'_>) -> Outcome {
             ret = true;
         } else {
             let rule = &rules[idx];
-            let mut matched = true;
-            for m in &rule.matches {
-                match eval_match(m, &p, pkt) {
-                    MatchResult::Yes => {}
-                    MatchResult::No => {
-                        matched = false;
-                        break;
-                    }
-                    MatchResult::Hotdrop => {
-                        return Outcome {
-                            verdict: Verdict::Drop,
-                            counted,
-                        }
+            let matched = match rule_matches(&rule.matches, &mut p, pkt) {
+                MatchResult::Yes => true,
+                MatchResult::No => false,
+                MatchResult::Hotdrop => {
+                    return Outcome {
+                        verdict: Verdict::Drop,
+                        counted,
                     }
                 }
-            }
+            };
             if !matched {
                 idx += 1;
                 continue;

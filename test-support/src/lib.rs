@@ -5,6 +5,7 @@
 //! - [`netns`]: network namespaces, veth pairs, threads inside a namespace, shell commands;
 //! - [`snmp`]: `/proc/net/snmp` counters (`Ip: InReceives`);
 //! - [`packet`]: IPv4 headers and Internet checksums;
+//! - [`ipv6`]: IPv6 packets with extension-header chains;
 //! - `ir` (feature `ir`): builders of the emitter's IR (matches, rules, chains).
 //!
 //! It is a crate, not a `tests/common` module, because the packages that use it are several
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod gate;
+pub mod ipv6;
 #[cfg(feature = "ir")]
 pub mod ir;
 pub mod netns;

@@ -100,7 +100,7 @@ impl std::fmt::Display for PacketAccess {
 
 /// Bytes of the IP header and of the transport header the record is filled from.
 const IP_HDR: i32 = 20;
-const TH_HDR: i32 = 20;
+pub(super) const TH_HDR: i32 = 20;
 
 impl Generator<'_> {
     /// Parse the packet into the record (see the module doc for what each field holds).
@@ -155,6 +155,10 @@ impl Generator<'_> {
         }
         b.emit(ldx(Size::W, R2, R7, off16(l.skb_len)?));
         b.emit(stx(Size::W, R10, rec::LEN, R2));
+        if self.prog.family == crate::ir::Family::Ipv6 {
+            return self.prologue6(feat);
+        }
+        let b = &mut self.b;
         let th_done = b.label();
         let dynptr = b.label();
         if self.access == PacketAccess::Cast {
@@ -304,7 +308,7 @@ impl Generator<'_> {
 
     /// Transport header fields from `base` (20 bytes, or fault-safe memory) into the record,
     /// whatever the length: no rule reads them before its availability guard.
-    fn parse_th(&mut self, base: Reg) {
+    pub(super) fn parse_th(&mut self, base: Reg) {
         use Reg::*;
         let b = &mut self.b;
         for (off, at) in [(0, rec::SPORT), (2, rec::DPORT)] {
@@ -327,7 +331,7 @@ impl Generator<'_> {
     }
 
     /// Load the hot registers from the record and pack `r9` (see "Register convention").
-    fn pack(&mut self) {
+    pub(super) fn pack(&mut self) {
         use Reg::*;
         let b = &mut self.b;
         b.emit(ldx(Size::W, R7, R10, rec::SADDR));
@@ -392,7 +396,7 @@ impl Generator<'_> {
     /// it the bytes available are `skb->len - thoff` whatever the fragment offset, and fewer
     /// than 20 are its hotdrop. A tcp match never reads OPTST then: its own guard (no match
     /// for a fragment, hotdrop under 20 bytes) comes first in the rule.
-    fn tcp_options(&mut self, feat: Features, parsed: Label) -> Result<(), EmitError> {
+    pub(super) fn tcp_options(&mut self, feat: Features, parsed: Label) -> Result<(), EmitError> {
         use Reg::*;
         let b = &mut self.b;
         if feat.tcp_option {
@@ -532,7 +536,7 @@ fn mss_step(b: &mut Builder) {
 
 /// Zero `len` (a multiple of 4) stack bytes at `off` (4-byte aligned), 8 bytes at a time
 /// where aligned.
-fn zero(b: &mut Builder, off: i16, len: i32) {
+pub(super) fn zero(b: &mut Builder, off: i16, len: i32) {
     let end = off + len as i16;
     let mut at = off;
     while at < end {
@@ -547,7 +551,7 @@ fn zero(b: &mut Builder, off: i16, len: i32) {
 }
 
 /// `r0 = bpf_dynptr_slice(&DYN, offset, r10 + buf, len)`.
-fn slice(b: &mut Builder, offset: Src, buf: i16, len: i32) {
+pub(super) fn slice(b: &mut Builder, offset: Src, buf: i16, len: i32) {
     use Reg::*;
     stack_ptr(b, R1, rec::DYN);
     b.emit(mov64(R2, offset));
@@ -557,7 +561,7 @@ fn slice(b: &mut Builder, offset: Src, buf: i16, len: i32) {
 }
 
 /// `bpf_dynptr_from_skb(skb, 0, r10 + dynptr)`.
-fn from_skb(b: &mut Builder, skb: Reg, dynptr: i16) {
+pub(super) fn from_skb(b: &mut Builder, skb: Reg, dynptr: i16) {
     use Reg::*;
     b.emit(mov64(R1, Src::Reg(skb)));
     b.emit(mov64(R2, Src::Imm(0)));
@@ -566,7 +570,7 @@ fn from_skb(b: &mut Builder, skb: Reg, dynptr: i16) {
 }
 
 /// `dst = r10 + off`: a pointer to a record field.
-fn stack_ptr(b: &mut Builder, dst: Reg, off: i16) {
+pub(super) fn stack_ptr(b: &mut Builder, dst: Reg, off: i16) {
     b.emit(mov64(dst, Src::Reg(Reg::R10)));
     b.emit(alu64(AluOp::Add, dst, Src::Imm(i32::from(off))));
 }

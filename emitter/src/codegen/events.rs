@@ -110,6 +110,7 @@ impl Generator<'_> {
         let l = *self.layout;
         let s = l.skb;
         let hook = self.prog.hook.number() as i32;
+        let family = self.prog.family.nfproto();
         let b = &mut self.b;
         b.bind(label)?;
         b.symbol("event");
@@ -151,7 +152,7 @@ impl Generator<'_> {
             b.emit(stx(Size::B, R9, at as i16, R1));
         }
         b.emit(st(Size::B, R9, off::HOOK as i16, hook));
-        b.emit(st(Size::B, R9, off::PF as i16, 2));
+        b.emit(st(Size::B, R9, off::PF as i16, i32::from(family)));
         b.emit(mov64(R1, Src::Reg(R8)));
         b.emit(alu64(AluOp::Rsh, R1, Src::Imm(32)));
         b.emit(stx(Size::W, R9, off::RULE as i16, R1));

@@ -153,6 +153,14 @@ impl Generator<'_> {
                         return Ok(false);
                     }
                 }
+                Test::WalkGuard => {
+                    // protocol 0: the prologue's ipv6_find_hdr walk failed
+                    frame.used.insert(HOTDROP);
+                    st.conditional = true;
+                    extract(&mut self.b, Reg::R1, Field::Proto);
+                    self.b
+                        .jmp32(JmpOp::Jeq, Reg::R1, Src::Imm(0), frame.hotdrop);
+                }
                 Test::OptGuard => {
                     if !st.opt_checked {
                         frame.used.insert(HOTDROP);
@@ -319,6 +327,7 @@ impl Generator<'_> {
                 min,
                 max,
                 invert,
+                ..
             } => {
                 b.emit(ldx(Size::B, R1, R6, rec::CODE));
                 outside(b, u32::from(min), u32::from(max));
@@ -364,6 +373,8 @@ impl Generator<'_> {
             | Test::TcpOption { .. }
             | Test::Guard { .. }
             | Test::OptGuard
+            | Test::WalkGuard
+            | Test::Addr6 { .. }
             | Test::Conntrack(_)
             | Test::State(_)
             | Test::Mark { .. }
@@ -461,8 +472,9 @@ impl Generator<'_> {
                 min,
                 max,
                 invert,
+                v6,
             } => {
-                if icmp_type == 0xff {
+                if icmp_type == 0xff && !v6 {
                     if invert {
                         b.ja(fail);
                     }
@@ -570,14 +582,19 @@ impl Generator<'_> {
                     b.emit(alu32(AluOp::Rsh, R1, Src::Imm(l.skb.pkt_type.1 as i32)));
                 }
                 b.emit(alu32(AluOp::And, R1, Src::Imm(7)));
-                // PACKET_LOOPBACK: MULTICAST for a multicast destination, else BROADCAST
+                // PACKET_LOOPBACK: MULTICAST for a multicast destination, else BROADCAST;
+                // in IPv6 always MULTICAST (pkttype_mt)
                 let done = b.label();
                 b.jmp32(JmpOp::Jne, R1, Src::Imm(5), done);
-                b.emit(mov32(R1, 1));
-                copy_addr(b, R2, rec::DADDR);
-                b.emit(alu32(AluOp::And, R2, Src::Imm(0xf0)));
-                b.jmp32(JmpOp::Jne, R2, Src::Imm(0xe0), done);
-                b.emit(mov32(R1, 2));
+                if self.prog.family == ir::Family::Ipv6 {
+                    b.emit(mov32(R1, 2));
+                } else {
+                    b.emit(mov32(R1, 1));
+                    copy_addr(b, R2, rec::DADDR);
+                    b.emit(alu32(AluOp::And, R2, Src::Imm(0xf0)));
+                    b.jmp32(JmpOp::Jne, R2, Src::Imm(0xe0), done);
+                    b.emit(mov32(R1, 2));
+                }
                 b.bind(done)?;
                 let op = if invert { JmpOp::Jeq } else { JmpOp::Jne };
                 b.jmp32(op, R1, Src::Imm(i32::from(pkttype)), fail);
@@ -593,7 +610,30 @@ impl Generator<'_> {
                 let op = if invert { JmpOp::Jeq } else { JmpOp::Jne };
                 b.jmp32(op, R1, Src::Imm(mark as i32), fail);
             }
-            Test::Guard { .. } | Test::OptGuard => {}
+            Test::Addr6 {
+                field,
+                addr,
+                mask,
+                invert,
+            } => {
+                // ipv6_masked_addr_cmp: any word differing under its mask
+                let differ = if invert { b.label() } else { fail };
+                for k in 0..4 {
+                    if mask[k] == 0 {
+                        continue;
+                    }
+                    b.emit(ldx(Size::W, R1, R6, field + 4 * k as i16));
+                    if mask[k] != u32::MAX {
+                        b.emit(alu32(AluOp::And, R1, Src::Imm(mask[k] as i32)));
+                    }
+                    b.jmp32(JmpOp::Jne, R1, Src::Imm(addr[k] as i32), differ);
+                }
+                if invert {
+                    b.ja(fail);
+                    b.bind(differ)?;
+                }
+            }
+            Test::Guard { .. } | Test::OptGuard | Test::WalkGuard => {}
         }
         Ok(())
     }

@@ -53,11 +53,13 @@ pub(super) enum Test {
         cmp: u8,
         invert: bool,
     },
+    /// ICMP type and code range; `v6`: ICMPv6, where type 0xFF is not "any"
     Icmp {
         icmp_type: u8,
         min: u8,
         max: u8,
         invert: bool,
+        v6: bool,
     },
     Multiport(ir::MultiportMatch),
     Range {
@@ -106,6 +108,17 @@ pub(super) enum Test {
     Hashlimit(ir::HashlimitMatch),
     /// `-m tcpmss`: the prologue's MSS scan; may hotdrop, a barrier
     TcpMss(ir::TcpMssMatch),
+    /// IPv6 address under a mask: `((x ^ addr) & mask) != 0` fails; words as loaded from
+    /// the record (one u32 per 8-byte slot from `field`, see `rec::SADDR6`)
+    Addr6 {
+        field: i16,
+        addr: [u32; 4],
+        mask: [u32; 4],
+        invert: bool,
+    },
+    /// IPv6: the prologue's `ipv6_find_hdr` walk failed: hotdrop (a barrier, where the
+    /// rule's IP6T_F_PROTO test is in `ip6_packet_match`)
+    WalkGuard,
 }
 
 impl Test {
@@ -113,7 +126,8 @@ impl Test {
     fn rank(&self) -> u32 {
         match self {
             Test::Addr { mask, .. } if *mask == u32::MAX => 0,
-            Test::Addr { .. } => 1,
+            Test::Addr6 { mask, .. } if *mask == [u32::MAX; 4] => 0,
+            Test::Addr { .. } | Test::Addr6 { .. } => 1,
             Test::Range { .. } => 2,
             Test::Port { range, .. } if range.lo == range.hi => 3,
             Test::Iface { .. } => 4,
@@ -130,6 +144,7 @@ impl Test {
             Test::Addrtype(_) | Test::Owner(_) => 13,
             Test::Guard { .. }
             | Test::OptGuard
+            | Test::WalkGuard
             | Test::Limit(_)
             | Test::Recent(_)
             | Test::Hashlimit(_)
@@ -143,6 +158,7 @@ impl Test {
             self,
             Test::Guard { .. }
                 | Test::OptGuard
+                | Test::WalkGuard
                 | Test::Limit(_)
                 | Test::Recent(_)
                 | Test::Hashlimit(_)
@@ -168,9 +184,11 @@ pub(super) fn constant(t: &Test) -> Option<bool> {
             ..
         } => Some((addr != 0) == invert),
         Test::Iface { mask, invert, .. } if mask == [0; 16] => Some(!invert),
+        Test::Addr6 { mask, invert, .. } if mask == [0; 4] => Some(!invert),
         Test::Icmp {
             icmp_type: 0xff,
             invert,
+            v6: false,
             ..
         } => Some(!invert),
         Test::Icmp {
@@ -260,9 +278,80 @@ fn push_ports(out: &mut Vec<Test>, sport: (PortRange, bool), dport: (PortRange, 
     }
 }
 
+/// [`lower_family`] for an IPv4 program.
+#[cfg(test)]
+pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
+    lower_family(matches, ir::Family::Ipv4)
+}
+
+/// The record words of an IPv6 address (as loaded: native order of the network bytes).
+fn addr6_words(a: std::net::Ipv6Addr) -> [u32; 4] {
+    let o = a.octets();
+    std::array::from_fn(|k| {
+        u32::from_ne_bytes([o[4 * k], o[4 * k + 1], o[4 * k + 2], o[4 * k + 3]])
+    })
+}
+
+/// Refuse a match the family has no meaning for (never approximated), and, in IPv6, a
+/// transport match that no IP6T_F_PROTO test before it in the rule gave a transport offset.
+fn check_family(matches: &[Match], family: ir::Family) -> Result<(), EmitError> {
+    let v6 = family == ir::Family::Ipv6;
+    let mut walked = false;
+    for m in matches {
+        let what = match m {
+            Match::Ipv4Src { .. } | Match::Ipv4Dst { .. } if v6 => {
+                "IPv4 address in an IPv6 program"
+            }
+            Match::Protocol { .. } if v6 => {
+                "IPv4 protocol test in an IPv6 program (use Ipv6Protocol)"
+            }
+            Match::Fragment { .. } if v6 => "-f (IPv4 fragment) in an IPv6 program",
+            Match::Icmp(_) if v6 => "-m icmp in an IPv6 program (use Icmp6)",
+            Match::IpRange(_) if v6 => "IPv4 iprange in an IPv6 program",
+            Match::TcpMss(_) if v6 => "-m tcpmss in an IPv6 program",
+            Match::Addrtype(_) if v6 => "-m addrtype in an IPv6 program",
+            Match::Recent(_) if v6 => "-m recent in an IPv6 program",
+            Match::Hashlimit(_) if v6 => "-m hashlimit in an IPv6 program",
+            Match::Conntrack(c)
+                if v6
+                    && (c.origsrc.is_some()
+                        || c.origdst.is_some()
+                        || c.replsrc.is_some()
+                        || c.repldst.is_some()) =>
+            {
+                "conntrack tuple addresses in an IPv6 program"
+            }
+            Match::Tcp(_) | Match::Udp(_) | Match::Multiport(_) | Match::Icmp6(_)
+                if v6 && !walked =>
+            {
+                "transport match without the rule's IPv6 protocol test before it"
+            }
+            Match::Ipv6Src { .. }
+            | Match::Ipv6Dst { .. }
+            | Match::Ipv6Protocol { .. }
+            | Match::Icmp6(_)
+            | Match::HopLimit { .. }
+            | Match::IpRange6(_)
+                if !v6 =>
+            {
+                "IPv6 match in an IPv4 program"
+            }
+            Match::IpRange6(_) => "-m iprange in an IPv6 program (not generated yet)",
+            Match::Ipv6Protocol { .. } => {
+                walked = true;
+                continue;
+            }
+            _ => continue,
+        };
+        return Err(EmitError::Unsupported { what });
+    }
+    Ok(())
+}
+
 /// Lower a rule's matches into tests, in the kernel's order, then sort each run of pure tests
 /// between barriers by selectivity.
-pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
+pub(super) fn lower_family(matches: &[Match], family: ir::Family) -> Result<Vec<Test>, EmitError> {
+    check_family(matches, family)?;
     let mut out: Vec<Test> = Vec::new();
     // the transport guard of a match whose fragment at offset 1 is no reason to hotdrop
     let guard = |need| Test::Guard {
@@ -331,6 +420,7 @@ pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
                     min: i.code_min,
                     max: i.code_max,
                     invert: i.invert,
+                    v6: false,
                 });
             }
             Match::Multiport(mp) => {
@@ -363,6 +453,54 @@ pub(super) fn lower(matches: &[Match]) -> Result<Vec<Test>, EmitError> {
             Match::Recent(r) => out.push(Test::Recent(r)),
             Match::Hashlimit(h) => out.push(Test::Hashlimit(h)),
             Match::TcpMss(m) => out.push(Test::TcpMss(m)),
+            Match::Ipv6Src { addr, mask, invert } | Match::Ipv6Dst { addr, mask, invert } => {
+                let field = if matches!(m, Match::Ipv6Src { .. }) {
+                    rec::SADDR6
+                } else {
+                    rec::DADDR6
+                };
+                let mask = addr6_words(mask);
+                let addr = addr6_words(addr);
+                out.push(Test::Addr6 {
+                    field,
+                    addr: std::array::from_fn(|k| addr[k] & mask[k]),
+                    mask,
+                    invert,
+                });
+            }
+            Match::Ipv6Protocol { proto, invert } => {
+                out.push(Test::WalkGuard);
+                // 0 (`-p all`) matches whatever was found; a successful walk never finds 0
+                if proto != 0 {
+                    out.push(Test::Proto { proto, invert });
+                }
+            }
+            Match::Icmp6(i) => {
+                out.push(guard(8));
+                out.push(Test::Icmp {
+                    icmp_type: i.icmp_type,
+                    min: i.code_min,
+                    max: i.code_max,
+                    invert: i.invert,
+                    v6: true,
+                });
+            }
+            Match::HopLimit { mode, value } => {
+                let (lo, hi, invert) = match mode {
+                    ir::hl::EQ => (value, value, false),
+                    ir::hl::NE => (value, value, true),
+                    ir::hl::LT if value > 0 => (0, value - 1, false),
+                    ir::hl::GT if value < 0xff => (value + 1, 0xff, false),
+                    // LT 0, GT 255 and unknown modes never match
+                    _ => (1, 0, false),
+                };
+                out.push(Test::Range {
+                    field: rec::HLIM,
+                    lo: u32::from(lo),
+                    hi: u32::from(hi),
+                    invert,
+                });
+            }
             #[allow(unreachable_patterns)]
             _ => return Err(EmitError::Unsupported { what: "match kind" }),
         }
@@ -392,7 +530,7 @@ pub(super) fn lower_chains<'a>(
         let chain = &p.chains[id];
         let mut rules = Vec::with_capacity(chain.rules.len());
         for r in &chain.rules {
-            let t = lower(&r.matches)?;
+            let t = lower_family(&r.matches, p.family)?;
             for x in &t {
                 match x {
                     Test::Iface { base, .. } if *base == rec::IN_NAME => feat.in_iface = true,

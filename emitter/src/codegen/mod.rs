@@ -82,6 +82,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 mod access;
+mod access6;
 mod chains;
 mod counters;
 mod events;
@@ -94,6 +95,7 @@ mod record;
 mod runs;
 
 pub use access::PacketAccess;
+pub use access6::MAX_EXT_HEADERS;
 pub use host::{ADDRTYPE_KEY_SIZE, ADDRTYPE_VALUE_SIZE, LIMIT_TRIES};
 pub use record::rec;
 pub use runs::{FIXED_MAPS, MAX_RUN_MAPS, MAX_USED_MAPS, MIN_RUN};
@@ -251,16 +253,13 @@ pub fn compile_output(
     layout: &KernelLayout,
     opts: Options,
 ) -> Result<Output, EmitError> {
-    if p.family != ir::Family::Ipv4 {
-        return Err(EmitError::Unsupported {
-            what: "IPv6 programs",
-        });
-    }
     let depths = chains::chain_depths(p)?;
     let (lowered, mut feat) = lower::lower_chains(p, depths.keys())?;
     // the tail call passes the context on
     feat.ctx |= opts.tail.is_some();
-    let (mut maps, runs) = runs::plan(p, depths.keys(), &lowered, opts.runs)?;
+    // rule runs key on IPv4 addresses and ports: not formed in IPv6 programs (yet)
+    let runs_on = opts.runs && p.family == ir::Family::Ipv4;
+    let (mut maps, runs) = runs::plan(p, depths.keys(), &lowered, runs_on)?;
     let prefix_map = events::prefix_map(p).map(|m| {
         maps.push(m);
         (maps.len() - 1) as u32

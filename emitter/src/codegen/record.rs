@@ -25,6 +25,12 @@
 //! -272 packed r9 (u64)   -276 counter slot + 1 for the shared tails (u32)
 //! -284 tcpmss scan (u32: MSS value, found, hotdrop and scanned bits; see MSS_*)
 //! -304 lookup key of a rule run (16 bytes: u32 addresses and u16 ports, packed)
+//! IPv6 programs only:
+//! -344 copy of the IPv6 header (40 bytes, by `bpf_dynptr_read`: plain bytes to the verifier)
+//!      whose source and destination addresses are SADDR6 (-336) and DADDR6 (-320); SADDR
+//!      and DADDR hold their first words
+//! -348 hop limit, u32 in network order (a range test's operand)
+//! -140 walk scratch (4 bytes read per extension header; the transport buffer, not yet used)
 //! ```
 //! `count` uses 8 bytes of its own frame; chain subprograms use none.
 //!
@@ -88,6 +94,16 @@ pub mod rec {
     /// u32 outcome of the tcpmss scan: the MSS in bits 0-15 and [`super::MSS_FOUND`],
     /// [`super::MSS_HOTDROP`], [`super::MSS_SCANNED`]
     pub const MSS: i16 = -284;
+    /// IPv6: copy of the 40-byte IPv6 header
+    pub const IP6: i16 = -344;
+    /// IPv6: source address, 16 bytes (4 u32 words as loaded)
+    pub const SADDR6: i16 = IP6 + 8;
+    /// IPv6: destination address, 16 bytes
+    pub const DADDR6: i16 = IP6 + 24;
+    /// IPv6: u32 hop limit in network order (so that `Test::Range` reads it as a number)
+    pub const HLIM: i16 = -348;
+    /// IPv6: 4 bytes of the extension header the walk is at
+    pub const WALK: i16 = -140;
     /// the program's context pointer, for events (stored first thing; in the 16 bytes
     /// between the transport buffer and the dynptr, which nothing else uses)
     pub const CTX: i16 = -128;

@@ -1,0 +1,230 @@
+//! The IPv6 prologue: the record of an NFPROTO_IPV6 program.
+//!
+//! What `ip6t_do_table` gives the matches, computed once per packet:
+//! - the IPv6 header, copied into the record (`rec::IP6`) by `bpf_dynptr_read`, so that the
+//!   addresses are plain bytes to the verifier (a register spilled there would be linked to
+//!   every compare of a reload); `rec::SADDR`/`rec::DADDR` hold their first words so that
+//!   the hot registers are loaded as in IPv4 programs; the hop limit as a network-order u32
+//!   (`rec::HLIM`);
+//! - the result of `ipv6_find_hdr(skb, &thoff, -1, &fragoff, NULL)` with `thoff` 0, which is
+//!   what `ip6_packet_match` computes for every IP6T_F_PROTO entry (`acpar.thoff` is reset to
+//!   0 before each rule and the packet does not change between rules): the protocol in
+//!   `rec::PROTO`, the transport offset in `rec::THOFF`, and the fragment offset folded into
+//!   `rec::TH_AVAIL` (-1 for a non-first fragment, whose offset in bytes is a multiple of 8:
+//!   never tcp's "offset 1"). A failed walk stores protocol 0, which no successful walk
+//!   returns (0 is hop-by-hop, an extension header): `Test::WalkGuard` hotdrops on it.
+//!
+//! The walk (net/ipv6/exthdrs_core.c `ipv6_find_hdr`): while the next header is an extension
+//! header (`ipv6_ext_hdr`: 0, 43, 44, 51, 60; 59 "no next header" ends it like a protocol),
+//! read its first two bytes at `start` (`-EBADMSG` when they are past `skb->len`); a routing
+//! header also needs its first four bytes (the `ipv6_rt_hdr` read), a fragment header its
+//! `frag_off` word; a fragment header with a non-zero offset ends the walk: its next header
+//! is the protocol when that is not an extension header (or is 59), with the transport offset
+//! left at 0, else the walk fails (`-ENOENT`). Lengths: fragment 8, AH `(hdrlen + 2) * 4`,
+//! others `(hdrlen + 1) * 8`. Reads go through `bpf_dynptr_read`, which fails exactly where
+//! `skb_header_pointer` does (past `skb->len`, linear or not).
+//!
+//! The walk is a loop of at most [`MAX_EXT_HEADERS`] steps; the kernel has no bound. A packet
+//! with more extension headers than that is treated as a failed walk (a rule with a protocol
+//! drops it). Each step ends with every register in the same verifier state (the offset goes
+//! through a stack word, the next header is a fresh load), so the verifier checks one path per
+//! step.
+//!
+//! The cast strategy is not used for IPv6: both strategies compile this dynptr prologue.
+
+use crate::insn::{alu32, alu64, ldx, mov32, mov64, stx, AluOp, Insn, JmpOp, Reg, Size, Src};
+use crate::EmitError;
+
+use super::access::{from_skb, slice, stack_ptr, zero, Features, TH_HDR};
+use super::record::rec;
+use super::{Generator, HELPER_DYNPTR_READ};
+
+/// Extension headers the walk follows at most (see the module doc).
+pub const MAX_EXT_HEADERS: i32 = 32;
+
+/// `r0 = bpf_dynptr_read(r10 + dst, len, &DYN, off, 0)`.
+fn read(b: &mut crate::builder::Builder, dst: i16, len: Src, off: Src) {
+    use Reg::*;
+    stack_ptr(b, R1, dst);
+    b.emit(mov64(R2, len));
+    stack_ptr(b, R3, rec::DYN);
+    b.emit(mov64(R4, off));
+    b.emit(mov64(R5, Src::Imm(0)));
+    b.call_helper(HELPER_DYNPTR_READ);
+}
+
+/// `dst` = 0 at run time, a value the verifier does not know (`skb->len >> 31`): a constant 0
+/// stored in the record would be typed STACK_ZERO on that path only, and the verifier would
+/// walk the rules once more for it.
+fn opaque_zero(b: &mut crate::builder::Builder, dst: Reg) {
+    b.emit(ldx(Size::W, dst, Reg::R10, rec::LEN));
+    b.emit(alu32(AluOp::Rsh, dst, Src::Imm(31)));
+}
+
+impl Generator<'_> {
+    /// The IPv6 record (see the module doc); `r7` = skb, `rec::LEN` stored.
+    pub(super) fn prologue6(&mut self, feat: Features) -> Result<(), EmitError> {
+        use Reg::*;
+        let b = &mut self.b;
+        from_skb(b, R7, rec::DYN);
+        read(b, rec::IP6, Src::Imm(40), Src::Imm(0));
+        let short_ip = b.label();
+        b.jmp64(JmpOp::Jne, R0, Src::Imm(0), short_ip);
+        for (from, to) in [(rec::SADDR6, rec::SADDR), (rec::DADDR6, rec::DADDR)] {
+            b.emit(ldx(Size::W, R2, R10, from));
+            b.emit(stx(Size::W, R10, to, R2));
+        }
+        b.emit(ldx(Size::B, R2, R10, rec::IP6 + 7));
+        b.emit(Insn::End {
+            to_be: true,
+            dst: R2,
+            bits: 32,
+        });
+        b.emit(stx(Size::W, R10, rec::HLIM, R2));
+
+        // The walk: r8 = next header, r9 = start, r6 = steps taken (r6 becomes the record base
+        // only at the end of the prologue).
+        b.emit(ldx(Size::B, R8, R10, rec::IP6 + 6));
+        b.emit(mov64(R9, Src::Imm(40)));
+        b.emit(mov64(R6, Src::Imm(0)));
+        let found = b.label();
+        let bad = b.label();
+        let nonfirst = b.label();
+        let opt = b.label();
+        let auth = b.label();
+        let frag = b.label();
+        let rt = b.label();
+        let advance = b.label();
+        let walked = b.label();
+        let top = b.here();
+        b.jmp64(JmpOp::Jge, R6, Src::Imm(MAX_EXT_HEADERS), bad);
+        b.emit(alu64(AluOp::Add, R6, Src::Imm(1)));
+        for (nh, to) in [(0, opt), (60, opt), (43, rt), (44, frag), (51, auth)] {
+            b.jmp32(JmpOp::Jeq, R8, Src::Imm(nh), to);
+        }
+        b.ja(found);
+        // hop-by-hop, destination options: (hdrlen + 1) * 8
+        b.bind(opt)?;
+        read(b, rec::WALK, Src::Imm(2), Src::Reg(R9));
+        b.jmp64(JmpOp::Jne, R0, Src::Imm(0), bad);
+        b.emit(ldx(Size::B, R2, R10, rec::WALK + 1));
+        b.emit(alu64(AluOp::Add, R2, Src::Imm(1)));
+        b.emit(alu64(AluOp::Lsh, R2, Src::Imm(3)));
+        b.ja(advance);
+        // routing: the same length, four bytes readable
+        b.bind(rt)?;
+        read(b, rec::WALK, Src::Imm(4), Src::Reg(R9));
+        b.jmp64(JmpOp::Jne, R0, Src::Imm(0), bad);
+        b.emit(ldx(Size::B, R2, R10, rec::WALK + 1));
+        b.emit(alu64(AluOp::Add, R2, Src::Imm(1)));
+        b.emit(alu64(AluOp::Lsh, R2, Src::Imm(3)));
+        b.ja(advance);
+        // AH: (hdrlen + 2) * 4
+        b.bind(auth)?;
+        read(b, rec::WALK, Src::Imm(2), Src::Reg(R9));
+        b.jmp64(JmpOp::Jne, R0, Src::Imm(0), bad);
+        b.emit(ldx(Size::B, R2, R10, rec::WALK + 1));
+        b.emit(alu64(AluOp::Add, R2, Src::Imm(2)));
+        b.emit(alu64(AluOp::Lsh, R2, Src::Imm(2)));
+        b.ja(advance);
+        // fragment: 8 bytes, unless its offset (ntohs(frag_off) & ~7) is not 0
+        b.bind(frag)?;
+        read(b, rec::WALK, Src::Imm(4), Src::Reg(R9));
+        b.jmp64(JmpOp::Jne, R0, Src::Imm(0), bad);
+        b.emit(ldx(Size::H, R1, R10, rec::WALK + 2));
+        b.emit(Insn::End {
+            to_be: true,
+            dst: R1,
+            bits: 16,
+        });
+        b.emit(alu32(AluOp::And, R1, Src::Imm(0xfff8)));
+        b.jmp32(JmpOp::Jne, R1, Src::Imm(0), nonfirst);
+        b.emit(mov64(R2, Src::Imm(8)));
+        // r2 = this header's length
+        b.bind(advance)?;
+        b.emit(ldx(Size::B, R8, R10, rec::WALK));
+        b.emit(alu64(AluOp::Add, R9, Src::Reg(R2)));
+        // through a stack word: every step reaches `top` with the same r9 state
+        b.emit(stx(Size::W, R10, rec::TH_AVAIL, R9));
+        b.emit(ldx(Size::W, R9, R10, rec::TH_AVAIL));
+        b.ja(top);
+
+        // a non-first fragment: its next header is the protocol, unless it is an extension
+        // header (not 59); the transport offset stays 0, nothing is available
+        b.bind(nonfirst)?;
+        b.emit(ldx(Size::B, R2, R10, rec::WALK));
+        for nh in [0, 43, 44, 51, 60] {
+            b.jmp32(JmpOp::Jeq, R2, Src::Imm(nh), bad);
+        }
+        b.emit(stx(Size::B, R10, rec::PROTO, R2));
+        opaque_zero(b, R3);
+        b.emit(stx(Size::H, R10, rec::THOFF, R3));
+        b.emit(mov32(R4, -1));
+        b.emit(stx(Size::W, R10, rec::TH_AVAIL, R4));
+        b.ja(walked);
+        // the walk failed: protocol 0 (WalkGuard hotdrops), nothing available
+        b.bind(bad)?;
+        opaque_zero(b, R3);
+        b.emit(stx(Size::B, R10, rec::PROTO, R3));
+        b.emit(stx(Size::H, R10, rec::THOFF, R3));
+        b.emit(mov32(R4, 1));
+        b.emit(stx(Size::W, R10, rec::TH_AVAIL, R4));
+        b.ja(walked);
+        // the protocol r8 at r9
+        b.bind(found)?;
+        b.emit(stx(Size::B, R10, rec::PROTO, R8));
+        b.emit(stx(Size::H, R10, rec::THOFF, R9));
+        b.emit(ldx(Size::W, R4, R10, rec::LEN));
+        b.emit(alu32(AluOp::Sub, R4, Src::Reg(R9)));
+        let avail_done = b.label();
+        b.jmp32(JmpOp::Jsgt, R4, Src::Imm(0), avail_done);
+        b.emit(mov32(R4, 1));
+        b.bind(avail_done)?;
+        b.emit(stx(Size::W, R10, rec::TH_AVAIL, R4));
+
+        // The transport header at THOFF, as in IPv4 programs.
+        b.bind(walked)?;
+        b.emit(ldx(Size::H, R9, R10, rec::THOFF));
+        b.emit(ldx(Size::W, R4, R10, rec::LEN));
+        b.emit(alu32(AluOp::Sub, R4, Src::Reg(R9)));
+        // r8 = clamp(skb->len - thoff, 0, 20): bytes to copy when the slice fails
+        let clamp_lo = b.label();
+        let clamp_done = b.label();
+        b.emit(alu32(AluOp::Mov, R8, Src::Reg(R4)));
+        b.jmp32(JmpOp::Jslt, R8, Src::Imm(0), clamp_lo);
+        b.jmp32(JmpOp::Jsle, R8, Src::Imm(TH_HDR), clamp_done);
+        b.emit(mov32(R8, TH_HDR));
+        b.ja(clamp_done);
+        b.bind(clamp_lo)?;
+        b.emit(mov32(R8, 0));
+        b.bind(clamp_done)?;
+        slice(b, Src::Reg(R9), rec::BUF_TH, TH_HDR);
+        let short_th = b.label();
+        let th_done = b.label();
+        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), short_th);
+        self.parse_th(R0);
+        self.b.ja(th_done);
+        let b = &mut self.b;
+        b.bind(short_th)?;
+        zero(b, rec::BUF_TH, TH_HDR);
+        read(b, rec::BUF_TH, Src::Reg(R8), Src::Reg(R9));
+        stack_ptr(b, R3, rec::BUF_TH);
+        self.parse_th(R3);
+        self.b.ja(th_done);
+        // Shorter than an IPv6 header: cannot happen at a netfilter hook; drop.
+        let b = &mut self.b;
+        b.bind(short_ip)?;
+        b.emit(mov64(R0, Src::Imm(0)));
+        b.emit(Insn::Exit);
+
+        b.bind(th_done)?;
+        b.emit(mov64(R6, Src::Reg(R10)));
+        let parsed = b.label();
+        if feat.tcp_option {
+            self.tcp_options(feat, parsed)?;
+        }
+        self.b.bind(parsed)?;
+        self.pack();
+        Ok(())
+    }
+}

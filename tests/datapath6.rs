@@ -1,0 +1,1198 @@
+//! Privileged datapath tests of IPv6 programs: IR programs of family IPv6 compiled by the
+//! emitter, loaded into the real kernel, run with BPF_PROG_TEST_RUN (`nf_hook_state.pf =
+//! NFPROTO_IPV6`) on crafted IPv6 packets (extension-header chains, non-first fragments,
+//! truncated headers); verdicts and every counter delta are compared with the reference
+//! evaluator (`emitter::reference`), which is itself checked against hand-written
+//! expectations. Under CI=true they fail when BPF is unavailable; otherwise they skip.
+#![allow(clippy::unwrap_used, reason = "test code")]
+
+use std::net::Ipv6Addr;
+use std::os::fd::AsRawFd;
+
+use bpfilter::layout::kernel_layout;
+use bpfilter::sys::{num_possible_cpus, Btf, Map, MapType, Program as BpfProgram};
+use emitter::codegen::{Options, PacketAccess};
+use emitter::ir::*;
+use emitter::reference::{evaluate, Outcome, Packet};
+use emitter::{KernelLayout, MapRef};
+use proptest::prelude::*;
+use test_support::ipv6::{self, nh, Ext};
+
+// ---------------------------------------------------------------------------------------------
+// harness
+
+struct Env {
+    layout: KernelLayout,
+    accesses: Vec<PacketAccess>,
+}
+
+fn env() -> Option<Env> {
+    let unavailable = |why: &str| {
+        test_support::unavailable(why);
+        None
+    };
+    let btf = match Btf::vmlinux() {
+        Ok(b) => b,
+        Err(e) => return unavailable(&format!("no vmlinux BTF: {e}")),
+    };
+    let layout = match kernel_layout(&btf) {
+        Ok(l) => l,
+        Err(e) => return unavailable(&format!("BTF layout: {e}")),
+    };
+    if let Err(e) = Map::create(MapType::Array, 4, 4, 1, "wtb_probe") {
+        return unavailable(&format!("BPF unavailable: {e}"));
+    }
+    let _ = num_possible_cpus().unwrap();
+    let accesses = PacketAccess::ALL
+        .into_iter()
+        .filter(|a| bpfilter::probe::try_strategy(&layout, *a).is_ok())
+        .collect();
+    Some(Env { layout, accesses })
+}
+
+/// Every way a program is compiled: the three rule forms, and each packet access this kernel
+/// verifies (IPv6 programs compile the dynptr prologue for both).
+fn variants(env: &Env) -> Vec<(String, Options)> {
+    let mut v = vec![
+        ("split".to_owned(), Options::default()),
+        (
+            "branches".to_owned(),
+            Options {
+                split: false,
+                ..Options::default()
+            },
+        ),
+        (
+            "combined".to_owned(),
+            Options {
+                pending_budget: 0,
+                ..Options::default()
+            },
+        ),
+    ];
+    for &access in &env.accesses {
+        v.push((
+            access.name().to_owned(),
+            Options {
+                access,
+                ..Options::default()
+            },
+        ));
+    }
+    v
+}
+
+struct Loaded {
+    prog: BpfProgram,
+    counters: Map,
+    slots: u32,
+    hook: Hook,
+    #[allow(dead_code, reason = "kept open while the program runs")]
+    maps: Vec<Map>,
+}
+
+fn max_slot(p: &Program) -> u32 {
+    p.chains
+        .values()
+        .flat_map(|c| &c.rules)
+        .map(|r| r.counter)
+        .fold(p.policy.counter, u32::max)
+}
+
+fn load(env: &Env, p: &Program, opts: Options) -> Loaded {
+    let out = bpfilter::xlate::compile(p, &env.layout, opts).expect("compile");
+    // no rule runs in IPv6 programs: the only map of its own is the LOG prefix map
+    assert!(out.maps.len() <= 1, "rule runs in an IPv6 program");
+    let own: Vec<Map> = out
+        .maps
+        .iter()
+        .map(|spec| {
+            let m = Map::create(
+                MapType::Hash,
+                spec.key_size,
+                spec.value_size,
+                spec.len().max(1) as u32,
+                "wtb_set",
+            )
+            .unwrap();
+            for (k, v) in spec.entries() {
+                m.update(k, v, 0).unwrap();
+            }
+            m
+        })
+        .collect();
+    let slots = max_slot(p) + 1;
+    let counters = Map::create(MapType::PercpuArray, 4, 16, slots, "wtb_ctr").unwrap();
+    let events = Map::create(MapType::RingBuf, 0, 0, 1 << 16, "wtb_ev").unwrap();
+    let loss = Map::create(MapType::Array, 4, 8, emitter::event::LOSS_SLOTS, "wtb_evl").unwrap();
+    let limits = Map::create(MapType::Array, 4, 8, 64, "wtb_lim").unwrap();
+    let addrtypes = Map::create(
+        MapType::LpmTrie,
+        emitter::codegen::ADDRTYPE_KEY_SIZE,
+        emitter::codegen::ADDRTYPE_VALUE_SIZE,
+        64,
+        "wtb_at",
+    )
+    .unwrap();
+    let reply_ct = Map::create(
+        MapType::Array,
+        4,
+        emitter::event::CT_COPY as u32,
+        emitter::event::REPLY_CT_SLOTS,
+        "wtb_rct",
+    )
+    .unwrap();
+    let bytes = out.code.bytes(&|m| match m {
+        MapRef::Counters => counters.fd().as_raw_fd(),
+        MapRef::Events => events.fd().as_raw_fd(),
+        MapRef::EventLoss => loss.fd().as_raw_fd(),
+        MapRef::Limits => limits.fd().as_raw_fd(),
+        MapRef::AddrTypes => addrtypes.fd().as_raw_fd(),
+        MapRef::ReplyCt => reply_ct.fd().as_raw_fd(),
+        MapRef::Other(i) => own[i as usize].fd().as_raw_fd(),
+        _ => -1,
+    });
+    let prog = match BpfProgram::load_netfilter("wtb_test6", &bytes, 0) {
+        Ok((prog, _)) => prog,
+        Err(e) => {
+            let log = match BpfProgram::load_netfilter("wtb_test6", &bytes, 1) {
+                Err(bpfilter::sys::SysError::Load { log, .. }) => log,
+                other => format!("{other:?}"),
+            };
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "load failed: {e}\n{}\n{}",
+                tail.join("\n"),
+                out.code
+                    .dump()
+                    .lines()
+                    .take(300)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    };
+    Loaded {
+        prog,
+        counters,
+        slots,
+        hook: p.hook,
+        maps: [events, loss, limits, addrtypes, reply_ct]
+            .into_iter()
+            .chain(own)
+            .collect(),
+    }
+}
+
+impl Loaded {
+    fn counters(&self) -> Vec<(u64, u64)> {
+        (0..self.slots)
+            .map(|k| {
+                let per = self.counters.lookup_percpu(&k.to_ne_bytes()).unwrap();
+                per.iter().fold((0u64, 0u64), |acc, v| {
+                    let p = u64::from_ne_bytes(v[0..8].try_into().unwrap());
+                    let b = u64::from_ne_bytes(v[8..16].try_into().unwrap());
+                    (acc.0 + p, acc.1 + b)
+                })
+            })
+            .collect()
+    }
+
+    /// One test run with pf NFPROTO_IPV6: (retval, per-slot (packets, bytes) deltas).
+    fn run(&self, pkt: &[u8]) -> (u32, Vec<(u64, u64)>) {
+        let before = self.counters();
+        let mut ctx = [0u8; 48];
+        ctx[0] = self.hook.number() as u8;
+        ctx[1] = 10; // NFPROTO_IPV6
+        let r = if self.hook == Hook::LocalOut {
+            self.prog.test_run(pkt, Some(&ctx), 1).unwrap()
+        } else {
+            let mut data = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd];
+            data.extend_from_slice(pkt);
+            self.prog.test_run(&data, Some(&ctx), 1).unwrap()
+        };
+        let after = self.counters();
+        let d = before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| (a.0 - b.0, a.1 - b.1))
+            .collect();
+        (r.retval, d)
+    }
+}
+
+fn deltas(o: &Outcome, slots: u32, len: usize) -> Vec<(u64, u64)> {
+    let mut v = vec![(0u64, 0u64); slots as usize];
+    for s in &o.counted {
+        v[*s as usize].0 += 1;
+        v[*s as usize].1 += len as u64;
+    }
+    v
+}
+
+fn code(v: Verdict) -> u32 {
+    match v {
+        Verdict::Accept => 1,
+        Verdict::Drop => 0,
+    }
+}
+
+/// The reference's outcome with what a test run gives the program: no devices, connection,
+/// mark or socket; `pkt_type` PACKET_HOST at LOCAL_OUT (no Ethernet header), else what
+/// `eth_type_trans` makes of the test's destination MAC 02:00:00:00:00:01 on `lo`:
+/// PACKET_OTHERHOST.
+fn reference(p: &Program, pkt: &[u8]) -> Outcome {
+    evaluate(
+        p,
+        &Packet {
+            data: pkt,
+            pkt_type: if p.hook == Hook::LocalOut { 0 } else { 3 },
+            ..Default::default()
+        },
+    )
+}
+
+/// The program and the reference agree on `pkt` (verdict, every counter delta).
+fn agrees(l: &Loaded, p: &Program, pkt: &[u8], what: &str) -> Result<(), TestCaseError> {
+    let o = reference(p, pkt);
+    let (ret, d) = l.run(pkt);
+    prop_assert_eq!(
+        ret,
+        code(o.verdict),
+        "verdict: {}\n{:#?}\n{:02x?}",
+        what,
+        p,
+        pkt
+    );
+    prop_assert_eq!(
+        d,
+        deltas(&o, l.slots, pkt.len()),
+        "counters: {}\n{:#?}\n{:02x?}",
+        what,
+        p,
+        pkt
+    );
+    Ok(())
+}
+
+fn program(hook: Hook, chains: Vec<Vec<Rule>>, policy: Verdict, policy_slot: u32) -> Program {
+    let mut p = Program::single(
+        hook,
+        Vec::new(),
+        Policy {
+            verdict: policy,
+            counter: policy_slot,
+        },
+    );
+    p.family = Family::Ipv6;
+    p.chains = chains
+        .into_iter()
+        .enumerate()
+        .map(|(i, rules)| {
+            (
+                ChainId(i as u32),
+                Chain {
+                    name: format!("c{i}"),
+                    rules,
+                },
+            )
+        })
+        .collect();
+    p
+}
+
+/// `matches -j action` (slot 0), policy in slot 1.
+fn single(hook: Hook, matches: Vec<Match>, action: Action, policy: Verdict) -> Program {
+    program(
+        hook,
+        vec![vec![Rule {
+            matches,
+            action,
+            counter: 0,
+        }]],
+        policy,
+        1,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// packets and matches
+
+const A: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const B: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const C: [u8; 16] = [
+    0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 0xab, 0xcd,
+];
+
+fn frag(offset: u16, more: bool) -> Ext {
+    Ext::Fragment {
+        offset,
+        more,
+        id: 0x1234,
+    }
+}
+
+/// Packets every hand-written case runs on.
+fn corpus() -> Vec<(&'static str, Vec<u8>)> {
+    let tcp = |s, d, f| ipv6::tcp(s, d, f, &[]);
+    let hbh = Ext::HopByHop { hdrlen: 0 };
+    let dst = Ext::DstOpts { hdrlen: 1 };
+    let rt = Ext::Routing {
+        hdrlen: 2,
+        rtype: 0,
+        segleft: 1,
+    };
+    let ah = Ext::Auth { hdrlen: 4 };
+    let p = ipv6::packet;
+    let chain = p(
+        A,
+        B,
+        64,
+        &[hbh, rt, frag(0, true), dst, ah],
+        nh::TCP,
+        &tcp(1000, 22, 0x02),
+    );
+    vec![
+        (
+            "udp a>b 53",
+            p(A, B, 64, &[], nh::UDP, &ipv6::udp(5353, 53)),
+        ),
+        (
+            "tcp a>b syn 22",
+            p(A, B, 1, &[], nh::TCP, &tcp(40000, 22, 0x02)),
+        ),
+        (
+            "tcp b>a ack 80",
+            p(B, A, 255, &[], nh::TCP, &tcp(80, 51000, 0x10)),
+        ),
+        (
+            "tcp c>a opts",
+            p(
+                C,
+                A,
+                64,
+                &[],
+                nh::TCP,
+                &ipv6::tcp(1, 443, 0x02, &[2, 4, 5, 0xb4, 1, 1, 4, 2]),
+            ),
+        ),
+        (
+            "icmp6 echo",
+            p(A, C, 64, &[], nh::ICMPV6, &ipv6::icmp6(128, 0)),
+        ),
+        (
+            "icmp6 255/3",
+            p(A, C, 64, &[], nh::ICMPV6, &ipv6::icmp6(255, 3)),
+        ),
+        ("hbh udp", p(A, B, 64, &[hbh], nh::UDP, &ipv6::udp(1, 53))),
+        ("hbh+rt+frag0+dst+ah tcp", chain.clone()),
+        ("ah udp", p(B, C, 64, &[ah], nh::UDP, &ipv6::udp(500, 500))),
+        (
+            "first fragment udp",
+            p(A, B, 64, &[frag(0, true)], nh::UDP, &ipv6::udp(7, 53)),
+        ),
+        (
+            "non-first fragment udp",
+            p(A, B, 64, &[frag(185, false)], nh::UDP, &ipv6::udp(7, 53)),
+        ),
+        (
+            "non-first fragment tcp",
+            p(A, B, 64, &[hbh, frag(1, true)], nh::TCP, &tcp(1, 22, 2)),
+        ),
+        (
+            "non-first fragment icmp6",
+            p(
+                A,
+                B,
+                64,
+                &[frag(3, false)],
+                nh::ICMPV6,
+                &ipv6::icmp6(128, 0),
+            ),
+        ),
+        (
+            "non-first fragment -> dstopts",
+            p(A, B, 64, &[frag(5, false), dst], nh::UDP, &ipv6::udp(1, 2)),
+        ),
+        (
+            "non-first fragment -> none",
+            p(A, B, 64, &[frag(5, false)], nh::NONE, &[0; 8]),
+        ),
+        ("no next header", p(A, B, 64, &[], nh::NONE, &[])),
+        ("hbh -> none", p(A, B, 64, &[hbh], nh::NONE, &[1, 2, 3])),
+        ("esp", p(A, B, 64, &[dst], nh::ESP, &[0; 16])),
+        (
+            "proto 0 after dst: another hbh",
+            p(A, B, 64, &[dst, hbh], nh::UDP, &ipv6::udp(9, 9)),
+        ),
+        (
+            "truncated hbh (1 byte)",
+            ipv6::truncate(p(A, B, 64, &[hbh], nh::UDP, &ipv6::udp(1, 53)), 41),
+        ),
+        (
+            "truncated rt (3 bytes)",
+            ipv6::truncate(p(A, B, 64, &[rt], nh::UDP, &ipv6::udp(1, 53)), 43),
+        ),
+        (
+            "truncated frag (3 bytes)",
+            ipv6::truncate(
+                p(A, B, 64, &[frag(0, false)], nh::UDP, &ipv6::udp(1, 53)),
+                43,
+            ),
+        ),
+        (
+            "hbh 2 bytes, length past the end",
+            ipv6::truncate(p(A, B, 64, &[hbh], nh::UDP, &ipv6::udp(1, 53)), 42),
+        ),
+        (
+            "tcp cut at 10 bytes",
+            ipv6::truncate(p(A, B, 64, &[], nh::TCP, &tcp(1, 22, 2)), 50),
+        ),
+        (
+            "udp cut at 4 bytes",
+            ipv6::truncate(p(A, B, 64, &[], nh::UDP, &ipv6::udp(1, 53)), 44),
+        ),
+        (
+            "icmp6 cut at 2 bytes",
+            ipv6::truncate(p(A, C, 64, &[], nh::ICMPV6, &ipv6::icmp6(128, 0)), 42),
+        ),
+        (
+            "chain cut in the ah",
+            ipv6::truncate(chain, 40 + 8 + 24 + 8 + 16 + 1),
+        ),
+        ("bare header", p(A, B, 64, &[], nh::TCP, &[])),
+        ("long: 1000 bytes of udp payload", {
+            let mut l4 = ipv6::udp(1, 53);
+            l4.resize(1008, 0xaa);
+            p(A, B, 64, &[hbh, dst], nh::UDP, &l4)
+        }),
+    ]
+}
+
+fn v6(a: [u8; 16]) -> Ipv6Addr {
+    Ipv6Addr::from(a)
+}
+
+fn proto(p: u8, invert: bool) -> Match {
+    Match::Ipv6Protocol { proto: p, invert }
+}
+
+fn udp_m(dport: u16, invert: bool) -> Match {
+    Match::Udp(UdpMatch {
+        sport: PortRange::ANY,
+        dport: PortRange::one(dport),
+        inv_sport: false,
+        inv_dport: invert,
+    })
+}
+
+fn tcp_m(dport: PortRange, flags: (u8, u8), option: u8, inv: bool) -> Match {
+    Match::Tcp(TcpMatch {
+        sport: PortRange::ANY,
+        dport,
+        flags_mask: flags.0,
+        flags_cmp: flags.1,
+        option,
+        inv_sport: false,
+        inv_dport: inv,
+        inv_flags: inv,
+        inv_option: inv,
+    })
+}
+
+fn icmp6_m(t: u8, lo: u8, hi: u8, invert: bool) -> Match {
+    Match::Icmp6(IcmpMatch {
+        icmp_type: t,
+        code_min: lo,
+        code_max: hi,
+        invert,
+    })
+}
+
+fn multiport_m(mode: MultiportMode, ports: &[u16], invert: bool) -> Match {
+    let mut m = MultiportMatch {
+        mode,
+        count: ports.len() as u8,
+        ports: [0; 15],
+        pflags: [0; 15],
+        invert,
+    };
+    m.ports[..ports.len()].copy_from_slice(ports);
+    Match::Multiport(m)
+}
+
+/// Every IPv6 match kind, plain and inverted.
+fn catalogue() -> Vec<(&'static str, Vec<Match>)> {
+    let all = Ipv6Addr::from([0xff; 16]);
+    let p64 = Ipv6Addr::from([
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    let mut v: Vec<(&'static str, Vec<Match>)> = Vec::new();
+    for inv in [false, true] {
+        v.push((
+            "-s a",
+            vec![Match::Ipv6Src {
+                addr: v6(A),
+                mask: all,
+                invert: inv,
+            }],
+        ));
+        v.push((
+            "-d 2001:db8::/64 (host bits set)",
+            vec![Match::Ipv6Dst {
+                addr: v6(A),
+                mask: p64,
+                invert: inv,
+            }],
+        ));
+        v.push((
+            "-s ::/0 with an address",
+            vec![Match::Ipv6Src {
+                addr: v6(C),
+                mask: Ipv6Addr::UNSPECIFIED,
+                invert: inv,
+            }],
+        ));
+        v.push(("-p udp", vec![proto(17, inv)]));
+        v.push(("-p tcp", vec![proto(6, inv)]));
+        v.push(("-p 59", vec![proto(59, inv)]));
+        v.push(("-p esp", vec![proto(50, inv)]));
+        v.push(("-p all", vec![proto(0, inv)]));
+        v.push(("-p udp --dport 53", vec![proto(17, false), udp_m(53, inv)]));
+        v.push((
+            "-p tcp --dport 22 --syn",
+            vec![
+                proto(6, false),
+                tcp_m(PortRange::one(22), (0x17, 0x02), 0, inv),
+            ],
+        ));
+        v.push((
+            "-p tcp --tcp-option 4",
+            vec![proto(6, false), tcp_m(PortRange::ANY, (0, 0), 4, inv)],
+        ));
+        v.push((
+            "-p icmpv6 --icmpv6-type 128",
+            vec![proto(58, false), icmp6_m(128, 0, 255, inv)],
+        ));
+        v.push((
+            "-p icmpv6 type 255 code 3",
+            vec![proto(58, false), icmp6_m(255, 3, 3, inv)],
+        ));
+        v.push((
+            "-p icmpv6 empty code range",
+            vec![proto(58, false), icmp6_m(128, 5, 4, inv)],
+        ));
+        v.push((
+            "-p udp -m multiport",
+            vec![
+                proto(17, inv),
+                multiport_m(MultiportMode::Either, &[53, 500], inv),
+            ],
+        ));
+        v.push((
+            "! -p tcp -m multiport --sports",
+            vec![
+                proto(6, true),
+                multiport_m(MultiportMode::Source, &[80, 5353], inv),
+            ],
+        ));
+        v.push((
+            "-m pkttype",
+            vec![Match::PktType {
+                pkttype: 0,
+                invert: inv,
+            }],
+        ));
+        v.push((
+            "-m mark",
+            vec![Match::Mark {
+                mark: 0,
+                mask: 0xff,
+                invert: inv,
+            }],
+        ));
+        v.push(("-i lo+", vec![Match::InIface(Iface::iptables("lo+", inv))]));
+        v.push((
+            "-o eth0",
+            vec![Match::OutIface(Iface::iptables("eth0", inv))],
+        ));
+    }
+    for (mode, name) in [
+        (hl::EQ, "hl eq"),
+        (hl::NE, "hl ne"),
+        (hl::LT, "hl lt"),
+        (hl::GT, "hl gt"),
+        (7, "hl bad mode"),
+    ] {
+        for value in [0u8, 1, 64, 255] {
+            v.push((name, vec![Match::HopLimit { mode, value }]));
+        }
+    }
+    let mut state = CtMatch {
+        state: Some((ctstate::INVALID, false)),
+        dir_original: None,
+        origsrc: None,
+        origdst: None,
+        replsrc: None,
+        repldst: None,
+        proto: None,
+        origsrc_port: None,
+        origdst_port: None,
+        replsrc_port: None,
+        repldst_port: None,
+        status: None,
+        expires: None,
+    };
+    v.push(("--ctstate INVALID", vec![Match::Conntrack(state)]));
+    state.state = Some((ctstate::NEW, true));
+    v.push(("! --ctstate NEW", vec![Match::Conntrack(state)]));
+    v.push(("-m state INVALID", vec![Match::State(1)]));
+    // order matters: the walk's hotdrop only where the addresses matched
+    v.push((
+        "-s b -p udp",
+        vec![
+            Match::Ipv6Src {
+                addr: v6(B),
+                mask: all,
+                invert: false,
+            },
+            proto(17, false),
+        ],
+    ));
+    v.push((
+        "-p all then -p tcp",
+        vec![
+            proto(0, false),
+            proto(6, false),
+            tcp_m(PortRange::ANY, (0, 0), 0, false),
+        ],
+    ));
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// tests
+
+/// The reference itself against hand-written expectations of `ip6_packet_match` and the
+/// matches on the corpus (so that a mistake shared by the reference and the generator fails).
+#[test]
+fn reference_follows_the_kernel_on_hand_written_cases() {
+    let corpus = corpus();
+    let pkt = |name: &str| corpus.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    let verdict = |matches: Vec<Match>, name: &str| {
+        let p = single(Hook::LocalOut, matches, Action::Accept, Verdict::Drop);
+        let o = reference(&p, &pkt(name));
+        match (o.verdict, o.counted.as_slice()) {
+            (Verdict::Accept, [0]) => "match",
+            (Verdict::Drop, [1]) => "no match",
+            (Verdict::Drop, []) => "hotdrop",
+            other => panic!("{other:?}"),
+        }
+    };
+    let cases: Vec<(Vec<Match>, &str, &str)> = vec![
+        (vec![proto(6, false)], "hbh+rt+frag0+dst+ah tcp", "match"),
+        (vec![proto(17, false)], "non-first fragment udp", "match"),
+        (
+            vec![proto(17, false), udp_m(53, false)],
+            "non-first fragment udp",
+            "no match",
+        ),
+        (
+            vec![proto(17, false), udp_m(53, true)],
+            "non-first fragment udp",
+            "no match",
+        ),
+        (
+            vec![proto(6, false), tcp_m(PortRange::ANY, (0, 0), 0, false)],
+            "non-first fragment tcp",
+            "no match",
+        ),
+        (
+            vec![proto(0, false)],
+            "non-first fragment -> dstopts",
+            "hotdrop",
+        ),
+        (
+            vec![proto(59, false)],
+            "non-first fragment -> none",
+            "match",
+        ),
+        (vec![proto(59, false)], "no next header", "match"),
+        (vec![proto(59, false)], "hbh -> none", "match"),
+        (vec![proto(50, false)], "esp", "match"),
+        (vec![proto(0, true)], "esp", "match"),
+        (vec![proto(17, true)], "udp a>b 53", "no match"),
+        (
+            vec![proto(17, false)],
+            "proto 0 after dst: another hbh",
+            "match",
+        ),
+        (vec![proto(0, false)], "truncated hbh (1 byte)", "hotdrop"),
+        (vec![proto(0, false)], "truncated rt (3 bytes)", "hotdrop"),
+        (vec![proto(0, false)], "truncated frag (3 bytes)", "hotdrop"),
+        (
+            vec![proto(17, false)],
+            "hbh 2 bytes, length past the end",
+            "match",
+        ),
+        (
+            vec![proto(17, false), udp_m(53, false)],
+            "hbh 2 bytes, length past the end",
+            "hotdrop",
+        ),
+        (vec![proto(0, false)], "chain cut in the ah", "hotdrop"),
+        (
+            vec![proto(6, false), tcp_m(PortRange::ANY, (0, 0), 0, false)],
+            "tcp cut at 10 bytes",
+            "hotdrop",
+        ),
+        (
+            vec![proto(58, false), icmp6_m(128, 0, 255, false)],
+            "icmp6 cut at 2 bytes",
+            "hotdrop",
+        ),
+        (
+            vec![proto(58, false), icmp6_m(128, 0, 0, false)],
+            "non-first fragment icmp6",
+            "no match",
+        ),
+        (
+            vec![proto(58, false), icmp6_m(128, 0, 0, true)],
+            "non-first fragment icmp6",
+            "no match",
+        ),
+        (
+            vec![proto(58, false), icmp6_m(255, 0, 2, false)],
+            "icmp6 255/3",
+            "no match",
+        ),
+        (
+            vec![proto(58, false), icmp6_m(255, 3, 3, false)],
+            "icmp6 255/3",
+            "match",
+        ),
+        (
+            vec![proto(58, false), icmp6_m(255, 0, 255, false)],
+            "icmp6 echo",
+            "no match",
+        ),
+        (
+            vec![Match::Ipv6Src {
+                addr: v6(C),
+                mask: Ipv6Addr::UNSPECIFIED,
+                invert: false,
+            }],
+            "udp a>b 53",
+            "match",
+        ),
+        (
+            vec![Match::PktType {
+                pkttype: 0,
+                invert: false,
+            }],
+            "udp a>b 53",
+            "match",
+        ),
+        (
+            vec![Match::HopLimit {
+                mode: hl::LT,
+                value: 2,
+            }],
+            "tcp a>b syn 22",
+            "match",
+        ),
+        (
+            vec![Match::HopLimit {
+                mode: hl::GT,
+                value: 254,
+            }],
+            "tcp b>a ack 80",
+            "match",
+        ),
+        (
+            vec![Match::HopLimit { mode: 9, value: 64 }],
+            "udp a>b 53",
+            "no match",
+        ),
+    ];
+    for (m, name, want) in cases {
+        assert_eq!(verdict(m.clone(), name), want, "{m:?} on {name}");
+    }
+}
+
+/// Every catalogue match (plain and `!`) x every corpus packet, in every compile variant.
+#[test]
+fn single_matches_against_corpus() {
+    let Some(env) = env() else { return };
+    let corpus = corpus();
+    let mut cases = 0;
+    for (i, (name, matches)) in catalogue().into_iter().enumerate() {
+        let (hook, policy) = match i % 3 {
+            0 => (Hook::LocalOut, Verdict::Drop),
+            1 => (Hook::Forward, Verdict::Accept),
+            _ => (Hook::LocalIn, Verdict::Drop),
+        };
+        let action = if policy == Verdict::Drop {
+            Action::Accept
+        } else {
+            Action::Drop
+        };
+        let p = single(hook, matches, action, policy);
+        for (mode, opts) in variants(&env) {
+            let l = load(&env, &p, opts);
+            for (pname, pkt) in &corpus {
+                agrees(
+                    &l,
+                    &p,
+                    pkt,
+                    &format!("{name} / {pname} / {hook:?} / {mode}"),
+                )
+                .unwrap();
+                cases += 1;
+            }
+        }
+    }
+    eprintln!("{cases} (ruleset, packet) cases");
+    assert!(cases >= 1000);
+}
+
+/// REJECT and LOG rules load and count in IPv6 programs; chains (call, goto, return).
+#[test]
+fn chains_and_events() {
+    let Some(env) = env() else { return };
+    let r = |matches, action, counter| Rule {
+        matches,
+        action,
+        counter,
+    };
+    let entry = vec![
+        r(
+            vec![proto(17, false)],
+            Action::Log(Log {
+                level: 4,
+                flags: 0,
+                prefix: [b'x'; 30],
+            }),
+            0,
+        ),
+        r(vec![proto(6, false)], Action::Call(ChainId(1)), 1),
+        r(vec![proto(58, false)], Action::Goto(ChainId(1)), 2),
+        r(
+            vec![proto(0, false), udp_m(53, false)],
+            Action::Reject(Reject { with: 0 }),
+            3,
+        ),
+        r(vec![], Action::Continue, 4),
+    ];
+    let user = vec![
+        r(
+            vec![tcp_m(PortRange::one(22), (0, 0), 0, false), proto(6, false)],
+            Action::Accept,
+            5,
+        ),
+        r(
+            vec![proto(6, false), tcp_m(PortRange::one(22), (0, 0), 0, true)],
+            Action::Return,
+            6,
+        ),
+        r(
+            vec![proto(58, false), icmp6_m(128, 0, 0, false)],
+            Action::Drop,
+            7,
+        ),
+        r(vec![], Action::Return, 8),
+    ];
+    // the first rule of `user` reads a transport offset no protocol test gave: refused
+    let bad = program(
+        Hook::LocalIn,
+        vec![entry.clone(), user.clone()],
+        Verdict::Accept,
+        9,
+    );
+    assert!(emitter::codegen::compile(&bad, &env.layout).is_err());
+    let mut user = user;
+    user.remove(0);
+    let p = program(Hook::LocalIn, vec![entry, user], Verdict::Accept, 9);
+    for (mode, opts) in variants(&env) {
+        let l = load(&env, &p, opts);
+        for (pname, pkt) in corpus() {
+            agrees(&l, &p, &pkt, &format!("{pname} / {mode}")).unwrap();
+        }
+    }
+}
+
+/// IPv4-only matches are refused in IPv6 programs, never approximated.
+#[test]
+fn ipv4_matches_are_refused() {
+    let layout = KernelLayout::example();
+    for m in [
+        Match::Ipv4Src {
+            addr: std::net::Ipv4Addr::LOCALHOST,
+            mask: std::net::Ipv4Addr::BROADCAST,
+            invert: false,
+        },
+        Match::Protocol {
+            proto: 6,
+            invert: false,
+        },
+        Match::Fragment { invert: false },
+        Match::Icmp(IcmpMatch {
+            icmp_type: 8,
+            code_min: 0,
+            code_max: 255,
+            invert: false,
+        }),
+    ] {
+        let p = single(Hook::LocalOut, vec![m], Action::Accept, Verdict::Drop);
+        let e = emitter::codegen::compile(&p, &layout).unwrap_err();
+        assert!(e.to_string().contains("IPv6"), "{m:?}: {e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// random programs and packets
+
+fn arb_addr() -> impl Strategy<Value = [u8; 16]> {
+    prop_oneof![Just(A), Just(B), Just(C), any::<[u8; 16]>()]
+}
+
+fn arb_mask() -> impl Strategy<Value = Ipv6Addr> {
+    (0u32..=128).prop_map(|n| Ipv6Addr::from(if n == 0 { 0 } else { u128::MAX << (128 - n) }))
+}
+
+fn arb_range() -> impl Strategy<Value = PortRange> {
+    prop_oneof![
+        Just(PortRange::ANY),
+        (0u16..100).prop_map(PortRange::one),
+        prop_oneof![Just(22u16), Just(53), Just(80)].prop_map(PortRange::one),
+        (0u16..2000, 0u16..2000).prop_map(|(lo, hi)| PortRange { lo, hi }),
+    ]
+}
+
+/// One rule's matches: optional address / hop-limit tests, then (maybe) a protocol test and
+/// transport matches after it, as a front end orders an ip6t entry.
+fn arb_rule_matches() -> impl Strategy<Value = Vec<Match>> {
+    let addr = (arb_addr(), arb_mask(), any::<bool>(), any::<bool>()).prop_map(
+        |(a, mask, dst, invert)| {
+            let addr = v6(a);
+            if dst {
+                Match::Ipv6Dst { addr, mask, invert }
+            } else {
+                Match::Ipv6Src { addr, mask, invert }
+            }
+        },
+    );
+    let hl = (
+        0u8..5,
+        prop_oneof![Just(0u8), Just(1), Just(64), Just(255), any::<u8>()],
+    )
+        .prop_map(|(mode, value)| Match::HopLimit { mode, value });
+    let proto_m = (
+        prop_oneof![
+            Just(0u8),
+            Just(6),
+            Just(17),
+            Just(58),
+            Just(59),
+            Just(50),
+            any::<u8>()
+        ],
+        any::<bool>(),
+    );
+    let transport = prop_oneof![
+        (arb_range(), arb_range(), any::<bool>(), any::<bool>()).prop_map(|(s, d, a, b)| {
+            Match::Udp(UdpMatch {
+                sport: s,
+                dport: d,
+                inv_sport: a,
+                inv_dport: b,
+            })
+        }),
+        (
+            arb_range(),
+            any::<u8>(),
+            any::<u8>(),
+            prop_oneof![Just(0u8), Just(2), Just(4), any::<u8>()],
+            any::<[bool; 3]>()
+        )
+            .prop_map(|(d, m, c, option, inv)| Match::Tcp(TcpMatch {
+                sport: PortRange::ANY,
+                dport: d,
+                flags_mask: m,
+                flags_cmp: c & m,
+                option,
+                inv_sport: false,
+                inv_dport: inv[0],
+                inv_flags: inv[1],
+                inv_option: inv[2],
+            })),
+        (
+            prop_oneof![Just(128u8), Just(255), any::<u8>()],
+            any::<u8>(),
+            any::<u8>(),
+            any::<bool>()
+        )
+            .prop_map(|(t, lo, hi, inv)| icmp6_m(t, lo, hi, inv)),
+        (
+            proptest::collection::vec(prop_oneof![Just(53u16), Just(22), any::<u16>()], 1..4),
+            any::<bool>()
+        )
+            .prop_map(|(ports, inv)| multiport_m(MultiportMode::Either, &ports, inv)),
+    ];
+    (
+        proptest::option::of(addr),
+        proptest::option::of(hl),
+        proptest::option::of((proto_m, proptest::collection::vec(transport, 0..3))),
+        any::<bool>(),
+    )
+        .prop_map(|(addr, hl, p, hl_first)| {
+            let mut v = Vec::new();
+            if hl_first {
+                v.extend(hl);
+                v.extend(addr);
+            } else {
+                v.extend(addr);
+                v.extend(hl);
+            }
+            if let Some(((proto, invert), t)) = p {
+                v.push(Match::Ipv6Protocol { proto, invert });
+                v.extend(t);
+            }
+            v
+        })
+}
+
+fn arb_ext() -> impl Strategy<Value = Ext> {
+    prop_oneof![
+        (0u8..3).prop_map(|hdrlen| Ext::HopByHop { hdrlen }),
+        (0u8..3).prop_map(|hdrlen| Ext::DstOpts { hdrlen }),
+        (0u8..3, any::<u8>()).prop_map(|(hdrlen, segleft)| Ext::Routing {
+            hdrlen,
+            rtype: 4,
+            segleft
+        }),
+        (prop_oneof![Just(0u16), 1u16..8], any::<bool>()).prop_map(|(o, m)| frag(o, m)),
+        (1u8..6).prop_map(|hdrlen| Ext::Auth { hdrlen }),
+    ]
+}
+
+fn arb_packet() -> impl Strategy<Value = Vec<u8>> {
+    let l4 = prop_oneof![
+        (
+            prop_oneof![Just(53u16), Just(22), any::<u16>()],
+            any::<u16>()
+        )
+            .prop_map(|(d, s)| (nh::UDP, ipv6::udp(s, d))),
+        (
+            prop_oneof![Just(22u16), Just(80), any::<u16>()],
+            any::<u8>(),
+            proptest::collection::vec(any::<u8>(), 0..12)
+        )
+            .prop_map(|(d, f, o)| (nh::TCP, ipv6::tcp(1000, d, f, &o))),
+        (
+            prop_oneof![Just(128u8), Just(255), any::<u8>()],
+            any::<u8>()
+        )
+            .prop_map(|(t, c)| (nh::ICMPV6, ipv6::icmp6(t, c))),
+        Just((nh::NONE, vec![])),
+        (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..16)),
+    ];
+    (
+        arb_addr(),
+        arb_addr(),
+        prop_oneof![Just(0u8), Just(1), Just(64), Just(255), any::<u8>()],
+        proptest::collection::vec(arb_ext(), 0..5),
+        l4,
+        proptest::option::weighted(0.2, any::<u16>()),
+    )
+        .prop_map(|(s, d, hl, exts, (proto, l4), cut)| {
+            let p = ipv6::packet(s, d, hl, &exts, proto, &l4);
+            match cut {
+                Some(c) if p.len() > 40 => {
+                    let len = 40 + usize::from(c) % (p.len() - 40);
+                    ipv6::truncate(p, len)
+                }
+                _ => p,
+            }
+        })
+}
+
+fn arb_program() -> impl Strategy<Value = Program> {
+    let rules = |n| proptest::collection::vec((arb_rule_matches(), 0u8..9), n);
+    (
+        rules(1..8),
+        rules(0..5),
+        any::<bool>(),
+        prop_oneof![
+            Just(Hook::LocalOut),
+            Just(Hook::LocalIn),
+            Just(Hook::Forward)
+        ],
+    )
+        .prop_map(|(entry, user, pol, hook)| {
+            let mut slot = 0u32;
+            let mut mk = |rules: Vec<(Vec<Match>, u8)>, may_jump: bool| -> Vec<Rule> {
+                rules
+                    .into_iter()
+                    .map(|(matches, a)| {
+                        slot += 1;
+                        let action = match a {
+                            0 => Action::Accept,
+                            1 => Action::Drop,
+                            2 => Action::Return,
+                            3 if may_jump => Action::Call(ChainId(1)),
+                            4 if may_jump => Action::Goto(ChainId(1)),
+                            5 => Action::Log(Log {
+                                level: 4,
+                                flags: 0,
+                                prefix: [b'p'; 30],
+                            }),
+                            6 => Action::Reject(Reject { with: 1 }),
+                            _ => Action::Continue,
+                        };
+                        Rule {
+                            matches,
+                            action,
+                            counter: slot - 1,
+                        }
+                    })
+                    .collect()
+            };
+            let e = mk(entry, true);
+            let u = mk(user, false);
+            program(
+                hook,
+                vec![e, u],
+                if pol { Verdict::Accept } else { Verdict::Drop },
+                slot,
+            )
+        })
+}
+
+#[test]
+fn random_rulesets_match_reference() {
+    let Some(env) = env() else { return };
+    let variants = variants(&env);
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 200,
+        ..Default::default()
+    });
+    runner
+        .run(
+            &(
+                arb_program(),
+                proptest::collection::vec(arb_packet(), 16),
+                0usize..16,
+            ),
+            |(p, pkts, k)| {
+                let (mode, opts) = &variants[k % variants.len()];
+                let l = load(&env, &p, *opts);
+                for pkt in &pkts {
+                    agrees(&l, &p, pkt, mode)?;
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}
