@@ -16,7 +16,7 @@
 //! |---|---|---|
 //! | 0 | 1 | [`Event::kind`] |
 //! | 1 | 1 | hook number |
-//! | 2 | 1 | protocol family (NFPROTO_IPV4 = 2) |
+//! | 2 | 1 | protocol family (NFPROTO_IPV4 = 2, NFPROTO_IPV6 = 10) |
 //! | 3 | 1 | REJECT: `ipt_reject_info.with`; LOG: level |
 //! | 4 | 1 | LOG: `logflags` |
 //! | 5 | 1 | skb checksum state: bits 0-1 `ip_summed`, bit 2 `csum_valid` |
@@ -375,6 +375,15 @@ impl EventBuilder {
         let n = s.len().min(len - 1);
         self.raw[at..at + len].fill(0);
         self.raw[at..at + n].copy_from_slice(&s[..n]);
+    }
+    /// Protocol family (NFPROTO_IPV6 = 10 for an IPv6 packet; the compiled options length
+    /// is IPv4's only).
+    pub fn pf(mut self, pf: u8) -> Self {
+        self.raw[off::PF] = pf;
+        if pf != 2 {
+            self.raw[off::IPCB_OPTLEN] = 0;
+        }
+        self
     }
     /// REJECT's `with` or LOG's level.
     pub fn arg(mut self, v: u8) -> Self {

@@ -1,4 +1,5 @@
-//! LOG: the kernel-format log line of an event (nf_log_syslog).
+//! LOG: the kernel-format log line of an event (nf_log_syslog): `nf_log_ip_packet` for IPv4
+//! records, `nf_log_ip6_packet` for IPv6 ones (byte 2 = NFPROTO_IPV6).
 //!
 //! A BPF_NETFILTER program cannot write to the kernel log, so a `-j LOG` rule hands an
 //! [`Event`] to the daemon, which writes the line the kernel's LOG target would have written,
@@ -49,6 +50,39 @@ pub const ARPHRD_ETHER: u16 = 1;
 pub const ARPHRD_SIT: u16 = 776;
 /// `ETH_HLEN`.
 const ETH_HLEN: usize = 14;
+/// NFPROTO_IPV6: a record of an IPv6 packet (`nf_log_ip6_packet`).
+const NFPROTO_IPV6: u8 = 10;
+
+/// IPv6 header fields and the extension headers `nf_ip6_ext_hdr` knows.
+mod ip6 {
+    pub const HLEN: u32 = 40;
+    pub const HOPOPTS: u8 = 0;
+    pub const ROUTING: u8 = 43;
+    pub const FRAGMENT: u8 = 44;
+    pub const ESP: u8 = 50;
+    pub const AH: u8 = 51;
+    pub const NONE: u8 = 59;
+    pub const DSTOPTS: u8 = 60;
+    pub const ICMPV6: u8 = 58;
+    /// `struct frag_hdr`.
+    pub const FRAG_HLEN: u32 = 8;
+    /// `IPV6_MAXPLEN`.
+    pub const MAXPLEN: u32 = 0xffff;
+}
+
+/// ICMPv6 types `dump_ipv6_packet` decodes (include/uapi/linux/icmpv6.h).
+mod icmp6 {
+    pub const HLEN: u32 = 8;
+    pub const DEST_UNREACH: u8 = 1;
+    pub const PKT_TOOBIG: u8 = 2;
+    pub const TIME_EXCEED: u8 = 3;
+    pub const PARAMPROB: u8 = 4;
+    pub const ECHO_REQUEST: u8 = 128;
+    pub const ECHO_REPLY: u8 = 129;
+    pub const MGM_QUERY: u8 = 130;
+    pub const MGM_REPORT: u8 = 131;
+    pub const MGM_REDUCTION: u8 = 132;
+}
 
 /// The sysctl that lets namespaces other than the initial one log.
 pub const NF_LOG_ALL_NETNS: &str = "/proc/sys/net/netfilter/nf_log_all_netns";
@@ -309,7 +343,11 @@ pub fn format_line(ev: &Event<'_>) -> Vec<u8> {
 /// (`docs/KERNEL-BEHAVIOUR.md#log-buffer-and-printk`).
 fn printk(ev: &Event<'_>) -> (Option<u8>, Vec<u8>) {
     let mut m = LogBuf(Vec::with_capacity(512));
-    nf_log_ip_packet(&mut m, ev);
+    if ev.pf() == NFPROTO_IPV6 {
+        nf_log_ip6_packet(&mut m, ev);
+    } else {
+        nf_log_ip_packet(&mut m, ev);
+    }
     let mut buf = m.0;
     buf.truncate(NF_LOG_BUF_MAX);
     let (level, skip) = printk_parse_prefix(&buf);
@@ -374,6 +412,21 @@ struct Ipv4<'a>(&'a [u8]);
 impl fmt::Display for Ipv4<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}.{}", self.0[0], self.0[1], self.0[2], self.0[3])
+    }
+}
+
+/// `%pI6`: eight groups of four lowercase hex digits, nothing compressed.
+struct Ipv6<'a>(&'a [u8]);
+
+impl fmt::Display for Ipv6<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, g) in self.0.chunks(2).enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{:02x}{:02x}", g[0], g[1])?;
+        }
+        Ok(())
     }
 }
 
@@ -443,6 +496,191 @@ fn nf_log_ip_packet(m: &mut LogBuf, ev: &Event<'_>) {
             .header_pointer(0, ip::HLEN)
             .is_some_and(|h| h[9] == proto::TCP);
     dump_ipv4_packet(m, ev, &skb, gso_tcp, 0);
+}
+
+/// `nf_log_ip6_packet`: the same common part and MAC header as IPv4's, then
+/// [`dump_ipv6_packet`] (`docs/KERNEL-BEHAVIOUR.md#log-line-format`).
+fn nf_log_ip6_packet(m: &mut LogBuf, ev: &Event<'_>) {
+    nf_log_dump_packet_common(m, ev);
+    if ev.in_ifindex() != 0 || !ev.in_name().is_empty() {
+        dump_mac_header(m, ev);
+    }
+    let skb = Skb {
+        data: ev.packet(),
+        len: ev.skb_len(),
+    };
+    dump_ipv6_packet(m, ev, &skb, 0, true);
+}
+
+/// `nf_ip6_ext_hdr`: the headers `dump_ipv6_packet` walks as extension headers (ESP and
+/// NEXTHDR_NONE among them, unlike `ipv6_ext_hdr`).
+fn nf_ip6_ext_hdr(h: u8) -> bool {
+    matches!(
+        h,
+        ip6::HOPOPTS | ip6::ROUTING | ip6::FRAGMENT | ip6::ESP | ip6::AH | ip6::NONE | ip6::DSTOPTS
+    )
+}
+
+/// `dump_ipv6_packet`: the IPv6 header at `ip6hoff`, its extension headers as the kernel walks
+/// them, the transport header; `recurse` is false for the packet an ICMPv6 error quotes.
+fn dump_ipv6_packet(m: &mut LogBuf, ev: &Event<'_>, skb: &Skb<'_>, ip6hoff: u32, recurse: bool) {
+    let logflags = ev.log_flags();
+    let ipopt = logflags & XT_LOG_IPOPT != 0;
+    let Some(ih) = skb.header_pointer(ip6hoff, ip6::HLEN) else {
+        m.bytes(b"TRUNCATED");
+        return;
+    };
+    add!(m, "SRC={} DST={} ", Ipv6(&ih[8..24]), Ipv6(&ih[24..40]));
+    let first = be32(ih, 0);
+    let plen = u32::from(be16(ih, 4));
+    // ipv6_payload_len: 0 on a BIG TCP GSO packet means the skb's length
+    let payload = if plen == 0 && skb.len > ip6::MAXPLEN + ip6::HLEN && ih[6] == proto::TCP {
+        skb.len - ip6::HLEN
+    } else {
+        plen
+    };
+    add!(
+        m,
+        "LEN={} TC={} HOPLIMIT={} FLOWLBL={} ",
+        payload + ip6::HLEN,
+        (first & 0x0ff0_0000) >> 20,
+        ih[7],
+        first & 0x000f_ffff
+    );
+
+    let mut fragment = false;
+    let mut ptr = ip6hoff + ip6::HLEN;
+    let mut current = ih[6];
+    while current != ip6::NONE && nf_ip6_ext_hdr(current) {
+        let Some(hp) = skb.header_pointer(ptr, 2) else {
+            m.bytes(b"TRUNCATED");
+            return;
+        };
+        if ipopt {
+            m.bytes(b"OPT ( ");
+        }
+        let hdrlen = match current {
+            ip6::FRAGMENT => {
+                m.bytes(b"FRAG:");
+                let Some(fh) = skb.header_pointer(ptr, ip6::FRAG_HLEN) else {
+                    m.bytes(b"TRUNCATED ");
+                    return;
+                };
+                let frag_off = be16(fh, 2);
+                add!(m, "{} ", frag_off & 0xfff8);
+                if frag_off & 0x0001 != 0 {
+                    m.bytes(b"INCOMPLETE ");
+                }
+                add!(m, "ID:{:08x} ", be32(fh, 4));
+                if frag_off & 0xfff8 != 0 {
+                    fragment = true;
+                }
+                ip6::FRAG_HLEN
+            }
+            ip6::DSTOPTS | ip6::ROUTING | ip6::HOPOPTS => {
+                if fragment {
+                    if ipopt {
+                        m.bytes(b")");
+                    }
+                    return;
+                }
+                (u32::from(hp[1]) + 1) << 3
+            }
+            ip6::AH => {
+                if ipopt {
+                    m.bytes(b"AH ");
+                    if fragment {
+                        m.bytes(b")");
+                        return;
+                    }
+                    let Some(ah) = skb.header_pointer(ptr, AH_HLEN) else {
+                        add!(m, "INCOMPLETE [{} bytes] )", skb.rest(ptr));
+                        return;
+                    };
+                    add!(m, "SPI=0x{:x} ", be32(ah, 4));
+                }
+                (u32::from(hp[1]) + 2) << 2
+            }
+            ip6::ESP => {
+                if ipopt {
+                    m.bytes(b"ESP ");
+                    if fragment {
+                        m.bytes(b")");
+                        return;
+                    }
+                    match skb.header_pointer(ptr, ESP_HLEN) {
+                        None => add!(m, "INCOMPLETE [{} bytes] )", skb.rest(ptr)),
+                        Some(eh) => add!(m, "SPI=0x{:x} )", be32(eh, 0)),
+                    }
+                }
+                return;
+            }
+            other => {
+                add!(m, "Unknown Ext Hdr {other}");
+                return;
+            }
+        };
+        if ipopt {
+            m.bytes(b") ");
+        }
+        current = hp[0];
+        ptr = ptr.wrapping_add(hdrlen);
+    }
+
+    match current {
+        proto::TCP => {
+            if nf_log_dump_tcp_header(m, skb, fragment, ptr, logflags) {
+                return;
+            }
+        }
+        proto::UDP | proto::UDPLITE => {
+            if nf_log_dump_udp_header(m, skb, current, fragment, ptr) {
+                return;
+            }
+        }
+        ip6::ICMPV6 => {
+            m.bytes(b"PROTO=ICMPv6 ");
+            if !fragment {
+                let Some(ic) = skb.header_pointer(ptr, icmp6::HLEN) else {
+                    add!(m, "INCOMPLETE [{} bytes] ", skb.rest(ptr));
+                    return;
+                };
+                let ty = ic[0];
+                add!(m, "TYPE={ty} CODE={} ", ic[1]);
+                match ty {
+                    icmp6::ECHO_REQUEST | icmp6::ECHO_REPLY => {
+                        add!(m, "ID={} SEQ={} ", be16(ic, 4), be16(ic, 6));
+                    }
+                    icmp6::MGM_QUERY | icmp6::MGM_REPORT | icmp6::MGM_REDUCTION => {}
+                    icmp6::PARAMPROB
+                    | icmp6::DEST_UNREACH
+                    | icmp6::PKT_TOOBIG
+                    | icmp6::TIME_EXCEED => {
+                        if ty == icmp6::PARAMPROB {
+                            add!(m, "POINTER={:08x} ", be32(ic, 4));
+                        }
+                        if recurse {
+                            m.bytes(b"[");
+                            dump_ipv6_packet(m, ev, skb, ptr + icmp6::HLEN, false);
+                            m.bytes(b"] ");
+                        }
+                        if ty == icmp6::PKT_TOOBIG {
+                            add!(m, "MTU={} ", be32(ic, 4));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        p => add!(m, "PROTO={p} "),
+    }
+
+    if logflags & XT_LOG_UID != 0 && recurse {
+        nf_log_dump_sk_uid_gid(m, ev);
+    }
+    if recurse && ev.mark() != 0 {
+        add!(m, "MARK=0x{:x} ", ev.mark());
+    }
 }
 
 /// `nf_log_dump_packet_common`: level, prefix, devices (no PHYSIN/PHYSOUT:
@@ -1147,6 +1385,157 @@ mod tests {
         let ev = Event::parse(&raw).unwrap();
         assert!(format_line(&ev).starts_with(b"\x019P: IN="));
         assert!(kmsg_record(&ev).starts_with(b"\x019P: IN="));
+    }
+
+    const SRC6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const DST6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    const HEAD6: &str = "P: IN=veth0 OUT= MAC=02:00:00:00:00:02:02:00:00:00:00:01:86:dd \
+                         SRC=fd00:0000:0000:0000:0000:0000:0000:0001 \
+                         DST=fd00:0000:0000:0000:0000:0000:0000:0002 ";
+
+    /// An IPv6 packet: traffic class 0xb8, flow label 0x12345, hop limit 64; `exts` are
+    /// (header number, bytes) whose first byte is replaced by the next header.
+    fn ipv6(exts: &[(u8, Vec<u8>)], proto: u8, l4: &[u8]) -> Vec<u8> {
+        let kinds: Vec<u8> = exts.iter().map(|e| e.0).chain([proto]).collect();
+        let mut p = vec![0x6b, 0x81, 0x23, 0x45, 0, 0, kinds[0], 64];
+        p.extend_from_slice(&SRC6);
+        p.extend_from_slice(&DST6);
+        for (i, (_, b)) in exts.iter().enumerate() {
+            p.push(kinds[i + 1]);
+            p.extend_from_slice(&b[1..]);
+        }
+        p.extend_from_slice(l4);
+        let plen = (p.len() - 40) as u16;
+        p[4..6].copy_from_slice(&plen.to_be_bytes());
+        p
+    }
+
+    fn input6(pkt: &[u8]) -> EventBuilder {
+        let mut eth = ETH;
+        eth[12..14].copy_from_slice(&[0x86, 0xdd]);
+        input(pkt).pf(NFPROTO_IPV6).mac(ARPHRD_ETHER, 14, &eth)
+    }
+
+    const DSTOPT: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
+
+    #[test]
+    fn ipv6_header_tcp_udp_and_uid_mark() {
+        let pkt = ipv6(&[], 6, &tcp(0x02, 0, &[2, 4, 5, 0xa0]));
+        assert_eq!(
+            line(
+                &input6(&pkt)
+                    .log_flags(XT_LOG_TCPSEQ | XT_LOG_TCPOPT)
+                    .build()
+            ),
+            format!(
+                "{HEAD6}LEN=64 TC=184 HOPLIMIT=64 FLOWLBL=74565 PROTO=TCP SPT=40000 DPT=80 \
+                 SEQ=16909060 ACK=7 WINDOW=64240 RES=0x00 SYN URGP=5 OPT (020405A0) "
+            )
+        );
+        let pkt = ipv6(&[], 17, &udp(1, 2, b"abc"));
+        let raw = input6(&pkt)
+            .log_flags(XT_LOG_UID)
+            .uid_gid(7, 8)
+            .mark(0x2a)
+            .build();
+        assert!(line(&raw)
+            .ends_with("FLOWLBL=74565 PROTO=UDP SPT=1 DPT=2 LEN=11 UID=7 GID=8 MARK=0x2a "));
+        let pkt = ipv6(&[], 136, &udp(1, 2, b""));
+        assert!(line(&input6(&pkt).build()).ends_with("PROTO=UDPLITE SPT=1 DPT=2 LEN=8 "));
+        assert!(line(&input6(&ipv6(&[], 253, b"zz")).build()).ends_with("FLOWLBL=74565 PROTO=253 "));
+        // NEXTHDR_NONE ends the walk: PROTO=59
+        assert!(line(&input6(&ipv6(&[], 59, b"")).build()).ends_with("PROTO=59 "));
+    }
+
+    #[test]
+    fn ipv6_extension_headers_with_and_without_ipopt() {
+        let frag0 = vec![0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef];
+        let ah = vec![0, 1, 0, 0, 0x11, 0x22, 0x33, 0x44, 0, 0, 0, 1];
+        let pkt = ipv6(
+            &[
+                (0, DSTOPT.to_vec()),
+                (44, frag0),
+                (51, ah),
+                (60, DSTOPT.to_vec()),
+            ],
+            17,
+            &udp(5, 6, b""),
+        );
+        assert!(line(&input6(&pkt).build())
+            .ends_with("FLOWLBL=74565 FRAG:0 INCOMPLETE ID:deadbeef PROTO=UDP SPT=5 DPT=6 LEN=8 "));
+        assert!(line(&input6(&pkt).log_flags(XT_LOG_IPOPT).build()).ends_with(
+            "FLOWLBL=74565 OPT ( ) OPT ( FRAG:0 INCOMPLETE ID:deadbeef ) OPT ( AH SPI=0x11223344 ) \
+             OPT ( ) PROTO=UDP SPT=5 DPT=6 LEN=8 "
+        ));
+        // a later fragment: no transport header; a header after it ends the line
+        let frag = vec![0, 0, 0x05, 0x38, 0, 0, 0, 9];
+        let pkt = ipv6(&[(44, frag.clone())], 58, &[128, 0, 0, 0]);
+        assert!(line(&input6(&pkt).mark(1).build())
+            .ends_with("FRAG:1336 ID:00000009 PROTO=ICMPv6 MARK=0x1 "));
+        let pkt = ipv6(&[(44, frag.clone()), (60, DSTOPT.to_vec())], 6, &[0; 20]);
+        assert!(line(&input6(&pkt).mark(1).build()).ends_with("FRAG:1336 ID:00000009 "));
+        assert!(line(&input6(&pkt).log_flags(XT_LOG_IPOPT).build())
+            .ends_with("OPT ( FRAG:1336 ID:00000009 ) OPT ( )"));
+        // ESP ends the line; with IPOPT its SPI
+        let pkt = ipv6(&[], 50, &[0, 0, 0x10, 1, 0, 0, 0, 1]);
+        assert!(line(&input6(&pkt).mark(1).build()).ends_with("FLOWLBL=74565 "));
+        assert!(line(&input6(&pkt).log_flags(XT_LOG_IPOPT).build())
+            .ends_with("FLOWLBL=74565 OPT ( ESP SPI=0x1001 )"));
+        let pkt = ipv6(&[], 50, &[0, 0, 0x10]);
+        assert!(line(&input6(&pkt).log_flags(XT_LOG_IPOPT).build())
+            .ends_with("OPT ( ESP INCOMPLETE [3 bytes] )"));
+        // a header cut short, and no header at all
+        let pkt = ipv6(&[], 0, &[]);
+        assert!(line(&input6(&pkt).build()).ends_with("FLOWLBL=74565 TRUNCATED"));
+        assert!(line(&input6(&pkt[..30]).build()).ends_with(":86:dd TRUNCATED"));
+        let pkt = ipv6(&[], 44, &[17, 0, 0]);
+        assert!(line(&input6(&pkt).build()).ends_with("FLOWLBL=74565 FRAG:TRUNCATED "));
+    }
+
+    #[test]
+    fn icmpv6_types_and_quoted_packets() {
+        let echo = ipv6(&[], 58, &[128, 0, 0, 0, 0x12, 0x34, 0, 3]);
+        assert!(
+            line(&input6(&echo).build()).ends_with("PROTO=ICMPv6 TYPE=128 CODE=0 ID=4660 SEQ=3 ")
+        );
+        let mld = ipv6(&[], 58, &[131, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(line(&input6(&mld).build()).ends_with("PROTO=ICMPv6 TYPE=131 CODE=0 "));
+        let ns = ipv6(&[], 58, &[135, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(line(&input6(&ns).build()).ends_with("PROTO=ICMPv6 TYPE=135 CODE=0 "));
+        let short = ipv6(&[], 58, &[128, 0, 0]);
+        assert!(
+            line(&input6(&short).mark(1).build()).ends_with("PROTO=ICMPv6 INCOMPLETE [3 bytes] ")
+        );
+        // a packet too big quoting a UDP datagram: once, then the MTU, then UID and MARK
+        let inner = ipv6(&[], 17, &udp(9, 10, b""));
+        let mut ptb = vec![2, 0, 0, 0, 0, 0, 0x05, 0x00];
+        ptb.extend_from_slice(&inner);
+        let pkt = ipv6(&[], 58, &ptb);
+        let raw = input6(&pkt)
+            .log_flags(XT_LOG_UID)
+            .uid_gid(0, 0)
+            .mark(3)
+            .build();
+        assert!(line(&raw).ends_with(
+            "PROTO=ICMPv6 TYPE=2 CODE=0 [SRC=fd00:0000:0000:0000:0000:0000:0000:0001 \
+             DST=fd00:0000:0000:0000:0000:0000:0000:0002 LEN=48 TC=184 HOPLIMIT=64 \
+             FLOWLBL=74565 PROTO=UDP SPT=9 DPT=10 LEN=8 ] MTU=1280 UID=0 GID=0 MARK=0x3 "
+        ));
+        // a parameter problem's pointer; an error inside an error is not recursed into
+        let mut inner_err = vec![1, 4, 0, 0, 0, 0, 0, 0];
+        inner_err.extend_from_slice(&inner);
+        let mut pp = vec![4, 1, 0, 0, 0, 0, 0, 0x2a];
+        pp.extend(ipv6(&[], 58, &inner_err));
+        let pkt = ipv6(&[], 58, &pp);
+        assert!(line(&input6(&pkt).build()).ends_with(
+            "TYPE=4 CODE=1 POINTER=0000002a [SRC=fd00:0000:0000:0000:0000:0000:0000:0001 \
+             DST=fd00:0000:0000:0000:0000:0000:0000:0002 LEN=96 TC=184 HOPLIMIT=64 \
+             FLOWLBL=74565 PROTO=ICMPv6 TYPE=1 CODE=4 ] "
+        ));
+        // a quote cut short
+        let mut du = vec![1, 3, 0, 0, 0, 0, 0, 0];
+        du.extend_from_slice(&inner[..20]);
+        assert!(line(&input6(&ipv6(&[], 58, &du)).build()).ends_with("TYPE=1 CODE=3 [TRUNCATED] "));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod log;
 pub mod reject;
+pub mod reject6;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

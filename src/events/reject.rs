@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -79,7 +79,7 @@ pub mod code {
 }
 
 const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
+pub(super) const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_GRE: u8 = 47;
 const IPPROTO_ESP: u8 = 50;
@@ -100,12 +100,12 @@ const INADDR_DUMMY: Ipv4Addr = Ipv4Addr::new(192, 0, 0, 8);
 const ICMP_ERROR_MAX: usize = 576;
 
 const ARPHRD_ETHER: u16 = 1;
-const ARPHRD_LOOPBACK: u16 = 772;
+pub(super) const ARPHRD_LOOPBACK: u16 = 772;
 
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
+pub(super) const TCP_FIN: u8 = 0x01;
+pub(super) const TCP_SYN: u8 = 0x02;
+pub(super) const TCP_RST: u8 = 0x04;
+pub(super) const TCP_ACK: u8 = 0x10;
 
 const IPOPT_END: u8 = 0;
 const IPOPT_NOOP: u8 = 1;
@@ -128,8 +128,8 @@ pub enum RejectError {
         /// [`Event::kind`].
         kind: u8,
     },
-    /// Not NFPROTO_IPV4.
-    #[error("REJECT event of protocol family {pf}, only IPv4 (2) is handled")]
+    /// Neither NFPROTO_IPV4 nor NFPROTO_IPV6 (or the other one than the caller handles).
+    #[error("REJECT event of protocol family {pf}, expected IPv4 (2) or IPv6 (10)")]
     Family {
         /// [`Event::pf`].
         pf: u8,
@@ -200,7 +200,7 @@ impl<'a> Params<'a> {
 
 /// Whether the running kernel is 6.16 or later, which removed DCCP (and with it DCCP from
 /// `nf_reject_verify_csum`'s list).
-fn dccp_gone() -> bool {
+pub(super) fn dccp_gone() -> bool {
     static GONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *GONE.get_or_init(|| crate::probe::kernel_at_least(6, 16))
 }
@@ -413,16 +413,17 @@ const ICMP_ECHOREPLY_TYPE: u8 = 0;
 const ICMP_TIMESTAMPREPLY_TYPE: u8 = 14;
 
 /// `skb_csum_unnecessary`.
-fn skb_csum_unnecessary(ev: &Event<'_>) -> bool {
+pub(super) fn skb_csum_unnecessary(ev: &Event<'_>) -> bool {
     matches!(ev.ip_summed(), csum::UNNECESSARY | csum::PARTIAL) || ev.csum_valid()
 }
 
 /// `nf_reject_verify_csum`: whether the protocol has a 16-bit one's complement checksum of
-/// the whole payload to verify (`docs/KERNEL-BEHAVIOUR.md#reject-checksum`).
-fn nf_reject_verify_csum(ip: Ip<'_>, proto: u8, dccp_unverified: bool) -> bool {
+/// the whole payload to verify (`docs/KERNEL-BEHAVIOUR.md#reject-checksum`); `l4` is the
+/// captured transport header on (both families share it).
+pub(super) fn nf_reject_verify_csum(l4: &[u8], proto: u8, dccp_unverified: bool) -> bool {
     match proto {
         // optional checksum: zero means none
-        IPPROTO_UDP => ip.l4().get(6..8).is_none_or(|c| c != [0, 0]),
+        IPPROTO_UDP => l4.get(6..8).is_none_or(|c| c != [0, 0]),
         IPPROTO_GRE | IPPROTO_AH | IPPROTO_ESP | IPPROTO_SCTP | IPPROTO_UDPLITE => false,
         IPPROTO_DCCP => !dccp_unverified,
         _ => true,
@@ -454,7 +455,7 @@ fn nf_ip_checksum_ok(ev: &Event<'_>, ip: Ip<'_>, proto: u8) -> bool {
 }
 
 /// `skb->pkt_type != PACKET_HOST`, from the captured Ethernet destination.
-fn not_packet_host(ev: &Event<'_>) -> bool {
+pub(super) fn not_packet_host(ev: &Event<'_>) -> bool {
     let mac = ev.mac();
     ev.hook() != hook::LOCAL_OUT
         && ev.dev_type() == ARPHRD_ETHER
@@ -476,7 +477,7 @@ fn send_unreach(ev: &Event<'_>, ip: Ip<'_>, code: u8, params: &Params<'_>) -> Op
     }
     let proto = ip.proto();
     if !skb_csum_unnecessary(ev)
-        && nf_reject_verify_csum(ip, proto, params.dccp_unverified)
+        && nf_reject_verify_csum(ip.l4(), proto, params.dccp_unverified)
         && !nf_ip_checksum_ok(ev, ip, proto)
     {
         return None;
@@ -874,7 +875,7 @@ fn options_echo(ip: Ip<'_>, local: &[Ipv4Addr]) -> Option<Echo> {
     Some(e)
 }
 
-fn ones_sum(data: &[u8], init: u64) -> u64 {
+pub(super) fn ones_sum(data: &[u8], init: u64) -> u64 {
     let mut sum = init;
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
@@ -892,7 +893,7 @@ fn pseudo_sum(sum: u64, s: Ipv4Addr, d: Ipv4Addr, proto: u8, len: usize) -> u64 
     sum + u64::from(proto) + len as u64
 }
 
-fn fold(mut sum: u64) -> u16 {
+pub(super) fn fold(mut sum: u64) -> u16 {
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -932,6 +933,37 @@ pub struct Sysctls {
     pub icmp_errors_use_inbound_ifaddr: bool,
     /// `fwmark_reflect`
     pub fwmark_reflect: bool,
+    /// `net.ipv6.icmp.ratelimit`, in milliseconds
+    pub icmpv6_ratelimit_ms: u32,
+    /// `net.ipv6.icmp.ratemask`: bit N set = ICMPv6 type N is rate limited
+    pub icmpv6_ratemask: [u64; 4],
+    /// `net.ipv6.fwmark_reflect`
+    pub ipv6_fwmark_reflect: bool,
+}
+
+/// `net.ipv6.icmp.ratemask`'s default, "0-1,3-127": every error type but Packet Too Big and
+/// every informational type below 128 (`icmpv6_sysctl_init`).
+pub const ICMPV6_RATEMASK_DEFAULT: [u64; 4] = [!(1u64 << 2), u64::MAX, 0, 0];
+
+/// Parses a bitmap list sysctl (`proc_do_large_bitmap`: "0-1,3-127", empty for none).
+pub fn parse_bitmap_list(text: &str) -> Option<[u64; 4]> {
+    let mut m = [0u64; 4];
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?),
+            None => {
+                let v = part.trim().parse::<u32>().ok()?;
+                (v, v)
+            }
+        };
+        if lo > hi || hi > 255 {
+            return None;
+        }
+        for b in lo..=hi {
+            m[(b / 64) as usize] |= 1 << (b % 64);
+        }
+    }
+    Some(m)
 }
 
 impl Default for Sysctls {
@@ -945,6 +977,9 @@ impl Default for Sysctls {
             icmp_msgs_burst: 50,
             icmp_errors_use_inbound_ifaddr: false,
             fwmark_reflect: false,
+            icmpv6_ratelimit_ms: 100,
+            icmpv6_ratemask: ICMPV6_RATEMASK_DEFAULT,
+            ipv6_fwmark_reflect: false,
         }
     }
 }
@@ -975,8 +1010,12 @@ pub struct RateConfig {
     pub msgs_per_sec: u32,
     /// `icmp_msgs_burst`.
     pub msgs_burst: u32,
-    /// Most per-destination entries kept.
+    /// Most per-destination entries kept (for each family).
     pub peer_capacity: usize,
+    /// `net.ipv6.icmp.ratelimit` in milliseconds.
+    pub ratelimit6_ms: u32,
+    /// `net.ipv6.icmp.ratemask`.
+    pub ratemask6: [u64; 4],
 }
 
 impl RateConfig {
@@ -989,6 +1028,8 @@ impl RateConfig {
             msgs_per_sec: s.icmp_msgs_per_sec,
             msgs_burst: s.icmp_msgs_burst,
             peer_capacity: DEFAULT_PEER_CAPACITY,
+            ratelimit6_ms: s.icmpv6_ratelimit_ms,
+            ratemask6: s.icmpv6_ratemask,
         }
     }
 
@@ -1016,18 +1057,28 @@ struct Peer {
     dtime: u64,
 }
 
-/// The per-destination buckets (`net->ipv4.peers`), bounded like `inet_peer_gc`.
-#[derive(Debug, Default)]
-struct Peers {
-    map: HashMap<Ipv4Addr, Peer>,
+/// The per-destination buckets of one family (`net->ipv4.peers`, `net->ipv6.peers`), bounded
+/// like `inet_peer_gc`.
+#[derive(Debug)]
+struct Peers<A> {
+    map: HashMap<A, Peer>,
     /// (dtime, address), oldest first
-    lru: BTreeSet<(u64, Ipv4Addr)>,
+    lru: BTreeSet<(u64, A)>,
 }
 
-impl Peers {
-    /// `inet_getpeer_v4`: the entry, created full (`rate_last = jiffies - 60 * HZ`), after
+impl<A> Default for Peers<A> {
+    fn default() -> Self {
+        Peers {
+            map: HashMap::new(),
+            lru: BTreeSet::new(),
+        }
+    }
+}
+
+impl<A: Copy + Ord + std::hash::Hash> Peers<A> {
+    /// `inet_getpeer_v4`/`_v6`: the entry, created full (`rate_last = jiffies - 60 * HZ`), after
     /// dropping entries idle longer than the fill-scaled TTL (all examined ones when full).
-    fn get(&mut self, addr: Ipv4Addr, now: u64, cfg: &RateConfig) -> &mut Peer {
+    fn get(&mut self, addr: A, now: u64, cfg: &RateConfig) -> &mut Peer {
         let hz = u64::from(cfg.hz);
         if !self.map.contains_key(&addr) {
             let cap = cfg.peer_capacity.max(1);
@@ -1092,7 +1143,8 @@ pub struct RateLimiter {
     cfg: RateConfig,
     credit: i64,
     stamp: Option<u64>,
-    peers: Peers,
+    peers: Peers<Ipv4Addr>,
+    peers6: Peers<Ipv6Addr>,
     rng: Box<dyn FnMut() -> u32 + Send>,
 }
 
@@ -1136,6 +1188,7 @@ impl RateLimiter {
             credit: 0,
             stamp: None,
             peers: Peers::default(),
+            peers6: Peers::default(),
             rng,
         }
     }
@@ -1150,9 +1203,9 @@ impl RateLimiter {
         self.cfg = cfg;
     }
 
-    /// Destinations currently remembered.
+    /// Destinations currently remembered (both families).
     pub fn peers(&self) -> usize {
-        self.peers.map.len()
+        self.peers.map.len() + self.peers6.map.len()
     }
 
     /// Whether `reply` may be sent at `now` (RSTs always may).
@@ -1219,6 +1272,54 @@ impl RateLimiter {
         };
         if rc {
             // icmp_global_consume: this may make the credit negative.
+            self.credit -= i64::from((self.rng)() % 3);
+        }
+        rc
+    }
+
+    /// The decision for an ICMPv6 error of `ty` to `dest`, `icmp6_send`'s sequence (6.12+):
+    /// `icmpv6_global_allow` (the namespace-wide bucket IPv4 uses too) unless the skb's device
+    /// is a loopback, the route lookup, then `icmpv6_xrlim_allow`: a route through a loopback
+    /// device (`to_local`) always may; otherwise the destination's bucket, with
+    /// `net.ipv6.icmp.ratelimit` shifted right by `(128 - plen) >> 5` for a route of prefix
+    /// length `plen` ("more bandwidth to wider prefixes").
+    #[allow(clippy::too_many_arguments, reason = "the inputs icmp6_send reads")]
+    pub fn allow_icmp6(
+        &mut self,
+        ty: u8,
+        dest: Ipv6Addr,
+        in_loopback: bool,
+        to_local: bool,
+        plen: u8,
+        now: Duration,
+        route: impl FnOnce() -> bool,
+    ) -> bool {
+        let now = self.cfg.jiffies(now);
+        let mut apply = false;
+        let masked = self.cfg.ratemask6[usize::from(ty / 64)] & (1 << (ty % 64)) != 0;
+        if !in_loopback && masked {
+            if !self.icmp_global_allow(now) {
+                return false;
+            }
+            apply = true;
+        }
+        if !route() {
+            return false;
+        }
+        if !apply {
+            return true;
+        }
+        let mut timeout = self.cfg.ms_to_jiffies(u64::from(self.cfg.ratelimit6_ms));
+        if plen < 128 {
+            timeout >>= (128 - u32::from(plen)) >> 5;
+        }
+        let rc = if to_local {
+            true
+        } else {
+            let cfg = self.cfg;
+            inet_peer_xrlim_allow(self.peers6.get(dest, now, &cfg), now, timeout)
+        };
+        if rc {
             self.credit -= i64::from((self.rng)() % 3);
         }
         rc
@@ -1332,6 +1433,59 @@ pub struct Sender {
     reply_ct: Option<(Map, u8)>,
     local: Vec<Ipv4Addr>,
     local_read: Option<Instant>,
+    /// IPv6, when the namespace has it (`None` where a socket could not be made)
+    v6: V6,
+}
+
+/// The IPv6 side of a [`Sender`]: a raw `IPPROTO_RAW` socket (the header is ours) for resets,
+/// a raw `IPPROTO_ICMPV6` socket for errors (the kernel writes the header, and with it the
+/// flow label `icmp6_send` would have: [`super::reject6`]), a UDP socket for route lookups,
+/// `/proc/net/ipv6_route` for the route's prefix length.
+#[derive(Debug, Default)]
+struct V6 {
+    raw: Option<OwnedFd>,
+    icmp: Option<OwnedFd>,
+    probe: Option<UdpSocket>,
+    routes: Option<File>,
+    files: Vec<Option<File>>,
+    local: Vec<Ipv6Addr>,
+    local_read: Option<Instant>,
+}
+
+const SYSCTLS6: [&str; 3] = ["icmp/ratelimit", "icmp/ratemask", "fwmark_reflect"];
+
+impl V6 {
+    /// Opens what it can in the current thread's namespace.
+    fn open() -> V6 {
+        let sock = |proto: SockProtocol| {
+            socket::socket(
+                AddressFamily::Inet6,
+                SockType::Raw,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                proto,
+            )
+            .ok()
+        };
+        let icmp = sock(SockProtocol::IcmpV6);
+        // Every ICMPv6 packet of the namespace is queued to a raw ICMPv6 socket; nothing is
+        // read from it, so its queue is kept as small as the kernel allows.
+        if let Some(fd) = &icmp {
+            let _ = socket::setsockopt(fd, sockopt::RcvBuf, &0);
+        }
+        V6 {
+            // IPPROTO_RAW on AF_INET6 implies IPV6_HDRINCL
+            raw: sock(SockProtocol::Raw),
+            icmp,
+            probe: UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).ok(),
+            routes: File::open("/proc/net/ipv6_route").ok(),
+            files: SYSCTLS6
+                .iter()
+                .map(|n| File::open(format!("/proc/sys/net/ipv6/{n}")).ok())
+                .collect(),
+            local: Vec::new(),
+            local_read: None,
+        }
+    }
 }
 
 /// Whether the packet's IP options hold a prespecified timestamp option.
@@ -1367,7 +1521,7 @@ impl Sender {
         let dup = netns
             .try_clone_to_owned()
             .map_err(|e| SendError::io("dup", &e))?;
-        let (raw, probe, files) = in_netns(netns, || -> Result<_, SendError> {
+        let (raw, probe, files, v6) = in_netns(netns, || -> Result<_, SendError> {
             // IPPROTO_RAW implies IP_HDRINCL; nonblocking so that a full send buffer drops
             // the reply instead of stalling the daemon.
             let raw = socket::socket(
@@ -1387,7 +1541,7 @@ impl Sender {
                 .iter()
                 .map(|n| File::open(format!("/proc/sys/net/ipv4/{n}")).ok())
                 .collect::<Vec<_>>();
-            Ok((raw, probe, files))
+            Ok((raw, probe, files, V6::open()))
         })??;
         let mut s = Sender {
             netns: dup,
@@ -1403,6 +1557,7 @@ impl Sender {
             reply_ct: None,
             local: Vec::new(),
             local_read: None,
+            v6,
         };
         s.refresh_sysctls()?;
         Ok(s)
@@ -1452,6 +1607,32 @@ impl Sender {
             })?;
             v[i] = parsed.clamp(0, i64::from(u32::MAX)) as u32;
         }
+        let mut v6 = [String::new(), String::new(), String::new()];
+        for (i, f) in self.v6.files.iter().enumerate() {
+            let Some(f) = f else { continue };
+            let mut buf = [0u8; 256];
+            let n = f.read_at(&mut buf, 0).map_err(|e| SendError::Sysctl {
+                name: SYSCTLS6[i],
+                what: e.to_string(),
+            })?;
+            v6[i] = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
+        }
+        let bad6 = |i: usize| SendError::Sysctl {
+            name: SYSCTLS6[i],
+            what: format!("not understood: {:?}", v6[i]),
+        };
+        let num6 = |i: usize, default: u32| -> Result<u32, SendError> {
+            if v6[i].is_empty() {
+                return Ok(default);
+            }
+            let n: i64 = v6[i].parse().map_err(|_| bad6(i))?;
+            Ok(n.clamp(0, i64::from(u32::MAX)) as u32)
+        };
+        let icmpv6_ratemask = if self.v6.files[1].is_some() {
+            parse_bitmap_list(&v6[1]).ok_or_else(|| bad6(1))?
+        } else {
+            d.icmpv6_ratemask
+        };
         self.sysctls = Sysctls {
             ip_default_ttl: v[0].clamp(1, 255) as u8,
             icmp_ratelimit_ms: v[1],
@@ -1460,6 +1641,9 @@ impl Sender {
             icmp_msgs_burst: v[4],
             icmp_errors_use_inbound_ifaddr: v[5] != 0,
             fwmark_reflect: v[6] != 0,
+            icmpv6_ratelimit_ms: num6(0, d.icmpv6_ratelimit_ms)?,
+            icmpv6_ratemask,
+            ipv6_fwmark_reflect: num6(2, 0)? != 0,
         };
         let mut cfg = RateConfig::from_sysctls(&self.sysctls);
         cfg.hz = self.limiter.config().hz;
@@ -1473,6 +1657,9 @@ impl Sender {
     pub fn handle(&mut self, ev: &Event<'_>) -> Result<Outcome, SendError> {
         if self.read_at.elapsed() >= SYSCTL_REFRESH {
             self.refresh_sysctls()?;
+        }
+        if ev.pf() == super::reject6::NFPROTO_IPV6 {
+            return self.handle6(ev);
         }
         // The address list only matters to an echoed prespecified timestamp option.
         if has_prespec_timestamp(ev.packet())
@@ -1535,24 +1722,7 @@ impl Sender {
                 }
             }
         }
-        // The reply carries the rejected packet's connection
-        // (docs/KERNEL-BEHAVIOUR.md#reject-reply-conntrack); the programs learn it from the
-        // reply's priority (emitter::event::REPLY_PRIORITY_TAG).
-        let priority = match (ev.ctinfo(), self.reply_ct.as_mut()) {
-            (None, _) => 0,
-            (Some(ctinfo), None) => emitter::event::reply_priority(ctinfo),
-            (Some(ctinfo), Some((map, next))) => {
-                let slot = *next;
-                *next = next.wrapping_add(1);
-                match map.update(&u32::from(slot).to_ne_bytes(), ev.ct_copy(), 0) {
-                    Ok(()) => emitter::event::reply_priority_with_copy(ctinfo, slot),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "REJECT: cannot hand the reply its connection");
-                        emitter::event::reply_priority(ctinfo)
-                    }
-                }
-            }
-        };
+        let priority = self.reply_priority(ev);
         if priority != self.priority {
             socket::setsockopt(&self.raw, sockopt::Priority, &(priority as i32)).map_err(
                 |errno| SendError::Socket {
@@ -1577,6 +1747,173 @@ impl Sender {
             }) => Ok(Outcome::NoRoute),
             Err(e) => Err(e),
         }
+    }
+
+    /// The reply's `skb->priority`: the rejected packet's connection, which the reply carries
+    /// (docs/KERNEL-BEHAVIOUR.md#reject-reply-conntrack); the programs learn it from the
+    /// priority (emitter::event::REPLY_PRIORITY_TAG).
+    fn reply_priority(&mut self, ev: &Event<'_>) -> u32 {
+        match (ev.ctinfo(), self.reply_ct.as_mut()) {
+            (None, _) => 0,
+            (Some(ctinfo), None) => emitter::event::reply_priority(ctinfo),
+            (Some(ctinfo), Some((map, next))) => {
+                let slot = *next;
+                *next = next.wrapping_add(1);
+                match map.update(&u32::from(slot).to_ne_bytes(), ev.ct_copy(), 0) {
+                    Ok(()) => emitter::event::reply_priority_with_copy(ctinfo, slot),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "REJECT: cannot hand the reply its connection");
+                        emitter::event::reply_priority(ctinfo)
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Sender::handle`] for an IPv6 record: [`super::reject6::reply6`], `icmp6_send`'s limits
+    /// and route, then the send.
+    fn handle6(&mut self, ev: &Event<'_>) -> Result<Outcome, SendError> {
+        use super::reject6::{reply6, Params6, Source6};
+        if self
+            .v6
+            .local_read
+            .is_none_or(|t| t.elapsed() >= SYSCTL_REFRESH)
+        {
+            self.v6.local = self.addresses6()?;
+            self.v6.local_read = Some(Instant::now());
+        }
+        let params = Params6 {
+            hop_limit: 64,
+            fwmark_reflect: self.sysctls.ipv6_fwmark_reflect,
+            local_addrs: &self.v6.local,
+            dccp_unverified: !dccp_gone(),
+        };
+        let Some(mut r) = reply6(ev, &params)? else {
+            return Ok(Outcome::NoReply);
+        };
+        let Some(probe) = self.v6.probe.as_ref() else {
+            return Err(SendError::Socket {
+                call: "socket(AF_INET6, SOCK_DGRAM)",
+                errno: Errno::EAFNOSUPPORT,
+            });
+        };
+        let (dest, scope) = (r.dest(), r.scope_ifindex());
+        let now = self.epoch.elapsed();
+        let mut route = None;
+        let mut probed = false;
+        let allowed = match r.kind() {
+            ReplyKind::Reset => {
+                probed = true;
+                route = route_probe6(probe, dest, scope);
+                route.is_some()
+            }
+            ReplyKind::Unreachable { .. } => {
+                let plen = self
+                    .v6
+                    .routes
+                    .as_ref()
+                    .map_or(128, |f| route_plen6(f, dest));
+                self.limiter.allow_icmp6(
+                    super::reject6::ICMPV6_DEST_UNREACH,
+                    dest,
+                    r.in_loopback(),
+                    r.to_local(),
+                    plen,
+                    now,
+                    || {
+                        probed = true;
+                        route = route_probe6(probe, dest, scope);
+                        route.is_some()
+                    },
+                )
+            }
+        };
+        if !allowed {
+            return Ok(if probed && route.is_none() {
+                Outcome::NoRoute
+            } else {
+                Outcome::RateLimited
+            });
+        }
+        if let Some((src, hops)) = route {
+            r.set_hop_limit(hops);
+            if r.source() == Source6::Route {
+                r.set_source(src);
+            }
+        }
+        let priority = self.reply_priority(ev);
+        let fd = match r.kind() {
+            ReplyKind::Reset => self.v6.raw.as_ref(),
+            ReplyKind::Unreachable { .. } => self.v6.icmp.as_ref(),
+        };
+        let Some(fd) = fd else {
+            return Err(SendError::Socket {
+                call: "socket(AF_INET6, SOCK_RAW)",
+                errno: Errno::EAFNOSUPPORT,
+            });
+        };
+        let set = |call: &'static str, r: nix::Result<()>| {
+            r.map_err(|errno| SendError::Socket { call, errno })
+        };
+        set(
+            "setsockopt(SO_MARK)",
+            socket::setsockopt(fd, sockopt::Mark, &r.mark()),
+        )?;
+        set(
+            "setsockopt(SO_PRIORITY)",
+            socket::setsockopt(fd, sockopt::Priority, &(priority as i32)),
+        )?;
+        let to = socket::SockaddrIn6::from(SocketAddrV6::new(dest, 0, 0, scope));
+        let sent = match r.kind() {
+            ReplyKind::Reset => {
+                socket::sendto(fd.as_raw_fd(), r.datagram(), &to, MsgFlags::MSG_DONTWAIT).map(drop)
+            }
+            ReplyKind::Unreachable { .. } => {
+                // The source is fixed by now; the kernel builds the header around it.
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: r.datagram()[8..24].try_into().unwrap_or([0; 16]),
+                    },
+                    ipi6_ifindex: scope,
+                };
+                let iov = [std::io::IoSlice::new(r.payload())];
+                socket::sendmsg(
+                    fd.as_raw_fd(),
+                    &iov,
+                    &[socket::ControlMessage::Ipv6PacketInfo(&info)],
+                    MsgFlags::MSG_DONTWAIT,
+                    Some(&to),
+                )
+                .map(drop)
+            }
+        };
+        match sent {
+            Ok(()) => Ok(Outcome::Sent(r.kind())),
+            Err(Errno::ENETUNREACH | Errno::EHOSTUNREACH) => Ok(Outcome::NoRoute),
+            Err(errno) => Err(SendError::Socket {
+                call: "sendmsg(AF_INET6 raw)",
+                errno,
+            }),
+        }
+    }
+
+    /// The namespace's IPv6 addresses (`ipv6_chk_addr`).
+    fn addresses6(&self) -> Result<Vec<Ipv6Addr>, SendError> {
+        in_netns(
+            self.netns.as_fd(),
+            || -> Result<Vec<Ipv6Addr>, SendError> {
+                let list = nix::ifaddrs::getifaddrs().map_err(|errno| SendError::Socket {
+                    call: "getifaddrs",
+                    errno,
+                })?;
+                Ok(list
+                    .filter_map(|ifa| {
+                        ifa.address
+                            .and_then(|a| a.as_sockaddr_in6().map(|s| s.ip()))
+                    })
+                    .collect())
+            },
+        )?
     }
 
     /// Sends a reply as it is (no rate limit). The kernel fills the IP ID when it is 0 (and
@@ -1699,6 +2036,57 @@ fn route_probe(probe: &UdpSocket, dest: Ipv4Addr) -> Option<(Ipv4Addr, u32)> {
     };
     let mtu = socket::getsockopt(probe, sockopt::IpMtu).ok()?;
     Some((src, u32::try_from(mtu).unwrap_or(0)))
+}
+
+/// The route toward `dest` (leaving by `scope` when non-zero): (the source address routing
+/// picks, `ip6_dst_hoplimit`), or `None` without a route. A UDP `connect` does the lookup and
+/// sends nothing; IPV6_UNICAST_HOPS of a connected socket without its own is the route's.
+fn route_probe6(probe: &UdpSocket, dest: Ipv6Addr, scope: u32) -> Option<(Ipv6Addr, u8)> {
+    crate::sys::disconnect(std::os::fd::AsFd::as_fd(probe)).ok()?;
+    probe.connect(SocketAddrV6::new(dest, 9, 0, scope)).ok()?;
+    let src = match probe.local_addr().ok()? {
+        std::net::SocketAddr::V6(a) => *a.ip(),
+        std::net::SocketAddr::V4(_) => return None,
+    };
+    let hops = socket::getsockopt(probe, sockopt::Ipv6Ttl).ok()?;
+    Some((src, u8::try_from(hops).unwrap_or(64)))
+}
+
+/// The prefix length of the longest route in `/proc/net/ipv6_route` that covers `dest` (what
+/// `icmpv6_xrlim_allow` reads as `rt6i_dst.plen`); 128 when none does.
+fn route_plen6(routes: &File, dest: Ipv6Addr) -> u8 {
+    let mut text = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut at = 0u64;
+    while let Ok(n) = routes.read_at(&mut buf, at) {
+        if n == 0 || text.len() > 4 << 20 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+        at += n as u64;
+    }
+    longest_prefix6(&String::from_utf8_lossy(&text), dest).unwrap_or(128)
+}
+
+/// The longest prefix of the `/proc/net/ipv6_route` lines `text` (destination, prefix length,
+/// source, source length, next hop, metric, refs, use, flags, device) that covers `dest`.
+pub fn longest_prefix6(text: &str, dest: Ipv6Addr) -> Option<u8> {
+    const RTF_UP: u32 = 0x0001;
+    let d = u128::from(dest);
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let net = u128::from_str_radix(f.first()?, 16).ok()?;
+            let plen = u8::from_str_radix(f.get(1)?, 16).ok()?;
+            let flags = u32::from_str_radix(f.get(8)?, 16).ok()?;
+            let mask = if plen == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(plen.min(128)))
+            };
+            (flags & RTF_UP != 0 && d & mask == net & mask).then_some(plen)
+        })
+        .max()
 }
 
 // keep PACKET_CAP in view: the quote never exceeds what a record carries.
@@ -2473,6 +2861,79 @@ mod tests {
         assert!(!has_prespec_timestamp(&udp(1, &rr)));
         assert!(!has_prespec_timestamp(&udp(1, &[])));
         assert!(!has_prespec_timestamp(&udp(1, &[0x44, 0, 0, 0])));
+    }
+
+    #[test]
+    fn ipv6_sysctls_and_routes() {
+        assert_eq!(
+            parse_bitmap_list("0-1,3-127"),
+            Some(ICMPV6_RATEMASK_DEFAULT)
+        );
+        assert_eq!(parse_bitmap_list(""), Some([0; 4]));
+        assert_eq!(parse_bitmap_list("255"), Some([0, 0, 0, 1 << 63]));
+        assert_eq!(parse_bitmap_list("3-1"), None);
+        assert_eq!(parse_bitmap_list("x"), None);
+        let routes = "\
+fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     veth0
+fd000000000000000000000000000002 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000002 00000000 80200001       lo
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000001 00000000 00000003     veth0
+ff000000000000000000000000000000 08 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000000     veth0
+";
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(longest_prefix6(routes, a("fd00::9")), Some(64));
+        assert_eq!(longest_prefix6(routes, a("fd00::2")), Some(128));
+        assert_eq!(longest_prefix6(routes, a("2001:db8::1")), Some(0));
+        assert_eq!(
+            longest_prefix6(routes, a("ff02::1")),
+            Some(0),
+            "the ff00::/8 line is down"
+        );
+        assert_eq!(longest_prefix6("", a("::1")), None);
+    }
+
+    #[test]
+    fn icmpv6_limits() {
+        let d = "fd00::1".parse::<Ipv6Addr>().unwrap();
+        let mut c = cfg();
+        c.ratelimit6_ms = 1000;
+        let mut l = RateLimiter::with_rng(c, Box::new(|| 0));
+        let mut n = |l: &mut RateLimiter, plen, at, local| {
+            (0..20)
+                .filter(|_| l.allow_icmp6(1, d, false, local, plen, ms(at), || true))
+                .count()
+        };
+        assert_eq!(n(&mut l, 128, 0, false), 6, "burst of a /128 route");
+        assert_eq!(n(&mut l, 128, 999, false), 0);
+        assert_eq!(n(&mut l, 128, 1000, false), 1);
+        // a /64 route: 1000 ms >> 2 per token
+        let mut l = RateLimiter::with_rng(c, Box::new(|| 0));
+        assert_eq!(n(&mut l, 64, 0, false), 6);
+        assert_eq!(n(&mut l, 64, 250, false), 1);
+        assert_eq!(n(&mut l, 64, 1250, false), 4);
+        // a route through lo: only the global bucket
+        assert_eq!(n(&mut l, 64, 1250, true), 20);
+        // Packet Too Big (2) is out of the default mask; informational types above 127 too
+        assert_eq!(
+            (0..100)
+                .filter(|_| l.allow_icmp6(2, d, false, false, 64, ms(1250), || true))
+                .count(),
+            100
+        );
+        // the global bucket is IPv4's: spent by one family, empty for the other
+        let mut c = cfg();
+        c.ratelimit_ms = 0;
+        c.ratelimit6_ms = 0;
+        let mut l = RateLimiter::with_rng(c, Box::new(|| 1));
+        assert_eq!(
+            n(&mut l, 128, 0, false) + n(&mut l, 128, 0, false) + n(&mut l, 128, 0, false),
+            50
+        );
+        let r = reply_to(A);
+        assert!(!l.check(&r, ms(0)));
+        // no route: refused, no state
+        let mut l = RateLimiter::with_rng(cfg(), Box::new(|| 0));
+        assert!(!l.allow_icmp6(1, d, false, false, 64, ms(0), || false));
+        assert_eq!(l.peers(), 0);
     }
 
     #[test]
