@@ -43,17 +43,17 @@ enum Command {
         disable_version_flag = true
     )]
     IptablesRestore(cli::PassThrough),
-    /// Run `ip6tables-legacy ARGS`: IPv6 rules stay the kernel's ip6_tables (not compiled yet).
+    /// Run `ip6tables-legacy ARGS` against bpfilter.
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Ip6tables(cli::PassThrough),
-    /// Run `ip6tables-legacy-save ARGS` (the kernel's ip6_tables).
+    /// Run `ip6tables-legacy-save ARGS` against bpfilter.
     #[command(
         name = "ip6tables-save",
         disable_help_flag = true,
         disable_version_flag = true
     )]
     Ip6tablesSave(cli::PassThrough),
-    /// Run `ip6tables-legacy-restore ARGS` (the kernel's ip6_tables).
+    /// Run `ip6tables-legacy-restore ARGS` against bpfilter.
     #[command(
         name = "ip6tables-restore",
         disable_help_flag = true,
@@ -132,9 +132,11 @@ fn main() -> ExitCode {
         Command::Iptables(p) => cli::exec_legacy("iptables-legacy", &args.socket, p),
         Command::IptablesSave(p) => cli::exec_legacy("iptables-legacy-save", &args.socket, p),
         Command::IptablesRestore(p) => cli::exec_legacy("iptables-legacy-restore", &args.socket, p),
-        Command::Ip6tables(p) => cli::exec_kernel("ip6tables-legacy", p),
-        Command::Ip6tablesSave(p) => cli::exec_kernel("ip6tables-legacy-save", p),
-        Command::Ip6tablesRestore(p) => cli::exec_kernel("ip6tables-legacy-restore", p),
+        Command::Ip6tables(p) => cli::exec_legacy("ip6tables-legacy", &args.socket, p),
+        Command::Ip6tablesSave(p) => cli::exec_legacy("ip6tables-legacy-save", &args.socket, p),
+        Command::Ip6tablesRestore(p) => {
+            cli::exec_legacy("ip6tables-legacy-restore", &args.socket, p)
+        }
         Command::Status(s) => cli::status(&args.socket, s),
         Command::Counters(c) => cli::counters(&args.socket, c),
         Command::Dump(d) => cli::dump(&args.socket, d),

@@ -190,14 +190,16 @@ fn packet_types_and_marks_count_as_the_kernels() {
     );
 }
 
-/// IPv6 is the kernel's ip6_tables until bpfilter compiles it: `bpfilter ip6tables*` must be
+/// With `--ipv6 kernel`, IPv6 is the kernel's ip6_tables: `bpfilter ip6tables*` must be
 /// exactly ip6tables-legacy against the kernel (rules land there, output and exit codes are
 /// its own), and `status` must say so.
 #[test]
-fn ip6tables_through_bpfilter_is_the_kernels_ip6_tables() {
-    let Some((d, ns)) = common::start_in("ip6k") else {
+fn with_ipv6_kernel_ip6tables_through_bpfilter_is_the_kernels_ip6_tables() {
+    if !test_support::privileged() {
         return;
-    };
+    }
+    let d = common::Daemon::start_with(&["--ipv6", "kernel"]);
+    let ns = test_support::netns::Netns::new("ip6k");
     let restore =
         "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:LOGDROP - [0:0]\n\
         -A INPUT -i lo -j ACCEPT\n\

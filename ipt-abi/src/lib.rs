@@ -52,7 +52,7 @@ pub use model::*;
 pub use parse::*;
 
 /// Address family of a request (iptables or ip6tables).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
     /// IPv4 (iptables, NFPROTO_IPV4, level IPPROTO_IP).
     Ipv4,

@@ -27,6 +27,10 @@ pub struct DaemonArgs {
     /// strategy (refused at start if the kernel does not verify it).
     #[arg(long, value_enum, default_value_t = crate::probe::AccessChoice::Auto)]
     pub packet_access: crate::probe::AccessChoice,
+    /// Who serves ip6tables: bpfilter (its filter table compiled to BPF, the other tables the
+    /// kernel's ip6_tables, as for iptables), or the kernel's ip6_tables alone.
+    #[arg(long, value_enum, default_value_t = crate::daemon::Ipv6Engine::Bpf)]
+    pub ipv6: crate::daemon::Ipv6Engine,
 }
 
 /// `bpfilter status` options.
@@ -67,6 +71,7 @@ pub fn daemon(socket: &Path, args: DaemonArgs) -> Result<ExitCode> {
         socket: socket.to_owned(),
         bpffs: args.bpffs,
         access: args.packet_access,
+        ipv6: args.ipv6,
     });
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
@@ -138,15 +143,6 @@ pub fn exec_legacy(binary: &str, socket: &Path, pass: PassThrough) -> Result<Exi
         .env("LD_PRELOAD", ld_preload)
         .env("BPFILTER_SOCKET", socket)
         .exec();
-    bail!("cannot run {binary}: {err}")
-}
-
-/// Replaces this process with `binary ARGS` as it is, against the kernel: for the IPv6 tools,
-/// whose rules the kernel's ip6_tables keeps serving until bpfilter compiles IPv6 (the preload
-/// is not involved, so nothing differs from running the binary directly). Returns only on
-/// error.
-pub fn exec_kernel(binary: &str, pass: PassThrough) -> Result<ExitCode> {
-    let err = Command::new(binary).args(&pass.args).exec();
     bail!("cannot run {binary}: {err}")
 }
 

@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
+use ipt_abi::Family;
+
 use super::state::Namespace;
+use super::Ipv6Engine;
 
 /// `names` separated by commas, or "none".
 fn names_or_none<S: AsRef<str>>(names: &[S]) -> String {
@@ -18,40 +21,48 @@ fn names_or_none<S: AsRef<str>>(names: &[S]) -> String {
 }
 
 /// `bpfilter status`: the caller's namespace, its tables, and what runs them.
-pub fn status(ns: &Namespace) -> String {
+pub fn status(ns: &Namespace, ipv6: Ipv6Engine) -> String {
     let mut out = format!("namespace {}\n", ns.id);
-    let kernel: Vec<String> = ns
-        .fd
-        .as_ref()
-        .map(|fd| super::kernel_tables::kernel_tables(std::os::fd::AsFd::as_fd(fd)))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|k| !ns.tables.contains_key(k))
-        .collect();
-    let ours: Vec<&str> = ns.tables.keys().map(String::as_str).collect();
+    let kernel = |family: Family| -> Vec<String> {
+        let ours = ns.names(family);
+        ns.fd
+            .as_ref()
+            .map(|fd| super::kernel_tables::kernel_tables(std::os::fd::AsFd::as_fd(fd), family))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|k| !ours.contains(&k.as_str()))
+            .collect()
+    };
     let _ = writeln!(
         out,
-        "  compiled to BPF: {}; served by the kernel's ip_tables: {}",
-        names_or_none(&ours),
-        names_or_none(&kernel)
+        "  IPv4 (bpfilter iptables): compiled to BPF: {}; served by the kernel's ip_tables: {}",
+        names_or_none(&ns.names(Family::Ipv4)),
+        names_or_none(&kernel(Family::Ipv4))
     );
-    let ipv6: Vec<String> = ns
-        .fd
-        .as_ref()
-        .map(|fd| super::kernel_tables::kernel_tables6(std::os::fd::AsFd::as_fd(fd)))
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "  IPv6 (bpfilter ip6tables): served by the kernel's ip6_tables: {}",
-        names_or_none(&ipv6)
-    );
+    match ipv6 {
+        Ipv6Engine::Bpf => {
+            let _ = writeln!(
+                out,
+                "  IPv6 (bpfilter ip6tables): compiled to BPF: {}; served by the kernel's ip6_tables: {}",
+                names_or_none(&ns.names(Family::Ipv6)),
+                names_or_none(&kernel(Family::Ipv6))
+            );
+        }
+        Ipv6Engine::Kernel => {
+            let _ = writeln!(
+                out,
+                "  IPv6 (bpfilter ip6tables): served by the kernel's ip6_tables: {}",
+                names_or_none(&kernel(Family::Ipv6))
+            );
+        }
+    }
     if ns.tables.is_empty() {
         out.push_str("  no tables\n");
     }
-    for (name, t) in &ns.tables {
+    for (key, t) in &ns.tables {
         let _ = writeln!(
             out,
-            "  table {name}: {} entries, {} bytes",
+            "  table {key}: {} entries, {} bytes",
             t.table.entries.len(),
             t.table.size()
         );
@@ -77,10 +88,10 @@ struct Row {
 /// `bpfilter counters [--json]`: every entry's live counters, with its chain and rule number.
 pub fn counters(ns: &Namespace, json: bool) -> String {
     let mut rows = Vec::new();
-    for (name, t) in &ns.tables {
+    for (key, t) in &ns.tables {
         let counters = match t.backend.counters() {
             Ok(c) => c,
-            Err(err) => return format!("error: reading counters of {name}: {err}\n"),
+            Err(err) => return format!("error: reading counters of {key}: {err}\n"),
         };
         for chain in t.table.chains() {
             let last = chain.entries.end.saturating_sub(1);
@@ -92,7 +103,7 @@ pub fn counters(ns: &Namespace, json: bool) -> String {
                     (false, _) => (n + 1).to_string(),
                 };
                 rows.push(Row {
-                    table: name.clone(),
+                    table: key.to_string(),
                     chain: chain.name.clone(),
                     rule,
                     entry,
@@ -140,8 +151,8 @@ pub fn counters(ns: &Namespace, json: bool) -> String {
 /// `bpfilter dump [--hook H]`: the disassembly of the running programs.
 pub fn dump(ns: &Namespace, hook: Option<&str>) -> String {
     let mut out = String::new();
-    for (name, t) in &ns.tables {
-        let _ = writeln!(out, "; table {name}");
+    for (key, t) in &ns.tables {
+        let _ = writeln!(out, "; table {key}");
         out.push_str(&t.backend.dump(&t.table, hook.filter(|h| !h.is_empty())));
     }
     out

@@ -51,20 +51,26 @@ use std::time::{Instant, SystemTime};
 
 use crate::probe::Target;
 use emitter::builder::MapRef;
-use ipt_abi::{Table, XtCounters};
+use ipt_abi::{Family, Table, XtCounters};
 use tracing::{info, warn};
 
 use super::hashlimit::Hashlimit;
 use super::recent::Recent;
 use super::slots::{self, EntryKey, Pool};
-use super::state::{BackendError, Backends, Namespace, NsId, TableBackend};
+use super::state::{BackendError, Backends, Namespace, NsId, TableBackend, TableKey};
 use super::store::BlobMap;
 use crate::sys::{self, Link, Map, MapType, Program, SysError};
 
 /// Netfilter priority of bpfilter's hooks: next to the kernel's filter table
 /// (NF_IP_PRI_FILTER = 0), which a namespace may also have; the same priority would be EBUSY.
 pub const PRIORITY: i32 = 1;
-const NFPROTO_IPV4: u32 = 2;
+/// The netfilter family of a table's hooks.
+fn nfproto(family: Family) -> u32 {
+    match family {
+        Family::Ipv4 => 2,  // NFPROTO_IPV4
+        Family::Ipv6 => 10, // NFPROTO_IPV6
+    }
+}
 const PROG_ARRAY_MAP: MapRef = MapRef::Other(0);
 /// Pin name of the commit marker.
 const COMMITTED: &str = "committed";
@@ -217,7 +223,7 @@ impl BpfBackends {
     }
 
     /// Takes over the tables a previous daemon pinned, by namespace.
-    fn adopt_all(&self) -> Vec<(NsId, String, Table, Box<dyn TableBackend>)> {
+    fn adopt_all(&self) -> Vec<(NsId, TableKey, Table, Box<dyn TableBackend>)> {
         let mut out = Vec::new();
         let Ok(dirs) = std::fs::read_dir(&self.root) else {
             return out;
@@ -235,28 +241,23 @@ impl BpfBackends {
                 continue;
             };
             for t in tables.flatten() {
-                let table_name = t.file_name().to_string_lossy().into_owned();
+                let key = TableKey::from_dir_name(&t.file_name().to_string_lossy());
                 let netns = Arc::new(crate::events::Netns::new(id.0, None));
-                match BpfTable::adopt(&t.path(), netns, self.target) {
+                match BpfTable::adopt(&t.path(), key.family, netns, self.target) {
                     Ok((table, backend)) => {
-                        info!(netns = %id, table = %table_name, entries = table.entries.len(), "adopted pinned table");
-                        out.push((
-                            id,
-                            table_name,
-                            table,
-                            Box::new(backend) as Box<dyn TableBackend>,
-                        ));
+                        info!(netns = %id, table = %key, entries = table.entries.len(), "adopted pinned table");
+                        out.push((id, key, table, Box::new(backend) as Box<dyn TableBackend>));
                     }
                     // ENOENT: a daemon died while instantiating the table, before any client
                     // was told it exists; nothing of it may stay attached or pinned.
                     Err(e) if e.errno == libc::ENOENT => {
-                        warn!(netns = %id, table = %table_name, error = %e, "discarding an incomplete table");
+                        warn!(netns = %id, table = %key, error = %e, "discarding an incomplete table");
                         if let Err(e) = sys::remove_pins(t.path()) {
                             warn!(error = %e, "removing its pins failed");
                         }
                     }
                     Err(e) => {
-                        warn!(netns = %id, table = %table_name, error = %e, "cannot adopt pinned table; leaving it")
+                        warn!(netns = %id, table = %key, error = %e, "cannot adopt pinned table; leaving it")
                     }
                 }
             }
@@ -273,13 +274,15 @@ impl Backends for BpfBackends {
             .fd
             .as_ref()
             .ok_or_else(|| BackendError::new(libc::EINVAL, "no namespace fd"))?;
-        let dir = self.ns_dir(ns.id).join(&table.name);
+        let dir = self
+            .ns_dir(ns.id)
+            .join(TableKey::new(table.family, &table.name).dir_name());
         let netns = Arc::new(crate::events::Netns::new(ns.id.0, nsfd.try_clone().ok()));
         let backend = BpfTable::create(dir, nsfd, netns, table, self.target)?;
         Ok(Box::new(backend))
     }
 
-    fn adopt(&self) -> Vec<(NsId, String, Table, Box<dyn TableBackend>)> {
+    fn adopt(&self) -> Vec<(NsId, TableKey, Table, Box<dyn TableBackend>)> {
         self.adopt_all()
     }
 
@@ -546,7 +549,7 @@ impl BpfTable {
                 .pin(dir.join(COMMITTED))
                 .map_err(sys_err("pinning the commit marker"))?;
             let hooks = hooks_of(table);
-            let older = super::kernel_tables::kernel_tables(nsfd.as_fd());
+            let older = super::kernel_tables::kernel_tables(nsfd.as_fd(), table.family);
             let snapshot = older.join("\n");
             BlobMap::create("bpfltr_older", snapshot.as_bytes(), snapshot.len().max(1))
                 .and_then(|m| m.pin(&dir.join("older_tables")))
@@ -596,8 +599,15 @@ impl BpfTable {
                     .map_err(sys_err("loading the dispatcher"))?;
                 dsp.pin(hook_dir.join("dispatcher"))
                     .map_err(sys_err("pinning the dispatcher"))?;
-                let link = Link::netfilter_in(nsfd.as_fd(), &dsp, NFPROTO_IPV4, hook, PRIORITY, 0)
-                    .map_err(sys_err("attaching the dispatcher"))?;
+                let link = Link::netfilter_in(
+                    nsfd.as_fd(),
+                    &dsp,
+                    nfproto(table.family),
+                    hook,
+                    PRIORITY,
+                    0,
+                )
+                .map_err(sys_err("attaching the dispatcher"))?;
                 link.pin(hook_dir.join("link"))
                     .map_err(sys_err("pinning the link"))?;
             }
@@ -629,6 +639,7 @@ impl BpfTable {
     /// daemon had switched to a newer one.
     fn adopt(
         dir: &Path,
+        family: Family,
         netns: Arc<crate::events::Netns>,
         target: Target,
     ) -> Result<(Table, BpfTable), BackendError> {
@@ -674,7 +685,7 @@ impl BpfTable {
                 chosen.ok_or_else(|| BackendError::new(libc::ENOENT, "no complete generation"))?
             }
         };
-        let replace = ipt_abi::parse_replace(ipt_abi::Family::Ipv4, &blob, None).map_err(|e| {
+        let replace = ipt_abi::parse_replace(family, &blob, None).map_err(|e| {
             // Not ENOENT, whatever the parser says: the table ran, so it must not be discarded.
             BackendError::new(libc::EIO, format!("stored ruleset does not parse: {e}"))
         })?;
@@ -1644,7 +1655,7 @@ mod tests {
         );
         let blob = std::fs::read(&path).unwrap();
         (
-            ipt_abi::parse_replace(ipt_abi::Family::Ipv4, &blob, None)
+            ipt_abi::parse_replace(Family::Ipv4, &blob, None)
                 .unwrap()
                 .table,
             blob,
@@ -1916,8 +1927,8 @@ mod tests {
         drop(backend);
         let adopted = s.backends.adopt();
         assert_eq!(adopted.len(), 1);
-        let (id, name, table, _backend) = &adopted[0];
-        assert_eq!((id.0, name.as_str()), (s.ns.id.0, "filter"));
+        let (id, key, table, _backend) = &adopted[0];
+        assert_eq!((id.0, key), (s.ns.id.0, &TableKey::ipv4("filter")));
         assert_eq!(
             table.entries.len(),
             first.entries.len(),

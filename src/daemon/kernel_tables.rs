@@ -1,5 +1,5 @@
-//! The tables the kernel's own ip_tables serves next to bpfilter's, and the order
-//! `/proc/net/ip_tables_names` lists them in.
+//! The tables the kernel's own ip_tables and ip6_tables serve next to bpfilter's, and the
+//! order `/proc/net/ip_tables_names` and `ip6_tables_names` list them in.
 //!
 //! Every table but `filter` stays the kernel's (libbpfilter.so hands their requests to the
 //! kernel untouched), so the names file a preloaded iptables-save reads must list both. The
@@ -10,18 +10,20 @@
 
 use std::os::fd::BorrowedFd;
 
+use ipt_abi::Family;
+
 use crate::sys;
 
-/// The kernel's table names in the namespace of `netns` (newest first); empty when ip_tables
-/// has no table there (or no names file at all).
-pub fn kernel_tables(netns: BorrowedFd<'_>) -> Vec<String> {
-    names_in(netns, "/proc/thread-self/net/ip_tables_names")
-}
-
-/// The kernel's ip6_tables table names in the namespace of `netns` (all of IPv6 is the
-/// kernel's until bpfilter compiles it).
-pub fn kernel_tables6(netns: BorrowedFd<'_>) -> Vec<String> {
-    names_in(netns, "/proc/thread-self/net/ip6_tables_names")
+/// The kernel's table names of `family` (ip_tables' or ip6_tables') in the namespace of
+/// `netns` (newest first); empty when the kernel has no such table there (or no names file).
+pub fn kernel_tables(netns: BorrowedFd<'_>, family: Family) -> Vec<String> {
+    names_in(
+        netns,
+        match family {
+            Family::Ipv4 => "/proc/thread-self/net/ip_tables_names",
+            Family::Ipv6 => "/proc/thread-self/net/ip6_tables_names",
+        },
+    )
 }
 
 fn names_in(netns: BorrowedFd<'_>, file: &'static str) -> Vec<String> {

@@ -31,7 +31,7 @@ use libbpfilter::wire::{self, Reply, Request};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use tracing::{debug, info, warn};
 
-use state::{Backends, Namespace, NsId};
+use state::{Backends, Namespace, NsId, TableKey};
 
 /// Default bpffs folder for pins.
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/bpfilter";
@@ -62,6 +62,18 @@ pub struct Config {
     pub bpffs: PathBuf,
     /// packet-access strategy (auto: the probe's choice)
     pub access: crate::probe::AccessChoice,
+    /// who serves ip6tables: bpfilter, or the kernel's ip6_tables
+    pub ipv6: Ipv6Engine,
+}
+
+/// Who serves ip6tables' requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ipv6Engine {
+    /// bpfilter, as it serves iptables: the filter table compiled, the others the kernel's
+    Bpf,
+    /// the kernel's ip6_tables, as without bpfilter (the preload hands every IPv6 request
+    /// back to the kernel)
+    Kernel,
 }
 
 /// The daemon's shared state.
@@ -70,6 +82,7 @@ pub struct Daemon {
     kernel: String,
     namespaces: Mutex<HashMap<NsId, Arc<Mutex<Namespace>>>>,
     backends: Box<dyn Backends + Send>,
+    ipv6: Ipv6Engine,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -136,7 +149,11 @@ fn serve(config: &Config, listener: &UnixListener, stop: &UnixStream) -> Result<
     );
     let backends =
         datapath::BpfBackends::new(&config.bpffs, target).context("preparing the BPF datapath")?;
-    let daemon = Arc::new(Daemon::new(Box::new(backends)).with_kernel_report(report));
+    let daemon = Arc::new(
+        Daemon::new(Box::new(backends))
+            .with_kernel_report(report)
+            .with_ipv6(config.ipv6),
+    );
     daemon.adopt_pinned();
     // Right away, not a period later: take fds of the adopted namespaces while they can be
     // reached, and release those deleted while the daemon was down.
@@ -426,7 +443,14 @@ impl Daemon {
             kernel: String::new(),
             namespaces: Mutex::new(HashMap::new()),
             backends,
+            ipv6: Ipv6Engine::Bpf,
         }
+    }
+
+    /// Leaves ip6tables to `engine`.
+    pub fn with_ipv6(mut self, engine: Ipv6Engine) -> Self {
+        self.ipv6 = engine;
+        self
     }
 
     /// Shows `report` (the kernel probe's) at the top of `status`.
@@ -437,13 +461,13 @@ impl Daemon {
 
     /// Takes over the tables a previous daemon left pinned.
     fn adopt_pinned(&self) {
-        for (id, name, table, backend) in self.backends.adopt() {
+        for (id, key, table, backend) in self.backends.adopt() {
             let ns = self.namespace(id);
             let mut ns = match ns.lock() {
                 Ok(guard) => guard,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            ns.tables.insert(name, state::TableState { table, backend });
+            ns.tables.insert(key, state::TableState { table, backend });
         }
     }
 
@@ -573,12 +597,27 @@ impl Daemon {
     fn dispatch(&self, ns: &mut Namespace, request: Request) -> Reply {
         use wire::{Family, SockoptOp};
         match request {
-            Request::Sockopt(opt) if opt.family == Family::Ipv4 => {
+            // With `--ipv6 kernel`, ip6tables through the preload gets the kernel's ip6_tables,
+            // exactly as without bpfilter.
+            Request::Sockopt(opt)
+                if opt.family == Family::Ipv6 && self.ipv6 == Ipv6Engine::Kernel =>
+            {
+                Reply::kernel_serves()
+            }
+            Request::Sockopt(opt) => {
+                let family = abi_family(opt.family);
                 let outcome = match opt.op {
-                    SockoptOp::Set => sockopt::set(ns, &*self.backends, opt.optname, &opt.payload),
-                    SockoptOp::Get => {
-                        sockopt::get(ns, &*self.backends, opt.optname, opt.optlen, &opt.payload)
+                    SockoptOp::Set => {
+                        sockopt::set(ns, &*self.backends, family, opt.optname, &opt.payload)
                     }
+                    SockoptOp::Get => sockopt::get(
+                        ns,
+                        &*self.backends,
+                        family,
+                        opt.optname,
+                        opt.optlen,
+                        &opt.payload,
+                    ),
                 };
                 match outcome {
                     Ok(answer) => Reply::ok(answer.payload),
@@ -587,11 +626,7 @@ impl Daemon {
                     // lacks, which a rule would then name in its own refusal).
                     Err(refusal)
                         if opt.op == SockoptOp::Get
-                            && matches!(
-                                opt.optname,
-                                ipt_abi::abi::IPT_SO_GET_REVISION_MATCH
-                                    | ipt_abi::abi::IPT_SO_GET_REVISION_TARGET
-                            ) =>
+                            && sockopt::is_revision_query(family, opt.optname) =>
                     {
                         debug!(netns = %ns.id, optname = opt.optname, errno = refusal.errno,
                                "revision query not answered: {}", refusal.reason);
@@ -604,29 +639,28 @@ impl Daemon {
                     }
                 }
             }
-            // IPv6 is not compiled yet: ip6tables through the preload gets the kernel's
-            // ip6_tables, exactly as without bpfilter.
-            Request::Sockopt(_) => Reply::kernel_serves(),
             Request::TableNames {
-                family: Family::Ipv4,
-            } => {
+                family: Family::Ipv6,
+            } if self.ipv6 == Ipv6Engine::Kernel => Reply::kernel_serves(),
+            Request::TableNames { family } => {
+                let family = abi_family(family);
                 let kernel = ns
                     .fd
                     .as_ref()
-                    .map(|fd| kernel_tables::kernel_tables(fd.as_fd()))
+                    .map(|fd| kernel_tables::kernel_tables(fd.as_fd(), family))
                     .unwrap_or_default();
                 let ours: Vec<(String, Vec<String>)> = ns
                     .tables
                     .iter()
-                    .map(|(name, t)| (name.clone(), t.backend.older_tables()))
+                    .filter(|(key, _)| key.family == family)
+                    .map(|(key, t)| (key.name.clone(), t.backend.older_tables()))
                     .collect();
                 let names = kernel_tables::names(&kernel, &ours);
                 let names: Vec<&String> = names.iter().collect();
                 Reply::ok(wire::table_names_payload(&names))
             }
-            Request::TableNames { .. } => Reply::kernel_serves(),
             Request::Status { .. } => {
-                Reply::ok(format!("{}{}", self.kernel, control::status(ns)).into_bytes())
+                Reply::ok(format!("{}{}", self.kernel, control::status(ns, self.ipv6)).into_bytes())
             }
             Request::Counters { payload } => {
                 Reply::ok(control::counters(ns, payload.first() == Some(&1)).into_bytes())
@@ -639,7 +673,7 @@ impl Daemon {
             // those of nat and mangle, and ENOENT sends the preload to them). Looked up, never
             // instantiated: a namespace without bpfilter's filter table has no list of ours.
             Request::RecentRead { name } => {
-                let Some(filter) = ns.tables.get("filter") else {
+                let Some(filter) = ns.tables.get(&TableKey::ipv4("filter")) else {
                     return Reply::error(libc::ENOENT);
                 };
                 match filter.backend.recent_read(&name) {
@@ -653,7 +687,7 @@ impl Daemon {
                 }
             }
             Request::RecentWrite { name, data } => {
-                let Some(filter) = ns.tables.get("filter") else {
+                let Some(filter) = ns.tables.get(&TableKey::ipv4("filter")) else {
                     return Reply::error(libc::ENOENT);
                 };
                 match filter.backend.recent_write(&name, &data) {
@@ -701,6 +735,14 @@ impl Daemon {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+}
+
+/// The wire's family as ipt-abi's.
+fn abi_family(family: libbpfilter::wire::Family) -> ipt_abi::Family {
+    match family {
+        libbpfilter::wire::Family::Ipv4 => ipt_abi::Family::Ipv4,
+        libbpfilter::wire::Family::Ipv6 => ipt_abi::Family::Ipv6,
     }
 }
 
@@ -843,13 +885,13 @@ mod tests {
             backend: Box::new(RecentFake),
         };
         // Another table's lists are not ours either.
-        ns.tables.insert("nat".into(), recent_table());
+        ns.tables.insert(TableKey::ipv4("nat"), recent_table());
         assert_eq!(
             daemon.dispatch(&mut ns, read("ssh")),
             Reply::error(libc::ENOENT)
         );
 
-        ns.tables.insert("filter".into(), recent_table());
+        ns.tables.insert(TableKey::ipv4("filter"), recent_table());
         assert_eq!(
             daemon.dispatch(&mut ns, read("ssh")),
             Reply::ok(b"src=10.0.0.1 ttl: 64\n".to_vec())

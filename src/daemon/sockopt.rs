@@ -1,22 +1,25 @@
-//! The IPT_SO_* socket options, answered as the kernel's `do_ipt_get_ctl` / `do_ipt_set_ctl`
-//! (net/ipv4/netfilter/ip_tables.c) would answer them: the same length checks in the same
-//! order, the same errnos, the same bytes.
+//! The IPT_SO_* and IP6T_SO_* socket options, answered as the kernel's `do_ipt_get_ctl` /
+//! `do_ipt_set_ctl` (net/ipv4/netfilter/ip_tables.c) and `do_ip6t_get_ctl` / `do_ip6t_set_ctl`
+//! (net/ipv6/netfilter/ip6_tables.c) would answer them: the same length checks in the same
+//! order, the same errnos, the same bytes. The two families' options have the same numbers
+//! and layouts but for the entries; each family has its own tables.
 //!
 //! Tables come into existence on first access in a namespace, as they do in the kernel
 //! (`xt_find_table_lock` instantiates a table from its template): GET_INFO, GET_ENTRIES,
 //! SET_REPLACE (once the blob is valid) and SET_ADD_COUNTERS all instantiate `filter`.
 
 use ipt_abi::abi::{
-    c_str, IptReplace, IPT_GETINFO_SIZE, IPT_GET_ENTRIES_SIZE, IPT_SO_GET_ENTRIES, IPT_SO_GET_INFO,
-    IPT_SO_GET_REVISION_MATCH, IPT_SO_GET_REVISION_TARGET, IPT_SO_SET_ADD_COUNTERS,
-    IPT_SO_SET_REPLACE, XT_GET_REVISION_SIZE, XT_TABLE_MAXNAMELEN,
+    c_str, IptReplace, IP6T_SO_GET_REVISION_MATCH, IP6T_SO_GET_REVISION_TARGET, IPT_GETINFO_SIZE,
+    IPT_GET_ENTRIES_SIZE, IPT_SO_GET_ENTRIES, IPT_SO_GET_INFO, IPT_SO_GET_REVISION_MATCH,
+    IPT_SO_GET_REVISION_TARGET, IPT_SO_SET_ADD_COUNTERS, IPT_SO_SET_REPLACE, XT_GET_REVISION_SIZE,
+    XT_TABLE_MAXNAMELEN,
 };
-use ipt_abi::{ExtKind, Family, Table, XtCounters};
+use ipt_abi::{ExtKind, Family, XtCounters};
 use tracing::{info, warn};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::refusal::Refusal;
-use super::state::{Backends, Namespace, TableState};
+use super::state::{initial_table, Backends, Namespace, TableKey, TableState};
 
 /// What a successful sockopt returns: the syscall's return value and, for gets, the bytes
 /// copied back into the caller's buffer (for SET_REPLACE: the old counters).
@@ -36,10 +39,11 @@ fn table_name(field: &[u8; XT_TABLE_MAXNAMELEN]) -> String {
     String::from_utf8_lossy(c_str(&field[..XT_TABLE_MAXNAMELEN - 1])).into_owned()
 }
 
-/// Answers a getsockopt at level IPPROTO_IP.
+/// Answers a getsockopt at level IPPROTO_IP (`family` IPv4) or IPPROTO_IPV6 (IPv6).
 pub fn get(
     ns: &mut Namespace,
     backends: &dyn Backends,
+    family: Family,
     optname: u32,
     optlen: u32,
     optval: &[u8],
@@ -51,11 +55,16 @@ pub fn get(
             format!("negative optlen {}", optlen as i32),
         ));
     }
-    match optname {
-        IPT_SO_GET_INFO => get_info(ns, backends, optlen, optval),
-        IPT_SO_GET_ENTRIES => get_entries(ns, backends, optlen, optval),
-        IPT_SO_GET_REVISION_MATCH => get_revision(ExtKind::Match, optlen, optval),
-        IPT_SO_GET_REVISION_TARGET => get_revision(ExtKind::Target, optlen, optval),
+    match (family, optname) {
+        (_, IPT_SO_GET_INFO) => get_info(ns, backends, family, optlen, optval),
+        (_, IPT_SO_GET_ENTRIES) => get_entries(ns, backends, family, optlen, optval),
+        (Family::Ipv4, IPT_SO_GET_REVISION_MATCH) | (Family::Ipv6, IP6T_SO_GET_REVISION_MATCH) => {
+            get_revision(family, ExtKind::Match, optlen, optval)
+        }
+        (Family::Ipv4, IPT_SO_GET_REVISION_TARGET)
+        | (Family::Ipv6, IP6T_SO_GET_REVISION_TARGET) => {
+            get_revision(family, ExtKind::Target, optlen, optval)
+        }
         _ => Err(Refusal::new(
             libc::ENOPROTOOPT,
             format!("unknown getsockopt optname {optname}"),
@@ -63,16 +72,36 @@ pub fn get(
     }
 }
 
-/// Answers a setsockopt at level IPPROTO_IP.
-pub fn set(ns: &mut Namespace, backends: &dyn Backends, optname: u32, optval: &[u8]) -> Outcome {
+/// Answers a setsockopt at level IPPROTO_IP (`family` IPv4) or IPPROTO_IPV6 (IPv6).
+pub fn set(
+    ns: &mut Namespace,
+    backends: &dyn Backends,
+    family: Family,
+    optname: u32,
+    optval: &[u8],
+) -> Outcome {
     match optname {
-        IPT_SO_SET_REPLACE => set_replace(ns, backends, optval),
-        IPT_SO_SET_ADD_COUNTERS => set_add_counters(ns, backends, optval),
+        IPT_SO_SET_REPLACE => set_replace(ns, backends, family, optval),
+        IPT_SO_SET_ADD_COUNTERS => set_add_counters(ns, backends, family, optval),
         _ => Err(Refusal::new(
             libc::ENOPROTOOPT,
             format!("unknown setsockopt optname {optname}"),
         )),
     }
+}
+
+/// Whether a getsockopt of `family` is a revision query (IPv4: 66, 67; IPv6: 68, 69).
+pub fn is_revision_query(family: Family, optname: u32) -> bool {
+    matches!(
+        (family, optname),
+        (
+            Family::Ipv4,
+            IPT_SO_GET_REVISION_MATCH | IPT_SO_GET_REVISION_TARGET
+        ) | (
+            Family::Ipv6,
+            IP6T_SO_GET_REVISION_MATCH | IP6T_SO_GET_REVISION_TARGET
+        )
+    )
 }
 
 /// `get_info()`: the 84-byte `ipt_getinfo` of a table.
@@ -81,7 +110,13 @@ pub fn set(ns: &mut Namespace, backends: &dyn Backends, optname: u32, optval: &[
 /// caller (EFAULT if the caller's buffer is shorter). `parse_get_info_request` sees only the
 /// bytes the client sent and calls a short name EINVAL too: with optlen right, that failure is
 /// the copy's, EFAULT.
-fn get_info(ns: &mut Namespace, backends: &dyn Backends, optlen: u32, optval: &[u8]) -> Outcome {
+fn get_info(
+    ns: &mut Namespace,
+    backends: &dyn Backends,
+    family: Family,
+    optlen: u32,
+    optval: &[u8],
+) -> Outcome {
     let name = ipt_abi::parse_get_info_request(optval, optlen).map_err(|e| {
         if optlen as usize == IPT_GETINFO_SIZE {
             short_buffer()
@@ -89,7 +124,7 @@ fn get_info(ns: &mut Namespace, backends: &dyn Backends, optlen: u32, optval: &[
             Refusal::from(e)
         }
     })?;
-    let table = ns.instantiate(&name, backends)?;
+    let table = ns.instantiate(&TableKey::new(family, &name), backends)?;
     Ok(Answer {
         ret: 0,
         payload: table.table.get_info(),
@@ -104,7 +139,13 @@ fn get_info(ns: &mut Namespace, backends: &dyn Backends, optlen: u32, optval: &[
 /// `parse_get_entries_request` makes the two optlen checks but calls a header shorter than 40
 /// bytes EINVAL whatever optlen says: with optlen past the header, that failure is the copy's,
 /// EFAULT.
-fn get_entries(ns: &mut Namespace, backends: &dyn Backends, optlen: u32, optval: &[u8]) -> Outcome {
+fn get_entries(
+    ns: &mut Namespace,
+    backends: &dyn Backends,
+    family: Family,
+    optlen: u32,
+    optval: &[u8],
+) -> Outcome {
     let (name, size) = ipt_abi::parse_get_entries_request(optval, optlen).map_err(|e| {
         if optlen as usize >= IPT_GET_ENTRIES_SIZE && optval.len() < IPT_GET_ENTRIES_SIZE {
             short_buffer()
@@ -112,7 +153,7 @@ fn get_entries(ns: &mut Namespace, backends: &dyn Backends, optlen: u32, optval:
             Refusal::from(e)
         }
     })?;
-    let table = ns.instantiate(&name, backends)?;
+    let table = ns.instantiate(&TableKey::new(family, &name), backends)?;
     table.table.check_get_entries_size(size)?;
     let counters = table.counters()?;
     Ok(Answer {
@@ -127,7 +168,7 @@ fn get_entries(ns: &mut Namespace, backends: &dyn Backends, optlen: u32, optval:
 /// caller's buffer is shorter). `parse_revision_request` wants exactly the 30 bytes: it gets
 /// the first optlen bytes sent (none if fewer were sent), so any optlen but 30 is its EINVAL,
 /// and with optlen 30 its only failure is a short buffer, EFAULT.
-fn get_revision(kind: ExtKind, optlen: u32, optval: &[u8]) -> Outcome {
+fn get_revision(family: Family, kind: ExtKind, optlen: u32, optval: &[u8]) -> Outcome {
     let req = optval.get(..optlen as usize).unwrap_or_default();
     let (name, revision) = ipt_abi::parse_revision_request(req).map_err(|e| {
         if optlen as usize == XT_GET_REVISION_SIZE {
@@ -137,30 +178,38 @@ fn get_revision(kind: ExtKind, optlen: u32, optval: &[u8]) -> Outcome {
         }
     })?;
     // The kernel's getsockopt returns 0 once xt_find_revision found the revision.
-    ipt_abi::query_revision(Family::Ipv4, kind, &name, revision)?;
+    ipt_abi::query_revision(family, kind, &name, revision)?;
     Ok(Answer::default())
 }
 
 /// `do_replace()`: validate, compile, load, switch; answer the old counters.
-fn set_replace(ns: &mut Namespace, backends: &dyn Backends, optval: &[u8]) -> Outcome {
+fn set_replace(
+    ns: &mut Namespace,
+    backends: &dyn Backends,
+    family: Family,
+    optval: &[u8],
+) -> Outcome {
     // A short header is parse_replace's to refuse, with the kernel's errno (the name read here
-    // only picks the entry count below).
-    let name = IptReplace::read_from_prefix(optval)
-        .map(|(hdr, _)| table_name(&hdr.name))
-        .unwrap_or_default();
+    // only picks the entry count below; ip6t_replace has ipt_replace's layout).
+    let key = TableKey::new(
+        family,
+        &IptReplace::read_from_prefix(optval)
+            .map(|(hdr, _)| table_name(&hdr.name))
+            .unwrap_or_default(),
+    );
     // The current entry count decides EAGAIN; a table that does not exist yet would be
     // instantiated by the kernel after validation, with its initial entries.
-    let current = match ns.tables.get(&name) {
+    let current = match ns.tables.get(&key) {
         Some(t) => Some(t.table.entries.len() as u32),
-        None => Table::initial(&name).ok().map(|t| t.entries.len() as u32),
+        None => initial_table(&key).ok().map(|t| t.entries.len() as u32),
     };
     let started = std::time::Instant::now();
-    let replace = ipt_abi::parse_replace(ipt_abi::Family::Ipv4, optval, current)?;
-    let table = ns.instantiate(&name, backends)?;
+    let replace = ipt_abi::parse_replace(family, optval, current)?;
+    let table = ns.instantiate(&key, backends)?;
     let rules = replace.table.entries.len();
     let old = table.replace(replace.table, optval)?;
     let took_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1e3);
-    info!(netns = %ns.id, table = %name, rules, took_ms, "applied ruleset: {}", table.backend.summary());
+    info!(netns = %ns.id, table = %key, rules, took_ms, "applied ruleset: {}", table.backend.summary());
     Ok(Answer {
         ret: 0,
         payload: counters_bytes(&old),
@@ -168,9 +217,14 @@ fn set_replace(ns: &mut Namespace, backends: &dyn Backends, optval: &[u8]) -> Ou
 }
 
 /// `do_add_counters()`: add what libiptc kept to the table's counters.
-fn set_add_counters(ns: &mut Namespace, backends: &dyn Backends, optval: &[u8]) -> Outcome {
-    let add = ipt_abi::parse_add_counters(ipt_abi::Family::Ipv4, optval)?;
-    let table = ns.instantiate(&add.name, backends)?;
+fn set_add_counters(
+    ns: &mut Namespace,
+    backends: &dyn Backends,
+    family: Family,
+    optval: &[u8],
+) -> Outcome {
+    let add = ipt_abi::parse_add_counters(family, optval)?;
+    let table = ns.instantiate(&TableKey::new(family, &add.name), backends)?;
     let have = table.table.entries.len();
     if add.counters.len() != have {
         return Err(Refusal::new(
@@ -211,7 +265,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use ipt_abi::build::{Rule, RuleTarget, TableBuilder};
-    use ipt_abi::Verdict;
+    use ipt_abi::{Table, Verdict};
 
     use super::*;
     use crate::daemon::state::{BackendError, NsId, TableBackend};
@@ -299,7 +353,14 @@ mod tests {
     fn get_info(ns: &mut Namespace, b: &FakeBackends, name: &str) -> Outcome {
         let mut req = name_field(name);
         req.resize(IPT_GETINFO_SIZE, 0);
-        get(ns, b, IPT_SO_GET_INFO, IPT_GETINFO_SIZE as u32, &req)
+        get(
+            ns,
+            b,
+            Family::Ipv4,
+            IPT_SO_GET_INFO,
+            IPT_GETINFO_SIZE as u32,
+            &req,
+        )
     }
 
     fn get_entries(ns: &mut Namespace, b: &FakeBackends, size: u32) -> Outcome {
@@ -309,6 +370,7 @@ mod tests {
         get(
             ns,
             b,
+            Family::Ipv4,
             IPT_SO_GET_ENTRIES,
             IPT_GET_ENTRIES_SIZE as u32 + size,
             &req,
@@ -332,7 +394,14 @@ mod tests {
         assert_eq!(b.created.load(Ordering::SeqCst), 1);
         assert_eq!(errno(get_info(&mut ns, &b, "nat")), libc::ENOENT);
         assert_eq!(
-            errno(get(&mut ns, &b, IPT_SO_GET_INFO, 83, &[0; 83])),
+            errno(get(
+                &mut ns,
+                &b,
+                Family::Ipv4,
+                IPT_SO_GET_INFO,
+                83,
+                &[0; 83]
+            )),
             libc::EINVAL
         );
     }
@@ -349,11 +418,25 @@ mod tests {
         req.extend_from_slice(&size.to_ne_bytes());
         req.resize(40, 0);
         assert_eq!(
-            errno(get(&mut ns, &b, IPT_SO_GET_ENTRIES, 40 + size + 1, &req)),
+            errno(get(
+                &mut ns,
+                &b,
+                Family::Ipv4,
+                IPT_SO_GET_ENTRIES,
+                40 + size + 1,
+                &req
+            )),
             libc::EINVAL
         );
         assert_eq!(
-            errno(get(&mut ns, &b, IPT_SO_GET_ENTRIES, 39, &req[..39])),
+            errno(get(
+                &mut ns,
+                &b,
+                Family::Ipv4,
+                IPT_SO_GET_ENTRIES,
+                39,
+                &req[..39]
+            )),
             libc::EINVAL
         );
     }
@@ -367,40 +450,82 @@ mod tests {
         let mut ns = Namespace::new(NsId(1));
         let name = name_field("filter");
         assert_eq!(
-            errno(get(&mut ns, &b, IPT_SO_GET_INFO, 84, &name[..31])),
+            errno(get(
+                &mut ns,
+                &b,
+                Family::Ipv4,
+                IPT_SO_GET_INFO,
+                84,
+                &name[..31]
+            )),
             libc::EFAULT
         );
         assert_eq!(
-            errno(get(&mut ns, &b, IPT_SO_GET_INFO, 83, &name[..31])),
+            errno(get(
+                &mut ns,
+                &b,
+                Family::Ipv4,
+                IPT_SO_GET_INFO,
+                83,
+                &name[..31]
+            )),
             libc::EINVAL
         );
         let size = Table::initial("filter").expect("filter").size();
         let mut hdr = name_field("filter");
         hdr.extend_from_slice(&size.to_ne_bytes());
         assert_eq!(
-            errno(get(&mut ns, &b, IPT_SO_GET_ENTRIES, 40 + size, &hdr)),
+            errno(get(
+                &mut ns,
+                &b,
+                Family::Ipv4,
+                IPT_SO_GET_ENTRIES,
+                40 + size,
+                &hdr
+            )),
             libc::EFAULT
         );
         assert_eq!(
-            errno(get(&mut ns, &b, IPT_SO_GET_ENTRIES, 40, &hdr)),
+            errno(get(&mut ns, &b, Family::Ipv4, IPT_SO_GET_ENTRIES, 40, &hdr)),
             libc::EFAULT
         );
         assert_eq!(
-            errno(get(&mut ns, &b, IPT_SO_GET_ENTRIES, 39, &hdr)),
+            errno(get(&mut ns, &b, Family::Ipv4, IPT_SO_GET_ENTRIES, 39, &hdr)),
             libc::EINVAL
         );
         let mut rev = b"udp".to_vec();
         rev.resize(29, 0);
         assert_eq!(
-            errno(get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 30, &rev)),
+            errno(get(
+                &mut ns,
+                &b,
+                Family::Ipv4,
+                IPT_SO_GET_REVISION_MATCH,
+                30,
+                &rev
+            )),
             libc::EFAULT
         );
         assert_eq!(
-            errno(get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 31, &rev)),
+            errno(get(
+                &mut ns,
+                &b,
+                Family::Ipv4,
+                IPT_SO_GET_REVISION_MATCH,
+                31,
+                &rev
+            )),
             libc::EINVAL
         );
         assert_eq!(
-            errno(get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 29, &rev)),
+            errno(get(
+                &mut ns,
+                &b,
+                Family::Ipv4,
+                IPT_SO_GET_REVISION_MATCH,
+                29,
+                &rev
+            )),
             libc::EINVAL
         );
         assert!(ns.tables.is_empty(), "refused requests instantiate nothing");
@@ -412,7 +537,14 @@ mod tests {
         let mut ns = Namespace::new(NsId(1));
         get_info(&mut ns, &b, "filter").unwrap();
         b.live.lock().unwrap()[0] = XtCounters { pcnt: 3, bcnt: 300 };
-        let a = set(&mut ns, &b, IPT_SO_SET_REPLACE, &one_rule_blob(4)).expect("replace");
+        let a = set(
+            &mut ns,
+            &b,
+            Family::Ipv4,
+            IPT_SO_SET_REPLACE,
+            &one_rule_blob(4),
+        )
+        .expect("replace");
         assert_eq!(a.payload.len(), 4 * 16);
         assert_eq!(
             XtCounters::read_from_prefix(&a.payload).map(|(c, _)| c),
@@ -422,16 +554,19 @@ mod tests {
             &a.payload[..16],
             &[3u64.to_ne_bytes(), 300u64.to_ne_bytes()].concat()[..]
         );
-        let table = &ns.tables["filter"].table;
+        let table = &ns.tables[&TableKey::ipv4("filter")].table;
         assert_eq!(table.entries.len(), 5);
         // xt_counters_info: name, count, 4 bytes of padding before the u64 counters.
         let mut add = name_field("filter");
         add.extend_from_slice(&5u32.to_ne_bytes());
         add.extend_from_slice(&[0; 4]);
         add.extend_from_slice(&counters_bytes(&[XtCounters { pcnt: 7, bcnt: 70 }; 5]));
-        set(&mut ns, &b, IPT_SO_SET_ADD_COUNTERS, &add).expect("add");
+        set(&mut ns, &b, Family::Ipv4, IPT_SO_SET_ADD_COUNTERS, &add).expect("add");
         assert_eq!(
-            ns.tables["filter"].backend.counters().unwrap()[4],
+            ns.tables[&TableKey::ipv4("filter")]
+                .backend
+                .counters()
+                .unwrap()[4],
             XtCounters { pcnt: 7, bcnt: 70 }
         );
         // A count that is not the table's: EINVAL, nothing added.
@@ -440,11 +575,20 @@ mod tests {
         bad.extend_from_slice(&[0; 4]);
         bad.extend_from_slice(&counters_bytes(&[XtCounters { pcnt: 1, bcnt: 1 }; 4]));
         assert_eq!(
-            errno(set(&mut ns, &b, IPT_SO_SET_ADD_COUNTERS, &bad)),
+            errno(set(
+                &mut ns,
+                &b,
+                Family::Ipv4,
+                IPT_SO_SET_ADD_COUNTERS,
+                &bad
+            )),
             libc::EINVAL
         );
         assert_eq!(
-            ns.tables["filter"].backend.counters().unwrap()[0],
+            ns.tables[&TableKey::ipv4("filter")]
+                .backend
+                .counters()
+                .unwrap()[0],
             XtCounters { pcnt: 7, bcnt: 70 }
         );
     }
@@ -455,15 +599,16 @@ mod tests {
         let b = FakeBackends::default();
         let mut ns = Namespace::new(NsId(1));
         get_info(&mut ns, &b, "filter").unwrap();
-        let before = ns.tables["filter"].table.clone();
+        let before = ns.tables[&TableKey::ipv4("filter")].table.clone();
         prepare(&b);
         let e = errno(set(
             &mut ns,
             &b,
+            Family::Ipv4,
             IPT_SO_SET_REPLACE,
             &one_rule_blob(num_counters),
         ));
-        assert_eq!(ns.tables["filter"].table, before);
+        assert_eq!(ns.tables[&TableKey::ipv4("filter")].table, before);
         e
     }
 
@@ -483,15 +628,27 @@ mod tests {
         let b = FakeBackends::default();
         let mut ns = Namespace::new(NsId(1));
         assert_eq!(
-            errno(set(&mut ns, &b, IPT_SO_SET_REPLACE, &[0xff; 50])),
+            errno(set(
+                &mut ns,
+                &b,
+                Family::Ipv4,
+                IPT_SO_SET_REPLACE,
+                &[0xff; 50]
+            )),
             libc::EINVAL
         );
         assert_eq!(
-            errno(set(&mut ns, &b, IPT_SO_SET_REPLACE, &[])),
+            errno(set(&mut ns, &b, Family::Ipv4, IPT_SO_SET_REPLACE, &[])),
             libc::EINVAL
         );
-        assert_eq!(errno(set(&mut ns, &b, 66, &[])), libc::ENOPROTOOPT);
-        assert_eq!(errno(get(&mut ns, &b, 68, 84, &[0; 84])), libc::ENOPROTOOPT);
+        assert_eq!(
+            errno(set(&mut ns, &b, Family::Ipv4, 66, &[])),
+            libc::ENOPROTOOPT
+        );
+        assert_eq!(
+            errno(get(&mut ns, &b, Family::Ipv4, 68, 84, &[0; 84])),
+            libc::ENOPROTOOPT
+        );
         assert!(ns.tables.is_empty(), "refused requests instantiate nothing");
     }
 
@@ -502,20 +659,49 @@ mod tests {
         let mut req = b"multiport".to_vec();
         req.resize(29, 0);
         req.push(1);
-        assert!(get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 30, &req).is_ok());
+        assert!(get(
+            &mut ns,
+            &b,
+            Family::Ipv4,
+            IPT_SO_GET_REVISION_MATCH,
+            30,
+            &req
+        )
+        .is_ok());
         req[29] = 7;
         assert_eq!(
-            errno(get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 30, &req)),
+            errno(get(
+                &mut ns,
+                &b,
+                Family::Ipv4,
+                IPT_SO_GET_REVISION_MATCH,
+                30,
+                &req
+            )),
             libc::EPROTONOSUPPORT
         );
         let mut unknown = b"nosuchmatch".to_vec();
         unknown.resize(30, 0);
         assert_eq!(
-            errno(get(&mut ns, &b, IPT_SO_GET_REVISION_MATCH, 30, &unknown)),
+            errno(get(
+                &mut ns,
+                &b,
+                Family::Ipv4,
+                IPT_SO_GET_REVISION_MATCH,
+                30,
+                &unknown
+            )),
             libc::ENOENT
         );
         assert_eq!(
-            errno(get(&mut ns, &b, IPT_SO_GET_REVISION_TARGET, 29, &unknown)),
+            errno(get(
+                &mut ns,
+                &b,
+                Family::Ipv4,
+                IPT_SO_GET_REVISION_TARGET,
+                29,
+                &unknown
+            )),
             libc::EINVAL
         );
     }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use ipt_abi::{Table, XtCounters};
+use ipt_abi::{Family, Table, XtCounters};
 
 use super::refusal::Refusal;
 
@@ -19,6 +19,56 @@ pub struct NsId(pub u64);
 impl fmt::Display for NsId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "net:[{}]", self.0)
+    }
+}
+
+/// Which table: ip_tables and ip6_tables each have their own tables of the same names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableKey {
+    /// IPv4 (iptables) or IPv6 (ip6tables); IPv4's sort first.
+    pub family: Family,
+    /// The table's name (`filter`).
+    pub name: String,
+}
+
+impl TableKey {
+    /// The table `name` of `family`.
+    pub fn new(family: Family, name: &str) -> TableKey {
+        TableKey {
+            family,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The IPv4 table `name`.
+    pub fn ipv4(name: &str) -> TableKey {
+        TableKey::new(Family::Ipv4, name)
+    }
+
+    /// Its pin folder's name: the table's name, `ip6-` before it for IPv6.
+    pub fn dir_name(&self) -> String {
+        match self.family {
+            Family::Ipv4 => self.name.clone(),
+            Family::Ipv6 => format!("ip6-{}", self.name),
+        }
+    }
+
+    /// The key a pin folder's name stands for ([`TableKey::dir_name`]).
+    pub fn from_dir_name(dir: &str) -> TableKey {
+        match dir.strip_prefix("ip6-") {
+            Some(name) => TableKey::new(Family::Ipv6, name),
+            None => TableKey::ipv4(dir),
+        }
+    }
+}
+
+impl fmt::Display for TableKey {
+    /// `filter` for IPv4, `ip6 filter` for IPv6 (as logs and `status` show it).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.family {
+            Family::Ipv4 => f.write_str(&self.name),
+            Family::Ipv6 => write!(f, "ip6 {}", self.name),
+        }
     }
 }
 
@@ -97,7 +147,7 @@ pub trait Backends: Sync {
     /// Instantiates `table` (the kernel's initial table) in namespace `ns`.
     fn create(&self, ns: &Namespace, table: &Table) -> Result<Box<dyn TableBackend>, BackendError>;
     /// Tables that a previous daemon left running, to take over.
-    fn adopt(&self) -> Vec<(NsId, String, Table, Box<dyn TableBackend>)> {
+    fn adopt(&self) -> Vec<(NsId, TableKey, Table, Box<dyn TableBackend>)> {
         Vec::new()
     }
     /// Removes what backends of namespace `ns` left behind (pins, links) once its tables are
@@ -138,8 +188,8 @@ pub struct Namespace {
     pub id: NsId,
     /// An fd of the namespace, to create links from a thread that entered it.
     pub fd: Option<std::os::fd::OwnedFd>,
-    /// Its tables, by name.
-    pub tables: BTreeMap<String, TableState>,
+    /// Its tables, IPv4's then IPv6's, by name.
+    pub tables: BTreeMap<TableKey, TableState>,
 }
 
 impl Namespace {
@@ -152,22 +202,37 @@ impl Namespace {
         }
     }
 
-    /// The table `name`, instantiated on first access as the kernel does; ENOENT for a table
+    /// The table `key`, instantiated on first access as the kernel does; ENOENT for a table
     /// bpfilter does not have.
     pub fn instantiate(
         &mut self,
-        name: &str,
+        key: &TableKey,
         backends: &dyn Backends,
     ) -> Result<&mut TableState, Refusal> {
-        if !self.tables.contains_key(name) {
-            let table = Table::initial(name)?;
+        if !self.tables.contains_key(key) {
+            let table = initial_table(key)?;
             let backend = backends.create(self, &table)?;
-            tracing::info!(netns = %self.id, table = name, "table instantiated");
+            tracing::info!(netns = %self.id, table = %key, "table instantiated");
             self.tables
-                .insert(name.to_owned(), TableState { table, backend });
+                .insert(key.clone(), TableState { table, backend });
         }
         self.tables
-            .get_mut(name)
-            .ok_or_else(|| Refusal::new(libc::ENOENT, format!("no table {name}")))
+            .get_mut(key)
+            .ok_or_else(|| Refusal::new(libc::ENOENT, format!("no table {key}")))
     }
+
+    /// The names of its tables of `family`.
+    pub fn names(&self, family: Family) -> Vec<&str> {
+        self.tables
+            .keys()
+            .filter(|k| k.family == family)
+            .map(|k| k.name.as_str())
+            .collect()
+    }
+}
+
+/// The table the kernel creates for `key` on first access (ENOENT for a table bpfilter does
+/// not have).
+pub fn initial_table(key: &TableKey) -> Result<Table, Refusal> {
+    Ok(Table::initial_for(key.family, &key.name)?)
 }

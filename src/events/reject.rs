@@ -2897,7 +2897,7 @@ ff000000000000000000000000000000 08 00000000000000000000000000000000 00 00000000
         let mut c = cfg();
         c.ratelimit6_ms = 1000;
         let mut l = RateLimiter::with_rng(c, Box::new(|| 0));
-        let mut n = |l: &mut RateLimiter, plen, at, local| {
+        let n = |l: &mut RateLimiter, plen, at, local| {
             (0..20)
                 .filter(|_| l.allow_icmp6(1, d, false, local, plen, ms(at), || true))
                 .count()

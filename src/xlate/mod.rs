@@ -122,22 +122,24 @@ pub fn compile_split(
 }
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use emitter::ir;
 use ipt_abi::abi::{
-    IPRANGE_DST, IPRANGE_DST_INV, IPRANGE_SRC, IPRANGE_SRC_INV, IPT_F_FRAG,
-    IPT_ICMP_ADMIN_PROHIBITED, IPT_ICMP_INV, IPT_INV_DSTIP, IPT_INV_FRAG, IPT_INV_PROTO,
-    IPT_INV_SRCIP, IPT_INV_VIA_IN, IPT_INV_VIA_OUT, XT_ADDRTYPE_INVERT_DEST,
-    XT_ADDRTYPE_INVERT_SOURCE, XT_ADDRTYPE_LIMIT_IFACE_IN, XT_ADDRTYPE_LIMIT_IFACE_OUT,
-    XT_CONNTRACK_DIRECTION, XT_CONNTRACK_EXPIRES, XT_CONNTRACK_ORIGDST, XT_CONNTRACK_ORIGDST_PORT,
-    XT_CONNTRACK_ORIGSRC, XT_CONNTRACK_ORIGSRC_PORT, XT_CONNTRACK_PROTO, XT_CONNTRACK_REPLDST,
-    XT_CONNTRACK_REPLDST_PORT, XT_CONNTRACK_REPLSRC, XT_CONNTRACK_REPLSRC_PORT, XT_CONNTRACK_STATE,
-    XT_CONNTRACK_STATUS, XT_HASHLIMIT_BYTES, XT_HASHLIMIT_INVERT, XT_HASHLIMIT_RATE_MATCH,
-    XT_MULTIPORT_DESTINATION, XT_MULTIPORT_SOURCE, XT_OWNER_SUPPL_GROUPS, XT_TCP_INV_DSTPT,
-    XT_TCP_INV_FLAGS, XT_TCP_INV_OPTION, XT_TCP_INV_SRCPT, XT_UDP_INV_DSTPT, XT_UDP_INV_SRCPT,
+    IP6T_F_PROTO, IP6T_ICMP6_ECHOREPLY, IP6T_ICMP6_REJECT_ROUTE, IP6T_ICMP_INV, IP6T_INV_DSTIP,
+    IP6T_INV_PROTO, IP6T_INV_SRCIP, IP6T_INV_VIA_IN, IP6T_INV_VIA_OUT, IPRANGE_DST,
+    IPRANGE_DST_INV, IPRANGE_SRC, IPRANGE_SRC_INV, IPT_F_FRAG, IPT_ICMP_ADMIN_PROHIBITED,
+    IPT_ICMP_INV, IPT_INV_DSTIP, IPT_INV_FRAG, IPT_INV_PROTO, IPT_INV_SRCIP, IPT_INV_VIA_IN,
+    IPT_INV_VIA_OUT, XT_ADDRTYPE_INVERT_DEST, XT_ADDRTYPE_INVERT_SOURCE,
+    XT_ADDRTYPE_LIMIT_IFACE_IN, XT_ADDRTYPE_LIMIT_IFACE_OUT, XT_CONNTRACK_DIRECTION,
+    XT_CONNTRACK_EXPIRES, XT_CONNTRACK_ORIGDST, XT_CONNTRACK_ORIGDST_PORT, XT_CONNTRACK_ORIGSRC,
+    XT_CONNTRACK_ORIGSRC_PORT, XT_CONNTRACK_PROTO, XT_CONNTRACK_REPLDST, XT_CONNTRACK_REPLDST_PORT,
+    XT_CONNTRACK_REPLSRC, XT_CONNTRACK_REPLSRC_PORT, XT_CONNTRACK_STATE, XT_CONNTRACK_STATUS,
+    XT_HASHLIMIT_BYTES, XT_HASHLIMIT_INVERT, XT_HASHLIMIT_RATE_MATCH, XT_MULTIPORT_DESTINATION,
+    XT_MULTIPORT_SOURCE, XT_OWNER_SUPPL_GROUPS, XT_TCP_INV_DSTPT, XT_TCP_INV_FLAGS,
+    XT_TCP_INV_OPTION, XT_TCP_INV_SRCPT, XT_UDP_INV_DSTPT, XT_UDP_INV_SRCPT,
 };
-use ipt_abi::{Entry, Match, Table, Target, Verdict};
+use ipt_abi::{Entry, Family, Ip6Match, IpMatch, IpPart, Match, Table, Target, Verdict};
 
 /// Why a validated table cannot be translated (it should not happen: validation guarantees
 /// the shape this module relies on).
@@ -157,12 +159,13 @@ pub enum XlateError {
         /// Entry index.
         index: u32,
     },
-    /// A verdict bpfilter cannot carry out (NF_QUEUE needs a queue handler in user space).
-    #[error("entry {index}: the {what} verdict is not supported by bpfilter")]
+    /// What the kernel runs and bpfilter cannot, exactly (NF_QUEUE needs a queue handler in
+    /// user space; some matches are not compiled).
+    #[error("entry {index}: {what} is not supported by bpfilter")]
     Unsupported {
         /// Entry index.
         index: u32,
-        /// The verdict.
+        /// What.
         what: &'static str,
     },
     /// A chain runs off the end of the table.
@@ -515,7 +518,10 @@ fn translate_hook(
         chains.insert(ir::ChainId(first), chain);
     }
     Ok(ir::Program {
-        family: ir::Family::Ipv4,
+        family: match table.family {
+            Family::Ipv4 => ir::Family::Ipv4,
+            Family::Ipv6 => ir::Family::Ipv6,
+        },
         hook: ir_hook(hook),
         entry: ir::ChainId(start),
         chains,
@@ -561,43 +567,25 @@ fn rule(
     named: &Named<'_>,
     targets: &mut Vec<u32>,
 ) -> Result<(Option<ir::Rule>, bool), XlateError> {
-    // ipt-abi parses these; the IR cannot express them yet
-    let untranslated = |m: &Match| {
-        matches!(
-            m,
-            Match::Icmp6(_)
-                | Match::Hl(_)
-                | Match::Frag(_)
-                | Match::Ipv6Header(_)
-                | Match::Hbh(_)
-                | Match::Dst(_)
-                | Match::Rt(_)
-                | Match::Eui64(_)
-                | Match::Mac(_)
-        )
-    };
-    if entry.ip.as_v6().is_some() || entry.matches.iter().any(untranslated) {
-        return Err(XlateError::Unsupported {
-            index: entry.index,
-            what: "IPv6 entry or mac match",
-        });
-    }
+    refuse_unsupported(entry)?;
     let action = match &entry.target {
         Target::Standard(Verdict::Queue) => {
             return Err(XlateError::Unsupported {
                 index: entry.index,
-                what: "QUEUE",
+                what: "the QUEUE verdict",
             })
         }
         // reject_tg answers nothing for a `with` past IPT_ICMP_ADMIN_PROHIBITED: a plain drop.
         Target::Reject(r) if r.with > IPT_ICMP_ADMIN_PROHIBITED => ir::Action::Drop,
         Target::Reject(r) => ir::Action::Reject(ir::Reject { with: r.with as u8 }),
-        Target::Reject6(_) => {
-            return Err(XlateError::Unsupported {
-                index: entry.index,
-                what: "IPv6 REJECT",
-            })
+        // reject_tg6 sends nothing for echo-reply (its checkentry refuses it) nor for a `with`
+        // it does not know (past IP6T_ICMP6_REJECT_ROUTE): a plain drop.
+        Target::Reject6(r)
+            if r.with == IP6T_ICMP6_ECHOREPLY || r.with > IP6T_ICMP6_REJECT_ROUTE =>
+        {
+            ir::Action::Drop
         }
+        Target::Reject6(r) => ir::Action::Reject(ir::Reject { with: r.with as u8 }),
         Target::Log(l) => ir::Action::Log(ir::Log {
             level: l.level,
             flags: l.logflags,
@@ -613,7 +601,7 @@ fn rule(
         }) => {
             return Err(XlateError::Unsupported {
                 index: entry.index,
-                what: "jump to a non-entry offset",
+                what: "a jump to a non-entry offset",
             })
         }
         Target::Standard(Verdict::Jump { index, .. }) => {
@@ -628,30 +616,6 @@ fn rule(
             }
         }
     };
-    // No protocol number above 255 exists (iptables cannot write one): refused, not guessed.
-    if entry
-        .matches
-        .iter()
-        .filter_map(Match::conntrack)
-        .any(|c| c.match_flags & XT_CONNTRACK_PROTO != 0 && c.l4proto > 0xff)
-    {
-        return Err(XlateError::Unsupported {
-            index: entry.index,
-            what: "conntrack --ctproto above 255",
-        });
-    }
-    // owner_mt walks the supplementary groups of the socket's file, any number of them; a
-    // program cannot, exactly.
-    if entry
-        .matches
-        .iter()
-        .any(|m| matches!(m, Match::Owner(o) if o.r#match & XT_OWNER_SUPPL_GROUPS != 0))
-    {
-        return Err(XlateError::Unsupported {
-            index: entry.index,
-            what: "owner --suppl-groups",
-        });
-    }
     let Some(matches) = matches(entry, limit_slot, named) else {
         return Ok((None, false));
     };
@@ -668,13 +632,48 @@ fn rule(
     ))
 }
 
-/// The tests of `ip_packet_match` and the entry's match extensions, in the kernel's order;
-/// None when the entry can never match. Tests that every packet passes are left out.
+/// The tests of `ip_packet_match` (`ip6_packet_match` for IPv6) and the entry's match
+/// extensions, in the kernel's order; None when the entry can never match. Tests that every
+/// packet passes are left out.
 fn matches(entry: &Entry, mut limit_slot: u32, named: &Named<'_>) -> Option<Vec<ir::Match>> {
-    // IPv6 entries are not translated here yet (ipt-abi parses them; the IR has no IPv6 tests)
-    let ipt_abi::IpPart::V4(ip) = &entry.ip else {
-        return None;
+    let mut out = match &entry.ip {
+        IpPart::V4(ip) => ipv4_tests(ip)?,
+        IpPart::V6(ip) => ipv6_tests(ip)?,
     };
+    let family = entry.ip.family();
+    for m in &entry.matches {
+        out.extend(extension(m, family, limit_slot, named));
+        if matches!(m, Match::Limit(_)) {
+            limit_slot += 1;
+        }
+    }
+    Some(out)
+}
+
+/// Interface tests, the same in both families.
+fn iface_tests(
+    out: &mut Vec<ir::Match>,
+    (iniface, iniface_mask, inv_in): ([u8; 16], [u8; 16], bool),
+    (outiface, outiface_mask, inv_out): ([u8; 16], [u8; 16], bool),
+) {
+    if iniface_mask != [0; 16] || inv_in {
+        out.push(ir::Match::InIface(ir::Iface {
+            name: iniface,
+            mask: iniface_mask,
+            invert: inv_in,
+        }));
+    }
+    if outiface_mask != [0; 16] || inv_out {
+        out.push(ir::Match::OutIface(ir::Iface {
+            name: outiface,
+            mask: outiface_mask,
+            invert: inv_out,
+        }));
+    }
+}
+
+/// `ip_packet_match`'s tests of an `ipt_ip`.
+fn ipv4_tests(ip: &IpMatch) -> Option<Vec<ir::Match>> {
     let inv = |bit| ip.invflags & bit != 0;
     let mut out = Vec::new();
     if !(ip.src.is_unspecified() && ip.smsk.is_unspecified() && !inv(IPT_INV_SRCIP)) {
@@ -691,20 +690,11 @@ fn matches(entry: &Entry, mut limit_slot: u32, named: &Named<'_>) -> Option<Vec<
             invert: inv(IPT_INV_DSTIP),
         });
     }
-    if ip.iniface_mask != [0; 16] || inv(IPT_INV_VIA_IN) {
-        out.push(ir::Match::InIface(ir::Iface {
-            name: ip.iniface,
-            mask: ip.iniface_mask,
-            invert: inv(IPT_INV_VIA_IN),
-        }));
-    }
-    if ip.outiface_mask != [0; 16] || inv(IPT_INV_VIA_OUT) {
-        out.push(ir::Match::OutIface(ir::Iface {
-            name: ip.outiface,
-            mask: ip.outiface_mask,
-            invert: inv(IPT_INV_VIA_OUT),
-        }));
-    }
+    iface_tests(
+        &mut out,
+        (ip.iniface, ip.iniface_mask, inv(IPT_INV_VIA_IN)),
+        (ip.outiface, ip.outiface_mask, inv(IPT_INV_VIA_OUT)),
+    );
     if ip.proto != 0 {
         match u8::try_from(ip.proto) {
             Ok(proto) => out.push(ir::Match::Protocol {
@@ -722,13 +712,119 @@ fn matches(entry: &Entry, mut limit_slot: u32, named: &Named<'_>) -> Option<Vec<
         (false, true) => return None,
         (false, false) => {}
     }
-    for m in &entry.matches {
-        out.extend(extension(m, limit_slot, named));
-        if matches!(m, Match::Limit(_)) {
-            limit_slot += 1;
+    Some(out)
+}
+
+/// `ip6_packet_match`'s tests of an `ip6t_ip6`: addresses under their masks (a zero mask
+/// compares nothing: `!` of it never matches), interfaces, and with IP6T_F_PROTO the walk to
+/// the upper-layer header. Traffic class (IP6T_F_TOS) and IP6T_INV_FRAG are not tested by the
+/// kernel.
+fn ipv6_tests(ip: &Ip6Match) -> Option<Vec<ir::Match>> {
+    let inv = |bit| ip.invflags & bit != 0;
+    let mut out = Vec::new();
+    for (addr, mask, invert, dst) in [
+        (ip.src, ip.smsk, inv(IP6T_INV_SRCIP), false),
+        (ip.dst, ip.dmsk, inv(IP6T_INV_DSTIP), true),
+    ] {
+        match (mask.is_unspecified(), invert, dst) {
+            (true, false, _) => {}
+            (true, true, _) => return None,
+            (false, _, false) => out.push(ir::Match::Ipv6Src { addr, mask, invert }),
+            (false, _, true) => out.push(ir::Match::Ipv6Dst { addr, mask, invert }),
         }
     }
+    iface_tests(
+        &mut out,
+        (ip.iniface, ip.iniface_mask, inv(IP6T_INV_VIA_IN)),
+        (ip.outiface, ip.outiface_mask, inv(IP6T_INV_VIA_OUT)),
+    );
+    if ip.flags & IP6T_F_PROTO != 0 {
+        out.push(ir::Match::Ipv6Protocol {
+            // above 255 is refused before (`refuse_unsupported`)
+            proto: ip.proto as u8,
+            invert: inv(IP6T_INV_PROTO),
+        });
+    }
     Some(out)
+}
+
+/// What the kernel accepts but bpfilter cannot run exactly: refused (ENOENT), never
+/// approximated.
+fn refuse_unsupported(entry: &Entry) -> Result<(), XlateError> {
+    let refuse = |what: &'static str| {
+        Err(XlateError::Unsupported {
+            index: entry.index,
+            what,
+        })
+    };
+    // No protocol number above 255 exists (iptables cannot write one): refused, not guessed.
+    if entry
+        .matches
+        .iter()
+        .filter_map(Match::conntrack)
+        .any(|c| c.match_flags & XT_CONNTRACK_PROTO != 0 && c.l4proto > 0xff)
+    {
+        return refuse("conntrack --ctproto above 255");
+    }
+    // owner_mt walks the supplementary groups of the socket's file, any number of them; a
+    // program cannot, exactly.
+    if entry
+        .matches
+        .iter()
+        .any(|m| matches!(m, Match::Owner(o) if o.r#match & XT_OWNER_SUPPL_GROUPS != 0))
+    {
+        return refuse("owner --suppl-groups");
+    }
+    // Matches bpfilter does not compile (yet), in either family or in IPv6.
+    let ipv6 = entry.ip.family() == Family::Ipv6;
+    for m in &entry.matches {
+        let what = match m {
+            Match::Conntrack(c) if ipv6 => {
+                let info = c.info();
+                let addresses = XT_CONNTRACK_ORIGSRC
+                    | XT_CONNTRACK_ORIGDST
+                    | XT_CONNTRACK_REPLSRC
+                    | XT_CONNTRACK_REPLDST;
+                (info.match_flags & addresses != 0).then_some("conntrack address tests in IPv6")
+            }
+            Match::Frag(_) => Some("-m frag"),
+            Match::Ipv6Header(_) => Some("-m ipv6header"),
+            Match::Hbh(_) => Some("-m hbh"),
+            Match::Dst(_) => Some("-m dst"),
+            Match::Rt(_) => Some("-m rt"),
+            Match::Eui64(_) => Some("-m eui64"),
+            Match::Mac(_) => Some("-m mac"),
+            Match::TcpMss(_) if ipv6 => Some("-m tcpmss in IPv6"),
+            Match::Addrtype(_) | Match::AddrtypeV1(_) if ipv6 => Some("-m addrtype in IPv6"),
+            Match::Owner(_) if ipv6 => Some("-m owner in IPv6"),
+            Match::Recent(_) if ipv6 => Some("-m recent in IPv6"),
+            Match::Hashlimit(_) if ipv6 => Some("-m hashlimit in IPv6"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            return refuse(what);
+        }
+    }
+    let IpPart::V6(ip) = &entry.ip else {
+        return Ok(());
+    };
+    let with_proto = ip.flags & IP6T_F_PROTO != 0;
+    if with_proto && ip.proto > 0xff {
+        return refuse("a protocol above 255");
+    }
+    // Without IP6T_F_PROTO the kernel does not look for the upper-layer header, and such a
+    // rule's tcp, udp or icmp6 match reads whatever offset an earlier rule found: only a
+    // hand-made blob does that (ip6tables sets the flag with every -p).
+    let transport = entry.matches.iter().any(|m| {
+        matches!(
+            m,
+            Match::Tcp(_) | Match::Udp(_) | Match::Icmp6(_) | Match::Multiport(_)
+        )
+    });
+    if transport && !with_proto {
+        return refuse("a transport match without IP6T_F_PROTO");
+    }
+    Ok(())
 }
 
 fn range(r: [u16; 2]) -> ir::PortRange {
@@ -780,7 +876,7 @@ fn conntrack(c: &ipt_abi::ConntrackInfo) -> ir::CtMatch {
     }
 }
 
-fn extension(m: &Match, limit_slot: u32, named: &Named<'_>) -> Option<ir::Match> {
+fn extension(m: &Match, family: Family, limit_slot: u32, named: &Named<'_>) -> Option<ir::Match> {
     let recent = named.recent;
     Some(match m {
         Match::Tcp(t) => ir::Match::Tcp(ir::TcpMatch {
@@ -835,12 +931,30 @@ fn extension(m: &Match, limit_slot: u32, named: &Named<'_>) -> Option<ir::Match>
             mask: m.mask,
             invert: m.invert != 0,
         },
+        Match::IpRange(r) if family == Family::Ipv6 => ir::Match::IpRange6(ir::IpRange6Match {
+            src: (r.flags & IPRANGE_SRC != 0)
+                .then(|| (Ipv6Addr::from(r.src_min), Ipv6Addr::from(r.src_max))),
+            dst: (r.flags & IPRANGE_DST != 0)
+                .then(|| (Ipv6Addr::from(r.dst_min), Ipv6Addr::from(r.dst_max))),
+            inv_src: r.flags & IPRANGE_SRC_INV != 0,
+            inv_dst: r.flags & IPRANGE_DST_INV != 0,
+        }),
         Match::IpRange(r) => ir::Match::IpRange(ir::IpRangeMatch {
             src: (r.flags & IPRANGE_SRC != 0).then(|| (ipv4(&r.src_min), ipv4(&r.src_max))),
             dst: (r.flags & IPRANGE_DST != 0).then(|| (ipv4(&r.dst_min), ipv4(&r.dst_max))),
             inv_src: r.flags & IPRANGE_SRC_INV != 0,
             inv_dst: r.flags & IPRANGE_DST_INV != 0,
         }),
+        Match::Icmp6(i) => ir::Match::Icmp6(ir::IcmpMatch {
+            icmp_type: i.icmp_type,
+            code_min: i.code[0],
+            code_max: i.code[1],
+            invert: i.invflags & IP6T_ICMP_INV != 0,
+        }),
+        Match::Hl(h) => ir::Match::HopLimit {
+            mode: h.mode,
+            value: h.hop_limit,
+        },
         Match::Recent(r) => {
             let i = r.info();
             // every name has its list (recent_lists made them from the same table)
@@ -899,10 +1013,8 @@ fn extension(m: &Match, limit_slot: u32, named: &Named<'_>) -> Option<ir::Match>
             ir::Match::Hashlimit(hashlimit_ir(h, i as u32, &named.hashlimit[i]))
         }
         Match::Comment(_) => return None,
-        // refused by `rule` before it gets here
-        Match::Icmp6(_)
-        | Match::Hl(_)
-        | Match::Frag(_)
+        // refused by `refuse_unsupported` before it gets here
+        Match::Frag(_)
         | Match::Ipv6Header(_)
         | Match::Hbh(_)
         | Match::Dst(_)

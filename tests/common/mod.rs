@@ -24,11 +24,18 @@ pub struct Daemon {
     /// Its pin folder.
     pub bpffs: PathBuf,
     dir: PathBuf,
+    /// Options of `bpfilter daemon` beyond its socket and pin folder, kept for restarts.
+    options: Vec<String>,
 }
 
 impl Daemon {
     /// Starts a daemon and waits until its socket accepts.
     pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// [`Daemon::start`] with more options of `bpfilter daemon`.
+    pub fn start_with(options: &[&str]) -> Daemon {
         let name = unique("bpft");
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -37,6 +44,7 @@ impl Daemon {
             socket: dir.join("sock"),
             bpffs: PathBuf::from(format!("/sys/fs/bpf/{name}")),
             dir,
+            options: options.iter().map(|o| o.to_string()).collect(),
         };
         d.spawn();
         d
@@ -53,6 +61,7 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--bpffs")
             .arg(&self.bpffs)
+            .args(&self.options)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -182,6 +191,12 @@ pub enum Tool {
     Save,
     /// iptables-legacy-restore
     Restore,
+    /// ip6tables-legacy
+    Ip6tables,
+    /// ip6tables-legacy-save
+    Ip6Save,
+    /// ip6tables-legacy-restore
+    Ip6Restore,
 }
 
 impl Tool {
@@ -190,6 +205,9 @@ impl Tool {
             Tool::Iptables => "iptables-legacy",
             Tool::Save => "iptables-legacy-save",
             Tool::Restore => "iptables-legacy-restore",
+            Tool::Ip6tables => "ip6tables-legacy",
+            Tool::Ip6Save => "ip6tables-legacy-save",
+            Tool::Ip6Restore => "ip6tables-legacy-restore",
         }
     }
     fn bpfilter_cmd(self) -> &'static str {
@@ -197,6 +215,9 @@ impl Tool {
             Tool::Iptables => "iptables",
             Tool::Save => "iptables-save",
             Tool::Restore => "iptables-restore",
+            Tool::Ip6tables => "ip6tables",
+            Tool::Ip6Save => "ip6tables-save",
+            Tool::Ip6Restore => "ip6tables-restore",
         }
     }
 }

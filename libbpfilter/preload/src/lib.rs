@@ -4,7 +4,8 @@
 //! What it catches, and nothing else (everything else goes to libc untouched):
 //! - `getsockopt` on a raw socket (of the level's family) at level `IPPROTO_IP` (0) with optname 64..=67
 //!   (`IPT_SO_GET_INFO`, `_ENTRIES`, `_REVISION_MATCH`, `_REVISION_TARGET`), or at level
-//!   `IPPROTO_IPV6` (41) with optname 64..=69 (ip6tables' revisions are 68/69);
+//!   `IPPROTO_IPV6` (41) with optname 64, 65, 68 or 69 (ip6tables' revisions are 68/69; 66
+//!   and 67 are IPv6's own IPV6_RECVTCLASS and IPV6_TCLASS);
 //! - `setsockopt` on a raw socket at those levels with optname 64..=65 (`SET_REPLACE`,
 //!   `SET_ADD_COUNTERS`; the kernel registers no other set optnames there);
 //! - `fopen`/`fopen64` for reading `/proc/net/ip_tables_names` or `ip6_tables_names` (what
@@ -90,6 +91,10 @@ const SO_GET_ENTRIES: c_int = 65;
 const IPT_SO_GET_MAX: c_int = 67;
 /// `IP6T_SO_GET_MAX` (revision target).
 const IP6T_SO_GET_MAX: c_int = 69;
+/// `IPV6_RECVTCLASS`: a socket option of IPv6 itself inside ip6_tables' range.
+const IPV6_RECVTCLASS: c_int = 66;
+/// `IPV6_TCLASS`: likewise.
+const IPV6_TCLASS: c_int = 67;
 /// `IPT_SO_SET_REPLACE` / `IP6T_SO_SET_REPLACE`.
 const SO_SET_REPLACE: c_int = 64;
 /// `IPT_SO_SET_MAX` (add counters).
@@ -266,10 +271,16 @@ fn family_of_level(level: c_int) -> Option<Family> {
     }
 }
 
+/// Whether a getsockopt is one of ip_tables' (64..=67) or ip6_tables' (64, 65, 68, 69): at
+/// level IPPROTO_IPV6, 66 and 67 are the socket's own IPV6_RECVTCLASS and IPV6_TCLASS
+/// (`do_ipv6_getsockopt` answers them before netfilter is asked).
 fn is_table_get(level: c_int, optname: c_int) -> bool {
     match level {
         SOL_IP => (SO_BASE..=IPT_SO_GET_MAX).contains(&optname),
-        SOL_IPV6 => (SO_BASE..=IP6T_SO_GET_MAX).contains(&optname),
+        SOL_IPV6 => {
+            (SO_BASE..=IP6T_SO_GET_MAX).contains(&optname)
+                && !matches!(optname, IPV6_RECVTCLASS | IPV6_TCLASS)
+        }
         _ => false,
     }
 }
