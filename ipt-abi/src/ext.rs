@@ -1132,6 +1132,141 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_checkentries() {
+        // each as the 6.18 kernel answered it (fixtures/negative6)
+        let icmp6 = |invflags| {
+            icmp6_checkentry(&Ip6tIcmp {
+                invflags,
+                ..Default::default()
+            })
+        };
+        assert!(icmp6(IP6T_ICMP_INV).is_ok());
+        assert!(icmp6(2).is_err());
+        let frag = |flags, invflags| {
+            frag_mt6_check(&Ip6tFrag {
+                flags,
+                invflags,
+                ..Default::default()
+            })
+        };
+        assert!(
+            frag(0xff, IP6T_FRAG_INV_MASK).is_ok(),
+            "flags are not checked"
+        );
+        assert!(frag(0, 4).is_err());
+        let v6h = |invflags, modeflag| {
+            ipv6header_mt6_check(&Ip6tIpv6headerInfo {
+                matchflags: 0x80,
+                invflags,
+                modeflag,
+            })
+        };
+        assert!(v6h(0, 0).is_ok() && v6h(0xff, 0).is_ok() && v6h(1, 1).is_ok());
+        assert!(v6h(1, 0).is_err(), "hard mode: all or nothing");
+        let opts = |flags, invflags, optsnr| {
+            hbh_mt6_check(&Ip6tOpts {
+                flags,
+                invflags,
+                optsnr,
+                ..Default::default()
+            })
+        };
+        assert!(opts(IP6T_OPTS_LEN | IP6T_OPTS_OPTS, 1, 16).is_ok());
+        assert!(opts(0, 2, 0).is_err());
+        assert!(opts(0, 0, 17).is_err());
+        assert!(opts(IP6T_OPTS_NSTRICT, 0, 0).is_err());
+        let rt = |flags, invflags, rt_type, addrnr| {
+            rt_mt6_check(&Ip6tRt {
+                flags,
+                invflags,
+                rt_type,
+                addrnr,
+                ..Default::default()
+            })
+        };
+        assert!(rt(IP6T_RT_TYP | IP6T_RT_RES | IP6T_RT_FST, 0, 0, 16).is_ok());
+        assert!(rt(IP6T_RT_TYP | IP6T_RT_SGS, IP6T_RT_INV_MASK, 2, 0).is_ok());
+        assert!(rt(0, 8, 0, 0).is_err());
+        assert!(rt(0, 0, 0, 17).is_err());
+        assert!(rt(IP6T_RT_RES, 0, 0, 0).is_err(), "no --rt-type");
+        assert!(
+            rt(IP6T_RT_TYP | IP6T_RT_FST_NSTRICT, 0, 2, 0).is_err(),
+            "type 2"
+        );
+        assert!(
+            rt(IP6T_RT_TYP | IP6T_RT_RES, IP6T_RT_INV_TYP, 0, 0).is_err(),
+            "! type 0"
+        );
+        // reject_tg6_check: tcp-reset needs IP6T_F_PROTO too
+        let tcp = crate::Ip6Match {
+            proto: IPPROTO_TCP,
+            flags: IP6T_F_PROTO,
+            ..Default::default()
+        };
+        let with = |with| Ip6tRejectInfo { with };
+        assert!(reject_tg6_check(&with(IP6T_TCP_RESET), &tcp).is_ok());
+        for w in [0, 1, 2, 3, 4, 7, 8, 9, u32::MAX] {
+            assert!(
+                reject_tg6_check(&with(w), &crate::Ip6Match::default()).is_ok(),
+                "{w}"
+            );
+        }
+        assert!(reject_tg6_check(&with(IP6T_ICMP6_ECHOREPLY), &tcp).is_err());
+        for bad in [
+            crate::Ip6Match { flags: 0, ..tcp },
+            crate::Ip6Match {
+                proto: IPPROTO_UDP,
+                ..tcp
+            },
+            crate::Ip6Match {
+                invflags: IP6T_INV_PROTO,
+                ..tcp
+            },
+        ] {
+            assert!(reject_tg6_check(&with(IP6T_TCP_RESET), &bad).is_err());
+        }
+        // registrations: per family (ENOENT at another revision), hooks for mac and eui64
+        let f = Family::Ipv6;
+        for name in [
+            "icmp6",
+            "hl",
+            "frag",
+            "ipv6header",
+            "hbh",
+            "dst",
+            "rt",
+            "eui64",
+            "mac",
+        ] {
+            assert!(
+                xt_request_find(f, ExtKind::Match, &n(name), 0).is_ok(),
+                "{name}"
+            );
+            assert_eq!(
+                xt_request_find(f, ExtKind::Match, &n(name), 1).map_err(|e| e.0),
+                Err(libc::ENOENT),
+                "{name}"
+            );
+        }
+        for name in ["hl", "frag", "rt", "eui64", "icmp6"] {
+            assert!(xt_request_find(Family::Ipv4, ExtKind::Match, &n(name), 0).is_err());
+        }
+        assert!(xt_request_find(Family::Ipv4, ExtKind::Match, &n("mac"), 0).is_ok());
+        let eui = xt_request_find(f, ExtKind::Match, &n("eui64"), 0).expect("eui64");
+        assert_eq!((eui.size, eui.hooks), (4, MAC_HOOKS));
+        assert!(xt_check(eui, 8, "filter", 1 << 2, 0, false).is_ok());
+        assert!(
+            xt_check(eui, 8, "filter", 1 << 3, 0, false).is_err(),
+            "OUTPUT"
+        );
+        let icmp6 = xt_request_find(f, ExtKind::Match, &n("icmp6"), 0).expect("icmp6");
+        assert!(xt_check(icmp6, 8, "filter", 2, IPPROTO_ICMPV6, false).is_ok());
+        assert!(xt_check(icmp6, 8, "filter", 2, IPPROTO_ICMP, false).is_err());
+        let reject = xt_request_find(f, ExtKind::Target, &n("REJECT"), 0).expect("REJECT");
+        assert_eq!((reject.table, reject.hooks), (Some("filter"), REJECT_HOOKS));
+    }
+
+    #[test]
     fn tcpmss_registration() {
         let f = Family::Ipv4;
         let ext = xt_request_find(f, ExtKind::Match, &n("tcpmss"), 0).expect("tcpmss");
