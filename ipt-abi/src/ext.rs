@@ -170,8 +170,8 @@ pub const SUPPORTED_IPV4: &[Supported] = &[
 ];
 
 /// Extensions bpfilter accepts for IPv6 (ip6tables): those the kernel registers for
-/// NFPROTO_IPV6 or NFPROTO_UNSPEC whose checks are mirrored here. addrtype, owner, recent and
-/// hashlimit are left out (ENOENT) until their IPv6 checks and semantics are built.
+/// NFPROTO_IPV6 or NFPROTO_UNSPEC whose checks are mirrored here (with their IPv6 differences:
+/// addrtype's refused types, hashlimit's 128-bit masks; recent's v1 mask is 16 bytes).
 pub const SUPPORTED_IPV6: &[Supported] = &[
     m("tcp", 0, core::mem::size_of::<XtTcp>(), IPPROTO_TCP),
     m("udp", 0, core::mem::size_of::<XtUdp>(), IPPROTO_UDP),
@@ -194,6 +194,35 @@ pub const SUPPORTED_IPV6: &[Supported] = &[
     m("state", 0, core::mem::size_of::<XtStateInfo>(), 0),
     m("limit", 0, core::mem::size_of::<XtRateinfo>(), 0),
     m_hooks("mac", 0, core::mem::size_of::<XtMacInfo>(), MAC_HOOKS),
+    // xt_addrtype.c registers revision 1 for IPv6 (revision 0 is IPv4's only), xt_owner.c,
+    // xt_recent.c and xt_hashlimit.c register every revision for IPv6 too
+    m("addrtype", 1, core::mem::size_of::<XtAddrtypeInfoV1>(), 0),
+    m_hooks(
+        "owner",
+        1,
+        core::mem::size_of::<XtOwnerMatchInfo>(),
+        OWNER_HOOKS,
+    ),
+    m("recent", 0, core::mem::size_of::<XtRecentMtinfo>(), 0),
+    m("recent", 1, core::mem::size_of::<XtRecentMtinfoV1>(), 0),
+    m(
+        "hashlimit",
+        1,
+        core::mem::size_of::<XtHashlimitMtinfo1>(),
+        0,
+    ),
+    m(
+        "hashlimit",
+        2,
+        core::mem::size_of::<XtHashlimitMtinfo2>(),
+        0,
+    ),
+    m(
+        "hashlimit",
+        3,
+        core::mem::size_of::<XtHashlimitMtinfo3>(),
+        0,
+    ),
     // IPv6 only: xt_hl.c (hl_mt6), ip6t_frag.c, ip6t_ipv6header.c, ip6t_hbh.c (two
     // registrations, "hbh" and "dst", same payload), ip6t_rt.c, ip6t_eui64.c
     m("hl", 0, core::mem::size_of::<Ip6tHlInfo>(), 0),
@@ -703,14 +732,28 @@ pub fn hashlimit_mt_check_common(
     cfg: &mut HashlimitCfg3,
     revision: u8,
 ) -> Result<(), (i32, &'static str)> {
+    hashlimit_mt_check_common_for(Family::Ipv4, cfg, revision)
+}
+
+/// [`hashlimit_mt_check_common`] for either family: the masks go up to 32 for IPv4 and up to
+/// 128 for IPv6 (`par->family`), the rest is the same.
+pub fn hashlimit_mt_check_common_for(
+    family: Family,
+    cfg: &mut HashlimitCfg3,
+    revision: u8,
+) -> Result<(), (i32, &'static str)> {
     let hz = kernel_hz();
     if cfg.gc_interval == 0 || cfg.expire == 0 {
         return Err((libc::EINVAL, "hashlimit: gc interval or expiry of 0"));
     }
     cfg.size = cfg.size.min(HASHLIMIT_MAX_SIZE);
     cfg.max = cfg.max.min(HASHLIMIT_MAX_SIZE);
-    if cfg.srcmask > 32 || cfg.dstmask > 32 {
-        return Err((libc::EINVAL, "hashlimit: mask above 32"));
+    let max_mask = match family {
+        Family::Ipv4 => 32,
+        Family::Ipv6 => 128,
+    };
+    if cfg.srcmask > max_mask || cfg.dstmask > max_mask {
+        return Err((libc::EINVAL, "hashlimit: mask above the address length"));
     }
     if cfg.mode & !XT_HASHLIMIT_ALL != 0 {
         return Err((libc::EINVAL, "hashlimit: unknown mode mask"));
@@ -745,6 +788,16 @@ pub fn addrtype_mt_checkentry_v1(
     info: &XtAddrtypeInfoV1,
     hook_mask: u32,
 ) -> Result<(), (i32, &'static str)> {
+    addrtype_mt_checkentry_v1_for(Family::Ipv4, info, hook_mask)
+}
+
+/// [`addrtype_mt_checkentry_v1`] for either family: after the interface checks, IPv6 refuses
+/// (EINVAL) BLACKHOLE, PROHIBIT and every type above it, then BROADCAST, in either mask.
+pub fn addrtype_mt_checkentry_v1_for(
+    family: Family,
+    info: &XtAddrtypeInfoV1,
+    hook_mask: u32,
+) -> Result<(), (i32, &'static str)> {
     let (i, o) = (
         info.flags & XT_ADDRTYPE_LIMIT_IFACE_IN != 0,
         info.flags & XT_ADDRTYPE_LIMIT_IFACE_OUT != 0,
@@ -766,6 +819,27 @@ pub fn addrtype_mt_checkentry_v1(
             libc::EINVAL,
             "addrtype: input interface limitation not valid in POSTROUTING and OUTPUT",
         ));
+    }
+    if family == Family::Ipv6 {
+        let types = info.source | info.dest;
+        if types & XT_ADDRTYPE_BLACKHOLE != 0 {
+            return Err((
+                libc::EINVAL,
+                "addrtype: ipv6 BLACKHOLE matching not supported",
+            ));
+        }
+        if types >= XT_ADDRTYPE_PROHIBIT {
+            return Err((
+                libc::EINVAL,
+                "addrtype: ipv6 PROHIBIT (THROW, NAT ..) matching not supported",
+            ));
+        }
+        if types & XT_ADDRTYPE_BROADCAST != 0 {
+            return Err((
+                libc::EINVAL,
+                "addrtype: ipv6 does not support BROADCAST matching",
+            ));
+        }
     }
     Ok(())
 }

@@ -842,7 +842,7 @@ fn check_match(
             0 => Match::Addrtype(payload(data)?),
             _ => {
                 let p: XtAddrtypeInfoV1 = payload(data)?;
-                ext::addrtype_mt_checkentry_v1(&p, hook_mask)?;
+                ext::addrtype_mt_checkentry_v1_for(ip.family(), &p, hook_mask)?;
                 Match::AddrtypeV1(p)
             }
         },
@@ -866,21 +866,29 @@ fn check_match(
             1 => {
                 let mut p: XtHashlimitMtinfo1 = payload(data)?;
                 ext::xt_check_proc_name(&p.name)?;
-                ext::hashlimit_mt_check_common(&mut ext::hashlimit_cfg3_of1(&p.cfg), 1)?;
+                ext::hashlimit_mt_check_common_for(
+                    ip.family(),
+                    &mut ext::hashlimit_cfg3_of1(&p.cfg),
+                    1,
+                )?;
                 p.hinfo = 0;
                 Hashlimit::V1(p)
             }
             2 => {
                 let mut p: XtHashlimitMtinfo2 = payload(data)?;
                 ext::xt_check_proc_name(&p.name)?;
-                ext::hashlimit_mt_check_common(&mut ext::hashlimit_cfg3_of2(&p.cfg), 2)?;
+                ext::hashlimit_mt_check_common_for(
+                    ip.family(),
+                    &mut ext::hashlimit_cfg3_of2(&p.cfg),
+                    2,
+                )?;
                 p.hinfo = 0;
                 Hashlimit::V2(p)
             }
             3 => {
                 let mut p: XtHashlimitMtinfo3 = payload(data)?;
                 ext::xt_check_proc_name(&p.name)?;
-                ext::hashlimit_mt_check_common(&mut p.cfg, 3)?;
+                ext::hashlimit_mt_check_common_for(ip.family(), &mut p.cfg, 3)?;
                 p.hinfo = 0;
                 Hashlimit::V3(p)
             }
