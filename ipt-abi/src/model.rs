@@ -482,6 +482,14 @@ impl Recent {
             Recent::V1(p) => [p.mask[0], p.mask[1], p.mask[2], p.mask[3]],
         }
     }
+    /// The whole 16-byte mask (`nf_inet_addr`; revision 0 has none and the kernel masks with
+    /// all ones): for IPv6 all of it, for IPv4 the first 4 bytes ([`Recent::mask`]).
+    pub fn mask16(&self) -> [u8; 16] {
+        match self {
+            Recent::V0(_) => [0xff; 16],
+            Recent::V1(p) => p.mask,
+        }
+    }
     /// The list's name (up to its NUL, which `recent_mt_check` made sure of).
     pub fn name(&self) -> &[u8] {
         c_str(&self.info().name)

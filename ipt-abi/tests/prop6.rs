@@ -302,8 +302,10 @@ proptest! {
             if let Ok(r) = parse_replace(Family::Ipv6, b, None) {
                 let counters = vec![ipt_abi::XtCounters::default(); r.table.entries.len()];
                 prop_assert_eq!(r.table.get_entries(&counters).len(), 40 + r.table.size() as usize);
+                // the kernel shows what it keeps (a limit's given cost and cap are not shown),
+                // so what GET_ENTRIES shows must come back the same
                 let again = parse_replace(Family::Ipv6, &r.table.replace_blob(r.num_counters, 0), None).expect("re-parse");
-                prop_assert_eq!(again.table, r.table);
+                prop_assert_eq!(again.table.get_entries(&counters), r.table.get_entries(&counters));
             }
         }
     }
