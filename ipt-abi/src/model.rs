@@ -657,6 +657,38 @@ impl Conntrack {
             Conntrack::V3(p) => p.as_bytes(),
         }
     }
+    /// The four address tests as IPv6 (the whole `nf_inet_addr`s), in the order origsrc,
+    /// origdst, replsrc, repldst, each `(address, mask)`: what an ip6tables rule's
+    /// `--ctorigsrc` and the like mean ([`ConntrackInfo`]'s [`CtAddr`]s are their IPv4 reading).
+    pub fn addrs6(&self) -> [(Ipv6Addr, Ipv6Addr); 4] {
+        macro_rules! six {
+            ($p:expr) => {
+                [
+                    (
+                        Ipv6Addr::from($p.origsrc_addr),
+                        Ipv6Addr::from($p.origsrc_mask),
+                    ),
+                    (
+                        Ipv6Addr::from($p.origdst_addr),
+                        Ipv6Addr::from($p.origdst_mask),
+                    ),
+                    (
+                        Ipv6Addr::from($p.replsrc_addr),
+                        Ipv6Addr::from($p.replsrc_mask),
+                    ),
+                    (
+                        Ipv6Addr::from($p.repldst_addr),
+                        Ipv6Addr::from($p.repldst_mask),
+                    ),
+                ]
+            };
+        }
+        match self {
+            Conntrack::V1(p) => six!(p),
+            Conntrack::V2(p) => six!(p),
+            Conntrack::V3(p) => six!(p),
+        }
+    }
     /// The fields in revision 3's form, whatever the revision (see [`ConntrackInfo`]).
     pub fn info(&self) -> ConntrackInfo {
         let one = |p: zerocopy::byteorder::network_endian::U16| [p.get(), p.get()];
