@@ -1210,6 +1210,13 @@ pub const XT_ADDRTYPE_INVERT_DEST: u32 = 0x2;
 pub const XT_ADDRTYPE_LIMIT_IFACE_IN: u32 = 0x4;
 /// `--limit-iface-out`.
 pub const XT_ADDRTYPE_LIMIT_IFACE_OUT: u32 = 0x8;
+/// `XT_ADDRTYPE_BROADCAST` (`1 << RTN_BROADCAST`): no such IPv6 address.
+pub const XT_ADDRTYPE_BROADCAST: u16 = 1 << 3;
+/// `XT_ADDRTYPE_BLACKHOLE` (`1 << RTN_BLACKHOLE`): not matched for IPv6.
+pub const XT_ADDRTYPE_BLACKHOLE: u16 = 1 << 6;
+/// `XT_ADDRTYPE_PROHIBIT` (`1 << RTN_PROHIBIT`): this type and every higher one (THROW, NAT,
+/// XRESOLVE) are not matched for IPv6.
+pub const XT_ADDRTYPE_PROHIBIT: u16 = 1 << 8;
 
 /// `struct xt_owner_match_info` (match "owner", revision 1).
 #[doc(alias = "xt_owner_match_info")]

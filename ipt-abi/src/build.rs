@@ -606,3 +606,62 @@ impl TableBuilder {
         Ok(parse_replace(self.family, &blob, None)?.table)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_rules() {
+        let mut b = TableBuilder::filter6();
+        b.user_chain("web");
+        b.rule(
+            "INPUT",
+            Rule::new(RuleTarget::Accept)
+                .src6("2001:db8:1:2::7".parse().expect("addr"), 48)
+                .iniface("eth+")
+                .tcp_dport(22),
+        );
+        b.rule(
+            "INPUT",
+            Rule::new(RuleTarget::Goto("web".into())).icmp6_type(128),
+        );
+        // a family-independent IPv4 rule carries over
+        b.rule(
+            "web",
+            Rule::new(RuleTarget::Reject(IP6T_TCP_RESET)).tcp_dport(80),
+        );
+        let t = b.build().expect("valid");
+        assert_eq!(t.family, Family::Ipv6);
+        let ip = t.entries[0].ip.as_v6().expect("v6");
+        assert_eq!(ip.src, "2001:db8:1::".parse::<Ipv6Addr>().expect("a"));
+        assert_eq!(ip.smsk, "ffff:ffff:ffff::".parse::<Ipv6Addr>().expect("m"));
+        assert_eq!((ip.proto, ip.flags), (6, IP6T_F_PROTO));
+        assert_eq!(t.entries[0].ip.iniface_name(), "eth+");
+        assert!(t.entries[1].ip.is_goto());
+        assert_eq!(t.entries[1].ip.flags(), IP6T_F_PROTO | IP6T_F_GOTO);
+        assert!(matches!(
+            t.entries[6].target,
+            Target::Reject6(Ip6tRejectInfo { with: 6 })
+        ));
+        assert_eq!(t.entries[0].next_offset(), 168 + 48 + 40);
+        // an IPv4 address has no place in an IPv6 table, nor the reverse
+        let mut bad = TableBuilder::filter6();
+        bad.rule("INPUT", Rule::new(RuleTarget::Drop).src([10, 0, 0, 1], 8));
+        assert_eq!(bad.build().map_err(|e| e.errno()), Err(libc::EINVAL));
+        let mut bad = TableBuilder::filter();
+        bad.rule(
+            "INPUT",
+            Rule::new(RuleTarget::Drop).src6(Ipv6Addr::LOCALHOST, 128),
+        );
+        assert!(matches!(
+            bad.build(),
+            Err(AbiError::WrongFamily { index: 0, .. })
+        ));
+        // the initial tables are what the builders make empty
+        for f in [Family::Ipv4, Family::Ipv6] {
+            let empty = TableBuilder::filter_for(f).build().expect("valid");
+            assert_eq!(empty, Table::initial_for(f, "filter").expect("filter"));
+        }
+    }
+}

@@ -170,8 +170,8 @@ pub const SUPPORTED_IPV4: &[Supported] = &[
 ];
 
 /// Extensions bpfilter accepts for IPv6 (ip6tables): those the kernel registers for
-/// NFPROTO_IPV6 or NFPROTO_UNSPEC whose checks are mirrored here. addrtype, owner, recent and
-/// hashlimit are left out (ENOENT) until their IPv6 checks and semantics are built.
+/// NFPROTO_IPV6 or NFPROTO_UNSPEC whose checks are mirrored here (with their IPv6 differences:
+/// addrtype's refused types, hashlimit's 128-bit masks; recent's v1 mask is 16 bytes).
 pub const SUPPORTED_IPV6: &[Supported] = &[
     m("tcp", 0, core::mem::size_of::<XtTcp>(), IPPROTO_TCP),
     m("udp", 0, core::mem::size_of::<XtUdp>(), IPPROTO_UDP),
@@ -194,6 +194,35 @@ pub const SUPPORTED_IPV6: &[Supported] = &[
     m("state", 0, core::mem::size_of::<XtStateInfo>(), 0),
     m("limit", 0, core::mem::size_of::<XtRateinfo>(), 0),
     m_hooks("mac", 0, core::mem::size_of::<XtMacInfo>(), MAC_HOOKS),
+    // xt_addrtype.c registers revision 1 for IPv6 (revision 0 is IPv4's only), xt_owner.c,
+    // xt_recent.c and xt_hashlimit.c register every revision for IPv6 too
+    m("addrtype", 1, core::mem::size_of::<XtAddrtypeInfoV1>(), 0),
+    m_hooks(
+        "owner",
+        1,
+        core::mem::size_of::<XtOwnerMatchInfo>(),
+        OWNER_HOOKS,
+    ),
+    m("recent", 0, core::mem::size_of::<XtRecentMtinfo>(), 0),
+    m("recent", 1, core::mem::size_of::<XtRecentMtinfoV1>(), 0),
+    m(
+        "hashlimit",
+        1,
+        core::mem::size_of::<XtHashlimitMtinfo1>(),
+        0,
+    ),
+    m(
+        "hashlimit",
+        2,
+        core::mem::size_of::<XtHashlimitMtinfo2>(),
+        0,
+    ),
+    m(
+        "hashlimit",
+        3,
+        core::mem::size_of::<XtHashlimitMtinfo3>(),
+        0,
+    ),
     // IPv6 only: xt_hl.c (hl_mt6), ip6t_frag.c, ip6t_ipv6header.c, ip6t_hbh.c (two
     // registrations, "hbh" and "dst", same payload), ip6t_rt.c, ip6t_eui64.c
     m("hl", 0, core::mem::size_of::<Ip6tHlInfo>(), 0),
@@ -703,14 +732,28 @@ pub fn hashlimit_mt_check_common(
     cfg: &mut HashlimitCfg3,
     revision: u8,
 ) -> Result<(), (i32, &'static str)> {
+    hashlimit_mt_check_common_for(Family::Ipv4, cfg, revision)
+}
+
+/// [`hashlimit_mt_check_common`] for either family: the masks go up to 32 for IPv4 and up to
+/// 128 for IPv6 (`par->family`), the rest is the same.
+pub fn hashlimit_mt_check_common_for(
+    family: Family,
+    cfg: &mut HashlimitCfg3,
+    revision: u8,
+) -> Result<(), (i32, &'static str)> {
     let hz = kernel_hz();
     if cfg.gc_interval == 0 || cfg.expire == 0 {
         return Err((libc::EINVAL, "hashlimit: gc interval or expiry of 0"));
     }
     cfg.size = cfg.size.min(HASHLIMIT_MAX_SIZE);
     cfg.max = cfg.max.min(HASHLIMIT_MAX_SIZE);
-    if cfg.srcmask > 32 || cfg.dstmask > 32 {
-        return Err((libc::EINVAL, "hashlimit: mask above 32"));
+    let max_mask = match family {
+        Family::Ipv4 => 32,
+        Family::Ipv6 => 128,
+    };
+    if cfg.srcmask > max_mask || cfg.dstmask > max_mask {
+        return Err((libc::EINVAL, "hashlimit: mask above the address length"));
     }
     if cfg.mode & !XT_HASHLIMIT_ALL != 0 {
         return Err((libc::EINVAL, "hashlimit: unknown mode mask"));
@@ -745,6 +788,16 @@ pub fn addrtype_mt_checkentry_v1(
     info: &XtAddrtypeInfoV1,
     hook_mask: u32,
 ) -> Result<(), (i32, &'static str)> {
+    addrtype_mt_checkentry_v1_for(Family::Ipv4, info, hook_mask)
+}
+
+/// [`addrtype_mt_checkentry_v1`] for either family: after the interface checks, IPv6 refuses
+/// (EINVAL) BLACKHOLE, PROHIBIT and every type above it, then BROADCAST, in either mask.
+pub fn addrtype_mt_checkentry_v1_for(
+    family: Family,
+    info: &XtAddrtypeInfoV1,
+    hook_mask: u32,
+) -> Result<(), (i32, &'static str)> {
     let (i, o) = (
         info.flags & XT_ADDRTYPE_LIMIT_IFACE_IN != 0,
         info.flags & XT_ADDRTYPE_LIMIT_IFACE_OUT != 0,
@@ -766,6 +819,27 @@ pub fn addrtype_mt_checkentry_v1(
             libc::EINVAL,
             "addrtype: input interface limitation not valid in POSTROUTING and OUTPUT",
         ));
+    }
+    if family == Family::Ipv6 {
+        let types = info.source | info.dest;
+        if types & XT_ADDRTYPE_BLACKHOLE != 0 {
+            return Err((
+                libc::EINVAL,
+                "addrtype: ipv6 BLACKHOLE matching not supported",
+            ));
+        }
+        if types >= XT_ADDRTYPE_PROHIBIT {
+            return Err((
+                libc::EINVAL,
+                "addrtype: ipv6 PROHIBIT (THROW, NAT ..) matching not supported",
+            ));
+        }
+        if types & XT_ADDRTYPE_BROADCAST != 0 {
+            return Err((
+                libc::EINVAL,
+                "addrtype: ipv6 does not support BROADCAST matching",
+            ));
+        }
     }
     Ok(())
 }
@@ -1129,6 +1203,141 @@ mod tests {
         r.pflags = [0; 15];
         r.pflags[5] = 1;
         assert!(multiport_valid_ranges(&r), "flags beyond count are ignored");
+    }
+
+    #[test]
+    fn ipv6_checkentries() {
+        // each as the 6.18 kernel answered it (fixtures/negative6)
+        let icmp6 = |invflags| {
+            icmp6_checkentry(&Ip6tIcmp {
+                invflags,
+                ..Default::default()
+            })
+        };
+        assert!(icmp6(IP6T_ICMP_INV).is_ok());
+        assert!(icmp6(2).is_err());
+        let frag = |flags, invflags| {
+            frag_mt6_check(&Ip6tFrag {
+                flags,
+                invflags,
+                ..Default::default()
+            })
+        };
+        assert!(
+            frag(0xff, IP6T_FRAG_INV_MASK).is_ok(),
+            "flags are not checked"
+        );
+        assert!(frag(0, 4).is_err());
+        let v6h = |invflags, modeflag| {
+            ipv6header_mt6_check(&Ip6tIpv6headerInfo {
+                matchflags: 0x80,
+                invflags,
+                modeflag,
+            })
+        };
+        assert!(v6h(0, 0).is_ok() && v6h(0xff, 0).is_ok() && v6h(1, 1).is_ok());
+        assert!(v6h(1, 0).is_err(), "hard mode: all or nothing");
+        let opts = |flags, invflags, optsnr| {
+            hbh_mt6_check(&Ip6tOpts {
+                flags,
+                invflags,
+                optsnr,
+                ..Default::default()
+            })
+        };
+        assert!(opts(IP6T_OPTS_LEN | IP6T_OPTS_OPTS, 1, 16).is_ok());
+        assert!(opts(0, 2, 0).is_err());
+        assert!(opts(0, 0, 17).is_err());
+        assert!(opts(IP6T_OPTS_NSTRICT, 0, 0).is_err());
+        let rt = |flags, invflags, rt_type, addrnr| {
+            rt_mt6_check(&Ip6tRt {
+                flags,
+                invflags,
+                rt_type,
+                addrnr,
+                ..Default::default()
+            })
+        };
+        assert!(rt(IP6T_RT_TYP | IP6T_RT_RES | IP6T_RT_FST, 0, 0, 16).is_ok());
+        assert!(rt(IP6T_RT_TYP | IP6T_RT_SGS, IP6T_RT_INV_MASK, 2, 0).is_ok());
+        assert!(rt(0, 8, 0, 0).is_err());
+        assert!(rt(0, 0, 0, 17).is_err());
+        assert!(rt(IP6T_RT_RES, 0, 0, 0).is_err(), "no --rt-type");
+        assert!(
+            rt(IP6T_RT_TYP | IP6T_RT_FST_NSTRICT, 0, 2, 0).is_err(),
+            "type 2"
+        );
+        assert!(
+            rt(IP6T_RT_TYP | IP6T_RT_RES, IP6T_RT_INV_TYP, 0, 0).is_err(),
+            "! type 0"
+        );
+        // reject_tg6_check: tcp-reset needs IP6T_F_PROTO too
+        let tcp = crate::Ip6Match {
+            proto: IPPROTO_TCP,
+            flags: IP6T_F_PROTO,
+            ..Default::default()
+        };
+        let with = |with| Ip6tRejectInfo { with };
+        assert!(reject_tg6_check(&with(IP6T_TCP_RESET), &tcp).is_ok());
+        for w in [0, 1, 2, 3, 4, 7, 8, 9, u32::MAX] {
+            assert!(
+                reject_tg6_check(&with(w), &crate::Ip6Match::default()).is_ok(),
+                "{w}"
+            );
+        }
+        assert!(reject_tg6_check(&with(IP6T_ICMP6_ECHOREPLY), &tcp).is_err());
+        for bad in [
+            crate::Ip6Match { flags: 0, ..tcp },
+            crate::Ip6Match {
+                proto: IPPROTO_UDP,
+                ..tcp
+            },
+            crate::Ip6Match {
+                invflags: IP6T_INV_PROTO,
+                ..tcp
+            },
+        ] {
+            assert!(reject_tg6_check(&with(IP6T_TCP_RESET), &bad).is_err());
+        }
+        // registrations: per family (ENOENT at another revision), hooks for mac and eui64
+        let f = Family::Ipv6;
+        for name in [
+            "icmp6",
+            "hl",
+            "frag",
+            "ipv6header",
+            "hbh",
+            "dst",
+            "rt",
+            "eui64",
+            "mac",
+        ] {
+            assert!(
+                xt_request_find(f, ExtKind::Match, &n(name), 0).is_ok(),
+                "{name}"
+            );
+            assert_eq!(
+                xt_request_find(f, ExtKind::Match, &n(name), 1).map_err(|e| e.0),
+                Err(libc::ENOENT),
+                "{name}"
+            );
+        }
+        for name in ["hl", "frag", "rt", "eui64", "icmp6"] {
+            assert!(xt_request_find(Family::Ipv4, ExtKind::Match, &n(name), 0).is_err());
+        }
+        assert!(xt_request_find(Family::Ipv4, ExtKind::Match, &n("mac"), 0).is_ok());
+        let eui = xt_request_find(f, ExtKind::Match, &n("eui64"), 0).expect("eui64");
+        assert_eq!((eui.size, eui.hooks), (4, MAC_HOOKS));
+        assert!(xt_check(eui, 8, "filter", 1 << 2, 0, false).is_ok());
+        assert!(
+            xt_check(eui, 8, "filter", 1 << 3, 0, false).is_err(),
+            "OUTPUT"
+        );
+        let icmp6 = xt_request_find(f, ExtKind::Match, &n("icmp6"), 0).expect("icmp6");
+        assert!(xt_check(icmp6, 8, "filter", 2, IPPROTO_ICMPV6, false).is_ok());
+        assert!(xt_check(icmp6, 8, "filter", 2, IPPROTO_ICMP, false).is_err());
+        let reject = xt_request_find(f, ExtKind::Target, &n("REJECT"), 0).expect("REJECT");
+        assert_eq!((reject.table, reject.hooks), (Some("filter"), REJECT_HOOKS));
     }
 
     #[test]

@@ -20,9 +20,21 @@
 //! - No function here panics on any input; nothing allocates more than the input's size
 //!   warrants.
 //!
-//! Extensions: matches tcp, udp, icmp, multiport (rev 1), iprange (rev 1), comment, conntrack
-//! (revisions 1, 2, 3, each kept in its own layout; [`Conntrack::info`] reads any of them in
-//! revision 3's form) and state; targets standard, ERROR, REJECT and LOG (see [`ext`]).
+//! Both families: [`parse_replace`] takes a [`Family`]. iptables' requests carry `ipt_entry`
+//! (112 bytes, [`IpMatch`]), ip6tables' `ip6t_entry` (168 bytes, [`Ip6Match`]: the ip part
+//! with its padding, and [`Entry::hdr_pad`] for the 4 bytes between `comefrom` and the
+//! counters); [`Entry::ip`] is an [`IpPart`] of the table's [`Table::family`]. The request
+//! headers (`ip6t_replace`, `ip6t_getinfo`, `ip6t_get_entries`, `xt_counters_info`) have the
+//! IPv4 layouts. IPv6 follows net/ipv6/netfilter/ip6_tables.c (`ip6_checkentry`: IP6T_F_MASK
+//! and IP6T_INV_MASK; `unconditional()` compares all of `ip6t_ip6`, padding included).
+//!
+//! Extensions (see [`ext`], `SUPPORTED_IPV4` / `SUPPORTED_IPV6`): matches tcp, udp, icmp
+//! (IPv4) / icmp6 (IPv6), multiport (rev 1), iprange (rev 1), comment, conntrack (revisions 1,
+//! 2, 3, each kept in its own layout; [`Conntrack::info`] reads any of them in revision 3's
+//! form), state, mark, pkttype, tcpmss, limit and mac for both families; addrtype, owner,
+//! recent and hashlimit for IPv4; hl, frag, ipv6header, hbh, dst, rt and eui64 for IPv6.
+//! Targets standard, ERROR, LOG, and REJECT ([`Target::Reject`] with `ipt_reject_info` for
+//! IPv4, [`Target::Reject6`] with `ip6t_reject_info` for IPv6).
 //!
 //! For the translator: the kernel accepts two things bpfilter cannot run, so they parse and the
 //! translator must refuse them (ENOENT): [`Verdict::Queue`] (NF_QUEUE); and
@@ -34,8 +46,6 @@
 //! the table name and size and zeroes those name tails. Copy back only what the kernel writes
 //! if the caller's buffer must stay untouched there.
 //!
-//! IPv6 (ip6tables) has struct mirrors and revision answers; parsing ip6t tables is not built
-//! yet.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -482,6 +482,14 @@ impl Recent {
             Recent::V1(p) => [p.mask[0], p.mask[1], p.mask[2], p.mask[3]],
         }
     }
+    /// The whole 16-byte mask (`nf_inet_addr`; revision 0 has none and the kernel masks with
+    /// all ones): for IPv6 all of it, for IPv4 the first 4 bytes ([`Recent::mask`]).
+    pub fn mask16(&self) -> [u8; 16] {
+        match self {
+            Recent::V0(_) => [0xff; 16],
+            Recent::V1(p) => p.mask,
+        }
+    }
     /// The list's name (up to its NUL, which `recent_mt_check` made sure of).
     pub fn name(&self) -> &[u8] {
         c_str(&self.info().name)
@@ -647,6 +655,38 @@ impl Conntrack {
             Conntrack::V1(p) => p.as_bytes(),
             Conntrack::V2(p) => p.as_bytes(),
             Conntrack::V3(p) => p.as_bytes(),
+        }
+    }
+    /// The four address tests as IPv6 (the whole `nf_inet_addr`s), in the order origsrc,
+    /// origdst, replsrc, repldst, each `(address, mask)`: what an ip6tables rule's
+    /// `--ctorigsrc` and the like mean ([`ConntrackInfo`]'s [`CtAddr`]s are their IPv4 reading).
+    pub fn addrs6(&self) -> [(Ipv6Addr, Ipv6Addr); 4] {
+        macro_rules! six {
+            ($p:expr) => {
+                [
+                    (
+                        Ipv6Addr::from($p.origsrc_addr),
+                        Ipv6Addr::from($p.origsrc_mask),
+                    ),
+                    (
+                        Ipv6Addr::from($p.origdst_addr),
+                        Ipv6Addr::from($p.origdst_mask),
+                    ),
+                    (
+                        Ipv6Addr::from($p.replsrc_addr),
+                        Ipv6Addr::from($p.replsrc_mask),
+                    ),
+                    (
+                        Ipv6Addr::from($p.repldst_addr),
+                        Ipv6Addr::from($p.repldst_mask),
+                    ),
+                ]
+            };
+        }
+        match self {
+            Conntrack::V1(p) => six!(p),
+            Conntrack::V2(p) => six!(p),
+            Conntrack::V3(p) => six!(p),
         }
     }
     /// The fields in revision 3's form, whatever the revision (see [`ConntrackInfo`]).

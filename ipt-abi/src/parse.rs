@@ -842,7 +842,7 @@ fn check_match(
             0 => Match::Addrtype(payload(data)?),
             _ => {
                 let p: XtAddrtypeInfoV1 = payload(data)?;
-                ext::addrtype_mt_checkentry_v1(&p, hook_mask)?;
+                ext::addrtype_mt_checkentry_v1_for(ip.family(), &p, hook_mask)?;
                 Match::AddrtypeV1(p)
             }
         },
@@ -866,21 +866,29 @@ fn check_match(
             1 => {
                 let mut p: XtHashlimitMtinfo1 = payload(data)?;
                 ext::xt_check_proc_name(&p.name)?;
-                ext::hashlimit_mt_check_common(&mut ext::hashlimit_cfg3_of1(&p.cfg), 1)?;
+                ext::hashlimit_mt_check_common_for(
+                    ip.family(),
+                    &mut ext::hashlimit_cfg3_of1(&p.cfg),
+                    1,
+                )?;
                 p.hinfo = 0;
                 Hashlimit::V1(p)
             }
             2 => {
                 let mut p: XtHashlimitMtinfo2 = payload(data)?;
                 ext::xt_check_proc_name(&p.name)?;
-                ext::hashlimit_mt_check_common(&mut ext::hashlimit_cfg3_of2(&p.cfg), 2)?;
+                ext::hashlimit_mt_check_common_for(
+                    ip.family(),
+                    &mut ext::hashlimit_cfg3_of2(&p.cfg),
+                    2,
+                )?;
                 p.hinfo = 0;
                 Hashlimit::V2(p)
             }
             3 => {
                 let mut p: XtHashlimitMtinfo3 = payload(data)?;
                 ext::xt_check_proc_name(&p.name)?;
-                ext::hashlimit_mt_check_common(&mut p.cfg, 3)?;
+                ext::hashlimit_mt_check_common_for(ip.family(), &mut p.cfg, 3)?;
                 p.hinfo = 0;
                 Hashlimit::V3(p)
             }
@@ -970,7 +978,8 @@ pub fn parse_add_counters(family: Family, blob: &[u8]) -> Result<AddCounters, Ab
     })
 }
 
-/// Decode an IPT_SO_GET_REVISION_MATCH/TARGET request (`xt_get_revision`): optlen must be
+/// Decode an IPT_SO_GET_REVISION_MATCH/TARGET or IP6T_SO_GET_REVISION_MATCH/TARGET (68/69)
+/// request (`xt_get_revision`): optlen must be
 /// exactly 30 (EINVAL); the kernel forces a NUL into the last name byte.
 pub fn parse_revision_request(blob: &[u8]) -> Result<(String, u8), AbiError> {
     let Ok(rev) = XtGetRevision::read_from_bytes(blob) else {
@@ -1006,7 +1015,7 @@ pub fn query_revision(
     })
 }
 
-/// Decode an IPT_SO_GET_INFO request: `optlen` must be 84 (EINVAL); the table name is the
+/// Decode an IPT_SO_GET_INFO or IP6T_SO_GET_INFO request (`ip6t_getinfo` is `ipt_getinfo`): `optlen` must be 84 (EINVAL); the table name is the
 /// first 32 bytes of `optval` with a forced final NUL. The daemon then answers ENOENT for a
 /// table it does not serve, else `Table::get_info`.
 pub fn parse_get_info_request(optval: &[u8], optlen: u32) -> Result<String, AbiError> {
@@ -1020,7 +1029,7 @@ pub fn parse_get_info_request(optval: &[u8], optlen: u32) -> Result<String, AbiE
     Ok(name_string(&optval[..XT_TABLE_MAXNAMELEN - 1]))
 }
 
-/// Decode an IPT_SO_GET_ENTRIES request: `optlen` >= 40 and == 40 + size (EINVAL). Returns
+/// Decode an IPT_SO_GET_ENTRIES or IP6T_SO_GET_ENTRIES request (same header): `optlen` >= 40 and == 40 + size (EINVAL). Returns
 /// (table name, size); then use `Table::check_get_entries_size` (EAGAIN on a stale size).
 pub fn parse_get_entries_request(optval: &[u8], optlen: u32) -> Result<(String, u32), AbiError> {
     let Ok((hdr, _)) = IptGetEntries::read_from_prefix(optval) else {

@@ -358,10 +358,7 @@ fn golden_revision_queries() {
         // "revision queries answer ENOENT for them"); ip6tables' own names (icmp6) count as
         // supported only for IPv6.
         // REJECT is ipt_REJECT for IPv4 and ip6t_REJECT for IPv6, both implemented.
-        // recent, hashlimit, addrtype and owner are parsed for IPv4 only so far.
-        let implemented = (supported.contains(&name)
-            && !(family == Family::Ipv6
-                && matches!(name, "recent" | "hashlimit" | "addrtype" | "owner")))
+        let implemented = supported.contains(&name)
             || (family == Family::Ipv6
                 && kind == ExtKind::Match
                 && SUPPORTED_MATCHES6.contains(&name));

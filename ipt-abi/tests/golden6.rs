@@ -306,6 +306,114 @@ fn golden6_typed_contents() {
         a.smsk,
         "ffff:ffff::".parse::<std::net::Ipv6Addr>().expect("m")
     );
+    // --ctorigsrc 2001:db8::/32 as conntrack revision 3, read as IPv6
+    let m = parse6(&root.join("matches"));
+    let ct = m
+        .entries
+        .iter()
+        .flat_map(|e| &e.matches)
+        .find_map(|x| match x {
+            Match::Conntrack(c) if c.info().match_flags & XT_CONNTRACK_ORIGSRC != 0 => Some(c),
+            _ => None,
+        })
+        .expect("--ctorigsrc rule");
+    assert_eq!(
+        ct.addrs6()[0],
+        (
+            "2001:db8::".parse().expect("a"),
+            "ffff:ffff::".parse().expect("m")
+        )
+    );
     let ifs = parse6(&root.join("interfaces"));
     assert_eq!(ifs.entries[1].ip.iniface_name(), "eth+");
+}
+
+/// Replays an ip6tables command sequence's whole conversation with the kernel (revision
+/// queries at 68/69, GET_INFO, GET_ENTRIES, SET_REPLACE, SET_ADD_COUNTERS) against the model:
+/// every answer must be the kernel's, byte for byte.
+#[test]
+fn golden6_transcript_replays() {
+    let tdir = fixtures().join("captured6/cmd_sequence6/transcript");
+    let log = fs::read_to_string(tdir.join("calls.tsv"))
+        .unwrap_or_else(|e| panic!("{}: {e}", tdir.display()));
+    let mut table = Table::initial_for(Family::Ipv6, "filter").expect("initial");
+    let mut counters = vec![ipt_abi::XtCounters::default(); table.entries.len()];
+    let (mut bad, mut calls, mut revisions) = (Vec::new(), 0, 0);
+    for line in log.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f.len(), 9, "bad calls.tsv line {line:?}");
+        let (op, optname, prefix) = (f[2], f[3], f[8]);
+        let errno: i32 = f[6].parse().expect("errno");
+        let input = read(&tdir, &format!("{prefix}.in"));
+        let output = || read(&tdir, &format!("{prefix}.out"));
+        calls += 1;
+        match (op, optname) {
+            ("get", "64") => {
+                assert_eq!(errno, 0, "{prefix}");
+                let name = ipt_abi::parse_get_info_request(&input, 84).expect("request");
+                assert_eq!(name, "filter");
+                if let Some(d) = diff(&table.get_info(), &output(), &|o| format!("byte {o}")) {
+                    bad.push(format!("{prefix} GET_INFO: {d}"));
+                }
+            }
+            ("get", "65") => {
+                let kernel = output();
+                let (_, size) = ipt_abi::parse_get_entries_request(&input, input.len() as u32)
+                    .expect("request");
+                assert!(table.check_get_entries_size(size).is_ok(), "{prefix}");
+                if let Some(d) = diff(&table.get_entries(&counters), &kernel, &|o| {
+                    locate_entries(&kernel, o)
+                }) {
+                    bad.push(format!("{prefix} GET_ENTRIES: {d}"));
+                }
+            }
+            ("get", "68" | "69") => {
+                revisions += 1;
+                let kind = if optname == "68" {
+                    ipt_abi::ExtKind::Match
+                } else {
+                    ipt_abi::ExtKind::Target
+                };
+                let got = ipt_abi::parse_revision_request(&input)
+                    .and_then(|(n, r)| ipt_abi::query_revision(Family::Ipv6, kind, &n, r))
+                    .map_or_else(|e| e.errno(), |_| 0);
+                if got != errno {
+                    bad.push(format!("{prefix} revision query: {got}, kernel {errno}"));
+                }
+            }
+            ("set", "64") => match parse_replace(Family::Ipv6, &input, Some(table.num_entries())) {
+                Ok(r) if errno == 0 => {
+                    table = r.table;
+                    counters = vec![Default::default(); table.entries.len()];
+                }
+                other => bad.push(format!(
+                    "{prefix} SET_REPLACE: {:?}, kernel {errno}",
+                    other.map(|_| ())
+                )),
+            },
+            ("set", "65") => match parse_add_counters(Family::Ipv6, &input) {
+                Ok(a) if errno == 0 && a.check_against(&table).is_ok() => {
+                    for (c, add) in counters.iter_mut().zip(&a.counters) {
+                        c.pcnt = c.pcnt.wrapping_add(add.pcnt);
+                        c.bcnt = c.bcnt.wrapping_add(add.bcnt);
+                    }
+                }
+                other => bad.push(format!(
+                    "{prefix} SET_ADD_COUNTERS: {:?}, kernel {errno}",
+                    other.map(|_| ())
+                )),
+            },
+            _ => bad.push(format!("{prefix}: unexpected call {op} {optname}")),
+        }
+    }
+    assert!(
+        calls >= 60 && revisions >= 8,
+        "{calls} calls, {revisions} revision queries"
+    );
+    assert!(
+        bad.is_empty(),
+        "{} problems:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }

@@ -135,6 +135,11 @@ fn negative6_manifest_pins_kernel_facts() {
         ("mac_in_output", EINVAL),
         ("mac_revision_1", ENOENT),
         ("table_security6", 0),
+        ("addrtype6_broadcast", EINVAL),
+        ("addrtype6_all_low_types", 0),
+        ("addrtype6_revision_0", ENOENT),
+        ("hashlimit6_srcmask_33", 0),
+        ("hashlimit6_srcmask_129", EINVAL),
     ];
     for (name, errno) in want {
         let c = cases

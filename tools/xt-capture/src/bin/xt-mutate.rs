@@ -732,6 +732,21 @@ fn mutations6() -> Vec<Mutation> {
         m!("eui64_payload_ff", "ipv6_ext", "first eui64 match's int = 0xffffffff (unused)", |b| { let (_, o) = p(b, "eui64", |_, _| true)?; b.set_u32(o, u32::MAX); Ok(()) }),
         m!("mac_in_output", "protocols", "OUTPUT's -p tcp -m tcp rule: the 48-byte tcp match renamed \"mac\" (mac is for PREROUTING, INPUT, FORWARD)", |b| { let e = b.at_rel(b.hook_entry(NF_INET_LOCAL_OUT))?; let m = e.match_named("tcp").cloned().context("no tcp in OUTPUT")?; set_name(b, m.off + 2, 29, b"mac"); Ok(()) }),
         m!("mac_in_forward", "protocols", "FORWARD's -p udp -m udp rule: the 48-byte udp match renamed \"mac\" (allowed)", |b| { let e = b.at_rel(b.hook_entry(NF_INET_FORWARD))?; let m = e.match_named("udp").cloned().context("no udp in FORWARD")?; set_name(b, m.off + 2, 29, b"mac"); Ok(()) }),
+        // Matches registered for both families, with IPv6 differences (xt_addrtype_info_v1:
+        // source u16 0, dest u16 2, flags u32 4; xt_hashlimit_mtinfo3: cfg at 256, srcmask at
+        // 296, dstmask 297).
+        m!("addrtype6_broadcast", "stateful", "first addrtype (--dst-type LOCAL) dest |= BROADCAST", |b| { let (_, o) = p(b, "addrtype", |_, _| true)?; let d = b.u16(o + 2); b.set_u16(o + 2, d | 1 << 3); Ok(()) }),
+        m!("addrtype6_blackhole", "stateful", "first addrtype source = BLACKHOLE", |b| { let (_, o) = p(b, "addrtype", |_, _| true)?; b.set_u16(o, 1 << 6); Ok(()) }),
+        m!("addrtype6_prohibit", "stateful", "first addrtype dest = PROHIBIT", |b| { let (_, o) = p(b, "addrtype", |_, _| true)?; b.set_u16(o + 2, 1 << 8); Ok(()) }),
+        m!("addrtype6_xresolve", "stateful", "first addrtype source = XRESOLVE (1 << 11)", |b| { let (_, o) = p(b, "addrtype", |_, _| true)?; b.set_u16(o, 1 << 11); Ok(()) }),
+        m!("addrtype6_all_low_types", "stateful", "first addrtype source = UNSPEC..UNREACHABLE without BROADCAST and BLACKHOLE (0xb7)", |b| { let (_, o) = p(b, "addrtype", |_, _| true)?; b.set_u16(o, 0xb7); Ok(()) }),
+        m!("addrtype6_iface_out_in_input", "stateful", "first addrtype (INPUT) flags = LIMIT_IFACE_OUT", |b| { let (_, o) = p(b, "addrtype", |_, _| true)?; b.set_u32(o + 4, 8); Ok(()) }),
+        m!("addrtype6_revision_0", "stateful", "first addrtype match revision 0 (IPv4 only)", |b| { let (_, m) = b.with_match("addrtype")?; b.set_u8(m.off + 31, 0); Ok(()) }),
+        m!("hashlimit6_srcmask_128", "stateful", "first hashlimit srcmask = 128", |b| { let (_, o) = p(b, "hashlimit", |_, _| true)?; b.set_u8(o + 296, 128); Ok(()) }),
+        m!("hashlimit6_srcmask_129", "stateful", "first hashlimit srcmask = 129", |b| { let (_, o) = p(b, "hashlimit", |_, _| true)?; b.set_u8(o + 296, 129); Ok(()) }),
+        m!("hashlimit6_dstmask_200", "stateful", "first hashlimit dstmask = 200", |b| { let (_, o) = p(b, "hashlimit", |_, _| true)?; b.set_u8(o + 297, 200); Ok(()) }),
+        m!("hashlimit6_srcmask_33", "stateful", "first hashlimit srcmask = 33 (refused for IPv4)", |b| { let (_, o) = p(b, "hashlimit", |_, _| true)?; b.set_u8(o + 296, 33); Ok(()) }),
+        m!("owner6_revision_0", "stateful", "first owner match revision 0", |b| { let (_, m) = b.with_match("owner")?; b.set_u8(m.off + 31, 0); Ok(()) }),
         // Targets.
         m!("reject6_echo_reply", "log_reject", "first REJECT with = IP6T_ICMP6_ECHOREPLY (5)", |b| { let e = with_target(b, "REJECT", |_, _| true)?; b.set_u32(e.target.off + XT_HDR, 5); Ok(()) }),
         m!("reject6_with_9", "log_reject", "first REJECT with = 9 (unknown)", |b| { let e = with_target(b, "REJECT", |_, _| true)?; b.set_u32(e.target.off + XT_HDR, 9); Ok(()) }),

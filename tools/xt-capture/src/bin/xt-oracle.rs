@@ -77,9 +77,13 @@ fn errno_name(e: i32) -> &'static str {
 /// Set once by `--ipv6`: ip6tables' socket family and sockopt level instead of iptables'.
 static IPV6: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+fn ipv6() -> bool {
+    IPV6.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// (socket family, sockopt level) of the requests.
 fn family() -> (i32, i32) {
-    if IPV6.load(std::sync::atomic::Ordering::Relaxed) {
+    if ipv6() {
         (libc::AF_INET6, libc::IPPROTO_IPV6)
     } else {
         (libc::AF_INET, libc::IPPROTO_IP)
@@ -540,6 +544,42 @@ fn cmd_probes(out: &Path) -> Result<i32> {
     ];
     let mut lines =
         String::from("# name\top\toptname\toptlen\terrno\terrno_name\toptlen_out\tdescription\n");
+    let mut probes = probes;
+    if ipv6() {
+        // ip6tables asks revisions at 68/69; at level IPPROTO_IPV6, 66 and 67 are
+        // IPV6_RECVTCLASS and IPV6_TCLASS (plain socket options the kernel answers itself), and
+        // there is no "past the maximum" (70 is IPV6_AUTOFLOWLABEL): the IPv4 probes are kept
+        // under their names, re-aimed, plus those two IPv6 options as they are.
+        for p in &mut probes {
+            if !p.set && matches!(p.optname, 66 | 67) {
+                p.optname += 2;
+            }
+            if p.name == "get_optname_68" {
+                p.name = "get_optname_66";
+                p.optname = 66;
+                p.desc = "getsockopt IPPROTO_IPV6 optname 66 (IPV6_RECVTCLASS, not ip6tables')";
+            }
+            if p.name == "set_optname_66" {
+                p.desc = "setsockopt IPPROTO_IPV6 optname 66 (IPV6_RECVTCLASS, not ip6tables')";
+            }
+        }
+        probes.push(Probe {
+            name: "get_optname_67",
+            set: false,
+            optname: 67,
+            buf: vec![0; 4],
+            len: 4,
+            desc: "getsockopt IPPROTO_IPV6 optname 67 (IPV6_TCLASS, not ip6tables')",
+        });
+        probes.push(Probe {
+            name: "set_optname_70",
+            set: true,
+            optname: 70,
+            buf: vec![0; 4],
+            len: 4,
+            desc: "setsockopt IPPROTO_IPV6 optname 70 (IPV6_AUTOFLOWLABEL, not ip6tables')",
+        });
+    }
     for mut p in probes {
         let (e, lout) = if p.set {
             p.buf.resize(p.buf.len().max(p.len).max(1), 0);
