@@ -42,6 +42,8 @@ fn compiled(d: &Daemon, ns: &Netns) {
 /// sender (fd00:91::1) -- firewall (fd00:91::2 | fd00:92::1) -- target (fd00:92::2), IPv6
 /// only, without duplicate address detection or router solicitations, settled (the
 /// multicast listener reports sent when the links came up are over) before it is returned.
+/// ICMPv6 errors are not rate limited, and TCP sends no timestamps (their random offsets would
+/// make the two sides' LOG lines differ).
 struct Topology6 {
     sender: Netns,
     target: Netns,
@@ -56,7 +58,8 @@ fn topology6(fw: &Netns) -> Topology6 {
             "ip netns exec {ns} sysctl -qw net.ipv6.conf.all.router_solicitations=0 \
              net.ipv6.conf.default.router_solicitations=0 net.ipv6.conf.all.accept_ra=0 \
              net.ipv6.conf.default.accept_ra=0 net.ipv6.icmp.ratelimit=0 \
-             net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0"
+             net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
+             net.ipv4.tcp_timestamps=0"
         ));
     }
     sh(&format!(
@@ -367,5 +370,153 @@ fn ipv6_refusals_are_the_kernels() {
         let (code, _, _) = ip6t(&p, &d, line);
         assert_ne!(code, 0, "`{line}` must be refused");
     }
+    same_listing6(&p, &d);
+}
+
+/// A stateful host and router ruleset whose REJECT rules use every ICMPv6 answer and TCP
+/// resets, in INPUT, FORWARD and OUTPUT.
+const REJECTS: &str = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+    -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+    -A INPUT -m conntrack --ctstate INVALID -j DROP\n\
+    -A INPUT -p ipv6-icmp -j ACCEPT\n\
+    -A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT\n\
+    -A INPUT -p tcp -m tcp --dport 23 -j REJECT --reject-with tcp-reset\n\
+    -A INPUT -p udp -m udp --dport 53 -j REJECT --reject-with icmp6-port-unreachable\n\
+    -A INPUT -p udp -m udp --dport 54 -j REJECT --reject-with icmp6-adm-prohibited\n\
+    -A INPUT -p udp -m udp --dport 55 -j REJECT --reject-with icmp6-addr-unreachable\n\
+    -A INPUT -p udp -m udp --dport 56 -j REJECT --reject-with icmp6-no-route\n\
+    -A INPUT -j REJECT\n\
+    -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n\
+    -A FORWARD -p ipv6-icmp -j ACCEPT\n\
+    -A FORWARD -p tcp -m tcp --dport 80 -j ACCEPT\n\
+    -A FORWARD -p tcp -j REJECT --reject-with tcp-reset\n\
+    -A FORWARD -p udp -j REJECT --reject-with icmp6-adm-prohibited\n\
+    -A OUTPUT -p udp -m udp --dport 7777 -j REJECT\n\
+    -A OUTPUT -p tcp -m tcp --dport 7777 -j REJECT --reject-with tcp-reset\n\
+    COMMIT\n";
+
+/// No TCP connection is refused by an ICMPv6 error in INPUT here: the kernel's error reaches
+/// a sender on the same host while its `connect` still holds the socket, and its TCP drops it
+/// (TcpExtLockDroppedIcmps; docs/KERNEL-BEHAVIOUR.md#icmpv6-errors-for-a-local-syn), while
+/// bpfilter's, sent a moment later by the daemon, refuses the connection as it would across a
+/// network.
+#[test]
+fn ipv6_rejects_answer_as_the_kernel_does() {
+    let Some((d, p)) = common::start_pair() else {
+        return;
+    };
+    let (k, b) = (topology6(&p.kernel), topology6(&p.bpf));
+    restore6(&p, &d, REJECTS);
+    compiled(&d, &p.bpf);
+    for t in [&k.target, &b.target] {
+        sh(&format!(
+            "ip netns exec {} python3 -c 'import socket,time\n\
+             s=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind((\"::\", 80)); s.listen(16); time.sleep(60)' >/dev/null 2>&1 &",
+            t.name
+        ));
+    }
+    for t in [&k.target, &b.target] {
+        t.wait_listening(80);
+    }
+    let probes = [
+        "tcp/fd00:91::2:22",
+        "tcp/fd00:91::2:23",
+        "udp/fd00:91::2:53",
+        "udp/fd00:91::2:54",
+        "udp/fd00:91::2:55",
+        "udp/fd00:91::2:56",
+        "hbh/fd00:91::2:53",
+        "big/fd00:91::2:54",
+        "tcp/fd00:92::2:80",
+        "tcp/fd00:92::2:81",
+        "udp/fd00:92::2:53",
+    ];
+    let (seen_k, seen_b) = (probe6(&k.sender, &probes), probe6(&b.sender, &probes));
+    assert_eq!(seen_b, seen_k, "the sender sees different answers (left: bpfilter)");
+    assert!(
+        seen_k.iter().any(|r| r.ends_with("errno 111"))
+            && seen_k.iter().any(|r| r.ends_with("connected"))
+            && seen_k.iter().filter(|r| r.contains(" errno ")).count() >= 4,
+        "the probes must meet accepts and refusals of several kinds: {seen_k:#?}"
+    );
+    let out = ["udp/fd00:92::2:7777", "tcp/fd00:92::2:7777"];
+    assert_eq!(
+        probe6(&p.bpf, &out),
+        probe6(&p.kernel, &out),
+        "OUTPUT rejects differ (left: bpfilter)"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    same_listing6(&p, &d);
+}
+
+#[test]
+fn ipv6_log_lines_are_the_kernels() {
+    use common::kmsg::{kmsg_lines_since, kmsg_next_seq, normalize, LogAllNetns};
+    if !test_support::privileged() {
+        return;
+    }
+    let _log_all = LogAllNetns::on();
+    let d = Daemon::start();
+    let p = Pair::new();
+    let (k, b) = (topology6(&p.kernel), topology6(&p.bpf));
+    let tag = test_support::netns::unique("L6");
+    let rules = format!(
+        "*filter\n\
+         -A INPUT -p udp -m udp --dport 9 -j LOG --log-prefix \"{tag}u \" --log-level 6 --log-ip-options\n\
+         -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type echo-request -j LOG --log-prefix \"{tag}i \" --log-macdecode\n\
+         -A INPUT -p tcp -m conntrack --ctstate NEW -j LOG --log-prefix \"{tag}t \" --log-level 3 --log-tcp-sequence --log-tcp-options\n\
+         -A FORWARD -j LOG --log-prefix \"{tag}f \" --log-level 7\n\
+         -A OUTPUT -p udp -m udp --dport 9 -j LOG --log-prefix \"{tag}o \" --log-uid\n\
+         COMMIT\n"
+    );
+    restore6(&p, &d, &rules);
+    compiled(&d, &p.bpf);
+    let traffic = |fw: &Netns, t: &Topology6| {
+        probe6(
+            &t.sender,
+            &[
+                "udp/fd00:91::2:9",
+                "hbh/fd00:91::2:9",
+                "dst/fd00:91::2:9",
+                "big/fd00:91::2:9",
+                "tcp/fd00:91::2:1",
+                "udp/fd00:92::2:9",
+            ],
+        );
+        t.sender.sh("ping -6 -c1 -W1 fd00:91::2 >/dev/null; true");
+        fw.sh("echo c > /dev/udp/fd00:92::2/9; true");
+    };
+    let from = kmsg_next_seq();
+    traffic(&p.kernel, &k);
+    traffic(&p.bpf, &b);
+    let side_names = |fw: &Netns, t: &Topology6| {
+        vec![
+            (format!("a{}", t.sender.name), "SENDER"),
+            (format!("b{}", t.sender.name), "FW_IN"),
+            (format!("c{}", t.target.name), "FW_OUT"),
+            (format!("a{}", t.target.name), "TARGET"),
+            (fw.name.clone(), "FW"),
+        ]
+    };
+    let collect = |fw: &Netns, t: &Topology6| -> Vec<(u8, String)> {
+        let names = side_names(fw, t);
+        let names: Vec<(&str, &str)> = names.iter().map(|(a, b)| (a.as_str(), *b)).collect();
+        kmsg_lines_since(from, &tag)
+            .into_iter()
+            .filter(|(_, l)| names[..4].iter().any(|(n, _)| l.contains(&format!("={n} "))))
+            .map(|(lvl, l)| (lvl, normalize(&l, &names)))
+            .collect()
+    };
+    // bpfilter's lines are written by the daemon a moment later
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while collect(&p.bpf, &b).len() < collect(&p.kernel, &k).len()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (kl, bl) = (collect(&p.kernel, &k), collect(&p.bpf, &b));
+    assert!(kl.len() >= 7, "the kernel must have logged every rule: {kl:#?}");
+    assert_eq!(bl, kl, "LOG lines differ (left: bpfilter)\ndaemon log:\n{}", d.log());
     same_listing6(&p, &d);
 }

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::kmsg::{kmsg_lines_since, kmsg_next_seq, normalize, LogAllNetns};
 use common::{probe, topology, Daemon, Pair, Tool, Topology};
 use test_support::netns::{sh, Netns};
 use test_support::privileged;
@@ -125,98 +126,12 @@ fn stateful_rules_and_rejects_answer_as_the_kernel_does() {
     );
 }
 
-/// Lines of /dev/kmsg from `from` on (sequence numbers), text only, with `prefix`.
-fn kmsg_lines_since(from: u64, prefix: &str) -> Vec<(u8, String)> {
-    use std::io::Read;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/kmsg")
-        .expect("/dev/kmsg");
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    loop {
-        match f.read(&mut buf) {
-            Ok(n) if n > 0 => {
-                let rec = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let Some((hdr, text)) = rec.split_once(';') else {
-                    continue;
-                };
-                let mut h = hdr.split(',');
-                let prio: u32 = h.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-                let seq: u64 = h.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-                let text = text.lines().next().unwrap_or("").to_owned();
-                if seq >= from && text.starts_with(prefix) {
-                    out.push(((prio & 7) as u8, text));
-                }
-            }
-            Ok(_) => break,
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-            Err(_) => break,
-        }
-    }
-    out
-}
-
-/// The sequence number the next /dev/kmsg record will get.
-fn kmsg_next_seq() -> u64 {
-    use std::io::Read;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/kmsg")
-        .expect("/dev/kmsg");
-    let mut last = 0;
-    let mut buf = vec![0u8; 8192];
-    while let Ok(n) = f.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        let rec = String::from_utf8_lossy(&buf[..n]);
-        if let Some(seq) = rec.split(',').nth(1).and_then(|v| v.parse::<u64>().ok()) {
-            last = seq;
-        }
-    }
-    last + 1
-}
-
-use std::os::unix::fs::OpenOptionsExt;
-
-/// The parts of a LOG line two identical topologies still differ in: interface names (they
-/// carry the namespace's name), MAC addresses, IP and ICMP ids.
-fn normalize(line: &str, names: &[(&str, &str)]) -> String {
-    let mut l = line.to_owned();
-    for (from, to) in names {
-        l = l.replace(from, to);
-    }
-    l.split(' ')
-        .map(|f| {
-            for key in ["MAC=", "ID=", "MACSRC=", "MACDST=", "SPT="] {
-                if f.starts_with(key) {
-                    return format!("{key}*");
-                }
-            }
-            f.to_owned()
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[test]
 fn log_lines_are_the_kernels() {
     if !privileged() {
         return;
     }
-    let restore = std::fs::read_to_string("/proc/sys/net/netfilter/nf_log_all_netns")
-        .unwrap_or_else(|_| "0".into());
-    std::fs::write("/proc/sys/net/netfilter/nf_log_all_netns", "1").expect("sysctl");
-    struct Restore(String);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let _ = std::fs::write("/proc/sys/net/netfilter/nf_log_all_netns", self.0.trim());
-        }
-    }
-    let _restore = Restore(restore);
+    let _log_all = LogAllNetns::on();
     let d = Daemon::start();
     let p = Pair::new();
     let tag = test_support::netns::unique("L");

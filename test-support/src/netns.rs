@@ -182,7 +182,9 @@ pub fn wait_listening(ns: &str, port: u16) {
     let want = format!(":{port:04X} ");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let tcp = sh(&format!("ip netns exec {ns} cat /proc/net/tcp"));
+        let tcp = sh(&format!(
+            "ip netns exec {ns} cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true"
+        ));
         // local address column ends with :PORT, state 0A is LISTEN
         if tcp.lines().any(|l| {
             l.split_whitespace()

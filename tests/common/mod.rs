@@ -2,6 +2,8 @@
 //! real iptables-legacy binaries, and the kernel's own iptables-legacy as the reference.
 #![allow(dead_code)]
 
+pub mod kmsg;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
