@@ -446,6 +446,24 @@ fn corpus() -> Vec<(&'static str, Vec<u8>)> {
             ipv6::truncate(p(A, B, 64, &[hbh], nh::UDP, &ipv6::udp(1, 53)), 42),
         ),
         (
+            "frag header cut at 6 bytes",
+            ipv6::truncate(
+                p(A, B, 64, &[frag(0, false)], nh::UDP, &ipv6::udp(1, 53)),
+                46,
+            ),
+        ),
+        (
+            "two fragment headers",
+            p(
+                A,
+                B,
+                64,
+                &[frag(0, true), Ext::DstOpts { hdrlen: 1 }, frag(9, false)],
+                nh::UDP,
+                &ipv6::udp(1, 53),
+            ),
+        ),
+        (
             "tcp cut at 10 bytes",
             ipv6::truncate(p(A, B, 64, &[], nh::TCP, &tcp(1, 22, 2)), 50),
         ),
@@ -520,6 +538,14 @@ fn multiport_m(mode: MultiportMode, ports: &[u16], invert: bool) -> Match {
     };
     m.ports[..ports.len()].copy_from_slice(ports);
     Match::Multiport(m)
+}
+
+fn frag_m(ids: (u32, u32), flags: u8, inv_ids: bool) -> Match {
+    Match::Frag(FragMatch {
+        ids,
+        flags,
+        inv_ids,
+    })
 }
 
 fn iprange(
@@ -650,6 +676,22 @@ fn catalogue() -> Vec<(&'static str, Vec<Match>)> {
             "-o eth0",
             vec![Match::OutIface(Iface::iptables("eth0", inv))],
         ));
+    }
+    for (flags, name) in [
+        (0, "-m frag"),
+        (frag::RES, "-m frag --fragres"),
+        (frag::FST, "-m frag --fragfirst"),
+        (frag::MF, "-m frag --fragmore"),
+        (frag::NMF, "-m frag --fraglast"),
+        (
+            frag::FST | frag::MF | frag::IDS | frag::LEN,
+            "-m frag --fragfirst --fragmore",
+        ),
+    ] {
+        for inv in [false, true] {
+            v.push((name, vec![frag_m((0, u32::MAX), flags, inv)]));
+            v.push((name, vec![frag_m((0x1234, 0x1234), flags, inv)]));
+        }
     }
     for (mode, name) in [
         (hl::EQ, "hl eq"),
@@ -848,6 +890,61 @@ fn reference_follows_the_kernel_on_hand_written_cases() {
             "udp a>b 53",
             "no match",
         ),
+        (
+            vec![frag_m((0x1234, 0x1234), frag::FST | frag::MF, false)],
+            "first fragment udp",
+            "match",
+        ),
+        (
+            vec![frag_m((0x1234, 0x1234), 0, true)],
+            "first fragment udp",
+            "no match",
+        ),
+        (
+            vec![frag_m((0, u32::MAX), frag::FST, false)],
+            "non-first fragment udp",
+            "no match",
+        ),
+        (
+            vec![frag_m((0, u32::MAX), frag::NMF, false)],
+            "non-first fragment udp",
+            "match",
+        ),
+        (
+            vec![frag_m((0, u32::MAX), 0, false)],
+            "udp a>b 53",
+            "no match",
+        ),
+        (
+            vec![frag_m((0, u32::MAX), 0, false)],
+            "truncated frag (3 bytes)",
+            "hotdrop",
+        ),
+        (
+            vec![frag_m((0, u32::MAX), 0, false)],
+            "truncated hbh (1 byte)",
+            "hotdrop",
+        ),
+        (
+            vec![frag_m((0, u32::MAX), 0, false)],
+            "frag header cut at 6 bytes",
+            "hotdrop",
+        ),
+        (
+            vec![frag_m((0, u32::MAX), frag::NMF, false)],
+            "non-first fragment -> dstopts",
+            "match",
+        ),
+        (
+            vec![frag_m((0, u32::MAX), frag::FST, false)],
+            "two fragment headers",
+            "match",
+        ),
+        (
+            vec![frag_m((0, u32::MAX), 0, false)],
+            "non-first fragment -> none",
+            "match",
+        ),
     ];
     for (m, name, want) in cases {
         assert_eq!(verdict(m.clone(), name), want, "{m:?} on {name}");
@@ -1022,6 +1119,8 @@ fn arb_rule_matches() -> impl Strategy<Value = Vec<Match>> {
         any::<bool>(),
     )
         .prop_map(|(s, d, inv)| iprange(s, d, inv));
+    let fragm = (any::<u32>(), any::<u32>(), 0u8..0x40, any::<bool>())
+        .prop_map(|(a, b, flags, inv)| frag_m((a.min(b) % 0x2000, a.max(b)), flags, inv));
     let hl = (
         0u8..5,
         prop_oneof![Just(0u8), Just(1), Just(64), Just(255), any::<u8>()],
@@ -1080,7 +1179,7 @@ fn arb_rule_matches() -> impl Strategy<Value = Vec<Match>> {
             .prop_map(|(ports, inv)| multiport_m(MultiportMode::Either, &ports, inv)),
     ];
     (
-        proptest::option::of(prop_oneof![addr, range]),
+        proptest::option::of(prop_oneof![addr, range, fragm]),
         proptest::option::of(hl),
         proptest::option::of((proto_m, proptest::collection::vec(transport, 0..3))),
         any::<bool>(),

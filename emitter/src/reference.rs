@@ -334,6 +334,82 @@ pub fn ipv6_find_hdr(data: &[u8]) -> Option<(u8, usize, u16)> {
     }
 }
 
+/// Why `ipv6_find_hdr` with a target failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindError {
+    /// -ENOENT: the walk ended without the target
+    NoEnt,
+    /// -EBADMSG: a header it reads is cut short
+    BadMsg,
+}
+
+/// `ipv6_find_hdr(skb, &offset, target, NULL, NULL)` with `offset` 0 and a target (as the
+/// ip6t_frag, hbh/dst, rt matches call it): the offset of the first `target` header.
+pub fn ipv6_find_hdr_target(data: &[u8], target: u8) -> Result<usize, FindError> {
+    let bad = FindError::BadMsg;
+    let mut nexthdr = *data.get(6).ok_or(bad)?;
+    let mut start = 40usize;
+    loop {
+        let found = nexthdr == target;
+        if !ipv6_ext_hdr(nexthdr) || nexthdr == 59 {
+            return if found {
+                Ok(start)
+            } else {
+                Err(FindError::NoEnt)
+            };
+        }
+        let hp = data.get(start..start + 2).ok_or(bad)?;
+        if nexthdr == 43 {
+            data.get(start..start + 4).ok_or(bad)?;
+        }
+        let hdrlen = if nexthdr == 44 {
+            let fp = data.get(start + 2..start + 4).ok_or(bad)?;
+            if u16::from_be_bytes([fp[0], fp[1]]) & !7 != 0 {
+                return if found {
+                    Ok(start)
+                } else {
+                    Err(FindError::NoEnt)
+                };
+            }
+            8
+        } else if nexthdr == 51 {
+            (usize::from(hp[1]) + 2) << 2
+        } else {
+            (usize::from(hp[1]) + 1) << 3
+        };
+        if found {
+            return Ok(start);
+        }
+        nexthdr = hp[0];
+        start += hdrlen;
+    }
+}
+
+/// `frag_mt6` (ip6t_frag.c).
+fn frag_mt6(m: &crate::ir::FragMatch, data: &[u8]) -> MatchResult {
+    use crate::ir::frag;
+    let ptr = match ipv6_find_hdr_target(data, 44) {
+        Ok(p) => p,
+        Err(FindError::NoEnt) => return MatchResult::No,
+        Err(FindError::BadMsg) => return MatchResult::Hotdrop,
+    };
+    let Some(fh) = data.get(ptr..ptr + 8) else {
+        return MatchResult::Hotdrop;
+    };
+    let frag_off = u16::from_be_bytes([fh[2], fh[3]]);
+    let id = u32::from_be_bytes([fh[4], fh[5], fh[6], fh[7]]);
+    let ok = ((id >= m.ids.0 && id <= m.ids.1) != m.inv_ids)
+        && !(m.flags & frag::RES != 0 && (fh[1] != 0 || frag_off & 6 != 0))
+        && !(m.flags & frag::FST != 0 && frag_off & !7 != 0)
+        && !(m.flags & frag::MF != 0 && frag_off & 1 == 0)
+        && !(m.flags & frag::NMF != 0 && frag_off & 1 != 0);
+    if ok {
+        MatchResult::Yes
+    } else {
+        MatchResult::No
+    }
+}
+
 /// `ipv6_masked_addr_cmp`: `((a ^ addr) & mask) != 0` (unlike IPv4's `(a & mask) !=
 /// addr`, the rule's address counts only under its mask).
 fn masked_differ(a: &[u8; 16], mask: &std::net::Ipv6Addr, addr: &std::net::Ipv6Addr) -> bool {
@@ -502,6 +578,10 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
         },
         // evaluated by `rule_matches`, which keeps the offsets it sets
         Match::Ipv6Protocol { .. } => No,
+        Match::Frag(m) => match &p.v6 {
+            Some(_) => frag_mt6(m, p.data),
+            None => No,
+        },
         Match::HopLimit { mode, value } => {
             let Some(v) = &p.v6 else { return No };
             b(match *mode {
@@ -1100,5 +1180,45 @@ mod tests {
         assert_eq!(v(r("2001:db8::", "2001:db8::1", false)), hit);
         assert_eq!(v(r("2001:db8::2", "2001:db9::", false)), Verdict::Drop);
         assert_eq!(v(r("2001:db8::2", "2001:db9::", true)), hit);
+    }
+
+    #[test]
+    fn ipv6_find_hdr_with_a_target_and_frag_mt6() {
+        use crate::ir::{frag as f, FragMatch};
+        // hop-by-hop, first fragment (id 1), destination options, then udp
+        let body = [opts(44), frag(60, 0, true), opts(17), vec![0; 8]].concat();
+        let p = ip6(0, 64, &body);
+        assert_eq!(ipv6_find_hdr_target(&p, 44), Ok(48));
+        assert_eq!(ipv6_find_hdr_target(&p, 60), Ok(56));
+        assert_eq!(ipv6_find_hdr_target(&p, 43), Err(FindError::NoEnt));
+        // a non-first fragment: found when it is the target, else -ENOENT
+        let nf = ip6(44, 64, &frag(60, 2, false));
+        assert_eq!(ipv6_find_hdr_target(&nf, 44), Ok(40));
+        assert_eq!(ipv6_find_hdr_target(&nf, 60), Err(FindError::NoEnt));
+        // cut short on the way: -EBADMSG
+        assert_eq!(
+            ipv6_find_hdr_target(&ip6(0, 64, &[44]), 44),
+            Err(FindError::BadMsg)
+        );
+        let m = |flags, inv_ids| FragMatch {
+            ids: (1, 1),
+            flags,
+            inv_ids,
+        };
+        let yes = |r| matches!(r, MatchResult::Yes);
+        assert!(yes(frag_mt6(&m(f::FST | f::MF, false), &p)));
+        assert!(!yes(frag_mt6(&m(0, true), &p)));
+        assert!(!yes(frag_mt6(&m(f::NMF, false), &p)));
+        assert!(yes(frag_mt6(&m(f::NMF | f::RES, false), &nf)));
+        assert!(!yes(frag_mt6(&m(f::FST, false), &nf)));
+        // the 8-byte header cut short: hotdrop
+        assert!(matches!(
+            frag_mt6(&m(0, false), &nf[..46]),
+            MatchResult::Hotdrop
+        ));
+        assert!(matches!(
+            frag_mt6(&m(0, false), &ip6(17, 64, &[0; 8])),
+            MatchResult::No
+        ));
     }
 }

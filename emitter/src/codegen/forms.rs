@@ -161,6 +161,11 @@ impl Generator<'_> {
                     self.b
                         .jmp32(JmpOp::Jeq, Reg::R1, Src::Imm(0), frame.hotdrop);
                 }
+                Test::Frag6(m) => {
+                    frame.used.insert(HOTDROP);
+                    st.conditional = true;
+                    self.frag6_test(&m, next, frame.hotdrop)?;
+                }
                 Test::OptGuard => {
                     if !st.opt_checked {
                         frame.used.insert(HOTDROP);
@@ -406,6 +411,7 @@ impl Generator<'_> {
             | Test::Guard { .. }
             | Test::OptGuard
             | Test::WalkGuard
+            | Test::Frag6(_)
             | Test::Range6 { .. }
             | Test::Conntrack(_)
             | Test::State(_)
@@ -712,6 +718,58 @@ impl Generator<'_> {
                 b.bind(pass)?;
             }
             Test::Guard { .. } | Test::OptGuard | Test::WalkGuard => {}
+            Test::Frag6(_) => {
+                // emitted by `tests_inline`, which knows where hotdrop goes
+                return Err(EmitError::Unsupported {
+                    what: "frag outside a rule's tests",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `frag_mt6` on the prologue's fragment header (`rec::FRAG_AT`, `rec::FRAGHDR`): falls
+    /// through when it holds, jumps to `fail` or `hotdrop`.
+    fn frag6_test(
+        &mut self,
+        m: &ir::FragMatch,
+        fail: Label,
+        hotdrop: Label,
+    ) -> Result<(), EmitError> {
+        use super::record::{FRAG_BADMSG, FRAG_NOENT};
+        use Reg::*;
+        let b = &mut self.b;
+        b.emit(ldx(Size::W, R1, R6, rec::FRAG_AT));
+        b.jmp32(JmpOp::Jeq, R1, Src::Imm(FRAG_BADMSG), hotdrop);
+        b.jmp32(JmpOp::Jeq, R1, Src::Imm(FRAG_NOENT), fail);
+        b.emit(ldx(Size::W, R1, R6, rec::FRAGHDR + 4));
+        b.emit(Insn::End {
+            to_be: true,
+            dst: R1,
+            bits: 32,
+        });
+        range_test(b, R1, m.ids.0, m.ids.1, u32::MAX, m.inv_ids, fail)?;
+        b.emit(ldx(Size::H, R2, R6, rec::FRAGHDR + 2));
+        b.emit(Insn::End {
+            to_be: true,
+            dst: R2,
+            bits: 16,
+        });
+        if m.flags & ir::frag::RES != 0 {
+            b.emit(ldx(Size::B, R1, R6, rec::FRAGHDR + 1));
+            b.jmp32(JmpOp::Jne, R1, Src::Imm(0), fail);
+            b.jmp32(JmpOp::Jset, R2, Src::Imm(6), fail);
+        }
+        if m.flags & ir::frag::FST != 0 {
+            b.jmp32(JmpOp::Jset, R2, Src::Imm(0xfff8), fail);
+        }
+        if m.flags & ir::frag::MF != 0 {
+            b.emit(alu32(AluOp::Mov, R1, Src::Reg(R2)));
+            b.emit(alu32(AluOp::And, R1, Src::Imm(1)));
+            b.jmp32(JmpOp::Jeq, R1, Src::Imm(0), fail);
+        }
+        if m.flags & ir::frag::NMF != 0 {
+            b.jmp32(JmpOp::Jset, R2, Src::Imm(1), fail);
         }
         Ok(())
     }

@@ -124,6 +124,8 @@ pub(super) enum Test {
         hi: [u32; 4],
         invert: bool,
     },
+    /// IPv6 `-m frag` on the prologue's fragment header: may hotdrop, a barrier
+    Frag6(ir::FragMatch),
     /// IPv6: the prologue's `ipv6_find_hdr` walk failed: hotdrop (a barrier, where the
     /// rule's IP6T_F_PROTO test is in `ip6_packet_match`)
     WalkGuard,
@@ -153,6 +155,7 @@ impl Test {
             Test::Guard { .. }
             | Test::OptGuard
             | Test::WalkGuard
+            | Test::Frag6(_)
             | Test::Limit(_)
             | Test::Recent(_)
             | Test::Hashlimit(_)
@@ -167,6 +170,7 @@ impl Test {
             Test::Guard { .. }
                 | Test::OptGuard
                 | Test::WalkGuard
+                | Test::Frag6(_)
                 | Test::Limit(_)
                 | Test::Recent(_)
                 | Test::Hashlimit(_)
@@ -344,6 +348,7 @@ fn check_family(matches: &[Match], family: ir::Family) -> Result<(), EmitError> 
             | Match::Icmp6(_)
             | Match::HopLimit { .. }
             | Match::IpRange6(_)
+            | Match::Frag(_)
                 if !v6 =>
             {
                 "IPv6 match in an IPv4 program"
@@ -496,6 +501,7 @@ pub(super) fn lower_family(matches: &[Match], family: ir::Family) -> Result<Vec<
                     v6: true,
                 });
             }
+            Match::Frag(f) => out.push(Test::Frag6(f)),
             Match::IpRange6(r) => {
                 let words = |a: std::net::Ipv6Addr| {
                     let n = u128::from(a);
@@ -569,6 +575,7 @@ pub(super) fn lower_chains<'a>(
                     Test::TcpOption { .. } => feat.tcp_option = true,
                     Test::TcpMss(_) => feat.tcpmss = true,
                     Test::Conntrack(_) | Test::State(_) => feat.conntrack = true,
+                    Test::Frag6(_) => feat.frag6 = true,
                     Test::Mark { .. }
                     | Test::PktType { .. }
                     | Test::Owner(_)
