@@ -300,6 +300,14 @@ impl Raw {
         let to = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::from(d), 0, 0, 0));
         sendto(self.0.as_raw_fd(), p, &to, MsgFlags::empty()).unwrap();
     }
+    /// Sends `p` that the sender's own OUTPUT drops: the drop is EPERM to the socket.
+    fn send_dropped(&self, p: &[u8]) {
+        let mut d = [0u8; 16];
+        d.copy_from_slice(&p[24..40]);
+        let to = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::from(d), 0, 0, 0));
+        let r = sendto(self.0.as_raw_fd(), p, &to, MsgFlags::empty());
+        assert_eq!(r, Err(nix::errno::Errno::EPERM), "not dropped at OUTPUT");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -672,6 +680,75 @@ fn input_replies_match_the_kernel() {
         None
     );
     println!("udp to ff02::1: no reply from either");
+}
+
+#[test]
+fn output_replies_match_the_kernel() {
+    if !ready() {
+        return;
+    }
+    let net = pair();
+    // REJECT at OUTPUT of the sender: the kernel's reply comes back over lo.
+    kernel_rule(&net.s, "-A OUTPUT -p udp --dport 5100 -j REJECT");
+    kernel_rule(
+        &net.s,
+        "-A OUTPUT -p tcp --dport 6100 -j REJECT --reject-with tcp-reset",
+    );
+    let cap = Capture::new(&net.s, "lo");
+    let raw = Raw::new(&net.s);
+    let s_if = ifindex(&net.s, &net.s_dev);
+    let local = [S_ADDR];
+    let out = |pkt: &[u8], w: u8| {
+        let rec = EventBuilder::new(KIND_REJECT, hook::LOCAL_OUT, pkt)
+            .pf(NFPROTO_IPV6)
+            .arg(w)
+            .output(net.s_dev.as_bytes(), s_if)
+            .csum(csum::NONE, false)
+            .build();
+        let params = Params6 {
+            local_addrs: &local,
+            ..Params6::kernel_defaults()
+        };
+        reply6(&Event::parse(&rec).unwrap(), &params).unwrap()
+    };
+    let wait = Duration::from_secs(2);
+    let back = |cap: &Capture| {
+        cap.collect(wait, |c| c.iter().any(|c| !c.out && c.is_reject_reply()))
+            .into_iter()
+            .find(|c| !c.out && c.is_reject_reply())
+    };
+
+    let dgram = ipv6(
+        S_ADDR,
+        R_ADDR,
+        &[],
+        17,
+        &udp(5100, b"never leaves"),
+        Some(6),
+    );
+    cap.drain();
+    raw.send_dropped(&dgram);
+    let kernel = back(&cap).expect("no error over lo");
+    let mut ours = out(&dgram, with::PORT_UNREACH).unwrap();
+    assert_eq!(ours.source(), Source6::Route, "R is not ours");
+    assert!(ours.in_loopback() && ours.to_local());
+    // What routing picks toward our own address: that address.
+    ours.set_source(S_ADDR);
+    assert_same("output udp", &kernel.pkt, &ours);
+
+    let syn = ipv6(
+        S_ADDR,
+        R_ADDR,
+        &[],
+        6,
+        &tcp(6100, 0x02, 99, 0, &[]),
+        Some(16),
+    );
+    cap.drain();
+    raw.send_dropped(&syn);
+    let kernel = back(&cap).expect("no RST over lo");
+    let ours = out(&syn, with::TCP_RESET).unwrap();
+    assert_same("output tcp SYN", &kernel.pkt, &ours);
 }
 
 #[test]
