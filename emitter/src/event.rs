@@ -558,7 +558,9 @@ mod tests {
         assert_eq!((r.bound_ifindex(), r.ipcb_optlen()), (5, 12));
         assert_eq!(e.ipcb_optlen(), 0, "LOG records carry none");
         // IPv6: family 10, and no compiled IPv4 options whatever the first byte says
-        let rej6 = EventBuilder::new(KIND_REJECT, 1, &[0x4f; 60]).pf(10).build();
+        let rej6 = EventBuilder::new(KIND_REJECT, 1, &[0x4f; 60])
+            .pf(10)
+            .build();
         let r6 = Event::parse(&rej6).expect("record");
         assert_eq!((r6.pf(), r6.ipcb_optlen()), (10, 0));
     }

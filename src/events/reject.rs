@@ -1437,7 +1437,7 @@ pub struct Sender {
 /// The IPv6 side of a [`Sender`]: a raw `IPPROTO_RAW` socket (the header is ours) for resets,
 /// a raw `IPPROTO_ICMPV6` socket for errors (the kernel writes the header, and with it the
 /// flow label `icmp6_send` would have: [`super::reject6`]), a UDP socket for route lookups.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct V6 {
     raw: Option<OwnedFd>,
     icmp: Option<OwnedFd>,
@@ -1622,7 +1622,7 @@ impl Sender {
             let n: i64 = v6[i].parse().map_err(|_| bad6(i))?;
             Ok(n.clamp(0, i64::from(u32::MAX)) as u32)
         };
-        let icmpv6_ratemask = if self.v6.files[1].is_some() {
+        let icmpv6_ratemask = if self.v6.files.get(1).is_some_and(Option::is_some) {
             parse_bitmap_list(&v6[1]).ok_or_else(|| bad6(1))?
         } else {
             d.icmpv6_ratemask
