@@ -751,6 +751,88 @@ fn output_replies_match_the_kernel() {
     assert_same("output tcp SYN", &kernel.pkt, &ours);
 }
 
+/// The link-local address of `dev` in `ns`.
+fn link_local(ns: &Netns, dev: &str) -> Ipv6Addr {
+    let out = ns.sh(&format!("ip -6 -o addr show dev {dev} scope link"));
+    let a = out
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no link-local address on {dev}: {out}"));
+    a.split('/').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn link_local_replies_leave_by_the_input_device() {
+    if !ready() {
+        return;
+    }
+    let s = Netns::new("wtcs");
+    let r = Netns::new("wtcr");
+    // Link-local addresses usable at once: no duplicate address detection.
+    for ns in [&s, &r] {
+        sysctl(ns, "net.ipv6.conf.default.accept_dad", "0");
+        sysctl(ns, "net.ipv6.conf.all.accept_dad", "0");
+    }
+    let (s_dev, r_dev) = veth6(&s, "fd79::1/64", &r, "fd79::2/64");
+    let (s_ll, r_ll) = (link_local(&s, &s_dev), link_local(&r, &r_dev));
+    let (s_if, r_if) = (ifindex(&s, &s_dev), ifindex(&r, &r_dev));
+    kernel_rule(&r, "-A INPUT -p udp --dport 5200 -j REJECT");
+    kernel_rule(&r, "-A INPUT -p udp --dport 5201 -j DROP");
+    let cap = Capture::new(&s, &s_dev);
+    let wait = Duration::from_secs(2);
+    let local = [r_ll];
+    let seen = Seen {
+        hook: hook::LOCAL_IN,
+        with: with::PORT_UNREACH,
+        dev: (r_dev.as_str(), r_if),
+        ip_summed: csum::PARTIAL,
+        local: &local,
+    };
+
+    let sock = within(&s, || {
+        UdpSocket::bind(SocketAddrV6::new(s_ll, 0, 0, s_if)).unwrap()
+    });
+    cap.drain();
+    sock.send_to(b"link-local", SocketAddrV6::new(r_ll, 5200, 0, s_if))
+        .unwrap();
+    let (sent, back) = cap.exchange(17, Some(5200), wait);
+    let ours = our_reply(&sent, &seen).unwrap();
+    assert_eq!(ours.source(), Source6::Fixed(r_ll));
+    assert_eq!(ours.scope_ifindex(), r_if, "out of the input device");
+    assert_same("link-local udp", &back.expect("no kernel error").pkt, &ours);
+
+    // Our sender reaches the link-local source by the same device.
+    let r_fd = open_netns(format!("/run/netns/{}", r.name)).unwrap();
+    let mut sender = Sender::new(r_fd.as_fd()).unwrap();
+    let conn = within(&s, || {
+        let u = UdpSocket::bind(SocketAddrV6::new(s_ll, 0, 0, s_if)).unwrap();
+        u.connect(SocketAddrV6::new(r_ll, 5201, 0, s_if)).unwrap();
+        u
+    });
+    conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    cap.drain();
+    conn.send(b"answer me").unwrap();
+    let caps = cap.collect(wait, |c| c.iter().any(|c| c.out && c.proto() == 17));
+    let dgram = caps.iter().find(|c| c.out && c.proto() == 17).unwrap();
+    let raw = record(&dgram.pkt, &seen);
+    let out = sender.handle(&Event::parse(&raw).unwrap()).unwrap();
+    assert_eq!(
+        out,
+        Outcome::Sent(ReplyKind::Unreachable { code: 4 }),
+        "link-local error"
+    );
+    let err = conn.recv(&mut [0u8; 64]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    let caps = cap.collect(wait, |c| c.iter().any(|c| !c.out && c.is_reject_reply()));
+    let icmp = caps.iter().find(|c| !c.out && c.is_reject_reply()).unwrap();
+    assert_same(
+        "link-local udp, our sender",
+        &icmp.pkt,
+        &our_reply(&dgram.pkt, &seen).unwrap(),
+    );
+}
+
 #[test]
 fn forward_replies_match_the_kernel() {
     if !ready() {
