@@ -17,7 +17,7 @@
 //! | 0 | 1 | [`Event::kind`] |
 //! | 1 | 1 | hook number |
 //! | 2 | 1 | protocol family (NFPROTO_IPV4 = 2, NFPROTO_IPV6 = 10) |
-//! | 3 | 1 | REJECT: `ipt_reject_info.with`; LOG: level |
+//! | 3 | 1 | REJECT: `ipt_reject_info.with` (IPv6: `ip6t_reject_info.with`); LOG: level |
 //! | 4 | 1 | LOG: `logflags` |
 //! | 5 | 1 | skb checksum state: bits 0-1 `ip_summed`, bit 2 `csum_valid` |
 //! | 6 | 1 | bytes of MAC header captured: `skb_mac_header_len`, at most 32 (0: none) |
@@ -227,7 +227,7 @@ impl<'a> Event<'a> {
     pub fn pf(&self) -> u8 {
         self.raw[off::PF]
     }
-    /// REJECT: `ipt_reject_info.with`.
+    /// REJECT: `ipt_reject_info.with` (`ip6t_reject_info.with` in an IPv6 record).
     pub fn reject_with(&self) -> u8 {
         self.raw[off::ARG]
     }
