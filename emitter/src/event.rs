@@ -17,7 +17,7 @@
 //! | 0 | 1 | [`Event::kind`] |
 //! | 1 | 1 | hook number |
 //! | 2 | 1 | protocol family (NFPROTO_IPV4 = 2, NFPROTO_IPV6 = 10) |
-//! | 3 | 1 | REJECT: `ipt_reject_info.with`; LOG: level |
+//! | 3 | 1 | REJECT: `ipt_reject_info.with` (IPv6: `ip6t_reject_info.with`); LOG: level |
 //! | 4 | 1 | LOG: `logflags` |
 //! | 5 | 1 | skb checksum state: bits 0-1 `ip_summed`, bit 2 `csum_valid` |
 //! | 6 | 1 | bytes of MAC header captured: `skb_mac_header_len`, at most 32 (0: none) |
@@ -227,7 +227,7 @@ impl<'a> Event<'a> {
     pub fn pf(&self) -> u8 {
         self.raw[off::PF]
     }
-    /// REJECT: `ipt_reject_info.with`.
+    /// REJECT: `ipt_reject_info.with` (`ip6t_reject_info.with` in an IPv6 record).
     pub fn reject_with(&self) -> u8 {
         self.raw[off::ARG]
     }
@@ -557,5 +557,11 @@ mod tests {
         let r = Event::parse(&rej).expect("record");
         assert_eq!((r.bound_ifindex(), r.ipcb_optlen()), (5, 12));
         assert_eq!(e.ipcb_optlen(), 0, "LOG records carry none");
+        // IPv6: family 10, and no compiled IPv4 options whatever the first byte says
+        let rej6 = EventBuilder::new(KIND_REJECT, 1, &[0x4f; 60])
+            .pf(10)
+            .build();
+        let r6 = Event::parse(&rej6).expect("record");
+        assert_eq!((r6.pf(), r6.ipcb_optlen()), (10, 0));
     }
 }

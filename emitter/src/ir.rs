@@ -370,6 +370,38 @@ pub struct IpRange6Match {
     pub inv_dst: bool,
 }
 
+/// `-m frag` as `frag_mt6` tests it: no match when the walk to the first fragment header
+/// ends without one (-ENOENT: a protocol or "no next header" first, or a non-first fragment
+/// of another header), hotdrop when it fails otherwise (-EBADMSG: a header cut short) or the
+/// 8-byte fragment header cannot be read; then every test below must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FragMatch {
+    /// `ids[0] <= ntohl(identification) <= ids[1]`, inverted by `inv_ids` (always tested;
+    /// iptables puts 0:0xFFFFFFFF without `--fragid`)
+    pub ids: (u32, u32),
+    /// [`frag`] flags (`--fragres`, `--fragfirst`, `--fragmore`, `--fraglast`); IDS and LEN
+    /// are accepted and not tested, as `frag_mt6` does not test them
+    pub flags: u8,
+    /// IP6T_FRAG_INV_IDS (`frag_mt6` tests no other inversion)
+    pub inv_ids: bool,
+}
+
+/// The `flags` of [`FragMatch`] (ip6t_frag.h).
+pub mod frag {
+    /// IP6T_FRAG_IDS: `--fragid` given (not tested by the match)
+    pub const IDS: u8 = 0x01;
+    /// IP6T_FRAG_LEN: `--fraglen` given (not tested by the match)
+    pub const LEN: u8 = 0x02;
+    /// IP6T_FRAG_RES: the reserved byte and the two reserved bits are zero
+    pub const RES: u8 = 0x04;
+    /// IP6T_FRAG_FST: offset 0
+    pub const FST: u8 = 0x08;
+    /// IP6T_FRAG_MF: M set
+    pub const MF: u8 = 0x10;
+    /// IP6T_FRAG_NMF: M clear
+    pub const NMF: u8 = 0x20;
+}
+
 /// The `mode` values of [`Match::HopLimit`] (ip6t_hl.h).
 pub mod hl {
     /// IP6T_HL_EQ: equal
@@ -590,6 +622,9 @@ pub enum Match {
         /// hop limit
         value: u8,
     },
+    /// `-m frag` (ip6t_frag `frag_mt6`): the first fragment header
+    /// (`ipv6_find_hdr(skb, &ptr, NEXTHDR_FRAGMENT, NULL, NULL)`, see [`FragMatch`]). IPv6 only.
+    Frag(FragMatch),
     /// `-m iprange` revision 1 in an IPv6 program (`iprange_mt6`): inclusive ranges of
     /// addresses compared as 128-bit big-endian numbers (`iprange_ipv6_lt`).
     IpRange6(IpRange6Match),
@@ -966,6 +1001,7 @@ impl Match {
                 | Match::Multiport(_)
                 | Match::Ipv6Protocol { .. }
                 | Match::Icmp6(_)
+                | Match::Frag(_)
         )
     }
 }

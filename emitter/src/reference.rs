@@ -334,6 +334,82 @@ pub fn ipv6_find_hdr(data: &[u8]) -> Option<(u8, usize, u16)> {
     }
 }
 
+/// Why `ipv6_find_hdr` with a target failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindError {
+    /// -ENOENT: the walk ended without the target
+    NoEnt,
+    /// -EBADMSG: a header it reads is cut short
+    BadMsg,
+}
+
+/// `ipv6_find_hdr(skb, &offset, target, NULL, NULL)` with `offset` 0 and a target (as the
+/// ip6t_frag, hbh/dst, rt matches call it): the offset of the first `target` header.
+pub fn ipv6_find_hdr_target(data: &[u8], target: u8) -> Result<usize, FindError> {
+    let bad = FindError::BadMsg;
+    let mut nexthdr = *data.get(6).ok_or(bad)?;
+    let mut start = 40usize;
+    loop {
+        let found = nexthdr == target;
+        if !ipv6_ext_hdr(nexthdr) || nexthdr == 59 {
+            return if found {
+                Ok(start)
+            } else {
+                Err(FindError::NoEnt)
+            };
+        }
+        let hp = data.get(start..start + 2).ok_or(bad)?;
+        if nexthdr == 43 {
+            data.get(start..start + 4).ok_or(bad)?;
+        }
+        let hdrlen = if nexthdr == 44 {
+            let fp = data.get(start + 2..start + 4).ok_or(bad)?;
+            if u16::from_be_bytes([fp[0], fp[1]]) & !7 != 0 {
+                return if found {
+                    Ok(start)
+                } else {
+                    Err(FindError::NoEnt)
+                };
+            }
+            8
+        } else if nexthdr == 51 {
+            (usize::from(hp[1]) + 2) << 2
+        } else {
+            (usize::from(hp[1]) + 1) << 3
+        };
+        if found {
+            return Ok(start);
+        }
+        nexthdr = hp[0];
+        start += hdrlen;
+    }
+}
+
+/// `frag_mt6` (ip6t_frag.c).
+fn frag_mt6(m: &crate::ir::FragMatch, data: &[u8]) -> MatchResult {
+    use crate::ir::frag;
+    let ptr = match ipv6_find_hdr_target(data, 44) {
+        Ok(p) => p,
+        Err(FindError::NoEnt) => return MatchResult::No,
+        Err(FindError::BadMsg) => return MatchResult::Hotdrop,
+    };
+    let Some(fh) = data.get(ptr..ptr + 8) else {
+        return MatchResult::Hotdrop;
+    };
+    let frag_off = u16::from_be_bytes([fh[2], fh[3]]);
+    let id = u32::from_be_bytes([fh[4], fh[5], fh[6], fh[7]]);
+    let ok = ((id >= m.ids.0 && id <= m.ids.1) != m.inv_ids)
+        && !(m.flags & frag::RES != 0 && (fh[1] != 0 || frag_off & 6 != 0))
+        && !(m.flags & frag::FST != 0 && frag_off & !7 != 0)
+        && !(m.flags & frag::MF != 0 && frag_off & 1 == 0)
+        && !(m.flags & frag::NMF != 0 && frag_off & 1 != 0);
+    if ok {
+        MatchResult::Yes
+    } else {
+        MatchResult::No
+    }
+}
+
 /// `ipv6_masked_addr_cmp`: `((a ^ addr) & mask) != 0` (unlike IPv4's `(a & mask) !=
 /// addr`, the rule's address counts only under its mask).
 fn masked_differ(a: &[u8; 16], mask: &std::net::Ipv6Addr, addr: &std::net::Ipv6Addr) -> bool {
@@ -502,6 +578,10 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
         },
         // evaluated by `rule_matches`, which keeps the offsets it sets
         Match::Ipv6Protocol { .. } => No,
+        Match::Frag(m) => match &p.v6 {
+            Some(_) => frag_mt6(m, p.data),
+            None => No,
+        },
         Match::HopLimit { mode, value } => {
             let Some(v) = &p.v6 else { return No };
             b(match *mode {
@@ -899,5 +979,246 @@ mod tests {
             }
         );
         let _ = Ipv4Addr::LOCALHOST;
+    }
+
+    /// An IPv6 packet: header with `first` as next header, then `body`.
+    fn ip6(first: u8, hop_limit: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x60, 0, 0, 0];
+        v.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        v.push(first);
+        v.push(hop_limit);
+        v.extend_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        v.extend_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// An 8-byte options header (hop-by-hop or destination) followed by `next`.
+    fn opts(next: u8) -> Vec<u8> {
+        vec![next, 0, 1, 4, 0, 0, 0, 0]
+    }
+
+    fn frag(next: u8, offset: u16, more: bool) -> Vec<u8> {
+        let w = offset << 3 | u16::from(more);
+        let mut v = vec![next, 0];
+        v.extend_from_slice(&w.to_be_bytes());
+        v.extend_from_slice(&[0, 0, 0, 1]);
+        v
+    }
+
+    #[test]
+    fn ipv6_find_hdr_walks_every_extension_header() {
+        // hop-by-hop, routing (24 bytes), fragment (first), AH (hdrlen 1: 12 bytes), dst opts
+        let mut body = opts(43);
+        body.extend_from_slice(&[44, 2, 0, 1]);
+        body.extend_from_slice(&[0; 20]);
+        body.extend_from_slice(&frag(51, 0, true));
+        body.extend_from_slice(&[60, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        body.extend_from_slice(&opts(17));
+        body.extend_from_slice(&[0, 1, 0, 53, 0, 8, 0, 0]);
+        let p = ip6(0, 64, &body);
+        assert_eq!(ipv6_find_hdr(&p), Some((17, 40 + 8 + 24 + 8 + 12 + 8, 0)));
+        // ESP and "no next header" end the walk as protocols
+        assert_eq!(ipv6_find_hdr(&ip6(50, 64, &[0; 8])), Some((50, 40, 0)));
+        assert_eq!(ipv6_find_hdr(&ip6(0, 64, &opts(59))), Some((59, 48, 0)));
+        assert_eq!(ipv6_find_hdr(&ip6(59, 64, &[])), Some((59, 40, 0)));
+    }
+
+    #[test]
+    fn ipv6_find_hdr_non_first_fragments_and_failures() {
+        // a non-first fragment: its next header, offset left at 0, fragment offset in bytes
+        assert_eq!(
+            ipv6_find_hdr(&ip6(44, 64, &frag(6, 3, false))),
+            Some((6, 0, 24))
+        );
+        assert_eq!(
+            ipv6_find_hdr(&ip6(44, 64, &frag(59, 3, false))),
+            Some((59, 0, 24))
+        );
+        // ... unless that is an extension header: -ENOENT
+        assert_eq!(ipv6_find_hdr(&ip6(44, 64, &frag(60, 3, false))), None);
+        // cut short: two bytes of an options header, four of routing and fragment
+        assert_eq!(ipv6_find_hdr(&ip6(0, 64, &[17])), None);
+        assert_eq!(ipv6_find_hdr(&ip6(0, 64, &[17, 0])), Some((17, 48, 0)));
+        assert_eq!(ipv6_find_hdr(&ip6(43, 64, &[17, 0, 0])), None);
+        assert_eq!(ipv6_find_hdr(&ip6(44, 64, &[17, 0, 0])), None);
+        // a header whose length runs past the end: the walk goes on and fails there
+        assert_eq!(ipv6_find_hdr(&ip6(0, 64, &[0, 9, 0, 0])), None);
+    }
+
+    fn run6(matches: Vec<Match>, pkt: &[u8]) -> Outcome {
+        let mut p = Program::single(
+            Hook::LocalIn,
+            vec![Rule {
+                matches,
+                action: Action::Accept,
+                counter: 0,
+            }],
+            Policy {
+                verdict: Verdict::Drop,
+                counter: 1,
+            },
+        );
+        p.family = Family::Ipv6;
+        evaluate(
+            &p,
+            &Packet {
+                data: pkt,
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn ip6_packet_match_protocol_semantics() {
+        let hit = Outcome {
+            verdict: Verdict::Accept,
+            counted: vec![0],
+        };
+        let miss = Outcome {
+            verdict: Verdict::Drop,
+            counted: vec![1],
+        };
+        let hotdrop = Outcome {
+            verdict: Verdict::Drop,
+            counted: vec![],
+        };
+        let p = |proto, invert| Match::Ipv6Protocol { proto, invert };
+        let udp = ip6(0, 64, &[opts(17), vec![0, 1, 0, 53, 0, 8, 0, 0]].concat());
+        assert_eq!(run6(vec![p(17, false)], &udp), hit);
+        assert_eq!(run6(vec![p(17, true)], &udp), miss);
+        assert_eq!(run6(vec![p(6, true)], &udp), hit);
+        // -p all matches whatever `!` says
+        assert_eq!(run6(vec![p(0, false)], &udp), hit);
+        assert_eq!(run6(vec![p(0, true)], &udp), hit);
+        // the walk fails: hotdrop, even for `! -p` and `-p all`
+        let bad = ip6(44, 64, &frag(0, 3, false));
+        assert_eq!(run6(vec![p(0, false)], &bad), hotdrop);
+        assert_eq!(run6(vec![p(6, true)], &bad), hotdrop);
+        // the udp match uses the walk's offsets: ports after the hop-by-hop header
+        let port = |dport| {
+            Match::Udp(UdpMatch {
+                sport: PortRange::ANY,
+                dport: PortRange::one(dport),
+                inv_sport: false,
+                inv_dport: false,
+            })
+        };
+        assert_eq!(run6(vec![p(17, false), port(53)], &udp), hit);
+        assert_eq!(run6(vec![p(17, false), port(54)], &udp), miss);
+        // a non-first fragment: no transport match (never a hotdrop, the offset is in bytes)
+        let nf = ip6(44, 64, &[frag(6, 1, false), vec![0; 20]].concat());
+        let tcp = Match::Tcp(TcpMatch {
+            sport: PortRange::ANY,
+            dport: PortRange::ANY,
+            flags_mask: 0,
+            flags_cmp: 0,
+            option: 0,
+            inv_sport: false,
+            inv_dport: false,
+            inv_flags: false,
+            inv_option: false,
+        });
+        assert_eq!(run6(vec![p(6, false), tcp], &nf), miss);
+        // icmp6: no "any" type; a cut header hotdrops
+        let icmp = |t, lo, hi| {
+            Match::Icmp6(IcmpMatch {
+                icmp_type: t,
+                code_min: lo,
+                code_max: hi,
+                invert: false,
+            })
+        };
+        let echo = ip6(58, 64, &[128, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(run6(vec![p(58, false), icmp(128, 0, 0)], &echo), hit);
+        assert_eq!(run6(vec![p(58, false), icmp(255, 0, 255)], &echo), miss);
+        assert_eq!(
+            run6(vec![p(58, false), icmp(128, 0, 0)], &echo[..45]),
+            hotdrop
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_hop_limit_and_ranges() {
+        let pkt = ip6(59, 7, &[]);
+        let hit = Verdict::Accept;
+        let v = |m| run6(vec![m], &pkt).verdict;
+        let a = |s: &str| s.parse::<std::net::Ipv6Addr>().expect("address");
+        // the rule's address counts only under its mask (ipv6_masked_addr_cmp)
+        let m = Match::Ipv6Src {
+            addr: a("2001:db8::ffff"),
+            mask: a("ffff:ffff::"),
+            invert: false,
+        };
+        assert_eq!(v(m), hit);
+        let m = Match::Ipv6Dst {
+            addr: a("2001:db8::2"),
+            mask: a("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            invert: true,
+        };
+        assert_eq!(v(m), Verdict::Drop);
+        for (mode, value, want) in [
+            (hl::EQ, 7, true),
+            (hl::NE, 7, false),
+            (hl::LT, 8, true),
+            (hl::LT, 7, false),
+            (hl::GT, 6, true),
+            (hl::GT, 7, false),
+            (4, 7, false),
+        ] {
+            let got = v(Match::HopLimit { mode, value }) == hit;
+            assert_eq!(got, want, "mode {mode} value {value}");
+        }
+        let r = |lo: &str, hi: &str, inv| {
+            Match::IpRange6(IpRange6Match {
+                src: Some((a(lo), a(hi))),
+                dst: None,
+                inv_src: inv,
+                inv_dst: false,
+            })
+        };
+        assert_eq!(v(r("2001:db8::", "2001:db8::1", false)), hit);
+        assert_eq!(v(r("2001:db8::2", "2001:db9::", false)), Verdict::Drop);
+        assert_eq!(v(r("2001:db8::2", "2001:db9::", true)), hit);
+    }
+
+    #[test]
+    fn ipv6_find_hdr_with_a_target_and_frag_mt6() {
+        use crate::ir::{frag as f, FragMatch};
+        // hop-by-hop, first fragment (id 1), destination options, then udp
+        let body = [opts(44), frag(60, 0, true), opts(17), vec![0; 8]].concat();
+        let p = ip6(0, 64, &body);
+        assert_eq!(ipv6_find_hdr_target(&p, 44), Ok(48));
+        assert_eq!(ipv6_find_hdr_target(&p, 60), Ok(56));
+        assert_eq!(ipv6_find_hdr_target(&p, 43), Err(FindError::NoEnt));
+        // a non-first fragment: found when it is the target, else -ENOENT
+        let nf = ip6(44, 64, &frag(60, 2, false));
+        assert_eq!(ipv6_find_hdr_target(&nf, 44), Ok(40));
+        assert_eq!(ipv6_find_hdr_target(&nf, 60), Err(FindError::NoEnt));
+        // cut short on the way: -EBADMSG
+        assert_eq!(
+            ipv6_find_hdr_target(&ip6(0, 64, &[44]), 44),
+            Err(FindError::BadMsg)
+        );
+        let m = |flags, inv_ids| FragMatch {
+            ids: (1, 1),
+            flags,
+            inv_ids,
+        };
+        let yes = |r| matches!(r, MatchResult::Yes);
+        assert!(yes(frag_mt6(&m(f::FST | f::MF, false), &p)));
+        assert!(!yes(frag_mt6(&m(0, true), &p)));
+        assert!(!yes(frag_mt6(&m(f::NMF, false), &p)));
+        assert!(yes(frag_mt6(&m(f::NMF | f::RES, false), &nf)));
+        assert!(!yes(frag_mt6(&m(f::FST, false), &nf)));
+        // the 8-byte header cut short: hotdrop
+        assert!(matches!(
+            frag_mt6(&m(0, false), &nf[..46]),
+            MatchResult::Hotdrop
+        ));
+        assert!(matches!(
+            frag_mt6(&m(0, false), &ip6(17, 64, &[0; 8])),
+            MatchResult::No
+        ));
     }
 }

@@ -1280,17 +1280,17 @@ impl RateLimiter {
     /// The decision for an ICMPv6 error of `ty` to `dest`, `icmp6_send`'s sequence (6.12+):
     /// `icmpv6_global_allow` (the namespace-wide bucket IPv4 uses too) unless the skb's device
     /// is a loopback, the route lookup, then `icmpv6_xrlim_allow`: a route through a loopback
-    /// device (`to_local`) always may; otherwise the destination's bucket, with
-    /// `net.ipv6.icmp.ratelimit` shifted right by `(128 - plen) >> 5` for a route of prefix
-    /// length `plen` ("more bandwidth to wider prefixes").
-    #[allow(clippy::too_many_arguments, reason = "the inputs icmp6_send reads")]
+    /// device (`to_local`) always may; otherwise the destination's bucket of
+    /// `net.ipv6.icmp.ratelimit` per message. Kernels before commit 0201eedb69b2 ("ipv6: icmp:
+    /// remove tmo adjustment", 2026, in 6.18-stable; it also made the default 100 ms) divided
+    /// that by 2^((128 - plen) / 32) for a route of prefix length `plen`; the kernel this was
+    /// measured on (6.18.44) does not (`tests/reject6_kernel.rs`).
     pub fn allow_icmp6(
         &mut self,
         ty: u8,
         dest: Ipv6Addr,
         in_loopback: bool,
         to_local: bool,
-        plen: u8,
         now: Duration,
         route: impl FnOnce() -> bool,
     ) -> bool {
@@ -1309,10 +1309,7 @@ impl RateLimiter {
         if !apply {
             return true;
         }
-        let mut timeout = self.cfg.ms_to_jiffies(u64::from(self.cfg.ratelimit6_ms));
-        if plen < 128 {
-            timeout >>= (128 - u32::from(plen)) >> 5;
-        }
+        let timeout = self.cfg.ms_to_jiffies(u64::from(self.cfg.ratelimit6_ms));
         let rc = if to_local {
             true
         } else {
@@ -1439,14 +1436,12 @@ pub struct Sender {
 
 /// The IPv6 side of a [`Sender`]: a raw `IPPROTO_RAW` socket (the header is ours) for resets,
 /// a raw `IPPROTO_ICMPV6` socket for errors (the kernel writes the header, and with it the
-/// flow label `icmp6_send` would have: [`super::reject6`]), a UDP socket for route lookups,
-/// `/proc/net/ipv6_route` for the route's prefix length.
-#[derive(Debug, Default)]
+/// flow label `icmp6_send` would have: [`super::reject6`]), a UDP socket for route lookups.
+#[derive(Debug)]
 struct V6 {
     raw: Option<OwnedFd>,
     icmp: Option<OwnedFd>,
     probe: Option<UdpSocket>,
-    routes: Option<File>,
     files: Vec<Option<File>>,
     local: Vec<Ipv6Addr>,
     local_read: Option<Instant>,
@@ -1477,7 +1472,6 @@ impl V6 {
             raw: sock(SockProtocol::Raw),
             icmp,
             probe: UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).ok(),
-            routes: File::open("/proc/net/ipv6_route").ok(),
             files: SYSCTLS6
                 .iter()
                 .map(|n| File::open(format!("/proc/sys/net/ipv6/{n}")).ok())
@@ -1628,7 +1622,7 @@ impl Sender {
             let n: i64 = v6[i].parse().map_err(|_| bad6(i))?;
             Ok(n.clamp(0, i64::from(u32::MAX)) as u32)
         };
-        let icmpv6_ratemask = if self.v6.files[1].is_some() {
+        let icmpv6_ratemask = if self.v6.files.get(1).is_some_and(Option::is_some) {
             parse_bitmap_list(&v6[1]).ok_or_else(|| bad6(1))?
         } else {
             d.icmpv6_ratemask
@@ -1807,26 +1801,18 @@ impl Sender {
                 route = route_probe6(probe, dest, scope);
                 route.is_some()
             }
-            ReplyKind::Unreachable { .. } => {
-                let plen = self
-                    .v6
-                    .routes
-                    .as_ref()
-                    .map_or(128, |f| route_plen6(f, dest));
-                self.limiter.allow_icmp6(
-                    super::reject6::ICMPV6_DEST_UNREACH,
-                    dest,
-                    r.in_loopback(),
-                    r.to_local(),
-                    plen,
-                    now,
-                    || {
-                        probed = true;
-                        route = route_probe6(probe, dest, scope);
-                        route.is_some()
-                    },
-                )
-            }
+            ReplyKind::Unreachable { .. } => self.limiter.allow_icmp6(
+                super::reject6::ICMPV6_DEST_UNREACH,
+                dest,
+                r.in_loopback(),
+                r.to_local(),
+                now,
+                || {
+                    probed = true;
+                    route = route_probe6(probe, dest, scope);
+                    route.is_some()
+                },
+            ),
         };
         if !allowed {
             return Ok(if probed && route.is_none() {
@@ -2050,43 +2036,6 @@ fn route_probe6(probe: &UdpSocket, dest: Ipv6Addr, scope: u32) -> Option<(Ipv6Ad
     };
     let hops = socket::getsockopt(probe, sockopt::Ipv6Ttl).ok()?;
     Some((src, u8::try_from(hops).unwrap_or(64)))
-}
-
-/// The prefix length of the longest route in `/proc/net/ipv6_route` that covers `dest` (what
-/// `icmpv6_xrlim_allow` reads as `rt6i_dst.plen`); 128 when none does.
-fn route_plen6(routes: &File, dest: Ipv6Addr) -> u8 {
-    let mut text = Vec::new();
-    let mut buf = [0u8; 8192];
-    let mut at = 0u64;
-    while let Ok(n) = routes.read_at(&mut buf, at) {
-        if n == 0 || text.len() > 4 << 20 {
-            break;
-        }
-        text.extend_from_slice(&buf[..n]);
-        at += n as u64;
-    }
-    longest_prefix6(&String::from_utf8_lossy(&text), dest).unwrap_or(128)
-}
-
-/// The longest prefix of the `/proc/net/ipv6_route` lines `text` (destination, prefix length,
-/// source, source length, next hop, metric, refs, use, flags, device) that covers `dest`.
-pub fn longest_prefix6(text: &str, dest: Ipv6Addr) -> Option<u8> {
-    const RTF_UP: u32 = 0x0001;
-    let d = u128::from(dest);
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let net = u128::from_str_radix(f.first()?, 16).ok()?;
-            let plen = u8::from_str_radix(f.get(1)?, 16).ok()?;
-            let flags = u32::from_str_radix(f.get(8)?, 16).ok()?;
-            let mask = if plen == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(plen.min(128)))
-            };
-            (flags & RTF_UP != 0 && d & mask == net & mask).then_some(plen)
-        })
-        .max()
 }
 
 // keep PACKET_CAP in view: the quote never exceeds what a record carries.
@@ -2864,7 +2813,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_sysctls_and_routes() {
+    fn ipv6_sysctls() {
         assert_eq!(
             parse_bitmap_list("0-1,3-127"),
             Some(ICMPV6_RATEMASK_DEFAULT)
@@ -2873,22 +2822,6 @@ mod tests {
         assert_eq!(parse_bitmap_list("255"), Some([0, 0, 0, 1 << 63]));
         assert_eq!(parse_bitmap_list("3-1"), None);
         assert_eq!(parse_bitmap_list("x"), None);
-        let routes = "\
-fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     veth0
-fd000000000000000000000000000002 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000002 00000000 80200001       lo
-00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000001 00000000 00000003     veth0
-ff000000000000000000000000000000 08 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000000     veth0
-";
-        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
-        assert_eq!(longest_prefix6(routes, a("fd00::9")), Some(64));
-        assert_eq!(longest_prefix6(routes, a("fd00::2")), Some(128));
-        assert_eq!(longest_prefix6(routes, a("2001:db8::1")), Some(0));
-        assert_eq!(
-            longest_prefix6(routes, a("ff02::1")),
-            Some(0),
-            "the ff00::/8 line is down"
-        );
-        assert_eq!(longest_prefix6("", a("::1")), None);
     }
 
     #[test]
@@ -2897,25 +2830,21 @@ ff000000000000000000000000000000 08 00000000000000000000000000000000 00 00000000
         let mut c = cfg();
         c.ratelimit6_ms = 1000;
         let mut l = RateLimiter::with_rng(c, Box::new(|| 0));
-        let n = |l: &mut RateLimiter, plen, at, local| {
+        let n = |l: &mut RateLimiter, at, local| {
             (0..20)
-                .filter(|_| l.allow_icmp6(1, d, false, local, plen, ms(at), || true))
+                .filter(|_| l.allow_icmp6(1, d, false, local, ms(at), || true))
                 .count()
         };
-        assert_eq!(n(&mut l, 128, 0, false), 6, "burst of a /128 route");
-        assert_eq!(n(&mut l, 128, 999, false), 0);
-        assert_eq!(n(&mut l, 128, 1000, false), 1);
-        // a /64 route: 1000 ms >> 2 per token
-        let mut l = RateLimiter::with_rng(c, Box::new(|| 0));
-        assert_eq!(n(&mut l, 64, 0, false), 6);
-        assert_eq!(n(&mut l, 64, 250, false), 1);
-        assert_eq!(n(&mut l, 64, 1250, false), 4);
+        assert_eq!(n(&mut l, 0, false), 6, "burst");
+        assert_eq!(n(&mut l, 999, false), 0);
+        assert_eq!(n(&mut l, 1000, false), 1);
+        assert_eq!(n(&mut l, 3000, false), 2);
         // a route through lo: only the global bucket
-        assert_eq!(n(&mut l, 64, 1250, true), 20);
+        assert_eq!(n(&mut l, 3000, true), 20);
         // Packet Too Big (2) is out of the default mask; informational types above 127 too
         assert_eq!(
             (0..100)
-                .filter(|_| l.allow_icmp6(2, d, false, false, 64, ms(1250), || true))
+                .filter(|_| l.allow_icmp6(2, d, false, false, ms(3000), || true))
                 .count(),
             100
         );
@@ -2925,14 +2854,14 @@ ff000000000000000000000000000000 08 00000000000000000000000000000000 00 00000000
         c.ratelimit6_ms = 0;
         let mut l = RateLimiter::with_rng(c, Box::new(|| 1));
         assert_eq!(
-            n(&mut l, 128, 0, false) + n(&mut l, 128, 0, false) + n(&mut l, 128, 0, false),
+            n(&mut l, 0, false) + n(&mut l, 0, false) + n(&mut l, 0, false),
             50
         );
         let r = reply_to(A);
         assert!(!l.check(&r, ms(0)));
         // no route: refused, no state
         let mut l = RateLimiter::with_rng(cfg(), Box::new(|| 0));
-        assert!(!l.allow_icmp6(1, d, false, false, 64, ms(0), || false));
+        assert!(!l.allow_icmp6(1, d, false, false, ms(0), || false));
         assert_eq!(l.peers(), 0);
     }
 

@@ -875,6 +875,52 @@ mod tests {
     }
 
     #[test]
+    fn hostile_records_never_panic() {
+        // Mutated packets of every shape, any claimed skb->len: reply6 and the LOG line
+        // must return, whatever they decide.
+        let seeds = [
+            ipv6(
+                &[(0, dstopts()), (44, vec![0, 0, 0, 1, 0, 0, 0, 1])],
+                6,
+                &tcp(2, 1, 0, &[]),
+                Some(16),
+            ),
+            ipv6(
+                &[(51, vec![0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2])],
+                58,
+                &[1, 4, 0, 0, 0, 0, 0, 0],
+                None,
+            ),
+            ipv6(&[], 17, &udp(b"seed"), Some(6)),
+        ];
+        let mut rng = test_support::Rng::new(6);
+        for i in 0..3000 {
+            let mut p = seeds[i % seeds.len()].clone();
+            for _ in 0..rng.below(6) {
+                let at = rng.index(p.len());
+                p[at] = rng.next_u64() as u8;
+            }
+            p.truncate(rng.index(p.len() + 1).max(1));
+            let mut raw = input(&p, rng.below(10) as u8)
+                .csum(rng.below(4) as u8, rng.chance(20))
+                .build();
+            let claimed = if rng.chance(30) {
+                rng.next_u64() as u32
+            } else {
+                p.len() as u32
+            };
+            raw[emitter::event::off::SKB_LEN..emitter::event::off::SKB_LEN + 4]
+                .copy_from_slice(&claimed.to_le_bytes());
+            raw[emitter::event::off::HOOK] = rng.below(5) as u8;
+            let ev = Event::parse(&raw).unwrap();
+            let _ = reply6(&ev, &params());
+            raw[emitter::event::off::KIND] = emitter::event::KIND_LOG;
+            raw[emitter::event::off::LOG_FLAGS] = rng.next_u64() as u8;
+            let _ = super::super::log::format_line(&Event::parse(&raw).unwrap());
+        }
+    }
+
+    #[test]
     fn resets() {
         let syn = ipv6(&[(60, dstopts())], 6, &tcp(TCP_SYN, 100, 0, &[]), Some(16));
         let r = run(input(&syn, with::TCP_RESET)).unwrap();

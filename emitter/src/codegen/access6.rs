@@ -36,7 +36,7 @@ use crate::insn::{alu32, alu64, ldx, mov32, mov64, stx, AluOp, Insn, JmpOp, Reg,
 use crate::EmitError;
 
 use super::access::{from_skb, slice, stack_ptr, zero, Features, TH_HDR};
-use super::record::rec;
+use super::record::{rec, FRAG_BADMSG, FRAG_NOENT};
 use super::{Generator, HELPER_DYNPTR_READ};
 
 /// Extension headers the walk follows at most (see the module doc).
@@ -87,6 +87,10 @@ impl Generator<'_> {
         b.emit(ldx(Size::B, R8, R10, rec::IP6 + 6));
         b.emit(mov64(R9, Src::Imm(40)));
         b.emit(mov64(R6, Src::Imm(0)));
+        if feat.frag6 {
+            b.emit(mov32(R1, FRAG_NOENT));
+            b.emit(stx(Size::W, R10, rec::FRAG_AT, R1));
+        }
         let found = b.label();
         let bad = b.label();
         let nonfirst = b.label();
@@ -131,6 +135,14 @@ impl Generator<'_> {
         b.bind(frag)?;
         read(b, rec::WALK, Src::Imm(4), Src::Reg(R9));
         b.jmp64(JmpOp::Jne, R0, Src::Imm(0), bad);
+        if feat.frag6 {
+            // the first fragment header: where `ipv6_find_hdr(.., NEXTHDR_FRAGMENT, ..)` stops
+            let seen = b.label();
+            b.emit(ldx(Size::W, R1, R10, rec::FRAG_AT));
+            b.jmp32(JmpOp::Jne, R1, Src::Imm(FRAG_NOENT), seen);
+            b.emit(stx(Size::W, R10, rec::FRAG_AT, R9));
+            b.bind(seen)?;
+        }
         b.emit(ldx(Size::H, R1, R10, rec::WALK + 2));
         b.emit(Insn::End {
             to_be: true,
@@ -164,6 +176,15 @@ impl Generator<'_> {
         b.ja(walked);
         // the walk failed: protocol 0 (WalkGuard hotdrops), nothing available
         b.bind(bad)?;
+        if feat.frag6 {
+            // a read failed before a fragment header was found (or at it): -EBADMSG
+            let seen = b.label();
+            b.emit(ldx(Size::W, R1, R10, rec::FRAG_AT));
+            b.jmp32(JmpOp::Jne, R1, Src::Imm(FRAG_NOENT), seen);
+            b.emit(mov32(R1, FRAG_BADMSG));
+            b.emit(stx(Size::W, R10, rec::FRAG_AT, R1));
+            b.bind(seen)?;
+        }
         opaque_zero(b, R3);
         b.emit(stx(Size::B, R10, rec::PROTO, R3));
         b.emit(stx(Size::H, R10, rec::THOFF, R3));
@@ -184,6 +205,22 @@ impl Generator<'_> {
 
         // The transport header at THOFF, as in IPv4 programs.
         b.bind(walked)?;
+        if feat.frag6 {
+            // the fragment header itself (8 bytes), else -EBADMSG. Without one, the first 8
+            // bytes of the packet: every path writes the copy through the helper, so that it
+            // is the same kind of stack to the verifier on all of them.
+            let have = b.label();
+            let done = b.label();
+            b.emit(ldx(Size::W, R6, R10, rec::FRAG_AT));
+            b.jmp32(JmpOp::Jgt, R6, Src::Imm(FRAG_BADMSG), have);
+            b.emit(mov64(R6, Src::Imm(0)));
+            b.bind(have)?;
+            read(b, rec::FRAGHDR, Src::Imm(8), Src::Reg(R6));
+            b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), done);
+            b.emit(mov32(R1, FRAG_BADMSG));
+            b.emit(stx(Size::W, R10, rec::FRAG_AT, R1));
+            b.bind(done)?;
+        }
         b.emit(ldx(Size::H, R9, R10, rec::THOFF));
         b.emit(ldx(Size::W, R4, R10, rec::LEN));
         b.emit(alu32(AluOp::Sub, R4, Src::Reg(R9)));

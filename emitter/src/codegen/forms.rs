@@ -161,6 +161,11 @@ impl Generator<'_> {
                     self.b
                         .jmp32(JmpOp::Jeq, Reg::R1, Src::Imm(0), frame.hotdrop);
                 }
+                Test::Frag6(m) => {
+                    frame.used.insert(HOTDROP);
+                    st.conditional = true;
+                    self.frag6_test(&m, next, frame.hotdrop)?;
+                }
                 Test::OptGuard => {
                     if !st.opt_checked {
                         frame.used.insert(HOTDROP);
@@ -203,9 +208,16 @@ impl Generator<'_> {
         let mut guard = false;
         for t in tests {
             match *t {
-                Test::Guard { .. } | Test::TcpMss(_) => {
+                Test::Guard { .. } | Test::TcpMss(_) | Test::WalkGuard => {
                     // r2 = bit 0 "no match", bit 1 "hotdrop"
-                    if let Test::TcpMss(m) = *t {
+                    if let Test::WalkGuard = *t {
+                        // hotdrop iff the protocol is 0 (the walk failed)
+                        let b = &mut self.b;
+                        extract(b, R2, Field::Proto);
+                        b.emit(alu64(AluOp::Sub, R2, Src::Imm(1)));
+                        b.emit(alu64(AluOp::Rsh, R2, Src::Imm(63)));
+                        b.emit(alu64(AluOp::Lsh, R2, Src::Imm(1)));
+                    } else if let Test::TcpMss(m) = *t {
                         self.tcpmss_bits(&m)?;
                         let b = &mut self.b;
                         b.emit(alu64(AluOp::Lsh, R1, Src::Imm(1)));
@@ -360,7 +372,12 @@ impl Generator<'_> {
                 hi,
                 invert,
             } => {
-                copy_addr(b, R1, field);
+                if field == rec::SADDR || field == rec::DADDR {
+                    copy_addr(b, R1, field);
+                } else {
+                    // a field with no hot register (the IPv6 hop limit)
+                    b.emit(ldx(Size::W, R1, R6, field));
+                }
                 b.emit(Insn::End {
                     to_be: true,
                     dst: R1,
@@ -369,12 +386,33 @@ impl Generator<'_> {
                 outside(b, lo, hi);
                 (invert, true)
             }
+            Test::Addr6 {
+                field,
+                addr,
+                mask,
+                invert,
+            } => {
+                b.emit(mov64(R1, Src::Imm(0)));
+                for k in 0..4 {
+                    if mask[k] == 0 {
+                        continue;
+                    }
+                    b.emit(ldx(Size::W, R2, R6, field + 4 * k as i16));
+                    if mask[k] != u32::MAX {
+                        b.emit(alu32(AluOp::And, R2, Src::Imm(mask[k] as i32)));
+                    }
+                    b.emit(alu32(AluOp::Xor, R2, Src::Imm(addr[k] as i32)));
+                    b.emit(alu64(AluOp::Or, R1, Src::Reg(R2)));
+                }
+                (invert, false)
+            }
             Test::Multiport(_)
             | Test::TcpOption { .. }
             | Test::Guard { .. }
             | Test::OptGuard
             | Test::WalkGuard
-            | Test::Addr6 { .. }
+            | Test::Frag6(_)
+            | Test::Range6 { .. }
             | Test::Conntrack(_)
             | Test::State(_)
             | Test::Mark { .. }
@@ -633,7 +671,105 @@ impl Generator<'_> {
                     b.bind(differ)?;
                 }
             }
+            Test::Range6 {
+                field,
+                lo,
+                hi,
+                invert,
+            } => {
+                // lexicographic over the four words (iprange_ipv6_lt)
+                let inside = b.label();
+                let outside = b.label();
+                let word = |b: &mut Builder, k: usize| {
+                    b.emit(ldx(Size::W, R1, R6, field + 4 * k as i16));
+                    b.emit(Insn::End {
+                        to_be: true,
+                        dst: R1,
+                        bits: 32,
+                    });
+                };
+                let above_lo = b.label();
+                for (k, w) in lo.iter().enumerate() {
+                    word(b, k);
+                    b.jmp32(JmpOp::Jlt, R1, Src::Imm(*w as i32), outside);
+                    if k < 3 {
+                        b.jmp32(JmpOp::Jgt, R1, Src::Imm(*w as i32), above_lo);
+                    }
+                }
+                b.bind(above_lo)?;
+                for (k, w) in hi.iter().enumerate() {
+                    word(b, k);
+                    b.jmp32(JmpOp::Jgt, R1, Src::Imm(*w as i32), outside);
+                    if k < 3 {
+                        b.jmp32(JmpOp::Jlt, R1, Src::Imm(*w as i32), inside);
+                    }
+                }
+                b.bind(inside)?;
+                let pass = b.label();
+                if invert {
+                    b.ja(fail);
+                } else {
+                    b.ja(pass);
+                }
+                b.bind(outside)?;
+                if !invert {
+                    b.ja(fail);
+                }
+                b.bind(pass)?;
+            }
             Test::Guard { .. } | Test::OptGuard | Test::WalkGuard => {}
+            Test::Frag6(_) => {
+                // emitted by `tests_inline`, which knows where hotdrop goes
+                return Err(EmitError::Unsupported {
+                    what: "frag outside a rule's tests",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `frag_mt6` on the prologue's fragment header (`rec::FRAG_AT`, `rec::FRAGHDR`): falls
+    /// through when it holds, jumps to `fail` or `hotdrop`.
+    fn frag6_test(
+        &mut self,
+        m: &ir::FragMatch,
+        fail: Label,
+        hotdrop: Label,
+    ) -> Result<(), EmitError> {
+        use super::record::{FRAG_BADMSG, FRAG_NOENT};
+        use Reg::*;
+        let b = &mut self.b;
+        b.emit(ldx(Size::W, R1, R6, rec::FRAG_AT));
+        b.jmp32(JmpOp::Jeq, R1, Src::Imm(FRAG_BADMSG), hotdrop);
+        b.jmp32(JmpOp::Jeq, R1, Src::Imm(FRAG_NOENT), fail);
+        b.emit(ldx(Size::W, R1, R6, rec::FRAGHDR + 4));
+        b.emit(Insn::End {
+            to_be: true,
+            dst: R1,
+            bits: 32,
+        });
+        range_test(b, R1, m.ids.0, m.ids.1, u32::MAX, m.inv_ids, fail)?;
+        b.emit(ldx(Size::H, R2, R6, rec::FRAGHDR + 2));
+        b.emit(Insn::End {
+            to_be: true,
+            dst: R2,
+            bits: 16,
+        });
+        if m.flags & ir::frag::RES != 0 {
+            b.emit(ldx(Size::B, R1, R6, rec::FRAGHDR + 1));
+            b.jmp32(JmpOp::Jne, R1, Src::Imm(0), fail);
+            b.jmp32(JmpOp::Jset, R2, Src::Imm(6), fail);
+        }
+        if m.flags & ir::frag::FST != 0 {
+            b.jmp32(JmpOp::Jset, R2, Src::Imm(0xfff8), fail);
+        }
+        if m.flags & ir::frag::MF != 0 {
+            b.emit(alu32(AluOp::Mov, R1, Src::Reg(R2)));
+            b.emit(alu32(AluOp::And, R1, Src::Imm(1)));
+            b.jmp32(JmpOp::Jeq, R1, Src::Imm(0), fail);
+        }
+        if m.flags & ir::frag::NMF != 0 {
+            b.jmp32(JmpOp::Jset, R2, Src::Imm(1), fail);
         }
         Ok(())
     }

@@ -116,6 +116,16 @@ pub(super) enum Test {
         mask: [u32; 4],
         invert: bool,
     },
+    /// IPv6 address in an inclusive range (`iprange_mt6`): the address and the bounds as
+    /// 128-bit big-endian numbers, bounds as four host-order words, most significant first
+    Range6 {
+        field: i16,
+        lo: [u32; 4],
+        hi: [u32; 4],
+        invert: bool,
+    },
+    /// IPv6 `-m frag` on the prologue's fragment header: may hotdrop, a barrier
+    Frag6(ir::FragMatch),
     /// IPv6: the prologue's `ipv6_find_hdr` walk failed: hotdrop (a barrier, where the
     /// rule's IP6T_F_PROTO test is in `ip6_packet_match`)
     WalkGuard,
@@ -128,7 +138,7 @@ impl Test {
             Test::Addr { mask, .. } if *mask == u32::MAX => 0,
             Test::Addr6 { mask, .. } if *mask == [u32::MAX; 4] => 0,
             Test::Addr { .. } | Test::Addr6 { .. } => 1,
-            Test::Range { .. } => 2,
+            Test::Range { .. } | Test::Range6 { .. } => 2,
             Test::Port { range, .. } if range.lo == range.hi => 3,
             Test::Iface { .. } => 4,
             Test::Multiport(_) => 5,
@@ -145,6 +155,7 @@ impl Test {
             Test::Guard { .. }
             | Test::OptGuard
             | Test::WalkGuard
+            | Test::Frag6(_)
             | Test::Limit(_)
             | Test::Recent(_)
             | Test::Hashlimit(_)
@@ -159,6 +170,7 @@ impl Test {
             Test::Guard { .. }
                 | Test::OptGuard
                 | Test::WalkGuard
+                | Test::Frag6(_)
                 | Test::Limit(_)
                 | Test::Recent(_)
                 | Test::Hashlimit(_)
@@ -197,6 +209,8 @@ pub(super) fn constant(t: &Test) -> Option<bool> {
         Test::Port { range, invert, .. } if range.lo > range.hi => Some(invert),
         Test::Port { range, invert, .. } if range.is_any() => Some(!invert),
         Test::Range { lo, hi, invert, .. } if lo > hi => Some(invert),
+        Test::Range6 { lo, hi, invert, .. } if lo > hi => Some(invert),
+        Test::Range6 { lo, hi, invert, .. } if lo == [0; 4] && hi == [u32::MAX; 4] => Some(!invert),
         // `owner_mt`: without a socket only all-inverted tests pass, with one `!
         // --socket-exists` fails
         Test::Owner(m) if m.tests ^ m.invert != 0 && m.tests & m.invert & ir::OWNER_SOCKET != 0 => {
@@ -255,6 +269,8 @@ pub(super) fn combinable(tests: &[Test]) -> bool {
                 | Test::Range { .. }
                 | Test::Guard { .. }
                 | Test::TcpMss(_)
+                | Test::Addr6 { .. }
+                | Test::WalkGuard
         )
     });
     let live = tests.iter().filter(|t| constant(t).is_none()).count();
@@ -332,11 +348,11 @@ fn check_family(matches: &[Match], family: ir::Family) -> Result<(), EmitError> 
             | Match::Icmp6(_)
             | Match::HopLimit { .. }
             | Match::IpRange6(_)
+            | Match::Frag(_)
                 if !v6 =>
             {
                 "IPv6 match in an IPv4 program"
             }
-            Match::IpRange6(_) => "-m iprange in an IPv6 program (not generated yet)",
             Match::Ipv6Protocol { .. } => {
                 walked = true;
                 continue;
@@ -485,6 +501,27 @@ pub(super) fn lower_family(matches: &[Match], family: ir::Family) -> Result<Vec<
                     v6: true,
                 });
             }
+            Match::Frag(f) => out.push(Test::Frag6(f)),
+            Match::IpRange6(r) => {
+                let words = |a: std::net::Ipv6Addr| {
+                    let n = u128::from(a);
+                    std::array::from_fn(|k| (n >> (96 - 32 * k)) as u32)
+                };
+                let ends = [
+                    (rec::SADDR6, r.src, r.inv_src),
+                    (rec::DADDR6, r.dst, r.inv_dst),
+                ];
+                for (field, range, invert) in ends {
+                    if let Some((lo, hi)) = range {
+                        out.push(Test::Range6 {
+                            field,
+                            lo: words(lo),
+                            hi: words(hi),
+                            invert,
+                        });
+                    }
+                }
+            }
             Match::HopLimit { mode, value } => {
                 let (lo, hi, invert) = match mode {
                     ir::hl::EQ => (value, value, false),
@@ -538,6 +575,7 @@ pub(super) fn lower_chains<'a>(
                     Test::TcpOption { .. } => feat.tcp_option = true,
                     Test::TcpMss(_) => feat.tcpmss = true,
                     Test::Conntrack(_) | Test::State(_) => feat.conntrack = true,
+                    Test::Frag6(_) => feat.frag6 = true,
                     Test::Mark { .. }
                     | Test::PktType { .. }
                     | Test::Owner(_)

@@ -447,4 +447,137 @@ mod tests {
             pc += i.slots();
         }
     }
+
+    /// An IPv6 program of one rule, ACCEPT, policy DROP.
+    fn v6_program(matches: Vec<Match>, action: Action) -> Program {
+        let mut p = Program::single(
+            Hook::LocalIn,
+            vec![Rule {
+                matches,
+                action,
+                counter: 0,
+            }],
+            Policy {
+                verdict: Verdict::Drop,
+                counter: 1,
+            },
+        );
+        p.family = Family::Ipv6;
+        p
+    }
+
+    fn tcp22() -> Match {
+        Match::Tcp(TcpMatch {
+            sport: PortRange::ANY,
+            dport: PortRange::one(22),
+            flags_mask: 0,
+            flags_cmp: 0,
+            option: 0,
+            inv_sport: false,
+            inv_dport: false,
+            inv_flags: false,
+            inv_option: false,
+        })
+    }
+
+    #[test]
+    fn ipv6_programs_compile_and_refuse_what_has_no_ipv6_meaning() {
+        let l = KernelLayout::example();
+        let proto = |p| Match::Ipv6Protocol {
+            proto: p,
+            invert: false,
+        };
+        compile(&v6_program(vec![proto(6), tcp22()], Action::Accept), &l).expect("compile");
+        let refused = [
+            vec![Match::Fragment { invert: false }],
+            vec![Match::Protocol {
+                proto: 6,
+                invert: false,
+            }],
+            vec![Match::Ipv4Dst {
+                addr: Ipv4Addr::LOCALHOST,
+                mask: Ipv4Addr::BROADCAST,
+                invert: false,
+            }],
+            vec![Match::Icmp(IcmpMatch {
+                icmp_type: 8,
+                code_min: 0,
+                code_max: 255,
+                invert: false,
+            })],
+            // no transport offset without the rule's protocol walk before it
+            vec![tcp22()],
+            vec![tcp22(), proto(6)],
+        ];
+        for m in refused {
+            let e = compile(&v6_program(m.clone(), Action::Accept), &l).expect_err("refused");
+            assert!(matches!(e, EmitError::Unsupported { .. }), "{m:?}: {e}");
+        }
+        // and the IPv6 matches in an IPv4 program
+        let mut p = v6_program(vec![proto(6)], Action::Accept);
+        p.family = Family::Ipv4;
+        assert!(compile(&p, &l).is_err());
+    }
+
+    #[test]
+    fn ipv6_programs_form_no_runs_and_tag_their_events() {
+        let l = KernelLayout::example();
+        let mut rules: Vec<Rule> = (0..20u16)
+            .map(|i| Rule {
+                matches: vec![
+                    Match::Protocol {
+                        proto: 17,
+                        invert: false,
+                    },
+                    Match::Udp(UdpMatch {
+                        sport: PortRange::ANY,
+                        dport: PortRange::one(1000 + i),
+                        inv_sport: false,
+                        inv_dport: false,
+                    }),
+                ],
+                action: Action::Drop,
+                counter: u32::from(i),
+            })
+            .collect();
+        rules[19].action = Action::Reject(Reject { with: 1 });
+        let mut p = Program::single(
+            Hook::LocalIn,
+            rules,
+            Policy {
+                verdict: Verdict::Accept,
+                counter: 20,
+            },
+        );
+        let family_byte = |p: &Program| {
+            let out = compile_output(p, &l, Options::default()).expect("compile");
+            let pf = out.code.insns.iter().find_map(|i| match i {
+                Insn::St {
+                    dst: Reg::R9,
+                    off,
+                    imm,
+                    ..
+                } if *off == crate::event::off::PF as i16 => Some(*imm),
+                _ => None,
+            });
+            (out.maps.len(), pf)
+        };
+        let (maps4, pf4) = family_byte(&p);
+        assert!(maps4 > 0, "the IPv4 twin forms a run");
+        assert_eq!(pf4, Some(2));
+        for r in p
+            .chains
+            .get_mut(&ChainId(0))
+            .expect("entry")
+            .rules
+            .iter_mut()
+        {
+            r.matches[0] = Match::Ipv6Protocol {
+                proto: 17,
+                invert: false,
+            };
+        }
+        p.family = Family::Ipv6;
+        assert_eq!(family_byte(&p), (0, Some(10)));
+    }
 }

@@ -30,6 +30,8 @@
 //!      whose source and destination addresses are SADDR6 (-336) and DADDR6 (-320); SADDR
 //!      and DADDR hold their first words
 //! -348 hop limit, u32 in network order (a range test's operand)
+//! -356 `-m frag`: u32 offset of the first fragment header, or FRAG_NOENT / FRAG_BADMSG
+//! -368 `-m frag`: copy of that fragment header (8 bytes)
 //! -140 walk scratch (4 bytes read per extension header; the transport buffer, not yet used)
 //! ```
 //! `count` uses 8 bytes of its own frame; chain subprograms use none.
@@ -102,6 +104,11 @@ pub mod rec {
     pub const DADDR6: i16 = IP6 + 24;
     /// IPv6: u32 hop limit in network order (so that `Test::Range` reads it as a number)
     pub const HLIM: i16 = -348;
+    /// IPv6 `-m frag`: u32 offset of the first fragment header (>= 40), or
+    /// [`super::FRAG_NOENT`] / [`super::FRAG_BADMSG`]
+    pub const FRAG_AT: i16 = -356;
+    /// IPv6 `-m frag`: the 8 bytes of that fragment header
+    pub const FRAGHDR: i16 = -368;
     /// IPv6: 4 bytes of the extension header the walk is at
     pub const WALK: i16 = -140;
     /// the program's context pointer, for events (stored first thing; in the 16 bytes
@@ -126,6 +133,12 @@ pub(super) mod packed {
     /// 2 bits per guard kind (tcp, 8 bytes, 4 bytes): bit 0 no match, bit 1 hotdrop
     pub const GUARD_SHIFT: i32 = 48;
 }
+
+/// FRAG_AT: the walk to the first fragment header ended without one (-ENOENT); also its
+/// value while the walk has not met one yet.
+pub(super) const FRAG_NOENT: i32 = 1;
+/// FRAG_AT: a header on the way, or the fragment header, was cut short (-EBADMSG).
+pub(super) const FRAG_BADMSG: i32 = 2;
 
 /// TH_AVAIL value of a fragment with offset 1 (tcp hotdrops it).
 pub(super) const TH_AVAIL_FRAG1: i32 = -2;
