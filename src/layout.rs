@@ -28,7 +28,8 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
     })
 }
 
-/// The `sk_buff`, `net_device` and `rtable` fields events and connection-state matches read.
+/// The `sk_buff`, `net_device`, `rtable` and `rt6_info` fields events and connection-state
+/// matches read.
 fn skb_layout(btf: &Btf) -> Result<SkbLayout> {
     let bit = |m: &str| -> Result<(u32, u32)> {
         let (byte, shift, _) = btf.bitfield("sk_buff", m)?;
@@ -50,6 +51,7 @@ fn skb_layout(btf: &Btf) -> Result<SkbLayout> {
         dev_type: btf.member_offset("net_device", "type")?,
         dev_hard_header_len: btf.member_offset("net_device", "hard_header_len")?,
         rt_flags: btf.member_offset("rtable", "rt_flags")?,
+        rt6_flags: btf.member_offset("rt6_info", "rt6i_flags").ok(),
         sk: btf.member_offset("sk_buff", "sk")?,
         sk_bound_dev_if: btf.member_offset("sock", "__sk_common.skc_bound_dev_if")?,
         ipcb_optlen: btf.member_offset("sk_buff", "cb")?

@@ -97,6 +97,9 @@ pub struct SkbLayout {
     pub dev_hard_header_len: u32,
     /// `rtable.rt_flags` (u32), from the dst_entry the route starts with
     pub rt_flags: u32,
+    /// `rt6_info.rt6i_flags` (u32), the same for an IPv6 route; None where the kernel's BTF
+    /// has no `rt6_info` (IPv6 built as a module): IPv6 records then carry no route flags
+    pub rt6_flags: Option<u32>,
     /// `sk_buff.sk` (pointer)
     pub sk: u32,
     /// byte of `sock` holding `sk_kern_sock` (1 bit) and its shift
@@ -205,6 +208,7 @@ impl KernelLayout {
                 dev_type: 206,
                 dev_hard_header_len: 210,
                 rt_flags: 112,
+                rt6_flags: Some(208),
                 sk: 24,
                 sk_kern_sock: (500, 1),
                 sk_bound_dev_if: 16,

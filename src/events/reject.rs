@@ -1371,6 +1371,20 @@ pub enum SendError {
     /// The event record is unusable.
     #[error(transparent)]
     Reject(#[from] RejectError),
+    /// Sending a built reply failed.
+    #[error("sending {what} from {from} to {to} (scope {scope}): {errno}")]
+    Send {
+        /// ICMPv6 error or TCP reset.
+        what: &'static str,
+        /// Its source (`::`: routing's choice).
+        from: Ipv6Addr,
+        /// Its destination.
+        to: Ipv6Addr,
+        /// Scope id of the destination (an interface index, 0: none).
+        scope: u32,
+        /// The errno.
+        errno: Errno,
+    },
 }
 
 impl SendError {
@@ -1876,8 +1890,16 @@ impl Sender {
         match sent {
             Ok(()) => Ok(Outcome::Sent(r.kind())),
             Err(Errno::ENETUNREACH | Errno::EHOSTUNREACH) => Ok(Outcome::NoRoute),
-            Err(errno) => Err(SendError::Socket {
-                call: "sendmsg(AF_INET6 raw)",
+            Err(errno) => Err(SendError::Send {
+                what: match r.kind() {
+                    ReplyKind::Reset => "a TCP reset",
+                    ReplyKind::Unreachable { .. } => "an ICMPv6 error",
+                },
+                from: Ipv6Addr::from(
+                    <[u8; 16]>::try_from(&r.datagram()[8..24]).unwrap_or([0; 16]),
+                ),
+                to: dest,
+                scope,
                 errno,
             }),
         }

@@ -126,7 +126,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use emitter::ir;
 use ipt_abi::abi::{
-    IP6T_F_PROTO, IP6T_ICMP6_ECHOREPLY, IP6T_ICMP6_REJECT_ROUTE, IP6T_ICMP_INV, IP6T_INV_DSTIP,
+    IP6T_FRAG_INV_IDS, IP6T_F_PROTO, IP6T_ICMP6_ECHOREPLY, IP6T_ICMP6_REJECT_ROUTE, IP6T_ICMP_INV, IP6T_INV_DSTIP,
     IP6T_INV_PROTO, IP6T_INV_SRCIP, IP6T_INV_VIA_IN, IP6T_INV_VIA_OUT, IPRANGE_DST,
     IPRANGE_DST_INV, IPRANGE_SRC, IPRANGE_SRC_INV, IPT_F_FRAG, IPT_ICMP_ADMIN_PROHIBITED,
     IPT_ICMP_INV, IPT_INV_DSTIP, IPT_INV_FRAG, IPT_INV_PROTO, IPT_INV_SRCIP, IPT_INV_VIA_IN,
@@ -787,7 +787,6 @@ fn refuse_unsupported(entry: &Entry) -> Result<(), XlateError> {
                     | XT_CONNTRACK_REPLDST;
                 (info.match_flags & addresses != 0).then_some("conntrack address tests in IPv6")
             }
-            Match::Frag(_) => Some("-m frag"),
             Match::Ipv6Header(_) => Some("-m ipv6header"),
             Match::Hbh(_) => Some("-m hbh"),
             Match::Dst(_) => Some("-m dst"),
@@ -955,6 +954,11 @@ fn extension(m: &Match, family: Family, limit_slot: u32, named: &Named<'_>) -> O
             mode: h.mode,
             value: h.hop_limit,
         },
+        Match::Frag(f) => ir::Match::Frag(ir::FragMatch {
+            ids: (f.ids[0], f.ids[1]),
+            flags: f.flags,
+            inv_ids: f.invflags & IP6T_FRAG_INV_IDS != 0,
+        }),
         Match::Recent(r) => {
             let i = r.info();
             // every name has its list (recent_lists made them from the same table)
@@ -1014,8 +1018,7 @@ fn extension(m: &Match, family: Family, limit_slot: u32, named: &Named<'_>) -> O
         }
         Match::Comment(_) => return None,
         // refused by `refuse_unsupported` before it gets here
-        Match::Frag(_)
-        | Match::Ipv6Header(_)
+        Match::Ipv6Header(_)
         | Match::Hbh(_)
         | Match::Dst(_)
         | Match::Rt(_)

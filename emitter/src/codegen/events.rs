@@ -15,7 +15,7 @@
 use crate::builder::{MapRef, MapSpec};
 use crate::event::{self, off};
 use crate::insn::{alu64, ldx, mov64, st, stx, AluOp, AtomicOp, Insn, JmpOp, Reg, Size, Src};
-use crate::ir::{Action, Program};
+use crate::ir::{Action, Family, Program};
 use crate::EmitError;
 
 use super::access::off16;
@@ -199,16 +199,23 @@ impl Generator<'_> {
             b.bind(none)?;
         }
         // the route's flags: _skb_refdst without its noref bit, read as a struct rtable
-        let no_route = b.label();
-        b.emit(ldx(Size::DW, R3, R7, off16(s.refdst)?));
-        b.emit(alu64(AluOp::And, R3, Src::Imm(-2)));
-        b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), no_route);
-        b.emit(alu64(AluOp::Add, R3, Src::Imm(s.rt_flags as i32)));
-        b.emit(mov64(R1, Src::Reg(R9)));
-        b.emit(alu64(AluOp::Add, R1, Src::Imm(off::RT_FLAGS as i32)));
-        b.emit(mov64(R2, Src::Imm(4)));
-        b.call_helper(HELPER_PROBE_READ_KERNEL);
-        b.bind(no_route)?;
+        // (IPv4) or rt6_info (IPv6)
+        let rt_flags = match self.prog.family {
+            Family::Ipv4 => Some(s.rt_flags),
+            Family::Ipv6 => s.rt6_flags,
+        };
+        if let Some(rt_flags) = rt_flags {
+            let no_route = b.label();
+            b.emit(ldx(Size::DW, R3, R7, off16(s.refdst)?));
+            b.emit(alu64(AluOp::And, R3, Src::Imm(-2)));
+            b.jmp64(JmpOp::Jeq, R3, Src::Imm(0), no_route);
+            b.emit(alu64(AluOp::Add, R3, Src::Imm(rt_flags as i32)));
+            b.emit(mov64(R1, Src::Reg(R9)));
+            b.emit(alu64(AluOp::Add, R1, Src::Imm(off::RT_FLAGS as i32)));
+            b.emit(mov64(R2, Src::Imm(4)));
+            b.call_helper(HELPER_PROBE_READ_KERNEL);
+            b.bind(no_route)?;
+        }
         // MAC header, only with an input device (what LOG prints): its bytes from
         // skb_mac_header to the network header (skb_mac_header_len), at most MAC_CAP, when
         // the MAC header was set and is not empty
