@@ -1482,3 +1482,47 @@ fn events_carry_the_ipv6_packet() {
         }
     }
 }
+
+/// The walk's bound: 32 extension headers are followed exactly as the kernel does; a 33rd
+/// makes the walk fail (the documented difference: the kernel has no bound).
+#[test]
+fn extension_header_bound() {
+    let Some(env) = env() else { return };
+    let bound = emitter::codegen::MAX_EXT_HEADERS as usize;
+    let p = single(
+        Hook::LocalOut,
+        vec![proto(17, false), udp_m(53, false)],
+        Action::Accept,
+        Verdict::Drop,
+    );
+    let chain = |n: usize| {
+        let exts: Vec<Ext> = (0..n)
+            .map(|k| {
+                if k % 2 == 0 {
+                    Ext::HopByHop { hdrlen: 0 }
+                } else {
+                    Ext::DstOpts { hdrlen: 0 }
+                }
+            })
+            .collect();
+        ipv6::packet(A, B, 64, &exts, nh::UDP, &ipv6::udp(1, 53))
+    };
+    for (mode, opts) in variants(&env) {
+        let l = load(&env, &p, opts);
+        let at = chain(bound);
+        agrees(&l, &p, &at, &mode).unwrap();
+        assert_eq!(reference(&p, &at).verdict, Verdict::Accept);
+        let past = chain(bound + 1);
+        assert_eq!(
+            reference(&p, &past).verdict,
+            Verdict::Accept,
+            "the kernel's"
+        );
+        let (ret, d) = l.run(&past);
+        assert_eq!(
+            (ret, d),
+            (0, vec![(0, 0), (0, 0)]),
+            "{mode}: dropped, uncounted"
+        );
+    }
+}
