@@ -9,6 +9,10 @@
 //! chain (by a `Return` rule or by falling off its end) applies the [`Policy`], which is counted
 //! in its own slot.
 //!
+//! IPv6 programs ([`Family::Ipv6`]) follow ip6t_do_table: the transport offset and fragment
+//! offset of a rule come from its [`Match::Ipv6Protocol`] (IP6T_F_PROTO), which must precede
+//! any transport match of the rule; IPv4-only matches are refused by the code generator.
+//!
 //! Semantics: docs/SEMANTICS.md (kernel ipt_do_table and the x_tables matches);
 //! [`crate::reference`] is the executable form.
 

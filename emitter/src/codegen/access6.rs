@@ -101,12 +101,18 @@ impl Generator<'_> {
         let advance = b.label();
         let walked = b.label();
         let top = b.here();
-        b.jmp64(JmpOp::Jge, R6, Src::Imm(MAX_EXT_HEADERS), bad);
-        b.emit(alu64(AluOp::Add, R6, Src::Imm(1)));
-        for (nh, to) in [(0, opt), (60, opt), (43, rt), (44, frag), (51, auth)] {
-            b.jmp32(JmpOp::Jeq, R8, Src::Imm(nh), to);
+        let ext = b.label();
+        for nh in [0, 60, 43, 44, 51] {
+            b.jmp32(JmpOp::Jeq, R8, Src::Imm(nh), ext);
         }
         b.ja(found);
+        // one more extension header: within the bound?
+        b.bind(ext)?;
+        b.jmp64(JmpOp::Jge, R6, Src::Imm(MAX_EXT_HEADERS), bad);
+        b.emit(alu64(AluOp::Add, R6, Src::Imm(1)));
+        for (nh, to) in [(43, rt), (44, frag), (51, auth)] {
+            b.jmp32(JmpOp::Jeq, R8, Src::Imm(nh), to);
+        }
         // hop-by-hop, destination options: (hdrlen + 1) * 8
         b.bind(opt)?;
         read(b, rec::WALK, Src::Imm(2), Src::Reg(R9));

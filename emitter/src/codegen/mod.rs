@@ -54,6 +54,14 @@
 //! loads, and no rule looks at them before its availability guard), so all prologue paths
 //! reach the rules with the same stack state.
 //!
+//! # IPv6 programs
+//! Same shape and registers; the prologue is `access6` (the IPv6 header copied into the
+//! record, `ipv6_find_hdr`'s walk done once per packet, as every IP6T_F_PROTO entry would do
+//! it from offset 0). `r7`/`r8` hold the first words of the addresses (no test reads them:
+//! IPv6 address tests read the record, `Test::Addr6`, so they are not hot); `r9`'s protocol is
+//! the walk's result, 0 when it failed (`Test::WalkGuard` hotdrops on it). Matches without an
+//! IPv6 meaning are refused (`lower::check_family`), and rule runs are not formed.
+//!
 //! # Kernel limits relied on
 //! Verifier constants (`include/linux/bpf.h`, `include/linux/bpf_verifier.h`,
 //! `kernel/bpf/verifier.c`); the instruction and pending-branch limits were seen in load logs
