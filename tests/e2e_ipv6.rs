@@ -230,7 +230,7 @@ const RULESET: &str = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT 
     -A FORWARD -i b+ -p udp -m udp --dport 53 -j ACCEPT\n\
     -A FORWARD -p tcp -m multiport --dports 22,443 -g fwd\n\
     -A FORWARD -p ipv6-icmp -j ACCEPT\n\
-    -A FORWARD -m ipv6header --header hop-by-hop --soft -j DROP\n\
+    -A FORWARD -p udp -m udp --dport 123 -m hl --hl-lt 64 -j DROP\n\
     -A FORWARD ! -i b+ -j ACCEPT\n\
     -A FORWARD -p udp -m iprange --dst-range fd00:92::1-fd00:92::9 -j ACCEPT\n\
     -A fwd -d fd00:92::2/128 -p tcp -m tcp --dport 443 -j ACCEPT\n\
