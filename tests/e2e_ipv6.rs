@@ -406,8 +406,6 @@ fn ipv6_rejects_answer_as_the_kernel_does() {
         return;
     };
     let (k, b) = (topology6(&p.kernel), topology6(&p.bpf));
-    restore6(&p, &d, REJECTS);
-    compiled(&d, &p.bpf);
     for t in [&k.target, &b.target] {
         sh(&format!(
             "ip netns exec {} python3 -c 'import socket,time\n\
@@ -416,6 +414,8 @@ fn ipv6_rejects_answer_as_the_kernel_does() {
             t.name
         ));
     }
+    restore6(&p, &d, REJECTS);
+    compiled(&d, &p.bpf);
     for t in [&k.target, &b.target] {
         t.wait_listening(80);
     }

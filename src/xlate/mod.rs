@@ -795,7 +795,6 @@ fn refuse_unsupported(entry: &Entry) -> Result<(), XlateError> {
             Match::Mac(_) => Some("-m mac"),
             Match::TcpMss(_) if ipv6 => Some("-m tcpmss in IPv6"),
             Match::Addrtype(_) | Match::AddrtypeV1(_) if ipv6 => Some("-m addrtype in IPv6"),
-            Match::Owner(_) if ipv6 => Some("-m owner in IPv6"),
             Match::Recent(_) if ipv6 => Some("-m recent in IPv6"),
             Match::Hashlimit(_) if ipv6 => Some("-m hashlimit in IPv6"),
             _ => None,

@@ -15,7 +15,8 @@ mkdir -p "$out"
 
 # The test executables the suites run, as name=path (cargo names them with a hash).
 tests="$(cargo test --release --no-run --message-format=json -p bpfilter --lib \
-           --test datapath --test e2e_packets --test conntrack_enable --test e2e_targets --test e2e_matches 2>/dev/null \
+           --test datapath --test datapath6 --test e2e_packets --test conntrack_enable --test e2e_targets \
+           --test e2e_matches 2>/dev/null \
          | python3 -c '
 import json, sys
 for line in sys.stdin:

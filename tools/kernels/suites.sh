@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The privileged suites of the kernel matrix, run INSIDE a guest (tools/kernels/guest.sh) on
 # the host's build. Usage: suites.sh run|refusal
-#   run      the probe, the datapath test-run suite (every packet access the kernel verifies,
-#            10,000-rule loads, events), the conntrack switch, the README quick start and
-#            the stateful/REJECT/LOG rules with real packets against the kernel's
-#            iptables-legacy, and a bounded conformance run (limit, owner and addrtype are
-#            loaded and run by the datapath test runs; their real-packet tests run on the host)
+#   run      the probe, the datapath test-run suites of both families (every packet access the
+#            kernel verifies, 10,000-rule loads, events; IPv6's extension-header walk), the
+#            conntrack switch, the README quick start, the stateful/REJECT/LOG rules with
+#            real packets against the kernel's iptables-legacy, and a bounded conformance run
+#            (limit, owner and addrtype are loaded and run by the datapath test runs; their
+#            real-packet tests run on the host, and so does tests/e2e_ipv6.rs, ip6tables with
+#            real packets: three minutes under emulation would pass the guest's time limit)
 #   refusal  a kernel bpfilter cannot run on: the daemon must exit 69 with one line
 #            naming what is missing, and iptables must print that line, not a kernel errno
 # The test executables come from $BPFILTER_TESTS (name=path pairs, from matrix.sh).
@@ -29,6 +31,10 @@ run)
     events_reach_the_ring_buffer a_full_ring_buffer_counts_its_losses log_with_every_flag_loads \
     limit_takes_credits_as_limit_mt limit_is_taken_in_the_kernels_order \
     addrtype_reads_the_namespaces_address_types owner_without_a_socket 2>&1 \
+    | sed -n '/MATRIX\|^test \|test result\|panicked\|assert/p'
+  step "IPv6 datapath test runs (the extension-header walk, every match, random rulesets, events)"
+  "$(exe datapath6)" --test-threads=1 single_matches_against_corpus random_rulesets_match_reference \
+    chains_and_events events_carry_the_ipv6_packet extension_header_bound 2>&1 \
     | sed -n '/MATRIX\|^test \|test result\|panicked\|assert/p'
   step "connection tracking turned on for a namespace (nftables ct expression, module autoload)"
   "$(exe conntrack_enable)" --test-threads=1
