@@ -433,7 +433,10 @@ fn ipv6_rejects_answer_as_the_kernel_does() {
         "udp/fd00:92::2:53",
     ];
     let (seen_k, seen_b) = (probe6(&k.sender, &probes), probe6(&b.sender, &probes));
-    assert_eq!(seen_b, seen_k, "the sender sees different answers (left: bpfilter)");
+    assert_eq!(
+        seen_b, seen_k,
+        "the sender sees different answers (left: bpfilter)"
+    );
     assert!(
         seen_k.iter().any(|r| r.ends_with("errno 111"))
             && seen_k.iter().any(|r| r.ends_with("connected"))
@@ -504,7 +507,11 @@ fn ipv6_log_lines_are_the_kernels() {
         let names: Vec<(&str, &str)> = names.iter().map(|(a, b)| (a.as_str(), *b)).collect();
         kmsg_lines_since(from, &tag)
             .into_iter()
-            .filter(|(_, l)| names[..4].iter().any(|(n, _)| l.contains(&format!("={n} "))))
+            .filter(|(_, l)| {
+                names[..4]
+                    .iter()
+                    .any(|(n, _)| l.contains(&format!("={n} ")))
+            })
             .map(|(lvl, l)| (lvl, normalize(&l, &names)))
             .collect()
     };
@@ -516,7 +523,15 @@ fn ipv6_log_lines_are_the_kernels() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let (kl, bl) = (collect(&p.kernel, &k), collect(&p.bpf, &b));
-    assert!(kl.len() >= 7, "the kernel must have logged every rule: {kl:#?}");
-    assert_eq!(bl, kl, "LOG lines differ (left: bpfilter)\ndaemon log:\n{}", d.log());
+    assert!(
+        kl.len() >= 7,
+        "the kernel must have logged every rule: {kl:#?}"
+    );
+    assert_eq!(
+        bl,
+        kl,
+        "LOG lines differ (left: bpfilter)\ndaemon log:\n{}",
+        d.log()
+    );
     same_listing6(&p, &d);
 }

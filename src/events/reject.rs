@@ -1895,9 +1895,7 @@ impl Sender {
                     ReplyKind::Reset => "a TCP reset",
                     ReplyKind::Unreachable { .. } => "an ICMPv6 error",
                 },
-                from: Ipv6Addr::from(
-                    <[u8; 16]>::try_from(&r.datagram()[8..24]).unwrap_or([0; 16]),
-                ),
+                from: Ipv6Addr::from(<[u8; 16]>::try_from(&r.datagram()[8..24]).unwrap_or([0; 16])),
                 to: dest,
                 scope,
                 errno,

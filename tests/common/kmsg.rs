@@ -89,7 +89,9 @@ pub fn normalize(line: &str, names: &[(&str, &str)]) -> String {
     }
     l.split(' ')
         .map(|f| {
-            for key in ["MAC=", "ID=", "MACSRC=", "MACDST=", "SPT=", "FLOWLBL=", "SEQ="] {
+            for key in [
+                "MAC=", "ID=", "MACSRC=", "MACDST=", "SPT=", "FLOWLBL=", "SEQ=",
+            ] {
                 if f.starts_with(key) {
                     return format!("{key}*");
                 }
@@ -99,4 +101,3 @@ pub fn normalize(line: &str, names: &[(&str, &str)]) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
-
