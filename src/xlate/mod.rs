@@ -1288,7 +1288,7 @@ mod tests {
             "INPUT",
             Rule::new(RuleTarget::Drop).with(rt(IP6T_RT_TYP | IP6T_RT_FST, 0)),
         );
-        let err = translate(&b.build().expect("valid table")).unwrap_err();
+        let err = translate(&b.build().expect("valid table")).expect_err("refused");
         assert!(
             matches!(
                 err,
