@@ -102,6 +102,32 @@ fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
     }
 }
 
+/// Whether the running kernel has a fix that entered mainline in `mainline` (major, minor) and
+/// was measured in the stable releases `stable` (major, minor, patch): a release of a listed
+/// series has it from that patch level on (an earlier one of the series is taken as without
+/// it, though the backport may be older than what was measured).
+pub fn kernel_has_fix(mainline: (u32, u32), stable: &[(u32, u32, u32)]) -> bool {
+    release_has_fix(&release(), mainline, stable)
+}
+
+fn release_has_fix(release: &str, mainline: (u32, u32), stable: &[(u32, u32, u32)]) -> bool {
+    let nums: Vec<u32> = release
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map_while(|n| n.parse::<u32>().ok())
+        .collect();
+    let (Some(&a), Some(&b)) = (nums.first(), nums.get(1)) else {
+        return true;
+    };
+    if (a, b) >= mainline {
+        return true;
+    }
+    let patch = nums.get(2).copied().unwrap_or(0);
+    stable
+        .iter()
+        .any(|&(ma, mi, p)| (ma, mi) == (a, b) && patch >= p)
+}
+
 /// The kernel release, as `uname -r` prints it.
 pub fn release() -> String {
     nix::sys::utsname::uname()
@@ -350,6 +376,21 @@ mod tests {
         assert!(!release_at_least("6.6.0", 6, 11));
         assert!(release_at_least("7.0", 6, 11));
         assert!(release_at_least("weird", 6, 11));
+    }
+
+    #[test]
+    fn release_has_fix_reads_the_stable_series() {
+        use super::release_has_fix;
+        let st = [(6, 12, 117), (6, 18, 44)];
+        assert!(release_has_fix("7.2.0", (7, 2), &st));
+        assert!(release_has_fix("7.3.4+deb13-amd64", (7, 2), &st));
+        assert!(!release_has_fix("7.1.9", (7, 2), &st));
+        assert!(release_has_fix("6.18.44-fc-v1252", (7, 2), &st));
+        assert!(!release_has_fix("6.18.43", (7, 2), &st));
+        assert!(release_has_fix("6.12.117+deb13-amd64", (7, 2), &st));
+        assert!(!release_has_fix("6.12.116+deb13-amd64", (7, 2), &st));
+        assert!(!release_has_fix("6.1.0-50-amd64", (7, 2), &st));
+        assert!(release_has_fix("weird", (7, 2), &st));
     }
 
     use super::*;

@@ -495,6 +495,65 @@ fn corpus() -> Vec<(&'static str, Vec<u8>)> {
             ipv6::truncate(chain, 40 + 8 + 24 + 8 + 16 + 1),
         ),
         ("bare header", p(A, B, 64, &[], nh::TCP, &[])),
+        (
+            "rt type 2 segleft 0",
+            p(
+                A,
+                B,
+                64,
+                &[Ext::Routing {
+                    hdrlen: 0,
+                    rtype: 2,
+                    segleft: 0,
+                }],
+                nh::UDP,
+                &ipv6::udp(1, 53),
+            ),
+        ),
+        ("rt reserved set", {
+            let mut v = p(A, B, 64, &[rt], nh::UDP, &ipv6::udp(1, 53));
+            v[40 + 6] = 1;
+            v
+        }),
+        (
+            "rt 8 of 24 bytes",
+            ipv6::truncate(p(A, B, 64, &[rt], nh::UDP, &ipv6::udp(1, 53)), 48),
+        ),
+        (
+            "rt 4 of 24 bytes",
+            ipv6::truncate(p(A, B, 64, &[rt], nh::UDP, &ipv6::udp(1, 53)), 44),
+        ),
+        (
+            "rt 23 of 24 bytes",
+            ipv6::truncate(p(A, B, 64, &[rt], nh::UDP, &ipv6::udp(1, 53)), 63),
+        ),
+        (
+            "rt exactly to the end",
+            ipv6::truncate(p(A, B, 64, &[rt], nh::UDP, &ipv6::udp(1, 53)), 64),
+        ),
+        (
+            "non-first fragment -> rt",
+            p(A, B, 64, &[frag(5, false), rt], nh::UDP, &ipv6::udp(1, 2)),
+        ),
+        (
+            "dst, rt type 0, rt type 2",
+            p(
+                A,
+                B,
+                64,
+                &[
+                    dst,
+                    rt,
+                    Ext::Routing {
+                        hdrlen: 0,
+                        rtype: 2,
+                        segleft: 0,
+                    },
+                ],
+                nh::TCP,
+                &tcp(1, 22, 2),
+            ),
+        ),
         ("long: 1000 bytes of udp payload", {
             let mut l4 = ipv6::udp(1, 53);
             l4.resize(1008, 0xaa);
@@ -561,6 +620,41 @@ fn frag_m(ids: (u32, u32), flags: u8, inv_ids: bool) -> Match {
         flags,
         inv_ids,
     })
+}
+
+/// `-m rt`: segments left range, type, length, `--rt-0-res`, and the kernel's hotdrop of a
+/// header longer than the packet.
+#[allow(clippy::too_many_arguments, reason = "one argument per rt_mt6 field")]
+fn rt_m(
+    segsleft: (u32, u32),
+    rt_type: Option<u32>,
+    hdrlen: Option<u32>,
+    res: bool,
+    inv: (bool, bool, bool),
+    short_hotdrop: bool,
+) -> Match {
+    Match::Rt(RtMatch {
+        segsleft,
+        rt_type,
+        hdrlen,
+        res,
+        inv_type: inv.0,
+        inv_segsleft: inv.1,
+        inv_len: inv.2,
+        short_hotdrop,
+    })
+}
+
+/// `-m rt` with only a type (ufw's `-m rt --rt-type 0`).
+fn rt_type(t: u32, invert: bool) -> Match {
+    rt_m(
+        (0, u32::MAX),
+        Some(t),
+        None,
+        false,
+        (invert, false, false),
+        true,
+    )
 }
 
 fn iprange(
@@ -706,6 +800,94 @@ fn catalogue() -> Vec<(&'static str, Vec<Match>)> {
         for inv in [false, true] {
             v.push((name, vec![frag_m((0, u32::MAX), flags, inv)]));
             v.push((name, vec![frag_m((0x1234, 0x1234), flags, inv)]));
+        }
+    }
+    for inv in [false, true] {
+        for short in [false, true] {
+            let none = (false, false, false);
+            v.push((
+                "-m rt",
+                vec![rt_m((0, u32::MAX), None, None, false, none, short)],
+            ));
+            v.push(("-m rt --rt-type 0", vec![rt_type(0, inv)]));
+            v.push((
+                "-m rt --rt-type 2",
+                vec![rt_m(
+                    (0, u32::MAX),
+                    Some(2),
+                    None,
+                    false,
+                    (inv, false, false),
+                    short,
+                )],
+            ));
+            v.push((
+                "-m rt --rt-type 256",
+                vec![rt_m(
+                    (0, u32::MAX),
+                    Some(256),
+                    None,
+                    false,
+                    (inv, false, false),
+                    short,
+                )],
+            ));
+            v.push((
+                "-m rt --rt-segsleft 1",
+                vec![rt_m((1, 1), None, None, false, (false, inv, false), short)],
+            ));
+            v.push((
+                "-m rt --rt-segsleft 1:",
+                vec![rt_m(
+                    (1, u32::MAX),
+                    None,
+                    None,
+                    false,
+                    (false, inv, false),
+                    short,
+                )],
+            ));
+            v.push((
+                "-m rt --rt-segsleft :0",
+                vec![rt_m((0, 0), None, None, false, (false, inv, false), short)],
+            ));
+            v.push((
+                "-m rt --rt-len 24",
+                vec![rt_m(
+                    (0, u32::MAX),
+                    None,
+                    Some(24),
+                    false,
+                    (false, false, inv),
+                    short,
+                )],
+            ));
+            v.push((
+                "-m rt --rt-len 8",
+                vec![rt_m(
+                    (0, u32::MAX),
+                    None,
+                    Some(8),
+                    false,
+                    (false, false, inv),
+                    short,
+                )],
+            ));
+            v.push((
+                "-m rt --rt-type 0 --rt-0-res",
+                vec![rt_m((0, u32::MAX), Some(0), None, true, none, short)],
+            ));
+            v.push((
+                "-m rt --rt-type 0 --rt-segsleft 1 --rt-len 24 --rt-0-res",
+                vec![rt_m(
+                    (1, 1),
+                    Some(0),
+                    Some(24),
+                    true,
+                    (inv, inv, inv),
+                    short,
+                )],
+            ));
         }
     }
     for (mode, name) in [
@@ -960,6 +1142,121 @@ fn reference_follows_the_kernel_on_hand_written_cases() {
             "non-first fragment -> none",
             "match",
         ),
+        (vec![rt_type(0, false)], "hbh+rt+frag0+dst+ah tcp", "match"),
+        (
+            vec![rt_type(0, true)],
+            "hbh+rt+frag0+dst+ah tcp",
+            "no match",
+        ),
+        (vec![rt_type(0, false)], "rt type 2 segleft 0", "no match"),
+        (vec![rt_type(2, false)], "rt type 2 segleft 0", "match"),
+        (vec![rt_type(0, true)], "rt type 2 segleft 0", "match"),
+        (vec![rt_type(256, true)], "rt type 2 segleft 0", "match"),
+        (vec![rt_type(256, false)], "rt type 2 segleft 0", "no match"),
+        // no routing header: no match, inverted or not
+        (vec![rt_type(0, true)], "udp a>b 53", "no match"),
+        (vec![rt_type(0, false)], "hbh udp", "no match"),
+        // the first routing header counts
+        (
+            vec![rt_type(0, false)],
+            "dst, rt type 0, rt type 2",
+            "match",
+        ),
+        (
+            vec![rt_type(2, false)],
+            "dst, rt type 0, rt type 2",
+            "no match",
+        ),
+        // a non-first fragment ends the search (-ENOENT), even when a header follows
+        (
+            vec![rt_type(0, false)],
+            "non-first fragment -> rt",
+            "no match",
+        ),
+        (
+            vec![rt_type(0, true)],
+            "non-first fragment -> rt",
+            "no match",
+        ),
+        // cut before the routing header or within its first four bytes: -EBADMSG
+        (vec![rt_type(0, false)], "truncated rt (3 bytes)", "hotdrop"),
+        (vec![rt_type(0, false)], "truncated hbh (1 byte)", "hotdrop"),
+        (vec![rt_type(0, false)], "chain cut in the ah", "match"),
+        // longer than the packet: hotdrop with the 2026 fix, else no match
+        (vec![rt_type(0, false)], "rt 4 of 24 bytes", "hotdrop"),
+        (vec![rt_type(0, true)], "rt 8 of 24 bytes", "hotdrop"),
+        (vec![rt_type(0, false)], "rt 23 of 24 bytes", "hotdrop"),
+        (vec![rt_type(0, false)], "rt exactly to the end", "match"),
+        (
+            vec![rt_m(
+                (0, u32::MAX),
+                Some(0),
+                None,
+                false,
+                (true, false, false),
+                false,
+            )],
+            "rt 8 of 24 bytes",
+            "no match",
+        ),
+        (
+            vec![rt_m(
+                (1, 1),
+                None,
+                Some(24),
+                false,
+                (false, false, false),
+                true,
+            )],
+            "hbh+rt+frag0+dst+ah tcp",
+            "match",
+        ),
+        (
+            vec![rt_m((2, 9), None, None, false, (false, false, false), true)],
+            "hbh+rt+frag0+dst+ah tcp",
+            "no match",
+        ),
+        (
+            vec![rt_m((2, 9), None, None, false, (false, true, false), true)],
+            "hbh+rt+frag0+dst+ah tcp",
+            "match",
+        ),
+        (
+            vec![rt_m(
+                (0, u32::MAX),
+                None,
+                Some(24),
+                false,
+                (false, false, true),
+                true,
+            )],
+            "hbh+rt+frag0+dst+ah tcp",
+            "no match",
+        ),
+        (
+            vec![rt_m(
+                (0, u32::MAX),
+                Some(0),
+                None,
+                true,
+                (false, false, false),
+                true,
+            )],
+            "hbh+rt+frag0+dst+ah tcp",
+            "match",
+        ),
+        (
+            vec![rt_m(
+                (0, u32::MAX),
+                Some(0),
+                None,
+                true,
+                (false, false, false),
+                true,
+            )],
+            "rt reserved set",
+            "no match",
+        ),
     ];
     for (m, name, want) in cases {
         assert_eq!(verdict(m.clone(), name), want, "{m:?} on {name}");
@@ -1136,6 +1433,25 @@ fn arb_rule_matches() -> impl Strategy<Value = Vec<Match>> {
         .prop_map(|(s, d, inv)| iprange(s, d, inv));
     let fragm = (any::<u32>(), any::<u32>(), 0u8..0x40, any::<bool>())
         .prop_map(|(a, b, flags, inv)| frag_m((a.min(b) % 0x2000, a.max(b)), flags, inv));
+    let rtm = (
+        (any::<u8>(), any::<u8>()),
+        proptest::option::of(prop_oneof![Just(0u32), Just(2), Just(4), any::<u32>()]),
+        proptest::option::of(prop_oneof![Just(8u32), Just(16), Just(24), any::<u32>()]),
+        any::<bool>(),
+        any::<(bool, bool, bool)>(),
+        any::<bool>(),
+    )
+        .prop_map(|((a, b), t, len, res, inv, short)| {
+            let sl = (
+                u32::from(a.min(b)),
+                if b == 255 {
+                    u32::MAX
+                } else {
+                    u32::from(a.max(b))
+                },
+            );
+            rt_m(sl, t, len, res, inv, short)
+        });
     let hl = (
         0u8..5,
         prop_oneof![Just(0u8), Just(1), Just(64), Just(255), any::<u8>()],
@@ -1194,7 +1510,7 @@ fn arb_rule_matches() -> impl Strategy<Value = Vec<Match>> {
             .prop_map(|(ports, inv)| multiport_m(MultiportMode::Either, &ports, inv)),
     ];
     (
-        proptest::option::of(prop_oneof![addr, range, fragm]),
+        proptest::option::of(prop_oneof![addr, range, fragm, rtm]),
         proptest::option::of(hl),
         proptest::option::of((proto_m, proptest::collection::vec(transport, 0..3))),
         any::<bool>(),
@@ -1220,11 +1536,16 @@ fn arb_ext() -> impl Strategy<Value = Ext> {
     prop_oneof![
         (0u8..3).prop_map(|hdrlen| Ext::HopByHop { hdrlen }),
         (0u8..3).prop_map(|hdrlen| Ext::DstOpts { hdrlen }),
-        (0u8..3, any::<u8>()).prop_map(|(hdrlen, segleft)| Ext::Routing {
-            hdrlen,
-            rtype: 4,
-            segleft
-        }),
+        (
+            0u8..3,
+            prop_oneof![Just(0u8), Just(2), Just(4)],
+            any::<u8>()
+        )
+            .prop_map(|(hdrlen, rtype, segleft)| Ext::Routing {
+                hdrlen,
+                rtype,
+                segleft
+            }),
         (prop_oneof![Just(0u16), 1u16..8], any::<bool>()).prop_map(|(o, m)| frag(o, m)),
         (1u8..6).prop_map(|hdrlen| Ext::Auth { hdrlen }),
     ]
@@ -1258,9 +1579,14 @@ fn arb_packet() -> impl Strategy<Value = Vec<u8>> {
         proptest::collection::vec(arb_ext(), 0..5),
         l4,
         proptest::option::weighted(0.2, any::<u16>()),
+        proptest::option::weighted(0.2, (40usize..104, any::<u8>())),
     )
-        .prop_map(|(s, d, hl, exts, (proto, l4), cut)| {
-            let p = ipv6::packet(s, d, hl, &exts, proto, &l4);
+        .prop_map(|(s, d, hl, exts, (proto, l4), cut, poke)| {
+            let mut p = ipv6::packet(s, d, hl, &exts, proto, &l4);
+            // one byte of the extension headers changed: lengths, reserved words, types
+            if let Some((at, byte)) = poke.filter(|&(at, _)| at < p.len()) {
+                p[at] = byte;
+            }
             match cut {
                 Some(c) if p.len() > 40 => {
                     let len = 40 + usize::from(c) % (p.len() - 40);

@@ -406,6 +406,34 @@ pub mod frag {
     pub const NMF: u8 = 0x20;
 }
 
+/// `-m rt` as `rt_mt6` tests it, without the type-0 address list (`--rt-0-addrs`, refused
+/// by the front end): no match when the walk to the first routing header ends without one
+/// (-ENOENT: a protocol or "no next header" first, or a non-first fragment), hotdrop when it
+/// fails otherwise (-EBADMSG: a header on the way, or the routing header's first four bytes,
+/// cut short). A routing header longer than the rest of the packet (`skb->len - ptr <
+/// hdrlen`) does not match, or hotdrops with `short_hotdrop`; then every test below must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RtMatch {
+    /// `segsleft[0] <= segments_left <= segsleft[1]`, inverted by `inv_segsleft` (always
+    /// tested; iptables puts 0:0xFFFFFFFF without `--rt-segsleft`)
+    pub segsleft: (u32, u32),
+    /// `--rt-type`: the routing type equals it (a value above 255 never does)
+    pub rt_type: Option<u32>,
+    /// `--rt-len`: the header's length in bytes, `(hdrlen + 1) * 8`, equals it
+    pub hdrlen: Option<u32>,
+    /// `--rt-0-res`: the 32-bit word after the first four bytes is zero
+    pub res: bool,
+    /// IP6T_RT_INV_TYP
+    pub inv_type: bool,
+    /// IP6T_RT_INV_SGS
+    pub inv_segsleft: bool,
+    /// IP6T_RT_INV_LEN
+    pub inv_len: bool,
+    /// the kernel hotdrops a routing header longer than the packet (netfilter's July 2026
+    /// fix "ip6tables: mark malformed IPv6 extension headers for hotdrop"); else no match
+    pub short_hotdrop: bool,
+}
+
 /// The `mode` values of [`Match::HopLimit`] (ip6t_hl.h).
 pub mod hl {
     /// IP6T_HL_EQ: equal
@@ -629,6 +657,9 @@ pub enum Match {
     /// `-m frag` (ip6t_frag `frag_mt6`): the first fragment header
     /// (`ipv6_find_hdr(skb, &ptr, NEXTHDR_FRAGMENT, NULL, NULL)`, see [`FragMatch`]). IPv6 only.
     Frag(FragMatch),
+    /// `-m rt` (ip6t_rt `rt_mt6`): the first routing header
+    /// (`ipv6_find_hdr(skb, &ptr, NEXTHDR_ROUTING, NULL, NULL)`, see [`RtMatch`]). IPv6 only.
+    Rt(RtMatch),
     /// `-m iprange` revision 1 in an IPv6 program (`iprange_mt6`): inclusive ranges of
     /// addresses compared as 128-bit big-endian numbers (`iprange_ipv6_lt`).
     IpRange6(IpRange6Match),
@@ -1006,6 +1037,7 @@ impl Match {
                 | Match::Ipv6Protocol { .. }
                 | Match::Icmp6(_)
                 | Match::Frag(_)
+                | Match::Rt(_)
         )
     }
 }

@@ -410,6 +410,39 @@ fn frag_mt6(m: &crate::ir::FragMatch, data: &[u8]) -> MatchResult {
     }
 }
 
+/// `rt_mt6` (ip6t_rt.c) without the type-0 address list.
+fn rt_mt6(m: &crate::ir::RtMatch, data: &[u8]) -> MatchResult {
+    let ptr = match ipv6_find_hdr_target(data, 43) {
+        Ok(p) => p,
+        Err(FindError::NoEnt) => return MatchResult::No,
+        Err(FindError::BadMsg) => return MatchResult::Hotdrop,
+    };
+    // struct ipv6_rt_hdr: nexthdr, hdrlen, type, segments_left
+    let Some(rh) = data.get(ptr..ptr + 4) else {
+        return MatchResult::Hotdrop;
+    };
+    let hdrlen = (usize::from(rh[1]) + 1) << 3;
+    if data.len() - ptr < hdrlen {
+        // "Packet smaller than its length field"
+        return if m.short_hotdrop {
+            MatchResult::Hotdrop
+        } else {
+            MatchResult::No
+        };
+    }
+    let sl = u32::from(rh[3]);
+    let ok = ((sl >= m.segsleft.0 && sl <= m.segsleft.1) != m.inv_segsleft)
+        && m.hdrlen.is_none_or(|l| (l as usize == hdrlen) != m.inv_len)
+        && m.rt_type.is_none_or(|t| (t == u32::from(rh[2])) != m.inv_type)
+        // rt0_hdr.reserved, within the header (hdrlen >= 8)
+        && !(m.res && data[ptr + 4..ptr + 8] != [0; 4]);
+    if ok {
+        MatchResult::Yes
+    } else {
+        MatchResult::No
+    }
+}
+
 /// `ipv6_masked_addr_cmp`: `((a ^ addr) & mask) != 0` (unlike IPv4's `(a & mask) !=
 /// addr`, the rule's address counts only under its mask).
 fn masked_differ(a: &[u8; 16], mask: &std::net::Ipv6Addr, addr: &std::net::Ipv6Addr) -> bool {
@@ -580,6 +613,10 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
         Match::Ipv6Protocol { .. } => No,
         Match::Frag(m) => match &p.v6 {
             Some(_) => frag_mt6(m, p.data),
+            None => No,
+        },
+        Match::Rt(m) => match &p.v6 {
+            Some(_) => rt_mt6(m, p.data),
             None => No,
         },
         Match::HopLimit { mode, value } => {
@@ -1180,6 +1217,79 @@ mod tests {
         assert_eq!(v(r("2001:db8::", "2001:db8::1", false)), hit);
         assert_eq!(v(r("2001:db8::2", "2001:db9::", false)), Verdict::Drop);
         assert_eq!(v(r("2001:db8::2", "2001:db9::", true)), hit);
+    }
+
+    #[test]
+    fn rt_mt6_tests_the_first_routing_header() {
+        use crate::ir::RtMatch;
+        let any = RtMatch {
+            segsleft: (0, u32::MAX),
+            rt_type: None,
+            hdrlen: None,
+            res: false,
+            inv_type: false,
+            inv_segsleft: false,
+            inv_len: false,
+            short_hotdrop: true,
+        };
+        let r = |m: RtMatch, p: &[u8]| match rt_mt6(&m, p) {
+            MatchResult::Yes => "yes",
+            MatchResult::No => "no",
+            MatchResult::Hotdrop => "hotdrop",
+        };
+        // hop-by-hop, routing type 0 (16 bytes, segments left 1), routing type 2, udp
+        let rt0 = [vec![60, 1, 0, 1, 0, 0, 0, 0], vec![0; 8]].concat();
+        let body = [opts(43), rt0, vec![17, 0, 2, 0, 0, 0, 0, 0], vec![0; 8]].concat();
+        let p = ip6(0, 64, &body);
+        assert_eq!(r(any, &p), "yes");
+        let t = |t, inv| RtMatch {
+            rt_type: Some(t),
+            inv_type: inv,
+            ..any
+        };
+        assert_eq!(r(t(0, false), &p), "yes");
+        assert_eq!(r(t(2, false), &p), "no");
+        assert_eq!(r(t(2, true), &p), "yes");
+        assert_eq!(r(t(256, true), &p), "yes");
+        let sl = |lo, hi, inv| RtMatch {
+            segsleft: (lo, hi),
+            inv_segsleft: inv,
+            ..any
+        };
+        assert_eq!(r(sl(1, 1, false), &p), "yes");
+        assert_eq!(r(sl(2, 5, false), &p), "no");
+        assert_eq!(r(sl(2, 5, true), &p), "yes");
+        let len = |l, inv| RtMatch {
+            hdrlen: Some(l),
+            inv_len: inv,
+            ..any
+        };
+        assert_eq!(r(len(16, false), &p), "yes");
+        assert_eq!(r(len(1, false), &p), "no");
+        assert_eq!(r(len(16, true), &p), "no");
+        let res = RtMatch { res: true, ..any };
+        assert_eq!(r(res, &p), "yes");
+        let mut q = p.clone();
+        q[48 + 7] = 1;
+        assert_eq!(r(res, &q), "no");
+        // none, cut before it, cut within its first four bytes, shorter than its length
+        assert_eq!(r(any, &ip6(17, 64, &[0; 8])), "no");
+        assert_eq!(r(any, &p[..47]), "hotdrop");
+        assert_eq!(r(any, &p[..51]), "hotdrop");
+        assert_eq!(r(any, &p[..63]), "hotdrop");
+        let old = RtMatch {
+            short_hotdrop: false,
+            ..any
+        };
+        assert_eq!(r(old, &p[..63]), "no");
+        assert_eq!(r(old, &p[..64]), "yes");
+        // behind a non-first fragment: -ENOENT
+        let nf = ip6(
+            44,
+            64,
+            &[frag(43, 2, false), vec![17, 0, 0, 0, 0, 0, 0, 0]].concat(),
+        );
+        assert_eq!(r(any, &nf), "no");
     }
 
     #[test]

@@ -634,6 +634,26 @@ pub fn nonfirst_frag_fix() -> bool {
     NONFIRST_FRAG_FIX.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Whether the running kernel has netfilter's July 2026 fix "ip6tables: mark malformed IPv6
+/// extension headers for hotdrop" (Zhixing Chen, in `net` 2026-07-03, `Fixes:` the first git
+/// commit, so also in the stable series). With it, `rt_mt6` and `hbh_mt6` hotdrop a header
+/// whose length field runs past the packet (`skb->len - ptr < hdrlen`); without it, they do
+/// not match. Measured in the matrix: 6.12.117, 6.18.44 and 7.3.4 all hotdrop.
+static EXTHDR_SHORT_HOTDROP: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(true);
+
+/// Record whether the kernel hotdrops an extension header longer than the packet (see
+/// [`exthdr_short_hotdrop`]).
+pub fn set_exthdr_short_hotdrop(on: bool) {
+    EXTHDR_SHORT_HOTDROP.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `-m rt` and `-m hbh`/`-m dst` hotdrop a header whose length field runs past the
+/// packet (else they do not match).
+pub fn exthdr_short_hotdrop() -> bool {
+    EXTHDR_SHORT_HOTDROP.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// xt_hashlimit's `HASHLIMIT_MAX_SIZE`: `size` and `max` above it are truncated to it.
 pub const HASHLIMIT_MAX_SIZE: u32 = 1_048_576;
 

@@ -143,6 +143,13 @@ fn serve(config: &Config, listener: &UnixListener, stop: &UnixStream) -> Result<
     // parsing for fragments (measured: not in 6.12.117 nor 6.18.44, in 7.3.4; 7.1 is the
     // first release it can be in)
     ipt_abi::ext::set_nonfirst_frag_fix(crate::probe::kernel_at_least(7, 1));
+    // rt and hbh/dst hotdrop an extension header longer than the packet since netfilter's
+    // July 2026 fix "ip6tables: mark malformed IPv6 extension headers for hotdrop" (in `net`
+    // for 7.2; measured in 6.12.117, 6.18.44 and 7.3.4, see docs/KERNELS.md)
+    ipt_abi::ext::set_exthdr_short_hotdrop(crate::probe::kernel_has_fix(
+        (7, 2),
+        &[(6, 12, 117), (6, 18, 44)],
+    ));
     ipt_abi::ext::set_recent_params(
         param("ip_list_tot").unwrap_or(list_tot),
         param("ip_pkt_list_tot").unwrap_or(pkt_list_tot),

@@ -127,17 +127,18 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use emitter::ir;
 use ipt_abi::abi::{
     IP6T_FRAG_INV_IDS, IP6T_F_PROTO, IP6T_ICMP6_ECHOREPLY, IP6T_ICMP6_REJECT_ROUTE, IP6T_ICMP_INV,
-    IP6T_INV_DSTIP, IP6T_INV_PROTO, IP6T_INV_SRCIP, IP6T_INV_VIA_IN, IP6T_INV_VIA_OUT, IPRANGE_DST,
-    IPRANGE_DST_INV, IPRANGE_SRC, IPRANGE_SRC_INV, IPT_F_FRAG, IPT_ICMP_ADMIN_PROHIBITED,
-    IPT_ICMP_INV, IPT_INV_DSTIP, IPT_INV_FRAG, IPT_INV_PROTO, IPT_INV_SRCIP, IPT_INV_VIA_IN,
-    IPT_INV_VIA_OUT, XT_ADDRTYPE_INVERT_DEST, XT_ADDRTYPE_INVERT_SOURCE,
-    XT_ADDRTYPE_LIMIT_IFACE_IN, XT_ADDRTYPE_LIMIT_IFACE_OUT, XT_CONNTRACK_DIRECTION,
-    XT_CONNTRACK_EXPIRES, XT_CONNTRACK_ORIGDST, XT_CONNTRACK_ORIGDST_PORT, XT_CONNTRACK_ORIGSRC,
-    XT_CONNTRACK_ORIGSRC_PORT, XT_CONNTRACK_PROTO, XT_CONNTRACK_REPLDST, XT_CONNTRACK_REPLDST_PORT,
-    XT_CONNTRACK_REPLSRC, XT_CONNTRACK_REPLSRC_PORT, XT_CONNTRACK_STATE, XT_CONNTRACK_STATUS,
-    XT_HASHLIMIT_BYTES, XT_HASHLIMIT_INVERT, XT_HASHLIMIT_RATE_MATCH, XT_MULTIPORT_DESTINATION,
-    XT_MULTIPORT_SOURCE, XT_OWNER_SUPPL_GROUPS, XT_TCP_INV_DSTPT, XT_TCP_INV_FLAGS,
-    XT_TCP_INV_OPTION, XT_TCP_INV_SRCPT, XT_UDP_INV_DSTPT, XT_UDP_INV_SRCPT,
+    IP6T_INV_DSTIP, IP6T_INV_PROTO, IP6T_INV_SRCIP, IP6T_INV_VIA_IN, IP6T_INV_VIA_OUT,
+    IP6T_RT_FST_MASK, IP6T_RT_INV_LEN, IP6T_RT_INV_SGS, IP6T_RT_INV_TYP, IP6T_RT_LEN, IP6T_RT_RES,
+    IP6T_RT_TYP, IPRANGE_DST, IPRANGE_DST_INV, IPRANGE_SRC, IPRANGE_SRC_INV, IPT_F_FRAG,
+    IPT_ICMP_ADMIN_PROHIBITED, IPT_ICMP_INV, IPT_INV_DSTIP, IPT_INV_FRAG, IPT_INV_PROTO,
+    IPT_INV_SRCIP, IPT_INV_VIA_IN, IPT_INV_VIA_OUT, XT_ADDRTYPE_INVERT_DEST,
+    XT_ADDRTYPE_INVERT_SOURCE, XT_ADDRTYPE_LIMIT_IFACE_IN, XT_ADDRTYPE_LIMIT_IFACE_OUT,
+    XT_CONNTRACK_DIRECTION, XT_CONNTRACK_EXPIRES, XT_CONNTRACK_ORIGDST, XT_CONNTRACK_ORIGDST_PORT,
+    XT_CONNTRACK_ORIGSRC, XT_CONNTRACK_ORIGSRC_PORT, XT_CONNTRACK_PROTO, XT_CONNTRACK_REPLDST,
+    XT_CONNTRACK_REPLDST_PORT, XT_CONNTRACK_REPLSRC, XT_CONNTRACK_REPLSRC_PORT, XT_CONNTRACK_STATE,
+    XT_CONNTRACK_STATUS, XT_HASHLIMIT_BYTES, XT_HASHLIMIT_INVERT, XT_HASHLIMIT_RATE_MATCH,
+    XT_MULTIPORT_DESTINATION, XT_MULTIPORT_SOURCE, XT_OWNER_SUPPL_GROUPS, XT_TCP_INV_DSTPT,
+    XT_TCP_INV_FLAGS, XT_TCP_INV_OPTION, XT_TCP_INV_SRCPT, XT_UDP_INV_DSTPT, XT_UDP_INV_SRCPT,
 };
 use ipt_abi::{Entry, Family, Ip6Match, IpMatch, IpPart, Match, Table, Target, Verdict};
 
@@ -790,7 +791,8 @@ fn refuse_unsupported(entry: &Entry) -> Result<(), XlateError> {
             Match::Ipv6Header(_) => Some("-m ipv6header"),
             Match::Hbh(_) => Some("-m hbh"),
             Match::Dst(_) => Some("-m dst"),
-            Match::Rt(_) => Some("-m rt"),
+            // rt_mt6's type-0 address list (`--rt-0-addrs`, strict or not) is not compiled
+            Match::Rt(r) if r.flags & IP6T_RT_FST_MASK != 0 => Some("-m rt --rt-0-addrs"),
             Match::Eui64(_) => Some("-m eui64"),
             Match::Mac(_) => Some("-m mac"),
             Match::TcpMss(_) if ipv6 => Some("-m tcpmss in IPv6"),
@@ -958,6 +960,16 @@ fn extension(m: &Match, family: Family, limit_slot: u32, named: &Named<'_>) -> O
             flags: f.flags,
             inv_ids: f.invflags & IP6T_FRAG_INV_IDS != 0,
         }),
+        Match::Rt(r) => ir::Match::Rt(ir::RtMatch {
+            segsleft: (r.segsleft[0], r.segsleft[1]),
+            rt_type: (r.flags & IP6T_RT_TYP != 0).then_some(r.rt_type),
+            hdrlen: (r.flags & IP6T_RT_LEN != 0).then_some(r.hdrlen),
+            res: r.flags & IP6T_RT_RES != 0,
+            inv_type: r.invflags & IP6T_RT_INV_TYP != 0,
+            inv_segsleft: r.invflags & IP6T_RT_INV_SGS != 0,
+            inv_len: r.invflags & IP6T_RT_INV_LEN != 0,
+            short_hotdrop: ipt_abi::ext::exthdr_short_hotdrop(),
+        }),
         Match::Recent(r) => {
             let i = r.info();
             // every name has its list (recent_lists made them from the same table)
@@ -1017,12 +1029,9 @@ fn extension(m: &Match, family: Family, limit_slot: u32, named: &Named<'_>) -> O
         }
         Match::Comment(_) => return None,
         // refused by `refuse_unsupported` before it gets here
-        Match::Ipv6Header(_)
-        | Match::Hbh(_)
-        | Match::Dst(_)
-        | Match::Rt(_)
-        | Match::Eui64(_)
-        | Match::Mac(_) => return None,
+        Match::Ipv6Header(_) | Match::Hbh(_) | Match::Dst(_) | Match::Eui64(_) | Match::Mac(_) => {
+            return None
+        }
     })
 }
 
@@ -1236,5 +1245,58 @@ mod tests {
         assert!(m
             .iter()
             .any(|m| matches!(m, ir::Match::OutIface(i) if &i.name[..3] == b"lo\0")));
+    }
+
+    #[test]
+    fn rt_translates_and_its_address_list_is_refused() {
+        use ipt_abi::abi::{Ip6tRt, IP6T_RT_FST, IP6T_RT_INV_SGS};
+        let rt = |flags, invflags| {
+            let mut r = Ip6tRt {
+                rt_type: 0,
+                segsleft: [1, 5],
+                hdrlen: 24,
+                flags,
+                invflags,
+                ..Ip6tRt::default()
+            };
+            r.addrnr = u8::from(flags & IP6T_RT_FST != 0);
+            Match::Rt(Box::new(r))
+        };
+        let mut b = TableBuilder::filter6();
+        b.rule(
+            "INPUT",
+            Rule::new(RuleTarget::Drop)
+                .with(rt(IP6T_RT_TYP | IP6T_RT_LEN | IP6T_RT_RES, IP6T_RT_INV_SGS)),
+        );
+        let input = &programs(&b)[0];
+        assert_eq!(
+            input.chains[&input.entry].rules[0].matches,
+            [ir::Match::Rt(ir::RtMatch {
+                segsleft: (1, 5),
+                rt_type: Some(0),
+                hdrlen: Some(24),
+                res: true,
+                inv_type: false,
+                inv_segsleft: true,
+                inv_len: false,
+                short_hotdrop: ipt_abi::ext::exthdr_short_hotdrop(),
+            })]
+        );
+        let mut b = TableBuilder::filter6();
+        b.rule(
+            "INPUT",
+            Rule::new(RuleTarget::Drop).with(rt(IP6T_RT_TYP | IP6T_RT_FST, 0)),
+        );
+        let err = translate(&b.build().expect("valid table")).expect_err("refused");
+        assert!(
+            matches!(
+                err,
+                XlateError::Unsupported {
+                    what: "-m rt --rt-0-addrs",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 }

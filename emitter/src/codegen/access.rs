@@ -57,6 +57,8 @@ pub(super) struct Features {
     pub(super) conntrack: bool,
     /// IPv6: some rule uses `-m frag`: the walk also finds the first fragment header
     pub(super) frag6: bool,
+    /// IPv6: some rule uses `-m rt`: the walk also finds the first routing header
+    pub(super) rt6: bool,
     /// some rule reads the context after the prologue (events, `-m mark`): its pointer is
     /// kept in the record
     pub(super) ctx: bool,

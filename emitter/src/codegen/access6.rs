@@ -87,12 +87,18 @@ impl Generator<'_> {
         b.emit(ldx(Size::B, R8, R10, rec::IP6 + 6));
         b.emit(mov64(R9, Src::Imm(40)));
         b.emit(mov64(R6, Src::Imm(0)));
-        if feat.frag6 {
+        if feat.frag6 || feat.rt6 {
             b.emit(mov32(R1, FRAG_NOENT));
+        }
+        if feat.frag6 {
             b.emit(stx(Size::W, R10, rec::FRAG_AT, R1));
+        }
+        if feat.rt6 {
+            b.emit(stx(Size::W, R10, rec::RT_AT, R1));
         }
         let found = b.label();
         let bad = b.label();
+        let bad_nonfirst = b.label();
         let nonfirst = b.label();
         let opt = b.label();
         let auth = b.label();
@@ -125,6 +131,14 @@ impl Generator<'_> {
         b.bind(rt)?;
         read(b, rec::WALK, Src::Imm(4), Src::Reg(R9));
         b.jmp64(JmpOp::Jne, R0, Src::Imm(0), bad);
+        if feat.rt6 {
+            // the first routing header: where `ipv6_find_hdr(.., NEXTHDR_ROUTING, ..)` stops
+            let seen = b.label();
+            b.emit(ldx(Size::W, R1, R10, rec::RT_AT));
+            b.jmp32(JmpOp::Jne, R1, Src::Imm(FRAG_NOENT), seen);
+            b.emit(stx(Size::W, R10, rec::RT_AT, R9));
+            b.bind(seen)?;
+        }
         b.emit(ldx(Size::B, R2, R10, rec::WALK + 1));
         b.emit(alu64(AluOp::Add, R2, Src::Imm(1)));
         b.emit(alu64(AluOp::Lsh, R2, Src::Imm(3)));
@@ -172,7 +186,7 @@ impl Generator<'_> {
         b.bind(nonfirst)?;
         b.emit(ldx(Size::B, R2, R10, rec::WALK));
         for nh in [0, 43, 44, 51, 60] {
-            b.jmp32(JmpOp::Jeq, R2, Src::Imm(nh), bad);
+            b.jmp32(JmpOp::Jeq, R2, Src::Imm(nh), bad_nonfirst);
         }
         b.emit(stx(Size::B, R10, rec::PROTO, R2));
         opaque_zero(b, R3);
@@ -191,6 +205,18 @@ impl Generator<'_> {
             b.emit(stx(Size::W, R10, rec::FRAG_AT, R1));
             b.bind(seen)?;
         }
+        if feat.rt6 {
+            // a read failed before a routing header was found (or at it): -EBADMSG
+            let seen = b.label();
+            b.emit(ldx(Size::W, R1, R10, rec::RT_AT));
+            b.jmp32(JmpOp::Jne, R1, Src::Imm(FRAG_NOENT), seen);
+            b.emit(mov32(R1, FRAG_BADMSG));
+            b.emit(stx(Size::W, R10, rec::RT_AT, R1));
+            b.bind(seen)?;
+        }
+        // a non-first fragment followed by an extension header fails the protocol walk, but
+        // a target walk ends there with -ENOENT (or at a header it found before)
+        b.bind(bad_nonfirst)?;
         opaque_zero(b, R3);
         b.emit(stx(Size::B, R10, rec::PROTO, R3));
         b.emit(stx(Size::H, R10, rec::THOFF, R3));
@@ -225,6 +251,21 @@ impl Generator<'_> {
             b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), done);
             b.emit(mov32(R1, FRAG_BADMSG));
             b.emit(stx(Size::W, R10, rec::FRAG_AT, R1));
+            b.bind(done)?;
+        }
+        if feat.rt6 {
+            // the routing header's first 8 bytes; its first 4 when the packet ends before
+            // (the walk read those), or the packet's first 8 without one: always through the
+            // helper, as the fragment header
+            let have = b.label();
+            let done = b.label();
+            b.emit(ldx(Size::W, R6, R10, rec::RT_AT));
+            b.jmp32(JmpOp::Jgt, R6, Src::Imm(FRAG_BADMSG), have);
+            b.emit(mov64(R6, Src::Imm(0)));
+            b.bind(have)?;
+            read(b, rec::RTHDR, Src::Imm(8), Src::Reg(R6));
+            b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), done);
+            read(b, rec::RTHDR, Src::Imm(4), Src::Reg(R6));
             b.bind(done)?;
         }
         b.emit(ldx(Size::H, R9, R10, rec::THOFF));

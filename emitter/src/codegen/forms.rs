@@ -166,6 +166,11 @@ impl Generator<'_> {
                     st.conditional = true;
                     self.frag6_test(&m, next, frame.hotdrop)?;
                 }
+                Test::Rt6(m) => {
+                    frame.used.insert(HOTDROP);
+                    st.conditional = true;
+                    self.rt6_test(&m, next, frame.hotdrop)?;
+                }
                 Test::OptGuard => {
                     if !st.opt_checked {
                         frame.used.insert(HOTDROP);
@@ -412,6 +417,7 @@ impl Generator<'_> {
             | Test::OptGuard
             | Test::WalkGuard
             | Test::Frag6(_)
+            | Test::Rt6(_)
             | Test::Range6 { .. }
             | Test::Conntrack(_)
             | Test::State(_)
@@ -718,12 +724,62 @@ impl Generator<'_> {
                 b.bind(pass)?;
             }
             Test::Guard { .. } | Test::OptGuard | Test::WalkGuard => {}
-            Test::Frag6(_) => {
+            Test::Frag6(_) | Test::Rt6(_) => {
                 // emitted by `tests_inline`, which knows where hotdrop goes
                 return Err(EmitError::Unsupported {
-                    what: "frag outside a rule's tests",
+                    what: "frag or rt outside a rule's tests",
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// `rt_mt6` on the prologue's routing header (`rec::RT_AT`, `rec::RTHDR`): falls through
+    /// when it holds, jumps to `fail` or `hotdrop`.
+    fn rt6_test(&mut self, m: &ir::RtMatch, fail: Label, hotdrop: Label) -> Result<(), EmitError> {
+        use super::record::{FRAG_BADMSG, FRAG_NOENT};
+        use Reg::*;
+        let b = &mut self.b;
+        b.emit(ldx(Size::W, R1, R6, rec::RT_AT));
+        b.jmp32(JmpOp::Jeq, R1, Src::Imm(FRAG_BADMSG), hotdrop);
+        b.jmp32(JmpOp::Jeq, R1, Src::Imm(FRAG_NOENT), fail);
+        // hdrlen = ipv6_optlen(rh); skb->len - ptr < hdrlen: shorter than its length field
+        b.emit(ldx(Size::B, R2, R6, rec::RTHDR + 1));
+        b.emit(alu32(AluOp::Add, R2, Src::Imm(1)));
+        b.emit(alu32(AluOp::Lsh, R2, Src::Imm(3)));
+        b.emit(ldx(Size::W, R3, R6, rec::LEN));
+        b.emit(alu32(AluOp::Sub, R3, Src::Reg(R1)));
+        let short = if m.short_hotdrop { hotdrop } else { fail };
+        b.jmp32(JmpOp::Jlt, R3, Src::Reg(R2), short);
+        b.emit(ldx(Size::B, R1, R6, rec::RTHDR + 3));
+        range_test(
+            b,
+            R1,
+            m.segsleft.0,
+            m.segsleft.1,
+            0xff,
+            m.inv_segsleft,
+            fail,
+        )?;
+        if let Some(len) = m.hdrlen {
+            let op = if m.inv_len { JmpOp::Jeq } else { JmpOp::Jne };
+            b.jmp32(op, R2, Src::Imm(len as i32), fail);
+        }
+        if let Some(t) = m.rt_type {
+            match u8::try_from(t) {
+                Ok(t) => {
+                    let op = if m.inv_type { JmpOp::Jeq } else { JmpOp::Jne };
+                    b.emit(ldx(Size::B, R1, R6, rec::RTHDR + 2));
+                    b.jmp32(op, R1, Src::Imm(i32::from(t)), fail);
+                }
+                // a type above 255 never equals the header's
+                Err(_) if !m.inv_type => b.ja(fail),
+                Err(_) => {}
+            }
+        }
+        if m.res {
+            b.emit(ldx(Size::W, R1, R6, rec::RTHDR + 4));
+            b.jmp32(JmpOp::Jne, R1, Src::Imm(0), fail);
         }
         Ok(())
     }

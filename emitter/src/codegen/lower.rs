@@ -126,6 +126,8 @@ pub(super) enum Test {
     },
     /// IPv6 `-m frag` on the prologue's fragment header: may hotdrop, a barrier
     Frag6(ir::FragMatch),
+    /// IPv6 `-m rt` on the prologue's routing header: may hotdrop, a barrier
+    Rt6(ir::RtMatch),
     /// IPv6: the prologue's `ipv6_find_hdr` walk failed: hotdrop (a barrier, where the
     /// rule's IP6T_F_PROTO test is in `ip6_packet_match`)
     WalkGuard,
@@ -156,6 +158,7 @@ impl Test {
             | Test::OptGuard
             | Test::WalkGuard
             | Test::Frag6(_)
+            | Test::Rt6(_)
             | Test::Limit(_)
             | Test::Recent(_)
             | Test::Hashlimit(_)
@@ -171,6 +174,7 @@ impl Test {
                 | Test::OptGuard
                 | Test::WalkGuard
                 | Test::Frag6(_)
+                | Test::Rt6(_)
                 | Test::Limit(_)
                 | Test::Recent(_)
                 | Test::Hashlimit(_)
@@ -349,6 +353,7 @@ fn check_family(matches: &[Match], family: ir::Family) -> Result<(), EmitError> 
             | Match::HopLimit { .. }
             | Match::IpRange6(_)
             | Match::Frag(_)
+            | Match::Rt(_)
                 if !v6 =>
             {
                 "IPv6 match in an IPv4 program"
@@ -502,6 +507,7 @@ pub(super) fn lower_family(matches: &[Match], family: ir::Family) -> Result<Vec<
                 });
             }
             Match::Frag(f) => out.push(Test::Frag6(f)),
+            Match::Rt(r) => out.push(Test::Rt6(r)),
             Match::IpRange6(r) => {
                 let words = |a: std::net::Ipv6Addr| {
                     let n = u128::from(a);
@@ -576,6 +582,7 @@ pub(super) fn lower_chains<'a>(
                     Test::TcpMss(_) => feat.tcpmss = true,
                     Test::Conntrack(_) | Test::State(_) => feat.conntrack = true,
                     Test::Frag6(_) => feat.frag6 = true,
+                    Test::Rt6(_) => feat.rt6 = true,
                     Test::Mark { .. }
                     | Test::PktType { .. }
                     | Test::Owner(_)

@@ -32,6 +32,8 @@
 //! -348 hop limit, u32 in network order (a range test's operand)
 //! -356 `-m frag`: u32 offset of the first fragment header, or FRAG_NOENT / FRAG_BADMSG
 //! -368 `-m frag`: copy of that fragment header (8 bytes)
+//! -372 `-m rt`: u32 offset of the first routing header, or FRAG_NOENT / FRAG_BADMSG
+//! -384 `-m rt`: its first 8 bytes (the last 4 only when the packet holds them)
 //! -140 walk scratch (4 bytes read per extension header; the transport buffer, not yet used)
 //! ```
 //! `count` uses 8 bytes of its own frame; chain subprograms use none.
@@ -109,6 +111,11 @@ pub mod rec {
     pub const FRAG_AT: i16 = -356;
     /// IPv6 `-m frag`: the 8 bytes of that fragment header
     pub const FRAGHDR: i16 = -368;
+    /// IPv6 `-m rt`: u32 offset of the first routing header (>= 40), or
+    /// [`super::FRAG_NOENT`] / [`super::FRAG_BADMSG`]
+    pub const RT_AT: i16 = -372;
+    /// IPv6 `-m rt`: the first 8 bytes of that routing header
+    pub const RTHDR: i16 = -384;
     /// IPv6: 4 bytes of the extension header the walk is at
     pub const WALK: i16 = -140;
     /// the program's context pointer, for events (stored first thing; in the 16 bytes
