@@ -51,8 +51,8 @@ test: deps build
 	$(MAKE) --no-print-directory matrix
 	$(MAKE) --no-print-directory service
 
-# The package on a real systemd in a QEMU guest (tools/service/test.sh): boot-time restore,
-# the iptables alternative, restart under traffic and commands, purge.
+# The package on a real systemd in a QEMU guest (tools/service/test.sh): boot-time restore
+# (rules.v4, rules.v6), the iptables and ip6tables alternatives, restart under traffic and commands, purge.
 service: deb kernels
 	$(MAKE) --no-print-directory deb DEB_VERSION=$(VERSION)+upgrade
 	./tools/service/test.sh
@@ -79,7 +79,8 @@ fixtures: deps build
 # Installation. PREFIX is where the files live when running, DESTDIR a staging root before it.
 # The CLI finds the preload library at ../lib/bpfilter/libbpfilter.so from its own executable,
 # and behaves as `bpfilter iptables[-save|-restore]` when called by the iptables-bpfilter names
-# (or by iptables, iptables-save, iptables-restore through the alternative).
+# (or by iptables, iptables-save, iptables-restore through the alternative), as `bpfilter
+# ip6tables[-save|-restore]` by the ip6tables-bpfilter names (or ip6tables... likewise).
 # ---------------------------------------------------------------------------------------------
 PREFIX      ?= /usr/local
 DESTDIR     ?=
@@ -91,8 +92,9 @@ MAN8DIR     := $(PREFIX)/share/man/man8
 BASHCOMPDIR := $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR  := $(PREFIX)/share/zsh/vendor-completions
 FISHCOMPDIR := $(PREFIX)/share/fish/vendor_completions.d
-UNITS       := bpfilter.socket bpfilter.service bpfilter-restore.service
-IPT_NAMES   := iptables-bpfilter iptables-bpfilter-save iptables-bpfilter-restore
+UNITS       := bpfilter.socket bpfilter.service bpfilter-restore.service bpfilter-restore6.service
+IPT_NAMES   := iptables-bpfilter iptables-bpfilter-save iptables-bpfilter-restore \
+               ip6tables-bpfilter ip6tables-bpfilter-save ip6tables-bpfilter-restore
 # Generated at install time (units with their paths, man pages, completions).
 GEN         := target/dist
 
@@ -114,19 +116,23 @@ install: build
 	install -D -m 0644 $(GEN)/bpfilter.bash $(DESTDIR)$(BASHCOMPDIR)/bpfilter
 	install -D -m 0644 $(GEN)/_bpfilter $(DESTDIR)$(ZSHCOMPDIR)/_bpfilter
 	install -D -m 0644 $(GEN)/bpfilter.fish $(DESTDIR)$(FISHCOMPDIR)/bpfilter.fish
-	@# Installed on this system (not staged): offer bpfilter as an `iptables` alternative, at the
-	@# lowest priority so that the current choice stays until `update-alternatives --set`.
+	@# Installed on this system (not staged): offer bpfilter as the `iptables` and `ip6tables`
+	@# alternatives, at the lowest priority so that the current choices stay until
+	@# `update-alternatives --set`.
 	@if [ -z "$(DESTDIR)" ] && command -v update-alternatives >/dev/null; then \
-		echo "update-alternatives: registering $(SBINDIR)/iptables-bpfilter (not selected)"; \
-		update-alternatives --install /usr/sbin/iptables iptables $(SBINDIR)/iptables-bpfilter 5 \
-			--slave /usr/sbin/iptables-restore iptables-restore $(SBINDIR)/iptables-bpfilter-restore \
-			--slave /usr/sbin/iptables-save iptables-save $(SBINDIR)/iptables-bpfilter-save; \
+		for f in iptables ip6tables; do \
+			echo "update-alternatives: registering $(SBINDIR)/$$f-bpfilter (not selected)"; \
+			update-alternatives --install /usr/sbin/$$f $$f $(SBINDIR)/$$f-bpfilter 5 \
+				--slave /usr/sbin/$$f-restore $$f-restore $(SBINDIR)/$$f-bpfilter-restore \
+				--slave /usr/sbin/$$f-save $$f-save $(SBINDIR)/$$f-bpfilter-save; \
+		done; \
 	fi
 
 # Removes what `install` put there (not the pins: `bpfilter flush --all` before, if wanted).
 uninstall:
 	@if [ -z "$(DESTDIR)" ] && command -v update-alternatives >/dev/null; then \
 		update-alternatives --remove iptables $(SBINDIR)/iptables-bpfilter; \
+		update-alternatives --remove ip6tables $(SBINDIR)/ip6tables-bpfilter; \
 	fi
 	rm -f $(DESTDIR)$(SBINDIR)/bpfilter $(addprefix $(DESTDIR)$(SBINDIR)/,$(IPT_NAMES))
 	rm -f $(DESTDIR)$(PKGLIBDIR)/libbpfilter.so
@@ -141,7 +147,7 @@ uninstall:
 # ---------------------------------------------------------------------------------------------
 # Debian package, with dpkg-deb alone (no cargo-deb: nothing to fetch from crates.io): a
 # staging tree made by `make install DESTDIR=... PREFIX=/usr`, the maintainer scripts of
-# dist/debian (iptables alternative, units, purge), control from dist/debian/control.in.
+# dist/debian (iptables and ip6tables alternatives, units, purge), control from dist/debian/control.in.
 # DEB_VERSION overrides the version (an upgrade test builds two).
 # ---------------------------------------------------------------------------------------------
 # Recursive (=): the shell runs only when a recipe needs the value.

@@ -87,19 +87,25 @@ enum Generate {
     },
 }
 
-/// Names under which this executable is an iptables command (the `iptables` alternative and
-/// its links point here), with the iptables-legacy binary each one runs.
-const MULTICALL: [(&str, &str); 6] = [
+/// Names under which this executable is an iptables or ip6tables command (the `iptables` and
+/// `ip6tables` alternatives and their links point here), with the legacy binary each one runs.
+const MULTICALL: [(&str, &str); 12] = [
     ("iptables", "iptables-legacy"),
     ("iptables-save", "iptables-legacy-save"),
     ("iptables-restore", "iptables-legacy-restore"),
     ("iptables-bpfilter", "iptables-legacy"),
     ("iptables-bpfilter-save", "iptables-legacy-save"),
     ("iptables-bpfilter-restore", "iptables-legacy-restore"),
+    ("ip6tables", "ip6tables-legacy"),
+    ("ip6tables-save", "ip6tables-legacy-save"),
+    ("ip6tables-restore", "ip6tables-legacy-restore"),
+    ("ip6tables-bpfilter", "ip6tables-legacy"),
+    ("ip6tables-bpfilter-save", "ip6tables-legacy-save"),
+    ("ip6tables-bpfilter-restore", "ip6tables-legacy-restore"),
 ];
 
-/// Runs as an iptables command if this executable was called by one of the [`MULTICALL`]
-/// names.
+/// Runs as an iptables or ip6tables command if this executable was called by one of the
+/// [`MULTICALL`] names.
 fn multicall() -> Option<ExitCode> {
     let mut args = std::env::args_os();
     let argv0 = PathBuf::from(args.next()?);
@@ -178,4 +184,70 @@ fn generate_man(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failed unwrap is a failed test"
+    )]
+
+    use super::MULTICALL;
+
+    /// Each name runs the legacy binary of its own family and tool: `ip6tables-bpfilter-save`
+    /// and `ip6tables-save` run `ip6tables-legacy-save`.
+    #[test]
+    fn each_name_runs_the_legacy_binary_of_its_family_and_tool() {
+        for (name, legacy) in MULTICALL {
+            let plain = name.replace("-bpfilter", "");
+            let want = match plain.split_once('-') {
+                Some((family, tool)) => format!("{family}-legacy-{tool}"),
+                None => format!("{plain}-legacy"),
+            };
+            assert_eq!(legacy, want, "{name}");
+        }
+    }
+
+    /// Every link `make install` (and so the package) creates, and every name the maintainer
+    /// scripts register in an alternative group, is one this executable answers to, and each
+    /// family has its three commands under both names.
+    #[test]
+    fn installed_and_registered_names_are_multicall_names() {
+        let makefile = include_str!("../Makefile");
+        let start = makefile.find("\nIPT_NAMES").unwrap();
+        let mut names = Vec::new();
+        for line in makefile[start + 1..].lines() {
+            let words = line.split_once(":=").map_or(line, |(_, w)| w);
+            names.extend(words.split_whitespace().filter(|w| *w != "\\"));
+            if !line.ends_with('\\') {
+                break;
+            }
+        }
+        let postinst = include_str!("../dist/debian/postinst");
+        let groups = postinst
+            .lines()
+            .find_map(|l| l.strip_prefix("ALT_GROUPS="))
+            .unwrap()
+            .trim_matches('"');
+        let mut registered = Vec::new();
+        for group in groups.split_whitespace() {
+            for tool in ["", "-save", "-restore"] {
+                registered.push(format!("{group}{tool}"));
+                registered.push(format!("{group}-bpfilter{tool}"));
+            }
+        }
+        assert_eq!(registered.len(), 12, "{groups}");
+        let known = |n: &str| MULTICALL.iter().any(|(m, _)| *m == n);
+        for name in names
+            .iter()
+            .copied()
+            .chain(registered.iter().map(String::as_str))
+        {
+            assert!(known(name), "{name} is not a MULTICALL name");
+        }
+        for (name, _) in MULTICALL.iter().filter(|(n, _)| n.contains("-bpfilter")) {
+            assert!(names.contains(name), "make install does not link {name}");
+        }
+    }
 }

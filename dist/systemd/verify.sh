@@ -50,11 +50,12 @@ fi
 # SYSTEMD_LOG_COLOR: plain text to compare. Drop-ins and same-directory units are found through
 # the unit files' own directory.
 out="$(cd "$units" && SYSTEMD_LOG_COLOR=0 systemd-analyze verify "$man" \
-  ./bpfilter.socket ./bpfilter.service ./bpfilter-restore.service ./netfilter-persistent.service 2>&1)" \
+  ./bpfilter.socket ./bpfilter.service ./bpfilter-restore.service ./bpfilter-restore6.service \
+  ./netfilter-persistent.service 2>&1)" \
   && rc=0 || rc=$?
 if (( rc != 0 )) || [[ -n "$out" ]]; then
   printf '%s\n' "$out" >&2
   echo "verify.sh: systemd-analyze verify failed (exit $rc) or warned" >&2
   exit 1
 fi
-echo "verify.sh: bpfilter.socket bpfilter.service bpfilter-restore.service and the netfilter-persistent drop-in verify cleanly"
+echo "verify.sh: bpfilter.socket bpfilter.service bpfilter-restore.service bpfilter-restore6.service and the netfilter-persistent drop-in verify cleanly"

@@ -146,11 +146,11 @@ pub fn exec_legacy(binary: &str, socket: &Path, pass: PassThrough) -> Result<Exi
     bail!("cannot run {binary}: {err}")
 }
 
-/// As [`exec_legacy`], for this executable called as `iptables` (or `iptables-save`,
-/// `iptables-restore`, or their `-bpfilter` names) through the alternatives system. One
-/// difference: `-V` says that bpfilter runs the rules, after iptables' own version line
-/// (`iptables v1.8.9 (legacy), rules run by bpfilter 0.1.0`): the backend shows where tools
-/// look for it, and the words they parse (`vX.Y.Z`, `(legacy)`) stay.
+/// As [`exec_legacy`], for this executable called as `iptables` or `ip6tables` (or their
+/// `-save` and `-restore` commands, or their `-bpfilter` names) through the alternatives
+/// system. One difference: `-V` says that bpfilter runs the rules, after the legacy binary's
+/// own version line (`ip6tables v1.8.9 (legacy), rules run by bpfilter 0.1.0`): the backend
+/// shows where tools look for it, and the words they parse (`vX.Y.Z`, `(legacy)`) stay.
 pub fn exec_multicall(binary: &str, socket: &Path, pass: PassThrough) -> Result<ExitCode> {
     if let [only] = pass.args.as_slice() {
         if only == "-V" || only == "--version" {

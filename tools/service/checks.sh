@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The service test's checks, run INSIDE the guest that tools/service/test.sh booted with
 # systemd as PID 1 after tools/service/setup.sh installed the package and saved
-# /etc/iptables/rules.v4 (guest.sh runs this once the boot is over). Each check prints
+# /etc/iptables/rules.v4 and rules.v6 (guest.sh runs this once the boot is over). Each check prints
 # "service: <check>: ok" or "service: <check>: FAILED: <why>"; every check runs even after
 # a failure (the purge last), and the last line counts them. Exit status: failures, capped.
 set -uo pipefail
@@ -10,9 +10,10 @@ cd "$(dirname "$0")/../.." || exit 125
 py=/usr/bin/python3 # not a pyenv shim: each exec is slow under TCG
 udp=tools/service/udp.py
 rules=tools/service/rules.v4
+rules6=tools/service/rules.v6
 state=/var/lib/bpfilter-service-test
 work="$(mktemp -d /run/service-test.XXXXXX)"
-units=(bpfilter.socket bpfilter.service bpfilter-restore.service)
+units=(bpfilter.socket bpfilter.service bpfilter-restore.service bpfilter-restore6.service)
 passed=0
 failed=0
 ok() { echo "service: $1: ok${2:+ ($2)}"; passed=$((passed + 1)); }
@@ -29,18 +30,20 @@ prop() { systemctl show -P "$2" "$1"; }
 # iptables-save without comments and counters, one rule per line.
 normalise() { grep -v '^#' | sed -E 's/^\[[0-9]+:[0-9]+\] //; s/ \[[0-9]+:[0-9]+\]$//'; }
 # Packets counted by the rule whose iptables-save -c line contains $1 (the first such rule),
-# or by the policy of chain $1 when it starts with ':'.
-count() {
+# or by the policy of chain $1 when it starts with ':'. count6: the same for ip6tables-save.
+count_in() { # SAVE-COMMAND PATTERN
   local line
-  if [[ "$1" == :* ]]; then
-    line="$(iptables-save -c -t filter | grep -m1 -F "$1 ")" || { echo missing; return; }
+  if [[ "$2" == :* ]]; then
+    line="$("$1" -c -t filter | grep -m1 -F "$2 ")" || { echo missing; return; }
     line="${line##*[}"
   else
-    line="$(iptables-save -c -t filter | grep -m1 -F -- "$1")" || { echo missing; return; }
+    line="$("$1" -c -t filter | grep -m1 -F -- "$2")" || { echo missing; return; }
     line="${line#[}"
   fi
   echo "${line%%:*}"
 }
+count() { count_in iptables-save "$1"; }
+count6() { count_in ip6tables-save "$1"; }
 # bpftool's netfilter links whose program is one of bpfilter's (name bpfltr_*), "ID:PROG" each.
 bpfilter_links() {
   { bpftool -j prog show; echo; bpftool -j link show; echo; } | "$py" -c '
@@ -98,45 +101,53 @@ check "rules served before the network" "" before_network
 # -------------------------------------------------------------------------------------------
 # Plain `iptables` is bpfilter, through Debian's alternative.
 # -------------------------------------------------------------------------------------------
-alternative() {
+alternative() { # GROUP: iptables or ip6tables
   local name link want
-  for name in iptables iptables-save iptables-restore; do
+  for name in "$1" "$1-save" "$1-restore"; do
     link="$(readlink "/etc/alternatives/$name")"
-    want="/usr/sbin/${name/iptables/iptables-bpfilter}"
+    want="/usr/sbin/${name/$1/$1-bpfilter}"
     [[ "$link" == "$want" ]] || { echo "/etc/alternatives/$name -> $link, not $want"; return 1; }
     [[ "$(readlink -f "/usr/sbin/$name")" == /usr/sbin/bpfilter ]] \
       || { echo "/usr/sbin/$name resolves to $(readlink -f "/usr/sbin/$name")"; return 1; }
   done
-  [[ "$(command -v iptables)" == /usr/sbin/iptables ]] || { echo "iptables is $(command -v iptables)"; return 1; }
+  [[ "$(command -v "$1")" == "/usr/sbin/$1" ]] || { echo "$1 is $(command -v "$1")"; return 1; }
 }
-check "iptables alternative points at bpfilter" "/etc/alternatives/iptables -> /usr/sbin/iptables-bpfilter -> bpfilter" alternative
+check "iptables alternative points at bpfilter" "/etc/alternatives/iptables -> /usr/sbin/iptables-bpfilter -> bpfilter" alternative iptables
+check "ip6tables alternative points at bpfilter" "/etc/alternatives/ip6tables -> /usr/sbin/ip6tables-bpfilter -> bpfilter" alternative ip6tables
 
-version() {
+version() { # COMMAND
   local v
-  v="$(iptables -V 2>&1)" || { echo "iptables -V failed: $v"; return 1; }
-  [[ "$v" == *bpfilter* ]] || { echo "iptables -V: $v"; return 1; }
+  v="$("$1" -V 2>&1)" || { echo "$1 -V failed: $v"; return 1; }
+  [[ "$v" == *bpfilter* ]] || { echo "$1 -V: $v"; return 1; }
   echo "$v"
 }
-check "iptables -V names bpfilter" "" version
+check "iptables -V names bpfilter" "" version iptables
+check "ip6tables -V names bpfilter" "" version ip6tables
 
-restored() {
+restored() { # SAVE-COMMAND RULES-FILE
   local got
-  got="$(iptables-save 2>&1)" || { echo "iptables-save failed: $got"; return 1; }
-  diff <(normalise < "$rules") <(normalise <<< "$got") > "$work/restored.diff" \
-    || { echo "iptables-save differs from /etc/iptables/rules.v4:"; cat "$work/restored.diff"; return 1; }
-  echo "$(grep -c '^-A' "$rules") rules, chains $(grep '^:' "$rules" | cut -d' ' -f1 | tr -d : | tr '\n' ' ')"
+  got="$("$1" 2>&1)" || { echo "$1 failed: $got"; return 1; }
+  diff <(normalise < "$2") <(normalise <<< "$got") > "$work/restored.diff" \
+    || { echo "$1 differs from /etc/iptables/${2##*/}:"; cat "$work/restored.diff"; return 1; }
+  echo "$(grep -c '^-A' "$2") rules, chains $(grep '^:' "$2" | cut -d' ' -f1 | tr -d : | tr '\n' ' ')"
 }
-check "iptables-save prints the restored rules.v4" "" restored
+check "iptables-save prints the restored rules.v4" "" restored iptables-save "$rules"
+check "ip6tables-save prints the restored rules.v6" "" restored ip6tables-save "$rules6"
 
 attached() {
-  local links progs
+  local links progs tables
   links="$(bpfilter_links)" || return 1
   progs="$(bpfilter_progs)"
   [[ -n "$links" ]] || { echo "no netfilter link to a bpfltr_ program; programs: ${progs:-none}"; return 1; }
   [[ -d /sys/fs/bpf/bpfilter ]] || { echo "no /sys/fs/bpf/bpfilter"; return 1; }
-  echo "links $(echo "$links" | tr '\n' ' ')programs: $progs"
+  # Debian 12's bpftool (7.1) shows no protocol family for a netfilter link: the family is
+  # told by the pins (filter, ip6-filter) and by the count, a link per hook and family.
+  tables="$(cd /sys/fs/bpf/bpfilter && echo net*/filter net*/ip6-filter)"
+  [[ "$tables" =~ ^net[0-9]+/filter\ net[0-9]+/ip6-filter$ ]] || { echo "pinned tables: $tables"; return 1; }
+  (( $(grep -c . <<< "$links") == 6 )) || { echo "$(grep -c . <<< "$links") links, not 3 per family: $(echo "$links" | tr '\n' ' ')"; return 1; }
+  echo "pinned $tables; links $(echo "$links" | tr '\n' ' ')programs: $progs"
 }
-check "bpftool shows bpfilter's programs attached" "" attached
+check "bpftool shows bpfilter's programs attached (IPv4 and IPv6)" "" attached
 
 # -------------------------------------------------------------------------------------------
 # Real packets: a client namespace behind a veth pair sends to this (the init) namespace,
@@ -149,6 +160,9 @@ ip link set bpft0 up
 ip -n svc-cli addr add 10.77.0.2/24 dev bpft1
 ip -n svc-cli link set bpft1 up
 ip -n svc-cli link set lo up
+# IPv6 on the same link (nodad: usable at once; neighbour discovery passes rules.v6's ICMPv6 rule)
+ip addr add fd77::1/64 dev bpft0 nodad
+ip -n svc-cli addr add fd77::2/64 dev bpft1 nodad
 cli() { ip netns exec svc-cli "$@"; }
 # Waits for a receiver's .ready file (python starts in a second or so under TCG).
 wait_file() {
@@ -214,6 +228,55 @@ log_lines() {
   echo "$n lines 'svc-drop: IN=bpft0 ... DPT=5003' in dmesg"
 }
 check "LOG lines reach the kernel log" "" log_lines
+
+# The same over IPv6, against rules.v6: the ICMPv6 error comes from the daemon's AF_INET6 raw
+# socket (which the unit's RestrictAddressFamilies= must allow).
+packets6() {
+  local out=$work/phase6 res p recv distinct rest refused pingout c5001 c5002 c5004
+  rm -f "$work/stop6"
+  "$py" "$udp" recv "$work/stop6" "$out" 5001 5002 &
+  wait_file "$out.ready" || { echo "the receiver did not start"; return 1; }
+  for p in 5001 5002; do cli "$py" "$udp" send fd77::1 "$p" "$N" 200 > /dev/null; done
+  refused="$(cli "$py" "$udp" probe fd77::1 5004 3)"
+  pingout="$(cli ping -6 -c 3 -i 0.2 -W 2 fd77::1 2>&1 | grep 'packets transmitted')"
+  touch "$work/stop6"
+  wait
+  res=""
+  while read -r p recv distinct _ _ rest; do
+    res+="$p:$distinct "
+    case "$p" in
+      5001) [[ "$distinct" == "$N" ]] || { echo "port 5001 (ACCEPT) received $distinct of $N over IPv6 (missing $rest)"; return 1; } ;;
+      *) [[ "$recv" == 0 ]] || { echo "port $p (DROP) received $recv of $N over IPv6"; return 1; } ;;
+    esac
+  done < "$out"
+  [[ "$refused" == 3 ]] || { echo "port 5004 (REJECT): $refused of 3 probes refused by an ICMPv6 error"; return 1; }
+  [[ "$pingout" == *"3 received"* ]] || { echo "ping -6: $pingout"; return 1; }
+  c5001="$(count6 'udp --dport 5001 -j ACCEPT')"
+  c5002="$(count6 'udp --dport 5002 -j DROP')"
+  c5004="$(count6 'udp --dport 5004 -j REJECT')"
+  [[ "$c5001" == "$N" && "$c5002" == "$N" && "$c5004" == 3 ]] \
+    || { echo "ip6tables-save -c: ACCEPT $c5001, DROP $c5002 (each $N expected), REJECT $c5004 (3 expected)"; return 1; }
+  echo "received $res; REJECT 3/3 ICMPv6 port unreachable; ping 3/3; counters ACCEPT $c5001, DROP $c5002, REJECT $c5004"
+}
+check "IPv6 packets: accepted pass, dropped do not, REJECT answers, counted" "" packets6
+
+# A rule added with plain `ip6tables` goes to bpfilter, not to the kernel's ip6_tables: the
+# daemon compiles the filter table, and ip6tables-legacy without the preload (the kernel's own
+# view) shows no rule at all. ip6tables-legacy-save lists only the tables the kernel has, so
+# asking does not create one.
+ip6_served() {
+  local out st kernel rule='-A INPUT -p udp -m udp --dport 5005 -j DROP'
+  out="$(ip6tables -A INPUT -p udp --dport 5005 -j DROP 2>&1)" || { echo "ip6tables -A failed: $out"; return 1; }
+  ip6tables-save | grep -qxF -- "$rule" || { echo "ip6tables-save lacks '$rule'"; return 1; }
+  st="$(bpfilter status 2>&1)" || { echo "bpfilter status failed: $st"; return 1; }
+  grep -qE '^  IPv6 \(bpfilter ip6tables\): compiled to BPF: ([a-z]+, )*filter[,;]' <<< "$st" \
+    || { echo "bpfilter status does not list the ip6 filter table as compiled:"; echo "$st"; return 1; }
+  kernel="$(env -u LD_PRELOAD ip6tables-legacy-save 2>&1)" || { echo "ip6tables-legacy-save failed: $kernel"; return 1; }
+  ! grep -q '^-A' <<< "$kernel" || { echo "the kernel's ip6_tables has rules:"; grep '^-A' <<< "$kernel"; return 1; }
+  out="$(ip6tables -D INPUT -p udp --dport 5005 -j DROP 2>&1)" || { echo "ip6tables -D failed: $out"; return 1; }
+  echo "$(grep -F 'IPv6 (bpfilter ip6tables)' <<< "$st" | sed 's/^ *//'); the kernel's ip6_tables: no rule (its tables: $(paste -sd' ' /proc/net/ip6_tables_names 2>/dev/null | grep . || echo none))"
+}
+check "plain ip6tables is served by bpfilter, not the kernel's ip6_tables" "" ip6_served
 
 # -------------------------------------------------------------------------------------------
 # systemctl restart bpfilter under traffic, with iptables commands issued meanwhile.
@@ -382,10 +445,13 @@ check "journal: no errors from the units" "" journal_errors
 # -------------------------------------------------------------------------------------------
 upgrade() {
   local deb="${BPFILTER_SERVICE_UPGRADE_DEB:-}" pid_before pid_after before after c_before c_after out v
+  local before6 after6 c6_before c6_after
   [[ -n "$deb" && -f "$deb" ]] || { echo "no upgrade package (BPFILTER_SERVICE_UPGRADE_DEB=$deb)"; return 1; }
   pid_before="$(prop bpfilter.service MainPID)"
   before="$(iptables-save | normalise)"
+  before6="$(ip6tables-save | normalise)"
   c_before="$(count 'udp --dport 5001 -j ACCEPT')"
+  c6_before="$(count6 'udp --dport 5001 -j ACCEPT')"
   out="$(dpkg -i "$deb" 2>&1)" || { echo "dpkg -i $deb failed: $out"; return 1; }
   v="$(dpkg-query -W -f '${Version}' bpfilter)"
   [[ "$deb" == *"_${v}_"* ]] || { echo "installed version $v, not the package's"; return 1; }
@@ -397,11 +463,18 @@ upgrade() {
   [[ "$after" == "$before" ]] || { echo "rules changed:"; diff <(echo "$before") <(echo "$after"); return 1; }
   c_after="$(count 'udp --dport 5001 -j ACCEPT')"
   (( c_after == c_before )) || { echo "ACCEPT counter $c_before before, $c_after after"; return 1; }
+  after6="$(ip6tables-save | normalise)"
+  [[ "$after6" == "$before6" ]] || { echo "IPv6 rules changed:"; diff <(echo "$before6") <(echo "$after6"); return 1; }
+  c6_after="$(count6 'udp --dport 5001 -j ACCEPT')"
+  [[ "$c6_after" == "$c6_before" ]] || { echo "IPv6 ACCEPT counter $c6_before before, $c6_after after"; return 1; }
   [[ "$(readlink /etc/alternatives/iptables)" == /usr/sbin/iptables-bpfilter ]] \
     || { echo "the alternative changed: $(readlink /etc/alternatives/iptables)"; return 1; }
-  echo "version $v, daemon pid $pid_before -> $pid_after, rules and counters ($c_after) kept, iptables still bpfilter"
+  [[ "$(readlink /etc/alternatives/ip6tables)" == /usr/sbin/ip6tables-bpfilter ]] \
+    || { echo "the ip6tables alternative changed: $(readlink /etc/alternatives/ip6tables)"; return 1; }
+  echo "version $v, daemon pid $pid_before -> $pid_after, rules and counters kept (IPv4 $c_after, IPv6 $c6_after)," \
+    "iptables and ip6tables still bpfilter"
 }
-check "package upgrade: daemon restarted, rules and counters kept" "" upgrade
+check "package upgrade: daemon restarted, IPv4 and IPv6 rules and counters kept" "" upgrade
 
 # -------------------------------------------------------------------------------------------
 # dpkg --purge: nothing attached, the alternative and iptables as before the install.
@@ -426,28 +499,29 @@ purged() {
   got="$(systemctl list-units --all --no-legend --plain 'bpfilter*' | awk '$3 != "inactive" || $2 != "not-found"')"
   [[ -z "$got" ]] || { echo "units left loaded: $got"; return 1; }
   left=""
-  for name in /run/bpfilter /etc/iptables/rules.v4 /var/lib/bpfilter /usr/lib/bpfilter /usr/sbin/*bpfilter*; do
+  for name in /run/bpfilter /etc/iptables/rules.v4 /etc/iptables/rules.v6 /var/lib/bpfilter /usr/lib/bpfilter /usr/sbin/*bpfilter*; do
     [[ ! -e "$name" ]] || left+="$name "
   done
   echo "no bpfltr_ link or program, no /sys/fs/bpf/bpfilter, no bpfilter_conntrack table, no process, no unit${left:+; left: ${left% }}"
 }
 check "dpkg --purge: nothing attached" "" purged
 
-restored_alternative() {
+restored_alternative() { # GROUP: iptables or ip6tables
   local name want got q
-  for name in iptables iptables-save iptables-restore; do
+  for name in "$1" "$1-save" "$1-restore"; do
     want="$(<"$state/alt.$name")"
     got="$(readlink "/etc/alternatives/$name" || echo none)"
     [[ "$got" == "$want" ]] || { echo "/etc/alternatives/$name -> $got, was $want before the install"; return 1; }
   done
-  q="$(update-alternatives --query iptables | sed -n 's/^\(Status\|Value\): //p')"
-  [[ "$q" == "$(<"$state/alt.query")" ]] \
-    || { echo "update-alternatives: ${q//$'\n'/ }, was $(tr '\n' ' ' < "$state/alt.query")"; return 1; }
-  got="$(iptables -V 2>&1)"
-  [[ "$got" != *bpfilter* ]] || { echo "iptables -V still names bpfilter: $got"; return 1; }
-  echo "iptables -> $(<"$state/alt.iptables") (${q//$'\n'/ }); iptables -V: $got"
+  q="$(update-alternatives --query "$1" | sed -n 's/^\(Status\|Value\): //p')"
+  [[ "$q" == "$(<"$state/alt.query.$1")" ]] \
+    || { echo "update-alternatives: ${q//$'\n'/ }, was $(tr '\n' ' ' < "$state/alt.query.$1")"; return 1; }
+  got="$("$1" -V 2>&1)"
+  [[ "$got" != *bpfilter* ]] || { echo "$1 -V still names bpfilter: $got"; return 1; }
+  echo "$1 -> $(<"$state/alt.$1") (${q//$'\n'/ }); $1 -V: $got"
 }
-check "dpkg --purge: iptables alternative as before the install" "" restored_alternative
+check "dpkg --purge: iptables alternative as before the install" "" restored_alternative iptables
+check "dpkg --purge: ip6tables alternative as before the install" "" restored_alternative ip6tables
 
 unfiltered() {
   local out=$work/phase3 p recv distinct
@@ -455,11 +529,13 @@ unfiltered() {
   "$py" "$udp" recv "$work/stop3" "$out" 5002 &
   wait_file "$out.ready" || { echo "the receiver did not start"; return 1; }
   cli "$py" "$udp" send 10.77.0.1 5002 10 200 > /dev/null
+  cli "$py" "$udp" send fd77::1 5002 10 200 > /dev/null
   touch "$work/stop3"
   wait
   read -r p recv distinct _ < "$out"
-  [[ "$distinct" == 10 ]] || { echo "port 5002: $distinct of 10 received after the purge"; return 1; }
-  echo "port 5002, dropped before, receives 10 of 10"
+  [[ "$distinct" == 10 && "$recv" == 20 ]] \
+    || { echo "port 5002: $recv datagrams ($distinct distinct) of 10 over IPv4 and 10 over IPv6 received after the purge"; return 1; }
+  echo "port 5002, dropped before, receives 10 of 10 over IPv4 and 10 of 10 over IPv6"
 }
 check "dpkg --purge: packets no longer filtered" "" unfiltered
 
@@ -467,5 +543,5 @@ if (( failed )); then
   echo "service: the journal of the bpfilter units (this boot):"
   journalctl -b -u 'bpfilter*' --no-pager
 fi
-echo "service: $passed passed, $failed failed"
+echo "service: $passed passed, $failed failed (checks: $SECONDS s)"
 exit $(( failed > 100 ? 100 : failed ))

@@ -16,6 +16,7 @@
                                            until STOPFILE exists, then wait 0.5 s for the last
                                            replies; print "SENT REPLIED FIRST-MISSING..."
 
+HOST is an IPv4 or an IPv6 address; receivers (recv, echo) listen on both families.
 Run by /usr/bin/python3 (an exec costs ~0.1 s under TCG; pyenv's shims cost several).
 """
 import os
@@ -25,12 +26,23 @@ import sys
 import time
 
 
+def family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def listener(port):
+    """A UDP socket bound to PORT on every IPv4 and IPv6 address."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
+    return s
+
+
 def recv(stopfile, outfile, ports):
     socks = {}
     for port in ports:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = listener(port)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        s.bind(("0.0.0.0", port))
         socks[s] = port
     seen = {port: [] for port in ports}
     # Ready once bound: the caller waits for OUTFILE.ready.
@@ -71,7 +83,7 @@ def pace(rate):
 
 
 def send(host, port, count, rate):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
     for n in pace(rate):
         if n > count:
             break
@@ -80,7 +92,7 @@ def send(host, port, count, rate):
 
 
 def stream(host, port, rate, stopfile):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
     sent = 0
     for n in pace(rate):
         if n % 10 == 1 and os.path.exists(stopfile):
@@ -93,7 +105,7 @@ def stream(host, port, rate, stopfile):
 def probe(host, port, count):
     refused = 0
     for n in range(1, count + 1):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = socket.socket(family(host), socket.SOCK_DGRAM)
         s.connect((host, port))
         s.settimeout(1.0)
         s.send(f"{n}\n".encode())
@@ -108,8 +120,7 @@ def probe(host, port, count):
 
 
 def echo(port, stopfile):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", port))
+    s = listener(port)
     s.settimeout(0.05)
     deadline = None
     while deadline is None or time.monotonic() < deadline:
@@ -124,7 +135,7 @@ def echo(port, stopfile):
 
 
 def pingpong(host, port, rate, stopfile):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     s.connect((host, port))
     s.setblocking(False)
