@@ -491,9 +491,9 @@ impl Report {
             {
                 let _ = writeln!(
                     s,
-                    "| {} | no cliff up to 50,000 rules | not measured (N <= {max_n}); the \
-                     chain is linear, as IPv4's `mixed` kind, whose cost per rule grows past \
-                     1,000 rules | not measured |",
+                    "| {} | no cliff up to 50,000 rules | not measured (N <= {max_n}); a linear \
+                     chain, like IPv4's `mixed` kind: see how that one scales past 1,000 rules \
+                     | not measured |",
                     b.name()
                 );
             }

@@ -514,10 +514,24 @@ fn main() -> Result<()> {
     println!("{md}");
     if !args.no_write {
         std::fs::create_dir_all(&out_dir)?;
-        let (mdp, svgp) = (out_dir.join("RESULTS.md"), out_dir.join("plot.svg"));
+        // An IPv6-only run leaves the full run's files (both passes) alone.
+        let (mdp, svgp) = if do4 {
+            (out_dir.join("RESULTS.md"), out_dir.join("plot.svg"))
+        } else {
+            (
+                out_dir.join("RESULTS-ipv6.md"),
+                out_dir.join("plot-ipv6.svg"),
+            )
+        };
         std::fs::write(&mdp, &md).with_context(|| format!("write {}", mdp.display()))?;
         std::fs::write(&svgp, report.svg()).with_context(|| format!("write {}", svgp.display()))?;
-        if let Some(readme) = &args.readme {
+        if let (Some(readme), false) = (&args.readme, do4) {
+            eprintln!(
+                "netbench: {} not updated: its section holds both passes, and this run measured \
+                 IPv6 only",
+                readme.display()
+            );
+        } else if let Some(readme) = &args.readme {
             // The results are written already; a README without the markers only warns.
             match update_readme(readme, &out_dir, &report) {
                 Ok(()) => eprintln!("netbench: updated {}", readme.display()),
