@@ -177,7 +177,7 @@ pub fn test_packet() -> Vec<u8> {
 }
 
 /// The benchmark's packet of family `f` as BPF_PROG_TEST_RUN takes it at LOCAL_IN (IPv6:
-/// Ethernet, IPv6 + UDP fd00:200::1 -> [fd00:200::2]:5001, 32-byte payload, checksummed).
+/// Ethernet, IPv6 + UDP `fd00:200::1 -> [fd00:200::2]:5001`, 32-byte payload, checksummed).
 pub fn test_packet_of(f: Family) -> Vec<u8> {
     if f == Family::Ipv4 {
         return test_packet();

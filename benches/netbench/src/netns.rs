@@ -323,7 +323,7 @@ impl Pairs {
         self.create_family(tag, Family::Ipv4)
     }
 
-    /// [`Pairs::create`] for family `f` (IPv6: fd00:200::1 -> [fd00:200::2]:5001).
+    /// [`Pairs::create`] for family `f` (IPv6: `fd00:200::1 -> [fd00:200::2]:5001`).
     pub fn create_family(&mut self, tag: &str, f: Family) -> Result<(Pair, UdpSocket, UdpSocket)> {
         let pair = Pair::create_family(tag, f)?;
         self.0.push(pair.clone());

@@ -2,7 +2,7 @@
 //! nftables file, so that every backend is loaded from the same rule list.
 //!
 //! Every ruleset is N rules that do not match the benchmark's traffic (UDP 10.200.0.1 ->
-//! 10.200.0.2:5001, or fd00:200::1 -> [fd00:200::2]:5001 for IPv6), then one final rule that
+//! 10.200.0.2:5001, or `fd00:200::1 -> [fd00:200::2]:5001` for IPv6), then one final rule that
 //! accepts it, so each packet crosses all N rules and the final rule's counter must equal the
 //! packets sent. The IPv6 rulesets are the IPv4 ones with each address mapped (10.1.x.y/32 ->
 //! fd00:1::xy/128, /31 -> /127), rendered for ip6tables-legacy-restore and nftables' `ip6`

@@ -1,5 +1,6 @@
 //! `netbench`: per-packet cost (against rule count) and control-plane times of no firewall,
-//! iptables-legacy, nftables and bpfilter, measured interleaved in one run. Writes
+//! iptables-legacy, nftables and bpfilter, measured interleaved in one run, then the same for
+//! IPv6 (ip6tables-legacy, nftables `ip6`, bpfilter's ip6tables) in a second pass. Writes
 //! `RESULTS.md` and `plot.svg`. Needs root (namespaces, iptables, nft, BPF).
 
 use std::net::UdpSocket;
@@ -119,8 +120,8 @@ struct Args {
     reply_rounds: usize,
     /// IP versions to measure (comma separated): ipv4 (the main run, the connection-state
     /// run and single commands), ipv6 (a second pass after them: ip6tables-legacy, nftables
-    /// `ip6` and bpfilter's ip6tables, same backends and kinds, UDP fd00:200::1 ->
-    /// [fd00:200::2]:5001). `--family ipv6` alone runs only the IPv6 pass.
+    /// `ip6` and bpfilter's ip6tables, same backends and kinds, UDP to port 5001 of
+    /// fd00:200::2). `--family ipv6` alone runs only the IPv6 pass (RESULTS-ipv6.md).
     #[arg(long, value_delimiter = ',', default_value = "ipv4,ipv6")]
     family: Vec<String>,
     /// Rule counts of the IPv6 pass (comma separated); default 0,10,100,1000 (quick:
@@ -491,9 +492,11 @@ fn main() -> Result<()> {
         r6.refused = report.refused.clone();
     }
     for b in report.bpfilters() {
+        let ipv6 = report.ipv6.iter().flat_map(|r| r.configs.iter());
         if !report
             .configs
             .iter()
+            .chain(ipv6)
             .any(|c| c.backend == b && c.error.is_some())
         {
             continue;
