@@ -64,7 +64,8 @@ matrix: deps build kernels
 	./tools/kernels/matrix.sh
 
 # Side-by-side data path and control plane (benches/netbench: RESULTS.md, plot.svg, README's
-# Performance section), then the criterion micro-benchmarks.
+# Performance section; IPv4, then an IPv6 pass of about 1-2 minutes against ip6tables-legacy),
+# then the criterion micro-benchmarks.
 bench: deps build
 	$(CARGO) run --release -p netbench -- --readme README.md
 	$(CARGO) bench -p bpfilter

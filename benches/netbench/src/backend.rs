@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 
 use crate::netns::{in_ns_cmd, run_ok};
-use crate::ruleset::{self, Rule};
+use crate::ruleset::{self, Family, Rule};
 
 /// Longest a ruleset load may take before the configuration is given up.
 pub const LOAD_TIMEOUT: Duration = Duration::from_secs(180);
@@ -204,6 +204,9 @@ pub struct Tools {
     /// shared by every iptables in every namespace, and another user holding it would add
     /// waiting time to the figures. The run is sequential, so a private lock loses nothing.
     pub xtables_lock: PathBuf,
+    /// Which front ends load and read the rulesets: iptables (nft `ip`) or ip6tables (nft
+    /// `ip6`, `bpfilter ip6tables-restore`).
+    pub family: Family,
 }
 
 impl Tools {
@@ -225,10 +228,14 @@ impl Tools {
     fn cmd(&self, b: Backend, ns: &str, args: &[String]) -> Result<Command> {
         let mut c = match b {
             Backend::None | Backend::BpfFloor => bail!("no ruleset to run"),
-            Backend::Legacy => in_ns_cmd(ns, Path::new("iptables-legacy"), args),
+            Backend::Legacy => in_ns_cmd(
+                ns,
+                Path::new(&format!("{}-legacy", self.family.iptables())),
+                args,
+            ),
             Backend::Nft => in_ns_cmd(ns, Path::new("nft"), args),
             Backend::Bpfilter(_) => {
-                let mut a = vec!["iptables".to_string()];
+                let mut a = vec![self.family.iptables().to_string()];
                 a.extend_from_slice(args);
                 in_ns_cmd(ns, &self.bpfilter, &a)
             }
@@ -244,13 +251,12 @@ impl Tools {
     /// `ns`; returns the wall time of the whole command.
     pub fn restore(&self, b: Backend, ns: &str, file: &Path) -> Result<Duration> {
         let f = file.display().to_string();
+        let ipt = self.family.iptables();
         let mut c = match b {
             Backend::None | Backend::BpfFloor => return Ok(Duration::ZERO),
-            Backend::Legacy => in_ns_cmd(ns, Path::new("iptables-legacy-restore"), &[f]),
+            Backend::Legacy => in_ns_cmd(ns, Path::new(&format!("{ipt}-legacy-restore")), &[f]),
             Backend::Nft => in_ns_cmd(ns, Path::new("nft"), &["-f".to_string(), f]),
-            Backend::Bpfilter(_) => {
-                in_ns_cmd(ns, &self.bpfilter, &["iptables-restore".to_string(), f])
-            }
+            Backend::Bpfilter(_) => in_ns_cmd(ns, &self.bpfilter, &[format!("{ipt}-restore"), f]),
         };
         if let Some(a) = b.access() {
             c.env("BPFILTER_SOCKET", self.daemon(a).socket);
@@ -280,7 +286,7 @@ impl Tools {
     pub fn append(&self, b: Backend, ns: &str, r: &Rule) -> Result<Duration> {
         let args: Vec<String> = match b {
             Backend::None | Backend::BpfFloor => return Ok(Duration::ZERO),
-            Backend::Nft => ["add", "rule", "ip", "filter", "input"]
+            Backend::Nft => ["add", "rule", self.family.nft(), "filter", "input"]
                 .iter()
                 .map(|s| s.to_string())
                 .chain(ruleset::nft_expr(r).split(' ').map(String::from))
@@ -308,10 +314,16 @@ impl Tools {
         match b {
             Backend::None | Backend::BpfFloor => bail!("no ruleset, no counter"),
             Backend::Nft => {
-                let args: Vec<String> = ["list", "counter", "ip", "filter", ruleset::NFT_COUNTER]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
+                let args: Vec<String> = [
+                    "list",
+                    "counter",
+                    self.family.nft(),
+                    "filter",
+                    ruleset::NFT_COUNTER,
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
                 let out = run_ok(self.cmd(b, ns, &args)?, LOAD_TIMEOUT)?.output;
                 parse_nft_counter(&String::from_utf8_lossy(&out.stdout))
             }
@@ -319,8 +331,8 @@ impl Tools {
         }
     }
 
-    /// Packets counted by rule `k` (1-based) of INPUT, as `iptables -S INPUT k -v` prints
-    /// them (iptables-legacy and bpfilter only).
+    /// Packets counted by rule `k` (1-based) of INPUT, as `iptables -S INPUT k -v` (or
+    /// `ip6tables`) prints them (iptables-legacy and bpfilter only).
     pub fn rule_counter(&self, b: Backend, ns: &str, k: usize) -> Result<u64> {
         if !matches!(b, Backend::Legacy | Backend::Bpfilter(_)) {
             bail!("{}: no iptables rule counters", b.name());

@@ -8,9 +8,9 @@ use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
 use anyhow::{bail, Result};
 
-use test_support::packet::{set_ip_checksum, Ipv4};
+use test_support::packet::{fold, ones_sum, pseudo_sum, set_ip_checksum, Ipv4};
 
-use crate::ruleset::{DPORT, DST, SRC};
+use crate::ruleset::{Family, DPORT, DST, DST6, SRC, SRC6};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_OBJ_GET: libc::c_long = 7;
@@ -176,6 +176,39 @@ pub fn test_packet() -> Vec<u8> {
     p
 }
 
+/// The benchmark's packet of family `f` as BPF_PROG_TEST_RUN takes it at LOCAL_IN (IPv6:
+/// Ethernet, IPv6 + UDP `fd00:200::1 -> [fd00:200::2]:5001`, 32-byte payload, checksummed).
+pub fn test_packet_of(f: Family) -> Vec<u8> {
+    if f == Family::Ipv4 {
+        return test_packet();
+    }
+    let payload = 32usize;
+    let udp_len = 8 + payload;
+    let mut p = Vec::with_capacity(14 + 40 + udp_len);
+    p.extend_from_slice(&[
+        0x02, 0, 0x0a, 0xc8, 0, 0x02, 0x02, 0, 0x0a, 0xc8, 0, 0x01, 0x86, 0xdd,
+    ]);
+    p.extend_from_slice(&[0x60, 0, 0, 0]);
+    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    p.extend_from_slice(&[17, 64]); // next header UDP, hop limit
+    p.extend_from_slice(&SRC6.octets());
+    p.extend_from_slice(&DST6.octets());
+    let mut udp = Vec::with_capacity(udp_len);
+    udp.extend_from_slice(&40000u16.to_be_bytes());
+    udp.extend_from_slice(&DPORT.to_be_bytes());
+    udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend(std::iter::repeat_n(0x5a, payload));
+    let sum = pseudo_sum(&SRC6.octets(), &DST6.octets(), 17, udp_len);
+    let c = match !fold(ones_sum(&udp, sum)) {
+        0 => 0xffff, // RFC 8200: a computed zero is sent as all ones
+        c => c,
+    };
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(&udp);
+    p
+}
+
 /// Result of one BPF_PROG_TEST_RUN.
 #[derive(Debug, Clone, Copy)]
 pub struct TestRun {
@@ -187,9 +220,14 @@ pub struct TestRun {
 
 /// Run a netfilter program `repeat` times on `data` as if at LOCAL_IN of IPv4.
 pub fn test_run_local_in(fd: &OwnedFd, data: &[u8], repeat: u32) -> Result<TestRun> {
+    test_run_local_in_of(Family::Ipv4, fd, data, repeat)
+}
+
+/// Run a netfilter program `repeat` times on `data` as if at LOCAL_IN of family `f`.
+pub fn test_run_local_in_of(f: Family, fd: &OwnedFd, data: &[u8], repeat: u32) -> Result<TestRun> {
     let mut ctx = [0u8; NF_HOOK_STATE_LEN];
     ctx[0] = 1; // hook = NF_INET_LOCAL_IN
-    ctx[1] = 2; // pf = NFPROTO_IPV4
+    ctx[1] = f.nfproto() as u8; // pf = NFPROTO_IPV4 or NFPROTO_IPV6
     let mut attr = [0u8; 80];
     put_u32(&mut attr, 0, fd.as_raw_fd() as u32);
     put_u32(&mut attr, 8, data.len() as u32);
@@ -220,6 +258,23 @@ mod tests {
             "checksum over a valid header folds to 0"
         );
         assert_eq!(u16::from_be_bytes([p[36], p[37]]), 5001);
+    }
+
+    #[test]
+    fn ipv6_packet_is_well_formed() {
+        let p = test_packet_of(Family::Ipv6);
+        assert_eq!(p.len(), 14 + 40 + 8 + 32);
+        assert_eq!(&p[12..14], &[0x86, 0xdd]);
+        assert_eq!(p[14] >> 4, 6);
+        assert_eq!(u16::from_be_bytes([p[18], p[19]]), 40, "payload length");
+        assert_eq!(p[20], 17);
+        assert_eq!(&p[22..38], &SRC6.octets());
+        assert_eq!(&p[38..54], &DST6.octets());
+        assert_eq!(u16::from_be_bytes([p[56], p[57]]), 5001);
+        // The UDP checksum over the pseudo-header and the datagram folds to all ones.
+        let sum = pseudo_sum(&SRC6.octets(), &DST6.octets(), 17, 40);
+        assert_eq!(fold(ones_sum(&p[54..], sum)), 0xffff);
+        assert_eq!(test_packet_of(Family::Ipv4), test_packet());
     }
 
     #[test]

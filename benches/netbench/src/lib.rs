@@ -8,6 +8,10 @@
 //!
 //! A third part ([`commands`]) times single iptables commands on a small table.
 //!
+//! A last pass measures IPv6 the way the first run measures IPv4 (the same code with
+//! [`ruleset::Family::Ipv6`]: ip6tables-legacy, nftables `ip6`, bpfilter's ip6tables), with
+//! its own no-firewall reference; its figures are [`report::Report::ipv6`].
+//!
 //! The `netbench` binary drives a run and writes `RESULTS.md` and `plot.svg`.
 
 pub mod backend;

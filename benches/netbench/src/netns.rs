@@ -3,6 +3,12 @@
 //! Each configuration gets its own sender namespace and firewall namespace joined by one veth
 //! pair, with the same addresses everywhere (10.200.0.1 -> 10.200.0.2), IPv6 off and static
 //! neighbour entries so that no packet other than the benchmark's own crosses the link.
+//!
+//! An IPv6 pair (fd00:200::1 -> fd00:200::2, IPv4 unused) keeps the link as quiet: no
+//! duplicate address detection (`nodad`, `accept_dad` 0), no link-local address
+//! (`addr_gen_mode` none), no router solicitations or advertisements, and the veth ends
+//! without ARP/ND (`arp off`: no solicited-node group is joined, so no MLD report crosses the
+//! link; the permanent neighbour entries give the MAC addresses).
 
 use std::fs::File;
 use std::io::Read as _;
@@ -14,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-use crate::ruleset::{DPORT, DST, SRC};
+use crate::ruleset::{Family, DPORT, DST, SRC};
 
 /// Prefix of every namespace this benchmark creates; the creating process id follows, so
 /// that a run removes only what dead runs left behind.
@@ -147,8 +153,13 @@ pub struct Pair {
 }
 
 impl Pair {
-    /// Create the two namespaces of configuration `tag` and wire them.
+    /// Create the two namespaces of configuration `tag` and wire them (IPv4).
     pub fn create(tag: &str) -> Result<Pair> {
+        Pair::create_family(tag, Family::Ipv4)
+    }
+
+    /// Create the two namespaces of configuration `tag` and wire them for family `f`.
+    pub fn create_family(tag: &str, f: Family) -> Result<Pair> {
         let pid = std::process::id();
         let p = Pair {
             sender: format!("{PREFIX}{pid}-{tag}-s"),
@@ -156,13 +167,16 @@ impl Pair {
         };
         for ns in [&p.sender, &p.firewall] {
             ip(&["netns", "add", ns])?;
-            // IPv6 off before the veth exists, so that it never sends a router solicitation.
+            // Set before the veth exists, so that it never sends a router solicitation (IPv4:
+            // IPv6 off altogether).
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, "sysctl", "-qw"]).args([
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ]);
+            c.args(["netns", "exec", ns, "sysctl", "-qw"])
+                .args(quiet_sysctls(f));
             run_ok(c, Duration::from_secs(30))?;
+        }
+        if f == Family::Ipv6 {
+            p.wire_ipv6()?;
+            return Ok(p);
         }
         let (s, f) = (p.sender.as_str(), p.firewall.as_str());
         ip(&[
@@ -220,10 +234,80 @@ impl Pair {
         Ok(p)
     }
 
+    /// The IPv6 veth, addresses and neighbours (see the module doc for what keeps it quiet).
+    fn wire_ipv6(&self) -> Result<()> {
+        let (s, f) = (self.sender.as_str(), self.firewall.as_str());
+        ip(&[
+            "-n",
+            s,
+            "link",
+            "add",
+            "nb0",
+            "address",
+            MAC_SENDER,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "nb1",
+            "address",
+            MAC_FIREWALL,
+            "netns",
+            f,
+        ])?;
+        let (src, dst) = (Family::Ipv6.src(), Family::Ipv6.dst());
+        for (ns, dev, addr, peer, mac) in [
+            (s, "nb0", src, dst, MAC_FIREWALL),
+            (f, "nb1", dst, src, MAC_SENDER),
+        ] {
+            ip(&["-n", ns, "link", "set", dev, "arp", "off"])?;
+            let a = format!("{addr}/64");
+            ip(&["-n", ns, "addr", "add", &a, "dev", dev, "nodad"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            let peer = peer.to_string();
+            ip(&[
+                "-n",
+                ns,
+                "neigh",
+                "replace",
+                &peer,
+                "lladdr",
+                mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ])?;
+        }
+        Ok(())
+    }
+
     /// Delete both namespaces.
     pub fn destroy(&self) {
         delete(&self.sender);
         delete(&self.firewall);
+    }
+}
+
+/// The sysctls a new namespace of family `f` gets before its veth exists.
+pub fn quiet_sysctls(f: Family) -> &'static [&'static str] {
+    match f {
+        Family::Ipv4 => &[
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ],
+        Family::Ipv6 => &[
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+            "net.ipv6.conf.all.router_solicitations=0",
+            "net.ipv6.conf.default.router_solicitations=0",
+            "net.ipv6.conf.all.accept_ra=0",
+            "net.ipv6.conf.default.accept_ra=0",
+            // 1 = none: no link-local address, so nothing to announce or defend.
+            "net.ipv6.conf.all.addr_gen_mode=1",
+            "net.ipv6.conf.default.addr_gen_mode=1",
+        ],
     }
 }
 
@@ -236,15 +320,21 @@ impl Pairs {
     /// connected to DST:DPORT, and a receiver bound there in the firewall namespace (never
     /// read). The pair, the sending socket, the receiving socket.
     pub fn create(&mut self, tag: &str) -> Result<(Pair, UdpSocket, UdpSocket)> {
-        let pair = Pair::create(tag)?;
+        self.create_family(tag, Family::Ipv4)
+    }
+
+    /// [`Pairs::create`] for family `f` (IPv6: `fd00:200::1 -> [fd00:200::2]:5001`).
+    pub fn create_family(&mut self, tag: &str, f: Family) -> Result<(Pair, UdpSocket, UdpSocket)> {
+        let pair = Pair::create_family(tag, f)?;
         self.0.push(pair.clone());
-        let tx = in_netns(&pair.sender, || {
-            let s = UdpSocket::bind((SRC, 0)).context("bind sender")?;
-            s.connect((DST, DPORT)).context("connect sender")?;
+        let (src, dst) = (f.src(), f.dst());
+        let tx = in_netns(&pair.sender, move || {
+            let s = UdpSocket::bind((src, 0)).context("bind sender")?;
+            s.connect((dst, DPORT)).context("connect sender")?;
             Ok(s)
         })?;
-        let rx = in_netns(&pair.firewall, || {
-            UdpSocket::bind((DST, DPORT)).context("bind receiver")
+        let rx = in_netns(&pair.firewall, move || {
+            UdpSocket::bind((dst, DPORT)).context("bind receiver")
         })?;
         Ok((pair, tx, rx))
     }
@@ -271,19 +361,41 @@ pub fn in_netns<T: Send + 'static>(
 #[derive(Debug)]
 pub struct Snmp {
     file: File,
+    /// `/proc/net/snmp6` (one `Name value` per line) is open for IPv6.
+    six: bool,
 }
 
 impl Snmp {
     /// Open the snmp counters of namespace `ns`.
     pub fn open(ns: &str) -> Result<Snmp> {
-        let file = in_netns(ns, || {
-            File::open("/proc/thread-self/net/snmp").context("open /proc/thread-self/net/snmp")
-        })?;
-        Ok(Snmp { file })
+        Snmp::open_family(ns, Family::Ipv4)
     }
 
-    /// Current `Ip: InReceives` of the namespace.
+    /// Open the counters of namespace `ns` for family `f` (`/proc/net/snmp`, `snmp6`).
+    pub fn open_family(ns: &str, f: Family) -> Result<Snmp> {
+        let path = match f {
+            Family::Ipv4 => "/proc/thread-self/net/snmp",
+            Family::Ipv6 => "/proc/thread-self/net/snmp6",
+        };
+        let file = in_netns(ns, move || {
+            File::open(path).with_context(|| format!("open {path}"))
+        })?;
+        Ok(Snmp {
+            file,
+            six: f == Family::Ipv6,
+        })
+    }
+
+    /// Current `Ip: InReceives` (`Ip6InReceives` for IPv6) of the namespace.
     pub fn in_receives(&mut self) -> Result<u64> {
+        if self.six {
+            use std::io::Seek as _;
+            self.file.rewind().context("rewind snmp6")?;
+            let mut s = String::new();
+            self.file.read_to_string(&mut s).context("read snmp6")?;
+            return snmp6_field(&s, "Ip6InReceives")
+                .ok_or_else(|| anyhow!("no Ip6InReceives in snmp6"));
+        }
         self.field("Ip", "InReceives")
     }
 
@@ -296,6 +408,14 @@ impl Snmp {
         test_support::snmp::field(&s, proto, field)
             .ok_or_else(|| anyhow!("no {proto} {field} in snmp"))
     }
+}
+
+/// One counter of `/proc/net/snmp6` text (`Ip6InReceives    42` lines).
+pub fn snmp6_field(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next()? == name).then(|| w.next()?.parse().ok())?
+    })
 }
 
 /// A file of namespace `ns` read by a thread inside it (`/proc/sys/net/...` answers for the
@@ -318,6 +438,27 @@ mod tests {
         assert_eq!(owner_pid("nbench-x-s", PREFIX), None);
         assert_eq!(owner_pid("other-1234", PREFIX), None);
         assert!(pid_alive(std::process::id()));
+    }
+
+    #[test]
+    fn snmp6_counters_parse() {
+        let t = "Ip6InReceives                   \t42\nIp6InHdrErrors                  \t0\n\
+                 Ip6InReceivesX 7\n";
+        assert_eq!(snmp6_field(t, "Ip6InReceives"), Some(42));
+        assert_eq!(snmp6_field(t, "Ip6InHdrErrors"), Some(0));
+        assert_eq!(snmp6_field(t, "Ip6InDelivers"), None);
+    }
+
+    #[test]
+    fn ipv6_namespaces_stay_quiet() {
+        let v6 = quiet_sysctls(Family::Ipv6);
+        for key in ["accept_dad=0", "router_solicitations=0", "accept_ra=0"] {
+            assert!(v6.iter().any(|s| s.ends_with(key)), "{key}");
+        }
+        assert!(!v6.iter().any(|s| s.contains("disable_ipv6")));
+        assert!(quiet_sysctls(Family::Ipv4)
+            .iter()
+            .all(|s| s.ends_with("disable_ipv6=1")));
     }
 
     #[test]

@@ -51,8 +51,32 @@ fn tiny_run() -> Command {
         "100",
         "--reply-rounds",
         "1",
+        "--ipv6-counts",
+        "0,10",
+        "--ipv6-samples",
+        "2",
     ]);
     cmd
+}
+
+/// The IPv6 pass's row of backend `b` in its first per-kind table has numbers at N = 0 and
+/// N = 10, and the pass's own checks passed (`Ip6InReceives`, final counters).
+fn assert_ipv6(stdout: &str, b: &str, stderr: &str) {
+    let row = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("#### IPv6 rules failing on the source address"))
+        .find(|l| l.starts_with(&format!("| {b} | ")))
+        .unwrap_or_else(|| panic!("no IPv6 {b} row:\n{stdout}\n{stderr}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    for c in &cells[2..4] {
+        assert!(c.parse::<i64>().is_ok(), "IPv6 {b}: cell {c:?} in {row}");
+    }
+    assert!(
+        stdout.contains(
+            "### Checks of the IPv6 pass\n\nEvery measured configuration: `Ip6InReceives`"
+        ),
+        "IPv6 checks failed:\n{stdout}"
+    );
 }
 
 /// The second run's section is there and its own checks passed.
@@ -87,6 +111,9 @@ fn tiny_run_passes_its_checks() {
     for b in ["iptables-legacy", "nftables"] {
         assert_numbers(&stdout, b, &stderr);
     }
+    for b in ["ip6tables-legacy", "nftables"] {
+        assert_ipv6(&stdout, b, &stderr);
+    }
     assert_features(&stdout, &stderr);
     // iptables-legacy alone in the second run: its reply windows answer every SYN.
     assert!(
@@ -106,6 +133,39 @@ fn tiny_run_passes_its_checks() {
         })
         .unwrap_or(0);
     assert_eq!(left, 0, "namespaces left behind");
+}
+
+#[test]
+fn ipv6_only_run_passes_its_checks() {
+    if !ready() {
+        return;
+    }
+    let out = tiny_run()
+        .args([
+            "--family",
+            "ipv6",
+            "--backends",
+            "iptables-legacy,nftables",
+            "--no-write",
+        ])
+        .output()
+        .expect("run netbench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "netbench failed:\n{stderr}");
+    assert!(
+        stdout.starts_with("# netbench results (IPv6 pass only)"),
+        "{stdout}"
+    );
+    for b in ["ip6tables-legacy", "nftables"] {
+        assert_ipv6(&stdout, b, &stderr);
+    }
+    // No IPv4 configuration was set up.
+    assert!(
+        !stdout.contains("### Rules failing on the source address"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAILED"), "{stdout}");
 }
 
 /// Where `bpfilter` is: beside this test's `netbench` binary (same target folder), unless
@@ -147,6 +207,7 @@ fn tiny_bpfilter_run_passes_its_checks() {
     // `bpfilter` stands for one configuration per packet-access strategy, each measured.
     for b in ["bpfilter-cast", "bpfilter-dynptr"] {
         assert_numbers(&stdout, b, &stderr);
+        assert_ipv6(&stdout, b, &stderr);
     }
     assert_features(&stdout, &stderr);
     // The daemons' event counters were read (`bpfilter status`) for the REJECT and LOG rows.

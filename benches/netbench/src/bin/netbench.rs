@@ -1,5 +1,6 @@
 //! `netbench`: per-packet cost (against rule count) and control-plane times of no firewall,
-//! iptables-legacy, nftables and bpfilter, measured interleaved in one run. Writes
+//! iptables-legacy, nftables and bpfilter, measured interleaved in one run, then the same for
+//! IPv6 (ip6tables-legacy, nftables `ip6`, bpfilter's ip6tables) in a second pass. Writes
 //! `RESULTS.md` and `plot.svg`. Needs root (namespaces, iptables, nft, BPF).
 
 use std::net::UdpSocket;
@@ -13,7 +14,7 @@ use clap::Parser;
 use netbench::backend::{self, Backend, Daemon, StartError, Tools};
 use netbench::netns::{self, Pairs, Snmp};
 use netbench::report::{ConfigResult, Report};
-use netbench::ruleset::{self, RuleKind, DPORT, DST, SRC};
+use netbench::ruleset::{self, Family, RuleKind, DPORT};
 use netbench::sender::{self, Plan};
 use netbench::{bpf, features, progs, stats};
 
@@ -117,6 +118,23 @@ struct Args {
     /// Reply-rate windows per backend.
     #[arg(long, default_value_t = 3)]
     reply_rounds: usize,
+    /// IP versions to measure (comma separated): ipv4 (the main run, the connection-state
+    /// run and single commands), ipv6 (a second pass after them: ip6tables-legacy, nftables
+    /// `ip6` and bpfilter's ip6tables, same backends and kinds, UDP to port 5001 of
+    /// fd00:200::2). `--family ipv6` alone runs only the IPv6 pass (RESULTS-ipv6.md).
+    #[arg(long, value_delimiter = ',', default_value = "ipv4,ipv6")]
+    family: Vec<String>,
+    /// Rule counts of the IPv6 pass (comma separated); default 0,10,100,1000 (quick:
+    /// 0,100,1000): it has to fit in about two minutes.
+    #[arg(long, value_delimiter = ',')]
+    ipv6_counts: Option<Vec<usize>>,
+    /// Kept samples of the IPv6 pass; default 40 (quick: 20).
+    #[arg(long)]
+    ipv6_samples: Option<usize>,
+    /// Time budget of the IPv6 pass in seconds, on top of --budget-s (setups that would
+    /// start after it minus the measurement time are skipped).
+    #[arg(long, default_value_t = 150)]
+    ipv6_budget_s: u64,
 }
 
 /// A configuration ready to be measured.
@@ -201,6 +219,34 @@ fn main() -> Result<()> {
     let Some(feature_kind) = RuleKind::from_name(&args.feature_kind) else {
         bail!("unknown rule kind {:?}", args.feature_kind);
     };
+    let mut families = Vec::new();
+    for f in &args.family {
+        match Family::from_name(f) {
+            Some(f) if !families.contains(&f) => families.push(f),
+            Some(_) => {}
+            None => bail!("unknown family {f:?} (ipv4 or ipv6)"),
+        }
+    }
+    let (do4, do6) = (
+        families.contains(&Family::Ipv4),
+        families.contains(&Family::Ipv6),
+    );
+    if !do4 && !do6 {
+        bail!("--family lists no IP version");
+    }
+    let counts6 = args.ipv6_counts.clone().unwrap_or_else(|| {
+        if args.quick {
+            vec![0, 100, 1000]
+        } else {
+            vec![0, 10, 100, 1000]
+        }
+    });
+    if let Some(n) = counts6.iter().find(|n| **n > ruleset::MAX_RULES) {
+        bail!("IPv6 rule count {n} above {}", ruleset::MAX_RULES);
+    }
+    let samples6 = args
+        .ipv6_samples
+        .unwrap_or(if args.quick { 20 } else { 40 });
     let root = workspace_root();
     let bin_dir = args
         .bin_dir
@@ -238,6 +284,7 @@ fn main() -> Result<()> {
         bpfilter: bin_dir.join("bpfilter"),
         run_id: pid,
         xtables_lock: work.join("xtables.lock"),
+        family: Family::Ipv4,
         // Leave time for the measurement (samples may run up to 1.5 times their length when
         // rounds are long), the checks and the teardown.
         deadline: Some(
@@ -335,9 +382,21 @@ fn main() -> Result<()> {
         ));
     }
 
-    let mut result = run(
-        &args, &tools, &counts, samples, &measured, &kinds, &work, notes, t_run,
-    );
+    let mut result = if do4 {
+        run(
+            &args,
+            &tools,
+            &counts,
+            samples,
+            &measured,
+            &kinds,
+            &work,
+            notes.clone(),
+            t_run,
+        )
+    } else {
+        Err(anyhow::anyhow!("IPv4 left out (--family)"))
+    };
     if let (Ok(report), false) = (&mut result, args.no_features) {
         let opts = features::Options {
             counts: feature_counts,
@@ -378,6 +437,43 @@ fn main() -> Result<()> {
             }
         }
     }
+    if do6 {
+        // The IPv6 pass: the same daemons (they serve ip6tables too), its own namespaces and
+        // time budget, measured interleaved on its own (its reference is an IPv6 no-firewall
+        // configuration of the same samples).
+        let t6 = Instant::now();
+        let tools6 = Tools {
+            family: Family::Ipv6,
+            deadline: Some(
+                t6 + Duration::from_secs(args.ipv6_budget_s)
+                    - (sample_time(samples6) + Duration::from_secs(40))
+                        .min(Duration::from_secs(args.ipv6_budget_s)),
+            ),
+            ..tools.clone()
+        };
+        eprintln!("netbench: IPv6 pass");
+        let notes6 = if do4 { Vec::new() } else { notes };
+        let r6 = run(
+            &args, &tools6, &counts6, samples6, &measured, &kinds, &work, notes6, t6,
+        );
+        eprintln!(
+            "netbench: IPv6 pass took {:.0} s",
+            t6.elapsed().as_secs_f64()
+        );
+        result = match (result, r6) {
+            (Ok(mut r), Ok(r6)) => {
+                r.ipv6 = Some(Box::new(r6));
+                Ok(r)
+            }
+            (Ok(mut r), Err(e)) => {
+                eprintln!("netbench: IPv6 pass: {e:#}");
+                r.notes.push(format!("IPv6 not measured: {e:#}"));
+                Ok(r)
+            }
+            (Err(_), r6) if !do4 => r6,
+            (Err(e), _) => Err(e),
+        };
+    }
     for d in daemons {
         d.stop(&tools.bpfilter);
     }
@@ -391,10 +487,16 @@ fn main() -> Result<()> {
         .filter(|b| measured.contains(b) || refused.iter().any(|(r, _)| r == b))
         .collect();
     report.refused = refused;
+    if let Some(r6) = &mut report.ipv6 {
+        r6.backends = report.backends.clone();
+        r6.refused = report.refused.clone();
+    }
     for b in report.bpfilters() {
+        let ipv6 = report.ipv6.iter().flat_map(|r| r.configs.iter());
         if !report
             .configs
             .iter()
+            .chain(ipv6)
             .any(|c| c.backend == b && c.error.is_some())
         {
             continue;
@@ -415,10 +517,24 @@ fn main() -> Result<()> {
     println!("{md}");
     if !args.no_write {
         std::fs::create_dir_all(&out_dir)?;
-        let (mdp, svgp) = (out_dir.join("RESULTS.md"), out_dir.join("plot.svg"));
+        // An IPv6-only run leaves the full run's files (both passes) alone.
+        let (mdp, svgp) = if do4 {
+            (out_dir.join("RESULTS.md"), out_dir.join("plot.svg"))
+        } else {
+            (
+                out_dir.join("RESULTS-ipv6.md"),
+                out_dir.join("plot-ipv6.svg"),
+            )
+        };
         std::fs::write(&mdp, &md).with_context(|| format!("write {}", mdp.display()))?;
         std::fs::write(&svgp, report.svg()).with_context(|| format!("write {}", svgp.display()))?;
-        if let Some(readme) = &args.readme {
+        if let (Some(readme), false) = (&args.readme, do4) {
+            eprintln!(
+                "netbench: {} not updated: its section holds both passes, and this run measured \
+                 IPv6 only",
+                readme.display()
+            );
+        } else if let Some(readme) = &args.readme {
             // The results are written already; a README without the markers only warns.
             match update_readme(readme, &out_dir, &report) {
                 Ok(()) => eprintln!("netbench: updated {}", readme.display()),
@@ -467,7 +583,18 @@ fn run(
     eprintln!("netbench: setting up {} configurations", results.len());
     for (idx, r) in results.iter_mut().enumerate() {
         let (b, k, n) = (r.backend, r.kind, r.n);
-        let tag = format!("{}-{}-{n}", b.tag(), k.map(|k| k.name()).unwrap_or("ref"));
+        // IPv6 configurations are named apart (`v6-...`), so that they can never meet an
+        // IPv4 namespace of the same run.
+        let tag = format!(
+            "{}{}-{}-{n}",
+            if tools.family == Family::Ipv6 {
+                "v6-"
+            } else {
+                ""
+            },
+            b.tag(),
+            k.map(|k| k.name()).unwrap_or("ref")
+        );
         let t0 = Instant::now();
         if tools.deadline.is_some_and(|d| Instant::now() >= d) && b != Backend::None {
             eprintln!("netbench: {tag}: skipped (time budget)");
@@ -543,10 +670,10 @@ fn run(
         }
     }
     // Test runs count on the rules' counters too, so they come after the counter checks.
-    let pkt = bpf::test_packet();
+    let pkt = bpf::test_packet_of(tools.family);
     for l in &live {
         for (id, name) in &l.bpf_live {
-            match test_run(*id, &pkt) {
+            match test_run(tools.family, *id, &pkt) {
                 Ok(t) => results[l.idx]
                     .test_runs
                     .push((name.clone(), t.ns, t.retval)),
@@ -573,9 +700,11 @@ fn run(
         .collect();
     let mut notes = notes;
     notes.push(format!(
-        "Traffic: UDP {SRC} -> {DST}:{DPORT}, 32-byte payload, sendmmsg batches of {}, >= {} us per visit; \
+        "Traffic: UDP {} -> {}, 32-byte payload, sendmmsg batches of {}, >= {} us per visit; \
          wall time / sender CPU time per packet: median {:.3} over configurations (max {:.3}: \
          time off the CPU while other work ran counts in wall time only).",
+        tools.family.src(),
+        std::net::SocketAddr::new(tools.family.dst(), DPORT),
         args.batch,
         args.visit_us,
         stats::median(&wall_vs_cpu),
@@ -606,6 +735,8 @@ fn run(
         elapsed: t_run.elapsed(),
         features: None,
         commands: None,
+        family: tools.family,
+        ipv6: None,
     })
 }
 
@@ -621,29 +752,33 @@ fn setup(
     nss: &mut Pairs,
     r: &mut ConfigResult,
 ) -> Result<Live> {
-    let (pair, tx, rx) = nss.create(tag)?;
-    let snmp = Snmp::open(&pair.firewall)?;
+    let fam = tools.family;
+    let (pair, tx, rx) = nss.create_family(tag, fam)?;
+    let snmp = Snmp::open_family(&pair.firewall, fam)?;
     let mut bpf_live = Vec::new();
     let mut floor = None;
     if b == Backend::BpfFloor {
         let prog = bpf::load_netfilter_accept("nbench_floor")?;
         let prog2 = prog.try_clone()?;
-        // NFPROTO_IPV4, NF_INET_LOCAL_IN, a priority nothing else in the namespace uses.
-        let link = netns::in_netns(&pair.firewall, move || bpf::link_netfilter(&prog2, 2, 1, 1))?;
+        // NFPROTO_IPV4 (IPV6), NF_INET_LOCAL_IN, a priority nothing else in the namespace uses.
+        let pf = fam.nfproto();
+        let link = netns::in_netns(&pair.firewall, move || {
+            bpf::link_netfilter(&prog2, pf, 1, 1)
+        })?;
         floor = Some((prog, link));
     }
     if let Some(k) = k {
-        let rules = ruleset::rules(k, n);
+        let rules = ruleset::rules_of(fam, k, n);
         let file = match b {
             Backend::Nft => {
-                let p = work.join(format!("{}-{n}.nft", k.name()));
+                let p = work.join(format!("{}-{}-{n}.nft", fam.name(), k.name()));
                 if !p.exists() {
-                    std::fs::write(&p, ruleset::nft_file(&rules))?;
+                    std::fs::write(&p, ruleset::nft_file(tools.family, &rules))?;
                 }
                 p
             }
             _ => {
-                let p = work.join(format!("{}-{n}.save", k.name()));
+                let p = work.join(format!("{}-{}-{n}.save", fam.name(), k.name()));
                 if !p.exists() {
                     std::fs::write(&p, ruleset::iptables_save(&rules))?;
                 }
@@ -693,7 +828,7 @@ fn setup(
         for _ in 0..appends {
             t.push(
                 tools
-                    .append(b, &pair.firewall, &ruleset::appended_rule())?
+                    .append(b, &pair.firewall, &ruleset::appended_rule_of(fam))?
                     .as_secs_f64(),
             );
         }
@@ -782,11 +917,11 @@ fn remove_stale_bpffs() {
 }
 
 /// BPF_PROG_TEST_RUN of program `id` at LOCAL_IN, repeated for about 50 ms.
-fn test_run(id: u32, pkt: &[u8]) -> Result<bpf::TestRun> {
+fn test_run(f: Family, id: u32, pkt: &[u8]) -> Result<bpf::TestRun> {
     let fd = bpf::prog_fd_by_id(id)?;
-    let probe = bpf::test_run_local_in(&fd, pkt, 100)?;
+    let probe = bpf::test_run_local_in_of(f, &fd, pkt, 100)?;
     let repeat = (50_000_000 / u64::from(probe.ns.max(1))).clamp(1_000, 1_000_000) as u32;
-    bpf::test_run_local_in(&fd, pkt, repeat)
+    bpf::test_run_local_in_of(f, &fd, pkt, repeat)
 }
 
 fn uname_r() -> String {
