@@ -311,32 +311,58 @@ fn neighbour_discovery_keeps_working_under_an_icmpv6_accept_rule() {
     ip6t(&p, &d, "-S");
 }
 
-/// Rulesets of other projects and of every IPv6 match, restored as a whole: the same listing
-/// and save output as the kernel's.
+/// The captured rulesets (fixtures/rulesets6: ufw's, Docker's and libvirt's IPv6 filter tables,
+/// and one per part of the ip6tables ABI) and this file's, restored as a whole: the same
+/// listing and save output as the kernel's. Those with a match bpfilter does not compile for
+/// IPv6 yet must be refused, with nothing applied.
 #[test]
 fn ipv6_rulesets_apply_list_and_save_as_the_kernels() {
     let Some((d, p)) = common::start_pair() else {
         return;
     };
+    // ruleset, and why bpfilter refuses it
+    const NOT_YET: &[(&str, &str)] = &[
+        ("ipv6_ext.rules", "ipv6header, hbh, dst, eui64 and mac"),
+        ("matches.rules", "conntrack --ctorigsrc and tcpmss in IPv6"),
+        ("stateful.rules", "addrtype, recent and hashlimit in IPv6"),
+    ];
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rulesets6");
     let mut rulesets: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "rules"))
-                .map(|e| {
-                    (
-                        e.file_name().to_string_lossy().into_owned(),
-                        std::fs::read_to_string(e.path()).expect("ruleset"),
-                    )
-                })
-                .collect()
+        .expect("fixtures/rulesets6")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "rules"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path()).expect("ruleset"),
+            )
         })
-        .unwrap_or_default();
+        .collect();
     rulesets.sort();
-    rulesets.push(("matches".into(), RULESET.into()));
+    for real in ["ufw6.rules", "docker6.rules", "libvirt6.rules"] {
+        assert!(
+            rulesets.iter().any(|(n, _)| n == real),
+            "{real} is missing from fixtures/rulesets6"
+        );
+    }
+    rulesets.push(("this file's".into(), RULESET.into()));
     for (name, rules) in &rulesets {
         eprintln!("ruleset {name}");
+        if let Some((_, why)) = NOT_YET.iter().find(|(n, _)| n == name) {
+            let save = || common::seen(&d.iptables(&p.bpf, Tool::Ip6Save, &["-c"], ""));
+            let before = save();
+            let out = d.iptables(&p.bpf, Tool::Ip6Restore, &[], rules);
+            assert!(
+                !out.status.success(),
+                "{name} applied: is {why} compiled now? Then take it off NOT_YET"
+            );
+            assert_eq!(
+                save(),
+                before,
+                "{name}: a refused ruleset changed the table"
+            );
+            continue;
+        }
         // Only the filter table is compiled; a ruleset's other tables stay the kernel's.
         let (code, _, err) = p.same(&d, Tool::Ip6Restore, &[], rules);
         assert_eq!(code, 0, "{name} must apply: {err}");
