@@ -370,6 +370,63 @@ fn ipv6_rulesets_apply_list_and_save_as_the_kernels() {
     }
 }
 
+/// ufw's, Docker's and libvirt's IPv6 filter tables with traffic: the sender sees the same
+/// answers and every rule counts the same packets as with the kernel's ip6_tables.
+#[test]
+fn real_ipv6_rulesets_filter_as_the_kernels() {
+    let Some((d, p)) = common::start_pair() else {
+        return;
+    };
+    let (k, b) = (topology6(&p.kernel), topology6(&p.bpf));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rulesets6");
+    for name in ["ufw6.rules", "docker6.rules", "libvirt6.rules"] {
+        let rules = std::fs::read_to_string(dir.join(name)).expect("ruleset");
+        restore6(&p, &d, &rules);
+        compiled(&d, &p.bpf);
+        let (seen_k, seen_b) = (traffic6(&p.kernel, &k), traffic6(&p.bpf, &b));
+        assert_eq!(seen_b, seen_k, "{name}: the sender saw different outcomes (left: bpfilter)");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        same_listing6(&p, &d);
+        ip6t(&p, &d, "-Z");
+    }
+}
+
+/// A namespace has one switch for connection tracking, used by its IPv4 and its IPv6 filter
+/// tables alike: it stays on while either has a stateful rule, and goes with the last one.
+#[test]
+fn connection_tracking_stays_while_either_family_needs_it() {
+    let Some((d, ns)) = common::start_in("ct46") else {
+        return;
+    };
+    let tables = || ns.sh("nft list tables 2>/dev/null; true");
+    let stateful = "*filter\n-A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT\nCOMMIT\n";
+    let stateless = "*filter\n-A INPUT -p udp -j ACCEPT\nCOMMIT\n";
+    d.iptables_ok(&ns, Tool::Restore, &[], stateful);
+    d.iptables_ok(&ns, Tool::Ip6Restore, &[], stateful);
+    assert!(tables().contains("bpfilter_conntrack"), "{}", tables());
+    d.iptables_ok(&ns, Tool::Ip6Restore, &[], stateless);
+    assert!(
+        tables().contains("bpfilter_conntrack"),
+        "the IPv4 rules still need connection tracking: {}\n{}",
+        tables(),
+        d.log()
+    );
+    d.iptables_ok(&ns, Tool::Ip6Restore, &[], stateful);
+    d.iptables_ok(&ns, Tool::Restore, &[], stateless);
+    assert!(tables().contains("bpfilter_conntrack"), "the IPv6 rules still need it");
+    d.iptables_ok(&ns, Tool::Ip6Restore, &[], stateless);
+    assert!(
+        !tables().contains("bpfilter_conntrack"),
+        "no rule needs it any more: {}",
+        tables()
+    );
+    assert!(
+        !d.log().contains("flush ruleset"),
+        "a table's pump had to put connection tracking back:\n{}",
+        d.log()
+    );
+}
+
 /// What ip6tables refuses, bpfilter refuses with the same words and exit code, and the running
 /// ruleset stays.
 #[test]

@@ -44,6 +44,7 @@
 //! stay counted in its counters, which go with it. Only a kill between the marker and the
 //! reply's write (a few microseconds) leaves a change in force that its client saw fail.
 
+use std::collections::{BTreeSet, HashMap};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -287,6 +288,7 @@ impl Backends for BpfBackends {
     }
 
     fn flush(&self, ns: NsId) {
+        conntrack_users().remove(&ns.0);
         // Connection tracking was on for the rules only (nothing if bpfilter never enabled it).
         if let Some(fd) = crate::events::Netns::new(ns.0, None).fd() {
             match sys::in_netns(fd.as_fd(), sys::disable_conntrack) {
@@ -373,6 +375,17 @@ fn new_counter_map(entries: usize) -> Result<(Arc<Map>, Pool, Vec<u32>), Backend
         Pool::new(capacity, used),
         (0..used).collect(),
     ))
+}
+
+/// The tables of each namespace (by nsfs inode) whose rules need connection tracking. A
+/// namespace has one switch for it, the nftables table `inet bpfilter_conntrack`, which serves
+/// its IPv4 and its IPv6 filter tables alike: it is removed only when the last of them lets go.
+fn conntrack_users() -> std::sync::MutexGuard<'static, HashMap<u64, BTreeSet<PathBuf>>> {
+    static USERS: OnceLock<Mutex<HashMap<u64, BTreeSet<PathBuf>>>> = OnceLock::new();
+    match USERS.get_or_init(Mutex::default).lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 fn lock_pool(pool: &Mutex<Pool>) -> std::sync::MutexGuard<'_, Pool> {
@@ -757,6 +770,12 @@ impl BpfTable {
         if let Some(p) = &pump {
             *p.conntrack_switch() = conntrack;
         }
+        if conntrack {
+            conntrack_users()
+                .entry(netns.id)
+                .or_default()
+                .insert(dir.to_owned());
+        }
         let older = BlobMap::open(&dir.join("older_tables"))
             .and_then(|m| m.read())
             .map(|b| {
@@ -799,20 +818,34 @@ impl BpfTable {
         // The pump's switch is held across the change: the pump restores a table someone else
         // removed while rules need it, and must not take this removal for one.
         let mut switch = self.pump.as_ref().map(|p| p.conntrack_switch());
-        let done = sys::in_netns(fd.as_fd(), || {
-            if on {
-                sys::enable_conntrack()
+        let mut users = conntrack_users();
+        let others = users
+            .get(&self.netns.id)
+            .is_some_and(|u| u.iter().any(|d| d != &self.dir));
+        // Enabling is idempotent (the other family's table may have done it); releasing waits
+        // for the other family's table to release too.
+        if on || !others {
+            sys::in_netns(fd.as_fd(), || {
+                if on {
+                    sys::enable_conntrack()
+                } else {
+                    sys::disable_conntrack()
+                }
+            })
+            .and_then(|r| r)
+            .map_err(sys_err(if on {
+                "enabling connection tracking"
             } else {
-                sys::disable_conntrack()
-            }
-        })
-        .and_then(|r| r)
-        .map_err(sys_err(if on {
-            "enabling connection tracking"
+                "releasing connection tracking"
+            }))?;
+        }
+        let mine = users.entry(self.netns.id).or_default();
+        if on {
+            mine.insert(self.dir.clone());
         } else {
-            "releasing connection tracking"
-        }));
-        done?;
+            mine.remove(&self.dir);
+        }
+        drop(users);
         if let Some(needed) = switch.as_mut() {
             **needed = on;
         }
