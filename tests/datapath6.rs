@@ -532,6 +532,40 @@ fn corpus() -> Vec<(&'static str, Vec<u8>)> {
             ipv6::truncate(p(A, B, 64, &[rt], nh::UDP, &ipv6::udp(1, 53)), 64),
         ),
         (
+            "dst 16 of 24 bytes",
+            ipv6::truncate(
+                p(
+                    A,
+                    B,
+                    64,
+                    &[Ext::DstOpts { hdrlen: 2 }],
+                    nh::UDP,
+                    &ipv6::udp(1, 53),
+                ),
+                56,
+            ),
+        ),
+        (
+            "hbh, dst, hbh, dst (8, 16, 24, 8)",
+            p(
+                A,
+                B,
+                64,
+                &[
+                    hbh,
+                    dst,
+                    Ext::HopByHop { hdrlen: 2 },
+                    Ext::DstOpts { hdrlen: 0 },
+                ],
+                nh::UDP,
+                &ipv6::udp(1, 53),
+            ),
+        ),
+        (
+            "non-first fragment -> hbh",
+            p(A, B, 64, &[frag(5, false), hbh], nh::UDP, &ipv6::udp(1, 2)),
+        ),
+        (
             "non-first fragment -> rt",
             p(A, B, 64, &[frag(5, false), rt], nh::UDP, &ipv6::udp(1, 2)),
         ),
@@ -641,6 +675,16 @@ fn rt_m(
         inv_type: inv.0,
         inv_segsleft: inv.1,
         inv_len: inv.2,
+        short_hotdrop,
+    })
+}
+
+/// `-m hbh` (`dst` false) / `-m dst` with an optional length test.
+fn opts_m(dst: bool, hdrlen: Option<u32>, inv_len: bool, short_hotdrop: bool) -> Match {
+    Match::Opts(OptsMatch {
+        dst,
+        hdrlen,
+        inv_len,
         short_hotdrop,
     })
 }
@@ -888,6 +932,16 @@ fn catalogue() -> Vec<(&'static str, Vec<Match>)> {
                     short,
                 )],
             ));
+        }
+    }
+    for dst in [false, true] {
+        for short in [false, true] {
+            for inv in [false, true] {
+                v.push(("-m hbh/dst", vec![opts_m(dst, None, inv, short)]));
+                for len in [8, 16, 24, 0x1_0008] {
+                    v.push(("-m hbh/dst --len", vec![opts_m(dst, Some(len), inv, short)]));
+                }
+            }
         }
     }
     for (mode, name) in [
@@ -1141,6 +1195,90 @@ fn reference_follows_the_kernel_on_hand_written_cases() {
             vec![frag_m((0, u32::MAX), 0, false)],
             "non-first fragment -> none",
             "match",
+        ),
+        (vec![opts_m(false, None, false, true)], "hbh udp", "match"),
+        (vec![opts_m(true, None, false, true)], "hbh udp", "no match"),
+        (vec![opts_m(true, None, true, true)], "hbh udp", "no match"),
+        (
+            vec![opts_m(false, Some(8), false, true)],
+            "hbh udp",
+            "match",
+        ),
+        (
+            vec![opts_m(false, Some(8), true, true)],
+            "hbh udp",
+            "no match",
+        ),
+        (
+            vec![opts_m(false, Some(16), true, true)],
+            "hbh udp",
+            "match",
+        ),
+        (
+            vec![opts_m(true, Some(16), false, true)],
+            "hbh+rt+frag0+dst+ah tcp",
+            "match",
+        ),
+        // the first header of the kind counts (a later hop-by-hop header too)
+        (
+            vec![opts_m(false, Some(8), false, true)],
+            "hbh, dst, hbh, dst (8, 16, 24, 8)",
+            "match",
+        ),
+        (
+            vec![opts_m(true, Some(16), false, true)],
+            "hbh, dst, hbh, dst (8, 16, 24, 8)",
+            "match",
+        ),
+        (
+            vec![opts_m(false, Some(16), false, true)],
+            "proto 0 after dst: another hbh",
+            "no match",
+        ),
+        (
+            vec![opts_m(false, Some(8), false, true)],
+            "proto 0 after dst: another hbh",
+            "match",
+        ),
+        (
+            vec![opts_m(false, None, false, true)],
+            "non-first fragment -> hbh",
+            "no match",
+        ),
+        (
+            vec![opts_m(true, None, false, true)],
+            "non-first fragment -> dstopts",
+            "no match",
+        ),
+        (
+            vec![opts_m(false, None, false, true)],
+            "truncated hbh (1 byte)",
+            "hotdrop",
+        ),
+        (
+            vec![opts_m(false, None, false, true)],
+            "hbh 2 bytes, length past the end",
+            "hotdrop",
+        ),
+        (
+            vec![opts_m(false, None, false, false)],
+            "hbh 2 bytes, length past the end",
+            "no match",
+        ),
+        (
+            vec![opts_m(true, None, false, true)],
+            "dst 16 of 24 bytes",
+            "hotdrop",
+        ),
+        (
+            vec![opts_m(true, None, true, false)],
+            "dst 16 of 24 bytes",
+            "no match",
+        ),
+        (
+            vec![opts_m(true, None, false, true)],
+            "truncated rt (3 bytes)",
+            "hotdrop",
         ),
         (vec![rt_type(0, false)], "hbh+rt+frag0+dst+ah tcp", "match"),
         (
@@ -1452,6 +1590,13 @@ fn arb_rule_matches() -> impl Strategy<Value = Vec<Match>> {
             );
             rt_m(sl, t, len, res, inv, short)
         });
+    let optsm = (
+        any::<bool>(),
+        proptest::option::of(prop_oneof![Just(8u32), Just(16), Just(24), any::<u32>()]),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(dst, len, inv, short)| opts_m(dst, len, inv, short));
     let hl = (
         0u8..5,
         prop_oneof![Just(0u8), Just(1), Just(64), Just(255), any::<u8>()],
@@ -1510,7 +1655,7 @@ fn arb_rule_matches() -> impl Strategy<Value = Vec<Match>> {
             .prop_map(|(ports, inv)| multiport_m(MultiportMode::Either, &ports, inv)),
     ];
     (
-        proptest::option::of(prop_oneof![addr, range, fragm, rtm]),
+        proptest::option::of(prop_oneof![addr, range, fragm, rtm, optsm]),
         proptest::option::of(hl),
         proptest::option::of((proto_m, proptest::collection::vec(transport, 0..3))),
         any::<bool>(),

@@ -443,6 +443,31 @@ fn rt_mt6(m: &crate::ir::RtMatch, data: &[u8]) -> MatchResult {
     }
 }
 
+/// `hbh_mt6` (ip6t_hbh.c, "hbh" and "dst") without the option list.
+fn hbh_mt6(m: &crate::ir::OptsMatch, data: &[u8]) -> MatchResult {
+    let ptr = match ipv6_find_hdr_target(data, if m.dst { 60 } else { 0 }) {
+        Ok(p) => p,
+        Err(FindError::NoEnt) => return MatchResult::No,
+        Err(FindError::BadMsg) => return MatchResult::Hotdrop,
+    };
+    let Some(oh) = data.get(ptr..ptr + 2) else {
+        return MatchResult::Hotdrop;
+    };
+    let hdrlen = (usize::from(oh[1]) + 1) << 3;
+    if data.len() - ptr < hdrlen {
+        return if m.short_hotdrop {
+            MatchResult::Hotdrop
+        } else {
+            MatchResult::No
+        };
+    }
+    if m.hdrlen.is_none_or(|l| (l as usize == hdrlen) != m.inv_len) {
+        MatchResult::Yes
+    } else {
+        MatchResult::No
+    }
+}
+
 /// `ipv6_masked_addr_cmp`: `((a ^ addr) & mask) != 0` (unlike IPv4's `(a & mask) !=
 /// addr`, the rule's address counts only under its mask).
 fn masked_differ(a: &[u8; 16], mask: &std::net::Ipv6Addr, addr: &std::net::Ipv6Addr) -> bool {
@@ -617,6 +642,10 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
         },
         Match::Rt(m) => match &p.v6 {
             Some(_) => rt_mt6(m, p.data),
+            None => No,
+        },
+        Match::Opts(m) => match &p.v6 {
+            Some(_) => hbh_mt6(m, p.data),
             None => No,
         },
         Match::HopLimit { mode, value } => {
@@ -1217,6 +1246,37 @@ mod tests {
         assert_eq!(v(r("2001:db8::", "2001:db8::1", false)), hit);
         assert_eq!(v(r("2001:db8::2", "2001:db9::", false)), Verdict::Drop);
         assert_eq!(v(r("2001:db8::2", "2001:db9::", true)), hit);
+    }
+
+    #[test]
+    fn hbh_mt6_tests_the_first_options_header_of_its_kind() {
+        use crate::ir::OptsMatch;
+        let m = |dst, hdrlen, inv_len, short_hotdrop| OptsMatch {
+            dst,
+            hdrlen,
+            inv_len,
+            short_hotdrop,
+        };
+        let r = |m: OptsMatch, p: &[u8]| match hbh_mt6(&m, p) {
+            MatchResult::Yes => "yes",
+            MatchResult::No => "no",
+            MatchResult::Hotdrop => "hotdrop",
+        };
+        // hop-by-hop (8), destination options (16), udp
+        let body = [opts(60), vec![17, 1], vec![0; 14], vec![0; 8]].concat();
+        let p = ip6(0, 64, &body);
+        assert_eq!(r(m(false, None, false, true), &p), "yes");
+        assert_eq!(r(m(false, Some(8), false, true), &p), "yes");
+        assert_eq!(r(m(false, Some(16), false, true), &p), "no");
+        assert_eq!(r(m(true, Some(16), false, true), &p), "yes");
+        assert_eq!(r(m(true, Some(16), true, true), &p), "no");
+        assert_eq!(r(m(true, Some(8), true, true), &p), "yes");
+        // none of that kind; cut before it; longer than the packet
+        assert_eq!(r(m(true, None, true, true), &ip6(0, 64, &opts(17))), "no");
+        assert_eq!(r(m(true, None, false, true), &p[..49]), "hotdrop");
+        assert_eq!(r(m(true, None, false, true), &p[..63]), "hotdrop");
+        assert_eq!(r(m(true, None, false, false), &p[..63]), "no");
+        assert_eq!(r(m(false, None, false, false), &p[..63]), "yes");
     }
 
     #[test]

@@ -87,8 +87,14 @@ impl Generator<'_> {
         b.emit(ldx(Size::B, R8, R10, rec::IP6 + 6));
         b.emit(mov64(R9, Src::Imm(40)));
         b.emit(mov64(R6, Src::Imm(0)));
-        if feat.frag6 || feat.rt6 {
+        if feat.frag6 || feat.rt6 || feat.hbh6 || feat.dst6 {
             b.emit(mov32(R1, FRAG_NOENT));
+        }
+        if feat.hbh6 {
+            b.emit(stx(Size::W, R10, rec::HBH_AT, R1));
+        }
+        if feat.dst6 {
+            b.emit(stx(Size::W, R10, rec::DST_AT, R1));
         }
         if feat.frag6 {
             b.emit(stx(Size::W, R10, rec::FRAG_AT, R1));
@@ -123,6 +129,18 @@ impl Generator<'_> {
         b.bind(opt)?;
         read(b, rec::WALK, Src::Imm(2), Src::Reg(R9));
         b.jmp64(JmpOp::Jne, R0, Src::Imm(0), bad);
+        // the first hop-by-hop / destination options header: where `ipv6_find_hdr(..,
+        // NEXTHDR_HOP or NEXTHDR_DEST, ..)` stops
+        for (on, nh, at) in [(feat.hbh6, 0, rec::HBH_AT), (feat.dst6, 60, rec::DST_AT)] {
+            if on {
+                let seen = b.label();
+                b.jmp32(JmpOp::Jne, R8, Src::Imm(nh), seen);
+                b.emit(ldx(Size::W, R1, R10, at));
+                b.jmp32(JmpOp::Jne, R1, Src::Imm(FRAG_NOENT), seen);
+                b.emit(stx(Size::W, R10, at, R9));
+                b.bind(seen)?;
+            }
+        }
         b.emit(ldx(Size::B, R2, R10, rec::WALK + 1));
         b.emit(alu64(AluOp::Add, R2, Src::Imm(1)));
         b.emit(alu64(AluOp::Lsh, R2, Src::Imm(3)));
@@ -214,6 +232,17 @@ impl Generator<'_> {
             b.emit(stx(Size::W, R10, rec::RT_AT, R1));
             b.bind(seen)?;
         }
+        for (on, at) in [(feat.hbh6, rec::HBH_AT), (feat.dst6, rec::DST_AT)] {
+            if on {
+                // a read failed before that header was found (or at it): -EBADMSG
+                let seen = b.label();
+                b.emit(ldx(Size::W, R1, R10, at));
+                b.jmp32(JmpOp::Jne, R1, Src::Imm(FRAG_NOENT), seen);
+                b.emit(mov32(R1, FRAG_BADMSG));
+                b.emit(stx(Size::W, R10, at, R1));
+                b.bind(seen)?;
+            }
+        }
         // a non-first fragment followed by an extension header fails the protocol walk, but
         // a target walk ends there with -ENOENT (or at a header it found before)
         b.bind(bad_nonfirst)?;
@@ -267,6 +296,21 @@ impl Generator<'_> {
             b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), done);
             read(b, rec::RTHDR, Src::Imm(4), Src::Reg(R6));
             b.bind(done)?;
+        }
+        for (on, at, hdr) in [
+            (feat.hbh6, rec::HBH_AT, rec::HBHHDR),
+            (feat.dst6, rec::DST_AT, rec::DSTHDR),
+        ] {
+            if on {
+                // the options header's first 2 bytes (the walk read them), or the packet's
+                // first 2 without one
+                let have = b.label();
+                b.emit(ldx(Size::W, R6, R10, at));
+                b.jmp32(JmpOp::Jgt, R6, Src::Imm(FRAG_BADMSG), have);
+                b.emit(mov64(R6, Src::Imm(0)));
+                b.bind(have)?;
+                read(b, hdr, Src::Imm(2), Src::Reg(R6));
+            }
         }
         b.emit(ldx(Size::H, R9, R10, rec::THOFF));
         b.emit(ldx(Size::W, R4, R10, rec::LEN));

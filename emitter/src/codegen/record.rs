@@ -34,6 +34,10 @@
 //! -368 `-m frag`: copy of that fragment header (8 bytes)
 //! -372 `-m rt`: u32 offset of the first routing header, or FRAG_NOENT / FRAG_BADMSG
 //! -384 `-m rt`: its first 8 bytes (the last 4 only when the packet holds them)
+//! -388 `-m hbh`: u32 offset of the first hop-by-hop header, or FRAG_NOENT / FRAG_BADMSG
+//! -390 `-m hbh`: its first 2 bytes
+//! -396 `-m dst`: u32 offset of the first destination options header, or as above
+//! -398 `-m dst`: its first 2 bytes
 //! -140 walk scratch (4 bytes read per extension header; the transport buffer, not yet used)
 //! ```
 //! `count` uses 8 bytes of its own frame; chain subprograms use none.
@@ -116,6 +120,14 @@ pub mod rec {
     pub const RT_AT: i16 = -372;
     /// IPv6 `-m rt`: the first 8 bytes of that routing header
     pub const RTHDR: i16 = -384;
+    /// IPv6 `-m hbh`: u32 offset of the first hop-by-hop header, as [`RT_AT`]
+    pub const HBH_AT: i16 = -388;
+    /// IPv6 `-m hbh`: its first 2 bytes
+    pub const HBHHDR: i16 = -390;
+    /// IPv6 `-m dst`: u32 offset of the first destination options header, as [`RT_AT`]
+    pub const DST_AT: i16 = -396;
+    /// IPv6 `-m dst`: its first 2 bytes
+    pub const DSTHDR: i16 = -398;
     /// IPv6: 4 bytes of the extension header the walk is at
     pub const WALK: i16 = -140;
     /// the program's context pointer, for events (stored first thing; in the 16 bytes
