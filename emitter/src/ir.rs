@@ -451,6 +451,21 @@ pub struct OptsMatch {
     pub short_hotdrop: bool,
 }
 
+/// `-m ipv6header` as `ipv6header_mt6` tests it: its own walk over the extension headers
+/// (ESP and "no next header" end it with their bit), the MASK_* bits of the headers seen
+/// (HOPOPTS 128, DSTOPTS 64, ROUTING 32, FRAGMENT 16, AH 8, ESP 4, NONE 2, PROTO 1); no match
+/// when an extension header has fewer than 2 bytes left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv6HeaderMatch {
+    /// MASK_* bits to test
+    pub matchflags: u8,
+    /// inverted bits (`--soft`), or non-zero for "not exactly" (strict)
+    pub invflags: u8,
+    /// `--soft`: `!((bits ^ matchflags ^ invflags) & matchflags)`; else `bits == matchflags`
+    /// (`!=` with `invflags`)
+    pub soft: bool,
+}
+
 /// The `mode` values of [`Match::HopLimit`] (ip6t_hl.h).
 pub mod hl {
     /// IP6T_HL_EQ: equal
@@ -681,6 +696,8 @@ pub enum Match {
     /// header (`ipv6_find_hdr(skb, &ptr, NEXTHDR_HOP or NEXTHDR_DEST, NULL, NULL)`, see
     /// [`OptsMatch`]). IPv6 only.
     Opts(OptsMatch),
+    /// `-m ipv6header` (ip6t_ipv6header `ipv6header_mt6`, see [`Ipv6HeaderMatch`]). IPv6 only.
+    Ipv6Header(Ipv6HeaderMatch),
     /// `-m iprange` revision 1 in an IPv6 program (`iprange_mt6`): inclusive ranges of
     /// addresses compared as 128-bit big-endian numbers (`iprange_ipv6_lt`).
     IpRange6(IpRange6Match),
@@ -1060,6 +1077,7 @@ impl Match {
                 | Match::Frag(_)
                 | Match::Rt(_)
                 | Match::Opts(_)
+                | Match::Ipv6Header(_)
         )
     }
 }

@@ -789,7 +789,6 @@ fn refuse_unsupported(entry: &Entry) -> Result<(), XlateError> {
                     | XT_CONNTRACK_REPLDST;
                 (info.match_flags & addresses != 0).then_some("conntrack address tests in IPv6")
             }
-            Match::Ipv6Header(_) => Some("-m ipv6header"),
             // hbh_mt6's option list is not compiled (an empty one tests nothing)
             Match::Hbh(o) if o.flags & IP6T_OPTS_OPTS != 0 && o.optsnr != 0 => {
                 Some("-m hbh --hbh-opts")
@@ -970,6 +969,11 @@ fn extension(m: &Match, family: Family, limit_slot: u32, named: &Named<'_>) -> O
             flags: f.flags,
             inv_ids: f.invflags & IP6T_FRAG_INV_IDS != 0,
         }),
+        Match::Ipv6Header(h) => ir::Match::Ipv6Header(ir::Ipv6HeaderMatch {
+            matchflags: h.matchflags,
+            invflags: h.invflags,
+            soft: h.modeflag != 0,
+        }),
         Match::Hbh(o) | Match::Dst(o) => ir::Match::Opts(ir::OptsMatch {
             dst: matches!(m, Match::Dst(_)),
             hdrlen: (o.flags & IP6T_OPTS_LEN != 0).then_some(o.hdrlen),
@@ -1045,7 +1049,7 @@ fn extension(m: &Match, family: Family, limit_slot: u32, named: &Named<'_>) -> O
         }
         Match::Comment(_) => return None,
         // refused by `refuse_unsupported` before it gets here
-        Match::Ipv6Header(_) | Match::Eui64(_) | Match::Mac(_) => return None,
+        Match::Eui64(_) | Match::Mac(_) => return None,
     })
 }
 
@@ -1311,6 +1315,29 @@ mod tests {
                 }
             ),
             "{err:?}"
+        );
+    }
+
+    #[test]
+    fn ipv6header_translates() {
+        use ipt_abi::abi::Ip6tIpv6headerInfo;
+        let mut b = TableBuilder::filter6();
+        b.rule(
+            "FORWARD",
+            Rule::new(RuleTarget::Drop).with(Match::Ipv6Header(Ip6tIpv6headerInfo {
+                matchflags: 128,
+                invflags: 0,
+                modeflag: 1,
+            })),
+        );
+        let fwd = &programs(&b)[1];
+        assert_eq!(
+            fwd.chains[&fwd.entry].rules[0].matches,
+            [ir::Match::Ipv6Header(ir::Ipv6HeaderMatch {
+                matchflags: 128,
+                invflags: 0,
+                soft: true,
+            })]
         );
     }
 

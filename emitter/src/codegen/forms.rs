@@ -176,6 +176,11 @@ impl Generator<'_> {
                     st.conditional = true;
                     self.opts6_test(&m, next, frame.hotdrop)?;
                 }
+                Test::Ipv6Header(m) => {
+                    frame.used.insert(HOTDROP);
+                    st.conditional = true;
+                    self.ipv6header_test(&m, next, frame.hotdrop);
+                }
                 Test::OptGuard => {
                     if !st.opt_checked {
                         frame.used.insert(HOTDROP);
@@ -424,6 +429,7 @@ impl Generator<'_> {
             | Test::Frag6(_)
             | Test::Rt6(_)
             | Test::Opts6(_)
+            | Test::Ipv6Header(_)
             | Test::Range6 { .. }
             | Test::Conntrack(_)
             | Test::State(_)
@@ -730,7 +736,7 @@ impl Generator<'_> {
                 b.bind(pass)?;
             }
             Test::Guard { .. } | Test::OptGuard | Test::WalkGuard => {}
-            Test::Frag6(_) | Test::Rt6(_) | Test::Opts6(_) => {
+            Test::Frag6(_) | Test::Rt6(_) | Test::Opts6(_) | Test::Ipv6Header(_) => {
                 // emitted by `tests_inline`, which knows where hotdrop goes
                 return Err(EmitError::Unsupported {
                     what: "frag or rt outside a rule's tests",
@@ -788,6 +794,29 @@ impl Generator<'_> {
             b.jmp32(JmpOp::Jne, R1, Src::Imm(0), fail);
         }
         Ok(())
+    }
+
+    /// `ipv6header_mt6` on the prologue's mask (`rec::V6H`): falls through when it holds.
+    fn ipv6header_test(&mut self, m: &ir::Ipv6HeaderMatch, fail: Label, hotdrop: Label) {
+        use super::record::{V6H_BOUND, V6H_FALSE};
+        use Reg::*;
+        let b = &mut self.b;
+        b.emit(ldx(Size::W, R1, R6, rec::V6H));
+        b.jmp32(JmpOp::Jset, R1, Src::Imm(V6H_BOUND), hotdrop);
+        b.jmp32(JmpOp::Jset, R1, Src::Imm(V6H_FALSE), fail);
+        let want = i32::from(m.matchflags);
+        if m.soft {
+            b.emit(alu32(
+                AluOp::Xor,
+                R1,
+                Src::Imm(i32::from(m.matchflags ^ m.invflags)),
+            ));
+            b.jmp32(JmpOp::Jset, R1, Src::Imm(want), fail);
+        } else if m.invflags != 0 {
+            b.jmp32(JmpOp::Jeq, R1, Src::Imm(want), fail);
+        } else {
+            b.jmp32(JmpOp::Jne, R1, Src::Imm(want), fail);
+        }
     }
 
     /// `hbh_mt6` on the prologue's options header (`rec::HBH_AT`/`rec::HBHHDR`, or the

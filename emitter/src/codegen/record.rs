@@ -38,6 +38,9 @@
 //! -390 `-m hbh`: its first 2 bytes
 //! -396 `-m dst`: u32 offset of the first destination options header, or as above
 //! -398 `-m dst`: its first 2 bytes
+//! -424 `-m ipv6header`: one byte per MASK_* bit and outcome, 0 or 1 (10 bytes)
+//! -428 `-m ipv6header`: u32 MASK_* bits of the packet, or V6H_FALSE / V6H_BOUND
+//! -432 `-m ipv6header`: the walk's offset (a stack word, as the main walk's)
 //! -140 walk scratch (4 bytes read per extension header; the transport buffer, not yet used)
 //! ```
 //! `count` uses 8 bytes of its own frame; chain subprograms use none.
@@ -128,6 +131,12 @@ pub mod rec {
     pub const DST_AT: i16 = -396;
     /// IPv6 `-m dst`: its first 2 bytes
     pub const DSTHDR: i16 = -398;
+    /// IPv6 `-m ipv6header`: a byte per MASK_* bit and outcome, 0 or 1
+    pub const V6H_SEEN: i16 = -424;
+    /// IPv6 `-m ipv6header`: u32 MASK_* bits, or [`super::V6H_FALSE`] / [`super::V6H_BOUND`]
+    pub const V6H: i16 = -428;
+    /// IPv6 `-m ipv6header`: the walk's offset
+    pub const V6H_PTR: i16 = -432;
     /// IPv6: 4 bytes of the extension header the walk is at
     pub const WALK: i16 = -140;
     /// the program's context pointer, for events (stored first thing; in the 16 bytes
@@ -158,6 +167,11 @@ pub(super) mod packed {
 pub(super) const FRAG_NOENT: i32 = 1;
 /// FRAG_AT: a header on the way, or the fragment header, was cut short (-EBADMSG).
 pub(super) const FRAG_BADMSG: i32 = 2;
+
+/// `rec::V6H`: `ipv6header_mt6` returns false (an extension header with fewer than 2 bytes left).
+pub(super) const V6H_FALSE: i32 = 0x100;
+/// `rec::V6H`: more extension headers than the walk follows (hotdrop, see SEMANTICS.md).
+pub(super) const V6H_BOUND: i32 = 0x200;
 
 /// TH_AVAIL value of a fragment with offset 1 (tcp hotdrops it).
 pub(super) const TH_AVAIL_FRAG1: i32 = -2;
