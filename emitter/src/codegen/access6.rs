@@ -24,6 +24,14 @@
 //! others `(hdrlen + 1) * 8`. Reads go through `bpf_dynptr_read`, which fails exactly where
 //! `skb_header_pointer` does (past `skb->len`, linear or not).
 //!
+//! The same walk also finds, for the rules that need them, the first header of a kind as
+//! `ipv6_find_hdr(skb, &ptr, target, NULL, NULL)` would (fragment for `-m frag`, routing for
+//! `-m rt`, hop-by-hop and destination options for `-m hbh`/`-m dst`): its offset, or
+//! FRAG_NOENT (the walk ended first, also at a non-first fragment) / FRAG_BADMSG (a read
+//! failed before), and a copy of its first bytes. `-m ipv6header` has a walk of its own
+//! (`ipv6header_mt6` follows ESP, goes on past a non-first fragment and stops past the end),
+//! whose MASK_* bits are kept as one byte each so that its paths leave the same stack.
+//!
 //! The walk is a loop of at most [`MAX_EXT_HEADERS`] steps; the kernel has no bound. A packet
 //! with more extension headers than that is treated as a failed walk (a rule with a protocol
 //! drops it). Each step ends with every register in the same verifier state (the offset goes
