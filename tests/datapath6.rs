@@ -532,6 +532,40 @@ fn corpus() -> Vec<(&'static str, Vec<u8>)> {
             ipv6::truncate(p(A, B, 64, &[rt], nh::UDP, &ipv6::udp(1, 53)), 64),
         ),
         (
+            "dst 16 of 24 bytes",
+            ipv6::truncate(
+                p(
+                    A,
+                    B,
+                    64,
+                    &[Ext::DstOpts { hdrlen: 2 }],
+                    nh::UDP,
+                    &ipv6::udp(1, 53),
+                ),
+                56,
+            ),
+        ),
+        (
+            "hbh, dst, hbh, dst (8, 16, 24, 8)",
+            p(
+                A,
+                B,
+                64,
+                &[
+                    hbh,
+                    dst,
+                    Ext::HopByHop { hdrlen: 2 },
+                    Ext::DstOpts { hdrlen: 0 },
+                ],
+                nh::UDP,
+                &ipv6::udp(1, 53),
+            ),
+        ),
+        (
+            "non-first fragment -> hbh",
+            p(A, B, 64, &[frag(5, false), hbh], nh::UDP, &ipv6::udp(1, 2)),
+        ),
+        (
             "non-first fragment -> rt",
             p(A, B, 64, &[frag(5, false), rt], nh::UDP, &ipv6::udp(1, 2)),
         ),
@@ -642,6 +676,25 @@ fn rt_m(
         inv_segsleft: inv.1,
         inv_len: inv.2,
         short_hotdrop,
+    })
+}
+
+/// `-m hbh` (`dst` false) / `-m dst` with an optional length test.
+fn opts_m(dst: bool, hdrlen: Option<u32>, inv_len: bool, short_hotdrop: bool) -> Match {
+    Match::Opts(OptsMatch {
+        dst,
+        hdrlen,
+        inv_len,
+        short_hotdrop,
+    })
+}
+
+/// `-m ipv6header`.
+fn v6h(matchflags: u8, invflags: u8, soft: bool) -> Match {
+    Match::Ipv6Header(Ipv6HeaderMatch {
+        matchflags,
+        invflags,
+        soft,
     })
 }
 
@@ -888,6 +941,34 @@ fn catalogue() -> Vec<(&'static str, Vec<Match>)> {
                     short,
                 )],
             ));
+        }
+    }
+    for (flags, inv) in [
+        (128, 0),
+        (128 | 1, 0),
+        (128 | 32 | 16 | 64 | 8 | 1, 0),
+        (1, 0),
+        (2, 0),
+        (4, 0),
+        (64 | 4, 0),
+        (16 | 1, 0),
+        (16 | 1, 0xff),
+        (128 | 2, 0xff),
+        (0, 0),
+    ] {
+        v.push(("-m ipv6header", vec![v6h(flags, inv, false)]));
+        v.push(("-m ipv6header --soft", vec![v6h(flags, inv & flags, true)]));
+    }
+    v.push(("-m ipv6header --soft ! hop", vec![v6h(128, 128, true)]));
+    v.push(("-m ipv6header --soft frag,!proto", vec![v6h(17, 1, true)]));
+    for dst in [false, true] {
+        for short in [false, true] {
+            for inv in [false, true] {
+                v.push(("-m hbh/dst", vec![opts_m(dst, None, inv, short)]));
+                for len in [8, 16, 24, 0x1_0008] {
+                    v.push(("-m hbh/dst --len", vec![opts_m(dst, Some(len), inv, short)]));
+                }
+            }
         }
     }
     for (mode, name) in [
@@ -1141,6 +1222,129 @@ fn reference_follows_the_kernel_on_hand_written_cases() {
             vec![frag_m((0, u32::MAX), 0, false)],
             "non-first fragment -> none",
             "match",
+        ),
+        (vec![v6h(128 | 1, 0, false)], "hbh udp", "match"),
+        (vec![v6h(128, 0, false)], "hbh udp", "no match"),
+        (vec![v6h(128, 0xff, false)], "hbh udp", "match"),
+        (vec![v6h(128, 0, true)], "hbh udp", "match"),
+        (vec![v6h(128, 128, true)], "hbh udp", "no match"),
+        (vec![v6h(2, 0, false)], "no next header", "match"),
+        (vec![v6h(128 | 2, 0, false)], "hbh -> none", "match"),
+        (vec![v6h(64 | 4, 0, false)], "esp", "match"),
+        (
+            vec![v6h(128 | 32 | 16 | 64 | 8 | 1, 0, false)],
+            "hbh+rt+frag0+dst+ah tcp",
+            "match",
+        ),
+        // a non-first fragment does not stop it: the dst options header after it counts
+        (
+            vec![v6h(16 | 64 | 1, 0, false)],
+            "non-first fragment -> dstopts",
+            "match",
+        ),
+        // fewer than 2 bytes where an extension header should be: no match, even inverted
+        (
+            vec![v6h(128, 0xff, false)],
+            "truncated hbh (1 byte)",
+            "no match",
+        ),
+        (vec![v6h(0, 0, true)], "truncated hbh (1 byte)", "no match"),
+        // a header past the end stops the walk: its next header decides MASK_PROTO
+        (
+            vec![v6h(128 | 1, 0, false)],
+            "hbh 2 bytes, length past the end",
+            "match",
+        ),
+        (vec![v6h(32 | 1, 0, false)], "rt 8 of 24 bytes", "match"),
+        (vec![v6h(32, 0, false)], "rt 8 of 24 bytes", "no match"),
+        (
+            vec![v6h(32 | 1, 0, false)],
+            "truncated rt (3 bytes)",
+            "match",
+        ),
+        (vec![opts_m(false, None, false, true)], "hbh udp", "match"),
+        (vec![opts_m(true, None, false, true)], "hbh udp", "no match"),
+        (vec![opts_m(true, None, true, true)], "hbh udp", "no match"),
+        (
+            vec![opts_m(false, Some(8), false, true)],
+            "hbh udp",
+            "match",
+        ),
+        (
+            vec![opts_m(false, Some(8), true, true)],
+            "hbh udp",
+            "no match",
+        ),
+        (
+            vec![opts_m(false, Some(16), true, true)],
+            "hbh udp",
+            "match",
+        ),
+        (
+            vec![opts_m(true, Some(16), false, true)],
+            "hbh+rt+frag0+dst+ah tcp",
+            "match",
+        ),
+        // the first header of the kind counts (a later hop-by-hop header too)
+        (
+            vec![opts_m(false, Some(8), false, true)],
+            "hbh, dst, hbh, dst (8, 16, 24, 8)",
+            "match",
+        ),
+        (
+            vec![opts_m(true, Some(16), false, true)],
+            "hbh, dst, hbh, dst (8, 16, 24, 8)",
+            "match",
+        ),
+        (
+            vec![opts_m(false, Some(16), false, true)],
+            "proto 0 after dst: another hbh",
+            "no match",
+        ),
+        (
+            vec![opts_m(false, Some(8), false, true)],
+            "proto 0 after dst: another hbh",
+            "match",
+        ),
+        (
+            vec![opts_m(false, None, false, true)],
+            "non-first fragment -> hbh",
+            "no match",
+        ),
+        (
+            vec![opts_m(true, None, false, true)],
+            "non-first fragment -> dstopts",
+            "no match",
+        ),
+        (
+            vec![opts_m(false, None, false, true)],
+            "truncated hbh (1 byte)",
+            "hotdrop",
+        ),
+        (
+            vec![opts_m(false, None, false, true)],
+            "hbh 2 bytes, length past the end",
+            "hotdrop",
+        ),
+        (
+            vec![opts_m(false, None, false, false)],
+            "hbh 2 bytes, length past the end",
+            "no match",
+        ),
+        (
+            vec![opts_m(true, None, false, true)],
+            "dst 16 of 24 bytes",
+            "hotdrop",
+        ),
+        (
+            vec![opts_m(true, None, true, false)],
+            "dst 16 of 24 bytes",
+            "no match",
+        ),
+        (
+            vec![opts_m(true, None, false, true)],
+            "truncated rt (3 bytes)",
+            "hotdrop",
         ),
         (vec![rt_type(0, false)], "hbh+rt+frag0+dst+ah tcp", "match"),
         (
@@ -1452,6 +1656,19 @@ fn arb_rule_matches() -> impl Strategy<Value = Vec<Match>> {
             );
             rt_m(sl, t, len, res, inv, short)
         });
+    let v6hm = (
+        prop_oneof![Just(0u8), Just(1), Just(128 | 1), Just(16 | 1), any::<u8>()],
+        prop_oneof![Just(0u8), Just(0xff), any::<u8>()],
+        any::<bool>(),
+    )
+        .prop_map(|(m, i, soft)| v6h(m, i, soft));
+    let optsm = (
+        any::<bool>(),
+        proptest::option::of(prop_oneof![Just(8u32), Just(16), Just(24), any::<u32>()]),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(dst, len, inv, short)| opts_m(dst, len, inv, short));
     let hl = (
         0u8..5,
         prop_oneof![Just(0u8), Just(1), Just(64), Just(255), any::<u8>()],
@@ -1510,7 +1727,7 @@ fn arb_rule_matches() -> impl Strategy<Value = Vec<Match>> {
             .prop_map(|(ports, inv)| multiport_m(MultiportMode::Either, &ports, inv)),
     ];
     (
-        proptest::option::of(prop_oneof![addr, range, fragm, rtm]),
+        proptest::option::of(prop_oneof![addr, range, fragm, rtm, optsm, v6hm]),
         proptest::option::of(hl),
         proptest::option::of((proto_m, proptest::collection::vec(transport, 0..3))),
         any::<bool>(),
@@ -1833,6 +2050,31 @@ fn extension_header_bound() {
             .collect();
         ipv6::packet(A, B, 64, &exts, nh::UDP, &ipv6::udp(1, 53))
     };
+    for (mode, opts) in variants(&env) {
+        let l = load(&env, &p, opts);
+        let at = chain(bound);
+        agrees(&l, &p, &at, &mode).unwrap();
+        assert_eq!(reference(&p, &at).verdict, Verdict::Accept);
+        let past = chain(bound + 1);
+        assert_eq!(
+            reference(&p, &past).verdict,
+            Verdict::Accept,
+            "the kernel's"
+        );
+        let (ret, d) = l.run(&past);
+        assert_eq!(
+            (ret, d),
+            (0, vec![(0, 0), (0, 0)]),
+            "{mode}: dropped, uncounted"
+        );
+    }
+    // ipv6header's own walk has the same bound
+    let p = single(
+        Hook::LocalOut,
+        vec![v6h(128 | 64 | 1, 0, false)],
+        Action::Accept,
+        Verdict::Drop,
+    );
     for (mode, opts) in variants(&env) {
         let l = load(&env, &p, opts);
         let at = chain(bound);

@@ -434,6 +434,38 @@ pub struct RtMatch {
     pub short_hotdrop: bool,
 }
 
+/// `-m hbh` / `-m dst` as `hbh_mt6` tests them, without the option list (`--hbh-opts`,
+/// `--dst-opts`, refused by the front end): no match when the walk to the first hop-by-hop
+/// (destination options) header ends without one (-ENOENT), hotdrop when it fails otherwise
+/// (-EBADMSG). A header longer than the rest of the packet (`skb->len - ptr < hdrlen`) does not
+/// match, or hotdrops with `short_hotdrop`; then the length test must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OptsMatch {
+    /// the destination options header (`-m dst`, NEXTHDR_DEST); else hop-by-hop (`-m hbh`)
+    pub dst: bool,
+    /// `--hbh-len` / `--dst-len`: the header's length in bytes, `(hdrlen + 1) * 8`, equals it
+    pub hdrlen: Option<u32>,
+    /// IP6T_OPTS_INV_LEN
+    pub inv_len: bool,
+    /// as [`RtMatch::short_hotdrop`]
+    pub short_hotdrop: bool,
+}
+
+/// `-m ipv6header` as `ipv6header_mt6` tests it: its own walk over the extension headers
+/// (ESP and "no next header" end it with their bit), the MASK_* bits of the headers seen
+/// (HOPOPTS 128, DSTOPTS 64, ROUTING 32, FRAGMENT 16, AH 8, ESP 4, NONE 2, PROTO 1); no match
+/// when an extension header has fewer than 2 bytes left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv6HeaderMatch {
+    /// MASK_* bits to test
+    pub matchflags: u8,
+    /// inverted bits (`--soft`), or non-zero for "not exactly" (strict)
+    pub invflags: u8,
+    /// `--soft`: `!((bits ^ matchflags ^ invflags) & matchflags)`; else `bits == matchflags`
+    /// (`!=` with `invflags`)
+    pub soft: bool,
+}
+
 /// The `mode` values of [`Match::HopLimit`] (ip6t_hl.h).
 pub mod hl {
     /// IP6T_HL_EQ: equal
@@ -660,6 +692,12 @@ pub enum Match {
     /// `-m rt` (ip6t_rt `rt_mt6`): the first routing header
     /// (`ipv6_find_hdr(skb, &ptr, NEXTHDR_ROUTING, NULL, NULL)`, see [`RtMatch`]). IPv6 only.
     Rt(RtMatch),
+    /// `-m hbh` / `-m dst` (ip6t_hbh `hbh_mt6`): the first hop-by-hop or destination options
+    /// header (`ipv6_find_hdr(skb, &ptr, NEXTHDR_HOP or NEXTHDR_DEST, NULL, NULL)`, see
+    /// [`OptsMatch`]). IPv6 only.
+    Opts(OptsMatch),
+    /// `-m ipv6header` (ip6t_ipv6header `ipv6header_mt6`, see [`Ipv6HeaderMatch`]). IPv6 only.
+    Ipv6Header(Ipv6HeaderMatch),
     /// `-m iprange` revision 1 in an IPv6 program (`iprange_mt6`): inclusive ranges of
     /// addresses compared as 128-bit big-endian numbers (`iprange_ipv6_lt`).
     IpRange6(IpRange6Match),
@@ -1038,6 +1076,8 @@ impl Match {
                 | Match::Icmp6(_)
                 | Match::Frag(_)
                 | Match::Rt(_)
+                | Match::Opts(_)
+                | Match::Ipv6Header(_)
         )
     }
 }

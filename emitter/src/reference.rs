@@ -443,6 +443,81 @@ fn rt_mt6(m: &crate::ir::RtMatch, data: &[u8]) -> MatchResult {
     }
 }
 
+/// `ipv6header_mt6` (ip6t_ipv6header.c), unbounded as the kernel's (the program hotdrops past
+/// `MAX_EXT_HEADERS` extension headers, see SEMANTICS.md).
+fn ipv6header_mt6(m: &crate::ir::Ipv6HeaderMatch, data: &[u8]) -> MatchResult {
+    let mut nexthdr = data[6];
+    let mut ptr = 40usize;
+    let mut temp = 0u8;
+    while matches!(nexthdr, 0 | 43 | 44 | 50 | 51 | 59 | 60) {
+        if nexthdr == 59 {
+            temp |= 2;
+            break;
+        }
+        if data.len() < ptr + 2 {
+            return MatchResult::No;
+        }
+        if nexthdr == 50 {
+            temp |= 4;
+            break;
+        }
+        let hp = &data[ptr..ptr + 2];
+        let (bit, hdrlen) = match nexthdr {
+            0 => (128, (usize::from(hp[1]) + 1) << 3),
+            60 => (64, (usize::from(hp[1]) + 1) << 3),
+            43 => (32, (usize::from(hp[1]) + 1) << 3),
+            44 => (16, 8),
+            _ => (8, (usize::from(hp[1]) + 2) << 2),
+        };
+        temp |= bit;
+        nexthdr = hp[0];
+        ptr += hdrlen;
+        if ptr > data.len() {
+            break;
+        }
+    }
+    if nexthdr != 59 && nexthdr != 50 {
+        temp |= 1;
+    }
+    let ok = if m.soft {
+        (temp ^ m.matchflags ^ m.invflags) & m.matchflags == 0
+    } else if m.invflags != 0 {
+        temp != m.matchflags
+    } else {
+        temp == m.matchflags
+    };
+    if ok {
+        MatchResult::Yes
+    } else {
+        MatchResult::No
+    }
+}
+
+/// `hbh_mt6` (ip6t_hbh.c, "hbh" and "dst") without the option list.
+fn hbh_mt6(m: &crate::ir::OptsMatch, data: &[u8]) -> MatchResult {
+    let ptr = match ipv6_find_hdr_target(data, if m.dst { 60 } else { 0 }) {
+        Ok(p) => p,
+        Err(FindError::NoEnt) => return MatchResult::No,
+        Err(FindError::BadMsg) => return MatchResult::Hotdrop,
+    };
+    let Some(oh) = data.get(ptr..ptr + 2) else {
+        return MatchResult::Hotdrop;
+    };
+    let hdrlen = (usize::from(oh[1]) + 1) << 3;
+    if data.len() - ptr < hdrlen {
+        return if m.short_hotdrop {
+            MatchResult::Hotdrop
+        } else {
+            MatchResult::No
+        };
+    }
+    if m.hdrlen.is_none_or(|l| (l as usize == hdrlen) != m.inv_len) {
+        MatchResult::Yes
+    } else {
+        MatchResult::No
+    }
+}
+
 /// `ipv6_masked_addr_cmp`: `((a ^ addr) & mask) != 0` (unlike IPv4's `(a & mask) !=
 /// addr`, the rule's address counts only under its mask).
 fn masked_differ(a: &[u8; 16], mask: &std::net::Ipv6Addr, addr: &std::net::Ipv6Addr) -> bool {
@@ -617,6 +692,14 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
         },
         Match::Rt(m) => match &p.v6 {
             Some(_) => rt_mt6(m, p.data),
+            None => No,
+        },
+        Match::Ipv6Header(m) => match &p.v6 {
+            Some(_) => ipv6header_mt6(m, p.data),
+            None => No,
+        },
+        Match::Opts(m) => match &p.v6 {
+            Some(_) => hbh_mt6(m, p.data),
             None => No,
         },
         Match::HopLimit { mode, value } => {
@@ -1217,6 +1300,71 @@ mod tests {
         assert_eq!(v(r("2001:db8::", "2001:db8::1", false)), hit);
         assert_eq!(v(r("2001:db8::2", "2001:db9::", false)), Verdict::Drop);
         assert_eq!(v(r("2001:db8::2", "2001:db9::", true)), hit);
+    }
+
+    #[test]
+    fn ipv6header_mt6_collects_the_headers() {
+        use crate::ir::Ipv6HeaderMatch;
+        let r = |matchflags, invflags, soft, p: &[u8]| {
+            let m = Ipv6HeaderMatch {
+                matchflags,
+                invflags,
+                soft,
+            };
+            match ipv6header_mt6(&m, p) {
+                MatchResult::Yes => "yes",
+                MatchResult::No => "no",
+                MatchResult::Hotdrop => "hotdrop",
+            }
+        };
+        // hop-by-hop, non-first fragment, destination options, udp
+        let body = [opts(44), frag(60, 3, false), opts(17), vec![0; 8]].concat();
+        let p = ip6(0, 64, &body);
+        assert_eq!(r(128 | 16 | 64 | 1, 0, false, &p), "yes");
+        assert_eq!(r(128 | 16 | 64, 0, false, &p), "no");
+        assert_eq!(r(128 | 16 | 64, 0xff, false, &p), "yes");
+        assert_eq!(r(16, 0, true, &p), "yes");
+        assert_eq!(r(16 | 32, 0, true, &p), "no");
+        assert_eq!(r(16 | 32, 32, true, &p), "yes");
+        // "no next header", ESP
+        assert_eq!(r(2, 0, false, &ip6(59, 64, &[])), "yes");
+        assert_eq!(r(4, 0, false, &ip6(50, 64, &[0; 8])), "yes");
+        // ESP with fewer than 2 bytes: false, whatever the flags
+        assert_eq!(r(4, 0xff, false, &ip6(50, 64, &[0])), "no");
+        // a header past the end stops the walk; its next header gives MASK_PROTO
+        assert_eq!(r(128 | 1, 0, false, &p[..45]), "yes");
+        assert_eq!(r(128, 0, false, &ip6(0, 64, &[59, 4])), "yes");
+    }
+
+    #[test]
+    fn hbh_mt6_tests_the_first_options_header_of_its_kind() {
+        use crate::ir::OptsMatch;
+        let m = |dst, hdrlen, inv_len, short_hotdrop| OptsMatch {
+            dst,
+            hdrlen,
+            inv_len,
+            short_hotdrop,
+        };
+        let r = |m: OptsMatch, p: &[u8]| match hbh_mt6(&m, p) {
+            MatchResult::Yes => "yes",
+            MatchResult::No => "no",
+            MatchResult::Hotdrop => "hotdrop",
+        };
+        // hop-by-hop (8), destination options (16), udp
+        let body = [opts(60), vec![17, 1], vec![0; 14], vec![0; 8]].concat();
+        let p = ip6(0, 64, &body);
+        assert_eq!(r(m(false, None, false, true), &p), "yes");
+        assert_eq!(r(m(false, Some(8), false, true), &p), "yes");
+        assert_eq!(r(m(false, Some(16), false, true), &p), "no");
+        assert_eq!(r(m(true, Some(16), false, true), &p), "yes");
+        assert_eq!(r(m(true, Some(16), true, true), &p), "no");
+        assert_eq!(r(m(true, Some(8), true, true), &p), "yes");
+        // none of that kind; cut before it; longer than the packet
+        assert_eq!(r(m(true, None, true, true), &ip6(0, 64, &opts(17))), "no");
+        assert_eq!(r(m(true, None, false, true), &p[..49]), "hotdrop");
+        assert_eq!(r(m(true, None, false, true), &p[..63]), "hotdrop");
+        assert_eq!(r(m(true, None, false, false), &p[..63]), "no");
+        assert_eq!(r(m(false, None, false, false), &p[..63]), "yes");
     }
 
     #[test]

@@ -59,6 +59,12 @@ pub(super) struct Features {
     pub(super) frag6: bool,
     /// IPv6: some rule uses `-m rt`: the walk also finds the first routing header
     pub(super) rt6: bool,
+    /// IPv6: some rule uses `-m hbh`: the walk also finds the first hop-by-hop header
+    pub(super) hbh6: bool,
+    /// IPv6: some rule uses `-m dst`: the walk also finds the first destination options header
+    pub(super) dst6: bool,
+    /// IPv6: some rule uses `-m ipv6header`: its own walk
+    pub(super) ipv6h: bool,
     /// some rule reads the context after the prologue (events, `-m mark`): its pointer is
     /// kept in the record
     pub(super) ctx: bool,

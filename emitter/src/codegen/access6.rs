@@ -24,6 +24,14 @@
 //! others `(hdrlen + 1) * 8`. Reads go through `bpf_dynptr_read`, which fails exactly where
 //! `skb_header_pointer` does (past `skb->len`, linear or not).
 //!
+//! The same walk also finds, for the rules that need them, the first header of a kind as
+//! `ipv6_find_hdr(skb, &ptr, target, NULL, NULL)` would (fragment for `-m frag`, routing for
+//! `-m rt`, hop-by-hop and destination options for `-m hbh`/`-m dst`): its offset, or
+//! FRAG_NOENT (the walk ended first, also at a non-first fragment) / FRAG_BADMSG (a read
+//! failed before), and a copy of its first bytes. `-m ipv6header` has a walk of its own
+//! (`ipv6header_mt6` follows ESP, goes on past a non-first fragment and stops past the end),
+//! whose MASK_* bits are kept as one byte each so that its paths leave the same stack.
+//!
 //! The walk is a loop of at most [`MAX_EXT_HEADERS`] steps; the kernel has no bound. A packet
 //! with more extension headers than that is treated as a failed walk (a rule with a protocol
 //! drops it). Each step ends with every register in the same verifier state (the offset goes
@@ -61,7 +69,133 @@ fn opaque_zero(b: &mut crate::builder::Builder, dst: Reg) {
     b.emit(alu32(AluOp::Rsh, dst, Src::Imm(31)));
 }
 
+/// `rec::V6H_SEEN` bytes, in order: the `MASK_*` bit each stands for (ip6t_ipv6header.h),
+/// then [`super::record::V6H_FALSE`] (the walk ran out of packet before an extension header)
+/// and [`super::record::V6H_BOUND`] (more than [`MAX_EXT_HEADERS`] headers).
+const V6H_BITS: [i32; 10] = [128, 64, 32, 16, 8, 4, 2, 1, 0x100, 0x200];
+/// Indices into [`V6H_BITS`].
+const V6H_HOP: i16 = 0;
+const V6H_DST: i16 = 1;
+const V6H_RT: i16 = 2;
+const V6H_FRAG: i16 = 3;
+const V6H_AH: i16 = 4;
+const V6H_ESP: i16 = 5;
+const V6H_NONE: i16 = 6;
+const V6H_PROTO: i16 = 7;
+const V6H_FALSE: i16 = 8;
+const V6H_BOUND: i16 = 9;
+
+/// Marks `rec::V6H_SEEN[k]` with a value the verifier does not know (1 at run time), so that
+/// every path through the ipv6header walk leaves the same kind of stack.
+fn v6h_mark(b: &mut crate::builder::Builder, k: i16) {
+    b.emit(ldx(Size::W, Reg::R2, Reg::R10, rec::LEN));
+    b.emit(alu32(AluOp::Rsh, Reg::R2, Src::Imm(31)));
+    b.emit(alu32(AluOp::Add, Reg::R2, Src::Imm(1)));
+    b.emit(stx(Size::B, Reg::R10, rec::V6H_SEEN + k, Reg::R2));
+}
+
 impl Generator<'_> {
+    /// `ipv6header_mt6`'s own walk (ip6t_ipv6header.c), rule-independent: the MASK_* bits of
+    /// the packet in `rec::V6H`, or V6H_FALSE / V6H_BOUND. Uses r0-r9 (before the transport
+    /// header is read).
+    fn ipv6header_walk(&mut self) -> Result<(), EmitError> {
+        use Reg::*;
+        let b = &mut self.b;
+        opaque_zero(b, R3);
+        for k in 0..V6H_BITS.len() as i16 {
+            b.emit(stx(Size::B, R10, rec::V6H_SEEN + k, R3));
+        }
+        b.emit(ldx(Size::B, R8, R10, rec::IP6 + 6));
+        b.emit(mov64(R9, Src::Imm(40)));
+        b.emit(mov64(R6, Src::Imm(0)));
+        let compose = b.label();
+        let advance = b.label();
+        let top = b.here();
+        // 59: MASK_NONE, the end
+        let not_none = b.label();
+        b.jmp32(JmpOp::Jne, R8, Src::Imm(59), not_none);
+        v6h_mark(b, V6H_NONE);
+        b.ja(compose);
+        b.bind(not_none)?;
+        // not `nf_ip6_ext_hdr` (0, 43, 44, 50, 51, 59, 60): MASK_PROTO, the end
+        let ext = b.label();
+        for nh in [0, 43, 44, 50, 51, 60] {
+            b.jmp32(JmpOp::Jeq, R8, Src::Imm(nh), ext);
+        }
+        v6h_mark(b, V6H_PROTO);
+        b.ja(compose);
+        b.bind(ext)?;
+        // `len < sizeof(struct ipv6_opt_hdr)`: false (the read fails exactly then)
+        read(b, rec::WALK, Src::Imm(2), Src::Reg(R9));
+        let readable = b.label();
+        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), readable);
+        v6h_mark(b, V6H_FALSE);
+        b.ja(compose);
+        b.bind(readable)?;
+        // ESP: MASK_ESP, the end
+        let not_esp = b.label();
+        b.jmp32(JmpOp::Jne, R8, Src::Imm(50), not_esp);
+        v6h_mark(b, V6H_ESP);
+        b.ja(compose);
+        b.bind(not_esp)?;
+        let within = b.label();
+        b.jmp64(JmpOp::Jlt, R6, Src::Imm(MAX_EXT_HEADERS), within);
+        v6h_mark(b, V6H_BOUND);
+        b.ja(compose);
+        b.bind(within)?;
+        b.emit(alu64(AluOp::Add, R6, Src::Imm(1)));
+        let (frag, auth, rt, hop) = (b.label(), b.label(), b.label(), b.label());
+        for (nh, to) in [(44, frag), (51, auth), (43, rt), (0, hop)] {
+            b.jmp32(JmpOp::Jeq, R8, Src::Imm(nh), to);
+        }
+        // destination options, then the other kinds: flag, r2 = length
+        let optlen = b.label();
+        v6h_mark(b, V6H_DST);
+        b.ja(optlen);
+        b.bind(hop)?;
+        v6h_mark(b, V6H_HOP);
+        b.ja(optlen);
+        b.bind(rt)?;
+        v6h_mark(b, V6H_RT);
+        b.bind(optlen)?;
+        b.emit(ldx(Size::B, R2, R10, rec::WALK + 1));
+        b.emit(alu64(AluOp::Add, R2, Src::Imm(1)));
+        b.emit(alu64(AluOp::Lsh, R2, Src::Imm(3)));
+        b.ja(advance);
+        b.bind(auth)?;
+        v6h_mark(b, V6H_AH);
+        b.emit(ldx(Size::B, R2, R10, rec::WALK + 1));
+        b.emit(alu64(AluOp::Add, R2, Src::Imm(2)));
+        b.emit(alu64(AluOp::Lsh, R2, Src::Imm(2)));
+        b.ja(advance);
+        b.bind(frag)?;
+        v6h_mark(b, V6H_FRAG);
+        b.emit(mov64(R2, Src::Imm(8)));
+        // nexthdr = hp->nexthdr; ptr += hdrlen; `ptr > skb->len`: the end
+        b.bind(advance)?;
+        b.emit(ldx(Size::B, R8, R10, rec::WALK));
+        b.emit(alu64(AluOp::Add, R9, Src::Reg(R2)));
+        b.emit(stx(Size::W, R10, rec::V6H_PTR, R9));
+        b.emit(ldx(Size::W, R9, R10, rec::V6H_PTR));
+        b.emit(ldx(Size::W, R3, R10, rec::LEN));
+        b.jmp64(JmpOp::Jle, R9, Src::Reg(R3), top);
+        // past the end: MASK_PROTO unless the next header is 59 or ESP
+        for nh in [59, 50] {
+            b.jmp32(JmpOp::Jeq, R8, Src::Imm(nh), compose);
+        }
+        v6h_mark(b, V6H_PROTO);
+        // the bits, branch free (each byte is 0 or 1 at run time)
+        b.bind(compose)?;
+        b.emit(mov32(R1, 0));
+        for (k, bit) in V6H_BITS.iter().enumerate() {
+            b.emit(ldx(Size::B, R2, R10, rec::V6H_SEEN + k as i16));
+            b.emit(alu32(AluOp::Mul, R2, Src::Imm(*bit)));
+            b.emit(alu32(AluOp::Or, R1, Src::Reg(R2)));
+        }
+        b.emit(stx(Size::W, R10, rec::V6H, R1));
+        Ok(())
+    }
+
     /// The IPv6 record (see the module doc); `r7` = skb, `rec::LEN` stored.
     pub(super) fn prologue6(&mut self, feat: Features) -> Result<(), EmitError> {
         use Reg::*;
@@ -87,8 +221,14 @@ impl Generator<'_> {
         b.emit(ldx(Size::B, R8, R10, rec::IP6 + 6));
         b.emit(mov64(R9, Src::Imm(40)));
         b.emit(mov64(R6, Src::Imm(0)));
-        if feat.frag6 || feat.rt6 {
+        if feat.frag6 || feat.rt6 || feat.hbh6 || feat.dst6 {
             b.emit(mov32(R1, FRAG_NOENT));
+        }
+        if feat.hbh6 {
+            b.emit(stx(Size::W, R10, rec::HBH_AT, R1));
+        }
+        if feat.dst6 {
+            b.emit(stx(Size::W, R10, rec::DST_AT, R1));
         }
         if feat.frag6 {
             b.emit(stx(Size::W, R10, rec::FRAG_AT, R1));
@@ -123,6 +263,18 @@ impl Generator<'_> {
         b.bind(opt)?;
         read(b, rec::WALK, Src::Imm(2), Src::Reg(R9));
         b.jmp64(JmpOp::Jne, R0, Src::Imm(0), bad);
+        // the first hop-by-hop / destination options header: where `ipv6_find_hdr(..,
+        // NEXTHDR_HOP or NEXTHDR_DEST, ..)` stops
+        for (on, nh, at) in [(feat.hbh6, 0, rec::HBH_AT), (feat.dst6, 60, rec::DST_AT)] {
+            if on {
+                let seen = b.label();
+                b.jmp32(JmpOp::Jne, R8, Src::Imm(nh), seen);
+                b.emit(ldx(Size::W, R1, R10, at));
+                b.jmp32(JmpOp::Jne, R1, Src::Imm(FRAG_NOENT), seen);
+                b.emit(stx(Size::W, R10, at, R9));
+                b.bind(seen)?;
+            }
+        }
         b.emit(ldx(Size::B, R2, R10, rec::WALK + 1));
         b.emit(alu64(AluOp::Add, R2, Src::Imm(1)));
         b.emit(alu64(AluOp::Lsh, R2, Src::Imm(3)));
@@ -214,6 +366,17 @@ impl Generator<'_> {
             b.emit(stx(Size::W, R10, rec::RT_AT, R1));
             b.bind(seen)?;
         }
+        for (on, at) in [(feat.hbh6, rec::HBH_AT), (feat.dst6, rec::DST_AT)] {
+            if on {
+                // a read failed before that header was found (or at it): -EBADMSG
+                let seen = b.label();
+                b.emit(ldx(Size::W, R1, R10, at));
+                b.jmp32(JmpOp::Jne, R1, Src::Imm(FRAG_NOENT), seen);
+                b.emit(mov32(R1, FRAG_BADMSG));
+                b.emit(stx(Size::W, R10, at, R1));
+                b.bind(seen)?;
+            }
+        }
         // a non-first fragment followed by an extension header fails the protocol walk, but
         // a target walk ends there with -ENOENT (or at a header it found before)
         b.bind(bad_nonfirst)?;
@@ -268,6 +431,25 @@ impl Generator<'_> {
             read(b, rec::RTHDR, Src::Imm(4), Src::Reg(R6));
             b.bind(done)?;
         }
+        for (on, at, hdr) in [
+            (feat.hbh6, rec::HBH_AT, rec::HBHHDR),
+            (feat.dst6, rec::DST_AT, rec::DSTHDR),
+        ] {
+            if on {
+                // the options header's first 2 bytes (the walk read them), or the packet's
+                // first 2 without one
+                let have = b.label();
+                b.emit(ldx(Size::W, R6, R10, at));
+                b.jmp32(JmpOp::Jgt, R6, Src::Imm(FRAG_BADMSG), have);
+                b.emit(mov64(R6, Src::Imm(0)));
+                b.bind(have)?;
+                read(b, hdr, Src::Imm(2), Src::Reg(R6));
+            }
+        }
+        if feat.ipv6h {
+            self.ipv6header_walk()?;
+        }
+        let b = &mut self.b;
         b.emit(ldx(Size::H, R9, R10, rec::THOFF));
         b.emit(ldx(Size::W, R4, R10, rec::LEN));
         b.emit(alu32(AluOp::Sub, R4, Src::Reg(R9)));

@@ -171,6 +171,16 @@ impl Generator<'_> {
                     st.conditional = true;
                     self.rt6_test(&m, next, frame.hotdrop)?;
                 }
+                Test::Opts6(m) => {
+                    frame.used.insert(HOTDROP);
+                    st.conditional = true;
+                    self.opts6_test(&m, next, frame.hotdrop)?;
+                }
+                Test::Ipv6Header(m) => {
+                    frame.used.insert(HOTDROP);
+                    st.conditional = true;
+                    self.ipv6header_test(&m, next, frame.hotdrop);
+                }
                 Test::OptGuard => {
                     if !st.opt_checked {
                         frame.used.insert(HOTDROP);
@@ -418,6 +428,8 @@ impl Generator<'_> {
             | Test::WalkGuard
             | Test::Frag6(_)
             | Test::Rt6(_)
+            | Test::Opts6(_)
+            | Test::Ipv6Header(_)
             | Test::Range6 { .. }
             | Test::Conntrack(_)
             | Test::State(_)
@@ -724,7 +736,7 @@ impl Generator<'_> {
                 b.bind(pass)?;
             }
             Test::Guard { .. } | Test::OptGuard | Test::WalkGuard => {}
-            Test::Frag6(_) | Test::Rt6(_) => {
+            Test::Frag6(_) | Test::Rt6(_) | Test::Opts6(_) | Test::Ipv6Header(_) => {
                 // emitted by `tests_inline`, which knows where hotdrop goes
                 return Err(EmitError::Unsupported {
                     what: "frag or rt outside a rule's tests",
@@ -780,6 +792,62 @@ impl Generator<'_> {
         if m.res {
             b.emit(ldx(Size::W, R1, R6, rec::RTHDR + 4));
             b.jmp32(JmpOp::Jne, R1, Src::Imm(0), fail);
+        }
+        Ok(())
+    }
+
+    /// `ipv6header_mt6` on the prologue's mask (`rec::V6H`): falls through when it holds.
+    fn ipv6header_test(&mut self, m: &ir::Ipv6HeaderMatch, fail: Label, hotdrop: Label) {
+        use super::record::{V6H_BOUND, V6H_FALSE};
+        use Reg::*;
+        let b = &mut self.b;
+        b.emit(ldx(Size::W, R1, R6, rec::V6H));
+        b.jmp32(JmpOp::Jset, R1, Src::Imm(V6H_BOUND), hotdrop);
+        b.jmp32(JmpOp::Jset, R1, Src::Imm(V6H_FALSE), fail);
+        let want = i32::from(m.matchflags);
+        if m.soft {
+            b.emit(alu32(
+                AluOp::Xor,
+                R1,
+                Src::Imm(i32::from(m.matchflags ^ m.invflags)),
+            ));
+            b.jmp32(JmpOp::Jset, R1, Src::Imm(want), fail);
+        } else if m.invflags != 0 {
+            b.jmp32(JmpOp::Jeq, R1, Src::Imm(want), fail);
+        } else {
+            b.jmp32(JmpOp::Jne, R1, Src::Imm(want), fail);
+        }
+    }
+
+    /// `hbh_mt6` on the prologue's options header (`rec::HBH_AT`/`rec::HBHHDR`, or the
+    /// `DST` pair): falls through when it holds, jumps to `fail` or `hotdrop`.
+    fn opts6_test(
+        &mut self,
+        m: &ir::OptsMatch,
+        fail: Label,
+        hotdrop: Label,
+    ) -> Result<(), EmitError> {
+        use super::record::{FRAG_BADMSG, FRAG_NOENT};
+        use Reg::*;
+        let (at, hdr) = if m.dst {
+            (rec::DST_AT, rec::DSTHDR)
+        } else {
+            (rec::HBH_AT, rec::HBHHDR)
+        };
+        let b = &mut self.b;
+        b.emit(ldx(Size::W, R1, R6, at));
+        b.jmp32(JmpOp::Jeq, R1, Src::Imm(FRAG_BADMSG), hotdrop);
+        b.jmp32(JmpOp::Jeq, R1, Src::Imm(FRAG_NOENT), fail);
+        b.emit(ldx(Size::B, R2, R6, hdr + 1));
+        b.emit(alu32(AluOp::Add, R2, Src::Imm(1)));
+        b.emit(alu32(AluOp::Lsh, R2, Src::Imm(3)));
+        b.emit(ldx(Size::W, R3, R6, rec::LEN));
+        b.emit(alu32(AluOp::Sub, R3, Src::Reg(R1)));
+        let short = if m.short_hotdrop { hotdrop } else { fail };
+        b.jmp32(JmpOp::Jlt, R3, Src::Reg(R2), short);
+        if let Some(len) = m.hdrlen {
+            let op = if m.inv_len { JmpOp::Jeq } else { JmpOp::Jne };
+            b.jmp32(op, R2, Src::Imm(len as i32), fail);
         }
         Ok(())
     }

@@ -128,6 +128,10 @@ pub(super) enum Test {
     Frag6(ir::FragMatch),
     /// IPv6 `-m rt` on the prologue's routing header: may hotdrop, a barrier
     Rt6(ir::RtMatch),
+    /// IPv6 `-m hbh` / `-m dst` on the prologue's options header: may hotdrop, a barrier
+    Opts6(ir::OptsMatch),
+    /// IPv6 `-m ipv6header` on the prologue's mask: may hotdrop (past the walk's bound)
+    Ipv6Header(ir::Ipv6HeaderMatch),
     /// IPv6: the prologue's `ipv6_find_hdr` walk failed: hotdrop (a barrier, where the
     /// rule's IP6T_F_PROTO test is in `ip6_packet_match`)
     WalkGuard,
@@ -159,6 +163,8 @@ impl Test {
             | Test::WalkGuard
             | Test::Frag6(_)
             | Test::Rt6(_)
+            | Test::Opts6(_)
+            | Test::Ipv6Header(_)
             | Test::Limit(_)
             | Test::Recent(_)
             | Test::Hashlimit(_)
@@ -175,6 +181,8 @@ impl Test {
                 | Test::WalkGuard
                 | Test::Frag6(_)
                 | Test::Rt6(_)
+                | Test::Opts6(_)
+                | Test::Ipv6Header(_)
                 | Test::Limit(_)
                 | Test::Recent(_)
                 | Test::Hashlimit(_)
@@ -354,6 +362,8 @@ fn check_family(matches: &[Match], family: ir::Family) -> Result<(), EmitError> 
             | Match::IpRange6(_)
             | Match::Frag(_)
             | Match::Rt(_)
+            | Match::Opts(_)
+            | Match::Ipv6Header(_)
                 if !v6 =>
             {
                 "IPv6 match in an IPv4 program"
@@ -508,6 +518,8 @@ pub(super) fn lower_family(matches: &[Match], family: ir::Family) -> Result<Vec<
             }
             Match::Frag(f) => out.push(Test::Frag6(f)),
             Match::Rt(r) => out.push(Test::Rt6(r)),
+            Match::Opts(o) => out.push(Test::Opts6(o)),
+            Match::Ipv6Header(h) => out.push(Test::Ipv6Header(h)),
             Match::IpRange6(r) => {
                 let words = |a: std::net::Ipv6Addr| {
                     let n = u128::from(a);
@@ -583,6 +595,9 @@ pub(super) fn lower_chains<'a>(
                     Test::Conntrack(_) | Test::State(_) => feat.conntrack = true,
                     Test::Frag6(_) => feat.frag6 = true,
                     Test::Rt6(_) => feat.rt6 = true,
+                    Test::Opts6(o) if o.dst => feat.dst6 = true,
+                    Test::Opts6(_) => feat.hbh6 = true,
+                    Test::Ipv6Header(_) => feat.ipv6h = true,
                     Test::Mark { .. }
                     | Test::PktType { .. }
                     | Test::Owner(_)

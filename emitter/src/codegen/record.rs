@@ -34,6 +34,13 @@
 //! -368 `-m frag`: copy of that fragment header (8 bytes)
 //! -372 `-m rt`: u32 offset of the first routing header, or FRAG_NOENT / FRAG_BADMSG
 //! -384 `-m rt`: its first 8 bytes (the last 4 only when the packet holds them)
+//! -388 `-m hbh`: u32 offset of the first hop-by-hop header, or FRAG_NOENT / FRAG_BADMSG
+//! -390 `-m hbh`: its first 2 bytes
+//! -396 `-m dst`: u32 offset of the first destination options header, or as above
+//! -398 `-m dst`: its first 2 bytes
+//! -424 `-m ipv6header`: one byte per MASK_* bit and outcome, 0 or 1 (10 bytes)
+//! -428 `-m ipv6header`: u32 MASK_* bits of the packet, or V6H_FALSE / V6H_BOUND
+//! -432 `-m ipv6header`: the walk's offset (a stack word, as the main walk's)
 //! -140 walk scratch (4 bytes read per extension header; the transport buffer, not yet used)
 //! ```
 //! `count` uses 8 bytes of its own frame; chain subprograms use none.
@@ -116,6 +123,20 @@ pub mod rec {
     pub const RT_AT: i16 = -372;
     /// IPv6 `-m rt`: the first 8 bytes of that routing header
     pub const RTHDR: i16 = -384;
+    /// IPv6 `-m hbh`: u32 offset of the first hop-by-hop header, as [`RT_AT`]
+    pub const HBH_AT: i16 = -388;
+    /// IPv6 `-m hbh`: its first 2 bytes
+    pub const HBHHDR: i16 = -390;
+    /// IPv6 `-m dst`: u32 offset of the first destination options header, as [`RT_AT`]
+    pub const DST_AT: i16 = -396;
+    /// IPv6 `-m dst`: its first 2 bytes
+    pub const DSTHDR: i16 = -398;
+    /// IPv6 `-m ipv6header`: a byte per MASK_* bit and outcome, 0 or 1
+    pub const V6H_SEEN: i16 = -424;
+    /// IPv6 `-m ipv6header`: u32 MASK_* bits, or [`super::V6H_FALSE`] / [`super::V6H_BOUND`]
+    pub const V6H: i16 = -428;
+    /// IPv6 `-m ipv6header`: the walk's offset
+    pub const V6H_PTR: i16 = -432;
     /// IPv6: 4 bytes of the extension header the walk is at
     pub const WALK: i16 = -140;
     /// the program's context pointer, for events (stored first thing; in the 16 bytes
@@ -146,6 +167,11 @@ pub(super) mod packed {
 pub(super) const FRAG_NOENT: i32 = 1;
 /// FRAG_AT: a header on the way, or the fragment header, was cut short (-EBADMSG).
 pub(super) const FRAG_BADMSG: i32 = 2;
+
+/// `rec::V6H`: `ipv6header_mt6` returns false (an extension header with fewer than 2 bytes left).
+pub(super) const V6H_FALSE: i32 = 0x100;
+/// `rec::V6H`: more extension headers than the walk follows (hotdrop, see SEMANTICS.md).
+pub(super) const V6H_BOUND: i32 = 0x200;
 
 /// TH_AVAIL value of a fragment with offset 1 (tcp hotdrops it).
 pub(super) const TH_AVAIL_FRAG1: i32 = -2;
