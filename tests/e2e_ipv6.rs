@@ -231,6 +231,9 @@ const RULESET: &str = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT 
     -A FORWARD -p tcp -m multiport --dports 22,443 -g fwd\n\
     -A FORWARD -p ipv6-icmp -j ACCEPT\n\
     -A FORWARD -p udp -m udp --dport 123 -m hl --hl-lt 64 -j DROP\n\
+    -A FORWARD -m hbh --hbh-len 0\n\
+    -A FORWARD -m ipv6header --header hop-by-hop --soft -j DROP\n\
+    -A FORWARD -m rt --rt-type 0 -j DROP\n\
     -A FORWARD ! -i b+ -j ACCEPT\n\
     -A FORWARD -p udp -m iprange --dst-range fd00:92::1-fd00:92::9 -j ACCEPT\n\
     -A fwd -d fd00:92::2/128 -p tcp -m tcp --dport 443 -j ACCEPT\n\
@@ -322,7 +325,10 @@ fn ipv6_rulesets_apply_list_and_save_as_the_kernels() {
     };
     // ruleset, and why bpfilter refuses it
     const NOT_YET: &[(&str, &str)] = &[
-        ("ipv6_ext.rules", "ipv6header, hbh, dst, eui64 and mac"),
+        (
+            "ipv6_ext.rules",
+            "eui64, mac, and the option lists of rt and hbh",
+        ),
         ("matches.rules", "conntrack --ctorigsrc and tcpmss in IPv6"),
         ("stateful.rules", "addrtype, recent and hashlimit in IPv6"),
     ];
@@ -384,7 +390,10 @@ fn real_ipv6_rulesets_filter_as_the_kernels() {
         restore6(&p, &d, &rules);
         compiled(&d, &p.bpf);
         let (seen_k, seen_b) = (traffic6(&p.kernel, &k), traffic6(&p.bpf, &b));
-        assert_eq!(seen_b, seen_k, "{name}: the sender saw different outcomes (left: bpfilter)");
+        assert_eq!(
+            seen_b, seen_k,
+            "{name}: the sender saw different outcomes (left: bpfilter)"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
         same_listing6(&p, &d);
         ip6t(&p, &d, "-Z");
@@ -413,7 +422,10 @@ fn connection_tracking_stays_while_either_family_needs_it() {
     );
     d.iptables_ok(&ns, Tool::Ip6Restore, &[], stateful);
     d.iptables_ok(&ns, Tool::Restore, &[], stateless);
-    assert!(tables().contains("bpfilter_conntrack"), "the IPv6 rules still need it");
+    assert!(
+        tables().contains("bpfilter_conntrack"),
+        "the IPv6 rules still need it"
+    );
     d.iptables_ok(&ns, Tool::Ip6Restore, &[], stateless);
     assert!(
         !tables().contains("bpfilter_conntrack"),
