@@ -10,6 +10,7 @@
 pub mod log;
 pub mod reject;
 pub mod reject6;
+mod reply;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

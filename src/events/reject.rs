@@ -37,17 +37,11 @@ use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockPro
 
 use crate::sys::{in_netns, Map, SysError};
 
-/// Netfilter hook numbers (`enum nf_inet_hooks`).
-pub mod hook {
-    /// NF_INET_PRE_ROUTING
-    pub const PRE_ROUTING: u8 = 0;
-    /// NF_INET_LOCAL_IN
-    pub const LOCAL_IN: u8 = 1;
-    /// NF_INET_FORWARD
-    pub const FORWARD: u8 = 2;
-    /// NF_INET_LOCAL_OUT
-    pub const LOCAL_OUT: u8 = 3;
-}
+use super::reply::{
+    dccp_gone, fold, nf_reject_verify_csum, not_packet_host, ones_sum, skb_csum_unnecessary,
+    ARPHRD_LOOPBACK, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+};
+pub use super::reply::{hook, RejectError, ReplyKind};
 
 /// `RTCF_BROADCAST` (include/uapi/linux/in_route.h).
 pub const RTCF_BROADCAST: u32 = 0x1000_0000;
@@ -79,14 +73,6 @@ pub mod code {
 }
 
 const IPPROTO_ICMP: u8 = 1;
-pub(super) const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_GRE: u8 = 47;
-const IPPROTO_ESP: u8 = 50;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_DCCP: u8 = 33;
-const IPPROTO_SCTP: u8 = 132;
-const IPPROTO_UDPLITE: u8 = 136;
 
 const IP_DF: u16 = 0x4000;
 const IP_OFFSET: u16 = 0x1fff;
@@ -99,14 +85,6 @@ const INADDR_DUMMY: Ipv4Addr = Ipv4Addr::new(192, 0, 0, 8);
 /// RFC 1812 via `__icmp_send`: an ICMP error is at most this long.
 const ICMP_ERROR_MAX: usize = 576;
 
-const ARPHRD_ETHER: u16 = 1;
-pub(super) const ARPHRD_LOOPBACK: u16 = 772;
-
-pub(super) const TCP_FIN: u8 = 0x01;
-pub(super) const TCP_SYN: u8 = 0x02;
-pub(super) const TCP_RST: u8 = 0x04;
-pub(super) const TCP_ACK: u8 = 0x10;
-
 const IPOPT_END: u8 = 0;
 const IPOPT_NOOP: u8 = 1;
 const IPOPT_RR: u8 = 7;
@@ -117,42 +95,6 @@ const IPOPT_SSRR: u8 = 137;
 const IPOPT_TS_TSONLY: u8 = 0;
 const IPOPT_TS_TSANDADDR: u8 = 1;
 const IPOPT_TS_PRESPEC: u8 = 3;
-
-/// Why an event cannot be turned into a reply (the record, not the packet, is wrong: the
-/// kernel would never have run REJECT on it).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RejectError {
-    /// The record is a LOG event or another kind.
-    #[error("event kind {kind} is not a REJECT event")]
-    NotReject {
-        /// [`Event::kind`].
-        kind: u8,
-    },
-    /// Neither NFPROTO_IPV4 nor NFPROTO_IPV6 (or the other one than the caller handles).
-    #[error("REJECT event of protocol family {pf}, expected IPv4 (2) or IPv6 (10)")]
-    Family {
-        /// [`Event::pf`].
-        pf: u8,
-    },
-    /// REJECT is registered on LOCAL_IN, FORWARD and LOCAL_OUT only (`reject_tg_reg.hooks`).
-    #[error("REJECT event at hook {hook}, REJECT runs at LOCAL_IN, FORWARD, LOCAL_OUT")]
-    Hook {
-        /// [`Event::hook`].
-        hook: u8,
-    },
-    /// `ipt_reject_info.with` outside `enum ipt_reject_with`.
-    #[error("REJECT event with unknown reject-with {with}")]
-    With {
-        /// [`Event::reject_with`].
-        with: u8,
-    },
-    /// The captured packet is not an IPv4 header the kernel could have accepted.
-    #[error("REJECT event packet: {what}")]
-    Packet {
-        /// What is wrong with it.
-        what: &'static str,
-    },
-}
 
 /// What the namespace contributes to a reply (sysctls, the route toward the original source,
 /// the clock of the IP timestamp option).
@@ -198,29 +140,10 @@ impl<'a> Params<'a> {
     }
 }
 
-/// Whether the running kernel is 6.16 or later, which removed DCCP (and with it DCCP from
-/// `nf_reject_verify_csum`'s list).
-pub(super) fn dccp_gone() -> bool {
-    static GONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *GONE.get_or_init(|| crate::probe::kernel_at_least(6, 16))
-}
-
 /// `inet_current_timestamp`: milliseconds since midnight UTC.
 pub fn inet_current_timestamp(now: SystemTime) -> u32 {
     let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     ((d.as_secs() % 86_400) * 1000 + u64::from(d.subsec_millis())) as u32
-}
-
-/// What kind of reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyKind {
-    /// ICMP destination unreachable with this code.
-    Unreachable {
-        /// ICMP code (see [`code`]).
-        code: u8,
-    },
-    /// TCP RST.
-    Reset,
 }
 
 /// Where the reply's source address comes from (`__icmp_send`'s `saddr`).
@@ -412,24 +335,6 @@ pub fn reply(ev: &Event<'_>, params: &Params<'_>) -> Result<Option<Reply>, Rejec
 const ICMP_ECHOREPLY_TYPE: u8 = 0;
 const ICMP_TIMESTAMPREPLY_TYPE: u8 = 14;
 
-/// `skb_csum_unnecessary`.
-pub(super) fn skb_csum_unnecessary(ev: &Event<'_>) -> bool {
-    matches!(ev.ip_summed(), csum::UNNECESSARY | csum::PARTIAL) || ev.csum_valid()
-}
-
-/// `nf_reject_verify_csum`: whether the protocol has a 16-bit one's complement checksum of
-/// the whole payload to verify (`docs/KERNEL-BEHAVIOUR.md#reject-checksum`); `l4` is the
-/// captured transport header on (both families share it).
-pub(super) fn nf_reject_verify_csum(l4: &[u8], proto: u8, dccp_unverified: bool) -> bool {
-    match proto {
-        // optional checksum: zero means none
-        IPPROTO_UDP => l4.get(6..8).is_none_or(|c| c != [0, 0]),
-        IPPROTO_GRE | IPPROTO_AH | IPPROTO_ESP | IPPROTO_SCTP | IPPROTO_UDPLITE => false,
-        IPPROTO_DCCP => !dccp_unverified,
-        _ => true,
-    }
-}
-
 /// `nf_ip_checksum(...) == 0`: the transport checksum is good, or this hook does not check it,
 /// by `ip_summed` alone (`csum_valid` is the caller's business; with CHECKSUM_NONE the IP
 /// header is in the sum): `docs/KERNEL-BEHAVIOUR.md#reject-checksum`. Without the whole packet
@@ -452,15 +357,6 @@ fn nf_ip_checksum_ok(ev: &Event<'_>, ip: Ip<'_>, proto: u8) -> bool {
         sum = ones_sum(&ip.p[..ip.hlen], sum);
     }
     fold(sum) == 0xffff
-}
-
-/// `skb->pkt_type != PACKET_HOST`, from the captured Ethernet destination.
-pub(super) fn not_packet_host(ev: &Event<'_>) -> bool {
-    let mac = ev.mac();
-    ev.hook() != hook::LOCAL_OUT
-        && ev.dev_type() == ARPHRD_ETHER
-        && mac.len() >= 6
-        && mac[0] & 1 != 0
 }
 
 /// `icmp_pointers[type].error`.
@@ -875,29 +771,10 @@ fn options_echo(ip: Ip<'_>, local: &[Ipv4Addr]) -> Option<Echo> {
     Some(e)
 }
 
-pub(super) fn ones_sum(data: &[u8], init: u64) -> u64 {
-    let mut sum = init;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    sum
-}
-
 fn pseudo_sum(sum: u64, s: Ipv4Addr, d: Ipv4Addr, proto: u8, len: usize) -> u64 {
     let sum = ones_sum(&s.octets(), sum);
     let sum = ones_sum(&d.octets(), sum);
     sum + u64::from(proto) + len as u64
-}
-
-pub(super) fn fold(mut sum: u64) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
 }
 
 /// The Internet checksum of `data`.
@@ -2066,6 +1943,7 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "test code")]
 
     use super::*;
+    use crate::events::reply::*;
     use emitter::event::EventBuilder;
 
     const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);

@@ -29,7 +29,7 @@ use std::net::Ipv6Addr;
 
 use emitter::event::{csum, Event, KIND_REJECT};
 
-use super::reject::{
+use super::reply::{
     fold, hook, nf_reject_verify_csum, not_packet_host, ones_sum, skb_csum_unnecessary,
     RejectError, ReplyKind, ARPHRD_LOOPBACK, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
@@ -254,7 +254,7 @@ impl Params6<'_> {
             hop_limit: 64,
             fwmark_reflect: false,
             local_addrs: &[],
-            dccp_unverified: !super::reject::dccp_gone(),
+            dccp_unverified: !super::reply::dccp_gone(),
         }
     }
 }
