@@ -8,6 +8,28 @@ mod common;
 use common::{Daemon, Pair, Tool};
 use test_support::netns::{sh, Netns};
 
+/// `kernel` and `bpf` at the same time (the two sides' namespaces are apart): their results.
+fn both<K: Send, B: Send>(
+    kernel: impl FnOnce() -> K + Send,
+    bpf: impl FnOnce() -> B + Send,
+) -> (K, B) {
+    std::thread::scope(|s| {
+        let k = s.spawn(kernel);
+        let b = bpf();
+        (k.join().expect("kernel side"), b)
+    })
+}
+
+/// The two sides' topologies, built at the same time.
+fn topologies6(p: &Pair) -> (Topology6, Topology6) {
+    both(|| topology6(&p.kernel), || topology6(&p.bpf))
+}
+
+/// [`traffic6`] on both sides at the same time: (kernel's, bpfilter's).
+fn traffic6_both(p: &Pair, k: &Topology6, b: &Topology6) -> (Vec<String>, Vec<String>) {
+    both(|| traffic6(&p.kernel, k), || traffic6(&p.bpf, b))
+}
+
 /// `ip6tables <line>` on both sides; what both saw.
 fn ip6t(p: &Pair, d: &Daemon, line: &str) -> (i32, String, String) {
     let args: Vec<&str> = line.split_whitespace().collect();
@@ -95,22 +117,24 @@ fn topology6(fw: &Netns) -> Topology6 {
             lladdr.trim()
         ));
     }
-    for ns in [&sender, fw, &target] {
-        settle(ns);
-    }
+    settle(&[&sender, fw, &target]);
     Topology6 { sender, target }
 }
 
-/// Waits until the namespace has sent no multicast for a second (the listener reports and
+/// Waits until the namespaces have sent no multicast for a second (the listener reports and
 /// router announcements that follow a link's coming up, at random delays), at most 10 s.
-fn settle(ns: &Netns) {
-    let sent = || {
-        let snmp6 = ns.sh("cat /proc/net/snmp6");
-        snmp6
-            .lines()
-            .find_map(|l| l.strip_prefix("Ip6OutMcastPkts"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
+fn settle(namespaces: &[&Netns]) {
+    let sent = || -> u64 {
+        namespaces
+            .iter()
+            .map(|ns| {
+                ns.sh("cat /proc/net/snmp6")
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Ip6OutMcastPkts"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut last = sent();
@@ -247,10 +271,10 @@ fn ipv6_packets_are_judged_and_counted_as_the_kernel_does() {
     let Some((d, p)) = common::start_pair() else {
         return;
     };
-    let (k, b) = (topology6(&p.kernel), topology6(&p.bpf));
+    let (k, b) = topologies6(&p);
     restore6(&p, &d, RULESET);
     compiled(&d, &p.bpf);
-    let (seen_k, seen_b) = (traffic6(&p.kernel, &k), traffic6(&p.bpf, &b));
+    let (seen_k, seen_b) = traffic6_both(&p, &k, &b);
     assert_eq!(
         seen_b, seen_k,
         "the sender saw different outcomes (left: bpfilter)"
@@ -269,8 +293,7 @@ fn ipv6_packets_are_judged_and_counted_as_the_kernel_does() {
     assert!(counted >= 8, "the traffic must hit many rules:\n{save}");
     // A change keeps the other counters, as in the kernel; zeroing zeroes them.
     ip6t(&p, &d, "-I INPUT 3 -p udp -m udp --dport 5353 -j DROP");
-    traffic6(&p.kernel, &k);
-    traffic6(&p.bpf, &b);
+    traffic6_both(&p, &k, &b);
     same_listing6(&p, &d);
     ip6t(&p, &d, "-Z INPUT");
     same_listing6(&p, &d);
@@ -284,7 +307,7 @@ fn neighbour_discovery_keeps_working_under_an_icmpv6_accept_rule() {
     let Some((d, p)) = common::start_pair() else {
         return;
     };
-    let (k, b) = (topology6(&p.kernel), topology6(&p.bpf));
+    let (k, b) = topologies6(&p);
     restore6(
         &p,
         &d,
@@ -301,7 +324,7 @@ fn neighbour_discovery_keeps_working_under_an_icmpv6_accept_rule() {
             ns.sh("ip -6 neigh flush all nud permanent; ip -6 neigh flush all; true");
         }
     }
-    let (seen_k, seen_b) = (traffic6(&p.kernel, &k), traffic6(&p.bpf, &b));
+    let (seen_k, seen_b) = traffic6_both(&p, &k, &b);
     assert_eq!(seen_b, seen_k, "left: bpfilter");
     assert!(
         seen_k
@@ -383,13 +406,13 @@ fn real_ipv6_rulesets_filter_as_the_kernels() {
     let Some((d, p)) = common::start_pair() else {
         return;
     };
-    let (k, b) = (topology6(&p.kernel), topology6(&p.bpf));
+    let (k, b) = topologies6(&p);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rulesets6");
     for name in ["ufw6.rules", "docker6.rules", "libvirt6.rules"] {
         let rules = std::fs::read_to_string(dir.join(name)).expect("ruleset");
         restore6(&p, &d, &rules);
         compiled(&d, &p.bpf);
-        let (seen_k, seen_b) = (traffic6(&p.kernel, &k), traffic6(&p.bpf, &b));
+        let (seen_k, seen_b) = traffic6_both(&p, &k, &b);
         assert_eq!(
             seen_b, seen_k,
             "{name}: the sender saw different outcomes (left: bpfilter)"
@@ -500,7 +523,7 @@ fn ipv6_rejects_answer_as_the_kernel_does() {
     let Some((d, p)) = common::start_pair() else {
         return;
     };
-    let (k, b) = (topology6(&p.kernel), topology6(&p.bpf));
+    let (k, b) = topologies6(&p);
     for t in [&k.target, &b.target] {
         sh(&format!(
             "ip netns exec {} python3 -c 'import socket,time\n\
@@ -527,7 +550,7 @@ fn ipv6_rejects_answer_as_the_kernel_does() {
         "tcp/fd00:92::2:81",
         "udp/fd00:92::2:53",
     ];
-    let (seen_k, seen_b) = (probe6(&k.sender, &probes), probe6(&b.sender, &probes));
+    let (seen_k, seen_b) = both(|| probe6(&k.sender, &probes), || probe6(&b.sender, &probes));
     assert_eq!(
         seen_b, seen_k,
         "the sender sees different answers (left: bpfilter)"
@@ -557,7 +580,7 @@ fn ipv6_log_lines_are_the_kernels() {
     let _log_all = LogAllNetns::on();
     let d = Daemon::start();
     let p = Pair::new();
-    let (k, b) = (topology6(&p.kernel), topology6(&p.bpf));
+    let (k, b) = topologies6(&p);
     let tag = test_support::netns::unique("L6");
     let rules = format!(
         "*filter\n\
