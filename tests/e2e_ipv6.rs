@@ -609,8 +609,7 @@ fn ipv6_log_lines_are_the_kernels() {
         fw.sh("echo c > /dev/udp/fd00:92::2/9; true");
     };
     let from = kmsg_next_seq();
-    traffic(&p.kernel, &k);
-    traffic(&p.bpf, &b);
+    both(|| traffic(&p.kernel, &k), || traffic(&p.bpf, &b));
     let side_names = |fw: &Netns, t: &Topology6| {
         vec![
             (format!("a{}", t.sender.name), "SENDER"),
