@@ -352,15 +352,20 @@ fn check(name: &str) {
     }
 }
 
+/// One test per ruleset, in the module `in_namespace_pairs` that `make test` runs on its own
+/// with several threads: each test has its own daemon, namespaces and xtables lock, and most of
+/// its time is the probes' timeouts.
 macro_rules! real {
     ($($f:ident => $name:literal,)*) => {
         const NAMES: &[&str] = &[$($name),*];
-        $(
-            #[test]
-            fn $f() {
-                check($name);
-            }
-        )*
+        mod in_namespace_pairs {
+            $(
+                #[test]
+                fn $f() {
+                    super::check($name);
+                }
+            )*
+        }
     };
 }
 

@@ -148,7 +148,8 @@ impl Daemon {
             .arg(bpfilter_bin())
             .arg(tool.bpfilter_cmd())
             .args(args);
-        cmd.env("BPFILTER_SOCKET", &self.socket);
+        cmd.env("BPFILTER_SOCKET", &self.socket)
+            .env("XTABLES_LOCKFILE", xtables_lock(ns));
         with_stdin(cmd, stdin)
     }
 
@@ -228,8 +229,16 @@ impl Tool {
 pub fn kernel(ns: &Netns, tool: Tool, args: &[&str], stdin: &str) -> Output {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &ns.name, tool.legacy()])
-        .args(args);
+        .args(args)
+        .env("XTABLES_LOCKFILE", xtables_lock(ns));
     with_stdin(cmd, stdin)
+}
+
+/// The xtables lock of the iptables commands run in `ns`: one per namespace, so that tests run
+/// in parallel (real_rulesets) never find another test's command holding the machine's lock,
+/// while the commands of one namespace stay serialized by it as on a host.
+fn xtables_lock(ns: &Netns) -> PathBuf {
+    std::env::temp_dir().join(format!("xtables-{}.lock", ns.name))
 }
 
 fn with_stdin(mut cmd: Command, stdin: &str) -> Output {
