@@ -3021,6 +3021,35 @@ fn mark_is_compared_under_its_mask() {
     }
 }
 
+/// `-m mac` compares only on an Ethernet device: a test run's packet arrives on the loopback
+/// device (ARPHRD_LOOPBACK, though `eth_type_trans` set a MAC header), so no rule matches, `!`
+/// or not, whatever `invert` holds. The comparison itself is checked on real veth traffic
+/// (e2e_matches, e2e_ipv6).
+#[test]
+fn mac_matches_nothing_off_ethernet() {
+    let Some(env) = env() else { return };
+    let pkt = ip(UDP, [10, 0, 0, 1], [10, 0, 0, 2], 0, &[], &udp_hdr(53, 53));
+    for (name, opts) in env.access_variants() {
+        for hook in [Hook::LocalIn, Hook::LocalOut] {
+            for (src, invert) in [
+                ([0u8; 6], 0u32),
+                ([0; 6], 1),
+                ([2, 0, 0, 0, 0, 1], 1),
+                ([0; 6], 7),
+            ] {
+                check_drop_rule(
+                    &env,
+                    (hook, vec![Match::Mac { src, invert }]),
+                    opts,
+                    &pkt,
+                    false,
+                    &format!("{name} {hook:?} {src:02x?} invert {invert}"),
+                );
+            }
+        }
+    }
+}
+
 /// The state word of limit slot `slot`.
 fn bucket(l: &Loaded, slot: u32) -> u64 {
     let mut v = [0u8; 8];

@@ -833,6 +833,14 @@ fn catalogue() -> Vec<(&'static str, Vec<Match>)> {
                 invert: inv,
             }],
         ));
+        // a test run's device is the loopback: never compared, `!` or not
+        v.push((
+            "-m mac",
+            vec![Match::Mac {
+                src: [2, 0, 0, 0, 0, 1],
+                invert: u32::from(inv),
+            }],
+        ));
         v.push(("-i lo+", vec![Match::InIface(Iface::iptables("lo+", inv))]));
         v.push((
             "-o eth0",

@@ -86,7 +86,10 @@ fn topology6(fw: &Netns) -> Topology6 {
     }
     sh(&format!(
         "ip link add a{s} netns {s} type veth peer name b{s} netns {f} && \
-         ip link add a{t} netns {t} type veth peer name c{t} netns {f}"
+         ip link add a{t} netns {t} type veth peer name c{t} netns {f} && \
+         ip -n {s} link set a{s} address {} && ip -n {t} link set a{t} address {}",
+        common::SENDER_MAC,
+        common::TARGET_MAC
     ));
     sh(&format!(
         "ip -n {s} addr add fd00:91::1/64 dev a{s} nodad && ip -n {s} link set a{s} up && \
@@ -236,10 +239,13 @@ fn traffic6(fw: &Netns, topo: &Topology6) -> Vec<String> {
 }
 
 /// A ruleset of every IPv6 match the daemon compiles, in INPUT, FORWARD and OUTPUT, with user
-/// chains, jumps, gotos and returns.
+/// chains, jumps, gotos and returns. Its MAC addresses are the topology's
+/// (`common::SENDER_MAC`, `common::TARGET_MAC`).
 const RULESET: &str = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
     :in-udp - [0:0]\n:fwd - [0:0]\n\
     -A INPUT -i lo -j ACCEPT\n\
+    -A INPUT -m mac --mac-source 02:00:00:00:00:99 -j DROP\n\
+    -A INPUT -p udp -m mac ! --mac-source 02:00:0a:09:01:01 -j DROP\n\
     -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT\n\
     -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j ACCEPT\n\
     -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type echo-request -j ACCEPT\n\
@@ -253,6 +259,7 @@ const RULESET: &str = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT 
     -A in-udp -p udp -m udp --sport 1024:65535 --dport 5353 -j RETURN\n\
     -A FORWARD -i b+ -p udp -m udp --dport 53 -j ACCEPT\n\
     -A FORWARD -p tcp -m multiport --dports 22,443 -g fwd\n\
+    -A FORWARD -p ipv6-icmp -m mac --mac-source 02:00:0a:09:02:02 -j ACCEPT\n\
     -A FORWARD -p ipv6-icmp -j ACCEPT\n\
     -A FORWARD -p udp -m udp --dport 123 -m hl --hl-lt 64 -j DROP\n\
     -A FORWARD -m hbh --hbh-len 0\n\
@@ -271,6 +278,7 @@ fn ipv6_packets_are_judged_and_counted_as_the_kernel_does() {
     let Some((d, p)) = common::start_pair() else {
         return;
     };
+    assert!(RULESET.contains(common::SENDER_MAC) && RULESET.contains(common::TARGET_MAC));
     let (k, b) = topologies6(&p);
     restore6(&p, &d, RULESET);
     compiled(&d, &p.bpf);
@@ -350,7 +358,7 @@ fn ipv6_rulesets_apply_list_and_save_as_the_kernels() {
     const NOT_YET: &[(&str, &str)] = &[
         (
             "ipv6_ext.rules",
-            "eui64, mac, and the option lists of rt and hbh",
+            "eui64, and the option lists of rt and hbh",
         ),
         ("matches.rules", "conntrack --ctorigsrc and tcpmss in IPv6"),
         ("stateful.rules", "addrtype, recent and hashlimit in IPv6"),

@@ -1,4 +1,4 @@
-//! `limit`, `owner`, `addrtype`, `recent`, `hashlimit` and `tcpmss` on real traffic, side by
+//! `limit`, `owner`, `addrtype`, `recent`, `hashlimit`, `tcpmss` and `mac` on real traffic, side by
 //! side with the kernel's iptables-legacy: the same commands, the same refusals, the same
 //! counters.
 
@@ -756,5 +756,74 @@ fn tcpmss_matches_as_the_kernels() {
     }
     // deletion by specification, then the listing in every format
     p.ipt(&d, "-D FORWARD -p tcp -m tcpmss --mss 1000 -j DROP");
+    p.same_listing(&d);
+}
+
+/// `-m mac --mac-source` on real Ethernet (veth) traffic: the sender's address, `!`, an
+/// address nobody has, in INPUT, in FORWARD both ways (the sender's and the target's), in a
+/// user chain reached from both; never on the loopback device (not Ethernet, though its
+/// packets carry a zeroed MAC header), `!` or not. OUTPUT refuses it (EINVAL: PREROUTING,
+/// INPUT and FORWARD only), also behind a jump.
+#[test]
+fn mac_source_matches_as_the_kernels() {
+    let Some((d, p)) = common::start_pair() else {
+        return;
+    };
+    let (sm, tm) = (common::SENDER_MAC, common::TARGET_MAC);
+    let rules = format!(
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:macs - [0:0]\n\
+        -A INPUT -p udp --dport 7001 -m mac --mac-source {sm} -j ACCEPT\n\
+        -A INPUT -p udp --dport 7002 -m mac ! --mac-source {sm} -j ACCEPT\n\
+        -A INPUT -p udp --dport 7003 -m mac --mac-source 02:00:00:00:00:99 -j ACCEPT\n\
+        -A INPUT -p udp --dport 7004 -m mac ! --mac-source 02:00:00:00:00:99 -j ACCEPT\n\
+        -A INPUT -p udp --dport 7005 -m mac --mac-source {sm} -j DROP\n\
+        -A INPUT -i lo -m mac --mac-source 00:00:00:00:00:00 -j ACCEPT\n\
+        -A INPUT -i lo -m mac ! --mac-source {sm} -j ACCEPT\n\
+        -A INPUT -j macs\n\
+        -A FORWARD -p icmp -m mac --mac-source {sm} -j ACCEPT\n\
+        -A FORWARD -p icmp -m mac --mac-source {tm} -j ACCEPT\n\
+        -A FORWARD -j macs\n\
+        -A macs -m mac ! --mac-source {tm} -j RETURN\n\
+        -A macs -j ACCEPT\n\
+        COMMIT\n"
+    );
+    p.restore(&d, &rules);
+    let (k, b) = p.topologies();
+    for (fw, t) in [(&p.kernel, &k), (&p.bpf, &b)] {
+        udp(
+            &t.sender,
+            &[
+                "10.9.1.2:7001",
+                "10.9.1.2:7002",
+                "10.9.1.2:7003",
+                "10.9.1.2:7004",
+                "10.9.1.2:7005",
+                "10.9.1.2:7006",
+            ],
+        );
+        t.sender
+            .sh("ping -c 2 -i 0.05 -W 0.5 10.9.2.2 >/dev/null; true");
+        udp(&t.target, &["10.9.1.1:7007", "10.9.2.1:7008"]);
+        fw.sh("ping -c 1 -W 0.5 127.0.0.1 >/dev/null; true");
+        udp(fw, &["127.0.0.1:7001"]);
+    }
+    settle_and_compare(&p, &d);
+    let save = p.kernel_save();
+    for rule in [
+        format!("[1:29] -A INPUT -p udp -m udp --dport 7001 -m mac --mac-source {sm}"),
+        "[0:0] -A INPUT -p udp -m udp --dport 7002 -m mac ! --mac-source".into(),
+        "[1:29] -A INPUT -p udp -m udp --dport 7004 -m mac ! --mac-source 02:00:00:00:00:99".into(),
+        format!("[2:168] -A FORWARD -p icmp -m mac --mac-source {tm}"),
+        format!("[0:0] -A INPUT -i lo -m mac ! --mac-source {sm}"),
+    ] {
+        assert!(
+            save.contains(&rule),
+            "the traffic must have hit `{rule}` so (a loopback packet is never compared):\n{save}"
+        );
+    }
+    // OUTPUT has no MAC header to read: the kernel refuses the match there (EINVAL), also
+    // in a chain OUTPUT jumps to
+    p.refused(&d, &format!("-A OUTPUT -m mac --mac-source {sm}"));
+    p.refused(&d, "-A OUTPUT -j macs");
     p.same_listing(&d);
 }

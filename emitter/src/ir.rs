@@ -619,6 +619,17 @@ pub enum Match {
         /// `!`
         invert: bool,
     },
+    /// `-m mac --mac-source` (xt_mac): on an Ethernet input device (`skb->dev->type` ==
+    /// ARPHRD_ETHER) whose MAC header ends at or before the network header, the header's
+    /// source address equal to `src`, then `ret ^= invert` read as a bool (an `invert` other
+    /// than 0 or 1 makes every such packet match); any other packet never matches, whatever
+    /// `invert`.
+    Mac {
+        /// the source address
+        src: [u8; 6],
+        /// `xt_mac_info.invert` as given
+        invert: u32,
+    },
     /// `-m mark` (xt_mark revision 1): `(skb->mark & mask) == mark`, inverted by `invert`.
     Mark {
         /// value

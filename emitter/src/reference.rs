@@ -23,6 +23,10 @@ pub struct Packet<'a> {
     pub mark: u32,
     /// `skb->pkt_type` (PACKET_*)
     pub pkt_type: u8,
+    /// what `mac_mt` compares: the MAC header's source address when `skb->dev` is an
+    /// Ethernet device and the header lies whole before the network header; None otherwise
+    /// (a test run's packet arrives on the loopback device)
+    pub mac_src: Option<[u8; 6]>,
     /// state->in->ifindex (0: no device)
     pub in_ifindex: u32,
     /// state->out->ifindex
@@ -571,6 +575,9 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
         })),
         Match::Addrtype(m) => b(addrtype_mt(m, p.saddr, p.daddr, pkt)),
         Match::Owner(m) => b(owner_mt(m, pkt.sock)),
+        Match::Mac { src, invert } => b(pkt
+            .mac_src
+            .is_some_and(|mac| (u32::from(mac == *src) ^ invert) != 0)),
         Match::PktType { pkttype, invert } => {
             // PACKET_LOOPBACK (5): multicast destination -> MULTICAST, else BROADCAST; in
             // IPv6 always MULTICAST

@@ -802,7 +802,6 @@ fn refuse_unsupported(entry: &Entry) -> Result<(), XlateError> {
             // an entry with a protocol ran before, and reads eth_hdr() even where the MAC
             // header is not set: its result can depend on uninitialized state (SEMANTICS.md)
             Match::Eui64(_) => Some("-m eui64 (reads uninitialized kernel state)"),
-            Match::Mac(_) => Some("-m mac"),
             Match::TcpMss(_) if ipv6 => Some("-m tcpmss in IPv6"),
             Match::Addrtype(_) | Match::AddrtypeV1(_) if ipv6 => Some("-m addrtype in IPv6"),
             Match::Recent(_) if ipv6 => Some("-m recent in IPv6"),
@@ -923,6 +922,10 @@ fn extension(m: &Match, family: Family, limit_slot: u32, named: &Named<'_>) -> O
         }),
         Match::Conntrack(c) => ir::Match::Conntrack(conntrack(&c.info())),
         Match::State(st) => ir::Match::State(st.statemask),
+        Match::Mac(m) => ir::Match::Mac {
+            src: m.srcaddr,
+            invert: m.invert as u32,
+        },
         Match::PktType(t) => ir::Match::PktType {
             // a type above 255 never equals skb->pkt_type (3 bits)
             pkttype: u8::try_from(t.pkttype).unwrap_or(0xff),
@@ -1048,7 +1051,7 @@ fn extension(m: &Match, family: Family, limit_slot: u32, named: &Named<'_>) -> O
         }
         Match::Comment(_) => return None,
         // refused by `refuse_unsupported` before it gets here
-        Match::Eui64(_) | Match::Mac(_) => return None,
+        Match::Eui64(_) => return None,
     })
 }
 

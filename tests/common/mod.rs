@@ -378,12 +378,21 @@ pub fn start_in(prefix: &str) -> Option<(Daemon, Netns)> {
 }
 
 /// sender (10.9.1.1) -- firewall (10.9.1.2 | 10.9.2.1) -- target (10.9.2.2)
+///
+/// The sender's and the target's devices have the fixed MAC addresses [`SENDER_MAC`] and
+/// [`TARGET_MAC`], the same in every topology, so that `-m mac` rules read the same on both
+/// sides of a comparison.
 pub struct Topology {
     /// the sender (10.9.1.1)
     pub sender: Netns,
     /// the target behind the firewall (10.9.2.2)
     pub target: Netns,
 }
+
+/// The MAC address of the sender's device in a [`Topology`].
+pub const SENDER_MAC: &str = "02:00:0a:09:01:01";
+/// The MAC address of the target's device in a [`Topology`].
+pub const TARGET_MAC: &str = "02:00:0a:09:02:02";
 
 pub fn topology(fw: &Netns) -> Topology {
     let sender = Netns::new("s");
@@ -402,6 +411,9 @@ pub fn topology(fw: &Netns) -> Topology {
     ));
     sh(&format!(
         "ip link add a{t} netns {t} type veth peer name c{t} netns {f}"
+    ));
+    sh(&format!(
+        "ip -n {s} link set a{s} address {SENDER_MAC} && ip -n {t} link set a{t} address {TARGET_MAC}"
     ));
     sh(&format!(
         "ip -n {s} addr add 10.9.1.1/24 dev a{s} && ip -n {s} link set a{s} up && ip -n {s} route add default via 10.9.1.2 && \

@@ -435,6 +435,7 @@ impl Generator<'_> {
             | Test::State(_)
             | Test::Mark { .. }
             | Test::PktType { .. }
+            | Test::Mac { .. }
             | Test::Limit(_)
             | Test::Addrtype(_)
             | Test::Owner(_)
@@ -655,6 +656,7 @@ impl Generator<'_> {
                 let op = if invert { JmpOp::Jeq } else { JmpOp::Jne };
                 b.jmp32(op, R1, Src::Imm(i32::from(pkttype)), fail);
             }
+            Test::Mac { src, invert } => self.mac_test(src, invert, fail)?,
             Test::Mark { mark, mask, invert } => {
                 // skb->mark through the context the prologue kept
                 let l = *self.layout;

@@ -15,6 +15,8 @@
 //! - `owner` calls the `owner` subprogram (`r1` = record), which follows `skb_to_full_sk`,
 //!   `sk_socket`, `file` and `f_cred` with kernel reads and leaves the credentials in the
 //!   record; the rule compares them as `owner_mt` does.
+//! - `mac` reads `skb->dev`'s type and the MAC header's place from the skb, then the header's
+//!   source address with a kernel read into the record, as `mac_mt` does.
 
 use crate::builder::{Label, MapRef};
 use crate::insn::{
@@ -42,6 +44,12 @@ const OWNER_GID: i16 = rec::CTBUF + 12;
 /// `owner`'s results (r0).
 const SOCK_NONE: i32 = 0;
 const SOCK_NO_FILE: i32 = 1;
+
+/// `net_device.type` of an Ethernet device.
+const ARPHRD_ETHER: i32 = 1;
+/// Bytes of an Ethernet header and of an address in it.
+const ETH_HLEN: i32 = 14;
+const ETH_ALEN: i32 = 6;
 
 /// skc_state values that are not full sockets.
 const TCP_TIME_WAIT: i32 = 6;
@@ -220,6 +228,63 @@ impl Generator<'_> {
         b.ja(if m.tests ^ m.invert != 0 { fail } else { pass });
         b.bind(sock)?;
         self.owner_socket(m, fail, pass)
+    }
+
+    /// `-m mac --mac-source` as `mac_mt`; falls through on match. Only an Ethernet device's
+    /// packet whose MAC header lies whole before `skb->data` is compared; any other never
+    /// matches, `!` or not. The result is `equal ^ invert` read as a bool, so an `invert`
+    /// other than 0 and 1 matches whatever the address.
+    pub(super) fn mac_test(
+        &mut self,
+        src: [u8; 6],
+        invert: u32,
+        fail: Label,
+    ) -> Result<(), EmitError> {
+        use Reg::*;
+        let l = *self.layout;
+        let s = l.skb;
+        let b = &mut self.b;
+        let differ = b.label();
+        let pass = b.label();
+        b.emit(ldx(Size::DW, R2, R6, rec::CTX));
+        b.emit(ldx(Size::DW, R2, R2, off16(l.nf_ctx_skb)?));
+        // skb->dev && skb->dev->type == ARPHRD_ETHER
+        b.emit(ldx(Size::DW, R1, R2, off16(s.dev)?));
+        b.jmp64(JmpOp::Jeq, R1, Src::Imm(0), fail);
+        b.emit(ldx(Size::H, R1, R1, off16(s.dev_type)?));
+        b.jmp32(JmpOp::Jne, R1, Src::Imm(ARPHRD_ETHER), fail);
+        // skb_mac_header(skb) + ETH_HLEN <= skb->data, as offsets from skb->head (an unset
+        // mac_header, 0xffff, lies past the data)
+        b.emit(ldx(Size::H, R3, R2, off16(s.mac_header)?));
+        b.emit(ldx(Size::DW, R4, R2, off16(s.head)?));
+        b.emit(ldx(Size::DW, R1, R2, off16(l.skb_data)?));
+        b.emit(alu64(AluOp::Sub, R1, Src::Reg(R4)));
+        b.emit(mov64(R5, Src::Reg(R3)));
+        b.emit(alu64(AluOp::Add, R5, Src::Imm(ETH_HLEN)));
+        b.jmp64(JmpOp::Jgt, R5, Src::Reg(R1), fail);
+        // eth_hdr(skb)->h_source, the 6 bytes after the destination
+        b.emit(alu64(AluOp::Add, R3, Src::Reg(R4)));
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(ETH_ALEN)));
+        b.emit(mov64(R1, Src::Reg(R6)));
+        b.emit(alu64(AluOp::Add, R1, Src::Imm(i32::from(rec::CTBUF))));
+        b.emit(mov64(R2, Src::Imm(ETH_ALEN)));
+        b.call_helper(HELPER_PROBE_READ_KERNEL);
+        b.jmp64(JmpOp::Jne, R0, Src::Imm(0), fail);
+        let lo = u32::from_ne_bytes([src[0], src[1], src[2], src[3]]);
+        let hi = u16::from_ne_bytes([src[4], src[5]]);
+        b.emit(ldx(Size::W, R1, R6, rec::CTBUF));
+        b.jmp32(JmpOp::Jne, R1, Src::Imm(lo as i32), differ);
+        b.emit(ldx(Size::H, R1, R6, rec::CTBUF + 4));
+        b.jmp32(JmpOp::Jne, R1, Src::Imm(i32::from(hi)), differ);
+        // equal: true ^ invert
+        b.ja(if invert == 1 { fail } else { pass });
+        b.bind(differ)?;
+        // differ: false ^ invert
+        if invert == 0 {
+            b.ja(fail);
+        }
+        b.bind(pass)?;
+        Ok(())
     }
 
     /// The part of `owner_mt` after a socket was found (r0 = SOCK_NO_FILE or SOCK_FILE).

@@ -89,6 +89,11 @@ pub(super) enum Test {
         pkttype: u8,
         invert: bool,
     },
+    /// `-m mac`
+    Mac {
+        src: [u8; 6],
+        invert: u32,
+    },
     /// `-m mark`
     Mark {
         mark: u32,
@@ -156,6 +161,7 @@ impl Test {
             Test::TcpOption { .. } => 10,
             Test::State(_) => 11,
             Test::Mark { .. } | Test::PktType { .. } => 11,
+            Test::Mac { .. } => 12,
             Test::Conntrack(_) => 12,
             Test::Addrtype(_) | Test::Owner(_) => 13,
             Test::Guard { .. }
@@ -478,6 +484,7 @@ pub(super) fn lower_family(matches: &[Match], family: ir::Family) -> Result<Vec<
             Match::State(mask) => out.push(Test::State(mask)),
             Match::Mark { mark, mask, invert } => out.push(Test::Mark { mark, mask, invert }),
             Match::PktType { pkttype, invert } => out.push(Test::PktType { pkttype, invert }),
+            Match::Mac { src, invert } => out.push(Test::Mac { src, invert }),
             Match::Limit(l) => out.push(Test::Limit(l)),
             Match::Addrtype(a) => out.push(Test::Addrtype(a)),
             Match::Owner(o) => out.push(Test::Owner(o)),
@@ -600,6 +607,7 @@ pub(super) fn lower_chains<'a>(
                     Test::Ipv6Header(_) => feat.ipv6h = true,
                     Test::Mark { .. }
                     | Test::PktType { .. }
+                    | Test::Mac { .. }
                     | Test::Owner(_)
                     | Test::Recent(_)
                     | Test::Hashlimit(_) => feat.ctx = true,
