@@ -2793,11 +2793,11 @@ fn connection_state_without_an_entry() {
             vec![Match::Conntrack(CtMatch {
                 state: Some((ctstate::INVALID, false)),
                 dir_original: Some(true),
-                origsrc: Some(CtAddr {
-                    addr: Ipv4Addr::new(10, 0, 0, 0),
-                    mask: Ipv4Addr::new(255, 0, 0, 0),
-                    invert: false,
-                }),
+                origsrc: Some(CtAddr::v4(
+                    Ipv4Addr::new(10, 0, 0, 0),
+                    Ipv4Addr::new(255, 0, 0, 0),
+                    false,
+                )),
                 proto: Some((6, false)),
                 origdst_port: Some(CtPort {
                     range: pr(80, 90),

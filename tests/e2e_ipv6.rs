@@ -227,7 +227,9 @@ fn traffic6(fw: &Netns, topo: &Topology6) -> Vec<String> {
         ));
         seen.push(format!("ping {to} from {}: {}", ns.name, ok.trim()));
     }
-    fw.sh("for p in 53 514 4000; do echo y > /dev/udp/fd00:92::2/$p; done; true");
+    // ... and one to the sender: its port-unreachable error comes back into INPUT on a
+    // connection whose addresses differ from the sender's own in their last word only
+    fw.sh("for p in 53 514 4000; do echo y > /dev/udp/fd00:92::2/$p; done; echo y > /dev/udp/fd00:91::1/9; true");
     std::thread::sleep(std::time::Duration::from_millis(300));
     // Namespace names differ between the sides; the outcomes must not.
     seen.iter()
@@ -243,7 +245,15 @@ fn traffic6(fw: &Netns, topo: &Topology6) -> Vec<String> {
 /// (`common::SENDER_MAC`, `common::TARGET_MAC`).
 const RULESET: &str = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
     :in-udp - [0:0]\n:fwd - [0:0]\n\
+    -A FORWARD -m conntrack --ctorigdst fd00:92::2 --ctreplsrc fd00:92::2\n\
+    -A FORWARD -m conntrack ! --ctorigsrc fd00:91::1\n\
+    -A FORWARD -m conntrack --ctorigsrc ::/0 --ctdir REPLY\n\
+    -A FORWARD -m conntrack --ctrepldst fd00:91::1/96 ! --ctreplsrc fd00:92::3/128\n\
     -A INPUT -i lo -j ACCEPT\n\
+    -A INPUT -m conntrack --ctorigsrc fd00:91::1 --ctorigdst fd00:91::2/128\n\
+    -A INPUT -m conntrack ! --ctreplsrc fd00:91::/64\n\
+    -A INPUT -m conntrack --ctrepldst fd00:91::/127 --ctstate NEW,ESTABLISHED\n\
+    -A INPUT -m conntrack ! --ctorigsrc fd00:91::1/127 --ctstate NEW\n\
     -A INPUT -m mac --mac-source 02:00:00:00:00:99 -j DROP\n\
     -A INPUT -p udp -m mac ! --mac-source 02:00:0a:09:01:01 -j DROP\n\
     -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT\n\
@@ -360,7 +370,7 @@ fn ipv6_rulesets_apply_list_and_save_as_the_kernels() {
             "ipv6_ext.rules",
             "eui64, and the option lists of rt and hbh",
         ),
-        ("matches.rules", "conntrack --ctorigsrc and tcpmss in IPv6"),
+        ("matches.rules", "tcpmss in IPv6"),
         ("stateful.rules", "addrtype, recent and hashlimit in IPv6"),
     ];
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rulesets6");

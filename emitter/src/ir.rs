@@ -504,15 +504,32 @@ pub mod statebits {
     pub const UNTRACKED: u32 = 1 << 6;
 }
 
-/// A connection-tuple address test of `-m conntrack` (`--ctorigsrc` and the like).
+/// A connection-tuple address test of `-m conntrack` (`--ctorigsrc` and the like):
+/// `((tuple address ^ addr) & mask) == 0`, inverted by `invert`, over the first 4 bytes of the
+/// `union nf_inet_addr` in an IPv4 program and all 16 in an IPv6 one (`conntrack_addrcmp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CtAddr {
-    /// address
-    pub addr: Ipv4Addr,
+    /// address (an IPv4 one in the first 4 bytes)
+    pub addr: [u8; 16],
     /// mask
-    pub mask: Ipv4Addr,
+    pub mask: [u8; 16],
     /// `!`
     pub invert: bool,
+}
+
+impl CtAddr {
+    /// An IPv4 address test.
+    pub fn v4(addr: Ipv4Addr, mask: Ipv4Addr, invert: bool) -> Self {
+        let mut a = [0u8; 16];
+        let mut m = [0u8; 16];
+        a[..4].copy_from_slice(&addr.octets());
+        m[..4].copy_from_slice(&mask.octets());
+        CtAddr {
+            addr: a,
+            mask: m,
+            invert,
+        }
+    }
 }
 
 /// A connection-tuple port test (`--ctorigsrcport` and the like): an inclusive range in host

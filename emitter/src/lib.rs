@@ -165,7 +165,7 @@ impl ConnLayout {
         let end = (self.tuple_orig.max(self.tuple_reply) + self.protonum + 1)
             .max(self.tuple_orig.max(self.tuple_reply) + self.dst_port + 2)
             .max(self.tuple_orig.max(self.tuple_reply) + self.src_port + 2)
-            .max(self.tuple_orig.max(self.tuple_reply) + self.dst_addr + 4)
+            .max(self.tuple_orig.max(self.tuple_reply) + self.dst_addr + 16)
             .max(self.timeout + 4)
             .max(self.status + 4);
         let len = end - start;

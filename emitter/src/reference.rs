@@ -132,14 +132,14 @@ pub fn owner_mt(m: &OwnerMatch, sock: Sock) -> bool {
     true
 }
 
-/// One direction of a connection (`struct nf_conntrack_tuple`), addresses and ports as
-/// numbers (host order).
+/// One direction of a connection (`struct nf_conntrack_tuple`): addresses as the bytes of
+/// their `union nf_inet_addr` (IPv4 in the first 4), ports as numbers (host order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Tuple {
-    /// src.u3.ip
-    pub src: u32,
-    /// dst.u3.ip
-    pub dst: u32,
+    /// src.u3
+    pub src: [u8; 16],
+    /// dst.u3
+    pub dst: [u8; 16],
     /// src.u.all
     pub sport: u16,
     /// dst.u.all
@@ -190,7 +190,7 @@ fn state_mt(mask: u32, c: &Conn) -> bool {
 }
 
 /// xt_conntrack's `conntrack_mt`, tests in its order.
-fn conntrack_mt(m: &crate::ir::CtMatch, c: &Conn) -> bool {
+fn conntrack_mt(m: &crate::ir::CtMatch, c: &Conn, ipv6: bool) -> bool {
     use crate::ir::ctstate;
     let mut bit: u16 = match c.entry {
         Some(_) => 1 << (c.ctinfo % IP_CT_IS_REPLY + 1),
@@ -218,13 +218,18 @@ fn conntrack_mt(m: &crate::ir::CtMatch, c: &Conn) -> bool {
             return false;
         }
     }
-    let addr_ok = |t: &Option<crate::ir::CtAddr>, v: u32| {
-        t.is_none_or(|a| ((v ^ u32::from(a.addr)) & u32::from(a.mask) == 0) != a.invert)
+    // conntrack_addrcmp: 4 bytes in IPv4, 16 in IPv6
+    let len = if ipv6 { 16 } else { 4 };
+    let addr_ok = |t: &Option<crate::ir::CtAddr>, v: &[u8; 16]| {
+        t.is_none_or(|a| {
+            let equal = (0..len).all(|i| (v[i] ^ a.addr[i]) & a.mask[i] == 0);
+            equal != a.invert
+        })
     };
-    if !addr_ok(&m.origsrc, e.orig.src)
-        || !addr_ok(&m.origdst, e.orig.dst)
-        || !addr_ok(&m.replsrc, e.reply.src)
-        || !addr_ok(&m.repldst, e.reply.dst)
+    if !addr_ok(&m.origsrc, &e.orig.src)
+        || !addr_ok(&m.origdst, &e.orig.dst)
+        || !addr_ok(&m.replsrc, &e.reply.src)
+        || !addr_ok(&m.repldst, &e.reply.dst)
     {
         return false;
     }
@@ -559,7 +564,7 @@ fn eval_match(m: &Match, p: &Parsed<'_>, pkt: &Packet<'_>) -> MatchResult {
         Match::OutIface(i) => b(iface_ok(&pkt.out_dev, i)),
         Match::Protocol { proto, invert } => b(*proto == 0 || ((p.proto != *proto) == *invert)),
         Match::Fragment { invert } => b((p.fragoff != 0) != *invert),
-        Match::Conntrack(m) => b(conntrack_mt(m, &pkt.conn)),
+        Match::Conntrack(m) => b(conntrack_mt(m, &pkt.conn, p.v6.is_some())),
         Match::State(mask) => b(state_mt(*mask, &pkt.conn)),
         Match::Mark { mark, mask, invert } => b(((pkt.mark & mask) == *mark) != *invert),
         Match::Limit(l) => b(pkt.buckets.is_none_or(|cell| {

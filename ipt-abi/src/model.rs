@@ -550,13 +550,26 @@ pub enum Conntrack {
     V3(XtConntrackMtinfo3),
 }
 
-/// One address test of a conntrack match: `(tuple address & mask) == (addr & mask)`.
+/// One address test of a conntrack match: `(tuple address & mask) == (addr & mask)`, over
+/// the first 4 bytes of the `nf_inet_addr`s in IPv4, all 16 in IPv6 (`conntrack_addrcmp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CtAddr {
-    /// Address (the first 4 bytes of the `nf_inet_addr`, as IPv4).
-    pub addr: Ipv4Addr,
-    /// Mask.
-    pub mask: Ipv4Addr,
+    /// Address, the whole `union nf_inet_addr` as given.
+    pub addr: [u8; 16],
+    /// Mask, likewise.
+    pub mask: [u8; 16],
+}
+
+impl CtAddr {
+    /// The address as IPv4 (its first 4 bytes).
+    pub fn addr_v4(&self) -> Ipv4Addr {
+        Ipv4Addr::new(self.addr[0], self.addr[1], self.addr[2], self.addr[3])
+    }
+
+    /// The mask as IPv4 (its first 4 bytes).
+    pub fn mask_v4(&self) -> Ipv4Addr {
+        Ipv4Addr::new(self.mask[0], self.mask[1], self.mask[2], self.mask[3])
+    }
 }
 
 /// A conntrack match normalized to revision 3's fields (what the kernel's `conntrack_mt`
@@ -612,8 +625,8 @@ pub struct ConntrackInfo {
 
 fn ct_addr(addr: &[u8; 16], mask: &[u8; 16]) -> CtAddr {
     CtAddr {
-        addr: Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]),
-        mask: Ipv4Addr::new(mask[0], mask[1], mask[2], mask[3]),
+        addr: *addr,
+        mask: *mask,
     }
 }
 

@@ -1824,8 +1824,8 @@ mod tests {
         assert_eq!(&v1.as_bytes()[140..142], &[0x01, 0xbb]);
         let i = Conntrack::V1(v1).info();
         assert_eq!(i.revision, 1);
-        assert_eq!(i.origsrc.addr, std::net::Ipv4Addr::new(10, 0, 0, 0));
-        assert_eq!(i.origsrc.mask, std::net::Ipv4Addr::new(255, 0, 0, 0));
+        assert_eq!(i.origsrc.addr_v4(), std::net::Ipv4Addr::new(10, 0, 0, 0));
+        assert_eq!(i.origsrc.mask_v4(), std::net::Ipv4Addr::new(255, 0, 0, 0));
         assert_eq!(i.origdst_port, [443, 443]);
         assert_eq!(i.origsrc_port, [0, 0]);
         assert_eq!((i.state_mask, i.status_mask), (0x0a, 0x04));
@@ -1851,7 +1851,7 @@ mod tests {
         let m = Match::Conntrack(Box::new(Conntrack::V3(v3)));
         let i = m.conntrack().expect("conntrack");
         assert_eq!((i.revision, i.origsrc_port), (3, [1024, 65535]));
-        assert_eq!(i.repldst.addr, std::net::Ipv4Addr::new(10, 2, 0, 1));
+        assert_eq!(i.repldst.addr_v4(), std::net::Ipv4Addr::new(10, 2, 0, 1));
         assert_eq!(Match::State(XtStateInfo { statemask: 1 }).conntrack(), None);
     }
 

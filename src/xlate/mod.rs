@@ -781,14 +781,6 @@ fn refuse_unsupported(entry: &Entry) -> Result<(), XlateError> {
     let ipv6 = entry.ip.family() == Family::Ipv6;
     for m in &entry.matches {
         let what = match m {
-            Match::Conntrack(c) if ipv6 => {
-                let info = c.info();
-                let addresses = XT_CONNTRACK_ORIGSRC
-                    | XT_CONNTRACK_ORIGDST
-                    | XT_CONNTRACK_REPLSRC
-                    | XT_CONNTRACK_REPLDST;
-                (info.match_flags & addresses != 0).then_some("conntrack address tests in IPv6")
-            }
             // hbh_mt6's option list is not compiled (an empty one tests nothing)
             Match::Hbh(o) if o.flags & IP6T_OPTS_OPTS != 0 && o.optsnr != 0 => {
                 Some("-m hbh --hbh-opts")

@@ -1026,15 +1026,15 @@ impl Generator<'_> {
     /// for `--ctorigsrc`, `--ctorigdst`, `--ctreplsrc`, `--ctrepldst` and their ports.
     const CT_ENDS: [(bool, bool); 4] = [(true, true), (true, false), (false, true), (false, false)];
 
-    /// One end of a conntrack tuple into r1 (through [`Self::ct_read`]): the source or
-    /// destination address (4 bytes) or, with `port`, port (2 bytes, network order) of the
-    /// original or the reply direction.
-    fn ct_tuple(&mut self, orig: bool, src: bool, port: bool) -> Result<(), EmitError> {
+    /// One end of a conntrack tuple into r1 (through [`Self::ct_read`]): 4 bytes of the
+    /// source or destination address, from byte `word * 4` of its `nf_inet_addr`, or, with
+    /// `port`, the port (2 bytes, network order) of the original or the reply direction.
+    fn ct_tuple(&mut self, orig: bool, src: bool, port: bool, word: u32) -> Result<(), EmitError> {
         self.ct_read(
             move |c| {
                 let end = match (src, port) {
-                    (true, false) => c.src_addr,
-                    (false, false) => c.dst_addr,
+                    (true, false) => c.src_addr + 4 * word,
+                    (false, false) => c.dst_addr + 4 * word,
                     (true, true) => c.src_port,
                     (false, true) => c.dst_port,
                 };
@@ -1044,6 +1044,45 @@ impl Generator<'_> {
         )?;
         let size = if port { Size::H } else { Size::W };
         self.b.emit(ldx(size, Reg::R1, Reg::R6, rec::CTBUF));
+        Ok(())
+    }
+
+    /// A tuple address test (`conntrack_addrcmp`): the masked difference of each 32-bit word
+    /// (one in IPv4, four in IPv6; a word under a zero mask always agrees) is zero, inverted
+    /// by `!`. Falls through when the test holds.
+    fn ct_addr_test(
+        &mut self,
+        orig: bool,
+        src: bool,
+        a: &ir::CtAddr,
+        fail: Label,
+    ) -> Result<(), EmitError> {
+        use Reg::*;
+        let words = match self.prog.family {
+            ir::Family::Ipv4 => 1,
+            ir::Family::Ipv6 => 4,
+        };
+        let word = |b: &[u8; 16], i: usize| {
+            u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+        };
+        // inverted: one differing word makes the test hold
+        let differs = if a.invert { self.b.label() } else { fail };
+        for i in 0..words {
+            let mask = word(&a.mask, i);
+            if mask == 0 {
+                continue;
+            }
+            self.ct_tuple(orig, src, false, i as u32)?;
+            let b = &mut self.b;
+            b.emit(alu32(AluOp::Xor, R1, Src::Imm(word(&a.addr, i) as i32)));
+            b.emit(alu32(AluOp::And, R1, Src::Imm(mask as i32)));
+            b.jmp32(JmpOp::Jne, R1, Src::Imm(0), differs);
+        }
+        if a.invert {
+            let b = &mut self.b;
+            b.ja(fail);
+            b.bind(differs)?;
+        }
         Ok(())
     }
 
@@ -1140,20 +1179,7 @@ impl Generator<'_> {
         let addrs = [m.origsrc, m.origdst, m.replsrc, m.repldst];
         for ((orig, src), t) in Self::CT_ENDS.into_iter().zip(addrs) {
             let Some(a) = t else { continue };
-            self.ct_tuple(orig, src, false)?;
-            let b = &mut self.b;
-            b.emit(alu32(
-                AluOp::Xor,
-                R1,
-                Src::Imm(u32::from_ne_bytes(a.addr.octets()) as i32),
-            ));
-            b.emit(alu32(
-                AluOp::And,
-                R1,
-                Src::Imm(u32::from_ne_bytes(a.mask.octets()) as i32),
-            ));
-            let op = if a.invert { JmpOp::Jeq } else { JmpOp::Jne };
-            b.jmp32(op, R1, Src::Imm(0), fail);
+            self.ct_addr_test(orig, src, &a, fail)?;
         }
         if let Some((proto, invert)) = m.proto {
             self.ct_read(|c| c.tuple_orig + c.protonum, 1)?;
@@ -1170,7 +1196,7 @@ impl Generator<'_> {
         ];
         for ((orig, src), t) in Self::CT_ENDS.into_iter().zip(ports) {
             let Some(p) = t else { continue };
-            self.ct_tuple(orig, src, true)?;
+            self.ct_tuple(orig, src, true, 0)?;
             let b = &mut self.b;
             b.emit(Insn::End {
                 to_be: true,

@@ -346,15 +346,6 @@ fn check_family(matches: &[Match], family: ir::Family) -> Result<(), EmitError> 
             Match::Addrtype(_) if v6 => "-m addrtype in an IPv6 program",
             Match::Recent(_) if v6 => "-m recent in an IPv6 program",
             Match::Hashlimit(_) if v6 => "-m hashlimit in an IPv6 program",
-            Match::Conntrack(c)
-                if v6
-                    && (c.origsrc.is_some()
-                        || c.origdst.is_some()
-                        || c.replsrc.is_some()
-                        || c.repldst.is_some()) =>
-            {
-                "conntrack tuple addresses in an IPv6 program"
-            }
             Match::Tcp(_) | Match::Udp(_) | Match::Multiport(_) | Match::Icmp6(_)
                 if v6 && !walked =>
             {
