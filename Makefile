@@ -48,7 +48,7 @@ bpffs:
 # Privileged tests fail rather than skip under CI=true.
 test: deps build
 	$(CARGO) test --release --workspace --no-fail-fast -- --test-threads=1 --skip in_namespace_pairs::
-	$(CARGO) test --release --test real_rulesets -- --test-threads=4 in_namespace_pairs::
+	$(CARGO) test --release --test real_rulesets --test e2e_ipv6 -- --test-threads=4 in_namespace_pairs::
 	$(MAKE) --no-print-directory matrix
 	$(MAKE) --no-print-directory service
 
