@@ -265,9 +265,7 @@ pub fn compile_output(
     let (lowered, mut feat) = lower::lower_chains(p, depths.keys())?;
     // the tail call passes the context on
     feat.ctx |= opts.tail.is_some();
-    // rule runs key on IPv4 addresses and ports: not formed in IPv6 programs (yet)
-    let runs_on = opts.runs && p.family == ir::Family::Ipv4;
-    let (mut maps, runs) = runs::plan(p, depths.keys(), &lowered, runs_on)?;
+    let (mut maps, runs) = runs::plan(p, depths.keys(), &lowered, opts.runs)?;
     let prefix_map = events::prefix_map(p).map(|m| {
         maps.push(m);
         (maps.len() - 1) as u32

@@ -89,6 +89,7 @@ pub(super) type Runs = BTreeMap<ChainId, Vec<Run>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KeyKind {
     Addr { field: i16, mask: u32 },
+    Addr6 { field: i16, mask: [u32; 4] },
     Port { field: i16 },
 }
 
@@ -97,6 +98,7 @@ impl KeyKind {
     fn width(self) -> usize {
         match self {
             KeyKind::Addr { .. } => 4,
+            KeyKind::Addr6 { .. } => 16,
             KeyKind::Port { .. } => 2,
         }
     }
@@ -111,6 +113,14 @@ fn key_kind(t: &Test) -> Option<KeyKind> {
             mask,
             invert: false,
         } if mask != 0 && addr & !mask == 0 => Some(KeyKind::Addr { field, mask }),
+        Test::Addr6 {
+            field,
+            addr,
+            mask,
+            invert: false,
+        } if mask != [0; 4] && (0..4).all(|k| addr[k] & !mask[k] == 0) => {
+            Some(KeyKind::Addr6 { field, mask })
+        }
         Test::Port {
             field,
             range,
@@ -126,6 +136,11 @@ fn key_bytes(tests: &[Test], keys: &[usize], out: &mut Vec<u8>) {
     for &k in keys {
         match tests[k] {
             Test::Addr { addr, .. } => out.extend_from_slice(&addr.to_ne_bytes()),
+            Test::Addr6 { addr, .. } => {
+                for word in addr {
+                    out.extend_from_slice(&word.to_ne_bytes());
+                }
+            }
             Test::Port { range, .. } => out.extend_from_slice(&range.lo.to_ne_bytes()),
             _ => {}
         }
@@ -399,6 +414,21 @@ impl Generator<'_> {
                         if mask != u32::MAX {
                             b.emit(alu32(AluOp::And, R1, Src::Imm(mask as i32)));
                         }
+                        (Size::W, 4)
+                    }
+                    Some(KeyKind::Addr6 { field, mask }) => {
+                        // the four words as the record holds them, each under its mask
+                        for (k, m) in mask.into_iter().enumerate() {
+                            let k = k as i16;
+                            b.emit(ldx(Size::W, R1, R6, field + 4 * k));
+                            if m != u32::MAX {
+                                b.emit(alu32(AluOp::And, R1, Src::Imm(m as i32)));
+                            }
+                            if k < 3 {
+                                b.emit(stx(Size::W, R6, rec::LKEY + offset + 4 * k, R1));
+                            }
+                        }
+                        offset += 12;
                         (Size::W, 4)
                     }
                     Some(KeyKind::Port { .. }) => {
