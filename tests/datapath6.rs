@@ -1965,6 +1965,134 @@ fn expand6(matches: Vec<Match>, (kind, pos, src, keys): RunSpec6) -> Vec<Vec<Mat
     }
 }
 
+/// Rule runs in a fixed program, for the kernel matrix (the random ones below run on the host
+/// only): an exact-source run with a duplicate key before the protocol's hotdrop barrier, a
+/// /64 destination run calling a chain whose /100 source run returns, and a port run; each
+/// key hit, missed and duplicated, in every variant, against the reference.
+#[test]
+fn ipv6_rule_runs_table() {
+    let Some(env) = env() else { return };
+    let at = |i: u8| {
+        let mut a = A;
+        a[8] = 0x10;
+        a[15] = i;
+        a
+    };
+    let exact = Ipv6Addr::from(u128::MAX);
+    let slash = |bits: u32| Ipv6Addr::from(u128::MAX << (128 - bits));
+    let mut slot = 0u32;
+    let mut rule = |matches: Vec<Match>, action: Action| {
+        slot += 1;
+        Rule {
+            matches,
+            action,
+            counter: slot - 1,
+        }
+    };
+    let mut e = Vec::new();
+    for i in [1u8, 2, 3, 2, 4] {
+        e.push(rule(
+            vec![
+                Match::Ipv6Src {
+                    addr: v6(at(i)),
+                    mask: exact,
+                    invert: false,
+                },
+                proto(17, false),
+                udp_m(53, false),
+            ],
+            Action::Drop,
+        ));
+    }
+    for i in [1u8, 2, 3, 4] {
+        let mut net = B;
+        net[7] = i;
+        e.push(rule(
+            vec![Match::Ipv6Dst {
+                addr: v6(net),
+                mask: slash(64),
+                invert: false,
+            }],
+            Action::Call(ChainId(1)),
+        ));
+    }
+    for p in [22u16, 80, 443, 8080] {
+        e.push(rule(
+            vec![proto(6, false), tcp_m(PortRange::one(p), (0, 0), 0, false)],
+            Action::Accept,
+        ));
+    }
+    let mut u = Vec::new();
+    for i in [1u8, 2, 3, 4] {
+        let mut net = C;
+        net[12] = i << 4;
+        u.push(rule(
+            vec![Match::Ipv6Src {
+                addr: Ipv6Addr::from(u128::from_be_bytes(net) & (u128::MAX << 28)),
+                mask: slash(100),
+                invert: false,
+            }],
+            Action::Return,
+        ));
+    }
+    u.push(rule(vec![], Action::Drop));
+    let policy = slot;
+    let p = program(Hook::LocalIn, vec![e, u], Verdict::Accept, policy);
+    let out = bpfilter::xlate::compile(&p, &env.layout, Options::default()).expect("compile");
+    assert!(
+        out.maps.len() >= 4,
+        "the four runs must be lookups: {} maps",
+        out.maps.len()
+    );
+    let mut pkts = Vec::new();
+    for i in 0..6u8 {
+        for d in [B, C] {
+            pkts.push(ipv6::packet(at(i), d, 64, &[], nh::UDP, &ipv6::udp(1, 53)));
+            pkts.push(ipv6::packet(at(i), d, 64, &[], nh::UDP, &ipv6::udp(1, 54)));
+        }
+    }
+    for i in 0..6u8 {
+        let mut d = B;
+        d[7] = i;
+        d[15] = 9;
+        let mut s = C;
+        s[12] = i << 4 | 3;
+        s[14] = 7;
+        pkts.push(ipv6::packet(
+            s,
+            d,
+            64,
+            &[],
+            nh::ICMPV6,
+            &ipv6::icmp6(128, 0),
+        ));
+        pkts.push(ipv6::packet(
+            A,
+            d,
+            64,
+            &[],
+            nh::ICMPV6,
+            &ipv6::icmp6(128, 0),
+        ));
+    }
+    for port in [21u16, 22, 80, 443, 8080, 8081] {
+        pkts.push(ipv6::packet(
+            A,
+            B,
+            64,
+            &[],
+            nh::TCP,
+            &ipv6::tcp(1000, port, 0x02, &[]),
+        ));
+    }
+    for (mode, opts) in variants(&env) {
+        let l = load(&env, &p, opts);
+        for pkt in &pkts {
+            agrees(&l, &p, pkt, &mode).unwrap();
+        }
+    }
+}
+
 /// Rule runs (hash lookups keyed by IPv6 addresses under their masks, or ports) in random
 /// rulesets agree with the reference, rule by rule and counter by counter, in every compile
 /// variant; enough of the programs must hold runs for this to test them.

@@ -34,9 +34,9 @@ run)
     | sed -n '/MATRIX\|^test \|test result\|panicked\|assert/p'
   # (every match over the packet corpus and the random rulesets run on the host only: under
   # emulation they took three minutes, past what CI can give the matrix)
-  step "IPv6 datapath test runs (the extension-header walk and its bound, chains, events)"
+  step "IPv6 datapath test runs (the extension-header walk and its bound, chains, events, rule runs)"
   "$(exe datapath6)" --test-threads=1 chains_and_events events_carry_the_ipv6_packet \
-    extension_header_bound 2>&1 \
+    extension_header_bound ipv6_rule_runs_table 2>&1 \
     | sed -n '/MATRIX\|^test \|test result\|panicked\|assert/p'
   step "connection tracking turned on for a namespace (nftables ct expression, module autoload)"
   "$(exe conntrack_enable)" --test-threads=1
