@@ -45,7 +45,9 @@ bpffs:
 
 # Every test, unprivileged and privileged, on this machine's kernel, then the kernel matrix
 # (tools/kernels/: the privileged suites inside QEMU guests running Debian's kernels).
-# Privileged tests fail rather than skip under CI=true.
+# Privileged tests fail rather than skip under CI=true. The tests of a module named
+# `in_namespace_pairs` (tests/real_rulesets.rs, tests/e2e_ipv6.rs) run afterwards, four at a
+# time: each has its own daemon, namespaces and xtables lock, and mostly waits.
 test: deps build
 	$(CARGO) test --release --workspace --no-fail-fast -- --test-threads=1 --skip in_namespace_pairs::
 	$(CARGO) test --release --test real_rulesets --test e2e_ipv6 -- --test-threads=4 in_namespace_pairs::
