@@ -30,7 +30,8 @@ run)
     rule_runs_table deep_inlined_return_from_cold_block connection_state_without_an_entry \
     events_reach_the_ring_buffer a_full_ring_buffer_counts_its_losses log_with_every_flag_loads \
     limit_takes_credits_as_limit_mt limit_is_taken_in_the_kernels_order \
-    addrtype_reads_the_namespaces_address_types owner_without_a_socket 2>&1 \
+    addrtype_reads_the_namespaces_address_types owner_without_a_socket \
+    mac_matches_nothing_off_ethernet 2>&1 \
     | sed -n '/MATRIX\|^test \|test result\|panicked\|assert/p'
   # (every match over the packet corpus and the random rulesets run on the host only: under
   # emulation they took three minutes, past what CI can give the matrix)

@@ -417,7 +417,8 @@ impl Generator<'_> {
                         (Size::W, 4)
                     }
                     Some(KeyKind::Addr6 { field, mask }) => {
-                        // the four words as the record holds them, each under its mask
+                        // the four words as the record holds them, each under its mask;
+                        // the first three stored here, the last by the store after the match
                         for (k, m) in mask.into_iter().enumerate() {
                             let k = k as i16;
                             b.emit(ldx(Size::W, R1, R6, field + 4 * k));
