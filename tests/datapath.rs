@@ -2051,9 +2051,14 @@ fn arb_packet() -> impl Strategy<Value = Vec<u8>> {
 /// How a generated rule is expanded: 0 = once; 1 = a run on a src or dst /32 key inserted at
 /// `pos`; 2 = a run on a udp or tcp dport key appended; 3 = a run on both, an address key
 /// inserted and a port key appended; 4 = a run on a src or dst /24 key inserted at `pos`;
-/// `keys` are the run's keys (duplicates and the corpus' addresses and ports included on
-/// purpose).
+/// 5 = `RUN_WITH_CLASSES` rules on a src or dst key under three masks; 6 = as many on an
+/// address under two masks and a udp dport; `keys` are the run's keys (duplicates and the
+/// corpus' addresses and ports included on purpose).
 type RunSpec = (u8, usize, bool, Vec<([u8; 4], u16)>);
+
+/// Rules of a generated run with classes: enough for three classes of one lookup, or two of
+/// two (`RULES_PER_CLASS_MAP` rules per map).
+const RUN_WITH_CLASSES: usize = 4 * emitter::codegen::RULES_PER_CLASS_MAP + 3;
 
 fn arb_run() -> impl Strategy<Value = RunSpec> {
     let port = prop_oneof![Just(22u16), Just(53), Just(80), Just(1000), Just(5001)];
@@ -2063,7 +2068,9 @@ fn arb_run() -> impl Strategy<Value = RunSpec> {
             1 => Just(1u8),
             1 => Just(2u8),
             1 => Just(3u8),
-            1 => Just(4u8)
+            1 => Just(4u8),
+            1 => Just(5u8),
+            1 => Just(6u8)
         ],
         0usize..4,
         any::<bool>(),
@@ -2114,6 +2121,33 @@ fn expand(matches: Vec<Match>, run: RunSpec) -> Vec<Vec<Match>> {
                 m
             })
             .collect(),
+        5 | 6 => (0..RUN_WITH_CLASSES)
+            .map(|i| {
+                // the keys first, then variations of them; masks /32, /31 and /24 in turn
+                // (kind 5: three classes, one lookup each) or /32 and /31 with a port (kind
+                // 6: two classes, two lookups each)
+                let (a, p) = keys[i % keys.len()];
+                let round = (i / keys.len()) as u8;
+                let bits = if kind == 5 {
+                    [32, 31, 24][(i + usize::from(round)) % 3]
+                } else {
+                    [32, 31][(i + usize::from(round)) % 2]
+                };
+                let host = u32::from_be_bytes([a[0], a[1], a[2], a[3] ^ (round << 2)]);
+                let net = (host & (u32::MAX << (32 - bits))).to_be_bytes();
+                let mut m = matches.clone();
+                let k = if which {
+                    src(net, bits, false)
+                } else {
+                    dst(net, bits, false)
+                };
+                m.insert(pos.min(m.len()), k);
+                if kind == 6 {
+                    m.push(port_key(true, p));
+                }
+                m
+            })
+            .collect(),
         4 => keys
             .iter()
             .map(|(a, _)| {
@@ -2156,6 +2190,12 @@ fn arb_program() -> impl Strategy<Value = Program> {
                 rules
                     .into_iter()
                     .flat_map(|(matches, a, run)| {
+                        // a run with classes only forms on rules that end evaluation
+                        let a = if matches!(run.0, 5 | 6) && !matches!(a, 0..=2 | 4) {
+                            a % 3
+                        } else {
+                            a
+                        };
                         expand(matches, run).into_iter().map(move |m| (m, a))
                     })
                     .map(|(matches, a)| {
@@ -2195,6 +2235,7 @@ fn arb_program() -> impl Strategy<Value = Program> {
 fn random_rulesets_match_reference() {
     let Some(env) = env() else { return };
     let with_runs = std::cell::Cell::new(0usize);
+    let with_classes = std::cell::Cell::new(0usize);
     let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
         cases: 200,
         ..Default::default()
@@ -2218,6 +2259,11 @@ fn random_rulesets_match_reference() {
                 if l.maps > 0 {
                     with_runs.set(with_runs.get() + 1);
                 }
+                // a run with classes: its maps' values hold the rule's index beside its slot
+                let out = bpfilter::xlate::compile(&p, &env.layout, opts).expect("compile");
+                if out.maps.iter().any(|m| m.value_size == 8) {
+                    with_classes.set(with_classes.get() + 1);
+                }
                 for pkt in &pkts {
                     agrees(&env, &l, &p, pkt, &format!("combined {combined}"))?;
                 }
@@ -2230,6 +2276,11 @@ fn random_rulesets_match_reference() {
         with_runs.get() >= 20,
         "only {} of 200 random programs had rule runs",
         with_runs.get()
+    );
+    assert!(
+        with_classes.get() >= 10,
+        "only {} of 200 random programs had rule runs with classes",
+        with_classes.get()
     );
 }
 
@@ -2473,6 +2524,13 @@ fn deep_chains_match_reference() {
                 let mut v: Vec<Rule> = rules
                     .into_iter()
                     .flat_map(|(matches, a, to, run)| {
+                        // runs with classes are long: nine chains of them, inlined, would
+                        // verify for minutes (random_rulesets_match_reference has them)
+                        let run = if run.0 >= 5 {
+                            (0, run.1, run.2, run.3)
+                        } else {
+                            run
+                        };
                         expand(matches, run).into_iter().map(move |m| (m, a, to))
                     })
                     .map(|(matches, a, to)| {
@@ -3442,4 +3500,83 @@ fn a_chain_past_the_verifiers_limit_loads_as_segments() {
         Some((Verdict::Drop, &[n, n + 1])),
         "no rule",
     );
+}
+
+/// The benchmark's mixed rules, `-s 10.1.x.y/32` and `/31` in turn, each with a udp
+/// destination port (`port(i)`), then `ACCEPT`.
+fn mixed_chain(n: usize, port: impl Fn(usize) -> u16) -> Program {
+    drop_list(Hook::LocalOut, n, |i| {
+        let a = (0x0a01_0000u32 + (i as u32 & !1)).to_be_bytes();
+        vec![
+            src(a, 32 - (i as u32 & 1), false),
+            proto(UDP, false),
+            udpm(PortRange::ANY, PortRange::one(port(i)), false, false),
+        ]
+    })
+}
+
+/// Rules whose address masks differ (the benchmark's mixed kind) become one run with two
+/// classes: four lookups (address, then address and port, per class) whatever the length,
+/// the verifier's work the same at every length, and each packet judged and counted as the
+/// rules one by one would. Pairs of rules that share their port make a packet of the pair's
+/// even address hit both classes: the /32 rule, first, must win. Also in the kernel matrix.
+#[test]
+fn runs_with_classes_table() {
+    let Some(env) = env() else { return };
+    let mut verified = std::collections::BTreeMap::<String, Vec<u32>>::new();
+    for (n, paired) in [
+        (64usize, false),
+        (1000, false),
+        (1000, true),
+        (10_000, true),
+    ] {
+        let p = if paired {
+            mixed_chain(n, |i| 6000 + (i / 2) as u16)
+        } else {
+            mixed_chain(n, |i| 6000 + i as u16)
+        };
+        let port = |i: usize| if paired { 6000 + i / 2 } else { 6000 + i } as u16;
+        for (how, opts) in env.access_variants() {
+            let l = load_with(&env, &p, opts);
+            assert_eq!(l.maps, 4, "{how} n={n}: two classes of two lookups");
+            verified
+                .entry(how.to_string())
+                .or_default()
+                .push(l.stats.verified_insns);
+            let at = |k: u32| (0x0a01_0000u32 + k).to_be_bytes();
+            let dst = [10, 200, 0, 2];
+            for k in [0usize, 2, n - 2] {
+                let even = udp_pkt(at(k as u32), dst, 4000, port(k));
+                let odd = udp_pkt(at(k as u32 + 1), dst, 4000, port(k + 1));
+                // the /32 rule k, first; the /31 rule k + 1 holds the odd address
+                for (pkt, rule) in [(&even, k), (&odd, k + 1)] {
+                    let case = format!("{how} n={n} paired={paired} rule {rule}");
+                    agrees(&env, &l, &p, pkt, &case).unwrap();
+                    let (ret, d) = l.run(&env, pkt);
+                    assert_eq!(ret, 0, "{case}");
+                    assert_eq!(d[rule], (1, pkt.len() as u64), "{case}");
+                }
+                // the odd address with the /32 rule's own port: the /31 rule when paired,
+                // else no rule (the final ACCEPT)
+                let cross = udp_pkt(at(k as u32 + 1), dst, 4000, port(k));
+                agrees(&env, &l, &p, &cross, &format!("{how} n={n} cross {k}")).unwrap();
+                let (ret, d) = l.run(&env, &cross);
+                let hit = if paired { k + 1 } else { n };
+                assert_eq!(
+                    (ret, d[hit].0),
+                    (u32::from(!paired), 1),
+                    "{how} n={n} cross {k}"
+                );
+            }
+        }
+    }
+    // verification costs the same at any length
+    for (how, mut v) in verified {
+        v.dedup();
+        assert_eq!(
+            v.len(),
+            1,
+            "{how}: verified insns vary with the length: {v:?}"
+        );
+    }
 }

@@ -1848,6 +1848,12 @@ fn programs(runs: bool) -> impl Strategy<Value = Program> {
             let mut mk = |rules: Vec<(Vec<Match>, u8, RunSpec6)>, may_jump: bool| -> Vec<Rule> {
                 let mut out = Vec::new();
                 for (matches, a, run) in rules {
+                    // a run with classes only forms on rules that end evaluation
+                    let a = if run.0 == 4 && !matches!(a, 0..=2 | 4) {
+                        a % 3
+                    } else {
+                        a
+                    };
                     let action = match a {
                         0 => Action::Accept,
                         1 => Action::Drop,
@@ -1914,14 +1920,24 @@ fn random_rulesets_match_reference() {
 /// How a generated entry-chain rule becomes a run of rules that differ in one key: 0 = it
 /// stays alone; 1 = an exact source (or destination) address inserted at `pos`; 2 = a /64
 /// source (or /100 destination) prefix inserted at `pos`; 3 = `-p udp --dport P` appended to
-/// a rule without a protocol test. The keys include the corpus' addresses and ports, and
-/// duplicates, on purpose.
+/// a rule without a protocol test; 4 = `RUN6_WITH_CLASSES` rules on a source (or
+/// destination) address under /128, /127 and /64 in turn (a run with three classes). The keys
+/// include the corpus' addresses and ports, and duplicates, on purpose.
 type RunSpec6 = (u8, usize, bool, Vec<([u8; 16], u16)>);
+
+/// Rules of a generated run with classes: enough for three classes of one lookup.
+const RUN6_WITH_CLASSES: usize = 3 * emitter::codegen::RULES_PER_CLASS_MAP + 3;
 
 fn arb_run6() -> impl Strategy<Value = RunSpec6> {
     let port = prop_oneof![Just(22u16), Just(53), Just(80), Just(5001)];
     (
-        prop_oneof![2 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8)],
+        prop_oneof![
+            3 => Just(0u8),
+            1 => Just(1u8),
+            1 => Just(2u8),
+            1 => Just(3u8),
+            1 => Just(4u8)
+        ],
         0usize..4,
         any::<bool>(),
         proptest::collection::vec((arb_addr(), port), 4..7),
@@ -1961,6 +1977,19 @@ fn expand6(matches: Vec<Match>, (kind, pos, src, keys): RunSpec6) -> Vec<Vec<Mat
                 };
                 let mut m = matches.clone();
                 m.insert(pos.min(m.len()), key(*a, bits));
+                m
+            })
+            .collect(),
+        4 => (0..RUN6_WITH_CLASSES)
+            .map(|i| {
+                // the keys first, then variations of them
+                let (mut a, _) = keys[i % keys.len()];
+                let round = (i / keys.len()) as u8;
+                a[7] ^= round;
+                a[15] ^= round << 2;
+                let bits = [128, 127, 64][(i + usize::from(round)) % 3];
+                let mut m = matches.clone();
+                m.insert(pos.min(m.len()), key(a, bits));
                 m
             })
             .collect(),
@@ -2118,6 +2147,7 @@ fn random_rule_runs_match_reference() {
         ..Default::default()
     });
     let with_runs = std::cell::Cell::new(0u32);
+    let with_classes = std::cell::Cell::new(0u32);
     runner
         .run(
             &(arb, proptest::collection::vec(arb_packet(), 16), 0usize..16),
@@ -2128,6 +2158,10 @@ fn random_rule_runs_match_reference() {
                 let out = bpfilter::xlate::compile(&p, &env.layout, *opts).expect("compile");
                 if out.maps.iter().any(|m| m.value_size == 4) {
                     with_runs.set(with_runs.get() + 1);
+                }
+                // a run with classes: the rule's index beside its slot
+                if out.maps.iter().any(|m| m.value_size == 8) {
+                    with_classes.set(with_classes.get() + 1);
                 }
                 for pkt in &pkts {
                     agrees(&l, &p, pkt, mode)?;
@@ -2140,6 +2174,11 @@ fn random_rule_runs_match_reference() {
         with_runs.get() >= 20,
         "only {} of the programs held rule runs",
         with_runs.get()
+    );
+    assert!(
+        with_classes.get() >= 10,
+        "only {} of the programs held rule runs with classes",
+        with_classes.get()
     );
 }
 

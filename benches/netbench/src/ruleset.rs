@@ -135,8 +135,8 @@ pub enum RuleKind {
     Port,
     /// `-s 10.1.x.y/M -p udp -m udp --dport P -j DROP`, the address, its mask (/32 and /31 in
     /// turn) and the port changing from rule to rule: fails on the address like `Addr`, but
-    /// no two neighbours have the same shape, so a compiler cannot turn them into lookups (a
-    /// chain of arbitrary rules, as the large-ruleset goals have them).
+    /// no two neighbours have the same shape. A compiler that looks rules up by key must
+    /// handle several masks in one run (bpfilter's runs with classes: one class per mask).
     Mixed,
 }
 

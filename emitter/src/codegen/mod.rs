@@ -106,7 +106,9 @@ pub use access::PacketAccess;
 pub use access6::MAX_EXT_HEADERS;
 pub use host::{ADDRTYPE_KEY_SIZE, ADDRTYPE_VALUE_SIZE, LIMIT_TRIES};
 pub use record::rec;
-pub use runs::{FIXED_MAPS, MAX_RUN_MAPS, MAX_USED_MAPS, MIN_RUN};
+pub use runs::{
+    FIXED_MAPS, MAX_CLASSES, MAX_RUN_MAPS, MAX_USED_MAPS, MIN_RUN, RULES_PER_CLASS_MAP,
+};
 
 use crate::builder::{Builder, Compiled, Label, MapSpec};
 use crate::ir::{self, ChainId, Program};

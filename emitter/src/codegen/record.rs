@@ -24,6 +24,7 @@
 //!      the prologue)
 //! -272 packed r9 (u64)   -276 counter slot + 1 for the shared tails (u32)
 //! -284 tcpmss scan (u32: MSS value, found, hotdrop and scanned bits; see MSS_*)
+//! -280 the first rule found so far by a rule run with classes (u32 index in the run)
 //! -304 lookup key of a rule run (16 bytes: u32 addresses and u16 ports, packed)
 //! IPv6 programs only:
 //! -344 copy of the IPv6 header (40 bytes, by `bpf_dynptr_read`: plain bytes to the verifier)
@@ -102,6 +103,8 @@ pub mod rec {
     pub const LKEY: i16 = -304;
     /// bytes at [`LKEY`]
     pub const LKEY_SIZE: usize = 16;
+    /// u32 index in its run of the first rule a run with classes has found so far
+    pub const BEST: i16 = -280;
     /// u32 outcome of the tcpmss scan: the MSS in bits 0-15 and [`super::MSS_FOUND`],
     /// [`super::MSS_HOTDROP`], [`super::MSS_SCANNED`]
     pub const MSS: i16 = -284;

@@ -29,6 +29,21 @@
 //! would go on with the next rules of the run: those fail on their keys, which is why a run
 //! of such rules holds distinct keys.
 //!
+//! # Classes
+//!
+//! Rules that end evaluation when they match (ACCEPT, DROP, RETURN, a goto) may form a run
+//! whose address keys differ in their masks too: `-s 10.0.0.4/31` beside `-s 10.0.0.7/32`.
+//! The rules sharing one combination of masks are a class, with lookups of its own (up to
+//! [`MAX_CLASSES`] classes); each map value holds the rule's index in the run beside its
+//! counter slot. Every class is looked up in turn; a hit whose rule comes before the best one
+//! so far (`rec::BEST`) replaces it. After the last class, BEST is the first rule of the run
+//! holding the packet's keys: the one the kernel's walk would reach first. A class may run a
+//! barrier again after another class ran it: barriers are pure, so a second run repeats the
+//! first's outcome. Nothing after a terminal rule of a run is evaluated, which is why a run
+//! with classes never holds rules after which evaluation continues: the kernel would then go
+//! on to the next rule holding the packet's keys, in another class. A class costs a packet its
+//! lookups, so such a run needs [`RULES_PER_CLASS_MAP`] rules per map.
+//!
 //! Contract: [`plan`] keeps the longest runs whose maps fit beside the program's other maps
 //! (at most [`MAX_RUN_MAPS`]) and builds their maps; the IR is never changed.
 
@@ -37,7 +52,7 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashSet;
 
 use crate::builder::{Label, MapRef, MapSpec};
-use crate::insn::{alu32, alu64, ldx, mov64, stx, AluOp, JmpOp, Reg, Size, Src};
+use crate::insn::{alu32, alu64, ldx, mov64, st, stx, AluOp, JmpOp, Reg, Size, Src};
 use crate::ir::{self, Action, ChainId, Program};
 use crate::EmitError;
 
@@ -57,6 +72,13 @@ pub const MAX_USED_MAPS: usize = 64;
 pub const FIXED_MAPS: usize = 8;
 /// Most rule-run maps in one program that names no `recent` list or `hashlimit` table.
 pub const MAX_RUN_MAPS: usize = MAX_USED_MAPS - FIXED_MAPS;
+/// Most classes of one run (each costs its lookups per packet).
+pub const MAX_CLASSES: usize = 8;
+/// Fewest rules per map of a run with classes: a lookup costs a packet about what a few dozen
+/// rules compiled one after the other do.
+pub const RULES_PER_CLASS_MAP: usize = 16;
+/// Rules after a run's first that name its keys (see [`key_candidates`]).
+const DIFFER_WINDOW: usize = 3;
 /// Most key bytes of a run ([`rec::LKEY`]'s size).
 const MAX_KEY_BYTES: usize = rec::LKEY_SIZE;
 
@@ -69,9 +91,15 @@ pub(super) struct Run {
     pub(super) len: usize,
     /// positions of the key tests in each rule's lowered tests, ascending
     keys: Vec<usize>,
-    /// the lookups, in order
+    /// the lookups, in order (their maps: the first class's)
     lookups: Vec<Lookup>,
+    /// the kinds of the keys of each class (see "Classes"), in order of their first rule;
+    /// class `c`'s map of lookup `l` is `l.map + c * lookups.len()`
+    classes: Vec<Class>,
 }
+
+/// The key kinds a class of a run's rules share (the masks of their address keys).
+type Class = Vec<KeyKind>;
 
 /// One lookup of a run: after the tests before `until`, keyed by the run's first `keys` keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +122,15 @@ enum KeyKind {
 }
 
 impl KeyKind {
+    /// What the key compares, its mask aside: the rules of a run with classes agree on it.
+    fn field(self) -> (u8, i16) {
+        match self {
+            KeyKind::Addr { field, .. } => (0, field),
+            KeyKind::Addr6 { field, .. } => (1, field),
+            KeyKind::Port { field } => (2, field),
+        }
+    }
+
     /// Bytes of the key in the lookup key.
     fn width(self) -> usize {
         match self {
@@ -170,12 +207,16 @@ fn keyable(tests: &[Test], keys: &[usize]) -> bool {
     bytes <= MAX_KEY_BYTES && !tests[..last].iter().any(Test::is_stateful)
 }
 
-/// Do `a` and `b` agree everywhere but at `keys`, where both hold key tests of the same kind?
-fn agrees(a: &[Test], b: &[Test], keys: &[usize]) -> bool {
+/// Do `a` and `b` agree everywhere but at `keys`, where both hold key tests of the same kind
+/// (`classes`: of the same field, under any mask)?
+fn agrees(a: &[Test], b: &[Test], keys: &[usize], classes: bool) -> bool {
+    let same = |x: &Test, y: &Test| match (key_kind(x), key_kind(y)) {
+        (Some(x), Some(y)) if classes => x.field() == y.field(),
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    };
     a.len() == b.len()
-        && keys
-            .iter()
-            .all(|&k| key_kind(&a[k]).is_some() && key_kind(&a[k]) == key_kind(&b[k]))
+        && keys.iter().all(|&k| same(&a[k], &b[k]))
         && a.iter()
             .zip(b)
             .enumerate()
@@ -189,61 +230,104 @@ fn continues_after(a: Action) -> bool {
 }
 
 /// The key sets a run starting at rule `i` may use: each single key test, and the tests in
-/// which rule `i` and the next differ when there are several.
+/// which rule `i` differs from one of the next [`DIFFER_WINDOW`] rules when there are several
+/// (rules in pairs that share a port differ from their neighbour in the address only).
 fn key_candidates(tests: &[Vec<Test>], i: usize) -> Vec<Vec<usize>> {
     let t = &tests[i];
     let mut out: Vec<Vec<usize>> = (0..t.len())
         .filter(|&k| key_kind(&t[k]).is_some())
         .map(|k| vec![k])
         .collect();
-    if let Some(u) = tests.get(i + 1).filter(|u| u.len() == t.len()) {
-        let differ: Vec<usize> = (0..t.len()).filter(|&k| t[k] != u[k]).collect();
-        if differ.len() > 1 {
-            out.push(differ);
-        }
+    let differ: Vec<usize> = (0..t.len())
+        .filter(|&k| {
+            tests[i + 1..]
+                .iter()
+                .take(DIFFER_WINDOW)
+                .any(|u| u.len() == t.len() && t[k] != u[k])
+        })
+        .collect();
+    if differ.len() > 1 {
+        out.push(differ);
     }
     out.retain(|keys| keyable(t, keys));
     out
 }
 
-/// A run found in a chain: its first rule, its length and its key tests.
-type Found = (usize, usize, Vec<usize>);
+/// A run found in a chain: its first rule, its length, its key tests and its classes.
+type Found = (usize, usize, Vec<usize>, Vec<Class>);
+
+/// The kinds of the key tests `keys` of `tests` (its class).
+fn class_of(tests: &[Test], keys: &[usize]) -> Class {
+    keys.iter().filter_map(|&k| key_kind(&tests[k])).collect()
+}
+
+/// The rules from `i` on that can join a run keyed by `keys`: same action, same tests but
+/// the keys, distinct keys where evaluation continues after a match; with `max_classes` > 1,
+/// keys of the same fields under up to that many mask combinations. Their number and
+/// classes.
+fn extend(
+    rules: &[ir::Rule],
+    tests: &[Vec<Test>],
+    i: usize,
+    keys: &[usize],
+    max_classes: usize,
+) -> (usize, Vec<Class>) {
+    // duplicates matter only where evaluation goes on after a match
+    let distinct = continues_after(rules[i].action);
+    let mut seen = FxHashSet::default();
+    let mut bytes = Vec::with_capacity(MAX_KEY_BYTES);
+    let mut is_new = |t: &[Test]| {
+        bytes.clear();
+        key_bytes(t, keys, &mut bytes);
+        !distinct || seen.insert(key_number(&bytes))
+    };
+    is_new(&tests[i]);
+    let mut classes = vec![class_of(&tests[i], keys)];
+    let mut j = i + 1;
+    while j < rules.len()
+        && rules[j].action == rules[i].action
+        && agrees(&tests[i], &tests[j], keys, max_classes > 1)
+        && is_new(&tests[j])
+    {
+        let class = class_of(&tests[j], keys);
+        if !classes.contains(&class) {
+            if classes.len() == max_classes {
+                break;
+            }
+            classes.push(class);
+        }
+        j += 1;
+    }
+    (j - i, classes)
+}
 
 /// Runs of at least `MIN_RUN` consecutive rules with the same action and the same tests but
-/// their keys (same positions, same kinds), ascending. The IR is unchanged; only the code
-/// generator sees runs.
+/// their keys (same positions, same kinds; or, for runs with classes, same fields), ascending.
+/// The IR is unchanged; only the code generator sees runs.
 fn find_runs(rules: &[ir::Rule], tests: &[Vec<Test>]) -> Vec<Found> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < rules.len() {
-        let mut best: (usize, Vec<usize>) = (1, Vec::new());
-        if !matches!(rules[i].action, Action::Reject(_) | Action::Log(_)) {
+        let mut best: (usize, Vec<usize>, Vec<Class>) = (1, Vec::new(), Vec::new());
+        let action = rules[i].action;
+        if !matches!(action, Action::Reject(_) | Action::Log(_)) {
             for keys in key_candidates(tests, i) {
-                // duplicates matter only where evaluation goes on after a match
-                let distinct = continues_after(rules[i].action);
-                let mut seen = FxHashSet::default();
-                let mut bytes = Vec::with_capacity(MAX_KEY_BYTES);
-                let mut is_new = |t: &[Test]| {
-                    bytes.clear();
-                    key_bytes(t, &keys, &mut bytes);
-                    !distinct || seen.insert(key_number(&bytes))
-                };
-                is_new(&tests[i]);
-                let mut j = i + 1;
-                while j < rules.len()
-                    && rules[j].action == rules[i].action
-                    && agrees(&tests[i], &tests[j], &keys)
-                    && is_new(&tests[j])
-                {
-                    j += 1;
+                let (len, classes) = extend(rules, tests, i, &keys, 1);
+                if len > best.0 {
+                    best = (len, keys.clone(), classes);
                 }
-                if j - i > best.0 {
-                    best = (j - i, keys);
+                if continues_after(action) {
+                    continue;
+                }
+                let (len, classes) = extend(rules, tests, i, &keys, MAX_CLASSES);
+                let maps = classes.len() * lookups(&tests[i], &keys, 0).len();
+                if classes.len() > 1 && len >= RULES_PER_CLASS_MAP * maps && len > best.0 {
+                    best = (len, keys, classes);
                 }
             }
         }
         if best.0 >= MIN_RUN {
-            out.push((i, best.0, best.1));
+            out.push((i, best.0, best.1, best.2));
             i += best.0;
         } else {
             i += 1;
@@ -276,32 +360,40 @@ fn lookups(tests: &[Test], keys: &[usize], first_map: u32) -> Vec<Lookup> {
     out
 }
 
-/// The hash maps of a run, one per lookup: the key prefixes some rule holds, and last, every
-/// rule's keys -> counter slot of the first rule with those keys.
+/// The hash maps of a run, one per lookup of each class: the key prefixes some rule of the
+/// class holds, and last, every rule's keys -> counter slot of the first rule of the class
+/// with those keys (with classes: its index in the run, then the slot).
 fn run_maps(rules: &[ir::Rule], tests: &[Vec<Test>], run: &Run) -> Vec<MapSpec> {
-    run.lookups
-        .iter()
-        .map(|l| {
+    let ordered = run.classes.len() > 1;
+    let mut maps = Vec::with_capacity(run.classes.len() * run.lookups.len());
+    for class in &run.classes {
+        let members: Vec<usize> = (0..rules.len())
+            .filter(|&r| class_of(&tests[r], &run.keys) == *class)
+            .collect();
+        for l in &run.lookups {
             let keys = &run.keys[..l.keys];
-            let key_size = keys
-                .iter()
-                .filter_map(|&k| key_kind(&tests[0][k]))
-                .map(KeyKind::width)
-                .sum::<usize>();
+            let key_size: usize = class[..l.keys].iter().map(|k| k.width()).sum();
             let mut seen = FxHashSet::default();
-            seen.reserve(rules.len());
-            let mut map = MapSpec::new(key_size as u32, 4);
+            seen.reserve(members.len());
+            let mut map = MapSpec::new(key_size as u32, if ordered { 8 } else { 4 });
             let mut k = Vec::with_capacity(MAX_KEY_BYTES);
-            for (r, t) in rules.iter().zip(tests) {
+            for &r in &members {
                 k.clear();
-                key_bytes(t, keys, &mut k);
+                key_bytes(&tests[r], keys, &mut k);
                 if seen.insert(key_number(&k)) {
-                    map.push(&k, &r.counter.to_ne_bytes());
+                    let slot = rules[r].counter.to_ne_bytes();
+                    if ordered {
+                        let order = (r as u32).to_ne_bytes();
+                        map.push(&k, &[order, slot].concat());
+                    } else {
+                        map.push(&k, &slot);
+                    }
                 }
             }
-            map
-        })
-        .collect()
+            maps.push(map);
+        }
+    }
+    maps
 }
 
 /// The `recent` lists and `hashlimit` tables the rules of `p` name (one map each).
@@ -352,16 +444,16 @@ pub(super) fn plan<'a>(
     let mut kept = Vec::new();
     for (id, f) in found {
         let tests = &lowered[&id][f.0];
-        let n = lookups(tests, &f.2, 0).len();
+        let n = lookups(tests, &f.2, 0).len() * f.3.len();
         if n <= room {
             room -= n;
             kept.push((id, f));
         }
     }
-    kept.sort();
+    kept.sort_by_key(|(id, f)| (*id, f.0));
     let mut maps: Vec<MapSpec> = Vec::new();
     let mut runs = Runs::new();
-    for (id, (start, len, keys)) in kept {
+    for (id, (start, len, keys, classes)) in kept {
         let chain = &p.chains[&id];
         let tests = &lowered[&id][start..start + len];
         let first_map = u32::try_from(maps.len()).map_err(|_| EmitError::Unsupported {
@@ -372,12 +464,57 @@ pub(super) fn plan<'a>(
             len,
             lookups: lookups(&tests[0], &keys, first_map),
             keys,
+            classes,
         };
         maps.extend(run_maps(&chain.rules[start..start + len], tests, &run));
         runs.entry(id).or_default().push(run);
     }
     Ok((maps, runs))
 }
+
+/// Store key test `key` under the mask of `kind` at `rec::LKEY + offset` (an IPv6 address's
+/// last word is left in `r1` for the caller's store); returns the store's size and the key's
+/// bytes before that store.
+fn store_key(
+    b: &mut crate::builder::Builder,
+    key: &Test,
+    kind: KeyKind,
+    offset: i16,
+) -> Result<(Size, i16), EmitError> {
+    Ok(match kind {
+        KeyKind::Addr { mask, .. } => {
+            load_operand(b, key)?;
+            if mask != u32::MAX {
+                b.emit(alu32(AluOp::And, R1, Src::Imm(mask as i32)));
+            }
+            (Size::W, 0)
+        }
+        KeyKind::Addr6 { field, mask } => {
+            // the four words as the record holds them, each under its mask; the first three
+            // stored here, the last by the caller's store
+            for (k, m) in mask.into_iter().enumerate() {
+                let k = k as i16;
+                b.emit(ldx(Size::W, R1, R6, field + 4 * k));
+                if m != u32::MAX {
+                    b.emit(alu32(AluOp::And, R1, Src::Imm(m as i32)));
+                }
+                if k < 3 {
+                    b.emit(stx(Size::W, R6, rec::LKEY + offset + 4 * k, R1));
+                }
+            }
+            (Size::W, 12)
+        }
+        KeyKind::Port { .. } => {
+            load_operand(b, key)?;
+            (Size::H, 0)
+        }
+    })
+}
+
+use Reg::{R0, R1, R2, R6};
+
+/// `rec::BEST` before a run with classes has found a rule (above every rule index).
+const NO_RULE: i32 = i32::MAX;
 
 impl Generator<'_> {
     /// Emit a rule run (see "Rule runs"): per stretch of tests, the tests but the keys, then
@@ -392,73 +529,144 @@ impl Generator<'_> {
         frame: &mut Frame,
         next: Label,
     ) -> Result<(), EmitError> {
-        use Reg::*;
-        let mut st = TestState::default();
-        let mut pos = 0;
-        let mut stored = 0;
-        let mut offset = 0i16;
-        for l in &run.lookups {
-            let shared: Vec<Test> = (pos..l.until)
-                .filter(|i| !run.keys.contains(i))
-                .map(|i| tests[i])
-                .collect();
-            if !self.tests_inline(&shared, frame, next, &mut st)? {
-                return Ok(());
-            }
-            let b = &mut self.b;
-            for &k in &run.keys[stored..l.keys] {
-                let key = &tests[k];
-                let (size, width) = match key_kind(key) {
-                    Some(KeyKind::Addr { mask, .. }) => {
-                        load_operand(b, key)?;
-                        if mask != u32::MAX {
-                            b.emit(alu32(AluOp::And, R1, Src::Imm(mask as i32)));
-                        }
-                        (Size::W, 4)
-                    }
-                    Some(KeyKind::Addr6 { field, mask }) => {
-                        // the four words as the record holds them, each under its mask;
-                        // the first three stored here, the last by the store after the match
-                        for (k, m) in mask.into_iter().enumerate() {
-                            let k = k as i16;
-                            b.emit(ldx(Size::W, R1, R6, field + 4 * k));
-                            if m != u32::MAX {
-                                b.emit(alu32(AluOp::And, R1, Src::Imm(m as i32)));
-                            }
-                            if k < 3 {
-                                b.emit(stx(Size::W, R6, rec::LKEY + offset + 4 * k, R1));
-                            }
-                        }
-                        offset += 12;
-                        (Size::W, 4)
-                    }
-                    Some(KeyKind::Port { .. }) => {
-                        load_operand(b, key)?;
-                        (Size::H, 2)
-                    }
-                    None => {
-                        return Err(EmitError::Internal {
-                            what: "rule run key that is not a key test",
-                        })
-                    }
-                };
-                b.emit(stx(size, R6, rec::LKEY + offset, R1));
-                offset += width;
-            }
-            stored = l.keys;
-            b.ld_map(R1, MapRef::Other(l.map));
-            b.emit(mov64(R2, Src::Reg(R6)));
-            b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(rec::LKEY))));
-            b.call_helper(HELPER_MAP_LOOKUP_ELEM);
-            b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), next);
-            pos = l.until;
+        if run.classes.len() > 1 {
+            return self.rule_run_classes(first, tests, run, frame, next);
         }
+        let Some((mut st, pos)) = self.run_lookups(tests, run, &run.classes[0], 0, frame, next)?
+        else {
+            return Ok(());
+        };
         // KEY = slot + 1, as `set_key` would store it
         let b = &mut self.b;
         b.emit(ldx(Size::W, R1, R0, 0));
         b.emit(alu32(AluOp::Add, R1, Src::Imm(1)));
         b.emit(stx(Size::W, R6, rec::KEY, R1));
-        if !self.tests_inline(&tests[pos..], frame, next, &mut st)? {
+        self.run_tail(first, &tests[pos..], frame, next, &mut st)
+    }
+
+    /// A run with classes (see "Classes"): each class's lookups in turn, a miss going on with
+    /// the next class; a hit whose rule comes before the best so far (`rec::BEST`) becomes it.
+    /// Then the remaining tests and the action, as for one class.
+    fn rule_run_classes(
+        &mut self,
+        first: &ir::Rule,
+        tests: &[Test],
+        run: &Run,
+        frame: &mut Frame,
+        next: Label,
+    ) -> Result<(), EmitError> {
+        let per_class = run.lookups.len() as u32;
+        self.b.emit(st(Size::W, R6, rec::BEST, NO_RULE));
+        let decide = self.b.label();
+        for (c, class) in run.classes.iter().enumerate() {
+            let miss = if c + 1 == run.classes.len() {
+                decide
+            } else {
+                self.b.label()
+            };
+            self.run_class(tests, run, class, c as u32 * per_class, frame, miss)?;
+            if miss != decide {
+                self.b.bind(miss)?;
+            }
+        }
+        self.b.bind(decide)?;
+        let b = &mut self.b;
+        b.emit(ldx(Size::W, R1, R6, rec::BEST));
+        b.jmp64(JmpOp::Jeq, R1, Src::Imm(NO_RULE), next);
+        let pos = run.lookups.last().map_or(0, |l| l.until);
+        self.run_tail(first, &tests[pos..], frame, next, &mut TestState::default())
+    }
+
+    /// One class of a run with classes: its stretches and lookups (maps `map_offset` past the
+    /// first class's), then, on a hit, BEST and KEY from the value `{index, slot}` when the
+    /// rule comes first. Falls through, or jumps to `miss`, to what comes after.
+    fn run_class(
+        &mut self,
+        tests: &[Test],
+        run: &Run,
+        class: &[KeyKind],
+        map_offset: u32,
+        frame: &mut Frame,
+        miss: Label,
+    ) -> Result<(), EmitError> {
+        // the tests are every class's: if one never passes, no class finds a rule
+        if self
+            .run_lookups(tests, run, class, map_offset, frame, miss)?
+            .is_none()
+        {
+            return Ok(());
+        }
+        let b = &mut self.b;
+        b.emit(ldx(Size::W, R1, R0, 0));
+        b.emit(ldx(Size::W, R2, R6, rec::BEST));
+        b.jmp64(JmpOp::Jge, R1, Src::Reg(R2), miss);
+        b.emit(stx(Size::W, R6, rec::BEST, R1));
+        // KEY = slot + 1, as `set_key` would store it
+        b.emit(ldx(Size::W, R1, R0, 4));
+        b.emit(alu32(AluOp::Add, R1, Src::Imm(1)));
+        b.emit(stx(Size::W, R6, rec::KEY, R1));
+        Ok(())
+    }
+
+    /// The stretches of a run for the keys of `class` (maps `map_offset` past the first
+    /// class's): per stretch, the tests but the keys, then its keys added to the lookup key
+    /// and looked up, a miss or a failing test going to `miss`. Leaves the last lookup's value
+    /// in `r0`; returns the guards established and where the tests after the lookups start,
+    /// or None when a test never passes (then nothing after it may be emitted).
+    fn run_lookups(
+        &mut self,
+        tests: &[Test],
+        run: &Run,
+        class: &[KeyKind],
+        map_offset: u32,
+        frame: &mut Frame,
+        miss: Label,
+    ) -> Result<Option<(TestState, usize)>, EmitError> {
+        let mut st = TestState::default();
+        let (mut pos, mut stored, mut offset) = (0, 0, 0i16);
+        for l in &run.lookups {
+            let shared: Vec<Test> = (pos..l.until)
+                .filter(|i| !run.keys.contains(i))
+                .map(|i| tests[i])
+                .collect();
+            if !self.tests_inline(&shared, frame, miss, &mut st)? {
+                return Ok(None);
+            }
+            let b = &mut self.b;
+            for (&k, &kind) in run.keys[stored..l.keys].iter().zip(&class[stored..l.keys]) {
+                let (size, skip) = store_key(b, &tests[k], kind, offset)?;
+                offset += skip;
+                b.emit(stx(size, R6, rec::LKEY + offset, R1));
+                offset += if size == Size::W { 4 } else { 2 };
+            }
+            stored = l.keys;
+            self.lookup(MapRef::Other(l.map + map_offset), miss);
+            pos = l.until;
+        }
+        Ok(Some((st, pos)))
+    }
+
+    /// `r0 = lookup(map, LKEY)`; a miss goes to `miss`.
+    fn lookup(&mut self, map: MapRef, miss: Label) {
+        let b = &mut self.b;
+        b.ld_map(R1, map);
+        b.emit(mov64(R2, Src::Reg(R6)));
+        b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(rec::LKEY))));
+        b.call_helper(HELPER_MAP_LOOKUP_ELEM);
+        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), miss);
+    }
+
+    /// The tests after a run's last lookup, then the action of the rule found (counting the
+    /// slot at `rec::KEY`).
+    fn run_tail(
+        &mut self,
+        first: &ir::Rule,
+        tests: &[Test],
+        frame: &mut Frame,
+        next: Label,
+        st: &mut TestState,
+    ) -> Result<(), EmitError> {
+        if !self.tests_inline(tests, frame, next, st)? {
             return Ok(());
         }
         self.dyn_key = true;
@@ -486,7 +694,7 @@ mod tests {
     fn runs_of(rules: &[Rule]) -> Vec<(usize, usize, usize)> {
         keyed_runs_of(rules)
             .into_iter()
-            .map(|(start, len, keys)| (start, len, keys[0]))
+            .map(|(start, len, keys, _)| (start, len, keys[0]))
             .collect()
     }
 
@@ -622,6 +830,79 @@ mod tests {
         assert_eq!(runs_of(&dupc), vec![(0, 4, 0), (4, 5, 0)]);
     }
 
+    /// `-s 10.1.x.y/bits -p udp --dport p`, the address masked.
+    fn masked_rule(i: u32, bits: u32, action: Action) -> Rule {
+        let mut r = addr_rule(i * 4, action);
+        if let Match::Ipv4Src { addr, mask, .. } = &mut r.matches[0] {
+            *mask = Ipv4Addr::from(u32::MAX << (32 - bits));
+            *addr = Ipv4Addr::from(u32::from(*addr) & u32::from(*mask));
+        }
+        r.matches.push(udp_dport(1000 + i as u16));
+        r.counter = i;
+        r
+    }
+
+    #[test]
+    fn runs_with_classes() {
+        // /32 and /31 in turn with a port: two classes of two lookups (address, then the
+        // address and port after the udp guard), so 64 rules at least
+        let alternating = |n: u32, action: Action| -> Vec<Rule> {
+            (0..n)
+                .map(|i| masked_rule(i, [32, 31][i as usize % 2], action))
+                .collect()
+        };
+        let need = RULES_PER_CLASS_MAP * 4;
+        let r = keyed_runs_of(&alternating(need as u32, Action::Drop));
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            (r[0].0, r[0].1, r[0].2.len(), r[0].3.len()),
+            (0, need, 2, 2)
+        );
+        assert_eq!(
+            keyed_runs_of(&alternating(need as u32 - 1, Action::Drop)),
+            vec![]
+        );
+        // evaluation that continues after a match keeps one mask per run
+        assert_eq!(keyed_runs_of(&alternating(200, Action::Continue)), vec![]);
+        assert_eq!(
+            keyed_runs_of(&alternating(200, Action::Call(ChainId(1)))),
+            vec![]
+        );
+        // at most MAX_CLASSES masks: the ninth ends the run
+        let n = (RULES_PER_CLASS_MAP * 2 * MAX_CLASSES) as u32;
+        let mut many: Vec<Rule> = (0..n)
+            .map(|i| masked_rule(i, 32 - (i % 8), Action::Accept))
+            .collect();
+        many.push(masked_rule(n, 23, Action::Accept));
+        let r = keyed_runs_of(&many);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].0, r[0].1, r[0].3.len()), (0, n as usize, MAX_CLASSES));
+        // the maps: per class, index in the run and slot of each key's first rule
+        let rules = alternating(need as u32, Action::Drop);
+        let lowered: Vec<Vec<Test>> = rules
+            .iter()
+            .map(|r| lower(&r.matches).expect("lower"))
+            .collect();
+        let found = &keyed_runs_of(&rules)[0];
+        let run = Run {
+            start: 0,
+            len: need,
+            lookups: lookups(&lowered[0], &found.2, 0),
+            keys: found.2.clone(),
+            classes: found.3.clone(),
+        };
+        let maps = run_maps(&rules, &lowered, &run);
+        assert_eq!(maps.len(), 4);
+        assert!(maps
+            .iter()
+            .all(|m| m.value_size == 8 && m.len() == need / 2));
+        // rule 3: 10.1.0.12/31, port 1003, the second class's last map
+        let mut key = vec![10u8, 1, 0, 12];
+        key.extend_from_slice(&1003u16.to_ne_bytes());
+        let v = maps[3].entries().find(|e| e.0 == key).expect("key");
+        assert_eq!(v.1, [3u32.to_ne_bytes(), 3u32.to_ne_bytes()].concat());
+    }
+
     fn recent_update() -> Match {
         Match::Recent(RecentMatch {
             list: 0,
@@ -704,6 +985,7 @@ mod tests {
             len: 5,
             lookups: lookups(&lowered[0], &found[0].2, 0),
             keys: found[0].2.clone(),
+            classes: found[0].3.clone(),
         };
         let maps = run_maps(&rules, &lowered, &run);
         assert_eq!(maps.len(), 1);

@@ -64,8 +64,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "cast,dynptr")]
     bpfilter_access: Vec<String>,
     /// Rule kinds (comma separated): addr, port (the two the performance targets are set
-    /// for), mixed (address and port both changing: a linear chain even for a compiler that
-    /// turns runs into lookups).
+    /// for), mixed (address, mask and port changing: no two neighbours of the same shape).
     #[arg(long, value_delimiter = ',', default_value = "addr,port,mixed")]
     kinds: Vec<String>,
     /// Fail instead of skipping bpfilter when its binary is missing or no strategy's daemon
