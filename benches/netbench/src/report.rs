@@ -1426,6 +1426,7 @@ impl Report {
                 RuleKind::Addr => "rules failing on the address",
                 RuleKind::Port => "rules failing on the port",
                 RuleKind::Mixed => "address, mask and port changing",
+                RuleKind::Arbitrary => "five shapes in turn",
             };
             let _ = writeln!(s, "<text x=\"{:.1}\" y=\"22\" text-anchor=\"middle\" font-weight=\"bold\">{title}</text>", (x0 + x1) / 2.0);
             let _ = writeln!(s, "<rect x=\"{x0:.1}\" y=\"{y0:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"none\" stroke=\"black\"/>", x1 - x0, y1 - y0);
@@ -1534,6 +1535,9 @@ fn kind_short(f: Family, k: RuleKind) -> &'static str {
         (_, RuleKind::Port) => "`-p udp --dport P -j DROP`",
         (Family::Ipv4, RuleKind::Mixed) => "`-s` (/32 and /31 in turn) and `--dport` varying",
         (Family::Ipv6, RuleKind::Mixed) => "`-s` (/128 and /127 in turn) and `--dport` varying",
+        (_, RuleKind::Arbitrary) => {
+            "masks, `! -s`, tcp and udp port ranges, `-i`: five shapes in turn"
+        }
     }
 }
 
@@ -1546,6 +1550,8 @@ fn kind_title(f: Family, k: RuleKind) -> &'static str {
         (Family::Ipv6, RuleKind::Port) => "IPv6 rules failing on the port (`-p udp -m udp --dport P -j DROP`, P != 5001)",
         (Family::Ipv4, RuleKind::Mixed) => "Rules failing on the address, address, mask and port changing (`-s 10.1.x.y/32` and `/31` in turn `-p udp -m udp --dport P -j DROP`)",
         (Family::Ipv6, RuleKind::Mixed) => "IPv6 rules failing on the address, address, mask and port changing (`-s fd00:1::x/128` and `/127` in turn `-p udp -m udp --dport P -j DROP`)",
+        (Family::Ipv4, RuleKind::Arbitrary) => "Rules of five shapes in turn (`-s 10.1.x.0/M`, `! -s 10.200.0.0/M`, `-p tcp --dport P:Q`, `-i arbJ`, `-p udp --dport P:Q`), no two neighbours alike",
+        (Family::Ipv6, RuleKind::Arbitrary) => "IPv6 rules of five shapes in turn (`-s fd00:1::x/M`, `! -s fd00:200::/M`, `-p tcp --dport P:Q`, `-i arbJ`, `-p udp --dport P:Q`), no two neighbours alike",
     }
 }
 

@@ -138,6 +138,11 @@ pub enum RuleKind {
     /// no two neighbours have the same shape. A compiler that looks rules up by key must
     /// handle several masks in one run (bpfilter's runs with classes: one class per mask).
     Mixed,
+    /// Five shapes in turn, each failing on something else: `-s 10.1.x.0/M` (M 24 to 31),
+    /// `! -s 10.200.0.0/M` (holding the sender), `-p tcp --dport P:Q`, `-i arbJ`,
+    /// `-p udp --dport P:Q` (P > 5001): masks, negations, ranges, protocols and interfaces,
+    /// no two neighbours alike, as the large-ruleset goals have them.
+    Arbitrary,
 }
 
 impl RuleKind {
@@ -147,6 +152,7 @@ impl RuleKind {
             RuleKind::Addr => "addr",
             RuleKind::Port => "port",
             RuleKind::Mixed => "mixed",
+            RuleKind::Arbitrary => "arbitrary",
         }
     }
 
@@ -156,6 +162,7 @@ impl RuleKind {
             "addr" => Some(RuleKind::Addr),
             "port" => Some(RuleKind::Port),
             "mixed" => Some(RuleKind::Mixed),
+            "arbitrary" => Some(RuleKind::Arbitrary),
             _ => None,
         }
     }
@@ -168,12 +175,56 @@ pub struct Rule {
     pub src: Option<IpAddr>,
     /// Prefix length of `src`.
     pub src_len: u8,
+    /// `! -s`.
+    pub src_invert: bool,
     /// `-d ADDR/32` (`/128`), if any.
     pub dst: Option<IpAddr>,
-    /// `-p udp -m udp --dport PORT` (every rule here is a UDP rule).
+    /// `-i NAME`, if any.
+    pub iface: Option<u16>,
+    /// `-p tcp -m tcp` instead of `-p udp -m udp`.
+    pub tcp: bool,
+    /// `--dport PORT` (`PORT:dport_hi` when `dport_hi` is above it).
     pub dport: u16,
+    /// Last port of a range.
+    pub dport_hi: u16,
     /// ACCEPT (true) or DROP (false).
     pub accept: bool,
+}
+
+impl Rule {
+    /// `[-s src/src_len] -p udp -m udp --dport dport -j DROP`.
+    fn udp(src: Option<IpAddr>, src_len: u8, dport: u16) -> Rule {
+        Rule {
+            src,
+            src_len,
+            src_invert: false,
+            dst: None,
+            iface: None,
+            tcp: false,
+            dport,
+            dport_hi: dport,
+            accept: false,
+        }
+    }
+}
+
+/// `a` under a prefix of `len` bits (the network address iptables-save prints).
+fn network(a: IpAddr, len: u8) -> IpAddr {
+    match a {
+        IpAddr::V4(v) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            Ipv4Addr::from(u32::from(v) & m).into()
+        }
+        IpAddr::V6(v) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            Ipv6Addr::from(u128::from(v) & m).into()
+        }
+    }
+}
+
+/// Name of interface `j` of the arbitrary kind (no interface of the benchmark's).
+pub fn iface_name(j: u16) -> String {
+    format!("arb{j}")
 }
 
 /// Largest filler rule count the address plan supports (10.1.0.0 .. 10.1.255.255).
@@ -189,31 +240,41 @@ pub fn filler_of(f: Family, kind: RuleKind, i: usize) -> Rule {
     match kind {
         // Distinct host addresses outside the benchmark's network; the port is the real one
         // so that only the address fails.
-        RuleKind::Addr => Rule {
-            src: Some(f.filler_addr(i)),
-            src_len: f.host_len(),
-            dst: None,
-            dport: DPORT,
-            accept: false,
-        },
+        RuleKind::Addr => Rule::udp(Some(f.filler_addr(i)), f.host_len(), DPORT),
         // Odd rules: the /31 (/127) holding the address, written as its network address (as
         // iptables-save prints it).
-        RuleKind::Mixed => Rule {
-            src: Some(f.filler_addr(i & !1)),
-            src_len: f.host_len() - (i & 1) as u8,
-            dst: None,
-            dport: filler_of(f, RuleKind::Port, i).dport,
-            accept: false,
-        },
+        RuleKind::Mixed => Rule::udp(
+            Some(f.filler_addr(i & !1)),
+            f.host_len() - (i & 1) as u8,
+            filler_of(f, RuleKind::Port, i).dport,
+        ),
         RuleKind::Port => {
             // Ports 6000.. wrapping inside 6000..=65535: never 5001.
             let port = 6000 + (i % (65_536 - 6000));
-            Rule {
-                src: None,
-                src_len: f.host_len(),
-                dst: None,
-                dport: port as u16,
-                accept: false,
+            Rule::udp(None, f.host_len(), port as u16)
+        }
+        RuleKind::Arbitrary => {
+            let j = i / 5;
+            // masks 8 bits above the host length down to one bit above it
+            let len = f.host_len() - 8 + (j % 8) as u8;
+            let lo = 6000 + (j % 50_000) as u16;
+            let range = |tcp| Rule {
+                tcp,
+                dport_hi: lo + (j % 100) as u16 + 1,
+                ..Rule::udp(None, f.host_len(), lo)
+            };
+            match i % 5 {
+                0 => Rule::udp(Some(network(f.filler_addr(i), len)), len, DPORT),
+                1 => Rule {
+                    src_invert: true,
+                    ..Rule::udp(Some(network(f.src(), len)), len, DPORT)
+                },
+                2 => range(true),
+                3 => Rule {
+                    iface: Some((j % 10_000) as u16),
+                    ..Rule::udp(None, f.host_len(), DPORT)
+                },
+                _ => range(false),
             }
         }
     }
@@ -227,11 +288,9 @@ pub fn final_rule() -> Rule {
 /// The rule that accepts the benchmark's traffic of family `f`, last in the chain.
 pub fn final_rule_of(f: Family) -> Rule {
     Rule {
-        src: Some(f.src()),
-        src_len: f.host_len(),
         dst: Some(f.dst()),
-        dport: DPORT,
         accept: true,
+        ..Rule::udp(Some(f.src()), f.host_len(), DPORT)
     }
 }
 
@@ -247,13 +306,7 @@ pub fn appended_rule_of(f: Family) -> Rule {
         Family::Ipv4 => Ipv4Addr::new(10, 3, 0, 1).into(),
         Family::Ipv6 => Ipv6Addr::new(0xfd00, 3, 0, 0, 0, 0, 0, 1).into(),
     };
-    Rule {
-        src: Some(src),
-        src_len: f.host_len(),
-        dst: None,
-        dport: DPORT,
-        accept: false,
-    }
+    Rule::udp(Some(src), f.host_len(), DPORT)
 }
 
 /// All rules of an N-rule ruleset: N fillers then the final ACCEPT.
@@ -272,13 +325,24 @@ pub fn rules_of(f: Family, kind: RuleKind, n: usize) -> Vec<Rule> {
 pub fn ipt_args(r: &Rule) -> Vec<String> {
     let mut a = Vec::new();
     if let Some(s) = r.src {
+        if r.src_invert {
+            a.push("!".to_string());
+        }
         a.extend(["-s".to_string(), format!("{s}/{}", r.src_len)]);
     }
     if let Some(d) = r.dst {
         a.extend(["-d".to_string(), format!("{d}/{}", host_len(d))]);
     }
-    a.extend(["-p", "udp", "-m", "udp", "--dport"].map(String::from));
-    a.push(r.dport.to_string());
+    if let Some(i) = r.iface {
+        a.extend(["-i".to_string(), iface_name(i)]);
+    }
+    let proto = if r.tcp { "tcp" } else { "udp" };
+    a.extend(["-p", proto, "-m", proto, "--dport"].map(String::from));
+    a.push(if r.dport_hi > r.dport {
+        format!("{}:{}", r.dport, r.dport_hi)
+    } else {
+        r.dport.to_string()
+    });
     a.extend([
         "-j".to_string(),
         if r.accept { "ACCEPT" } else { "DROP" }.to_string(),
@@ -321,19 +385,28 @@ pub fn iptables_save(rules: &[Rule]) -> String {
 /// an nftables user would write it: iptables counts every rule, nftables only where asked.
 pub fn nft_expr(r: &Rule) -> String {
     let mut e = String::new();
+    let not = if r.src_invert { "!= " } else { "" };
     match r.src {
         Some(s) if r.src_len == host_len(s) => {
-            let _ = write!(e, "{} saddr {s} ", nft_keyword(s));
+            let _ = write!(e, "{} saddr {not}{s} ", nft_keyword(s));
         }
         Some(s) => {
-            let _ = write!(e, "{} saddr {s}/{} ", nft_keyword(s), r.src_len);
+            let _ = write!(e, "{} saddr {not}{s}/{} ", nft_keyword(s), r.src_len);
         }
         None => {}
     }
     if let Some(d) = r.dst {
         let _ = write!(e, "{} daddr {d} ", nft_keyword(d));
     }
-    let _ = write!(e, "udp dport {} ", r.dport);
+    if let Some(i) = r.iface {
+        let _ = write!(e, "iifname \"{}\" ", iface_name(i));
+    }
+    let proto = if r.tcp { "tcp" } else { "udp" };
+    if r.dport_hi > r.dport {
+        let _ = write!(e, "{proto} dport {}-{} ", r.dport, r.dport_hi);
+    } else {
+        let _ = write!(e, "{proto} dport {} ", r.dport);
+    }
     if r.accept {
         let _ = write!(e, "counter name \"{NFT_COUNTER}\" accept");
     } else {
@@ -363,17 +436,60 @@ mod tests {
 
     #[test]
     fn fillers_never_match_the_traffic() {
-        for kind in [RuleKind::Addr, RuleKind::Port, RuleKind::Mixed] {
-            for i in 0..MAX_RULES {
-                let r = filler(kind, i);
-                let src_ok = r.src.is_none_or(|s| s == SRC);
-                let dst_ok = r.dst.is_none_or(|d| d == DST);
-                assert!(
-                    !(src_ok && dst_ok && r.dport == DPORT),
-                    "{kind:?} {i} matches"
-                );
+        // what the kernel would test, field by field, against the benchmark's packet
+        let matches = |f: Family, r: &Rule| {
+            let src_in = r
+                .src
+                .is_none_or(|s| network(f.src(), r.src_len) == network(s, r.src_len));
+            (src_in != r.src_invert)
+                && r.dst.is_none_or(|d| d == f.dst())
+                && r.iface.is_none()
+                && !r.tcp
+                && (r.dport..=r.dport.max(r.dport_hi)).contains(&DPORT)
+        };
+        for f in [Family::Ipv4, Family::Ipv6] {
+            assert!(matches(f, &final_rule_of(f)), "the final rule matches");
+            for kind in [
+                RuleKind::Addr,
+                RuleKind::Port,
+                RuleKind::Mixed,
+                RuleKind::Arbitrary,
+            ] {
+                for i in 0..MAX_RULES {
+                    let r = filler_of(f, kind, i);
+                    assert!(!matches(f, &r), "{f:?} {kind:?} {i} matches");
+                }
             }
         }
+    }
+
+    #[test]
+    fn arbitrary_rules_render_for_both_front_ends() {
+        let rules = rules(RuleKind::Arbitrary, 10);
+        let save = iptables_save(&rules);
+        for line in [
+            "-A INPUT -s 10.1.0.0/24 -p udp -m udp --dport 5001 -j DROP\n",
+            "-A INPUT ! -s 10.200.0.0/24 -p udp -m udp --dport 5001 -j DROP\n",
+            "-A INPUT -p tcp -m tcp --dport 6000:6001 -j DROP\n",
+            "-A INPUT -i arb0 -p udp -m udp --dport 5001 -j DROP\n",
+            "-A INPUT -p udp -m udp --dport 6000:6001 -j DROP\n",
+            "-A INPUT -s 10.1.0.0/25 -p udp -m udp --dport 5001 -j DROP\n",
+            "-A INPUT ! -s 10.200.0.0/25 -p udp -m udp --dport 5001 -j DROP\n",
+            "-A INPUT -p tcp -m tcp --dport 6001:6003 -j DROP\n",
+        ] {
+            assert!(save.contains(line), "{line} in\n{save}");
+        }
+        let nft = nft_file(Family::Ipv4, &rules);
+        for expr in [
+            "ip saddr 10.1.0.0/24 udp dport 5001 drop",
+            "ip saddr != 10.200.0.0/24 udp dport 5001 drop",
+            "tcp dport 6000-6001 drop",
+            "iifname \"arb0\" udp dport 5001 drop",
+        ] {
+            assert!(nft.contains(expr), "{expr} in\n{nft}");
+        }
+        let v6 = iptables_save(&rules_of(Family::Ipv6, RuleKind::Arbitrary, 2));
+        assert!(v6.contains("-A INPUT ! -s fd00:200::/120 -p udp"), "{v6}");
     }
 
     #[test]

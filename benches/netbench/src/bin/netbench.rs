@@ -64,8 +64,13 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "cast,dynptr")]
     bpfilter_access: Vec<String>,
     /// Rule kinds (comma separated): addr, port (the two the performance targets are set
-    /// for), mixed (address, mask and port changing: no two neighbours of the same shape).
-    #[arg(long, value_delimiter = ',', default_value = "addr,port,mixed")]
+    /// for), mixed (address, mask and port changing: no two neighbours of the same shape),
+    /// arbitrary (masks, negations, ranges, protocols and interfaces: five shapes in turn).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "addr,port,mixed,arbitrary"
+    )]
     kinds: Vec<String>,
     /// Fail instead of skipping bpfilter when its binary is missing or no strategy's daemon
     /// starts (a strategy the kernel refuses while another runs is reported, not an error).
