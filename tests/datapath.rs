@@ -3580,3 +3580,87 @@ fn runs_with_classes_table() {
         );
     }
 }
+
+/// Rules of five shapes in turn, as the benchmark's arbitrary kind: `-s 10.1.x.y/M`, `! -s
+/// 10.200.0.0/M`, a tcp port range, `-i arbJ`, a udp port range (M from /24 to /31), each
+/// `-j DROP`, then ACCEPT.
+fn arbitrary_chain(n: usize) -> Program {
+    drop_list(Hook::LocalIn, n, |i| {
+        let j = i / 5;
+        let bits = 24 + (j % 8) as u32;
+        let lo = 6000 + (j % 50_000) as u16;
+        let hi = lo + 1 + (j % 100) as u16;
+        let udp5001 = udpm(PortRange::ANY, PortRange::one(5001), false, false);
+        match i % 5 {
+            0 => {
+                let a = u32::from_be_bytes([10, 1, (i >> 8) as u8, i as u8]);
+                let net = (a & (u32::MAX << (32 - bits))).to_be_bytes();
+                vec![src(net, bits, false), proto(UDP, false), udp5001]
+            }
+            1 => vec![src([10, 200, 0, 0], bits, true), proto(UDP, false), udp5001],
+            2 => vec![
+                proto(TCP, false),
+                Match::Tcp(tcpm(PortRange::ANY, pr(lo, hi))),
+            ],
+            3 => vec![
+                Match::InIface(Iface::iptables(&format!("arb{j}"), false)),
+                proto(UDP, false),
+                udp5001,
+            ],
+            _ => vec![
+                proto(UDP, false),
+                udpm(PortRange::ANY, pr(lo, hi), false, false),
+            ],
+        }
+    })
+}
+
+/// A chain too long for every multi-test rule to keep the split form in one program (the
+/// verifier's pending-branch limit) is split into segments until none is compiled branch
+/// free, and still judges and counts as the rules one by one: a packet through all of them,
+/// and packets stopped in the first and the last segment.
+#[test]
+fn long_chains_are_split_before_their_rules_turn_branch_free() {
+    let Some(env) = env() else { return };
+    let n = 12_000;
+    let p = arbitrary_chain(n);
+    let opts = Options::default();
+    let whole = bpfilter::xlate::compile(&p, &env.layout, opts).expect("compile");
+    assert!(whole.combined > 0, "one program keeps every rule split");
+    let outs =
+        bpfilter::xlate::compile_segments(&p, &env.layout, opts, 0, bpfilter::xlate::SEGMENT_INSNS)
+            .expect("segments");
+    assert!(outs.len() > 1, "not split");
+    assert!(
+        outs.iter().all(|o| o.combined == 0),
+        "branch-free rules left"
+    );
+    let l = load_outputs(&env, &p, outs);
+    let traffic = udp_pkt([10, 200, 0, 1], [10, 200, 0, 2], 4000, 5001);
+    let (ret, d) = l.run(&env, &traffic);
+    assert_eq!(
+        (ret, d[n]),
+        (1, (1, traffic.len() as u64)),
+        "the final ACCEPT"
+    );
+    agrees(&env, &l, &p, &traffic, "through every rule").unwrap();
+    for i in [0usize, 4, 7, n / 2, n - 10, n - 6, n - 5, n - 1] {
+        let j = i / 5;
+        let lo = 6000 + (j % 50_000) as u16;
+        let pkt = match i % 5 {
+            0 => udp_pkt(
+                [10, 1, (i >> 8) as u8, i as u8],
+                [10, 200, 0, 2],
+                4000,
+                5001,
+            ),
+            2 => tcp_pkt([10, 200, 0, 1], [10, 200, 0, 2], 4000, lo, 0x02),
+            _ => udp_pkt([10, 200, 0, 1], [10, 200, 0, 2], 4000, lo),
+        };
+        agrees(&env, &l, &p, &pkt, &format!("rule {i}")).unwrap();
+        // every one of them is some rule's (a port range's, for the shapes that do not hold
+        // the packet): dropped
+        let (ret, _) = l.run(&env, &pkt);
+        assert_eq!(ret, 0, "rule {i}");
+    }
+}

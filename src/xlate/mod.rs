@@ -25,7 +25,7 @@ pub fn compile(
     let out = emitter::codegen::compile_output(program, layout, options)?;
     Ok(emitter::codegen::Output {
         code: prune_unreachable(out.code)?,
-        maps: out.maps,
+        ..out
     })
 }
 
@@ -39,12 +39,19 @@ pub const MAX_SEGMENTS: usize = 32;
 /// under its limit of 1,000,000 processed instructions on every kernel of the matrix.
 pub const SEGMENT_INSNS: usize = 300_000;
 
-/// [`compile`] for a hook whose program may be too large for the verifier: the entry chain
-/// split into up to [`MAX_SEGMENTS`] programs of consecutive rules and at most `max_insns`
-/// instructions ([`SEGMENT_INSNS`] for the kernel), each with every user chain it calls,
-/// each but the last tail-calling slot `first_slot + i` of the Segments map (which must hold
-/// segment `i + 1`) where its rules run out. A RETURN in any of them applies the policy, as
-/// at the end of the last. In chain order; one program when it fits.
+/// [`compile`] for a hook whose program may be too large for the verifier, or too large for
+/// its rules to keep their fast form: the entry chain split into up to [`MAX_SEGMENTS`]
+/// programs of consecutive rules and at most `max_insns` instructions ([`SEGMENT_INSNS`] for
+/// the kernel), each with every user chain it calls, each but the last tail-calling slot
+/// `first_slot + i` of the Segments map (which must hold segment `i + 1`) where its rules run
+/// out. A RETURN in any of them applies the policy, as at the end of the last. In chain order;
+/// one program when it fits.
+///
+/// The verifier's pending-branch limit is per program: past it, multi-test rules are compiled
+/// branch free, every test run for every packet (`Output::combined`; several times a split
+/// rule's cost, and past ten thousand such rules the code no longer stays in the CPU's
+/// caches). So a chain is also split while that lowers the number of such rules: each segment
+/// has its own budget. A tail call costs a packet a few nanoseconds.
 pub fn compile_segments(
     program: &ir::Program,
     layout: &emitter::KernelLayout,
@@ -52,10 +59,21 @@ pub fn compile_segments(
     first_slot: u32,
     max_insns: usize,
 ) -> Result<Vec<emitter::codegen::Output>, emitter::EmitError> {
-    let size = match compile(program, layout, options) {
-        Ok(out) if out.code.slot_count() <= max_insns => return Ok(vec![out]),
-        Ok(out) => out.code.slot_count(),
-        Err(emitter::EmitError::TooLarge { insns }) => insns,
+    use emitter::codegen::Output;
+    let fits = |outs: &[Output]| outs.iter().all(|o| o.code.slot_count() <= max_insns);
+    let combined = |outs: &[Output]| outs.iter().map(|o| o.combined).sum::<usize>();
+    // a budget of 0 (tests) asks for branch-free rules: no splitting for them
+    let splits_help = options.split && options.pending_budget > 0;
+    let (size, mut best) = match compile(program, layout, options) {
+        Ok(out) => {
+            let size = out.code.slot_count();
+            let outs = vec![out];
+            if fits(&outs) && (combined(&outs) == 0 || !splits_help) {
+                return Ok(outs);
+            }
+            (size, fits(&outs).then_some(outs))
+        }
+        Err(emitter::EmitError::TooLarge { insns }) => (insns, None),
         Err(e) => return Err(e),
     };
     let rules = program
@@ -65,12 +83,23 @@ pub fn compile_segments(
     let mut pieces = size.div_ceil(max_insns).max(2);
     while pieces <= MAX_SEGMENTS.min(rules) {
         match compile_split(program, layout, options, first_slot, pieces) {
-            Ok(outs) if outs.iter().all(|o| o.code.slot_count() <= max_insns) => return Ok(outs),
-            Ok(_) | Err(emitter::EmitError::TooLarge { .. }) => pieces *= 2,
+            Ok(outs) if fits(&outs) => {
+                let before = best.as_deref().map_or(usize::MAX, combined);
+                if combined(&outs) == 0 || !splits_help {
+                    return Ok(outs);
+                }
+                if combined(&outs) >= before {
+                    // more segments no longer help (a large user chain, say)
+                    break;
+                }
+                best = Some(outs);
+            }
+            Ok(_) | Err(emitter::EmitError::TooLarge { .. }) => {}
             Err(e) => return Err(e),
         }
+        pieces *= 2;
     }
-    Err(emitter::EmitError::TooLarge { insns: size })
+    best.ok_or(emitter::EmitError::TooLarge { insns: size })
 }
 
 /// The entry chain of `program` in `pieces` programs of consecutive rules (as even as they

@@ -1181,7 +1181,8 @@ impl Report {
         out.extend(self.change_and_scale_rows(b));
         let max_n = self.counts.iter().copied().max().unwrap_or(0);
         if self.segment_bounds().len() >= 2 {
-            for k in self.target_kinds() {
+            // every kind: a cliff is a cliff whatever rules show it
+            for k in &self.kinds {
                 let Some(bs) = self.series(b, *k) else {
                     continue;
                 };

@@ -81,6 +81,7 @@ impl Generator<'_> {
             return self.rule_split(rule, tests, frame, next);
         }
         let continues = if !never && combinable(tests) && self.pending >= self.budget {
+            self.combined += usize::from(tests.len() > 1);
             self.rule_combined(rule, tests, frame, next)?
         } else {
             self.rule_inline(rule, tests, frame, next)?

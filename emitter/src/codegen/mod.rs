@@ -155,6 +155,8 @@ struct Generator<'a> {
     /// estimate of the branches the verifier keeps pending while it walks the chains
     pending: usize,
     budget: usize,
+    /// rules compiled branch free because the pending budget ran out
+    combined: usize,
     split: bool,
     access: PacketAccess,
     force_slow: bool,
@@ -231,6 +233,9 @@ pub struct Output {
     pub code: Compiled,
     /// hash maps of the rule runs, to create and fill before loading
     pub maps: Vec<MapSpec>,
+    /// rules compiled branch free past the pending-branch budget (every test runs for every
+    /// packet: see "Rule forms"); a program split in more segments has a budget per segment
+    pub combined: usize,
 }
 
 /// Compile `p` for the running kernel described by `layout`, without rule runs (the program
@@ -292,6 +297,7 @@ pub fn compile_output(
         called: BTreeSet::new(),
         pending: 0,
         budget: opts.pending_budget,
+        combined: 0,
         split: opts.split,
         access: opts.access,
         force_slow: opts.force_slow_path,
@@ -330,7 +336,11 @@ pub fn compile_output(
     if n > MAX_INSNS {
         return Err(EmitError::TooLarge { insns: n });
     }
-    Ok(Output { code: c, maps })
+    Ok(Output {
+        code: c,
+        maps,
+        combined: g.combined,
+    })
 }
 
 #[cfg(test)]
