@@ -76,8 +76,9 @@ impl Generator<'_> {
         let splittable =
             !never && lead_of(tests).is_some() && (combinable(tests) || tests.len() == 1);
         if self.split && splittable && self.pending < self.budget {
-            // the out-of-line part waits (one branch) while the rest of the chain is walked
-            self.pending += 1;
+            // the out-of-line part waits (one branch per lead jump) while the rest of the
+            // chain is walked
+            self.pending += if port_lead(tests).is_some() { 2 } else { 1 };
             return self.rule_split(rule, tests, frame, next);
         }
         let continues = if !never && combinable(tests) && self.pending >= self.budget {
@@ -1256,13 +1257,37 @@ impl Generator<'_> {
         frame: &mut Frame,
         next: Label,
     ) -> Result<bool, EmitError> {
-        let (i, lead) = lead_of(tests).ok_or(EmitError::Unsupported {
-            what: "split rule without a lead test",
-        })?;
         let cold = self.b.label();
-        single_jump(&mut self.b, &lead, true, cold)?;
         let mut rest = tests.to_vec();
-        rest.remove(i);
+        if let Some((field, range, kind)) = port_lead(tests) {
+            // the port in range, or the guard's hotdrop: the rule may match or hotdrop, the
+            // body decides (every test); else it fails whatever its other tests say
+            let b = &mut self.b;
+            extract(b, Reg::R1, Field::port(field));
+            if range.lo != 0 {
+                b.emit(alu32(AluOp::Sub, Reg::R1, Src::Imm(i32::from(range.lo))));
+            }
+            b.jmp32(
+                JmpOp::Jle,
+                Reg::R1,
+                Src::Imm(i32::from(range.hi - range.lo)),
+                cold,
+            );
+            b.emit(mov64(Reg::R1, Src::Reg(Reg::R9)));
+            b.emit(alu64(
+                AluOp::Rsh,
+                Reg::R1,
+                Src::Imm(packed::GUARD_SHIFT + 2 * kind + 1),
+            ));
+            b.emit(alu64(AluOp::And, Reg::R1, Src::Imm(1)));
+            b.jmp64(JmpOp::Jne, Reg::R1, Src::Imm(0), cold);
+        } else {
+            let (i, lead) = lead_of(tests).ok_or(EmitError::Unsupported {
+                what: "split rule without a lead test",
+            })?;
+            single_jump(&mut self.b, &lead, true, cold)?;
+            rest.remove(i);
+        }
         frame.cold_slots += 16 + 12 * rest.len();
         frame.cold.push(Cold {
             label: cold,
@@ -1272,6 +1297,30 @@ impl Generator<'_> {
             tests: rest,
         });
         Ok(true)
+    }
+}
+
+/// The lead of a split rule that begins `-p P`, P's transport guard and a port test (one port
+/// or a range, not inverted, not every port): (the port's record field, its range, the guard's
+/// kind in the packed guard bits). The proto test alone would send every packet of P to the
+/// rule's body, out of line; the port sends only those the rule may match, or hotdrop.
+fn port_lead(tests: &[Test]) -> Option<(i16, ir::PortRange, i32)> {
+    match *tests {
+        [Test::Proto { invert: false, .. }, Test::Guard { need, .. }, Test::Port {
+            field,
+            range,
+            invert: false,
+        }, ..]
+            if range.lo <= range.hi && (range.lo, range.hi) != (0, u16::MAX) =>
+        {
+            let kind = match need {
+                20 => 0,
+                8 => 1,
+                _ => 2,
+            };
+            Some((field, range, kind))
+        }
+        _ => None,
     }
 }
 
