@@ -1305,23 +1305,30 @@ impl Generator<'_> {
 /// kind in the packed guard bits). The proto test alone would send every packet of P to the
 /// rule's body, out of line; the port sends only those the rule may match, or hotdrop.
 fn port_lead(tests: &[Test]) -> Option<(i16, ir::PortRange, i32)> {
-    match *tests {
-        [Test::Proto { invert: false, .. }, Test::Guard { need, .. }, Test::Port {
-            field,
-            range,
-            invert: false,
-        }, ..]
-            if range.lo <= range.hi && (range.lo, range.hi) != (0, u16::MAX) =>
-        {
-            let kind = match need {
-                20 => 0,
-                8 => 1,
-                _ => 2,
-            };
-            Some((field, range, kind))
+    let [Test::Proto { invert: false, .. }, Test::Guard { need, .. }, ref rest @ ..] = *tests
+    else {
+        return None;
+    };
+    let kind = match need {
+        20 => 0,
+        8 => 1,
+        _ => 2,
+    };
+    // the first port test that can fail (`--sport` of every port is pushed first)
+    for t in rest {
+        match *t {
+            _ if constant(t) == Some(true) => {}
+            Test::Port {
+                field,
+                range,
+                invert: false,
+            } if constant(t).is_none() && range.lo <= range.hi => {
+                return Some((field, range, kind))
+            }
+            _ => return None,
         }
-        _ => None,
     }
+    None
 }
 
 /// Whether a tcpmss match fails whatever the packet once it does not hotdrop (and is not a
