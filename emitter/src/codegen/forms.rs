@@ -73,8 +73,9 @@ impl Generator<'_> {
         // A rule with a test that never matches keeps the plain form, which emits no
         // action for it (the split and combined forms would): `reaches_ret` relies on it.
         let never = tests.iter().any(|t| constant(t) == Some(false));
-        let splittable =
-            !never && lead_of(tests).is_some() && (combinable(tests) || tests.len() == 1);
+        let splittable = !never
+            && (lead_of(tests).is_some() || port_lead(tests).is_some())
+            && (combinable(tests) || tests.len() == 1);
         if self.split && splittable && self.pending < self.budget {
             // the out-of-line part waits (one branch per lead jump) while the rest of the
             // chain is walked
@@ -1259,7 +1260,7 @@ impl Generator<'_> {
     ) -> Result<bool, EmitError> {
         let cold = self.b.label();
         let mut rest = tests.to_vec();
-        if let Some((field, range, kind)) = port_lead(tests) {
+        if let Some(PortLead { field, range, kind }) = port_lead(tests) {
             // the port in range, or the guard's hotdrop: the rule may match or hotdrop, the
             // body decides (every test); else it fails whatever its other tests say
             let b = &mut self.b;
@@ -1300,11 +1301,28 @@ impl Generator<'_> {
     }
 }
 
-/// The lead of a split rule that begins `-p P`, P's transport guard and a port test (one port
-/// or a range, not inverted, not every port): (the port's record field, its range, the guard's
-/// kind in the packed guard bits). The proto test alone would send every packet of P to the
-/// rule's body, out of line; the port sends only those the rule may match, or hotdrop.
-fn port_lead(tests: &[Test]) -> Option<(i16, ir::PortRange, i32)> {
+/// The lead of a split rule that begins `-p P` (in IPv6 after the walk's guard), P's
+/// transport guard and a port test (one port or a range, not inverted, not every port). The
+/// proto test alone would send every packet of P to the rule's body, out of line; the port
+/// sends only those the rule may match, or hotdrop.
+///
+/// The IPv6 walk's hotdrop needs no jump of its own: a failed walk leaves the transport bytes
+/// available at 1 (`access6`), which sets every guard's hotdrop bit, so the lead goes to the
+/// body, whose walk guard hotdrops first.
+#[derive(Debug, Clone, Copy)]
+struct PortLead {
+    /// the port's record field
+    field: i16,
+    range: ir::PortRange,
+    /// the guard's kind in the packed guard bits
+    kind: i32,
+}
+
+fn port_lead(tests: &[Test]) -> Option<PortLead> {
+    let tests = match tests {
+        [Test::WalkGuard, rest @ ..] => rest,
+        _ => tests,
+    };
     let [Test::Proto { invert: false, .. }, Test::Guard { need, .. }, ref rest @ ..] = *tests
     else {
         return None;
@@ -1323,7 +1341,7 @@ fn port_lead(tests: &[Test]) -> Option<(i16, ir::PortRange, i32)> {
                 range,
                 invert: false,
             } if constant(t).is_none() && range.lo <= range.hi => {
-                return Some((field, range, kind))
+                return Some(PortLead { field, range, kind })
             }
             _ => return None,
         }
