@@ -1,6 +1,7 @@
 //! Command-line front ends: the iptables wrappers and the daemon's query commands.
 
 use std::ffi::OsString;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -117,11 +118,11 @@ fn preload_path() -> Result<PathBuf> {
 pub fn exec_legacy(binary: &str, socket: &Path, pass: PassThrough) -> Result<ExitCode> {
     // A daemon that is starting or restarting is waited for (a bounded time), as iptables
     // waits for nothing against the kernel.
-    match libbpfilter::connect_waiting(socket) {
+    let connection = match libbpfilter::connect_waiting(socket) {
+        Ok(stream) => Some(stream),
         // A caller the socket refuses (not root) gets iptables' own "Permission denied (you
         // must be root)", exactly as against the kernel; only a missing daemon gets our line.
-        Ok(_) => {}
-        Err(err) if err.errno() == libc::EPERM => {}
+        Err(err) if err.errno() == libc::EPERM => None,
         Err(err) => {
             // On a kernel bpfilter cannot run on, the daemon refused to start: say why, not
             // only that it is absent.
@@ -131,19 +132,48 @@ pub fn exec_legacy(binary: &str, socket: &Path, pass: PassThrough) -> Result<Exi
             }
             return Ok(ExitCode::FAILURE);
         }
-    }
+    };
     let preload = preload_path()?;
     let mut ld_preload = OsString::from(&preload);
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         ld_preload.push(":");
         ld_preload.push(old);
     }
-    let err = Command::new(binary)
+    let mut command = Command::new(find_in_path(binary));
+    command
+        .arg0(binary)
         .args(&pass.args)
         .env("LD_PRELOAD", ld_preload)
-        .env("BPFILTER_SOCKET", socket)
-        .exec();
+        .env(libbpfilter::SOCKET_ENV, socket);
+    // The connection just opened serves the program's calls too (one accept less for the
+    // daemon): it stays open across the exec, and the preloaded library takes it over.
+    if let Some(stream) = connection {
+        let fd = std::os::fd::OwnedFd::from(stream);
+        nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .context("keeping the daemon connection open across exec")?;
+        command.env(libbpfilter::CONNECTION_ENV, fd.as_raw_fd().to_string());
+        // open until the exec, and then the program's
+        std::mem::forget(fd);
+    }
+    let err = command.exec();
     bail!("cannot run {binary}: {err}")
+}
+
+/// `binary`'s path in `PATH`, found as execvp would, but by looking rather than by trying to
+/// run it in every directory before its own (each failed exec costs more than a stat); `binary`
+/// itself if it is not found (the exec then says why).
+fn find_in_path(binary: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(binary))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| PathBuf::from(binary))
 }
 
 /// As [`exec_legacy`], for this executable called as `iptables` or `ip6tables` (or their

@@ -35,9 +35,14 @@
 //! refused our credentials) and one line on stderr, once per process, naming the socket.
 //!
 //! No panic crosses the FFI boundary (`catch_unwind`; a caught panic is `-1`/EIO). The state
-//! kept between calls is the resolved libc symbols, the "already warned" flag and the table of
+//! kept between calls is the resolved libc symbols, the "already warned" flag, the table of
 //! open recent files (one mutex, never held across a call to the daemon or to an interposed
-//! function), so it is thread safe; a fork copies the table with the fds it lists.
+//! function), and the connection to the daemon (one mutex, held across its calls only; a
+//! call that finds it held opens its own), so it is thread safe; a fork copies the table with
+//! the fds it lists, and the child opens its own connection.
+//!
+//! One connection serves the process's calls (an iptables command makes three to six), the
+//! one the `bpfilter iptables` wrapper opened if it handed it over ([`libbpfilter::CONNECTION_ENV`]).
 //!
 //! # Recent files
 //! The kernel's `xt_recent` shows each list of a namespace as `/proc/net/xt_recent/NAME`; the
@@ -76,6 +81,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use libbpfilter::wire::{MAX_OPTVAL, MAX_RECENT_NAME, MAX_RECENT_WRITE};
 use libbpfilter::{Client, ClientError, Family};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::UnixStream;
 
 /// Level of the IPv4 table sockopts.
 const SOL_IP: c_int = libc::IPPROTO_IP;
@@ -206,6 +213,128 @@ fn set_errno(e: c_int) {
 fn errno() -> c_int {
     // SAFETY: as in set_errno; reading this thread's errno.
     unsafe { *libc::__errno_location() }
+}
+
+/// The process's connection to the daemon, kept between calls (see [`Client`]).
+static CLIENT: Mutex<Option<Kept>> = Mutex::new(None);
+
+/// The kept connection, with what it takes to know it is still ours.
+struct Kept {
+    /// The process that opened it: a forked child never writes on its parent's connection.
+    pid: u32,
+    client: Client,
+    /// Device and inode of the kept connection's socket when it was last used: a program may
+    /// have closed that fd number and opened something else there.
+    id: Option<(libc::dev_t, libc::ino_t)>,
+}
+
+/// The connection the `bpfilter iptables` wrapper opened (to see that the daemon is up) and
+/// handed over across its exec, adopted when the library loads; -1 if none.
+static HANDED_OVER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Runs `call` on the process's connection to the daemon, opening one if needed. A call made
+/// while the connection is in use (a signal handler's, or another thread's: iptables makes
+/// neither) gets a connection of its own.
+fn with_client<T>(
+    call: impl FnOnce(&mut Client) -> Result<T, ClientError>,
+) -> Result<T, ClientError> {
+    let mut kept = match CLIENT.try_lock() {
+        Ok(guard) => guard,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            return Client::connect().and_then(|mut c| call(&mut c))
+        }
+    };
+    let pid = std::process::id();
+    let reusable = match kept.as_mut() {
+        Some(k) if k.pid == pid => {
+            if k.client.kept().map(|s| fd_id(s.as_raw_fd())) != Some(k.id) {
+                // closed or replaced by the program: that fd is no longer ours
+                k.client.disown();
+            }
+            true
+        }
+        _ => false,
+    };
+    if !reusable {
+        if let Some(mut parent) = kept.take() {
+            // the parent's connection (a fork): its fd is the parent's too, left open
+            parent.client.disown();
+        }
+        let handed = HANDED_OVER.swap(-1, Ordering::AcqRel);
+        let client = if handed >= 0 {
+            // SAFETY: checked at load to be a connection to the daemon's socket; nobody else
+            // holds it (HANDED_OVER is taken once).
+            let stream = unsafe { UnixStream::from_raw_fd(handed) };
+            Client::with_stream(libbpfilter::socket_path(), stream)
+        } else {
+            Client::connect()?
+        };
+        *kept = Some(Kept {
+            pid,
+            client,
+            id: None,
+        });
+    }
+    let Some(k) = kept.as_mut() else {
+        return Client::connect().and_then(|mut c| call(&mut c));
+    };
+    let result = call(&mut k.client);
+    // A new connection gets a high fd number, out of the way of programs (shells) that pick
+    // low ones themselves with dup2.
+    if let Some(fd) = k.client.kept().map(AsRawFd::as_raw_fd) {
+        if fd < HIGH_FD {
+            let moved = high(fd);
+            if moved != fd {
+                // SAFETY: `high` returned a new fd of the same socket and closed `fd`, which
+                // the stream must therefore not close again.
+                let stream = unsafe { UnixStream::from_raw_fd(moved) };
+                k.client.disown();
+                k.client.rekeep(stream);
+            }
+        }
+    }
+    k.id = k
+        .client
+        .kept()
+        .map(|s| fd_id(s.as_raw_fd()))
+        .unwrap_or(None);
+    result
+}
+
+/// At load: the wrapper's connection, named by [`libbpfilter::CONNECTION_ENV`], if that fd is
+/// a Unix socket connected to the daemon's socket path (an exec'd child of iptables inherits
+/// the variable, not the fd, which is made close-on-exec here).
+fn adopt_handed_over() {
+    let Some(fd) = std::env::var(libbpfilter::CONNECTION_ENV)
+        .ok()
+        .and_then(|v| v.parse::<c_int>().ok())
+        .filter(|fd| *fd > 2)
+    else {
+        return;
+    };
+    // SAFETY: a zeroed sockaddr_un of the size we pass; getpeername writes at most that much.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: as above; on a non-socket fd getpeername fails (ENOTSOCK) and nothing is taken.
+    let rc = unsafe { libc::getpeername(fd, (&raw mut addr).cast(), &mut len) };
+    if rc != 0 || c_int::from(addr.sun_family) != libc::AF_UNIX {
+        return;
+    }
+    let path: Vec<u8> = addr
+        .sun_path
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    use std::os::unix::ffi::OsStrExt;
+    if path.as_slice() != libbpfilter::socket_path().as_os_str().as_bytes() {
+        return;
+    }
+    // SAFETY: F_SETFD on an fd of ours.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0 {
+        HANDED_OVER.store(fd, Ordering::Release);
+    }
 }
 
 /// Prints the error once per process (the one-line message iptables users see first).
@@ -414,8 +543,7 @@ unsafe fn forward_get(
         Vec::new()
     };
     let saved = errno();
-    let result =
-        Client::connect().and_then(|mut c| c.sockopt_get(family, optname as u32, &input, len));
+    let result = with_client(|c| c.sockopt_get(family, optname as u32, &input, len));
     match result {
         Ok(payload) => {
             let n = payload.len().min(len_in);
@@ -539,7 +667,7 @@ unsafe fn forward_set(
         None
     };
     let saved = errno();
-    let result = Client::connect().and_then(|mut c| c.sockopt_set(family, optname as u32, &blob));
+    let result = with_client(|c| c.sockopt_set(family, optname as u32, &blob));
     match result {
         Ok(payload) => {
             if let Some((dst, max)) = counters_dst {
@@ -688,7 +816,7 @@ unsafe fn fopen_common(
     };
     or_eio(std::ptr::null_mut(), || {
         let saved = errno();
-        match Client::connect().and_then(|mut c| c.table_names(family)) {
+        match with_client(|c| c.table_names(family)) {
             Ok(names) => {
                 match memory_file(&libbpfilter::wire::table_names_payload(&names), cloexec) {
                     Ok(f) => {
@@ -807,7 +935,7 @@ fn needs_mode(flags: c_int) -> bool {
 /// Err: errno is set; a daemon that refuses our credentials is EACCES, what opening the
 /// kernel's 0600 file without the right gives.
 fn recent_read(name: &str) -> Result<Option<Vec<u8>>, ()> {
-    match Client::connect().and_then(|mut c| c.recent_read(name)) {
+    match with_client(|c| c.recent_read(name)) {
         Ok(text) => Ok(Some(text)),
         Err(ClientError::Daemon {
             errno: libc::ENOENT,
@@ -999,7 +1127,7 @@ fn replay(name: &str, shadow: c_int, id: (libc::dev_t, libc::ino_t), fd: Option<
                 unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
             }
         };
-        match Client::connect().and_then(|mut c| c.recent_write(name, data)) {
+        match with_client(|c| c.recent_write(name, data)) {
             // A `+`/`-` moved the kernel's offset: further writes are ESPIPE, as the memfd's
             // offset, past these bytes, already says.
             Ok(_) if data[0] != b'/' => {}
@@ -1104,7 +1232,7 @@ unsafe fn write_recent(
         set_errno(libc::ESPIPE);
         return -1;
     }
-    match Client::connect().and_then(|mut c| c.recent_write(&file.name, &data)) {
+    match with_client(|c| c.recent_write(&file.name, &data)) {
         Ok(written) => {
             let written = written.min(n);
             if data[0] != b'/' {
@@ -1658,6 +1786,7 @@ static ADOPT_INHERITED: extern "C" fn() = adopt_inherited;
 static REPLAY_AT_EXIT: extern "C" fn() = replay_at_exit;
 
 extern "C" fn adopt_inherited() {
+    quietly(adopt_handed_over);
     quietly(|| {
         let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
             return;

@@ -111,7 +111,10 @@ impl FakeDaemon {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                serve(&conn, &*responder, &seen2);
+                // Each connection on its own thread, as the daemon serves them: a process
+                // keeps its connection open between calls.
+                let (responder, seen) = (responder.clone(), seen2.clone());
+                std::thread::spawn(move || serve(&conn, &*responder, &seen));
             }
         });
         FakeDaemon {
@@ -890,6 +893,29 @@ fn recent_files_are_the_daemons() {
         == Request::RecentRead {
             name: "nosuch".into()
         }));
+}
+
+#[test]
+fn a_connection_the_program_replaced_is_not_used() {
+    let d = recent_daemon("replaced");
+    // The open asks the daemon, which leaves the process's connection at fd 256 (the first
+    // high one); the program then puts /dev/null there, as dup2 lets any program do.
+    let script = r#"
+use POSIX;
+my $fd = POSIX::open("/proc/net/xt_recent/ssh", O_WRONLY);
+my $null = POSIX::open("/dev/null", O_WRONLY);
+print "dup2=", (POSIX::dup2($null, 256) // "e" . ($! + 0)), "\n";
+print "write=", (POSIX::write($fd, "+9.9.9.8\n", 9) // "e" . ($! + 0)), "\n";
+"#;
+    let out = preloaded(&d.path, "perl", &["-e", script]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        "dup2=256\nwrite=9\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(recent_writes(&d), ["ssh:+9.9.9.8\n"]);
 }
 
 #[test]
