@@ -552,7 +552,7 @@ mod in_namespace_pairs {
             sh(&format!(
                 "ip netns exec {} python3 -c 'import socket,time\n\
                  s=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-                 s.bind((\"::\", 80)); s.listen(16); time.sleep(60)' >/dev/null 2>&1 &",
+                 s.bind((\"::\", 80)); s.listen(16); time.sleep(240)' >/dev/null 2>&1 &",
                 t.name
             ));
         }

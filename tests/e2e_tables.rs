@@ -74,7 +74,7 @@ fn whole_rulesets_with_every_table_apply_save_and_filter_as_the_kernels() {
         sh(&format!(
             "ip netns exec {} python3 -c 'import socket,time\n\
              s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"0.0.0.0\", 80)); s.listen(8)\n\
-             time.sleep(60)' >/dev/null 2>&1 &",
+             time.sleep(240)' >/dev/null 2>&1 &",
             t.name
         ));
     }

@@ -63,7 +63,7 @@ fn stateful_rules_and_rejects_answer_as_the_kernel_does() {
         sh(&format!(
             "ip netns exec {} python3 -c 'import socket,time\n\
              for port in (80, 22):\n    s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"0.0.0.0\", port)); s.listen(16)\n    globals()[\"s%d\" % port] = s\n\
-             time.sleep(60)' >/dev/null 2>&1 &",
+             time.sleep(240)' >/dev/null 2>&1 &",
             t.name
         ));
     }

@@ -109,6 +109,12 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // The processes a test left in the namespace (listeners sleeping out their time)
+        // would keep it, and the rules bpfilter attached there, alive after the test.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ip netns pids {} | xargs -r kill", self.name))
+            .output();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
@@ -176,11 +182,12 @@ pub fn spawn_in<T: Send + 'static>(
     })
 }
 
-/// Waits (up to 20 s: the emulated kernels of the matrix are slow) until a TCP socket listens
-/// on `port` in namespace `ns`.
+/// Waits (up to 60 s: in the matrix's emulated kernels, two guests sharing two CPUs, a
+/// python3 listener took over 20 s to start) until a TCP socket listens on `port` in
+/// namespace `ns`.
 pub fn wait_listening(ns: &str, port: u16) {
     let want = format!(":{port:04X} ");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let tcp = sh(&format!(
             "ip netns exec {ns} cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true"

@@ -41,7 +41,8 @@ while read -r name _ mode; do
   modes[$name]=$mode
   starts[$name]=$(date +%s)
   # A run takes 2-6 minutes; a hung guest must not eat the CI budget (30 minutes in all).
-  "$here/guest.sh" --timeout 600 --env CI="${CI:-}" --env BPFILTER_TESTS="$tests" --env RUST_BACKTRACE=1 \
+  "$here/guest.sh" --timeout 600 --console "$out/$name.console" --env CI="${CI:-}" \
+    --env BPFILTER_TESTS="$tests" --env RUST_BACKTRACE=1 \
     "$name" -- tools/kernels/suites.sh "$mode" > "$log" 2>&1 &
   pids[$name]=$!
 done < "$here/matrix"
@@ -56,7 +57,15 @@ for name in "${names[@]}"; do
   cat "$log"
   release="$(cat "${KERNEL_CACHE:-/var/cache/bpfilter/kernels}/$name/release")"
   strategy="$(sed -n 's/.*strategy: \([a-z]*\).*/\1/p' "$log" | head -1)"
-  if (( rc == 0 )); then verdict=passed; else verdict="FAILED (exit $rc)"; failed=1; fi
+  if (( rc == 0 )); then
+    verdict=passed
+  else
+    verdict="FAILED (exit $rc)"
+    failed=1
+    # what the guest's kernel said (an oops, a hung task) decides between our bug and its
+    echo "== kernel $name: the end of its console ($out/$name.console)"
+    tail -n 80 "$out/$name.console" 2>/dev/null || true
+  fi
   echo "$name $release ${modes[$name]}: $verdict in ${secs}s${strategy:+, strategy $strategy}" >> "$summary"
   grep -ho 'MATRIX .*' "$log" | sed "s/^MATRIX /  /" >> "$summary" || true
 done
