@@ -989,6 +989,14 @@ fn load_output(
 /// Keeps a replaced generation's segment array open through a grace period, off the command
 /// path: the kernel empties a PROG_ARRAY once no file refers to it, and a packet still in the
 /// old programs must find its next segment.
+/// Threads that load programs in parallel: the CPUs this process may use, read once (the
+/// standard library reads the cgroup's CPU quota files each time it is asked, a few opens on
+/// every change otherwise).
+fn load_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 fn retire_segments(map: Map) {
     std::thread::spawn(move || {
         synchronize_programs();
@@ -1131,8 +1139,7 @@ impl Generation {
                     placed.push((hook, j, parts, first));
                 }
             }
-            let threads = std::thread::available_parallelism().map_or(1, usize::from);
-            let loaded = sys::run_parallel(jobs, threads);
+            let loaded = sys::run_parallel(jobs, load_threads());
             let mut programs = Vec::new();
             for (hook, prev, prog, stats) in kept {
                 // The same program: pinned again here, with its lookup maps.
