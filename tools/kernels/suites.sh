@@ -27,8 +27,7 @@ run)
   "$(exe bpfilter)" --test-threads=1 --nocapture --exact probe::tests::probe_running_kernel
   step "datapath test runs"
   "$(exe datapath)" --test-threads=1 --nocapture kernel_scale table_of_expectations jumps_gotos_returns \
-    rule_runs_table runs_with_classes_table long_chains_are_split_before_their_rules_turn_branch_free \
-    deep_inlined_return_from_cold_block \
+    rule_runs_table runs_with_classes_table deep_inlined_return_from_cold_block \
     connection_state_without_an_entry \
     events_reach_the_ring_buffer a_full_ring_buffer_counts_its_losses log_with_every_flag_loads \
     limit_takes_credits_as_limit_mt limit_is_taken_in_the_kernels_order \

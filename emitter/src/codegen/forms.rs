@@ -73,15 +73,14 @@ impl Generator<'_> {
         // A rule with a test that never matches keeps the plain form, which emits no
         // action for it (the split and combined forms would): `reaches_ret` relies on it.
         let never = tests.iter().any(|t| constant(t) == Some(false));
-        let port = port_lead(tests);
         let splittable = !never
-            && (lead_of(tests).is_some() || port.is_some())
+            && (lead_of(tests).is_some() || port_lead(tests).is_some())
             && (combinable(tests) || tests.len() == 1);
         if self.split && splittable && self.pending < self.budget {
             // the out-of-line part waits (one branch per lead jump) while the rest of the
             // chain is walked
-            self.pending += if port.is_some() { 2 } else { 1 };
-            return self.rule_split(rule, tests, port, frame, next);
+            self.pending += if port_lead(tests).is_some() { 2 } else { 1 };
+            return self.rule_split(rule, tests, frame, next);
         }
         let continues = if !never && combinable(tests) && self.pending >= self.budget {
             self.combined += usize::from(tests.len() > 1);
@@ -242,9 +241,14 @@ impl Generator<'_> {
                         b.emit(alu64(AluOp::Lsh, R1, Src::Imm(1)));
                         b.emit(alu64(AluOp::Or, R2, Src::Reg(R1)));
                     } else if let Test::Guard { need, .. } = *t {
+                        let k = match need {
+                            20 => 0,
+                            8 => 1,
+                            _ => 2,
+                        };
                         let b = &mut self.b;
                         b.emit(mov64(R2, Src::Reg(R9)));
-                        b.emit(alu64(AluOp::Rsh, R2, Src::Imm(guard_bits(need))));
+                        b.emit(alu64(AluOp::Rsh, R2, Src::Imm(packed::GUARD_SHIFT + 2 * k)));
                         b.emit(alu64(AluOp::And, R2, Src::Imm(3)));
                     }
                     let b = &mut self.b;
@@ -1251,13 +1255,12 @@ impl Generator<'_> {
         &mut self,
         rule: &ir::Rule,
         tests: &[Test],
-        port: Option<PortLead>,
         frame: &mut Frame,
         next: Label,
     ) -> Result<bool, EmitError> {
         let cold = self.b.label();
         let mut rest = tests.to_vec();
-        if let Some(PortLead { field, range, bits }) = port {
+        if let Some(PortLead { field, range, kind }) = port_lead(tests) {
             // the port in range, or the guard's hotdrop: the rule may match or hotdrop, the
             // body decides (every test); else it fails whatever its other tests say
             let b = &mut self.b;
@@ -1271,10 +1274,14 @@ impl Generator<'_> {
                 Src::Imm(i32::from(range.hi - range.lo)),
                 cold,
             );
-            // bit 1 of the guard's bits: hotdrop
             b.emit(mov64(Reg::R1, Src::Reg(Reg::R9)));
-            b.emit(alu64(AluOp::Rsh, Reg::R1, Src::Imm(bits)));
-            b.jmp64(JmpOp::Jset, Reg::R1, Src::Imm(2), cold);
+            b.emit(alu64(
+                AluOp::Rsh,
+                Reg::R1,
+                Src::Imm(packed::GUARD_SHIFT + 2 * kind + 1),
+            ));
+            b.emit(alu64(AluOp::And, Reg::R1, Src::Imm(1)));
+            b.jmp64(JmpOp::Jne, Reg::R1, Src::Imm(0), cold);
         } else {
             let (i, lead) = lead_of(tests).ok_or(EmitError::Unsupported {
                 what: "split rule without a lead test",
@@ -1307,19 +1314,8 @@ struct PortLead {
     /// the port's record field
     field: i16,
     range: ir::PortRange,
-    /// where the guard's bits start in r9 ([`guard_bits`])
-    bits: i32,
-}
-
-/// Where the packed status bits of the transport guard needing `need` bytes start in r9
-/// (kinds tcp, 8 bytes, 4 bytes: bit 0 no match, bit 1 hotdrop).
-fn guard_bits(need: i32) -> i32 {
-    let kind = match need {
-        20 => 0,
-        8 => 1,
-        _ => 2,
-    };
-    packed::GUARD_SHIFT + 2 * kind
+    /// the guard's kind in the packed guard bits
+    kind: i32,
 }
 
 fn port_lead(tests: &[Test]) -> Option<PortLead> {
@@ -1331,7 +1327,11 @@ fn port_lead(tests: &[Test]) -> Option<PortLead> {
     else {
         return None;
     };
-    let bits = guard_bits(need);
+    let kind = match need {
+        20 => 0,
+        8 => 1,
+        _ => 2,
+    };
     // the first port test that can fail (`--sport` of every port is pushed first)
     for t in rest {
         match *t {
@@ -1341,7 +1341,7 @@ fn port_lead(tests: &[Test]) -> Option<PortLead> {
                 range,
                 invert: false,
             } if constant(t).is_none() && range.lo <= range.hi => {
-                return Some(PortLead { field, range, bits })
+                return Some(PortLead { field, range, kind })
             }
             _ => return None,
         }

@@ -365,16 +365,11 @@ fn lookups(tests: &[Test], keys: &[usize], first_map: u32) -> Vec<Lookup> {
 /// with those keys (with classes: its index in the run, then the slot).
 fn run_maps(rules: &[ir::Rule], tests: &[Vec<Test>], run: &Run) -> Vec<MapSpec> {
     let ordered = run.classes.len() > 1;
-    // the rules of each class, in order, in one pass
-    let mut members = vec![Vec::new(); run.classes.len()];
-    for (r, t) in tests.iter().enumerate() {
-        let class = class_of(t, &run.keys);
-        if let Some(c) = run.classes.iter().position(|k| *k == class) {
-            members[c].push(r);
-        }
-    }
     let mut maps = Vec::with_capacity(run.classes.len() * run.lookups.len());
-    for (class, members) in run.classes.iter().zip(&members) {
+    for class in &run.classes {
+        let members: Vec<usize> = (0..rules.len())
+            .filter(|&r| class_of(&tests[r], &run.keys) == *class)
+            .collect();
         for l in &run.lookups {
             let keys = &run.keys[..l.keys];
             let key_size: usize = class[..l.keys].iter().map(|k| k.width()).sum();
@@ -382,7 +377,7 @@ fn run_maps(rules: &[ir::Rule], tests: &[Vec<Test>], run: &Run) -> Vec<MapSpec> 
             seen.reserve(members.len());
             let mut map = MapSpec::new(key_size as u32, if ordered { 8 } else { 4 });
             let mut k = Vec::with_capacity(MAX_KEY_BYTES);
-            for &r in members {
+            for &r in &members {
                 k.clear();
                 key_bytes(&tests[r], keys, &mut k);
                 if seen.insert(key_number(&k)) {
