@@ -1,7 +1,7 @@
 //! Command-line front ends: the iptables wrappers and the daemon's query commands.
 
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
+use std::os::fd::IntoRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -148,15 +148,14 @@ pub fn exec_legacy(binary: &str, socket: &Path, pass: PassThrough) -> Result<Exi
     // The connection just opened serves the program's calls too (one accept less for the
     // daemon): it stays open across the exec, and the preloaded library takes it over.
     if let Some(stream) = connection {
-        let fd = std::os::fd::OwnedFd::from(stream);
+        // open until the exec, and then the program's
+        let fd = stream.into_raw_fd();
         nix::fcntl::fcntl(
-            fd.as_raw_fd(),
+            fd,
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
         )
         .context("keeping the daemon connection open across exec")?;
-        command.env(libbpfilter::CONNECTION_ENV, fd.as_raw_fd().to_string());
-        // open until the exec, and then the program's
-        std::mem::forget(fd);
+        command.env(libbpfilter::CONNECTION_ENV, fd.to_string());
     }
     let err = command.exec();
     bail!("cannot run {binary}: {err}")

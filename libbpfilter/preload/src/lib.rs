@@ -246,38 +246,34 @@ fn with_client<T>(
         }
     };
     let pid = std::process::id();
-    let reusable = match kept.as_mut() {
-        Some(k) if k.pid == pid => {
+    if let Some(mut parent) = kept.take_if(|k| k.pid != pid) {
+        // the parent's connection (a fork): its fd is the parent's too, left open
+        parent.client.disown();
+    }
+    let k = match kept.as_mut() {
+        Some(k) => {
             if k.client.kept().map(|s| fd_id(s.as_raw_fd())) != Some(k.id) {
                 // closed or replaced by the program: that fd is no longer ours
                 k.client.disown();
             }
-            true
+            k
         }
-        _ => false,
-    };
-    if !reusable {
-        if let Some(mut parent) = kept.take() {
-            // the parent's connection (a fork): its fd is the parent's too, left open
-            parent.client.disown();
+        None => {
+            let handed = HANDED_OVER.swap(-1, Ordering::AcqRel);
+            let client = if handed >= 0 {
+                // SAFETY: checked at load to be a connection to the daemon's socket; nobody
+                // else holds it (HANDED_OVER is taken once).
+                let stream = unsafe { UnixStream::from_raw_fd(handed) };
+                Client::with_stream(libbpfilter::socket_path(), stream)
+            } else {
+                Client::connect()?
+            };
+            kept.insert(Kept {
+                pid,
+                client,
+                id: None,
+            })
         }
-        let handed = HANDED_OVER.swap(-1, Ordering::AcqRel);
-        let client = if handed >= 0 {
-            // SAFETY: checked at load to be a connection to the daemon's socket; nobody else
-            // holds it (HANDED_OVER is taken once).
-            let stream = unsafe { UnixStream::from_raw_fd(handed) };
-            Client::with_stream(libbpfilter::socket_path(), stream)
-        } else {
-            Client::connect()?
-        };
-        *kept = Some(Kept {
-            pid,
-            client,
-            id: None,
-        });
-    }
-    let Some(k) = kept.as_mut() else {
-        return Client::connect().and_then(|mut c| call(&mut c));
     };
     let result = call(&mut k.client);
     // A new connection gets a high fd number, out of the way of programs (shells) that pick
