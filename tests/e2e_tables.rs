@@ -87,8 +87,8 @@ fn whole_rulesets_with_every_table_apply_save_and_filter_as_the_kernels() {
         "udp:10.9.2.2:53",
         "udp:10.9.2.2:4444",
     ];
-    let (kres, _) = probe(&k.sender, &probes);
-    let (bres, _) = probe(&b.sender, &probes);
+    let kres = probe(&k.sender, &probes);
+    let bres = probe(&b.sender, &probes);
     assert_eq!(
         bres, kres,
         "the sender sees different answers (left: bpfilter)"

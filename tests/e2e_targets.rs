@@ -5,10 +5,12 @@
 
 mod common;
 
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::kmsg::{kmsg_lines_since, kmsg_next_seq, normalize, LogAllNetns};
+use common::kmsg::{kmsg_lines_since, kmsg_next_seq, normalize};
 use common::{probe, topology, Daemon, Pair, Tool, Topology};
+use test_support::log_all_netns::LogAllNetns;
 use test_support::netns::{sh, Netns};
 use test_support::privileged;
 
@@ -71,12 +73,20 @@ fn stateful_rules_and_rejects_answer_as_the_kernel_does() {
         t.wait_listening(80);
         t.wait_listening(22);
     }
-    let (kres, _) = probe(&k.sender, PROBES_IN);
-    let (bres, slowest) = probe(&b.sender, PROBES_IN);
-    assert_eq!(
-        bres, kres,
-        "the sender sees different answers (left: bpfilter)"
-    );
+    let kres = probe(&k.sender, PROBES_IN);
+    let bres = probe(&b.sender, PROBES_IN);
+    if bres != kres {
+        // which rule each side's packets met, and what the daemon did with its events
+        let listing = |out: Output| String::from_utf8_lossy(&out.stdout).into_owned();
+        let args = ["-L", "-v", "-x", "-n"];
+        panic!(
+            "the sender sees different answers\n bpfilter: {bres:?}\n   kernel: {kres:?}\n\
+             bpfilter's counters:\n{}\nthe kernel's counters:\n{}\ndaemon log:\n{}",
+            listing(d.iptables(&p.bpf, Tool::Iptables, &args, "")),
+            listing(common::kernel(&p.kernel, Tool::Iptables, &args, "")),
+            d.log()
+        );
+    }
     assert!(
         kres.iter().any(|r| r.contains("errno 111"))
             && kres.iter().any(|r| r.contains("errno 113")),
@@ -93,14 +103,10 @@ fn stateful_rules_and_rejects_answer_as_the_kernel_does() {
         kres.iter().any(|r| r.ends_with("connected")),
         "some connection must be accepted by state: {kres:?}"
     );
-    assert!(
-        slowest < 50.0,
-        "a REJECT answer took {slowest} ms through the daemon"
-    );
     // locally generated traffic rejected in OUTPUT
     let out: &[&str] = &["udp:10.9.2.2:7777", "tcp:10.9.2.2:7777"];
-    let (kout, _) = probe(&p.kernel, out);
-    let (bout, _) = probe(&p.bpf, out);
+    let kout = probe(&p.kernel, out);
+    let bout = probe(&p.bpf, out);
     assert_eq!(bout, kout, "OUTPUT rejects differ (left: bpfilter)");
     std::thread::sleep(Duration::from_millis(200));
     p.same_listing(&d);
@@ -304,14 +310,14 @@ fn rejects_while_the_daemon_is_down_get_no_late_reply() {
     let Some((mut d, fw, t)) = udp_reject_firewall("dn") else {
         return;
     };
-    let (before, _) = probe(&t.sender, &["udp:10.9.1.2:53"]);
+    let before = probe(&t.sender, &["udp:10.9.1.2:53"]);
     assert_eq!(
         before,
         ["udp:10.9.1.2:53 errno 111"],
         "answered while the daemon runs"
     );
     d.kill9();
-    let (down, _) = probe(&t.sender, &["udp:10.9.1.2:53", "udp:10.9.1.2:54"]);
+    let down = probe(&t.sender, &["udp:10.9.1.2:53", "udp:10.9.1.2:54"]);
     assert_eq!(
         down,
         ["udp:10.9.1.2:53 timeout", "udp:10.9.1.2:54 timeout"],
@@ -327,6 +333,6 @@ fn rejects_while_the_daemon_is_down_get_no_late_reply() {
         line.contains("0 replies sent") && line.contains("2 stale"),
         "the two records of the dead time are discarded, not answered: {line}"
     );
-    let (after, _) = probe(&t.sender, &["udp:10.9.1.2:55"]);
+    let after = probe(&t.sender, &["udp:10.9.1.2:55"]);
     assert_eq!(after, ["udp:10.9.1.2:55 errno 111"], "answered again");
 }

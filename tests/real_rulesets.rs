@@ -187,7 +187,7 @@ fn compare_tables(p: &Pair, d: &Daemon, rs: &Ruleset) {
 /// (INPUT) and through it to the target (FORWARD), pings both ways, and the firewall's own
 /// pings and datagrams (OUTPUT).
 fn traffic(fw: &Netns, sender: &Netns) -> Vec<String> {
-    let (mut seen, _) = probe(
+    let mut seen = probe(
         sender,
         &[
             "tcp:10.9.1.2:22",
