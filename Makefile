@@ -44,13 +44,12 @@ bpffs:
 	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 
 # Every test, unprivileged and privileged, on this machine's kernel, then the kernel matrix
-# (tools/kernels/: the privileged suites inside QEMU guests running Debian's kernels).
-# Privileged tests fail rather than skip under CI=true. The tests of a module named
-# `in_namespace_pairs` (tests/real_rulesets.rs, tests/e2e_ipv6.rs) run afterwards, four at a
-# time: each has its own daemon, namespaces and xtables lock, and mostly waits.
+# (tools/kernels/: the privileged suites inside QEMU guests running Debian's kernels), then the
+# package under systemd. Privileged tests fail rather than skip under CI=true. The host's test
+# executables run three at a time (tools/tests.sh): they mostly wait, and each has its own
+# daemon, namespaces and xtables lock.
 test: deps build
-	$(CARGO) test --release --workspace --no-fail-fast -- --test-threads=1 --skip in_namespace_pairs::
-	$(CARGO) test --release --test real_rulesets --test e2e_ipv6 -- --test-threads=4 in_namespace_pairs::
+	./tools/tests.sh
 	$(MAKE) --no-print-directory matrix
 	$(MAKE) --no-print-directory service
 

@@ -597,7 +597,8 @@ mod in_namespace_pairs {
 
     #[test]
     fn ipv6_log_lines_are_the_kernels() {
-        use common::kmsg::{kmsg_lines_since, kmsg_next_seq, normalize, LogAllNetns};
+        use common::kmsg::{kmsg_lines_since, kmsg_next_seq, normalize};
+        use test_support::log_all_netns::LogAllNetns;
         if !test_support::privileged() {
             return;
         }

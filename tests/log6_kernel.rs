@@ -22,6 +22,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
+use test_support::log_all_netns::LogAllNetns;
+
 use bpfilter::events::log::{format_line, kmsg_record, KmsgWriter};
 use emitter::event::{Event, EventBuilder, KIND_LOG};
 use ipt_abi::abi::{XT_LOG_IPOPT, XT_LOG_MACDECODE, XT_LOG_TCPOPT, XT_LOG_TCPSEQ, XT_LOG_UID};
@@ -41,34 +43,6 @@ const ARPHRD_LOOPBACK: u16 = 772;
 const HOOK_LOCAL_IN: u8 = 1;
 const HOOK_LOCAL_OUT: u8 = 3;
 const NFPROTO_IPV6: u8 = 10;
-
-/// `net.netfilter.nf_log_all_netns` set for the test, restored on drop.
-struct AllNetns {
-    old: String,
-}
-
-impl AllNetns {
-    fn set(v: &str) -> AllNetns {
-        let old = std::fs::read_to_string("/proc/sys/net/netfilter/nf_log_all_netns")
-            .unwrap()
-            .trim()
-            .to_owned();
-        sh(&format!("sysctl -q -w net.netfilter.nf_log_all_netns={v}"));
-        AllNetns { old }
-    }
-}
-
-impl Drop for AllNetns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("sysctl")
-            .args([
-                "-q",
-                "-w",
-                &format!("net.netfilter.nf_log_all_netns={}", self.old),
-            ])
-            .status();
-    }
-}
 
 /// /dev/kmsg from the end of the log on.
 struct Kmsg {
@@ -543,7 +517,7 @@ fn kernel_ipv6_log_lines_match() {
     {
         return;
     }
-    let _all = AllNetns::set("1");
+    let _all = LogAllNetns::set(true);
     let topo = Topo::new();
     let kmsg = Kmsg::open();
     let tag = format!("w6{}", std::process::id() % 100_000);

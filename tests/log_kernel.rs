@@ -21,6 +21,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
+use test_support::log_all_netns::LogAllNetns;
+
 use bpfilter::events::log::{
     devkmsg_mode, format_line, kmsg_record, log_allowed_in, nf_log_all_netns, DevkmsgMode,
     KmsgWriter,
@@ -44,34 +46,6 @@ const ARPHRD_LOOPBACK: u16 = 772;
 const HOOK_PRE_ROUTING: u8 = 0;
 const HOOK_LOCAL_IN: u8 = 1;
 const HOOK_LOCAL_OUT: u8 = 3;
-
-/// `net.netfilter.nf_log_all_netns` set for the test, restored on drop.
-struct AllNetns {
-    old: String,
-}
-
-impl AllNetns {
-    fn set(v: &str) -> AllNetns {
-        let old = std::fs::read_to_string("/proc/sys/net/netfilter/nf_log_all_netns")
-            .unwrap()
-            .trim()
-            .to_owned();
-        sh(&format!("sysctl -q -w net.netfilter.nf_log_all_netns={v}"));
-        AllNetns { old }
-    }
-}
-
-impl Drop for AllNetns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("sysctl")
-            .args([
-                "-q",
-                "-w",
-                &format!("net.netfilter.nf_log_all_netns={}", self.old),
-            ])
-            .status();
-    }
-}
 
 /// /dev/kmsg from the end of the log on: every record that arrives, parsed.
 struct Kmsg {
@@ -537,7 +511,7 @@ fn kernel_log_lines_match() {
     if !test_support::privileged() {
         return;
     }
-    let _all = AllNetns::set("1");
+    let _all = LogAllNetns::set(true);
     assert!(
         nf_log_all_netns().unwrap(),
         "sysctl read back from the initial namespace"
@@ -1052,7 +1026,7 @@ fn kernel_log_lines_match() {
 
     // nf_log_allowed: with nf_log_all_netns=0 the kernel writes nothing for a namespace.
     {
-        let _off = AllNetns::set("0");
+        let _off = LogAllNetns::set(false);
         assert!(!nf_log_all_netns().unwrap());
         assert!(!log_allowed_in(false, nf_log_all_netns().unwrap()));
         let prefix = run.prefix("off");

@@ -4,6 +4,7 @@
 //! - [`Rng`]: the one seeded generator (a failure reproduces from its printed seed);
 //! - [`netns`]: network namespaces, veth pairs, threads inside a namespace, shell commands;
 //! - [`snmp`]: `/proc/net/snmp` counters (`Ip: InReceives`);
+//! - [`log_all_netns`]: `net.netfilter.nf_log_all_netns` set under a lock for a test;
 //! - [`packet`]: IPv4 headers and Internet checksums;
 //! - [`ipv6`]: IPv6 packets with extension-header chains;
 //! - `ir` (feature `ir`): builders of the emitter's IR (matches, rules, chains).
@@ -19,7 +20,9 @@ pub mod gate;
 pub mod ipv6;
 #[cfg(feature = "ir")]
 pub mod ir;
+pub mod log_all_netns;
 pub mod netns;
+
 pub mod packet;
 mod rng;
 pub mod snmp;

@@ -1,28 +1,9 @@
 //! The kernel log as LOG tests read it: /dev/kmsg records from a sequence number on, lines
-//! normalized where two identical topologies differ, and `nf_log_all_netns` turned on for a
-//! test (the kernel's LOG writes nothing in other namespaces without it).
+//! normalized where two identical topologies differ (`nf_log_all_netns` is turned on for a test
+//! by `test_support::log_all_netns`: the kernel's LOG writes nothing in other namespaces
+//! without it).
 
 use std::os::unix::fs::OpenOptionsExt;
-
-/// `net.netfilter.nf_log_all_netns` set to 1 while alive, its previous value back on drop.
-pub struct LogAllNetns(String);
-
-impl LogAllNetns {
-    /// Turns it on.
-    pub fn on() -> LogAllNetns {
-        let previous = std::fs::read_to_string(PATH).unwrap_or_else(|_| "0".into());
-        std::fs::write(PATH, "1").expect("sysctl nf_log_all_netns");
-        LogAllNetns(previous)
-    }
-}
-
-impl Drop for LogAllNetns {
-    fn drop(&mut self) {
-        let _ = std::fs::write(PATH, self.0.trim());
-    }
-}
-
-const PATH: &str = "/proc/sys/net/netfilter/nf_log_all_netns";
 
 /// Lines of /dev/kmsg from `from` on (sequence numbers), text only, with `prefix`.
 pub fn kmsg_lines_since(from: u64, prefix: &str) -> Vec<(u8, String)> {
