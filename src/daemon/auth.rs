@@ -25,26 +25,19 @@ pub fn peer(stream: &UnixStream) -> std::io::Result<Peer> {
     })
 }
 
-/// Whether the peer holds CAP_NET_ADMIN in its effective set. A peer whose process is gone
-/// (its /proc entry unreadable) does not.
+/// Whether the peer holds CAP_NET_ADMIN in its effective set (`capget`). A peer whose process
+/// is gone does not.
 pub fn has_net_admin(peer: &Peer) -> bool {
-    // Capabilities in /proc/PID/status are those of the peer's own user namespace: a process
-    // that made a user namespace holds them all there, but none over our namespaces.
+    // A process's capabilities are those of its own user namespace: a process that made a
+    // user namespace holds them all there, but none over our namespaces.
     use std::os::unix::fs::MetadataExt;
     let ns = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
     let theirs = ns(&format!("/proc/{}/ns/user", peer.pid));
     if theirs.is_none() || theirs != ns("/proc/self/ns/user") {
         return false;
     }
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", peer.pid)) else {
-        return false;
-    };
-    cap_eff(&status).is_some_and(|caps| caps & (1u64 << CAP_NET_ADMIN) != 0)
-}
-
-fn cap_eff(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
-    u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
+    crate::sys::effective_capabilities(peer.pid)
+        .is_ok_and(|caps| caps & (1u64 << CAP_NET_ADMIN) != 0)
 }
 
 #[cfg(test)]
@@ -53,21 +46,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_cap_eff() {
-        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t0000000000001000\n";
-        assert_eq!(cap_eff(status), Some(1 << CAP_NET_ADMIN));
-        assert_eq!(cap_eff("Name:\tx\n"), None);
-    }
-
-    #[test]
     fn this_process_is_judged_by_its_capabilities() {
         let me = Peer {
             pid: std::process::id() as i32,
             uid: nix::unistd::geteuid().as_raw(),
         };
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let expect = cap_eff(&status).unwrap() & (1 << CAP_NET_ADMIN) != 0;
-        assert_eq!(has_net_admin(&me), expect);
+        let line = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+        let caps = u64::from_str_radix(line["CapEff:".len()..].trim(), 16).unwrap();
+        assert_eq!(has_net_admin(&me), caps & (1 << CAP_NET_ADMIN) != 0);
         assert!(!has_net_admin(&Peer {
             pid: i32::MAX,
             uid: 0

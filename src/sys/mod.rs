@@ -18,6 +18,7 @@
 )]
 
 mod btf;
+mod caps;
 mod error;
 #[cfg(test)]
 pub mod fake;
@@ -39,6 +40,7 @@ pub mod systemd;
 mod testutil;
 
 pub use btf::{Btf, Member, VMLINUX_BTF_FD_IDX};
+pub use caps::effective_capabilities;
 pub use error::{Result, SysError};
 pub use fs::{ensure_bpffs, is_bpffs, remove_pins, unpin, BPFFS_MOUNT, BPF_FS_MAGIC};
 pub use link::{Link, LinkInfo, NF_IP_DEFRAG};
