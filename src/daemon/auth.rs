@@ -30,10 +30,13 @@ pub fn peer(stream: &UnixStream) -> std::io::Result<Peer> {
 pub fn has_net_admin(peer: &Peer) -> bool {
     // A process's capabilities are those of its own user namespace: a process that made a
     // user namespace holds them all there, but none over our namespaces.
+    // The peer's is read on each request (a process may unshare its user namespace between
+    // two), the daemon's once.
     use std::os::unix::fs::MetadataExt;
+    static OURS: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
     let ns = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
     let theirs = ns(&format!("/proc/{}/ns/user", peer.pid));
-    if theirs.is_none() || theirs != ns("/proc/self/ns/user") {
+    if theirs.is_none() || theirs != *OURS.get_or_init(|| ns("/proc/self/ns/user")) {
         return false;
     }
     crate::sys::effective_capabilities(peer.pid)
