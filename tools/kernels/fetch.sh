@@ -12,11 +12,15 @@ cache="${KERNEL_CACHE:-/var/cache/bpfilter/kernels}"
 apt_dir="$cache/.apt"
 mkdir -p "$apt_dir"/{lists/partial,archives/partial,etc/preferences.d,state}
 
+# Ubuntu's archive key is kept beside this script (tools/kernels/ubuntu-archive-keyring.gpg,
+# from Ubuntu's ubuntu-keyring package: the keys F6ECB376 2474EDA9 D21B7022 871920D1 991BC93C
+# and 790BC727 7767219C 42C86F93 3B4FE6AC C0B21F32); Debian's is the machine's own.
 cat > "$apt_dir/etc/sources.list" <<SRC
 deb http://deb.debian.org/debian bookworm main
 deb http://deb.debian.org/debian bookworm-backports main
 deb http://deb.debian.org/debian trixie main
 deb http://deb.debian.org/debian trixie-backports main
+deb [signed-by=$here/ubuntu-archive-keyring.gpg] http://archive.ubuntu.com/ubuntu noble-updates main
 SRC
 : > "$apt_dir/state/status"
 apt_opts=(
@@ -43,10 +47,15 @@ while read -r name suite _; do
     apt-get "${apt_opts[@]}" update -qq
     need_update=0
   fi
-  # The kernel that Debian's meta package linux-image-amd64 names in that suite.
-  meta="$(apt-cache "${apt_opts[@]}" madison linux-image-amd64 | awk -F' *[|] *' -v s="$suite/" 'index($3, s) {print $2; exit}')"
-  [[ -n "$meta" ]] || { echo "kernels: $name: no linux-image-amd64 in $suite" >&2; exit 1; }
-  pkg="$(apt-cache "${apt_opts[@]}" show "linux-image-amd64=$meta" | sed -n 's/^Depends: //p' | head -1 \
+  # The kernel that the distribution's meta package names in that suite: Debian's
+  # linux-image-amd64, Ubuntu's linux-image-generic.
+  case "$suite" in
+    noble* | jammy*) meta_pkg=linux-image-generic ;;
+    *) meta_pkg=linux-image-amd64 ;;
+  esac
+  meta="$(apt-cache "${apt_opts[@]}" madison "$meta_pkg" | awk -F' *[|] *' -v s="$suite/" 'index($3, s) {print $2; exit}')"
+  [[ -n "$meta" ]] || { echo "kernels: $name: no $meta_pkg in $suite" >&2; exit 1; }
+  pkg="$(apt-cache "${apt_opts[@]}" show "$meta_pkg=$meta" | sed -n 's/^Depends: //p' | head -1 \
         | grep -o 'linux-image-[0-9][^ ,]*' | head -1)"
   ver="$(apt-cache "${apt_opts[@]}" madison "$pkg" | awk -F' *[|] *' -v s="$suite/" 'index($3, s) {print $2; exit}')"
   [[ -n "$pkg" && -n "$ver" ]] || { echo "kernels: $name: cannot resolve $meta" >&2; exit 1; }
@@ -54,7 +63,8 @@ while read -r name suite _; do
   work="$(mktemp -d)"
   pkgs=("$pkg=$ver")
   # Debian 7.x splits the kernel into linux-binary-<release> (the image),
-  # linux-modules-<release>, of the same version
+  # linux-modules-<release>, of the same version; Ubuntu keeps the modules in
+  # linux-modules-<release> (the rarer ones, in linux-modules-extra, are not needed)
   for part in base binary modules; do
     p="linux-$part-${pkg#linux-image-}"
     if apt-cache "${apt_opts[@]}" madison "$p" 2>/dev/null | grep -q .; then pkgs+=("$p=$ver"); fi

@@ -2,7 +2,7 @@
 # The kernel matrix of `make test`: boots each kernel of tools/kernels/matrix under QEMU
 # (tools/kernels/guest.sh) and runs tools/kernels/suites.sh there against the host's build.
 # Guests run at the same time: each emulates its CPUs on one host thread (guest.sh's
-# `thread=single`), so two guests use this machine's two CPUs where one used half of them.
+# `thread=single`), so the guests share this machine's two CPUs where one used half of them.
 # Each guest's output goes to its log, printed whole when it ends. Logs and a summary go to
 # target/kernel-matrix/. Any failure fails the run.
 # Usage: matrix.sh [kernel-name...]   (default: every kernel of the matrix)
@@ -40,8 +40,9 @@ while read -r name _ mode; do
   names+=("$name")
   modes[$name]=$mode
   starts[$name]=$(date +%s)
-  # A run takes 2-6 minutes; a hung guest must not eat the CI budget (30 minutes in all).
-  "$here/guest.sh" --timeout 600 --console "$out/$name.console" --env CI="${CI:-}" \
+  # A run takes 6-9 minutes with three guests on two CPUs; a hung guest must not eat the CI
+  # budget (30 minutes in all).
+  "$here/guest.sh" --timeout 840 --console "$out/$name.console" --env CI="${CI:-}" \
     --env BPFILTER_TESTS="$tests" --env RUST_BACKTRACE=1 \
     "$name" -- tools/kernels/suites.sh "$mode" > "$log" 2>&1 &
   pids[$name]=$!
