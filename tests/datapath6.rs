@@ -6,6 +6,8 @@
 //! expectations. Under CI=true they fail when BPF is unavailable; otherwise they skip.
 #![allow(clippy::unwrap_used, reason = "test code")]
 
+mod common;
+
 use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
 
@@ -1894,10 +1896,7 @@ fn programs(runs: bool) -> impl Strategy<Value = Program> {
 fn random_rulesets_match_reference() {
     let Some(env) = env() else { return };
     let variants = variants(&env);
-    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
-        cases: 200,
-        ..Default::default()
-    });
+    let mut runner = proptest::test_runner::TestRunner::new(common::seeded_runs(200));
     runner
         .run(
             &(
@@ -2142,10 +2141,7 @@ fn random_rule_runs_match_reference() {
     let Some(env) = env() else { return };
     let variants = variants(&env);
     let arb = programs(true);
-    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
-        cases: 150,
-        ..Default::default()
-    });
+    let mut runner = proptest::test_runner::TestRunner::new(common::seeded_runs(150));
     let with_runs = std::cell::Cell::new(0u32);
     let with_classes = std::cell::Cell::new(0u32);
     runner

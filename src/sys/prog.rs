@@ -15,6 +15,13 @@ use super::obj_name;
 const INSN_SIZE: usize = 8;
 /// First log buffer; grown on ENOSPC up to [`LOG_MAX`].
 const LOG_START: usize = 1 << 20;
+/// The largest log taken again only to explain a failure ([`LOG_START`] holds the end of
+/// a longer one, where the verifier says why).
+const EXPLAIN_LOG_MAX: usize = 4 << 20;
+/// What a load over the verifier's limits (E2BIG) says instead of its log.
+const TOO_COMPLEX: &str = "the verifier gave up on the program: over its limits of \
+    1,000,000 verified instructions or 8,192 pending branches (E2BIG); no log was taken, which \
+    would repeat the whole verification";
 /// The kernel refuses log buffers of `UINT_MAX >> 2` bytes or more; stay well below.
 const LOG_MAX: usize = 64 << 20;
 
@@ -201,6 +208,9 @@ impl Program {
         if level > 0 {
             log = vec![0u8; log_start];
         }
+        // Set when a load without a log failed and is verified again for its log: the errno
+        // of that failure.
+        let mut explaining = None;
         let fd = loop {
             match load_once(
                 prog_type,
@@ -213,18 +223,38 @@ impl Program {
                 Ok(fd) => break fd,
                 Err((errno, true_size)) => {
                     if level == 0 {
-                        // Retry with a log so that the error says why.
+                        if errno == libc::E2BIG {
+                            // Over the verifier's limits: a log would cost the whole
+                            // verification again, with a line per state, for the same
+                            // answer (minutes for a program near a million instructions).
+                            return Err(SysError::Load {
+                                errno,
+                                log: TOO_COMPLEX.to_owned(),
+                            });
+                        }
+                        // Verify again with a log, so that the error says why.
+                        explaining = Some(errno);
                         level = 1;
                         log = vec![0u8; log_start];
                         continue;
                     }
-                    if errno == libc::ENOSPC && log.len() < LOG_MAX {
-                        let want = (true_size as usize).max(log.len() * 2).min(LOG_MAX);
-                        log = vec![0u8; want];
-                        continue;
+                    // A log longer than the buffer: the kernel kept its end (which says why)
+                    // and tells the whole size. Requested logs grow to it; a log taken only
+                    // to explain a failure grows only while it is small.
+                    let limit = if explaining.is_some() {
+                        EXPLAIN_LOG_MAX
+                    } else {
+                        LOG_MAX
+                    };
+                    if errno == libc::ENOSPC && log.len() < limit {
+                        let want = (true_size as usize).max(log.len() * 2);
+                        if explaining.is_none() || want <= limit {
+                            log = vec![0u8; want.min(limit)];
+                            continue;
+                        }
                     }
                     return Err(SysError::Load {
-                        errno,
+                        errno: explaining.unwrap_or(errno),
                         log: log_text(&log),
                     });
                 }
@@ -522,6 +552,29 @@ mod tests {
             panic!("{e}")
         };
         assert!(log.contains("At program exit the register R0 has"), "{log}");
+    }
+
+    #[test]
+    fn over_the_verifiers_limits_is_said_without_a_log() {
+        if !require_bpf() {
+            return;
+        }
+        // r0 = an unknown number; then 9,000 branches on it, each leaving a state for the
+        // verifier to come back to: past its 8,192 pending branches (E2BIG), in milliseconds.
+        let mut list = vec![(0x85u8, 0u8, 0u8, 0i16, 7i32)]; // call bpf_get_prandom_u32
+        for i in 0..9000 {
+            list.push((0x15, 0, 0, 1, i)); // if r0 == i goto +1
+            list.push((0xb7, 3, 0, 0, 0)); // r3 = 0
+        }
+        list.push((0xb7, 0, 0, 0, 1)); // r0 = 1
+        list.push((0x95, 0, 0, 0, 0)); // exit
+        let e = Program::load_netfilter("bpfltr_t_big", &insns(&list), 0).unwrap_err();
+        let SysError::Load { errno, log } = &e else {
+            panic!("not a load error: {e}")
+        };
+        assert_eq!(*errno, libc::E2BIG);
+        // the load said so itself: no second verification for a log
+        assert_eq!(log, TOO_COMPLEX);
     }
 
     #[test]

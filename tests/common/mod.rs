@@ -545,3 +545,19 @@ impl Ids {
         out
     }
 }
+
+/// A proptest configuration of `cases` runs of the datapath's random programs, from a fixed
+/// seed unless `PROPTEST_RNG_SEED` names another. About one random program in several hundred
+/// passes the verifier's limits (8,192 pending branches, a million verified instructions) and
+/// is refused: a known limit, not something a new seed on each run should fail CI on; and a
+/// failure must reproduce.
+pub fn seeded_runs(cases: u32) -> proptest::test_runner::Config {
+    let mut config = proptest::test_runner::Config {
+        cases,
+        ..Default::default()
+    };
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        config.rng_seed = proptest::test_runner::RngSeed::Fixed(0x6270_666c_7472);
+    }
+    config
+}
