@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The privileged suites of the kernel matrix, run INSIDE a guest (tools/kernels/guest.sh) on
-# the host's build. Usage: suites.sh run|refusal
+# the host's build. Usage: suites.sh run|load|refusal
 #   run      the probe, the datapath test-run suites of both families (every packet access the
 #            kernel verifies, 10,000-rule loads, events; IPv6's extension-header walk), the
 #            conntrack switch, the README quick start, the stateful/REJECT/LOG rules with
@@ -8,6 +8,9 @@
 #            (limit, owner and addrtype are loaded and run by the datapath test runs; their
 #            real-packet tests run on the host, and so does tests/e2e_ipv6.rs, ip6tables with
 #            real packets: three minutes under emulation would pass the guest's time limit)
+#   load     the part of `run` that the verifier decides: the probe, the datapath test runs
+#            of both families and the conntrack switch (the whole of `run` takes a guest of its
+#            own for 7 minutes, more than CI can give a third kernel)
 #   refusal  a kernel bpfilter cannot run on: the daemon must exit 69 with one line
 #            naming what is missing, and iptables must print that line, not a kernel errno
 # The test executables come from $BPFILTER_TESTS (name=path pairs, from matrix.sh).
@@ -21,8 +24,9 @@ exe() { # path of the test executable named $1
 }
 step() { echo "== $(uname -r) [$(date +%T)]: $*"; }
 
-case "${1:-}" in
-run)
+# What the verifier decides: the probe, the datapath test runs of both families, the conntrack
+# switch.
+verifier_suites() {
   step "probe"
   "$(exe bpfilter)" --test-threads=1 --nocapture --exact probe::tests::probe_running_kernel
   step "datapath test runs"
@@ -42,6 +46,14 @@ run)
     | sed -n '/MATRIX\|^test \|test result\|panicked\|assert/p'
   step "connection tracking turned on for a namespace (nftables ct expression, module autoload)"
   "$(exe conntrack_enable)" --test-threads=1
+}
+
+case "${1:-}" in
+load)
+  verifier_suites
+  ;;
+run)
+  verifier_suites
   step "quick start with real packets (bpfilter against the kernel's iptables-legacy)"
   "$(exe e2e_packets)" --test-threads=1 packets_are_judged_and_counted_as_the_kernel_does
   step "connection state, REJECT and LOG with real packets (against the kernel's)"
@@ -80,6 +92,6 @@ refusal)
   "$(exe bpfilter)" --test-threads=1 --nocapture --exact probe::tests::probe_running_kernel
   ;;
 *)
-  echo "usage: suites.sh run|refusal" >&2; exit 2 ;;
+  echo "usage: suites.sh run|load|refusal" >&2; exit 2 ;;
 esac
 echo "== $(uname -r): suites passed"
