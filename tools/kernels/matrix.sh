@@ -54,9 +54,9 @@ while read -r name _ mode; do
   names+=("$name")
   modes[$name]=$mode
   starts[$name]=$(date +%s)
-  # A run takes 6-7 minutes beside another; a hung guest must not eat the CI budget (30
+  # A run takes 8-10 minutes beside another; a hung guest must not eat the CI budget (30
   # minutes in all).
-  "$here/guest.sh" --timeout 600 --console "$out/$name.console" --env CI="${CI:-}" \
+  "$here/guest.sh" --timeout 900 --console "$out/$name.console" --env CI="${CI:-}" \
     --env BPFILTER_TESTS="$tests" --env RUST_BACKTRACE=1 \
     "$name" -- tools/kernels/suites.sh "$mode" > "$log" 2>&1 &
   running[$!]=$name
