@@ -189,21 +189,7 @@ fn load_outputs(env: &Env, p: &Program, outs: Vec<emitter::codegen::Output>) -> 
         let sets: Vec<Map> = out
             .maps
             .iter()
-            .map(|spec| {
-                let n = spec.len().max(1) as u32;
-                let m = Map::create(
-                    MapType::Hash,
-                    spec.key_size,
-                    spec.value_size,
-                    n,
-                    "bpfltr_set",
-                )
-                .unwrap();
-                for (k, v) in spec.entries() {
-                    m.update(k, v, 0).unwrap();
-                }
-                m
-            })
+            .map(|spec| Map::from_spec(spec, "bpfltr_set").unwrap())
             .collect();
         maps += sets.len();
         let bytes = compiled.bytes(&|m| match m {
@@ -2279,6 +2265,188 @@ fn random_rulesets_match_reference() {
         with_classes.get() >= 10,
         "only {} of 200 random programs had rule runs with classes",
         with_classes.get()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// classified runs: long stretches of rules of any shape, through trees of maps
+
+/// One classifiable rule's matches: addresses under prefixes (inverted or not) near the
+/// corpus' addresses, a protocol, tcp or udp port ranges near the corpus' ports (inverted or
+/// not). No interfaces: a test run's devices are NULL or `lo` (KERNEL-FACTS), so the
+/// classifier's interface classes are checked by its own tests and over veth.
+fn arb_classifiable() -> impl Strategy<Value = Vec<Match>> {
+    let addr = || {
+        (
+            prop_oneof![
+                Just(A),
+                Just(B),
+                Just(C),
+                Just([10, 0, 0, 3]),
+                any::<[u8; 4]>()
+            ],
+            prop_oneof![Just(32u32), Just(31), Just(24), Just(8), Just(0), 0u32..=32],
+            prop_oneof![3 => Just(false), 1 => Just(true)],
+        )
+    };
+    let port = prop_oneof![
+        Just(22u16),
+        Just(53),
+        Just(80),
+        Just(1000),
+        Just(5001),
+        any::<u16>()
+    ];
+    let range = (port.clone(), port, 0u8..4).prop_map(|(a, b, k)| match k {
+        0 => PortRange::one(a),
+        1 => PortRange::ANY,
+        _ => PortRange {
+            lo: a.min(b),
+            hi: a.max(b),
+        },
+    });
+    (
+        proptest::option::weighted(0.5, addr()),
+        proptest::option::weighted(0.3, addr()),
+        0u8..6,
+        any::<bool>(),
+        range.clone(),
+        range,
+        any::<[bool; 2]>(),
+    )
+        .prop_map(|(s, d, pr, inv_proto, sp, dp, inv)| {
+            let mut m = Vec::new();
+            // never-matching tests (`! -s 0/0`, `! --dport 0:65535`) end a classified run:
+            // rare, so that runs are long
+            // the network address mostly: one with bits outside its mask never matches
+            let net = |a: [u8; 4], bits: u32| {
+                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                let n = u32::from_be_bytes(a);
+                (if n % 16 == 0 { n } else { n & mask }).to_be_bytes()
+            };
+            if let Some((a, bits, i)) = s {
+                m.push(src(net(a, bits), bits, i && bits > 0));
+            }
+            if let Some((a, bits, i)) = d {
+                m.push(dst(net(a, bits), bits, i && bits > 0));
+            }
+            let inv = [
+                inv[0] && sp != PortRange::ANY,
+                inv[1] && dp != PortRange::ANY,
+            ];
+            match pr {
+                0 | 1 => {
+                    m.push(proto(TCP, false));
+                    m.push(Match::Tcp(tcpm(sp, dp)));
+                    if let Some(Match::Tcp(t)) = m.last_mut() {
+                        (t.inv_sport, t.inv_dport) = (inv[0], inv[1]);
+                    }
+                }
+                2 | 3 => {
+                    m.push(proto(UDP, false));
+                    m.push(udpm(sp, dp, inv[0], inv[1]));
+                }
+                4 => m.push(proto([TCP, UDP, ICMP][usize::from(sp.lo % 3)], inv_proto)),
+                _ => {}
+            }
+            m
+        })
+}
+
+/// A chain of `classify::MIN_RULES` or more classifiable rules (a few others among them, so
+/// that some stretches stay compiled), actions ACCEPT, DROP, RETURN and a goto.
+fn arb_classified_program() -> impl Strategy<Value = Program> {
+    (
+        proptest::collection::vec((arb_classifiable(), 0u8..200), 100..300),
+        proptest::collection::vec((arb_classifiable(), 0u8..3), 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(entry, user, pol)| {
+            let mut slot = 0u32;
+            let mut mk = |rules: Vec<(Vec<Match>, u8)>| -> Vec<Rule> {
+                rules
+                    .into_iter()
+                    .map(|(matches, a)| {
+                        slot += 1;
+                        let action = match a {
+                            0..=89 => Action::Drop,
+                            90..=179 => Action::Accept,
+                            180..=189 => Action::Return,
+                            190..=197 => Action::Goto(ChainId(1)),
+                            // not classifiable: a stretch ends
+                            198 => Action::Continue,
+                            _ => Action::Call(ChainId(1)),
+                        };
+                        rule(matches, action, slot - 1)
+                    })
+                    .collect()
+            };
+            let e = mk(entry);
+            let u = mk(user);
+            chained(
+                Hook::LocalIn,
+                [("e", e), ("u", u)],
+                Policy {
+                    verdict: if pol { Verdict::Accept } else { Verdict::Drop },
+                    counter: slot,
+                },
+            )
+        })
+}
+
+#[test]
+fn classified_runs_match_reference() {
+    let Some(env) = env() else { return };
+    let classified = std::cell::Cell::new(0usize);
+    let mut runner = proptest::test_runner::TestRunner::new(common::seeded_runs(40));
+    runner
+        .run(
+            &(
+                arb_classified_program(),
+                proptest::collection::vec(arb_packet(), 24),
+            ),
+            |(p, pkts)| {
+                let opts = Options {
+                    classify: std::env::var("NOCLASS").is_err(),
+                    ..Options::default()
+                };
+                let l = load_with(&env, &p, opts);
+                let out = bpfilter::xlate::compile(&p, &env.layout, opts).expect("compile");
+                if out.maps.iter().any(|m| m.kind == emitter::MapKind::Array) {
+                    classified.set(classified.get() + 1);
+                }
+                for pkt in &pkts {
+                    // a short account first: the programs are long
+                    let want = reference(&p, pkt);
+                    let (ret, d) = l.run(&env, pkt);
+                    let got: Vec<u32> = (0..l.slots).filter(|&k| d[k as usize].0 != 0).collect();
+                    if ret != verdict_code(want.verdict) || d != deltas(&want, l.slots, pkt.len()) {
+                        let rules: Vec<String> = p
+                            .chains
+                            .values()
+                            .flat_map(|c| &c.rules)
+                            .filter(|r| {
+                                want.counted.contains(&r.counter) || got.contains(&r.counter)
+                            })
+                            .map(|r| format!("{r:?}"))
+                            .collect();
+                        return Err(TestCaseError::fail(format!(
+                            "reference {:?} counted {:?}; program {ret} counted {got:?}\n\
+                             packet {pkt:02x?}\nrules {rules:#?}\nsizes {:?}",
+                            want.verdict,
+                            want.counted,
+                            p.chains.values().map(|c| c.rules.len()).collect::<Vec<_>>()
+                        )));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert!(
+        classified.get() >= 20,
+        "only {} of 40 random programs had classified runs",
+        classified.get()
     );
 }
 

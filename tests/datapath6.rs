@@ -111,20 +111,7 @@ fn load(env: &Env, p: &Program, opts: Options) -> Loaded {
     let own: Vec<Map> = out
         .maps
         .iter()
-        .map(|spec| {
-            let m = Map::create(
-                MapType::Hash,
-                spec.key_size,
-                spec.value_size,
-                spec.len().max(1) as u32,
-                "wtb_set",
-            )
-            .unwrap();
-            for (k, v) in spec.entries() {
-                m.update(k, v, 0).unwrap();
-            }
-            m
-        })
+        .map(|spec| Map::from_spec(spec, "wtb_set").unwrap())
         .collect();
     let slots = max_slot(p) + 1;
     let counters = Map::create(MapType::PercpuArray, 4, 16, slots, "wtb_ctr").unwrap();

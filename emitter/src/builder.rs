@@ -90,11 +90,13 @@ pub struct Builder {
     referenced: std::collections::HashSet<u32>,
 }
 
-/// A hash map a program needs besides the counters, referenced as `MapRef::Other(i)` for the
-/// `i`-th spec (see `codegen::Output`): created, filled with its entries and passed to
-/// `Compiled::bytes` by the loader.
+/// A map a program needs besides the counters, referenced as `MapRef::Other(i)` for the
+/// `i`-th spec (see `codegen::Output`): created as its [`MapKind`] says, filled with its
+/// entries and passed to `Compiled::bytes` by the loader.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapSpec {
+    /// what kind of map to create
+    pub kind: MapKind,
     /// key bytes (in the byte order the program stores the key in)
     pub key_size: u32,
     /// value bytes
@@ -105,10 +107,32 @@ pub struct MapSpec {
     values: Vec<u8>,
 }
 
+/// The kind of map a [`MapSpec`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapKind {
+    /// BPF_MAP_TYPE_HASH
+    Hash,
+    /// BPF_MAP_TYPE_ARRAY: u32 keys 0, 1, ... pushed in order
+    Array,
+    /// BPF_MAP_TYPE_LPM_TRIE (u32 prefix length, then the data)
+    LpmTrie,
+}
+
 impl MapSpec {
-    /// An empty map of these sizes.
+    /// An empty hash map of these sizes.
     pub fn new(key_size: u32, value_size: u32) -> MapSpec {
+        MapSpec::of(MapKind::Hash, key_size, value_size)
+    }
+
+    /// An empty array of `value_size`-byte values; [`MapSpec::push_value`] appends.
+    pub fn array(value_size: u32) -> MapSpec {
+        MapSpec::of(MapKind::Array, 4, value_size)
+    }
+
+    /// An empty map of `kind` and these sizes.
+    pub fn of(kind: MapKind, key_size: u32, value_size: u32) -> MapSpec {
         MapSpec {
+            kind,
             key_size,
             value_size,
             keys: Vec::new(),
@@ -122,6 +146,13 @@ impl MapSpec {
         debug_assert_eq!(value.len(), self.value_size as usize);
         self.keys.extend_from_slice(key);
         self.values.extend_from_slice(value);
+    }
+
+    /// Appends the next value of an array (its key is its index).
+    pub fn push_value(&mut self, value: &[u8]) {
+        debug_assert_eq!(self.kind, MapKind::Array);
+        let index = self.len() as u32;
+        self.push(&index.to_ne_bytes(), value);
     }
 
     /// Number of entries.

@@ -20,7 +20,7 @@ pub mod ir;
 pub mod prune;
 pub mod reference;
 
-pub use builder::{Builder, Compiled, Label, MapRef, MapSpec};
+pub use builder::{Builder, Compiled, Label, MapKind, MapRef, MapSpec};
 pub use insn::{decode, disassemble, encode, Insn, Reg};
 
 /// Offsets and ids the code generator takes from the running kernel's BTF, never hard-coded.

@@ -948,19 +948,7 @@ fn load_output(
     let name = HOOK_NAMES[hook as usize];
     let mut sets = Vec::with_capacity(out.maps.len());
     for (i, spec) in out.maps.iter().enumerate() {
-        let max = u32::try_from(spec.len().max(1))
-            .map_err(|_| BackendError::new(libc::E2BIG, "rule run with more than 2^32 keys"))?;
-        let set = Map::create(
-            MapType::Hash,
-            spec.key_size,
-            spec.value_size,
-            max,
-            "bpfltr_set",
-        )
-        .map_err(sys_err("creating a rule-run map"))?;
-        let (keys, values) = spec.keys_and_values();
-        set.update_all(keys, values, 0)
-            .map_err(sys_err("filling a rule-run map"))?;
+        let set = Map::from_spec(spec, "bpfltr_set").map_err(sys_err("creating a rule-run map"))?;
         if let Some((dir, name)) = sets_at {
             set.pin(dir.join(format!("{name}_set{i}")))
                 .map_err(sys_err("pinning a rule-run map"))?;

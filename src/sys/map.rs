@@ -155,6 +155,22 @@ impl Map {
         Map::create_with(map_type, &cname, key_size, value_size, max_entries, &opts)
     }
 
+    /// Creates the map `spec` describes (one entry at least, as the kernel requires) and
+    /// writes its entries.
+    pub fn from_spec(spec: &emitter::MapSpec, name: &str) -> Result<Map> {
+        let map_type = match spec.kind {
+            emitter::MapKind::Hash => MapType::Hash,
+            emitter::MapKind::Array => MapType::Array,
+            emitter::MapKind::LpmTrie => MapType::LpmTrie,
+        };
+        let max = u32::try_from(spec.len().max(1))
+            .map_err(|_| SysError::invalid(format!("{} entries", spec.len())))?;
+        let map = Map::create(map_type, spec.key_size, spec.value_size, max, name)?;
+        let (keys, values) = spec.keys_and_values();
+        map.update_all(keys, values, 0)?;
+        Ok(map)
+    }
+
     /// `bpf_map_create` with `opts`.
     fn create_with(
         map_type: MapType,

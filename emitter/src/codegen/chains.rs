@@ -247,7 +247,13 @@ impl Generator<'_> {
             self.b.set_origin(Some(rule.counter));
             if let Some(run) = runs.next_if(|r| r.start == i) {
                 let jumps_before = self.b.cond_jumps();
-                self.rule_run(rule, tests, run, frame, next)?;
+                match &run.classified {
+                    Some(c) => {
+                        let rules = &chain.rules[i..i + run.len];
+                        self.classified_run(rules, c, frame, next)?;
+                    }
+                    None => self.rule_run(rule, tests, run, frame, next)?,
+                }
                 self.pending += self.b.cond_jumps() - jumps_before;
                 self.b.set_origin(None);
                 self.b.bind(next)?;

@@ -92,6 +92,7 @@ use std::collections::{BTreeMap, BTreeSet};
 mod access;
 mod access6;
 mod chains;
+mod classify;
 mod counters;
 mod events;
 mod forms;
@@ -206,6 +207,9 @@ pub struct Options {
     /// Compile runs of rules that differ only in one exact key into one hash-map lookup (see
     /// "Rule runs"); only [`compile_output`] honours it, as only it returns the maps.
     pub runs: bool,
+    /// With `runs`, also classify long stretches of rules of any shape through trees of maps
+    /// (see "Classified runs" in `classify`); false leaves them compiled (tests).
+    pub classify: bool,
     /// Where the entry chain runs out of rules, tail-call this slot of
     /// [`MapRef::Segments`](crate::MapRef::Segments) (the program holding the chain's next
     /// rules) instead of applying the policy; the policy still applies if the slot is empty.
@@ -221,6 +225,7 @@ impl Default for Options {
             access: PacketAccess::Dynptr,
             force_slow_path: false,
             runs: true,
+            classify: true,
             tail: None,
         }
     }
@@ -272,7 +277,7 @@ pub fn compile_output(
     let (lowered, mut feat) = lower::lower_chains(p, depths.keys())?;
     // the tail call passes the context on
     feat.ctx |= opts.tail.is_some();
-    let (mut maps, runs) = runs::plan(p, depths.keys(), &lowered, opts.runs)?;
+    let (mut maps, runs) = runs::plan(p, depths.keys(), &lowered, opts.runs, opts.classify)?;
     let prefix_map = events::prefix_map(p).map(|m| {
         maps.push(m);
         (maps.len() - 1) as u32

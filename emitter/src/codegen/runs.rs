@@ -57,6 +57,7 @@ use crate::ir::{self, Action, ChainId, Program};
 use crate::EmitError;
 
 use super::chains::Frame;
+use super::classify::{self, Classified};
 use super::forms::TestState;
 use super::lower::{load_operand, Lowered, Test};
 use super::record::rec;
@@ -96,6 +97,8 @@ pub(super) struct Run {
     /// the kinds of the keys of each class (see "Classes"), in order of their first rule;
     /// class `c`'s map of lookup `l` is `l.map + c * lookups.len()`
     classes: Vec<Class>,
+    /// a classified run instead (see [`super::classify`]): no keys, lookups or classes
+    pub(super) classified: Option<Box<Classified>>,
 }
 
 /// The key kinds a class of a run's rules share (the masks of their address keys).
@@ -427,46 +430,107 @@ pub(super) fn plan<'a>(
     ids: impl Iterator<Item = &'a ChainId>,
     lowered: &Lowered,
     enabled: bool,
+    classify: bool,
 ) -> Result<(Vec<MapSpec>, Runs), EmitError> {
+    let ids: Vec<ChainId> = if enabled {
+        ids.copied().collect()
+    } else {
+        Vec::new()
+    };
     let mut found: Vec<(ChainId, Found)> = Vec::new();
-    if enabled {
-        for id in ids {
-            found.extend(
-                find_runs(&p.chains[id].rules, &lowered[id])
-                    .into_iter()
-                    .map(|f| (*id, f)),
-            );
+    for id in &ids {
+        found.extend(
+            find_runs(&p.chains[id].rules, &lowered[id])
+                .into_iter()
+                .map(|f| (*id, f)),
+        );
+    }
+    let mut room = MAX_RUN_MAPS.saturating_sub(state_maps(p));
+    // classified runs first (their rules would cost a packet each otherwise); hash runs of
+    // their size or more stay hash runs (a lookup or two beats a tree walk)
+    let mut classified: Vec<(ChainId, usize, usize, Classified, Vec<MapSpec>)> = Vec::new();
+    if classify && p.family == ir::Family::Ipv4 {
+        for id in &ids {
+            let (rules, tests) = (&p.chains[id].rules, &lowered[id]);
+            let hashed = |i: usize| {
+                found.iter().any(|(c, f)| {
+                    c == id && f.1 >= classify::MIN_RULES && (f.0..f.0 + f.1).contains(&i)
+                })
+            };
+            let ok = |i: usize| !hashed(i) && classify::classifiable(&rules[i], &tests[i]);
+            let mut i = 0;
+            while i < rules.len() {
+                let end = (i..rules.len()).find(|&j| !ok(j)).unwrap_or(rules.len());
+                if end - i >= classify::MIN_RULES && room >= classify::MAX_MAPS {
+                    if let Some((c, m)) = classify::build(&rules[i..end], &tests[i..end], 0) {
+                        room -= m.len();
+                        classified.push((*id, i, end - i, c, m));
+                    }
+                }
+                i = end.max(i + 1);
+            }
         }
+        found.retain(|(id, f)| {
+            !classified
+                .iter()
+                .any(|(c, s, n, ..)| c == id && f.0 < s + n && *s < f.0 + f.1)
+        });
     }
     // the longest first, while their maps fit beside the program's others; then in chain order
     found.sort_by_key(|(_, f)| std::cmp::Reverse(f.1));
-    let mut room = MAX_RUN_MAPS.saturating_sub(state_maps(p));
     let mut kept = Vec::new();
     for (id, f) in found {
         let tests = &lowered[&id][f.0];
         let n = lookups(tests, &f.2, 0).len() * f.3.len();
         if n <= room {
             room -= n;
-            kept.push((id, f));
+            kept.push((id, Ok(f)));
         }
     }
-    kept.sort_by_key(|(id, f)| (*id, f.0));
+    kept.extend(
+        classified
+            .into_iter()
+            .map(|(id, start, len, c, m)| (id, Err((start, len, c, m)))),
+    );
+    let start_of = |k: &Result<Found, (usize, usize, Classified, Vec<MapSpec>)>| match k {
+        Ok(f) => f.0,
+        Err(c) => c.0,
+    };
+    kept.sort_by_key(|(id, k)| (*id, start_of(k)));
     let mut maps: Vec<MapSpec> = Vec::new();
     let mut runs = Runs::new();
-    for (id, (start, len, keys, classes)) in kept {
-        let chain = &p.chains[&id];
-        let tests = &lowered[&id][start..start + len];
+    for (id, k) in kept {
         let first_map = u32::try_from(maps.len()).map_err(|_| EmitError::Unsupported {
             what: "more than 2^32 rule runs",
         })?;
-        let run = Run {
-            start,
-            len,
-            lookups: lookups(&tests[0], &keys, first_map),
-            keys,
-            classes,
+        let run = match k {
+            Ok((start, len, keys, classes)) => {
+                let chain = &p.chains[&id];
+                let tests = &lowered[&id][start..start + len];
+                let run = Run {
+                    start,
+                    len,
+                    lookups: lookups(&tests[0], &keys, first_map),
+                    keys,
+                    classes,
+                    classified: None,
+                };
+                maps.extend(run_maps(&chain.rules[start..start + len], tests, &run));
+                run
+            }
+            Err((start, len, mut c, m)) => {
+                c.renumber(first_map);
+                maps.extend(m);
+                Run {
+                    start,
+                    len,
+                    keys: Vec::new(),
+                    lookups: Vec::new(),
+                    classes: Vec::new(),
+                    classified: Some(Box::new(c)),
+                }
+            }
         };
-        maps.extend(run_maps(&chain.rules[start..start + len], tests, &run));
         runs.entry(id).or_default().push(run);
     }
     Ok((maps, runs))
@@ -890,6 +954,7 @@ mod tests {
             lookups: lookups(&lowered[0], &found.2, 0),
             keys: found.2.clone(),
             classes: found.3.clone(),
+            classified: None,
         };
         let maps = run_maps(&rules, &lowered, &run);
         assert_eq!(maps.len(), 4);
@@ -938,8 +1003,15 @@ mod tests {
                 counter: 1001,
             },
         );
-        let out =
-            compile_output(&p, &KernelLayout::example(), Options::default()).expect("compile");
+        let out = compile_output(
+            &p,
+            &KernelLayout::example(),
+            Options {
+                classify: false,
+                ..Options::default()
+            },
+        )
+        .expect("compile");
         assert_eq!(out.maps.len(), MAX_RUN_MAPS - 1);
     }
 
@@ -986,6 +1058,7 @@ mod tests {
             lookups: lookups(&lowered[0], &found[0].2, 0),
             keys: found[0].2.clone(),
             classes: found[0].3.clone(),
+            classified: None,
         };
         let maps = run_maps(&rules, &lowered, &run);
         assert_eq!(maps.len(), 1);
@@ -1040,8 +1113,15 @@ mod tests {
                 counter: 500,
             },
         );
-        let out =
-            compile_output(&p, &KernelLayout::example(), Options::default()).expect("compile");
+        let out = compile_output(
+            &p,
+            &KernelLayout::example(),
+            Options {
+                classify: false,
+                ..Options::default()
+            },
+        )
+        .expect("compile");
         assert_eq!(out.maps.len(), MAX_RUN_MAPS);
         assert!(out.maps.iter().any(|m| m.len() == 10), "longest run kept");
         let mut used: Vec<MapRef> = out.code.map_fixups.iter().map(|f| f.1).collect();
