@@ -1,14 +1,16 @@
 //! Code generation cost: IR to finished instructions (labels resolved, encoded) for 100,
-//! 1,000 and 10,000-rule chains of address rules and of address + protocol + udp port rules.
+//! 1,000 and 10,000-rule chains of address rules and of address + protocol + udp port rules;
+//! and a program with its maps' contents (`compile_output`) for chains of netbench's arbitrary
+//! kind, which are classified (the trees' construction is most of it).
 //! Loading and running are measured by the privileged `scale_figures` test in
 //! tests/datapath.rs (they need root).
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use emitter::codegen::compile;
+use emitter::codegen::{compile, compile_output, Options};
 use emitter::ir::*;
 use emitter::KernelLayout;
-use test_support::ir::{drop_list, proto, src, udpm};
+use test_support::ir::{arbitrary_list, drop_list, proto, src, udpm};
 
 fn chain(n: usize, ports: bool) -> Program {
     drop_list(Hook::LocalIn, n, |i| {
@@ -43,5 +45,22 @@ fn codegen(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, codegen);
+fn classified(c: &mut Criterion) {
+    let layout = KernelLayout::example();
+    let mut g = c.benchmark_group("compile_output_arbitrary");
+    g.sample_size(10);
+    for n in [1_000usize, 10_000, 50_000] {
+        let p = arbitrary_list(Hook::LocalIn, n);
+        g.bench_with_input(BenchmarkId::from_parameter(n), &p, |b, p| {
+            b.iter(|| {
+                let out =
+                    compile_output(black_box(p), &layout, Options::default()).expect("compile");
+                black_box(out.code.bytes(&|_| 3))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, codegen, classified);
 criterion_main!(benches);

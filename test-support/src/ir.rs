@@ -119,3 +119,40 @@ pub fn udpm(sport: PortRange, dport: PortRange, inv_sport: bool, inv_dport: bool
         inv_dport,
     })
 }
+
+/// [`drop_list`] of netbench's arbitrary kind: five shapes in turn, no two neighbours alike (`-s
+/// 10.1.x.0/M`, `! -s 10.200.0.0/M`, `-p tcp --dport P:Q`, `-i arbJ`, `-p udp --dport P:Q`),
+/// none matching udp 10.200.0.1 -> 10.200.0.2:5001 from no interface.
+pub fn arbitrary_list(hook: Hook, n: usize) -> Program {
+    drop_list(hook, n, |i| {
+        let j = i / 5;
+        let len = 24 + (j % 8) as u32;
+        let lo = 6000 + (j % 50_000) as u16;
+        let range = PortRange {
+            lo,
+            hi: lo + (j % 100) as u16 + 1,
+        };
+        let udp5001 = || {
+            vec![
+                proto(17, false),
+                udpm(PortRange::ANY, PortRange::one(5001), false, false),
+            ]
+        };
+        let mut m = match i % 5 {
+            0 => {
+                let a = u32::from_be_bytes([10, 1, (i >> 8) as u8, i as u8]);
+                let mask = u32::MAX << (32 - len);
+                vec![src((a & mask).to_be_bytes(), len, false)]
+            }
+            1 => vec![src([10, 200, 0, 0], len, true)],
+            2 => return vec![proto(6, false), Match::Tcp(tcpm(PortRange::ANY, range))],
+            3 => vec![Match::InIface(emitter::ir::Iface::iptables(
+                &format!("arb{}", j % 10_000),
+                false,
+            ))],
+            _ => return vec![proto(17, false), udpm(PortRange::ANY, range, false, false)],
+        };
+        m.extend(udp5001());
+        m
+    })
+}

@@ -15,13 +15,13 @@
 //! of the classes of its subtree, no other).
 //!
 //! The kernel's walk stops at the first rule that matches, or that hotdrops: a tcp or udp
-//! match whose header is missing drops the packet once the rule's IP part matched. So the
-//! port dimensions have two values past the ports: [`FAIL_PORT`] (a non-first fragment, no
-//! port match can pass) and [`HOT_PORT`] (the header the match needs is not there: the rule
-//! hotdrops), in both port dimensions. A rule with a port match holds `HOT_PORT` and never
-//! `FAIL_PORT` as its source port (and, as its destination port, every value past the ports,
-//! which excludes nothing that occurs); one without holds both. The first rule whose sets hold the packet's values is then exactly the rule
-//! where the kernel's walk ends.
+//! match whose header is missing drops the packet once the rule's IP part matched, and no
+//! port match passes in a non-first fragment. So each tree has three roots, one per
+//! transport state of the packet (the guard bits of its protocol): ports valid (the rules as
+//! they are), no port match (the rules with a tcp or udp match left out), hotdrop (their
+//! ports taken as any port: every such rule whose IP part holds the packet ends the walk, as
+//! a hotdrop). The first rule whose sets hold the packet's values in the tree of its state is
+//! then exactly the rule where the kernel's walk ends.
 //!
 //! # Trees
 //!
@@ -77,12 +77,10 @@ const IN: usize = 5;
 const OUT: usize = 6;
 const DIMS: usize = 7;
 
-/// Port value of a non-first fragment: no port match passes.
-pub(super) const FAIL_PORT: u32 = 0x1_0000;
-/// Port value of a packet whose transport header a port match cannot read: it hotdrops.
-pub(super) const HOT_PORT: u32 = 0x1_0001;
-/// Bits of the port dimensions (the ports, then FAIL_PORT and HOT_PORT).
-const PORT_BITS: u32 = 17;
+/// Bits of the port dimensions.
+const PORT_BITS: u32 = 16;
+/// A tree's roots: ports valid, no port match, hotdrop.
+const STATES: usize = 3;
 
 /// Node header bit: a leaf (its low bits: the number of records).
 const LEAF: u32 = 1 << 31;
@@ -116,7 +114,7 @@ fn dim_slot(d: usize) -> i16 {
 }
 
 /// One dimension of a rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Set {
     Full,
     /// inclusive
@@ -129,7 +127,8 @@ enum Set {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct CRule {
     sets: [Set; DIMS],
-    /// has a tcp or udp match (holds HOT_PORT, not FAIL_PORT)
+    /// has a tcp or udp match (left out where no port match passes, any port where the
+    /// packet hotdrops)
     guard: bool,
     /// index in the run
     idx: u32,
@@ -307,8 +306,8 @@ pub(super) struct Classified {
     leaves: u32,
     /// `MapRef::Other` of the in and out interface LPM tries, when a rule names one
     lpm: [Option<u32>; 2],
-    /// root node and the dimensions cut, per tree
-    roots: Vec<(u32, u8)>,
+    /// per tree: its roots (ports valid, no port match, hotdrop) and the dimensions cut
+    roots: Vec<([u32; STATES], u8)>,
     /// the dimensions a leaf record checks, in record order (ports last)
     checked: Vec<usize>,
     /// whether some rule has a tcp or udp match
@@ -335,15 +334,19 @@ impl Classified {
 /// A node's box: per dimension its first value and its size in bits.
 type Boxed = [(u32, u32); DIMS];
 
-/// The intervals of `r` in dimension `d` (`max`: the dimension's last value), ascending.
-fn intervals(r: &CRule, d: usize, max: u32) -> ([(u32, u32); 3], usize) {
-    let mut out = [(0, 0); 3];
+/// The intervals of `r` in dimension `d` (`max`: the dimension's last value), ascending;
+/// `hot`: in the tree of hotdropping packets (a port match holds any port).
+fn intervals(r: &CRule, d: usize, max: u32, hot: bool) -> ([(u32, u32); 2], usize) {
+    let mut out = [(0, 0); 2];
     let mut n = 0;
-    let ports = (d == SPORT || d == DPORT) && r.guard;
-    let top = if ports { 0xffff } else { max };
-    match r.sets[d] {
+    let set = if hot && r.guard && (d == SPORT || d == DPORT) {
+        Set::Full
+    } else {
+        r.sets[d]
+    };
+    match set {
         Set::Full => {
-            out[0] = (0, top);
+            out[0] = (0, max);
             n = 1;
         }
         Set::In(lo, hi) => {
@@ -355,18 +358,11 @@ fn intervals(r: &CRule, d: usize, max: u32) -> ([(u32, u32); 3], usize) {
                 out[n] = (0, lo - 1);
                 n += 1;
             }
-            if hi < top {
-                out[n] = (hi + 1, top);
+            if hi < max {
+                out[n] = (hi + 1, max);
                 n += 1;
             }
         }
-    }
-    if ports {
-        // values past the ports: a packet has HOT_PORT in both or FAIL_PORT in both (the
-        // others never occur), so the destination port holds all of them and the source port
-        // all but FAIL_PORT: a box of impossible pairs is then covered like a possible one
-        out[n] = (if d == SPORT { HOT_PORT } else { FAIL_PORT }, max);
-        n += 1;
     }
     (out, n)
 }
@@ -376,11 +372,11 @@ fn box_hi(b: (u32, u32)) -> u32 {
     (u64::from(b.0) + (1u64 << b.1) - 1) as u32
 }
 
-/// Does `r` hold every value of `bx`?
-fn covers(r: &CRule, bx: &Boxed, max: &[u32; DIMS]) -> bool {
+/// Does `r` hold every value of `bx` (`hot`: as in [`intervals`])?
+fn covers(r: &CRule, bx: &Boxed, max: &[u32; DIMS], hot: bool) -> bool {
     (0..DIMS).all(|d| {
         let (lo, hi) = (bx[d].0, box_hi(bx[d]));
-        let (iv, n) = intervals(r, d, max[d]);
+        let (iv, n) = intervals(r, d, max[d], hot);
         iv[..n].iter().any(|&(a, b)| a <= lo && hi <= b)
     })
 }
@@ -388,7 +384,7 @@ fn covers(r: &CRule, bx: &Boxed, max: &[u32; DIMS]) -> bool {
 /// The covered share of dimension `d` is at most a half: cuts there separate the rule.
 fn narrow(r: &CRule, d: usize, bits: u32) -> bool {
     let max = ((1u64 << bits) - 1) as u32;
-    let (iv, n) = intervals(r, d, max);
+    let (iv, n) = intervals(r, d, max, false);
     let size: u64 = iv[..n]
         .iter()
         .map(|&(a, b)| u64::from(b) - u64::from(a) + 1)
@@ -399,6 +395,8 @@ fn narrow(r: &CRule, d: usize, bits: u32) -> bool {
 /// A tree under construction, or the reason it cannot be built.
 struct Forest<'a> {
     rules: &'a [CRule],
+    /// building the tree of hotdropping packets (see [`intervals`])
+    hot: bool,
     bits: [u32; DIMS],
     max: [u32; DIMS],
     nodes: Vec<[u32; 4]>,
@@ -419,7 +417,7 @@ impl Forest<'_> {
         while let Some((at, bx, mut list, depth)) = work.pop() {
             if let Some(first) = list
                 .iter()
-                .position(|&r| covers(&self.rules[r as usize], &bx, &self.max))
+                .position(|&r| covers(&self.rules[r as usize], &bx, &self.max, self.hot))
             {
                 list.truncate(first + 1);
             }
@@ -447,7 +445,12 @@ impl Forest<'_> {
                     continue;
                 }
                 Some((..)) => {
-                    let d = (0..DIMS).max_by_key(|&d| bx[d].1).expect("dimensions");
+                    // among the dimensions some rule of the node does not hold whole (a cut
+                    // elsewhere would copy the node into every child)
+                    let d = (0..DIMS)
+                        .filter(|&d| bx[d].1 > 0 && !self.all_cover(&list, &bx, d))
+                        .max_by_key(|&d| bx[d].1);
+                    let Some(d) = d else { return None };
                     let room = (SPACE_FACTOR * list.len()).ilog2().clamp(1, CUT_BITS);
                     (d, room.min(bx[d].1))
                 }
@@ -464,7 +467,7 @@ impl Forest<'_> {
             self.nodes[at as usize] = [(d as u32) << 8 | shift, (n - 1) as u32, first, 0];
             let mut children: Vec<Vec<u32>> = vec![Vec::new(); n];
             for &r in &list {
-                let (iv, k) = intervals(&self.rules[r as usize], d, self.max[d]);
+                let (iv, k) = intervals(&self.rules[r as usize], d, self.max[d], self.hot);
                 let mut last = None;
                 for &(a, z) in &iv[..k] {
                     let Some((c0, c1)) = child_range(a, z, bx[d], shift) else {
@@ -487,6 +490,15 @@ impl Forest<'_> {
         Some((root, cut_dims))
     }
 
+    /// Does every rule of `list` hold the whole of `bx` in dimension `d`?
+    fn all_cover(&self, list: &[u32], bx: &Boxed, d: usize) -> bool {
+        let (lo, hi) = (bx[d].0, box_hi(bx[d]));
+        list.iter().all(|&r| {
+            let (iv, n) = intervals(&self.rules[r as usize], d, self.max[d], self.hot);
+            iv[..n].iter().any(|&(a, z)| a <= lo && hi <= z)
+        })
+    }
+
     /// Drops from `list` the rules that an earlier rule of it holds wherever they meet `bx`
     /// (they are never the first to hold a packet of the box).
     fn prune(&self, list: &mut Vec<u32>, bx: &Boxed) {
@@ -497,8 +509,8 @@ impl Forest<'_> {
                 let earlier = &self.rules[e as usize];
                 (0..DIMS).all(|d| {
                     let (lo, hi) = (bx[d].0, box_hi(bx[d]));
-                    let (mine, n) = intervals(rule, d, self.max[d]);
-                    let (theirs, m) = intervals(earlier, d, self.max[d]);
+                    let (mine, n) = intervals(rule, d, self.max[d], self.hot);
+                    let (theirs, m) = intervals(earlier, d, self.max[d], self.hot);
                     mine[..n].iter().all(|&(a, z)| {
                         let (a, z) = (a.max(lo), z.min(hi));
                         a > z || theirs[..m].iter().any(|&(x, y)| x <= a && z <= y)
@@ -546,7 +558,7 @@ impl Forest<'_> {
                 diff.resize(width + 1, 0i64);
                 let mut sum = 0usize;
                 for &r in list {
-                    let (iv, k) = intervals(&self.rules[r as usize], d, self.max[d]);
+                    let (iv, k) = intervals(&self.rules[r as usize], d, self.max[d], self.hot);
                     let mut last = None;
                     for &(a, z) in &iv[..k] {
                         let Some((c0, c1)) = child_range(a, z, dim, shift) else {
@@ -683,7 +695,12 @@ pub(super) fn build(
             .fold(0u8, |s, d| s | 1 << d)
     };
     let mut groups: Vec<(u8, Vec<u32>)> = Vec::new();
+    // a rule equal to an earlier one is never the first to hold a packet: in no tree
+    let mut seen = rustc_hash::FxHashSet::default();
     for (i, r) in crules.iter().enumerate() {
+        if !seen.insert((r.sets, r.guard)) {
+            continue;
+        }
         let s = sig(r);
         match groups.iter_mut().find(|g| g.0 == s) {
             Some(g) => g.1.push(i as u32),
@@ -718,6 +735,7 @@ pub(super) fn build(
     }
     let mut forest = Forest {
         rules: &crules,
+        hot: false,
         bits,
         max,
         nodes: Vec::new(),
@@ -727,7 +745,18 @@ pub(super) fn build(
     };
     let mut roots = Vec::with_capacity(groups.len());
     for (_, members) in groups {
-        roots.push(forest.tree(members)?);
+        let (valid, mut cut) = forest.tree(members.clone())?;
+        let no_ports: Vec<u32> = members
+            .iter()
+            .copied()
+            .filter(|&r| !crules[r as usize].guard)
+            .collect();
+        let (fail, c) = forest.tree(no_ports)?;
+        cut |= c;
+        forest.hot = true;
+        let (hot, c) = forest.tree(members)?;
+        forest.hot = false;
+        roots.push(([valid, fail, hot], cut | c));
     }
     // what a record checks: the dimensions some rule restricts, ports last
     let restricted = |d: usize| crules.iter().any(|r| r.sets[d] != Set::Full);
@@ -819,8 +848,8 @@ impl Generator<'_> {
     ) -> Result<(), EmitError> {
         self.classify_values(c)?;
         self.b.emit(st(Size::W, R6, rec::BEST, NO_RULE));
-        for &(root, cut) in &c.roots {
-            self.classify_tree(c, root, cut)?;
+        for &(roots, cut) in &c.roots {
+            self.classify_tree(c, roots, cut)?;
         }
         let b = &mut self.b;
         b.emit(ldx(Size::W, R1, R6, rec::BEST));
@@ -892,24 +921,10 @@ impl Generator<'_> {
                 b.ja(done);
             }
             b.bind(done)?;
-            // ports as read, or HOT_PORT (bit 1, which wins) / FAIL_PORT (bit 0)
-            let (valid, hot, stored) = (b.label(), b.label(), b.label());
-            b.emit(ldx(Size::W, R2, R6, slot::STATE));
-            b.jmp32(JmpOp::Jeq, R2, Src::Imm(0), valid);
-            b.jmp32(JmpOp::Jset, R2, Src::Imm(2), hot);
-            b.emit(st(Size::W, R6, dim_slot(SPORT), FAIL_PORT as i32));
-            b.emit(st(Size::W, R6, dim_slot(DPORT), FAIL_PORT as i32));
-            b.ja(stored);
-            b.bind(hot)?;
-            b.emit(st(Size::W, R6, dim_slot(SPORT), HOT_PORT as i32));
-            b.emit(st(Size::W, R6, dim_slot(DPORT), HOT_PORT as i32));
-            b.ja(stored);
-            b.bind(valid)?;
             extract(b, R1, Field::Sport);
             b.emit(stx(Size::W, R6, dim_slot(SPORT), R1));
             extract(b, R1, Field::Dport);
             b.emit(stx(Size::W, R6, dim_slot(DPORT), R1));
-            b.bind(stored)?;
         }
         for k in 0..2 {
             let Some(map) = c.lpm[k] else { continue };
@@ -933,10 +948,26 @@ impl Generator<'_> {
 
     /// One tree: the walk from `root` (cutting the dimensions in `cut`), then the leaf's
     /// records, the first that holds the packet (and comes before BEST) becoming BEST.
-    fn classify_tree(&mut self, c: &Classified, root: u32, cut: u8) -> Result<(), EmitError> {
+    fn classify_tree(
+        &mut self,
+        c: &Classified,
+        roots: [u32; STATES],
+        cut: u8,
+    ) -> Result<(), EmitError> {
         let b = &mut self.b;
         let (leaf, done) = (b.label(), b.label());
-        b.emit(st(Size::W, R6, slot::NODE, root as i32));
+        // the root of the packet's transport state: 0 valid, bit 1 hotdrop (which wins over
+        // bit 0), else no port match
+        b.emit(st(Size::W, R6, slot::NODE, roots[0] as i32));
+        if c.guard {
+            let walk = b.label();
+            b.emit(ldx(Size::W, R1, R6, slot::STATE));
+            b.jmp32(JmpOp::Jeq, R1, Src::Imm(0), walk);
+            b.emit(st(Size::W, R6, slot::NODE, roots[2] as i32));
+            b.jmp32(JmpOp::Jset, R1, Src::Imm(2), walk);
+            b.emit(st(Size::W, R6, slot::NODE, roots[1] as i32));
+            b.bind(walk)?;
+        }
         let cut_dims: Vec<usize> = (0..DIMS).filter(|&d| cut & (1 << d) != 0).collect();
         for level in 0..=MAX_DEPTH {
             lookup(b, MapRef::Other(c.nodes), slot::NODE, done);
@@ -1144,13 +1175,13 @@ mod tests {
         } else {
             0
         };
-        let port = |v: u16| match state {
-            0 => u32::from(v),
-            s if s & 2 != 0 => HOT_PORT,
-            _ => FAIL_PORT,
+        dims[SPORT] = u32::from(p.sport);
+        dims[DPORT] = u32::from(p.dport);
+        let which = match state {
+            0 => 0,
+            s if s & 2 != 0 => 2,
+            _ => 1,
         };
-        dims[SPORT] = port(p.sport);
-        dims[DPORT] = port(p.dport);
         for k in 0..2 {
             let Some(m) = c.lpm[k] else { continue };
             let mut best: Option<(u32, u32)> = None;
@@ -1166,8 +1197,8 @@ mod tests {
         let leaves: Vec<&[u8]> = maps[c.leaves as usize].entries().map(|e| e.1).collect();
         let mut found: Option<(u32, bool)> = None;
         let idx_at = 8 * c.checked.len();
-        for &(root, _) in &c.roots {
-            let mut at = root as usize;
+        for &(roots, _) in &c.roots {
+            let mut at = roots[which] as usize;
             let (base, count) = loop {
                 let n = nodes[at];
                 let hdr = word(n, 0);
