@@ -3,6 +3,7 @@
 
 mod common;
 
+use bpfilter::sys::{Map, MapType};
 use common::{Pair, Tool, Topology};
 use test_support::netns::{sh, Netns};
 
@@ -112,4 +113,134 @@ fn kill9_keeps_filtering_and_a_restart_serves_the_same_rules_and_counters() {
     p.same_listing(&d);
     p.ipt(&d, "-A INPUT -p udp --dport 54 -j DROP");
     p.same_listing(&d);
+}
+
+/// Long chains of rules of mixed shapes (interface patterns of several lengths, inverted or
+/// not, prefixes, protocols, port ranges) are classified through trees of maps (over 96 in a
+/// row): real packets must meet the same rules as in the kernel, interfaces included, which
+/// test runs cannot exercise.
+#[test]
+fn classified_chains_judge_and_count_as_the_kernel_does() {
+    let Some((d, p)) = common::start_pair() else {
+        return;
+    };
+    let mut rules =
+        String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    for i in 0..120u32 {
+        let rule = match i % 8 {
+            0 => format!(
+                "-A FORWARD -i bz{i} -p udp -m udp --dport {} -j DROP",
+                1000 + i
+            ),
+            1 => format!(
+                "-A FORWARD -s 10.9.{}.0/24 -p tcp -m tcp --dport {}:{} -j DROP",
+                i % 3,
+                2000 + i,
+                2010 + i
+            ),
+            2 => format!(
+                "-A FORWARD ! -i b+ -p udp -m udp --dport {} -j DROP",
+                3000 + i
+            ),
+            3 => format!("-A FORWARD -o c{i}+ -d 10.9.2.{}/32 -j ACCEPT", i % 250),
+            4 => format!(
+                "-A FORWARD -i bs+ -p udp -m udp --sport {} -j ACCEPT",
+                4000 + i
+            ),
+            5 => format!("-A FORWARD ! -s 10.9.1.0/{} -p icmp -j DROP", 24 + i % 8),
+            6 => format!("-A FORWARD -i lo -p udp -m udp ! --dport {} -j DROP", i),
+            _ => format!("-A FORWARD -o ct{i} -p tcp -j ACCEPT"),
+        };
+        rules.push_str(&rule);
+        rules.push('\n');
+    }
+    // rules the traffic meets, past and among the fillers
+    rules.push_str(
+        "-A FORWARD -i bs+ -p udp -m udp --dport 80 -j DROP\n\
+         -A FORWARD -i b+ -o ct+ -p udp -m udp --dport 443 -j ACCEPT\n\
+         -A FORWARD ! -o c+ -j DROP\n\
+         -A FORWARD -i bs+ -p icmp -j ACCEPT\n\
+         -A FORWARD -p tcp -m tcp ! --dport 1:21 -j ACCEPT\n",
+    );
+    for i in 0..100u32 {
+        let rule = match i % 4 {
+            0 => format!("-A INPUT -i c+ -p udp -m udp --dport {} -j DROP", 50 + i),
+            1 => format!(
+                "-A INPUT -i bs+ -p udp -m udp --dport {}:{} -j RETURN",
+                100 + i,
+                100 + 2 * i
+            ),
+            2 => "-A INPUT ! -i bs+ -p tcp -j DROP".to_string(),
+            _ => format!("-A INPUT -s 10.9.1.{}/32 -p udp -j DROP", 100 + i),
+        };
+        rules.push_str(&rule);
+        rules.push('\n');
+    }
+    rules.push_str("-A INPUT -i b+ -p udp -m udp --dport 54 -j DROP\n-A INPUT -i bs+ -p tcp -m tcp --dport 22 -j DROP\n");
+    for i in 0..100u32 {
+        let rule = match i % 3 {
+            0 => format!(
+                "-A OUTPUT -o c{}+ -p udp -m udp --dport {} -j DROP",
+                i,
+                500 + i
+            ),
+            1 => format!(
+                "-A OUTPUT ! -o ct+ -p udp -m udp --dport {} -j DROP",
+                600 + i
+            ),
+            _ => format!("-A OUTPUT -d 10.9.3.{}/32 -j DROP", i),
+        };
+        rules.push_str(&rule);
+        rules.push('\n');
+    }
+    rules.push_str("-A OUTPUT -o ct+ -p udp -m udp --dport 514 -j DROP\nCOMMIT\n");
+    p.restore(&d, &rules);
+    let (k, b) = p.topologies();
+    let before = (k.target.in_receives(), b.target.in_receives());
+    traffic(&p.kernel, &k);
+    traffic(&p.bpf, &b);
+    p.same_listing(&d);
+    let save = p.kernel_save();
+    let counted = save
+        .lines()
+        .filter(|l| l.starts_with('[') && !l.starts_with("[0:0]"))
+        .count();
+    assert!(
+        counted >= 6,
+        "the traffic must meet several rules, or this test proves nothing:\n{save}"
+    );
+    let delivered = (
+        k.target.in_receives() - before.0,
+        b.target.in_receives() - before.1,
+    );
+    assert_eq!(
+        delivered.1, delivered.0,
+        "packets delivered through FORWARD differ"
+    );
+    assert!(delivered.0 > 0, "some traffic must get through");
+    // they were classified: each chain's trees have their interface classes' LPM tries
+    let tries = pinned_maps(&d.bpffs)
+        .into_iter()
+        .filter(|m| m.map_type() == MapType::LpmTrie)
+        .count();
+    assert!(
+        tries >= 3,
+        "{tries} interface tries pinned: the chains were not classified"
+    );
+}
+
+/// Every map pinned under `root`.
+fn pinned_maps(root: &std::path::Path) -> Vec<Map> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            } else if let Ok(m) = Map::from_pin(e.path()) {
+                out.push(m);
+            }
+        }
+    }
+    out
 }

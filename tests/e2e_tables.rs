@@ -313,8 +313,10 @@ fn a_chain_too_large_for_one_program_applies_and_counts_as_the_kernels() {
             ["udp", "tcp"][i as usize % 2],
             ["ACCEPT", "DROP"][i as usize % 3 / 2],
         );
+        // `! -f`: rules that are not classified (tests/e2e_packets.rs has classified chains),
+        // so that the chain is compiled rule by rule and split
         rules.push_str(&format!(
-            "-A INPUT -s 10.{}.{}.{}/32 -p {proto} -m {proto} --dport {} -j {verdict}\n",
+            "-A INPUT -s 10.{}.{}.{}/32 ! -f -p {proto} -m {proto} --dport {} -j {verdict}\n",
             100 + (i >> 16),
             (i >> 8) & 0xff,
             i & 0xff,

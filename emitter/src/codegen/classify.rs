@@ -450,7 +450,7 @@ impl Forest<'_> {
                     let d = (0..DIMS)
                         .filter(|&d| bx[d].1 > 0 && !self.all_cover(&list, &bx, d))
                         .max_by_key(|&d| bx[d].1);
-                    let Some(d) = d else { return None };
+                    let d = d?;
                     let room = (SPACE_FACTOR * list.len()).ilog2().clamp(1, CUT_BITS);
                     (d, room.min(bx[d].1))
                 }
