@@ -2327,7 +2327,7 @@ fn arb_classifiable() -> impl Strategy<Value = Vec<Match>> {
             let net = |a: [u8; 4], bits: u32| {
                 let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
                 let n = u32::from_be_bytes(a);
-                (if n % 16 == 0 { n } else { n & mask }).to_be_bytes()
+                (if n % 1024 == 0 { n } else { n & mask }).to_be_bytes()
             };
             if let Some((a, bits, i)) = s {
                 m.push(src(net(a, bits), bits, i && bits > 0));
@@ -2358,28 +2358,28 @@ fn arb_classifiable() -> impl Strategy<Value = Vec<Match>> {
         })
 }
 
-/// A chain of `classify::MIN_RULES` or more classifiable rules (a few others among them, so
+/// A chain of `classify::MIN_RULES` (192) or more classifiable rules (a few others among them, so
 /// that some stretches stay compiled), actions ACCEPT, DROP, RETURN and a goto.
 fn arb_classified_program() -> impl Strategy<Value = Program> {
     (
-        proptest::collection::vec((arb_classifiable(), 0u8..200), 100..300),
-        proptest::collection::vec((arb_classifiable(), 0u8..3), 0..4),
+        proptest::collection::vec((arb_classifiable(), 0u16..1000), 200..500),
+        proptest::collection::vec((arb_classifiable(), 0u16..3), 0..4),
         any::<bool>(),
     )
         .prop_map(|(entry, user, pol)| {
             let mut slot = 0u32;
-            let mut mk = |rules: Vec<(Vec<Match>, u8)>| -> Vec<Rule> {
+            let mut mk = |rules: Vec<(Vec<Match>, u16)>| -> Vec<Rule> {
                 rules
                     .into_iter()
                     .map(|(matches, a)| {
                         slot += 1;
                         let action = match a {
-                            0..=89 => Action::Drop,
-                            90..=179 => Action::Accept,
-                            180..=189 => Action::Return,
-                            190..=197 => Action::Goto(ChainId(1)),
+                            0..=449 => Action::Drop,
+                            450..=899 => Action::Accept,
+                            900..=949 => Action::Return,
+                            950..=996 => Action::Goto(ChainId(1)),
                             // not classifiable: a stretch ends
-                            198 => Action::Continue,
+                            997 | 998 => Action::Continue,
                             _ => Action::Call(ChainId(1)),
                         };
                         rule(matches, action, slot - 1)

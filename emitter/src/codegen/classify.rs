@@ -50,8 +50,10 @@ use super::lower::{copy_addr, extract, Field, Test};
 use super::record::{packed, rec};
 use super::{Generator, HELPER_MAP_LOOKUP_ELEM, HOTDROP};
 
-/// Fewest rules in a classified run: below, compiled rules cost a packet less.
-pub(super) const MIN_RULES: usize = 96;
+/// Fewest rules in a classified run: below, compiled rules cost less to verify (a classified
+/// run's program verifies in about 20 ms on 6.18, 100 compiled rules in 15) and about as much
+/// per packet (a flat 150 to 200 ns, about 3 ns per compiled rule).
+pub(super) const MIN_RULES: usize = 192;
 /// Rules in a node below which it is not cut.
 const LEAF_TARGET: usize = 8;
 /// Most rules a leaf holds (its checks are unrolled): where no cut separates a node's rules.
@@ -65,8 +67,12 @@ const CUT_BITS: u32 = 8;
 /// A cut's children and the rules they hold may be at most this many times its node's
 /// rules (HiCuts' space factor).
 const SPACE_FACTOR: usize = 4;
-/// Leaf entries and nodes a run may have per rule (past it, the run stays compiled).
-const BUDGET_PER_RULE: usize = 24;
+/// Leaf entries and nodes a run may have per rule, beyond [`BUDGET_BASE`] (past it, the run
+/// stays compiled): a node is 16 bytes, a leaf entry a record of 16 to 64.
+const BUDGET_PER_RULE: usize = 64;
+/// Leaf entries and nodes any run may have (a few hundred rules of many shapes take some
+/// thousands of nodes: every cut has 2 to 256 children).
+const BUDGET_BASE: usize = 1 << 16;
 
 const SRC: usize = 0;
 const DST: usize = 1;
@@ -306,8 +312,8 @@ pub(super) struct Classified {
     leaves: u32,
     /// `MapRef::Other` of the in and out interface LPM tries, when a rule names one
     lpm: [Option<u32>; 2],
-    /// per tree: its roots (ports valid, no port match, hotdrop) and the dimensions cut
-    roots: Vec<([u32; STATES], u8)>,
+    /// the trees, each walked in turn
+    trees: Vec<Tree>,
     /// the dimensions a leaf record checks, in record order (ports last)
     checked: Vec<usize>,
     /// whether some rule has a tcp or udp match
@@ -329,6 +335,19 @@ impl Classified {
             *m += first;
         }
     }
+}
+
+/// One tree of a classified run (three, one per transport state, walked by the same code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tree {
+    /// roots: ports valid, no port match, hotdrop
+    roots: [u32; STATES],
+    /// the dimensions its nodes cut (a bit each)
+    cut: u8,
+    /// cuts from a root to its deepest leaf (the walk's unrolled levels)
+    depth: usize,
+    /// rules of its largest leaf (the leaf's unrolled checks)
+    leaf: usize,
 }
 
 /// A node's box: per dimension its first value and its size in bits.
@@ -404,6 +423,9 @@ struct Forest<'a> {
     leaves: Vec<u32>,
     dedup: FxHashMap<Vec<u32>, u32>,
     budget: usize,
+    /// deepest leaf and largest leaf since the last [`Forest::tree`] group began
+    deepest: usize,
+    widest: usize,
 }
 
 impl Forest<'_> {
@@ -424,6 +446,7 @@ impl Forest<'_> {
             if list.len() <= 4 * LEAF_MAX {
                 self.prune(&mut list, &bx);
             }
+            self.deepest = self.deepest.max(depth);
             if list.len() <= LEAF_TARGET {
                 let (base, count) = self.leaf(list)?;
                 self.nodes[at as usize] = [LEAF | count, 0, base, 0];
@@ -445,14 +468,16 @@ impl Forest<'_> {
                     continue;
                 }
                 Some((..)) => {
-                    // among the dimensions some rule of the node does not hold whole (a cut
-                    // elsewhere would copy the node into every child)
+                    // where the rules differ most within the box (a cut where they do not
+                    // would copy the node into every child), as finely as a cut goes
                     let d = (0..DIMS)
-                        .filter(|&d| bx[d].1 > 0 && !self.all_cover(&list, &bx, d))
-                        .max_by_key(|&d| bx[d].1);
+                        .filter(|&d| bx[d].1 > 0)
+                        .map(|d| (self.distinct(&list, &bx, d), bx[d].1, d))
+                        .filter(|&(n, ..)| n > 1)
+                        .max()
+                        .map(|(.., d)| d);
                     let d = d?;
-                    let room = (SPACE_FACTOR * list.len()).ilog2().clamp(1, CUT_BITS);
-                    (d, room.min(bx[d].1))
+                    (d, CUT_BITS.min(bx[d].1))
                 }
                 None => return None,
             };
@@ -490,13 +515,23 @@ impl Forest<'_> {
         Some((root, cut_dims))
     }
 
-    /// Does every rule of `list` hold the whole of `bx` in dimension `d`?
-    fn all_cover(&self, list: &[u32], bx: &Boxed, d: usize) -> bool {
+    /// How many different sets the rules of `list` have in dimension `d` within `bx`.
+    fn distinct(&self, list: &[u32], bx: &Boxed, d: usize) -> usize {
         let (lo, hi) = (bx[d].0, box_hi(bx[d]));
-        list.iter().all(|&r| {
+        let mut seen = rustc_hash::FxHashSet::default();
+        for &r in list {
             let (iv, n) = intervals(&self.rules[r as usize], d, self.max[d], self.hot);
-            iv[..n].iter().any(|&(a, z)| a <= lo && hi <= z)
-        })
+            let mut clipped = [(0u32, 0u32); 2];
+            for (c, &(a, z)) in clipped.iter_mut().zip(&iv[..n]) {
+                *c = if z < lo || a > hi {
+                    (1, 0)
+                } else {
+                    (a.max(lo), z.min(hi))
+                };
+            }
+            seen.insert(clipped);
+        }
+        seen.len()
     }
 
     /// Drops from `list` the rules that an earlier rule of it holds wherever they meet `bx`
@@ -527,6 +562,7 @@ impl Forest<'_> {
     /// The leaf list `list`, shared with an equal one: (first record, count).
     fn leaf(&mut self, list: Vec<u32>) -> Option<(u32, u32)> {
         let count = list.len() as u32;
+        self.widest = self.widest.max(list.len());
         if let Some(&base) = self.dedup.get(&list) {
             return Some((base, count));
         }
@@ -741,9 +777,12 @@ pub(super) fn build(
         nodes: Vec::new(),
         leaves: Vec::new(),
         dedup: FxHashMap::default(),
-        budget: BUDGET_PER_RULE * crules.len() + 4096,
+        budget: BUDGET_PER_RULE * crules.len() + BUDGET_BASE,
+        deepest: 0,
+        widest: 0,
     };
     let mut roots = Vec::with_capacity(groups.len());
+
     for (_, members) in groups {
         let (valid, mut cut) = forest.tree(members.clone())?;
         let no_ports: Vec<u32> = members
@@ -756,7 +795,12 @@ pub(super) fn build(
         forest.hot = true;
         let (hot, c) = forest.tree(members)?;
         forest.hot = false;
-        roots.push(([valid, fail, hot], cut | c));
+        roots.push(Tree {
+            roots: [valid, fail, hot],
+            cut: cut | c,
+            depth: std::mem::take(&mut forest.deepest),
+            leaf: std::mem::take(&mut forest.widest),
+        });
     }
     // what a record checks: the dimensions some rule restricts, ports last
     let restricted = |d: usize| crules.iter().any(|r| r.sets[d] != Set::Full);
@@ -796,7 +840,7 @@ pub(super) fn build(
     }
     let mut maps = vec![nodes, leaves];
     let mut lpm = [None, None];
-    let mut used = roots.iter().fold(0u8, |u, r| u | r.1);
+    let mut used = roots.iter().fold(0u8, |u, t| u | t.cut);
     for &d in &checked {
         used |= 1 << d;
     }
@@ -820,7 +864,7 @@ pub(super) fn build(
             nodes: first_map,
             leaves: first_map + 1,
             lpm,
-            roots,
+            trees: roots,
             checked,
             guard,
             rec_size,
@@ -848,8 +892,8 @@ impl Generator<'_> {
     ) -> Result<(), EmitError> {
         self.classify_values(c)?;
         self.b.emit(st(Size::W, R6, rec::BEST, NO_RULE));
-        for &(roots, cut) in &c.roots {
-            self.classify_tree(c, roots, cut)?;
+        for t in &c.trees {
+            self.classify_tree(c, t)?;
         }
         let b = &mut self.b;
         b.emit(ldx(Size::W, R1, R6, rec::BEST));
@@ -948,12 +992,8 @@ impl Generator<'_> {
 
     /// One tree: the walk from `root` (cutting the dimensions in `cut`), then the leaf's
     /// records, the first that holds the packet (and comes before BEST) becoming BEST.
-    fn classify_tree(
-        &mut self,
-        c: &Classified,
-        roots: [u32; STATES],
-        cut: u8,
-    ) -> Result<(), EmitError> {
+    fn classify_tree(&mut self, c: &Classified, t: &Tree) -> Result<(), EmitError> {
+        let (roots, cut) = (t.roots, t.cut);
         let b = &mut self.b;
         let (leaf, done) = (b.label(), b.label());
         // the root of the packet's transport state: 0 valid, bit 1 hotdrop (which wins over
@@ -969,12 +1009,12 @@ impl Generator<'_> {
             b.bind(walk)?;
         }
         let cut_dims: Vec<usize> = (0..DIMS).filter(|&d| cut & (1 << d) != 0).collect();
-        for level in 0..=MAX_DEPTH {
+        for level in 0..=t.depth {
             lookup(b, MapRef::Other(c.nodes), slot::NODE, done);
             b.emit(ldx(Size::W, R1, R0, 0));
             b.emit(ldx(Size::W, R3, R0, 8));
             b.jmp32(JmpOp::Jset, R1, Src::Imm(LEAF as i32), leaf);
-            if level == MAX_DEPTH || cut_dims.is_empty() {
+            if level == t.depth || cut_dims.is_empty() {
                 b.ja(done);
                 break;
             }
@@ -1001,7 +1041,7 @@ impl Generator<'_> {
         b.emit(stx(Size::W, R6, slot::NODE, R1));
         b.emit(stx(Size::W, R6, slot::LBASE, R3));
         let idx_at = 8 * c.checked.len() as i16;
-        for i in 0..LEAF_MAX {
+        for i in 0..t.leaf {
             let (next_rec, ports) = (b.label(), b.label());
             b.emit(ldx(Size::W, R1, R6, slot::NODE));
             b.jmp32(JmpOp::Jle, R1, Src::Imm(i as i32), done);
@@ -1197,8 +1237,8 @@ mod tests {
         let leaves: Vec<&[u8]> = maps[c.leaves as usize].entries().map(|e| e.1).collect();
         let mut found: Option<(u32, bool)> = None;
         let idx_at = 8 * c.checked.len();
-        for &(roots, _) in &c.roots {
-            let mut at = roots[which] as usize;
+        for t in &c.trees {
+            let mut at = t.roots[which] as usize;
             let (base, count) = loop {
                 let n = nodes[at];
                 let hdr = word(n, 0);
