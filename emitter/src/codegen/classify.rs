@@ -88,6 +88,17 @@ const PORT_BITS: u32 = 16;
 /// A tree's roots: ports valid, no port match, hotdrop.
 const STATES: usize = 3;
 
+/// Records in one value of the leaf map: a leaf takes whole values, one lookup each.
+const CHUNK: usize = 8;
+/// Leaf record modes: check every dimension; a hotdrop once the IP part holds (a rule with a
+/// port match in the tree of hotdropping packets); the leaf's end.
+const MODE_CHECK: u8 = 0;
+const MODE_HOT: u8 = 1;
+const MODE_END: u8 = 2;
+/// Registers a leaf's checks keep the packet's values in (r7 to r9 are reloaded after the
+/// run); a seventh value is read from the stack.
+const VALUE_REGS: [Reg; 6] = [Reg::R3, Reg::R4, Reg::R5, Reg::R7, Reg::R8, Reg::R9];
+
 /// Node header bit: a leaf (its low bits: the number of records).
 const LEAF: u32 = 1 << 31;
 /// Bytes of a node: header (leaf bit, or cut dimension << 8 | shift), mask, base, unused.
@@ -419,9 +430,11 @@ struct Forest<'a> {
     bits: [u32; DIMS],
     max: [u32; DIMS],
     nodes: Vec<[u32; 4]>,
-    /// leaf lists (indices into `rules`), back to back
-    leaves: Vec<u32>,
-    dedup: FxHashMap<Vec<u32>, u32>,
+    /// leaf lists (indices into `rules`, and the record's mode), each from a [`CHUNK`]
+    /// boundary, ended by a [`MODE_END`] record where it does not fill its last chunk
+    leaves: Vec<(u32, u8)>,
+    /// leaf lists already placed (and whether in a tree of hotdropping packets): first chunk
+    dedup: FxHashMap<(Vec<u32>, bool), u32>,
     budget: usize,
     /// deepest leaf and largest leaf since the last [`Forest::tree`] group began
     deepest: usize,
@@ -559,19 +572,29 @@ impl Forest<'_> {
         *list = kept;
     }
 
-    /// The leaf list `list`, shared with an equal one: (first record, count).
+    /// The leaf list `list`, shared with an equal one: (first chunk, count).
     fn leaf(&mut self, list: Vec<u32>) -> Option<(u32, u32)> {
         let count = list.len() as u32;
         self.widest = self.widest.max(list.len());
-        if let Some(&base) = self.dedup.get(&list) {
+        let key = (list, self.hot);
+        if let Some(&base) = self.dedup.get(&key) {
             return Some((base, count));
         }
-        let base = self.leaves.len() as u32;
-        if self.nodes.len() + self.leaves.len() + list.len() > self.budget {
+        let base = (self.leaves.len() / CHUNK) as u32;
+        if self.nodes.len() + self.leaves.len() + key.0.len() + CHUNK > self.budget {
             return None;
         }
-        self.leaves.extend_from_slice(&list);
-        self.dedup.insert(list, base);
+        for &r in &key.0 {
+            let hot = self.hot && self.rules[r as usize].guard;
+            self.leaves
+                .push((r, if hot { MODE_HOT } else { MODE_CHECK }));
+        }
+        // an end record where the leaf does not fill its last chunk (an empty leaf: one)
+        if key.0.len() % CHUNK != 0 || key.0.is_empty() {
+            let padded = (self.leaves.len() + 1).next_multiple_of(CHUNK);
+            self.leaves.resize(padded, (0, MODE_END));
+        }
+        self.dedup.insert(key, base);
         Some((base, count))
     }
 
@@ -582,33 +605,54 @@ impl Forest<'_> {
         let n = list.len();
         let mut best: Option<(usize, usize, usize, u32)> = None; // (max, sum, d, b)
         let mut diff = Vec::new();
+        // per rule meeting only some children: the children its intervals meet under the
+        // finest cut, the first of each rule marked
+        let mut ranges: Vec<(usize, usize, bool)> = Vec::with_capacity(n);
         for (d, &dim) in bx.iter().enumerate() {
             if dim.1 == 0 {
                 continue;
             }
             let top = CUT_BITS.min(dim.1);
+            let last_child = (1usize << top) - 1;
+            ranges.clear();
+            // rules in every child, counted once
+            let mut full = 0usize;
+            for &r in list {
+                let (iv, k) = intervals(&self.rules[r as usize], d, self.max[d], self.hot);
+                let mut first = true;
+                let at = ranges.len();
+                for &(a, z) in &iv[..k] {
+                    if let Some((c0, c1)) = child_range(a, z, dim, dim.1 - top) {
+                        ranges.push((c0, c1, first));
+                        first = false;
+                    }
+                }
+                if ranges.len() == at + 1 && ranges[at].0 == 0 && ranges[at].1 == last_child {
+                    ranges.truncate(at);
+                    full += 1;
+                }
+            }
             for b in (1..=top).rev() {
-                let shift = dim.1 - b;
+                let shift = top - b;
                 let width = 1usize << b;
                 diff.clear();
                 diff.resize(width + 1, 0i64);
-                let mut sum = 0usize;
-                for &r in list {
-                    let (iv, k) = intervals(&self.rules[r as usize], d, self.max[d], self.hot);
-                    let mut last = None;
-                    for &(a, z) in &iv[..k] {
-                        let Some((c0, c1)) = child_range(a, z, dim, shift) else {
-                            continue;
-                        };
-                        let c0 = last.map_or(c0, |l: usize| c0.max(l + 1));
-                        if c0 > c1 {
-                            continue;
-                        }
-                        diff[c0] += 1;
-                        diff[c1 + 1] -= 1;
-                        sum += c1 - c0 + 1;
-                        last = Some(c1);
+                let mut sum = full * width;
+                let mut last: Option<usize> = None;
+                for &(c0, c1, first) in &ranges {
+                    if first {
+                        last = None;
                     }
+                    let (c0, c1) = (c0 >> shift, c1 >> shift);
+                    // a rule's intervals ascend: a child its previous one met holds it already
+                    let c0 = last.map_or(c0, |l| c0.max(l + 1));
+                    if c0 > c1 {
+                        continue;
+                    }
+                    diff[c0] += 1;
+                    diff[c1 + 1] -= 1;
+                    sum += c1 - c0 + 1;
+                    last = Some(c1);
                 }
                 let mut run = 0i64;
                 let mut max = 0usize;
@@ -616,6 +660,7 @@ impl Forest<'_> {
                     run += v;
                     max = max.max(run as usize);
                 }
+                let max = max + full;
                 if sum + width <= SPACE_FACTOR * n || b == 1 {
                     if best.is_none_or(|x| (max, sum) < (x.0, x.1)) {
                         best = Some((max, sum, d, b));
@@ -817,25 +862,33 @@ pub(super) fn build(
         let v: Vec<u8> = n.iter().flat_map(|w| w.to_ne_bytes()).collect();
         nodes.push_value(&v);
     }
-    let mut leaves = MapSpec::array(rec_size);
-    let mut v = Vec::with_capacity(rec_size as usize);
-    for &r in &forest.leaves {
-        let r = &crules[r as usize];
+    let mut leaves = MapSpec::array(rec_size * CHUNK as u32);
+    let mut v = Vec::with_capacity(rec_size as usize * CHUNK);
+    for chunk in forest.leaves.chunks(CHUNK) {
         v.clear();
-        for &d in &checked {
-            let (lo, span) = match r.sets[d] {
-                Set::Full => (0, u32::MAX),
-                Set::In(lo, hi) => (lo, hi - lo),
-                Set::Out(lo, hi) => (hi.wrapping_add(1), lo.wrapping_sub(hi).wrapping_sub(2)),
-            };
-            v.extend_from_slice(&lo.to_ne_bytes());
-            v.extend_from_slice(&span.to_ne_bytes());
+        for &(r, mode) in chunk {
+            let at = v.len();
+            if mode != MODE_END {
+                let r = &crules[r as usize];
+                for &d in &checked {
+                    let (lo, span) = match r.sets[d] {
+                        Set::Full => (0, u32::MAX),
+                        Set::In(lo, hi) => (lo, hi - lo),
+                        Set::Out(lo, hi) => {
+                            (hi.wrapping_add(1), lo.wrapping_sub(hi).wrapping_sub(2))
+                        }
+                    };
+                    v.extend_from_slice(&lo.to_ne_bytes());
+                    v.extend_from_slice(&span.to_ne_bytes());
+                }
+                v.extend_from_slice(&r.idx.to_ne_bytes());
+                v.extend_from_slice(&r.slot.wrapping_add(1).to_ne_bytes());
+                v.push(r.act);
+            }
+            v.resize(at + rec_size as usize, 0);
+            v[at + 8 * checked.len() + 9] = mode;
         }
-        v.extend_from_slice(&r.idx.to_ne_bytes());
-        v.extend_from_slice(&r.slot.wrapping_add(1).to_ne_bytes());
-        v.push(r.act);
-        v.push(u8::from(r.guard));
-        v.resize(rec_size as usize, 0);
+        v.resize(rec_size as usize * CHUNK, 0);
         leaves.push_value(&v);
     }
     let mut maps = vec![nodes, leaves];
@@ -895,7 +948,11 @@ impl Generator<'_> {
         for t in &c.trees {
             self.classify_tree(c, t)?;
         }
+        // the leaves' checks used r7 to r9: the hot registers again, as a chain's entry loads them
         let b = &mut self.b;
+        b.emit(ldx(Size::W, Reg::R7, R6, rec::SADDR));
+        b.emit(ldx(Size::W, Reg::R8, R6, rec::DADDR));
+        b.emit(ldx(Size::DW, R9, R6, rec::PACKED));
         b.emit(ldx(Size::W, R1, R6, rec::BEST));
         b.jmp32(JmpOp::Jeq, R1, Src::Imm(NO_RULE), next);
         b.emit(ldx(Size::W, R1, R6, slot::ACT));
@@ -1037,68 +1094,128 @@ impl Generator<'_> {
             b.emit(stx(Size::W, R6, slot::NODE, R5));
         }
         b.bind(leaf)?;
-        b.emit(alu32(AluOp::And, R1, Src::Imm(0xff)));
-        b.emit(stx(Size::W, R6, slot::NODE, R1));
-        b.emit(stx(Size::W, R6, slot::LBASE, R3));
-        let idx_at = 8 * c.checked.len() as i16;
-        for i in 0..t.leaf {
-            let (next_rec, ports) = (b.label(), b.label());
-            b.emit(ldx(Size::W, R1, R6, slot::NODE));
-            b.jmp32(JmpOp::Jle, R1, Src::Imm(i as i32), done);
-            b.emit(ldx(Size::W, R1, R6, slot::LBASE));
-            b.emit(alu32(AluOp::Add, R1, Src::Imm(i as i32)));
-            b.emit(stx(Size::W, R6, slot::IDX, R1));
-            lookup(b, MapRef::Other(c.leaves), slot::IDX, done);
-            // records are in rule order: none from here comes before BEST
-            b.emit(ldx(Size::W, R1, R0, idx_at));
-            b.emit(ldx(Size::W, R2, R6, rec::BEST));
-            b.jmp32(JmpOp::Jge, R1, Src::Reg(R2), done);
-            let check = |b: &mut crate::builder::Builder, j: usize, d: usize| {
-                let j = 8 * j as i16;
-                b.emit(ldx(Size::W, R1, R6, dim_slot(d)));
-                b.emit(ldx(Size::W, R2, R0, j));
-                b.emit(alu32(AluOp::Sub, R1, Src::Reg(R2)));
-                b.emit(ldx(Size::W, R2, R0, j + 4));
-                b.jmp32(JmpOp::Jgt, R1, Src::Reg(R2), next_rec);
-            };
-            let first_port = c
-                .checked
-                .iter()
-                .position(|&d| d == SPORT || d == DPORT)
-                .unwrap_or(c.checked.len());
-            for (j, &d) in c.checked[..first_port].iter().enumerate() {
-                check(b, j, d);
-            }
-            if c.guard {
-                let hot = b.label();
-                b.emit(ldx(Size::B, R1, R0, idx_at + 9));
-                b.jmp32(JmpOp::Jeq, R1, Src::Imm(0), ports);
-                b.emit(ldx(Size::W, R1, R6, slot::STATE));
-                b.jmp32(JmpOp::Jeq, R1, Src::Imm(0), ports);
-                b.jmp32(JmpOp::Jset, R1, Src::Imm(2), hot);
-                b.ja(next_rec);
-                b.bind(hot)?;
-                b.emit(ldx(Size::W, R1, R0, idx_at));
-                b.emit(stx(Size::W, R6, rec::BEST, R1));
-                b.emit(st(Size::W, R6, slot::ACT, ACT_HOT));
-                b.ja(done);
-            }
-            b.bind(ports)?;
-            for (j, &d) in c.checked.iter().enumerate().skip(first_port) {
-                check(b, j, d);
-            }
-            b.emit(ldx(Size::W, R1, R0, idx_at));
-            b.emit(stx(Size::W, R6, rec::BEST, R1));
-            b.emit(ldx(Size::W, R1, R0, idx_at + 4));
-            b.emit(stx(Size::W, R6, rec::KEY, R1));
-            b.emit(ldx(Size::B, R1, R0, idx_at + 8));
-            b.emit(stx(Size::W, R6, slot::ACT, R1));
+        // r1: header (the leaf's rule count in its low bits), r3: its first chunk
+        if t.leaf > 0 {
+            let body = b.label();
+            b.jmp32(JmpOp::Jset, R1, Src::Imm(0xff), body);
             b.ja(done);
-            b.bind(next_rec)?;
+            b.bind(body)?;
+            emit_leaf(b, c, t, done)?;
+        } else {
+            b.ja(done);
         }
         b.bind(done)?;
         Ok(())
     }
+}
+
+/// The checks of a leaf (reached with its header in r1, its first chunk in r3): per chunk
+/// (while the leaf's count reaches into it) one lookup, the
+/// packet's values into registers, then each record's intervals; the first record that holds
+/// the packet goes to the shared hit (or hotdrop) code with r0 at it, which makes it BEST when
+/// it comes before. An end record, or the last record, goes to `done`.
+fn emit_leaf(
+    b: &mut crate::builder::Builder,
+    c: &Classified,
+    t: &Tree,
+    done: Label,
+) -> Result<(), EmitError> {
+    let (hit, hot) = (b.label(), b.label());
+    let nd = c.checked.len();
+    let idx_at = 8 * nd as i16;
+    let mode_at = idx_at + 9;
+    let rec = c.rec_size as i16;
+    let first_port = c
+        .checked
+        .iter()
+        .position(|&d| d == SPORT || d == DPORT)
+        .unwrap_or(nd);
+    b.emit(stx(Size::W, R6, slot::LBASE, R3));
+    b.emit(alu32(AluOp::And, R1, Src::Imm(0xff)));
+    b.emit(stx(Size::W, R6, slot::NODE, R1));
+    let chunks = t.leaf.div_ceil(CHUNK);
+    for ch in 0..chunks {
+        if ch > 0 {
+            // a leaf that fills its chunks has no end record: its count says where it ends
+            b.emit(ldx(Size::W, R1, R6, slot::NODE));
+            b.jmp32(JmpOp::Jle, R1, Src::Imm((ch * CHUNK) as i32), done);
+        }
+        b.emit(ldx(Size::W, R1, R6, slot::LBASE));
+        if ch > 0 {
+            b.emit(alu32(AluOp::Add, R1, Src::Imm(ch as i32)));
+        }
+        b.emit(stx(Size::W, R6, slot::IDX, R1));
+        lookup(b, MapRef::Other(c.leaves), slot::IDX, done);
+        for (&reg, &d) in VALUE_REGS.iter().zip(&c.checked) {
+            b.emit(ldx(Size::W, reg, R6, dim_slot(d)));
+        }
+        let records = CHUNK.min(t.leaf - ch * CHUNK);
+        for i in 0..records {
+            let at = rec * i as i16;
+            let next = b.label();
+            b.emit(ldx(Size::B, R1, R0, at + mode_at));
+            b.jmp32(JmpOp::Jeq, R1, Src::Imm(i32::from(MODE_END)), done);
+            let check = |b: &mut crate::builder::Builder, j: usize| {
+                let o = at + 8 * j as i16;
+                match VALUE_REGS.get(j) {
+                    Some(&reg) => b.emit(alu32(AluOp::Mov, R2, Src::Reg(reg))),
+                    None => b.emit(ldx(Size::W, R2, R6, dim_slot(c.checked[j]))),
+                }
+                b.emit(ldx(Size::W, R1, R0, o));
+                b.emit(alu32(AluOp::Sub, R2, Src::Reg(R1)));
+                b.emit(ldx(Size::W, R1, R0, o + 4));
+                b.jmp32(JmpOp::Jgt, R2, Src::Reg(R1), next);
+            };
+            for j in 0..first_port {
+                check(b, j);
+            }
+            let to = |b: &mut crate::builder::Builder, l: Label| {
+                if at != 0 {
+                    b.emit(Insn::Alu {
+                        wide: true,
+                        op: AluOp::Add,
+                        dst: R0,
+                        src: Src::Imm(i32::from(at)),
+                    });
+                }
+                b.ja(l);
+            };
+            if c.guard {
+                let ports = b.label();
+                b.emit(ldx(Size::B, R1, R0, at + mode_at));
+                b.jmp32(JmpOp::Jne, R1, Src::Imm(i32::from(MODE_HOT)), ports);
+                to(b, hot);
+                b.bind(ports)?;
+            }
+            for j in first_port..nd {
+                check(b, j);
+            }
+            to(b, hit);
+            b.bind(next)?;
+        }
+    }
+    b.ja(done);
+    // the first record found in the leaf: BEST when it comes before (r0 at it)
+    b.bind(hit)?;
+    b.emit(ldx(Size::W, R1, R0, idx_at));
+    b.emit(ldx(Size::W, R2, R6, rec::BEST));
+    b.jmp32(JmpOp::Jge, R1, Src::Reg(R2), done);
+    b.emit(stx(Size::W, R6, rec::BEST, R1));
+    b.emit(ldx(Size::W, R1, R0, idx_at + 4));
+    b.emit(stx(Size::W, R6, rec::KEY, R1));
+    b.emit(ldx(Size::B, R1, R0, idx_at + 8));
+    b.emit(stx(Size::W, R6, slot::ACT, R1));
+    b.ja(done);
+    if c.guard {
+        b.bind(hot)?;
+        b.emit(ldx(Size::W, R1, R0, idx_at));
+        b.emit(ldx(Size::W, R2, R6, rec::BEST));
+        b.jmp32(JmpOp::Jge, R1, Src::Reg(R2), done);
+        b.emit(stx(Size::W, R6, rec::BEST, R1));
+        b.emit(st(Size::W, R6, slot::ACT, ACT_HOT));
+        b.ja(done);
+    }
+    Ok(())
 }
 
 /// `r0 = lookup(map, r6 + key)`; a miss goes to `miss`.
@@ -1234,7 +1351,12 @@ mod tests {
             dims[IN + k] = best.map_or(0, |b| b.1);
         }
         let nodes: Vec<&[u8]> = maps[c.nodes as usize].entries().map(|e| e.1).collect();
-        let leaves: Vec<&[u8]> = maps[c.leaves as usize].entries().map(|e| e.1).collect();
+        // the leaf records, chunks back to back
+        let rec = c.rec_size as usize;
+        let leaves: Vec<&[u8]> = maps[c.leaves as usize]
+            .entries()
+            .flat_map(|e| e.1.chunks(rec))
+            .collect();
         let mut found: Option<(u32, bool)> = None;
         let idx_at = 8 * c.checked.len();
         for t in &c.trees {
@@ -1243,16 +1365,22 @@ mod tests {
                 let n = nodes[at];
                 let hdr = word(n, 0);
                 if hdr & LEAF != 0 {
-                    break (word(n, 8) as usize, (hdr & 0xff) as usize);
+                    break (word(n, 8) as usize * CHUNK, (hdr & 0xff) as usize);
                 }
                 let d = (hdr >> 8) as usize;
                 at = (((dims[d] >> (hdr & 31)) & word(n, 4)) + word(n, 8)) as usize;
             };
-            for r in &leaves[base..base + count] {
-                let idx = word(r, idx_at);
-                if found.is_some_and(|f| idx >= f.0) {
+            // the unrolled checks stop at an end record or after `t.leaf` records
+            assert!(
+                count <= t.leaf,
+                "a leaf larger than its tree's unrolled checks"
+            );
+            for r in leaves[base..].iter().take(count.max(1)) {
+                let mode = r[idx_at + 9];
+                if mode == MODE_END {
                     break;
                 }
+                let idx = word(r, idx_at);
                 let ok =
                     |j: usize, d: usize| dims[d].wrapping_sub(word(r, 8 * j)) <= word(r, 8 * j + 4);
                 let first_port = c
@@ -1263,15 +1391,12 @@ mod tests {
                 if !(0..first_port).all(|j| ok(j, c.checked[j])) {
                     continue;
                 }
-                if r[idx_at + 9] != 0 && state != 0 {
-                    if state & 2 != 0 {
-                        found = Some((idx, true));
-                        break;
+                let hit =
+                    mode == MODE_HOT || (first_port..c.checked.len()).all(|j| ok(j, c.checked[j]));
+                if hit {
+                    if found.is_none_or(|f| idx < f.0) {
+                        found = Some((idx, mode == MODE_HOT));
                     }
-                    continue;
-                }
-                if (first_port..c.checked.len()).all(|j| ok(j, c.checked[j])) {
-                    found = Some((idx, false));
                     break;
                 }
             }
