@@ -29,19 +29,23 @@
 //! up to [`MAX_TREES`] groups; each group is a decision tree (HiCuts: a node cuts one
 //! dimension of its box into 2^b equal parts, by bits of the value), whose leaves hold at most
 //! [`LEAF_MAX`] rules: the group's rules that meet the leaf's box, in order, up to the first
-//! that covers the box whole. A packet walks every tree (a node: one array lookup and a
-//! shift), then checks the rules of each leaf exactly (each one's interval per dimension,
+//! that covers the box whole, without those an earlier one holds there. Where no cut separates
+//! a node's rules, it is cut where they differ most. A packet walks every tree (a node: one
+//! array lookup and a shift), then checks the rules of its leaf exactly, [`CHUNK`] records per
+//! lookup, the packet's values in registers (each record's interval per dimension,
 //! `(value - lo) <= span` in u32 arithmetic, a complement being the interval that wraps
 //! around), keeping the lowest rule index found ([`rec::BEST`]). A leaf's check is exact, so
-//! a leaf need only hold every rule that can match in its box, in order.
+//! a leaf need only hold every rule that can match in its box, in order. The walk and the
+//! checks are unrolled as deep and as wide as the run's trees are.
 //!
-//! A run whose trees would not fit ([`MAX_DEPTH`], the leaf budget) is not classified: its
-//! rules are compiled one after the other, as before.
+//! A run whose trees would not fit ([`MAX_DEPTH`], the node budget) is not classified: its
+//! rules are compiled one after the other, as before. Stretches shorter than [`MIN_RULES`]
+//! are not tried.
 
 use rustc_hash::FxHashMap;
 
 use crate::builder::{Label, MapKind, MapRef, MapSpec};
-use crate::insn::{alu32, ldx, st, stx, AluOp, Insn, JmpOp, Reg, Size, Src};
+use crate::insn::{alu32, alu64, ldx, mov64, st, stx, AluOp, Insn, JmpOp, Reg, Size, Src};
 use crate::ir::{self, Action};
 use crate::EmitError;
 
@@ -1005,18 +1009,12 @@ impl Generator<'_> {
             b.ja(done);
             for (l, kind) in [(tcp, 0), (udp, 1)] {
                 b.bind(l)?;
-                b.emit(Insn::Alu {
-                    wide: true,
-                    op: AluOp::Mov,
-                    dst: R2,
-                    src: Src::Reg(R9),
-                });
-                b.emit(Insn::Alu {
-                    wide: true,
-                    op: AluOp::Rsh,
-                    dst: R2,
-                    src: Src::Imm(packed::GUARD_SHIFT + 2 * kind),
-                });
+                b.emit(mov64(R2, Src::Reg(R9)));
+                b.emit(alu64(
+                    AluOp::Rsh,
+                    R2,
+                    Src::Imm(packed::GUARD_SHIFT + 2 * kind),
+                ));
                 b.emit(alu32(AluOp::And, R2, Src::Imm(3)));
                 b.emit(stx(Size::W, R6, slot::STATE, R2));
                 b.ja(done);
@@ -1171,12 +1169,7 @@ fn emit_leaf(
             }
             let to = |b: &mut crate::builder::Builder, l: Label| {
                 if at != 0 {
-                    b.emit(Insn::Alu {
-                        wide: true,
-                        op: AluOp::Add,
-                        dst: R0,
-                        src: Src::Imm(i32::from(at)),
-                    });
+                    b.emit(alu64(AluOp::Add, R0, Src::Imm(i32::from(at))));
                 }
                 b.ja(l);
             };
@@ -1221,18 +1214,8 @@ fn emit_leaf(
 /// `r0 = lookup(map, r6 + key)`; a miss goes to `miss`.
 fn lookup(b: &mut crate::builder::Builder, map: MapRef, key: i16, miss: Label) {
     b.ld_map(R1, map);
-    b.emit(Insn::Alu {
-        wide: true,
-        op: AluOp::Mov,
-        dst: R2,
-        src: Src::Reg(R6),
-    });
-    b.emit(Insn::Alu {
-        wide: true,
-        op: AluOp::Add,
-        dst: R2,
-        src: Src::Imm(i32::from(key)),
-    });
+    b.emit(mov64(R2, Src::Reg(R6)));
+    b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(key))));
     b.call_helper(HELPER_MAP_LOOKUP_ELEM);
     b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), miss);
 }
