@@ -1893,15 +1893,20 @@ fn arb_addr() -> impl Strategy<Value = [u8; 4]> {
     ]
 }
 
-fn arb_match() -> impl Strategy<Value = Match> {
-    let port = prop_oneof![
+/// A port: the corpus' own (22, 53, 80, 1000, 5001) or any.
+fn arb_port() -> impl Strategy<Value = u16> + Clone {
+    prop_oneof![
         Just(22u16),
         Just(53),
         Just(80),
         Just(1000),
         Just(5001),
         any::<u16>()
-    ];
+    ]
+}
+
+fn arb_match() -> impl Strategy<Value = Match> {
+    let port = arb_port();
     let range = (port.clone(), port.clone()).prop_map(|(a, b)| PortRange {
         lo: a.min(b),
         hi: a.max(b),
@@ -1996,14 +2001,7 @@ fn arb_match() -> impl Strategy<Value = Match> {
 }
 
 fn arb_packet() -> impl Strategy<Value = Vec<u8>> {
-    let port = prop_oneof![
-        Just(22u16),
-        Just(53),
-        Just(80),
-        Just(1000),
-        Just(5001),
-        any::<u16>()
-    ];
+    let port = arb_port();
     let opts = prop_oneof![
         Just(vec![]),
         Just(vec![2u8, 4, 5, 0xb4]),
@@ -2294,14 +2292,7 @@ fn arb_classifiable() -> impl Strategy<Value = Vec<Match>> {
             prop_oneof![3 => Just(false), 1 => Just(true)],
         )
     };
-    let port = prop_oneof![
-        Just(22u16),
-        Just(53),
-        Just(80),
-        Just(1000),
-        Just(5001),
-        any::<u16>()
-    ];
+    let port = arb_port();
     let range = (port.clone(), port, 0u8..4).prop_map(|(a, b, k)| match k {
         0 => PortRange::one(a),
         1 => PortRange::ANY,

@@ -52,7 +52,8 @@ use crate::EmitError;
 use super::chains::Frame;
 use super::lower::{copy_addr, extract, Field, Test};
 use super::record::{packed, rec};
-use super::{Generator, HELPER_MAP_LOOKUP_ELEM, HOTDROP};
+use super::runs::lookup_at;
+use super::{Generator, HOTDROP};
 
 /// Fewest rules in a classified run: below, compiled rules cost less to verify (a classified
 /// run's program verifies in about 20 ms on 6.18, 100 compiled rules in 15) and about as much
@@ -1034,7 +1035,7 @@ impl Generator<'_> {
                 b.emit(stx(Size::W, R6, slot::LPM + 4 + 4 * w, R1));
             }
             let (miss, done) = (b.label(), b.label());
-            lookup(b, MapRef::Other(map), slot::LPM, miss);
+            lookup_at(b, MapRef::Other(map), slot::LPM, miss);
             b.emit(ldx(Size::W, R1, R0, 0));
             b.emit(stx(Size::W, R6, dim_slot(IN + k), R1));
             b.ja(done);
@@ -1065,7 +1066,7 @@ impl Generator<'_> {
         }
         let cut_dims: Vec<usize> = (0..DIMS).filter(|&d| cut & (1 << d) != 0).collect();
         for level in 0..=t.depth {
-            lookup(b, MapRef::Other(c.nodes), slot::NODE, done);
+            lookup_at(b, MapRef::Other(c.nodes), slot::NODE, done);
             b.emit(ldx(Size::W, R1, R0, 0));
             b.emit(ldx(Size::W, R3, R0, 8));
             b.jmp32(JmpOp::Jset, R1, Src::Imm(LEAF as i32), leaf);
@@ -1143,7 +1144,7 @@ fn emit_leaf(
             b.emit(alu32(AluOp::Add, R1, Src::Imm(ch as i32)));
         }
         b.emit(stx(Size::W, R6, slot::IDX, R1));
-        lookup(b, MapRef::Other(c.leaves), slot::IDX, done);
+        lookup_at(b, MapRef::Other(c.leaves), slot::IDX, done);
         for (&reg, &d) in VALUE_REGS.iter().zip(&c.checked) {
             b.emit(ldx(Size::W, reg, R6, dim_slot(d)));
         }
@@ -1209,15 +1210,6 @@ fn emit_leaf(
         b.ja(done);
     }
     Ok(())
-}
-
-/// `r0 = lookup(map, r6 + key)`; a miss goes to `miss`.
-fn lookup(b: &mut crate::builder::Builder, map: MapRef, key: i16, miss: Label) {
-    b.ld_map(R1, map);
-    b.emit(mov64(R2, Src::Reg(R6)));
-    b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(key))));
-    b.call_helper(HELPER_MAP_LOOKUP_ELEM);
-    b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), miss);
 }
 
 #[cfg(test)]

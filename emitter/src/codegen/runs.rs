@@ -577,6 +577,15 @@ fn store_key(
 
 use Reg::{R0, R1, R2, R6};
 
+/// `r0 = lookup(map, r6 + key)` (a key in the record); a miss goes to `miss`.
+pub(super) fn lookup_at(b: &mut crate::builder::Builder, map: MapRef, key: i16, miss: Label) {
+    b.ld_map(R1, map);
+    b.emit(mov64(R2, Src::Reg(R6)));
+    b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(key))));
+    b.call_helper(HELPER_MAP_LOOKUP_ELEM);
+    b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), miss);
+}
+
 /// `rec::BEST` before a run with classes has found a rule (above every rule index).
 const NO_RULE: i32 = i32::MAX;
 
@@ -712,12 +721,7 @@ impl Generator<'_> {
 
     /// `r0 = lookup(map, LKEY)`; a miss goes to `miss`.
     fn lookup(&mut self, map: MapRef, miss: Label) {
-        let b = &mut self.b;
-        b.ld_map(R1, map);
-        b.emit(mov64(R2, Src::Reg(R6)));
-        b.emit(alu64(AluOp::Add, R2, Src::Imm(i32::from(rec::LKEY))));
-        b.call_helper(HELPER_MAP_LOOKUP_ELEM);
-        b.jmp64(JmpOp::Jeq, R0, Src::Imm(0), miss);
+        lookup_at(&mut self.b, map, rec::LKEY, miss);
     }
 
     /// The tests after a run's last lookup, then the action of the rule found (counting the
