@@ -2231,12 +2231,15 @@ fn prologue_verification_cost() {
         tcp_m(PortRange::ANY, (0, 0), 4, false),
         frag_m((0, u32::MAX), frag::MF, false),
     ];
-    for (name, matches) in [("empty", vec![]), ("tcp option + frag", all)] {
+    // The walk's step is one path for the verifier (see access6's module doc): 2,161 and
+    // 4,344 instructions on 6.18, where a step that branched per header kind took 7,395 and
+    // 7,605.
+    for (name, matches, budget) in [("empty", vec![], 4_000), ("tcp option + frag", all, 6_000)] {
         let p = single(Hook::LocalIn, matches, Action::Accept, Verdict::Drop);
         let _l = load(&env, &p, Options::default());
         let verified = VERIFIED.with(std::cell::Cell::get);
         eprintln!("{name}: {verified} instructions verified");
-        assert!(verified < 30_000, "{name}: {verified}");
+        assert!(verified < budget, "{name}: {verified} > {budget}");
     }
 }
 

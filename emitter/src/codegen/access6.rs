@@ -34,9 +34,14 @@
 //!
 //! The walk is a loop of at most [`MAX_EXT_HEADERS`] steps; the kernel has no bound. A packet
 //! with more extension headers than that is treated as a failed walk (a rule with a protocol
-//! drops it). Each step ends with every register in the same verifier state (the offset goes
-//! through a stack word, the next header is a fresh load), so the verifier checks one path per
-//! step.
+//! drops it). The verifier follows a bounded loop step by step, and inside a loop it keeps a
+//! state to prune against only every 20 jumps or 100 instructions: a step that branched on the
+//! header's kind was verified once per kind and step reached (7,400 instructions for an empty
+//! ruleset, 11 ms to load on 6.18). So a step is one path whatever the header: the kind is a
+//! bit of a 64-bit set (`(set >> nexthdr) & 1`), the read is two or four bytes by arithmetic,
+//! the length and the first-header records are chosen by masks, and every step reaches the top
+//! with the same registers (the offset goes through a stack word, the next header is a fresh
+//! load). Only the ways out of the loop branch (2,200 instructions).
 //!
 //! The cast strategy is not used for IPv6: both strategies compile this dynptr prologue.
 
@@ -67,6 +72,80 @@ fn read(b: &mut crate::builder::Builder, dst: i16, len: Src, off: Src) {
 fn opaque_zero(b: &mut crate::builder::Builder, dst: Reg) {
     b.emit(ldx(Size::W, dst, Reg::R10, rec::LEN));
     b.emit(alu32(AluOp::Rsh, dst, Src::Imm(31)));
+}
+
+/// Extension headers of the protocol walk (`ipv6_ext_hdr`, without 59 "no next header").
+const NH_HOP: u32 = 0;
+const NH_ROUTING: u32 = 43;
+const NH_FRAGMENT: u32 = 44;
+const NH_AUTH: u32 = 51;
+const NH_DEST: u32 = 60;
+
+/// The bit of next header `nh` (< 64) in a set of next headers.
+const fn bit(nh: u32) -> u64 {
+    1 << nh
+}
+
+/// The set of the headers the walk follows.
+const EXT: u64 = bit(NH_HOP) | bit(NH_ROUTING) | bit(NH_FRAGMENT) | bit(NH_AUTH) | bit(NH_DEST);
+
+/// `dst = (set >> r8) & 1`: whether next header r8 (known < 64) is in `set`, as 0 or 1.
+fn kind(b: &mut crate::builder::Builder, dst: Reg, set: u64) {
+    b.emit(Insn::LdImm64 {
+        dst,
+        imm: crate::insn::Imm64::Const(set),
+    });
+    b.emit(alu64(AluOp::Rsh, dst, Src::Reg(Reg::R8)));
+    b.emit(alu64(AluOp::And, dst, Src::Imm(1)));
+}
+
+/// `r2 = value` when next header r8 is `nh`, without a branch (r1, r3 clobbered; `value`
+/// is not r1 or r2).
+fn select(b: &mut crate::builder::Builder, nh: u32, value: Src) {
+    use Reg::*;
+    kind(b, R1, bit(nh));
+    b.emit(Insn::Neg {
+        wide: true,
+        dst: R1,
+    });
+    match value {
+        Src::Reg(r) if r != R3 => b.emit(mov64(R3, Src::Reg(r))),
+        Src::Reg(_) => {}
+        imm => b.emit(mov64(R3, imm)),
+    }
+    b.emit(alu64(AluOp::Xor, R3, Src::Reg(R2)));
+    b.emit(alu64(AluOp::And, R3, Src::Reg(R1)));
+    b.emit(alu64(AluOp::Xor, R2, Src::Reg(R3)));
+}
+
+/// `rec[at] = r9` when next header r8 is `nh` and `rec[at]` is still FRAG_NOENT, without a
+/// branch (r1, r3, r4, r5 clobbered).
+fn first_at(b: &mut crate::builder::Builder, nh: u32, at: i16) {
+    use Reg::*;
+    kind(b, R1, bit(nh));
+    b.emit(ldx(Size::W, R3, R10, at));
+    // r5 = 1 when r3 is FRAG_NOENT: r4 = r3 ^ NOENT (a u32), nonzero exactly when
+    // (r4 | -r4) has its sign bit
+    b.emit(mov64(R4, Src::Reg(R3)));
+    b.emit(alu32(AluOp::Xor, R4, Src::Imm(FRAG_NOENT)));
+    b.emit(mov64(R5, Src::Reg(R4)));
+    b.emit(Insn::Neg {
+        wide: true,
+        dst: R5,
+    });
+    b.emit(alu64(AluOp::Or, R5, Src::Reg(R4)));
+    b.emit(alu64(AluOp::Rsh, R5, Src::Imm(63)));
+    b.emit(alu64(AluOp::Xor, R5, Src::Imm(1)));
+    b.emit(alu64(AluOp::And, R1, Src::Reg(R5)));
+    b.emit(Insn::Neg {
+        wide: true,
+        dst: R1,
+    });
+    b.emit(mov64(R4, Src::Reg(R3)));
+    b.emit(alu64(AluOp::Xor, R4, Src::Reg(R9)));
+    b.emit(alu64(AluOp::And, R4, Src::Reg(R1)));
+    b.emit(alu64(AluOp::Xor, R3, Src::Reg(R4)));
+    b.emit(stx(Size::W, R10, at, R3));
 }
 
 /// `rec::V6H_SEEN` bytes, in order: the `MASK_*` bit each stands for (ip6t_ipv6header.h),
@@ -240,92 +319,58 @@ impl Generator<'_> {
         let bad = b.label();
         let bad_nonfirst = b.label();
         let nonfirst = b.label();
-        let opt = b.label();
-        let auth = b.label();
-        let frag = b.label();
-        let rt = b.label();
-        let advance = b.label();
         let walked = b.label();
+        // The WALK word is read below whatever the header (a fragment header's offset is
+        // multiplied by 0 for the others): initialised once, so that it is on every path.
+        opaque_zero(b, R3);
+        b.emit(stx(Size::W, R10, rec::WALK, R3));
         let top = b.here();
-        let ext = b.label();
-        for nh in [0, 60, 43, 44, 51] {
-            b.jmp32(JmpOp::Jeq, R8, Src::Imm(nh), ext);
-        }
-        b.ja(found);
-        // one more extension header: within the bound?
-        b.bind(ext)?;
+        // One more extension header? A bit of a 64-bit set, not one compare per kind: the
+        // step below is one path whatever the header is (see the module doc).
+        b.jmp32(JmpOp::Jgt, R8, Src::Imm(63), found);
+        kind(b, R1, EXT);
+        b.jmp64(JmpOp::Jeq, R1, Src::Imm(0), found);
         b.jmp64(JmpOp::Jge, R6, Src::Imm(MAX_EXT_HEADERS), bad);
         b.emit(alu64(AluOp::Add, R6, Src::Imm(1)));
-        for (nh, to) in [(43, rt), (44, frag), (51, auth)] {
-            b.jmp32(JmpOp::Jeq, R8, Src::Imm(nh), to);
-        }
-        // hop-by-hop, destination options: (hdrlen + 1) * 8
-        b.bind(opt)?;
-        read(b, rec::WALK, Src::Imm(2), Src::Reg(R9));
+        // routing and fragment headers must have four bytes readable, the others two
+        kind(b, R2, bit(NH_ROUTING) | bit(NH_FRAGMENT));
+        b.emit(alu64(AluOp::Lsh, R2, Src::Imm(1)));
+        b.emit(alu64(AluOp::Add, R2, Src::Imm(2)));
+        read(b, rec::WALK, Src::Reg(R2), Src::Reg(R9));
         b.jmp64(JmpOp::Jne, R0, Src::Imm(0), bad);
-        // the first hop-by-hop / destination options header: where `ipv6_find_hdr(..,
-        // NEXTHDR_HOP or NEXTHDR_DEST, ..)` stops
-        for (on, nh, at) in [(feat.hbh6, 0, rec::HBH_AT), (feat.dst6, 60, rec::DST_AT)] {
+        // the first header of each kind a rule looks for: where `ipv6_find_hdr(.., target,
+        // ..)` stops (a fragment header before its offset is looked at)
+        for (on, nh, at) in [
+            (feat.hbh6, NH_HOP, rec::HBH_AT),
+            (feat.dst6, NH_DEST, rec::DST_AT),
+            (feat.rt6, NH_ROUTING, rec::RT_AT),
+            (feat.frag6, NH_FRAGMENT, rec::FRAG_AT),
+        ] {
             if on {
-                let seen = b.label();
-                b.jmp32(JmpOp::Jne, R8, Src::Imm(nh), seen);
-                b.emit(ldx(Size::W, R1, R10, at));
-                b.jmp32(JmpOp::Jne, R1, Src::Imm(FRAG_NOENT), seen);
-                b.emit(stx(Size::W, R10, at, R9));
-                b.bind(seen)?;
+                first_at(b, nh, at);
             }
         }
-        b.emit(ldx(Size::B, R2, R10, rec::WALK + 1));
-        b.emit(alu64(AluOp::Add, R2, Src::Imm(1)));
-        b.emit(alu64(AluOp::Lsh, R2, Src::Imm(3)));
-        b.ja(advance);
-        // routing: the same length, four bytes readable
-        b.bind(rt)?;
-        read(b, rec::WALK, Src::Imm(4), Src::Reg(R9));
-        b.jmp64(JmpOp::Jne, R0, Src::Imm(0), bad);
-        if feat.rt6 {
-            // the first routing header: where `ipv6_find_hdr(.., NEXTHDR_ROUTING, ..)` stops
-            let seen = b.label();
-            b.emit(ldx(Size::W, R1, R10, rec::RT_AT));
-            b.jmp32(JmpOp::Jne, R1, Src::Imm(FRAG_NOENT), seen);
-            b.emit(stx(Size::W, R10, rec::RT_AT, R9));
-            b.bind(seen)?;
-        }
-        b.emit(ldx(Size::B, R2, R10, rec::WALK + 1));
-        b.emit(alu64(AluOp::Add, R2, Src::Imm(1)));
-        b.emit(alu64(AluOp::Lsh, R2, Src::Imm(3)));
-        b.ja(advance);
-        // AH: (hdrlen + 2) * 4
-        b.bind(auth)?;
-        read(b, rec::WALK, Src::Imm(2), Src::Reg(R9));
-        b.jmp64(JmpOp::Jne, R0, Src::Imm(0), bad);
-        b.emit(ldx(Size::B, R2, R10, rec::WALK + 1));
-        b.emit(alu64(AluOp::Add, R2, Src::Imm(2)));
-        b.emit(alu64(AluOp::Lsh, R2, Src::Imm(2)));
-        b.ja(advance);
-        // fragment: 8 bytes, unless its offset (ntohs(frag_off) & ~7) is not 0
-        b.bind(frag)?;
-        read(b, rec::WALK, Src::Imm(4), Src::Reg(R9));
-        b.jmp64(JmpOp::Jne, R0, Src::Imm(0), bad);
-        if feat.frag6 {
-            // the first fragment header: where `ipv6_find_hdr(.., NEXTHDR_FRAGMENT, ..)` stops
-            let seen = b.label();
-            b.emit(ldx(Size::W, R1, R10, rec::FRAG_AT));
-            b.jmp32(JmpOp::Jne, R1, Src::Imm(FRAG_NOENT), seen);
-            b.emit(stx(Size::W, R10, rec::FRAG_AT, R9));
-            b.bind(seen)?;
-        }
-        b.emit(ldx(Size::H, R1, R10, rec::WALK + 2));
+        // a fragment header whose offset (ntohs(frag_off) & ~7) is not 0 ends the walk
+        kind(b, R1, bit(NH_FRAGMENT));
+        b.emit(ldx(Size::H, R2, R10, rec::WALK + 2));
         b.emit(Insn::End {
             to_be: true,
-            dst: R1,
+            dst: R2,
             bits: 16,
         });
-        b.emit(alu32(AluOp::And, R1, Src::Imm(0xfff8)));
-        b.jmp32(JmpOp::Jne, R1, Src::Imm(0), nonfirst);
-        b.emit(mov64(R2, Src::Imm(8)));
-        // r2 = this header's length
-        b.bind(advance)?;
+        b.emit(alu32(AluOp::And, R2, Src::Imm(0xfff8)));
+        b.emit(alu64(AluOp::Mul, R2, Src::Reg(R1)));
+        b.jmp64(JmpOp::Jne, R2, Src::Imm(0), nonfirst);
+        // r2 = this header's length: 8 for a fragment header, (hdrlen + 2) * 4 for AH,
+        // (hdrlen + 1) * 8 for the others, chosen by masks
+        b.emit(ldx(Size::B, R3, R10, rec::WALK + 1));
+        b.emit(mov64(R2, Src::Reg(R3)));
+        b.emit(alu64(AluOp::Add, R2, Src::Imm(1)));
+        b.emit(alu64(AluOp::Lsh, R2, Src::Imm(3)));
+        b.emit(alu64(AluOp::Add, R3, Src::Imm(2)));
+        b.emit(alu64(AluOp::Lsh, R3, Src::Imm(2)));
+        select(b, NH_AUTH, Src::Reg(R3));
+        select(b, NH_FRAGMENT, Src::Imm(8));
         b.emit(ldx(Size::B, R8, R10, rec::WALK));
         b.emit(alu64(AluOp::Add, R9, Src::Reg(R2)));
         // through a stack word: every step reaches `top` with the same r9 state
