@@ -2870,31 +2870,46 @@ fn deep_inlined_return_from_cold_block() {
 }
 
 /// The kernel matrix's scale check (tools/kernels/matrix.sh runs it in every guest): 10,000
-/// address rules (as the daemon compiles them, one lookup, and as plain rules) and 10,000
-/// rules varying in address and port load with every packet access this kernel verifies,
+/// address rules (as the daemon compiles them, one lookup, and as plain rules), 10,000
+/// rules varying in address and port, 10,000 of arbitrary shape (classified) and 3,000 of
+/// them compiled rule by rule (docs/KERNEL-BEHAVIOUR.md#stack-liveness) load with every
+/// packet access this kernel verifies,
 /// judge a packet of the last rule and the final ACCEPT exactly, and report verified
 /// instructions and load time per kernel ("MATRIX" lines).
 #[test]
 fn kernel_scale() {
     let Some(env) = env() else { return };
     let release = bpfilter::probe::release();
-    let n = 10_000usize;
-    for (kind, mk, runs) in [
+    for (kind, n, mk, runs) in [
         (
             "10k address, lookup",
+            10_000,
             address_chain as fn(usize) -> Program,
             true,
         ),
         (
             "10k address, plain",
+            10_000,
             address_chain as fn(usize) -> Program,
             false,
         ),
-        ("10k address+port", port_chain as fn(usize) -> Program, true),
+        (
+            "10k address+port",
+            10_000,
+            port_chain as fn(usize) -> Program,
+            true,
+        ),
         (
             "10k arbitrary, classified",
+            10_000,
             arbitrary_chain as fn(usize) -> Program,
             true,
+        ),
+        (
+            "3k arbitrary, compiled",
+            3_000,
+            arbitrary_chain as fn(usize) -> Program,
+            false,
         ),
     ] {
         for (how, opts) in env.access_variants() {

@@ -272,6 +272,25 @@ impl Builder {
     }
 
     /// Append one instruction.
+    /// How many items were emitted so far: a position for [`Builder::slots_read`].
+    pub fn position(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The 8-byte stack slots (offsets, multiples of 8) that the instructions emitted since
+    /// `from` (a [`Builder::position`]) read through `bases` with a plain load.
+    pub fn slots_read(&self, from: usize, bases: &[Reg]) -> std::collections::BTreeSet<i16> {
+        self.items[from.min(self.items.len())..]
+            .iter()
+            .filter_map(|(_, item)| match item {
+                Item::Insn(Insn::Ldx { src, off, .. }) if bases.contains(src) && *off < 0 => {
+                    Some(off.div_euclid(8) * 8)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn emit(&mut self, i: Insn) {
         let n = i.slots();
         self.push(Item::Insn(i), n);

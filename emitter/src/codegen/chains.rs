@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::builder::{Builder, Label};
-use crate::insn::{ldx, mov64, Insn, JmpOp, Reg, Size, Src};
+use crate::insn::{alu32, ldx, mov64, AluOp, Insn, JmpOp, Reg, Size, Src};
 use crate::ir::{self, Action, ChainId, Program};
 use crate::EmitError;
 
@@ -156,6 +156,7 @@ impl Generator<'_> {
         self.b.symbol("main");
         let mut frame = Frame::new(&mut self.b, true);
         self.prologue(feat)?;
+        self.rules_from = self.b.position();
         frame.policy_rule = Some(p.policy);
         if self.chain_body(p.entry, &mut frame)? {
             if let Some(slot) = self.tail {
@@ -508,7 +509,32 @@ impl Generator<'_> {
         Ok(())
     }
 
+    /// Reads of every record slot a rule reads, on a path the verifier follows but no
+    /// packet takes (`skb->len >> 31` is 0). Every rule reaches a tail, so with these reads
+    /// visited early (the first rule that matches goes to a tail) the slots are live at
+    /// every rule from then on. Since 6.18 the verifier computes stack liveness for the
+    /// whole function again whenever a path it resumes reads a slot not yet known live
+    /// there, and a rule's tests were such reads once per rule: verification grew with
+    /// the square of the rules (see docs/KERNEL-BEHAVIOUR.md#stack-liveness).
+    fn liveness_anchor(&mut self) -> Result<(), EmitError> {
+        let slots = self.b.slots_read(self.rules_from, &[Reg::R6, Reg::R10]);
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let b = &mut self.b;
+        let skip = b.label();
+        b.emit(ldx(Size::W, Reg::R1, Reg::R6, rec::LEN));
+        b.emit(alu32(AluOp::Rsh, Reg::R1, Src::Imm(31)));
+        b.jmp64(JmpOp::Jeq, Reg::R1, Src::Imm(0), skip);
+        for off in slots {
+            b.emit(ldx(Size::DW, Reg::R1, Reg::R6, off));
+        }
+        b.bind(skip)
+    }
+
     /// Per-frame shared code: count-then-verdict tails (KEY = counter slot + 1) and hotdrop.
+    /// After the count, each tail repeats the rules' stack reads for the verifier
+    /// (`liveness_anchor`; three instructions at run time).
     fn tails(&mut self, frame: &Frame) -> Result<(), EmitError> {
         for (which, label, code) in [
             (1u8, frame.tail_accept, 1),
@@ -518,6 +544,7 @@ impl Generator<'_> {
             self.b.bind(label)?;
             if frame.used.contains(&which) {
                 self.call_count();
+                self.liveness_anchor()?;
                 self.b.emit(mov64(Reg::R0, Src::Imm(code)));
                 self.b.emit(Insn::Exit);
             }
@@ -541,6 +568,70 @@ mod tests {
     use crate::ir::*;
     use crate::{Compiled, KernelLayout};
     use std::net::Ipv4Addr;
+
+    /// Every stack slot a rule reads is read again in each tail, on the path no packet takes
+    /// (`liveness_anchor`): the verifier of 6.18 and later knows them live from the first
+    /// rule that matches.
+    #[test]
+    fn tails_read_every_slot_the_rules_read() {
+        let rules: Vec<Rule> = (0..40u32)
+            .map(|i| Rule {
+                matches: vec![
+                    Match::InIface(Iface::iptables(&format!("eth{i}"), i % 3 == 0)),
+                    Match::Ipv4Src {
+                        addr: Ipv4Addr::new(10, 0, 0, i as u8),
+                        mask: Ipv4Addr::new(255, 255, 255, 0),
+                        invert: i % 2 == 0,
+                    },
+                ],
+                action: if i % 2 == 0 {
+                    Action::Drop
+                } else {
+                    Action::Accept
+                },
+                counter: i,
+            })
+            .collect();
+        let p = Program::single(
+            Hook::LocalIn,
+            rules,
+            Policy {
+                verdict: Verdict::Drop,
+                counter: 40,
+            },
+        );
+        let c = compile(&p, &KernelLayout::example()).expect("compile");
+        let loads = |pred: &dyn Fn(&Insn) -> bool| -> BTreeSet<i16> {
+            c.insns
+                .iter()
+                .filter(|i| pred(i))
+                .filter_map(|i| match i {
+                    Insn::Ldx { src, off, .. } if *off < 0 => Some(off.div_euclid(8) * 8),
+                    _ => None,
+                })
+                .collect()
+        };
+        let by_rules = loads(
+            &|i| matches!(i, Insn::Ldx { src: Reg::R6, size, .. } if *size != insn::Size::DW),
+        );
+        let anchored = loads(&|i| {
+            matches!(
+                i,
+                Insn::Ldx {
+                    src: Reg::R6,
+                    dst: Reg::R1,
+                    size: insn::Size::DW,
+                    ..
+                }
+            )
+        });
+        assert!(
+            by_rules.len() > 2,
+            "the rules read the record: {by_rules:?}"
+        );
+        let missing: Vec<&i16> = by_rules.difference(&anchored).collect();
+        assert!(missing.is_empty(), "slots no tail reads: {missing:?}");
+    }
 
     #[test]
     fn unconditional_terminal_rule_ends_the_chain() {

@@ -167,6 +167,9 @@ struct Generator<'a> {
     runs: &'a Runs,
     /// the next `set_key` is skipped: a run stored the slot it looked up in KEY already
     dyn_key: bool,
+    /// where main's prologue ends: the rules' code, whose stack reads the tails' liveness
+    /// anchors repeat (see `liveness_anchor`)
+    rules_from: usize,
     inline: BTreeSet<ChainId>,
     /// per chain: does its code, inlined, reach the caller's continuation (see `reaches_ret`)
     returns: BTreeMap<ChainId, bool>,
@@ -310,6 +313,7 @@ pub fn compile_output(
         lowered: &lowered,
         runs: &runs,
         dyn_key: false,
+        rules_from: 0,
         inline: depths
             .iter()
             .filter(|(_, d)| **d > MAX_CHAIN_DEPTH)
