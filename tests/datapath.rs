@@ -2871,7 +2871,7 @@ fn deep_inlined_return_from_cold_block() {
 
 /// The kernel matrix's scale check (tools/kernels/matrix.sh runs it in every guest): 10,000
 /// address rules (as the daemon compiles them, one lookup, and as plain rules), 10,000
-/// rules varying in address and port, 10,000 of arbitrary shape (classified) and 3,000 of
+/// rules varying in address and port, 10,000 of arbitrary shape (classified) and 1,000 of
 /// them compiled rule by rule (docs/KERNEL-BEHAVIOUR.md#stack-liveness) load with every
 /// packet access this kernel verifies,
 /// judge a packet of the last rule and the final ACCEPT exactly, and report verified
@@ -2906,8 +2906,8 @@ fn kernel_scale() {
             true,
         ),
         (
-            "3k arbitrary, compiled",
-            3_000,
+            "1k arbitrary, compiled",
+            1_000,
             arbitrary_chain as fn(usize) -> Program,
             false,
         ),

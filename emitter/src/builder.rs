@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use crate::insn::{self, Call, Imm64, Insn, JmpOp, Reg, Src};
+use crate::insn::{self, Call, Imm64, Insn, JmpOp, Reg, Size, Src};
 use crate::EmitError;
 
 /// A jump target, bound to a position with `Builder::bind`.
@@ -277,18 +277,23 @@ impl Builder {
         self.items.len()
     }
 
-    /// The 8-byte stack slots (offsets, multiples of 8) that the instructions emitted since
-    /// `from` (a [`Builder::position`]) read through `bases` with a plain load.
-    pub fn slots_read(&self, from: usize, bases: &[Reg]) -> std::collections::BTreeSet<i16> {
-        self.items[from.min(self.items.len())..]
-            .iter()
-            .filter_map(|(_, item)| match item {
-                Item::Insn(Insn::Ldx { src, off, .. }) if bases.contains(src) && *off < 0 => {
-                    Some(off.div_euclid(8) * 8)
+    /// One load per 8-byte stack slot that the instructions emitted since `from` (a
+    /// [`Builder::position`]) read through `bases`: the offset and width of one of those
+    /// loads (the one at the highest offset), so that repeating it is as valid as it was and
+    /// reaches no deeper.
+    pub fn slots_read(&self, from: usize, bases: &[Reg]) -> Vec<(i16, Size)> {
+        let mut slots = std::collections::BTreeMap::new();
+        for (_, item) in &self.items[from.min(self.items.len())..] {
+            if let Item::Insn(Insn::Ldx { src, off, size, .. }) = item {
+                if bases.contains(src) && *off < 0 {
+                    let at = slots.entry(off.div_euclid(8)).or_insert((*off, *size));
+                    if *off > at.0 {
+                        *at = (*off, *size);
+                    }
                 }
-                _ => None,
-            })
-            .collect()
+            }
+        }
+        slots.into_values().collect()
     }
 
     pub fn emit(&mut self, i: Insn) {

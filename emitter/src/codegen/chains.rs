@@ -517,7 +517,9 @@ impl Generator<'_> {
     /// there, and a rule's tests were such reads once per rule: verification grew with
     /// the square of the rules (see docs/KERNEL-BEHAVIOUR.md#stack-liveness).
     fn liveness_anchor(&mut self) -> Result<(), EmitError> {
-        let slots = self.b.slots_read(self.rules_from, &[Reg::R6, Reg::R10]);
+        // Main's tails only, through r6 (the record): per slot, a load a rule makes (a
+        // narrower one could split a spilled pointer; a wider one reach deeper).
+        let slots = self.b.slots_read(self.rules_from, &[Reg::R6]);
         if slots.is_empty() {
             return Ok(());
         }
@@ -526,8 +528,8 @@ impl Generator<'_> {
         b.emit(ldx(Size::W, Reg::R1, Reg::R6, rec::LEN));
         b.emit(alu32(AluOp::Rsh, Reg::R1, Src::Imm(31)));
         b.jmp64(JmpOp::Jeq, Reg::R1, Src::Imm(0), skip);
-        for off in slots {
-            b.emit(ldx(Size::DW, Reg::R1, Reg::R6, off));
+        for (off, size) in slots {
+            b.emit(ldx(size, Reg::R1, Reg::R6, off));
         }
         b.bind(skip)
     }
@@ -544,7 +546,9 @@ impl Generator<'_> {
             self.b.bind(label)?;
             if frame.used.contains(&which) {
                 self.call_count();
-                self.liveness_anchor()?;
+                if frame.main {
+                    self.liveness_anchor()?;
+                }
                 self.b.emit(mov64(Reg::R0, Src::Imm(code)));
                 self.b.emit(Insn::Exit);
             }
@@ -611,20 +615,25 @@ mod tests {
                 })
                 .collect()
         };
-        let by_rules = loads(
-            &|i| matches!(i, Insn::Ldx { src: Reg::R6, size, .. } if *size != insn::Size::DW),
-        );
-        let anchored = loads(&|i| {
-            matches!(
-                i,
-                Insn::Ldx {
-                    src: Reg::R6,
-                    dst: Reg::R1,
-                    size: insn::Size::DW,
-                    ..
+        let by_rules = loads(&|i| matches!(i, Insn::Ldx { src: Reg::R6, .. }));
+        // the anchors: `r1 = LEN; w1 >>= 31; if r1 == 0 goto skip;` then the loads
+        let head = ldx(Size::W, Reg::R1, Reg::R6, rec::LEN);
+        let mut anchored = BTreeSet::new();
+        for (k, _) in c.insns.iter().enumerate().filter(|(_, i)| **i == head) {
+            for i in c.insns.iter().skip(k + 3) {
+                match i {
+                    Insn::Ldx {
+                        dst: Reg::R1,
+                        src: Reg::R6,
+                        off,
+                        ..
+                    } => {
+                        anchored.insert(off.div_euclid(8) * 8);
+                    }
+                    _ => break,
                 }
-            )
-        });
+            }
+        }
         assert!(
             by_rules.len() > 2,
             "the rules read the record: {by_rules:?}"
