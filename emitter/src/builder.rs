@@ -194,6 +194,42 @@ pub struct Compiled {
     pub symbols: Vec<(usize, String)>,
 }
 
+/// The stack slots that loads through some base registers read, gathered from a
+/// [`Builder::position`] on by [`Builder::gather_stack_reads`]: per 8-byte slot, the offset
+/// and width of one of those loads (the one at the highest offset), so that repeating it is
+/// as valid as it was and reaches no deeper.
+#[derive(Debug, Clone)]
+pub struct StackReads {
+    /// Items looked at so far.
+    upto: usize,
+    /// Slot k holds offsets -8(k+1) to -8k-1 (the stack is 512 bytes).
+    slots: [Option<(i16, Size)>; 64],
+}
+
+impl StackReads {
+    /// Nothing read yet; items before `position` are never looked at.
+    pub fn from(position: usize) -> Self {
+        StackReads {
+            upto: position,
+            slots: [None; 64],
+        }
+    }
+
+    fn note(&mut self, off: i16, size: Size) {
+        let slot = usize::try_from(-1 - i32::from(off).div_euclid(8)).ok();
+        if let Some(at) = slot.and_then(|k| self.slots.get_mut(k)) {
+            if at.is_none_or(|(o, _)| off > o) {
+                *at = Some((off, size));
+            }
+        }
+    }
+
+    /// One load per slot read, the deepest slot first.
+    pub fn loads(&self) -> Vec<(i16, Size)> {
+        self.slots.iter().rev().flatten().copied().collect()
+    }
+}
+
 impl Builder {
     /// An empty builder.
     pub fn new() -> Builder {
@@ -271,31 +307,25 @@ impl Builder {
         self.pos += slots;
     }
 
-    /// Append one instruction.
-    /// How many items were emitted so far: a position for [`Builder::slots_read`].
+    /// How many items were emitted so far: where a [`StackReads`] starts.
     pub fn position(&self) -> usize {
         self.items.len()
     }
 
-    /// One load per 8-byte stack slot that the instructions emitted since `from` (a
-    /// [`Builder::position`]) read through `bases`: the offset and width of one of those
-    /// loads (the one at the highest offset), so that repeating it is as valid as it was and
-    /// reaches no deeper.
-    pub fn slots_read(&self, from: usize, bases: &[Reg]) -> Vec<(i16, Size)> {
-        let mut slots = std::collections::BTreeMap::new();
-        for (_, item) in &self.items[from.min(self.items.len())..] {
+    /// Adds to `reads` the stack loads through `bases` emitted since it last looked (each
+    /// item is looked at once, however often this is asked).
+    pub fn gather_stack_reads(&self, reads: &mut StackReads, bases: &[Reg]) {
+        for (_, item) in self.items.get(reads.upto..).unwrap_or_default() {
             if let Item::Insn(Insn::Ldx { src, off, size, .. }) = item {
-                if bases.contains(src) && *off < 0 {
-                    let at = slots.entry(off.div_euclid(8)).or_insert((*off, *size));
-                    if *off > at.0 {
-                        *at = (*off, *size);
-                    }
+                if *off < 0 && bases.contains(src) {
+                    reads.note(*off, *size);
                 }
             }
         }
-        slots.into_values().collect()
+        reads.upto = reads.upto.max(self.items.len());
     }
 
+    /// Append one instruction.
     pub fn emit(&mut self, i: Insn) {
         let n = i.slots();
         self.push(Item::Insn(i), n);

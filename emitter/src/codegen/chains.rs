@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::builder::{Builder, Label};
+use crate::builder::{Builder, Label, StackReads};
 use crate::insn::{alu32, ldx, mov64, AluOp, Insn, JmpOp, Reg, Size, Src};
 use crate::ir::{self, Action, ChainId, Program};
 use crate::EmitError;
@@ -156,7 +156,7 @@ impl Generator<'_> {
         self.b.symbol("main");
         let mut frame = Frame::new(&mut self.b, true);
         self.prologue(feat)?;
-        self.rules_from = self.b.position();
+        self.rule_reads = StackReads::from(self.b.position());
         frame.policy_rule = Some(p.policy);
         if self.chain_body(p.entry, &mut frame)? {
             if let Some(slot) = self.tail {
@@ -518,8 +518,10 @@ impl Generator<'_> {
     /// the square of the rules (see docs/KERNEL-BEHAVIOUR.md#stack-liveness).
     fn liveness_anchor(&mut self) -> Result<(), EmitError> {
         // Main's tails only, through r6 (the record): per slot, a load a rule makes (a
-        // narrower one could split a spilled pointer; a wider one reach deeper).
-        let slots = self.b.slots_read(self.rules_from, &[Reg::R6]);
+        // narrower one could split a spilled pointer; a wider one reach deeper). Gathered
+        // as the code grows: each instruction is looked at once, whatever the tails.
+        self.b.gather_stack_reads(&mut self.rule_reads, &[Reg::R6]);
+        let slots = self.rule_reads.loads();
         if slots.is_empty() {
             return Ok(());
         }

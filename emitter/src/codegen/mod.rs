@@ -111,7 +111,7 @@ pub use runs::{
     FIXED_MAPS, MAX_CLASSES, MAX_RUN_MAPS, MAX_USED_MAPS, MIN_RUN, RULES_PER_CLASS_MAP,
 };
 
-use crate::builder::{Builder, Compiled, Label, MapSpec};
+use crate::builder::{Builder, Compiled, Label, MapSpec, StackReads};
 use crate::ir::{self, ChainId, Program};
 use crate::{EmitError, KernelLayout};
 
@@ -167,9 +167,9 @@ struct Generator<'a> {
     runs: &'a Runs,
     /// the next `set_key` is skipped: a run stored the slot it looked up in KEY already
     dyn_key: bool,
-    /// where main's prologue ends: the rules' code, whose stack reads the tails' liveness
-    /// anchors repeat (see `liveness_anchor`)
-    rules_from: usize,
+    /// the stack reads of main's rules (from the end of its prologue on), which its tails'
+    /// liveness anchors repeat (see `liveness_anchor`)
+    rule_reads: StackReads,
     inline: BTreeSet<ChainId>,
     /// per chain: does its code, inlined, reach the caller's continuation (see `reaches_ret`)
     returns: BTreeMap<ChainId, bool>,
@@ -313,7 +313,7 @@ pub fn compile_output(
         lowered: &lowered,
         runs: &runs,
         dyn_key: false,
-        rules_from: 0,
+        rule_reads: StackReads::from(0),
         inline: depths
             .iter()
             .filter(|(_, d)| **d > MAX_CHAIN_DEPTH)
