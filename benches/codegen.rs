@@ -45,6 +45,26 @@ fn codegen(c: &mut Criterion) {
     }
 }
 
+/// The daemon's compile of address and port rules: one hash lookup per run, its map's
+/// contents built here.
+fn runs(c: &mut Criterion) {
+    let layout = KernelLayout::example();
+    for (name, ports) in [("address", false), ("addr_udp_port", true)] {
+        let mut g = c.benchmark_group(format!("compile_output_{name}"));
+        for n in [1_000usize, 10_000] {
+            let p = chain(n, ports);
+            g.bench_with_input(BenchmarkId::from_parameter(n), &p, |b, p| {
+                b.iter(|| {
+                    let out = compile_output(black_box(p), &layout, Options::default())
+                        .expect("compile");
+                    black_box(out.code.bytes(&|_| 3))
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
 fn classified(c: &mut Criterion) {
     let layout = KernelLayout::example();
     let mut g = c.benchmark_group("compile_output_arbitrary");
@@ -62,5 +82,5 @@ fn classified(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codegen, classified);
+criterion_group!(benches, codegen, runs, classified);
 criterion_main!(benches);

@@ -18,7 +18,7 @@ use emitter::codegen::{compile_output, Options, PacketAccess};
 use emitter::ir::{Hook, Policy, Program, Verdict};
 use emitter::{KernelLayout, MapRef};
 
-use crate::sys::{self, Btf, Map, MapType};
+use crate::sys::{self, Btf};
 
 /// The oldest Linux release with everything bpfilter requires.
 pub const MIN_RELEASE: &str = "6.4";
@@ -150,19 +150,21 @@ fn empty_program() -> Program {
 /// Loads the empty filter program compiled with `access`; verified instructions, or the
 /// verifier's reason.
 pub fn try_strategy(layout: &KernelLayout, access: PacketAccess) -> Result<u32, String> {
+    // the counter map the daemon makes, so that its way of counting is probed too
+    let counters =
+        crate::daemon::counters::CounterMap::create(1).map_err(|e| format!("counter map: {e}"))?;
     let out = compile_output(
         &empty_program(),
         layout,
         Options {
             access,
+            counters: counters.layout(),
             ..Options::default()
         },
     )
     .map_err(|e| format!("compile: {e}"))?;
-    let counters = Map::create(MapType::PercpuArray, 4, 16, 1, "bpfltr_probe")
-        .map_err(|e| format!("counter map: {e}"))?;
     use std::os::fd::AsRawFd;
-    let fd = counters.fd().as_raw_fd();
+    let fd = counters.map().fd().as_raw_fd();
     let bytes = out.code.bytes(&|m| match m {
         MapRef::Counters => fd,
         MapRef::Other(_)

@@ -6,8 +6,9 @@
 //! <root>/net<ns>/<table>/<HOOK>/dispatcher  tail-calls progs[hook]; an empty slot accepts
 //! <root>/net<ns>/<table>/<HOOK>/link        netfilter link of the dispatcher (pf, hook, PRIORITY)
 //! <root>/net<ns>/<table>/gen<N>/<HOOK>      the compiled chain program of generation N
-//! <root>/net<ns>/<table>/gen<N>/counters    PERCPU_ARRAY {packets, bytes} per slot (the same
-//!                                          map in consecutive generations, see [`slots`])
+//! <root>/net<ns>/<table>/gen<N>/counters    {packets, bytes} per slot and CPU, mapped by the
+//!                                          daemon (the same map in consecutive generations,
+//!                                          see [`slots`] and [`super::counters`])
 //! <root>/net<ns>/<table>/gen<N>/slots       the counter slot of each entry (BlobMap, u32s)
 //! <root>/net<ns>/<table>/gen<N>/bases       added to each entry's slot: counters carried by
 //!                                          SET_ADD_COUNTERS, less a kept slot's earlier count
@@ -55,6 +56,7 @@ use emitter::builder::MapRef;
 use ipt_abi::{Family, Table, XtCounters};
 use tracing::{info, warn};
 
+use super::counters::CounterMap;
 use super::hashlimit::Hashlimit;
 use super::recent::Recent;
 use super::slots::{self, EntryKey, Pool};
@@ -338,7 +340,7 @@ struct Plan<'a> {
     irs: Vec<emitter::ir::Program>,
     recent: Vec<Recent>,
     hashlimit: Vec<Hashlimit>,
-    counters: Arc<Map>,
+    counters: Arc<CounterMap>,
     slots: Vec<u32>,
     /// the entries' keys ([`slots::keys`] of the table)
     keys: Vec<slots::EntryKey>,
@@ -364,10 +366,9 @@ fn reusable(ir: &emitter::ir::Program) -> bool {
 
 /// A new counter map for a ruleset of `entries` entries, its pool, and the slots of those
 /// entries (the first ones).
-fn new_counter_map(entries: usize) -> Result<(Arc<Map>, Pool, Vec<u32>), BackendError> {
+fn new_counter_map(entries: usize) -> Result<(Arc<CounterMap>, Pool, Vec<u32>), BackendError> {
     let capacity = Pool::capacity_for(entries);
-    let map = Map::create(MapType::PercpuArray, 4, 16, capacity, "bpfltr_cnt")
-        .map_err(sys_err("creating the counter map"))?;
+    let map = CounterMap::create(capacity).map_err(sys_err("creating the counter map"))?;
     let used = u32::try_from(entries)
         .map_err(|_| BackendError::new(libc::E2BIG, "more than 2^32 entries"))?;
     Ok((
@@ -398,7 +399,7 @@ fn lock_pool(pool: &Mutex<Pool>) -> std::sync::MutexGuard<'_, Pool> {
 /// Frees `slots` of `map` once no program can count in them any more: after a grace period,
 /// off the caller's path, they are zeroed and given back to `pool` (a pool that no longer
 /// belongs to the table, its map replaced meanwhile, takes them harmlessly).
-fn retire_slots(map: Arc<Map>, pool: Arc<Mutex<Pool>>, slots: Vec<u32>) {
+fn retire_slots(map: Arc<CounterMap>, pool: Arc<Mutex<Pool>>, slots: Vec<u32>) {
     if slots.is_empty() {
         return;
     }
@@ -406,34 +407,12 @@ fn retire_slots(map: Arc<Map>, pool: Arc<Mutex<Pool>>, slots: Vec<u32>) {
         .name("slot-reclaim".into())
         .spawn(move || {
             synchronize_programs();
-            let zeroed = zero_slots(&map, slots);
+            let zeroed = map.zero(slots);
             lock_pool(&pool).release(&zeroed);
         });
     if let Err(e) = spawned {
         warn!(error = %e, "counter slots not reclaimed (no thread)");
     }
-}
-
-/// Zeroes `slots` of `map` on every CPU; returns those zeroed (a slot that could not be stays
-/// out of use).
-fn zero_slots(map: &Map, slots: Vec<u32>) -> Vec<u32> {
-    let zero = match map.value_buf_len() {
-        Ok(n) => vec![0u8; n],
-        Err(e) => {
-            warn!(error = %e, "counter slots not zeroed");
-            return Vec::new();
-        }
-    };
-    slots
-        .into_iter()
-        .filter(|s| match map.update(&s.to_ne_bytes(), &zero, 0) {
-            Ok(()) => true,
-            Err(e) => {
-                warn!(slot = s, error = %e, "a counter slot not zeroed stays unused");
-                false
-            }
-        })
-        .collect()
 }
 
 /// The programs and maps of one ruleset.
@@ -442,7 +421,7 @@ struct Generation {
     number: u64,
     dir: PathBuf,
     /// the counter map, shared with the generations before and after while it has room
-    counters: Arc<Map>,
+    counters: Arc<CounterMap>,
     /// the counter slot of each entry
     slots: Vec<u32>,
     /// what identifies each entry to the next ruleset
@@ -710,9 +689,9 @@ impl BpfTable {
         // Slots no entry uses may hold counts of a generation a dead daemon discarded, and
         // are zeroed before use (now, so that the first change after a restart finds them
         // free: the programs of that generation were put out of the slots above).
-        let (mut pool, unused) = Pool::adopted(gen.counters.max_entries(), &gen.slots);
+        let (mut pool, unused) = Pool::adopted(gen.counters.capacity(), &gen.slots);
         synchronize_programs();
-        pool.release(&zero_slots(&gen.counters, unused));
+        pool.release(&gen.counters.zero(unused));
         let pool = Arc::new(Mutex::new(pool));
         for &hook in &hooks_of(&table) {
             let link = dir.join(HOOK_NAMES[hook as usize]).join("link");
@@ -872,15 +851,17 @@ impl BpfTable {
     }
 
     fn read_counters(gen: &Generation) -> Result<Vec<XtCounters>, BackendError> {
-        let sums = gen
-            .counters
-            .sum_percpu_u64_all()
-            .map_err(sys_err("reading counters"))?;
+        let sums = gen.counters.sums().map_err(sys_err("reading counters"))?;
         Ok(counts(gen, &sums))
     }
 
     /// Gives back the free slots of a generation that did not get in force.
-    fn abandon(&self, assignment: Option<&slots::Assignment>, ran: bool, counters: &Arc<Map>) {
+    fn abandon(
+        &self,
+        assignment: Option<&slots::Assignment>,
+        ran: bool,
+        counters: &Arc<CounterMap>,
+    ) {
         let Some(a) = assignment else { return };
         if ran {
             retire_slots(
@@ -928,7 +909,7 @@ fn counts(gen: &Generation, sums: &sys::Sums) -> Vec<XtCounters> {
 
 /// The maps a generation's programs refer to besides their own lookup maps.
 struct Fds<'a> {
-    counters: &'a Map,
+    counters: &'a CounterMap,
     events: &'a EventMaps,
     limits: &'a Map,
     addrtypes: Option<&'a Map>,
@@ -957,7 +938,7 @@ fn load_output(
     }
     let fd = |m: &Map| m.fd().as_raw_fd();
     let bytes = out.code.bytes(&|m| match m {
-        MapRef::Counters => fd(fds.counters),
+        MapRef::Counters => fd(fds.counters.map()),
         MapRef::Other(i) => sets.get(i as usize).map_or(-1, fd),
         MapRef::Events => fd(&fds.events.ring),
         MapRef::EventLoss => fd(&fds.events.loss),
@@ -1032,6 +1013,7 @@ impl Generation {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| BackendError::new(libc::EIO, format!("mkdir: {e}")))?;
             counters
+                .map()
                 .pin(dir.join("counters"))
                 .map_err(sys_err("pinning counters"))?;
             let slot_bytes: Vec<u8> = slots.iter().flat_map(|s| s.to_ne_bytes()).collect();
@@ -1066,7 +1048,10 @@ impl Generation {
                 let outs = crate::xlate::compile_segments(
                     ir,
                     &target.layout,
-                    target.options(),
+                    emitter::codegen::Options {
+                        counters: counters.layout(),
+                        ..target.options()
+                    },
                     segment_count,
                     crate::xlate::SEGMENT_INSNS,
                 )
@@ -1207,7 +1192,8 @@ impl Generation {
         let blob = BlobMap::open(&dir.join("ruleset"))
             .and_then(|s| s.read())
             .map_err(sys_err("reading the ruleset"))?;
-        let counters = Map::from_pin(dir.join("counters")).map_err(sys_err("opening counters"))?;
+        let counters =
+            CounterMap::open(dir.join("counters")).map_err(sys_err("opening counters"))?;
         let bases_store = BlobMap::open(&dir.join("bases")).map_err(sys_err("opening bases"))?;
         let bases = counters_from_bytes(&bases_store.read().map_err(sys_err("reading bases"))?);
         // A generation pinned before slots existed counts at its entry indices.
@@ -1439,7 +1425,7 @@ impl TableBackend for BpfTable {
             // to their slots' counts (packets still inside the old programs count on in
             // the same slots).
             Some(a) => counters
-                .sum_percpu_u64_all()
+                .sums()
                 .map_err(sys_err("reading counters"))
                 .and_then(|sums| {
                     let old = counts(&self.gen, &sums);
@@ -1636,7 +1622,10 @@ impl TableBackend for BpfTable {
             let compiled = crate::xlate::compile_segments(
                 &ir,
                 &self.target.layout,
-                self.target.options(),
+                emitter::codegen::Options {
+                    counters: self.gen.counters.layout(),
+                    ..self.target.options()
+                },
                 first_slot,
                 crate::xlate::SEGMENT_INSNS,
             );
@@ -1810,9 +1799,15 @@ mod tests {
         (table, blob)
     }
 
-    /// Counts `packets` (of 100 bytes) in `slot` of `map`, on CPU 0, as a program would.
-    fn count(map: &Map, slot: u32, packets: u64) {
-        let mut value = map.lookup_percpu(&slot.to_ne_bytes()).unwrap().concat();
+    /// Counts `packets` (of 100 bytes) in `slot` of `map`, on CPU 0, as a program would
+    /// (CPU 0's stretch of the striped layout starts at index 0).
+    fn count(counters: &CounterMap, slot: u32, packets: u64) {
+        assert!(matches!(
+            counters.layout(),
+            emitter::codegen::CounterLayout::Striped { .. }
+        ));
+        let map = counters.map();
+        let mut value = map.get(&slot.to_ne_bytes()).unwrap().unwrap();
         let cpu0 = |i: usize| u64::from_ne_bytes(value[i * 8..i * 8 + 8].try_into().unwrap());
         let (p, b) = (cpu0(0) + packets, cpu0(1) + 100 * packets);
         value[..8].copy_from_slice(&p.to_ne_bytes());
@@ -1893,7 +1888,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(lock_pool(&backend.pool).free(), free + 1);
-        assert_eq!(map.sum_percpu_u64(&0u32.to_ne_bytes()).unwrap(), [0, 0]);
+        assert_eq!(map.sums().unwrap().get(0).unwrap(), [0, 0]);
         // More new rules than free slots: a new map, the old counts still in the reply.
         count(&map, 0, 0);
         let many: Vec<u8> = (10..10 + free as u8 + 8).collect();

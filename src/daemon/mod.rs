@@ -7,6 +7,7 @@
 pub mod addrtypes;
 pub mod auth;
 pub mod control;
+pub mod counters;
 pub mod datapath;
 pub mod gc;
 pub mod hashlimit;

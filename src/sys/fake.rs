@@ -441,6 +441,24 @@ impl Kernel {
         max_entries: u32,
         name: &str,
     ) -> Result<(Handle, OwnedFd)> {
+        let flags = if ty == MapType::LpmTrie {
+            libbpf_sys::BPF_F_NO_PREALLOC
+        } else {
+            0
+        };
+        self.map_create_flags(ty, key_size, value_size, max_entries, flags, name)
+    }
+
+    /// [`Kernel::map_create`] with creation flags (reported by `map_info`, not modelled).
+    pub(crate) fn map_create_flags(
+        self: &Arc<Self>,
+        ty: MapType,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        flags: u32,
+        name: &str,
+    ) -> Result<(Handle, OwnedFd)> {
         // ringbuf_map_alloc: no key or value, a power-of-two number of pages
         let bad = if ty == MapType::RingBuf {
             key_size != 0
@@ -460,11 +478,6 @@ impl Kernel {
         if bad {
             return Err(errno("bpf_map_create", libc::EINVAL));
         }
-        let flags = if ty == MapType::LpmTrie {
-            libbpf_sys::BPF_F_NO_PREALLOC
-        } else {
-            0
-        };
         let mut st = self.state();
         let id = st.add(
             name,

@@ -6,6 +6,8 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
 
 use super::error::{check, Result, SysError};
 use super::obj::{get_info, RawMapInfo};
@@ -153,6 +155,79 @@ impl Map {
             opts.map_flags = libbpf_sys::BPF_F_NO_PREALLOC;
         }
         Map::create_with(map_type, &cname, key_size, value_size, max_entries, &opts)
+    }
+
+    /// An ARRAY of `max_entries` values of `value_size` bytes (a multiple of 8) that this
+    /// process can map ([`BPF_F_MMAPABLE`], see [`Map::map_values`]).
+    pub fn create_mmapable(value_size: u32, max_entries: u32, name: &str) -> Result<Map> {
+        let cname = obj_name(name)?;
+        if value_size == 0 || value_size % 8 != 0 {
+            return Err(SysError::invalid(format!(
+                "a mapped array of {value_size}-byte values (a multiple of 8)"
+            )));
+        }
+        #[cfg(test)]
+        if let Some(k) = super::fake::current() {
+            return k
+                .map_create_flags(
+                    MapType::Array,
+                    4,
+                    value_size,
+                    max_entries,
+                    BPF_F_MMAPABLE,
+                    name,
+                )
+                .map(|(h, fd)| Map::from_fake(h, fd, MapType::Array, 4, value_size, max_entries));
+        }
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
+            map_flags: BPF_F_MMAPABLE,
+            ..Default::default()
+        };
+        Map::create_with(MapType::Array, &cname, 4, value_size, max_entries, &opts)
+    }
+
+    /// The values of an ARRAY created [`BPF_F_MMAPABLE`], mapped shared into this process
+    /// (the fake kernel has no mappings: EOPNOTSUPP there).
+    pub fn map_values(&self) -> Result<Mapping> {
+        #[cfg(test)]
+        if self.fake.is_some() {
+            return Err(SysError::Syscall {
+                call: "mmap",
+                errno: libc::EOPNOTSUPP,
+            });
+        }
+        let bytes = (self.value_size as usize)
+            .checked_mul(self.max_entries as usize)
+            .filter(|_| self.map_type == MapType::Array && self.value_size % 8 == 0)
+            .ok_or_else(|| SysError::invalid("only arrays of 8-byte words are mapped"))?;
+        // SAFETY: no address is requested and the fd is the map's; the kernel checks that
+        // the map is mmapable and that `bytes` (rounded up to pages) is within its values.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(SysError::Syscall {
+                call: "mmap",
+                errno: std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO),
+            });
+        }
+        let ptr = NonNull::new(ptr.cast::<AtomicU64>())
+            .ok_or_else(|| SysError::invalid("mmap returned a null mapping"))?;
+        Ok(Mapping {
+            ptr,
+            words: bytes / 8,
+            bytes,
+        })
     }
 
     /// Creates the map `spec` describes (one entry at least, as the kernel requires) and
@@ -799,6 +874,50 @@ impl Map {
             }
         })?;
         Ok(Sums { width, words })
+    }
+}
+
+/// `BPF_F_MMAPABLE`: an ARRAY whose values user space maps ([`Map::create_mmapable`]).
+pub const BPF_F_MMAPABLE: u32 = libbpf_sys::BPF_F_MMAPABLE;
+
+/// The values of a `BPF_F_MMAPABLE` ARRAY mapped into this process ([`Map::map_values`]),
+/// as u64 words: programs update them while this process reads them, so they are read and
+/// written atomically here, never through plain references. Unmapped on drop (the mapping
+/// keeps the map alive meanwhile).
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: NonNull<AtomicU64>,
+    words: usize,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is plain shared memory, accessed only through atomics.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// The mapped words.
+    pub fn words(&self) -> &[AtomicU64] {
+        // SAFETY: `ptr` is the start of a live mapping of `words` aligned u64 words (page
+        // aligned), unmapped only on drop; AtomicU64 has u64's layout.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made by `map_values`, with its length, unmapped once.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.bytes);
+        }
+    }
+}
+
+impl Sums {
+    /// `width` words per index, in one buffer.
+    pub fn from_words(width: usize, words: Vec<u64>) -> Sums {
+        Sums { width, words }
     }
 }
 

@@ -44,7 +44,10 @@ pub use caps::effective_capabilities;
 pub use error::{Result, SysError};
 pub use fs::{ensure_bpffs, is_bpffs, remove_pins, unpin, BPFFS_MOUNT, BPF_FS_MAGIC};
 pub use link::{Link, LinkInfo, NF_IP_DEFRAG};
-pub use map::{num_possible_cpus, update_flags, Map, MapInfo, MapType, Sums, BPF_F_LOCK};
+pub use map::{
+    num_possible_cpus, update_flags, Map, MapInfo, MapType, Mapping, Sums, BPF_F_LOCK,
+    BPF_F_MMAPABLE,
+};
 pub use netns::{current_netns, in_netns, is_netns, netns_id, open_netns};
 pub use nft::{conntrack_enabled, disable_conntrack, enable_conntrack, CONNTRACK_TABLE};
 pub use parallel::run_parallel;

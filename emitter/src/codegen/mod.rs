@@ -105,6 +105,7 @@ mod runs;
 
 pub use access::PacketAccess;
 pub use access6::MAX_EXT_HEADERS;
+pub use counters::CounterLayout;
 pub use host::{ADDRTYPE_KEY_SIZE, ADDRTYPE_VALUE_SIZE, LIMIT_TRIES};
 pub use record::rec;
 pub use runs::{
@@ -121,6 +122,7 @@ use runs::Runs;
 /// Helper numbers (uapi enum bpf_func_id; stable ABI).
 const HELPER_MAP_LOOKUP_ELEM: u32 = 1;
 const HELPER_TAIL_CALL: u32 = 12;
+const HELPER_SMP_PROCESSOR_ID: u32 = 8;
 const HELPER_DYNPTR_READ: u32 = 201;
 const HELPER_PROBE_READ_KERNEL: u32 = 113;
 const HELPER_JIFFIES64: u32 = 118;
@@ -152,6 +154,8 @@ struct Generator<'a> {
     layout: &'a KernelLayout,
     chain_labels: BTreeMap<ChainId, Label>,
     count_fn: Label,
+    /// the counter map's layout, which `count` follows
+    counters: CounterLayout,
     called: BTreeSet<ChainId>,
     /// estimate of the branches the verifier keeps pending while it walks the chains
     pending: usize,
@@ -218,6 +222,8 @@ pub struct Options {
     /// rules) instead of applying the policy; the policy still applies if the slot is empty.
     /// RETURN from the entry chain applies the policy as always.
     pub tail: Option<u32>,
+    /// How the counter map holds each slot's counts (see [`CounterLayout`]).
+    pub counters: CounterLayout,
 }
 
 impl Default for Options {
@@ -230,6 +236,7 @@ impl Default for Options {
             runs: true,
             classify: true,
             tail: None,
+            counters: CounterLayout::PerCpu,
         }
     }
 }
@@ -329,6 +336,7 @@ pub fn compile_output(
         hashlimit_fns: Vec::new(),
         prefix_map,
         tail: opts.tail,
+        counters: opts.counters,
     };
     g.analyse_returns(&depths)?;
     g.main_function(feat)?;
