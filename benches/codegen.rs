@@ -55,8 +55,8 @@ fn runs(c: &mut Criterion) {
             let p = chain(n, ports);
             g.bench_with_input(BenchmarkId::from_parameter(n), &p, |b, p| {
                 b.iter(|| {
-                    let out = compile_output(black_box(p), &layout, Options::default())
-                        .expect("compile");
+                    let out =
+                        compile_output(black_box(p), &layout, Options::default()).expect("compile");
                     black_box(out.code.bytes(&|_| 3))
                 })
             });
