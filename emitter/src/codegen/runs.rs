@@ -264,6 +264,13 @@ fn class_of(tests: &[Test], keys: &[usize]) -> Class {
     keys.iter().filter_map(|&k| key_kind(&tests[k])).collect()
 }
 
+/// Is `class` the class of `tests` ([`class_of`] without building it)?
+fn in_class(tests: &[Test], keys: &[usize], class: &Class) -> bool {
+    keys.iter()
+        .filter_map(|&k| key_kind(&tests[k]))
+        .eq(class.iter().copied())
+}
+
 /// The rules from `i` on that can join a run keyed by `keys`: same action, same tests but
 /// the keys, distinct keys where evaluation continues after a match; with `max_classes` > 1,
 /// keys of the same fields under up to that many mask combinations. Their number and
@@ -292,12 +299,11 @@ fn extend(
         && agrees(&tests[i], &tests[j], keys, max_classes > 1)
         && is_new(&tests[j])
     {
-        let class = class_of(&tests[j], keys);
-        if !classes.contains(&class) {
+        if !classes.iter().any(|c| in_class(&tests[j], keys, c)) {
             if classes.len() == max_classes {
                 break;
             }
-            classes.push(class);
+            classes.push(class_of(&tests[j], keys));
         }
         j += 1;
     }
@@ -371,7 +377,7 @@ fn run_maps(rules: &[ir::Rule], tests: &[Vec<Test>], run: &Run) -> Vec<MapSpec> 
     let mut maps = Vec::with_capacity(run.classes.len() * run.lookups.len());
     for class in &run.classes {
         let members: Vec<usize> = (0..rules.len())
-            .filter(|&r| class_of(&tests[r], &run.keys) == *class)
+            .filter(|&r| in_class(&tests[r], &run.keys, class))
             .collect();
         for l in &run.lookups {
             let keys = &run.keys[..l.keys];
