@@ -441,6 +441,8 @@ struct Generation {
     recent: Vec<Recent>,
     /// the `hashlimit` tables its rules name (likewise)
     hashlimit: Vec<Hashlimit>,
+    /// the lookup maps of its programs, by hook (none when adopted)
+    sets: Vec<(u32, SharedSet)>,
     applied: SystemTime,
 }
 
@@ -918,23 +920,46 @@ struct Fds<'a> {
     segments: Option<&'a Map>,
 }
 
-/// Creates and fills the rule-run maps of `out` (pinned as `<name>_set<i>` in `dir` when
-/// `sets_at` is `(dir, name)`), then loads its program for `hook`.
+/// A lookup map of a generation's programs (rule runs, classification trees, LOG prefixes)
+/// by kernel id, with what it was filled from: the programs only read these, so a later
+/// generation whose program asks for the same contents takes the same map instead of
+/// filling a new one. The id, not an fd: the generation's programs keep the map alive, and
+/// the daemon holds no descriptor per map.
+type SharedSet = Arc<(emitter::MapSpec, u32)>;
+
+/// The lookup maps of `out` (pinned as `<name>_set<i>` in `dir` when `sets_at` is `(dir,
+/// name)`): one of `reuse` where its contents are the same, else created and filled; then
+/// its program for `hook`, loaded. Returns the program and the maps it refers to.
 fn load_output(
-    out: emitter::codegen::Output,
+    mut out: emitter::codegen::Output,
     hook: u32,
     fds: &Fds<'_>,
     sets_at: Option<(&Path, &str)>,
-) -> Result<(Program, sys::LoadStats), BackendError> {
+    reuse: &[SharedSet],
+) -> Result<(Program, sys::LoadStats, Vec<SharedSet>), BackendError> {
     let name = HOOK_NAMES[hook as usize];
     let mut sets = Vec::with_capacity(out.maps.len());
-    for (i, spec) in out.maps.iter().enumerate() {
-        let set = Map::from_spec(spec, "bpfltr_set").map_err(sys_err("creating a rule-run map"))?;
+    let mut used: Vec<SharedSet> = Vec::with_capacity(out.maps.len());
+    for (i, spec) in std::mem::take(&mut out.maps).into_iter().enumerate() {
+        let same = reuse
+            .iter()
+            .find(|s| s.0 == spec)
+            .and_then(|s| Some((Arc::clone(s), Map::from_id(s.1).ok()?)));
+        let (shared, set) = match same {
+            Some(found) => found,
+            None => {
+                let map = Map::from_spec(&spec, "bpfltr_set")
+                    .map_err(sys_err("creating a rule-run map"))?;
+                let id = map.id().map_err(sys_err("reading a rule-run map's id"))?;
+                (Arc::new((spec, id)), map)
+            }
+        };
         if let Some((dir, name)) = sets_at {
             set.pin(dir.join(format!("{name}_set{i}")))
                 .map_err(sys_err("pinning a rule-run map"))?;
         }
         sets.push(set);
+        used.push(shared);
     }
     let fd = |m: &Map| m.fd().as_raw_fd();
     let bytes = out.code.bytes(&|m| match m {
@@ -949,10 +974,12 @@ fn load_output(
         MapRef::Hashlimit(i) => fds.hashlimit.get(i as usize).map_or(-1, |h| fd(&h.map)),
         MapRef::Segments => fds.segments.map_or(-1, fd),
     });
-    Program::load_netfilter(PROG_NAMES[hook as usize], &bytes, 0).map_err(|e| {
-        warn!(hook = name, error = %e, "the verifier refused a program");
-        BackendError::new(libc::EINVAL, format!("loading {name}: {e}"))
-    })
+    let (prog, stats) =
+        Program::load_netfilter(PROG_NAMES[hook as usize], &bytes, 0).map_err(|e| {
+            warn!(hook = name, error = %e, "the verifier refused a program");
+            BackendError::new(libc::EINVAL, format!("loading {name}: {e}"))
+        })?;
+    Ok((prog, stats, used))
 }
 
 /// Keeps a replaced generation's segment array open through a grace period, off the command
@@ -1087,6 +1114,10 @@ impl Generation {
             };
             // Every program loads on its own thread (up to one per CPU): verification is most
             // of a large ruleset's cost, and a split chain's segments are independent.
+            let reuse: Vec<SharedSet> = previous
+                .map(|p| p.sets.iter().map(|(_, s)| Arc::clone(s)).collect())
+                .unwrap_or_default();
+            let mut sets: Vec<(u32, SharedSet)> = Vec::new();
             let mut jobs = Vec::new();
             let mut placed = Vec::new();
             let mut kept = Vec::new();
@@ -1105,9 +1136,10 @@ impl Generation {
                     // along); a segment's live in its program and the array
                     let sets_at = (j == 0).then_some((dir.as_path(), name));
                     let fds = &fds;
+                    let reuse = reuse.as_slice();
                     jobs.push(move || {
                         let started = Instant::now();
-                        load_output(out, hook, fds, sets_at).map(|l| (l, started.elapsed()))
+                        load_output(out, hook, fds, sets_at, reuse).map(|l| (l, started.elapsed()))
                     });
                     placed.push((hook, j, parts, first));
                 }
@@ -1121,6 +1153,7 @@ impl Generation {
                 prog.pin(dir.join(name))
                     .map_err(sys_err("pinning a program"))?;
                 repin_sets(&prev.dir, &dir, name)?;
+                sets.extend(prev.sets.iter().filter(|(h, _)| *h == hook).cloned());
                 let stats = sys::LoadStats {
                     load_time: std::time::Duration::ZERO,
                     ..stats.clone()
@@ -1130,7 +1163,8 @@ impl Generation {
             let mut segments = Vec::new();
             for (result, (hook, j, parts, first)) in loaded.into_iter().zip(placed) {
                 let name = HOOK_NAMES[hook as usize];
-                let ((prog, stats), took) = result?;
+                let ((prog, stats, used), took) = result?;
+                sets.extend(used.into_iter().map(|s| (hook, s)));
                 info!(
                     hook = name,
                     segment = format!("{}/{parts}", j + 1),
@@ -1177,6 +1211,7 @@ impl Generation {
                 segment_map,
                 recent,
                 hashlimit,
+                sets,
                 applied: SystemTime::now(),
             })
         })();
@@ -1247,6 +1282,7 @@ impl Generation {
                 segment_map,
                 recent: Vec::new(),
                 hashlimit: Vec::new(),
+                sets: Vec::new(),
                 applied,
             },
             blob,
