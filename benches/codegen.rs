@@ -28,6 +28,17 @@ fn chain(n: usize, ports: bool) -> Program {
     })
 }
 
+/// netbench's addr kind: `-s 10.1.x.y -p udp -m udp --dport 5001 -j DROP` (one port).
+fn block_list(n: usize) -> Program {
+    drop_list(Hook::LocalIn, n, |i| {
+        vec![
+            src([10, 1, (i >> 8) as u8, i as u8], 32, false),
+            proto(17, false),
+            udpm(PortRange::ANY, PortRange::one(5001), false, false),
+        ]
+    })
+}
+
 fn codegen(c: &mut Criterion) {
     let layout = KernelLayout::example();
     for (name, ports) in [("address", false), ("addr_udp_port", true)] {
@@ -63,6 +74,18 @@ fn runs(c: &mut Criterion) {
         }
         g.finish();
     }
+    let mut g = c.benchmark_group("compile_output_block_list");
+    for n in [1_000usize, 10_000] {
+        let p = block_list(n);
+        g.bench_with_input(BenchmarkId::from_parameter(n), &p, |b, p| {
+            b.iter(|| {
+                let out =
+                    compile_output(black_box(p), &layout, Options::default()).expect("compile");
+                black_box(out.code.bytes(&|_| 3))
+            })
+        });
+    }
+    g.finish();
 }
 
 fn classified(c: &mut Criterion) {

@@ -322,10 +322,16 @@ fn find_runs(rules: &[ir::Rule], tests: &[Vec<Test>]) -> Vec<Found> {
         if !matches!(action, Action::Reject(_) | Action::Log(_)) {
             for keys in key_candidates(tests, i) {
                 let (len, classes) = extend(rules, tests, i, &keys, 1);
+                // with classes a run can go on only where the rule that ended this one
+                // differs from the first in its keys' masks
+                let stop = i + len;
+                let further = stop < rules.len()
+                    && rules[stop].action == action
+                    && agrees(&tests[i], &tests[stop], &keys, true);
                 if len > best.0 {
                     best = (len, keys.clone(), classes);
                 }
-                if continues_after(action) {
+                if continues_after(action) || !further {
                     continue;
                 }
                 let (len, classes) = extend(rules, tests, i, &keys, MAX_CLASSES);
