@@ -13,7 +13,9 @@
 //! <root>/net<ns>/<table>/gen<N>/bases       added to each entry's slot: counters carried by
 //!                                          SET_ADD_COUNTERS, less a kept slot's earlier count
 //! <root>/net<ns>/<table>/gen<N>/ruleset     the accepted SET_REPLACE bytes (BlobMap)
-//! <root>/net<ns>/<table>/gen<N>/<HOOK>_set<i> lookup maps of rule runs, LOG prefixes
+//! <root>/net<ns>/<table>/gen<N>/<HOOK>_set<i> lookup maps of rule runs, classification trees,
+//!                                          LOG prefixes (the previous generation's map where
+//!                                          the contents are the same)
 //! <root>/net<ns>/<table>/gen<N>/limits    ARRAY: the `limit` buckets of the ruleset
 //! <root>/net<ns>/<table>/gen<N>/recent<i>  ARRAY of one spin-locked value: a `recent` list
 //!                                          (the same map in every generation naming it)

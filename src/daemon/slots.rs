@@ -1,6 +1,7 @@
 //! Counter slots: where each entry of a generation counts.
 //!
-//! A table's generations share one PERCPU_ARRAY of `{packets, bytes}` counters. Each entry of a
+//! A table's generations share one counter map of `{packets, bytes}` per slot and CPU
+//! ([`super::counters`]). Each entry of a
 //! generation counts in a slot of it; an entry that the next ruleset keeps (the same rule in the
 //! same chain, found by [`EntryKey`]) keeps its slot, and a new entry takes a free one.
 //!
