@@ -345,9 +345,11 @@ while [ "$i" -lt 100 ] && { kill -0 "$out" || kill -0 "$err"; } 2>/dev/null; do
   i=$((i + 1))
 done
 kill "$out" "$err" 2>/dev/null
-# A write to a port returns once the host has taken the data: the status is out before the
-# power goes.
+# A write to a port returns once QEMU has taken the data; a second of grace all the same
+# before the power goes (once a passed run's status never reached the host, the guest having
+# powered off normally).
 echo "$rc" > /dev/virtio-ports/guest.rc
+sleep 1
 poweroff -f
 sleep 60
 STAGE2
