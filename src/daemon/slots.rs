@@ -32,11 +32,45 @@ const HOOK_CHAINS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POS
 
 /// What identifies an entry across two rulesets: its chain, its bytes (its index, offset,
 /// reachability and counters aside) and, for a jump, the chain and position it jumps to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Hashed once, when made: a generation's keys are matched against the next ruleset's on
+/// every change, and hashing them again each time was most of that.
+#[derive(Debug, Clone)]
 pub struct EntryKey {
     chain: String,
     entry: Entry,
     jump: Option<(String, u32)>,
+    hash: u64,
+}
+
+impl EntryKey {
+    fn new(chain: String, entry: Entry, jump: Option<(String, u32)>) -> EntryKey {
+        use std::hash::{Hash, Hasher};
+        let mut h = rustc_hash::FxHasher::default();
+        (&chain, &entry, &jump).hash(&mut h);
+        EntryKey {
+            chain,
+            entry,
+            jump,
+            hash: h.finish(),
+        }
+    }
+}
+
+impl PartialEq for EntryKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+            && self.chain == other.chain
+            && self.jump == other.jump
+            && self.entry == other.entry
+    }
+}
+
+impl Eq for EntryKey {}
+
+impl std::hash::Hash for EntryKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
 }
 
 /// The key of every entry of `table`, in entry order.
@@ -79,11 +113,7 @@ pub fn keys(table: &Table) -> Vec<EntryKey> {
                     None => (String::new(), u32::MAX),
                 });
             }
-            EntryKey {
-                chain: names[chain].clone(),
-                entry,
-                jump,
-            }
+            EntryKey::new(names[chain].clone(), entry, jump)
         })
         .collect()
 }
