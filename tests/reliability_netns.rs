@@ -218,7 +218,9 @@ fn assert_released(d: &Daemon, w: &Watched, witness: &Netns, dir: &Path, ids: &I
         w.ino,
         holders(w.ino)
     );
-    assert!(holders(w.ino).is_empty(), "{what}: {:?}", holders(w.ino));
+    // Nothing to ask `holders` once it is dismantled: a holder would have kept it alive, and
+    // the kernel gives its inode number to the next namespace made (another test's, running
+    // meanwhile), whose mount or processes `holders` would then report.
 }
 
 #[test]
