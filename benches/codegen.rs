@@ -60,10 +60,16 @@ fn codegen(c: &mut Criterion) {
 /// contents built here.
 fn runs(c: &mut Criterion) {
     let layout = KernelLayout::example();
-    for (name, ports) in [("address", false), ("addr_udp_port", true)] {
+    type Shape = (&'static str, fn(usize) -> Program);
+    let shapes: [Shape; 3] = [
+        ("address", |n| chain(n, false)),
+        ("addr_udp_port", |n| chain(n, true)),
+        ("block_list", block_list),
+    ];
+    for (name, make) in shapes {
         let mut g = c.benchmark_group(format!("compile_output_{name}"));
         for n in [1_000usize, 10_000] {
-            let p = chain(n, ports);
+            let p = make(n);
             g.bench_with_input(BenchmarkId::from_parameter(n), &p, |b, p| {
                 b.iter(|| {
                     let out =
@@ -74,18 +80,6 @@ fn runs(c: &mut Criterion) {
         }
         g.finish();
     }
-    let mut g = c.benchmark_group("compile_output_block_list");
-    for n in [1_000usize, 10_000] {
-        let p = block_list(n);
-        g.bench_with_input(BenchmarkId::from_parameter(n), &p, |b, p| {
-            b.iter(|| {
-                let out =
-                    compile_output(black_box(p), &layout, Options::default()).expect("compile");
-                black_box(out.code.bytes(&|_| 3))
-            })
-        });
-    }
-    g.finish();
 }
 
 fn classified(c: &mut Criterion) {

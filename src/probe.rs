@@ -60,10 +60,11 @@ pub struct Target {
 }
 
 impl Target {
-    /// Code generation options for this kernel.
-    pub fn options(&self) -> Options {
+    /// Code generation options for this kernel and a counter map of `counters`' layout.
+    pub fn options(&self, counters: emitter::codegen::CounterLayout) -> Options {
         Options {
             access: self.access,
+            counters,
             ..Options::default()
         }
     }

@@ -18,6 +18,8 @@ use crate::sys::{self, Map, MapType, Mapping, Sums, SysError};
 
 /// Bytes of one slot's counts: packets, bytes.
 const SLOT_BYTES: u32 = 16;
+/// The same in u64 words.
+const SLOT_WORDS: usize = SLOT_BYTES as usize / 8;
 
 /// The counter map of a table (shared by its consecutive generations).
 #[derive(Debug)]
@@ -113,7 +115,7 @@ impl CounterMap {
 
     /// Every slot's counts summed over the CPUs: 2 words (packets, bytes) per slot.
     pub fn sums(&self) -> sys::Result<Sums> {
-        let width = (SLOT_BYTES / 8) as usize;
+        let width = SLOT_WORDS;
         match self.layout {
             CounterLayout::PerCpu => self.map.sum_percpu_u64_all(),
             CounterLayout::Striped { stride } => {
@@ -147,20 +149,17 @@ impl CounterMap {
     pub fn zero(&self, slots: Vec<u32>) -> Vec<u32> {
         match (&self.layout, &self.mapping) {
             (CounterLayout::Striped { stride }, Some(m)) => {
-                let words = m.words();
-                let width = (SLOT_BYTES / 8) as usize;
-                let per_cpu = *stride as usize * width;
-                slots
-                    .into_iter()
-                    .filter(|&s| (s as usize) < *stride as usize)
-                    .inspect(|&s| {
-                        for cpu in words.chunks_exact(per_cpu) {
-                            for w in &cpu[s as usize * width..(s as usize + 1) * width] {
-                                w.store(0, Ordering::Relaxed);
-                            }
+                let per_cpu = *stride as usize * SLOT_WORDS;
+                let slots: Vec<u32> = slots.into_iter().filter(|&s| s < *stride).collect();
+                for cpu in m.words().chunks_exact(per_cpu) {
+                    for &s in &slots {
+                        let at = s as usize * SLOT_WORDS;
+                        for w in &cpu[at..at + SLOT_WORDS] {
+                            w.store(0, Ordering::Relaxed);
                         }
-                    })
-                    .collect()
+                    }
+                }
+                slots
             }
             (CounterLayout::Striped { stride }, None) => {
                 let zero = [0u8; SLOT_BYTES as usize];

@@ -1077,10 +1077,7 @@ impl Generation {
                 let outs = crate::xlate::compile_segments(
                     ir,
                     &target.layout,
-                    emitter::codegen::Options {
-                        counters: counters.layout(),
-                        ..target.options()
-                    },
+                    target.options(counters.layout()),
                     segment_count,
                     crate::xlate::SEGMENT_INSNS,
                 )
@@ -1660,10 +1657,7 @@ impl TableBackend for BpfTable {
             let compiled = crate::xlate::compile_segments(
                 &ir,
                 &self.target.layout,
-                emitter::codegen::Options {
-                    counters: self.gen.counters.layout(),
-                    ..self.target.options()
-                },
+                self.target.options(self.gen.counters.layout()),
                 first_slot,
                 crate::xlate::SEGMENT_INSNS,
             );
