@@ -104,18 +104,54 @@ const MULTICALL: [(&str, &str); 12] = [
     ("ip6tables-bpfilter-restore", "ip6tables-legacy-restore"),
 ];
 
+/// The iptables and ip6tables subcommands, with the legacy binary each one runs.
+const SUBCOMMANDS: [(&str, &str); 6] = [
+    ("iptables", "iptables-legacy"),
+    ("iptables-save", "iptables-legacy-save"),
+    ("iptables-restore", "iptables-legacy-restore"),
+    ("ip6tables", "ip6tables-legacy"),
+    ("ip6tables-save", "ip6tables-legacy-save"),
+    ("ip6tables-restore", "ip6tables-legacy-restore"),
+];
+
 /// Runs as an iptables or ip6tables command if this executable was called by one of the
-/// [`MULTICALL`] names.
-fn multicall() -> Option<ExitCode> {
+/// [`MULTICALL`] names, or as `bpfilter iptables ARGS` (and the other [`SUBCOMMANDS`]).
+///
+/// Both are found before the command line is parsed: building the parser of every subcommand
+/// costs a fifth of a millisecond, a tenth of what `iptables -L` costs the kernel, on a path
+/// that only needs the first word. The parser reads the same words the same way: `--socket`
+/// before the subcommand's arguments (the one option `bpfilter iptables` takes) is left to it.
+fn pass_through() -> Option<ExitCode> {
     let mut args = std::env::args_os();
     let argv0 = PathBuf::from(args.next()?);
     let name = argv0.file_name()?.to_str()?;
-    let &(_, legacy) = MULTICALL.iter().find(|(n, _)| *n == name)?;
-    let socket = libbpfilter::socket_path();
+    if let Some(&(_, legacy)) = MULTICALL.iter().find(|(n, _)| *n == name) {
+        let pass = cli::PassThrough {
+            args: args.collect(),
+        };
+        return Some(finish(cli::exec_multicall(
+            legacy,
+            &libbpfilter::socket_path(),
+            pass,
+        )));
+    }
+    let sub = args.next()?;
+    let &(_, legacy) = SUBCOMMANDS.iter().find(|(n, _)| sub == *n)?;
     let pass = cli::PassThrough {
         args: args.collect(),
     };
-    Some(finish(cli::exec_multicall(legacy, &socket, pass)))
+    if pass
+        .args
+        .first()
+        .is_some_and(|a| a.as_encoded_bytes().starts_with(b"--socket"))
+    {
+        return None;
+    }
+    Some(finish(cli::exec_legacy(
+        legacy,
+        &libbpfilter::socket_path(),
+        pass,
+    )))
 }
 
 fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
@@ -129,7 +165,7 @@ fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    if let Some(code) = multicall() {
+    if let Some(code) = pass_through() {
         return code;
     }
     let args = Args::parse();
@@ -193,7 +229,26 @@ mod tests {
         reason = "test code: a failed unwrap is a failed test"
     )]
 
-    use super::MULTICALL;
+    use clap::CommandFactory;
+
+    use super::{Args, MULTICALL, SUBCOMMANDS};
+
+    /// The subcommands taken before parsing are exactly the parser's pass-through ones, each
+    /// running the binary its multicall name runs.
+    #[test]
+    fn subcommands_taken_before_parsing_are_the_parsers_pass_through_ones() {
+        let command = Args::command();
+        let parsed: Vec<&str> = command
+            .get_subcommands()
+            .filter(|c| c.get_name().contains("tables"))
+            .map(|c| c.get_name())
+            .collect();
+        let early: Vec<&str> = SUBCOMMANDS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(parsed, early);
+        for (name, legacy) in SUBCOMMANDS {
+            assert!(MULTICALL.contains(&(name, legacy)), "{name} runs {legacy}");
+        }
+    }
 
     /// Each name runs the legacy binary of its own family and tool: `ip6tables-bpfilter-save`
     /// and `ip6tables-save` run `ip6tables-legacy-save`.
