@@ -24,8 +24,14 @@ SOCKET   ?= /run/bpfilter/bpfilter.sock
 
 all: build
 
+# The bpfilter executable is linked statically (a static PIE: glibc, libbpf, libelf and zlib in
+# it). Every iptables command through bpfilter starts it before the legacy binary, and mapping
+# and binding shared libraries at that start cost a tenth of `iptables -L` (0.27 of 2.8 ms, in
+# page faults mostly). `cargo rustc` gives the flag to that link alone: the shared libraries
+# (libbpfilter.so, libxt_capture.so) cannot be linked so.
 build:
-	$(CARGO) build --release --workspace
+	$(CARGO) build --release --workspace --exclude bpfilter
+	$(CARGO) rustc --release -p bpfilter --bin bpfilter -- -C target-feature=+crt-static
 
 run: deps build
 	$(RELEASE)/bpfilter daemon --socket $(SOCKET)
