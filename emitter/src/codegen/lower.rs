@@ -380,7 +380,9 @@ fn check_family(matches: &[Match], family: ir::Family) -> Result<(), EmitError> 
 /// between barriers by selectivity.
 pub(super) fn lower_family(matches: &[Match], family: ir::Family) -> Result<Vec<Test>, EmitError> {
     check_family(matches, family)?;
-    let mut out: Vec<Test> = Vec::new();
+    // A match lowers to one to three tests, mostly (a transport match: its guard and ports):
+    // room for them at once, not grown test by test through reallocations.
+    let mut out: Vec<Test> = Vec::with_capacity(2 * matches.len() + 1);
     // the transport guard of a match whose fragment at offset 1 is no reason to hotdrop
     let guard = |need| Test::Guard {
         need,
