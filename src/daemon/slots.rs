@@ -23,9 +23,12 @@
 //! it, and that replace waits for the grace period as before, since the old counters are then
 //! read from a map no later program counts in.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
-use ipt_abi::{Entry, Table, Target, Verdict};
+use ipt_abi::abi::{Ip6tEntry, IptEntry, XtStandardTarget};
+use ipt_abi::{IpPart, Table, Target, Verdict, XtCounters};
 
 /// Built-in chain names by hook number.
 const HOOK_CHAINS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
@@ -36,20 +39,24 @@ const HOOK_CHAINS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POS
 /// every change, and hashing them again each time was most of that.
 #[derive(Debug, Clone)]
 pub struct EntryKey {
-    chain: String,
-    entry: Entry,
-    jump: Option<(String, u32)>,
+    /// the chain's name, shared by its entries' keys
+    chain: Arc<str>,
+    /// the entry as GET_ENTRIES writes it, with its reachability (`comefrom`), its counters
+    /// and a jump's verdict (an offset in the blob) zero: one allocation, where a copy of the
+    /// parsed entry took one per match
+    bytes: Box<[u8]>,
+    jump: Option<(Arc<str>, u32)>,
     hash: u64,
 }
 
 impl EntryKey {
-    fn new(chain: String, entry: Entry, jump: Option<(String, u32)>) -> EntryKey {
+    fn new(chain: Arc<str>, bytes: Box<[u8]>, jump: Option<(Arc<str>, u32)>) -> EntryKey {
         use std::hash::{Hash, Hasher};
         let mut h = rustc_hash::FxHasher::default();
-        (&chain, &entry, &jump).hash(&mut h);
+        (&chain, &bytes, &jump).hash(&mut h);
         EntryKey {
             chain,
-            entry,
+            bytes,
             jump,
             hash: h.finish(),
         }
@@ -61,7 +68,7 @@ impl PartialEq for EntryKey {
         self.hash == other.hash
             && self.chain == other.chain
             && self.jump == other.jump
-            && self.entry == other.entry
+            && self.bytes == other.bytes
     }
 }
 
@@ -77,19 +84,19 @@ impl std::hash::Hash for EntryKey {
 pub fn keys(table: &Table) -> Vec<EntryKey> {
     // chain name and position in it, per entry
     let mut place: Vec<(usize, u32)> = Vec::with_capacity(table.entries.len());
-    let mut names: Vec<String> = Vec::new();
+    let mut names: Vec<Arc<str>> = Vec::new();
     let mut start = 0usize;
     for (i, e) in table.entries.iter().enumerate() {
         let hook = (0..HOOK_CHAINS.len())
             .find(|&h| table.valid_hooks & (1 << h) != 0 && table.hook_entry[h] == e.offset);
         if let Some(h) = hook {
-            names.push(HOOK_CHAINS[h].to_owned());
+            names.push(HOOK_CHAINS[h].into());
             start = i;
         } else if let Target::Error(name) = &e.target {
-            names.push(name.as_str().to_owned());
+            names.push(name.as_str().into());
             start = i;
         } else if names.is_empty() {
-            names.push(String::new());
+            names.push("".into());
         }
         place.push((names.len() - 1, (i - start) as u32));
     }
@@ -98,24 +105,34 @@ pub fn keys(table: &Table) -> Vec<EntryKey> {
         .iter()
         .zip(&place)
         .map(|(e, &(chain, _))| {
-            let mut entry = e.clone();
-            entry.index = 0;
-            entry.offset = 0;
-            entry.comefrom = 0;
+            let mut bytes = Vec::with_capacity(e.next_offset());
+            e.write(&mut bytes, XtCounters::default());
+            let comefrom = match e.ip {
+                IpPart::V4(_) => std::mem::offset_of!(IptEntry, comefrom),
+                IpPart::V6(_) => std::mem::offset_of!(Ip6tEntry, comefrom),
+            };
+            zero(&mut bytes, comefrom);
             let mut jump = None;
             if let Target::Standard(Verdict::Jump { index, .. }) = e.target {
-                entry.target = Target::Standard(Verdict::Jump {
-                    offset: 0,
-                    index: 0,
-                });
+                zero(
+                    &mut bytes,
+                    e.target_offset() + std::mem::offset_of!(XtStandardTarget, verdict),
+                );
                 jump = Some(match place.get(index as usize) {
-                    Some(&(c, pos)) => (names[c].clone(), pos),
-                    None => (String::new(), u32::MAX),
+                    Some(&(c, pos)) => (Arc::clone(&names[c]), pos),
+                    None => ("".into(), u32::MAX),
                 });
             }
-            EntryKey::new(names[chain].clone(), entry, jump)
+            EntryKey::new(Arc::clone(&names[chain]), bytes.into_boxed_slice(), jump)
         })
         .collect()
+}
+
+/// Zeroes the u32 at `at` of an entry's bytes.
+fn zero(bytes: &mut [u8], at: usize) {
+    if let Some(word) = bytes.get_mut(at..at + 4) {
+        word.fill(0);
+    }
 }
 
 /// Makes the counters of `programs` (entry indices, as translated) the entries' `slots`, and
@@ -379,14 +396,14 @@ mod tests {
         assert!(!ko.contains(&kn[1]), "INPUT -j a is new");
         let b_rule = |k: &[EntryKey]| {
             k.iter()
-                .find(|k| k.chain == "b" && k.jump.is_none())
+                .find(|k| &*k.chain == "b" && k.jump.is_none())
                 .cloned()
         };
         assert_eq!(b_rule(&ko), b_rule(&kn), "b's rule");
         // The same rule in another chain is another entry.
         let moved = keys(&table(&[("OUTPUT", jump("b")), ("b", drop_from(1))]));
         let out_jump = moved.iter().find(|k| k.jump.is_some()).unwrap();
-        assert_eq!(out_jump.chain, "OUTPUT");
+        assert_eq!(&*out_jump.chain, "OUTPUT");
         assert!(!ko.contains(out_jump));
     }
 
