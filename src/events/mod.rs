@@ -279,6 +279,25 @@ fn run(
 /// How long a read of `nf_log_all_netns` is trusted.
 const SYSCTL_TTL: Duration = Duration::from_millis(20);
 
+/// `nf_log_all_netns` as last read, and when: one read per [`SYSCTL_TTL`] for all pumps (each
+/// asks every [`POLL`]; with one per namespace, a read each was most of an idle daemon's work).
+static ALL_NETNS: Mutex<Option<(std::time::Instant, bool)>> = Mutex::new(None);
+
+fn nf_log_all_netns_cached() -> bool {
+    let mut cached = match ALL_NETNS.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    match *cached {
+        Some((at, v)) if at.elapsed() < SYSCTL_TTL => v,
+        _ => {
+            let v = log::nf_log_all_netns().unwrap_or(false);
+            *cached = Some((std::time::Instant::now(), v));
+            v
+        }
+    }
+}
+
 /// Per-pump state of the targets.
 struct Handler {
     /// REJECT's sender in the pump's namespace, made on first use
@@ -286,8 +305,6 @@ struct Handler {
     /// the table's map of REJECT replies' connections, handed to the sender when it is made
     reply_ct: Option<Map>,
     kmsg: Option<log::KmsgWriter>,
-    /// (when read, nf_log_all_netns)
-    all_netns: Option<(std::time::Instant, bool)>,
     /// is the pump's namespace the initial one (the kernel always logs there)
     init_ns: Option<bool>,
     /// lines written through the current `kmsg` file
@@ -311,7 +328,6 @@ impl Handler {
             reject: None,
             reply_ct: None,
             kmsg: None,
-            all_netns: None,
             init_ns: None,
             kmsg_lines: 0,
             devkmsg_ratelimit,
@@ -325,16 +341,11 @@ impl Handler {
                 .and_then(|fd| crate::sys::netns_id(fd.as_fd()))
                 .is_ok_and(|(_, ino)| ino == ns.id)
         });
-        let fresh = self
-            .all_netns
-            .filter(|(at, _)| at.elapsed() < SYSCTL_TTL)
-            .map(|(_, v)| v);
-        let all = fresh.unwrap_or_else(|| {
-            let v = log::nf_log_all_netns().unwrap_or(false);
-            self.all_netns = Some((std::time::Instant::now(), v));
-            v
-        });
-        log::log_allowed_in(init, all)
+        // The initial namespace logs whatever the sysctl says: read for the others only.
+        if init {
+            return true;
+        }
+        log::log_allowed_in(false, nf_log_all_netns_cached())
     }
 
     fn handle(&mut self, ev: &Event<'_>, ns: &Netns, stats: &Stats) {
