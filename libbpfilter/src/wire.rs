@@ -486,10 +486,7 @@ impl Reply {
         let head = ReplyHead {
             errno: I32::new(self.errno),
         };
-        let mut body = Vec::with_capacity(size_of::<ReplyHead>() + self.payload.len());
-        body.extend_from_slice(head.as_bytes());
-        body.extend_from_slice(&self.payload);
-        frame(REPLY_KIND, body)
+        frame(REPLY_KIND, &[head.as_bytes(), &self.payload])
     }
 
     /// Parses one whole frame (header + payload, nothing after it).
@@ -540,6 +537,7 @@ impl Request {
     /// peer refuses it); [`write_request`] checks them.
     pub fn encode(&self) -> Vec<u8> {
         let body = match self {
+            // the one that may be large (a table): its payload copied once, into the frame
             Request::Sockopt(s) => {
                 let head = SockoptHead {
                     family: s.family.as_u8(),
@@ -548,10 +546,7 @@ impl Request {
                     optname: U32::new(s.optname),
                     optlen: U32::new(s.optlen),
                 };
-                let mut b = Vec::with_capacity(SOCKOPT_FIXED + s.payload.len());
-                b.extend_from_slice(head.as_bytes());
-                b.extend_from_slice(&s.payload);
-                b
+                return frame(self.kind() as u16, &[head.as_bytes(), &s.payload]);
             }
             Request::TableNames { family } => TableNamesBody {
                 family: family.as_u8(),
@@ -588,7 +583,7 @@ impl Request {
             Request::RecentRead { name } => recent_body(name, &[]),
             Request::RecentWrite { name, data } => recent_body(name, data),
         };
-        frame(self.kind() as u16, body)
+        frame(self.kind() as u16, &[&body])
     }
 
     /// Parses one whole frame (header + payload, nothing after it). Never panics.
@@ -996,18 +991,22 @@ pub fn read_reply(stream: &UnixStream) -> Result<Reply, WireError> {
     Reply::decode_body(&body)
 }
 
-fn frame(kind: u16, body: Vec<u8>) -> Vec<u8> {
+/// A frame of `kind` whose body is `parts`, one after the other.
+fn frame(kind: u16, parts: &[&[u8]]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     let header = RawHeader {
         magic: MAGIC,
         version: U16::new(VERSION),
         kind: U16::new(kind),
         // A body above u32::MAX cannot be represented; saturating makes the peer refuse it as
         // too large instead of reading a wrapped length.
-        len: U32::new(u32::try_from(body.len()).unwrap_or(u32::MAX)),
+        len: U32::new(u32::try_from(len).unwrap_or(u32::MAX)),
     };
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    let mut out = Vec::with_capacity(HEADER_LEN + len);
     out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(&body);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
     out
 }
 

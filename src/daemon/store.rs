@@ -57,10 +57,16 @@ impl BlobMap {
         }
         let mut chunk = vec![0u8; size];
         for (i, part) in bytes.chunks(size).enumerate() {
-            chunk[..part.len()].copy_from_slice(part);
-            chunk[part.len()..].fill(0);
             let key = u32::try_from(i + 1).map_err(|_| too_big())?;
-            self.map.update(&key.to_ne_bytes(), &chunk, 0)?;
+            // whole chunks go as they are; the last one, short, padded with zeros
+            let value = if part.len() == size {
+                part
+            } else {
+                chunk[..part.len()].copy_from_slice(part);
+                chunk[part.len()..].fill(0);
+                &chunk
+            };
+            self.map.update(&key.to_ne_bytes(), value, 0)?;
         }
         chunk.fill(0);
         chunk[..8].copy_from_slice(&(bytes.len() as u64).to_ne_bytes());
