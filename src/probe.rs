@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 
-use emitter::codegen::{compile_output, Options, PacketAccess};
+use emitter::codegen::{compile_output, Options, PacketAccess, StackRule};
 use emitter::ir::{Hook, Policy, Program, Verdict};
 use emitter::{KernelLayout, MapRef};
 
@@ -57,6 +57,8 @@ pub struct Target {
     pub layout: KernelLayout,
     /// the packet-access strategy programs are compiled with
     pub access: PacketAccess,
+    /// how the verifier adds up a call chain's stack
+    pub stack: StackRule,
 }
 
 impl Target {
@@ -65,6 +67,7 @@ impl Target {
         Options {
             access: self.access,
             counters,
+            stack: self.stack,
             ..Options::default()
         }
     }
@@ -83,6 +86,8 @@ pub struct Probe {
     pub link: bool,
     /// `BPF_F_NETFILTER_IP_DEFRAG` exists (`struct nf_defrag_hook` in BTF, Linux 6.6)
     pub defrag: bool,
+    /// how the verifier adds up a call chain's stack (see [`stack_rule`])
+    pub stack: StackRule,
     /// per strategy: the empty filter program loaded (verified instructions) or why not
     pub strategies: Vec<(PacketAccess, Result<u32, String>)>,
 }
@@ -215,6 +220,7 @@ pub fn probe() -> Probe {
     });
     let defrag = has(&|b| b.type_size("nf_defrag_hook").is_ok());
     let prog_type = load_trivial();
+    let stack = stack_rule();
     let strategies = match (&layout, &prog_type) {
         (Ok(l), Ok(())) => PacketAccess::ALL
             .iter()
@@ -228,7 +234,35 @@ pub fn probe() -> Probe {
         prog_type,
         link,
         defrag,
+        stack,
         strategies,
+    }
+}
+
+/// How the verifier adds up the stack of a call chain (`round_up_stack_depth`), which decides
+/// how deep user chains can be subprograms: a main function 496 bytes deep calling one that
+/// uses no stack loads where frames are rounded to 16 bytes and an empty one counts nothing
+/// (JIT-compiled programs since Linux 6.9), and is refused where each frame counts at least
+/// 32 bytes (528 > 512: Linux 6.8 and earlier, or the JIT turned off).
+pub fn stack_rule() -> StackRule {
+    use emitter::insn::{mov64, st, Insn, Reg, Size, Src};
+    let mut b = emitter::builder::Builder::new();
+    let callee = b.label();
+    b.emit(st(Size::W, Reg::R10, -496, 0));
+    b.call_local(callee);
+    b.emit(mov64(Reg::R0, Src::Imm(1)));
+    b.emit(Insn::Exit);
+    let built = b.bind(callee).and_then(|()| {
+        b.emit(mov64(Reg::R0, Src::Imm(0)));
+        b.emit(Insn::Exit);
+        b.finish()
+    });
+    let Ok(code) = built else {
+        return StackRule::Frame32;
+    };
+    match sys::Program::load_netfilter("bpfltr_probe", &code.bytes(&|_| -1), 0) {
+        Ok(_) => StackRule::Jit16,
+        Err(_) => StackRule::Frame32,
     }
 }
 
@@ -305,7 +339,11 @@ impl Probe {
                 "the verifier refuses dynptr packet access (bpf_dynptr_slice): {why}"
             )));
         };
-        Ok(Target { layout, access })
+        Ok(Target {
+            layout,
+            access,
+            stack: self.stack,
+        })
     }
 
     /// One line per finding, for the start log and `bpfilter status` (strategy: auto's).
@@ -339,6 +377,14 @@ impl Probe {
             }
         );
         let _ = writeln!(out, "  IP defrag flag: {}", yes(self.defrag));
+        let _ = writeln!(
+            out,
+            "  call chain stack: {}",
+            match self.stack {
+                StackRule::Jit16 => "frames rounded to 16 bytes (chains nested up to 6 deep are subprograms)",
+                StackRule::Frame32 => "32 bytes or more a frame (Linux 6.8 and earlier, or no JIT): deep chains inlined where the 512 bytes run out",
+            }
+        );
         for (a, r) in &self.strategies {
             let _ = writeln!(
                 out,
@@ -414,6 +460,7 @@ mod tests {
             prog_type: Ok(()),
             link: true,
             defrag: false,
+            stack: StackRule::Jit16,
             strategies: Vec::new(),
         };
         let m = base.target().unwrap_err();

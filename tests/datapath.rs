@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 
 use bpfilter::layout::kernel_layout;
 use bpfilter::sys::{num_possible_cpus, Btf, Map, MapType, Program as BpfProgram};
-use emitter::codegen::{compile, compile_with, Options, PacketAccess};
+use emitter::codegen::{compile, compile_with, Options, PacketAccess, StackRule};
 use emitter::ir::*;
 use emitter::reference::{evaluate, Outcome, Packet};
 use emitter::{KernelLayout, MapRef};
@@ -35,6 +35,8 @@ struct Env {
     /// packet-access strategies that load on this kernel (the baseline always; the test
     /// fails if it does not)
     accesses: Vec<PacketAccess>,
+    /// how this kernel adds up a call chain's stack (the daemon's probe)
+    stack: StackRule,
 }
 
 impl Env {
@@ -92,6 +94,7 @@ fn env() -> Option<Env> {
         ring_bytes: 1 << 16,
         ncpu: num_possible_cpus().unwrap(),
         accesses,
+        stack: bpfilter::probe::stack_rule(),
     })
 }
 
@@ -2739,9 +2742,23 @@ fn deep_chains_match_reference() {
     let mut runner = proptest::test_runner::TestRunner::new(common::seeded_runs(60));
     runner
         .run(
-            &(prog, proptest::collection::vec(arb_packet(), 10), 0u8..3),
-            |(p, pkts, mode)| {
-                let opts = modes()[usize::from(mode).min(2)].1;
+            &(
+                prog,
+                proptest::collection::vec(arb_packet(), 10),
+                0u8..3,
+                any::<bool>(),
+            ),
+            |(p, pkts, mode, frame32)| {
+                // this kernel's stack rule, or the one of 6.8 and no JIT (more inlined, and
+                // valid on every kernel)
+                let opts = Options {
+                    stack: if frame32 {
+                        StackRule::Frame32
+                    } else {
+                        env.stack
+                    },
+                    ..modes()[usize::from(mode).min(2)].1
+                };
                 let c = compile_with(&p, &env.layout, opts).unwrap();
                 let subs = c
                     .symbols
@@ -2757,7 +2774,7 @@ fn deep_chains_match_reference() {
                 let mut all = pkts.clone();
                 all.push(ip(47, A, B, 0, &[], &[0; 8])); // walks every chain
                 for pkt in &all {
-                    agrees(&env, &l, &p, pkt, &format!("mode {mode}"))?;
+                    agrees(&env, &l, &p, pkt, &format!("mode {mode}, {:?}", opts.stack))?;
                 }
                 Ok(())
             },
@@ -2836,6 +2853,17 @@ fn deep_inlined_return_from_cold_block() {
             (8, vec![half], Action::Return),
             (8, vec![dst(B, 32, false)], Action::Accept),
         ],
+        // main's record as deep as tcpmss takes it, so that a kernel adding up 32 bytes a
+        // frame (6.8) needs chains inlined earlier; and an inlined chain whose only RETURN is
+        // behind an empty MSS range: it never matches and emits nothing, so the chain never
+        // returns (the code after its call site was promised a jump that never came)
+        vec![
+            (5, vec![tcpmss(1000, 1500, 0)], Action::Drop),
+            (7, vec![tcpmss(1400, 0, 0)], Action::Return),
+            (7, vec![], Action::Drop),
+            (8, vec![half], Action::Return),
+            (8, vec![], Action::Accept),
+        ],
     ];
     let pkts = [
         ip(47, A, B, 0, &[], &[0; 8]),
@@ -2844,7 +2872,11 @@ fn deep_inlined_return_from_cold_block() {
         udp_pkt(C, B, 1, 2),
         tcp_pkt(A, C, 1, 2, 0x10),
     ];
-    let modes = modes().map(|m| m.1);
+    // with the stack rule of this kernel, as the daemon compiles
+    let modes = modes().map(|m| Options {
+        stack: env.stack,
+        ..m.1
+    });
     for (k, extra) in programs.iter().enumerate() {
         for policy in [Verdict::Accept, Verdict::Drop] {
             let p = deep_program(extra, policy);

@@ -1728,6 +1728,7 @@ mod tests {
             let target = Target {
                 layout: emitter::KernelLayout::example(),
                 access: emitter::codegen::PacketAccess::Dynptr,
+                stack: emitter::codegen::StackRule::Jit16,
             };
             let backends = BpfBackends::new(&root, target).unwrap();
             let mut ns = Namespace::new(NsId(4026531840));

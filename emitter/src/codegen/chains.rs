@@ -445,7 +445,7 @@ impl Generator<'_> {
             .get(&c)
             .ok_or(EmitError::UnknownChain { from: c.0, to: c.0 })?;
         for (rule, tests) in chain.rules.iter().zip(lowered) {
-            if tests.iter().any(|t| constant(t) == Some(false)) {
+            if tests.iter().any(super::forms::never_matches) {
                 continue;
             }
             let action_returns = match rule.action {

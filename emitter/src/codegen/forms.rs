@@ -72,7 +72,7 @@ impl Generator<'_> {
         let jumps_before = self.b.cond_jumps();
         // A rule with a test that never matches keeps the plain form, which emits no
         // action for it (the split and combined forms would): `reaches_ret` relies on it.
-        let never = tests.iter().any(|t| constant(t) == Some(false));
+        let never = tests.iter().any(never_matches);
         let splittable = !never
             && (lead_of(tests).is_some() || port_lead(tests).is_some())
             && (combinable(tests) || tests.len() == 1);
@@ -1347,6 +1347,13 @@ fn port_lead(tests: &[Test]) -> Option<PortLead> {
         }
     }
     None
+}
+
+/// A test after which the rule's action is never emitted (see `Generator::rule`): a test
+/// whose result does not depend on the packet and is false, or a tcpmss match with an empty
+/// range (which may still hotdrop, so it is not [`constant`]).
+pub(super) fn never_matches(t: &Test) -> bool {
+    constant(t) == Some(false) || matches!(t, Test::TcpMss(m) if tcpmss_fails(m) == Some(true))
 }
 
 /// Whether a tcpmss match fails whatever the packet once it does not hotdrop (and is not a

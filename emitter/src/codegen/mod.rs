@@ -102,6 +102,7 @@ mod lower;
 mod recent;
 mod record;
 mod runs;
+mod stack;
 
 pub use access::PacketAccess;
 pub use access6::MAX_EXT_HEADERS;
@@ -118,6 +119,7 @@ use crate::{EmitError, KernelLayout};
 
 use lower::Lowered;
 use runs::Runs;
+pub use stack::StackRule;
 
 /// Helper numbers (uapi enum bpf_func_id; stable ABI).
 const HELPER_MAP_LOOKUP_ELEM: u32 = 1;
@@ -224,6 +226,9 @@ pub struct Options {
     pub tail: Option<u32>,
     /// How the counter map holds each slot's counts (see [`CounterLayout`]).
     pub counters: CounterLayout,
+    /// How the kernel adds up a call chain's stack (see [`StackRule`]): how deep user chains
+    /// can be subprograms.
+    pub stack: StackRule,
 }
 
 impl Default for Options {
@@ -237,6 +242,7 @@ impl Default for Options {
             classify: true,
             tail: None,
             counters: CounterLayout::PerCpu,
+            stack: StackRule::Jit16,
         }
     }
 }
@@ -292,7 +298,56 @@ pub fn compile_output(
         maps.push(m);
         (maps.len() - 1) as u32
     });
+    let planned = Planned {
+        depths: &depths,
+        lowered: &lowered,
+        runs: &runs,
+        feat,
+        prefix_map,
+    };
+    // Chains nested deeper than `subprograms` are inlined. The deepest nesting the call frames
+    // allow is tried first; a kernel that adds up the call chain's stack 32 bytes a frame
+    // (StackRule::Frame32) may need less, found by compiling again.
+    let mut subprograms = MAX_CHAIN_DEPTH;
+    loop {
+        let (code, combined) = emit(p, layout, opts, &planned, subprograms)?;
+        if subprograms == 0 || stack::combined(&code, opts.stack) <= stack::MAX_BPF_STACK {
+            return Ok(Output {
+                code,
+                maps,
+                combined,
+            });
+        }
+        subprograms -= 1;
+    }
+}
 
+/// What [`compile_output`] decided before emitting: chain depths, lowered rules, rule runs,
+/// the features the prologue reads and the LOG prefix map.
+struct Planned<'a> {
+    depths: &'a BTreeMap<ChainId, usize>,
+    lowered: &'a Lowered,
+    runs: &'a Runs,
+    feat: access::Features,
+    prefix_map: Option<u32>,
+}
+
+/// Emits `p` with chains nested deeper than `subprograms` inlined: the code and its count of
+/// rules compiled branch free.
+fn emit(
+    p: &Program,
+    layout: &KernelLayout,
+    opts: Options,
+    planned: &Planned<'_>,
+    subprograms: usize,
+) -> Result<(Compiled, usize), EmitError> {
+    let Planned {
+        depths,
+        lowered,
+        runs,
+        feat,
+        prefix_map,
+    } = *planned;
     let mut b = Builder::new();
     b.define_kfunc(KFUNC_DYNPTR_FROM_SKB, layout.kfunc_dynptr_from_skb);
     b.define_kfunc(KFUNC_DYNPTR_SLICE, layout.kfunc_dynptr_slice);
@@ -317,13 +372,13 @@ pub fn compile_output(
         access: opts.access,
         force_slow: opts.force_slow_path,
         prog: p,
-        lowered: &lowered,
-        runs: &runs,
+        lowered,
+        runs,
         dyn_key: false,
         rule_reads: StackReads::from(0),
         inline: depths
             .iter()
-            .filter(|(_, d)| **d > MAX_CHAIN_DEPTH)
+            .filter(|(_, d)| **d > subprograms)
             .map(|(c, _)| *c)
             .collect(),
         returns: BTreeMap::new(),
@@ -338,7 +393,7 @@ pub fn compile_output(
         tail: opts.tail,
         counters: opts.counters,
     };
-    g.analyse_returns(&depths)?;
+    g.analyse_returns(depths)?;
     g.main_function(feat)?;
     g.chain_subprograms()?;
     g.count_subprogram()?;
@@ -353,11 +408,7 @@ pub fn compile_output(
     if n > MAX_INSNS {
         return Err(EmitError::TooLarge { insns: n });
     }
-    Ok(Output {
-        code: c,
-        maps,
-        combined: g.combined,
-    })
+    Ok((c, g.combined))
 }
 
 #[cfg(test)]
