@@ -12,7 +12,9 @@
 #
 # Each job's output is kept and printed whole when it ends (target/host-tests/NAME.log), so
 # that the log reads as one executable at a time. Any failure fails the phase, after every
-# job has run. Doctests run too (one job: `cargo test --doc`).
+# job has run. Doctests run first, alone: `cargo test --doc` may build the libraries again in
+# its own feature set, and it once re-linked target/release/libbpfilter.so while a test's
+# iptables was loading it ("cannot be preloaded": the test failed).
 #
 # Usage: tools/tests.sh [-j JOBS]   (default 3)
 set -euo pipefail
@@ -55,7 +57,6 @@ while IFS=$'\t' read -r name dir exe; do
       joblist+=("pairs.$name|$dir|$exe|--test-threads=4 in_namespace_pairs::") ;;
   esac
 done < "$out/executables"
-joblist+=("doctests|.|cargo|test --release --workspace --doc")
 mapfile -t joblist < <(for j in "${joblist[@]}"; do
   printf '%s\t%s\n' "${usual[${j%%|*}]:-0}" "$j"
 done | sort -t$'\t' -k1,1nr -s | cut -f2-)
@@ -79,6 +80,9 @@ reap() {
 }
 
 declare -A starts=()
+echo "== doctests"
+cargo test --release --workspace --doc > "$out/doctests.log" 2>&1 || failed+=("doctests")
+cat "$out/doctests.log"
 for job in "${joblist[@]}"; do
   IFS='|' read -r name dir exe args <<< "$job"
   while (( ${#running[@]} >= jobs )); do reap; done
@@ -89,7 +93,7 @@ for job in "${joblist[@]}"; do
 done
 while (( ${#running[@]} )); do reap; done
 
-echo "== host tests: ${#joblist[@]} jobs, $jobs at a time, $(( $(date +%s) - started ))s"
+echo "== host tests: doctests, then ${#joblist[@]} jobs, $jobs at a time, $(( $(date +%s) - started ))s"
 if (( ${#failed[@]} )); then
   echo "== host tests FAILED: ${failed[*]}"
   exit 1
