@@ -163,8 +163,8 @@ mod tests {
     use crate::ir::{Action, Chain, ChainId, Family, Hook, Program, Rule};
     use crate::KernelLayout;
 
-    /// main writes 300 bytes down and calls f (no stack), which calls g (8 bytes); h, the
-    /// frame pointer moved twice, hands a pointer 40 bytes down on.
+    /// main writes 300 bytes down and calls f (no stack of its own), which calls g: g moves a
+    /// copy of its frame pointer twice and writes through it, 40 bytes down.
     #[test]
     fn frames_add_up_by_the_rule() {
         let mut b = Builder::new();
