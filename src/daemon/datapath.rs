@@ -30,8 +30,9 @@
 //! ```
 //! A replace builds and pins generation N+1 completely, then points every hook's slot at its
 //! programs, reads N's counters and unpins N. The entries N+1 keeps count on in N's slots, so
-//! the read needs no wait for packets still inside N (see [`slots`]); only a replace that
-//! needs a new counter map waits for an RCU grace period before reading N's. The guarantee: each hook switches atomically (one
+//! the read needs no wait for packets still inside N (see [`slots`]). A replace that needs a
+//! new counter map reads N's map at once too, and what N's programs count there afterwards
+//! comes later ([`Late`]). The guarantee: each hook switches atomically (one
 //! PROG_ARRAY update), the hooks one after another within microseconds. A packet crosses one
 //! filter hook only (INPUT, FORWARD or OUTPUT), so every packet is judged and counted by one
 //! whole generation; only two packets at two different hooks during those microseconds can
@@ -471,6 +472,94 @@ pub struct BpfTable {
     older: Vec<String>,
     /// the namespace's address types, while some rule is an addrtype match
     addrtypes: Option<super::addrtypes::AddrTypes>,
+    /// what the previous generation's programs counted in its replaced counter map after
+    /// the replace read it, not yet in `gen.bases`
+    late: Mutex<Option<Late>>,
+}
+
+/// Late counts: after a replace that gave the new generation a new counter map, packets
+/// that were already inside the old programs still count in the old map, after the replace
+/// read it for its reply. The kernel's replace waits for them (an RCU grace period, 8 to 16
+/// ms, longer than its whole command); this one answers at once and a thread waits instead,
+/// then reads the old map again: each new entry that continues an old one ([`slots::pair`])
+/// gets the difference, as a kept slot would have counted it. Reads of the counters wait for
+/// that thread (only one that comes within the grace period waits at all); the next replace
+/// adds the differences to the bases.
+enum Late {
+    /// the thread, which returns the differences
+    Waiting(std::thread::JoinHandle<Vec<(usize, XtCounters)>>),
+    /// per new entry index, its difference
+    Counted(Vec<(usize, XtCounters)>),
+}
+
+impl std::fmt::Debug for Late {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Late::Waiting(_) => f.write_str("Late::Waiting"),
+            Late::Counted(d) => write!(f, "Late::Counted({} entries)", d.len()),
+        }
+    }
+}
+
+/// What the late counts are taken from: the replaced map, its counts as the replace read
+/// them, and (new entry index, the old entry's slot) for each new entry that continues an
+/// old one.
+struct LateSource {
+    old: Arc<CounterMap>,
+    read: sys::Sums,
+    pairs: Vec<(usize, u32)>,
+}
+
+impl LateSource {
+    /// After a grace period: each continuing entry's difference between the old map now and
+    /// the read (the non-zero ones).
+    fn count(&self) -> Vec<(usize, XtCounters)> {
+        synchronize_programs();
+        #[cfg(test)]
+        let _gate = tests::LATE_GATE.lock();
+        let now = match self.old.sums() {
+            Ok(now) => now,
+            Err(e) => {
+                warn!(error = %e, "reading the replaced counter map again failed: what it counted after the replace is lost");
+                return Vec::new();
+            }
+        };
+        let word = |sums: &sys::Sums, slot: u32, i: usize| {
+            sums.get(slot as usize)
+                .and_then(|l| l.get(i))
+                .copied()
+                .unwrap_or(0)
+        };
+        self.pairs
+            .iter()
+            .filter_map(|&(entry, slot)| {
+                let late = XtCounters {
+                    pcnt: word(&now, slot, 0).wrapping_sub(word(&self.read, slot, 0)),
+                    bcnt: word(&now, slot, 1).wrapping_sub(word(&self.read, slot, 1)),
+                };
+                (late != XtCounters::default()).then_some((entry, late))
+            })
+            .collect()
+    }
+
+    /// Counts on a thread of its own (here, after the wait, if no thread can start).
+    fn start(self) -> Option<Late> {
+        if self.pairs.is_empty() {
+            return None;
+        }
+        let source = Arc::new(self);
+        let on_thread = Arc::clone(&source);
+        match std::thread::Builder::new()
+            .name("late-counts".into())
+            .spawn(move || on_thread.count())
+        {
+            Ok(handle) => Some(Late::Waiting(handle)),
+            Err(e) => {
+                warn!(error = %e, "no thread for the late counts: the replace waits for them");
+                Some(Late::Counted(source.count()))
+            }
+        }
+    }
 }
 
 /// Does a rule of `table` look at address types?
@@ -623,6 +712,7 @@ impl BpfTable {
                 conntrack: false,
                 older,
                 addrtypes,
+                late: Mutex::new(None),
             })
         })();
         if result.is_err() {
@@ -785,6 +875,7 @@ impl BpfTable {
                 conntrack,
                 older,
                 addrtypes,
+                late: Mutex::new(None),
             },
         ))
     }
@@ -857,6 +948,51 @@ impl BpfTable {
     fn read_counters(gen: &Generation) -> Result<Vec<XtCounters>, BackendError> {
         let sums = gen.counters.sums().map_err(sys_err("reading counters"))?;
         Ok(counts(gen, &sums))
+    }
+
+    /// The late counts of the last replace not yet in the bases, waiting for them if they
+    /// are still being counted.
+    fn late_counts(&self) -> Vec<(usize, XtCounters)> {
+        let mut late = match self.late.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let counted = match late.take() {
+            Some(Late::Waiting(handle)) => handle.join().unwrap_or_else(|_| {
+                warn!("the late counts' thread panicked: what the replaced counter map counted after the replace is lost");
+                Vec::new()
+            }),
+            Some(Late::Counted(counted)) => counted,
+            None => Vec::new(),
+        };
+        if !counted.is_empty() {
+            *late = Some(Late::Counted(counted.clone()));
+        }
+        counted
+    }
+
+    /// Adds the late counts of the last replace to the bases (waiting for them), before
+    /// anything reads or replaces the bases.
+    fn settle_late(&mut self) -> Result<(), BackendError> {
+        let late = self.late_counts();
+        if late.is_empty() {
+            *self.late.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+            return Ok(());
+        }
+        let mut bases = self.gen.bases.clone();
+        for (entry, count) in late {
+            if let Some(b) = bases.get_mut(entry) {
+                b.pcnt = b.pcnt.wrapping_add(count.pcnt);
+                b.bcnt = b.bcnt.wrapping_add(count.bcnt);
+            }
+        }
+        self.gen
+            .bases_store
+            .write(&counters_to_bytes(&bases))
+            .map_err(sys_err("storing counter bases"))?;
+        self.gen.bases = bases;
+        *self.late.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
     }
 
     /// Gives back the free slots of a generation that did not get in force.
@@ -1360,11 +1496,19 @@ fn synchronize_programs() {
 
 impl TableBackend for BpfTable {
     fn counters(&self) -> Result<Vec<XtCounters>, BackendError> {
-        Self::read_counters(&self.gen)
+        let mut counts = Self::read_counters(&self.gen)?;
+        for (entry, late) in self.late_counts() {
+            if let Some(c) = counts.get_mut(entry) {
+                c.pcnt = c.pcnt.wrapping_add(late.pcnt);
+                c.bcnt = c.bcnt.wrapping_add(late.bcnt);
+            }
+        }
+        Ok(counts)
     }
 
     fn replace(&mut self, table: &Table, blob: &[u8]) -> Result<Vec<XtCounters>, BackendError> {
         fault_point("before-build");
+        self.settle_late()?;
         let recent = super::recent::prepare(table, &self.gen.recent)?;
         let lists: Vec<_> = recent.iter().map(|r| r.list.clone()).collect();
         let hashlimit = super::hashlimit::prepare(table, &self.gen.hashlimit)?;
@@ -1454,6 +1598,7 @@ impl TableBackend for BpfTable {
             }
         }
         fault_point("after-switch");
+        let mut late = None;
         let old = match &assignment {
             // One read of the shared map: the old entries' counts for the reply, and the
             // kept entries' bases, so that the counts SET_ADD_COUNTERS carries over add up
@@ -1483,11 +1628,27 @@ impl TableBackend for BpfTable {
                     next.bases = bases;
                     Ok(old)
                 }),
-            // A new map: the old one's counts are final once no packet is inside its programs.
-            None => {
-                synchronize_programs();
-                Self::read_counters(&self.gen)
-            }
+            // A new map: the old one's counts as they are now; what packets still inside
+            // the old programs add to them comes later (`Late`).
+            None => self
+                .gen
+                .counters
+                .sums()
+                .map_err(sys_err("reading counters"))
+                .map(|sums| {
+                    let old = counts(&self.gen, &sums);
+                    let pairs = slots::pair(&self.gen.keys, &next.keys)
+                        .into_iter()
+                        .enumerate()
+                        .filter_map(|(entry, from)| Some((entry, *self.gen.slots.get(from?)?)))
+                        .collect();
+                    late = Some(LateSource {
+                        old: Arc::clone(&self.gen.counters),
+                        read: sums,
+                        pairs,
+                    });
+                    old
+                }),
         };
         let old = old.and_then(|old| {
             commit(&self.committed, next.number)?;
@@ -1510,6 +1671,7 @@ impl TableBackend for BpfTable {
             }
         };
         fault_point("after-commit");
+        *self.late.get_mut().unwrap_or_else(|p| p.into_inner()) = late.and_then(LateSource::start);
         let previous = std::mem::replace(&mut self.gen, next);
         match (assignment, new_pool) {
             (Some(a), _) => retire_slots(counters, Arc::clone(&self.pool), a.dropped),
@@ -1846,6 +2008,49 @@ mod tests {
         value[..8].copy_from_slice(&p.to_ne_bytes());
         value[8..16].copy_from_slice(&b.to_ne_bytes());
         map.update(&slot.to_ne_bytes(), &value, 0).unwrap();
+    }
+
+    /// Held by a test that counts "late" packets in a replaced map: the late counts' thread
+    /// reads the map only once it is free (the grace period alone would make that a race).
+    pub(super) static LATE_GATE: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn a_replace_onto_a_new_map_answers_at_once_and_counts_the_late_packets() {
+        let s = Setup::new("late");
+        let (first, _) = drops(&[1, 2]);
+        let mut backend = s.create(&first);
+        let map = Arc::clone(&backend.gen.counters);
+        count(&map, 0, 5);
+        count(&map, 1, 3);
+        // Rule 10.0.0.1 kept first, 10.0.0.2 dropped, more new rules than free slots.
+        let free = lock_pool(&backend.pool).free();
+        let sources: Vec<u8> = std::iter::once(1).chain(10..10 + free as u8 + 8).collect();
+        let (second, second_blob) = drops(&sources);
+        let gate = LATE_GATE.lock().unwrap();
+        let old = backend.replace(&second, &second_blob).unwrap();
+        assert!(!Arc::ptr_eq(&backend.gen.counters, &map), "a new map");
+        assert_eq!(
+            packets(&old)[..2],
+            [5, 3],
+            "the reply has the counts at the switch"
+        );
+        // Packets still inside the old program: one on the kept rule, one on the dropped.
+        count(&map, 0, 2);
+        count(&map, 1, 1);
+        drop(gate);
+        let now = backend.counters().unwrap();
+        assert_eq!(now[0].pcnt, 2, "the kept rule's late packets are its own");
+        assert_eq!(now[0].bcnt, 200);
+        assert_eq!(packets(&now)[1..], vec![0; now.len() - 1]);
+        // The next replace (the same ruleset, in the same map now) adds them to the bases.
+        let old = backend.replace(&second, &second_blob).unwrap();
+        assert_eq!(old[0].pcnt, 2);
+        assert_eq!(
+            backend.counters().unwrap()[0].pcnt,
+            0,
+            "kept slot, base -2 until SET_ADD_COUNTERS"
+        );
+        assert!(backend.late.lock().unwrap().is_none());
     }
 
     fn packets(c: &[XtCounters]) -> Vec<u64> {

@@ -20,8 +20,10 @@
 //! free at once: it waits for a grace period, off the command path, and is zeroed before it
 //! is given to a new entry ([`Pool::release`]). When the free slots do not suffice (or the map
 //! is four times larger than the ruleset needs), the next generation gets a new map sized for
-//! it, and that replace waits for the grace period as before, since the old counters are then
-//! read from a map no later program counts in.
+//! it. The replace still answers at once, with the old map's counts at the switch; what the
+//! old programs count there afterwards is found after a grace period, off the command path,
+//! and added to the bases of the new entries that continue the old ones ([`pair`]), as their
+//! kept slots would have counted it (`datapath`'s late counts).
 
 use std::sync::Arc;
 
@@ -188,6 +190,31 @@ pub struct Pool {
     free: Vec<u32>,
 }
 
+/// Pairs each entry of `new` with the entry of `old` it continues: the first one with the
+/// same key not paired yet, so that identical entries pair in order. The old entry's index,
+/// per new entry.
+pub fn pair(old: &[EntryKey], new: &[EntryKey]) -> Vec<Option<usize>> {
+    // The old entries with each key, in order: the first unpaired one by key, each linked to
+    // the next with the same key. FxHash, not the DoS-resistant default: the keys are root's
+    // own rulesets, hashed once per entry on every change.
+    let mut first: FxHashMap<&EntryKey, usize> = FxHashMap::default();
+    first.reserve(old.len());
+    let mut next_same = vec![usize::MAX; old.len()];
+    for (i, k) in old.iter().enumerate().rev() {
+        if let Some(later) = first.insert(k, i) {
+            next_same[i] = later;
+        }
+    }
+    new.iter()
+        .map(|k| {
+            let i = first.get_mut(k).filter(|i| **i != usize::MAX)?;
+            let paired = *i;
+            *i = next_same[paired];
+            Some(paired)
+        })
+        .collect()
+}
+
 impl Pool {
     /// The size of a new map for `entries` entries: room for a half more, so that appends,
     /// inserts and replaced rules find free slots.
@@ -246,29 +273,18 @@ impl Pool {
         if self.capacity as usize > 4 * new.len() + 4096 {
             return None;
         }
-        // The old entries with each key, in order: the first unclaimed one by key, each
-        // linked to the next with the same key. FxHash, not the DoS-resistant default: the
-        // keys are root's own rulesets, hashed once per entry on every change.
         let old = &old[..old.len().min(old_slots.len())];
-        let mut first: FxHashMap<&EntryKey, usize> = FxHashMap::default();
-        first.reserve(old.len());
-        let mut next_same = vec![usize::MAX; old.len()];
-        for (i, k) in old.iter().enumerate().rev() {
-            if let Some(later) = first.insert(k, i) {
-                next_same[i] = later;
-            }
-        }
+        let pairs = pair(old, new);
         let mut claimed = vec![false; old.len()];
         let mut slots = Vec::with_capacity(new.len());
         let mut kept = Vec::with_capacity(new.len());
         let mut missing = 0usize;
-        for k in new {
-            match first.get_mut(k).filter(|i| **i != usize::MAX) {
+        for p in &pairs {
+            match *p {
                 Some(i) => {
-                    claimed[*i] = true;
-                    slots.push(old_slots[*i]);
+                    claimed[i] = true;
+                    slots.push(old_slots[i]);
                     kept.push(true);
-                    *i = next_same[*i];
                 }
                 None => {
                     slots.push(u32::MAX);
