@@ -3310,6 +3310,73 @@ fn mark_is_compared_under_its_mask() {
     }
 }
 
+/// A built-in chain without rules is its policy alone: counted and returned without the packet
+/// parsed (a program of a dozen instructions), for every packet, a fragment or one too short
+/// for its transport header too, at every hook, both verdicts, with every way of reading
+/// headers. The same for a chain whose first rule ACCEPTs or DROPs everything (what the
+/// translator makes of a built-in chain without rules: its policy entry, counted).
+#[test]
+fn an_empty_chain_is_its_policy() {
+    let Some(env) = env() else { return };
+    let packets = [
+        ip(UDP, [10, 0, 0, 1], [10, 0, 0, 2], 0, &[], &udp_hdr(53, 53)),
+        ip(TCP, [10, 0, 0, 1], [10, 0, 0, 2], 0x2001, &[], &[0; 4]),
+        ip(ICMP, [10, 0, 0, 1], [10, 0, 0, 2], 0, &[1, 1, 1, 0], &[]),
+    ];
+    for (name, opts) in env.access_variants() {
+        for hook in [Hook::LocalIn, Hook::Forward, Hook::LocalOut] {
+            for verdict in [Verdict::Accept, Verdict::Drop] {
+                let (action, other) = match verdict {
+                    Verdict::Accept => (Action::Accept, Verdict::Drop),
+                    Verdict::Drop => (Action::Drop, Verdict::Accept),
+                };
+                let first = vec![
+                    rule(vec![], action, 2),
+                    rule(
+                        vec![Match::Protocol {
+                            proto: UDP,
+                            invert: false,
+                        }],
+                        Action::Drop,
+                        0,
+                    ),
+                ];
+                for (shape, p) in [
+                    (
+                        "no rule",
+                        Program::single(
+                            hook,
+                            vec![],
+                            Policy {
+                                verdict,
+                                counter: 2,
+                            },
+                        ),
+                    ),
+                    (
+                        "first rule unconditional",
+                        Program::single(
+                            hook,
+                            first,
+                            Policy {
+                                verdict: other,
+                                counter: 1,
+                            },
+                        ),
+                    ),
+                ] {
+                    let what = format!("{name} {hook:?} {shape} {verdict:?}");
+                    let l = load_with(&env, &p, opts);
+                    assert!(l.insns < 32, "{what}: {} instructions", l.insns);
+                    for pkt in &packets {
+                        check(&env, &l, &p, pkt, Some((verdict, &[2])), &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `-m mac` compares only on an Ethernet device: a test run's packet arrives on the loopback
 /// device (ARPHRD_LOOPBACK, though `eth_type_trans` set a MAC header), so no rule matches, `!`
 /// or not, whatever `invert` holds. The comparison itself is checked on real veth traffic

@@ -1498,6 +1498,34 @@ fn single_matches_against_corpus() {
     assert!(cases >= 1000);
 }
 
+/// A built-in chain without rules is its policy alone (a dozen instructions, the packet not
+/// parsed): every packet of the corpus counted in the policy's slot and given its verdict.
+#[test]
+fn an_empty_chain_is_its_policy() {
+    let Some(env) = env() else { return };
+    let corpus = corpus();
+    for (mode, opts) in variants(&env) {
+        for hook in [Hook::LocalIn, Hook::Forward, Hook::LocalOut] {
+            for policy in [Verdict::Accept, Verdict::Drop] {
+                let p = program(hook, vec![vec![]], policy, 3);
+                let l = load(&env, &p, opts);
+                let verified = VERIFIED.with(std::cell::Cell::get);
+                assert!(
+                    verified < 32,
+                    "{mode} {hook:?}: {verified} instructions verified"
+                );
+                for (pname, pkt) in &corpus {
+                    let (ret, d) = l.run(pkt);
+                    assert_eq!(ret, code(policy), "{pname} / {hook:?} / {mode}");
+                    let mut want = vec![(0, 0); l.slots as usize];
+                    want[3] = (1, pkt.len() as u64);
+                    assert_eq!(d, want, "{pname} / {hook:?} / {mode}");
+                }
+            }
+        }
+    }
+}
+
 /// REJECT and LOG rules load and count in IPv6 programs; chains (call, goto, return).
 #[test]
 fn chains_and_events() {

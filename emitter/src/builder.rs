@@ -272,7 +272,7 @@ impl Builder {
         self.cond_jumps
     }
 
-    /// Has any jump been emitted to `l` so far?
+    /// Has any jump or call been emitted to `l` so far?
     pub fn is_referenced(&self, l: Label) -> bool {
         self.referenced.contains(&l.0)
     }
@@ -365,6 +365,7 @@ impl Builder {
 
     /// bpf-to-bpf call of the subprogram starting at `l`.
     pub fn call_local(&mut self, l: Label) {
+        self.referenced.insert(l.0);
         self.push(Item::CallLocal { to: l }, 1);
     }
 

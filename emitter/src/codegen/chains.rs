@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::builder::{Builder, Label, StackReads};
-use crate::insn::{alu32, ldx, mov64, AluOp, Insn, JmpOp, Reg, Size, Src};
+use crate::insn::{alu32, ldx, mov64, st, AluOp, Insn, JmpOp, Reg, Size, Src};
 use crate::ir::{self, Action, ChainId, Program};
 use crate::EmitError;
 
@@ -180,6 +180,53 @@ impl Generator<'_> {
         }
         self.cold_blocks(&mut frame)?;
         self.tails(&frame)
+    }
+
+    /// The verdict a program gives every packet without reading it, if any: (counter slot,
+    /// return code) of its main chain's first rule when that rule has no match and ACCEPTs
+    /// or DROPs (a built-in chain without rules is its policy entry alone), or of the policy
+    /// when the main chain is empty.
+    pub(super) fn unconditional(p: &Program) -> Option<(u32, i32)> {
+        let code = |accept: bool| i32::from(accept);
+        match p.chains.get(&p.entry)?.rules.first() {
+            None => Some((
+                p.policy.counter,
+                code(p.policy.verdict == ir::Verdict::Accept),
+            )),
+            Some(r) if r.matches.is_empty() => match r.action {
+                Action::Accept => Some((r.counter, code(true))),
+                Action::Drop => Some((r.counter, code(false))),
+                _ => None,
+            },
+            Some(_) => None,
+        }
+    }
+
+    /// The main function of a program that gives every packet one verdict ([`Self::unconditional`]):
+    /// counted (packets += 1, bytes += skb->len) and returned. Nothing reads the packet, so
+    /// nothing parses it: the verifier walks a dozen instructions instead of the prologue's
+    /// two paths (0.6 ms of every load on 6.18, for each built-in chain without rules).
+    pub(super) fn unconditional_main(&mut self, counter: u32, code: i32) -> Result<(), EmitError> {
+        let l = *self.layout;
+        self.b.symbol("main");
+        self.b.set_origin(Some(counter));
+        self.b.emit(ldx(
+            Size::DW,
+            Reg::R7,
+            Reg::R1,
+            super::access::off16(l.nf_ctx_skb)?,
+        ));
+        self.b.emit(ldx(
+            Size::W,
+            Reg::R6,
+            Reg::R7,
+            super::access::off16(l.skb_len)?,
+        ));
+        self.b.emit(st(Size::W, Reg::R10, -8, counter as i32));
+        // `count` inline: no subprogram for the JIT to compile apart
+        self.count_and_exit(code)?;
+        self.b.set_origin(None);
+        Ok(())
     }
 
     /// One subprogram per user chain a reachable call site refers to, each once.

@@ -69,11 +69,18 @@ impl Generator<'_> {
     /// load/add/store could lose an update.
     pub(super) fn count_subprogram(&mut self) -> Result<(), EmitError> {
         use Reg::*;
+        self.b.bind(self.count_fn)?;
+        self.b.symbol("count");
+        self.b.emit(stx(Size::W, R10, -8, R1));
+        self.b.emit(mov64(R6, Src::Reg(R2)));
+        self.count_and_exit(0)
+    }
+
+    /// The body of `count` for the slot at r10-8 and the bytes in r6, then `exit` with
+    /// `code` (the subprogram's 0, or a verdict where a main function counts inline).
+    pub(super) fn count_and_exit(&mut self, code: i32) -> Result<(), EmitError> {
+        use Reg::*;
         let b = &mut self.b;
-        b.bind(self.count_fn)?;
-        b.symbol("count");
-        b.emit(stx(Size::W, R10, -8, R1));
-        b.emit(mov64(R6, Src::Reg(R2)));
         if let CounterLayout::Striped { stride } = self.counters {
             // index = cpu * stride + slot (below max_entries, which fits in 32 bits; the
             // array lookup checks the bound all the same)
@@ -103,7 +110,7 @@ impl Generator<'_> {
             });
         }
         b.bind(out)?;
-        b.emit(mov64(R0, Src::Imm(0)));
+        b.emit(mov64(R0, Src::Imm(code)));
         b.emit(Insn::Exit);
         Ok(())
     }

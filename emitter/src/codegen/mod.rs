@@ -393,10 +393,19 @@ fn emit(
         tail: opts.tail,
         counters: opts.counters,
     };
-    g.analyse_returns(depths)?;
-    g.main_function(feat)?;
+    // One verdict for every packet (a built-in chain without rules): without the packet
+    // parsed.
+    match Generator::unconditional(p) {
+        Some((counter, code)) if opts.tail.is_none() => g.unconditional_main(counter, code)?,
+        _ => {
+            g.analyse_returns(depths)?;
+            g.main_function(feat)?;
+        }
+    }
     g.chain_subprograms()?;
-    g.count_subprogram()?;
+    if g.b.is_referenced(g.count_fn) {
+        g.count_subprogram()?;
+    }
     g.event_subprogram()?;
     g.limit_subprogram()?;
     g.owner_subprogram()?;
