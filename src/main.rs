@@ -1,5 +1,8 @@
 //! `bpfilter`: the daemon and the command-line front ends.
 
+use std::ffi::OsString;
+#[cfg(not(test))]
+use std::ffi::{c_char, c_int, CStr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -114,44 +117,81 @@ const SUBCOMMANDS: [(&str, &str); 6] = [
     ("ip6tables-restore", "ip6tables-legacy-restore"),
 ];
 
-/// Runs as an iptables or ip6tables command if this executable was called by one of the
-/// [`MULTICALL`] names, or as `bpfilter iptables ARGS` (and the other [`SUBCOMMANDS`]).
+/// An iptables or ip6tables command line: the legacy binary it runs, its arguments, and
+/// whether this executable was called by an iptables name ([`MULTICALL`]) rather than as
+/// `bpfilter iptables ARGS` (and the other [`SUBCOMMANDS`]).
 ///
 /// Both are found before the command line is parsed: building the parser of every subcommand
 /// costs a fifth of a millisecond, a tenth of what `iptables -L` costs the kernel, on a path
 /// that only needs the first word. The parser reads the same words the same way: `--socket`
 /// before the subcommand's arguments (the one option `bpfilter iptables` takes) is left to it.
-fn pass_through() -> Option<ExitCode> {
-    let mut args = std::env::args_os();
+fn iptables_command(
+    mut args: impl Iterator<Item = OsString>,
+) -> Option<(&'static str, Vec<OsString>, bool)> {
     let argv0 = PathBuf::from(args.next()?);
     let name = argv0.file_name()?.to_str()?;
     if let Some(&(_, legacy)) = MULTICALL.iter().find(|(n, _)| *n == name) {
-        let pass = cli::PassThrough {
-            args: args.collect(),
-        };
-        return Some(finish(cli::exec_multicall(
-            legacy,
-            &libbpfilter::socket_path(),
-            pass,
-        )));
+        return Some((legacy, args.collect(), true));
     }
     let sub = args.next()?;
     let &(_, legacy) = SUBCOMMANDS.iter().find(|(n, _)| sub == *n)?;
-    let pass = cli::PassThrough {
-        args: args.collect(),
-    };
-    if pass
-        .args
+    let args: Vec<OsString> = args.collect();
+    if args
         .first()
         .is_some_and(|a| a.as_encoded_bytes().starts_with(b"--socket"))
     {
         return None;
     }
-    Some(finish(cli::exec_legacy(
-        legacy,
-        &libbpfilter::socket_path(),
-        pass,
-    )))
+    Some((legacy, args, false))
+}
+
+/// Runs the iptables or ip6tables command this command line is, if it is one.
+fn pass_through() -> Option<ExitCode> {
+    let (legacy, args, multicall) = iptables_command(std::env::args_os())?;
+    let pass = cli::PassThrough { args };
+    let socket = libbpfilter::socket_path();
+    Some(finish(if multicall {
+        cli::exec_multicall(legacy, &socket, pass)
+    } else {
+        cli::exec_legacy(legacy, &socket, pass)
+    }))
+}
+
+/// An iptables command runs the legacy binary at once, as the C library starts this executable
+/// (it runs `.init_array` with argc, argv and envp before `main`): the Rust runtime's set-up
+/// and the standard library's `Command` are a sixth of a millisecond that the kernel's
+/// iptables does not pay, on every command ([`cli::exec_early`]). Anything unusual (no daemon
+/// listening yet, `-V` under an iptables name) returns here, and [`pass_through`] does it
+/// again in `main`, with the waits and the words of the full path.
+#[cfg(not(test))]
+#[used]
+#[link_section = ".init_array"]
+static EARLY_IPTABLES: extern "C" fn(c_int, *const *const c_char, *const *const c_char) =
+    early_iptables;
+
+#[cfg(not(test))]
+extern "C" fn early_iptables(argc: c_int, argv: *const *const c_char, _envp: *const *const c_char) {
+    use std::os::unix::ffi::OsStringExt;
+    let _ = std::panic::catch_unwind(|| {
+        let count = usize::try_from(argc).unwrap_or(0);
+        if argv.is_null() {
+            return;
+        }
+        let args = (0..count).filter_map(|i| {
+            // SAFETY: the C library passes main's argv: argc pointers to NUL-terminated strings.
+            let arg = unsafe { *argv.add(i) };
+            // SAFETY: likewise.
+            (!arg.is_null())
+                .then(|| OsString::from_vec(unsafe { CStr::from_ptr(arg) }.to_bytes().to_vec()))
+        });
+        let Some((legacy, args, multicall)) = iptables_command(args) else {
+            return;
+        };
+        if multicall && cli::prints_version(&args) {
+            return;
+        }
+        cli::exec_early(legacy, &libbpfilter::socket_path(), &args);
+    });
 }
 
 fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {

@@ -1,8 +1,9 @@
 //! Command-line front ends: the iptables wrappers and the daemon's query commands.
 
-use std::ffi::OsString;
-use std::os::fd::IntoRawFd;
-use std::os::unix::process::CommandExt;
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -133,32 +134,85 @@ pub fn exec_legacy(binary: &str, socket: &Path, pass: PassThrough) -> Result<Exi
             return Ok(ExitCode::FAILURE);
         }
     };
+    let err = exec_preloaded(binary, socket, connection, &pass.args)?;
+    bail!("cannot run {binary}: {err}")
+}
+
+/// [`exec_legacy`] as the executable starts, before the Rust runtime's set-up: one connection
+/// attempt, and no word on failure. It returns whenever anything is not as expected (no
+/// daemon listening yet, no library, no binary), and `exec_legacy` then does it again, waits
+/// for a starting daemon, and says what is wrong. The runtime's set-up and `Command`'s
+/// cost a sixth of a millisecond that the kernel's iptables does not pay.
+pub fn exec_early(binary: &str, socket: &Path, args: &[OsString]) {
+    if let Ok(stream) = UnixStream::connect(socket) {
+        let _ = exec_preloaded(binary, socket, Some(stream), args);
+    }
+}
+
+/// Replaces this process with `binary ARGS` (found in `PATH`), `libbpfilter.so` preloaded
+/// (before what `LD_PRELOAD` held), the socket named in `BPFILTER_SOCKET`, and `connection`
+/// handed over to the library: it stays open across the exec and serves the program's calls
+/// (one accept less for the daemon). The program starts with every signal at its default
+/// action and none blocked, as from a shell (the Rust runtime ignores SIGPIPE). Returns the
+/// exec's error.
+fn exec_preloaded(
+    binary: &str,
+    socket: &Path,
+    connection: Option<UnixStream>,
+    args: &[OsString],
+) -> Result<nix::Error> {
+    use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+    let cstring = |bytes: Vec<u8>| CString::new(bytes).context("a NUL byte in an argument");
     let preload = preload_path()?;
-    let mut ld_preload = OsString::from(&preload);
+    let mut ld_preload = preload.into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         ld_preload.push(":");
         ld_preload.push(old);
     }
-    let mut command = Command::new(find_in_path(binary));
-    command
-        .arg0(binary)
-        .args(&pass.args)
-        .env("LD_PRELOAD", ld_preload)
-        .env(libbpfilter::SOCKET_ENV, socket);
-    // The connection just opened serves the program's calls too (one accept less for the
-    // daemon): it stays open across the exec, and the preloaded library takes it over.
-    if let Some(stream) = connection {
-        // open until the exec, and then the program's
-        let fd = stream.into_raw_fd();
+    let connection: Option<OwnedFd> = connection.map(OwnedFd::from);
+    if let Some(fd) = &connection {
         nix::fcntl::fcntl(
-            fd,
+            fd.as_raw_fd(),
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
         )
         .context("keeping the daemon connection open across exec")?;
-        command.env(libbpfilter::CONNECTION_ENV, fd.to_string());
     }
-    let err = command.exec();
-    bail!("cannot run {binary}: {err}")
+    let mut set: Vec<(OsString, OsString)> = vec![
+        ("LD_PRELOAD".into(), ld_preload),
+        (libbpfilter::SOCKET_ENV.into(), socket.into()),
+    ];
+    if let Some(fd) = &connection {
+        set.push((
+            libbpfilter::CONNECTION_ENV.into(),
+            fd.as_raw_fd().to_string().into(),
+        ));
+    }
+    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(key, _)| !set.iter().any(|(k, _)| k == key))
+        .collect();
+    vars.extend(set);
+    let mut env = Vec::new();
+    for (key, value) in vars {
+        let mut entry = key.into_vec();
+        entry.push(b'=');
+        entry.extend_from_slice(value.as_bytes());
+        env.push(cstring(entry)?);
+    }
+    let mut argv = vec![cstring(binary.into())?];
+    for a in args {
+        argv.push(cstring(a.as_bytes().to_vec())?);
+    }
+    let path = cstring(find_in_path(binary).into_os_string().into_vec())?;
+    // SAFETY: SIG_DFL installs no handler.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.context("resetting SIGPIPE")?;
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .context("unblocking signals")?;
+    let err = match nix::unistd::execve(&path, &argv, &env) {
+        Err(err) => err,
+        Ok(never) => match never {},
+    };
+    drop(connection);
+    Ok(err)
 }
 
 /// `binary`'s path in `PATH`, found as execvp would, but by looking rather than by trying to
@@ -175,34 +229,37 @@ fn find_in_path(binary: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(binary))
 }
 
+/// Are `args` the one `-V` (or `--version`) that [`exec_multicall`] answers itself?
+pub fn prints_version(args: &[OsString]) -> bool {
+    matches!(args, [only] if only == "-V" || only == "--version")
+}
+
 /// As [`exec_legacy`], for this executable called as `iptables` or `ip6tables` (or their
 /// `-save` and `-restore` commands, or their `-bpfilter` names) through the alternatives
 /// system. One difference: `-V` says that bpfilter runs the rules, after the legacy binary's
 /// own version line (`ip6tables v1.8.9 (legacy), rules run by bpfilter 0.1.0`): the backend
 /// shows where tools look for it, and the words they parse (`vX.Y.Z`, `(legacy)`) stay.
 pub fn exec_multicall(binary: &str, socket: &Path, pass: PassThrough) -> Result<ExitCode> {
-    if let [only] = pass.args.as_slice() {
-        if only == "-V" || only == "--version" {
-            let out = Command::new(binary)
-                .arg(only)
-                .output()
-                .with_context(|| format!("running {binary}"))?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let mut lines = text.lines();
-            if let Some(first) = lines.next() {
-                println!(
-                    "{first}, rules run by bpfilter {}",
-                    env!("CARGO_PKG_VERSION")
-                );
-            }
-            for line in lines {
-                println!("{line}");
-            }
-            std::io::Write::write_all(&mut std::io::stderr(), &out.stderr)?;
-            return Ok(ExitCode::from(
-                u8::try_from(out.status.code().unwrap_or(1)).unwrap_or(1),
-            ));
+    if prints_version(&pass.args) {
+        let out = Command::new(binary)
+            .args(&pass.args)
+            .output()
+            .with_context(|| format!("running {binary}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        if let Some(first) = lines.next() {
+            println!(
+                "{first}, rules run by bpfilter {}",
+                env!("CARGO_PKG_VERSION")
+            );
         }
+        for line in lines {
+            println!("{line}");
+        }
+        std::io::Write::write_all(&mut std::io::stderr(), &out.stderr)?;
+        return Ok(ExitCode::from(
+            u8::try_from(out.status.code().unwrap_or(1)).unwrap_or(1),
+        ));
     }
     exec_legacy(binary, socket, pass)
 }
