@@ -21,9 +21,11 @@
 //!                                          (the same map in every generation naming it)
 //! <root>/net<ns>/<table>/gen<N>/hashlimit<i>  HASH of spin-locked entries: a `hashlimit`
 //!                                          table (likewise), `hashlimit<i>_cfg` its config
-//! <root>/net<ns>/<table>/events           RINGBUF of REJECT/LOG records (every generation)
-//! <root>/net<ns>/<table>/event_loss       ARRAY: records lost to a full ring buffer
-//! <root>/net<ns>/<table>/reply_ct         ARRAY: the connections of REJECT replies
+//! <root>/net<ns>/<table>/events           RINGBUF of REJECT/LOG records (every generation,
+//!                                          from the first that has REJECT, LOG or conntrack
+//!                                          rules: see [`needs_events`])
+//! <root>/net<ns>/<table>/event_loss       ARRAY: records lost to a full ring buffer (likewise)
+//! <root>/net<ns>/<table>/reply_ct         ARRAY: the connections of REJECT replies (likewise)
 //! <root>/net<ns>/<table>/older_tables     the kernel's tables when this one was made (BlobMap)
 //! <root>/net<ns>/<table>/addrtypes        LPM_TRIE: the namespace's address types (addrtype)
 //! <root>/net<ns>/<table>/committed        ARRAY: the generation iptables was told is in force
@@ -137,8 +139,12 @@ impl EventMaps {
         })
     }
 
-    /// The pinned maps, or new ones for a table pinned before events existed.
-    fn open(dir: &Path) -> Result<EventMaps, BackendError> {
+    /// The pinned maps: none if there are none, new ones for a table pinned by a version
+    /// whose maps differ.
+    fn open(dir: &Path) -> Result<Option<EventMaps>, BackendError> {
+        if !dir.join("events").exists() && !dir.join("event_loss").exists() {
+            return Ok(None);
+        }
         match (
             Map::from_pin(dir.join("events")),
             Map::from_pin(dir.join("event_loss")),
@@ -153,18 +159,18 @@ impl EventMaps {
                     Ok(m) => m,
                     Err(_) => reply_ct_map(dir)?,
                 };
-                Ok(EventMaps {
+                Ok(Some(EventMaps {
                     ring,
                     loss,
                     reply_ct,
-                })
+                }))
             }
             // missing, or from a version with fewer slots (no LOG gate): new ones, which the
             // next generation uses
             _ => {
                 let _ = sys::unpin(dir.join("events"));
                 let _ = sys::unpin(dir.join("event_loss"));
-                EventMaps::create(dir)
+                EventMaps::create(dir).map(Some)
             }
         }
     }
@@ -333,7 +339,7 @@ impl Backends for BpfBackends {
 /// The maps of a table that every generation's programs use.
 #[derive(Clone, Copy)]
 struct Shared<'a> {
-    events: &'a EventMaps,
+    events: Option<&'a EventMaps>,
     addrtypes: Option<&'a Map>,
 }
 
@@ -461,8 +467,9 @@ pub struct BpfTable {
     gen: Generation,
     /// the free slots of `gen.counters`
     pool: Arc<Mutex<Pool>>,
-    events: EventMaps,
-    /// reads `events` (None if it could not start: REJECT then only drops)
+    /// the event maps, from the first ruleset that needs them ([`needs_events`])
+    events: Option<EventMaps>,
+    /// reads `events` (None without them, or if it could not start: REJECT then only drops)
     pump: Option<crate::events::Pump>,
     netns: Arc<crate::events::Netns>,
     /// the namespace's connection tracking is on because this table's rules need it
@@ -605,6 +612,21 @@ fn counters_from_bytes(b: &[u8]) -> Vec<XtCounters> {
         .collect()
 }
 
+/// Unpins a table's event maps (those there are).
+fn unpin_events(dir: &Path) {
+    for name in ["events", "event_loss", "reply_ct"] {
+        let _ = sys::unpin(dir.join(name));
+    }
+}
+
+/// Do the programs of `irs` use the event maps: the ring buffer (REJECT, LOG), or the
+/// connections of REJECT replies (read by conntrack matches)? A table gets its event maps,
+/// and the thread that reads them, only from its first ruleset that does: the ring buffer is
+/// a megabyte of kernel memory, and the thread wakes 50 times a second, in every namespace.
+fn needs_events(irs: &[emitter::ir::Program]) -> bool {
+    irs.iter().any(|p| p.has_events() || p.needs_conntrack())
+}
+
 impl BpfTable {
     /// Instantiates `table` in the namespace `nsfd`: progs array, first generation, then one
     /// dispatcher and link per hook.
@@ -639,10 +661,12 @@ impl BpfTable {
             BlobMap::create("bpfltr_older", snapshot.as_bytes(), snapshot.len().max(1))
                 .and_then(|m| m.pin(&dir.join("older_tables")))
                 .map_err(sys_err("storing the kernel's table list"))?;
-            let events = EventMaps::create(&dir)?;
             let blob = table.replace_blob(table.num_entries(), 0);
             let mut programs = crate::xlate::translate(table)
                 .map_err(|e| BackendError::new(e.errno(), e.to_string()))?;
+            let events = needs_events(&programs)
+                .then(|| EventMaps::create(&dir))
+                .transpose()?;
             let (counters, pool, slots) = new_counter_map(table.entries.len())?;
             slots::remap(&mut programs, &slots);
             let addrtypes = uses_addrtype(table)
@@ -664,7 +688,7 @@ impl BpfTable {
                 },
                 &target,
                 Shared {
-                    events: &events,
+                    events: events.as_ref(),
                     addrtypes: addrtypes.as_ref().map(|a| a.map()),
                 },
             )?;
@@ -697,7 +721,9 @@ impl BpfTable {
                     .map_err(sys_err("pinning the link"))?;
             }
             commit(&committed, gen.number)?;
-            let pump = events.pump(&dir, Arc::clone(&netns));
+            let pump = events
+                .as_ref()
+                .and_then(|e| e.pump(&dir, Arc::clone(&netns)));
             Ok(BpfTable {
                 dir: dir.clone(),
                 progs,
@@ -823,7 +849,9 @@ impl BpfTable {
             let _ = sys::remove_pins(dir.join(format!("gen{n}")));
         }
         let events = EventMaps::open(dir)?;
-        let pump = events.pump(dir, Arc::clone(&netns));
+        let pump = events
+            .as_ref()
+            .and_then(|e| e.pump(dir, Arc::clone(&netns)));
         // the running programs look addresses up in the pinned map: keep it current again
         let addrtypes = if uses_addrtype(&table) {
             match super::addrtypes::AddrTypes::start(dir, Arc::clone(&netns)) {
@@ -935,6 +963,223 @@ impl BpfTable {
             }
         }
         Ok(())
+    }
+
+    /// Makes the event maps and starts their reader, for the first ruleset that needs them.
+    fn start_events(&mut self) -> Result<(), BackendError> {
+        let events = EventMaps::create(&self.dir).inspect_err(|_| unpin_events(&self.dir))?;
+        self.pump = events.pump(&self.dir, Arc::clone(&self.netns));
+        if let Some(p) = &self.pump {
+            *p.conntrack_switch() = self.conntrack;
+        }
+        self.events = Some(events);
+        Ok(())
+    }
+
+    /// Undoes [`Self::start_events`]: its reader stopped, its maps unpinned.
+    fn stop_events(&mut self) {
+        self.pump = None;
+        self.events = None;
+        unpin_events(&self.dir);
+    }
+
+    /// [`TableBackend::replace`]'s work (which undoes the event maps it made, if it fails).
+    fn replace_table(
+        &mut self,
+        table: &Table,
+        blob: &[u8],
+    ) -> Result<Vec<XtCounters>, BackendError> {
+        fault_point("before-build");
+        self.settle_late()?;
+        let recent = super::recent::prepare(table, &self.gen.recent)?;
+        let lists: Vec<_> = recent.iter().map(|r| r.list.clone()).collect();
+        let hashlimit = super::hashlimit::prepare(table, &self.gen.hashlimit)?;
+        let tables: Vec<_> = hashlimit.iter().map(|h| h.table.clone()).collect();
+        let irs = crate::xlate::translate_full(table, &lists, &tables)
+            .map_err(|e| BackendError::new(e.errno(), e.to_string()))?;
+        if self.events.is_none() && needs_events(&irs) {
+            self.start_events()?;
+        }
+        let needs_conntrack = irs.iter().any(emitter::ir::Program::needs_conntrack);
+        let enabled_now = needs_conntrack && !self.conntrack;
+        if enabled_now {
+            self.set_conntrack(true)?;
+        }
+        let addrtype = uses_addrtype(table);
+        if addrtype && self.addrtypes.is_none() {
+            self.addrtypes = Some(super::addrtypes::AddrTypes::start(
+                &self.dir,
+                Arc::clone(&self.netns),
+            )?);
+        }
+        // Where the new entries count: the kept ones in their slots, the others in free ones;
+        // or, without room, a new map.
+        let keys = slots::keys(table);
+        let assignment = lock_pool(&self.pool).assign(&self.gen.keys, &self.gen.slots, &keys);
+        let (counters, slot_of, new_pool) = match &assignment {
+            Some(a) => (Arc::clone(&self.gen.counters), a.slots.clone(), None),
+            None => {
+                let (map, pool, slot_of) = match new_counter_map(table.entries.len()) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        if enabled_now {
+                            let _ = self.set_conntrack(false);
+                        }
+                        return Err(e);
+                    }
+                };
+                (map, slot_of, Some(pool))
+            }
+        };
+        let mut irs = irs;
+        slots::remap(&mut irs, &slot_of);
+        let next = match Generation::build(
+            &self.dir,
+            self.gen.number + 1,
+            table,
+            blob,
+            Plan {
+                irs,
+                recent,
+                hashlimit,
+                counters: Arc::clone(&counters),
+                slots: slot_of,
+                keys,
+                previous: Some(&self.gen),
+            },
+            &self.target,
+            Shared {
+                events: self.events.as_ref(),
+                addrtypes: self.addrtypes.as_ref().map(|a| a.map()),
+            },
+        ) {
+            Ok(next) => next,
+            Err(e) => {
+                self.abandon(assignment.as_ref(), false, &counters);
+                if enabled_now {
+                    let _ = self.set_conntrack(false);
+                }
+                return Err(e);
+            }
+        };
+        let mut next = next;
+        fault_point("after-build");
+        for (i, (hook, prog, _)) in next.programs.iter().enumerate() {
+            if i == 1 {
+                fault_point("mid-switch");
+            }
+            if let Err(e) = self.progs.set_prog(*hook, prog) {
+                // Put back what was switched already; the old generation keeps running.
+                for (hook, prog, _) in self.gen.programs.iter().take(i) {
+                    let _ = self.progs.set_prog(*hook, prog);
+                }
+                if i > 0 && next.segment_map.is_some() {
+                    // packets inside the new programs must still find their next segments
+                    synchronize_programs();
+                }
+                let _ = sys::remove_pins(&next.dir);
+                self.abandon(assignment.as_ref(), i > 0, &counters);
+                return Err(sys_err("switching programs")(e));
+            }
+        }
+        fault_point("after-switch");
+        let mut late = None;
+        let old = match &assignment {
+            // One read of the shared map: the old entries' counts for the reply, and the
+            // kept entries' bases, so that the counts SET_ADD_COUNTERS carries over add up
+            // to their slots' counts (packets still inside the old programs count on in
+            // the same slots).
+            Some(a) => counters
+                .sums()
+                .map_err(sys_err("reading counters"))
+                .and_then(|sums| {
+                    let old = counts(&self.gen, &sums);
+                    let bases: Vec<XtCounters> = next
+                        .slots
+                        .iter()
+                        .zip(&a.kept)
+                        .map(|(&slot, &kept)| {
+                            let live = sums.get(slot as usize).filter(|_| kept);
+                            let word = |i: usize| live.and_then(|l| l.get(i)).copied().unwrap_or(0);
+                            XtCounters {
+                                pcnt: word(0).wrapping_neg(),
+                                bcnt: word(1).wrapping_neg(),
+                            }
+                        })
+                        .collect();
+                    next.bases_store
+                        .write(&counters_to_bytes(&bases))
+                        .map_err(sys_err("storing counter bases"))?;
+                    next.bases = bases;
+                    Ok(old)
+                }),
+            // A new map: the old one's counts as they are now; what packets still inside
+            // the old programs add to them comes later (`Late`).
+            None => self
+                .gen
+                .counters
+                .sums()
+                .map_err(sys_err("reading counters"))
+                .map(|sums| {
+                    let old = counts(&self.gen, &sums);
+                    let pairs = slots::pair(&self.gen.keys, &next.keys)
+                        .into_iter()
+                        .enumerate()
+                        .filter_map(|(entry, from)| Some((entry, *self.gen.slots.get(from?)?)))
+                        .collect();
+                    late = Some(LateSource {
+                        old: Arc::clone(&self.gen.counters),
+                        read: sums,
+                        pairs,
+                    });
+                    old
+                }),
+        };
+        let old = old.and_then(|old| {
+            commit(&self.committed, next.number)?;
+            Ok(old)
+        });
+        let old = match old {
+            Ok(old) => old,
+            Err(e) => {
+                // Not committed: the previous generation is put back, as a restart would.
+                for (hook, prog, _) in &self.gen.programs {
+                    let _ = self.progs.set_prog(*hook, prog);
+                }
+                synchronize_programs();
+                let _ = sys::remove_pins(&next.dir);
+                self.abandon(assignment.as_ref(), true, &counters);
+                if enabled_now {
+                    let _ = self.set_conntrack(false);
+                }
+                return Err(e);
+            }
+        };
+        fault_point("after-commit");
+        *self.late.get_mut().unwrap_or_else(|p| p.into_inner()) = late.and_then(LateSource::start);
+        let previous = std::mem::replace(&mut self.gen, next);
+        match (assignment, new_pool) {
+            (Some(a), _) => retire_slots(counters, Arc::clone(&self.pool), a.dropped),
+            (None, Some(pool)) => self.pool = Arc::new(Mutex::new(pool)),
+            (None, None) => {}
+        }
+        self.hooks = hooks_of(table);
+        if !addrtype {
+            // the watcher stops; the pinned map stays for the next addrtype rule
+            self.addrtypes = None;
+        }
+        if self.conntrack && !needs_conntrack {
+            if let Err(e) = self.set_conntrack(false) {
+                warn!(error = %e, "releasing connection tracking failed");
+            }
+        }
+        if let Err(e) = sys::remove_pins(&previous.dir) {
+            warn!(dir = %previous.dir.display(), error = %e, "removing the old generation failed");
+        }
+        if let Some(map) = previous.segment_map {
+            retire_segments(map);
+        }
+        Ok(old)
     }
 
     /// The running generation's recent list `name`.
@@ -1050,7 +1295,7 @@ fn counts(gen: &Generation, sums: &sys::Sums) -> Vec<XtCounters> {
 /// The maps a generation's programs refer to besides their own lookup maps.
 struct Fds<'a> {
     counters: &'a CounterMap,
-    events: &'a EventMaps,
+    events: Option<&'a EventMaps>,
     limits: &'a Map,
     addrtypes: Option<&'a Map>,
     recent: &'a [Recent],
@@ -1103,11 +1348,11 @@ fn load_output(
     let bytes = out.code.bytes(&|m| match m {
         MapRef::Counters => fd(fds.counters.map()),
         MapRef::Other(i) => sets.get(i as usize).map_or(-1, fd),
-        MapRef::Events => fd(&fds.events.ring),
-        MapRef::EventLoss => fd(&fds.events.loss),
+        MapRef::Events => fds.events.map_or(-1, |e| fd(&e.ring)),
+        MapRef::EventLoss => fds.events.map_or(-1, |e| fd(&e.loss)),
         MapRef::Limits => fd(fds.limits),
         MapRef::AddrTypes => fds.addrtypes.map_or(-1, fd),
-        MapRef::ReplyCt => fd(&fds.events.reply_ct),
+        MapRef::ReplyCt => fds.events.map_or(-1, |e| fd(&e.reply_ct)),
         MapRef::Recent(i) => fds.recent.get(i as usize).map_or(-1, |r| fd(&r.map)),
         MapRef::Hashlimit(i) => fds.hashlimit.get(i as usize).map_or(-1, |h| fd(&h.map)),
         MapRef::Segments => fds.segments.map_or(-1, fd),
@@ -1507,194 +1752,13 @@ impl TableBackend for BpfTable {
     }
 
     fn replace(&mut self, table: &Table, blob: &[u8]) -> Result<Vec<XtCounters>, BackendError> {
-        fault_point("before-build");
-        self.settle_late()?;
-        let recent = super::recent::prepare(table, &self.gen.recent)?;
-        let lists: Vec<_> = recent.iter().map(|r| r.list.clone()).collect();
-        let hashlimit = super::hashlimit::prepare(table, &self.gen.hashlimit)?;
-        let tables: Vec<_> = hashlimit.iter().map(|h| h.table.clone()).collect();
-        let irs = crate::xlate::translate_full(table, &lists, &tables)
-            .map_err(|e| BackendError::new(e.errno(), e.to_string()))?;
-        let needs_conntrack = irs.iter().any(emitter::ir::Program::needs_conntrack);
-        let enabled_now = needs_conntrack && !self.conntrack;
-        if enabled_now {
-            self.set_conntrack(true)?;
+        let had_events = self.events.is_some();
+        let result = self.replace_table(table, blob);
+        if result.is_err() && !had_events && self.events.is_some() {
+            // the event maps this replace made for its rules go with it
+            self.stop_events();
         }
-        let addrtype = uses_addrtype(table);
-        if addrtype && self.addrtypes.is_none() {
-            self.addrtypes = Some(super::addrtypes::AddrTypes::start(
-                &self.dir,
-                Arc::clone(&self.netns),
-            )?);
-        }
-        // Where the new entries count: the kept ones in their slots, the others in free ones;
-        // or, without room, a new map.
-        let keys = slots::keys(table);
-        let assignment = lock_pool(&self.pool).assign(&self.gen.keys, &self.gen.slots, &keys);
-        let (counters, slot_of, new_pool) = match &assignment {
-            Some(a) => (Arc::clone(&self.gen.counters), a.slots.clone(), None),
-            None => {
-                let (map, pool, slot_of) = match new_counter_map(table.entries.len()) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        if enabled_now {
-                            let _ = self.set_conntrack(false);
-                        }
-                        return Err(e);
-                    }
-                };
-                (map, slot_of, Some(pool))
-            }
-        };
-        let mut irs = irs;
-        slots::remap(&mut irs, &slot_of);
-        let next = match Generation::build(
-            &self.dir,
-            self.gen.number + 1,
-            table,
-            blob,
-            Plan {
-                irs,
-                recent,
-                hashlimit,
-                counters: Arc::clone(&counters),
-                slots: slot_of,
-                keys,
-                previous: Some(&self.gen),
-            },
-            &self.target,
-            Shared {
-                events: &self.events,
-                addrtypes: self.addrtypes.as_ref().map(|a| a.map()),
-            },
-        ) {
-            Ok(next) => next,
-            Err(e) => {
-                self.abandon(assignment.as_ref(), false, &counters);
-                if enabled_now {
-                    let _ = self.set_conntrack(false);
-                }
-                return Err(e);
-            }
-        };
-        let mut next = next;
-        fault_point("after-build");
-        for (i, (hook, prog, _)) in next.programs.iter().enumerate() {
-            if i == 1 {
-                fault_point("mid-switch");
-            }
-            if let Err(e) = self.progs.set_prog(*hook, prog) {
-                // Put back what was switched already; the old generation keeps running.
-                for (hook, prog, _) in self.gen.programs.iter().take(i) {
-                    let _ = self.progs.set_prog(*hook, prog);
-                }
-                if i > 0 && next.segment_map.is_some() {
-                    // packets inside the new programs must still find their next segments
-                    synchronize_programs();
-                }
-                let _ = sys::remove_pins(&next.dir);
-                self.abandon(assignment.as_ref(), i > 0, &counters);
-                return Err(sys_err("switching programs")(e));
-            }
-        }
-        fault_point("after-switch");
-        let mut late = None;
-        let old = match &assignment {
-            // One read of the shared map: the old entries' counts for the reply, and the
-            // kept entries' bases, so that the counts SET_ADD_COUNTERS carries over add up
-            // to their slots' counts (packets still inside the old programs count on in
-            // the same slots).
-            Some(a) => counters
-                .sums()
-                .map_err(sys_err("reading counters"))
-                .and_then(|sums| {
-                    let old = counts(&self.gen, &sums);
-                    let bases: Vec<XtCounters> = next
-                        .slots
-                        .iter()
-                        .zip(&a.kept)
-                        .map(|(&slot, &kept)| {
-                            let live = sums.get(slot as usize).filter(|_| kept);
-                            let word = |i: usize| live.and_then(|l| l.get(i)).copied().unwrap_or(0);
-                            XtCounters {
-                                pcnt: word(0).wrapping_neg(),
-                                bcnt: word(1).wrapping_neg(),
-                            }
-                        })
-                        .collect();
-                    next.bases_store
-                        .write(&counters_to_bytes(&bases))
-                        .map_err(sys_err("storing counter bases"))?;
-                    next.bases = bases;
-                    Ok(old)
-                }),
-            // A new map: the old one's counts as they are now; what packets still inside
-            // the old programs add to them comes later (`Late`).
-            None => self
-                .gen
-                .counters
-                .sums()
-                .map_err(sys_err("reading counters"))
-                .map(|sums| {
-                    let old = counts(&self.gen, &sums);
-                    let pairs = slots::pair(&self.gen.keys, &next.keys)
-                        .into_iter()
-                        .enumerate()
-                        .filter_map(|(entry, from)| Some((entry, *self.gen.slots.get(from?)?)))
-                        .collect();
-                    late = Some(LateSource {
-                        old: Arc::clone(&self.gen.counters),
-                        read: sums,
-                        pairs,
-                    });
-                    old
-                }),
-        };
-        let old = old.and_then(|old| {
-            commit(&self.committed, next.number)?;
-            Ok(old)
-        });
-        let old = match old {
-            Ok(old) => old,
-            Err(e) => {
-                // Not committed: the previous generation is put back, as a restart would.
-                for (hook, prog, _) in &self.gen.programs {
-                    let _ = self.progs.set_prog(*hook, prog);
-                }
-                synchronize_programs();
-                let _ = sys::remove_pins(&next.dir);
-                self.abandon(assignment.as_ref(), true, &counters);
-                if enabled_now {
-                    let _ = self.set_conntrack(false);
-                }
-                return Err(e);
-            }
-        };
-        fault_point("after-commit");
-        *self.late.get_mut().unwrap_or_else(|p| p.into_inner()) = late.and_then(LateSource::start);
-        let previous = std::mem::replace(&mut self.gen, next);
-        match (assignment, new_pool) {
-            (Some(a), _) => retire_slots(counters, Arc::clone(&self.pool), a.dropped),
-            (None, Some(pool)) => self.pool = Arc::new(Mutex::new(pool)),
-            (None, None) => {}
-        }
-        self.hooks = hooks_of(table);
-        if !addrtype {
-            // the watcher stops; the pinned map stays for the next addrtype rule
-            self.addrtypes = None;
-        }
-        if self.conntrack && !needs_conntrack {
-            if let Err(e) = self.set_conntrack(false) {
-                warn!(error = %e, "releasing connection tracking failed");
-            }
-        }
-        if let Err(e) = sys::remove_pins(&previous.dir) {
-            warn!(dir = %previous.dir.display(), error = %e, "removing the old generation failed");
-        }
-        if let Some(map) = previous.segment_map {
-            retire_segments(map);
-        }
-        Ok(old)
+        result
     }
 
     fn add_counters(&mut self, add: &[XtCounters]) -> Result<(), BackendError> {
@@ -2175,7 +2239,7 @@ mod tests {
             },
             &s.backends.target,
             Shared {
-                events: &backend.events,
+                events: backend.events.as_ref(),
                 addrtypes: None,
             },
         )
@@ -2206,6 +2270,51 @@ mod tests {
             "the uncommitted generation is gone"
         );
         assert_eq!(s.committed(), 1);
+    }
+
+    #[test]
+    fn a_table_gets_its_event_maps_with_its_first_log_rule_and_keeps_them() {
+        use ipt_abi::build::{Rule, RuleTarget, TableBuilder};
+        let s = Setup::new("events");
+        let pinned = |s: &Setup| {
+            ["events", "event_loss", "reply_ct"].map(|n| s.table_dir().join(n).exists())
+        };
+        let (plain, plain_blob) = drops(&[1]);
+        let mut backend = s.create(&plain);
+        assert_eq!(
+            pinned(&s),
+            [false; 3],
+            "no event maps without REJECT, LOG, conntrack"
+        );
+        assert!(backend.events.is_none());
+        let mut b = TableBuilder::filter();
+        b.rule(
+            "INPUT",
+            Rule::new(RuleTarget::Log {
+                level: 4,
+                flags: 0,
+                prefix: "x ".into(),
+            }),
+        );
+        let logged = b.build().unwrap();
+        let logged_blob = logged.replace_blob(logged.num_entries(), 0);
+        // A replace that fails takes the maps it made with it.
+        s._kernel
+            .fail_next_load(libc::EACCES, "R1 invalid mem access");
+        backend.replace(&logged, &logged_blob).unwrap_err();
+        assert_eq!(
+            pinned(&s),
+            [false; 3],
+            "a failed replace leaves no event maps"
+        );
+        assert!(backend.events.is_none());
+        backend.replace(&logged, &logged_blob).unwrap();
+        assert_eq!(pinned(&s), [true; 3]);
+        assert!(backend.events.is_some());
+        // They stay for the table's life: a reader's position is never lost.
+        backend.replace(&plain, &plain_blob).unwrap();
+        assert_eq!(pinned(&s), [true; 3]);
+        assert!(backend.events.is_some());
     }
 
     #[test]
