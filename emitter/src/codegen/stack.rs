@@ -11,7 +11,7 @@
 //! (544 bytes for 8 calls of an IPv4 program on 6.8).
 
 use crate::builder::Compiled;
-use crate::insn::{self, alu, class, jmp, pseudo, source};
+use crate::insn::{AluOp, AtomicOp, Call, Insn, Reg, Src};
 
 /// The verifier's MAX_BPF_STACK.
 pub(super) const MAX_BPF_STACK: u32 = 512;
@@ -43,25 +43,22 @@ impl StackRule {
 /// through r6 count for main: r6 holds main's frame pointer in main and in the chain
 /// subprograms. Deliberately an upper bound of what the verifier finds.
 pub(super) fn combined(code: &Compiled, rule: StackRule) -> u32 {
-    let raw = insn::encode(&code.insns);
-    let slots: Vec<[u8; 8]> = raw
-        .chunks_exact(8)
-        .map(|c| {
-            let mut s = [0u8; 8];
-            s.copy_from_slice(c);
-            s
+    // each instruction at its pc (an LD_IMM64 takes two slots)
+    let mut next = 0;
+    let insns: Vec<(usize, &Insn)> = code
+        .insns
+        .iter()
+        .map(|i| {
+            let pc = next;
+            next += i.slots();
+            (pc, i)
         })
         .collect();
     // function starts: main and every bpf-to-bpf call's target
     let mut starts = vec![0usize];
     let mut calls = Vec::new();
-    for (pc, s) in slots.iter().enumerate() {
-        let (code, src, imm) = (
-            s[0],
-            s[1] >> 4,
-            i32::from_ne_bytes([s[4], s[5], s[6], s[7]]),
-        );
-        if code == class::JMP | jmp::CALL && src == pseudo::CALL {
+    for &(pc, insn) in &insns {
+        if let Insn::Call(Call::Local(imm)) = *insn {
             let target = (pc as i64 + 1 + i64::from(imm)).max(0) as usize;
             starts.push(target);
             calls.push((pc, target));
@@ -73,50 +70,73 @@ pub(super) fn combined(code: &Compiled, rule: StackRule) -> u32 {
     let mut depth = vec![0u32; starts.len()];
     // per register: its offset from the function's frame pointer, when it holds one
     let mut frame_regs: [Option<i64>; 11] = [None; 11];
+    let r = |reg: Reg| usize::from(reg.num());
     let mut current = usize::MAX;
-    for (pc, s) in slots.iter().enumerate() {
+    for &(pc, insn) in &insns {
         let f = func_of(pc);
         if f != current {
             current = f;
             frame_regs = [None; 11];
-            frame_regs[10] = Some(0);
+            frame_regs[r(Reg::R10)] = Some(0);
         }
-        let (code, dst, src) = (s[0], usize::from(s[1] & 0x0f), usize::from(s[1] >> 4));
-        let off = i16::from_ne_bytes([s[2], s[3]]);
-        let imm = i32::from_ne_bytes([s[4], s[5], s[6], s[7]]);
         let mut reach = |f: usize, by: i64| {
             if by < 0 {
                 depth[f] = depth[f].max(u32::try_from(-by).unwrap_or(MAX_BPF_STACK));
             }
         };
-        let base = match code & 0x07 {
-            class::LDX if dst < 11 => Some(src),
-            class::ST | class::STX => Some(dst),
+        // a load, a store or an atomic operation through a base register
+        let access = match *insn {
+            Insn::Ldx { src, off, .. } => Some((src, off)),
+            Insn::Stx { dst, off, .. }
+            | Insn::St { dst, off, .. }
+            | Insn::Atomic { dst, off, .. } => Some((dst, off)),
             _ => None,
         };
-        if let Some(base) = base.filter(|&b| b < 11) {
-            if let Some(at) = frame_regs[base] {
+        if let Some((base, off)) = access {
+            if let Some(at) = frame_regs[r(base)] {
                 reach(f, at + i64::from(off));
             }
-            if base == 6 {
+            if base == Reg::R6 {
                 reach(0, i64::from(off));
             }
         }
         // frame pointers copied (rX = r10) and moved (rX += imm); other writes end them
-        match code & 0x07 {
-            class::ALU64 if dst < 10 => match (code & 0xf8, frame_regs[dst]) {
-                (c, _) if c == alu::MOV | source::X => {
-                    frame_regs[dst] = frame_regs.get(src).copied().flatten();
-                }
-                (c, Some(at)) if c == alu::ADD | source::K => {
-                    let moved = at + i64::from(imm);
-                    reach(f, moved);
-                    frame_regs[dst] = Some(moved);
-                }
-                _ => frame_regs[dst] = None,
+        match *insn {
+            Insn::Alu {
+                wide: true,
+                op: AluOp::Mov,
+                dst,
+                src: Src::Reg(from),
+            } if dst != Reg::R10 => frame_regs[r(dst)] = frame_regs[r(from)],
+            Insn::Alu {
+                wide: true,
+                op: AluOp::Add,
+                dst,
+                src: Src::Imm(imm),
+            } if dst != Reg::R10 && frame_regs[r(dst)].is_some() => {
+                let moved = frame_regs[r(dst)].unwrap_or(0) + i64::from(imm);
+                reach(f, moved);
+                frame_regs[r(dst)] = Some(moved);
+            }
+            Insn::Alu { dst, .. }
+            | Insn::Neg { dst, .. }
+            | Insn::End { dst, .. }
+            | Insn::Ldx { dst, .. }
+            | Insn::LdImm64 { dst, .. }
+                if dst != Reg::R10 =>
+            {
+                frame_regs[r(dst)] = None;
+            }
+            Insn::Atomic { op, src, .. } => match op {
+                AtomicOp::CmpXchg => frame_regs[r(Reg::R0)] = None,
+                AtomicOp::Xchg
+                | AtomicOp::Add { fetch: true }
+                | AtomicOp::Or { fetch: true }
+                | AtomicOp::And { fetch: true }
+                | AtomicOp::Xor { fetch: true } => frame_regs[r(src)] = None,
+                _ => {}
             },
-            class::ALU | class::LDX | class::LD if dst < 10 => frame_regs[dst] = None,
-            class::JMP if code == class::JMP | jmp::CALL => frame_regs[..6].fill(None),
+            Insn::Call(_) => frame_regs[..6].fill(None),
             _ => {}
         }
     }
