@@ -146,3 +146,36 @@ fn daemon_down_gives_one_clear_line() {
     );
     d.restart();
 }
+
+/// A command started with its standard input closed behaves as the kernel's: nothing takes
+/// fd 0 in its place (the daemon's connection did once, and `iptables-restore` read its rules
+/// from it, waiting forever).
+#[test]
+fn a_closed_standard_input_stays_closed_to_the_command() {
+    let Some((d, p)) = common::start_pair() else {
+        return;
+    };
+    let run = |ns: &test_support::netns::Netns, command: String| {
+        let out = std::process::Command::new("timeout")
+            .args(["10", "ip", "netns", "exec", &ns.name, "sh", "-c"])
+            .arg(format!("exec 0<&-; exec {command}"))
+            .env("BPFILTER_SOCKET", &d.socket)
+            .env(
+                "XTABLES_LOCKFILE",
+                std::env::temp_dir().join(format!("xtables-{}.lock", ns.name)),
+            )
+            .output()
+            .expect("sh");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let bin = common::bpfilter_bin();
+    for tool in ["iptables-restore", "iptables -S"] {
+        let ours = run(&p.bpf, format!("{} {tool}", bin.display()));
+        let theirs = run(&p.kernel, tool.replace("iptables", "iptables-legacy"));
+        assert_eq!(ours, theirs, "{tool} with fd 0 closed\n{}", d.log());
+    }
+    p.same_listing(&d);
+}

@@ -144,6 +144,12 @@ pub fn exec_legacy(binary: &str, socket: &Path, pass: PassThrough) -> Result<Exi
 /// for a starting daemon, and says what is wrong. The runtime's set-up and `Command`'s
 /// cost a sixth of a millisecond that the kernel's iptables does not pay.
 pub fn exec_early(binary: &str, socket: &Path, args: &[OsString]) {
+    // The runtime's set-up opens /dev/null on a closed standard fd. Before it, the daemon's
+    // connection could take fd 0, 1 or 2 (iptables-restore would read its rules from it).
+    let closed = |fd| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err();
+    if (0..3).any(closed) {
+        return;
+    }
     if let Ok(stream) = UnixStream::connect(socket) {
         let _ = exec_preloaded(binary, socket, Some(stream), args);
     }
