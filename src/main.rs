@@ -159,10 +159,10 @@ fn pass_through() -> Option<ExitCode> {
 
 /// An iptables command runs the legacy binary at once, as the C library starts this executable
 /// (it runs `.init_array` with argc, argv and envp before `main`): the Rust runtime's set-up
-/// and the standard library's `Command` are a sixth of a millisecond that the kernel's
+/// and the standard library's `Command` are a quarter of a millisecond that the kernel's
 /// iptables does not pay, on every command ([`cli::exec_early`]). Anything unusual (no daemon
-/// listening yet, `-V` under an iptables name) returns here, and [`pass_through`] does it
-/// again in `main`, with the waits and the words of the full path.
+/// listening yet, `-V` under an iptables name, a closed standard fd) returns here, and
+/// [`pass_through`] does it again in `main`, with the waits and the words of the full path.
 #[cfg(not(test))]
 #[used]
 #[link_section = ".init_array"]

@@ -141,8 +141,8 @@ pub fn exec_legacy(binary: &str, socket: &Path, pass: PassThrough) -> Result<Exi
 /// [`exec_legacy`] as the executable starts, before the Rust runtime's set-up: one connection
 /// attempt, and no word on failure. It returns whenever anything is not as expected (no
 /// daemon listening yet, no library, no binary), and `exec_legacy` then does it again, waits
-/// for a starting daemon, and says what is wrong. The runtime's set-up and `Command`'s
-/// cost a sixth of a millisecond that the kernel's iptables does not pay.
+/// for a starting daemon, and says what is wrong. The runtime's set-up and `Command` cost a
+/// quarter of a millisecond that the kernel's iptables does not pay.
 pub fn exec_early(binary: &str, socket: &Path, args: &[OsString]) {
     // The runtime's set-up opens /dev/null on a closed standard fd. Before it, the daemon's
     // connection could take fd 0, 1 or 2 (iptables-restore would read its rules from it).
