@@ -531,18 +531,13 @@ impl LateSource {
                 return Vec::new();
             }
         };
-        let word = |sums: &sys::Sums, slot: u32, i: usize| {
-            sums.get(slot as usize)
-                .and_then(|l| l.get(i))
-                .copied()
-                .unwrap_or(0)
-        };
         self.pairs
             .iter()
             .filter_map(|&(entry, slot)| {
+                let (now, read) = (slot_count(&now, slot), slot_count(&self.read, slot));
                 let late = XtCounters {
-                    pcnt: word(&now, slot, 0).wrapping_sub(word(&self.read, slot, 0)),
-                    bcnt: word(&now, slot, 1).wrapping_sub(word(&self.read, slot, 1)),
+                    pcnt: now.pcnt.wrapping_sub(read.pcnt),
+                    bcnt: now.bcnt.wrapping_sub(read.bcnt),
                 };
                 (late != XtCounters::default()).then_some((entry, late))
             })
@@ -1099,11 +1094,14 @@ impl BpfTable {
                         .iter()
                         .zip(&a.kept)
                         .map(|(&slot, &kept)| {
-                            let live = sums.get(slot as usize).filter(|_| kept);
-                            let word = |i: usize| live.and_then(|l| l.get(i)).copied().unwrap_or(0);
+                            let live = if kept {
+                                slot_count(&sums, slot)
+                            } else {
+                                XtCounters::default()
+                            };
                             XtCounters {
-                                pcnt: word(0).wrapping_neg(),
-                                bcnt: word(1).wrapping_neg(),
+                                pcnt: live.pcnt.wrapping_neg(),
+                                bcnt: live.bcnt.wrapping_neg(),
                             }
                         })
                         .collect();
@@ -1224,11 +1222,20 @@ impl BpfTable {
             *self.late.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
             return Ok(());
         }
+        self.add_to_bases(late)?;
+        *self.late.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
+
+    /// Adds `(entry, count)` to those entries' bases, in memory and in the pinned store.
+    fn add_to_bases(
+        &mut self,
+        adds: impl IntoIterator<Item = (usize, XtCounters)>,
+    ) -> Result<(), BackendError> {
         let mut bases = self.gen.bases.clone();
-        for (entry, count) in late {
+        for (entry, count) in adds {
             if let Some(b) = bases.get_mut(entry) {
-                b.pcnt = b.pcnt.wrapping_add(count.pcnt);
-                b.bcnt = b.bcnt.wrapping_add(count.bcnt);
+                *b = plus(*b, count);
             }
         }
         self.gen
@@ -1236,7 +1243,6 @@ impl BpfTable {
             .write(&counters_to_bytes(&bases))
             .map_err(sys_err("storing counter bases"))?;
         self.gen.bases = bases;
-        *self.late.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
     }
 
@@ -1281,15 +1287,26 @@ fn counts(gen: &Generation, sums: &sys::Sums) -> Vec<XtCounters> {
     gen.bases
         .iter()
         .zip(&gen.slots)
-        .map(|(base, &slot)| {
-            let live = sums.get(slot as usize);
-            let word = |i: usize| live.and_then(|l| l.get(i)).copied().unwrap_or(0);
-            XtCounters {
-                pcnt: base.pcnt.wrapping_add(word(0)),
-                bcnt: base.bcnt.wrapping_add(word(1)),
-            }
-        })
+        .map(|(&base, &slot)| plus(base, slot_count(sums, slot)))
         .collect()
+}
+
+/// The `{packets, bytes}` of `slot` in `sums` (zero past the map's end).
+fn slot_count(sums: &sys::Sums, slot: u32) -> XtCounters {
+    let live = sums.get(slot as usize);
+    let word = |i: usize| live.and_then(|l| l.get(i)).copied().unwrap_or(0);
+    XtCounters {
+        pcnt: word(0),
+        bcnt: word(1),
+    }
+}
+
+/// `a + b`, wrapping as the kernel's counters do.
+fn plus(a: XtCounters, b: XtCounters) -> XtCounters {
+    XtCounters {
+        pcnt: a.pcnt.wrapping_add(b.pcnt),
+        bcnt: a.bcnt.wrapping_add(b.bcnt),
+    }
 }
 
 /// The maps a generation's programs refer to besides their own lookup maps.
@@ -1744,8 +1761,7 @@ impl TableBackend for BpfTable {
         let mut counts = Self::read_counters(&self.gen)?;
         for (entry, late) in self.late_counts() {
             if let Some(c) = counts.get_mut(entry) {
-                c.pcnt = c.pcnt.wrapping_add(late.pcnt);
-                c.bcnt = c.bcnt.wrapping_add(late.bcnt);
+                *c = plus(*c, late);
             }
         }
         Ok(counts)
@@ -1762,17 +1778,7 @@ impl TableBackend for BpfTable {
     }
 
     fn add_counters(&mut self, add: &[XtCounters]) -> Result<(), BackendError> {
-        let mut bases = self.gen.bases.clone();
-        for (b, a) in bases.iter_mut().zip(add) {
-            b.pcnt = b.pcnt.wrapping_add(a.pcnt);
-            b.bcnt = b.bcnt.wrapping_add(a.bcnt);
-        }
-        self.gen
-            .bases_store
-            .write(&counters_to_bytes(&bases))
-            .map_err(sys_err("storing counter bases"))?;
-        self.gen.bases = bases;
-        Ok(())
+        self.add_to_bases(add.iter().copied().enumerate())
     }
 
     fn summary(&self) -> String {
